@@ -1,0 +1,124 @@
+"""The event store contract: what every backend offers and the errors it raises.
+
+The store is generic. It knows streams, versions, global positions and hash
+chains; it knows nothing about runs or flows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """An event to append: a type name, its JSON-able data and metadata.
+
+    ``id`` makes appends idempotent: appending an event whose id is already
+    recorded appends nothing and returns the recorded one.
+    """
+
+    type: str
+    data: Any
+    metadata: dict[str, Any] = {}
+    id: str = msgspec.field(default_factory=lambda: str(uuid.uuid4()))
+
+
+class RecordedEvent(msgspec.Struct, frozen=True):
+    """An event as the store recorded it.
+
+    ``position`` is global and increases in commit order; ``version`` counts
+    1, 2, 3 ... within ``stream_id``; ``hash`` chains the event to the previous
+    one of its stream (sha256 over previous hash + type + data).
+    """
+
+    position: int
+    stream_id: str
+    version: int
+    type: str
+    data: Any
+    metadata: dict[str, Any]
+    recorded_at: float
+    hash: str
+    id: str = ""
+
+
+class StoreError(Exception):
+    """Base class of every error the store raises."""
+
+
+class ConcurrencyError(StoreError):
+    """The stream's version was not the one the append expected; nothing was appended."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"stream {stream_id!r}: expected version {expected}, but it is at {actual}"
+        )
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+class CorruptEventError(StoreError):
+    """A recorded row cannot be decoded; names the position of the row."""
+
+    def __init__(self, position: int, detail: str) -> None:
+        super().__init__(f"event at position {position} cannot be decoded: {detail}")
+        self.position = position
+        self.detail = detail
+
+
+class UnknownEventTypeError(CorruptEventError):
+    """A recorded event has a type no codec knows; names the position."""
+
+    def __init__(self, position: int, type_name: str) -> None:
+        StoreError.__init__(
+            self, f"event at position {position} has unknown type {type_name!r}"
+        )
+        self.position = position
+        self.detail = f"unknown type {type_name!r}"
+        self.type_name = type_name
+
+
+class StoreUnavailableError(StoreError):
+    """The database behind the store URL cannot be reached."""
+
+
+class Subscription(Protocol):
+    """Iterator over recorded events: catch-up from a position, then live."""
+
+    def __iter__(self) -> Iterator[RecordedEvent]: ...
+
+    def __next__(self) -> RecordedEvent: ...
+
+    def close(self) -> None: ...
+
+
+class EventStore(Protocol):
+    """What every backend offers (see tests/contract)."""
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Append atomically; ``expected_version`` None skips the check.
+
+        Raises ConcurrencyError (appending nothing) on a version mismatch.
+        """
+        ...
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[RecordedEvent]: ...
+
+    def head(self) -> int: ...
+
+    def subscribe(self, after: int = 0) -> Subscription: ...
+
+    def verify(self) -> list[str]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,29 @@
+"""baton's pure core: flows, events, state folds and decisions. No I/O, no threads."""
+
+from flows.model import (
+    BANDS,
+    Flow,
+    FlowDefinitionError,
+    FlowSnapshot,
+    Step,
+    StepKind,
+    StepSpec,
+    TriggerRule,
+    agent,
+    approval,
+    code,
+)
+
+__all__ = [
+    "BANDS",
+    "Flow",
+    "FlowDefinitionError",
+    "FlowSnapshot",
+    "Step",
+    "StepKind",
+    "StepSpec",
+    "TriggerRule",
+    "agent",
+    "approval",
+    "code",
+]

@@ -1,0 +1,209 @@
+"""Every domain event of a run: frozen msgspec Structs in one tagged union.
+
+Events are facts. A new field always gets a default, so old logs still decode;
+an event is never renamed without an upcaster (see eventstore.codec). ``at`` is
+the time the decision was taken (seconds since the epoch, from the injected
+clock), so that state, reports and the after-action review are functions of
+the log alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+import msgspec
+
+from flows.model import FlowSnapshot
+
+SkipReason = Literal["condition", "upstream_failed", "upstream_skipped", "rejected", "cancelled"]
+Decision = Literal["approved", "rejected"]
+AnomalyKind = Literal["stall", "errors", "malformed"]
+Severity = Literal["low", "medium", "high"]
+
+
+class Event(msgspec.Struct, frozen=True, tag=True, kw_only=True, omit_defaults=True):
+    """Base of every run event; the tag is the class name."""
+
+    at: float = 0.0
+
+
+class RunLaunched(Event):
+    """A run was launched; ``snapshot`` pins the band-resolved graph it runs with."""
+
+    run_id: str
+    flow: str
+    snapshot: FlowSnapshot
+    band: str = "medium"
+    model: str = ""
+    backend: str = "offline"
+    input: dict[str, Any] = {}
+    project_id: str = ""
+    launched_by: str = ""
+    idempotency_key: str = ""
+
+
+class RunQueued(Event):
+    """The scheduler holds the run back; ``reason`` says why (capacity, ...)."""
+
+    run_id: str
+    reason: str = "capacity"
+    plan_position: int = 0
+
+
+class RunStarted(Event):
+    """The scheduler let the run start."""
+
+    run_id: str
+    reason: str = ""
+    plan_position: int = 0
+
+
+class StepStarted(Event):
+    """An attempt began; ``prompt`` is exactly what was sent to the backend."""
+
+    step_id: str
+    attempt: int
+    kind: str = "agent"
+    prompt: str = ""
+    persona: str = ""
+    backend: str = ""
+    model: str = ""
+    unresolved: list[str] = []
+
+
+class StepCompleted(Event):
+    """An attempt produced its output; the output is recorded once, in full."""
+
+    step_id: str
+    attempt: int
+    output: str = ""
+    fields: dict[str, Any] = {}
+    duration_s: float = 0.0
+    usage: dict[str, Any] = {}
+    fields_error: str = ""
+
+
+class StepFailed(Event):
+    """An attempt failed (error, timeout, lost in a crash); it may be retried."""
+
+    step_id: str
+    attempt: int
+    error: str
+    will_retry: bool = False
+    retry_at: float = 0.0
+    duration_s: float = 0.0
+
+
+class StepCancelled(Event):
+    """A running attempt was stopped because its run was cancelled or aborted."""
+
+    step_id: str
+    attempt: int
+    reason: str = ""
+
+
+class StepSkipped(Event):
+    """A step will not run; ``reason`` is its kind and ``detail`` the evidence."""
+
+    step_id: str
+    reason: SkipReason
+    detail: str = ""
+
+
+class StepPaused(Event):
+    """An approval step waits for a person (the permission frame)."""
+
+    step_id: str
+    prompt: str = ""
+
+
+class StepResumed(Event):
+    """A person decided on a paused approval step."""
+
+    step_id: str
+    decision: Decision
+    by: str = ""
+    comment: str = ""
+
+
+class RunRecovered(Event):
+    """A process took the run over after a restart; ``steps`` were found running."""
+
+    node: str = ""
+    steps: list[str] = []
+
+
+class AnomalyDetected(Event):
+    """The watch saw something wrong with a running step."""
+
+    step_id: str
+    attempt: int = 0
+    kind: AnomalyKind = "stall"
+    severity: Severity = "medium"
+    detail: str = ""
+    action: str = "notify"
+
+
+class RunCompleted(Event):
+    """Every leaf ended well; ``report`` is the rendered markdown."""
+
+    report: str = ""
+
+
+class RunFailed(Event):
+    """A leaf failed (or was skipped because something upstream failed)."""
+
+    reason: str = ""
+    report: str = ""
+
+
+class RunRejected(Event):
+    """A person rejected an approval on the way."""
+
+    reason: str = ""
+    by: str = ""
+    report: str = ""
+
+
+class RunCancelled(Event):
+    """The run was cancelled; running attempts were stopped."""
+
+    reason: str = ""
+    by: str = ""
+    report: str = ""
+
+
+RunEvent = Union[
+    RunLaunched,
+    RunQueued,
+    RunStarted,
+    StepStarted,
+    StepCompleted,
+    StepFailed,
+    StepCancelled,
+    StepSkipped,
+    StepPaused,
+    StepResumed,
+    RunRecovered,
+    AnomalyDetected,
+    RunCompleted,
+    RunFailed,
+    RunRejected,
+    RunCancelled,
+]
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in RunEvent.__args__}  # type: ignore[attr-defined]
+
+TERMINAL_RUN_EVENTS = (RunCompleted, RunFailed, RunRejected, RunCancelled)
+
+
+def event_data(event: Event) -> dict[str, Any]:
+    """The event's fields as JSON-able builtins, without the tag."""
+    data = msgspec.to_builtins(event)
+    data.pop("type", None)
+    return data
+
+
+def event_from_data(type_name: str, data: dict[str, Any]) -> Event:
+    """Rebuild a domain event from its type name and data; KeyError if unknown."""
+    return msgspec.convert(data, EVENT_TYPES[type_name])

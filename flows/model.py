@@ -1,0 +1,348 @@
+"""Flows and steps as a user writes them, and the snapshot a run pins.
+
+A ``Flow`` is checked when it is defined: a mistake (a cycle, an unknown dep, a
+reference to a step that is not an ancestor, a bad ``when``, ...) raises
+FlowDefinitionError naming the flow, the step and the problem. ``Flow.snapshot``
+resolves a band into the serialisable graph that RunLaunched pins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+import msgspec
+
+BANDS: tuple[str, ...] = ("small", "medium", "large")
+CATEGORIES: tuple[str, ...] = ("Analysis", "Discovery", "Planning", "Authoring", "Review")
+ANOMALY_POLICIES: tuple[str, ...] = ("notify", "nudge", "abort")
+
+
+class StepKind(str, Enum):
+    """What executes a step."""
+
+    AGENT = "agent"
+    CODE = "code"
+    APPROVAL = "approval"
+
+
+class TriggerRule(str, Enum):
+    """When a step may run, given how its deps ended (Airflow's names and meaning)."""
+
+    ALL_SUCCESS = "all_success"
+    ONE_SUCCESS = "one_success"
+    ALL_DONE = "all_done"
+    NONE_FAILED = "none_failed"
+    NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
+    ALL_FAILED = "all_failed"
+    ONE_FAILED = "one_failed"
+    ALWAYS = "always"
+
+
+class FlowDefinitionError(ValueError):
+    """A flow is not well defined; the message names the flow, step and problem."""
+
+    def __init__(self, flow: str, step: str | None, problem: str) -> None:
+        where = f"flow {flow!r}" + (f", step {step!r}" if step else "")
+        super().__init__(f"{where}: {problem}")
+        self.flow = flow
+        self.step = step
+        self.problem = problem
+
+
+class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One step of a pinned graph: everything needed to run, replay and render it."""
+
+    id: str
+    kind: str
+    label: str = ""
+    persona: str = ""
+    prompt: str = ""
+    deps: tuple[str, ...] = ()
+    trigger_rule: str = TriggerRule.ALL_SUCCESS.value
+    when: str = ""
+    retries: int = 0
+    retry_delay_s: float = 1.0
+    timeout_s: float = 0.0
+    on_reject: tuple[str, ...] = ()
+    on_anomaly: str = ""
+    fn: str = ""
+
+
+class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The graph a run was launched with, band already applied."""
+
+    name: str
+    category: str = ""
+    description: str = ""
+    band: str = "medium"
+    steps: tuple[StepSpec, ...] = ()
+    on_anomaly: str = "notify"
+
+    def step(self, step_id: str) -> StepSpec:
+        """The step named ``step_id``; KeyError if the graph has none."""
+        for spec in self.steps:
+            if spec.id == step_id:
+                return spec
+        raise KeyError(step_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """A step as written in a flow; build it with ``agent``, ``code`` or ``approval``."""
+
+    id: str
+    kind: StepKind
+    persona: str = ""
+    prompt: str = ""
+    deps: tuple[str, ...] = ()
+    trigger_rule: str = TriggerRule.ALL_SUCCESS.value
+    when: str = ""
+    retries: int = 0
+    retry_delay_s: float = 1.0
+    timeout_s: float = 0.0
+    bands: tuple[str, ...] = BANDS
+    on_reject: tuple[str, ...] = ()
+    on_anomaly: str = ""
+    label: str = ""
+    fn: Callable[..., Any] | None = None
+
+    def spec(self) -> StepSpec:
+        """The serialisable form of this step (the function by reference)."""
+        return StepSpec(
+            id=self.id,
+            kind=self.kind.value,
+            label=self.label or self.id,
+            persona=self.persona,
+            prompt=self.prompt,
+            deps=self.deps,
+            trigger_rule=self.trigger_rule,
+            when=self.when,
+            retries=self.retries,
+            retry_delay_s=self.retry_delay_s,
+            timeout_s=self.timeout_s,
+            on_reject=self.on_reject,
+            on_anomaly=self.on_anomaly,
+            fn=function_ref(self.fn) if self.fn else "",
+        )
+
+
+def function_ref(fn: Callable[..., Any]) -> str:
+    """``module:qualname`` of a function, how a pinned code step names it."""
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _common(
+    step_id: str,
+    deps: Iterable[str] | None,
+    trigger_rule: str | TriggerRule,
+    when: str | None,
+    retries: int,
+    retry_delay_s: float,
+    timeout_s: float | None,
+    bands: Iterable[str] | None,
+    label: str | None,
+    on_anomaly: str | None,
+) -> dict[str, Any]:
+    return dict(
+        id=step_id,
+        deps=tuple(deps or ()),
+        trigger_rule=trigger_rule.value if isinstance(trigger_rule, TriggerRule) else str(trigger_rule),
+        when=when or "",
+        retries=retries,
+        retry_delay_s=retry_delay_s,
+        timeout_s=float(timeout_s or 0.0),
+        bands=tuple(bands) if bands is not None else BANDS,
+        label=label or "",
+        on_anomaly=on_anomaly or "",
+    )
+
+
+def agent(
+    step_id: str,
+    *,
+    persona: str,
+    prompt: str,
+    deps: Iterable[str] | None = None,
+    when: str | None = None,
+    trigger_rule: str | TriggerRule = TriggerRule.ALL_SUCCESS,
+    retries: int = 0,
+    retry_delay_s: float = 1.0,
+    timeout_s: float | None = None,
+    bands: Iterable[str] | None = None,
+    label: str | None = None,
+    on_anomaly: str | None = None,
+) -> Step:
+    """A step that sends ``prompt`` (with ``$refs`` resolved) to an agent backend."""
+    return Step(
+        kind=StepKind.AGENT,
+        persona=persona,
+        prompt=prompt,
+        **_common(step_id, deps, trigger_rule, when, retries, retry_delay_s, timeout_s, bands, label, on_anomaly),
+    )
+
+
+def code(
+    step_id: str,
+    *,
+    fn: Callable[..., Any],
+    deps: Iterable[str] | None = None,
+    when: str | None = None,
+    trigger_rule: str | TriggerRule = TriggerRule.ALL_SUCCESS,
+    retries: int = 0,
+    retry_delay_s: float = 1.0,
+    timeout_s: float | None = None,
+    bands: Iterable[str] | None = None,
+    label: str | None = None,
+) -> Step:
+    """A step that calls ``fn(ctx)``; it returns text or a dict, and raising fails it."""
+    return Step(
+        kind=StepKind.CODE,
+        fn=fn,
+        **_common(step_id, deps, trigger_rule, when, retries, retry_delay_s, timeout_s, bands, label, None),
+    )
+
+
+def approval(
+    step_id: str,
+    *,
+    prompt: str,
+    deps: Iterable[str] | None = None,
+    when: str | None = None,
+    trigger_rule: str | TriggerRule = TriggerRule.ALL_SUCCESS,
+    on_reject: Iterable[str] | None = None,
+    bands: Iterable[str] | None = None,
+    label: str | None = None,
+) -> Step:
+    """A gate that pauses the run until a person approves or rejects.
+
+    Its output is the approver's comment (``$gate.output``). When rejected, the
+    steps named in ``on_reject`` still run; every other dependent is skipped.
+    """
+    step = Step(
+        kind=StepKind.APPROVAL,
+        prompt=prompt,
+        on_reject=tuple(on_reject or ()),
+        **_common(step_id, deps, trigger_rule, when, 0, 1.0, None, bands, label, None),
+    )
+    return step
+
+
+class Flow:
+    """A named DAG of steps, validated when it is created.
+
+    ``personas`` is the set of persona names that exist; when given, a step
+    naming another persona is refused. The catalogue passes the shipped set.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        steps: Sequence[Step],
+        *,
+        category: str = "Analysis",
+        description: str = "",
+        on_anomaly: str = "notify",
+        personas: Iterable[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.category = category
+        self.description = description
+        self.on_anomaly = on_anomaly
+        self.steps: tuple[Step, ...] = tuple(steps)
+        self._by_id: dict[str, Step] = {}
+        from flows import validate  # late: validate uses template/conditions
+
+        validate.check_flow(self, set(personas) if personas is not None else _known_personas())
+        self._by_id = {s.id: s for s in self.steps}
+
+    def __repr__(self) -> str:
+        return f"Flow({self.name!r}, {len(self.steps)} steps)"
+
+    def step(self, step_id: str) -> Step:
+        """The step named ``step_id``; KeyError if the flow has none."""
+        return self._by_id[step_id]
+
+    def function(self, step_id: str) -> Callable[..., Any] | None:
+        """The function behind a code step, if this flow still has that step."""
+        step = self._by_id.get(step_id)
+        return step.fn if step else None
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """The bands at least one step runs in."""
+        return tuple(b for b in BANDS if any(b in s.bands for s in self.steps))
+
+    def snapshot(self, band: str = "medium") -> FlowSnapshot:
+        """The graph a run in ``band`` pins.
+
+        Steps not in the band are dropped; a step that depended on a dropped
+        step depends on that step's deps instead (transitively), so the order
+        the author wrote still holds. References to a dropped step resolve to
+        empty text and show up as unresolved when the step starts.
+        """
+        if band not in BANDS:
+            raise ValueError(f"unknown band {band!r}; bands are {', '.join(BANDS)}")
+        kept = {s.id for s in self.steps if band in s.bands}
+        specs = []
+        for s in self.steps:
+            if s.id not in kept:
+                continue
+            spec = s.spec()
+            deps = _rewire(s.deps, kept, self._by_id)
+            on_reject = tuple(d for d in s.on_reject if d in kept)
+            specs.append(msgspec.structs.replace(spec, deps=deps, on_reject=on_reject))
+        return FlowSnapshot(
+            name=self.name,
+            category=self.category,
+            description=self.description,
+            band=band,
+            steps=tuple(specs),
+            on_anomaly=self.on_anomaly,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The catalogue entry: name, category, description, graph and bands."""
+        return {
+            "name": self.name,
+            "category": self.category,
+            "description": self.description,
+            "bands": list(self.bands),
+            "steps": [
+                {
+                    "step_id": s.id,
+                    "kind": s.kind.value,
+                    "agent": s.persona,
+                    "label": s.label or s.id,
+                    "deps": list(s.deps),
+                    "trigger_rule": s.trigger_rule,
+                    "when": s.when,
+                    "bands": list(s.bands),
+                }
+                for s in self.steps
+            ],
+        }
+
+
+def _rewire(deps: Sequence[str], kept: set[str], by_id: Mapping[str, Step]) -> tuple[str, ...]:
+    out: list[str] = []
+    stack = list(reversed(deps))
+    seen: set[str] = set()
+    while stack:
+        dep = stack.pop()
+        if dep in seen:
+            continue
+        seen.add(dep)
+        if dep in kept:
+            out.append(dep)
+        else:
+            stack.extend(reversed(by_id[dep].deps))
+    return tuple(out)
+
+
+def _known_personas() -> set[str]:
+    from flows.personas import PERSONAS
+
+    return set(PERSONAS)
