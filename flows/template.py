@@ -212,7 +212,7 @@ def _kind(value: Any) -> str:
 
 def _yaml_block(lines: list[str], start: int) -> tuple[dict[str, Any], str]:
     for end in range(start + 1, len(lines)):
-        if lines[end].rstrip() in ("---", "..."):
+        if lines[end].strip() in ("---", "..."):
             break
     else:
         return {}, f"frontmatter opened with '---' on line {start + 1} is never closed by '---' or '...'"
@@ -237,7 +237,8 @@ def _json_object(text: str, first_line: int) -> tuple[dict[str, Any], str]:
     try:
         data, _ = json.JSONDecoder().raw_decode(text)
     except json.JSONDecodeError as exc:
-        return {}, f"frontmatter JSON on line {first_line + exc.lineno - 1} does not parse: {exc.msg} (column {exc.colno})"
+        line = first_line + exc.lineno - 1
+        return {}, f"frontmatter JSON on line {line} does not parse: {exc.msg} (column {exc.colno})"
     except (ValueError, RecursionError) as exc:
         return {}, f"frontmatter JSON does not parse: {exc}"
     return _mapping(data, "frontmatter JSON")
@@ -255,7 +256,9 @@ def parse_frontmatter(output: str) -> tuple[dict[str, Any], str]:
     """
     try:
         text = output.lstrip("\ufeff")  # a BOM some tools prepend
-        lines = text.splitlines()
+        # Only "\n" ends a line here: splitlines() would also break on "\x85" or
+        # "\u2028" inside a quoted YAML value and corrupt it when rejoined.
+        lines = text.split("\n")
         start = next((i for i, line in enumerate(lines) if line.strip()), None)
         if start is None:
             return {}, ""
