@@ -80,7 +80,10 @@ def _tokens(src: str) -> list[_Tok]:
             i += len(out[-1].text)
         elif (m := _NUMBER.match(src, i)) and (ch != "-" or _operand_expected(out)):
             text = m.group(0)
-            value = float(text) if any(c in text for c in ".eE") else int(text)
+            try:
+                value = float(text) if any(c in text for c in ".eE") else int(text)
+            except ValueError:  # int() refuses more than 4300 digits
+                raise ConditionError(src, "number is too long", i) from None
             out.append(_Tok("lit", value, i, text))
             i = m.end()
         elif (w := _WORD.match(src, i)) is not None:
@@ -356,5 +359,8 @@ def describe(cond: Condition, seen: dict[str, Any], result: bool) -> str:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an int over 4300 digits: describe must still give a line
+        text = f"<unprintable {type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -117,12 +117,15 @@ def _as_text(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, (list, tuple, dict)):
-        try:
-            return json.dumps(value, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):  # cyclic or odd values from a caller
-            return str(value)
-    return str(value)
+    try:
+        if isinstance(value, (list, tuple, dict)):
+            try:
+                return json.dumps(value, ensure_ascii=False, default=str)
+            except (TypeError, ValueError):  # cyclic or odd values from a caller
+                pass
+        return str(value)
+    except Exception:  # e.g. an int over 4300 digits; keep the text deterministic
+        return f"<unprintable {type(value).__name__}>"
 
 
 def render(

@@ -127,6 +127,7 @@ def test_describe_is_one_line_with_values() -> None:
     assert describe(parse("true"), {}, True) == "true was true"
     long = describe(cond, {"$a.output.n": "x" * 500}, False)
     assert "\n" not in long and len(long) < 200
+    assert describe(cond, {"$a.output.n": 10**5000}, True).endswith("($a.output.n = <unprintable int>)")
 
 
 def test_evaluate_never_raises() -> None:
@@ -222,6 +223,7 @@ def test_hand_built_condition_still_evaluates() -> None:
         ("not " * 60 + "true", ["nested more than"]),
         ("[" * 60 + "]" * 60, ["nested more than"]),
         ("(" * 100_000, ["nested more than"]),
+        ("1" * 5000 + " == 1", ["number is too long"]),
     ],
 )
 def test_forbidden_and_malformed_are_refused_clearly(expr: str, words: list[str]) -> None:

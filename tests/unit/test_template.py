@@ -146,6 +146,8 @@ def test_render_odd_values_do_not_raise() -> None:
     cyclic.append(cyclic)
     out, _ = render("$s.output.c $s.output.o", inputs={}, outputs={"s": ""}, fields={"s": {"c": cyclic, "o": object()}})
     assert out.startswith("[[...]]")
+    # str() refuses ints over 4300 digits; an input from a client must not crash a step
+    assert render("$input.n", inputs={"n": 10**5000}, outputs={}, fields={}) == ("<unprintable int>", [])
 
 
 @settings(max_examples=300, deadline=None)
@@ -219,6 +221,8 @@ def test_frontmatter_found_or_absent(output: str, fields: dict[str, object]) -> 
             f" *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8)
         ) + "---", ["too large"]),  # a "billion laughs" alias bomb
         ("{" * 5000 + "}" * 5000, ["JSON"]),
+        ("---\nn: " + "1" * 5000 + "\n---", ["YAML", "digits"]),
+        ('{"n": ' + "1" * 5000 + "}", ["JSON", "digits"]),
     ],
 )
 def test_frontmatter_that_is_there_but_broken(output: str, words: list[str]) -> None:
