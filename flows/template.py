@@ -165,6 +165,7 @@ def render(
 # which YAML builds cheaply as shared objects, from expanding when encoded.
 _MAX_DEPTH = 64
 _MAX_NODES = 100_000
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader when libyaml is there
 
 
 class _TooBig(Exception):
@@ -231,9 +232,6 @@ def _yaml_block(lines: list[str], start: int) -> tuple[dict[str, Any], str]:
         # PyYAML raises ValueError for impossible dates such as 2024-02-30.
         return {}, f"frontmatter YAML does not parse: {exc}"
     return _mapping(data, "frontmatter YAML")
-
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _json_object(text: str, first_line: int) -> tuple[dict[str, Any], str]:
