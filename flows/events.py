@@ -15,7 +15,7 @@ import msgspec
 
 from flows.model import FlowSnapshot
 
-SkipReason = Literal["condition", "upstream_failed", "upstream_skipped", "rejected", "cancelled"]
+SkipReason = Literal["condition", "upstream_failed", "upstream_skipped", "rejected", "cancelled", "trigger_rule"]
 Decision = Literal["approved", "rejected"]
 AnomalyKind = Literal["stall", "errors", "malformed"]
 Severity = Literal["low", "medium", "high"]
@@ -92,6 +92,7 @@ class StepFailed(Event):
     will_retry: bool = False
     retry_at: float = 0.0
     duration_s: float = 0.0
+    lost: bool = False  # the attempt was lost in a crash; it does not use up a retry
 
 
 class StepCancelled(Event):
@@ -142,6 +143,7 @@ class AnomalyDetected(Event):
     severity: Severity = "medium"
     detail: str = ""
     action: str = "notify"
+    guidance: str = ""  # with action "nudge": appended to the next attempt's prompt
 
 
 class RunCompleted(Event):

@@ -1,0 +1,354 @@
+"""Decisions: pure functions from a run's state (and what just happened) to events.
+
+The RunActor loads the state, calls one of these, appends what it returns with
+the stream's expected version, and only then acts. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from flows import conditions, report, rules, template
+from flows.events import (
+    Event,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunRecovered,
+    RunRejected,
+    StepCancelled,
+    StepCompleted,
+    StepFailed,
+    StepPaused,
+    StepResumed,
+    StepSkipped,
+    StepStarted,
+)
+from flows.model import FlowSnapshot, StepSpec
+from flows.state import RunState, evolve
+
+History = list[tuple[int, Event]]
+
+
+class RunFinished(Exception):
+    """A command reached a run that has already ended."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id} has already ended ({status})")
+        self.run_id = run_id
+        self.status = status
+
+
+class UnknownRun(KeyError):
+    """A command named a run the log does not have."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+    def __str__(self) -> str:
+        return f"no run {self.run_id!r}"
+
+
+class UnknownStep(KeyError):
+    """A command named a step the run's graph does not have."""
+
+    def __init__(self, run_id: str, step_id: str) -> None:
+        super().__init__(step_id)
+        self.run_id = run_id
+        self.step_id = step_id
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} has no step {self.step_id!r}"
+
+
+class NotWaiting(Exception):
+    """Approve or reject reached a step that is not waiting for a person."""
+
+    def __init__(self, run_id: str, step_id: str, status: str) -> None:
+        super().__init__(f"step {step_id!r} of run {run_id} is not waiting for approval (it is {status})")
+        self.run_id = run_id
+        self.step_id = step_id
+        self.status = status
+
+
+class Decision(NamedTuple):
+    """What ``decide`` found: events to append, and what the actor must arrange.
+
+    ``ready`` lists agent steps allowed to start that need an agent slot;
+    ``wake_at`` is when a retry falls due; ``finished`` means every step has
+    ended and ``finish`` decides the run's outcome.
+    """
+
+    events: list[Event]
+    ready: list[str]
+    wake_at: float | None
+    finished: bool
+
+
+@functools.lru_cache(maxsize=1024)
+def _condition(expr: str) -> conditions.Condition:
+    return conditions.parse(expr)
+
+
+def _on_reject_of(snapshot: FlowSnapshot) -> dict[str, frozenset[str]]:
+    return {s.id: frozenset(s.on_reject) for s in snapshot.steps if s.on_reject}
+
+
+def _resolver(state: RunState):
+    inputs = state.launched.input if state.launched else {}
+    outputs, fields = state.outputs(), state.fields()
+
+    def resolve(ref: template.Ref) -> tuple[Any, bool]:
+        return template.resolve(ref, inputs=inputs, outputs=outputs, fields=fields)
+
+    return resolve
+
+
+def render_prompt(state: RunState, spec: StepSpec) -> tuple[str, list[str]]:
+    """The step's prompt with every ``$ref`` resolved, and the refs that did not resolve."""
+    inputs = state.launched.input if state.launched else {}
+    return template.render(spec.prompt, inputs=inputs, outputs=state.outputs(), fields=state.fields())
+
+
+def decide(state: RunState, now: float) -> Decision:
+    """Every decision the state allows now: skips, pauses, code-step starts.
+
+    Skips cascade within one call, so one append carries a whole cascade.
+    """
+    if state.launched is None or state.status not in ("running", "paused"):
+        return Decision([], [], None, False)
+    snapshot = state.snapshot
+    on_reject_of = _on_reject_of(snapshot)
+    events: list[Event] = []
+    ready: list[str] = []
+    wake_at: float | None = None
+    changed = True
+    while changed:
+        changed = False
+        ready.clear()
+        for spec in snapshot.steps:
+            st = state.steps[spec.id]
+            if st.status != "pending":
+                continue
+            if st.not_before and now < st.not_before:
+                wake_at = st.not_before if wake_at is None else min(wake_at, st.not_before)
+                continue
+            verdict = rules.evaluate(spec.trigger_rule, rules.tally(spec, state.steps, on_reject_of))
+            if verdict.verdict == "wait":
+                continue
+            event: Event
+            if verdict.verdict == "skip":
+                event = StepSkipped(step_id=spec.id, reason=verdict.reason, detail=verdict.detail, at=now)
+            elif spec.when and st.attempt == 0 and not (cond := _check_when(state, spec))[0]:
+                event = StepSkipped(step_id=spec.id, reason="condition", detail=cond[1], at=now)
+            elif spec.kind == "approval":
+                prompt, _ = render_prompt(state, spec)
+                event = StepPaused(step_id=spec.id, prompt=prompt, at=now)
+            elif spec.kind == "code":
+                event = _started(state, spec, now)
+            else:
+                ready.append(spec.id)
+                continue
+            events.append(event)
+            state = evolve(state, event)
+            changed = True
+    finished = all(s.terminal for s in state.steps.values())
+    return Decision(events, [] if finished else list(ready), wake_at, finished)
+
+
+def _check_when(state: RunState, spec: StepSpec) -> tuple[bool, str]:
+    cond = _condition(spec.when)
+    ok, seen = cond.evaluate(_resolver(state))
+    return ok, conditions.describe(cond, seen, ok)
+
+
+def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
+    st = state.steps[spec.id]
+    launched = state.launched
+    assert launched is not None
+    prompt, unresolved = render_prompt(state, spec) if spec.kind == "agent" else ("", [])
+    if st.guidance and spec.kind == "agent":
+        prompt = f"{prompt}\n\n{st.guidance}"
+    return StepStarted(
+        step_id=spec.id,
+        attempt=st.attempt + 1,
+        kind=spec.kind,
+        prompt=prompt,
+        persona=spec.persona,
+        backend=launched.backend if spec.kind == "agent" else "code",
+        model=launched.model if spec.kind == "agent" else "",
+        unresolved=unresolved,
+        at=now,
+    )
+
+
+def start(state: RunState, step_ids: Iterable[str], now: float) -> list[Event]:
+    """StepStarted for agent steps that got a slot and are still pending."""
+    events: list[Event] = []
+    for sid in step_ids:
+        st = state.steps.get(sid)
+        if st is not None and st.status == "pending" and not state.terminal:
+            events.append(_started(state, state.spec(sid), now))
+    return events
+
+
+def _current(state: RunState, step_id: str, attempt: int) -> bool:
+    st = state.steps.get(step_id)
+    return st is not None and st.status == "running" and st.attempt == attempt and not state.terminal
+
+
+def complete(
+    state: RunState,
+    step_id: str,
+    attempt: int,
+    output: str,
+    now: float,
+    *,
+    duration_s: float = 0.0,
+    usage: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None,
+) -> list[Event]:
+    """StepCompleted for the current attempt (nothing for a stale one).
+
+    ``fields`` (a code step's returned dict) wins over frontmatter parsed from
+    ``output``.
+    """
+    if not _current(state, step_id, attempt):
+        return []
+    error = ""
+    if fields is None:
+        fields, error = template.parse_frontmatter(output)
+    return [
+        StepCompleted(
+            step_id=step_id,
+            attempt=attempt,
+            output=output,
+            fields=fields,
+            fields_error=error,
+            duration_s=duration_s,
+            usage=usage or {},
+            at=now,
+        )
+    ]
+
+
+def fail(
+    state: RunState,
+    step_id: str,
+    attempt: int,
+    error: str,
+    now: float,
+    *,
+    duration_s: float = 0.0,
+    lost: bool = False,
+) -> list[Event]:
+    """StepFailed for the current attempt, retrying with exponential backoff.
+
+    A lost attempt (crash) is always retried and does not use up a retry.
+    """
+    if not _current(state, step_id, attempt):
+        return []
+    st, spec = state.steps[step_id], state.spec(step_id)
+    will_retry = lost or st.failures < spec.retries
+    delay = 0.0 if lost else spec.retry_delay_s * (2 ** st.failures)
+    return [
+        StepFailed(
+            step_id=step_id,
+            attempt=attempt,
+            error=error,
+            will_retry=will_retry,
+            retry_at=now + delay if will_retry else 0.0,
+            duration_s=duration_s,
+            lost=lost,
+            at=now,
+        )
+    ]
+
+
+def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str = "", comment: str = "") -> list[Event]:
+    """StepResumed for a paused approval; raises NotWaiting, UnknownStep, UnknownRun or RunFinished."""
+    if state.launched is None:
+        raise UnknownRun(state.run_id)
+    if step_id not in state.steps:
+        raise UnknownStep(state.run_id, step_id)
+    if state.terminal:
+        raise RunFinished(state.run_id, state.status)
+    st = state.steps[step_id]
+    if st.status != "paused":
+        raise NotWaiting(state.run_id, step_id, st.status)
+    return [StepResumed(step_id=step_id, decision=decision, by=by, comment=comment, at=now)]
+
+
+def cancel(state: RunState, history: History, now: float, *, reason: str = "", by: str = "") -> list[Event]:
+    """Stop every attempt, skip every step not yet ended, and end the run as cancelled.
+
+    ``history`` is the run's recorded ``(position, event)`` pairs, for the report.
+    """
+    if state.launched is None:
+        raise UnknownRun(state.run_id)
+    if state.terminal:
+        raise RunFinished(state.run_id, state.status)
+    events: list[Event] = []
+    for sid, st in state.steps.items():
+        if st.status == "running":
+            events.append(StepCancelled(step_id=sid, attempt=st.attempt, reason=reason or "run cancelled", at=now))
+        elif not st.terminal:
+            events.append(StepSkipped(step_id=sid, reason="cancelled", detail=reason or "run cancelled", at=now))
+    after = state
+    for event in events:
+        after = evolve(after, event)
+    body = report.render(after, [*history, *((0, e) for e in events)], "cancelled", reason or "cancelled", now)
+    events.append(RunCancelled(reason=reason, by=by, report=body, at=now))
+    return events
+
+
+def recover(state: RunState, now: float, *, node: str = "") -> list[Event]:
+    """After a restart: attempts found running were lost; each gets a new attempt."""
+    if state.terminal or state.launched is None:
+        return []
+    running = state.running()
+    events: list[Event] = [
+        StepFailed(step_id=sid, attempt=state.steps[sid].attempt, error="lost: the process running it stopped",
+                   will_retry=True, retry_at=now, lost=True, at=now)
+        for sid in running
+    ]
+    events.append(RunRecovered(node=node, steps=running, at=now))
+    return events
+
+
+def leaves(snapshot: FlowSnapshot) -> list[str]:
+    """Steps nothing depends on: they decide the run's outcome."""
+    needed = {d for s in snapshot.steps for d in s.deps}
+    return [s.id for s in snapshot.steps if s.id not in needed]
+
+
+def outcome(state: RunState) -> tuple[str, str]:
+    """(status, reason) of a run whose steps have all ended (DESIGN §3)."""
+    for sid in leaves(state.snapshot):
+        st = state.steps[sid]
+        if st.status in ("failed", "cancelled") or (st.status == "skipped" and st.skip_reason == "upstream_failed"):
+            culprit = next(
+                (f"step {k!r} failed: {v.error}" for k, v in state.steps.items() if v.status == "failed"),
+                f"step {sid!r} {st.status}",
+            )
+            return "failed", culprit
+    for sid, st in state.steps.items():
+        if st.status == "rejected":
+            who = f" by {st.decided_by}" if st.decided_by else ""
+            return "rejected", f"step {sid!r} was rejected{who}" + (f": {st.output}" if st.output else "")
+    return "completed", ""
+
+
+def finish(state: RunState, history: History, now: float) -> Event:
+    """The terminal event of a run whose steps have all ended, with its report."""
+    status, reason = outcome(state)
+    body = report.render(state, history, status, reason, now)
+    if status == "failed":
+        return RunFailed(reason=reason, report=body, at=now)
+    if status == "rejected":
+        rejected_by = next((s.decided_by for s in state.steps.values() if s.status == "rejected"), "")
+        return RunRejected(reason=reason, by=rejected_by, report=body, at=now)
+    return RunCompleted(report=body, at=now)

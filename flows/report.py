@@ -1,0 +1,207 @@
+"""The run report: markdown rendered from the pinned graph and the recorded events.
+
+Pure: a function of the state and the ``(position, event)`` history, so a
+replay renders the same report. Evidence discipline (DESIGN §3a) is checked
+here: an agent output with no numbered evidence (E1, E2, ...) and no stated
+"no evidence found" is not a finding; it goes under ``## Deferred (unverified)``.
+The report ends with the provenance table and the after-action review.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from flows.events import AnomalyDetected, Event, StepFailed, StepResumed, StepStarted
+from flows.model import StepSpec
+from flows.state import RunState
+
+EVIDENCE = re.compile(r"\bE\d+\b")
+NO_EVIDENCE = re.compile(r"no evidence (was )?found", re.IGNORECASE)
+FRONTMATTER = re.compile(r"\A\s*---[ \t]*\n.*?\n(---|\.\.\.)[ \t]*(\n|\Z)", re.DOTALL)
+
+
+def body(output: str) -> str:
+    """The output without its leading YAML frontmatter block."""
+    return FRONTMATTER.sub("", output, count=1).strip()
+
+
+def has_evidence(text: str) -> bool:
+    """Whether a worker's output follows the evidence discipline."""
+    return bool(EVIDENCE.search(text) or NO_EVIDENCE.search(text))
+
+
+def _seconds(s: float) -> str:
+    return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.1f} s"
+
+
+def _section(spec: StepSpec) -> str:
+    if spec.persona == "validator":
+        return "validation"
+    if spec.persona in ("synthesizer", "writer") or spec.kind == "approval":
+        return "recommendation" if spec.kind != "approval" else "approvals"
+    return "findings"
+
+
+def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, reason: str, now: float) -> str:
+    """The markdown report of a run that ended with ``status`` (and ``reason``)."""
+    snap = state.snapshot
+    launched = state.launched
+    assert launched is not None
+    question = str(launched.input.get("question", ""))
+    wall = max(0.0, (now or state.ended_at) - (state.started_at or state.launched_at))
+    out = [f"# {snap.name}: {status}", ""]
+    if question:
+        out += [f"> {question}", ""]
+    out += [
+        "| run | flow | band | backend | model | wall time |",
+        "|---|---|---|---|---|---|",
+        f"| `{state.run_id}` | {snap.name} | {snap.band} | {launched.backend} | {launched.model or 'default'} "
+        f"| {_seconds(wall)} |",
+        "",
+    ]
+    if reason and status != "completed":
+        out += [f"**Outcome:** {status}: {reason}", ""]
+
+    sections: dict[str, list[str]] = {"validation": [], "recommendation": [], "findings": [], "approvals": []}
+    deferred: list[str] = []
+    not_run: list[str] = []
+    for spec in snap.steps:
+        st = state.steps[spec.id]
+        title = spec.label or spec.id
+        if spec.kind == "approval" and st.status in ("completed", "rejected"):
+            verdict = "approved" if st.status == "completed" else "rejected"
+            who = f" by {st.decided_by}" if st.decided_by else ""
+            note = f": {st.output}" if st.output else ""
+            sections["approvals"].append(f"- **{title}**: {verdict}{who}{note}")
+            continue
+        if st.status != "completed":
+            why = st.detail or st.error or st.skip_reason
+            not_run.append(f"- **{title}**: {st.status}" + (f" ({st.skip_reason})" if st.skip_reason else "")
+                           + (f": {why}" if why and why != st.skip_reason else ""))
+            continue
+        text = body(st.output)
+        who = f" ({spec.persona})" if spec.persona else ""
+        block = [f"### {title}{who}", "", text or "_(empty output)_", ""]
+        if spec.kind == "agent" and not has_evidence(text):
+            deferred += block
+        else:
+            sections[_section(spec)] += block
+    for key, heading in (("validation", "Validation"), ("recommendation", "Recommendation"),
+                         ("findings", "Findings"), ("approvals", "Approvals")):
+        if sections[key]:
+            out += [f"## {heading}", "", *sections[key]]
+            if key == "approvals":
+                out.append("")
+    if deferred:
+        out += ["## Deferred (unverified)", "", "_These outputs cite no evidence; they are not findings._", "",
+                *deferred]
+    if not_run:
+        out += ["## Steps that did not complete", "", *not_run, ""]
+    out += provenance(state, history)
+    out += after_action_review(state, history, wall)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[str]:
+    """One row per attempt: what ran where, for how long, and which events say so."""
+    rows = ["## Provenance", "", "| step | persona | backend | model | attempt | duration | events |",
+            "|---|---|---|---|---|---|---|"]
+    attempts: dict[tuple[str, int], list] = {}  # (step, attempt) -> [StepStarted, its position, end position, duration]
+    for pos, ev in history:
+        if isinstance(ev, StepStarted):
+            attempts[(ev.step_id, ev.attempt)] = [ev, pos, 0, 0.0]
+        elif isinstance(ev, AnomalyDetected):
+            continue
+        elif (row := attempts.get((getattr(ev, "step_id", ""), getattr(ev, "attempt", -1)))) and not row[2]:
+            row[2], row[3] = pos, getattr(ev, "duration_s", 0.0)
+    for (sid, attempt), (started, pos, end, duration) in attempts.items():
+        positions = f"{pos}, {end}" if end else f"{pos}"
+        rows.append(
+            f"| {sid} | {started.persona or '-'} | {started.backend} | {started.model or '-'} | {attempt} "
+            f"| {_seconds(duration)} | {positions} |"
+        )
+    for pos, ev in history:
+        if isinstance(ev, StepResumed):
+            rows.append(f"| {ev.step_id} | (person: {ev.by or 'unknown'}) | approval | - | 1 | - | {pos} |")
+    return rows + [""]
+
+
+def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], wall: float) -> list[str]:
+    """What went right, what went wrong, what could be better: from the events alone."""
+    snap = state.snapshot
+    right: list[str] = []
+    wrong: list[str] = []
+    better: list[str] = []
+
+    first_time = [sid for sid, st in state.steps.items()
+                  if st.status == "completed" and st.attempt == 1 and snap.step(sid).kind != "approval"]
+    if first_time:
+        right.append(f"- {len(first_time)} step(s) passed first time: {', '.join(first_time)}.")
+    busy = sum(st.duration_s for st in state.steps.values() if st.status == "completed")
+    if wall > 0 and busy > 0:
+        right.append(f"- Parallelism achieved: {busy / wall:.2f} (sum of step times {_seconds(busy)} "
+                     f"/ wall time {_seconds(wall)}).")
+
+    for pos, ev in history:
+        if isinstance(ev, StepFailed):
+            what = "retried" if ev.will_retry else "gave up"
+            wrong.append(f"- Step {ev.step_id} attempt {ev.attempt} failed ({ev.error}); {what} [event {pos}].")
+        elif isinstance(ev, AnomalyDetected):
+            wrong.append(f"- Anomaly on {ev.step_id}: {ev.kind} ({ev.severity}) - {ev.detail}; "
+                         f"action {ev.action} [event {pos}].")
+        elif isinstance(ev, StepResumed) and ev.decision == "rejected":
+            wrong.append(f"- Step {ev.step_id} was rejected by {ev.by or 'someone'}"
+                         + (f": {ev.comment}" if ev.comment else "") + f" [event {pos}].")
+
+    timed = [(st.duration_s, sid) for sid, st in state.steps.items() if st.duration_s > 0]
+    if timed:
+        d, sid = max(timed)
+        better.append(f"- Slowest step: {sid} ({_seconds(d)}).")
+    slot_wait = _slot_wait(state, history)
+    if slot_wait > 0.0005:
+        better.append(f"- Time steps waited for an agent slot: {_seconds(slot_wait)}.")
+    person_wait = _person_wait(history)
+    if person_wait > 0:
+        better.append(f"- Time spent waiting for a person: {_seconds(person_wait)}.")
+
+    out = ["## After-action review", "", "### What went right", ""]
+    out += right or ["- Nothing stood out."]
+    out += ["", "### What went wrong", ""]
+    out += wrong or ["- Nothing: no failures, retries, stalls or rejections."]
+    out += ["", "### What could be better", ""]
+    out += better or ["- Nothing measurable."]
+    return out + [""]
+
+
+def _person_wait(history: Sequence[tuple[int, Event]]) -> float:
+    paused: dict[str, float] = {}
+    total = 0.0
+    for _, ev in history:
+        name = type(ev).__name__
+        if name == "StepPaused":
+            paused[ev.step_id] = ev.at  # type: ignore[attr-defined]
+        elif isinstance(ev, StepResumed) and ev.step_id in paused:
+            total += max(0.0, ev.at - paused.pop(ev.step_id))
+    return total
+
+
+def _slot_wait(state: RunState, history: Sequence[tuple[int, Event]]) -> float:
+    """Sum over agent attempts of start time minus the time the step was free to start."""
+    snap = state.snapshot
+    ended_at: dict[str, float] = {}
+    retry_at: dict[str, float] = {}
+    run_started = state.started_at or state.launched_at
+    total = 0.0
+    for _, ev in history:
+        if isinstance(ev, StepStarted):
+            spec = snap.step(ev.step_id)
+            if spec.kind == "agent":
+                ready = max([run_started, retry_at.get(ev.step_id, 0.0),
+                             *(ended_at.get(d, 0.0) for d in spec.deps)])
+                total += max(0.0, ev.at - ready)
+        elif isinstance(ev, StepFailed) and ev.will_retry:
+            retry_at[ev.step_id] = ev.retry_at
+        elif type(ev).__name__ in ("StepCompleted", "StepFailed", "StepSkipped", "StepResumed", "StepCancelled"):
+            ended_at[ev.step_id] = ev.at  # type: ignore[attr-defined]
+    return total

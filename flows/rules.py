@@ -1,0 +1,118 @@
+"""Trigger rules: may a step run, given how its deps ended?
+
+Airflow's names and meaning (docs/trigger-rules.md has the truth table). A dep
+that failed, was cancelled, was rejected (unless this step is in the
+approval's ``on_reject``) or was skipped *because something upstream failed*
+counts as failed, as Airflow counts ``upstream_failed``; a dep skipped by its
+condition or by an upstream skip counts as skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, NamedTuple
+
+from flows.model import StepSpec
+from flows.state import StepState
+
+Verdict = Literal["wait", "run", "skip"]
+FAILED_SKIPS = frozenset({"upstream_failed", "rejected"})
+
+
+class RuleOutcome(NamedTuple):
+    """What a trigger rule says now; ``reason`` and ``detail`` explain a skip."""
+
+    verdict: Verdict
+    reason: str = ""
+    detail: str = ""
+
+
+class DepTally(NamedTuple):
+    """How a step's deps ended so far."""
+
+    total: int
+    success: int
+    failed: int
+    skipped: int
+    rejected: int  # the subset of ``failed`` that is a rejection on the way
+
+    @property
+    def done(self) -> int:
+        return self.success + self.failed + self.skipped
+
+
+def tally(spec: StepSpec, steps: Mapping[str, StepState], on_reject_of: Mapping[str, frozenset[str]]) -> DepTally:
+    """Count the deps of ``spec`` by outcome class."""
+    success = failed = skipped = rejected = 0
+    for dep in spec.deps:
+        s = steps[dep]
+        status = s.status
+        if status == "completed":
+            success += 1
+        elif status == "rejected":
+            if spec.id in on_reject_of.get(dep, frozenset()):
+                success += 1  # the approval's on_reject steps still run
+            else:
+                failed += 1
+                rejected += 1
+        elif status in ("failed", "cancelled"):
+            failed += 1
+        elif status == "skipped":
+            if s.skip_reason in FAILED_SKIPS:
+                failed += 1
+                rejected += s.skip_reason == "rejected"
+            else:
+                skipped += 1
+    return DepTally(len(spec.deps), success, failed, skipped, rejected)
+
+
+def _failed_skip(t: DepTally) -> RuleOutcome:
+    if t.rejected and t.rejected == t.failed:
+        return RuleOutcome("skip", "rejected", "an approval upstream was rejected")
+    return RuleOutcome("skip", "upstream_failed", f"{t.failed} of {t.total} deps failed")
+
+
+def evaluate(rule: str, t: DepTally) -> RuleOutcome:
+    """The verdict of ``rule`` for deps tallied as ``t``."""
+    if t.total == 0 or rule == "always":
+        return RuleOutcome("run")
+    all_done = t.done == t.total
+    if rule == "all_success":
+        if t.failed:
+            return _failed_skip(t)
+        if t.skipped:
+            return RuleOutcome("skip", "upstream_skipped", f"{t.skipped} of {t.total} deps were skipped")
+        return RuleOutcome("run") if t.success == t.total else RuleOutcome("wait")
+    if rule == "one_success":
+        if t.success:
+            return RuleOutcome("run")
+        if all_done:
+            return _failed_skip(t) if t.failed else RuleOutcome(
+                "skip", "upstream_skipped", "every dep ended without success"
+            )
+        return RuleOutcome("wait")
+    if rule == "all_done":
+        return RuleOutcome("run") if all_done else RuleOutcome("wait")
+    if rule == "none_failed":
+        if t.failed:
+            return _failed_skip(t)
+        return RuleOutcome("run") if all_done else RuleOutcome("wait")
+    if rule == "none_failed_min_one_success":
+        if t.failed:
+            return _failed_skip(t)
+        if not all_done:
+            return RuleOutcome("wait")
+        if t.success:
+            return RuleOutcome("run")
+        return RuleOutcome("skip", "upstream_skipped", "every dep was skipped")
+    if rule == "all_failed":
+        if t.success or t.skipped:
+            return RuleOutcome("skip", "trigger_rule", "all_failed: a dep did not fail")
+        return RuleOutcome("run") if t.failed == t.total else RuleOutcome("wait")
+    if rule == "one_failed":
+        if t.failed:
+            return RuleOutcome("run")
+        if all_done:
+            return RuleOutcome("skip", "trigger_rule", "one_failed: no dep failed")
+        return RuleOutcome("wait")
+    raise ValueError(f"unknown trigger rule {rule!r}")

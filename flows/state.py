@@ -1,0 +1,251 @@
+"""A run's state as a pure fold over its events: ``evolve(state, event) -> state``.
+
+The fold trusts the log: decisions were taken when the events were recorded,
+so replay never re-evaluates a condition or a trigger rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec.structs import replace
+
+from flows.events import (
+    AnomalyDetected,
+    Event,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunLaunched,
+    RunQueued,
+    RunRecovered,
+    RunRejected,
+    RunStarted,
+    StepCancelled,
+    StepCompleted,
+    StepFailed,
+    StepPaused,
+    StepResumed,
+    StepSkipped,
+    StepStarted,
+)
+from flows.model import FlowSnapshot, StepSpec
+
+STEP_TERMINAL = frozenset({"completed", "failed", "rejected", "skipped", "cancelled"})
+RUN_TERMINAL = frozenset({"completed", "failed", "rejected", "cancelled"})
+
+
+class StepState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the log says about one step."""
+
+    status: str = "pending"
+    attempt: int = 0
+    output: str = ""
+    fields: dict[str, Any] = {}
+    fields_error: str = ""
+    error: str = ""
+    skip_reason: str = ""
+    detail: str = ""
+    not_before: float = 0.0
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    duration_s: float = 0.0
+    failures: int = 0
+    anomalies: int = 0
+    guidance: str = ""
+    persona: str = ""
+    backend: str = ""
+    model: str = ""
+    prompt: str = ""
+    decided_by: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the step has reached a final status."""
+        return self.status in STEP_TERMINAL
+
+
+class RunState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the log says about one run. ``version`` is its stream's version."""
+
+    run_id: str = ""
+    status: str = "new"
+    launched: RunLaunched | None = None
+    steps: dict[str, StepState] = {}
+    version: int = 0
+    position: int = 0
+    launched_at: float = 0.0
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    reason: str = ""
+    queue_reason: str = ""
+    recoveries: int = 0
+    report: str = ""
+
+    @property
+    def snapshot(self) -> FlowSnapshot:
+        """The pinned graph (RunLaunched must have been folded)."""
+        assert self.launched is not None, "run has no RunLaunched event"
+        return self.launched.snapshot
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the run has ended."""
+        return self.status in RUN_TERMINAL
+
+    def spec(self, step_id: str) -> StepSpec:
+        """The pinned definition of one step."""
+        return self.snapshot.step(step_id)
+
+    def outputs(self) -> dict[str, str]:
+        """Output text of every completed step (what ``$step.output`` sees)."""
+        return {sid: s.output for sid, s in self.steps.items() if s.status == "completed"}
+
+    def fields(self) -> dict[str, dict[str, Any]]:
+        """Frontmatter fields of every completed step."""
+        return {sid: s.fields for sid, s in self.steps.items() if s.status == "completed"}
+
+    def running(self) -> list[str]:
+        """Steps with an attempt under way."""
+        return [sid for sid, s in self.steps.items() if s.status == "running"]
+
+
+def fold(events: list[tuple[int, Event]] | list[Event], state: RunState | None = None) -> RunState:
+    """Fold events (or ``(position, event)`` pairs) into a state."""
+    state = state or RunState()
+    for item in events:
+        if isinstance(item, tuple):
+            state = evolve(state, item[1], item[0])
+        else:
+            state = evolve(state, item)
+    return state
+
+
+def _step(state: RunState, step_id: str, **changes: Any) -> dict[str, StepState]:
+    steps = dict(state.steps)
+    steps[step_id] = replace(steps[step_id], **changes)
+    return steps
+
+
+def run_status(state: RunState, steps: dict[str, StepState]) -> str:
+    """Running or paused, for a started run that has not ended.
+
+    Paused means a person is awaited and nothing else can move: no attempt
+    under way and no retry pending.
+    """
+    paused = False
+    for s in steps.values():
+        if s.status == "running" or (s.status == "pending" and s.not_before):
+            return "running"
+        if s.status == "paused":
+            paused = True
+    return "paused" if paused else "running"
+
+
+def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
+    """The state after ``event`` (recorded at ``position``, 0 when unknown)."""
+    common: dict[str, Any] = {"version": state.version + 1, "position": position or state.position}
+    match event:
+        case RunLaunched():
+            steps = {spec.id: StepState() for spec in event.snapshot.steps}
+            return replace(
+                state,
+                run_id=event.run_id,
+                status="queued",
+                launched=event,
+                steps=steps,
+                launched_at=event.at,
+                **common,
+            )
+        case RunQueued():
+            return replace(state, status="queued", queue_reason=event.reason, **common)
+        case RunStarted():
+            return replace(state, status="running", queue_reason="", started_at=event.at, **common)
+        case StepStarted():
+            steps = _step(
+                state,
+                event.step_id,
+                status="running",
+                attempt=event.attempt,
+                started_at=event.at,
+                not_before=0.0,
+                error="",
+                persona=event.persona,
+                backend=event.backend,
+                model=event.model,
+                prompt=event.prompt,
+            )
+            return replace(state, steps=steps, status=run_status(state, steps), **common)
+        case StepCompleted():
+            steps = _step(
+                state,
+                event.step_id,
+                status="completed",
+                output=event.output,
+                fields=event.fields,
+                fields_error=event.fields_error,
+                ended_at=event.at,
+                duration_s=event.duration_s,
+            )
+            return replace(state, steps=steps, status=run_status(state, steps), **common)
+        case StepFailed():
+            prev = state.steps[event.step_id]
+            changes: dict[str, Any] = dict(
+                error=event.error,
+                failures=prev.failures + (not event.lost),
+                ended_at=event.at,
+                duration_s=event.duration_s,
+            )
+            if event.will_retry:
+                changes.update(status="pending", not_before=event.retry_at or event.at)
+            else:
+                changes.update(status="failed")
+            steps = _step(state, event.step_id, **changes)
+            return replace(state, steps=steps, status=run_status(state, steps), **common)
+        case StepCancelled():
+            steps = _step(state, event.step_id, status="cancelled", error=event.reason, ended_at=event.at)
+            return replace(state, steps=steps, **common)
+        case StepSkipped():
+            steps = _step(
+                state, event.step_id, status="skipped", skip_reason=event.reason, detail=event.detail,
+                ended_at=event.at,
+            )
+            return replace(state, steps=steps, **common)
+        case StepPaused():
+            steps = _step(state, event.step_id, status="paused", prompt=event.prompt, started_at=event.at)
+            return replace(state, steps=steps, status=run_status(state, steps), **common)
+        case StepResumed():
+            approved = event.decision == "approved"
+            steps = _step(
+                state,
+                event.step_id,
+                status="completed" if approved else "rejected",
+                output=event.comment,
+                decided_by=event.by,
+                ended_at=event.at,
+            )
+            return replace(state, steps=steps, status=run_status(state, steps), **common)
+        case RunRecovered():
+            return replace(state, recoveries=state.recoveries + 1, **common)
+        case AnomalyDetected():
+            prev = state.steps[event.step_id]
+            steps = _step(
+                state, event.step_id, anomalies=prev.anomalies + 1, guidance=event.guidance or prev.guidance
+            )
+            return replace(state, steps=steps, **common)
+        case RunCompleted():
+            return replace(state, status="completed", ended_at=event.at, report=event.report, **common)
+        case RunFailed():
+            return replace(
+                state, status="failed", ended_at=event.at, reason=event.reason, report=event.report, **common
+            )
+        case RunRejected():
+            return replace(
+                state, status="rejected", ended_at=event.at, reason=event.reason, report=event.report, **common
+            )
+        case RunCancelled():
+            return replace(
+                state, status="cancelled", ended_at=event.at, reason=event.reason, report=event.report, **common
+            )
+    return replace(state, **common)  # an event this fold does not know changes nothing else

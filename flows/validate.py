@@ -1,0 +1,153 @@
+"""Definition-time checks of a flow: every message names flow, step and problem."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from flows import conditions, template
+from flows.model import (
+    ANOMALY_POLICIES,
+    BANDS,
+    CATEGORIES,
+    FlowDefinitionError,
+    StepKind,
+    TriggerRule,
+)
+
+if TYPE_CHECKING:
+    from flows.model import Flow, Step
+
+STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+RESERVED_IDS = frozenset({"input"})
+RULES = frozenset(r.value for r in TriggerRule)
+
+
+def check_flow(flow: Flow, personas: set[str]) -> None:
+    """Raise FlowDefinitionError for the first problem found in ``flow``."""
+    name = flow.name
+
+    def fail(step: str | None, problem: str) -> None:
+        raise FlowDefinitionError(name, step, problem)
+
+    if not name or not STEP_ID.match(name):
+        fail(None, "a flow needs a name of letters, digits, '-' or '_'")
+    if flow.category not in CATEGORIES:
+        fail(None, f"unknown category {flow.category!r}; categories are {', '.join(CATEGORIES)}")
+    if flow.on_anomaly not in ANOMALY_POLICIES:
+        fail(None, f"unknown anomaly policy {flow.on_anomaly!r}; policies are {', '.join(ANOMALY_POLICIES)}")
+    if not flow.steps:
+        fail(None, "a flow needs at least one step")
+
+    by_id: dict[str, Step] = {}
+    for step in flow.steps:
+        if not STEP_ID.match(step.id or ""):
+            fail(step.id or None, "a step id is letters, digits, '-' or '_', starting with a letter")
+        if step.id in RESERVED_IDS:
+            fail(step.id, f"{step.id!r} is reserved ($input refers to the run's input)")
+        if step.id in by_id:
+            fail(step.id, "duplicate step id")
+        by_id[step.id] = step
+
+    for step in flow.steps:
+        _check_step(step, by_id, personas, fail)
+
+    order = _topological(flow.steps, fail)
+    ancestors = _ancestors(order, by_id)
+    for step in flow.steps:
+        _check_refs(step, ancestors[step.id], fail)
+        for target in step.on_reject:
+            if step.id not in ancestors.get(target, set()):
+                fail(step.id, f"on_reject names {target!r}, which does not depend on this approval")
+
+
+def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail) -> None:
+    if step.trigger_rule not in RULES:
+        fail(step.id, f"unknown trigger rule {step.trigger_rule!r}; rules are {', '.join(sorted(RULES))}")
+    for dep in step.deps:
+        if dep == step.id:
+            fail(step.id, "a step cannot depend on itself")
+        if dep not in by_id:
+            fail(step.id, f"unknown dep {dep!r}")
+    if len(set(step.deps)) != len(step.deps):
+        fail(step.id, "a dep is listed twice")
+    if not step.bands or not set(step.bands) <= set(BANDS):
+        fail(step.id, f"bands must be a non-empty subset of {', '.join(BANDS)} (got {list(step.bands)})")
+    if step.retries < 0 or step.retry_delay_s < 0 or step.timeout_s < 0:
+        fail(step.id, "retries, retry_delay_s and timeout_s cannot be negative")
+    if step.on_anomaly and step.on_anomaly not in ANOMALY_POLICIES:
+        fail(step.id, f"unknown anomaly policy {step.on_anomaly!r}; policies are {', '.join(ANOMALY_POLICIES)}")
+    if step.on_reject and step.kind is not StepKind.APPROVAL:
+        fail(step.id, "only an approval step can have on_reject")
+    if step.kind is StepKind.AGENT:
+        if not step.persona:
+            fail(step.id, "an agent step needs a persona")
+        if step.persona not in personas:
+            fail(step.id, f"unknown persona {step.persona!r}; personas are {', '.join(sorted(personas))}")
+        if not step.prompt.strip():
+            fail(step.id, "an agent step needs a prompt")
+    elif step.kind is StepKind.APPROVAL:
+        if not step.prompt.strip():
+            fail(step.id, "an approval step needs a prompt (what is the person asked?)")
+    elif step.kind is StepKind.CODE:
+        if not callable(step.fn):
+            fail(step.id, "a code step needs a callable fn")
+    if step.when:
+        try:
+            conditions.parse(step.when)
+        except conditions.ConditionError as exc:
+            fail(step.id, f"bad when: {exc}")
+
+
+def _topological(steps: Iterable[Step], fail) -> list[str]:
+    """Order ids so each comes after its deps; a cycle is reported with its path."""
+    steps = list(steps)
+    by_id = {s.id: s for s in steps}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    order: list[str] = []
+
+    def visit(sid: str, path: list[str]) -> None:
+        mark = state.get(sid)
+        if mark == 2:
+            return
+        if mark == 1:
+            cycle = path[path.index(sid):] + [sid]
+            fail(sid, "cycle: " + " -> ".join(cycle))
+        state[sid] = 1
+        path.append(sid)
+        for dep in by_id[sid].deps:
+            visit(dep, path)
+        path.pop()
+        state[sid] = 2
+        order.append(sid)
+
+    for s in steps:
+        visit(s.id, [])
+    return order
+
+
+def _ancestors(order: list[str], by_id: dict[str, Step]) -> dict[str, set[str]]:
+    result: dict[str, set[str]] = {}
+    for sid in order:  # deps first, so their sets are ready
+        acc: set[str] = set()
+        for dep in by_id[sid].deps:
+            acc.add(dep)
+            acc |= result[dep]
+        result[sid] = acc
+    return result
+
+
+def _check_refs(step: Step, ancestors: set[str], fail) -> None:
+    texts = [("prompt", step.prompt)]
+    if step.when:
+        texts.append(("when", step.when))
+    for where, text in texts:
+        for ref in template.refs(text):
+            if ref.is_input:
+                continue
+            if ref.step not in ancestors:
+                fail(
+                    step.id,
+                    f"{where} refers to {ref.text}, but {ref.step!r} is not an ancestor of this step",
+                )
