@@ -1,7 +1,10 @@
 """Agent backends: what a flow step calls to get text from a model.
 
-This package holds the contract every backend honours and the persona
-system prompts; the backends themselves follow.
+Three backends share one contract (:class:`Backend`): ``openai`` streams from
+any OpenAI-compatible server, ``cli`` runs a command such as
+``qwen --approval-mode plan -p {prompt}``, and ``offline`` answers with
+labelled deterministic text. :func:`make_backend` builds one from settings;
+baton never falls back from one backend to another.
 """
 
 from __future__ import annotations
@@ -16,9 +19,38 @@ from actors.agents.base import (
     CancelToken,
     DeltaCallback,
 )
+from actors.agents.offline import OfflineBackend
 from actors.agents.personas import UnknownPersona, persona_names, persona_text
 
+BACKENDS: tuple[str, ...] = ("offline",)
+"""The backend names :func:`make_backend` knows."""
+
+
+def make_backend(
+    name: str,
+    *,
+    openai_base_url: str = "http://localhost:11434/v1",
+    openai_api_key: str = "",
+    model: str = "",
+    cli_command: str = "qwen --approval-mode plan -p {prompt}",
+    offline_delay_s: float = 0.0,
+    openai_read_timeout_s: float = 120.0,
+) -> Backend:
+    """Build the backend called ``name`` from settings.
+
+    Raises ``ValueError`` for an unknown name and :class:`BackendConfigError`
+    (also a ``ValueError``) for a configuration the backend refuses.
+    """
+    if name == "offline":
+        return OfflineBackend(delay_s=offline_delay_s)
+    raise ValueError(
+        f"unknown agent backend {name!r} (BATON_AGENT): known backends are "
+        f"{', '.join(BACKENDS)}"
+    )
+
+
 __all__ = [
+    "BACKENDS",
     "AgentError",
     "AgentRequest",
     "AgentResult",
@@ -27,7 +59,9 @@ __all__ = [
     "CancelToken",
     "Cancelled",
     "DeltaCallback",
+    "OfflineBackend",
     "UnknownPersona",
+    "make_backend",
     "persona_names",
     "persona_text",
 ]
