@@ -20,9 +20,10 @@ from actors.agents.base import (
     DeltaCallback,
 )
 from actors.agents.offline import OfflineBackend
+from actors.agents.openai_compat import OpenAIBackend
 from actors.agents.personas import UnknownPersona, persona_names, persona_text
 
-BACKENDS: tuple[str, ...] = ("offline",)
+BACKENDS: tuple[str, ...] = ("offline", "openai")
 """The backend names :func:`make_backend` knows."""
 
 
@@ -43,6 +44,10 @@ def make_backend(
     """
     if name == "offline":
         return OfflineBackend(delay_s=offline_delay_s)
+    if name == "openai":
+        return OpenAIBackend(
+            openai_base_url, openai_api_key, model, read_timeout_s=openai_read_timeout_s
+        )
     raise ValueError(
         f"unknown agent backend {name!r} (BATON_AGENT): known backends are "
         f"{', '.join(BACKENDS)}"
@@ -60,6 +65,7 @@ __all__ = [
     "Cancelled",
     "DeltaCallback",
     "OfflineBackend",
+    "OpenAIBackend",
     "UnknownPersona",
     "make_backend",
     "persona_names",
