@@ -19,11 +19,12 @@ from actors.agents.base import (
     CancelToken,
     DeltaCallback,
 )
+from actors.agents.cli import DEFAULT_COMMAND, CliBackend
 from actors.agents.offline import OfflineBackend
 from actors.agents.openai_compat import OpenAIBackend
 from actors.agents.personas import UnknownPersona, persona_names, persona_text
 
-BACKENDS: tuple[str, ...] = ("offline", "openai")
+BACKENDS: tuple[str, ...] = ("offline", "openai", "cli")
 """The backend names :func:`make_backend` knows."""
 
 
@@ -33,14 +34,15 @@ def make_backend(
     openai_base_url: str = "http://localhost:11434/v1",
     openai_api_key: str = "",
     model: str = "",
-    cli_command: str = "qwen --approval-mode plan -p {prompt}",
+    cli_command: str = DEFAULT_COMMAND,
     offline_delay_s: float = 0.0,
     openai_read_timeout_s: float = 120.0,
 ) -> Backend:
     """Build the backend called ``name`` from settings.
 
     Raises ``ValueError`` for an unknown name and :class:`BackendConfigError`
-    (also a ``ValueError``) for a configuration the backend refuses.
+    (also a ``ValueError``) for a configuration the backend refuses, such as a
+    qwen command without ``--approval-mode plan``.
     """
     if name == "offline":
         return OfflineBackend(delay_s=offline_delay_s)
@@ -48,6 +50,8 @@ def make_backend(
         return OpenAIBackend(
             openai_base_url, openai_api_key, model, read_timeout_s=openai_read_timeout_s
         )
+    if name == "cli":
+        return CliBackend(cli_command, model)
     raise ValueError(
         f"unknown agent backend {name!r} (BATON_AGENT): known backends are "
         f"{', '.join(BACKENDS)}"
@@ -56,6 +60,7 @@ def make_backend(
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_COMMAND",
     "AgentError",
     "AgentRequest",
     "AgentResult",
@@ -63,6 +68,7 @@ __all__ = [
     "BackendConfigError",
     "CancelToken",
     "Cancelled",
+    "CliBackend",
     "DeltaCallback",
     "OfflineBackend",
     "OpenAIBackend",

@@ -124,3 +124,13 @@ def test_a_paced_answer_takes_about_its_delay():
     OfflineBackend(delay_s=0.2).run(request(), lambda _: None, CancelToken())
     assert 0.15 < time.monotonic() - started < 2
 
+
+def test_make_backend_builds_each_backend_and_refuses_unknown_names():
+    built = [make_backend(name, model="m") for name in ("offline", "openai", "cli")]
+    try:
+        assert [b.name for b in built] == ["offline", "openai", "cli"]
+    finally:
+        for b in built:
+            b.close()
+    with pytest.raises(ValueError, match="offline, openai, cli"):
+        make_backend("anthropic")

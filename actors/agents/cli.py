@@ -1,0 +1,266 @@
+"""The ``cli`` backend: a coding-agent command line run once per step.
+
+The command is a template such as ``qwen --approval-mode plan -p {prompt}``,
+split with :mod:`shlex` and run without a shell; ``{prompt}``, ``{model}``,
+``{persona}`` and ``{system}`` are replaced inside single argv items, so no
+prompt can ever become two arguments or a shell command.
+
+Read-only is enforced where baton knows the tool: a ``qwen`` template must
+keep ``--approval-mode plan`` and may not say ``--yolo``/``-y``, and a
+substituted value that starts with ``-`` gets a leading space so it cannot be
+read as a flag. For any other CLI, making the template read-only (its plan,
+sandbox or dry-run mode) is the operator's responsibility.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+from typing import IO
+
+from actors.agents.base import (
+    AgentError,
+    AgentRequest,
+    AgentResult,
+    BackendConfigError,
+    Cancelled,
+    CancelToken,
+    DeltaCallback,
+)
+
+DEFAULT_COMMAND = "qwen --approval-mode plan -p {prompt}"
+_PLACEHOLDER = re.compile(r"\{(prompt|model|persona|system)\}")
+_STDERR_TAIL = 20
+
+
+class CliBackend:
+    """Runs a command template per step and streams its stdout line by line."""
+
+    name = "cli"
+
+    def __init__(
+        self, command: str = DEFAULT_COMMAND, model: str = "", *, term_grace_s: float = 2.0
+    ) -> None:
+        """Parse and check the template; refuse one that lifts qwen's plan mode.
+
+        ``term_grace_s`` is how long a cancelled process group gets between
+        SIGTERM and SIGKILL. Raises :class:`BackendConfigError`.
+        """
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise BackendConfigError(
+                f"BATON_CLI_COMMAND {command!r} cannot be parsed: {exc}"
+            ) from exc
+        if not argv:
+            raise BackendConfigError("BATON_CLI_COMMAND is empty")
+        if _PLACEHOLDER.search(argv[0]):
+            raise BackendConfigError(
+                f"BATON_CLI_COMMAND {command!r}: the executable must be fixed, "
+                "not a placeholder"
+            )
+        _require_plan_mode(argv, command)
+        self.command = command
+        self.default_model = model
+        self.term_grace_s = term_grace_s
+        self._argv = argv
+        self._prompt_on_stdin = not any("{prompt}" in item for item in argv)
+        self._system_placed = any("{system}" in item for item in argv)
+
+    def run(
+        self, request: AgentRequest, on_delta: DeltaCallback, cancel: CancelToken
+    ) -> AgentResult:
+        """Run the command; stream stdout lines to ``on_delta``; return all stdout.
+
+        Without a ``{prompt}`` placeholder the prompt is written to stdin.
+        Raises :class:`Cancelled` (after killing the process group) when
+        ``cancel`` fires, :class:`AgentError` when the executable is missing or
+        exits non-zero.
+        """
+        model = request.model or self.default_model
+        prompt = request.prompt
+        if not self._system_placed and request.system.strip():
+            prompt = f"{request.system.rstrip()}\n\n{request.prompt}"
+        values = {"prompt": prompt, "model": model, "persona": request.persona,
+                  "system": request.system}
+        argv = [_substitute(item, values) for item in self._argv]
+        exe = argv[0]
+        if shutil.which(exe) is None:
+            raise AgentError(
+                f"the cli backend cannot find the executable {exe!r} "
+                "(install it or fix BATON_CLI_COMMAND)"
+            )
+        if cancel.cancelled:
+            raise Cancelled(f"step {request.step_id} was cancelled before the call")
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if self._prompt_on_stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                encoding="utf-8",
+                errors="replace",
+                # A session of its own, so cancel can kill the whole group,
+                # grandchildren included.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise AgentError(
+                f"the cli backend cannot start {exe!r}: {exc} (fix BATON_CLI_COMMAND)"
+            ) from exc
+        killer = _GroupKiller(proc, self.term_grace_s)
+        unregister = cancel.on_cancel(killer.terminate)
+        stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
+        stdout_closed = threading.Event()
+        # Both pipes are drained off this thread so a chatty stderr or a big
+        # prompt on stdin can never deadlock against the stdout reader.
+        helpers = [
+            threading.Thread(target=_drain, args=(proc.stderr, stderr_tail), daemon=True),
+            threading.Thread(target=_end_leftovers, args=(proc, stdout_closed, killer),
+                             daemon=True),
+        ]
+        if self._prompt_on_stdin:
+            helpers.append(threading.Thread(target=_feed, args=(proc.stdin, prompt), daemon=True))
+        for t in helpers:
+            t.start()
+        pieces: list[str] = []
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                pieces.append(line)
+                on_delta(line)
+            stdout_closed.set()
+            returncode = proc.wait()
+        finally:
+            stdout_closed.set()
+            unregister()
+            if proc.poll() is None or _group_alive(proc.pid):
+                # on_delta raised, or the command left processes behind: no
+                # process outlives its step.
+                killer.terminate()
+                proc.wait()
+            for t in helpers:
+                t.join(timeout=self.term_grace_s + 5)
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        if cancel.cancelled:
+            raise Cancelled(f"step {request.step_id} was cancelled")
+        if returncode != 0:
+            how = (f"was killed by signal {-returncode}" if returncode < 0
+                   else f"exited with code {returncode}")
+            tail = "".join(stderr_tail).strip() or "(no stderr)"
+            raise AgentError(f"the cli backend's {exe!r} {how}; last stderr lines:\n{tail}")
+        return AgentResult(
+            output="".join(pieces),
+            usage={},
+            model=model or f"{os.path.basename(exe)} (its default model)",
+        )
+
+    def close(self) -> None:
+        """Nothing to release: each call owns its process."""
+
+
+def _require_plan_mode(argv: list[str], command: str) -> None:
+    """Refuse a qwen template that could let a flow step edit files or run tools."""
+    exe = os.path.basename(argv[0])
+    if exe not in ("qwen", "qwen.exe"):
+        return
+    modes: list[str] = []
+    for i, item in enumerate(argv[1:], start=1):
+        if item in ("--yolo", "-y") or item.startswith("--yolo="):
+            raise BackendConfigError(
+                f"BATON_CLI_COMMAND {command!r} uses {item}: flow steps run qwen in "
+                "plan mode only; use --approval-mode plan"
+            )
+        if item == "--approval-mode":
+            modes.append(argv[i + 1] if i + 1 < len(argv) else "")
+        elif item.startswith("--approval-mode="):
+            modes.append(item.split("=", 1)[1])
+    if not modes or any(mode != "plan" for mode in modes):
+        raise BackendConfigError(
+            f"BATON_CLI_COMMAND {command!r} must run qwen with --approval-mode plan "
+            f"(found {modes or 'no approval mode'}); plan mode cannot be turned off "
+            "for flow steps"
+        )
+
+
+def _substitute(item: str, values: dict[str, str]) -> str:
+    # One pass, so a prompt that contains "{model}" is left as written.
+    whole = _PLACEHOLDER.fullmatch(item)
+    out = _PLACEHOLDER.sub(lambda m: values[m.group(1)], item)
+    if whole and out.startswith("-"):
+        # A whole-item value must stay a value: "-p --yolo..." would otherwise
+        # be parsed as a flag (and could lift plan mode).
+        out = " " + out
+    return out
+
+
+def _drain(stream: IO[str] | None, tail: collections.deque[str]) -> None:
+    if stream is None:
+        return
+    for line in stream:
+        tail.append(line)
+
+
+def _feed(stream: IO[str] | None, text: str) -> None:
+    if stream is None:
+        return
+    try:
+        stream.write(text)
+        stream.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # the process exited without reading its input; its exit code tells why
+
+
+def _end_leftovers(
+    proc: subprocess.Popen[str], stdout_closed: threading.Event, killer: _GroupKiller
+) -> None:
+    # The command exited but something it started still holds stdout open:
+    # without this the step would wait on that process forever.
+    proc.wait()
+    if not stdout_closed.wait(killer.grace_s):
+        killer.terminate()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+class _GroupKiller:
+    """SIGTERM a process group now, SIGKILL whatever is left after a grace period."""
+
+    def __init__(self, proc: subprocess.Popen[str], grace_s: float) -> None:
+        self._proc = proc
+        self.grace_s = grace_s
+        self._lock = threading.Lock()
+        self._started = False
+
+    def terminate(self) -> None:
+        """Start ending the group; returns at once (the SIGKILL comes later)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self._signal(signal.SIGTERM)
+        # Unconditional: a grandchild that ignores SIGTERM may have let go of
+        # stdout, so the end of our read says nothing about the group.
+        timer = threading.Timer(self.grace_s, self._signal, args=(signal.SIGKILL,))
+        timer.daemon = True
+        timer.start()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        # ProcessLookupError: the whole group is already gone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
