@@ -1,10 +1,13 @@
 """Trigger rules: may a step run, given how its deps ended?
 
-Airflow's names and meaning (docs/trigger-rules.md has the truth table). A dep
-that failed, was cancelled, was rejected (unless this step is in the
-approval's ``on_reject``) or was skipped *because something upstream failed*
-counts as failed, as Airflow counts ``upstream_failed``; a dep skipped by its
-condition or by an upstream skip counts as skipped.
+Airflow's names and meaning (docs/TRIGGER_RULES.md has the truth table, and
+tests/unit/test_rules.py checks it row by row). A dep that failed, was
+cancelled, was rejected or was skipped *because something upstream failed or
+was rejected* counts as failed, as Airflow counts ``upstream_failed``; a dep
+skipped by its condition, by an upstream skip or by its own trigger rule
+counts as skipped. For a step named in the ``on_reject`` of a rejected
+approval, that rejection (the approval itself, or a dep skipped because of a
+rejection) counts as success: those steps still run.
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ class DepTally(NamedTuple):
 def tally(spec: StepSpec, steps: Mapping[str, StepState], on_reject_of: Mapping[str, frozenset[str]]) -> DepTally:
     """Count the deps of ``spec`` by outcome class."""
     success = failed = skipped = rejected = 0
+    # Named in on_reject of an approval that was rejected: a dep skipped because
+    # of a rejection must not skip this step too, or an on_reject step that also
+    # waits on another child of the approval (or sits further down) never runs.
+    rescued = any(
+        spec.id in names and steps[gate].status == "rejected" for gate, names in on_reject_of.items()
+    )
     for dep in spec.deps:
         s = steps[dep]
         status = s.status
@@ -58,7 +67,9 @@ def tally(spec: StepSpec, steps: Mapping[str, StepState], on_reject_of: Mapping[
         elif status in ("failed", "cancelled"):
             failed += 1
         elif status == "skipped":
-            if s.skip_reason in FAILED_SKIPS:
+            if s.skip_reason == "rejected" and rescued:
+                success += 1
+            elif s.skip_reason in FAILED_SKIPS:
                 failed += 1
                 rejected += s.skip_reason == "rejected"
             else:
