@@ -79,6 +79,11 @@ def tally(spec: StepSpec, steps: Mapping[str, StepState], on_reject_of: Mapping[
 
 def _failed_skip(t: DepTally) -> RuleOutcome:
     if t.rejected and t.rejected == t.failed:
+        # Only rejections so far. A dep still running may yet fail, which makes
+        # the reason upstream_failed (the run fails rather than being rejected,
+        # DESIGN §3); a skip is final, so wait until the reason is certain.
+        if t.done < t.total:
+            return RuleOutcome("wait")
         return RuleOutcome("skip", "rejected", "an approval upstream was rejected")
     return RuleOutcome("skip", "upstream_failed", f"{t.failed} of {t.total} deps failed")
 
@@ -91,8 +96,12 @@ def evaluate(rule: str, t: DepTally) -> RuleOutcome:
     if rule == "all_success":
         if t.failed:
             return _failed_skip(t)
-        if t.skipped:
+        if t.skipped and all_done:
             return RuleOutcome("skip", "upstream_skipped", f"{t.skipped} of {t.total} deps were skipped")
+        # A skipped dep dooms the step, but a dep still running may yet fail:
+        # skipping now as upstream_skipped would hide that failure from the run's
+        # outcome (a leaf skipped as upstream_failed fails the run), so the
+        # outcome would depend on which parallel step happened to end first.
         return RuleOutcome("run") if t.success == t.total else RuleOutcome("wait")
     if rule == "one_success":
         if t.success:

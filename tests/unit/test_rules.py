@@ -172,10 +172,14 @@ def _by_the_prose(rule: str, deps: list[str]) -> tuple[str, str]:
     skipped = deps.count("skipped")
     done = not_done == 0
     fail_reason = "rejected" if failures and all(d == "rejected" for d in failures) else "upstream_failed"
+    # a skip for failures is only given once its reason is certain (the doc's "skip (reason)")
+    if rule in ("all_success", "none_failed", "none_failed_min_one_success") and failures and not done:
+        if fail_reason == "rejected":
+            return "wait", ""
     if rule == "all_success":
         if failures:
             return "skip", fail_reason
-        if skipped:
+        if skipped and done:
             return "skip", "upstream_skipped"
         return ("run", "") if ok == n else ("wait", "")
     if rule == "one_success":
@@ -222,3 +226,24 @@ def test_every_rule_matches_its_description_for_any_mix_of_deps(rule: str, deps:
     steps = {f"d{i}": _STATE_OF[d] for i, d in enumerate(deps)}
     got = rules.evaluate(rule, rules.tally(spec, steps, {}))
     assert (got.verdict, got.reason) == _by_the_prose(rule, deps)
+
+
+@given(
+    rule=st.sampled_from(RULES),
+    deps=st.lists(st.sampled_from(OUTCOMES), min_size=1, max_size=6),
+    ends=st.lists(st.sampled_from(OUTCOMES[:-1]), min_size=6, max_size=6),
+)
+def test_a_verdict_once_given_never_changes_as_more_deps_end(rule: str, deps: list[str], ends: list[str]) -> None:
+    """Decisions are final (they are events), so a run or skip must stay right as deps end.
+
+    The skip *reason* is part of the decision too: it decides the run's outcome
+    when the step is a leaf (DESIGN §3), so it must not depend on which dep
+    happened to end first.
+    """
+    spec = StepSpec(id=TARGET, kind="code", deps=tuple(f"d{i}" for i in range(len(deps))), trigger_rule=rule)
+    before = {f"d{i}": _STATE_OF[d] for i, d in enumerate(deps)}
+    after = {k: (_STATE_OF[ends[i]] if v.status == "running" else v) for i, (k, v) in enumerate(before.items())}
+    first = rules.evaluate(rule, rules.tally(spec, before, {}))
+    last = rules.evaluate(rule, rules.tally(spec, after, {}))
+    if first.verdict != "wait":
+        assert (last.verdict, last.reason) == (first.verdict, first.reason)
