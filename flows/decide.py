@@ -269,7 +269,14 @@ def fail(
 
 
 def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str = "", comment: str = "") -> list[Event]:
-    """StepResumed for a paused approval; raises NotWaiting, UnknownStep, UnknownRun or RunFinished."""
+    """StepResumed for a paused approval; raises NotWaiting, UnknownStep, UnknownRun or RunFinished.
+
+    ValueError when ``decision`` is neither "approved" nor "rejected": the
+    event's type only admits those two, so another word would be appended and
+    then fail to decode on every replay.
+    """
+    if decision not in ("approved", "rejected"):
+        raise ValueError(f"decision must be 'approved' or 'rejected', not {decision!r}")
     if state.launched is None:
         raise UnknownRun(state.run_id)
     if step_id not in state.steps:
