@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from flows.events import AnomalyDetected, Event, StepFailed, StepResumed, StepStarted
+from flows.events import AnomalyDetected, Event, StepCompleted, StepFailed, StepResumed, StepStarted
 from flows.model import StepSpec
 from flows.state import RunState
 
@@ -138,7 +138,10 @@ def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], w
                   if st.status == "completed" and st.attempt == 1 and snap.step(sid).kind != "approval"]
     if first_time:
         right.append(f"- {len(first_time)} step(s) passed first time: {', '.join(first_time)}.")
-    busy = sum(st.duration_s for st in state.steps.values() if st.status == "completed")
+    # Every attempt's time is work done in parallel, failed or retried ones too:
+    # counting only the last attempt of completed steps understated parallelism
+    # (two 10 s steps side by side, one failing, read as 1.0 instead of 2.0).
+    busy = sum(getattr(ev, "duration_s", 0.0) for _, ev in history if isinstance(ev, (StepCompleted, StepFailed)))
     if wall > 0 and busy > 0:
         right.append(f"- Parallelism achieved: {busy / wall:.2f} (sum of step times {_seconds(busy)} "
                      f"/ wall time {_seconds(wall)}).")
