@@ -26,7 +26,7 @@ class NewEvent(msgspec.Struct, frozen=True):
     id: str = msgspec.field(default_factory=lambda: str(uuid.uuid4()))
 
 
-class RecordedEvent(msgspec.Struct, frozen=True):
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event as the store recorded it.
 
     ``position`` is global and increases in commit order; ``version`` counts
@@ -86,12 +86,44 @@ class StoreUnavailableError(StoreError):
     """The database behind the store URL cannot be reached."""
 
 
+class EventIdConflictError(StoreError):
+    """Some event ids of an append are already recorded, but not all of them
+    (or not in this stream): the append is neither new nor a retry.
+
+    A retry must resend exactly the events of the first attempt, ids included;
+    nothing was appended.
+    """
+
+    def __init__(self, stream_id: str, detail: str) -> None:
+        super().__init__(f"stream {stream_id!r}: {detail}; nothing was appended")
+        self.stream_id = stream_id
+        self.detail = detail
+
+
+class StoreClosedError(StoreError):
+    """The store (or its writer) was closed; the call did nothing."""
+
+
 class Subscription(Protocol):
-    """Iterator over recorded events: catch-up from a position, then live."""
+    """Iterator over recorded events: catch-up from a position, then live.
+
+    ``position`` is the position of the last event handed out (the cursor to
+    resume from). ``next_event(timeout)`` returns None when nothing arrived in
+    time or the subscription is closed; ``close()`` ends iteration from any
+    thread.
+    """
+
+    @property
+    def position(self) -> int: ...
+
+    @property
+    def closed(self) -> bool: ...
 
     def __iter__(self) -> Iterator[RecordedEvent]: ...
 
     def __next__(self) -> RecordedEvent: ...
+
+    def next_event(self, timeout: float | None = None) -> RecordedEvent | None: ...
 
     def close(self) -> None: ...
 
@@ -119,6 +151,6 @@ class EventStore(Protocol):
 
     def subscribe(self, after: int = 0) -> Subscription: ...
 
-    def verify(self) -> list[str]: ...
+    def verify(self, stream_id: str | None = None) -> list[str]: ...
 
     def close(self) -> None: ...

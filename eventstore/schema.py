@@ -1,0 +1,117 @@
+"""The events table and the database-side rules that keep it append-only.
+
+Set-up is idempotent and safe to run from several processes at once: every
+statement is ``IF NOT EXISTS`` / ``CREATE OR REPLACE``, and on PostgreSQL the
+whole set-up runs under a transaction-scoped advisory lock so that two
+processes opening the same database do not race on the catalog.
+
+Immutability lives in the database, not in the store's good manners:
+BEFORE UPDATE / DELETE triggers (and BEFORE TRUNCATE on PostgreSQL) raise,
+so raw SQL from any client is refused too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+EVENTS = "events"
+
+# An arbitrary constant: the advisory lock key of the store's schema set-up.
+_SETUP_LOCK_KEY = 0x6261746F6E  # "baton"
+
+
+def build_events_table(metadata: sa.MetaData, name: str = EVENTS) -> sa.Table:
+    """The events table (also used by the benchmark to build an identical raw table).
+
+    ``position`` is an INTEGER PRIMARY KEY (the rowid) on SQLite and a
+    BIGSERIAL on PostgreSQL; ``data`` and ``metadata`` are JSON *text*, kept
+    byte for byte as hashed.
+    """
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column(
+            "position",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("event_id", sa.Text, nullable=False),
+        sa.Column("stream_id", sa.Text, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("type", sa.Text, nullable=False),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Column("metadata", sa.Text, nullable=False),
+        sa.Column("recorded_at", sa.Double, nullable=False),
+        sa.Column("hash", sa.Text, nullable=False),
+        sa.UniqueConstraint("event_id", name=f"{name}_event_id_key"),
+        sa.UniqueConstraint("stream_id", "version", name=f"{name}_stream_version_key"),
+    )
+
+
+metadata = sa.MetaData()
+events = build_events_table(metadata)
+
+
+_SQLITE_TRIGGERS = [
+    f"""CREATE TRIGGER IF NOT EXISTS {EVENTS}_refuse_update BEFORE UPDATE ON {EVENTS}
+    BEGIN SELECT RAISE(ABORT, '{EVENTS} is append-only: UPDATE refused'); END""",
+    f"""CREATE TRIGGER IF NOT EXISTS {EVENTS}_refuse_delete BEFORE DELETE ON {EVENTS}
+    BEGIN SELECT RAISE(ABORT, '{EVENTS} is append-only: DELETE refused'); END""",
+]
+
+_POSTGRES_TRIGGERS = [
+    f"""CREATE OR REPLACE FUNCTION baton_refuse_change() RETURNS trigger
+    LANGUAGE plpgsql AS $fn$
+    BEGIN
+        RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP;
+    END
+    $fn$""",
+    # CREATE OR REPLACE TRIGGER needs PostgreSQL 14; this works on older ones too.
+    f"""DO $do$
+    BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                       WHERE tgname = '{EVENTS}_refuse_update_delete'
+                         AND tgrelid = '{EVENTS}'::regclass) THEN
+            CREATE TRIGGER {EVENTS}_refuse_update_delete
+                BEFORE UPDATE OR DELETE ON {EVENTS}
+                FOR EACH ROW EXECUTE FUNCTION baton_refuse_change();
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                       WHERE tgname = '{EVENTS}_refuse_truncate'
+                         AND tgrelid = '{EVENTS}'::regclass) THEN
+            CREATE TRIGGER {EVENTS}_refuse_truncate
+                BEFORE TRUNCATE ON {EVENTS}
+                FOR EACH STATEMENT EXECUTE FUNCTION baton_refuse_change();
+        END IF;
+    END
+    $do$""",
+]
+
+
+def create_table_ddl(table: sa.Table) -> list[sa.schema.ExecutableDDLElement]:
+    """Idempotent DDL for a table built by ``build_events_table`` and its indexes."""
+    ddl: list[sa.schema.ExecutableDDLElement] = [CreateTable(table, if_not_exists=True)]
+    ddl += [CreateIndex(index, if_not_exists=True) for index in table.indexes]
+    return ddl
+
+
+def set_up(engine: sa.Engine, extra_ddl: Sequence[str] = ()) -> None:
+    """Create the events table, its append-only triggers and ``extra_ddl``.
+
+    Running it again (from this or another process) changes nothing.
+    """
+    dialect = engine.dialect.name
+    with engine.begin() as conn:
+        if dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SETUP_LOCK_KEY})
+        for statement in create_table_ddl(events):
+            conn.execute(statement)
+        triggers = _POSTGRES_TRIGGERS if dialect == "postgresql" else _SQLITE_TRIGGERS
+        for statement in [*triggers, *extra_ddl]:
+            # exec_driver_sql: the bodies hold '%' and ':' that must reach the
+            # database untouched by SQLAlchemy's parameter parsing.
+            conn.exec_driver_sql(statement.replace("%", "%%") if dialect == "postgresql" else statement)
