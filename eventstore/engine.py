@@ -1,0 +1,57 @@
+"""From a store URL to a configured SQLAlchemy Engine.
+
+The URL is the only thing that picks the backend. SQLite must be a file
+(an in-memory database is private to one connection, and the store uses
+several); PostgreSQL goes through psycopg 3 whatever driver the URL names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+
+def create_store_engine(url: str, options: dict[str, Any]) -> tuple[sa.Engine, str]:
+    """The engine for a store URL and the URL as safe to print (password hidden).
+
+    Raises ValueError for a malformed or unsupported URL.
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ValueError(f"not a database URL: {url!r} ({exc})") from None
+    backend = parsed.get_backend_name()
+    safe = parsed.render_as_string(hide_password=True)
+    pool_size = int(options.get("pool_size", 10))
+    if backend == "sqlite":
+        if parsed.get_driver_name() not in ("pysqlite", ""):
+            raise ValueError(f"{safe}: the SQLite store runs on the standard sqlite3 driver")
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            raise ValueError(
+                f"{safe}: an in-memory SQLite database is private to one connection; "
+                "give the store a file, e.g. sqlite:///baton.db"
+            )
+        engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=2 * pool_size)
+        from eventstore.sqlite import configure_engine
+
+        configure_engine(engine, int(options.get("busy_timeout_ms", 5000)))
+        return engine, safe
+    if backend in ("postgresql", "postgres"):
+        if parsed.get_driver_name() not in ("psycopg", "psycopg2", ""):
+            raise ValueError(f"{safe}: the PostgreSQL store runs on psycopg 3")
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        connect_args = {}
+        if "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = int(options.get("connect_timeout", 10))
+        engine = sa.create_engine(
+            parsed,
+            pool_size=pool_size,
+            max_overflow=2 * pool_size,
+            # A dead pooled connection (server restart) is replaced, not handed out.
+            pool_pre_ping=True,
+            connect_args=connect_args,
+        )
+        return engine, parsed.render_as_string(hide_password=True)
+    raise ValueError(f"{safe}: unsupported store URL; use sqlite:///... or postgresql+psycopg://...")

@@ -1,0 +1,383 @@
+"""The PostgreSQL backend: one function call per group commit, and LISTEN wake-ups.
+
+A group of appends is ONE statement, ``SELECT baton_append(...)``, run in
+autocommit: the statement is its own transaction, so a group costs a single
+round trip (plus the commit's WAL flush). The function, created by the schema
+set-up, takes the order lock, inserts every row of the group from arrays in
+input order, and NOTIFYs the new head.
+
+The checks stay exact without reading anything in the common case. The
+writer computes each append's hashes from the stream's head as it last saw
+it (its own previous append, or a read); the UNIQUE (stream_id, version) and
+UNIQUE (event_id) constraints then refuse the whole statement if that head
+was stale, the expected version wrong, or an event id already recorded. Only
+then does the writer read the heads and ids, settle each append (conflict,
+retry returning the recorded events, id clash, or a stale head to retry
+with), and run the rest again. Rows can be neither updated nor deleted, so a
+(version, hash) seen once stays true.
+
+Ordering (DESIGN §10): a BIGSERIAL alone lets a reader following
+``position > cursor`` skip an event whose transaction commits late. The
+function first takes ``LOCK TABLE events IN EXCLUSIVE MODE``: appenders from
+every process queue on it, so insert order equals commit order, while
+readers (ACCESS SHARE) are never blocked. ``order_lock=False`` exists only
+so a test can show the skip happens without it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+import psycopg
+import sqlalchemy as sa
+
+from eventstore.chain import event_hash
+from eventstore.sqlite import id_clash_detail
+from eventstore.store import ConcurrencyError, EventIdConflictError, StoreError
+from eventstore.subscription import WakeupHub
+from eventstore.writer import PendingAppend
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "baton_events"
+
+APPEND_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION baton_append(
+    p_rows json, p_recorded_at double precision, p_order_lock boolean)
+RETURNS SETOF bigint
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF p_order_lock THEN
+        -- Appenders queue here until the previous one COMMITS, so positions
+        -- are handed out in commit order. Readers take ACCESS SHARE: not blocked.
+        LOCK TABLE events IN EXCLUSIVE MODE;
+    END IF;
+    -- json_to_recordset yields the rows in array order, so positions follow it.
+    RETURN QUERY
+        INSERT INTO events (event_id, stream_id, version, type, data, metadata,
+                            recorded_at, hash)
+        SELECT r.i, r.s, r.v, r.t, r.d, r.m, p_recorded_at, r.h
+          FROM json_to_recordset(p_rows)
+               AS r(i text, s text, v bigint, t text, d text, m text, h text)
+        RETURNING position;
+    -- A hint only: subscribers re-read the table whatever it says.
+    PERFORM pg_notify('{CHANNEL}', currval('events_position_seq')::text);
+END
+$fn$
+"""
+
+# The rows travel as one JSON document: one parameter for psycopg to send,
+# one C parser on the server, instead of escaping seven text arrays in Python.
+_APPEND = "SELECT baton_append(%s::json, %s::float8, %s::boolean)"
+_row_encoder = msgspec.json.Encoder()
+_HEAD = "SELECT coalesce(max(position), 0) FROM events"
+_STREAM_HEADS = (
+    "SELECT DISTINCT ON (stream_id) stream_id, version, hash FROM events"
+    " WHERE stream_id = ANY(%s::text[]) ORDER BY stream_id, version DESC"
+)
+_KNOWN_IDS = "SELECT event_id, stream_id FROM events WHERE event_id = ANY(%s::text[])"
+# Rounds of "insert, find the stale heads, insert again" before giving up on
+# a group whose streams other processes keep moving.
+_MAX_ROUNDS = 20
+
+
+class PostgresBackend:
+    """The PostgreSQL half of the store: the writer's statement and the readers' connections."""
+
+    dialect = "postgresql"
+    placeholder = "%s"
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        where: str,
+        *,
+        order_lock: bool = True,
+        before_commit: Callable[[list[PendingAppend]], None] | None = None,
+        head_cache_size: int = 50_000,
+    ) -> None:
+        self.engine = engine
+        self._where = where
+        self._order_lock = order_lock
+        self._before_commit = before_commit
+        # stream -> (version, hash) as last seen by the writer thread (its only user)
+        self._heads: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
+        self._head_cache_size = head_cache_size
+
+    # -- reads -------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection in autocommit: a SELECT is one round trip, not three."""
+        raw = self.engine.raw_connection()
+        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
+        try:
+            conn.autocommit = True
+            yield conn
+        finally:
+            try:
+                conn.autocommit = False  # the pool is shared with store.engine users
+            except psycopg.Error:
+                raw.invalidate()
+            raw.close()
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one SELECT on a pooled connection and fetch every row."""
+        with self.reading() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    # -- the writer (see eventstore.writer.WriterBackend) ------------------
+
+    def connect(self) -> psycopg.Connection:
+        """The writer's own connection, out of the pool, in autocommit."""
+        raw = self.engine.raw_connection()
+        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
+        raw.detach()  # ours for good: the pool forgets it
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()
+        conn.autocommit = True
+        conn.execute("SET application_name = 'baton-writer'")
+        return conn
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(
+            exc,
+            (psycopg.OperationalError, psycopg.errors.SerializationFailure,
+             psycopg.errors.DeadlockDetected),
+        )
+
+    def is_broken(self, conn: psycopg.Connection) -> bool:
+        return conn.closed or conn.broken
+
+    def close_connection(self, conn: psycopg.Connection) -> None:
+        try:
+            conn.close()
+        except psycopg.Error:
+            pass
+
+    def commit_group(self, conn: psycopg.Connection, group: list[PendingAppend]) -> int:
+        """Insert the group in one statement; settle and retry appends it refused."""
+        todo = group
+        for _ in range(_MAX_ROUNDS):
+            todo = self._plan(conn, todo)
+            if not todo:
+                return 0
+            try:
+                return self._insert(conn, todo)
+            except psycopg.errors.UniqueViolation:
+                # Someone's head was stale, version wrong, or ids already in:
+                # find out whose, and run the others again with fresh heads.
+                for pending in todo:
+                    self._heads.pop(pending.stream_id, None)
+                todo = self._without_known_ids(conn, todo)
+                self._read_heads(conn, list({pending.stream_id for pending in todo}))
+        for pending in todo:
+            pending.error = StoreError(
+                f"stream {pending.stream_id!r}: other writers kept moving the stream; "
+                f"gave up after {_MAX_ROUNDS} attempts"
+            )
+        return 0
+
+    def _plan(self, conn: psycopg.Connection, todo: list[PendingAppend]) -> list[PendingAppend]:
+        """Give each append its base (version, hash) and hashes; settle clear conflicts."""
+        heads = self._heads
+        unknown = [p.stream_id for p in todo if _needs_head(p, heads.get(p.stream_id))]
+        if unknown:
+            self._read_heads(conn, unknown)
+        ready: list[PendingAppend] = []
+        conflicts: list[tuple[PendingAppend, int]] = []
+        chained: dict[str, tuple[int, str]] = {}  # heads after earlier appends of this group
+        for pending in todo:
+            stream = pending.stream_id
+            version, previous = chained.get(stream) or heads.get(stream, (0, ""))
+            if pending.expected is not None and pending.expected != version:
+                conflicts.append((pending, version))
+                continue
+            pending.base_version = version
+            hashes = pending.hashes = []
+            for type_, data in zip(pending.types, pending.data):
+                previous = event_hash(previous, type_, data)
+                hashes.append(previous)
+            chained[stream] = (version + len(hashes), previous)
+            ready.append(pending)
+        if conflicts:
+            # A retry of an append that did commit is not a conflict: check ids first.
+            actual = {id(pending): version for pending, version in conflicts}
+            for pending in self._without_known_ids(conn, [p for p, _ in conflicts]):
+                pending.error = ConcurrencyError(
+                    pending.stream_id, pending.expected, actual[id(pending)]
+                )
+        return ready
+
+    def _insert(self, conn: psycopg.Connection, todo: list[PendingAppend]) -> int:
+        rows = []
+        for pending in todo:
+            stream, version = pending.stream_id, pending.base_version
+            for event_id, type_, data, metadata, hash_ in zip(
+                pending.ids, pending.types, pending.data, pending.metadata, pending.hashes
+            ):
+                version += 1
+                rows.append({"i": event_id, "s": stream, "v": version, "t": type_,
+                             "d": data, "m": metadata, "h": hash_})
+        recorded_at = time.time()
+        params = (_row_encoder.encode(rows).decode(), recorded_at, self._order_lock)
+        if self._before_commit is None:
+            positions = conn.execute(_APPEND, params, prepare=True).fetchall()
+        else:
+            # Test hook: the same statement inside an explicit transaction, so
+            # the hook can hold it open (with the order lock) before COMMIT.
+            conn.execute("BEGIN")
+            try:
+                positions = conn.execute(_APPEND, params).fetchall()
+                self._before_commit(todo)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        at = 0
+        for pending in todo:
+            n = len(pending.ids)
+            pending.positions = [row[0] for row in positions[at : at + n]]
+            pending.recorded_at = recorded_at
+            at += n
+            self._remember(pending.stream_id, pending.base_version + n, pending.hashes[-1])
+        return positions[-1][0] if positions else 0
+
+    def _without_known_ids(
+        self, conn: psycopg.Connection, todo: list[PendingAppend]
+    ) -> list[PendingAppend]:
+        """Settle appends whose ids are already recorded (a retry, or a clash); return the rest."""
+        all_ids = [event_id for pending in todo for event_id in pending.ids]
+        known = dict(conn.execute(_KNOWN_IDS, (all_ids,)).fetchall())
+        rest = []
+        for pending in todo:
+            pending.reset()
+            found = [known[event_id] for event_id in pending.ids if event_id in known]
+            if not found:
+                rest.append(pending)
+                continue
+            here = sum(1 for stream in found if stream == pending.stream_id)
+            if here == len(found) == len(pending.ids):
+                pending.duplicate = True
+            else:
+                pending.error = EventIdConflictError(
+                    pending.stream_id, id_clash_detail(len(pending.ids), len(found), here)
+                )
+        return rest
+
+    def _read_heads(self, conn: psycopg.Connection, streams: list[str]) -> None:
+        found = {row[0]: (row[1], row[2]) for row in conn.execute(_STREAM_HEADS, (streams,))}
+        for stream in streams:
+            self._remember(stream, *found.get(stream, (0, "")))
+
+    def _remember(self, stream: str, version: int, hash_: str) -> None:
+        heads = self._heads
+        heads[stream] = (version, hash_)
+        heads.move_to_end(stream)
+        if len(heads) > self._head_cache_size:
+            heads.popitem(last=False)
+
+
+def _needs_head(pending: PendingAppend, cached: tuple[int, str] | None) -> bool:
+    """Whether the writer must read a stream's head before hashing this append.
+
+    A cached head is a version the stream really had; versions only grow.
+    """
+    if pending.expected is None:
+        return cached is None
+    if pending.expected == 0:
+        return False  # (0, "") if new; a cached version > 0 is already a conflict
+    return cached is None or cached[0] < pending.expected
+
+
+class ListenWatcher:
+    """One LISTEN connection per store, moving the hub's head for every subscriber.
+
+    Each wake-up (a notification, or ``interval`` seconds of silence) re-reads
+    ``max(position)`` from the table: a lost notification costs at most one
+    interval, and a killed connection (``pg_terminate_backend``) is replaced.
+    """
+
+    def __init__(self, engine: sa.Engine, hub: WakeupHub, interval: float) -> None:
+        self._engine = engine
+        self._hub = hub
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self.backend_pid: int | None = None
+        self._thread = threading.Thread(target=self._run, name="baton-eventstore-listen",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop at once (the thread's select also watches a wake-up pipe)."""
+        self._stopping.set()
+        os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _connect(self) -> psycopg.Connection:
+        raw = self._engine.raw_connection()
+        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
+        raw.detach()  # ours for good: the pool forgets it
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()
+        conn.autocommit = True
+        conn.execute("SET application_name = 'baton-listen'")
+        # A handler also stops psycopg from keeping unread notifications in
+        # a backlog that would grow for as long as the store runs.
+        conn.add_notify_handler(self._on_notify)
+        conn.execute(f"LISTEN {CHANNEL}")
+        return conn
+
+    def _on_notify(self, notify: psycopg.Notify) -> None:
+        # NOTIFY is delivered only after its transaction committed, so its
+        # position is safe to wake on; anything else on the channel is noise.
+        try:
+            self._hub.advance(int(notify.payload))
+        except ValueError:
+            pass
+
+    def _run(self) -> None:
+        delay = 0.05
+        while not self._stopping.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                self.backend_pid = conn.info.backend_pid
+                delay = 0.05
+                self._follow(conn)
+            except (psycopg.Error, sa.exc.DBAPIError, OSError) as exc:
+                if not self._stopping.is_set():
+                    log.warning("event store LISTEN connection lost (%s); reconnecting", exc)
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, 2.0)
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except psycopg.Error:
+                        pass
+
+    def _follow(self, conn: psycopg.Connection) -> None:
+        # Whatever happened while we were not listening is in the table.
+        self._hub.advance(conn.execute(_HEAD).fetchone()[0])
+        self._hub.poke()
+        fileno = conn.fileno()
+        while not self._stopping.is_set():
+            ready, _, _ = select.select([fileno, self._wake_r], [], [], self._interval)
+            if self._wake_r in ready:
+                return
+            # Running a query also consumes any pending notifications; their
+            # payload is only a hint, the table's head is the truth.
+            self._hub.advance(conn.execute(_HEAD).fetchone()[0])

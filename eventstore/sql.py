@@ -1,0 +1,329 @@
+"""The event store on SQLAlchemy Core: SQLite (embedded default) or PostgreSQL.
+
+``open_store(url)`` picks the backend from the URL, checks the database is
+reachable, sets the schema up (idempotent) and starts the store's single
+writer thread. Appends from every thread of the process go through that
+writer and are group-committed (see ``eventstore.writer``); reads use pooled
+connections and never block the writer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from eventstore import schema
+from eventstore.chain import ChainVerifier
+from eventstore.codec import EMPTY_OBJECT, decode_json, decode_rows, encode_new_event
+from eventstore.store import (
+    NewEvent,
+    RecordedEvent,
+    StoreClosedError,
+    StoreUnavailableError,
+)
+from eventstore.subscription import PollingWatcher, Subscription, WakeupHub
+from eventstore.writer import GroupCommitWriter, PendingAppend
+
+_COLUMNS = "position, stream_id, version, type, data, metadata, recorded_at, hash, event_id"
+_READ_ALL = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+_READ_STREAM = (
+    f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version > ? ORDER BY version"
+)
+_HEAD = "SELECT coalesce(max(position), 0) FROM events"
+_VERIFY_ALL = (
+    "SELECT stream_id, version, position, type, data, hash FROM events"
+    " WHERE (stream_id, version) > (?, ?) ORDER BY stream_id, version LIMIT ?"
+)
+_VERIFY_STREAM = (
+    "SELECT stream_id, version, position, type, data, hash FROM events"
+    " WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?"
+)
+_IN_CHUNK = 900
+
+
+class SqlEventStore:
+    """An append-only event store in one SQL database (see ``open_store``).
+
+    Thread-safe: share one instance per process and database. ``engine`` is
+    the SQLAlchemy Engine (other packages may keep their own tables in the
+    same database through it); ``dialect`` is "sqlite" or "postgresql".
+    """
+
+    def __init__(self, url: str, engine: sa.Engine, backend: Any, options: dict[str, Any]) -> None:
+        self.url = url
+        self.engine = engine
+        self.dialect: str = backend.dialect
+        self._backend = backend
+        self._page_size: int = options.get("page_size", 2000)
+        self._poll_interval: float = options.get("poll_interval", 0.5)
+        self._sql = _dialect_sql(backend.placeholder)
+        self._hub = WakeupHub()
+        self._watcher: Any = None
+        self._subscriptions: set[Subscription] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._writer = GroupCommitWriter(
+            backend,
+            self._hub.advance,
+            max_group_events=options.get("max_group_events", 5000),
+            retry_s=options.get("retry_s", 30.0),
+        )
+
+    def __repr__(self) -> str:
+        safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        return f"<SqlEventStore {safe}>"
+
+    def __enter__(self) -> SqlEventStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Append ``events`` to a stream atomically and return them as recorded.
+
+        ``expected_version`` is the stream's current version (0 for a new
+        stream); None skips the check. Blocks until the events are durable.
+        Retrying an append whose event ids are all recorded (in this stream)
+        returns the recorded events and appends nothing, whatever the version.
+
+        Raises ConcurrencyError (nothing appended) on a version mismatch,
+        EventIdConflictError when only some ids are recorded (or elsewhere),
+        TypeError for data that is not JSON-encodable, ValueError for a bad
+        stream id or duplicate ids in one call, StoreUnavailableError when the
+        database cannot be written, StoreClosedError after ``close()``.
+        """
+        if not isinstance(stream_id, str) or not stream_id or "\x00" in stream_id:
+            raise ValueError(f"a stream id must be a non-empty string, not {stream_id!r}")
+        if expected_version is not None and expected_version < 0:
+            raise ValueError(f"expected_version must be >= 0, not {expected_version}")
+        if not events:
+            return []
+        ids: list[str] = []
+        types: list[str] = []
+        data: list[str] = []
+        metadata: list[str] = []
+        for event in events:
+            if not isinstance(event, NewEvent):
+                raise TypeError(f"append takes NewEvent values, not {type(event).__name__}")
+            if not event.type or "\x00" in event.type or "\x00" in event.id:
+                raise ValueError(f"bad event type or id: {event.type!r}, {event.id!r}")
+            encoded_data, encoded_metadata = encode_new_event(event)
+            ids.append(event.id)
+            types.append(event.type)
+            data.append(encoded_data)
+            metadata.append(encoded_metadata)
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"stream {stream_id!r}: the same event id appears twice in one append")
+        pending = self._writer.submit(
+            PendingAppend(stream_id, expected_version, ids, types, data, metadata)
+        )
+        if pending.duplicate:
+            return self._read_ids(ids)
+        return _recorded(pending)
+
+    # -- reading -----------------------------------------------------------
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """The stream's events after ``after_version``, in version order ([] if none)."""
+        return decode_rows(self._backend.query(self._sql[_READ_STREAM], (stream_id, after_version)))
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[RecordedEvent]:
+        """Every event after global position ``after``, ascending, at most ``limit``.
+
+        Reads lazily, page by page, holding no connection between pages.
+        Raises CorruptEventError (naming the position) on a row that cannot
+        be decoded.
+        """
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = self._page_size if remaining is None else min(self._page_size, remaining)
+            page = self._read_page(after, size)
+            yield from page
+            if len(page) < size:
+                return
+            after = page[-1].position
+            if remaining is not None:
+                remaining -= len(page)
+
+    def head(self) -> int:
+        """The last committed global position (0 when the store is empty)."""
+        return self._backend.query(_HEAD)[0][0]
+
+    def subscribe(self, after: int = 0, *, page_size: int = 500) -> Subscription:
+        """Follow every event after ``after``: the backlog first, then live.
+
+        See ``eventstore.subscription.Subscription`` for the iteration and
+        shutdown API. All subscriptions of a store share one watcher.
+        """
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError("the event store is closed")
+            if self._watcher is None:
+                self._watcher = self._start_watcher()
+            subscription = Subscription(
+                self._read_page,
+                self._hub,
+                after,
+                page_size=page_size,
+                recheck_s=max(5.0, self._poll_interval * 4),
+                on_close=self._forget,
+            )
+            self._subscriptions.add(subscription)
+            return subscription
+
+    def verify(self, stream_id: str | None = None) -> list[str]:
+        """Check the hash chains (of one stream, or all); [] when intact.
+
+        Each problem names the stream, version and position: an edited event
+        (hash mismatch), removed events (a version gap), reordered events
+        (versions not increasing with position).
+        """
+        checker = ChainVerifier()
+        last_stream, last_version = ("" if stream_id is None else stream_id), 0
+        page_size = 5000
+        while True:
+            if stream_id is None:
+                sql, params = self._sql[_VERIFY_ALL], (last_stream, last_version, page_size)
+            else:
+                sql, params = self._sql[_VERIFY_STREAM], (stream_id, last_version, page_size)
+            rows = self._backend.query(sql, params)
+            checker.feed(rows)
+            if len(rows) < page_size:
+                return checker.problems
+            last_stream, last_version = rows[-1][0], rows[-1][1]
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        """End subscriptions, commit queued appends, stop threads, close connections."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            subscription.close()
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._writer.close()
+        self.engine.dispose()
+
+    # -- internals ---------------------------------------------------------
+
+    def _read_page(self, after: int, limit: int) -> list[RecordedEvent]:
+        return decode_rows(self._backend.query(self._sql[_READ_ALL], (after, limit)))
+
+    def _read_ids(self, ids: list[str]) -> list[RecordedEvent]:
+        rows: list[Any] = []
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ",".join([self._backend.placeholder] * len(chunk))
+            rows += self._backend.query(
+                f"SELECT {_COLUMNS} FROM events WHERE event_id IN ({marks})", tuple(chunk)
+            )
+        rows.sort(key=lambda row: row[0])
+        return decode_rows(rows)
+
+    def _forget(self, subscription: Subscription) -> None:
+        with self._lock:
+            self._subscriptions.discard(subscription)
+
+    def _start_watcher(self) -> Any:
+        if self.dialect == "postgresql":
+            from eventstore.postgres import ListenWatcher
+
+            return ListenWatcher(self.engine, self._hub, self._poll_interval)
+        return PollingWatcher(self.head, self._hub, self._poll_interval)
+
+
+def _dialect_sql(placeholder: str) -> dict[str, str]:
+    statements = [_READ_ALL, _READ_STREAM, _VERIFY_ALL, _VERIFY_STREAM]
+    return {sql: sql.replace("?", placeholder) for sql in statements}
+
+
+def _recorded(pending: PendingAppend) -> list[RecordedEvent]:
+    stream_id, version, recorded_at = pending.stream_id, pending.base_version, pending.recorded_at
+    out = []
+    for position, hash_, event_id, type_, data, metadata in zip(
+        pending.positions, pending.hashes, pending.ids, pending.types, pending.data,
+        pending.metadata,
+    ):
+        version += 1
+        out.append(
+            RecordedEvent(
+                position,
+                stream_id,
+                version,
+                type_,
+                decode_json(data),
+                {} if metadata == EMPTY_OBJECT else decode_json(metadata),
+                recorded_at,
+                hash_,
+                event_id,
+            )
+        )
+    return out
+
+
+def open_store(url: str, **options: Any) -> SqlEventStore:
+    """Open (and set up, idempotently) the event store at a SQLAlchemy URL.
+
+    ``sqlite:///path/baton.db`` (embedded, WAL) or ``postgresql+psycopg://...``
+    (``postgresql://`` means the same). Options: ``poll_interval`` (0.5 s,
+    how often subscriptions re-check the head without a wake-up),
+    ``pool_size`` (10), ``connect_timeout`` (10 s, PostgreSQL),
+    ``busy_timeout_ms`` (5000, SQLite readers), ``lock_timeout_s`` (120 s:
+    how long the SQLite writer waits for another process's write lock before
+    raising StoreUnavailableError), ``retry_s`` (30 s of retrying a lost
+    connection), ``max_group_events`` (5000), ``page_size`` (2000).
+    Test-only: ``_unsafe_no_order_lock``, ``_before_commit``, ``_on_lock_wait``.
+
+    Raises StoreUnavailableError, naming the URL (password hidden), when the
+    database cannot be reached; ValueError for a URL it does not support.
+    """
+    from eventstore.engine import create_store_engine
+
+    engine, safe_url = create_store_engine(url, options)
+    try:
+        with engine.connect():
+            pass
+        extra_ddl: list[str] = []
+        if engine.dialect.name == "postgresql":
+            from eventstore.postgres import APPEND_FUNCTION, PostgresBackend
+
+            extra_ddl.append(APPEND_FUNCTION)
+            backend: Any = PostgresBackend(
+                engine,
+                safe_url,
+                order_lock=not options.get("_unsafe_no_order_lock", False),
+                before_commit=options.get("_before_commit"),
+            )
+        else:
+            from eventstore.sqlite import SqliteBackend
+
+            backend = SqliteBackend(
+                engine,
+                safe_url,
+                lock_timeout_s=options.get("lock_timeout_s", 120.0),
+                before_commit=options.get("_before_commit"),
+                on_lock_wait=options.get("_on_lock_wait"),
+            )
+        schema.set_up(engine, extra_ddl)
+        return SqlEventStore(url, engine, backend, options)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        engine.dispose()
+        raise StoreUnavailableError(f"cannot reach the event store at {safe_url}: {exc.orig}") from None
+    except BaseException:
+        engine.dispose()
+        raise

@@ -1,0 +1,239 @@
+"""The SQLite backend: pragmas, the writer's transaction, and pooled reads.
+
+SQLite has one writer at a time per file. The store's single writer thread
+takes the file's write lock with ``BEGIN IMMEDIATE`` (so a transaction never
+has to upgrade a read lock, the source of unretryable SQLITE_BUSY), assigns
+positions itself while holding it — so positions increase in commit order by
+construction — and commits the whole group with one fsync.
+
+``synchronous=FULL`` in WAL mode: a commit that returned survives a kill -9
+and a power cut. Another process holding the write lock is waited for (in
+short busy-timeout slices, up to ``lock_timeout_s``), so "database is locked"
+never reaches a caller.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from eventstore.chain import event_hash
+from eventstore.store import (
+    ConcurrencyError,
+    EventIdConflictError,
+    StoreUnavailableError,
+)
+from eventstore.writer import PendingAppend
+
+# How long one BEGIN IMMEDIATE waits inside SQLite before the writer gets
+# control back (to call the lock-wait hook and check its own deadline).
+_WRITER_BUSY_SLICE_MS = 100
+# SQLite's default cap on bound variables is 32766 (999 before 3.32).
+_IN_CHUNK = 900
+
+_INSERT = (
+    "INSERT INTO events (position, event_id, stream_id, version, type, data, metadata,"
+    " recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_STREAM_HEAD = "SELECT version, hash FROM events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
+_MAX_POSITION = "SELECT coalesce(max(position), 0) FROM events"
+
+
+def configure_engine(engine: sa.Engine, busy_timeout_ms: int) -> None:
+    """Apply the store's pragmas to every connection the engine opens."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        # WAL lets readers run while the writer commits; it is a property of
+        # the file, so setting it again is free.
+        dbapi_conn.execute("PRAGMA journal_mode = WAL")
+        dbapi_conn.execute("PRAGMA synchronous = FULL")
+
+
+def _is_busy(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class SqliteBackend:
+    """The SQLite half of the store: the writer's transaction and the readers' connections."""
+
+    dialect = "sqlite"
+    placeholder = "?"
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        where: str,
+        *,
+        lock_timeout_s: float = 120.0,
+        before_commit: Callable[[list[PendingAppend]], None] | None = None,
+        on_lock_wait: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self._where = where
+        self._lock_timeout_s = lock_timeout_s
+        self._before_commit = before_commit
+        self._on_lock_wait = on_lock_wait
+
+    # -- reads -------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection for reads; each SELECT is its own snapshot."""
+        raw = self.engine.raw_connection()
+        try:
+            yield raw.driver_connection  # type: ignore[misc]
+        finally:
+            raw.close()
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one SELECT on a pooled connection and fetch every row."""
+        with self.reading() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    # -- the writer (see eventstore.writer.WriterBackend) ------------------
+
+    def connect(self) -> sqlite3.Connection:
+        """The writer's own connection, out of the pool, in manual-transaction mode."""
+        raw = self.engine.raw_connection()
+        conn: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
+        raw.detach()  # ours for good: the pool forgets it
+        conn.isolation_level = None  # we say BEGIN IMMEDIATE / COMMIT ourselves
+        conn.execute(f"PRAGMA busy_timeout = {_WRITER_BUSY_SLICE_MS}")
+        return conn
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return _is_busy(exc)
+
+    def is_broken(self, conn: Any) -> bool:
+        return False
+
+    def close_connection(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+
+    def commit_group(self, conn: sqlite3.Connection, group: list[PendingAppend]) -> int:
+        """Check and insert every append of the group in one IMMEDIATE transaction."""
+        cur = conn.cursor()
+        self._begin_immediate(cur)
+        try:
+            head = cur.execute(_MAX_POSITION).fetchone()[0]
+            recorded_at = time.time()
+            last = 0
+            for pending in group:
+                stream_head = self._admit(cur, pending)
+                if stream_head is not None:
+                    head = self._insert(cur, pending, stream_head, head, recorded_at)
+                    last = head
+            if self._before_commit is not None:
+                self._before_commit(group)
+            cur.execute("COMMIT")
+        except BaseException:
+            try:
+                cur.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        return last
+
+    def _begin_immediate(self, cur: sqlite3.Cursor) -> None:
+        deadline: float | None = None
+        while True:
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + self._lock_timeout_s
+                if self._on_lock_wait is not None:
+                    self._on_lock_wait()
+                if now >= deadline:
+                    raise StoreUnavailableError(
+                        f"{self._where}: another connection has held the SQLite write "
+                        f"lock for more than {self._lock_timeout_s:.0f} s"
+                    ) from None
+
+    def _admit(self, cur: sqlite3.Cursor, pending: PendingAppend) -> tuple[int, str] | None:
+        """The stream's (version, hash) when the append may insert; else None, with
+        the reason recorded on it (a retry, an id clash, a version conflict)."""
+        ids = pending.ids
+        known: list[str] = []
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            known += [
+                row[0]
+                for row in cur.execute(
+                    f"SELECT stream_id FROM events WHERE event_id IN ({marks})", chunk
+                )
+            ]
+        if known:
+            here = sum(1 for stream in known if stream == pending.stream_id)
+            if here == len(ids) == len(known):
+                pending.duplicate = True
+            else:
+                pending.error = EventIdConflictError(
+                    pending.stream_id, id_clash_detail(len(ids), len(known), here)
+                )
+            return None
+        row = cur.execute(_STREAM_HEAD, (pending.stream_id,)).fetchone()
+        stream_head = (row[0], row[1]) if row else (0, "")
+        if pending.expected is not None and stream_head[0] != pending.expected:
+            pending.error = ConcurrencyError(pending.stream_id, pending.expected, stream_head[0])
+            return None
+        return stream_head
+
+    def _insert(
+        self,
+        cur: sqlite3.Cursor,
+        pending: PendingAppend,
+        stream_head: tuple[int, str],
+        head: int,
+        recorded_at: float,
+    ) -> int:
+        version, previous = stream_head
+        stream_id = pending.stream_id
+        rows = []
+        hashes = pending.hashes
+        first = head + 1
+        for event_id, type_, data, metadata in zip(
+            pending.ids, pending.types, pending.data, pending.metadata
+        ):
+            previous = event_hash(previous, type_, data)
+            hashes.append(previous)
+            head += 1
+            version += 1
+            rows.append(
+                (head, event_id, stream_id, version, type_, data, metadata, recorded_at, previous)
+            )
+        cur.executemany(_INSERT, rows)
+        pending.base_version = stream_head[0]
+        pending.positions = list(range(first, head + 1))
+        pending.recorded_at = recorded_at
+        return head
+
+
+def id_clash_detail(total: int, known: int, in_stream: int) -> str:
+    """Why an append whose event ids are partly recorded is refused, in words."""
+    if known == total and in_stream < total:
+        return (
+            f"its {total} event id(s) are already recorded, {total - in_stream} of them "
+            f"in another stream"
+        )
+    return (
+        f"{known} of its {total} event id(s) are already recorded: a retry must resend "
+        f"exactly the events of the first attempt"
+    )

@@ -1,0 +1,213 @@
+"""Catch-up then live subscriptions by global position, and what wakes them.
+
+Every subscription of a store waits on one ``WakeupHub``. Three things move
+the hub: the store's own writer after each commit (instant, in-process), the
+backend's watcher (LISTEN/NOTIFY on PostgreSQL; a head poll on SQLite, which
+is how commits from *other processes* on the same file are seen), and the
+watcher's periodic re-read of ``max(position)``, which covers a lost
+notification or a killed LISTEN connection. Whatever woke it, a subscription
+always re-reads the table after its cursor: a wake-up is a hint, never data.
+100 subscribers therefore share one watcher, not 100 connections.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from eventstore.store import RecordedEvent
+
+log = logging.getLogger(__name__)
+
+
+class WakeupHub:
+    """The last known head position, and a condition to wait for it to move.
+
+    ``pokes`` counts reasons to re-read that are not a new head (a watcher
+    reconnected and may have missed something).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.head = 0
+        self.pokes = 0
+
+    def advance(self, position: int) -> None:
+        """A commit up to ``position`` is visible: wake whoever waits below it."""
+        if position > self.head:
+            with self._cond:
+                if position > self.head:
+                    self.head = position
+                    self._cond.notify_all()
+
+    def poke(self) -> None:
+        """Make every subscription re-read, whatever the head says."""
+        with self._cond:
+            self.pokes += 1
+            self._cond.notify_all()
+
+    def wake_all(self) -> None:
+        """Let waiters re-check their own state (a subscription was closed)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait(self, head: int, pokes: int, stop: Callable[[], bool], timeout: float) -> None:
+        """Block until head or pokes differ from what the caller saw, ``stop()`` or timeout."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self.head != head or self.pokes != pokes or stop(), timeout
+            )
+
+
+class PollingWatcher:
+    """Moves the hub from a head query every ``interval`` seconds (one thread per store).
+
+    On SQLite this is how a commit by another process reaches this one's
+    subscribers; nothing is polled when the store has no subscription.
+    """
+
+    def __init__(self, read_head: Callable[[], int], hub: WakeupHub, interval: float) -> None:
+        self._read_head = read_head
+        self._hub = hub
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="baton-eventstore-poll",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the polling thread (returns at once: it waits on an Event)."""
+        self._stopping.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._hub.advance(self._read_head())
+            except Exception as exc:  # keep polling: the next read may work
+                log.warning("event store head poll failed: %s", exc)
+            if self._stopping.wait(self._interval):
+                return
+
+
+class Subscription:
+    """An iterator over every event after a position: first the backlog, then live.
+
+    Use it as an iterator (blocks until the next event; stops when closed)::
+
+        with store.subscribe(after=cursor) as sub:
+            for event in sub:
+                handle(event)          # sub.position is now event.position
+
+    or poll with a timeout, to check for shutdown between events::
+
+        while not stopping:
+            event = sub.next_event(timeout=1.0)   # None: nothing yet (or closed)
+            if event is not None:
+                handle(event)
+
+    ``close()`` may be called from any thread; a blocked ``__next__`` then
+    raises StopIteration and ``next_event`` returns None. Events come in
+    ascending position, each exactly once; the store's ordering guarantee
+    means a late-committing transaction is never skipped. One subscription is
+    meant to be consumed by one thread. Reading errors (the database is gone)
+    are raised to the consumer, who may resubscribe from ``position``.
+    """
+
+    def __init__(
+        self,
+        read_page: Callable[[int, int], list[RecordedEvent]],
+        hub: WakeupHub,
+        after: int = 0,
+        *,
+        page_size: int = 500,
+        recheck_s: float = 5.0,
+        on_close: Callable[[Subscription], None] | None = None,
+    ) -> None:
+        self._read_page = read_page
+        self._hub = hub
+        self._page_size = page_size
+        self._recheck_s = recheck_s
+        self._on_close = on_close
+        self._buffer: collections.deque[RecordedEvent] = collections.deque()
+        self._position = after  # last event handed out
+        self._cursor = after  # last event read into the buffer
+        self._must_read = True
+        self._seen_head = -1
+        self._seen_pokes = -1
+        self._recheck_at = 0.0
+        self._closed = False
+
+    @property
+    def position(self) -> int:
+        """Position of the last event handed out: resume from here."""
+        return self._position
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called (or the store closed)."""
+        return self._closed
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> RecordedEvent:
+        event = self.next_event(None)
+        if event is None:
+            raise StopIteration
+        return event
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def next_event(self, timeout: float | None = None) -> RecordedEvent | None:
+        """The next event, waiting up to ``timeout`` seconds (None: forever).
+
+        Returns None when the time is up or the subscription is closed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed:
+            if self._buffer:
+                event = self._buffer.popleft()
+                self._position = event.position
+                return event
+            head, pokes = self._hub.head, self._hub.pokes
+            now = time.monotonic()
+            if (
+                self._must_read
+                or pokes != self._seen_pokes
+                or (head > self._cursor and head != self._seen_head)
+                or now >= self._recheck_at
+            ):
+                self._seen_head, self._seen_pokes = head, pokes
+                self._recheck_at = now + self._recheck_s
+                page = self._read_page(self._cursor, self._page_size)
+                # A full page means more is waiting behind it: read on at once.
+                self._must_read = len(page) >= self._page_size
+                if page:
+                    self._buffer.extend(page)
+                    self._cursor = page[-1].position
+                    continue
+            wait = self._recheck_at - now
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+                if wait <= 0:
+                    return None
+            self._hub.wait(head, pokes, lambda: self._closed, max(wait, 0.0))
+        return None
+
+    def close(self) -> None:
+        """End the subscription; safe from any thread, and more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._hub.wake_all()
+        if self._on_close is not None:
+            self._on_close(self)
