@@ -11,7 +11,26 @@ from collections.abc import Iterator
 
 from flows.model import Flow
 
-BUILTIN_MODULES: tuple[str, ...] = ()  # filled in as catalogue modules land
+BUILTIN_MODULES: tuple[str, ...] = (
+    # Analysis
+    "investigate",
+    "architectural_analysis",
+    "gap_analysis",
+    "incident_review",
+    # Discovery
+    "research",
+    "parallel_research",
+    "project_discovery",
+    # Planning
+    "implementation_plan",
+    # Authoring
+    "release_notes",
+    # Review
+    "code_review",
+    "security_review",
+    "security_escalation",
+    "review_and_approve",
+)
 
 
 class UnknownFlow(KeyError):

@@ -1,0 +1,142 @@
+"""code-review: review a change from several angles at once, then one merged verdict.
+
+Reviewers check correctness and tests always; an architect checks the design
+from medium; at large a security reviewer and a performance reviewer join.
+The fold numbers their evidence and tallies their recommendations (any
+reviewer asking for changes, or a high security finding, means changes are
+requested); a synthesizer writes the merged review, blocking items first, and
+from medium a validator attacks it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flows.catalog import _fold, _spine
+from flows.model import Flow
+
+ANGLES = ("correctness", "tests", "design", "security", "performance")
+REVIEWERS = ("correctness", "tests", "performance")  # the angles that emit `recommendation`
+
+_REVIEW_OUTPUT = (
+    "1. `## Blocking`: defects that must be fixed, each with `file:line`, the quoted line, what goes "
+    "wrong and when, a fix, and its evidence items.\n"
+    "2. `## Suggestions`: improvements that can wait.\n"
+    "3. `## Checked`: what you examined and found sound.\n"
+    "Begin with a YAML frontmatter block (first line `---`) with exactly these fields: "
+    "recommendation (one of approve, changes_requested) and summary (one line)."
+)
+
+
+def verdict(ctx: _fold.StepContext) -> dict[str, Any]:
+    """The reviewers' combined recommendation, with a high security finding counting as a request."""
+    tally = _fold.recommendation(ctx, REVIEWERS)
+    severity = _fold.worst_severity(ctx, ["security"])
+    if severity in ("high", "critical"):
+        tally = {"recommendation": "changes_requested",
+                 "changes_requested_by": [*tally["changes_requested_by"], "security"]}
+    return {**tally, "security_severity": severity}
+
+
+def fold(ctx: _fold.StepContext) -> str:
+    """Fold the review angles into one evidence ledger carrying the combined recommendation."""
+    return _fold.fold_angles(ctx, ANGLES, title="Review evidence", extra=verdict(ctx))
+
+
+code_review = Flow(
+    name="code-review",
+    category="Review",
+    description=(
+        "Review a change: correctness and tests (+ design at medium, + security and performance at "
+        "large) in parallel, folded with a combined recommendation, merged into one review, validated."
+    ),
+    steps=[
+        _spine.angle(
+            "correctness", persona="reviewer", label="Correctness",
+            task=(
+                "Review the change named in the question for correctness. Read the diff and the code "
+                "around it. Look for wrong conditions and off-by-one errors, unhandled None or empty "
+                "inputs, error paths that lose or swallow errors, resources not released, changed "
+                "behaviour for existing callers, and mismatches between the change and its description."
+            ),
+            produce=_REVIEW_OUTPUT,
+        ),
+        _spine.angle(
+            "tests", persona="reviewer", label="Tests",
+            task=(
+                "Review the tests of the change named in the question. For each behaviour the change "
+                "adds or alters, find the test that would fail if it broke. Look for assertions that "
+                "cannot fail, tests that depend on timing or order, mocks that hide the behaviour "
+                "under test, and edge cases (empty, maximum, concurrent, error) with no test."
+            ),
+            produce=_REVIEW_OUTPUT.replace(
+                "3. `## Checked`", "3. `## Missing tests`: each test to add and what it asserts.\n4. `## Checked`"
+            ),
+        ),
+        _spine.angle(
+            "design", persona="architect", label="Design",
+            bands=["medium", "large"],
+            task=(
+                "Review the design of the change named in the question: does it put each "
+                "responsibility in the module that owns it, respect the existing layering and "
+                "interfaces, and keep the public surface small? Would a simpler shape do the same? "
+                "Judge against the codebase's own patterns (cite them), not taste."
+            ),
+            produce=(
+                "1. `## Findings`: each design concern with where it shows and its evidence items.\n"
+                "2. `## Recommendations`: changes ordered by value for effort, each with its trade-off."
+            ),
+        ),
+        _spine.angle(
+            "security", persona="security-reviewer", label="Security",
+            bands=["large"],
+            task=(
+                "Review the change named in the question for security: untrusted input reaching "
+                "queries, shells, file paths, templates or deserializers; missing authorization "
+                "checks on new paths; secrets in code, logs or errors; unsafe defaults; new "
+                "dependencies and their maintenance state."
+            ),
+            produce=(
+                "1. `## Findings`: each issue with where, how it is abused, impact, fix, evidence items.\n"
+                "2. `## Checked and clean`: what you examined and found no problem in.\n"
+                "Begin with a YAML frontmatter block (first line `---`) with exactly these fields: "
+                "severity (one of low, medium, high, critical: the worst issue) and summary (one line)."
+            ),
+        ),
+        _spine.angle(
+            "performance", persona="reviewer", label="Performance",
+            bands=["large"],
+            task=(
+                "Review the change named in the question for performance: work inside loops that "
+                "could be hoisted, queries per item (N+1), unbounded reads into memory, missing "
+                "indexes for new queries, blocking calls on hot or asynchronous paths, and caches "
+                "without bounds. Estimate the cost at realistic sizes and say how you estimated."
+            ),
+            produce=_REVIEW_OUTPUT,
+        ),
+        _spine.fold(fold, ANGLES),
+        _spine.synthesis(
+            step_id="summary", label="Write the review",
+            task=(
+                "Write one merged code review of the change. Blocking items first; drop duplicates "
+                "found by several angles but keep all their evidence items. The reviewers' combined "
+                "recommendation is in the fold's frontmatter; keep it unless the evidence says otherwise, "
+                "and then say why."
+            ),
+            sections=(
+                "1. `## Answer`: the verdict in two sentences.\n"
+                "2. `## Blocking`: each defect with `file:line`, the fix and its items.\n"
+                "3. `## Suggestions`: what can wait.\n"
+                "4. `## Recommendation`: what the author should do next, in order."
+            ),
+            fields=(
+                "recommendation (one of approve, changes_requested), confidence (one of low, medium, "
+                "high) and summary (the verdict in one line)"
+            ),
+        ),
+        _spine.validation(
+            target="summary", bands=["medium", "large"],
+            focus="Is any blocking item not actually a defect, or any real defect left as a suggestion?",
+        ),
+    ],
+)
