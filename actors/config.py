@@ -1,0 +1,25 @@
+"""What the engine is configured with; built once by the outside layer."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """Capacity, timing and identity of one engine (one process).
+
+    ``agent_slots`` is how many model calls may run at once (0 = no limit);
+    ``max_active_runs`` how many runs may be in progress (0 = no limit).
+    """
+
+    max_active_runs: int = 8
+    agent_slots: int = 4
+    stall_s: float = 60.0
+    max_step_errors: int = 5
+    backend: str = "offline"
+    model: str = ""
+    node: str = dataclasses.field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    ask_timeout_s: float = 30.0

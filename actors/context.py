@@ -1,0 +1,24 @@
+"""What every actor of one engine shares: the store, the flows, the backend, time."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from actors.agents import Backend
+from actors.bus import FrameBus
+from actors.clock import Clock
+from actors.config import EngineConfig
+from eventstore import EventStore
+from flows.catalog import FlowRegistry
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineContext:
+    """Handed to each actor at start; nothing in it changes while the engine runs."""
+
+    store: EventStore
+    registry: FlowRegistry
+    backend: Backend
+    bus: FrameBus
+    clock: Clock
+    config: EngineConfig

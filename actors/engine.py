@@ -1,0 +1,226 @@
+"""Engine: the one object the outside (HTTP, CLI, tests) drives.
+
+It checks a command where it can be checked without the run (the flow exists,
+the band is real, there is a question), then tells the orchestrator and waits
+on the reply with a timeout. A rejected command appends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+from ulid import ULID
+
+from actors import messages as m
+from actors.agents import Backend, make_backend
+from actors.bus import FrameBus
+from actors.clock import Clock, RealClock
+from actors.config import EngineConfig
+from actors.context import EngineContext
+from actors.orchestrator import Orchestrator
+from actors.run import load, stream_of
+from eventstore import ConcurrencyError, EventStore, NewEvent
+from flows import launch as launching
+from flows.catalog import FlowRegistry
+from flows.state import RunState
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"completed", "failed", "rejected", "cancelled"})
+
+
+class EngineTimeout(TimeoutError):
+    """The engine did not answer within its ask timeout."""
+
+
+@dataclass(frozen=True)
+class Launched:
+    """The answer to a launch: the run, the position of its RunLaunched, and
+    whether this call created it (False: the idempotency key named an earlier run)."""
+
+    run_id: str
+    position: int
+    created: bool = True
+
+
+def new_run_id() -> str:
+    """A sortable run id (ULID)."""
+    return str(ULID())
+
+
+class Engine:
+    """Orchestrator, RunActors and StepActors over one store.
+
+    ``start()`` recovers every run that had not ended; ``stop()`` stops the
+    actors (runs in flight are recovered by the next start).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        registry: FlowRegistry,
+        config: EngineConfig | None = None,
+        *,
+        backend: Backend | None = None,
+        clock: Clock | None = None,
+        bus: FrameBus | None = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.store = store
+        self.registry = registry
+        self.bus = bus or FrameBus()
+        self.clock = clock or RealClock()
+        self.backend = backend or make_backend(self.config.backend, model=self.config.model)
+        self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config)
+        self._orchestrator: pykka.ActorRef | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Engine:
+        """Start the orchestrator (which recovers unfinished runs). Returns self."""
+        if self._orchestrator is None:
+            self._orchestrator = Orchestrator.start(self.ctx)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every actor of this engine; unfinished runs stay in the log."""
+        if self._orchestrator is not None:
+            try:
+                self._orchestrator.stop(block=True, timeout=timeout)
+            except pykka.ActorDeadError:
+                pass
+            self._orchestrator = None
+        if isinstance(self.clock, RealClock):
+            self.clock.stop()
+        self.backend.close()
+
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def launch(
+        self,
+        flow: str,
+        question: str,
+        *,
+        band: str = "medium",
+        model: str = "",
+        project_id: str = "",
+        inputs: Mapping[str, Any] | None = None,
+        launched_by: str = "",
+        idempotency_key: str = "",
+    ) -> Launched:
+        """Launch a run of ``flow``; raises UnknownFlow or LaunchError (nothing appended)."""
+        run_id = new_run_id()
+        event = launching.prepare(
+            self.registry, run_id=run_id, now=self.clock.now(), flow=flow, question=question, band=band,
+            model=model or self.config.model, backend=self.config.backend, project_id=project_id,
+            inputs=inputs, launched_by=launched_by, idempotency_key=idempotency_key,
+        )
+        if idempotency_key:
+            claimed = self._claim_key(idempotency_key, run_id)
+            if claimed != run_id:
+                position = self._launch_position(claimed)
+                if position:
+                    return Launched(claimed, position, created=False)
+                # the key was claimed but that launch never got recorded (a crash between the two)
+                event = launching.prepare(
+                    self.registry, run_id=claimed, now=self.clock.now(), flow=flow, question=question,
+                    band=band, model=model or self.config.model, backend=self.config.backend,
+                    project_id=project_id, inputs=inputs, launched_by=launched_by,
+                    idempotency_key=idempotency_key,
+                )
+        position = self._ask(lambda reply: m.LaunchRun(event, reply))
+        return Launched(event.run_id, position)
+
+    def approve(self, run_id: str, step_id: str, *, by: str = "", comment: str = "") -> int:
+        """Approve a paused step; returns the position of StepResumed. Raises NotWaiting & co."""
+        return self._ask(lambda reply: m.RunCommand(run_id, "approve", reply, step_id, by, comment))
+
+    def reject(self, run_id: str, step_id: str, *, by: str = "", comment: str = "") -> int:
+        """Reject a paused step; returns the position of StepResumed."""
+        return self._ask(lambda reply: m.RunCommand(run_id, "reject", reply, step_id, by, comment))
+
+    def cancel(self, run_id: str, *, reason: str = "", by: str = "") -> int:
+        """Cancel a run; returns the position of RunCancelled. Raises RunFinished if it ended."""
+        return self._ask(lambda reply: m.RunCommand(run_id, "cancel", reply, "", by, reason))
+
+    def plan(self) -> dict[str, Any]:
+        """The scheduler's plan: in progress, planned with reasons, new."""
+        return self._ask(lambda reply: m.PlanQuery(reply))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def state(self, run_id: str) -> RunState:
+        """The run's state folded from its stream (not from a read model)."""
+        return load(self.ctx, run_id)[0]
+
+    def wait(
+        self,
+        run_id: str,
+        until: Callable[[RunState], bool] | Iterable[str] = TERMINAL,
+        timeout: float = 30.0,
+    ) -> RunState:
+        """Block until the run's state satisfies ``until`` (a predicate or a set of statuses).
+
+        Follows the store, so it sees runs driven by any process. Raises
+        EngineTimeout with the last state seen.
+        """
+        check = until if callable(until) else (lambda s, wanted=frozenset(until): s.status in wanted)
+        deadline = time.monotonic() + timeout
+        subscription = self.store.subscribe(after=self.store.head())
+        try:
+            state = self.state(run_id)
+            stream = stream_of(run_id)
+            while not check(state):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise EngineTimeout(f"run {run_id} is {state.status} after {timeout:g} s")
+                rec = subscription.next_event(timeout=min(left, 1.0))
+                if rec is None or rec.stream_id == stream:
+                    state = self.state(run_id)
+            return state
+        finally:
+            subscription.close()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _ask(self, build: Callable[[Future], Any]) -> Any:
+        if self._orchestrator is None:
+            raise RuntimeError("the engine is not started")
+        reply: Future = Future()
+        self._orchestrator.tell(build(reply))
+        try:
+            return reply.result(timeout=self.config.ask_timeout_s)
+        except FutureTimeout:
+            raise EngineTimeout(f"no answer from the engine within {self.config.ask_timeout_s:g} s") from None
+
+    def _claim_key(self, key: str, run_id: str) -> str:
+        """The run an idempotency key belongs to: this one if the claim wins.
+
+        The claim is an append with expected version 0 to a stream named by the
+        key, so two concurrent launches (even in two processes) cannot both win.
+        """
+        stream = "idempotency-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+        try:
+            self.store.append(stream, [NewEvent("IdempotencyKeyClaimed", {"key": key, "run_id": run_id})], 0)
+            return run_id
+        except ConcurrencyError:
+            return self.store.read_stream(stream)[0].data["run_id"]
+
+    def _launch_position(self, run_id: str) -> int:
+        events = self.store.read_stream(stream_of(run_id))
+        return events[0].position if events else 0
+

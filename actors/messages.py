@@ -1,0 +1,177 @@
+"""Messages between actors. Every one is told, never asked: a caller that needs
+an answer passes a ``Future`` in ``reply`` and waits on it with a timeout."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from flows.events import RunLaunched
+
+# -- to the Orchestrator ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchRun:
+    """Admit a new run (its RunLaunched already prepared and checked)."""
+
+    event: RunLaunched
+    reply: Future
+
+
+@dataclass(frozen=True)
+class RunCommand:
+    """approve / reject / cancel, routed to the run's actor (started if needed)."""
+
+    run_id: str
+    kind: str  # "approve" | "reject" | "cancel"
+    reply: Future
+    step_id: str = ""
+    by: str = ""
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class RunIdle:
+    """A RunActor has nothing to do until a person acts; ``seen`` counts the
+    orchestrator messages it has processed, so a stop never races a command."""
+
+    run_id: str
+    seen: int
+    status: str
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    """A RunActor appended its run's terminal event."""
+
+    run_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class RunFenced:
+    """A RunActor lost ownership (its append met another writer's version) or
+    could not write; it stopped, and the run must be recovered."""
+
+    run_id: str
+    error: str
+
+
+@dataclass(frozen=True)
+class RequestSlots:
+    """Agent steps of a run that may start once they hold an agent slot."""
+
+    run_id: str
+    step_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReleaseSlots:
+    """Slots a run no longer holds (attempts ended) and requests it withdraws."""
+
+    run_id: str
+    held: tuple[str, ...] = ()
+    withdrawn: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlanQuery:
+    """Ask for the scheduler's plan (answered through ``reply``)."""
+
+    reply: Future
+
+
+# -- to a RunActor ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Record the launch; start at once or wait in the queue."""
+
+    event: RunLaunched
+    start: bool
+    reason: str
+    plan_position: int
+    reply: Future
+
+
+@dataclass(frozen=True)
+class Begin:
+    """A queued run may start now."""
+
+    reason: str = "capacity freed"
+
+
+@dataclass(frozen=True)
+class Recover:
+    """The process restarted: attempts found running were lost."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A person decided on an approval step."""
+
+    step_id: str
+    decision: str
+    by: str
+    comment: str
+    reply: Future
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Stop the run."""
+
+    reason: str
+    by: str
+    reply: Future | None = None
+
+
+@dataclass(frozen=True)
+class SlotsGranted:
+    """Agent steps that now hold a slot."""
+
+    step_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What an attempt produced: output (and fields) or an error."""
+
+    step_id: str
+    attempt: int
+    output: str = ""
+    error: str = ""
+    failed: bool = False
+    cancelled: bool = False
+    fields: dict[str, Any] | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepTimedOut:
+    """An attempt ran longer than its step's timeout."""
+
+    step_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StallCheck:
+    """Time to look at the running attempts for stalls."""
+
+
+@dataclass(frozen=True)
+class Wake:
+    """A retry fell due."""
+
+
+@dataclass(frozen=True)
+class Flush:
+    """Decide and append what the messages handled so far staged."""

@@ -1,0 +1,298 @@
+"""Orchestrator: takes commands, owns the RunActors, recovers at start, schedules.
+
+Scheduling is driven by events only — a launch, a run ending or going idle, a
+slot freed, an approval — never by a timer or a polling loop (DESIGN §5):
+
+- new queued work while idle is planned at once (a launch admits its run
+  in the same message when there is capacity);
+- with nothing in progress, planned work that is not blocked starts at once
+  (every run ending or going idle admits the next queued run);
+- a run in progress whose next event is a step finishing is not re-kicked
+  because queued work exists (only events kick);
+- planned work that waits says why (``plan()``, ``plan_updated`` frames).
+
+Agent slots are shared fairly: a free slot goes to the run with pending
+requests that holds the fewest slots (ties: who asked first), so a wide
+fan-out cannot hold back a run launched after it for more than one step's turn.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import OrderedDict, deque
+from typing import Any
+
+import pykka
+
+from actors import messages as m
+from actors.context import EngineContext
+from actors.run import RunActor, load
+
+log = logging.getLogger(__name__)
+
+TERMINAL_TYPES = frozenset({"RunCompleted", "RunFailed", "RunRejected", "RunCancelled"})
+
+
+class _Run:
+    """The orchestrator's view of one run."""
+
+    __slots__ = ("run_id", "flow", "ref", "sent", "status", "since", "project_id")
+
+    def __init__(self, run_id: str, flow: str, status: str, since: float, project_id: str = "") -> None:
+        self.run_id = run_id
+        self.flow = flow
+        self.ref: pykka.ActorRef | None = None
+        self.sent = 0  # messages told to the RunActor that count toward its `seen`
+        self.status = status  # queued | running | paused
+        self.since = since
+        self.project_id = project_id
+
+
+class Orchestrator(pykka.ThreadingActor):
+    """One per engine (process)."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.runs: dict[str, _Run] = {}
+        self.queue: deque[str] = deque()  # queued runs, in plan order
+        self.active: set[str] = set()  # admitted, not ended, not waiting for a person
+        self.held: dict[str, set[str]] = {}  # run -> steps holding an agent slot
+        self.waiting: OrderedDict[str, deque[str]] = OrderedDict()  # run -> steps waiting for a slot
+        self.asked: dict[str, int] = {}  # run -> when it first asked (fairness tie-break)
+        self.seq = itertools.count()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._recover()
+
+    def on_stop(self) -> None:
+        for run in self.runs.values():
+            if run.ref is not None:
+                try:
+                    run.ref.stop(block=True, timeout=5)
+                except pykka.ActorDeadError:
+                    pass
+
+    def on_receive(self, message: Any) -> Any:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise TypeError(f"Orchestrator got an unknown message {message!r}")
+        return handler(self, message)
+
+    def _recover(self) -> None:
+        """Take over every run that has not ended (DESIGN §4)."""
+        launched: dict[str, int] = {}
+        ended: set[str] = set()
+        for rec in self.ctx.store.read_all(after=0):
+            if not rec.stream_id.startswith("run-"):
+                continue
+            if rec.type == "RunLaunched":
+                launched[rec.stream_id[4:]] = rec.position
+            elif rec.type in TERMINAL_TYPES:
+                ended.add(rec.stream_id[4:])
+        for run_id in sorted((r for r in launched if r not in ended), key=launched.__getitem__):
+            state, _ = load(self.ctx, run_id)
+            if state.terminal or state.launched is None:
+                continue
+            run = _Run(run_id, state.launched.flow, state.status, state.launched_at, state.launched.project_id)
+            self.runs[run_id] = run
+            if state.status == "queued":
+                self.queue.append(run_id)
+            elif state.status == "paused":
+                pass  # a run waiting for a person holds no thread
+            else:
+                self.active.add(run_id)
+                self._tell_run(run, m.Recover(self.ctx.config.node))
+        self._admit()
+        self._plan_changed()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def _on_launch(self, msg: m.LaunchRun) -> None:
+        ev = msg.event
+        run = _Run(ev.run_id, ev.flow, "queued", ev.at, ev.project_id)
+        self.runs[ev.run_id] = run
+        if self._has_capacity() and not self.queue:
+            run.status = "running"
+            self.active.add(ev.run_id)
+            self._tell_run(run, m.Launch(ev, True, "capacity available", 0, msg.reply))
+        else:
+            self.queue.append(ev.run_id)
+            self._tell_run(run, m.Launch(ev, False, "capacity", len(self.queue), msg.reply))
+        self._plan_changed()
+
+    def _on_command(self, msg: m.RunCommand) -> None:
+        run = self.runs.get(msg.run_id)
+        if run is None:  # ended, or never seen by this process: its actor will look at the log
+            run = _Run(msg.run_id, "", "unknown", self.ctx.clock.now())
+            self.runs[msg.run_id] = run
+        if msg.kind == "cancel":
+            self._tell_run(run, m.Cancel("cancelled" if not msg.comment else msg.comment, msg.by, msg.reply))
+        else:
+            decision = "approved" if msg.kind == "approve" else "rejected"
+            if run.status == "paused":
+                run.status = "running"
+                self.active.add(run.run_id)  # an answered approval never waits behind the queue
+            self._tell_run(run, m.Resume(msg.step_id, decision, msg.by, msg.comment, msg.reply))
+
+    def _on_idle(self, msg: m.RunIdle) -> None:
+        run = self.runs.get(msg.run_id)
+        if run is None or run.ref is None or run.sent != msg.seen:
+            return  # a command reached the actor after it said it was idle: it is busy again
+        run.ref.stop(block=False)
+        run.ref = None
+        if msg.status in ("queued", "paused"):
+            run.status = msg.status
+            if msg.status == "paused":
+                self.active.discard(msg.run_id)
+        elif msg.status == "running":
+            log.error("run %s is running but has nothing to do; it stays registered", msg.run_id)
+        else:  # unknown or already ended: a command found nothing to do
+            self.runs.pop(msg.run_id, None)
+            self.active.discard(msg.run_id)
+        self._admit()
+        self._plan_changed()
+
+    def _on_ended(self, msg: m.RunEnded) -> None:
+        self._forget(msg.run_id)
+        self._admit()
+        self._grant()
+        self._plan_changed()
+
+    def _on_fenced(self, msg: m.RunFenced) -> None:
+        log.warning("run %s left to another owner or to recovery: %s", msg.run_id, msg.error)
+        self._forget(msg.run_id)
+        self._admit()
+        self._grant()
+        self._plan_changed()
+
+    def _forget(self, run_id: str) -> None:
+        run = self.runs.pop(run_id, None)
+        if run is not None and run.ref is not None:
+            run.ref.stop(block=False)
+        self.active.discard(run_id)
+        if run_id in self.queue:
+            self.queue.remove(run_id)
+        self.held.pop(run_id, None)
+        self.waiting.pop(run_id, None)
+        self.asked.pop(run_id, None)
+
+    # -- capacity ----------------------------------------------------------------------------
+
+    def _has_capacity(self) -> bool:
+        limit = self.ctx.config.max_active_runs
+        return not limit or len(self.active) < limit
+
+    def _admit(self) -> None:
+        while self.queue and self._has_capacity():
+            run = self.runs[self.queue.popleft()]
+            run.status = "running"
+            self.active.add(run.run_id)
+            self._tell_run(run, m.Begin("capacity freed"))
+
+    def _on_request(self, msg: m.RequestSlots) -> None:
+        if msg.run_id not in self.runs:
+            return
+        queue = self.waiting.setdefault(msg.run_id, deque())
+        queue.extend(sid for sid in msg.step_ids if sid not in queue)
+        self.asked.setdefault(msg.run_id, next(self.seq))
+        self._grant()
+
+    def _on_release(self, msg: m.ReleaseSlots) -> None:
+        held = self.held.get(msg.run_id)
+        if held is not None:
+            held.difference_update(msg.held)
+            if not held:
+                del self.held[msg.run_id]
+        queue = self.waiting.get(msg.run_id)
+        if queue is not None:
+            for sid in msg.withdrawn:
+                if sid in queue:
+                    queue.remove(sid)
+        self._grant()
+
+    def _slots_in_use(self) -> int:
+        return sum(len(s) for s in self.held.values())
+
+    def _grant(self) -> None:
+        """Hand free slots out, fewest-held first; one SlotsGranted per run."""
+        limit = self.ctx.config.agent_slots
+        grants: dict[str, list[str]] = {}
+        free = limit - self._slots_in_use()
+        while free > 0:
+            candidates = [r for r, q in self.waiting.items() if q]
+            if not candidates:
+                break
+            run_id = min(candidates, key=lambda r: (len(self.held.get(r, ())), self.asked.get(r, 0)))
+            sid = self.waiting[run_id].popleft()
+            self.held.setdefault(run_id, set()).add(sid)
+            grants.setdefault(run_id, []).append(sid)
+            free -= 1
+        for run_id in [r for r, q in self.waiting.items() if not q]:
+            del self.waiting[run_id]
+            self.asked.pop(run_id, None)
+        for run_id, sids in grants.items():
+            run = self.runs.get(run_id)
+            if run is not None:
+                self._tell_run(run, m.SlotsGranted(tuple(sids)))
+
+    # -- the plan ----------------------------------------------------------------------------
+
+    def _on_plan(self, msg: m.PlanQuery) -> None:
+        if not msg.reply.done():
+            msg.reply.set_result(self.plan())
+
+    def plan(self) -> dict[str, Any]:
+        """In progress, planned (with position and why it waits), and new."""
+        cfg = self.ctx.config
+        in_progress = [
+            {"run_id": r, "flow": self.runs[r].flow, "since": self.runs[r].since,
+             "slots_held": len(self.held.get(r, ())), "steps_waiting_for_slot": len(self.waiting.get(r, ()))}
+            for r in sorted(self.active) if r in self.runs
+        ]
+        planned = [
+            {"run_id": r, "flow": self.runs[r].flow, "position": i, "reason": "capacity",
+             "detail": f"{len(self.active)} of {cfg.max_active_runs} runs in progress"}
+            for i, r in enumerate(self.queue, 1)
+        ]
+        planned += [
+            {"run_id": run.run_id, "flow": run.flow, "position": len(planned) + i, "reason": "approval",
+             "detail": "waiting for a person to approve or reject"}
+            for i, run in enumerate((x for x in self.runs.values() if x.status == "paused"
+                                     and x.run_id not in self.active), 1)
+        ]
+        return {
+            "max_active_runs": cfg.max_active_runs,
+            "agent_slots": cfg.agent_slots,
+            "slots_in_use": self._slots_in_use(),
+            "in_progress": in_progress,
+            "planned_queued": planned,
+            "new_queued": [],
+        }
+
+    def _plan_changed(self) -> None:
+        if len(self.ctx.bus):
+            self.ctx.bus.publish({"type": "plan_updated", "plan": self.plan()})
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _tell_run(self, run: _Run, message: Any) -> None:
+        if run.ref is None or not run.ref.is_alive():
+            run.ref = RunActor.start(self.ctx, self.actor_ref, run.run_id)
+            run.sent = 0
+        run.sent += 1
+        run.ref.tell(message)
+
+    _handlers = {
+        m.LaunchRun: _on_launch,
+        m.RunCommand: _on_command,
+        m.RunIdle: _on_idle,
+        m.RunEnded: _on_ended,
+        m.RunFenced: _on_fenced,
+        m.RequestSlots: _on_request,
+        m.ReleaseSlots: _on_release,
+        m.PlanQuery: _on_plan,
+    }

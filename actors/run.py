@@ -1,0 +1,423 @@
+"""RunActor: one per active run, the only writer of the run's stream.
+
+Load, decide, append, act — in that order. Messages (step results, grants,
+commands) stage events on the state; a Flush message, queued behind whatever
+else arrived meanwhile, asks ``decide`` once and appends everything in one
+batch with the stream's expected version. A run that waits only for a person
+holds no thread: the actor tells the orchestrator it is idle and is stopped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import pykka
+
+from actors import messages as m
+from actors.agents import AgentRequest, CancelToken, persona_text
+from actors.context import EngineContext
+from actors.step import Attempt, StepActor, StepContext
+from eventstore import ConcurrencyError, NewEvent, RecordedEvent
+from flows import decide as d
+from flows.events import (
+    Event,
+    RunLaunched,
+    RunQueued,
+    RunStarted,
+    StepCancelled,
+    StepStarted,
+    event_data,
+    event_from_data,
+)
+from flows.state import RunState, evolve
+
+log = logging.getLogger(__name__)
+
+
+def stream_of(run_id: str) -> str:
+    """The stream that holds a run's events."""
+    return f"run-{run_id}"
+
+
+def load(ctx: EngineContext, run_id: str) -> tuple[RunState, list[tuple[int, Event]]]:
+    """Fold a run's stream: its state and its ``(position, event)`` history."""
+    state = RunState()
+    history: list[tuple[int, Event]] = []
+    for rec in ctx.store.read_stream(stream_of(run_id)):
+        event = decode(rec)
+        state = evolve(state, event, rec.position)
+        history.append((rec.position, event))
+    return state, history
+
+
+def decode(rec: RecordedEvent) -> Event:
+    """The domain event behind a recorded one."""
+    return event_from_data(rec.type, rec.data)
+
+
+class RunActor(pykka.ThreadingActor):
+    """Drives one run from its stream."""
+
+    def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef, run_id: str) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.orchestrator = orchestrator
+        self.run_id = run_id
+        self.stream = stream_of(run_id)
+        self.state = RunState()
+        self.history: list[tuple[int, Event]] = []
+        self.pending: list[Event] = []
+        self.recorded_version = 0
+        self.attempts: dict[str, Attempt] = {}
+        self.requested: set[str] = set()  # agent steps waiting for a slot
+        self.held: set[str] = set()  # agent steps holding a slot
+        self.flush_queued = False
+        self.wake_timer: Any = None
+        self.wake_at: float | None = None
+        self.stall_timer: Any = None
+        self.seen = 0  # orchestrator messages processed (see RunIdle)
+        self.stopped = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.state, self.history = load(self.ctx, self.run_id)
+        self.recorded_version = self.state.version
+
+    def on_stop(self) -> None:
+        for timer in (self.wake_timer, self.stall_timer):
+            if timer is not None:
+                timer.cancel()
+        for attempt in self.attempts.values():  # stopped with work in flight: recovery re-runs it
+            if attempt.timer is not None:
+                attempt.timer.cancel()
+            attempt.token.cancel()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        log.error("run actor %s crashed: %s; the run will be recovered", self.run_id, exception_value)
+        for attempt in self.attempts.values():
+            attempt.token.cancel()
+        self._tell_orchestrator(m.RunFenced(self.run_id, f"{exception_type.__name__}: {exception_value}"))
+
+    def on_receive(self, message: Any) -> None:
+        if self.stopped:
+            return
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise TypeError(f"RunActor got an unknown message {message!r}")
+        if type(message) in _FROM_ORCHESTRATOR:
+            self.seen += 1
+        handler(self, message)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def _on_launch(self, msg: m.Launch) -> None:
+        now = self.ctx.clock.now()
+        follow: Event = (
+            RunStarted(run_id=self.run_id, reason=msg.reason, plan_position=msg.plan_position, at=now)
+            if msg.start
+            else RunQueued(run_id=self.run_id, reason=msg.reason, plan_position=msg.plan_position, at=now)
+        )
+        self._stage([msg.event, follow])
+        recorded = self._commit(reply=msg.reply)
+        if recorded is not None:
+            _resolve(msg.reply, recorded[0].position)
+            self._flush()
+
+    def _on_begin(self, msg: m.Begin) -> None:
+        if self.state.status != "queued":
+            self._flush()
+            return
+        self._stage([RunStarted(run_id=self.run_id, reason=msg.reason, at=self.ctx.clock.now())])
+        self._flush()
+
+    def _on_recover(self, msg: m.Recover) -> None:
+        self._stage(d.recover(self.state, self.ctx.clock.now(), node=msg.node))
+        self._flush()
+
+    def _on_resume(self, msg: m.Resume) -> None:
+        try:
+            events = d.resume(self.state, msg.step_id, msg.decision, self.ctx.clock.now(), by=msg.by,
+                              comment=msg.comment)
+        except (d.NotWaiting, d.UnknownStep, d.UnknownRun, d.RunFinished) as exc:
+            _fail(msg.reply, exc)
+            self._report_idle()
+            return
+        self._stage(events)
+        recorded = self._flush(reply=msg.reply)
+        if recorded:
+            _resolve(msg.reply, recorded[0].position)
+
+    def _on_cancel(self, msg: m.Cancel) -> None:
+        try:
+            self._flush_now()  # record what was already staged before deciding the cancel
+            events = d.cancel(self.state, self.history, self.ctx.clock.now(), reason=msg.reason, by=msg.by)
+        except (d.RunFinished, d.UnknownRun) as exc:
+            _fail(msg.reply, exc)
+            self._report_idle()
+            return
+        self._stage(events)
+        recorded = self._commit(reply=msg.reply)
+        if recorded is not None:
+            _resolve(msg.reply, recorded[-1].position)
+            self._ended()
+
+    # -- what steps and the scheduler say ------------------------------------------------------
+
+    def _on_granted(self, msg: m.SlotsGranted) -> None:
+        usable = [sid for sid in msg.step_ids if sid in self.requested]
+        self.requested.difference_update(usable)
+        startable = [sid for sid in usable if self.state.steps[sid].status == "pending" and not self.state.terminal]
+        self.held.update(startable)
+        unused = tuple(sid for sid in msg.step_ids if sid not in startable)
+        if unused:
+            self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=unused))
+        if startable:
+            self._stage(d.start(self.state, startable, self.ctx.clock.now()))
+        self._queue_flush()
+
+    def _on_result(self, msg: m.StepResult) -> None:
+        attempt = self.attempts.get(msg.step_id)
+        if attempt is None or attempt.attempt != msg.attempt:
+            return  # a late answer from an attempt that already ended (timeout, cancel)
+        self._end_attempt(msg.step_id)
+        now = self.ctx.clock.now()
+        if msg.cancelled:
+            return
+        if msg.failed:
+            events = d.fail(self.state, msg.step_id, msg.attempt, msg.error, now, duration_s=msg.duration_s)
+        else:
+            events = d.complete(self.state, msg.step_id, msg.attempt, msg.output, now, duration_s=msg.duration_s,
+                                usage=msg.usage, fields=msg.fields)
+        self._stage(events)
+        self._queue_flush()
+
+    def _on_timeout(self, msg: m.StepTimedOut) -> None:
+        attempt = self.attempts.get(msg.step_id)
+        if attempt is None or attempt.attempt != msg.attempt:
+            return
+        attempt.token.cancel()
+        self._end_attempt(msg.step_id)
+        timeout = self.state.spec(msg.step_id).timeout_s
+        self._stage(d.fail(self.state, msg.step_id, msg.attempt, f"timeout after {timeout:g} s",
+                           self.ctx.clock.now(), duration_s=time.monotonic() - attempt.started))
+        self._queue_flush()
+
+    def _on_wake(self, msg: m.Wake) -> None:
+        self.wake_timer, self.wake_at = None, None
+        self._flush()
+
+    def _on_flush(self, msg: m.Flush) -> None:
+        self.flush_queued = False
+        self._flush()
+
+    # -- the cycle: stage, decide, append, act -------------------------------------------------
+
+    def _stage(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self.state = evolve(self.state, event)
+        self.pending.extend(events)
+
+    def _queue_flush(self) -> None:
+        if not self.flush_queued:
+            self.flush_queued = True
+            self.actor_ref.tell(m.Flush())
+
+    def _flush_now(self) -> None:
+        if self.pending:
+            self._commit()
+
+    def _flush(self, reply: Future | None = None) -> list[RecordedEvent] | None:
+        """Decide, append everything staged in one batch, then act on it."""
+        if self.stopped:
+            return None
+        now = self.ctx.clock.now()
+        decision = d.decide(self.state, now)
+        self._stage(decision.events)
+        ready = [sid for sid in decision.ready if sid not in self.requested and sid not in self.held]
+        if ready and not self.ctx.config.agent_slots:  # no slot limit: start at once, in this batch
+            self._stage(d.start(self.state, ready, now))
+            ready = []
+        recorded = self._commit(reply=reply) if self.pending else []
+        if recorded is None:
+            return None
+        if ready:
+            self.requested.update(ready)
+            self._tell_orchestrator(m.RequestSlots(self.run_id, tuple(ready)))
+        self._arm_wake(decision.wake_at)
+        if decision.finished and not self.state.terminal:
+            event = d.finish(self.state, self.history, self.ctx.clock.now())
+            self._stage([event])
+            if self._commit() is not None:
+                self._ended()
+            return recorded
+        self._report_idle()
+        return recorded
+
+    def _commit(self, reply: Future | None = None) -> list[RecordedEvent] | None:
+        """Append what is staged, expecting the recorded version; then start what it started."""
+        batch, self.pending = self.pending, []
+        new = [NewEvent(type(e).__name__, event_data(e), {"node": self.ctx.config.node}) for e in batch]
+        try:
+            recorded = self.ctx.store.append(self.stream, new, expected_version=self.recorded_version)
+        except ConcurrencyError as exc:
+            self._fenced(f"another writer owns this run: {exc}", reply)
+            return None
+        except Exception as exc:  # the store is down: stop, and let recovery pick the run up
+            log.exception("run %s: append failed", self.run_id)
+            self._fenced(f"cannot record events: {exc}", reply)
+            return None
+        self.recorded_version = recorded[-1].version if recorded else self.recorded_version
+        self.history.extend((rec.position, ev) for rec, ev in zip(recorded, batch))
+        if recorded:
+            self.state = _with_position(self.state, recorded[-1].position)
+        for event in batch:
+            if isinstance(event, StepStarted):
+                self._start_attempt(event)
+            elif isinstance(event, StepCancelled):
+                self._end_attempt(event.step_id, cancel=True)
+        return recorded
+
+    def _start_attempt(self, event: StepStarted) -> None:
+        ctx, state = self.ctx, self.state
+        token = CancelToken()
+        now = time.monotonic()
+        attempt = Attempt(event.step_id, event.attempt, event.kind, token, now, now)
+        spec = state.spec(event.step_id)
+        launched = state.launched
+        assert launched is not None
+        kwargs: dict[str, Any] = {"run_id": self.run_id, "bus": ctx.bus}
+        if event.kind == "code":
+            fn = self._function(spec.fn, event.step_id)
+            if fn is None:
+                self.attempts[event.step_id] = attempt
+                self.actor_ref.tell(m.StepResult(event.step_id, event.attempt, failed=True,
+                                                 error=f"code step function {spec.fn!r} cannot be found"))
+                return
+            kwargs.update(fn=fn, ctx=StepContext(launched.input, state.outputs(), state.fields(), self.run_id,
+                                                 event.step_id, event.attempt))
+        else:
+            try:
+                system = persona_text(event.persona)
+            except Exception as exc:
+                system = ""
+                log.warning("persona %s: %s", event.persona, exc)
+            kwargs.update(backend=ctx.backend, request=AgentRequest(
+                self.run_id, event.step_id, event.attempt, event.persona, system, event.prompt, event.model))
+        if spec.timeout_s:
+            attempt.timer = ctx.clock.call_later(
+                spec.timeout_s, lambda: self._tell_self(m.StepTimedOut(event.step_id, event.attempt)))
+        self.attempts[event.step_id] = attempt
+        attempt.actor = StepActor.start(self.actor_ref, attempt, **kwargs)
+
+    def _function(self, ref: str, step_id: str) -> Callable[..., Any] | None:
+        flow_name = self.state.snapshot.name
+        if flow_name in self.ctx.registry:
+            fn = self.ctx.registry.get(flow_name).function(step_id)
+            if fn is not None:
+                return fn
+        module, _, qualname = ref.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            return obj if callable(obj) else None
+        except Exception:
+            return None
+
+    def _end_attempt(self, step_id: str, cancel: bool = False) -> None:
+        attempt = self.attempts.pop(step_id, None)
+        if attempt is None:
+            return
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+        if cancel:
+            attempt.token.cancel()
+        if step_id in self.held:
+            self.held.discard(step_id)
+            self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=(step_id,)))
+
+    def _arm_wake(self, wake_at: float | None) -> None:
+        if wake_at is None or (self.wake_at is not None and self.wake_at <= wake_at):
+            return
+        if self.wake_timer is not None:
+            self.wake_timer.cancel()
+        self.wake_at = wake_at
+        self.wake_timer = self.ctx.clock.call_later(max(0.0, wake_at - self.ctx.clock.now()),
+                                                    lambda: self._tell_self(m.Wake()))
+
+    def _ended(self) -> None:
+        for sid in list(self.attempts):
+            self._end_attempt(sid, cancel=True)
+        withdrawn = tuple(self.requested)
+        self.requested.clear()
+        if withdrawn or self.held:
+            self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=tuple(self.held), withdrawn=withdrawn))
+            self.held.clear()
+        self.stopped = True
+        self._tell_orchestrator(m.RunEnded(self.run_id, self.state.status))
+
+    def _report_idle(self) -> None:
+        if not self.attempts and not self.requested and self.wake_at is None:
+            self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status))
+
+    def _fenced(self, error: str, reply: Future | None) -> None:
+        log.warning("run %s: %s; this actor stops", self.run_id, error)
+        if reply is not None:
+            _fail(reply, RuntimeError(error))
+        for sid in list(self.attempts):
+            self._end_attempt(sid, cancel=True)
+        self.stopped = True
+        self._tell_orchestrator(m.RunFenced(self.run_id, error))
+
+    def _tell_self(self, message: Any) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            pass  # the run ended; a late timer has nothing to do
+
+    def _tell_orchestrator(self, message: Any) -> None:
+        try:
+            self.orchestrator.tell(message)
+        except pykka.ActorDeadError:
+            log.info("orchestrator stopped; %s for run %s dropped", type(message).__name__, self.run_id)
+
+    _handlers: dict[type, Callable[[RunActor, Any], None]] = {
+        m.Launch: _on_launch,
+        m.Begin: _on_begin,
+        m.Recover: _on_recover,
+        m.Resume: _on_resume,
+        m.Cancel: _on_cancel,
+        m.SlotsGranted: _on_granted,
+        m.StepResult: _on_result,
+        m.StepTimedOut: _on_timeout,
+        m.Wake: _on_wake,
+        m.Flush: _on_flush,
+    }
+
+
+_FROM_ORCHESTRATOR = (m.Launch, m.Begin, m.Recover, m.Resume, m.Cancel, m.SlotsGranted)
+
+
+def _with_position(state: RunState, position: int) -> RunState:
+    from msgspec.structs import replace
+
+    return replace(state, position=position)
+
+
+def _resolve(reply: Future | None, value: Any) -> None:
+    if reply is not None and not reply.done():
+        reply.set_result(value)
+
+
+def _fail(reply: Future | None, exc: BaseException) -> None:
+    if reply is not None and not reply.done():
+        reply.set_exception(exc)
+
+
+__all__ = ["RunActor", "RunLaunched", "load", "stream_of"]

@@ -1,0 +1,138 @@
+"""StepActor: one per running attempt of an agent or code step.
+
+It calls the backend (or the code step's function) on its own thread, streams
+token deltas to the frame bus, tells its RunActor what happened, and stops.
+Cancelling is done through the attempt's CancelToken, from any thread: the
+backend closes its HTTP stream or kills its process group at once, so the
+RunActor never waits on a step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+import pykka
+
+from actors.agents import AgentError, AgentRequest, Backend, Cancelled, CancelToken
+from actors.bus import FrameBus
+from actors.messages import StepResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+    """What a code step's function receives as ``ctx``."""
+
+    input: Mapping[str, Any]
+    outputs: Mapping[str, str]
+    fields: Mapping[str, Mapping[str, Any]]
+    run_id: str
+    step_id: str
+    attempt: int
+
+
+@dataclasses.dataclass
+class Attempt:
+    """A running attempt as its RunActor tracks it."""
+
+    step_id: str
+    attempt: int
+    kind: str
+    token: CancelToken
+    started: float  # monotonic
+    last_activity: float  # monotonic; moved by every delta
+    timer: Any = None
+    actor: pykka.ActorRef | None = None
+    deltas: int = 0
+
+    def touch(self) -> None:
+        """Note activity (a token arrived): the stall watch reads it."""
+        self.last_activity = time.monotonic()
+        self.deltas += 1
+
+
+class StepActor(pykka.ThreadingActor):
+    """Runs one attempt and reports a StepResult to ``run_ref``."""
+
+    def __init__(
+        self,
+        run_ref: pykka.ActorRef,
+        attempt: Attempt,
+        *,
+        run_id: str,
+        backend: Backend | None = None,
+        request: AgentRequest | None = None,
+        fn: Callable[[StepContext], Any] | None = None,
+        ctx: StepContext | None = None,
+        bus: FrameBus | None = None,
+    ) -> None:
+        super().__init__()
+        self.run_ref = run_ref
+        self.attempt = attempt
+        self.run_id = run_id
+        self.backend = backend
+        self.request = request
+        self.fn = fn
+        self.ctx = ctx
+        self.bus = bus
+
+    def on_start(self) -> None:
+        self.actor_ref.tell("run")
+
+    def on_receive(self, message: Any) -> None:
+        try:
+            result = self._run()
+        finally:
+            self.stop()
+        try:
+            self.run_ref.tell(result)
+        except pykka.ActorDeadError:
+            log.info("run %s ended before step %s attempt %d reported", self.run_id,
+                     self.attempt.step_id, self.attempt.attempt)
+
+    def _run(self) -> StepResult:
+        a = self.attempt
+        t0 = time.monotonic()
+        base = dict(step_id=a.step_id, attempt=a.attempt)
+        try:
+            if a.kind == "code":
+                assert self.fn is not None and self.ctx is not None
+                value = self.fn(self.ctx)
+                output, fields = _code_output(value)
+                return StepResult(**base, output=output, fields=fields, duration_s=time.monotonic() - t0)
+            assert self.backend is not None and self.request is not None
+            answer = self.backend.run(self.request, self._delta, a.token)
+            return StepResult(**base, output=answer.output, usage=dict(answer.usage), model=answer.model,
+                              duration_s=time.monotonic() - t0)
+        except Cancelled as exc:
+            return StepResult(**base, cancelled=True, error=str(exc) or "cancelled", duration_s=time.monotonic() - t0)
+        except AgentError as exc:
+            return StepResult(**base, failed=True, error=str(exc), duration_s=time.monotonic() - t0)
+        except Exception as exc:  # a code step raising is that step failing, recorded as such
+            log.info("step %s of run %s raised", a.step_id, self.run_id, exc_info=True)
+            return StepResult(**base, failed=True, error=f"{type(exc).__name__}: {exc}",
+                              duration_s=time.monotonic() - t0)
+
+    def _delta(self, text: str) -> None:
+        self.attempt.touch()
+        if self.bus is not None and text:
+            self.bus.publish({"type": "step_delta", "run_id": self.run_id, "step_id": self.attempt.step_id,
+                              "attempt": self.attempt.attempt, "text": text})
+
+
+def _code_output(value: Any) -> tuple[str, dict[str, Any] | None]:
+    """A code step returns text or a dict; a dict is both the output and its fields."""
+    if value is None:
+        return "", None
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, Mapping):
+        fields = msgspec.to_builtins(dict(value))
+        return msgspec.json.encode(fields).decode(), fields
+    return str(value), None

@@ -1,0 +1,224 @@
+"""The engine end to end on a real store: actors, decisions, events (both backends)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pykka
+import pytest
+
+from actors.config import EngineConfig
+from actors.engine import Engine
+from actors.run import RunActor, stream_of
+from eventstore import NewEvent, open_store
+from flows import Flow, agent, approval, code
+from flows.catalog import FlowRegistry
+from flows.decide import NotWaiting, RunFinished, UnknownRun
+from flows.events import event_data
+from flows.launch import prepare
+
+RELEASE = threading.Event()  # a code step blocks on it when a test needs a step to stay running
+CALLS: dict[str, int] = {}
+
+
+def count(name: str) -> int:
+    CALLS[name] = CALLS.get(name, 0) + 1
+    return CALLS[name]
+
+
+def fold_angles(ctx):
+    return {"angles": sorted(ctx.outputs), "n": len(ctx.outputs)}
+
+
+def flaky(ctx):
+    if count(f"flaky-{ctx.run_id}") < 3:
+        raise RuntimeError("not yet")
+    return "third time lucky"
+
+
+def wait_for_release(ctx):
+    if not RELEASE.wait(10):
+        raise RuntimeError("never released")
+    return "released"
+
+
+def sleepy(ctx):
+    time.sleep(0.5)
+    return "late"
+
+
+def boom(ctx):
+    raise ValueError("broken on purpose")
+
+
+PARALLEL = Flow(
+    "parallel",
+    category="Analysis",
+    steps=[
+        agent("a", persona="researcher", prompt="Angle A on $input.question"),
+        agent("b", persona="researcher", prompt="Angle B on $input.question"),
+        agent("c", persona="researcher", prompt="Angle C on $input.question"),
+        code("fold", fn=fold_angles, deps=["a", "b", "c"]),
+        agent("synth", persona="synthesizer", deps=["fold"], prompt="Synthesize $fold.output and $a.output"),
+    ],
+)
+GATED = Flow(
+    "gated",
+    category="Review",
+    steps=[
+        agent("draft", persona="writer", prompt="Draft: $input.question"),
+        approval("gate", deps=["draft"], prompt="Publish $draft.output?", on_reject=["notify"]),
+        code("publish", fn=fold_angles, deps=["gate"]),
+        code("notify", fn=fold_angles, deps=["gate"]),
+    ],
+)
+RETRYING = Flow("retrying", steps=[code("flaky", fn=flaky, retries=3, retry_delay_s=0.01)])
+BLOCKING = Flow("blocking", steps=[code("hold", fn=wait_for_release), code("after", fn=fold_angles, deps=["hold"])])
+TIMING_OUT = Flow("timing-out", steps=[code("slow", fn=sleepy, timeout_s=0.05)])
+FAILING = Flow(
+    "failing",
+    steps=[
+        code("broken", fn=boom),
+        code("downstream", fn=fold_angles, deps=["broken"]),
+        code("cleanup", fn=fold_angles, deps=["broken"], trigger_rule="all_done"),
+    ],
+)
+REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, FAILING])
+
+
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def engine(store):
+    e = Engine(store, REGISTRY, EngineConfig(agent_slots=4, max_active_runs=8)).start()
+    yield e
+    e.stop()
+
+
+def types_of(store, run_id):
+    return [r.type for r in store.read_stream(stream_of(run_id))]
+
+
+def run_actors() -> list[str]:
+    return [ref.actor_urn for ref in pykka.ActorRegistry.get_by_class(RunActor)]
+
+
+class TestEngine:
+    def test_parallel_branches_join_and_report(self, engine, store):
+        launched = engine.launch("parallel", "why is the build slow?")
+        state = engine.wait(launched.run_id)
+        assert state.status == "completed"
+        events = store.read_stream(stream_of(launched.run_id))
+        assert events[0].position == launched.position and events[0].type == "RunLaunched"
+        started = [e.data["step_id"] for e in events if e.type == "StepStarted"]
+        assert set(started[:3]) == {"a", "b", "c"} and started[3:] == ["fold", "synth"]
+        assert state.steps["fold"].fields == {"angles": ["a", "b", "c"], "n": 3}
+        synth_prompt = next(e.data["prompt"] for e in events if e.type == "StepStarted" and e.data["step_id"] == "synth")
+        assert '"n":3' in synth_prompt and "[offline backend" in synth_prompt
+        report = events[-1].data["report"]
+        assert events[-1].type == "RunCompleted" and "## Provenance" in report and "## After-action review" in report
+
+    def test_approval_pauses_without_a_thread_then_resumes(self, engine, store):
+        run_id = engine.launch("gated", "release notes for 1.2").run_id
+        engine.wait(run_id, {"paused"})
+        deadline = time.monotonic() + 5
+        while run_actors() and time.monotonic() < deadline:  # the actor is stopped once it says it is idle
+            time.sleep(0.01)
+        assert run_actors() == []
+        position = engine.approve(run_id, "gate", by="ann", comment="ship it")
+        state = engine.wait(run_id)
+        assert state.status == "completed"
+        assert state.steps["gate"].output == "ship it" and state.steps["gate"].decided_by == "ann"
+        resumed = [e for e in store.read_stream(stream_of(run_id)) if e.type == "StepResumed"]
+        assert resumed[0].position == position
+
+    def test_reject_skips_dependents_but_on_reject_steps_run(self, engine):
+        run_id = engine.launch("gated", "release notes").run_id
+        engine.wait(run_id, {"paused"})
+        engine.reject(run_id, "gate", by="bob", comment="not yet")
+        state = engine.wait(run_id)
+        assert state.status == "rejected"
+        assert state.steps["publish"].status == "skipped" and state.steps["publish"].skip_reason == "rejected"
+        assert state.steps["notify"].status == "completed"
+
+    def test_rejected_commands_append_nothing(self, engine, store):
+        run_id = engine.launch("gated", "x").run_id
+        engine.wait(run_id, {"paused"})
+        head = store.head()
+        with pytest.raises(NotWaiting):
+            engine.approve(run_id, "draft")
+        with pytest.raises(UnknownRun):
+            engine.cancel("01NOSUCHRUN00000000000000")
+        assert store.head() == head
+        engine.approve(run_id, "gate")
+        engine.wait(run_id)
+        head = store.head()
+        with pytest.raises(RunFinished):
+            engine.approve(run_id, "gate")
+        with pytest.raises(RunFinished):
+            engine.cancel(run_id)
+        assert store.head() == head
+
+    def test_retries_until_success(self, engine, store):
+        run_id = engine.launch("retrying", "go").run_id
+        state = engine.wait(run_id)
+        assert state.status == "completed" and state.steps["flaky"].attempt == 3
+        failed = [e.data for e in store.read_stream(stream_of(run_id)) if e.type == "StepFailed"]
+        assert [f["will_retry"] for f in failed] == [True, True]
+        assert failed[1]["retry_at"] - failed[1]["at"] == pytest.approx(0.02)  # backoff doubles
+
+    def test_timeout_fails_the_attempt(self, engine):
+        state = engine.wait(engine.launch("timing-out", "go").run_id)
+        assert state.status == "failed" and state.steps["slow"].error.startswith("timeout")
+
+    def test_failure_skips_downstream_and_all_done_cleanup_runs(self, engine):
+        state = engine.wait(engine.launch("failing", "go").run_id)
+        assert state.status == "failed"
+        assert state.steps["downstream"].skip_reason == "upstream_failed"
+        assert state.steps["cleanup"].status == "completed"
+        assert "ValueError: broken on purpose" in state.steps["broken"].error
+
+    def test_cancel_stops_a_running_step_and_ends_the_run(self, engine, store):
+        RELEASE.clear()
+        run_id = engine.launch("blocking", "go").run_id
+        engine.wait(run_id, lambda s: s.steps["hold"].status == "running")
+        engine.cancel(run_id, reason="changed my mind", by="ann")
+        state = engine.wait(run_id)
+        RELEASE.set()
+        assert state.status == "cancelled"
+        assert state.steps["hold"].status == "cancelled" and state.steps["after"].skip_reason == "cancelled"
+        assert types_of(store, run_id)[-1] == "RunCancelled"
+        with pytest.raises(RunFinished):
+            engine.cancel(run_id)
+
+
+def test_recovery_restarts_lost_attempts(store_url):
+    """A process died with an attempt running: the next start records it lost and runs it again."""
+    store = open_store(store_url)
+    try:
+        launched = prepare(REGISTRY, run_id="01RECOVERED000000000000000", now=time.time(), flow="parallel",
+                           question="q")
+        from flows.decide import start
+        from flows.events import RunStarted
+        from flows.state import evolve, RunState
+
+        state = evolve(evolve(RunState(), launched), RunStarted(run_id=launched.run_id, at=time.time()))
+        started = start(state, ["a"], time.time())
+        events = [launched, RunStarted(run_id=launched.run_id, at=time.time()), *started]
+        store.append(stream_of(launched.run_id), [NewEvent(type(e).__name__, event_data(e)) for e in events], 0)
+        with Engine(store, REGISTRY) as engine:
+            state = engine.wait(launched.run_id)
+        assert state.status == "completed"
+        types = types_of(store, launched.run_id)
+        assert "RunRecovered" in types
+        lost = [r.data for r in store.read_stream(stream_of(launched.run_id)) if r.type == "StepFailed"]
+        assert lost and lost[0]["lost"] and lost[0]["step_id"] == "a"
+        assert state.steps["a"].attempt == 2
+    finally:
+        store.close()
