@@ -15,6 +15,7 @@ import importlib
 import json
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -118,6 +119,14 @@ def test_agent_steps_ask_for_numbered_evidence(flow: Flow):
     for step in flow.steps:
         if step.kind is StepKind.AGENT:
             assert re.search(r"\bE\d\b", step.prompt), f"{flow.name}.{step.id} does not ask for numbered evidence"
+
+
+def test_the_flows_page_lists_the_catalogue_as_it_is():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "FLOWS.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| ([a-z-]+) \| (\w+) \| .+ \| (\d+) / (\d+) / (\d+) \|$", page, re.MULTILINE)
+    documented = {name: (category, [int(n) for n in counts]) for name, category, *counts in rows}
+    actual = {f.name: (f.category, [len(f.snapshot(b).steps) for b in BANDS]) for f in FLOWS}
+    assert documented == actual
 
 
 # --- the named shapes -------------------------------------------------------------------------------
