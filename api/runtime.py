@@ -1,0 +1,95 @@
+"""Composition: settings in, a running store + engine + projector out.
+
+The HTTP app and the command line both build their process through here, so
+they wire the same parts the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable
+
+from actors.agents import make_backend
+from actors.bus import FrameBus
+from actors.engine import Engine
+from api.settings import Settings
+from eventstore import EventStore, open_store
+from flows.catalog import FlowRegistry, builtin, flows_in
+from projections.queries import ReadModel
+from projections.runner import Projector
+
+log = logging.getLogger(__name__)
+
+
+class FlowsImportError(ImportError):
+    """A module named in --flows / BATON_FLOWS could not be imported, or holds no flow."""
+
+
+def load_registry(modules: Iterable[str]) -> FlowRegistry:
+    """The built-in catalogue plus every Flow found in ``modules``."""
+    registry = builtin()
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            raise FlowsImportError(
+                f"cannot import flows module {name!r} (BATON_FLOWS / --flows): {type(exc).__name__}: {exc}"
+            ) from exc
+        found = flows_in(module)
+        if not found:
+            raise FlowsImportError(f"flows module {name!r} defines no Flow at its top level")
+        for flow in found:
+            registry.register(flow, replace=True)
+    return registry
+
+
+class Runtime:
+    """One baton process: store, flows, engine, projector and read model.
+
+    ``start(engine=False)`` serves reads only (``baton runs``, ``baton show``).
+    """
+
+    def __init__(self, settings: Settings, *, store: EventStore | None = None) -> None:
+        self.settings = settings
+        self.registry = load_registry(settings.flows)
+        self.store = store or open_store(settings.db)
+        self.bus = FrameBus()
+        self.engine: Engine | None = None
+        self.projector: Projector | None = None
+        self.read_model: ReadModel | None = None
+
+    def start(self, *, engine: bool = True, projector: bool = True) -> Runtime:
+        """Start the parts asked for; the projector first, so reads are ready."""
+        if projector:
+            self.projector = Projector(self.store).start()
+        self.read_model = ReadModel(self.store.engine, self.projector)
+        if engine:
+            s = self.settings
+            backend = make_backend(
+                s.agent,
+                openai_base_url=s.openai_base_url,
+                openai_api_key=s.openai_api_key,
+                model=s.model,
+                cli_command=s.cli_command,
+                offline_delay_s=s.offline_delay_s,
+            )
+            self.engine = Engine(self.store, self.registry, s.engine_config(), backend=backend,
+                                 bus=self.bus).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the engine, then the projector, then close the store."""
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine = None
+        if self.projector is not None:
+            self.projector.stop()
+            self.projector = None
+        self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

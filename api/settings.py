@@ -1,0 +1,102 @@
+"""Settings: read once, from the environment and then flags, and passed down.
+
+No other module reads the environment (CONVENTIONS §8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from actors.agents import BACKENDS, DEFAULT_COMMAND
+from actors.config import EngineConfig
+
+
+class SettingsError(ValueError):
+    """A setting has a value baton cannot use; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a baton process is configured with (DESIGN §9)."""
+
+    db: str = "sqlite:///baton.db"
+    flows: tuple[str, ...] = ()
+    agent: str = "offline"
+    openai_base_url: str = "http://localhost:11434/v1"
+    openai_api_key: str = ""
+    model: str = ""
+    cli_command: str = DEFAULT_COMMAND
+    max_active_runs: int = 8
+    agent_slots: int = 4
+    stall_s: float = 60.0
+    host: str = "127.0.0.1"
+    port: int = 8765
+    offline_delay_s: float = 0.0
+    max_body_bytes: int = 64 * 1024
+
+    def engine_config(self) -> EngineConfig:
+        """The part of the settings the engine needs."""
+        return EngineConfig(
+            max_active_runs=self.max_active_runs,
+            agent_slots=self.agent_slots,
+            stall_s=self.stall_s,
+            backend=self.agent,
+            model=self.model,
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` (flags override the environment); None means unchanged."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_ENV: dict[str, tuple[str, type]] = {
+    "BATON_DB": ("db", str),
+    "BATON_FLOWS": ("flows", tuple),
+    "BATON_AGENT": ("agent", str),
+    "BATON_OPENAI_BASE_URL": ("openai_base_url", str),
+    "BATON_OPENAI_API_KEY": ("openai_api_key", str),
+    "BATON_MODEL": ("model", str),
+    "BATON_CLI_COMMAND": ("cli_command", str),
+    "BATON_MAX_ACTIVE_RUNS": ("max_active_runs", int),
+    "BATON_AGENT_SLOTS": ("agent_slots", int),
+    "BATON_STALL_S": ("stall_s", float),
+    "BATON_HOST": ("host", str),
+    "BATON_PORT": ("port", int),
+    "BATON_OFFLINE_DELAY_S": ("offline_delay_s", float),
+    "BATON_MAX_BODY_BYTES": ("max_body_bytes", int),
+}
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``BATON_*`` variables; SettingsError names a bad one."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for var, (name, kind) in _ENV.items():
+        raw = environ.get(var)
+        if raw is None or raw == "":
+            continue
+        if kind is tuple:
+            values[name] = tuple(p.strip() for p in raw.split(",") if p.strip())
+            continue
+        try:
+            values[name] = kind(raw)
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+    return check(Settings(**values))
+
+
+def check(settings: Settings) -> Settings:
+    """Refuse values that cannot work, naming the setting."""
+    if settings.agent not in BACKENDS:
+        raise SettingsError(f"BATON_AGENT={settings.agent!r}: known backends are {', '.join(BACKENDS)}")
+    for name in ("max_active_runs", "agent_slots"):
+        if getattr(settings, name) < 0:
+            raise SettingsError(f"BATON_{name.upper()} cannot be negative (0 means no limit)")
+    if settings.stall_s <= 0:
+        raise SettingsError("BATON_STALL_S must be positive")
+    if not (0 < settings.port < 65536):
+        raise SettingsError(f"BATON_PORT={settings.port} is not a port")
+    return settings
