@@ -41,7 +41,7 @@ def encode_json(value: Any) -> str:
     """
     try:
         return _encoder.encode(value).decode()
-    except msgspec.EncodeError as exc:
+    except (msgspec.EncodeError, TypeError, ValueError) as exc:
         raise TypeError(f"event data is not JSON-encodable: {exc}") from None
 
 

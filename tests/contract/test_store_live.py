@@ -1,0 +1,234 @@
+"""The event store contract, live: ordering under concurrency and subscriptions.
+
+``TestLiveContract`` runs unchanged against SQLite and PostgreSQL. The
+PostgreSQL-only tests at the end kill the LISTEN connection and show that
+the held-transaction test fails without the order lock.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from eventstore import NewEvent, RecordedEvent, open_store
+
+from eventstore_testkit import (
+    Thread,
+    insert_raw_row,
+    pg_writers_waiting_for_lock,
+    run_sql,
+    wait_for,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def held_transaction_scenario(url: str, **options) -> list[RecordedEvent]:
+    """Writer A holds its append open while B commits; a tailing reader reads
+    in between and after. Returns what the reader saw, in order."""
+    hold, holding, b_waits = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_a(group):
+        if any(p.stream_id == "held-a" for p in group):
+            holding.set()
+            hold.wait(20)
+
+    a = open_store(url, _before_commit=hold_a, **options)
+    b = open_store(url, _on_lock_wait=b_waits.set, **options)
+    reader = open_store(url)
+    seen: list[RecordedEvent] = []
+
+    def tail() -> None:  # a reader following position > cursor
+        cursor = seen[-1].position if seen else 0
+        seen.extend(reader.read_all(after=cursor))
+
+    try:
+        ta = Thread(lambda: a.append("held-a", [NewEvent("A", {})]))
+        ta.start()
+        wait_for(holding.is_set, what="A to hold its transaction open")
+        tb = Thread(lambda: b.append("held-b", [NewEvent("B", {})]))
+        tb.start()
+        # B either commits (nothing orders it behind A) or waits for A's lock.
+        wait_for(
+            lambda: tb.done.is_set() or b_waits.is_set()
+            or (b.dialect == "postgresql" and pg_writers_waiting_for_lock(b) > 0),
+            what="B to commit or to wait for A",
+        )
+        tail()
+        hold.set()
+        ta.value()
+        tb.value()
+        tail()
+        return seen
+    finally:
+        hold.set()
+        for store in (a, b, reader):
+            store.close()
+
+
+def assert_reader_saw_both_in_order(seen: list[RecordedEvent]) -> None:
+    assert [e.type for e in seen] == ["A", "B"], f"the tailing reader saw {seen}"
+    assert seen[0].position < seen[1].position
+
+
+class TestLiveContract:
+    """Ordering and subscriptions, the same on every backend."""
+
+    def test_held_transaction_is_never_skipped_by_a_tailing_reader(self, store_url):
+        assert_reader_saw_both_in_order(held_transaction_scenario(store_url))
+
+    def test_writers_and_tailing_readers_see_everything_once_in_order(self, store_url):
+        writers, per_writer, total = 8, 500, 8 * 500
+        with open_store(store_url) as store, open_store(store_url) as other:
+            got: dict[str, list[RecordedEvent]] = {"subscription": [], "read_all": []}
+
+            def subscriber() -> None:
+                with store.subscribe() as sub:
+                    while len(got["subscription"]) < total:
+                        event = sub.next_event(timeout=30)
+                        assert event is not None, "subscription stalled"
+                        got["subscription"].append(event)
+
+            def poller() -> None:  # another instance, following read_all by cursor
+                cursor, idle = 0, threading.Event()
+                while len(got["read_all"]) < total:
+                    page = list(other.read_all(after=cursor))
+                    got["read_all"] += page
+                    cursor = page[-1].position if page else cursor
+                    if not page:
+                        idle.wait(0.002)
+
+            def writer(w: int) -> list[RecordedEvent]:
+                out = []
+                for i in range(per_writer):
+                    out += store.append(f"run-{w}", [NewEvent("Tick", {"w": w, "i": i})], i)
+                return out
+
+            readers = [Thread(subscriber), Thread(poller)]
+            for t in readers:
+                t.start()
+            writer_threads = [Thread(lambda w=w: writer(w)) for w in range(writers)]
+            for t in writer_threads:
+                t.start()
+            committed = [e for t in writer_threads for e in t.value(120)]
+            for t in readers:
+                t.value(60)
+        assert len(committed) == total
+        for name, events in got.items():
+            positions = [e.position for e in events]
+            assert positions == sorted(set(positions)), f"{name}: not strictly increasing"
+            assert sorted(events, key=lambda e: e.position) == sorted(
+                committed, key=lambda e: e.position
+            ), f"{name}: not exactly the committed events"
+
+    def test_subscription_catches_up_then_follows_live(self, store):
+        old = store.append("run-a", [NewEvent("N", {"i": i}) for i in range(3)])
+        with store.subscribe(after=old[0].position) as sub:
+            assert [sub.next_event(5), sub.next_event(5)] == old[1:]
+            assert sub.position == old[2].position
+            assert sub.next_event(timeout=0.05) is None  # nothing new yet
+            live = Thread(lambda: next(sub))
+            live.start()
+            new = store.append("run-b", [NewEvent("N", {"i": 9})])
+            assert live.value(10) == new[0]
+
+    def test_close_ends_a_blocked_iteration_from_another_thread(self, store):
+        sub = store.subscribe()
+        consumer = Thread(lambda: list(sub))
+        consumer.start()
+        wait_for(lambda: consumer.is_alive(), what="the consumer to block")
+        sub.close()
+        assert consumer.value(5) == []
+        assert sub.closed and sub.next_event(0) is None
+
+    def test_store_close_ends_its_subscriptions(self, store_url):
+        store = open_store(store_url)
+        sub = store.subscribe()
+        consumer = Thread(lambda: list(sub))
+        consumer.start()
+        store.close()
+        assert consumer.value(5) == []
+
+    def test_many_subscribers_share_one_watcher(self, store):
+        subs = [store.subscribe() for _ in range(50)]
+        event = store.append("run-a", [NewEvent("N", {})])[0]
+        assert all(sub.next_event(10) == event for sub in subs)
+        assert store._watcher is not None  # one per store, not one per subscription
+        for sub in subs:
+            sub.close()
+
+    def test_subscriber_wakes_on_an_append_by_another_store(self, store_url, store):
+        with store.subscribe() as sub, open_store(store_url) as other:
+            event = other.append("run-a", [NewEvent("N", {})])[0]
+            assert sub.next_event(timeout=10) == event
+
+    def test_subscriber_wakes_on_an_append_by_another_process(self, store_url, store):
+        code = (
+            "import sys; from eventstore import open_store, NewEvent\n"
+            "with open_store(sys.argv[1]) as s:\n"
+            "    s.append('proc', [NewEvent('FromProcess', {'pid': 1})])\n"
+        )
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with store.subscribe() as sub:
+            subprocess.run([sys.executable, "-c", code, store_url], check=True, timeout=60,
+                           cwd=REPO, env=env)
+            event = sub.next_event(timeout=10)
+        assert event is not None and event.type == "FromProcess"
+
+    def test_subscriber_survives_a_lost_notification(self, store_url):
+        # A row written behind the store's back sends no wake-up at all: the
+        # periodic re-read must still deliver it.
+        with open_store(store_url, poll_interval=0.1) as store, store.subscribe() as sub:
+            position = insert_raw_row(store, "run-quiet", 1, '{"quiet":true}')
+            event = sub.next_event(timeout=10)
+        assert event is not None and event.position == position
+
+
+@pytest.mark.postgres
+def test_truncate_is_refused(pg_url):
+    with open_store(pg_url) as store:
+        store.append("run-a", [NewEvent("N", {})])
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            run_sql(store, "TRUNCATE events")
+        assert store.head() == 1
+
+
+@pytest.mark.postgres
+def test_subscriber_survives_its_listen_connection_being_killed(pg_url):
+    with open_store(pg_url, poll_interval=0.2) as store, open_store(pg_url) as other:
+        sub = store.subscribe()
+        first = other.append("run-a", [NewEvent("N", {"i": 1})])[0]
+        assert sub.next_event(timeout=10) == first
+        old_pid = wait_for(lambda: store._watcher.backend_pid, what="the LISTEN connection")
+        run_sql(store, f"SELECT pg_terminate_backend({old_pid})")
+        # appended by another instance, so only the listener can wake us
+        during = other.append("run-a", [NewEvent("N", {"i": 2})])[0]
+        assert sub.next_event(timeout=10) == during
+        new_pid = wait_for(
+            lambda: store._watcher.backend_pid != old_pid and store._watcher.backend_pid,
+            what="a new LISTEN connection",
+        )
+        with store.engine.connect() as conn:
+            listening = conn.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'baton-listen'"
+                " AND datname = current_database()")).scalars().all()
+        assert listening == [new_pid]
+        after = other.append("run-a", [NewEvent("N", {"i": 3})])[0]
+        assert sub.next_event(timeout=10) == after
+        sub.close()
+
+
+@pytest.mark.postgres
+def test_without_the_order_lock_the_held_transaction_is_skipped(pg_url):
+    # The same scenario with the protection removed: B commits while A holds
+    # an earlier position, the reader moves past it, and A is never seen.
+    seen = held_transaction_scenario(pg_url, _unsafe_no_order_lock=True)
+    assert [e.type for e in seen] == ["B"]
+    with pytest.raises(AssertionError):
+        assert_reader_saw_both_in_order(seen)
