@@ -164,7 +164,10 @@ class StepTimedOut:
 
 @dataclass(frozen=True)
 class StallCheck:
-    """Time to look at the running attempts for stalls."""
+    """Time to look at an attempt for a stall (no delta for ``stall_s``)."""
+
+    step_id: str
+    attempt: int
 
 
 @dataclass(frozen=True)

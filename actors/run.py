@@ -23,6 +23,7 @@ from actors.agents import AgentRequest, CancelToken, persona_text
 from actors.context import EngineContext
 from actors.step import Attempt, StepActor, StepContext
 from eventstore import ConcurrencyError, NewEvent, RecordedEvent
+from flows import anomaly
 from flows import decide as d
 from flows.events import (
     Event,
@@ -30,6 +31,7 @@ from flows.events import (
     RunQueued,
     RunStarted,
     StepCancelled,
+    StepFailed,
     StepStarted,
     event_data,
     event_from_data,
@@ -79,7 +81,6 @@ class RunActor(pykka.ThreadingActor):
         self.flush_queued = False
         self.wake_timer: Any = None
         self.wake_at: float | None = None
-        self.stall_timer: Any = None
         self.seen = 0  # orchestrator messages processed (see RunIdle)
         self.stopped = False
 
@@ -90,12 +91,10 @@ class RunActor(pykka.ThreadingActor):
         self.recorded_version = self.state.version
 
     def on_stop(self) -> None:
-        for timer in (self.wake_timer, self.stall_timer):
-            if timer is not None:
-                timer.cancel()
+        if self.wake_timer is not None:
+            self.wake_timer.cancel()
         for attempt in self.attempts.values():  # stopped with work in flight: recovery re-runs it
-            if attempt.timer is not None:
-                attempt.timer.cancel()
+            attempt.cancel_timers()
             attempt.token.cancel()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
@@ -189,11 +188,14 @@ class RunActor(pykka.ThreadingActor):
         now = self.ctx.clock.now()
         if msg.cancelled:
             return
+        limit = self.ctx.config.max_step_errors
         if msg.failed:
             events = d.fail(self.state, msg.step_id, msg.attempt, msg.error, now, duration_s=msg.duration_s)
+            events = anomaly.after_failure(self.state, events, limit, now)
         else:
             events = d.complete(self.state, msg.step_id, msg.attempt, msg.output, now, duration_s=msg.duration_s,
                                 usage=msg.usage, fields=msg.fields)
+            events = anomaly.after_completion(self.state, events, now, limit)
         self._stage(events)
         self._queue_flush()
 
@@ -204,9 +206,34 @@ class RunActor(pykka.ThreadingActor):
         attempt.token.cancel()
         self._end_attempt(msg.step_id)
         timeout = self.state.spec(msg.step_id).timeout_s
-        self._stage(d.fail(self.state, msg.step_id, msg.attempt, f"timeout after {timeout:g} s",
-                           self.ctx.clock.now(), duration_s=time.monotonic() - attempt.started))
+        now = self.ctx.clock.now()
+        events = d.fail(self.state, msg.step_id, msg.attempt, f"timeout after {timeout:g} s", now,
+                        duration_s=time.monotonic() - attempt.started)
+        self._stage(anomaly.after_failure(self.state, events, self.ctx.config.max_step_errors, now))
         self._queue_flush()
+
+    def _on_stall_check(self, msg: m.StallCheck) -> None:
+        attempt = self.attempts.get(msg.step_id)
+        if attempt is None or attempt.attempt != msg.attempt:
+            return
+        now, stall_s = self.ctx.clock.now(), self.ctx.config.stall_s
+        silent = now - attempt.last_activity
+        if silent < stall_s:
+            self._watch(attempt, stall_s - silent)
+            return
+        events = anomaly.stalled(self.state, msg.step_id, msg.attempt, silent, now, self.ctx.config.max_step_errors)
+        self._stage(events)
+        if any(isinstance(e, (StepFailed, StepCancelled)) for e in events):
+            self._end_attempt(msg.step_id, cancel=True)
+        else:  # notified: watch on, and speak up again after another silent stall_s
+            attempt.last_activity = now
+            self._watch(attempt, stall_s)
+        self._queue_flush()
+
+    def _watch(self, attempt: Attempt, delay: float) -> None:
+        step_id, number = attempt.step_id, attempt.attempt
+        attempt.stall_timer = self.ctx.clock.call_later(
+            delay, lambda: self._tell_self(m.StallCheck(step_id, number)))
 
     def _on_wake(self, msg: m.Wake) -> None:
         self.wake_timer, self.wake_at = None, None
@@ -286,12 +313,11 @@ class RunActor(pykka.ThreadingActor):
     def _start_attempt(self, event: StepStarted) -> None:
         ctx, state = self.ctx, self.state
         token = CancelToken()
-        now = time.monotonic()
-        attempt = Attempt(event.step_id, event.attempt, event.kind, token, now, now)
+        attempt = Attempt(event.step_id, event.attempt, event.kind, token, time.monotonic(), ctx.clock.now())
         spec = state.spec(event.step_id)
         launched = state.launched
         assert launched is not None
-        kwargs: dict[str, Any] = {"run_id": self.run_id, "bus": ctx.bus}
+        kwargs: dict[str, Any] = {"run_id": self.run_id, "bus": ctx.bus, "clock": ctx.clock}
         if event.kind == "code":
             fn = self._function(spec.fn, event.step_id)
             if fn is None:
@@ -309,6 +335,7 @@ class RunActor(pykka.ThreadingActor):
                 log.warning("persona %s: %s", event.persona, exc)
             kwargs.update(backend=ctx.backend, request=AgentRequest(
                 self.run_id, event.step_id, event.attempt, event.persona, system, event.prompt, event.model))
+            self._watch(attempt, ctx.config.stall_s)  # only agent steps stream signs of life
         if spec.timeout_s:
             attempt.timer = ctx.clock.call_later(
                 spec.timeout_s, lambda: self._tell_self(m.StepTimedOut(event.step_id, event.attempt)))
@@ -334,8 +361,7 @@ class RunActor(pykka.ThreadingActor):
         attempt = self.attempts.pop(step_id, None)
         if attempt is None:
             return
-        if attempt.timer is not None:
-            attempt.timer.cancel()
+        attempt.cancel_timers()
         if cancel:
             attempt.token.cancel()
         if step_id in self.held:
@@ -396,6 +422,7 @@ class RunActor(pykka.ThreadingActor):
         m.SlotsGranted: _on_granted,
         m.StepResult: _on_result,
         m.StepTimedOut: _on_timeout,
+        m.StallCheck: _on_stall_check,
         m.Wake: _on_wake,
         m.Flush: _on_flush,
     }

@@ -20,6 +20,7 @@ import pykka
 
 from actors.agents import AgentError, AgentRequest, Backend, Cancelled, CancelToken
 from actors.bus import FrameBus
+from actors.clock import Clock
 from actors.messages import StepResult
 
 log = logging.getLogger(__name__)
@@ -45,16 +46,23 @@ class Attempt:
     attempt: int
     kind: str
     token: CancelToken
-    started: float  # monotonic
-    last_activity: float  # monotonic; moved by every delta
+    started: float  # monotonic, for durations
+    last_activity: float  # the engine clock's time of the last sign of life (the stall watch reads it)
     timer: Any = None
+    stall_timer: Any = None
     actor: pykka.ActorRef | None = None
     deltas: int = 0
 
-    def touch(self) -> None:
-        """Note activity (a token arrived): the stall watch reads it."""
-        self.last_activity = time.monotonic()
+    def touch(self, now: float) -> None:
+        """Note activity (a token arrived)."""
+        self.last_activity = now
         self.deltas += 1
+
+    def cancel_timers(self) -> None:
+        """Disarm the timeout and the stall watch."""
+        for timer in (self.timer, self.stall_timer):
+            if timer is not None:
+                timer.cancel()
 
 
 class StepActor(pykka.ThreadingActor):
@@ -71,6 +79,7 @@ class StepActor(pykka.ThreadingActor):
         fn: Callable[[StepContext], Any] | None = None,
         ctx: StepContext | None = None,
         bus: FrameBus | None = None,
+        clock: Clock | None = None,
     ) -> None:
         super().__init__()
         self.run_ref = run_ref
@@ -81,6 +90,7 @@ class StepActor(pykka.ThreadingActor):
         self.fn = fn
         self.ctx = ctx
         self.bus = bus
+        self.clock = clock
 
     def on_start(self) -> None:
         self.actor_ref.tell("run")
@@ -120,7 +130,7 @@ class StepActor(pykka.ThreadingActor):
                               duration_s=time.monotonic() - t0)
 
     def _delta(self, text: str) -> None:
-        self.attempt.touch()
+        self.attempt.touch(self.clock.now() if self.clock is not None else time.time())
         if self.bus is not None and text:
             self.bus.publish({"type": "step_delta", "run_id": self.run_id, "step_id": self.attempt.step_id,
                               "attempt": self.attempt.attempt, "text": text})

@@ -21,7 +21,7 @@ AnomalyKind = Literal["stall", "errors", "malformed"]
 Severity = Literal["low", "medium", "high"]
 
 
-class Event(msgspec.Struct, frozen=True, tag=True, kw_only=True, omit_defaults=True):
+class Event(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     """Base of every run event; the tag is the class name."""
 
     at: float = 0.0

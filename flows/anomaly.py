@@ -1,0 +1,126 @@
+"""The anomaly watch's decisions: stalls, repeated errors, malformed output.
+
+Pure functions over the state; the RunActor arms the stall timers and applies
+what they return. The policy of the step (or else of the flow) decides what
+follows an anomaly:
+
+- ``notify``: an AnomalyDetected event (and so a frame), nothing else;
+- ``nudge``: the attempt ends and a new one starts with a short guidance
+  message appended to its prompt;
+- ``abort``: the step is cancelled (which downstream counts as a failure).
+"""
+
+from __future__ import annotations
+
+from flows import template
+from flows.events import AnomalyDetected, Event, StepCancelled, StepCompleted, StepFailed
+from flows.state import RunState
+
+STALL_GUIDANCE = (
+    "Note from the orchestrator: the previous attempt produced no output for {silent:.0f} s and was stopped. "
+    "Answer directly and start writing at once."
+)
+MALFORMED_GUIDANCE = (
+    "Note from the orchestrator: the previous answer's frontmatter could not be parsed ({error}). "
+    "Begin the answer with a valid YAML frontmatter block between two '---' lines that sets: {fields}."
+)
+ERRORS_GUIDANCE = (
+    "Note from the orchestrator: earlier attempts of this step failed {count} times (last error: {error}). "
+    "Keep the answer short and follow the requested format exactly."
+)
+
+
+def policy(state: RunState, step_id: str) -> str:
+    """The anomaly policy in force for a step: its own, else its flow's."""
+    return state.spec(step_id).on_anomaly or state.snapshot.on_anomaly or "notify"
+
+
+def needed_fields(state: RunState, step_id: str) -> list[str]:
+    """Fields of ``step_id``'s frontmatter that a later prompt or ``when`` refers to."""
+    wanted: list[str] = []
+    for spec in state.snapshot.steps:
+        for text in (spec.prompt, spec.when):
+            for ref in template.refs(text or ""):
+                if ref.step == step_id and ref.field and ref.field not in wanted:
+                    wanted.append(ref.field)
+    return wanted
+
+
+def _action(state: RunState, step_id: str, max_errors: int, instead: str) -> str:
+    """The policy, except that a step already nudged ``max_errors`` times gets ``instead``."""
+    action = policy(state, step_id)
+    if action == "nudge" and state.steps[step_id].failures >= max_errors:
+        return instead
+    return action
+
+
+def stalled(
+    state: RunState, step_id: str, attempt: int, silent_s: float, now: float, max_errors: int = 5
+) -> list[Event]:
+    """The decision for an attempt that has been silent for ``silent_s`` seconds.
+
+    Nudging a step that keeps stalling ends in abort once it has failed ``max_errors`` times.
+    """
+    st = state.steps.get(step_id)
+    if st is None or st.status != "running" or st.attempt != attempt or state.terminal:
+        return []
+    action = _action(state, step_id, max_errors, "abort")
+    detail = f"no output or activity for {silent_s:.0f} s"
+    guidance = STALL_GUIDANCE.format(silent=silent_s) if action == "nudge" else ""
+    events: list[Event] = [AnomalyDetected(step_id=step_id, attempt=attempt, kind="stall", severity="medium",
+                                           detail=detail, action=action, guidance=guidance, at=now)]
+    if action == "nudge":
+        events.append(StepFailed(step_id=step_id, attempt=attempt, error=f"stalled: {detail}", will_retry=True,
+                                 retry_at=now, at=now))
+    elif action == "abort":
+        events.append(StepCancelled(step_id=step_id, attempt=attempt, reason=f"aborted: {detail}", at=now))
+    return events
+
+
+def after_failure(state: RunState, events: list[Event], max_errors: int, now: float) -> list[Event]:
+    """Review a StepFailed just decided: past ``max_errors`` failures it is an anomaly.
+
+    ``abort`` turns a retry into giving up; ``nudge`` adds guidance to the retry.
+    """
+    if not events or not isinstance(events[0], StepFailed) or events[0].lost:
+        return events
+    failed = events[0]
+    count = state.steps[failed.step_id].failures + 1
+    if count <= max_errors:
+        return events
+    action = policy(state, failed.step_id)
+    guidance = ERRORS_GUIDANCE.format(count=count, error=failed.error[:200]) if action == "nudge" else ""
+    anomaly = AnomalyDetected(step_id=failed.step_id, attempt=failed.attempt, kind="errors", severity="medium",
+                              detail=f"{count} failed attempts (more than {max_errors}); last: {failed.error}",
+                              action=action, guidance=guidance, at=now)
+    if action == "abort" and failed.will_retry:
+        from msgspec.structs import replace
+
+        failed = replace(failed, will_retry=False, retry_at=0.0)
+    return [anomaly, failed, *events[1:]]
+
+
+def after_completion(state: RunState, events: list[Event], now: float, max_errors: int = 5) -> list[Event]:
+    """Review a StepCompleted just decided: frontmatter that later steps need but cannot be read.
+
+    A step nudged ``max_errors`` times keeps its last output (notify) instead.
+    """
+    if not events or not isinstance(events[0], StepCompleted) or not events[0].fields_error:
+        return events
+    done = events[0]
+    wanted = needed_fields(state, done.step_id)
+    if not wanted:
+        return events
+    action = _action(state, done.step_id, max_errors, "notify")
+    detail = f"frontmatter needed for {', '.join(wanted)} cannot be parsed: {done.fields_error}"
+    guidance = (MALFORMED_GUIDANCE.format(error=done.fields_error, fields=", ".join(wanted))
+                if action == "nudge" else "")
+    anomaly = AnomalyDetected(step_id=done.step_id, attempt=done.attempt, kind="malformed", severity="high",
+                              detail=detail, action=action, guidance=guidance, at=now)
+    if action == "nudge":
+        return [anomaly, StepFailed(step_id=done.step_id, attempt=done.attempt, error=f"malformed output: {detail}",
+                                    will_retry=True, retry_at=now, duration_s=done.duration_s, at=now)]
+    if action == "abort":
+        return [anomaly, StepCancelled(step_id=done.step_id, attempt=done.attempt, reason=f"aborted: {detail}",
+                                       at=now)]
+    return [anomaly, *events]
