@@ -117,9 +117,14 @@ def decode_rows(rows: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
                 )
             )
     except (msgspec.DecodeError, TypeError):
-        # Find the culprit row again with the precise per-row error.
+        # Decode again row by row: the precise error, and the good rows before it.
+        good: list[RecordedEvent] = []
         for row in rows:
-            decode_row(row)
+            try:
+                good.append(decode_row(row))
+            except CorruptEventError as exc:
+                exc.decoded = good
+                raise
         raise  # pragma: no cover - decode_row raised above
     return out
 

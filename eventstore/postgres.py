@@ -149,6 +149,8 @@ class PostgresBackend:
         return conn
 
     def is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, sa.exc.DBAPIError):  # raised by the pool while reconnecting
+            exc = exc.orig or exc
         return isinstance(
             exc,
             (psycopg.OperationalError, psycopg.errors.SerializationFailure,
@@ -357,7 +359,7 @@ class ListenWatcher:
                 self.backend_pid = conn.info.backend_pid
                 delay = 0.05
                 self._follow(conn)
-            except (psycopg.Error, sa.exc.DBAPIError, OSError) as exc:
+            except Exception as exc:  # logged and retried: subscribers must keep waking
                 if not self._stopping.is_set():
                     log.warning("event store LISTEN connection lost (%s); reconnecting", exc)
                     self._stopping.wait(delay)

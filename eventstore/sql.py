@@ -19,6 +19,7 @@ from eventstore import schema
 from eventstore.chain import ChainVerifier
 from eventstore.codec import EMPTY_OBJECT, decode_json, decode_rows, encode_new_event
 from eventstore.store import (
+    CorruptEventError,
     NewEvent,
     RecordedEvent,
     StoreClosedError,
@@ -148,7 +149,11 @@ class SqlEventStore:
         remaining = limit
         while remaining is None or remaining > 0:
             size = self._page_size if remaining is None else min(self._page_size, remaining)
-            page = self._read_page(after, size)
+            try:
+                page = self._read_page(after, size)
+            except CorruptEventError as exc:
+                yield from exc.decoded  # what precedes the bad row is good
+                raise
             yield from page
             if len(page) < size:
                 return

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from eventstore.store import RecordedEvent
+from eventstore.store import CorruptEventError, RecordedEvent
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,9 @@ class Subscription:
     ascending position, each exactly once; the store's ordering guarantee
     means a late-committing transaction is never skipped. One subscription is
     meant to be consumed by one thread. Reading errors (the database is gone)
-    are raised to the consumer, who may resubscribe from ``position``.
+    are raised to the consumer, who may resubscribe from ``position``; a row
+    that cannot be decoded raises CorruptEventError (naming its position)
+    after every event before it was handed out, and again on the next call.
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class Subscription:
         self._seen_pokes = -1
         self._recheck_at = 0.0
         self._closed = False
+        self._corrupt: CorruptEventError | None = None
 
     @property
     def position(self) -> int:
@@ -178,6 +181,9 @@ class Subscription:
                 event = self._buffer.popleft()
                 self._position = event.position
                 return event
+            if self._corrupt is not None:
+                error, self._corrupt = self._corrupt, None
+                raise error
             head, pokes = self._hub.head, self._hub.pokes
             now = time.monotonic()
             if (
@@ -188,7 +194,11 @@ class Subscription:
             ):
                 self._seen_head, self._seen_pokes = head, pokes
                 self._recheck_at = now + self._recheck_s
-                page = self._read_page(self._cursor, self._page_size)
+                try:
+                    page = self._read_page(self._cursor, self._page_size)
+                except CorruptEventError as exc:
+                    # Hand out the good events before the bad row, then raise.
+                    page, self._corrupt = list(exc.decoded), exc
                 # A full page means more is waiting behind it: read on at once.
                 self._must_read = len(page) >= self._page_size
                 if page:

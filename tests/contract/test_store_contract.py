@@ -249,13 +249,18 @@ class TestEventStoreContract:
     def test_corrupt_row_raises_naming_its_position(self, store):
         good = store.append("run-a", notes(1))
         bad = insert_raw_row(store, "run-bad", 1, "{not json")
+        read = []
         with pytest.raises(CorruptEventError) as caught:
-            list(store.read_all())
+            read.extend(store.read_all())
+        assert read == good  # what comes before the bad row is handed out first
         assert caught.value.position == bad
         assert f"position {bad}" in str(caught.value)
         with pytest.raises(CorruptEventError):
             store.read_stream("run-bad")
-        assert list(store.read_all(limit=1)) == good  # rows before it still read
+        with store.subscribe() as sub:
+            assert sub.next_event(5) == good[0]
+            with pytest.raises(CorruptEventError, match=f"position {bad}"):
+                sub.next_event(5)
         not_an_object = insert_raw_row(store, "run-bad-meta", 1, "{}", metadata="[1]")
         with pytest.raises(CorruptEventError) as caught:
             list(store.read_all(after=bad))
