@@ -1,0 +1,398 @@
+"""How each event changes the read rows: plain dicts, mutated in memory.
+
+A batch of events is applied to a ``Workset`` (the rows of the runs it
+touches, loaded once) and written back once; that is what makes a rebuild
+fast. The statuses agree with ``flows.state.evolve`` rule for rule (the
+integration tests fold every run with ``evolve`` and compare).
+
+Everything written is a function of the events: no clock, no randomness.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from flows.events import (
+    EVENT_TYPES,
+    AnomalyDetected,
+    Event,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunLaunched,
+    RunQueued,
+    RunRecovered,
+    RunRejected,
+    RunStarted,
+    StepCancelled,
+    StepCompleted,
+    StepFailed,
+    StepPaused,
+    StepResumed,
+    StepSkipped,
+    StepStarted,
+)
+from flows.state import RUN_TERMINAL, STEP_TERMINAL
+
+log = logging.getLogger(__name__)
+
+RUN_STREAM_PREFIX = "run-"
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+
+
+def to_json(value: Any) -> str:
+    """Canonical JSON text (sorted keys): equal values give equal bytes."""
+    if not value:  # most fields/usage/unresolved are empty: skip the encoder
+        return "{}" if isinstance(value, dict) else "[]"
+    return _encoder.encode(value).decode()
+
+
+Row = dict[str, Any]
+
+
+class RunRows:
+    """One run's row and its steps' rows (in graph order), with what changed.
+
+    ``stored`` is False until the rows were first written: new rows are
+    plain inserts (COPY on PostgreSQL), stored ones upserts.
+    """
+
+    __slots__ = ("run", "steps", "dirty_run", "dirty_steps", "stored")
+
+    def __init__(self, run: Row, steps: dict[str, Row], *, new: bool) -> None:
+        self.run = run
+        self.steps = steps
+        self.stored = not new
+        self.dirty_run = new
+        self.dirty_steps: set[str] = set() if new else set()
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the run has ended (nothing but stray events can change it now)."""
+        return self.run["status"] in RUN_TERMINAL
+
+
+class Workset:
+    """The rows a batch reads and writes, and the rows it only adds."""
+
+    __slots__ = ("runs", "reports", "anomalies")
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunRows] = {}
+        self.reports: dict[str, Row] = {}
+        self.anomalies: list[Row] = []
+
+    def clean(self) -> None:
+        """Forget what was written, keep the rows (they are now what the tables hold)."""
+        for rows in self.runs.values():
+            rows.dirty_run = False
+            rows.dirty_steps.clear()
+            rows.stored = True
+        self.reports.clear()
+        self.anomalies.clear()
+
+
+def run_id_of(stream_id: str) -> str | None:
+    """The run behind a stream, or None for a stream that is not a run's."""
+    if stream_id.startswith(RUN_STREAM_PREFIX):
+        return stream_id[len(RUN_STREAM_PREFIX) :]
+    return None
+
+
+def decode(type_name: str, data: Any, position: int) -> Event | None:
+    """The domain event, or None for a type this projection does not know.
+
+    A known type whose data does not fit is logged and skipped: one bad
+    row must not stop every read model.
+    """
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        return None
+    try:
+        return msgspec.convert(data, cls)
+    except msgspec.ValidationError as exc:
+        log.error("projection skips event %d (%s): %s", position, type_name, exc)
+        return None
+
+
+def apply(work: Workset, run_id: str, event: Event, position: int, version: int) -> bool:
+    """Apply one event of run ``run_id``'s stream; False when it changed nothing."""
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        return False
+    if isinstance(event, RunLaunched):
+        if run_id in work.runs:
+            return False
+        _launched(work, run_id, event, position)
+        rows = work.runs[run_id]
+    else:
+        rows = work.runs.get(run_id)
+        if rows is None:
+            log.warning("projection skips event %d: run %s was never launched", position, run_id)
+            return False
+        if handler(work, rows, event, position) is False:
+            return False
+    run = rows.run
+    run["stream_version"] = version
+    run["last_position"] = position
+    rows.dirty_run = True
+    return True
+
+
+def finish_rows(rows: RunRows) -> None:
+    """Derived columns of a run, computed once before its row is written."""
+    rows.run["steps_done"] = sum(1 for s in rows.steps.values() if s["status"] in STEP_TERMINAL)
+
+
+# -- one function per event type ---------------------------------------------------------
+
+
+def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> None:
+    snap = e.snapshot
+    steps: dict[str, Row] = {}
+    for ordinal, spec in enumerate(snap.steps):
+        steps[spec.id] = {
+            "run_id": run_id,
+            "step_id": spec.id,
+            "ordinal": ordinal,
+            "kind": spec.kind,
+            "persona": spec.persona,
+            "label": spec.label or spec.id,
+            "deps": to_json(list(spec.deps)),
+            "trigger_rule": spec.trigger_rule,
+            "condition": spec.when,
+            "status": "pending",
+            "attempt": 0,
+            "failures": 0,
+            "retry_at": None,
+            "started_at": None,
+            "ended_at": None,
+            "duration_s": None,
+            "error": "",
+            "skip_reason": "",
+            "detail": "",
+            "output": "",
+            "fields": "{}",
+            "fields_error": "",
+            "usage": "{}",
+            "prompt": "",
+            "unresolved": "[]",
+            "backend": "",
+            "model": "",
+            "decided_by": "",
+            "comment": "",
+            "anomalies": 0,
+            "last_position": position,
+        }
+    inputs = dict(e.input)
+    run = {
+        "run_id": run_id,
+        "flow": e.flow,
+        "category": snap.category,
+        "band": e.band,
+        "model": e.model,
+        "backend": e.backend,
+        "project_id": e.project_id,
+        "question": str(inputs.get("question", "")),
+        "inputs": to_json(inputs),
+        "status": "queued",
+        "queue_reason": "",
+        "plan_position": 0,
+        "launched_by": e.launched_by,
+        "idempotency_key": e.idempotency_key,
+        "launched_position": position,
+        "launched_at": e.at,
+        "started_at": None,
+        "ended_at": None,
+        "reason": "",
+        "ended_by": "",
+        "steps_total": len(steps),
+        "steps_done": 0,
+        "recoveries": 0,
+        "anomalies": 0,
+        "stream_version": 0,
+        "last_position": position,
+    }
+    work.runs[run_id] = RunRows(run, steps, new=True)
+
+
+def _run_status(steps: dict[str, Row]) -> str:
+    # flows.state.run_status over rows: paused only when a person is awaited
+    # and nothing else can move (no attempt under way, no retry pending).
+    paused = False
+    for s in steps.values():
+        status = s["status"]
+        if status == "running" or (status == "pending" and s["retry_at"]):
+            return "running"
+        if status == "paused":
+            paused = True
+    return "paused" if paused else "running"
+
+
+def _step(rows: RunRows, step_id: str, position: int) -> Row | None:
+    row = rows.steps.get(step_id)
+    if row is None:
+        log.warning("projection skips event %d: run %s has no step %r",
+                    position, rows.run["run_id"], step_id)
+        return None
+    rows.dirty_steps.add(step_id)
+    row["last_position"] = position
+    return row
+
+
+def _queued(work: Workset, rows: RunRows, e: RunQueued, position: int) -> None:
+    rows.run.update(status="queued", queue_reason=e.reason, plan_position=e.plan_position)
+
+
+def _started(work: Workset, rows: RunRows, e: RunStarted, position: int) -> None:
+    rows.run.update(status="running", queue_reason="", plan_position=e.plan_position, started_at=e.at)
+
+
+def _step_started(work: Workset, rows: RunRows, e: StepStarted, position: int) -> bool:
+    row = _step(rows, e.step_id, position)
+    if row is None:
+        return False
+    row["status"] = "running"
+    row["attempt"] = e.attempt
+    row["started_at"] = e.at
+    row["retry_at"] = None
+    row["error"] = ""
+    row["backend"] = e.backend
+    row["model"] = e.model
+    row["prompt"] = e.prompt
+    row["unresolved"] = to_json(e.unresolved)
+    if e.persona:
+        row["persona"] = e.persona
+    rows.run["status"] = _run_status(rows.steps)
+    return True
+
+
+def _step_completed(work: Workset, rows: RunRows, e: StepCompleted, position: int) -> bool:
+    row = _step(rows, e.step_id, position)
+    if row is None:
+        return False
+    row["status"] = "completed"
+    row["output"] = e.output
+    row["fields"] = to_json(e.fields)
+    row["fields_error"] = e.fields_error
+    row["usage"] = to_json(e.usage)
+    row["ended_at"] = e.at
+    row["duration_s"] = e.duration_s
+    rows.run["status"] = _run_status(rows.steps)
+    return True
+
+
+def _step_failed(work: Workset, rows: RunRows, e: StepFailed, position: int) -> bool:
+    row = _step(rows, e.step_id, position)
+    if row is None:
+        return False
+    row.update(
+        error=e.error, failures=row["failures"] + (not e.lost), ended_at=e.at, duration_s=e.duration_s,
+    )
+    if e.will_retry:
+        row.update(status="pending", retry_at=e.retry_at or e.at)
+    else:
+        row["status"] = "failed"
+    rows.run["status"] = _run_status(rows.steps)
+    return True
+
+
+def _step_cancelled(work: Workset, rows: RunRows, e: StepCancelled, position: int) -> bool:
+    row = _step(rows, e.step_id, position)
+    if row is None:
+        return False
+    row.update(status="cancelled", error=e.reason, ended_at=e.at)
+    return True
+
+
+def _step_skipped(work: Workset, rows: RunRows, e: StepSkipped, position: int) -> bool:
+    row = _step(rows, e.step_id, position)
+    if row is None:
+        return False
+    row["status"] = "skipped"
+    row["skip_reason"] = e.reason
+    row["detail"] = e.detail
+    row["ended_at"] = e.at
+    return True
+
+
+def _step_paused(work: Workset, rows: RunRows, e: StepPaused, position: int) -> bool:
+    row = _step(rows, e.step_id, position)
+    if row is None:
+        return False
+    row["status"] = "paused"
+    row["prompt"] = e.prompt
+    row["started_at"] = e.at
+    rows.run["status"] = _run_status(rows.steps)
+    return True
+
+
+def _step_resumed(work: Workset, rows: RunRows, e: StepResumed, position: int) -> bool:
+    row = _step(rows, e.step_id, position)
+    if row is None:
+        return False
+    # As in evolve: the approver's comment is the gate's output ($gate.output).
+    row.update(
+        status="completed" if e.decision == "approved" else "rejected",
+        output=e.comment, comment=e.comment, decided_by=e.by, ended_at=e.at,
+    )
+    rows.run["status"] = _run_status(rows.steps)
+    return True
+
+
+def _recovered(work: Workset, rows: RunRows, e: RunRecovered, position: int) -> None:
+    rows.run["recoveries"] += 1
+
+
+def _anomaly(work: Workset, rows: RunRows, e: AnomalyDetected, position: int) -> None:
+    run_id = rows.run["run_id"]
+    row = _step(rows, e.step_id, position)
+    if row is not None:
+        row["anomalies"] += 1
+    rows.run["anomalies"] += 1
+    work.anomalies.append({
+        "position": position, "run_id": run_id, "step_id": e.step_id, "attempt": e.attempt,
+        "kind": e.kind, "severity": e.severity, "detail": e.detail, "action": e.action,
+        "guidance": e.guidance, "at": e.at,
+    })
+
+
+def _ended(status: str) -> Callable[[Workset, RunRows, Any, int], None]:
+    def handler(work: Workset, rows: RunRows, e: Any, position: int) -> None:
+        run = rows.run
+        run.update(status=status, ended_at=e.at)
+        if not isinstance(e, RunCompleted):
+            run.update(reason=e.reason)
+        if isinstance(e, (RunRejected, RunCancelled)):
+            run.update(ended_by=e.by)
+        work.reports[run["run_id"]] = {
+            "run_id": run["run_id"], "status": status, "markdown": e.report,
+            "position": position, "at": e.at,
+        }
+
+    return handler
+
+
+_HANDLERS: dict[type, Callable[..., Any]] = {
+    RunLaunched: _launched,
+    RunQueued: _queued,
+    RunStarted: _started,
+    StepStarted: _step_started,
+    StepCompleted: _step_completed,
+    StepFailed: _step_failed,
+    StepCancelled: _step_cancelled,
+    StepSkipped: _step_skipped,
+    StepPaused: _step_paused,
+    StepResumed: _step_resumed,
+    RunRecovered: _recovered,
+    AnomalyDetected: _anomaly,
+    RunCompleted: _ended("completed"),
+    RunFailed: _ended("failed"),
+    RunRejected: _ended("rejected"),
+    RunCancelled: _ended("cancelled"),
+}

@@ -1,0 +1,159 @@
+"""The read tables: disposable projections of the event log (DESIGN §6).
+
+Nothing here is ever migrated. Changing a table, a column or what the
+projector writes into one means bumping ``PROJECTION_VERSION``: the next
+start drops the read tables and rebuilds them by replaying the log.
+
+Every value is a function of the log alone (timestamps are the events' own
+``at``, never the clock at projection time), so a rebuild from position 0
+writes byte for byte the rows the live projector wrote. JSON columns are
+text encoded with sorted keys, for the same reason.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# Bump on any change to these tables or to what projections/apply.py writes.
+PROJECTION_VERSION = 1
+
+metadata = sa.MetaData()
+
+_Position = sa.BigInteger
+_Float = sa.Double
+
+projection_checkpoints = sa.Table(
+    "projection_checkpoints",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    # The last global position whose effect is in the read tables.
+    sa.Column("position", _Position, nullable=False),
+    # PROJECTION_VERSION of the code that built the tables.
+    sa.Column("version", sa.Integer, nullable=False),
+    # Bumped by every reset, so a projector that read the checkpoint before a
+    # rebuild cannot commit on top of it (its conditional update misses).
+    sa.Column("epoch", sa.Integer, nullable=False),
+)
+
+flow_runs = sa.Table(
+    "flow_runs",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("flow", sa.Text, nullable=False),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("band", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("backend", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("question", sa.Text, nullable=False),
+    sa.Column("inputs", sa.Text, nullable=False),  # JSON object
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("queue_reason", sa.Text, nullable=False),
+    sa.Column("plan_position", sa.Integer, nullable=False),
+    sa.Column("launched_by", sa.Text, nullable=False),
+    sa.Column("idempotency_key", sa.Text, nullable=False),
+    sa.Column("launched_position", _Position, nullable=False),
+    sa.Column("launched_at", _Float, nullable=False),
+    sa.Column("started_at", _Float),
+    sa.Column("ended_at", _Float),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("ended_by", sa.Text, nullable=False),
+    sa.Column("steps_total", sa.Integer, nullable=False),
+    sa.Column("steps_done", sa.Integer, nullable=False),
+    sa.Column("recoveries", sa.Integer, nullable=False),
+    sa.Column("anomalies", sa.Integer, nullable=False),
+    sa.Column("stream_version", sa.Integer, nullable=False),
+    sa.Column("last_position", _Position, nullable=False),
+    # The list query: newest first (run ids are ULIDs), optionally filtered.
+    sa.Index("flow_runs_status_idx", "status", "run_id"),
+    sa.Index("flow_runs_project_idx", "project_id", "run_id"),
+    sa.Index("flow_runs_flow_idx", "flow", "run_id"),
+)
+
+flow_steps = sa.Table(
+    "flow_steps",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("step_id", sa.Text, primary_key=True),
+    sa.Column("ordinal", sa.Integer, nullable=False),  # position in the pinned graph
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("persona", sa.Text, nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("deps", sa.Text, nullable=False),  # JSON list
+    sa.Column("trigger_rule", sa.Text, nullable=False),
+    sa.Column("condition", sa.Text, nullable=False),  # the step's `when`
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("retry_at", _Float),  # a failed attempt's retry falls due then
+    sa.Column("started_at", _Float),
+    sa.Column("ended_at", _Float),
+    sa.Column("duration_s", _Float),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("skip_reason", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Column("fields", sa.Text, nullable=False),  # JSON object
+    sa.Column("fields_error", sa.Text, nullable=False),
+    sa.Column("usage", sa.Text, nullable=False),  # JSON object
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("unresolved", sa.Text, nullable=False),  # JSON list
+    sa.Column("backend", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("decided_by", sa.Text, nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("anomalies", sa.Integer, nullable=False),
+    sa.Column("last_position", _Position, nullable=False),
+)
+
+reports = sa.Table(
+    "reports",
+    metadata,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("markdown", sa.Text, nullable=False),
+    sa.Column("position", _Position, nullable=False),
+    sa.Column("at", _Float, nullable=False),
+)
+
+anomalies = sa.Table(
+    "anomalies",
+    metadata,
+    sa.Column("position", _Position, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("step_id", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("guidance", sa.Text, nullable=False),
+    sa.Column("at", _Float, nullable=False),
+    sa.Index("anomalies_run_idx", "run_id", "position"),
+)
+
+READ_TABLES: tuple[sa.Table, ...] = (flow_runs, flow_steps, reports, anomalies)
+"""The tables a rebuild drops and recreates (the checkpoints table stays)."""
+
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    table.name: tuple(c.name for c in table.primary_key.columns) for table in READ_TABLES
+}
+
+
+def create_checkpoints(conn: sa.Connection) -> None:
+    """Create the checkpoints table if it is missing (idempotent)."""
+    projection_checkpoints.create(conn, checkfirst=True)
+
+
+def recreate_read_tables(conn: sa.Connection) -> None:
+    """Drop the read tables (whatever shape an older version gave them) and create them."""
+    for table in reversed(READ_TABLES):
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.name}"))
+    for table in READ_TABLES:
+        table.create(conn)
+
+
+def read_tables_exist(conn: sa.Connection) -> bool:
+    """Whether every read table is there (a crash mid-reset may have dropped some)."""
+    names = set(sa.inspect(conn).get_table_names())
+    return all(table.name in names for table in READ_TABLES)
