@@ -1,0 +1,187 @@
+"""Applying pages of the log to the read tables, exactly once each, and fast.
+
+``Applier.apply`` does one page synchronously (the live projector's
+batches). ``Applier.catch_up`` replays a long stretch (a rebuild, a start far
+behind) as a pipeline of three stages on pages of ``chunk`` events: the next
+page is read while this one is applied in memory, while the previous one is
+written and committed. Reading and writing spend most of their time in the
+database driver with the GIL released (or in the PostgreSQL server), so the
+stages overlap. Each page still commits in its own transaction with its own
+checkpoint, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import sqlalchemy as sa
+
+from flows.events import RunLaunched
+from projections import batch as db
+from projections.apply import Workset, apply
+from projections.batch import Checkpoint, CheckpointMoved, Writes
+from projections.source import Page, read_page
+
+# Rows of ended runs are dropped from memory once written; the rest are kept
+# for the next page, up to this many runs (beyond it: start afresh).
+_CACHE_RUNS = 5000
+
+
+class Applier:
+    """The read tables of projection ``name`` at ``version``, and where they stand."""
+
+    def __init__(self, engine: sa.Engine, name: str, version: int,
+                 before_commit: Callable[[sa.Connection], None] | None = None) -> None:
+        self.engine = engine
+        self.name = name
+        self.version = version
+        self.checkpoint = Checkpoint(0, version, 0)
+        self.work = Workset()
+        self._before_commit = before_commit
+
+    def prepare(self) -> bool:
+        """Load the checkpoint, resetting the tables first if they are stale; True if reset."""
+        with self.engine.connect() as conn:
+            stale = db.needs_reset(conn, self.name, self.version)
+            conn.commit()
+        if stale:
+            self.reset()
+        else:
+            self.reload()
+        return stale
+
+    def reset(self) -> None:
+        """Empty read tables of this version, checkpoint 0."""
+        self.work = Workset()
+        self.checkpoint = db.reset(self.engine, self.name, self.version)
+
+    def reload(self) -> None:
+        """Take the stored checkpoint (another projector may have moved it); forget cached rows."""
+        self.work = Workset()
+        with self.engine.connect() as conn:
+            stored = db.read_checkpoint(conn, self.name)
+        if stored is None:
+            self.reset()
+        elif stored.version != self.version:
+            raise RuntimeError(
+                f"projection {self.name!r} is at version {stored.version}, this code writes "
+                f"version {self.version}: another process rebuilt it; restart this one"
+            )
+        else:
+            self.checkpoint = stored
+
+    # -- one page ---------------------------------------------------------------------------
+
+    def apply(self, page: Page) -> Checkpoint:
+        """Apply a page and commit it with the checkpoint (moved to ``page.last``).
+
+        Events at or below the checkpoint are ignored. Raises CheckpointMoved
+        (nothing written) when another projector committed first.
+        """
+        if page.last <= self.checkpoint.position:
+            return self.checkpoint
+        try:
+            writes = self._compute(page, self.checkpoint.position)
+            self.checkpoint = self._commit(writes, self.checkpoint, page.last)
+        except BaseException:
+            self.work = Workset()  # the cached rows may hold a page that was rolled back
+            raise
+        self._evict()
+        return self.checkpoint
+
+    def _compute(self, page: Page, after: int, before_load: Callable[[], None] = lambda: None) -> Writes:
+        """Apply a page to the cached rows (loading the runs it needs) and freeze the result."""
+        work = self.work
+        items = page.items if not page.items or page.items[0].position > after else [
+            item for item in page.items if item.position > after
+        ]
+        seen = set(work.runs)
+        missing: set[str] = set()
+        for item in items:
+            if item.run_id not in seen:
+                seen.add(item.run_id)
+                if not isinstance(item.event, RunLaunched):
+                    missing.add(item.run_id)
+        if missing:
+            before_load()
+            # Read outside the write transaction, to hold SQLite's write lock
+            # briefly; the conditional checkpoint update proves that no other
+            # projector wrote in between.
+            with self.engine.connect() as conn:
+                work.runs.update(db.load_runs(conn, missing))
+        for run_id, event, position, version in items:
+            apply(work, run_id, event, position, version)
+        return db.snapshot(work)
+
+    def _commit(self, writes: Writes, seen: Checkpoint, last: int, bulk: bool = False) -> Checkpoint:
+        with db.transaction(self.engine, bulk=bulk) as conn:
+            checkpoint = db.advance(conn, self.name, seen, last)
+            db.write(conn, writes)
+            if self._before_commit is not None:
+                self._before_commit(conn)
+        return checkpoint
+
+    def _evict(self) -> None:
+        # Only when every row in memory is written: an evicted run is read back if needed.
+        runs = self.work.runs
+        for run_id in [r for r, rows in runs.items() if rows.terminal]:
+            del runs[run_id]
+        if len(runs) > _CACHE_RUNS:
+            self.work = Workset()
+
+    # -- a long stretch ---------------------------------------------------------------------
+
+    def catch_up(self, store: Any, chunk: int, stopping: Callable[[], bool] = lambda: False) -> int:
+        """Apply everything after the checkpoint, pipelined in pages of ``chunk``; returns events read."""
+        total = 0
+        with ThreadPoolExecutor(2, thread_name_prefix=f"baton-projection-{self.name}") as pool:
+            while True:
+                try:
+                    return total + self._pipeline(pool, store, chunk, stopping)
+                except CheckpointMoved:
+                    self.reload()  # another projector is ahead: go on from where it is
+                except BaseException:
+                    self.work = Workset()
+                    raise
+
+    def _pipeline(self, pool: ThreadPoolExecutor, store: Any, chunk: int,
+                  stopping: Callable[[], bool]) -> int:
+        count = 0
+        reading: Future[Page] = pool.submit(read_page, store, self.checkpoint.position, chunk)
+        writing: Future[Checkpoint] | None = None
+        seen = self.checkpoint  # the checkpoint the next commit moves from
+
+        def written() -> None:
+            nonlocal writing
+            if writing is not None:
+                self.checkpoint = writing.result()
+                writing = None
+                self._evict()
+
+        try:
+            while True:
+                page = reading.result()
+                count += page.count
+                more = page.count >= chunk and not stopping()
+                if more:
+                    reading = pool.submit(read_page, store, page.last, chunk)
+                if page.count:
+                    # Evicted runs may still be in the write under way: let it finish before reading rows back.
+                    writes = self._compute(page, seen.position, before_load=written)
+                    written()
+                    writing = pool.submit(self._commit, writes, seen, page.last, True)
+                    seen = Checkpoint(page.last, seen.version, seen.epoch)
+                if not more:
+                    written()
+                    db.checkpoint_wal(self.engine)
+                    return count
+        except BaseException:
+            reading.cancel()
+            if writing is not None:
+                try:
+                    writing.result()
+                except BaseException:
+                    pass  # the first failure is the one raised
+            raise

@@ -1,0 +1,277 @@
+"""The projector's database side: load rows, write rows, move the checkpoint.
+
+A batch's rows and its checkpoint are written in ONE transaction, and the
+checkpoint moves only from the position the batch was computed on
+(``UPDATE ... WHERE position = :seen AND epoch = :epoch``). So a batch is
+applied exactly once even when two projectors (two processes on one
+PostgreSQL, or a live projector and ``baton projections rebuild``) follow the
+same store: the second one's update matches no row, it rolls back, and
+resumes from the checkpoint the first one committed.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+
+from projections.apply import Row, RunRows, Workset, finish_rows
+from projections.tables import (
+    PRIMARY_KEYS,
+    READ_TABLES,
+    anomalies,
+    create_checkpoints,
+    flow_runs,
+    flow_steps,
+    projection_checkpoints,
+    read_tables_exist,
+    recreate_read_tables,
+    reports,
+)
+
+# Bound parameters per IN (...) list: under SQLite's oldest limit of 999.
+_IN_CHUNK = 900
+
+
+class Checkpoint(NamedTuple):
+    """Where a projection stands: the last applied position, its code version, its epoch."""
+
+    position: int
+    version: int
+    epoch: int
+
+
+class CheckpointMoved(Exception):
+    """Another projector moved the checkpoint first; this batch was not applied."""
+
+
+def read_checkpoint(conn: sa.Connection, name: str) -> Checkpoint | None:
+    """The stored checkpoint of projection ``name`` (None if it never ran)."""
+    row = conn.execute(
+        sa.select(
+            projection_checkpoints.c.position,
+            projection_checkpoints.c.version,
+            projection_checkpoints.c.epoch,
+        ).where(projection_checkpoints.c.name == name)
+    ).first()
+    return Checkpoint(*row) if row else None
+
+
+def needs_reset(conn: sa.Connection, name: str, version: int) -> bool:
+    """Whether the read tables must be rebuilt: never built, another version, or a table missing."""
+    create_checkpoints(conn)
+    checkpoint = read_checkpoint(conn, name)
+    return checkpoint is None or checkpoint.version != version or not read_tables_exist(conn)
+
+
+def reset(engine: sa.Engine, name: str, version: int) -> Checkpoint:
+    """Drop and recreate the read tables and set the checkpoint to 0, in one transaction.
+
+    Bumping the epoch first takes the checkpoint row's lock (the write lock
+    on SQLite) and fences off any projector that read the old checkpoint.
+    """
+    with engine.connect() as conn:
+        create_checkpoints(conn)
+        conn.commit()
+    with engine.begin() as conn:
+        # DML first: on SQLite that opens the transaction the DDL then joins.
+        bumped = conn.execute(
+            sa.update(projection_checkpoints)
+            .where(projection_checkpoints.c.name == name)
+            .values(epoch=projection_checkpoints.c.epoch + 1, position=0, version=version)
+            .returning(projection_checkpoints.c.epoch)
+        ).first()
+        if bumped is None:
+            conn.execute(
+                sa.insert(projection_checkpoints).values(name=name, position=0, version=version, epoch=1)
+            )
+        recreate_read_tables(conn)
+        return Checkpoint(0, version, bumped[0] if bumped else 1)
+
+
+def advance(conn: sa.Connection, name: str, seen: Checkpoint, position: int) -> Checkpoint:
+    """Move the checkpoint from ``seen`` to ``position`` inside the caller's transaction.
+
+    Raises CheckpointMoved when the stored checkpoint is no longer ``seen``.
+    Called first in the batch's transaction, so it also takes the lock that
+    serialises projectors.
+    """
+    result = conn.execute(
+        sa.update(projection_checkpoints)
+        .where(
+            projection_checkpoints.c.name == name,
+            projection_checkpoints.c.position == seen.position,
+            projection_checkpoints.c.epoch == seen.epoch,
+            projection_checkpoints.c.version == seen.version,
+        )
+        .values(position=position)
+    )
+    if result.rowcount != 1:
+        raise CheckpointMoved(name)
+    return Checkpoint(position, seen.version, seen.epoch)
+
+
+@contextmanager
+def transaction(engine: sa.Engine, *, bulk: bool = False) -> Iterator[sa.Connection]:
+    """A write transaction for a batch, committed without waiting for the disk.
+
+    A projection is disposable: a power cut may lose its last batches, rows
+    and checkpoint together (each commit stays atomic), and they are simply
+    applied again. So on PostgreSQL ``synchronous_commit`` is off for these
+    transactions, and on SQLite (whose store connections run
+    ``synchronous=FULL``) the pooled connection runs ``NORMAL`` meanwhile.
+    ``bulk`` (a replay) also stops SQLite from checkpointing the WAL after
+    every commit; ``checkpoint_wal`` does it once at the end.
+    """
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        dbapi = conn.connection.driver_connection
+        if sqlite:  # on the DBAPI connection: outside SQLAlchemy's transaction
+            dbapi.execute("PRAGMA synchronous = NORMAL")
+            if bulk:
+                dbapi.execute("PRAGMA wal_autocheckpoint = 0")
+        try:
+            with conn.begin():
+                if not sqlite:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                yield conn
+        finally:
+            if sqlite:
+                dbapi.execute("PRAGMA synchronous = FULL")
+                if bulk:
+                    dbapi.execute("PRAGMA wal_autocheckpoint = 1000")
+
+
+def checkpoint_wal(engine: sa.Engine) -> None:
+    """After a bulk replay on SQLite: copy the WAL into the database file once."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def load_runs(conn: sa.Connection, run_ids: Iterable[str]) -> dict[str, RunRows]:
+    """The stored rows of these runs (runs not in the tables are left out)."""
+    wanted = list(run_ids)
+    out: dict[str, RunRows] = {}
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        runs = {
+            row["run_id"]: dict(row)
+            for row in conn.execute(sa.select(flow_runs).where(flow_runs.c.run_id.in_(chunk))).mappings()
+        }
+        steps: dict[str, dict[str, dict[str, Any]]] = {run_id: {} for run_id in runs}
+        query = (
+            sa.select(flow_steps)
+            .where(flow_steps.c.run_id.in_(list(runs)))
+            .order_by(flow_steps.c.run_id, flow_steps.c.ordinal)
+        )
+        for row in conn.execute(query).mappings() if runs else ():
+            steps[row["run_id"]][row["step_id"]] = dict(row)
+        for run_id, run in runs.items():
+            out[run_id] = RunRows(run, steps[run_id], new=False)
+    return out
+
+
+class Writes(NamedTuple):
+    """A batch's rows frozen as tuples: (table, rows to insert, rows to upsert) per table."""
+
+    tables: list[tuple[sa.Table, list[tuple[Any, ...]], list[tuple[Any, ...]]]]
+    count: int
+
+
+def snapshot(work: Workset) -> Writes:
+    """Freeze every changed row of the workset, and mark the workset clean.
+
+    Rows never stored become inserts (COPY on PostgreSQL), stored ones
+    upserts. Freezing lets the workset move on to the next batch while this
+    one is written (see ``projections.applier``).
+    """
+    new_runs: list[Row] = []
+    new_steps: list[Row] = []
+    old_runs: list[Row] = []
+    old_steps: list[Row] = []
+    for rows in work.runs.values():
+        if not rows.stored:
+            finish_rows(rows)
+            new_runs.append(rows.run)
+            new_steps.extend(rows.steps.values())
+            continue
+        if rows.dirty_run:
+            finish_rows(rows)
+            old_runs.append(rows.run)
+        if rows.dirty_steps:
+            steps = rows.steps
+            old_steps.extend(steps[step_id] for step_id in rows.dirty_steps)
+    tables = []
+    count = 0
+    for table, inserts, upserts in (
+        (flow_runs, new_runs, old_runs),
+        (flow_steps, new_steps, old_steps),
+        (reports, [], list(work.reports.values())),
+        (anomalies, work.anomalies, []),
+    ):
+        if inserts or upserts:
+            values = _VALUES[table.name]
+            tables.append((table, list(map(values, inserts)), list(map(values, upserts))))
+            count += len(inserts) + len(upserts)
+    work.clean()
+    return Writes(tables, count)
+
+
+def write(conn: sa.Connection, writes: Writes) -> None:
+    """Write frozen rows inside ``conn``'s transaction.
+
+    Through the DBAPI cursor of the same connection: SQLAlchemy's per-row
+    parameter handling cost more than the rest of a rebuild together.
+    """
+    postgres = conn.dialect.name == "postgresql"
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        for table, inserts, upserts in writes.tables:
+            shape = _shape(table, postgres)
+            if inserts:
+                if postgres:
+                    with cursor.copy(shape.copy) as copy:
+                        for row in inserts:
+                            copy.write_row(row)
+                else:
+                    cursor.executemany(shape.insert, inserts)
+            if upserts:
+                cursor.executemany(shape.upsert, upserts)
+    finally:
+        cursor.close()
+
+
+# A row dict as a tuple in column order.
+_VALUES: dict[str, Callable[[Row], tuple[Any, ...]]] = {
+    table.name: operator.itemgetter(*(c.name for c in table.columns)) for table in READ_TABLES
+}
+
+
+class _Shape(NamedTuple):
+    insert: str
+    upsert: str
+    copy: str
+
+
+_SHAPES: dict[tuple[str, bool], _Shape] = {}
+
+
+def _shape(table: sa.Table, postgres: bool) -> _Shape:
+    """The statements that write ``table`` on a dialect, built once."""
+    key = (table.name, postgres)
+    shape = _SHAPES.get(key)
+    if shape is None:
+        names = [c.name for c in table.columns]
+        primary = PRIMARY_KEYS[table.name]
+        mark = "%s" if postgres else "?"
+        columns = ", ".join(names)
+        insert = f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join([mark] * len(names))})"
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in primary)
+        upsert = f"{insert} ON CONFLICT ({', '.join(primary)}) DO UPDATE SET {updates}"
+        copy = f"COPY {table.name} ({columns}) FROM STDIN"
+        shape = _SHAPES[key] = _Shape(insert, upsert, copy)
+    return shape
