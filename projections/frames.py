@@ -1,0 +1,151 @@
+"""The durable frames of the stream (DESIGN §7), as a pure function of recorded events.
+
+Every frame is a JSON-able dict with ``type``, ``id`` (the global position of
+the event behind it: the SSE id a consumer resumes from), ``run_id`` and
+``project_id`` (so the stream can filter without a query). One event may give
+several frames; they share its ``id``, and a consumer resuming after that id
+gets none of them again.
+
+| event | frames |
+|---|---|
+| RunLaunched | ``flow_run_started`` {flow_name, band, steps[{step_id, agent, kind, label, deps}]} |
+| RunQueued / RunStarted | ``flow_run_step_updated`` with ``step_id`` None, ``status`` and ``run_status`` queued / running, ``reason``, ``plan_position`` |
+| StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped, StepResumed | ``flow_run_step_updated`` {step_id, status, attempt?, error?, detail?, ...} |
+| StepPaused | ``flow_run_step_updated`` (status paused), then ``approval_requested`` {step_id, prompt} |
+| AnomalyDetected | ``anomaly`` {step_id, attempt, kind, severity, detail, action} |
+| RunCompleted / RunFailed / RunRejected / RunCancelled | ``flow_run_step_updated`` with ``step_id`` None, the terminal ``status`` and ``run_status``, ``reason``, ``by``, ``report`` |
+| RunRecovered, and events of other streams or types | none |
+
+A step frame's ``status`` is the step's status as ``flows.state`` folds it
+(a failed attempt that will be retried leaves the step ``pending``). A step
+frame carries ``run_status`` only when the event alone settles it; the run's
+own frames always do. The run's last frame is the terminal one, with its report.
+
+Token deltas (``step_delta``) and the scheduler's ``plan_updated`` are
+ephemeral and come from the engine, not from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from eventstore import RecordedEvent
+from flows.events import (
+    AnomalyDetected,
+    Event,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunLaunched,
+    RunQueued,
+    RunRejected,
+    RunStarted,
+    StepCancelled,
+    StepCompleted,
+    StepFailed,
+    StepPaused,
+    StepResumed,
+    StepSkipped,
+    StepStarted,
+)
+from projections.apply import decode, run_id_of
+
+Frame = dict[str, Any]
+
+_TERMINAL = {RunCompleted: "completed", RunFailed: "failed", RunRejected: "rejected", RunCancelled: "cancelled"}
+
+
+class Framer:
+    """Turns recorded events into frames, remembering a little about each run.
+
+    It learns each run's flow name, band and project from its RunLaunched and
+    forgets them when the run ends. For a run whose RunLaunched it never saw
+    (a consumer resuming mid-log), ``project_of(run_id)`` is asked once, if
+    given (e.g. ``ReadModel.run_project``); otherwise the project is "".
+    """
+
+    def __init__(self, project_of: Callable[[str], str | None] | None = None) -> None:
+        self._project_of = project_of
+        self._projects: dict[str, str] = {}
+
+    def frames(self, recorded: RecordedEvent) -> list[Frame]:
+        """The frames of one recorded event, in order ([] when it has none)."""
+        run_id = run_id_of(recorded.stream_id)
+        if run_id is None:
+            return []
+        event = decode(recorded.type, recorded.data, recorded.position)
+        if event is None:
+            return []
+        if isinstance(event, RunLaunched):
+            self._projects[run_id] = event.project_id
+        project_id = self._project(run_id)
+        base = {"id": recorded.position, "run_id": run_id, "project_id": project_id}
+        out = _frames(base, event)
+        if type(event) in _TERMINAL:
+            self._projects.pop(run_id, None)
+        return out
+
+    def _project(self, run_id: str) -> str:
+        project = self._projects.get(run_id)
+        if project is None and self._project_of is not None:
+            project = self._project_of(run_id)
+            if project is not None:  # None: not projected yet; ask again next time
+                self._projects[run_id] = project
+        return project or ""
+
+
+def _step_frame(base: Frame, event: Event, status: str, **fields: Any) -> Frame:
+    return {**base, "type": "flow_run_step_updated", "step_id": event.step_id, "status": status,  # type: ignore[attr-defined]
+            "at": event.at, **fields}
+
+
+def _run_frame(base: Frame, status: str, at: float, **fields: Any) -> Frame:
+    return {**base, "type": "flow_run_step_updated", "step_id": None, "status": status,
+            "run_status": status, "at": at, **fields}
+
+
+def _frames(base: Frame, e: Event) -> list[Frame]:
+    match e:
+        case RunLaunched():
+            steps = [
+                {"step_id": s.id, "agent": s.persona, "kind": s.kind, "label": s.label or s.id,
+                 "deps": list(s.deps)}
+                for s in e.snapshot.steps
+            ]
+            return [{**base, "type": "flow_run_started", "flow_name": e.flow, "band": e.band,
+                     "question": str(e.input.get("question", "")), "steps": steps, "at": e.at}]
+        case RunQueued():
+            return [_run_frame(base, "queued", e.at, reason=e.reason, plan_position=e.plan_position)]
+        case RunStarted():
+            return [_run_frame(base, "running", e.at, reason=e.reason, plan_position=e.plan_position)]
+        case StepStarted():
+            return [_step_frame(base, e, "running", attempt=e.attempt, agent=e.persona, kind=e.kind,
+                                backend=e.backend, model=e.model)]
+        case StepCompleted():
+            return [_step_frame(base, e, "completed", attempt=e.attempt, duration_s=e.duration_s,
+                                output=e.output)]
+        case StepFailed():
+            return [_step_frame(base, e, "pending" if e.will_retry else "failed", attempt=e.attempt,
+                                error=e.error, will_retry=e.will_retry, retry_at=e.retry_at or None)]
+        case StepCancelled():
+            return [_step_frame(base, e, "cancelled", attempt=e.attempt, error=e.reason)]
+        case StepSkipped():
+            return [_step_frame(base, e, "skipped", reason=e.reason, detail=e.detail)]
+        case StepPaused():
+            return [
+                _step_frame(base, e, "paused"),
+                {**base, "type": "approval_requested", "step_id": e.step_id, "prompt": e.prompt, "at": e.at},
+            ]
+        case StepResumed():
+            status = "completed" if e.decision == "approved" else "rejected"
+            return [_step_frame(base, e, status, decision=e.decision, by=e.by, comment=e.comment)]
+        case AnomalyDetected():
+            return [{**base, "type": "anomaly", "step_id": e.step_id, "attempt": e.attempt, "kind": e.kind,
+                     "severity": e.severity, "detail": e.detail, "action": e.action, "at": e.at}]
+        case RunCompleted() | RunFailed() | RunRejected() | RunCancelled():
+            status = _TERMINAL[type(e)]
+            reason = getattr(e, "reason", "")
+            by = getattr(e, "by", "")
+            return [_run_frame(base, status, e.at, reason=reason, by=by, report=e.report)]
+    return []

@@ -1,0 +1,123 @@
+"""What the HTTP layer and the CLI read: runs, steps, reports, anomalies, as JSON-able dicts.
+
+Queries read the tables the projector keeps. For read-your-writes, give the
+ReadModel the projector and call ``wait_for(position)`` with the position a
+command returned before querying.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+
+from projections.tables import anomalies, flow_runs, flow_steps, reports
+
+_decode = msgspec.json.Decoder().decode
+
+_RUN_JSON = ("inputs",)
+_STEP_JSON = ("deps", "fields", "usage", "unresolved")
+_STEP_COLUMNS = [c for c in flow_steps.columns if c.name != "run_id"]
+MAX_PAGE = 500
+
+
+def _run_dict(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    for name in _RUN_JSON:
+        out[name] = _decode(out[name])
+    return out
+
+
+def _step_dict(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    for name in _STEP_JSON:
+        out[name] = _decode(out[name])
+    out["agent"] = out["persona"]  # the frames' name for it (DESIGN §7)
+    return out
+
+
+class ReadModel:
+    """Queries over the read tables of one database.
+
+    ``engine`` is the store's (``store.engine``); ``projector``, when given,
+    makes ``wait_for`` wait for the live projector.
+    """
+
+    def __init__(self, engine: sa.Engine, projector: Any = None) -> None:
+        self.engine = engine
+        self.projector = projector
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> bool:
+        """Wait until the tables reflect ``position``; True at once without a projector."""
+        if self.projector is None or not position:
+            return True
+        return self.projector.wait_for(position, timeout)
+
+    def list_runs(
+        self,
+        project_id: str | None = None,
+        status: str | None = None,
+        flow: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Runs newest first, filtered; and the cursor of the next page (None on the last).
+
+        The cursor is the last run id of the page: run ids are ULIDs, so
+        "older than the cursor" is ``run_id < cursor`` and paging is stable
+        while new runs arrive.
+        """
+        limit = max(1, min(int(limit), MAX_PAGE))
+        query = sa.select(flow_runs)
+        if project_id is not None:
+            query = query.where(flow_runs.c.project_id == project_id)
+        if status is not None:
+            query = query.where(flow_runs.c.status == status)
+        if flow is not None:
+            query = query.where(flow_runs.c.flow == flow)
+        if cursor:
+            query = query.where(flow_runs.c.run_id < cursor)
+        query = query.order_by(flow_runs.c.run_id.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = [_run_dict(r) for r in conn.execute(query).mappings()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (rows[-1]["run_id"] if more else None)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """``{"run": {...}, "steps": [...], "report": markdown or None}``; None for an unknown run.
+
+        Read in one transaction, so the run, its steps and its report agree.
+        """
+        with self.engine.connect() as conn, conn.begin():
+            run = conn.execute(sa.select(flow_runs).where(flow_runs.c.run_id == run_id)).mappings().first()
+            if run is None:
+                return None
+            steps = conn.execute(
+                sa.select(*_STEP_COLUMNS).where(flow_steps.c.run_id == run_id).order_by(flow_steps.c.ordinal)
+            ).mappings()
+            step_list = [_step_dict(s) for s in steps]
+            markdown = conn.execute(
+                sa.select(reports.c.markdown).where(reports.c.run_id == run_id)
+            ).scalar()
+        return {"run": _run_dict(run), "steps": step_list, "report": markdown or None}
+
+    def report(self, run_id: str) -> str | None:
+        """The run's report markdown; None until the run has ended (or when it has none)."""
+        with self.engine.connect() as conn:
+            markdown = conn.execute(sa.select(reports.c.markdown).where(reports.c.run_id == run_id)).scalar()
+        return markdown or None
+
+    def anomalies(self, run_id: str) -> list[dict[str, Any]]:
+        """The anomalies seen in a run, in the order they were recorded."""
+        query = sa.select(anomalies).where(anomalies.c.run_id == run_id).order_by(anomalies.c.position)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def run_project(self, run_id: str) -> str | None:
+        """The project a run belongs to ("" for none); None for an unknown run."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(flow_runs.c.project_id).where(flow_runs.c.run_id == run_id)
+            ).scalar()
