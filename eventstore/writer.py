@@ -129,6 +129,9 @@ class GroupCommitWriter:
         self._max_group_events = max_group_events
         self._retry_s = retry_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Guards _closed and the _STOP marker: nothing may be queued behind
+        # _STOP, or its caller would wait for a writer that has gone.
+        self._gate = threading.Lock()
         self._closed = False
         self._stopping = threading.Event()
         self._conn: Any = backend.connect()
@@ -140,9 +143,10 @@ class GroupCommitWriter:
 
         Raises the append's own error (ConcurrencyError, ...) in the caller.
         """
-        if self._closed:
-            raise StoreClosedError("the event store is closed")
-        self._queue.put(pending)
+        with self._gate:
+            if self._closed:
+                raise StoreClosedError("the event store is closed")
+            self._queue.put(pending)
         pending._done.acquire()
         if pending.error is not None:
             raise pending.error
@@ -150,10 +154,11 @@ class GroupCommitWriter:
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is queued, then stop the thread and close its connection."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
+        with self._gate:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("event store writer did not stop within %.0f s", timeout)
@@ -192,15 +197,6 @@ class GroupCommitWriter:
         self._shut_down()
 
     def _shut_down(self) -> None:
-        # Anything queued after _STOP was refused by close(); fail it clearly.
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                item.error = StoreClosedError("the event store was closed before this append ran")
-                item._done.release()
         if self._conn is not None:
             self._backend.close_connection(self._conn)
             self._conn = None
