@@ -1,0 +1,391 @@
+"""The projector and its read tables on a real store (both backends).
+
+Logs are driven through the pure core (``flows.decide`` / ``evolve``) by the
+simulator of bench/projections.py: interleaved runs with retries, skips,
+approvals, rejections, anomalies and cancels. The engine's own runs of the
+catalogue are in test_projections_engine.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from eventstore import NewEvent, open_store
+from flows.events import EVENT_TYPES, AnomalyDetected, event_from_data
+from flows.state import RunState, evolve
+from projections import PROJECTION_VERSION, Projector, ReadModel, rebuild
+from projections.tables import READ_TABLES, PRIMARY_KEYS, flow_runs, projection_checkpoints
+
+_BENCH = Path(__file__).resolve().parents[2] / "bench" / "projections.py"
+_spec = importlib.util.spec_from_file_location("bench_projections", _BENCH)
+assert _spec and _spec.loader
+sim = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sim)
+
+WAIT = 20.0  # seconds: generous, and only ever spent when something is wrong
+
+
+def fill(store, events: int, seed: int) -> int:
+    """A simulated log, appended by 4 threads (group commit keeps the tests fast).
+
+    Run ids depend on the seed: filling again with another seed adds other runs.
+    """
+    return sim.fill(store, events, seed=seed, writers=4)
+
+
+@pytest.fixture
+def store(store_url):
+    store = open_store(store_url, poll_interval=0.05)
+    yield store
+    store.close()
+
+
+def dump(engine: sa.Engine) -> dict[str, list[tuple]]:
+    """Every read table, every column, ordered by key."""
+    out = {}
+    with engine.connect() as conn:
+        for table in READ_TABLES:
+            keys = [table.c[k] for k in PRIMARY_KEYS[table.name]]
+            out[table.name] = [tuple(r) for r in conn.execute(sa.select(table).order_by(*keys))]
+    return out
+
+
+def checkpoint(engine: sa.Engine, name: str = "baton") -> tuple[int, int]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(projection_checkpoints.c.position, projection_checkpoints.c.version)
+            .where(projection_checkpoints.c.name == name)
+        ).first()
+    return tuple(row) if row else None
+
+
+def folded(store) -> dict[str, RunState]:
+    """Every run's state, folded by flows.state.evolve from the log."""
+    states: dict[str, RunState] = defaultdict(RunState)
+    for rec in store.read_all(0):
+        if rec.stream_id.startswith("run-") and rec.type in EVENT_TYPES:
+            run_id = rec.stream_id[4:]
+            states[run_id] = evolve(states[run_id], event_from_data(rec.type, rec.data), rec.position)
+    return dict(states)
+
+
+def assert_agrees_with_evolve(store, reads: ReadModel) -> int:
+    """The tables say what evolve says: statuses, attempts, outputs, reports."""
+    states = folded(store)
+    assert states
+    for run_id, state in states.items():
+        got = reads.get_run(run_id)
+        assert got is not None, run_id
+        run = got["run"]
+        assert run["status"] == state.status, run_id
+        assert run["stream_version"] == state.version
+        assert run["reason"] == state.reason
+        assert run["steps_done"] == sum(1 for s in state.steps.values() if s.terminal)
+        assert [s["step_id"] for s in got["steps"]] == [s.id for s in state.snapshot.steps]
+        for step in got["steps"]:
+            st = state.steps[step["step_id"]]
+            assert (step["status"], step["attempt"], step["output"], step["error"], step["failures"]) == (
+                st.status, st.attempt, st.output, st.error, st.failures), (run_id, step["step_id"])
+            assert step["anomalies"] == st.anomalies
+        assert got["report"] == (state.report or None)
+    return len(states)
+
+
+def test_live_projector_follows_appends_and_agrees_with_evolve(store):
+    with Projector(store, batch_size=50) as projector:
+        head = fill(store, 600, seed=1)
+        assert projector.wait_for(head, WAIT), projector.last_error
+        assert projector.position == head
+        reads = ReadModel(store.engine, projector)
+        runs = assert_agrees_with_evolve(store, reads)
+        assert checkpoint(store.engine) == (head, PROJECTION_VERSION)
+    statuses = {r["status"] for r in reads.list_runs(limit=500)[0]}
+    assert len(reads.list_runs(limit=500)[0]) == runs
+    assert {"completed", "rejected"} <= statuses
+
+
+def test_rebuild_gives_byte_for_byte_the_live_tables(store):
+    # Some log before the projector starts (its first batches load rows from
+    # the tables), the rest while it follows in small batches; then a rebuild
+    # in pages that cut runs in two.
+    appends = list(sim.simulate(800, seed=2))
+    half = len(appends) // 2
+    versions: dict[str, int] = {}
+
+    def append(batch):
+        for run_id, events in batch:
+            stream = f"run-{run_id}"
+            store.append(stream, [NewEvent(type(e).__name__, sim.event_data(e)) for e in events],
+                         expected_version=versions.get(stream, 0))
+            versions[stream] = versions.get(stream, 0) + len(events)
+
+    append(appends[:half])
+    with Projector(store, batch_size=7) as projector:
+        append(appends[half:])
+        assert projector.wait_for(store.head(), WAIT), projector.last_error
+    live = dump(store.engine)
+    assert sum(len(rows) for rows in live.values()) > 100
+
+    stats = rebuild(store, chunk=97)
+    assert stats.events == store.head() and stats.position == store.head()
+    assert dump(store.engine) == live
+    rebuild(store)  # one page
+    assert dump(store.engine) == live
+    assert checkpoint(store.engine) == (store.head(), PROJECTION_VERSION)
+
+
+def test_a_batch_and_its_checkpoint_commit_together(store):
+    head1 = fill(store, 200, seed=3)
+    failures = []
+
+    def fail_once(conn):
+        if not failures:
+            # Every row of the batch is written by now; so is the checkpoint.
+            failures.append(dump_in(conn))
+            raise sa.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError("database is locked"))
+
+    with Projector(store, _before_commit=fail_once) as projector:
+        assert projector.wait_for(head1, WAIT), projector.last_error
+    assert failures and sum(map(len, failures[0].values())) > 0  # the batch was written, then...
+    # ...rolled back as a whole, checkpoint included, and applied once on the retry.
+    reads = ReadModel(store.engine)
+    assert_agrees_with_evolve(store, reads)
+    live = dump(store.engine)
+    rebuild(store)
+    assert dump(store.engine) == live
+
+
+def dump_in(conn: sa.Connection) -> dict[str, list[tuple]]:
+    return {t.name: [tuple(r) for r in conn.execute(sa.select(t))] for t in READ_TABLES}
+
+
+def test_a_failed_batch_leaves_tables_and_checkpoint_untouched(store):
+    head1 = fill(store, 150, seed=4)
+    with Projector(store) as projector:
+        assert projector.wait_for(head1, WAIT)
+    before, cp_before = dump(store.engine), checkpoint(store.engine)
+
+    gate = threading.Event()
+
+    def fail_until_opened(conn):
+        if not gate.is_set():
+            raise RuntimeError("injected failure after the writes")
+
+    head2 = fill(store, 150, seed=5)
+    projector = Projector(store, _before_commit=fail_until_opened).start()
+    try:
+        assert not projector.wait_for(head2, 0.5)
+        assert "injected failure" in (projector.last_error or "")
+        assert dump(store.engine) == before and checkpoint(store.engine) == cp_before
+        gate.set()
+        assert projector.wait_for(head2, WAIT), projector.last_error
+    finally:
+        projector.stop()
+    assert projector.last_error is None
+    assert_agrees_with_evolve(store, ReadModel(store.engine))
+
+
+def test_restart_resumes_from_the_checkpoint_without_applying_twice(store):
+    head1 = fill(store, 300, seed=6)
+    with Projector(store, batch_size=40) as first:
+        assert first.wait_for(head1, WAIT)
+    head2 = fill(store, 300, seed=7)
+    second = Projector(store, batch_size=40).start()
+    try:
+        assert not second.rebuilt_on_start
+        assert second.position >= head1
+        assert second.wait_for(head2, WAIT), second.last_error
+    finally:
+        second.stop()
+    reads = ReadModel(store.engine)
+    assert_agrees_with_evolve(store, reads)
+    anomalies = sum(1 for r in store.read_all(0) if r.type == AnomalyDetected.__name__)
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM anomalies")).scalar() == anomalies
+        assert conn.execute(sa.text("SELECT coalesce(sum(anomalies), 0) FROM flow_runs")).scalar() == anomalies
+    live = dump(store.engine)
+    rebuild(store)
+    assert dump(store.engine) == live
+
+
+def test_a_version_bump_rebuilds_on_the_next_start(store):
+    head = fill(store, 200, seed=8)
+    with Projector(store) as projector:
+        assert projector.wait_for(head, WAIT)
+    good = dump(store.engine)
+    with store.engine.begin() as conn:  # a row only a rebuild would put right
+        conn.execute(sa.update(flow_runs).values(status="bogus"))
+
+    same = Projector(store).start()
+    same.stop()
+    assert not same.rebuilt_on_start
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).where(flow_runs.c.status == "bogus")).scalar() > 0
+
+    bumped = Projector(store, version=PROJECTION_VERSION + 1).start()
+    try:
+        assert bumped.rebuilt_on_start
+        assert bumped.wait_for(head, WAIT), bumped.last_error
+    finally:
+        bumped.stop()
+    assert dump(store.engine) == good
+    assert checkpoint(store.engine) == (head, PROJECTION_VERSION + 1)
+
+
+def test_a_missing_table_rebuilds_on_the_next_start(store):
+    head = fill(store, 100, seed=9)
+    with Projector(store) as projector:
+        assert projector.wait_for(head, WAIT)
+    good = dump(store.engine)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE reports"))
+    with Projector(store) as projector:
+        assert projector.rebuilt_on_start
+        assert projector.wait_for(head, WAIT)
+    assert dump(store.engine) == good
+
+
+def test_unknown_types_and_other_streams_are_skipped_but_counted(store):
+    head = fill(store, 60, seed=10)
+    store.append("idempotency-abc", [NewEvent("IdempotencyKeyClaimed", {"key": "k", "run_id": "r"})], 0)
+    some_run = next(r.stream_id for r in store.read_all(0) if r.stream_id.startswith("run-"))
+    version = len(store.read_stream(some_run))
+    store.append(some_run, [NewEvent("SomethingFromTheFuture", {"x": 1})], expected_version=version)
+    with Projector(store) as projector:
+        assert projector.wait_for(store.head(), WAIT), projector.last_error
+        assert projector.position == store.head() > head
+        before = dump(store.engine)
+    assert checkpoint(store.engine)[0] == store.head()
+    rebuild(store)
+    assert dump(store.engine) == before
+
+
+def test_wait_for_times_out_on_a_position_not_reached(store):
+    with Projector(store) as projector:
+        assert projector.wait_for(0, 0.1)
+        assert not projector.wait_for(store.head() + 1, 0.2)
+
+
+def test_two_projectors_share_the_tables_and_apply_each_batch_once(store):
+    one = Projector(store, batch_size=5).start()
+    two = Projector(store, batch_size=3).start()
+    try:
+        head = fill(store, 400, seed=11)
+        assert one.wait_for(head, WAIT), one.last_error
+        assert two.wait_for(head, WAIT), two.last_error
+    finally:
+        one.stop()
+        two.stop()
+    assert_agrees_with_evolve(store, ReadModel(store.engine))
+    live = dump(store.engine)
+    rebuild(store)
+    assert dump(store.engine) == live
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def projected(request, tmp_path_factory):
+    """One projected log per backend, shared by the read-only query tests."""
+    from conftest import create_pg_database, drop_pg_database, pg_ok
+
+    name = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('queries') / 'baton.db'}"
+    elif not pg_ok():
+        pytest.skip("POSTGRESQL TESTS SKIPPED: no server (see conftest)")
+    else:
+        url, name = create_pg_database()
+    store = open_store(url, poll_interval=0.05)
+    projector = Projector(store).start()
+    try:
+        head = fill(store, 300, seed=12)
+        assert projector.wait_for(head, WAIT), projector.last_error
+        yield store, ReadModel(store.engine, projector)
+    finally:
+        projector.stop()
+        store.close()
+        if name:
+            drop_pg_database(name)
+
+
+def test_list_runs_newest_first_with_cursor_paging(projected):
+    store, reads = projected
+    everything, cursor = reads.list_runs(limit=500)
+    assert cursor is None
+    ids = [r["run_id"] for r in everything]
+    assert ids == sorted(ids, reverse=True) and len(ids) > 12
+
+    paged, cursor, pages = [], None, 0
+    while True:
+        rows, cursor = reads.list_runs(cursor=cursor, limit=5)
+        paged += [r["run_id"] for r in rows]
+        pages += 1
+        if cursor is None:
+            break
+    assert paged == ids and pages == -(-len(ids) // 5)
+
+
+def test_list_runs_filters(projected):
+    store, reads = projected
+    everything, _ = reads.list_runs(limit=500)
+    for column in ("project_id", "status", "flow"):
+        value = everything[len(everything) // 2][column]
+        rows, _ = reads.list_runs(limit=500, **{column: value})
+        assert rows and [r["run_id"] for r in rows] == [r["run_id"] for r in everything if r[column] == value]
+    project, status = everything[0]["project_id"], everything[0]["status"]
+    rows, _ = reads.list_runs(project_id=project, status=status, limit=500)
+    assert {(r["project_id"], r["status"]) for r in rows} == {(project, status)}
+    assert reads.list_runs(flow="no-such-flow") == ([], None)
+
+
+def test_get_run_shape(projected):
+    store, reads = projected
+    rows, _ = reads.list_runs(status="completed", limit=1)
+    run_id = rows[0]["run_id"]
+    got = reads.get_run(run_id)
+    assert set(got) == {"run", "steps", "report"}
+    run = got["run"]
+    assert run["run_id"] == run_id and run["status"] == "completed"
+    assert run["question"] and run["inputs"]["question"] == run["question"]
+    assert run["launched_at"] <= run["started_at"] <= run["ended_at"]
+    assert run["steps_done"] == run["steps_total"] == len(got["steps"])
+    assert [s["ordinal"] for s in got["steps"]] == list(range(len(got["steps"])))
+    step = got["steps"][0]
+    for key in ("step_id", "status", "kind", "agent", "label", "deps", "attempt", "output", "fields",
+                "started_at", "ended_at", "prompt", "unresolved"):
+        assert key in step
+    assert isinstance(step["deps"], list) and isinstance(step["fields"], dict)
+    assert got["report"].startswith("# ") and reads.report(run_id) == got["report"]
+    assert reads.run_project(run_id) == run["project_id"]
+    assert reads.get_run("nope") is None and reads.report("nope") is None and reads.run_project("nope") is None
+
+
+def test_anomalies_query(projected):
+    store, reads = projected
+    with store.engine.connect() as conn:
+        run_id = conn.execute(sa.text("SELECT run_id FROM anomalies ORDER BY position LIMIT 1")).scalar()
+    assert run_id, "the simulated log has anomalies"
+    found = reads.anomalies(run_id)
+    assert found and all(a["run_id"] == run_id and a["kind"] == "stall" for a in found)
+    assert [a["position"] for a in found] == sorted(a["position"] for a in found)
+    assert reads.get_run(run_id)["run"]["anomalies"] == len(found)
+
+
+def test_a_query_right_after_an_append_sees_it(projected):
+    store, reads = projected
+    rows, _ = reads.list_runs(status="completed", limit=1)
+    run_id = rows[0]["run_id"]
+    stream = f"run-{run_id}"
+    recorded = store.append(stream, [NewEvent("RunRecovered", {"node": "n1", "steps": [], "at": 1.0})],
+                            expected_version=len(store.read_stream(stream)))
+    assert reads.wait_for(recorded[-1].position, WAIT)
+    assert reads.get_run(run_id)["run"]["recoveries"] == 1

@@ -1,0 +1,183 @@
+"""Durable stream frames as a pure function of recorded events (DESIGN §7)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from eventstore import RecordedEvent
+from flows.events import TERMINAL_RUN_EVENTS, RunLaunched, StepPaused, event_data
+from flows.state import RunState, evolve
+from projections.frames import Framer
+
+_BENCH = Path(__file__).resolve().parents[2] / "bench" / "projections.py"
+_spec = importlib.util.spec_from_file_location("bench_projections", _BENCH)
+assert _spec and _spec.loader
+sim = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sim)
+
+STEP_EVENTS = {"StepStarted", "StepCompleted", "StepFailed", "StepCancelled", "StepSkipped", "StepPaused",
+               "StepResumed"}
+
+
+def recorded_log(events: int = 1500, seed: int = 3):
+    """A simulated log as the store would hand it out: (RecordedEvent, domain event) pairs."""
+    out = []
+    versions: dict[str, int] = defaultdict(int)
+    position = 0
+    for run_id, batch in sim.simulate(events, seed=seed):
+        stream = f"run-{run_id}"
+        for event in batch:
+            position += 1
+            versions[stream] += 1
+            rec = RecordedEvent(position, stream, versions[stream], type(event).__name__, event_data(event),
+                                {}, 0.0, "")
+            out.append((rec, event))
+    return out
+
+
+@pytest.fixture(scope="module")
+def log():
+    return recorded_log()
+
+
+def test_every_frame_is_keyed_by_its_event_position_and_names_its_run(log):
+    framer = Framer()
+    projects = {}
+    for rec, event in log:
+        if isinstance(event, RunLaunched):
+            projects[event.run_id] = event.project_id
+        for frame in framer.frames(rec):
+            assert frame["id"] == rec.position
+            assert frame["run_id"] == rec.stream_id[4:]
+            assert frame["project_id"] == projects[frame["run_id"]]
+            assert frame["type"] in {"flow_run_started", "flow_run_step_updated", "approval_requested", "anomaly"}
+
+
+def test_step_frames_carry_the_status_evolve_folds(log):
+    framer = Framer()
+    states: dict[str, RunState] = defaultdict(RunState)
+    seen = set()
+    for rec, event in log:
+        run_id = rec.stream_id[4:]
+        states[run_id] = evolve(states[run_id], event, rec.position)
+        frames = framer.frames(rec)
+        if rec.type in STEP_EVENTS:
+            update = frames[0]
+            assert update["type"] == "flow_run_step_updated"
+            assert update["step_id"] == event.step_id
+            assert update["status"] == states[run_id].steps[event.step_id].status
+            seen.add(update["status"])
+    assert {"running", "completed", "pending", "failed", "skipped", "paused", "rejected"} <= seen
+
+
+def test_a_run_starts_with_its_graph_and_ends_with_its_report(log):
+    framer = Framer()
+    by_run: dict[str, list[dict]] = defaultdict(list)
+    ends = {}
+    launches = {}
+    for rec, event in log:
+        by_run[rec.stream_id[4:]] += framer.frames(rec)
+        if isinstance(event, TERMINAL_RUN_EVENTS):
+            ends[rec.stream_id[4:]] = (type(event).__name__, event.report)
+        if isinstance(event, RunLaunched):
+            launches[event.run_id] = event
+    assert ends
+    for run_id, frames in by_run.items():
+        first = frames[0]
+        launched = launches[run_id]
+        assert first["type"] == "flow_run_started"
+        assert (first["flow_name"], first["band"]) == (launched.flow, launched.band)
+        assert first["steps"] == [
+            {"step_id": s.id, "agent": s.persona, "kind": s.kind, "label": s.label or s.id, "deps": list(s.deps)}
+            for s in launched.snapshot.steps
+        ]
+        if run_id in ends:
+            last = frames[-1]
+            kind, report = ends[run_id]
+            status = {"RunCompleted": "completed", "RunFailed": "failed", "RunRejected": "rejected",
+                      "RunCancelled": "cancelled"}[kind]
+            assert last["type"] == "flow_run_step_updated"
+            assert last["step_id"] is None
+            assert last["run_status"] == last["status"] == status
+            assert last["report"] == report and report.startswith("# ")
+
+
+def test_a_pause_asks_for_approval_with_the_prompt(log):
+    framer = Framer()
+    asked = 0
+    for rec, event in log:
+        frames = framer.frames(rec)
+        if isinstance(event, StepPaused):
+            assert [f["type"] for f in frames] == ["flow_run_step_updated", "approval_requested"]
+            assert frames[1]["prompt"] == event.prompt and frames[1]["step_id"] == event.step_id
+            asked += 1
+        else:
+            assert all(f["type"] != "approval_requested" for f in frames)
+    assert asked
+
+
+def test_queue_start_and_anomaly_frames(log):
+    framer = Framer()
+    kinds = defaultdict(list)
+    for rec, event in log:
+        for frame in framer.frames(rec):
+            kinds[(rec.type, frame["type"])].append(frame)
+    queued = kinds[("RunQueued", "flow_run_step_updated")][0]
+    assert queued["step_id"] is None and queued["run_status"] == "queued" and queued["reason"] == "capacity"
+    started = kinds[("RunStarted", "flow_run_step_updated")][0]
+    assert started["run_status"] == "running"
+    anomaly = kinds[("AnomalyDetected", "anomaly")][0]
+    assert {"step_id", "kind", "severity", "detail", "action"} <= set(anomaly)
+    assert kinds[("StepFailed", "flow_run_step_updated")][0]["error"]
+
+
+def test_resuming_mid_log_asks_for_the_project(log):
+    middle = len(log) // 2
+    asked = []
+
+    def project_of(run_id):
+        asked.append(run_id)
+        return f"project-of-{run_id}"
+
+    framer = Framer(project_of)
+    for rec, event in log[middle:]:
+        for frame in framer.frames(rec):
+            run_id = frame["run_id"]
+            if run_id in asked:
+                assert frame["project_id"] == f"project-of-{run_id}"
+    assert asked and len(asked) == len(set(asked))  # asked once per run
+
+    bare = Framer()
+    rec = next(rec for rec, event in log[middle:] if rec.type == "StepCompleted")
+    assert bare.frames(rec)[0]["project_id"] == ""
+
+
+def test_a_project_not_known_yet_is_asked_again():
+    answers = iter([None, "p1"])
+    framer = Framer(lambda run_id: next(answers))
+    rec = RecordedEvent(5, "run-r1", 3, "StepSkipped", {"step_id": "a", "reason": "condition"}, {}, 0.0, "")
+    assert framer.frames(rec)[0]["project_id"] == ""
+    assert framer.frames(rec)[0]["project_id"] == "p1"
+
+
+def test_other_streams_and_unknown_types_give_no_frames():
+    framer = Framer()
+    assert framer.frames(RecordedEvent(1, "idempotency-x", 1, "IdempotencyKeyClaimed", {"key": "k"}, {}, 0.0, "")) == []
+    assert framer.frames(RecordedEvent(2, "run-r1", 1, "SomethingNew", {"x": 1}, {}, 0.0, "")) == []
+    assert framer.frames(RecordedEvent(3, "run-r1", 2, "RunRecovered", {"node": "n"}, {}, 0.0, "")) == []
+
+
+def test_the_framer_forgets_runs_that_ended(log):
+    framer = Framer()
+    open_runs = set()
+    for rec, event in log:
+        framer.frames(rec)
+        if isinstance(event, RunLaunched):
+            open_runs.add(event.run_id)
+        elif isinstance(event, TERMINAL_RUN_EVENTS):
+            open_runs.discard(rec.stream_id[4:])
+    assert set(framer._projects) == open_runs
