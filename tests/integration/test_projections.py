@@ -1,9 +1,9 @@
 """The projector and its read tables on a real store (both backends).
 
-Logs are driven through the pure core (``flows.decide`` / ``evolve``) by the
-simulator of bench/projections.py: interleaved runs with retries, skips,
-approvals, rejections, anomalies and cancels. The engine's own runs of the
-catalogue are in test_projections_engine.py.
+Most logs are driven through the pure core (``flows.decide`` / ``evolve``)
+by the simulator of bench/projections.py: interleaved runs with retries,
+skips, approvals, rejections, anomalies and cancels. The last test runs the
+whole catalogue through the engine (actors, offline backend).
 """
 
 from __future__ import annotations
@@ -389,3 +389,56 @@ def test_a_query_right_after_an_append_sees_it(projected):
                             expected_version=len(store.read_stream(stream)))
     assert reads.wait_for(recorded[-1].position, WAIT)
     assert reads.get_run(run_id)["run"]["recoveries"] == 1
+
+
+# -- real runs of the whole catalogue, by the engine ------------------------------------------
+
+
+def test_rebuild_matches_the_live_tables_after_real_runs_of_every_catalogue_flow(store):
+    """Launch every built-in flow (and one rejected, one cancelled) through the engine,
+    approve every approval, wait for every end; then rebuild and compare every table."""
+    engine_mod = pytest.importorskip("actors.engine")
+    from actors.config import EngineConfig
+    from flows.catalog import builtin
+
+    registry = builtin()
+    assert len(registry) >= 10
+    terminal = {"completed", "failed", "rejected", "cancelled"}
+    projector = Projector(store, batch_size=20).start()
+    engine = engine_mod.Engine(store, registry, EngineConfig(agent_slots=4, max_active_runs=6)).start()
+    try:
+        runs = {}
+        for number, flow in enumerate(registry):
+            band = ("small", "medium", "large")[number % 3]
+            launched = engine.launch(flow.name, f"how does {flow.name} hold up?", band=band,
+                                     project_id=f"p{number % 3}", launched_by="tests")
+            runs[launched.run_id] = flow
+        gated = next(f for f in registry if any(s.kind.value == "approval" for s in f.steps))
+        rejected = engine.launch(gated.name, "reject this one", project_id="p9").run_id
+        cancelled = engine.launch(registry.names()[0], "cancel this one", project_id="p9").run_id
+        engine.cancel(cancelled, reason="not needed", by="tests")
+        for run_id in [*runs, rejected]:
+            while (state := engine.wait(run_id, terminal | {"paused"}, timeout=WAIT)).status == "paused":
+                for step_id, st in state.steps.items():
+                    if st.status == "paused":
+                        decide = engine.reject if run_id == rejected else engine.approve
+                        decide(run_id, step_id, by="reviewer", comment="seen")
+                engine.wait(run_id, lambda s: s.status != "paused", timeout=WAIT)
+        head = store.head()
+        assert head > 15 * 10  # real runs: every step of every flow recorded
+        assert projector.wait_for(head, WAIT), projector.last_error
+        reads = ReadModel(store.engine, projector)
+        for run_id in [*runs, rejected, cancelled]:
+            got = reads.get_run(run_id)
+            assert got["run"]["status"] == engine.state(run_id).status
+            assert got["run"]["status"] in terminal and got["report"]
+        assert reads.get_run(rejected)["run"]["status"] == "rejected"
+        assert reads.get_run(cancelled)["run"]["status"] == "cancelled"
+        assert {reads.get_run(r)["run"]["flow"] for r in runs} == set(registry.names())
+    finally:
+        engine.stop()
+        projector.stop()
+    assert_agrees_with_evolve(store, ReadModel(store.engine))
+    live = dump(store.engine)
+    rebuild(store, chunk=50)
+    assert dump(store.engine) == live
