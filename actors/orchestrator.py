@@ -12,8 +12,9 @@ slot freed, an approval — never by a timer or a polling loop (DESIGN §5):
 - planned work that waits says why (``plan()``, ``plan_updated`` frames).
 
 Agent slots are shared fairly: a free slot goes to the run with pending
-requests that holds the fewest slots (ties: who asked first), so a wide
-fan-out cannot hold back a run launched after it for more than one step's turn.
+requests that holds the fewest slots, ties going to the run served least
+recently (round robin), so a wide fan-out cannot hold back a run launched
+after it for more than one step's turn.
 """
 
 from __future__ import annotations
@@ -227,6 +228,7 @@ class Orchestrator(pykka.ThreadingActor):
             if not candidates:
                 break
             run_id = min(candidates, key=lambda r: (len(self.held.get(r, ())), self.asked.get(r, 0)))
+            self.asked[run_id] = next(self.seq)  # served: to the back of runs holding as many slots
             sid = self.waiting[run_id].popleft()
             self.held.setdefault(run_id, set()).add(sid)
             grants.setdefault(run_id, []).append(sid)

@@ -326,7 +326,7 @@ class RunActor(pykka.ThreadingActor):
                                                  error=f"code step function {spec.fn!r} cannot be found"))
                 return
             kwargs.update(fn=fn, ctx=StepContext(launched.input, state.outputs(), state.fields(), self.run_id,
-                                                 event.step_id, event.attempt))
+                                                 event.step_id, event.attempt, launched.band))
         else:
             try:
                 system = persona_text(event.persona)
@@ -339,6 +339,9 @@ class RunActor(pykka.ThreadingActor):
         if spec.timeout_s:
             attempt.timer = ctx.clock.call_later(
                 spec.timeout_s, lambda: self._tell_self(m.StepTimedOut(event.step_id, event.attempt)))
+        if event.step_id in self.held:
+            step_id = event.step_id
+            attempt.release = lambda: self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=(step_id,)))
         self.attempts[event.step_id] = attempt
         attempt.actor = StepActor.start(self.actor_ref, attempt, **kwargs)
 

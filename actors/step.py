@@ -36,6 +36,7 @@ class StepContext:
     run_id: str
     step_id: str
     attempt: int
+    band: str = "medium"
 
 
 @dataclasses.dataclass
@@ -52,6 +53,7 @@ class Attempt:
     stall_timer: Any = None
     actor: pykka.ActorRef | None = None
     deltas: int = 0
+    release: Callable[[], None] | None = None  # hands the agent slot back the moment the call ends
 
     def touch(self, now: float) -> None:
         """Note activity (a token arrived)."""
@@ -100,6 +102,8 @@ class StepActor(pykka.ThreadingActor):
             result = self._run()
         finally:
             self.stop()
+        if self.attempt.release is not None:
+            self.attempt.release()  # the slot is free now, not once the RunActor gets to the result
         try:
             self.run_ref.tell(result)
         except pykka.ActorDeadError:
