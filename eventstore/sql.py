@@ -43,6 +43,11 @@ _VERIFY_STREAM = (
     " WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?"
 )
 _IN_CHUNK = 900
+_OPTIONS = {
+    "poll_interval", "pool_size", "connect_timeout", "busy_timeout_ms", "lock_timeout_s",
+    "retry_s", "max_group_events", "page_size",
+    "_unsafe_no_order_lock", "_before_commit", "_on_lock_wait",
+}
 
 
 class SqlEventStore:
@@ -295,9 +300,14 @@ def open_store(url: str, **options: Any) -> SqlEventStore:
     Test-only: ``_unsafe_no_order_lock``, ``_before_commit``, ``_on_lock_wait``.
 
     Raises StoreUnavailableError, naming the URL (password hidden), when the
-    database cannot be reached; ValueError for a URL it does not support.
+    database cannot be reached; ValueError for a URL it does not support;
+    TypeError for an option it does not know.
     """
     from eventstore.engine import create_store_engine
+
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise TypeError(f"open_store() got unknown option(s): {', '.join(sorted(unknown))}")
 
     engine, safe_url = create_store_engine(url, options)
     try:

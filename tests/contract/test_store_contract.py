@@ -294,3 +294,8 @@ def test_unreachable_sqlite_file_names_the_url(tmp_path):
 def test_unsupported_urls_are_refused(url):
     with pytest.raises(ValueError):
         open_store(url)
+
+
+def test_unknown_options_are_refused(sqlite_url):
+    with pytest.raises(TypeError, match="pool_sise"):
+        open_store(sqlite_url, pool_sise=3)

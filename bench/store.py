@@ -1,0 +1,256 @@
+"""Event store benchmark: the store against the raw driver, same run, same table.
+
+    .venv/bin/python bench/store.py [--backend sqlite|postgresql|both] [--quick]
+
+For each backend it creates a scratch database (a temporary SQLite file; a
+PostgreSQL database of its own, dropped at the end), then measures, in
+alternating rounds so drift hits both sides alike:
+
+- ``append_single``: raw single-row INSERT+COMMIT (autocommit, the driver's
+  fastest single commit) on a table identical to ``events`` vs
+  ``store.append`` of 1 event per call (with expected_version);
+- ``append_batch``: raw ``executemany`` of 100 rows in one transaction vs
+  ``store.append`` of 100 events per call;
+- ``read_all``: raw ``SELECT ... ORDER BY position`` fetching tuples vs
+  ``list(store.read_all())`` decoding into RecordedEvents;
+- ``append_concurrent`` (informational): 8 threads appending 1 event per
+  call through the group-commit writer vs the raw single-commit rate.
+
+SQLite runs with the store's pragmas on both sides (WAL, synchronous=FULL).
+Inputs (rows, NewEvents with their ids) are built before the clock starts.
+Prints one JSON line per figure: the median rate of each side, the ratio
+and its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sqlalchemy as sa  # noqa: E402
+
+from eventstore import NewEvent, open_store  # noqa: E402
+from eventstore.chain import event_hash  # noqa: E402
+from eventstore.codec import encode_json  # noqa: E402
+from eventstore.schema import build_events_table, create_table_ddl  # noqa: E402
+
+PG_ADMIN = os.environ.get(
+    "BATON_BENCH_PG", "postgresql+psycopg://root@/postgres?host=/var/run/postgresql"
+)
+TARGETS = {"append_single": 0.5, "append_batch": 0.5, "read_all": 0.4}
+BATCH = 100
+_COLUMNS = "position, stream_id, version, type, data, metadata, recorded_at, hash, event_id"
+_RAW_COLUMNS = "event_id, stream_id, version, type, data, metadata, recorded_at, hash"
+
+
+def payload(i: int) -> dict:
+    """A representative event body (~250 bytes of JSON), like a StepCompleted."""
+    return {
+        "step_id": f"step-{i % 7}",
+        "attempt": 1,
+        "output": "The investigation found three candidate causes. " * 3,
+        "fields": {"severity": "high", "confidence": 0.8, "refs": ["E1", "E2"]},
+    }
+
+
+METADATA = {"actor": "bench", "node": "bench-1", "schema_version": 1}
+
+
+def raw_rows(n: int, tag: str) -> list[tuple]:
+    """Rows shaped exactly like the store's, for the raw side."""
+    rows, previous = [], ""
+    for i in range(n):
+        data = encode_json(payload(i))
+        previous = event_hash(previous, "StepCompleted", data)
+        rows.append((str(uuid.uuid4()), f"raw-{tag}-{i // BATCH}", i % BATCH + 1,
+                     "StepCompleted", data, encode_json(METADATA), time.time(), previous))
+    return rows
+
+
+def new_events(n: int) -> list[NewEvent]:
+    return [NewEvent("StepCompleted", payload(i), METADATA) for i in range(n)]
+
+
+class Raw:
+    """The raw driver on its own connection, against ``raw_events``."""
+
+    def __init__(self, store) -> None:
+        self.dialect = store.dialect
+        table = build_events_table(sa.MetaData(), "raw_events")
+        with store.engine.begin() as conn:
+            for ddl in create_table_ddl(table):
+                conn.execute(ddl)
+        if self.dialect == "sqlite":
+            self.conn = sqlite3.connect(store.engine.url.database, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = FULL")
+            marks = ",".join("?" * 8)
+        else:
+            import psycopg
+
+            url = store.engine.url
+            self.conn = psycopg.connect(
+                dbname=url.database, user=url.username, host=url.query.get("host", url.host),
+                autocommit=True,
+            )
+            marks = ",".join(["%s"] * 8)
+        self.insert = f"INSERT INTO raw_events ({_RAW_COLUMNS}) VALUES ({marks})"
+
+    def single(self, rows: list[tuple]) -> None:
+        # autocommit: each INSERT is its own transaction, the fastest single commit
+        for row in rows:
+            self.conn.execute(self.insert, row)
+
+    def batches(self, rows: list[tuple]) -> None:
+        for start in range(0, len(rows), BATCH):
+            chunk = rows[start : start + BATCH]
+            if self.dialect == "sqlite":
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.executemany(self.insert, chunk)
+                self.conn.execute("COMMIT")
+            else:
+                with self.conn.transaction(), self.conn.cursor() as cur:
+                    cur.executemany(self.insert, chunk)
+
+    def scan(self) -> int:
+        sql = f"SELECT {_COLUMNS} FROM events ORDER BY position"
+        return len(self.conn.execute(sql).fetchall())
+
+
+def rate(n: int, fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - start)
+
+
+def bench_backend(url: str, backend: str, quick: bool, rounds: int) -> list[dict]:
+    n_single = 300 if quick else 1500
+    n_batch = 2000 if quick else 10000
+    figures: dict[str, tuple[list[float], list[float]]] = {
+        name: ([], []) for name in ("append_single", "append_batch", "read_all", "append_concurrent")
+    }
+    with open_store(url) as store:
+        raw = Raw(store)
+        stream_no = 0
+        for r in range(rounds):
+            # single appends: streams of 50 events, each append checking its version
+            rows = raw_rows(n_single, f"s{r}")
+            events = new_events(n_single)
+            raw_single = rate(n_single, lambda: raw.single(rows))
+            figures["append_single"][0].append(raw_single)
+
+            def store_single() -> None:
+                nonlocal stream_no
+                for i, event in enumerate(events):
+                    if i % 50 == 0:
+                        stream_no += 1
+                    store.append(f"run-{stream_no}", [event], expected_version=i % 50)
+
+            figures["append_single"][1].append(rate(n_single, store_single))
+
+            rows = raw_rows(n_batch, f"b{r}")
+            events = new_events(n_batch)
+            figures["append_batch"][0].append(rate(n_batch, lambda: raw.batches(rows)))
+
+            def store_batches() -> None:
+                nonlocal stream_no
+                for start in range(0, n_batch, BATCH):
+                    stream_no += 1
+                    store.append(f"run-{stream_no}", events[start : start + BATCH], 0)
+
+            figures["append_batch"][1].append(rate(n_batch, store_batches))
+
+            events = new_events(n_single)
+            stream_base = stream_no
+            stream_no += 8
+
+            def store_concurrent() -> None:
+                def worker(w: int) -> None:
+                    for i, event in enumerate(events[w::8]):
+                        store.append(f"run-{stream_base + w}-{r}", [event], expected_version=i)
+
+                threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+
+            figures["append_concurrent"][0].append(raw_single)
+            figures["append_concurrent"][1].append(rate(n_single, store_concurrent))
+
+        total = store.head()
+        for _ in range(rounds):
+            figures["read_all"][0].append(rate(total, raw.scan))
+            figures["read_all"][1].append(rate(total, lambda: list(store.read_all())))
+        raw.conn.close()
+
+    out = []
+    for name, (raw_rates, store_rates) in figures.items():
+        raw_rate, store_rate = statistics.median(raw_rates), statistics.median(store_rates)
+        ratio = store_rate / raw_rate
+        target = TARGETS.get(name)
+        unit = "rows/s" if name == "read_all" else "events/s"
+        out.append({
+            "backend": backend, "figure": name, "unit": unit,
+            "raw": round(raw_rate), "store": round(store_rate), "ratio": round(ratio, 3),
+            "target": target, "ok": None if target is None else ratio >= target,
+            "rows": total if name == "read_all" else None,
+        })
+    return out
+
+
+def with_pg_database(fn: Callable[[str], list[dict]]) -> list[dict]:
+    import psycopg
+
+    admin = sa.engine.make_url(PG_ADMIN)
+    name = f"baton_bench_{uuid.uuid4().hex[:10]}"
+    conninfo = dict(dbname=admin.database or "postgres", user=admin.username,
+                    host=admin.query.get("host", admin.host), password=admin.password,
+                    port=admin.port)
+    conninfo = {k: v for k, v in conninfo.items() if v}
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        return fn(admin.set(database=name).render_as_string(hide_password=False))
+    finally:
+        with psycopg.connect(**conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--quick", action="store_true", help="fewer events (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (median)")
+    args = parser.parse_args()
+    print(json.dumps({"machine": platform.machine(), "cpus": os.cpu_count(),
+                      "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
+                      "load_average": os.getloadavg()}))
+    results = []
+    if args.backend in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory(prefix="baton-bench-") as tmp:
+            results += bench_backend(f"sqlite:///{tmp}/bench.db", "sqlite", args.quick,
+                                     args.rounds)
+    if args.backend in ("postgresql", "both"):
+        results += with_pg_database(
+            lambda url: bench_backend(url, "postgresql", args.quick, args.rounds)
+        )
+    for line in results:
+        print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
