@@ -42,7 +42,12 @@ import sqlalchemy as sa
 
 from eventstore.chain import event_hash
 from eventstore.sqlite import id_clash_detail
-from eventstore.store import ConcurrencyError, EventIdConflictError, StoreError
+from eventstore.store import (
+    ConcurrencyError,
+    EventIdConflictError,
+    StoreError,
+    StoreUnavailableError,
+)
 from eventstore.subscription import WakeupHub
 from eventstore.writer import PendingAppend
 
@@ -131,9 +136,15 @@ class PostgresBackend:
             raw.close()
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run one SELECT on a pooled connection and fetch every row."""
-        with self.reading() as conn:
-            return conn.execute(sql, params).fetchall()
+        """Run one SELECT on a pooled connection and fetch every row.
+
+        Raises StoreUnavailableError when the server cannot be reached.
+        """
+        try:
+            with self.reading() as conn:
+                return conn.execute(sql, params).fetchall()
+        except (psycopg.OperationalError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreUnavailableError(f"cannot read the event store at {self._where}: {exc}") from exc
 
     # -- the writer (see eventstore.writer.WriterBackend) ------------------
 

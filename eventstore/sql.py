@@ -10,6 +10,7 @@ connections and never block the writer.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -68,7 +69,8 @@ class SqlEventStore:
         self._sql = _dialect_sql(backend.placeholder)
         self._hub = WakeupHub()
         self._watcher: Any = None
-        self._subscriptions: set[Subscription] = set()
+        # Weak: a subscription its consumer dropped without closing may go.
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
         self._writer = GroupCommitWriter(

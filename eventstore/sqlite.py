@@ -96,9 +96,15 @@ class SqliteBackend:
             raw.close()
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run one SELECT on a pooled connection and fetch every row."""
-        with self.reading() as conn:
-            return conn.execute(sql, params).fetchall()
+        """Run one SELECT on a pooled connection and fetch every row.
+
+        Raises StoreUnavailableError when the file cannot be read.
+        """
+        try:
+            with self.reading() as conn:
+                return conn.execute(sql, params).fetchall()
+        except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:
+            raise StoreUnavailableError(f"cannot read the event store at {self._where}: {exc}") from exc
 
     # -- the writer (see eventstore.writer.WriterBackend) ------------------
 
