@@ -1,0 +1,578 @@
+"""``baton``: the command line (DESIGN §9).
+
+Every command reads its settings once (``BATON_*``, then the flags) and runs
+in-process on ``BATON_DB``; no server is needed. Commands that change a run
+(launch, approve, reject, cancel, demo) start an engine, which also resumes
+any run another process left unfinished. Queries (runs, show) start only the
+projector and wait for it to reach the store's head, so they see every
+command that returned before them.
+
+Bad input is checked against the log *before* an engine starts, so a refused
+command appends nothing. Each error prints one line, ``baton: error: ...``,
+and exits 2 (the input is wrong) or 1 (something failed at run time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+
+from actors.engine import EngineTimeout
+from api import progress
+from api.progress import ProgressView, load_run, make_console, say, watch_run
+from api.runtime import FlowsImportError, Runtime, load_registry
+from api.settings import Settings, SettingsError, from_env
+from api.settings import check as check_settings
+from eventstore import CorruptEventError, EventStore, RecordedEvent, StoreError, StoreUnavailableError
+from flows import decide
+from flows.catalog import UnknownFlow
+from flows.events import RunLaunched, event_from_data
+from flows.launch import LaunchError, prepare
+from flows.state import RUN_TERMINAL, RunState, evolve
+from projections import Framer, rebuild
+
+log = logging.getLogger("baton")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEMO_DB = "sqlite:///baton-demo.db"
+DEMO_FLOW, DEMO_BAND, DEMO_STEP = "review-and-approve", "large", "approve"
+DEMO_QUESTION = ("Review the change that adds retries with exponential backoff to the HTTP client "
+                 "(client/http.py: send and _backoff) before it is merged")
+
+# Errors a person fixes by changing what they typed, and errors of the environment.
+INPUT_ERRORS = (UnknownFlow, LaunchError, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting,
+                decide.RunFinished, FlowsImportError, SettingsError)
+RUNTIME_ERRORS = (StoreError, EngineTimeout, TimeoutError)
+
+
+class CliError(Exception):
+    """A command cannot go on; ``code`` is the exit status, the message one line for stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- settings and the runtime --------------------------------------------------------------------
+
+
+def safe_url(url: str) -> str:
+    """The store URL as safe to print (password hidden)."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable URL>"
+
+
+def scrub(message: str, url: str) -> str:
+    """One line, with the URL's password removed wherever a driver echoed it."""
+    try:
+        password = sa.engine.make_url(url).password
+    except Exception:
+        password = None
+    if password:
+        message = message.replace(str(password), "***")
+    return " ".join(message.split())
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, then the global flags (and the command's own)."""
+    flows = tuple(p.strip() for p in args.flows.split(",") if p.strip()) if getattr(args, "flows", None) else None
+    settings = from_env().replace(db=getattr(args, "db", None), flows=flows, agent=getattr(args, "agent", None),
+                                  host=getattr(args, "host", None), port=getattr(args, "port", None))
+    return check_settings(settings)
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    """A Runtime (flows loaded, store open, nothing started), with its failures as CliErrors."""
+    try:
+        return Runtime(settings)
+    except StoreUnavailableError as exc:
+        raise CliError(EXIT_FAILED, scrub(str(exc), settings.db)) from None
+    except ValueError as exc:  # a URL the store does not support
+        raise CliError(EXIT_USAGE, f"BATON_DB / --db: {scrub(str(exc), settings.db)}") from None
+
+
+def baton_command(args: argparse.Namespace, settings: Settings) -> Callable[[str], str]:
+    """How a person types a baton command to go on: with the database when a flag chose it."""
+    prefix = f"BATON_DB={shlex.quote(safe_url(settings.db))} " if getattr(args, "db", None) else ""
+    return lambda rest: f"{prefix}baton {rest}"
+
+
+def whoami(given: str | None) -> str:
+    """Who a command is recorded as: --by, else the login name."""
+    if given:
+        return given
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "cli"
+
+
+@contextmanager
+def running(settings: Settings, *, engine: bool = False, projector: bool = False,
+            check: Callable[[Runtime], Any] | None = None) -> Iterator[Runtime]:
+    """A Runtime for one command; ``check(rt)`` runs before anything starts (a refusal appends nothing)."""
+    rt = open_runtime(settings)
+    try:
+        if check is not None:
+            check(rt)
+        if engine or projector:
+            rt.start(engine=engine, projector=projector)
+        if projector:
+            caught_up(rt)
+        yield rt
+    finally:
+        rt.stop()
+
+
+def caught_up(rt: Runtime) -> None:
+    """Wait for the read tables to reflect everything recorded so far (read-your-writes)."""
+    head = rt.store.head()
+    assert rt.read_model is not None and rt.projector is not None
+    if not rt.read_model.wait_for(head, timeout=60):
+        error = f" ({rt.projector.last_error})" if rt.projector.last_error else ""
+        print(f"baton: warning: the read tables are at position {rt.projector.position} of {head}; results may "
+              f"be stale{error}", file=sys.stderr)
+
+
+def known_run(rt: Runtime, run_id: str) -> tuple[RunState, list[Any]]:
+    """The run folded from the log; UnknownRun when the log has no such run."""
+    state, history = load_run(rt.store, run_id)
+    if state.launched is None:
+        raise decide.UnknownRun(run_id)
+    return state, history
+
+
+# -- driving a run -------------------------------------------------------------------------------
+
+
+def settled(rt: Runtime, run_id: str) -> Callable[[RunState], bool]:
+    """Ended, or paused with the engine idle on it.
+
+    A paused state alone is not enough: a sibling agent step may still wait
+    for a slot, and then the run moves on without anyone's decision.
+    """
+    def check_state(state: RunState) -> bool:
+        if state.terminal:
+            return True
+        if state.status != "paused" or rt.engine is None:
+            return False
+        return all(r["run_id"] != run_id for r in rt.engine.plan()["in_progress"])
+    return check_state
+
+
+def drive(rt: Runtime, run_id: str, view: ProgressView | None) -> RunState:
+    """Wait while the engine drives the run until it ends or waits for a person."""
+    unsubscribe = rt.bus.subscribe(view.on_delta) if view is not None else None
+    try:
+        return watch_run(rt.store, run_id, settled(rt, run_id), view.update if view else None, recheck_s=0.2)
+    finally:
+        if unsubscribe is not None:
+            unsubscribe()
+
+
+def drive_and_report(rt: Runtime, args: argparse.Namespace, settings: Settings, run_id: str) -> int:
+    """Drive the run (with the live table when following), say where it stands; 1 if it failed."""
+    console = make_console()
+    if args.follow:
+        with ProgressView(console, run_id) as view:
+            state = drive(rt, run_id, view)
+    else:
+        state = drive(rt, run_id, None)
+    progress.print_outcome(console, state, baton_command(args, settings), report=args.follow)
+    return EXIT_FAILED if state.status == "failed" else EXIT_OK
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def cmd_flows(args: argparse.Namespace, settings: Settings) -> int:
+    """The catalogue (built-in flows and those of --flows / BATON_FLOWS)."""
+    make_console().print(progress.flows_table(load_registry(settings.flows)))
+    return EXIT_OK
+
+
+def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
+    """Launch a run and drive it until it ends or waits for a person."""
+    if not (args.question or "").strip():
+        raise CliError(EXIT_USAGE, f"missing question: baton launch {args.flow} -q TEXT")
+
+    def check(rt: Runtime) -> None:  # against the catalogue, before any engine starts
+        prepare(rt.registry, run_id="-", now=0.0, flow=args.flow, question=args.question, band=args.band)
+
+    with running(settings, engine=True, check=check) as rt:
+        assert rt.engine is not None
+        launched = rt.engine.launch(args.flow, args.question, band=args.band, model=args.model or "",
+                                    project_id=args.project or "", launched_by=whoami(None))
+        print(f"launched run {launched.run_id} ({args.flow}, band {args.band}) at position {launched.position}",
+              flush=True)
+        return drive_and_report(rt, args, settings, launched.run_id)
+
+
+def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
+    """Approve or reject a paused step, then drive the run until it ends or pauses again."""
+    decision = "approved" if args.command == "approve" else "rejected"
+    by, comment = whoami(args.by), args.comment or ""
+
+    def check(rt: Runtime) -> None:  # the same decision the run will take, on the log as it is
+        decide.resume(known_run(rt, args.run)[0], args.step, decision, time.time(), by=by, comment=comment)
+
+    with running(settings, engine=True, check=check) as rt:
+        assert rt.engine is not None
+        call = rt.engine.approve if decision == "approved" else rt.engine.reject
+        position = call(args.run, args.step, by=by, comment=comment)
+        print(f"{decision} step '{args.step}' of run {args.run} (position {position}, by {by})", flush=True)
+        return drive_and_report(rt, args, settings, args.run)
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    """Cancel a run that has not ended."""
+    by, reason = whoami(args.by), args.reason or ""
+
+    def check(rt: Runtime) -> None:
+        decide.cancel(*known_run(rt, args.run), time.time(), reason=reason, by=by)
+
+    with running(settings, engine=True, check=check) as rt:
+        assert rt.engine is not None
+        position = rt.engine.cancel(args.run, reason=reason, by=by)
+        state = watch_run(rt.store, args.run, lambda s: s.terminal, timeout=30)
+        print(f"run {args.run} {state.status} (position {position}, by {by})")
+        return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    """Runs, newest first, from the read model."""
+    with running(settings, projector=True) as rt:
+        assert rt.read_model is not None
+        rows, _ = rt.read_model.list_runs(project_id=args.project, status=args.status, flow=args.flow,
+                                          limit=args.limit)
+        make_console().print(progress.runs_table(rows))
+        return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    """One run: its row, its steps and its report (``--report``: the report alone, as markdown)."""
+    with running(settings, projector=True) as rt:
+        assert rt.read_model is not None
+        found = rt.read_model.get_run(args.run)
+    if found is None:
+        raise decide.UnknownRun(args.run)
+    if not args.report:
+        progress.print_run(make_console(), found)
+    elif found["report"]:
+        sys.stdout.write(found["report"].rstrip("\n") + "\n")
+    else:
+        raise CliError(EXIT_FAILED, f"run {args.run} has no report yet (it is {found['run']['status']})")
+    return EXIT_OK
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    """Print durable frames as they are recorded; with RUN, that run's, until it ends."""
+    with running(settings) as rt:
+        after = args.after
+        if args.run:
+            events = rt.store.read_stream(progress.stream_of(args.run))
+            if not events:
+                raise decide.UnknownRun(args.run)
+            after = events[0].position - 1 if after is None else after
+        framer = Framer()
+        subscription = rt.store.subscribe(after=rt.store.head() if after is None else after)
+        try:
+            while True:
+                rec = subscription.next_event(timeout=1.0)
+                for frame in framer.frames(rec) if rec is not None else ():
+                    if args.run and frame["run_id"] != args.run:
+                        continue
+                    print(json.dumps(frame, default=str) if args.json else progress.frame_line(frame), flush=True)
+                    if args.run and frame.get("step_id", "") is None and frame.get("run_status") in RUN_TERMINAL:
+                        return EXIT_OK
+        except KeyboardInterrupt:  # the usual way to stop following everything
+            return EXIT_OK
+        finally:
+            subscription.close()
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-fold every run (or one) from the log; with --verify, check hash chains and consistency."""
+    with running(settings, check=lambda rt: known_run(rt, args.run) if args.run else None) as rt:
+        replay = replay_log(rt.store, run_id=args.run, verify=args.verify)
+    for line in replay.summaries:
+        print(line)
+    return report_verification(replay, verify=args.verify)
+
+
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    """Rebuild the read tables from position 0."""
+    with running(settings) as rt:
+        stats = rebuild(rt.store)
+    print(f"projections rebuilt: {stats.events} events up to position {stats.position} in {stats.seconds:.2f} s "
+          f"({stats.rate:,.0f} events/s)")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """The HTTP API (``api.app.serve``), with its exit code."""
+    try:
+        from api.app import serve
+    except ImportError as exc:
+        raise CliError(EXIT_FAILED, f"the HTTP server is not available: {exc}") from None
+    return int(serve(settings) or 0)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """review-and-approve on the offline backend, approved by the demo, reported and verified."""
+    console = make_console()
+    if getattr(args, "db", None) is None and settings.db == Settings.db:
+        settings = settings.replace(db=DEMO_DB)  # BATON_DB unset: keep the demo out of the default database
+    ignored = f"; BATON_AGENT={settings.agent} is ignored for the demo" if settings.agent != "offline" else ""
+    settings = settings.replace(agent="offline", model="", offline_delay_s=settings.offline_delay_s or 0.6)
+    db = shlex.quote(safe_url(settings.db))
+    say(console, f"baton demo: {DEMO_FLOW}, band {DEMO_BAND} (three reviews in parallel, a fold, a synthesis, "
+                 f"then an approval gate) on {safe_url(settings.db)}")
+    say(console, "demo: forcing the offline backend: deterministic, labelled text; no model is called" + ignored)
+    with running(settings, engine=True) as rt:
+        assert rt.engine is not None
+        launched = rt.engine.launch(DEMO_FLOW, DEMO_QUESTION, band=DEMO_BAND, launched_by="baton demo")
+        run_id = launched.run_id
+        say(console, f"launched run {run_id} at position {launched.position}")
+        with ProgressView(console, run_id) as view:
+            state = drive(rt, run_id, view)
+            if not state.terminal and state.steps[DEMO_STEP].status == "paused":
+                say(console, f"demo: approving step '{DEMO_STEP}' on your behalf (in real use: baton approve "
+                             f"{run_id} {DEMO_STEP})")
+                rt.engine.approve(run_id, DEMO_STEP, by="baton demo", comment="Approved by `baton demo` for you.")
+                state = drive(rt, run_id, view)
+        progress.print_outcome(console, state, baton_command(args, settings), report=True)
+        say(console, f"the report as plain markdown: BATON_DB={db} baton show {run_id} --report")
+        say(console, f"verify the log yourself: BATON_DB={db} baton replay --verify")
+        say(console, "demo: running that verification now")
+        replay = replay_log(rt.store, verify=True)
+    report_verification(replay, verify=True)
+    return EXIT_OK if state.status == "completed" else EXIT_FAILED
+
+
+# -- replay and verification ---------------------------------------------------------------------
+
+
+@dataclass
+class Replay:
+    """What re-folding the log found: counts, one summary line per run, and every problem."""
+
+    events: int = 0
+    runs: int = 0
+    summaries: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = False) -> Replay:
+    """Re-fold every run (or one) from the log; with ``verify``, check the hash chains too.
+
+    Nothing is written. A row that does not decode is a problem named by its
+    position, and the reading goes on after it.
+    """
+    out = Replay()
+    streams: dict[str, list[RecordedEvent]] = {}
+    after = 0
+    while run_id is None:
+        try:
+            for rec in store.read_all(after=after):
+                after, out.events = rec.position, out.events + 1
+                if rec.stream_id.startswith("run-"):
+                    streams.setdefault(rec.stream_id, []).append(rec)
+            break
+        except CorruptEventError as exc:
+            out.problems.append(f"position {exc.position}: {exc.detail}")
+            after, out.events = exc.position, out.events + 1
+    if run_id is not None:
+        try:
+            streams[progress.stream_of(run_id)] = store.read_stream(progress.stream_of(run_id))
+        except CorruptEventError as exc:
+            out.problems.append(f"stream run-{run_id} position {exc.position}: {exc.detail}")
+        out.events = sum(len(r) for r in streams.values())
+    for stream_id, records in streams.items():
+        state = refold(stream_id, records, out.problems)
+        out.runs += 1
+        out.summaries.append(progress.replay_line(stream_id[4:], state, len(records)))
+    if verify:
+        out.problems += store.verify(progress.stream_of(run_id) if run_id else None)
+    return out
+
+
+def refold(stream_id: str, records: list[RecordedEvent], problems: list[str]) -> RunState:
+    """Fold one run's recorded events, noting every event that does not decode or apply."""
+    state = RunState()
+    for rec in records:
+        where = f"stream {stream_id!r} version {rec.version} (position {rec.position})"
+        try:
+            event = event_from_data(rec.type, rec.data)
+        except KeyError:
+            problems.append(f"{where}: unknown event type {rec.type!r}")
+            continue
+        except (msgspec.ValidationError, TypeError, ValueError) as exc:
+            problems.append(f"{where}: {rec.type} does not decode: {exc}")
+            continue
+        if (rec.version == 1) != isinstance(event, RunLaunched):
+            problems.append(f"{where}: a run's stream must begin with RunLaunched, and only once")
+            continue
+        try:
+            state = evolve(state, event, rec.position)
+        except Exception as exc:  # reported, not swallowed: this is what an audit is for
+            problems.append(f"{where}: {rec.type} does not apply to the run: {type(exc).__name__}: {exc}")
+    if state.terminal:
+        open_steps = [sid for sid, s in state.steps.items() if not s.terminal]
+        if open_steps:
+            problems.append(f"stream {stream_id!r} version {state.version} (position {state.position}): the run "
+                            f"is {state.status} but steps {', '.join(open_steps)} never ended")
+    return state
+
+
+def report_verification(replay: Replay, *, verify: bool) -> int:
+    """Print the problems (stderr) and fail, or print the verified line."""
+    if replay.problems:
+        for problem in replay.problems:
+            print(f"  problem: {problem}", file=sys.stderr)
+        what = "the log does not verify" if verify else "some runs do not replay"
+        raise CliError(EXIT_FAILED, f"{what}: {len(replay.problems)} problem(s), listed above")
+    if verify:
+        print(f"log verified: {replay.events} events, {replay.runs} runs, hash chains intact", flush=True)
+    return EXIT_OK
+
+
+# -- the parser and main -------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with our one-line error (and exit 2) instead of the usage dump."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise CliError(EXIT_USAGE, f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``baton`` parser; global flags are accepted before or after the command."""
+    common = argparse.ArgumentParser(add_help=False)
+    s = argparse.SUPPRESS
+    common.add_argument("--db", metavar="URL", default=s, help="event store URL (BATON_DB)")
+    common.add_argument("--flows", metavar="MOD,MOD", default=s, help="modules of extra flows (BATON_FLOWS)")
+    common.add_argument("--agent", metavar="NAME", default=s, help="offline, openai or cli (BATON_AGENT)")
+    common.add_argument("-v", "--verbose", action="store_true", default=s, help="log more, with tracebacks")
+    parser = _Parser(prog="baton", parents=[common],
+                     description="baton: event-sourced orchestrator for LLM agent flows.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
+
+    def add(name: str, handler: Callable[..., int], text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("serve", cmd_serve, "serve the HTTP API and the frame stream")
+    p.add_argument("--host", default=None, help="BATON_HOST")
+    p.add_argument("--port", type=int, default=None, help="BATON_PORT")
+    add("demo", cmd_demo, "run review-and-approve offline, approve it, print the report and verify the log")
+    add("flows", cmd_flows, "list the flow catalogue")
+    p = add("launch", cmd_launch, "launch a run and drive it until it ends or waits for approval")
+    p.add_argument("flow", metavar="FLOW")
+    p.add_argument("-q", "--question", metavar="TEXT", help="what the run is about (required)")
+    p.add_argument("--band", default="medium", help="small, medium or large (default: medium)")
+    p.add_argument("--model", metavar="M", help="model name passed to the backend")
+    p.add_argument("--project", metavar="P", help="project id")
+    p.add_argument("--follow", action="store_true", help="show the live progress table and the report")
+    p = add("runs", cmd_runs, "list runs, newest first")
+    p.add_argument("--status")
+    p.add_argument("--flow")
+    p.add_argument("--project")
+    p.add_argument("--limit", type=int, default=20)
+    p = add("show", cmd_show, "show a run, its steps and its report")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--report", action="store_true", help="print only the report, as markdown")
+    for name, text in (("approve", "approve a paused step and drive the run on"),
+                       ("reject", "reject a paused step and drive the run on")):
+        p = add(name, cmd_decide, text)
+        p.add_argument("run", metavar="RUN")
+        p.add_argument("step", metavar="STEP")
+        p.add_argument("--comment", metavar="C", help="recorded with the decision (the step's output)")
+        p.add_argument("--by", metavar="NAME", help="who decides (default: your login name)")
+        p.add_argument("--follow", action="store_true", help="show the live progress table and the report")
+    p = add("cancel", cmd_cancel, "cancel a run that has not ended")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--reason", metavar="R")
+    p.add_argument("--by", metavar="NAME")
+    p = add("tail", cmd_tail, "follow durable frames (of one run, until it ends)")
+    p.add_argument("run", metavar="RUN", nargs="?")
+    p.add_argument("--after", type=int, metavar="N", help="start after position N (default: the run's start, "
+                   "or the head without RUN)")
+    p.add_argument("--json", action="store_true", help="print each frame as JSON")
+    p = add("replay", cmd_replay, "re-fold runs from the log; --verify checks it was not edited")
+    p.add_argument("--verify", action="store_true")
+    p.add_argument("--run", metavar="RUN")
+    p = add("projections", lambda a, s: EXIT_USAGE, "manage the read tables")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    actions.add_parser("rebuild", parents=[common], help="rebuild the read tables from position 0").set_defaults(
+        handler=cmd_rebuild)
+    return parser
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Log records as single lines without tracebacks (``-v`` keeps them)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return " ".join(super().format(record).split())
+
+
+def configure_logging(verbose: bool) -> None:
+    """Warnings (info with -v) on stderr; tracebacks only with -v."""
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "baton: %(levelname)s: %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt) if verbose else _OneLineFormatter(fmt))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
+
+
+def fail(code: int, message: str) -> int:
+    """Print the one error line and return the exit status."""
+    print(f"baton: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``baton`` command; returns the exit status."""
+    verbose, db = False, ""
+    try:
+        args = build_parser().parse_args(argv)
+        verbose = bool(getattr(args, "verbose", False))
+        configure_logging(verbose)
+        settings = settings_of(args)
+        db = settings.db
+        return args.handler(args, settings)
+    except CliError as exc:
+        return fail(exc.code, str(exc))
+    except INPUT_ERRORS as exc:
+        return fail(EXIT_USAGE, str(exc))
+    except RUNTIME_ERRORS as exc:
+        return fail(EXIT_FAILED, scrub(str(exc), db))
+    except KeyboardInterrupt:
+        print("baton: interrupted; runs in flight stay in the log and resume when an engine next starts "
+              "(baton serve, or any baton command that drives runs)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if verbose:
+            raise
+        return fail(EXIT_FAILED, f"unexpected {type(exc).__name__}: {scrub(str(exc), db)} "
+                                 "(run with -v for the traceback)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""What ``baton`` shows: a run's live progress table, and the tables and lines of the other commands.
+
+Everything here reads a run's state folded from its stream (``flows.state``)
+or rows of the read model; nothing here changes the log. The command logic
+lives in ``api.cli``.
+
+On a terminal the progress table is a rich ``Live`` display that redraws
+itself (elapsed times tick); when the output is a pipe or a file, each step's
+change of status is printed as one line instead, and the table once at the end,
+so logs and CI output stay readable.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.rule import Rule
+from rich.table import Table
+from rich.text import Text
+
+from eventstore import EventStore
+from flows.events import Event, event_from_data
+from flows.state import RunState, StepState, evolve
+
+STATUS_STYLE = {
+    "completed": "green",
+    "running": "yellow",
+    "paused": "bold magenta",
+    "queued": "cyan",
+    "failed": "bold red",
+    "rejected": "red",
+    "cancelled": "red",
+    "skipped": "dim",
+    "pending": "dim",
+}
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for our output: wide enough for tables when it is not a terminal."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=max(console.width, 120))
+    return console
+
+
+# -- reading a run from the log ------------------------------------------------------------------
+
+
+def stream_of(run_id: str) -> str:
+    """The stream holding a run's events (DESIGN §2)."""
+    return f"run-{run_id}"
+
+
+def load_run(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int, Event]]]:
+    """A run's state folded from its stream, and its ``(position, event)`` history.
+
+    An unknown run gives an empty state (``state.launched`` is None).
+    """
+    state = RunState()
+    history: list[tuple[int, Event]] = []
+    for rec in store.read_stream(stream_of(run_id)):
+        event = event_from_data(rec.type, rec.data)
+        state = evolve(state, event, rec.position)
+        history.append((rec.position, event))
+    return state, history
+
+
+def watch_run(
+    store: EventStore,
+    run_id: str,
+    until: Callable[[RunState], bool],
+    on_state: Callable[[RunState], None] | None = None,
+    *,
+    timeout: float | None = None,
+    recheck_s: float | None = None,
+) -> RunState:
+    """Follow a run's stream until ``until(state)`` holds; return that state.
+
+    The state is re-folded from the stream after each committed batch of the
+    run's events, so ``until`` never sees half an append. ``recheck_s`` makes
+    it ask ``until`` again after that long without an event, for predicates
+    that also look outside the log (the engine going idle is not an event).
+    Raises TimeoutError after ``timeout`` seconds (None: wait for ever).
+    """
+    stream = stream_of(run_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    subscription = store.subscribe(after=store.head())
+    try:
+        state, _ = load_run(store, run_id)
+        if on_state is not None:
+            on_state(state)
+        while not until(state):
+            wait = 1.0 if recheck_s is None else recheck_s
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"run {run_id} is still {state.status} after {timeout:g} s")
+                wait = min(wait, left)
+            rec = subscription.next_event(timeout=wait)
+            if rec is None:
+                continue
+            changed = rec.stream_id == stream
+            while (more := subscription.next_event(timeout=0)) is not None:  # the rest of the batch
+                changed = changed or more.stream_id == stream
+            if changed:
+                state, _ = load_run(store, run_id)
+                if on_state is not None:
+                    on_state(state)
+        return state
+    finally:
+        subscription.close()
+
+
+# -- the live progress table ---------------------------------------------------------------------
+
+
+def _elapsed(step: StepState, now: float) -> str:
+    if step.status in ("running", "paused") and step.started_at:
+        return f"{max(now - step.started_at, 0.0):.1f}s"
+    if step.duration_s:
+        return f"{step.duration_s:.1f}s"
+    if step.ended_at and step.started_at:
+        return f"{max(step.ended_at - step.started_at, 0.0):.1f}s"
+    return ""
+
+
+def _note(step: StepState, latest: str) -> str:
+    if step.status == "running":
+        return latest
+    if step.status == "paused":
+        return "waiting for a person"
+    if step.status == "skipped":
+        return f"{step.skip_reason}: {step.detail}" if step.detail else step.skip_reason
+    if step.status in ("failed", "cancelled") or (step.status == "pending" and step.error):
+        return step.error
+    if step.decided_by:
+        return f"by {step.decided_by}"
+    return ""
+
+
+def steps_table(state: RunState, latest: dict[str, str] | None = None, *, now: float | None = None) -> Table:
+    """The table of a run's steps: step, kind, persona, status, attempt, elapsed, note."""
+    now = time.time() if now is None else now
+    latest = latest or {}
+    launched = state.launched
+    end = state.ended_at or now
+    took = f" · {max(end - state.launched_at, 0.0):.1f}s" if state.launched_at else ""
+    title = f"{launched.flow if launched else '?'} · run {state.run_id} · {state.status}{took}"
+    table = Table(title=title, title_justify="left", expand=False)
+    for name, kw in (("step", {}), ("kind", {}), ("persona", {}), ("status", {}),
+                     ("attempt", {"justify": "right"}), ("elapsed", {"justify": "right"}),
+                     ("note", {"overflow": "ellipsis", "no_wrap": True, "max_width": 60})):
+        table.add_column(name, **kw)
+    if launched is None:
+        return table
+    for spec in launched.snapshot.steps:
+        step = state.steps.get(spec.id, StepState())
+        table.add_row(
+            spec.id, spec.kind, spec.persona or "-",
+            Text(step.status, style=STATUS_STYLE.get(step.status, "")),
+            str(step.attempt) if step.attempt else "", _elapsed(step, now),
+            _note(step, latest.get(spec.id, "")).replace("\n", " ")[:200],
+        )
+    return table
+
+
+class ProgressView:
+    """Shows one run's progress while the caller feeds it states (``update``).
+
+    Use as a context manager. ``on_delta`` takes the engine's ephemeral
+    ``step_delta`` frames (from the FrameBus, on the publisher's thread) and
+    only stores the latest words per step.
+    """
+
+    def __init__(self, console: Console, run_id: str) -> None:
+        self.console = console
+        self.run_id = run_id
+        self.live_mode = console.is_terminal and not console.is_dumb_terminal
+        self._state = RunState()
+        self._latest: dict[str, str] = {}
+        self._seen: dict[str, tuple[str, int]] = {}
+        self._run_status = ""
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+        self._closed = False
+
+    def __enter__(self) -> ProgressView:
+        if self.live_mode:
+            self._live = Live(get_renderable=self._render, console=self.console,
+                              refresh_per_second=4, transient=False)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display (leaving the last table on screen), or print the table once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._live is not None:
+            self._live.refresh()
+            self._live.stop()
+            self._live = None
+        elif not self.live_mode and self._state.launched is not None:
+            self.console.print(self._render())
+
+    def on_delta(self, frame: dict[str, Any]) -> None:
+        """Keep the tail of the streamed text of a running step (bus callback: only store)."""
+        if frame.get("type") != "step_delta" or frame.get("run_id") != self.run_id:
+            return
+        step_id = frame.get("step_id") or ""
+        with self._lock:
+            text = (self._latest.get(step_id, "") + str(frame.get("text", ""))).replace("\n", " ")
+            self._latest[step_id] = text[-80:]
+
+    def update(self, state: RunState) -> None:
+        """Show ``state``; without a terminal, print one line per change of status."""
+        self._state = state
+        if self.live_mode:
+            return
+        now = time.time()
+        t0 = state.launched_at or now
+        changed = state.status != self._run_status
+        self._run_status = state.status
+        if changed and state.status in ("queued", "running"):  # news before its steps; an end after them
+            self.console.print(f"  {now - t0:6.1f}s  run {state.run_id} is {state.status}", highlight=False)
+        for step_id, step in state.steps.items():
+            key = (step.status, step.attempt)
+            if self._seen.get(step_id) == key:
+                continue
+            self._seen[step_id] = key
+            if step.status == "pending" and not step.error:
+                continue
+            attempt = f" (attempt {step.attempt})" if step.attempt > 1 else ""
+            note = _note(step, "") if step.status != "running" else ""
+            say(self.console, f"  {now - t0:6.1f}s  {step_id:<14} {step.status}{attempt}"
+                              + (f"  {note.splitlines()[0][:100]}" if note else ""))
+        if changed and state.status not in ("queued", "running"):
+            self.console.print(f"  {now - t0:6.1f}s  run {state.run_id} is {state.status}", highlight=False)
+
+    def _render(self) -> Table:
+        with self._lock:
+            latest = dict(self._latest)
+        return steps_table(self._state, latest)
+
+
+# -- outcomes, reports and one-off tables --------------------------------------------------------
+
+
+def say(console: Console, text: str) -> None:
+    """Print text as it is (no markup, no highlighting: run ids and prompts stay intact)."""
+    console.print(text, markup=False, highlight=False)
+
+
+def print_outcome(console: Console, state: RunState, command: Callable[[str], str], *, report: bool) -> None:
+    """Where a run stands after a command: how to go on when it waits, its end and report otherwise.
+
+    ``command("approve RUN STEP")`` is how the person types a baton command here.
+    """
+    run_id = state.run_id
+    if not state.terminal:
+        say(console, f"run {run_id} is {state.status}")
+        for sid, step in state.steps.items():
+            if step.status != "paused":
+                continue
+            say(console, f"  step '{sid}' waits for a person: {state.spec(sid).label or sid}")
+            for line in step.prompt.strip().splitlines():
+                say(console, f"    | {line}")
+            say(console, f"  to continue: {command(f'approve {run_id} {sid}')} [--comment TEXT]")
+            say(console, f"  or:          {command(f'reject {run_id} {sid}')} [--comment TEXT]")
+        return
+    took = f" in {state.ended_at - state.launched_at:.1f} s" if state.ended_at and state.launched_at else ""
+    say(console, f"run {run_id} {state.status}{took}" + (f" ({state.reason})" if state.reason else ""))
+    if report and state.report:
+        print_report(console, state.report)
+    else:
+        say(console, f"report: {command(f'show {run_id}')}")
+
+
+def replay_line(run_id: str, state: RunState, events: int) -> str:
+    """One run re-folded: id, flow, status, its steps by status, how many events."""
+    counts: dict[str, int] = {}
+    for step in state.steps.values():
+        counts[step.status] = counts.get(step.status, 0) + 1
+    detail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    flow = state.launched.flow if state.launched else "?"
+    return f"{run_id}  {flow:<24} {state.status:<10} {len(state.steps)} steps ({detail}), {events} events"
+
+
+def print_report(console: Console, markdown: str, *, title: str = "report") -> None:
+    """The report: rendered on a terminal, the markdown text itself otherwise (so it can be saved)."""
+    console.print(Rule(title))
+    if console.is_terminal:
+        console.print(Markdown(markdown))
+    else:
+        console.print(markdown, markup=False, highlight=False, soft_wrap=True)
+    console.print(Rule())
+
+
+def flows_table(flows: Iterable[Any]) -> Table:
+    """The catalogue: name, category, bands, steps, description."""
+    table = Table(title="flows", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("category")
+    table.add_column("bands")
+    table.add_column("steps", justify="right")
+    table.add_column("description")
+    for flow in flows:
+        table.add_row(flow.name, flow.category, ", ".join(flow.bands), str(len(flow.steps)),
+                      flow.description)
+    return table
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+def runs_table(rows: list[dict[str, Any]]) -> Table:
+    """The runs list, newest first, as the read model has it."""
+    table = Table(title=f"runs ({len(rows)})", title_justify="left")
+    for name in ("run", "flow", "band", "status", "steps", "launched", "project", "question"):
+        table.add_column(name, no_wrap=name != "question", overflow="ellipsis")
+    for r in rows:
+        status = r["status"] + (f" ({r['queue_reason']})" if r["status"] == "queued" and r["queue_reason"] else "")
+        table.add_row(r["run_id"], r["flow"], r["band"], Text(status, style=STATUS_STYLE.get(r["status"], "")),
+                      f"{r['steps_done']}/{r['steps_total']}", _when(r["launched_at"]), r["project_id"],
+                      r["question"][:80])
+    return table
+
+
+def print_run(console: Console, found: dict[str, Any]) -> None:
+    """``baton show``: the run, its steps and its report (from the read model)."""
+    run, steps = found["run"], found["steps"]
+    console.print(f"[bold]run {run['run_id']}[/bold]  {run['flow']} ({run['category']}), band {run['band']}, "
+                  f"backend {run['backend']}", highlight=False)
+    console.print(Text.assemble("status: ", (run["status"], STATUS_STYLE.get(run["status"], "")),
+                                f"   steps {run['steps_done']}/{run['steps_total']}"
+                                f"   recoveries {run['recoveries']}   anomalies {run['anomalies']}"))
+    console.print(f"question: {run['question']}", markup=False, highlight=False)
+    times = f"launched {_when(run['launched_at'])}"
+    if run["ended_at"]:
+        times += f", ended {_when(run['ended_at'])} ({run['ended_at'] - run['launched_at']:.1f} s)"
+    console.print(times + (f"; by {run['launched_by']}" if run["launched_by"] else ""), highlight=False)
+    if run["reason"]:
+        console.print(f"reason: {run['reason']}" + (f" (by {run['ended_by']})" if run["ended_by"] else ""),
+                      markup=False, highlight=False)
+    table = Table(title="steps", title_justify="left")
+    for name in ("step", "kind", "persona", "status", "attempt", "duration", "note"):
+        table.add_column(name, overflow="ellipsis", no_wrap=name != "note")
+    for s in steps:
+        note = s["error"] or (f"{s['skip_reason']}: {s['detail']}" if s["skip_reason"] else "")
+        table.add_row(s["step_id"], s["kind"], s["persona"] or "-",
+                      Text(s["status"], style=STATUS_STYLE.get(s["status"], "")),
+                      str(s["attempt"] or ""), f"{s['duration_s']:.1f}s" if s["duration_s"] else "",
+                      note.replace("\n", " ")[:120])
+    console.print(table)
+    if found["report"]:
+        print_report(console, found["report"])
+    else:
+        console.print("(no report yet: the run has not ended)")
+
+
+def frame_line(frame: dict[str, Any]) -> str:
+    """One durable frame as ``<id> <type> <run> <step> <status>`` (``-`` for what it lacks)."""
+    status = frame.get("status") or frame.get("run_status")
+    if status is None:
+        status = {"flow_run_started": "launched", "approval_requested": "paused"}.get(frame["type"], "-")
+    return f"{frame['id']} {frame['type']} {frame.get('run_id') or '-'} {frame.get('step_id') or '-'} {status}"
