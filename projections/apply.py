@@ -122,21 +122,19 @@ def decode(type_name: str, data: Any, position: int) -> Event | None:
 
 def apply(work: Workset, run_id: str, event: Event, position: int, version: int) -> bool:
     """Apply one event of run ``run_id``'s stream; False when it changed nothing."""
-    handler = _HANDLERS.get(type(event))
+    handler = _HANDLERS.get(event.__class__)
     if handler is None:
         return False
-    if isinstance(event, RunLaunched):
-        if run_id in work.runs:
+    rows = work.runs.get(run_id)
+    if handler is _launched:
+        if rows is not None:
             return False
-        _launched(work, run_id, event, position)
-        rows = work.runs[run_id]
-    else:
-        rows = work.runs.get(run_id)
-        if rows is None:
-            log.warning("projection skips event %d: run %s was never launched", position, run_id)
-            return False
-        if handler(work, rows, event, position) is False:
-            return False
+        rows = _launched(work, run_id, event, position)  # type: ignore[arg-type]
+    elif rows is None:
+        log.warning("projection skips event %d: run %s was never launched", position, run_id)
+        return False
+    elif handler(work, rows, event, position) is False:
+        return False
     run = rows.run
     run["stream_version"] = version
     run["last_position"] = position
@@ -152,43 +150,47 @@ def finish_rows(rows: RunRows) -> None:
 # -- one function per event type ---------------------------------------------------------
 
 
-def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> None:
+_STEP_DEFAULTS: Row = {
+    "status": "pending",
+    "attempt": 0,
+    "failures": 0,
+    "retry_at": None,
+    "started_at": None,
+    "ended_at": None,
+    "duration_s": None,
+    "error": "",
+    "skip_reason": "",
+    "detail": "",
+    "output": "",
+    "fields": "{}",
+    "fields_error": "",
+    "usage": "{}",
+    "prompt": "",
+    "unresolved": "[]",
+    "backend": "",
+    "model": "",
+    "decided_by": "",
+    "comment": "",
+    "anomalies": 0,
+}
+
+
+def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunRows:
     snap = e.snapshot
     steps: dict[str, Row] = {}
     for ordinal, spec in enumerate(snap.steps):
-        steps[spec.id] = {
-            "run_id": run_id,
-            "step_id": spec.id,
-            "ordinal": ordinal,
-            "kind": spec.kind,
-            "persona": spec.persona,
-            "label": spec.label or spec.id,
-            "deps": to_json(list(spec.deps)),
-            "trigger_rule": spec.trigger_rule,
-            "condition": spec.when,
-            "status": "pending",
-            "attempt": 0,
-            "failures": 0,
-            "retry_at": None,
-            "started_at": None,
-            "ended_at": None,
-            "duration_s": None,
-            "error": "",
-            "skip_reason": "",
-            "detail": "",
-            "output": "",
-            "fields": "{}",
-            "fields_error": "",
-            "usage": "{}",
-            "prompt": "",
-            "unresolved": "[]",
-            "backend": "",
-            "model": "",
-            "decided_by": "",
-            "comment": "",
-            "anomalies": 0,
-            "last_position": position,
-        }
+        row = _STEP_DEFAULTS.copy()
+        row["run_id"] = run_id
+        row["step_id"] = spec.id
+        row["ordinal"] = ordinal
+        row["kind"] = spec.kind
+        row["persona"] = spec.persona
+        row["label"] = spec.label or spec.id
+        row["deps"] = to_json(list(spec.deps))
+        row["trigger_rule"] = spec.trigger_rule
+        row["condition"] = spec.when
+        row["last_position"] = position
+        steps[spec.id] = row
     inputs = dict(e.input)
     run = {
         "run_id": run_id,
@@ -218,7 +220,8 @@ def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> None
         "stream_version": 0,
         "last_position": position,
     }
-    work.runs[run_id] = RunRows(run, steps, new=True)
+    rows = work.runs[run_id] = RunRows(run, steps, new=True)
+    return rows
 
 
 def _run_status(steps: dict[str, Row]) -> str:
@@ -268,7 +271,7 @@ def _step_started(work: Workset, rows: RunRows, e: StepStarted, position: int) -
     row["unresolved"] = to_json(e.unresolved)
     if e.persona:
         row["persona"] = e.persona
-    rows.run["status"] = _run_status(rows.steps)
+    rows.run["status"] = "running"  # what _run_status says whenever a step runs
     return True
 
 
@@ -362,18 +365,25 @@ def _anomaly(work: Workset, rows: RunRows, e: AnomalyDetected, position: int) ->
     })
 
 
-def _ended(status: str) -> Callable[[Workset, RunRows, Any, int], None]:
-    def handler(work: Workset, rows: RunRows, e: Any, position: int) -> None:
+def _ended(status: str) -> Callable[[Workset, RunRows, Any, int], bool]:
+    def handler(work: Workset, rows: RunRows, e: Any, position: int) -> bool:
         run = rows.run
-        run.update(status=status, ended_at=e.at)
+        if run["status"] in RUN_TERMINAL:
+            # The engine never ends a run twice (optimistic concurrency on its
+            # stream); a log that does is kept with its first ending and report.
+            log.warning("projection skips event %d: run %s had already ended", position, run["run_id"])
+            return False
+        run["status"] = status
+        run["ended_at"] = e.at
         if not isinstance(e, RunCompleted):
-            run.update(reason=e.reason)
+            run["reason"] = e.reason
         if isinstance(e, (RunRejected, RunCancelled)):
-            run.update(ended_by=e.by)
+            run["ended_by"] = e.by
         work.reports[run["run_id"]] = {
             "run_id": run["run_id"], "status": status, "markdown": e.report,
             "position": position, "at": e.at,
         }
+        return True
 
     return handler
 

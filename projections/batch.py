@@ -11,10 +11,12 @@ resumes from the checkpoint the first one committed.
 
 from __future__ import annotations
 
+import logging
 import operator
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
@@ -32,6 +34,11 @@ from projections.tables import (
     reports,
 )
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# How long a projection transaction keeps trying for SQLite's write lock.
+LOCK_PATIENCE_S = 120.0
 # Bound parameters per IN (...) list: under SQLite's oldest limit of 999.
 _IN_CHUNK = 900
 
@@ -46,6 +53,30 @@ class Checkpoint(NamedTuple):
 
 class CheckpointMoved(Exception):
     """Another projector moved the checkpoint first; this batch was not applied."""
+
+
+def is_lock_wait(exc: BaseException) -> bool:
+    """Whether an error is SQLite's write lock being held elsewhere (worth retrying)."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "database is locked" in text or "database table is locked" in text or "busy" in text
+
+
+def patiently(action: Callable[[], T], patience_s: float = LOCK_PATIENCE_S) -> T:
+    """Run a transaction, again while SQLite says its write lock is held elsewhere.
+
+    The lock is shared with the event writer and other processes; a
+    transaction that did not get it within the busy timeout rolled back
+    whole, so trying it again is safe. Other errors are raised at once.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return action()
+        except sa.exc.OperationalError as exc:
+            if not is_lock_wait(exc) or time.monotonic() > deadline:
+                raise
+            log.info("projection: the database is locked; trying again")
+            time.sleep(0.05)
 
 
 def read_checkpoint(conn: sa.Connection, name: str) -> Checkpoint | None:
@@ -210,7 +241,7 @@ def snapshot(work: Workset) -> Writes:
     for table, inserts, upserts in (
         (flow_runs, new_runs, old_runs),
         (flow_steps, new_steps, old_steps),
-        (reports, [], list(work.reports.values())),
+        (reports, list(work.reports.values()), []),  # a run ends once: always new
         (anomalies, work.anomalies, []),
     ):
         if inserts or upserts:
@@ -225,7 +256,8 @@ def write(conn: sa.Connection, writes: Writes) -> None:
     """Write frozen rows inside ``conn``'s transaction.
 
     Through the DBAPI cursor of the same connection: SQLAlchemy's per-row
-    parameter handling cost more than the rest of a rebuild together.
+    parameter handling cost more than the rest of a rebuild together. New
+    rows go to PostgreSQL by binary COPY (no escaping of the long texts).
     """
     postgres = conn.dialect.name == "postgresql"
     cursor = conn.connection.driver_connection.cursor()
@@ -235,6 +267,7 @@ def write(conn: sa.Connection, writes: Writes) -> None:
             if inserts:
                 if postgres:
                     with cursor.copy(shape.copy) as copy:
+                        copy.set_types(shape.pg_types)
                         for row in inserts:
                             copy.write_row(row)
                 else:
@@ -255,9 +288,11 @@ class _Shape(NamedTuple):
     insert: str
     upsert: str
     copy: str
+    pg_types: list[str]
 
 
 _SHAPES: dict[tuple[str, bool], _Shape] = {}
+_PG_TYPES = {sa.Text: "text", sa.Integer: "int4", sa.BigInteger: "int8", sa.Double: "float8"}
 
 
 def _shape(table: sa.Table, postgres: bool) -> _Shape:
@@ -272,6 +307,7 @@ def _shape(table: sa.Table, postgres: bool) -> _Shape:
         insert = f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join([mark] * len(names))})"
         updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in primary)
         upsert = f"{insert} ON CONFLICT ({', '.join(primary)}) DO UPDATE SET {updates}"
-        copy = f"COPY {table.name} ({columns}) FROM STDIN"
-        shape = _SHAPES[key] = _Shape(insert, upsert, copy)
+        copy = f"COPY {table.name} ({columns}) FROM STDIN (FORMAT BINARY)"
+        pg_types = [_PG_TYPES[type(c.type)] for c in table.columns]
+        shape = _SHAPES[key] = _Shape(insert, upsert, copy, pg_types)
     return shape
