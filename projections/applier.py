@@ -43,9 +43,13 @@ class Applier:
 
     def prepare(self) -> bool:
         """Load the checkpoint, resetting the tables first if they are stale; True if reset."""
-        with self.engine.connect() as conn:
-            stale = db.needs_reset(conn, self.name, self.version)
-            conn.commit()
+        def check() -> bool:
+            with self.engine.connect() as conn:
+                stale = db.needs_reset(conn, self.name, self.version)
+                conn.commit()
+            return stale
+
+        stale = db.patiently(check)
         if stale:
             self.reset()
         else:
@@ -55,7 +59,7 @@ class Applier:
     def reset(self) -> None:
         """Empty read tables of this version, checkpoint 0."""
         self.work = Workset()
-        self.checkpoint = db.reset(self.engine, self.name, self.version)
+        self.checkpoint = db.patiently(lambda: db.reset(self.engine, self.name, self.version))
 
     def reload(self) -> None:
         """Take the stored checkpoint (another projector may have moved it); forget cached rows."""
@@ -116,12 +120,17 @@ class Applier:
         return db.snapshot(work)
 
     def _commit(self, writes: Writes, seen: Checkpoint, last: int, bulk: bool = False) -> Checkpoint:
-        with db.transaction(self.engine, bulk=bulk) as conn:
-            checkpoint = db.advance(conn, self.name, seen, last)
-            db.write(conn, writes)
-            if self._before_commit is not None:
-                self._before_commit(conn)
-        return checkpoint
+        """Write a page and move the checkpoint, in one transaction (retried while SQLite is locked)."""
+
+        def attempt() -> Checkpoint:
+            with db.transaction(self.engine, bulk=bulk) as conn:
+                checkpoint = db.advance(conn, self.name, seen, last)
+                db.write(conn, writes)
+                if self._before_commit is not None:
+                    self._before_commit(conn)
+            return checkpoint
+
+        return db.patiently(attempt)
 
     def _evict(self) -> None:
         # Only when every row in memory is written: an evicted run is read back if needed.

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from eventstore import RecordedEvent, StoreClosedError
 from projections.applier import Applier
-from projections.batch import CheckpointMoved
+from projections.batch import CheckpointMoved, is_lock_wait
 from projections.source import from_recorded
 from projections.tables import PROJECTION_VERSION
 
@@ -49,7 +49,7 @@ class RebuildStats:
 
 
 def rebuild(store: Any, *, name: str = DEFAULT_NAME, version: int = PROJECTION_VERSION,
-            chunk: int = 5000) -> RebuildStats:
+            chunk: int = 2500) -> RebuildStats:
     """Drop and recreate the read tables, then replay the whole log synchronously.
 
     This is ``baton projections rebuild``. A live projector (in this or
@@ -81,7 +81,7 @@ class Projector:
     """
 
     def __init__(self, store: Any, *, name: str = DEFAULT_NAME, version: int = PROJECTION_VERSION,
-                 batch_size: int = 500, catch_up_chunk: int = 5000,
+                 batch_size: int = 500, catch_up_chunk: int = 2500,
                  _before_commit: Callable[[sa.Connection], None] | None = None) -> None:
         self.store = store
         self.name = name
@@ -184,7 +184,7 @@ class Projector:
                 if not moved:
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("projector %r: %s; retrying from the checkpoint", self.name,
-                                self.last_error, exc_info=not _is_lock_wait(exc))
+                                self.last_error, exc_info=not is_lock_wait(exc))
                 self._drop_subscription()
                 if self._stopping.wait(delay):
                     return
@@ -223,8 +223,3 @@ class Projector:
         if subscription is not None:
             subscription.close()
 
-
-def _is_lock_wait(exc: BaseException) -> bool:
-    # SQLite's single write lock is contended by design: not worth a traceback.
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
