@@ -442,3 +442,27 @@ def test_rebuild_matches_the_live_tables_after_real_runs_of_every_catalogue_flow
     live = dump(store.engine)
     rebuild(store, chunk=50)
     assert dump(store.engine) == live
+
+
+def test_sqlite_write_lock_held_elsewhere_is_waited_out(sqlite_url):
+    """Another connection holds SQLite's write lock past the busy timeout: the
+    projector neither dies nor reports an error; it commits once the lock is free."""
+    store = open_store(sqlite_url, busy_timeout_ms=50, poll_interval=0.05)
+    try:
+        with Projector(store) as projector:
+            assert projector.wait_for(fill(store, 100, seed=13), WAIT)
+        head = fill(store, 100, seed=14)
+        blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            projector = Projector(store).start()
+            assert not projector.wait_for(head, 0.5)  # it is waiting for the lock...
+            assert projector.running and projector.last_error is None
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert projector.wait_for(head, WAIT), projector.last_error  # ...and then it commits
+        projector.stop()
+        assert_agrees_with_evolve(store, ReadModel(store.engine))
+    finally:
+        store.close()
