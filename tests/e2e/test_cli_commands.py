@@ -1,0 +1,205 @@
+"""Every ``baton`` command, run as a subprocess the way a person runs it."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from baton_cli import BATON, FIXTURE_FLOWS, REPO, Baton, clean_env
+
+
+def statuses(events) -> list[str]:
+    return [e.type for e in events]
+
+
+def test_flows_lists_the_catalogue_and_extra_modules(baton):
+    out = baton.ok("flows").out
+    for name in ("review-and-approve", "research", "code-review", "Review", "small, medium, large"):
+        assert name in out
+    assert "e2e-quick" in baton.ok("--flows", FIXTURE_FLOWS, "flows").out
+
+
+def test_python_dash_m_runs_the_same_cli():
+    proc = subprocess.run([sys.executable, "-m", "api.cli", "flows"], cwd=REPO, env=clean_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "review-and-approve" in proc.stdout
+
+
+def test_help_lists_every_command():
+    proc = subprocess.run([str(BATON), "--help"], env=clean_env(), capture_output=True, text=True, timeout=60)
+    for command in ("serve", "demo", "flows", "launch", "runs", "show", "approve", "reject", "cancel", "tail",
+                    "replay", "projections"):
+        assert command in proc.stdout
+
+
+def test_launch_drives_a_run_to_its_end(baton):
+    result = baton.ok("launch", "research", "-q", "Why is the build slow?", "--band", "small")
+    run_id = result.run_id
+    assert f"run {run_id} completed" in result.out
+    assert f"baton show {run_id}" in result.out
+    assert statuses(baton.events(run_id))[-1] == "RunCompleted"
+
+
+def test_launch_follow_shows_progress_and_the_report(baton):
+    result = baton.ok("--flows", FIXTURE_FLOWS, "launch", "e2e-quick", "-q", "What is quick?", "--follow",
+                      "--project", "p1")
+    run_id = result.run_id
+    for step in ("prep", "a1", "a2", "join"):
+        assert step in result.out
+    assert "attempt" in result.out and "elapsed" in result.out  # the progress table's columns
+    assert "# e2e-quick: completed" in result.out  # the report
+    runs = baton.ok("runs", "--project", "p1").out
+    assert run_id in runs and "completed" in runs
+
+
+def test_launch_pauses_at_an_approval_and_says_how_to_go_on(shared):
+    events = shared.events(shared.paused)
+    assert statuses(events)[-1] == "StepPaused"
+    assert events[-1].data["step_id"] == "approve"
+
+
+def test_runs_lists_newest_first_with_filters(shared):
+    out = shared.ok("runs").out
+    assert out.index(shared.completed) < out.index(shared.paused)
+    filtered = shared.ok("runs", "--status", "paused").out
+    assert shared.paused in filtered and shared.completed not in filtered
+    assert shared.completed in shared.ok("runs", "--flow", "e2e-quick", "--limit", "5").out
+
+
+def test_show_prints_run_steps_and_report(shared):
+    out = shared.ok("show", shared.completed).out
+    assert shared.completed in out and "question: What is quick?" in out
+    for step in ("prep", "a1", "a2", "join"):
+        assert step in out
+    assert "# e2e-quick: completed" in out
+    report = shared.ok("show", shared.completed, "--report").out
+    assert report.startswith("# e2e-quick: completed")
+    paused = shared.ok("show", shared.paused).out
+    assert "paused" in paused and "no report yet" in paused
+
+
+def test_approve_continues_a_paused_run_to_the_end(baton):
+    launched = baton.ok("launch", "review-and-approve", "-q", "Review PR 42")
+    run_id = launched.run_id
+    assert f"run {run_id} is paused" in launched.out
+    assert f"baton approve {run_id} approve" in launched.out
+    assert f"baton reject {run_id} approve" in launched.out
+    result = baton.ok("approve", run_id, "approve", "--comment", "ship it", "--by", "alice")
+    assert f"run {run_id} completed" in result.out
+    events = baton.events(run_id)
+    resumed = [e for e in events if e.type == "StepResumed"]
+    assert [(e.data["decision"], e.data["by"], e.data["comment"]) for e in resumed] == [
+        ("approved", "alice", "ship it")]
+    assert events[-1].type == "RunCompleted"
+
+
+def test_reject_ends_the_run_rejected_and_still_records_it(baton):
+    run_id = baton.ok("launch", "review-and-approve", "-q", "Review PR 43").run_id
+    result = baton.ok("reject", run_id, "approve", "--comment", "not like this", "--follow")
+    assert f"run {run_id} rejected" in result.out
+    events = baton.events(run_id)
+    assert events[-1].type == "RunRejected"
+    completed = {e.data["step_id"] for e in events if e.type == "StepCompleted"}
+    skipped = {e.data["step_id"] for e in events if e.type == "StepSkipped"}
+    assert "record" in completed and "publish" in skipped
+
+
+def test_cancel_ends_a_paused_run(baton):
+    run_id = baton.ok("launch", "review-and-approve", "-q", "Review PR 44").run_id
+    result = baton.ok("cancel", run_id, "--reason", "superseded")
+    assert f"run {run_id} cancelled" in result.out
+    events = baton.events(run_id)
+    assert events[-1].type == "RunCancelled" and events[-1].data["reason"] == "superseded"
+
+
+def test_tail_prints_frames_until_the_run_ends(baton):
+    run_id = baton.ok("launch", "review-and-approve", "-q", "Review PR 45").run_id
+    tail = baton.popen("tail", run_id)
+    try:
+        baton.ok("approve", run_id, "approve")
+        out, err = tail.communicate(timeout=30)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    assert tail.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[1:] == ["flow_run_started", run_id, "-", "launched"]
+    assert f"approval_requested {run_id} approve paused" in out
+    assert lines[-1].split()[1:] == ["flow_run_step_updated", run_id, "-", "completed"]
+    positions = [int(line.split()[0]) for line in lines]
+    assert positions == sorted(positions)
+    head = baton.head()
+    assert positions[-1] == head
+    after = baton.ok("tail", run_id, "--after", str(head - 1)).out.splitlines()
+    assert len(after) == 1 and after[0] == lines[-1]
+
+
+def test_replay_refolds_every_run(shared):
+    out = shared.ok("replay").out
+    assert f"{shared.completed}  e2e-quick" in out and "completed" in out
+    assert f"{shared.paused}  review-and-approve" in out and "paused" in out
+    one = shared.ok("replay", "--run", shared.completed).out.splitlines()
+    assert len(one) == 1 and one[0].startswith(shared.completed)
+
+
+def test_replay_verify_passes_on_a_clean_log(shared):
+    out = shared.ok("replay", "--verify").out
+    assert "log verified:" in out and "hash chains intact" in out
+
+
+def test_projections_rebuild_reports_its_rate(shared):
+    out = shared.ok("projections", "rebuild").out
+    assert "events/s" in out and f"position {shared.head()}" in out
+    assert shared.completed in shared.ok("runs").out
+
+
+def tamper(url: str, position: int) -> None:
+    """Edit one event's data behind the store's back, dropping the append-only guard first."""
+    if url.startswith("sqlite"):
+        db = sqlite3.connect(url.removeprefix("sqlite:///"))
+        db.execute("DROP TRIGGER events_refuse_update")
+        db.execute("UPDATE events SET data = replace(data, 'offline', 'edited!') WHERE position = ?", (position,))
+        db.commit()
+        db.close()
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    conninfo = f"dbname={u.database} user={u.username or ''} host={u.host or u.query.get('host', '')}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("ALTER TABLE events DISABLE TRIGGER events_refuse_update_delete")
+        conn.execute("UPDATE events SET data = replace(data, 'offline', 'edited!') WHERE position = %s",
+                     (position,))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_replay_verify_names_an_edited_event(backend, request, tmp_path):
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    b = Baton(url, tmp_path)
+    run_id = b.ok("launch", "research", "-q", "Is the cache warm?", "--band", "small").run_id
+    assert b.ok("replay", "--verify").code == 0
+    target = next(e for e in b.events(run_id) if e.type == "StepCompleted" and "offline" in str(e.data))
+    tamper(url, target.position)
+    result = b("replay", "--verify")
+    assert result.code == 1
+    assert f"position {target.position}" in result.err and f"run-{run_id}" in result.err
+    assert f"version {target.version}" in result.err
+    assert result.err.strip().splitlines()[-1].startswith("baton: error: the log does not verify")
+    assert "Traceback" not in result.err
+
+
+def test_demo_runs_approves_reports_and_verifies(tmp_path):
+    proc = subprocess.run([str(BATON), "demo"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "offline backend" in out
+    assert "demo: approving step 'approve' on your behalf (in real use: baton approve" in out
+    assert "# review-and-approve: completed" in out
+    assert "BATON_DB=sqlite:///baton-demo.db baton replay --verify" in out
+    assert "log verified:" in out
+    assert (tmp_path / "baton-demo.db").exists()  # BATON_DB unset: the demo keeps to its own file
