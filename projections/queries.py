@@ -7,6 +7,8 @@ command returned before querying.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -90,7 +92,7 @@ class ReadModel:
 
         Read in one transaction, so the run, its steps and its report agree.
         """
-        with self.engine.connect() as conn, conn.begin():
+        with self._snapshot() as conn:
             run = conn.execute(sa.select(flow_runs).where(flow_runs.c.run_id == run_id)).mappings().first()
             if run is None:
                 return None
@@ -102,6 +104,19 @@ class ReadModel:
                 sa.select(reports.c.markdown).where(reports.c.run_id == run_id)
             ).scalar()
         return {"run": _run_dict(run), "steps": step_list, "report": markdown or None}
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sa.Connection]:
+        """A connection whose reads all see one committed state of the tables."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                # pysqlite opens no transaction for SELECTs; one BEGIN gives
+                # the reads a single WAL snapshot (ended by the rollback on close).
+                conn.connection.driver_connection.execute("BEGIN")
+                yield conn
+            else:
+                with conn.execution_options(isolation_level="REPEATABLE READ").begin():
+                    yield conn
 
     def report(self, run_id: str) -> str | None:
         """The run's report markdown; None until the run has ended (or when it has none)."""
