@@ -6,8 +6,8 @@ cancelled, was rejected or was skipped *because something upstream failed or
 was rejected* counts as failed, as Airflow counts ``upstream_failed``; a dep
 skipped by its condition, by an upstream skip or by its own trigger rule
 counts as skipped. For a step named in the ``on_reject`` of a rejected
-approval, that rejection (the approval itself, or a dep skipped because of a
-rejection) counts as success: those steps still run.
+approval, a rejection upstream (a rejected approval dep, or a dep skipped as
+rejected) counts as success: those steps still run.
 """
 
 from __future__ import annotations
@@ -47,31 +47,33 @@ class DepTally(NamedTuple):
 def tally(spec: StepSpec, steps: Mapping[str, StepState], on_reject_of: Mapping[str, frozenset[str]]) -> DepTally:
     """Count the deps of ``spec`` by outcome class."""
     success = failed = skipped = rejected = 0
-    # Named in on_reject of an approval that was rejected: a dep skipped because
-    # of a rejection must not skip this step too, or an on_reject step that also
-    # waits on another child of the approval (or sits further down) never runs.
-    rescued = any(
-        spec.id in names and steps[gate].status == "rejected" for gate, names in on_reject_of.items()
-    )
+    # A step named in the on_reject of an approval that was rejected is that
+    # rejection's fallback: a rejection upstream (an approval dep, or a dep
+    # skipped as 'rejected') counts as success for it, or an on_reject step that
+    # also waits on another child of the approval (or sits further down) could
+    # never run. While such an approval is undecided, those deps are not done yet
+    # for this step: how they count depends on that decision, and a decision is
+    # final, so it must not depend on which approval a person answered first.
+    named = [gate for gate, names in on_reject_of.items() if spec.id in names]
+    rescued = any(steps[gate].status == "rejected" for gate in named)
+    undecided = any(not steps[gate].terminal for gate in named)
     for dep in spec.deps:
         s = steps[dep]
         status = s.status
         if status == "completed":
             success += 1
-        elif status == "rejected":
-            if spec.id in on_reject_of.get(dep, frozenset()):
-                success += 1  # the approval's on_reject steps still run
-            else:
+        elif status == "rejected" or (status == "skipped" and s.skip_reason == "rejected"):
+            if rescued:
+                success += 1
+            elif not undecided:
                 failed += 1
                 rejected += 1
+            # else: counted nowhere, so done < total and the rules wait
         elif status in ("failed", "cancelled"):
             failed += 1
         elif status == "skipped":
-            if s.skip_reason == "rejected" and rescued:
-                success += 1
-            elif s.skip_reason in FAILED_SKIPS:
+            if s.skip_reason in FAILED_SKIPS:
                 failed += 1
-                rejected += s.skip_reason == "rejected"
             else:
                 skipped += 1
     return DepTally(len(spec.deps), success, failed, skipped, rejected)

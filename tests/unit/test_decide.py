@@ -571,3 +571,25 @@ def test_the_state_the_engine_kept_equals_a_fold_of_its_log() -> None:
     sim.resume("gate", "rejected", T0 + 10)
     sim.decide(T0 + 11)
     assert fold(sim.history) == sim.state
+
+
+def test_an_on_reject_step_waits_for_its_approval_before_a_rejection_elsewhere_skips_it() -> None:
+    """Regression: whether a dep skipped as 'rejected' counts for an on_reject step depends
+    on its own approval's decision; deciding before that decision made the result depend on
+    which approval a person answered first."""
+    def run(first: str, second: str) -> tuple[str, str]:
+        sim = Sim(Flow("f", [
+            approval("g1", prompt="ok?", on_reject=["x"]),
+            approval("g2", prompt="ok?"),
+            code("b", fn=tally, deps=["g1"], trigger_rule="always"),
+            code("a", fn=tally, deps=["g2"]),
+            code("x", fn=tally, deps=["a", "b"]),
+        ]))
+        sim.decide(T0)
+        sim.complete("b", "ok", T0 + 1)
+        for gate in (first, second):
+            sim.resume(gate, "rejected", T0 + 2)
+            sim.decide(T0 + 2)
+        return sim.status("x"), sim.state.steps["x"].skip_reason
+
+    assert run("g1", "g2") == run("g2", "g1") == ("running", "")

@@ -64,45 +64,52 @@ def test_the_table_has_a_column_per_rule_and_covers_the_situations_the_issue_nam
 
 # --- building the deps a row describes ---------------------------------------
 
-def _dep_state(code: str) -> tuple[StepState, str, bool]:
-    """(state of the dep, its kind, whether its on_reject / a gate's names the target)."""
-    starred = code.endswith("*")
-    code = code.rstrip("*")
+def _dep_state(code: str) -> tuple[StepState, str, str]:
+    """(state of the dep, its kind, its marker: "", "*" or "?")."""
+    marker = code[-1] if code[-1] in "*?" else ""
+    code = code.rstrip("*?")
     if code.startswith("skip:"):
-        return StepState(status="skipped", skip_reason=code[5:]), "code", starred
+        return StepState(status="skipped", skip_reason=code[5:]), "code", marker
     status = {"completed": "completed", "running": "running", "pending": "pending", "failed": "failed",
               "cancelled": "cancelled", "rejected": "rejected", "paused": "paused"}[code]
     if code == "running":
-        return StepState(status=status, attempt=1), "code", starred
+        return StepState(status=status, attempt=1), "code", marker
     if code == "pending":  # waiting for its retry
-        return StepState(status=status, attempt=1, failures=1, not_before=10_000.0), "code", starred
+        return StepState(status=status, attempt=1, failures=1, not_before=10_000.0), "code", marker
     kind = "approval" if code in ("rejected", "paused") else "code"
-    return StepState(status=status, attempt=1), kind, starred
+    return StepState(status=status, attempt=1), kind, marker
 
 
 def _scene(rule: str, deps_cell: str) -> tuple[FlowSnapshot, dict[str, StepState]]:
-    """A graph and step states: deps d0, d1, ... as the row says, then the target."""
+    """A graph and step states: deps d0, d1, ... as the row says, then the target.
+
+    ``rejected*`` is a rejected approval naming the target in its on_reject; any
+    other ``*`` puts a rejected approval naming the target above the dep, and
+    ``?`` an approval naming it that is still waiting for a person.
+    """
     codes = [] if deps_cell == "none" else [c.strip() for c in deps_cell.split(",")]
     specs: list[StepSpec] = []
     steps: dict[str, StepState] = {}
-    gate_needed = False
+    gates: dict[str, str] = {}  # the extra approval above a dep -> its status
     dep_ids = []
     for i, code in enumerate(codes):
-        state, kind, starred = _dep_state(code)
+        state, kind, marker = _dep_state(code)
         dep_id = f"d{i}"
         dep_ids.append(dep_id)
         on_reject: tuple[str, ...] = ()
-        if starred and state.status == "rejected":
+        above: tuple[str, ...] = ()
+        if marker == "*" and state.status == "rejected":
             on_reject = (TARGET,)  # this approval names the target
-        elif starred:
-            gate_needed = True  # skipped because "gate" (named below) was rejected
+        elif marker:
+            gate = "gate" if marker == "*" else "waiting_gate"
+            gates[gate] = "rejected" if marker == "*" else "paused"
+            above = (gate,)
         prompt = "ok?" if kind == "approval" else ""
-        specs.append(StepSpec(id=dep_id, kind=kind, prompt=prompt, on_reject=on_reject,
-                              deps=("gate",) if starred and not on_reject else ()))
+        specs.append(StepSpec(id=dep_id, kind=kind, prompt=prompt, on_reject=on_reject, deps=above))
         steps[dep_id] = state
-    if gate_needed:
-        specs.insert(0, StepSpec(id="gate", kind="approval", prompt="ok?", on_reject=(TARGET,)))
-        steps["gate"] = StepState(status="rejected", attempt=0)
+    for gate, status in gates.items():
+        specs.insert(0, StepSpec(id=gate, kind="approval", prompt="ok?", on_reject=(TARGET,)))
+        steps[gate] = StepState(status=status)
     specs.append(StepSpec(id=TARGET, kind="code", fn="tests:fn", deps=tuple(dep_ids), trigger_rule=rule))
     steps[TARGET] = StepState()
     return FlowSnapshot(name="table", steps=tuple(specs)), steps
