@@ -1,0 +1,329 @@
+"""Engine benchmark: baton's actors + store against LangGraph, same process, same run.
+
+    .venv/bin/python bench/engine.py [--backend sqlite|postgresql|both]
+                                     [--skip-langgraph] [--rounds N] [--workloads W1,W2,W3,W4]
+
+Every step is a ``code`` step (a module-level function) that does no work, so
+the figures measure the orchestration: deciding, recording, dispatching. For
+each backend the bench makes a scratch database (a temporary SQLite file; a
+PostgreSQL database of its own, dropped at the end) and an Engine with
+``EngineConfig(max_active_runs=0, agent_slots=0)``: no scheduler limits, so
+this is raw throughput, not the throttled default. Workloads:
+
+- W1: 50 runs of a 20-step chain, all launched at once, then waited for;
+  steps/s = 1000 / wall seconds from the first launch to the last completion;
+- W2: 20 runs of 1 -> 50 parallel -> 1 (52 steps each, 1040 steps);
+- W3: one run of three parallel steps sleeping 0.5 s, then a join: its wall
+  time (ideal 0.5 s);
+- W4: a run ``work -> approval -> finish`` paused at the approval, the engine
+  stopped and a new one started on the same store (the restart), then the
+  time from calling ``approve()`` to the run being completed. The new
+  engine's recovery is let finish first and reported apart (``restart_s``).
+
+W1-W3 run on LangGraph too (``bench/engine_langgraph.py``: SqliteSaver /
+PostgresSaver, the optional ``bench`` extra), in alternating rounds with
+baton, so the load of a shared machine hits both sides alike. Each figure is
+the best of ``--rounds`` rounds (the least disturbed one), with the median
+beside it; ``ok`` compares best with best.
+
+Prints one JSON line per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE.parent), str(_HERE)]
+
+from actors.config import EngineConfig  # noqa: E402
+from actors.engine import Engine  # noqa: E402
+from eventstore import open_store  # noqa: E402
+from flows import Flow, approval, code  # noqa: E402
+from flows.catalog import FlowRegistry  # noqa: E402
+
+import engine_langgraph as lg  # noqa: E402
+
+PG_ADMIN = {"host": "/var/run/postgresql", "user": "root", "dbname": "postgres"}
+CONFIG = EngineConfig(max_active_runs=0, agent_slots=0)
+TARGET_RATIO = 2.0
+TARGET_W3_S = 0.55
+TARGET_W4_S = 0.2
+WAIT_S = 600.0
+
+# -- the flows ------------------------------------------------------------------------------
+
+
+def nothing(ctx: Any) -> str:
+    """A code step that does no work."""
+    return ""
+
+
+def half_second(ctx: Any) -> str:
+    """A code step that sleeps 0.5 s (W3)."""
+    time.sleep(0.5)
+    return ""
+
+
+CHAIN = Flow("bench-chain", [code(f"s{i}", fn=nothing, deps=[f"s{i - 1}"] if i else []) for i in range(20)])
+FAN = Flow("bench-fan", [
+    code("head", fn=nothing),
+    *(code(f"p{i}", fn=nothing, deps=["head"]) for i in range(50)),
+    code("join", fn=nothing, deps=[f"p{i}" for i in range(50)]),
+])
+SLEEPERS = Flow("bench-sleepers", [
+    *(code(f"p{i}", fn=half_second) for i in range(3)),
+    code("join", fn=nothing, deps=["p0", "p1", "p2"]),
+])
+GATED = Flow("bench-gated", [
+    code("work", fn=nothing),
+    approval("gate", deps=["work"], prompt="Go on?"),
+    code("finish", fn=nothing, deps=["gate"]),
+])
+REGISTRY = FlowRegistry([CHAIN, FAN, SLEEPERS, GATED])
+
+# (workload, flow, runs, steps per run, LangGraph graph attribute)
+THROUGHPUT = [("W1", CHAIN, 50, 20, "w1"), ("W2", FAN, 20, 52, "w2")]
+
+
+# -- baton's side ---------------------------------------------------------------------------
+
+
+class BatonSide:
+    """One store and its engine; W4 replaces the engine (the restart)."""
+
+    def __init__(self, url: str) -> None:
+        self.store = open_store(url)
+        self.engine = Engine(self.store, REGISTRY, CONFIG).start()
+
+    def close(self) -> None:
+        self.engine.stop()
+        self.store.close()
+
+    def run_many(self, flow: Flow, runs: int, steps_each: int) -> float:
+        """Launch ``runs`` runs at once, then wait for every one; wall seconds."""
+        before = self.store.head()
+        t0 = time.perf_counter()
+        run_ids = [self.engine.launch(flow.name, "bench").run_id for _ in range(runs)]
+        states = [self.engine.wait(run_id, timeout=WAIT_S) for run_id in run_ids]
+        wall = time.perf_counter() - t0
+        for state in states:
+            done = sum(1 for s in state.steps.values() if s.status == "completed")
+            if state.status != "completed" or done != steps_each:
+                raise AssertionError(f"baton run ended {state.status} with {done} of {steps_each} steps")
+        self.last_window = (before, self.store.head())
+        return wall
+
+    def batching(self) -> dict[str, float]:
+        """How the last ``run_many`` was recorded: events per append, appends per commit.
+
+        Read from the log, outside the clock: the store stamps one
+        ``recorded_at`` per group commit, and a stream gets at most one
+        append per group (its RunActor waits for each append).
+        """
+        after, upto = self.last_window
+        events = [e for e in self.store.read_all(after=after) if e.position <= upto]
+        appends = {(e.stream_id, e.recorded_at) for e in events}
+        commits = {e.recorded_at for e in events}
+        return {"events": len(events), "events_per_append": round(len(events) / len(appends), 1),
+                "appends_per_commit": round(len(appends) / len(commits), 1)}
+
+    def run_one(self, flow: Flow) -> float:
+        """One run, launch to completion; wall seconds."""
+        t0 = time.perf_counter()
+        state = self.engine.wait(self.engine.launch(flow.name, "bench").run_id, timeout=WAIT_S)
+        wall = time.perf_counter() - t0
+        if state.status != "completed":
+            raise AssertionError(f"baton run ended {state.status}")
+        return wall
+
+    def approve_after_restart(self) -> tuple[float, float]:
+        """(approve-to-completed seconds, restart seconds) for one gated run."""
+        run_id = self.engine.launch(GATED.name, "bench").run_id
+        self.engine.wait(run_id, lambda s: s.status == "paused", timeout=WAIT_S)
+        self.engine.stop()
+        t0 = time.perf_counter()
+        self.engine = Engine(self.store, REGISTRY, CONFIG).start()
+        self.engine.plan()  # answered once the orchestrator's recovery is done
+        restart = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.engine.approve(run_id, "gate", by="bench")
+        state = self.engine.wait(run_id, timeout=WAIT_S)
+        elapsed = time.perf_counter() - t0
+        if state.status != "completed":
+            raise AssertionError(f"baton gated run ended {state.status}")
+        return elapsed, restart
+
+
+# -- rounds and figures ---------------------------------------------------------------------
+
+
+def alternate(rounds: int, sides: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Run each side once per round, in turn (plus one untimed warm-up each)."""
+    for fn in sides.values():
+        fn()
+    out: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, fn in sides.items():
+            out[name].append(fn())
+    return out
+
+
+def _r(x: float | None, digits: int = 0) -> float | None:
+    if x is None:
+        return None
+    return round(x, digits) if digits else float(round(x))
+
+
+def throughput_figure(backend: str, workload: str, steps: int, walls: dict[str, list[float]]) -> dict:
+    baton = [steps / w for w in walls["baton"]]
+    line: dict[str, Any] = {
+        "bench": "engine", "backend": backend, "workload": workload, "steps": steps,
+        "baton_steps_per_s": _r(max(baton)), "baton_steps_per_s_median": _r(statistics.median(baton)),
+    }
+    if "langgraph" in walls:
+        graph = [steps / w for w in walls["langgraph"]]
+        line.update(
+            langgraph_steps_per_s=_r(max(graph)), langgraph_steps_per_s_median=_r(statistics.median(graph)),
+            ratio=_r(max(baton) / max(graph), 2),
+            ratio_median=_r(statistics.median(baton) / statistics.median(graph), 2),
+        )
+    line["target_ratio"] = TARGET_RATIO
+    line["ok"] = line["ratio"] >= TARGET_RATIO if "ratio" in line else None
+    return line
+
+
+def bench_backend(backend: str, baton_url: str, saver: Any, args: argparse.Namespace) -> Iterator[dict]:
+    """Every workload asked for, on one backend; yields the figures as they are measured."""
+    baton = BatonSide(baton_url)
+    graph = lg.LangGraphSide(saver) if saver is not None else None
+    try:
+        for workload, flow, runs, steps_each, attr in THROUGHPUT:
+            if workload not in args.workloads:
+                continue
+            sides = {"baton": lambda f=flow, n=runs, k=steps_each: baton.run_many(f, n, k)}
+            if graph is not None:
+                sides["langgraph"] = lambda g=getattr(graph, attr), n=runs, k=steps_each: graph.run_many(g, n, k)
+            line = throughput_figure(backend, workload, runs * steps_each, alternate(args.rounds, sides))
+            yield {**line, "baton_batching": baton.batching()}
+        if "W3" in args.workloads:
+            sides = {"baton": lambda: baton.run_one(SLEEPERS)}
+            if graph is not None:
+                sides["langgraph"] = lambda: graph.run_one(graph.w3, 4)
+            walls = alternate(args.rounds, sides)
+            line: dict[str, Any] = {
+                "bench": "engine", "backend": backend, "workload": "W3",
+                "wall_s": _r(min(walls["baton"]), 3), "wall_s_median": _r(statistics.median(walls["baton"]), 3),
+            }
+            if "langgraph" in walls:
+                line.update(langgraph_wall_s=_r(min(walls["langgraph"]), 3),
+                            langgraph_wall_s_median=_r(statistics.median(walls["langgraph"]), 3))
+            yield {**line, "target_s": TARGET_W3_S, "ok": min(walls["baton"]) <= TARGET_W3_S}
+        if "W4" in args.workloads:
+            baton.approve_after_restart()  # warm-up
+            timings = [baton.approve_after_restart() for _ in range(args.rounds)]
+            approve = [t[0] for t in timings]
+            yield {
+                "bench": "engine", "backend": backend, "workload": "W4",
+                "approve_to_complete_s": _r(min(approve), 4),
+                "approve_to_complete_s_median": _r(statistics.median(approve), 4),
+                "restart_s": _r(statistics.median(t[1] for t in timings), 3),
+                "target_s": TARGET_W4_S, "ok": min(approve) <= TARGET_W4_S,
+            }
+    finally:
+        baton.close()
+
+
+# -- scratch databases ----------------------------------------------------------------------
+
+
+@contextmanager
+def pg_database(tag: str) -> Iterator[str]:
+    """A new PostgreSQL database (its name), dropped on the way out."""
+    import psycopg
+
+    name = f"baton_bench_engine_{tag}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(**PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(**PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_sqlite(args: argparse.Namespace, with_langgraph: bool) -> Iterator[dict]:
+    with tempfile.TemporaryDirectory(prefix="baton-bench-engine-") as tmp:
+        if not with_langgraph:
+            yield from bench_backend("sqlite", f"sqlite:///{tmp}/baton.db", None, args)
+            return
+        with lg.sqlite_saver(f"{tmp}/langgraph.db") as saver:
+            yield from bench_backend("sqlite", f"sqlite:///{tmp}/baton.db", saver, args)
+
+
+def run_postgresql(args: argparse.Namespace, with_langgraph: bool) -> Iterator[dict]:
+    host = PG_ADMIN["host"]
+    with pg_database("baton") as baton_db:
+        url = f"postgresql+psycopg://{PG_ADMIN['user']}@/{baton_db}?host={host}"
+        if not with_langgraph:
+            yield from bench_backend("postgresql", url, None, args)
+            return
+        with pg_database("langgraph") as graph_db:
+            conninfo = f"host={host} user={PG_ADMIN['user']} dbname={graph_db}"
+            with lg.postgres_saver(conninfo, max_size=50) as saver:
+                yield from bench_backend("postgresql", url, saver, args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--skip-langgraph", action="store_true", help="baton only (no baseline, no ratio)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per figure (default 5)")
+    parser.add_argument("--workloads", default="W1,W2,W3,W4", help="comma-separated subset of W1,W2,W3,W4")
+    args = parser.parse_args()
+    args.workloads = {w.strip().upper() for w in args.workloads.split(",")}
+
+    with_langgraph = False
+    graph_version: str | None = None
+    if args.skip_langgraph:
+        print(json.dumps({"bench": "engine", "langgraph": None, "skipped": "langgraph baseline",
+                          "reason": "--skip-langgraph"}), flush=True)
+    else:
+        with_langgraph, detail = lg.available()
+        if with_langgraph:
+            graph_version = detail
+        else:
+            print(json.dumps({"bench": "engine", "langgraph": None, "skipped": "langgraph baseline",
+                              "reason": detail}), flush=True)
+    print(json.dumps({
+        "bench": "engine", "machine": platform.machine(), "cpus": os.cpu_count(),
+        "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "langgraph": graph_version,
+        "engine_config": {"max_active_runs": CONFIG.max_active_runs, "agent_slots": CONFIG.agent_slots},
+        "note": "no scheduler limits: raw throughput", "rounds": args.rounds,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }), flush=True)
+    if args.backend in ("sqlite", "both"):
+        for line in run_sqlite(args, with_langgraph):
+            print(json.dumps(line), flush=True)
+    if args.backend in ("postgresql", "both"):
+        for line in run_postgresql(args, with_langgraph):
+            print(json.dumps(line), flush=True)
+    # the load others put on a shared machine, to read the figures against
+    print(json.dumps({"bench": "engine", "done": True, "loadavg_1m": round(os.getloadavg()[0], 2)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
