@@ -192,6 +192,9 @@ def start(state: RunState, step_ids: Iterable[str], now: float) -> list[Event]:
         st = state.steps.get(sid)
         if st is not None and st.status == "pending" and not state.terminal:
             events.append(_started(state, state.spec(sid), now))
+            # An id given twice (ready lists merged by the caller) must not start
+            # the same attempt twice: that would be two model calls for one attempt.
+            state = evolve(state, events[-1])
     return events
 
 

@@ -125,6 +125,14 @@ def test_code_steps_start_in_decide_and_agent_steps_wait_for_a_slot() -> None:
     assert sim.start("a", now=T0 + 3) == []  # already running: a second slot must not start it twice
 
 
+def test_start_starts_an_id_given_twice_once() -> None:
+    """Regression: each copy of the id got its own StepStarted for the same attempt."""
+    sim = Sim(Flow("f", [agent("a", persona="investigator", prompt="x"),
+                         agent("b", persona="investigator", prompt="y")]))
+    d = sim.decide(T0)
+    assert kinds(sim.start(*d.ready, *d.ready, now=T0)) == [("StepStarted", "a"), ("StepStarted", "b")]
+
+
 def test_start_skips_steps_that_are_not_pending_and_runs_that_ended() -> None:
     sim = Sim(Flow("f", [agent("a", persona="investigator", prompt="x")]))
     sim.decide(T0)
