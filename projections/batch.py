@@ -93,7 +93,7 @@ def read_checkpoint(conn: sa.Connection, name: str) -> Checkpoint | None:
 
 def needs_reset(conn: sa.Connection, name: str, version: int) -> bool:
     """Whether the read tables must be rebuilt: never built, another version, or a table missing."""
-    create_checkpoints(conn)
+    create_checkpoints(conn, name)
     checkpoint = read_checkpoint(conn, name)
     return checkpoint is None or checkpoint.version != version or not read_tables_exist(conn)
 
@@ -102,25 +102,22 @@ def reset(engine: sa.Engine, name: str, version: int) -> Checkpoint:
     """Drop and recreate the read tables and set the checkpoint to 0, in one transaction.
 
     Bumping the epoch first takes the checkpoint row's lock (the write lock
-    on SQLite) and fences off any projector that read the old checkpoint.
+    on SQLite), which serialises resets, and fences off any projector that
+    read the old checkpoint.
     """
     with engine.connect() as conn:
-        create_checkpoints(conn)
+        create_checkpoints(conn, name)
         conn.commit()
-    with engine.begin() as conn:
+    with transaction(engine) as conn:
         # DML first: on SQLite that opens the transaction the DDL then joins.
-        bumped = conn.execute(
+        epoch = conn.execute(
             sa.update(projection_checkpoints)
             .where(projection_checkpoints.c.name == name)
             .values(epoch=projection_checkpoints.c.epoch + 1, position=0, version=version)
             .returning(projection_checkpoints.c.epoch)
-        ).first()
-        if bumped is None:
-            conn.execute(
-                sa.insert(projection_checkpoints).values(name=name, position=0, version=version, epoch=1)
-            )
+        ).scalar_one()
         recreate_read_tables(conn)
-        return Checkpoint(0, version, bumped[0] if bumped else 1)
+    return Checkpoint(0, version, epoch)
 
 
 def advance(conn: sa.Connection, name: str, seen: Checkpoint, position: int) -> Checkpoint:

@@ -13,6 +13,7 @@ text encoded with sorted keys, for the same reason.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.schema import CreateTable
 
 # Bump on any change to these tables or to what projections/apply.py writes.
 PROJECTION_VERSION = 1
@@ -140,9 +141,26 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def create_checkpoints(conn: sa.Connection) -> None:
-    """Create the checkpoints table if it is missing (idempotent)."""
-    projection_checkpoints.create(conn, checkfirst=True)
+# The advisory lock key that serialises creating the checkpoints table on
+# PostgreSQL, where two CREATE TABLE IF NOT EXISTS can still collide.
+_SETUP_LOCK_KEY = 0x626174707231  # "batpr1"
+
+
+def create_checkpoints(conn: sa.Connection, name: str) -> None:
+    """Create the checkpoints table and the row of projection ``name`` if missing (idempotent).
+
+    A new row says version -1: tables never built, so the first start resets them.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SETUP_LOCK_KEY})
+    conn.execute(CreateTable(projection_checkpoints, if_not_exists=True))
+    known = sa.select(projection_checkpoints.c.name).where(projection_checkpoints.c.name == name)
+    if conn.execute(known).first() is not None:
+        return  # no write at all: a start must not queue for SQLite's write lock
+    conn.execute(sa.text(
+        "INSERT INTO projection_checkpoints (name, position, version, epoch) "
+        "VALUES (:name, 0, -1, 0) ON CONFLICT (name) DO NOTHING"
+    ), {"name": name})
 
 
 # Long texts: on PostgreSQL they are compressed with lz4 where the server has
