@@ -17,7 +17,6 @@ from typing import Any
 import msgspec
 
 from flows.events import (
-    EVENT_TYPES,
     AnomalyDetected,
     Event,
     RunCancelled,
@@ -39,8 +38,6 @@ from flows.events import (
 from flows.state import RUN_TERMINAL, STEP_TERMINAL
 
 log = logging.getLogger(__name__)
-
-RUN_STREAM_PREFIX = "run-"
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 
@@ -69,7 +66,7 @@ class RunRows:
         self.steps = steps
         self.stored = not new
         self.dirty_run = new
-        self.dirty_steps: set[str] = set() if new else set()
+        self.dirty_steps: set[str] = set()  # of a stored run; a new run writes every step
 
     @property
     def terminal(self) -> bool:
@@ -95,29 +92,6 @@ class Workset:
             rows.stored = True
         self.reports.clear()
         self.anomalies.clear()
-
-
-def run_id_of(stream_id: str) -> str | None:
-    """The run behind a stream, or None for a stream that is not a run's."""
-    if stream_id.startswith(RUN_STREAM_PREFIX):
-        return stream_id[len(RUN_STREAM_PREFIX) :]
-    return None
-
-
-def decode(type_name: str, data: Any, position: int) -> Event | None:
-    """The domain event, or None for a type this projection does not know.
-
-    A known type whose data does not fit is logged and skipped: one bad
-    row must not stop every read model.
-    """
-    cls = EVENT_TYPES.get(type_name)
-    if cls is None:
-        return None
-    try:
-        return msgspec.convert(data, cls)
-    except msgspec.ValidationError as exc:
-        log.error("projection skips event %d (%s): %s", position, type_name, exc)
-        return None
 
 
 def apply(work: Workset, run_id: str, event: Event, position: int, version: int) -> bool:

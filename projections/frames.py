@@ -49,7 +49,7 @@ from flows.events import (
     StepSkipped,
     StepStarted,
 )
-from projections.apply import decode, run_id_of
+from projections.source import decode, run_id_of
 
 Frame = dict[str, Any]
 

@@ -21,12 +21,36 @@ import msgspec
 
 from eventstore import RecordedEvent
 from flows.events import EVENT_TYPES, Event
-from projections.apply import decode, run_id_of
 
 log = logging.getLogger(__name__)
 
+RUN_STREAM_PREFIX = "run-"
+
 _DECODERS = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()}
 _PAGE = "SELECT position, stream_id, version, type, data FROM events WHERE position > {0} ORDER BY position LIMIT {0}"
+
+
+def run_id_of(stream_id: str) -> str | None:
+    """The run behind a stream, or None for a stream that is not a run's."""
+    if stream_id.startswith(RUN_STREAM_PREFIX):
+        return stream_id[len(RUN_STREAM_PREFIX) :]
+    return None
+
+
+def decode(type_name: str, data: Any, position: int) -> Event | None:
+    """The domain event, or None for a type this projection does not know.
+
+    A known type whose data does not fit is logged and skipped: one bad
+    row must not stop every read model.
+    """
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        return None
+    try:
+        return msgspec.convert(data, cls)
+    except msgspec.ValidationError as exc:
+        log.error("projection skips event %d (%s): %s", position, type_name, exc)
+        return None
 
 
 class Item(NamedTuple):
@@ -77,7 +101,7 @@ def read_page(store: Any, after: int, limit: int) -> Page:
     append = items.append
     decoders = _DECODERS
     for position, stream_id, version, type_name, data in rows:
-        if not stream_id.startswith("run-"):
+        if not stream_id.startswith(RUN_STREAM_PREFIX):
             continue
         decoder = decoders.get(type_name)
         if decoder is None:
@@ -87,5 +111,5 @@ def read_page(store: Any, after: int, limit: int) -> Page:
         except msgspec.DecodeError as exc:
             log.error("projection skips event %d (%s): %s", position, type_name, exc)
             continue
-        append(Item(stream_id[4:], event, position, version))
+        append(Item(stream_id[len(RUN_STREAM_PREFIX) :], event, position, version))
     return Page(items, rows[-1][0] if rows else after, len(rows))
