@@ -241,6 +241,7 @@ def bench_backend(backend: str, baton_url: str, saver: Any, args: argparse.Names
                 "approve_to_complete_s": _r(min(approve), 4),
                 "approve_to_complete_s_median": _r(statistics.median(approve), 4),
                 "restart_s": _r(statistics.median(t[1] for t in timings), 3),
+                "events_in_store": baton.store.head(),  # what the restart's recovery scans
                 "target_s": TARGET_W4_S, "ok": min(approve) <= TARGET_W4_S,
             }
     finally:
