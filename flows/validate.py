@@ -139,15 +139,11 @@ def _ancestors(order: list[str], by_id: dict[str, Step]) -> dict[str, set[str]]:
 
 
 def _check_refs(step: Step, ancestors: set[str], fail) -> None:
-    texts = [("prompt", step.prompt)]
+    found = [("prompt", ref) for ref in template.refs(step.prompt)]
     if step.when:
-        texts.append(("when", step.when))
-    for where, text in texts:
-        for ref in template.refs(text):
-            if ref.is_input:
-                continue
-            if ref.step not in ancestors:
-                fail(
-                    step.id,
-                    f"{where} refers to {ref.text}, but {ref.step!r} is not an ancestor of this step",
-                )
+        # The parser's refs, not a scan of the text: "$x.output" inside a quoted
+        # string is a literal, and _check_step has already parsed the condition.
+        found += [("when", ref) for ref in conditions.parse(step.when).refs]
+    for where, ref in found:
+        if not ref.is_input and ref.step not in ancestors:
+            fail(step.id, f"{where} refers to {ref.text}, but {ref.step!r} is not an ancestor of this step")

@@ -144,6 +144,11 @@ def test_refs_to_ancestors_further_up_and_to_input_are_fine() -> None:
     ])
 
 
+def test_a_ref_inside_a_quoted_string_in_when_is_text() -> None:
+    """Regression: the when text was scanned for refs, so a literal '$z.output' was refused."""
+    Flow("f", [code("a", fn=tally), code("b", fn=tally, deps=["a"], when="$a.output.x == 'cost $z.output'")])
+
+
 @pytest.mark.parametrize(
     ("when", "problem"),
     [
