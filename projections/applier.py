@@ -98,16 +98,17 @@ class Applier:
     def _compute(self, page: Page, after: int, before_load: Callable[[], None] = lambda: None) -> Writes:
         """Apply a page to the cached rows (loading the runs it needs) and freeze the result."""
         work = self.work
-        items = page.items if not page.items or page.items[0].position > after else [
-            item for item in page.items if item.position > after
+        items = page.items if not page.items or page.items[0][2] > after else [
+            item for item in page.items if item[2] > after
         ]
-        seen = set(work.runs)
+        runs = work.runs
+        seen: set[str] = set()
         missing: set[str] = set()
-        for item in items:
-            if item.run_id not in seen:
-                seen.add(item.run_id)
-                if not isinstance(item.event, RunLaunched):
-                    missing.add(item.run_id)
+        for run_id, event, _, _ in items:
+            if run_id not in seen:
+                seen.add(run_id)
+                if run_id not in runs and not isinstance(event, RunLaunched):
+                    missing.add(run_id)
         if missing:
             before_load()
             # Read outside the write transaction, to hold SQLite's write lock

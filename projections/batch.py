@@ -159,6 +159,10 @@ def transaction(engine: sa.Engine, *, bulk: bool = False) -> Iterator[sa.Connect
         dbapi = conn.connection.driver_connection
         if sqlite:  # on the DBAPI connection: outside SQLAlchemy's transaction
             dbapi.execute("PRAGMA synchronous = NORMAL")
+            # Builds with SQLITE_SECURE_DELETE zero every freed page, doubling
+            # what a rebuild writes; these rows are copies of the event log.
+            secure = dbapi.execute("PRAGMA secure_delete").fetchone()[0]
+            dbapi.execute("PRAGMA secure_delete = OFF")
             if bulk:
                 dbapi.execute("PRAGMA wal_autocheckpoint = 0")
         try:
@@ -169,6 +173,7 @@ def transaction(engine: sa.Engine, *, bulk: bool = False) -> Iterator[sa.Connect
         finally:
             if sqlite:
                 dbapi.execute("PRAGMA synchronous = FULL")
+                dbapi.execute(f"PRAGMA secure_delete = {int(secure)}")
                 if bulk:
                     dbapi.execute("PRAGMA wal_autocheckpoint = 1000")
 
