@@ -41,7 +41,6 @@ from flows.events import (
     RunStarted,
     StepCancelled,
     StepCompleted,
-    StepFailed,
     StepPaused,
     StepResumed,
     StepSkipped,

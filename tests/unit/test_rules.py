@@ -20,7 +20,7 @@ from flows import rules
 from flows.decide import decide
 from flows.events import RunLaunched, RunStarted, StepSkipped, StepStarted
 from flows.model import FlowSnapshot, StepSpec, TriggerRule
-from flows.state import RunState, StepState, fold
+from flows.state import StepState, fold
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "TRIGGER_RULES.md"
 RULES = [r.value for r in TriggerRule]
