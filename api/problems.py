@@ -1,0 +1,139 @@
+"""Every error the API answers, as RFC 9457 problem+json, decided in one place.
+
+``PROBLEMS`` maps an exception type to its status and title; ``details``
+pulls out what a person needs to fix the cause (the field, the state, the
+known flows). ``handlers()`` gives Starlette one handler per type, so routes
+just raise the domain's own errors and never build an error response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from actors.engine import EngineTimeout
+from api.schemas import BodyError, Problem
+from eventstore import StoreError, StoreUnavailableError
+from flows.catalog import UnknownFlow
+from flows.decide import NotWaiting, RunFinished, UnknownRun, UnknownStep
+from flows.launch import LaunchError
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_BASE = "https://baton.dev/problems/"
+
+
+class NotFound(LookupError):
+    """Something a GET asked for does not exist (yet); ``state`` says how far the run is."""
+
+    def __init__(self, detail: str, *, state: str | None = None) -> None:
+        super().__init__(detail)
+        self.state = state
+
+
+class TooLarge(ValueError):
+    """A request body is larger than ``limit`` bytes (``BATON_MAX_BODY_BYTES``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is larger than {limit} bytes (BATON_MAX_BODY_BYTES)")
+        self.limit = limit
+
+
+class Unavailable(RuntimeError):
+    """A part this route needs is not running in this process (e.g. a read-only server)."""
+
+
+class BadParameter(ValueError):
+    """A query parameter or header has a value the route cannot use; ``field`` names it."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+# type -> (status, slug, title). Order matters only for subclasses: the first match wins.
+PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
+    (BodyError, 400, "invalid-body", "The request body is not acceptable"),
+    (TooLarge, 413, "body-too-large", "The request body is too large"),
+    (BadParameter, 422, "invalid-parameter", "A parameter is not acceptable"),
+    (UnknownFlow, 422, "unknown-flow", "No flow of that name"),
+    (LaunchError, 422, "invalid-launch", "The launch request is not acceptable"),
+    (UnknownRun, 404, "unknown-run", "No such run"),
+    (UnknownStep, 404, "unknown-step", "No such step in this run"),
+    (NotFound, 404, "not-found", "Not found"),
+    (NotWaiting, 409, "step-not-waiting", "The step is not waiting for a decision"),
+    (RunFinished, 409, "run-finished", "The run has already ended"),
+    (EngineTimeout, 503, "engine-timeout", "The engine did not answer in time"),
+    (StoreUnavailableError, 503, "store-unavailable", "The event store cannot be reached"),
+    (Unavailable, 503, "unavailable", "Not available in this process"),
+    (StoreError, 503, "store-error", "The event store refused the operation"),
+]
+
+
+def details(exc: BaseException) -> dict[str, Any]:
+    """The fields of the problem body that come from the exception itself."""
+    match exc:
+        case BodyError():
+            return {"detail": exc.detail, "field": exc.field, "status": exc.status}
+        case UnknownFlow():
+            return {"detail": str(exc), "field": "flow", "known": list(exc.known)}
+        case LaunchError():
+            return {"detail": str(exc), "field": exc.field}
+        case BadParameter():
+            return {"detail": str(exc), "field": exc.field}
+        case NotWaiting():
+            return {"detail": str(exc), "state": exc.status}
+        case RunFinished():
+            return {"detail": str(exc), "state": exc.status}
+        case UnknownStep():
+            return {"detail": str(exc), "field": "step_id"}
+        case UnknownRun():
+            return {"detail": str(exc), "field": "run_id"}
+        case NotFound():
+            return {"detail": str(exc), "state": exc.state}
+    return {"detail": str(exc)}
+
+
+def problem(status: int, slug: str, title: str, detail: str, *, instance: str | None = None,
+            **extra: Any) -> Response:
+    """A problem+json response."""
+    body = Problem(type=TYPE_BASE + slug, title=title, status=status, detail=detail, instance=instance,
+                   **{k: v for k, v in extra.items() if v is not None})
+    return Response(msgspec.json.encode(body), status_code=status, media_type=MEDIA_TYPE)
+
+
+def from_exception(exc: BaseException, instance: str | None = None) -> Response:
+    """The one response for ``exc``: its mapped status, or a generic 500 (logged)."""
+    for kind, status, slug, title in PROBLEMS:
+        if isinstance(exc, kind):
+            fields = details(exc)
+            status = fields.pop("status", status)
+            if status == 400 and isinstance(exc, BodyError):
+                slug, title = "malformed-json", "The request body is not valid JSON"
+            return problem(status, slug, title, instance=instance, **fields)
+    if isinstance(exc, HTTPException):
+        slug = {404: "no-route", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), instance=instance)
+    # Unknown failures keep their text out of the response (it may carry internals) but in the log.
+    log.error("unhandled error on %s", instance, exc_info=exc)
+    return problem(500, "internal", "Internal server error",
+                   "the server failed to handle this request; the error is in its log", instance=instance)
+
+
+def handlers() -> dict[Any, Callable[[Request, Exception], Response]]:
+    """Starlette ``exception_handlers``: every mapped type, HTTPException, and Exception (500)."""
+
+    def handle(request: Request, exc: Exception) -> Response:
+        return from_exception(exc, request.url.path)
+
+    mapping: dict[Any, Callable[[Request, Exception], Response]] = {kind: handle for kind, *_ in PROBLEMS}
+    mapping[HTTPException] = handle
+    mapping[Exception] = handle
+    return mapping

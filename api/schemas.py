@@ -1,0 +1,220 @@
+"""The shapes the HTTP API takes and gives, as msgspec Structs.
+
+Request bodies are decoded straight into these (``decode``), so a wrong type,
+a missing field or an unknown field is refused before any command runs, with
+the path of the field at fault. The response Structs document what the
+routes answer; the OpenAPI document (``api.openapi``) is generated from all
+of them, so the schema and the validation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+
+class BodyError(ValueError):
+    """A request body is not acceptable: malformed JSON (``status`` 400) or
+    the wrong shape (422). ``field`` is the dotted path of the field at fault,
+    when there is one."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.field = field
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/runs: launch a run of ``flow`` on ``question``."""
+
+    flow: str
+    question: str
+    band: str = "medium"
+    model: str = ""
+    project_id: str = ""
+    inputs: dict[str, Any] = {}
+
+
+class CancelRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/runs/{run_id}/cancel; every field is optional (an empty body is fine)."""
+
+    reason: str = ""
+    by: str = ""
+
+
+class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST .../approve and .../reject; ``by`` may also come as the X-Baton-User header."""
+
+    comment: str = ""
+    by: str = ""
+
+
+# -- responses -----------------------------------------------------------------------------
+
+
+class Launched(msgspec.Struct, kw_only=True):
+    """The answer to a launch; ``created`` is false when the Idempotency-Key named an earlier run."""
+
+    run_id: str
+    position: int
+    created: bool = True
+
+
+class CommandAccepted(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The answer to cancel / approve / reject: the position of the event it appended.
+
+    Pass ``position`` as ``?min_position=`` to a later GET (of any server
+    sharing the database) to read your own write.
+    """
+
+    run_id: str
+    position: int
+    step_id: str | None = None
+    decision: str | None = None
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An RFC 9457 problem (``application/problem+json``).
+
+    ``field`` names the request field at fault; ``state`` the status of the
+    run or step that made a command impossible.
+    """
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    field: str | None = None
+    state: str | None = None
+    known: list[str] | None = None
+
+
+class RunSummary(msgspec.Struct, kw_only=True):
+    """A run as the read model keeps it (more fields may be present)."""
+
+    run_id: str
+    flow: str
+    band: str
+    status: str
+    project_id: str
+    question: str
+    launched_at: float
+    ended_at: float | None = None
+
+
+class StepSummary(msgspec.Struct, kw_only=True):
+    """A step of a run as the read model keeps it (more fields may be present)."""
+
+    step_id: str
+    status: str
+    kind: str
+    agent: str
+
+
+class RunPage(msgspec.Struct, kw_only=True):
+    """GET /api/runs: a page of runs, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    runs: list[RunSummary]
+    next_cursor: str | None
+
+
+class RunDetail(msgspec.Struct, kw_only=True):
+    """GET /api/runs/{run_id}: the run, its steps in graph order, and its report (null until it ends)."""
+
+    run: RunSummary
+    steps: list[StepSummary]
+    report: str | None
+
+
+class RecordedEventView(msgspec.Struct, kw_only=True):
+    """One event of a run's stream, as recorded (the audit log)."""
+
+    position: int
+    stream_id: str
+    version: int
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: float
+    hash: str
+
+
+class Health(msgspec.Struct, kw_only=True):
+    """GET /api/health: the process is up and the store answers; ``head`` is its last position."""
+
+    status: str
+    head: int
+    projector_position: int | None
+    engine: bool
+    stream_clients: int
+
+
+class Frame(msgspec.Struct, kw_only=True):
+    """A stream frame (SSE ``data:`` / WebSocket message). Durable frames carry ``id``,
+    the global position of the event behind them; ``step_delta`` and
+    ``plan_updated`` are ephemeral and have none. Other fields depend on ``type``."""
+
+    type: str
+    id: int | None = None
+    run_id: str | None = None
+    project_id: str | None = None
+
+
+REQUESTS: tuple[type, ...] = (LaunchRequest, CancelRequest, DecisionRequest)
+RESPONSES: tuple[type, ...] = (Launched, CommandAccepted, Problem, RunPage, RunDetail, RecordedEventView,
+                               Health, Frame)
+
+
+# -- decoding ------------------------------------------------------------------------------
+
+_PATH = re.compile(r"at `\$((?:\.[^`\[]+|\[\d+\])*)`")
+_NAMED = re.compile(r"field `([^`]+)`")
+
+
+def field_of(message: str) -> str | None:
+    """The dotted path of the field a msgspec ValidationError names ("band", "inputs.x").
+
+    msgspec says ``... - at `$.inputs.x``` for a field's value and
+    ``Object missing required field `question``` (or ``unknown field``) for a key.
+    """
+    parts: list[str] = []
+    path = _PATH.search(message)
+    if path and path.group(1):
+        parts += [p for p in re.split(r"\.|\[(\d+)\]", path.group(1)) if p]
+    named = _NAMED.search(message)
+    if named:
+        parts.append(named.group(1))
+    return ".".join(parts) or None
+
+
+def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
+    """``body`` as a ``kind``; raises BodyError (400 malformed JSON, 422 wrong shape).
+
+    With ``empty_ok``, an empty body means "every field at its default".
+    """
+    if not body.strip():
+        if empty_ok:
+            return kind()
+        raise BodyError(400, "the request needs a JSON object body", None)
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if message.startswith("Expected `object`") and " - at " not in message:
+            raise BodyError(422, f"the body must be a JSON object: {message}", None) from None
+        return _raise_shape(message)
+    except msgspec.DecodeError as exc:
+        raise BodyError(400, f"malformed JSON: {exc}", None) from None
+
+
+def _raise_shape(message: str) -> Any:
+    raise BodyError(422, message, field_of(message))
