@@ -1,0 +1,359 @@
+"""One frame hub per app: follows the store once and fans frames out to every stream client.
+
+A thread follows ``store.subscribe(after=head at start)``, turns each
+recorded event into durable frames (``projections.frames.Framer``; each
+carries ``id`` = the event's global position) and hands every batch to the
+event loop with one ``call_soon_threadsafe``; ephemeral frames (``step_delta``,
+``plan_updated``) come from the engine's FrameBus the same way. On the loop,
+``_dispatch`` copies the frames into each matching client's buffer. So 100
+clients cost one store subscription and one thread, not 100.
+
+``position`` is the last event whose frames were dispatched (on the loop).
+A resuming client (``catch_up``) uses it to know where the store's replay
+must stop and the live frames take over, so that it misses nothing and sees
+nothing twice (see ``Subscriber.catch_up``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
+
+from eventstore import EventStore, RecordedEvent, StoreClosedError
+from projections.frames import Framer
+
+log = logging.getLogger(__name__)
+
+Frame = dict[str, Any]
+DEFAULT_BUFFER = 2000  # frames a client may fall behind before it is closed (it resumes by id)
+BATCH = 500
+
+
+class Subscriber:
+    """One stream client's filter and buffer of frames, fed by the hub on the event loop.
+
+    ``run_id`` / ``project_id`` filter frames (None: all). A client that falls
+    ``limit`` frames behind is marked ``overflowed`` and should end its
+    stream: the consumer resumes with Last-Event-ID, losing nothing durable,
+    and the others are never held up by it.
+    """
+
+    def __init__(self, hub: FrameHub, *, run_id: str | None = None, project_id: str | None = None,
+                 limit: int = DEFAULT_BUFFER) -> None:
+        self.hub = hub
+        self.run_id = run_id or None
+        self.project_id = project_id or None
+        self.limit = limit
+        self.buffer: collections.deque[Frame] = collections.deque()
+        self.overflowed = False
+        self.closed = False
+        self.last_id = 0  # id of the last durable frame handed to the consumer
+        self.replayed = 0  # durable frames up to this id came from the replay: drop them if live
+        self._ready = asyncio.Event()
+
+    def matches(self, frame: Frame) -> bool:
+        """Whether ``frame`` passes this client's filters."""
+        if self.run_id is not None and frame.get("run_id") != self.run_id:
+            return False
+        if self.project_id is not None:
+            if frame.get("type") == "plan_updated":
+                return True  # the plan is global; it names no project
+            if frame.get("project_id") != self.project_id:
+                return False
+        return True
+
+    def push(self, frames: list[Frame]) -> None:
+        """Take the frames that match (on the loop thread; never blocks)."""
+        if self.closed or self.overflowed:
+            return
+        for frame in frames:
+            if self.matches(frame):
+                self.buffer.append(frame)
+        if len(self.buffer) > self.limit:
+            self.overflowed = True
+            self.buffer.clear()
+        if self.buffer or self.overflowed:
+            self._ready.set()
+
+    async def replay(self, after: int) -> AsyncIterator[list[Frame]]:
+        """The durable frames after ``after``, read from the store, up to where live ones begin.
+
+        Yields lists of frames; it ends once the buffer holds exactly the live
+        frames after the replay. The hand-over is exact because, on the loop
+        thread, reading ``hub.position`` and emptying the buffer happen with
+        no dispatch in between: every event up to that position is replayed,
+        every later one arrives live. If the buffer overflows during a long
+        replay, the live frames are dropped and the replay simply goes on to
+        the hub's new position.
+        """
+        cursor = max(after, 0)
+        while True:
+            upto = self.hub.position
+            self.buffer = collections.deque(f for f in self.buffer if not _durable_upto(f, upto))
+            self.overflowed = False
+            if cursor >= upto:
+                break
+            async for frames in self.hub.read_frames(cursor, upto, self.run_id):
+                keep = [f for f in frames if self.matches(f)]
+                if keep:
+                    yield keep
+            cursor = upto
+            if not self.overflowed:
+                break
+        self.replayed = max(self.replayed, cursor)
+        self.last_id = max(self.last_id, cursor)
+
+    async def next_frames(self, timeout: float | None) -> list[Frame] | None:
+        """The buffered frames (waiting up to ``timeout`` s for some); [] on timeout; None when
+        this client must end (overflowed, or the hub stopped)."""
+        if not self.buffer and not self.overflowed and not self.closed:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return []
+        if self.overflowed or self.closed:
+            return None
+        frames = []
+        while self.buffer:
+            frame = self.buffer.popleft()
+            if not self.matches(frame):  # the filters may have been set after it was buffered
+                continue
+            fid = frame.get("id")
+            if fid is not None:
+                if fid <= self.replayed:
+                    continue  # the replay gave it already
+                self.last_id = fid  # (frames of one event share an id: compare with replayed, not this)
+            frames.append(frame)
+        return frames
+
+    def close(self) -> None:
+        """Stop taking frames and leave the hub."""
+        self.closed = True
+        self._ready.set()
+        self.hub.remove(self)
+
+
+def _durable_upto(frame: Frame, upto: int) -> bool:
+    fid = frame.get("id")
+    return fid is not None and fid <= upto
+
+
+class DeltaOrder:
+    """Keeps a step's ``step_delta`` frames behind the frame that says the step is running.
+
+    Deltas come straight from the step's thread while the durable frames
+    take the way through the store, so the first tokens can overtake the
+    StepStarted that announces them. A delta of an attempt whose running
+    frame has not gone out yet is held until it does (or, if it never
+    comes, e.g. a step started before the hub, for ``HOLD_S``). Runs on the
+    loop thread only.
+    """
+
+    HOLD_S = 0.5
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, release: Callable[[list[Frame]], None]) -> None:
+        self._loop = loop
+        self._release = release
+        self.running: set[tuple[Any, Any, Any]] = set()
+        self.held: dict[tuple[Any, Any, Any], list[Frame]] = {}
+
+    def durable(self, frames: list[Frame]) -> list[Frame]:
+        """Note which attempts run; return ``frames`` with held deltas put in their place."""
+        out: list[Frame] = []
+        for frame in frames:
+            if frame.get("type") != "flow_run_step_updated":
+                out.append(frame)
+                continue
+            run_id, step_id = frame.get("run_id"), frame.get("step_id")
+            if step_id is None:
+                out.append(frame)
+                if frame.get("run_status") in _ENDED:
+                    self.running = {k for k in self.running if k[0] != run_id}
+                    for key in [k for k in self.held if k[0] == run_id]:
+                        out[-1:-1] = self.held.pop(key)
+                continue
+            key = (run_id, step_id, frame.get("attempt"))
+            if frame.get("status") == "running":
+                out.append(frame)
+                self.running.add(key)
+                out.extend(self.held.pop(key, ()))
+            else:
+                self.running.discard(key)
+                out.extend(self.held.pop(key, ()))  # the attempt ended before its start went out
+                out.append(frame)
+        return out
+
+    def ephemeral(self, frame: Frame) -> bool:
+        """Whether ``frame`` may go out now (False: it is held, and released later)."""
+        if frame.get("type") != "step_delta":
+            return True
+        key = (frame.get("run_id"), frame.get("step_id"), frame.get("attempt"))
+        if key in self.running:
+            return True
+        if key not in self.held:
+            self.held[key] = []
+            self._loop.call_later(self.HOLD_S, self._expire, key)
+        self.held[key].append(frame)
+        return False
+
+    def _expire(self, key: tuple[Any, Any, Any]) -> None:
+        frames = self.held.pop(key, None)
+        if frames:
+            self.running.add(key)  # its running frame is not coming: let the rest through
+            self._release(frames)
+
+
+_ENDED = frozenset({"completed", "failed", "rejected", "cancelled"})
+
+
+class FrameHub:
+    """Follows the store (and the ephemeral frame bus) and fans frames out to Subscribers.
+
+    ``project_of(run_id)`` tells a Framer the project of a run launched before
+    it started reading (``ReadModel.run_project``). Start it on the running
+    loop (``start()``), stop it with ``stop()``.
+    """
+
+    def __init__(self, store: EventStore, *, bus: Any = None,
+                 project_of: Callable[[str], str | None] | None = None,
+                 buffer: int = DEFAULT_BUFFER) -> None:
+        self.store = store
+        self.bus = bus
+        self.project_of = project_of
+        self.buffer = buffer
+        self.position = 0
+        self.subscribers: set[Subscriber] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._subscription: Any = None
+        self._unsubscribe_bus: Callable[[], None] | None = None
+
+    def start(self) -> FrameHub:
+        """Begin following from the store's head (no replay: clients ask for their own)."""
+        self._loop = asyncio.get_running_loop()
+        self._order = DeltaOrder(self._loop, lambda frames: self._dispatch(frames, None))
+        self.position = self.store.head()
+        self._subscription = self.store.subscribe(after=self.position)
+        self._thread = threading.Thread(target=self._follow, args=(self.position,), name="baton-frame-hub",
+                                        daemon=True)
+        self._thread.start()
+        if self.bus is not None:
+            self._unsubscribe_bus = self.bus.subscribe(self._on_bus_frame)
+        return self
+
+    def stop(self) -> None:
+        """Stop following and end every client's stream."""
+        self._stopping.set()
+        if self._unsubscribe_bus is not None:
+            self._unsubscribe_bus()
+        if self._subscription is not None:
+            self._subscription.close()
+        if self._thread is not None:
+            self._thread.join(5)
+        for subscriber in list(self.subscribers):
+            subscriber.close()
+
+    def subscribe(self, *, run_id: str | None = None, project_id: str | None = None) -> Subscriber:
+        """A new client, receiving live frames from now on (call on the loop)."""
+        subscriber = Subscriber(self, run_id=run_id, project_id=project_id, limit=self.buffer)
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def remove(self, subscriber: Subscriber) -> None:
+        """Forget a client (idempotent)."""
+        self.subscribers.discard(subscriber)
+
+    async def read_frames(self, after: int, upto: int, run_id: str | None) -> AsyncIterator[list[Frame]]:
+        """Durable frames of the events in (after, upto], read from the store in a worker thread.
+
+        With ``run_id``, only that run's stream is read (not the whole log).
+        """
+        framer = Framer(self.project_of)
+        records = (self._run_records(run_id, after, upto) if run_id
+                   else self.store.read_all(after=after, limit=upto - after))
+        pages = _pages(records, upto)
+        while True:
+            page = await asyncio.to_thread(next, pages, None)
+            if page is None:
+                return
+            frames = [f for rec in page for f in framer.frames(rec)]
+            if frames:
+                yield frames
+
+    def _run_records(self, run_id: str, after: int, upto: int) -> Iterable[RecordedEvent]:
+        return (r for r in self.store.read_stream(f"run-{run_id}") if after < r.position <= upto)
+
+    # -- the thread and the loop ------------------------------------------------------------------
+
+    def _on_bus_frame(self, frame: Frame) -> None:
+        loop = self._loop
+        if loop is not None and not self._stopping.is_set():
+            loop.call_soon_threadsafe(self._dispatch, [frame], None)
+
+    def _dispatch(self, frames: list[Frame], position: int | None) -> None:
+        if position is not None:
+            self.position = position
+            frames = self._order.durable(frames)
+        else:
+            frames = [f for f in frames if self._order.ephemeral(f)]
+        if not frames:
+            return
+        for subscriber in list(self.subscribers):
+            subscriber.push(frames)
+
+    def _follow(self, position: int) -> None:
+        framer = Framer(self.project_of)
+        subscription = self._subscription
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                first = subscription.next_event(timeout=1.0)
+                if first is None:
+                    continue
+                records = [first]
+                while len(records) < BATCH:
+                    more = subscription.next_event(timeout=0)
+                    if more is None:
+                        break
+                    records.append(more)
+                frames = [f for rec in records for f in framer.frames(rec)]
+                position = records[-1].position
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._dispatch, frames, position)
+                delay = 0.5
+            except StoreClosedError:
+                return
+            except RuntimeError:  # the loop closed under us: the app is shutting down
+                if self._stopping.is_set() or (self._loop is not None and self._loop.is_closed()):
+                    return
+                raise
+            except Exception:
+                # The database went away: resubscribe from the last position handed out.
+                log.warning("frame hub: reading the store failed; retrying in %.1f s", delay, exc_info=True)
+                subscription.close()
+                if self._stopping.wait(delay):
+                    return
+                delay = min(delay * 2, 10.0)
+                try:
+                    subscription = self._subscription = self.store.subscribe(after=position)
+                except StoreClosedError:
+                    return
+
+
+def _pages(records: Iterable[RecordedEvent], upto: int, size: int = BATCH) -> Iterator[list[RecordedEvent]]:
+    page: list[RecordedEvent] = []
+    for rec in records:
+        if rec.position > upto:
+            break
+        page.append(rec)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page

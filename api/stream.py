@@ -1,0 +1,181 @@
+"""The frame stream of DESIGN §7: SSE at /api/stream and a WebSocket at /api/ws.
+
+Both serve the frames of the app's ``FrameHub`` (``api.hub``). A consumer
+resumes with the id of the last durable frame it saw: ``Last-Event-ID``
+(header, or ``?last_event_id=`` / ``?after=``) for SSE, ``after`` in the
+query or the first message for the WebSocket. It then gets every durable
+frame after that id, in order and once, and the live frames after them.
+Without a resume position it gets live frames only; ``0`` replays the log
+from the start.
+
+SSE format: durable frames are ``id: <position>\\nevent: <type>\\ndata:
+<json>\\n\\n``; ephemeral ones (``step_delta``, ``plan_updated``) have no
+``id:`` line, so they do not move the browser's Last-Event-ID. A comment
+line is sent every ``heartbeat_s`` so proxies keep the connection open.
+Frames are written in batches: the frames of one event go out in one write,
+so a consumer never holds half of an event's frames under a full id.
+
+Plain StreamingResponse rather than sse-starlette: the format is four lines,
+and owning the loop makes the hand-over from replay to live explicit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from api.hub import Frame, Subscriber
+from api.problems import BadParameter
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+FIRST_MESSAGE_S = 1.0  # how long a WebSocket without query parameters waits for its resume message
+
+
+def sse_lines(frames: list[Frame]) -> bytes:
+    """Frames in text/event-stream form (one write)."""
+    out = []
+    for frame in frames:
+        data = _encode(frame)
+        fid = frame.get("id")
+        head = f"id: {fid}\nevent: {frame['type']}\n" if fid is not None else f"event: {frame['type']}\n"
+        out.append(head.encode() + b"data: " + data + b"\n\n")
+    return b"".join(out)
+
+
+def parse_position(name: str, raw: Any) -> int | None:
+    """A resume position from a header, query parameter or message; BadParameter naming it."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise BadParameter(name, f"{name}={raw!r} is not a position (a non-negative integer)") from None
+    if value < 0:
+        raise BadParameter(name, f"{name} cannot be negative")
+    return value
+
+
+def _resume_of(request: Request) -> int | None:
+    for name, raw in (("Last-Event-ID", request.headers.get("last-event-id")),
+                      ("last_event_id", request.query_params.get("last_event_id")),
+                      ("after", request.query_params.get("after"))):
+        position = parse_position(name, raw)
+        if position is not None:
+            return position
+    return None
+
+
+async def _frames_of(subscriber: Subscriber, after: int | None, heartbeat_s: float) -> Any:
+    """Replay (when resuming), then live frames; [] means "time for a heartbeat"."""
+    if after is not None:
+        async for frames in subscriber.replay(after):
+            yield frames
+    while True:
+        frames = await subscriber.next_frames(heartbeat_s)
+        if frames is None:  # fell too far behind (it resumes by id) or the server is stopping
+            return
+        yield frames
+
+
+async def sse(request: Request) -> StreamingResponse:
+    """GET /api/stream: SSE frames; filters ``run_id``, ``project_id``; resumes after Last-Event-ID."""
+    after = _resume_of(request)
+    hub = request.app.state.hub
+    heartbeat_s = request.app.state.heartbeat_s
+    # Subscribe now, before the first byte: live frames from here on are kept for the hand-over.
+    subscriber = hub.subscribe(run_id=request.query_params.get("run_id"),
+                               project_id=request.query_params.get("project_id"))
+
+    async def body() -> Any:
+        try:
+            yield b"retry: 1000\n: connected\n\n"
+            async for frames in _frames_of(subscriber, after, heartbeat_s):
+                yield sse_lines(frames) if frames else b": heartbeat\n\n"
+        finally:
+            subscriber.close()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+async def _first_message(websocket: WebSocket) -> dict[str, Any]:
+    try:
+        text = await asyncio.wait_for(websocket.receive_text(), FIRST_MESSAGE_S)
+    except TimeoutError:
+        return {}
+    try:
+        message = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        raise BadParameter("message", "the first message must be a JSON object") from None
+    if not isinstance(message, dict):
+        raise BadParameter("message", "the first message must be a JSON object")
+    return message
+
+
+async def ws(websocket: WebSocket) -> None:
+    """WS /api/ws: the same frames as JSON text messages.
+
+    Resume position and filters come from the query (``after``,
+    ``run_id``, ``project_id``) or, when the query has none, from a first
+    message ``{"after": N, "run_id": ..., "project_id": ...}`` sent within
+    a second of connecting. A bad one closes the socket with code 1008 and
+    the reason.
+    """
+    await websocket.accept()
+    hub = websocket.app.state.hub
+    q = websocket.query_params
+    subscriber = hub.subscribe(run_id=q.get("run_id"), project_id=q.get("project_id"))
+    receiver: asyncio.Task[None] | None = None
+    try:
+        try:
+            after = parse_position("after", q.get("after") or q.get("last_event_id"))
+            if not any(k in q for k in ("after", "last_event_id", "run_id", "project_id")):
+                message = await _first_message(websocket)
+                after = parse_position("after", message.get("after"))
+                # Set before the replay: buffered live frames are filtered again when drained.
+                subscriber.run_id = message.get("run_id") or None
+                subscriber.project_id = message.get("project_id") or None
+        except BadParameter as exc:
+            await websocket.close(code=1008, reason=str(exc)[:120])
+            return
+        receiver = asyncio.create_task(_until_disconnect(websocket, subscriber))
+        async for frames in _frames_of(subscriber, after, 30.0):
+            for frame in frames:
+                await websocket.send_text(_encode(frame).decode())
+        if subscriber.overflowed:
+            await websocket.close(code=1013, reason="fell behind; reconnect with your last id")
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client went away
+    finally:
+        subscriber.close()
+        if receiver is not None:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await receiver
+
+
+async def _until_disconnect(websocket: WebSocket, subscriber: Subscriber) -> None:
+    """Read (and ignore) client messages until it disconnects, then end its stream."""
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+    finally:
+        subscriber.close()
+
+
+ROUTES = [
+    Route("/api/stream", sse, methods=["GET"], name="stream"),
+    WebSocketRoute("/api/ws", ws, name="ws"),
+]
