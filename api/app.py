@@ -1,0 +1,118 @@
+"""The HTTP composition root: ``create_app(runtime)`` and ``serve(settings)``.
+
+    runtime = Runtime(settings).start()
+    app = create_app(runtime)          # Starlette; the caller owns the runtime
+    serve(settings)                    # `baton serve`: runtime + uvicorn, exit code
+
+``python -m api.app`` serves with settings from the BATON_* environment
+(the tests run the server this way, in a subprocess).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+
+from api import openapi, problems, routes, stream
+from api.hub import DEFAULT_BUFFER, FrameHub
+from api.runtime import FlowsImportError, Runtime
+from api.settings import Settings, SettingsError, from_env
+from eventstore import StoreError
+
+log = logging.getLogger("baton.api")
+
+EXIT_START_FAILED = 2
+
+
+def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: int = DEFAULT_BUFFER) -> Starlette:
+    """The Starlette app over a started ``runtime`` (which the caller starts and stops).
+
+    The lifespan only starts the frame hub (one store subscription and one
+    thread) and stops it; ``heartbeat_s`` is the SSE comment interval and
+    ``stream_buffer`` how many frames a stream client may fall behind before
+    it is closed (it then resumes by id).
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        hub.start()
+        try:
+            yield
+        finally:
+            hub.stop()
+
+    # The engine's bus is the one the actors publish on: Engine keeps the bus
+    # it is given only when it is truthy, and an empty FrameBus is not.
+    bus = runtime.engine.bus if runtime.engine is not None else runtime.bus
+    read_model = runtime.read_model
+    hub = FrameHub(runtime.store, bus=bus,
+                   project_of=read_model.run_project if read_model is not None else None,
+                   buffer=stream_buffer)
+    app = Starlette(routes=[*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES],
+                    exception_handlers=problems.handlers(), lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.hub = hub
+    app.state.positions = routes.Positions()
+    app.state.heartbeat_s = heartbeat_s
+    return app
+
+
+def safe_url(url: str) -> str:
+    """The store URL with its password hidden."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def serve(settings: Settings, **uvicorn_options: Any) -> int:
+    """Start the runtime and serve HTTP until interrupted; the process's exit code.
+
+    A store that cannot be reached (or a bad URL, or a flows module that
+    does not import) prints one line naming it and returns 2 before any port
+    is opened.
+    """
+    import uvicorn
+
+    try:
+        runtime = Runtime(settings).start()
+    except (StoreError, FlowsImportError, ValueError) as exc:
+        detail = str(exc) if safe_url(settings.db) in str(exc) else f"{safe_url(settings.db)}: {exc}"
+        print(f"baton: cannot start: {detail}", file=sys.stderr, flush=True)
+        return EXIT_START_FAILED
+    try:
+        app = create_app(runtime)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
+                                lifespan="on", **uvicorn_options)
+        server = uvicorn.Server(config)
+        log.info("baton: serving http://%s:%d/api on %s", settings.host, settings.port, safe_url(settings.db))
+        print(f"baton: serving http://{settings.host}:{settings.port}/api (store {safe_url(settings.db)})",
+              file=sys.stderr, flush=True)
+        try:
+            server.run()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind the port
+            return int(exc.code or 1)
+        return 0 if server.started else 1
+    finally:
+        runtime.stop()
+
+
+def main() -> int:
+    """``python -m api.app``: serve with settings from the BATON_* environment."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = from_env()
+    except SettingsError as exc:
+        print(f"baton: {exc}", file=sys.stderr)
+        return EXIT_START_FAILED
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at /api/openapi.json.
+
+Component schemas are generated from the msgspec Structs of ``api.schemas``
+(the same types the request bodies are decoded into); the operations below
+describe every route of ``api.routes`` and ``api.stream``. A test checks
+that every route of the app appears here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api import schemas
+from api.problems import MEDIA_TYPE as PROBLEM
+
+_REF = "#/components/schemas/{name}"
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": _REF.format(name=name)}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM: {"schema": _ref("Problem")}}}
+
+
+def _query(name: str, description: str, kind: str = "string") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": kind}}
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _body(name: str, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+_MIN_POSITION = _query("min_position", "Wait (up to 2 s) until the read model reflects this position "
+                       "(read-your-writes after a command).", "integer")
+_USER = {"name": "X-Baton-User", "in": "header", "required": False, "schema": {"type": "string"},
+         "description": "Who is acting (recorded as `by` / `launched_by`)."}
+_BAD_BODY = {"400": _problem("Malformed JSON."), "413": _problem("Body larger than BATON_MAX_BODY_BYTES."),
+             "422": _problem("The body has the wrong shape; `field` names the field.")}
+_RESUME = [
+    _query("run_id", "Only this run's frames."),
+    _query("project_id", "Only frames of runs of this project."),
+]
+_ANY = {"type": "object", "additionalProperties": True}
+
+
+def _decision(verb: str) -> dict[str, Any]:
+    return {"post": {
+        "summary": f"{verb.capitalize()} a paused approval step",
+        "operationId": verb,
+        "parameters": [_path("run_id"), _path("step_id"), _USER],
+        "requestBody": _body("DecisionRequest", required=False),
+        "responses": {"200": _json(_ref("CommandAccepted"), "Recorded; `position` is the StepResumed event."),
+                      **_BAD_BODY,
+                      "404": _problem("Unknown run or step."),
+                      "409": _problem("The step is not waiting (`state` is its status), or the run has ended.")},
+    }}
+
+
+def paths() -> dict[str, Any]:
+    """The ``paths`` object: one entry per route."""
+    return {
+        "/api/runs": {
+            "post": {
+                "summary": "Launch a run",
+                "operationId": "launch",
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "maxLength": 255},
+                                "description": "The same key launches one run only; a repeat answers it (200)."},
+                               _USER],
+                "requestBody": _body("LaunchRequest"),
+                "responses": {"201": _json(_ref("Launched"), "Launched; `position` is its RunLaunched event."),
+                              "200": _json(_ref("Launched"), "The Idempotency-Key named an earlier run."),
+                              **_BAD_BODY},
+            },
+            "get": {
+                "summary": "List runs, newest first",
+                "operationId": "list_runs",
+                "parameters": [_query("project_id", "Filter."), _query("status", "Filter: a run status."),
+                               _query("flow", "Filter: a flow name."),
+                               _query("cursor", "`next_cursor` of the previous page."),
+                               _query("limit", "Page size (1..500, default 50).", "integer"), _MIN_POSITION],
+                "responses": {"200": _json(_ref("RunPage"), "A page of runs."),
+                              "422": _problem("A bad filter or limit; `field` names it.")},
+            },
+        },
+        "/api/runs/{run_id}": {"get": {
+            "summary": "A run, its steps and its report",
+            "operationId": "get_run",
+            "parameters": [_path("run_id"), _MIN_POSITION],
+            "responses": {"200": _json(_ref("RunDetail"), "The run."), "404": _problem("Unknown run.")},
+        }},
+        "/api/runs/{run_id}/events": {"get": {
+            "summary": "The run's recorded events, in order (the audit log)",
+            "operationId": "run_events",
+            "parameters": [_path("run_id"), _query("format", "`json` (default) or `jsonl`."),
+                           _query("after_version", "Skip the first N events.", "integer")],
+            "responses": {
+                "200": {"description": "A JSON array, or JSON lines with `Accept: application/x-ndjson`.",
+                        "content": {"application/json": {"schema": {"type": "array",
+                                                                    "items": _ref("RecordedEventView")}},
+                                    "application/x-ndjson": {"schema": _ref("RecordedEventView")}}},
+                "404": _problem("Unknown run."),
+            },
+        }},
+        "/api/runs/{run_id}/report": {"get": {
+            "summary": "The run's report as markdown",
+            "operationId": "run_report",
+            "parameters": [_path("run_id"), _MIN_POSITION],
+            "responses": {"200": {"description": "The report.", "content": {"text/markdown": {"schema":
+                                                                                             {"type": "string"}}}},
+                          "404": _problem("Unknown run, or no report yet (`state` is the run's status).")},
+        }},
+        "/api/runs/{run_id}/cancel": {"post": {
+            "summary": "Cancel a run",
+            "operationId": "cancel",
+            "parameters": [_path("run_id"), _USER],
+            "requestBody": _body("CancelRequest", required=False),
+            "responses": {"200": _json(_ref("CommandAccepted"), "Cancelled; `position` is RunCancelled."),
+                          **_BAD_BODY, "404": _problem("Unknown run."),
+                          "409": _problem("The run has already ended (`state` is its status).")},
+        }},
+        "/api/runs/{run_id}/steps/{step_id}/approve": _decision("approve"),
+        "/api/runs/{run_id}/steps/{step_id}/reject": _decision("reject"),
+        "/api/flows": {"get": {"summary": "The flow catalogue", "operationId": "flows",
+                               "responses": {"200": _json(_ANY, "`{\"flows\": [...]}`: name, category, "
+                                                                "description, bands, steps graph.")}}},
+        "/api/plan": {"get": {"summary": "The scheduler's plan, with reasons", "operationId": "plan",
+                              "responses": {"200": _json(_ANY, "In progress, planned (with reasons), new."),
+                                            "503": _problem("No engine in this process.")}}},
+        "/api/stream": {"get": {
+            "summary": "Server-sent frames; resumable by Last-Event-ID",
+            "operationId": "stream",
+            "parameters": [*_RESUME,
+                           {"name": "Last-Event-ID", "in": "header", "required": False,
+                            "schema": {"type": "integer"}, "description": "Resume after this position; "
+                            "0 replays from the start; absent means live frames only."},
+                           _query("last_event_id", "Same as the Last-Event-ID header.", "integer"),
+                           _query("after", "Same as the Last-Event-ID header.", "integer")],
+            "responses": {"200": {"description": "text/event-stream of Frame objects "
+                                                 "(`id:` is the global position on durable frames).",
+                                  "content": {"text/event-stream": {"schema": _ref("Frame")}}},
+                          "422": _problem("A bad resume position.")},
+        }},
+        "/api/ws": {"get": {
+            "summary": "WebSocket of the same frames (JSON text messages)",
+            "operationId": "ws",
+            "description": "Resume with `?after=N` or a first message `{\"after\": N, \"run_id\"?, "
+                           "\"project_id\"?}`.",
+            "parameters": [*_RESUME, _query("after", "Resume after this position.", "integer")],
+            "responses": {"101": {"description": "Switching to the WebSocket protocol."}},
+        }},
+        "/api/health": {"get": {"summary": "Liveness and store reachability", "operationId": "health",
+                                "responses": {"200": _json(_ref("Health"), "Up; `head` is the store's position."),
+                                              "503": _problem("The store cannot be read.")}}},
+        "/api/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                                      "responses": {"200": _json(_ANY, "OpenAPI 3.1.")}}},
+    }
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI document."""
+    _, components = msgspec.json.schema_components(schemas.REQUESTS + schemas.RESPONSES, ref_template=_REF)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "baton", "version": "0.1.0",
+                 "description": "Commands, queries and the resumable frame stream of baton (DESIGN §7). "
+                                "Errors are RFC 9457 problem+json."},
+        "paths": paths(),
+        "components": {"schemas": components},
+    }
+
+
+async def openapi(request: Request) -> Response:
+    """GET /api/openapi.json."""
+    cached = getattr(request.app.state, "openapi", None)
+    if cached is None:
+        cached = request.app.state.openapi = msgspec.json.encode(document())
+    return Response(cached, media_type="application/json")
+
+
+ROUTES = [Route("/api/openapi.json", openapi, methods=["GET"], name="openapi")]

@@ -1,0 +1,286 @@
+"""Commands and queries of DESIGN §7, as Starlette endpoints.
+
+Routes only translate: they read and check the request (``api.schemas``),
+call the engine, the read model or the store, and shape the answer. Errors
+are the domain's own exceptions, turned into problem+json by
+``api.problems`` in one place. Blocking calls (the engine's ask, database
+reads) run in the thread pool so the event loop keeps serving the stream.
+
+Read-your-writes: every command answers the position of the event it
+appended, and ``Positions`` remembers the highest one. Every GET of the read
+model first waits (briefly) for the projector to reach it, or the
+``?min_position=`` the client passes (e.g. from a command sent to another
+server sharing the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api import schemas
+from api.problems import BadParameter, NotFound, TooLarge, Unavailable
+from api.schemas import CancelRequest, DecisionRequest, LaunchRequest
+from eventstore import StoreUnavailableError
+from flows.decide import UnknownRun
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+MARKDOWN = "text/markdown; charset=utf-8"
+READ_WAIT_S = 2.0  # how long a GET waits for the projector to catch up with a command
+RUN_STATUSES = ("queued", "running", "paused", "completed", "failed", "rejected", "cancelled")
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Positions:
+    """The highest position a command of this app appended (for read-your-writes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.last = 0
+
+    def saw(self, position: int) -> int:
+        """Remember ``position``; returns it."""
+        with self._lock:
+            self.last = max(self.last, position)
+        return position
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``value`` as JSON (msgspec-encoded)."""
+    return Response(_encode(value), status_code=status, media_type=JSON, headers=headers)
+
+
+# -- request helpers ------------------------------------------------------------------------
+
+
+def _runtime(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+def _engine(request: Request) -> Any:
+    engine = _runtime(request).engine
+    if engine is None:
+        raise Unavailable("this server was started without the engine; it serves reads only")
+    return engine
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused with TooLarge past ``settings.max_body_bytes``.
+
+    Content-Length is checked first (nothing is read); a chunked body is
+    counted as it arrives and refused as soon as it passes the limit.
+    """
+    limit = _runtime(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise BadParameter("Content-Length", f"Content-Length {declared!r} is not a number") from None
+        if length > limit:
+            raise TooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def int_param(request: Request, name: str, default: int | None = None, *, minimum: int = 0) -> int | None:
+    """An integer query parameter, or BadParameter naming it."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParameter(name, f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise BadParameter(name, f"{name} must be at least {minimum}")
+    return value
+
+
+async def read_your_writes(request: Request) -> None:
+    """Wait (up to READ_WAIT_S) until the read model reflects this app's commands and ``min_position``."""
+    wanted = max(request.app.state.positions.last, int_param(request, "min_position", 0) or 0)
+    read_model = _runtime(request).read_model
+    projector = getattr(read_model, "projector", None)
+    if wanted and projector is not None and projector.position < wanted:
+        # A stale read after the wait beats none: the answer still says how far it got.
+        await asyncio.to_thread(read_model.wait_for, wanted, READ_WAIT_S)
+
+
+def _user(request: Request, given: str) -> str:
+    return given or request.headers.get("x-baton-user", "")
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+async def launch(request: Request) -> Response:
+    """POST /api/runs: launch a run; an Idempotency-Key seen before answers the same run (200)."""
+    body = schemas.decode(await read_body(request), LaunchRequest)
+    key = request.headers.get("idempotency-key", "")
+    if len(key) > 255:
+        raise BadParameter("Idempotency-Key", "an Idempotency-Key is at most 255 characters")
+    launched = await run_in_threadpool(
+        _engine(request).launch, body.flow, body.question, band=body.band, model=body.model,
+        project_id=body.project_id, inputs=body.inputs, launched_by=_user(request, ""), idempotency_key=key,
+    )
+    request.app.state.positions.saw(launched.position)
+    answer = schemas.Launched(run_id=launched.run_id, position=launched.position, created=launched.created)
+    return json_response(answer, 201 if launched.created else 200,
+                         headers={"Location": f"/api/runs/{launched.run_id}"})
+
+
+async def cancel(request: Request) -> Response:
+    """POST /api/runs/{run_id}/cancel; 409 if the run has already ended."""
+    run_id = request.path_params["run_id"]
+    body = schemas.decode(await read_body(request), CancelRequest, empty_ok=True)
+    position = await run_in_threadpool(_engine(request).cancel, run_id, reason=body.reason,
+                                       by=_user(request, body.by))
+    request.app.state.positions.saw(position)
+    return json_response(schemas.CommandAccepted(run_id=run_id, position=position))
+
+
+async def approve(request: Request) -> Response:
+    """POST /api/runs/{run_id}/steps/{step_id}/approve; 409 if that step is not waiting."""
+    return await _decide(request, "approve")
+
+
+async def reject(request: Request) -> Response:
+    """POST /api/runs/{run_id}/steps/{step_id}/reject; 409 if that step is not waiting."""
+    return await _decide(request, "reject")
+
+
+async def _decide(request: Request, decision: str) -> Response:
+    run_id, step_id = request.path_params["run_id"], request.path_params["step_id"]
+    body = schemas.decode(await read_body(request), DecisionRequest, empty_ok=True)
+    engine = _engine(request)
+    command = engine.approve if decision == "approve" else engine.reject
+    position = await run_in_threadpool(command, run_id, step_id, by=_user(request, body.by), comment=body.comment)
+    request.app.state.positions.saw(position)
+    return json_response(schemas.CommandAccepted(
+        run_id=run_id, step_id=step_id, position=position,
+        decision="approved" if decision == "approve" else "rejected"))
+
+
+# -- queries --------------------------------------------------------------------------------
+
+
+async def list_runs(request: Request) -> Response:
+    """GET /api/runs: newest first; filters project_id, status, flow; cursor paging."""
+    q = request.query_params
+    status = q.get("status") or None
+    if status is not None and status not in RUN_STATUSES:
+        raise BadParameter("status", f"unknown run status {status!r}; statuses are {', '.join(RUN_STATUSES)}")
+    limit = int_param(request, "limit", 50, minimum=1)
+    await read_your_writes(request)
+    runs, next_cursor = await run_in_threadpool(
+        _runtime(request).read_model.list_runs, project_id=q.get("project_id"), status=status,
+        flow=q.get("flow") or None, cursor=q.get("cursor") or None, limit=limit,
+    )
+    return json_response({"runs": runs, "next_cursor": next_cursor})
+
+
+async def get_run(request: Request) -> Response:
+    """GET /api/runs/{run_id}: the run, its steps and its report."""
+    run_id = request.path_params["run_id"]
+    await read_your_writes(request)
+    found = await run_in_threadpool(_runtime(request).read_model.get_run, run_id)
+    if found is None:
+        raise UnknownRun(run_id)
+    return json_response(found)
+
+
+async def run_report(request: Request) -> Response:
+    """GET /api/runs/{run_id}/report: the report as markdown; 404 until the run has one."""
+    run_id = request.path_params["run_id"]
+    await read_your_writes(request)
+    read_model = _runtime(request).read_model
+    markdown = await run_in_threadpool(read_model.report, run_id)
+    if markdown is None:
+        found = await run_in_threadpool(read_model.get_run, run_id)
+        if found is None:
+            raise UnknownRun(run_id)
+        status = found["run"]["status"]
+        raise NotFound(f"run {run_id} has no report yet (it is {status})", state=status)
+    return Response(markdown, media_type=MARKDOWN,
+                    headers={"Content-Disposition": f'inline; filename="baton-{run_id}.md"'})
+
+
+def _event_view(rec: Any) -> dict[str, Any]:
+    return {"position": rec.position, "stream_id": rec.stream_id, "version": rec.version, "type": rec.type,
+            "data": rec.data, "metadata": rec.metadata, "recorded_at": rec.recorded_at, "hash": rec.hash,
+            "event_id": rec.id}
+
+
+async def run_events(request: Request) -> Response:
+    """GET /api/runs/{run_id}/events: the run's recorded events in order (JSON array or JSON lines).
+
+    Read from the store itself, not a projection: this is the audit log.
+    ``?after_version=N`` skips the first N.
+    """
+    run_id = request.path_params["run_id"]
+    after = int_param(request, "after_version", 0) or 0
+    store = _runtime(request).store
+    records = await run_in_threadpool(store.read_stream, f"run-{run_id}", after)
+    if not records and (after == 0 or not await run_in_threadpool(store.read_stream, f"run-{run_id}")):
+        raise UnknownRun(run_id)
+    views = [_event_view(r) for r in records]
+    fmt = request.query_params.get("format", "")
+    if fmt not in ("", "json", "jsonl", "ndjson"):
+        raise BadParameter("format", f"format={fmt!r}: use json or jsonl")
+    if fmt in ("jsonl", "ndjson") or (not fmt and NDJSON in request.headers.get("accept", "")):
+        return Response(b"".join(_encode(v) + b"\n" for v in views), media_type=NDJSON)
+    return json_response(views)
+
+
+async def flows(request: Request) -> Response:
+    """GET /api/flows: the catalogue (name, category, description, steps graph, bands)."""
+    return json_response({"flows": [f.describe() for f in _runtime(request).registry]})
+
+
+async def plan(request: Request) -> Response:
+    """GET /api/plan: the scheduler's plan, with the reason each planned run waits."""
+    return json_response(await run_in_threadpool(_engine(request).plan))
+
+
+async def health(request: Request) -> Response:
+    """GET /api/health: liveness, and whether the store answers (503 when it does not)."""
+    runtime = _runtime(request)
+    try:
+        head = await asyncio.to_thread(runtime.store.head)
+    except Exception as exc:
+        raise StoreUnavailableError(f"the event store does not answer: {type(exc).__name__}: {exc}") from exc
+    projector = getattr(runtime.read_model, "projector", None)
+    return json_response(schemas.Health(
+        status="ok", head=head, projector_position=None if projector is None else projector.position,
+        engine=runtime.engine is not None, stream_clients=len(request.app.state.hub.subscribers)))
+
+
+ROUTES = [
+    Route("/api/runs", launch, methods=["POST"], name="launch"),
+    Route("/api/runs", list_runs, methods=["GET"], name="list_runs"),
+    Route("/api/runs/{run_id}", get_run, methods=["GET"], name="get_run"),
+    Route("/api/runs/{run_id}/events", run_events, methods=["GET"], name="run_events"),
+    Route("/api/runs/{run_id}/report", run_report, methods=["GET"], name="run_report"),
+    Route("/api/runs/{run_id}/cancel", cancel, methods=["POST"], name="cancel"),
+    Route("/api/runs/{run_id}/steps/{step_id}/approve", approve, methods=["POST"], name="approve"),
+    Route("/api/runs/{run_id}/steps/{step_id}/reject", reject, methods=["POST"], name="reject"),
+    Route("/api/flows", flows, methods=["GET"], name="flows"),
+    Route("/api/plan", plan, methods=["GET"], name="plan"),
+    Route("/api/health", health, methods=["GET"], name="health"),
+]
