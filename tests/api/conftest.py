@@ -1,0 +1,15 @@
+"""Fixtures of the API tests: a real server process per module, on SQLite."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.server import ApiServer
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``python -m api.app`` on a SQLite file of this module's own."""
+    db = tmp_path_factory.mktemp("api") / "baton.db"
+    with ApiServer(f"sqlite:///{db}") as running:
+        yield running

@@ -1,0 +1,120 @@
+"""A real baton server in a subprocess (``python -m api.app``), and a small SSE reader.
+
+    with ApiServer(db_url) as server:
+        httpx.get(server.url + "/api/health")
+
+The port is a free one picked here (bind to 0, read it, close): uvicorn's
+own port-0 report is not easy to read. Readiness is waited for on
+/api/health, with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(db_url: str, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a test server: offline agents, paced so deltas stream over time."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+    env.update({
+        "BATON_DB": db_url,
+        "BATON_AGENT": "offline",
+        "BATON_OFFLINE_DELAY_S": "0.2",
+        "BATON_FLOWS": "tests.api.api_flows",
+        "BATON_HOST": "127.0.0.1",
+        "BATON_PORT": str(port),
+        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+class ApiServer:
+    """``python -m api.app`` on a free port, stopped (SIGINT, then kill) on exit."""
+
+    def __init__(self, db_url: str, *, start_timeout: float = 30.0, **env: str) -> None:
+        self.db_url = db_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.start_timeout = start_timeout
+        self.env = server_env(db_url, self.port, **env)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"baton-api-test-{self.port}.log"
+
+    def __enter__(self) -> ApiServer:
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "api.app"], cwd=ROOT, env=self.env,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/api/health", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"the server did not answer within {self.start_timeout} s:\n{self.log()}")
+            time.sleep(0.05)  # polling a port that is not open yet: nothing to wait on
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+
+def sse_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    """Decode a text/event-stream response into ``{"id", "event", "data"}`` dicts (comments skipped)."""
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line == "":
+            if "data" in fields:
+                yield {"id": int(fields["id"]) if "id" in fields else None, "event": fields.get("event"),
+                       "data": json.loads(fields["data"])}
+            fields = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        fields[name] = value[1:] if value.startswith(" ") else value
+
+
+def is_terminal(frame: dict[str, Any]) -> bool:
+    """The run's last frame: a flow_run_step_updated carrying a terminal run_status."""
+    return (frame.get("type") == "flow_run_step_updated" and frame.get("step_id") is None
+            and frame.get("run_status") in ("completed", "failed", "rejected", "cancelled"))
