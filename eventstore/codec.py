@@ -96,37 +96,24 @@ def decode_row(row: Sequence[Any]) -> RecordedEvent:
 
 
 def decode_rows(rows: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
-    """Decode many rows; the hot path of every read, so the loop is kept inline."""
+    """Decode many rows at once (for reads that return a list).
+
+    Streaming readers decode row by row as they hand events out instead
+    (``decode_row``): an event decoded just before it is consumed dies young,
+    while a decoded page lives long enough for the garbage collector to
+    promote, and later rescan, every dict in it.
+    """
     decode_any = _any_decoder.decode
     decode_meta = _metadata_decoder.decode
-    out: list[RecordedEvent] = []
-    append = out.append
     try:
-        for position, stream_id, version, type_, data, metadata, recorded_at, hash_, event_id in rows:
-            append(
-                RecordedEvent(
-                    position,
-                    stream_id,
-                    version,
-                    type_,
-                    decode_any(data),
-                    decode_meta(metadata),
-                    recorded_at,
-                    hash_,
-                    event_id,
-                )
-            )
+        return [
+            RecordedEvent(p, s, v, t, decode_any(d), decode_meta(m), r, h, i)
+            for p, s, v, t, d, m, r, h, i in rows
+        ]
     except (msgspec.DecodeError, TypeError):
-        # Decode again row by row: the precise error, and the good rows before it.
-        good: list[RecordedEvent] = []
-        for row in rows:
-            try:
-                good.append(decode_row(row))
-            except CorruptEventError as exc:
-                exc.decoded = good
-                raise
+        for row in rows:  # again, row by row, for the precise error
+            decode_row(row)
         raise  # pragma: no cover - decode_row raised above
-    return out
 
 
 def _corrupt(row: Sequence[Any], exc: Exception) -> CorruptEventError:

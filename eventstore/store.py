@@ -62,13 +62,7 @@ class ConcurrencyError(StoreError):
 
 
 class CorruptEventError(StoreError):
-    """A recorded row cannot be decoded; names the position of the row.
-
-    ``decoded`` holds the events of the same read that came before it, so a
-    reader can hand those out before raising.
-    """
-
-    decoded: Sequence[RecordedEvent] = ()
+    """A recorded row cannot be decoded; names the position of the row."""
 
     def __init__(self, position: int, detail: str) -> None:
         super().__init__(f"event at position {position} cannot be decoded: {detail}")

@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from eventstore.store import CorruptEventError, RecordedEvent
+from eventstore.codec import decode_row
+from eventstore.store import RecordedEvent
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +118,12 @@ class Subscription:
     meant to be consumed by one thread. Reading errors (the database is gone)
     are raised to the consumer, who may resubscribe from ``position``; a row
     that cannot be decoded raises CorruptEventError (naming its position)
-    after every event before it was handed out, and again on the next call.
+    when its turn comes, and again on the next call.
     """
 
     def __init__(
         self,
-        read_page: Callable[[int, int], list[RecordedEvent]],
+        read_rows: Callable[[int, int], list[tuple[Any, ...]]],
         hub: WakeupHub,
         after: int = 0,
         *,
@@ -130,12 +131,13 @@ class Subscription:
         recheck_s: float = 5.0,
         on_close: Callable[[Subscription], None] | None = None,
     ) -> None:
-        self._read_page = read_page
+        self._read_rows = read_rows  # rows in codec.ROW_COLUMNS order
         self._hub = hub
         self._page_size = page_size
         self._recheck_s = recheck_s
         self._on_close = on_close
-        self._buffer: collections.deque[RecordedEvent] = collections.deque()
+        # Rows, decoded one by one as they are handed out (see codec.decode_rows).
+        self._buffer: collections.deque[tuple[Any, ...]] = collections.deque()
         self._position = after  # last event handed out
         self._cursor = after  # last event read into the buffer
         self._must_read = True
@@ -143,7 +145,6 @@ class Subscription:
         self._seen_pokes = -1
         self._recheck_at = 0.0
         self._closed = False
-        self._corrupt: CorruptEventError | None = None
 
     @property
     def position(self) -> int:
@@ -178,12 +179,10 @@ class Subscription:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._closed:
             if self._buffer:
-                event = self._buffer.popleft()
+                event = decode_row(self._buffer[0])  # a corrupt row stays first
+                self._buffer.popleft()
                 self._position = event.position
                 return event
-            if self._corrupt is not None:
-                error, self._corrupt = self._corrupt, None
-                raise error
             head, pokes = self._hub.head, self._hub.pokes
             now = time.monotonic()
             if (
@@ -194,16 +193,12 @@ class Subscription:
             ):
                 self._seen_head, self._seen_pokes = head, pokes
                 self._recheck_at = now + self._recheck_s
-                try:
-                    page = self._read_page(self._cursor, self._page_size)
-                except CorruptEventError as exc:
-                    # Hand out the good events before the bad row, then raise.
-                    page, self._corrupt = list(exc.decoded), exc
+                page = self._read_rows(self._cursor, self._page_size)
                 # A full page means more is waiting behind it: read on at once.
                 self._must_read = len(page) >= self._page_size
                 if page:
                     self._buffer.extend(page)
-                    self._cursor = page[-1].position
+                    self._cursor = page[-1][0]
                     continue
             wait = self._recheck_at - now
             if deadline is not None:
