@@ -325,8 +325,9 @@ class RunActor(pykka.ThreadingActor):
                 self.actor_ref.tell(m.StepResult(event.step_id, event.attempt, failed=True,
                                                  error=f"code step function {spec.fn!r} cannot be found"))
                 return
-            kwargs.update(fn=fn, ctx=StepContext(launched.input, state.outputs(), state.fields(), self.run_id,
-                                                 event.step_id, event.attempt, launched.band))
+            kwargs.update(fn=fn, ctx=StepContext(
+                launched.input, state.outputs(), state.fields(), self.run_id, event.step_id, event.attempt,
+                launched.band, {sid: st.status for sid, st in state.steps.items()}))
         else:
             try:
                 system = persona_text(event.persona)

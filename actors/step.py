@@ -37,6 +37,7 @@ class StepContext:
     step_id: str
     attempt: int
     band: str = "medium"
+    statuses: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every step's status
 
 
 @dataclasses.dataclass

@@ -99,8 +99,9 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
         return self.snapshot.step(step_id)
 
     def outputs(self) -> dict[str, str]:
-        """Output text of every completed step (what ``$step.output`` sees)."""
-        return {sid: s.output for sid, s in self.steps.items() if s.status == "completed"}
+        """What ``$step.output`` sees: the text of every completed step, and the
+        approver's comment of a rejected approval (so on_reject steps can quote it)."""
+        return {sid: s.output for sid, s in self.steps.items() if s.status in ("completed", "rejected")}
 
     def fields(self) -> dict[str, dict[str, Any]]:
         """Frontmatter fields of every completed step."""

@@ -349,18 +349,17 @@ def _cell(value: Any) -> str:
 def approval_record(ctx: StepContext, gate: str, *, what: str = "the result") -> str:
     """The decision taken at approval step ``gate``, for a step in its ``on_reject``.
 
-    Such a step runs whether the gate was approved or rejected. An approved
-    gate completed, so its output (the approver's comment) is in
-    ``ctx.outputs``; a rejected one did not, and its comment lives in the
-    run's StepResumed event and report, not in ctx.
+    Such a step runs whether the gate was approved or rejected; either way the
+    approver's comment is the gate's output. ``ctx.statuses`` says which it
+    was (a context without statuses: an approved gate is one with an output).
     """
-    if gate in ctx.outputs:
-        comment = (ctx.outputs[gate] or "").strip()
+    comment = (ctx.outputs.get(gate) or "").strip()
+    status = getattr(ctx, "statuses", {}).get(gate) or ("completed" if gate in ctx.outputs else "rejected")
+    if status == "completed":
         fields = {"decision": "approved", "comment": comment}
         lines = ["**Decision**", "", f"Approved at `{gate}`: {what} goes ahead."]
-        lines.append(f"Approver's note: {comment}" if comment else "The approver left no note.")
     else:
-        fields = {"decision": "rejected", "comment": ""}
-        lines = ["**Decision**", "", f"Rejected at `{gate}`: {what} does not go ahead.",
-                 "The rejection and its comment are in the run's approvals and events."]
+        fields = {"decision": "rejected", "comment": comment}
+        lines = ["**Decision**", "", f"Rejected at `{gate}`: {what} does not go ahead."]
+    lines.append(f"Approver's note: {comment}" if comment else "The approver left no note.")
     return _with_frontmatter(fields, lines)

@@ -352,6 +352,7 @@ class StepCtx:
     run_id: str
     step_id: str
     attempt: int
+    statuses: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -402,7 +403,9 @@ def dry_run(flow: Flow, band: str, question: str, *, reject: Iterable[str] = (),
             elif st.status == "running" and spec.kind == "code":
                 fn = flow.function(sid)
                 assert fn is not None
-                value = fn(StepCtx(launched.input, state.outputs(), state.fields(), "run-1", sid, st.attempt))
+                statuses = {k: v.status for k, v in state.steps.items()}
+                value = fn(StepCtx(launched.input, state.outputs(), state.fields(), "run-1", sid, st.attempt,
+                                   statuses))
                 fields = msgspec.to_builtins(value) if isinstance(value, dict) else None
                 output = json.dumps(fields) if fields is not None else str(value)
                 apply(decide.complete(state, sid, st.attempt, output, now, fields=fields))
