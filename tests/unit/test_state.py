@@ -167,7 +167,7 @@ def test_a_rejection_is_recorded_with_who_and_why() -> None:
               StepResumed(step_id="gate", decision="rejected", by="bo", comment="no", at=T0 + 1)])
     gate = s.steps["gate"]
     assert (gate.status, gate.decided_by, gate.output, gate.ended_at) == ("rejected", "bo", "no", T0 + 1)
-    assert "gate" not in s.outputs()  # only completed steps feed $refs
+    assert s.outputs()["gate"] == "no"  # a rejection's comment feeds $gate.output, for on_reject steps
 
 
 def test_skips_and_cancels() -> None:
