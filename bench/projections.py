@@ -248,7 +248,7 @@ def raw_scan(store: Any) -> tuple[int, float]:
     return count, seconds
 
 
-def measure_rebuild(url: str, events: int = 20000, repeat: int = 5) -> dict[str, Any]:
+def measure_rebuild(url: str, events: int = 20000, repeat: int = 7) -> dict[str, Any]:
     """Fill the store at ``url`` (if empty), then time the raw scan and ``rebuild``.
 
     Both are measured ``repeat`` times, alternately (so a busy machine slows
