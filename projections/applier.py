@@ -103,19 +103,19 @@ class Applier:
         ]
         runs = work.runs
         seen: set[str] = set()
-        missing: set[str] = set()
+        needed: set[str] = set()  # runs this page continues (rather than launches)
         for run_id, event, _, _ in items:
             if run_id not in seen:
                 seen.add(run_id)
-                if run_id not in runs and not isinstance(event, RunLaunched):
-                    missing.add(run_id)
-        if missing:
-            before_load()
+                if not isinstance(event, RunLaunched):
+                    needed.add(run_id)
+        if not needed.issubset(runs):
+            before_load()  # may evict rows: what is missing is counted after it
             # Read outside the write transaction, to hold SQLite's write lock
             # briefly; the conditional checkpoint update proves that no other
             # projector wrote in between.
             with self.engine.connect() as conn:
-                work.runs.update(db.load_runs(conn, missing))
+                runs.update(db.load_runs(conn, needed.difference(runs)))
         for run_id, event, position, version in items:
             apply(work, run_id, event, position, version)
         return db.snapshot(work)
