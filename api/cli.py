@@ -43,8 +43,6 @@ from flows.launch import LaunchError, prepare
 from flows.state import RUN_TERMINAL, RunState, evolve
 from projections import Framer, rebuild
 
-log = logging.getLogger("baton")
-
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_DB = "sqlite:///baton-demo.db"
 DEMO_FLOW, DEMO_BAND, DEMO_STEP = "review-and-approve", "large", "approve"
@@ -247,9 +245,8 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
     with running(settings, engine=True, check=check) as rt:
         assert rt.engine is not None
-        position = rt.engine.cancel(args.run, reason=reason, by=by)
-        state = watch_run(rt.store, args.run, lambda s: s.terminal, timeout=30)
-        print(f"run {args.run} {state.status} (position {position}, by {by})")
+        position = rt.engine.cancel(args.run, reason=reason, by=by)  # answers once RunCancelled is recorded
+        print(f"run {args.run} cancelled (position {position}, by {by})")
         return EXIT_OK
 
 

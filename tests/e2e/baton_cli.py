@@ -48,6 +48,8 @@ class Baton:
     def __init__(self, url: str, cwd: Path) -> None:
         self.url = url
         self.cwd = cwd
+        self.paused = ""  # run ids a fixture prepared, when it did
+        self.completed = ""
 
     def __call__(self, *args: str, timeout: float = 60, db: bool = True, **env: str) -> Result:
         extra = {"BATON_DB": self.url} if db else {}

@@ -22,7 +22,6 @@ def shared(tmp_path_factory) -> Baton:
     """
     path = tmp_path_factory.mktemp("shared")
     b = Baton(f"sqlite:///{path / 'baton.db'}", path)
-    b.paused = b.ok("launch", "review-and-approve", "-q", "Review PR 7").run_id  # type: ignore[attr-defined]
-    b.completed = b.ok("--flows", FIXTURE_FLOWS, "launch", "e2e-quick",  # type: ignore[attr-defined]
-                       "-q", "What is quick?").run_id
+    b.paused = b.ok("launch", "review-and-approve", "-q", "Review PR 7").run_id
+    b.completed = b.ok("--flows", FIXTURE_FLOWS, "launch", "e2e-quick", "-q", "What is quick?").run_id
     return b

@@ -44,6 +44,12 @@ def join(ctx: Any) -> dict[str, Any]:
     return {"joined": sorted(ctx.outputs), "n": len(ctx.outputs)}
 
 
+def broken(ctx: Any) -> str:
+    """Fails every attempt."""
+    mark(ctx)
+    raise RuntimeError("broken on purpose")
+
+
 # Fan-out of two agent angles and a long code step, joined, then one agent step.
 CRASH = Flow(
     "e2e-crash",
@@ -70,4 +76,12 @@ QUICK = Flow(
         agent("a2", persona="researcher", deps=["prep"], prompt="Angle two on $input.question"),
         code("join", fn=join, deps=["a1", "a2"]),
     ],
+)
+
+# A run that fails: its only leaf raises.
+FAILING = Flow(
+    "e2e-failing",
+    category="Analysis",
+    description="test flow: a code step that always raises",
+    steps=[code("prep", fn=prep), code("broken", fn=broken, deps=["prep"])],
 )

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import queue
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 from baton_cli import BATON, FIXTURE_FLOWS, REPO, Baton, clean_env
+from eventstore import NewEvent, open_store
 
 
 def statuses(events) -> list[str]:
@@ -203,3 +209,61 @@ def test_demo_runs_approves_reports_and_verifies(tmp_path):
     assert "BATON_DB=sqlite:///baton-demo.db baton replay --verify" in out
     assert "log verified:" in out
     assert (tmp_path / "baton-demo.db").exists()  # BATON_DB unset: the demo keeps to its own file
+
+
+def test_a_failed_run_exits_1(baton):
+    result = baton("--flows", FIXTURE_FLOWS, "launch", "e2e-failing", "-q", "Will it break?")
+    assert result.code == 1, result.out + result.err
+    assert f"run {result.run_id} failed" in result.out and "Traceback" not in result.err
+
+
+def read_lines_until(proc: subprocess.Popen, done, timeout: float = 30.0) -> list[str]:
+    """Lines from a running command until ``done(line)``, within ``timeout``.
+
+    A thread reads them: select() on a text pipe misses lines already in its buffer.
+    """
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not got or not done(got[-1]):
+        try:
+            got.append(lines.get(timeout=max(deadline - time.monotonic(), 0.01)).rstrip("\n"))
+        except queue.Empty:
+            pytest.fail(f"gave up waiting after {timeout} s; got {got}")
+    return got
+
+
+def test_tail_follows_every_run_until_interrupted(baton):
+    tail = baton.popen("tail", "--after", str(baton.head()))
+    try:
+        run_id = baton.ok("--flows", FIXTURE_FLOWS, "launch", "e2e-quick", "-q", "Tail me").run_id
+        lines = read_lines_until(tail, lambda line: line.endswith(f"{run_id} - completed"))
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(timeout=10) == 0
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    assert lines[0].split()[1:] == ["flow_run_started", run_id, "-", "launched"]
+    frames = [json.loads(line) for line in baton.ok("tail", run_id, "--json").out.splitlines()]
+    assert [f["id"] for f in frames] == [int(line.split()[0]) for line in lines]
+    assert frames[-1]["run_status"] == "completed" and frames[-1]["report"].startswith("# e2e-quick")
+
+
+def test_replay_verify_names_a_run_whose_steps_never_ended(baton):
+    run_id = baton.ok("launch", "review-and-approve", "-q", "Review PR 46").run_id
+    with open_store(baton.url) as store:  # a buggy writer, not a tamperer: the hash chain stays intact
+        version = len(store.read_stream(f"run-{run_id}"))
+        store.append(f"run-{run_id}", [NewEvent("RunCompleted", {"report": "forged", "at": time.time()})],
+                     expected_version=version)
+        assert store.verify() == []
+    result = baton("replay", "--verify")
+    assert result.code == 1
+    assert f"run-{run_id}" in result.err and f"version {version + 1}" in result.err
+    assert "never ended" in result.err and "approve" in result.err
+
+
+def test_serve_has_its_flags():
+    proc = subprocess.run([str(BATON), "serve", "--help"], env=clean_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and "--host" in proc.stdout and "--port" in proc.stdout
