@@ -167,6 +167,8 @@ class Projector:
         delay = 0.0
         while not self._stopping.is_set():
             try:
+                if self._subscription is not None and self._subscription.closed:
+                    self._drop_subscription()  # closed under us (the store closing): see below
                 if self._subscription is None:
                     applier.catch_up(self.store, self.catch_up_chunk, self._stopping.is_set)
                     self._publish(applier.checkpoint.position)
@@ -177,7 +179,7 @@ class Projector:
                     self._publish(applier.apply(from_recorded(records)).position)
                 delay = 0.0
                 self.last_error = None
-            except StoreClosedError:
+            except StoreClosedError:  # from subscribe: the store was closed before this projector
                 return
             except Exception as exc:
                 moved = isinstance(exc, CheckpointMoved)

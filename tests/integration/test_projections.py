@@ -466,3 +466,13 @@ def test_sqlite_write_lock_held_elsewhere_is_waited_out(sqlite_url):
         assert_agrees_with_evolve(store, ReadModel(store.engine))
     finally:
         store.close()
+
+
+def test_closing_the_store_under_a_running_projector_ends_its_thread(sqlite_url):
+    store = open_store(sqlite_url, poll_interval=0.05)
+    projector = Projector(store).start()
+    assert projector.wait_for(fill(store, 30, seed=15), WAIT)
+    store.close()
+    projector._thread.join(WAIT)
+    assert not projector.running
+    projector.stop()
