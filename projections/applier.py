@@ -116,8 +116,7 @@ class Applier:
             # projector wrote in between.
             with self.engine.connect() as conn:
                 runs.update(db.load_runs(conn, needed.difference(runs)))
-        for run_id, event, position, version in items:
-            apply(work, run_id, event, position, version)
+        apply(work, items)
         return db.snapshot(work)
 
     def _commit(self, writes: Writes, seen: Checkpoint, last: int, bulk: bool = False) -> Checkpoint:
