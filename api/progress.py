@@ -232,7 +232,7 @@ class ProgressView:
         changed = state.status != self._run_status
         self._run_status = state.status
         if changed and state.status in ("queued", "running"):  # news before its steps; an end after them
-            self.console.print(f"  {now - t0:6.1f}s  run {state.run_id} is {state.status}", highlight=False)
+            say(self.console, f"  {now - t0:6.1f}s  run {state.run_id} is {state.status}")
         for step_id, step in state.steps.items():
             key = (step.status, step.attempt)
             if self._seen.get(step_id) == key:
@@ -245,7 +245,7 @@ class ProgressView:
             say(self.console, f"  {now - t0:6.1f}s  {step_id:<14} {step.status}{attempt}"
                               + (f"  {note.splitlines()[0][:100]}" if note else ""))
         if changed and state.status not in ("queued", "running"):
-            self.console.print(f"  {now - t0:6.1f}s  run {state.run_id} is {state.status}", highlight=False)
+            say(self.console, f"  {now - t0:6.1f}s  run {state.run_id} is {state.status}")
 
     def _render(self) -> Table:
         with self._lock:
@@ -258,7 +258,7 @@ class ProgressView:
 
 def say(console: Console, text: str) -> None:
     """Print text as it is (no markup, no highlighting: run ids and prompts stay intact)."""
-    console.print(text, markup=False, highlight=False)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)  # commands must stay copyable
 
 
 def print_outcome(console: Console, state: RunState, command: Callable[[str], str], *, report: bool) -> None:
@@ -328,7 +328,7 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
     """The runs list, newest first, as the read model has it."""
     table = Table(title=f"runs ({len(rows)})", title_justify="left")
     for name in ("run", "flow", "band", "status", "steps", "launched", "project", "question"):
-        table.add_column(name, no_wrap=name != "question", overflow="ellipsis")
+        table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=24 if name == "question" else None)
     for r in rows:
         status = r["status"] + (f" ({r['queue_reason']})" if r["status"] == "queued" and r["queue_reason"] else "")
         table.add_row(r["run_id"], r["flow"], r["band"], Text(status, style=STATUS_STYLE.get(r["status"], "")),
@@ -345,14 +345,13 @@ def print_run(console: Console, found: dict[str, Any]) -> None:
     console.print(Text.assemble("status: ", (run["status"], STATUS_STYLE.get(run["status"], "")),
                                 f"   steps {run['steps_done']}/{run['steps_total']}"
                                 f"   recoveries {run['recoveries']}   anomalies {run['anomalies']}"))
-    console.print(f"question: {run['question']}", markup=False, highlight=False)
+    say(console, f"question: {run['question']}")
     times = f"launched {_when(run['launched_at'])}"
     if run["ended_at"]:
         times += f", ended {_when(run['ended_at'])} ({run['ended_at'] - run['launched_at']:.1f} s)"
     console.print(times + (f"; by {run['launched_by']}" if run["launched_by"] else ""), highlight=False)
     if run["reason"]:
-        console.print(f"reason: {run['reason']}" + (f" (by {run['ended_by']})" if run["ended_by"] else ""),
-                      markup=False, highlight=False)
+        say(console, f"reason: {run['reason']}" + (f" (by {run['ended_by']})" if run["ended_by"] else ""))
     table = Table(title="steps", title_justify="left")
     for name in ("step", "kind", "persona", "status", "attempt", "duration", "note"):
         table.add_column(name, overflow="ellipsis", no_wrap=name != "note")
@@ -363,6 +362,10 @@ def print_run(console: Console, found: dict[str, Any]) -> None:
                       str(s["attempt"] or ""), f"{s['duration_s']:.1f}s" if s["duration_s"] else "",
                       note.replace("\n", " ")[:120])
     console.print(table)
+    for s in steps:
+        if s["status"] == "paused":
+            say(console, f"step '{s['step_id']}' waits for a person: baton approve {run['run_id']} {s['step_id']} "
+                         f"(or baton reject {run['run_id']} {s['step_id']})")
     if found["report"]:
         print_report(console, found["report"])
     else:

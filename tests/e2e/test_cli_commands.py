@@ -85,6 +85,7 @@ def test_show_prints_run_steps_and_report(shared):
     assert report.startswith("# e2e-quick: completed")
     paused = shared.ok("show", shared.paused).out
     assert "paused" in paused and "no report yet" in paused
+    assert f"baton approve {shared.paused} approve" in paused
 
 
 def test_approve_continues_a_paused_run_to_the_end(baton):
