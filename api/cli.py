@@ -326,7 +326,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         from api.app import serve
     except ImportError as exc:
         raise CliError(EXIT_FAILED, f"the HTTP server is not available: {exc}") from None
-    return int(serve(settings) or 0)
+    try:
+        return int(serve(settings) or 0)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: the normal way out
+        return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import queue
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 
+import httpx
 import pytest
 
 from baton_cli import BATON, FIXTURE_FLOWS, REPO, Baton, clean_env
@@ -218,13 +220,14 @@ def test_a_failed_run_exits_1(baton):
     assert f"run {result.run_id} failed" in result.out and "Traceback" not in result.err
 
 
-def read_lines_until(proc: subprocess.Popen, done, timeout: float = 30.0) -> list[str]:
-    """Lines from a running command until ``done(line)``, within ``timeout``.
+def read_lines_until(proc: subprocess.Popen, done, timeout: float = 30.0, *, stderr: bool = False) -> list[str]:
+    """Lines from a running command's stdout (or stderr) until ``done(line)``, within ``timeout``.
 
     A thread reads them: select() on a text pipe misses lines already in its buffer.
     """
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    pipe = proc.stderr if stderr else proc.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in pipe], daemon=True).start()
     got: list[str] = []
     deadline = time.monotonic() + timeout
     while not got or not done(got[-1]):
@@ -264,7 +267,17 @@ def test_replay_verify_names_a_run_whose_steps_never_ended(baton):
     assert "never ended" in result.err and "approve" in result.err
 
 
-def test_serve_has_its_flags():
-    proc = subprocess.run([str(BATON), "serve", "--help"], env=clean_env(), capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0 and "--host" in proc.stdout and "--port" in proc.stdout
+def test_serve_answers_http_and_stops_on_ctrl_c(baton):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = baton.popen("serve", "--host", "127.0.0.1", "--port", str(port))
+    try:
+        read_lines_until(server, lambda line: "Uvicorn running on" in line, stderr=True)  # listening now
+        health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
