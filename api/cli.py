@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
+from actors.agents.base import BackendConfigError
 from actors.engine import EngineTimeout
 from api import progress
 from api.progress import ProgressView, load_run, make_console, say, watch_run
@@ -51,7 +52,7 @@ DEMO_QUESTION = ("Review the change that adds retries with exponential backoff t
 
 # Errors a person fixes by changing what they typed, and errors of the environment.
 INPUT_ERRORS = (UnknownFlow, LaunchError, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting,
-                decide.RunFinished, FlowsImportError, SettingsError)
+                decide.RunFinished, FlowsImportError, SettingsError, BackendConfigError)
 RUNTIME_ERRORS = (StoreError, EngineTimeout, TimeoutError)
 
 

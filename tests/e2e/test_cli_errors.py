@@ -113,6 +113,8 @@ def test_an_unsupported_url(tmp_path):
 def test_bad_settings_and_usage(shared):
     assert "BATON_AGENT" in refused(shared, "launch", "research", "-q", "x", BATON_AGENT="gpt").err
     assert "BATON_AGENT_SLOTS" in refused(shared, "runs", BATON_AGENT_SLOTS="many").err
+    assert "--approval-mode plan" in refused(shared, "launch", "research", "-q", "x", BATON_AGENT="cli",
+                                             BATON_CLI_COMMAND="qwen -p {prompt}").err
     assert "invalid choice" in refused(shared, "frobnicate").err
     assert "required" in refused(shared, "approve", shared.paused).err
     assert "--limit" in refused(shared, "runs", "--limit", "lots").err
