@@ -99,19 +99,32 @@ def read_page(store: Any, after: int, limit: int) -> Page:
         cursor.close()
     finally:
         raw.close()
-    items = []
-    append = items.append
     decoders = _DECODERS
+    cut = len(RUN_STREAM_PREFIX)
+    try:
+        # Events of other streams (e.g. idempotency keys) and of types this
+        # projection does not know are left out; their positions still count.
+        items = [
+            (stream_id[cut:], decoders[type_name].decode(data), position, version)
+            for position, stream_id, version, type_name, data in rows
+            if type_name in decoders and stream_id.startswith(RUN_STREAM_PREFIX)
+        ]
+    except msgspec.DecodeError:
+        items = _one_by_one(rows)
+    return Page(items, rows[-1][0] if rows else after, len(rows))
+
+
+def _one_by_one(rows: Sequence[Sequence[Any]]) -> list[Item]:
+    """The slow path of a page holding a row that does not decode: skip (and log) just that row."""
+    items: list[Item] = []
     for position, stream_id, version, type_name, data in rows:
-        if not stream_id.startswith(RUN_STREAM_PREFIX):
+        decoder = _DECODERS.get(type_name)
+        if decoder is None or not stream_id.startswith(RUN_STREAM_PREFIX):
             continue
-        decoder = decoders.get(type_name)
-        if decoder is None:
-            continue  # a type this projection does not know: skipped, its position still counts
         try:
             event = decoder.decode(data)
         except msgspec.DecodeError as exc:
             log.error("projection skips event %d (%s): %s", position, type_name, exc)
             continue
-        append((stream_id[len(RUN_STREAM_PREFIX) :], event, position, version))
-    return Page(items, rows[-1][0] if rows else after, len(rows))
+        items.append((stream_id[len(RUN_STREAM_PREFIX) :], event, position, version))
+    return items

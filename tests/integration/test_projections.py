@@ -476,3 +476,27 @@ def test_closing_the_store_under_a_running_projector_ends_its_thread(sqlite_url)
     projector._thread.join(WAIT)
     assert not projector.running
     projector.stop()
+
+
+def test_an_event_that_does_not_decode_is_skipped_and_counted(store):
+    """A row written behind the store's back (bad JSON, or data that does not fit its
+    type) is logged and skipped by the live projector and by a rebuild alike."""
+    with Projector(store, batch_size=10) as projector:
+        head = fill(store, 60, seed=16)
+        assert projector.wait_for(head, WAIT)
+        run_stream = next(r.stream_id for r in store.read_all(0) if r.stream_id.startswith("run-"))
+        with store.engine.begin() as conn:
+            for offset, (type_name, data) in enumerate([("StepStarted", "{not json"),
+                                                        ("StepStarted", '{"step_id": 1, "attempt": "x"}')]):
+                conn.execute(sa.text(
+                    "INSERT INTO events (position, event_id, stream_id, version, type, data, metadata, "
+                    "recorded_at, hash) VALUES (:p, :id, :s, :v, :t, :d, '{}', 0, '')"
+                ), {"p": head + 1 + offset, "id": f"corrupt-{offset}", "s": run_stream, "v": 1000 + offset,
+                    "t": type_name, "d": data})
+        after = fill(store, 60, seed=17)
+        assert after > head + 2
+        assert projector.wait_for(after, WAIT), projector.last_error
+    live = dump(store.engine)
+    rebuild(store, chunk=7)
+    assert dump(store.engine) == live
+    assert checkpoint(store.engine)[0] == after
