@@ -9,6 +9,7 @@ from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.config import EngineConfig
 from eventstore import EventStore
+from eventstore.leases import Leases
 from flows.catalog import FlowRegistry
 
 
@@ -22,3 +23,4 @@ class EngineContext:
     bus: FrameBus
     clock: Clock
     config: EngineConfig
+    leases: Leases

@@ -28,6 +28,7 @@ from actors.context import EngineContext
 from actors.orchestrator import Orchestrator
 from actors.run import load, stream_of
 from eventstore import ConcurrencyError, EventStore, NewEvent
+from eventstore.leases import Leases
 from flows import launch as launching
 from flows.catalog import FlowRegistry
 from flows.state import RunState
@@ -79,7 +80,8 @@ class Engine:
         self.bus = bus or FrameBus()
         self.clock = clock or RealClock()
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
-        self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config)
+        leases = Leases(store.engine, ttl_s=self.config.lease_ttl_s)  # type: ignore[attr-defined]
+        self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases)
         self._orchestrator: pykka.ActorRef | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -98,6 +100,7 @@ class Engine:
             except pykka.ActorDeadError:
                 pass
             self._orchestrator = None
+            self.ctx.leases.release_all(self.config.node)
         if isinstance(self.clock, RealClock):
             self.clock.stop()
         self.backend.close()

@@ -28,11 +28,18 @@ import pykka
 
 from actors import messages as m
 from actors.context import EngineContext
+from actors.errors import RunOwnedElsewhere
 from actors.run import RunActor, load
+from flows import decide as d
+from flows.state import RunState
 
 log = logging.getLogger(__name__)
 
 TERMINAL_TYPES = frozenset({"RunCompleted", "RunFailed", "RunRejected", "RunCancelled"})
+
+
+class _Renew:
+    """Time to renew this process's leases."""
 
 
 class _Run:
@@ -63,13 +70,18 @@ class Orchestrator(pykka.ThreadingActor):
         self.waiting: OrderedDict[str, deque[str]] = OrderedDict()  # run -> steps waiting for a slot
         self.asked: dict[str, int] = {}  # run -> when it first asked (fairness tie-break)
         self.seq = itertools.count()
+        self._renewal: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._recover()
+        if self.ctx.config.recover:
+            self._recover()
+        self._heartbeat()
 
     def on_stop(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
         for run in self.runs.values():
             if run.ref is not None:
                 try:
@@ -94,7 +106,13 @@ class Orchestrator(pykka.ThreadingActor):
                 launched[rec.stream_id[4:]] = rec.position
             elif rec.type in TERMINAL_TYPES:
                 ended.add(rec.stream_id[4:])
+        held = self.ctx.leases.held()
+        node = self.ctx.config.node
         for run_id in sorted((r for r in launched if r not in ended), key=launched.__getitem__):
+            owner = held.get(f"run-{run_id}", node)
+            if owner != node:
+                log.info("run %s is driven by %s; not recovering it", run_id, owner)
+                continue
             state, _ = load(self.ctx, run_id)
             if state.terminal or state.launched is None:
                 continue
@@ -102,13 +120,28 @@ class Orchestrator(pykka.ThreadingActor):
             self.runs[run_id] = run
             if state.status == "queued":
                 self.queue.append(run_id)
-            elif state.status == "paused":
-                pass  # a run waiting for a person holds no thread
+            elif state.status == "paused" and not _has_work(state, self.ctx.clock.now()):
+                pass  # a run waiting only for a person holds no thread
             else:
                 self.active.add(run_id)
-                self._tell_run(run, m.Recover(self.ctx.config.node))
+                if not self._tell_run(run, m.Recover(node)):
+                    self._forget(run_id)
         self._admit()
         self._plan_changed()
+
+    def _heartbeat(self) -> None:
+        """Renew this process's leases, and arm the next renewal (a third of the TTL)."""
+        try:
+            self.ctx.leases.renew(self.ctx.config.node)
+        except Exception:  # the database is away for a moment: the next beat tries again
+            log.warning("could not renew run leases", exc_info=True)
+        self._renewal = self.ctx.clock.call_later(self.ctx.config.lease_ttl_s / 3, self._beat)
+
+    def _beat(self) -> None:
+        try:
+            self.actor_ref.tell(_Renew())
+        except pykka.ActorDeadError:
+            pass
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -131,13 +164,16 @@ class Orchestrator(pykka.ThreadingActor):
             run = _Run(msg.run_id, "", "unknown", self.ctx.clock.now())
             self.runs[msg.run_id] = run
         if msg.kind == "cancel":
-            self._tell_run(run, m.Cancel("cancelled" if not msg.comment else msg.comment, msg.by, msg.reply))
+            told = self._tell_run(run, m.Cancel(msg.comment or "cancelled", msg.by, msg.reply))
         else:
             decision = "approved" if msg.kind == "approve" else "rejected"
             if run.status == "paused":
                 run.status = "running"
                 self.active.add(run.run_id)  # an answered approval never waits behind the queue
-            self._tell_run(run, m.Resume(msg.step_id, decision, msg.by, msg.comment, msg.reply))
+            told = self._tell_run(run, m.Resume(msg.step_id, decision, msg.by, msg.comment, msg.reply))
+        if not told:  # another process drives it
+            self._forget(msg.run_id)
+            self._admit()
 
     def _on_idle(self, msg: m.RunIdle) -> None:
         run = self.runs.get(msg.run_id)
@@ -145,6 +181,7 @@ class Orchestrator(pykka.ThreadingActor):
             return  # a command reached the actor after it said it was idle: it is busy again
         run.ref.stop(block=False)
         run.ref = None
+        self._release(msg.run_id)
         if msg.status in ("queued", "paused"):
             run.status = msg.status
             if msg.status == "paused":
@@ -174,6 +211,7 @@ class Orchestrator(pykka.ThreadingActor):
         run = self.runs.pop(run_id, None)
         if run is not None and run.ref is not None:
             run.ref.stop(block=False)
+            self._release(run_id)
         self.active.discard(run_id)
         if run_id in self.queue:
             self.queue.remove(run_id)
@@ -192,7 +230,8 @@ class Orchestrator(pykka.ThreadingActor):
             run = self.runs[self.queue.popleft()]
             run.status = "running"
             self.active.add(run.run_id)
-            self._tell_run(run, m.Begin("capacity freed"))
+            if not self._tell_run(run, m.Begin("capacity freed")):
+                self._forget(run.run_id)
 
     def _on_request(self, msg: m.RequestSlots) -> None:
         if msg.run_id not in self.runs:
@@ -281,12 +320,33 @@ class Orchestrator(pykka.ThreadingActor):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _tell_run(self, run: _Run, message: Any) -> None:
+    def _tell_run(self, run: _Run, message: Any) -> bool:
+        """Tell the run's actor, starting it (and taking the run's lease) if needed.
+
+        False when another live process holds the run: the message's reply, if
+        any, gets RunOwnedElsewhere.
+        """
         if run.ref is None or not run.ref.is_alive():
+            holder = self.ctx.leases.acquire(f"run-{run.run_id}", self.ctx.config.node)
+            if holder is not None:
+                reply = getattr(message, "reply", None)
+                if reply is not None and not reply.done():
+                    reply.set_exception(RunOwnedElsewhere(run.run_id, holder))
+                return False
             run.ref = RunActor.start(self.ctx, self.actor_ref, run.run_id)
             run.sent = 0
         run.sent += 1
         run.ref.tell(message)
+        return True
+
+    def _release(self, run_id: str) -> None:
+        try:
+            self.ctx.leases.release(f"run-{run_id}", self.ctx.config.node)
+        except Exception:  # it expires on its own; say so
+            log.warning("could not release the lease of run %s", run_id, exc_info=True)
+
+    def _on_renew(self, msg: _Renew) -> None:
+        self._heartbeat()
 
     _handlers = {
         m.LaunchRun: _on_launch,
@@ -297,4 +357,11 @@ class Orchestrator(pykka.ThreadingActor):
         m.RequestSlots: _on_request,
         m.ReleaseSlots: _on_release,
         m.PlanQuery: _on_plan,
+        _Renew: _on_renew,
     }
+
+
+def _has_work(state: RunState, now: float) -> bool:
+    """Whether a paused run still has something to start (a branch beside the approval)."""
+    decision = d.decide(state, now)
+    return bool(decision.events or decision.ready or decision.wake_at or state.running())

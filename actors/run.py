@@ -105,7 +105,12 @@ class RunActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> None:
         if self.stopped:
-            return
+            reply = getattr(message, "reply", None)
+            if self.state.terminal and isinstance(message, (m.Resume, m.Cancel)):
+                pass  # answered below: the run has ended (RunFinished)
+            else:
+                _fail(reply, RuntimeError(f"run {self.run_id} is being handed over; try again"))
+                return
         handler = self._handlers.get(type(message))
         if handler is None:
             raise TypeError(f"RunActor got an unknown message {message!r}")

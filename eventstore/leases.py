@@ -1,0 +1,111 @@
+"""Leases: which process owns a named thing (a stream, a run) for now.
+
+Optimistic concurrency already fences a writer that lost a stream; a lease
+keeps two processes from *starting* the same work in the first place. A lease
+is a row ``(name, owner, expires_at)``. It is taken when free, expired, or
+already ours; its owner renews every lease it holds in one statement; a
+process that dies stops renewing. An owner name ``host:pid`` lets a process on
+the same host take over at once from an owner whose pid is gone (kill -9),
+instead of waiting out the TTL.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import sqlalchemy as sa
+
+_metadata = sa.MetaData()
+leases_table = sa.Table(
+    "leases",
+    _metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+_ACQUIRE = sa.text(
+    "INSERT INTO leases (name, owner, expires_at) VALUES (:name, :owner, :expires) "
+    "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+    "WHERE leases.owner = excluded.owner OR leases.expires_at < :now OR leases.owner = :dead"
+)
+
+
+def default_owner() -> str:
+    """``host:pid`` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dead_on_this_host(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Leases:
+    """Leases kept in the store's own database (the table is created if missing)."""
+
+    def __init__(self, engine: sa.Engine, ttl_s: float = 30.0) -> None:
+        self.engine = engine
+        self.ttl_s = ttl_s
+        _metadata.create_all(engine, checkfirst=True)
+
+    def acquire(self, name: str, owner: str) -> str | None:
+        """Take ``name`` for ``owner``: None on success, else the owner holding it."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            current = conn.execute(
+                sa.select(leases_table.c.owner, leases_table.c.expires_at).where(leases_table.c.name == name)
+            ).first()
+            dead = current.owner if current is not None and _dead_on_this_host(current.owner) else ""
+            result = conn.execute(_ACQUIRE, {"name": name, "owner": owner, "expires": now + self.ttl_s,
+                                             "now": now, "dead": dead})
+            if result.rowcount:
+                return None
+        holder = self.owner_of(name)
+        return holder or None
+
+    def release(self, name: str, owner: str) -> None:
+        """Give ``name`` up (only if ``owner`` holds it)."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(leases_table).where(leases_table.c.name == name, leases_table.c.owner == owner))
+
+    def renew(self, owner: str) -> int:
+        """Extend every lease ``owner`` holds; returns how many it still holds."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                sa.update(leases_table).where(leases_table.c.owner == owner)
+                .values(expires_at=time.time() + self.ttl_s)
+            )
+            return result.rowcount
+
+    def release_all(self, owner: str) -> None:
+        """Give up every lease ``owner`` holds (a clean stop)."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(leases_table).where(leases_table.c.owner == owner))
+
+    def owner_of(self, name: str) -> str:
+        """Who holds ``name`` now ("" when nobody, or the lease expired)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(leases_table.c.owner, leases_table.c.expires_at).where(leases_table.c.name == name)
+            ).first()
+        if row is None or row.expires_at < time.time() or _dead_on_this_host(row.owner):
+            return ""
+        return row.owner
+
+    def held(self) -> dict[str, str]:
+        """Every live lease: name -> owner."""
+        now = time.time()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(leases_table).where(leases_table.c.expires_at >= now)).all()
+        return {r.name: r.owner for r in rows if not _dead_on_this_host(r.owner)}

@@ -1,0 +1,67 @@
+"""Two processes on one store: a run is driven by one of them at a time (DESIGN §8)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from actors.config import EngineConfig
+from actors.engine import Engine
+from actors.errors import RunOwnedElsewhere
+from actors.run import stream_of
+from eventstore import open_store
+from eventstore.leases import Leases
+from flows import Flow, agent, approval
+from flows.catalog import FlowRegistry
+from tests.integration.scripted import ScriptedBackend
+
+FLOW = Flow("owned", steps=[agent("work", persona="analyst", prompt="$input.question"),
+                            approval("gate", deps=["work"], prompt="ok?")])
+REGISTRY = FlowRegistry([FLOW])
+
+
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+def engine(store, node, backend) -> Engine:
+    return Engine(store, REGISTRY, EngineConfig(node=node), backend=backend).start()
+
+
+def test_a_second_process_does_not_take_over_a_live_run(store):
+    backend_a = ScriptedBackend(hold={"work"})
+    a = engine(store, "host-a:1", backend_a)
+    run_id = a.launch("owned", "q").run_id
+    backend_a.wait_calls(1, run_id)
+    b = engine(store, "host-b:2", ScriptedBackend())
+    try:
+        types = [r.type for r in store.read_stream(stream_of(run_id))]
+        assert "RunRecovered" not in types and "StepFailed" not in types
+        with pytest.raises(RunOwnedElsewhere) as refused:
+            b.cancel(run_id)
+        assert refused.value.owner == "host-a:1"
+        backend_a.release(run_id, "work")
+        a.wait(run_id, {"paused"})
+        a.stop()  # a clean stop gives its leases up
+        a = None
+        b.approve(run_id, "gate", by="bea")  # the paused run can be picked up anywhere
+        assert b.wait(run_id).status == "completed"
+    finally:
+        if a is not None:
+            a.stop()
+        b.stop()
+
+
+def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(store):
+    leases = Leases(store.engine, ttl_s=3600)
+    dead = f"{socket.gethostname()}:{2**22 + 12345}"  # above pid_max: no such process
+    assert leases.acquire("run-x", dead) is None
+    assert leases.acquire("run-x", "elsewhere:1") is None  # not waiting out the hour
+    assert leases.owner_of("run-x") == "elsewhere:1"
+    assert leases.acquire("run-x", "third:3") == "elsewhere:1"
+    leases.release("run-x", "elsewhere:1")
+    assert leases.acquire("run-x", "third:3") is None
