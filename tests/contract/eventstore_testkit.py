@@ -13,9 +13,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
-from eventstore import schema
+from eventstore import open_store, schema
+
+
+@pytest.fixture
+def store(store_url):
+    """An open store on this test's own database, closed afterwards.
+
+    Imported by the test modules (no conftest.py here: test modules of other
+    directories import ``conftest`` by name, and a second one would shadow theirs).
+    """
+    with open_store(store_url) as s:
+        yield s
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

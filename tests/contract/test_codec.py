@@ -17,6 +17,8 @@ from eventstore import (
     open_store,
 )
 
+from eventstore_testkit import store  # noqa: F401 - a fixture
+
 json_scalars = (
     st.none()
     | st.booleans()

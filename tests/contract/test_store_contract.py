@@ -24,7 +24,14 @@ from eventstore import (
 )
 from eventstore.chain import event_hash
 
-from eventstore_testkit import Thread, insert_raw_row, run_sql, tamper, wait_for
+from eventstore_testkit import (  # noqa: F401 - store is a fixture
+    Thread,
+    insert_raw_row,
+    run_sql,
+    store,
+    tamper,
+    wait_for,
+)
 
 
 def notes(*values: int) -> list[NewEvent]:

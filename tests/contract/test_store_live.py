@@ -18,11 +18,12 @@ import sqlalchemy as sa
 
 from eventstore import NewEvent, RecordedEvent, open_store
 
-from eventstore_testkit import (
+from eventstore_testkit import (  # noqa: F401 - store is a fixture
     Thread,
     insert_raw_row,
     pg_writers_waiting_for_lock,
     run_sql,
+    store,
     wait_for,
 )
 
