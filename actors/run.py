@@ -89,6 +89,10 @@ class RunActor(pykka.ThreadingActor):
     def on_start(self) -> None:
         self.state, self.history = load(self.ctx, self.run_id)
         self.recorded_version = self.state.version
+        self.recovered = False
+        if self.state.running() and not self.state.terminal:
+            # We hold the run's lease, so attempts the log shows running belong to a process that is gone.
+            self._on_recover(m.Recover(self.ctx.config.node), flush=False)
 
     def on_stop(self) -> None:
         if self.wake_timer is not None:
@@ -140,9 +144,12 @@ class RunActor(pykka.ThreadingActor):
         self._stage([RunStarted(run_id=self.run_id, reason=msg.reason, at=self.ctx.clock.now())])
         self._flush()
 
-    def _on_recover(self, msg: m.Recover) -> None:
-        self._stage(d.recover(self.state, self.ctx.clock.now(), node=msg.node))
-        self._flush()
+    def _on_recover(self, msg: m.Recover, flush: bool = True) -> None:
+        if not self.recovered:
+            self.recovered = True
+            self._stage(d.recover(self.state, self.ctx.clock.now(), node=msg.node))
+        if flush:
+            self._flush()
 
     def _on_resume(self, msg: m.Resume) -> None:
         try:

@@ -129,7 +129,7 @@ def running(settings: Settings, *, engine: bool = False, projector: bool = False
         if check is not None:
             check(rt)
         if engine or projector:
-            rt.start(engine=engine, projector=projector)
+            rt.start(engine=engine, projector=projector, recover=False)  # drive only this command's run
         if projector:
             caught_up(rt)
         yield rt

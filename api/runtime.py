@@ -6,6 +6,7 @@ they wire the same parts the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 from collections.abc import Iterable
@@ -59,8 +60,12 @@ class Runtime:
         self.projector: Projector | None = None
         self.read_model: ReadModel | None = None
 
-    def start(self, *, engine: bool = True, projector: bool = True) -> Runtime:
-        """Start the parts asked for; the projector first, so reads are ready."""
+    def start(self, *, engine: bool = True, projector: bool = True, recover: bool = True) -> Runtime:
+        """Start the parts asked for; the projector first, so reads are ready.
+
+        ``recover=False`` starts an engine that drives only the runs it is told
+        about (a CLI command), leaving other unfinished runs to ``baton serve``.
+        """
         if projector:
             self.projector = Projector(self.store).start()
         self.read_model = ReadModel(self.store.engine, self.projector)
@@ -74,8 +79,8 @@ class Runtime:
                 cli_command=s.cli_command,
                 offline_delay_s=s.offline_delay_s,
             )
-            self.engine = Engine(self.store, self.registry, s.engine_config(), backend=backend,
-                                 bus=self.bus).start()
+            config = dataclasses.replace(s.engine_config(), recover=recover)
+            self.engine = Engine(self.store, self.registry, config, backend=backend, bus=self.bus).start()
         return self
 
     def stop(self) -> None:
