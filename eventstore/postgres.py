@@ -27,10 +27,6 @@ so a test can show the skip happens without it.
 from __future__ import annotations
 
 import collections
-import logging
-import os
-import select
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,10 +44,8 @@ from eventstore.store import (
     StoreError,
     StoreUnavailableError,
 )
-from eventstore.subscription import WakeupHub
 from eventstore.writer import PendingAppend
 
-log = logging.getLogger(__name__)
 
 CHANNEL = "baton_events"
 
@@ -84,7 +78,6 @@ $fn$
 # one C parser on the server, instead of escaping seven text arrays in Python.
 _APPEND = "SELECT baton_append(%s::json, %s::float8, %s::boolean)"
 _row_encoder = msgspec.json.Encoder()
-_HEAD = "SELECT coalesce(max(position), 0) FROM events"
 _STREAM_HEADS = (
     "SELECT DISTINCT ON (stream_id) stream_id, version, hash FROM events"
     " WHERE stream_id = ANY(%s::text[]) ORDER BY stream_id, version DESC"
@@ -160,6 +153,7 @@ class PostgresBackend:
         return conn
 
     def is_transient(self, exc: BaseException) -> bool:
+        """Lost connections, serialization failures and deadlocks: retry the group."""
         if isinstance(exc, sa.exc.DBAPIError):  # raised by the pool while reconnecting
             exc = exc.orig or exc
         return isinstance(
@@ -169,9 +163,11 @@ class PostgresBackend:
         )
 
     def is_broken(self, conn: psycopg.Connection) -> bool:
+        """Whether the writer must reconnect before its next attempt."""
         return conn.closed or conn.broken
 
     def close_connection(self, conn: psycopg.Connection) -> None:
+        """Close a writer connection, even a broken one."""
         try:
             conn.close()
         except psycopg.Error:
@@ -310,87 +306,3 @@ def _needs_head(pending: PendingAppend, cached: tuple[int, str] | None) -> bool:
     if pending.expected == 0:
         return False  # (0, "") if new; a cached version > 0 is already a conflict
     return cached is None or cached[0] < pending.expected
-
-
-class ListenWatcher:
-    """One LISTEN connection per store, moving the hub's head for every subscriber.
-
-    Each wake-up (a notification, or ``interval`` seconds of silence) re-reads
-    ``max(position)`` from the table: a lost notification costs at most one
-    interval, and a killed connection (``pg_terminate_backend``) is replaced.
-    """
-
-    def __init__(self, engine: sa.Engine, hub: WakeupHub, interval: float) -> None:
-        self._engine = engine
-        self._hub = hub
-        self._interval = interval
-        self._stopping = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        self.backend_pid: int | None = None
-        self._thread = threading.Thread(target=self._run, name="baton-eventstore-listen",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop at once (the thread's select also watches a wake-up pipe)."""
-        self._stopping.set()
-        os.write(self._wake_w, b"x")
-        self._thread.join(5)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-
-    def _connect(self) -> psycopg.Connection:
-        raw = self._engine.raw_connection()
-        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
-        raw.detach()  # ours for good: the pool forgets it
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.rollback()
-        conn.autocommit = True
-        conn.execute("SET application_name = 'baton-listen'")
-        # A handler also stops psycopg from keeping unread notifications in
-        # a backlog that would grow for as long as the store runs.
-        conn.add_notify_handler(self._on_notify)
-        conn.execute(f"LISTEN {CHANNEL}")
-        return conn
-
-    def _on_notify(self, notify: psycopg.Notify) -> None:
-        # NOTIFY is delivered only after its transaction committed, so its
-        # position is safe to wake on; anything else on the channel is noise.
-        try:
-            self._hub.advance(int(notify.payload))
-        except ValueError:
-            pass
-
-    def _run(self) -> None:
-        delay = 0.05
-        while not self._stopping.is_set():
-            conn = None
-            try:
-                conn = self._connect()
-                self.backend_pid = conn.info.backend_pid
-                delay = 0.05
-                self._follow(conn)
-            except Exception as exc:  # logged and retried: subscribers must keep waking
-                if not self._stopping.is_set():
-                    log.warning("event store LISTEN connection lost (%s); reconnecting", exc)
-                    self._stopping.wait(delay)
-                    delay = min(delay * 2, 2.0)
-            finally:
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except psycopg.Error:
-                        pass
-
-    def _follow(self, conn: psycopg.Connection) -> None:
-        # Whatever happened while we were not listening is in the table.
-        self._hub.advance(conn.execute(_HEAD).fetchone()[0])
-        self._hub.poke()
-        fileno = conn.fileno()
-        while not self._stopping.is_set():
-            ready, _, _ = select.select([fileno, self._wake_r], [], [], self._interval)
-            if self._wake_r in ready:
-                return
-            # Running a query also consumes any pending notifications; their
-            # payload is only a hint, the table's head is the truth.
-            self._hub.advance(conn.execute(_HEAD).fetchone()[0])

@@ -257,7 +257,7 @@ class SqlEventStore:
 
     def _start_watcher(self) -> Any:
         if self.dialect == "postgresql":
-            from eventstore.postgres import ListenWatcher
+            from eventstore.listen import ListenWatcher
 
             return ListenWatcher(self.engine, self._hub, self._poll_interval)
         return PollingWatcher(self.head, self._hub, self._poll_interval)

@@ -118,12 +118,15 @@ class SqliteBackend:
         return conn
 
     def is_transient(self, exc: BaseException) -> bool:
+        """A busy file: retry the group (BEGIN IMMEDIATE waits on its own first)."""
         return _is_busy(exc)
 
     def is_broken(self, conn: Any) -> bool:
+        """A SQLite connection does not break; it is never replaced."""
         return False
 
     def close_connection(self, conn: sqlite3.Connection) -> None:
+        """Close the writer's connection."""
         try:
             conn.close()
         except sqlite3.Error:
