@@ -100,11 +100,19 @@ class SqliteBackend:
 
         Raises StoreUnavailableError when the file cannot be read.
         """
-        try:
-            with self.reading() as conn:
-                return conn.execute(sql, params).fetchall()
-        except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:
-            raise StoreUnavailableError(f"cannot read the event store at {self._where}: {exc}") from exc
+        deadline = time.monotonic() + self._lock_timeout_s
+        while True:
+            try:
+                with self.reading() as conn:
+                    return conn.execute(sql, params).fetchall()
+            except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:
+                # A WAL reader is rarely blocked (recovery, a forced checkpoint),
+                # and then only briefly: keep "database is locked" from callers.
+                if _is_busy(exc) and time.monotonic() < deadline:
+                    continue
+                raise StoreUnavailableError(
+                    f"cannot read the event store at {self._where}: {exc}"
+                ) from exc
 
     # -- the writer (see eventstore.writer.WriterBackend) ------------------
 
