@@ -32,7 +32,7 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.hub import Frame, Subscriber
+from api.hub import Frame, SharedFrame, Subscriber
 from api.problems import BadParameter
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,25 @@ _encode = msgspec.json.Encoder().encode
 FIRST_MESSAGE_S = 1.0  # how long a WebSocket without query parameters waits for its resume message
 
 
+def sse_event(frame: Frame) -> bytes:
+    """One frame as a text/event-stream event (no ``id:`` line for an ephemeral frame)."""
+    fid = frame.get("id")
+    head = f"id: {fid}\nevent: {frame['type']}\n" if fid is not None else f"event: {frame['type']}\n"
+    return head.encode() + b"data: " + _encode(frame) + b"\n\n"
+
+
+def json_text(frame: Frame) -> bytes:
+    """One frame as a WebSocket message's JSON."""
+    return _encode(frame)
+
+
+def _encoded(frame: Frame, name: str, encode: Any) -> bytes:
+    return frame.encoded(name, encode) if isinstance(frame, SharedFrame) else encode(frame)
+
+
 def sse_lines(frames: list[Frame]) -> bytes:
     """Frames in text/event-stream form (one write)."""
-    out = []
-    for frame in frames:
-        data = _encode(frame)
-        fid = frame.get("id")
-        head = f"id: {fid}\nevent: {frame['type']}\n" if fid is not None else f"event: {frame['type']}\n"
-        out.append(head.encode() + b"data: " + data + b"\n\n")
-    return b"".join(out)
+    return b"".join(_encoded(frame, "sse", sse_event) for frame in frames)
 
 
 def parse_position(name: str, raw: Any) -> int | None:
@@ -151,7 +161,7 @@ async def ws(websocket: WebSocket) -> None:
         receiver = asyncio.create_task(_until_disconnect(websocket, subscriber))
         async for frames in _frames_of(subscriber, after, 30.0):
             for frame in frames:
-                await websocket.send_text(_encode(frame).decode())
+                await websocket.send_text(_encoded(frame, "json", json_text).decode())
         if subscriber.overflowed:
             await websocket.close(code=1013, reason="fell behind; reconnect with your last id")
     except (WebSocketDisconnect, RuntimeError, OSError):

@@ -1,0 +1,128 @@
+"""The frame hub on its own, over a real SQLite store: hand-over, slow clients, filters, delta order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from api.hub import DeltaOrder, FrameHub
+from eventstore import NewEvent, open_store
+from flows.catalog import FlowRegistry
+from flows.events import RunStarted, event_data
+from flows.launch import prepare
+from projections.frames import Framer
+from tests.api.api_flows import api_chain
+
+REGISTRY = FlowRegistry([api_chain])
+
+
+def append_run(store, run_id: str, project_id: str = "") -> None:
+    """RunLaunched + RunStarted of a run (two durable frames)."""
+    launched = prepare(REGISTRY, run_id=run_id, now=time.time(), flow="api-chain", question="q",
+                       project_id=project_id)
+    started = RunStarted(run_id=run_id, reason="test", plan_position=0, at=time.time())
+    store.append(f"run-{run_id}", [NewEvent(type(e).__name__, event_data(e)) for e in (launched, started)], 0)
+
+
+def all_frames(store) -> list[dict]:
+    framer = Framer()
+    return [f for rec in store.read_all() for f in framer.frames(rec)]
+
+
+async def collect(subscriber, until, timeout: float = 10.0) -> list[dict]:
+    got: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while not until(got):
+        assert time.monotonic() < deadline, f"only {len(got)} frames"
+        frames = await subscriber.next_frames(0.5)
+        assert frames is not None, "the subscriber was closed"
+        got += frames
+    return got
+
+
+def test_resume_while_the_log_grows_gives_every_frame_once_in_order(sqlite_url):
+    store = open_store(sqlite_url)
+    for i in range(50):
+        append_run(store, f"before-{i:03}")
+
+    async def main() -> list[dict]:
+        hub = FrameHub(store).start()
+        writer = threading.Thread(target=lambda: [append_run(store, f"during-{i:03}") for i in range(200)])
+        writer.start()
+        await asyncio.sleep(0.01)  # let some appends land before the client connects
+        subscriber = hub.subscribe()
+        got = [f async for frames in subscriber.replay(0) for f in frames]
+        await asyncio.to_thread(writer.join)
+        head = store.head()
+        got += await collect(subscriber, lambda g: g and g[-1]["id"] >= head)
+        hub.stop()
+        return got
+
+    try:
+        got = asyncio.run(main())
+        assert got == all_frames(store)
+        assert len(got) == 2 * 250
+    finally:
+        store.close()
+
+
+def test_a_slow_client_is_closed_and_the_others_go_on(sqlite_url):
+    store = open_store(sqlite_url)
+
+    async def main() -> None:
+        hub = FrameHub(store, buffer=5).start()
+        slow, fast = hub.subscribe(), hub.subscribe()
+        got = []
+        for i in range(1, 11):  # as the hub thread hands batches over, one event at a time
+            hub._dispatch([{"type": "anomaly", "id": i, "run_id": "r", "project_id": ""}], i)
+            got += await fast.next_frames(0)  # the fast one keeps up
+        assert [f["id"] for f in got] == list(range(1, 11))
+        assert await slow.next_frames(0.1) is None and slow.overflowed  # its stream ends; it resumes by id
+        slow.close()
+        assert slow not in hub.subscribers and fast in hub.subscribers
+        hub.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+
+
+def test_filters_by_run_and_project(sqlite_url):
+    store = open_store(sqlite_url)
+
+    async def main() -> None:
+        hub = FrameHub(store).start()
+        by_project, by_run = hub.subscribe(project_id="p1"), hub.subscribe(run_id="b")
+        await asyncio.to_thread(lambda: [append_run(store, r, p) for r, p in (("a", "p1"), ("b", "p2"), ("c", "p1"))])
+        got = await collect(by_project, lambda g: len(g) >= 4)
+        assert {f["run_id"] for f in got} == {"a", "c"}
+        assert {f["run_id"] for f in await collect(by_run, lambda g: len(g) >= 2)} == {"b"}
+        hub._dispatch([{"type": "plan_updated", "plan": {}}], None)  # the plan is global
+        assert (await by_project.next_frames(1))[0]["type"] == "plan_updated"
+        assert await by_run.next_frames(0.1) == []
+        hub.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+
+
+def test_deltas_wait_for_their_running_frame():
+    async def main() -> None:
+        released: list[list[dict]] = []
+        order = DeltaOrder(asyncio.get_running_loop(), released.append)
+        delta = {"type": "step_delta", "run_id": "r", "step_id": "s", "attempt": 1, "text": "hi"}
+        running = {"type": "flow_run_step_updated", "id": 7, "run_id": "r", "step_id": "s", "status": "running",
+                   "attempt": 1}
+        assert order.ephemeral(delta) is False  # its step has not been seen running yet
+        assert order.durable([running]) == [running, delta]
+        assert order.ephemeral(delta) is True
+        late = {**delta, "step_id": "t"}
+        assert order.ephemeral(late) is False
+        await asyncio.sleep(DeltaOrder.HOLD_S + 0.1)  # the running frame never comes: let it out
+        assert released == [[late]]
+
+    asyncio.run(main())

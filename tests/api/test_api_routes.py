@@ -1,0 +1,310 @@
+"""Commands and queries through Starlette's TestClient, on a real runtime and SQLite store.
+
+Every refused request must say what is wrong (problem+json naming the field
+or the state) and append nothing: ``head()`` is compared before and after.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from api.runtime import Runtime
+from api.settings import Settings
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory) -> Iterator[Runtime]:
+    db = tmp_path_factory.mktemp("routes") / "baton.db"
+    settings = Settings(db=f"sqlite:///{db}", flows=("tests.api.api_flows",), max_body_bytes=4096)
+    rt = Runtime(settings).start()
+    try:
+        yield rt
+    finally:
+        rt.stop()
+
+
+@pytest.fixture(scope="module")
+def client(runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime)) as c:
+        yield c
+
+
+def launch(client: TestClient, flow: str = "api-gate", **extra: Any) -> dict[str, Any]:
+    r = client.post("/api/runs", json={"flow": flow, "question": "Is the cache safe?", **extra})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def paused(runtime: Runtime, run_id: str) -> None:
+    runtime.engine.wait(run_id, {"paused"}, timeout=10)
+
+
+def ended(runtime: Runtime, run_id: str) -> str:
+    return runtime.engine.wait(run_id, timeout=10).status
+
+
+def quiet(runtime: Runtime) -> int:
+    """Wait until no run is moving (each ended or waits for a person); the store's head then."""
+    moving = {"paused", "completed", "failed", "rejected", "cancelled"}
+    runtime.projector.wait_for(runtime.store.head())
+    for status in ("queued", "running"):
+        for run in runtime.read_model.list_runs(status=status, limit=500)[0]:
+            runtime.engine.wait(run["run_id"], moving, timeout=10)
+    return runtime.store.head()
+
+
+def problem_of(r, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == PROBLEM
+    body = r.json()
+    assert body["status"] == status and body["title"] and body["detail"] and body["type"].startswith("http")
+    return body
+
+
+# -- launch -------------------------------------------------------------------------------------
+
+
+def test_launch_answers_201_and_the_run_is_readable_at_once(client):
+    launched = launch(client, "api-chain", project_id="p-launch", inputs={"repo": "baton"})
+    assert launched["created"] is True and launched["position"] > 0
+    r = client.get(f"/api/runs/{launched['run_id']}")  # no wait in the test: read-your-writes
+    assert r.status_code == 200
+    detail = r.json()
+    assert detail["run"]["run_id"] == launched["run_id"]
+    assert detail["run"]["status"] in ("queued", "running", "completed")
+    assert detail["run"]["project_id"] == "p-launch"
+    assert [s["step_id"] for s in detail["steps"]] == ["first", "second", "third", "fold"]
+    assert all("status" in s for s in detail["steps"])
+    assert "report" in detail
+
+
+def test_same_idempotency_key_same_run_and_one_run_launched(client, runtime):
+    body = {"flow": "api-chain", "question": "once only"}
+    first = client.post("/api/runs", json=body, headers={"Idempotency-Key": "k-42"})
+    again = client.post("/api/runs", json=body, headers={"Idempotency-Key": "k-42"})
+    other = client.post("/api/runs", json=body, headers={"Idempotency-Key": "k-43"})
+    assert first.status_code == 201 and again.status_code == 200 and other.status_code == 201
+    assert again.json() == {**first.json(), "created": False}
+    assert other.json()["run_id"] != first.json()["run_id"]
+    launches = [e for e in runtime.store.read_all() if e.type == "RunLaunched"
+                and e.data["run_id"] == first.json()["run_id"]]
+    assert len(launches) == 1
+
+
+BAD_LAUNCHES = [
+    ("malformed JSON", b'{"flow": "api-chain", "question": ', 400, None),
+    ("not an object", b'["api-chain"]', 422, None),
+    ("unknown flow", b'{"flow": "no-such-flow", "question": "q"}', 422, "flow"),
+    ("missing question", b'{"flow": "api-chain"}', 422, "question"),
+    ("blank question", b'{"flow": "api-chain", "question": "   "}', 422, "question"),
+    ("unknown band", b'{"flow": "api-chain", "question": "q", "band": "huge"}', 422, "band"),
+    ("wrong type", b'{"flow": 7, "question": "q"}', 422, "flow"),
+    ("unknown field", b'{"flow": "api-chain", "question": "q", "colour": "red"}', 422, "colour"),
+    ("inputs not an object", b'{"flow": "api-chain", "question": "q", "inputs": [1]}', 422, "inputs"),
+    ("question twice", b'{"flow": "api-chain", "question": "q", "inputs": {"question": "x"}}', 422,
+     "inputs.question"),
+    ("empty body", b"", 400, None),
+]
+
+
+@pytest.mark.parametrize("case,body,status,field", BAD_LAUNCHES, ids=[c[0] for c in BAD_LAUNCHES])
+def test_bad_launch_is_refused_naming_the_field_and_appends_nothing(client, runtime, case, body, status, field):
+    head = quiet(runtime)
+    r = client.post("/api/runs", content=body, headers={"Content-Type": "application/json",
+                                                         "Idempotency-Key": f"bad-{case}"})
+    problem = problem_of(r, status)
+    assert problem.get("field") == field
+    if case == "unknown flow":
+        assert "api-chain" in problem["known"] and "no-such-flow" in problem["detail"]
+    assert runtime.store.head() == head
+
+
+def test_oversized_bodies_are_413_declared_or_chunked(client, runtime):
+    head = quiet(runtime)
+    big = json.dumps({"flow": "api-chain", "question": "x" * 10_000}).encode()
+    problem = problem_of(client.post("/api/runs", content=big), 413)
+    assert "4096" in problem["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while it arrives
+        for _ in range(20):
+            yield b" " * 1000
+
+    problem_of(client.post("/api/runs", content=chunks()), 413)
+    assert runtime.store.head() == head
+
+
+# -- approve, reject, cancel --------------------------------------------------------------------
+
+
+def test_approve_a_waiting_step_then_409_for_a_step_or_run_not_waiting(client, runtime):
+    run_id = launch(client)["run_id"]
+    paused(runtime, run_id)
+    head = quiet(runtime)
+    problem = problem_of(client.post(f"/api/runs/{run_id}/steps/draft/approve"), 409)
+    assert problem["state"] == "completed" and "draft" in problem["detail"]
+    assert runtime.store.head() == head
+
+    r = client.post(f"/api/runs/{run_id}/steps/gate/approve", json={"comment": "ship it", "by": "ana"})
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] == "approved" and r.json()["position"] > head
+    gate = {s["step_id"]: s for s in client.get(f"/api/runs/{run_id}").json()["steps"]}["gate"]
+    assert gate["status"] == "completed"  # seen at once: the GET waited for the command's position
+
+    assert ended(runtime, run_id) == "completed"
+    head = quiet(runtime)
+    for verb in ("approve", "reject"):
+        problem = problem_of(client.post(f"/api/runs/{run_id}/steps/gate/{verb}"), 409)
+        assert problem["state"] == "completed"
+    assert runtime.store.head() == head
+
+
+def test_reject_records_who_from_the_header(client, runtime):
+    run_id = launch(client)["run_id"]
+    paused(runtime, run_id)
+    r = client.post(f"/api/runs/{run_id}/steps/gate/reject", json={"comment": "not yet"},
+                    headers={"X-Baton-User": "bo"})
+    assert r.status_code == 200 and r.json()["decision"] == "rejected"
+    assert ended(runtime, run_id) == "rejected"
+    resumed = [e for e in client.get(f"/api/runs/{run_id}/events").json() if e["type"] == "StepResumed"]
+    assert resumed[0]["data"]["by"] == "bo" and resumed[0]["data"]["comment"] == "not yet"
+
+
+def test_cancel_then_cancel_again_is_409(client, runtime):
+    run_id = launch(client)["run_id"]
+    paused(runtime, run_id)
+    r = client.post(f"/api/runs/{run_id}/cancel")  # an empty body is fine
+    assert r.status_code == 200 and r.json()["run_id"] == run_id
+    assert client.get(f"/api/runs/{run_id}").json()["run"]["status"] == "cancelled"
+    head = quiet(runtime)
+    problem = problem_of(client.post(f"/api/runs/{run_id}/cancel", json={"reason": "again"}), 409)
+    assert problem["state"] == "cancelled"
+    assert runtime.store.head() == head
+
+
+def test_unknown_run_or_step_is_404_and_appends_nothing(client, runtime):
+    run_id = launch(client)["run_id"]
+    paused(runtime, run_id)
+    head = quiet(runtime)
+    for method, path in [("GET", "/api/runs/nope"), ("GET", "/api/runs/nope/report"),
+                         ("GET", "/api/runs/nope/events"), ("POST", "/api/runs/nope/cancel"),
+                         ("POST", "/api/runs/nope/steps/gate/approve")]:
+        assert problem_of(client.request(method, path), 404)["field"] == "run_id", path
+    problem = problem_of(client.post(f"/api/runs/{run_id}/steps/nope/reject"), 404)
+    assert problem["field"] == "step_id" and "nope" in problem["detail"]
+    assert runtime.store.head() == head
+
+
+def test_bad_command_bodies(client, runtime):
+    run_id = launch(client)["run_id"]
+    paused(runtime, run_id)
+    head = quiet(runtime)
+    problem_of(client.post(f"/api/runs/{run_id}/cancel", content=b"{oops"), 400)
+    assert problem_of(client.post(f"/api/runs/{run_id}/steps/gate/approve", json={"comment": 3}),
+                      422)["field"] == "comment"
+    assert problem_of(client.post(f"/api/runs/{run_id}/steps/gate/approve", json={"by": "x", "vote": 1}),
+                      422)["field"] == "vote"
+    assert runtime.store.head() == head
+
+
+# -- queries ------------------------------------------------------------------------------------
+
+
+def test_events_as_json_and_json_lines(client, runtime):
+    run_id = launch(client, "api-chain")["run_id"]
+    assert ended(runtime, run_id) == "completed"
+    events = client.get(f"/api/runs/{run_id}/events").json()
+    assert [e["version"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["type"] == "RunLaunched" and events[-1]["type"] == "RunCompleted"
+    for e in events:
+        assert {"position", "version", "type", "data", "metadata", "recorded_at", "hash"} <= set(e)
+    for kwargs in ({"params": {"format": "jsonl"}}, {"headers": {"Accept": "application/x-ndjson"}}):
+        r = client.get(f"/api/runs/{run_id}/events", **kwargs)
+        assert r.headers["content-type"].startswith("application/x-ndjson")
+        assert [json.loads(line) for line in r.text.splitlines()] == events
+    assert problem_of(client.get(f"/api/runs/{run_id}/events?format=xml"), 422)["field"] == "format"
+
+
+def test_report_is_markdown_once_the_run_ended(client, runtime):
+    waiting = launch(client)["run_id"]
+    paused(runtime, waiting)
+    assert problem_of(client.get(f"/api/runs/{waiting}/report"), 404)["state"] == "paused"
+    run_id = launch(client, "api-chain")["run_id"]
+    assert ended(runtime, run_id) == "completed"
+    r = client.get(f"/api/runs/{run_id}/report")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/markdown")
+    assert r.text.startswith("#") and r.text == client.get(f"/api/runs/{run_id}").json()["report"]
+
+
+def test_list_runs_filters_and_pages_newest_first(client, runtime):
+    ids = [launch(client, "api-chain", project_id="p-list")["run_id"] for _ in range(3)]
+    for run_id in ids:
+        ended(runtime, run_id)
+    page = client.get("/api/runs", params={"project_id": "p-list", "limit": 2}).json()
+    assert [r["run_id"] for r in page["runs"]] == ids[::-1][:2] and page["next_cursor"]
+    rest = client.get("/api/runs", params={"project_id": "p-list", "cursor": page["next_cursor"]}).json()
+    assert [r["run_id"] for r in rest["runs"]] == ids[:1] and rest["next_cursor"] is None
+    done = client.get("/api/runs", params={"project_id": "p-list", "status": "completed", "flow": "api-chain"})
+    assert len(done.json()["runs"]) == 3
+    assert client.get("/api/runs", params={"project_id": "p-list", "flow": "api-gate"}).json()["runs"] == []
+    assert problem_of(client.get("/api/runs?status=happy"), 422)["field"] == "status"
+    assert problem_of(client.get("/api/runs?limit=lots"), 422)["field"] == "limit"
+    assert problem_of(client.get("/api/runs?min_position=-1"), 422)["field"] == "min_position"
+
+
+def test_flows_plan_health(client, runtime):
+    flows = {f["name"]: f for f in client.get("/api/flows").json()["flows"]}
+    assert [s["step_id"] for s in flows["api-gate"]["steps"]] == ["draft", "gate", "publish"]
+    assert {"name", "category", "description", "bands", "steps"} <= set(flows["research"])
+    plan = client.get("/api/plan").json()
+    assert {"in_progress", "planned_queued", "new_queued"} <= set(plan)
+    health = client.get("/api/health").json()
+    assert health["status"] == "ok" and health["head"] == runtime.store.head() and health["engine"] is True
+
+
+def test_health_is_503_when_the_store_cannot_be_read(client, runtime, monkeypatch):
+    def broken() -> int:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(runtime.store, "head", broken)
+    problem = problem_of(client.get("/api/health"), 503)
+    assert "disk gone" in problem["detail"]
+
+
+def test_unknown_routes_and_methods_are_problems(client):
+    problem_of(client.get("/api/nothing-here"), 404)
+    problem_of(client.delete("/api/runs"), 405)
+
+
+def test_openapi_describes_every_route(client):
+    r = client.get("/api/openapi.json")
+    doc = r.json()
+    assert doc["openapi"].startswith("3.")
+    paths = {route.path for route in client.app.routes}
+    assert paths <= set(doc["paths"]), paths - set(doc["paths"])
+    schemas = doc["components"]["schemas"]
+    assert {"LaunchRequest", "Problem", "RunDetail", "Frame"} <= set(schemas)
+    assert set(schemas["LaunchRequest"]["required"]) == {"flow", "question"}
+    for path, operations in doc["paths"].items():
+        for op in operations.values():
+            for ref in _refs(op):
+                assert ref.split("/")[-1] in schemas, (path, ref)
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
