@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import sqlalchemy as sa
+import uvicorn
 from starlette.applications import Starlette
 
 from api import openapi, problems, routes, stream
@@ -63,6 +66,41 @@ def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: in
     return app
 
 
+class StreamingServer(uvicorn.Server):
+    """uvicorn's server, which on a stop signal also ends the open streams, and returns.
+
+    Open SSE responses never finish on their own, so uvicorn's graceful
+    shutdown would wait for them forever; ending them lets it close in time
+    (consumers resume by id elsewhere). And where uvicorn re-raises the
+    signal after its shutdown (SIGTERM's default action kills the process on
+    the spot), this one just returns, so ``serve`` still stops the runtime.
+    """
+
+    def __init__(self, config: uvicorn.Config, hub: FrameHub) -> None:
+        super().__init__(config)
+        self.hub = hub
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """Signal handler: end the streams (on the loop), then uvicorn's own handling."""
+        loop = self.hub.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.hub.end_streams)
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Route SIGINT/SIGTERM to ``handle_exit`` while serving; restore, never re-raise."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
 def safe_url(url: str) -> str:
     """The store URL with its password hidden."""
     try:
@@ -78,8 +116,6 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
     does not import) prints one line naming it and returns 2 before any port
     is opened.
     """
-    import uvicorn
-
     try:
         runtime = Runtime(settings).start()
     except (StoreError, FlowsImportError, ValueError) as exc:
@@ -88,10 +124,10 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
         return EXIT_START_FAILED
     try:
         app = create_app(runtime)
+        options = {"timeout_graceful_shutdown": 5, **uvicorn_options}
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
-                                lifespan="on", **uvicorn_options)
-        server = uvicorn.Server(config)
-        log.info("baton: serving http://%s:%d/api on %s", settings.host, settings.port, safe_url(settings.db))
+                                lifespan="on", **options)
+        server = StreamingServer(config, app.state.hub)
         print(f"baton: serving http://{settings.host}:{settings.port}/api (store {safe_url(settings.db)})",
               file=sys.stderr, flush=True)
         try:

@@ -282,6 +282,15 @@ class FrameHub:
             self._subscription.close()
         if self._thread is not None:
             self._thread.join(5)
+        self.end_streams()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the hub serves (None before ``start``)."""
+        return self._loop
+
+    def end_streams(self) -> None:
+        """End every client's stream (on the loop): the server is going away, they resume elsewhere."""
         for subscriber in list(self.subscribers):
             subscriber.close()
 

@@ -9,11 +9,13 @@ disconnects in between.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from eventstore import open_store
@@ -189,6 +191,14 @@ def test_websocket_resumes_from_its_position(server):
     assert any(f["type"] == "step_delta" for f in second)
 
 
+def test_websocket_refuses_a_bad_resume_message(server):
+    with ws_connect(server.url.replace("http", "ws") + "/api/ws") as ws:
+        ws.send(json.dumps({"after": "yesterday"}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=TIMEOUT)
+    assert closed.value.rcvd.code == 1008 and "after" in closed.value.rcvd.reason
+
+
 def test_unreachable_database_exits_non_zero_naming_it(tmp_path):
     url = "postgresql+psycopg://nobody:s3cret@127.0.0.1:1/x"
     server = ApiServer(url, start_timeout=20)
@@ -199,6 +209,17 @@ def test_unreachable_database_exits_non_zero_naming_it(tmp_path):
     log = server.log()
     assert "postgresql+psycopg://nobody:***@127.0.0.1:1/x" in log
     assert "s3cret" not in log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_ends_open_streams_and_exits_cleanly(tmp_path, sig):
+    with ApiServer(f"sqlite:///{tmp_path / 'stop.db'}") as server:
+        with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT) as response:
+            server.process.send_signal(sig)
+            for _ in sse_events(response):  # ends when the server ends the stream
+                pass
+        assert server.process.wait(10) == 0, server.log()
+    assert "Traceback" not in server.log()
 
 
 @pytest.mark.postgres
