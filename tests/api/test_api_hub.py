@@ -6,7 +6,8 @@ import asyncio
 import threading
 import time
 
-from api.hub import DeltaOrder, FrameHub
+from api.delta_order import DeltaOrder
+from api.hub import FrameHub
 from eventstore import NewEvent, open_store
 from flows.catalog import FlowRegistry
 from flows.events import RunStarted, event_data
