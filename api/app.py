@@ -120,7 +120,8 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
         runtime = Runtime(settings).start()
     except (StoreError, FlowsImportError, ValueError) as exc:
         detail = str(exc) if safe_url(settings.db) in str(exc) else f"{safe_url(settings.db)}: {exc}"
-        print(f"baton: cannot start: {detail}", file=sys.stderr, flush=True)
+        one_line = " ".join(detail.split())  # drivers' messages span lines; a start error is one
+        print(f"baton: cannot start: {one_line}", file=sys.stderr, flush=True)
         return EXIT_START_FAILED
     try:
         app = create_app(runtime)

@@ -207,7 +207,8 @@ def test_unreachable_database_exits_non_zero_naming_it(tmp_path):
             pass
     assert server.process is not None and server.process.returncode == 2
     log = server.log()
-    assert "postgresql+psycopg://nobody:***@127.0.0.1:1/x" in log
+    line = next(line for line in log.splitlines() if "cannot start" in line)
+    assert "postgresql+psycopg://nobody:***@127.0.0.1:1/x" in line and "cannot reach" in line
     assert "s3cret" not in log
 
 
