@@ -98,6 +98,9 @@ class Subscriber:
         if len(self.buffer) > self.limit:
             self.overflowed = True
             self.buffer.clear()
+            # Leave the hub now: a client whose response never started (it went
+            # away before the first byte) has no stream loop left to do it.
+            self.hub.remove(self)
         if self.buffer or self.overflowed:
             self._ready.set()
 
@@ -116,6 +119,8 @@ class Subscriber:
         while True:
             upto = self.hub.position
             self.buffer = collections.deque(f for f in self.buffer if not _durable_upto(f, upto))
+            if self.overflowed and not self.closed:
+                self.hub.subscribers.add(self)  # it left on overflow; what it missed is replayed next
             self.overflowed = False
             if cursor >= upto:
                 break

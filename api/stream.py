@@ -120,11 +120,13 @@ async def sse(request: Request) -> StreamingResponse:
 
 async def _first_message(websocket: WebSocket) -> dict[str, Any]:
     try:
-        text = await asyncio.wait_for(websocket.receive_text(), FIRST_MESSAGE_S)
+        received = await asyncio.wait_for(websocket.receive(), FIRST_MESSAGE_S)
     except TimeoutError:
         return {}
+    if received["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(received.get("code", 1000))
     try:
-        message = msgspec.json.decode(text)
+        message = msgspec.json.decode(received.get("text") or received.get("bytes") or b"")
     except msgspec.DecodeError:
         raise BadParameter("message", "the first message must be a JSON object") from None
     if not isinstance(message, dict):

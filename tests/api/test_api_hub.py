@@ -127,3 +127,32 @@ def test_deltas_wait_for_their_running_frame():
         assert released == [[late]]
 
     asyncio.run(main())
+
+
+def test_a_client_overflowing_during_its_replay_replays_what_it_missed(sqlite_url):
+    store = open_store(sqlite_url)
+    for i in range(50):
+        append_run(store, f"old-{i:03}")
+
+    async def main() -> list[dict]:
+        hub = FrameHub(store, buffer=5).start()
+        subscriber = hub.subscribe()
+        replay = subscriber.replay(0)
+        got = list(await replay.__anext__())  # the first page; the replay is under way
+        await asyncio.to_thread(lambda: [append_run(store, f"new-{i:03}") for i in range(10)])
+        head = store.head()
+        while hub.position < head:  # the hub dispatches them live: 20 frames overflow a buffer of 5
+            await asyncio.sleep(0.01)
+        assert subscriber.overflowed and subscriber not in hub.subscribers
+        got += [f async for frames in replay for f in frames]  # goes on to the hub's new position
+        assert subscriber in hub.subscribers and not subscriber.overflowed
+        await asyncio.to_thread(append_run, store, "live")
+        got += await collect(subscriber, lambda g: len(g) >= 2)  # the live run's two frames
+        hub.stop()
+        return got
+
+    try:
+        got = asyncio.run(main())
+        assert got == all_frames(store) and len(got) == 2 * 61
+    finally:
+        store.close()
