@@ -23,5 +23,6 @@ class EngineConfig:
     model: str = ""
     node: str = dataclasses.field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     ask_timeout_s: float = 30.0
+    step_threads: int = 256  # attempts running at once, at most (parallel code steps need threads)
     recover: bool = True  # take over unfinished runs at start (a CLI command drives only its own run)
     lease_ttl_s: float = 30.0  # a process that stops renewing loses its runs after this long

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import Executor
 
 from actors.agents import Backend
 from actors.bus import FrameBus
@@ -24,3 +25,4 @@ class EngineContext:
     clock: Clock
     config: EngineConfig
     leases: Leases
+    steps: Executor  # the threads StepActors run on

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +26,12 @@ from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
 from actors.orchestrator import Orchestrator
-from actors.run import load, stream_of
+from actors.run import decode, load, stream_of
 from eventstore import ConcurrencyError, EventStore, NewEvent
 from eventstore.leases import Leases
 from flows import launch as launching
 from flows.catalog import FlowRegistry
-from flows.state import RunState
+from flows.state import RunState, evolve
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ class Engine:
         self.clock = clock or RealClock()
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
         leases = Leases(store.engine, ttl_s=self.config.lease_ttl_s)  # type: ignore[attr-defined]
-        self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases)
+        self._steps = ThreadPoolExecutor(self.config.step_threads, thread_name_prefix="baton-step")
+        self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
+                                 self._steps)
         self._orchestrator: pykka.ActorRef | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -89,6 +91,10 @@ class Engine:
     def start(self) -> Engine:
         """Start the orchestrator (which recovers unfinished runs). Returns self."""
         if self._orchestrator is None:
+            node = self.config.node
+            holder = self.ctx.leases.acquire(f"node-{node}", node)
+            if holder is not None:
+                raise RuntimeError(f"another live process is already node {node!r}")
             self._orchestrator = Orchestrator.start(self.ctx)
         return self
 
@@ -101,6 +107,7 @@ class Engine:
                 pass
             self._orchestrator = None
             self.ctx.leases.release_all(self.config.node)
+        self._steps.shutdown(wait=False, cancel_futures=True)  # attempts in flight were cancelled above
         if isinstance(self.clock, RealClock):
             self.clock.stop()
         self.backend.close()
@@ -192,8 +199,10 @@ class Engine:
                 if left <= 0:
                     raise EngineTimeout(f"run {run_id} is {state.status} after {timeout:g} s")
                 rec = subscription.next_event(timeout=min(left, 1.0))
-                if rec is None or rec.stream_id == stream:
-                    state = self.state(run_id)
+                if rec is not None and rec.stream_id == stream and rec.version == state.version + 1:
+                    state = evolve(state, decode(rec), rec.position)  # the next event: fold it on
+                elif rec is None or rec.stream_id == stream:
+                    state = self.state(run_id)  # a gap (or a quiet second): read the stream again
             return state
         finally:
             subscription.close()

@@ -29,7 +29,7 @@ import pykka
 from actors import messages as m
 from actors.context import EngineContext
 from actors.errors import RunOwnedElsewhere
-from actors.run import RunActor, load
+from actors.run import RunActor, fold_records, stream_of
 from flows import decide as d
 from flows.state import RunState
 
@@ -106,15 +106,14 @@ class Orchestrator(pykka.ThreadingActor):
                 launched[rec.stream_id[4:]] = rec.position
             elif rec.type in TERMINAL_TYPES:
                 ended.add(rec.stream_id[4:])
-        held = self.ctx.leases.held()
         node = self.ctx.config.node
+        live = self._live_nodes()
         for run_id in sorted((r for r in launched if r not in ended), key=launched.__getitem__):
-            owner = held.get(f"run-{run_id}", node)
-            if owner != node:
-                log.info("run %s is driven by %s; not recovering it", run_id, owner)
-                continue
-            state, _ = load(self.ctx, run_id)
+            state, history, last_node = load_with_owner(self.ctx, run_id)
             if state.terminal or state.launched is None:
+                continue
+            if _driven_by(state, last_node, node, live):
+                log.info("run %s is driven by %s; not recovering it", run_id, last_node)
                 continue
             run = _Run(run_id, state.launched.flow, state.status, state.launched_at, state.launched.project_id)
             self.runs[run_id] = run
@@ -124,18 +123,29 @@ class Orchestrator(pykka.ThreadingActor):
                 pass  # a run waiting only for a person holds no thread
             else:
                 self.active.add(run_id)
-                if not self._tell_run(run, m.Recover(node)):
-                    self._forget(run_id)
+                self._tell_run(run, m.Recover(node))
         self._admit()
         self._plan_changed()
 
     def _heartbeat(self) -> None:
-        """Renew this process's leases, and arm the next renewal (a third of the TTL)."""
+        """Renew this process's node lease, and arm the next renewal (a third of the TTL).
+
+        Other processes read the lease to tell a run driven by a live process
+        (leave it alone) from one whose process is gone (recover it).
+        """
+        node = self.ctx.config.node
         try:
-            self.ctx.leases.renew(self.ctx.config.node)
+            if not self.ctx.leases.renew(node):
+                holder = self.ctx.leases.acquire(f"node-{node}", node)
+                if holder is not None:
+                    log.error("another live process calls itself %s (%s); give each process its own node name",
+                              node, holder)
         except Exception:  # the database is away for a moment: the next beat tries again
-            log.warning("could not renew run leases", exc_info=True)
+            log.warning("could not renew the node lease", exc_info=True)
         self._renewal = self.ctx.clock.call_later(self.ctx.config.lease_ttl_s / 3, self._beat)
+
+    def _live_nodes(self) -> set[str]:
+        return set(self.ctx.leases.held().values())
 
     def _beat(self) -> None:
         try:
@@ -181,7 +191,6 @@ class Orchestrator(pykka.ThreadingActor):
             return  # a command reached the actor after it said it was idle: it is busy again
         run.ref.stop(block=False)
         run.ref = None
-        self._release(msg.run_id)
         if msg.status in ("queued", "paused"):
             run.status = msg.status
             if msg.status == "paused":
@@ -211,7 +220,6 @@ class Orchestrator(pykka.ThreadingActor):
         run = self.runs.pop(run_id, None)
         if run is not None and run.ref is not None:
             run.ref.stop(block=False)
-            self._release(run_id)
         self.active.discard(run_id)
         if run_id in self.queue:
             self.queue.remove(run_id)
@@ -321,29 +329,25 @@ class Orchestrator(pykka.ThreadingActor):
     # -- plumbing ----------------------------------------------------------------------------
 
     def _tell_run(self, run: _Run, message: Any) -> bool:
-        """Tell the run's actor, starting it (and taking the run's lease) if needed.
+        """Tell the run's actor, starting it if needed.
 
-        False when another live process holds the run: the message's reply, if
-        any, gets RunOwnedElsewhere.
+        Before taking over a run this process did not launch, check that no
+        other live process is driving it: if one is, the message's reply (if
+        any) gets RunOwnedElsewhere and nothing is started.
         """
         if run.ref is None or not run.ref.is_alive():
-            holder = self.ctx.leases.acquire(f"run-{run.run_id}", self.ctx.config.node)
-            if holder is not None:
-                reply = getattr(message, "reply", None)
-                if reply is not None and not reply.done():
-                    reply.set_exception(RunOwnedElsewhere(run.run_id, holder))
-                return False
+            if not isinstance(message, (m.Launch, m.Recover)):
+                state, _, last_node = load_with_owner(self.ctx, run.run_id)
+                if _driven_by(state, last_node, self.ctx.config.node, self._live_nodes()):
+                    reply = getattr(message, "reply", None)
+                    if reply is not None and not reply.done():
+                        reply.set_exception(RunOwnedElsewhere(run.run_id, last_node))
+                    return False
             run.ref = RunActor.start(self.ctx, self.actor_ref, run.run_id)
             run.sent = 0
         run.sent += 1
         run.ref.tell(message)
         return True
-
-    def _release(self, run_id: str) -> None:
-        try:
-            self.ctx.leases.release(f"run-{run_id}", self.ctx.config.node)
-        except Exception:  # it expires on its own; say so
-            log.warning("could not release the lease of run %s", run_id, exc_info=True)
 
     def _on_renew(self, msg: _Renew) -> None:
         self._heartbeat()
@@ -359,6 +363,25 @@ class Orchestrator(pykka.ThreadingActor):
         m.PlanQuery: _on_plan,
         _Renew: _on_renew,
     }
+
+
+def load_with_owner(ctx: EngineContext, run_id: str) -> tuple[RunState, list, str]:
+    """The run's state and history, and the node that recorded its last event."""
+    records = ctx.store.read_stream(stream_of(run_id))
+    state, history = fold_records(records)
+    last_node = records[-1].metadata.get("node", "") if records else ""
+    return state, history, last_node
+
+
+def _driven_by(state: RunState, last_node: str, me: str, live: set[str]) -> bool:
+    """Whether another live process is driving the run now.
+
+    The node that recorded a run's last event drives it until it ends or only
+    waits for a person; a node counts while its lease is alive.
+    """
+    if state.terminal or not last_node or last_node == me or last_node not in live:
+        return False
+    return not (state.status == "paused" and not state.running())
 
 
 def _has_work(state: RunState, now: float) -> bool:

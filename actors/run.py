@@ -48,9 +48,14 @@ def stream_of(run_id: str) -> str:
 
 def load(ctx: EngineContext, run_id: str) -> tuple[RunState, list[tuple[int, Event]]]:
     """Fold a run's stream: its state and its ``(position, event)`` history."""
+    return fold_records(ctx.store.read_stream(stream_of(run_id)))
+
+
+def fold_records(records: Sequence[RecordedEvent]) -> tuple[RunState, list[tuple[int, Event]]]:
+    """Fold recorded events of one run: its state and its ``(position, event)`` history."""
     state = RunState()
     history: list[tuple[int, Event]] = []
-    for rec in ctx.store.read_stream(stream_of(run_id)):
+    for rec in records:
         event = decode(rec)
         state = evolve(state, event, rec.position)
         history.append((rec.position, event))
@@ -91,7 +96,8 @@ class RunActor(pykka.ThreadingActor):
         self.recorded_version = self.state.version
         self.recovered = False
         if self.state.running() and not self.state.terminal:
-            # We hold the run's lease, so attempts the log shows running belong to a process that is gone.
+            # No live process drives this run (the orchestrator checked), so attempts the log shows
+            # running belong to a process that is gone.
             self._on_recover(m.Recover(self.ctx.config.node), flush=False)
 
     def on_stop(self) -> None:
@@ -356,7 +362,7 @@ class RunActor(pykka.ThreadingActor):
             step_id = event.step_id
             attempt.release = lambda: self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=(step_id,)))
         self.attempts[event.step_id] = attempt
-        attempt.actor = StepActor.start(self.actor_ref, attempt, **kwargs)
+        StepActor(self.actor_ref, attempt, **kwargs).start(ctx.steps)
 
     def _function(self, ref: str, step_id: str) -> Callable[..., Any] | None:
         flow_name = self.state.snapshot.name

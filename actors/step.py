@@ -1,6 +1,6 @@
 """StepActor: one per running attempt of an agent or code step.
 
-It calls the backend (or the code step's function) on its own thread, streams
+It calls the backend (or the code step's function) on a thread of the step pool, streams
 token deltas to the frame bus, tells its RunActor what happened, and stops.
 Cancelling is done through the attempt's CancelToken, from any thread: the
 backend closes its HTTP stream or kills its process group at once, so the
@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 import msgspec
@@ -52,7 +53,6 @@ class Attempt:
     last_activity: float  # the engine clock's time of the last sign of life (the stall watch reads it)
     timer: Any = None
     stall_timer: Any = None
-    actor: pykka.ActorRef | None = None
     deltas: int = 0
     release: Callable[[], None] | None = None  # hands the agent slot back the moment the call ends
 
@@ -68,8 +68,17 @@ class Attempt:
                 timer.cancel()
 
 
-class StepActor(pykka.ThreadingActor):
-    """Runs one attempt and reports a StepResult to ``run_ref``."""
+class StepActor:
+    """Runs one attempt and tells its RunActor the StepResult.
+
+    One per attempt, as in DESIGN §4, but it runs on a thread of the engine's
+    step pool rather than on a thread of its own: starting an OS thread (and
+    a pykka inbox and registry entry) per attempt cost 12-18% of the engine's
+    CPU in bench/engine.py. Like an actor it shares nothing and only tells;
+    it is never told anything: cancelling goes through the attempt's token.
+    The pool grows to ``EngineConfig.step_threads``, so parallel steps run in
+    parallel.
+    """
 
     def __init__(
         self,
@@ -84,7 +93,6 @@ class StepActor(pykka.ThreadingActor):
         bus: FrameBus | None = None,
         clock: Clock | None = None,
     ) -> None:
-        super().__init__()
         self.run_ref = run_ref
         self.attempt = attempt
         self.run_id = run_id
@@ -95,14 +103,14 @@ class StepActor(pykka.ThreadingActor):
         self.bus = bus
         self.clock = clock
 
-    def on_start(self) -> None:
-        self.actor_ref.tell("run")
+    def start(self, pool: Executor) -> StepActor:
+        """Run the attempt on ``pool``; returns self."""
+        pool.submit(self.run)
+        return self
 
-    def on_receive(self, message: Any) -> None:
-        try:
-            result = self._run()
-        finally:
-            self.stop()
+    def run(self) -> None:
+        """Call the backend or the function, then report (on the pool's thread)."""
+        result = self._run()
         if self.attempt.release is not None:
             self.attempt.release()  # the slot is free now, not once the RunActor gets to the result
         try:

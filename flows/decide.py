@@ -136,6 +136,8 @@ def decide(state: RunState, now: float) -> Decision:
             if st.not_before and now < st.not_before:
                 wake_at = st.not_before if wake_at is None else min(wake_at, st.not_before)
                 continue
+            if spec.deps and spec.trigger_rule != "always" and not any(state.steps[d].terminal for d in spec.deps):
+                continue  # every rule but `always` waits while no dep has ended (the common case, made cheap)
             verdict = rules.evaluate(spec.trigger_rule, rules.tally(spec, state.steps, on_reject_of))
             if verdict.verdict == "wait":
                 continue

@@ -253,6 +253,7 @@ class Flow:
         self.on_anomaly = on_anomaly
         self.steps: tuple[Step, ...] = tuple(steps)
         self._by_id: dict[str, Step] = {}
+        self._snapshots: dict[str, FlowSnapshot] = {}
         from flows import validate  # late: validate uses template/conditions
 
         validate.check_flow(self, set(personas) if personas is not None else _known_personas())
@@ -285,6 +286,8 @@ class Flow:
         """
         if band not in BANDS:
             raise ValueError(f"unknown band {band!r}; bands are {', '.join(BANDS)}")
+        if band in self._snapshots:
+            return self._snapshots[band]
         kept = {s.id for s in self.steps if band in s.bands}
         specs = []
         for s in self.steps:
@@ -294,7 +297,7 @@ class Flow:
             deps = _rewire(s.deps, kept, self._by_id)
             on_reject = tuple(d for d in s.on_reject if d in kept)
             specs.append(msgspec.structs.replace(spec, deps=deps, on_reject=on_reject))
-        return FlowSnapshot(
+        snapshot = FlowSnapshot(
             name=self.name,
             category=self.category,
             description=self.description,
@@ -302,6 +305,8 @@ class Flow:
             steps=tuple(specs),
             on_anomaly=self.on_anomaly,
         )
+        self._snapshots[band] = snapshot  # a Flow does not change once defined
+        return snapshot
 
     def describe(self) -> dict[str, Any]:
         """The catalogue entry: name, category, description, graph and bands."""
