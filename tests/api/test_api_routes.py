@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -44,11 +45,16 @@ def launch(client: TestClient, flow: str = "api-gate", **extra: Any) -> dict[str
 
 
 def paused(runtime: Runtime, run_id: str) -> None:
+    """Wait until the run waits for a person, and the read model has seen it (the engine's own
+    events are not this client's writes: read-your-writes does not cover them)."""
     runtime.engine.wait(run_id, {"paused"}, timeout=10)
+    runtime.projector.wait_for(runtime.store.head())
 
 
 def ended(runtime: Runtime, run_id: str) -> str:
-    return runtime.engine.wait(run_id, timeout=10).status
+    status = runtime.engine.wait(run_id, timeout=10).status
+    runtime.projector.wait_for(runtime.store.head())
+    return status
 
 
 def quiet(runtime: Runtime) -> int:
@@ -166,6 +172,20 @@ def test_approve_a_waiting_step_then_409_for_a_step_or_run_not_waiting(client, r
     assert runtime.store.head() == head
 
 
+def test_approve_twice_at_once_one_wins_one_is_409_and_the_run_completes(client, runtime):
+    run_id = launch(client)["run_id"]
+    paused(runtime, run_id)
+    url = f"/api/runs/{run_id}/steps/gate/approve"
+    with ThreadPoolExecutor(2) as pool:
+        answers = sorted(r.status_code for r in pool.map(lambda _: client.post(url), range(2)))
+    assert answers == [200, 409]
+    problem = problem_of(client.post(url), 409)  # and once more, right away
+    assert problem["state"] == "completed"
+    assert ended(runtime, run_id) == "completed"
+    resumed = [e for e in client.get(f"/api/runs/{run_id}/events").json() if e["type"] == "StepResumed"]
+    assert len(resumed) == 1
+
+
 def test_reject_records_who_from_the_header(client, runtime):
     run_id = launch(client)["run_id"]
     paused(runtime, run_id)
@@ -187,6 +207,16 @@ def test_cancel_then_cancel_again_is_409(client, runtime):
     problem = problem_of(client.post(f"/api/runs/{run_id}/cancel", json={"reason": "again"}), 409)
     assert problem["state"] == "cancelled"
     assert runtime.store.head() == head
+
+
+def test_cancel_twice_at_once_one_wins(client, runtime):
+    run_id = launch(client, "api-chain")["run_id"]
+    url = f"/api/runs/{run_id}/cancel"
+    with ThreadPoolExecutor(2) as pool:
+        answers = [r for r in pool.map(lambda _: client.post(url, json={"reason": "changed my mind"}), range(2))]
+    assert sorted(r.status_code for r in answers) == [200, 409]
+    assert [r.json().get("state") for r in answers if r.status_code == 409] == ["cancelled"]
+    assert ended(runtime, run_id) == "cancelled"
 
 
 def test_unknown_run_or_step_is_404_and_appends_nothing(client, runtime):
