@@ -81,7 +81,8 @@ def paths() -> dict[str, Any]:
                 "operationId": "launch",
                 "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                                 "schema": {"type": "string", "maxLength": 255},
-                                "description": "The same key launches one run only; a repeat answers it (200)."},
+                                "description": "The same key launches one run only; a repeat answers it "
+                                               "(200); the key reused for a different launch is 422."},
                                _USER],
                 "requestBody": _body("LaunchRequest"),
                 "responses": {"201": _json(_ref("Launched"), "Launched; `position` is its RunLaunched event."),

@@ -139,10 +139,23 @@ async def launch(request: Request) -> Response:
         _engine(request).launch, body.flow, body.question, band=body.band, model=body.model,
         project_id=body.project_id, inputs=body.inputs, launched_by=_user(request, ""), idempotency_key=key,
     )
+    if not launched.created:
+        await _same_request(request, launched.run_id, key, body)
     request.app.state.positions.saw(launched.position)
     answer = schemas.Launched(run_id=launched.run_id, position=launched.position, created=launched.created)
     return json_response(answer, 201 if launched.created else 200,
                          headers={"Location": f"/api/runs/{launched.run_id}"})
+
+
+async def _same_request(request: Request, run_id: str, key: str, body: LaunchRequest) -> None:
+    """Refuse a key reused for a different launch: answering the earlier run would hide the mistake."""
+    records = await run_in_threadpool(_runtime(request).store.read_stream, f"run-{run_id}")
+    earlier = records[0].data if records else {}
+    wanted = {"flow": body.flow, "band": body.band, "project_id": body.project_id,
+              "input": {**body.inputs, "question": body.question}}
+    if any(earlier.get(name) != value for name, value in wanted.items()):
+        raise BadParameter("Idempotency-Key", f"Idempotency-Key {key!r} was used for a different launch "
+                                              f"(run {run_id}); use a new key for a new request")
 
 
 async def cancel(request: Request) -> Response:

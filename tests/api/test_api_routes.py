@@ -103,6 +103,10 @@ def test_same_idempotency_key_same_run_and_one_run_launched(client, runtime):
     launches = [e for e in runtime.store.read_all() if e.type == "RunLaunched"
                 and e.data["run_id"] == first.json()["run_id"]]
     assert len(launches) == 1
+    head = quiet(runtime)
+    reused = client.post("/api/runs", json={**body, "question": "another"}, headers={"Idempotency-Key": "k-42"})
+    assert problem_of(reused, 422)["field"] == "Idempotency-Key"
+    assert runtime.store.head() == head
 
 
 BAD_LAUNCHES = [
