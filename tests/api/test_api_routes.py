@@ -342,3 +342,15 @@ def _refs(node: Any) -> Iterator[str]:
     elif isinstance(node, list):
         for value in node:
             yield from _refs(value)
+
+
+def test_an_unexpected_error_is_a_generic_500_problem(runtime, monkeypatch, caplog):
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(runtime.read_model, "list_runs", broken)
+    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
+        problem = problem_of(c.get("/api/runs"), 500)
+    assert "secret" not in json.dumps(problem) and "log" in problem["detail"]
+    assert any("secret internals" in (r.exc_text or "") or "secret internals" in str(r.exc_info)
+               for r in caplog.records)
