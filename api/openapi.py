@@ -139,8 +139,9 @@ def paths() -> dict[str, Any]:
         "/api/runs/{run_id}/steps/{step_id}/approve": _decision("approve"),
         "/api/runs/{run_id}/steps/{step_id}/reject": _decision("reject"),
         "/api/flows": {"get": {"summary": "The flow catalogue", "operationId": "flows",
-                               "responses": {"200": _json(_ANY, "`{\"flows\": [...]}`: name, category, "
-                                                                "description, bands, steps graph.")}}},
+                               "responses": {"200": _json({"type": "array", "items": _ANY},
+                                                          "Each flow: name, category, description, bands, "
+                                                          "steps graph.")}}},
         "/api/plan": {"get": {"summary": "The scheduler's plan, with reasons", "operationId": "plan",
                               "responses": {"200": _json(_ANY, "In progress, planned (with reasons), new."),
                                             "503": _problem("No engine in this process.")}}},

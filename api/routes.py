@@ -263,7 +263,7 @@ async def run_events(request: Request) -> Response:
 
 async def flows(request: Request) -> Response:
     """GET /api/flows: the catalogue (name, category, description, steps graph, bands)."""
-    return json_response({"flows": [f.describe() for f in _runtime(request).registry]})
+    return json_response([f.describe() for f in _runtime(request).registry])
 
 
 async def plan(request: Request) -> Response:

@@ -294,7 +294,7 @@ def test_list_runs_filters_and_pages_newest_first(client, runtime):
 
 
 def test_flows_plan_health(client, runtime):
-    flows = {f["name"]: f for f in client.get("/api/flows").json()["flows"]}
+    flows = {f["name"]: f for f in client.get("/api/flows").json()}
     assert [s["step_id"] for s in flows["api-gate"]["steps"]] == ["draft", "gate", "publish"]
     assert {"name", "category", "description", "bands", "steps"} <= set(flows["research"])
     plan = client.get("/api/plan").json()
