@@ -57,10 +57,13 @@ def run_of(server: ApiServer, run_id: str) -> dict[str, Any]:
     return httpx.get(f"{server.url}/api/runs/{run_id}").json()
 
 
-def read_until_terminal(response: httpx.Response, run_id: str) -> list[dict[str, Any]]:
-    """Events of ``run_id`` (durable and ephemeral) up to and including its terminal frame."""
+def read_until_terminal(source: Any, run_id: str) -> list[dict[str, Any]]:
+    """Events of ``run_id`` (durable and ephemeral) up to and including its terminal frame.
+
+    ``source`` is a response, or the ``sse_events`` of one (to read on afterwards).
+    """
     got = []
-    for event in sse_events(response):
+    for event in sse_events(source) if isinstance(source, httpx.Response) else source:
         if event["data"].get("run_id") != run_id:
             continue
         got.append(event)
@@ -148,6 +151,21 @@ def test_without_a_resume_position_only_live_frames_come(server):
         fresh = launch(server)
         events = list(_take(sse_events(response), lambda e: e["id"] is not None, 1))
     assert events[0]["data"]["run_id"] == fresh and events[0]["data"]["type"] == "flow_run_started"
+
+
+def test_project_filter_replays_and_follows_only_that_project(server):
+    mine = launch(server, project_id="p-mine")
+    other = launch(server, project_id="p-other")
+    wait_until(lambda: run_of(server, other)["run"]["status"] == "completed", what="the other run")
+    with httpx.stream("GET", f"{server.url}/api/stream?project_id=p-mine", headers={"Last-Event-ID": "0"},
+                      timeout=TIMEOUT) as response:
+        stream = sse_events(response)
+        events = read_until_terminal(stream, mine)
+        late = launch(server, project_id="p-mine")
+        events += read_until_terminal(stream, late)
+    assert {e["data"]["run_id"] for e in events} == {mine, late}
+    assert {e["data"]["project_id"] for e in events} == {"p-mine"}
+    assert durable(events) == logged_frames(server.db_url, mine) + logged_frames(server.db_url, late)
 
 
 def test_a_bad_last_event_id_is_a_problem(server):
