@@ -15,6 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+from tests.pg import create_pg_database, drop_pg_database, pg_ok, skip_reason
 import sqlalchemy as sa
 
 from eventstore import NewEvent, open_store
@@ -292,25 +294,14 @@ def test_two_projectors_share_the_tables_and_apply_each_batch_once(store):
 # -- queries ---------------------------------------------------------------------------------
 
 
-def _root_conftest():
-    """tests/conftest.py by path: ``import conftest`` may find another directory's."""
-    spec = importlib.util.spec_from_file_location("baton_tests_conftest", Path(__file__).parents[1] / "conftest.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def projected(request, tmp_path_factory):
     """One projected log per backend, shared by the read-only query tests."""
-    root = _root_conftest()
-    create_pg_database, drop_pg_database, pg_ok = root.create_pg_database, root.drop_pg_database, root.pg_ok
     name = None
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('queries') / 'baton.db'}"
     elif not pg_ok():
-        pytest.skip("POSTGRESQL TESTS SKIPPED: no server (see conftest)")
+        pytest.skip(f"POSTGRESQL TESTS SKIPPED: {skip_reason()}")
     else:
         url, name = create_pg_database()
     store = open_store(url, poll_interval=0.05)
