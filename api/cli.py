@@ -2,8 +2,9 @@
 
 Every command reads its settings once (``BATON_*``, then the flags) and runs
 in-process on ``BATON_DB``; no server is needed. Commands that change a run
-(launch, approve, reject, cancel, demo) start an engine, which also resumes
-any run another process left unfinished. Queries (runs, show) start only the
+(launch, approve, reject, cancel, demo) start an engine that drives that run
+only; runs other processes left unfinished are recovered by ``baton serve``.
+Queries (runs, show) start only the
 projector and wait for it to reach the store's head, so they see every
 command that returned before them.
 
@@ -23,25 +24,23 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import sqlalchemy as sa
 
 from actors.agents.base import BackendConfigError
 from actors.engine import EngineTimeout
 from api import progress
+from api.audit import Replay, replay_log
 from api.progress import ProgressView, load_run, make_console, say, watch_run
 from api.runtime import FlowsImportError, Runtime, load_registry
 from api.settings import Settings, SettingsError, from_env
 from api.settings import check as check_settings
-from eventstore import CorruptEventError, EventStore, RecordedEvent, StoreError, StoreUnavailableError
+from eventstore import StoreError, StoreUnavailableError
 from flows import decide
 from flows.catalog import UnknownFlow
-from flows.events import RunLaunched, event_from_data
 from flows.launch import LaunchError, prepare
-from flows.state import RUN_TERMINAL, RunState, evolve
+from flows.state import RUN_TERMINAL, RunState
 from projections import Framer, rebuild
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -363,81 +362,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         replay = replay_log(rt.store, verify=True)
     report_verification(replay, verify=True)
     return EXIT_OK if state.status == "completed" else EXIT_FAILED
-
-
-# -- replay and verification ---------------------------------------------------------------------
-
-
-@dataclass
-class Replay:
-    """What re-folding the log found: counts, one summary line per run, and every problem."""
-
-    events: int = 0
-    runs: int = 0
-    summaries: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = False) -> Replay:
-    """Re-fold every run (or one) from the log; with ``verify``, check the hash chains too.
-
-    Nothing is written. A row that does not decode is a problem named by its
-    position, and the reading goes on after it.
-    """
-    out = Replay()
-    streams: dict[str, list[RecordedEvent]] = {}
-    after = 0
-    while run_id is None:
-        try:
-            for rec in store.read_all(after=after):
-                after, out.events = rec.position, out.events + 1
-                if rec.stream_id.startswith("run-"):
-                    streams.setdefault(rec.stream_id, []).append(rec)
-            break
-        except CorruptEventError as exc:
-            out.problems.append(f"position {exc.position}: {exc.detail}")
-            after, out.events = exc.position, out.events + 1
-    if run_id is not None:
-        try:
-            streams[progress.stream_of(run_id)] = store.read_stream(progress.stream_of(run_id))
-        except CorruptEventError as exc:
-            out.problems.append(f"stream run-{run_id} position {exc.position}: {exc.detail}")
-        out.events = sum(len(r) for r in streams.values())
-    for stream_id, records in streams.items():
-        state = refold(stream_id, records, out.problems)
-        out.runs += 1
-        out.summaries.append(progress.replay_line(stream_id[4:], state, len(records)))
-    if verify:
-        out.problems += store.verify(progress.stream_of(run_id) if run_id else None)
-    return out
-
-
-def refold(stream_id: str, records: list[RecordedEvent], problems: list[str]) -> RunState:
-    """Fold one run's recorded events, noting every event that does not decode or apply."""
-    state = RunState()
-    for rec in records:
-        where = f"stream {stream_id!r} version {rec.version} (position {rec.position})"
-        try:
-            event = event_from_data(rec.type, rec.data)
-        except KeyError:
-            problems.append(f"{where}: unknown event type {rec.type!r}")
-            continue
-        except (msgspec.ValidationError, TypeError, ValueError) as exc:
-            problems.append(f"{where}: {rec.type} does not decode: {exc}")
-            continue
-        if (rec.version == 1) != isinstance(event, RunLaunched):
-            problems.append(f"{where}: a run's stream must begin with RunLaunched, and only once")
-            continue
-        try:
-            state = evolve(state, event, rec.position)
-        except Exception as exc:  # reported, not swallowed: this is what an audit is for
-            problems.append(f"{where}: {rec.type} does not apply to the run: {type(exc).__name__}: {exc}")
-    if state.terminal:
-        open_steps = [sid for sid, s in state.steps.items() if not s.terminal]
-        if open_steps:
-            problems.append(f"stream {stream_id!r} version {state.version} (position {state.position}): the run "
-                            f"is {state.status} but steps {', '.join(open_steps)} never ended")
-    return state
 
 
 def report_verification(replay: Replay, *, verify: bool) -> int:

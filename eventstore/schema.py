@@ -64,7 +64,7 @@ _SQLITE_TRIGGERS = [
 ]
 
 _POSTGRES_TRIGGERS = [
-    f"""CREATE OR REPLACE FUNCTION baton_refuse_change() RETURNS trigger
+    """CREATE OR REPLACE FUNCTION baton_refuse_change() RETURNS trigger
     LANGUAGE plpgsql AS $fn$
     BEGIN
         RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP;
