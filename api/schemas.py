@@ -211,10 +211,6 @@ def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
         message = str(exc)
         if message.startswith("Expected `object`") and " - at " not in message:
             raise BodyError(422, f"the body must be a JSON object: {message}", None) from None
-        return _raise_shape(message)
+        raise BodyError(422, message, field_of(message)) from None
     except msgspec.DecodeError as exc:
         raise BodyError(400, f"malformed JSON: {exc}", None) from None
-
-
-def _raise_shape(message: str) -> Any:
-    raise BodyError(422, message, field_of(message))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any
 
 import msgspec
@@ -35,7 +34,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.hub import Frame, SharedFrame, Subscriber
 from api.problems import BadParameter
 
-log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 FIRST_MESSAGE_S = 1.0  # how long a WebSocket without query parameters waits for its resume message
