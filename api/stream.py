@@ -34,7 +34,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.hub import Frame, SharedFrame, Subscriber
 from api.problems import BadParameter
 
-
 _encode = msgspec.json.Encoder().encode
 FIRST_MESSAGE_S = 1.0  # how long a WebSocket without query parameters waits for its resume message
 
