@@ -77,7 +77,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.store = store
         self.registry = registry
-        self.bus = bus or FrameBus()
+        self.bus = bus if bus is not None else FrameBus()  # an empty bus is falsy (it has a length)
         self.clock = clock or RealClock()
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
         leases = Leases(store.engine, ttl_s=self.config.lease_ttl_s)  # type: ignore[attr-defined]

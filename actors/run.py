@@ -411,8 +411,16 @@ class RunActor(pykka.ThreadingActor):
         self._tell_orchestrator(m.RunEnded(self.run_id, self.state.status))
 
     def _report_idle(self) -> None:
-        if not self.attempts and not self.requested and self.wake_at is None:
-            self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status))
+        """Tell the orchestrator this actor can stop: nothing runs, waits, or is staged.
+
+        A running run is never idle, even for a moment between a result and
+        its flush: a refused command handled in that moment must not get the
+        actor stopped with the flush still in its inbox.
+        """
+        if (self.attempts or self.requested or self.wake_at is not None or self.pending or self.flush_queued
+                or self.state.status == "running"):
+            return
+        self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status))
 
     def _fenced(self, error: str, reply: Future | None) -> None:
         log.warning("run %s: %s; this actor stops", self.run_id, error)

@@ -50,9 +50,7 @@ def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: in
         finally:
             hub.stop()
 
-    # The engine's bus is the one the actors publish on: Engine keeps the bus
-    # it is given only when it is truthy, and an empty FrameBus is not.
-    bus = runtime.engine.bus if runtime.engine is not None else runtime.bus
+    bus = runtime.bus  # the engine publishes deltas and plan updates on the runtime's bus
     read_model = runtime.read_model
     hub = FrameHub(runtime.store, bus=bus,
                    project_of=read_model.run_project if read_model is not None else None,

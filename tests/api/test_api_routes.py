@@ -188,10 +188,6 @@ def own(tmp_path) -> Iterator[tuple[TestClient, Runtime]]:
         rt.stop()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "actors race, reported: a refused approve right after the winning one reports the RunActor idle "
-    "while the next step has just started, the orchestrator stops it, and the run hangs 'running' "
-    "(rare; seen under CPU load)"))
 def test_approve_twice_at_once_one_wins_one_is_409_and_the_run_completes(own):
     client, runtime = own
     run_id = launch(client)["run_id"]
