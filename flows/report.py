@@ -26,6 +26,26 @@ def body(output: str) -> str:
     return FRONTMATTER.sub("", output, count=1).strip()
 
 
+HEADING = re.compile(r"^(#{1,6})(?=\s)")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def nest(text: str, under: int = 3) -> str:
+    """Markdown headings of a step's output moved below the step's own heading.
+
+    A model's ``## Findings`` would otherwise become a section of the report
+    beside Validation and Recommendation. Headings in code fences are left alone.
+    """
+    out, fenced = [], False
+    for line in text.split("\n"):
+        if FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and (m := HEADING.match(line)):
+            line = "#" * min(6, len(m.group(1)) + under) + line[len(m.group(1)):]
+        out.append(line)
+    return "\n".join(out)
+
+
 def has_evidence(text: str) -> bool:
     """Whether a worker's output follows the evidence discipline."""
     return bool(EVIDENCE.search(text) or NO_EVIDENCE.search(text))
@@ -82,7 +102,7 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
             continue
         text = body(st.output)
         who = f" ({spec.persona})" if spec.persona else ""
-        block = [f"### {title}{who}", "", text or "_(empty output)_", ""]
+        block = [f"### {title}{who}", "", nest(text) or "_(empty output)_", ""]
         if spec.kind == "agent" and not has_evidence(text):
             deferred += block
         else:

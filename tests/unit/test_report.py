@@ -194,3 +194,12 @@ def test_a_quiet_run_says_so() -> None:
 def test_the_report_is_a_function_of_the_log() -> None:
     state, history = research_run()
     assert render(state, history, "completed", "", T0 + 41) == render(state, list(history), "completed", "", T0 + 41)
+
+
+def test_headings_of_a_step_output_nest_under_the_step() -> None:
+    """A model's '## Findings' must not become a section of the report beside Validation."""
+    from flows.report import nest
+
+    text = "## Findings\nE1 ok\n```\n# a shell comment\n```\n###### six stays six"
+    assert nest(text).split("\n") == ["##### Findings", "E1 ok", "```", "# a shell comment", "```",
+                                      "###### six stays six"]
