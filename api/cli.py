@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from actors.agents.base import BackendConfigError
 from actors.engine import EngineTimeout
+from actors.errors import RunOwnedElsewhere
 from api import progress
 from api.audit import Replay, replay_log
 from api.progress import ProgressView, load_run, make_console, say, watch_run
@@ -50,7 +51,7 @@ DEMO_QUESTION = ("Review the change that adds retries with exponential backoff t
                  "(client/http.py: send and _backoff) before it is merged")
 
 # Errors a person fixes by changing what they typed, and errors of the environment.
-INPUT_ERRORS = (UnknownFlow, LaunchError, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting,
+INPUT_ERRORS = (UnknownFlow, LaunchError, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting, RunOwnedElsewhere,
                 decide.RunFinished, FlowsImportError, SettingsError, BackendConfigError)
 RUNTIME_ERRORS = (StoreError, EngineTimeout, TimeoutError)
 

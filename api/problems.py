@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.engine import EngineTimeout
+from actors.errors import RunOwnedElsewhere
 from api.schemas import BodyError, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.catalog import UnknownFlow
@@ -70,6 +71,7 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (NotFound, 404, "not-found", "Not found"),
     (NotWaiting, 409, "step-not-waiting", "The step is not waiting for a decision"),
     (RunFinished, 409, "run-finished", "The run has already ended"),
+    (RunOwnedElsewhere, 409, "run-owned-elsewhere", "Another process is driving this run"),
     (EngineTimeout, 503, "engine-timeout", "The engine did not answer in time"),
     (StoreUnavailableError, 503, "store-unavailable", "The event store cannot be reached"),
     (Unavailable, 503, "unavailable", "Not available in this process"),
@@ -92,6 +94,8 @@ def details(exc: BaseException) -> dict[str, Any]:
             return {"detail": str(exc), "state": exc.status}
         case RunFinished():
             return {"detail": str(exc), "state": exc.status}
+        case RunOwnedElsewhere():
+            return {"detail": str(exc), "state": "running", "owner": exc.owner}
         case UnknownStep():
             return {"detail": str(exc), "field": "step_id"}
         case UnknownRun():

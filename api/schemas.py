@@ -96,6 +96,7 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     field: str | None = None
     state: str | None = None
     known: list[str] | None = None
+    owner: str | None = None  # the process driving a run (run-owned-elsewhere)
 
 
 class RunSummary(msgspec.Struct, kw_only=True):

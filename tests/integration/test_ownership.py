@@ -65,3 +65,34 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(store):
     assert leases.acquire("run-x", "third:3") == "elsewhere:1"
     leases.release("run-x", "elsewhere:1")
     assert leases.acquire("run-x", "third:3") is None
+
+
+def test_the_api_refuses_a_command_for_a_run_driven_elsewhere_with_409(store):
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+    from api.runtime import Runtime
+    from api.settings import Settings
+
+    backend_a = ScriptedBackend(hold={"work"})
+    a = engine(store, "host-a:1", backend_a)
+    try:
+        run_id = a.launch("owned", "q").run_id
+        backend_a.wait_calls(1, run_id)
+        runtime = Runtime(Settings(db=store.url), store=store)
+        runtime.registry.register(FLOW)
+        runtime.start(recover=False)
+        try:
+            with TestClient(create_app(runtime)) as client:
+                head = store.head()
+                r = client.post(f"/api/runs/{run_id}/cancel", json={})
+                assert r.status_code == 409, r.text
+                body = r.json()
+                assert body["owner"] == "host-a:1" and "another process" in body["detail"]
+                assert store.head() == head
+        finally:
+            runtime.engine.stop()
+            runtime.projector.stop()
+        backend_a.release(run_id, "work")
+    finally:
+        a.stop()
