@@ -99,7 +99,7 @@ class Orchestrator(pykka.ThreadingActor):
         """Take over every run that has not ended (DESIGN §4)."""
         launched: dict[str, int] = {}
         ended: set[str] = set()
-        for rec in self.ctx.store.read_all(after=0):
+        for rec in self.ctx.store.read_all(after=0, types=("RunLaunched", *TERMINAL_TYPES)):
             if not rec.stream_id.startswith("run-"):
                 continue
             if rec.type == "RunLaunched":

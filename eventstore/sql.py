@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -153,17 +153,24 @@ class SqlEventStore:
         """The stream's events after ``after_version``, in version order ([] if none)."""
         return decode_rows(self._backend.query(self._sql[_READ_STREAM], (stream_id, after_version)))
 
-    def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[RecordedEvent]:
+    def read_all(
+        self, after: int = 0, limit: int | None = None, *, types: Collection[str] | None = None
+    ) -> Iterator[RecordedEvent]:
         """Every event after global position ``after``, ascending, at most ``limit``.
 
-        Reads lazily, page by page, holding no connection between pages.
-        Raises CorruptEventError (naming the position) when it reaches a row
-        that cannot be decoded, after yielding every event before it.
+        ``types`` keeps only events of those types, filtered in the database
+        (a scan for a few kinds of event decodes nothing else). Reads lazily,
+        page by page, holding no connection between pages. Raises
+        CorruptEventError (naming the position) when it reaches a row that
+        cannot be decoded, after yielding every event before it.
         """
         remaining = limit
+        wanted = tuple(types) if types is not None else None
+        if wanted == ():
+            return
         while remaining is None or remaining > 0:
             size = self._page_size if remaining is None else min(self._page_size, remaining)
-            rows = self._read_rows(after, size)
+            rows = self._read_rows(after, size) if wanted is None else self._read_typed(after, size, wanted)
             for row in rows:
                 yield decode_row(row)  # decoded as consumed: see codec.decode_rows
             if len(rows) < size:
@@ -239,6 +246,12 @@ class SqlEventStore:
 
     def _read_rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
         return self._backend.query(self._sql[_READ_ALL], (after, limit))
+
+    def _read_typed(self, after: int, limit: int, types: tuple[str, ...]) -> list[tuple[Any, ...]]:
+        mark = self._backend.placeholder
+        sql = (f"SELECT {_COLUMNS} FROM events WHERE position > {mark} AND type IN "
+               f"({', '.join([mark] * len(types))}) ORDER BY position LIMIT {mark}")
+        return self._backend.query(sql, (after, *types, limit))
 
     def _read_ids(self, ids: list[str]) -> list[RecordedEvent]:
         rows: list[Any] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -161,7 +161,9 @@ class EventStore(Protocol):
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
 
-    def read_all(self, after: int = 0, limit: int | None = None) -> Iterator[RecordedEvent]: ...
+    def read_all(
+        self, after: int = 0, limit: int | None = None, *, types: Collection[str] | None = None
+    ) -> Iterator[RecordedEvent]: ...
 
     def head(self) -> int: ...
 

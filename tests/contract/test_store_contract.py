@@ -84,6 +84,16 @@ class TestEventStoreContract:
             assert list(store.read_all()) == recorded
             assert list(store.read_all(after=recorded[9].position, limit=11)) == recorded[10:21]
 
+    def test_read_all_can_keep_only_some_types(self, store_url):
+        with open_store(store_url, page_size=3) as store:
+            mixed = [NewEvent("Note" if i % 3 else "Mark", {"i": i}) for i in range(20)]
+            recorded = store.append("run-mixed", mixed, expected_version=0)
+            marks = [r for r in recorded if r.type == "Mark"]
+            assert list(store.read_all(types=["Mark"])) == marks
+            assert list(store.read_all(after=marks[2].position, limit=2, types=("Mark",))) == marks[3:5]
+            assert list(store.read_all(types=["Mark", "Note"])) == recorded
+            assert list(store.read_all(types=[])) == []
+
     def test_expected_version_none_skips_the_check(self, store):
         store.append("run-a", notes(1))
         assert store.append("run-a", notes(2))[0].version == 2
