@@ -143,11 +143,11 @@ _STEP_DEFAULTS: Row = {
     "error": "",
     "skip_reason": "",
     "detail": "",
-    "output": "",
+    "output_position": 0,
     "fields": "{}",
     "fields_error": "",
     "usage": "{}",
-    "prompt": "",
+    "prompt_position": 0,
     "unresolved": "[]",
     "backend": "",
     "model": "",
@@ -249,7 +249,7 @@ def _step_started(work: Workset, rows: RunRows, e: StepStarted, position: int) -
     row["error"] = ""
     row["backend"] = e.backend
     row["model"] = e.model
-    row["prompt"] = e.prompt
+    row["prompt_position"] = position
     row["unresolved"] = to_json(e.unresolved)
     if e.persona:
         row["persona"] = e.persona
@@ -262,7 +262,7 @@ def _step_completed(work: Workset, rows: RunRows, e: StepCompleted, position: in
     if row is None:
         return False
     row["status"] = "completed"
-    row["output"] = e.output
+    row["output_position"] = position
     row["fields"] = to_json(e.fields)
     row["fields_error"] = e.fields_error
     row["usage"] = to_json(e.usage)
@@ -311,7 +311,7 @@ def _step_paused(work: Workset, rows: RunRows, e: StepPaused, position: int) -> 
     if row is None:
         return False
     row["status"] = "paused"
-    row["prompt"] = e.prompt
+    row["prompt_position"] = position
     row["started_at"] = e.at
     rows.run["status"] = _run_status(rows.steps)
     return True
@@ -324,7 +324,7 @@ def _step_resumed(work: Workset, rows: RunRows, e: StepResumed, position: int) -
     # As in evolve: the approver's comment is the gate's output ($gate.output).
     row.update(
         status="completed" if e.decision == "approved" else "rejected",
-        output=e.comment, comment=e.comment, decided_by=e.by, ended_at=e.at,
+        output_position=position, comment=e.comment, decided_by=e.by, ended_at=e.at,
     )
     rows.run["status"] = _run_status(rows.steps)
     return True
@@ -362,8 +362,7 @@ def _ended(status: str) -> Callable[[Workset, RunRows, Any, int], bool]:
         if isinstance(e, (RunRejected, RunCancelled)):
             run["ended_by"] = e.by
         work.reports[run["run_id"]] = {
-            "run_id": run["run_id"], "status": status, "markdown": e.report,
-            "position": position, "at": e.at,
+            "run_id": run["run_id"], "status": status, "position": position, "at": e.at,
         }
         return True
 

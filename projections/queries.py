@@ -3,6 +3,10 @@
 Queries read the tables the projector keeps. For read-your-writes, give the
 ReadModel the projector and call ``wait_for(position)`` with the position a
 command returned before querying.
+
+The tables point at the events holding the long texts (a step's output and
+prompt, a run's report) rather than copying them; ``get_run`` and ``report``
+read those few events by position, in the same snapshot as the rows.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
+from flows.events import Event, StepResumed
+from projections.source import read_events
 from projections.tables import anomalies, flow_runs, flow_steps, reports
 
 _decode = msgspec.json.Decoder().decode
@@ -21,6 +27,8 @@ _decode = msgspec.json.Decoder().decode
 _RUN_JSON = ("inputs",)
 _STEP_JSON = ("deps", "fields", "usage", "unresolved")
 _STEP_COLUMNS = [c for c in flow_steps.columns if c.name != "run_id"]
+# Columns holding an event's position, and the key their text goes under.
+_STEP_TEXTS = {"output_position": "output", "prompt_position": "prompt"}
 MAX_PAGE = 500
 
 
@@ -31,12 +39,35 @@ def _run_dict(row: Any) -> dict[str, Any]:
     return out
 
 
-def _step_dict(row: Any) -> dict[str, Any]:
-    out = dict(row)
+def _step_dict(row: Any, events: dict[int, Event]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        text = _STEP_TEXTS.get(name)
+        if text is None:
+            out[name] = value
+        else:
+            out[text] = _text(events.get(value), text)
     for name in _STEP_JSON:
         out[name] = _decode(out[name])
     out["agent"] = out["persona"]  # the frames' name for it (DESIGN §7)
     return out
+
+
+def _text(event: Event | None, name: str) -> str:
+    """A step's ``output`` or ``prompt`` as the event at its position holds it ("" for none)."""
+    if event is None:
+        return ""
+    if isinstance(event, StepResumed):  # as in evolve: the approver's comment is the gate's output
+        return event.comment
+    return getattr(event, name, "")
+
+
+def _report(conn: sa.Connection, position: int | None) -> str | None:
+    """The report of the terminal event at ``position`` (None for no event, or an empty report)."""
+    if position is None:
+        return None
+    event = read_events(conn, [position]).get(position)
+    return getattr(event, "report", "") or None
 
 
 class ReadModel:
@@ -98,11 +129,12 @@ class ReadModel:
                 return None
             steps = conn.execute(
                 sa.select(*_STEP_COLUMNS).where(flow_steps.c.run_id == run_id).order_by(flow_steps.c.ordinal)
-            ).mappings()
-            step_list = [_step_dict(s) for s in steps]
-            markdown = conn.execute(
-                sa.select(reports.c.markdown).where(reports.c.run_id == run_id)
-            ).scalar()
+            ).mappings().all()
+            ended = conn.execute(sa.select(reports.c.position).where(reports.c.run_id == run_id)).scalar()
+            # Every text of the run in one read: the steps' outputs and prompts, the report.
+            events = read_events(conn, [*(s[c] for s in steps for c in _STEP_TEXTS), ended or 0])
+        step_list = [_step_dict(s, events) for s in steps]
+        markdown = getattr(events.get(ended or 0), "report", "")
         return {"run": _run_dict(run), "steps": step_list, "report": markdown or None}
 
     @contextmanager
@@ -121,8 +153,8 @@ class ReadModel:
     def report(self, run_id: str) -> str | None:
         """The run's report markdown; None until the run has ended (or when it has none)."""
         with self.engine.connect() as conn:
-            markdown = conn.execute(sa.select(reports.c.markdown).where(reports.c.run_id == run_id)).scalar()
-        return markdown or None
+            ended = conn.execute(sa.select(reports.c.position).where(reports.c.run_id == run_id)).scalar()
+            return _report(conn, ended)
 
     def anomalies(self, run_id: str) -> list[dict[str, Any]]:
         """The anomalies seen in a run, in the order they were recorded."""

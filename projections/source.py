@@ -14,10 +14,11 @@ a store without an ``engine`` is read through ``read_all``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
+import sqlalchemy as sa
 
 from eventstore import RecordedEvent
 from flows.events import EVENT_TYPES, Event
@@ -112,6 +113,34 @@ def read_page(store: Any, after: int, limit: int) -> Page:
     except msgspec.DecodeError:
         items = _one_by_one(rows)
     return Page(items, rows[-1][0] if rows else after, len(rows))
+
+
+_AT = sa.text("SELECT position, type, data FROM events WHERE position IN :positions").bindparams(
+    sa.bindparam("positions", expanding=True)
+)
+_IN_CHUNK = 900  # bound parameters per IN (...): under SQLite's oldest limit of 999
+
+
+def read_events(conn: sa.Connection, positions: Iterable[int]) -> dict[int, Event]:
+    """The events at these global positions, decoded as a projection decodes them.
+
+    How a query gets the long texts the read tables point at (a step's
+    output and prompt, a run's report). Positions that hold no event of a
+    known type, or one that does not decode, are left out (and logged).
+    """
+    wanted = sorted({p for p in positions if p > 0})
+    out: dict[int, Event] = {}
+    for start in range(0, len(wanted), _IN_CHUNK):
+        rows = conn.execute(_AT, {"positions": wanted[start : start + _IN_CHUNK]})
+        for position, type_name, data in rows:
+            decoder = _DECODERS.get(type_name)
+            if decoder is None:
+                continue
+            try:
+                out[position] = decoder.decode(data)
+            except msgspec.DecodeError as exc:
+                log.error("projection cannot read event %d (%s): %s", position, type_name, exc)
+    return out
 
 
 def _one_by_one(rows: Sequence[Sequence[Any]]) -> list[Item]:

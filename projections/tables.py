@@ -8,6 +8,12 @@ Every value is a function of the log alone (timestamps are the events' own
 ``at``, never the clock at projection time), so a rebuild from position 0
 writes byte for byte the rows the live projector wrote. JSON columns are
 text encoded with sorted keys, for the same reason.
+
+The long texts (a step's output and prompt, a run's report) are not copied:
+a row holds the global position of the event that carries the text, and a
+query of one run reads those few events back (``projections.source.read_events``).
+They are most of the log's bytes; copying them made a rebuild write nearly
+as much as it read.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
 # Bump on any change to these tables or to what projections/apply.py writes.
-PROJECTION_VERSION = 1
+PROJECTION_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -93,11 +99,13 @@ flow_steps = sa.Table(
     sa.Column("error", sa.Text, nullable=False),
     sa.Column("skip_reason", sa.Text, nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
-    sa.Column("output", sa.Text, nullable=False),
+    # The event holding the step's output (StepCompleted, or StepResumed: its comment); 0: none yet.
+    sa.Column("output_position", _Position, nullable=False),
     sa.Column("fields", sa.Text, nullable=False),  # JSON object
     sa.Column("fields_error", sa.Text, nullable=False),
     sa.Column("usage", sa.Text, nullable=False),  # JSON object
-    sa.Column("prompt", sa.Text, nullable=False),
+    # The event holding the prompt of the last attempt (StepStarted or StepPaused); 0: none yet.
+    sa.Column("prompt_position", _Position, nullable=False),
     sa.Column("unresolved", sa.Text, nullable=False),  # JSON list
     sa.Column("backend", sa.Text, nullable=False),
     sa.Column("model", sa.Text, nullable=False),
@@ -112,7 +120,7 @@ reports = sa.Table(
     metadata,
     sa.Column("run_id", sa.Text, primary_key=True),
     sa.Column("status", sa.Text, nullable=False),
-    sa.Column("markdown", sa.Text, nullable=False),
+    # The run's terminal event, which holds the report markdown.
     sa.Column("position", _Position, nullable=False),
     sa.Column("at", _Float, nullable=False),
 )
@@ -163,26 +171,12 @@ def create_checkpoints(conn: sa.Connection, name: str) -> None:
     ), {"name": name})
 
 
-# Long texts: on PostgreSQL they are compressed with lz4 where the server has
-# it, several times cheaper than the default pglz when a rebuild writes them.
-LONG_TEXTS: tuple[tuple[str, str], ...] = (
-    ("flow_steps", "output"),
-    ("flow_steps", "prompt"),
-    ("reports", "markdown"),
-)
-
-
 def recreate_read_tables(conn: sa.Connection) -> None:
     """Drop the read tables (whatever shape an older version gave them) and create them."""
     for table in reversed(READ_TABLES):
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.name}"))
     for table in READ_TABLES:
         table.create(conn)
-    if conn.dialect.name == "postgresql" and conn.execute(sa.text(
-        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
-    )).scalar():
-        for table, column in LONG_TEXTS:
-            conn.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION lz4"))
 
 
 def read_tables_exist(conn: sa.Connection) -> bool:

@@ -96,7 +96,10 @@ def assert_agrees_with_evolve(store, reads: ReadModel) -> int:
             assert (step["status"], step["attempt"], step["output"], step["error"], step["failures"]) == (
                 st.status, st.attempt, st.output, st.error, st.failures), (run_id, step["step_id"])
             assert step["anomalies"] == st.anomalies
-        assert got["report"] == (state.report or None)
+            # Read back from the events the row points at (the tables hold no long texts).
+            assert (step["prompt"], step["fields"], step["fields_error"]) == (
+                st.prompt, st.fields, st.fields_error), (run_id, step["step_id"])
+        assert got["report"] == (state.report or None) == reads.report(run_id)
     return len(states)
 
 
