@@ -165,12 +165,7 @@ def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunR
         row["run_id"] = run_id
         row["step_id"] = spec.id
         row["ordinal"] = ordinal
-        row["kind"] = spec.kind
         row["persona"] = spec.persona
-        row["label"] = spec.label or spec.id
-        row["deps"] = to_json(list(spec.deps))
-        row["trigger_rule"] = spec.trigger_rule
-        row["condition"] = spec.when
         row["last_position"] = position
         steps[spec.id] = row
     inputs = dict(e.input)

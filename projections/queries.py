@@ -4,9 +4,10 @@ Queries read the tables the projector keeps. For read-your-writes, give the
 ReadModel the projector and call ``wait_for(position)`` with the position a
 command returned before querying.
 
-The tables point at the events holding the long texts (a step's output and
-prompt, a run's report) rather than copying them; ``get_run`` and ``report``
-read those few events by position, in the same snapshot as the rows.
+The tables point at the events holding what never changes or is long (the
+graph a run was launched with, a step's output and prompt, a run's report)
+rather than copying them; ``get_run`` and ``report`` read those few events by
+position, in the same snapshot as the rows.
 """
 
 from __future__ import annotations
@@ -18,17 +19,20 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
-from flows.events import Event, StepResumed
+from flows.events import Event, RunLaunched, StepResumed
+from flows.model import StepSpec
 from projections.source import read_events
 from projections.tables import anomalies, flow_runs, flow_steps, reports
 
 _decode = msgspec.json.Decoder().decode
 
 _RUN_JSON = ("inputs",)
-_STEP_JSON = ("deps", "fields", "usage", "unresolved")
+_STEP_JSON = ("fields", "usage", "unresolved")
 _STEP_COLUMNS = [c for c in flow_steps.columns if c.name != "run_id"]
 # Columns holding an event's position, and the key their text goes under.
 _STEP_TEXTS = {"output_position": "output", "prompt_position": "prompt"}
+# The step's columns after those its dict starts with (below), in table order.
+_STEP_REST = [c.name for c in _STEP_COLUMNS if c.name not in ("step_id", "ordinal", "persona")]
 MAX_PAGE = 500
 
 
@@ -39,18 +43,38 @@ def _run_dict(row: Any) -> dict[str, Any]:
     return out
 
 
-def _step_dict(row: Any, events: dict[int, Event]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in row.items():
+def _step_dict(row: Any, spec: StepSpec | None, events: dict[int, Event]) -> dict[str, Any]:
+    """A step as the API shows it: its row, its spec in the pinned graph, its texts."""
+    step_id = row["step_id"]
+    if spec is None:  # not in the graph the run was launched with: cannot happen, see apply
+        spec = StepSpec(id=step_id, kind="")
+    out: dict[str, Any] = {
+        "step_id": step_id,
+        "ordinal": row["ordinal"],
+        "kind": spec.kind,
+        "persona": row["persona"],
+        "label": spec.label or spec.id,
+        "deps": list(spec.deps),
+        "trigger_rule": spec.trigger_rule,
+        "condition": spec.when,
+    }
+    for name in _STEP_REST:
         text = _STEP_TEXTS.get(name)
         if text is None:
-            out[name] = value
+            out[name] = row[name]
         else:
-            out[text] = _text(events.get(value), text)
+            out[text] = _text(events.get(row[name]), text)
     for name in _STEP_JSON:
         out[name] = _decode(out[name])
     out["agent"] = out["persona"]  # the frames' name for it (DESIGN §7)
     return out
+
+
+def _specs(event: Event | None) -> dict[str, StepSpec]:
+    """The steps of the graph a run was launched with, by id."""
+    if not isinstance(event, RunLaunched):
+        return {}
+    return {spec.id: spec for spec in event.snapshot.steps}
 
 
 def _text(event: Event | None, name: str) -> str:
@@ -131,9 +155,12 @@ class ReadModel:
                 sa.select(*_STEP_COLUMNS).where(flow_steps.c.run_id == run_id).order_by(flow_steps.c.ordinal)
             ).mappings().all()
             ended = conn.execute(sa.select(reports.c.position).where(reports.c.run_id == run_id)).scalar()
-            # Every text of the run in one read: the steps' outputs and prompts, the report.
-            events = read_events(conn, [*(s[c] for s in steps for c in _STEP_TEXTS), ended or 0])
-        step_list = [_step_dict(s, events) for s in steps]
+            # Every event the answer needs, in one read: the launch (the steps'
+            # specs), the steps' outputs and prompts, the report.
+            launched = run["launched_position"]
+            events = read_events(conn, [launched, *(s[c] for s in steps for c in _STEP_TEXTS), ended or 0])
+        specs = _specs(events.get(launched))
+        step_list = [_step_dict(s, specs.get(s["step_id"]), events) for s in steps]
         markdown = getattr(events.get(ended or 0), "report", "")
         return {"run": _run_dict(run), "steps": step_list, "report": markdown or None}
 

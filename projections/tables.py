@@ -9,11 +9,15 @@ Every value is a function of the log alone (timestamps are the events' own
 writes byte for byte the rows the live projector wrote. JSON columns are
 text encoded with sorted keys, for the same reason.
 
-The long texts (a step's output and prompt, a run's report) are not copied:
-a row holds the global position of the event that carries the text, and a
-query of one run reads those few events back (``projections.source.read_events``).
-They are most of the log's bytes; copying them made a rebuild write nearly
-as much as it read.
+What an event holds and a row would only copy is not copied: the long texts
+(a step's output and prompt, a run's report) and the graph a run was
+launched with (a step's kind, label, deps, trigger rule and condition). A
+row holds the global position of the event that carries them
+(``flow_runs.launched_position``, ``flow_steps.output_position``, ...), and
+a query of one run reads those few events back
+(``projections.source.read_events``). The texts are most of the log's bytes,
+and the graph a fifth of a step row: copying them made a rebuild write
+nearly as much as it read.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
 # Bump on any change to these tables or to what projections/apply.py writes.
-PROJECTION_VERSION = 2
+PROJECTION_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -83,12 +87,7 @@ flow_steps = sa.Table(
     sa.Column("run_id", sa.Text, primary_key=True),
     sa.Column("step_id", sa.Text, primary_key=True),
     sa.Column("ordinal", sa.Integer, nullable=False),  # position in the pinned graph
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("persona", sa.Text, nullable=False),
-    sa.Column("label", sa.Text, nullable=False),
-    sa.Column("deps", sa.Text, nullable=False),  # JSON list
-    sa.Column("trigger_rule", sa.Text, nullable=False),
-    sa.Column("condition", sa.Text, nullable=False),  # the step's `when`
+    sa.Column("persona", sa.Text, nullable=False),  # the spec's, or what the last attempt ran as
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("failures", sa.Integer, nullable=False),

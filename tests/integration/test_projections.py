@@ -91,6 +91,10 @@ def assert_agrees_with_evolve(store, reads: ReadModel) -> int:
         assert run["reason"] == state.reason
         assert run["steps_done"] == sum(1 for s in state.steps.values() if s.terminal)
         assert [s["step_id"] for s in got["steps"]] == [s.id for s in state.snapshot.steps]
+        # The graph is read back from the run's RunLaunched (the step rows do not copy it).
+        assert [(s["kind"], s["label"], s["deps"], s["trigger_rule"], s["condition"]) for s in got["steps"]] == [
+            (spec.kind, spec.label or spec.id, list(spec.deps), spec.trigger_rule, spec.when)
+            for spec in state.snapshot.steps]
         for step in got["steps"]:
             st = state.steps[step["step_id"]]
             assert (step["status"], step["attempt"], step["output"], step["error"], step["failures"]) == (
