@@ -10,3 +10,19 @@ class RunOwnedElsewhere(RuntimeError):
         super().__init__(f"run {run_id} is being driven by another process ({owner}); send the command there")
         self.run_id = run_id
         self.owner = owner
+
+
+class RunBusy(RuntimeError):
+    """The run's actor is being stopped or handed over at this moment; retry shortly."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} is being handed over at this moment; try again in a second")
+        self.run_id = run_id
+
+
+class LaunchInProgress(RuntimeError):
+    """A launch of this run id is already under way in this process (a repeated Idempotency-Key)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} is being launched right now")
+        self.run_id = run_id
