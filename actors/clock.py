@@ -36,6 +36,10 @@ class Clock(Protocol):
         ...
 
 
+def _nothing() -> None:
+    pass
+
+
 class _Entry:
     __slots__ = ("due", "fn", "cancelled")
 
@@ -46,6 +50,7 @@ class _Entry:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.fn = _nothing  # drop the closure now: a cancelled 15-minute timeout must not pin its actor
 
 
 def _fire(entry: _Entry) -> None:

@@ -16,6 +16,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pykka
 from ulid import ULID
 
@@ -25,6 +26,7 @@ from actors.bus import FrameBus
 from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
+from actors.errors import LaunchInProgress
 from actors.orchestrator import Orchestrator
 from actors.run import decode, load, stream_of
 from eventstore import ConcurrencyError, EventStore, NewEvent
@@ -142,17 +144,19 @@ class Engine:
         if idempotency_key:
             claimed = self._claim_key(idempotency_key, run_id)
             if claimed != run_id:
-                position = self._launch_position(claimed)
+                # Another call holds the key: its launch is recorded, or about to be.
+                position = self._launch_position(claimed, wait=True)
                 if position:
                     return Launched(claimed, position, created=False)
-                # the key was claimed but that launch never got recorded (a crash between the two)
-                event = launching.prepare(
-                    self.registry, run_id=claimed, now=self.clock.now(), flow=flow, question=question,
-                    band=band, model=model or self.config.model, backend=self.config.backend,
-                    project_id=project_id, inputs=inputs, launched_by=launched_by,
-                    idempotency_key=idempotency_key,
-                )
-        position = self._ask(lambda reply: m.LaunchRun(event, reply))
+                # the key was claimed but that launch never got recorded (its process died in between)
+                event = msgspec.structs.replace(event, run_id=claimed)
+        try:
+            position = self._ask(lambda reply: m.LaunchRun(event, reply))
+        except LaunchInProgress:
+            position = self._launch_position(event.run_id, wait=True)
+            if not position:
+                raise
+            return Launched(event.run_id, position, created=False)
         return Launched(event.run_id, position)
 
     def approve(self, run_id: str, step_id: str, *, by: str = "", comment: str = "") -> int:
@@ -232,7 +236,13 @@ class Engine:
         except ConcurrencyError:
             return self.store.read_stream(stream)[0].data["run_id"]
 
-    def _launch_position(self, run_id: str) -> int:
-        events = self.store.read_stream(stream_of(run_id))
+    def _launch_position(self, run_id: str, *, wait: bool = False) -> int:
+        """Position of the run's RunLaunched (0 if none); ``wait`` gives a launch under way time to land."""
+        if wait:
+            try:
+                self.wait(run_id, lambda s: s.launched is not None, timeout=self.config.ask_timeout_s)
+            except EngineTimeout:
+                return 0
+        events = self.store.read_stream(stream_of(run_id), after_version=0)
         return events[0].position if events else 0
 

@@ -35,11 +35,13 @@ class RunCommand:
 @dataclass(frozen=True)
 class RunIdle:
     """A RunActor has nothing to do until a person acts; ``seen`` counts the
-    orchestrator messages it has processed, so a stop never races a command."""
+    orchestrator messages it has processed, so a stop never races a command.
+    ``urn`` names the actor, so word from a replaced actor is ignored."""
 
     run_id: str
     seen: int
     status: str
+    urn: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,19 @@ class RunEnded:
 
     run_id: str
     status: str
+    urn: str = ""
 
 
 @dataclass(frozen=True)
 class RunFenced:
-    """A RunActor lost ownership (its append met another writer's version) or
-    could not write; it stopped, and the run must be recovered."""
+    """A RunActor stopped without ending its run: another writer owns it
+    (``retry`` False), or it could not write or crashed (``retry`` True: drive
+    it again after a pause)."""
 
     run_id: str
     error: str
+    retry: bool = False
+    urn: str = ""
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,14 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import OrderedDict, deque
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
 from actors import messages as m
 from actors.context import EngineContext
-from actors.errors import RunOwnedElsewhere
+from actors.errors import LaunchInProgress, RunOwnedElsewhere
 from actors.run import RunActor, fold_records, stream_of
 from flows import decide as d
 from flows.state import RunState
@@ -40,6 +41,13 @@ TERMINAL_TYPES = frozenset({"RunCompleted", "RunFailed", "RunRejected", "RunCanc
 
 class _Renew:
     """Time to renew this process's leases."""
+
+
+@dataclass(frozen=True)
+class _Redrive:
+    """Time to drive a run again whose actor stopped on a failure."""
+
+    run_id: str
 
 
 class _Run:
@@ -71,6 +79,8 @@ class Orchestrator(pykka.ThreadingActor):
         self.asked: dict[str, int] = {}  # run -> when it first asked (fairness tie-break)
         self.seq = itertools.count()
         self._renewal: Any = None
+        self._nodes_seen: set[str] = set()  # nodes alive at the last heartbeat
+        self._retries: dict[str, int] = {}  # run -> times it was driven again after a failure
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -96,7 +106,11 @@ class Orchestrator(pykka.ThreadingActor):
         return handler(self, message)
 
     def _recover(self) -> None:
-        """Take over every run that has not ended (DESIGN §4)."""
+        """Take over every run that has not ended and no live process drives (DESIGN §4).
+
+        Runs at start, and again whenever a node this process knew alive has
+        lost its lease (its process is gone): its runs are then ours to finish.
+        """
         launched: dict[str, int] = {}
         ended: set[str] = set()
         for rec in self.ctx.store.read_all(after=0, types=("RunLaunched", *TERMINAL_TYPES)):
@@ -108,7 +122,7 @@ class Orchestrator(pykka.ThreadingActor):
                 ended.add(rec.stream_id[4:])
         node = self.ctx.config.node
         live = self._live_nodes()
-        for run_id in sorted((r for r in launched if r not in ended), key=launched.__getitem__):
+        for run_id in sorted((r for r in launched if r not in ended and r not in self.runs), key=launched.__getitem__):
             state, history, last_node = load_with_owner(self.ctx, run_id)
             if state.terminal or state.launched is None:
                 continue
@@ -143,20 +157,31 @@ class Orchestrator(pykka.ThreadingActor):
         except Exception:  # the database is away for a moment: the next beat tries again
             log.warning("could not renew the node lease", exc_info=True)
         self._renewal = self.ctx.clock.call_later(self.ctx.config.lease_ttl_s / 3, self._beat)
+        try:
+            live = self._live_nodes()
+        except Exception:
+            log.warning("could not read the node leases", exc_info=True)
+            return
+        gone = self._nodes_seen - live - {node}
+        self._nodes_seen = live
+        if gone and self.ctx.config.recover:
+            log.warning("node(s) %s stopped renewing their lease; taking over their runs", ", ".join(sorted(gone)))
+            self._recover()
 
     def _live_nodes(self) -> set[str]:
         return set(self.ctx.leases.held().values())
 
     def _beat(self) -> None:
-        try:
-            self.actor_ref.tell(_Renew())
-        except pykka.ActorDeadError:
-            pass
+        self._tell_self(_Renew())
 
     # -- commands ----------------------------------------------------------------------------
 
     def _on_launch(self, msg: m.LaunchRun) -> None:
         ev = msg.event
+        if ev.run_id in self.runs:  # a second launch of the same run id (a repeated Idempotency-Key)
+            if not msg.reply.done():
+                msg.reply.set_exception(LaunchInProgress(ev.run_id))
+            return
         run = _Run(ev.run_id, ev.flow, "queued", ev.at, ev.project_id)
         self.runs[ev.run_id] = run
         if self._has_capacity() and not self.queue:
@@ -185,10 +210,18 @@ class Orchestrator(pykka.ThreadingActor):
             self._forget(msg.run_id)
             self._admit()
 
+    def _current(self, run_id: str, urn: str) -> _Run | None:
+        """The run, if ``urn`` is its current actor (word from a replaced actor is stale)."""
+        run = self.runs.get(run_id)
+        if run is None or run.ref is None or (urn and run.ref.actor_urn != urn):
+            return None
+        return run
+
     def _on_idle(self, msg: m.RunIdle) -> None:
-        run = self.runs.get(msg.run_id)
-        if run is None or run.ref is None or run.sent != msg.seen:
+        run = self._current(msg.run_id, msg.urn)
+        if run is None or run.sent != msg.seen:
             return  # a command reached the actor after it said it was idle: it is busy again
+        assert run.ref is not None
         run.ref.stop(block=False)
         run.ref = None
         if msg.status in ("queued", "paused"):
@@ -204,17 +237,56 @@ class Orchestrator(pykka.ThreadingActor):
         self._plan_changed()
 
     def _on_ended(self, msg: m.RunEnded) -> None:
+        if self._current(msg.run_id, msg.urn) is None:
+            return
+        self._retries.pop(msg.run_id, None)
         self._forget(msg.run_id)
         self._admit()
         self._grant()
         self._plan_changed()
 
     def _on_fenced(self, msg: m.RunFenced) -> None:
-        log.warning("run %s left to another owner or to recovery: %s", msg.run_id, msg.error)
+        if self._current(msg.run_id, msg.urn) is None:
+            return  # a stale actor (a duplicate launch, a replaced actor): the run's own actor goes on
         self._forget(msg.run_id)
+        if msg.retry and self.ctx.config.recover:
+            tries = self._retries.get(msg.run_id, 0) + 1
+            self._retries[msg.run_id] = tries
+            delay = min(30.0, 0.5 * 2 ** (tries - 1))
+            log.warning("run %s stopped (%s); driving it again in %.1f s", msg.run_id, msg.error, delay)
+            run_id = msg.run_id
+            self.ctx.clock.call_later(delay, lambda: self._tell_self(_Redrive(run_id)))
+        else:
+            log.warning("run %s left to its owner: %s", msg.run_id, msg.error)
         self._admit()
         self._grant()
         self._plan_changed()
+
+    def _on_redrive(self, msg: _Redrive) -> None:
+        """Drive a run again after its actor stopped on a store failure or a crash."""
+        if msg.run_id in self.runs:
+            return
+        state, _, last_node = load_with_owner(self.ctx, msg.run_id)
+        if state.terminal or state.launched is None:
+            self._retries.pop(msg.run_id, None)
+            return
+        if _driven_by(state, last_node, self.ctx.config.node, self._live_nodes()):
+            return
+        run = _Run(msg.run_id, state.launched.flow, state.status, state.launched_at, state.launched.project_id)
+        self.runs[msg.run_id] = run
+        if state.status == "queued":
+            self.queue.append(msg.run_id)
+        elif state.status != "paused" or _has_work(state, self.ctx.clock.now()):
+            self.active.add(msg.run_id)
+            self._tell_run(run, m.Recover(self.ctx.config.node))
+        self._admit()
+        self._plan_changed()
+
+    def _tell_self(self, message: Any) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            pass  # stopped: the next start recovers what is left
 
     def _forget(self, run_id: str) -> None:
         run = self.runs.pop(run_id, None)
@@ -295,23 +367,36 @@ class Orchestrator(pykka.ThreadingActor):
             msg.reply.set_result(self.plan())
 
     def plan(self) -> dict[str, Any]:
-        """In progress, planned (with position and why it waits), and new."""
+        """In progress, planned (with position and why it waits), and new.
+
+        Planned work waits for one of three reasons: ``capacity`` (max_active_runs
+        reached), ``blocked`` (admitted, but every step it could start needs an
+        agent slot and none is free), ``approval`` (a person is awaited).
+        ``new_queued`` is always empty here: a launch is planned in the very
+        message that admits it.
+        """
         cfg = self.ctx.config
+
+        def blocked(r: str) -> bool:
+            return not self.held.get(r) and bool(self.waiting.get(r))
+
+        active = [r for r in sorted(self.active) if r in self.runs]
         in_progress = [
             {"run_id": r, "flow": self.runs[r].flow, "since": self.runs[r].since,
              "slots_held": len(self.held.get(r, ())), "steps_waiting_for_slot": len(self.waiting.get(r, ()))}
-            for r in sorted(self.active) if r in self.runs
+            for r in active if not blocked(r)
         ]
+        waiting: list[tuple[str, str, str]] = [
+            (r, "capacity", f"{len(self.active)} of {cfg.max_active_runs} runs in progress") for r in self.queue]
+        waiting += [(r, "blocked", f"{len(self.waiting[r])} step(s) wait for an agent slot; "
+                                   f"{self._slots_in_use()} of {cfg.agent_slots} in use")
+                    for r in sorted(self.waiting, key=lambda r: self.asked.get(r, 0)) if r in active and blocked(r)]
+        waiting += [(run.run_id, "approval", "waiting for a person to approve or reject")
+                    for run in self.runs.values() if run.status == "paused" and run.run_id not in self.active]
         planned = [
-            {"run_id": r, "flow": self.runs[r].flow, "position": i, "reason": "capacity",
-             "detail": f"{len(self.active)} of {cfg.max_active_runs} runs in progress"}
-            for i, r in enumerate(self.queue, 1)
-        ]
-        planned += [
-            {"run_id": run.run_id, "flow": run.flow, "position": len(planned) + i, "reason": "approval",
-             "detail": "waiting for a person to approve or reject"}
-            for i, run in enumerate((x for x in self.runs.values() if x.status == "paused"
-                                     and x.run_id not in self.active), 1)
+            {"run_id": r, "flow": self.runs[r].flow, "position": i, "reason": reason, "detail": detail,
+             "steps_waiting_for_slot": len(self.waiting.get(r, ()))}
+            for i, (r, reason, detail) in enumerate(waiting, 1)
         ]
         return {
             "max_active_runs": cfg.max_active_runs,
@@ -362,6 +447,7 @@ class Orchestrator(pykka.ThreadingActor):
         m.ReleaseSlots: _on_release,
         m.PlanQuery: _on_plan,
         _Renew: _on_renew,
+        _Redrive: _on_redrive,
     }
 
 

@@ -21,8 +21,9 @@ import pykka
 from actors import messages as m
 from actors.agents import AgentRequest, CancelToken, persona_text
 from actors.context import EngineContext
+from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.step import Attempt, StepActor, StepContext
-from eventstore import ConcurrencyError, NewEvent, RecordedEvent
+from eventstore import Codec, ConcurrencyError, NewEvent, RecordedEvent
 from flows import anomaly
 from flows import decide as d
 from flows.events import (
@@ -33,9 +34,11 @@ from flows.events import (
     StepCancelled,
     StepFailed,
     StepStarted,
+    EVENT_TYPES,
+    UPCASTERS,
     event_data,
-    event_from_data,
 )
+from flows.model import function_ref
 from flows.state import RunState, evolve
 
 log = logging.getLogger(__name__)
@@ -62,9 +65,16 @@ def fold_records(records: Sequence[RecordedEvent]) -> tuple[RunState, list[tuple
     return state, history
 
 
+SCHEMA_VERSION = 1  # of every event this engine writes; older data is upcast on read
+CODEC = Codec(EVENT_TYPES, UPCASTERS)
+
+
 def decode(rec: RecordedEvent) -> Event:
-    """The domain event behind a recorded one."""
-    return event_from_data(rec.type, rec.data)
+    """The domain event behind a recorded one, upcast to its current shape.
+
+    Raises UnknownEventTypeError or CorruptEventError naming the position.
+    """
+    return CODEC.decode(rec)
 
 
 class RunActor(pykka.ThreadingActor):
@@ -87,6 +97,8 @@ class RunActor(pykka.ThreadingActor):
         self.wake_timer: Any = None
         self.wake_at: float | None = None
         self.seen = 0  # orchestrator messages processed (see RunIdle)
+        self.actor = ""  # who the next batch is recorded as (a person for commands; else the engine)
+        self.cause = ""  # what the next batch follows from (a command; else the last recorded event)
         self.stopped = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -111,7 +123,8 @@ class RunActor(pykka.ThreadingActor):
         log.error("run actor %s crashed: %s; the run will be recovered", self.run_id, exception_value)
         for attempt in self.attempts.values():
             attempt.token.cancel()
-        self._tell_orchestrator(m.RunFenced(self.run_id, f"{exception_type.__name__}: {exception_value}"))
+        self._tell_orchestrator(m.RunFenced(self.run_id, f"{exception_type.__name__}: {exception_value}",
+                                            retry=True, urn=self.actor_ref.actor_urn))
 
     def on_receive(self, message: Any) -> None:
         if self.stopped:
@@ -119,7 +132,7 @@ class RunActor(pykka.ThreadingActor):
             if self.state.terminal and isinstance(message, (m.Resume, m.Cancel)):
                 pass  # answered below: the run has ended (RunFinished)
             else:
-                _fail(reply, RuntimeError(f"run {self.run_id} is being handed over; try again"))
+                _fail(reply, RunBusy(self.run_id))
                 return
         handler = self._handlers.get(type(message))
         if handler is None:
@@ -131,6 +144,7 @@ class RunActor(pykka.ThreadingActor):
     # -- commands ----------------------------------------------------------------------------
 
     def _on_launch(self, msg: m.Launch) -> None:
+        self.actor, self.cause = msg.event.launched_by or "anonymous", "command:launch"
         now = self.ctx.clock.now()
         follow: Event = (
             RunStarted(run_id=self.run_id, reason=msg.reason, plan_position=msg.plan_position, at=now)
@@ -158,6 +172,7 @@ class RunActor(pykka.ThreadingActor):
             self._flush()
 
     def _on_resume(self, msg: m.Resume) -> None:
+        self.actor, self.cause = msg.by or "anonymous", f"command:{msg.decision}"
         try:
             events = d.resume(self.state, msg.step_id, msg.decision, self.ctx.clock.now(), by=msg.by,
                               comment=msg.comment)
@@ -173,6 +188,7 @@ class RunActor(pykka.ThreadingActor):
     def _on_cancel(self, msg: m.Cancel) -> None:
         try:
             self._flush_now()  # record what was already staged before deciding the cancel
+            self.actor, self.cause = msg.by or "anonymous", "command:cancel"
             events = d.cancel(self.state, self.history, self.ctx.clock.now(), reason=msg.reason, by=msg.by)
         except (d.RunFinished, d.UnknownRun) as exc:
             _fail(msg.reply, exc)
@@ -307,15 +323,24 @@ class RunActor(pykka.ThreadingActor):
     def _commit(self, reply: Future | None = None) -> list[RecordedEvent] | None:
         """Append what is staged, expecting the recorded version; then start what it started."""
         batch, self.pending = self.pending, []
-        new = [NewEvent(type(e).__name__, event_data(e), {"node": self.ctx.config.node}) for e in batch]
+        metadata = {
+            "node": self.ctx.config.node,
+            "actor": self.actor or f"baton@{self.ctx.config.node}",
+            "correlation_id": self.run_id,
+            "causation_id": self.cause or (self.history[-1][1].__class__.__name__ + f"@{self.history[-1][0]}"
+                                           if self.history else "launch"),
+            "schema_version": SCHEMA_VERSION,
+        }
+        self.actor = self.cause = ""
+        new = [NewEvent(type(e).__name__, event_data(e), metadata) for e in batch]
         try:
             recorded = self.ctx.store.append(self.stream, new, expected_version=self.recorded_version)
         except ConcurrencyError as exc:
-            self._fenced(f"another writer owns this run: {exc}", reply)
+            self._fenced(RunOwnedElsewhere(self.run_id, f"another writer ({exc})"), reply, retry=False)
             return None
-        except Exception as exc:  # the store is down: stop, and let recovery pick the run up
+        except Exception as exc:  # the store failed: stop, and drive the run again after a pause
             log.exception("run %s: append failed", self.run_id)
-            self._fenced(f"cannot record events: {exc}", reply)
+            self._fenced(exc, reply, retry=True)
             return None
         self.recorded_version = recorded[-1].version if recorded else self.recorded_version
         self.history.extend((rec.position, ev) for rec, ev in zip(recorded, batch))
@@ -337,11 +362,9 @@ class RunActor(pykka.ThreadingActor):
         assert launched is not None
         kwargs: dict[str, Any] = {"run_id": self.run_id, "bus": ctx.bus, "clock": ctx.clock}
         if event.kind == "code":
-            fn = self._function(spec.fn, event.step_id)
+            fn, problem = self._function(spec.fn, event.step_id)
             if fn is None:
-                self.attempts[event.step_id] = attempt
-                self.actor_ref.tell(m.StepResult(event.step_id, event.attempt, failed=True,
-                                                 error=f"code step function {spec.fn!r} cannot be found"))
+                self._refuse(attempt, f"code step function {spec.fn!r} cannot be found: {problem}")
                 return
             kwargs.update(fn=fn, ctx=StepContext(
                 launched.input, state.outputs(), state.fields(), self.run_id, event.step_id, event.attempt,
@@ -349,9 +372,9 @@ class RunActor(pykka.ThreadingActor):
         else:
             try:
                 system = persona_text(event.persona)
-            except Exception as exc:
-                system = ""
-                log.warning("persona %s: %s", event.persona, exc)
+            except Exception as exc:  # fail closed: never call a model without its persona
+                self._refuse(attempt, f"persona {event.persona!r}: {exc}")
+                return
             kwargs.update(backend=ctx.backend, request=AgentRequest(
                 self.run_id, event.step_id, event.attempt, event.persona, system, event.prompt, event.model))
             self._watch(attempt, ctx.config.stall_s)  # only agent steps stream signs of life
@@ -364,20 +387,35 @@ class RunActor(pykka.ThreadingActor):
         self.attempts[event.step_id] = attempt
         StepActor(self.actor_ref, attempt, **kwargs).start(ctx.steps)
 
-    def _function(self, ref: str, step_id: str) -> Callable[..., Any] | None:
-        flow_name = self.state.snapshot.name
-        if flow_name in self.ctx.registry:
-            fn = self.ctx.registry.get(flow_name).function(step_id)
-            if fn is not None:
-                return fn
+    def _function(self, ref: str, step_id: str) -> tuple[Callable[..., Any] | None, str]:
+        """The code step's function the run pinned (``module:qualname``), or why it cannot be had.
+
+        The pinned reference comes first, so a run keeps calling the function
+        it was launched with. A function that cannot be imported by name (a
+        closure, say) is taken from the registered flow only if it is the very
+        definition the run pinned.
+        """
         module, _, qualname = ref.partition(":")
         try:
             obj: Any = importlib.import_module(module)
             for part in qualname.split("."):
                 obj = getattr(obj, part)
-            return obj if callable(obj) else None
-        except Exception:
-            return None
+            if callable(obj):
+                return obj, ""
+            problem = f"{ref} is not callable"
+        except Exception as exc:  # reported in the StepFailed, not swallowed
+            problem = f"cannot import {ref}: {type(exc).__name__}: {exc}"
+        flow_name = self.state.snapshot.name
+        if flow_name in self.ctx.registry:
+            fn = self.ctx.registry.get(flow_name).function(step_id)
+            if fn is not None and function_ref(fn) == ref:
+                return fn, ""
+        return None, problem
+
+    def _refuse(self, attempt: Attempt, error: str) -> None:
+        """End an attempt that cannot start, as a failure of that attempt."""
+        self.attempts[attempt.step_id] = attempt
+        self.actor_ref.tell(m.StepResult(attempt.step_id, attempt.attempt, failed=True, error=error))
 
     def _end_attempt(self, step_id: str, cancel: bool = False) -> None:
         attempt = self.attempts.pop(step_id, None)
@@ -408,7 +446,7 @@ class RunActor(pykka.ThreadingActor):
             self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=tuple(self.held), withdrawn=withdrawn))
             self.held.clear()
         self.stopped = True
-        self._tell_orchestrator(m.RunEnded(self.run_id, self.state.status))
+        self._tell_orchestrator(m.RunEnded(self.run_id, self.state.status, urn=self.actor_ref.actor_urn))
 
     def _report_idle(self) -> None:
         """Tell the orchestrator this actor can stop: nothing runs, waits, or is staged.
@@ -420,16 +458,15 @@ class RunActor(pykka.ThreadingActor):
         if (self.attempts or self.requested or self.wake_at is not None or self.pending or self.flush_queued
                 or self.state.status == "running"):
             return
-        self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status))
+        self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status, urn=self.actor_ref.actor_urn))
 
-    def _fenced(self, error: str, reply: Future | None) -> None:
+    def _fenced(self, error: BaseException, reply: Future | None, *, retry: bool) -> None:
         log.warning("run %s: %s; this actor stops", self.run_id, error)
-        if reply is not None:
-            _fail(reply, RuntimeError(error))
+        _fail(reply, error)
         for sid in list(self.attempts):
             self._end_attempt(sid, cancel=True)
         self.stopped = True
-        self._tell_orchestrator(m.RunFenced(self.run_id, error))
+        self._tell_orchestrator(m.RunFenced(self.run_id, str(error), retry=retry, urn=self.actor_ref.actor_urn))
 
     def _tell_self(self, message: Any) -> None:
         try:

@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-import msgspec
 import pykka
 
 from actors.agents import AgentError, AgentRequest, Backend, Cancelled, CancelToken
 from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.messages import StepResult
+from flows.decide import code_output
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class StepActor:
             if a.kind == "code":
                 assert self.fn is not None and self.ctx is not None
                 value = self.fn(self.ctx)
-                output, fields = _code_output(value)
+                output, fields = code_output(value)
                 return StepResult(**base, output=output, fields=fields, duration_s=time.monotonic() - t0)
             assert self.backend is not None and self.request is not None
             answer = self.backend.run(self.request, self._delta, a.token)
@@ -148,14 +148,3 @@ class StepActor:
             self.bus.publish({"type": "step_delta", "run_id": self.run_id, "step_id": self.attempt.step_id,
                               "attempt": self.attempt.attempt, "text": text})
 
-
-def _code_output(value: Any) -> tuple[str, dict[str, Any] | None]:
-    """A code step returns text or a dict; a dict is both the output and its fields."""
-    if value is None:
-        return "", None
-    if isinstance(value, str):
-        return value, None
-    if isinstance(value, Mapping):
-        fields = msgspec.to_builtins(dict(value))
-        return msgspec.json.encode(fields).decode(), fields
-    return str(value), None

@@ -7,8 +7,10 @@ the stream's expected version, and only then acts. Nothing here does I/O.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
+
+import msgspec
 
 from flows import conditions, report, rules, template
 from flows.events import (
@@ -147,8 +149,8 @@ def decide(state: RunState, now: float) -> Decision:
             elif spec.when and st.attempt == 0 and not (cond := _check_when(state, spec))[0]:
                 event = StepSkipped(step_id=spec.id, reason="condition", detail=cond[1], at=now)
             elif spec.kind == "approval":
-                prompt, _ = render_prompt(state, spec)
-                event = StepPaused(step_id=spec.id, prompt=prompt, at=now)
+                prompt, unresolved = render_prompt(state, spec)
+                event = StepPaused(step_id=spec.id, prompt=prompt, unresolved=unresolved, at=now)
             elif spec.kind == "code":
                 event = _started(state, spec, now)
             else:
@@ -198,6 +200,19 @@ def start(state: RunState, step_ids: Iterable[str], now: float) -> list[Event]:
             # the same attempt twice: that would be two model calls for one attempt.
             state = evolve(state, events[-1])
     return events
+
+
+def code_output(value: Any) -> tuple[str, dict[str, Any] | None]:
+    """What a code step's return value records: text, or a dict that is both
+    the output (as JSON) and its fields (``$step.output.field``)."""
+    if value is None:
+        return "", None
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, Mapping):
+        fields = msgspec.to_builtins(dict(value))
+        return msgspec.json.encode(fields).decode(), fields
+    return str(value), None
 
 
 def _current(state: RunState, step_id: str, attempt: int) -> bool:

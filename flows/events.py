@@ -9,6 +9,7 @@ the log alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, Union
 
 import msgspec
@@ -116,6 +117,7 @@ class StepPaused(Event):
 
     step_id: str
     prompt: str = ""
+    unresolved: list[str] = []
 
 
 class StepResumed(Event):
@@ -197,6 +199,11 @@ RunEvent = Union[
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in RunEvent.__args__}  # type: ignore[attr-defined]
 
 TERMINAL_RUN_EVENTS = (RunCompleted, RunFailed, RunRejected, RunCancelled)
+
+# (type name, schema version) -> a pure function taking that version's data to
+# (type name, data) one version up. A renamed or reshaped event adds one here;
+# a new field with a default needs none. Empty: no event has changed yet.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]] = {}
 
 
 def event_data(event: Event) -> dict[str, Any]:

@@ -133,8 +133,11 @@ def run_status(state: RunState, steps: dict[str, StepState]) -> str:
     """Running or paused, for a started run that has not ended.
 
     Paused means a person is awaited and nothing else can move: no attempt
-    under way and no retry pending.
+    under way and no retry pending. A run that is not under way (queued, or
+    ended) keeps its status: step events of a cancel do not move it.
     """
+    if state.status not in ("running", "paused"):
+        return state.status
     paused = False
     for s in steps.values():
         if s.status == "running" or (s.status == "pending" and s.not_before):
@@ -206,13 +209,13 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepCancelled():
             steps = _step(state, event.step_id, status="cancelled", error=event.reason, ended_at=event.at)
-            return replace(state, steps=steps, **common)
+            return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepSkipped():
             steps = _step(
                 state, event.step_id, status="skipped", skip_reason=event.reason, detail=event.detail,
                 ended_at=event.at,
             )
-            return replace(state, steps=steps, **common)
+            return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepPaused():
             steps = _step(state, event.step_id, status="paused", prompt=event.prompt, started_at=event.at)
             return replace(state, steps=steps, status=run_status(state, steps), **common)

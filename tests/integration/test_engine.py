@@ -222,3 +222,44 @@ def test_recovery_restarts_lost_attempts(store_url):
         assert state.steps["a"].attempt == 2
     finally:
         store.close()
+
+
+def test_concurrent_launches_with_one_idempotency_key_make_one_run(store_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = open_store(store_url)
+    try:
+        with Engine(store, REGISTRY) as engine:
+            keys = [f"key-{i}" for i in range(8)]
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(lambda k: engine.launch("parallel", "q", idempotency_key=k),
+                                        [k for k in keys for _ in range(4)]))
+            for key in keys:
+                mine = [a for a, k in zip(answers, [k for k in keys for _ in range(4)]) if k == key]
+                assert len({a.run_id for a in mine}) == 1 and sum(a.created for a in mine) == 1
+                assert len({a.position for a in mine}) == 1
+                assert engine.wait(mine[0].run_id).status == "completed"
+            launches = [r for r in store.read_all() if r.type == "RunLaunched"]
+            assert len(launches) == len(keys)
+    finally:
+        store.close()
+
+
+def test_a_store_failure_mid_run_stops_the_actor_and_the_run_is_driven_again(store_url):
+    from tests.integration.flaky_store import FlakyStore
+
+    store = open_store(store_url)
+    flaky = FlakyStore(store)
+    try:
+        with Engine(flaky, REGISTRY) as engine:
+            RELEASE.clear()
+            run_id = engine.launch("blocking", "go").run_id
+            engine.wait(run_id, lambda s: s.steps["hold"].status == "running")
+            flaky.fail_next(2)  # the step's result and the first retry cannot be recorded
+            RELEASE.set()
+            state = engine.wait(run_id, timeout=20)
+        assert state.status == "completed" and flaky.refused == 2
+        types = types_of(store, run_id)
+        assert "RunRecovered" in types  # driven again, by this same process
+    finally:
+        store.close()

@@ -96,3 +96,34 @@ def test_the_api_refuses_a_command_for_a_run_driven_elsewhere_with_409(store):
         backend_a.release(run_id, "work")
     finally:
         a.stop()
+
+
+def test_a_live_process_takes_over_the_runs_of_a_node_that_stopped_renewing(store):
+    """No restart needed: the heartbeat that sees a node's lease gone recovers its runs."""
+    from actors.clock import ManualClock
+    from eventstore import NewEvent
+    from flows.decide import start
+    from flows.events import RunStarted, event_data
+    from flows.launch import prepare
+    from flows.state import RunState, evolve
+
+    leases = Leases(store.engine, ttl_s=30)
+    assert leases.acquire("node-ghost:1", "ghost:1") is None  # a process that is alive, for now
+    launched = prepare(REGISTRY, run_id="01GHOST0000000000000000000", now=1.0, flow="owned", question="q")
+    state = evolve(evolve(RunState(), launched), RunStarted(run_id=launched.run_id, at=1.0))
+    events = [launched, RunStarted(run_id=launched.run_id, at=1.0), *start(state, ["work"], 1.0)]
+    store.append(stream_of(launched.run_id), [NewEvent(type(e).__name__, event_data(e), {"node": "ghost:1"})
+                                              for e in events], 0)
+    clock = ManualClock()
+    b = Engine(store, REGISTRY, EngineConfig(node="host-b:2", lease_ttl_s=30), backend=ScriptedBackend(),
+               clock=clock).start()
+    try:
+        b.plan()  # recovery at start has run: the ghost's run was left alone
+        assert "RunRecovered" not in [r.type for r in store.read_stream(stream_of(launched.run_id))]
+        leases.release("node-ghost:1", "ghost:1")  # the ghost dies
+        clock.advance(10)  # b's next heartbeat
+        state = b.wait(launched.run_id, {"paused"}, timeout=10)
+        lost = [r.data for r in store.read_stream(stream_of(launched.run_id)) if r.type == "StepFailed"]
+        assert lost[0]["lost"] and state.steps["work"].status == "completed"
+    finally:
+        b.stop()

@@ -10,7 +10,7 @@ from actors.config import EngineConfig
 from actors.engine import Engine
 from actors.run import stream_of
 from eventstore import open_store
-from flows import Flow, agent, approval, code
+from flows import Flow, agent, approval
 from flows.catalog import FlowRegistry
 from tests.integration.scripted import ScriptedBackend
 
@@ -20,10 +20,10 @@ def done(ctx):
 
 
 SINGLE = Flow("single", steps=[agent("work", persona="analyst", prompt="Work on $input.question")])
-GATED = Flow("gated", steps=[code("prep", fn=done), approval("gate", deps=["prep"], prompt="Go on?"),
-                             code("finish", fn=done, deps=["gate"])])
+GATED_AGENT = Flow("gated-agent", steps=[agent("draft", persona="writer", prompt="Draft $input.question"),
+                                         approval("gate", deps=["draft"], prompt="Go on?")])
 FAN = Flow("fan", steps=[agent(f"w{i}", persona="analyst", prompt=f"part {i} of $input.question") for i in range(6)])
-REGISTRY = FlowRegistry([SINGLE, GATED, FAN])
+REGISTRY = FlowRegistry([SINGLE, GATED_AGENT, FAN])
 
 
 @pytest.fixture
@@ -46,7 +46,9 @@ def wait_until(predicate, timeout: float = 10.0) -> None:
 
 
 def waiting_for_slot(engine, run_id) -> int:
-    return next((r["steps_waiting_for_slot"] for r in engine.plan()["in_progress"] if r["run_id"] == run_id), 0)
+    plan = engine.plan()
+    return next((r["steps_waiting_for_slot"] for r in plan["in_progress"] + plan["planned_queued"]
+                 if r["run_id"] == run_id), 0)
 
 
 def events(store, run_id):
@@ -80,10 +82,13 @@ def test_queued_work_says_why_and_is_not_kicked_while_a_step_runs(store):
         assert [r["run_id"] for r in plan["in_progress"]] == [a]
         assert plan["planned_queued"][0]["run_id"] == b and plan["planned_queued"][0]["reason"] == "capacity"
         assert any(f["type"] == "plan_updated" and f["plan"]["planned_queued"] for f in frames)
-        # A's step is still running: nothing kicks B, and A's stream gains nothing either
-        head = store.head()
-        assert engine.plan()["planned_queued"][0]["run_id"] == b
-        assert store.head() == head
+        # More queued work arrives while A's step runs: it queues behind B; neither B is started
+        # nor A re-kicked (A's stream still ends at its step's start).
+        c = engine.launch("single", "c").run_id
+        assert [(r["run_id"], r["position"]) for r in engine.plan()["planned_queued"]] == [(b, 1), (c, 2)]
+        assert [t for t, _ in events(store, b)] == ["RunLaunched", "RunQueued"]
+        assert [t for t, _ in events(store, a)] == ["RunLaunched", "RunStarted", "StepStarted"]
+        engine.cancel(c)
         backend.release(a, "work")
         assert engine.wait(a).status == "completed"
         state = engine.wait(b, {"running", "completed"})
@@ -95,14 +100,18 @@ def test_queued_work_says_why_and_is_not_kicked_while_a_step_runs(store):
 
 
 def test_nothing_in_progress_starts_planned_work_at_once(store):
-    engine = engine_with(store, ScriptedBackend(hold={"work"}), max_active_runs=1)
+    backend = ScriptedBackend(hold={"draft", "work"})
+    engine = engine_with(store, backend, max_active_runs=1)
     try:
-        a = engine.launch("gated", "a").run_id
+        a = engine.launch("gated-agent", "a").run_id
+        backend.wait_calls(1, a)  # A is in progress (its draft runs)
         b = engine.launch("single", "b").run_id
-        engine.wait(a, {"paused"})  # A waits for a person: it is no longer in progress
-        engine.wait(b, {"running"})
-        types = [t for t, _ in events(store, b)]
-        assert types[:3] == ["RunLaunched", "RunQueued", "RunStarted"] or types[:2] == ["RunLaunched", "RunStarted"]
+        assert [t for t, _ in events(store, b)] == ["RunLaunched", "RunQueued"]
+        backend.release(a, "draft")
+        engine.wait(a, {"paused"})  # A now waits for a person: nothing is in progress
+        state = engine.wait(b, {"running"})
+        assert [t for t, _ in events(store, b)][:3] == ["RunLaunched", "RunQueued", "RunStarted"]
+        assert state.started_at >= engine.state(a).steps["gate"].started_at  # started when A paused
         plan = engine.plan()
         assert {"run_id": a, "reason": "approval"}.items() <= plan["planned_queued"][0].items()
     finally:
@@ -117,6 +126,8 @@ def test_a_wide_fan_out_cannot_hold_back_a_later_run(store):
         first_two = backend.wait_calls(2, wide)
         late = engine.launch("single", "late").run_id
         wait_until(lambda: waiting_for_slot(engine, late) == 1)
+        blocked = {r["run_id"]: r for r in engine.plan()["planned_queued"]}
+        assert blocked[late]["reason"] == "blocked" and "agent slot" in blocked[late]["detail"]
         # the wide run waits with 4 steps; the late run asked for one slot. The next slot is the late run's.
         backend.release(wide, first_two[0][1])
         calls = backend.wait_calls(3)

@@ -227,3 +227,17 @@ def test_the_pinned_snapshot_drives_replay_and_resume_after_the_flow_changed() -
     log += resume(replayed, "gate", "approved", T0 + 5, by="ana")
     decision = decide(fold(log), T0 + 6)
     assert [(type(e).__name__, e.step_id) for e in decision.events] == [("StepStarted", "ship")]
+
+
+def test_a_step_aborted_beside_a_paused_approval_leaves_the_run_paused() -> None:
+    """Nothing runs and a person is awaited: paused, whichever event ended the last attempt."""
+    flow = Flow("side", [agent("a", persona="investigator", prompt="x"), approval("gate", prompt="ok?")])
+    s = fold([launched(flow), RunStarted(run_id="r1", at=T0),
+              StepStarted(step_id="a", attempt=1, at=T0), StepPaused(step_id="gate", at=T0)])
+    assert s.status == "running"
+    assert evolve(s, StepCancelled(step_id="a", attempt=1, reason="aborted", at=T0 + 1)).status == "paused"
+
+
+def test_step_events_of_a_cancel_do_not_move_a_queued_run() -> None:
+    s = fold([launched(), RunQueued(run_id="r1", at=T0), StepSkipped(step_id="a", reason="cancelled", at=T0)])
+    assert s.status == "queued"
