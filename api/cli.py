@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from actors.agents.base import BackendConfigError
 from actors.engine import EngineTimeout
-from actors.errors import RunOwnedElsewhere
+from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
 from api import progress
 from api.audit import Replay, replay_log
 from api.progress import ProgressView, load_run, make_console, say, watch_run
@@ -50,10 +50,11 @@ DEMO_FLOW, DEMO_BAND, DEMO_STEP = "review-and-approve", "large", "approve"
 DEMO_QUESTION = ("Review the change that adds retries with exponential backoff to the HTTP client "
                  "(client/http.py: send and _backoff) before it is merged")
 
-# Errors a person fixes by changing what they typed, and errors of the environment.
+# Errors a person fixes by changing what they typed (or where they send it), and errors of the
+# environment, which may pass on their own (an unreachable store, a run being handed over).
 INPUT_ERRORS = (UnknownFlow, LaunchError, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting, RunOwnedElsewhere,
-                decide.RunFinished, FlowsImportError, SettingsError, BackendConfigError)
-RUNTIME_ERRORS = (StoreError, EngineTimeout, TimeoutError)
+                LaunchInProgress, decide.RunFinished, FlowsImportError, SettingsError, BackendConfigError)
+RUNTIME_ERRORS = (StoreError, EngineTimeout, RunBusy, TimeoutError)
 
 
 class CliError(Exception):

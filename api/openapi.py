@@ -50,8 +50,11 @@ _MIN_POSITION = _query("min_position", "Wait (up to 2 s) until the read model re
                        "(read-your-writes after a command).", "integer")
 _USER = {"name": "X-Baton-User", "in": "header", "required": False, "schema": {"type": "string"},
          "description": "Who is acting (recorded as `by` / `launched_by`)."}
-_BAD_BODY = {"400": _problem("Malformed JSON."), "413": _problem("Body larger than BATON_MAX_BODY_BYTES."),
+_BAD_BODY = {"400": _problem("Malformed JSON (or, where a body is required, an empty one)."),
+             "413": _problem("Body larger than BATON_MAX_BODY_BYTES."),
              "422": _problem("The body has the wrong shape; `field` names the field.")}
+_BUSY = {"503": _problem("The run is being handed over between processes, or the store cannot record; "
+                         "retry (a `Retry-After` header says when, if it knows).")}
 _RESUME = [
     _query("run_id", "Only this run's frames."),
     _query("project_id", "Only frames of runs of this project."),
@@ -68,7 +71,8 @@ def _decision(verb: str) -> dict[str, Any]:
         "responses": {"200": _json(_ref("CommandAccepted"), "Recorded; `position` is the StepResumed event."),
                       **_BAD_BODY,
                       "404": _problem("Unknown run or step."),
-                      "409": _problem("The step is not waiting (`state` is its status), or the run has ended.")},
+                      "409": _problem("The step is not waiting (`state` is its status), or the run has ended."),
+                      **_BUSY},
     }}
 
 
@@ -87,7 +91,10 @@ def paths() -> dict[str, Any]:
                 "requestBody": _body("LaunchRequest"),
                 "responses": {"201": _json(_ref("Launched"), "Launched; `position` is its RunLaunched event."),
                               "200": _json(_ref("Launched"), "The Idempotency-Key named an earlier run."),
-                              **_BAD_BODY},
+                              **_BAD_BODY,
+                              "409": _problem("A launch with this Idempotency-Key is under way right now "
+                                              "(`state` is `launching`); retry to get its run."),
+                              **_BUSY},
             },
             "get": {
                 "summary": "List runs, newest first",
@@ -134,7 +141,7 @@ def paths() -> dict[str, Any]:
             "requestBody": _body("CancelRequest", required=False),
             "responses": {"200": _json(_ref("CommandAccepted"), "Cancelled; `position` is RunCancelled."),
                           **_BAD_BODY, "404": _problem("Unknown run."),
-                          "409": _problem("The run has already ended (`state` is its status).")},
+                          "409": _problem("The run has already ended (`state` is its status)."), **_BUSY},
         }},
         "/api/runs/{run_id}/steps/{step_id}/approve": _decision("approve"),
         "/api/runs/{run_id}/steps/{step_id}/reject": _decision("reject"),

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.engine import EngineTimeout
-from actors.errors import RunOwnedElsewhere
+from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
 from api.schemas import BodyError, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.catalog import UnknownFlow
@@ -72,11 +72,18 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (NotWaiting, 409, "step-not-waiting", "The step is not waiting for a decision"),
     (RunFinished, 409, "run-finished", "The run has already ended"),
     (RunOwnedElsewhere, 409, "run-owned-elsewhere", "Another process is driving this run"),
+    (LaunchInProgress, 409, "launch-in-progress", "This launch is already under way"),
+    (RunBusy, 503, "run-busy", "The run is being handed over; try again shortly"),
     (EngineTimeout, 503, "engine-timeout", "The engine did not answer in time"),
     (StoreUnavailableError, 503, "store-unavailable", "The event store cannot be reached"),
     (Unavailable, 503, "unavailable", "Not available in this process"),
     (StoreError, 503, "store-error", "The event store refused the operation"),
 ]
+
+# Headers a problem of that type carries: a transient refusal says when to try again.
+HEADERS: dict[type[BaseException], dict[str, str]] = {
+    RunBusy: {"Retry-After": "1"},
+}
 
 
 def details(exc: BaseException) -> dict[str, Any]:
@@ -96,6 +103,8 @@ def details(exc: BaseException) -> dict[str, Any]:
             return {"detail": str(exc), "state": exc.status}
         case RunOwnedElsewhere():
             return {"detail": str(exc), "state": "running", "owner": exc.owner}
+        case LaunchInProgress():
+            return {"detail": str(exc), "state": "launching"}
         case UnknownStep():
             return {"detail": str(exc), "field": "step_id"}
         case UnknownRun():
@@ -106,11 +115,11 @@ def details(exc: BaseException) -> dict[str, Any]:
 
 
 def problem(status: int, slug: str, title: str, detail: str, *, instance: str | None = None,
-            **extra: Any) -> Response:
+            headers: dict[str, str] | None = None, **extra: Any) -> Response:
     """A problem+json response."""
     body = Problem(type=TYPE_BASE + slug, title=title, status=status, detail=detail, instance=instance,
                    **{k: v for k, v in extra.items() if v is not None})
-    return Response(msgspec.json.encode(body), status_code=status, media_type=MEDIA_TYPE)
+    return Response(msgspec.json.encode(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
 def from_exception(exc: BaseException, instance: str | None = None) -> Response:
@@ -121,7 +130,8 @@ def from_exception(exc: BaseException, instance: str | None = None) -> Response:
             status = fields.pop("status", status)
             if status == 400 and isinstance(exc, BodyError):
                 slug, title = "malformed-json", "The request body is not valid JSON"
-            return problem(status, slug, title, instance=instance, **fields)
+            headers = next((h for k, h in HEADERS.items() if isinstance(exc, k)), None)
+            return problem(status, slug, title, instance=instance, headers=headers, **fields)
     if isinstance(exc, HTTPException):
         slug = {404: "no-route", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), instance=instance)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from actors.errors import LaunchInProgress, RunBusy
 from api.app import create_app
 from api.runtime import Runtime
 from api.settings import Settings
@@ -367,3 +368,35 @@ def test_an_unexpected_error_is_a_generic_500_problem(runtime, monkeypatch, capl
     assert "secret" not in json.dumps(problem) and "log" in problem["detail"]
     assert any("secret internals" in (r.exc_text or "") or "secret internals" in str(r.exc_info)
                for r in caplog.records)
+
+
+def test_engine_refusals_are_typed_problems(client, runtime, monkeypatch):
+    """The engine's own errors: a run being handed over is a transient 503 with Retry-After,
+    a launch already under way (repeated Idempotency-Key) a 409; a bare RuntimeError stays a 500."""
+    def busy(run_id: str, *args: Any, **kwargs: Any) -> Any:
+        raise RunBusy(run_id)
+
+    def launching(*args: Any, **kwargs: Any) -> Any:
+        raise LaunchInProgress("01LAUNCHING")
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("engine internals")
+
+    for name in ("approve", "reject", "cancel"):
+        monkeypatch.setattr(runtime.engine, name, busy)
+    for path in ("/api/runs/r1/steps/gate/approve", "/api/runs/r1/steps/gate/reject", "/api/runs/r1/cancel"):
+        r = client.post(path)
+        problem = problem_of(r, 503)
+        assert r.headers["retry-after"] == "1", path
+        assert problem["type"].endswith("/run-busy") and "r1" in problem["detail"]
+
+    monkeypatch.setattr(runtime.engine, "launch", launching)
+    r = client.post("/api/runs", json={"flow": "api-chain", "question": "q"}, headers={"Idempotency-Key": "k"})
+    problem = problem_of(r, 409)
+    assert problem["state"] == "launching" and problem["type"].endswith("/launch-in-progress")
+    assert "retry-after" not in r.headers
+
+    monkeypatch.setattr(runtime.engine, "cancel", broken)
+    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
+        problem = problem_of(c.post("/api/runs/r1/cancel"), 500)
+    assert problem["type"].endswith("/internal") and "internals" not in json.dumps(problem)

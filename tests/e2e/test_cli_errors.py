@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
+from api import cli
 from baton_cli import Baton, Result
 
 
@@ -118,3 +122,22 @@ def test_bad_settings_and_usage(shared):
     assert "invalid choice" in refused(shared, "frobnicate").err
     assert "required" in refused(shared, "approve", shared.paused).err
     assert "--limit" in refused(shared, "runs", "--limit", "lots").err
+
+
+@pytest.mark.parametrize("error,code", [
+    (RunBusy("01BUSY"), 1),  # passes on its own: try again
+    (LaunchInProgress("01LAUNCHING"), 2),  # the same launch, sent twice
+    (RunOwnedElsewhere("01ELSEWHERE", "host:1"), 2),  # send it to that process
+])
+def test_engine_refusals_exit_with_their_class(monkeypatch, capsys, error, code):
+    """In-process: main() turns each typed engine error into one line and its exit code."""
+    def refuse(args, settings):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_flows", refuse)
+    monkeypatch.setattr(cli, "configure_logging", lambda verbose: None)  # keep pytest's logging as it is
+    for var in [v for v in os.environ if v.startswith("BATON_")]:
+        monkeypatch.delenv(var)
+    assert cli.main(["flows"]) == code
+    err = capsys.readouterr().err
+    assert err == f"baton: error: {error}\n"
