@@ -102,8 +102,10 @@ class PostgresBackend:
         order_lock: bool = True,
         before_commit: Callable[[list[PendingAppend]], None] | None = None,
         head_cache_size: int = 50_000,
+        lock_timeout_s: float = 120.0,
     ) -> None:
         self.engine = engine
+        self._lock_timeout_s = lock_timeout_s
         self._where = where
         self._order_lock = order_lock
         self._before_commit = before_commit
@@ -150,6 +152,8 @@ class PostgresBackend:
             conn.rollback()
         conn.autocommit = True
         conn.execute("SET application_name = 'baton-writer'")
+        # A session holding the order lock must not freeze every writer forever (as SQLite's lock_timeout_s).
+        conn.execute(f"SET lock_timeout = '{int(self._lock_timeout_s * 1000)}ms'")
         return conn
 
     def is_transient(self, exc: BaseException) -> bool:
@@ -182,6 +186,11 @@ class PostgresBackend:
                 return 0
             try:
                 return self._insert(conn, todo)
+            except psycopg.errors.LockNotAvailable:
+                raise StoreUnavailableError(
+                    f"{self._where}: waited more than {self._lock_timeout_s:.0f} s for the events table's "
+                    f"order lock (another session holds it; see pg_locks)"
+                ) from None
             except psycopg.errors.UniqueViolation:
                 # Someone's head was stale, version wrong, or ids already in:
                 # find out whose, and run the others again with fresh heads.

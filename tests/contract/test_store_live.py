@@ -201,6 +201,26 @@ def test_truncate_is_refused(pg_url):
 
 
 @pytest.mark.postgres
+def test_an_append_waits_for_a_held_order_lock_no_longer_than_lock_timeout(pg_url):
+    import time
+
+    import psycopg
+
+    from eventstore import StoreUnavailableError
+
+    with open_store(pg_url, lock_timeout_s=0.5) as store:
+        store.append("run-a", [NewEvent("N", {})])
+        conninfo = store.engine.url.render_as_string(hide_password=False).replace("postgresql+psycopg", "postgresql")
+        with psycopg.connect(conninfo) as holder:  # a session that takes the lock and sits on it
+            holder.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError, match="order lock"):
+                store.append("run-a", [NewEvent("N", {})])
+            assert time.monotonic() - started < 10
+        assert [e.version for e in store.append("run-a", [NewEvent("N", {})])] == [2]
+
+
+@pytest.mark.postgres
 def test_subscriber_survives_its_listen_connection_being_killed(pg_url):
     with open_store(pg_url, poll_interval=0.2) as store, open_store(pg_url) as other:
         sub = store.subscribe()
