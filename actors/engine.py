@@ -28,16 +28,17 @@ from actors.config import EngineConfig
 from actors.context import EngineContext
 from actors.errors import LaunchInProgress
 from actors.orchestrator import Orchestrator
-from actors.run import decode, load, stream_of
+from actors.runlog import decode, load
 from eventstore import ConcurrencyError, EventStore, NewEvent
 from eventstore.leases import Leases
 from flows import launch as launching
 from flows.catalog import FlowRegistry
-from flows.state import RunState, evolve
+from flows.events import stream_of
+from flows.state import RUN_TERMINAL, RunState, evolve
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"completed", "failed", "rejected", "cancelled"})
+TERMINAL = RUN_TERMINAL
 
 
 class EngineTimeout(TimeoutError):

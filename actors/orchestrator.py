@@ -30,13 +30,12 @@ import pykka
 from actors import messages as m
 from actors.context import EngineContext
 from actors.errors import LaunchInProgress, RunOwnedElsewhere
-from actors.run import RunActor, fold_records, stream_of
-from flows import decide as d
-from flows.state import RunState
+from actors.run import RunActor
+from actors.runlog import driven_elsewhere, has_work, load_with_owner
+from flows.events import TERMINAL_RUN_TYPES, run_id_of
 
 log = logging.getLogger(__name__)
 
-TERMINAL_TYPES = frozenset({"RunCompleted", "RunFailed", "RunRejected", "RunCancelled"})
 
 
 class _Renew:
@@ -113,27 +112,28 @@ class Orchestrator(pykka.ThreadingActor):
         """
         launched: dict[str, int] = {}
         ended: set[str] = set()
-        for rec in self.ctx.store.read_all(after=0, types=("RunLaunched", *TERMINAL_TYPES)):
-            if not rec.stream_id.startswith("run-"):
+        for rec in self.ctx.store.read_all(after=0, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
+            run_id = run_id_of(rec.stream_id)
+            if run_id is None:
                 continue
             if rec.type == "RunLaunched":
-                launched[rec.stream_id[4:]] = rec.position
-            elif rec.type in TERMINAL_TYPES:
-                ended.add(rec.stream_id[4:])
+                launched[run_id] = rec.position
+            else:
+                ended.add(run_id)
         node = self.ctx.config.node
         live = self._live_nodes()
         for run_id in sorted((r for r in launched if r not in ended and r not in self.runs), key=launched.__getitem__):
             state, history, last_node = load_with_owner(self.ctx, run_id)
             if state.terminal or state.launched is None:
                 continue
-            if _driven_by(state, last_node, node, live):
+            if driven_elsewhere(state, last_node, node, live):
                 log.info("run %s is driven by %s; not recovering it", run_id, last_node)
                 continue
             run = _Run(run_id, state.launched.flow, state.status, state.launched_at, state.launched.project_id)
             self.runs[run_id] = run
             if state.status == "queued":
                 self.queue.append(run_id)
-            elif state.status == "paused" and not _has_work(state, self.ctx.clock.now()):
+            elif state.status == "paused" and not has_work(state, self.ctx.clock.now()):
                 pass  # a run waiting only for a person holds no thread
             else:
                 self.active.add(run_id)
@@ -270,13 +270,13 @@ class Orchestrator(pykka.ThreadingActor):
         if state.terminal or state.launched is None:
             self._retries.pop(msg.run_id, None)
             return
-        if _driven_by(state, last_node, self.ctx.config.node, self._live_nodes()):
+        if driven_elsewhere(state, last_node, self.ctx.config.node, self._live_nodes()):
             return
         run = _Run(msg.run_id, state.launched.flow, state.status, state.launched_at, state.launched.project_id)
         self.runs[msg.run_id] = run
         if state.status == "queued":
             self.queue.append(msg.run_id)
-        elif state.status != "paused" or _has_work(state, self.ctx.clock.now()):
+        elif state.status != "paused" or has_work(state, self.ctx.clock.now()):
             self.active.add(msg.run_id)
             self._tell_run(run, m.Recover(self.ctx.config.node))
         self._admit()
@@ -423,7 +423,7 @@ class Orchestrator(pykka.ThreadingActor):
         if run.ref is None or not run.ref.is_alive():
             if not isinstance(message, (m.Launch, m.Recover)):
                 state, _, last_node = load_with_owner(self.ctx, run.run_id)
-                if _driven_by(state, last_node, self.ctx.config.node, self._live_nodes()):
+                if driven_elsewhere(state, last_node, self.ctx.config.node, self._live_nodes()):
                     reply = getattr(message, "reply", None)
                     if reply is not None and not reply.done():
                         reply.set_exception(RunOwnedElsewhere(run.run_id, last_node))
@@ -449,28 +449,3 @@ class Orchestrator(pykka.ThreadingActor):
         _Renew: _on_renew,
         _Redrive: _on_redrive,
     }
-
-
-def load_with_owner(ctx: EngineContext, run_id: str) -> tuple[RunState, list, str]:
-    """The run's state and history, and the node that recorded its last event."""
-    records = ctx.store.read_stream(stream_of(run_id))
-    state, history = fold_records(records)
-    last_node = records[-1].metadata.get("node", "") if records else ""
-    return state, history, last_node
-
-
-def _driven_by(state: RunState, last_node: str, me: str, live: set[str]) -> bool:
-    """Whether another live process is driving the run now.
-
-    The node that recorded a run's last event drives it until it ends or only
-    waits for a person; a node counts while its lease is alive.
-    """
-    if state.terminal or not last_node or last_node == me or last_node not in live:
-        return False
-    return not (state.status == "paused" and not state.running())
-
-
-def _has_work(state: RunState, now: float) -> bool:
-    """Whether a paused run still has something to start (a branch beside the approval)."""
-    decision = d.decide(state, now)
-    return bool(decision.events or decision.ready or decision.wake_at or state.running())

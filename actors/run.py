@@ -22,59 +22,25 @@ from actors import messages as m
 from actors.agents import AgentRequest, CancelToken, persona_text
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
+from actors.runlog import SCHEMA_VERSION, load
 from actors.step import Attempt, StepActor, StepContext
-from eventstore import Codec, ConcurrencyError, NewEvent, RecordedEvent
+from eventstore import ConcurrencyError, NewEvent, RecordedEvent
 from flows import anomaly
 from flows import decide as d
 from flows.events import (
     Event,
-    RunLaunched,
     RunQueued,
     RunStarted,
     StepCancelled,
     StepFailed,
     StepStarted,
-    EVENT_TYPES,
-    UPCASTERS,
     event_data,
+    stream_of,
 )
 from flows.model import function_ref
 from flows.state import RunState, evolve
 
 log = logging.getLogger(__name__)
-
-
-def stream_of(run_id: str) -> str:
-    """The stream that holds a run's events."""
-    return f"run-{run_id}"
-
-
-def load(ctx: EngineContext, run_id: str) -> tuple[RunState, list[tuple[int, Event]]]:
-    """Fold a run's stream: its state and its ``(position, event)`` history."""
-    return fold_records(ctx.store.read_stream(stream_of(run_id)))
-
-
-def fold_records(records: Sequence[RecordedEvent]) -> tuple[RunState, list[tuple[int, Event]]]:
-    """Fold recorded events of one run: its state and its ``(position, event)`` history."""
-    state = RunState()
-    history: list[tuple[int, Event]] = []
-    for rec in records:
-        event = decode(rec)
-        state = evolve(state, event, rec.position)
-        history.append((rec.position, event))
-    return state, history
-
-
-SCHEMA_VERSION = 1  # of every event this engine writes; older data is upcast on read
-CODEC = Codec(EVENT_TYPES, UPCASTERS)
-
-
-def decode(rec: RecordedEvent) -> Event:
-    """The domain event behind a recorded one, upcast to its current shape.
-
-    Raises UnknownEventTypeError or CorruptEventError naming the position.
-    """
-    return CODEC.decode(rec)
 
 
 class RunActor(pykka.ThreadingActor):
@@ -514,4 +480,4 @@ def _fail(reply: Future | None, exc: BaseException) -> None:
         reply.set_exception(exc)
 
 
-__all__ = ["RunActor", "RunLaunched", "load", "stream_of"]
+__all__ = ["RunActor"]

@@ -29,10 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from actors.agents import OfflineBackend  # noqa: E402
 from actors.config import EngineConfig  # noqa: E402
 from actors.engine import Engine  # noqa: E402
-from actors.run import stream_of  # noqa: E402
 from eventstore import open_store  # noqa: E402
 from flows import Flow, agent  # noqa: E402
 from flows.catalog import FlowRegistry  # noqa: E402
+from flows.events import stream_of  # noqa: E402
 
 
 def fan_out(steps: int) -> Flow:

@@ -13,7 +13,13 @@ follows an anomaly:
 from __future__ import annotations
 
 from flows import template
-from flows.events import AnomalyDetected, Event, StepCancelled, StepCompleted, StepFailed
+from flows.events import (
+    AnomalyDetected,
+    Event,
+    StepCancelled,
+    StepCompleted,
+    StepFailed,
+)
 from flows.state import RunState
 
 STALL_GUIDANCE = (

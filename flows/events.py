@@ -199,11 +199,25 @@ RunEvent = Union[
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in RunEvent.__args__}  # type: ignore[attr-defined]
 
 TERMINAL_RUN_EVENTS = (RunCompleted, RunFailed, RunRejected, RunCancelled)
+TERMINAL_RUN_TYPES = frozenset(cls.__name__ for cls in TERMINAL_RUN_EVENTS)
 
 # (type name, schema version) -> a pure function taking that version's data to
 # (type name, data) one version up. A renamed or reshaped event adds one here;
 # a new field with a default needs none. Empty: no event has changed yet.
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]] = {}
+
+
+RUN_STREAM_PREFIX = "run-"
+
+
+def stream_of(run_id: str) -> str:
+    """The stream that holds a run's events (DESIGN §2: one stream per run)."""
+    return RUN_STREAM_PREFIX + run_id
+
+
+def run_id_of(stream_id: str) -> str | None:
+    """The run a stream belongs to, or None for a stream that is not a run's."""
+    return stream_id[len(RUN_STREAM_PREFIX):] if stream_id.startswith(RUN_STREAM_PREFIX) else None
 
 
 def event_data(event: Event) -> dict[str, Any]:

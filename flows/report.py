@@ -12,7 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from flows.events import AnomalyDetected, Event, StepCompleted, StepFailed, StepResumed, StepStarted
+from flows.events import (
+    AnomalyDetected,
+    Event,
+    StepCompleted,
+    StepFailed,
+    StepResumed,
+    StepStarted,
+)
 from flows.model import StepSpec
 from flows.state import RunState
 

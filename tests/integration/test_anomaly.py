@@ -7,10 +7,10 @@ import pytest
 from actors.clock import ManualClock
 from actors.config import EngineConfig
 from actors.engine import Engine
-from actors.run import stream_of
 from eventstore import open_store
 from flows import Flow, agent
 from flows.catalog import FlowRegistry
+from flows.events import stream_of
 from tests.integration.scripted import ScriptedBackend
 
 

@@ -10,12 +10,12 @@ import pytest
 
 from actors.config import EngineConfig
 from actors.engine import Engine
-from actors.run import RunActor, stream_of
+from actors.run import RunActor
 from eventstore import NewEvent, open_store
 from flows import Flow, agent, approval, code
 from flows.catalog import FlowRegistry
 from flows.decide import NotWaiting, RunFinished, UnknownRun
-from flows.events import event_data
+from flows.events import event_data, stream_of
 from flows.launch import prepare
 
 RELEASE = threading.Event()  # a code step blocks on it when a test needs a step to stay running
@@ -206,7 +206,7 @@ def test_recovery_restarts_lost_attempts(store_url):
                            question="q")
         from flows.decide import start
         from flows.events import RunStarted
-        from flows.state import evolve, RunState
+        from flows.state import RunState, evolve
 
         state = evolve(evolve(RunState(), launched), RunStarted(run_id=launched.run_id, at=time.time()))
         started = start(state, ["a"], time.time())

@@ -9,11 +9,11 @@ import pytest
 from actors.config import EngineConfig
 from actors.engine import Engine
 from actors.errors import RunOwnedElsewhere
-from actors.run import stream_of
 from eventstore import open_store
 from eventstore.leases import Leases
 from flows import Flow, agent, approval
 from flows.catalog import FlowRegistry
+from flows.events import stream_of
 from tests.integration.scripted import ScriptedBackend
 
 FLOW = Flow("owned", steps=[agent("work", persona="analyst", prompt="$input.question"),

@@ -8,10 +8,10 @@ import pytest
 
 from actors.config import EngineConfig
 from actors.engine import Engine
-from actors.run import stream_of
 from eventstore import open_store
 from flows import Flow, agent, approval
 from flows.catalog import FlowRegistry
+from flows.events import stream_of
 from tests.integration.scripted import ScriptedBackend
 
 

@@ -1,0 +1,68 @@
+"""Reading a run's log: its state, its history, and who is driving it.
+
+Shared by the orchestrator (recovery, ownership) and the RunActor (load).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from actors.context import EngineContext
+from eventstore import Codec, RecordedEvent
+from flows import decide as d
+from flows.events import EVENT_TYPES, UPCASTERS, Event, stream_of
+from flows.state import RunState, evolve
+
+SCHEMA_VERSION = 1  # of every event this engine writes; older data is upcast on read
+CODEC = Codec(EVENT_TYPES, UPCASTERS)
+
+History = list[tuple[int, Event]]
+
+
+def decode(rec: RecordedEvent) -> Event:
+    """The domain event behind a recorded one, upcast to its current shape.
+
+    Raises UnknownEventTypeError or CorruptEventError naming the position.
+    """
+    return CODEC.decode(rec)
+
+
+def fold_records(records: Sequence[RecordedEvent]) -> tuple[RunState, History]:
+    """Fold recorded events of one run: its state and its ``(position, event)`` history."""
+    state = RunState()
+    history: History = []
+    for rec in records:
+        event = decode(rec)
+        state = evolve(state, event, rec.position)
+        history.append((rec.position, event))
+    return state, history
+
+
+def load(ctx: EngineContext, run_id: str) -> tuple[RunState, History]:
+    """Fold a run's stream: its state and its ``(position, event)`` history."""
+    return fold_records(ctx.store.read_stream(stream_of(run_id)))
+
+
+def load_with_owner(ctx: EngineContext, run_id: str) -> tuple[RunState, History, str]:
+    """The run's state and history, and the node that recorded its last event."""
+    records = ctx.store.read_stream(stream_of(run_id))
+    state, history = fold_records(records)
+    last_node = records[-1].metadata.get("node", "") if records else ""
+    return state, history, last_node
+
+
+def driven_elsewhere(state: RunState, last_node: str, me: str, live: set[str]) -> bool:
+    """Whether another live process is driving the run now.
+
+    The node that recorded a run's last event drives it until it ends or only
+    waits for a person; a node counts while its lease is alive.
+    """
+    if state.terminal or not last_node or last_node == me or last_node not in live:
+        return False
+    return not (state.status == "paused" and not state.running())
+
+
+def has_work(state: RunState, now: float) -> bool:
+    """Whether a paused run still has something to start (a branch beside the approval)."""
+    decision = d.decide(state, now)
+    return bool(decision.events or decision.ready or decision.wake_at or state.running())
