@@ -18,14 +18,13 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import sqlalchemy as sa
 import uvicorn
 from starlette.applications import Starlette
 
 from api import openapi, problems, routes, stream
 from api.hub import DEFAULT_BUFFER, FrameHub
 from api.runtime import FlowsImportError, Runtime
-from api.settings import Settings, SettingsError, from_env
+from api.settings import Settings, SettingsError, from_env, safe_url
 from eventstore import StoreError
 
 log = logging.getLogger("baton.api")
@@ -97,14 +96,6 @@ class StreamingServer(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
-
-
-def safe_url(url: str) -> str:
-    """The store URL with its password hidden."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable database URL>"
 
 
 def serve(settings: Settings, **uvicorn_options: Any) -> int:

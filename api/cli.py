@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import sqlalchemy as sa
-
 from actors.agents.base import BackendConfigError
 from actors.engine import EngineTimeout
 from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
@@ -35,7 +33,7 @@ from api import progress
 from api.audit import Replay, replay_log
 from api.progress import ProgressView, load_run, make_console, say, watch_run
 from api.runtime import FlowsImportError, Runtime, load_registry
-from api.settings import Settings, SettingsError, from_env
+from api.settings import Settings, SettingsError, from_env, safe_url, scrub
 from api.settings import check as check_settings
 from eventstore import StoreError, StoreUnavailableError
 from flows import decide
@@ -66,25 +64,6 @@ class CliError(Exception):
 
 
 # -- settings and the runtime --------------------------------------------------------------------
-
-
-def safe_url(url: str) -> str:
-    """The store URL as safe to print (password hidden)."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparsable URL>"
-
-
-def scrub(message: str, url: str) -> str:
-    """One line, with the URL's password removed wherever a driver echoed it."""
-    try:
-        password = sa.engine.make_url(url).password
-    except Exception:
-        password = None
-    if password:
-        message = message.replace(str(password), "***")
-    return " ".join(message.split())
 
 
 def settings_of(args: argparse.Namespace) -> Settings:

@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sa
+
 from actors.agents import BACKENDS, DEFAULT_COMMAND
 from actors.config import EngineConfig
 
@@ -100,3 +102,22 @@ def check(settings: Settings) -> Settings:
     if not (0 < settings.port < 65536):
         raise SettingsError(f"BATON_PORT={settings.port} is not a port")
     return settings
+
+
+def safe_url(url: str) -> str:
+    """The store URL as safe to print (password hidden)."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # a URL SQLAlchemy cannot parse has no password it could hide
+        return "<unparsable database URL>"
+
+
+def scrub(message: str, url: str) -> str:
+    """``message`` on one line, with the URL's password removed wherever a driver echoed it."""
+    try:
+        password = sa.engine.make_url(url).password
+    except Exception:
+        password = None
+    if password:
+        message = message.replace(str(password), "***")
+    return " ".join(message.split())
