@@ -23,7 +23,8 @@ from flows.events import (
 from flows.model import StepSpec
 from flows.state import RunState
 
-EVIDENCE = re.compile(r"\bE\d+\b")
+# Evidence is cited as E1..E99 ("see E3"); a lint code such as E501 is not evidence.
+EVIDENCE = re.compile(r"\bE\d{1,2}\b")
 NO_EVIDENCE = re.compile(r"no evidence (was )?found", re.IGNORECASE)
 FRONTMATTER = re.compile(r"\A\s*---[ \t]*\n.*?\n(---|\.\.\.)[ \t]*(\n|\Z)", re.DOTALL)
 

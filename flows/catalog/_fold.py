@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 import yaml
 
+from flows import report
+
 __all__ = [
     "EvidenceItem",
     "approval_record",
@@ -68,8 +70,6 @@ class EvidenceItem:
         return f"E{self.number}"
 
 
-# A leading YAML block, the same shape flows.report strips.
-_FRONTMATTER = re.compile(r"\A\s*---[ \t]*\n.*?\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
 # An evidence item starts its line: "E1: ...", "- **E1** (a.py:3) ...",
 # "1. E1 - ...", "### E1", "[E1] ...". A finding that merely cites "(E1, E2)"
 # does not start with the label, so it is not mistaken for an item.
@@ -90,7 +90,7 @@ _SEVERITIES = ("low", "medium", "high", "critical")
 
 def body(output: str) -> str:
     """``output`` without its leading YAML frontmatter block, stripped."""
-    return _FRONTMATTER.sub("", output or "", count=1).strip()
+    return report.body(output or "")
 
 
 def states_no_evidence(text: str) -> bool:
@@ -171,22 +171,23 @@ def _read_angles(outputs: Mapping[str, str], angles: Sequence[str]) -> list[_Ang
     return read
 
 
-_HEADING = re.compile(r"^(#{1,6})(?=\s)", re.MULTILINE)
-
-
 def _demote(text: str) -> str:
     # An angle's "## Deferred (unverified)" must stay inside its "##### angle"
     # section of the fold, not become a section of the run's report.
-    return _HEADING.sub(lambda m: "#" * min(6, len(m.group(1)) + 4), text)
+    return report.nest(text, under=4)
 
 
 def _renumber(text: str, angle: str, items: Sequence[EvidenceItem]) -> str:
     mapping = {item.label: item.ref for item in items}
 
     def swap(m: re.Match[str]) -> str:
-        # One pass, so E1 -> E3 and E3 -> E5 cannot chain into E1 -> E5.
+        # One pass, so E1 -> E3 and E3 -> E5 cannot chain into E1 -> E5. A citation of a
+        # label the angle never listed is marked; E100 and up is left as written: a lint
+        # code such as E501, not evidence.
         label = m.group(0)
-        return mapping.get(label, f"{angle}:{label} (not listed)")
+        if label in mapping:
+            return mapping[label]
+        return f"{angle}:{label} (not listed)" if len(label) <= 3 else label
 
     return _REF.sub(swap, text)
 

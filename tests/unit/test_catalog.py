@@ -495,3 +495,11 @@ def test_implementation_plan_waits_for_sign_off_and_keeps_the_comment():
     assert run.status("sign-off") == "completed"
     assert run.state.steps["sign-off"].output == "approved in a test"
     assert "approved in a test" in run.state.report
+
+
+def test_the_fold_keeps_fenced_headings_and_lint_codes_as_written():
+    text = ("E1: the loop never ends (source: a.py:3; trust: direct)\n"
+            "Fixes E501 too.\n```sh\n# install deps\n```\n## Deferred (unverified)\n- maybe")
+    folded = _fold.fold_angles(Ctx(outputs={"a": text}), ["a"])
+    assert "Fixes E501 too." in folded and "\n# install deps\n" in folded
+    assert "###### Deferred (unverified)" in folded

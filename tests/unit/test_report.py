@@ -203,3 +203,10 @@ def test_headings_of_a_step_output_nest_under_the_step() -> None:
     text = "## Findings\nE1 ok\n```\n# a shell comment\n```\n###### six stays six"
     assert nest(text).split("\n") == ["##### Findings", "E1 ok", "```", "# a shell comment", "```",
                                       "###### six stays six"]
+
+
+def test_a_lint_code_is_not_evidence() -> None:
+    from flows.report import has_evidence
+
+    assert not has_evidence("Fixes flake8 E501 in three files.")
+    assert has_evidence("As E7 shows, the retry loop never ends.")
