@@ -36,6 +36,7 @@ from flows.events import (
     StepStarted,
 )
 from flows.state import RUN_TERMINAL, STEP_TERMINAL
+from projections.tables import STEP_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ Row = dict[str, Any]
 
 
 class RunRows:
-    """One run's row and its steps' rows (in graph order), with what changed.
+    """One run's row and its steps' rows (in graph order, keyed by STEP_FIELDS), with what changed.
 
     ``stored`` is False until the rows were first written: new rows are
     plain inserts (COPY on PostgreSQL), stored ones upserts.
@@ -66,7 +67,7 @@ class RunRows:
         self.steps = steps
         self.stored = not new
         self.dirty_run = new
-        self.dirty_steps: set[str] = set()  # of a stored run; a new run writes every step
+        self.dirty_steps = new  # the steps are written together, in one row
 
     @property
     def terminal(self) -> bool:
@@ -88,7 +89,7 @@ class Workset:
         """Forget what was written, keep the rows (they are now what the tables hold)."""
         for rows in self.runs.values():
             rows.dirty_run = False
-            rows.dirty_steps.clear()
+            rows.dirty_steps = False
             rows.stored = True
         self.reports.clear()
         self.anomalies.clear()
@@ -132,29 +133,26 @@ def finish_rows(rows: RunRows) -> None:
 # -- one function per event type ---------------------------------------------------------
 
 
-_STEP_DEFAULTS: Row = {
+_STEP_DEFAULTS: Row = dict.fromkeys(STEP_FIELDS)  # in STEP_FIELDS order, as written
+_STEP_DEFAULTS.update({
     "status": "pending",
     "attempt": 0,
     "failures": 0,
-    "retry_at": None,
-    "started_at": None,
-    "ended_at": None,
-    "duration_s": None,
     "error": "",
     "skip_reason": "",
     "detail": "",
     "output_position": 0,
-    "fields": "{}",
+    "fields": {},  # never changed in place, only replaced: the rows may share it
     "fields_error": "",
-    "usage": "{}",
+    "usage": {},
     "prompt_position": 0,
-    "unresolved": "[]",
+    "unresolved": [],
     "backend": "",
     "model": "",
     "decided_by": "",
     "comment": "",
     "anomalies": 0,
-}
+})
 
 
 def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunRows:
@@ -162,7 +160,6 @@ def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunR
     steps: dict[str, Row] = {}
     for ordinal, spec in enumerate(snap.steps):
         row = _STEP_DEFAULTS.copy()
-        row["run_id"] = run_id
         row["step_id"] = spec.id
         row["ordinal"] = ordinal
         row["persona"] = spec.persona
@@ -220,7 +217,7 @@ def _step(rows: RunRows, step_id: str, position: int) -> Row | None:
         log.warning("projection skips event %d: run %s has no step %r",
                     position, rows.run["run_id"], step_id)
         return None
-    rows.dirty_steps.add(step_id)
+    rows.dirty_steps = True
     row["last_position"] = position
     return row
 
@@ -245,7 +242,7 @@ def _step_started(work: Workset, rows: RunRows, e: StepStarted, position: int) -
     row["backend"] = e.backend
     row["model"] = e.model
     row["prompt_position"] = position
-    row["unresolved"] = to_json(e.unresolved)
+    row["unresolved"] = e.unresolved
     if e.persona:
         row["persona"] = e.persona
     rows.run["status"] = "running"  # what _run_status says whenever a step runs
@@ -258,9 +255,9 @@ def _step_completed(work: Workset, rows: RunRows, e: StepCompleted, position: in
         return False
     row["status"] = "completed"
     row["output_position"] = position
-    row["fields"] = to_json(e.fields)
+    row["fields"] = e.fields
     row["fields_error"] = e.fields_error
-    row["usage"] = to_json(e.usage)
+    row["usage"] = e.usage
     row["ended_at"] = e.at
     row["duration_s"] = e.duration_s
     rows.run["status"] = _run_status(rows.steps)

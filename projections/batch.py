@@ -24,8 +24,11 @@ from projections.apply import Row, RunRows, Workset, finish_rows
 from projections.tables import (
     PRIMARY_KEYS,
     READ_TABLES,
+    STEP_FIELDS,
     anomalies,
     create_checkpoints,
+    decode_steps,
+    encode_steps,
     flow_runs,
     flow_steps,
     projection_checkpoints,
@@ -195,17 +198,21 @@ def load_runs(conn: sa.Connection, run_ids: Iterable[str]) -> dict[str, RunRows]
             row["run_id"]: dict(row)
             for row in conn.execute(sa.select(flow_runs).where(flow_runs.c.run_id.in_(chunk))).mappings()
         }
-        steps: dict[str, dict[str, dict[str, Any]]] = {run_id: {} for run_id in runs}
-        query = (
-            sa.select(flow_steps)
-            .where(flow_steps.c.run_id.in_(list(runs)))
-            .order_by(flow_steps.c.run_id, flow_steps.c.ordinal)
-        )
-        for row in conn.execute(query).mappings() if runs else ():
-            steps[row["run_id"]][row["step_id"]] = dict(row)
+        steps: dict[str, dict[str, Row]] = {run_id: {} for run_id in runs}
+        query = sa.select(flow_steps.c.run_id, flow_steps.c.steps).where(flow_steps.c.run_id.in_(list(runs)))
+        for run_id, text in conn.execute(query) if runs else ():
+            steps[run_id] = {values[0]: dict(zip(STEP_FIELDS, values)) for values in decode_steps(text)}
         for run_id, run in runs.items():
             out[run_id] = RunRows(run, steps[run_id], new=False)
     return out
+
+
+_step_values = operator.itemgetter(*STEP_FIELDS)
+
+
+def steps_json(rows: RunRows) -> str:
+    """The ``flow_steps.steps`` text of a run (see ``projections.tables.encode_steps``)."""
+    return encode_steps(list(map(_step_values, rows.steps.values())))
 
 
 class Writes(NamedTuple):
@@ -223,32 +230,31 @@ def snapshot(work: Workset) -> Writes:
     one is written (see ``projections.applier``).
     """
     new_runs: list[Row] = []
-    new_steps: list[Row] = []
+    new_steps: list[tuple[str, str]] = []
     old_runs: list[Row] = []
-    old_steps: list[Row] = []
-    for rows in work.runs.values():
+    old_steps: list[tuple[str, str]] = []
+    for run_id, rows in work.runs.items():
         if not rows.stored:
             finish_rows(rows)
             new_runs.append(rows.run)
-            new_steps.extend(rows.steps.values())
+            new_steps.append((run_id, steps_json(rows)))
             continue
         if rows.dirty_run:
             finish_rows(rows)
             old_runs.append(rows.run)
         if rows.dirty_steps:
-            steps = rows.steps
-            old_steps.extend(steps[step_id] for step_id in rows.dirty_steps)
+            old_steps.append((run_id, steps_json(rows)))
+    run_values, report_values, anomaly_values = _VALUES["flow_runs"], _VALUES["reports"], _VALUES["anomalies"]
     tables = []
     count = 0
     for table, inserts, upserts in (
-        (flow_runs, new_runs, old_runs),
+        (flow_runs, list(map(run_values, new_runs)), list(map(run_values, old_runs))),
         (flow_steps, new_steps, old_steps),
-        (reports, list(work.reports.values()), []),  # a run ends once: always new
-        (anomalies, work.anomalies, []),
+        (reports, list(map(report_values, work.reports.values())), []),  # a run ends once: always new
+        (anomalies, list(map(anomaly_values, work.anomalies)), []),
     ):
         if inserts or upserts:
-            values = _VALUES[table.name]
-            tables.append((table, list(map(values, inserts)), list(map(values, upserts))))
+            tables.append((table, inserts, upserts))
             count += len(inserts) + len(upserts)
     work.clean()
     return Writes(tables, count)

@@ -22,17 +22,17 @@ import sqlalchemy as sa
 from flows.events import Event, RunLaunched, StepResumed
 from flows.model import StepSpec
 from projections.source import read_events
-from projections.tables import anomalies, flow_runs, flow_steps, reports
+from projections.tables import STEP_FIELDS, anomalies, decode_steps, flow_runs, flow_steps, reports
 
 _decode = msgspec.json.Decoder().decode
 
 _RUN_JSON = ("inputs",)
-_STEP_JSON = ("fields", "usage", "unresolved")
-_STEP_COLUMNS = [c for c in flow_steps.columns if c.name != "run_id"]
-# Columns holding an event's position, and the key their text goes under.
+# Step fields holding an event's position, and the key their text goes under.
 _STEP_TEXTS = {"output_position": "output", "prompt_position": "prompt"}
-# The step's columns after those its dict starts with (below), in table order.
-_STEP_REST = [c.name for c in _STEP_COLUMNS if c.name not in ("step_id", "ordinal", "persona")]
+_OUTPUT, _PROMPT = STEP_FIELDS.index("output_position"), STEP_FIELDS.index("prompt_position")
+# The step's fields after those its dict starts with (below), in STEP_FIELDS order.
+_STEP_REST = [(i, name) for i, name in enumerate(STEP_FIELDS) if name not in ("step_id", "ordinal", "persona")]
+_STEP_ID, _ORDINAL, _PERSONA = (STEP_FIELDS.index(name) for name in ("step_id", "ordinal", "persona"))
 MAX_PAGE = 500
 
 
@@ -43,29 +43,27 @@ def _run_dict(row: Any) -> dict[str, Any]:
     return out
 
 
-def _step_dict(row: Any, spec: StepSpec | None, events: dict[int, Event]) -> dict[str, Any]:
-    """A step as the API shows it: its row, its spec in the pinned graph, its texts."""
-    step_id = row["step_id"]
+def _step_dict(values: list[Any], spec: StepSpec | None, events: dict[int, Event]) -> dict[str, Any]:
+    """A step as the API shows it: its values (STEP_FIELDS), its spec in the pinned graph, its texts."""
+    step_id = values[_STEP_ID]
     if spec is None:  # not in the graph the run was launched with: cannot happen, see apply
         spec = StepSpec(id=step_id, kind="")
     out: dict[str, Any] = {
         "step_id": step_id,
-        "ordinal": row["ordinal"],
+        "ordinal": values[_ORDINAL],
         "kind": spec.kind,
-        "persona": row["persona"],
+        "persona": values[_PERSONA],
         "label": spec.label or spec.id,
         "deps": list(spec.deps),
         "trigger_rule": spec.trigger_rule,
         "condition": spec.when,
     }
-    for name in _STEP_REST:
+    for index, name in _STEP_REST:
         text = _STEP_TEXTS.get(name)
         if text is None:
-            out[name] = row[name]
+            out[name] = values[index]
         else:
-            out[text] = _text(events.get(row[name]), text)
-    for name in _STEP_JSON:
-        out[name] = _decode(out[name])
+            out[text] = _text(events.get(values[index]), text)
     out["agent"] = out["persona"]  # the frames' name for it (DESIGN §7)
     return out
 
@@ -151,16 +149,16 @@ class ReadModel:
             run = conn.execute(sa.select(flow_runs).where(flow_runs.c.run_id == run_id)).mappings().first()
             if run is None:
                 return None
-            steps = conn.execute(
-                sa.select(*_STEP_COLUMNS).where(flow_steps.c.run_id == run_id).order_by(flow_steps.c.ordinal)
-            ).mappings().all()
+            text = conn.execute(sa.select(flow_steps.c.steps).where(flow_steps.c.run_id == run_id)).scalar()
+            steps = decode_steps(text) if text else []
             ended = conn.execute(sa.select(reports.c.position).where(reports.c.run_id == run_id)).scalar()
             # Every event the answer needs, in one read: the launch (the steps'
             # specs), the steps' outputs and prompts, the report.
             launched = run["launched_position"]
-            events = read_events(conn, [launched, *(s[c] for s in steps for c in _STEP_TEXTS), ended or 0])
+            texts = [s[i] for s in steps for i in (_OUTPUT, _PROMPT)]
+            events = read_events(conn, [launched, *texts, ended or 0])
         specs = _specs(events.get(launched))
-        step_list = [_step_dict(s, specs.get(s["step_id"]), events) for s in steps]
+        step_list = [_step_dict(s, specs.get(s[_STEP_ID]), events) for s in steps]
         markdown = getattr(events.get(ended or 0), "report", "")
         return {"run": _run_dict(run), "steps": step_list, "report": markdown or None}
 

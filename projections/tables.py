@@ -22,11 +22,15 @@ nearly as much as it read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
 # Bump on any change to these tables or to what projections/apply.py writes.
-PROJECTION_VERSION = 3
+PROJECTION_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -81,38 +85,63 @@ flow_runs = sa.Table(
     sa.Index("flow_runs_flow_idx", "flow", "run_id"),
 )
 
+STEP_FIELDS: tuple[str, ...] = (
+    "step_id",
+    "ordinal",  # position in the pinned graph
+    "persona",  # the spec's, or what the last attempt ran as
+    "status",
+    "attempt",
+    "failures",
+    "retry_at",  # a failed attempt's retry falls due then (null: none pending)
+    "started_at",  # null until started
+    "ended_at",
+    "duration_s",
+    "error",
+    "skip_reason",
+    "detail",
+    "output_position",  # the event holding the output (StepCompleted, or StepResumed: its comment); 0: none
+    "fields",  # JSON object
+    "fields_error",
+    "usage",  # JSON object
+    "prompt_position",  # the event holding the last attempt's prompt (StepStarted or StepPaused); 0: none
+    "unresolved",  # JSON list
+    "backend",
+    "model",
+    "decided_by",
+    "comment",
+    "anomalies",
+    "last_position",
+)
+"""What a step row holds, in the order of the arrays in ``flow_steps.steps``."""
+
+# A run's steps in one row, as one JSON text: writing a row of a few values
+# costs about what writing each of the 5-15 step rows it replaces did (on
+# SQLite every value is bound on its own, on PostgreSQL every row is a heap
+# tuple and an index entry), and step rows were most of what a replay wrote.
+# Nothing reads a single step: get_run reads a run's steps together, and so
+# does the projector when a batch continues a run.
 flow_steps = sa.Table(
     "flow_steps",
     metadata,
     sa.Column("run_id", sa.Text, primary_key=True),
-    sa.Column("step_id", sa.Text, primary_key=True),
-    sa.Column("ordinal", sa.Integer, nullable=False),  # position in the pinned graph
-    sa.Column("persona", sa.Text, nullable=False),  # the spec's, or what the last attempt ran as
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("failures", sa.Integer, nullable=False),
-    sa.Column("retry_at", _Float),  # a failed attempt's retry falls due then
-    sa.Column("started_at", _Float),
-    sa.Column("ended_at", _Float),
-    sa.Column("duration_s", _Float),
-    sa.Column("error", sa.Text, nullable=False),
-    sa.Column("skip_reason", sa.Text, nullable=False),
-    sa.Column("detail", sa.Text, nullable=False),
-    # The event holding the step's output (StepCompleted, or StepResumed: its comment); 0: none yet.
-    sa.Column("output_position", _Position, nullable=False),
-    sa.Column("fields", sa.Text, nullable=False),  # JSON object
-    sa.Column("fields_error", sa.Text, nullable=False),
-    sa.Column("usage", sa.Text, nullable=False),  # JSON object
-    # The event holding the prompt of the last attempt (StepStarted or StepPaused); 0: none yet.
-    sa.Column("prompt_position", _Position, nullable=False),
-    sa.Column("unresolved", sa.Text, nullable=False),  # JSON list
-    sa.Column("backend", sa.Text, nullable=False),
-    sa.Column("model", sa.Text, nullable=False),
-    sa.Column("decided_by", sa.Text, nullable=False),
-    sa.Column("comment", sa.Text, nullable=False),
-    sa.Column("anomalies", sa.Integer, nullable=False),
-    sa.Column("last_position", _Position, nullable=False),
+    # JSON: the run's steps in graph order, each an array of STEP_FIELDS.
+    sa.Column("steps", sa.Text, nullable=False),
 )
+
+# Dict keys sorted (a step's fields and usage): equal steps are equal text.
+_steps_encoder = msgspec.json.Encoder(order="deterministic")
+_steps_decoder = msgspec.json.Decoder(list[list[Any]])
+
+
+def encode_steps(steps: Sequence[Sequence[Any]]) -> str:
+    """``flow_steps.steps``: a run's steps in graph order, each the values of STEP_FIELDS in order."""
+    return _steps_encoder.encode(steps).decode()
+
+
+def decode_steps(text: str) -> list[list[Any]]:
+    """The steps ``encode_steps`` wrote, each a list of the values of STEP_FIELDS."""
+    return _steps_decoder.decode(text)
+
 
 reports = sa.Table(
     "reports",
