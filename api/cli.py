@@ -103,8 +103,13 @@ def whoami(given: str | None) -> str:
 @contextmanager
 def running(settings: Settings, *, engine: bool = False, projector: bool = False,
             check: Callable[[Runtime], Any] | None = None) -> Iterator[Runtime]:
-    """A Runtime for one command; ``check(rt)`` runs before anything starts (a refusal appends nothing)."""
-    rt = open_runtime(settings)
+    """A Runtime for one command; ``check(rt)`` runs before anything starts (a refusal appends nothing).
+
+    The command's engine goes by its own host:pid, never BATON_NODE: that
+    name is the lease of a long-lived ``baton serve``, which a short command
+    sharing it would either be refused (the server holds it) or impersonate.
+    """
+    rt = open_runtime(settings.replace(node=""))
     try:
         if check is not None:
             check(rt)

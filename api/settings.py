@@ -38,15 +38,18 @@ class Settings:
     port: int = 8765
     offline_delay_s: float = 0.0
     max_body_bytes: int = 64 * 1024
+    node: str = ""  # this process's name among those sharing the store; "" = EngineConfig's host:pid
 
     def engine_config(self) -> EngineConfig:
         """The part of the settings the engine needs."""
+        identity = {"node": self.node} if self.node else {}
         return EngineConfig(
             max_active_runs=self.max_active_runs,
             agent_slots=self.agent_slots,
             stall_s=self.stall_s,
             backend=self.agent,
             model=self.model,
+            **identity,
         )
 
     def replace(self, **changes: Any) -> Settings:
@@ -69,6 +72,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_PORT": ("port", int),
     "BATON_OFFLINE_DELAY_S": ("offline_delay_s", float),
     "BATON_MAX_BODY_BYTES": ("max_body_bytes", int),
+    "BATON_NODE": ("node", str),
 }
 
 

@@ -281,3 +281,10 @@ def test_serve_answers_http_and_stops_on_ctrl_c(baton):
     finally:
         if server.poll() is None:
             server.kill()
+
+
+def test_a_command_goes_by_its_own_node_name_not_baton_node(baton):
+    """BATON_NODE names a long-lived ``baton serve``; a command sharing it would be refused or impersonate it."""
+    run_id = baton.ok("launch", "research", "-q", "Who wrote this?", "--band", "small", BATON_NODE="api-1").run_id
+    nodes = {e.metadata.get("node") for e in baton.events(run_id)}
+    assert nodes and "api-1" not in nodes and all(nodes), nodes
