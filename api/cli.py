@@ -66,11 +66,33 @@ class CliError(Exception):
 # -- settings and the runtime --------------------------------------------------------------------
 
 
+# `baton serve` takes a flag for every setting (DESIGN §9): (flag, setting, type, help); the flag wins
+# over its BATON_* variable. Their argparse dests carry SETTING_FLAG so that no command's own option of
+# the same name (`launch --model`: the model of one run) is taken for a setting.
+SERVE_FLAGS: tuple[tuple[str, str, type, str, str], ...] = (
+    ("--host", "host", str, "HOST", "address to listen on (BATON_HOST)"),
+    ("--port", "port", int, "PORT", "port to listen on (BATON_PORT)"),
+    ("--model", "model", str, "NAME", "default model of agent steps (BATON_MODEL)"),
+    ("--openai-base-url", "openai_base_url", str, "URL", "OpenAI-compatible server (BATON_OPENAI_BASE_URL)"),
+    ("--openai-api-key", "openai_api_key", str, "KEY",
+     "bearer token (BATON_OPENAI_API_KEY; a flag shows in the process list, the variable does not)"),
+    ("--cli-command", "cli_command", str, "TEMPLATE", "CLI backend command with {prompt} (BATON_CLI_COMMAND)"),
+    ("--max-active-runs", "max_active_runs", int, "N", "runs in progress at once, 0 = no limit "
+     "(BATON_MAX_ACTIVE_RUNS)"),
+    ("--agent-slots", "agent_slots", int, "N", "model calls at once, 0 = no limit (BATON_AGENT_SLOTS)"),
+    ("--stall-s", "stall_s", float, "SECONDS", "silence before a running agent step is a stall (BATON_STALL_S)"),
+    ("--node", "node", str, "NAME", "this process's unique name among those sharing the store (BATON_NODE)"),
+)
+SETTING_FLAG = "setting__"
+
+
 def settings_of(args: argparse.Namespace) -> Settings:
     """Settings from the environment, then the global flags (and the command's own)."""
     flows = tuple(p.strip() for p in args.flows.split(",") if p.strip()) if getattr(args, "flows", None) else None
+    flagged = {name.removeprefix(SETTING_FLAG): value for name, value in vars(args).items()
+               if name.startswith(SETTING_FLAG)}
     settings = from_env().replace(db=getattr(args, "db", None), flows=flows, agent=getattr(args, "agent", None),
-                                  host=getattr(args, "host", None), port=getattr(args, "port", None))
+                                  **flagged)
     return check_settings(settings)
 
 
@@ -390,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("serve", cmd_serve, "serve the HTTP API and the frame stream")
-    p.add_argument("--host", default=None, help="BATON_HOST")
-    p.add_argument("--port", type=int, default=None, help="BATON_PORT")
+    for flag, name, kind, metavar, text in SERVE_FLAGS:
+        p.add_argument(flag, dest=SETTING_FLAG + name, type=kind, default=None, metavar=metavar, help=text)
     add("demo", cmd_demo, "run review-and-approve offline, approve it, print the report and verify the log")
     add("flows", cmd_flows, "list the flow catalogue")
     p = add("launch", cmd_launch, "launch a run and drive it until it ends or waits for approval")

@@ -94,17 +94,22 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     return check(Settings(**values))
 
 
+def _named(name: str) -> str:
+    """How a person sets ``name``: its variable and its flag ("BATON_STALL_S / --stall-s")."""
+    return f"BATON_{name.upper()} / --{name.replace('_', '-')}"
+
+
 def check(settings: Settings) -> Settings:
-    """Refuse values that cannot work, naming the setting."""
+    """Refuse values that cannot work, naming the setting (its variable and its flag)."""
     if settings.agent not in BACKENDS:
-        raise SettingsError(f"BATON_AGENT={settings.agent!r}: known backends are {', '.join(BACKENDS)}")
+        raise SettingsError(f"{_named('agent')} {settings.agent!r}: known backends are {', '.join(BACKENDS)}")
     for name in ("max_active_runs", "agent_slots"):
         if getattr(settings, name) < 0:
-            raise SettingsError(f"BATON_{name.upper()} cannot be negative (0 means no limit)")
+            raise SettingsError(f"{_named(name)} cannot be negative (0 means no limit)")
     if settings.stall_s <= 0:
-        raise SettingsError("BATON_STALL_S must be positive")
+        raise SettingsError(f"{_named('stall_s')} must be positive")
     if not (0 < settings.port < 65536):
-        raise SettingsError(f"BATON_PORT={settings.port} is not a port")
+        raise SettingsError(f"{_named('port')} {settings.port} is not a port")
     return settings
 
 

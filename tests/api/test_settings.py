@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
-from api.settings import Settings, from_env, safe_url, scrub
+import pytest
+
+from api import cli
+from api.settings import Settings, SettingsError, from_env, safe_url, scrub
 
 
 def test_safe_url_hides_the_password_and_scrub_removes_it_from_messages():
@@ -22,3 +26,73 @@ def test_node_comes_from_baton_node_and_reaches_the_engine_only_when_set():
     assert Settings(node="api-1").engine_config().node == "api-1"
     default = Settings().engine_config().node  # EngineConfig's own: host:pid
     assert default and default.endswith(f":{os.getpid()}")
+
+
+SERVE_ENV = {
+    "BATON_MODEL": "env-model", "BATON_OPENAI_BASE_URL": "http://env:1/v1", "BATON_OPENAI_API_KEY": "env-key",
+    "BATON_CLI_COMMAND": "env-cli {prompt}", "BATON_MAX_ACTIVE_RUNS": "3", "BATON_AGENT_SLOTS": "2",
+    "BATON_STALL_S": "30", "BATON_NODE": "env-node", "BATON_HOST": "0.0.0.0", "BATON_PORT": "9000",
+    "BATON_DB": "sqlite:///env.db", "BATON_AGENT": "offline",
+}
+
+
+@pytest.fixture
+def environ(monkeypatch) -> Callable[[dict[str, str]], None]:
+    """Replace every BATON_* variable of the environment with the given ones."""
+    for var in [v for v in os.environ if v.startswith("BATON_")]:
+        monkeypatch.delenv(var)
+
+    def set_all(values: dict[str, str]) -> None:
+        for var, value in values.items():
+            monkeypatch.setenv(var, value)
+    return set_all
+
+
+def serve_settings(*argv: str) -> Settings:
+    """The settings ``baton serve ARGV`` would run with (no server is started)."""
+    return cli.settings_of(cli.build_parser().parse_args(["serve", *argv]))
+
+
+def test_serve_flags_win_over_the_environment(environ):
+    environ(SERVE_ENV)
+    assert serve_settings() == from_env()  # no flags: the environment as it is
+    flagged = serve_settings(
+        "--model", "flag-model", "--openai-base-url", "http://flag:2/v1", "--openai-api-key", "flag-key",
+        "--cli-command", "flag-cli {prompt}", "--max-active-runs", "0", "--agent-slots", "7", "--stall-s", "2.5",
+        "--node", "flag-node", "--host", "127.0.0.2", "--port", "9001", "--db", "sqlite:///flag.db",
+        "--agent", "openai",
+    )
+    assert flagged == Settings(
+        db="sqlite:///flag.db", agent="openai", model="flag-model", openai_base_url="http://flag:2/v1",
+        openai_api_key="flag-key", cli_command="flag-cli {prompt}", max_active_runs=0, agent_slots=7,
+        stall_s=2.5, node="flag-node", host="127.0.0.2", port=9001,
+    )
+    config = flagged.engine_config()
+    assert (config.node, config.max_active_runs, config.agent_slots, config.stall_s, config.model) == (
+        "flag-node", 0, 7, 2.5, "flag-model")
+
+
+def test_every_setting_of_design_9_has_a_serve_flag():
+    flagged = {name for _, name, *_ in cli.SERVE_FLAGS} | {"db", "flows", "agent"}  # the last three: global
+    design = {"db", "flows", "agent", "openai_base_url", "openai_api_key", "model", "cli_command",
+              "max_active_runs", "agent_slots", "stall_s", "host", "port", "node"}
+    assert design <= flagged
+
+
+def test_a_launch_model_is_the_runs_not_a_setting(environ):
+    environ({"BATON_MODEL": "env-model"})
+    args = cli.build_parser().parse_args(["launch", "research", "-q", "x", "--model", "run-model"])
+    assert args.model == "run-model" and cli.settings_of(args).model == "env-model"
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--max-active-runs", "-1"], "--max-active-runs"),
+    (["--stall-s", "0"], "--stall-s"),
+    (["--port", "70000"], "--port"),
+    (["--agent-slots", "many"], "--agent-slots"),
+])
+def test_a_bad_serve_flag_is_refused_naming_it(environ, argv, named):
+    environ({})
+    with pytest.raises((SettingsError, cli.CliError)) as refused:
+        serve_settings(*argv)
+    assert named in str(refused.value)
