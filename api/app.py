@@ -21,15 +21,12 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from api import openapi, problems, routes, stream
+from api import failures, openapi, problems, routes, stream
 from api.hub import DEFAULT_BUFFER, FrameHub
-from api.runtime import FlowsImportError, Runtime
+from api.runtime import Runtime
 from api.settings import Settings, SettingsError, from_env, safe_url
-from eventstore import StoreError
 
 log = logging.getLogger("baton.api")
-
-EXIT_START_FAILED = 2
 
 
 def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: int = DEFAULT_BUFFER) -> Starlette:
@@ -101,17 +98,17 @@ class StreamingServer(uvicorn.Server):
 def serve(settings: Settings, **uvicorn_options: Any) -> int:
     """Start the runtime and serve HTTP until interrupted; the process's exit code.
 
-    A store that cannot be reached (or a bad URL, or a flows module that
-    does not import) prints one line naming it and returns 2 before any port
-    is opened.
+    A start that fails (a store that cannot be reached, a bad URL, a flows
+    module that does not import, a backend refusing its settings, another
+    live process going by this node name) stops whatever had started, prints
+    one line, ``baton: error: ...``, and returns the CLI's code for it (2:
+    fix the input; 1: a failure at run time), before any port is opened.
     """
     try:
         runtime = Runtime(settings).start()
-    except (StoreError, FlowsImportError, ValueError) as exc:
-        detail = str(exc) if safe_url(settings.db) in str(exc) else f"{safe_url(settings.db)}: {exc}"
-        one_line = " ".join(detail.split())  # drivers' messages span lines; a start error is one
-        print(f"baton: cannot start: {one_line}", file=sys.stderr, flush=True)
-        return EXIT_START_FAILED
+    except Exception as exc:
+        log.info("baton serve could not start", exc_info=exc)  # the traceback, with -v
+        return failures.fail(failures.exit_code(exc), failures.describe(exc, settings.db))
     try:
         app = create_app(runtime)
         options = {"timeout_graceful_shutdown": 5, **uvicorn_options}
@@ -135,8 +132,7 @@ def main() -> int:
     try:
         settings = from_env()
     except SettingsError as exc:
-        print(f"baton: {exc}", file=sys.stderr)
-        return EXIT_START_FAILED
+        return failures.fail(failures.EXIT_USAGE, str(exc))
     return serve(settings)
 
 

@@ -26,33 +26,23 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from actors.agents.base import BackendConfigError
-from actors.engine import EngineTimeout
-from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
-from api import progress
+from api import failures, progress
 from api.audit import Replay, replay_log
+from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
 from api.progress import ProgressView, load_run, make_console, say, watch_run
-from api.runtime import FlowsImportError, Runtime, load_registry
-from api.settings import Settings, SettingsError, from_env, safe_url, scrub
+from api.runtime import Runtime, load_registry
+from api.settings import Settings, from_env, safe_url
 from api.settings import check as check_settings
-from eventstore import StoreError, StoreUnavailableError
 from flows import decide
-from flows.catalog import UnknownFlow
-from flows.launch import LaunchError, prepare
+from flows.launch import prepare
 from flows.state import RUN_TERMINAL, RunState
 from projections import Framer, rebuild
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_DB = "sqlite:///baton-demo.db"
 DEMO_FLOW, DEMO_BAND, DEMO_STEP = "review-and-approve", "large", "approve"
 DEMO_QUESTION = ("Review the change that adds retries with exponential backoff to the HTTP client "
                  "(client/http.py: send and _backoff) before it is merged")
 
-# Errors a person fixes by changing what they typed (or where they send it), and errors of the
-# environment, which may pass on their own (an unreachable store, a run being handed over).
-INPUT_ERRORS = (UnknownFlow, LaunchError, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting, RunOwnedElsewhere,
-                LaunchInProgress, decide.RunFinished, FlowsImportError, SettingsError, BackendConfigError)
-RUNTIME_ERRORS = (StoreError, EngineTimeout, RunBusy, TimeoutError)
 
 
 class CliError(Exception):
@@ -96,16 +86,6 @@ def settings_of(args: argparse.Namespace) -> Settings:
     return check_settings(settings)
 
 
-def open_runtime(settings: Settings) -> Runtime:
-    """A Runtime (flows loaded, store open, nothing started), with its failures as CliErrors."""
-    try:
-        return Runtime(settings)
-    except StoreUnavailableError as exc:
-        raise CliError(EXIT_FAILED, scrub(str(exc), settings.db)) from None
-    except ValueError as exc:  # a URL the store does not support
-        raise CliError(EXIT_USAGE, f"BATON_DB / --db: {scrub(str(exc), settings.db)}") from None
-
-
 def baton_command(args: argparse.Namespace, settings: Settings) -> Callable[[str], str]:
     """How a person types a baton command to go on: with the database when a flag chose it."""
     prefix = f"BATON_DB={shlex.quote(safe_url(settings.db))} " if getattr(args, "db", None) else ""
@@ -131,7 +111,7 @@ def running(settings: Settings, *, engine: bool = False, projector: bool = False
     name is the lease of a long-lived ``baton serve``, which a short command
     sharing it would either be refused (the server holds it) or impersonate.
     """
-    rt = open_runtime(settings.replace(node=""))
+    rt = Runtime(settings.replace(node=""))
     try:
         if check is not None:
             check(rt)
@@ -474,12 +454,6 @@ def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
 
 
-def fail(code: int, message: str) -> int:
-    """Print the one error line and return the exit status."""
-    print(f"baton: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
-    return code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``baton`` command; returns the exit status."""
     verbose, db = False, ""
@@ -492,10 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args, settings)
     except CliError as exc:
         return fail(exc.code, str(exc))
-    except INPUT_ERRORS as exc:
-        return fail(EXIT_USAGE, str(exc))
-    except RUNTIME_ERRORS as exc:
-        return fail(EXIT_FAILED, scrub(str(exc), db))
+    except failures.INPUT_ERRORS + failures.RUNTIME_ERRORS as exc:
+        return fail(failures.exit_code(exc), failures.describe(exc, db))
     except KeyboardInterrupt:
         print("baton: interrupted; runs in flight stay in the log and resume when an engine next starts "
               "(baton serve, or any baton command that drives runs)", file=sys.stderr)
@@ -503,8 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if verbose:
             raise
-        return fail(EXIT_FAILED, f"unexpected {type(exc).__name__}: {scrub(str(exc), db)} "
-                                 "(run with -v for the traceback)")
+        return fail(EXIT_FAILED, failures.describe(exc, db))
 
 
 if __name__ == "__main__":

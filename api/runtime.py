@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from actors.agents import make_backend
 from actors.bus import FrameBus
 from actors.engine import Engine
-from api.settings import Settings
+from api.settings import Settings, SettingsError
 from eventstore import EventStore, open_store
 from flows.catalog import FlowRegistry, builtin, flows_in
 from projections.queries import ReadModel
@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 class FlowsImportError(ImportError):
     """A module named in --flows / BATON_FLOWS could not be imported, or holds no flow."""
+
+
+class StartError(RuntimeError):
+    """The engine refused to start (e.g. another live process already goes by this node name)."""
 
 
 def load_registry(modules: Iterable[str]) -> FlowRegistry:
@@ -52,9 +56,17 @@ class Runtime:
     """
 
     def __init__(self, settings: Settings, *, store: EventStore | None = None) -> None:
+        """Load the flows and open the store; nothing runs yet.
+
+        Raises FlowsImportError, StoreUnavailableError (the database cannot be
+        reached), or SettingsError for a store URL no backend supports.
+        """
         self.settings = settings
         self.registry = load_registry(settings.flows)
-        self.store = store or open_store(settings.db)
+        try:
+            self.store = store or open_store(settings.db)
+        except ValueError as exc:  # the URL is wrong, not the database
+            raise SettingsError(f"BATON_DB / --db: {exc}") from None
         self.bus = FrameBus()
         self.engine: Engine | None = None
         self.projector: Projector | None = None
@@ -65,23 +77,46 @@ class Runtime:
 
         ``recover=False`` starts an engine that drives only the runs it is told
         about (a CLI command), leaving other unfinished runs to ``baton serve``.
+        A part that fails to start (a backend refusing its configuration,
+        StartError from the engine) stops every part started before it and
+        closes the store, then its error propagates: a failed start leaves
+        nothing running.
         """
-        if projector:
-            self.projector = Projector(self.store).start()
-        self.read_model = ReadModel(self.store.engine, self.projector)
-        if engine:
-            s = self.settings
-            backend = make_backend(
-                s.agent,
-                openai_base_url=s.openai_base_url,
-                openai_api_key=s.openai_api_key,
-                model=s.model,
-                cli_command=s.cli_command,
-                offline_delay_s=s.offline_delay_s,
-            )
-            config = dataclasses.replace(s.engine_config(), recover=recover)
-            self.engine = Engine(self.store, self.registry, config, backend=backend, bus=self.bus).start()
+        try:
+            if projector:
+                self.projector = Projector(self.store).start()
+            self.read_model = ReadModel(self.store.engine, self.projector)
+            if engine:
+                self.engine = self._engine(recover)
+        except BaseException:
+            self.stop()
+            raise
         return self
+
+    def _engine(self, recover: bool) -> Engine:
+        s = self.settings
+        backend = make_backend(
+            s.agent,
+            openai_base_url=s.openai_base_url,
+            openai_api_key=s.openai_api_key,
+            model=s.model,
+            cli_command=s.cli_command,
+            offline_delay_s=s.offline_delay_s,
+        )
+        config = dataclasses.replace(s.engine_config(), recover=recover)
+        try:
+            engine = Engine(self.store, self.registry, config, backend=backend, bus=self.bus)
+        except BaseException:
+            backend.close()
+            raise
+        try:
+            return engine.start()
+        except RuntimeError as exc:
+            engine.stop()  # its step threads, clock and backend
+            raise StartError(f"the engine cannot start: {exc}") from exc
+        except BaseException:
+            engine.stop()
+            raise
 
     def stop(self) -> None:
         """Stop the engine, then the projector, then close the store."""

@@ -1,0 +1,50 @@
+"""How a baton process tells a person it cannot go on: one line, no password, an exit code.
+
+Every command and ``baton serve`` alike print ``baton: error: <what>`` on
+stderr and exit 2 when what the person typed or configured is wrong (fix the
+input and run it again), 1 when something failed at run time (an unreachable
+store, an engine that cannot start, a run being handed over: it may pass on
+its own).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from actors.agents.base import BackendConfigError
+from actors.engine import EngineTimeout
+from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
+from api.runtime import FlowsImportError, StartError
+from api.settings import SettingsError, safe_url, scrub
+from eventstore import StoreError
+from flows import decide
+from flows.catalog import UnknownFlow
+from flows.launch import LaunchError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Errors a person fixes by changing what they typed (or where they send it), and errors of the
+# environment, which may pass on their own (an unreachable store, a run being handed over).
+INPUT_ERRORS = (UnknownFlow, LaunchError, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting, RunOwnedElsewhere,
+                LaunchInProgress, decide.RunFinished, FlowsImportError, SettingsError, BackendConfigError)
+RUNTIME_ERRORS = (StoreError, EngineTimeout, RunBusy, StartError, TimeoutError)
+
+
+def exit_code(exc: BaseException) -> int:
+    """2 for an error of the input, 1 for anything else (a failure at run time, or unforeseen)."""
+    return EXIT_USAGE if isinstance(exc, INPUT_ERRORS) else EXIT_FAILED
+
+
+def describe(exc: BaseException, db: str) -> str:
+    """What went wrong, on one line and without the store's password; unforeseen errors name their type."""
+    if db and isinstance(exc, StoreError) and safe_url(db) not in str(exc):
+        return f"{safe_url(db)}: {scrub(str(exc), db)}"  # which store, when the store did not say
+    if isinstance(exc, INPUT_ERRORS + RUNTIME_ERRORS):
+        return scrub(str(exc), db)
+    return f"unexpected {type(exc).__name__}: {scrub(str(exc), db)} (run with -v for the traceback)"
+
+
+def fail(code: int, message: str) -> int:
+    """Print the one error line and return the exit status."""
+    print(f"baton: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    return code
