@@ -24,7 +24,7 @@ from flows.events import RunLaunched
 from projections import batch as db
 from projections.apply import Workset, apply
 from projections.batch import Checkpoint, CheckpointMoved, Writes
-from projections.source import Page, read_page
+from projections.source import LogReader, Page
 
 # Rows of ended runs are dropped from memory once written; the rest are kept
 # for the next page, up to this many runs (beyond it: start afresh).
@@ -121,18 +121,28 @@ class Applier:
         apply(work, items)
         return db.snapshot(work)
 
-    def _commit(self, writes: Writes, seen: Checkpoint, last: int, bulk: bool = False) -> Checkpoint:
-        """Write a page and move the checkpoint, in one transaction (retried while SQLite is locked)."""
+    def _commit(self, writes: Writes, seen: Checkpoint, last: int, writer: sa.Connection | None = None) -> Checkpoint:
+        """Write a page and move the checkpoint, in one transaction (retried while SQLite is locked).
 
-        def attempt() -> Checkpoint:
-            with db.transaction(self.engine, bulk=bulk) as conn:
+        On ``writer`` (a ``db.writing`` connection held by a catch-up), or on one of its own.
+        """
+
+        def attempt(conn: sa.Connection) -> Checkpoint:
+            with db.transaction(conn):
                 checkpoint = db.advance(conn, self.name, seen, last)
                 db.write(conn, writes)
                 if self._before_commit is not None:
                     self._before_commit(conn)
             return checkpoint
 
-        return db.patiently(attempt)
+        if writer is not None:
+            return db.patiently(lambda: attempt(writer))
+
+        def alone() -> Checkpoint:
+            with db.writing(self.engine) as conn:
+                return attempt(conn)
+
+        return db.patiently(alone)
 
     def _evict(self) -> None:
         # Only when every row in memory is written: an evicted run is read back if needed.
@@ -161,8 +171,13 @@ class Applier:
 
     def _pipeline(self, pool: Executor, store: Any, chunk: int,
                   stopping: Callable[[], bool]) -> int:
+        with LogReader(store) as reader, db.writing(self.engine, bulk=True) as writer:
+            return self._stages(pool, reader, writer, chunk, stopping)
+
+    def _stages(self, pool: Executor, reader: LogReader, writer: sa.Connection, chunk: int,
+                stopping: Callable[[], bool]) -> int:
         count = 0
-        reading: Future[Page] = pool.submit(read_page, store, self.checkpoint.position, chunk)
+        reading: Future[Any] = pool.submit(reader.fetch, self.checkpoint.position, chunk)
         writing: Future[Checkpoint] | None = None
         seen = self.checkpoint  # the checkpoint the next commit moves from
 
@@ -175,23 +190,29 @@ class Applier:
 
         try:
             while True:
-                page = reading.result()
+                page = reader.page(reading.result())
                 count += page.count
                 more = page.count >= chunk and not stopping()
                 if more:
-                    reading = pool.submit(read_page, store, page.last, chunk)
+                    reading = pool.submit(reader.fetch, page.last, chunk)
                 if page.count:
                     # Evicted runs may still be in the write under way: let it finish before reading rows back.
                     writes = self._compute(page, seen.position, before_load=written)
                     written()
-                    writing = pool.submit(self._commit, writes, seen, page.last, True)
+                    writing = pool.submit(self._commit, writes, seen, page.last, writer)
                     seen = Checkpoint(page.last, seen.version, seen.epoch)
                 if not more:
                     written()
                     db.checkpoint_wal(self.engine)
                     return count
         except BaseException:
-            reading.cancel()
+            # The reader's and the writer's connections go back to the pool
+            # next: let the stages under way finish with them first.
+            if not reading.cancel():
+                try:
+                    reader.discard(reading.result())
+                except BaseException:
+                    pass
             if writing is not None:
                 try:
                     writing.result()

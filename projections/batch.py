@@ -111,7 +111,7 @@ def reset(engine: sa.Engine, name: str, version: int) -> Checkpoint:
     with engine.connect() as conn:
         create_checkpoints(conn, name)
         conn.commit()
-    with transaction(engine) as conn:
+    with writing(engine) as conn, transaction(conn):
         # DML first: on SQLite that opens the transaction the DDL then joins.
         epoch = conn.execute(
             sa.update(projection_checkpoints)
@@ -146,16 +146,17 @@ def advance(conn: sa.Connection, name: str, seen: Checkpoint, position: int) -> 
 
 
 @contextmanager
-def transaction(engine: sa.Engine, *, bulk: bool = False) -> Iterator[sa.Connection]:
-    """A write transaction for a batch, committed without waiting for the disk.
+def writing(engine: sa.Engine, *, bulk: bool = False) -> Iterator[sa.Connection]:
+    """A connection for batch transactions (see ``transaction``), set up once for all of them.
 
     A projection is disposable: a power cut may lose its last batches, rows
     and checkpoint together (each commit stays atomic), and they are simply
-    applied again. So on PostgreSQL ``synchronous_commit`` is off for these
-    transactions, and on SQLite (whose store connections run
-    ``synchronous=FULL``) the pooled connection runs ``NORMAL`` meanwhile.
+    applied again. So on SQLite (whose store connections run
+    ``synchronous=FULL``) this pooled connection runs ``NORMAL`` meanwhile.
     ``bulk`` (a replay) also stops SQLite from checkpointing the WAL after
-    every commit; ``checkpoint_wal`` does it once at the end.
+    every commit; ``checkpoint_wal`` does it once at the end. A catch-up
+    holds one for its length: on PostgreSQL that spares every page a pool
+    check-out and its ping.
     """
     with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
@@ -169,16 +170,26 @@ def transaction(engine: sa.Engine, *, bulk: bool = False) -> Iterator[sa.Connect
             if bulk:
                 dbapi.execute("PRAGMA wal_autocheckpoint = 0")
         try:
-            with conn.begin():
-                if not sqlite:
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                yield conn
+            yield conn
         finally:
             if sqlite:
                 dbapi.execute("PRAGMA synchronous = FULL")
                 dbapi.execute(f"PRAGMA secure_delete = {int(secure)}")
                 if bulk:
                     dbapi.execute("PRAGMA wal_autocheckpoint = 1000")
+
+
+@contextmanager
+def transaction(conn: sa.Connection) -> Iterator[sa.Connection]:
+    """A write transaction for a batch on a ``writing`` connection, committed without waiting for the disk.
+
+    On PostgreSQL ``synchronous_commit`` is off for it (SET LOCAL: the
+    pooled connection keeps its own setting); see ``writing`` for SQLite.
+    """
+    with conn.begin():
+        if conn.dialect.name != "sqlite":
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        yield conn
 
 
 def checkpoint_wal(engine: sa.Engine) -> None:

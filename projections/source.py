@@ -85,21 +85,75 @@ def from_recorded(records: Sequence[RecordedEvent]) -> Page:
     return Page(items, records[-1].position if records else 0, len(records))
 
 
-def read_page(store: Any, after: int, limit: int) -> Page:
-    """Up to ``limit`` events after ``after``, straight from the events table."""
-    engine = getattr(store, "engine", None)
-    if engine is None:
-        return from_recorded(list(store.read_all(after=after, limit=limit)))
-    dialect = engine.dialect.name
-    mark = "%s" if dialect == "postgresql" else "?"
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        cursor.execute(_PAGE.format(mark, _DATA.get(dialect, "data")), (after, limit))
+class LogReader:
+    """Pages of the log for one catch-up, read on one connection held for its length.
+
+    ``fetch(after, limit)`` runs a page's query; ``page(fetched)`` turns its
+    rows into decoded items. A pipeline runs ``fetch`` in its reading thread
+    and ``page`` where it applies: on PostgreSQL the query is a wait on the
+    server, during which the GIL is free, while building and decoding rows
+    holds the GIL wherever it runs. The connection is held (and on PostgreSQL
+    in autocommit) so a page costs one round trip, not a pool check-out with
+    its ping, a BEGIN and a ROLLBACK. Use as a context manager.
+
+    A store without an ``engine`` is read through ``read_all``.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._engine: sa.Engine | None = getattr(store, "engine", None)
+        self._raw: Any = None
+        self._sql = ""
+
+    def __enter__(self) -> LogReader:
+        if self._engine is not None:
+            dialect = self._engine.dialect.name
+            mark = "%s" if dialect == "postgresql" else "?"
+            self._sql = _PAGE.format(mark, _DATA.get(dialect, "data"))
+            self._raw = self._engine.raw_connection()
+            if dialect == "postgresql":
+                self._raw.driver_connection.autocommit = True  # each page its own snapshot, as before
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        raw, self._raw = self._raw, None
+        if raw is None:
+            return
+        try:
+            if self._engine is not None and self._engine.dialect.name == "postgresql":
+                raw.driver_connection.autocommit = False  # the pool is shared with store.engine users
+        except Exception:
+            raw.invalidate()  # a connection that cannot say is not handed out again
+        raw.close()
+
+    def fetch(self, after: int, limit: int) -> tuple[Any, int]:
+        """Run the query of the page after ``after`` (up to ``limit`` events); hand it to ``page``."""
+        if self._raw is None:
+            return list(self._store.read_all(after=after, limit=limit)), after
+        cursor = self._raw.cursor()
+        cursor.execute(self._sql, (after, limit))
+        return cursor, after
+
+    @staticmethod
+    def discard(fetched: tuple[Any, int]) -> None:
+        """Drop a page ``fetch`` ran without reading it (a catch-up that stops)."""
+        cursor, _ = fetched
+        if not isinstance(cursor, list):
+            cursor.close()
+
+    @staticmethod
+    def page(fetched: tuple[Any, int]) -> Page:
+        """The page a ``fetch`` ran: its rows, decoded."""
+        cursor, after = fetched
+        if isinstance(cursor, list):
+            return from_recorded(cursor) if cursor else Page([], after, 0)
         rows = cursor.fetchall()
         cursor.close()
-    finally:
-        raw.close()
+        return rows_page(rows, after)
+
+
+def rows_page(rows: Sequence[Sequence[Any]], after: int) -> Page:
+    """A page of ``events`` rows (position, stream_id, version, type, data), decoded."""
     decoders = _DECODERS
     cut = len(RUN_STREAM_PREFIX)
     try:
