@@ -16,7 +16,7 @@ from actors.bus import FrameBus
 from actors.engine import Engine
 from api.settings import Settings, SettingsError
 from eventstore import EventStore, open_store
-from flows.catalog import FlowRegistry, builtin, flows_in
+from flows.catalog import BUILTIN_MODULES, FlowRegistry, builtin, flows_in
 from projections.queries import ReadModel
 from projections.runner import Projector
 
@@ -32,8 +32,16 @@ class StartError(RuntimeError):
 
 
 def load_registry(modules: Iterable[str]) -> FlowRegistry:
-    """The built-in catalogue plus every Flow found in ``modules``."""
+    """The built-in catalogue plus every Flow found in ``modules``.
+
+    A name is one flow: a module's flow named like a built-in one, or like
+    another module's, is refused (FlowsImportError naming both modules)
+    rather than silently replacing it. The very same Flow object found
+    twice (a module importing another's flow) is not a clash.
+    """
     registry = builtin()
+    origin = {flow.name: f"flows.catalog.{name}" for name in BUILTIN_MODULES
+              for flow in flows_in(importlib.import_module(f"flows.catalog.{name}"))}
     for name in modules:
         try:
             module = importlib.import_module(name)
@@ -45,7 +53,12 @@ def load_registry(modules: Iterable[str]) -> FlowRegistry:
         if not found:
             raise FlowsImportError(f"flows module {name!r} defines no Flow at its top level")
         for flow in found:
-            registry.register(flow, replace=True)
+            if flow.name in registry and registry.get(flow.name) is not flow:
+                raise FlowsImportError(
+                    f"flows module {name!r} defines a flow named {flow.name!r}, but module "
+                    f"{origin[flow.name]!r} already has one (BATON_FLOWS / --flows); rename one of them")
+            registry.register(flow)
+            origin.setdefault(flow.name, name)
     return registry
 
 
