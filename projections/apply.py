@@ -198,11 +198,18 @@ def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunR
     return rows
 
 
-def _run_status(steps: dict[str, Row]) -> str:
-    # flows.state.run_status over rows: paused only when a person is awaited
-    # and nothing else can move (no attempt under way, no retry pending).
+_UNDER_WAY = ("running", "paused")
+
+
+def _run_status(rows: RunRows) -> str:
+    # flows.state.run_status over rows: a run not under way (queued, or
+    # ended) keeps its status; paused only when a person is awaited and
+    # nothing else can move (no attempt under way, no retry pending).
+    current = rows.run["status"]
+    if current not in _UNDER_WAY:
+        return current
     paused = False
-    for s in steps.values():
+    for s in rows.steps.values():
         status = s["status"]
         if status == "running" or (status == "pending" and s["retry_at"]):
             return "running"
@@ -245,7 +252,8 @@ def _step_started(work: Workset, rows: RunRows, e: StepStarted, position: int) -
     row["unresolved"] = e.unresolved
     if e.persona:
         row["persona"] = e.persona
-    rows.run["status"] = "running"  # what _run_status says whenever a step runs
+    if rows.run["status"] in _UNDER_WAY:
+        rows.run["status"] = "running"  # what _run_status says whenever a step runs
     return True
 
 
@@ -260,7 +268,7 @@ def _step_completed(work: Workset, rows: RunRows, e: StepCompleted, position: in
     row["usage"] = e.usage
     row["ended_at"] = e.at
     row["duration_s"] = e.duration_s
-    rows.run["status"] = _run_status(rows.steps)
+    rows.run["status"] = _run_status(rows)
     return True
 
 
@@ -275,7 +283,7 @@ def _step_failed(work: Workset, rows: RunRows, e: StepFailed, position: int) -> 
         row.update(status="pending", retry_at=e.retry_at or e.at)
     else:
         row["status"] = "failed"
-    rows.run["status"] = _run_status(rows.steps)
+    rows.run["status"] = _run_status(rows)
     return True
 
 
@@ -284,6 +292,7 @@ def _step_cancelled(work: Workset, rows: RunRows, e: StepCancelled, position: in
     if row is None:
         return False
     row.update(status="cancelled", error=e.reason, ended_at=e.at)
+    rows.run["status"] = _run_status(rows)
     return True
 
 
@@ -295,6 +304,7 @@ def _step_skipped(work: Workset, rows: RunRows, e: StepSkipped, position: int) -
     row["skip_reason"] = e.reason
     row["detail"] = e.detail
     row["ended_at"] = e.at
+    rows.run["status"] = _run_status(rows)
     return True
 
 
@@ -305,7 +315,7 @@ def _step_paused(work: Workset, rows: RunRows, e: StepPaused, position: int) -> 
     row["status"] = "paused"
     row["prompt_position"] = position
     row["started_at"] = e.at
-    rows.run["status"] = _run_status(rows.steps)
+    rows.run["status"] = _run_status(rows)
     return True
 
 
@@ -318,7 +328,7 @@ def _step_resumed(work: Workset, rows: RunRows, e: StepResumed, position: int) -
         status="completed" if e.decision == "approved" else "rejected",
         output_position=position, comment=e.comment, decided_by=e.by, ended_at=e.at,
     )
-    rows.run["status"] = _run_status(rows.steps)
+    rows.run["status"] = _run_status(rows)
     return True
 
 

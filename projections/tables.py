@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
 # Bump on any change to these tables or to what projections/apply.py writes.
-PROJECTION_VERSION = 4
+PROJECTION_VERSION = 5
 
 metadata = sa.MetaData()
 

@@ -20,7 +20,20 @@ from tests.pg import create_pg_database, drop_pg_database, pg_ok, skip_reason
 import sqlalchemy as sa
 
 from eventstore import NewEvent, open_store
-from flows.events import EVENT_TYPES, AnomalyDetected, event_from_data
+from flows.events import (
+    EVENT_TYPES,
+    AnomalyDetected,
+    RunLaunched,
+    RunQueued,
+    RunStarted,
+    StepCancelled,
+    StepFailed,
+    StepPaused,
+    StepSkipped,
+    StepStarted,
+    event_data,
+    event_from_data,
+)
 from flows.state import RunState, evolve
 from projections import PROJECTION_VERSION, Projector, ReadModel, rebuild
 from projections.tables import READ_TABLES, PRIMARY_KEYS, flow_runs, projection_checkpoints
@@ -259,6 +272,51 @@ def test_a_missing_table_rebuilds_on_the_next_start(store):
         assert projector.rebuilt_on_start
         assert projector.wait_for(head, WAIT)
     assert dump(store.engine) == good
+
+
+def test_step_events_move_the_run_status_only_while_the_run_is_under_way(store):
+    """The status rules of flows.state.run_status, on logs the engine would not write: step
+    events of a queued run, and stray step events after a run ended, leave its status alone;
+    a skip or a cancel of a step re-decides running or paused like any other step event."""
+    head = fill(store, 150, seed=18)
+    ended = [r for r in folded(store).values() if r.status in ("completed", "failed")][:2]
+    assert len(ended) == 2
+    run = ended[0]
+    late = [StepStarted(step_id=run.snapshot.steps[0].id, attempt=9, at=2e9),
+            StepFailed(step_id=run.snapshot.steps[0].id, attempt=9, error="late", will_retry=True,
+                           retry_at=2e9 + 1, at=2e9)]
+    stream = f"run-{run.run_id}"
+    store.append(stream, [NewEvent(type(e).__name__, event_data(e)) for e in late],
+                 expected_version=run.version)
+
+    spine = sim.SPINE.snapshot("large")
+    queued_id, under_way_id = "01BENCHQUEUED0000001", "01BENCHUNDERWAY00001"
+    launched = dict(flow=sim.SPINE.name, snapshot=spine, band="large", at=1.0)
+    first, second, gate = spine.steps[0].id, spine.steps[1].id, spine.steps[6].id
+    for run_id, events in (
+        (queued_id, [RunLaunched(run_id=queued_id, **launched),
+                     RunQueued(run_id=queued_id, at=1.0),
+                     StepStarted(step_id=first, attempt=1, at=2.0)]),
+        (under_way_id, [RunLaunched(run_id=under_way_id, **launched),
+                        RunStarted(run_id=under_way_id, at=1.0),
+                        StepStarted(step_id=first, attempt=1, at=2.0),
+                        StepPaused(step_id=gate, prompt="publish?", at=3.0),
+                        StepCancelled(step_id=first, attempt=1, at=4.0),  # only the gate is left: paused
+                        StepSkipped(step_id=second, reason="cancelled", at=5.0)]),
+    ):
+        store.append(f"run-{run_id}", [NewEvent(type(e).__name__, event_data(e)) for e in events], 0)
+
+    with Projector(store, batch_size=3) as projector:
+        assert projector.wait_for(store.head(), WAIT), projector.last_error
+    reads = ReadModel(store.engine)
+    assert_agrees_with_evolve(store, reads)
+    assert reads.get_run(run.run_id)["run"]["status"] == run.status
+    assert reads.get_run(queued_id)["run"]["status"] == "queued"
+    assert reads.get_run(under_way_id)["run"]["status"] == "paused"
+    live = dump(store.engine)
+    rebuild(store)
+    assert dump(store.engine) == live
+    assert head < store.head()
 
 
 def test_unknown_types_and_other_streams_are_skipped_but_counted(store):
