@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from actors.engine import EngineTimeout
 from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
-from api.schemas import BodyError, Problem
+from api.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.catalog import UnknownFlow
 from flows.decide import NotWaiting, RunFinished, UnknownRun, UnknownStep
@@ -61,7 +61,9 @@ class BadParameter(ValueError):
 
 # type -> (status, slug, title). Order matters only for subclasses: the first match wins.
 PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
-    (BodyError, 400, "invalid-body", "The request body is not acceptable"),
+    (EmptyBody, 400, "empty-body", "The request body is empty"),
+    (MalformedJson, 400, "malformed-json", "The request body is not valid JSON"),
+    (BodyError, 422, "invalid-body", "The request body is not acceptable"),
     (TooLarge, 413, "body-too-large", "The request body is too large"),
     (BadParameter, 422, "invalid-parameter", "A parameter is not acceptable"),
     (UnknownFlow, 422, "unknown-flow", "No flow of that name"),
@@ -90,7 +92,7 @@ def details(exc: BaseException) -> dict[str, Any]:
     """The fields of the problem body that come from the exception itself."""
     match exc:
         case BodyError():
-            return {"detail": exc.detail, "field": exc.field, "status": exc.status}
+            return {"detail": exc.detail, "field": exc.field}
         case UnknownFlow():
             return {"detail": str(exc), "field": "flow", "known": list(exc.known)}
         case LaunchError():
@@ -127,9 +129,6 @@ def from_exception(exc: BaseException, instance: str | None = None) -> Response:
     for kind, status, slug, title in PROBLEMS:
         if isinstance(exc, kind):
             fields = details(exc)
-            status = fields.pop("status", status)
-            if status == 400 and isinstance(exc, BodyError):
-                slug, title = "malformed-json", "The request body is not valid JSON"
             headers = next((h for k, h in HEADERS.items() if isinstance(exc, k)), None)
             return problem(status, slug, title, instance=instance, headers=headers, **fields)
     if isinstance(exc, HTTPException):

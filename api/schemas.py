@@ -18,15 +18,22 @@ T = TypeVar("T")
 
 
 class BodyError(ValueError):
-    """A request body is not acceptable: malformed JSON (``status`` 400) or
-    the wrong shape (422). ``field`` is the dotted path of the field at fault,
-    when there is one."""
+    """A request body has the wrong shape (422): a wrong type, a missing or an
+    unknown field. ``field`` is the dotted path of the field at fault, when
+    there is one. Its subclasses are the bodies that are not JSON at all (400)."""
 
-    def __init__(self, status: int, detail: str, field: str | None = None) -> None:
+    def __init__(self, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
-        self.status = status
         self.detail = detail
         self.field = field
+
+
+class EmptyBody(BodyError):
+    """A route that needs a body (launch) got none at all (400)."""
+
+
+class MalformedJson(BodyError):
+    """The body is not valid JSON (400)."""
 
 
 # -- requests ------------------------------------------------------------------------------
@@ -198,20 +205,20 @@ def field_of(message: str) -> str | None:
 
 
 def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
-    """``body`` as a ``kind``; raises BodyError (400 malformed JSON, 422 wrong shape).
+    """``body`` as a ``kind``; raises EmptyBody, MalformedJson (400) or BodyError (422, wrong shape).
 
     With ``empty_ok``, an empty body means "every field at its default".
     """
     if not body.strip():
         if empty_ok:
             return kind()
-        raise BodyError(400, "the request needs a JSON object body", None)
+        raise EmptyBody("the request body is empty; this request needs a JSON object")
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
         message = str(exc)
         if message.startswith("Expected `object`") and " - at " not in message:
-            raise BodyError(422, f"the body must be a JSON object: {message}", None) from None
-        raise BodyError(422, message, field_of(message)) from None
+            raise BodyError(f"the body must be a JSON object: {message}") from None
+        raise BodyError(message, field_of(message)) from None
     except msgspec.DecodeError as exc:
-        raise BodyError(400, f"malformed JSON: {exc}", None) from None
+        raise MalformedJson(f"malformed JSON: {exc}") from None

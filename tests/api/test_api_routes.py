@@ -138,6 +138,22 @@ def test_bad_launch_is_refused_naming_the_field_and_appends_nothing(client, runt
     assert runtime.store.head() == head
 
 
+def test_an_empty_launch_body_is_its_own_problem_not_malformed_json(client, runtime):
+    head = quiet(runtime)
+    for body in (b"", b"  \n"):
+        problem = problem_of(client.post("/api/runs", content=body), 400)
+        assert problem["type"].endswith("/empty-body") and problem["title"] == "The request body is empty"
+    problem = problem_of(client.post("/api/runs", content=b"{oops"), 400)
+    assert problem["type"].endswith("/malformed-json") and problem["title"] == "The request body is not valid JSON"
+    problem = problem_of(client.post("/api/runs", json={"flow": "api-chain"}), 422)
+    assert problem["type"].endswith("/invalid-body") and problem["field"] == "question"
+    assert runtime.store.head() == head
+    run_id = launch(client)["run_id"]  # a decision needs no body: every field has a default
+    paused(runtime, run_id)
+    r = client.post(f"/api/runs/{run_id}/steps/gate/reject", content=b"")
+    assert r.status_code == 200 and r.json()["decision"] == "rejected"
+
+
 def test_oversized_bodies_are_413_declared_or_chunked(client, runtime):
     head = quiet(runtime)
     big = json.dumps({"flow": "api-chain", "question": "x" * 10_000}).encode()
