@@ -3,10 +3,12 @@
 Every command reads its settings once (``BATON_*``, then the flags) and runs
 in-process on ``BATON_DB``; no server is needed. Commands that change a run
 (launch, approve, reject, cancel, demo) start an engine that drives that run
-only; runs other processes left unfinished are recovered by ``baton serve``.
-Queries (runs, show) start only the
-projector and wait for it to reach the store's head, so they see every
-command that returned before them.
+only (it starts with ``recover=False``). A run left unfinished, by another
+process or by a command interrupted with Ctrl-C, is taken up again only by
+``baton serve`` when it starts, or by a later command aimed at that very run
+(``baton cancel RUN``); other commands leave it alone. Queries (runs, show)
+start only the projector and wait for it to reach the store's head, so they
+see every command that returned before them.
 
 Bad input is checked against the log *before* an engine starts, so a refused
 command appends nothing. Each error prints one line, ``baton: error: ...``,
@@ -469,8 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except failures.INPUT_ERRORS + failures.RUNTIME_ERRORS as exc:
         return fail(failures.exit_code(exc), failures.describe(exc, db))
     except KeyboardInterrupt:
-        print("baton: interrupted; runs in flight stay in the log and resume when an engine next starts "
-              "(baton serve, or any baton command that drives runs)", file=sys.stderr)
+        print("baton: interrupted; a run this command was driving stays in the log, unfinished: baton serve "
+              "takes it up when it next starts (so does a command aimed at that run, e.g. baton cancel RUN)",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
         if verbose:
