@@ -31,6 +31,14 @@ def all_frames(store) -> list[dict]:
     return [f for rec in store.read_all() for f in framer.frames(rec)]
 
 
+async def until(condition, what: str, timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` holds (checked on the loop, between its callbacks); fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.005)  # hands the loop to the hub's dispatches, which move the condition
+
+
 async def collect(subscriber, until, timeout: float = 10.0) -> list[dict]:
     got: list[dict] = []
     deadline = time.monotonic() + timeout
@@ -47,13 +55,24 @@ def test_resume_while_the_log_grows_gives_every_frame_once_in_order(sqlite_url):
     for i in range(50):
         append_run(store, f"before-{i:03}")
 
+    go_on = threading.Event()
+
+    def write() -> None:  # 20 runs before the client connects, the other 180 while it replays
+        for i in range(200):
+            if i == 20:
+                assert go_on.wait(10), "the test never let the writer go on"
+            append_run(store, f"during-{i:03}")
+
     async def main() -> list[dict]:
         hub = FrameHub(store).start()
-        writer = threading.Thread(target=lambda: [append_run(store, f"during-{i:03}") for i in range(200)])
+        writer = threading.Thread(target=write)
         writer.start()
-        await asyncio.sleep(0.01)  # let some appends land before the client connects
+        await until(lambda: store.head() >= 2 * (50 + 20), "the first 20 runs to be appended")
         subscriber = hub.subscribe()
-        got = [f async for frames in subscriber.replay(0) for f in frames]
+        replay = subscriber.replay(0)
+        got = list(await replay.__anext__())  # the replay is under way ...
+        go_on.set()  # ... and the log grows meanwhile
+        got += [f async for frames in replay for f in frames]
         await asyncio.to_thread(writer.join)
         head = store.head()
         got += await collect(subscriber, lambda g: g and g[-1]["id"] >= head)
@@ -114,7 +133,8 @@ def test_filters_by_run_and_project(sqlite_url):
 def test_deltas_wait_for_their_running_frame():
     async def main() -> None:
         released: list[list[dict]] = []
-        order = DeltaOrder(asyncio.get_running_loop(), released.append)
+        let_out = asyncio.Event()
+        order = DeltaOrder(asyncio.get_running_loop(), lambda frames: (released.append(frames), let_out.set()))
         delta = {"type": "step_delta", "run_id": "r", "step_id": "s", "attempt": 1, "text": "hi"}
         running = {"type": "flow_run_step_updated", "id": 7, "run_id": "r", "step_id": "s", "status": "running",
                    "attempt": 1}
@@ -122,8 +142,10 @@ def test_deltas_wait_for_their_running_frame():
         assert order.durable([running]) == [running, delta]
         assert order.ephemeral(delta) is True
         late = {**delta, "step_id": "t"}
+        held_at = time.monotonic()
         assert order.ephemeral(late) is False
-        await asyncio.sleep(DeltaOrder.HOLD_S + 0.1)  # the running frame never comes: let it out
+        await asyncio.wait_for(let_out.wait(), DeltaOrder.HOLD_S + 10)  # its running frame never comes
+        assert time.monotonic() - held_at >= DeltaOrder.HOLD_S * 0.9, "let out before its hold was over"
         assert released == [[late]]
 
     asyncio.run(main())
@@ -141,8 +163,8 @@ def test_a_client_overflowing_during_its_replay_replays_what_it_missed(sqlite_ur
         got = list(await replay.__anext__())  # the first page; the replay is under way
         await asyncio.to_thread(lambda: [append_run(store, f"new-{i:03}") for i in range(10)])
         head = store.head()
-        while hub.position < head:  # the hub dispatches them live: 20 frames overflow a buffer of 5
-            await asyncio.sleep(0.01)
+        # the hub dispatches them live: 20 frames overflow a buffer of 5
+        await until(lambda: hub.position >= head, f"the hub to dispatch up to position {head}")
         assert subscriber.overflowed and subscriber not in hub.subscribers
         got += [f async for frames in replay for f in frames]  # goes on to the hub's new position
         assert subscriber in hub.subscribers and not subscriber.overflowed
