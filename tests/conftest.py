@@ -2,7 +2,8 @@
 
 PostgreSQL tests create (and drop) a database of their own on the local
 server. They are skipped, loudly, only where no PostgreSQL server exists at
-all; ``BATON_TEST_PG`` points them at another server.
+all; a server that refuses them (authentication, permissions) makes them
+fail (``tests.pg``). ``BATON_TEST_PG`` points them at another server.
 """
 
 from __future__ import annotations
