@@ -4,8 +4,9 @@
         httpx.get(server.url + "/api/health")
 
 The port is a free one picked here (bind to 0, read it, close): uvicorn's
-own port-0 report is not easy to read. Readiness is waited for on
-/api/health, with a timeout.
+own port-0 report is not easy to read. Readiness is waited for on the
+server's own word (uvicorn's "Uvicorn running on" line, once it listens),
+read from its output by a thread, with a timeout; /api/health then confirms.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,21 +65,38 @@ class ApiServer:
 
     def __enter__(self) -> ApiServer:
         self._log = open(self.log_path, "wb")
+        self._listening = threading.Event()
         self.process = subprocess.Popen([sys.executable, "-m", "api.app"], cwd=ROOT, env=self.env,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/api/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"the server did not answer within {self.start_timeout} s:\n{self.log()}")
-            time.sleep(0.05)  # polling a port that is not open yet: nothing to wait on
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._reader = threading.Thread(target=self._copy_output, daemon=True)
+        self._reader.start()
+        # Set when the server listens, and also when its output ends (it exited): no wait outlives it.
+        if not self._listening.wait(self.start_timeout):
+            self.__exit__()
+            raise RuntimeError(f"the server did not listen within {self.start_timeout} s:\n{self.log()}")
+        try:
+            healthy = httpx.get(self.url + "/api/health", timeout=5.0).status_code == 200
+        except httpx.TransportError:
+            healthy = False
+        if not healthy:
+            self.__exit__()
+            code = self.process.returncode
+            raise RuntimeError(f"the server exited with {code}:\n{self.log()}" if code is not None
+                               else f"the server listens but /api/health does not answer 200:\n{self.log()}")
+        return self
+
+    def _copy_output(self) -> None:
+        """Copy the server's output to its log file; say when it listens, and when the output ends."""
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self._log.write(line)
+            self._log.flush()
+            if b"Uvicorn running on" in line:
+                self._listening.set()
+        try:
+            self.process.wait(10)  # EOF: the server is exiting (before listening, or after)
+        finally:
+            self._listening.set()
 
     def __exit__(self, *exc: Any) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -88,6 +106,7 @@ class ApiServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        self._reader.join(10)
         self._log.close()
 
     def log(self) -> str:

@@ -42,15 +42,31 @@ def logged_frames(db_url: str, run_id: str) -> list[dict[str, Any]]:
     return json.loads(json.dumps(frames))
 
 
-def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    """Poll ``predicate`` (an HTTP read) until it is truthy; fail after ``timeout``."""
+def wait_for_events(db_url: str, run_id: str, done, what: str, timeout: float = TIMEOUT) -> None:
+    """Follow the store (a subscription: woken by each append) until ``done(types)`` holds for the
+    types of the run's recorded events; fail after ``timeout`` naming ``what``."""
+    store = open_store(db_url)
+    subscription = store.subscribe(after=0)
+    types: list[str] = []
     deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    try:
+        while not done(types):
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out after {timeout} s waiting for {what}; run {run_id} recorded {types}"
+            rec = subscription.next_event(timeout=min(left, 1.0))
+            if rec is not None and rec.stream_id == f"run-{run_id}":
+                types.append(rec.type)
+    finally:
+        subscription.close()
+        store.close()
+
+
+def steps_done(n: int):
+    return lambda types: types.count("StepCompleted") >= n
+
+
+def ended(types: list[str]) -> bool:
+    return "RunCompleted" in types
 
 
 def run_of(server: ApiServer, run_id: str) -> dict[str, Any]:
@@ -118,7 +134,7 @@ def test_resume_after_a_disconnect_in_the_middle_of_a_run(server):
                 if len(first) == 4:
                     break
     # the client is gone; let the run move on without it
-    wait_until(lambda: run_of(server, run_id)["run"]["steps_done"] >= 2, what="two steps done")
+    wait_for_events(server.db_url, run_id, steps_done(2), "two steps done")
     headers = {"Last-Event-ID": str(last_id)}
     with httpx.stream("GET", f"{server.url}/api/stream?run_id={run_id}", headers=headers,
                       timeout=TIMEOUT) as response:
@@ -133,7 +149,7 @@ def test_resume_after_a_disconnect_in_the_middle_of_a_run(server):
 
 def test_last_event_id_zero_replays_from_the_start(server):
     run_id = launch(server)
-    wait_until(lambda: run_of(server, run_id)["run"]["status"] == "completed", what="the run to complete")
+    wait_for_events(server.db_url, run_id, ended, "the run to complete")
     expected = logged_frames(server.db_url, run_id)
     with httpx.stream("GET", f"{server.url}/api/stream?run_id={run_id}", headers={"Last-Event-ID": "0"},
                       timeout=TIMEOUT) as response:
@@ -146,7 +162,7 @@ def test_last_event_id_zero_replays_from_the_start(server):
 
 def test_without_a_resume_position_only_live_frames_come(server):
     done = launch(server)
-    wait_until(lambda: run_of(server, done)["run"]["status"] == "completed", what="the run to complete")
+    wait_for_events(server.db_url, done, ended, "the run to complete")
     with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT) as response:
         fresh = launch(server)
         events = list(_take(sse_events(response), lambda e: e["id"] is not None, 1))
@@ -156,7 +172,7 @@ def test_without_a_resume_position_only_live_frames_come(server):
 def test_project_filter_replays_and_follows_only_that_project(server):
     mine = launch(server, project_id="p-mine")
     other = launch(server, project_id="p-other")
-    wait_until(lambda: run_of(server, other)["run"]["status"] == "completed", what="the other run")
+    wait_for_events(server.db_url, other, ended, "the other run to complete")
     with httpx.stream("GET", f"{server.url}/api/stream?project_id=p-mine", headers={"Last-Event-ID": "0"},
                       timeout=TIMEOUT) as response:
         stream = sse_events(response)
@@ -201,7 +217,7 @@ def test_websocket_resumes_from_its_position(server):
         ws.send(json.dumps({"after": 0, "run_id": run_id}))
         first = _ws_frames(ws, run_id, lambda got: sum(f.get("id") is not None for f in got) >= 3)
     first = [f for f in first if f.get("id") is not None]
-    wait_until(lambda: run_of(server, run_id)["run"]["steps_done"] >= 2, what="two steps done")
+    wait_for_events(server.db_url, run_id, steps_done(2), "two steps done")
     with ws_connect(f"{ws_url}?run_id={run_id}&after={first[-1]['id']}") as ws:
         second = _ws_frames(ws, run_id, lambda got: is_terminal(got[-1]))
     union = first + [f for f in second if f.get("id") is not None]
@@ -220,7 +236,7 @@ def test_websocket_refuses_a_bad_resume_message(server):
 def test_unreachable_database_exits_non_zero_naming_it(tmp_path):
     url = "postgresql+psycopg://nobody:s3cret@127.0.0.1:1/x"
     server = ApiServer(url, start_timeout=20)
-    with pytest.raises(RuntimeError) as failed:
+    with pytest.raises(RuntimeError):
         with server:
             pass
     assert server.process is not None and server.process.returncode == 1  # a failure at run time, as in the CLI
