@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from flows.events import Event, RunLaunched, StepResumed
 from flows.model import StepSpec
-from projections.source import read_events
+from projections.source import decode_events, read_events
 from projections.tables import STEP_FIELDS, anomalies, decode_steps, flow_runs, flow_steps, reports
 
 _decode = msgspec.json.Decoder().decode
@@ -84,12 +84,16 @@ def _text(event: Event | None, name: str) -> str:
     return getattr(event, name, "")
 
 
-def _report(conn: sa.Connection, position: int | None) -> str | None:
-    """The report of the terminal event at ``position`` (None for no event, or an empty report)."""
-    if position is None:
-        return None
-    event = read_events(conn, [position]).get(position)
-    return getattr(event, "report", "") or None
+# A run's report is in its terminal event, which its reports row points at.
+_REPORT = sa.text(
+    "SELECT e.position, e.type, e.data FROM reports r JOIN events e ON e.position = r.position "
+    "WHERE r.run_id = :run_id"
+)
+# The run's row and the position of its terminal event (NULL until it ended), in one read.
+_RUN = (
+    sa.select(flow_runs, reports.c.position.label("report_position"))
+    .select_from(flow_runs.outerjoin(reports, reports.c.run_id == flow_runs.c.run_id))
+)
 
 
 class ReadModel:
@@ -146,20 +150,21 @@ class ReadModel:
         Read in one transaction, so the run, its steps and its report agree.
         """
         with self._snapshot() as conn:
-            run = conn.execute(sa.select(flow_runs).where(flow_runs.c.run_id == run_id)).mappings().first()
-            if run is None:
+            row = conn.execute(_RUN.where(flow_runs.c.run_id == run_id)).mappings().first()
+            if row is None:
                 return None
+            run = dict(row)
+            ended = run.pop("report_position") or 0
             text = conn.execute(sa.select(flow_steps.c.steps).where(flow_steps.c.run_id == run_id)).scalar()
             steps = decode_steps(text) if text else []
-            ended = conn.execute(sa.select(reports.c.position).where(reports.c.run_id == run_id)).scalar()
             # Every event the answer needs, in one read: the launch (the steps'
             # specs), the steps' outputs and prompts, the report.
             launched = run["launched_position"]
             texts = [s[i] for s in steps for i in (_OUTPUT, _PROMPT)]
-            events = read_events(conn, [launched, *texts, ended or 0])
+            events = read_events(conn, [launched, *texts, ended])
         specs = _specs(events.get(launched))
         step_list = [_step_dict(s, specs.get(s[_STEP_ID]), events) for s in steps]
-        markdown = getattr(events.get(ended or 0), "report", "")
+        markdown = getattr(events.get(ended), "report", "")
         return {"run": _run_dict(run), "steps": step_list, "report": markdown or None}
 
     @contextmanager
@@ -178,8 +183,8 @@ class ReadModel:
     def report(self, run_id: str) -> str | None:
         """The run's report markdown; None until the run has ended (or when it has none)."""
         with self.engine.connect() as conn:
-            ended = conn.execute(sa.select(reports.c.position).where(reports.c.run_id == run_id)).scalar()
-            return _report(conn, ended)
+            events = decode_events(conn.execute(_REPORT, {"run_id": run_id}))
+        return next((getattr(e, "report", "") for e in events.values()), "") or None
 
     def anomalies(self, run_id: str) -> list[dict[str, Any]]:
         """The anomalies seen in a run, in the order they were recorded."""

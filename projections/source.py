@@ -178,22 +178,28 @@ _IN_CHUNK = 900  # bound parameters per IN (...): under SQLite's oldest limit of
 def read_events(conn: sa.Connection, positions: Iterable[int]) -> dict[int, Event]:
     """The events at these global positions, decoded as a projection decodes them.
 
-    How a query gets the long texts the read tables point at (a step's
-    output and prompt, a run's report). Positions that hold no event of a
-    known type, or one that does not decode, are left out (and logged).
+    How a query gets what the read tables point at (a run's launch, a
+    step's output and prompt, a run's report). Positions that hold no event
+    of a known type, or one that does not decode, are left out (and logged).
     """
     wanted = sorted({p for p in positions if p > 0})
     out: dict[int, Event] = {}
     for start in range(0, len(wanted), _IN_CHUNK):
-        rows = conn.execute(_AT, {"positions": wanted[start : start + _IN_CHUNK]})
-        for position, type_name, data in rows:
-            decoder = _DECODERS.get(type_name)
-            if decoder is None:
-                continue
-            try:
-                out[position] = decoder.decode(data)
-            except msgspec.DecodeError as exc:
-                log.error("projection cannot read event %d (%s): %s", position, type_name, exc)
+        out.update(decode_events(conn.execute(_AT, {"positions": wanted[start : start + _IN_CHUNK]})))
+    return out
+
+
+def decode_events(rows: Iterable[Sequence[Any]]) -> dict[int, Event]:
+    """``(position, type, data)`` rows of ``events`` as domain events by position (see ``read_events``)."""
+    out: dict[int, Event] = {}
+    for position, type_name, data in rows:
+        decoder = _DECODERS.get(type_name)
+        if decoder is None:
+            continue
+        try:
+            out[position] = decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            log.error("projection cannot read event %d (%s): %s", position, type_name, exc)
     return out
 
 
