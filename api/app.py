@@ -107,7 +107,8 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
     try:
         runtime = Runtime(settings).start()
     except Exception as exc:
-        log.info("baton serve could not start", exc_info=exc)  # the traceback, with -v
+        if not isinstance(exc, failures.INPUT_ERRORS + failures.RUNTIME_ERRORS):
+            log.info("baton serve could not start", exc_info=exc)  # an unforeseen error's traceback, with -v
         return failures.fail(failures.exit_code(exc), failures.describe(exc, settings.db))
     try:
         app = create_app(runtime)
