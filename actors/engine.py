@@ -26,11 +26,12 @@ from actors.bus import FrameBus
 from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
-from actors.errors import LaunchInProgress
+from actors.errors import LaunchInProgress, NodeInUse
+from actors.runlog import node_lease
 from actors.orchestrator import Orchestrator
 from actors.runlog import decode, load
 from eventstore import ConcurrencyError, EventStore, NewEvent
-from eventstore.leases import Leases
+from eventstore.leases import Leases, default_owner
 from flows import launch as launching
 from flows.catalog import FlowRegistry
 from flows.events import stream_of
@@ -95,9 +96,9 @@ class Engine:
         """Start the orchestrator (which recovers unfinished runs). Returns self."""
         if self._orchestrator is None:
             node = self.config.node
-            holder = self.ctx.leases.acquire(f"node-{node}", node)
+            holder = self.ctx.leases.acquire(node_lease(node), default_owner())
             if holder is not None:
-                raise RuntimeError(f"another live process is already node {node!r}")
+                raise NodeInUse(node, holder)
             self._orchestrator = Orchestrator.start(self.ctx)
         return self
 
@@ -109,7 +110,7 @@ class Engine:
             except pykka.ActorDeadError:
                 pass
             self._orchestrator = None
-            self.ctx.leases.release_all(self.config.node)
+            self.ctx.leases.release(node_lease(self.config.node), default_owner())
         self._steps.shutdown(wait=False, cancel_futures=True)  # attempts in flight were cancelled above
         if isinstance(self.clock, RealClock):
             self.clock.stop()

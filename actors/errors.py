@@ -26,3 +26,13 @@ class LaunchInProgress(RuntimeError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"run {run_id} is being launched right now")
         self.run_id = run_id
+
+
+class NodeInUse(RuntimeError):
+    """Another live process already runs under this node name (BATON_NODE)."""
+
+    def __init__(self, node: str, owner: str) -> None:
+        super().__init__(f"node name {node!r} is in use by another live process ({owner}); "
+                         f"give each process its own BATON_NODE")
+        self.node = node
+        self.owner = owner

@@ -31,7 +31,8 @@ from actors import messages as m
 from actors.context import EngineContext
 from actors.errors import LaunchInProgress, RunOwnedElsewhere
 from actors.run import RunActor
-from actors.runlog import driven_elsewhere, has_work, load_with_owner
+from actors.runlog import driven_elsewhere, has_work, live_nodes, load_with_owner, node_lease
+from eventstore.leases import default_owner
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
 
 log = logging.getLogger(__name__)
@@ -149,11 +150,11 @@ class Orchestrator(pykka.ThreadingActor):
         """
         node = self.ctx.config.node
         try:
-            if not self.ctx.leases.renew(node):
-                holder = self.ctx.leases.acquire(f"node-{node}", node)
+            if not self.ctx.leases.renew(default_owner()):
+                holder = self.ctx.leases.acquire(node_lease(node), default_owner())
                 if holder is not None:
-                    log.error("another live process calls itself %s (%s); give each process its own node name",
-                              node, holder)
+                    log.error("another live process (%s) has taken node name %s; give each process its own "
+                              "BATON_NODE", holder, node)
         except Exception:  # the database is away for a moment: the next beat tries again
             log.warning("could not renew the node lease", exc_info=True)
         self._renewal = self.ctx.clock.call_later(self.ctx.config.lease_ttl_s / 3, self._beat)
@@ -169,7 +170,7 @@ class Orchestrator(pykka.ThreadingActor):
             self._recover()
 
     def _live_nodes(self) -> set[str]:
-        return set(self.ctx.leases.held().values())
+        return live_nodes(self.ctx.leases.held())
 
     def _beat(self) -> None:
         self._tell_self(_Renew())

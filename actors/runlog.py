@@ -51,6 +51,19 @@ def load_with_owner(ctx: EngineContext, run_id: str) -> tuple[RunState, History,
     return state, history, last_node
 
 
+NODE_LEASE = "node-"
+
+
+def node_lease(node: str) -> str:
+    """The lease a process named ``node`` holds while it lives (its owner is the process: host:pid)."""
+    return NODE_LEASE + node
+
+
+def live_nodes(held: dict[str, str]) -> set[str]:
+    """The node names whose lease is alive, from ``Leases.held()``."""
+    return {name[len(NODE_LEASE):] for name in held if name.startswith(NODE_LEASE)}
+
+
 def driven_elsewhere(state: RunState, last_node: str, me: str, live: set[str]) -> bool:
     """Whether another live process is driving the run now.
 

@@ -127,3 +127,13 @@ def test_a_live_process_takes_over_the_runs_of_a_node_that_stopped_renewing(stor
         assert lost[0]["lost"] and state.steps["work"].status == "completed"
     finally:
         b.stop()
+
+
+def test_a_second_live_process_cannot_take_a_node_name_in_use(store):
+    from actors.errors import NodeInUse
+
+    leases = Leases(store.engine, ttl_s=30)
+    assert leases.acquire("node-shared", "otherhost:4242") is None  # a process elsewhere, alive
+    with pytest.raises(NodeInUse) as refused:
+        Engine(store, REGISTRY, EngineConfig(node="shared"), backend=ScriptedBackend()).start()
+    assert refused.value.owner == "otherhost:4242" and "BATON_NODE" in str(refused.value)
