@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -69,13 +70,15 @@ def patiently(action: Callable[[], T], patience_s: float = LOCK_PATIENCE_S) -> T
 
     The lock is shared with the event writer and other processes; a
     transaction that did not get it within the busy timeout rolled back
-    whole, so trying it again is safe. Other errors are raised at once.
+    whole, so trying it again is safe. Other errors are raised at once. The
+    error comes from SQLAlchemy or, for the statements run on the DBAPI
+    cursor (``advance``, ``write``), from sqlite3 itself.
     """
     deadline = time.monotonic() + patience_s
     while True:
         try:
             return action()
-        except sa.exc.OperationalError as exc:
+        except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
             if not is_lock_wait(exc) or time.monotonic() > deadline:
                 raise
             log.info("projection: the database is locked; trying again")
@@ -130,17 +133,20 @@ def advance(conn: sa.Connection, name: str, seen: Checkpoint, position: int) -> 
     Called first in the batch's transaction, so it also takes the lock that
     serialises projectors.
     """
-    result = conn.execute(
-        sa.update(projection_checkpoints)
-        .where(
-            projection_checkpoints.c.name == name,
-            projection_checkpoints.c.position == seen.position,
-            projection_checkpoints.c.epoch == seen.epoch,
-            projection_checkpoints.c.version == seen.version,
+    # Through the DBAPI cursor, like the rows (see ``write``): once per page, SQLAlchemy's
+    # statement handling cost as much as the update itself.
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(
+            f"UPDATE projection_checkpoints SET position = {mark} "
+            f"WHERE name = {mark} AND position = {mark} AND epoch = {mark} AND version = {mark}",
+            (position, name, seen.position, seen.epoch, seen.version),
         )
-        .values(position=position)
-    )
-    if result.rowcount != 1:
+        moved = cursor.rowcount != 1
+    finally:
+        cursor.close()
+    if moved:
         raise CheckpointMoved(name)
     return Checkpoint(position, seen.version, seen.epoch)
 
