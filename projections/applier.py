@@ -154,32 +154,44 @@ class Applier:
 
     # -- a long stretch ---------------------------------------------------------------------
 
-    def catch_up(self, store: Any, chunk: int, stopping: Callable[[], bool] = lambda: False) -> int:
-        """Apply everything after the checkpoint, pipelined in pages of ``chunk``; returns events read."""
+    def catch_up(self, store: Any, chunk: int, stopping: Callable[[], bool] = lambda: False, *,
+                 reset: bool = False) -> int:
+        """Apply everything after the checkpoint, pipelined in pages of ``chunk``; returns events read.
+
+        ``reset`` (a rebuild): empty the tables first (see ``reset``). On
+        PostgreSQL the first page is read and applied in memory meanwhile:
+        dropping and creating the tables is a wait on the server, and the
+        first page depends on nothing they hold.
+        """
         total = 0
         pool: Executor = (_InTurn() if self.engine.dialect.name == "sqlite"
                           else ThreadPoolExecutor(2, thread_name_prefix=f"baton-projection-{self.name}"))
         with pool:
             while True:
                 try:
-                    return total + self._pipeline(pool, store, chunk, stopping)
+                    return total + self._pipeline(pool, store, chunk, stopping, reset)
                 except CheckpointMoved:
+                    reset = False
                     self.reload()  # another projector is ahead: go on from where it is
                 except BaseException:
                     self.work = Workset()
                     raise
 
     def _pipeline(self, pool: Executor, store: Any, chunk: int,
-                  stopping: Callable[[], bool]) -> int:
+                  stopping: Callable[[], bool], reset: bool) -> int:
         with LogReader(store) as reader, db.writing(self.engine, bulk=True) as writer:
-            return self._stages(pool, reader, writer, chunk, stopping)
+            return self._stages(pool, reader, writer, chunk, stopping, reset)
 
     def _stages(self, pool: Executor, reader: LogReader, writer: sa.Connection, chunk: int,
-                stopping: Callable[[], bool]) -> int:
+                stopping: Callable[[], bool], reset: bool) -> int:
         count = 0
-        reading: Future[Any] = pool.submit(reader.fetch, self.checkpoint.position, chunk)
         writing: Future[Checkpoint] | None = None
-        seen = self.checkpoint  # the checkpoint the next commit moves from
+        if reset:
+            self.work = Workset()
+            writing = pool.submit(db.patiently, lambda: db.reset(self.engine, self.name, self.version))
+        reading: Future[Any] = pool.submit(reader.fetch, 0 if reset else self.checkpoint.position, chunk)
+        # The checkpoint the next commit moves from: a reset's is known once it is done.
+        seen: Checkpoint | None = None if reset else self.checkpoint
 
         def written() -> None:
             nonlocal writing
@@ -196,9 +208,12 @@ class Applier:
                 if more:
                     reading = pool.submit(reader.fetch, page.last, chunk)
                 if page.count:
-                    # Evicted runs may still be in the write under way: let it finish before reading rows back.
-                    writes = self._compute(page, seen.position, before_load=written)
+                    # Evicted runs may still be in the write under way (and tables in a reset):
+                    # let it finish before reading rows back.
+                    writes = self._compute(page, 0 if seen is None else seen.position, before_load=written)
                     written()
+                    if seen is None:
+                        seen = self.checkpoint
                     writing = pool.submit(self._commit, writes, seen, page.last, writer)
                     seen = Checkpoint(page.last, seen.version, seen.epoch)
                 if not more:

@@ -63,8 +63,7 @@ def rebuild(store: Any, *, name: str = DEFAULT_NAME, version: int = PROJECTION_V
     collecting = gc.isenabled()
     gc.disable()
     try:
-        applier.reset()
-        events = applier.catch_up(store, chunk)
+        events = applier.catch_up(store, chunk, reset=True)
     finally:
         if collecting:
             gc.enable()
