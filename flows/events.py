@@ -204,6 +204,9 @@ TERMINAL_RUN_TYPES = frozenset(cls.__name__ for cls in TERMINAL_RUN_EVENTS)
 # (type name, schema version) -> a pure function taking that version's data to
 # (type name, data) one version up. A renamed or reshaped event adds one here;
 # a new field with a default needs none. Empty: no event has changed yet.
+# The engine decodes through these (actors.runlog.CODEC); the projector decodes
+# pages straight into the event types for speed (projections/source.py) and
+# must apply the first upcaster added here too.
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]] = {}
 
 
