@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pykka
+from msgspec.structs import replace
 
 from actors import messages as m
 from actors.agents import AgentRequest, CancelToken, persona_text
@@ -293,8 +294,8 @@ class RunActor(pykka.ThreadingActor):
             "node": self.ctx.config.node,
             "actor": self.actor or f"baton@{self.ctx.config.node}",
             "correlation_id": self.run_id,
-            "causation_id": self.cause or (self.history[-1][1].__class__.__name__ + f"@{self.history[-1][0]}"
-                                           if self.history else "launch"),
+            # the command behind the batch, else the last recorded event the decision followed
+            "causation_id": self.cause or (f"position:{self.history[-1][0]}" if self.history else "launch"),
             "schema_version": SCHEMA_VERSION,
         }
         self.actor = self.cause = ""
@@ -465,8 +466,6 @@ _FROM_ORCHESTRATOR = (m.Launch, m.Begin, m.Recover, m.Resume, m.Cancel, m.SlotsG
 
 
 def _with_position(state: RunState, position: int) -> RunState:
-    from msgspec.structs import replace
-
     return replace(state, position=position)
 
 
