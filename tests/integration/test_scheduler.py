@@ -14,11 +14,6 @@ from flows.catalog import FlowRegistry
 from flows.events import stream_of
 from tests.integration.scripted import ScriptedBackend
 
-
-def done(ctx):
-    return "done"
-
-
 SINGLE = Flow("single", steps=[agent("work", persona="analyst", prompt="Work on $input.question")])
 GATED_AGENT = Flow("gated-agent", steps=[agent("draft", persona="writer", prompt="Draft $input.question"),
                                          approval("gate", deps=["draft"], prompt="Go on?")])

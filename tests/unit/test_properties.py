@@ -29,7 +29,17 @@ from hypothesis import strategies as st
 
 from flows import Flow, agent, approval, code
 from flows import rules as rules_mod
-from flows.decide import RunFinished, cancel, complete, decide, fail, finish, recover, resume, start
+from flows.decide import (
+    RunFinished,
+    cancel,
+    complete,
+    decide,
+    fail,
+    finish,
+    recover,
+    resume,
+    start,
+)
 from flows.events import (
     Event,
     RunCancelled,
@@ -46,6 +56,7 @@ from flows.events import (
 )
 from flows.model import FlowSnapshot, StepSpec, TriggerRule
 from flows.state import RunState, StepState, evolve, fold
+from tests.unit.rule_oracle import by_the_prose
 
 RULES = [r.value for r in TriggerRule]
 T0 = 10_000.0
@@ -164,48 +175,7 @@ def dep_class(spec: StepSpec, dep: str, steps: dict[str, StepState], snap: FlowS
 
 
 def expected_verdict(spec: StepSpec, steps: dict[str, StepState], snap: FlowSnapshot) -> tuple[str, str]:
-    deps = [dep_class(spec, d, steps, snap) for d in spec.deps]
-    rule = spec.trigger_rule
-    if not deps or rule == "always":
-        return "run", ""
-    n, ok, skipped = len(deps), deps.count("success"), deps.count("skipped")
-    failures = [d for d in deps if d in ("failed", "rejected")]
-    done = "not_done" not in deps
-    reason = "rejected" if failures and all(d == "rejected" for d in failures) else "upstream_failed"
-    fail_skip = ("skip", reason) if (reason == "upstream_failed" or done) else ("wait", "")
-    if rule == "all_success":
-        if failures:
-            return fail_skip
-        if skipped:
-            return ("skip", "upstream_skipped") if done else ("wait", "")
-        return ("run", "") if ok == n else ("wait", "")
-    if rule == "one_success":
-        if ok:
-            return "run", ""
-        if not done:
-            return "wait", ""
-        return ("skip", reason) if failures else ("skip", "upstream_skipped")
-    if rule == "all_done":
-        return ("run", "") if done else ("wait", "")
-    if rule == "none_failed":
-        if failures:
-            return fail_skip
-        return ("run", "") if done else ("wait", "")
-    if rule == "none_failed_min_one_success":
-        if failures:
-            return fail_skip
-        if not done:
-            return "wait", ""
-        return ("run", "") if ok else ("skip", "upstream_skipped")
-    if rule == "all_failed":
-        if ok or skipped:
-            return "skip", "trigger_rule"
-        return ("run", "") if len(failures) == n else ("wait", "")
-    if rule == "one_failed":
-        if failures:
-            return "run", ""
-        return ("skip", "trigger_rule") if done else ("wait", "")
-    raise AssertionError(rule)
+    return by_the_prose(spec.trigger_rule, [dep_class(spec, d, steps, snap) for d in spec.deps])
 
 
 def expected_when(spec: StepSpec, scores: dict[str, int], flag: bool) -> bool:
