@@ -2,7 +2,7 @@
 
     python bench/api.py [--runs 20] [--clients 1,100] [--repeat 5] [--pg]
 
-Starts a real server (``python -m api.app`` in a subprocess, offline agents)
+Starts a real server (``python -m api.http.app`` in a subprocess, offline agents)
 on a temporary SQLite file (and, with ``--pg``, on a temporary PostgreSQL
 database), connects N SSE clients spread over a few worker processes (so
 the clients' own parsing does not queue behind itself), launches runs of a
@@ -55,7 +55,7 @@ def _load_projections_bench() -> Any:
 
 
 class Server:
-    """``python -m api.app`` on a free port with offline agents."""
+    """``python -m api.http.app`` on a free port with offline agents."""
 
     def __init__(self, db_url: str) -> None:
         with socket.socket() as s:
@@ -66,7 +66,7 @@ class Server:
         env.update(BATON_DB=db_url, BATON_AGENT="offline", BATON_OFFLINE_DELAY_S="0.05",
                    BATON_PORT=str(self.port), BATON_MAX_ACTIVE_RUNS="0", BATON_AGENT_SLOTS="0",
                    PYTHONPATH=str(ROOT))
-        self.process = subprocess.Popen([sys.executable, "-m", "api.app"], cwd=ROOT, env=env,
+        self.process = subprocess.Popen([sys.executable, "-m", "api.http.app"], cwd=ROOT, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:

@@ -9,7 +9,7 @@ from tests.api.server import ApiServer
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``python -m api.app`` on a SQLite file of this module's own."""
+    """``python -m api.http.app`` on a SQLite file of this module's own."""
     db = tmp_path_factory.mktemp("api") / "baton.db"
     with ApiServer(f"sqlite:///{db}") as running:
         yield running

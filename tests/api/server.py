@@ -1,4 +1,4 @@
-"""A real baton server in a subprocess (``python -m api.app``), and a small SSE reader.
+"""A real baton server in a subprocess (``python -m api.http.app``), and a small SSE reader.
 
     with ApiServer(db_url) as server:
         httpx.get(server.url + "/api/health")
@@ -52,7 +52,7 @@ def server_env(db_url: str, port: int, **extra: str) -> dict[str, str]:
 
 
 class ApiServer:
-    """``python -m api.app`` on a free port, stopped (SIGINT, then kill) on exit."""
+    """``python -m api.http.app`` on a free port, stopped (SIGINT, then kill) on exit."""
 
     def __init__(self, db_url: str, *, start_timeout: float = 30.0, **env: str) -> None:
         self.db_url = db_url
@@ -66,7 +66,7 @@ class ApiServer:
     def __enter__(self) -> ApiServer:
         self._log = open(self.log_path, "wb")
         self._listening = threading.Event()
-        self.process = subprocess.Popen([sys.executable, "-m", "api.app"], cwd=ROOT, env=self.env,
+        self.process = subprocess.Popen([sys.executable, "-m", "api.http.app"], cwd=ROOT, env=self.env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._reader = threading.Thread(target=self._copy_output, daemon=True)
         self._reader.start()

@@ -6,8 +6,8 @@ import asyncio
 import threading
 import time
 
-from api.delta_order import DeltaOrder
-from api.hub import FrameHub
+from api.http.delta_order import DeltaOrder
+from api.http.hub import FrameHub
 from eventstore import NewEvent, open_store
 from flows.catalog import FlowRegistry
 from flows.events import RunStarted, event_data

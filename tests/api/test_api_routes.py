@@ -15,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from actors.errors import LaunchInProgress, RunBusy
-from api.app import create_app
+from api.http.app import create_app
 from api.runtime import Runtime
 from api.settings import Settings
 

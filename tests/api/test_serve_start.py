@@ -12,7 +12,7 @@ import pytest
 
 from actors.agents.base import BackendConfigError
 from actors.engine import Engine
-from api.app import serve
+from api.http.app import serve
 from api.runtime import Runtime, StartError
 from api.settings import Settings
 from eventstore import StoreClosedError

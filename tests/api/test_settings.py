@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from api import cli
+from api.cli import main as cli
 from api.settings import Settings, SettingsError, from_env, safe_url, scrub
 
 

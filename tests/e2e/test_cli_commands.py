@@ -31,7 +31,7 @@ def test_flows_lists_the_catalogue_and_extra_modules(baton):
 
 
 def test_python_dash_m_runs_the_same_cli():
-    proc = subprocess.run([sys.executable, "-m", "api.cli", "flows"], cwd=REPO, env=clean_env(),
+    proc = subprocess.run([sys.executable, "-m", "api.cli.main", "flows"], cwd=REPO, env=clean_env(),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "review-and-approve" in proc.stdout
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
-from api import cli
+from api.cli import main as cli
 from baton_cli import Baton, Result
 
 

@@ -70,7 +70,7 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(store):
 def test_the_api_refuses_a_command_for_a_run_driven_elsewhere_with_409(store):
     from starlette.testclient import TestClient
 
-    from api.app import create_app
+    from api.http.app import create_app
     from api.runtime import Runtime
     from api.settings import Settings
 

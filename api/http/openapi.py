@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document of the HTTP API, served at /api/openapi.json.
 
-Component schemas are generated from the msgspec Structs of ``api.schemas``
+Component schemas are generated from the msgspec Structs of ``api.http.schemas``
 (the same types the request bodies are decoded into); the operations below
-describe every route of ``api.routes`` and ``api.stream``. A test checks
+describe every route of ``api.http.routes`` and ``api.http.stream``. A test checks
 that every route of the app appears here.
 """
 
@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api import schemas
-from api.problems import MEDIA_TYPE as PROBLEM
+from api.http import schemas
+from api.http.problems import MEDIA_TYPE as PROBLEM
 
 _REF = "#/components/schemas/{name}"
 

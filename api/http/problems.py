@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from actors.engine import EngineTimeout
 from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
-from api.schemas import BodyError, EmptyBody, MalformedJson, Problem
+from api.http.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.catalog import UnknownFlow
 from flows.decide import NotWaiting, RunFinished, UnknownRun, UnknownStep

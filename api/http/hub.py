@@ -23,7 +23,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
-from api.delta_order import DeltaOrder
+from api.http.delta_order import DeltaOrder
 from eventstore import EventStore, RecordedEvent, StoreClosedError
 from projections.frames import Framer
 

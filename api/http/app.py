@@ -4,7 +4,7 @@
     app = create_app(runtime)          # Starlette; the caller owns the runtime
     serve(settings)                    # `baton serve`: runtime + uvicorn, exit code
 
-``python -m api.app`` serves with settings from the BATON_* environment
+``python -m api.http.app`` serves with settings from the BATON_* environment
 (the tests run the server this way, in a subprocess).
 """
 
@@ -21,8 +21,9 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from api import failures, openapi, problems, routes, stream
-from api.hub import DEFAULT_BUFFER, FrameHub
+from api import failures
+from api.http import openapi, problems, routes, stream
+from api.http.hub import DEFAULT_BUFFER, FrameHub
 from api.runtime import Runtime
 from api.settings import Settings, SettingsError, from_env, safe_url
 
@@ -128,7 +129,7 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
 
 
 def main() -> int:
-    """``python -m api.app``: serve with settings from the BATON_* environment."""
+    """``python -m api.http.app``: serve with settings from the BATON_* environment."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = from_env()

@@ -3,7 +3,7 @@
 Request bodies are decoded straight into these (``decode``), so a wrong type,
 a missing field or an unknown field is refused before any command runs, with
 the path of the field at fault. The response Structs document what the
-routes answer; the OpenAPI document (``api.openapi``) is generated from all
+routes answer; the OpenAPI document (``api.http.openapi``) is generated from all
 of them, so the schema and the validation cannot drift apart.
 """
 

@@ -2,7 +2,7 @@
 
 Everything here reads a run's state folded from its stream (``flows.state``)
 or rows of the read model; nothing here changes the log. The command logic
-lives in ``api.cli``.
+lives in ``api.cli.main``.
 
 On a terminal the progress table is a rich ``Live`` display that redraws
 itself (elapsed times tick); when the output is a pipe or a file, each step's

@@ -1,9 +1,9 @@
 """Commands and queries of DESIGN §7, as Starlette endpoints.
 
-Routes only translate: they read and check the request (``api.schemas``),
+Routes only translate: they read and check the request (``api.http.schemas``),
 call the engine, the read model or the store, and shape the answer. Errors
 are the domain's own exceptions, turned into problem+json by
-``api.problems`` in one place. Blocking calls (the engine's ask, database
+``api.http.problems`` in one place. Blocking calls (the engine's ask, database
 reads) run in the thread pool so the event loop keeps serving the stream.
 
 Read-your-writes: every command answers the position of the event it
@@ -25,9 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api import schemas
-from api.problems import BadParameter, NotFound, TooLarge, Unavailable
-from api.schemas import CancelRequest, DecisionRequest, LaunchRequest
+from api.http import schemas
+from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
+from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
 from eventstore import StoreUnavailableError
 from flows.decide import UnknownRun
 

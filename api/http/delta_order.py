@@ -1,4 +1,4 @@
-"""Token deltas kept behind the frame that says their step is running (used by ``api.hub``)."""
+"""Token deltas kept behind the frame that says their step is running (used by ``api.http.hub``)."""
 
 from __future__ import annotations
 

@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from api import failures, progress
-from api.audit import Replay, replay_log
+from api import failures
+from api.cli import progress
+from api.cli.audit import Replay, replay_log
 from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
-from api.progress import ProgressView, load_run, make_console, say, watch_run
+from api.cli.progress import ProgressView, load_run, make_console, say, watch_run
 from api.runtime import Runtime, load_registry
 from api.settings import Settings, from_env, safe_url
 from api.settings import check as check_settings
@@ -311,9 +312,9 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """The HTTP API (``api.app.serve``), with its exit code."""
+    """The HTTP API (``api.http.app.serve``), with its exit code."""
     try:
-        from api.app import serve
+        from api.http.app import serve
     except ImportError as exc:
         raise CliError(EXIT_FAILED, f"the HTTP server is not available: {exc}") from None
     try:

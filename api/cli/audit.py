@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from api import progress
+from api.cli import progress
 from eventstore import CorruptEventError, EventStore, RecordedEvent
 from flows.events import RunLaunched, event_from_data
 from flows.state import RunState, evolve

@@ -1,6 +1,6 @@
 """The frame stream of DESIGN §7: SSE at /api/stream and a WebSocket at /api/ws.
 
-Both serve the frames of the app's ``FrameHub`` (``api.hub``). A consumer
+Both serve the frames of the app's ``FrameHub`` (``api.http.hub``). A consumer
 resumes with the id of the last durable frame it saw: ``Last-Event-ID``
 (header, or ``?last_event_id=`` / ``?after=``) for SSE, ``after`` in the
 query or the first message for the WebSocket. It then gets every durable
@@ -31,8 +31,8 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.hub import Frame, SharedFrame, Subscriber
-from api.problems import BadParameter
+from api.http.hub import Frame, SharedFrame, Subscriber
+from api.http.problems import BadParameter
 
 _encode = msgspec.json.Encoder().encode
 FIRST_MESSAGE_S = 1.0  # how long a WebSocket without query parameters waits for its resume message

@@ -1,0 +1,1 @@
+"""The terminal face: the ``baton`` command line and its views of runs."""
