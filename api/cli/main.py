@@ -75,6 +75,10 @@ SERVE_FLAGS: tuple[tuple[str, str, type, str, str], ...] = (
     ("--agent-slots", "agent_slots", int, "N", "model calls at once, 0 = no limit (BATON_AGENT_SLOTS)"),
     ("--stall-s", "stall_s", float, "SECONDS", "silence before a running agent step is a stall (BATON_STALL_S)"),
     ("--node", "node", str, "NAME", "this process's unique name among those sharing the store (BATON_NODE)"),
+    ("--openai-read-timeout-s", "openai_read_timeout_s", float, "SECONDS",
+     "silence from the model server before a call fails (BATON_OPENAI_READ_TIMEOUT_S)"),
+    ("--max-output-bytes", "max_output_bytes", int, "BYTES",
+     "a step output larger than this fails the step (BATON_MAX_OUTPUT_BYTES)"),
 )
 SETTING_FLAG = "setting__"
 
