@@ -305,7 +305,7 @@ def test_a_rejection_skips_dependents_except_on_reject_steps_and_rejects_the_run
     sim.complete("notify", "told them", T0 + 12)
     end = sim.finish(T0 + 13)
     assert isinstance(end, RunRejected) and end.by == "bo"
-    assert end.reason == "step 'gate' was rejected by bo: too risky"
+    assert end.reason == "step 'gate' was rejected: too risky"  # who rejected is `by`, said once
     assert sim.state.status == "rejected"
 
 
@@ -552,7 +552,7 @@ def test_a_rejection_on_the_way_rejects_the_run_even_with_every_leaf_fine() -> N
     sim.resume("gate", "rejected", T0, by="bo")
     sim.decide(T0)
     sim.complete("after", "ok", T0)
-    assert outcome(sim.state) == ("rejected", "step 'gate' was rejected by bo")
+    assert outcome(sim.state) == ("rejected", "step 'gate' was rejected")
 
 
 def test_a_leaf_skipped_by_its_condition_is_a_branch_not_taken() -> None:
