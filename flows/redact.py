@@ -6,8 +6,10 @@ comes from outside baton's own wording (a backend's error, an exception's
 message, a traceback) goes through one :class:`Redactor` first. These are the
 rules, in one home:
 
-- URL userinfo: ``scheme://user:password@host`` and ``scheme://token@host``
-  lose the whole userinfo (``scheme://***@host``): a user name can be a token;
+- URL userinfo: ``scheme://user:password@host`` loses its password
+  (``scheme://user:***@host``, as SQLAlchemy prints a URL) and
+  ``scheme://token@host`` its whole userinfo (``scheme://***@host``): a lone
+  user name is how tokens are often given;
 - query parameters whose name says key, token, secret, password or signature:
   the value becomes ``***``;
 - ``Bearer <token>`` and ``Basic <credentials>`` (an echoed Authorization
@@ -31,7 +33,7 @@ from urllib.parse import quote, unquote, urlsplit
 MASK = "***"
 MIN_SECRET = 4
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#'\"<>]+@")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s@:?#'\"<>]+)(:[^/\s@?#'\"<>]*)?@")
 _QUERY_SECRET = re.compile(
     r"(?i)([?&;](?:[a-z0-9_.\-]*(?:key|token|secret|passw(?:or)?d|pwd|signature|sig|credential|auth))=)"
     r"[^&;#\s'\"<>]+"
@@ -57,7 +59,12 @@ def url_secrets(url: str) -> tuple[str, ...]:
 
 def without_userinfo(url: str) -> str:
     """``url`` as safe to print: its userinfo (if any) replaced by ``***``."""
-    return _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", url)
+    return _USERINFO.sub(_masked_userinfo, url)
+
+
+def _masked_userinfo(m: re.Match[str]) -> str:
+    # user:password@ keeps the user (as SQLAlchemy prints a URL); a lone user@ may be a token: all goes.
+    return f"{m.group(1)}{m.group(2)}:{MASK}@" if m.group(3) is not None else f"{m.group(1)}{MASK}@"
 
 
 class Redactor:
@@ -80,7 +87,7 @@ class Redactor:
             return text
         if self._known is not None:
             text = self._known.sub(MASK, text)
-        text = _USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+        text = _USERINFO.sub(_masked_userinfo, text)
         text = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{MASK}", text)
         return _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
 

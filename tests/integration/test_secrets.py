@@ -86,6 +86,6 @@ def test_no_secret_reaches_an_event_a_frame_a_report_or_a_log_line(sqlite_url, s
         assert secrets_seen(line.getMessage()) == [], line.getMessage()
     # What was masked is still said: the server, and what went wrong.
     upload_error = next(f["error"] for f in failures if f["step_id"] == "upload")
-    assert "https://hook.example/notify?token=***" in upload_error and "https://***@hook.example" in upload_error
+    assert "https://hook.example/notify?token=***" in upload_error and "https://bot:***@hook.example" in upload_error
     ask_error = next(f["error"] for f in failures if f["step_id"] == "ask")
     assert f"127.0.0.1:{server.port}/v1" in ask_error

@@ -5,11 +5,13 @@ from __future__ import annotations
 from flows.redact import Redactor, url_secrets, without_userinfo
 
 
-def test_url_userinfo_is_masked_whole() -> None:
+def test_url_userinfo_loses_its_password_or_its_lone_token() -> None:
     r = Redactor()
-    assert r("cannot reach http://user:pw1@127.0.0.1:9/v1 (refused)") == "cannot reach http://***@127.0.0.1:9/v1 (refused)"
+    assert r("cannot reach http://user:pw1@127.0.0.1:9/v1 (refused)") == \
+        "cannot reach http://user:***@127.0.0.1:9/v1 (refused)"
     assert r("git clone https://ghp_abc123@github.com/x/y") == "git clone https://***@github.com/x/y"
-    assert r("postgresql+psycopg://baton:s3cret@db/baton") == "postgresql+psycopg://***@db/baton"
+    assert r("postgresql+psycopg://baton:s3cret@db/baton") == "postgresql+psycopg://baton:***@db/baton"
+    assert r("postgresql+psycopg://baton:***@db/baton") == "postgresql+psycopg://baton:***@db/baton"
     assert r("mail me at bo@example.com") == "mail me at bo@example.com"  # not a URL
 
 
@@ -40,5 +42,5 @@ def test_the_secret_of_a_url_is_its_password_or_a_lone_user_name() -> None:
     assert url_secrets("http://user:s%40cret@h/v1") == ("s@cret",)
     assert url_secrets("https://tok3n@h/") == ("tok3n",)
     assert url_secrets("http://localhost:11434/v1") == ()
-    assert without_userinfo("http://user:secret@h:1/v1") == "http://***@h:1/v1"
+    assert without_userinfo("http://user:secret@h:1/v1") == "http://user:***@h:1/v1"
     assert without_userinfo("http://h:1/v1") == "http://h:1/v1"
