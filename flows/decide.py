@@ -33,6 +33,13 @@ from flows.state import RunState, evolve
 
 History = list[tuple[int, Event]]
 
+FAST_NOTE = (
+    "Fast mode: answer concisely. Lead with the conclusion, keep only the evidence that carries it, "
+    "and keep the requested format (frontmatter included)."
+)
+"""Appended to every agent step's prompt of a run launched with ``fast`` (seed 002's fast mode);
+decided here, so StepStarted records exactly the prompt that was sent."""
+
 FIELDS_COPY_CHARS = 64 * 1024
 """Past this many characters of output, a StepCompleted does not copy the fields out of it."""
 
@@ -177,6 +184,8 @@ def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
     launched = state.launched
     assert launched is not None
     prompt, unresolved = render_prompt(state, spec) if spec.kind == "agent" else ("", [])
+    if launched.fast and spec.kind == "agent":
+        prompt = f"{prompt}\n\n{FAST_NOTE}"
     if st.guidance and spec.kind == "agent":
         prompt = f"{prompt}\n\n{st.guidance}"
     return StepStarted(
