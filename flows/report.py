@@ -146,12 +146,12 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
             if st.status == "failed":
                 not_run += [f"  - at `{frame}`" for frame in frames_of.get(spec.id, ())]
             continue
-        where = f"event {completed_at[spec.id]} (StepCompleted of {spec.id})" if completed_at.get(spec.id) \
-            else f"the StepCompleted event of {spec.id}"
-        text = embed(body(st.output), where)
+        position = completed_at.get(spec.id)
+        where = f"event {position} (StepCompleted of {spec.id})" if position else f"the StepCompleted of {spec.id}"
+        full = body(st.output)
         who = f" ({spec.persona})" if spec.persona else ""
-        block = [f"### {title}{who}", "", nest(text) or "_(empty output)_", ""]
-        if spec.kind == "agent" and not has_evidence(text):
+        block = [f"### {title}{who}", "", nest(embed(full, where)) or "_(empty output)_", ""]
+        if spec.kind == "agent" and not has_evidence(full):
             deferred += block
         else:
             sections[_section(spec)] += block
