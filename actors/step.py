@@ -186,7 +186,6 @@ class StepActor:
                               "attempt": self.attempt.attempt, "text": text})
 
 
-
 def last_frames(exc: BaseException, limit: int = FRAMES_KEPT) -> tuple[str, ...]:
     """The innermost ``limit`` frames of ``exc``'s traceback, outermost first, as "file:line in func".
 
