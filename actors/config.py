@@ -26,3 +26,6 @@ class EngineConfig:
     step_threads: int = 256  # attempts running at once, at most (parallel code steps need threads)
     recover: bool = True  # take over unfinished runs at start (a CLI command drives only its own run)
     lease_ttl_s: float = 30.0  # a process that stops renewing loses its runs after this long
+    max_output_bytes: int = 1024 * 1024  # a step output larger than this fails the step (BATON_MAX_OUTPUT_BYTES)
+    # Removed from every error, anomaly and log line before it is recorded (flows.redact); never printed.
+    known_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)

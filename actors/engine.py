@@ -129,19 +129,20 @@ class Engine:
         flow: str,
         question: str,
         *,
-        band: str = "medium",
+        band: str = launching.DEFAULT_BAND,
         model: str = "",
         project_id: str = "",
         inputs: Mapping[str, Any] | None = None,
         launched_by: str = "",
         idempotency_key: str = "",
+        fast: bool = False,
     ) -> Launched:
         """Launch a run of ``flow``; raises UnknownFlow or LaunchError (nothing appended)."""
         run_id = new_run_id()
         event = launching.prepare(
             self.registry, run_id=run_id, now=self.clock.now(), flow=flow, question=question, band=band,
             model=model or self.config.model, backend=self.config.backend, project_id=project_id,
-            inputs=inputs, launched_by=launched_by, idempotency_key=idempotency_key,
+            inputs=inputs, launched_by=launched_by, idempotency_key=idempotency_key, fast=fast,
         )
         if idempotency_key:
             claimed = self._claim_key(idempotency_key, run_id)

@@ -158,6 +158,7 @@ class StepResult:
     usage: dict[str, Any] = field(default_factory=dict)
     model: str = ""
     duration_s: float = 0.0
+    frames: tuple[str, ...] = ()  # a failing code step: the traceback's last frames, "file:line in func"
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from flows.events import (
     stream_of,
 )
 from flows.model import function_ref
+from flows.redact import redactor
 from flows.state import RunState, evolve
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,10 @@ class RunActor(pykka.ThreadingActor):
             return
         limit = self.ctx.config.max_step_errors
         if msg.failed:
-            events = d.fail(self.state, msg.step_id, msg.attempt, msg.error, now, duration_s=msg.duration_s)
+            # The one door from a backend's or an exception's words into the log: no secret passes it.
+            redact = redactor(self.ctx.config.known_secrets)
+            events = d.fail(self.state, msg.step_id, msg.attempt, redact(msg.error), now, duration_s=msg.duration_s,
+                            frames=redact.all(msg.frames))
             events = anomaly.after_failure(self.state, events, limit, now)
         else:
             events = d.complete(self.state, msg.step_id, msg.attempt, msg.output, now, duration_s=msg.duration_s,
@@ -222,12 +226,15 @@ class RunActor(pykka.ThreadingActor):
         if silent < stall_s:
             self._watch(attempt, stall_s - silent)
             return
+        if attempt.stall_known:  # the same stall, already reported: one anomaly per episode
+            self._watch(attempt, stall_s)
+            return
         events = anomaly.stalled(self.state, msg.step_id, msg.attempt, silent, now, self.ctx.config.max_step_errors)
         self._stage(events)
         if any(isinstance(e, (StepFailed, StepCancelled)) for e in events):
             self._end_attempt(msg.step_id, cancel=True)
-        else:  # notified: watch on, and speak up again after another silent stall_s
-            attempt.last_activity = now
+        else:  # notified: the episode lasts until a sign of life; keep watching for it
+            attempt.stall_reported = attempt.deltas
             self._watch(attempt, stall_s)
         self._queue_flush()
 
@@ -327,7 +334,9 @@ class RunActor(pykka.ThreadingActor):
         spec = state.spec(event.step_id)
         launched = state.launched
         assert launched is not None
-        kwargs: dict[str, Any] = {"run_id": self.run_id, "bus": ctx.bus, "clock": ctx.clock}
+        kwargs: dict[str, Any] = {"run_id": self.run_id, "bus": ctx.bus, "clock": ctx.clock,
+                                  "max_output_bytes": ctx.config.max_output_bytes,
+                                  "redact": redactor(ctx.config.known_secrets)}
         if event.kind == "code":
             fn, problem = self._function(spec.fn, event.step_id)
             if fn is None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
@@ -23,8 +26,12 @@ from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.messages import StepResult
 from flows.decide import code_output
+from flows.redact import Redactor
 
 log = logging.getLogger(__name__)
+
+FRAMES_KEPT = 5
+"""How many of a failing code step's innermost traceback frames its StepFailed records."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +62,12 @@ class Attempt:
     stall_timer: Any = None
     deltas: int = 0
     release: Callable[[], None] | None = None  # hands the agent slot back the moment the call ends
+    stall_reported: int = -1  # ``deltas`` when the current stall was reported (-1: none): one anomaly per episode
+
+    @property
+    def stall_known(self) -> bool:
+        """Whether the silence under way was already reported (no sign of life since)."""
+        return self.stall_reported == self.deltas
 
     def touch(self, now: float) -> None:
         """Note activity (a token arrived)."""
@@ -92,7 +105,11 @@ class StepActor:
         ctx: StepContext | None = None,
         bus: FrameBus | None = None,
         clock: Clock | None = None,
+        max_output_bytes: int = 0,
+        redact: Redactor | None = None,
     ) -> None:
+        """``max_output_bytes`` (0 = none) fails an attempt whose output is larger;
+        ``redact`` cleans what this actor logs (the RunActor cleans what it records)."""
         self.run_ref = run_ref
         self.attempt = attempt
         self.run_id = run_id
@@ -102,6 +119,8 @@ class StepActor:
         self.ctx = ctx
         self.bus = bus
         self.clock = clock
+        self.max_output_bytes = max_output_bytes
+        self.redact = redact or Redactor()
 
     def start(self, pool: Executor) -> StepActor:
         """Run the attempt on ``pool``; returns self."""
@@ -128,9 +147,13 @@ class StepActor:
                 assert self.fn is not None and self.ctx is not None
                 value = self.fn(self.ctx)
                 output, fields = code_output(value)
+                if too_big := self._too_big(output, "the code step returned"):
+                    return StepResult(**base, failed=True, error=too_big, duration_s=time.monotonic() - t0)
                 return StepResult(**base, output=output, fields=fields, duration_s=time.monotonic() - t0)
             assert self.backend is not None and self.request is not None
             answer = self.backend.run(self.request, self._delta, a.token)
+            if too_big := self._too_big(answer.output, "the model answered"):
+                return StepResult(**base, failed=True, error=too_big, duration_s=time.monotonic() - t0)
             return StepResult(**base, output=answer.output, usage=dict(answer.usage), model=answer.model,
                               duration_s=time.monotonic() - t0)
         except Cancelled as exc:
@@ -138,13 +161,55 @@ class StepActor:
         except AgentError as exc:
             return StepResult(**base, failed=True, error=str(exc), duration_s=time.monotonic() - t0)
         except Exception as exc:  # a code step raising is that step failing, recorded as such
-            log.info("step %s of run %s raised", a.step_id, self.run_id, exc_info=True)
-            return StepResult(**base, failed=True, error=f"{type(exc).__name__}: {exc}",
-                              duration_s=time.monotonic() - t0)
+            error, frames = f"{type(exc).__name__}: {exc}", last_frames(exc)
+            # Not exc_info: the traceback's text could carry a secret; the frames say where it broke.
+            log.info("step %s of run %s raised %s at %s", a.step_id, self.run_id, self.redact(error),
+                     " < ".join(self.redact.all(reversed(frames))) or "?")
+            return StepResult(**base, failed=True, error=error, frames=frames, duration_s=time.monotonic() - t0)
+
+    def _too_big(self, output: str, what: str) -> str:
+        """Why ``output`` cannot be recorded (over ``max_output_bytes``), or ""."""
+        if not self.max_output_bytes or len(output) * 4 <= self.max_output_bytes:
+            return ""  # cheap: no text of n characters is more than 4n bytes of UTF-8
+        size = len(output.encode("utf-8", "surrogatepass"))
+        if size <= self.max_output_bytes:
+            return ""
+        return (f"output too large: {what} {_size(size)}, over the limit of {_size(self.max_output_bytes)} "
+                "(BATON_MAX_OUTPUT_BYTES / --max-output-bytes); return less (a summary, or where the "
+                "whole result was written), or raise the limit")
 
     def _delta(self, text: str) -> None:
+        """A piece of the answer: a sign of life for the stall watch, and a frame."""
         self.attempt.touch(self.clock.now() if self.clock is not None else time.time())
         if self.bus is not None and text:
             self.bus.publish({"type": "step_delta", "run_id": self.run_id, "step_id": self.attempt.step_id,
                               "attempt": self.attempt.attempt, "text": text})
 
+
+def last_frames(exc: BaseException, limit: int = FRAMES_KEPT) -> tuple[str, ...]:
+    """The innermost ``limit`` frames of ``exc``'s traceback, outermost first, as "file:line in func".
+
+    baton's own frame (the call of the step's function) is left out; paths are
+    relative to the working directory, else to the import root they came from.
+    """
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    return tuple(f"{_relative(f.filename)}:{f.lineno} in {f.name}" for f in frames[-limit:])
+
+
+def _relative(path: str) -> str:
+    full = os.path.abspath(path)
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was removed
+        cwd = ""
+    if cwd and full.startswith(cwd.rstrip(os.sep) + os.sep):
+        return os.path.relpath(full, cwd)
+    roots = [r for r in (os.path.abspath(p) for p in sys.path if p) if full.startswith(r.rstrip(os.sep) + os.sep)]
+    return os.path.relpath(full, max(roots, key=len)) if roots else path
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"

@@ -115,6 +115,7 @@ class Runtime:
             model=s.model,
             cli_command=s.cli_command,
             offline_delay_s=s.offline_delay_s,
+            openai_read_timeout_s=s.openai_read_timeout_s,
         )
         config = dataclasses.replace(s.engine_config(), recover=recover)
         try:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from actors.agents import BACKENDS, DEFAULT_COMMAND
 from actors.config import EngineConfig
+from flows.redact import Redactor, url_secrets
 
 
 class SettingsError(ValueError):
@@ -39,6 +40,23 @@ class Settings:
     offline_delay_s: float = 0.0
     max_body_bytes: int = 64 * 1024
     node: str = ""  # this process's name among those sharing the store; "" = EngineConfig's host:pid
+    openai_read_timeout_s: float = 120.0  # silence from the model server before a call fails
+    max_output_bytes: int = 1024 * 1024  # a step output larger than this fails the step
+
+    def __repr__(self) -> str:
+        """The settings as safe to print: no known secret shows (flows.redact)."""
+        fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+        return Redactor(self.known_secrets())(f"Settings({fields})")
+
+    def known_secrets(self) -> tuple[str, ...]:
+        """What no event, report, frame or log line may show: the API key, the store's
+        password and the secret in the base URL's userinfo (see flows.redact)."""
+        found = [self.openai_api_key, *url_secrets(self.openai_base_url)]
+        try:
+            found.append(str(sa.engine.make_url(self.db).password or ""))
+        except Exception:  # a URL SQLAlchemy cannot parse: the store refuses it later, by name
+            pass
+        return tuple(s for s in found if s)
 
     def engine_config(self) -> EngineConfig:
         """The part of the settings the engine needs."""
@@ -49,6 +67,8 @@ class Settings:
             stall_s=self.stall_s,
             backend=self.agent,
             model=self.model,
+            max_output_bytes=self.max_output_bytes,
+            known_secrets=self.known_secrets(),
             **identity,
         )
 
@@ -73,6 +93,8 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_OFFLINE_DELAY_S": ("offline_delay_s", float),
     "BATON_MAX_BODY_BYTES": ("max_body_bytes", int),
     "BATON_NODE": ("node", str),
+    "BATON_OPENAI_READ_TIMEOUT_S": ("openai_read_timeout_s", float),
+    "BATON_MAX_OUTPUT_BYTES": ("max_output_bytes", int),
 }
 
 
@@ -106,8 +128,9 @@ def check(settings: Settings) -> Settings:
     for name in ("max_active_runs", "agent_slots"):
         if getattr(settings, name) < 0:
             raise SettingsError(f"{_named(name)} cannot be negative (0 means no limit)")
-    if settings.stall_s <= 0:
-        raise SettingsError(f"{_named('stall_s')} must be positive")
+    for name in ("stall_s", "openai_read_timeout_s", "max_output_bytes"):
+        if getattr(settings, name) <= 0:
+            raise SettingsError(f"{_named(name)} must be positive")
     if not (0 < settings.port < 65536):
         raise SettingsError(f"{_named('port')} {settings.port} is not a port")
     return settings
@@ -127,6 +150,4 @@ def scrub(message: str, url: str) -> str:
         password = sa.engine.make_url(url).password
     except Exception:
         password = None
-    if password:
-        message = message.replace(str(password), "***")
-    return " ".join(message.split())
+    return " ".join(Redactor([str(password)] if password else [])(message).split())

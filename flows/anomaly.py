@@ -8,6 +8,13 @@ follows an anomaly:
 - ``nudge``: the attempt ends and a new one starts with a short guidance
   message appended to its prompt;
 - ``abort``: the step is cancelled (which downstream counts as a failure).
+
+When neither the step nor its flow sets ``on_anomaly``, repeated errors and
+malformed output notify, and a stall follows :data:`STALL_DEFAULT`: the first
+stall of a step nudges (a new attempt, told to answer at once), a later stall
+of the same step aborts it. A silent model otherwise holds its agent slot until
+the read timeout, and notifying alone changes nothing. A policy set on the step
+or the flow, ``notify`` included, is followed as written.
 """
 
 from __future__ import annotations
@@ -36,9 +43,18 @@ ERRORS_GUIDANCE = (
 )
 
 
+STALL_DEFAULT = "nudge once, then abort"
+"""What a stall leads to when neither the step nor its flow sets ``on_anomaly``."""
+
+
+def explicit_policy(state: RunState, step_id: str) -> str:
+    """The anomaly policy the step or else its flow sets; "" when neither does."""
+    return state.spec(step_id).on_anomaly or state.snapshot.on_anomaly
+
+
 def policy(state: RunState, step_id: str) -> str:
-    """The anomaly policy in force for a step: its own, else its flow's."""
-    return state.spec(step_id).on_anomaly or state.snapshot.on_anomaly or "notify"
+    """The anomaly policy in force for a step's errors and malformed output: its own, else its flow's."""
+    return explicit_policy(state, step_id) or "notify"
 
 
 def needed_fields(state: RunState, step_id: str) -> list[str]:
@@ -65,12 +81,18 @@ def stalled(
 ) -> list[Event]:
     """The decision for an attempt that has been silent for ``silent_s`` seconds.
 
-    Nudging a step that keeps stalling ends in abort once it has failed ``max_errors`` times.
+    Under the default (:data:`STALL_DEFAULT`) the first stall of the step nudges
+    and the next one aborts; under an explicit ``nudge``, a step that keeps
+    stalling is aborted once it has failed ``max_errors`` times. The caller
+    asks once per stall episode (see RunActor's stall watch).
     """
     st = state.steps.get(step_id)
     if st is None or st.status != "running" or st.attempt != attempt or state.terminal:
         return []
-    action = _action(state, step_id, max_errors, "abort")
+    if explicit_policy(state, step_id):
+        action = _action(state, step_id, max_errors, "abort")
+    else:  # STALL_DEFAULT
+        action = "nudge" if st.stalls == 0 else "abort"
     detail = f"no output or activity for {silent_s:.0f} s"
     guidance = STALL_GUIDANCE.format(silent=silent_s) if action == "nudge" else ""
     events: list[Event] = [AnomalyDetected(step_id=step_id, attempt=attempt, kind="stall", severity="medium",

@@ -33,6 +33,16 @@ from flows.state import RunState, evolve
 
 History = list[tuple[int, Event]]
 
+FAST_NOTE = (
+    "Fast mode: answer concisely. Lead with the conclusion, keep only the evidence that carries it, "
+    "and keep the requested format (frontmatter included)."
+)
+"""Appended to every agent step's prompt of a run launched with ``fast`` (seed 002's fast mode);
+decided here, so StepStarted records exactly the prompt that was sent."""
+
+FIELDS_COPY_CHARS = 64 * 1024
+"""Past this many characters of output, a StepCompleted does not copy the fields out of it."""
+
 
 class RunFinished(Exception):
     """A command reached a run that has already ended."""
@@ -174,6 +184,8 @@ def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
     launched = state.launched
     assert launched is not None
     prompt, unresolved = render_prompt(state, spec) if spec.kind == "agent" else ("", [])
+    if launched.fast and spec.kind == "agent":
+        prompt = f"{prompt}\n\n{FAST_NOTE}"
     if st.guidance and spec.kind == "agent":
         prompt = f"{prompt}\n\n{st.guidance}"
     return StepStarted(
@@ -234,19 +246,22 @@ def complete(
     """StepCompleted for the current attempt (nothing for a stale one).
 
     ``fields`` (a code step's returned dict) wins over frontmatter parsed from
-    ``output``.
+    ``output``. An output longer than FIELDS_COPY_CHARS keeps its fields only
+    in itself (``fields_in_output``): a 1 MB dict is recorded once, as text.
     """
     if not _current(state, step_id, attempt):
         return []
     error = ""
     if fields is None:
         fields, error = template.parse_frontmatter(output)
+    in_output = len(output) > FIELDS_COPY_CHARS
     return [
         StepCompleted(
             step_id=step_id,
             attempt=attempt,
             output=output,
-            fields=fields,
+            fields={} if in_output else fields,
+            fields_in_output=in_output,
             fields_error=error,
             duration_s=duration_s,
             usage=usage or {},
@@ -264,10 +279,12 @@ def fail(
     *,
     duration_s: float = 0.0,
     lost: bool = False,
+    frames: Iterable[str] = (),
 ) -> list[Event]:
     """StepFailed for the current attempt, retrying with exponential backoff.
 
     A lost attempt (crash) is always retried and does not use up a retry.
+    ``frames`` are where a code step's exception came from ("file:line in func").
     """
     if not _current(state, step_id, attempt):
         return []
@@ -283,6 +300,7 @@ def fail(
             retry_at=now + delay if will_retry else 0.0,
             duration_s=duration_s,
             lost=lost,
+            frames=list(frames),
             at=now,
         )
     ]
@@ -364,8 +382,8 @@ def outcome(state: RunState) -> tuple[str, str]:
             return "failed", culprit
     for sid, st in state.steps.items():
         if st.status == "rejected":
-            who = f" by {st.decided_by}" if st.decided_by else ""
-            return "rejected", f"step {sid!r} was rejected{who}" + (f": {st.output}" if st.output else "")
+            # Who rejected is RunRejected.by, not part of the reason: shown together, it was said twice.
+            return "rejected", f"step {sid!r} was rejected" + (f": {st.output}" if st.output else "")
     return "completed", ""
 
 

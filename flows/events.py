@@ -15,6 +15,7 @@ from typing import Any, Literal, Union
 import msgspec
 
 from flows.model import FlowSnapshot
+from flows.template import parse_frontmatter
 
 SkipReason = Literal["condition", "upstream_failed", "upstream_skipped", "rejected", "cancelled", "trigger_rule"]
 Decision = Literal["approved", "rejected"]
@@ -41,6 +42,7 @@ class RunLaunched(Event):
     project_id: str = ""
     launched_by: str = ""
     idempotency_key: str = ""
+    fast: bool = False  # every agent step was asked for a concise answer (seed 002's fast mode)
 
 
 class RunQueued(Event):
@@ -73,7 +75,12 @@ class StepStarted(Event):
 
 
 class StepCompleted(Event):
-    """An attempt produced its output; the output is recorded once, in full."""
+    """An attempt produced its output; the output is recorded once, in full.
+
+    ``fields`` copies the output's frontmatter (or a code step's dict) only
+    while the output is small; past that, ``fields_in_output`` is true and the
+    fields are read from the output itself: call :meth:`step_fields`.
+    """
 
     step_id: str
     attempt: int
@@ -82,6 +89,11 @@ class StepCompleted(Event):
     duration_s: float = 0.0
     usage: dict[str, Any] = {}
     fields_error: str = ""
+    fields_in_output: bool = False
+
+    def step_fields(self) -> dict[str, Any]:
+        """The step's fields (``$step.output.field``), wherever this event keeps them."""
+        return parse_frontmatter(self.output)[0] if self.fields_in_output else self.fields
 
 
 class StepFailed(Event):
@@ -94,6 +106,7 @@ class StepFailed(Event):
     retry_at: float = 0.0
     duration_s: float = 0.0
     lost: bool = False  # the attempt was lost in a crash; it does not use up a retry
+    frames: list[str] = []  # a code step that raised: its traceback's last frames, "file:line in func"
 
 
 class StepCancelled(Event):

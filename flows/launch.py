@@ -9,6 +9,9 @@ from flows.catalog import FlowRegistry
 from flows.events import RunLaunched
 from flows.model import BANDS
 
+DEFAULT_BAND = "small"
+"""The band of a launch that names none (DESIGN §7: band is optional; seed 002's default is small)."""
+
 
 class LaunchError(ValueError):
     """A launch request is not acceptable; ``field`` names what is wrong."""
@@ -26,15 +29,19 @@ def prepare(
     now: float,
     flow: str,
     question: str,
-    band: str = "medium",
+    band: str = DEFAULT_BAND,
     model: str = "",
     backend: str = "offline",
     project_id: str = "",
     inputs: Mapping[str, Any] | None = None,
     launched_by: str = "",
     idempotency_key: str = "",
+    fast: bool = False,
 ) -> RunLaunched:
-    """RunLaunched for a valid request; raises UnknownFlow or LaunchError otherwise."""
+    """RunLaunched for a valid request; raises UnknownFlow or LaunchError otherwise.
+
+    ``fast`` asks every agent step for a concise answer (flows.decide.FAST_NOTE).
+    """
     definition = registry.get(flow)
     if not isinstance(question, str) or not question.strip():
         raise LaunchError("question", "a run needs a non-empty question")
@@ -57,5 +64,6 @@ def prepare(
         project_id=project_id,
         launched_by=launched_by,
         idempotency_key=idempotency_key,
+        fast=fast,
         at=now,
     )

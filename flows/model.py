@@ -79,7 +79,7 @@ class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     description: str = ""
     band: str = "medium"
     steps: tuple[StepSpec, ...] = ()
-    on_anomaly: str = "notify"
+    on_anomaly: str = ""  # "" = not set: each kind of anomaly has its default (flows.anomaly)
 
     def step(self, step_id: str) -> StepSpec:
         """The step named ``step_id``; KeyError if the graph has none."""
@@ -233,6 +233,8 @@ def approval(
 class Flow:
     """A named DAG of steps, validated when it is created.
 
+    ``on_anomaly`` (notify, nudge or abort) applies to every step that sets
+    none; left empty, each kind of anomaly has its default (flows.anomaly).
     ``personas`` is the set of persona names that exist; when given, a step
     naming another persona is refused. The catalogue passes the shipped set.
     """
@@ -244,7 +246,7 @@ class Flow:
         *,
         category: str = "Analysis",
         description: str = "",
-        on_anomaly: str = "notify",
+        on_anomaly: str = "",
         personas: Iterable[str] | None = None,
     ) -> None:
         self.name = name

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from flows.events import (
     AnomalyDetected,
     Event,
+    StepCancelled,
     StepCompleted,
     StepFailed,
     StepResumed,
@@ -59,8 +60,36 @@ def has_evidence(text: str) -> bool:
     return bool(EVIDENCE.search(text) or NO_EVIDENCE.search(text))
 
 
+EMBED_LIMIT = 16 * 1024
+"""Characters of one step's output the report embeds; the rest stays in the step's event."""
+PARALLEL_CLAIM = 1.5
+"""Average steps at a time (while any ran) from which parallelism counts as something that went right."""
+
+
+def count(n: int, noun: str, plural: str = "") -> str:
+    """``n`` and ``noun``, plural when ``n`` is not 1: "1 run", "2 runs", "3 evidence items"."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def _seconds(s: float) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.1f} s"
+
+
+def _size(chars: int) -> str:
+    return f"{chars / (1024 * 1024):.1f} M" if chars >= 1024 * 1024 else f"{chars / 1024:.0f} K"
+
+
+def embed(text: str, where: str) -> str:
+    """``text`` as the report shows it: at most EMBED_LIMIT characters, cut at a line break, with a note
+    saying how much was cut and where the whole of it is (``where``, e.g. "event 42")."""
+    if len(text) <= EMBED_LIMIT:
+        return text
+    cut = text.rfind("\n", 0, EMBED_LIMIT)
+    shown = text[:cut if cut > EMBED_LIMIT // 2 else EMBED_LIMIT]
+    if shown.count("```") % 2 or shown.count("~~~") % 2:
+        shown += "\n```"  # an open code fence would swallow the rest of the report
+    return (f"{shown}\n\n_(cut: the report shows {_size(len(shown))} of {_size(len(text))} characters; "
+            f"the whole output is in {where})_")
 
 
 def _section(spec: StepSpec) -> str:
@@ -81,15 +110,22 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
     out = [f"# {snap.name}: {status}", ""]
     if question:
         out += [f"> {question}", ""]
+    band = f"{snap.band}, fast" if launched.fast else snap.band
     out += [
         "| run | flow | band | backend | model | wall time |",
         "|---|---|---|---|---|---|",
-        f"| `{state.run_id}` | {snap.name} | {snap.band} | {launched.backend} | {launched.model or 'default'} "
+        f"| `{state.run_id}` | {snap.name} | {band} | {launched.backend} | {launched.model or 'default'} "
         f"| {_seconds(wall)} |",
         "",
     ]
-    if reason and status != "completed":
+    if status == "rejected":
+        out += [outcome_rejected(state, reason), ""]
+    elif reason and status != "completed":
         out += [f"**Outcome:** {status}: {reason}", ""]
+    if launched.fast:
+        out += ["_Fast mode: every agent step was asked for a concise answer._", ""]
+    completed_at = {ev.step_id: pos for pos, ev in history if isinstance(ev, StepCompleted)}
+    frames_of = {ev.step_id: ev.frames for _, ev in history if isinstance(ev, StepFailed)}
 
     sections: dict[str, list[str]] = {"validation": [], "recommendation": [], "findings": [], "approvals": []}
     deferred: list[str] = []
@@ -107,11 +143,15 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
             why = st.detail or st.error or st.skip_reason
             not_run.append(f"- **{title}**: {st.status}" + (f" ({st.skip_reason})" if st.skip_reason else "")
                            + (f": {why}" if why and why != st.skip_reason else ""))
+            if st.status == "failed":
+                not_run += [f"  - at `{frame}`" for frame in frames_of.get(spec.id, ())]
             continue
-        text = body(st.output)
+        position = completed_at.get(spec.id)
+        where = f"event {position} (StepCompleted of {spec.id})" if position else f"the StepCompleted of {spec.id}"
+        full = body(st.output)
         who = f" ({spec.persona})" if spec.persona else ""
-        block = [f"### {title}{who}", "", nest(text) or "_(empty output)_", ""]
-        if spec.kind == "agent" and not has_evidence(text):
+        block = [f"### {title}{who}", "", nest(embed(full, where)) or "_(empty output)_", ""]
+        if spec.kind == "agent" and not has_evidence(full):
             deferred += block
         else:
             sections[_section(spec)] += block
@@ -129,6 +169,20 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
     out += provenance(state, history)
     out += after_action_review(state, history, wall)
     return "\n".join(out).rstrip() + "\n"
+
+
+def outcome_rejected(state: RunState, reason: str) -> str:
+    """The outcome line of a rejected run: who rejected which step, and their comment; the approver once.
+
+    Built from the state, not from the run's reason: RunRejected carries the
+    approver in ``by`` beside its reason (and logs from before that change
+    named them in the reason as well).
+    """
+    sid, st = next(((k, v) for k, v in state.steps.items() if v.status == "rejected"), ("", None))
+    if st is None:
+        return f"**Outcome:** rejected: {reason}"
+    who = f" by {st.decided_by}" if st.decided_by else ""
+    return f"**Outcome:** rejected{who} at step {sid!r}" + (f": {st.output}" if st.output else "")
 
 
 def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[str]:
@@ -156,7 +210,7 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
 
 
 def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], wall: float) -> list[str]:
-    """What went right, what went wrong, what could be better: from the events alone."""
+    """What went right, what went wrong, what could be better, and where the time went: from the events alone."""
     snap = state.snapshot
     right: list[str] = []
     wrong: list[str] = []
@@ -165,19 +219,17 @@ def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], w
     first_time = [sid for sid, st in state.steps.items()
                   if st.status == "completed" and st.attempt == 1 and snap.step(sid).kind != "approval"]
     if first_time:
-        right.append(f"- {len(first_time)} step(s) passed first time: {', '.join(first_time)}.")
-    # Every attempt's time is work done in parallel, failed or retried ones too:
-    # counting only the last attempt of completed steps understated parallelism
-    # (two 10 s steps side by side, one failing, read as 1.0 instead of 2.0).
-    busy = sum(getattr(ev, "duration_s", 0.0) for _, ev in history if isinstance(ev, (StepCompleted, StepFailed)))
-    if wall > 0 and busy > 0:
-        right.append(f"- Parallelism achieved: {busy / wall:.2f} (sum of step times {_seconds(busy)} "
-                     f"/ wall time {_seconds(wall)}).")
+        right.append(f"- {count(len(first_time), 'step')} passed first time: {', '.join(first_time)}.")
+    step_time, running = _step_time(history)
+    parallelism = step_time / running if running > 0 else 0.0
+    if parallelism >= PARALLEL_CLAIM:
+        right.append(f"- Steps ran side by side: {parallelism:.2f} at a time on average while any step ran.")
 
     for pos, ev in history:
         if isinstance(ev, StepFailed):
             what = "retried" if ev.will_retry else "gave up"
-            wrong.append(f"- Step {ev.step_id} attempt {ev.attempt} failed ({ev.error}); {what} [event {pos}].")
+            where = f" at `{ev.frames[-1]}`" if ev.frames else ""
+            wrong.append(f"- Step {ev.step_id} attempt {ev.attempt} failed ({ev.error}){where}; {what} [event {pos}].")
         elif isinstance(ev, AnomalyDetected):
             wrong.append(f"- Anomaly on {ev.step_id}: {ev.kind} ({ev.severity}) - {ev.detail}; "
                          f"action {ev.action} [event {pos}].")
@@ -192,9 +244,6 @@ def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], w
     slot_wait = _slot_wait(state, history)
     if slot_wait > 0.0005:
         better.append(f"- Time steps waited for an agent slot: {_seconds(slot_wait)}.")
-    person_wait = _person_wait(history)
-    if person_wait > 0:
-        better.append(f"- Time spent waiting for a person: {_seconds(person_wait)}.")
 
     out = ["## After-action review", "", "### What went right", ""]
     out += right or ["- Nothing stood out."]
@@ -202,7 +251,49 @@ def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], w
     out += wrong or ["- Nothing: no failures, retries, stalls or rejections."]
     out += ["", "### What could be better", ""]
     out += better or ["- Nothing measurable."]
+    out += ["", *_time(wall, running, step_time, _person_wait(history), slot_wait)]
     return out + [""]
+
+
+def _time(wall: float, running: float, step_time: float, person: float, slots: float) -> list[str]:
+    """Where the wall time went, and the parallelism measured over the time steps ran (a neutral account).
+
+    Parallelism is step time (every attempt, failed ones too) over the time at
+    least one step was running: waiting for a person or for an agent slot,
+    when nothing ran, neither helps nor hurts it. 1.00 is one step at a time.
+    """
+    if wall <= 0 and running <= 0:
+        return []
+    parts = [f"a step was running for {_seconds(running)}"]
+    if person > 0:
+        parts.append(f"a person was awaited for {_seconds(person)}")
+    if slots > 0.0005:
+        parts.append(f"steps waited {_seconds(slots)} in all for an agent slot")
+    lines = ["### Where the time went", "", f"- Wall time {_seconds(wall)}: {'; '.join(parts)}."]
+    if running > 0:
+        lines.append(f"- Parallelism {step_time / running:.2f}: {_seconds(step_time)} of step time in the "
+                     f"{_seconds(running)} when at least one step was running.")
+    return lines
+
+
+def _step_time(history: Sequence[tuple[int, Event]]) -> tuple[float, float]:
+    """(sum of every attempt's time, time at least one attempt was running), from the events' times."""
+    begun: dict[tuple[str, int], float] = {}
+    spans: list[tuple[float, float]] = []
+    for _, ev in history:
+        if isinstance(ev, StepStarted):
+            begun[(ev.step_id, ev.attempt)] = ev.at
+        elif isinstance(ev, (StepCompleted, StepFailed, StepCancelled)):
+            start = begun.pop((ev.step_id, ev.attempt), None)
+            if start is not None and ev.at > start:
+                spans.append((start, ev.at))
+    total = sum(end - start for start, end in spans)
+    covered, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            covered += end - max(start, reach)
+            reach = end
+    return total, covered
 
 
 def _person_wait(history: Sequence[tuple[int, Event]]) -> float:

@@ -53,6 +53,7 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     duration_s: float = 0.0
     failures: int = 0
     anomalies: int = 0
+    stalls: int = 0  # AnomalyDetected of kind stall, over every attempt (the default stall policy reads it)
     guidance: str = ""
     persona: str = ""
     backend: str = ""
@@ -187,7 +188,7 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 event.step_id,
                 status="completed",
                 output=event.output,
-                fields=event.fields,
+                fields=event.step_fields(),
                 fields_error=event.fields_error,
                 ended_at=event.at,
                 duration_s=event.duration_s,
@@ -235,7 +236,8 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
         case AnomalyDetected():
             prev = state.steps[event.step_id]
             steps = _step(
-                state, event.step_id, anomalies=prev.anomalies + 1, guidance=event.guidance or prev.guidance
+                state, event.step_id, anomalies=prev.anomalies + 1, stalls=prev.stalls + (event.kind == "stall"),
+                guidance=event.guidance or prev.guidance,
             )
             return replace(state, steps=steps, **common)
         case RunCompleted():

@@ -35,7 +35,7 @@ def check_flow(flow: Flow, personas: set[str]) -> None:
         fail(None, "a flow needs a name of letters, digits, '-' or '_'")
     if flow.category not in CATEGORIES:
         fail(None, f"unknown category {flow.category!r}; categories are {', '.join(CATEGORIES)}")
-    if flow.on_anomaly not in ANOMALY_POLICIES:
+    if flow.on_anomaly and flow.on_anomaly not in ANOMALY_POLICIES:
         fail(None, f"unknown anomaly policy {flow.on_anomaly!r}; policies are {', '.join(ANOMALY_POLICIES)}")
     if not flow.steps:
         fail(None, "a flow needs at least one step")

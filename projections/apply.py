@@ -263,7 +263,7 @@ def _step_completed(work: Workset, rows: RunRows, e: StepCompleted, position: in
         return False
     row["status"] = "completed"
     row["output_position"] = position
-    row["fields"] = e.fields
+    row["fields"] = e.step_fields()
     row["fields_error"] = e.fields_error
     row["usage"] = e.usage
     row["ended_at"] = e.at

@@ -27,6 +27,7 @@ from actors.agents.base import (
     CancelToken,
     DeltaCallback,
 )
+from flows.redact import without_userinfo
 
 _BODY_PREVIEW = 300
 
@@ -58,16 +59,22 @@ class OpenAIBackend:
         """
         if not base_url.startswith(("http://", "https://")):
             raise BackendConfigError(
-                f"the openai backend needs an http(s) base URL, got {base_url!r} "
+                f"the openai backend needs an http(s) base URL, got {without_userinfo(base_url)!r} "
                 "(set BATON_OPENAI_BASE_URL, e.g. http://localhost:11434/v1)"
             )
-        self.base_url = base_url.rstrip("/")
+        url = httpx.URL(base_url)
+        # Credentials in the URL are sent as Basic auth (as httpx would), but the URL the
+        # client requests and logs, and every message names, carries none.
+        auth = httpx.BasicAuth(url.username, url.password) if url.userinfo else None
+        self.base_url = str(url.copy_with(userinfo=b"")).rstrip("/") if url.userinfo else base_url.rstrip("/")
+        self.where = without_userinfo(self.base_url)
         self.default_model = model
         self.read_timeout_s = read_timeout_s
         headers = {"Accept": "text/event-stream, application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._client = httpx.Client(
+            auth=auth,
             headers=headers,
             timeout=httpx.Timeout(
                 connect=connect_timeout_s, read=read_timeout_s, write=30.0, pool=30.0
@@ -87,7 +94,7 @@ class OpenAIBackend:
         model = request.model or self.default_model
         if not model:
             raise AgentError(
-                f"no model for the openai backend at {self.base_url}: set BATON_MODEL "
+                f"no model for the openai backend at {self.where}: set BATON_MODEL "
                 "(e.g. qwen2.5-coder:7b) or give the run a model"
             )
         if cancel.cancelled:
@@ -160,7 +167,7 @@ class OpenAIBackend:
             chunk = self._decode(data)
             if chunk.get("error"):
                 raise AgentError(
-                    f"the openai backend at {self.base_url} reported an error mid-answer "
+                    f"the openai backend at {self.where} reported an error mid-answer "
                     f"(model {model!r}): {_error_text(chunk['error'])}"
                 )
             used_model = chunk.get("model") or used_model
@@ -179,14 +186,14 @@ class OpenAIBackend:
         doc = self._decode(text)
         if doc.get("error"):
             raise AgentError(
-                f"the openai backend at {self.base_url} answered an error "
+                f"the openai backend at {self.where} answered an error "
                 f"(model {model!r}): {_error_text(doc['error'])}"
             )
         try:
             content = doc["choices"][0]["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise AgentError(
-                f"the openai backend at {self.base_url} answered JSON that is not a chat "
+                f"the openai backend at {self.where} answered JSON that is not a chat "
                 f"completion: {text[:_BODY_PREVIEW]!r}"
             ) from exc
         if content:
@@ -200,12 +207,12 @@ class OpenAIBackend:
             doc = json.loads(data)
         except json.JSONDecodeError as exc:
             raise AgentError(
-                f"malformed chunk from the openai backend at {self.base_url} "
+                f"malformed chunk from the openai backend at {self.where} "
                 f"({exc.msg}): {data[:_BODY_PREVIEW]!r}"
             ) from exc
         if not isinstance(doc, dict):
             raise AgentError(
-                f"malformed chunk from the openai backend at {self.base_url} "
+                f"malformed chunk from the openai backend at {self.where} "
                 f"(not a JSON object): {data[:_BODY_PREVIEW]!r}"
             )
         return doc
@@ -218,27 +225,27 @@ class OpenAIBackend:
             return self._unreachable(exc)
         if isinstance(exc, httpx.ReadTimeout):
             return AgentError(
-                f"no data from the openai backend at {self.base_url} for "
+                f"no data from the openai backend at {self.where} for "
                 f"{self.read_timeout_s:g} s (model {model!r}); is the server overloaded "
                 "or stuck loading the model?"
             )
         if isinstance(exc, httpx.HTTPError):
             return AgentError(
-                f"the openai backend at {self.base_url} broke off the call "
+                f"the openai backend at {self.where} broke off the call "
                 f"(model {model!r}): {type(exc).__name__}: {exc}"
             )
         return None
 
     def _unreachable(self, exc: Exception) -> AgentError:
         return AgentError(
-            f"cannot reach the openai backend at {self.base_url}: {exc} "
+            f"cannot reach the openai backend at {self.where}: {exc} "
             "(is the server running? set BATON_OPENAI_BASE_URL)"
         )
 
     def _http_error(self, response: httpx.Response, model: str) -> AgentError:
         status = response.status_code
         preview = response.text[:_BODY_PREVIEW].strip()
-        where = f"the openai backend at {self.base_url}"
+        where = f"the openai backend at {self.where}"
         if status == 404:
             return AgentError(
                 f"model {model!r} not found: {where} answered 404: {preview!r}. Pull or "

@@ -37,7 +37,8 @@ from api.runtime import Runtime, load_registry
 from api.settings import Settings, from_env, safe_url
 from api.settings import check as check_settings
 from flows import decide
-from flows.launch import prepare
+from flows.launch import DEFAULT_BAND, prepare
+from flows.report import count
 from flows.state import RUN_TERMINAL, RunState
 from projections import Framer, rebuild
 
@@ -75,6 +76,10 @@ SERVE_FLAGS: tuple[tuple[str, str, type, str, str], ...] = (
     ("--agent-slots", "agent_slots", int, "N", "model calls at once, 0 = no limit (BATON_AGENT_SLOTS)"),
     ("--stall-s", "stall_s", float, "SECONDS", "silence before a running agent step is a stall (BATON_STALL_S)"),
     ("--node", "node", str, "NAME", "this process's unique name among those sharing the store (BATON_NODE)"),
+    ("--openai-read-timeout-s", "openai_read_timeout_s", float, "SECONDS",
+     "silence from the model server before a call fails (BATON_OPENAI_READ_TIMEOUT_S)"),
+    ("--max-output-bytes", "max_output_bytes", int, "BYTES",
+     "a step output larger than this fails the step (BATON_MAX_OUTPUT_BYTES)"),
 )
 SETTING_FLAG = "setting__"
 
@@ -205,9 +210,9 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
     with running(settings, engine=True, check=check) as rt:
         assert rt.engine is not None
         launched = rt.engine.launch(args.flow, args.question, band=args.band, model=args.model or "",
-                                    project_id=args.project or "", launched_by=whoami(None))
-        print(f"launched run {launched.run_id} ({args.flow}, band {args.band}) at position {launched.position}",
-              flush=True)
+                                    project_id=args.project or "", launched_by=whoami(None), fast=args.fast)
+        print(f"launched run {launched.run_id} ({args.flow}, band {args.band}{', fast' if args.fast else ''}) "
+              f"at position {launched.position}", flush=True)
         return drive_and_report(rt, args, settings, launched.run_id)
 
 
@@ -306,8 +311,8 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     """Rebuild the read tables from position 0."""
     with running(settings) as rt:
         stats = rebuild(rt.store)
-    print(f"projections rebuilt: {stats.events} events up to position {stats.position} in {stats.seconds:.2f} s "
-          f"({stats.rate:,.0f} events/s)")
+    print(f"projections rebuilt: {count(stats.events, 'event')} up to position {stats.position} "
+          f"in {stats.seconds:.2f} s ({stats.rate:,.0f} events/s)")
     return EXIT_OK
 
 
@@ -361,9 +366,10 @@ def report_verification(replay: Replay, *, verify: bool) -> int:
         for problem in replay.problems:
             print(f"  problem: {problem}", file=sys.stderr)
         what = "the log does not verify" if verify else "some runs do not replay"
-        raise CliError(EXIT_FAILED, f"{what}: {len(replay.problems)} problem(s), listed above")
+        raise CliError(EXIT_FAILED, f"{what}: {count(len(replay.problems), 'problem')}, listed above")
     if verify:
-        print(f"log verified: {replay.events} events, {replay.runs} runs, hash chains intact", flush=True)
+        print(f"log verified: {count(replay.events, 'event')}, {count(replay.runs, 'run')}, hash chains intact",
+              flush=True)
     return EXIT_OK
 
 
@@ -402,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("launch", cmd_launch, "launch a run and drive it until it ends or waits for approval")
     p.add_argument("flow", metavar="FLOW")
     p.add_argument("-q", "--question", metavar="TEXT", help="what the run is about (required)")
-    p.add_argument("--band", default="medium", help="small, medium or large (default: medium)")
+    p.add_argument("--band", default=DEFAULT_BAND, help=f"small, medium or large (default: {DEFAULT_BAND})")
+    p.add_argument("--fast", action="store_true", help="ask every agent step for a concise answer")
     p.add_argument("--model", metavar="M", help="model name passed to the backend")
     p.add_argument("--project", metavar="P", help="project id")
     p.add_argument("--follow", action="store_true", help="show the live progress table and the report")

@@ -27,6 +27,7 @@ from rich.text import Text
 
 from eventstore import EventStore
 from flows.events import Event, event_from_data
+from flows.report import count
 from flows.state import RunState, StepState, evolve
 
 STATUS_STYLE = {
@@ -293,7 +294,8 @@ def replay_line(run_id: str, state: RunState, events: int) -> str:
         counts[step.status] = counts.get(step.status, 0) + 1
     detail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     flow = state.launched.flow if state.launched else "?"
-    return f"{run_id}  {flow:<24} {state.status:<10} {len(state.steps)} steps ({detail}), {events} events"
+    return (f"{run_id}  {flow:<24} {state.status:<10} {count(len(state.steps), 'step')} ({detail}), "
+            f"{count(events, 'event')}")
 
 
 def print_report(console: Console, markdown: str, *, title: str = "report") -> None:

@@ -185,10 +185,15 @@ def paths() -> dict[str, Any]:
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     _, components = msgspec.json.schema_components(schemas.REQUESTS + schemas.RESPONSES, ref_template=_REF)
+    # Every field of LaunchRequest has a default because each of two is needed in one of two spellings.
+    components["LaunchRequest"]["allOf"] = [{"anyOf": [{"required": ["flow"]}, {"required": ["flow_name"]}]},
+                                            {"anyOf": [{"required": ["question"]}, {"required": ["input"]}]}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "baton", "version": "0.1.0",
-                 "description": "Commands, queries and the resumable frame stream of baton (DESIGN §7). "
+                 "description": "Commands, queries and the resumable frame stream of baton: launch, "
+                                "approve, reject and cancel runs; read runs, steps, reports and the audit "
+                                "log; follow frames over SSE or a WebSocket and resume by position. "
                                 "Errors are RFC 9457 problem+json."},
         "paths": paths(),
         "components": {"schemas": components},

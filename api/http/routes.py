@@ -131,13 +131,14 @@ def _user(request: Request, given: str) -> str:
 
 async def launch(request: Request) -> Response:
     """POST /api/runs: launch a run; an Idempotency-Key seen before answers the same run (200)."""
-    body = schemas.decode(await read_body(request), LaunchRequest)
+    body = schemas.decode(await read_body(request), LaunchRequest).normalized()
     key = request.headers.get("idempotency-key", "")
     if len(key) > 255:
         raise BadParameter("Idempotency-Key", "an Idempotency-Key is at most 255 characters")
     launched = await run_in_threadpool(
         _engine(request).launch, body.flow, body.question, band=body.band, model=body.model,
         project_id=body.project_id, inputs=body.inputs, launched_by=_user(request, ""), idempotency_key=key,
+        fast=body.fast,
     )
     if not launched.created:
         await _same_request(request, launched.run_id, key, body)
@@ -150,9 +151,9 @@ async def launch(request: Request) -> Response:
 async def _same_request(request: Request, run_id: str, key: str, body: LaunchRequest) -> None:
     """Refuse a key reused for a different launch: answering the earlier run would hide the mistake."""
     records = await run_in_threadpool(_runtime(request).store.read_stream, f"run-{run_id}")
-    earlier = records[0].data if records else {}
+    earlier = {"fast": False, **(records[0].data if records else {})}  # logs from before `fast` lack it
     wanted = {"flow": body.flow, "band": body.band, "project_id": body.project_id,
-              "input": {**body.inputs, "question": body.question}}
+              "input": {**body.inputs, "question": body.question}, "fast": body.fast}
     if any(earlier.get(name) != value for name, value in wanted.items()):
         raise BadParameter("Idempotency-Key", f"Idempotency-Key {key!r} was used for a different launch "
                                               f"(run {run_id}); use a new key for a new request")

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from flows.launch import DEFAULT_BAND
+
 T = TypeVar("T")
 
 
@@ -40,14 +42,50 @@ class MalformedJson(BodyError):
 
 
 class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """POST /api/runs: launch a run of ``flow`` on ``question``."""
+    """POST /api/runs: launch a run of ``flow`` on ``question``.
 
-    flow: str
-    question: str
-    band: str = "medium"
+    Seed 002's spelling is accepted as well: ``flow_name`` for ``flow``, and
+    ``input: {question, ...}`` for ``question`` and ``inputs``. Either
+    spelling, or both when they agree; when they disagree the answer is 422
+    naming the field. ``band`` defaults to small; ``fast`` asks every agent
+    step for a concise answer.
+    """
+
+    flow: str = ""
+    question: str = ""
+    band: str = DEFAULT_BAND
     model: str = ""
     project_id: str = ""
     inputs: dict[str, Any] = {}
+    flow_name: str = ""
+    input: dict[str, Any] = {}
+    fast: bool = False
+
+    def normalized(self) -> LaunchRequest:
+        """The request in one spelling (``flow``, ``question``, ``inputs``); BodyError (422) names a clash."""
+        if self.flow and self.flow_name and self.flow != self.flow_name:
+            raise BodyError(f"`flow` is {self.flow!r} but `flow_name` is {self.flow_name!r}; give the flow once",
+                            "flow_name")
+        flow = self.flow or self.flow_name
+        if not flow:
+            raise BodyError("Object missing required field `flow` (or `flow_name`)", "flow")
+        inputs = {k: v for k, v in self.input.items() if k != "question"}
+        for name, value in self.inputs.items():
+            if name in inputs and inputs[name] != value:
+                raise BodyError(f"`inputs.{name}` and `input.{name}` differ; give it once", f"input.{name}")
+            inputs[name] = value
+        question = self.question
+        if not question and "question" not in self.input:
+            raise BodyError("Object missing required field `question` (or `input.question`)", "question")
+        if "question" in self.input:
+            given = self.input["question"]
+            if not isinstance(given, str):
+                raise BodyError(f"Expected `str`, got `{type(given).__name__}` - at `$.input.question`",
+                                "input.question")
+            if question and given != question:
+                raise BodyError("`question` and `input.question` differ; give the question once", "input.question")
+            question = question or given
+        return msgspec.structs.replace(self, flow=flow, question=question, inputs=inputs, flow_name="", input={})
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -233,9 +233,10 @@ def fold_angles(
     # Headings start at level 4: the fold is embedded in the run's report
     # (under its step's heading) and in later prompts, never shown alone.
     lines = [
-        f"**{title}**: {len(items)} evidence item(s) from {len(answered)} of {len(read)} angle(s), "
-        f"renumbered E1..E{len(items)} across angles." if items
-        else f"**{title}**: no evidence items from any of the {len(read)} angle(s).",
+        f"**{title}**: {report.count(len(items), 'evidence item')} from {len(answered)} of "
+        f"{report.count(len(read), 'angle')}, renumbered E1..E{len(items)} across angles." if items
+        else f"**{title}**: no evidence items from "
+        + ("the one angle." if len(read) == 1 else f"any of the {len(read)} angles."),
         "", "#### Evidence", "",
     ]
     if items:
@@ -324,8 +325,8 @@ def run_summary(
     lines = [f"**{title}**", ""]
     lines.append(
         "Every step this report waits for completed." if not missing
-        else f"{len(missing)} of {len(steps)} step(s) gave no output (not in this band, skipped, failed "
-        f"or rejected): {', '.join(missing)}."
+        else f"{len(missing)} of {report.count(len(steps), 'step')} gave no output (not in this band, skipped, "
+        f"failed or rejected): {', '.join(missing)}."
     )
     if not complete:
         absent = [s for s in required if s not in ctx.outputs]

@@ -138,6 +138,53 @@ def test_bad_launch_is_refused_naming_the_field_and_appends_nothing(client, runt
     assert runtime.store.head() == head
 
 
+def test_the_seed_002_launch_body_is_accepted_as_the_seed_spells_it(client, runtime):
+    from flows.decide import FAST_NOTE
+
+    body = {"project_id": "p-seed", "flow_name": "api-chain", "input": {"question": "Is it fast?", "repo": "x"},
+            "fast": True}
+    r = client.post("/api/runs", json=body)
+    assert r.status_code == 201, r.text
+    run_id = r.json()["run_id"]
+    assert ended(runtime, run_id) == "completed"
+    events = client.get(f"/api/runs/{run_id}/events").json()
+    launched = events[0]["data"]
+    assert (launched["flow"], launched["band"], launched["fast"], launched["project_id"]) == (
+        "api-chain", "small", True, "p-seed")
+    assert launched["input"] == {"question": "Is it fast?", "repo": "x"}
+    prompts = [e["data"]["prompt"] for e in events if e["type"] == "StepStarted" and e["data"]["kind"] == "agent"]
+    assert len(prompts) == 3 and all(p.endswith(FAST_NOTE) for p in prompts)
+    assert prompts[0].startswith("Investigate: Is it fast?")
+    both = client.post("/api/runs", json={**body, "flow": "api-chain", "question": "Is it fast?", "fast": False})
+    assert both.status_code == 201, both.text  # both spellings, agreeing
+
+
+def test_a_launch_without_a_band_is_small(client, runtime):
+    run_id = launch(client, "api-chain")["run_id"]
+    first = client.get(f"/api/runs/{run_id}/events").json()[0]
+    assert first["data"]["band"] == "small" and first["data"]["fast"] is False
+
+
+SPELLING_CLASHES = [
+    ("flow and flow_name differ", {"flow": "api-chain", "flow_name": "api-gate", "question": "q"}, "flow_name"),
+    ("question and input.question differ", {"flow": "api-chain", "question": "q", "input": {"question": "x"}},
+     "input.question"),
+    ("inputs and input differ", {"flow_name": "api-chain", "input": {"question": "q", "repo": "a"},
+                                 "inputs": {"repo": "b"}}, "input.repo"),
+    ("input.question not text", {"flow_name": "api-chain", "input": {"question": 7}}, "input.question"),
+    ("no flow in either spelling", {"input": {"question": "q"}}, "flow"),
+    ("no question in either spelling", {"flow_name": "api-chain", "input": {"repo": "a"}}, "question"),
+]
+
+
+@pytest.mark.parametrize("case,body,field", SPELLING_CLASHES, ids=[c[0] for c in SPELLING_CLASHES])
+def test_two_spellings_that_disagree_are_refused_naming_the_field(client, runtime, case, body, field):
+    head = quiet(runtime)
+    problem = problem_of(client.post("/api/runs", json=body), 422)
+    assert problem["field"] == field, problem
+    assert runtime.store.head() == head
+
+
 def test_an_empty_launch_body_is_its_own_problem_not_malformed_json(client, runtime):
     head = quiet(runtime)
     for body in (b"", b"  \n"):
@@ -355,7 +402,11 @@ def test_openapi_describes_every_route(client):
     assert paths <= set(doc["paths"]), paths - set(doc["paths"])
     schemas = doc["components"]["schemas"]
     assert {"LaunchRequest", "Problem", "RunDetail", "Frame"} <= set(schemas)
-    assert set(schemas["LaunchRequest"]["required"]) == {"flow", "question"}
+    # Two spellings (DESIGN's flow/question, seed 002's flow_name/input): one of each pair is required.
+    assert not schemas["LaunchRequest"].get("required")
+    assert schemas["LaunchRequest"]["allOf"] == [
+        {"anyOf": [{"required": ["flow"]}, {"required": ["flow_name"]}]},
+        {"anyOf": [{"required": ["question"]}, {"required": ["input"]}]}]
     for path, operations in doc["paths"].items():
         for op in operations.values():
             for ref in _refs(op):

@@ -96,3 +96,23 @@ def test_a_bad_serve_flag_is_refused_naming_it(environ, argv, named):
     with pytest.raises((SettingsError, cli.CliError)) as refused:
         serve_settings(*argv)
     assert named in str(refused.value)
+
+
+def test_the_read_timeout_and_the_output_cap_come_from_the_environment_or_serve_flags(environ):
+    environ({"BATON_OPENAI_READ_TIMEOUT_S": "7.5", "BATON_MAX_OUTPUT_BYTES": "2048"})
+    assert (serve_settings().openai_read_timeout_s, serve_settings().max_output_bytes) == (7.5, 2048)
+    flagged = serve_settings("--openai-read-timeout-s", "3", "--max-output-bytes", "4096")
+    assert (flagged.openai_read_timeout_s, flagged.max_output_bytes) == (3.0, 4096)
+    assert flagged.engine_config().max_output_bytes == 4096
+    with pytest.raises(SettingsError, match="BATON_MAX_OUTPUT_BYTES / --max-output-bytes must be positive"):
+        from_env({"BATON_MAX_OUTPUT_BYTES": "0"})
+
+
+def test_known_secrets_reach_the_engine_but_never_a_printed_setting():
+    settings = Settings(openai_api_key="sk-key-1234", openai_base_url="http://u:url-pass@h/v1",
+                        db="postgresql+psycopg://baton:db-pass@db/baton")
+    assert set(settings.known_secrets()) == {"sk-key-1234", "url-pass", "db-pass"}
+    config = settings.engine_config()
+    assert set(config.known_secrets) == {"sk-key-1234", "url-pass", "db-pass"}
+    for shown in (repr(settings), repr(config)):
+        assert "sk-key-1234" not in shown and "url-pass" not in shown and "db-pass" not in shown

@@ -12,6 +12,8 @@ serves a whole test module:
 - ``stream-error``: an ``error`` object mid-stream;
 - ``hang``: a role chunk and one content delta, then silence until the client
   leaves;
+- ``echo-auth``: HTTP 401 whose message quotes the credentials it was sent
+  (decoded, as some servers and proxies do);
 - anything else: 404 "model not found", as Ollama answers.
 
 Every request body is recorded, and ``disconnected`` is set when a client
@@ -20,6 +22,7 @@ closes its connection while the server is still streaming.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -93,6 +96,12 @@ class FakeLLMServer:
         model = body.get("model", "")
         if model == "boom":
             await self._send(send, 500, b'{"error":"CUDA out of memory while loading"}')
+        elif model == "echo-auth":
+            scheme, _, given = self.headers[-1].get("authorization", "").partition(" ")
+            if scheme.lower() == "basic":
+                given = base64.b64decode(given).decode()
+            error = {"error": {"message": f"Incorrect credentials provided: {given}", "type": "auth"}}
+            await self._send(send, 401, json.dumps(error).encode())
         elif model == "plain-json":
             doc = {"id": "c", "object": "chat.completion", "model": model,
                    "choices": [{"index": 0, "message": {"role": "assistant",

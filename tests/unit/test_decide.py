@@ -60,12 +60,12 @@ class Sim:
     """A run's log and folded state, advanced the way the engine advances it."""
 
     def __init__(self, flow: Flow, *, band: str = "medium", inputs: dict[str, Any] | None = None,
-                 now: float = T0, started: bool = True) -> None:
+                 now: float = T0, started: bool = True, fast: bool = False) -> None:
         self.history: list[tuple[int, Event]] = []
         self.state = RunState()
         self.apply([RunLaunched(run_id="r1", flow=flow.name, snapshot=flow.snapshot(band), band=band,
                                 model="qwen", backend="offline", input={"question": "Why?", **(inputs or {})},
-                                at=now)])
+                                fast=fast, at=now)])
         if started:
             self.apply([RunStarted(run_id="r1", at=now)])
 
@@ -305,7 +305,7 @@ def test_a_rejection_skips_dependents_except_on_reject_steps_and_rejects_the_run
     sim.complete("notify", "told them", T0 + 12)
     end = sim.finish(T0 + 13)
     assert isinstance(end, RunRejected) and end.by == "bo"
-    assert end.reason == "step 'gate' was rejected by bo: too risky"
+    assert end.reason == "step 'gate' was rejected: too risky"  # who rejected is `by`, said once
     assert sim.state.status == "rejected"
 
 
@@ -552,7 +552,7 @@ def test_a_rejection_on_the_way_rejects_the_run_even_with_every_leaf_fine() -> N
     sim.resume("gate", "rejected", T0, by="bo")
     sim.decide(T0)
     sim.complete("after", "ok", T0)
-    assert outcome(sim.state) == ("rejected", "step 'gate' was rejected by bo")
+    assert outcome(sim.state) == ("rejected", "step 'gate' was rejected")
 
 
 def test_a_leaf_skipped_by_its_condition_is_a_branch_not_taken() -> None:
@@ -600,3 +600,22 @@ def test_an_on_reject_step_waits_for_its_approval_before_a_rejection_elsewhere_s
         return sim.status("x"), sim.state.steps["x"].skip_reason
 
     assert run("g1", "g2") == run("g2", "g1") == ("running", "")
+
+
+def test_fast_mode_asks_every_agent_step_for_a_concise_answer_in_the_prompt_it_records() -> None:
+    from flows.decide import FAST_NOTE
+
+    flow = Flow("f", [code("prep", fn=tally), agent("a", persona="investigator", prompt="Look at $input.question",
+                                                    deps=["prep"], retries=1, retry_delay_s=0)])
+    sim = Sim(flow, fast=True)
+    [prep] = sim.decide(T0).events
+    assert isinstance(prep, StepStarted) and prep.prompt == ""  # a code step has no prompt to shorten
+    sim.complete("prep", "ok", T0)
+    assert sim.decide(T0).ready == ["a"]
+    [first] = sim.start("a", now=T0)
+    assert first.prompt == f"Look at Why?\n\n{FAST_NOTE}"
+    slow = Sim(flow)
+    slow.decide(T0)
+    slow.complete("prep", "ok", T0)
+    slow.decide(T0)
+    assert slow.start("a", now=T0)[0].prompt == "Look at Why?"

@@ -128,14 +128,35 @@ def test_the_provenance_table_names_each_attempt_and_its_event_positions() -> No
 def test_the_after_action_review() -> None:
     state, history = research_run()
     text = "\n".join(after_action_review(state, history, 41.0))
-    assert "- 4 step(s) passed first time: angle2, fold, synth, check." in text
-    # sum of every attempt's time (2 + 4 + 3 + 1 + 2 + 2 = 14 s, the failed one included) / wall time
-    assert "- Parallelism achieved: 0.34 (sum of step times 14.0 s / wall time 41.0 s)." in text
+    assert "- 4 steps passed first time: angle2, fold, synth, check." in text
     assert "- Step angle1 attempt 1 failed (timeout); retried [event 5]." in text
     assert "- Anomaly on check: stall (low) - quiet 30 s; action notify [event 14]." in text
     assert "- Slowest step: angle2 (4.0 s)." in text
     assert "- Time steps waited for an agent slot: 1.0 s." in text  # angle1's retry was due at +3, began at +4
-    assert "- Time spent waiting for a person: 28.0 s." in text
+    # A step ran from +0 to +12; the person was awaited from +12 to +40 (and the run ended at +41).
+    assert ("- Wall time 41.0 s: a step was running for 12.0 s; a person was awaited for 28.0 s; "
+            "steps waited 1.0 s in all for an agent slot.") in text
+    # every attempt's time (2 + 4 + 3 + 1 + 2 + 2 = 14 s, the failed one included) over the 12 s anything ran
+    assert "- Parallelism 1.17: 14.0 s of step time in the 12.0 s when at least one step was running." in text
+
+
+def test_parallelism_is_claimed_only_when_steps_overlapped_and_never_counts_a_wait_for_a_person() -> None:
+    """Regression: "Parallelism achieved: 0.03" was listed under what went right while the run waited
+    for a person: the wait was counted as wall time the steps could have filled."""
+    waited = Flow("f", [code("a", fn=tally), approval("gate", prompt="ok?", deps=["a"]), code("b", fn=tally,
+                                                                                            deps=["gate"])])
+    state, history = replay(waited, [
+        StepStarted(step_id="a", attempt=1, kind="code", at=T0),
+        StepCompleted(step_id="a", attempt=1, output="ok", duration_s=2, at=T0 + 2),
+        StepPaused(step_id="gate", at=T0 + 2),
+        StepResumed(step_id="gate", decision="approved", by="bo", at=T0 + 3600),
+        StepStarted(step_id="b", attempt=1, kind="code", at=T0 + 3600),
+        StepCompleted(step_id="b", attempt=1, output="ok", duration_s=2, at=T0 + 3602),
+    ])
+    text = "\n".join(after_action_review(state, history, 3602.0))
+    right = text[text.index("### What went right"):text.index("### What went wrong")]
+    assert "arallel" not in right and "side by side" not in right
+    assert "- Parallelism 1.00: 4.0 s of step time in the 4.0 s when at least one step was running." in text
 
 
 def test_parallel_steps_show_parallelism_above_one() -> None:
@@ -147,7 +168,9 @@ def test_parallel_steps_show_parallelism_above_one() -> None:
         StepCompleted(step_id="b", attempt=1, output="ok", duration_s=10, at=T0 + 10),
     ])
     text = "\n".join(after_action_review(state, history, 10.0))
-    assert "Parallelism achieved: 2.00" in text
+    right = text[text.index("### What went right"):text.index("### What went wrong")]
+    assert "- Steps ran side by side: 2.00 at a time on average while any step ran." in right
+    assert "- Parallelism 2.00: 20.0 s of step time in the 10.0 s when at least one step was running." in text
     assert "- Step a attempt 1 failed (boom); gave up [event 5]." in text
 
 
@@ -173,10 +196,21 @@ def test_a_rejected_run_reports_who_rejected() -> None:
         StepResumed(step_id="gate", decision="rejected", by="bo", comment="not now", at=T0 + 5),
     ])
     report = finish(state, history, T0 + 5).report
-    assert "**Outcome:** rejected: step 'gate' was rejected by bo: not now" in report
+    outcome = next(line for line in report.splitlines() if line.startswith("**Outcome:**"))
+    assert outcome == "**Outcome:** rejected by bo at step 'gate': not now"
     assert "- **gate**: rejected by bo: not now" in report
     assert "- Step gate was rejected by bo: not now [event 4]." in report
-    assert "- Time spent waiting for a person: 5.0 s." in report
+    assert "- Wall time 5.0 s: a step was running for 0 ms; a person was awaited for 5.0 s." in report
+
+
+def test_the_outcome_of_a_run_rejected_before_the_reason_stopped_naming_the_approver_names_them_once() -> None:
+    flow = Flow("f", [approval("gate", prompt="ok?")])
+    state, history = replay(flow, [
+        StepPaused(step_id="gate", at=T0),
+        StepResumed(step_id="gate", decision="rejected", by="bo", comment="", at=T0 + 5),
+    ])
+    text = render(state, history, "rejected", "step 'gate' was rejected by bo", T0 + 5)
+    assert "**Outcome:** rejected by bo at step 'gate'\n" in text
 
 
 def test_a_quiet_run_says_so() -> None:
@@ -210,3 +244,59 @@ def test_a_lint_code_is_not_evidence() -> None:
 
     assert not has_evidence("Fixes flake8 E501 in three files.")
     assert has_evidence("As E7 shows, the retry loop never ends.")
+
+
+def test_counts_are_singular_for_one_and_plural_otherwise() -> None:
+    from flows.report import count
+
+    assert [count(1, "run"), count(2, "run"), count(0, "step")] == ["1 run", "2 runs", "0 steps"]
+    assert count(3, "evidence item") == "3 evidence items" and count(1, "child", "children") == "1 child"
+    flow = Flow("f", [code("a", fn=tally)])
+    state, history = replay(flow, [
+        StepStarted(step_id="a", attempt=1, kind="code", at=T0),
+        StepCompleted(step_id="a", attempt=1, output="ok", at=T0 + 1),
+    ])
+    assert "- 1 step passed first time: a." in render(state, history, "completed", "", T0 + 1)
+
+
+def test_a_failing_code_step_shows_where_it_raised() -> None:
+    flow = Flow("f", [code("a", fn=tally)])
+    frames = ["myflows.py:40 in tally", "myflows/parse.py:12 in parse_row"]
+    state, history = replay(flow, [
+        StepStarted(step_id="a", attempt=1, kind="code", at=T0),
+        StepFailed(step_id="a", attempt=1, error="KeyError: 'total'", frames=frames, duration_s=1, at=T0 + 1),
+    ])
+    report = finish(state, history, T0 + 2).report
+    not_done = report[report.index("## Steps that did not complete"):report.index("## Provenance")]
+    assert ("- **a**: failed: KeyError: 'total'\n  - at `myflows.py:40 in tally`\n"
+            "  - at `myflows/parse.py:12 in parse_row`") in not_done
+    assert "- Step a attempt 1 failed (KeyError: 'total') at `myflows/parse.py:12 in parse_row`; gave up [event 4]." \
+        in report
+
+
+def test_a_huge_output_is_embedded_cut_with_a_note_naming_the_event_that_keeps_it_whole() -> None:
+    from flows.report import EMBED_LIMIT
+
+    flow = Flow("f", [code("a", fn=tally)])
+    huge = "\n".join(f"row {i}: " + "x" * 60 for i in range(80_000))  # about 5.5 MB
+    state, history = replay(flow, [
+        StepStarted(step_id="a", attempt=1, kind="code", at=T0),
+        StepCompleted(step_id="a", attempt=1, output=huge, at=T0 + 1),
+    ])
+    report = finish(state, history, T0 + 2).report
+    assert len(report) < EMBED_LIMIT + 4000
+    assert "row 0: " in report and "row 79999" not in report
+    assert "_(cut: the report shows 16 K of 5.5 M characters; the whole output is in event 4 " \
+           "(StepCompleted of a))_" in report
+
+
+def test_fast_mode_is_said_in_the_report() -> None:
+    flow = Flow("f", [code("a", fn=tally)])
+    log = [RunLaunched(run_id="r1", flow="f", snapshot=flow.snapshot("small"), band="small", fast=True,
+                       input={"question": "q"}, at=T0), RunStarted(run_id="r1", at=T0)]
+    state = RunState()
+    for position, event in enumerate(log, start=1):
+        state = evolve(state, event, position)
+    text = render(state, list(enumerate(log, start=1)), "completed", "", T0)
+    assert "| `r1` | f | small, fast |" in text
+    assert "_Fast mode: every agent step was asked for a concise answer._" in text
