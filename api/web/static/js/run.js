@@ -407,9 +407,14 @@ export function mountRun(main, { runId }) {
       const step = model.steps.get(change.step_id);
       if (step && TERMINAL.has(step.status)) refreshUsage();
     }
-    if (perf.marks.launchClick !== undefined && [...model.steps.values()].some((s) => s.status !== 'pending')) perf.markPainted('firstStepStatus');
+    noteFirstStatus();
     followActive();
     drawFollow();
+  }
+
+  // For bench/web.py: the first paint that shows a step's status after a launch.
+  function noteFirstStatus() {
+    if (perf.marks.launchClick !== undefined && [...model.steps.values()].some((s) => s.status !== 'pending')) perf.markPainted('firstStepStatus');
   }
 
   function followActive() {
@@ -488,6 +493,7 @@ export function mountRun(main, { runId }) {
     drawHead();
     drawReport();
     drawRoster();
+    noteFirstStatus();
     followActive();
     if (!selected) drawDetail();
     drawFollow();
