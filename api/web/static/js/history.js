@@ -67,7 +67,7 @@ export function mountHistory(main, { query }) {
   }
 
   function row(run) {
-    const ended = run.ended_at || (TERMINAL.has(run.status) ? run.ended_at : null);
+    const ended = run.ended_at || null;
     const began = run.started_at || run.launched_at;
     const elapsed = began ? (ended || Date.now() / 1000) - began : null;
     return h('li', { class: 'run-row', dataset: { runId: run.run_id, status: run.status } },
