@@ -14,7 +14,7 @@ import { h, replace, statusBadge, fmtDuration, fmtTime, shortId, describeError, 
 import { feed } from './feed.js';
 import { render as markdown } from './markdown.js';
 import { perf } from './perf.js';
-import { activeStep, apply, fromSnapshot, markMissed, STEP_CONTROLS, tokens } from './runmodel.js';
+import { activeStep, apply, fromSnapshot, markJoined, markMissed, STEP_CONTROLS, tokens } from './runmodel.js';
 
 const NARROW = '(max-width: 720px)';
 
@@ -232,6 +232,7 @@ export function mountRun(main, { runId }) {
     live = null;
     for (const seg of step.segments) {
       if (seg.call_id) nodes.push(toolRow(step.tools.get(seg.call_id) || { call_id: seg.call_id }));
+      else if (seg.joined) nodes.push(h('p', { class: 'missed', text: '… this step was already running when the page opened: its earlier text shows when it ends …' }));
       else if (seg.missed) nodes.push(h('p', { class: 'missed', text: '… the stream dropped here; text sent meanwhile was missed (the full output shows when the step ends) …' }));
       else {
         const text = document.createTextNode(seg.text);
@@ -474,6 +475,7 @@ export function mountRun(main, { runId }) {
   get(`/api/runs/${encodeURIComponent(runId)}?min_position=${feed.start ?? 0}`).then((detailAnswer) => {
     if (!alive) return;
     model = fromSnapshot(detailAnswer);
+    markJoined(model, feed.start ?? 0);
     drawHead();
     drawReport();
     drawRoster();

@@ -30,6 +30,7 @@ function newStep(spec) {
     usage: spec.usage || {},
     model: spec.model || '',
     retry_at: spec.retry_at || null,
+    last_position: spec.last_position || 0,
     decided_by: spec.decided_by || '',
     comment: spec.comment || '',
     approval: spec.status === 'paused' ? { prompt: spec.prompt || '' } : null,
@@ -225,6 +226,18 @@ export function tokens(model) {
     }
   }
   return any ? total : null;
+}
+
+/**
+ * Mark the text of steps that were already running before ``since`` (the
+ * feed's start): their first deltas went out before this page listened.
+ */
+export function markJoined(model, since) {
+  for (const step of model.steps.values()) {
+    if (step.status === 'running' && step.last_position <= since && !step.segments.length) {
+      step.segments.push({ missed: true, joined: true });
+    }
+  }
 }
 
 /** Mark the running steps' live text as incomplete (the stream dropped while they ran). */
