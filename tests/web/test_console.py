@@ -249,7 +249,7 @@ def test_plan_shows_each_waiting_run_and_its_reason(page, server):
     row = page.locator(f".plan-row[data-run-id='{run_id}']")
     expect(row).to_be_visible()
     expect(row.locator(".reason")).to_have_text(re.compile("waiting for approval"))
-    expect(row.locator(".detail")).to_contain_text("approve or reject")
+    expect(row.locator(".why")).to_contain_text("approve or reject")
     expect(page.locator(".capacity")).to_contain_text("agent slots in use")
     shoot(page, "plan")
     row.get_by_role("link").click()
@@ -299,6 +299,8 @@ def test_mobile_width_one_column_inline_roster_controls_on_one_line(page, server
     expect(page.get_by_role("tab")).to_have_count(5)
     sizes = [b.bounding_box() for b in page.locator(".segmented .seg").all()]
     assert _same_line(sizes) and page.evaluate("document.documentElement.scrollWidth") <= MOBILE["width"]
+    tabs = [t.bounding_box() for t in page.get_by_role("tab").all()]
+    assert _same_line(tabs) and all(t["x"] + t["width"] <= MOBILE["width"] for t in tabs), f"every tab in view: {tabs}"
 
 
 FOCUSABLE = """() => {

@@ -31,12 +31,12 @@ export function mountPlan(main) {
         return h('li', { class: 'plan-row', dataset: { runId: r.run_id, reason: r.reason } },
           h('span', { class: 'pos', text: `#${r.position}` }), runLink(r),
           h('span', { class: 'reason' }, h('span', { 'aria-hidden': 'true', text: icon }), ` ${word}`),
-          h('span', { class: 'detail', text: r.detail }));
+          h('span', { class: 'why', text: r.detail }));
       }))
       : h('p', { class: 'hint', text: 'Nothing waits.' });
     const running = plan.in_progress.length
       ? h('ul', { class: 'plan-list' }, plan.in_progress.map((r) => h('li', { class: 'plan-row', dataset: { runId: r.run_id } },
-        runLink(r), h('span', { class: 'detail', text: `${r.slots_held} slot(s) held · for ${fmtDuration(now - r.since)}` }))))
+        runLink(r), h('span', { class: 'why', text: `${r.slots_held} slot(s) held · for ${fmtDuration(now - r.since)}` }))))
       : h('p', { class: 'hint', text: 'No run is in progress.' });
     replace(body, capacity, h('h2', { text: 'Waiting' }), waiting, h('h2', { text: 'In progress' }), running);
   }
