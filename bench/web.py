@@ -62,7 +62,8 @@ class PacedModel:
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(64)
         self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
-        config = uvicorn.Config(self.app, interface="asgi3", lifespan="off", log_level="warning", timeout_graceful_shutdown=1)
+        config = uvicorn.Config(self.app, interface="asgi3", lifespan="off", log_level="warning",
+                                timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
         self._thread.start()
@@ -200,7 +201,8 @@ RATES = """runId => {
     if (f.type !== 'step_delta' || f.run_id !== runId) continue;
     (byStep[f.step_id] = byStep[f.step_id] || []).push(f.received);
   }
-  return Object.values(byStep).filter(ts => ts.length > 2).map(ts => (ts.length - 1) / ((ts[ts.length - 1] - ts[0]) / 1000));
+  return Object.values(byStep).filter(ts => ts.length > 2)
+    .map(ts => (ts.length - 1) / ((ts[ts.length - 1] - ts[0]) / 1000));
 }"""
 
 

@@ -334,7 +334,8 @@ def tab_through(page) -> set[str]:
 
 UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
   .filter(el => el.getClientRects().length || el.closest('.seg'))
-  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
+  .filter(el => !(el.labels && el.labels.length)
+                && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
   .map(el => el.outerHTML)"""
 
 COLOUR_ONLY = """() => [...document.querySelectorAll('.status')]
