@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test postgres bench clean
+.PHONY: demo test postgres browser bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,15 +26,22 @@ postgres:
 	  done; \
 	else echo "PostgreSQL is not installed here: its tests will be skipped (loudly)"; fi
 
-test: $(STAMP) postgres
+# The web console's tests drive Debian's Chromium (Playwright never downloads one).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium for the web console tests"; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: $(STAMP) postgres browser
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) browser
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/store.py
 	$(PY) bench/engine.py
 	$(PY) bench/api.py
 	$(PY) bench/scheduler.py
+	$(PY) bench/web.py
 
 clean:
 	rm -rf $(VENV) baton-demo.db*

@@ -26,6 +26,7 @@ from api.http import openapi, problems, routes, stream
 from api.http.hub import DEFAULT_BUFFER, FrameHub
 from api.runtime import Runtime
 from api.settings import Settings, SettingsError, from_env, safe_url
+from api.web import routes as web
 
 log = logging.getLogger("baton.api")
 
@@ -52,7 +53,7 @@ def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: in
     hub = FrameHub(runtime.store, bus=bus,
                    project_of=read_model.run_project if read_model is not None else None,
                    buffer=stream_buffer)
-    app = Starlette(routes=[*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES],
+    app = Starlette(routes=[*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES, *web.ROUTES],
                     exception_handlers=problems.handlers(), lifespan=lifespan)
     app.state.runtime = runtime
     app.state.hub = hub
@@ -117,7 +118,8 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                                 lifespan="on", **options)
         server = StreamingServer(config, app.state.hub)
-        print(f"baton: serving http://{settings.host}:{settings.port}/api (store {safe_url(settings.db)})",
+        print(f"baton: serving http://{settings.host}:{settings.port}/ (web console; API at /api) "
+              f"(store {safe_url(settings.db)})",
               file=sys.stderr, flush=True)
         try:
             server.run()

@@ -1,0 +1,537 @@
+// The run pane: a header (flow, status, elapsed, tokens, actions), the
+// report on top once the run has ended, the roster of steps with their
+// statuses, and one step expanded at a time, following the active step
+// until the reader picks one. Live deltas, tool calls and results show
+// inline in the expanded step; a paused step takes approve/reject with a
+// comment; task steps take a message or an abort (STEP_CONTROLS).
+//
+// State is a snapshot read after the feed's start position, then the
+// frames after the snapshot's position, folded by runmodel.apply: a frame
+// seen twice (a reconnect, the ring replay) changes nothing.
+
+import { get, post, request } from './api.js';
+import { h, replace, statusBadge, fmtDuration, fmtTime, shortId, describeError, toast, TERMINAL } from './dom.js';
+import { feed } from './feed.js';
+import { render as markdown } from './markdown.js';
+import { perf } from './perf.js';
+import { activeStep, apply, fromSnapshot, markJoined, markMissed, STEP_CONTROLS, tokens } from './runmodel.js';
+
+const NARROW = '(max-width: 720px)';
+
+export function mountRun(main, { runId }) {
+  let alive = true;
+  let model = null;
+  let selected = null;
+  let follow = true;
+  let stopFeed = () => {};
+  let stopState = () => {};
+  let ticker = 0;
+  let usageTimer = 0;
+  let live = null; // {step_id, node: Text} the text node deltas of the expanded step go to
+  const narrow = window.matchMedia(NARROW);
+
+  const heading = h('h1', { tabindex: '-1' }, 'Run ', h('span', { class: 'id', text: shortId(runId) }));
+  const headStatus = h('span', { class: 'head-status' });
+  const question = h('p', { class: 'question' });
+  const stats = h('dl', { class: 'stats' });
+  const notice = h('p', { class: 'notice', role: 'status', hidden: true });
+  const cancelBtn = h('button', { type: 'button', class: 'danger', id: 'cancel', 'aria-label': 'Cancel run' },
+    h('span', { 'aria-hidden': 'true', text: '■ ' }), 'Cancel');
+  const copyBtn = h('button', { type: 'button', id: 'copy-report', 'aria-label': 'Copy report', disabled: true },
+    h('span', { 'aria-hidden': 'true', text: '❐ ' }), 'Copy');
+  const mdBtn = h('button', { type: 'button', id: 'download-md', 'aria-label': 'Download report as markdown', disabled: true },
+    h('span', { 'aria-hidden': 'true', text: '⤓ ' }), '.md');
+  const logBtn = h('button', { type: 'button', id: 'download-log', 'aria-label': 'Download audit log as JSON lines' },
+    h('span', { 'aria-hidden': 'true', text: '⤓ ' }), 'Log');
+  const controls = h('div', { class: 'controls', role: 'toolbar', 'aria-label': 'Run actions' }, cancelBtn, copyBtn, mdBtn, logBtn);
+  const reason = h('input', { id: 'cancel-reason', type: 'text', placeholder: 'optional', autocomplete: 'off' });
+  const confirm = h('form', { class: 'confirm', hidden: true, 'aria-label': 'Confirm cancel' },
+    h('label', { for: 'cancel-reason', text: 'Reason' }), reason,
+    h('div', { class: 'buttons' },
+      h('button', { type: 'submit', class: 'danger', id: 'cancel-confirm' }, 'Cancel run'),
+      h('button', { type: 'button', id: 'cancel-keep', onclick: () => { confirm.hidden = true; cancelBtn.focus(); } }, 'Keep running')));
+  const report = h('section', { class: 'report', id: 'report', hidden: true, 'aria-labelledby': 'report-title' },
+    h('h2', { id: 'report-title', text: 'Report' }), h('div', { class: 'markdown' }));
+  const roster = h('ol', { class: 'roster', 'aria-label': 'Steps' });
+  const followBtn = h('button', { type: 'button', class: 'link', id: 'follow', hidden: true }, 'Follow the active step');
+  const detail = h('section', { class: 'detail', id: 'step-detail', 'aria-live': 'off', hidden: true });
+  const side = h('div', { class: 'detail-col' }, detail);
+
+  replace(main, h('article', { class: 'run-pane', dataset: { runId } },
+    h('header', { class: 'run-head' },
+      h('div', { class: 'title-row' }, heading, headStatus),
+      question, stats, controls, confirm, notice),
+    report,
+    h('div', { class: 'run-body' },
+      h('section', { class: 'roster-col', 'aria-labelledby': 'steps-title' },
+        h('div', { class: 'roster-head' }, h('h2', { id: 'steps-title', text: 'Steps' }), followBtn), roster),
+      side)));
+  heading.focus();
+
+  // -- header ----------------------------------------------------------------------------------
+
+  function elapsed() {
+    const run = model.run;
+    const begin = run.started_at || run.launched_at;
+    if (!begin) return null;
+    const end = TERMINAL.has(run.status) ? (run.ended_at || begin) : Date.now() / 1000;
+    return Math.max(0, end - begin);
+  }
+
+  function drawHead() {
+    const run = model.run;
+    heading.replaceChildren(h('span', { class: 'flow', text: run.flow || 'run' }), ' ', h('span', { class: 'id', title: run.run_id, text: shortId(run.run_id) }));
+    replace(headStatus, statusBadge(run.status));
+    headStatus.dataset.status = run.status;
+    question.textContent = run.question || '';
+    const steps = [...model.steps.values()];
+    const done = steps.filter((s) => TERMINAL.has(s.status) || s.status === 'skipped').length;
+    const used = tokens(model);
+    const items = [
+      ['Status', statusBadge(run.status)],
+      ['Elapsed', h('span', { id: 'elapsed', text: fmtDuration(elapsed()) })],
+      ['Tokens', h('span', { id: 'tokens', text: used === null ? '—' : used.toLocaleString() })],
+      ['Size', run.band || '—'],
+      ['Steps', `${done} of ${steps.length}`],
+      ['Launched', fmtTime(run.launched_at)],
+    ];
+    if (run.anomalies) items.push(['Anomalies', h('span', { class: 'warn' }, h('span', { 'aria-hidden': 'true', text: '⚠ ' }), String(run.anomalies))]);
+    replace(stats, items.map(([k, v]) => h('div', {}, h('dt', { text: k }), h('dd', {}, v))));
+    const ended = TERMINAL.has(run.status);
+    cancelBtn.hidden = ended;
+    if (ended) confirm.hidden = true;
+    copyBtn.disabled = !model.report;
+    mdBtn.disabled = !model.report;
+    if (run.status === 'queued') showNotice(`Queued: ${run.queue_reason || 'waiting for capacity'}${run.plan_position ? ` (position ${run.plan_position} in the plan)` : ''}.`);
+    else if (notice.dataset.kind === 'queued') hideNotice();
+    if (ended && ticker) {
+      clearInterval(ticker);
+      ticker = 0;
+    }
+  }
+
+  function showNotice(text, kind = 'queued') {
+    notice.textContent = text;
+    notice.dataset.kind = kind;
+    notice.hidden = false;
+  }
+
+  function hideNotice() {
+    notice.hidden = true;
+    notice.dataset.kind = '';
+  }
+
+  function drawReport() {
+    report.hidden = !model.report;
+    if (model.report) {
+      const body = report.querySelector('.markdown');
+      if (body.dataset.source !== model.report) {
+        replace(body, markdown(model.report));
+        body.dataset.source = model.report;
+      }
+    }
+  }
+
+  // -- roster ----------------------------------------------------------------------------------
+
+  function stepMeta(step) {
+    const bits = [];
+    if (step.agent) bits.push(step.agent);
+    else if (step.kind) bits.push(step.kind);
+    if (step.attempt > 1) bits.push(`attempt ${step.attempt}`);
+    if (step.duration_s !== null && step.duration_s !== undefined && TERMINAL.has(step.status)) bits.push(fmtDuration(step.duration_s));
+    return bits.join(' · ');
+  }
+
+  function stepButton(step) {
+    const open = step.step_id === selected;
+    return h('button', {
+      type: 'button', class: 'step', id: `step-${step.step_id}`, 'aria-expanded': String(open), 'aria-controls': 'step-detail',
+      dataset: { stepId: step.step_id, status: step.status },
+      onclick: () => toggle(step.step_id),
+    }, statusBadge(step.status, { short: true }), ' ', h('span', { class: 'label', text: step.label }),
+    h('span', { class: 'meta', text: stepMeta(step) }));
+  }
+
+  function drawRoster() {
+    const items = [...model.steps.values()].map((step) => {
+      const li = roster.querySelector(`li[data-step-id="${CSS.escape(step.step_id)}"]`) || h('li', { dataset: { stepId: step.step_id } });
+      const button = li.querySelector('button.step');
+      if (button) button.replaceWith(stepButton(step));
+      else li.prepend(stepButton(step));
+      li.dataset.status = step.status;
+      return li;
+    });
+    if (items.length !== roster.children.length || items.some((li, i) => roster.children[i] !== li)) replace(roster, items);
+  }
+
+  function drawStep(stepId) {
+    const step = model.steps.get(stepId);
+    const li = roster.querySelector(`li[data-step-id="${CSS.escape(stepId)}"]`);
+    if (!step || !li) {
+      drawRoster();
+      return;
+    }
+    li.dataset.status = step.status;
+    li.querySelector('button.step').replaceWith(stepButton(step));
+  }
+
+  function toggle(stepId) {
+    if (selected === stepId) {
+      select(null);
+      follow = false;
+    } else {
+      select(stepId);
+      follow = stepId === activeStep(model);
+    }
+    drawFollow();
+  }
+
+  function drawFollow() {
+    followBtn.hidden = follow || TERMINAL.has(model.run.status) || !activeStep(model);
+  }
+
+  followBtn.addEventListener('click', () => {
+    follow = true;
+    const a = activeStep(model);
+    if (a) select(a);
+    drawFollow();
+  });
+
+  function select(stepId) {
+    const before = selected;
+    selected = stepId;
+    for (const id of [before, stepId]) if (id && model.steps.has(id)) drawStep(id);
+    drawDetail();
+  }
+
+  function placeDetail() {
+    const li = selected && roster.querySelector(`li[data-step-id="${CSS.escape(selected)}"]`);
+    if (narrow.matches && li) {
+      if (detail.parentNode !== li) li.append(detail);
+    } else if (detail.parentNode !== side) {
+      side.append(detail);
+    }
+  }
+
+  // -- the expanded step -----------------------------------------------------------------------
+
+  function toolRow(call) {
+    const state = !call.done ? ['…', 'running'] : call.ok === false || call.error ? ['✕', 'failed'] : ['✓', 'ok'];
+    const args = typeof call.arguments === 'string' ? call.arguments : JSON.stringify(call.arguments ?? {});
+    const result = call.error || (typeof call.result === 'string' ? call.result : JSON.stringify(call.result ?? ''));
+    return h('div', { class: 'tool', dataset: { callId: call.call_id, state: state[1] } },
+      h('div', { class: 'tool-head' }, h('span', { 'aria-hidden': 'true', text: '⚙ ' }), h('code', { text: call.tool || 'tool' }),
+        h('span', { class: 'tool-state' }, h('span', { 'aria-hidden': 'true', text: ` ${state[0]} ` }), state[1])),
+      h('pre', { class: 'tool-args', text: args }),
+      call.done ? h('pre', { class: `tool-result${state[1] === 'failed' ? ' error' : ''}`, text: result }) : null);
+  }
+
+  function streamNodes(step) {
+    const nodes = [];
+    live = null;
+    for (const seg of step.segments) {
+      if (seg.call_id) nodes.push(toolRow(step.tools.get(seg.call_id) || { call_id: seg.call_id }));
+      else if (seg.joined) nodes.push(h('p', { class: 'missed', text: '… this step was already running when the page opened: its earlier text shows when it ends …' }));
+      else if (seg.missed) nodes.push(h('p', { class: 'missed', text: '… the stream dropped here; text sent meanwhile was missed (the full output shows when the step ends) …' }));
+      else {
+        const text = document.createTextNode(seg.text);
+        nodes.push(h('pre', { class: 'stream' }, text));
+        live = { step_id: step.step_id, node: text, seg };
+      }
+    }
+    if (!live || nodes[nodes.length - 1] !== live.node.parentNode) {
+      const text = document.createTextNode('');
+      const seg = { text: '' };
+      nodes.push(h('pre', { class: 'stream' }, text));
+      live = { step_id: step.step_id, node: text, seg, fresh: true };
+    }
+    return nodes;
+  }
+
+  function approvalBox(step) {
+    const comment = h('textarea', { id: 'approval-comment', rows: '3', placeholder: 'optional: why, or what to watch for' });
+    const status = h('p', { class: 'hint', role: 'status' });
+    const decide = async (verb) => {
+      for (const b of box.querySelectorAll('button')) b.disabled = true;
+      status.textContent = verb === 'approve' ? 'Approving…' : 'Rejecting…';
+      try {
+        await post(`/api/runs/${encodeURIComponent(runId)}/steps/${encodeURIComponent(step.step_id)}/${verb}`, { comment: comment.value });
+        status.textContent = verb === 'approve' ? 'Approved; the run goes on.' : 'Rejected.';
+      } catch (err) {
+        status.textContent = describeError(err);
+        for (const b of box.querySelectorAll('button')) b.disabled = false;
+      }
+    };
+    const box = h('form', { class: 'approval', 'aria-label': 'Approve or reject', onsubmit: (e) => e.preventDefault() },
+      h('h3', { text: 'Waiting for your decision' }),
+      step.approval && step.approval.prompt ? h('div', { class: 'prompt markdown' }, markdown(step.approval.prompt)) : null,
+      h('label', { for: 'approval-comment', text: 'Comment' }), comment,
+      h('div', { class: 'buttons' },
+        h('button', { type: 'button', class: 'primary', id: 'approve', onclick: () => decide('approve') }, h('span', { 'aria-hidden': 'true', text: '✓ ' }), 'Approve'),
+        h('button', { type: 'button', class: 'danger', id: 'reject', onclick: () => decide('reject') }, h('span', { 'aria-hidden': 'true', text: '✕ ' }), 'Reject')),
+      status);
+    return box;
+  }
+
+  function taskBox(step) {
+    const allowed = STEP_CONTROLS[step.kind] || [];
+    if (!allowed.length || step.status !== 'running') return null;
+    const text = h('textarea', { id: 'task-message', rows: '2' });
+    const status = h('p', { class: 'hint', role: 'status' });
+    const base = `/api/runs/${encodeURIComponent(runId)}/steps/${encodeURIComponent(step.step_id)}`;
+    const send = async (what, body) => {
+      status.textContent = 'Sending…';
+      try {
+        await post(`${base}/${what}`, body);
+        status.textContent = what === 'message' ? 'Sent.' : 'Abort requested.';
+        text.value = '';
+      } catch (err) {
+        status.textContent = describeError(err);
+      }
+    };
+    return h('form', { class: 'task-controls', 'aria-label': 'Talk to the task', onsubmit: (e) => { e.preventDefault(); send('message', { text: text.value }); } },
+      allowed.includes('message') ? [h('label', { for: 'task-message', text: 'Message to the agent' }), text] : null,
+      h('div', { class: 'buttons' },
+        allowed.includes('message') ? h('button', { type: 'submit', id: 'task-send' }, 'Send') : null,
+        allowed.includes('abort') ? h('button', { type: 'button', class: 'danger', id: 'task-abort', onclick: () => send('abort', { reason: text.value }) }, 'Abort') : null),
+      status);
+  }
+
+  function drawDetail() {
+    placeDetail();
+    const step = selected && model.steps.get(selected);
+    detail.hidden = !step;
+    live = null;
+    if (!step) {
+      detail.replaceChildren();
+      return;
+    }
+    const facts = [step.kind, step.agent, step.model, step.attempt ? `attempt ${step.attempt}` : '',
+      step.duration_s !== null && step.duration_s !== undefined && TERMINAL.has(step.status) ? fmtDuration(step.duration_s) : ''].filter(Boolean);
+    const parts = [
+      h('div', { class: 'detail-head' }, h('h2', { id: 'detail-title', text: step.label }), statusBadge(step.status)),
+      h('p', { class: 'facts', text: facts.join(' · ') }),
+    ];
+    for (const a of step.anomalies.values()) {
+      parts.push(h('p', { class: 'anomaly' }, h('span', { 'aria-hidden': 'true', text: '⚠ ' }), `${a.kind} (${a.severity}): ${a.detail}${a.action ? ` — ${a.action}` : ''}`));
+    }
+    if (step.status === 'paused') parts.push(approvalBox(step));
+    const task = taskBox(step);
+    if (task) parts.push(task);
+    if (step.status === 'running') {
+      parts.push(h('div', { class: 'stream-box', 'aria-label': 'Live output' }, streamNodes(step)));
+    } else {
+      const tools = [...step.tools.values()];
+      if (tools.length) parts.push(h('div', { class: 'tools' }, tools.map(toolRow)));
+      if (step.output) parts.push(h('pre', { class: 'stream output', text: step.output }));
+      else if (step.status === 'pending') parts.push(h('p', { class: 'hint', text: step.deps.length ? `Waits for ${step.deps.join(', ')}.` : 'Not started yet.' }));
+    }
+    if (step.decided_by || step.comment) parts.push(h('p', { class: 'decision', text: `${step.status === 'rejected' ? 'Rejected' : 'Approved'}${step.decided_by ? ` by ${step.decided_by}` : ''}${step.comment ? `: “${step.comment}”` : ''}` }));
+    if (step.error) parts.push(h('p', { class: 'error', text: step.error }));
+    if (step.skip_reason) parts.push(h('p', { class: 'hint', text: `Skipped (${step.skip_reason})${step.detail ? `: ${step.detail}` : ''}` }));
+    if (step.prompt && step.kind !== 'approval') parts.push(h('details', { class: 'prompt' }, h('summary', { text: 'Prompt' }), h('pre', { text: step.prompt })));
+    replace(detail, parts);
+    detail.dataset.stepId = step.step_id;
+    detail.dataset.status = step.status;
+    stickToBottom();
+  }
+
+  function appendDelta(change) {
+    const step = model.steps.get(change.step_id);
+    const seg = step.segments[step.segments.length - 1];
+    if (!live || live.step_id !== change.step_id || !live.node.isConnected || (live.seg !== seg && !live.fresh)) {
+      drawDetail(); // the text's place changed (a tool call came between): draw the stream again
+      return;
+    }
+    if (live.fresh) {
+      live.seg = seg;
+      live.fresh = false;
+    }
+    const atBottom = nearBottom();
+    live.node.appendData(change.text);
+    if (atBottom) stickToBottom();
+  }
+
+  function nearBottom() {
+    const scroller = document.scrollingElement;
+    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+  }
+
+  function stickToBottom() {
+    if (!selected || !follow) return;
+    const streams = detail.querySelectorAll('pre.stream');
+    const last = streams[streams.length - 1];
+    if (last) last.scrollTop = last.scrollHeight;
+  }
+
+  // -- frames ----------------------------------------------------------------------------------
+
+  function refreshUsage() {
+    clearTimeout(usageTimer);
+    usageTimer = setTimeout(async () => {
+      try {
+        const fresh = await get(`/api/runs/${encodeURIComponent(runId)}`);
+        if (!alive) return;
+        for (const s of fresh.steps) {
+          const step = model.steps.get(s.step_id);
+          if (step) {
+            step.usage = s.usage || {};
+            if (!step.prompt && s.prompt) step.prompt = s.prompt;
+          }
+        }
+        drawHead();
+      } catch {
+        // the next step's end tries again
+      }
+    }, 300);
+  }
+
+  function onFrame(frame) {
+    const change = apply(model, frame);
+    if (!change) return;
+    if (change.what === 'delta') {
+      if (change.step_id === selected) {
+        appendDelta(change);
+        perf.shown(frame.received);
+      }
+      return;
+    }
+    if (change.what === 'run') {
+      drawHead();
+      drawReport();
+      drawRoster();
+    } else {
+      drawStep(change.step_id);
+      drawHead();
+      if (change.step_id === selected) drawDetail();
+      const step = model.steps.get(change.step_id);
+      if (step && TERMINAL.has(step.status)) refreshUsage();
+    }
+    noteFirstStatus();
+    followActive();
+    drawFollow();
+  }
+
+  // For bench/web.py: the first paint that shows a step's status after a launch.
+  function noteFirstStatus() {
+    if (perf.marks.launchClick !== undefined && [...model.steps.values()].some((s) => s.status !== 'pending')) perf.markPainted('firstStepStatus');
+  }
+
+  function followActive() {
+    if (!follow) return;
+    const active = activeStep(model);
+    if (active && active !== selected) select(active);
+  }
+
+  // -- actions ---------------------------------------------------------------------------------
+
+  cancelBtn.addEventListener('click', () => {
+    confirm.hidden = false;
+    reason.focus();
+  });
+  confirm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      await post(`/api/runs/${encodeURIComponent(runId)}/cancel`, reason.value ? { reason: reason.value } : {});
+      confirm.hidden = true;
+      toast('Cancel requested.');
+    } catch (err) {
+      toast(describeError(err));
+    }
+  });
+
+  copyBtn.addEventListener('click', async () => {
+    if (!model.report) return;
+    try {
+      await copyText(model.report);
+      toast('Report copied to the clipboard.');
+    } catch (err) {
+      toast(`The report could not be copied: ${describeError(err)}`);
+    }
+  });
+  mdBtn.addEventListener('click', () => download(`/api/runs/${encodeURIComponent(runId)}/report`, 'text/markdown', `baton-${runId}.md`));
+  logBtn.addEventListener('click', () => download(`/api/runs/${encodeURIComponent(runId)}/events?format=jsonl`, 'application/x-ndjson', `baton-${runId}-events.jsonl`));
+
+  async function download(path, accept, filename) {
+    try {
+      const res = await request('GET', path, { accept, raw: true });
+      const url = URL.createObjectURL(await res.blob());
+      const a = h('a', { href: url, download: filename, hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } catch (err) {
+      toast(`The download failed: ${describeError(err)}`);
+    }
+  }
+
+  // -- lifecycle -------------------------------------------------------------------------------
+
+  const onResize = () => placeDetail();
+  narrow.addEventListener('change', onResize);
+
+  get(`/api/runs/${encodeURIComponent(runId)}?min_position=${feed.start ?? 0}`).then((detailAnswer) => {
+    if (!alive) return;
+    model = fromSnapshot(detailAnswer);
+    markJoined(model, feed.start ?? 0);
+    drawHead();
+    drawReport();
+    drawRoster();
+    // Frames the feed got before (or while) the snapshot was read, then the live ones.
+    for (const frame of feed.recent((f) => f.run_id === runId)) apply(model, frame);
+    stopFeed = feed.subscribe(onFrame);
+    stopState = feed.onState((state) => {
+      if (state === 'reconnecting') {
+        markMissed(model);
+        if (selected && model.steps.get(selected)?.status === 'running') drawDetail();
+        showNotice('The live stream dropped: reconnecting… (missed steps and statuses are caught up on reconnect)', 'stream');
+      } else if (state === 'live' && notice.dataset.kind === 'stream') {
+        showNotice('Reconnected: caught up.', 'stream-ok');
+        setTimeout(() => notice.dataset.kind === 'stream-ok' && hideNotice(), 3000);
+      }
+    });
+    drawHead();
+    drawReport();
+    drawRoster();
+    noteFirstStatus();
+    followActive();
+    if (!selected) drawDetail();
+    drawFollow();
+    if (!TERMINAL.has(model.run.status)) {
+      ticker = setInterval(() => {
+        const el = document.getElementById('elapsed');
+        if (el && model) el.textContent = fmtDuration(elapsed());
+      }, 1000);
+    }
+  }).catch((err) => {
+    if (!alive) return;
+    replace(main, h('h1', { tabindex: '-1', text: 'Run not found' }),
+      h('p', { class: 'error', text: describeError(err) }), h('p', {}, h('a', { href: '#/runs', text: 'Back to the runs' })));
+  });
+
+  return () => {
+    alive = false;
+    stopFeed();
+    stopState();
+    clearInterval(ticker);
+    clearTimeout(usageTimer);
+    narrow.removeEventListener('change', onResize);
+  };
+}
+
+/** Copy text: the Clipboard API where the page may use it, else a selected textarea and execCommand. */
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  const area = h('textarea', { class: 'offscreen', readonly: true });
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  const ok = document.execCommand('copy');
+  area.remove();
+  if (!ok) throw new Error('the browser refused to copy');
+}

@@ -1,0 +1,252 @@
+// A run as the run pane shows it: a snapshot (GET /api/runs/{id}) and the
+// frames after it, folded. Applying a frame twice changes nothing: durable
+// frames at or before the position already applied are skipped (frames of
+// one event share its id, so they are told apart by type and step), and
+// deltas only extend the text of the attempt that is running.
+
+import { TERMINAL } from './dom.js';
+import { frameKey } from './feed.js';
+
+// Which step kinds take a message or an abort while they run (DESIGN §12's task steps).
+export const STEP_CONTROLS = { task: ['message', 'abort'] };
+
+function newStep(spec) {
+  return {
+    step_id: spec.step_id,
+    label: spec.label || spec.step_id,
+    kind: spec.kind || '',
+    agent: spec.agent || spec.persona || '',
+    deps: spec.deps || [],
+    status: spec.status || 'pending',
+    attempt: spec.attempt || 0,
+    started_at: spec.started_at || null,
+    ended_at: spec.ended_at || null,
+    duration_s: spec.duration_s ?? null,
+    error: spec.error || '',
+    skip_reason: spec.skip_reason || spec.reason || '',
+    detail: spec.detail || '',
+    output: spec.output || '',
+    prompt: spec.prompt || '',
+    usage: spec.usage || {},
+    model: spec.model || '',
+    retry_at: spec.retry_at || null,
+    last_position: spec.last_position || 0,
+    decided_by: spec.decided_by || '',
+    comment: spec.comment || '',
+    approval: spec.status === 'paused' ? { prompt: spec.prompt || '' } : null,
+    text: '', // the live text of the running attempt
+    segments: [], // that text and its tool calls, in order: {text} | {call_id}
+    missed: false, // the stream dropped while this attempt ran: some live text is missing
+    tools: new Map(), // call_id -> {tool, arguments, ok, result, error}
+    anomalies: new Map(), // frame id -> anomaly frame
+  };
+}
+
+/** The model of a run from its GET /api/runs/{id} answer. */
+export function fromSnapshot(detail) {
+  const run = { ...detail.run };
+  const steps = new Map();
+  for (const s of detail.steps || []) steps.set(s.step_id, newStep(s));
+  return {
+    run,
+    steps,
+    report: detail.report || null,
+    lastId: run.last_position || 0,
+    lastKeys: null, // null: every frame of lastId is already in the snapshot
+  };
+}
+
+/** Whether the durable frame was applied already (and remember it when not). */
+function seen(model, frame) {
+  if (frame.id === undefined || frame.id === null) return false;
+  const id = Number(frame.id);
+  if (id < model.lastId) return true;
+  const key = frameKey(frame);
+  if (id === model.lastId) {
+    if (model.lastKeys === null || model.lastKeys.has(key)) return true;
+    model.lastKeys.add(key);
+    return false;
+  }
+  model.lastId = id;
+  model.lastKeys = new Set([key]);
+  return false;
+}
+
+/**
+ * Fold one frame into the model. Returns what changed, for the view to
+ * redraw just that: {what: 'run'} | {what: 'step', step_id} | {what: 'delta', step_id, text}
+ * | {what: 'tool', step_id, call_id} | null (nothing: another run, seen before, or unknown).
+ */
+export function apply(model, frame) {
+  if (!frame || frame.run_id !== model.run.run_id) return null;
+  if (seen(model, frame)) return null;
+  switch (frame.type) {
+    case 'flow_run_started': {
+      for (const spec of frame.steps || []) if (!model.steps.has(spec.step_id)) model.steps.set(spec.step_id, newStep(spec));
+      Object.assign(model.run, { flow: frame.flow_name || model.run.flow, band: frame.band || model.run.band });
+      return { what: 'run' };
+    }
+    case 'flow_run_step_updated':
+      return frame.step_id == null ? applyRun(model, frame) : applyStep(model, frame);
+    case 'approval_requested': {
+      const step = model.steps.get(frame.step_id);
+      if (!step) return null;
+      step.approval = { prompt: frame.prompt || '' };
+      step.prompt = frame.prompt || step.prompt;
+      return { what: 'step', step_id: step.step_id };
+    }
+    case 'step_delta': {
+      const step = model.steps.get(frame.step_id);
+      if (!step || step.status !== 'running') return null;
+      if (frame.attempt && step.attempt && frame.attempt !== step.attempt) return null;
+      const text = frame.text || '';
+      step.text += text;
+      const last = step.segments[step.segments.length - 1];
+      if (last && last.text !== undefined) last.text += text;
+      else step.segments.push({ text });
+      return { what: 'delta', step_id: step.step_id, text: frame.text || '' };
+    }
+    case 'anomaly': {
+      const step = model.steps.get(frame.step_id);
+      if (step) step.anomalies.set(frame.id, frame);
+      model.run.anomalies = (model.run.anomalies || 0) + 1;
+      return step ? { what: 'step', step_id: step.step_id } : { what: 'run' };
+    }
+    case 'tool_call':
+    case 'tool_result': {
+      const step = model.steps.get(frame.step_id);
+      if (!step || !frame.call_id) return null;
+      let call = step.tools.get(frame.call_id);
+      if (!call) {
+        call = { call_id: frame.call_id, tool: frame.tool, arguments: frame.arguments };
+        step.segments.push({ call_id: frame.call_id });
+      }
+      if (frame.type === 'tool_call') Object.assign(call, { tool: frame.tool, arguments: frame.arguments });
+      else Object.assign(call, { done: true, ok: frame.ok, result: frame.result, error: frame.error, tool: call.tool || frame.tool });
+      step.tools.set(frame.call_id, call);
+      return { what: 'tool', step_id: step.step_id, call_id: frame.call_id };
+    }
+    default:
+      return null; // a frame type this console does not know: harmless
+  }
+}
+
+function applyRun(model, frame) {
+  const run = model.run;
+  run.status = frame.run_status || frame.status || run.status;
+  if (frame.reason !== undefined) run.reason = frame.reason;
+  if (frame.status === 'queued') {
+    run.queue_reason = frame.reason || '';
+    run.plan_position = frame.plan_position || 0;
+  }
+  if (frame.status === 'running' && !run.started_at) run.started_at = frame.at;
+  if (TERMINAL.has(run.status)) {
+    run.ended_at = run.ended_at || frame.at;
+    if (frame.by) run.ended_by = frame.by;
+    if (frame.report) model.report = frame.report;
+  }
+  return { what: 'run' };
+}
+
+function applyStep(model, frame) {
+  let step = model.steps.get(frame.step_id);
+  if (!step) {
+    step = newStep({ step_id: frame.step_id });
+    model.steps.set(frame.step_id, step);
+  }
+  const attempt = frame.attempt || 0;
+  if (frame.status === 'running') {
+    if (attempt !== step.attempt || step.status !== 'running') {
+      step.text = '';
+      step.segments = [];
+      step.missed = false;
+      step.tools = new Map();
+    }
+    Object.assign(step, { attempt: attempt || step.attempt, started_at: frame.at, ended_at: null, error: '' });
+    if (frame.agent) step.agent = frame.agent;
+    if (frame.model) step.model = frame.model;
+  }
+  step.status = frame.status;
+  if (frame.status === 'completed' && frame.output !== undefined) step.output = frame.output;
+  if (frame.duration_s !== undefined) step.duration_s = frame.duration_s;
+  if (frame.error) step.error = frame.error;
+  if (frame.status === 'skipped') {
+    step.skip_reason = frame.reason || '';
+    step.detail = frame.detail || '';
+  }
+  if (frame.decision) {
+    step.decided_by = frame.by || '';
+    step.comment = frame.comment || '';
+    step.output = frame.comment || step.output;
+  }
+  if (frame.status !== 'paused') step.approval = null;
+  if (frame.status !== 'running' && frame.status !== 'pending') step.ended_at = frame.at || step.ended_at;
+  if (frame.will_retry) step.retry_at = frame.retry_at || 1;
+  else if (frame.status === 'running' || TERMINAL.has(frame.status)) step.retry_at = null;
+  if (frame.run_status) model.run.status = frame.run_status;
+  else model.run.status = underWayStatus(model);
+  return { what: 'step', step_id: step.step_id };
+}
+
+// Frames carry a run's status only when one event settles it; a pause does
+// not (another step may still run), so it is worked out here, as
+// flows.state.run_status does: paused when a person is awaited and nothing
+// else can move (no attempt under way, no retry pending).
+function underWayStatus(model) {
+  const status = model.run.status;
+  if (status !== 'running' && status !== 'paused') return status;
+  let paused = false;
+  for (const s of model.steps.values()) {
+    if (s.status === 'running' || (s.status === 'pending' && s.retry_at)) return 'running';
+    if (s.status === 'paused') paused = true;
+  }
+  return paused ? 'paused' : 'running';
+}
+
+/** The step a person most wants to watch: one waiting for them, else the running one started last. */
+export function activeStep(model) {
+  let running = null;
+  for (const step of model.steps.values()) {
+    if (step.status === 'paused') return step.step_id;
+    if (step.status === 'running' && (!running || (step.started_at || 0) >= (running.started_at || 0))) running = step;
+  }
+  return running ? running.step_id : null;
+}
+
+/** Tokens used by the run so far (the steps' usage), or null when no backend reported any. */
+export function tokens(model) {
+  let total = 0;
+  let any = false;
+  for (const step of model.steps.values()) {
+    const u = step.usage || {};
+    const n = u.total_tokens ?? ((u.prompt_tokens || 0) + (u.completion_tokens || 0));
+    if (n) {
+      total += n;
+      any = true;
+    }
+  }
+  return any ? total : null;
+}
+
+/**
+ * Mark the text of steps that were already running before ``since`` (the
+ * feed's start): their first deltas went out before this page listened.
+ */
+export function markJoined(model, since) {
+  for (const step of model.steps.values()) {
+    if (step.status === 'running' && step.last_position <= since && !step.segments.length) {
+      step.segments.push({ missed: true, joined: true });
+    }
+  }
+}
+
+/** Mark the running steps' live text as incomplete (the stream dropped while they ran). */
+export function markMissed(model) {
+  for (const step of model.steps.values()) {
+    const last = step.segments[step.segments.length - 1];
+    if (step.status === 'running' && !(last && last.missed)) {
+      step.missed = true;
+      step.segments.push({ missed: true });
+    }
+  }
+}
