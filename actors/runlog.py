@@ -27,9 +27,13 @@ def decode(rec: RecordedEvent) -> Event:
     return CODEC.decode(rec)
 
 
-def fold_records(records: Sequence[RecordedEvent]) -> tuple[RunState, History]:
-    """Fold recorded events of one run: its state and its ``(position, event)`` history."""
-    state = RunState()
+def fold_records(records: Sequence[RecordedEvent], run_id: str = "") -> tuple[RunState, History]:
+    """Fold recorded events of one run: its state and its ``(position, event)`` history.
+
+    The state starts with ``run_id``, so a run the log does not have still
+    knows which run it is: a command refused with UnknownRun names it.
+    """
+    state = RunState(run_id=run_id)
     history: History = []
     for rec in records:
         event = decode(rec)
@@ -40,13 +44,13 @@ def fold_records(records: Sequence[RecordedEvent]) -> tuple[RunState, History]:
 
 def load(ctx: EngineContext, run_id: str) -> tuple[RunState, History]:
     """Fold a run's stream: its state and its ``(position, event)`` history."""
-    return fold_records(ctx.store.read_stream(stream_of(run_id)))
+    return fold_records(ctx.store.read_stream(stream_of(run_id)), run_id)
 
 
 def load_with_owner(ctx: EngineContext, run_id: str) -> tuple[RunState, History, str]:
     """The run's state and history, and the node that recorded its last event."""
     records = ctx.store.read_stream(stream_of(run_id))
-    state, history = fold_records(records)
+    state, history = fold_records(records, run_id)
     last_node = records[-1].metadata.get("node", "") if records else ""
     return state, history, last_node
 
