@@ -38,7 +38,7 @@ from api.settings import Settings, from_env, safe_url
 from api.settings import check as check_settings
 from flows import decide
 from flows.launch import prepare
-from flows.state import RUN_TERMINAL, RunState
+from flows.state import RUN_STATUSES, RUN_TERMINAL, RunState
 from projections import Framer, rebuild
 
 DEMO_DB = "sqlite:///baton-demo.db"
@@ -370,6 +370,17 @@ def report_verification(replay: Replay, *, verify: bool) -> int:
 # -- the parser and main -------------------------------------------------------------------------
 
 
+def positive_int(raw: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse names the flag in its error)."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: must be at least 1")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with our one-line error (and exit 2) instead of the usage dump."""
 
@@ -407,10 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", metavar="P", help="project id")
     p.add_argument("--follow", action="store_true", help="show the live progress table and the report")
     p = add("runs", cmd_runs, "list runs, newest first")
-    p.add_argument("--status")
+    p.add_argument("--status", choices=RUN_STATUSES, metavar="STATUS", help=f"one of {', '.join(RUN_STATUSES)}")
     p.add_argument("--flow")
     p.add_argument("--project")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N runs (default: 20)")
     p = add("show", cmd_show, "show a run, its steps and its report")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--report", action="store_true", help="print only the report, as markdown")
