@@ -31,6 +31,7 @@ from typing import Any
 from api import failures
 from api.cli import progress
 from api.cli.audit import Replay, replay_log
+from api.cli.escape import printable, printable_line
 from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
 from api.cli.progress import ProgressView, load_run, make_console, say, watch_run
 from api.runtime import Runtime, load_registry
@@ -206,8 +207,8 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
         assert rt.engine is not None
         launched = rt.engine.launch(args.flow, args.question, band=args.band, model=args.model or "",
                                     project_id=args.project or "", launched_by=whoami(None))
-        print(f"launched run {launched.run_id} ({args.flow}, band {args.band}) at position {launched.position}",
-              flush=True)
+        print(printable_line(f"launched run {launched.run_id} ({args.flow}, band {args.band}) at position "
+                             f"{launched.position}"), flush=True)
         return drive_and_report(rt, args, settings, launched.run_id)
 
 
@@ -223,7 +224,8 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
         assert rt.engine is not None
         call = rt.engine.approve if decision == "approved" else rt.engine.reject
         position = call(args.run, args.step, by=by, comment=comment)
-        print(f"{decision} step '{args.step}' of run {args.run} (position {position}, by {by})", flush=True)
+        print(printable_line(f"{decision} step '{args.step}' of run {args.run} (position {position}, by {by})"),
+              flush=True)
         return drive_and_report(rt, args, settings, args.run)
 
 
@@ -237,7 +239,7 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     with running(settings, engine=True, check=check) as rt:
         assert rt.engine is not None
         position = rt.engine.cancel(args.run, reason=reason, by=by)  # answers once RunCancelled is recorded
-        print(f"run {args.run} cancelled (position {position}, by {by})")
+        print(printable_line(f"run {args.run} cancelled (position {position}, by {by})"))
         return EXIT_OK
 
 
@@ -261,7 +263,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     if not args.report:
         progress.print_run(make_console(), found)
     elif found["report"]:
-        sys.stdout.write(found["report"].rstrip("\n") + "\n")
+        sys.stdout.write(printable(found["report"]).rstrip("\n") + "\n")  # controls escaped, as everywhere
     else:
         raise CliError(EXIT_FAILED, f"run {args.run} has no report yet (it is {found['run']['status']})")
     return EXIT_OK
@@ -359,7 +361,7 @@ def report_verification(replay: Replay, *, verify: bool) -> int:
     """Print the problems (stderr) and fail, or print the verified line."""
     if replay.problems:
         for problem in replay.problems:
-            print(f"  problem: {problem}", file=sys.stderr)
+            print(printable_line(f"  problem: {problem}"), file=sys.stderr)
         what = "the log does not verify" if verify else "some runs do not replay"
         raise CliError(EXIT_FAILED, f"{what}: {len(replay.problems)} problem(s), listed above")
     if verify:
@@ -479,9 +481,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         db = settings.db
         return args.handler(args, settings)
     except CliError as exc:
-        return fail(exc.code, str(exc))
+        return fail(exc.code, printable_line(str(exc)))
     except failures.INPUT_ERRORS + failures.RUNTIME_ERRORS as exc:
-        return fail(failures.exit_code(exc), failures.describe(exc, db))
+        return fail(failures.exit_code(exc), printable_line(failures.describe(exc, db)))
     except KeyboardInterrupt:
         print("baton: interrupted; a run this command was driving stays in the log, unfinished: baton serve "
               "takes it up when it next starts (so does a command aimed at that run, e.g. baton cancel RUN)",
@@ -490,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if verbose:
             raise
-        return fail(EXIT_FAILED, failures.describe(exc, db))
+        return fail(EXIT_FAILED, printable_line(failures.describe(exc, db)))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from api.cli.escape import printable, printable_line
 from eventstore import EventStore
 from flows.events import Event, event_from_data
 from flows.state import RunState, StepState, evolve
@@ -153,7 +154,7 @@ def steps_table(state: RunState, latest: dict[str, str] | None = None, *, now: f
     end = state.ended_at or now
     took = f" · {max(end - state.launched_at, 0.0):.1f}s" if state.launched_at else ""
     title = f"{launched.flow if launched else '?'} · run {state.run_id} · {state.status}{took}"
-    table = Table(title=title, title_justify="left", expand=False)
+    table = Table(title=cell(title), title_justify="left", expand=False)
     for name, kw in (("step", {}), ("kind", {}), ("persona", {}), ("status", {}),
                      ("attempt", {"justify": "right"}), ("elapsed", {"justify": "right"}),
                      ("note", {"overflow": "ellipsis", "no_wrap": True, "max_width": 60})):
@@ -163,10 +164,10 @@ def steps_table(state: RunState, latest: dict[str, str] | None = None, *, now: f
     for spec in launched.snapshot.steps:
         step = state.steps.get(spec.id, StepState())
         table.add_row(
-            spec.id, spec.kind, spec.persona or "-",
+            cell(spec.id), spec.kind, cell(spec.persona or "-"),
             Text(step.status, style=STATUS_STYLE.get(step.status, "")),
             str(step.attempt) if step.attempt else "", _elapsed(step, now),
-            _note(step, latest.get(spec.id, "")).replace("\n", " ")[:200],
+            cell(_note(step, latest.get(spec.id, ""))[:200]),
         )
     return table
 
@@ -256,9 +257,18 @@ class ProgressView:
 # -- outcomes, reports and one-off tables --------------------------------------------------------
 
 
+def cell(text: str) -> Text:
+    """User text for a table cell: on one line, controls escaped, markup shown as typed."""
+    return Text(printable_line(text))
+
+
 def say(console: Console, text: str) -> None:
-    """Print text as it is (no markup, no highlighting: run ids and prompts stay intact)."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)  # commands must stay copyable
+    """Print text as it is (no markup, no highlighting: run ids and prompts stay intact).
+
+    Control characters are printed escaped: a line may carry a question, a
+    name or a comment a person typed.
+    """
+    console.print(printable(text), markup=False, highlight=False, soft_wrap=True)  # commands stay copyable
 
 
 def print_outcome(console: Console, state: RunState, command: Callable[[str], str], *, report: bool) -> None:
@@ -287,17 +297,23 @@ def print_outcome(console: Console, state: RunState, command: Callable[[str], st
 
 
 def replay_line(run_id: str, state: RunState, events: int) -> str:
-    """One run re-folded: id, flow, status, its steps by status, how many events."""
+    """One run re-folded: id, flow, status, its steps by status, how many events (controls escaped)."""
     counts: dict[str, int] = {}
     for step in state.steps.values():
         counts[step.status] = counts.get(step.status, 0) + 1
     detail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     flow = state.launched.flow if state.launched else "?"
-    return f"{run_id}  {flow:<24} {state.status:<10} {len(state.steps)} steps ({detail}), {events} events"
+    return printable_line(f"{run_id}  {flow:<24} {state.status:<10} {len(state.steps)} steps ({detail}), "
+                          f"{events} events")
 
 
 def print_report(console: Console, markdown: str, *, title: str = "report") -> None:
-    """The report: rendered on a terminal, the markdown text itself otherwise (so it can be saved)."""
+    """The report: rendered on a terminal, the markdown text itself otherwise (so it can be saved).
+
+    Either way its control characters are printed escaped: a report quotes
+    questions and model outputs.
+    """
+    markdown = printable(markdown)
     console.print(Rule(title))
     if console.is_terminal:
         console.print(Markdown(markdown))
@@ -315,8 +331,8 @@ def flows_table(flows: Iterable[Any]) -> Table:
     table.add_column("steps", justify="right")
     table.add_column("description")
     for flow in flows:
-        table.add_row(flow.name, flow.category, ", ".join(flow.bands), str(len(flow.steps)),
-                      flow.description)
+        table.add_row(cell(flow.name), cell(flow.category), ", ".join(flow.bands), str(len(flow.steps)),
+                      cell(flow.description))
     return table
 
 
@@ -331,17 +347,18 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=24 if name == "question" else None)
     for r in rows:
         status = r["status"] + (f" ({r['queue_reason']})" if r["status"] == "queued" and r["queue_reason"] else "")
-        table.add_row(r["run_id"], r["flow"], r["band"], Text(status, style=STATUS_STYLE.get(r["status"], "")),
-                      f"{r['steps_done']}/{r['steps_total']}", _when(r["launched_at"]), r["project_id"],
-                      r["question"][:80])
+        table.add_row(r["run_id"], cell(r["flow"]), r["band"], Text(status, style=STATUS_STYLE.get(r["status"], "")),
+                      f"{r['steps_done']}/{r['steps_total']}", _when(r["launched_at"]), cell(r["project_id"]),
+                      cell(r["question"][:80]))
     return table
 
 
 def print_run(console: Console, found: dict[str, Any]) -> None:
     """``baton show``: the run, its steps and its report (from the read model)."""
     run, steps = found["run"], found["steps"]
-    console.print(f"[bold]run {run['run_id']}[/bold]  {run['flow']} ({run['category']}), band {run['band']}, "
-                  f"backend {run['backend']}", highlight=False)
+    console.print(Text.assemble((f"run {run['run_id']}", "bold"),
+                                printable_line(f"  {run['flow']} ({run['category']}), band {run['band']}, "
+                                               f"backend {run['backend']}")))
     console.print(Text.assemble("status: ", (run["status"], STATUS_STYLE.get(run["status"], "")),
                                 f"   steps {run['steps_done']}/{run['steps_total']}"
                                 f"   recoveries {run['recoveries']}   anomalies {run['anomalies']}"))
@@ -349,7 +366,7 @@ def print_run(console: Console, found: dict[str, Any]) -> None:
     times = f"launched {_when(run['launched_at'])}"
     if run["ended_at"]:
         times += f", ended {_when(run['ended_at'])} ({run['ended_at'] - run['launched_at']:.1f} s)"
-    console.print(times + (f"; by {run['launched_by']}" if run["launched_by"] else ""), highlight=False)
+    say(console, times + (f"; by {run['launched_by']}" if run["launched_by"] else ""))
     if run["reason"]:
         say(console, f"reason: {run['reason']}" + (f" (by {run['ended_by']})" if run["ended_by"] else ""))
     table = Table(title="steps", title_justify="left")
@@ -357,10 +374,10 @@ def print_run(console: Console, found: dict[str, Any]) -> None:
         table.add_column(name, overflow="ellipsis", no_wrap=name != "note")
     for s in steps:
         note = s["error"] or (f"{s['skip_reason']}: {s['detail']}" if s["skip_reason"] else "")
-        table.add_row(s["step_id"], s["kind"], s["persona"] or "-",
+        table.add_row(cell(s["step_id"]), s["kind"], cell(s["persona"] or "-"),
                       Text(s["status"], style=STATUS_STYLE.get(s["status"], "")),
                       str(s["attempt"] or ""), f"{s['duration_s']:.1f}s" if s["duration_s"] else "",
-                      note.replace("\n", " ")[:120])
+                      cell(note[:120]))
     console.print(table)
     for s in steps:
         if s["status"] == "paused":
@@ -377,4 +394,5 @@ def frame_line(frame: dict[str, Any]) -> str:
     status = frame.get("status") or frame.get("run_status")
     if status is None:
         status = {"flow_run_started": "launched", "approval_requested": "paused"}.get(frame["type"], "-")
-    return f"{frame['id']} {frame['type']} {frame.get('run_id') or '-'} {frame.get('step_id') or '-'} {status}"
+    return printable_line(
+        f"{frame['id']} {frame['type']} {frame.get('run_id') or '-'} {frame.get('step_id') or '-'} {status}")

@@ -288,3 +288,20 @@ def test_a_command_goes_by_its_own_node_name_not_baton_node(baton):
     run_id = baton.ok("launch", "research", "-q", "Who wrote this?", "--band", "small", BATON_NODE="api-1").run_id
     nodes = {e.metadata.get("node") for e in baton.events(run_id)}
     assert nodes and "api-1" not in nodes and all(nodes), nodes
+
+
+def test_control_characters_and_markup_in_user_text_are_printed_escaped(baton):
+    """A terminal escape in a question, a name or a comment must not reach the terminal raw, and
+    rich markup in it must not be interpreted: the person sees what was typed."""
+    question = "Review \x1b[31mred\x1b[0m [bold]this[/bold] \x07now"
+    launched = baton.ok("launch", "review-and-approve", "-q", question)
+    run_id = launched.run_id
+    decided = baton.ok("approve", run_id, "approve", "--by", "\x1b[31mroot", "--comment", "[red]ok\x1b]0;x\x07")
+    outputs = [launched.out, decided.out, baton.ok("runs").out, baton.ok("show", run_id).out,
+               baton.ok("show", run_id, "--report").out, baton.ok("tail", run_id).out]
+    for out in outputs:
+        assert "\x1b" not in out and "\x07" not in out, out
+    shown = outputs[3]
+    assert "\\x1b[31mroot" in shown  # the approver, escaped, in the steps table
+    assert "[bold]this[/bold]" in outputs[2] and "[bold]this[/bold]" in shown  # markup shown as typed
+    assert "by \\x1b[31mroot" in decided.out
