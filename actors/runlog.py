@@ -5,7 +5,8 @@ Shared by the orchestrator (recovery, ownership) and the RunActor (load).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from actors.context import EngineContext
 from eventstore import Codec, RecordedEvent
@@ -83,3 +84,37 @@ def has_work(state: RunState, now: float) -> bool:
     """Whether a paused run still has something to start (a branch beside the approval)."""
     decision = d.decide(state, now)
     return bool(decision.events or decision.ready or decision.wake_at or state.running())
+
+
+class Route(NamedTuple):
+    """Where a command for a run is carried out.
+
+    ``node`` set: hand it to that node's inbox (it drives the run, or can
+    run what this process cannot). ``missing`` set: refuse it, naming the
+    flows module this process lacks. Neither: carry it out here.
+    """
+
+    node: str = ""
+    missing: str = ""
+
+
+def route(state: RunState, last_node: str, me: str, live: set[str], missing: Callable[[], str]) -> Route:
+    """Who should carry out a command for the run: here, the node driving it, or nobody.
+
+    ``missing()`` names a flows module of the run's pending code steps this
+    process cannot import ("" when it can import them all); it is asked only
+    when this process would take the run over, and must be "" for a command
+    that runs no code (cancel). A run this process cannot drive goes to the
+    node that recorded its last event while that node lives, else nowhere:
+    taking it over would fail its code steps.
+    """
+    if driven_elsewhere(state, last_node, me, live):
+        return Route(node=last_node)
+    if state.terminal or state.launched is None:
+        return Route()  # the run's own actor answers (RunFinished, UnknownRun)
+    module = missing()
+    if not module:
+        return Route()
+    if last_node and last_node != me and last_node in live:
+        return Route(node=last_node)
+    return Route(missing=module)
