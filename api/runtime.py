@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Iterable
 
 from actors.agents import make_backend
@@ -31,8 +33,23 @@ class StartError(RuntimeError):
     """The engine refused to start (e.g. another live process already goes by this node name)."""
 
 
+def importable_from_cwd() -> None:
+    """Let modules in the working directory import, as they do under ``python -m``.
+
+    The ``baton`` console script starts with its own directory on sys.path,
+    not the working directory, so ``--flows myflows`` next to ``myflows.py``
+    failed unless PYTHONPATH was set. The directory is added as an absolute
+    path (a later chdir does not change it) and at the end, where ``python
+    -m`` puts it first: a stray ``json.py`` in the working directory must not
+    shadow the standard library or an installed package inside baton.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def load_registry(modules: Iterable[str]) -> FlowRegistry:
-    """The built-in catalogue plus every Flow found in ``modules``.
+    """The built-in catalogue plus every Flow found in ``modules`` (imported from the working directory too).
 
     A name is one flow: a module's flow named like a built-in one, or like
     another module's, is refused (FlowsImportError naming both modules)
@@ -40,6 +57,9 @@ def load_registry(modules: Iterable[str]) -> FlowRegistry:
     twice (a module importing another's flow) is not a clash.
     """
     registry = builtin()
+    modules = list(modules)
+    if modules:
+        importable_from_cwd()
     origin = {flow.name: f"flows.catalog.{name}" for name in BUILTIN_MODULES
               for flow in flows_in(importlib.import_module(f"flows.catalog.{name}"))}
     for name in modules:
