@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from actors.errors import FlowsModuleMissing
 from api import failures
 from api.cli import progress
 from api.cli.audit import Replay, replay_log
@@ -482,6 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args, settings)
     except CliError as exc:
         return fail(exc.code, printable_line(str(exc)))
+    except FlowsModuleMissing as exc:
+        return fail(EXIT_USAGE, f"run {exc.run_id} needs flows module {exc.module!r}, which this shell cannot "
+                                f"import; start the command where {exc.module!r} imports, or send it to the server "
+                                f"with --server / BATON_URL")
     except failures.INPUT_ERRORS + failures.RUNTIME_ERRORS as exc:
         return fail(failures.exit_code(exc), printable_line(failures.describe(exc, db)))
     except KeyboardInterrupt:

@@ -38,3 +38,23 @@ def test_a_flows_module_in_the_working_directory_imports_without_pythonpath(sqli
     assert "gated-code" in b.ok("--flows", "myflows", "flows").out
     launched = b.ok("launch", "gated-code", "-q", "go?", BATON_FLOWS="myflows")
     assert f"run {launched.run_id} is paused" in launched.out
+
+
+def test_approve_in_a_shell_without_the_flows_module_leaves_the_run_alone(sqlite_url, tmp_path):
+    work = flows_dir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    here, there = Baton(sqlite_url, work), Baton(sqlite_url, elsewhere)
+    run_id = here.ok("--flows", "myflows", "launch", "gated-code", "-q", "go?").run_id
+    before = here.events(run_id)
+    refused = there("approve", run_id, "gate")
+    assert refused.code == 2, refused.out + refused.err
+    lines = refused.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in refused.err, refused.err
+    assert lines[0] == (f"baton: error: run {run_id} needs flows module 'myflows', which this shell cannot import; "
+                        f"start the command where 'myflows' imports, or send it to the server with --server / "
+                        f"BATON_URL")
+    assert here.events(run_id) == before  # not taken over, nothing failed
+    done = here.ok("--flows", "myflows", "approve", run_id, "gate")
+    assert f"run {run_id} completed" in done.out
+    assert here.events(run_id)[-1].type == "RunCompleted"
