@@ -64,6 +64,19 @@ def node_lease(node: str) -> str:
     return NODE_LEASE + node
 
 
+SERVER_LEASE = "server-"
+
+
+def server_lease(url: str) -> str:
+    """The lease a ``baton serve`` listening at ``url`` holds while it serves (owner: its host:pid)."""
+    return SERVER_LEASE + url
+
+
+def live_servers(held: dict[str, str]) -> list[tuple[str, str]]:
+    """``(url, owner)`` of every server whose lease is alive, from ``Leases.held()``."""
+    return sorted((name[len(SERVER_LEASE):], owner) for name, owner in held.items() if name.startswith(SERVER_LEASE))
+
+
 def live_nodes(held: dict[str, str]) -> set[str]:
     """The node names whose lease is alive, from ``Leases.held()``."""
     return {name[len(NODE_LEASE):] for name in held if name.startswith(NODE_LEASE)}

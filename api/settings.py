@@ -113,6 +113,19 @@ def check(settings: Settings) -> Settings:
     return settings
 
 
+def require_model(settings: Settings) -> Settings:
+    """Refuse the openai backend without a default model, for a process that drives runs of its own.
+
+    Without one every agent step of a run launched without ``--model``
+    failed at its first call; a server refuses to start instead, naming the
+    setting. A run launched with its own model needs no default.
+    """
+    if settings.agent == "openai" and not settings.model:
+        raise SettingsError(f"BATON_AGENT=openai needs a model: set {_named('model')} (e.g. qwen2.5-coder:7b), "
+                            f"the model name the server at {settings.openai_base_url} knows")
+    return settings
+
+
 def safe_url(url: str) -> str:
     """The store URL as safe to print (password hidden)."""
     try:

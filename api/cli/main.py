@@ -18,9 +18,11 @@ and exits 2 (the input is wrong) or 1 (something failed at run time).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -471,6 +473,19 @@ def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler], force=True)
 
 
+def reader_gone() -> int:
+    """The command's output went to a reader that stopped reading (``baton tail | head -1``): end quietly.
+
+    stdout is pointed at /dev/null first, so the interpreter's last flush
+    at exit does not fail again (that was the traceback).
+    """
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``baton`` command; returns the exit status."""
     verbose, db = False, ""
@@ -489,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 f"with --server / BATON_URL")
     except failures.INPUT_ERRORS + failures.RUNTIME_ERRORS as exc:
         return fail(failures.exit_code(exc), printable_line(failures.describe(exc, db)))
+    except BrokenPipeError:
+        return reader_gone()
     except KeyboardInterrupt:
         print("baton: interrupted; a run this command was driving stays in the log, unfinished: baton serve "
               "takes it up when it next starts (so does a command aimed at that run, e.g. baton cancel RUN)",

@@ -273,7 +273,10 @@ def test_serve_answers_http_and_stops_on_ctrl_c(baton):
         port = probe.getsockname()[1]
     server = baton.popen("serve", "--host", "127.0.0.1", "--port", str(port))
     try:
-        read_lines_until(server, lambda line: "Uvicorn running on" in line, stderr=True)  # listening now
+        lines = read_lines_until(server, lambda line: "Uvicorn running on" in line, stderr=True)  # listening now
+        banner = next(line for line in lines if line.startswith("baton: serving"))
+        assert f"http://127.0.0.1:{port}/api" in banner and f"store {baton.url}" in banner
+        assert "backend offline" in banner  # which backend (and model) the agent steps call
         health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         server.send_signal(signal.SIGINT)
@@ -305,3 +308,20 @@ def test_control_characters_and_markup_in_user_text_are_printed_escaped(baton):
     assert "\\x1b[31mroot" in shown  # the approver, escaped, in the steps table
     assert "[bold]this[/bold]" in outputs[2] and "[bold]this[/bold]" in shown  # markup shown as typed
     assert "by \\x1b[31mroot" in decided.out
+
+
+def test_tail_into_a_reader_that_stops_early_ends_quietly(baton, tmp_path):
+    """``baton tail | head -1``: once head has its line and exits, tail ends without a traceback."""
+    baton.ok("--flows", FIXTURE_FLOWS, "launch", "e2e-quick", "-q", "First")
+    err = tmp_path / "tail.err"
+    pipeline = subprocess.Popen(["sh", "-c", f"'{BATON}' tail --after 0 2>'{err}' | head -1"], cwd=baton.cwd,
+                                env=clean_env(BATON_DB=baton.url), stdout=subprocess.PIPE, text=True)
+    try:
+        first = pipeline.stdout.readline()  # head printed its line and exited; tail waits for news
+        assert "flow_run_started" in first
+        baton.ok("--flows", FIXTURE_FLOWS, "launch", "e2e-quick", "-q", "Second")  # news: tail writes, the pipe is gone
+        assert pipeline.wait(timeout=30) == 0
+    finally:
+        if pipeline.poll() is None:
+            pipeline.kill()
+    assert "Traceback" not in err.read_text() and "Error" not in err.read_text(), err.read_text()
