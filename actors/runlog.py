@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import sqlalchemy as sa
+
 from actors.context import EngineContext
-from eventstore import Codec, RecordedEvent
+from eventstore import Codec, EventStore, RecordedEvent
 from flows import decide as d
 from flows.events import EVENT_TYPES, UPCASTERS, Event, stream_of
 from flows.state import RunState, evolve
@@ -50,10 +52,36 @@ def load(ctx: EngineContext, run_id: str) -> tuple[RunState, History]:
 
 def load_with_owner(ctx: EngineContext, run_id: str) -> tuple[RunState, History, str]:
     """The run's state and history, and the node that recorded its last event."""
-    records = ctx.store.read_stream(stream_of(run_id))
+    return read_with_owner(ctx.store, run_id)
+
+
+def read_with_owner(store: EventStore, run_id: str) -> tuple[RunState, History, str]:
+    """``load_with_owner`` on a bare store (a process without an engine, e.g. ``baton plan``)."""
+    records = store.read_stream(stream_of(run_id))
     state, history = fold_records(records, run_id)
     last_node = records[-1].metadata.get("node", "") if records else ""
     return state, history, last_node
+
+
+def run_ids_starting(store: EventStore, prefix: str, limit: int = 10) -> list[str]:
+    """Ids of runs whose id starts with ``prefix``, in order, at most ``limit``.
+
+    Read from the log itself (each run stream's first event), not a read
+    model, so a run launched a moment ago by another process is found. A
+    full id is one indexed lookup; a shorter prefix scans the first events
+    of every stream (on SQLite through the stream index; on PostgreSQL the
+    database's collation may not order ids byte-wise, so there it scans).
+    """
+    lo = stream_of(prefix)
+    params: dict[str, object] = {"lo": lo, "n": len(lo), "limit": limit}
+    where = "version = 1 AND substr(stream_id, 1, :n) = :lo"
+    engine = store.engine  # type: ignore[attr-defined]
+    if engine.dialect.name == "sqlite":  # byte-wise order: the range rides the (stream_id, version) index
+        where += " AND stream_id >= :lo AND stream_id < :hi"
+        params["hi"] = lo + "\x7f"
+    query = sa.text(f"SELECT stream_id FROM events WHERE {where} ORDER BY stream_id LIMIT :limit")
+    with engine.connect() as conn:
+        return [row[0][len(stream_of("")):] for row in conn.execute(query, params)]
 
 
 NODE_LEASE = "node-"

@@ -39,6 +39,8 @@ class Settings:
     offline_delay_s: float = 0.0
     max_body_bytes: int = 64 * 1024
     node: str = ""  # this process's name among those sharing the store; "" = EngineConfig's host:pid
+    url: str = ""  # the baton server CLI commands go through ("" = a live server of the store, if any)
+    personas: str = ""  # a folder of extra persona files (NAME.md), beside the shipped ones
 
     def engine_config(self) -> EngineConfig:
         """The part of the settings the engine needs."""
@@ -73,6 +75,8 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_OFFLINE_DELAY_S": ("offline_delay_s", float),
     "BATON_MAX_BODY_BYTES": ("max_body_bytes", int),
     "BATON_NODE": ("node", str),
+    "BATON_URL": ("url", str),
+    "BATON_PERSONAS": ("personas", str),
 }
 
 
@@ -108,6 +112,8 @@ def check(settings: Settings) -> Settings:
             raise SettingsError(f"{_named(name)} cannot be negative (0 means no limit)")
     if settings.stall_s <= 0:
         raise SettingsError(f"{_named('stall_s')} must be positive")
+    if settings.url and not settings.url.startswith(("http://", "https://")):
+        raise SettingsError(f"BATON_URL / --server {settings.url!r} is not an http:// or https:// URL")
     if not (0 < settings.port < 65536):
         raise SettingsError(f"{_named('port')} {settings.port} is not a port")
     return settings

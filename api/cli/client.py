@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from actors.runlog import fold_records, live_servers
+from actors.runlog import decode, fold_records, live_servers
 from eventstore import EventStore, RecordedEvent
 from eventstore.leases import Leases
-from flows.state import RunState
+from flows.state import RunState, evolve
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,18 @@ class Client:
         """GET /api/health."""
         return self._call("GET", "/api/health")
 
-    def state(self, run_id: str) -> RunState:
-        """The run folded from its events as the server's store has them (GET /api/runs/{id}/events)."""
-        views = self._call("GET", f"/api/runs/{run_id}/events")
-        return fold_records([_recorded(v) for v in views], run_id)[0]
+    def state(self, run_id: str, state: RunState | None = None) -> RunState:
+        """The run folded from its events as the server has them (GET /api/runs/{id}/events).
+
+        Given the ``state`` folded so far, only the events after its version
+        are fetched and folded on.
+        """
+        if state is None or state.version == 0:
+            return fold_records([_recorded(v) for v in self._call("GET", f"/api/runs/{run_id}/events")], run_id)[0]
+        views = self._call("GET", f"/api/runs/{run_id}/events", params={"after_version": str(state.version)})
+        for view in views:
+            state = evolve(state, decode(_recorded(view)), view["position"])
+        return state
 
     def frames(self, run_id: str, after: int) -> Iterator[dict[str, Any]]:
         """The run's frames after position ``after`` (GET /api/stream, SSE), durable and ephemeral, as they come.

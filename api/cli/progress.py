@@ -322,8 +322,8 @@ def print_report(console: Console, markdown: str, *, title: str = "report") -> N
     console.print(Rule())
 
 
-def flows_table(flows: Iterable[Any]) -> Table:
-    """The catalogue: name, category, bands, steps, description."""
+def flows_table(flows: Iterable[dict[str, Any]]) -> Table:
+    """The catalogue (``Flow.describe()`` entries): name, category, bands, steps, description."""
     table = Table(title="flows", title_justify="left")
     table.add_column("name", no_wrap=True)
     table.add_column("category")
@@ -331,8 +331,8 @@ def flows_table(flows: Iterable[Any]) -> Table:
     table.add_column("steps", justify="right")
     table.add_column("description")
     for flow in flows:
-        table.add_row(cell(flow.name), cell(flow.category), ", ".join(flow.bands), str(len(flow.steps)),
-                      cell(flow.description))
+        table.add_row(cell(flow["name"]), cell(flow["category"]), ", ".join(flow["bands"]), str(len(flow["steps"])),
+                      cell(flow["description"]))
     return table
 
 
@@ -341,10 +341,16 @@ def _when(ts: float | None) -> str:
 
 
 def runs_table(rows: list[dict[str, Any]]) -> Table:
-    """The runs list, newest first, as the read model has it."""
+    """The runs list, newest first, as the read model has it.
+
+    Run ids are never cut: a person copies them into the next command. The
+    id column keeps its full width; the other columns fold or shrink first.
+    """
     table = Table(title=f"runs ({len(rows)})", title_justify="left")
-    for name in ("run", "flow", "band", "status", "steps", "launched", "project", "question"):
-        table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=24 if name == "question" else None)
+    table.add_column("run", no_wrap=True, min_width=26)
+    for name in ("flow", "band", "status", "steps", "launched", "project"):
+        table.add_column(name, overflow="fold")
+    table.add_column("question", overflow="ellipsis", no_wrap=True, min_width=10, ratio=1)
     for r in rows:
         status = r["status"] + (f" ({r['queue_reason']})" if r["status"] == "queued" and r["queue_reason"] else "")
         table.add_row(r["run_id"], cell(r["flow"]), r["band"], Text(status, style=STATUS_STYLE.get(r["status"], "")),
@@ -353,8 +359,11 @@ def runs_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def print_run(console: Console, found: dict[str, Any]) -> None:
-    """``baton show``: the run, its steps and its report (from the read model)."""
+def print_run(console: Console, found: dict[str, Any], command: Callable[[str], str]) -> None:
+    """``baton show``: the run, its steps and its report (from the read model).
+
+    ``command("approve RUN STEP")`` is how the person types a baton command here.
+    """
     run, steps = found["run"], found["steps"]
     console.print(Text.assemble((f"run {run['run_id']}", "bold"),
                                 printable_line(f"  {run['flow']} ({run['category']}), band {run['band']}, "
@@ -381,8 +390,9 @@ def print_run(console: Console, found: dict[str, Any]) -> None:
     console.print(table)
     for s in steps:
         if s["status"] == "paused":
-            say(console, f"step '{s['step_id']}' waits for a person: baton approve {run['run_id']} {s['step_id']} "
-                         f"(or baton reject {run['run_id']} {s['step_id']})")
+            go_on = f"{run['run_id']} {s['step_id']}"
+            say(console, f"step '{s['step_id']}' waits for a person: {command('approve ' + go_on)} "
+                         f"(or {command('reject ' + go_on)})")
     if found["report"]:
         print_report(console, found["report"])
     else:
@@ -396,3 +406,32 @@ def frame_line(frame: dict[str, Any]) -> str:
         status = {"flow_run_started": "launched", "approval_requested": "paused"}.get(frame["type"], "-")
     return printable_line(
         f"{frame['id']} {frame['type']} {frame.get('run_id') or '-'} {frame.get('step_id') or '-'} {status}")
+
+
+def print_plan(console: Console, plan: dict[str, Any], *, live: bool) -> None:
+    """``baton plan``: runs in progress, then waiting runs in plan order with the reason each waits.
+
+    ``live`` says whether it is a running engine's plan (a server's) or what
+    the log shows when no server runs.
+    """
+    source = "the server's scheduler" if live else "the log (no server runs: nothing is admitted until one does)"
+    limit = plan["max_active_runs"] or "no limit"
+    slots = plan["agent_slots"] or "no limit"
+    say(console, f"plan from {source}: {len(plan['in_progress'])} in progress (max {limit}), "
+                 f"{plan['slots_in_use']} agent slot(s) in use (of {slots})")
+    table = Table(title="in progress", title_justify="left")
+    table.add_column("run", no_wrap=True, min_width=26)
+    for name in ("flow", "since", "slots", "waiting for a slot", *(("node",) if not live else ())):
+        table.add_column(name, overflow="fold")
+    for r in plan["in_progress"]:
+        table.add_row(r["run_id"], cell(r["flow"]), _when(r.get("since")), str(r["slots_held"]),
+                      str(r["steps_waiting_for_slot"]), *((cell(r.get("node", "")),) if not live else ()))
+    console.print(table)
+    table = Table(title="planned (waiting)", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("run", no_wrap=True, min_width=26)
+    for name in ("flow", "waits for", "detail"):
+        table.add_column(name, overflow="fold")
+    for r in plan["planned_queued"]:
+        table.add_row(str(r["position"]), r["run_id"], cell(r["flow"]), r["reason"], cell(r["detail"]))
+    console.print(table)

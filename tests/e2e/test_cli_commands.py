@@ -207,11 +207,24 @@ def test_demo_runs_approves_reports_and_verifies(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "offline backend" in out
-    assert "demo: approving step 'approve' on your behalf (in real use: baton approve" in out
+    assert "demo: approving step 'approve' on your behalf (in real use: BATON_DB=sqlite:///baton-demo.db " in out
     assert "# review-and-approve: completed" in out
-    assert "BATON_DB=sqlite:///baton-demo.db baton replay --verify" in out
     assert "log verified:" in out
     assert (tmp_path / "baton-demo.db").exists()  # BATON_DB unset: the demo keeps to its own file
+
+
+def test_the_demo_prints_follow_up_commands_that_work_where_baton_is_not_on_path(tmp_path):
+    """Before: "baton show ..." lines, and "baton: command not found" in a shell without the venv."""
+    env = clean_env(PATH="/usr/bin:/bin")  # baton is not on it: make demo runs .venv/bin/baton
+    out = subprocess.run([str(BATON), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60).stdout
+    follow_ups = [line.split(": ", 1)[1] for line in out.splitlines()
+                  if line.startswith(("the report as plain markdown: ", "verify the log yourself: "))]
+    assert len(follow_ups) == 2 and all(str(BATON) in line for line in follow_ups), out
+    assert "/activate" in out  # and how to put baton on the PATH
+    for line in follow_ups:
+        ran = subprocess.run(["sh", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0 and ran.stdout, f"{line}: {ran.stdout}{ran.stderr}"
 
 
 def test_a_failed_run_exits_1(baton):
