@@ -86,7 +86,6 @@ SERVE_FLAGS: tuple[tuple[str, str, type, str, str], ...] = (
     ("--agent-slots", "agent_slots", int, "N", "model calls at once, 0 = no limit (BATON_AGENT_SLOTS)"),
     ("--stall-s", "stall_s", float, "SECONDS", "silence before a running agent step is a stall (BATON_STALL_S)"),
     ("--node", "node", str, "NAME", "this process's unique name among those sharing the store (BATON_NODE)"),
-    ("--personas", "personas", str, "DIR", "a folder of extra persona files, NAME.md (BATON_PERSONAS)"),
 )
 SETTING_FLAG = "setting__"
 
@@ -97,7 +96,8 @@ def settings_of(args: argparse.Namespace) -> Settings:
     flagged = {name.removeprefix(SETTING_FLAG): value for name, value in vars(args).items()
                if name.startswith(SETTING_FLAG)}
     settings = from_env().replace(db=getattr(args, "db", None), flows=flows, agent=getattr(args, "agent", None),
-                                  url=getattr(args, "server", None), **flagged)
+                                  url=getattr(args, "server", None), personas=getattr(args, "personas", None),
+                                  **flagged)
     return check_settings(settings)
 
 
@@ -238,7 +238,7 @@ def print_json(value: Any) -> None:
 def cmd_flows(args: argparse.Namespace, settings: Settings) -> int:
     """The catalogue: the server's when one runs, else this process's (built-in and --flows modules)."""
     if missing_store(settings) is not None and not settings.url:  # no store, so no server of it to ask
-        flows = [flow.describe() for flow in load_registry(settings.flows)]
+        flows = [flow.describe() for flow in load_registry(settings.flows, personas=settings.personas)]
     else:
         with target(args, settings) as where:
             flows = where.flows()
@@ -484,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--db", metavar="URL", default=s, help="event store URL (BATON_DB)")
     common.add_argument("--flows", metavar="MOD,MOD", default=s, help="modules of extra flows (BATON_FLOWS)")
     common.add_argument("--agent", metavar="NAME", default=s, help="offline, openai or cli (BATON_AGENT)")
+    common.add_argument("--personas", metavar="DIR", default=s,
+                        help="a folder of your own persona files, NAME.md (BATON_PERSONAS)")
     common.add_argument("--server", metavar="URL", default=s,
                         help="send commands to the baton server at URL (BATON_URL); default: a live server of "
                              "the same store, when one answers")
