@@ -16,7 +16,8 @@ from flows.model import function_ref
 from flows.state import RunState
 
 
-def resolve_function(ref: str, registry: FlowRegistry, flow: str, step_id: str) -> tuple[Callable[..., Any] | None, str]:
+def resolve_function(ref: str, registry: FlowRegistry, flow: str,
+                     step_id: str) -> tuple[Callable[..., Any] | None, str]:
     """The code step's function the run pinned, or None and why it cannot be had.
 
     The pinned reference comes first, so a run keeps calling the function

@@ -51,27 +51,27 @@ def new_command(kind: CommandKind, run_id: str, *, step_id: str = "", by: str = 
 
 def answer_for(command: CommandRequested, outcome: int | BaseException, at: float) -> CommandAnswered:
     """The answer to ``command``: the position it appended, or the refusal its error stands for."""
-    base = {"command_id": command.command_id, "run_id": command.run_id, "at": at}
     if isinstance(outcome, int):
-        return CommandAnswered(position=outcome, **base)
-    refusal, extra = Refusal.FAILED, {}
+        return CommandAnswered(command_id=command.command_id, run_id=command.run_id, position=outcome, at=at)
+    refusal, state, owner, module = Refusal.FAILED, "", "", ""
     match outcome:
         case d.UnknownRun():
             refusal = Refusal.UNKNOWN_RUN
         case d.UnknownStep():
             refusal = Refusal.UNKNOWN_STEP
         case d.NotWaiting():
-            refusal, extra = Refusal.NOT_WAITING, {"state": outcome.status}
+            refusal, state = Refusal.NOT_WAITING, outcome.status
         case d.RunFinished():
-            refusal, extra = Refusal.RUN_FINISHED, {"state": outcome.status}
+            refusal, state = Refusal.RUN_FINISHED, outcome.status
         case RunOwnedElsewhere():
-            refusal, extra = Refusal.OWNED_ELSEWHERE, {"owner": outcome.node or outcome.owner}
+            refusal, owner = Refusal.OWNED_ELSEWHERE, outcome.node or outcome.owner
         case RunBusy():
             refusal = Refusal.BUSY
         case FlowsModuleMissing():
-            refusal, extra = Refusal.FLOWS_MODULE_MISSING, {"module": outcome.module}
+            refusal, module = Refusal.FLOWS_MODULE_MISSING, outcome.module
     message = str(outcome) if refusal is not Refusal.FAILED else f"{type(outcome).__name__}: {outcome}"
-    return CommandAnswered(refusal=refusal, message=message, **extra, **base)
+    return CommandAnswered(command_id=command.command_id, run_id=command.run_id, refusal=refusal, message=message,
+                           state=state, owner=owner, module=module, at=at)
 
 
 def outcome_of(command: CommandRequested, answer: CommandAnswered) -> int:
@@ -213,7 +213,8 @@ class Inbox:
                                     command.command_id, command.run_id)
                         return None
                     continue
-                if rec.stream_id == stream and rec.type == ANSWERED and rec.data.get("command_id") == command.command_id:
+                if (rec.stream_id == stream and rec.type == ANSWERED
+                        and rec.data.get("command_id") == command.command_id):
                     return msgspec.convert(rec.data, CommandAnswered)
         finally:
             subscription.close()

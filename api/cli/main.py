@@ -1,71 +1,64 @@
 """``baton``: the command line (DESIGN §9).
 
-Every command reads its settings once (``BATON_*``, then the flags) and runs
-in-process on ``BATON_DB``; no server is needed. Commands that change a run
-(launch, approve, reject, cancel, demo) start an engine that drives that run
-only (it starts with ``recover=False``). A run left unfinished, by another
-process or by a command interrupted with Ctrl-C, is taken up again only by
-``baton serve`` when it starts, or by a later command aimed at that very run
-(``baton cancel RUN``); other commands leave it alone. Queries (runs, show)
-start only the projector and wait for it to reach the store's head, so they
-see every command that returned before them.
+Every command reads its settings once (``BATON_*``, then the flags). Where
+it is carried out is decided once (``target``): through a ``baton serve``
+of the same store when one runs and answers (found by its ``server-<url>``
+lease, or named with ``--server`` / ``BATON_URL``), whose engine then
+drives the run; else in this process, on ``BATON_DB`` (``--local`` forces
+this). Either way the command prints the same output (``api.cli.targets``).
 
-Bad input is checked against the log *before* an engine starts, so a refused
-command appends nothing. Each error prints one line, ``baton: error: ...``,
-and exits 2 (the input is wrong) or 1 (something failed at run time).
+In this process, commands that change a run (launch, approve, reject,
+cancel, demo) start an engine that drives that run only (``recover=False``)
+for as long as the command runs: a launch until the run ends or waits for a
+person. While it runs, its engine follows its inbox, so a command for that
+run sent to a server (or typed in another shell) reaches it and takes
+effect here. A run this process leaves unfinished (Ctrl-C) stays in the
+log: a ``baton serve`` takes it up when it starts, or at its next heartbeat
+once this process's lease is gone if it saw this process alive, and a
+later command aimed at that run (``baton cancel RUN``) takes it up too.
+Queries (runs, show) start only the projector and wait for it to reach the
+store's head, so they see every command that returned before them.
+
+A RUN argument is a run id or the start of exactly one. Bad input is
+checked against the log *before* an engine starts, so a refused command
+appends nothing. Each error prints one line, ``baton: error: ...``, and
+exits 2 (the input is wrong) or 1 (something failed at run time). Text a
+person or a model wrote is printed with its control characters escaped.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import getpass
-import json
 import logging
 import os
-import shlex
-import shutil
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
-
-import sqlalchemy as sa
 
 from actors.errors import FlowsModuleMissing
 from api import failures
-from api.cli import progress
-from api.cli.audit import Replay, replay_log
-from api.cli.client import Client, ServerError, discover
-from api.cli.escape import printable, printable_line
-from api.cli.progress import ProgressView, load_run, make_console, say
-from api.cli.targets import Local, Remote, RunIdError, Target, resolve_in
+from api.cli.commands import (
+    cmd_cancel,
+    cmd_decide,
+    cmd_demo,
+    cmd_flows,
+    cmd_launch,
+    cmd_plan,
+    cmd_rebuild,
+    cmd_replay,
+    cmd_runs,
+    cmd_serve,
+    cmd_show,
+    cmd_tail,
+)
+from api.cli.context import CliError, Interrupted
+from api.cli.escape import printable_line
+from api.cli.targets import RunIdError
 from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
-from api.runtime import Runtime, load_registry
-from api.settings import Settings, SettingsError, from_env, require_model, safe_url
+from api.settings import Settings, from_env
 from api.settings import check as check_settings
-from eventstore import open_store
-from flows import decide
-from flows.launch import prepare
-from flows.state import RUN_STATUSES, RUN_TERMINAL, RunState
-from projections import Framer, rebuild
-
-DEMO_DB = "sqlite:///baton-demo.db"
-DEMO_FLOW, DEMO_BAND, DEMO_STEP = "review-and-approve", "large", "approve"
-DEMO_QUESTION = ("Review the change that adds retries with exponential backoff to the HTTP client "
-                 "(client/http.py: send and _backoff) before it is merged")
-
-
-
-class CliError(Exception):
-    """A command cannot go on; ``code`` is the exit status, the message one line for stderr."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
+from flows.state import RUN_STATUSES
 
 # -- settings, and where a command is carried out ------------------------------------------------
 
@@ -99,361 +92,6 @@ def settings_of(args: argparse.Namespace) -> Settings:
                                   url=getattr(args, "server", None), personas=getattr(args, "personas", None),
                                   **flagged)
     return check_settings(settings)
-
-
-def program() -> str:
-    """How the person runs baton: ``baton`` when that is on their PATH, else the path they typed.
-
-    ``make demo`` runs ``.venv/bin/baton``; a follow-up line saying ``baton
-    show ...`` failed with "command not found" in a shell without the venv.
-    """
-    typed = sys.argv[0] if sys.argv and sys.argv[0] else "baton"
-    if os.path.basename(typed) != "baton":  # python -m api.cli.main
-        return "python -m api.cli.main"
-    on_path = shutil.which("baton")
-    if on_path and os.path.realpath(on_path) == os.path.realpath(typed):
-        return "baton"
-    return shlex.quote(typed)
-
-
-def baton_command(args: argparse.Namespace, settings: Settings) -> Callable[[str], str]:
-    """How a person types a baton command to go on: as they ran this one, with the database a flag chose."""
-    prefix = f"BATON_DB={shlex.quote(safe_url(settings.db))} " if getattr(args, "db", None) else ""
-    name = program()
-    return lambda rest: f"{prefix}{name} {rest}"
-
-
-def whoami(given: str | None) -> str:
-    """Who a command is recorded as: --by, else the login name."""
-    if given:
-        return given
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name in some containers
-        return "cli"
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file behind a SQLite store URL (None for another backend or an in-memory database)."""
-    try:
-        parsed = sa.engine.make_url(url)
-    except Exception:
-        return None
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
-
-
-def missing_store(settings: Settings) -> Path | None:
-    """The SQLite file the settings name, when it does not exist (opening it would create an empty store)."""
-    path = sqlite_file(settings.db)
-    return path if path is not None and not path.exists() else None
-
-
-def refuse_missing_store(settings: Settings) -> None:
-    """A command that only reads: say there is no store rather than create an empty one."""
-    path = missing_store(settings)
-    if path is not None:
-        raise CliError(EXIT_USAGE, f"no store at {path} (set BATON_DB or run a command that creates one, e.g. "
-                                   f"{program()} launch FLOW -q TEXT)")
-
-
-@contextmanager
-def target(args: argparse.Namespace, settings: Settings, *, engine: bool = False, projector: bool = False,
-           creates: bool = False) -> Iterator[Target]:
-    """Where this command is carried out: a server (named, or found on the store), else this process.
-
-    ``creates``: the command may create the store (a launch); any other
-    refuses a SQLite file that does not exist. With ``--server`` / BATON_URL
-    the store is opened only if it exists here (to resolve id prefixes).
-    """
-    user = whoami(None)
-    local = bool(getattr(args, "local", False))
-    if settings.url and not local:
-        store = None if missing_store(settings) else open_store(settings.db)
-        chosen: Target = Remote(Client(settings.url, user=user), store)
-    else:
-        if not creates:
-            refuse_missing_store(settings)
-        store = open_store_for(settings)
-        url = None if local or store is None else discover(store)
-        chosen = Remote(Client(url, user=user), store) if url else Local(settings, store=store, engine=engine,
-                                                                         projector=projector)
-    try:
-        yield chosen
-    except ServerError as exc:
-        raise CliError(exc.code, str(exc)) from None
-    finally:
-        chosen.close()
-
-
-def open_store_for(settings: Settings) -> Any:
-    """The store of the settings, or None when it is a SQLite file that does not exist yet."""
-    if missing_store(settings) is not None:
-        return None
-    try:
-        return open_store(settings.db)
-    except ValueError as exc:  # the URL is wrong, not the database
-        raise SettingsError(f"BATON_DB / --db: {exc}") from None
-
-
-@contextmanager
-def running(settings: Settings, *, engine: bool = False) -> Iterator[Runtime]:
-    """A Runtime for a command that only works in this process (tail, replay, rebuild, demo)."""
-    local = Local(settings, engine=engine)
-    try:
-        yield local.start()
-    finally:
-        local.close()
-
-
-def known_run(rt: Runtime, run_id: str) -> tuple[RunState, list[Any]]:
-    """The run folded from the log; UnknownRun when the log has no such run."""
-    state, history = load_run(rt.store, run_id)
-    if state.launched is None:
-        raise decide.UnknownRun(run_id)
-    return state, history
-
-
-def follow_and_report(where: Target, args: argparse.Namespace, settings: Settings, run_id: str) -> int:
-    """Follow the run until it ends or waits for a person (the live table with --follow); 1 if it failed."""
-    console = make_console()
-    if args.follow:
-        with ProgressView(console, run_id) as view:
-            state = where.follow(run_id, view)
-    else:
-        state = where.follow(run_id, None)
-    progress.print_outcome(console, state, baton_command(args, settings), report=args.follow)
-    return EXIT_FAILED if state.status == "failed" else EXIT_OK
-
-
-def print_json(value: Any) -> None:
-    """``value`` as one JSON document on stdout (strings keep their control characters, JSON-escaped)."""
-    sys.stdout.write(json.dumps(value, default=str) + "\n")
-
-
-# -- commands ------------------------------------------------------------------------------------
-
-
-def cmd_flows(args: argparse.Namespace, settings: Settings) -> int:
-    """The catalogue: the server's when one runs, else this process's (built-in and --flows modules)."""
-    if missing_store(settings) is not None and not settings.url:  # no store, so no server of it to ask
-        flows = [flow.describe() for flow in load_registry(settings.flows, personas=settings.personas)]
-    else:
-        with target(args, settings) as where:
-            flows = where.flows()
-    if args.json:
-        print_json(flows)
-    else:
-        make_console().print(progress.flows_table(flows))
-    return EXIT_OK
-
-
-def launchable(rt: Runtime, args: argparse.Namespace) -> None:
-    """Refuse a launch this process would refuse, before any engine starts (nothing is appended).
-
-    The openai backend needs a model: the run's (--model) or the default.
-    """
-    prepare(rt.registry, run_id="-", now=0.0, flow=args.flow, question=args.question, band=args.band)
-    if not args.model:
-        require_model(rt.settings)
-
-
-def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
-    """Launch a run and follow it until it ends or waits for a person."""
-    if not (args.question or "").strip():
-        raise CliError(EXIT_USAGE, f"missing question: baton launch {args.flow} -q TEXT")
-    with target(args, settings, engine=True, creates=True) as where:
-        if isinstance(where, Local):
-            where.check(lambda rt: launchable(rt, args))
-        launched = where.launch(args.flow, args.question, band=args.band, model=args.model or "",
-                                project_id=args.project or "", by=whoami(None))
-        print(printable_line(f"launched run {launched.run_id} ({args.flow}, band {args.band}) at position "
-                             f"{launched.position}"), flush=True)
-        return follow_and_report(where, args, settings, launched.run_id)
-
-
-def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
-    """Approve or reject a paused step, then follow the run until it ends or pauses again."""
-    decision = "approved" if args.command == "approve" else "rejected"
-    by, comment = whoami(args.by), args.comment or ""
-    with target(args, settings, engine=True) as where:
-        run_id = where.resolve(args.run)
-        if isinstance(where, Local):
-            where.check(lambda rt: decide.resume(  # the same decision the run will take, on the log as it is
-                known_run(rt, run_id)[0], args.step, decision, time.time(), by=by, comment=comment))
-        position = where.decide(run_id, args.step, args.command, by=by, comment=comment)
-        print(printable_line(f"{decision} step '{args.step}' of run {run_id} (position {position}, by {by})"),
-              flush=True)
-        return follow_and_report(where, args, settings, run_id)
-
-
-def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    """Cancel a run that has not ended."""
-    by, reason = whoami(args.by), args.reason or ""
-    with target(args, settings, engine=True) as where:
-        run_id = where.resolve(args.run)
-        if isinstance(where, Local):
-            where.check(lambda rt: decide.cancel(*known_run(rt, run_id), time.time(), reason=reason, by=by))
-        position = where.cancel(run_id, reason=reason, by=by)  # answers once RunCancelled is recorded
-        print(printable_line(f"run {run_id} cancelled (position {position}, by {by})"))
-        return EXIT_OK
-
-
-def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
-    """Runs, newest first, from the read model."""
-    with target(args, settings, projector=True) as where:
-        rows = where.runs(status=args.status, flow=args.flow, project_id=args.project, limit=args.limit)
-    if args.json:
-        print_json(rows)
-    else:
-        make_console().print(progress.runs_table(rows))
-    return EXIT_OK
-
-
-def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    """One run: its row, its steps and its report (``--report``: the report alone, as markdown)."""
-    with target(args, settings, projector=True) as where:
-        run_id = where.resolve(args.run)
-        found = where.run(run_id)
-    if found is None:
-        raise decide.UnknownRun(run_id)
-    if args.json:
-        print_json(found)
-    elif not args.report:
-        progress.print_run(make_console(), found, baton_command(args, settings))
-    elif found["report"]:
-        sys.stdout.write(printable(found["report"]).rstrip("\n") + "\n")  # controls escaped, as everywhere
-    else:
-        raise CliError(EXIT_FAILED, f"run {run_id} has no report yet (it is {found['run']['status']})")
-    return EXIT_OK
-
-
-def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
-    """The scheduler's plan: the server's when one runs, else what the log shows."""
-    with target(args, settings) as where:
-        plan = where.plan()
-        live = isinstance(where, Remote)
-    if args.json:
-        print_json(plan)
-    else:
-        progress.print_plan(make_console(), plan, live=live)
-    return EXIT_OK
-
-
-def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
-    """Print durable frames as they are recorded; with RUN, that run's, until it ends."""
-    refuse_missing_store(settings)
-    with running(settings) as rt:
-        after, run_id = args.after, None
-        if args.run:
-            run_id = resolve_in(rt.store, args.run)
-            events = rt.store.read_stream(progress.stream_of(run_id))
-            after = events[0].position - 1 if after is None else after
-        framer = Framer()
-        subscription = rt.store.subscribe(after=rt.store.head() if after is None else after)
-        try:
-            while True:
-                rec = subscription.next_event(timeout=1.0)
-                for frame in framer.frames(rec) if rec is not None else ():
-                    if run_id and frame["run_id"] != run_id:
-                        continue
-                    print(json.dumps(frame, default=str) if args.json else progress.frame_line(frame), flush=True)
-                    if run_id and frame.get("step_id", "") is None and frame.get("run_status") in RUN_TERMINAL:
-                        return EXIT_OK
-        except KeyboardInterrupt:  # the usual way to stop following everything
-            return EXIT_OK
-        finally:
-            subscription.close()
-
-
-def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    """Re-fold every run (or one) from the log; with --verify, check hash chains and consistency."""
-    refuse_missing_store(settings)
-    with running(settings) as rt:
-        run_id = resolve_in(rt.store, args.run) if args.run else None
-        replay = replay_log(rt.store, run_id=run_id, verify=args.verify)
-    for line in replay.summaries:
-        print(line)
-    return report_verification(replay, verify=args.verify)
-
-
-def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    """Rebuild the read tables from position 0."""
-    refuse_missing_store(settings)
-    with running(settings) as rt:
-        stats = rebuild(rt.store)
-    print(f"projections rebuilt: {stats.events} events up to position {stats.position} in {stats.seconds:.2f} s "
-          f"({stats.rate:,.0f} events/s)")
-    return EXIT_OK
-
-
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """The HTTP API (``api.http.app.serve``), with its exit code."""
-    try:
-        from api.http.app import serve
-    except ImportError as exc:
-        raise CliError(EXIT_FAILED, f"the HTTP server is not available: {exc}") from None
-    try:
-        return int(serve(settings) or 0)
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: the normal way out
-        return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    """review-and-approve on the offline backend, approved by the demo, reported and verified.
-
-    Always in this process (a server on the same store is not asked): the
-    demo shows the engine at work in front of the person.
-    """
-    console = make_console()
-    if getattr(args, "db", None) is None and settings.db == Settings.db:
-        settings = settings.replace(db=DEMO_DB)  # BATON_DB unset: keep the demo out of the default database
-    ignored = f"; BATON_AGENT={settings.agent} is ignored for the demo" if settings.agent != "offline" else ""
-    settings = settings.replace(agent="offline", model="", offline_delay_s=settings.offline_delay_s or 0.6)
-    db = shlex.quote(safe_url(settings.db))
-    command = lambda rest: f"BATON_DB={db} {program()} {rest}"  # noqa: E731
-    say(console, f"baton demo: {DEMO_FLOW}, band {DEMO_BAND} (three reviews in parallel, a fold, a synthesis, "
-                 f"then an approval gate) on {safe_url(settings.db)}")
-    say(console, "demo: forcing the offline backend: deterministic, labelled text; no model is called" + ignored)
-    local = Local(settings, engine=True)
-    try:
-        engine = local.start().engine
-        assert engine is not None
-        launched = engine.launch(DEMO_FLOW, DEMO_QUESTION, band=DEMO_BAND, launched_by="baton demo")
-        run_id = launched.run_id
-        say(console, f"launched run {run_id} at position {launched.position}")
-        with ProgressView(console, run_id) as view:
-            state = local.follow(run_id, view)
-            if not state.terminal and state.steps[DEMO_STEP].status == "paused":
-                say(console, f"demo: approving step '{DEMO_STEP}' on your behalf (in real use: "
-                             f"{command(f'approve {run_id} {DEMO_STEP}')})")
-                engine.approve(run_id, DEMO_STEP, by="baton demo", comment="Approved by `baton demo` for you.")
-                state = local.follow(run_id, view)
-        progress.print_outcome(console, state, command, report=True)
-        say(console, f"the report as plain markdown: {command(f'show {run_id} --report')}")
-        say(console, f"verify the log yourself: {command('replay --verify')}")
-        if program() != "baton":
-            say(console, f"(or put baton on your PATH first: source {shlex.quote(os.path.dirname(sys.argv[0]) or '.')}"
-                         f"/activate)")
-        say(console, "demo: running that verification now")
-        replay = replay_log(local.rt.store, verify=True)
-    finally:
-        local.close()
-    report_verification(replay, verify=True)
-    return EXIT_OK if state.status == "completed" else EXIT_FAILED
-
-
-def report_verification(replay: Replay, *, verify: bool) -> int:
-    """Print the problems (stderr) and fail, or print the verified line."""
-    if replay.problems:
-        for problem in replay.problems:
-            print(printable_line(f"  problem: {problem}"), file=sys.stderr)
-        what = "the log does not verify" if verify else "some runs do not replay"
-        raise CliError(EXIT_FAILED, f"{what}: {len(replay.problems)} problem(s), listed above")
-    if verify:
-        print(f"log verified: {replay.events} events, {replay.runs} runs, hash chains intact", flush=True)
-    return EXIT_OK
 
 
 # -- the parser and main -------------------------------------------------------------------------
@@ -604,6 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(failures.exit_code(exc), printable_line(failures.describe(exc, db)))
     except BrokenPipeError:
         return reader_gone()
+    except Interrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("baton: interrupted; a run this command was driving stays in the log, unfinished: baton serve "
               "takes it up when it next starts (so does a command aimed at that run, e.g. baton cancel RUN)",

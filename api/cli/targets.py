@@ -280,7 +280,7 @@ class Remote:
         cursor: str | None = None
         while True:  # the runs list, page by page: a prefix without the store behind it
             rows, cursor = self.client.runs(limit=500, cursor=cursor)
-            found += [r["run_id"] for r in rows if r["run_id"].startswith(given.upper()) or r["run_id"].startswith(given)]
+            found += [r["run_id"] for r in rows if r["run_id"].startswith((given, given.upper()))]
             if not cursor or len(found) > 5:
                 break
         return pick(sorted(set(found)), given)

@@ -9,7 +9,6 @@ import pytest
 
 from actors.config import EngineConfig
 from actors.engine import Engine
-from actors.errors import RunOwnedElsewhere
 from eventstore import open_store
 from eventstore.leases import Leases
 from flows import Flow, agent, approval
