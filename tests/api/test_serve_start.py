@@ -92,3 +92,11 @@ def test_the_openai_backend_without_a_model_refuses_to_start(sqlite_url, capsys)
     assert serve(Settings(db=sqlite_url, agent="openai")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("baton: error: ") and "BATON_MODEL" in err, err
+
+
+def test_the_banner_names_the_backend_and_its_model():
+    from api.http.app import backend_line
+
+    line = backend_line(Settings(agent="openai", model="qwen2.5-coder:7b", openai_base_url="http://gpu:8000/v1"))
+    assert "openai" in line and "qwen2.5-coder:7b" in line and "http://gpu:8000/v1" in line
+    assert "offline" in backend_line(Settings()) and "no model" in backend_line(Settings())
