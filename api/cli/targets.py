@@ -286,7 +286,14 @@ class Remote:
         return pick(sorted(set(found)), given)
 
     def launch(self, flow: str, question: str, *, band: str, model: str, project_id: str, by: str) -> Launched:
-        answer = self.client.launch(flow, question, band=band, model=model, project_id=project_id)
+        try:
+            answer = self.client.launch(flow, question, band=band, model=model, project_id=project_id)
+        except ServerError as exc:
+            if exc.problem.get("field") == "flow" and exc.status == 422:  # the server lacks this flow's module
+                raise ServerError(exc.code, f"{exc} (asked the baton server at {self.client.url}: start it with the "
+                                            f"flows module in --flows / BATON_FLOWS, or launch in this process "
+                                            f"with --local)", status=exc.status, problem=exc.problem) from None
+            raise
         return Launched(answer["run_id"], answer["position"], answer.get("created", True))
 
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:

@@ -48,6 +48,16 @@ def test_commands_go_through_a_live_server_of_the_same_store(served):
     assert "plan from the server's scheduler" in served.ok("plan").out
 
 
+def test_a_flow_the_server_does_not_know_says_how_to_launch_it(served, tmp_path):
+    (tmp_path / "mine.py").write_text(
+        "from flows import Flow, code\n\ndef one(ctx):\n    return 'x'\n\n"
+        "mine = Flow('mine-only', steps=[code('one', fn=one)])\n")
+    here = Baton(served.url, tmp_path)
+    result = here("--flows", "mine", "launch", "mine-only", "-q", "x")
+    assert result.code == 2 and "unknown flow 'mine-only'" in result.err and "--local" in result.err
+    assert "run " in here.ok("--flows", "mine", "--local", "launch", "mine-only", "-q", "x").out
+
+
 def test_local_carries_the_command_out_in_this_process(served):
     run_id = served.ok("--local", "launch", "research", "-q", "Here?", "--band", "small").run_id
     assert SERVER_NODE not in nodes(served, run_id)
@@ -103,6 +113,10 @@ def test_a_command_from_this_process_reaches_the_server_driving_the_run(served, 
         last = served.events(run_id)[-1]
         assert last.type == "RunCancelled" and last.metadata["node"] == SERVER_NODE and last.data["by"] == "carol"
         assert "RunRecovered" not in [e.type for e in served.events(run_id)]  # never taken over
+        with open_store(served.url) as store:
+            assert [r.type for r in store.read_stream(f"inbox-{SERVER_NODE}")][-2:] == ["CommandRequested",
+                                                                                     "CommandAnswered"]
+        assert "log verified" in served.ok("replay", "--verify").out  # inbox streams are not runs: replay skips them
     finally:
         open(release, "w").close()
 
