@@ -144,7 +144,8 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(rows)
     else:
-        make_console().print(progress.runs_table(rows))
+        console = make_console()
+        console.print(progress.runs_table(rows, console.width))
     return EXIT_OK
 
 

@@ -340,23 +340,48 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
-def runs_table(rows: list[dict[str, Any]]) -> Table:
-    """The runs list, newest first, as the read model has it.
+RUN_COLUMNS = ("run", "flow", "band", "status", "steps", "launched", "project", "question")
+_KEPT_FIRST = ("run", "status", "flow", "steps", "question", "launched", "band", "project")  # what a narrow table keeps
+_QUESTION_MIN = 16
 
-    Run ids are never cut: a person copies them into the next command. The
-    id column keeps its full width; the other columns fold or shrink first.
+
+def runs_table(rows: list[dict[str, Any]], width: int = 120) -> Table:
+    """The runs list, newest first, as the read model has it, on one line a run, ``width`` columns wide.
+
+    Run ids (and flow names) are never cut: a person copies them into the
+    next command. The question takes the room left and is cut with an
+    ellipsis (``baton show RUN`` has it whole); a terminal too narrow for
+    every column drops the least useful ones first (project, band, launch
+    time), so nothing else is cut.
     """
+    cells = [_run_cells(r) for r in rows]
+    natural = {name: max([len(name), *(len(c[name].plain) for c in cells)]) for name in RUN_COLUMNS}
+    kept: list[str] = []
+    for name in _KEPT_FIRST:
+        trial = [*kept, name]
+        need = sum(min(natural[c], _QUESTION_MIN) if c == "question" else natural[c] for c in trial)
+        if name != "run" and need + 3 * len(trial) + 1 > width:
+            break  # and leave out what comes after it too: the columns go in order of use
+        kept.append(name)
+    shown = [name for name in RUN_COLUMNS if name in kept]
     table = Table(title=f"runs ({len(rows)})", title_justify="left")
-    table.add_column("run", no_wrap=True, min_width=26)
-    for name in ("flow", "band", "status", "steps", "launched", "project"):
-        table.add_column(name, overflow="fold")
-    table.add_column("question", overflow="ellipsis", no_wrap=True, min_width=10, ratio=1)
-    for r in rows:
-        status = r["status"] + (f" ({r['queue_reason']})" if r["status"] == "queued" and r["queue_reason"] else "")
-        table.add_row(r["run_id"], cell(r["flow"]), r["band"], Text(status, style=STATUS_STYLE.get(r["status"], "")),
-                      f"{r['steps_done']}/{r['steps_total']}", _when(r["launched_at"]), cell(r["project_id"]),
-                      cell(r["question"][:80]))
+    room = width - sum(natural[c] for c in shown if c != "question") - 3 * len(shown) - 1
+    for name in shown:
+        if name == "question":
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(room, _QUESTION_MIN))
+        else:
+            table.add_column(name, no_wrap=True, min_width=natural[name])
+    for c in cells:
+        table.add_row(*(c[name] for name in shown))
     return table
+
+
+def _run_cells(r: dict[str, Any]) -> dict[str, Text]:
+    status = r["status"] + (f" ({r['queue_reason']})" if r["status"] == "queued" and r["queue_reason"] else "")
+    return {"run": Text(r["run_id"]), "flow": cell(r["flow"]), "band": Text(r["band"]),
+            "status": Text(status, style=STATUS_STYLE.get(r["status"], "")),
+            "steps": Text(f"{r['steps_done']}/{r['steps_total']}"), "launched": Text(_when(r["launched_at"])),
+            "project": cell(r["project_id"]), "question": cell(r["question"][:200])}
 
 
 def print_run(console: Console, found: dict[str, Any], command: Callable[[str], str]) -> None:

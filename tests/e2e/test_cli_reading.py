@@ -18,7 +18,7 @@ def test_runs_never_cuts_a_run_id(shared):
     rows = [{**r, "flow": r["flow"] * 3, "question": r["question"] * 20} for r in rows]  # crowd the table
     for width in (80, 120):
         out = io.StringIO()
-        Console(file=out, width=width, force_terminal=True, color_system=None).print(progress.runs_table(rows))
+        Console(file=out, width=width, force_terminal=True, color_system=None).print(progress.runs_table(rows, width))
         for r in rows:
             assert r["run_id"] in out.getvalue(), f"{r['run_id']} cut at {width} columns:\n{out.getvalue()}"
     printed = shared.ok("runs", COLUMNS="80").out
