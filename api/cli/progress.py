@@ -25,10 +25,11 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from actors.runlog import fold_records
 from api.cli.escape import printable, printable_line
 from eventstore import EventStore
-from flows.events import Event, event_from_data
-from flows.state import RunState, StepState, evolve
+from flows.events import Event
+from flows.state import RunState, StepState
 
 STATUS_STYLE = {
     "completed": "green",
@@ -62,15 +63,10 @@ def stream_of(run_id: str) -> str:
 def load_run(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int, Event]]]:
     """A run's state folded from its stream, and its ``(position, event)`` history.
 
-    An unknown run gives an empty state (``state.launched`` is None).
+    Decoded through the engine's codec (``actors.runlog``), upcasters
+    included. An unknown run gives an empty state (``state.launched`` is None).
     """
-    state = RunState()
-    history: list[tuple[int, Event]] = []
-    for rec in store.read_stream(stream_of(run_id)):
-        event = event_from_data(rec.type, rec.data)
-        state = evolve(state, event, rec.position)
-        history.append((rec.position, event))
-    return state, history
+    return fold_records(store.read_stream(stream_of(run_id)), run_id)
 
 
 def watch_run(
