@@ -26,13 +26,15 @@ from actors.bus import FrameBus
 from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
-from actors.errors import LaunchInProgress, NodeInUse
+from actors.errors import LaunchInProgress, NodeInUse, RunOwnedElsewhere
+from actors.inbox import Inbox, new_command, outcome_of
 from actors.runlog import node_lease
 from actors.orchestrator import Orchestrator
 from actors.runlog import decode, load
 from eventstore import ConcurrencyError, EventStore, NewEvent
 from eventstore.leases import Leases, default_owner
 from flows import launch as launching
+from flows.commands import CommandKind, CommandRequested, Refusal
 from flows.catalog import FlowRegistry
 from flows.events import stream_of
 from flows.state import RUN_TERMINAL, RunState, evolve
@@ -40,6 +42,7 @@ from flows.state import RUN_TERMINAL, RunState, evolve
 log = logging.getLogger(__name__)
 
 TERMINAL = RUN_TERMINAL
+_HOPS = 3  # times a command follows a run from node to node before giving up
 
 
 class EngineTimeout(TimeoutError):
@@ -89,6 +92,7 @@ class Engine:
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps)
         self._orchestrator: pykka.ActorRef | None = None
+        self._inbox: Inbox | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -100,10 +104,14 @@ class Engine:
             if holder is not None:
                 raise NodeInUse(node, holder)
             self._orchestrator = Orchestrator.start(self.ctx)
+            self._inbox = Inbox(self.store, self.ctx.leases, node, self._carry_out, self.clock.now).start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every actor of this engine; unfinished runs stay in the log."""
+        if self._inbox is not None:  # first: no command handed to this node may reach a stopped orchestrator
+            self._inbox.stop()
+            self._inbox = None
         if self._orchestrator is not None:
             try:
                 self._orchestrator.stop(block=True, timeout=timeout)
@@ -164,15 +172,15 @@ class Engine:
 
     def approve(self, run_id: str, step_id: str, *, by: str = "", comment: str = "") -> int:
         """Approve a paused step; returns the position of StepResumed. Raises NotWaiting & co."""
-        return self._ask(lambda reply: m.RunCommand(run_id, "approve", reply, step_id, by, comment))
+        return self._command(new_command(CommandKind.APPROVE, run_id, step_id=step_id, by=by, comment=comment))
 
     def reject(self, run_id: str, step_id: str, *, by: str = "", comment: str = "") -> int:
         """Reject a paused step; returns the position of StepResumed."""
-        return self._ask(lambda reply: m.RunCommand(run_id, "reject", reply, step_id, by, comment))
+        return self._command(new_command(CommandKind.REJECT, run_id, step_id=step_id, by=by, comment=comment))
 
     def cancel(self, run_id: str, *, reason: str = "", by: str = "") -> int:
         """Cancel a run; returns the position of RunCancelled. Raises RunFinished if it ended."""
-        return self._ask(lambda reply: m.RunCommand(run_id, "cancel", reply, "", by, reason))
+        return self._command(new_command(CommandKind.CANCEL, run_id, by=by, comment=reason))
 
     def plan(self) -> dict[str, Any]:
         """The scheduler's plan: in progress, planned with reasons, new."""
@@ -215,6 +223,33 @@ class Engine:
             subscription.close()
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _command(self, command: CommandRequested) -> int:
+        """Carry a command out here, or hand it to the node driving the run (its inbox) and wait.
+
+        A node that dies before answering leaves the run to this process,
+        which then takes it over as it would have had the node been gone
+        from the start. Raises the command's own errors either way, or
+        NodeDidNotAnswer when a live node stays silent past the ask timeout.
+        """
+        for _ in range(_HOPS):
+            try:
+                return self._carry_out(command)
+            except RunOwnedElsewhere as exc:
+                if not exc.node or self._inbox is None or exc.node == self.config.node:
+                    raise
+                owner = exc
+            answer = self._inbox.send(owner.node, command, self.config.ask_timeout_s)
+            if answer is None or answer.refusal is Refusal.OWNED_ELSEWHERE:
+                continue  # the node is gone, or the run moved on meanwhile: look again where it is now
+            return outcome_of(command, answer)
+        raise owner
+
+    def _carry_out(self, command: CommandRequested) -> int:
+        """Carry a command out in this process (what a command handed to this node's inbox runs)."""
+        kind = command.kind.value
+        return self._ask(lambda reply: m.RunCommand(command.run_id, kind, reply, command.step_id, command.by,
+                                                    command.comment))
 
     def _ask(self, build: Callable[[Future], Any]) -> Any:
         if self._orchestrator is None:

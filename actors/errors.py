@@ -4,12 +4,18 @@ from __future__ import annotations
 
 
 class RunOwnedElsewhere(RuntimeError):
-    """Another live process owns the run (its lease); send the command there."""
+    """Another live process owns the run (its lease); send the command there.
 
-    def __init__(self, run_id: str, owner: str) -> None:
+    ``node`` names that process's node when it is one a command can be handed
+    to (its inbox, ``actors.inbox``); "" when the owner is only known as
+    "another writer" (a lost append).
+    """
+
+    def __init__(self, run_id: str, owner: str, node: str = "") -> None:
         super().__init__(f"run {run_id} is being driven by another process ({owner}); send the command there")
         self.run_id = run_id
         self.owner = owner
+        self.node = node
 
 
 class RunBusy(RuntimeError):
@@ -36,3 +42,27 @@ class NodeInUse(RuntimeError):
                          f"give each process its own BATON_NODE")
         self.node = node
         self.owner = owner
+
+
+class FlowsModuleMissing(RuntimeError):
+    """A run's code steps need a module this process cannot import, and no live process drives the run.
+
+    Taking the run over here would fail those steps with "No module named
+    ...", so the command is refused and the run left as it is.
+    """
+
+    def __init__(self, run_id: str, module: str) -> None:
+        super().__init__(f"run {run_id} needs flows module {module!r}, which this process cannot import; "
+                         f"send the command to a process where {module!r} imports")
+        self.run_id = run_id
+        self.module = module
+
+
+class NodeDidNotAnswer(TimeoutError):
+    """The node driving a run holds its lease but did not answer a command handed to it in time."""
+
+    def __init__(self, run_id: str, node: str, timeout: float) -> None:
+        super().__init__(f"run {run_id} is driven by {node}, which did not answer the command within {timeout:g} s "
+                         f"(is it overloaded or stuck?); the command may still take effect there")
+        self.run_id = run_id
+        self.node = node

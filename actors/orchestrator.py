@@ -29,9 +29,10 @@ import pykka
 
 from actors import messages as m
 from actors.context import EngineContext
-from actors.errors import LaunchInProgress, RunOwnedElsewhere
+from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewhere
+from actors.functions import missing_module
 from actors.run import RunActor
-from actors.runlog import driven_elsewhere, has_work, live_nodes, load_with_owner, node_lease
+from actors.runlog import driven_elsewhere, has_work, live_nodes, load_with_owner, node_lease, route
 from eventstore.leases import default_owner
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
 
@@ -417,17 +418,23 @@ class Orchestrator(pykka.ThreadingActor):
     def _tell_run(self, run: _Run, message: Any) -> bool:
         """Tell the run's actor, starting it if needed.
 
-        Before taking over a run this process did not launch, check that no
-        other live process is driving it: if one is, the message's reply (if
-        any) gets RunOwnedElsewhere and nothing is started.
+        Before taking over a run this process did not launch, check where the
+        command belongs (``runlog.route``): with another live process driving
+        it, the reply (if any) gets RunOwnedElsewhere naming that node (the
+        Engine hands the command to its inbox); with code steps this process
+        cannot import, FlowsModuleMissing. Either way nothing is started.
         """
         if run.ref is None or not run.ref.is_alive():
             if not isinstance(message, (m.Launch, m.Recover)):
                 state, _, last_node = load_with_owner(self.ctx, run.run_id)
-                if driven_elsewhere(state, last_node, self.ctx.config.node, self._live_nodes()):
+                runs_code = not isinstance(message, m.Cancel)
+                where = route(state, last_node, self.ctx.config.node, self._live_nodes(),
+                              lambda: missing_module(state, self.ctx.registry) if runs_code else "")
+                if where.node or where.missing:
                     reply = getattr(message, "reply", None)
                     if reply is not None and not reply.done():
-                        reply.set_exception(RunOwnedElsewhere(run.run_id, last_node))
+                        reply.set_exception(RunOwnedElsewhere(run.run_id, where.node, node=where.node) if where.node
+                                            else FlowsModuleMissing(run.run_id, where.missing))
                     return False
             run.ref = RunActor.start(self.ctx, self.actor_ref, run.run_id)
             run.sent = 0

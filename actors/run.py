@@ -9,7 +9,6 @@ holds no thread: the actor tells the orchestrator it is idle and is stopped.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from actors import messages as m
 from actors.agents import AgentRequest, CancelToken, persona_text
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
+from actors.functions import resolve_function
 from actors.runlog import SCHEMA_VERSION, load
 from actors.step import Attempt, StepActor, StepContext
 from eventstore import ConcurrencyError, NewEvent, RecordedEvent
@@ -38,7 +38,6 @@ from flows.events import (
     event_data,
     stream_of,
 )
-from flows.model import function_ref
 from flows.redact import redactor
 from flows.state import RunState, evolve
 
@@ -364,29 +363,8 @@ class RunActor(pykka.ThreadingActor):
         StepActor(self.actor_ref, attempt, **kwargs).start(ctx.steps)
 
     def _function(self, ref: str, step_id: str) -> tuple[Callable[..., Any] | None, str]:
-        """The code step's function the run pinned (``module:qualname``), or why it cannot be had.
-
-        The pinned reference comes first, so a run keeps calling the function
-        it was launched with. A function that cannot be imported by name (a
-        closure, say) is taken from the registered flow only if it is the very
-        definition the run pinned.
-        """
-        module, _, qualname = ref.partition(":")
-        try:
-            obj: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-            if callable(obj):
-                return obj, ""
-            problem = f"{ref} is not callable"
-        except Exception as exc:  # reported in the StepFailed, not swallowed
-            problem = f"cannot import {ref}: {type(exc).__name__}: {exc}"
-        flow_name = self.state.snapshot.name
-        if flow_name in self.ctx.registry:
-            fn = self.ctx.registry.get(flow_name).function(step_id)
-            if fn is not None and function_ref(fn) == ref:
-                return fn, ""
-        return None, problem
+        """The code step's function the run pinned, or why it cannot be had (actors.functions)."""
+        return resolve_function(ref, self.ctx.registry, self.state.snapshot.name, step_id)
 
     def _refuse(self, attempt: Attempt, error: str) -> None:
         """End an attempt that cannot start, as a failure of that attempt."""

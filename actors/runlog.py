@@ -5,10 +5,13 @@ Shared by the orchestrator (recovery, ownership) and the RunActor (load).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import sqlalchemy as sa
 
 from actors.context import EngineContext
-from eventstore import Codec, RecordedEvent
+from eventstore import Codec, EventStore, RecordedEvent
 from flows import decide as d
 from flows.events import EVENT_TYPES, UPCASTERS, Event, stream_of
 from flows.state import RunState, evolve
@@ -27,9 +30,13 @@ def decode(rec: RecordedEvent) -> Event:
     return CODEC.decode(rec)
 
 
-def fold_records(records: Sequence[RecordedEvent]) -> tuple[RunState, History]:
-    """Fold recorded events of one run: its state and its ``(position, event)`` history."""
-    state = RunState()
+def fold_records(records: Sequence[RecordedEvent], run_id: str = "") -> tuple[RunState, History]:
+    """Fold recorded events of one run: its state and its ``(position, event)`` history.
+
+    The state starts with ``run_id``, so a run the log does not have still
+    knows which run it is: a command refused with UnknownRun names it.
+    """
+    state = RunState(run_id=run_id)
     history: History = []
     for rec in records:
         event = decode(rec)
@@ -40,15 +47,41 @@ def fold_records(records: Sequence[RecordedEvent]) -> tuple[RunState, History]:
 
 def load(ctx: EngineContext, run_id: str) -> tuple[RunState, History]:
     """Fold a run's stream: its state and its ``(position, event)`` history."""
-    return fold_records(ctx.store.read_stream(stream_of(run_id)))
+    return fold_records(ctx.store.read_stream(stream_of(run_id)), run_id)
 
 
 def load_with_owner(ctx: EngineContext, run_id: str) -> tuple[RunState, History, str]:
     """The run's state and history, and the node that recorded its last event."""
-    records = ctx.store.read_stream(stream_of(run_id))
-    state, history = fold_records(records)
+    return read_with_owner(ctx.store, run_id)
+
+
+def read_with_owner(store: EventStore, run_id: str) -> tuple[RunState, History, str]:
+    """``load_with_owner`` on a bare store (a process without an engine, e.g. ``baton plan``)."""
+    records = store.read_stream(stream_of(run_id))
+    state, history = fold_records(records, run_id)
     last_node = records[-1].metadata.get("node", "") if records else ""
     return state, history, last_node
+
+
+def run_ids_starting(store: EventStore, prefix: str, limit: int = 10) -> list[str]:
+    """Ids of runs whose id starts with ``prefix``, in order, at most ``limit``.
+
+    Read from the log itself (each run stream's first event), not a read
+    model, so a run launched a moment ago by another process is found. A
+    full id is one indexed lookup; a shorter prefix scans the first events
+    of every stream (on SQLite through the stream index; on PostgreSQL the
+    database's collation may not order ids byte-wise, so there it scans).
+    """
+    lo = stream_of(prefix)
+    params: dict[str, object] = {"lo": lo, "n": len(lo), "limit": limit}
+    where = "version = 1 AND substr(stream_id, 1, :n) = :lo"
+    engine = store.engine  # type: ignore[attr-defined]
+    if engine.dialect.name == "sqlite":  # byte-wise order: the range rides the (stream_id, version) index
+        where += " AND stream_id >= :lo AND stream_id < :hi"
+        params["hi"] = lo + "\x7f"
+    query = sa.text(f"SELECT stream_id FROM events WHERE {where} ORDER BY stream_id LIMIT :limit")
+    with engine.connect() as conn:
+        return [row[0][len(stream_of("")):] for row in conn.execute(query, params)]
 
 
 NODE_LEASE = "node-"
@@ -57,6 +90,19 @@ NODE_LEASE = "node-"
 def node_lease(node: str) -> str:
     """The lease a process named ``node`` holds while it lives (its owner is the process: host:pid)."""
     return NODE_LEASE + node
+
+
+SERVER_LEASE = "server-"
+
+
+def server_lease(url: str) -> str:
+    """The lease a ``baton serve`` listening at ``url`` holds while it serves (owner: its host:pid)."""
+    return SERVER_LEASE + url
+
+
+def live_servers(held: dict[str, str]) -> list[tuple[str, str]]:
+    """``(url, owner)`` of every server whose lease is alive, from ``Leases.held()``."""
+    return sorted((name[len(SERVER_LEASE):], owner) for name, owner in held.items() if name.startswith(SERVER_LEASE))
 
 
 def live_nodes(held: dict[str, str]) -> set[str]:
@@ -79,3 +125,37 @@ def has_work(state: RunState, now: float) -> bool:
     """Whether a paused run still has something to start (a branch beside the approval)."""
     decision = d.decide(state, now)
     return bool(decision.events or decision.ready or decision.wake_at or state.running())
+
+
+class Route(NamedTuple):
+    """Where a command for a run is carried out.
+
+    ``node`` set: hand it to that node's inbox (it drives the run, or can
+    run what this process cannot). ``missing`` set: refuse it, naming the
+    flows module this process lacks. Neither: carry it out here.
+    """
+
+    node: str = ""
+    missing: str = ""
+
+
+def route(state: RunState, last_node: str, me: str, live: set[str], missing: Callable[[], str]) -> Route:
+    """Who should carry out a command for the run: here, the node driving it, or nobody.
+
+    ``missing()`` names a flows module of the run's pending code steps this
+    process cannot import ("" when it can import them all); it is asked only
+    when this process would take the run over, and must be "" for a command
+    that runs no code (cancel). A run this process cannot drive goes to the
+    node that recorded its last event while that node lives, else nowhere:
+    taking it over would fail its code steps.
+    """
+    if driven_elsewhere(state, last_node, me, live):
+        return Route(node=last_node)
+    if state.terminal or state.launched is None:
+        return Route()  # the run's own actor answers (RunFinished, UnknownRun)
+    module = missing()
+    if not module:
+        return Route()
+    if last_node and last_node != me and last_node in live:
+        return Route(node=last_node)
+    return Route(missing=module)

@@ -9,9 +9,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 from actors.agents import make_backend
+from actors.agents.personas import add_personas, valid_name
 from actors.bus import FrameBus
 from actors.engine import Engine
 from api.settings import Settings, SettingsError
@@ -31,15 +35,73 @@ class StartError(RuntimeError):
     """The engine refused to start (e.g. another live process already goes by this node name)."""
 
 
-def load_registry(modules: Iterable[str]) -> FlowRegistry:
-    """The built-in catalogue plus every Flow found in ``modules``.
+def importable_from_cwd() -> None:
+    """Let modules in the working directory import, as they do under ``python -m``.
+
+    The ``baton`` console script starts with its own directory on sys.path,
+    not the working directory, so ``--flows myflows`` next to ``myflows.py``
+    failed unless PYTHONPATH was set. The directory is added as an absolute
+    path (a later chdir does not change it) and at the end, where ``python
+    -m`` puts it first: a stray ``json.py`` in the working directory must not
+    shadow the standard library or an installed package inside baton.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
+def read_personas(folder: str) -> dict[str, str]:
+    """The personas in ``folder``: ``NAME.md`` -> its text, in the format of the shipped ones.
+
+    Raises SettingsError naming the folder or the file: a folder that is not
+    there, a file name that is not a plain lowercase word, an empty file.
+    Files that do not end in ``.md`` are ignored (a README.txt, an editor's
+    backup).
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise SettingsError(f"BATON_PERSONAS / --personas {folder!r}: no such folder")
+    texts: dict[str, str] = {}
+    for path in sorted(root.glob("*.md")):
+        name = path.name[: -len(".md")]
+        if not valid_name(name):
+            raise SettingsError(f"BATON_PERSONAS: {path}: a persona's file name is lowercase letters, digits and "
+                                f"dashes, then .md (e.g. release-captain.md)")
+        text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            raise SettingsError(f"BATON_PERSONAS: {path} is empty; a persona is its system prompt")
+        texts[name] = text
+    return texts
+
+
+def load_personas(folder: str) -> None:
+    """Add the personas of ``folder`` for this process (before any flows module is imported)."""
+    if not folder:
+        return
+    try:
+        add_personas(read_personas(folder))
+    except ValueError as exc:
+        if isinstance(exc, SettingsError):
+            raise
+        raise SettingsError(f"BATON_PERSONAS / --personas {folder!r}: {exc}") from None
+
+
+def load_registry(modules: Iterable[str], *, personas: str = "") -> FlowRegistry:
+    """The built-in catalogue plus every Flow found in ``modules`` (imported from the working directory too).
+
+    ``personas`` names a folder of the person's own personas, added first so
+    that the flows of ``modules`` may name them.
 
     A name is one flow: a module's flow named like a built-in one, or like
     another module's, is refused (FlowsImportError naming both modules)
     rather than silently replacing it. The very same Flow object found
     twice (a module importing another's flow) is not a clash.
     """
+    load_personas(personas)
     registry = builtin()
+    modules = list(modules)
+    if modules:
+        importable_from_cwd()
     origin = {flow.name: f"flows.catalog.{name}" for name in BUILTIN_MODULES
               for flow in flows_in(importlib.import_module(f"flows.catalog.{name}"))}
     for name in modules:
@@ -75,7 +137,7 @@ class Runtime:
         reached), or SettingsError for a store URL no backend supports.
         """
         self.settings = settings
-        self.registry = load_registry(settings.flows)
+        self.registry = load_registry(settings.flows, personas=settings.personas)
         try:
             self.store = store or open_store(settings.db)
         except ValueError as exc:  # the URL is wrong, not the database

@@ -57,6 +57,8 @@ class Settings:
         except Exception:  # a URL SQLAlchemy cannot parse: the store refuses it later, by name
             pass
         return tuple(s for s in found if s)
+    url: str = ""  # the baton server CLI commands go through ("" = a live server of the store, if any)
+    personas: str = ""  # a folder of extra persona files (NAME.md), beside the shipped ones
 
     def engine_config(self) -> EngineConfig:
         """The part of the settings the engine needs."""
@@ -95,6 +97,8 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_NODE": ("node", str),
     "BATON_OPENAI_READ_TIMEOUT_S": ("openai_read_timeout_s", float),
     "BATON_MAX_OUTPUT_BYTES": ("max_output_bytes", int),
+    "BATON_URL": ("url", str),
+    "BATON_PERSONAS": ("personas", str),
 }
 
 
@@ -131,8 +135,23 @@ def check(settings: Settings) -> Settings:
     for name in ("stall_s", "openai_read_timeout_s", "max_output_bytes"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{_named(name)} must be positive")
+    if settings.url and not settings.url.startswith(("http://", "https://")):
+        raise SettingsError(f"BATON_URL / --server {settings.url!r} is not an http:// or https:// URL")
     if not (0 < settings.port < 65536):
         raise SettingsError(f"{_named('port')} {settings.port} is not a port")
+    return settings
+
+
+def require_model(settings: Settings) -> Settings:
+    """Refuse the openai backend without a default model, for a process that drives runs of its own.
+
+    Without one every agent step of a run launched without ``--model``
+    failed at its first call; a server refuses to start instead, naming the
+    setting. A run launched with its own model needs no default.
+    """
+    if settings.agent == "openai" and not settings.model:
+        raise SettingsError(f"BATON_AGENT=openai needs a model: set {_named('model')} (e.g. qwen2.5-coder:7b), "
+                            f"the model name the server at {settings.openai_base_url} knows")
     return settings
 
 

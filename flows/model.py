@@ -350,6 +350,6 @@ def _rewire(deps: Sequence[str], kept: set[str], by_id: Mapping[str, Step]) -> t
 
 
 def _known_personas() -> set[str]:
-    from flows.personas import PERSONAS
+    from flows.personas import known
 
-    return set(PERSONAS)
+    return set(known())

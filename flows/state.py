@@ -34,6 +34,7 @@ from flows.model import FlowSnapshot, StepSpec
 
 STEP_TERMINAL = frozenset({"completed", "failed", "rejected", "skipped", "cancelled"})
 RUN_TERMINAL = frozenset({"completed", "failed", "rejected", "cancelled"})
+RUN_STATUSES = ("queued", "running", "paused", "completed", "failed", "rejected", "cancelled")
 
 
 class StepState(msgspec.Struct, frozen=True, kw_only=True):

@@ -25,10 +25,12 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from actors.runlog import fold_records
+from api.cli.escape import printable, printable_line
 from eventstore import EventStore
-from flows.events import Event, event_from_data
+from flows.events import Event
 from flows.report import count
-from flows.state import RunState, StepState, evolve
+from flows.state import RunState, StepState
 
 STATUS_STYLE = {
     "completed": "green",
@@ -62,15 +64,10 @@ def stream_of(run_id: str) -> str:
 def load_run(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int, Event]]]:
     """A run's state folded from its stream, and its ``(position, event)`` history.
 
-    An unknown run gives an empty state (``state.launched`` is None).
+    Decoded through the engine's codec (``actors.runlog``), upcasters
+    included. An unknown run gives an empty state (``state.launched`` is None).
     """
-    state = RunState()
-    history: list[tuple[int, Event]] = []
-    for rec in store.read_stream(stream_of(run_id)):
-        event = event_from_data(rec.type, rec.data)
-        state = evolve(state, event, rec.position)
-        history.append((rec.position, event))
-    return state, history
+    return fold_records(store.read_stream(stream_of(run_id)), run_id)
 
 
 def watch_run(
@@ -154,7 +151,7 @@ def steps_table(state: RunState, latest: dict[str, str] | None = None, *, now: f
     end = state.ended_at or now
     took = f" · {max(end - state.launched_at, 0.0):.1f}s" if state.launched_at else ""
     title = f"{launched.flow if launched else '?'} · run {state.run_id} · {state.status}{took}"
-    table = Table(title=title, title_justify="left", expand=False)
+    table = Table(title=cell(title), title_justify="left", expand=False)
     for name, kw in (("step", {}), ("kind", {}), ("persona", {}), ("status", {}),
                      ("attempt", {"justify": "right"}), ("elapsed", {"justify": "right"}),
                      ("note", {"overflow": "ellipsis", "no_wrap": True, "max_width": 60})):
@@ -164,10 +161,10 @@ def steps_table(state: RunState, latest: dict[str, str] | None = None, *, now: f
     for spec in launched.snapshot.steps:
         step = state.steps.get(spec.id, StepState())
         table.add_row(
-            spec.id, spec.kind, spec.persona or "-",
+            cell(spec.id), spec.kind, cell(spec.persona or "-"),
             Text(step.status, style=STATUS_STYLE.get(step.status, "")),
             str(step.attempt) if step.attempt else "", _elapsed(step, now),
-            _note(step, latest.get(spec.id, "")).replace("\n", " ")[:200],
+            cell(_note(step, latest.get(spec.id, ""))[:200]),
         )
     return table
 
@@ -257,9 +254,18 @@ class ProgressView:
 # -- outcomes, reports and one-off tables --------------------------------------------------------
 
 
+def cell(text: str) -> Text:
+    """User text for a table cell: on one line, controls escaped, markup shown as typed."""
+    return Text(printable_line(text))
+
+
 def say(console: Console, text: str) -> None:
-    """Print text as it is (no markup, no highlighting: run ids and prompts stay intact)."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)  # commands must stay copyable
+    """Print text as it is (no markup, no highlighting: run ids and prompts stay intact).
+
+    Control characters are printed escaped: a line may carry a question, a
+    name or a comment a person typed.
+    """
+    console.print(printable(text), markup=False, highlight=False, soft_wrap=True)  # commands stay copyable
 
 
 def print_outcome(console: Console, state: RunState, command: Callable[[str], str], *, report: bool) -> None:
@@ -288,18 +294,23 @@ def print_outcome(console: Console, state: RunState, command: Callable[[str], st
 
 
 def replay_line(run_id: str, state: RunState, events: int) -> str:
-    """One run re-folded: id, flow, status, its steps by status, how many events."""
+    """One run re-folded: id, flow, status, its steps by status, how many events (controls escaped)."""
     counts: dict[str, int] = {}
     for step in state.steps.values():
         counts[step.status] = counts.get(step.status, 0) + 1
     detail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     flow = state.launched.flow if state.launched else "?"
-    return (f"{run_id}  {flow:<24} {state.status:<10} {count(len(state.steps), 'step')} ({detail}), "
-            f"{count(events, 'event')}")
+    return printable_line(f"{run_id}  {flow:<24} {state.status:<10} {count(len(state.steps), 'step')} ({detail}), "
+                          f"{count(events, 'event')}")
 
 
 def print_report(console: Console, markdown: str, *, title: str = "report") -> None:
-    """The report: rendered on a terminal, the markdown text itself otherwise (so it can be saved)."""
+    """The report: rendered on a terminal, the markdown text itself otherwise (so it can be saved).
+
+    Either way its control characters are printed escaped: a report quotes
+    questions and model outputs.
+    """
+    markdown = printable(markdown)
     console.print(Rule(title))
     if console.is_terminal:
         console.print(Markdown(markdown))
@@ -308,8 +319,8 @@ def print_report(console: Console, markdown: str, *, title: str = "report") -> N
     console.print(Rule())
 
 
-def flows_table(flows: Iterable[Any]) -> Table:
-    """The catalogue: name, category, bands, steps, description."""
+def flows_table(flows: Iterable[dict[str, Any]]) -> Table:
+    """The catalogue (``Flow.describe()`` entries): name, category, bands, steps, description."""
     table = Table(title="flows", title_justify="left")
     table.add_column("name", no_wrap=True)
     table.add_column("category")
@@ -317,8 +328,8 @@ def flows_table(flows: Iterable[Any]) -> Table:
     table.add_column("steps", justify="right")
     table.add_column("description")
     for flow in flows:
-        table.add_row(flow.name, flow.category, ", ".join(flow.bands), str(len(flow.steps)),
-                      flow.description)
+        table.add_row(cell(flow["name"]), cell(flow["category"]), ", ".join(flow["bands"]), str(len(flow["steps"])),
+                      cell(flow["description"]))
     return table
 
 
@@ -326,24 +337,59 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
-def runs_table(rows: list[dict[str, Any]]) -> Table:
-    """The runs list, newest first, as the read model has it."""
+RUN_COLUMNS = ("run", "flow", "band", "status", "steps", "launched", "project", "question")
+_KEPT_FIRST = ("run", "status", "flow", "steps", "question", "launched", "band", "project")  # what a narrow table keeps
+_QUESTION_MIN = 16
+
+
+def runs_table(rows: list[dict[str, Any]], width: int = 120) -> Table:
+    """The runs list, newest first, as the read model has it, on one line a run, ``width`` columns wide.
+
+    Run ids (and flow names) are never cut: a person copies them into the
+    next command. The question takes the room left and is cut with an
+    ellipsis (``baton show RUN`` has it whole); a terminal too narrow for
+    every column drops the least useful ones first (project, band, launch
+    time), so nothing else is cut.
+    """
+    cells = [_run_cells(r) for r in rows]
+    natural = {name: max([len(name), *(len(c[name].plain) for c in cells)]) for name in RUN_COLUMNS}
+    kept: list[str] = []
+    for name in _KEPT_FIRST:
+        trial = [*kept, name]
+        need = sum(min(natural[c], _QUESTION_MIN) if c == "question" else natural[c] for c in trial)
+        if name != "run" and need + 3 * len(trial) + 1 > width:
+            break  # and leave out what comes after it too: the columns go in order of use
+        kept.append(name)
+    shown = [name for name in RUN_COLUMNS if name in kept]
     table = Table(title=f"runs ({len(rows)})", title_justify="left")
-    for name in ("run", "flow", "band", "status", "steps", "launched", "project", "question"):
-        table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=24 if name == "question" else None)
-    for r in rows:
-        status = r["status"] + (f" ({r['queue_reason']})" if r["status"] == "queued" and r["queue_reason"] else "")
-        table.add_row(r["run_id"], r["flow"], r["band"], Text(status, style=STATUS_STYLE.get(r["status"], "")),
-                      f"{r['steps_done']}/{r['steps_total']}", _when(r["launched_at"]), r["project_id"],
-                      r["question"][:80])
+    room = width - sum(natural[c] for c in shown if c != "question") - 3 * len(shown) - 1
+    for name in shown:
+        if name == "question":
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(room, _QUESTION_MIN))
+        else:
+            table.add_column(name, no_wrap=True, min_width=natural[name])
+    for c in cells:
+        table.add_row(*(c[name] for name in shown))
     return table
 
 
-def print_run(console: Console, found: dict[str, Any]) -> None:
-    """``baton show``: the run, its steps and its report (from the read model)."""
+def _run_cells(r: dict[str, Any]) -> dict[str, Text]:
+    status = r["status"] + (f" ({r['queue_reason']})" if r["status"] == "queued" and r["queue_reason"] else "")
+    return {"run": Text(r["run_id"]), "flow": cell(r["flow"]), "band": Text(r["band"]),
+            "status": Text(status, style=STATUS_STYLE.get(r["status"], "")),
+            "steps": Text(f"{r['steps_done']}/{r['steps_total']}"), "launched": Text(_when(r["launched_at"])),
+            "project": cell(r["project_id"]), "question": cell(r["question"][:200])}
+
+
+def print_run(console: Console, found: dict[str, Any], command: Callable[[str], str]) -> None:
+    """``baton show``: the run, its steps and its report (from the read model).
+
+    ``command("approve RUN STEP")`` is how the person types a baton command here.
+    """
     run, steps = found["run"], found["steps"]
-    console.print(f"[bold]run {run['run_id']}[/bold]  {run['flow']} ({run['category']}), band {run['band']}, "
-                  f"backend {run['backend']}", highlight=False)
+    console.print(Text.assemble((f"run {run['run_id']}", "bold"),
+                                printable_line(f"  {run['flow']} ({run['category']}), band {run['band']}, "
+                                               f"backend {run['backend']}")))
     console.print(Text.assemble("status: ", (run["status"], STATUS_STYLE.get(run["status"], "")),
                                 f"   steps {run['steps_done']}/{run['steps_total']}"
                                 f"   recoveries {run['recoveries']}   anomalies {run['anomalies']}"))
@@ -351,7 +397,7 @@ def print_run(console: Console, found: dict[str, Any]) -> None:
     times = f"launched {_when(run['launched_at'])}"
     if run["ended_at"]:
         times += f", ended {_when(run['ended_at'])} ({run['ended_at'] - run['launched_at']:.1f} s)"
-    console.print(times + (f"; by {run['launched_by']}" if run["launched_by"] else ""), highlight=False)
+    say(console, times + (f"; by {run['launched_by']}" if run["launched_by"] else ""))
     if run["reason"]:
         say(console, f"reason: {run['reason']}" + (f" (by {run['ended_by']})" if run["ended_by"] else ""))
     table = Table(title="steps", title_justify="left")
@@ -359,15 +405,16 @@ def print_run(console: Console, found: dict[str, Any]) -> None:
         table.add_column(name, overflow="ellipsis", no_wrap=name != "note")
     for s in steps:
         note = s["error"] or (f"{s['skip_reason']}: {s['detail']}" if s["skip_reason"] else "")
-        table.add_row(s["step_id"], s["kind"], s["persona"] or "-",
+        table.add_row(cell(s["step_id"]), s["kind"], cell(s["persona"] or "-"),
                       Text(s["status"], style=STATUS_STYLE.get(s["status"], "")),
                       str(s["attempt"] or ""), f"{s['duration_s']:.1f}s" if s["duration_s"] else "",
-                      note.replace("\n", " ")[:120])
+                      cell(note[:120]))
     console.print(table)
     for s in steps:
         if s["status"] == "paused":
-            say(console, f"step '{s['step_id']}' waits for a person: baton approve {run['run_id']} {s['step_id']} "
-                         f"(or baton reject {run['run_id']} {s['step_id']})")
+            go_on = f"{run['run_id']} {s['step_id']}"
+            say(console, f"step '{s['step_id']}' waits for a person: {command('approve ' + go_on)} "
+                         f"(or {command('reject ' + go_on)})")
     if found["report"]:
         print_report(console, found["report"])
     else:
@@ -379,4 +426,34 @@ def frame_line(frame: dict[str, Any]) -> str:
     status = frame.get("status") or frame.get("run_status")
     if status is None:
         status = {"flow_run_started": "launched", "approval_requested": "paused"}.get(frame["type"], "-")
-    return f"{frame['id']} {frame['type']} {frame.get('run_id') or '-'} {frame.get('step_id') or '-'} {status}"
+    return printable_line(
+        f"{frame['id']} {frame['type']} {frame.get('run_id') or '-'} {frame.get('step_id') or '-'} {status}")
+
+
+def print_plan(console: Console, plan: dict[str, Any], *, live: bool) -> None:
+    """``baton plan``: runs in progress, then waiting runs in plan order with the reason each waits.
+
+    ``live`` says whether it is a running engine's plan (a server's) or what
+    the log shows when no server runs.
+    """
+    source = "the server's scheduler" if live else "the log (no server runs: nothing is admitted until one does)"
+    limit = plan["max_active_runs"] or "no limit"
+    slots = plan["agent_slots"] or "no limit"
+    say(console, f"plan from {source}: {len(plan['in_progress'])} in progress (max {limit}), "
+                 f"{plan['slots_in_use']} agent slot(s) in use (of {slots})")
+    table = Table(title="in progress", title_justify="left")
+    table.add_column("run", no_wrap=True, min_width=26)
+    for name in ("flow", "since", "slots", "waiting for a slot", *(("node",) if not live else ())):
+        table.add_column(name, overflow="fold")
+    for r in plan["in_progress"]:
+        table.add_row(r["run_id"], cell(r["flow"]), _when(r.get("since")), str(r["slots_held"]),
+                      str(r["steps_waiting_for_slot"]), *((cell(r.get("node", "")),) if not live else ()))
+    console.print(table)
+    table = Table(title="planned (waiting)", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("run", no_wrap=True, min_width=26)
+    for name in ("flow", "waits for", "detail"):
+        table.add_column(name, overflow="fold")
+    for r in plan["planned_queued"]:
+        table.add_row(str(r["position"]), r["run_id"], cell(r["flow"]), r["reason"], cell(r["detail"]))
+    console.print(table)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -24,9 +25,12 @@ from starlette.applications import Starlette
 from api import failures
 from api.http import openapi, problems, routes, stream
 from api.http.hub import DEFAULT_BUFFER, FrameHub
+from actors.runlog import server_lease
+from api.http.listen import ListenError, listen, url_of
 from api.runtime import Runtime
-from api.settings import Settings, SettingsError, from_env, safe_url
+from api.settings import Settings, SettingsError, from_env, require_model, safe_url
 from api.web import routes as web
+from eventstore.leases import default_owner
 
 log = logging.getLogger("baton.api")
 
@@ -72,9 +76,25 @@ class StreamingServer(uvicorn.Server):
     the spot), this one just returns, so ``serve`` still stops the runtime.
     """
 
-    def __init__(self, config: uvicorn.Config, hub: FrameHub) -> None:
+    def __init__(self, config: uvicorn.Config, hub: FrameHub, on_ready: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.hub = hub
+        self.on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start; then, once it accepts connections, ``on_ready`` and uvicorn's usual ready line.
+
+        uvicorn logs "Uvicorn running on ..." only for a socket it bound
+        itself; ``serve`` binds its own (to refuse a port in use before
+        anything starts), so the line is logged here, as uvicorn words it.
+        """
+        await super().startup(sockets)
+        if self.started and sockets is not None:
+            if self.on_ready is not None:
+                self.on_ready()
+            host, port = self.config.host, sockets[0].getsockname()[1]
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s (Press CTRL+C to quit)", address)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         """Signal handler: end the streams (on the loop), then uvicorn's own handling."""
@@ -100,34 +120,67 @@ class StreamingServer(uvicorn.Server):
 def serve(settings: Settings, **uvicorn_options: Any) -> int:
     """Start the runtime and serve HTTP until interrupted; the process's exit code.
 
-    A start that fails (a store that cannot be reached, a bad URL, a flows
-    module that does not import, a backend refusing its settings, another
-    live process going by this node name) stops whatever had started, prints
-    one line, ``baton: error: ...``, and returns the CLI's code for it (2:
-    fix the input; 1: a failure at run time), before any port is opened.
+    A start that fails (the port in use, a store that cannot be reached, a
+    bad URL, a flows module that does not import, a backend refusing its
+    settings, the openai backend without a model, another live process
+    going by this node name) stops whatever had started, prints one line,
+    ``baton: error: ...``, and returns the CLI's code for it (2: fix the
+    input; 1: a failure at run time), before any banner. The port is bound
+    first, so nothing starts on a port that is taken.
+
+    While it serves, the server holds a lease ``server-<url>`` (renewed with
+    its node lease) so that ``baton`` commands on the same store find it and
+    go through it (``api.cli.client.discover``).
     """
+    try:
+        require_model(settings)
+        sock = listen(settings.host, settings.port)
+    except (SettingsError, ListenError) as exc:
+        return failures.fail(failures.EXIT_USAGE if isinstance(exc, SettingsError) else failures.EXIT_FAILED,
+                             str(exc))
     try:
         runtime = Runtime(settings).start()
     except Exception as exc:
+        sock.close()
         if not isinstance(exc, failures.INPUT_ERRORS + failures.RUNTIME_ERRORS):
             log.info("baton serve could not start", exc_info=exc)  # an unforeseen error's traceback, with -v
         return failures.fail(failures.exit_code(exc), failures.describe(exc, settings.db))
+    url = url_of(settings.host, sock.getsockname()[1])
+    lease, owner = server_lease(url), default_owner()
+    engine = runtime.engine
+    assert engine is not None
     try:
         app = create_app(runtime)
         options = {"timeout_graceful_shutdown": 5, **uvicorn_options}
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                                 lifespan="on", **options)
-        server = StreamingServer(config, app.state.hub)
-        print(f"baton: serving http://{settings.host}:{settings.port}/ (web console; API at /api) "
-              f"(store {safe_url(settings.db)})",
-              file=sys.stderr, flush=True)
+
+        def ready() -> None:  # accepting connections: say so, and let baton commands find this server
+            engine.ctx.leases.acquire(lease, owner)
+            print(f"baton: serving {url}/ (web console; API at {url}/api) (store {safe_url(settings.db)}; "
+                  f"{backend_line(settings)})", file=sys.stderr, flush=True)
+
+        server = StreamingServer(config, app.state.hub, on_ready=ready)
         try:
-            server.run()
-        except SystemExit as exc:  # uvicorn exits when it cannot bind the port
+            server.run(sockets=[sock])
+        except SystemExit as exc:  # uvicorn exits when it cannot start
             return int(exc.code or 1)
         return 0 if server.started else 1
     finally:
+        with contextlib.suppress(Exception):  # a store that went away: the lease ends with its TTL
+            engine.ctx.leases.release(lease, owner)
         runtime.stop()
+        sock.close()
+
+
+def backend_line(settings: Settings) -> str:
+    """Which backend agent steps call, and with which model, for the banner."""
+    if settings.agent == "offline":
+        return "backend offline: deterministic labelled text, no model called"
+    if settings.agent == "openai":
+        return f"backend openai at {settings.openai_base_url}, model {settings.model}"
+    model = f", model {settings.model}" if settings.model else ""
+    return f"backend cli: {settings.cli_command}{model}"
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.engine import EngineTimeout
-from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
+from actors.errors import FlowsModuleMissing, LaunchInProgress, NodeDidNotAnswer, RunBusy, RunOwnedElsewhere
 from api.http.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.catalog import UnknownFlow
@@ -75,8 +75,10 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (RunFinished, 409, "run-finished", "The run has already ended"),
     (RunOwnedElsewhere, 409, "run-owned-elsewhere", "Another process is driving this run"),
     (LaunchInProgress, 409, "launch-in-progress", "This launch is already under way"),
+    (FlowsModuleMissing, 409, "flows-module-missing", "This server cannot import a flows module the run needs"),
     (RunBusy, 503, "run-busy", "The run is being handed over; try again shortly"),
     (EngineTimeout, 503, "engine-timeout", "The engine did not answer in time"),
+    (NodeDidNotAnswer, 503, "node-timeout", "The process driving the run did not answer in time"),
     (StoreUnavailableError, 503, "store-unavailable", "The event store cannot be reached"),
     (Unavailable, 503, "unavailable", "Not available in this process"),
     (StoreError, 503, "store-error", "The event store refused the operation"),
@@ -105,6 +107,8 @@ def details(exc: BaseException) -> dict[str, Any]:
             return {"detail": str(exc), "state": exc.status}
         case RunOwnedElsewhere():
             return {"detail": str(exc), "state": "running", "owner": exc.owner}
+        case FlowsModuleMissing():
+            return {"detail": str(exc), "module": exc.module}
         case LaunchInProgress():
             return {"detail": str(exc), "state": "launching"}
         case UnknownStep():

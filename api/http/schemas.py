@@ -142,6 +142,7 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     state: str | None = None
     known: list[str] | None = None
     owner: str | None = None  # the process driving a run (run-owned-elsewhere)
+    module: str | None = None  # the flows module a run needs and this server cannot import
 
 
 class RunSummary(msgspec.Struct, kw_only=True):

@@ -70,3 +70,33 @@ def test_serve_says_why_in_one_line_and_exits_like_the_cli(sqlite_url, monkeypat
     assert err.startswith("baton: error: ") and err.count("\n") == 1 and text in err, err
     assert "s3cret" not in err
     assert not threads_settle_to(before), "a failed start left threads running"
+
+
+def test_a_port_in_use_is_one_error_line_before_any_banner(sqlite_url, capsys):
+    """Before: the ready banner, then uvicorn's own error. Now the port is taken first, or refused."""
+    import socket
+
+    before = set(threading.enumerate())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert serve(Settings(db=sqlite_url, host="127.0.0.1", port=port)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"baton: error: cannot listen on 127.0.0.1:{port}: "), err
+    assert "in use" in err and "serving" not in err
+    assert not threads_settle_to(before), "a failed start left threads running"
+
+
+def test_the_openai_backend_without_a_model_refuses_to_start(sqlite_url, capsys):
+    assert serve(Settings(db=sqlite_url, agent="openai")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("baton: error: ") and "BATON_MODEL" in err, err
+
+
+def test_the_banner_names_the_backend_and_its_model():
+    from api.http.app import backend_line
+
+    line = backend_line(Settings(agent="openai", model="qwen2.5-coder:7b", openai_base_url="http://gpu:8000/v1"))
+    assert "openai" in line and "qwen2.5-coder:7b" in line and "http://gpu:8000/v1" in line
+    assert "offline" in backend_line(Settings()) and "no model" in backend_line(Settings())

@@ -85,3 +85,24 @@ FAILING = Flow(
     description="test flow: a code step that always raises",
     steps=[code("prep", fn=prep), code("broken", fn=broken, deps=["prep"])],
 )
+
+
+def hold_until(ctx: Any) -> str:
+    """Runs until the file the question names exists (at most 30 s): the run stays driven meanwhile."""
+    from pathlib import Path
+
+    mark(ctx)
+    release = Path(ctx.input.get("question", ""))
+    deadline = time.monotonic() + 30
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "released"
+
+
+# A run that stays in progress, driven by whoever launched it, until the test lets it go.
+HOLD = Flow(
+    "e2e-hold",
+    category="Analysis",
+    description="test flow: a code step that runs until the file named by the question exists",
+    steps=[code("hold", fn=hold_until)],
+)

@@ -207,11 +207,24 @@ def test_demo_runs_approves_reports_and_verifies(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "offline backend" in out
-    assert "demo: approving step 'approve' on your behalf (in real use: baton approve" in out
+    assert "demo: approving step 'approve' on your behalf (in real use: BATON_DB=sqlite:///baton-demo.db " in out
     assert "# review-and-approve: completed" in out
-    assert "BATON_DB=sqlite:///baton-demo.db baton replay --verify" in out
     assert "log verified:" in out
     assert (tmp_path / "baton-demo.db").exists()  # BATON_DB unset: the demo keeps to its own file
+
+
+def test_the_demo_prints_follow_up_commands_that_work_where_baton_is_not_on_path(tmp_path):
+    """Before: "baton show ..." lines, and "baton: command not found" in a shell without the venv."""
+    env = clean_env(PATH="/usr/bin:/bin")  # baton is not on it: make demo runs .venv/bin/baton
+    out = subprocess.run([str(BATON), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60).stdout
+    follow_ups = [line.split(": ", 1)[1] for line in out.splitlines()
+                  if line.startswith(("the report as plain markdown: ", "verify the log yourself: "))]
+    assert len(follow_ups) == 2 and all(str(BATON) in line for line in follow_ups), out
+    assert "/activate" in out  # and how to put baton on the PATH
+    for line in follow_ups:
+        ran = subprocess.run(["sh", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0 and ran.stdout, f"{line}: {ran.stdout}{ran.stderr}"
 
 
 def test_a_failed_run_exits_1(baton):
@@ -273,7 +286,10 @@ def test_serve_answers_http_and_stops_on_ctrl_c(baton):
         port = probe.getsockname()[1]
     server = baton.popen("serve", "--host", "127.0.0.1", "--port", str(port))
     try:
-        read_lines_until(server, lambda line: "Uvicorn running on" in line, stderr=True)  # listening now
+        lines = read_lines_until(server, lambda line: "Uvicorn running on" in line, stderr=True)  # listening now
+        banner = next(line for line in lines if line.startswith("baton: serving"))
+        assert f"http://127.0.0.1:{port}/api" in banner and f"store {baton.url}" in banner
+        assert "backend offline" in banner  # which backend (and model) the agent steps call
         health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         server.send_signal(signal.SIGINT)
@@ -288,3 +304,37 @@ def test_a_command_goes_by_its_own_node_name_not_baton_node(baton):
     run_id = baton.ok("launch", "research", "-q", "Who wrote this?", "--band", "small", BATON_NODE="api-1").run_id
     nodes = {e.metadata.get("node") for e in baton.events(run_id)}
     assert nodes and "api-1" not in nodes and all(nodes), nodes
+
+
+def test_control_characters_and_markup_in_user_text_are_printed_escaped(baton):
+    """A terminal escape in a question, a name or a comment must not reach the terminal raw, and
+    rich markup in it must not be interpreted: the person sees what was typed."""
+    question = "Review \x1b[31mred\x1b[0m [bold]this[/bold] \x07now"
+    launched = baton.ok("launch", "review-and-approve", "-q", question)
+    run_id = launched.run_id
+    decided = baton.ok("approve", run_id, "approve", "--by", "\x1b[31mroot", "--comment", "[red]ok\x1b]0;x\x07")
+    outputs = [launched.out, decided.out, baton.ok("runs").out, baton.ok("show", run_id).out,
+               baton.ok("show", run_id, "--report").out, baton.ok("tail", run_id).out]
+    for out in outputs:
+        assert "\x1b" not in out and "\x07" not in out, out
+    shown = outputs[3]
+    assert "\\x1b[31mroot" in shown  # the approver, escaped, in the steps table
+    assert "[bold]this[/bold]" in outputs[2] and "[bold]this[/bold]" in shown  # markup shown as typed
+    assert "by \\x1b[31mroot" in decided.out
+
+
+def test_tail_into_a_reader_that_stops_early_ends_quietly(baton, tmp_path):
+    """``baton tail | head -1``: once head has its line and exits, tail ends without a traceback."""
+    baton.ok("--flows", FIXTURE_FLOWS, "launch", "e2e-quick", "-q", "First")
+    err = tmp_path / "tail.err"
+    pipeline = subprocess.Popen(["sh", "-c", f"'{BATON}' tail --after 0 2>'{err}' | head -1"], cwd=baton.cwd,
+                                env=clean_env(BATON_DB=baton.url), stdout=subprocess.PIPE, text=True)
+    try:
+        first = pipeline.stdout.readline()  # head printed its line and exited; tail waits for news
+        assert "flow_run_started" in first
+        baton.ok("--flows", FIXTURE_FLOWS, "launch", "e2e-quick", "-q", "Second")  # news: tail writes, the pipe is gone
+        assert pipeline.wait(timeout=30) == 0
+    finally:
+        if pipeline.poll() is None:
+            pipeline.kill()
+    assert "Traceback" not in err.read_text() and "Error" not in err.read_text(), err.read_text()

@@ -141,3 +141,13 @@ def test_engine_refusals_exit_with_their_class(monkeypatch, capsys, error, code)
     assert cli.main(["flows"]) == code
     err = capsys.readouterr().err
     assert err == f"baton: error: {error}\n"
+
+
+@pytest.mark.parametrize("args,flag", [
+    (("runs", "--status", "bogus"), "--status"),
+    (("runs", "--limit", "0"), "--limit"),
+    (("runs", "--limit", "-1"), "--limit"),
+])
+def test_bad_list_parameters_are_refused_naming_the_flag(shared, args, flag):
+    err = refused(shared, *args).err
+    assert flag in err and args[-1] in err

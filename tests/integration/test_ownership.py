@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
 from actors.config import EngineConfig
 from actors.engine import Engine
-from actors.errors import RunOwnedElsewhere
 from eventstore import open_store
 from eventstore.leases import Leases
 from flows import Flow, agent, approval
 from flows.catalog import FlowRegistry
+from flows.commands import inbox_of
 from flows.events import stream_of
 from tests.integration.scripted import ScriptedBackend
 
@@ -32,7 +33,8 @@ def engine(store, node, backend) -> Engine:
     return Engine(store, REGISTRY, EngineConfig(node=node), backend=backend).start()
 
 
-def test_a_second_process_does_not_take_over_a_live_run(store):
+def test_a_second_process_does_not_take_over_a_live_run_but_hands_it_the_command(store):
+    """b's cancel reaches a, the process driving the run, through a's inbox: a records it."""
     backend_a = ScriptedBackend(hold={"work"})
     a = engine(store, "host-a:1", backend_a)
     run_id = a.launch("owned", "q").run_id
@@ -41,19 +43,36 @@ def test_a_second_process_does_not_take_over_a_live_run(store):
     try:
         types = [r.type for r in store.read_stream(stream_of(run_id))]
         assert "RunRecovered" not in types and "StepFailed" not in types
-        with pytest.raises(RunOwnedElsewhere) as refused:
-            b.cancel(run_id)
-        assert refused.value.owner == "host-a:1"
-        backend_a.release(run_id, "work")
-        a.wait(run_id, {"paused"})
-        a.stop()  # a clean stop gives its leases up
-        a = None
-        b.approve(run_id, "gate", by="bea")  # the paused run can be picked up anywhere
-        assert b.wait(run_id).status == "completed"
+        position = b.cancel(run_id, reason="superseded", by="bea")
+        records = store.read_stream(stream_of(run_id))
+        ended = next(r for r in records if r.type == "RunCancelled")
+        assert ended.position == position and ended.data["by"] == "bea" and ended.data["reason"] == "superseded"
+        assert {r.metadata["node"] for r in records} == {"host-a:1"}  # carried out by a, never taken over
+        assert "RunRecovered" not in [r.type for r in records]
+        inbox = store.read_stream(inbox_of("host-a:1"))
+        assert [(r.type, r.metadata["node"]) for r in inbox] == [("CommandRequested", "host-b:2"),
+                                                                ("CommandAnswered", "host-a:1")]
+        assert inbox[1].data["position"] == position and inbox[1].data["refusal"] is None
     finally:
-        if a is not None:
-            a.stop()
+        a.stop()
         b.stop()
+
+
+def test_a_paused_run_is_picked_up_by_any_process(store):
+    backend_a = ScriptedBackend()
+    a = engine(store, "host-a:1", backend_a)
+    b = None
+    try:
+        run_id = a.launch("owned", "q").run_id
+        a.wait(run_id, {"paused"})
+        b = engine(store, "host-b:2", ScriptedBackend())
+        b.approve(run_id, "gate", by="bea")  # a waiting run holds no thread: b takes it, a is not asked
+        assert b.wait(run_id).status == "completed"
+        assert store.read_stream(inbox_of("host-a:1")) == []
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
 
 
 def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(store):
@@ -67,7 +86,8 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(store):
     assert leases.acquire("run-x", "third:3") is None
 
 
-def test_the_api_refuses_a_command_for_a_run_driven_elsewhere_with_409(store):
+def test_the_api_hands_a_command_for_a_run_driven_elsewhere_to_its_driver(store):
+    """Before: 409 "send the command there". Now the server hands it to the driver and answers its result."""
     from starlette.testclient import TestClient
 
     from api.http.app import create_app
@@ -84,16 +104,17 @@ def test_the_api_refuses_a_command_for_a_run_driven_elsewhere_with_409(store):
         runtime.start(recover=False)
         try:
             with TestClient(create_app(runtime)) as client:
-                head = store.head()
-                r = client.post(f"/api/runs/{run_id}/cancel", json={})
-                assert r.status_code == 409, r.text
-                body = r.json()
-                assert body["owner"] == "host-a:1" and "another process" in body["detail"]
-                assert store.head() == head
+                r = client.post(f"/api/runs/{run_id}/steps/gate/approve", json={})
+                assert r.status_code == 409, r.text  # a's refusal, as a would have answered it
+                assert r.json()["state"] == "pending" and "not waiting" in r.json()["detail"]
+                r = client.post(f"/api/runs/{run_id}/cancel", json={"reason": "stop"})
+                assert r.status_code == 200, r.text
+                last = store.read_stream(stream_of(run_id))[-1]
+                assert last.type == "RunCancelled" and last.position == r.json()["position"]
+                assert last.metadata["node"] == "host-a:1"
         finally:
             runtime.engine.stop()
             runtime.projector.stop()
-        backend_a.release(run_id, "work")
     finally:
         a.stop()
 
@@ -137,3 +158,70 @@ def test_a_second_live_process_cannot_take_a_node_name_in_use(store):
     with pytest.raises(NodeInUse) as refused:
         Engine(store, REGISTRY, EngineConfig(node="shared"), backend=ScriptedBackend()).start()
     assert refused.value.owner == "otherhost:4242" and "BATON_NODE" in str(refused.value)
+
+
+def ghost_run(store, run_id: str) -> None:
+    """A run whose agent step a process named ghost:1 started, as its log shows; the ghost holds its lease."""
+    from eventstore import NewEvent
+    from flows.decide import start
+    from flows.events import RunStarted, event_data
+    from flows.launch import prepare
+    from flows.state import RunState, evolve
+
+    launched = prepare(REGISTRY, run_id=run_id, now=1.0, flow="owned", question="q")
+    state = evolve(evolve(RunState(), launched), RunStarted(run_id=run_id, at=1.0))
+    events = [launched, RunStarted(run_id=run_id, at=1.0), *start(state, ["work"], 1.0)]
+    store.append(stream_of(run_id), [NewEvent(type(e).__name__, event_data(e), {"node": "ghost:1"})
+                                     for e in events], 0)
+
+
+def when_requested(store, node: str, then) -> threading.Thread:
+    """Call ``then()`` once a command lands in ``node``'s inbox (followed through the store)."""
+    subscription = store.subscribe(after=store.head())
+
+    def watch() -> None:
+        try:
+            for rec in subscription:
+                if rec.stream_id == inbox_of(node) and rec.type == "CommandRequested":
+                    then()
+                    return
+        finally:
+            subscription.close()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_driver_that_dies_before_answering_leaves_the_run_to_the_requester(store):
+    leases = Leases(store.engine, ttl_s=30)
+    assert leases.acquire("node-ghost:1", "ghost:1") is None  # alive, but follows no inbox
+    ghost_run(store, "01GHOSTDIES000000000000000")
+    b = Engine(store, REGISTRY, EngineConfig(node="host-b:2", ask_timeout_s=20), backend=ScriptedBackend()).start()
+    try:
+        dies = when_requested(store, "ghost:1", lambda: leases.release("node-ghost:1", "ghost:1"))
+        position = b.cancel("01GHOSTDIES000000000000000", by="bea")
+        dies.join(5)
+        records = store.read_stream(stream_of("01GHOSTDIES000000000000000"))
+        assert records[-1].type == "RunCancelled" and records[-1].position == position
+        assert records[-1].metadata["node"] == "host-b:2"  # b took the run over once the ghost was gone
+        assert [r.type for r in store.read_stream(inbox_of("ghost:1"))] == ["CommandRequested"]
+    finally:
+        b.stop()
+
+
+def test_a_live_driver_that_never_answers_times_out_and_nothing_is_recorded(store):
+    from actors.errors import NodeDidNotAnswer
+
+    leases = Leases(store.engine, ttl_s=30)
+    assert leases.acquire("node-ghost:1", "ghost:1") is None
+    ghost_run(store, "01GHOSTSILENT0000000000000")
+    before = store.read_stream(stream_of("01GHOSTSILENT0000000000000"))
+    b = Engine(store, REGISTRY, EngineConfig(node="host-b:2", ask_timeout_s=1.5), backend=ScriptedBackend()).start()
+    try:
+        with pytest.raises(NodeDidNotAnswer) as silent:
+            b.cancel("01GHOSTSILENT0000000000000")
+        assert "ghost:1" in str(silent.value) and "01GHOSTSILENT0000000000000" in str(silent.value)
+        assert store.read_stream(stream_of("01GHOSTSILENT0000000000000")) == before
+    finally:
+        b.stop()

@@ -1,0 +1,227 @@
+"""The ``baton`` command line as a client of a running ``baton serve`` (its HTTP API).
+
+Every request the CLI sends goes through ``Client``, so whatever a request
+must carry (today the caller's name, ``X-Baton-User``; later a bearer
+token) is added in one place: ``Client._headers``.
+
+``discover(store)`` finds a live server of the same store: each ``baton
+serve`` holds a lease named ``server-<url>`` while it listens (renewed with
+its node lease, gone when it stops or dies), and the CLI takes the one on
+this host first and checks that it answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from actors.runlog import decode, fold_records, live_servers
+from eventstore import EventStore, RecordedEvent
+from eventstore.leases import Leases
+from flows.state import RunState, evolve
+
+log = logging.getLogger(__name__)
+
+CONNECT_S = 3.0  # a server that does not accept a connection by then is not there
+ANSWER_S = 60.0  # a command waits for its engine (30 s ask timeout, and a hand-over) and a little more
+
+
+class ServerError(Exception):
+    """The server refused a request or could not be reached; ``code`` is the CLI's exit status for it.
+
+    The message is the problem's ``detail``: the same words the command
+    would have printed had it run in this process.
+    """
+
+    def __init__(self, code: int, message: str, *, status: int = 0, problem: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.problem = problem or {}
+
+
+class Client:
+    """Calls of the HTTP API (DESIGN §7) the CLI makes, answers as plain values.
+
+    Raises ServerError: exit 2 for a 4xx (what was typed is wrong), 1 for a
+    5xx or a server that cannot be reached.
+    """
+
+    def __init__(self, url: str, *, user: str = "", timeout: float = ANSWER_S) -> None:
+        self.url = url.rstrip("/")
+        self.user = user
+        self._http = httpx.Client(base_url=self.url, headers=self._headers(),
+                                  timeout=httpx.Timeout(timeout, connect=CONNECT_S))
+
+    def _headers(self) -> dict[str, str]:
+        """What every request carries (the one place to add credentials)."""
+        return {"X-Baton-User": self.user} if self.user else {}
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    # -- commands --------------------------------------------------------------------------
+
+    def launch(self, flow: str, question: str, *, band: str, model: str = "", project_id: str = "",
+               fast: bool = False) -> dict[str, Any]:
+        """POST /api/runs: ``{run_id, position, created}``."""
+        return self._call("POST", "/api/runs", json={"flow": flow, "question": question, "band": band,
+                                                      "model": model, "project_id": project_id, "fast": fast})
+
+    def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
+        """POST .../approve or .../reject (``decision`` is "approve" or "reject"): the position recorded."""
+        answer = self._call("POST", f"/api/runs/{run_id}/steps/{step_id}/{decision}",
+                            json={"by": by, "comment": comment})
+        return int(answer["position"])
+
+    def cancel(self, run_id: str, *, reason: str, by: str) -> int:
+        """POST /api/runs/{id}/cancel: the position of RunCancelled."""
+        return int(self._call("POST", f"/api/runs/{run_id}/cancel", json={"reason": reason, "by": by})["position"])
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def runs(self, *, status: str | None = None, flow: str | None = None, project_id: str | None = None,
+             limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """GET /api/runs: a page of runs, newest first, and the cursor of the next one."""
+        params = {k: v for k, v in (("status", status), ("flow", flow), ("project_id", project_id),
+                                    ("limit", str(limit)), ("cursor", cursor)) if v}
+        page = self._call("GET", "/api/runs", params=params)
+        return page["runs"], page.get("next_cursor")
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """GET /api/runs/{id}: the run, its steps and its report; None for an unknown run."""
+        try:
+            return self._call("GET", f"/api/runs/{run_id}")
+        except ServerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def plan(self) -> dict[str, Any]:
+        """GET /api/plan: the scheduler's plan."""
+        return self._call("GET", "/api/plan")
+
+    def flows(self) -> list[dict[str, Any]]:
+        """GET /api/flows: the server's catalogue."""
+        return self._call("GET", "/api/flows")
+
+    def health(self) -> dict[str, Any]:
+        """GET /api/health."""
+        return self._call("GET", "/api/health")
+
+    def state(self, run_id: str, state: RunState | None = None) -> RunState:
+        """The run folded from its events as the server has them (GET /api/runs/{id}/events).
+
+        Given the ``state`` folded so far, only the events after its version
+        are fetched and folded on.
+        """
+        if state is None or state.version == 0:
+            return fold_records([_recorded(v) for v in self._call("GET", f"/api/runs/{run_id}/events")], run_id)[0]
+        views = self._call("GET", f"/api/runs/{run_id}/events", params={"after_version": str(state.version)})
+        for view in views:
+            state = evolve(state, decode(_recorded(view)), view["position"])
+        return state
+
+    def frames(self, run_id: str, after: int) -> Iterator[dict[str, Any]]:
+        """The run's frames after position ``after`` (GET /api/stream, SSE), durable and ephemeral, as they come.
+
+        Ends when the server ends the stream; heartbeats are skipped.
+        """
+        headers = {"Last-Event-ID": str(after)}
+        try:
+            with self._http.stream("GET", "/api/stream", params={"run_id": run_id}, headers=headers,
+                                   timeout=httpx.Timeout(None, connect=CONNECT_S)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _refusal(response)
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].lstrip())
+                    elif not line and data:
+                        yield json.loads("\n".join(data))
+                        data = []
+        except httpx.HTTPError as exc:
+            raise ServerError(1, f"lost the baton server at {self.url}: {_reason(exc)}") from None
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise ServerError(1, f"no answer from the baton server at {self.url}: {_reason(exc)}") from None
+        if response.status_code >= 400:
+            raise _refusal(response)
+        return response.json()
+
+
+def _refusal(response: httpx.Response) -> ServerError:
+    try:
+        problem = response.json()
+        detail = problem.get("detail") or problem.get("title") or response.reason_phrase
+    except ValueError:
+        problem, detail = {}, f"{response.status_code} {response.reason_phrase}"
+    code = 2 if 400 <= response.status_code < 500 else 1
+    return ServerError(code, str(detail), status=response.status_code, problem=problem)
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _recorded(view: dict[str, Any]) -> RecordedEvent:
+    return RecordedEvent(position=view["position"], stream_id=view["stream_id"], version=view["version"],
+                         type=view["type"], data=view["data"], metadata=view.get("metadata") or {},
+                         recorded_at=view.get("recorded_at") or 0.0, hash=view.get("hash") or "",
+                         id=view.get("event_id") or "")
+
+
+# -- discovery -------------------------------------------------------------------------------
+
+
+def discover(store: EventStore, answers: Callable[[str], bool] | None = None) -> str | None:
+    """The URL of a live ``baton serve`` on this store that answers, or None.
+
+    Servers on this host come first (a loopback URL of another host means
+    nothing here and is skipped). A server whose lease lives but that does
+    not answer is passed over with a warning.
+    """
+    engine = getattr(store, "engine", None)
+    if engine is None:
+        return None
+    held = Leases(engine).held()
+    here = socket.gethostname()
+    candidates = []
+    for url, owner in live_servers(held):
+        host = owner.rpartition(":")[0]
+        if host != here and _loopback(url):
+            continue
+        candidates.append((host != here, url))
+    check = answers or _answers
+    for _, url in sorted(candidates):
+        if check(url):
+            return url
+        log.warning("the baton server at %s holds its lease but does not answer; running in this process", url)
+    return None
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _answers(url: str) -> bool:
+    client = Client(url, timeout=CONNECT_S)
+    try:
+        client.health()
+        return True
+    except ServerError:
+        return False
+    finally:
+        client.close()

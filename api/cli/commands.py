@@ -1,0 +1,296 @@
+"""The ``baton`` commands, one function each: ``cmd_<name>(args, settings) -> exit status``.
+
+Each asks ``target`` where it is carried out and prints what it finds with
+``api.cli.progress``; the parser and the error handling are in
+``api.cli.main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from typing import Any
+
+from api.cli import progress
+from api.cli.audit import Replay, replay_log
+from api.cli.context import (
+    CliError,
+    baton_command,
+    missing_store,
+    program,
+    refuse_missing_store,
+    running,
+    target,
+    whoami,
+)
+from api.cli.escape import printable, printable_line
+from api.cli.progress import ProgressView, load_run, make_console, say
+from api.cli.targets import Local, Remote, Target, resolve_in
+from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from api.runtime import Runtime, load_registry
+from api.settings import Settings, require_model, safe_url
+from flows import decide
+from flows.launch import prepare
+from flows.report import count
+from flows.state import RUN_TERMINAL, RunState
+from projections import Framer, rebuild
+
+DEMO_DB = "sqlite:///baton-demo.db"
+DEMO_FLOW, DEMO_BAND, DEMO_STEP = "review-and-approve", "large", "approve"
+DEMO_QUESTION = ("Review the change that adds retries with exponential backoff to the HTTP client "
+                 "(client/http.py: send and _backoff) before it is merged")
+
+
+def known_run(rt: Runtime, run_id: str) -> tuple[RunState, list[Any]]:
+    """The run folded from the log; UnknownRun when the log has no such run."""
+    state, history = load_run(rt.store, run_id)
+    if state.launched is None:
+        raise decide.UnknownRun(run_id)
+    return state, history
+
+
+def follow_and_report(where: Target, args: argparse.Namespace, settings: Settings, run_id: str) -> int:
+    """Follow the run until it ends or waits for a person (the live table with --follow); 1 if it failed."""
+    console = make_console()
+    if args.follow:
+        with ProgressView(console, run_id) as view:
+            state = where.follow(run_id, view)
+    else:
+        state = where.follow(run_id, None)
+    progress.print_outcome(console, state, baton_command(args, settings), report=args.follow)
+    return EXIT_FAILED if state.status == "failed" else EXIT_OK
+
+
+def print_json(value: Any) -> None:
+    """``value`` as one JSON document on stdout (strings keep their control characters, JSON-escaped)."""
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def cmd_flows(args: argparse.Namespace, settings: Settings) -> int:
+    """The catalogue: the server's when one runs, else this process's (built-in and --flows modules)."""
+    if missing_store(settings) is not None and not settings.url:  # no store, so no server of it to ask
+        flows = [flow.describe() for flow in load_registry(settings.flows, personas=settings.personas)]
+    else:
+        with target(args, settings) as where:
+            flows = where.flows()
+    if args.json:
+        print_json(flows)
+    else:
+        make_console().print(progress.flows_table(flows))
+    return EXIT_OK
+
+
+def launchable(rt: Runtime, args: argparse.Namespace) -> None:
+    """Refuse a launch this process would refuse, before any engine starts (nothing is appended).
+
+    The openai backend needs a model: the run's (--model) or the default.
+    """
+    prepare(rt.registry, run_id="-", now=0.0, flow=args.flow, question=args.question, band=args.band)
+    if not args.model:
+        require_model(rt.settings)
+
+
+def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
+    """Launch a run and follow it until it ends or waits for a person."""
+    if not (args.question or "").strip():
+        raise CliError(EXIT_USAGE, f"missing question: baton launch {args.flow} -q TEXT")
+    with target(args, settings, engine=True, creates=True) as where:
+        if isinstance(where, Local):
+            where.check(lambda rt: launchable(rt, args))
+        launched = where.launch(args.flow, args.question, band=args.band, model=args.model or "",
+                                project_id=args.project or "", by=whoami(None), fast=args.fast)
+        print(printable_line(f"launched run {launched.run_id} ({args.flow}, band {args.band}"
+                             f"{', fast' if args.fast else ''}) at position {launched.position}"), flush=True)
+        return follow_and_report(where, args, settings, launched.run_id)
+
+
+def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
+    """Approve or reject a paused step, then follow the run until it ends or pauses again."""
+    decision = "approved" if args.command == "approve" else "rejected"
+    by, comment = whoami(args.by), args.comment or ""
+    with target(args, settings, engine=True) as where:
+        run_id = where.resolve(args.run)
+        if isinstance(where, Local):
+            where.check(lambda rt: decide.resume(  # the same decision the run will take, on the log as it is
+                known_run(rt, run_id)[0], args.step, decision, time.time(), by=by, comment=comment))
+        position = where.decide(run_id, args.step, args.command, by=by, comment=comment)
+        print(printable_line(f"{decision} step '{args.step}' of run {run_id} (position {position}, by {by})"),
+              flush=True)
+        return follow_and_report(where, args, settings, run_id)
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    """Cancel a run that has not ended."""
+    by, reason = whoami(args.by), args.reason or ""
+    with target(args, settings, engine=True) as where:
+        run_id = where.resolve(args.run)
+        if isinstance(where, Local):
+            where.check(lambda rt: decide.cancel(*known_run(rt, run_id), time.time(), reason=reason, by=by))
+        position = where.cancel(run_id, reason=reason, by=by)  # answers once RunCancelled is recorded
+        print(printable_line(f"run {run_id} cancelled (position {position}, by {by})"))
+        return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    """Runs, newest first, from the read model."""
+    with target(args, settings, projector=True) as where:
+        rows = where.runs(status=args.status, flow=args.flow, project_id=args.project, limit=args.limit)
+    if args.json:
+        print_json(rows)
+    else:
+        console = make_console()
+        console.print(progress.runs_table(rows, console.width))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    """One run: its row, its steps and its report (``--report``: the report alone, as markdown)."""
+    with target(args, settings, projector=True) as where:
+        run_id = where.resolve(args.run)
+        found = where.run(run_id)
+    if found is None:
+        raise decide.UnknownRun(run_id)
+    if args.json:
+        print_json(found)
+    elif not args.report:
+        progress.print_run(make_console(), found, baton_command(args, settings))
+    elif found["report"]:
+        sys.stdout.write(printable(found["report"]).rstrip("\n") + "\n")  # controls escaped, as everywhere
+    else:
+        raise CliError(EXIT_FAILED, f"run {run_id} has no report yet (it is {found['run']['status']})")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    """The scheduler's plan: the server's when one runs, else what the log shows."""
+    with target(args, settings) as where:
+        plan = where.plan()
+        live = isinstance(where, Remote)
+    if args.json:
+        print_json(plan)
+    else:
+        progress.print_plan(make_console(), plan, live=live)
+    return EXIT_OK
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    """Print durable frames as they are recorded; with RUN, that run's, until it ends."""
+    refuse_missing_store(settings)
+    with running(settings) as rt:
+        after, run_id = args.after, None
+        if args.run:
+            run_id = resolve_in(rt.store, args.run)
+            events = rt.store.read_stream(progress.stream_of(run_id))
+            after = events[0].position - 1 if after is None else after
+        framer = Framer()
+        subscription = rt.store.subscribe(after=rt.store.head() if after is None else after)
+        try:
+            while True:
+                rec = subscription.next_event(timeout=1.0)
+                for frame in framer.frames(rec) if rec is not None else ():
+                    if run_id and frame["run_id"] != run_id:
+                        continue
+                    print(json.dumps(frame, default=str) if args.json else progress.frame_line(frame), flush=True)
+                    if run_id and frame.get("step_id", "") is None and frame.get("run_status") in RUN_TERMINAL:
+                        return EXIT_OK
+        except KeyboardInterrupt:  # the usual way to stop following everything
+            return EXIT_OK
+        finally:
+            subscription.close()
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-fold every run (or one) from the log; with --verify, check hash chains and consistency."""
+    refuse_missing_store(settings)
+    with running(settings) as rt:
+        run_id = resolve_in(rt.store, args.run) if args.run else None
+        replay = replay_log(rt.store, run_id=run_id, verify=args.verify)
+    for line in replay.summaries:
+        print(line)
+    return report_verification(replay, verify=args.verify)
+
+
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    """Rebuild the read tables from position 0."""
+    refuse_missing_store(settings)
+    with running(settings) as rt:
+        stats = rebuild(rt.store)
+    print(f"projections rebuilt: {count(stats.events, 'event')} up to position {stats.position} in {stats.seconds:.2f} s "
+          f"({stats.rate:,.0f} events/s)")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """The HTTP API (``api.http.app.serve``), with its exit code."""
+    try:
+        from api.http.app import serve
+    except ImportError as exc:
+        raise CliError(EXIT_FAILED, f"the HTTP server is not available: {exc}") from None
+    try:
+        return int(serve(settings) or 0)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: the normal way out
+        return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """review-and-approve on the offline backend, approved by the demo, reported and verified.
+
+    Always in this process (a server on the same store is not asked): the
+    demo shows the engine at work in front of the person.
+    """
+    console = make_console()
+    if getattr(args, "db", None) is None and settings.db == Settings.db:
+        settings = settings.replace(db=DEMO_DB)  # BATON_DB unset: keep the demo out of the default database
+    ignored = f"; BATON_AGENT={settings.agent} is ignored for the demo" if settings.agent != "offline" else ""
+    settings = settings.replace(agent="offline", model="", offline_delay_s=settings.offline_delay_s or 0.6)
+    db = shlex.quote(safe_url(settings.db))
+    command = lambda rest: f"BATON_DB={db} {program()} {rest}"  # noqa: E731
+    say(console, f"baton demo: {DEMO_FLOW}, band {DEMO_BAND} (three reviews in parallel, a fold, a synthesis, "
+                 f"then an approval gate) on {safe_url(settings.db)}")
+    say(console, "demo: forcing the offline backend: deterministic, labelled text; no model is called" + ignored)
+    local = Local(settings, engine=True)
+    try:
+        engine = local.start().engine
+        assert engine is not None
+        launched = engine.launch(DEMO_FLOW, DEMO_QUESTION, band=DEMO_BAND, launched_by="baton demo")
+        run_id = launched.run_id
+        say(console, f"launched run {run_id} at position {launched.position}")
+        with ProgressView(console, run_id) as view:
+            state = local.follow(run_id, view)
+            if not state.terminal and state.steps[DEMO_STEP].status == "paused":
+                say(console, f"demo: approving step '{DEMO_STEP}' on your behalf (in real use: "
+                             f"{command(f'approve {run_id} {DEMO_STEP}')})")
+                engine.approve(run_id, DEMO_STEP, by="baton demo", comment="Approved by `baton demo` for you.")
+                state = local.follow(run_id, view)
+        progress.print_outcome(console, state, command, report=True)
+        say(console, f"the report as plain markdown: {command(f'show {run_id} --report')}")
+        say(console, f"verify the log yourself: {command('replay --verify')}")
+        if program() != "baton":
+            say(console, f"(or put baton on your PATH first: source {shlex.quote(os.path.dirname(sys.argv[0]) or '.')}"
+                         f"/activate)")
+        say(console, "demo: running that verification now")
+        replay = replay_log(local.rt.store, verify=True)
+    finally:
+        local.close()
+    report_verification(replay, verify=True)
+    return EXIT_OK if state.status == "completed" else EXIT_FAILED
+
+
+def report_verification(replay: Replay, *, verify: bool) -> int:
+    """Print the problems (stderr) and fail, or print the verified line."""
+    if replay.problems:
+        for problem in replay.problems:
+            print(printable_line(f"  problem: {problem}"), file=sys.stderr)
+        what = "the log does not verify" if verify else "some runs do not replay"
+        raise CliError(EXIT_FAILED, f"{what}: {count(len(replay.problems), 'problem')}, listed above")
+    if verify:
+        print(f"log verified: {count(replay.events, 'event')}, {count(replay.runs, 'run')}, hash chains intact",
+              flush=True)
+    return EXIT_OK

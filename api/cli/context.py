@@ -1,0 +1,152 @@
+"""What every ``baton`` command shares: its errors, how baton is typed here, and where it is carried out.
+
+``target`` decides once per command: a server (named with ``--server`` /
+``BATON_URL``, or found on the store by its ``server-<url>`` lease) or this
+process (``api.cli.targets``). A command that only reads refuses a SQLite
+file that does not exist instead of creating an empty store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from api.cli.client import Client, ServerError, discover
+from api.cli.targets import Local, Remote, Target
+from api.failures import EXIT_USAGE
+from api.runtime import Runtime
+from api.settings import Settings, SettingsError, safe_url
+from eventstore import open_store
+
+
+class Interrupted(Exception):
+    """Ctrl-C while following a run a server drives: the message says it goes on there."""
+
+
+class CliError(Exception):
+    """A command cannot go on; ``code`` is the exit status, the message one line for stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def program() -> str:
+    """How the person runs baton: ``baton`` when that is on their PATH, else the path they typed.
+
+    ``make demo`` runs ``.venv/bin/baton``; a follow-up line saying ``baton
+    show ...`` failed with "command not found" in a shell without the venv.
+    """
+    typed = sys.argv[0] if sys.argv and sys.argv[0] else "baton"
+    if os.path.basename(typed) != "baton":  # python -m api.cli.main
+        return "python -m api.cli.main"
+    on_path = shutil.which("baton")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(typed):
+        return "baton"
+    return shlex.quote(typed)
+
+
+def baton_command(args: argparse.Namespace, settings: Settings) -> Callable[[str], str]:
+    """How a person types a baton command to go on: as they ran this one, with the database a flag chose."""
+    prefix = f"BATON_DB={shlex.quote(safe_url(settings.db))} " if getattr(args, "db", None) else ""
+    name = program()
+    return lambda rest: f"{prefix}{name} {rest}"
+
+
+def whoami(given: str | None) -> str:
+    """Who a command is recorded as: --by, else the login name."""
+    if given:
+        return given
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "cli"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file behind a SQLite store URL (None for another backend or an in-memory database)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except Exception:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def missing_store(settings: Settings) -> Path | None:
+    """The SQLite file the settings name, when it does not exist (opening it would create an empty store)."""
+    path = sqlite_file(settings.db)
+    return path if path is not None and not path.exists() else None
+
+
+def refuse_missing_store(settings: Settings) -> None:
+    """A command that only reads: say there is no store rather than create an empty one."""
+    path = missing_store(settings)
+    if path is not None:
+        raise CliError(EXIT_USAGE, f"no store at {path} (set BATON_DB or run a command that creates one, e.g. "
+                                   f"{program()} launch FLOW -q TEXT)")
+
+
+@contextmanager
+def target(args: argparse.Namespace, settings: Settings, *, engine: bool = False, projector: bool = False,
+           creates: bool = False) -> Iterator[Target]:
+    """Where this command is carried out: a server (named, or found on the store), else this process.
+
+    ``creates``: the command may create the store (a launch); any other
+    refuses a SQLite file that does not exist. With ``--server`` / BATON_URL
+    the store is opened only if it exists here (to resolve id prefixes).
+    """
+    user = whoami(None)
+    local = bool(getattr(args, "local", False))
+    if settings.url and not local:
+        store = None if missing_store(settings) else open_store(settings.db)
+        chosen: Target = Remote(Client(settings.url, user=user), store)
+    else:
+        if not creates:
+            refuse_missing_store(settings)
+        store = open_store_for(settings)
+        url = None if local or store is None else discover(store)
+        chosen = Remote(Client(url, user=user), store) if url else Local(settings, store=store, engine=engine,
+                                                                         projector=projector)
+    try:
+        yield chosen
+    except ServerError as exc:
+        raise CliError(exc.code, str(exc)) from None
+    except KeyboardInterrupt:
+        if isinstance(chosen, Remote):  # nothing of this process drives the run: it goes on in the server
+            raise Interrupted(f"baton: interrupted; the run goes on in the server at {chosen.client.url} "
+                              f"(follow it with {program()} tail RUN)") from None
+        raise
+    finally:
+        chosen.close()
+
+
+def open_store_for(settings: Settings) -> Any:
+    """The store of the settings, or None when it is a SQLite file that does not exist yet."""
+    if missing_store(settings) is not None:
+        return None
+    try:
+        return open_store(settings.db)
+    except ValueError as exc:  # the URL is wrong, not the database
+        raise SettingsError(f"BATON_DB / --db: {exc}") from None
+
+
+@contextmanager
+def running(settings: Settings, *, engine: bool = False) -> Iterator[Runtime]:
+    """A Runtime for a command that only works in this process (tail, replay, rebuild, demo)."""
+    local = Local(settings, engine=engine)
+    try:
+        yield local.start()
+    finally:
+        local.close()

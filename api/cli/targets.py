@@ -1,0 +1,349 @@
+"""Where a ``baton`` command is carried out: in this process, or through a running server.
+
+``Local`` opens the store and, for a command that changes a run, starts an
+engine that drives that run only (``recover=False``). ``Remote`` sends the
+command to a ``baton serve`` (``api.cli.client``), whose engine then drives
+the run. Both answer in the same values (the read model's rows, the plan's
+dict, the run's state folded from its events), so every command prints the
+same output, and ``--json`` the same JSON, whichever carries it out.
+
+Which one a command gets is decided once, in ``api.cli.main``: ``--local``
+forces this process; ``--server URL`` / ``BATON_URL`` names a server; else a
+live server of the same store is used when one answers (its ``server-<url>``
+lease), and this process when none does.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from actors.engine import Launched
+from actors.runlog import has_work, live_nodes, read_with_owner, run_ids_starting
+from api.cli.client import Client, ServerError
+from api.cli.progress import ProgressView, watch_run
+from api.runtime import Runtime
+from api.settings import Settings
+from eventstore import EventStore
+from eventstore.leases import Leases
+from flows import decide
+from flows.events import TERMINAL_RUN_TYPES, run_id_of
+from flows.state import RunState
+
+ID_LENGTH = 26  # a ULID
+
+
+class RunIdError(LookupError):
+    """A run id (or prefix) matches no run, or more than one; the message lists the candidates."""
+
+
+class Target(Protocol):
+    """What a command needs of the place it is carried out."""
+
+    def resolve(self, given: str) -> str:
+        """The full id of the one run whose id starts with ``given``; UnknownRun or RunIdError."""
+
+    def launch(self, flow: str, question: str, *, band: str, model: str, project_id: str, by: str,
+               fast: bool = False) -> Launched:
+        """Launch a run (the server checks it; locally, ``check`` did)."""
+
+    def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
+        """Approve or reject (``decision``: "approve" | "reject"); the position recorded."""
+
+    def cancel(self, run_id: str, *, reason: str, by: str) -> int:
+        """Cancel a run; the position of RunCancelled."""
+
+    def follow(self, run_id: str, view: ProgressView | None) -> RunState:
+        """Wait while the run moves, until it ends or waits for a person; its state then."""
+
+    def runs(self, *, status: str | None, flow: str | None, project_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """Runs, newest first (read model rows)."""
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """One run, its steps and its report; None for an unknown run."""
+
+    def plan(self) -> dict[str, Any]:
+        """The scheduler's plan."""
+
+    def flows(self) -> list[dict[str, Any]]:
+        """The catalogue (``Flow.describe()`` of each flow)."""
+
+    def close(self) -> None:
+        """Stop whatever the target started."""
+
+
+def pick(candidates: list[str], given: str) -> str:
+    """The one run ``given`` names among ``candidates`` (runs whose id starts with it)."""
+    if given in candidates or len(candidates) == 1:
+        return given if given in candidates else candidates[0]
+    if not candidates:
+        raise decide.UnknownRun(given)
+    shown = ", ".join(candidates[:5]) + (", ..." if len(candidates) > 5 else "")
+    raise RunIdError(f"run id {given!r} is the start of more than one run ({shown}); give more of it")
+
+
+def resolve_in(store: EventStore, given: str) -> str:
+    """The run ``given`` names in ``store``: a full id, or the start of exactly one."""
+    if not given:
+        raise decide.UnknownRun(given)
+    for candidate in dict.fromkeys((given, given.upper())):
+        found = run_ids_starting(store, candidate, limit=6)
+        if found:
+            return pick(found, candidate)
+    raise decide.UnknownRun(given)
+
+
+def remote_settled(state: RunState) -> bool:
+    """Ended, or paused with nothing else to do (a sibling step waiting for a slot is something)."""
+    return state.terminal or (state.status == "paused" and not has_work(state, time.time()))
+
+
+# -- in this process -----------------------------------------------------------------------------
+
+
+class Local:
+    """A command carried out in this process, on the store.
+
+    ``engine`` / ``projector`` say which parts the command needs; they start
+    at its first need, after ``check`` (a refusal appends nothing).
+    """
+
+    def __init__(self, settings: Settings, *, store: EventStore | None = None, engine: bool = False,
+                 projector: bool = False) -> None:
+        # The command's engine goes by its own host:pid, never BATON_NODE: that name is the lease of a
+        # long-lived `baton serve`, which a short command sharing it would either be refused or impersonate.
+        self.rt = Runtime(settings.replace(node=""), store=store)
+        self._engine, self._projector = engine, projector
+        self._started = False
+
+    def check(self, verify: Callable[[Runtime], Any]) -> None:
+        """Run ``verify(runtime)`` before anything starts."""
+        verify(self.rt)
+
+    def start(self) -> Runtime:
+        """Start the parts the command needs (once); the runtime."""
+        if not self._started:
+            self._started = True
+            if self._engine or self._projector:
+                self.rt.start(engine=self._engine, projector=self._projector, recover=False)
+            if self._projector:
+                caught_up(self.rt)
+        return self.rt
+
+    def resolve(self, given: str) -> str:
+        return resolve_in(self.rt.store, given)
+
+    def launch(self, flow: str, question: str, *, band: str, model: str, project_id: str, by: str,
+               fast: bool = False) -> Launched:
+        engine = self.start().engine
+        assert engine is not None
+        return engine.launch(flow, question, band=band, model=model, project_id=project_id, launched_by=by,
+                             fast=fast)
+
+    def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
+        engine = self.start().engine
+        assert engine is not None
+        call = engine.approve if decision == "approve" else engine.reject
+        return call(run_id, step_id, by=by, comment=comment)
+
+    def cancel(self, run_id: str, *, reason: str, by: str) -> int:
+        engine = self.start().engine
+        assert engine is not None
+        return engine.cancel(run_id, reason=reason, by=by)
+
+    def follow(self, run_id: str, view: ProgressView | None) -> RunState:
+        rt = self.start()
+        unsubscribe = rt.bus.subscribe(view.on_delta) if view is not None else None
+        try:
+            return watch_run(rt.store, run_id, self._settled(run_id), view.update if view else None, recheck_s=0.2)
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+
+    def _settled(self, run_id: str) -> Callable[[RunState], bool]:
+        """Ended, or paused with the engine idle on it.
+
+        A paused state alone is not enough: a sibling agent step may still wait
+        for a slot, and then the run moves on without anyone's decision.
+        """
+        engine = self.rt.engine
+
+        def check_state(state: RunState) -> bool:
+            if state.terminal:
+                return True
+            if state.status != "paused":
+                return False
+            if engine is None:
+                return not has_work(state, time.time())
+            return all(r["run_id"] != run_id for r in engine.plan()["in_progress"])
+        return check_state
+
+    def runs(self, *, status: str | None, flow: str | None, project_id: str | None, limit: int) -> list[dict[str, Any]]:
+        read_model = self.start().read_model
+        assert read_model is not None
+        return read_model.list_runs(project_id=project_id, status=status, flow=flow, limit=limit)[0]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        read_model = self.start().read_model
+        assert read_model is not None
+        return read_model.get_run(run_id)
+
+    def plan(self) -> dict[str, Any]:
+        return plan_from_log(self.start())
+
+    def flows(self) -> list[dict[str, Any]]:
+        return [flow.describe() for flow in self.rt.registry]
+
+    def close(self) -> None:
+        self.rt.stop()
+
+
+def caught_up(rt: Runtime) -> None:
+    """Wait for the read tables to reflect everything recorded so far (read-your-writes)."""
+    head = rt.store.head()
+    assert rt.read_model is not None and rt.projector is not None
+    if not rt.read_model.wait_for(head, timeout=60):
+        error = f" ({rt.projector.last_error})" if rt.projector.last_error else ""
+        print(f"baton: warning: the read tables are at position {rt.projector.position} of {head}; results may "
+              f"be stale{error}", file=sys.stderr)
+
+
+def plan_from_log(rt: Runtime) -> dict[str, Any]:
+    """The plan as the log shows it, for when no server runs (no engine holds the live one).
+
+    Same shape as the engine's plan: runs in progress (with the node that
+    drives each, or none when its process is gone), and waiting runs with
+    their reason: ``capacity`` (queued until a process admits them) or
+    ``approval``. Slots in use are the agent steps the log shows running.
+    """
+    store, settings = rt.store, rt.settings
+    launched: dict[str, int] = {}
+    ended: set[str] = set()
+    for rec in store.read_all(after=0, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
+        run_id = run_id_of(rec.stream_id)
+        if run_id is None:
+            continue
+        if rec.type == "RunLaunched":
+            launched[run_id] = rec.position
+        else:
+            ended.add(run_id)
+    live = live_nodes(Leases(store.engine).held())  # type: ignore[attr-defined]
+    in_progress: list[dict[str, Any]] = []
+    waiting: list[tuple[str, str, str, str]] = []
+    slots = 0
+    for run_id in sorted((r for r in launched if r not in ended), key=launched.__getitem__):
+        state, _, last_node = read_with_owner(store, run_id)
+        if state.launched is None or state.terminal:
+            continue
+        running = [sid for sid in state.running() if state.spec(sid).kind == "agent"]
+        slots += len(running)
+        node = last_node if last_node in live else ""
+        if state.status == "queued":
+            waiting.append((run_id, state.launched.flow, "capacity", "queued until a process with room admits it"))
+        elif state.status == "paused" and not state.running():
+            waiting.append((run_id, state.launched.flow, "approval", "waiting for a person to approve or reject"))
+        else:
+            in_progress.append({"run_id": run_id, "flow": state.launched.flow, "since": state.started_at,
+                                "slots_held": len(running), "steps_waiting_for_slot": 0,
+                                "node": node or "none (its process is gone: baton serve takes it up)"})
+    return {
+        "max_active_runs": settings.max_active_runs,
+        "agent_slots": settings.agent_slots,
+        "slots_in_use": slots,
+        "in_progress": in_progress,
+        "planned_queued": [{"run_id": r, "flow": f, "position": i, "reason": reason, "detail": detail,
+                            "steps_waiting_for_slot": 0} for i, (r, f, reason, detail) in enumerate(waiting, 1)],
+        "new_queued": [],
+    }
+
+
+# -- through a server ----------------------------------------------------------------------------
+
+
+class Remote:
+    """A command sent to a running ``baton serve`` (its HTTP API), which carries it out.
+
+    ``store`` (when this process can open the same store) resolves id
+    prefixes in one query; without it they are looked up in the server's
+    runs list.
+    """
+
+    def __init__(self, client: Client, store: EventStore | None = None) -> None:
+        self.client = client
+        self.store = store
+
+    def resolve(self, given: str) -> str:
+        if self.store is not None:
+            return resolve_in(self.store, given)
+        if len(given) == ID_LENGTH and self.client.run(given) is not None:
+            return given
+        found: list[str] = []
+        cursor: str | None = None
+        while True:  # the runs list, page by page: a prefix without the store behind it
+            rows, cursor = self.client.runs(limit=500, cursor=cursor)
+            found += [r["run_id"] for r in rows if r["run_id"].startswith((given, given.upper()))]
+            if not cursor or len(found) > 5:
+                break
+        return pick(sorted(set(found)), given)
+
+    def launch(self, flow: str, question: str, *, band: str, model: str, project_id: str, by: str,
+               fast: bool = False) -> Launched:
+        try:
+            answer = self.client.launch(flow, question, band=band, model=model, project_id=project_id, fast=fast)
+        except ServerError as exc:
+            if exc.problem.get("field") == "flow" and exc.status == 422:  # the server lacks this flow's module
+                raise ServerError(exc.code, f"{exc} (asked the baton server at {self.client.url}: start it with the "
+                                            f"flows module in --flows / BATON_FLOWS, or launch in this process "
+                                            f"with --local)", status=exc.status, problem=exc.problem) from None
+            raise
+        return Launched(answer["run_id"], answer["position"], answer.get("created", True))
+
+    def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
+        return self.client.decide(run_id, step_id, decision, by=by, comment=comment)
+
+    def cancel(self, run_id: str, *, reason: str, by: str) -> int:
+        return self.client.cancel(run_id, reason=reason, by=by)
+
+    def follow(self, run_id: str, view: ProgressView | None) -> RunState:
+        """Fold the run's events from the server, then fold on at each durable frame of its stream."""
+        state = self.client.state(run_id)
+        if view is not None:
+            view.update(state)
+        for _ in range(3):  # the stream ends when the server stops: follow it again, then give up
+            if remote_settled(state):
+                return state
+            for frame in self.client.frames(run_id, after=state.position):
+                if frame.get("type") == "step_delta":
+                    if view is not None:
+                        view.on_delta(frame)
+                    continue
+                if frame.get("id") is None or frame["id"] <= state.position:
+                    continue
+                state = self.client.state(run_id, state)
+                if view is not None:
+                    view.update(state)
+                if remote_settled(state):
+                    return state
+        raise ServerError(1, f"the baton server at {self.client.url} stopped streaming run {run_id}; it goes on "
+                             f"there: baton show {run_id}")
+
+    def runs(self, *, status: str | None, flow: str | None, project_id: str | None, limit: int) -> list[dict[str, Any]]:
+        return self.client.runs(status=status, flow=flow, project_id=project_id, limit=limit)[0]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        return self.client.run(run_id)
+
+    def plan(self) -> dict[str, Any]:
+        return self.client.plan()
+
+    def flows(self) -> list[dict[str, Any]]:
+        return self.client.flows()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.store is not None:
+            self.store.close()
+
+

@@ -1,0 +1,31 @@
+"""Errors about a run name the run the request named, whatever path found it missing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from api.http.app import create_app
+from api.runtime import Runtime
+from api.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory) -> Iterator[TestClient]:
+    db = tmp_path_factory.mktemp("run-ids") / "baton.db"
+    rt = Runtime(Settings(db=f"sqlite:///{db}")).start()
+    try:
+        with TestClient(create_app(rt)) as c:
+            yield c
+    finally:
+        rt.stop()
+
+
+@pytest.mark.parametrize("path", ["/api/runs/nope/cancel", "/api/runs/nope/steps/gate/approve",
+                                  "/api/runs/nope/steps/gate/reject"])
+def test_a_command_for_an_unknown_run_names_the_run(client, path):
+    r = client.post(path, json={})
+    assert r.status_code == 404, r.text
+    assert r.json()["detail"] == "no run 'nope'"

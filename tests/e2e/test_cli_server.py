@@ -1,0 +1,162 @@
+"""``baton`` commands with a ``baton serve`` on the same store: they go through it, and a command for a run
+driven by another process reaches that process (through the server's HTTP API, or the driver's inbox)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from baton_cli import BATON, FIXTURE_FLOWS, REPO, Baton, clean_env
+from eventstore import open_store
+from tests.api.server import ApiServer, free_port
+
+SERVER_NODE = "srv-1"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A server (node srv-1, the fixture flows) on a store of this module's own, and a ``baton`` on it."""
+    path = tmp_path_factory.mktemp("served")
+    b = Baton(f"sqlite:///{path / 'baton.db'}", path)
+    with ApiServer(b.url, BATON_FLOWS=FIXTURE_FLOWS, BATON_NODE=SERVER_NODE, BATON_OFFLINE_DELAY_S="0") as server:
+        b.server = server  # type: ignore[attr-defined]
+        yield b
+
+
+def nodes(b: Baton, run_id: str) -> set[str]:
+    return {e.metadata["node"] for e in b.events(run_id)}
+
+
+def test_commands_go_through_a_live_server_of_the_same_store(served):
+    launched = served.ok("launch", "review-and-approve", "-q", "Review PR 70")
+    run_id = launched.run_id
+    assert f"run {run_id} is paused" in launched.out and "approve" in launched.out  # the same words as in-process
+    assert nodes(served, run_id) == {SERVER_NODE}  # the server's engine drove it, not this command
+    done = served.ok("approve", run_id[:20], "approve", "--by", "alice", "--comment", "ok")
+    assert f"approved step 'approve' of run {run_id}" in done.out and f"run {run_id} completed" in done.out
+    assert nodes(served, run_id) == {SERVER_NODE}
+    resumed = next(e for e in served.events(run_id) if e.type == "StepResumed")
+    assert (resumed.data["by"], resumed.data["comment"]) == ("alice", "ok")
+    assert run_id in served.ok("runs").out
+    assert "# review-and-approve: completed" in served.ok("show", run_id).out
+    assert json.loads(served.ok("show", run_id, "--json").out)["run"]["status"] == "completed"
+    assert "plan from the server's scheduler" in served.ok("plan").out
+
+
+def test_a_flow_the_server_does_not_know_says_how_to_launch_it(served, tmp_path):
+    (tmp_path / "mine.py").write_text(
+        "from flows import Flow, code\n\ndef one(ctx):\n    return 'x'\n\n"
+        "mine = Flow('mine-only', steps=[code('one', fn=one)])\n")
+    here = Baton(served.url, tmp_path)
+    result = here("--flows", "mine", "launch", "mine-only", "-q", "x")
+    assert result.code == 2 and "unknown flow 'mine-only'" in result.err and "--local" in result.err
+    assert "run " in here.ok("--flows", "mine", "--local", "launch", "mine-only", "-q", "x").out
+
+
+def test_local_carries_the_command_out_in_this_process(served):
+    run_id = served.ok("--local", "launch", "research", "-q", "Here?", "--band", "small").run_id
+    assert SERVER_NODE not in nodes(served, run_id)
+
+
+def test_follow_through_the_server_shows_the_table_and_the_report(served):
+    out = served.ok("--flows", FIXTURE_FLOWS, "launch", "e2e-quick", "-q", "Followed", "--follow").out
+    for step in ("prep", "a1", "a2", "join"):
+        assert step in out
+    assert "# e2e-quick: completed" in out
+
+
+def test_a_named_server_needs_no_store_here(served, tmp_path):
+    run_id = served.ok("launch", "review-and-approve", "-q", "Review PR 71").run_id
+    far = Baton(f"sqlite:///{tmp_path / 'not-here.db'}", tmp_path)
+    shown = far.ok("show", run_id[:12], BATON_URL=served.server.url).out  # the prefix, resolved by the server's list
+    assert f"run {run_id}" in shown
+    assert f"run {run_id} cancelled" in far.ok("cancel", run_id, BATON_URL=served.server.url).out
+    assert not (tmp_path / "not-here.db").exists()
+
+
+def test_a_named_server_that_does_not_answer_is_one_error_line(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    result = Baton(f"sqlite:///{tmp_path / 'b.db'}", tmp_path)("runs", "--server", url)
+    assert result.code == 1 and result.err.startswith(f"baton: error: no answer from the baton server at {url}")
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def launch_held(served, tmp_path) -> tuple[str, str]:
+    """An e2e-hold run launched through the server's API: its code step runs until ``release`` exists."""
+    release = str(tmp_path / f"release-{time.monotonic_ns()}")
+    r = httpx.post(served.server.url + "/api/runs", json={"flow": "e2e-hold", "question": release}, timeout=30)
+    assert r.status_code == 201, r.text
+    return r.json()["run_id"], release
+
+
+def wait_until_held(b: Baton, run_id: str, timeout: float = 30.0) -> None:
+    """Wait (on the store's subscription) until the run's holding step has started."""
+    deadline = time.monotonic() + timeout
+    with open_store(b.url) as store, store.subscribe(after=0) as subscription:
+        while not any(e.type == "StepStarted" for e in store.read_stream(f"run-{run_id}")):
+            assert time.monotonic() < deadline, f"run {run_id} never started its step"
+            subscription.next_event(timeout=0.5)
+
+
+def test_a_command_from_this_process_reaches_the_server_driving_the_run(served, tmp_path):
+    """--local: no HTTP; the command goes to the server's inbox through the store, and the server records it."""
+    run_id, release = launch_held(served, tmp_path)
+    try:
+        wait_until_held(served, run_id)
+        out = served.ok("--local", "cancel", run_id, "--reason", "from a shell", "--by", "carol").out
+        assert f"run {run_id} cancelled" in out
+        last = served.events(run_id)[-1]
+        assert last.type == "RunCancelled" and last.metadata["node"] == SERVER_NODE and last.data["by"] == "carol"
+        assert "RunRecovered" not in [e.type for e in served.events(run_id)]  # never taken over
+        with open_store(served.url) as store:
+            assert [r.type for r in store.read_stream(f"inbox-{SERVER_NODE}")][-2:] == ["CommandRequested",
+                                                                                     "CommandAnswered"]
+        assert "log verified" in served.ok("replay", "--verify").out  # inbox streams are not runs: replay skips them
+    finally:
+        open(release, "w").close()
+
+
+def test_a_command_from_the_api_reaches_the_cli_process_driving_the_run(served, tmp_path):
+    """Before: 409 "send the command there". The CLI's engine follows its inbox and carries the cancel out."""
+    release = str(tmp_path / "release-cli")
+    cli = subprocess.Popen([str(BATON), "--local", "--flows", FIXTURE_FLOWS, "launch", "e2e-hold", "-q", release],
+                           cwd=served.cwd, env=clean_env(BATON_DB=served.url), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = cli.stdout.readline().split()[2]  # "launched run <id> ..."
+
+        wait_until_held(served, run_id)
+        r = httpx.post(f"{served.server.url}/api/runs/{run_id}/cancel", json={"reason": "from the api"}, timeout=60)
+        assert r.status_code == 200, r.text
+        last = served.events(run_id)[-1]
+        assert last.type == "RunCancelled" and last.position == r.json()["position"]
+        assert last.metadata["node"] == next(iter(nodes(served, run_id) - {SERVER_NODE}))  # the CLI's own node
+        assert SERVER_NODE not in nodes(served, run_id)
+        open(release, "w").close()
+        out, err = cli.communicate(timeout=60)
+        assert cli.returncode == 0 and f"run {run_id} cancelled" in out, out + err
+    finally:
+        open(release, "w").close()
+        if cli.poll() is None:
+            cli.kill()
+
+
+def test_approve_without_the_flows_module_goes_to_the_server_that_has_it(tmp_path):
+    from test_cli_flows_modules import flows_dir
+
+    work = flows_dir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    b = Baton(f"sqlite:///{tmp_path / 'baton.db'}", elsewhere)
+    env = {"BATON_FLOWS": "myflows", "BATON_NODE": SERVER_NODE,
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(work)])}
+    with ApiServer(b.url, **env):
+        run_id = Baton(b.url, work).ok("--local", "--flows", "myflows", "launch", "gated-code", "-q", "go?").run_id
+        done = b.ok("approve", run_id, "gate")  # this shell cannot import myflows; the server can
+        assert f"run {run_id} completed" in done.out
+        assert b.events(run_id)[-1].metadata["node"] == SERVER_NODE
