@@ -8,6 +8,7 @@ from typing import Any
 from flows.catalog import FlowRegistry
 from flows.events import RunLaunched
 from flows.model import BANDS
+from flows.text import check_text, check_value
 
 
 class LaunchError(ValueError):
@@ -34,7 +35,18 @@ def prepare(
     launched_by: str = "",
     idempotency_key: str = "",
 ) -> RunLaunched:
-    """RunLaunched for a valid request; raises UnknownFlow or LaunchError otherwise."""
+    """RunLaunched for a valid request; raises UnstorableText, UnknownFlow or LaunchError otherwise.
+
+    Every text the request carries into the event is checked first
+    (``flows.text``): one the read side cannot store is refused here, where
+    the person who sent it hears of it, not by the projector later.
+    """
+    for field, text in (("flow", flow), ("question", question), ("band", band), ("model", model),
+                        ("project_id", project_id), ("launched_by", launched_by),
+                        ("Idempotency-Key", idempotency_key)):
+        if isinstance(text, str):
+            check_text(field, text)
+    check_value("inputs", dict(inputs or {}))
     definition = registry.get(flow)
     if not isinstance(question, str) or not question.strip():
         raise LaunchError("question", "a run needs a non-empty question")
