@@ -10,10 +10,18 @@ calling thread: the sqlite3 driver holds the GIL for all but each row's step,
 so three threads only took turns, and the switches cost a fifth more CPU
 than the work itself. Each page still commits in its own transaction with
 its own checkpoint, in order.
+
+One event must not stop the read side. When a page fails for a reason that
+is not the database's (``batch.is_transient``), it is applied again one
+event at a time; an event that fails alone is skipped, and a
+``projection_errors`` row saying why is written in the transaction that
+moves the checkpoint past it. A failure of the database itself is raised,
+and retried from the checkpoint by the caller.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
@@ -23,8 +31,10 @@ import sqlalchemy as sa
 from flows.events import RunLaunched
 from projections import batch as db
 from projections.apply import Workset, apply
-from projections.batch import Checkpoint, CheckpointMoved, Writes
-from projections.source import LogReader, Page
+from projections.batch import Checkpoint, CheckpointMoved, Writes, is_transient
+from projections.source import LogReader, Page, problem
+
+log = logging.getLogger(__name__)
 
 # Rows of ended runs are dropped from memory once written; the rest are kept
 # for the next page, up to this many runs (beyond it: start afresh).
@@ -91,10 +101,48 @@ class Applier:
         try:
             writes = self._compute(page, self.checkpoint.position)
             self.checkpoint = self._commit(writes, self.checkpoint, page.last)
-        except BaseException:
+        except BaseException as exc:
             self.work = Workset()  # the cached rows may hold a page that was rolled back
-            raise
+            if is_transient(exc):
+                raise
+            self.one_by_one(page, exc)
         self._evict()
+        return self.checkpoint
+
+    def one_by_one(self, page: Page, cause: BaseException | None = None,
+                   writer: sa.Connection | None = None) -> Checkpoint:
+        """Apply a page that failed (with ``cause``) one event at a time, skipping and recording
+        each event that fails alone. Raises what is transient (see ``batch.is_transient``).
+
+        One transaction per event: slow (a few thousand a second), and only
+        ever run on a page that already failed.
+        """
+        log.warning("projection %r: a page up to position %d failed (%s: %s); applying it one event "
+                    "at a time", self.name, page.last, type(cause).__name__, cause)
+        items = [item for item in page.items if item[2] > self.checkpoint.position]
+        problems = [p for p in page.problems if p["position"] > self.checkpoint.position]
+        for index, item in enumerate(items):
+            last = page.last if index == len(items) - 1 else item[2]
+            found = [p for p in problems if p["position"] <= last]
+            problems = problems[len(found):]
+            try:
+                writes = self._compute(Page([item], last, 1, found), self.checkpoint.position)
+                self.checkpoint = self._commit(writes, self.checkpoint, last, writer)
+            except BaseException as exc:
+                self.work = Workset()
+                if is_transient(exc):
+                    raise
+                run_id, event, position, _ = item
+                log.error("projection %r skips event %d (%s of run %s), which it cannot apply: %s: %s",
+                          self.name, position, type(event).__name__, run_id, type(exc).__name__, exc)
+                work = Workset()
+                work.problems.extend([*found, problem(position, run_id, type(event).__name__, exc)])
+                self.checkpoint = self._commit(db.snapshot(work), self.checkpoint, last, writer)
+            self._evict()
+        if self.checkpoint.position < page.last:  # no run event left: what did not decode, if anything
+            work = Workset()
+            work.problems.extend(problems)
+            self.checkpoint = self._commit(db.snapshot(work), self.checkpoint, page.last, writer)
         return self.checkpoint
 
     def _compute(self, page: Page, after: int, before_load: Callable[[], None] = lambda: None) -> Writes:
@@ -119,6 +167,8 @@ class Applier:
             with self.engine.connect() as conn:
                 runs.update(db.load_runs(conn, needed.difference(runs)))
         apply(work, items)
+        if page.problems:
+            work.problems.extend(p for p in page.problems if p["position"] > after)
         return db.snapshot(work)
 
     def _commit(self, writes: Writes, seen: Checkpoint, last: int, writer: sa.Connection | None = None) -> Checkpoint:
@@ -163,28 +213,41 @@ class Applier:
         dropping and creating the tables is a wait on the server, and the
         first page depends on nothing they hold.
         """
-        total = 0
+        read = [0]  # events applied (or skipped) and committed, counted by the pipeline as it goes
         pool: Executor = (_InTurn() if self.engine.dialect.name == "sqlite"
                           else ThreadPoolExecutor(2, thread_name_prefix=f"baton-projection-{self.name}"))
         with pool:
             while True:
                 try:
-                    return total + self._pipeline(pool, store, chunk, stopping, reset)
+                    self._pipeline(pool, store, chunk, stopping, reset, read)
+                    return read[0]
                 except CheckpointMoved:
                     reset = False
                     self.reload()  # another projector is ahead: go on from where it is
-                except BaseException:
+                except BaseException as exc:
                     self.work = Workset()
-                    raise
+                    if is_transient(exc):
+                        raise
+                    # The page after the checkpoint holds an event that cannot be applied: the
+                    # pages before it are committed (reload says how far), that one goes event
+                    # by event, then the pipeline goes on after it.
+                    reset = False
+                    self.reload()
+                    with LogReader(store) as reader:
+                        page = reader.page(reader.fetch(self.checkpoint.position, chunk))
+                    if page.count:
+                        self.one_by_one(page, exc)
+                    read[0] += page.count
+                    if page.count < chunk:
+                        return read[0]
 
     def _pipeline(self, pool: Executor, store: Any, chunk: int,
-                  stopping: Callable[[], bool], reset: bool) -> int:
+                  stopping: Callable[[], bool], reset: bool, read: list[int]) -> None:
         with LogReader(store) as reader, db.writing(self.engine, bulk=True) as writer:
-            return self._stages(pool, reader, writer, chunk, stopping, reset)
+            self._stages(pool, reader, writer, chunk, stopping, reset, read)
 
     def _stages(self, pool: Executor, reader: LogReader, writer: sa.Connection, chunk: int,
-                stopping: Callable[[], bool], reset: bool) -> int:
-        count = 0
+                stopping: Callable[[], bool], reset: bool, read: list[int]) -> None:
         writing: Future[Checkpoint] | None = None
         if reset:
             self.work = Workset()
@@ -193,17 +256,20 @@ class Applier:
         # The checkpoint the next commit moves from: a reset's is known once it is done.
         seen: Checkpoint | None = None if reset else self.checkpoint
 
+        pending = 0  # the events of the page being written: counted once it is committed
+
         def written() -> None:
-            nonlocal writing
+            nonlocal writing, pending
             if writing is not None:
                 self.checkpoint = writing.result()
                 writing = None
+                read[0] += pending
+                pending = 0
                 self._evict()
 
         try:
             while True:
                 page = reader.page(reading.result())
-                count += page.count
                 more = page.count >= chunk and not stopping()
                 if more:
                     reading = pool.submit(reader.fetch, page.last, chunk)
@@ -215,11 +281,12 @@ class Applier:
                     if seen is None:
                         seen = self.checkpoint
                     writing = pool.submit(self._commit, writes, seen, page.last, writer)
+                    pending = page.count
                     seen = Checkpoint(page.last, seen.version, seen.epoch)
                 if not more:
                     written()
                     db.checkpoint_wal(self.engine)
-                    return count
+                    return
         except BaseException:
             # The reader's and the writer's connections go back to the pool
             # next: let the stages under way finish with them first.
