@@ -39,9 +39,12 @@ from api.settings import check as check_settings
 from flows import decide
 from flows.launch import prepare
 from flows.state import RUN_TERMINAL, RunState
+from flows.text import check_text
 from projections import Framer, rebuild
 
 DEMO_DB = "sqlite:///baton-demo.db"
+CATCH_UP_S = 60.0  # how long runs/show wait for the read tables to reach the head (a rebuild may be under way)
+STUCK_S = 10.0  # ... or for a projector that keeps failing without moving
 DEMO_FLOW, DEMO_BAND, DEMO_STEP = "review-and-approve", "large", "approve"
 DEMO_QUESTION = ("Review the change that adds retries with exponential backoff to the HTTP client "
                  "(client/http.py: send and _backoff) before it is merged")
@@ -127,19 +130,41 @@ def running(settings: Settings, *, engine: bool = False, projector: bool = False
         rt.stop()
 
 
-def caught_up(rt: Runtime) -> None:
-    """Wait for the read tables to reflect everything recorded so far (read-your-writes)."""
+def caught_up(rt: Runtime, timeout: float = CATCH_UP_S, stuck: float = STUCK_S) -> None:
+    """Wait for the read tables to reflect everything recorded so far (read-your-writes).
+
+    Never for good: up to ``timeout``, and no longer than ``stuck`` once the
+    projector fails without moving (its database away). Then a warning says
+    what was waited for and how far the tables got, and the command answers
+    from them as they are.
+    """
     head = rt.store.head()
-    assert rt.read_model is not None and rt.projector is not None
-    if not rt.read_model.wait_for(head, timeout=60):
-        error = f" ({rt.projector.last_error})" if rt.projector.last_error else ""
-        print(f"baton: warning: the read tables are at position {rt.projector.position} of {head}; results may "
-              f"be stale{error}", file=sys.stderr)
+    projector = rt.projector
+    assert rt.read_model is not None and projector is not None
+    began = time.monotonic()
+    deadline = began + timeout
+    moved, last = began, projector.position
+    while not projector.wait_for(head, timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
+        now = time.monotonic()
+        if projector.position != last:
+            moved, last = now, projector.position
+        if now >= deadline or (projector.last_error and now - moved >= stuck):
+            error = f"; its last error: {projector.last_error}" if projector.last_error else ""
+            print(f"baton: warning: waited {now - began:.0f} s for the read tables to reach the store's head "
+                  f"(position {head}); they are at {projector.position}, so results may be stale{error}",
+                  file=sys.stderr)
+            return
+
+
+def run_arg(run_id: str) -> str:
+    """A RUN argument, refused (UnstorableText) when no run id can hold it (bytes that are not UTF-8)."""
+    check_text("RUN", run_id)
+    return run_id
 
 
 def known_run(rt: Runtime, run_id: str) -> tuple[RunState, list[Any]]:
     """The run folded from the log; UnknownRun when the log has no such run."""
-    state, history = load_run(rt.store, run_id)
+    state, history = load_run(rt.store, run_arg(run_id))
     if state.launched is None:
         raise decide.UnknownRun(run_id)
     return state, history
@@ -200,7 +225,8 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(EXIT_USAGE, f"missing question: baton launch {args.flow} -q TEXT")
 
     def check(rt: Runtime) -> None:  # against the catalogue, before any engine starts
-        prepare(rt.registry, run_id="-", now=0.0, flow=args.flow, question=args.question, band=args.band)
+        prepare(rt.registry, run_id="-", now=0.0, flow=args.flow, question=args.question, band=args.band,
+                model=args.model or "", project_id=args.project or "", launched_by=whoami(None))
 
     with running(settings, engine=True, check=check) as rt:
         assert rt.engine is not None
@@ -253,11 +279,18 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     """One run: its row, its steps and its report (``--report``: the report alone, as markdown)."""
+    run_id = run_arg(args.run)
     with running(settings, projector=True) as rt:
         assert rt.read_model is not None
-        found = rt.read_model.get_run(args.run)
+        found = rt.read_model.get_run(run_id)
+        problems = rt.read_model.projection_errors(run_id) if found is None else found["problems"]
+    if found is None and problems:
+        first = problems[0]
+        raise CliError(EXIT_FAILED, f"run {run_id} is in the log, but the read tables could not apply its event "
+                                    f"at position {first['position']} ({first['event_type']}): {first['error']}; "
+                                    f"baton replay --run {run_id} reads it from the log")
     if found is None:
-        raise decide.UnknownRun(args.run)
+        raise decide.UnknownRun(run_id)
     if not args.report:
         progress.print_run(make_console(), found)
     elif found["report"]:
