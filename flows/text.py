@@ -109,15 +109,3 @@ def storable_value(value: Any) -> Any:
     if isinstance(value, list):
         return [storable_value(v) for v in value]
     return value
-
-
-def holds_unstorable(value: Any) -> bool:
-    """Whether any string of a JSON-like value (keys too) holds NUL or a lone surrogate."""
-    if isinstance(value, str):
-        return _UNSTORABLE.search(value) is not None
-    if isinstance(value, dict):
-        return any((isinstance(k, str) and _UNSTORABLE.search(k) is not None) or holds_unstorable(v)
-                   for k, v in value.items())
-    if isinstance(value, list):
-        return any(holds_unstorable(v) for v in value)
-    return False

@@ -33,13 +33,14 @@ import sqlalchemy as sa
 
 from eventstore import RecordedEvent
 from flows.events import EVENT_TYPES, Event
-from flows.text import holds_unstorable, storable, storable_value
+from flows.text import storable, storable_value
 
 log = logging.getLogger(__name__)
 
 RUN_STREAM_PREFIX = "run-"
 
 _DECODERS = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()}
+_encode = msgspec.json.Encoder().encode
 _PAGE = "SELECT position, stream_id, version, type, {1} FROM events WHERE position > {0} ORDER BY position LIMIT {0}"
 # SQLite hands a BLOB over as bytes without decoding UTF-8 into a str first
 # (half the cost of the fetch); msgspec decodes JSON from bytes directly.
@@ -71,7 +72,17 @@ def decode(type_name: str, data: Any, position: int) -> Event | None:
 
 def convert(data: Any, cls: type) -> Any:
     """JSON values (as the store hands them out) as an event of ``cls``, their texts made storable."""
-    return msgspec.convert(storable_value(data) if holds_unstorable(data) else data, cls)
+    return msgspec.convert(storable_value(data) if _holds_escapes(data) else data, cls)
+
+
+def _holds_escapes(data: Any) -> bool:
+    """Whether JSON values may hold NUL or a lone surrogate: their JSON text is searched, as a page's
+    is. Encoding and one search cost a sixth of walking the values in Python (bench: 20,000
+    simulated events, 66 ms against 370 ms; msgspec.convert itself takes about 110 ms)."""
+    try:
+        return _SUSPECT.search(_encode(data)) is not None
+    except (UnicodeEncodeError, msgspec.EncodeError, TypeError):  # a lone surrogate cannot be encoded
+        return True
 
 
 def problem(position: int, run_id: str, type_name: str, error: BaseException | str) -> dict[str, Any]:
