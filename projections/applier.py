@@ -219,27 +219,37 @@ class Applier:
         with pool:
             while True:
                 try:
-                    self._pipeline(pool, store, chunk, stopping, reset, read)
-                    return read[0]
+                    try:
+                        self._pipeline(pool, store, chunk, stopping, reset, read)
+                        return read[0]
+                    except CheckpointMoved:
+                        raise
+                    except BaseException as exc:
+                        self.work = Workset()
+                        if is_transient(exc):
+                            raise
+                        reset = False
+                        if self._isolate_next(store, chunk, exc, read):
+                            return read[0]
                 except CheckpointMoved:
                     reset = False
                     self.reload()  # another projector is ahead: go on from where it is
-                except BaseException as exc:
-                    self.work = Workset()
-                    if is_transient(exc):
-                        raise
-                    # The page after the checkpoint holds an event that cannot be applied: the
-                    # pages before it are committed (reload says how far), that one goes event
-                    # by event, then the pipeline goes on after it.
-                    reset = False
-                    self.reload()
-                    with LogReader(store) as reader:
-                        page = reader.page(reader.fetch(self.checkpoint.position, chunk))
-                    if page.count:
-                        self.one_by_one(page, exc)
-                    read[0] += page.count
-                    if page.count < chunk:
-                        return read[0]
+
+    def _isolate_next(self, store: Any, chunk: int, cause: BaseException, read: list[int]) -> bool:
+        """After a pipeline failed on ``cause``: apply the page after the checkpoint one event at a
+        time; True when it was the last page.
+
+        The pages before the failing one are committed (``reload`` says how
+        far), so the page after the checkpoint is the one that failed; the
+        pipeline goes on after it.
+        """
+        self.reload()
+        with LogReader(store) as reader:
+            page = reader.page(reader.fetch(self.checkpoint.position, chunk))
+        if page.count:
+            self.one_by_one(page, cause)
+        read[0] += page.count
+        return page.count < chunk
 
     def _pipeline(self, pool: Executor, store: Any, chunk: int,
                   stopping: Callable[[], bool], reset: bool, read: list[int]) -> None:
