@@ -252,3 +252,28 @@ def test_a_lone_surrogate_written_straight_into_the_store_is_projected_escaped(s
     live = dump(store.engine)
     rebuild(store)
     assert dump(store.engine) == live
+
+
+@pytest.mark.parametrize("mode", ["catch_up", "rebuild"])
+def test_several_bad_events_in_one_page_are_each_skipped_and_the_others_applied(store, mode):
+    """The page (one of 100 events here) is halved down to the events that fail alone: exactly
+    those are skipped."""
+    bad = []
+    for n in range(6):
+        run_id = f"run{n}"
+        append(store, run_id, launched(run_id), RunStarted(run_id=run_id, at=2.0))
+        if n % 2:
+            bad.append(append(store, run_id, _unappliable()))
+        append(store, run_id, AnomalyDetected(step_id="look", attempt=1, kind="stall", severity="low",
+                                              detail=f"fine {n}", at=3.0))
+    if mode == "rebuild":
+        assert rebuild(store, chunk=100).position == store.head()
+    else:
+        with Projector(store, catch_up_chunk=100) as projector:
+            assert projector.wait_for(store.head(), WAIT), projector.last_error
+    reads = ReadModel(store.engine)
+    problems, total = reads.projection_problems()
+    assert total == 3 and sorted(p["position"] for p in problems) == bad
+    for n in range(6):
+        assert [a["detail"] for a in reads.anomalies(f"run{n}")] == [f"fine {n}"]
+        assert reads.get_run(f"run{n}")["run"]["anomalies"] == 1
