@@ -129,7 +129,7 @@ def text_param(request: Request, name: str) -> str | None:
     return raw
 
 
-def run_id_of(request: Request) -> str:
+def path_run_id(request: Request) -> str:
     """The ``{run_id}`` of the path, or BadParameter when it cannot be a run id at all."""
     run_id: str = request.path_params["run_id"]
     offset = find_unstorable(run_id)
@@ -205,7 +205,7 @@ async def _same_request(request: Request, run_id: str, key: str, body: LaunchReq
 
 async def cancel(request: Request) -> Response:
     """POST /api/runs/{run_id}/cancel; 409 if the run has already ended."""
-    run_id = run_id_of(request)
+    run_id = path_run_id(request)
     body = schemas.decode(await read_body(request), CancelRequest, empty_ok=True)
     position = await run_in_threadpool(_engine(request).cancel, run_id, reason=body.reason,
                                        by=_user(request, body.by))
@@ -224,7 +224,7 @@ async def reject(request: Request) -> Response:
 
 
 async def _decide(request: Request, decision: str) -> Response:
-    run_id, step_id = run_id_of(request), request.path_params["step_id"]
+    run_id, step_id = path_run_id(request), request.path_params["step_id"]
     body = schemas.decode(await read_body(request), DecisionRequest, empty_ok=True)
     engine = _engine(request)
     command = engine.approve if decision == "approve" else engine.reject
@@ -261,7 +261,7 @@ async def list_runs(request: Request) -> Response:
 
 async def get_run(request: Request) -> Response:
     """GET /api/runs/{run_id}: the run, its steps and its report."""
-    run_id = run_id_of(request)
+    run_id = path_run_id(request)
     headers = await read_your_writes(request)
     read_model = _runtime(request).read_model
     found = await run_in_threadpool(read_model.get_run, run_id)
@@ -283,7 +283,7 @@ async def _unreadable(request: Request, run_id: str) -> None:
 
 async def run_report(request: Request) -> Response:
     """GET /api/runs/{run_id}/report: the report as markdown; 404 until the run has one."""
-    run_id = run_id_of(request)
+    run_id = path_run_id(request)
     headers = await read_your_writes(request)
     read_model = _runtime(request).read_model
     markdown = await run_in_threadpool(read_model.report, run_id)
@@ -310,7 +310,7 @@ async def run_events(request: Request) -> Response:
     Read from the store itself, not a projection: this is the audit log.
     ``?after_version=N`` skips the first N.
     """
-    run_id = run_id_of(request)
+    run_id = path_run_id(request)
     after = int_param(request, "after_version", 0) or 0
     store = _runtime(request).store
     records = await run_in_threadpool(store.read_stream, f"run-{run_id}", after)
