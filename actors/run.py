@@ -40,6 +40,7 @@ from flows.events import (
 )
 from flows.redact import redactor
 from flows.state import RunState, evolve
+from flows.text import UnstorableText
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class RunActor(pykka.ThreadingActor):
         try:
             events = d.resume(self.state, msg.step_id, msg.decision, self.ctx.clock.now(), by=msg.by,
                               comment=msg.comment)
-        except (d.NotWaiting, d.UnknownStep, d.UnknownRun, d.RunFinished) as exc:
+        except (d.NotWaiting, d.UnknownStep, d.UnknownRun, d.RunFinished, UnstorableText) as exc:
             _fail(msg.reply, exc)
             self._report_idle()
             return
@@ -157,7 +158,7 @@ class RunActor(pykka.ThreadingActor):
             self._flush_now()  # record what was already staged before deciding the cancel
             self.actor, self.cause = msg.by or "anonymous", "command:cancel"
             events = d.cancel(self.state, self.history, self.ctx.clock.now(), reason=msg.reason, by=msg.by)
-        except (d.RunFinished, d.UnknownRun) as exc:
+        except (d.RunFinished, d.UnknownRun, UnstorableText) as exc:
             _fail(msg.reply, exc)
             self._report_idle()
             return

@@ -20,12 +20,13 @@ from eventstore import StoreError
 from flows import decide
 from flows.catalog import UnknownFlow
 from flows.launch import LaunchError
+from flows.text import UnstorableText
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Errors a person fixes by changing what they typed (or where they send it), and errors of the
 # environment, which may pass on their own (an unreachable store, a run being handed over).
-INPUT_ERRORS = (UnknownFlow, LaunchError, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting, RunOwnedElsewhere,
+INPUT_ERRORS = (UnknownFlow, LaunchError, UnstorableText, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting, RunOwnedElsewhere,
                 LaunchInProgress, decide.RunFinished, FlowsImportError, SettingsError, BackendConfigError)
 RUNTIME_ERRORS = (StoreError, EngineTimeout, RunBusy, StartError, TimeoutError)
 

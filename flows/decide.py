@@ -30,6 +30,7 @@ from flows.events import (
 )
 from flows.model import FlowSnapshot, StepSpec
 from flows.state import RunState, evolve
+from flows.text import check_text
 
 History = list[tuple[int, Event]]
 
@@ -307,7 +308,8 @@ def fail(
 
 
 def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str = "", comment: str = "") -> list[Event]:
-    """StepResumed for a paused approval; raises NotWaiting, UnknownStep, UnknownRun or RunFinished.
+    """StepResumed for a paused approval; raises UnstorableText (``comment``, ``by``: see
+    ``flows.text``), NotWaiting, UnknownStep, UnknownRun or RunFinished.
 
     ValueError when ``decision`` is neither "approved" nor "rejected": the
     event's type only admits those two, so another word would be appended and
@@ -315,6 +317,8 @@ def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str 
     """
     if decision not in ("approved", "rejected"):
         raise ValueError(f"decision must be 'approved' or 'rejected', not {decision!r}")
+    check_text("comment", comment)
+    check_text("by", by)
     if state.launched is None:
         raise UnknownRun(state.run_id)
     if step_id not in state.steps:
@@ -331,7 +335,10 @@ def cancel(state: RunState, history: History, now: float, *, reason: str = "", b
     """Stop every attempt, skip every step not yet ended, and end the run as cancelled.
 
     ``history`` is the run's recorded ``(position, event)`` pairs, for the report.
+    Raises UnstorableText (``reason``, ``by``: see ``flows.text``), UnknownRun or RunFinished.
     """
+    check_text("reason", reason)
+    check_text("by", by)
     if state.launched is None:
         raise UnknownRun(state.run_id)
     if state.terminal:

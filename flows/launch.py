@@ -8,6 +8,7 @@ from typing import Any
 from flows.catalog import FlowRegistry
 from flows.events import RunLaunched
 from flows.model import BANDS
+from flows.text import check_text, check_value
 
 DEFAULT_BAND = "small"
 """The band of a launch that names none (DESIGN §7: band is optional; seed 002's default is small)."""
@@ -38,10 +39,19 @@ def prepare(
     idempotency_key: str = "",
     fast: bool = False,
 ) -> RunLaunched:
-    """RunLaunched for a valid request; raises UnknownFlow or LaunchError otherwise.
+    """RunLaunched for a valid request; raises UnstorableText, UnknownFlow or LaunchError otherwise.
 
-    ``fast`` asks every agent step for a concise answer (flows.decide.FAST_NOTE).
+    Every text the request carries into the event is checked first
+    (``flows.text``): one the read side cannot store is refused here, where
+    the person who sent it hears of it, not by the projector later. ``fast``
+    asks every agent step for a concise answer (flows.decide.FAST_NOTE).
     """
+    for field, text in (("flow", flow), ("question", question), ("band", band), ("model", model),
+                        ("project_id", project_id), ("launched_by", launched_by),
+                        ("Idempotency-Key", idempotency_key)):
+        if isinstance(text, str):
+            check_text(field, text)
+    check_value("inputs", dict(inputs or {}))
     definition = registry.get(flow)
     if not isinstance(question, str) or not question.strip():
         raise LaunchError("question", "a run needs a non-empty question")

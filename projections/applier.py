@@ -10,10 +10,18 @@ calling thread: the sqlite3 driver holds the GIL for all but each row's step,
 so three threads only took turns, and the switches cost a fifth more CPU
 than the work itself. Each page still commits in its own transaction with
 its own checkpoint, in order.
+
+One event must not stop the read side. When a page fails for a reason that
+is not the database's (``batch.is_transient``), it is applied again in
+halves, down to the events that fail alone; each is skipped, and a
+``projection_errors`` row saying why is written in the transaction that
+moves the checkpoint past it. A failure of the database itself is raised,
+and retried from the checkpoint by the caller.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
@@ -22,9 +30,11 @@ import sqlalchemy as sa
 
 from flows.events import RunLaunched
 from projections import batch as db
-from projections.apply import Workset, apply
-from projections.batch import Checkpoint, CheckpointMoved, Writes
-from projections.source import LogReader, Page
+from projections.apply import Row, Workset, apply
+from projections.batch import Checkpoint, CheckpointMoved, Writes, is_transient
+from projections.source import Item, LogReader, Page, problem
+
+log = logging.getLogger(__name__)
 
 # Rows of ended runs are dropped from memory once written; the rest are kept
 # for the next page, up to this many runs (beyond it: start afresh).
@@ -91,11 +101,62 @@ class Applier:
         try:
             writes = self._compute(page, self.checkpoint.position)
             self.checkpoint = self._commit(writes, self.checkpoint, page.last)
-        except BaseException:
+        except BaseException as exc:
             self.work = Workset()  # the cached rows may hold a page that was rolled back
-            raise
+            if is_transient(exc):
+                raise
+            self.isolate(page, exc)
         self._evict()
         return self.checkpoint
+
+    def isolate(self, page: Page, cause: BaseException | None = None) -> Checkpoint:
+        """Apply a page that failed (with ``cause``) in halves, down to the events that fail alone,
+        which are skipped and recorded. Raises what is transient (see ``batch.is_transient``).
+
+        Bisection: one bad event in a page of n costs about 2 log2(n)
+        attempts. A rebuild of 2,450 events in one page with one bad event
+        took 0.10 s on SQLite and 0.28 s on PostgreSQL (0.06 s and 0.09 s
+        without it; event by event it took 0.8 s and 2.6 s). It only ever
+        runs on a page that already failed.
+        """
+        log.warning("projection %r: a page up to position %d failed (%s: %s); looking for the event at "
+                    "fault", self.name, page.last, type(cause).__name__, cause)
+        after = self.checkpoint.position
+        items = [item for item in page.items if item[2] > after]
+        problems = [p for p in page.problems if p["position"] > after]
+        if not items:  # only events that did not decode (or none of a run): nothing can fail but the write
+            self._commit_problems(problems, page.last)
+        else:
+            self._halves(items, page.last, problems)
+        self._evict()
+        return self.checkpoint
+
+    def _halves(self, items: list[Item], last: int, problems: list[Row]) -> None:
+        """Apply ``items`` (and write ``problems``) up to ``last``; on a failure, each half in turn."""
+        try:
+            writes = self._compute(Page(items, last, len(items), problems), self.checkpoint.position)
+            self.checkpoint = self._commit(writes, self.checkpoint, last)
+            return
+        except BaseException as exc:
+            self.work = Workset()  # the cached rows may hold what was rolled back
+            if is_transient(exc):
+                raise
+            if len(items) == 1:
+                run_id, event, position, _ = items[0]
+                log.error("projection %r skips event %d (%s of run %s), which it cannot apply: %s: %s",
+                          self.name, position, type(event).__name__, run_id, type(exc).__name__, exc)
+                self._commit_problems([*problems, problem(position, run_id, type(event).__name__, exc)], last)
+                return
+        middle = len(items) // 2
+        split = items[middle - 1][2]
+        self._halves(items[:middle], split, [p for p in problems if p["position"] <= split])
+        self._halves(items[middle:], last, [p for p in problems if p["position"] > split])
+
+    def _commit_problems(self, problems: list[Row], last: int) -> None:
+        """Move the checkpoint to ``last``, writing only these ``projection_errors`` rows."""
+        work = Workset()
+        work.problems.extend(problems)
+        self.checkpoint = self._commit(db.snapshot(work), self.checkpoint, last)
 
     def _compute(self, page: Page, after: int, before_load: Callable[[], None] = lambda: None) -> Writes:
         """Apply a page to the cached rows (loading the runs it needs) and freeze the result."""
@@ -119,6 +180,8 @@ class Applier:
             with self.engine.connect() as conn:
                 runs.update(db.load_runs(conn, needed.difference(runs)))
         apply(work, items)
+        if page.problems:
+            work.problems.extend(p for p in page.problems if p["position"] > after)
         return db.snapshot(work)
 
     def _commit(self, writes: Writes, seen: Checkpoint, last: int, writer: sa.Connection | None = None) -> Checkpoint:
@@ -163,28 +226,51 @@ class Applier:
         dropping and creating the tables is a wait on the server, and the
         first page depends on nothing they hold.
         """
-        total = 0
+        read = [0]  # events applied (or skipped) and committed, counted by the pipeline as it goes
         pool: Executor = (_InTurn() if self.engine.dialect.name == "sqlite"
                           else ThreadPoolExecutor(2, thread_name_prefix=f"baton-projection-{self.name}"))
         with pool:
             while True:
                 try:
-                    return total + self._pipeline(pool, store, chunk, stopping, reset)
+                    try:
+                        self._pipeline(pool, store, chunk, stopping, reset, read)
+                        return read[0]
+                    except CheckpointMoved:
+                        raise
+                    except BaseException as exc:
+                        self.work = Workset()
+                        if is_transient(exc):
+                            raise
+                        reset = False
+                        if self._isolate_next(store, chunk, exc, read):
+                            return read[0]
                 except CheckpointMoved:
                     reset = False
                     self.reload()  # another projector is ahead: go on from where it is
-                except BaseException:
-                    self.work = Workset()
-                    raise
+
+    def _isolate_next(self, store: Any, chunk: int, cause: BaseException, read: list[int]) -> bool:
+        """After a pipeline failed on ``cause``: isolate what fails in the page after the checkpoint;
+        True when it was the last page.
+
+        The pages before the failing one are committed (``reload`` says how
+        far), so the page after the checkpoint is the one that failed; the
+        pipeline goes on after it.
+        """
+        self.reload()
+        with LogReader(store) as reader:
+            page = reader.page(reader.fetch(self.checkpoint.position, chunk))
+        if page.count:
+            self.isolate(page, cause)
+        read[0] += page.count
+        return page.count < chunk
 
     def _pipeline(self, pool: Executor, store: Any, chunk: int,
-                  stopping: Callable[[], bool], reset: bool) -> int:
+                  stopping: Callable[[], bool], reset: bool, read: list[int]) -> None:
         with LogReader(store) as reader, db.writing(self.engine, bulk=True) as writer:
-            return self._stages(pool, reader, writer, chunk, stopping, reset)
+            self._stages(pool, reader, writer, chunk, stopping, reset, read)
 
     def _stages(self, pool: Executor, reader: LogReader, writer: sa.Connection, chunk: int,
-                stopping: Callable[[], bool], reset: bool) -> int:
-        count = 0
+                stopping: Callable[[], bool], reset: bool, read: list[int]) -> None:
         writing: Future[Checkpoint] | None = None
         if reset:
             self.work = Workset()
@@ -193,17 +279,20 @@ class Applier:
         # The checkpoint the next commit moves from: a reset's is known once it is done.
         seen: Checkpoint | None = None if reset else self.checkpoint
 
+        pending = 0  # the events of the page being written: counted once it is committed
+
         def written() -> None:
-            nonlocal writing
+            nonlocal writing, pending
             if writing is not None:
                 self.checkpoint = writing.result()
                 writing = None
+                read[0] += pending
+                pending = 0
                 self._evict()
 
         try:
             while True:
                 page = reader.page(reading.result())
-                count += page.count
                 more = page.count >= chunk and not stopping()
                 if more:
                     reading = pool.submit(reader.fetch, page.last, chunk)
@@ -215,11 +304,12 @@ class Applier:
                     if seen is None:
                         seen = self.checkpoint
                     writing = pool.submit(self._commit, writes, seen, page.last, writer)
+                    pending = page.count
                     seen = Checkpoint(page.last, seen.version, seen.epoch)
                 if not more:
                     written()
                     db.checkpoint_wal(self.engine)
-                    return count
+                    return
         except BaseException:
             # The reader's and the writer's connections go back to the pool
             # next: let the stages under way finish with them first.

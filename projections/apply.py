@@ -78,12 +78,13 @@ class RunRows:
 class Workset:
     """The rows a batch reads and writes, and the rows it only adds."""
 
-    __slots__ = ("runs", "reports", "anomalies")
+    __slots__ = ("runs", "reports", "anomalies", "problems")
 
     def __init__(self) -> None:
         self.runs: dict[str, RunRows] = {}
         self.reports: dict[str, Row] = {}
         self.anomalies: list[Row] = []
+        self.problems: list[Row] = []  # projection_errors: events that could not be applied
 
     def clean(self) -> None:
         """Forget what was written, keep the rows (they are now what the tables hold)."""
@@ -93,6 +94,7 @@ class Workset:
             rows.stored = True
         self.reports.clear()
         self.anomalies.clear()
+        self.problems.clear()
 
 
 def apply(work: Workset, items: Iterable[tuple[str, Event, int, int]]) -> int:

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
+from eventstore import StoreError
 from projections.apply import Row, RunRows, Workset, finish_rows
 from projections.tables import (
     PRIMARY_KEYS,
@@ -33,6 +34,7 @@ from projections.tables import (
     flow_runs,
     flow_steps,
     projection_checkpoints,
+    projection_errors,
     read_tables_exist,
     recreate_read_tables,
     reports,
@@ -57,6 +59,37 @@ class Checkpoint(NamedTuple):
 
 class CheckpointMoved(Exception):
     """Another projector moved the checkpoint first; this batch was not applied."""
+
+
+# PEP 249 names the errors a database raises because of the values it was given, the same
+# in every driver (sqlite3, psycopg; SQLAlchemy wraps them under the same names).
+_VALUE_ERRORS = ("DataError", "IntegrityError")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure to apply a page is the database's, not one event's.
+
+    Transient (retried from the checkpoint, never skipped): the database
+    away, locked, out of space, refusing a statement for reasons of its own
+    (anything from SQLAlchemy, a driver or the OS, and CheckpointMoved).
+    Not transient: a driver's DataError or IntegrityError (a value it cannot
+    store) and any other exception (the code applying an event failed on it);
+    the projector isolates the event at fault and skips it. Not an Exception
+    at all (KeyboardInterrupt, MemoryError's kin): neither, it is raised.
+    """
+    if not isinstance(exc, Exception):
+        return True
+    cause = getattr(exc, "orig", None) if isinstance(exc, sa.exc.DBAPIError) else exc
+    if any(kind.__name__ in _VALUE_ERRORS for kind in type(cause or exc).__mro__):
+        return False
+    return isinstance(exc, (CheckpointMoved, sa.exc.SQLAlchemyError, sqlite3.Error, OSError, StoreError)) or (
+        _is_driver_error(exc))
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    """A DBAPI driver's own exception (psycopg's, raised on the raw cursor ``write`` uses)."""
+    return any(kind.__name__ == "Error" and kind.__module__.split(".")[0] in ("psycopg", "sqlite3")
+               for kind in type(exc).__mro__)
 
 
 def is_lock_wait(exc: BaseException) -> bool:
@@ -262,6 +295,7 @@ def snapshot(work: Workset) -> Writes:
         if rows.dirty_steps:
             old_steps.append((run_id, steps_json(rows)))
     run_values, report_values, anomaly_values = _VALUES["flow_runs"], _VALUES["reports"], _VALUES["anomalies"]
+    problem_values = _VALUES["projection_errors"]
     tables = []
     count = 0
     for table, inserts, upserts in (
@@ -269,6 +303,7 @@ def snapshot(work: Workset) -> Writes:
         (flow_steps, new_steps, old_steps),
         (reports, list(map(report_values, work.reports.values())), []),  # a run ends once: always new
         (anomalies, list(map(anomaly_values, work.anomalies)), []),
+        (projection_errors, list(map(problem_values, work.problems)), []),
     ):
         if inserts or upserts:
             tables.append((table, inserts, upserts))

@@ -22,7 +22,15 @@ import sqlalchemy as sa
 from flows.events import Event, RunLaunched, StepResumed
 from flows.model import StepSpec
 from projections.source import decode_events, read_events
-from projections.tables import STEP_FIELDS, anomalies, decode_steps, flow_runs, flow_steps, reports
+from projections.tables import (
+    STEP_FIELDS,
+    anomalies,
+    decode_steps,
+    flow_runs,
+    flow_steps,
+    projection_errors,
+    reports,
+)
 
 _decode = msgspec.json.Decoder().decode
 
@@ -34,6 +42,16 @@ _OUTPUT, _PROMPT = STEP_FIELDS.index("output_position"), STEP_FIELDS.index("prom
 _STEP_REST = [(i, name) for i, name in enumerate(STEP_FIELDS) if name not in ("step_id", "ordinal", "persona")]
 _STEP_ID, _ORDINAL, _PERSONA = (STEP_FIELDS.index(name) for name in ("step_id", "ordinal", "persona"))
 MAX_PAGE = 500
+
+
+class UnknownCursor(LookupError):
+    """A list query's cursor names no run: it is not one a page handed out."""
+
+    def __init__(self, cursor: str) -> None:
+        shown = cursor if len(cursor) <= 64 else cursor[:64] + "..."
+        super().__init__(f"cursor {shown!r} names no run; pass the next_cursor of the page before, "
+                         "or no cursor for the first page")
+        self.cursor = cursor
 
 
 def _run_dict(row: Any) -> dict[str, Any]:
@@ -96,6 +114,12 @@ _RUN = (
 )
 
 
+def _problems(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:
+    query = (sa.select(projection_errors).where(projection_errors.c.run_id == run_id)
+             .order_by(projection_errors.c.position))
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
 class ReadModel:
     """Queries over the read tables of one database.
 
@@ -125,7 +149,9 @@ class ReadModel:
 
         The cursor is the last run id of the page: run ids are ULIDs, so
         "older than the cursor" is ``run_id < cursor`` and paging is stable
-        while new runs arrive.
+        while new runs arrive. A cursor that names no run raises
+        UnknownCursor: compared as text, garbage such as ``zzz`` would
+        otherwise quietly answer some other page (the first, for ``zzz``).
         """
         limit = max(1, min(int(limit), MAX_PAGE))
         query = sa.select(flow_runs)
@@ -139,6 +165,9 @@ class ReadModel:
             query = query.where(flow_runs.c.run_id < cursor)
         query = query.order_by(flow_runs.c.run_id.desc()).limit(limit + 1)
         with self.engine.connect() as conn:
+            known = sa.select(flow_runs.c.run_id).where(flow_runs.c.run_id == cursor)
+            if cursor and conn.execute(known).first() is None:
+                raise UnknownCursor(cursor)
             rows = [_run_dict(r) for r in conn.execute(query).mappings()]
         more = len(rows) > limit
         rows = rows[:limit]
@@ -162,10 +191,29 @@ class ReadModel:
             launched = run["launched_position"]
             texts = [s[i] for s in steps for i in (_OUTPUT, _PROMPT)]
             events = read_events(conn, [launched, *texts, ended])
+            problems = _problems(conn, run_id)
         specs = _specs(events.get(launched))
         step_list = [_step_dict(s, specs.get(s[_STEP_ID]), events) for s in steps]
         markdown = getattr(events.get(ended), "report", "")
-        return {"run": _run_dict(run), "steps": step_list, "report": markdown or None}
+        return {"run": _run_dict(run), "steps": step_list, "report": markdown or None, "problems": problems}
+
+    def projection_errors(self, run_id: str) -> list[dict[str, Any]]:
+        """The events of a run the projector could not apply (and skipped), oldest first.
+
+        Each is ``{position, run_id, event_type, error}``. A run whose
+        launch is among them has no row (``get_run`` is None) though the log
+        has it.
+        """
+        with self.engine.connect() as conn:
+            return _problems(conn, run_id)
+
+    def projection_problems(self, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+        """The newest ``limit`` events the projector skipped, of any run, and how many there are in all."""
+        newest = sa.select(projection_errors).order_by(projection_errors.c.position.desc()).limit(limit)
+        with self._snapshot() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(projection_errors)).scalar_one()
+            rows = [dict(r) for r in conn.execute(newest).mappings()] if total else []
+        return rows, total
 
     @contextmanager
     def _snapshot(self) -> Iterator[sa.Connection]:

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from eventstore import RecordedEvent, StoreClosedError
 from projections.applier import Applier
 from projections.batch import CheckpointMoved, is_lock_wait
+from projections.queries import ReadModel
 from projections.source import from_recorded
 from projections.tables import PROJECTION_VERSION
 
@@ -77,6 +78,9 @@ class Projector:
     ``version`` (or never), then catches up and follows live. A database
     error (a lock held too long, a lost connection) is logged, kept in
     ``last_error`` and retried from the checkpoint; it never ends the thread.
+    An event that cannot be applied is skipped and recorded instead
+    (``problems()``; see ``projections.applier``): retrying it could only
+    fail again, and every event after it would wait behind it for good.
     """
 
     def __init__(self, store: Any, *, name: str = DEFAULT_NAME, version: int = PROJECTION_VERSION,
@@ -138,6 +142,11 @@ class Projector:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
+    def problems(self, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+        """The newest events this projection skipped because it could not apply them, and how many
+        there are in all: ``({position, run_id, event_type, error}, ...), total``."""
+        return ReadModel(self.store.engine).projection_problems(limit)
+
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         """Block until the tables reflect every event up to ``position``; False on timeout."""
         with self._cond:
@@ -170,12 +179,15 @@ class Projector:
                     self._drop_subscription()  # closed under us (the store closing): see below
                 if self._subscription is None:
                     applier.catch_up(self.store, self.catch_up_chunk, self._stopping.is_set)
+                    self.last_error = None  # before publishing: a waiter woken by it sees it cleared
                     self._publish(applier.checkpoint.position)
                     if not self._subscribe(applier.checkpoint.position):
                         break
                 records = self._take(self._subscription)
                 if records:
-                    self._publish(applier.apply(from_recorded(records)).position)
+                    position = applier.apply(from_recorded(records)).position
+                    self.last_error = None
+                    self._publish(position)
                 delay = 0.0
                 self.last_error = None
             except StoreClosedError:  # from subscribe: the store was closed before this projector

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
 # Bump on any change to these tables or to what projections/apply.py writes.
-PROJECTION_VERSION = 5
+PROJECTION_VERSION = 6
 
 metadata = sa.MetaData()
 
@@ -169,7 +169,20 @@ anomalies = sa.Table(
     sa.Index("anomalies_run_idx", "run_id", "position"),
 )
 
-READ_TABLES: tuple[sa.Table, ...] = (flow_runs, flow_steps, reports, anomalies)
+# Events the projector could not apply, and why: it skips them and goes on (one event must
+# not stop the read side), and says so here, in the transaction that moves the checkpoint
+# past them. A replay meets the same events and writes the same rows.
+projection_errors = sa.Table(
+    "projection_errors",
+    metadata,
+    sa.Column("position", _Position, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.Text, nullable=False),  # "" for an event of no run's stream
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Index("projection_errors_run_idx", "run_id", "position"),
+)
+
+READ_TABLES: tuple[sa.Table, ...] = (flow_runs, flow_steps, reports, anomalies, projection_errors)
 """The tables a rebuild drops and recreates (the checkpoints table stays)."""
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {

@@ -92,7 +92,8 @@ def launchable(rt: Runtime, args: argparse.Namespace) -> None:
 
     The openai backend needs a model: the run's (--model) or the default.
     """
-    prepare(rt.registry, run_id="-", now=0.0, flow=args.flow, question=args.question, band=args.band)
+    prepare(rt.registry, run_id="-", now=0.0, flow=args.flow, question=args.question, band=args.band,
+            model=args.model or "", project_id=args.project or "", launched_by=whoami(None))
     if not args.model:
         require_model(rt.settings)
 
@@ -155,6 +156,12 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     with target(args, settings, projector=True) as where:
         run_id = where.resolve(args.run)
         found = where.run(run_id)
+        problems = where.projection_errors(run_id) if found is None else found.get("problems", [])
+    if found is None and problems:
+        first = problems[0]
+        raise CliError(EXIT_FAILED, f"run {run_id} is in the log, but the read tables could not apply its event "
+                                    f"at position {first['position']} ({first['event_type']}): {first['error']}; "
+                                    f"baton replay --run {run_id} reads it from the log")
     if found is None:
         raise decide.UnknownRun(run_id)
     if args.json:

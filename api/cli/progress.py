@@ -394,6 +394,10 @@ def print_run(console: Console, found: dict[str, Any], command: Callable[[str], 
                                 f"   steps {run['steps_done']}/{run['steps_total']}"
                                 f"   recoveries {run['recoveries']}   anomalies {run['anomalies']}"))
     say(console, f"question: {run['question']}")
+    for problem in found.get("problems", ()):
+        say(console, f"warning: the read tables could not apply event {problem['position']} "
+                     f"({problem['event_type']}) of this run, so what follows lacks its effect: {problem['error']} "
+                     f"(baton replay --run {run['run_id']} reads the log itself)")
     times = f"launched {_when(run['launched_at'])}"
     if run["ended_at"]:
         times += f", ended {_when(run['ended_at'])} ({run['ended_at'] - run['launched_at']:.1f} s)"

@@ -31,6 +31,7 @@ from eventstore.leases import Leases
 from flows import decide
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.state import RunState
+from flows.text import check_text
 
 ID_LENGTH = 26  # a ULID
 
@@ -64,6 +65,9 @@ class Target(Protocol):
     def run(self, run_id: str) -> dict[str, Any] | None:
         """One run, its steps and its report; None for an unknown run."""
 
+    def projection_errors(self, run_id: str) -> list[dict[str, Any]]:
+        """Events of the run the read tables could not apply (their position, type and error)."""
+
     def plan(self) -> dict[str, Any]:
         """The scheduler's plan."""
 
@@ -85,7 +89,11 @@ def pick(candidates: list[str], given: str) -> str:
 
 
 def resolve_in(store: EventStore, given: str) -> str:
-    """The run ``given`` names in ``store``: a full id, or the start of exactly one."""
+    """The run ``given`` names in ``store``: a full id, or the start of exactly one.
+
+    A RUN no run id can hold (bytes that are not UTF-8) is refused (UnstorableText) before the store sees it.
+    """
+    check_text("RUN", given)
     if not given:
         raise decide.UnknownRun(given)
     for candidate in dict.fromkeys((given, given.upper())):
@@ -190,6 +198,11 @@ class Local:
         assert read_model is not None
         return read_model.get_run(run_id)
 
+    def projection_errors(self, run_id: str) -> list[dict[str, Any]]:
+        read_model = self.start().read_model
+        assert read_model is not None
+        return read_model.projection_errors(run_id)
+
     def plan(self) -> dict[str, Any]:
         return plan_from_log(self.start())
 
@@ -200,14 +213,34 @@ class Local:
         self.rt.stop()
 
 
-def caught_up(rt: Runtime) -> None:
-    """Wait for the read tables to reflect everything recorded so far (read-your-writes)."""
+CATCH_UP_S = 60.0  # how long runs/show wait for the read tables to reach the head (a rebuild may be under way)
+STUCK_S = 10.0  # ... or for a projector that keeps failing without moving
+
+
+def caught_up(rt: Runtime, timeout: float = CATCH_UP_S, stuck: float = STUCK_S) -> None:
+    """Wait for the read tables to reflect everything recorded so far (read-your-writes).
+
+    Never for good: up to ``timeout``, and no longer than ``stuck`` once the
+    projector fails without moving (its database away). Then a warning says
+    what was waited for and how far the tables got, and the command answers
+    from them as they are.
+    """
     head = rt.store.head()
-    assert rt.read_model is not None and rt.projector is not None
-    if not rt.read_model.wait_for(head, timeout=60):
-        error = f" ({rt.projector.last_error})" if rt.projector.last_error else ""
-        print(f"baton: warning: the read tables are at position {rt.projector.position} of {head}; results may "
-              f"be stale{error}", file=sys.stderr)
+    projector = rt.projector
+    assert rt.read_model is not None and projector is not None
+    began = time.monotonic()
+    deadline = began + timeout
+    moved, last = began, projector.position
+    while not projector.wait_for(head, timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
+        now = time.monotonic()
+        if projector.position != last:
+            moved, last = now, projector.position
+        if now >= deadline or (projector.last_error and now - moved >= stuck):
+            error = f"; its last error: {projector.last_error}" if projector.last_error else ""
+            print(f"baton: warning: waited {now - began:.0f} s for the read tables to reach the store's head "
+                  f"(position {head}); they are at {projector.position}, so results may be stale{error}",
+                  file=sys.stderr)
+            return
 
 
 def plan_from_log(rt: Runtime) -> dict[str, Any]:
@@ -275,6 +308,7 @@ class Remote:
         self.store = store
 
     def resolve(self, given: str) -> str:
+        check_text("RUN", given)
         if self.store is not None:
             return resolve_in(self.store, given)
         if len(given) == ID_LENGTH and self.client.run(given) is not None:
@@ -334,6 +368,9 @@ class Remote:
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         return self.client.run(run_id)
+
+    def projection_errors(self, run_id: str) -> list[dict[str, Any]]:
+        return []  # the server answers 404 with state "unreadable" for such a run
 
     def plan(self) -> dict[str, Any]:
         return self.client.plan()

@@ -47,12 +47,24 @@ def _body(name: str, required: bool = True) -> dict[str, Any]:
 
 
 _MIN_POSITION = _query("min_position", "Wait (up to 2 s) until the read model reflects this position "
-                       "(read-your-writes after a command).", "integer")
+                       "(read-your-writes after a command). A position past the store's head is refused "
+                       "(422, `field` is `min_position`): no event has it yet. When the wait runs out "
+                       "the answer is served as it stands; its `Baton-Read-Position` header (on every "
+                       "answer of the read model) says how far the read tables were, so a value below "
+                       "`min_position` means the answer is stale.", "integer")
+_RUN_ID = {**_path("run_id"), "description": "A run id (at most 128 characters, no NUL): otherwise 422, "
+                                            "`field` is `run_id`."}
+_READ_POSITION = {"Baton-Read-Position": {
+    "description": "The position up to which the read tables reflected the log when this answer was read.",
+    "schema": {"type": "integer"}}}
+_TEXT = (" Text holding NUL or a lone surrogate (`\\ud800`-`\\udfff` without its pair) is refused "
+         "(422, `unstorable-text`, `field` names it, e.g. `question` or `inputs.notes`): the read tables "
+         "cannot store it.")
 _USER = {"name": "X-Baton-User", "in": "header", "required": False, "schema": {"type": "string"},
          "description": "Who is acting (recorded as `by` / `launched_by`)."}
 _BAD_BODY = {"400": _problem("Malformed JSON (or, where a body is required, an empty one)."),
              "413": _problem("Body larger than BATON_MAX_BODY_BYTES."),
-             "422": _problem("The body has the wrong shape; `field` names the field.")}
+             "422": _problem("The body has the wrong shape; `field` names the field." + _TEXT)}
 _BUSY = {"503": _problem("The run is being handed over between processes, or the store cannot record; "
                          "retry (a `Retry-After` header says when, if it knows).")}
 _RESUME = [
@@ -66,7 +78,7 @@ def _decision(verb: str) -> dict[str, Any]:
     return {"post": {
         "summary": f"{verb.capitalize()} a paused approval step",
         "operationId": verb,
-        "parameters": [_path("run_id"), _path("step_id"), _USER],
+        "parameters": [_RUN_ID, _path("step_id"), _USER],
         "requestBody": _body("DecisionRequest", required=False),
         "responses": {"200": _json(_ref("CommandAccepted"), "Recorded; `position` is the StepResumed event."),
                       **_BAD_BODY,
@@ -99,24 +111,36 @@ def paths() -> dict[str, Any]:
             "get": {
                 "summary": "List runs, newest first",
                 "operationId": "list_runs",
-                "parameters": [_query("project_id", "Filter."), _query("status", "Filter: a run status."),
+                "parameters": [_query("project_id", "Filter (empty: runs of no project)."),
+                               _query("status", "Filter: a run status (queued, running, paused, completed, "
+                                                "failed, rejected, cancelled); another word is 422."),
                                _query("flow", "Filter: a flow name."),
-                               _query("cursor", "`next_cursor` of the previous page."),
-                               _query("limit", "Page size (1..500, default 50).", "integer"), _MIN_POSITION],
-                "responses": {"200": _json(_ref("RunPage"), "A page of runs."),
-                              "422": _problem("A bad filter or limit; `field` names it.")},
+                               _query("cursor", "`next_cursor` of the previous page: the id of the last run "
+                                                "it listed. A cursor that names no run is 422, never "
+                                                "another page."),
+                               _query("limit", "Page size (1..500, default 50; above 500 gives 500; 0, "
+                                               "negative or not a number is 422).", "integer"),
+                               _MIN_POSITION],
+                "responses": {"200": {**_json(_ref("RunPage"), "A page of runs."), "headers": _READ_POSITION},
+                              "422": _problem("A bad filter, cursor, limit or min_position (a text filter "
+                                              "holding NUL too); `field` names it.")},
             },
         },
         "/api/runs/{run_id}": {"get": {
             "summary": "A run, its steps and its report",
             "operationId": "get_run",
-            "parameters": [_path("run_id"), _MIN_POSITION],
-            "responses": {"200": _json(_ref("RunDetail"), "The run."), "404": _problem("Unknown run.")},
+            "parameters": [_RUN_ID, _MIN_POSITION],
+            "responses": {"200": {**_json(_ref("RunDetail"), "The run; `problems` lists its events the "
+                                                             "read side could not apply (usually none)."),
+                                  "headers": _READ_POSITION},
+                          "404": _problem("Unknown run (`state` is `unreadable` when the log has it but the "
+                                          "read side could not apply its launch)."),
+                          "422": _problem("A bad run id or min_position; `field` names it.")},
         }},
         "/api/runs/{run_id}/events": {"get": {
             "summary": "The run's recorded events, in order (the audit log)",
             "operationId": "run_events",
-            "parameters": [_path("run_id"), _query("format", "`json` (default) or `jsonl`."),
+            "parameters": [_RUN_ID, _query("format", "`json` (default) or `jsonl`."),
                            _query("after_version", "Skip the first N events.", "integer")],
             "responses": {
                 "200": {"description": "A JSON array, or JSON lines with `Accept: application/x-ndjson`.",
@@ -129,15 +153,15 @@ def paths() -> dict[str, Any]:
         "/api/runs/{run_id}/report": {"get": {
             "summary": "The run's report as markdown",
             "operationId": "run_report",
-            "parameters": [_path("run_id"), _MIN_POSITION],
-            "responses": {"200": {"description": "The report.", "content": {"text/markdown": {"schema":
+            "parameters": [_RUN_ID, _MIN_POSITION],
+            "responses": {"200": {"description": "The report.", "headers": _READ_POSITION, "content": {"text/markdown": {"schema":
                                                                                              {"type": "string"}}}},
                           "404": _problem("Unknown run, or no report yet (`state` is the run's status).")},
         }},
         "/api/runs/{run_id}/cancel": {"post": {
             "summary": "Cancel a run",
             "operationId": "cancel",
-            "parameters": [_path("run_id"), _USER],
+            "parameters": [_RUN_ID, _USER],
             "requestBody": _body("CancelRequest", required=False),
             "responses": {"200": _json(_ref("CommandAccepted"), "Cancelled; `position` is RunCancelled."),
                           **_BAD_BODY, "404": _problem("Unknown run."),
@@ -175,7 +199,11 @@ def paths() -> dict[str, Any]:
             "responses": {"101": {"description": "Switching to the WebSocket protocol."}},
         }},
         "/api/health": {"get": {"summary": "Liveness and store reachability", "operationId": "health",
-                                "responses": {"200": _json(_ref("Health"), "Up; `head` is the store's position."),
+                                "responses": {"200": _json(_ref("Health"), "Up; `head` is the store's position. "
+                                                           "`status` is `degraded` while the read side has "
+                                                           "skipped events it could not apply (`problems`) "
+                                                           "or its projector keeps failing "
+                                                           "(`projector_error`)."),
                                               "503": _problem("The store cannot be read.")}}},
         "/api/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
                                       "responses": {"200": _json(_ANY, "OpenAPI 3.1.")}}},

@@ -24,6 +24,7 @@ from eventstore import StoreError, StoreUnavailableError
 from flows.catalog import UnknownFlow
 from flows.decide import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.launch import LaunchError
+from flows.text import UnstorableText
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (BodyError, 422, "invalid-body", "The request body is not acceptable"),
     (TooLarge, 413, "body-too-large", "The request body is too large"),
     (BadParameter, 422, "invalid-parameter", "A parameter is not acceptable"),
+    (UnstorableText, 422, "unstorable-text", "The request holds text that cannot be stored"),
     (UnknownFlow, 422, "unknown-flow", "No flow of that name"),
     (LaunchError, 422, "invalid-launch", "The launch request is not acceptable"),
     (UnknownRun, 404, "unknown-run", "No such run"),
@@ -97,7 +99,7 @@ def details(exc: BaseException) -> dict[str, Any]:
             return {"detail": exc.detail, "field": exc.field}
         case UnknownFlow():
             return {"detail": str(exc), "field": "flow", "known": list(exc.known)}
-        case LaunchError():
+        case LaunchError() | UnstorableText():
             return {"detail": str(exc), "field": exc.field}
         case BadParameter():
             return {"detail": str(exc), "field": exc.field}

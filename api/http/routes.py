@@ -30,11 +30,16 @@ from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
 from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
 from eventstore import StoreUnavailableError
 from flows.decide import UnknownRun
+from flows.text import describe, find_unstorable
+from projections.queries import UnknownCursor
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 MARKDOWN = "text/markdown; charset=utf-8"
 READ_WAIT_S = 2.0  # how long a GET waits for the projector to catch up with a command
+HEALTH_PROBLEMS = 20  # skipped events /api/health lists (the newest); problems_total counts them all
+MAX_ID_CHARS = 128  # a run id (a ULID is 26): longer is not an id the API ever gave out
+READ_POSITION = "Baton-Read-Position"  # header: how far the read tables were when a GET read them
 RUN_STATUSES = ("queued", "running", "paused", "completed", "failed", "rejected", "cancelled")
 
 _encode = msgspec.json.Encoder().encode
@@ -112,14 +117,54 @@ def int_param(request: Request, name: str, default: int | None = None, *, minimu
     return value
 
 
-async def read_your_writes(request: Request) -> None:
-    """Wait (up to READ_WAIT_S) until the read model reflects this app's commands and ``min_position``."""
-    wanted = max(request.app.state.positions.last, int_param(request, "min_position", 0) or 0)
-    read_model = _runtime(request).read_model
+def text_param(request: Request, name: str) -> str | None:
+    """A text query parameter (None when absent or empty), or BadParameter naming it when it holds
+    what no stored text can (NUL: PostgreSQL would refuse the query itself)."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    offset = find_unstorable(raw)
+    if offset is not None:
+        raise BadParameter(name, f"{name} {describe(raw, offset)}")
+    return raw
+
+
+def path_run_id(request: Request) -> str:
+    """The ``{run_id}`` of the path, or BadParameter when it cannot be a run id at all."""
+    run_id: str = request.path_params["run_id"]
+    offset = find_unstorable(run_id)
+    if offset is not None:
+        raise BadParameter("run_id", f"run_id {describe(run_id, offset)}")
+    if len(run_id) > MAX_ID_CHARS:
+        raise BadParameter("run_id", f"a run id is at most {MAX_ID_CHARS} characters, not {len(run_id)}")
+    return run_id
+
+
+async def read_your_writes(request: Request) -> dict[str, str]:
+    """Wait (up to READ_WAIT_S) until the read model reflects this app's commands and ``min_position``.
+
+    A ``min_position`` past the store's head is refused (BadParameter): no
+    wait could reach it, and an answer would look fresh while it is not.
+    Returns the headers of the answer: ``Baton-Read-Position``, how far the
+    read tables were (below what was asked when the projector did not get
+    there in time: the answer is stale, and says so).
+    """
+    asked = int_param(request, "min_position", 0) or 0
+    wanted = max(request.app.state.positions.last, asked)
+    runtime = _runtime(request)
+    read_model = runtime.read_model
     projector = getattr(read_model, "projector", None)
-    if wanted and projector is not None and projector.position < wanted:
+    if asked and (projector is None or projector.position < asked):
+        head = await asyncio.to_thread(runtime.store.head)
+        if asked > head:
+            raise BadParameter("min_position", f"min_position={asked} is past the store's head ({head}): "
+                                               "no event has that position yet")
+    if projector is None:
+        return {}
+    if wanted and projector.position < wanted:
         # A stale read after the wait beats none: the answer still says how far it got.
         await asyncio.to_thread(read_model.wait_for, wanted, READ_WAIT_S)
+    return {READ_POSITION: str(projector.position)}
 
 
 def _user(request: Request, given: str) -> str:
@@ -161,7 +206,7 @@ async def _same_request(request: Request, run_id: str, key: str, body: LaunchReq
 
 async def cancel(request: Request) -> Response:
     """POST /api/runs/{run_id}/cancel; 409 if the run has already ended."""
-    run_id = request.path_params["run_id"]
+    run_id = path_run_id(request)
     body = schemas.decode(await read_body(request), CancelRequest, empty_ok=True)
     position = await run_in_threadpool(_engine(request).cancel, run_id, reason=body.reason,
                                        by=_user(request, body.by))
@@ -180,7 +225,7 @@ async def reject(request: Request) -> Response:
 
 
 async def _decide(request: Request, decision: str) -> Response:
-    run_id, step_id = request.path_params["run_id"], request.path_params["step_id"]
+    run_id, step_id = path_run_id(request), request.path_params["step_id"]
     body = schemas.decode(await read_body(request), DecisionRequest, empty_ok=True)
     engine = _engine(request)
     command = engine.approve if decision == "approve" else engine.reject
@@ -196,43 +241,62 @@ async def _decide(request: Request, decision: str) -> Response:
 
 async def list_runs(request: Request) -> Response:
     """GET /api/runs: newest first; filters project_id, status, flow; cursor paging."""
-    q = request.query_params
-    status = q.get("status") or None
+    status = text_param(request, "status")
     if status is not None and status not in RUN_STATUSES:
         raise BadParameter("status", f"unknown run status {status!r}; statuses are {', '.join(RUN_STATUSES)}")
     limit = int_param(request, "limit", 50, minimum=1)
-    await read_your_writes(request)
-    runs, next_cursor = await run_in_threadpool(
-        _runtime(request).read_model.list_runs, project_id=q.get("project_id"), status=status,
-        flow=q.get("flow") or None, cursor=q.get("cursor") or None, limit=limit,
-    )
-    return json_response({"runs": runs, "next_cursor": next_cursor})
+    project_id = request.query_params.get("project_id")  # "" is a filter too: runs of no project
+    if project_id:
+        project_id = text_param(request, "project_id")
+    flow, cursor = text_param(request, "flow"), text_param(request, "cursor")
+    headers = await read_your_writes(request)
+    try:
+        runs, next_cursor = await run_in_threadpool(
+            _runtime(request).read_model.list_runs, project_id=project_id, status=status, flow=flow,
+            cursor=cursor, limit=limit,
+        )
+    except UnknownCursor as exc:
+        raise BadParameter("cursor", str(exc)) from None
+    return json_response({"runs": runs, "next_cursor": next_cursor}, headers=headers)
 
 
 async def get_run(request: Request) -> Response:
     """GET /api/runs/{run_id}: the run, its steps and its report."""
-    run_id = request.path_params["run_id"]
-    await read_your_writes(request)
-    found = await run_in_threadpool(_runtime(request).read_model.get_run, run_id)
+    run_id = path_run_id(request)
+    headers = await read_your_writes(request)
+    read_model = _runtime(request).read_model
+    found = await run_in_threadpool(read_model.get_run, run_id)
     if found is None:
+        await _unreadable(request, run_id)
         raise UnknownRun(run_id)
-    return json_response(found)
+    return json_response(found, headers=headers)
+
+
+async def _unreadable(request: Request, run_id: str) -> None:
+    """NotFound saying why, when the run is in the log but the read side could not apply its launch."""
+    problems = await run_in_threadpool(_runtime(request).read_model.projection_errors, run_id)
+    if problems:
+        first = problems[0]
+        raise NotFound(f"run {run_id} is in the log, but the read side could not apply its event at position "
+                       f"{first['position']} ({first['event_type']}): {first['error']}; its events are at "
+                       f"/api/runs/{run_id}/events", state="unreadable")
 
 
 async def run_report(request: Request) -> Response:
     """GET /api/runs/{run_id}/report: the report as markdown; 404 until the run has one."""
-    run_id = request.path_params["run_id"]
-    await read_your_writes(request)
+    run_id = path_run_id(request)
+    headers = await read_your_writes(request)
     read_model = _runtime(request).read_model
     markdown = await run_in_threadpool(read_model.report, run_id)
     if markdown is None:
         found = await run_in_threadpool(read_model.get_run, run_id)
         if found is None:
+            await _unreadable(request, run_id)
             raise UnknownRun(run_id)
         status = found["run"]["status"]
         raise NotFound(f"run {run_id} has no report yet (it is {status})", state=status)
     return Response(markdown, media_type=MARKDOWN,
-                    headers={"Content-Disposition": f'inline; filename="baton-{run_id}.md"'})
+                    headers={**headers, "Content-Disposition": f'inline; filename="baton-{run_id}.md"'})
 
 
 def _event_view(rec: Any) -> dict[str, Any]:
@@ -247,7 +311,7 @@ async def run_events(request: Request) -> Response:
     Read from the store itself, not a projection: this is the audit log.
     ``?after_version=N`` skips the first N.
     """
-    run_id = request.path_params["run_id"]
+    run_id = path_run_id(request)
     after = int_param(request, "after_version", 0) or 0
     store = _runtime(request).store
     records = await run_in_threadpool(store.read_stream, f"run-{run_id}", after)
@@ -280,9 +344,25 @@ async def health(request: Request) -> Response:
     except Exception as exc:
         raise StoreUnavailableError(f"the event store does not answer: {type(exc).__name__}: {exc}") from exc
     projector = getattr(runtime.read_model, "projector", None)
+    problems, total, error = await asyncio.to_thread(_projection_health, runtime.read_model, projector)
     return json_response(schemas.Health(
-        status="ok", head=head, projector_position=None if projector is None else projector.position,
-        engine=runtime.engine is not None, stream_clients=len(request.app.state.hub.subscribers)))
+        status="degraded" if total or error else "ok", head=head,
+        projector_position=None if projector is None else projector.position,
+        engine=runtime.engine is not None, stream_clients=len(request.app.state.hub.subscribers),
+        problems=problems, problems_total=total, projector_error=error))
+
+
+def _projection_health(read_model: Any, projector: Any) -> tuple[list[dict[str, Any]], int, str | None]:
+    """The events the read side skipped (newest first, a few), how many in all, and the projector's
+    current error (a database it keeps retrying), for /api/health."""
+    error = None if projector is None else projector.last_error
+    if read_model is None:
+        return [], 0, error
+    try:
+        problems, total = read_model.projection_problems(limit=HEALTH_PROBLEMS)
+    except Exception as exc:  # the read tables being rebuilt, or the database away: say so
+        return [], 0, error or f"cannot read projection_errors: {type(exc).__name__}: {exc}"
+    return problems, total, error
 
 
 ROUTES = [

@@ -9,6 +9,7 @@ of them, so the schema and the validation cannot drift apart.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, TypeVar
 
@@ -174,12 +175,27 @@ class RunPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+class ProjectionProblem(msgspec.Struct, kw_only=True):
+    """An event the read side could not apply: it was skipped (the events after it were applied),
+    and stays listed until a version that can apply it rebuilds the read tables."""
+
+    position: int
+    run_id: str
+    event_type: str
+    error: str
+
+
 class RunDetail(msgspec.Struct, kw_only=True):
-    """GET /api/runs/{run_id}: the run, its steps in graph order, and its report (null until it ends)."""
+    """GET /api/runs/{run_id}: the run, its steps in graph order, and its report (null until it ends).
+
+    ``problems`` lists the run's events the read side could not apply (usually none): what the
+    answer shows is then missing their effect; ``/events`` has them as recorded.
+    """
 
     run: RunSummary
     steps: list[StepSummary]
     report: str | None
+    problems: list[ProjectionProblem] = []
 
 
 class RecordedEventView(msgspec.Struct, kw_only=True):
@@ -196,13 +212,22 @@ class RecordedEventView(msgspec.Struct, kw_only=True):
 
 
 class Health(msgspec.Struct, kw_only=True):
-    """GET /api/health: the process is up and the store answers; ``head`` is its last position."""
+    """GET /api/health: the process is up and the store answers; ``head`` is its last position.
+
+    ``status`` is ``degraded`` (still 200) while the read side has skipped
+    events it could not apply (``problems``: the newest 20, with their
+    position and error; ``problems_total``: all of them) or the projector
+    keeps failing on its database (``projector_error``); ``ok`` otherwise.
+    """
 
     status: str
     head: int
     projector_position: int | None
     engine: bool
     stream_clients: int
+    problems: list[ProjectionProblem] = []
+    problems_total: int = 0
+    projector_error: str | None = None
 
 
 class Frame(msgspec.Struct, kw_only=True):
@@ -218,7 +243,7 @@ class Frame(msgspec.Struct, kw_only=True):
 
 REQUESTS: tuple[type, ...] = (LaunchRequest, CancelRequest, DecisionRequest)
 RESPONSES: tuple[type, ...] = (Launched, CommandAccepted, Problem, RunPage, RunDetail, RecordedEventView,
-                               Health, Frame)
+                               Health, ProjectionProblem, Frame)
 
 
 # -- decoding ------------------------------------------------------------------------------
@@ -255,9 +280,37 @@ def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        if message.startswith("Expected `object`") and " - at " not in message:
-            raise BodyError(f"the body must be a JSON object: {message}") from None
-        raise BodyError(message, field_of(message)) from None
+        raise _shape_error(exc) from None
     except msgspec.DecodeError as exc:
-        raise MalformedJson(f"malformed JSON: {exc}") from None
+        value = _lenient(body)
+        if value is _MALFORMED:
+            raise MalformedJson(f"malformed JSON: {exc}") from None
+    # Valid JSON that msgspec refuses: a \ud800-\udfff escape without its pair. Decoded, so that
+    # the command's own check names the field that holds it (flows.text) instead of "malformed".
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        raise _shape_error(exc) from None
+
+
+def _shape_error(exc: msgspec.ValidationError) -> BodyError:
+    message = str(exc)
+    if message.startswith("Expected `object`") and " - at " not in message:
+        return BodyError(f"the body must be a JSON object: {message}")
+    return BodyError(message, field_of(message))
+
+
+_MALFORMED = object()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _lenient(body: bytes) -> Any:
+    """``body`` decoded by the standard library, which (as RFC 8259 allows) takes lone surrogate
+    escapes; ``_MALFORMED`` when it is not JSON for it either (or not UTF-8)."""
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return _MALFORMED

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 
 import pytest
+import sqlalchemy as sa
 
 from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
 from api.cli import main as cli
+from api.cli import targets
+from api.runtime import Runtime
+from api.settings import Settings
+from eventstore import NewEvent
+from projections import Projector, ReadModel
 from baton_cli import Baton, Result
 
 
@@ -151,3 +159,44 @@ def test_engine_refusals_exit_with_their_class(monkeypatch, capsys, error, code)
 def test_bad_list_parameters_are_refused_naming_the_flag(shared, args, flag):
     err = refused(shared, *args).err
     assert flag in err and args[-1] in err
+
+
+NOT_UTF8 = "\udcff"  # an argument holding the byte 0xff, as Python hands it over (surrogateescape)
+
+
+@pytest.mark.parametrize("args,field", [
+    (("launch", "research", "-q", f"why{NOT_UTF8}?"), "question"),
+    (("launch", "research", "-q", "why?", "--project", f"p{NOT_UTF8}"), "project_id"),
+    (("launch", "research", "-q", "why?", "--model", NOT_UTF8), "model"),
+    (("approve", "PAUSED", "approve", "--comment", f"ok{NOT_UTF8}"), "comment"),
+    (("reject", "PAUSED", "approve", "--by", NOT_UTF8), "by"),
+    (("cancel", "PAUSED", "--reason", f"stop{NOT_UTF8}"), "reason"),
+    (("show", f"01{NOT_UTF8}"), "RUN"),
+    (("cancel", f"01{NOT_UTF8}"), "RUN"),
+])
+def test_text_that_cannot_be_stored_is_refused_naming_it(shared, args, field):
+    """Before: the launch reached the store's encoder ('surrogates not allowed', exit 1), a RUN
+    argument the database driver; now one line naming the field, exit 2, nothing appended."""
+    args = tuple(shared.paused if a == "PAUSED" else a for a in args)
+    err = refused(shared, *args).err
+    assert f"baton: error: {field}: holds a lone surrogate (U+DCFF)" in err
+
+
+def test_runs_and_show_stop_waiting_for_a_projector_that_is_stuck(sqlite_url, capsys):
+    """The wait for the read tables has a deadline, shorter when the projector keeps failing
+    without moving, and says what it waited for: it never hangs a command."""
+    def database_away(conn):
+        raise sa.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError("disk I/O error"))
+
+    rt = Runtime(Settings(db=sqlite_url))
+    try:
+        head = rt.store.append("run-x", [NewEvent("RunRecovered", {"at": 1.0})], 0)[0].position
+        rt.projector = Projector(rt.store, _before_commit=database_away).start()
+        rt.read_model = ReadModel(rt.store.engine, rt.projector)
+        began = time.monotonic()
+        targets.caught_up(rt, timeout=30, stuck=1)
+        assert time.monotonic() - began < 10
+    finally:
+        rt.stop()
+    err = capsys.readouterr().err
+    assert "waited" in err and f"(position {head})" in err and "they are at 0" in err and "disk I/O error" in err
