@@ -185,6 +185,12 @@ RESPONSES: tuple[type, ...] = (Launched, CommandAccepted, Problem, RunPage, RunD
 # -- decoding ------------------------------------------------------------------------------
 
 _PATH = re.compile(r"at `\$((?:\.[^`\[]+|\[\d+\])*)`")
+# How deep a body may nest objects and arrays. Real bodies nest a few levels; a deep
+# one (1,000 levels in ``inputs``) would overflow the decoder's recursion limit and every
+# later reader of the event it lands in, so it is refused before decoding.
+MAX_DEPTH = 64
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
 _NAMED = re.compile(r"field `([^`]+)`")
 
 
@@ -213,6 +219,7 @@ def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
         if empty_ok:
             return kind()
         raise EmptyBody("the request body is empty; this request needs a JSON object")
+    _check_depth(body)
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
@@ -222,3 +229,52 @@ def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
         raise BodyError(message, field_of(message)) from None
     except msgspec.DecodeError as exc:
         raise MalformedJson(f"malformed JSON: {exc}") from None
+
+
+def _check_depth(body: bytes) -> None:
+    """Refuse a body nested deeper than MAX_DEPTH (BodyError naming the field where it happens).
+
+    Counted without recursion: strings are blanked out first (a bracket inside one
+    does not count), then brackets are counted. Malformed JSON passes here and is
+    refused by the decoder.
+    """
+    depth = 0
+    for bracket in _BRACKET.finditer(_STRING.sub(b'""', body)):
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
+        if depth > MAX_DEPTH:
+            field = _deep_field(body)
+            where = f"field {field!r} is" if field else "the body is"
+            raise BodyError(f"{where} nested more than {MAX_DEPTH} levels deep; flatten it", field)
+
+
+def _deep_field(body: bytes, parts: int = 2) -> str | None:
+    """The dotted path (its first ``parts`` keys) to where the body passes MAX_DEPTH."""
+    path: list[str | None] = []  # per open bracket: the key it is the value of (None in arrays)
+    key: str | None = None
+    at = 0
+    text = body
+    while at < len(text):
+        char = text[at:at + 1]
+        if char == b'"':
+            string = _STRING.match(text, at)
+            if string is None:
+                return None
+            at = string.end()
+            rest = text[at:at + 64].lstrip()
+            if rest.startswith(b":"):
+                key = string.group()[1:-1].decode("utf-8", "replace")
+            continue
+        if char in (b"[", b"{"):
+            path.append(key)
+            key = None
+            if len(path) > MAX_DEPTH:
+                names = [name for name in path if name is not None][:parts]
+                return ".".join(names) or None
+        elif char in (b"]", b"}"):
+            if path:
+                path.pop()
+            key = None
+        elif char == b",":
+            key = None
+        at += 1
+    return None

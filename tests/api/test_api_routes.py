@@ -123,6 +123,9 @@ BAD_LAUNCHES = [
     ("question twice", b'{"flow": "api-chain", "question": "q", "inputs": {"question": "x"}}', 422,
      "inputs.question"),
     ("empty body", b"", 400, None),
+    ("inputs nested 1,000 deep", b'{"flow": "api-chain", "question": "q", "inputs": {"x": '
+     + b"[" * 1000 + b"]" * 1000 + b"}}", 422, "inputs.x"),
+    ("body nested 1,000 deep", b"[" * 1000 + b"]" * 1000, 422, None),
 ]
 
 
@@ -136,6 +139,16 @@ def test_bad_launch_is_refused_naming_the_field_and_appends_nothing(client, runt
     if case == "unknown flow":
         assert "api-chain" in problem["known"] and "no-such-flow" in problem["detail"]
     assert runtime.store.head() == head
+
+
+def test_a_deeply_nested_body_is_refused_on_every_route_and_a_shallow_one_is_not(client, runtime):
+    head = quiet(runtime)
+    deep = b'{"reason": ' + b'{"a": ' * 70 + b"1" + b"}" * 70 + b"}"
+    problem = problem_of(client.post("/api/runs/some-run/cancel", content=deep), 422)
+    assert problem["field"] == "reason.a" and "nested more than 64 levels" in problem["detail"]
+    brackets_in_strings = json.dumps({"flow": "api-chain", "question": "[" * 500, "inputs": {"x": [[[1]]]}})
+    assert client.post("/api/runs", content=brackets_in_strings).status_code == 201
+    quiet(runtime)
 
 
 def test_an_empty_launch_body_is_its_own_problem_not_malformed_json(client, runtime):
