@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,10 +28,9 @@ from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
 from actors.errors import LaunchInProgress, NodeInUse
-from actors.runlog import node_lease
 from actors.orchestrator import Orchestrator
-from actors.runlog import decode, load
-from eventstore import ConcurrencyError, EventStore, NewEvent
+from actors.runlog import decode, live_nodes, load, node_lease
+from eventstore import ConcurrencyError, EventStore, NewEvent, RecordedEvent
 from eventstore.leases import Leases, default_owner
 from flows import launch as launching
 from flows.catalog import FlowRegistry
@@ -89,6 +89,8 @@ class Engine:
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps)
         self._orchestrator: pykka.ActorRef | None = None
+        self._launching: set[str] = set()  # run ids whose launch call has not returned (idempotency)
+        self._launching_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -144,14 +146,16 @@ class Engine:
             inputs=inputs, launched_by=launched_by, idempotency_key=idempotency_key,
         )
         if idempotency_key:
-            claimed = self._claim_key(idempotency_key, run_id)
-            if claimed != run_id:
-                # Another call holds the key: its launch is recorded, or about to be.
-                position = self._launch_position(claimed, wait=True)
-                if position:
-                    return Launched(claimed, position, created=False)
-                # the key was claimed but that launch never got recorded (its process died in between)
-                event = msgspec.structs.replace(event, run_id=claimed)
+            claimed = self._claim(idempotency_key, run_id)
+            if claimed is None:
+                try:
+                    return self._launch(event)
+                finally:
+                    self._release(run_id)
+            return self._relaunch(event, claimed)
+        return self._launch(event)
+
+    def _launch(self, event: Any) -> Launched:
         try:
             position = self._ask(lambda reply: m.LaunchRun(event, reply))
         except LaunchInProgress:
@@ -160,6 +164,63 @@ class Engine:
                 raise
             return Launched(event.run_id, position, created=False)
         return Launched(event.run_id, position)
+
+    def _relaunch(self, event: Any, claim: RecordedEvent) -> Launched:
+        """A launch whose idempotency key an earlier call claimed: that call's run.
+
+        Its launch is recorded (answer it), under way (wait for it), or was lost
+        between the claim and the launch (its process crashed, or the store went
+        away): then it is launched now, under the claimed run id, at once.
+        """
+        claimed = claim.data["run_id"]
+        while True:
+            under_way = self._under_way(claim)  # looked at before the log, so a launch ending between is seen
+            position = self._launch_position(claimed)
+            if position:
+                return Launched(claimed, position, created=False)
+            if under_way is None:
+                break
+            if not self._wait_launched(claimed, under_way):
+                break
+        if not self._take(claimed):
+            position = self._launch_position(claimed, wait=True)
+            if position:
+                return Launched(claimed, position, created=False)
+            raise LaunchInProgress(claimed)
+        try:
+            return self._launch(msgspec.structs.replace(event, run_id=claimed))
+        finally:
+            self._release(claimed)
+
+    def _under_way(self, claim: RecordedEvent) -> float | None:
+        """Until when a launch of the claimed run may still land (monotonic), or None if none can.
+
+        In this process, a launch is under way while its call has not returned.
+        Elsewhere, while the claiming node lives and its call has not timed out
+        (the claim's age against the ask timeout).
+        """
+        claimed = claim.data["run_id"]
+        with self._launching_lock:
+            if claimed in self._launching:
+                return time.monotonic() + self.config.ask_timeout_s
+        node = claim.metadata.get("node", "")
+        if node == self.config.node:
+            return None  # this process claimed it and no call of it is launching it now
+        left = claim.recorded_at + self.config.ask_timeout_s + 1.0 - time.time()
+        if left <= 0 or (node and node not in live_nodes(self.ctx.leases.held())):
+            return None
+        return time.monotonic() + left
+
+    def _wait_launched(self, run_id: str, until: float) -> bool:
+        """Wait (until ``until``, monotonic) for the run's RunLaunched; whether it came."""
+        left = until - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            self.wait(run_id, lambda s: s.launched is not None, timeout=min(left, 1.0))
+            return True
+        except EngineTimeout:
+            return True  # look again: the launch may have ended without recording (then it is ours)
 
     def approve(self, run_id: str, step_id: str, *, by: str = "", comment: str = "") -> int:
         """Approve a paused step; returns the position of StepResumed. Raises NotWaiting & co."""
@@ -225,18 +286,38 @@ class Engine:
         except FutureTimeout:
             raise EngineTimeout(f"no answer from the engine within {self.config.ask_timeout_s:g} s") from None
 
-    def _claim_key(self, key: str, run_id: str) -> str:
-        """The run an idempotency key belongs to: this one if the claim wins.
+    def _claim(self, key: str, run_id: str) -> RecordedEvent | None:
+        """Claim an idempotency key for ``run_id``: None if this call won, else the earlier claim.
 
         The claim is an append with expected version 0 to a stream named by the
         key, so two concurrent launches (even in two processes) cannot both win.
+        It records the claiming node, so a retry can tell a launch under way from
+        one lost in a crash. ``run_id`` counts as launching from before the claim.
         """
         stream = "idempotency-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+        self._take(run_id)
         try:
-            self.store.append(stream, [NewEvent("IdempotencyKeyClaimed", {"key": key, "run_id": run_id})], 0)
-            return run_id
+            self.store.append(stream, [NewEvent("IdempotencyKeyClaimed", {"key": key, "run_id": run_id},
+                                                {"node": self.config.node})], 0)
+            return None
         except ConcurrencyError:
-            return self.store.read_stream(stream)[0].data["run_id"]
+            self._release(run_id)
+            return self.store.read_stream(stream)[0]
+        except BaseException:
+            self._release(run_id)
+            raise
+
+    def _take(self, run_id: str) -> bool:
+        """Mark a launch of ``run_id`` under way in this process; False if one already is."""
+        with self._launching_lock:
+            if run_id in self._launching:
+                return False
+            self._launching.add(run_id)
+            return True
+
+    def _release(self, run_id: str) -> None:
+        with self._launching_lock:
+            self._launching.discard(run_id)
 
     def _launch_position(self, run_id: str, *, wait: bool = False) -> int:
         """Position of the run's RunLaunched (0 if none); ``wait`` gives a launch under way time to land."""
