@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +30,7 @@ from actors.context import EngineContext
 from actors.errors import LaunchInProgress, NodeInUse
 from actors.orchestrator import Orchestrator
 from actors.runlog import decode, live_nodes, load, node_lease
+from actors.step_threads import StepThreads
 from eventstore import ConcurrencyError, EventStore, NewEvent, RecordedEvent
 from eventstore.leases import Leases, default_owner
 from flows import launch as launching
@@ -85,7 +86,7 @@ class Engine:
         self.clock = clock or RealClock()
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
         leases = Leases(store.engine, ttl_s=self.config.lease_ttl_s)  # type: ignore[attr-defined]
-        self._steps = ThreadPoolExecutor(self.config.step_threads, thread_name_prefix="baton-step")
+        self._steps = StepThreads(self.config.step_threads)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps)
         self._orchestrator: pykka.ActorRef | None = None

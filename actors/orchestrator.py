@@ -68,6 +68,10 @@ class _Run:
 class Orchestrator(pykka.ThreadingActor):
     """One per engine (process)."""
 
+    # A daemon thread: an actor blocked in a call that cannot be interrupted must not keep
+    # the process alive once it is told to stop (everything recorded is durable already).
+    use_daemon_thread = True
+
     def __init__(self, ctx: EngineContext) -> None:
         super().__init__()
         self.ctx = ctx

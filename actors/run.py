@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 class RunActor(pykka.ThreadingActor):
     """Drives one run from its stream."""
 
+    # A daemon thread: an actor blocked in a call that cannot be interrupted must not keep
+    # the process alive once it is told to stop (everything recorded is durable already).
+    use_daemon_thread = True
+
     def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef, run_id: str) -> None:
         super().__init__()
         self.ctx = ctx
