@@ -3,6 +3,12 @@
 It checks a command where it can be checked without the run (the flow exists,
 the band is real, there is a question), then tells the orchestrator and waits
 on the reply with a timeout. A rejected command appends nothing.
+
+It also supervises the orchestrator (pykka has no supervision): one that
+died is started again, at once when a call needs it and otherwise after a
+short pause, and its runs are driven again. While the store is known to be
+away, a command is refused at once (StoreUnavailableError: a 503) rather
+than left to wait out the ask timeout.
 """
 
 from __future__ import annotations
@@ -27,11 +33,19 @@ from actors.bus import FrameBus
 from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
-from actors.errors import LaunchInProgress, NodeInUse
+from actors.errors import EngineUnavailable, LaunchInProgress, NodeInUse
 from actors.orchestrator import Orchestrator
 from actors.runlog import decode, live_nodes, load, node_lease
 from actors.step_threads import StepThreads
-from eventstore import ConcurrencyError, EventStore, NewEvent, RecordedEvent
+from eventstore import (
+    ConcurrencyError,
+    EventStore,
+    NewEvent,
+    Outage,
+    RecordedEvent,
+    StoreError,
+    StoreUnavailableError,
+)
 from eventstore.leases import Leases, default_owner
 from flows import launch as launching
 from flows.catalog import FlowRegistry
@@ -45,6 +59,10 @@ TERMINAL = RUN_TERMINAL
 
 class EngineTimeout(TimeoutError):
     """The engine did not answer within its ask timeout."""
+
+
+# How long a command waits on a store that has started failing before it is answered with a 503.
+STORE_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,11 @@ class Engine:
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps)
         self._orchestrator: pykka.ActorRef | None = None
+        self._supervising = threading.Lock()  # one restart of the orchestrator at a time
+        self._stopped = False
+        self.restarts = 0  # times the orchestrator was started again after it failed
+        self.last_failure = ""  # why it last failed
+        self._orphans: tuple[str, ...] = ()  # runs a failed orchestrator left, for the next one to drive
         self._launching: set[str] = set()  # run ids whose launch call has not returned (idempotency)
         self._launching_lock = threading.Lock()
 
@@ -102,18 +125,28 @@ class Engine:
             holder = self.ctx.leases.acquire(node_lease(node), default_owner())
             if holder is not None:
                 raise NodeInUse(node, holder)
-            self._orchestrator = Orchestrator.start(self.ctx)
+            self._stopped = False
+            self._orchestrator = Orchestrator.start(self.ctx, self._orchestrator_died)
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop every actor of this engine; unfinished runs stay in the log."""
-        if self._orchestrator is not None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every actor of this engine; unfinished runs stay in the log.
+
+        Returns within about ``timeout`` seconds whatever the actors are doing
+        (their threads are daemons; what they did not finish is recovered).
+        """
+        with self._supervising:
+            self._stopped = True
+            orchestrator, self._orchestrator = self._orchestrator, None
+        if orchestrator is not None:
             try:
-                self._orchestrator.stop(block=True, timeout=timeout)
-            except pykka.ActorDeadError:
+                orchestrator.stop(block=True, timeout=timeout)
+            except (pykka.ActorDeadError, pykka.Timeout):
                 pass
-            self._orchestrator = None
-            self.ctx.leases.release(node_lease(self.config.node), default_owner())
+            try:
+                self.ctx.leases.release(node_lease(self.config.node), default_owner())
+            except StoreError as exc:  # the lease runs out on its own
+                log.warning("could not give the node lease up: %s", exc)
         self._steps.shutdown(wait=False, cancel_futures=True)  # attempts in flight were cancelled above
         if isinstance(self.clock, RealClock):
             self.clock.stop()
@@ -146,6 +179,7 @@ class Engine:
             model=model or self.config.model, backend=self.config.backend, project_id=project_id,
             inputs=inputs, launched_by=launched_by, idempotency_key=idempotency_key,
         )
+        self._check_store()
         if idempotency_key:
             claimed = self._claim(idempotency_key, run_id)
             if claimed is None:
@@ -158,7 +192,7 @@ class Engine:
 
     def _launch(self, event: Any) -> Launched:
         try:
-            position = self._ask(lambda reply: m.LaunchRun(event, reply))
+            position = self._command(lambda reply: m.LaunchRun(event, reply))
         except LaunchInProgress:
             position = self._launch_position(event.run_id, wait=True)
             if not position:
@@ -225,15 +259,15 @@ class Engine:
 
     def approve(self, run_id: str, step_id: str, *, by: str = "", comment: str = "") -> int:
         """Approve a paused step; returns the position of StepResumed. Raises NotWaiting & co."""
-        return self._ask(lambda reply: m.RunCommand(run_id, "approve", reply, step_id, by, comment))
+        return self._command(lambda reply: m.RunCommand(run_id, "approve", reply, step_id, by, comment))
 
     def reject(self, run_id: str, step_id: str, *, by: str = "", comment: str = "") -> int:
         """Reject a paused step; returns the position of StepResumed."""
-        return self._ask(lambda reply: m.RunCommand(run_id, "reject", reply, step_id, by, comment))
+        return self._command(lambda reply: m.RunCommand(run_id, "reject", reply, step_id, by, comment))
 
     def cancel(self, run_id: str, *, reason: str = "", by: str = "") -> int:
         """Cancel a run; returns the position of RunCancelled. Raises RunFinished if it ended."""
-        return self._ask(lambda reply: m.RunCommand(run_id, "cancel", reply, "", by, reason))
+        return self._command(lambda reply: m.RunCommand(run_id, "cancel", reply, "", by, reason))
 
     def plan(self) -> dict[str, Any]:
         """The scheduler's plan: in progress, planned with reasons, new."""
@@ -277,15 +311,82 @@ class Engine:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _ask(self, build: Callable[[Future], Any]) -> Any:
-        if self._orchestrator is None:
-            raise RuntimeError("the engine is not started")
-        reply: Future = Future()
-        self._orchestrator.tell(build(reply))
+    def health(self) -> dict[str, Any]:
+        """``{status, detail, restarts}``: "ok" while the orchestrator runs, else "down" (and why)."""
+        orchestrator = self._orchestrator
+        if orchestrator is not None and orchestrator.is_alive():
+            detail = "the orchestrator is running"
+            if self.restarts:
+                detail += f" (restarted {self.restarts} time(s); last failure: {self.last_failure})"
+            return {"status": "ok", "detail": detail, "restarts": self.restarts}
+        why = "the engine is stopped" if self._stopped else f"the orchestrator failed: {self.last_failure or '?'}"
+        return {"status": "down", "detail": why, "restarts": self.restarts}
+
+    def _orchestrator_died(self, run_ids: tuple[str, ...]) -> None:
+        """Called from a dying orchestrator's thread: start another after a pause (unless a call does first)."""
+        self.last_failure = f"failed with {len(run_ids)} run(s) registered; see the log"
+        self._orphans = run_ids
+        delay = min(30.0, 0.5 * 2 ** min(self.restarts, 6))
+        self.clock.call_later(delay, self._revive_quietly)
+
+    def _revive_quietly(self) -> None:
         try:
-            return reply.result(timeout=self.config.ask_timeout_s)
-        except FutureTimeout:
-            raise EngineTimeout(f"no answer from the engine within {self.config.ask_timeout_s:g} s") from None
+            self._revive()
+        except EngineUnavailable:
+            pass  # stopped meanwhile
+
+    def _revive(self) -> pykka.ActorRef:
+        """The running orchestrator, started anew if the last one died; EngineUnavailable if stopped."""
+        with self._supervising:
+            current = self._orchestrator
+            if current is not None and current.is_alive():
+                return current
+            if self._stopped or current is None:
+                raise EngineUnavailable("the engine is stopped" if self._stopped else "the engine is not started")
+            self.restarts += 1
+            log.error("starting the orchestrator again (restart %d)", self.restarts)
+            adopt, self._orphans = self._orphans, ()
+            self._orchestrator = Orchestrator.start(self.ctx, self._orchestrator_died, adopt)
+            return self._orchestrator
+
+    def _check_store(self) -> None:
+        """Refuse a command at once while the store is known to be away (nothing is recorded)."""
+        outage = self._outage()
+        if outage is not None:
+            raise StoreUnavailableError(
+                f"the event store has been unavailable for {time.time() - outage.since:.0f} s ({outage.error}); "
+                "nothing was recorded: try again when it is back")
+
+    def _outage(self) -> Outage | None:
+        outage = getattr(self.store, "outage", None)
+        return outage() if outage is not None else None
+
+    def _command(self, build: Callable[[Future], Any]) -> Any:
+        """Ask the orchestrator a command that appends; a store failing meanwhile answers 503 within seconds."""
+        self._check_store()
+        return self._ask(build, command=True)
+
+    def _ask(self, build: Callable[[Future], Any], *, command: bool = False) -> Any:
+        orchestrator = self._revive()
+        reply: Future = Future()
+        try:
+            orchestrator.tell(build(reply))
+        except pykka.ActorDeadError:
+            raise EngineUnavailable("the orchestrator stopped; it is being started again") from None
+        deadline = time.monotonic() + self.config.ask_timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return reply.result(timeout=max(0.0, min(left, 0.25) if command else left))
+            except FutureTimeout:
+                pass
+            outage = self._outage() if command else None
+            if outage is not None and time.time() - outage.since >= STORE_GRACE_S:
+                raise StoreUnavailableError(
+                    f"the event store became unavailable ({outage.error}); the command is not recorded yet "
+                    "and may still be when the store is back (a launch: retry it with the same Idempotency-Key)")
+            if left <= 0:
+                raise EngineTimeout(f"no answer from the engine within {self.config.ask_timeout_s:g} s") from None
 
     def _claim(self, key: str, run_id: str) -> RecordedEvent | None:
         """Claim an idempotency key for ``run_id``: None if this call won, else the earlier claim.
@@ -299,7 +400,8 @@ class Engine:
         self._take(run_id)
         try:
             self.store.append(stream, [NewEvent("IdempotencyKeyClaimed", {"key": key, "run_id": run_id},
-                                                {"node": self.config.node})], 0)
+                                                {"node": self.config.node})], 0,
+                              timeout=min(self.config.ask_timeout_s, 10.0))
             return None
         except ConcurrencyError:
             self._release(run_id)

@@ -36,3 +36,11 @@ class NodeInUse(RuntimeError):
                          f"give each process its own BATON_NODE")
         self.node = node
         self.owner = owner
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine's orchestrator is not running (it failed and is being restarted, or the engine stopped)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the engine is not available: {detail}; try again in a few seconds")
+        self.detail = detail

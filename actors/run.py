@@ -25,7 +25,7 @@ from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.runlog import SCHEMA_VERSION, load
 from actors.step import Attempt, StepActor, StepContext
-from eventstore import ConcurrencyError, NewEvent, RecordedEvent
+from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreError
 from flows import anomaly
 from flows import decide as d
 from flows.events import (
@@ -71,11 +71,19 @@ class RunActor(pykka.ThreadingActor):
         self.actor = ""  # who the next batch is recorded as (a person for commands; else the engine)
         self.cause = ""  # what the next batch follows from (a command; else the last recorded event)
         self.stopped = False
+        self.stop_error: BaseException | None = None  # why it stopped before it could load its run
+        self.recovered = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self.state, self.history = load(self.ctx, self.run_id)
+        try:
+            self.state, self.history = load(self.ctx, self.run_id)
+        except StoreError as exc:  # the store is away: stop (answering what waits), to be driven again
+            log.warning("run %s cannot be loaded (%s); it will be driven again", self.run_id, exc)
+            self.stopped, self.stop_error = True, exc
+            self._tell_orchestrator(m.RunFenced(self.run_id, str(exc), retry=True, urn=self.actor_ref.actor_urn))
+            return
         self.recorded_version = self.state.version
         self.recovered = False
         if self.state.running() and not self.state.terminal:
@@ -103,7 +111,7 @@ class RunActor(pykka.ThreadingActor):
             if self.state.terminal and isinstance(message, (m.Resume, m.Cancel)):
                 pass  # answered below: the run has ended (RunFinished)
             else:
-                _fail(reply, RunBusy(self.run_id))
+                _fail(reply, self.stop_error or RunBusy(self.run_id))
                 return
         handler = self._handlers.get(type(message))
         if handler is None:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.engine import EngineTimeout
-from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
+from actors.errors import EngineUnavailable, LaunchInProgress, RunBusy, RunOwnedElsewhere
 from api.http.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.catalog import UnknownFlow
@@ -77,6 +77,7 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (LaunchInProgress, 409, "launch-in-progress", "This launch is already under way"),
     (RunBusy, 503, "run-busy", "The run is being handed over; try again shortly"),
     (EngineTimeout, 503, "engine-timeout", "The engine did not answer in time"),
+    (EngineUnavailable, 503, "engine-unavailable", "The engine is not running; it is being restarted"),
     (StoreUnavailableError, 503, "store-unavailable", "The event store cannot be reached"),
     (Unavailable, 503, "unavailable", "Not available in this process"),
     (StoreError, 503, "store-error", "The event store refused the operation"),
@@ -85,6 +86,8 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
 # Headers a problem of that type carries: a transient refusal says when to try again.
 HEADERS: dict[type[BaseException], dict[str, str]] = {
     RunBusy: {"Retry-After": "1"},
+    EngineUnavailable: {"Retry-After": "2"},
+    StoreUnavailableError: {"Retry-After": "5"},
 }
 
 

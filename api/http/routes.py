@@ -271,17 +271,47 @@ async def plan(request: Request) -> Response:
     return json_response(await run_in_threadpool(_engine(request).plan))
 
 
+HEALTH_PROBE_S = 2.0  # how long health waits for the store to answer before calling it down
+
+
 async def health(request: Request) -> Response:
-    """GET /api/health: liveness, and whether the store answers (503 when it does not)."""
+    """GET /api/health: the engine, the projector and the store, each on its own; 503 unless all are ok."""
     runtime = _runtime(request)
-    try:
-        head = await asyncio.to_thread(runtime.store.head)
-    except Exception as exc:
-        raise StoreUnavailableError(f"the event store does not answer: {type(exc).__name__}: {exc}") from exc
-    projector = getattr(runtime.read_model, "projector", None)
+    store = await _store_health(runtime.store)
+    engine = (schemas.EngineHealth(**runtime.engine.health()) if runtime.engine is not None
+              else schemas.EngineHealth(status="off", detail="this server was started without the engine"))
+    projector = _projector_health(getattr(runtime.read_model, "projector", None))
+    ok = all(part.status in ("ok", "off") for part in (engine, projector, store))
     return json_response(schemas.Health(
-        status="ok", head=head, projector_position=None if projector is None else projector.position,
-        engine=runtime.engine is not None, stream_clients=len(request.app.state.hub.subscribers)))
+        status="ok" if ok else "down", engine=engine, projector=projector, store=store, head=store.head,
+        projector_position=projector.position, stream_clients=len(request.app.state.hub.subscribers),
+    ), 200 if ok else 503)
+
+
+async def _store_health(store: Any) -> schemas.StoreHealth:
+    """Whether the store answers (a read of its head, within HEALTH_PROBE_S) and commits (its writer)."""
+    try:
+        head = await asyncio.wait_for(asyncio.to_thread(store.head), HEALTH_PROBE_S)
+    except TimeoutError:
+        return schemas.StoreHealth(status="down", error=f"the store did not answer within {HEALTH_PROBE_S:g} s")
+    except Exception as exc:
+        return schemas.StoreHealth(status="down", error=" ".join(f"{type(exc).__name__}: {exc}".split()))
+    outage = store.outage() if hasattr(store, "outage") else None
+    if outage is not None:
+        return schemas.StoreHealth(status="down", head=head, error=f"appends cannot be committed: {outage.error}",
+                                   since=outage.since)
+    return schemas.StoreHealth(status="ok", head=head)
+
+
+def _projector_health(projector: Any) -> schemas.ProjectorHealth:
+    if projector is None:
+        return schemas.ProjectorHealth(status="off")
+    if not projector.running:
+        return schemas.ProjectorHealth(status="down", position=projector.position,
+                                       error=projector.last_error or "the projector is not running")
+    if projector.last_error:
+        return schemas.ProjectorHealth(status="down", position=projector.position, error=projector.last_error)
+    return schemas.ProjectorHealth(status="ok", position=projector.position)
 
 
 ROUTES = [

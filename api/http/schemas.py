@@ -156,13 +156,44 @@ class RecordedEventView(msgspec.Struct, kw_only=True):
     hash: str
 
 
-class Health(msgspec.Struct, kw_only=True):
-    """GET /api/health: the process is up and the store answers; ``head`` is its last position."""
+class EngineHealth(msgspec.Struct, kw_only=True):
+    """The engine: ``ok`` while its orchestrator runs, ``down`` if it failed (it is restarted), ``off``
+    in a server started without it (reads only)."""
 
     status: str
-    head: int
+    detail: str
+    restarts: int = 0
+
+
+class ProjectorHealth(msgspec.Struct, kw_only=True):
+    """The read side: ``ok`` while it follows the store, ``down`` while it cannot apply events (``error``
+    says why; it retries from its checkpoint), ``off`` when this process runs none."""
+
+    status: str
+    position: int | None = None
+    error: str | None = None
+
+
+class StoreHealth(msgspec.Struct, kw_only=True):
+    """The event store: ``ok`` when it answers and commits, ``down`` when it cannot be read or written
+    (``error`` says why, ``since`` when the writer started failing, as a Unix time)."""
+
+    status: str
+    head: int | None = None
+    error: str | None = None
+    since: float | None = None
+
+
+class Health(msgspec.Struct, kw_only=True):
+    """GET /api/health: each part of the process on its own; ``status`` is ``ok`` only when every part
+    is (HTTP 200), else ``down`` (HTTP 503). ``head`` is the store's last position."""
+
+    status: str
+    engine: EngineHealth
+    projector: ProjectorHealth
+    store: StoreHealth
+    head: int | None
     projector_position: int | None
-    engine: bool
     stream_clients: int
 
 
@@ -179,7 +210,7 @@ class Frame(msgspec.Struct, kw_only=True):
 
 REQUESTS: tuple[type, ...] = (LaunchRequest, CancelRequest, DecisionRequest)
 RESPONSES: tuple[type, ...] = (Launched, CommandAccepted, Problem, RunPage, RunDetail, RecordedEventView,
-                               Health, Frame)
+                               EngineHealth, ProjectorHealth, StoreHealth, Health, Frame)
 
 
 # -- decoding ------------------------------------------------------------------------------

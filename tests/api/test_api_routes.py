@@ -343,7 +343,9 @@ def test_flows_plan_health(client, runtime):
     plan = client.get("/api/plan").json()
     assert {"in_progress", "planned_queued", "new_queued"} <= set(plan)
     health = client.get("/api/health").json()
-    assert health["status"] == "ok" and health["head"] == runtime.store.head() and health["engine"] is True
+    assert health["status"] == "ok" and health["head"] == runtime.store.head()
+    assert {part: health[part]["status"] for part in ("engine", "projector", "store")} == {
+        "engine": "ok", "projector": "ok", "store": "ok"}
 
 
 def test_health_is_503_when_the_store_cannot_be_read(client, runtime, monkeypatch):
@@ -351,8 +353,12 @@ def test_health_is_503_when_the_store_cannot_be_read(client, runtime, monkeypatc
         raise OSError("disk gone")
 
     monkeypatch.setattr(runtime.store, "head", broken)
-    problem = problem_of(client.get("/api/health"), 503)
-    assert "disk gone" in problem["detail"]
+    r = client.get("/api/health")
+    assert r.status_code == 503
+    health = r.json()
+    assert health["status"] == "down" and health["store"]["status"] == "down"
+    assert "disk gone" in health["store"]["error"]
+    assert health["engine"]["status"] == "ok" and health["projector"]["status"] == "ok"
 
 
 def test_unknown_routes_and_methods_are_problems(client):
