@@ -118,8 +118,9 @@ async def read_your_writes(request: Request) -> None:
     read_model = _runtime(request).read_model
     projector = getattr(read_model, "projector", None)
     if wanted and projector is not None and projector.position < wanted:
-        # A stale read after the wait beats none: the answer still says how far it got.
-        await asyncio.to_thread(read_model.wait_for, wanted, READ_WAIT_S)
+        # A stale read after the wait beats none: the answer still says how far it got. The wait
+        # holds no thread: threads of the shared pool serve reads, stream resumes and health.
+        await projector.wait_for_async(wanted, READ_WAIT_S)
 
 
 def _user(request: Request, given: str) -> str:
