@@ -39,6 +39,9 @@ class Settings:
     offline_delay_s: float = 0.0
     max_body_bytes: int = 64 * 1024
     node: str = ""  # this process's name among those sharing the store; "" = EngineConfig's host:pid
+    max_connections: int = 1000  # HTTP connections held at once (lowered to fit the open-files limit)
+    header_timeout_s: float = 10.0  # a request head must arrive within this (from connecting or the last answer)
+    body_timeout_s: float = 30.0  # a request body must arrive within this of its head
 
     def engine_config(self) -> EngineConfig:
         """The part of the settings the engine needs."""
@@ -73,6 +76,9 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_OFFLINE_DELAY_S": ("offline_delay_s", float),
     "BATON_MAX_BODY_BYTES": ("max_body_bytes", int),
     "BATON_NODE": ("node", str),
+    "BATON_MAX_CONNECTIONS": ("max_connections", int),
+    "BATON_HEADER_TIMEOUT_S": ("header_timeout_s", float),
+    "BATON_BODY_TIMEOUT_S": ("body_timeout_s", float),
 }
 
 
@@ -106,8 +112,11 @@ def check(settings: Settings) -> Settings:
     for name in ("max_active_runs", "agent_slots"):
         if getattr(settings, name) < 0:
             raise SettingsError(f"{_named(name)} cannot be negative (0 means no limit)")
-    if settings.stall_s <= 0:
-        raise SettingsError(f"{_named('stall_s')} must be positive")
+    for name in ("stall_s", "header_timeout_s", "body_timeout_s"):
+        if getattr(settings, name) <= 0:
+            raise SettingsError(f"{_named(name)} must be positive")
+    if settings.max_connections < 1:
+        raise SettingsError(f"{_named('max_connections')} must be at least 1")
     if not (0 < settings.port < 65536):
         raise SettingsError(f"{_named('port')} {settings.port} is not a port")
     return settings

@@ -75,6 +75,11 @@ SERVE_FLAGS: tuple[tuple[str, str, type, str, str], ...] = (
     ("--agent-slots", "agent_slots", int, "N", "model calls at once, 0 = no limit (BATON_AGENT_SLOTS)"),
     ("--stall-s", "stall_s", float, "SECONDS", "silence before a running agent step is a stall (BATON_STALL_S)"),
     ("--node", "node", str, "NAME", "this process's unique name among those sharing the store (BATON_NODE)"),
+    ("--max-connections", "max_connections", int, "N", "HTTP connections held at once (BATON_MAX_CONNECTIONS)"),
+    ("--header-timeout-s", "header_timeout_s", float, "SECONDS", "time a client has to send a request head "
+     "(BATON_HEADER_TIMEOUT_S)"),
+    ("--body-timeout-s", "body_timeout_s", float, "SECONDS", "time a client has to send a request body "
+     "(BATON_BODY_TIMEOUT_S)"),
 )
 SETTING_FLAG = "setting__"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,11 +24,21 @@ from starlette.applications import Starlette
 
 from api import failures
 from api.http import openapi, problems, routes, stream
+from api.http.connections import (
+    ACCEPT_BURST,
+    ConnectionGuard,
+    connection_cap,
+    guarded_protocol,
+    raise_open_files_limit,
+)
 from api.http.hub import DEFAULT_BUFFER, FrameHub
 from api.runtime import Runtime
 from api.settings import Settings, SettingsError, from_env, safe_url
 
 log = logging.getLogger("baton.api")
+
+SHUTDOWN_S = 10.0  # a stop signal ends the process within this, whatever is running
+GRACE_S = 3.0  # of which requests in progress get this long to finish
 
 
 def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: int = DEFAULT_BUFFER) -> Starlette:
@@ -74,13 +85,33 @@ class StreamingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, hub: FrameHub) -> None:
         super().__init__(config)
         self.hub = hub
+        self.stopped = threading.Event()  # set once the whole process has stopped (the runtime too)
+        self._deadline: threading.Thread | None = None
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        """Signal handler: end the streams (on the loop), then uvicorn's own handling."""
+        """Signal handler: end the streams (on the loop), then uvicorn's own handling.
+
+        The first signal also arms a deadline: if the process has not stopped
+        SHUTDOWN_S later (an append waiting on a database that is away, a
+        request that will not end), it exits anyway. Every recorded event is
+        already durable, and unfinished runs are recovered by the next start,
+        as after a crash.
+        """
         loop = self.hub.loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.hub.end_streams)
+        if self._deadline is None:
+            self._deadline = threading.Thread(target=self._exit_at_deadline, name="baton-stop-deadline",
+                                              daemon=True)
+            self._deadline.start()
         super().handle_exit(sig, frame)
+
+    def _exit_at_deadline(self) -> None:
+        if not self.stopped.wait(SHUTDOWN_S - 0.5):
+            log.error("baton serve did not stop within %.0f s of the signal; exiting now (recorded events are "
+                      "durable; unfinished runs are recovered at the next start)", SHUTDOWN_S)
+            logging.shutdown()
+            os._exit(1)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -105,15 +136,20 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
     one line, ``baton: error: ...``, and returns the CLI's code for it (2:
     fix the input; 1: a failure at run time), before any port is opened.
     """
+    open_files = raise_open_files_limit()  # before the runtime opens anything: the engine's files come first
     try:
         runtime = Runtime(settings).start()
     except Exception as exc:
         if not isinstance(exc, failures.INPUT_ERRORS + failures.RUNTIME_ERRORS):
             log.info("baton serve could not start", exc_info=exc)  # an unforeseen error's traceback, with -v
         return failures.fail(failures.exit_code(exc), failures.describe(exc, settings.db))
+    server: StreamingServer | None = None
     try:
         app = create_app(runtime)
-        options = {"timeout_graceful_shutdown": 5, **uvicorn_options}
+        guard = ConnectionGuard(connection_cap(settings.max_connections, open_files), settings.header_timeout_s,
+                                settings.body_timeout_s)
+        options = {"timeout_graceful_shutdown": GRACE_S, "http": guarded_protocol(guard), "backlog": ACCEPT_BURST,
+                   **uvicorn_options}
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                                 lifespan="on", **options)
         server = StreamingServer(config, app.state.hub)
@@ -126,6 +162,8 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
         return 0 if server.started else 1
     finally:
         runtime.stop()
+        if server is not None:
+            server.stopped.set()
 
 
 def main() -> int:

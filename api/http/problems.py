@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from actors.engine import EngineTimeout
@@ -61,6 +61,8 @@ class BadParameter(ValueError):
 
 # type -> (status, slug, title). Order matters only for subclasses: the first match wins.
 PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
+    # The client went away (or was cut off for sending its body too slowly): nobody reads this answer.
+    (ClientDisconnect, 400, "client-disconnected", "The client disconnected before its request was read"),
     (EmptyBody, 400, "empty-body", "The request body is empty"),
     (MalformedJson, 400, "malformed-json", "The request body is not valid JSON"),
     (BodyError, 422, "invalid-body", "The request body is not acceptable"),
