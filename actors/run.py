@@ -25,7 +25,7 @@ from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.runlog import SCHEMA_VERSION, load
 from actors.step import Attempt, StepActor, StepContext
-from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreError
+from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly
 from flows import decide as d
 from flows.events import (
@@ -316,6 +316,10 @@ class RunActor(pykka.ThreadingActor):
             recorded = self.ctx.store.append(self.stream, new, expected_version=self.recorded_version)
         except ConcurrencyError as exc:
             self._fenced(RunOwnedElsewhere(self.run_id, f"another writer ({exc})"), reply, retry=False)
+            return None
+        except StoreClosedError as exc:  # the engine is stopping: the next start recovers the run
+            log.info("run %s: not recorded, the store closed: %s", self.run_id, exc)
+            self._fenced(exc, reply, retry=False)
             return None
         except Exception as exc:  # the store failed: stop, and drive the run again after a pause
             log.exception("run %s: append failed", self.run_id)

@@ -51,4 +51,5 @@ def test_sigterm_stops_serve_within_10_s_with_steps_running(sqlite_url):
             code = None
         took = time.monotonic() - sent
         assert code is not None and took <= 10, f"serve took {took:.1f} s to stop (exit {code}):\n{server.log()}"
+        print(f"SIGTERM: serve stopped in {took:.1f} s (exit {code})")
         assert code == 0, server.log()
