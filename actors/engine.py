@@ -322,9 +322,9 @@ class Engine:
         why = "the engine is stopped" if self._stopped else f"the orchestrator failed: {self.last_failure or '?'}"
         return {"status": "down", "detail": why, "restarts": self.restarts}
 
-    def _orchestrator_died(self, run_ids: tuple[str, ...]) -> None:
+    def _orchestrator_died(self, run_ids: tuple[str, ...], error: str) -> None:
         """Called from a dying orchestrator's thread: start another after a pause (unless a call does first)."""
-        self.last_failure = f"failed with {len(run_ids)} run(s) registered; see the log"
+        self.last_failure = error
         self._orphans = run_ids
         delay = min(30.0, 0.5 * 2 ** min(self.restarts, 6))
         self.clock.call_later(delay, self._revive_quietly)
@@ -350,8 +350,18 @@ class Engine:
             return self._orchestrator
 
     def _check_store(self) -> None:
-        """Refuse a command at once while the store is known to be away (nothing is recorded)."""
+        """Refuse a command at once while the store is known to be away (nothing is recorded).
+
+        A failed read is confirmed by reading again (a read that succeeds ends
+        it), so one blip long ago on a quiet server refuses nothing.
+        """
         outage = self._outage()
+        if outage is not None:
+            try:
+                self.store.head()
+            except StoreError:
+                pass
+            outage = self._outage()
         if outage is not None:
             raise StoreUnavailableError(
                 f"the event store has been unavailable for {time.time() - outage.since:.0f} s ({outage.error}); "

@@ -89,7 +89,7 @@ class _Run:
 class Orchestrator(pykka.ThreadingActor):
     """One per engine (process).
 
-    ``on_death(run_ids)`` is called (from the dying actor's thread) if the
+    ``on_death(run_ids, error)`` is called (from the dying actor's thread) if the
     actor fails; ``adopt`` are runs a failed predecessor was driving, driven
     again at start even when this engine does not recover runs.
     """
@@ -98,13 +98,14 @@ class Orchestrator(pykka.ThreadingActor):
     # the process alive once it is told to stop (everything recorded is durable already).
     use_daemon_thread = True
 
-    def __init__(self, ctx: EngineContext, on_death: Callable[[tuple[str, ...]], None] | None = None,
+    def __init__(self, ctx: EngineContext, on_death: Callable[[tuple[str, ...], str], None] | None = None,
                  adopt: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.ctx = ctx
         self._on_death = on_death
         self._adopt = adopt
         self._recover_tries = 0
+        self._recover_due = False  # a retry of recovery is scheduled
         self.runs: dict[str, _Run] = {}
         self.queue: deque[str] = deque()  # queued runs, in plan order
         self.active: set[str] = set()  # admitted, not ended, not waiting for a person
@@ -142,7 +143,8 @@ class Orchestrator(pykka.ThreadingActor):
             self._renewal.cancel()
         self._stop_runs(timeout=3.0)
         if self._on_death is not None:
-            self._on_death(tuple(self.runs))
+            name = getattr(exception_type, "__name__", str(exception_type))
+            self._on_death(tuple(self.runs), f"{name}: {exception_value}")
 
     def _stop_runs(self, timeout: float) -> None:
         """Stop every RunActor at once and wait for them together, at most ``timeout`` seconds.
@@ -212,8 +214,11 @@ class Orchestrator(pykka.ThreadingActor):
             self._recover()
         except StoreError as exc:
             self._recover_tries += 1
+            if self._recover_due:
+                return  # a try is already scheduled
             delay = backoff(self._recover_tries)
             log.warning("could not recover unfinished runs (%s); trying again in %.1f s", exc, delay)
+            self._recover_due = True
             self.ctx.clock.call_later(delay, lambda: self._tell_self(_Recover()))
         else:
             self._recover_tries = 0
@@ -533,6 +538,7 @@ class Orchestrator(pykka.ThreadingActor):
         self._heartbeat()
 
     def _on_recover(self, msg: _Recover) -> None:
+        self._recover_due = False
         self._try_recover()
 
     _handlers = {

@@ -8,6 +8,7 @@ and the runs it was driving go on.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -27,7 +28,17 @@ def tally(ctx):
 GATED = Flow("sup-gated", steps=[agent("draft", persona="writer", prompt="Draft: $input.question"),
                                  approval("gate", deps=["draft"], prompt="ok?"),
                                  code("publish", fn=tally, deps=["gate"])])
-REGISTRY = FlowRegistry([GATED])
+HOLD = threading.Event()
+
+
+def held(ctx):
+    if not HOLD.wait(10):
+        raise RuntimeError("never released")
+    return "released"
+
+
+HELD = Flow("sup-held", steps=[code("hold", fn=held), code("after", fn=tally, deps=["hold"])])
+REGISTRY = FlowRegistry([GATED, HELD])
 
 
 @pytest.fixture
@@ -99,3 +110,30 @@ def test_a_command_while_the_store_is_away_is_refused_at_once_and_records_nothin
         assert engine.health()["status"] == "ok"
         engine.approve(run_id, "gate", by="ann")
         assert engine.wait(run_id).status == "completed"
+
+
+def test_recovery_at_start_waits_out_a_store_that_cannot_be_read(store, monkeypatch):
+    HOLD.clear()
+    first = Engine(store, REGISTRY, EngineConfig(node="first:1")).start()
+    run_id = first.launch("sup-held", "q").run_id
+    first.wait(run_id, lambda s: s.steps["hold"].status == "running")
+    first.stop()  # the run is left unfinished, as a crash would leave it
+    HOLD.set()
+    real_query = store._backend.query
+
+    def away(*args, **kwargs):
+        raise StoreUnavailableError("the database is restarting (injected by the test)")
+
+    monkeypatch.setattr(store._backend, "query", away)
+    clock = ManualClock()
+    with Engine(store, REGISTRY, EngineConfig(node="second:2"), clock=clock) as second:
+        deadline = time.monotonic() + 5
+        while clock.pending() < 2:  # the orchestrator has started: its retry and its lease renewal are due
+            assert time.monotonic() < deadline, "the orchestrator did not schedule a retry of its recovery"
+            time.sleep(0.01)
+        assert second.health()["status"] == "ok"  # recovery failed, the orchestrator did not
+        monkeypatch.setattr(store._backend, "query", real_query)
+        clock.advance(1.0)  # the retry falls due
+        second.wait(run_id, lambda s: s.steps["hold"].attempt == 2)  # recovered: the lost attempt is retried
+        clock.advance(5.0)  # its retry delay
+        assert second.wait(run_id).status == "completed"
