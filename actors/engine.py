@@ -247,7 +247,7 @@ class Engine:
         return time.monotonic() + left
 
     def _wait_launched(self, run_id: str, until: float) -> bool:
-        """Wait (until ``until``, monotonic) for the run's RunLaunched; whether it came."""
+        """Wait up to a second (never past ``until``, monotonic) for the run's RunLaunched; False once time is up."""
         left = until - time.monotonic()
         if left <= 0:
             return False
