@@ -3,15 +3,22 @@
 It checks a command where it can be checked without the run (the flow exists,
 the band is real, there is a question), then tells the orchestrator and waits
 on the reply with a timeout. A rejected command appends nothing.
+
+It also supervises the orchestrator (pykka has no supervision): one that
+died is started again, at once when a call needs it and otherwise after a
+short pause, and its runs are driven again. While the store is known to be
+away, a command is refused at once (StoreUnavailableError: a 503) rather
+than left to wait out the ask timeout.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +33,20 @@ from actors.bus import FrameBus
 from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
-from actors.errors import LaunchInProgress, NodeInUse, RunOwnedElsewhere
+from actors.errors import EngineUnavailable, LaunchInProgress, NodeInUse, RunOwnedElsewhere
 from actors.inbox import Inbox, new_command, outcome_of
-from actors.runlog import node_lease
 from actors.orchestrator import Orchestrator
-from actors.runlog import decode, load
-from eventstore import ConcurrencyError, EventStore, NewEvent
+from actors.runlog import decode, live_nodes, load, node_lease
+from actors.step_threads import StepThreads
+from eventstore import (
+    ConcurrencyError,
+    EventStore,
+    NewEvent,
+    Outage,
+    RecordedEvent,
+    StoreError,
+    StoreUnavailableError,
+)
 from eventstore.leases import Leases, default_owner
 from flows import launch as launching
 from flows.commands import CommandKind, CommandRequested, Refusal
@@ -47,6 +62,10 @@ _HOPS = 3  # times a command follows a run from node to node before giving up
 
 class EngineTimeout(TimeoutError):
     """The engine did not answer within its ask timeout."""
+
+
+# How long a command waits on a store that has started failing before it is answered with a 503.
+STORE_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -88,11 +107,18 @@ class Engine:
         self.clock = clock or RealClock()
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
         leases = Leases(store.engine, ttl_s=self.config.lease_ttl_s)  # type: ignore[attr-defined]
-        self._steps = ThreadPoolExecutor(self.config.step_threads, thread_name_prefix="baton-step")
+        self._steps = StepThreads(self.config.step_threads)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps)
         self._orchestrator: pykka.ActorRef | None = None
         self._inbox: Inbox | None = None
+        self._supervising = threading.Lock()  # one restart of the orchestrator at a time
+        self._stopped = False
+        self.restarts = 0  # times the orchestrator was started again after it failed
+        self.last_failure = ""  # why it last failed
+        self._orphans: tuple[str, ...] = ()  # runs a failed orchestrator left, for the next one to drive
+        self._launching: set[str] = set()  # run ids whose launch call has not returned (idempotency)
+        self._launching_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -103,22 +129,32 @@ class Engine:
             holder = self.ctx.leases.acquire(node_lease(node), default_owner())
             if holder is not None:
                 raise NodeInUse(node, holder)
-            self._orchestrator = Orchestrator.start(self.ctx)
+            self._stopped = False
+            self._orchestrator = Orchestrator.start(self.ctx, self._orchestrator_died)
             self._inbox = Inbox(self.store, self.ctx.leases, node, self._carry_out, self.clock.now).start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop every actor of this engine; unfinished runs stay in the log."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every actor of this engine; unfinished runs stay in the log.
+
+        Returns within about ``timeout`` seconds whatever the actors are doing
+        (their threads are daemons; what they did not finish is recovered).
+        """
         if self._inbox is not None:  # first: no command handed to this node may reach a stopped orchestrator
             self._inbox.stop()
             self._inbox = None
-        if self._orchestrator is not None:
+        with self._supervising:
+            self._stopped = True
+            orchestrator, self._orchestrator = self._orchestrator, None
+        if orchestrator is not None:
             try:
-                self._orchestrator.stop(block=True, timeout=timeout)
-            except pykka.ActorDeadError:
+                orchestrator.stop(block=True, timeout=timeout)
+            except (pykka.ActorDeadError, pykka.Timeout):
                 pass
-            self._orchestrator = None
-            self.ctx.leases.release(node_lease(self.config.node), default_owner())
+            try:
+                self.ctx.leases.release(node_lease(self.config.node), default_owner())
+            except StoreError as exc:  # the lease runs out on its own
+                log.warning("could not give the node lease up: %s", exc)
         self._steps.shutdown(wait=False, cancel_futures=True)  # attempts in flight were cancelled above
         if isinstance(self.clock, RealClock):
             self.clock.stop()
@@ -152,23 +188,83 @@ class Engine:
             model=model or self.config.model, backend=self.config.backend, project_id=project_id,
             inputs=inputs, launched_by=launched_by, idempotency_key=idempotency_key, fast=fast,
         )
+        self._check_store()
         if idempotency_key:
-            claimed = self._claim_key(idempotency_key, run_id)
-            if claimed != run_id:
-                # Another call holds the key: its launch is recorded, or about to be.
-                position = self._launch_position(claimed, wait=True)
-                if position:
-                    return Launched(claimed, position, created=False)
-                # the key was claimed but that launch never got recorded (its process died in between)
-                event = msgspec.structs.replace(event, run_id=claimed)
+            claimed = self._claim(idempotency_key, run_id)
+            if claimed is None:
+                try:
+                    return self._launch(event)
+                finally:
+                    self._release(run_id)
+            return self._relaunch(event, claimed)
+        return self._launch(event)
+
+    def _launch(self, event: Any) -> Launched:
         try:
-            position = self._ask(lambda reply: m.LaunchRun(event, reply))
+            position = self._appending(lambda reply: m.LaunchRun(event, reply))
         except LaunchInProgress:
             position = self._launch_position(event.run_id, wait=True)
             if not position:
                 raise
             return Launched(event.run_id, position, created=False)
         return Launched(event.run_id, position)
+
+    def _relaunch(self, event: Any, claim: RecordedEvent) -> Launched:
+        """A launch whose idempotency key an earlier call claimed: that call's run.
+
+        Its launch is recorded (answer it), under way (wait for it), or was lost
+        between the claim and the launch (its process crashed, or the store went
+        away): then it is launched now, under the claimed run id, at once.
+        """
+        claimed = claim.data["run_id"]
+        while True:
+            under_way = self._under_way(claim)  # looked at before the log, so a launch ending between is seen
+            position = self._launch_position(claimed)
+            if position:
+                return Launched(claimed, position, created=False)
+            if under_way is None:
+                break
+            if not self._wait_launched(claimed, under_way):
+                break
+        if not self._take(claimed):
+            position = self._launch_position(claimed, wait=True)
+            if position:
+                return Launched(claimed, position, created=False)
+            raise LaunchInProgress(claimed)
+        try:
+            return self._launch(msgspec.structs.replace(event, run_id=claimed))
+        finally:
+            self._release(claimed)
+
+    def _under_way(self, claim: RecordedEvent) -> float | None:
+        """Until when a launch of the claimed run may still land (monotonic), or None if none can.
+
+        In this process, a launch is under way while its call has not returned.
+        Elsewhere, while the claiming node lives and its call has not timed out
+        (the claim's age against the ask timeout).
+        """
+        claimed = claim.data["run_id"]
+        with self._launching_lock:
+            if claimed in self._launching:
+                return time.monotonic() + self.config.ask_timeout_s
+        node = claim.metadata.get("node", "")
+        if node == self.config.node:
+            return None  # this process claimed it and no call of it is launching it now
+        left = claim.recorded_at + self.config.ask_timeout_s + 1.0 - time.time()
+        if left <= 0 or (node and node not in live_nodes(self.ctx.leases.held())):
+            return None
+        return time.monotonic() + left
+
+    def _wait_launched(self, run_id: str, until: float) -> bool:
+        """Wait up to a second (never past ``until``, monotonic) for the run's RunLaunched; False once time is up."""
+        left = until - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            self.wait(run_id, lambda s: s.launched is not None, timeout=min(left, 1.0))
+            return True
+        except EngineTimeout:
+            return True  # look again: the launch may have ended without recording (then it is ours)
 
     def approve(self, run_id: str, step_id: str, *, by: str = "", comment: str = "") -> int:
         """Approve a paused step; returns the position of StepResumed. Raises NotWaiting & co."""
@@ -232,6 +328,7 @@ class Engine:
         from the start. Raises the command's own errors either way, or
         NodeDidNotAnswer when a live node stays silent past the ask timeout.
         """
+        self._check_store()
         for _ in range(_HOPS):
             try:
                 return self._carry_out(command)
@@ -249,30 +346,128 @@ class Engine:
         """Carry a command out in this process (what a command handed to this node's inbox runs)."""
         kind = command.kind.value
         return self._ask(lambda reply: m.RunCommand(command.run_id, kind, reply, command.step_id, command.by,
-                                                    command.comment))
+                                                    command.comment), command=True)
 
-    def _ask(self, build: Callable[[Future], Any]) -> Any:
-        if self._orchestrator is None:
-            raise RuntimeError("the engine is not started")
-        reply: Future = Future()
-        self._orchestrator.tell(build(reply))
+    def health(self) -> dict[str, Any]:
+        """``{status, detail, restarts}``: "ok" while the orchestrator runs, else "down" (and why)."""
+        orchestrator = self._orchestrator
+        if orchestrator is not None and orchestrator.is_alive():
+            detail = "the orchestrator is running"
+            if self.restarts:
+                detail += f" (restarted {self.restarts} time(s); last failure: {self.last_failure})"
+            return {"status": "ok", "detail": detail, "restarts": self.restarts}
+        why = "the engine is stopped" if self._stopped else f"the orchestrator failed: {self.last_failure or '?'}"
+        return {"status": "down", "detail": why, "restarts": self.restarts}
+
+    def _orchestrator_died(self, run_ids: tuple[str, ...], error: str) -> None:
+        """Called from a dying orchestrator's thread: start another after a pause (unless a call does first)."""
+        self.last_failure = error
+        self._orphans = run_ids
+        delay = min(30.0, 0.5 * 2 ** min(self.restarts, 6))
+        self.clock.call_later(delay, self._revive_quietly)
+
+    def _revive_quietly(self) -> None:
         try:
-            return reply.result(timeout=self.config.ask_timeout_s)
-        except FutureTimeout:
-            raise EngineTimeout(f"no answer from the engine within {self.config.ask_timeout_s:g} s") from None
+            self._revive()
+        except EngineUnavailable:
+            pass  # stopped meanwhile
 
-    def _claim_key(self, key: str, run_id: str) -> str:
-        """The run an idempotency key belongs to: this one if the claim wins.
+    def _revive(self) -> pykka.ActorRef:
+        """The running orchestrator, started anew if the last one died; EngineUnavailable if stopped."""
+        with self._supervising:
+            current = self._orchestrator
+            if current is not None and current.is_alive():
+                return current
+            if self._stopped or current is None:
+                raise EngineUnavailable("the engine is stopped" if self._stopped else "the engine is not started")
+            self.restarts += 1
+            log.error("starting the orchestrator again (restart %d)", self.restarts)
+            adopt, self._orphans = self._orphans, ()
+            self._orchestrator = Orchestrator.start(self.ctx, self._orchestrator_died, adopt)
+            return self._orchestrator
+
+    def _check_store(self) -> None:
+        """Refuse a command at once while the store is known to be away (nothing is recorded).
+
+        A failed read is confirmed by reading again (a read that succeeds ends
+        it), so one blip long ago on a quiet server refuses nothing.
+        """
+        outage = self._outage()
+        if outage is not None:
+            try:
+                self.store.head()
+            except StoreError:
+                pass
+            outage = self._outage()
+        if outage is not None:
+            raise StoreUnavailableError(
+                f"the event store has been unavailable for {time.time() - outage.since:.0f} s ({outage.error}); "
+                "nothing was recorded: try again when it is back")
+
+    def _outage(self) -> Outage | None:
+        outage = getattr(self.store, "outage", None)
+        return outage() if outage is not None else None
+
+    def _appending(self, build: Callable[[Future], Any]) -> Any:
+        """Ask the orchestrator a command that appends; a store failing meanwhile answers 503 within seconds."""
+        self._check_store()
+        return self._ask(build, command=True)
+
+    def _ask(self, build: Callable[[Future], Any], *, command: bool = False) -> Any:
+        orchestrator = self._revive()
+        reply: Future = Future()
+        try:
+            orchestrator.tell(build(reply))
+        except pykka.ActorDeadError:
+            raise EngineUnavailable("the orchestrator stopped; it is being started again") from None
+        deadline = time.monotonic() + self.config.ask_timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return reply.result(timeout=max(0.0, min(left, 0.25) if command else left))
+            except FutureTimeout:
+                pass
+            outage = self._outage() if command else None
+            if outage is not None and time.time() - outage.since >= STORE_GRACE_S:
+                raise StoreUnavailableError(
+                    f"the event store became unavailable ({outage.error}); the command is not recorded yet "
+                    "and may still be when the store is back (a launch: retry it with the same Idempotency-Key)")
+            if left <= 0:
+                raise EngineTimeout(f"no answer from the engine within {self.config.ask_timeout_s:g} s") from None
+
+    def _claim(self, key: str, run_id: str) -> RecordedEvent | None:
+        """Claim an idempotency key for ``run_id``: None if this call won, else the earlier claim.
 
         The claim is an append with expected version 0 to a stream named by the
         key, so two concurrent launches (even in two processes) cannot both win.
+        It records the claiming node, so a retry can tell a launch under way from
+        one lost in a crash. ``run_id`` counts as launching from before the claim.
         """
         stream = "idempotency-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+        self._take(run_id)
         try:
-            self.store.append(stream, [NewEvent("IdempotencyKeyClaimed", {"key": key, "run_id": run_id})], 0)
-            return run_id
+            self.store.append(stream, [NewEvent("IdempotencyKeyClaimed", {"key": key, "run_id": run_id},
+                                                {"node": self.config.node})], 0,
+                              timeout=min(self.config.ask_timeout_s, 10.0))
+            return None
         except ConcurrencyError:
-            return self.store.read_stream(stream)[0].data["run_id"]
+            self._release(run_id)
+            return self.store.read_stream(stream)[0]
+        except BaseException:
+            self._release(run_id)
+            raise
+
+    def _take(self, run_id: str) -> bool:
+        """Mark a launch of ``run_id`` under way in this process; False if one already is."""
+        with self._launching_lock:
+            if run_id in self._launching:
+                return False
+            self._launching.add(run_id)
+            return True
+
+    def _release(self, run_id: str) -> None:
+        with self._launching_lock:
+            self._launching.discard(run_id)
 
     def _launch_position(self, run_id: str, *, wait: bool = False) -> int:
         """Position of the run's RunLaunched (0 if none); ``wait`` gives a launch under way time to land."""

@@ -66,3 +66,11 @@ class NodeDidNotAnswer(TimeoutError):
                          f"(is it overloaded or stuck?); the command may still take effect there")
         self.run_id = run_id
         self.node = node
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine's orchestrator is not running (it failed and is being restarted, or the engine stopped)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the engine is not available: {detail}; try again in a few seconds")
+        self.detail = detail

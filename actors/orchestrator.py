@@ -15,6 +15,15 @@ Agent slots are shared fairly: a free slot goes to the run with pending
 requests that holds the fewest slots, ties going to the run served least
 recently (round robin), so a wide fan-out cannot hold back a run launched
 after it for more than one step's turn.
+
+A store that cannot be reached never stops the orchestrator (pykka has no
+supervision: an exception in a handler would end the actor for good). Where
+it reads the log (recovery, driving a run again, checking who owns a run)
+a StoreError is caught: the command asking gets it (a 503), and the work is
+tried again later, after a backoff doubling up to ``RETRY_CAP_S``, for as
+long as the outage lasts. Timers fall due on the engine's clock; nothing
+polls. Should the actor die all the same (a bug), ``on_failure`` stops its
+RunActors and tells the engine, which starts a new orchestrator.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,15 +43,26 @@ from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewher
 from actors.functions import missing_module
 from actors.run import RunActor
 from actors.runlog import driven_elsewhere, has_work, live_nodes, load_with_owner, node_lease, route
+from eventstore import StoreError
 from eventstore.leases import default_owner
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
 
 log = logging.getLogger(__name__)
 
+RETRY_CAP_S = 5.0  # the longest pause between two tries of work the store failed
+
+
+def backoff(tries: int, cap: float = RETRY_CAP_S) -> float:
+    """The pause before try number ``tries + 1``: 0.5 s, doubling, at most ``cap``."""
+    return min(cap, 0.5 * 2 ** max(0, tries - 1))
 
 
 class _Renew:
     """Time to renew this process's leases."""
+
+
+class _Recover:
+    """Time to try recovering unfinished runs again (the store failed the last try)."""
 
 
 @dataclass(frozen=True)
@@ -67,11 +88,25 @@ class _Run:
 
 
 class Orchestrator(pykka.ThreadingActor):
-    """One per engine (process)."""
+    """One per engine (process).
 
-    def __init__(self, ctx: EngineContext) -> None:
+    ``on_death(run_ids, error)`` is called (from the dying actor's thread) if the
+    actor fails; ``adopt`` are runs a failed predecessor was driving, driven
+    again at start even when this engine does not recover runs.
+    """
+
+    # A daemon thread: an actor blocked in a call that cannot be interrupted must not keep
+    # the process alive once it is told to stop (everything recorded is durable already).
+    use_daemon_thread = True
+
+    def __init__(self, ctx: EngineContext, on_death: Callable[[tuple[str, ...], str], None] | None = None,
+                 adopt: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.ctx = ctx
+        self._on_death = on_death
+        self._adopt = adopt
+        self._recover_tries = 0
+        self._recover_due = False  # a retry of recovery is scheduled
         self.runs: dict[str, _Run] = {}
         self.queue: deque[str] = deque()  # queued runs, in plan order
         self.active: set[str] = set()  # admitted, not ended, not waiting for a person
@@ -86,19 +121,50 @@ class Orchestrator(pykka.ThreadingActor):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        if self.ctx.config.recover:
-            self._recover()
-        self._heartbeat()
+        try:
+            if self.ctx.config.recover:
+                self._try_recover()
+            for run_id in self._adopt:
+                self._tell_self(_Redrive(run_id))
+            self._heartbeat()
+        except Exception as exc:  # pykka stops the actor without calling on_failure: call it, then let it stop
+            self.on_failure(type(exc), exc, exc.__traceback__)
+            raise
 
     def on_stop(self) -> None:
         if self._renewal is not None:
             self._renewal.cancel()
+        self._stop_runs(timeout=3.0)
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        """The actor dies of an exception: stop its RunActors and let the engine start another."""
+        log.error("the orchestrator failed (%s: %s); its runs are handed to a new one",
+                  getattr(exception_type, "__name__", exception_type), exception_value)
+        if self._renewal is not None:
+            self._renewal.cancel()
+        self._stop_runs(timeout=3.0)
+        if self._on_death is not None:
+            name = getattr(exception_type, "__name__", str(exception_type))
+            self._on_death(tuple(self.runs), f"{name}: {exception_value}")
+
+    def _stop_runs(self, timeout: float) -> None:
+        """Stop every RunActor at once and wait for them together, at most ``timeout`` seconds.
+
+        An actor blocked in a call (an append while the database is away) is not
+        waited for any longer: its thread is a daemon, and its run is recovered.
+        """
+        stopping = []
         for run in self.runs.values():
             if run.ref is not None:
                 try:
-                    run.ref.stop(block=True, timeout=5)
+                    stopping.append(run.ref.stop(block=False))
                 except pykka.ActorDeadError:
                     pass
+        try:
+            pykka.get_all(stopping, timeout=timeout)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            log.warning("some run actors did not stop within %.0f s; their runs are recovered at the next start",
+                        timeout)
 
     def on_receive(self, message: Any) -> Any:
         handler = self._handlers.get(type(message))
@@ -143,6 +209,21 @@ class Orchestrator(pykka.ThreadingActor):
         self._admit()
         self._plan_changed()
 
+    def _try_recover(self) -> None:
+        """Recover, or, if the store fails, try again later (RETRY_CAP_S at most between tries)."""
+        try:
+            self._recover()
+        except StoreError as exc:
+            self._recover_tries += 1
+            if self._recover_due:
+                return  # a try is already scheduled
+            delay = backoff(self._recover_tries)
+            log.warning("could not recover unfinished runs (%s); trying again in %.1f s", exc, delay)
+            self._recover_due = True
+            self.ctx.clock.call_later(delay, lambda: self._tell_self(_Recover()))
+        else:
+            self._recover_tries = 0
+
     def _heartbeat(self) -> None:
         """Renew this process's node lease, and arm the next renewal (a third of the TTL).
 
@@ -168,7 +249,7 @@ class Orchestrator(pykka.ThreadingActor):
         self._nodes_seen = live
         if gone and self.ctx.config.recover:
             log.warning("node(s) %s stopped renewing their lease; taking over their runs", ", ".join(sorted(gone)))
-            self._recover()
+            self._try_recover()
 
     def _live_nodes(self) -> set[str]:
         return live_nodes(self.ctx.leases.held())
@@ -252,27 +333,35 @@ class Orchestrator(pykka.ThreadingActor):
             return  # a stale actor (a duplicate launch, a replaced actor): the run's own actor goes on
         self._forget(msg.run_id)
         if msg.retry and self.ctx.config.recover:
-            tries = self._retries.get(msg.run_id, 0) + 1
-            self._retries[msg.run_id] = tries
-            delay = min(30.0, 0.5 * 2 ** (tries - 1))
-            log.warning("run %s stopped (%s); driving it again in %.1f s", msg.run_id, msg.error, delay)
-            run_id = msg.run_id
-            self.ctx.clock.call_later(delay, lambda: self._tell_self(_Redrive(run_id)))
+            self._redrive_later(msg.run_id, msg.error)
         else:
             log.warning("run %s left to its owner: %s", msg.run_id, msg.error)
         self._admit()
         self._grant()
         self._plan_changed()
 
+    def _redrive_later(self, run_id: str, error: object) -> None:
+        """Drive the run again after a pause that doubles with each try (RETRY_CAP_S at most)."""
+        tries = self._retries.get(run_id, 0) + 1
+        self._retries[run_id] = tries
+        delay = backoff(tries)
+        log.warning("run %s stopped (%s); driving it again in %.1f s", run_id, error, delay)
+        self.ctx.clock.call_later(delay, lambda: self._tell_self(_Redrive(run_id)))
+
     def _on_redrive(self, msg: _Redrive) -> None:
         """Drive a run again after its actor stopped on a store failure or a crash."""
         if msg.run_id in self.runs:
             return
-        state, _, last_node = load_with_owner(self.ctx, msg.run_id)
+        try:
+            state, _, last_node = load_with_owner(self.ctx, msg.run_id)
+            elsewhere = driven_elsewhere(state, last_node, self.ctx.config.node, self._live_nodes())
+        except StoreError as exc:
+            self._redrive_later(msg.run_id, exc)
+            return
         if state.terminal or state.launched is None:
             self._retries.pop(msg.run_id, None)
             return
-        if driven_elsewhere(state, last_node, self.ctx.config.node, self._live_nodes()):
+        if elsewhere:
             return
         run = _Run(msg.run_id, state.launched.flow, state.status, state.launched_at, state.launched.project_id)
         self.runs[msg.run_id] = run
@@ -426,12 +515,21 @@ class Orchestrator(pykka.ThreadingActor):
         """
         if run.ref is None or not run.ref.is_alive():
             if not isinstance(message, (m.Launch, m.Recover)):
-                state, _, last_node = load_with_owner(self.ctx, run.run_id)
-                runs_code = not isinstance(message, m.Cancel)
-                where = route(state, last_node, self.ctx.config.node, self._live_nodes(),
-                              lambda: missing_module(state, self.ctx.registry) if runs_code else "")
+                reply = getattr(message, "reply", None)
+                try:
+                    state, _, last_node = load_with_owner(self.ctx, run.run_id)
+                    runs_code = not isinstance(message, m.Cancel)
+                    where = route(state, last_node, self.ctx.config.node, self._live_nodes(),
+                                  lambda: missing_module(state, self.ctx.registry) if runs_code else "")
+                except StoreError as exc:  # the command gets the error (503); the run is driven again later
+                    if reply is not None and not reply.done():
+                        reply.set_exception(exc)
+                    known = run.status != "unknown"
+                    self._forget(run.run_id)
+                    if known:
+                        self._redrive_later(run.run_id, exc)
+                    return False
                 if where.node or where.missing:
-                    reply = getattr(message, "reply", None)
                     if reply is not None and not reply.done():
                         reply.set_exception(RunOwnedElsewhere(run.run_id, where.node, node=where.node) if where.node
                                             else FlowsModuleMissing(run.run_id, where.missing))
@@ -445,6 +543,10 @@ class Orchestrator(pykka.ThreadingActor):
     def _on_renew(self, msg: _Renew) -> None:
         self._heartbeat()
 
+    def _on_recover(self, msg: _Recover) -> None:
+        self._recover_due = False
+        self._try_recover()
+
     _handlers = {
         m.LaunchRun: _on_launch,
         m.RunCommand: _on_command,
@@ -455,5 +557,6 @@ class Orchestrator(pykka.ThreadingActor):
         m.ReleaseSlots: _on_release,
         m.PlanQuery: _on_plan,
         _Renew: _on_renew,
+        _Recover: _on_recover,
         _Redrive: _on_redrive,
     }

@@ -25,7 +25,7 @@ from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.functions import resolve_function
 from actors.runlog import SCHEMA_VERSION, load
 from actors.step import Attempt, StepActor, StepContext
-from eventstore import ConcurrencyError, NewEvent, RecordedEvent
+from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly
 from flows import decide as d
 from flows.events import (
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 class RunActor(pykka.ThreadingActor):
     """Drives one run from its stream."""
 
+    # A daemon thread: an actor blocked in a call that cannot be interrupted must not keep
+    # the process alive once it is told to stop (everything recorded is durable already).
+    use_daemon_thread = True
+
     def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef, run_id: str) -> None:
         super().__init__()
         self.ctx = ctx
@@ -68,11 +72,19 @@ class RunActor(pykka.ThreadingActor):
         self.actor = ""  # who the next batch is recorded as (a person for commands; else the engine)
         self.cause = ""  # what the next batch follows from (a command; else the last recorded event)
         self.stopped = False
+        self.stop_error: BaseException | None = None  # why it stopped before it could load its run
+        self.recovered = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self.state, self.history = load(self.ctx, self.run_id)
+        try:
+            self.state, self.history = load(self.ctx, self.run_id)
+        except StoreError as exc:  # the store is away: stop (answering what waits), to be driven again
+            log.warning("run %s cannot be loaded (%s); it will be driven again", self.run_id, exc)
+            self.stopped, self.stop_error = True, exc
+            self._tell_orchestrator(m.RunFenced(self.run_id, str(exc), retry=True, urn=self.actor_ref.actor_urn))
+            return
         self.recorded_version = self.state.version
         self.recovered = False
         if self.state.running() and not self.state.terminal:
@@ -100,7 +112,7 @@ class RunActor(pykka.ThreadingActor):
             if self.state.terminal and isinstance(message, (m.Resume, m.Cancel)):
                 pass  # answered below: the run has ended (RunFinished)
             else:
-                _fail(reply, RunBusy(self.run_id))
+                _fail(reply, self.stop_error or RunBusy(self.run_id))
                 return
         handler = self._handlers.get(type(message))
         if handler is None:
@@ -311,6 +323,10 @@ class RunActor(pykka.ThreadingActor):
             recorded = self.ctx.store.append(self.stream, new, expected_version=self.recorded_version)
         except ConcurrencyError as exc:
             self._fenced(RunOwnedElsewhere(self.run_id, f"another writer ({exc})"), reply, retry=False)
+            return None
+        except StoreClosedError as exc:  # the engine is stopping: the next start recovers the run
+            log.info("run %s: not recorded, the store closed: %s", self.run_id, exc)
+            self._fenced(exc, reply, retry=False)
             return None
         except Exception as exc:  # the store failed: stop, and drive the run again after a pause
             log.exception("run %s: append failed", self.run_id)

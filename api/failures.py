@@ -13,7 +13,7 @@ import sys
 
 from actors.agents.base import BackendConfigError
 from actors.engine import EngineTimeout
-from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
+from actors.errors import EngineUnavailable, LaunchInProgress, RunBusy, RunOwnedElsewhere
 from api.runtime import FlowsImportError, StartError
 from api.settings import SettingsError, safe_url, scrub
 from eventstore import StoreError
@@ -28,7 +28,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # environment, which may pass on their own (an unreachable store, a run being handed over).
 INPUT_ERRORS = (UnknownFlow, LaunchError, UnstorableText, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting, RunOwnedElsewhere,
                 LaunchInProgress, decide.RunFinished, FlowsImportError, SettingsError, BackendConfigError)
-RUNTIME_ERRORS = (StoreError, EngineTimeout, RunBusy, StartError, TimeoutError)
+RUNTIME_ERRORS = (StoreError, EngineTimeout, EngineUnavailable, RunBusy, StartError, TimeoutError)
 
 
 def exit_code(exc: BaseException) -> int:

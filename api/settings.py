@@ -59,6 +59,9 @@ class Settings:
         return tuple(s for s in found if s)
     url: str = ""  # the baton server CLI commands go through ("" = a live server of the store, if any)
     personas: str = ""  # a folder of extra persona files (NAME.md), beside the shipped ones
+    max_connections: int = 1000  # HTTP connections held at once (lowered to fit the open-files limit)
+    header_timeout_s: float = 10.0  # a request head must arrive within this (from connecting or the last answer)
+    body_timeout_s: float = 30.0  # a request body must arrive within this of its head
 
     def engine_config(self) -> EngineConfig:
         """The part of the settings the engine needs."""
@@ -99,6 +102,9 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_MAX_OUTPUT_BYTES": ("max_output_bytes", int),
     "BATON_URL": ("url", str),
     "BATON_PERSONAS": ("personas", str),
+    "BATON_MAX_CONNECTIONS": ("max_connections", int),
+    "BATON_HEADER_TIMEOUT_S": ("header_timeout_s", float),
+    "BATON_BODY_TIMEOUT_S": ("body_timeout_s", float),
 }
 
 
@@ -132,9 +138,11 @@ def check(settings: Settings) -> Settings:
     for name in ("max_active_runs", "agent_slots"):
         if getattr(settings, name) < 0:
             raise SettingsError(f"{_named(name)} cannot be negative (0 means no limit)")
-    for name in ("stall_s", "openai_read_timeout_s", "max_output_bytes"):
+    for name in ("stall_s", "openai_read_timeout_s", "max_output_bytes", "header_timeout_s", "body_timeout_s"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{_named(name)} must be positive")
+    if settings.max_connections < 1:
+        raise SettingsError(f"{_named('max_connections')} must be at least 1")
     if settings.url and not settings.url.startswith(("http://", "https://")):
         raise SettingsError(f"BATON_URL / --server {settings.url!r} is not an http:// or https:// URL")
     if not (0 < settings.port < 65536):

@@ -11,11 +11,31 @@ instead of waiting out the TTL.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+
+from eventstore.store import StoreUnavailableError
+
+T = TypeVar("T")
+
+
+def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """A database error of a lease call is the store being unavailable, as for any other store call."""
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreUnavailableError(f"leases: {' '.join(str(exc.orig or exc).split())}") from exc
+
+    return call
 
 _metadata = sa.MetaData()
 leases_table = sa.Table(
@@ -59,6 +79,7 @@ class Leases:
         self.ttl_s = ttl_s
         _metadata.create_all(engine, checkfirst=True)
 
+    @_store_errors
     def acquire(self, name: str, owner: str) -> str | None:
         """Take ``name`` for ``owner``: None on success, else the owner holding it."""
         now = time.time()
@@ -74,11 +95,13 @@ class Leases:
         holder = self.owner_of(name)
         return holder or None
 
+    @_store_errors
     def release(self, name: str, owner: str) -> None:
         """Give ``name`` up (only if ``owner`` holds it)."""
         with self.engine.begin() as conn:
             conn.execute(sa.delete(leases_table).where(leases_table.c.name == name, leases_table.c.owner == owner))
 
+    @_store_errors
     def renew(self, owner: str) -> int:
         """Extend every lease ``owner`` holds; returns how many it still holds."""
         with self.engine.begin() as conn:
@@ -88,11 +111,13 @@ class Leases:
             )
             return result.rowcount
 
+    @_store_errors
     def release_all(self, owner: str) -> None:
         """Give up every lease ``owner`` holds (a clean stop)."""
         with self.engine.begin() as conn:
             conn.execute(sa.delete(leases_table).where(leases_table.c.owner == owner))
 
+    @_store_errors
     def owner_of(self, name: str) -> str:
         """Who holds ``name`` now ("" when nobody, or the lease expired)."""
         with self.engine.connect() as conn:
@@ -103,6 +128,7 @@ class Leases:
             return ""
         return row.owner
 
+    @_store_errors
     def held(self) -> dict[str, str]:
         """Every live lease: name -> owner."""
         now = time.time()

@@ -10,6 +10,7 @@ connections and never block the writer.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from eventstore.codec import (
 )
 from eventstore.store import (
     NewEvent,
+    Outage,
     RecordedEvent,
     StoreClosedError,
     StoreUnavailableError,
@@ -51,7 +53,7 @@ _VERIFY_STREAM = (
 _IN_CHUNK = 900
 _OPTIONS = {
     "poll_interval", "pool_size", "connect_timeout", "busy_timeout_ms", "lock_timeout_s",
-    "retry_s", "max_group_events", "page_size",
+    "max_backoff_s", "max_group_events", "page_size",
     "_unsafe_no_order_lock", "_before_commit", "_on_lock_wait",
 }
 
@@ -84,8 +86,9 @@ class SqlEventStore:
             backend,
             self._hub.advance,
             max_group_events=options.get("max_group_events", 5000),
-            retry_s=options.get("retry_s", 30.0),
+            max_backoff_s=options.get("max_backoff_s", 5.0),
         )
+        self._read_failure: Outage | None = None  # the last read that failed, until one succeeds
 
     def __repr__(self) -> str:
         safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
@@ -104,11 +107,16 @@ class SqlEventStore:
         stream_id: str,
         events: Sequence[NewEvent],
         expected_version: int | None = None,
+        *,
+        timeout: float | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` to a stream atomically and return them as recorded.
 
         ``expected_version`` is the stream's current version (0 for a new
-        stream); None skips the check. Blocks until the events are durable.
+        stream); None skips the check. Blocks until the events are durable:
+        while the database is away, for as long as that lasts, or at most
+        ``timeout`` seconds (then StoreUnavailableError: maybe recorded, see
+        ``GroupCommitWriter.submit``).
         Retrying an append whose event ids are all recorded (in this stream)
         returns the recorded events and appends nothing, whatever the version.
 
@@ -141,7 +149,7 @@ class SqlEventStore:
         if len(set(ids)) != len(ids):
             raise ValueError(f"stream {stream_id!r}: the same event id appears twice in one append")
         pending = self._writer.submit(
-            PendingAppend(stream_id, expected_version, ids, types, data, metadata)
+            PendingAppend(stream_id, expected_version, ids, types, data, metadata), timeout
         )
         if pending.duplicate:
             return self._read_ids(ids)
@@ -151,7 +159,7 @@ class SqlEventStore:
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         """The stream's events after ``after_version``, in version order ([] if none)."""
-        return decode_rows(self._backend.query(self._sql[_READ_STREAM], (stream_id, after_version)))
+        return decode_rows(self._query(self._sql[_READ_STREAM], (stream_id, after_version)))
 
     def read_all(
         self, after: int = 0, limit: int | None = None, *, types: Collection[str] | None = None
@@ -181,7 +189,7 @@ class SqlEventStore:
 
     def head(self) -> int:
         """The last committed global position (0 when the store is empty)."""
-        return self._backend.query(_HEAD)[0][0]
+        return self._query(_HEAD)[0][0]
 
     def subscribe(self, after: int = 0, *, page_size: int = 500) -> Subscription:
         """Follow every event after ``after``: the backlog first, then live.
@@ -221,7 +229,7 @@ class SqlEventStore:
                 sql, params = self._sql[_VERIFY_ALL], (last_stream, last_version, page_size)
             else:
                 sql, params = self._sql[_VERIFY_STREAM], (stream_id, last_version, page_size)
-            rows = self._backend.query(sql, params)
+            rows = self._query(sql, params)
             checker.feed(rows)
             if len(rows) < page_size:
                 return checker.problems + (self._position_gaps() if stream_id is None else [])
@@ -234,7 +242,7 @@ class SqlEventStore:
         sequence leaves holes for refused appends, so there a hole proves nothing.)"""
         if self.dialect != "sqlite":
             return []
-        rows = self._backend.query(
+        rows = self._query(
             "SELECT e.position, (SELECT min(n.position) FROM events n WHERE n.position > e.position) "
             "FROM events e WHERE e.position < (SELECT max(position) FROM events) "
             "AND NOT EXISTS (SELECT 1 FROM events n WHERE n.position = e.position + 1) "
@@ -261,21 +269,39 @@ class SqlEventStore:
 
     # -- internals ---------------------------------------------------------
 
+    def outage(self) -> Outage | None:
+        """Why the store cannot be used now, and since when; None while it can.
+
+        The writer failing to commit comes first (a read-only file still
+        reads); else the last read that failed, until a read succeeds.
+        """
+        return self._writer.outage() or self._read_failure
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            rows = self._backend.query(sql, params)
+        except StoreUnavailableError as exc:
+            if self._read_failure is None:
+                self._read_failure = Outage(time.time(), " ".join(str(exc).split()))
+            raise
+        self._read_failure = None
+        return rows
+
     def _read_rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
-        return self._backend.query(self._sql[_READ_ALL], (after, limit))
+        return self._query(self._sql[_READ_ALL], (after, limit))
 
     def _read_typed(self, after: int, limit: int, types: tuple[str, ...]) -> list[tuple[Any, ...]]:
         mark = self._backend.placeholder
         sql = (f"SELECT {_COLUMNS} FROM events WHERE position > {mark} AND type IN "
                f"({', '.join([mark] * len(types))}) ORDER BY position LIMIT {mark}")
-        return self._backend.query(sql, (after, *types, limit))
+        return self._query(sql, (after, *types, limit))
 
     def _read_ids(self, ids: list[str]) -> list[RecordedEvent]:
         rows: list[Any] = []
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
             marks = ",".join([self._backend.placeholder] * len(chunk))
-            rows += self._backend.query(
+            rows += self._query(
                 f"SELECT {_COLUMNS} FROM events WHERE event_id IN ({marks})", tuple(chunk)
             )
         rows.sort(key=lambda row: row[0])
@@ -331,8 +357,10 @@ def open_store(url: str, **options: Any) -> SqlEventStore:
     ``pool_size`` (10), ``connect_timeout`` (10 s, PostgreSQL),
     ``busy_timeout_ms`` (5000, SQLite readers), ``lock_timeout_s`` (120 s:
     how long the SQLite writer waits for another process's write lock before
-    raising StoreUnavailableError), ``retry_s`` (30 s of retrying a lost
-    connection), ``max_group_events`` (5000), ``page_size`` (1000).
+    raising StoreUnavailableError), ``max_backoff_s`` (5 s: the longest
+    pause between two tries of an append while the database is away; the
+    writer retries for as long as it is away), ``max_group_events`` (5000),
+    ``page_size`` (1000).
     Test-only: ``_unsafe_no_order_lock``, ``_before_commit``, ``_on_lock_wait``.
 
     Raises StoreUnavailableError, naming the URL (password hidden), when the

@@ -63,6 +63,16 @@ def _is_busy(exc: BaseException) -> bool:
     return "locked" in text or "busy" in text
 
 
+# Primary result codes of a file that cannot be written now, whatever is appended:
+# SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN.
+_CANNOT_WRITE = {8, 10, 13, 14}
+
+
+def _cannot_write(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _CANNOT_WRITE
+
+
 class SqliteBackend:
     """The SQLite half of the store: the writer's transaction and the readers' connections."""
 
@@ -126,8 +136,14 @@ class SqliteBackend:
         return conn
 
     def is_transient(self, exc: BaseException) -> bool:
-        """A busy file: retry the group (BEGIN IMMEDIATE waits on its own first)."""
-        return _is_busy(exc)
+        """A busy file, or one that cannot be written for now: retry the group.
+
+        BEGIN IMMEDIATE waits for a busy file on its own first. A file made
+        read-only (or immutable), a full disk or an I/O error fails every append
+        alike until someone fixes the file; SQLite rolls the transaction back,
+        so the group is retried as it was for as long as that lasts.
+        """
+        return _is_busy(exc) or _cannot_write(exc)
 
     def is_broken(self, conn: Any) -> bool:
         """A SQLite connection does not break; it is never replaced."""

@@ -116,6 +116,13 @@ class EventIdConflictError(StoreError):
         self.detail = detail
 
 
+class Outage(msgspec.Struct, frozen=True):
+    """The store cannot be used now: since when (``time.time()``), and the last error in words."""
+
+    since: float
+    error: str
+
+
 class StoreClosedError(StoreError):
     """The store (or its writer) was closed; the call did nothing."""
 
@@ -143,6 +150,10 @@ class Subscription(Protocol):
 
     def close(self) -> None: ...
 
+    def outage(self) -> Outage | None:
+        """Why the store cannot be used now, and since when; None while it can."""
+        ...
+
 
 class EventStore(Protocol):
     """What every backend offers (see tests/contract)."""
@@ -152,10 +163,13 @@ class EventStore(Protocol):
         stream_id: str,
         events: Sequence[NewEvent],
         expected_version: int | None = None,
+        *,
+        timeout: float | None = None,
     ) -> list[RecordedEvent]:
         """Append atomically; ``expected_version`` None skips the check.
 
         Raises ConcurrencyError (appending nothing) on a version mismatch.
+        Waits while the database is away, at most ``timeout`` seconds when given.
         """
         ...
 
@@ -172,3 +186,7 @@ class EventStore(Protocol):
     def verify(self, stream_id: str | None = None) -> list[str]: ...
 
     def close(self) -> None: ...
+
+    def outage(self) -> Outage | None:
+        """Why the store cannot be used now, and since when; None while it can."""
+        ...

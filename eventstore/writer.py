@@ -9,9 +9,13 @@ for more work, so a lone caller appending in a loop pays no delay.
 Each append is checked on its own inside the group (expected version,
 idempotency); the backend records a per-append outcome, so one stream's
 conflict fails only that caller. A database error that is not about one
-append (lost connection, lock wait) is retried for the whole group; retrying
-is safe because appends are idempotent by event id. An unexpected error is
-confined by committing the group's appends one by one.
+append (lost connection, a database refusing connections, a read-only or
+full disk) is retried for the whole group for as long as it lasts, with
+backoff capped at ``max_backoff_s``: an append is durable only once
+committed, so its caller waits (or gives up waiting: ``submit``'s timeout).
+Retrying is safe because appends are idempotent by event id. While a group
+fails, ``outage()`` says since when and why. An unexpected error is confined
+by committing the group's appends one by one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from eventstore.store import StoreClosedError, StoreError, StoreUnavailableError
+from eventstore.store import Outage, StoreClosedError, StoreError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class PendingAppend:
         "recorded_at",
         "duplicate",
         "error",
+        "abandoned",
         "_done",
     )
 
@@ -67,6 +72,7 @@ class PendingAppend:
         self.data = data
         self.metadata = metadata
         self.reset()
+        self.abandoned = False  # its caller stopped waiting: not retried any more
         # A bare lock is the cheapest one-shot signal CPython has: acquired
         # here, released by the writer, acquired again by the waiting caller.
         self._done = threading.Lock()
@@ -121,13 +127,14 @@ class GroupCommitWriter:
         on_commit: Any,
         *,
         max_group_events: int = 5000,
-        retry_s: float = 30.0,
+        max_backoff_s: float = 5.0,
         name: str = "baton-eventstore-writer",
     ) -> None:
         self._backend = backend
         self._on_commit = on_commit
         self._max_group_events = max_group_events
-        self._retry_s = retry_s
+        self._max_backoff_s = max_backoff_s
+        self._outage: Outage | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # Guards _closed and the _STOP marker: nothing may be queued behind
         # _STOP, or its caller would wait for a writer that has gone.
@@ -138,31 +145,57 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, pending: PendingAppend) -> PendingAppend:
+    def submit(self, pending: PendingAppend, timeout: float | None = None) -> PendingAppend:
         """Queue an append and block until it is durable (or failed).
 
         Raises the append's own error (ConcurrencyError, ...) in the caller.
+        With a ``timeout`` (seconds), gives up waiting after it with
+        StoreUnavailableError: the append is then dropped from any later retry,
+        but an attempt already under way may still have committed it (its
+        outcome was lost with the connection), so the caller must treat it as
+        "maybe recorded" (appends are idempotent by event id: resend the same).
         """
         with self._gate:
             if self._closed:
                 raise StoreClosedError("the event store is closed")
             self._queue.put(pending)
-        pending._done.acquire()
+        if not pending._done.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            with self._gate:
+                pending.abandoned = True
+            if not pending._done.acquire(blocking=False):
+                outage = self._outage
+                why = f": {outage.error}" if outage is not None else ""
+                raise StoreUnavailableError(
+                    f"the append to {pending.stream_id!r} was not committed within {timeout:g} s{why}; "
+                    "it may still be recorded if an attempt was under way"
+                )
         if pending.error is not None:
             raise pending.error
         return pending
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Commit what is queued, then stop the thread and close its connection."""
+    def outage(self) -> Outage | None:
+        """Since when, and why, the writer has been failing to commit (None while it commits)."""
+        return self._outage
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Commit what is queued, then stop the thread and close its connection.
+
+        While the database is away nothing more can be committed: the appends
+        still waiting fail at once with StoreClosedError instead of holding the
+        close (and the process) for as long as the outage lasts.
+        """
         with self._gate:
             if self._closed:
                 return
             self._closed = True
             self._queue.put(_STOP)
+        if self._outage is not None:
+            self._stopping.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("event store writer did not stop within %.0f s", timeout)
             self._stopping.set()
+            self._thread.join(1.0)
 
     # -- the writer thread -------------------------------------------------
 
@@ -202,9 +235,17 @@ class GroupCommitWriter:
             self._conn = None
 
     def _commit(self, group: list[PendingAppend]) -> None:
-        deadline: float | None = None
         delay = 0.05
         while True:
+            with self._gate:
+                group = [pending for pending in group if not pending.abandoned]
+            if not group:
+                return
+            if self._stopping.is_set() and self._outage is not None:
+                error = StoreClosedError(f"the event store closed while it could not commit: {self._outage.error}")
+                for pending in group:
+                    pending.error = error
+                return
             for pending in group:
                 pending.reset()
             try:
@@ -216,24 +257,25 @@ class GroupCommitWriter:
                     self._backend.close_connection(self._conn)
                     self._conn = None
                 if isinstance(exc, StoreUnavailableError):
-                    # The backend already waited as long as it was told to.
+                    # The backend already waited as long as it was told to (a lock held elsewhere).
                     for pending in group:
                         pending.error = exc
                     return
                 if self._backend.is_transient(exc):
-                    now = time.monotonic()
-                    deadline = deadline if deadline is not None else now + self._retry_s
-                    if now < deadline and not self._stopping.is_set():
-                        log.warning("event store append failed (%s); retrying", exc)
-                        self._stopping.wait(delay)
-                        delay = min(delay * 2, 1.0)
-                        continue
-                    error = StoreUnavailableError(
-                        f"the event store could not commit for {self._retry_s:.0f} s: {exc}"
-                    )
-                    for pending in group:
-                        pending.error = error
-                    return
+                    if self._stopping.is_set():
+                        error = StoreClosedError(f"the event store closed before the append was committed: {exc}")
+                        for pending in group:
+                            pending.error = error
+                        return
+                    if self._outage is None:
+                        self._outage = Outage(time.time(), _one_line(exc))
+                        log.warning("event store append failed (%s); retrying for as long as it fails",
+                                    self._outage.error)
+                    else:
+                        self._outage = Outage(self._outage.since, _one_line(exc))
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, self._max_backoff_s)
+                    continue
                 if len(group) > 1:
                     # Something about one append broke the whole transaction:
                     # commit them one by one so only that append fails.
@@ -245,6 +287,14 @@ class GroupCommitWriter:
                 )
                 group[0].error.__cause__ = exc
                 return
+            if self._outage is not None:
+                log.warning("event store appends commit again after %.1f s of failing",
+                            time.time() - self._outage.since)
+                self._outage = None
             if last:
                 self._on_commit(last)
             return
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -13,6 +13,7 @@ projector writes, because both run the same code over the same events.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import threading
@@ -95,6 +96,8 @@ class Projector:
         self._applier = Applier(store.engine, name, version, _before_commit)
         self._cond = threading.Condition()
         self._position = 0
+        # Waits of the event loop (wait_for_async): (position, future, its loop); resolved by _publish.
+        self._waiters: list[tuple[int, asyncio.Future[bool], asyncio.AbstractEventLoop]] = []
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscription: Any = None
@@ -152,6 +155,32 @@ class Projector:
         with self._cond:
             return self._cond.wait_for(lambda: self._position >= position, timeout)
 
+    async def wait_for_async(self, position: int, timeout: float = 5.0) -> bool:
+        """``wait_for`` for the event loop: waits without holding a thread; False on timeout.
+
+        A wait in a worker thread would hold one thread of a small shared pool
+        for its whole timeout (a dozen far-ahead ``?min_position`` reads made
+        health take seconds); here the projector's thread resolves a future.
+        """
+        if self._position >= position:
+            return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        waiter = (position, future, loop)
+        with self._cond:
+            if self._position >= position:
+                return True
+            self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            return self._position >= position
+        finally:
+            with self._cond:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
     def rebuild(self) -> RebuildStats:
         """Stop following, rebuild the tables from position 0, and follow again."""
         was_running = self.running
@@ -169,6 +198,15 @@ class Projector:
         with self._cond:
             self._position = position
             self._cond.notify_all()
+            if not self._waiters:
+                return
+            ready = [w for w in self._waiters if w[0] <= position]
+            self._waiters = [w for w in self._waiters if w[0] > position]
+        for _, future, loop in ready:
+            try:
+                loop.call_soon_threadsafe(_reached, future)
+            except RuntimeError:  # its loop is closed: nobody waits any more
+                pass
 
     def _follow(self) -> None:
         applier = self._applier
@@ -236,3 +274,8 @@ class Projector:
         if subscription is not None:
             subscription.close()
 
+
+
+def _reached(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(True)

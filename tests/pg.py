@@ -143,3 +143,21 @@ def drop_pg_database(name: str) -> None:
 def skip_reason() -> str:
     """Why PostgreSQL tests are skipped (empty when a server answers)."""
     return _PG[1] if _PG is not None else ""
+
+
+def refuse_connections(name: str) -> None:
+    """Make database ``name`` refuse every connection and end the ones it has (an outage of it alone)."""
+    import psycopg
+
+    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+
+
+def allow_connections(name: str) -> None:
+    """End an outage made by ``refuse_connections``."""
+    import psycopg
+
+    with psycopg.connect(_pg_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')

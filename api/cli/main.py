@@ -84,6 +84,11 @@ SERVE_FLAGS: tuple[tuple[str, str, type, str, str], ...] = (
      "silence from the model server before a call fails (BATON_OPENAI_READ_TIMEOUT_S)"),
     ("--max-output-bytes", "max_output_bytes", int, "BYTES",
      "a step output larger than this fails the step (BATON_MAX_OUTPUT_BYTES)"),
+    ("--max-connections", "max_connections", int, "N", "HTTP connections held at once (BATON_MAX_CONNECTIONS)"),
+    ("--header-timeout-s", "header_timeout_s", float, "SECONDS", "time a client has to send a request head "
+     "(BATON_HEADER_TIMEOUT_S)"),
+    ("--body-timeout-s", "body_timeout_s", float, "SECONDS", "time a client has to send a request body "
+     "(BATON_BODY_TIMEOUT_S)"),
 )
 SETTING_FLAG = "setting__"
 

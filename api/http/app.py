@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -24,6 +25,13 @@ from starlette.applications import Starlette
 
 from api import failures
 from api.http import openapi, problems, routes, stream
+from api.http.connections import (
+    ACCEPT_BURST,
+    ConnectionGuard,
+    connection_cap,
+    guarded_protocol,
+    raise_open_files_limit,
+)
 from api.http.hub import DEFAULT_BUFFER, FrameHub
 from actors.runlog import server_lease
 from api.http.listen import ListenError, listen, url_of
@@ -33,6 +41,9 @@ from api.web import routes as web
 from eventstore.leases import default_owner
 
 log = logging.getLogger("baton.api")
+
+SHUTDOWN_S = 10.0  # a stop signal ends the process within this, whatever is running
+GRACE_S = 3.0  # of which requests in progress get this long to finish
 
 
 def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: int = DEFAULT_BUFFER) -> Starlette:
@@ -80,6 +91,8 @@ class StreamingServer(uvicorn.Server):
         super().__init__(config)
         self.hub = hub
         self.on_ready = on_ready
+        self.stopped = threading.Event()  # set once the whole process has stopped (the runtime too)
+        self._deadline: threading.Thread | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """uvicorn's start; then, once it accepts connections, ``on_ready`` and uvicorn's usual ready line.
@@ -97,11 +110,29 @@ class StreamingServer(uvicorn.Server):
             logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s (Press CTRL+C to quit)", address)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        """Signal handler: end the streams (on the loop), then uvicorn's own handling."""
+        """Signal handler: end the streams (on the loop), then uvicorn's own handling.
+
+        The first signal also arms a deadline: if the process has not stopped
+        SHUTDOWN_S later (an append waiting on a database that is away, a
+        request that will not end), it exits anyway. Every recorded event is
+        already durable, and unfinished runs are recovered by the next start,
+        as after a crash.
+        """
         loop = self.hub.loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.hub.end_streams)
+        if self._deadline is None:
+            self._deadline = threading.Thread(target=self._exit_at_deadline, name="baton-stop-deadline",
+                                              daemon=True)
+            self._deadline.start()
         super().handle_exit(sig, frame)
+
+    def _exit_at_deadline(self) -> None:
+        if not self.stopped.wait(SHUTDOWN_S - 0.5):
+            log.error("baton serve did not stop within %.0f s of the signal; exiting now (recorded events are "
+                      "durable; unfinished runs are recovered at the next start)", SHUTDOWN_S)
+            logging.shutdown()
+            os._exit(1)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -132,9 +163,10 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
     its node lease) so that ``baton`` commands on the same store find it and
     go through it (``api.cli.client.discover``).
     """
+    open_files = raise_open_files_limit()  # before the runtime opens anything: the engine's files come first
     try:
         require_model(settings)
-        sock = listen(settings.host, settings.port)
+        sock = listen(settings.host, settings.port, ACCEPT_BURST)  # the guard counts on this backlog
     except (SettingsError, ListenError) as exc:
         return failures.fail(failures.EXIT_USAGE if isinstance(exc, SettingsError) else failures.EXIT_FAILED,
                              str(exc))
@@ -149,9 +181,13 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
     lease, owner = server_lease(url), default_owner()
     engine = runtime.engine
     assert engine is not None
+    server: StreamingServer | None = None
     try:
         app = create_app(runtime)
-        options = {"timeout_graceful_shutdown": 5, **uvicorn_options}
+        guard = ConnectionGuard(connection_cap(settings.max_connections, open_files), settings.header_timeout_s,
+                                settings.body_timeout_s)
+        options = {"timeout_graceful_shutdown": GRACE_S, "http": guarded_protocol(guard), "backlog": ACCEPT_BURST,
+                   **uvicorn_options}
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
                                 lifespan="on", **options)
 
@@ -170,6 +206,8 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
         with contextlib.suppress(Exception):  # a store that went away: the lease ends with its TTL
             engine.ctx.leases.release(lease, owner)
         runtime.stop()
+        if server is not None:
+            server.stopped.set()
         sock.close()
 
 

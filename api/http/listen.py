@@ -16,7 +16,7 @@ class ListenError(OSError):
     """The address cannot be listened on; the message says why in a person's words."""
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
     """A listening TCP socket on ``host:port``; ListenError naming the address and the cause."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
@@ -27,7 +27,7 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does (TIME_WAIT, not a listener)
         sock.bind(address)
-        sock.listen(2048)
+        sock.listen(backlog)
     except OSError as exc:
         sock.close()
         why = {errno.EADDRINUSE: "the address is in use (another baton serve? choose another with BATON_PORT / "

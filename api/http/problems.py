@@ -14,11 +14,18 @@ from typing import Any
 
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from actors.engine import EngineTimeout
-from actors.errors import FlowsModuleMissing, LaunchInProgress, NodeDidNotAnswer, RunBusy, RunOwnedElsewhere
+from actors.errors import (
+    EngineUnavailable,
+    FlowsModuleMissing,
+    LaunchInProgress,
+    NodeDidNotAnswer,
+    RunBusy,
+    RunOwnedElsewhere,
+)
 from api.http.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.catalog import UnknownFlow
@@ -62,6 +69,8 @@ class BadParameter(ValueError):
 
 # type -> (status, slug, title). Order matters only for subclasses: the first match wins.
 PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
+    # The client went away (or was cut off for sending its body too slowly): nobody reads this answer.
+    (ClientDisconnect, 400, "client-disconnected", "The client disconnected before its request was read"),
     (EmptyBody, 400, "empty-body", "The request body is empty"),
     (MalformedJson, 400, "malformed-json", "The request body is not valid JSON"),
     (BodyError, 422, "invalid-body", "The request body is not acceptable"),
@@ -81,6 +90,7 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (RunBusy, 503, "run-busy", "The run is being handed over; try again shortly"),
     (EngineTimeout, 503, "engine-timeout", "The engine did not answer in time"),
     (NodeDidNotAnswer, 503, "node-timeout", "The process driving the run did not answer in time"),
+    (EngineUnavailable, 503, "engine-unavailable", "The engine is not running; it is being restarted"),
     (StoreUnavailableError, 503, "store-unavailable", "The event store cannot be reached"),
     (Unavailable, 503, "unavailable", "Not available in this process"),
     (StoreError, 503, "store-error", "The event store refused the operation"),
@@ -89,6 +99,8 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
 # Headers a problem of that type carries: a transient refusal says when to try again.
 HEADERS: dict[type[BaseException], dict[str, str]] = {
     RunBusy: {"Retry-After": "1"},
+    EngineUnavailable: {"Retry-After": "2"},
+    StoreUnavailableError: {"Retry-After": "5"},
 }
 
 

@@ -162,8 +162,9 @@ async def read_your_writes(request: Request) -> dict[str, str]:
     if projector is None:
         return {}
     if wanted and projector.position < wanted:
-        # A stale read after the wait beats none: the answer still says how far it got.
-        await asyncio.to_thread(read_model.wait_for, wanted, READ_WAIT_S)
+        # A stale read after the wait beats none: the answer still says how far it got. The wait
+        # holds no thread: threads of the shared pool serve reads, stream resumes and health.
+        await projector.wait_for_async(wanted, READ_WAIT_S)
     return {READ_POSITION: str(projector.position)}
 
 
@@ -336,20 +337,26 @@ async def plan(request: Request) -> Response:
     return json_response(await run_in_threadpool(_engine(request).plan))
 
 
+HEALTH_PROBE_S = 2.0  # how long health waits for the store to answer before calling it down
+
+
 async def health(request: Request) -> Response:
-    """GET /api/health: liveness, and whether the store answers (503 when it does not)."""
+    """GET /api/health: the engine, the projector and the store, each on its own; 503 unless all are ok."""
     runtime = _runtime(request)
-    try:
-        head = await asyncio.to_thread(runtime.store.head)
-    except Exception as exc:
-        raise StoreUnavailableError(f"the event store does not answer: {type(exc).__name__}: {exc}") from exc
-    projector = getattr(runtime.read_model, "projector", None)
-    problems, total, error = await asyncio.to_thread(_projection_health, runtime.read_model, projector)
+    store = await _store_health(runtime.store)
+    engine = (schemas.EngineHealth(**runtime.engine.health()) if runtime.engine is not None
+              else schemas.EngineHealth(status="off", detail="this server was started without the engine"))
+    projector_ = getattr(runtime.read_model, "projector", None)
+    problems, total, _ = await asyncio.to_thread(_projection_health, runtime.read_model, projector_)
+    projector = _projector_health(projector_, total)
+    parts = (engine, projector, store)
+    down = any(part.status == "down" for part in parts)
+    status = "down" if down else "degraded" if any(part.status == "degraded" for part in parts) else "ok"
     return json_response(schemas.Health(
-        status="degraded" if total or error else "ok", head=head,
-        projector_position=None if projector is None else projector.position,
-        engine=runtime.engine is not None, stream_clients=len(request.app.state.hub.subscribers),
-        problems=problems, problems_total=total, projector_error=error))
+        status=status, engine=engine, projector=projector, store=store, head=store.head,
+        projector_position=projector.position, stream_clients=len(request.app.state.hub.subscribers),
+        problems=problems, problems_total=total, projector_error=projector.error,
+    ), 503 if down else 200)
 
 
 def _projection_health(read_model: Any, projector: Any) -> tuple[list[dict[str, Any]], int, str | None]:
@@ -363,6 +370,37 @@ def _projection_health(read_model: Any, projector: Any) -> tuple[list[dict[str, 
     except Exception as exc:  # the read tables being rebuilt, or the database away: say so
         return [], 0, error or f"cannot read projection_errors: {type(exc).__name__}: {exc}"
     return problems, total, error
+
+
+async def _store_health(store: Any) -> schemas.StoreHealth:
+    """Whether the store answers (a read of its head, within HEALTH_PROBE_S) and commits (its writer)."""
+    try:
+        head = await asyncio.wait_for(asyncio.to_thread(store.head), HEALTH_PROBE_S)
+    except TimeoutError:
+        return schemas.StoreHealth(status="down", error=f"the store did not answer within {HEALTH_PROBE_S:g} s")
+    except Exception as exc:
+        return schemas.StoreHealth(status="down", error=" ".join(f"{type(exc).__name__}: {exc}".split()))
+    outage = store.outage() if hasattr(store, "outage") else None
+    if outage is not None:
+        return schemas.StoreHealth(status="down", head=head, error=f"appends cannot be committed: {outage.error}",
+                                   since=outage.since)
+    return schemas.StoreHealth(status="ok", head=head)
+
+
+def _projector_health(projector: Any, skipped: int = 0) -> schemas.ProjectorHealth:
+    """``down`` while it is not running or keeps failing on its database (it retries); ``degraded`` while
+    it follows the store but has skipped events it could not apply (``skipped``, listed in ``problems``)."""
+    if projector is None:
+        return schemas.ProjectorHealth(status="off")
+    if not projector.running:
+        return schemas.ProjectorHealth(status="down", position=projector.position,
+                                       error=projector.last_error or "the projector is not running")
+    if projector.last_error:
+        return schemas.ProjectorHealth(status="down", position=projector.position, error=projector.last_error)
+    if skipped:
+        return schemas.ProjectorHealth(status="degraded", position=projector.position,
+                                       error=f"{skipped} event(s) could not be applied and were skipped")
+    return schemas.ProjectorHealth(status="ok", position=projector.position)
 
 
 ROUTES = [

@@ -211,19 +211,44 @@ class RecordedEventView(msgspec.Struct, kw_only=True):
     hash: str
 
 
-class Health(msgspec.Struct, kw_only=True):
-    """GET /api/health: the process is up and the store answers; ``head`` is its last position.
-
-    ``status`` is ``degraded`` (still 200) while the read side has skipped
-    events it could not apply (``problems``: the newest 20, with their
-    position and error; ``problems_total``: all of them) or the projector
-    keeps failing on its database (``projector_error``); ``ok`` otherwise.
-    """
+class EngineHealth(msgspec.Struct, kw_only=True):
+    """The engine: ``ok`` while its orchestrator runs, ``down`` if it failed (it is restarted), ``off``
+    in a server started without it (reads only)."""
 
     status: str
-    head: int
+    detail: str
+    restarts: int = 0
+
+
+class ProjectorHealth(msgspec.Struct, kw_only=True):
+    """The read side: ``ok`` while it follows the store, ``down`` while it cannot apply events (``error``
+    says why; it retries from its checkpoint), ``off`` when this process runs none."""
+
+    status: str
+    position: int | None = None
+    error: str | None = None
+
+
+class StoreHealth(msgspec.Struct, kw_only=True):
+    """The event store: ``ok`` when it answers and commits, ``down`` when it cannot be read or written
+    (``error`` says why, ``since`` when the writer started failing, as a Unix time)."""
+
+    status: str
+    head: int | None = None
+    error: str | None = None
+    since: float | None = None
+
+
+class Health(msgspec.Struct, kw_only=True):
+    """GET /api/health: each part of the process on its own; ``status`` is ``ok`` only when every part
+    is (HTTP 200), else ``down`` (HTTP 503). ``head`` is the store's last position."""
+
+    status: str
+    engine: EngineHealth
+    projector: ProjectorHealth
+    store: StoreHealth
+    head: int | None
     projector_position: int | None
-    engine: bool
     stream_clients: int
     problems: list[ProjectionProblem] = []
     problems_total: int = 0
@@ -243,12 +268,18 @@ class Frame(msgspec.Struct, kw_only=True):
 
 REQUESTS: tuple[type, ...] = (LaunchRequest, CancelRequest, DecisionRequest)
 RESPONSES: tuple[type, ...] = (Launched, CommandAccepted, Problem, RunPage, RunDetail, RecordedEventView,
-                               Health, ProjectionProblem, Frame)
+                               EngineHealth, ProjectorHealth, StoreHealth, Health, ProjectionProblem, Frame)
 
 
 # -- decoding ------------------------------------------------------------------------------
 
 _PATH = re.compile(r"at `\$((?:\.[^`\[]+|\[\d+\])*)`")
+# How deep a body may nest objects and arrays. Real bodies nest a few levels; a deep
+# one (1,000 levels in ``inputs``) would overflow the decoder's recursion limit and every
+# later reader of the event it lands in, so it is refused before decoding.
+MAX_DEPTH = 64
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
 _NAMED = re.compile(r"field `([^`]+)`")
 
 
@@ -277,6 +308,7 @@ def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
         if empty_ok:
             return kind()
         raise EmptyBody("the request body is empty; this request needs a JSON object")
+    _check_depth(body)
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
@@ -314,3 +346,52 @@ def _lenient(body: bytes) -> Any:
         return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return _MALFORMED
+
+
+def _check_depth(body: bytes) -> None:
+    """Refuse a body nested deeper than MAX_DEPTH (BodyError naming the field where it happens).
+
+    Counted without recursion: strings are blanked out first (a bracket inside one
+    does not count), then brackets are counted. Malformed JSON passes here and is
+    refused by the decoder.
+    """
+    depth = 0
+    for bracket in _BRACKET.finditer(_STRING.sub(b'""', body)):
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
+        if depth > MAX_DEPTH:
+            field = _deep_field(body)
+            where = f"field {field!r} is" if field else "the body is"
+            raise BodyError(f"{where} nested more than {MAX_DEPTH} levels deep; flatten it", field)
+
+
+def _deep_field(body: bytes, parts: int = 2) -> str | None:
+    """The dotted path (its first ``parts`` keys) to where the body passes MAX_DEPTH."""
+    path: list[str | None] = []  # per open bracket: the key it is the value of (None in arrays)
+    key: str | None = None
+    at = 0
+    text = body
+    while at < len(text):
+        char = text[at:at + 1]
+        if char == b'"':
+            string = _STRING.match(text, at)
+            if string is None:
+                return None
+            at = string.end()
+            rest = text[at:at + 64].lstrip()
+            if rest.startswith(b":"):
+                key = string.group()[1:-1].decode("utf-8", "replace")
+            continue
+        if char in (b"[", b"{"):
+            path.append(key)
+            key = None
+            if len(path) > MAX_DEPTH:
+                names = [name for name in path if name is not None][:parts]
+                return ".".join(names) or None
+        elif char in (b"]", b"}"):
+            if path:
+                path.pop()
+            key = None
+        elif char == b",":
+            key = None
+        at += 1
+    return None

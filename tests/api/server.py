@@ -54,12 +54,13 @@ def server_env(db_url: str, port: int, **extra: str) -> dict[str, str]:
 class ApiServer:
     """``python -m api.http.app`` on a free port, stopped (SIGINT, then kill) on exit."""
 
-    def __init__(self, db_url: str, *, start_timeout: float = 30.0, **env: str) -> None:
+    def __init__(self, db_url: str, *, start_timeout: float = 30.0, preexec_fn: Any = None, **env: str) -> None:
         self.db_url = db_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.start_timeout = start_timeout
         self.env = server_env(db_url, self.port, **env)
+        self.preexec_fn = preexec_fn  # run in the child before it starts (e.g. to lower its open-files limit)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"baton-api-test-{self.port}.log"
 
@@ -67,7 +68,8 @@ class ApiServer:
         self._log = open(self.log_path, "wb")
         self._listening = threading.Event()
         self.process = subprocess.Popen([sys.executable, "-m", "api.http.app"], cwd=ROOT, env=self.env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        preexec_fn=self.preexec_fn)
         self._reader = threading.Thread(target=self._copy_output, daemon=True)
         self._reader.start()
         # Set when the server listens, and also when its output ends (it exited): no wait outlives it.

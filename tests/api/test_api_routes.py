@@ -123,6 +123,9 @@ BAD_LAUNCHES = [
     ("question twice", b'{"flow": "api-chain", "question": "q", "inputs": {"question": "x"}}', 422,
      "inputs.question"),
     ("empty body", b"", 400, None),
+    ("inputs nested 1,000 deep", b'{"flow": "api-chain", "question": "q", "inputs": {"x": '
+     + b"[" * 1000 + b"]" * 1000 + b"}}", 422, "inputs.x"),
+    ("body nested 1,000 deep", b"[" * 1000 + b"]" * 1000, 422, None),
 ]
 
 
@@ -183,6 +186,16 @@ def test_two_spellings_that_disagree_are_refused_naming_the_field(client, runtim
     problem = problem_of(client.post("/api/runs", json=body), 422)
     assert problem["field"] == field, problem
     assert runtime.store.head() == head
+
+
+def test_a_deeply_nested_body_is_refused_on_every_route_and_a_shallow_one_is_not(client, runtime):
+    head = quiet(runtime)
+    deep = b'{"reason": ' + b'{"a": ' * 70 + b"1" + b"}" * 70 + b"}"
+    problem = problem_of(client.post("/api/runs/some-run/cancel", content=deep), 422)
+    assert problem["field"] == "reason.a" and "nested more than 64 levels" in problem["detail"]
+    brackets_in_strings = json.dumps({"flow": "api-chain", "question": "[" * 500, "inputs": {"x": [[[1]]]}})
+    assert client.post("/api/runs", content=brackets_in_strings).status_code == 201
+    quiet(runtime)
 
 
 def test_an_empty_launch_body_is_its_own_problem_not_malformed_json(client, runtime):
@@ -377,7 +390,9 @@ def test_flows_plan_health(client, runtime):
     plan = client.get("/api/plan").json()
     assert {"in_progress", "planned_queued", "new_queued"} <= set(plan)
     health = client.get("/api/health").json()
-    assert health["status"] == "ok" and health["head"] == runtime.store.head() and health["engine"] is True
+    assert health["status"] == "ok" and health["head"] == runtime.store.head()
+    assert {part: health[part]["status"] for part in ("engine", "projector", "store")} == {
+        "engine": "ok", "projector": "ok", "store": "ok"}
 
 
 def test_health_is_503_when_the_store_cannot_be_read(client, runtime, monkeypatch):
@@ -385,8 +400,12 @@ def test_health_is_503_when_the_store_cannot_be_read(client, runtime, monkeypatc
         raise OSError("disk gone")
 
     monkeypatch.setattr(runtime.store, "head", broken)
-    problem = problem_of(client.get("/api/health"), 503)
-    assert "disk gone" in problem["detail"]
+    r = client.get("/api/health")
+    assert r.status_code == 503
+    health = r.json()
+    assert health["status"] == "down" and health["store"]["status"] == "down"
+    assert "disk gone" in health["store"]["error"]
+    assert health["engine"]["status"] == "ok" and health["projector"]["status"] == "ok"
 
 
 def test_unknown_routes_and_methods_are_problems(client):

@@ -116,3 +116,20 @@ def test_known_secrets_reach_the_engine_but_never_a_printed_setting():
     assert set(config.known_secrets) == {"sk-key-1234", "url-pass", "db-pass"}
     for shown in (repr(settings), repr(config)):
         assert "sk-key-1234" not in shown and "url-pass" not in shown and "db-pass" not in shown
+
+
+def test_connection_limits_come_from_the_environment_and_bad_ones_are_named():
+    from api.settings import SettingsError, from_env
+
+    s = from_env({"BATON_MAX_CONNECTIONS": "300", "BATON_HEADER_TIMEOUT_S": "4", "BATON_BODY_TIMEOUT_S": "9"})
+    assert (s.max_connections, s.header_timeout_s, s.body_timeout_s) == (300, 4.0, 9.0)
+    for var, value in (("BATON_MAX_CONNECTIONS", "0"), ("BATON_HEADER_TIMEOUT_S", "-1"), ("BATON_BODY_TIMEOUT_S", "0")):
+        with pytest.raises(SettingsError, match=var):
+            from_env({var: value})
+
+
+def test_the_connection_cap_leaves_files_for_the_engine():
+    from api.http.connections import FD_RESERVE, connection_cap
+
+    assert connection_cap(1000, 65536) == 1000
+    assert connection_cap(1000, 1024) == 1024 - FD_RESERVE

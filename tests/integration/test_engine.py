@@ -263,3 +263,28 @@ def test_a_store_failure_mid_run_stops_the_actor_and_the_run_is_driven_again(sto
         assert "RunRecovered" in types  # driven again, by this same process
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("claimed_by", ["a process that crashed", "this process, whose launch failed"])
+def test_a_retry_of_a_key_claimed_by_a_launch_that_never_landed_is_launched_at_once(store_url, claimed_by):
+    import hashlib
+
+    store = open_store(store_url)
+    try:
+        with Engine(store, REGISTRY) as engine:
+            node = "gone-host:4242" if claimed_by.startswith("a process") else engine.config.node
+            stream = "idempotency-" + hashlib.sha256(b"crash-key").hexdigest()[:40]
+            # What a crash between recording the key and recording the launch leaves behind.
+            store.append(stream, [NewEvent("IdempotencyKeyClaimed", {"key": "crash-key", "run_id": "R-lost"},
+                                           {"node": node})], 0)
+            began = time.monotonic()
+            launched = engine.launch("parallel", "q", idempotency_key="crash-key")
+            took = time.monotonic() - began
+            assert took < 3.0, f"the retry waited {took:.1f} s for a launch nobody was making"
+            assert launched.run_id == "R-lost" and launched.created
+            assert engine.wait("R-lost").status == "completed"
+            again = engine.launch("parallel", "q", idempotency_key="crash-key")
+            assert again == type(launched)("R-lost", launched.position, created=False)
+            assert len([r for r in store.read_all() if r.type == "RunLaunched"]) == 1
+    finally:
+        store.close()

@@ -1,0 +1,96 @@
+"""The threads step attempts run on: daemon threads, started on demand, reused.
+
+Why not ``concurrent.futures.ThreadPoolExecutor``: its workers are joined
+when the interpreter exits. A step's function cannot be interrupted (a code
+step sleeping past its timeout keeps its thread until it returns), so with
+that pool a ``baton launch`` whose step had timed out, or a ``baton serve``
+told to stop, waited for the function instead of exiting. A daemon thread
+still running at exit is simply dropped: its attempt was already recorded
+as failed (timeout) or cancelled, or is recovered by the next start.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any
+
+_Work = tuple[Future, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class StepThreads(Executor):
+    """An executor of at most ``max_threads`` daemon threads, started as work arrives."""
+
+    def __init__(self, max_threads: int, name: str = "baton-step") -> None:
+        if max_threads < 1:
+            raise ValueError(f"max_threads must be at least 1, not {max_threads}")
+        self._max = max_threads
+        self._name = name
+        self._numbers = itertools.count(1)
+        self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)  # one count per thread waiting for work
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._shut = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` on a thread; its Future. RuntimeError after shutdown."""
+        future: Future = Future()
+        with self._lock:
+            if self._shut:
+                raise RuntimeError("cannot start a step after the engine stopped")
+            self._work.put((future, fn, args, kwargs))
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max:
+                thread = threading.Thread(target=self._serve, name=f"{self._name}-{next(self._numbers)}",
+                                          daemon=True)
+                self._threads.add(thread)
+                thread.start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Start nothing more; with ``cancel_futures``, drop work not started yet.
+
+        ``wait`` joins threads that are between tasks or finishing one; a thread
+        still inside a step's function is not waited for (it is a daemon).
+        """
+        with self._lock:
+            self._shut = True
+            threads = list(self._threads)
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in threads:
+            self._work.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                item = self._work.get()
+                if item is None:
+                    return
+                future, fn, args, kwargs = item
+                del item
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args, **kwargs))
+                    except BaseException as exc:  # handed to whoever holds the Future, as the stdlib pool does
+                        future.set_exception(exc)
+                del future, fn, args, kwargs  # drop references to finished work before waiting for more
+                with self._lock:
+                    if self._shut:
+                        return
+                self._idle.release()
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
