@@ -8,16 +8,23 @@ server-sent events, feed each chunk to a
 :class:`~actors.agents.toolcalls.ModelTurn`.
 
 The ``openai`` backend (``actors/agents/openai_compat.py``) will provide the
-production turn by routing its own stream reading through the accumulator
-(it already handles socket shutdown on cancel and every server quirk for
-text). Until then this class serves the integration tests and the
-benchmark. Its one known gap against the backend: a cancel is noticed
-between chunks (and closes the response), not in the middle of a silent read.
+production turn by routing its own stream reading through the accumulator.
+Until then this class serves the integration tests and the benchmark.
+
+Why connections are kept alive: a tool loop makes up to ``max_turns + 1``
+requests in a row, and a new loopback connection per turn cost ~1 ms of the
+loop's overhead (measured, bench/agents.py). The body is read to its end
+after ``[DONE]`` so the connection goes back to the pool. A cancel shuts
+down the socket of the response in flight (found through httpcore's
+``network_stream``, which a reused connection has too), which wakes a read
+blocked on a silent server at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from typing import Any
 
 import httpx
@@ -63,7 +70,7 @@ class ChatTurns:
         try:
             with self._client.stream("POST", f"{self.base_url}/chat/completions", json=body,
                                      extensions=extensions) as response:
-                unregister = cancel.on_cancel(response.close)
+                unregister = cancel.on_cancel(lambda: _shutdown(response))
                 try:
                     self._read(response, acc, on_delta, cancel, request)
                 finally:
@@ -91,14 +98,16 @@ class ChatTurns:
             if text:
                 on_delta(text)
             return
+        done = False
         for line in response.iter_lines():
             if cancel.cancelled:
                 raise Cancelled(f"cancelled during model turn {request.turn}")
-            if not line.startswith("data:"):
-                continue
+            if done or not line.startswith("data:"):
+                continue  # after [DONE]: servers end the body here; reading to its end frees the connection
             data = line[5:].strip()
             if data == "[DONE]":
-                break
+                done = True
+                continue
             if not data:
                 continue
             chunk = self._decode(data)
@@ -118,3 +127,12 @@ class ChatTurns:
         if not isinstance(doc, dict):
             raise AgentError(f"malformed chunk from the model server at {self.base_url}: {data[:_PREVIEW]!r}")
         return doc
+
+
+def _shutdown(response: httpx.Response) -> None:
+    """Wake a thread blocked reading ``response``: shut its socket down (close alone does not)."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed by the normal end of the turn
+            sock.shutdown(socket.SHUT_RDWR)

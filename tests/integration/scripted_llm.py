@@ -3,7 +3,8 @@
 A test registers a script for a model name: a list of turns, each either a
 :class:`ToolTurn` (tool calls, streamed the way vLLM streams them, in many
 argument pieces, optionally interleaved; or the way Ollama sends them, whole
-in one chunk) or a :class:`TextTurn` (a text answer in deltas). Which turn
+in one chunk), a :class:`TextTurn` (a text answer in deltas) or a
+:class:`StallTurn` (a word, then silence until the client leaves). Which turn
 answers a request is the number of assistant messages already in the
 request's conversation, so the server holds no per-conversation state and a
 client's retry gets the same answer.
@@ -23,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio
 import uvicorn
 
 
@@ -66,7 +68,14 @@ class TextTurn:
     pieces: int = 3
 
 
-Turn = ToolTurn | TextTurn
+@dataclass(frozen=True)
+class StallTurn:
+    """A turn that says ``text`` and then goes silent until the client leaves (or 60 s)."""
+
+    text: str = "thinking"
+
+
+Turn = ToolTurn | TextTurn | StallTurn
 
 
 def _chunk(model: str, delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
@@ -93,6 +102,8 @@ def usage_of(turn_number: int) -> dict[str, int]:
 def stream_chunks(model: str, turn: Turn, turn_number: int) -> list[bytes]:
     """The SSE body pieces of one scripted turn (each element is sent as one write)."""
     out = [_chunk(model, {"role": "assistant", "content": ""})]
+    if isinstance(turn, StallTurn):
+        return [out[0] + _chunk(model, {"content": turn.text})]
     if isinstance(turn, TextTurn):
         out += [_chunk(model, {"content": p}) for p in _split(turn.text, turn.pieces)]
         out.append(_chunk(model, {}, "stop"))
@@ -140,6 +151,8 @@ class ScriptedLLM:
         self.arrived: list[float] = []
         """``time.perf_counter()`` when each request's body was complete."""
         self._scripts: dict[str, list[Turn]] = {}
+        self.disconnected = threading.Event()
+        """Set when a client left in the middle of a :class:`StallTurn`."""
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -204,8 +217,15 @@ class ScriptedLLM:
             return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
-        for piece in stream_chunks(model, script[number - 1], number):
+        turn = script[number - 1]
+        for piece in stream_chunks(model, turn, number):
             await send({"type": "http.response.body", "body": piece, "more_body": True})
+        if isinstance(turn, StallTurn):
+            with anyio.move_on_after(60):
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            self.disconnected.set()
+            return
         await send({"type": "http.response.body", "body": b""})
 
     async def _send(self, send: Any, status: int, body: bytes, content_type: str = "application/json") -> None:

@@ -261,3 +261,40 @@ def test_a_server_error_is_an_agent_error(server, turns, repo):
 def test_limits_must_be_positive():
     with pytest.raises(ValueError, match="max_turns must be a whole number >= 1"):
         LoopLimits(max_turns=0)
+
+
+def test_cancel_during_a_silent_turn_wakes_the_read_at_once(server, repo):
+    """The server goes quiet mid-answer; a cancel must not wait for the 30 s read timeout."""
+    import threading
+    import time
+
+    from tests.integration.scripted_llm import StallTurn
+
+    slow = ChatTurns(server.base_url, read_timeout_s=30)
+    token = CancelToken()
+    first_delta = threading.Event()
+    server.disconnected.clear()
+    canceller = threading.Thread(target=lambda: first_delta.wait(5) and token.cancel())
+    canceller.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(Cancelled):
+            run(server, slow, repo, "stall", [ToolTurn([LOG]), StallTurn()], cancel=token,
+                deltas=_SetOnAppend(first_delta))
+    finally:
+        slow.close()
+        canceller.join(5)
+    assert time.monotonic() - started < 5
+    assert server.disconnected.wait(5), "the server never saw the client leave"
+
+
+class _SetOnAppend(list):
+    """A delta list that sets an event at the first delta."""
+
+    def __init__(self, event) -> None:
+        super().__init__()
+        self.event = event
+
+    def append(self, item) -> None:
+        super().append(item)
+        self.event.set()
