@@ -209,6 +209,7 @@ def make_small_repo(root: Path) -> None:
 WORDS = "alpha beta gamma delta event stream store append read write flow step run actor state".split()
 PATTERNS = [
     ("selective", r"def handle_\w+\("),  # the target: an identifier search, as models do
+    ("alternation", r"handle_request_1\d+|ABC_00\d"),  # informational: one literal per branch
     ("no_literal", r"[A-Z]{3}_\d{3}"),  # informational: nothing to prefilter on
 ]
 

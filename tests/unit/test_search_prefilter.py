@@ -7,11 +7,11 @@ import re
 import hypothesis.strategies as st
 from hypothesis import example, given, settings
 
-from actors.workspace.search import BadPattern, _matching_lines, _whole_text_prefilter_ok, compile_matcher, required_literal
+from actors.workspace.search import BadPattern, _matching_lines, _whole_text_prefilter_ok, compile_matcher, required_literals
 
 import pytest
 
-ATOMS = ["a", "b", "ab", "é", r"\d", r"\w", ".", "[ab]", "x", " ", r"\s", "(?:a|b)", "a|b", "^", "$",
+ATOMS = ["a", "b", "ab", "é", r"\d", r"\w", ".", "[ab]", "x", " ", r"\s", "(?:a|b)", "a|b", "ab|xé", "^", "$",
          r"\b", "(?i)a", r"(?<!a)b", r"\n", "ü"]
 QUANT = ["", "", "", "*", "+", "?", "{2}"]
 
@@ -40,8 +40,8 @@ def plain_matching_lines(pattern: str, text: str) -> list[tuple[int, str]]:
 @settings(max_examples=400, deadline=None)
 @given(patterns(), texts)
 def test_the_literal_prefilter_is_sound(pattern, text):
-    literal = required_literal(pattern)
-    if literal is not None and literal not in text.encode():
+    literals = required_literals(pattern)
+    if literals is not None and not any(lit in text.encode() for lit in literals):
         assert plain_matching_lines(pattern, text) == []
 
 
@@ -59,13 +59,16 @@ def test_the_whole_text_prefilter_is_sound(pattern, text):
 
 
 def test_literals_found_where_they_must_be():
-    assert required_literal(r"def handle_\w+\(") == b"def handle_"
-    assert required_literal(r"needle_\d+") == b"needle_"
-    assert required_literal("café") == "café".encode()
-    assert required_literal("a|bc") is None  # an alternation at the top
-    assert required_literal("(?i)abc") is None  # case-insensitive
-    assert required_literal("ab*c") is None  # b is quantified; runs of one are not worth it
-    assert required_literal("x*abcd") == b"abcd"
+    assert required_literals(r"def handle_\w+\(") == (b"def handle_",)
+    assert required_literals(r"needle_\d+") == (b"needle_",)
+    assert required_literals("café") == ("café".encode(),)
+    assert required_literals(r"foo|bar\d") == (b"foo", b"bar")  # one per branch
+    assert required_literals(r"(foo|bar)") == (b"foo", b"bar")
+    assert required_literals("a|bc") is None  # a branch without a run of two
+    assert required_literals("(?i)abc") is None  # case-insensitive
+    assert required_literals("ab*c") is None  # b is quantified; runs of one are not worth it
+    assert required_literals("x*abcd") == (b"abcd",)
+    assert required_literals(r"[A-Z]{3}_\d") is None
 
 
 def test_an_empty_pattern_is_refused():
