@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Union
 
 import msgspec
 
@@ -96,7 +95,7 @@ class Workspace(msgspec.Struct, frozen=True, kw_only=True):
     the tools read may not all be in the commit evidence is checked against."""
 
 
-class ProjectRegistered(Event):
+class ProjectRegistered(Event, frozen=True):
     """A repository became readable by runs under ``project_id``."""
 
     project_id: str
@@ -105,7 +104,7 @@ class ProjectRegistered(Event):
     by: str = ""
 
 
-class ProjectRemoved(Event):
+class ProjectRemoved(Event, frozen=True):
     """A project was unregistered; runs pinned to it keep their pin."""
 
     project_id: str
@@ -113,7 +112,7 @@ class ProjectRemoved(Event):
     reason: str = ""
 
 
-ProjectEvent = Union[ProjectRegistered, ProjectRemoved]
+ProjectEvent = ProjectRegistered | ProjectRemoved
 PROJECT_EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (ProjectRegistered, ProjectRemoved)}
 
 

@@ -25,7 +25,13 @@ from actors.workspace.errors import (
 from actors.workspace.git import Git
 from actors.workspace.projects import ProjectBook, pin, repository_root
 from actors.workspace.results import Outcome, ToolResult
-from actors.workspace.tools import TOOL_SCHEMA_HASH, TOOL_SCHEMAS, Caps, ToolName, Toolbox
+from actors.workspace.tools import (
+    TOOL_SCHEMA_HASH,
+    TOOL_SCHEMAS,
+    Caps,
+    Toolbox,
+    ToolName,
+)
 
 __all__ = [
     "TOOL_SCHEMAS",

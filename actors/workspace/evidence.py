@@ -67,7 +67,8 @@ class EvidenceChecker:
         if start < 1 or end < start:
             return verdict(Verdict.NOT_FOUND, f"lines {where} are no range")
         if start > len(lines):
-            return verdict(Verdict.NOT_FOUND, f"{rel} has {len(lines)} lines at {self._short}; line {start} is past the end")
+            return verdict(Verdict.NOT_FOUND,
+                           f"{rel} has {len(lines)} lines at {self._short}; line {start} is past the end")
         if quote_in(item.quote, "\n".join(lines[start - 1 : end])):
             return verdict(Verdict.VERIFIED, f"{rel}:{where} at {self._short}")
         elsewhere = _find_line(item.quote, lines)

@@ -78,7 +78,7 @@ class ProjectBook:
         """The registry folded from the stream as it is now."""
         return fold(_CODEC.decode(rec) for rec in self._store.read_stream(PROJECTS_STREAM))
 
-    def list(self) -> list[Project]:
+    def projects(self) -> list[Project]:
         """Every registered project, by id."""
         return sorted(self.registry().projects.values(), key=lambda p: p.project_id)
 

@@ -57,14 +57,15 @@ class _Args(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     """Arguments of a tool; unknown fields are a schema mismatch."""
 
 
-class ListFilesArgs(_Args):
+class ListFilesArgs(_Args, frozen=True):
     """List files (respecting .gitignore) under a directory of the workspace."""
 
     path: Annotated[str, _doc("directory relative to the workspace root")] = "."
-    glob: Annotated[str, _doc("only paths matching this glob, e.g. *.py or src/**/*.ts")] | msgspec.UnsetType = _NOT_GIVEN
+    glob: Annotated[str, _doc("only paths matching this glob, e.g. *.py or src/**/*.ts")] | msgspec.UnsetType = (
+        _NOT_GIVEN)
 
 
-class ReadFileArgs(_Args):
+class ReadFileArgs(_Args, frozen=True):
     """Read a text file of the workspace as numbered lines."""
 
     path: Annotated[str, _doc("file path relative to the workspace root")]
@@ -72,7 +73,7 @@ class ReadFileArgs(_Args):
     end_line: Line | msgspec.UnsetType = _NOT_GIVEN
 
 
-class SearchArgs(_Args):
+class SearchArgs(_Args, frozen=True):
     """Search the workspace's text files for a regular expression (Python syntax)."""
 
     pattern: Annotated[str, _doc("regular expression, matched against each line")]
@@ -80,7 +81,7 @@ class SearchArgs(_Args):
     glob: Annotated[str, _doc("only files whose path matches this glob, e.g. *.py")] | msgspec.UnsetType = _NOT_GIVEN
 
 
-class GitDiffArgs(_Args):
+class GitDiffArgs(_Args, frozen=True):
     """Show a unified diff: base (default HEAD) against head (default the working tree)."""
 
     base: Annotated[str, _doc("commit, branch or tag; default HEAD")] | msgspec.UnsetType = _NOT_GIVEN
@@ -88,11 +89,12 @@ class GitDiffArgs(_Args):
     path: Annotated[str, _doc("limit the diff to this path")] | msgspec.UnsetType = _NOT_GIVEN
 
 
-class GitLogArgs(_Args):
+class GitLogArgs(_Args, frozen=True):
     """List commits, newest first, one a line: short sha, date, author, subject."""
 
     path: Annotated[str, _doc("only commits touching this path")] | msgspec.UnsetType = _NOT_GIVEN
-    max_count: Annotated[int, msgspec.Meta(ge=1, description="how many commits, default 20")] | msgspec.UnsetType = _NOT_GIVEN
+    max_count: Annotated[int, msgspec.Meta(ge=1, description="how many commits, default 20")] | msgspec.UnsetType = (
+        _NOT_GIVEN)
 
 
 ARGUMENTS: dict[ToolName, type[_Args]] = {

@@ -113,7 +113,7 @@ def stream_chunks(model: str, turn: Turn, turn_number: int) -> list[bytes]:
         ids = [c.id or f"call_{turn_number}_{i}" for i, c in enumerate(turn.calls)]
         if turn.style == "ollama":
             entries = []
-            for i, (c, cid) in enumerate(zip(turn.calls, ids)):
+            for i, (c, cid) in enumerate(zip(turn.calls, ids, strict=True)):
                 entry: dict[str, Any] = {"index": 0 if turn.same_index else i, "type": "function",
                                          "function": {"name": c.name, "arguments": c.raw()}}
                 if turn.ids:
@@ -122,7 +122,7 @@ def stream_chunks(model: str, turn: Turn, turn_number: int) -> list[bytes]:
             out.append(_chunk(model, {"tool_calls": entries}))
         else:
             streams: list[list[bytes]] = []
-            for i, (c, cid) in enumerate(zip(turn.calls, ids)):
+            for i, (c, cid) in enumerate(zip(turn.calls, ids, strict=True)):
                 head: dict[str, Any] = {"index": i, "type": "function",
                                         "function": {"name": c.name, "arguments": ""}}
                 if turn.ids:

@@ -37,7 +37,7 @@ def escapes(repo: DemoRepo) -> list[tuple[str, dict[str, object]]]:
         ("search", {"pattern": "SECRET"}), ("search", {"pattern": "SECRET", "glob": "**/*"}),
         ("search", {"pattern": "SECRET", "glob": "../outside/*"}),
         ("git_diff", {"base": "--no-index", "head": secret}),
-        ("git_diff", {"base": f"HEAD:../outside/secret.txt"}),
+        ("git_diff", {"base": "HEAD:../outside/secret.txt"}),
         ("git_diff", {"base": "HEAD", "head": "HEAD", "path": secret}),
         ("git_diff", {"base": "--output=" + str(repo.root / "leak.txt")}),
         ("git_log", {"path": ":(top)../outside"}),

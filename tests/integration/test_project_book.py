@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -32,7 +31,7 @@ def test_add_list_and_pin(book, store, tmp_path):
     repo = make_repo(tmp_path)
     project = book.add("demo", repo.root, allow=[["pytest", "-q"]], by="admin")
     assert project.root == os.path.realpath(repo.root)
-    assert [p.project_id for p in book.list()] == ["demo"]
+    assert [p.project_id for p in book.projects()] == ["demo"]
     recorded = store.read_stream(PROJECTS_STREAM)
     assert [r.type for r in recorded] == ["ProjectRegistered"]
     assert recorded[0].data["root"] == project.root and recorded[0].data["by"] == "admin"
@@ -102,7 +101,7 @@ def test_an_add_that_loses_the_version_race_decides_again(store, tmp_path):
     racing = RacingStore()
     ProjectBook(racing, now=lambda: 0.0).add("a", roots["a"])  # type: ignore[arg-type]
     assert racing.reads >= 2  # it read again after the conflict
-    assert sorted(p.project_id for p in other.list()) == ["a", "b"]
+    assert sorted(p.project_id for p in other.projects()) == ["a", "b"]
     assert [r.version for r in store.read_stream(PROJECTS_STREAM)] == [1, 2]
 
 

@@ -26,7 +26,13 @@ from actors.agents.toolloop import (
 )
 from actors.workspace.results import Outcome, ToolResult
 from actors.workspace.tools import TOOL_SCHEMAS, Toolbox
-from tests.integration.scripted_llm import Call, ScriptedLLM, TextTurn, ToolTurn, usage_of
+from tests.integration.scripted_llm import (
+    Call,
+    ScriptedLLM,
+    TextTurn,
+    ToolTurn,
+    usage_of,
+)
 from tests.integration.workspace_repo import SECRET, DemoRepo, make_repo
 
 READ = Call("read_file", {"path": "src/app.py", "start_line": 10, "end_line": 11})

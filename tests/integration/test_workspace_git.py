@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from actors.workspace.errors import BadRevision, GitError, GitTimeout, GitUnavailable, NoCommit, NotARepository
+from actors.workspace.errors import (
+    BadRevision,
+    GitError,
+    GitTimeout,
+    GitUnavailable,
+    NoCommit,
+    NotARepository,
+)
 from actors.workspace.git import Git
 from tests.integration.workspace_repo import DemoRepo, git, make_repo
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from actors.workspace.results import Outcome
-from actors.workspace.tools import TOOL_SCHEMA_HASH, TOOL_SCHEMAS, Caps, Toolbox, schema_hash
+from actors.workspace.tools import (
+    TOOL_SCHEMA_HASH,
+    TOOL_SCHEMAS,
+    Caps,
+    Toolbox,
+    schema_hash,
+)
 from tests.integration.workspace_repo import DemoRepo, make_repo
 
 
@@ -103,7 +109,7 @@ def test_read_file_cut_says_where_to_read_on(repo):
 def test_read_file_byte_cap_says_so(repo):
     result = Toolbox(repo.root, Caps(max_bytes=100)).call("read_file", '{"path": "src/app.py"}')
     assert result.truncated
-    assert result.text.endswith(f"bytes shown]")
+    assert result.text.endswith("bytes shown]")
     assert "[cut: " in result.text
     assert result.bytes < 200
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from flows.evidence import EvidenceCheck, EvidenceItem, Verdict, annotate, parse, quote_in, summary_line
+from flows.evidence import (
+    EvidenceCheck,
+    EvidenceItem,
+    Verdict,
+    annotate,
+    parse,
+    quote_in,
+    summary_line,
+)
 
 
 def one(text: str) -> EvidenceItem:

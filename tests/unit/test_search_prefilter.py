@@ -5,11 +5,16 @@ from __future__ import annotations
 import re
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import example, given, settings
 
-from actors.workspace.search import BadPattern, _matching_lines, _whole_text_prefilter_ok, compile_matcher, required_literals
-
-import pytest
+from actors.workspace.search import (
+    BadPattern,
+    _matching_lines,
+    _whole_text_prefilter_ok,
+    compile_matcher,
+    required_literals,
+)
 
 ATOMS = ["a", "b", "ab", "é", r"\d", r"\w", ".", "[ab]", "x", " ", r"\s", "(?:a|b)", "a|b", "ab|xé", "^", "$",
          r"\b", "(?i)a", r"(?<!a)b", r"\n", "ü"]
