@@ -199,9 +199,7 @@ def bench_loop(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]
 def make_small_repo(root: Path) -> None:
     (root / "src").mkdir(parents=True)
     (root / "src" / "app.py").write_text("".join(f"line_{i} = {i}  # some code here\n" for i in range(200)))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=GIT_ENV)
-    subprocess.run(["git", "commit", "-qm", "bench"], cwd=root, check=True, env=GIT_ENV)
+    git_init_commit(root)
 
 
 # -- (b) search against git grep -------------------------------------------------------
@@ -227,9 +225,15 @@ def make_big_repo(root: Path, files: int) -> None:
         if i % 97 == 0:
             lines.append(f"def handle_request_{i}(req): return 'ABC_{i % 1000:03d}'")
         (d / f"f{i}.py").write_text("\n".join(lines) + "\n")
+    git_init_commit(root)
+
+
+def git_init_commit(root: Path) -> None:
+    """Commit everything under ``root`` in a new repository (no background gc racing the cleanup)."""
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=GIT_ENV)
-    subprocess.run(["git", "commit", "-qm", "bench"], cwd=root, check=True, env=GIT_ENV)
+    for args in (["add", "-A"], ["commit", "-qm", "bench"]):
+        subprocess.run(["git", "-c", "gc.auto=0", "-c", "maintenance.auto=false", *args], cwd=root, check=True,
+                       env=GIT_ENV)
 
 
 def bench_search(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
@@ -272,7 +276,7 @@ def bench_search(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any
 
 @contextmanager
 def scratch() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="baton-bench-agents-") as d:
+    with tempfile.TemporaryDirectory(prefix="baton-bench-agents-", ignore_cleanup_errors=True) as d:
         yield Path(d)
 
 
@@ -282,6 +286,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=50_000, help="files in the search repository")
     parser.add_argument("--rounds", type=int, default=7, help="alternating search rounds per pattern")
     parser.add_argument("--quick", action="store_true", help="4 loops, 5,000 files, 3 rounds")
+    parser.add_argument("--only", choices=("loop", "search"), help="run one half")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.files, args.rounds = 4, 5_000, 3
@@ -289,10 +294,12 @@ def main() -> None:
                       "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
                       "load": os.getloadavg()[0]}), flush=True)
     with scratch() as work:
-        for line in bench_loop(args, work):
-            print(json.dumps(line), flush=True)
-        for line in bench_search(args, work):
-            print(json.dumps(line), flush=True)
+        if args.only in (None, "loop"):
+            for line in bench_loop(args, work):
+                print(json.dumps(line), flush=True)
+        if args.only in (None, "search"):
+            for line in bench_search(args, work):
+                print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

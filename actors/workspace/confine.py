@@ -29,7 +29,7 @@ import errno
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,34 +280,48 @@ class Walker:
                               "a NUL byte or invalid UTF-8 in its first KiB")
         return data
 
-    def read_quietly(self, rel: str) -> bytes | None:
-        """The bytes of ``rel`` within the cap, text or not; None when it may not be read.
+    def read_many(self, rels: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
+        """Each path with its bytes (within the cap, text or not), or None when it may not be read.
 
         For search, which skips what it may not read instead of failing (and
         checks for text itself, only in files that can match). The same
         rules as :meth:`read_bytes` in fewer Python steps: this runs once per
-        file of the repository (50,000 times on the benchmark), and a refusal
-        here is a skip, not an error to explain.
+        file of the repository (50,000 times on the benchmark), so the
+        directory descriptor is looked up once per directory, not per file.
         """
-        parent, _, name = rel.rpartition("/")
-        try:
-            dir_fd = self._dirs.get(parent) if parent else self._root_fd
+        cap = self.max_file_bytes
+        os_open, fstat, read, close, is_reg = os.open, os.fstat, os.read, os.close, stat.S_ISREG
+        last_parent: str | None = None
+        dir_fd: int | None = None
+        for rel in rels:
+            parent, _, name = rel.rpartition("/")
+            if parent != last_parent:
+                last_parent = parent
+                try:
+                    dir_fd = self._dir_fd(parent)
+                except OSError:
+                    dir_fd = None
             if dir_fd is None:
-                dir_fd = self._dir_fd(parent)
-            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            size = st.st_size
-            if not stat.S_ISREG(st.st_mode) or size > self.max_file_bytes:
-                return None
-            data = os.read(fd, size + 1)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        return None if len(data) > size else data  # grew while read: skip, do not guess
+                yield rel, None
+                continue
+            try:
+                fd = os_open(name, _FILE_FLAGS, dir_fd=dir_fd)
+            except OSError:
+                yield rel, None
+                continue
+            data: bytes | None = None
+            try:
+                st = fstat(fd)
+                size = st.st_size
+                if is_reg(st.st_mode) and size <= cap:
+                    data = read(fd, size + 1)
+                    if len(data) > size:
+                        data = None  # grew while read: skip, do not guess
+            except OSError:
+                data = None
+            finally:
+                close(fd)
+            yield rel, data
 
 
 def _read_up_to(fd: int, limit: int) -> bytes:

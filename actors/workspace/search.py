@@ -154,8 +154,7 @@ def search_files(walker: Walker, files: Iterable[str], matcher: Matcher, max_mat
     one = literals[0] if literals is not None and len(literals) == 1 else None
     matches = outcome.matches
     whole_text_ok = _whole_text_prefilter_ok(matcher)
-    for rel in files:
-        data = walker.read_quietly(rel)
+    for rel, data in walker.read_many(files):
         if data is None:
             outcome.files_skipped += 1
             continue

@@ -208,8 +208,8 @@ class Toolbox:
         where = self.confinement.directory(args.path)
         glob = compile_glob(args.glob) if isinstance(args.glob, str) else None
         root = str(self.root)
-        paths = [p for p in self.git.files(where.rel) if _visible(p)
-                 and _glob_ok(glob, p, where.rel) and os.path.lexists(os.path.join(root, p))]
+        paths = [p for p in _chosen(self.git.files(where.rel), glob, where.rel)
+                 if os.path.lexists(os.path.join(root, p))]
         if not paths:
             return r.make_result(f"no files under {args.path!r}" + (f" matching {args.glob!r}" if glob else ""))
         lines = paths[: self.caps.max_files]
@@ -255,13 +255,10 @@ class Toolbox:
             tracked = self.git.tracked_files(where.rel)
             sources = [lambda: tracked, pending.result]
         outcomes = []
-        seen: set[str] = set()
         with self.confinement.walker() as walker:
-            for source in sources:
-                files = source()
-                chosen = [p for p in files if p not in seen and _visible(p) and _glob_ok(glob, p, where.rel)]
-                seen.update(chosen)
-                outcomes.append(search_files(walker, chosen, matcher, self.caps.max_matches))
+            for source in sources:  # tracked, then untracked: git lists no file in both
+                outcomes.append(search_files(walker, _chosen(source(), glob, where.rel), matcher,
+                                             self.caps.max_matches))
         total = sum(o.total for o in outcomes)
         searched = sum(o.files_searched for o in outcomes)
         skipped = sum(o.files_skipped for o in outcomes)
@@ -332,10 +329,20 @@ def parse_call(name: str, arguments: str | Mapping[str, Any] | None) -> tuple[To
                          f"the arguments of {name} do not match its schema: {exc}")
 
 
-def _visible(path: str) -> bool:
-    # git never lists `.git` contents, but a nested `.GIT` or a worktree's
-    # `.git` file could appear as untracked: never offer what read_file refuses.
-    return ".git" not in path.casefold() or not any(p.casefold() == ".git" for p in path.split("/"))
+def _chosen(paths: list[str], glob: Glob | None, under: str) -> list[str]:
+    """The paths a tool may show: none inside a ``.git`` (at any depth), and matching ``glob``.
+
+    git never lists ``.git`` contents, but a nested ``.GIT`` or a worktree's
+    ``.git`` file could appear as untracked: never offer what read_file
+    refuses. A search of 50,000 files runs this every time, so the common
+    case (no such path) costs one pass over the joined names.
+    """
+    hidden: set[str] = set()
+    if ".git" in "\n".join(paths).lower():  # also true for every .gitignore: then look closer
+        hidden = {p for p in paths if ".git" in p.lower() and any(part.lower() == ".git" for part in p.split("/"))}
+    if glob is None:
+        return [p for p in paths if p not in hidden] if hidden else paths
+    return [p for p in paths if p not in hidden and _glob_ok(glob, p, under)]
 
 
 def _glob_ok(glob: Glob | None, path: str, under: str) -> bool:
