@@ -243,7 +243,8 @@ def run_tool_loop(
         _deliver(inbox, messages, watch, number)
         if cancel.cancelled:
             raise Cancelled(f"cancelled before model turn {number}")
-        request = TurnRequest(turn=number, model=model, messages=messages, tools=tools.schemas,
+        # A copy: the request is a value, and the conversation grows after it was sent.
+        request = TurnRequest(turn=number, model=model, messages=list(messages), tools=tools.schemas,
                               tool_choice="none" if closing else "auto", sampling=sampling,
                               call_id_prefix=f"{call_id_prefix}-t{number}")
         answer = turn(request, on_delta, cancel)
