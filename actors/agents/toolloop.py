@@ -166,6 +166,13 @@ class LoopObserver:
     def message_delivered(self, message: PersonMessage, turn: int) -> None:
         """A person's message goes to the model with turn ``turn``."""
 
+    def before_turn(self, turn: int) -> None:
+        """Turn ``turn`` is about to be requested: what was reported must be durable when this returns.
+
+        The flush point for an observer that batches (one append per turn
+        for all of its calls and results, instead of one per call).
+        """
+
 
 class ToolLimitExceeded(AgentError):
     """The model kept calling tools after it was told a limit was reached."""
@@ -243,6 +250,7 @@ def run_tool_loop(
         _deliver(inbox, messages, watch, number)
         if cancel.cancelled:
             raise Cancelled(f"cancelled before model turn {number}")
+        watch.before_turn(number)
         # A copy: the request is a value, and the conversation grows after it was sent.
         request = TurnRequest(turn=number, model=model, messages=list(messages), tools=tools.schemas,
                               tool_choice="none" if closing else "auto", sampling=sampling,

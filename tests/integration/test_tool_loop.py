@@ -86,6 +86,9 @@ class Recorder(LoopObserver):
     def message_delivered(self, message: PersonMessage, turn: int) -> None:
         self.log.append(("message", (message, turn), self.seen()))
 
+    def before_turn(self, turn: int) -> None:
+        self.log.append(("before", turn, self.seen()))
+
     def results(self) -> list[tuple[CallRecord, ToolResult]]:
         return [item for kind, item, _ in self.log if kind == "result"]
 
@@ -145,8 +148,8 @@ def test_every_call_and_result_is_observed_before_the_next_model_turn(server, tu
     run(server, turns, repo, "ordered", [ToolTurn([READ, LOG]), ToolTurn([SEARCH]), TextTurn("ok")],
         observer=recorder)
     kinds = [(kind, seen) for kind, _, seen in recorder.log]
-    assert kinds == [("turn", 1), ("called", 1), ("result", 1), ("called", 1), ("result", 1),
-                     ("turn", 2), ("called", 2), ("result", 2), ("turn", 3)]
+    assert kinds == [("before", 0), ("turn", 1), ("called", 1), ("result", 1), ("called", 1), ("result", 1),
+                     ("before", 1), ("turn", 2), ("called", 2), ("result", 2), ("before", 2), ("turn", 3)]
     calls = [item for kind, item, _ in recorder.log if kind == "called"]
     assert [(c.turn, c.seq, c.call_id, c.tool) for c in calls] == [
         (1, 1, "call_1_0", "read_file"), (1, 2, "call_1_1", "git_log"), (2, 3, "call_2_0", "search")]
