@@ -1,0 +1,291 @@
+"""git through ``subprocess.run([...])``: argv lists, a timeout, never a shell.
+
+One :class:`Git` value per repository directory. Read operations serve the
+read-only tools (§11) and pinning; the write operations of §12 (worktree
+add/remove, branch, commit, merge) will be methods of the same class, built on
+:meth:`Git.run`, so every git call baton makes goes through one place that
+sets the same safety options.
+
+Why the options on every call:
+
+- ``GIT_OPTIONAL_LOCKS=0``: ``git status`` would otherwise refresh and write
+  the index of a repository baton only reads;
+- ``core.fsmonitor=false``: a repository's config could name a program to run
+  as its file-system monitor; reading must never execute repository config;
+- ``--no-ext-diff --no-textconv`` on diffs: same reason (diff drivers are
+  commands);
+- ``core.quotepath=off`` and ``-z``: paths come back as they are, not
+  C-quoted;
+- ``GIT_LITERAL_PATHSPECS=1``: a path is a path; ``*.py`` or ``:(top)`` in a
+  tool's path argument is not git pathspec magic;
+- ``GIT_TERMINAL_PROMPT=0``, stdin closed: git never waits for a person.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actors.workspace.errors import (
+    BadRevision,
+    GitError,
+    GitTimeout,
+    GitUnavailable,
+    NoCommit,
+    NotARepository,
+)
+
+DEFAULT_TIMEOUT_S = 30.0
+_OPTIONS = ("-c", "core.quotepath=off", "-c", "core.fsmonitor=false", "-c", "color.ui=false")
+_ENV = {"GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat",
+        "PAGER": "cat", "LC_ALL": "C", "GIT_LITERAL_PATHSPECS": "1"}
+
+
+@dataclass(frozen=True)
+class GitOutput:
+    """What one git command printed and how it ended."""
+
+    stdout: bytes
+    stderr: str
+    returncode: int
+
+    @property
+    def text(self) -> str:
+        """stdout as text; undecodable bytes become U+FFFD instead of failing."""
+        return self.stdout.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Git:
+    """git in one directory (a work tree or a worktree of it)."""
+
+    cwd: Path
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    executable: str = "git"
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment (tests set ``GIT_CONFIG_GLOBAL``); added to baton's own."""
+
+    def run(self, *args: str, check: bool = True, timeout_s: float | None = None,
+            ok_codes: Sequence[int] = (0,)) -> GitOutput:
+        """Run ``git <args>`` in :attr:`cwd` and return what it printed.
+
+        Raises :class:`GitTimeout` after ``timeout_s`` (the process is killed),
+        :class:`GitUnavailable` when git cannot be started, and, with
+        ``check``, :class:`GitError` when the exit code is not in ``ok_codes``.
+        """
+        argv = [self.executable, *_OPTIONS, *args]
+        env = {**os.environ, **_ENV, **self.env}
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            proc = subprocess.run(argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=limit, check=False)
+        except subprocess.TimeoutExpired as exc:
+            stderr = (exc.stderr or b"").decode("utf-8", errors="replace")
+            raise GitTimeout(argv, str(self.cwd), None, stderr,
+                             hint=f"no answer within {limit:g} s") from exc
+        except FileNotFoundError as exc:
+            if not Path(self.cwd).is_dir():
+                raise NotARepository(str(self.cwd), "no such directory") from exc
+            raise GitUnavailable(argv, str(self.cwd), None, str(exc),
+                                 hint="is git installed and on PATH?") from exc
+        except NotADirectoryError as exc:
+            raise NotARepository(str(self.cwd), "not a directory") from exc
+        out = GitOutput(proc.stdout, proc.stderr.decode("utf-8", errors="replace"), proc.returncode)
+        if check and proc.returncode not in ok_codes:
+            raise GitError(argv, str(self.cwd), proc.returncode, out.stderr)
+        return out
+
+    # -- the repository ---------------------------------------------------
+
+    def toplevel(self) -> Path:
+        """The root of the work tree containing :attr:`cwd`, symlinks resolved.
+
+        Raises :class:`NotARepository` when :attr:`cwd` is not inside a work
+        tree (including a bare repository or the inside of a ``.git`` dir).
+        """
+        out = self.run("rev-parse", "--is-inside-work-tree", "--show-toplevel", check=False)
+        lines = out.text.splitlines()
+        if out.returncode != 0 or not lines or lines[0] != "true" or len(lines) < 2:
+            said = out.stderr.strip().splitlines()
+            raise NotARepository(str(self.cwd), said[-1] if said else "not inside a work tree")
+        return Path(os.path.realpath(lines[1]))
+
+    def is_work_tree(self) -> bool:
+        """Whether :attr:`cwd` is inside a git work tree."""
+        try:
+            self.toplevel()
+        except NotARepository:
+            return False
+        return True
+
+    def head(self) -> str:
+        """The full sha of the commit HEAD points at.
+
+        Raises :class:`NoCommit` for a repository without a commit.
+        """
+        out = self.run("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
+        if out.returncode != 0:
+            raise NoCommit(["git", "rev-parse", "HEAD"], str(self.cwd), out.returncode,
+                           out.stderr, hint="the repository has no commit yet; commit something first")
+        return out.text.strip()
+
+    def branch(self) -> str:
+        """The checked-out branch's short name; ``""`` when HEAD is detached."""
+        out = self.run("symbolic-ref", "--quiet", "--short", "HEAD", ok_codes=(0, 1))
+        return out.text.strip() if out.returncode == 0 else ""
+
+    def is_dirty(self) -> bool:
+        """Whether the work tree differs from HEAD: changes, staged or not, or untracked files.
+
+        Untracked (not ignored) files count: the tools can read them, so what
+        an agent saw is not all in the pinned commit.
+        """
+        out = self.run("status", "--porcelain=v1", "-z", "--untracked-files=normal")
+        return bool(out.stdout)
+
+    def resolve_commit(self, rev: str) -> str:
+        """The full sha of the commit ``rev`` names.
+
+        A revision starting with ``-`` would be read as an option, so it is
+        refused before git sees it. Raises :class:`BadRevision`.
+        """
+        if not rev or rev.startswith("-") or "\0" in rev or any(c.isspace() for c in rev):
+            raise BadRevision(["git", "rev-parse", rev], str(self.cwd), 128, "",
+                              hint=f"{rev!r} is not a revision name")
+        out = self.run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+        if out.returncode != 0:
+            raise BadRevision(["git", "rev-parse", rev], str(self.cwd), out.returncode, out.stderr,
+                              hint=f"{rev!r} names no commit of this repository")
+        return out.text.strip()
+
+    # -- reading ----------------------------------------------------------
+
+    def diff(self, base: str | None = None, head: str | None = None, path: str | None = None) -> str:
+        """A unified diff: ``base`` (default HEAD) against ``head`` (default the work tree).
+
+        With neither, this is the work tree (staged and unstaged) against
+        HEAD. Untracked files are not in it, as in ``git diff``. ``path`` must
+        already be confined (:func:`actors.workspace.confine.check_relative`).
+        """
+        args = ["diff", "--no-ext-diff", "--no-textconv", "--no-color", "--no-renames"]
+        args.append(self.resolve_commit(base or "HEAD"))
+        if head:
+            args.append(self.resolve_commit(head))
+        args.append("--")
+        if path:
+            args.append(path)
+        return self.run(*args).text
+
+    def log(self, path: str | None = None, max_count: int = 20) -> list[str]:
+        """The newest ``max_count`` commits touching ``path``: ``sha date author: subject``."""
+        args = ["log", "--no-decorate", "--no-color", f"--max-count={max(1, max_count)}",
+                "--date=short", "--format=%h %ad %an: %s", "--"]
+        if path:
+            args.append(path)
+        out = self.run(*args, check=False)
+        if out.returncode != 0:
+            if "does not have any commits" in out.stderr:
+                return []
+            raise GitError(["git", *args], str(self.cwd), out.returncode, out.stderr)
+        return out.text.splitlines()
+
+    def blob_size(self, commit: str, path: str) -> int | None:
+        """The size of the regular file ``path`` at ``commit``; None when it is not one there.
+
+        A symlink's blob is its target's name, not a file's text, so it
+        counts as no file: evidence cannot be checked against it.
+        """
+        out = self.run("ls-tree", "-l", "-z", "--full-tree", commit, "--", path, check=False)
+        entry = out.stdout.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+        meta, _, name = entry.partition("\t")
+        parts = meta.split()
+        if out.returncode != 0 or name != path or len(parts) != 4:
+            return None
+        mode, kind, _sha, size = parts
+        if kind != "blob" or mode == "120000" or not size.isdigit():
+            return None
+        return int(size)
+
+    def blob(self, commit: str, path: str) -> bytes:
+        """The bytes of ``path`` as committed in ``commit`` (``git cat-file blob``).
+
+        The plumbing twin of ``git show COMMIT:path``: it never applies a
+        textconv filter and refuses anything that is not a file. ``path`` must
+        already be confined.
+        """
+        return self.run("cat-file", "blob", f"{commit}:{path}").stdout
+
+    def files(self, under: str | None = None) -> list[str]:
+        """Files git would show: tracked ones plus untracked ones not ignored.
+
+        This is how listing and search respect ``.gitignore`` (and
+        ``.git/info/exclude``, and the user's excludes) without reimplementing
+        it. Paths are relative to the top level, ``/``-separated, sorted.
+        Tracked files deleted from the work tree are still listed (they are in
+        the index); callers that open files find them missing.
+        """
+        pending = self.start_untracked_files(under)
+        tracked = self.tracked_files(under)
+        return sorted(set(tracked).union(pending.result()))
+
+    def tracked_files(self, under: str | None = None) -> list[str]:
+        """Paths in the index under ``under`` (read from the index: no walk of the tree)."""
+        return _names(self.run(*_ls_files_args(("--cached",), under)).stdout)
+
+    def start_untracked_files(self, under: str | None = None) -> PendingFiles:
+        """Start listing untracked, not ignored files; the answer comes from ``result()``.
+
+        Finding them walks the whole tree, the slowest part of a listing
+        (~0.1 s for 50,000 files): started first, it runs on another core
+        while the caller works through the tracked files.
+        """
+        args = _ls_files_args(("--others", "--exclude-standard"), under)
+        return PendingFiles(self, [self.executable, *_OPTIONS, *args])
+
+
+class PendingFiles:
+    """A ``git ls-files`` running in the background."""
+
+    def __init__(self, git: Git, argv: list[str]) -> None:
+        """Start ``argv`` in ``git.cwd``."""
+        self._git = git
+        self._argv = argv
+        self._deadline = time.monotonic() + git.timeout_s
+        try:
+            self._proc = subprocess.Popen(argv, cwd=git.cwd, env={**os.environ, **_ENV, **git.env},
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE)
+        except FileNotFoundError as exc:
+            raise GitUnavailable(argv, str(git.cwd), None, str(exc), hint="is git installed and on PATH?") from exc
+
+    def result(self) -> list[str]:
+        """The file paths (nested repositories and other directories left out)."""
+        try:
+            out, err = self._proc.communicate(timeout=max(0.0, self._deadline - time.monotonic()))
+        except subprocess.TimeoutExpired as exc:
+            self._proc.kill()
+            self._proc.communicate()
+            raise GitTimeout(self._argv, str(self._git.cwd), None, "",
+                             hint=f"no answer within {self._git.timeout_s:g} s") from exc
+        if self._proc.returncode != 0:
+            raise GitError(self._argv, str(self._git.cwd), self._proc.returncode,
+                           err.decode("utf-8", errors="replace"))
+        # A nested repository shows as `sub/` (git does not walk into it); a
+        # path ending in `/` is a directory, never a file to read.
+        return [name for name in _names(out) if not name.endswith("/")]
+
+
+def _ls_files_args(which: tuple[str, ...], under: str | None) -> list[str]:
+    args = ["ls-files", "-z", *which, "--full-name", "--"]
+    if under and under != ".":
+        args.append(under)
+    return args
+
+
+def _names(stdout: bytes) -> list[str]:
+    # surrogateescape: a file name that is not UTF-8 survives the round trip to open().
+    return [name for name in stdout.decode("utf-8", errors="surrogateescape").split("\0") if name]
