@@ -127,9 +127,12 @@ class Inbox:
     # -- following this node's inbox -----------------------------------------------------------
 
     def start(self) -> Inbox:
-        """Follow the inbox from the store's head now (older requests were for a previous process)."""
-        after = self.store.head()
-        self._thread = threading.Thread(target=self._follow, args=(after,), name="baton-inbox", daemon=True)
+        """Follow the inbox from the store's head (older requests were for a previous process).
+
+        The head is read on the following thread, retried while the store is
+        away: an engine starts whether or not its database answers yet.
+        """
+        self._thread = threading.Thread(target=self._follow, name="baton-inbox", daemon=True)
         self._thread.start()
         return self
 
@@ -143,9 +146,12 @@ class Inbox:
             self._thread.join(10)
         self._workers.shutdown(wait=True)
 
-    def _follow(self, after: int) -> None:
+    def _follow(self) -> None:
+        after: int | None = None
         while not self._stopping.is_set():
             try:
+                if after is None:
+                    after = self.store.head()
                 with self._lock:
                     if self._stopping.is_set():
                         return
@@ -158,7 +164,7 @@ class Inbox:
                 return  # the process is stopping
             except CorruptEventError as exc:  # one bad row anywhere must not stop the inbox
                 log.error("inbox of %s skips position %d: %s", self.node, exc.position, exc)
-                after = max(after, exc.position)
+                after = max(after or 0, exc.position)
             except Exception:  # the store is away: follow again from where we were
                 if self._stopping.is_set():
                     return
