@@ -82,6 +82,7 @@ TARGET_W4_S = 0.2
 TARGET_W4_FRESH_S = 0.005  # approve -> completed in a fresh process, and below LangGraph's
 WAIT_S = 600.0
 RESUME_CHILD = _HERE / "engine_resume.py"
+DBOS_CHILD = _HERE / "engine_dbos.py"
 
 # (workload, flow, runs, steps per run, LangGraph graph attribute)
 THROUGHPUT = [("W1", CHAIN, 50, 20, "w1"), ("W2", FAN, 20, 52, "w2")]
@@ -177,6 +178,25 @@ class BatonSide:
         for run_id in run_ids:
             self.engine.wait(run_id, lambda s: s.status == "paused", timeout=WAIT_S)
         return run_ids
+
+
+class DbosSide:
+    """DBOS (optional ``bench-dbos`` extra), W1 only: one process per round (see bench/engine_dbos.py)."""
+
+    def __init__(self, backend: str, url: str) -> None:
+        self.backend = backend
+        self.url = url
+        self.cpu: list[float] = []
+
+    def run(self, shape: str, runs: int) -> float:
+        """One round in a new DBOS process; its timed wall seconds (its CPU goes to ``cpu``)."""
+        done = subprocess.run([sys.executable, str(DBOS_CHILD), self.backend, self.url, shape, str(runs)],
+                              capture_output=True, text=True, timeout=WAIT_S)
+        if done.returncode != 0:
+            raise RuntimeError(f"the DBOS child failed: {done.stderr.strip()[-2000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        self.cpu.append(result["cpu"])
+        return result["wall"]
 
 
 def fresh_process(*args: str) -> dict[str, float]:
@@ -287,7 +307,7 @@ def w4_fresh(backend: str, baton: BatonSide, graph: Any, graph_conn: str, rounds
 
 
 def bench_backend(backend: str, baton_url: str, saver: Any, graph_conn: str,
-                  args: argparse.Namespace) -> Iterator[dict]:
+                  args: argparse.Namespace, dbos: DbosSide | None = None) -> Iterator[dict]:
     """Every workload asked for, on one backend; yields the figures as they are measured."""
     baton = BatonSide(baton_url)
     graph = lg.LangGraphSide(saver) if saver is not None else None
@@ -306,7 +326,17 @@ def bench_backend(backend: str, baton_url: str, saver: Any, graph_conn: str,
                     if graph is not None:
                         sides["langgraph"] = (lambda g=getattr(graph, attr), n=runs, k=steps_each:
                                               graph.run_sequential(g, n, k))
-                line = throughput_figure(backend, shape, workload, runs * steps_each, alternate(args.rounds, sides))
+                if dbos is not None and workload == "W1":
+                    sides["dbos"] = lambda n=runs, sh=shape: dbos.run(sh, n)
+                    dbos.cpu.clear()
+                walls = alternate(args.rounds, sides)
+                line = throughput_figure(backend, shape, workload, runs * steps_each, walls)
+                if "dbos" in walls:
+                    rates = [runs * steps_each / w for w in walls["dbos"]]
+                    best = max(runs * steps_each / w for w in walls["baton"])
+                    line.update(dbos_steps_per_s=_r(max(rates)), dbos_steps_per_s_median=_r(statistics.median(rates)),
+                                dbos_ratio=_r(best / max(rates), 2),
+                                dbos_cpu_us_per_step=_r(statistics.median(dbos.cpu[1:]) / (runs * steps_each) * 1e6))
                 yield {**line, "runs": runs, "baton_batching": baton.batching()}
         if "W3" in args.workloads:
             sides = {"baton": lambda: baton.run_one(SLEEPERS)}
@@ -359,30 +389,35 @@ def pg_database(tag: str) -> Iterator[str]:
 
 def run_sqlite(args: argparse.Namespace, with_langgraph: bool) -> Iterator[dict]:
     with tempfile.TemporaryDirectory(prefix="baton-bench-engine-") as tmp:
+        dbos = DbosSide("sqlite", f"sqlite:///{tmp}/dbos.db") if args.with_dbos else None
         if not with_langgraph:
-            yield from bench_backend("sqlite", f"sqlite:///{tmp}/baton.db", None, "", args)
+            yield from bench_backend("sqlite", f"sqlite:///{tmp}/baton.db", None, "", args, dbos)
             return
         with lg.sqlite_saver(f"{tmp}/langgraph.db") as saver:
-            yield from bench_backend("sqlite", f"sqlite:///{tmp}/baton.db", saver, f"{tmp}/langgraph.db", args)
+            yield from bench_backend("sqlite", f"sqlite:///{tmp}/baton.db", saver, f"{tmp}/langgraph.db", args,
+                                     dbos)
 
 
 def run_postgresql(args: argparse.Namespace, with_langgraph: bool) -> Iterator[dict]:
     host = PG_ADMIN["host"]
-    with pg_database("baton") as baton_db:
+    with pg_database("baton") as baton_db, pg_database("dbos") as dbos_db:
         url = f"postgresql+psycopg://{PG_ADMIN['user']}@/{baton_db}?host={host}"
+        dbos = (DbosSide("postgresql", f"postgresql://{PG_ADMIN['user']}@/{dbos_db}?host={host}")
+                if args.with_dbos else None)
         if not with_langgraph:
-            yield from bench_backend("postgresql", url, None, "", args)
+            yield from bench_backend("postgresql", url, None, "", args, dbos)
             return
         with pg_database("langgraph") as graph_db:
             conninfo = f"host={host} user={PG_ADMIN['user']} dbname={graph_db}"
             with lg.postgres_saver(conninfo, max_size=50) as saver:
-                yield from bench_backend("postgresql", url, saver, conninfo, args)
+                yield from bench_backend("postgresql", url, saver, conninfo, args, dbos)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--skip-langgraph", action="store_true", help="baton only (no baseline, no ratio)")
+    parser.add_argument("--skip-dbos", action="store_true", help="no DBOS peer (it is skipped anyway when absent)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per figure (default 5)")
     parser.add_argument("--workloads", default="W1,W2,W3,W4", help="comma-separated subset of W1,W2,W3,W4")
     parser.add_argument("--shapes", default="sequential,concurrent",
@@ -407,8 +442,22 @@ def main() -> None:
         else:
             print(json.dumps({"bench": "engine", "langgraph": None, "skipped": "langgraph baseline",
                               "reason": detail}), flush=True)
+    args.with_dbos = False
+    dbos_version: str | None = None
+    if args.skip_dbos:
+        print(json.dumps({"bench": "engine", "dbos": None, "skipped": "dbos peer", "reason": "--skip-dbos"}),
+              flush=True)
+    else:
+        import engine_dbos
+
+        args.with_dbos, detail = engine_dbos.available()
+        if args.with_dbos:
+            dbos_version = detail
+        else:
+            print(json.dumps({"bench": "engine", "dbos": None, "skipped": "dbos peer", "reason": detail}),
+                  flush=True)
     print(json.dumps({
-        "bench": "engine", "machine": platform.machine(), "cpus": os.cpu_count(),
+        "bench": "engine", "machine": platform.machine(), "dbos": dbos_version, "cpus": os.cpu_count(),
         "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "langgraph": graph_version,
         "engine_config": {"max_active_runs": CONFIG.max_active_runs, "agent_slots": CONFIG.agent_slots},
         "note": "no scheduler limits: raw throughput", "rounds": args.rounds,
