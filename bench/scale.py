@@ -34,7 +34,8 @@ of cost ~ n^k between the sizes, and its class: O(1) below 0.2, O(n) from 0.8):
 - ``resume``: an SSE client resuming from position 0 (``?after=0``), frames/s
   and events/s until it reaches the head;
 - ``verify``: ``baton replay --verify`` in a process of its own: wall time,
-  peak RSS (``wait4``), events/s;
+  CPU, peak RSS (``/usr/bin/time``), events/s, beside ``baton flows`` (the
+  process start-up alone);
 - ``rebuild``: ``baton projections rebuild`` likewise.
 
 Queue figures (stores of N runs parked at an approval, no other runs):
@@ -509,18 +510,23 @@ def summary(values: list[float], digits: int = 2) -> dict[str, float]:
 
 
 def wait4(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, float]:
-    """Run ``cmd``; (wall seconds, peak RSS in MB, stdout+stderr, CPU seconds)."""
-    with tempfile.TemporaryFile() as out:
+    """Run ``cmd`` under ``/usr/bin/time``; (wall seconds, peak RSS in MB, its output, CPU seconds).
+
+    Through ``time`` rather than our own ``wait4``: Linux starts a child's
+    peak RSS at its parent's RSS when it forks, and this process holds far
+    more than ``time`` does.
+    """
+    with tempfile.TemporaryDirectory(prefix="baton-scale-time-") as tmp:
+        report = Path(tmp) / "time.txt"
         t0 = time.perf_counter()
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        _, status, usage = os.wait4(process.pid, 0)
+        done = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", str(report), *cmd], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wall = time.perf_counter() - t0
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read().decode(errors="replace")
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[-2:])} exited {process.returncode}: {text[-1500:]}")
-    return wall, usage.ru_maxrss / 1024, text, usage.ru_utime + usage.ru_stime
+        text = done.stdout.decode(errors="replace")
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[-2:])} exited {done.returncode}: {text[-1500:]}")
+        rss_kb, user, system = report.read_text().split()[-3:]
+    return wall, int(rss_kb) / 1024, text, float(user) + float(system)
 
 
 def cli_env(url: str) -> dict[str, str]:
