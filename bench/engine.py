@@ -264,7 +264,8 @@ def throughput_figure(backend: str, shape: str, workload: str, steps: int, walls
 
 def median_phases(timings: list[dict[str, float]]) -> dict[str, float]:
     """Each phase's median over the rounds, in milliseconds."""
-    return {k: _r(statistics.median(t[k] for t in timings) * 1000, 2) for k in timings[0] if k != "side"}
+    return {k: _r(statistics.median(t[k] for t in timings) * 1000, 2) for k in timings[0]
+            if k not in ("side", "timeline_ms")}
 
 
 def w4_fresh(backend: str, baton: BatonSide, graph: Any, graph_conn: str, rounds: int) -> dict:
@@ -293,6 +294,7 @@ def w4_fresh(backend: str, baton: BatonSide, graph: Any, graph_conn: str, rounds
         "approve_to_complete_ms": _r(min(resume) * 1000, 2),
         "approve_to_complete_ms_median": _r(statistics.median(resume) * 1000, 2),
         "baton_phases_ms_median": median_phases(timings["baton"]),
+        "baton_timelines_ms": [t["timeline_ms"] for t in timings["baton"]],
         "events_in_store": baton.store.head(),
     }
     if timings["langgraph"]:

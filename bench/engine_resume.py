@@ -12,7 +12,9 @@ Prints one JSON line of phases, each in seconds:
 - ``open``: opening the store / the checkpointer (connections, set-up);
 - ``recovery`` (baton): ``Engine.start()`` until the orchestrator answers
   (its recovery of unfinished runs is done); ``compile`` (LangGraph): the graph;
-- ``resume``: ``approve()`` / ``invoke(Command(resume=...))`` to the run completed.
+- ``resume``: ``approve()`` / ``invoke(Command(resume=...))`` to the run completed;
+- ``timeline_ms`` (baton): each commit of the resume (its events, and its
+  ``recorded_at`` in ms after the approval), then when ``wait`` returned.
 
 Only what each side needs is imported, so ``imports`` is each side's own.
 """
@@ -45,15 +47,25 @@ def baton(url: str, run_id: str) -> dict[str, float]:
     engine = Engine(store, REGISTRY, EngineConfig(max_active_runs=0, agent_slots=0)).start()
     engine.plan()  # answered once the orchestrator's recovery is done
     t3 = time.perf_counter()
+    approved_at = time.time()
     engine.approve(run_id, "gate", by="bench")
     state = engine.wait(run_id, timeout=60)
     t4 = time.perf_counter()
+    waited_at = time.time()
     done = sum(1 for s in state.steps.values() if s.status == "completed")
+    # Where the resume's time went: each commit's recorded_at (taken as its group commit begins), from the approval.
+    commits: dict[float, list[str]] = {}
+    for rec in store.read_stream(f"run-{run_id}"):
+        if rec.recorded_at >= approved_at:
+            commits.setdefault(rec.recorded_at, []).append(rec.type)
     engine.stop()
     store.close()
     if state.status != "completed" or done != len(GATED.steps):
         raise SystemExit(f"baton run ended {state.status} with {done} steps completed")
-    return {"imports": t1 - t0, "open": t2 - t1, "recovery": t3 - t2, "resume": t4 - t3}
+    timeline = [["+".join(types), round((at - approved_at) * 1000, 2)] for at, types in sorted(commits.items())]
+    timeline.append(["wait returned", round((waited_at - approved_at) * 1000, 2)])
+    return {"imports": t1 - t0, "open": t2 - t1, "recovery": t3 - t2, "resume": t4 - t3,
+            "timeline_ms": timeline}  # type: ignore[dict-item]
 
 
 def langgraph(backend: str, conn: str, thread_id: str) -> dict[str, float]:

@@ -218,11 +218,17 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=400, help="py-spy samples per second")
     parser.add_argument("--gil", action="store_true", help="only the thread holding the GIL")
     parser.add_argument("--out", default="", help="folder for profile.txt / profile.svg (default: a temp one)")
+    parser.add_argument("--analyse", default="", metavar="FILE",
+                        help="only sort an existing raw py-spy file (e.g. bench/scale.py --spy) into parts")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stats", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    if args.analyse:
+        for line in analyse(Path(args.analyse), {"cpu_us_per_step": 0.0}, top=30):
+            print(json.dumps({"bench": "profile_steps", "file": args.analyse, **line}), flush=True)
         return
     out = Path(args.out or tempfile.mkdtemp(prefix="baton-profile-"))
     out.mkdir(parents=True, exist_ok=True)

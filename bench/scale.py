@@ -45,8 +45,10 @@ Queue figures (stores of N runs parked at an approval, no other runs):
   latency and launch -> completed (median, best, p95), and per launch the
   server's CPU and the bytes the client received (``plan_updated`` frames
   apart), totals over the 20 divided by 20, at N = 100, 1,000, 10,000;
-- ``approvals``: 500 parked runs approved over HTTP by 8 client threads;
-  runs/s from the first POST to the last run completed (its frame).
+- ``approvals``: 500 of 1,000 parked runs approved over HTTP by 8 client
+  threads; runs/s from the first POST to the last run completed: with one
+  SSE client connected (completion seen by its frames; the engine then
+  also builds a plan frame per change), and with none (completion polled).
 
 No baseline peer is run here: these are baton's own growth curves, each
 read against the same figure at the other sizes (and the targets of the
@@ -95,6 +97,7 @@ PAUSED, STOPPED = 20, 5  # unfinished runs in a "mix" store
 PLAN_LAUNCHES = 20
 APPROVALS = 500
 SERVER = _HERE / "scale_server.py"
+SPY_DIR = ""  # --spy: where py-spy's raw stacks of the server go (resume, plan, approvals)
 _COLS = "position, event_id, stream_id, version, type, data, metadata, recorded_at, hash"
 
 
@@ -381,6 +384,24 @@ class Server:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    @contextmanager
+    def spied(self, name: str) -> Iterator[None]:
+        """py-spy records this server (raw stacks, GIL holder only) while the block runs, if ``SPY_DIR`` is set."""
+        if not SPY_DIR:
+            yield
+            return
+        out = Path(SPY_DIR) / f"{name}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-r", "250", "-f", "raw",
+                                "--gil", "-o", str(out), "--pid", str(self.process.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # py-spy attaches
+        try:
+            yield
+        finally:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
         try:
@@ -589,7 +610,8 @@ def measure_reads(stores: Stores, n: int, rounds: int, parts: set[str]) -> Itera
                            "value": statistics.median(firsts)}
                 if "resume" in parts:
                     head = int(client.get("/api/health").json()["head"])
-                    result = resume_from_zero(server.base, head)
+                    with server.spied(f"resume-{stores.backend}-{label(n)}"):
+                        result = resume_from_zero(server.base, head)
                     yield {"figure": "sse_resume_from_0", "unit": "frames/s", "head": head,
                            "frames": result["frames"], "mb": round(result["bytes"] / 1e6, 1),
                            "wall_s": round(result["wall_s"], 2), "events_per_s": round(result["events_per_s"]),
@@ -670,7 +692,14 @@ def measure_plan(stores: Stores, parked: int) -> dict[str, Any]:
             "recovery_ms": round(server.phases["recovery"] * 1000)}
 
 
-def measure_approvals(stores: Stores, parked: int, count: int, threads: int = 8) -> dict[str, Any]:
+def measure_approvals(stores: Stores, parked: int, count: int, threads: int = 8, *,
+                      watched: bool = True) -> dict[str, Any]:
+    """Approve ``count`` parked runs over HTTP; runs/s until the last one completed.
+
+    ``watched``: one SSE client is connected (as a web console would be), and
+    tells when each run completed; otherwise nobody streams (the engine then
+    builds no plan frames) and completion is polled with GET /api/runs.
+    """
     with stores.copy("parked", parked) as url:
         server = Server(url)
         try:
@@ -685,7 +714,7 @@ def measure_approvals(stores: Stores, parked: int, count: int, threads: int = 8)
                     if not cursor:
                         break
             todo = paused[:count]
-            stream = Stream(server.base)
+            stream = Stream(server.base) if watched else None
             time.sleep(0.2)
             wanted = set(todo)
             c0 = server.cpu()
@@ -705,26 +734,42 @@ def measure_approvals(stores: Stores, parked: int, count: int, threads: int = 8)
                         if r.status_code >= 300:
                             failures.append(f"{r.status_code} {r.text[:200]}")
 
+            spying = server.spied(f"approvals-{stores.backend}-{'watched' if watched else 'unwatched'}")
+            spying.__enter__()
             workers = [threading.Thread(target=worker) for _ in range(threads)]
             for w in workers:
                 w.start()
             for w in workers:
                 w.join()
             posted = time.perf_counter()
-            done: set[str] = set()
-            index = 0
-            while len(done) < len(wanted):
-                at, index = stream.wait_for(lambda f: f[2] in wanted and f[2] not in done and f[3] is None
-                                            and f[4] == "completed", timeout=300, start=index)
-                done.add(stream.frames[index][2])
+            if stream is not None:
+                done: set[str] = set()
+                index = 0
+                while len(done) < len(wanted):
+                    at, index = stream.wait_for(lambda f: f[2] in wanted and f[2] not in done and f[3] is None
+                                                and f[4] == "completed", timeout=300, start=index)
+                    done.add(stream.frames[index][2])
+                stream.close()
+            else:
+                with httpx.Client(base_url=server.base, timeout=120) as c:
+                    deadline = time.monotonic() + 300
+                    while True:
+                        page = c.get("/api/runs", params={"status": "completed", "limit": count}).json()
+                        if len({r["run_id"] for r in page["runs"]} & wanted) >= len(wanted):
+                            break
+                        if time.monotonic() > deadline:
+                            raise TimeoutError("the approved runs did not all complete")
+                        time.sleep(0.02)
+                at = time.perf_counter()
             wall = at - t0
             cpu = server.cpu() - c0
-            stream.close()
+            spying.__exit__(None, None, None)
         finally:
             server.stop()
     if failures:
         raise RuntimeError(f"{len(failures)} approvals failed: {failures[:3]}")
-    return {"figure": "approvals_drain", "unit": "runs/s", "runs": len(todo), "client_threads": threads,
+    return {"figure": "approvals_drain", "stream_client": watched, "unit": "runs/s", "runs": len(todo),
+            "client_threads": threads,
             "runs_per_s": round(len(todo) / wall, 1), "posts_done_s": round(posted - t0, 2),
             "server_cpu_ms_per_run": round(cpu / len(todo) * 1000, 2), "parked": parked}
 
@@ -738,8 +783,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", default="/tmp/baton-bench-scale")
     parser.add_argument("--drop-cache", action="store_true", help="remove every cached store, then exit")
+    parser.add_argument("--spy", default="", help="a folder: record the server with py-spy during resume and approvals")
     args = parser.parse_args()
     cache = Path(args.cache)
+    global SPY_DIR
+    SPY_DIR = args.spy
     if args.drop_cache:
         shutil.rmtree(cache, ignore_errors=True)
         import psycopg
@@ -790,8 +838,9 @@ def main() -> None:
                   "flat_ratio": round(max(p[1] for p in plan_points) / min(p[1] for p in plan_points), 2),
                   "target_flat_ratio": 1.5})
         if "approvals" in parts:
-            emit({"backend": backend, **measure_approvals(stores, 1000, APPROVALS),
-                  "target_runs_per_s": 400, "loadavg_1m": round(os.getloadavg()[0], 2)})
+            for watched in (True, False):
+                emit({"backend": backend, **measure_approvals(stores, 1000, APPROVALS, watched=watched),
+                      "target_runs_per_s": 400, "loadavg_1m": round(os.getloadavg()[0], 2)})
         templates = stores._templates  # recorded once for both backends
 
 
