@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
 
 OUTPUT = ("baton " * 40)[:200]
 STEPS = 20

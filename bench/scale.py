@@ -495,7 +495,6 @@ def resume_from_zero(base: str, head: int) -> dict[str, float]:
     sock.sendall(f"GET /api/stream?after=0 HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
                  .encode())
     frames = received = 0
-    last = 0
     tail = b""
     target = f"\nid: {head}\n".encode()
     try:
@@ -509,11 +508,9 @@ def resume_from_zero(base: str, head: int) -> dict[str, float]:
             if target in data:
                 break
             tail = data[-64:]
-            last = received
     finally:
         sock.close()
     wall = time.perf_counter() - t0
-    del last
     return {"wall_s": wall, "frames": frames, "bytes": received, "frames_per_s": frames / wall,
             "events_per_s": head / wall}
 
@@ -653,7 +650,7 @@ def growth(points: list[tuple[int, float]]) -> dict[str, Any]:
 
 
 def measure_plan(stores: Stores, parked: int) -> dict[str, Any]:
-    with stores.copy(f"parked", parked) as url:
+    with stores.copy("parked", parked) as url:
         server = Server(url)
         try:
             stream = Stream(server.base)
