@@ -32,7 +32,8 @@ of cost ~ n^k between the sizes, and its class: O(1) below 0.2, O(n) from 0.8):
   over HTTP, and launch -> first step completed (POST, then the step's frame
   on an open SSE stream);
 - ``resume``: an SSE client resuming from position 0 (``?after=0``), frames/s
-  and events/s until it reaches the head;
+  and events/s until it reaches the head, beside the baseline: the driver's
+  own scan of the same rows (position, stream, type, data), rows/s;
 - ``verify``: ``baton replay --verify`` in a process of its own: wall time,
   CPU, peak RSS (``/usr/bin/time``), events/s, beside ``baton flows`` (the
   process start-up alone);
@@ -50,9 +51,10 @@ Queue figures (stores of N runs parked at an approval, no other runs):
   SSE client connected (completion seen by its frames; the engine then
   also builds a plan frame per change), and with none (completion polled).
 
-No baseline peer is run here: these are baton's own growth curves, each
-read against the same figure at the other sizes (and the targets of the
-issue they were written for).
+Baselines in the same run: the driver's raw scan for the resume, ``baton
+flows`` (the process start-up alone) for the CLI figures; otherwise these
+are baton's own growth curves, each read against the same figure at the
+other sizes (and the targets of the issue they were written for).
 """
 
 from __future__ import annotations
@@ -515,6 +517,24 @@ def resume_from_zero(base: str, head: int) -> dict[str, float]:
             "events_per_s": head / wall}
 
 
+def raw_scan(url: str) -> float:
+    """The baseline of a resume: the driver's own scan of every row a frame needs (rows/s), no store code."""
+    sql = "SELECT position, stream_id, type, data FROM events ORDER BY position"
+    t0 = time.perf_counter()
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        rows = sum(1 for _ in conn.execute(sql))
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(pg_conninfo(url)) as conn, conn.cursor(name="scan") as cur:
+            cur.itersize = 5000
+            cur.execute(sql)
+            rows = sum(1 for _ in cur)
+    return rows / (time.perf_counter() - t0)
+
+
 def post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
     answer = client.post(path, json=body)
     if answer.status_code >= 300:
@@ -609,7 +629,10 @@ def measure_reads(stores: Stores, n: int, rounds: int, parts: set[str]) -> Itera
                     head = int(client.get("/api/health").json()["head"])
                     with server.spied(f"resume-{stores.backend}-{label(n)}"):
                         result = resume_from_zero(server.base, head)
+                    baseline = raw_scan(url)
                     yield {"figure": "sse_resume_from_0", "unit": "frames/s", "head": head,
+                           "raw_scan_rows_per_s": round(baseline), "ratio_to_raw": round(
+                               result["frames_per_s"] / baseline, 3),
                            "frames": result["frames"], "mb": round(result["bytes"] / 1e6, 1),
                            "wall_s": round(result["wall_s"], 2), "events_per_s": round(result["events_per_s"]),
                            "frames_per_s": round(result["frames_per_s"]), "value": result["wall_s"]}
