@@ -1,4 +1,4 @@
-"""The LangGraph side of ``bench/engine.py``: the same W1-W3 shapes as StateGraphs.
+"""The LangGraph side of ``bench/engine.py``: the same W1-W4 shapes as StateGraphs.
 
 LangGraph is an optional ``bench`` extra (``pip install -e .[bench]``);
 ``available()`` says whether it can be imported, and why not.
@@ -15,6 +15,17 @@ beat ``graph.batch`` (whose default pool has ``min(32, cpus + 4)`` workers)
 on this machine, so it is the stronger baseline. Checkpointing uses
 LangGraph's default durability (``"async"``: a superstep's checkpoint is
 written while the next superstep runs).
+
+The sequential shape runs one ``invoke`` after another, nodes returning a
+200-character output as baton's steps do: a chain node writes it to a plain
+``last`` channel (overwritten, so the checkpoint stays small: the stronger
+baseline), a fan-out's branches append theirs to an ``outputs`` list with
+``operator.add`` (the documented fan-in; the join's checkpoint then holds
+the 50 outputs, as a baton run's state does).
+
+W4: ``work -> gate -> finish`` where ``gate`` calls ``interrupt()``; the run
+is left at the interrupt here and resumed with ``Command(resume=...)`` by
+``bench/engine_resume.py`` in a fresh process.
 """
 
 from __future__ import annotations
@@ -43,15 +54,38 @@ def available() -> tuple[bool, str]:
         return False, f"{exc} (install the optional extra: pip install -e '.[bench]')"
 
 
-class Counted(TypedDict):
-    """The whole graph state: how many nodes ran (parallel writes add up)."""
+OUTPUT = ("baton " * 40)[:200]  # the same 200-character output as bench/engine_flows.py
+
+
+class Counted(TypedDict, total=False):
+    """The whole graph state: how many nodes ran (parallel writes add up), and outputs."""
 
     steps: Annotated[int, operator.add]
+    last: str
+    outputs: Annotated[list[str], operator.add]
 
 
 def one_step(state: Counted) -> dict[str, int]:
     """A node that does no work."""
     return {"steps": 1}
+
+
+def last_output(state: Counted) -> dict[str, Any]:
+    """A node that does no work and writes a 200-character output (overwriting the last)."""
+    return {"steps": 1, "last": OUTPUT}
+
+
+def listed_output(state: Counted) -> dict[str, Any]:
+    """A node that does no work and appends a 200-character output (fan-in)."""
+    return {"steps": 1, "outputs": [OUTPUT]}
+
+
+def gate(state: Counted) -> dict[str, Any]:
+    """A node that waits for a person: ``interrupt()`` until resumed."""
+    from langgraph.types import interrupt
+
+    answer = interrupt("Go on?")
+    return {"steps": 1, "last": str(answer)}
 
 
 def half_second(state: Counted) -> dict[str, int]:
@@ -60,21 +94,36 @@ def half_second(state: Counted) -> dict[str, int]:
     return {"steps": 1}
 
 
-def chain_graph(length: int) -> Any:
+def chain_graph(length: int, node: Callable[[Counted], dict[str, Any]] = one_step) -> Any:
     """W1: START -> s0 -> s1 -> ... -> s{length-1} -> END."""
     from langgraph.graph import END, START, StateGraph
 
     g = StateGraph(Counted)
     previous = START
     for i in range(length):
-        g.add_node(f"s{i}", one_step)
+        g.add_node(f"s{i}", node)
         g.add_edge(previous, f"s{i}")
         previous = f"s{i}"
     g.add_edge(previous, END)
     return g
 
 
-def fan_graph(width: int, node: Callable[[Counted], dict[str, int]] = one_step, *, head: bool = True) -> Any:
+def gated_graph() -> Any:
+    """W4: START -> work -> gate (interrupt) -> finish -> END."""
+    from langgraph.graph import END, START, StateGraph
+
+    g = StateGraph(Counted)
+    g.add_node("work", last_output)
+    g.add_node("gate", gate)
+    g.add_node("finish", last_output)
+    g.add_edge(START, "work")
+    g.add_edge("work", "gate")
+    g.add_edge("gate", "finish")
+    g.add_edge("finish", END)
+    return g
+
+
+def fan_graph(width: int, node: Callable[[Counted], dict[str, Any]] = one_step, *, head: bool = True) -> Any:
     """W2 (head -> width parallel -> join) and W3 (width parallel -> join).
 
     The join has every branch as predecessor (``add_edge([...], "join")``), so
@@ -85,14 +134,14 @@ def fan_graph(width: int, node: Callable[[Counted], dict[str, int]] = one_step, 
     g = StateGraph(Counted)
     source = START
     if head:
-        g.add_node("head", one_step)
+        g.add_node("head", one_step if node is half_second else node)
         g.add_edge(START, "head")
         source = "head"
     branches = [f"p{i}" for i in range(width)]
     for name in branches:
         g.add_node(name, node)
         g.add_edge(source, name)
-    g.add_node("join", one_step)
+    g.add_node("join", one_step if node is half_second else node)
     g.add_edge(branches, "join")
     g.add_edge("join", END)
     return g
@@ -106,6 +155,26 @@ class LangGraphSide:
         self.w1 = chain_graph(20).compile(checkpointer=saver)
         self.w2 = fan_graph(50).compile(checkpointer=saver)
         self.w3 = fan_graph(3, half_second, head=False).compile(checkpointer=saver)
+        self.w1_out = chain_graph(20, last_output).compile(checkpointer=saver)
+        self.w2_out = fan_graph(50, listed_output).compile(checkpointer=saver)
+        self.gated = gated_graph().compile(checkpointer=saver)
+
+    def run_sequential(self, graph: Any, runs: int, steps_each: int) -> float:
+        """``runs`` fresh threads, one invoke after another; wall seconds for all of them."""
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            final = graph.invoke({"steps": 0}, {"configurable": {"thread_id": str(uuid.uuid4())}})
+            if final["steps"] != steps_each:
+                raise AssertionError(f"LangGraph ran {final['steps']} nodes, not {steps_each}")
+        return time.perf_counter() - t0
+
+    def pause_gated(self) -> str:
+        """A thread of the gated graph left at its interrupt; its thread id."""
+        thread_id = str(uuid.uuid4())
+        result = self.gated.invoke({"steps": 0}, {"configurable": {"thread_id": thread_id}})
+        if "__interrupt__" not in result:
+            raise AssertionError(f"LangGraph's gated graph did not stop at its interrupt: {result!r}")
+        return thread_id
 
     def run_many(self, graph: Any, runs: int, steps_each: int) -> float:
         """Invoke ``runs`` fresh threads at once; wall seconds from the first start to the last end."""
