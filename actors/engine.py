@@ -106,7 +106,7 @@ class Engine:
         self.bus = bus if bus is not None else FrameBus()  # an empty bus is falsy (it has a length)
         self.clock = clock or RealClock()
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
-        leases = Leases(store.engine, ttl_s=self.config.lease_ttl_s)  # type: ignore[attr-defined]
+        leases = Leases(store.database, ttl_s=self.config.lease_ttl_s)  # type: ignore[attr-defined]
         self._steps = StepThreads(self.config.step_threads)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps)

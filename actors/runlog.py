@@ -75,12 +75,12 @@ def run_ids_starting(store: EventStore, prefix: str, limit: int = 10) -> list[st
     lo = stream_of(prefix)
     params: dict[str, object] = {"lo": lo, "n": len(lo), "limit": limit}
     where = "version = 1 AND substr(stream_id, 1, :n) = :lo"
-    engine = store.engine  # type: ignore[attr-defined]
-    if engine.dialect.name == "sqlite":  # byte-wise order: the range rides the (stream_id, version) index
+    database = store.database  # type: ignore[attr-defined]
+    if database.dialect.name == "sqlite":  # byte-wise order: the range rides the (stream_id, version) index
         where += " AND stream_id >= :lo AND stream_id < :hi"
         params["hi"] = lo + "\x7f"
     query = sa.text(f"SELECT stream_id FROM events WHERE {where} ORDER BY stream_id LIMIT :limit")
-    with engine.connect() as conn:
+    with database.connect() as conn:
         return [row[0][len(stream_of("")):] for row in conn.execute(query, params)]
 
 

@@ -160,7 +160,7 @@ class Runtime:
         try:
             if projector:
                 self.projector = Projector(self.store).start()
-            self.read_model = ReadModel(self.store.engine, self.projector)
+            self.read_model = ReadModel(self.store.database, self.projector)
             if engine:
                 self.engine = self._engine(recover)
         except BaseException:

@@ -192,10 +192,10 @@ def discover(store: EventStore, answers: Callable[[str], bool] | None = None) ->
     nothing here and is skipped). A server whose lease lives but that does
     not answer is passed over with a warning.
     """
-    engine = getattr(store, "engine", None)
-    if engine is None:
+    database = getattr(store, "database", None)
+    if database is None:
         return None
-    held = Leases(engine).held()
+    held = Leases(database).held()
     here = socket.gethostname()
     candidates = []
     for url, owner in live_servers(held):

@@ -262,7 +262,7 @@ def plan_from_log(rt: Runtime) -> dict[str, Any]:
             launched[run_id] = rec.position
         else:
             ended.add(run_id)
-    live = live_nodes(Leases(store.engine).held())  # type: ignore[attr-defined]
+    live = live_nodes(Leases(store.database).held())  # type: ignore[attr-defined]
     in_progress: list[dict[str, Any]] = []
     waiting: list[tuple[str, str, str, str]] = []
     slots = 0

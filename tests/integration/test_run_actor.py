@@ -72,7 +72,7 @@ def parts(sqlite_url):
     pool = ThreadPoolExecutor(8)
     clock = RealClock()
     ctx = EngineContext(store, REGISTRY, OfflineBackend(), FrameBus(), clock, EngineConfig(agent_slots=0),
-                        Leases(store.engine), pool)
+                        Leases(store.database), pool)
     inbox = Inbox.start()
     yield ctx, inbox
     pykka.ActorRegistry.stop_all()
