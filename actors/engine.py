@@ -40,10 +40,10 @@ from actors.runlog import decode, live_nodes, load, node_lease
 from actors.step_threads import StepThreads
 from eventstore import (
     ConcurrencyError,
-    EventStore,
     NewEvent,
     Outage,
     RecordedEvent,
+    SqlStore,
     StoreError,
     StoreUnavailableError,
 )
@@ -92,7 +92,7 @@ class Engine:
 
     def __init__(
         self,
-        store: EventStore,
+        store: SqlStore,
         registry: FlowRegistry,
         config: EngineConfig | None = None,
         *,
@@ -106,7 +106,7 @@ class Engine:
         self.bus = bus if bus is not None else FrameBus()  # an empty bus is falsy (it has a length)
         self.clock = clock or RealClock()
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
-        leases = Leases(store.database, ttl_s=self.config.lease_ttl_s)  # type: ignore[attr-defined]
+        leases = Leases(store.database, ttl_s=self.config.lease_ttl_s)
         self._steps = StepThreads(self.config.step_threads)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps)

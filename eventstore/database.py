@@ -27,8 +27,8 @@ def database_for_url(url: str, options: dict[str, Any]) -> tuple[sa.Engine, str]
     if backend == "sqlite":
         if parsed.get_driver_name() not in ("pysqlite", ""):
             raise ValueError(f"{safe}: the SQLite store runs on the standard sqlite3 driver")
-        database = parsed.database or ""
-        if database in ("", ":memory:") or database.startswith("file::memory:"):
+        path = parsed.database or ""
+        if path in ("", ":memory:") or path.startswith("file::memory:"):
             raise ValueError(
                 f"{safe}: an in-memory SQLite database is private to one connection; "
                 "give the store a file, e.g. sqlite:///baton.db"

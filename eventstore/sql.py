@@ -13,7 +13,7 @@ import threading
 import time
 import weakref
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
@@ -27,6 +27,7 @@ from eventstore.codec import (
     encode_new_event,
 )
 from eventstore.store import (
+    EventStore,
     NewEvent,
     Outage,
     RecordedEvent,
@@ -58,12 +59,34 @@ _OPTIONS = {
 }
 
 
+@runtime_checkable
+class SqlStore(EventStore, Protocol):
+    """An event store whose log lives in a SQL database it shares: the seam to the read side.
+
+    Some parts keep their tables in the store's own database, and must: the
+    projections commit each batch of read rows with their checkpoint in one
+    transaction of it (exactly-once, DESIGN §6); the leases sit beside the
+    log so a lease and the events it fences are one database's truth; the
+    log readers that outrun ``read_all`` (projection catch-up pages, run ids
+    by prefix) query the events table on it. They get it here and nowhere
+    else: ``database``, a SQLAlchemy Engine (a pool of connections; its
+    ``dialect.name`` is "sqlite" or "postgresql"). ``open_store`` returns
+    one (``SqlEventStore``); a wrapper that forwards ``database`` is one too.
+    """
+
+    @property
+    def database(self) -> sa.Engine:
+        """The store's database, shared with the read tables and the leases."""
+        ...
+
+
 class SqlEventStore:
-    """An append-only event store in one SQL database (see ``open_store``).
+    """An append-only event store in one SQL database (see ``open_store``); a ``SqlStore``.
 
     Thread-safe: share one instance per process and database. ``database`` is
-    the SQLAlchemy Engine (other packages may keep their own tables in the
-    same database through it); ``dialect`` is "sqlite" or "postgresql".
+    the SQLAlchemy Engine (other packages keep their own tables in the same
+    database through it: see ``SqlStore``); ``dialect`` is "sqlite" or
+    "postgresql".
     """
 
     def __init__(self, url: str, database: sa.Engine, backend: Any, options: dict[str, Any]) -> None:

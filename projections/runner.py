@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from eventstore import RecordedEvent, StoreClosedError
+from eventstore import RecordedEvent, SqlStore, StoreClosedError
 from projections.applier import Applier
 from projections.batch import CheckpointMoved, is_lock_wait
 from projections.queries import ReadModel
@@ -50,7 +50,7 @@ class RebuildStats:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def rebuild(store: Any, *, name: str = DEFAULT_NAME, version: int = PROJECTION_VERSION,
+def rebuild(store: SqlStore, *, name: str = DEFAULT_NAME, version: int = PROJECTION_VERSION,
             chunk: int = 2500) -> RebuildStats:
     """Drop and recreate the read tables, then replay the whole log synchronously.
 
@@ -84,7 +84,7 @@ class Projector:
     fail again, and every event after it would wait behind it for good.
     """
 
-    def __init__(self, store: Any, *, name: str = DEFAULT_NAME, version: int = PROJECTION_VERSION,
+    def __init__(self, store: SqlStore, *, name: str = DEFAULT_NAME, version: int = PROJECTION_VERSION,
                  batch_size: int = 500, catch_up_chunk: int = 2500,
                  _before_commit: Callable[[sa.Connection], None] | None = None) -> None:
         self.store = store

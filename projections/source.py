@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import msgspec
 import sqlalchemy as sa
 
-from eventstore import RecordedEvent
+from eventstore import EventStore, RecordedEvent, SqlStore
 from flows.events import EVENT_TYPES, Event
 from flows.text import storable, storable_value
 
@@ -146,9 +146,9 @@ class LogReader:
     A store without a ``database`` is read through ``read_all``.
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: EventStore) -> None:
         self._store = store
-        self._database: sa.Engine | None = getattr(store, "database", None)
+        self._database: sa.Engine | None = store.database if isinstance(store, SqlStore) else None
         self._raw: Any = None
         self._sql = ""
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from actors.runlog import decode, fold_records, live_servers
-from eventstore import EventStore, RecordedEvent
+from eventstore import EventStore, RecordedEvent, SqlStore
 from eventstore.leases import Leases
 from flows.state import RunState, evolve
 
@@ -192,10 +192,9 @@ def discover(store: EventStore, answers: Callable[[str], bool] | None = None) ->
     nothing here and is skipped). A server whose lease lives but that does
     not answer is passed over with a warning.
     """
-    database = getattr(store, "database", None)
-    if database is None:
+    if not isinstance(store, SqlStore):  # no database to read the leases from
         return None
-    held = Leases(database).held()
+    held = Leases(store.database).held()
     here = socket.gethostname()
     candidates = []
     for url, owner in live_servers(held):

@@ -26,7 +26,7 @@ from api.cli.client import Client, ServerError
 from api.cli.progress import ProgressView, watch_run
 from api.runtime import Runtime
 from api.settings import Settings
-from eventstore import EventStore
+from eventstore import SqlStore
 from eventstore.leases import Leases
 from flows import decide
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
@@ -88,7 +88,7 @@ def pick(candidates: list[str], given: str) -> str:
     raise RunIdError(f"run id {given!r} is the start of more than one run ({shown}); give more of it")
 
 
-def resolve_in(store: EventStore, given: str) -> str:
+def resolve_in(store: SqlStore, given: str) -> str:
     """The run ``given`` names in ``store``: a full id, or the start of exactly one.
 
     A RUN no run id can hold (bytes that are not UTF-8) is refused (UnstorableText) before the store sees it.
@@ -118,7 +118,7 @@ class Local:
     at its first need, after ``check`` (a refusal appends nothing).
     """
 
-    def __init__(self, settings: Settings, *, store: EventStore | None = None, engine: bool = False,
+    def __init__(self, settings: Settings, *, store: SqlStore | None = None, engine: bool = False,
                  projector: bool = False) -> None:
         # The command's engine goes by its own host:pid, never BATON_NODE: that name is the lease of a
         # long-lived `baton serve`, which a short command sharing it would either be refused or impersonate.
@@ -262,7 +262,7 @@ def plan_from_log(rt: Runtime) -> dict[str, Any]:
             launched[run_id] = rec.position
         else:
             ended.add(run_id)
-    live = live_nodes(Leases(store.database).held())  # type: ignore[attr-defined]
+    live = live_nodes(Leases(store.database).held())
     in_progress: list[dict[str, Any]] = []
     waiting: list[tuple[str, str, str, str]] = []
     slots = 0
@@ -303,7 +303,7 @@ class Remote:
     runs list.
     """
 
-    def __init__(self, client: Client, store: EventStore | None = None) -> None:
+    def __init__(self, client: Client, store: SqlStore | None = None) -> None:
         self.client = client
         self.store = store
 
