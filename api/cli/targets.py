@@ -30,6 +30,7 @@ from eventstore import SqlStore
 from eventstore.leases import Leases
 from flows import decide
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
+from flows.launch import LaunchParams
 from flows.state import RunState
 from flows.text import check_text
 
@@ -46,8 +47,7 @@ class Target(Protocol):
     def resolve(self, given: str) -> str:
         """The full id of the one run whose id starts with ``given``; UnknownRun or RunIdError."""
 
-    def launch(self, flow: str, question: str, *, band: str, model: str, project_id: str, by: str,
-               fast: bool = False) -> Launched:
+    def launch(self, params: LaunchParams) -> Launched:
         """Launch a run (the server checks it; locally, ``check`` did)."""
 
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
@@ -143,12 +143,10 @@ class Local:
     def resolve(self, given: str) -> str:
         return resolve_in(self.rt.store, given)
 
-    def launch(self, flow: str, question: str, *, band: str, model: str, project_id: str, by: str,
-               fast: bool = False) -> Launched:
+    def launch(self, params: LaunchParams) -> Launched:
         engine = self.start().engine
         assert engine is not None
-        return engine.launch(flow, question, band=band, model=model, project_id=project_id, launched_by=by,
-                             fast=fast)
+        return engine.launch(params)
 
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
         engine = self.start().engine
@@ -322,10 +320,9 @@ class Remote:
                 break
         return pick(sorted(set(found)), given)
 
-    def launch(self, flow: str, question: str, *, band: str, model: str, project_id: str, by: str,
-               fast: bool = False) -> Launched:
+    def launch(self, params: LaunchParams) -> Launched:
         try:
-            answer = self.client.launch(flow, question, band=band, model=model, project_id=project_id, fast=fast)
+            answer = self.client.launch(params)
         except ServerError as exc:
             if exc.problem.get("field") == "flow" and exc.status == 422:  # the server lacks this flow's module
                 raise ServerError(exc.code, f"{exc} (asked the baton server at {self.client.url}: start it with the "

@@ -125,12 +125,12 @@ def test_a_live_process_takes_over_the_runs_of_a_node_that_stopped_renewing(stor
     from eventstore import NewEvent
     from flows.decide import start
     from flows.events import RunStarted, event_data
-    from flows.launch import prepare
+    from flows.launch import LaunchParams, prepare
     from flows.state import RunState, evolve
 
     leases = Leases(store.database, ttl_s=30)
     assert leases.acquire("node-ghost:1", "ghost:1") is None  # a process that is alive, for now
-    launched = prepare(REGISTRY, run_id="01GHOST0000000000000000000", now=1.0, flow="owned", question="q")
+    launched = prepare(REGISTRY, LaunchParams("owned", "q"), run_id="01GHOST0000000000000000000", now=1.0)
     state = evolve(evolve(RunState(), launched), RunStarted(run_id=launched.run_id, at=1.0))
     events = [launched, RunStarted(run_id=launched.run_id, at=1.0), *start(state, ["work"], 1.0)]
     store.append(stream_of(launched.run_id), [NewEvent(type(e).__name__, event_data(e), {"node": "ghost:1"})
@@ -165,10 +165,10 @@ def ghost_run(store, run_id: str) -> None:
     from eventstore import NewEvent
     from flows.decide import start
     from flows.events import RunStarted, event_data
-    from flows.launch import prepare
+    from flows.launch import LaunchParams, prepare
     from flows.state import RunState, evolve
 
-    launched = prepare(REGISTRY, run_id=run_id, now=1.0, flow="owned", question="q")
+    launched = prepare(REGISTRY, LaunchParams("owned", "q"), run_id=run_id, now=1.0)
     state = evolve(evolve(RunState(), launched), RunStarted(run_id=run_id, at=1.0))
     events = [launched, RunStarted(run_id=run_id, at=1.0), *start(state, ["work"], 1.0)]
     store.append(stream_of(run_id), [NewEvent(type(e).__name__, event_data(e), {"node": "ghost:1"})

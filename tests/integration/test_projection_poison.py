@@ -33,7 +33,7 @@ from flows.events import (
     event_data,
     stream_of,
 )
-from flows.launch import prepare
+from flows.launch import LaunchParams, prepare
 from projections import Projector, ReadModel, rebuild
 from projections.tables import READ_TABLES, PRIMARY_KEYS
 
@@ -66,7 +66,7 @@ def dump(database: sa.Engine) -> dict[str, list[tuple]]:
 
 def launched(run_id: str, question: str = "fine", **fields: Any) -> Event:
     """A RunLaunched as the engine writes it, then with ``fields`` replaced (bypassing the door)."""
-    event = prepare(_REGISTRY, run_id=run_id, now=1.0, flow="poison", question="q", band="medium")
+    event = prepare(_REGISTRY, LaunchParams("poison", "q", band="medium"), run_id=run_id, now=1.0)
     return msgspec.structs.replace(event, **{"input": {**event.input, "question": question}, **fields})
 
 
