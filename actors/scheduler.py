@@ -14,14 +14,16 @@ The rules, each kept in one place below:
   starts at once when there is room and nobody is queued; otherwise it joins
   the back of the queue. Room made by a run ending or pausing goes to the
   front of the queue (FIFO): a queued run at position p starts at the p-th
-  admission after it was queued, and no run launched after it starts first.
+  admission after it was queued at the latest (sooner if a run ahead of it is
+  cancelled), and no run launched after it starts first.
   A run whose approval is answered is in progress again at once, whatever the
   queue (a person is waiting on it, and it was admitted before).
 - Agent slots: ``agent_slots`` (0 = no limit) counts model calls at once. A
   free slot goes to the waiting run that holds the fewest slots, ties going to
   the run served least recently (round robin), so a wide fan-out cannot hold
-  back a run launched after it for more than one step's turn: a run that holds
-  no slot is served before any run is served twice.
+  back a run launched after it for more than one step's turn: while a run
+  waits holding no slot, each run that was waiting before it is served at
+  most once, and no run that began waiting after it is served first.
 - Work is never left waiting on room that exists: after ``admit()`` and
   ``grant()`` either the queue is empty or no room is left, and either no
   request waits or every slot is held.
