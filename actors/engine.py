@@ -13,6 +13,7 @@ than left to wait out the ask timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 import pykka
@@ -40,15 +41,16 @@ from actors.runlog import decode, live_nodes, load, node_lease
 from actors.step_threads import StepThreads
 from eventstore import (
     ConcurrencyError,
-    EventStore,
     NewEvent,
     Outage,
     RecordedEvent,
+    SqlStore,
     StoreError,
     StoreUnavailableError,
 )
 from eventstore.leases import Leases, default_owner
 from flows import launch as launching
+from flows.launch import LaunchParams
 from flows.commands import CommandKind, CommandRequested, Refusal
 from flows.catalog import FlowRegistry
 from flows.events import stream_of
@@ -92,7 +94,7 @@ class Engine:
 
     def __init__(
         self,
-        store: EventStore,
+        store: SqlStore,
         registry: FlowRegistry,
         config: EngineConfig | None = None,
         *,
@@ -106,7 +108,7 @@ class Engine:
         self.bus = bus if bus is not None else FrameBus()  # an empty bus is falsy (it has a length)
         self.clock = clock or RealClock()
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
-        leases = Leases(store.engine, ttl_s=self.config.lease_ttl_s)  # type: ignore[attr-defined]
+        leases = Leases(store.database, ttl_s=self.config.lease_ttl_s)
         self._steps = StepThreads(self.config.step_threads)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps)
@@ -168,6 +170,10 @@ class Engine:
 
     # -- commands ----------------------------------------------------------------------------
 
+    @overload
+    def launch(self, params: LaunchParams, /) -> Launched: ...
+
+    @overload
     def launch(
         self,
         flow: str,
@@ -180,17 +186,44 @@ class Engine:
         launched_by: str = "",
         idempotency_key: str = "",
         fast: bool = False,
+    ) -> Launched: ...
+
+    def launch(
+        self,
+        flow: str | LaunchParams,
+        question: str = "",
+        *,
+        band: str = launching.DEFAULT_BAND,
+        model: str = "",
+        project_id: str = "",
+        inputs: Mapping[str, Any] | None = None,
+        launched_by: str = "",
+        idempotency_key: str = "",
+        fast: bool = False,
     ) -> Launched:
-        """Launch a run of ``flow``; raises UnknownFlow or LaunchError (nothing appended)."""
+        """Launch a run; raises UnknownFlow or LaunchError (nothing appended).
+
+        The request is one ``LaunchParams`` (what the HTTP route and the CLI
+        build), or its fields spelled out (``launch("triage", "why?",
+        band="medium")``, for Python callers): the same value either way.
+        """
+        if isinstance(flow, LaunchParams):
+            if (question or band != launching.DEFAULT_BAND or model or project_id or inputs or launched_by
+                    or idempotency_key or fast):
+                raise TypeError("Engine.launch takes a LaunchParams or the fields of one, not both")
+            params = flow
+        else:
+            params = LaunchParams(flow, question, band=band, model=model, project_id=project_id,
+                                  inputs=inputs or {}, fast=fast, launched_by=launched_by,
+                                  idempotency_key=idempotency_key)
+        if not params.model and self.config.model:
+            params = dataclasses.replace(params, model=self.config.model)
         run_id = new_run_id()
-        event = launching.prepare(
-            self.registry, run_id=run_id, now=self.clock.now(), flow=flow, question=question, band=band,
-            model=model or self.config.model, backend=self.config.backend, project_id=project_id,
-            inputs=inputs, launched_by=launched_by, idempotency_key=idempotency_key, fast=fast,
-        )
+        event = launching.prepare(self.registry, params, run_id=run_id, now=self.clock.now(),
+                                  backend=self.config.backend)
         self._check_store()
-        if idempotency_key:
-            claimed = self._claim(idempotency_key, run_id)
+        if params.idempotency_key:
+            claimed = self._claim(params.idempotency_key, run_id)
             if claimed is None:
                 try:
                     return self._launch(event)

@@ -11,10 +11,12 @@ slot freed, an approval — never by a timer or a polling loop (DESIGN §5):
   because queued work exists (only events kick);
 - planned work that waits says why (``plan()``, ``plan_updated`` frames).
 
-Agent slots are shared fairly: a free slot goes to the run with pending
-requests that holds the fewest slots, ties going to the run served least
-recently (round robin), so a wide fan-out cannot hold back a run launched
-after it for more than one step's turn.
+The rules (who is admitted, who gets a slot, what the plan says) live in
+``actors.scheduler.Scheduler``; this actor tells it what happened and acts on
+what it decides. Agent slots are shared fairly: a free slot goes to the run
+with pending requests that holds the fewest slots, ties going to the run
+served least recently (round robin), so a wide fan-out cannot hold back a run
+launched after it for more than one step's turn.
 
 A store that cannot be reached never stops the orchestrator (pykka has no
 supervision: an exception in a handler would end the actor for good). Where
@@ -28,9 +30,7 @@ RunActors and tells the engine, which starts a new orchestrator.
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,13 +43,28 @@ from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewher
 from actors.functions import missing_module
 from actors.run import RunActor
 from actors.runlog import driven_elsewhere, has_work, live_nodes, load_with_owner, node_lease, route
+from actors.scheduler import START_FREED, Phase, Scheduler
 from eventstore import StoreError
 from eventstore.leases import default_owner
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
+from flows.state import RunState
 
 log = logging.getLogger(__name__)
 
 RETRY_CAP_S = 5.0  # the longest pause between two tries of work the store failed
+
+
+def _phase_found(state: RunState, now: float) -> Phase:
+    """The phase of a run found in the log unfinished (recovered, or driven again after a failure).
+
+    A run waiting only for a person holds no thread and no room; one paused
+    with other work (a retry due, a step to recover) is in progress.
+    """
+    if state.status == "queued":
+        return Phase.QUEUED
+    if state.status == "paused" and not has_work(state, now):
+        return Phase.PAUSED
+    return Phase.ACTIVE
 
 
 def backoff(tries: int, cap: float = RETRY_CAP_S) -> float:
@@ -73,18 +88,14 @@ class _Redrive:
 
 
 class _Run:
-    """The orchestrator's view of one run."""
+    """The orchestrator's handle on one run's actor (its scheduling is the Scheduler's)."""
 
-    __slots__ = ("run_id", "flow", "ref", "sent", "status", "since", "project_id")
+    __slots__ = ("run_id", "ref", "sent")
 
-    def __init__(self, run_id: str, flow: str, status: str, since: float, project_id: str = "") -> None:
+    def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.flow = flow
         self.ref: pykka.ActorRef | None = None
         self.sent = 0  # messages told to the RunActor that count toward its `seen`
-        self.status = status  # queued | running | paused
-        self.since = since
-        self.project_id = project_id
 
 
 class Orchestrator(pykka.ThreadingActor):
@@ -107,13 +118,8 @@ class Orchestrator(pykka.ThreadingActor):
         self._adopt = adopt
         self._recover_tries = 0
         self._recover_due = False  # a retry of recovery is scheduled
-        self.runs: dict[str, _Run] = {}
-        self.queue: deque[str] = deque()  # queued runs, in plan order
-        self.active: set[str] = set()  # admitted, not ended, not waiting for a person
-        self.held: dict[str, set[str]] = {}  # run -> steps holding an agent slot
-        self.waiting: OrderedDict[str, deque[str]] = OrderedDict()  # run -> steps waiting for a slot
-        self.asked: dict[str, int] = {}  # run -> when it first asked (fairness tie-break)
-        self.seq = itertools.count()
+        self.runs: dict[str, _Run] = {}  # the runs known here (the same as the scheduler's)
+        self.scheduler = Scheduler(ctx.config.max_active_runs, ctx.config.agent_slots)
         self._renewal: Any = None
         self._nodes_seen: set[str] = set()  # nodes alive at the last heartbeat
         self._retries: dict[str, int] = {}  # run -> times it was driven again after a failure
@@ -197,16 +203,11 @@ class Orchestrator(pykka.ThreadingActor):
             if driven_elsewhere(state, last_node, node, live):
                 log.info("run %s is driven by %s; not recovering it", run_id, last_node)
                 continue
-            run = _Run(run_id, state.launched.flow, state.status, state.launched_at, state.launched.project_id)
-            self.runs[run_id] = run
-            if state.status == "queued":
-                self.queue.append(run_id)
-            elif state.status == "paused" and not has_work(state, self.ctx.clock.now()):
-                pass  # a run waiting only for a person holds no thread
-            else:
-                self.active.add(run_id)
+            phase = _phase_found(state, self.ctx.clock.now())
+            run = self._register(run_id, state.launched.flow, state.launched_at, phase)
+            if phase is Phase.ACTIVE:
                 self._tell_run(run, m.Recover(node))
-        self._admit()
+        self._schedule()
         self._plan_changed()
 
     def _try_recover(self) -> None:
@@ -265,33 +266,24 @@ class Orchestrator(pykka.ThreadingActor):
             if not msg.reply.done():
                 msg.reply.set_exception(LaunchInProgress(ev.run_id))
             return
-        run = _Run(ev.run_id, ev.flow, "queued", ev.at, ev.project_id)
-        self.runs[ev.run_id] = run
-        if self._has_capacity() and not self.queue:
-            run.status = "running"
-            self.active.add(ev.run_id)
-            self._tell_run(run, m.Launch(ev, True, "capacity available", 0, msg.reply))
-        else:
-            self.queue.append(ev.run_id)
-            self._tell_run(run, m.Launch(ev, False, "capacity", len(self.queue), msg.reply))
+        admission = self.scheduler.launch(ev.run_id, ev.flow, ev.at)
+        run = self.runs[ev.run_id] = _Run(ev.run_id)
+        self._tell_run(run, m.Launch(ev, admission.start, admission.reason, admission.position, msg.reply))
         self._plan_changed()
 
     def _on_command(self, msg: m.RunCommand) -> None:
         run = self.runs.get(msg.run_id)
         if run is None:  # ended, or never seen by this process: its actor will look at the log
-            run = _Run(msg.run_id, "", "unknown", self.ctx.clock.now())
-            self.runs[msg.run_id] = run
+            run = self._register(msg.run_id, "", self.ctx.clock.now(), Phase.UNPLANNED)
         if msg.kind == "cancel":
             told = self._tell_run(run, m.Cancel(msg.comment or "cancelled", msg.by, msg.reply))
         else:
             decision = "approved" if msg.kind == "approve" else "rejected"
-            if run.status == "paused":
-                run.status = "running"
-                self.active.add(run.run_id)  # an answered approval never waits behind the queue
+            self.scheduler.resume(run.run_id)  # an answered approval never waits behind the queue
             told = self._tell_run(run, m.Resume(msg.step_id, decision, msg.by, msg.comment, msg.reply))
         if not told:  # another process drives it
             self._forget(msg.run_id)
-            self._admit()
+            self._schedule()
 
     def _current(self, run_id: str, urn: str) -> _Run | None:
         """The run, if ``urn`` is its current actor (word from a replaced actor is stale)."""
@@ -307,16 +299,13 @@ class Orchestrator(pykka.ThreadingActor):
         assert run.ref is not None
         run.ref.stop(block=False)
         run.ref = None
-        if msg.status in ("queued", "paused"):
-            run.status = msg.status
-            if msg.status == "paused":
-                self.active.discard(msg.run_id)
+        if msg.status == "paused":
+            self.scheduler.pause(msg.run_id)
         elif msg.status == "running":
             log.error("run %s is running but has nothing to do; it stays registered", msg.run_id)
-        else:  # unknown or already ended: a command found nothing to do
-            self.runs.pop(msg.run_id, None)
-            self.active.discard(msg.run_id)
-        self._admit()
+        elif msg.status != "queued":  # unknown or already ended: a command found nothing to do
+            self._forget(msg.run_id)
+        self._schedule()
         self._plan_changed()
 
     def _on_ended(self, msg: m.RunEnded) -> None:
@@ -324,8 +313,7 @@ class Orchestrator(pykka.ThreadingActor):
             return
         self._retries.pop(msg.run_id, None)
         self._forget(msg.run_id)
-        self._admit()
-        self._grant()
+        self._schedule()
         self._plan_changed()
 
     def _on_fenced(self, msg: m.RunFenced) -> None:
@@ -336,8 +324,7 @@ class Orchestrator(pykka.ThreadingActor):
             self._redrive_later(msg.run_id, msg.error)
         else:
             log.warning("run %s left to its owner: %s", msg.run_id, msg.error)
-        self._admit()
-        self._grant()
+        self._schedule()
         self._plan_changed()
 
     def _redrive_later(self, run_id: str, error: object) -> None:
@@ -363,14 +350,11 @@ class Orchestrator(pykka.ThreadingActor):
             return
         if elsewhere:
             return
-        run = _Run(msg.run_id, state.launched.flow, state.status, state.launched_at, state.launched.project_id)
-        self.runs[msg.run_id] = run
-        if state.status == "queued":
-            self.queue.append(msg.run_id)
-        elif state.status != "paused" or has_work(state, self.ctx.clock.now()):
-            self.active.add(msg.run_id)
+        phase = _phase_found(state, self.ctx.clock.now())
+        run = self._register(msg.run_id, state.launched.flow, state.launched_at, phase)
+        if phase is Phase.ACTIVE:
             self._tell_run(run, m.Recover(self.ctx.config.node))
-        self._admit()
+        self._schedule()
         self._plan_changed()
 
     def _tell_self(self, message: Any) -> None:
@@ -379,77 +363,42 @@ class Orchestrator(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             pass  # stopped: the next start recovers what is left
 
+    def _register(self, run_id: str, flow: str, since: float, phase: Phase) -> _Run:
+        """Know a run found in the log (or named by a command): a handle here, its phase in the scheduler."""
+        self.scheduler.add(run_id, flow, since, phase)
+        run = self.runs[run_id] = _Run(run_id)
+        return run
+
     def _forget(self, run_id: str) -> None:
         run = self.runs.pop(run_id, None)
         if run is not None and run.ref is not None:
             run.ref.stop(block=False)
-        self.active.discard(run_id)
-        if run_id in self.queue:
-            self.queue.remove(run_id)
-        self.held.pop(run_id, None)
-        self.waiting.pop(run_id, None)
-        self.asked.pop(run_id, None)
+        self.scheduler.forget(run_id)
 
     # -- capacity ----------------------------------------------------------------------------
 
-    def _has_capacity(self) -> bool:
-        limit = self.ctx.config.max_active_runs
-        return not limit or len(self.active) < limit
+    def _schedule(self) -> None:
+        """Act on what the scheduler decides now: start the queued runs it admits, hand out free slots.
 
-    def _admit(self) -> None:
-        while self.queue and self._has_capacity():
-            run = self.runs[self.queue.popleft()]
-            run.status = "running"
-            self.active.add(run.run_id)
-            if not self._tell_run(run, m.Begin("capacity freed")):
-                self._forget(run.run_id)
+        A run that cannot be told to begin (the store is away, or another
+        process drives it) is forgotten, which makes room for the next.
+        """
+        while started := self.scheduler.admit():
+            for run_id in started:
+                if not self._tell_run(self.runs[run_id], m.Begin(START_FREED)):
+                    self._forget(run_id)
+        for grant in self.scheduler.grant():
+            run = self.runs.get(grant.run_id)
+            if run is not None:
+                self._tell_run(run, m.SlotsGranted(grant.step_ids))
 
     def _on_request(self, msg: m.RequestSlots) -> None:
-        if msg.run_id not in self.runs:
-            return
-        queue = self.waiting.setdefault(msg.run_id, deque())
-        queue.extend(sid for sid in msg.step_ids if sid not in queue)
-        self.asked.setdefault(msg.run_id, next(self.seq))
-        self._grant()
+        self.scheduler.request(msg.run_id, msg.step_ids)
+        self._schedule()
 
     def _on_release(self, msg: m.ReleaseSlots) -> None:
-        held = self.held.get(msg.run_id)
-        if held is not None:
-            held.difference_update(msg.held)
-            if not held:
-                del self.held[msg.run_id]
-        queue = self.waiting.get(msg.run_id)
-        if queue is not None:
-            for sid in msg.withdrawn:
-                if sid in queue:
-                    queue.remove(sid)
-        self._grant()
-
-    def _slots_in_use(self) -> int:
-        return sum(len(s) for s in self.held.values())
-
-    def _grant(self) -> None:
-        """Hand free slots out, fewest-held first; one SlotsGranted per run."""
-        limit = self.ctx.config.agent_slots
-        grants: dict[str, list[str]] = {}
-        free = limit - self._slots_in_use()
-        while free > 0:
-            candidates = [r for r, q in self.waiting.items() if q]
-            if not candidates:
-                break
-            run_id = min(candidates, key=lambda r: (len(self.held.get(r, ())), self.asked.get(r, 0)))
-            self.asked[run_id] = next(self.seq)  # served: to the back of runs holding as many slots
-            sid = self.waiting[run_id].popleft()
-            self.held.setdefault(run_id, set()).add(sid)
-            grants.setdefault(run_id, []).append(sid)
-            free -= 1
-        for run_id in [r for r, q in self.waiting.items() if not q]:
-            del self.waiting[run_id]
-            self.asked.pop(run_id, None)
-        for run_id, sids in grants.items():
-            run = self.runs.get(run_id)
-            if run is not None:
-                self._tell_run(run, m.SlotsGranted(tuple(sids)))
+        self.scheduler.release(msg.run_id, held=msg.held, withdrawn=msg.withdrawn)
+        self._schedule()
 
     # -- the plan ----------------------------------------------------------------------------
 
@@ -458,45 +407,8 @@ class Orchestrator(pykka.ThreadingActor):
             msg.reply.set_result(self.plan())
 
     def plan(self) -> dict[str, Any]:
-        """In progress, planned (with position and why it waits), and new.
-
-        Planned work waits for one of three reasons: ``capacity`` (max_active_runs
-        reached), ``blocked`` (admitted, but every step it could start needs an
-        agent slot and none is free), ``approval`` (a person is awaited).
-        ``new_queued`` is always empty here: a launch is planned in the very
-        message that admits it.
-        """
-        cfg = self.ctx.config
-
-        def blocked(r: str) -> bool:
-            return not self.held.get(r) and bool(self.waiting.get(r))
-
-        active = [r for r in sorted(self.active) if r in self.runs]
-        in_progress = [
-            {"run_id": r, "flow": self.runs[r].flow, "since": self.runs[r].since,
-             "slots_held": len(self.held.get(r, ())), "steps_waiting_for_slot": len(self.waiting.get(r, ()))}
-            for r in active if not blocked(r)
-        ]
-        waiting: list[tuple[str, str, str]] = [
-            (r, "capacity", f"{len(self.active)} of {cfg.max_active_runs} runs in progress") for r in self.queue]
-        waiting += [(r, "blocked", f"{len(self.waiting[r])} step(s) wait for an agent slot; "
-                                   f"{self._slots_in_use()} of {cfg.agent_slots} in use")
-                    for r in sorted(self.waiting, key=lambda r: self.asked.get(r, 0)) if r in active and blocked(r)]
-        waiting += [(run.run_id, "approval", "waiting for a person to approve or reject")
-                    for run in self.runs.values() if run.status == "paused" and run.run_id not in self.active]
-        planned = [
-            {"run_id": r, "flow": self.runs[r].flow, "position": i, "reason": reason, "detail": detail,
-             "steps_waiting_for_slot": len(self.waiting.get(r, ()))}
-            for i, (r, reason, detail) in enumerate(waiting, 1)
-        ]
-        return {
-            "max_active_runs": cfg.max_active_runs,
-            "agent_slots": cfg.agent_slots,
-            "slots_in_use": self._slots_in_use(),
-            "in_progress": in_progress,
-            "planned_queued": planned,
-            "new_queued": [],
-        }
+        """The scheduler's plan (``Scheduler.plan``): in progress, planned with why it waits, new."""
+        return self.scheduler.plan()
 
     def _plan_changed(self) -> None:
         if len(self.ctx.bus):
@@ -524,7 +436,7 @@ class Orchestrator(pykka.ThreadingActor):
                 except StoreError as exc:  # the command gets the error (503); the run is driven again later
                     if reply is not None and not reply.done():
                         reply.set_exception(exc)
-                    known = run.status != "unknown"
+                    known = self.scheduler.phase(run.run_id) is not Phase.UNPLANNED
                     self._forget(run.run_id)
                     if known:
                         self._redrive_later(run.run_id, exc)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from actors.context import EngineContext
-from eventstore import Codec, EventStore, RecordedEvent
+from eventstore import Codec, EventStore, RecordedEvent, SqlStore
 from flows import decide as d
 from flows.events import EVENT_TYPES, UPCASTERS, Event, stream_of
 from flows.state import RunState, evolve
@@ -63,7 +63,7 @@ def read_with_owner(store: EventStore, run_id: str) -> tuple[RunState, History, 
     return state, history, last_node
 
 
-def run_ids_starting(store: EventStore, prefix: str, limit: int = 10) -> list[str]:
+def run_ids_starting(store: SqlStore, prefix: str, limit: int = 10) -> list[str]:
     """Ids of runs whose id starts with ``prefix``, in order, at most ``limit``.
 
     Read from the log itself (each run stream's first event), not a read
@@ -75,12 +75,12 @@ def run_ids_starting(store: EventStore, prefix: str, limit: int = 10) -> list[st
     lo = stream_of(prefix)
     params: dict[str, object] = {"lo": lo, "n": len(lo), "limit": limit}
     where = "version = 1 AND substr(stream_id, 1, :n) = :lo"
-    engine = store.engine  # type: ignore[attr-defined]
-    if engine.dialect.name == "sqlite":  # byte-wise order: the range rides the (stream_id, version) index
+    database = store.database
+    if database.dialect.name == "sqlite":  # byte-wise order: the range rides the (stream_id, version) index
         where += " AND stream_id >= :lo AND stream_id < :hi"
         params["hi"] = lo + "\x7f"
     query = sa.text(f"SELECT stream_id FROM events WHERE {where} ORDER BY stream_id LIMIT :limit")
-    with engine.connect() as conn:
+    with database.connect() as conn:
         return [row[0][len(stream_of("")):] for row in conn.execute(query, params)]
 
 

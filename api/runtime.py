@@ -19,7 +19,7 @@ from actors.agents.personas import add_personas, valid_name
 from actors.bus import FrameBus
 from actors.engine import Engine
 from api.settings import Settings, SettingsError
-from eventstore import EventStore, open_store
+from eventstore import SqlStore, open_store
 from flows.catalog import BUILTIN_MODULES, FlowRegistry, builtin, flows_in
 from projections.queries import ReadModel
 from projections.runner import Projector
@@ -130,7 +130,7 @@ class Runtime:
     ``start(engine=False)`` serves reads only (``baton runs``, ``baton show``).
     """
 
-    def __init__(self, settings: Settings, *, store: EventStore | None = None) -> None:
+    def __init__(self, settings: Settings, *, store: SqlStore | None = None) -> None:
         """Load the flows and open the store; nothing runs yet.
 
         Raises FlowsImportError, StoreUnavailableError (the database cannot be
@@ -160,7 +160,7 @@ class Runtime:
         try:
             if projector:
                 self.projector = Projector(self.store).start()
-            self.read_model = ReadModel(self.store.engine, self.projector)
+            self.read_model = ReadModel(self.store.database, self.projector)
             if engine:
                 self.engine = self._engine(recover)
         except BaseException:

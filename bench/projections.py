@@ -234,7 +234,7 @@ def raw_scan(store: Any) -> tuple[int, float]:
     """Rows and seconds of one full SELECT of the events table through the raw driver."""
     sql = ("SELECT position, stream_id, version, type, data, metadata, recorded_at, hash, event_id "
            "FROM events ORDER BY position")
-    raw = store.engine.raw_connection()
+    raw = store.database.raw_connection()
     try:
         cur = raw.driver_connection.cursor()
         began = time.perf_counter()

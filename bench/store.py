@@ -91,18 +91,18 @@ class Raw:
     def __init__(self, store) -> None:
         self.dialect = store.dialect
         table = build_events_table(sa.MetaData(), "raw_events")
-        with store.engine.begin() as conn:
+        with store.database.begin() as conn:
             for ddl in create_table_ddl(table):
                 conn.execute(ddl)
         if self.dialect == "sqlite":
-            self.conn = sqlite3.connect(store.engine.url.database, isolation_level=None)
+            self.conn = sqlite3.connect(store.database.url.database, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
             marks = ",".join("?" * 8)
         else:
             import psycopg
 
-            url = store.engine.url
+            url = store.database.url
             self.conn = psycopg.connect(
                 dbname=url.database, user=url.username, host=url.query.get("host", url.host),
                 autocommit=True,

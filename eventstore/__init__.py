@@ -5,10 +5,16 @@
     store.append("run-x", [NewEvent("Note", {"k": 1})], expected_version=0)
 
 Knows nothing about runs or flows; see DESIGN.md §2, §8-§10.
+
+The store shares its database: the projections' read tables and checkpoint,
+the leases, and the fast log readers live in it, and reach it only through
+``SqlStore.database`` (a SQLAlchemy Engine). Code that needs no more than the
+log takes an ``EventStore``; code that needs the database takes a ``SqlStore``
+(or the ``database`` itself, as ``Leases`` and ``ReadModel`` do).
 """
 
 from eventstore.codec import Codec
-from eventstore.sql import SqlEventStore, open_store
+from eventstore.sql import SqlEventStore, SqlStore, open_store
 from eventstore.store import (
     ConcurrencyError,
     CorruptEventError,
@@ -34,6 +40,7 @@ __all__ = [
     "Outage",
     "RecordedEvent",
     "SqlEventStore",
+    "SqlStore",
     "StoreClosedError",
     "StoreError",
     "StoreUnavailableError",

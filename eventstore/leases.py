@@ -74,16 +74,16 @@ def _dead_on_this_host(owner: str) -> bool:
 class Leases:
     """Leases kept in the store's own database (the table is created if missing)."""
 
-    def __init__(self, engine: sa.Engine, ttl_s: float = 30.0) -> None:
-        self.engine = engine
+    def __init__(self, database: sa.Engine, ttl_s: float = 30.0) -> None:
+        self.database = database
         self.ttl_s = ttl_s
-        _metadata.create_all(engine, checkfirst=True)
+        _metadata.create_all(database, checkfirst=True)
 
     @_store_errors
     def acquire(self, name: str, owner: str) -> str | None:
         """Take ``name`` for ``owner``: None on success, else the owner holding it."""
         now = time.time()
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             current = conn.execute(
                 sa.select(leases_table.c.owner, leases_table.c.expires_at).where(leases_table.c.name == name)
             ).first()
@@ -98,13 +98,13 @@ class Leases:
     @_store_errors
     def release(self, name: str, owner: str) -> None:
         """Give ``name`` up (only if ``owner`` holds it)."""
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(sa.delete(leases_table).where(leases_table.c.name == name, leases_table.c.owner == owner))
 
     @_store_errors
     def renew(self, owner: str) -> int:
         """Extend every lease ``owner`` holds; returns how many it still holds."""
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             result = conn.execute(
                 sa.update(leases_table).where(leases_table.c.owner == owner)
                 .values(expires_at=time.time() + self.ttl_s)
@@ -114,13 +114,13 @@ class Leases:
     @_store_errors
     def release_all(self, owner: str) -> None:
         """Give up every lease ``owner`` holds (a clean stop)."""
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(sa.delete(leases_table).where(leases_table.c.owner == owner))
 
     @_store_errors
     def owner_of(self, name: str) -> str:
         """Who holds ``name`` now ("" when nobody, or the lease expired)."""
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             row = conn.execute(
                 sa.select(leases_table.c.owner, leases_table.c.expires_at).where(leases_table.c.name == name)
             ).first()
@@ -132,6 +132,6 @@ class Leases:
     def held(self) -> dict[str, str]:
         """Every live lease: name -> owner."""
         now = time.time()
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute(sa.select(leases_table).where(leases_table.c.expires_at >= now)).all()
         return {r.name: r.owner for r in rows if not _dead_on_this_host(r.owner)}

@@ -32,8 +32,8 @@ class ListenWatcher:
     ``backend_pid`` is the server pid of the current LISTEN connection.
     """
 
-    def __init__(self, engine: sa.Engine, hub: WakeupHub, interval: float) -> None:
-        self._engine = engine
+    def __init__(self, database: sa.Engine, hub: WakeupHub, interval: float) -> None:
+        self._database = database
         self._hub = hub
         self._interval = interval
         self._stopping = threading.Event()
@@ -52,7 +52,7 @@ class ListenWatcher:
         os.close(self._wake_w)
 
     def _connect(self) -> psycopg.Connection:
-        raw = self._engine.raw_connection()
+        raw = self._database.raw_connection()
         conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
         raw.detach()  # ours for good: the pool forgets it
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:

@@ -96,7 +96,7 @@ class PostgresBackend:
 
     def __init__(
         self,
-        engine: sa.Engine,
+        database: sa.Engine,
         where: str,
         *,
         order_lock: bool = True,
@@ -104,7 +104,7 @@ class PostgresBackend:
         head_cache_size: int = 50_000,
         lock_timeout_s: float = 120.0,
     ) -> None:
-        self.engine = engine
+        self.database = database
         self._lock_timeout_s = lock_timeout_s
         self._where = where
         self._order_lock = order_lock
@@ -118,14 +118,14 @@ class PostgresBackend:
     @contextmanager
     def reading(self) -> Iterator[psycopg.Connection]:
         """A pooled connection in autocommit: a SELECT is one round trip, not three."""
-        raw = self.engine.raw_connection()
+        raw = self.database.raw_connection()
         conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
         try:
             conn.autocommit = True
             yield conn
         finally:
             try:
-                conn.autocommit = False  # the pool is shared with store.engine users
+                conn.autocommit = False  # the pool is shared with store.database users
             except psycopg.Error:
                 raw.invalidate()
             raw.close()
@@ -145,7 +145,7 @@ class PostgresBackend:
 
     def connect(self) -> psycopg.Connection:
         """The writer's own connection, out of the pool, in autocommit."""
-        raw = self.engine.raw_connection()
+        raw = self.database.raw_connection()
         conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
         raw.detach()  # ours for good: the pool forgets it
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:

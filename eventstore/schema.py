@@ -99,13 +99,13 @@ def create_table_ddl(table: sa.Table) -> list[sa.schema.ExecutableDDLElement]:
     return ddl
 
 
-def set_up(engine: sa.Engine, extra_ddl: Sequence[str] = ()) -> None:
+def set_up(database: sa.Engine, extra_ddl: Sequence[str] = ()) -> None:
     """Create the events table, its append-only triggers and ``extra_ddl``.
 
     Running it again (from this or another process) changes nothing.
     """
-    dialect = engine.dialect.name
-    with engine.begin() as conn:
+    dialect = database.dialect.name
+    with database.begin() as conn:
         if dialect == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SETUP_LOCK_KEY})
         for statement in create_table_ddl(events):

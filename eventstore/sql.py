@@ -13,7 +13,7 @@ import threading
 import time
 import weakref
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
 
@@ -27,6 +27,7 @@ from eventstore.codec import (
     encode_new_event,
 )
 from eventstore.store import (
+    EventStore,
     NewEvent,
     Outage,
     RecordedEvent,
@@ -58,17 +59,39 @@ _OPTIONS = {
 }
 
 
-class SqlEventStore:
-    """An append-only event store in one SQL database (see ``open_store``).
+@runtime_checkable
+class SqlStore(EventStore, Protocol):
+    """An event store whose log lives in a SQL database it shares: the seam to the read side.
 
-    Thread-safe: share one instance per process and database. ``engine`` is
-    the SQLAlchemy Engine (other packages may keep their own tables in the
-    same database through it); ``dialect`` is "sqlite" or "postgresql".
+    Some parts keep their tables in the store's own database, and must: the
+    projections commit each batch of read rows with their checkpoint in one
+    transaction of it (exactly-once, DESIGN §6); the leases sit beside the
+    log so a lease and the events it fences are one database's truth; the
+    log readers that outrun ``read_all`` (projection catch-up pages, run ids
+    by prefix) query the events table on it. They get it here and nowhere
+    else: ``database``, a SQLAlchemy Engine (a pool of connections; its
+    ``dialect.name`` is "sqlite" or "postgresql"). ``open_store`` returns
+    one (``SqlEventStore``); a wrapper that forwards ``database`` is one too.
     """
 
-    def __init__(self, url: str, engine: sa.Engine, backend: Any, options: dict[str, Any]) -> None:
+    @property
+    def database(self) -> sa.Engine:
+        """The store's database, shared with the read tables and the leases."""
+        ...
+
+
+class SqlEventStore:
+    """An append-only event store in one SQL database (see ``open_store``); a ``SqlStore``.
+
+    Thread-safe: share one instance per process and database. ``database`` is
+    the SQLAlchemy Engine (other packages keep their own tables in the same
+    database through it: see ``SqlStore``); ``dialect`` is "sqlite" or
+    "postgresql".
+    """
+
+    def __init__(self, url: str, database: sa.Engine, backend: Any, options: dict[str, Any]) -> None:
         self.url = url
-        self.engine = engine
+        self.database = database
         self.dialect: str = backend.dialect
         self._backend = backend
         # Pages of ~1000 rows read fastest: bigger ones keep more decoded
@@ -265,7 +288,7 @@ class SqlEventStore:
         if self._watcher is not None:
             self._watcher.stop()
         self._writer.close()
-        self.engine.dispose()
+        self.database.dispose()
 
     # -- internals ---------------------------------------------------------
 
@@ -315,7 +338,7 @@ class SqlEventStore:
         if self.dialect == "postgresql":
             from eventstore.listen import ListenWatcher
 
-            return ListenWatcher(self.engine, self._hub, self._poll_interval)
+            return ListenWatcher(self.database, self._hub, self._poll_interval)
         return PollingWatcher(self.head, self._hub, self._poll_interval)
 
 
@@ -367,23 +390,23 @@ def open_store(url: str, **options: Any) -> SqlEventStore:
     database cannot be reached; ValueError for a URL it does not support;
     TypeError for an option it does not know.
     """
-    from eventstore.engine import create_store_engine
+    from eventstore.database import database_for_url
 
     unknown = set(options) - _OPTIONS
     if unknown:
         raise TypeError(f"open_store() got unknown option(s): {', '.join(sorted(unknown))}")
 
-    engine, safe_url = create_store_engine(url, options)
+    database, safe_url = database_for_url(url, options)
     try:
-        with engine.connect():
+        with database.connect():
             pass
         extra_ddl: list[str] = []
-        if engine.dialect.name == "postgresql":
+        if database.dialect.name == "postgresql":
             from eventstore.postgres import APPEND_FUNCTION, PostgresBackend
 
             extra_ddl.append(APPEND_FUNCTION)
             backend: Any = PostgresBackend(
-                engine,
+                database,
                 safe_url,
                 order_lock=not options.get("_unsafe_no_order_lock", False),
                 before_commit=options.get("_before_commit"),
@@ -393,17 +416,17 @@ def open_store(url: str, **options: Any) -> SqlEventStore:
             from eventstore.sqlite import SqliteBackend
 
             backend = SqliteBackend(
-                engine,
+                database,
                 safe_url,
                 lock_timeout_s=options.get("lock_timeout_s", 120.0),
                 before_commit=options.get("_before_commit"),
                 on_lock_wait=options.get("_on_lock_wait"),
             )
-        schema.set_up(engine, extra_ddl)
-        return SqlEventStore(url, engine, backend, options)
+        schema.set_up(database, extra_ddl)
+        return SqlEventStore(url, database, backend, options)
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        engine.dispose()
+        database.dispose()
         raise StoreUnavailableError(f"cannot reach the event store at {safe_url}: {exc.orig}") from None
     except BaseException:
-        engine.dispose()
+        database.dispose()
         raise

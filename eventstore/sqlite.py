@@ -44,10 +44,10 @@ _STREAM_HEAD = "SELECT version, hash FROM events WHERE stream_id = ? ORDER BY ve
 _MAX_POSITION = "SELECT coalesce(max(position), 0) FROM events"
 
 
-def configure_engine(engine: sa.Engine, busy_timeout_ms: int) -> None:
-    """Apply the store's pragmas to every connection the engine opens."""
+def configure_database(database: sa.Engine, busy_timeout_ms: int) -> None:
+    """Apply the store's pragmas to every connection the database's pool opens."""
 
-    @sa.event.listens_for(engine, "connect")
+    @sa.event.listens_for(database, "connect")
     def _pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         dbapi_conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         # WAL lets readers run while the writer commits; it is a property of
@@ -81,14 +81,14 @@ class SqliteBackend:
 
     def __init__(
         self,
-        engine: sa.Engine,
+        database: sa.Engine,
         where: str,
         *,
         lock_timeout_s: float = 120.0,
         before_commit: Callable[[list[PendingAppend]], None] | None = None,
         on_lock_wait: Callable[[], None] | None = None,
     ) -> None:
-        self.engine = engine
+        self.database = database
         self._where = where
         self._lock_timeout_s = lock_timeout_s
         self._before_commit = before_commit
@@ -99,7 +99,7 @@ class SqliteBackend:
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """A pooled connection for reads; each SELECT is its own snapshot."""
-        raw = self.engine.raw_connection()
+        raw = self.database.raw_connection()
         try:
             yield raw.driver_connection  # type: ignore[misc]
         finally:
@@ -128,7 +128,7 @@ class SqliteBackend:
 
     def connect(self) -> sqlite3.Connection:
         """The writer's own connection, out of the pool, in manual-transaction mode."""
-        raw = self.engine.raw_connection()
+        raw = self.database.raw_connection()
         conn: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
         raw.detach()  # ours for good: the pool forgets it
         conn.isolation_level = None  # we say BEGIN IMMEDIATE / COMMIT ourselves

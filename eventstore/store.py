@@ -150,10 +150,6 @@ class Subscription(Protocol):
 
     def close(self) -> None: ...
 
-    def outage(self) -> Outage | None:
-        """Why the store cannot be used now, and since when; None while it can."""
-        ...
-
 
 class EventStore(Protocol):
     """What every backend offers (see tests/contract)."""

@@ -1,8 +1,17 @@
-"""Checking a launch request and turning it into RunLaunched (pure)."""
+"""Checking a launch request and turning it into RunLaunched (pure).
+
+A launch request is one frozen value, ``LaunchParams``, from where it is
+made (the HTTP route, the CLI, a Python caller of ``Engine.launch``) to
+``prepare``, which checks it and builds the event. A new launch parameter
+is a field here and a line in ``prepare``; the layers between pass the
+value on without naming its fields.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from flows.catalog import FlowRegistry
@@ -23,35 +32,49 @@ class LaunchError(ValueError):
         self.problem = problem
 
 
-def prepare(
-    registry: FlowRegistry,
-    *,
-    run_id: str,
-    now: float,
-    flow: str,
-    question: str,
-    band: str = DEFAULT_BAND,
-    model: str = "",
-    backend: str = "offline",
-    project_id: str = "",
-    inputs: Mapping[str, Any] | None = None,
-    launched_by: str = "",
-    idempotency_key: str = "",
-    fast: bool = False,
-) -> RunLaunched:
+@dataclass(frozen=True)
+class LaunchParams:
+    """What a launch asks for, as one value: unchecked until ``prepare``.
+
+    ``flow`` and ``question`` are required; ``band`` defaults to small;
+    ``model`` "" means the engine's default model; ``inputs`` are the run's
+    other inputs (read-only here: the value cannot change on its way);
+    ``fast`` asks every agent step for a concise answer; ``launched_by`` is
+    who asks; ``idempotency_key`` makes a repeated request answer the same run.
+    """
+
+    flow: str
+    question: str
+    _: KW_ONLY
+    band: str = DEFAULT_BAND
+    model: str = ""
+    project_id: str = ""
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    fast: bool = False
+    launched_by: str = ""
+    idempotency_key: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs or {})))
+
+
+def prepare(registry: FlowRegistry, params: LaunchParams, *, run_id: str, now: float,
+            backend: str = "offline") -> RunLaunched:
     """RunLaunched for a valid request; raises UnstorableText, UnknownFlow or LaunchError otherwise.
 
     Every text the request carries into the event is checked first
     (``flows.text``): one the read side cannot store is refused here, where
     the person who sent it hears of it, not by the projector later. ``fast``
     asks every agent step for a concise answer (flows.decide.FAST_NOTE).
+    ``run_id``, ``now`` and ``backend`` are the engine's, not the request's.
     """
-    for field, text in (("flow", flow), ("question", question), ("band", band), ("model", model),
-                        ("project_id", project_id), ("launched_by", launched_by),
-                        ("Idempotency-Key", idempotency_key)):
+    flow, question, band, inputs = params.flow, params.question, params.band, params.inputs
+    for name, text in (("flow", flow), ("question", question), ("band", band), ("model", params.model),
+                       ("project_id", params.project_id), ("launched_by", params.launched_by),
+                       ("Idempotency-Key", params.idempotency_key)):
         if isinstance(text, str):
-            check_text(field, text)
-    check_value("inputs", dict(inputs or {}))
+            check_text(name, text)
+    check_value("inputs", dict(inputs))
     definition = registry.get(flow)
     if not isinstance(question, str) or not question.strip():
         raise LaunchError("question", "a run needs a non-empty question")
@@ -59,7 +82,7 @@ def prepare(
         raise LaunchError("band", f"unknown band {band!r}; bands are {', '.join(BANDS)}")
     if band not in definition.bands:
         raise LaunchError("band", f"flow {flow!r} has no steps in band {band!r}")
-    extra = dict(inputs or {})
+    extra = dict(inputs)
     if "question" in extra and extra["question"] != question:
         raise LaunchError("inputs.question", "give the question once, as `question`")
     extra["question"] = question
@@ -68,12 +91,12 @@ def prepare(
         flow=flow,
         snapshot=definition.snapshot(band),
         band=band,
-        model=model,
+        model=params.model,
         backend=backend,
         input=extra,
-        project_id=project_id,
-        launched_by=launched_by,
-        idempotency_key=idempotency_key,
-        fast=fast,
+        project_id=params.project_id,
+        launched_by=params.launched_by,
+        idempotency_key=params.idempotency_key,
+        fast=params.fast,
         at=now,
     )

@@ -2,7 +2,7 @@
 
     from projections import Projector, ReadModel, rebuild
     projector = Projector(store).start()
-    reads = ReadModel(store.engine, projector)
+    reads = ReadModel(store.database, projector)
     reads.wait_for(position); reads.get_run(run_id)
 
 Imports eventstore and flows, never actors or api (DESIGN §1).

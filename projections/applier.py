@@ -44,9 +44,9 @@ _CACHE_RUNS = 5000
 class Applier:
     """The read tables of projection ``name`` at ``version``, and where they stand."""
 
-    def __init__(self, engine: sa.Engine, name: str, version: int,
+    def __init__(self, database: sa.Engine, name: str, version: int,
                  before_commit: Callable[[sa.Connection], None] | None = None) -> None:
-        self.engine = engine
+        self.database = database
         self.name = name
         self.version = version
         self.checkpoint = Checkpoint(0, version, 0)
@@ -56,7 +56,7 @@ class Applier:
     def prepare(self) -> bool:
         """Load the checkpoint, resetting the tables first if they are stale; True if reset."""
         def check() -> bool:
-            with self.engine.connect() as conn:
+            with self.database.connect() as conn:
                 stale = db.needs_reset(conn, self.name, self.version)
                 conn.commit()
             return stale
@@ -71,12 +71,12 @@ class Applier:
     def reset(self) -> None:
         """Empty read tables of this version, checkpoint 0."""
         self.work = Workset()
-        self.checkpoint = db.patiently(lambda: db.reset(self.engine, self.name, self.version))
+        self.checkpoint = db.patiently(lambda: db.reset(self.database, self.name, self.version))
 
     def reload(self) -> None:
         """Take the stored checkpoint (another projector may have moved it); forget cached rows."""
         self.work = Workset()
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             stored = db.read_checkpoint(conn, self.name)
         if stored is None:
             self.reset()
@@ -177,7 +177,7 @@ class Applier:
             # Read outside the write transaction, to hold SQLite's write lock
             # briefly; the conditional checkpoint update proves that no other
             # projector wrote in between.
-            with self.engine.connect() as conn:
+            with self.database.connect() as conn:
                 runs.update(db.load_runs(conn, needed.difference(runs)))
         apply(work, items)
         if page.problems:
@@ -202,7 +202,7 @@ class Applier:
             return db.patiently(lambda: attempt(writer))
 
         def alone() -> Checkpoint:
-            with db.writing(self.engine) as conn:
+            with db.writing(self.database) as conn:
                 return attempt(conn)
 
         return db.patiently(alone)
@@ -227,7 +227,7 @@ class Applier:
         first page depends on nothing they hold.
         """
         read = [0]  # events applied (or skipped) and committed, counted by the pipeline as it goes
-        pool: Executor = (_InTurn() if self.engine.dialect.name == "sqlite"
+        pool: Executor = (_InTurn() if self.database.dialect.name == "sqlite"
                           else ThreadPoolExecutor(2, thread_name_prefix=f"baton-projection-{self.name}"))
         with pool:
             while True:
@@ -266,7 +266,7 @@ class Applier:
 
     def _pipeline(self, pool: Executor, store: Any, chunk: int,
                   stopping: Callable[[], bool], reset: bool, read: list[int]) -> None:
-        with LogReader(store) as reader, db.writing(self.engine, bulk=True) as writer:
+        with LogReader(store) as reader, db.writing(self.database, bulk=True) as writer:
             self._stages(pool, reader, writer, chunk, stopping, reset, read)
 
     def _stages(self, pool: Executor, reader: LogReader, writer: sa.Connection, chunk: int,
@@ -274,7 +274,7 @@ class Applier:
         writing: Future[Checkpoint] | None = None
         if reset:
             self.work = Workset()
-            writing = pool.submit(db.patiently, lambda: db.reset(self.engine, self.name, self.version))
+            writing = pool.submit(db.patiently, lambda: db.reset(self.database, self.name, self.version))
         reading: Future[Any] = pool.submit(reader.fetch, 0 if reset else self.checkpoint.position, chunk)
         # The checkpoint the next commit moves from: a reset's is known once it is done.
         seen: Checkpoint | None = None if reset else self.checkpoint
@@ -308,7 +308,7 @@ class Applier:
                     seen = Checkpoint(page.last, seen.version, seen.epoch)
                 if not more:
                     written()
-                    db.checkpoint_wal(self.engine)
+                    db.checkpoint_wal(self.database)
                     return
         except BaseException:
             # The reader's and the writer's connections go back to the pool

@@ -137,17 +137,17 @@ def needs_reset(conn: sa.Connection, name: str, version: int) -> bool:
     return checkpoint is None or checkpoint.version != version or not read_tables_exist(conn)
 
 
-def reset(engine: sa.Engine, name: str, version: int) -> Checkpoint:
+def reset(database: sa.Engine, name: str, version: int) -> Checkpoint:
     """Drop and recreate the read tables and set the checkpoint to 0, in one transaction.
 
     Bumping the epoch first takes the checkpoint row's lock (the write lock
     on SQLite), which serialises resets, and fences off any projector that
     read the old checkpoint.
     """
-    with engine.connect() as conn:
+    with database.connect() as conn:
         create_checkpoints(conn, name)
         conn.commit()
-    with writing(engine) as conn, transaction(conn):
+    with writing(database) as conn, transaction(conn):
         # DML first: on SQLite that opens the transaction the DDL then joins.
         epoch = conn.execute(
             sa.update(projection_checkpoints)
@@ -185,7 +185,7 @@ def advance(conn: sa.Connection, name: str, seen: Checkpoint, position: int) -> 
 
 
 @contextmanager
-def writing(engine: sa.Engine, *, bulk: bool = False) -> Iterator[sa.Connection]:
+def writing(database: sa.Engine, *, bulk: bool = False) -> Iterator[sa.Connection]:
     """A connection for batch transactions (see ``transaction``), set up once for all of them.
 
     A projection is disposable: a power cut may lose its last batches, rows
@@ -197,7 +197,7 @@ def writing(engine: sa.Engine, *, bulk: bool = False) -> Iterator[sa.Connection]
     holds one for its length: on PostgreSQL that spares every page a pool
     check-out and its ping.
     """
-    with engine.connect() as conn:
+    with database.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
         dbapi = conn.connection.driver_connection
         if sqlite:  # on the DBAPI connection: outside SQLAlchemy's transaction
@@ -231,10 +231,10 @@ def transaction(conn: sa.Connection) -> Iterator[sa.Connection]:
         yield conn
 
 
-def checkpoint_wal(engine: sa.Engine) -> None:
+def checkpoint_wal(database: sa.Engine) -> None:
     """After a bulk replay on SQLite: copy the WAL into the database file once."""
-    if engine.dialect.name == "sqlite":
-        with engine.connect() as conn:
+    if database.dialect.name == "sqlite":
+        with database.connect() as conn:
             conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 

@@ -123,12 +123,12 @@ def _problems(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:
 class ReadModel:
     """Queries over the read tables of one database.
 
-    ``engine`` is the store's (``store.engine``); ``projector``, when given,
+    ``database`` is the store's (``store.database``); ``projector``, when given,
     makes ``wait_for`` wait for the live projector.
     """
 
-    def __init__(self, engine: sa.Engine, projector: Any = None) -> None:
-        self.engine = engine
+    def __init__(self, database: sa.Engine, projector: Any = None) -> None:
+        self.database = database
         self.projector = projector
 
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
@@ -164,7 +164,7 @@ class ReadModel:
         if cursor:
             query = query.where(flow_runs.c.run_id < cursor)
         query = query.order_by(flow_runs.c.run_id.desc()).limit(limit + 1)
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             known = sa.select(flow_runs.c.run_id).where(flow_runs.c.run_id == cursor)
             if cursor and conn.execute(known).first() is None:
                 raise UnknownCursor(cursor)
@@ -204,7 +204,7 @@ class ReadModel:
         launch is among them has no row (``get_run`` is None) though the log
         has it.
         """
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             return _problems(conn, run_id)
 
     def projection_problems(self, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
@@ -218,7 +218,7 @@ class ReadModel:
     @contextmanager
     def _snapshot(self) -> Iterator[sa.Connection]:
         """A connection whose reads all see one committed state of the tables."""
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             if conn.dialect.name == "sqlite":
                 # pysqlite opens no transaction for SELECTs; one BEGIN gives
                 # the reads a single WAL snapshot (ended by the rollback on close).
@@ -230,19 +230,19 @@ class ReadModel:
 
     def report(self, run_id: str) -> str | None:
         """The run's report markdown; None until the run has ended (or when it has none)."""
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             events = decode_events(conn.execute(_REPORT, {"run_id": run_id}))
         return next((getattr(e, "report", "") for e in events.values()), "") or None
 
     def anomalies(self, run_id: str) -> list[dict[str, Any]]:
         """The anomalies seen in a run, in the order they were recorded."""
         query = sa.select(anomalies).where(anomalies.c.run_id == run_id).order_by(anomalies.c.position)
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def run_project(self, run_id: str) -> str | None:
         """The project a run belongs to ("" for none); None for an unknown run."""
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             return conn.execute(
                 sa.select(flow_runs.c.project_id).where(flow_runs.c.run_id == run_id)
             ).scalar()

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from eventstore import RecordedEvent, StoreClosedError
+from eventstore import RecordedEvent, SqlStore, StoreClosedError
 from projections.applier import Applier
 from projections.batch import CheckpointMoved, is_lock_wait
 from projections.queries import ReadModel
@@ -50,7 +50,7 @@ class RebuildStats:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def rebuild(store: Any, *, name: str = DEFAULT_NAME, version: int = PROJECTION_VERSION,
+def rebuild(store: SqlStore, *, name: str = DEFAULT_NAME, version: int = PROJECTION_VERSION,
             chunk: int = 2500) -> RebuildStats:
     """Drop and recreate the read tables, then replay the whole log synchronously.
 
@@ -59,7 +59,7 @@ def rebuild(store: Any, *, name: str = DEFAULT_NAME, version: int = PROJECTION_V
     the other resumes from there.
     """
     began = time.perf_counter()
-    applier = Applier(store.engine, name, version)
+    applier = Applier(store.database, name, version)
     # A replay allocates millions of short-lived objects and no reference
     # cycles; the cyclic collector would only rescan the rows in memory.
     collecting = gc.isenabled()
@@ -84,7 +84,7 @@ class Projector:
     fail again, and every event after it would wait behind it for good.
     """
 
-    def __init__(self, store: Any, *, name: str = DEFAULT_NAME, version: int = PROJECTION_VERSION,
+    def __init__(self, store: SqlStore, *, name: str = DEFAULT_NAME, version: int = PROJECTION_VERSION,
                  batch_size: int = 500, catch_up_chunk: int = 2500,
                  _before_commit: Callable[[sa.Connection], None] | None = None) -> None:
         self.store = store
@@ -93,7 +93,7 @@ class Projector:
         self.batch_size = batch_size
         self.catch_up_chunk = catch_up_chunk
         self.last_error: str | None = None
-        self._applier = Applier(store.engine, name, version, _before_commit)
+        self._applier = Applier(store.database, name, version, _before_commit)
         self._cond = threading.Condition()
         self._position = 0
         # Waits of the event loop (wait_for_async): (position, future, its loop); resolved by _publish.
@@ -148,7 +148,7 @@ class Projector:
     def problems(self, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
         """The newest events this projection skipped because it could not apply them, and how many
         there are in all: ``({position, run_id, event_type, error}, ...), total``."""
-        return ReadModel(self.store.engine).projection_problems(limit)
+        return ReadModel(self.store.database).projection_problems(limit)
 
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         """Block until the tables reflect every event up to ``position``; False on timeout."""

@@ -8,7 +8,7 @@ decoded straight from its JSON text into the event's type. That skips
 decoding metadata and building a generic dict first, which is most of what a
 rebuild would otherwise spend (see bench/projections.py). It relies on the
 store keeping ``data`` as JSON text in its ``events`` table (eventstore.schema);
-a store without an ``engine`` is read through ``read_all``.
+a store without a ``database`` is read through ``read_all``.
 
 Every reader here shows text the way the read tables can hold it: a NUL or
 a lone surrogate in an event (written before commands were checked, or by a
@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import msgspec
 import sqlalchemy as sa
 
-from eventstore import RecordedEvent
+from eventstore import EventStore, RecordedEvent, SqlStore
 from flows.events import EVENT_TYPES, Event
 from flows.text import storable, storable_value
 
@@ -143,21 +143,21 @@ class LogReader:
     in autocommit) so a page costs one round trip, not a pool check-out with
     its ping, a BEGIN and a ROLLBACK. Use as a context manager.
 
-    A store without an ``engine`` is read through ``read_all``.
+    A store without a ``database`` is read through ``read_all``.
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: EventStore) -> None:
         self._store = store
-        self._engine: sa.Engine | None = getattr(store, "engine", None)
+        self._database: sa.Engine | None = store.database if isinstance(store, SqlStore) else None
         self._raw: Any = None
         self._sql = ""
 
     def __enter__(self) -> LogReader:
-        if self._engine is not None:
-            dialect = self._engine.dialect.name
+        if self._database is not None:
+            dialect = self._database.dialect.name
             mark = "%s" if dialect == "postgresql" else "?"
             self._sql = _PAGE.format(mark, _DATA.get(dialect, "data"))
-            self._raw = self._engine.raw_connection()
+            self._raw = self._database.raw_connection()
             if dialect == "postgresql":
                 self._raw.driver_connection.autocommit = True  # each page its own snapshot, as before
         return self
@@ -167,8 +167,8 @@ class LogReader:
         if raw is None:
             return
         try:
-            if self._engine is not None and self._engine.dialect.name == "postgresql":
-                raw.driver_connection.autocommit = False  # the pool is shared with store.engine users
+            if self._database is not None and self._database.dialect.name == "postgresql":
+                raw.driver_connection.autocommit = False  # the pool is shared with store.database users
         except Exception:
             raw.invalidate()  # a connection that cannot say is not handed out again
         raw.close()

@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from actors.runlog import decode, fold_records, live_servers
-from eventstore import EventStore, RecordedEvent
+from eventstore import EventStore, RecordedEvent, SqlStore
 from eventstore.leases import Leases
+from flows.launch import LaunchParams
 from flows.state import RunState, evolve
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,18 @@ class Client:
 
     # -- commands --------------------------------------------------------------------------
 
-    def launch(self, flow: str, question: str, *, band: str, model: str = "", project_id: str = "",
-               fast: bool = False) -> dict[str, Any]:
-        """POST /api/runs: ``{run_id, position, created}``."""
-        return self._call("POST", "/api/runs", json={"flow": flow, "question": question, "band": band,
-                                                      "model": model, "project_id": project_id, "fast": fast})
+    def launch(self, params: LaunchParams) -> dict[str, Any]:
+        """POST /api/runs: ``{run_id, position, created}``.
+
+        Who launches is the server's to say (from this client's identity),
+        not ``params.launched_by``.
+        """
+        body: dict[str, Any] = {"flow": params.flow, "question": params.question, "band": params.band,
+                                "model": params.model, "project_id": params.project_id, "fast": params.fast}
+        if params.inputs:
+            body["inputs"] = dict(params.inputs)
+        headers = {"Idempotency-Key": params.idempotency_key} if params.idempotency_key else None
+        return self._call("POST", "/api/runs", json=body, headers=headers)
 
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
         """POST .../approve or .../reject (``decision`` is "approve" or "reject"): the position recorded."""
@@ -192,10 +200,9 @@ def discover(store: EventStore, answers: Callable[[str], bool] | None = None) ->
     nothing here and is skipped). A server whose lease lives but that does
     not answer is passed over with a warning.
     """
-    engine = getattr(store, "engine", None)
-    if engine is None:
+    if not isinstance(store, SqlStore):  # no database to read the leases from
         return None
-    held = Leases(engine).held()
+    held = Leases(store.database).held()
     here = socket.gethostname()
     candidates = []
     for url, owner in live_servers(held):

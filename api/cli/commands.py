@@ -34,7 +34,7 @@ from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from api.runtime import Runtime, load_registry
 from api.settings import Settings, require_model, safe_url
 from flows import decide
-from flows.launch import prepare
+from flows.launch import LaunchParams, prepare
 from flows.report import count
 from flows.state import RUN_TERMINAL, RunState
 from projections import Framer, rebuild
@@ -87,13 +87,18 @@ def cmd_flows(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def launch_params(args: argparse.Namespace) -> LaunchParams:
+    """What ``baton launch`` asks for, as the value a launch travels as."""
+    return LaunchParams(args.flow, args.question, band=args.band, model=args.model or "",
+                        project_id=args.project or "", fast=args.fast, launched_by=whoami(None))
+
+
 def launchable(rt: Runtime, args: argparse.Namespace) -> None:
     """Refuse a launch this process would refuse, before any engine starts (nothing is appended).
 
     The openai backend needs a model: the run's (--model) or the default.
     """
-    prepare(rt.registry, run_id="-", now=0.0, flow=args.flow, question=args.question, band=args.band,
-            model=args.model or "", project_id=args.project or "", launched_by=whoami(None))
+    prepare(rt.registry, launch_params(args), run_id="-", now=0.0)
     if not args.model:
         require_model(rt.settings)
 
@@ -105,8 +110,7 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
     with target(args, settings, engine=True, creates=True) as where:
         if isinstance(where, Local):
             where.check(lambda rt: launchable(rt, args))
-        launched = where.launch(args.flow, args.question, band=args.band, model=args.model or "",
-                                project_id=args.project or "", by=whoami(None), fast=args.fast)
+        launched = where.launch(launch_params(args))
         print(printable_line(f"launched run {launched.run_id} ({args.flow}, band {args.band}"
                              f"{', fast' if args.fast else ''}) at position {launched.position}"), flush=True)
         return follow_and_report(where, args, settings, launched.run_id)

@@ -26,10 +26,11 @@ from api.cli.client import Client, ServerError
 from api.cli.progress import ProgressView, watch_run
 from api.runtime import Runtime
 from api.settings import Settings
-from eventstore import EventStore
+from eventstore import SqlStore
 from eventstore.leases import Leases
 from flows import decide
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
+from flows.launch import LaunchParams
 from flows.state import RunState
 from flows.text import check_text
 
@@ -46,8 +47,7 @@ class Target(Protocol):
     def resolve(self, given: str) -> str:
         """The full id of the one run whose id starts with ``given``; UnknownRun or RunIdError."""
 
-    def launch(self, flow: str, question: str, *, band: str, model: str, project_id: str, by: str,
-               fast: bool = False) -> Launched:
+    def launch(self, params: LaunchParams) -> Launched:
         """Launch a run (the server checks it; locally, ``check`` did)."""
 
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
@@ -88,7 +88,7 @@ def pick(candidates: list[str], given: str) -> str:
     raise RunIdError(f"run id {given!r} is the start of more than one run ({shown}); give more of it")
 
 
-def resolve_in(store: EventStore, given: str) -> str:
+def resolve_in(store: SqlStore, given: str) -> str:
     """The run ``given`` names in ``store``: a full id, or the start of exactly one.
 
     A RUN no run id can hold (bytes that are not UTF-8) is refused (UnstorableText) before the store sees it.
@@ -118,7 +118,7 @@ class Local:
     at its first need, after ``check`` (a refusal appends nothing).
     """
 
-    def __init__(self, settings: Settings, *, store: EventStore | None = None, engine: bool = False,
+    def __init__(self, settings: Settings, *, store: SqlStore | None = None, engine: bool = False,
                  projector: bool = False) -> None:
         # The command's engine goes by its own host:pid, never BATON_NODE: that name is the lease of a
         # long-lived `baton serve`, which a short command sharing it would either be refused or impersonate.
@@ -143,12 +143,10 @@ class Local:
     def resolve(self, given: str) -> str:
         return resolve_in(self.rt.store, given)
 
-    def launch(self, flow: str, question: str, *, band: str, model: str, project_id: str, by: str,
-               fast: bool = False) -> Launched:
+    def launch(self, params: LaunchParams) -> Launched:
         engine = self.start().engine
         assert engine is not None
-        return engine.launch(flow, question, band=band, model=model, project_id=project_id, launched_by=by,
-                             fast=fast)
+        return engine.launch(params)
 
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
         engine = self.start().engine
@@ -262,7 +260,7 @@ def plan_from_log(rt: Runtime) -> dict[str, Any]:
             launched[run_id] = rec.position
         else:
             ended.add(run_id)
-    live = live_nodes(Leases(store.engine).held())  # type: ignore[attr-defined]
+    live = live_nodes(Leases(store.database).held())
     in_progress: list[dict[str, Any]] = []
     waiting: list[tuple[str, str, str, str]] = []
     slots = 0
@@ -303,7 +301,7 @@ class Remote:
     runs list.
     """
 
-    def __init__(self, client: Client, store: EventStore | None = None) -> None:
+    def __init__(self, client: Client, store: SqlStore | None = None) -> None:
         self.client = client
         self.store = store
 
@@ -322,10 +320,9 @@ class Remote:
                 break
         return pick(sorted(set(found)), given)
 
-    def launch(self, flow: str, question: str, *, band: str, model: str, project_id: str, by: str,
-               fast: bool = False) -> Launched:
+    def launch(self, params: LaunchParams) -> Launched:
         try:
-            answer = self.client.launch(flow, question, band=band, model=model, project_id=project_id, fast=fast)
+            answer = self.client.launch(params)
         except ServerError as exc:
             if exc.problem.get("field") == "flow" and exc.status == 422:  # the server lacks this flow's module
                 raise ServerError(exc.code, f"{exc} (asked the baton server at {self.client.url}: start it with the "

@@ -30,6 +30,7 @@ from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
 from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
 from eventstore import StoreUnavailableError
 from flows.decide import UnknownRun
+from flows.launch import LaunchParams
 from flows.text import describe, find_unstorable
 from projections.queries import UnknownCursor
 
@@ -177,29 +178,27 @@ def _user(request: Request, given: str) -> str:
 
 async def launch(request: Request) -> Response:
     """POST /api/runs: launch a run; an Idempotency-Key seen before answers the same run (200)."""
-    body = schemas.decode(await read_body(request), LaunchRequest).normalized()
+    body = schemas.decode(await read_body(request), LaunchRequest)
     key = request.headers.get("idempotency-key", "")
+    params = body.params(launched_by=_user(request, ""), idempotency_key=key)
     if len(key) > 255:
         raise BadParameter("Idempotency-Key", "an Idempotency-Key is at most 255 characters")
-    launched = await run_in_threadpool(
-        _engine(request).launch, body.flow, body.question, band=body.band, model=body.model,
-        project_id=body.project_id, inputs=body.inputs, launched_by=_user(request, ""), idempotency_key=key,
-        fast=body.fast,
-    )
+    launched = await run_in_threadpool(_engine(request).launch, params)
     if not launched.created:
-        await _same_request(request, launched.run_id, key, body)
+        await _same_request(request, launched.run_id, params)
     request.app.state.positions.saw(launched.position)
     answer = schemas.Launched(run_id=launched.run_id, position=launched.position, created=launched.created)
     return json_response(answer, 201 if launched.created else 200,
                          headers={"Location": f"/api/runs/{launched.run_id}"})
 
 
-async def _same_request(request: Request, run_id: str, key: str, body: LaunchRequest) -> None:
+async def _same_request(request: Request, run_id: str, params: LaunchParams) -> None:
     """Refuse a key reused for a different launch: answering the earlier run would hide the mistake."""
     records = await run_in_threadpool(_runtime(request).store.read_stream, f"run-{run_id}")
     earlier = {"fast": False, **(records[0].data if records else {})}  # logs from before `fast` lack it
-    wanted = {"flow": body.flow, "band": body.band, "project_id": body.project_id,
-              "input": {**body.inputs, "question": body.question}, "fast": body.fast}
+    wanted = {"flow": params.flow, "band": params.band, "project_id": params.project_id,
+              "input": {**params.inputs, "question": params.question}, "fast": params.fast}
+    key = params.idempotency_key
     if any(earlier.get(name) != value for name, value in wanted.items()):
         raise BadParameter("Idempotency-Key", f"Idempotency-Key {key!r} was used for a different launch "
                                               f"(run {run_id}); use a new key for a new request")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from flows.launch import DEFAULT_BAND
+from flows.launch import DEFAULT_BAND, LaunchParams
 
 T = TypeVar("T")
 
@@ -62,8 +62,12 @@ class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     input: dict[str, Any] = {}
     fast: bool = False
 
-    def normalized(self) -> LaunchRequest:
-        """The request in one spelling (``flow``, ``question``, ``inputs``); BodyError (422) names a clash."""
+    def params(self, *, launched_by: str, idempotency_key: str) -> LaunchParams:
+        """The request in one spelling, as the value a launch travels as; BodyError (422) names a clash.
+
+        ``launched_by`` and ``idempotency_key`` come from the request's
+        principal and headers, not its body.
+        """
         if self.flow and self.flow_name and self.flow != self.flow_name:
             raise BodyError(f"`flow` is {self.flow!r} but `flow_name` is {self.flow_name!r}; give the flow once",
                             "flow_name")
@@ -86,7 +90,8 @@ class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             if question and given != question:
                 raise BodyError("`question` and `input.question` differ; give the question once", "input.question")
             question = question or given
-        return msgspec.structs.replace(self, flow=flow, question=question, inputs=inputs, flow_name="", input={})
+        return LaunchParams(flow, question, band=self.band, model=self.model, project_id=self.project_id,
+                            inputs=inputs, fast=self.fast, launched_by=launched_by, idempotency_key=idempotency_key)
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

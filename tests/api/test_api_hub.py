@@ -11,7 +11,7 @@ from api.http.hub import FrameHub
 from eventstore import NewEvent, open_store
 from flows.catalog import FlowRegistry
 from flows.events import RunStarted, event_data
-from flows.launch import prepare
+from flows.launch import LaunchParams, prepare
 from projections.frames import Framer
 from tests.api.api_flows import api_chain
 
@@ -20,8 +20,8 @@ REGISTRY = FlowRegistry([api_chain])
 
 def append_run(store, run_id: str, project_id: str = "") -> None:
     """RunLaunched + RunStarted of a run (two durable frames)."""
-    launched = prepare(REGISTRY, run_id=run_id, now=time.time(), flow="api-chain", question="q",
-                       project_id=project_id)
+    launched = prepare(REGISTRY, LaunchParams("api-chain", "q", project_id=project_id), run_id=run_id,
+                       now=time.time())
     started = RunStarted(run_id=run_id, reason="test", plan_position=0, at=time.time())
     store.append(f"run-{run_id}", [NewEvent(type(e).__name__, event_data(e)) for e in (launched, started)], 0)
 

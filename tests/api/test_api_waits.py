@@ -39,7 +39,7 @@ def test_min_position_waits_do_not_slow_health(sqlite_url):
 
     runtime = Runtime(Settings(db=sqlite_url)).start(engine=False, projector=False)
     runtime.projector = Projector(runtime.store, _before_commit=held).start()
-    runtime.read_model = ReadModel(runtime.store.engine, runtime.projector)
+    runtime.read_model = ReadModel(runtime.store.database, runtime.projector)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

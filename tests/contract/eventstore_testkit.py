@@ -43,8 +43,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
 
 
 def run_sql(store: Any, *statements: str) -> None:
-    """Run raw SQL through the store's engine, in one transaction."""
-    with store.engine.begin() as conn:
+    """Run raw SQL through the store's database, in one transaction."""
+    with store.database.begin() as conn:
         for statement in statements:
             conn.exec_driver_sql(statement)
 
@@ -59,7 +59,7 @@ def tamper(store: Any, *statements: str) -> None:
             "ALTER TABLE events ENABLE TRIGGER USER",
         )
         return
-    conn = sqlite3.connect(store.engine.url.database, isolation_level=None)
+    conn = sqlite3.connect(store.database.url.database, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("DROP TRIGGER events_refuse_update")
@@ -69,14 +69,14 @@ def tamper(store: Any, *statements: str) -> None:
         conn.execute("COMMIT")
     finally:
         conn.close()
-    schema.set_up(store.engine)  # idempotent: puts the triggers back
+    schema.set_up(store.database)  # idempotent: puts the triggers back
 
 
 def insert_raw_row(store: Any, stream_id: str, version: int, data: str, metadata: str = "{}",
                    type_: str = "Raw", event_id: str | None = None) -> int:
     """Insert a row behind the store's back (no NOTIFY, no hash chain); its position."""
     event_id = event_id or f"raw-{stream_id}-{version}"
-    with store.engine.begin() as conn:
+    with store.database.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO events (event_id, stream_id, version, type, data, metadata,"
@@ -91,7 +91,7 @@ def insert_raw_row(store: Any, stream_id: str, version: int, data: str, metadata
 
 def pg_writers_waiting_for_lock(store: Any) -> int:
     """How many store writer connections of this database wait on a lock (PostgreSQL)."""
-    with store.engine.connect() as conn:
+    with store.database.connect() as conn:
         return conn.execute(
             sa.text(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"

@@ -18,11 +18,13 @@ from eventstore import (
     EventIdConflictError,
     NewEvent,
     RecordedEvent,
+    SqlStore,
     StoreClosedError,
     StoreUnavailableError,
     open_store,
 )
 from eventstore.chain import event_hash
+from eventstore.leases import Leases
 
 from eventstore_testkit import (  # noqa: F401 - store is a fixture
     Thread,
@@ -52,6 +54,17 @@ class TestEventStoreContract:
         assert store.read_stream("nothing-here") == []
         assert store.verify() == []
         assert store.dialect in ("sqlite", "postgresql")
+
+    def test_it_shares_its_database_through_the_sql_store_seam(self, store):
+        """Leases and the read side reach the store's database as ``SqlStore.database``, beside the log."""
+        assert isinstance(store, SqlStore)
+        store.append("run-a", notes(1, 2), expected_version=0)
+        assert Leases(store.database).acquire("seam", "me") is None
+        with store.database.connect() as conn:  # the log and the leases: one database's tables
+            row = conn.execute(sa.text(
+                "SELECT (SELECT count(*) FROM events), (SELECT owner FROM leases WHERE name = 'seam')")).one()
+        assert tuple(row) == (2, "me")
+        assert not isinstance(object(), SqlStore)
 
     def test_append_returns_recorded_events(self, store):
         recorded = store.append("run-a", [NewEvent("Note", {"k": 1}, {"actor": "me"}),

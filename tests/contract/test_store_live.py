@@ -210,7 +210,7 @@ def test_an_append_waits_for_a_held_order_lock_no_longer_than_lock_timeout(pg_ur
 
     with open_store(pg_url, lock_timeout_s=0.5) as store:
         store.append("run-a", [NewEvent("N", {})])
-        conninfo = store.engine.url.render_as_string(hide_password=False).replace("postgresql+psycopg", "postgresql")
+        conninfo = store.database.url.render_as_string(hide_password=False).replace("postgresql+psycopg", "postgresql")
         with psycopg.connect(conninfo) as holder:  # a session that takes the lock and sits on it
             holder.execute("LOCK TABLE events IN EXCLUSIVE MODE")
             started = time.monotonic()
@@ -235,7 +235,7 @@ def test_subscriber_survives_its_listen_connection_being_killed(pg_url):
             lambda: store._watcher.backend_pid != old_pid and store._watcher.backend_pid,
             what="a new LISTEN connection",
         )
-        with store.engine.connect() as conn:
+        with store.database.connect() as conn:
             listening = conn.execute(sa.text(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = 'baton-listen'"
                 " AND datname = current_database()")).scalars().all()

@@ -192,7 +192,7 @@ def test_runs_and_show_stop_waiting_for_a_projector_that_is_stuck(sqlite_url, ca
     try:
         head = rt.store.append("run-x", [NewEvent("RunRecovered", {"at": 1.0})], 0)[0].position
         rt.projector = Projector(rt.store, _before_commit=database_away).start()
-        rt.read_model = ReadModel(rt.store.engine, rt.projector)
+        rt.read_model = ReadModel(rt.store.database, rt.projector)
         began = time.monotonic()
         targets.caught_up(rt, timeout=30, stuck=1)
         assert time.monotonic() - began < 10

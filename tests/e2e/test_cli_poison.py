@@ -15,7 +15,7 @@ from baton_cli import Baton
 from eventstore import NewEvent, open_store
 from flows.catalog import builtin
 from flows.events import AnomalyDetected, RunStarted, event_data
-from flows.launch import prepare
+from flows.launch import LaunchParams, prepare
 
 FFFD = "\ufffd"
 
@@ -27,8 +27,8 @@ def pg_baton(pg_url, tmp_path) -> Baton:
 
 def poison(url: str) -> tuple[str, int]:
     """A run whose question holds NUL and whose anomaly no database can take; its id, and that position."""
-    launched = prepare(builtin(), run_id="01J0000000000000000000NULL", now=1.0, flow="research",
-                       question="x", band="small")
+    launched = prepare(builtin(), LaunchParams("research", "x", band="small"), run_id="01J0000000000000000000NULL",
+                       now=1.0)
     launched = msgspec.structs.replace(launched, input={"question": "is a\x00b safe?"})
     with open_store(url) as store:
         recorded = store.append(f"run-{launched.run_id}", [

@@ -16,7 +16,7 @@ from flows import Flow, agent, approval, code
 from flows.catalog import FlowRegistry
 from flows.decide import NotWaiting, RunFinished, UnknownRun
 from flows.events import event_data, stream_of
-from flows.launch import prepare
+from flows.launch import LaunchParams, prepare
 
 RELEASE = threading.Event()  # a code step blocks on it when a test needs a step to stay running
 CALLS: dict[str, int] = {}
@@ -202,8 +202,8 @@ def test_recovery_restarts_lost_attempts(store_url):
     """A process died with an attempt running: the next start records it lost and runs it again."""
     store = open_store(store_url)
     try:
-        launched = prepare(REGISTRY, run_id="01RECOVERED000000000000000", now=time.time(), flow="parallel",
-                           question="q")
+        launched = prepare(REGISTRY, LaunchParams("parallel", "q"), run_id="01RECOVERED000000000000000",
+                           now=time.time())
         from flows.decide import start
         from flows.events import RunStarted
         from flows.state import RunState, evolve

@@ -76,7 +76,7 @@ def test_a_paused_run_is_picked_up_by_any_process(store):
 
 
 def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(store):
-    leases = Leases(store.engine, ttl_s=3600)
+    leases = Leases(store.database, ttl_s=3600)
     dead = f"{socket.gethostname()}:{2**22 + 12345}"  # above pid_max: no such process
     assert leases.acquire("run-x", dead) is None
     assert leases.acquire("run-x", "elsewhere:1") is None  # not waiting out the hour
@@ -125,12 +125,12 @@ def test_a_live_process_takes_over_the_runs_of_a_node_that_stopped_renewing(stor
     from eventstore import NewEvent
     from flows.decide import start
     from flows.events import RunStarted, event_data
-    from flows.launch import prepare
+    from flows.launch import LaunchParams, prepare
     from flows.state import RunState, evolve
 
-    leases = Leases(store.engine, ttl_s=30)
+    leases = Leases(store.database, ttl_s=30)
     assert leases.acquire("node-ghost:1", "ghost:1") is None  # a process that is alive, for now
-    launched = prepare(REGISTRY, run_id="01GHOST0000000000000000000", now=1.0, flow="owned", question="q")
+    launched = prepare(REGISTRY, LaunchParams("owned", "q"), run_id="01GHOST0000000000000000000", now=1.0)
     state = evolve(evolve(RunState(), launched), RunStarted(run_id=launched.run_id, at=1.0))
     events = [launched, RunStarted(run_id=launched.run_id, at=1.0), *start(state, ["work"], 1.0)]
     store.append(stream_of(launched.run_id), [NewEvent(type(e).__name__, event_data(e), {"node": "ghost:1"})
@@ -153,7 +153,7 @@ def test_a_live_process_takes_over_the_runs_of_a_node_that_stopped_renewing(stor
 def test_a_second_live_process_cannot_take_a_node_name_in_use(store):
     from actors.errors import NodeInUse
 
-    leases = Leases(store.engine, ttl_s=30)
+    leases = Leases(store.database, ttl_s=30)
     assert leases.acquire("node-shared", "otherhost:4242") is None  # a process elsewhere, alive
     with pytest.raises(NodeInUse) as refused:
         Engine(store, REGISTRY, EngineConfig(node="shared"), backend=ScriptedBackend()).start()
@@ -165,10 +165,10 @@ def ghost_run(store, run_id: str) -> None:
     from eventstore import NewEvent
     from flows.decide import start
     from flows.events import RunStarted, event_data
-    from flows.launch import prepare
+    from flows.launch import LaunchParams, prepare
     from flows.state import RunState, evolve
 
-    launched = prepare(REGISTRY, run_id=run_id, now=1.0, flow="owned", question="q")
+    launched = prepare(REGISTRY, LaunchParams("owned", "q"), run_id=run_id, now=1.0)
     state = evolve(evolve(RunState(), launched), RunStarted(run_id=run_id, at=1.0))
     events = [launched, RunStarted(run_id=run_id, at=1.0), *start(state, ["work"], 1.0)]
     store.append(stream_of(run_id), [NewEvent(type(e).__name__, event_data(e), {"node": "ghost:1"})
@@ -194,7 +194,7 @@ def when_requested(store, node: str, then) -> threading.Thread:
 
 
 def test_a_driver_that_dies_before_answering_leaves_the_run_to_the_requester(store):
-    leases = Leases(store.engine, ttl_s=30)
+    leases = Leases(store.database, ttl_s=30)
     assert leases.acquire("node-ghost:1", "ghost:1") is None  # alive, but follows no inbox
     ghost_run(store, "01GHOSTDIES000000000000000")
     b = Engine(store, REGISTRY, EngineConfig(node="host-b:2", ask_timeout_s=20), backend=ScriptedBackend()).start()
@@ -213,7 +213,7 @@ def test_a_driver_that_dies_before_answering_leaves_the_run_to_the_requester(sto
 def test_a_live_driver_that_never_answers_times_out_and_nothing_is_recorded(store):
     from actors.errors import NodeDidNotAnswer
 
-    leases = Leases(store.engine, ttl_s=30)
+    leases = Leases(store.database, ttl_s=30)
     assert leases.acquire("node-ghost:1", "ghost:1") is None
     ghost_run(store, "01GHOSTSILENT0000000000000")
     before = store.read_stream(stream_of("01GHOSTSILENT0000000000000"))

@@ -33,7 +33,7 @@ from flows.events import (
     event_data,
     stream_of,
 )
-from flows.launch import prepare
+from flows.launch import LaunchParams, prepare
 from projections import Projector, ReadModel, rebuild
 from projections.tables import READ_TABLES, PRIMARY_KEYS
 
@@ -55,9 +55,9 @@ def store(store_url):
     store.close()
 
 
-def dump(engine: sa.Engine) -> dict[str, list[tuple]]:
+def dump(database: sa.Engine) -> dict[str, list[tuple]]:
     out = {}
-    with engine.connect() as conn:
+    with database.connect() as conn:
         for table in READ_TABLES:
             keys = [table.c[k] for k in PRIMARY_KEYS[table.name]]
             out[table.name] = [tuple(r) for r in conn.execute(sa.select(table).order_by(*keys))]
@@ -66,7 +66,7 @@ def dump(engine: sa.Engine) -> dict[str, list[tuple]]:
 
 def launched(run_id: str, question: str = "fine", **fields: Any) -> Event:
     """A RunLaunched as the engine writes it, then with ``fields`` replaced (bypassing the door)."""
-    event = prepare(_REGISTRY, run_id=run_id, now=1.0, flow="poison", question="q", band="medium")
+    event = prepare(_REGISTRY, LaunchParams("poison", "q", band="medium"), run_id=run_id, now=1.0)
     return msgspec.structs.replace(event, **{"input": {**event.input, "question": question}, **fields})
 
 
@@ -123,7 +123,7 @@ def test_text_the_tables_cannot_hold_is_projected_escaped_never_dropped(store, m
     finally:
         if projector is not None:
             projector.stop()
-    reads = ReadModel(store.engine)
+    reads = ReadModel(store.database)
     got = reads.get_run("nul")
     assert got is not None
     run = got["run"]
@@ -140,9 +140,9 @@ def test_text_the_tables_cannot_hold_is_projected_escaped_never_dropped(store, m
     assert reads.get_run("after")["run"]["question"] == "all fine"
     # The log keeps what was written: the audit trail is not escaped.
     assert store.read_stream(stream_of("nul"))[0].data["input"]["question"] == "a\x00b"
-    live = dump(store.engine)
+    live = dump(store.database)
     rebuild(store)
-    assert dump(store.engine) == live
+    assert dump(store.database) == live
 
 
 def _unappliable() -> AnomalyDetected:
@@ -169,7 +169,7 @@ def test_an_event_that_cannot_be_applied_is_skipped_recorded_and_the_rest_applie
     finally:
         if projector is not None:
             projector.stop()
-    reads = ReadModel(store.engine)
+    reads = ReadModel(store.database)
     problems, total = reads.projection_problems()
     assert total == 2
     assert [(p["position"], p["run_id"], p["event_type"]) for p in problems] == [
@@ -183,11 +183,11 @@ def test_an_event_that_cannot_be_applied_is_skipped_recorded_and_the_rest_applie
     assert [p["position"] for p in stuck["problems"]] == [bad, undecodable]
     assert reads.get_run("before")["problems"] == reads.get_run("after")["problems"] == []
     assert reads.get_run("after")["steps"][0]["output"] == "looked"
-    with store.engine.connect() as conn:
+    with store.database.connect() as conn:
         position = conn.execute(sa.text("SELECT position FROM projection_checkpoints")).scalar()
     assert position == store.head()
     # Durable: a restart neither loses nor repeats them, and a rebuild writes the same rows.
-    live = dump(store.engine)
+    live = dump(store.database)
     restarted = Projector(store).start()
     try:
         assert not restarted.rebuilt_on_start and restarted.position == store.head()
@@ -195,7 +195,7 @@ def test_an_event_that_cannot_be_applied_is_skipped_recorded_and_the_rest_applie
     finally:
         restarted.stop()
     rebuild(store)
-    assert dump(store.engine) == live
+    assert dump(store.database) == live
 
 
 def test_a_database_error_is_retried_not_skipped(store):
@@ -213,13 +213,13 @@ def test_a_database_error_is_retried_not_skipped(store):
         assert projector.wait_for(head, WAIT), projector.last_error
         assert projector.last_error is None
     assert len(failures) == 3
-    reads = ReadModel(store.engine)
+    reads = ReadModel(store.database)
     assert reads.projection_problems() == ([], 0)
     assert reads.get_run("one")["steps"][0]["output"] == "looked"
 
 
 def _raw_insert(store, position: int, run_id: str, version: int, type_name: str, data: str) -> None:
-    with store.engine.begin() as conn:
+    with store.database.begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO events (position, event_id, stream_id, version, type, data, metadata, recorded_at, hash) "
             "VALUES (:p, :id, :s, :v, :t, :d, '{}', 0, '')"
@@ -245,13 +245,13 @@ def test_a_lone_surrogate_written_straight_into_the_store_is_projected_escaped(s
     finally:
         if projector is not None:
             projector.stop()
-    reads = ReadModel(store.engine)
+    reads = ReadModel(store.database)
     assert reads.get_run("odd")["run"]["question"] == f"a{FFFD}b"
     assert reads.get_run("after")["run"]["question"] == "all fine"
     assert reads.projection_problems() == ([], 0)
-    live = dump(store.engine)
+    live = dump(store.database)
     rebuild(store)
-    assert dump(store.engine) == live
+    assert dump(store.database) == live
 
 
 @pytest.mark.parametrize("mode", ["catch_up", "rebuild"])
@@ -271,7 +271,7 @@ def test_several_bad_events_in_one_page_are_each_skipped_and_the_others_applied(
     else:
         with Projector(store, catch_up_chunk=100) as projector:
             assert projector.wait_for(store.head(), WAIT), projector.last_error
-    reads = ReadModel(store.engine)
+    reads = ReadModel(store.database)
     problems, total = reads.projection_problems()
     assert total == 3 and sorted(p["position"] for p in problems) == bad
     for n in range(6):

@@ -62,18 +62,18 @@ def store(store_url):
     store.close()
 
 
-def dump(engine: sa.Engine) -> dict[str, list[tuple]]:
+def dump(database: sa.Engine) -> dict[str, list[tuple]]:
     """Every read table, every column, ordered by key."""
     out = {}
-    with engine.connect() as conn:
+    with database.connect() as conn:
         for table in READ_TABLES:
             keys = [table.c[k] for k in PRIMARY_KEYS[table.name]]
             out[table.name] = [tuple(r) for r in conn.execute(sa.select(table).order_by(*keys))]
     return out
 
 
-def checkpoint(engine: sa.Engine, name: str = "baton") -> tuple[int, int]:
-    with engine.connect() as conn:
+def checkpoint(database: sa.Engine, name: str = "baton") -> tuple[int, int]:
+    with database.connect() as conn:
         row = conn.execute(
             sa.select(projection_checkpoints.c.position, projection_checkpoints.c.version)
             .where(projection_checkpoints.c.name == name)
@@ -125,9 +125,9 @@ def test_live_projector_follows_appends_and_agrees_with_evolve(store):
         head = fill(store, 600, seed=1)
         assert projector.wait_for(head, WAIT), projector.last_error
         assert projector.position == head
-        reads = ReadModel(store.engine, projector)
+        reads = ReadModel(store.database, projector)
         runs = assert_agrees_with_evolve(store, reads)
-        assert checkpoint(store.engine) == (head, PROJECTION_VERSION)
+        assert checkpoint(store.database) == (head, PROJECTION_VERSION)
     statuses = {r["status"] for r in reads.list_runs(limit=500)[0]}
     assert len(reads.list_runs(limit=500)[0]) == runs
     assert {"completed", "rejected"} <= statuses
@@ -152,15 +152,15 @@ def test_rebuild_gives_byte_for_byte_the_live_tables(store):
     with Projector(store, batch_size=7) as projector:
         append(appends[half:])
         assert projector.wait_for(store.head(), WAIT), projector.last_error
-    live = dump(store.engine)
+    live = dump(store.database)
     assert sum(len(rows) for rows in live.values()) > 100
 
     stats = rebuild(store, chunk=97)
     assert stats.events == store.head() and stats.position == store.head()
-    assert dump(store.engine) == live
+    assert dump(store.database) == live
     rebuild(store)  # one page
-    assert dump(store.engine) == live
-    assert checkpoint(store.engine) == (store.head(), PROJECTION_VERSION)
+    assert dump(store.database) == live
+    assert checkpoint(store.database) == (store.head(), PROJECTION_VERSION)
 
 
 def test_a_batch_and_its_checkpoint_commit_together(store):
@@ -177,11 +177,11 @@ def test_a_batch_and_its_checkpoint_commit_together(store):
         assert projector.wait_for(head1, WAIT), projector.last_error
     assert failures and sum(map(len, failures[0].values())) > 0  # the batch was written, then...
     # ...rolled back as a whole, checkpoint included, and applied once on the retry.
-    reads = ReadModel(store.engine)
+    reads = ReadModel(store.database)
     assert_agrees_with_evolve(store, reads)
-    live = dump(store.engine)
+    live = dump(store.database)
     rebuild(store)
-    assert dump(store.engine) == live
+    assert dump(store.database) == live
 
 
 def dump_in(conn: sa.Connection) -> dict[str, list[tuple]]:
@@ -192,7 +192,7 @@ def test_a_failed_batch_leaves_tables_and_checkpoint_untouched(store):
     head1 = fill(store, 150, seed=4)
     with Projector(store) as projector:
         assert projector.wait_for(head1, WAIT)
-    before, cp_before = dump(store.engine), checkpoint(store.engine)
+    before, cp_before = dump(store.database), checkpoint(store.database)
 
     gate = threading.Event()
 
@@ -205,13 +205,13 @@ def test_a_failed_batch_leaves_tables_and_checkpoint_untouched(store):
     try:
         assert not projector.wait_for(head2, 0.5)
         assert "injected failure" in (projector.last_error or "")
-        assert dump(store.engine) == before and checkpoint(store.engine) == cp_before
+        assert dump(store.database) == before and checkpoint(store.database) == cp_before
         gate.set()
         assert projector.wait_for(head2, WAIT), projector.last_error
     finally:
         projector.stop()
     assert projector.last_error is None
-    assert_agrees_with_evolve(store, ReadModel(store.engine))
+    assert_agrees_with_evolve(store, ReadModel(store.database))
 
 
 def test_restart_resumes_from_the_checkpoint_without_applying_twice(store):
@@ -226,29 +226,29 @@ def test_restart_resumes_from_the_checkpoint_without_applying_twice(store):
         assert second.wait_for(head2, WAIT), second.last_error
     finally:
         second.stop()
-    reads = ReadModel(store.engine)
+    reads = ReadModel(store.database)
     assert_agrees_with_evolve(store, reads)
     anomalies = sum(1 for r in store.read_all(0) if r.type == AnomalyDetected.__name__)
-    with store.engine.connect() as conn:
+    with store.database.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM anomalies")).scalar() == anomalies
         assert conn.execute(sa.text("SELECT coalesce(sum(anomalies), 0) FROM flow_runs")).scalar() == anomalies
-    live = dump(store.engine)
+    live = dump(store.database)
     rebuild(store)
-    assert dump(store.engine) == live
+    assert dump(store.database) == live
 
 
 def test_a_version_bump_rebuilds_on_the_next_start(store):
     head = fill(store, 200, seed=8)
     with Projector(store) as projector:
         assert projector.wait_for(head, WAIT)
-    good = dump(store.engine)
-    with store.engine.begin() as conn:  # a row only a rebuild would put right
+    good = dump(store.database)
+    with store.database.begin() as conn:  # a row only a rebuild would put right
         conn.execute(sa.update(flow_runs).values(status="bogus"))
 
     same = Projector(store).start()
     same.stop()
     assert not same.rebuilt_on_start
-    with store.engine.connect() as conn:
+    with store.database.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).where(flow_runs.c.status == "bogus")).scalar() > 0
 
     bumped = Projector(store, version=PROJECTION_VERSION + 1).start()
@@ -257,21 +257,21 @@ def test_a_version_bump_rebuilds_on_the_next_start(store):
         assert bumped.wait_for(head, WAIT), bumped.last_error
     finally:
         bumped.stop()
-    assert dump(store.engine) == good
-    assert checkpoint(store.engine) == (head, PROJECTION_VERSION + 1)
+    assert dump(store.database) == good
+    assert checkpoint(store.database) == (head, PROJECTION_VERSION + 1)
 
 
 def test_a_missing_table_rebuilds_on_the_next_start(store):
     head = fill(store, 100, seed=9)
     with Projector(store) as projector:
         assert projector.wait_for(head, WAIT)
-    good = dump(store.engine)
-    with store.engine.begin() as conn:
+    good = dump(store.database)
+    with store.database.begin() as conn:
         conn.execute(sa.text("DROP TABLE reports"))
     with Projector(store) as projector:
         assert projector.rebuilt_on_start
         assert projector.wait_for(head, WAIT)
-    assert dump(store.engine) == good
+    assert dump(store.database) == good
 
 
 def test_step_events_move_the_run_status_only_while_the_run_is_under_way(store):
@@ -308,14 +308,14 @@ def test_step_events_move_the_run_status_only_while_the_run_is_under_way(store):
 
     with Projector(store, batch_size=3) as projector:
         assert projector.wait_for(store.head(), WAIT), projector.last_error
-    reads = ReadModel(store.engine)
+    reads = ReadModel(store.database)
     assert_agrees_with_evolve(store, reads)
     assert reads.get_run(run.run_id)["run"]["status"] == run.status
     assert reads.get_run(queued_id)["run"]["status"] == "queued"
     assert reads.get_run(under_way_id)["run"]["status"] == "paused"
-    live = dump(store.engine)
+    live = dump(store.database)
     rebuild(store)
-    assert dump(store.engine) == live
+    assert dump(store.database) == live
     assert head < store.head()
 
 
@@ -328,10 +328,10 @@ def test_unknown_types_and_other_streams_are_skipped_but_counted(store):
     with Projector(store) as projector:
         assert projector.wait_for(store.head(), WAIT), projector.last_error
         assert projector.position == store.head() > head
-        before = dump(store.engine)
-    assert checkpoint(store.engine)[0] == store.head()
+        before = dump(store.database)
+    assert checkpoint(store.database)[0] == store.head()
     rebuild(store)
-    assert dump(store.engine) == before
+    assert dump(store.database) == before
 
 
 def test_wait_for_times_out_on_a_position_not_reached(store):
@@ -350,10 +350,10 @@ def test_two_projectors_share_the_tables_and_apply_each_batch_once(store):
     finally:
         one.stop()
         two.stop()
-    assert_agrees_with_evolve(store, ReadModel(store.engine))
-    live = dump(store.engine)
+    assert_agrees_with_evolve(store, ReadModel(store.database))
+    live = dump(store.database)
     rebuild(store)
-    assert dump(store.engine) == live
+    assert dump(store.database) == live
 
 
 # -- queries ---------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ def projected(request, tmp_path_factory):
     try:
         head = fill(store, 300, seed=12)
         assert projector.wait_for(head, WAIT), projector.last_error
-        yield store, ReadModel(store.engine, projector)
+        yield store, ReadModel(store.database, projector)
     finally:
         projector.stop()
         store.close()
@@ -436,7 +436,7 @@ def test_get_run_shape(projected):
 
 def test_anomalies_query(projected):
     store, reads = projected
-    with store.engine.connect() as conn:
+    with store.database.connect() as conn:
         run_id = conn.execute(sa.text("SELECT run_id FROM anomalies ORDER BY position LIMIT 1")).scalar()
     assert run_id, "the simulated log has anomalies"
     found = reads.anomalies(run_id)
@@ -492,7 +492,7 @@ def test_rebuild_matches_the_live_tables_after_real_runs_of_every_catalogue_flow
         head = store.head()
         assert head > 15 * 10  # real runs: every step of every flow recorded
         assert projector.wait_for(head, WAIT), projector.last_error
-        reads = ReadModel(store.engine, projector)
+        reads = ReadModel(store.database, projector)
         for run_id in [*runs, rejected, cancelled]:
             got = reads.get_run(run_id)
             assert got["run"]["status"] == engine.state(run_id).status
@@ -503,10 +503,10 @@ def test_rebuild_matches_the_live_tables_after_real_runs_of_every_catalogue_flow
     finally:
         engine.stop()
         projector.stop()
-    assert_agrees_with_evolve(store, ReadModel(store.engine))
-    live = dump(store.engine)
+    assert_agrees_with_evolve(store, ReadModel(store.database))
+    live = dump(store.database)
     rebuild(store, chunk=50)
-    assert dump(store.engine) == live
+    assert dump(store.database) == live
 
 
 def test_sqlite_write_lock_held_elsewhere_is_waited_out(sqlite_url):
@@ -528,7 +528,7 @@ def test_sqlite_write_lock_held_elsewhere_is_waited_out(sqlite_url):
             blocker.close()
         assert projector.wait_for(head, WAIT), projector.last_error  # ...and then it commits
         projector.stop()
-        assert_agrees_with_evolve(store, ReadModel(store.engine))
+        assert_agrees_with_evolve(store, ReadModel(store.database))
     finally:
         store.close()
 
@@ -550,7 +550,7 @@ def test_an_event_that_does_not_decode_is_skipped_and_counted(store):
         head = fill(store, 60, seed=16)
         assert projector.wait_for(head, WAIT)
         run_stream = next(r.stream_id for r in store.read_all(0) if r.stream_id.startswith("run-"))
-        with store.engine.begin() as conn:
+        with store.database.begin() as conn:
             for offset, (type_name, data) in enumerate([("StepStarted", "{not json"),
                                                         ("StepStarted", '{"step_id": 1, "attempt": "x"}')]):
                 conn.execute(sa.text(
@@ -561,7 +561,7 @@ def test_an_event_that_does_not_decode_is_skipped_and_counted(store):
         after = fill(store, 60, seed=17)
         assert after > head + 2
         assert projector.wait_for(after, WAIT), projector.last_error
-    live = dump(store.engine)
+    live = dump(store.database)
     rebuild(store, chunk=7)
-    assert dump(store.engine) == live
-    assert checkpoint(store.engine)[0] == after
+    assert dump(store.database) == live
+    assert checkpoint(store.database)[0] == after

@@ -21,7 +21,7 @@ from eventstore.leases import Leases
 from flows import Flow, code
 from flows.catalog import FlowRegistry
 from flows.decide import NotWaiting
-from flows.launch import prepare
+from flows.launch import LaunchParams, prepare
 
 HOLD = threading.Event()
 
@@ -72,7 +72,7 @@ def parts(sqlite_url):
     pool = ThreadPoolExecutor(8)
     clock = RealClock()
     ctx = EngineContext(store, REGISTRY, OfflineBackend(), FrameBus(), clock, EngineConfig(agent_slots=0),
-                        Leases(store.engine), pool)
+                        Leases(store.database), pool)
     inbox = Inbox.start()
     yield ctx, inbox
     pykka.ActorRegistry.stop_all()
@@ -84,7 +84,7 @@ def parts(sqlite_url):
 def test_a_refused_command_between_a_result_and_its_flush_does_not_idle_the_run(parts):
     ctx, inbox = parts
     HOLD.clear()
-    event = prepare(REGISTRY, run_id="01RACE0000000000000000000A", now=time.time(), flow="held", question="q")
+    event = prepare(REGISTRY, LaunchParams("held", "q"), run_id="01RACE0000000000000000000A", now=time.time())
     actor = GatedRunActor.start(ctx, inbox, event.run_id)
     launched: Future = Future()
     actor.tell(m.Launch(event, True, "test", 0, launched))

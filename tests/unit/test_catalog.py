@@ -27,7 +27,7 @@ from actors.agents import offline
 from flows import conditions, decide, template
 from flows.catalog import BUILTIN_MODULES, FlowRegistry, _fold, builtin
 from flows.events import Event, RunStarted, StepStarted
-from flows.launch import prepare
+from flows.launch import LaunchParams, prepare
 from flows.model import BANDS, CATEGORIES, Flow, StepKind, TriggerRule
 from flows.state import RunState, evolve
 
@@ -374,7 +374,7 @@ def dry_run(flow: Flow, band: str, question: str, *, reject: Iterable[str] = (),
     Approvals are approved unless named in ``reject``; steps in ``fail`` fail every attempt.
     """
     reject, fail = set(reject), set(fail)
-    launched = prepare(FlowRegistry([flow]), run_id="run-1", now=1.0, flow=flow.name, question=question, band=band)
+    launched = prepare(FlowRegistry([flow]), LaunchParams(flow.name, question, band=band), run_id="run-1", now=1.0)
     history: list[tuple[int, Event]] = []
     state = RunState()
 

@@ -9,7 +9,7 @@ from flows import Flow, agent, approval
 from flows.catalog import FlowRegistry
 from flows.decide import decide, start
 from flows.events import RunCancelled, RunStarted, StepCompleted
-from flows.launch import prepare
+from flows.launch import LaunchParams, prepare
 from flows.state import RunState, evolve
 
 FLOW = Flow("routed", steps=[agent("work", persona="analyst", prompt="$input.question"),
@@ -23,7 +23,7 @@ def fold(*events) -> RunState:
     return state
 
 
-LAUNCHED = prepare(FlowRegistry([FLOW]), run_id="R1", now=1.0, flow="routed", question="q")
+LAUNCHED = prepare(FlowRegistry([FLOW]), LaunchParams("routed", "q"), run_id="R1", now=1.0)
 STARTED = RunStarted(run_id="R1", at=1.0)
 RUNNING = fold(LAUNCHED, STARTED, *start(fold(LAUNCHED, STARTED), ["work"], 1.0))
 _DONE = evolve(RUNNING, StepCompleted(step_id="work", attempt=1, output="x", at=2.0))

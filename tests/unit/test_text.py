@@ -17,7 +17,7 @@ from flows import Flow, agent, approval
 from flows.catalog import FlowRegistry
 from flows.decide import cancel, resume
 from flows.events import RunLaunched, RunStarted, StepPaused
-from flows.launch import prepare
+from flows.launch import LaunchParams, prepare
 from flows.state import RunState, evolve
 from flows.text import REPLACEMENT, UnstorableText, check_value, find_unstorable, storable, storable_value
 
@@ -29,7 +29,7 @@ SURROGATE = "\udcff"  # what a command-line argument that is not UTF-8 decodes t
 
 def launch(**kw: Any) -> RunLaunched:
     args: dict[str, Any] = {"flow": "door", "question": "Is it safe?", **kw}
-    return prepare(REGISTRY, run_id="r1", now=1.0, **args)
+    return prepare(REGISTRY, LaunchParams(**args), run_id="r1", now=1.0)
 
 
 @pytest.mark.parametrize("field,kw", [

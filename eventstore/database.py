@@ -12,8 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 
 
-def create_store_engine(url: str, options: dict[str, Any]) -> tuple[sa.Engine, str]:
-    """The engine for a store URL and the URL as safe to print (password hidden).
+def database_for_url(url: str, options: dict[str, Any]) -> tuple[sa.Engine, str]:
+    """The database for a store URL (a SQLAlchemy Engine, not yet connected) and the URL as safe to print.
 
     Raises ValueError for a malformed or unsupported URL.
     """
@@ -27,17 +27,17 @@ def create_store_engine(url: str, options: dict[str, Any]) -> tuple[sa.Engine, s
     if backend == "sqlite":
         if parsed.get_driver_name() not in ("pysqlite", ""):
             raise ValueError(f"{safe}: the SQLite store runs on the standard sqlite3 driver")
-        database = parsed.database or ""
-        if database in ("", ":memory:") or database.startswith("file::memory:"):
+        path = parsed.database or ""
+        if path in ("", ":memory:") or path.startswith("file::memory:"):
             raise ValueError(
                 f"{safe}: an in-memory SQLite database is private to one connection; "
                 "give the store a file, e.g. sqlite:///baton.db"
             )
-        engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=2 * pool_size)
-        from eventstore.sqlite import configure_engine
+        database = sa.create_engine(parsed, pool_size=pool_size, max_overflow=2 * pool_size)
+        from eventstore.sqlite import configure_database
 
-        configure_engine(engine, int(options.get("busy_timeout_ms", 5000)))
-        return engine, safe
+        configure_database(database, int(options.get("busy_timeout_ms", 5000)))
+        return database, safe
     if backend in ("postgresql", "postgres"):
         if parsed.get_driver_name() not in ("psycopg", "psycopg2", ""):
             raise ValueError(f"{safe}: the PostgreSQL store runs on psycopg 3")
@@ -45,7 +45,7 @@ def create_store_engine(url: str, options: dict[str, Any]) -> tuple[sa.Engine, s
         connect_args = {}
         if "connect_timeout" not in parsed.query:
             connect_args["connect_timeout"] = int(options.get("connect_timeout", 10))
-        engine = sa.create_engine(
+        database = sa.create_engine(
             parsed,
             pool_size=pool_size,
             max_overflow=2 * pool_size,
@@ -53,5 +53,5 @@ def create_store_engine(url: str, options: dict[str, Any]) -> tuple[sa.Engine, s
             pool_pre_ping=True,
             connect_args=connect_args,
         )
-        return engine, parsed.render_as_string(hide_password=True)
+        return database, parsed.render_as_string(hide_password=True)
     raise ValueError(f"{safe}: unsupported store URL; use sqlite:///... or postgresql+psycopg://...")

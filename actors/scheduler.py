@@ -1,0 +1,301 @@
+"""The scheduler: which run is in progress, which waits and why, who gets the next agent slot.
+
+A plain object the Orchestrator owns (DESIGN §5): no actor, no I/O, no thread,
+no clock. The Orchestrator tells it what happened (a launch, a slot request,
+a release, a run pausing, resuming or ending) and asks it what follows:
+``admit()`` names the queued runs that start now, ``grant()`` the slots handed
+out now, ``plan()`` describes the whole. The Orchestrator then acts (tells the
+RunActors). Keeping the rules here lets them be property-tested on their own
+(tests/unit/test_scheduler_properties.py) the way ``decide`` is.
+
+The rules, each kept in one place below:
+
+- Runs: ``max_active_runs`` (0 = no limit) counts runs in progress. A launch
+  starts at once when there is room and nobody is queued; otherwise it joins
+  the back of the queue. Room made by a run ending or pausing goes to the
+  front of the queue (FIFO): a queued run at position p starts at the p-th
+  admission after it was queued at the latest (sooner if a run ahead of it is
+  cancelled), and no run launched after it starts first.
+  A run whose approval is answered is in progress again at once, whatever the
+  queue (a person is waiting on it, and it was admitted before).
+- Agent slots: ``agent_slots`` (0 = no limit) counts model calls at once. A
+  free slot goes to the waiting run that holds the fewest slots, ties going to
+  the run served least recently (round robin), so a wide fan-out cannot hold
+  back a run launched after it for more than one step's turn: while a run
+  waits holding no slot, each run that was waiting before it is served at
+  most once, and no run that began waiting after it is served first.
+- Work is never left waiting on room that exists: after ``admit()`` and
+  ``grant()`` either the queue is empty or no room is left, and either no
+  request waits or every slot is held.
+
+Where it will grow: per-task lifecycles (seed 001, DESIGN §12) add wait
+reasons (``deps``, ``review``) to ``WaitReason``; cluster-wide capacity
+(DESIGN §16) replaces the counts of ``active`` and ``held`` by shared ones,
+which is why they are read only through ``has_room`` and ``slots_in_use``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    """Where a run stands with the scheduler."""
+
+    QUEUED = "queued"  # launched, waits for room (planned, reason capacity)
+    ACTIVE = "active"  # admitted: counts toward max_active_runs (in progress, or blocked on a slot)
+    PAUSED = "paused"  # waits for a person; takes no room (planned, reason approval)
+    # Driven here for a command only (launched or recovered by another process that has let it go):
+    # it may hold slots but takes no room and is not in the plan.
+    UNPLANNED = "unplanned"
+
+
+class WaitReason(StrEnum):
+    """Why planned work waits (the plan's ``reason``; RunQueued's ``reason``)."""
+
+    CAPACITY = "capacity"  # max_active_runs runs are in progress
+    BLOCKED = "blocked"  # admitted, but every step it could start waits for an agent slot
+    APPROVAL = "approval"  # a person is awaited
+
+
+START_AT_ONCE = "capacity available"  # RunStarted's reason for a launch that did not queue
+START_FREED = "capacity freed"  # RunStarted's reason for a queued run admitted later
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What becomes of a launch: started at once, or queued at ``position`` (1 = next)."""
+
+    start: bool
+    reason: str
+    position: int
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Steps of one run that now hold an agent slot each, in the order they asked."""
+
+    run_id: str
+    step_ids: tuple[str, ...]
+
+
+class _Entry:
+    __slots__ = ("flow", "since", "phase")
+
+    def __init__(self, flow: str, since: float, phase: Phase) -> None:
+        self.flow = flow
+        self.since = since
+        self.phase = phase
+
+
+class Scheduler:
+    """The scheduling state of one engine: runs by phase, the queue, the agent slots."""
+
+    def __init__(self, max_active_runs: int, agent_slots: int) -> None:
+        self.max_active_runs = max_active_runs
+        self.agent_slots = agent_slots
+        self._runs: dict[str, _Entry] = {}  # every run known, in the order it became known
+        self._queue: deque[str] = deque()  # QUEUED runs, in plan order
+        self._active: set[str] = set()  # ACTIVE runs (an index of _runs, for counting)
+        self._held: dict[str, set[str]] = {}  # run -> steps holding a slot (never empty)
+        self._waiting: dict[str, deque[str]] = {}  # run -> steps waiting for a slot, in asking order (never empty)
+        self._served: dict[str, int] = {}  # waiting run -> when it asked or was last served (the round robin)
+        self._tick = itertools.count()
+
+    # -- what the Orchestrator reads -----------------------------------------------------------
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._runs
+
+    def phase(self, run_id: str) -> Phase | None:
+        """The run's phase, or None if the scheduler does not know it."""
+        entry = self._runs.get(run_id)
+        return None if entry is None else entry.phase
+
+    def has_room(self) -> bool:
+        """Another run may be in progress."""
+        return not self.max_active_runs or len(self._active) < self.max_active_runs
+
+    def slots_in_use(self) -> int:
+        """Agent slots held now, by every run."""
+        return sum(len(steps) for steps in self._held.values())
+
+    def held(self, run_id: str) -> frozenset[str]:
+        """The run's steps holding an agent slot."""
+        return frozenset(self._held.get(run_id, ()))
+
+    def waiting(self, run_id: str) -> tuple[str, ...]:
+        """The run's steps waiting for an agent slot, in the order they will get one."""
+        return tuple(self._waiting.get(run_id, ()))
+
+    # -- what happened -------------------------------------------------------------------------
+
+    def launch(self, run_id: str, flow: str, since: float) -> Admission:
+        """A new run: in progress at once if there is room and nobody queued before it, else queued."""
+        if run_id in self._runs:
+            raise ValueError(f"run {run_id} is already scheduled")
+        if self.has_room() and not self._queue:
+            self.add(run_id, flow, since, Phase.ACTIVE)
+            return Admission(True, START_AT_ONCE, 0)
+        self.add(run_id, flow, since, Phase.QUEUED)
+        return Admission(False, WaitReason.CAPACITY.value, len(self._queue))
+
+    def add(self, run_id: str, flow: str, since: float, phase: Phase) -> None:
+        """Know a run found in the log (recovered, driven again, or commanded) in ``phase``.
+
+        Nothing is admitted here: a caller adding several runs asks ``admit()``
+        once they are all known, so room goes to the queue in its order.
+        """
+        if run_id in self._runs:
+            raise ValueError(f"run {run_id} is already scheduled")
+        self._runs[run_id] = _Entry(flow, since, phase)
+        if phase is Phase.QUEUED:
+            self._queue.append(run_id)
+        elif phase is Phase.ACTIVE:
+            self._active.add(run_id)
+
+    def pause(self, run_id: str) -> None:
+        """The run waits for a person with nothing else to do: it gives its room up.
+
+        Its RunActor says so only when no step of it runs or waits for a slot.
+        """
+        entry = self._runs.get(run_id)
+        if entry is None:
+            return
+        self._leave_phase(run_id, entry)
+        entry.phase = Phase.PAUSED
+
+    def resume(self, run_id: str) -> None:
+        """A person answered the run's approval: in progress again at once, never behind the queue."""
+        entry = self._runs.get(run_id)
+        if entry is not None and entry.phase is Phase.PAUSED:
+            entry.phase = Phase.ACTIVE
+            self._active.add(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """The run ended, or is no longer this scheduler's: its room, slots and requests are freed."""
+        entry = self._runs.pop(run_id, None)
+        if entry is not None:
+            self._leave_phase(run_id, entry)
+        self._held.pop(run_id, None)
+        self._waiting.pop(run_id, None)
+        self._served.pop(run_id, None)
+
+    def request(self, run_id: str, step_ids: Iterable[str]) -> None:
+        """Steps of a run that may start once each holds a slot (a run not known is ignored: it ended)."""
+        if run_id not in self._runs:
+            return
+        held = self._held.get(run_id, ())
+        queue = self._waiting.setdefault(run_id, deque())
+        queue.extend(sid for sid in step_ids if sid not in queue and sid not in held)
+        if not queue:
+            del self._waiting[run_id]
+            return
+        self._served.setdefault(run_id, next(self._tick))
+
+    def release(self, run_id: str, held: Iterable[str] = (), withdrawn: Iterable[str] = ()) -> None:
+        """Slots the run no longer holds (attempts ended) and requests it takes back."""
+        holding = self._held.get(run_id)
+        if holding is not None:
+            holding.difference_update(held)
+            if not holding:
+                del self._held[run_id]
+        queue = self._waiting.get(run_id)
+        if queue is not None:
+            for sid in withdrawn:
+                if sid in queue:
+                    queue.remove(sid)
+            if not queue:
+                del self._waiting[run_id]
+                self._served.pop(run_id, None)
+
+    # -- what follows --------------------------------------------------------------------------
+
+    def admit(self) -> list[str]:
+        """The queued runs that start now (in progress from here on), front of the queue first."""
+        started: list[str] = []
+        while self._queue and self.has_room():
+            run_id = self._queue.popleft()
+            self._runs[run_id].phase = Phase.ACTIVE
+            self._active.add(run_id)
+            started.append(run_id)
+        return started
+
+    def grant(self) -> list[Grant]:
+        """Hand free slots out, one at a time, fewest-held first; one Grant per run served."""
+        grants: dict[str, list[str]] = {}
+        free = self._free_slots()
+        while free > 0 and self._waiting:
+            run_id = min(self._waiting, key=lambda r: (len(self._held.get(r, ())), self._served[r]))
+            self._served[run_id] = next(self._tick)  # served: to the back of runs holding as many slots
+            queue = self._waiting[run_id]
+            sid = queue.popleft()
+            if not queue:
+                del self._waiting[run_id]
+                del self._served[run_id]
+            self._held.setdefault(run_id, set()).add(sid)
+            grants.setdefault(run_id, []).append(sid)
+            free -= 1
+        return [Grant(run_id, tuple(sids)) for run_id, sids in grants.items()]
+
+    def plan(self) -> dict[str, Any]:
+        """In progress, planned (with position and why it waits), and new.
+
+        Planned work waits for one of three reasons (``WaitReason``):
+        ``capacity`` (queued: max_active_runs reached), ``blocked`` (admitted,
+        but every step it could start needs an agent slot and none is free),
+        ``approval`` (a person is awaited). Positions count from 1 across all
+        three, in that order: the queue in its order, blocked runs in the order
+        they will be served, then runs awaiting a person. ``new_queued`` is
+        always empty here: a launch is planned in the very call that admits it.
+        """
+        active = sorted(self._active)
+        in_progress = [
+            {"run_id": r, "flow": self._runs[r].flow, "since": self._runs[r].since,
+             "slots_held": len(self._held.get(r, ())), "steps_waiting_for_slot": len(self._waiting.get(r, ()))}
+            for r in active if not self._blocked(r)
+        ]
+        in_use = self.slots_in_use()
+        waiting: list[tuple[str, WaitReason, str]] = [
+            (r, WaitReason.CAPACITY, f"{len(self._active)} of {self.max_active_runs} runs in progress")
+            for r in self._queue]
+        blocked = [r for r in sorted(self._waiting, key=self._served.__getitem__)
+                   if r in self._active and self._blocked(r)]
+        waiting += [(r, WaitReason.BLOCKED, f"{len(self._waiting[r])} step(s) wait for an agent slot; "
+                                            f"{in_use} of {self.agent_slots} in use") for r in blocked]
+        waiting += [(r, WaitReason.APPROVAL, "waiting for a person to approve or reject")
+                    for r, entry in self._runs.items() if entry.phase is Phase.PAUSED]
+        planned = [
+            {"run_id": r, "flow": self._runs[r].flow, "position": i, "reason": str(reason), "detail": detail,
+             "steps_waiting_for_slot": len(self._waiting.get(r, ()))}
+            for i, (r, reason, detail) in enumerate(waiting, 1)
+        ]
+        return {
+            "max_active_runs": self.max_active_runs,
+            "agent_slots": self.agent_slots,
+            "slots_in_use": in_use,
+            "in_progress": in_progress,
+            "planned_queued": planned,
+            "new_queued": [],
+        }
+
+    # -- inside ----------------------------------------------------------------------------------
+
+    def _blocked(self, run_id: str) -> bool:
+        return not self._held.get(run_id) and bool(self._waiting.get(run_id))
+
+    def _free_slots(self) -> int:
+        if not self.agent_slots:
+            return sum(len(q) for q in self._waiting.values())  # no limit: every request is served
+        return self.agent_slots - self.slots_in_use()
+
+    def _leave_phase(self, run_id: str, entry: _Entry) -> None:
+        if entry.phase is Phase.QUEUED:
+            self._queue.remove(run_id)
+        elif entry.phase is Phase.ACTIVE:
+            self._active.discard(run_id)
