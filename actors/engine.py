@@ -52,7 +52,8 @@ from flows import launch as launching
 from flows.commands import CommandKind, CommandRequested, Refusal
 from flows.catalog import FlowRegistry
 from flows.events import stream_of
-from flows.state import RUN_TERMINAL, RunState, evolve
+from flows.state import RunState, evolve
+from flows.status import RUN_TERMINAL
 
 log = logging.getLogger(__name__)
 

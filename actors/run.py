@@ -40,6 +40,7 @@ from flows.events import (
 )
 from flows.redact import redactor
 from flows.state import RunState, evolve
+from flows.status import RunStatus, StepStatus
 from flows.text import UnstorableText
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class RunActor(pykka.ThreadingActor):
             self._flush()
 
     def _on_begin(self, msg: m.Begin) -> None:
-        if self.state.status != "queued":
+        if self.state.status != RunStatus.QUEUED:
             self._flush()
             return
         self._stage([RunStarted(run_id=self.run_id, reason=msg.reason, at=self.ctx.clock.now())])
@@ -185,7 +186,7 @@ class RunActor(pykka.ThreadingActor):
     def _on_granted(self, msg: m.SlotsGranted) -> None:
         usable = [sid for sid in msg.step_ids if sid in self.requested]
         self.requested.difference_update(usable)
-        startable = [sid for sid in usable if self.state.steps[sid].status == "pending" and not self.state.terminal]
+        startable = [sid for sid in usable if self.state.steps[sid].status == StepStatus.PENDING and not self.state.terminal]
         self.held.update(startable)
         unused = tuple(sid for sid in msg.step_ids if sid not in startable)
         if unused:
@@ -427,7 +428,7 @@ class RunActor(pykka.ThreadingActor):
         actor stopped with the flush still in its inbox.
         """
         if (self.attempts or self.requested or self.wake_at is not None or self.pending or self.flush_queued
-                or self.state.status == "running"):
+                or self.state.status == RunStatus.RUNNING):
             return
         self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status, urn=self.actor_ref.actor_urn))
 

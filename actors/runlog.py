@@ -15,6 +15,7 @@ from eventstore import Codec, EventStore, RecordedEvent
 from flows import decide as d
 from flows.events import EVENT_TYPES, UPCASTERS, Event, stream_of
 from flows.state import RunState, evolve
+from flows.status import RunStatus
 
 SCHEMA_VERSION = 1  # of every event this engine writes; older data is upcast on read
 CODEC = Codec(EVENT_TYPES, UPCASTERS)
@@ -118,7 +119,7 @@ def driven_elsewhere(state: RunState, last_node: str, me: str, live: set[str]) -
     """
     if state.terminal or not last_node or last_node == me or last_node not in live:
         return False
-    return not (state.status == "paused" and not state.running())
+    return not (state.status == RunStatus.PAUSED and not state.running())
 
 
 def has_work(state: RunState, now: float) -> bool:

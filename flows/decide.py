@@ -30,6 +30,7 @@ from flows.events import (
 )
 from flows.model import FlowSnapshot, StepSpec
 from flows.state import RunState, evolve
+from flows.status import RUN_UNDER_WAY, RunStatus, StepStatus, fails_run, rejects_run
 from flows.text import check_text
 
 History = list[tuple[int, Event]]
@@ -131,7 +132,7 @@ def decide(state: RunState, now: float) -> Decision:
 
     Skips cascade within one call, so one append carries a whole cascade.
     """
-    if state.launched is None or state.status not in ("running", "paused"):
+    if state.launched is None or state.status not in RUN_UNDER_WAY:
         return Decision([], [], None, False)
     snapshot = state.snapshot
     on_reject_of = _on_reject_of(snapshot)
@@ -144,7 +145,7 @@ def decide(state: RunState, now: float) -> Decision:
         ready.clear()
         for spec in snapshot.steps:
             st = state.steps[spec.id]
-            if st.status != "pending":
+            if st.status != StepStatus.PENDING:
                 continue
             if st.not_before and now < st.not_before:
                 wake_at = st.not_before if wake_at is None else min(wake_at, st.not_before)
@@ -207,7 +208,7 @@ def start(state: RunState, step_ids: Iterable[str], now: float) -> list[Event]:
     events: list[Event] = []
     for sid in step_ids:
         st = state.steps.get(sid)
-        if st is not None and st.status == "pending" and not state.terminal:
+        if st is not None and st.status == StepStatus.PENDING and not state.terminal:
             events.append(_started(state, state.spec(sid), now))
             # An id given twice (ready lists merged by the caller) must not start
             # the same attempt twice: that would be two model calls for one attempt.
@@ -230,7 +231,7 @@ def code_output(value: Any) -> tuple[str, dict[str, Any] | None]:
 
 def _current(state: RunState, step_id: str, attempt: int) -> bool:
     st = state.steps.get(step_id)
-    return st is not None and st.status == "running" and st.attempt == attempt and not state.terminal
+    return st is not None and st.status == StepStatus.RUNNING and st.attempt == attempt and not state.terminal
 
 
 def complete(
@@ -326,7 +327,7 @@ def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str 
     if state.terminal:
         raise RunFinished(state.run_id, state.status)
     st = state.steps[step_id]
-    if st.status != "paused":
+    if st.status != StepStatus.PAUSED:
         raise NotWaiting(state.run_id, step_id, st.status)
     return [StepResumed(step_id=step_id, decision=decision, by=by, comment=comment, at=now)]
 
@@ -345,14 +346,14 @@ def cancel(state: RunState, history: History, now: float, *, reason: str = "", b
         raise RunFinished(state.run_id, state.status)
     events: list[Event] = []
     for sid, st in state.steps.items():
-        if st.status == "running":
+        if st.status == StepStatus.RUNNING:
             events.append(StepCancelled(step_id=sid, attempt=st.attempt, reason=reason or "run cancelled", at=now))
         elif not st.terminal:
             events.append(StepSkipped(step_id=sid, reason="cancelled", detail=reason or "run cancelled", at=now))
     after = state
     for event in events:
         after = evolve(after, event)
-    body = report.render(after, [*history, *((0, e) for e in events)], "cancelled", reason or "cancelled", now)
+    body = report.render(after, [*history, *((0, e) for e in events)], RunStatus.CANCELLED, reason or "cancelled", now)
     events.append(RunCancelled(reason=reason, by=by, report=body, at=now))
     return events
 
@@ -377,30 +378,30 @@ def leaves(snapshot: FlowSnapshot) -> list[str]:
     return [s.id for s in snapshot.steps if s.id not in needed]
 
 
-def outcome(state: RunState) -> tuple[str, str]:
-    """(status, reason) of a run whose steps have all ended (DESIGN §3)."""
+def outcome(state: RunState) -> tuple[RunStatus, str]:
+    """(status, reason) of a run whose steps have all ended (DESIGN §3; the rules: ``flows.status``)."""
     for sid in leaves(state.snapshot):
         st = state.steps[sid]
-        if st.status in ("failed", "cancelled") or (st.status == "skipped" and st.skip_reason == "upstream_failed"):
+        if fails_run(st.status, st.skip_reason):
             culprit = next(
-                (f"step {k!r} failed: {v.error}" for k, v in state.steps.items() if v.status == "failed"),
+                (f"step {k!r} failed: {v.error}" for k, v in state.steps.items() if v.status == StepStatus.FAILED),
                 f"step {sid!r} {st.status}",
             )
-            return "failed", culprit
+            return RunStatus.FAILED, culprit
     for sid, st in state.steps.items():
-        if st.status == "rejected":
+        if rejects_run(st.status):
             # Who rejected is RunRejected.by, not part of the reason: shown together, it was said twice.
-            return "rejected", f"step {sid!r} was rejected" + (f": {st.output}" if st.output else "")
-    return "completed", ""
+            return RunStatus.REJECTED, f"step {sid!r} was rejected" + (f": {st.output}" if st.output else "")
+    return RunStatus.COMPLETED, ""
 
 
 def finish(state: RunState, history: History, now: float) -> Event:
     """The terminal event of a run whose steps have all ended, with its report."""
     status, reason = outcome(state)
     body = report.render(state, history, status, reason, now)
-    if status == "failed":
+    if status == RunStatus.FAILED:
         return RunFailed(reason=reason, report=body, at=now)
-    if status == "rejected":
-        rejected_by = next((s.decided_by for s in state.steps.values() if s.status == "rejected"), "")
+    if status == RunStatus.REJECTED:
+        rejected_by = next((s.decided_by for s in state.steps.values() if rejects_run(s.status)), "")
         return RunRejected(reason=reason, by=rejected_by, report=body, at=now)
     return RunCompleted(report=body, at=now)

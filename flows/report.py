@@ -23,6 +23,7 @@ from flows.events import (
 )
 from flows.model import StepSpec
 from flows.state import RunState
+from flows.status import RunStatus, StepStatus, decided, rejects_run, succeeded
 
 # Evidence is cited as E1..E99 ("see E3"); a lint code such as E501 is not evidence.
 EVIDENCE = re.compile(r"\bE\d{1,2}\b")
@@ -118,9 +119,9 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
         f"| {_seconds(wall)} |",
         "",
     ]
-    if status == "rejected":
+    if status == RunStatus.REJECTED:
         out += [outcome_rejected(state, reason), ""]
-    elif reason and status != "completed":
+    elif reason and status != RunStatus.COMPLETED:
         out += [f"**Outcome:** {status}: {reason}", ""]
     if launched.fast:
         out += ["_Fast mode: every agent step was asked for a concise answer._", ""]
@@ -133,17 +134,17 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
     for spec in snap.steps:
         st = state.steps[spec.id]
         title = spec.label or spec.id
-        if spec.kind == "approval" and st.status in ("completed", "rejected"):
-            verdict = "approved" if st.status == "completed" else "rejected"
+        if spec.kind == "approval" and decided(st.status):
+            verdict = "approved" if succeeded(st.status) else "rejected"
             who = f" by {st.decided_by}" if st.decided_by else ""
             note = f": {st.output}" if st.output else ""
             sections["approvals"].append(f"- **{title}**: {verdict}{who}{note}")
             continue
-        if st.status != "completed":
+        if not succeeded(st.status):
             why = st.detail or st.error or st.skip_reason
             not_run.append(f"- **{title}**: {st.status}" + (f" ({st.skip_reason})" if st.skip_reason else "")
                            + (f": {why}" if why and why != st.skip_reason else ""))
-            if st.status == "failed":
+            if st.status == StepStatus.FAILED:
                 not_run += [f"  - at `{frame}`" for frame in frames_of.get(spec.id, ())]
             continue
         position = completed_at.get(spec.id)
@@ -178,7 +179,7 @@ def outcome_rejected(state: RunState, reason: str) -> str:
     approver in ``by`` beside its reason (and logs from before that change
     named them in the reason as well).
     """
-    sid, st = next(((k, v) for k, v in state.steps.items() if v.status == "rejected"), ("", None))
+    sid, st = next(((k, v) for k, v in state.steps.items() if rejects_run(v.status)), ("", None))
     if st is None:
         return f"**Outcome:** rejected: {reason}"
     who = f" by {st.decided_by}" if st.decided_by else ""
@@ -217,7 +218,7 @@ def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], w
     better: list[str] = []
 
     first_time = [sid for sid, st in state.steps.items()
-                  if st.status == "completed" and st.attempt == 1 and snap.step(sid).kind != "approval"]
+                  if succeeded(st.status) and st.attempt == 1 and snap.step(sid).kind != "approval"]
     if first_time:
         right.append(f"- {count(len(first_time), 'step')} passed first time: {', '.join(first_time)}.")
     step_time, running = _step_time(history)

@@ -36,7 +36,8 @@ from api.settings import Settings, require_model, safe_url
 from flows import decide
 from flows.launch import prepare
 from flows.report import count
-from flows.state import RUN_TERMINAL, RunState
+from flows.state import RunState
+from flows.status import RUN_TERMINAL, RunStatus, StepStatus
 from projections import Framer, rebuild
 
 DEMO_DB = "sqlite:///baton-demo.db"
@@ -62,7 +63,7 @@ def follow_and_report(where: Target, args: argparse.Namespace, settings: Setting
     else:
         state = where.follow(run_id, None)
     progress.print_outcome(console, state, baton_command(args, settings), report=args.follow)
-    return EXIT_FAILED if state.status == "failed" else EXIT_OK
+    return EXIT_FAILED if state.status == RunStatus.FAILED else EXIT_OK
 
 
 def print_json(value: Any) -> None:
@@ -271,7 +272,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         say(console, f"launched run {run_id} at position {launched.position}")
         with ProgressView(console, run_id) as view:
             state = local.follow(run_id, view)
-            if not state.terminal and state.steps[DEMO_STEP].status == "paused":
+            if not state.terminal and state.steps[DEMO_STEP].status == StepStatus.PAUSED:
                 say(console, f"demo: approving step '{DEMO_STEP}' on your behalf (in real use: "
                              f"{command(f'approve {run_id} {DEMO_STEP}')})")
                 engine.approve(run_id, DEMO_STEP, by="baton demo", comment="Approved by `baton demo` for you.")
@@ -287,7 +288,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         local.close()
     report_verification(replay, verify=True)
-    return EXIT_OK if state.status == "completed" else EXIT_FAILED
+    return EXIT_OK if state.status == RunStatus.COMPLETED else EXIT_FAILED
 
 
 def report_verification(replay: Replay, *, verify: bool) -> int:

@@ -31,6 +31,7 @@ from eventstore.leases import Leases
 from flows import decide
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.state import RunState
+from flows.status import RunStatus
 from flows.text import check_text
 
 ID_LENGTH = 26  # a ULID
@@ -105,7 +106,7 @@ def resolve_in(store: EventStore, given: str) -> str:
 
 def remote_settled(state: RunState) -> bool:
     """Ended, or paused with nothing else to do (a sibling step waiting for a slot is something)."""
-    return state.terminal or (state.status == "paused" and not has_work(state, time.time()))
+    return state.terminal or (state.status == RunStatus.PAUSED and not has_work(state, time.time()))
 
 
 # -- in this process -----------------------------------------------------------------------------
@@ -181,7 +182,7 @@ class Local:
         def check_state(state: RunState) -> bool:
             if state.terminal:
                 return True
-            if state.status != "paused":
+            if state.status != RunStatus.PAUSED:
                 return False
             if engine is None:
                 return not has_work(state, time.time())
@@ -273,9 +274,9 @@ def plan_from_log(rt: Runtime) -> dict[str, Any]:
         running = [sid for sid in state.running() if state.spec(sid).kind == "agent"]
         slots += len(running)
         node = last_node if last_node in live else ""
-        if state.status == "queued":
+        if state.status == RunStatus.QUEUED:
             waiting.append((run_id, state.launched.flow, "capacity", "queued until a process with room admits it"))
-        elif state.status == "paused" and not state.running():
+        elif state.status == RunStatus.PAUSED and not state.running():
             waiting.append((run_id, state.launched.flow, "approval", "waiting for a person to approve or reject"))
         else:
             in_progress.append({"run_id": run_id, "flow": state.launched.flow, "since": state.started_at,

@@ -30,6 +30,7 @@ from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
 from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
 from eventstore import StoreUnavailableError
 from flows.decide import UnknownRun
+from flows.status import RUN_STATUSES
 from flows.text import describe, find_unstorable
 from projections.queries import UnknownCursor
 
@@ -40,7 +41,6 @@ READ_WAIT_S = 2.0  # how long a GET waits for the projector to catch up with a c
 HEALTH_PROBLEMS = 20  # skipped events /api/health lists (the newest); problems_total counts them all
 MAX_ID_CHARS = 128  # a run id (a ULID is 26): longer is not an id the API ever gave out
 READ_POSITION = "Baton-Read-Position"  # header: how far the read tables were when a GET read them
-RUN_STATUSES = ("queued", "running", "paused", "completed", "failed", "rejected", "cancelled")
 
 _encode = msgspec.json.Encoder().encode
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import yaml
 
 from flows import report
+from flows.status import StepStatus, succeeded
 
 __all__ = [
     "EvidenceItem",
@@ -356,8 +357,9 @@ def approval_record(ctx: StepContext, gate: str, *, what: str = "the result") ->
     was (a context without statuses: an approved gate is one with an output).
     """
     comment = (ctx.outputs.get(gate) or "").strip()
-    status = getattr(ctx, "statuses", {}).get(gate) or ("completed" if gate in ctx.outputs else "rejected")
-    if status == "completed":
+    status = getattr(ctx, "statuses", {}).get(gate) or (
+        StepStatus.COMPLETED if gate in ctx.outputs else StepStatus.REJECTED)
+    if succeeded(status):
         fields = {"decision": "approved", "comment": comment}
         lines = ["**Decision**", "", f"Approved at `{gate}`: {what} goes ahead."]
     else:
