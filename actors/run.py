@@ -24,9 +24,9 @@ from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.functions import resolve_function
 from actors.runlog import SCHEMA_VERSION, load
-from actors.step import Attempt, StepActor, StepContext
+from actors.step import Attempt, StepActor
 from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreClosedError, StoreError
-from flows import anomaly
+from flows import StepContext, anomaly
 from flows import decide as d
 from flows.events import (
     Event,
@@ -359,9 +359,7 @@ class RunActor(pykka.ThreadingActor):
             if fn is None:
                 self._refuse(attempt, f"code step function {spec.fn!r} cannot be found: {problem}")
                 return
-            kwargs.update(fn=fn, ctx=StepContext(
-                launched.input, state.outputs(), state.fields(), self.run_id, event.step_id, event.attempt,
-                launched.band, {sid: st.status for sid, st in state.steps.items()}))
+            kwargs.update(fn=fn, ctx=StepContext.of(state, event.step_id, event.attempt))
         else:
             try:
                 system = persona_text(event.persona)

@@ -25,6 +25,7 @@ from actors.agents import AgentError, AgentRequest, Backend, Cancelled, CancelTo
 from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.messages import StepResult
+from flows import StepContext
 from flows.decide import code_output
 from flows.redact import Redactor
 
@@ -32,20 +33,6 @@ log = logging.getLogger(__name__)
 
 FRAMES_KEPT = 5
 """How many of a failing code step's innermost traceback frames its StepFailed records."""
-
-
-@dataclasses.dataclass(frozen=True)
-class StepContext:
-    """What a code step's function receives as ``ctx``."""
-
-    input: Mapping[str, Any]
-    outputs: Mapping[str, str]
-    fields: Mapping[str, Mapping[str, Any]]
-    run_id: str
-    step_id: str
-    attempt: int
-    band: str = "medium"
-    statuses: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every step's status
 
 
 @dataclasses.dataclass

@@ -25,11 +25,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
 from flows import report
+from flows.context import StepContext
 from flows.status import StepStatus, succeeded
 
 __all__ = [
@@ -44,14 +45,6 @@ __all__ = [
     "states_no_evidence",
     "worst_severity",
 ]
-
-
-class StepContext(Protocol):
-    """What a code step's function receives (only the parts the fold reads)."""
-
-    input: Mapping[str, Any]
-    outputs: Mapping[str, str]
-    fields: Mapping[str, Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
