@@ -19,14 +19,13 @@ import pykka
 from msgspec.structs import replace
 
 from actors import messages as m
-from actors.agents import AgentRequest, CancelToken, persona_text
+from actors.agents import CancelToken
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
-from actors.functions import resolve_function
 from actors.runlog import SCHEMA_VERSION, load
-from actors.step import Attempt, StepActor
+from actors.step import EXECUTORS, Attempt, StepActor
 from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreClosedError, StoreError
-from flows import StepContext, anomaly
+from flows import anomaly
 from flows import decide as d
 from flows.events import (
     Event,
@@ -38,6 +37,7 @@ from flows.events import (
     event_data,
     stream_of,
 )
+from flows.kinds import kind_rules
 from flows.redact import redactor
 from flows.state import RunState, evolve
 from flows.status import RunStatus, StepStatus
@@ -346,41 +346,24 @@ class RunActor(pykka.ThreadingActor):
 
     def _start_attempt(self, event: StepStarted) -> None:
         ctx, state = self.ctx, self.state
-        token = CancelToken()
-        attempt = Attempt(event.step_id, event.attempt, event.kind, token, time.monotonic(), ctx.clock.now())
-        spec = state.spec(event.step_id)
-        launched = state.launched
-        assert launched is not None
-        kwargs: dict[str, Any] = {"run_id": self.run_id, "bus": ctx.bus, "clock": ctx.clock,
-                                  "max_output_bytes": ctx.config.max_output_bytes,
-                                  "redact": redactor(ctx.config.known_secrets)}
-        if event.kind == "code":
-            fn, problem = self._function(spec.fn, event.step_id)
-            if fn is None:
-                self._refuse(attempt, f"code step function {spec.fn!r} cannot be found: {problem}")
-                return
-            kwargs.update(fn=fn, ctx=StepContext.of(state, event.step_id, event.attempt))
-        else:
-            try:
-                system = persona_text(event.persona)
-            except Exception as exc:  # fail closed: never call a model without its persona
-                self._refuse(attempt, f"persona {event.persona!r}: {exc}")
-                return
-            kwargs.update(backend=ctx.backend, request=AgentRequest(
-                self.run_id, event.step_id, event.attempt, event.persona, system, event.prompt, event.model))
-            self._watch(attempt, ctx.config.stall_s)  # only agent steps stream signs of life
-        if spec.timeout_s:
+        attempt = Attempt(event.step_id, event.attempt, event.kind, CancelToken(), time.monotonic(), ctx.clock.now())
+        call = EXECUTORS[event.kind].prepare(ctx, state, event)
+        if isinstance(call, str):
+            self._refuse(attempt, call)
+            return
+        if kind_rules(event.kind).streams_output:  # only a step that streams signs of life can stall
+            self._watch(attempt, ctx.config.stall_s)
+        timeout_s = state.spec(event.step_id).timeout_s
+        if timeout_s:
             attempt.timer = ctx.clock.call_later(
-                spec.timeout_s, lambda: self._tell_self(m.StepTimedOut(event.step_id, event.attempt)))
+                timeout_s, lambda: self._tell_self(m.StepTimedOut(event.step_id, event.attempt)))
         if event.step_id in self.held:
             step_id = event.step_id
             attempt.release = lambda: self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=(step_id,)))
         self.attempts[event.step_id] = attempt
-        StepActor(self.actor_ref, attempt, **kwargs).start(ctx.steps)
-
-    def _function(self, ref: str, step_id: str) -> tuple[Callable[..., Any] | None, str]:
-        """The code step's function the run pinned, or why it cannot be had (actors.functions)."""
-        return resolve_function(ref, self.ctx.registry, self.state.snapshot.name, step_id)
+        StepActor(self.actor_ref, attempt, call, run_id=self.run_id, bus=ctx.bus, clock=ctx.clock,
+                  max_output_bytes=ctx.config.max_output_bytes,
+                  redact=redactor(ctx.config.known_secrets)).start(ctx.steps)
 
     def _refuse(self, attempt: Attempt, error: str) -> None:
         """End an attempt that cannot start, as a failure of that attempt."""

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from flows import conditions, report, rules, template
+from flows.kinds import kind_rules
 from flows.events import (
     Event,
     RunCancelled,
@@ -160,14 +161,14 @@ def decide(state: RunState, now: float) -> Decision:
                 event = StepSkipped(step_id=spec.id, reason=verdict.reason, detail=verdict.detail, at=now)
             elif spec.when and st.attempt == 0 and not (cond := _check_when(state, spec))[0]:
                 event = StepSkipped(step_id=spec.id, reason="condition", detail=cond[1], at=now)
-            elif spec.kind == "approval":
+            elif (kind := kind_rules(spec.kind)).pauses_for_person:
                 prompt, unresolved = render_prompt(state, spec)
                 event = StepPaused(step_id=spec.id, prompt=prompt, unresolved=unresolved, at=now)
-            elif spec.kind == "code":
-                event = _started(state, spec, now)
-            else:
+            elif kind.needs_agent_slot:
                 ready.append(spec.id)
                 continue
+            else:
+                event = _started(state, spec, now)
             events.append(event)
             state = evolve(state, event)
             changed = True
@@ -185,10 +186,11 @@ def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
     st = state.steps[spec.id]
     launched = state.launched
     assert launched is not None
-    prompt, unresolved = render_prompt(state, spec) if spec.kind == "agent" else ("", [])
-    if launched.fast and spec.kind == "agent":
+    kind = kind_rules(spec.kind)
+    prompt, unresolved = render_prompt(state, spec) if kind.sends_prompt else ("", [])
+    if launched.fast and kind.sends_prompt:
         prompt = f"{prompt}\n\n{FAST_NOTE}"
-    if st.guidance and spec.kind == "agent":
+    if st.guidance and kind.sends_prompt:
         prompt = f"{prompt}\n\n{st.guidance}"
     return StepStarted(
         step_id=spec.id,
@@ -196,8 +198,8 @@ def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
         kind=spec.kind,
         prompt=prompt,
         persona=spec.persona,
-        backend=launched.backend if spec.kind == "agent" else "code",
-        model=launched.model if spec.kind == "agent" else "",
+        backend=launched.backend if kind.sends_prompt else kind.backend,
+        model=launched.model if kind.sends_prompt else "",
         unresolved=unresolved,
         at=now,
     )

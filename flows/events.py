@@ -14,6 +14,7 @@ from typing import Any, Literal, Union
 
 import msgspec
 
+from flows.kinds import StepKind
 from flows.model import FlowSnapshot
 from flows.template import parse_frontmatter
 
@@ -66,7 +67,7 @@ class StepStarted(Event):
 
     step_id: str
     attempt: int
-    kind: str = "agent"
+    kind: StepKind = StepKind.AGENT
     prompt: str = ""
     persona: str = ""
     backend: str = ""

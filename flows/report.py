@@ -21,6 +21,7 @@ from flows.events import (
     StepResumed,
     StepStarted,
 )
+from flows.kinds import kind_rules
 from flows.model import StepSpec
 from flows.state import RunState
 from flows.status import RunStatus, StepStatus, decided, rejects_run, succeeded
@@ -96,8 +97,10 @@ def embed(text: str, where: str) -> str:
 def _section(spec: StepSpec) -> str:
     if spec.persona == "validator":
         return "validation"
-    if spec.persona in ("synthesizer", "writer") or spec.kind == "approval":
-        return "recommendation" if spec.kind != "approval" else "approvals"
+    if section := kind_rules(spec.kind).report_section:
+        return section
+    if spec.persona in ("synthesizer", "writer"):
+        return "recommendation"
     return "findings"
 
 
@@ -134,7 +137,7 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
     for spec in snap.steps:
         st = state.steps[spec.id]
         title = spec.label or spec.id
-        if spec.kind == "approval" and decided(st.status):
+        if kind_rules(spec.kind).pauses_for_person and decided(st.status):
             verdict = "approved" if succeeded(st.status) else "rejected"
             who = f" by {st.decided_by}" if st.decided_by else ""
             note = f": {st.output}" if st.output else ""
@@ -152,7 +155,7 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
         full = body(st.output)
         who = f" ({spec.persona})" if spec.persona else ""
         block = [f"### {title}{who}", "", nest(embed(full, where)) or "_(empty output)_", ""]
-        if spec.kind == "agent" and not has_evidence(full):
+        if kind_rules(spec.kind).held_to_evidence and not has_evidence(full):
             deferred += block
         else:
             sections[_section(spec)] += block
@@ -218,7 +221,8 @@ def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], w
     better: list[str] = []
 
     first_time = [sid for sid, st in state.steps.items()
-                  if succeeded(st.status) and st.attempt == 1 and snap.step(sid).kind != "approval"]
+                  if succeeded(st.status) and st.attempt == 1
+                  and not kind_rules(snap.step(sid).kind).pauses_for_person]
     if first_time:
         right.append(f"- {count(len(first_time), 'step')} passed first time: {', '.join(first_time)}.")
     step_time, running = _step_time(history)
@@ -319,7 +323,7 @@ def _slot_wait(state: RunState, history: Sequence[tuple[int, Event]]) -> float:
     for _, ev in history:
         if isinstance(ev, StepStarted):
             spec = snap.step(ev.step_id)
-            if spec.kind == "agent":
+            if kind_rules(spec.kind).needs_agent_slot:
                 ready = max([run_started, retry_at.get(ev.step_id, 0.0),
                              *(ended_at.get(d, 0.0) for d in spec.deps)])
                 total += max(0.0, ev.at - ready)

@@ -65,7 +65,7 @@ def _step_dict(values: list[Any], spec: StepSpec | None, events: dict[int, Event
     """A step as the API shows it: its values (STEP_FIELDS), its spec in the pinned graph, its texts."""
     step_id = values[_STEP_ID]
     if spec is None:  # not in the graph the run was launched with: cannot happen, see apply
-        spec = StepSpec(id=step_id, kind="")
+        spec = StepSpec(id=step_id, kind="")  # type: ignore[arg-type]  # shown as no kind
     out: dict[str, Any] = {
         "step_id": step_id,
         "ordinal": values[_ORDINAL],

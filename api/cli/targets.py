@@ -30,6 +30,7 @@ from eventstore import EventStore
 from eventstore.leases import Leases
 from flows import decide
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
+from flows.kinds import kind_rules
 from flows.state import RunState
 from flows.status import RunStatus
 from flows.text import check_text
@@ -271,7 +272,7 @@ def plan_from_log(rt: Runtime) -> dict[str, Any]:
         state, _, last_node = read_with_owner(store, run_id)
         if state.launched is None or state.terminal:
             continue
-        running = [sid for sid in state.running() if state.spec(sid).kind == "agent"]
+        running = [sid for sid in state.running() if kind_rules(state.spec(sid).kind).needs_agent_slot]
         slots += len(running)
         node = last_node if last_node in live else ""
         if state.status == RunStatus.QUEUED:
