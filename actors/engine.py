@@ -33,7 +33,7 @@ from actors.bus import FrameBus
 from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
-from actors.errors import EngineUnavailable, LaunchInProgress, NodeInUse, RunOwnedElsewhere
+from actors.errors import EngineTimeout, EngineUnavailable, LaunchInProgress, NodeInUse, RunOwnedElsewhere
 from actors.inbox import Inbox, new_command, outcome_of
 from actors.orchestrator import Orchestrator
 from actors.runlog import decode, live_nodes, load, node_lease
@@ -59,10 +59,6 @@ log = logging.getLogger(__name__)
 
 TERMINAL = RUN_TERMINAL
 _HOPS = 3  # times a command follows a run from node to node before giving up
-
-
-class EngineTimeout(TimeoutError):
-    """The engine did not answer within its ask timeout."""
 
 
 # How long a command waits on a store that has started failing before it is answered with a 503.

@@ -27,6 +27,7 @@ from actors.step import EXECUTORS, Attempt, StepActor
 from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly
 from flows import decide as d
+from flows import errors
 from flows.events import (
     Event,
     RunQueued,
@@ -157,7 +158,7 @@ class RunActor(pykka.ThreadingActor):
         try:
             events = d.resume(self.state, msg.step_id, msg.decision, self.ctx.clock.now(), by=msg.by,
                               comment=msg.comment)
-        except (d.NotWaiting, d.UnknownStep, d.UnknownRun, d.RunFinished, UnstorableText) as exc:
+        except (errors.NotWaiting, errors.UnknownStep, errors.UnknownRun, errors.RunFinished, UnstorableText) as exc:
             _fail(msg.reply, exc)
             self._report_idle()
             return
@@ -171,7 +172,7 @@ class RunActor(pykka.ThreadingActor):
             self._flush_now()  # record what was already staged before deciding the cancel
             self.actor, self.cause = msg.by or "anonymous", "command:cancel"
             events = d.cancel(self.state, self.history, self.ctx.clock.now(), reason=msg.reason, by=msg.by)
-        except (d.RunFinished, d.UnknownRun, UnstorableText) as exc:
+        except (errors.RunFinished, errors.UnknownRun, UnstorableText) as exc:
             _fail(msg.reply, exc)
             self._report_idle()
             return

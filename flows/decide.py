@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from flows import conditions, report, rules, template
+from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.kinds import kind_rules
 from flows.events import (
     Event,
@@ -45,48 +46,6 @@ decided here, so StepStarted records exactly the prompt that was sent."""
 
 FIELDS_COPY_CHARS = 64 * 1024
 """Past this many characters of output, a StepCompleted does not copy the fields out of it."""
-
-
-class RunFinished(Exception):
-    """A command reached a run that has already ended."""
-
-    def __init__(self, run_id: str, status: str) -> None:
-        super().__init__(f"run {run_id} has already ended ({status})")
-        self.run_id = run_id
-        self.status = status
-
-
-class UnknownRun(KeyError):
-    """A command named a run the log does not have."""
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__(run_id)
-        self.run_id = run_id
-
-    def __str__(self) -> str:
-        return f"no run {self.run_id!r}"
-
-
-class UnknownStep(KeyError):
-    """A command named a step the run's graph does not have."""
-
-    def __init__(self, run_id: str, step_id: str) -> None:
-        super().__init__(step_id)
-        self.run_id = run_id
-        self.step_id = step_id
-
-    def __str__(self) -> str:
-        return f"run {self.run_id} has no step {self.step_id!r}"
-
-
-class NotWaiting(Exception):
-    """Approve or reject reached a step that is not waiting for a person."""
-
-    def __init__(self, run_id: str, step_id: str, status: str) -> None:
-        super().__init__(f"step {step_id!r} of run {run_id} is not waiting for approval (it is {status})")
-        self.run_id = run_id
-        self.step_id = step_id
-        self.status = status
 
 
 class Decision(NamedTuple):

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from flows.errors import BatonError
 from flows.kinds import StepKind
 
 BANDS: tuple[str, ...] = ("small", "medium", "large")
@@ -35,7 +36,7 @@ class TriggerRule(str, Enum):
     ALWAYS = "always"
 
 
-class FlowDefinitionError(ValueError):
+class FlowDefinitionError(BatonError, ValueError):
     """A flow is not well defined; the message names the flow, step and problem."""
 
     def __init__(self, flow: str, step: str | None, problem: str) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
+from flows.errors import BatonError
 from flows.events import Event
 
 PROJECTS_STREAM = "projects"
@@ -29,7 +30,7 @@ PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 """Lowercase letters, digits, ``.``, ``_``, ``-``; 1-64 long; it appears in URLs and CLI lines."""
 
 
-class ProjectError(ValueError):
+class ProjectError(BatonError, ValueError):
     """Root of the project decisions' errors; the message says what to change."""
 
 

@@ -33,7 +33,7 @@ from api.cli.targets import Local, Remote, Target, resolve_in
 from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from api.runtime import Runtime, load_registry
 from api.settings import Settings, require_model, safe_url
-from flows import decide
+from flows import decide, errors
 from flows.launch import prepare
 from flows.report import count
 from flows.state import RunState
@@ -50,7 +50,7 @@ def known_run(rt: Runtime, run_id: str) -> tuple[RunState, list[Any]]:
     """The run folded from the log; UnknownRun when the log has no such run."""
     state, history = load_run(rt.store, run_id)
     if state.launched is None:
-        raise decide.UnknownRun(run_id)
+        raise errors.UnknownRun(run_id)
     return state, history
 
 
@@ -164,7 +164,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
                                     f"at position {first['position']} ({first['event_type']}): {first['error']}; "
                                     f"baton replay --run {run_id} reads it from the log")
     if found is None:
-        raise decide.UnknownRun(run_id)
+        raise errors.UnknownRun(run_id)
     if args.json:
         print_json(found)
     elif not args.report:

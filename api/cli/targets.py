@@ -28,7 +28,7 @@ from api.runtime import Runtime
 from api.settings import Settings
 from eventstore import EventStore
 from eventstore.leases import Leases
-from flows import decide
+from flows import errors
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.kinds import kind_rules
 from flows.state import RunState
@@ -85,7 +85,7 @@ def pick(candidates: list[str], given: str) -> str:
     if given in candidates or len(candidates) == 1:
         return given if given in candidates else candidates[0]
     if not candidates:
-        raise decide.UnknownRun(given)
+        raise errors.UnknownRun(given)
     shown = ", ".join(candidates[:5]) + (", ..." if len(candidates) > 5 else "")
     raise RunIdError(f"run id {given!r} is the start of more than one run ({shown}); give more of it")
 
@@ -97,12 +97,12 @@ def resolve_in(store: EventStore, given: str) -> str:
     """
     check_text("RUN", given)
     if not given:
-        raise decide.UnknownRun(given)
+        raise errors.UnknownRun(given)
     for candidate in dict.fromkeys((given, given.upper())):
         found = run_ids_starting(store, candidate, limit=6)
         if found:
             return pick(found, candidate)
-    raise decide.UnknownRun(given)
+    raise errors.UnknownRun(given)
 
 
 def remote_settled(state: RunState) -> bool:

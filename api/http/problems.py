@@ -17,8 +17,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from actors.engine import EngineTimeout
 from actors.errors import (
+    EngineTimeout,
     EngineUnavailable,
     FlowsModuleMissing,
     LaunchInProgress,
@@ -29,7 +29,7 @@ from actors.errors import (
 from api.http.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.catalog import UnknownFlow
-from flows.decide import NotWaiting, RunFinished, UnknownRun, UnknownStep
+from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.launch import LaunchError
 from flows.text import UnstorableText
 

@@ -29,7 +29,7 @@ from api.http import schemas
 from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
 from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
 from eventstore import StoreUnavailableError
-from flows.decide import UnknownRun
+from flows.errors import UnknownRun
 from flows.status import RUN_STATUSES
 from flows.text import describe, find_unstorable
 from projections.queries import UnknownCursor

@@ -30,7 +30,6 @@ from hypothesis import strategies as st
 from flows import Flow, agent, approval, code
 from flows import rules as rules_mod
 from flows.decide import (
-    RunFinished,
     cancel,
     complete,
     decide,
@@ -54,6 +53,7 @@ from flows.events import (
     event_data,
     event_from_data,
 )
+from flows.errors import RunFinished
 from flows.model import FlowSnapshot, StepSpec, TriggerRule
 from flows.state import RunState, StepState, evolve, fold
 from tests.unit.rule_oracle import by_the_prose
