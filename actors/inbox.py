@@ -30,10 +30,11 @@ import msgspec
 from ulid import ULID
 
 from actors.errors import FlowsModuleMissing, NodeDidNotAnswer, RunBusy, RunOwnedElsewhere
-from actors.runlog import SCHEMA_VERSION, node_lease
+from actors.runlog import node_lease
 from eventstore import CorruptEventError, EventStore, NewEvent, RecordedEvent, StoreClosedError
 from eventstore.leases import Leases
 from flows import errors
+from flows.codec import INITIAL_SCHEMA_VERSION
 from flows.commands import CommandAnswered, CommandKind, CommandRequested, Refusal, inbox_of
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ class Inbox:
         data = msgspec.to_builtins(value)
         metadata = {"node": self.node, "actor": by or f"baton@{self.node}",
                     "correlation_id": data["run_id"], "causation_id": f"command:{data['command_id']}",
-                    "schema_version": SCHEMA_VERSION}
+                    "schema_version": INITIAL_SCHEMA_VERSION}
         # Any version: requests from many processes and answers share the stream; order is the log's.
         recorded = self.store.append(stream or self.stream, [NewEvent(type_name, data, metadata)], None)
         return recorded[0].position

@@ -22,9 +22,9 @@ from actors import messages as m
 from actors.agents import CancelToken
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
-from actors.runlog import SCHEMA_VERSION, load
+from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
-from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreClosedError, StoreError
+from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly
 from flows import decide as d
 from flows import errors
@@ -35,7 +35,6 @@ from flows.events import (
     StepCancelled,
     StepFailed,
     StepStarted,
-    event_data,
     stream_of,
 )
 from flows.kinds import kind_rules
@@ -317,10 +316,9 @@ class RunActor(pykka.ThreadingActor):
             "correlation_id": self.run_id,
             # the command behind the batch, else the last recorded event the decision followed
             "causation_id": self.cause or (f"position:{self.history[-1][0]}" if self.history else "launch"),
-            "schema_version": SCHEMA_VERSION,
         }
         self.actor = self.cause = ""
-        new = [NewEvent(type(e).__name__, event_data(e), metadata) for e in batch]
+        new = new_events(batch, metadata)
         try:
             recorded = self.ctx.store.append(self.stream, new, expected_version=self.recorded_version)
         except ConcurrencyError as exc:

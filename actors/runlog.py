@@ -1,34 +1,68 @@
-"""Reading a run's log: its state, its history, and who is driving it.
+"""Reading a run's log: its state, its history, who is driving it, and following it.
 
-Shared by the orchestrator (recovery, ownership) and the RunActor (load).
+Shared by the orchestrator (recovery, ownership), the RunActor (load), the
+Engine (``wait``) and the command line (``baton launch --follow`` & co).
+Every event is decoded through ``flows.codec`` (upcasters included).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import msgspec
 import sqlalchemy as sa
 
 from actors.context import EngineContext
-from eventstore import Codec, EventStore, RecordedEvent
+from eventstore import CorruptEventError, EventStore, NewEvent, RecordedEvent, UnknownEventTypeError
 from flows import decide as d
-from flows.events import EVENT_TYPES, UPCASTERS, Event, stream_of
+from flows.codec import CODEC, INITIAL_SCHEMA_VERSION, UnknownEventType, UpcastError
+from flows.events import Event, event_data, stream_of
 from flows.state import RunState, evolve
 from flows.status import RunStatus
-
-SCHEMA_VERSION = 1  # of every event this engine writes; older data is upcast on read
-CODEC = Codec(EVENT_TYPES, UPCASTERS)
 
 History = list[tuple[int, Event]]
 
 
+def schema_version_of(rec: RecordedEvent) -> int:
+    """The schema version a recorded event's data was written at (its metadata's; 1 when absent).
+
+    Raises CorruptEventError naming the position when it is not an integer.
+    """
+    version = rec.metadata.get("schema_version", INITIAL_SCHEMA_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CorruptEventError(rec.position, f"schema_version {version!r} is not an integer")
+    return version
+
+
 def decode(rec: RecordedEvent) -> Event:
-    """The domain event behind a recorded one, upcast to its current shape.
+    """The domain event behind a recorded one, upcast to its current shape (``flows.codec``).
 
     Raises UnknownEventTypeError or CorruptEventError naming the position.
     """
-    return CODEC.decode(rec)
+    version = schema_version_of(rec)
+    try:
+        return CODEC.decode(rec.type, rec.data, version)
+    except UnknownEventType as exc:
+        raise UnknownEventTypeError(rec.position, exc.type_name) from None
+    except UpcastError as exc:
+        raise CorruptEventError(rec.position, str(exc)) from exc
+    except msgspec.ValidationError as exc:
+        raise CorruptEventError(rec.position, f"data does not fit type {rec.type!r}: {exc}") from None
+
+
+def new_events(events: Sequence[Event], metadata: dict[str, Any]) -> list[NewEvent]:
+    """Events about to be appended, each with ``metadata`` and the schema version its type is written at."""
+    by_version: dict[int, dict[str, Any]] = {}
+    out = []
+    for event in events:
+        name = type(event).__name__
+        version = CODEC.schema_version(name)
+        meta = by_version.get(version)
+        if meta is None:  # one dict per version, shared by the batch's events of that version
+            meta = by_version[version] = {**metadata, "schema_version": version}
+        out.append(NewEvent(name, event_data(event), meta))
+    return out
 
 
 def fold_records(records: Sequence[RecordedEvent], run_id: str = "") -> tuple[RunState, History]:

@@ -51,9 +51,10 @@ from flows.events import (
     StepResumed,
     StepSkipped,
     StepStarted,
+    run_id_of,
 )
 from flows.status import ENDING_STATUS, run_status_of, step_status_of
-from projections.source import decode, run_id_of
+from projections.source import decode
 
 Frame = dict[str, Any]
 
@@ -76,7 +77,7 @@ class Framer:
         run_id = run_id_of(recorded.stream_id)
         if run_id is None:
             return []
-        event = decode(recorded.type, recorded.data, recorded.position)
+        event = decode(recorded.type, recorded.data, recorded.position, recorded.metadata.get("schema_version"))
         if event is None:
             return []
         if isinstance(event, RunLaunched):

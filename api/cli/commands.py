@@ -34,6 +34,7 @@ from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from api.runtime import Runtime, load_registry
 from api.settings import Settings, require_model, safe_url
 from flows import decide, errors
+from flows.events import stream_of
 from flows.launch import prepare
 from flows.report import count
 from flows.state import RunState
@@ -195,7 +196,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
         after, run_id = args.after, None
         if args.run:
             run_id = resolve_in(rt.store, args.run)
-            events = rt.store.read_stream(progress.stream_of(run_id))
+            events = rt.store.read_stream(stream_of(run_id))
             after = events[0].position - 1 if after is None else after
         framer = Framer()
         subscription = rt.store.subscribe(after=rt.store.head() if after is None else after)

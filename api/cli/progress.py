@@ -28,7 +28,7 @@ from rich.text import Text
 from actors.runlog import fold_records
 from api.cli.escape import printable, printable_line
 from eventstore import EventStore
-from flows.events import Event
+from flows.events import Event, stream_of
 from flows.report import count
 from flows.state import RunState, StepState
 from flows.status import RunStatus, StepStatus
@@ -56,11 +56,6 @@ def make_console(*, stderr: bool = False) -> Console:
 
 
 # -- reading a run from the log ------------------------------------------------------------------
-
-
-def stream_of(run_id: str) -> str:
-    """The stream holding a run's events (DESIGN §2)."""
-    return f"run-{run_id}"
 
 
 def load_run(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int, Event]]]:

@@ -30,6 +30,7 @@ from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
 from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
 from eventstore import StoreUnavailableError
 from flows.errors import UnknownRun
+from flows.events import stream_of
 from flows.status import RUN_STATUSES
 from flows.text import describe, find_unstorable
 from projections.queries import UnknownCursor
@@ -196,7 +197,7 @@ async def launch(request: Request) -> Response:
 
 async def _same_request(request: Request, run_id: str, key: str, body: LaunchRequest) -> None:
     """Refuse a key reused for a different launch: answering the earlier run would hide the mistake."""
-    records = await run_in_threadpool(_runtime(request).store.read_stream, f"run-{run_id}")
+    records = await run_in_threadpool(_runtime(request).store.read_stream, stream_of(run_id))
     earlier = {"fast": False, **(records[0].data if records else {})}  # logs from before `fast` lack it
     wanted = {"flow": body.flow, "band": body.band, "project_id": body.project_id,
               "input": {**body.inputs, "question": body.question}, "fast": body.fast}
@@ -315,8 +316,8 @@ async def run_events(request: Request) -> Response:
     run_id = path_run_id(request)
     after = int_param(request, "after_version", 0) or 0
     store = _runtime(request).store
-    records = await run_in_threadpool(store.read_stream, f"run-{run_id}", after)
-    if not records and (after == 0 or not await run_in_threadpool(store.read_stream, f"run-{run_id}")):
+    records = await run_in_threadpool(store.read_stream, stream_of(run_id), after)
+    if not records and (after == 0 or not await run_in_threadpool(store.read_stream, stream_of(run_id))):
         raise UnknownRun(run_id)
     views = [_event_view(r) for r in records]
     fmt = request.query_params.get("format", "")

@@ -10,7 +10,8 @@ import pytest
 from actors.step import EXECUTORS
 from flows import Flow, FlowDefinitionError, StepKind, agent, approval, code
 from flows.decide import decide, start
-from flows.events import RunLaunched, RunStarted, event_data, event_from_data
+from flows.codec import event_from_data
+from flows.events import RunLaunched, RunStarted, event_data
 from flows.kinds import KINDS, kind_rules
 from flows.model import StepSpec
 from flows.state import fold

@@ -39,6 +39,7 @@ from flows.decide import (
     resume,
     start,
 )
+from flows.codec import event_from_data
 from flows.events import (
     Event,
     RunCancelled,
@@ -51,7 +52,6 @@ from flows.events import (
     StepSkipped,
     StepStarted,
     event_data,
-    event_from_data,
 )
 from flows.errors import RunFinished
 from flows.model import FlowSnapshot, StepSpec, TriggerRule

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from eventstore import RecordedEvent
 from flows import Flow, agent, approval
+from flows.codec import event_from_data
 from flows.events import (
     AnomalyDetected,
     Event,
@@ -33,7 +34,6 @@ from flows.events import (
     StepSkipped,
     StepStarted,
     event_data,
-    event_from_data,
 )
 from flows.state import fold
 from flows.status import (
