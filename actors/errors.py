@@ -10,6 +10,7 @@ agents' and the workspace's errors are rooted here as well
 from __future__ import annotations
 
 from flows.errors import BatonError
+from flows.state import RunState
 
 
 class ActorsError(BatonError):
@@ -18,6 +19,16 @@ class ActorsError(BatonError):
 
 class EngineTimeout(ActorsError, TimeoutError):
     """The engine did not answer within its ask timeout."""
+
+
+class RunNotSettled(EngineTimeout):
+    """A run followed (``Engine.wait``, ``actors.runlog.follow``) did not get where it was awaited in
+    time; ``state`` is the last state seen."""
+
+    def __init__(self, run_id: str, state: RunState, timeout: float) -> None:
+        super().__init__(f"run {run_id} is still {state.status} after {timeout:g} s")
+        self.run_id = run_id
+        self.state = state
 
 
 class RunOwnedElsewhere(ActorsError, RuntimeError):

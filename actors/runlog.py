@@ -7,6 +7,7 @@ Every event is decoded through ``flows.codec`` (upcasters included).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -14,8 +15,8 @@ import msgspec
 import sqlalchemy as sa
 
 from actors.context import EngineContext
+from actors.errors import RunNotSettled
 from eventstore import CorruptEventError, EventStore, NewEvent, RecordedEvent, UnknownEventTypeError
-from flows import decide as d
 from flows.codec import CODEC, INITIAL_SCHEMA_VERSION, UnknownEventType, UpcastError
 from flows.events import Event, event_data, stream_of
 from flows.state import RunState, evolve
@@ -98,6 +99,61 @@ def read_with_owner(store: EventStore, run_id: str) -> tuple[RunState, History, 
     return state, history, last_node
 
 
+DRAIN = 1000
+"""Events ``follow`` takes from the subscription at once before it asks its predicate again."""
+
+
+def follow(
+    store: EventStore,
+    run_id: str,
+    until: Callable[[RunState], bool],
+    on_state: Callable[[RunState], None] | None = None,
+    *,
+    timeout: float | None = None,
+) -> RunState:
+    """Follow a run's stream until ``until(state)`` holds; return that state (``Engine.wait``, the CLI).
+
+    Subscribes at the store's head before reading the stream, so no event is
+    missed between the two; then folds each new event of the run onto the
+    state (reading the stream again on a gap). ``until`` is asked, and
+    ``on_state`` told, once the events at hand are folded, not after each:
+    an append of several events is seen whole (up to DRAIN events at a time).
+    No timer polls the store: it waits on the subscription. Raises
+    RunNotSettled (a TimeoutError) after ``timeout`` seconds (None: never).
+    """
+    stream = stream_of(run_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    subscription = store.subscribe(after=store.head())
+    try:
+        state = fold_records(store.read_stream(stream), run_id)[0]
+        if on_state is not None:
+            on_state(state)
+        while not until(state):
+            wait = 1.0
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    raise RunNotSettled(run_id, state, timeout or 0.0)
+            rec = subscription.next_event(timeout=wait)
+            changed, taken = False, 0
+            while rec is not None:
+                if rec.stream_id == stream and rec.version > state.version:
+                    changed = True
+                    if rec.version == state.version + 1:
+                        state = evolve(state, decode(rec), rec.position)  # the next event: fold it on
+                    else:
+                        state = fold_records(store.read_stream(stream), run_id)[0]  # a gap: read it again
+                taken += 1
+                if taken == DRAIN:
+                    break
+                rec = subscription.next_event(timeout=0)  # the rest of what was committed meanwhile
+            if changed and on_state is not None:
+                on_state(state)
+        return state
+    finally:
+        subscription.close()
+
+
 def run_ids_starting(store: EventStore, prefix: str, limit: int = 10) -> list[str]:
     """Ids of runs whose id starts with ``prefix``, in order, at most ``limit``.
 
@@ -154,12 +210,6 @@ def driven_elsewhere(state: RunState, last_node: str, me: str, live: set[str]) -
     if state.terminal or not last_node or last_node == me or last_node not in live:
         return False
     return not (state.status == RunStatus.PAUSED and not state.running())
-
-
-def has_work(state: RunState, now: float) -> bool:
-    """Whether a paused run still has something to start (a branch beside the approval)."""
-    decision = d.decide(state, now)
-    return bool(decision.events or decision.ready or decision.wake_at or state.running())
 
 
 class Route(NamedTuple):

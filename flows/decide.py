@@ -135,6 +135,21 @@ def decide(state: RunState, now: float) -> Decision:
     return Decision(events, [] if finished else list(ready), wake_at, finished)
 
 
+def has_work(state: RunState, now: float) -> bool:
+    """Whether the run has something to do without a person: a step to start (or waiting for a slot),
+    a retry falling due, or an attempt under way (a branch beside a waiting approval)."""
+    decision = decide(state, now)
+    return bool(decision.events or decision.ready or decision.wake_at or state.running())
+
+
+def settled(state: RunState, now: float) -> bool:
+    """Whether following a run can stop: it has ended, or it is paused with nothing to do but wait for
+    a person (a sibling step waiting for an agent slot is something: the run moves on without anyone).
+
+    What ``baton launch --follow``, ``approve`` & co wait for (``actors.runlog.follow``)."""
+    return state.terminal or (state.status == RunStatus.PAUSED and not has_work(state, now))
+
+
 def _check_when(state: RunState, spec: StepSpec) -> tuple[bool, str]:
     cond = _condition(spec.when)
     ok, seen = cond.evaluate(_resolver(state))

@@ -67,52 +67,6 @@ def load_run(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int, 
     return fold_records(store.read_stream(stream_of(run_id)), run_id)
 
 
-def watch_run(
-    store: EventStore,
-    run_id: str,
-    until: Callable[[RunState], bool],
-    on_state: Callable[[RunState], None] | None = None,
-    *,
-    timeout: float | None = None,
-    recheck_s: float | None = None,
-) -> RunState:
-    """Follow a run's stream until ``until(state)`` holds; return that state.
-
-    The state is re-folded from the stream after each committed batch of the
-    run's events, so ``until`` never sees half an append. ``recheck_s`` makes
-    it ask ``until`` again after that long without an event, for predicates
-    that also look outside the log (the engine going idle is not an event).
-    Raises TimeoutError after ``timeout`` seconds (None: wait for ever).
-    """
-    stream = stream_of(run_id)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    subscription = store.subscribe(after=store.head())
-    try:
-        state, _ = load_run(store, run_id)
-        if on_state is not None:
-            on_state(state)
-        while not until(state):
-            wait = 1.0 if recheck_s is None else recheck_s
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"run {run_id} is still {state.status} after {timeout:g} s")
-                wait = min(wait, left)
-            rec = subscription.next_event(timeout=wait)
-            if rec is None:
-                continue
-            changed = rec.stream_id == stream
-            while (more := subscription.next_event(timeout=0)) is not None:  # the rest of the batch
-                changed = changed or more.stream_id == stream
-            if changed:
-                state, _ = load_run(store, run_id)
-                if on_state is not None:
-                    on_state(state)
-        return state
-    finally:
-        subscription.close()
-
-
 # -- the live progress table ---------------------------------------------------------------------
 
 

@@ -21,14 +21,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from actors.engine import Launched
-from actors.runlog import has_work, live_nodes, read_with_owner, run_ids_starting
+from actors.runlog import follow, live_nodes, read_with_owner, run_ids_starting
 from api.cli.client import Client, ServerError
-from api.cli.progress import ProgressView, watch_run
+from api.cli.progress import ProgressView
 from api.runtime import Runtime
 from api.settings import Settings
 from eventstore import EventStore
 from eventstore.leases import Leases
-from flows import errors
+from flows import decide, errors
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.kinds import kind_rules
 from flows.state import RunState
@@ -105,9 +105,10 @@ def resolve_in(store: EventStore, given: str) -> str:
     raise errors.UnknownRun(given)
 
 
-def remote_settled(state: RunState) -> bool:
-    """Ended, or paused with nothing else to do (a sibling step waiting for a slot is something)."""
-    return state.terminal or (state.status == RunStatus.PAUSED and not has_work(state, time.time()))
+def settled(state: RunState) -> bool:
+    """Where following a run stops: ended, or paused with nothing but a person to wait for
+    (``flows.decide.settled``; a sibling step waiting for a slot is something)."""
+    return decide.settled(state, time.time())
 
 
 # -- in this process -----------------------------------------------------------------------------
@@ -167,28 +168,10 @@ class Local:
         rt = self.start()
         unsubscribe = rt.bus.subscribe(view.on_delta) if view is not None else None
         try:
-            return watch_run(rt.store, run_id, self._settled(run_id), view.update if view else None, recheck_s=0.2)
+            return follow(rt.store, run_id, settled, view.update if view else None)
         finally:
             if unsubscribe is not None:
                 unsubscribe()
-
-    def _settled(self, run_id: str) -> Callable[[RunState], bool]:
-        """Ended, or paused with the engine idle on it.
-
-        A paused state alone is not enough: a sibling agent step may still wait
-        for a slot, and then the run moves on without anyone's decision.
-        """
-        engine = self.rt.engine
-
-        def check_state(state: RunState) -> bool:
-            if state.terminal:
-                return True
-            if state.status != RunStatus.PAUSED:
-                return False
-            if engine is None:
-                return not has_work(state, time.time())
-            return all(r["run_id"] != run_id for r in engine.plan()["in_progress"])
-        return check_state
 
     def runs(self, *, status: str | None, flow: str | None, project_id: str | None, limit: int) -> list[dict[str, Any]]:
         read_model = self.start().read_model
@@ -348,7 +331,7 @@ class Remote:
         if view is not None:
             view.update(state)
         for _ in range(3):  # the stream ends when the server stops: follow it again, then give up
-            if remote_settled(state):
+            if settled(state):
                 return state
             for frame in self.client.frames(run_id, after=state.position):
                 if frame.get("type") == "step_delta":
@@ -360,7 +343,7 @@ class Remote:
                 state = self.client.state(run_id, state)
                 if view is not None:
                     view.update(state)
-                if remote_settled(state):
+                if settled(state):
                     return state
         raise ServerError(1, f"the baton server at {self.client.url} stopped streaming run {run_id}; it goes on "
                              f"there: baton show {run_id}")
