@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from actors.context import EngineContext
 from actors.errors import RunNotSettled
 from eventstore import CorruptEventError, EventStore, NewEvent, RecordedEvent, UnknownEventTypeError
-from flows.codec import CODEC, INITIAL_SCHEMA_VERSION, UnknownEventType, UpcastError
+from flows.codec import CODEC, INITIAL_SCHEMA_VERSION, EventCodec, UnknownEventType, UpcastError
 from flows.events import Event, event_data, stream_of
 from flows.state import RunState, evolve
 from flows.status import RunStatus
@@ -36,14 +36,15 @@ def schema_version_of(rec: RecordedEvent) -> int:
     return version
 
 
-def decode(rec: RecordedEvent) -> Event:
-    """The domain event behind a recorded one, upcast to its current shape (``flows.codec``).
+def decode(rec: RecordedEvent, codec: EventCodec = CODEC) -> Event:
+    """The domain event behind a recorded one, upcast to its current shape (``flows.codec``;
+    ``codec`` is the run events' unless given, e.g. ``flows.projects.PROJECT_CODEC``).
 
     Raises UnknownEventTypeError or CorruptEventError naming the position.
     """
     version = schema_version_of(rec)
     try:
-        return CODEC.decode(rec.type, rec.data, version)
+        return codec.decode(rec.type, rec.data, version)
     except UnknownEventType as exc:
         raise UnknownEventTypeError(rec.position, exc.type_name) from None
     except UpcastError as exc:
@@ -52,13 +53,13 @@ def decode(rec: RecordedEvent) -> Event:
         raise CorruptEventError(rec.position, f"data does not fit type {rec.type!r}: {exc}") from None
 
 
-def new_events(events: Sequence[Event], metadata: dict[str, Any]) -> list[NewEvent]:
+def new_events(events: Sequence[Event], metadata: dict[str, Any], codec: EventCodec = CODEC) -> list[NewEvent]:
     """Events about to be appended, each with ``metadata`` and the schema version its type is written at."""
     by_version: dict[int, dict[str, Any]] = {}
     out = []
     for event in events:
         name = type(event).__name__
-        version = CODEC.schema_version(name)
+        version = codec.schema_version(name)
         meta = by_version.get(version)
         if meta is None:  # one dict per version, shared by the batch's events of that version
             meta = by_version[version] = {**metadata, "schema_version": version}

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
+from flows.codec import EventCodec
 from flows.errors import BatonError
 from flows.events import Event
 
@@ -115,6 +116,8 @@ class ProjectRemoved(Event, frozen=True):
 
 ProjectEvent = ProjectRegistered | ProjectRemoved
 PROJECT_EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (ProjectRegistered, ProjectRemoved)}
+PROJECT_CODEC = EventCodec(PROJECT_EVENT_TYPES)
+"""How the ``projects`` stream is read (``flows.codec``; no upcaster yet)."""
 
 
 class ProjectRegistry(msgspec.Struct, frozen=True):

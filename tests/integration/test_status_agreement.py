@@ -21,7 +21,7 @@ import pytest
 from actors.config import EngineConfig
 from actors.engine import Engine
 from actors.runlog import decode
-from eventstore import RecordedEvent, open_store
+from eventstore import open_store
 from flows import Flow, StepContext, StepKind, agent, approval, code
 from flows.catalog import builtin
 from flows.events import stream_of
