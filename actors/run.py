@@ -186,7 +186,8 @@ class RunActor(pykka.ThreadingActor):
     def _on_granted(self, msg: m.SlotsGranted) -> None:
         usable = [sid for sid in msg.step_ids if sid in self.requested]
         self.requested.difference_update(usable)
-        startable = [sid for sid in usable if self.state.steps[sid].status == StepStatus.PENDING and not self.state.terminal]
+        startable = [sid for sid in usable
+                     if self.state.steps[sid].status == StepStatus.PENDING and not self.state.terminal]
         self.held.update(startable)
         unused = tuple(sid for sid in msg.step_ids if sid not in startable)
         if unused:

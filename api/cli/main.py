@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", metavar="P", help="project id")
     p.add_argument("--follow", action="store_true", help="show the live progress table and the report")
     p = add("runs", cmd_runs, "list runs, newest first")
-    p.add_argument("--status", choices=[s.value for s in RUN_STATUSES], metavar="STATUS", help=f"one of {', '.join(RUN_STATUSES)}")
+    p.add_argument("--status", choices=[s.value for s in RUN_STATUSES], metavar="STATUS",
+                   help=f"one of {', '.join(RUN_STATUSES)}")
     p.add_argument("--flow")
     p.add_argument("--project")
     p.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N runs (default: 20)")

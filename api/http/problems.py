@@ -31,6 +31,7 @@ from eventstore import StoreError, StoreUnavailableError
 from flows.catalog import UnknownFlow
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.launch import LaunchError
+from flows.status import RunStatus
 from flows.text import UnstorableText
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def details(exc: BaseException) -> dict[str, Any]:
         case RunFinished():
             return {"detail": str(exc), "state": exc.status}
         case RunOwnedElsewhere():
-            return {"detail": str(exc), "state": "running", "owner": exc.owner}
+            return {"detail": str(exc), "state": RunStatus.RUNNING, "owner": exc.owner}
         case FlowsModuleMissing():
             return {"detail": str(exc), "module": exc.module}
         case LaunchInProgress():

@@ -90,7 +90,8 @@ def drive(engine: Engine) -> dict[str, str]:
     RELEASE.set()
     runs[held] = "cancel"
     for run_id, how in runs.items():
-        while (state := engine.wait(run_id, RUN_TERMINAL | {RunStatus.PAUSED}, timeout=WAIT)).status == RunStatus.PAUSED:
+        awaited = RUN_TERMINAL | {RunStatus.PAUSED}
+        while (state := engine.wait(run_id, awaited, timeout=WAIT)).status == RunStatus.PAUSED:
             waiting = [sid for sid, st in state.steps.items() if st.status == StepStatus.PAUSED]
             if how == "cancel":
                 engine.cancel(run_id, reason="not needed", by="tests")
