@@ -92,21 +92,27 @@ def step_ended(status: str) -> bool:
     return status in STEP_TERMINAL
 
 
-def run_status(current: str, steps: Iterable[tuple[str, bool]]) -> str:
-    """The status of a run after one of its steps moved, given every step's ``(status, retry_pending)``.
+_RUNNING, _PENDING, _PAUSED = StepStatus.RUNNING.value, StepStatus.PENDING.value, StepStatus.PAUSED.value
+
+
+def run_status(current: str, steps: Iterable[tuple[str, object]]) -> str:
+    """The status of a run after one of its steps moved, given every step's ``(status, retry_pending)``
+    (``retry_pending`` is read as true or false: a retry time will do).
 
     Running or paused, for a run under way: paused means a person is awaited
     and nothing else can move (no attempt under way and no retry pending). A
     run that is not under way (queued, or ended) keeps its status: step events
-    of a queued run, or of a cancel, do not move it.
+    of a queued run, or of a cancel, do not move it. A step may be given more
+    than once (the one that just moved first, then all: it decides at once when
+    it runs).
     """
     if current not in RUN_UNDER_WAY:
         return current
     paused = False
-    for status, retry_pending in steps:
-        if status == StepStatus.RUNNING or (retry_pending and status == StepStatus.PENDING):
+    for status, retry_pending in steps:  # plain-string compares: the projector calls this per step event
+        if status == _RUNNING or (retry_pending and status == _PENDING):
             return RunStatus.RUNNING
-        if status == StepStatus.PAUSED:
+        if status == _PAUSED:
             paused = True
     return RunStatus.PAUSED if paused else RunStatus.RUNNING
 
@@ -116,18 +122,12 @@ def decision_status(decision: str) -> StepStatus:
     return StepStatus.COMPLETED if decision == "approved" else StepStatus.REJECTED
 
 
-def _failed(event: StepFailed) -> StepStatus:
-    return StepStatus.PENDING if event.will_retry else StepStatus.FAILED
-
-
-_STEP_STATUS_OF = {
-    StepStarted: lambda e: StepStatus.RUNNING,
-    StepCompleted: lambda e: StepStatus.COMPLETED,
-    StepFailed: _failed,
-    StepCancelled: lambda e: StepStatus.CANCELLED,
-    StepSkipped: lambda e: StepStatus.SKIPPED,
-    StepPaused: lambda e: StepStatus.PAUSED,
-    StepResumed: lambda e: decision_status(e.decision),
+_STEP_STATUS_OF: dict[type[Event], StepStatus] = {
+    StepStarted: StepStatus.RUNNING,
+    StepCompleted: StepStatus.COMPLETED,
+    StepCancelled: StepStatus.CANCELLED,
+    StepSkipped: StepStatus.SKIPPED,
+    StepPaused: StepStatus.PAUSED,
 }
 
 _RUN_STATUS_OF: dict[type[Event], RunStatus] = {
@@ -146,9 +146,19 @@ ENDING_STATUS: dict[type[Event], RunStatus] = {
 
 
 def step_status_of(event: Event) -> StepStatus | None:
-    """The status a step event gives its step (None for an event that is not a step's move)."""
-    rule = _STEP_STATUS_OF.get(type(event))
-    return rule(event) if rule is not None else None
+    """The status a step event gives its step (None for an event that is not a step's move).
+
+    A failed attempt that will be retried leaves its step pending; a decision
+    on an approval completes or rejects it (:func:`decision_status`).
+    """
+    status = _STEP_STATUS_OF.get(event.__class__)
+    if status is not None:
+        return status
+    if isinstance(event, StepFailed):
+        return StepStatus.PENDING if event.will_retry else StepStatus.FAILED
+    if isinstance(event, StepResumed):
+        return decision_status(event.decision)
+    return None
 
 
 def run_status_of(event: Event) -> RunStatus | None:

@@ -12,6 +12,8 @@ Everything written is a function of the events: no clock, no randomness.
 from __future__ import annotations
 
 import logging
+from itertools import chain
+from operator import itemgetter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -209,10 +211,13 @@ def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunR
     return rows
 
 
-def _run_status(rows: RunRows) -> str:
-    """``flows.status.run_status`` over the rows: a retry is pending while ``retry_at`` is set
-    (``not_before`` in the fold)."""
-    return run_status(rows.run["status"], ((s["status"], bool(s["retry_at"])) for s in rows.steps.values()))
+def _run_status(rows: RunRows, moved: Row) -> str:
+    """``flows.status.run_status`` over the rows, the step that ``moved`` first (a running one settles
+    it at once). A retry is pending while ``retry_at`` is set (``not_before`` in the fold)."""
+    return run_status(rows.run["status"], map(_STATUS_AND_RETRY, chain((moved,), rows.steps.values())))
+
+
+_STATUS_AND_RETRY = itemgetter("status", "retry_at")
 
 
 def _step(rows: RunRows, step_id: str, position: int) -> Row | None:
@@ -265,7 +270,7 @@ def _step_started(work: Workset, rows: RunRows, e: StepStarted, position: int) -
     row["unresolved"] = e.unresolved
     if e.persona:
         row["persona"] = e.persona
-    rows.run["status"] = _run_status(rows)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -280,7 +285,7 @@ def _step_completed(work: Workset, rows: RunRows, e: StepCompleted, position: in
     row["usage"] = e.usage
     row["ended_at"] = e.at
     row["duration_s"] = e.duration_s
-    rows.run["status"] = _run_status(rows)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -294,7 +299,7 @@ def _step_failed(work: Workset, rows: RunRows, e: StepFailed, position: int) -> 
     )
     if e.will_retry:
         row["retry_at"] = e.retry_at or e.at
-    rows.run["status"] = _run_status(rows)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -303,7 +308,7 @@ def _step_cancelled(work: Workset, rows: RunRows, e: StepCancelled, position: in
     if row is None:
         return False
     row.update(status=step_status_of(e), error=e.reason, ended_at=e.at)
-    rows.run["status"] = _run_status(rows)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -315,7 +320,7 @@ def _step_skipped(work: Workset, rows: RunRows, e: StepSkipped, position: int) -
     row["skip_reason"] = e.reason
     row["detail"] = e.detail
     row["ended_at"] = e.at
-    rows.run["status"] = _run_status(rows)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -326,7 +331,7 @@ def _step_paused(work: Workset, rows: RunRows, e: StepPaused, position: int) -> 
     row["status"] = step_status_of(e)
     row["prompt_position"] = position
     row["started_at"] = e.at
-    rows.run["status"] = _run_status(rows)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -339,7 +344,7 @@ def _step_resumed(work: Workset, rows: RunRows, e: StepResumed, position: int) -
         status=step_status_of(e),
         output_position=position, comment=e.comment, decided_by=e.by, ended_at=e.at,
     )
-    rows.run["status"] = _run_status(rows)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
