@@ -6,6 +6,7 @@ so replay never re-evaluates a condition or a trigger rule.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -141,7 +142,10 @@ def _step(state: RunState, step_id: str, **changes: Any) -> dict[str, StepState]
 
 def run_status(state: RunState, steps: dict[str, StepState]) -> str:
     """Running or paused, for a started run that has not ended (the rule: ``flows.status.run_status``)."""
-    return _run_status(state.status, ((s.status, bool(s.not_before)) for s in steps.values()))
+    return _run_status(state.status, map(_STATUS_AND_RETRY, steps.values()))
+
+
+_STATUS_AND_RETRY = attrgetter("status", "not_before")  # a retry is pending while not_before is set
 
 
 def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
@@ -154,27 +158,6 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
     """
     common: dict[str, Any] = {"version": state.version + 1, "position": position or state.position}
     match event:
-        case RunLaunched():
-            if state.launched is not None:
-                return replace(state, **common)
-            steps = {spec.id: StepState() for spec in event.snapshot.steps}
-            return replace(
-                state,
-                run_id=event.run_id,
-                status=run_status_of(event),
-                launched=event,
-                steps=steps,
-                launched_at=event.at,
-                **common,
-            )
-        case RunQueued() | RunStarted() | RunCompleted() | RunFailed() | RunRejected() | RunCancelled() if (
-            not takes_run_event(state.status)
-        ):
-            return replace(state, **common)
-        case RunQueued():
-            return replace(state, status=run_status_of(event), queue_reason=event.reason, **common)
-        case RunStarted():
-            return replace(state, status=run_status_of(event), queue_reason="", started_at=event.at, **common)
         case StepStarted():
             steps = _step(
                 state,
@@ -215,9 +198,6 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 changes["not_before"] = event.retry_at or event.at
             steps = _step(state, event.step_id, **changes)
             return replace(state, steps=steps, status=run_status(state, steps), **common)
-        case StepCancelled():
-            steps = _step(state, event.step_id, status=step_status_of(event), error=event.reason, ended_at=event.at)
-            return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepSkipped():
             steps = _step(
                 state, event.step_id, status=step_status_of(event), skip_reason=event.reason, detail=event.detail,
@@ -237,8 +217,9 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 ended_at=event.at,
             )
             return replace(state, steps=steps, status=run_status(state, steps), **common)
-        case RunRecovered():
-            return replace(state, recoveries=state.recoveries + 1, **common)
+        case StepCancelled():
+            steps = _step(state, event.step_id, status=step_status_of(event), error=event.reason, ended_at=event.at)
+            return replace(state, steps=steps, status=run_status(state, steps), **common)
         case AnomalyDetected():
             prev = state.steps[event.step_id]
             steps = _step(
@@ -246,6 +227,29 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 guidance=event.guidance or prev.guidance,
             )
             return replace(state, steps=steps, **common)
+        case RunLaunched():
+            if state.launched is not None:
+                return replace(state, **common)
+            steps = {spec.id: StepState() for spec in event.snapshot.steps}
+            return replace(
+                state,
+                run_id=event.run_id,
+                status=run_status_of(event),
+                launched=event,
+                steps=steps,
+                launched_at=event.at,
+                **common,
+            )
+        case RunQueued() | RunStarted() | RunCompleted() | RunFailed() | RunRejected() | RunCancelled() if (
+            not takes_run_event(state.status)
+        ):
+            return replace(state, **common)
+        case RunQueued():
+            return replace(state, status=run_status_of(event), queue_reason=event.reason, **common)
+        case RunStarted():
+            return replace(state, status=run_status_of(event), queue_reason="", started_at=event.at, **common)
+        case RunRecovered():
+            return replace(state, recoveries=state.recoveries + 1, **common)
         case RunCompleted():
             return replace(state, status=run_status_of(event), ended_at=event.at, report=event.report, **common)
         case RunFailed() | RunRejected() | RunCancelled():
