@@ -203,7 +203,7 @@ class StepActor:
     def _run(self) -> StepResult:
         a = self.attempt
         t0 = time.monotonic()
-        base = dict(step_id=a.step_id, attempt=a.attempt)
+        base: dict[str, Any] = dict(step_id=a.step_id, attempt=a.attempt)
         try:
             answer = self.call.run(a.token, self._delta)
             if too_big := self._too_big(answer.output, self.call.what):

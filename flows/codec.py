@@ -97,10 +97,9 @@ class EventCodec:
                     raise UnknownEventType(type_name)
                 return decoder.decode(data)
             return self._convert(type_name, data)
-        if isinstance(data, (str, bytes, bytearray)):
-            data = msgspec.json.decode(data)
-        name, data = self.upcast(type_name, data, schema_version)
-        return self._convert(name, data)
+        values: dict[str, Any] = msgspec.json.decode(data) if isinstance(data, (str, bytes, bytearray)) else data
+        name, upcast = self.upcast(type_name, values, schema_version)
+        return self._convert(name, upcast)
 
     def upcast(self, type_name: str, data: dict[str, Any], schema_version: int) -> tuple[str, dict[str, Any]]:
         """``(type name, data)`` brought from ``schema_version`` to the current shape."""
