@@ -15,8 +15,9 @@ upcaster starts from (:meth:`EventCodec.schema_version`), so new events are
 never upcast.
 
 Decoding data that no upcaster applies to goes straight from JSON text into
-the event's type with one msgspec Decoder per type (:meth:`EventCodec.decoder`):
-a rebuild reads millions of events this way (bench/projections.py).
+the event's type with one msgspec Decoder per type (in :meth:`EventCodec.decode`,
+and for a whole page :meth:`EventCodec.fast`): a rebuild reads millions of
+events this way (bench/projections.py).
 Nothing here does I/O; the store is the caller's.
 """
 
@@ -127,13 +128,6 @@ class EventCodec:
     def knows(self, type_name: str) -> bool:
         """Whether ``type_name`` is one of this codec's types (or one an upcaster renames)."""
         return type_name in self.types or type_name in self.versioned()
-
-    def decoder(self, type_name: str, schema_version: int) -> msgspec.json.Decoder[Any] | None:
-        """A decoder from JSON text straight to the event, when no upcaster applies to this
-        ``(type, version)``; None when one does (or the type is unknown): use :meth:`decode`."""
-        if (type_name, schema_version) in self.upcasters:
-            return None
-        return self._decoders.get(type_name)
 
     def fast(self) -> Mapping[str, msgspec.json.Decoder[Any]]:
         """Decoders of the types no upcaster starts from at any version: their data decodes
