@@ -34,10 +34,10 @@ from actors.bus import FrameBus
 from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
-from actors.errors import EngineUnavailable, LaunchInProgress, NodeInUse, RunOwnedElsewhere
+from actors.errors import EngineTimeout, EngineUnavailable, LaunchInProgress, NodeInUse, RunOwnedElsewhere
 from actors.inbox import Inbox, new_command, outcome_of
 from actors.orchestrator import Orchestrator
-from actors.runlog import decode, live_nodes, load, node_lease
+from actors.runlog import follow, live_nodes, load, node_lease
 from actors.step_threads import StepThreads
 from eventstore import (
     ConcurrencyError,
@@ -54,16 +54,13 @@ from flows.launch import LaunchParams
 from flows.commands import CommandKind, CommandRequested, Refusal
 from flows.catalog import FlowRegistry
 from flows.events import stream_of
-from flows.state import RUN_TERMINAL, RunState, evolve
+from flows.state import RunState
+from flows.status import RUN_TERMINAL
 
 log = logging.getLogger(__name__)
 
 TERMINAL = RUN_TERMINAL
 _HOPS = 3  # times a command follows a run from node to node before giving up
-
-
-class EngineTimeout(TimeoutError):
-    """The engine did not answer within its ask timeout."""
 
 
 # How long a command waits on a store that has started failing before it is answered with a 503.
@@ -329,27 +326,11 @@ class Engine:
     ) -> RunState:
         """Block until the run's state satisfies ``until`` (a predicate or a set of statuses).
 
-        Follows the store, so it sees runs driven by any process. Raises
-        EngineTimeout with the last state seen.
+        Follows the store (``actors.runlog.follow``), so it sees runs driven by
+        any process. Raises RunNotSettled (an EngineTimeout) with the last state seen.
         """
         check = until if callable(until) else (lambda s, wanted=frozenset(until): s.status in wanted)
-        deadline = time.monotonic() + timeout
-        subscription = self.store.subscribe(after=self.store.head())
-        try:
-            state = self.state(run_id)
-            stream = stream_of(run_id)
-            while not check(state):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise EngineTimeout(f"run {run_id} is {state.status} after {timeout:g} s")
-                rec = subscription.next_event(timeout=min(left, 1.0))
-                if rec is not None and rec.stream_id == stream and rec.version == state.version + 1:
-                    state = evolve(state, decode(rec), rec.position)  # the next event: fold it on
-                elif rec is None or rec.stream_id == stream:
-                    state = self.state(run_id)  # a gap (or a quiet second): read the stream again
-            return state
-        finally:
-            subscription.close()
+        return follow(self.store, run_id, check, timeout=timeout)
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -1,9 +1,37 @@
-"""Errors the engine raises besides the pure core's (flows.decide, flows.launch)."""
+"""The actors' errors: one root, :class:`ActorsError`, under the core's ``flows.errors.BatonError``.
+
+Errors the engine raises besides the pure core's (``flows.errors``) are all
+``ActorsError``; the ones callers have caught by a builtin kind keep that base
+too (``EngineTimeout`` and ``NodeDidNotAnswer`` are ``TimeoutError``). The
+agents' and the workspace's errors are rooted here as well
+(``actors.agents.AgentError``, ``actors.workspace.errors.WorkspaceError``).
+"""
 
 from __future__ import annotations
 
+from flows.errors import BatonError
+from flows.state import RunState
 
-class RunOwnedElsewhere(RuntimeError):
+
+class ActorsError(BatonError):
+    """The root of the errors the actors (the engine, its agents and workspaces) raise."""
+
+
+class EngineTimeout(ActorsError, TimeoutError):
+    """The engine did not answer within its ask timeout."""
+
+
+class RunNotSettled(EngineTimeout):
+    """A run followed (``Engine.wait``, ``actors.runlog.follow``) did not get where it was awaited in
+    time; ``state`` is the last state seen."""
+
+    def __init__(self, run_id: str, state: RunState, timeout: float) -> None:
+        super().__init__(f"run {run_id} is still {state.status} after {timeout:g} s")
+        self.run_id = run_id
+        self.state = state
+
+
+class RunOwnedElsewhere(ActorsError, RuntimeError):
     """Another live process owns the run (its lease); send the command there.
 
     ``node`` names that process's node when it is one a command can be handed
@@ -18,7 +46,7 @@ class RunOwnedElsewhere(RuntimeError):
         self.node = node
 
 
-class RunBusy(RuntimeError):
+class RunBusy(ActorsError, RuntimeError):
     """The run's actor is being stopped or handed over at this moment; retry shortly."""
 
     def __init__(self, run_id: str) -> None:
@@ -26,7 +54,7 @@ class RunBusy(RuntimeError):
         self.run_id = run_id
 
 
-class LaunchInProgress(RuntimeError):
+class LaunchInProgress(ActorsError, RuntimeError):
     """A launch of this run id is already under way in this process (a repeated Idempotency-Key)."""
 
     def __init__(self, run_id: str) -> None:
@@ -34,7 +62,7 @@ class LaunchInProgress(RuntimeError):
         self.run_id = run_id
 
 
-class NodeInUse(RuntimeError):
+class NodeInUse(ActorsError, RuntimeError):
     """Another live process already runs under this node name (BATON_NODE)."""
 
     def __init__(self, node: str, owner: str) -> None:
@@ -44,7 +72,7 @@ class NodeInUse(RuntimeError):
         self.owner = owner
 
 
-class FlowsModuleMissing(RuntimeError):
+class FlowsModuleMissing(ActorsError, RuntimeError):
     """A run's code steps need a module this process cannot import, and no live process drives the run.
 
     Taking the run over here would fail those steps with "No module named
@@ -58,7 +86,7 @@ class FlowsModuleMissing(RuntimeError):
         self.module = module
 
 
-class NodeDidNotAnswer(TimeoutError):
+class NodeDidNotAnswer(ActorsError, TimeoutError):
     """The node driving a run holds its lease but did not answer a command handed to it in time."""
 
     def __init__(self, run_id: str, node: str, timeout: float) -> None:
@@ -68,7 +96,7 @@ class NodeDidNotAnswer(TimeoutError):
         self.node = node
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(ActorsError, RuntimeError):
     """The engine's orchestrator is not running (it failed and is being restarted, or the engine stopped)."""
 
     def __init__(self, detail: str) -> None:

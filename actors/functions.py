@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flows.catalog import FlowRegistry
+from flows.kinds import kind_rules
 from flows.model import function_ref
 from flows.state import RunState
 
@@ -51,7 +52,7 @@ def missing_module(state: RunState, registry: FlowRegistry) -> str:
     if state.launched is None or state.terminal:
         return ""
     for spec in state.snapshot.steps:
-        if spec.kind != "code" or not spec.fn or state.steps[spec.id].terminal:
+        if not kind_rules(spec.kind).runs_function or not spec.fn or state.steps[spec.id].terminal:
             continue
         fn, _ = resolve_function(spec.fn, registry, state.snapshot.name, spec.id)
         if fn is None:

@@ -30,10 +30,11 @@ import msgspec
 from ulid import ULID
 
 from actors.errors import FlowsModuleMissing, NodeDidNotAnswer, RunBusy, RunOwnedElsewhere
-from actors.runlog import SCHEMA_VERSION, node_lease
+from actors.runlog import node_lease
 from eventstore import CorruptEventError, EventStore, NewEvent, RecordedEvent, StoreClosedError
 from eventstore.leases import Leases
-from flows import decide as d
+from flows import errors
+from flows.codec import INITIAL_SCHEMA_VERSION
 from flows.commands import CommandAnswered, CommandKind, CommandRequested, Refusal, inbox_of
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,13 @@ def answer_for(command: CommandRequested, outcome: int | BaseException, at: floa
         return CommandAnswered(command_id=command.command_id, run_id=command.run_id, position=outcome, at=at)
     refusal, state, owner, module = Refusal.FAILED, "", "", ""
     match outcome:
-        case d.UnknownRun():
+        case errors.UnknownRun():
             refusal = Refusal.UNKNOWN_RUN
-        case d.UnknownStep():
+        case errors.UnknownStep():
             refusal = Refusal.UNKNOWN_STEP
-        case d.NotWaiting():
+        case errors.NotWaiting():
             refusal, state = Refusal.NOT_WAITING, outcome.status
-        case d.RunFinished():
+        case errors.RunFinished():
             refusal, state = Refusal.RUN_FINISHED, outcome.status
         case RunOwnedElsewhere():
             refusal, owner = Refusal.OWNED_ELSEWHERE, outcome.node or outcome.owner
@@ -85,13 +86,13 @@ def outcome_of(command: CommandRequested, answer: CommandAnswered) -> int:
         case None:
             return answer.position
         case Refusal.UNKNOWN_RUN:
-            raise d.UnknownRun(run_id)
+            raise errors.UnknownRun(run_id)
         case Refusal.UNKNOWN_STEP:
-            raise d.UnknownStep(run_id, step_id)
+            raise errors.UnknownStep(run_id, step_id)
         case Refusal.NOT_WAITING:
-            raise d.NotWaiting(run_id, step_id, answer.state)
+            raise errors.NotWaiting(run_id, step_id, answer.state)
         case Refusal.RUN_FINISHED:
-            raise d.RunFinished(run_id, answer.state)
+            raise errors.RunFinished(run_id, answer.state)
         case Refusal.OWNED_ELSEWHERE:
             raise RunOwnedElsewhere(run_id, answer.owner, node=answer.owner)
         case Refusal.BUSY:
@@ -229,7 +230,7 @@ class Inbox:
         data = msgspec.to_builtins(value)
         metadata = {"node": self.node, "actor": by or f"baton@{self.node}",
                     "correlation_id": data["run_id"], "causation_id": f"command:{data['command_id']}",
-                    "schema_version": SCHEMA_VERSION}
+                    "schema_version": INITIAL_SCHEMA_VERSION}
         # Any version: requests from many processes and answers share the stream; order is the log's.
         recorded = self.store.append(stream or self.stream, [NewEvent(type_name, data, metadata)], None)
         return recorded[0].position

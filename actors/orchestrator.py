@@ -42,10 +42,11 @@ from actors.context import EngineContext
 from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewhere
 from actors.functions import missing_module
 from actors.run import RunActor
-from actors.runlog import driven_elsewhere, has_work, live_nodes, load_with_owner, node_lease, route
+from actors.runlog import driven_elsewhere, live_nodes, load_with_owner, node_lease, route
 from actors.scheduler import START_FREED, Phase, Scheduler
 from eventstore import StoreError
 from eventstore.leases import default_owner
+from flows.decide import has_work
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.state import RunState
 

@@ -19,15 +19,15 @@ import pykka
 from msgspec.structs import replace
 
 from actors import messages as m
-from actors.agents import AgentRequest, CancelToken, persona_text
+from actors.agents import CancelToken
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
-from actors.functions import resolve_function
-from actors.runlog import SCHEMA_VERSION, load
-from actors.step import Attempt, StepActor, StepContext
-from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreClosedError, StoreError
+from actors.runlog import load, new_events
+from actors.step import EXECUTORS, Attempt, StepActor
+from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly
 from flows import decide as d
+from flows import errors
 from flows.events import (
     Event,
     RunQueued,
@@ -35,11 +35,12 @@ from flows.events import (
     StepCancelled,
     StepFailed,
     StepStarted,
-    event_data,
     stream_of,
 )
+from flows.kinds import kind_rules
 from flows.redact import redactor
 from flows.state import RunState, evolve
+from flows.status import RunStatus, StepStatus
 from flows.text import UnstorableText
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class RunActor(pykka.ThreadingActor):
             self._flush()
 
     def _on_begin(self, msg: m.Begin) -> None:
-        if self.state.status != "queued":
+        if self.state.status != RunStatus.QUEUED:
             self._flush()
             return
         self._stage([RunStarted(run_id=self.run_id, reason=msg.reason, at=self.ctx.clock.now())])
@@ -156,7 +157,7 @@ class RunActor(pykka.ThreadingActor):
         try:
             events = d.resume(self.state, msg.step_id, msg.decision, self.ctx.clock.now(), by=msg.by,
                               comment=msg.comment)
-        except (d.NotWaiting, d.UnknownStep, d.UnknownRun, d.RunFinished, UnstorableText) as exc:
+        except (errors.NotWaiting, errors.UnknownStep, errors.UnknownRun, errors.RunFinished, UnstorableText) as exc:
             _fail(msg.reply, exc)
             self._report_idle()
             return
@@ -170,7 +171,7 @@ class RunActor(pykka.ThreadingActor):
             self._flush_now()  # record what was already staged before deciding the cancel
             self.actor, self.cause = msg.by or "anonymous", "command:cancel"
             events = d.cancel(self.state, self.history, self.ctx.clock.now(), reason=msg.reason, by=msg.by)
-        except (d.RunFinished, d.UnknownRun, UnstorableText) as exc:
+        except (errors.RunFinished, errors.UnknownRun, UnstorableText) as exc:
             _fail(msg.reply, exc)
             self._report_idle()
             return
@@ -185,7 +186,8 @@ class RunActor(pykka.ThreadingActor):
     def _on_granted(self, msg: m.SlotsGranted) -> None:
         usable = [sid for sid in msg.step_ids if sid in self.requested]
         self.requested.difference_update(usable)
-        startable = [sid for sid in usable if self.state.steps[sid].status == "pending" and not self.state.terminal]
+        startable = [sid for sid in usable
+                     if self.state.steps[sid].status == StepStatus.PENDING and not self.state.terminal]
         self.held.update(startable)
         unused = tuple(sid for sid in msg.step_ids if sid not in startable)
         if unused:
@@ -315,10 +317,9 @@ class RunActor(pykka.ThreadingActor):
             "correlation_id": self.run_id,
             # the command behind the batch, else the last recorded event the decision followed
             "causation_id": self.cause or (f"position:{self.history[-1][0]}" if self.history else "launch"),
-            "schema_version": SCHEMA_VERSION,
         }
         self.actor = self.cause = ""
-        new = [NewEvent(type(e).__name__, event_data(e), metadata) for e in batch]
+        new = new_events(batch, metadata)
         try:
             recorded = self.ctx.store.append(self.stream, new, expected_version=self.recorded_version)
         except ConcurrencyError as exc:
@@ -345,43 +346,24 @@ class RunActor(pykka.ThreadingActor):
 
     def _start_attempt(self, event: StepStarted) -> None:
         ctx, state = self.ctx, self.state
-        token = CancelToken()
-        attempt = Attempt(event.step_id, event.attempt, event.kind, token, time.monotonic(), ctx.clock.now())
-        spec = state.spec(event.step_id)
-        launched = state.launched
-        assert launched is not None
-        kwargs: dict[str, Any] = {"run_id": self.run_id, "bus": ctx.bus, "clock": ctx.clock,
-                                  "max_output_bytes": ctx.config.max_output_bytes,
-                                  "redact": redactor(ctx.config.known_secrets)}
-        if event.kind == "code":
-            fn, problem = self._function(spec.fn, event.step_id)
-            if fn is None:
-                self._refuse(attempt, f"code step function {spec.fn!r} cannot be found: {problem}")
-                return
-            kwargs.update(fn=fn, ctx=StepContext(
-                launched.input, state.outputs(), state.fields(), self.run_id, event.step_id, event.attempt,
-                launched.band, {sid: st.status for sid, st in state.steps.items()}))
-        else:
-            try:
-                system = persona_text(event.persona)
-            except Exception as exc:  # fail closed: never call a model without its persona
-                self._refuse(attempt, f"persona {event.persona!r}: {exc}")
-                return
-            kwargs.update(backend=ctx.backend, request=AgentRequest(
-                self.run_id, event.step_id, event.attempt, event.persona, system, event.prompt, event.model))
-            self._watch(attempt, ctx.config.stall_s)  # only agent steps stream signs of life
-        if spec.timeout_s:
+        attempt = Attempt(event.step_id, event.attempt, event.kind, CancelToken(), time.monotonic(), ctx.clock.now())
+        call = EXECUTORS[event.kind].prepare(ctx, state, event)
+        if isinstance(call, str):
+            self._refuse(attempt, call)
+            return
+        if kind_rules(event.kind).streams_output:  # only a step that streams signs of life can stall
+            self._watch(attempt, ctx.config.stall_s)
+        timeout_s = state.spec(event.step_id).timeout_s
+        if timeout_s:
             attempt.timer = ctx.clock.call_later(
-                spec.timeout_s, lambda: self._tell_self(m.StepTimedOut(event.step_id, event.attempt)))
+                timeout_s, lambda: self._tell_self(m.StepTimedOut(event.step_id, event.attempt)))
         if event.step_id in self.held:
             step_id = event.step_id
             attempt.release = lambda: self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=(step_id,)))
         self.attempts[event.step_id] = attempt
-        StepActor(self.actor_ref, attempt, **kwargs).start(ctx.steps)
-
-    def _function(self, ref: str, step_id: str) -> tuple[Callable[..., Any] | None, str]:
-        """The code step's function the run pinned, or why it cannot be had (actors.functions)."""
-        return resolve_function(ref, self.ctx.registry, self.state.snapshot.name, step_id)
+        StepActor(self.actor_ref, attempt, call, run_id=self.run_id, bus=ctx.bus, clock=ctx.clock,
+                  max_output_bytes=ctx.config.max_output_bytes,
+                  redact=redactor(ctx.config.known_secrets)).start(ctx.steps)
 
     def _refuse(self, attempt: Attempt, error: str) -> None:
         """End an attempt that cannot start, as a failure of that attempt."""
@@ -427,7 +409,7 @@ class RunActor(pykka.ThreadingActor):
         actor stopped with the flush still in its inbox.
         """
         if (self.attempts or self.requested or self.wake_at is not None or self.pending or self.flush_queued
-                or self.state.status == "running"):
+                or self.state.status == RunStatus.RUNNING):
             return
         self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status, urn=self.actor_ref.actor_urn))
 

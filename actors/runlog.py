@@ -1,33 +1,70 @@
-"""Reading a run's log: its state, its history, and who is driving it.
+"""Reading a run's log: its state, its history, who is driving it, and following it.
 
-Shared by the orchestrator (recovery, ownership) and the RunActor (load).
+Shared by the orchestrator (recovery, ownership), the RunActor (load), the
+Engine (``wait``) and the command line (``baton launch --follow`` & co).
+Every event is decoded through ``flows.codec`` (upcasters included).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import msgspec
 import sqlalchemy as sa
 
 from actors.context import EngineContext
-from eventstore import Codec, EventStore, RecordedEvent, SqlStore
-from flows import decide as d
-from flows.events import EVENT_TYPES, UPCASTERS, Event, stream_of
+from actors.errors import RunNotSettled
+from eventstore import CorruptEventError, EventStore, NewEvent, RecordedEvent, SqlStore, UnknownEventTypeError
+from flows.codec import CODEC, INITIAL_SCHEMA_VERSION, EventCodec, UnknownEventType, UpcastError
+from flows.events import Event, event_data, stream_of
 from flows.state import RunState, evolve
-
-SCHEMA_VERSION = 1  # of every event this engine writes; older data is upcast on read
-CODEC = Codec(EVENT_TYPES, UPCASTERS)
+from flows.status import RunStatus
 
 History = list[tuple[int, Event]]
 
 
-def decode(rec: RecordedEvent) -> Event:
-    """The domain event behind a recorded one, upcast to its current shape.
+def schema_version_of(rec: RecordedEvent) -> int:
+    """The schema version a recorded event's data was written at (its metadata's; 1 when absent).
+
+    Raises CorruptEventError naming the position when it is not an integer.
+    """
+    version = rec.metadata.get("schema_version", INITIAL_SCHEMA_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CorruptEventError(rec.position, f"schema_version {version!r} is not an integer")
+    return version
+
+
+def decode(rec: RecordedEvent, codec: EventCodec = CODEC) -> Event:
+    """The domain event behind a recorded one, upcast to its current shape (``flows.codec``;
+    ``codec`` is the run events' unless given, e.g. ``flows.projects.PROJECT_CODEC``).
 
     Raises UnknownEventTypeError or CorruptEventError naming the position.
     """
-    return CODEC.decode(rec)
+    version = schema_version_of(rec)
+    try:
+        return codec.decode(rec.type, rec.data, version)
+    except UnknownEventType as exc:
+        raise UnknownEventTypeError(rec.position, exc.type_name) from None
+    except UpcastError as exc:
+        raise CorruptEventError(rec.position, str(exc)) from exc
+    except msgspec.ValidationError as exc:
+        raise CorruptEventError(rec.position, f"data does not fit type {rec.type!r}: {exc}") from None
+
+
+def new_events(events: Sequence[Event], metadata: dict[str, Any], codec: EventCodec = CODEC) -> list[NewEvent]:
+    """Events about to be appended, each with ``metadata`` and the schema version its type is written at."""
+    by_version: dict[int, dict[str, Any]] = {}
+    out = []
+    for event in events:
+        name = type(event).__name__
+        version = codec.schema_version(name)
+        meta = by_version.get(version)
+        if meta is None:  # one dict per version, shared by the batch's events of that version
+            meta = by_version[version] = {**metadata, "schema_version": version}
+        out.append(NewEvent(name, event_data(event), meta))
+    return out
 
 
 def fold_records(records: Sequence[RecordedEvent], run_id: str = "") -> tuple[RunState, History]:
@@ -61,6 +98,61 @@ def read_with_owner(store: EventStore, run_id: str) -> tuple[RunState, History, 
     state, history = fold_records(records, run_id)
     last_node = records[-1].metadata.get("node", "") if records else ""
     return state, history, last_node
+
+
+DRAIN = 1000
+"""Events ``follow`` takes from the subscription at once before it asks its predicate again."""
+
+
+def follow(
+    store: EventStore,
+    run_id: str,
+    until: Callable[[RunState], bool],
+    on_state: Callable[[RunState], None] | None = None,
+    *,
+    timeout: float | None = None,
+) -> RunState:
+    """Follow a run's stream until ``until(state)`` holds; return that state (``Engine.wait``, the CLI).
+
+    Subscribes at the store's head before reading the stream, so no event is
+    missed between the two; then folds each new event of the run onto the
+    state (reading the stream again on a gap). ``until`` is asked, and
+    ``on_state`` told, once the events at hand are folded, not after each:
+    an append of several events is seen whole (up to DRAIN events at a time).
+    No timer polls the store: it waits on the subscription. Raises
+    RunNotSettled (a TimeoutError) after ``timeout`` seconds (None: never).
+    """
+    stream = stream_of(run_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    subscription = store.subscribe(after=store.head())
+    try:
+        state = fold_records(store.read_stream(stream), run_id)[0]
+        if on_state is not None:
+            on_state(state)
+        while not until(state):
+            wait = 1.0
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    raise RunNotSettled(run_id, state, timeout or 0.0)
+            rec = subscription.next_event(timeout=wait)
+            changed, taken = False, 0
+            while rec is not None:
+                if rec.stream_id == stream and rec.version > state.version:
+                    changed = True
+                    if rec.version == state.version + 1:
+                        state = evolve(state, decode(rec), rec.position)  # the next event: fold it on
+                    else:
+                        state = fold_records(store.read_stream(stream), run_id)[0]  # a gap: read it again
+                taken += 1
+                if taken == DRAIN:
+                    break
+                rec = subscription.next_event(timeout=0)  # the rest of what was committed meanwhile
+            if changed and on_state is not None:
+                on_state(state)
+        return state
+    finally:
+        subscription.close()
 
 
 def run_ids_starting(store: SqlStore, prefix: str, limit: int = 10) -> list[str]:
@@ -118,13 +210,7 @@ def driven_elsewhere(state: RunState, last_node: str, me: str, live: set[str]) -
     """
     if state.terminal or not last_node or last_node == me or last_node not in live:
         return False
-    return not (state.status == "paused" and not state.running())
-
-
-def has_work(state: RunState, now: float) -> bool:
-    """Whether a paused run still has something to start (a branch beside the approval)."""
-    decision = d.decide(state, now)
-    return bool(decision.events or decision.ready or decision.wake_at or state.running())
+    return not (state.status == RunStatus.PAUSED and not state.running())
 
 
 class Route(NamedTuple):

@@ -1,10 +1,13 @@
-"""StepActor: one per running attempt of an agent or code step.
+"""StepActor: one per running attempt of a step, and the executors that say how each kind runs.
 
-It calls the backend (or the code step's function) on a thread of the step pool, streams
-token deltas to the frame bus, tells its RunActor what happened, and stops.
-Cancelling is done through the attempt's CancelToken, from any thread: the
-backend closes its HTTP stream or kills its process group at once, so the
-RunActor never waits on a step.
+``EXECUTORS`` maps a ``StepKind`` to its executor: on the RunActor's thread,
+``prepare`` turns a recorded StepStarted into a :class:`Call` (or says why the
+attempt cannot start); the StepActor runs that call on a thread of the step
+pool, streams token deltas to the frame bus, tells its RunActor what happened,
+and stops. A kind that runs nothing (an approval waits for a person) has no
+executor. Cancelling is done through the attempt's CancelToken, from any
+thread: the backend closes its HTTP stream or kills its process group at once,
+so the RunActor never waits on a step.
 """
 
 from __future__ import annotations
@@ -17,35 +20,100 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 
-from actors.agents import AgentError, AgentRequest, Backend, Cancelled, CancelToken
+from actors.agents import AgentError, AgentRequest, Cancelled, CancelToken, persona_text
 from actors.bus import FrameBus
 from actors.clock import Clock
+from actors.context import EngineContext
+from actors.functions import resolve_function
 from actors.messages import StepResult
+from flows import StepContext
 from flows.decide import code_output
+from flows.events import StepStarted
+from flows.kinds import StepKind
 from flows.redact import Redactor
+from flows.state import RunState
 
 log = logging.getLogger(__name__)
 
 FRAMES_KEPT = 5
 """How many of a failing code step's innermost traceback frames its StepFailed records."""
 
+Delta = Callable[[str], None]
+
 
 @dataclasses.dataclass(frozen=True)
-class StepContext:
-    """What a code step's function receives as ``ctx``."""
+class Answer:
+    """What an attempt produced: its output, a code step's fields, a model's usage and name."""
 
-    input: Mapping[str, Any]
-    outputs: Mapping[str, str]
-    fields: Mapping[str, Mapping[str, Any]]
-    run_id: str
-    step_id: str
-    attempt: int
-    band: str = "medium"
-    statuses: Mapping[str, str] = dataclasses.field(default_factory=dict)  # every step's status
+    output: str
+    fields: dict[str, Any] | None = None
+    usage: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    model: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """An attempt ready to run: ``run(token, delta)`` does the work on a pool thread, calling
+    ``delta`` with each piece of a streamed answer.
+
+    ``what`` names its output in the error of an output too large to record ("the model answered").
+    """
+
+    run: Callable[[CancelToken, Delta], Answer]
+    what: str
+
+
+class StepExecutor(Protocol):
+    """How one kind of step runs (``EXECUTORS``)."""
+
+    def prepare(self, ctx: EngineContext, state: RunState, event: StepStarted) -> Call | str:
+        """The call that runs the attempt ``event`` started (on ``state``, which holds it), or
+        why it cannot start: that text fails the attempt, and the model is never called."""
+        ...
+
+
+class AgentExecutor:
+    """An agent step: the persona's system prompt and the recorded prompt, sent to the backend."""
+
+    def prepare(self, ctx: EngineContext, state: RunState, event: StepStarted) -> Call | str:
+        try:
+            system = persona_text(event.persona)
+        except Exception as exc:  # fail closed: never call a model without its persona
+            return f"persona {event.persona!r}: {exc}"
+        request = AgentRequest(state.run_id, event.step_id, event.attempt, event.persona, system, event.prompt,
+                               event.model)
+        backend = ctx.backend
+
+        def run(token: CancelToken, delta: Delta) -> Answer:
+            answer = backend.run(request, delta, token)
+            return Answer(answer.output, usage=dict(answer.usage), model=answer.model)
+
+        return Call(run, "the model answered")
+
+
+class CodeExecutor:
+    """A code step: the function the run pinned, called with the step's context."""
+
+    def prepare(self, ctx: EngineContext, state: RunState, event: StepStarted) -> Call | str:
+        ref = state.spec(event.step_id).fn
+        fn, problem = resolve_function(ref, ctx.registry, state.snapshot.name, event.step_id)
+        if fn is None:
+            return f"code step function {ref!r} cannot be found: {problem}"
+        step_ctx = StepContext.of(state, event.step_id, event.attempt)
+
+        def run(token: CancelToken, delta: Delta) -> Answer:
+            output, fields = code_output(fn(step_ctx))
+            return Answer(output, fields)
+
+        return Call(run, "the code step returned")
+
+
+EXECUTORS: Mapping[str, StepExecutor] = {StepKind.AGENT: AgentExecutor(), StepKind.CODE: CodeExecutor()}
+"""The executor of every kind of step that runs (flows.kinds has each kind's pure rules)."""
 
 
 @dataclasses.dataclass
@@ -54,7 +122,7 @@ class Attempt:
 
     step_id: str
     attempt: int
-    kind: str
+    kind: StepKind
     token: CancelToken
     started: float  # monotonic, for durations
     last_activity: float  # the engine clock's time of the last sign of life (the stall watch reads it)
@@ -97,12 +165,9 @@ class StepActor:
         self,
         run_ref: pykka.ActorRef,
         attempt: Attempt,
+        call: Call,
         *,
         run_id: str,
-        backend: Backend | None = None,
-        request: AgentRequest | None = None,
-        fn: Callable[[StepContext], Any] | None = None,
-        ctx: StepContext | None = None,
         bus: FrameBus | None = None,
         clock: Clock | None = None,
         max_output_bytes: int = 0,
@@ -112,11 +177,8 @@ class StepActor:
         ``redact`` cleans what this actor logs (the RunActor cleans what it records)."""
         self.run_ref = run_ref
         self.attempt = attempt
+        self.call = call
         self.run_id = run_id
-        self.backend = backend
-        self.request = request
-        self.fn = fn
-        self.ctx = ctx
         self.bus = bus
         self.clock = clock
         self.max_output_bytes = max_output_bytes
@@ -141,21 +203,13 @@ class StepActor:
     def _run(self) -> StepResult:
         a = self.attempt
         t0 = time.monotonic()
-        base = dict(step_id=a.step_id, attempt=a.attempt)
+        base: dict[str, Any] = dict(step_id=a.step_id, attempt=a.attempt)
         try:
-            if a.kind == "code":
-                assert self.fn is not None and self.ctx is not None
-                value = self.fn(self.ctx)
-                output, fields = code_output(value)
-                if too_big := self._too_big(output, "the code step returned"):
-                    return StepResult(**base, failed=True, error=too_big, duration_s=time.monotonic() - t0)
-                return StepResult(**base, output=output, fields=fields, duration_s=time.monotonic() - t0)
-            assert self.backend is not None and self.request is not None
-            answer = self.backend.run(self.request, self._delta, a.token)
-            if too_big := self._too_big(answer.output, "the model answered"):
+            answer = self.call.run(a.token, self._delta)
+            if too_big := self._too_big(answer.output, self.call.what):
                 return StepResult(**base, failed=True, error=too_big, duration_s=time.monotonic() - t0)
-            return StepResult(**base, output=answer.output, usage=dict(answer.usage), model=answer.model,
-                              duration_s=time.monotonic() - t0)
+            return StepResult(**base, output=answer.output, fields=answer.fields, usage=dict(answer.usage),
+                              model=answer.model, duration_s=time.monotonic() - t0)
         except Cancelled as exc:
             return StepResult(**base, cancelled=True, error=str(exc) or "cancelled", duration_s=time.monotonic() - t0)
         except AgentError as exc:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import sys
 
 from actors.agents.base import BackendConfigError
-from actors.engine import EngineTimeout
-from actors.errors import EngineUnavailable, LaunchInProgress, RunBusy, RunOwnedElsewhere
+from actors.errors import EngineTimeout, EngineUnavailable, LaunchInProgress, RunBusy, RunOwnedElsewhere
 from api.runtime import FlowsImportError, StartError
 from api.settings import SettingsError, safe_url, scrub
 from eventstore import StoreError
-from flows import decide
+from flows import errors
 from flows.catalog import UnknownFlow
 from flows.launch import LaunchError
 from flows.text import UnstorableText
@@ -26,8 +25,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Errors a person fixes by changing what they typed (or where they send it), and errors of the
 # environment, which may pass on their own (an unreachable store, a run being handed over).
-INPUT_ERRORS = (UnknownFlow, LaunchError, UnstorableText, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting, RunOwnedElsewhere,
-                LaunchInProgress, decide.RunFinished, FlowsImportError, SettingsError, BackendConfigError)
+INPUT_ERRORS = (UnknownFlow, LaunchError, UnstorableText, errors.UnknownRun, errors.UnknownStep, errors.NotWaiting,
+                RunOwnedElsewhere, LaunchInProgress, errors.RunFinished, FlowsImportError, SettingsError,
+                BackendConfigError)
 RUNTIME_ERRORS = (StoreError, EngineTimeout, EngineUnavailable, RunBusy, StartError, TimeoutError)
 
 

@@ -6,9 +6,10 @@ computed over it exactly as stored. Reading decodes that text back to plain
 JSON values; a row that does not decode raises ``CorruptEventError`` naming
 its position instead of handing out garbage.
 
-``Codec`` is the small registry the domain layer uses on top: it maps type
-names to msgspec types, upcasts old shapes, and turns a ``RecordedEvent``
-into a typed object.
+``Codec`` is a small generic registry for users of the store on its own: it
+maps type names to msgspec types, upcasts old shapes, and turns a
+``RecordedEvent`` into a typed object. baton's own events are read through
+``flows.codec`` (the store knows nothing of flows).
 """
 
 from __future__ import annotations

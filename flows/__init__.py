@@ -1,5 +1,7 @@
 """baton's pure core: flows, events, state folds and decisions. No I/O, no threads."""
 
+from flows.context import StepContext
+
 from flows.model import (
     BANDS,
     Flow,
@@ -20,6 +22,7 @@ __all__ = [
     "FlowDefinitionError",
     "FlowSnapshot",
     "Step",
+    "StepContext",
     "StepKind",
     "StepSpec",
     "TriggerRule",

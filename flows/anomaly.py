@@ -28,6 +28,7 @@ from flows.events import (
     StepFailed,
 )
 from flows.state import RunState
+from flows.status import StepStatus
 
 STALL_GUIDANCE = (
     "Note from the orchestrator: the previous attempt produced no output for {silent:.0f} s and was stopped. "
@@ -87,7 +88,7 @@ def stalled(
     asks once per stall episode (see RunActor's stall watch).
     """
     st = state.steps.get(step_id)
-    if st is None or st.status != "running" or st.attempt != attempt or state.terminal:
+    if st is None or st.status != StepStatus.RUNNING or st.attempt != attempt or state.terminal:
         return []
     if explicit_policy(state, step_id):
         action = _action(state, step_id, max_errors, "abort")

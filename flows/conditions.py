@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flows.errors import BatonError
 from flows.template import Ref, ref_at
 
 __all__ = ["Condition", "ConditionError", "describe", "parse"]
@@ -46,7 +47,7 @@ _HINTS = {
 }
 
 
-class ConditionError(ValueError):
+class ConditionError(BatonError, ValueError):
     """A ``when`` expression is outside the grammar; says which, where and why."""
 
     def __init__(self, source: str, problem: str, pos: int | None = None) -> None:

@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 import msgspec
 
 from flows import conditions, report, rules, template
+from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
+from flows.kinds import kind_rules
 from flows.events import (
     Event,
     RunCancelled,
@@ -30,6 +32,7 @@ from flows.events import (
 )
 from flows.model import FlowSnapshot, StepSpec
 from flows.state import RunState, evolve
+from flows.status import RUN_UNDER_WAY, RunStatus, StepStatus, fails_run, rejects_run
 from flows.text import check_text
 
 History = list[tuple[int, Event]]
@@ -43,48 +46,6 @@ decided here, so StepStarted records exactly the prompt that was sent."""
 
 FIELDS_COPY_CHARS = 64 * 1024
 """Past this many characters of output, a StepCompleted does not copy the fields out of it."""
-
-
-class RunFinished(Exception):
-    """A command reached a run that has already ended."""
-
-    def __init__(self, run_id: str, status: str) -> None:
-        super().__init__(f"run {run_id} has already ended ({status})")
-        self.run_id = run_id
-        self.status = status
-
-
-class UnknownRun(KeyError):
-    """A command named a run the log does not have."""
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__(run_id)
-        self.run_id = run_id
-
-    def __str__(self) -> str:
-        return f"no run {self.run_id!r}"
-
-
-class UnknownStep(KeyError):
-    """A command named a step the run's graph does not have."""
-
-    def __init__(self, run_id: str, step_id: str) -> None:
-        super().__init__(step_id)
-        self.run_id = run_id
-        self.step_id = step_id
-
-    def __str__(self) -> str:
-        return f"run {self.run_id} has no step {self.step_id!r}"
-
-
-class NotWaiting(Exception):
-    """Approve or reject reached a step that is not waiting for a person."""
-
-    def __init__(self, run_id: str, step_id: str, status: str) -> None:
-        super().__init__(f"step {step_id!r} of run {run_id} is not waiting for approval (it is {status})")
-        self.run_id = run_id
-        self.step_id = step_id
-        self.status = status
 
 
 class Decision(NamedTuple):
@@ -131,7 +92,7 @@ def decide(state: RunState, now: float) -> Decision:
 
     Skips cascade within one call, so one append carries a whole cascade.
     """
-    if state.launched is None or state.status not in ("running", "paused"):
+    if state.launched is None or state.status not in RUN_UNDER_WAY:
         return Decision([], [], None, False)
     snapshot = state.snapshot
     on_reject_of = _on_reject_of(snapshot)
@@ -144,7 +105,7 @@ def decide(state: RunState, now: float) -> Decision:
         ready.clear()
         for spec in snapshot.steps:
             st = state.steps[spec.id]
-            if st.status != "pending":
+            if st.status != StepStatus.PENDING:
                 continue
             if st.not_before and now < st.not_before:
                 wake_at = st.not_before if wake_at is None else min(wake_at, st.not_before)
@@ -159,19 +120,34 @@ def decide(state: RunState, now: float) -> Decision:
                 event = StepSkipped(step_id=spec.id, reason=verdict.reason, detail=verdict.detail, at=now)
             elif spec.when and st.attempt == 0 and not (cond := _check_when(state, spec))[0]:
                 event = StepSkipped(step_id=spec.id, reason="condition", detail=cond[1], at=now)
-            elif spec.kind == "approval":
+            elif (kind := kind_rules(spec.kind)).pauses_for_person:
                 prompt, unresolved = render_prompt(state, spec)
                 event = StepPaused(step_id=spec.id, prompt=prompt, unresolved=unresolved, at=now)
-            elif spec.kind == "code":
-                event = _started(state, spec, now)
-            else:
+            elif kind.needs_agent_slot:
                 ready.append(spec.id)
                 continue
+            else:
+                event = _started(state, spec, now)
             events.append(event)
             state = evolve(state, event)
             changed = True
     finished = all(s.terminal for s in state.steps.values())
     return Decision(events, [] if finished else list(ready), wake_at, finished)
+
+
+def has_work(state: RunState, now: float) -> bool:
+    """Whether the run has something to do without a person: a step to start (or waiting for a slot),
+    a retry falling due, or an attempt under way (a branch beside a waiting approval)."""
+    decision = decide(state, now)
+    return bool(decision.events or decision.ready or decision.wake_at or state.running())
+
+
+def settled(state: RunState, now: float) -> bool:
+    """Whether following a run can stop: it has ended, or it is paused with nothing to do but wait for
+    a person (a sibling step waiting for an agent slot is something: the run moves on without anyone).
+
+    What ``baton launch --follow``, ``approve`` & co wait for (``actors.runlog.follow``)."""
+    return state.terminal or (state.status == RunStatus.PAUSED and not has_work(state, now))
 
 
 def _check_when(state: RunState, spec: StepSpec) -> tuple[bool, str]:
@@ -184,10 +160,11 @@ def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
     st = state.steps[spec.id]
     launched = state.launched
     assert launched is not None
-    prompt, unresolved = render_prompt(state, spec) if spec.kind == "agent" else ("", [])
-    if launched.fast and spec.kind == "agent":
+    kind = kind_rules(spec.kind)
+    prompt, unresolved = render_prompt(state, spec) if kind.sends_prompt else ("", [])
+    if launched.fast and kind.sends_prompt:
         prompt = f"{prompt}\n\n{FAST_NOTE}"
-    if st.guidance and spec.kind == "agent":
+    if st.guidance and kind.sends_prompt:
         prompt = f"{prompt}\n\n{st.guidance}"
     return StepStarted(
         step_id=spec.id,
@@ -195,8 +172,8 @@ def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
         kind=spec.kind,
         prompt=prompt,
         persona=spec.persona,
-        backend=launched.backend if spec.kind == "agent" else "code",
-        model=launched.model if spec.kind == "agent" else "",
+        backend=launched.backend if kind.sends_prompt else kind.backend,
+        model=launched.model if kind.sends_prompt else "",
         unresolved=unresolved,
         at=now,
     )
@@ -207,7 +184,7 @@ def start(state: RunState, step_ids: Iterable[str], now: float) -> list[Event]:
     events: list[Event] = []
     for sid in step_ids:
         st = state.steps.get(sid)
-        if st is not None and st.status == "pending" and not state.terminal:
+        if st is not None and st.status == StepStatus.PENDING and not state.terminal:
             events.append(_started(state, state.spec(sid), now))
             # An id given twice (ready lists merged by the caller) must not start
             # the same attempt twice: that would be two model calls for one attempt.
@@ -230,7 +207,7 @@ def code_output(value: Any) -> tuple[str, dict[str, Any] | None]:
 
 def _current(state: RunState, step_id: str, attempt: int) -> bool:
     st = state.steps.get(step_id)
-    return st is not None and st.status == "running" and st.attempt == attempt and not state.terminal
+    return st is not None and st.status == StepStatus.RUNNING and st.attempt == attempt and not state.terminal
 
 
 def complete(
@@ -326,7 +303,7 @@ def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str 
     if state.terminal:
         raise RunFinished(state.run_id, state.status)
     st = state.steps[step_id]
-    if st.status != "paused":
+    if st.status != StepStatus.PAUSED:
         raise NotWaiting(state.run_id, step_id, st.status)
     return [StepResumed(step_id=step_id, decision=decision, by=by, comment=comment, at=now)]
 
@@ -345,14 +322,14 @@ def cancel(state: RunState, history: History, now: float, *, reason: str = "", b
         raise RunFinished(state.run_id, state.status)
     events: list[Event] = []
     for sid, st in state.steps.items():
-        if st.status == "running":
+        if st.status == StepStatus.RUNNING:
             events.append(StepCancelled(step_id=sid, attempt=st.attempt, reason=reason or "run cancelled", at=now))
         elif not st.terminal:
             events.append(StepSkipped(step_id=sid, reason="cancelled", detail=reason or "run cancelled", at=now))
     after = state
     for event in events:
         after = evolve(after, event)
-    body = report.render(after, [*history, *((0, e) for e in events)], "cancelled", reason or "cancelled", now)
+    body = report.render(after, [*history, *((0, e) for e in events)], RunStatus.CANCELLED, reason or "cancelled", now)
     events.append(RunCancelled(reason=reason, by=by, report=body, at=now))
     return events
 
@@ -377,30 +354,30 @@ def leaves(snapshot: FlowSnapshot) -> list[str]:
     return [s.id for s in snapshot.steps if s.id not in needed]
 
 
-def outcome(state: RunState) -> tuple[str, str]:
-    """(status, reason) of a run whose steps have all ended (DESIGN §3)."""
+def outcome(state: RunState) -> tuple[RunStatus, str]:
+    """(status, reason) of a run whose steps have all ended (DESIGN §3; the rules: ``flows.status``)."""
     for sid in leaves(state.snapshot):
         st = state.steps[sid]
-        if st.status in ("failed", "cancelled") or (st.status == "skipped" and st.skip_reason == "upstream_failed"):
+        if fails_run(st.status, st.skip_reason):
             culprit = next(
-                (f"step {k!r} failed: {v.error}" for k, v in state.steps.items() if v.status == "failed"),
+                (f"step {k!r} failed: {v.error}" for k, v in state.steps.items() if v.status == StepStatus.FAILED),
                 f"step {sid!r} {st.status}",
             )
-            return "failed", culprit
+            return RunStatus.FAILED, culprit
     for sid, st in state.steps.items():
-        if st.status == "rejected":
+        if rejects_run(st.status):
             # Who rejected is RunRejected.by, not part of the reason: shown together, it was said twice.
-            return "rejected", f"step {sid!r} was rejected" + (f": {st.output}" if st.output else "")
-    return "completed", ""
+            return RunStatus.REJECTED, f"step {sid!r} was rejected" + (f": {st.output}" if st.output else "")
+    return RunStatus.COMPLETED, ""
 
 
 def finish(state: RunState, history: History, now: float) -> Event:
     """The terminal event of a run whose steps have all ended, with its report."""
     status, reason = outcome(state)
     body = report.render(state, history, status, reason, now)
-    if status == "failed":
+    if status == RunStatus.FAILED:
         return RunFailed(reason=reason, report=body, at=now)
-    if status == "rejected":
-        rejected_by = next((s.decided_by for s in state.steps.values() if s.status == "rejected"), "")
+    if status == RunStatus.REJECTED:
+        rejected_by = next((s.decided_by for s in state.steps.values() if rejects_run(s.status)), "")
         return RunRejected(reason=reason, by=rejected_by, report=body, at=now)
     return RunCompleted(report=body, at=now)

@@ -1,7 +1,8 @@
 """Every domain event of a run: frozen msgspec Structs in one tagged union.
 
 Events are facts. A new field always gets a default, so old logs still decode;
-an event is never renamed without an upcaster (see eventstore.codec). ``at`` is
+an event is never renamed without an upcaster (see flows.codec, the one way
+to read a log). ``at`` is
 the time the decision was taken (seconds since the epoch, from the injected
 clock), so that state, reports and the after-action review are functions of
 the log alone.
@@ -9,11 +10,11 @@ the log alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal, Union
 
 import msgspec
 
+from flows.kinds import StepKind
 from flows.model import FlowSnapshot
 from flows.template import parse_frontmatter
 
@@ -66,7 +67,7 @@ class StepStarted(Event):
 
     step_id: str
     attempt: int
-    kind: str = "agent"
+    kind: StepKind = StepKind.AGENT
     prompt: str = ""
     persona: str = ""
     backend: str = ""
@@ -214,15 +215,6 @@ EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in RunEvent.__a
 TERMINAL_RUN_EVENTS = (RunCompleted, RunFailed, RunRejected, RunCancelled)
 TERMINAL_RUN_TYPES = frozenset(cls.__name__ for cls in TERMINAL_RUN_EVENTS)
 
-# (type name, schema version) -> a pure function taking that version's data to
-# (type name, data) one version up. A renamed or reshaped event adds one here;
-# a new field with a default needs none. Empty: no event has changed yet.
-# The engine decodes through these (actors.runlog.CODEC); the projector decodes
-# pages straight into the event types for speed (projections/source.py) and
-# must apply the first upcaster added here too.
-UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]] = {}
-
-
 RUN_STREAM_PREFIX = "run-"
 
 
@@ -241,8 +233,3 @@ def event_data(event: Event) -> dict[str, Any]:
     data = msgspec.to_builtins(event)
     data.pop("type", None)
     return data
-
-
-def event_from_data(type_name: str, data: dict[str, Any]) -> Event:
-    """Rebuild a domain event from its type name and data; KeyError if unknown."""
-    return msgspec.convert(data, EVENT_TYPES[type_name])

@@ -16,6 +16,7 @@ from typing import Any
 
 from flows.catalog import FlowRegistry
 from flows.events import RunLaunched
+from flows.errors import BatonError
 from flows.model import BANDS
 from flows.text import check_text, check_value
 
@@ -23,7 +24,7 @@ DEFAULT_BAND = "small"
 """The band of a launch that names none (DESIGN §7: band is optional; seed 002's default is small)."""
 
 
-class LaunchError(ValueError):
+class LaunchError(BatonError, ValueError):
     """A launch request is not acceptable; ``field`` names what is wrong."""
 
     def __init__(self, field: str, problem: str) -> None:

@@ -15,17 +15,12 @@ from typing import Any
 
 import msgspec
 
+from flows.errors import BatonError
+from flows.kinds import StepKind
+
 BANDS: tuple[str, ...] = ("small", "medium", "large")
 CATEGORIES: tuple[str, ...] = ("Analysis", "Discovery", "Planning", "Authoring", "Review")
 ANOMALY_POLICIES: tuple[str, ...] = ("notify", "nudge", "abort")
-
-
-class StepKind(str, Enum):
-    """What executes a step."""
-
-    AGENT = "agent"
-    CODE = "code"
-    APPROVAL = "approval"
 
 
 class TriggerRule(str, Enum):
@@ -41,7 +36,7 @@ class TriggerRule(str, Enum):
     ALWAYS = "always"
 
 
-class FlowDefinitionError(ValueError):
+class FlowDefinitionError(BatonError, ValueError):
     """A flow is not well defined; the message names the flow, step and problem."""
 
     def __init__(self, flow: str, step: str | None, problem: str) -> None:
@@ -56,7 +51,7 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One step of a pinned graph: everything needed to run, replay and render it."""
 
     id: str
-    kind: str
+    kind: StepKind
     label: str = ""
     persona: str = ""
     prompt: str = ""
@@ -113,7 +108,7 @@ class Step:
         """The serialisable form of this step (the function by reference)."""
         return StepSpec(
             id=self.id,
-            kind=self.kind.value,
+            kind=self.kind,
             label=self.label or self.id,
             persona=self.persona,
             prompt=self.prompt,

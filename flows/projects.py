@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
+from flows.codec import EventCodec
+from flows.errors import BatonError
 from flows.events import Event
 
 PROJECTS_STREAM = "projects"
@@ -29,7 +31,7 @@ PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 """Lowercase letters, digits, ``.``, ``_``, ``-``; 1-64 long; it appears in URLs and CLI lines."""
 
 
-class ProjectError(ValueError):
+class ProjectError(BatonError, ValueError):
     """Root of the project decisions' errors; the message says what to change."""
 
 
@@ -114,6 +116,8 @@ class ProjectRemoved(Event, frozen=True):
 
 ProjectEvent = ProjectRegistered | ProjectRemoved
 PROJECT_EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (ProjectRegistered, ProjectRemoved)}
+PROJECT_CODEC = EventCodec(PROJECT_EVENT_TYPES)
+"""How the ``projects`` stream is read (``flows.codec``; no upcaster yet)."""
 
 
 class ProjectRegistry(msgspec.Struct, frozen=True):

@@ -21,8 +21,10 @@ from flows.events import (
     StepResumed,
     StepStarted,
 )
+from flows.kinds import kind_rules
 from flows.model import StepSpec
 from flows.state import RunState
+from flows.status import RunStatus, StepStatus, decided, rejects_run, succeeded
 
 # Evidence is cited as E1..E99 ("see E3"); a lint code such as E501 is not evidence.
 EVIDENCE = re.compile(r"\bE\d{1,2}\b")
@@ -95,8 +97,10 @@ def embed(text: str, where: str) -> str:
 def _section(spec: StepSpec) -> str:
     if spec.persona == "validator":
         return "validation"
-    if spec.persona in ("synthesizer", "writer") or spec.kind == "approval":
-        return "recommendation" if spec.kind != "approval" else "approvals"
+    if section := kind_rules(spec.kind).report_section:
+        return section
+    if spec.persona in ("synthesizer", "writer"):
+        return "recommendation"
     return "findings"
 
 
@@ -118,9 +122,9 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
         f"| {_seconds(wall)} |",
         "",
     ]
-    if status == "rejected":
+    if status == RunStatus.REJECTED:
         out += [outcome_rejected(state, reason), ""]
-    elif reason and status != "completed":
+    elif reason and status != RunStatus.COMPLETED:
         out += [f"**Outcome:** {status}: {reason}", ""]
     if launched.fast:
         out += ["_Fast mode: every agent step was asked for a concise answer._", ""]
@@ -133,17 +137,17 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
     for spec in snap.steps:
         st = state.steps[spec.id]
         title = spec.label or spec.id
-        if spec.kind == "approval" and st.status in ("completed", "rejected"):
-            verdict = "approved" if st.status == "completed" else "rejected"
+        if kind_rules(spec.kind).pauses_for_person and decided(st.status):
+            verdict = "approved" if succeeded(st.status) else "rejected"
             who = f" by {st.decided_by}" if st.decided_by else ""
             note = f": {st.output}" if st.output else ""
             sections["approvals"].append(f"- **{title}**: {verdict}{who}{note}")
             continue
-        if st.status != "completed":
+        if not succeeded(st.status):
             why = st.detail or st.error or st.skip_reason
             not_run.append(f"- **{title}**: {st.status}" + (f" ({st.skip_reason})" if st.skip_reason else "")
                            + (f": {why}" if why and why != st.skip_reason else ""))
-            if st.status == "failed":
+            if st.status == StepStatus.FAILED:
                 not_run += [f"  - at `{frame}`" for frame in frames_of.get(spec.id, ())]
             continue
         position = completed_at.get(spec.id)
@@ -151,7 +155,7 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
         full = body(st.output)
         who = f" ({spec.persona})" if spec.persona else ""
         block = [f"### {title}{who}", "", nest(embed(full, where)) or "_(empty output)_", ""]
-        if spec.kind == "agent" and not has_evidence(full):
+        if kind_rules(spec.kind).held_to_evidence and not has_evidence(full):
             deferred += block
         else:
             sections[_section(spec)] += block
@@ -178,7 +182,7 @@ def outcome_rejected(state: RunState, reason: str) -> str:
     approver in ``by`` beside its reason (and logs from before that change
     named them in the reason as well).
     """
-    sid, st = next(((k, v) for k, v in state.steps.items() if v.status == "rejected"), ("", None))
+    sid, st = next(((k, v) for k, v in state.steps.items() if rejects_run(v.status)), ("", None))
     if st is None:
         return f"**Outcome:** rejected: {reason}"
     who = f" by {st.decided_by}" if st.decided_by else ""
@@ -217,7 +221,8 @@ def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], w
     better: list[str] = []
 
     first_time = [sid for sid, st in state.steps.items()
-                  if st.status == "completed" and st.attempt == 1 and snap.step(sid).kind != "approval"]
+                  if succeeded(st.status) and st.attempt == 1
+                  and not kind_rules(snap.step(sid).kind).pauses_for_person]
     if first_time:
         right.append(f"- {count(len(first_time), 'step')} passed first time: {', '.join(first_time)}.")
     step_time, running = _step_time(history)
@@ -318,7 +323,7 @@ def _slot_wait(state: RunState, history: Sequence[tuple[int, Event]]) -> float:
     for _, ev in history:
         if isinstance(ev, StepStarted):
             spec = snap.step(ev.step_id)
-            if spec.kind == "agent":
+            if kind_rules(spec.kind).needs_agent_slot:
                 ready = max([run_started, retry_at.get(ev.step_id, 0.0),
                              *(ended_at.get(d, 0.0) for d in spec.deps)])
                 total += max(0.0, ev.at - ready)

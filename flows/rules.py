@@ -17,9 +17,9 @@ from typing import Literal, NamedTuple
 
 from flows.model import StepSpec
 from flows.state import StepState
+from flows.status import StepStatus, failed_upstream, rejected_upstream, rejects_run, succeeded
 
 Verdict = Literal["wait", "run", "skip"]
-FAILED_SKIPS = frozenset({"upstream_failed", "rejected"})
 
 
 class RuleOutcome(NamedTuple):
@@ -55,27 +55,23 @@ def tally(spec: StepSpec, steps: Mapping[str, StepState], on_reject_of: Mapping[
     # for this step: how they count depends on that decision, and a decision is
     # final, so it must not depend on which approval a person answered first.
     named = [gate for gate, names in on_reject_of.items() if spec.id in names]
-    rescued = any(steps[gate].status == "rejected" for gate in named)
+    rescued = any(rejects_run(steps[gate].status) for gate in named)
     undecided = any(not steps[gate].terminal for gate in named)
     for dep in spec.deps:
         s = steps[dep]
-        status = s.status
-        if status == "completed":
+        if succeeded(s.status):
             success += 1
-        elif status == "rejected" or (status == "skipped" and s.skip_reason == "rejected"):
+        elif rejected_upstream(s.status, s.skip_reason):
             if rescued:
                 success += 1
             elif not undecided:
                 failed += 1
                 rejected += 1
             # else: counted nowhere, so done < total and the rules wait
-        elif status in ("failed", "cancelled"):
+        elif failed_upstream(s.status, s.skip_reason):
             failed += 1
-        elif status == "skipped":
-            if s.skip_reason in FAILED_SKIPS:
-                failed += 1
-            else:
-                skipped += 1
+        elif s.status == StepStatus.SKIPPED:  # for a reason that is not a failure upstream
+            skipped += 1
     return DepTally(len(spec.deps), success, failed, skipped, rejected)
 
 

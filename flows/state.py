@@ -6,6 +6,7 @@ so replay never re-evaluates a condition or a trigger rule.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -31,16 +32,24 @@ from flows.events import (
     StepStarted,
 )
 from flows.model import FlowSnapshot, StepSpec
-
-STEP_TERMINAL = frozenset({"completed", "failed", "rejected", "skipped", "cancelled"})
-RUN_TERMINAL = frozenset({"completed", "failed", "rejected", "cancelled"})
-RUN_STATUSES = ("queued", "running", "paused", "completed", "failed", "rejected", "cancelled")
+from flows.status import (
+    NOT_LAUNCHED,
+    StepStatus,
+    has_output,
+    run_ended,
+    run_status_of,
+    step_ended,
+    step_status_of,
+    succeeded,
+    takes_run_event,
+)
+from flows.status import run_status as _run_status
 
 
 class StepState(msgspec.Struct, frozen=True, kw_only=True):
     """What the log says about one step."""
 
-    status: str = "pending"
+    status: str = StepStatus.PENDING
     attempt: int = 0
     output: str = ""
     fields: dict[str, Any] = {}
@@ -65,14 +74,14 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def terminal(self) -> bool:
         """Whether the step has reached a final status."""
-        return self.status in STEP_TERMINAL
+        return step_ended(self.status)
 
 
 class RunState(msgspec.Struct, frozen=True, kw_only=True):
     """What the log says about one run. ``version`` is its stream's version."""
 
     run_id: str = ""
-    status: str = "new"
+    status: str = NOT_LAUNCHED
     launched: RunLaunched | None = None
     steps: dict[str, StepState] = {}
     version: int = 0
@@ -94,7 +103,7 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def terminal(self) -> bool:
         """Whether the run has ended."""
-        return self.status in RUN_TERMINAL
+        return run_ended(self.status)
 
     def spec(self, step_id: str) -> StepSpec:
         """The pinned definition of one step."""
@@ -103,15 +112,15 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     def outputs(self) -> dict[str, str]:
         """What ``$step.output`` sees: the text of every completed step, and the
         approver's comment of a rejected approval (so on_reject steps can quote it)."""
-        return {sid: s.output for sid, s in self.steps.items() if s.status in ("completed", "rejected")}
+        return {sid: s.output for sid, s in self.steps.items() if has_output(s.status)}
 
     def fields(self) -> dict[str, dict[str, Any]]:
         """Frontmatter fields of every completed step."""
-        return {sid: s.fields for sid, s in self.steps.items() if s.status == "completed"}
+        return {sid: s.fields for sid, s in self.steps.items() if succeeded(s.status)}
 
     def running(self) -> list[str]:
         """Steps with an attempt under way."""
-        return [sid for sid, s in self.steps.items() if s.status == "running"]
+        return [sid for sid, s in self.steps.items() if s.status == StepStatus.RUNNING]
 
 
 def fold(events: list[tuple[int, Event]] | list[Event], state: RunState | None = None) -> RunState:
@@ -132,47 +141,28 @@ def _step(state: RunState, step_id: str, **changes: Any) -> dict[str, StepState]
 
 
 def run_status(state: RunState, steps: dict[str, StepState]) -> str:
-    """Running or paused, for a started run that has not ended.
+    """Running or paused, for a started run that has not ended (the rule: ``flows.status.run_status``)."""
+    return _run_status(state.status, map(_STATUS_AND_RETRY, steps.values()))
 
-    Paused means a person is awaited and nothing else can move: no attempt
-    under way and no retry pending. A run that is not under way (queued, or
-    ended) keeps its status: step events of a cancel do not move it.
-    """
-    if state.status not in ("running", "paused"):
-        return state.status
-    paused = False
-    for s in steps.values():
-        if s.status == "running" or (s.status == "pending" and s.not_before):
-            return "running"
-        if s.status == "paused":
-            paused = True
-    return "paused" if paused else "running"
+
+_STATUS_AND_RETRY = attrgetter("status", "not_before")  # a retry is pending while not_before is set
 
 
 def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
-    """The state after ``event`` (recorded at ``position``, 0 when unknown)."""
+    """The state after ``event`` (recorded at ``position``, 0 when unknown).
+
+    Every status comes from ``flows.status``: the run's from the run event
+    (:func:`~flows.status.run_status_of`, which an ended run no longer takes),
+    a step's from its event (:func:`~flows.status.step_status_of`), and the
+    run's after a step moved from :func:`run_status`. A second RunLaunched changes nothing: a run is launched once.
+    """
     common: dict[str, Any] = {"version": state.version + 1, "position": position or state.position}
     match event:
-        case RunLaunched():
-            steps = {spec.id: StepState() for spec in event.snapshot.steps}
-            return replace(
-                state,
-                run_id=event.run_id,
-                status="queued",
-                launched=event,
-                steps=steps,
-                launched_at=event.at,
-                **common,
-            )
-        case RunQueued():
-            return replace(state, status="queued", queue_reason=event.reason, **common)
-        case RunStarted():
-            return replace(state, status="running", queue_reason="", started_at=event.at, **common)
         case StepStarted():
             steps = _step(
                 state,
                 event.step_id,
-                status="running",
+                status=step_status_of(event),
                 attempt=event.attempt,
                 started_at=event.at,
                 not_before=0.0,
@@ -187,7 +177,7 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
             steps = _step(
                 state,
                 event.step_id,
-                status="completed",
+                status=step_status_of(event),
                 output=event.output,
                 fields=event.step_fields(),
                 fields_error=event.fields_error,
@@ -198,42 +188,38 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
         case StepFailed():
             prev = state.steps[event.step_id]
             changes: dict[str, Any] = dict(
+                status=step_status_of(event),
                 error=event.error,
                 failures=prev.failures + (not event.lost),
                 ended_at=event.at,
                 duration_s=event.duration_s,
             )
             if event.will_retry:
-                changes.update(status="pending", not_before=event.retry_at or event.at)
-            else:
-                changes.update(status="failed")
+                changes["not_before"] = event.retry_at or event.at
             steps = _step(state, event.step_id, **changes)
-            return replace(state, steps=steps, status=run_status(state, steps), **common)
-        case StepCancelled():
-            steps = _step(state, event.step_id, status="cancelled", error=event.reason, ended_at=event.at)
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepSkipped():
             steps = _step(
-                state, event.step_id, status="skipped", skip_reason=event.reason, detail=event.detail,
+                state, event.step_id, status=step_status_of(event), skip_reason=event.reason, detail=event.detail,
                 ended_at=event.at,
             )
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepPaused():
-            steps = _step(state, event.step_id, status="paused", prompt=event.prompt, started_at=event.at)
+            steps = _step(state, event.step_id, status=step_status_of(event), prompt=event.prompt, started_at=event.at)
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepResumed():
-            approved = event.decision == "approved"
             steps = _step(
                 state,
                 event.step_id,
-                status="completed" if approved else "rejected",
+                status=step_status_of(event),
                 output=event.comment,
                 decided_by=event.by,
                 ended_at=event.at,
             )
             return replace(state, steps=steps, status=run_status(state, steps), **common)
-        case RunRecovered():
-            return replace(state, recoveries=state.recoveries + 1, **common)
+        case StepCancelled():
+            steps = _step(state, event.step_id, status=step_status_of(event), error=event.reason, ended_at=event.at)
+            return replace(state, steps=steps, status=run_status(state, steps), **common)
         case AnomalyDetected():
             prev = state.steps[event.step_id]
             steps = _step(
@@ -241,18 +227,32 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 guidance=event.guidance or prev.guidance,
             )
             return replace(state, steps=steps, **common)
+        case RunLaunched():
+            if state.launched is not None:
+                return replace(state, **common)
+            steps = {spec.id: StepState() for spec in event.snapshot.steps}
+            return replace(
+                state,
+                run_id=event.run_id,
+                status=run_status_of(event),
+                launched=event,
+                steps=steps,
+                launched_at=event.at,
+                **common,
+            )
+        case RunQueued() | RunStarted() | RunCompleted() | RunFailed() | RunRejected() | RunCancelled() if (
+            not takes_run_event(state.status)
+        ):
+            return replace(state, **common)
+        case RunQueued():
+            return replace(state, status=run_status_of(event), queue_reason=event.reason, **common)
+        case RunStarted():
+            return replace(state, status=run_status_of(event), queue_reason="", started_at=event.at, **common)
+        case RunRecovered():
+            return replace(state, recoveries=state.recoveries + 1, **common)
         case RunCompleted():
-            return replace(state, status="completed", ended_at=event.at, report=event.report, **common)
-        case RunFailed():
-            return replace(
-                state, status="failed", ended_at=event.at, reason=event.reason, report=event.report, **common
-            )
-        case RunRejected():
-            return replace(
-                state, status="rejected", ended_at=event.at, reason=event.reason, report=event.report, **common
-            )
-        case RunCancelled():
-            return replace(
-                state, status="cancelled", ended_at=event.at, reason=event.reason, report=event.report, **common
-            )
+            return replace(state, status=run_status_of(event), ended_at=event.at, report=event.report, **common)
+        case RunFailed() | RunRejected() | RunCancelled():
+            return replace(state, status=run_status_of(event), ended_at=event.at, reason=event.reason,
+                           report=event.report, **common)
     return replace(state, **common)  # an event this fold does not know changes nothing else

@@ -30,6 +30,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from flows.errors import BatonError
+
 REPLACEMENT = "\ufffd"
 """What ``storable`` puts in place of each character the read side cannot hold."""
 
@@ -37,7 +39,7 @@ REPLACEMENT = "\ufffd"
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-class UnstorableText(ValueError):
+class UnstorableText(BatonError, ValueError):
     """A command carries text the log's readers cannot store; ``field`` names where it is.
 
     ``field`` is the request's name for it (``question``, ``inputs.notes``,

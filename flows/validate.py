@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from flows import conditions, template
+from flows.kinds import kind_rules
 from flows.model import (
     ANOMALY_POLICIES,
     BANDS,
     CATEGORIES,
     FlowDefinitionError,
-    StepKind,
     TriggerRule,
 )
 
@@ -78,21 +78,18 @@ def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail) ->
         fail(step.id, "retries, retry_delay_s and timeout_s cannot be negative")
     if step.on_anomaly and step.on_anomaly not in ANOMALY_POLICIES:
         fail(step.id, f"unknown anomaly policy {step.on_anomaly!r}; policies are {', '.join(ANOMALY_POLICIES)}")
-    if step.on_reject and step.kind is not StepKind.APPROVAL:
+    kind = kind_rules(step.kind)
+    if step.on_reject and not kind.pauses_for_person:
         fail(step.id, "only an approval step can have on_reject")
-    if step.kind is StepKind.AGENT:
+    if kind.needs_persona:
         if not step.persona:
-            fail(step.id, "an agent step needs a persona")
+            fail(step.id, f"{kind.noun} needs a persona")
         if step.persona not in personas:
             fail(step.id, f"unknown persona {step.persona!r}; personas are {', '.join(sorted(personas))}")
-        if not step.prompt.strip():
-            fail(step.id, "an agent step needs a prompt")
-    elif step.kind is StepKind.APPROVAL:
-        if not step.prompt.strip():
-            fail(step.id, "an approval step needs a prompt (what is the person asked?)")
-    elif step.kind is StepKind.CODE:
-        if not callable(step.fn):
-            fail(step.id, "a code step needs a callable fn")
+    if kind.missing_prompt and not step.prompt.strip():
+        fail(step.id, kind.missing_prompt)
+    if kind.runs_function and not callable(step.fn):
+        fail(step.id, f"{kind.noun} needs a callable fn")
     if step.when:
         try:
             conditions.parse(step.when)

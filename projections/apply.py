@@ -2,8 +2,9 @@
 
 A batch of events is applied to a ``Workset`` (the rows of the runs it
 touches, loaded once) and written back once; that is what makes a rebuild
-fast. The statuses agree with ``flows.state.evolve`` rule for rule (the
-integration tests fold every run with ``evolve`` and compare).
+fast. Every status comes from the rules of ``flows.status``, as in
+``flows.state.evolve`` (the integration tests fold every run with ``evolve``
+and compare, after every event in tests/integration/test_status_agreement.py).
 
 Everything written is a function of the events: no clock, no randomness.
 """
@@ -11,6 +12,8 @@ Everything written is a function of the events: no clock, no randomness.
 from __future__ import annotations
 
 import logging
+from itertools import chain
+from operator import itemgetter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -35,7 +38,15 @@ from flows.events import (
     StepSkipped,
     StepStarted,
 )
-from flows.state import RUN_TERMINAL, STEP_TERMINAL
+from flows.status import (
+    StepStatus,
+    run_ended,
+    run_status,
+    run_status_of,
+    step_ended,
+    step_status_of,
+    takes_run_event,
+)
 from projections.tables import STEP_FIELDS
 
 log = logging.getLogger(__name__)
@@ -72,7 +83,7 @@ class RunRows:
     @property
     def terminal(self) -> bool:
         """Whether the run has ended (nothing but stray events can change it now)."""
-        return self.run["status"] in RUN_TERMINAL
+        return run_ended(self.run["status"])
 
 
 class Workset:
@@ -129,7 +140,7 @@ def apply(work: Workset, items: Iterable[tuple[str, Event, int, int]]) -> int:
 
 def finish_rows(rows: RunRows) -> None:
     """Derived columns of a run, computed once before its row is written."""
-    rows.run["steps_done"] = sum(1 for s in rows.steps.values() if s["status"] in STEP_TERMINAL)
+    rows.run["steps_done"] = sum(1 for s in rows.steps.values() if step_ended(s["status"]))
 
 
 # -- one function per event type ---------------------------------------------------------
@@ -137,7 +148,7 @@ def finish_rows(rows: RunRows) -> None:
 
 _STEP_DEFAULTS: Row = dict.fromkeys(STEP_FIELDS)  # in STEP_FIELDS order, as written
 _STEP_DEFAULTS.update({
-    "status": "pending",
+    "status": StepStatus.PENDING,
     "attempt": 0,
     "failures": 0,
     "error": "",
@@ -178,7 +189,7 @@ def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunR
         "project_id": e.project_id,
         "question": str(inputs.get("question", "")),
         "inputs": to_json(inputs),
-        "status": "queued",
+        "status": run_status_of(e),
         "queue_reason": "",
         "plan_position": 0,
         "launched_by": e.launched_by,
@@ -200,24 +211,13 @@ def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunR
     return rows
 
 
-_UNDER_WAY = ("running", "paused")
+def _run_status(rows: RunRows, moved: Row) -> str:
+    """``flows.status.run_status`` over the rows, the step that ``moved`` first (a running one settles
+    it at once). A retry is pending while ``retry_at`` is set (``not_before`` in the fold)."""
+    return run_status(rows.run["status"], map(_STATUS_AND_RETRY, chain((moved,), rows.steps.values())))
 
 
-def _run_status(rows: RunRows) -> str:
-    # flows.state.run_status over rows: a run not under way (queued, or
-    # ended) keeps its status; paused only when a person is awaited and
-    # nothing else can move (no attempt under way, no retry pending).
-    current = rows.run["status"]
-    if current not in _UNDER_WAY:
-        return current
-    paused = False
-    for s in rows.steps.values():
-        status = s["status"]
-        if status == "running" or (status == "pending" and s["retry_at"]):
-            return "running"
-        if status == "paused":
-            paused = True
-    return "paused" if paused else "running"
+_STATUS_AND_RETRY = itemgetter("status", "retry_at")
 
 
 def _step(rows: RunRows, step_id: str, position: int) -> Row | None:
@@ -231,19 +231,35 @@ def _step(rows: RunRows, step_id: str, position: int) -> Row | None:
     return row
 
 
-def _queued(work: Workset, rows: RunRows, e: RunQueued, position: int) -> None:
-    rows.run.update(status="queued", queue_reason=e.reason, plan_position=e.plan_position)
+def _ended_already(rows: RunRows, position: int) -> bool:
+    """Whether the run takes no more run events (``flows.status.takes_run_event``); logged when so."""
+    if takes_run_event(rows.run["status"]):
+        return False
+    # The engine never moves a run after its end (optimistic concurrency on its
+    # stream); a log that does is kept with its first ending and report.
+    log.warning("projection skips event %d: run %s had already ended", position, rows.run["run_id"])
+    return True
 
 
-def _started(work: Workset, rows: RunRows, e: RunStarted, position: int) -> None:
-    rows.run.update(status="running", queue_reason="", plan_position=e.plan_position, started_at=e.at)
+def _queued(work: Workset, rows: RunRows, e: RunQueued, position: int) -> bool:
+    if _ended_already(rows, position):
+        return False
+    rows.run.update(status=run_status_of(e), queue_reason=e.reason, plan_position=e.plan_position)
+    return True
+
+
+def _started(work: Workset, rows: RunRows, e: RunStarted, position: int) -> bool:
+    if _ended_already(rows, position):
+        return False
+    rows.run.update(status=run_status_of(e), queue_reason="", plan_position=e.plan_position, started_at=e.at)
+    return True
 
 
 def _step_started(work: Workset, rows: RunRows, e: StepStarted, position: int) -> bool:
     row = _step(rows, e.step_id, position)
     if row is None:
         return False
-    row["status"] = "running"
+    row["status"] = step_status_of(e)
     row["attempt"] = e.attempt
     row["started_at"] = e.at
     row["retry_at"] = None
@@ -254,8 +270,7 @@ def _step_started(work: Workset, rows: RunRows, e: StepStarted, position: int) -
     row["unresolved"] = e.unresolved
     if e.persona:
         row["persona"] = e.persona
-    if rows.run["status"] in _UNDER_WAY:
-        rows.run["status"] = "running"  # what _run_status says whenever a step runs
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -263,14 +278,14 @@ def _step_completed(work: Workset, rows: RunRows, e: StepCompleted, position: in
     row = _step(rows, e.step_id, position)
     if row is None:
         return False
-    row["status"] = "completed"
+    row["status"] = step_status_of(e)
     row["output_position"] = position
     row["fields"] = e.step_fields()
     row["fields_error"] = e.fields_error
     row["usage"] = e.usage
     row["ended_at"] = e.at
     row["duration_s"] = e.duration_s
-    rows.run["status"] = _run_status(rows)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -279,13 +294,12 @@ def _step_failed(work: Workset, rows: RunRows, e: StepFailed, position: int) -> 
     if row is None:
         return False
     row.update(
-        error=e.error, failures=row["failures"] + (not e.lost), ended_at=e.at, duration_s=e.duration_s,
+        status=step_status_of(e), error=e.error, failures=row["failures"] + (not e.lost), ended_at=e.at,
+        duration_s=e.duration_s,
     )
     if e.will_retry:
-        row.update(status="pending", retry_at=e.retry_at or e.at)
-    else:
-        row["status"] = "failed"
-    rows.run["status"] = _run_status(rows)
+        row["retry_at"] = e.retry_at or e.at
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -293,8 +307,8 @@ def _step_cancelled(work: Workset, rows: RunRows, e: StepCancelled, position: in
     row = _step(rows, e.step_id, position)
     if row is None:
         return False
-    row.update(status="cancelled", error=e.reason, ended_at=e.at)
-    rows.run["status"] = _run_status(rows)
+    row.update(status=step_status_of(e), error=e.reason, ended_at=e.at)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -302,11 +316,11 @@ def _step_skipped(work: Workset, rows: RunRows, e: StepSkipped, position: int) -
     row = _step(rows, e.step_id, position)
     if row is None:
         return False
-    row["status"] = "skipped"
+    row["status"] = step_status_of(e)
     row["skip_reason"] = e.reason
     row["detail"] = e.detail
     row["ended_at"] = e.at
-    rows.run["status"] = _run_status(rows)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -314,10 +328,10 @@ def _step_paused(work: Workset, rows: RunRows, e: StepPaused, position: int) -> 
     row = _step(rows, e.step_id, position)
     if row is None:
         return False
-    row["status"] = "paused"
+    row["status"] = step_status_of(e)
     row["prompt_position"] = position
     row["started_at"] = e.at
-    rows.run["status"] = _run_status(rows)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -327,10 +341,10 @@ def _step_resumed(work: Workset, rows: RunRows, e: StepResumed, position: int) -
         return False
     # As in evolve: the approver's comment is the gate's output ($gate.output).
     row.update(
-        status="completed" if e.decision == "approved" else "rejected",
+        status=step_status_of(e),
         output_position=position, comment=e.comment, decided_by=e.by, ended_at=e.at,
     )
-    rows.run["status"] = _run_status(rows)
+    rows.run["status"] = _run_status(rows, row)
     return True
 
 
@@ -351,26 +365,21 @@ def _anomaly(work: Workset, rows: RunRows, e: AnomalyDetected, position: int) ->
     })
 
 
-def _ended(status: str) -> Callable[[Workset, RunRows, Any, int], bool]:
-    def handler(work: Workset, rows: RunRows, e: Any, position: int) -> bool:
-        run = rows.run
-        if run["status"] in RUN_TERMINAL:
-            # The engine never ends a run twice (optimistic concurrency on its
-            # stream); a log that does is kept with its first ending and report.
-            log.warning("projection skips event %d: run %s had already ended", position, run["run_id"])
-            return False
-        run["status"] = status
-        run["ended_at"] = e.at
-        if not isinstance(e, RunCompleted):
-            run["reason"] = e.reason
-        if isinstance(e, (RunRejected, RunCancelled)):
-            run["ended_by"] = e.by
-        work.reports[run["run_id"]] = {
-            "run_id": run["run_id"], "status": status, "position": position, "at": e.at,
-        }
-        return True
-
-    return handler
+def _ended(work: Workset, rows: RunRows, e: RunCompleted | RunFailed | RunRejected | RunCancelled,
+           position: int) -> bool:
+    if _ended_already(rows, position):
+        return False
+    run = rows.run
+    status = run["status"] = run_status_of(e)
+    run["ended_at"] = e.at
+    if not isinstance(e, RunCompleted):
+        run["reason"] = e.reason
+    if isinstance(e, (RunRejected, RunCancelled)):
+        run["ended_by"] = e.by
+    work.reports[run["run_id"]] = {
+        "run_id": run["run_id"], "status": status, "position": position, "at": e.at,
+    }
+    return True
 
 
 _HANDLERS: dict[type, Callable[..., Any]] = {
@@ -386,8 +395,8 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     StepResumed: _step_resumed,
     RunRecovered: _recovered,
     AnomalyDetected: _anomaly,
-    RunCompleted: _ended("completed"),
-    RunFailed: _ended("failed"),
-    RunRejected: _ended("rejected"),
-    RunCancelled: _ended("cancelled"),
+    RunCompleted: _ended,
+    RunFailed: _ended,
+    RunRejected: _ended,
+    RunCancelled: _ended,
 }

@@ -16,10 +16,13 @@ gets none of them again.
 | RunCompleted / RunFailed / RunRejected / RunCancelled | ``flow_run_step_updated`` with ``step_id`` None, the terminal ``status`` and ``run_status``, ``reason``, ``by``, ``report`` |
 | RunRecovered, and events of other streams or types | none |
 
-A step frame's ``status`` is the step's status as ``flows.state`` folds it
-(a failed attempt that will be retried leaves the step ``pending``). A step
-frame carries ``run_status`` only when the event alone settles it; the run's
-own frames always do. The run's last frame is the terminal one, with its report.
+Every status is the one ``flows.status`` gives: a step frame's ``status`` is
+``step_status_of`` its event (a failed attempt that will be retried leaves the
+step ``pending``), a run frame's is ``run_status_of`` its event. Step frames
+carry no ``run_status``: whether the run is now running or paused depends on
+its other steps, which a consumer folds with ``flows.status.run_status`` (the
+web console restates it in runmodel.js). The run's last frame is the terminal
+one, with its report.
 
 Token deltas (``step_delta``) and the scheduler's ``plan_updated`` are
 ephemeral and come from the engine, not from here.
@@ -48,12 +51,12 @@ from flows.events import (
     StepResumed,
     StepSkipped,
     StepStarted,
+    run_id_of,
 )
-from projections.source import decode, run_id_of
+from flows.status import ENDING_STATUS, run_status_of, step_status_of
+from projections.source import decode
 
 Frame = dict[str, Any]
-
-_TERMINAL = {RunCompleted: "completed", RunFailed: "failed", RunRejected: "rejected", RunCancelled: "cancelled"}
 
 
 class Framer:
@@ -74,7 +77,7 @@ class Framer:
         run_id = run_id_of(recorded.stream_id)
         if run_id is None:
             return []
-        event = decode(recorded.type, recorded.data, recorded.position)
+        event = decode(recorded.type, recorded.data, recorded.position, recorded.metadata.get("schema_version"))
         if event is None:
             return []
         if isinstance(event, RunLaunched):
@@ -82,7 +85,7 @@ class Framer:
         project_id = self._project(run_id)
         base = {"id": recorded.position, "run_id": run_id, "project_id": project_id}
         out = _frames(base, event)
-        if type(event) in _TERMINAL:
+        if type(event) in ENDING_STATUS:
             self._projects.pop(run_id, None)
         return out
 
@@ -95,14 +98,15 @@ class Framer:
         return project or ""
 
 
-def _step_frame(base: Frame, event: Event, status: str, **fields: Any) -> Frame:
-    return {**base, "type": "flow_run_step_updated", "step_id": event.step_id, "status": status,  # type: ignore[attr-defined]
-            "at": event.at, **fields}
+def _step_frame(base: Frame, event: Event, **fields: Any) -> Frame:
+    return {**base, "type": "flow_run_step_updated", "step_id": event.step_id,  # type: ignore[attr-defined]
+            "status": step_status_of(event), "at": event.at, **fields}
 
 
-def _run_frame(base: Frame, status: str, at: float, **fields: Any) -> Frame:
+def _run_frame(base: Frame, event: Event, **fields: Any) -> Frame:
+    status = run_status_of(event)
     return {**base, "type": "flow_run_step_updated", "step_id": None, "status": status,
-            "run_status": status, "at": at, **fields}
+            "run_status": status, "at": event.at, **fields}
 
 
 def _frames(base: Frame, e: Event) -> list[Frame]:
@@ -116,36 +120,34 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
             return [{**base, "type": "flow_run_started", "flow_name": e.flow, "band": e.band,
                      "question": str(e.input.get("question", "")), "steps": steps, "at": e.at}]
         case RunQueued():
-            return [_run_frame(base, "queued", e.at, reason=e.reason, plan_position=e.plan_position)]
+            return [_run_frame(base, e, reason=e.reason, plan_position=e.plan_position)]
         case RunStarted():
-            return [_run_frame(base, "running", e.at, reason=e.reason, plan_position=e.plan_position)]
+            return [_run_frame(base, e, reason=e.reason, plan_position=e.plan_position)]
         case StepStarted():
-            return [_step_frame(base, e, "running", attempt=e.attempt, agent=e.persona, kind=e.kind,
+            return [_step_frame(base, e, attempt=e.attempt, agent=e.persona, kind=e.kind,
                                 backend=e.backend, model=e.model)]
         case StepCompleted():
-            return [_step_frame(base, e, "completed", attempt=e.attempt, duration_s=e.duration_s,
+            return [_step_frame(base, e, attempt=e.attempt, duration_s=e.duration_s,
                                 output=e.output)]
         case StepFailed():
-            return [_step_frame(base, e, "pending" if e.will_retry else "failed", attempt=e.attempt,
+            return [_step_frame(base, e, attempt=e.attempt,
                                 error=e.error, will_retry=e.will_retry, retry_at=e.retry_at or None)]
         case StepCancelled():
-            return [_step_frame(base, e, "cancelled", attempt=e.attempt, error=e.reason)]
+            return [_step_frame(base, e, attempt=e.attempt, error=e.reason)]
         case StepSkipped():
-            return [_step_frame(base, e, "skipped", reason=e.reason, detail=e.detail)]
+            return [_step_frame(base, e, reason=e.reason, detail=e.detail)]
         case StepPaused():
             return [
-                _step_frame(base, e, "paused"),
+                _step_frame(base, e),
                 {**base, "type": "approval_requested", "step_id": e.step_id, "prompt": e.prompt, "at": e.at},
             ]
         case StepResumed():
-            status = "completed" if e.decision == "approved" else "rejected"
-            return [_step_frame(base, e, status, decision=e.decision, by=e.by, comment=e.comment)]
+            return [_step_frame(base, e, decision=e.decision, by=e.by, comment=e.comment)]
         case AnomalyDetected():
             return [{**base, "type": "anomaly", "step_id": e.step_id, "attempt": e.attempt, "kind": e.kind,
                      "severity": e.severity, "detail": e.detail, "action": e.action, "at": e.at}]
         case RunCompleted() | RunFailed() | RunRejected() | RunCancelled():
-            status = _TERMINAL[type(e)]
             reason = getattr(e, "reason", "")
             by = getattr(e, "by", "")
-            return [_run_frame(base, status, e.at, reason=reason, by=by, report=e.report)]
+            return [_run_frame(base, e, reason=reason, by=by, report=e.report)]
     return []

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from flows.events import Event, RunLaunched, StepResumed
 from flows.model import StepSpec
-from projections.source import decode_events, read_events
+from projections.source import decode_events, read_events, schema_version_column
 from projections.tables import (
     STEP_FIELDS,
     anomalies,
@@ -65,7 +65,7 @@ def _step_dict(values: list[Any], spec: StepSpec | None, events: dict[int, Event
     """A step as the API shows it: its values (STEP_FIELDS), its spec in the pinned graph, its texts."""
     step_id = values[_STEP_ID]
     if spec is None:  # not in the graph the run was launched with: cannot happen, see apply
-        spec = StepSpec(id=step_id, kind="")
+        spec = StepSpec(id=step_id, kind="")  # type: ignore[arg-type]  # shown as no kind
     out: dict[str, Any] = {
         "step_id": step_id,
         "ordinal": values[_ORDINAL],
@@ -103,10 +103,8 @@ def _text(event: Event | None, name: str) -> str:
 
 
 # A run's report is in its terminal event, which its reports row points at.
-_REPORT = sa.text(
-    "SELECT e.position, e.type, e.data FROM reports r JOIN events e ON e.position = r.position "
-    "WHERE r.run_id = :run_id"
-)
+_REPORT = ("SELECT e.position, e.type, e.data, {0} FROM reports r JOIN events e ON e.position = r.position "
+           "WHERE r.run_id = :run_id")
 # The run's row and the position of its terminal event (NULL until it ended), in one read.
 _RUN = (
     sa.select(flow_runs, reports.c.position.label("report_position"))
@@ -231,7 +229,8 @@ class ReadModel:
     def report(self, run_id: str) -> str | None:
         """The run's report markdown; None until the run has ended (or when it has none)."""
         with self.database.connect() as conn:
-            events = decode_events(conn.execute(_REPORT, {"run_id": run_id}))
+            query = sa.text(_REPORT.format(schema_version_column(conn.dialect.name, "e.")))
+            events = decode_events(conn.execute(query, {"run_id": run_id}))
         return next((getattr(e, "report", "") for e in events.values()), "") or None
 
     def anomalies(self, run_id: str) -> list[dict[str, Any]]:

@@ -18,6 +18,12 @@ catch-up, a rebuild, PostgreSQL's COPY) and every query of an event's text
 gets it; an event without such text costs one regex search more.
 An event that does not decode into its type is not dropped silently: it
 comes out as a ``problem`` row of its page, for ``projection_errors``.
+
+Decoding goes through ``flows.codec`` (upcasters included), on its fast path
+where it can: data of a type no upcaster starts from goes straight from its
+JSON text into the event with the codec's Decoder; only rows of a type that
+has an upcaster need their schema version, and only for those is it read
+out of the row's metadata (by the database, in the page's query).
 """
 
 from __future__ import annotations
@@ -32,47 +38,64 @@ import msgspec
 import sqlalchemy as sa
 
 from eventstore import EventStore, RecordedEvent, SqlStore
-from flows.events import EVENT_TYPES, Event
+from flows.codec import CODEC, INITIAL_SCHEMA_VERSION
+from flows.events import RUN_STREAM_PREFIX, Event, run_id_of
 from flows.text import storable, storable_value
 
 log = logging.getLogger(__name__)
 
-RUN_STREAM_PREFIX = "run-"
-
-_DECODERS = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()}
 _encode = msgspec.json.Encoder().encode
-_PAGE = "SELECT position, stream_id, version, type, {1} FROM events WHERE position > {0} ORDER BY position LIMIT {0}"
+_PAGE = ("SELECT position, stream_id, version, type, {1}, {2} FROM events WHERE position > {0} "
+         "ORDER BY position LIMIT {0}")
 # SQLite hands a BLOB over as bytes without decoding UTF-8 into a str first
 # (half the cost of the fetch); msgspec decodes JSON from bytes directly.
 _DATA = {"sqlite": "CAST(data AS BLOB)", "postgresql": "data"}
+# The schema version in a row's metadata, read by the database (metadata is JSON text).
+_SCHEMA_VERSION = {"sqlite": "json_extract(metadata, '$.schema_version')",
+                   "postgresql": "(metadata::json ->> 'schema_version')"}
 
 
-def run_id_of(stream_id: str) -> str | None:
-    """The run behind a stream, or None for a stream that is not a run's."""
-    if stream_id.startswith(RUN_STREAM_PREFIX):
-        return stream_id[len(RUN_STREAM_PREFIX) :]
-    return None
+def schema_version_column(dialect: str, column_of: str = "") -> str:
+    """The SQL of a query's schema-version column: the metadata's, for rows of a type some upcaster
+    starts from, else NULL (no upcaster applies: the version is not needed, and not read)."""
+    versioned = sorted(CODEC.versioned())
+    if not versioned or dialect not in _SCHEMA_VERSION:
+        return "NULL"
+    names = ", ".join("'" + name.replace("'", "''") + "'" for name in versioned)
+    extract = _SCHEMA_VERSION[dialect].replace("metadata", f"{column_of}metadata")
+    return f"CASE WHEN {column_of}type IN ({names}) THEN {extract} END"
 
 
-def decode(type_name: str, data: Any, position: int) -> Event | None:
+def _version(value: Any) -> int:
+    """A schema version read by ``schema_version_column`` (None: not read, or absent)."""
+    if value is None:
+        return INITIAL_SCHEMA_VERSION
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():  # PostgreSQL's ->> gives text
+        return int(value)
+    raise ValueError(f"schema_version {value!r} is not an integer")
+
+
+def decode(type_name: str, data: Any, position: int, schema_version: Any = None) -> Event | None:
     """The domain event (its texts made storable), or None for a type this projection does not know.
 
-    A known type whose data does not fit is logged and skipped here (the
-    projector records it: see ``from_recorded``).
+    ``schema_version`` is the metadata's (None when absent). A known type whose
+    data does not fit is logged and skipped here (the projector records it:
+    see ``from_recorded``).
     """
-    cls = EVENT_TYPES.get(type_name)
-    if cls is None:
+    if not CODEC.knows(type_name):
         return None
     try:
-        return convert(data, cls)
-    except msgspec.ValidationError as exc:
+        return convert(type_name, data, _version(schema_version))
+    except ValueError as exc:  # msgspec's ValidationError, flows.codec's UpcastError, a bad version
         log.error("cannot read event %d (%s): %s", position, type_name, exc)
         return None
 
 
-def convert(data: Any, cls: type) -> Any:
-    """JSON values (as the store hands them out) as an event of ``cls``, their texts made storable."""
-    return msgspec.convert(storable_value(data) if _holds_escapes(data) else data, cls)
+def convert(type_name: str, data: Any, schema_version: int = INITIAL_SCHEMA_VERSION) -> Event:
+    """JSON values (as the store hands them out) as a run event, upcast, its texts made storable."""
+    return CODEC.decode(type_name, storable_value(data) if _holds_escapes(data) else data, schema_version)
 
 
 def _holds_escapes(data: Any) -> bool:
@@ -119,12 +142,11 @@ def from_recorded(records: Sequence[RecordedEvent]) -> Page:
         run_id = run_id_of(rec.stream_id)
         if run_id is None:
             continue  # not a run's stream (e.g. idempotency keys): nothing to show
-        cls = EVENT_TYPES.get(rec.type)
-        if cls is None:
+        if not CODEC.knows(rec.type):
             continue
         try:
-            event = convert(rec.data, cls)
-        except msgspec.ValidationError as exc:
+            event = convert(rec.type, rec.data, _version(rec.metadata.get("schema_version")))
+        except ValueError as exc:  # msgspec's ValidationError, flows.codec's UpcastError, a bad version
             log.error("projection skips event %d (%s): %s", rec.position, rec.type, exc)
             problems.append(problem(rec.position, run_id, rec.type, exc))
             continue
@@ -156,7 +178,7 @@ class LogReader:
         if self._database is not None:
             dialect = self._database.dialect.name
             mark = "%s" if dialect == "postgresql" else "?"
-            self._sql = _PAGE.format(mark, _DATA.get(dialect, "data"))
+            self._sql = _PAGE.format(mark, _DATA.get(dialect, "data"), schema_version_column(dialect))
             self._raw = self._database.raw_connection()
             if dialect == "postgresql":
                 self._raw.driver_connection.autocommit = True  # each page its own snapshot, as before
@@ -200,10 +222,14 @@ class LogReader:
 
 
 def rows_page(rows: Sequence[Sequence[Any]], after: int) -> Page:
-    """A page of ``events`` rows (position, stream_id, version, type, data), decoded."""
+    """A page of ``events`` rows (position, stream_id, version, type, data, schema version), decoded.
+
+    The schema version may be None (not read: see ``schema_version_column``).
+    """
     if not rows:
         return Page([], after, 0)
-    decoders = _DECODERS
+    fast = CODEC.fast()
+    knows = CODEC.knows
     cut = len(RUN_STREAM_PREFIX)
     suspect = (_SUSPECT if isinstance(rows[0][4], (bytes, bytearray)) else _SUSPECT_TEXT).search
     try:
@@ -211,10 +237,11 @@ def rows_page(rows: Sequence[Sequence[Any]], after: int) -> Page:
         # projection does not know are left out; their positions still count.
         items = [
             (stream_id[cut:],
-             decoders[type_name].decode(data) if suspect(data) is None else _careful(type_name, data),
+             fast[type_name].decode(data) if type_name in fast and suspect(data) is None
+             else _careful(type_name, data, schema_version),
              position, version)
-            for position, stream_id, version, type_name, data in rows
-            if type_name in decoders and stream_id.startswith(RUN_STREAM_PREFIX)
+            for position, stream_id, version, type_name, data, schema_version in rows
+            if (type_name in fast or knows(type_name)) and stream_id.startswith(RUN_STREAM_PREFIX)
         ]
         problems: list[dict[str, Any]] = []
     except (msgspec.DecodeError, ValueError):
@@ -229,30 +256,28 @@ _SUSPECT_TEXT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _SUSPECT = re.compile(_SUSPECT_TEXT.pattern.encode())
 
 
-def _careful(type_name: str, data: str | bytes) -> Event:
-    """The slow path of ``rows_page`` and ``decode_events``: decode to JSON values, make them storable,
-    convert. The standard library's decoder reads what msgspec's refuses: a lone surrogate escape."""
+def _careful(type_name: str, data: str | bytes, schema_version: Any = None) -> Event:
+    """One row's data as its event, through ``flows.codec`` (the slow path of ``rows_page``, and
+    ``decode_events``). Text holding a NUL or a lone surrogate escape is decoded to JSON values and
+    made storable first; the standard library's decoder reads what msgspec's refuses (a lone
+    surrogate escape)."""
+    version = _version(schema_version)
+    suspect = _SUSPECT if isinstance(data, (bytes, bytearray)) else _SUSPECT_TEXT
+    if suspect.search(data) is None:  # type: ignore[arg-type]
+        return CODEC.decode(type_name, data, version)  # nothing to escape: straight from the text
     try:
         value = msgspec.json.decode(data)
     except msgspec.DecodeError:
         value = json.loads(data, parse_constant=_not_json)
-    return msgspec.convert(storable_value(value), EVENT_TYPES[type_name])
+    return CODEC.decode(type_name, storable_value(value), version)
+
 
 
 def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _decode_one(type_name: str, data: str | bytes) -> Event:
-    suspect = _SUSPECT if isinstance(data, (bytes, bytearray)) else _SUSPECT_TEXT
-    if suspect.search(data) is not None:  # type: ignore[arg-type]
-        return _careful(type_name, data)
-    return _DECODERS[type_name].decode(data)
-
-
-_AT = sa.text("SELECT position, type, data FROM events WHERE position IN :positions").bindparams(
-    sa.bindparam("positions", expanding=True)
-)
+_AT = "SELECT position, type, data, {0} FROM events WHERE position IN :positions"
 _IN_CHUNK = 900  # bound parameters per IN (...): under SQLite's oldest limit of 999
 
 
@@ -265,19 +290,24 @@ def read_events(conn: sa.Connection, positions: Iterable[int]) -> dict[int, Even
     """
     wanted = sorted({p for p in positions if p > 0})
     out: dict[int, Event] = {}
+    if not wanted:
+        return out
+    query = sa.text(_AT.format(schema_version_column(conn.dialect.name))).bindparams(
+        sa.bindparam("positions", expanding=True))
     for start in range(0, len(wanted), _IN_CHUNK):
-        out.update(decode_events(conn.execute(_AT, {"positions": wanted[start : start + _IN_CHUNK]})))
+        out.update(decode_events(conn.execute(query, {"positions": wanted[start : start + _IN_CHUNK]})))
     return out
 
 
 def decode_events(rows: Iterable[Sequence[Any]]) -> dict[int, Event]:
-    """``(position, type, data)`` rows of ``events`` as domain events by position (see ``read_events``)."""
+    """``(position, type, data, schema version)`` rows of ``events`` as domain events by position
+    (see ``read_events``; the version may be None: not read)."""
     out: dict[int, Event] = {}
-    for position, type_name, data in rows:
-        if type_name not in _DECODERS:
+    for position, type_name, data, schema_version in rows:
+        if not CODEC.knows(type_name):
             continue
         try:
-            out[position] = _decode_one(type_name, data)
+            out[position] = _careful(type_name, data, schema_version)
         except (msgspec.DecodeError, ValueError) as exc:
             log.error("projection cannot read event %d (%s): %s", position, type_name, exc)
     return out
@@ -287,11 +317,11 @@ def _one_by_one(rows: Sequence[Sequence[Any]]) -> tuple[list[Item], list[dict[st
     """The slow path of a page holding a row that does not decode: that row becomes a problem."""
     items: list[Item] = []
     problems: list[dict[str, Any]] = []
-    for position, stream_id, version, type_name, data in rows:
-        if type_name not in _DECODERS or not stream_id.startswith(RUN_STREAM_PREFIX):
+    for position, stream_id, version, type_name, data, schema_version in rows:
+        if not CODEC.knows(type_name) or not stream_id.startswith(RUN_STREAM_PREFIX):
             continue
         try:
-            event = _decode_one(type_name, data)
+            event = _careful(type_name, data, schema_version)
         except (msgspec.DecodeError, ValueError) as exc:  # ValidationError is a DecodeError
             log.error("projection skips event %d (%s): %s", position, type_name, exc)
             problems.append(problem(position, stream_id[len(RUN_STREAM_PREFIX) :], type_name, exc))

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from actors.errors import ActorsError
+
 log = logging.getLogger(__name__)
 
 DeltaCallback = Callable[[str], None]
@@ -49,7 +51,7 @@ class AgentResult:
     """The model that actually answered, as far as the backend can tell."""
 
 
-class AgentError(Exception):
+class AgentError(ActorsError):
     """A backend could not produce an answer; the message says what to fix."""
 
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 
+from actors.errors import ActorsError
 from flows import personas as catalogue
 
 _PACKAGE = "flows.personas"
@@ -22,7 +23,7 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _added: dict[str, str] = {}
 
 
-class UnknownPersona(KeyError):
+class UnknownPersona(ActorsError, KeyError):
     """No persona of that name: none ships with baton, and none was added (BATON_PERSONAS)."""
 
     def __str__(self) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import Enum
 
+from actors.errors import ActorsError
 
-class WorkspaceError(Exception):
+
+class WorkspaceError(ActorsError):
     """Root of the workspace layer's errors."""
 
 

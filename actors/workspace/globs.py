@@ -15,11 +15,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from actors.errors import ActorsError
+
 _BRACES = re.compile(r"\{([^{}]*)\}")
 _MAX_EXPANSIONS = 64
 
 
-class BadGlob(ValueError):
+class BadGlob(ActorsError, ValueError):
     """A glob that cannot be read (an unclosed ``[``, too many ``{}`` choices)."""
 
 

@@ -15,10 +15,11 @@ from typing import TypeVar
 
 from actors.workspace.errors import NotARepository
 from actors.workspace.git import DEFAULT_TIMEOUT_S, Git
-from eventstore import Codec, ConcurrencyError, EventStore, NewEvent
-from flows.events import Event, event_data
+from actors.runlog import decode, new_events
+from eventstore import ConcurrencyError, EventStore
+from flows.events import Event
 from flows.projects import (
-    PROJECT_EVENT_TYPES,
+    PROJECT_CODEC,
     PROJECTS_STREAM,
     Project,
     ProjectRegistry,
@@ -30,7 +31,6 @@ from flows.projects import (
 )
 
 _RETRIES = 3
-_CODEC = Codec(PROJECT_EVENT_TYPES)
 T = TypeVar("T")
 
 
@@ -76,7 +76,7 @@ class ProjectBook:
 
     def registry(self) -> ProjectRegistry:
         """The registry folded from the stream as it is now."""
-        return fold(_CODEC.decode(rec) for rec in self._store.read_stream(PROJECTS_STREAM))
+        return fold(decode(rec, PROJECT_CODEC) for rec in self._store.read_stream(PROJECTS_STREAM))
 
     def projects(self) -> list[Project]:
         """Every registered project, by id."""
@@ -116,7 +116,7 @@ class ProjectBook:
             events = decide(registry)
             if not events:
                 return after(registry)
-            new = [NewEvent(type(e).__name__, event_data(e), {"schema_version": 1}) for e in events]
+            new = new_events(events, {}, PROJECT_CODEC)
             try:
                 self._store.append(PROJECTS_STREAM, new, expected_version=registry.version)
             except ConcurrencyError as exc:

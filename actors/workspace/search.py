@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.errors import ActorsError
 from actors.workspace.confine import SNIFF_BYTES, Walker, is_text
 
 try:  # the regex parser of the standard library (Python 3.11+: re._parser)
@@ -43,7 +44,7 @@ MAX_LINE_CHARS = 300
 """A matching line longer than this is shown cut (minified files have 100 kB lines)."""
 
 
-class BadPattern(ValueError):
+class BadPattern(ActorsError, ValueError):
     """The search pattern is not a valid (Python) regular expression."""
 
     def __init__(self, pattern: str, why: str) -> None:

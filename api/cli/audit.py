@@ -1,18 +1,19 @@
 """Audit: re-fold every run from the log and check it, writing nothing.
 
 ``baton replay [--verify]`` prints what this finds. Replay never calls a model
-and never re-evaluates a decision: it folds the recorded events (DESIGN §3).
+and never re-evaluates a decision: it folds the recorded events (DESIGN §3),
+decoded as every reader decodes them (``flows.codec``, upcasters included).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import msgspec
-
+from actors.runlog import schema_version_of
 from api.cli import progress
 from eventstore import CorruptEventError, EventStore, RecordedEvent
-from flows.events import RunLaunched, event_from_data
+from flows.codec import UnknownEventType, decode
+from flows.events import RunLaunched, run_id_of, stream_of
 from flows.state import RunState, evolve
 
 
@@ -39,7 +40,7 @@ def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = F
         try:
             for rec in store.read_all(after=after):
                 after, out.events = rec.position, out.events + 1
-                if rec.stream_id.startswith("run-"):
+                if run_id_of(rec.stream_id) is not None:
                     streams.setdefault(rec.stream_id, []).append(rec)
             break
         except CorruptEventError as exc:
@@ -47,16 +48,16 @@ def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = F
             after, out.events = exc.position, out.events + 1
     if run_id is not None:
         try:
-            streams[progress.stream_of(run_id)] = store.read_stream(progress.stream_of(run_id))
+            streams[stream_of(run_id)] = store.read_stream(stream_of(run_id))
         except CorruptEventError as exc:
             out.problems.append(f"stream run-{run_id} position {exc.position}: {exc.detail}")
         out.events = sum(len(r) for r in streams.values())
     for stream_id, records in streams.items():
         state = refold(stream_id, records, out.problems)
         out.runs += 1
-        out.summaries.append(progress.replay_line(stream_id[4:], state, len(records)))
+        out.summaries.append(progress.replay_line(run_id_of(stream_id) or "", state, len(records)))
     if verify:
-        out.problems += store.verify(progress.stream_of(run_id) if run_id else None)
+        out.problems += store.verify(stream_of(run_id) if run_id else None)
     return out
 
 
@@ -66,11 +67,14 @@ def refold(stream_id: str, records: list[RecordedEvent], problems: list[str]) ->
     for rec in records:
         where = f"stream {stream_id!r} version {rec.version} (position {rec.position})"
         try:
-            event = event_from_data(rec.type, rec.data)
-        except KeyError:
+            event = decode(rec.type, rec.data, schema_version_of(rec))
+        except UnknownEventType:
             problems.append(f"{where}: unknown event type {rec.type!r}")
             continue
-        except (msgspec.ValidationError, TypeError, ValueError) as exc:
+        except CorruptEventError as exc:  # its schema version is not a number
+            problems.append(f"{where}: {exc.detail}")
+            continue
+        except (TypeError, ValueError) as exc:  # msgspec's ValidationError, an upcaster that failed
             problems.append(f"{where}: {rec.type} does not decode: {exc}")
             continue
         if (rec.version == 1) != isinstance(event, RunLaunched):

@@ -33,10 +33,12 @@ from api.cli.targets import Local, Remote, Target, resolve_in
 from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from api.runtime import Runtime, load_registry
 from api.settings import Settings, require_model, safe_url
-from flows import decide
+from flows import decide, errors
+from flows.events import stream_of
 from flows.launch import LaunchParams, prepare
 from flows.report import count
-from flows.state import RUN_TERMINAL, RunState
+from flows.state import RunState
+from flows.status import RUN_TERMINAL, RunStatus, StepStatus
 from projections import Framer, rebuild
 
 DEMO_DB = "sqlite:///baton-demo.db"
@@ -49,7 +51,7 @@ def known_run(rt: Runtime, run_id: str) -> tuple[RunState, list[Any]]:
     """The run folded from the log; UnknownRun when the log has no such run."""
     state, history = load_run(rt.store, run_id)
     if state.launched is None:
-        raise decide.UnknownRun(run_id)
+        raise errors.UnknownRun(run_id)
     return state, history
 
 
@@ -62,7 +64,7 @@ def follow_and_report(where: Target, args: argparse.Namespace, settings: Setting
     else:
         state = where.follow(run_id, None)
     progress.print_outcome(console, state, baton_command(args, settings), report=args.follow)
-    return EXIT_FAILED if state.status == "failed" else EXIT_OK
+    return EXIT_FAILED if state.status == RunStatus.FAILED else EXIT_OK
 
 
 def print_json(value: Any) -> None:
@@ -167,7 +169,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
                                     f"at position {first['position']} ({first['event_type']}): {first['error']}; "
                                     f"baton replay --run {run_id} reads it from the log")
     if found is None:
-        raise decide.UnknownRun(run_id)
+        raise errors.UnknownRun(run_id)
     if args.json:
         print_json(found)
     elif not args.report:
@@ -198,7 +200,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
         after, run_id = args.after, None
         if args.run:
             run_id = resolve_in(rt.store, args.run)
-            events = rt.store.read_stream(progress.stream_of(run_id))
+            events = rt.store.read_stream(stream_of(run_id))
             after = events[0].position - 1 if after is None else after
         framer = Framer()
         subscription = rt.store.subscribe(after=rt.store.head() if after is None else after)
@@ -275,7 +277,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         say(console, f"launched run {run_id} at position {launched.position}")
         with ProgressView(console, run_id) as view:
             state = local.follow(run_id, view)
-            if not state.terminal and state.steps[DEMO_STEP].status == "paused":
+            if not state.terminal and state.steps[DEMO_STEP].status == StepStatus.PAUSED:
                 say(console, f"demo: approving step '{DEMO_STEP}' on your behalf (in real use: "
                              f"{command(f'approve {run_id} {DEMO_STEP}')})")
                 engine.approve(run_id, DEMO_STEP, by="baton demo", comment="Approved by `baton demo` for you.")
@@ -291,7 +293,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         local.close()
     report_verification(replay, verify=True)
-    return EXIT_OK if state.status == "completed" else EXIT_FAILED
+    return EXIT_OK if state.status == RunStatus.COMPLETED else EXIT_FAILED
 
 
 def report_verification(replay: Replay, *, verify: bool) -> int:

@@ -59,7 +59,7 @@ from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fai
 from api.settings import Settings, from_env
 from api.settings import check as check_settings
 from flows.launch import DEFAULT_BAND
-from flows.state import RUN_STATUSES
+from flows.status import RUN_STATUSES
 
 # -- settings, and where a command is carried out ------------------------------------------------
 
@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", metavar="P", help="project id")
     p.add_argument("--follow", action="store_true", help="show the live progress table and the report")
     p = add("runs", cmd_runs, "list runs, newest first")
-    p.add_argument("--status", choices=RUN_STATUSES, metavar="STATUS", help=f"one of {', '.join(RUN_STATUSES)}")
+    p.add_argument("--status", choices=[s.value for s in RUN_STATUSES], metavar="STATUS",
+                   help=f"one of {', '.join(RUN_STATUSES)}")
     p.add_argument("--flow")
     p.add_argument("--project")
     p.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N runs (default: 20)")

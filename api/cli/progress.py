@@ -28,21 +28,23 @@ from rich.text import Text
 from actors.runlog import fold_records
 from api.cli.escape import printable, printable_line
 from eventstore import EventStore
-from flows.events import Event
+from flows.events import Event, stream_of
 from flows.report import count
 from flows.state import RunState, StepState
+from flows.status import RunStatus, StepStatus
 
-STATUS_STYLE = {
-    "completed": "green",
-    "running": "yellow",
-    "paused": "bold magenta",
-    "queued": "cyan",
-    "failed": "bold red",
-    "rejected": "red",
-    "cancelled": "red",
-    "skipped": "dim",
-    "pending": "dim",
+STATUS_STYLE: dict[str, str] = {
+    StepStatus.COMPLETED: "green",
+    StepStatus.RUNNING: "yellow",
+    StepStatus.PAUSED: "bold magenta",
+    RunStatus.QUEUED: "cyan",
+    StepStatus.FAILED: "bold red",
+    StepStatus.REJECTED: "red",
+    StepStatus.CANCELLED: "red",
+    StepStatus.SKIPPED: "dim",
+    StepStatus.PENDING: "dim",
 }
+"""How a status is shown (run and step statuses share their names: one style each)."""
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -56,11 +58,6 @@ def make_console(*, stderr: bool = False) -> Console:
 # -- reading a run from the log ------------------------------------------------------------------
 
 
-def stream_of(run_id: str) -> str:
-    """The stream holding a run's events (DESIGN §2)."""
-    return f"run-{run_id}"
-
-
 def load_run(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int, Event]]]:
     """A run's state folded from its stream, and its ``(position, event)`` history.
 
@@ -70,57 +67,11 @@ def load_run(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int, 
     return fold_records(store.read_stream(stream_of(run_id)), run_id)
 
 
-def watch_run(
-    store: EventStore,
-    run_id: str,
-    until: Callable[[RunState], bool],
-    on_state: Callable[[RunState], None] | None = None,
-    *,
-    timeout: float | None = None,
-    recheck_s: float | None = None,
-) -> RunState:
-    """Follow a run's stream until ``until(state)`` holds; return that state.
-
-    The state is re-folded from the stream after each committed batch of the
-    run's events, so ``until`` never sees half an append. ``recheck_s`` makes
-    it ask ``until`` again after that long without an event, for predicates
-    that also look outside the log (the engine going idle is not an event).
-    Raises TimeoutError after ``timeout`` seconds (None: wait for ever).
-    """
-    stream = stream_of(run_id)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    subscription = store.subscribe(after=store.head())
-    try:
-        state, _ = load_run(store, run_id)
-        if on_state is not None:
-            on_state(state)
-        while not until(state):
-            wait = 1.0 if recheck_s is None else recheck_s
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"run {run_id} is still {state.status} after {timeout:g} s")
-                wait = min(wait, left)
-            rec = subscription.next_event(timeout=wait)
-            if rec is None:
-                continue
-            changed = rec.stream_id == stream
-            while (more := subscription.next_event(timeout=0)) is not None:  # the rest of the batch
-                changed = changed or more.stream_id == stream
-            if changed:
-                state, _ = load_run(store, run_id)
-                if on_state is not None:
-                    on_state(state)
-        return state
-    finally:
-        subscription.close()
-
-
 # -- the live progress table ---------------------------------------------------------------------
 
 
 def _elapsed(step: StepState, now: float) -> str:
-    if step.status in ("running", "paused") and step.started_at:
+    if step.status in (StepStatus.RUNNING, StepStatus.PAUSED) and step.started_at:
         return f"{max(now - step.started_at, 0.0):.1f}s"
     if step.duration_s:
         return f"{step.duration_s:.1f}s"
@@ -130,13 +81,13 @@ def _elapsed(step: StepState, now: float) -> str:
 
 
 def _note(step: StepState, latest: str) -> str:
-    if step.status == "running":
+    if step.status == StepStatus.RUNNING:
         return latest
-    if step.status == "paused":
+    if step.status == StepStatus.PAUSED:
         return "waiting for a person"
-    if step.status == "skipped":
+    if step.status == StepStatus.SKIPPED:
         return f"{step.skip_reason}: {step.detail}" if step.detail else step.skip_reason
-    if step.status in ("failed", "cancelled") or (step.status == "pending" and step.error):
+    if step.status in (StepStatus.FAILED, StepStatus.CANCELLED) or (step.status == StepStatus.PENDING and step.error):
         return step.error
     if step.decided_by:
         return f"by {step.decided_by}"
@@ -167,6 +118,9 @@ def steps_table(state: RunState, latest: dict[str, str] | None = None, *, now: f
             cell(_note(step, latest.get(spec.id, ""))[:200]),
         )
     return table
+
+
+_NEWS = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})  # a run's news printed before its steps' (an end after)
 
 
 class ProgressView:
@@ -229,20 +183,20 @@ class ProgressView:
         t0 = state.launched_at or now
         changed = state.status != self._run_status
         self._run_status = state.status
-        if changed and state.status in ("queued", "running"):  # news before its steps; an end after them
+        if changed and state.status in _NEWS:  # news before its steps; an end after them
             say(self.console, f"  {now - t0:6.1f}s  run {state.run_id} is {state.status}")
         for step_id, step in state.steps.items():
             key = (step.status, step.attempt)
             if self._seen.get(step_id) == key:
                 continue
             self._seen[step_id] = key
-            if step.status == "pending" and not step.error:
+            if step.status == StepStatus.PENDING and not step.error:
                 continue
             attempt = f" (attempt {step.attempt})" if step.attempt > 1 else ""
-            note = _note(step, "") if step.status != "running" else ""
+            note = _note(step, "") if step.status != StepStatus.RUNNING else ""
             say(self.console, f"  {now - t0:6.1f}s  {step_id:<14} {step.status}{attempt}"
                               + (f"  {note.splitlines()[0][:100]}" if note else ""))
-        if changed and state.status not in ("queued", "running"):
+        if changed and state.status not in _NEWS:
             say(self.console, f"  {now - t0:6.1f}s  run {state.run_id} is {state.status}")
 
     def _render(self) -> Table:
@@ -277,7 +231,7 @@ def print_outcome(console: Console, state: RunState, command: Callable[[str], st
     if not state.terminal:
         say(console, f"run {run_id} is {state.status}")
         for sid, step in state.steps.items():
-            if step.status != "paused":
+            if step.status != StepStatus.PAUSED:
                 continue
             say(console, f"  step '{sid}' waits for a person: {state.spec(sid).label or sid}")
             for line in step.prompt.strip().splitlines():
@@ -374,7 +328,7 @@ def runs_table(rows: list[dict[str, Any]], width: int = 120) -> Table:
 
 
 def _run_cells(r: dict[str, Any]) -> dict[str, Text]:
-    status = r["status"] + (f" ({r['queue_reason']})" if r["status"] == "queued" and r["queue_reason"] else "")
+    status = r["status"] + (f" ({r['queue_reason']})" if r["status"] == RunStatus.QUEUED and r["queue_reason"] else "")
     return {"run": Text(r["run_id"]), "flow": cell(r["flow"]), "band": Text(r["band"]),
             "status": Text(status, style=STATUS_STYLE.get(r["status"], "")),
             "steps": Text(f"{r['steps_done']}/{r['steps_total']}"), "launched": Text(_when(r["launched_at"])),
@@ -415,7 +369,7 @@ def print_run(console: Console, found: dict[str, Any], command: Callable[[str], 
                       cell(note[:120]))
     console.print(table)
     for s in steps:
-        if s["status"] == "paused":
+        if s["status"] == StepStatus.PAUSED:
             go_on = f"{run['run_id']} {s['step_id']}"
             say(console, f"step '{s['step_id']}' waits for a person: {command('approve ' + go_on)} "
                          f"(or {command('reject ' + go_on)})")
@@ -429,7 +383,7 @@ def frame_line(frame: dict[str, Any]) -> str:
     """One durable frame as ``<id> <type> <run> <step> <status>`` (``-`` for what it lacks)."""
     status = frame.get("status") or frame.get("run_status")
     if status is None:
-        status = {"flow_run_started": "launched", "approval_requested": "paused"}.get(frame["type"], "-")
+        status = {"flow_run_started": "launched", "approval_requested": StepStatus.PAUSED}.get(frame["type"], "-")
     return printable_line(
         f"{frame['id']} {frame['type']} {frame.get('run_id') or '-'} {frame.get('step_id') or '-'} {status}")
 

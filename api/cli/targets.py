@@ -21,17 +21,19 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from actors.engine import Launched
-from actors.runlog import has_work, live_nodes, read_with_owner, run_ids_starting
+from actors.runlog import follow, live_nodes, read_with_owner, run_ids_starting
 from api.cli.client import Client, ServerError
-from api.cli.progress import ProgressView, watch_run
+from api.cli.progress import ProgressView
 from api.runtime import Runtime
 from api.settings import Settings
 from eventstore import SqlStore
 from eventstore.leases import Leases
-from flows import decide
+from flows import decide, errors
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.launch import LaunchParams
+from flows.kinds import kind_rules
 from flows.state import RunState
+from flows.status import RunStatus
 from flows.text import check_text
 
 ID_LENGTH = 26  # a ULID
@@ -83,7 +85,7 @@ def pick(candidates: list[str], given: str) -> str:
     if given in candidates or len(candidates) == 1:
         return given if given in candidates else candidates[0]
     if not candidates:
-        raise decide.UnknownRun(given)
+        raise errors.UnknownRun(given)
     shown = ", ".join(candidates[:5]) + (", ..." if len(candidates) > 5 else "")
     raise RunIdError(f"run id {given!r} is the start of more than one run ({shown}); give more of it")
 
@@ -95,17 +97,18 @@ def resolve_in(store: SqlStore, given: str) -> str:
     """
     check_text("RUN", given)
     if not given:
-        raise decide.UnknownRun(given)
+        raise errors.UnknownRun(given)
     for candidate in dict.fromkeys((given, given.upper())):
         found = run_ids_starting(store, candidate, limit=6)
         if found:
             return pick(found, candidate)
-    raise decide.UnknownRun(given)
+    raise errors.UnknownRun(given)
 
 
-def remote_settled(state: RunState) -> bool:
-    """Ended, or paused with nothing else to do (a sibling step waiting for a slot is something)."""
-    return state.terminal or (state.status == "paused" and not has_work(state, time.time()))
+def settled(state: RunState) -> bool:
+    """Where following a run stops: ended, or paused with nothing but a person to wait for
+    (``flows.decide.settled``; a sibling step waiting for a slot is something)."""
+    return decide.settled(state, time.time())
 
 
 # -- in this process -----------------------------------------------------------------------------
@@ -163,28 +166,10 @@ class Local:
         rt = self.start()
         unsubscribe = rt.bus.subscribe(view.on_delta) if view is not None else None
         try:
-            return watch_run(rt.store, run_id, self._settled(run_id), view.update if view else None, recheck_s=0.2)
+            return follow(rt.store, run_id, settled, view.update if view else None)
         finally:
             if unsubscribe is not None:
                 unsubscribe()
-
-    def _settled(self, run_id: str) -> Callable[[RunState], bool]:
-        """Ended, or paused with the engine idle on it.
-
-        A paused state alone is not enough: a sibling agent step may still wait
-        for a slot, and then the run moves on without anyone's decision.
-        """
-        engine = self.rt.engine
-
-        def check_state(state: RunState) -> bool:
-            if state.terminal:
-                return True
-            if state.status != "paused":
-                return False
-            if engine is None:
-                return not has_work(state, time.time())
-            return all(r["run_id"] != run_id for r in engine.plan()["in_progress"])
-        return check_state
 
     def runs(self, *, status: str | None, flow: str | None, project_id: str | None, limit: int) -> list[dict[str, Any]]:
         read_model = self.start().read_model
@@ -268,12 +253,12 @@ def plan_from_log(rt: Runtime) -> dict[str, Any]:
         state, _, last_node = read_with_owner(store, run_id)
         if state.launched is None or state.terminal:
             continue
-        running = [sid for sid in state.running() if state.spec(sid).kind == "agent"]
+        running = [sid for sid in state.running() if kind_rules(state.spec(sid).kind).needs_agent_slot]
         slots += len(running)
         node = last_node if last_node in live else ""
-        if state.status == "queued":
+        if state.status == RunStatus.QUEUED:
             waiting.append((run_id, state.launched.flow, "capacity", "queued until a process with room admits it"))
-        elif state.status == "paused" and not state.running():
+        elif state.status == RunStatus.PAUSED and not state.running():
             waiting.append((run_id, state.launched.flow, "approval", "waiting for a person to approve or reject"))
         else:
             in_progress.append({"run_id": run_id, "flow": state.launched.flow, "since": state.started_at,
@@ -343,7 +328,7 @@ class Remote:
         if view is not None:
             view.update(state)
         for _ in range(3):  # the stream ends when the server stops: follow it again, then give up
-            if remote_settled(state):
+            if settled(state):
                 return state
             for frame in self.client.frames(run_id, after=state.position):
                 if frame.get("type") == "step_delta":
@@ -355,7 +340,7 @@ class Remote:
                 state = self.client.state(run_id, state)
                 if view is not None:
                     view.update(state)
-                if remote_settled(state):
+                if settled(state):
                     return state
         raise ServerError(1, f"the baton server at {self.client.url} stopped streaming run {run_id}; it goes on "
                              f"there: baton show {run_id}")

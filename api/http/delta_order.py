@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from flows.status import RUN_TERMINAL, StepStatus
+
 Frame = dict[str, Any]
-_ENDED = frozenset({"completed", "failed", "rejected", "cancelled"})
 
 
 class DeltaOrder:
@@ -39,13 +40,13 @@ class DeltaOrder:
             run_id, step_id = frame.get("run_id"), frame.get("step_id")
             if step_id is None:
                 out.append(frame)
-                if frame.get("run_status") in _ENDED:
+                if frame.get("run_status") in RUN_TERMINAL:
                     self.running = {k for k in self.running if k[0] != run_id}
                     for key in [k for k in self.held if k[0] == run_id]:
                         out[-1:-1] = self.held.pop(key)
                 continue
             key = (run_id, step_id, frame.get("attempt"))
-            if frame.get("status") == "running":
+            if frame.get("status") == StepStatus.RUNNING:
                 out.append(frame)
                 self.running.add(key)
                 out.extend(self.held.pop(key, ()))

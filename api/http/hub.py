@@ -25,6 +25,7 @@ from typing import Any
 
 from api.http.delta_order import DeltaOrder
 from eventstore import EventStore, RecordedEvent, StoreClosedError
+from flows.events import stream_of
 from projections.frames import Framer
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,7 @@ class FrameHub:
                 yield frames
 
     def _run_records(self, run_id: str, after: int, upto: int) -> Iterable[RecordedEvent]:
-        return (r for r in self.store.read_stream(f"run-{run_id}") if after < r.position <= upto)
+        return (r for r in self.store.read_stream(stream_of(run_id)) if after < r.position <= upto)
 
     # -- the thread and the loop ------------------------------------------------------------------
 

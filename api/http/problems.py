@@ -17,8 +17,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from actors.engine import EngineTimeout
 from actors.errors import (
+    EngineTimeout,
     EngineUnavailable,
     FlowsModuleMissing,
     LaunchInProgress,
@@ -29,8 +29,9 @@ from actors.errors import (
 from api.http.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.catalog import UnknownFlow
-from flows.decide import NotWaiting, RunFinished, UnknownRun, UnknownStep
+from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.launch import LaunchError
+from flows.status import RunStatus
 from flows.text import UnstorableText
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def details(exc: BaseException) -> dict[str, Any]:
         case RunFinished():
             return {"detail": str(exc), "state": exc.status}
         case RunOwnedElsewhere():
-            return {"detail": str(exc), "state": "running", "owner": exc.owner}
+            return {"detail": str(exc), "state": RunStatus.RUNNING, "owner": exc.owner}
         case FlowsModuleMissing():
             return {"detail": str(exc), "module": exc.module}
         case LaunchInProgress():

@@ -29,7 +29,9 @@ from api.http import schemas
 from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
 from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
 from eventstore import StoreUnavailableError
-from flows.decide import UnknownRun
+from flows.errors import UnknownRun
+from flows.events import stream_of
+from flows.status import RUN_STATUSES
 from flows.launch import LaunchParams
 from flows.text import describe, find_unstorable
 from projections.queries import UnknownCursor
@@ -41,7 +43,6 @@ READ_WAIT_S = 2.0  # how long a GET waits for the projector to catch up with a c
 HEALTH_PROBLEMS = 20  # skipped events /api/health lists (the newest); problems_total counts them all
 MAX_ID_CHARS = 128  # a run id (a ULID is 26): longer is not an id the API ever gave out
 READ_POSITION = "Baton-Read-Position"  # header: how far the read tables were when a GET read them
-RUN_STATUSES = ("queued", "running", "paused", "completed", "failed", "rejected", "cancelled")
 
 _encode = msgspec.json.Encoder().encode
 
@@ -194,7 +195,7 @@ async def launch(request: Request) -> Response:
 
 async def _same_request(request: Request, run_id: str, params: LaunchParams) -> None:
     """Refuse a key reused for a different launch: answering the earlier run would hide the mistake."""
-    records = await run_in_threadpool(_runtime(request).store.read_stream, f"run-{run_id}")
+    records = await run_in_threadpool(_runtime(request).store.read_stream, stream_of(run_id))
     earlier = {"fast": False, **(records[0].data if records else {})}  # logs from before `fast` lack it
     wanted = {"flow": params.flow, "band": params.band, "project_id": params.project_id,
               "input": {**params.inputs, "question": params.question}, "fast": params.fast}
@@ -314,8 +315,8 @@ async def run_events(request: Request) -> Response:
     run_id = path_run_id(request)
     after = int_param(request, "after_version", 0) or 0
     store = _runtime(request).store
-    records = await run_in_threadpool(store.read_stream, f"run-{run_id}", after)
-    if not records and (after == 0 or not await run_in_threadpool(store.read_stream, f"run-{run_id}")):
+    records = await run_in_threadpool(store.read_stream, stream_of(run_id), after)
+    if not records and (after == 0 or not await run_in_threadpool(store.read_stream, stream_of(run_id))):
         raise UnknownRun(run_id)
     views = [_event_view(r) for r in records]
     fmt = request.query_params.get("format", "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 
+from flows.errors import BatonError
 from flows.model import Flow
 
 BUILTIN_MODULES: tuple[str, ...] = (
@@ -33,7 +34,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
 )
 
 
-class UnknownFlow(KeyError):
+class UnknownFlow(BatonError, KeyError):
     """No flow of that name is registered."""
 
     def __init__(self, name: str, known: list[str]) -> None:

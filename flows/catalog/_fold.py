@@ -25,11 +25,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
 from flows import report
+from flows.context import StepContext
+from flows.status import StepStatus, succeeded
 
 __all__ = [
     "EvidenceItem",
@@ -43,14 +45,6 @@ __all__ = [
     "states_no_evidence",
     "worst_severity",
 ]
-
-
-class StepContext(Protocol):
-    """What a code step's function receives (only the parts the fold reads)."""
-
-    input: Mapping[str, Any]
-    outputs: Mapping[str, str]
-    fields: Mapping[str, Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -356,8 +350,9 @@ def approval_record(ctx: StepContext, gate: str, *, what: str = "the result") ->
     was (a context without statuses: an approved gate is one with an output).
     """
     comment = (ctx.outputs.get(gate) or "").strip()
-    status = getattr(ctx, "statuses", {}).get(gate) or ("completed" if gate in ctx.outputs else "rejected")
-    if status == "completed":
+    status = getattr(ctx, "statuses", {}).get(gate) or (
+        StepStatus.COMPLETED if gate in ctx.outputs else StepStatus.REJECTED)
+    if succeeded(status):
         fields = {"decision": "approved", "comment": comment}
         lines = ["**Decision**", "", f"Approved at `{gate}`: {what} goes ahead."]
     else:

@@ -14,7 +14,7 @@ from actors.run import RunActor
 from eventstore import NewEvent, open_store
 from flows import Flow, agent, approval, code
 from flows.catalog import FlowRegistry
-from flows.decide import NotWaiting, RunFinished, UnknownRun
+from flows.errors import NotWaiting, RunFinished, UnknownRun
 from flows.events import event_data, stream_of
 from flows.launch import LaunchParams, prepare
 

@@ -20,6 +20,7 @@ from tests.pg import create_pg_database, drop_pg_database, pg_ok, skip_reason
 import sqlalchemy as sa
 
 from eventstore import NewEvent, open_store
+from flows.codec import event_from_data
 from flows.events import (
     EVENT_TYPES,
     AnomalyDetected,
@@ -32,7 +33,6 @@ from flows.events import (
     StepSkipped,
     StepStarted,
     event_data,
-    event_from_data,
 )
 from flows.state import RunState, evolve
 from projections import PROJECTION_VERSION, Projector, ReadModel, rebuild

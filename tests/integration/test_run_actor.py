@@ -20,7 +20,7 @@ from eventstore import open_store
 from eventstore.leases import Leases
 from flows import Flow, code
 from flows.catalog import FlowRegistry
-from flows.decide import NotWaiting
+from flows.errors import NotWaiting
 from flows.launch import LaunchParams, prepare
 
 HOLD = threading.Event()

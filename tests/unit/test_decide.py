@@ -14,10 +14,6 @@ import pytest
 from flows import Flow, agent, approval, code
 from flows.decide import (
     Decision,
-    NotWaiting,
-    RunFinished,
-    UnknownRun,
-    UnknownStep,
     cancel,
     complete,
     decide,
@@ -29,6 +25,7 @@ from flows.decide import (
     resume,
     start,
 )
+from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.events import (
     AnomalyDetected,
     Event,

@@ -30,7 +30,6 @@ from hypothesis import strategies as st
 from flows import Flow, agent, approval, code
 from flows import rules as rules_mod
 from flows.decide import (
-    RunFinished,
     cancel,
     complete,
     decide,
@@ -40,6 +39,7 @@ from flows.decide import (
     resume,
     start,
 )
+from flows.codec import event_from_data
 from flows.events import (
     Event,
     RunCancelled,
@@ -52,8 +52,8 @@ from flows.events import (
     StepSkipped,
     StepStarted,
     event_data,
-    event_from_data,
 )
+from flows.errors import RunFinished
 from flows.model import FlowSnapshot, StepSpec, TriggerRule
 from flows.state import RunState, StepState, evolve, fold
 from tests.unit.rule_oracle import by_the_prose

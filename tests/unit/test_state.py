@@ -14,6 +14,7 @@ import pytest
 
 from flows import Flow, agent, approval, code
 from flows.decide import decide, resume
+from flows.codec import event_from_data
 from flows.events import (
     AnomalyDetected,
     Event,
@@ -33,7 +34,6 @@ from flows.events import (
     StepSkipped,
     StepStarted,
     event_data,
-    event_from_data,
 )
 from flows.state import RunState, evolve, fold
 

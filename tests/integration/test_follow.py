@@ -1,0 +1,110 @@
+"""Following a run until it ends or pauses: one function (actors.runlog.follow) for Engine.wait and the CLI."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from actors.errors import EngineTimeout, RunNotSettled
+from actors.runlog import follow
+from eventstore import NewEvent, open_store
+from flows import Flow, agent, approval
+from flows.decide import settled
+from flows.events import (
+    RunLaunched,
+    RunStarted,
+    StepCompleted,
+    StepPaused,
+    StepStarted,
+    event_data,
+    stream_of,
+)
+from flows.state import RunState, fold
+
+WAIT = 10.0
+FLOW = Flow("follow", category="Analysis", steps=[
+    agent("a", persona="reviewer", prompt="A"),
+    agent("b", persona="reviewer", prompt="B"),
+    approval("gate", prompt="Go?"),
+])
+
+
+def batch(*events) -> list[NewEvent]:
+    return [NewEvent(type(e).__name__, event_data(e), {"schema_version": 1}) for e in events]
+
+
+@pytest.fixture
+def store(store_url):
+    store = open_store(store_url, poll_interval=0.05)
+    yield store
+    store.close()
+
+
+def test_follow_sees_each_append_whole_and_stops_where_a_person_is_awaited(store):
+    run_id, stream = "01FOLLOW00000000000000000A", stream_of("01FOLLOW00000000000000000A")
+    store.append(stream, batch(RunLaunched(run_id=run_id, flow="follow", snapshot=FLOW.snapshot(), at=1.0),
+                               RunStarted(run_id=run_id, at=1.0)), 0)
+    seen: list[RunState] = []
+    moved = threading.Condition()
+
+    def on_state(state: RunState) -> None:
+        with moved:
+            seen.append(state)
+            moved.notify_all()
+
+    def append_and_wait(events: list[NewEvent], version: int) -> None:
+        """Append, then wait until follow has shown the run at least that far (so each append is apart)."""
+        recorded = store.append(stream, events, version)
+        with moved:
+            assert moved.wait_for(lambda: seen and seen[-1].version >= recorded[-1].version, WAIT)
+
+    def drive() -> None:
+        with moved:
+            assert moved.wait_for(lambda: bool(seen), WAIT)
+        # Appends of two events each: follow shows the state after each append, never after half of one.
+        append_and_wait(batch(StepPaused(step_id="gate", prompt="Go?", at=2.0),
+                              StepStarted(step_id="a", attempt=1, at=2.0)), 2)
+        store.append(stream_of("someone-else"), batch(RunStarted(run_id="x", at=2.0)), 0)
+        append_and_wait(batch(StepCompleted(step_id="a", attempt=1, output="A", at=3.0),
+                              StepStarted(step_id="b", attempt=1, at=3.0)), 4)
+        append_and_wait(batch(StepCompleted(step_id="b", attempt=1, output="B", at=4.0)), 6)
+
+    writer = threading.Thread(target=drive)
+    writer.start()
+    try:
+        state = follow(store, run_id, lambda s: settled(s, time.time()), on_state, timeout=WAIT)
+    finally:
+        writer.join()
+    assert state.status == "paused" and state.version == 7
+    assert [s.version for s in seen] == [2, 4, 6, 7]  # one state per append of the run, none halfway
+    assert state == fold(_events(store, stream))
+
+
+def _events(store, stream):
+    from actors.runlog import decode
+
+    return [(rec.position, decode(rec)) for rec in store.read_stream(stream)]
+
+
+def test_follow_gives_up_after_its_timeout_with_the_state_it_saw(store):
+    run_id = "01FOLLOW00000000000000000B"
+    store.append(stream_of(run_id), batch(RunLaunched(run_id=run_id, flow="follow", snapshot=FLOW.snapshot(), at=1.0)),
+                 0)
+    with pytest.raises(RunNotSettled) as caught:
+        follow(store, run_id, lambda s: s.terminal, timeout=0.3)
+    assert isinstance(caught.value, EngineTimeout) and isinstance(caught.value, TimeoutError)
+    assert caught.value.state.status == "queued"
+    assert str(caught.value) == f"run {run_id} is still queued after 0.3 s"
+
+
+def test_a_paused_run_is_settled_only_when_nothing_but_a_person_can_move_it():
+    launched = RunLaunched(run_id="r", flow="follow", snapshot=FLOW.snapshot(), at=1.0)
+    paused = fold([launched, RunStarted(run_id="r", at=1.0), StepPaused(step_id="gate", at=1.0)])
+    assert paused.status == "paused"
+    assert not settled(paused, 2.0)  # a and b may start (they wait for a slot): the run moves on alone
+    done = fold([launched, RunStarted(run_id="r", at=1.0), StepPaused(step_id="gate", at=1.0),
+                 StepStarted(step_id="a", attempt=1, at=1.0), StepCompleted(step_id="a", attempt=1, at=2.0),
+                 StepStarted(step_id="b", attempt=1, at=2.0), StepCompleted(step_id="b", attempt=1, at=3.0)])
+    assert done.status == "paused" and settled(done, 4.0)
