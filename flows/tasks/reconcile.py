@@ -16,6 +16,7 @@ integration worktree dirty, no merge under way         ``reset-integration`` (it
 a rebase under way in a task worktree                  ``abort-rebase`` (the branch returns to its head)
 an atomic write's temp file left behind                ``sweep-temp``
 a registered worktree whose directory is gone          ``prune-worktrees``
+a directory where a worktree should be, unregistered   ``remove-stray-dir`` (a worktree add cut short)
 the merge of a task the log has not recorded           ``record-merged`` (a fact, never a 2nd merge)
 integration lacks a task the log says merged           ``remerge`` the recorded head (or
                                                        ``merge-lost`` when git no longer has it)
@@ -116,6 +117,8 @@ class GitInventory(msgspec.Struct, frozen=True, kw_only=True):
     """Lock files no live process holds."""
     temp_files: tuple[str, ...] = ()
     """Leftover temp files of atomic writes (killed mid-write)."""
+    stray_dirs: tuple[str, ...] = ()
+    """Directories at a worktree's place (the integration's or a task's) that git has not registered."""
 
 
 # -- what the log says ------------------------------------------------------------------
@@ -189,6 +192,7 @@ class Repair(str, Enum):
     ABORT_REBASE = "abort-rebase"
     SWEEP_TEMP = "sweep-temp"
     PRUNE_WORKTREES = "prune-worktrees"
+    REMOVE_STRAY_DIR = "remove-stray-dir"
     RESTORE_BRANCH = "restore-branch"
     RECREATE_INTEGRATION = "recreate-integration"
     RECORD_MERGED = "record-merged"
@@ -238,6 +242,9 @@ def reconcile(log: LoggedRun, git: GitInventory, *, prune_kept: bool = False) ->
     if any(w.prunable for w in git.worktrees):
         gone = ", ".join(sorted(w.path for w in git.worktrees if w.prunable))
         add(Compensation(repair=Repair.PRUNE_WORKTREES, target=log.run_dir, reason=f"directories gone: {gone}"))
+    for stray in sorted(git.stray_dirs):
+        add(Compensation(repair=Repair.REMOVE_STRAY_DIR, target=stray, step_id=_task_of(log, stray),
+                         reason="a directory git does not know as a worktree (a worktree add or remove cut short)"))
     live = {p: w for p, w in paths.items() if not w.prunable}
 
     if log.integration_created and log.active:
