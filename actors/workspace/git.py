@@ -39,6 +39,8 @@ And on every command that writes (:meth:`Git.write`, §12):
 from __future__ import annotations
 
 import os
+import re
+import stat
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -377,10 +379,12 @@ class Git:
         conflict marker (``diff --cached --check``): a half-resolved conflict
         is never committed as if it were code.
         """
+        # Checked before `add`: staging a file marks its conflict resolved, markers and all.
+        unresolved = [p for p in self.unmerged_paths() if _has_markers(self.cwd / p)]
+        if unresolved:
+            raise CommitRefused("unresolved-conflicts", "these files still hold conflict markers (<<<<<<< ... "
+                                ">>>>>>>): resolve them first: " + ", ".join(unresolved))
         self.write("add", "-A")
-        unmerged = self.unmerged_paths()
-        if unmerged:
-            raise CommitRefused("unresolved-conflicts", "resolve and save these files first: " + ", ".join(unmerged))
         merging = (self.git_dir() / "MERGE_HEAD").exists()
         if not merging and self.run("diff", "--cached", "--quiet", ok_codes=(0, 1)).returncode == 0:
             raise CommitRefused("nothing-to-commit", "no file differs from the last commit")
@@ -454,6 +458,24 @@ class WorktreeEntry:
     locked: str | None = None
     """The lock reason (``""`` when locked without one); None when not locked."""
     prunable: bool = False
+
+
+_MARKER = re.compile(rb"^(<{7}|>{7})( |$)", re.MULTILINE)
+
+
+def _has_markers(path: Path) -> bool:
+    """Whether a file still holds a conflict marker line (a missing file holds none: deleted is a resolution)."""
+    try:  # never follow a symlink, never block on a FIFO: this is the agent's tree
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return bool(_MARKER.search(f.read()))
+    finally:
+        os.close(fd)
 
 
 def _parse_worktrees(stdout: bytes) -> list[WorktreeEntry]:
