@@ -170,6 +170,8 @@ class Applied:
     action: Compensation
     ok: bool
     detail: str = ""
+    head: str = ""
+    """For a deleted branch: the head it really had (a salvage commit may have moved it since the inventory)."""
 
 
 class RunWorktrees:
@@ -552,15 +554,16 @@ class RunWorktrees:
     def carry_out(self, actions: list[Compensation]) -> list[Applied]:
         """Carry out reconciliation's actions in order; one failing does not stop the others."""
         done: list[Applied] = []
+        moved: dict[str, str] = {}  # branch -> head after a salvage commit made here
         for action in actions:
             try:
-                detail = self._carry_out(action)
-                done.append(Applied(action, True, detail))
+                detail, head = self._carry_out(action, moved)
+                done.append(Applied(action, True, detail, head))
             except (WorkspaceError, OSError) as exc:
                 done.append(Applied(action, False, str(exc)))
         return done
 
-    def _carry_out(self, a: Compensation) -> str:  # noqa: PLR0911 - one line per repair
+    def _carry_out(self, a: Compensation, moved: dict[str, str]) -> tuple[str, str]:  # noqa: PLR0911, PLR0912
         path = Path(a.target)
         match a.repair:
             case Repair.REMOVE_STALE_LOCK:
@@ -569,7 +572,7 @@ class RunWorktrees:
                     raise LockBusy(a.target, holders)
                 path.unlink(missing_ok=True)
             case Repair.ABORT_MERGE | Repair.RESET_INTEGRATION:
-                return ", ".join(self._ready_integration()) or "already clean"
+                return ", ".join(self._ready_integration()) or "already clean", ""
             case Repair.ABORT_REBASE:
                 git = self.at(path)
                 if git.rebase_in_progress():
@@ -589,16 +592,25 @@ class RunWorktrees:
                 outcome = self.merge_commit(a.step_id, a.head)
                 if isinstance(outcome, Conflict):
                     raise WorkspaceError(f"re-merging {a.head[:12]} conflicts in {', '.join(outcome.files)}")
-                return f"merged at {outcome.merge_commit[:12]}" if isinstance(outcome, Merged) else "nothing to merge"
+                merged = outcome.merge_commit if isinstance(outcome, Merged) else ""
+                return (f"merged at {merged[:12]}" if merged else "nothing to merge"), merged
             case Repair.REMOVE_WORKTREE:
-                salvaged = self._remove_worktree(path, a.step_id)
-                return f"salvaged uncommitted work as {salvaged[:12]}" if salvaged else ""
+                entry = self._registered(path)
+                salvaged = self._remove_worktree(path, a.step_id or "salvage")
+                if salvaged and entry is not None and entry.branch:
+                    moved[entry.branch] = salvaged
+                return (f"salvaged uncommitted work as {salvaged[:12]}" if salvaged else ""), salvaged
             case Repair.DELETE_BRANCH:
+                head = moved.get(a.target, a.head)
                 if self.git.branch_head(a.target) is not None:
-                    self.git.delete_branch(a.target, a.head)
-            case Repair.RECORD_MERGED | Repair.FAIL_LOST | Repair.MERGE_LOST:
-                return "recorded in the log (no git action)"
-        return ""
+                    self.git.delete_branch(a.target, head)
+                if head != a.head:
+                    return (f"deleted at the salvage commit {head[:12]} (not merged): restore with "
+                            f"`git branch {a.target} {head}`"), head
+                return "", head
+            case Repair.RECORD_MERGED | Repair.FAIL_LOST | Repair.LOST:
+                return "recorded in the log (no git action)", ""
+        return "", ""
 
     def _clear_stale_locks(self, git_dirs: list[Path], trees: list[Path]) -> list[str]:
         cleared: list[str] = []

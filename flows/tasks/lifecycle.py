@@ -37,6 +37,7 @@ from flows.tasks.events import (
     TaskCleanedUp,
     TaskCommitted,
     TaskDone,
+    TaskEvent,
     TaskFailed,
     TaskMerged,
     TaskMergeConflicted,
@@ -166,9 +167,9 @@ def _fold_task_event(state: TaskRunState, event: Event) -> dict[str, TaskState] 
             if tid in tasks and tasks[tid].status is TaskStatus.NEW_QUEUED:
                 tasks[tid] = replace(tasks[tid], status=TaskStatus.PLANNED_QUEUED, plan_position=base + n)
         return tasks
-    step_id = getattr(event, "step_id", None)
-    if step_id is None or step_id not in state.tasks:
+    if not isinstance(event, TaskEvent) or event.step_id not in state.tasks:
         return None
+    step_id = event.step_id
     task = state.tasks[step_id]
     changed = _task_after(task, event, state.max_rounds)
     return {**state.tasks, step_id: changed} if changed is not task else None
@@ -252,9 +253,9 @@ def check(state: TaskRunState, event: Event) -> str | None:  # noqa: PLR0911, PL
             if state.tasks[tid].status is not TaskStatus.NEW_QUEUED:
                 return f"task {tid!r} is {state.tasks[tid].status.value}, not new_queued"
         return None
-    step_id = getattr(event, "step_id", None)
-    if step_id is None:
-        return None
+    if not isinstance(event, TaskEvent):
+        return None  # run-level events (IntegrationCreated, GitCompensated, ...) are not about one task
+    step_id = event.step_id
     if step_id not in state.tasks:
         return f"unknown task {step_id!r}"
     task = state.tasks[step_id]

@@ -19,9 +19,10 @@ a registered worktree whose directory is gone          ``prune-worktrees``
 a directory where a worktree should be, unregistered   ``remove-stray-dir`` (a worktree add cut short)
 the merge of a task the log has not recorded           ``record-merged`` (a fact, never a 2nd merge)
 integration lacks a task the log says merged           ``remerge`` the recorded head (or
-                                                       ``merge-lost`` when git no longer has it)
+                                                       ``lost`` when git no longer has it)
 a running task's worktree or branch is gone            ``fail-lost`` (the task is retried)
-a task branch gone that held commits the log knows     ``restore-branch`` at the recorded head
+a task branch gone that held commits the log knows     ``restore-branch`` at the recorded head (``lost``
+                                                       when git no longer has that commit)
 the integration branch / worktree gone, run active     ``restore-branch`` / ``recreate-integration``
 a worktree or branch the log does not account for      ``remove-worktree`` / ``delete-branch``
 =====================================================  =========================================
@@ -42,12 +43,13 @@ second time (a property test checks the fixpoint).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 
 import msgspec
 
-from flows.tasks.events import Phase, TaskStatus
+from flows.events import Event
+from flows.tasks.events import GitCompensated, Phase, TaskBlocked, TaskFailed, TaskMerged, TaskStatus
 from flows.tasks.lifecycle import TaskRunState
 
 INTEGRATE = "integrate"
@@ -197,7 +199,7 @@ class Repair(str, Enum):
     RECREATE_INTEGRATION = "recreate-integration"
     RECORD_MERGED = "record-merged"
     REMERGE = "remerge"
-    MERGE_LOST = "merge-lost"
+    LOST = "lost"
     FAIL_LOST = "fail-lost"
     REMOVE_WORKTREE = "remove-worktree"
     DELETE_BRANCH = "delete-branch"
@@ -214,6 +216,8 @@ class Compensation(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     step_id: str = ""
     head: str = ""
+    merge_commit: str = ""
+    """For ``record-merged``: the merge commit git made."""
 
 
 def reconcile(log: LoggedRun, git: GitInventory, *, prune_kept: bool = False) -> list[Compensation]:
@@ -248,9 +252,11 @@ def reconcile(log: LoggedRun, git: GitInventory, *, prune_kept: bool = False) ->
     live = {p: w for p, w in paths.items() if not w.prunable}
 
     if log.integration_created and log.active:
-        if integ_branch not in git.branches and log.integration_head:
+        branch_there = integ_branch in git.branches
+        if not branch_there and log.integration_head:
             _restore(add, integ_branch, log.integration_head, git, "the integration branch is gone")
-        if integ_path not in live:
+            branch_there = log.integration_head in git.existing
+        if integ_path not in live and branch_there:
             add(Compensation(repair=Repair.RECREATE_INTEGRATION, target=integ_path,
                              reason="the integration worktree is gone"))
 
@@ -278,7 +284,8 @@ def reconcile(log: LoggedRun, git: GitInventory, *, prune_kept: bool = False) ->
     return sorted(out, key=lambda c: (_ORDER[c.repair], c.target))
 
 
-def _task(add: Callable[[Compensation], None], log: LoggedRun, git: GitInventory, t: LoggedTask, live: dict[str, WorktreeInfo]) -> None:
+def _task(add: Callable[[Compensation], None], log: LoggedRun, git: GitInventory, t: LoggedTask,
+          live: dict[str, WorktreeInfo]) -> None:
     branch = task_branch(log.run_id, t.task_id)
     path = task_path(log.run_dir, t.task_id)
     head = git.branches.get(branch, "")
@@ -288,12 +295,13 @@ def _task(add: Callable[[Compensation], None], log: LoggedRun, git: GitInventory
                 add(Compensation(repair=Repair.REMERGE, target=branch, step_id=t.task_id, head=t.merged_head,
                                  reason="the log has it merged; the integration branch does not contain it"))
             else:
-                add(Compensation(repair=Repair.MERGE_LOST, target=branch, step_id=t.task_id, head=t.merged_head,
+                add(Compensation(repair=Repair.LOST, target=branch, step_id=t.task_id, head=t.merged_head,
                                  reason="merged per the log, missing from the integration branch, and the "
                                         "commit is gone from the repository: a person must redo it"))
         return
     if t.status is TaskStatus.INPROGRESS and t.phase is Phase.MERGE and head and head in git.merges:
         add(Compensation(repair=Repair.RECORD_MERGED, target=branch, step_id=t.task_id, head=head,
+                         merge_commit=git.merges[head],
                          reason=f"git merged it ({git.merges[head][:12]}) before the process stopped"))
         return
     if t.ended:
@@ -309,9 +317,13 @@ def _task(add: Callable[[Compensation], None], log: LoggedRun, git: GitInventory
                              reason=f"the task's {gone} is gone: the attempt is lost and retried"))
 
 
-def _restore(add: Callable[[Compensation], None], branch: str, sha: str, git: GitInventory, why: str, step_id: str = "") -> None:
+def _restore(add: Callable[[Compensation], None], branch: str, sha: str, git: GitInventory, why: str,
+             step_id: str = "") -> None:
     if sha in git.existing:
         add(Compensation(repair=Repair.RESTORE_BRANCH, target=branch, head=sha, step_id=step_id, reason=why))
+    else:
+        add(Compensation(repair=Repair.LOST, target=branch, head=sha, step_id=step_id,
+                         reason=f"{why}, and git no longer has {sha[:12]}: a person must look"))
 
 
 def _task_of(log: LoggedRun, path: str) -> str:
@@ -327,6 +339,38 @@ def _why_unaccounted(log: LoggedRun, path: str) -> str:
     if task_id in known:
         return f"task {task_id!r} has ended ({known[task_id].status.value}); its worktree was not removed"
     return "no task of the log has this worktree"
+
+
+def compensation_events(state: TaskRunState, done: Iterable[Compensation], *, heads: Mapping[str, str] | None = None,
+                        now: float = 0.0) -> list[Event]:
+    """The events that record what reconciliation did (``done``: the actions carried out without error).
+
+    One ``GitCompensated`` per action, and for the actions that change what
+    the log knows about a task, the task's own event (each passes the
+    lifecycle guard): ``record-merged`` -> ``TaskMerged(already=True)``;
+    ``fail-lost`` -> ``TaskFailed(lost=True, will_retry=True)`` (a lost
+    attempt does not use up a retry); ``lost`` on a task in progress ->
+    ``TaskBlocked`` (a person must look). ``heads`` overrides the head a
+    deleted branch is recorded at (when a salvage commit moved it first).
+    """
+    events: list[Event] = []
+    for a in done:
+        head = (heads or {}).get(a.target, a.head)
+        events.append(GitCompensated(action=a.repair.value, target=a.target, reason=a.reason, step_id=a.step_id,
+                                     head=head, at=now))
+        task = state.tasks.get(a.step_id)
+        if task is None:
+            continue
+        if a.repair is Repair.RECORD_MERGED:
+            events.append(TaskMerged(step_id=a.step_id, attempt=task.attempt, task_head=a.head,
+                                     merge_commit=a.merge_commit, already=True, at=now))
+        elif a.repair is Repair.FAIL_LOST and task.status is TaskStatus.INPROGRESS:
+            events.append(TaskFailed(step_id=a.step_id, attempt=task.attempt, error=a.reason, will_retry=True,
+                                     lost=True, at=now))
+        elif a.repair is Repair.LOST and task.status is TaskStatus.INPROGRESS:
+            events.append(TaskBlocked(step_id=a.step_id, attempt=task.attempt, reason=a.reason, source="reconcile",
+                                      at=now))
+    return events
 
 
 def describe(actions: Iterable[Compensation]) -> list[str]:

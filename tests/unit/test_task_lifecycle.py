@@ -349,3 +349,22 @@ def test_random_task_runs_keep_every_invariant_and_end(specs, slots, max_rounds,
     raw = [msgspec.json.encode(e) for e in drive.log]
     assert fold([msgspec.json.decode(b, type=AnyTaskEvent) for b in raw], drive.start) == drive.state
     assert decide_tasks(drive.state, slots) == []
+
+
+def test_every_proposed_event_round_trips_through_json_as_one_tagged_union():
+    from flows.tasks.events import (
+        GitCompensated,
+        IntegrationCreated,
+        LandingRefused,
+        RunLanded,
+        TaskAnswered,
+    )
+
+    samples = [GitCompensated(action="delete-branch", target="baton/R/x", reason="orphan", head="ab" * 20),
+               IntegrationCreated(branch="baton/R/integrate", path="/w/R/integrate", base="cd" * 20),
+               RunLanded(target="main", commit="ef" * 20), LandingRefused(target="main", reason="not a fast-forward"),
+               TaskAnswered(step_id="a", answer=Answer.RETRY, context="use port 8080", by="ana")]
+    names = {type(s).__name__ for s in samples}
+    assert names <= {cls.__name__ for cls in TASK_EVENTS}
+    for sample in samples:
+        assert msgspec.json.decode(msgspec.json.encode(sample), type=AnyTaskEvent) == sample
