@@ -68,6 +68,8 @@ _WRITE_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false"
                   "-c", "core.editor=:", "-c", "sequence.editor=:", "-c", "merge.autoStash=false",
                   "-c", "rebase.autoStash=false", "-c", "rebase.updateRefs=false", "-c", "submodule.recurse=false",
                   "-c", "advice.detachedHead=false")
+TEMP_GLOB = ".baton-write-*.tmp"
+"""The names of the atomic writes' temp files (``actors.workspace.writes``): never staged."""
 IDENTITY = ("baton", "baton@localhost")
 """Author and committer of every commit baton makes (the task id is in the message)."""
 _SHA = frozenset("0123456789abcdef")
@@ -277,16 +279,25 @@ class Git:
     # -- writing (§12): worktrees, branches, commits, merges ----------------
 
     def write(self, *args: str, check: bool = True, timeout_s: float | None = None,
-              ok_codes: Sequence[int] = (0,)) -> GitOutput:
+              ok_codes: Sequence[int] = (0,), env: Mapping[str, str] | None = None) -> GitOutput:
         """Run a git command that changes the repository: the write options and baton's identity added."""
         name, email = IDENTITY
-        env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
-               "GIT_COMMITTER_EMAIL": email, "GIT_EDITOR": ":", "GIT_MERGE_AUTOEDIT": "no"}
-        return self.run(*_WRITE_OPTIONS, *args, check=check, timeout_s=timeout_s, ok_codes=ok_codes, env=env)
+        ident = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+                 "GIT_COMMITTER_EMAIL": email, "GIT_EDITOR": ":", "GIT_MERGE_AUTOEDIT": "no"}
+        return self.run(*_WRITE_OPTIONS, *args, check=check, timeout_s=timeout_s, ok_codes=ok_codes,
+                        env={**ident, **(env or {})})
 
     def git_dir(self) -> Path:
-        """This work tree's own git directory (``.git/worktrees/<name>`` for a linked worktree)."""
-        return Path(self.run("rev-parse", "--absolute-git-dir").text.strip())
+        """This work tree's own git directory (``.git/worktrees/<name>`` for a linked worktree).
+
+        Asked once per value: where a work tree keeps its git directory does
+        not change, and a merge asks it several times.
+        """
+        known = self.__dict__.get("_git_dir")
+        if known is None:
+            known = Path(self.run("rev-parse", "--absolute-git-dir").text.strip())
+            self.__dict__["_git_dir"] = known  # frozen dataclass: a cache, not a field
+        return known
 
     def common_dir(self) -> Path:
         """The repository's shared git directory (refs, objects, the worktree registry)."""
@@ -371,8 +382,8 @@ class Git:
         out = self.run("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
         return [entry[3:] for entry in _names(out.stdout) if len(entry) > 3]
 
-    def commit_all(self, message: str) -> str:
-        """Stage every change (``add -A``) and commit it; the new HEAD's sha.
+    def commit_all(self, message: str) -> CommitStat:
+        """Stage every change (``add -A``) and commit it: the new commit and what it changed.
 
         Raises :class:`CommitRefused` when nothing changed, when a merge
         still has unresolved paths, or when a staged file still holds a
@@ -384,16 +395,25 @@ class Git:
         if unresolved:
             raise CommitRefused("unresolved-conflicts", "these files still hold conflict markers (<<<<<<< ... "
                                 ">>>>>>>): resolve them first: " + ", ".join(unresolved))
-        self.write("add", "-A")
-        merging = (self.git_dir() / "MERGE_HEAD").exists()
-        if not merging and self.run("diff", "--cached", "--quiet", ok_codes=(0, 1)).returncode == 0:
+        self.add_all()
+        files, added, removed = _numstat(self.run("diff", "--cached", "--no-ext-diff", "--no-textconv",
+                                                  "--no-renames", "--numstat", "-z").stdout)
+        if not files and not self.merge_in_progress():
             raise CommitRefused("nothing-to-commit", "no file differs from the last commit")
         checked = self.run("diff", "--cached", "--check", "--no-color", ok_codes=(0, 1, 2))
         markers = [line for line in checked.text.splitlines() if "leftover conflict marker" in line]
         if markers:
             raise CommitRefused("conflict-markers", "; ".join(markers[:10]))
         self.write("commit", "--quiet", "--no-verify", "--no-edit", "-m", message)
-        return self.head()
+        return CommitStat(sha=self.head(), files=files, insertions=added, deletions=removed)
+
+    def add_all(self) -> None:
+        """Stage every change, except the temp files of writes cut short (``.baton-write-*.tmp``).
+
+        The exclusion is a pathspec of baton's own, so pathspec magic is
+        switched on for this one call; every path a tool gives stays literal.
+        """
+        self.write("add", "-A", "--", ".", f":(exclude,glob)**/{TEMP_GLOB}", env={"GIT_LITERAL_PATHSPECS": "0"})
 
     def unmerged_paths(self) -> list[str]:
         """Paths a merge left unresolved."""
@@ -431,19 +451,32 @@ class Git:
 
     def numstat(self, base: str, head: str) -> tuple[list[str], int, int]:
         """(files, lines added, lines removed) from ``base`` to ``head`` (binary files count no lines)."""
-        out = self.run("diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--numstat", "-z", base, head,
-                       "--")
-        files: list[str] = []
-        added = removed = 0
-        for entry in _names(out.stdout):
-            parts = entry.split("\t", 2)
-            if len(parts) != 3:
-                continue
-            a, r, name = parts
-            files.append(name)
-            added += int(a) if a.isdigit() else 0
-            removed += int(r) if r.isdigit() else 0
-        return files, added, removed
+        return _numstat(self.run("diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--numstat", "-z", base,
+                                 head, "--").stdout)
+
+
+@dataclass(frozen=True)
+class CommitStat:
+    """A commit :meth:`Git.commit_all` made and what it changed."""
+
+    sha: str
+    files: list[str]
+    insertions: int
+    deletions: int
+
+
+def _numstat(stdout: bytes) -> tuple[list[str], int, int]:
+    files: list[str] = []
+    added = removed = 0
+    for entry in _names(stdout):
+        parts = entry.split("\t", 2)
+        if len(parts) != 3:
+            continue
+        a, r, name = parts
+        files.append(name)
+        added += int(a) if a.isdigit() else 0
+        removed += int(r) if r.isdigit() else 0
+    return files, added, removed
 
 
 @dataclass(frozen=True)

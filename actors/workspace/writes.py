@@ -33,7 +33,7 @@ from actors.workspace.confine import Confinement
 from actors.workspace.errors import PathRefused, Rule
 
 TEMP_PREFIX = ".baton-write-"
-TEMP_SUFFIX = ".tmp"
+TEMP_SUFFIX = ".tmp"  # git.TEMP_GLOB names them too: `commit` never stages one
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 

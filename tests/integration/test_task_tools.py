@@ -302,3 +302,24 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return True
+
+
+def test_a_temp_file_left_by_a_killed_write_is_never_committed(machinery, repo):
+    from actors.workspace.git import TEMP_GLOB
+    from actors.workspace.writes import TEMP_PREFIX, TEMP_SUFFIX, is_temp_name
+
+    assert TEMP_GLOB == f"{TEMP_PREFIX}*{TEMP_SUFFIX}" and is_temp_name(TEMP_GLOB.replace("*", "abc"))
+    machinery.add_task("k")
+    root = machinery.task_path("k")
+    (root / "sub").mkdir()
+    for leftover in (root / ".baton-write-dead.tmp", root / "sub" / ".baton-write-dead.tmp"):
+        leftover.write_text("half a file")
+    (root / "sub" / "real.txt").write_text("real\n")
+    done = machinery.commit("k", "real work")
+    assert done.files == ["sub/real.txt"]
+    salvage_dir = machinery.task_path("k")
+    (salvage_dir / "more.txt").write_text("more\n")
+    cleaned = machinery.remove_task("k")
+    assert cleaned.salvaged
+    tree = repo.git("ls-tree", "-r", "--name-only", cleaned.salvaged).split()
+    assert sorted(tree) == sorted(["README.md", "app.py", "src/util.py", "run.sh", "sub/real.txt", "more.txt"])
