@@ -416,8 +416,9 @@ class Git:
         self.write("add", "-A", "--", ".", f":(exclude,glob)**/{TEMP_GLOB}", env={"GIT_LITERAL_PATHSPECS": "0"})
 
     def unmerged_paths(self) -> list[str]:
-        """Paths a merge left unresolved."""
-        return sorted(set(_names(self.run("diff", "--name-only", "--diff-filter=U", "-z").stdout)))
+        """Paths a merge left unresolved (read from the index alone: no tree is compared)."""
+        out = self.run("ls-files", "--unmerged", "-z")
+        return sorted({entry.split("\t", 1)[1] for entry in _names(out.stdout) if "\t" in entry})
 
     def merge_in_progress(self) -> bool:
         """Whether a merge stopped here (``MERGE_HEAD`` exists)."""
