@@ -323,3 +323,12 @@ def test_a_temp_file_left_by_a_killed_write_is_never_committed(machinery, repo):
     assert cleaned.salvaged
     tree = repo.git("ls-tree", "-r", "--name-only", cleaned.salvaged).split()
     assert sorted(tree) == sorted(["README.md", "app.py", "src/util.py", "run.sh", "sub/real.txt", "more.txt"])
+
+
+@pytest.mark.parametrize("name", ["implementation-specialist", "poc-specialist"])
+def test_the_task_personas_name_the_write_tools_and_the_safe_exit(name):
+    from actors.agents import persona_text
+
+    text = persona_text(name)
+    for word in ("write_file", "edit_file", "run", "commit", "notify", "blocked", "Safe Exit", "worktree", ".git"):
+        assert word in text, word

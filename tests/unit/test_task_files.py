@@ -140,3 +140,10 @@ def test_as_argv_splits_like_a_shell_without_one():
     for bad in ("", [], [1], ["a\0b"], 'x "open', 3, [""]):
         with pytest.raises(BadArgv):
             as_argv(bad)
+
+
+def test_the_task_agents_ship_as_personas():
+    from flows.personas import PERSONAS
+    from flows.tasks.files import TASK_AGENTS
+
+    assert TASK_AGENTS <= PERSONAS
