@@ -49,7 +49,7 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE.parent)]
 
-from actors.workspace.worktrees import Merged, RunWorktrees  # noqa: E402
+from actors.workspace.worktrees import Merged, RunWorktrees
 
 TARGET_PER_TASK_S = 1.5
 TARGET_PARALLEL_RATIO = 3.0
@@ -90,7 +90,7 @@ def baton_task(m: RunWorktrees, task_id: str) -> dict[str, float]:
     timed(phases, "commit", lambda: m.commit(task_id, "no-op agent's change"))
     merged = timed(phases, "merge", lambda: m.merge(task_id))
     assert isinstance(merged, Merged), merged
-    cleaned = timed(phases, "remove", lambda: m.remove_task(task_id))
+    cleaned = timed(phases, "remove", lambda: m.remove_task(task_id, salvage=False))  # as after a merge
     assert cleaned.branch_deleted
     phases["total"] = sum(phases[p] for p in PHASES)
     return phases
@@ -108,7 +108,7 @@ def in_parallel(n: int, task: Callable[[int], Any]) -> tuple[float, float]:
             t = time.perf_counter()
             task(i)
             each.append(time.perf_counter() - t)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
@@ -196,9 +196,14 @@ def bench(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     walls: list[float] = []
     raw_walls: list[float] = []
     for r in range(args.rounds):  # alternating rounds: the machine's load drifts
-        walls.append(in_parallel(args.parallel, lambda n, r=r: baton_task(m, f"p{r}-{n}"))[0])
-        raw_walls.append(in_parallel(args.parallel, lambda n, r=r: raw_task(
-            repo, raw_integ, work, f"p{r}-{n}", merge_lock=merge_lock))[0])
+        def baton_one(n: int, r: int = r) -> None:
+            baton_task(m, f"p{r}-{n}")
+
+        def plain_one(n: int, r: int = r) -> None:
+            raw_task(repo, raw_integ, work, f"p{r}-{n}", merge_lock=merge_lock)
+
+        walls.append(in_parallel(args.parallel, baton_one)[0])
+        raw_walls.append(in_parallel(args.parallel, plain_one)[0])
     wall, raw_wall = statistics.median(walls), statistics.median(raw_walls)
     raw_one = statistics.median(p["total"] for p in raw)
     ratio = wall / per_task

@@ -365,13 +365,13 @@ class Git:
             return False
         return self.run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
 
-    def worktree_add(self, path: Path, branch: str) -> None:
-        """Check out the existing ``branch`` in a new worktree at ``path``."""
-        self.write("worktree", "add", "--quiet", str(path), branch)
+    def worktree_add(self, path: Path, branch: str, *, timeout_s: float | None = None) -> None:
+        """Check out the existing ``branch`` in a new worktree at ``path`` (a full checkout: give it time)."""
+        self.write("worktree", "add", "--quiet", str(path), branch, timeout_s=timeout_s)
 
-    def worktree_remove(self, path: Path) -> None:
+    def worktree_remove(self, path: Path, *, timeout_s: float | None = None) -> None:
         """Remove the worktree at ``path`` even when dirty or locked (callers salvage work first)."""
-        self.write("worktree", "remove", "--force", "--force", str(path))
+        self.write("worktree", "remove", "--force", "--force", str(path), timeout_s=timeout_s)
 
     def worktree_prune(self) -> None:
         """Forget registered worktrees whose directory is gone."""

@@ -3,7 +3,7 @@
 | tool | arguments | what it does |
 |---|---|---|
 | ``write_file`` | ``path``, ``content`` | create or replace a file, atomically (parents made) |
-| ``edit_file`` | ``path``, ``old``, ``new`` | replace the one occurrence of ``old``; zero or several is a tool error naming which |
+| ``edit_file`` | ``path``, ``old``, ``new`` | replace the one occurrence of ``old`` (zero or several: an error) |
 | ``run`` | ``argv`` | an allow-listed command, no shell, a timeout, output capped; the exit code is in the result |
 | ``commit`` | ``message`` | commit every change; the task id leads the subject and is a trailer |
 | ``notify`` | ``level`` (info, blocking), ``message`` | a word to the people watching |
@@ -25,7 +25,7 @@ tool errors. After ``blocked`` every further call is answered ``not_run``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -123,7 +123,11 @@ WRITE_ARGUMENTS: dict[WriteToolName, type[_Args]] = {
     WriteToolName.NOTIFY: NotifyArgs,
     WriteToolName.BLOCKED: BlockedArgs,
 }
-ALL_ARGUMENTS: dict[Enum, type[_Args]] = {**READ_ARGUMENTS, **WRITE_ARGUMENTS}
+ALL_ARGUMENTS: dict[Enum, type[_Args]] = {}
+"""Every tool of an implementor and its arguments: how ``parse_call`` validates a call."""
+for _table in (READ_ARGUMENTS, WRITE_ARGUMENTS):
+    for _tool, _args in _table.items():
+        ALL_ARGUMENTS[_tool] = _args
 TASK_TOOL_SCHEMAS: list[dict[str, Any]] = READ_SCHEMAS + [function_schema(n, a) for n, a in WRITE_ARGUMENTS.items()]
 """The ``tools`` list of an implementor: the read tools, then the write tools."""
 TASK_TOOL_SCHEMA_HASH = schema_hash(TASK_TOOL_SCHEMAS)
@@ -168,7 +172,7 @@ class TaskToolbox:
         self.confinement = self.read.confinement
         self.env = command_env(env)
         self.signals = TaskSignals()
-        self._run = {
+        self._run: dict[WriteToolName, Callable[[Any], ToolResult]] = {
             WriteToolName.WRITE_FILE: self._write_file, WriteToolName.EDIT_FILE: self._edit_file,
             WriteToolName.RUN: self._run_command, WriteToolName.COMMIT: self._commit,
             WriteToolName.NOTIFY: self._notify, WriteToolName.BLOCKED: self._blocked,
@@ -185,7 +189,7 @@ class TaskToolbox:
         if isinstance(tool, ToolName):
             return self.read.call(name, arguments)
         try:
-            return self._run[tool](args)
+            return self._run[WriteToolName(tool)](args)
         except PathRefused as exc:
             return r.failure(Outcome.ERROR, exc.rule.value, f"{exc.path!r} refused: {exc.detail}")
         except EditRefused as exc:
@@ -242,5 +246,13 @@ class TaskToolbox:
         return r.make_result("stopping: the task is blocked; a person will answer. Your work is kept.")
 
 
-__all__ = ["ALL_ARGUMENTS", "TASK_TOOL_SCHEMAS", "TASK_TOOL_SCHEMA_HASH", "TaskCaps", "TaskSignals", "TaskToolbox",
-           "WRITE_ARGUMENTS", "WriteToolName"]
+__all__ = [
+    "ALL_ARGUMENTS",
+    "TASK_TOOL_SCHEMAS",
+    "TASK_TOOL_SCHEMA_HASH",
+    "WRITE_ARGUMENTS",
+    "TaskCaps",
+    "TaskSignals",
+    "TaskToolbox",
+    "WriteToolName",
+]

@@ -87,19 +87,19 @@ class NotifyLevel(str, Enum):
     BLOCKING = "blocking"
 
 
-class TaskEvent(Event):
+class TaskEvent(Event, frozen=True):
     """Base of the events about one task (``step_id`` is the task id)."""
 
     step_id: str
 
 
-class TasksPlanned(Event):
+class TasksPlanned(Event, frozen=True):
     """Tasks taken into the plan (new_queued -> planned_queued), in plan order."""
 
     step_ids: list[str]
 
 
-class TaskStarted(TaskEvent):
+class TaskStarted(TaskEvent, frozen=True):
     """An attempt was accepted (planned_queued -> inprogress, phase worktree).
 
     The integration may fold this into ``StepStarted(kind="task")``; the
@@ -111,7 +111,7 @@ class TaskStarted(TaskEvent):
     """What the attempt starts with beyond the task: a review, a conflict, a person's context."""
 
 
-class TaskPhaseChanged(TaskEvent):
+class TaskPhaseChanged(TaskEvent, frozen=True):
     """The attempt moved to ``phase`` (the intent, appended before git acts)."""
 
     attempt: int
@@ -119,7 +119,7 @@ class TaskPhaseChanged(TaskEvent):
     detail: str = ""
 
 
-class TaskWorktreeCreated(TaskEvent):
+class TaskWorktreeCreated(TaskEvent, frozen=True):
     """The task's worktree and branch exist (the fact after ``phase=worktree``)."""
 
     attempt: int
@@ -131,7 +131,7 @@ class TaskWorktreeCreated(TaskEvent):
     """An earlier attempt's branch (and its commits) was kept and continued."""
 
 
-class TaskCommitted(TaskEvent):
+class TaskCommitted(TaskEvent, frozen=True):
     """A commit on the task branch (by the agent's ``commit`` tool or baton's closing commit)."""
 
     attempt: int
@@ -143,7 +143,7 @@ class TaskCommitted(TaskEvent):
     by: str = "agent"
 
 
-class TaskChecked(TaskEvent):
+class TaskChecked(TaskEvent, frozen=True):
     """One check ran in the worktree; ``output`` is capped (``truncated`` says so)."""
 
     attempt: int
@@ -156,7 +156,7 @@ class TaskChecked(TaskEvent):
     duration_s: float = 0.0
 
 
-class TaskReviewed(TaskEvent):
+class TaskReviewed(TaskEvent, frozen=True):
     """The read-only reviewer's verdict on ``git diff integrate...task-branch``."""
 
     attempt: int
@@ -165,7 +165,7 @@ class TaskReviewed(TaskEvent):
     review: str = ""
 
 
-class TaskMerged(TaskEvent):
+class TaskMerged(TaskEvent, frozen=True):
     """The task branch is merged into the integration branch (``--no-ff``); recorded once."""
 
     attempt: int
@@ -176,7 +176,7 @@ class TaskMerged(TaskEvent):
     """Git already had it (a merge that finished before a crash): recorded, not merged again."""
 
 
-class TaskMergeConflicted(TaskEvent):
+class TaskMergeConflicted(TaskEvent, frozen=True):
     """The merge stopped on conflicts: aborted, ``files`` listed, branch kept, task handed back."""
 
     attempt: int
@@ -184,7 +184,7 @@ class TaskMergeConflicted(TaskEvent):
     integration_head: str = ""
 
 
-class TaskRebased(TaskEvent):
+class TaskRebased(TaskEvent, frozen=True):
     """The task branch was brought onto the integration head before going back to the implementor."""
 
     attempt: int
@@ -194,14 +194,14 @@ class TaskRebased(TaskEvent):
     """Non-empty: a clean rebase was impossible; these files hold conflict markers to resolve."""
 
 
-class TaskMessaged(TaskEvent):
+class TaskMessaged(TaskEvent, frozen=True):
     """A person's message, delivered to the agent's next turn."""
 
     text: str
     by: str = ""
 
 
-class TaskNotified(TaskEvent):
+class TaskNotified(TaskEvent, frozen=True):
     """The agent's ``notify``: shown to people, ``blocking`` raises it in the plan."""
 
     attempt: int
@@ -209,7 +209,7 @@ class TaskNotified(TaskEvent):
     message: str
 
 
-class TaskBlocked(TaskEvent):
+class TaskBlocked(TaskEvent, frozen=True):
     """The attempt stopped and waits for a person (Safe Exit, or review rounds exhausted)."""
 
     attempt: int
@@ -218,7 +218,7 @@ class TaskBlocked(TaskEvent):
     """``agent`` (the ``blocked`` tool) or ``review`` (``max_rounds`` rejections)."""
 
 
-class TaskAnswered(TaskEvent):
+class TaskAnswered(TaskEvent, frozen=True):
     """A person answered a blocked task: retry (with context), skip or abort."""
 
     answer: Answer
@@ -226,7 +226,7 @@ class TaskAnswered(TaskEvent):
     by: str = ""
 
 
-class TaskFailed(TaskEvent):
+class TaskFailed(TaskEvent, frozen=True):
     """The attempt failed (an error, a lost worktree, a crash); retried while ``will_retry``."""
 
     attempt: int
@@ -235,21 +235,21 @@ class TaskFailed(TaskEvent):
     lost: bool = False
 
 
-class TaskDone(TaskEvent):
+class TaskDone(TaskEvent, frozen=True):
     """Merged and cleaned up: the task is finished."""
 
     attempt: int
     merge_commit: str = ""
 
 
-class TaskAborted(TaskEvent):
+class TaskAborted(TaskEvent, frozen=True):
     """The task ended without running to completion (a person, a skip, an upstream that cannot finish)."""
 
     reason: str
     by: str = ""
 
 
-class TaskCleanedUp(TaskEvent):
+class TaskCleanedUp(TaskEvent, frozen=True):
     """The worktree was removed and the branch deleted (or kept, with its head, when it holds unmerged work)."""
 
     worktree_removed: bool = True
@@ -259,7 +259,7 @@ class TaskCleanedUp(TaskEvent):
     """The commit that saved uncommitted changes before the worktree went (``""`` when there were none)."""
 
 
-class IntegrationCreated(Event):
+class IntegrationCreated(Event, frozen=True):
     """The run's integration branch and its worktree exist."""
 
     branch: str
@@ -267,7 +267,7 @@ class IntegrationCreated(Event):
     base: str
 
 
-class GitCompensated(Event):
+class GitCompensated(Event, frozen=True):
     """Reconciliation acted on git because git and the log disagreed (one event per action)."""
 
     action: str
@@ -278,14 +278,14 @@ class GitCompensated(Event):
     """The sha a removed branch pointed at: enough to restore it (``git branch NAME SHA``) until gc."""
 
 
-class RunLanded(Event):
+class RunLanded(Event, frozen=True):
     """The integration branch was fast-forwarded onto the target branch."""
 
     target: str
     commit: str
 
 
-class LandingRefused(Event):
+class LandingRefused(Event, frozen=True):
     """Landing was not a fast-forward (or the target is checked out dirty): branch kept, reason given."""
 
     target: str

@@ -39,8 +39,8 @@ from flows.tasks.events import (
     TaskDone,
     TaskEvent,
     TaskFailed,
-    TaskMerged,
     TaskMergeConflicted,
+    TaskMerged,
     TaskMessaged,
     TaskNotified,
     TaskPhaseChanged,
@@ -175,7 +175,7 @@ def _fold_task_event(state: TaskRunState, event: Event) -> dict[str, TaskState] 
     return {**state.tasks, step_id: changed} if changed is not task else None
 
 
-def _task_after(task: TaskState, event: Event, max_rounds: int) -> TaskState:  # noqa: PLR0911 - one case each
+def _task_after(task: TaskState, event: Event, max_rounds: int) -> TaskState:
     match event:
         case TaskStarted():
             return replace(task, status=TaskStatus.INPROGRESS, phase=Phase.WORKTREE, attempt=event.attempt,
@@ -244,7 +244,7 @@ def fold(events: Iterable[Event], state: TaskRunState) -> TaskRunState:
 # -- the guard ----------------------------------------------------------------
 
 
-def check(state: TaskRunState, event: Event) -> str | None:  # noqa: PLR0911, PLR0912 - one rule per event
+def check(state: TaskRunState, event: Event) -> str | None:
     """Why ``event`` may not be appended in ``state``; ``None`` when it may."""
     if isinstance(event, TasksPlanned):
         for tid in event.step_ids:

@@ -7,6 +7,8 @@ to be killed. The points:
 
 - ``write``: ``write_file`` has written half the new content to its temp
   file (``os.write`` is wrapped in this process only);
+- ``add``: inside the checkout of a new task worktree (a smudge filter
+  blocks while git writes the files);
 - ``commit``: inside ``git add`` (a clean filter configured in the test
   repository blocks while git holds ``index.lock``);
 - ``merge``: inside ``git merge`` (a merge driver blocks while git holds the
@@ -51,6 +53,8 @@ def main(argv: list[str]) -> int:
 
         writes.os.write = half_then_stop  # type: ignore[attr-defined]
         TaskToolbox(m, task, []).call("write_file", {"path": "notes.txt", "content": "NEW " * 10_000})
+    elif mode == "add":
+        m.add_task(task)  # the smudge filter calls ready() for us
     elif mode == "commit":
         m.commit(task, "add the data file")  # the clean filter calls ready() for us
     elif mode == "merge":

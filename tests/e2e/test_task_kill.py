@@ -28,12 +28,12 @@ from flows.events import Event
 from flows.tasks.events import (
     IntegrationCreated,
     Phase,
-    TaskMerged,
     TaskCommitted,
+    TaskMerged,
     TaskPhaseChanged,
     TaskReviewed,
-    TaskStarted,
     TasksPlanned,
+    TaskStarted,
     TaskWorktreeCreated,
 )
 from flows.tasks.files import TASK_KIND, TaskStepSpec
@@ -48,6 +48,7 @@ SHARED = "".join(f"line {n}\n" for n in range(1, 11))
 @pytest.fixture
 def repo(tmp_path: Path) -> TaskRepo:
     return make_task_repo(tmp_path, {"app.py": "A = 1\n", "shared.txt": SHARED, "notes.txt": "OLD notes\n",
+                                     "zz/last.dat": "checked out last\n",
                                      ".gitattributes": "*.dat filter=blocker\nshared.txt merge=blocker\n"})
 
 
@@ -60,7 +61,7 @@ def fifo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def armed(tmp_path: Path, repo: TaskRepo, fifo: Path) -> Path:
-    """A clean filter and a merge driver that block (after a line to the FIFO) while ``armed`` exists."""
+    """Clean and smudge filters and a merge driver that block (after a line to the FIFO) while ``armed`` exists."""
     flag = tmp_path / "armed"
     clean = tmp_path / "clean_filter.py"
     clean.write_text(
@@ -79,6 +80,7 @@ def armed(tmp_path: Path, repo: TaskRepo, fifo: Path) -> Path:
         "    threading.Event().wait()\n"
         "sys.exit(subprocess.call(['git', 'merge-file', ours, base, theirs]))\n")
     repo.git("config", "filter.blocker.clean", f"{sys.executable} {clean}")
+    repo.git("config", "filter.blocker.smudge", f"{sys.executable} {clean}")
     repo.git("config", "merge.blocker.driver", f"{sys.executable} {driver} %O %A %B")
     return flag
 
@@ -105,7 +107,7 @@ class Worker:
                 if readable and os.read(rfd, 100):
                     return
                 if self.proc.poll() is not None:
-                    out, err = self.proc.communicate()
+                    _, err = self.proc.communicate()
                     pytest.fail(f"the worker ended before the point: {self.proc.returncode}\n{err.decode()}")
             pytest.fail("the worker did not reach the point in time")
         finally:
@@ -208,9 +210,9 @@ def test_kill_mid_commit_leaves_a_lock_that_is_removed_and_the_work_is_committed
     admin = Path(repo.git("rev-parse", "--absolute-git-dir", cwd=root).strip())
     assert (admin / "index.lock").exists()  # what a killed git leaves
     assert repo.git("rev-parse", "baton/K2/t").strip() == repo.base  # nothing committed
+    armed.unlink()  # the filter did its part; from here git may run it again
     assert log.repair() == [Repair.REMOVE_STALE_LOCK]
     assert not (admin / "index.lock").exists()
-    armed.unlink()
     commit = m.commit("t", "add the data file")
     assert commit.files == ["data.dat"]
     assert repo.git("show", "baton/K2/t:data.dat") == "precious work\n"
@@ -239,9 +241,9 @@ def test_kill_mid_merge_leaves_the_integration_unchanged_and_merges_once_after_r
     worker.wait_ready()
     worker.kill()
     assert repo.git("rev-parse", "baton/K3/integrate").strip() == before  # nothing half landed
+    armed.unlink()
     repairs = log.repair()
     assert Repair.REMOVE_STALE_LOCK in repairs
-    armed.unlink()
     merged = m.merge("q", reviewed=q_head)
     assert isinstance(merged, Merged) and not merged.already
     text = repo.git("show", "baton/K3/integrate:shared.txt")
@@ -292,3 +294,24 @@ def test_kill_after_the_merge_commit_records_it_and_never_merges_again(repo, fif
     outcome = m.merge("t", reviewed=head)  # a coordinator that asks anyway: found, not redone
     assert isinstance(outcome, Merged) and outcome.already and outcome.merge_commit == merge
     assert repo.git("rev-list", "--merges", "--count", "baton/K5/integrate").strip() == "1"
+
+
+def test_kill_mid_checkout_of_a_task_worktree_is_recognised_as_half_made_and_made_again(repo, fifo, armed):
+    m = repo.machinery("K6")
+    log = Log(m, ("t",))
+    log.add(TaskStarted(step_id="t", attempt=1))  # the intent: phase worktree, no fact yet
+    armed.write_text("")
+    worker = Worker("add", repo, m, fifo, "t")
+    worker.wait_ready()
+    worker.kill()
+    path = m.task_path("t")
+    listed = repo.git("worktree", "list", "--porcelain")
+    assert f"worktree {path}" in listed and "locked baton: initializing" in listed  # half made, and says so
+    assert not (path / "zz" / "last.dat").exists()
+    armed.unlink()
+    assert log.repair() == []  # a task in progress owns its place: nothing to remove
+    made = m.add_task("t")  # the retry
+    assert made.reused  # the branch the first attempt made
+    assert (path / "zz" / "last.dat").read_text() == "checked out last\n" and (path / "app.py").exists()
+    assert repo.git("status", "--porcelain", cwd=path) == ""
+    assert "locked" not in repo.git("worktree", "list", "--porcelain")

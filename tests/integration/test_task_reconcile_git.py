@@ -29,8 +29,8 @@ from flows.tasks.events import (
     TaskMerged,
     TaskPhaseChanged,
     TaskReviewed,
-    TaskStarted,
     TasksPlanned,
+    TaskStarted,
     TaskWorktreeCreated,
 )
 from flows.tasks.files import TASK_KIND, TaskStepSpec

@@ -106,7 +106,7 @@ class Coordinator:
         self.append(TaskMerged(step_id=tid, attempt=attempt, task_head=merged.task_head,
                                merge_commit=merged.merge_commit))
         self.phase(tid, Phase.CLEANUP)
-        cleaned = self.m.remove_task(tid)
+        cleaned = self.m.remove_task(tid, salvage=False)  # merged: nothing uncommitted by construction
         assert cleaned.worktree_removed and cleaned.branch_deleted and not cleaned.salvaged
         self.append(TaskCleanedUp(step_id=tid, branch_head=cleaned.branch_head),
                     TaskDone(step_id=tid, attempt=attempt, merge_commit=merged.merge_commit))
@@ -318,3 +318,38 @@ def test_repository_hooks_never_run(repo: TaskRepo, tmp_path: Path):
     m.merge("t")
     m.remove_task("t")
     assert not marker.exists()
+
+
+def test_tasks_running_at_once_each_merge_exactly_once_and_leave_nothing(repo: TaskRepo):
+    """No read-modify-write race: refs move by compare-and-swap, merges queue on the run's lock."""
+    import threading
+
+    m = repo.machinery("RP")
+    m.create_integration("main")
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def task(n: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            tid = f"t{n}"
+            made = m.add_task(tid)
+            (made.path / f"{tid}.txt").write_text(f"{tid}\n")
+            sha = m.commit(tid, f"file of {tid}").sha
+            assert isinstance(m.merge(tid, reviewed=sha), Merged)
+            assert m.remove_task(tid).branch_deleted
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=task, args=(n,)) for n in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert errors == []
+    merged = repo.git("log", "--first-parent", "--merges", "--format=%s", "baton/RP/integrate").splitlines()
+    assert sorted(merged) == [f"baton: merge task t{n}" for n in range(6)]
+    tree = repo.git("ls-tree", "--name-only", "baton/RP/integrate").split()
+    assert {f"t{n}.txt" for n in range(6)} <= set(tree)
+    assert repo.branches() == ["baton/RP/integrate", "main"]
+    assert repo.worktree_paths() == [str(repo.root), str(m.integration_path)]

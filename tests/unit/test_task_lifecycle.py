@@ -36,8 +36,8 @@ from flows.tasks.events import (
     TaskCommitted,
     TaskDone,
     TaskFailed,
-    TaskMerged,
     TaskMergeConflicted,
+    TaskMerged,
     TaskMessaged,
     TaskNotified,
     TaskPhaseChanged,
@@ -63,7 +63,7 @@ from flows.tasks.lifecycle import (
     start_state,
 )
 
-AnyTaskEvent = Union[tuple(TASK_EVENTS)]  # noqa: UP007 - a runtime union of the classes
+AnyTaskEvent = Union[tuple(TASK_EVENTS)]
 
 
 def steps(deps: dict[str, tuple[str, ...]], retries: int = 1) -> list[TaskStepSpec]:
@@ -265,7 +265,7 @@ class Drive:
         assert not (ready(self.state) and len(self.state.inprogress()) < self.slots)
 
 
-def world_step(drive: Drive, draw: st.DrawFn, calm: bool) -> None:  # noqa: PLR0912, PLR0915 - a small world
+def world_step(drive: Drive, draw: st.DrawFn, calm: bool) -> None:
     """One random thing happening: an actor reporting, a person answering, an abort."""
     state = drive.state
     running = state.inprogress()
