@@ -161,7 +161,31 @@ class Confinement:
         No symlink is followed anywhere on the way (``symlink-write``), so a
         write can never land outside the root, whatever changes on disk.
         Missing parent directories are created only with ``make_dirs``. The
-        caller closes the descriptor.
+        caller closes the descriptor. The write tools do not use this (they
+        write atomically, :mod:`actors.workspace.writes`).
+        """
+        fd, name, norm = self.open_parent(path, make_dirs=make_dirs)
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            try:
+                out = os.open(name, flags, 0o644, dir_fd=fd)
+            except OSError as exc:
+                raise _refusal_on_open(exc, path, write=True, root=self._root, rel=norm) from None
+            if not stat.S_ISREG(os.fstat(out).st_mode):
+                os.close(out)
+                raise PathRefused(Rule.NOT_A_FILE, path, "not a regular file")
+            return out
+        finally:
+            os.close(fd)
+
+    def open_parent(self, path: str, *, make_dirs: bool = False) -> tuple[int, str, str]:
+        """``(descriptor of the parent directory, last component, normalised path)`` for a write.
+
+        Every directory on the way is opened from the root's descriptor with
+        ``O_NOFOLLOW``: a symlink anywhere (even one that stays inside) is
+        refused as ``symlink-write``, so what is created or replaced through
+        the returned descriptor lies inside the root whatever changes on disk
+        meanwhile. The caller closes the descriptor.
         """
         norm = check_relative(path)
         if norm == ".":
@@ -175,23 +199,22 @@ class Confinement:
                 except FileNotFoundError:
                     if not make_dirs:
                         raise PathRefused(Rule.NOT_FOUND, path, f"no directory {part!r} on the way") from None
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    try:
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass  # made meanwhile (or a dangling symlink: the open below refuses it)
+                    try:
+                        nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    except OSError as exc:
+                        raise _refusal_on_open(exc, path, write=True, root=self._root, rel=norm) from None
                 except OSError as exc:
                     raise _refusal_on_open(exc, path, write=True, root=self._root, rel=norm) from None
                 os.close(fd)
                 fd = nfd
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-            try:
-                out = os.open(name, flags, 0o644, dir_fd=fd)
-            except OSError as exc:
-                raise _refusal_on_open(exc, path, write=True, root=self._root, rel=norm) from None
-            if not stat.S_ISREG(os.fstat(out).st_mode):
-                os.close(out)
-                raise PathRefused(Rule.NOT_A_FILE, path, "not a regular file")
-            return out
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return fd, name, norm
 
 
 class Walker:

@@ -87,6 +87,35 @@ class BadRevision(GitError):
     """A revision given to a git tool does not name a commit of the repository."""
 
 
+class RefMoved(GitError):
+    """A ref was not where baton expected it (compare-and-swap update refused): someone else moved it."""
+
+
+class BranchInUse(GitError):
+    """A branch cannot be deleted or landed on: a worktree has it checked out."""
+
+
+class LockBusy(WorkspaceError):
+    """A git lock file is held by a live process; baton waits or reports, it never breaks a live lock."""
+
+    def __init__(self, path: str, pids: Sequence[int]) -> None:
+        """Name the lock and who holds it."""
+        self.path = path
+        self.pids = list(pids)
+        super().__init__(f"{path} is held by process {', '.join(map(str, pids)) or '(unknown)'}; "
+                         "wait for it to finish")
+
+
+class CommitRefused(WorkspaceError):
+    """A commit was not made: nothing changed, conflicts unresolved, or conflict markers left."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        """``reason`` is a short name (``nothing-to-commit``, ``unresolved-conflicts``, ``conflict-markers``)."""
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
 class NotARepository(WorkspaceError):
     """A project path is not (inside) a git work tree."""
 

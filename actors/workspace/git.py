@@ -19,30 +19,60 @@ Why the options on every call:
 - ``GIT_LITERAL_PATHSPECS=1``: a path is a path; ``*.py`` or ``:(top)`` in a
   tool's path argument is not git pathspec magic;
 - ``GIT_TERMINAL_PROMPT=0``, stdin closed: git never waits for a person.
+
+And on every command that writes (:meth:`Git.write`, §12):
+
+- ``core.hooksPath=/dev/null`` (and ``--no-verify``): a repository's hooks
+  are programs; only commands on the project's allow-list run on an agent's
+  work, and a pre-commit hook is not one of them;
+- ``commit.gpgsign=false``: signing needs an agent with a person's key;
+- ``rerere.enabled=false``: a recorded resolution would resolve a conflict
+  by itself; §12 says a conflict goes back to the implementor, always;
+- ``gc.auto=0``, ``maintenance.auto=false``: no background gc left running
+  (and holding locks) after baton's command returned;
+- ``core.editor=:``, ``GIT_MERGE_AUTOEDIT=no``: never an editor;
+- author and committer set in the environment (:data:`IDENTITY`), so a
+  commit works where no ``user.name`` is configured, and baton's commits
+  are recognisable.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from actors.workspace.errors import (
     BadRevision,
+    BranchInUse,
+    CommitRefused,
     GitError,
     GitTimeout,
     GitUnavailable,
     NoCommit,
     NotARepository,
+    RefMoved,
 )
 
 DEFAULT_TIMEOUT_S = 30.0
 _OPTIONS = ("-c", "core.quotepath=off", "-c", "core.fsmonitor=false", "-c", "color.ui=false")
 _ENV = {"GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat",
         "PAGER": "cat", "LC_ALL": "C", "GIT_LITERAL_PATHSPECS": "1"}
+_WRITE_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false",
+                  "-c", "rerere.enabled=false", "-c", "gc.auto=0", "-c", "maintenance.auto=false",
+                  "-c", "core.editor=:", "-c", "sequence.editor=:", "-c", "merge.autoStash=false",
+                  "-c", "rebase.autoStash=false", "-c", "rebase.updateRefs=false", "-c", "submodule.recurse=false",
+                  "-c", "advice.detachedHead=false")
+TEMP_GLOB = ".baton-write-*.tmp"
+"""The names of the atomic writes' temp files (``actors.workspace.writes``): never staged."""
+IDENTITY = ("baton", "baton@localhost")
+"""Author and committer of every commit baton makes (the task id is in the message)."""
+_SHA = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -70,7 +100,7 @@ class Git:
     """Extra environment (tests set ``GIT_CONFIG_GLOBAL``); added to baton's own."""
 
     def run(self, *args: str, check: bool = True, timeout_s: float | None = None,
-            ok_codes: Sequence[int] = (0,)) -> GitOutput:
+            ok_codes: Sequence[int] = (0,), env: Mapping[str, str] | None = None) -> GitOutput:
         """Run ``git <args>`` in :attr:`cwd` and return what it printed.
 
         Raises :class:`GitTimeout` after ``timeout_s`` (the process is killed),
@@ -78,10 +108,10 @@ class Git:
         ``check``, :class:`GitError` when the exit code is not in ``ok_codes``.
         """
         argv = [self.executable, *_OPTIONS, *args]
-        env = {**os.environ, **_ENV, **self.env}
+        full_env = {**os.environ, **_ENV, **self.env, **(env or {})}
         limit = self.timeout_s if timeout_s is None else timeout_s
         try:
-            proc = subprocess.run(argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
+            proc = subprocess.run(argv, cwd=self.cwd, env=full_env, stdin=subprocess.DEVNULL,
                                   capture_output=True, timeout=limit, check=False)
         except subprocess.TimeoutExpired as exc:
             stderr = (exc.stderr or b"").decode("utf-8", errors="replace")
@@ -245,6 +275,258 @@ class Git:
         """
         args = _ls_files_args(("--others", "--exclude-standard"), under)
         return PendingFiles(self, [self.executable, *_OPTIONS, *args])
+
+    # -- writing (§12): worktrees, branches, commits, merges ----------------
+
+    def write(self, *args: str, check: bool = True, timeout_s: float | None = None,
+              ok_codes: Sequence[int] = (0,), env: Mapping[str, str] | None = None) -> GitOutput:
+        """Run a git command that changes the repository: the write options and baton's identity added."""
+        name, email = IDENTITY
+        ident = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+                 "GIT_COMMITTER_EMAIL": email, "GIT_EDITOR": ":", "GIT_MERGE_AUTOEDIT": "no"}
+        return self.run(*_WRITE_OPTIONS, *args, check=check, timeout_s=timeout_s, ok_codes=ok_codes,
+                        env={**ident, **(env or {})})
+
+    def git_dir(self) -> Path:
+        """This work tree's own git directory (``.git/worktrees/<name>`` for a linked worktree).
+
+        Asked once per value: where a work tree keeps its git directory does
+        not change, and a merge asks it several times.
+        """
+        known = self.__dict__.get("_git_dir")
+        if known is None:
+            known = Path(self.run("rev-parse", "--absolute-git-dir").text.strip())
+            self.__dict__["_git_dir"] = known  # frozen dataclass: a cache, not a field
+        return known
+
+    def common_dir(self) -> Path:
+        """The repository's shared git directory (refs, objects, the worktree registry)."""
+        out = self.run("rev-parse", "--git-common-dir").text.strip()
+        return Path(os.path.realpath(os.path.join(self.cwd, out)))
+
+    def worktrees(self) -> list[WorktreeEntry]:
+        """Every worktree git has registered, the main one first (``worktree list --porcelain``)."""
+        return _parse_worktrees(self.run("worktree", "list", "--porcelain", "-z").stdout)
+
+    def branch_heads(self, prefix: str) -> dict[str, str]:
+        """Branch name -> sha of every local branch under ``prefix`` (``baton/<run>/``)."""
+        out = self.run("for-each-ref", "--format=%(refname)%00%(objectname)", f"refs/heads/{prefix}")
+        heads: dict[str, str] = {}
+        for line in out.text.splitlines():
+            ref, _, sha = line.partition("\0")
+            heads[ref.removeprefix("refs/heads/")] = sha
+        return heads
+
+    def branch_head(self, branch: str) -> str | None:
+        """The sha ``branch`` points at; None when there is no such branch."""
+        out = self.run("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}", check=False)
+        return out.text.strip() if out.returncode == 0 else None
+
+    def create_branch(self, branch: str, start: str) -> None:
+        """Create ``branch`` at ``start`` only if it does not exist (atomic; :class:`RefMoved` when it does)."""
+        self._update_ref(f"refs/heads/{branch}", start, "")
+
+    def move_branch(self, branch: str, new: str, old: str) -> None:
+        """Point ``branch`` at ``new`` only if it still points at ``old`` (compare and swap)."""
+        self._update_ref(f"refs/heads/{branch}", new, old)
+
+    def delete_branch(self, branch: str, expected: str) -> None:
+        """Delete ``branch`` only if it still points at ``expected`` and no worktree has it checked out.
+
+        ``update-ref -d`` would also delete a checked-out branch (leaving that
+        worktree on a branch that does not exist), so the worktrees are
+        looked at first: :class:`BranchInUse` names the one that has it.
+        """
+        for wt in self.worktrees():
+            if wt.branch == branch:
+                raise BranchInUse(["git", "branch", "-D", branch], str(self.cwd), None, "",
+                                  hint=f"it is checked out in {wt.path}")
+        self._update_ref(f"refs/heads/{branch}", "", expected, delete=True)
+
+    def _update_ref(self, ref: str, new: str, old: str, *, delete: bool = False) -> None:
+        args = ["update-ref", "-m", "baton", *(("-d", ref, old) if delete else (ref, new, old))]
+        out = self.write(*args, check=False)
+        if out.returncode != 0:
+            cls = RefMoved if ("but expected" in out.stderr or "already exists" in out.stderr
+                               or "unable to resolve reference" in out.stderr) else GitError
+            raise cls(["git", *args], str(self.cwd), out.returncode, out.stderr)
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor)."""
+        out = self.run("merge-base", "--is-ancestor", ancestor, descendant, check=False)
+        if out.returncode not in (0, 1):
+            raise GitError(["git", "merge-base", "--is-ancestor", ancestor, descendant], str(self.cwd),
+                           out.returncode, out.stderr)
+        return out.returncode == 0
+
+    def has_commit(self, sha: str) -> bool:
+        """Whether the repository still has the commit ``sha`` (a deleted branch's head lives until gc)."""
+        if not sha or not set(sha) <= _SHA:
+            return False
+        return self.run("cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
+
+    def worktree_add(self, path: Path, branch: str, *, timeout_s: float | None = None) -> None:
+        """Check out the existing ``branch`` in a new worktree at ``path`` (a full checkout: give it time)."""
+        self.write("worktree", "add", "--quiet", str(path), branch, timeout_s=timeout_s)
+
+    def worktree_remove(self, path: Path, *, timeout_s: float | None = None) -> None:
+        """Remove the worktree at ``path`` even when dirty or locked (callers salvage work first)."""
+        self.write("worktree", "remove", "--force", "--force", str(path), timeout_s=timeout_s)
+
+    def worktree_prune(self) -> None:
+        """Forget registered worktrees whose directory is gone."""
+        self.write("worktree", "prune")
+
+    def changed_paths(self) -> list[str]:
+        """Paths with changes, staged or not, untracked ones included (``status --porcelain -z``)."""
+        out = self.run("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
+        return [entry[3:] for entry in _names(out.stdout) if len(entry) > 3]
+
+    def commit_all(self, message: str) -> CommitStat:
+        """Stage every change (``add -A``) and commit it: the new commit and what it changed.
+
+        Raises :class:`CommitRefused` when nothing changed, when a merge
+        still has unresolved paths, or when a staged file still holds a
+        conflict marker (``diff --cached --check``): a half-resolved conflict
+        is never committed as if it were code.
+        """
+        # Checked before `add`: staging a file marks its conflict resolved, markers and all.
+        unresolved = [p for p in self.unmerged_paths() if _has_markers(self.cwd / p)]
+        if unresolved:
+            raise CommitRefused("unresolved-conflicts", "these files still hold conflict markers (<<<<<<< ... "
+                                ">>>>>>>): resolve them first: " + ", ".join(unresolved))
+        self.add_all()
+        files, added, removed = _numstat(self.run("diff", "--cached", "--no-ext-diff", "--no-textconv",
+                                                  "--no-renames", "--numstat", "-z").stdout)
+        if not files and not self.merge_in_progress():
+            raise CommitRefused("nothing-to-commit", "no file differs from the last commit")
+        checked = self.run("diff", "--cached", "--check", "--no-color", ok_codes=(0, 1, 2))
+        markers = [line for line in checked.text.splitlines() if "leftover conflict marker" in line]
+        if markers:
+            raise CommitRefused("conflict-markers", "; ".join(markers[:10]))
+        self.write("commit", "--quiet", "--no-verify", "--no-edit", "-m", message)
+        return CommitStat(sha=self.head(), files=files, insertions=added, deletions=removed)
+
+    def add_all(self) -> None:
+        """Stage every change, except the temp files of writes cut short (``.baton-write-*.tmp``).
+
+        The exclusion is a pathspec of baton's own, so pathspec magic is
+        switched on for this one call; every path a tool gives stays literal.
+        """
+        self.write("add", "-A", "--", ".", f":(exclude,glob)**/{TEMP_GLOB}", env={"GIT_LITERAL_PATHSPECS": "0"})
+
+    def unmerged_paths(self) -> list[str]:
+        """Paths a merge left unresolved (read from the index alone: no tree is compared)."""
+        out = self.run("ls-files", "--unmerged", "-z")
+        return sorted({entry.split("\t", 1)[1] for entry in _names(out.stdout) if "\t" in entry})
+
+    def merge_in_progress(self) -> bool:
+        """Whether a merge stopped here (``MERGE_HEAD`` exists)."""
+        return (self.git_dir() / "MERGE_HEAD").exists()
+
+    def rebase_in_progress(self) -> bool:
+        """Whether a rebase stopped here."""
+        gd = self.git_dir()
+        return (gd / "rebase-merge").exists() or (gd / "rebase-apply").exists()
+
+    def merges_by_parent(self, ref: str, limit: int = 10_000) -> dict[str, str]:
+        """Second parent -> merge commit, for the merges on ``ref``'s first-parent line.
+
+        How a task's merge is found again after a crash: the task head is
+        the merge's second parent.
+        """
+        out = self.run("log", "--first-parent", "--merges", f"--max-count={limit}", "--format=%H %P", ref,
+                       "--")
+        found: dict[str, str] = {}
+        for line in out.text.splitlines():
+            parts = line.split()
+            for parent in parts[2:]:
+                found.setdefault(parent, parts[0])
+        return found
+
+    def diff_since_fork(self, base: str, head: str) -> str:
+        """``git diff base...head``: what ``head`` changed since it forked from ``base`` (the reviewer's view)."""
+        b, h = self.resolve_commit(base), self.resolve_commit(head)
+        return self.run("diff", "--no-ext-diff", "--no-textconv", "--no-color", "--no-renames", f"{b}...{h}",
+                        "--").text
+
+    def numstat(self, base: str, head: str) -> tuple[list[str], int, int]:
+        """(files, lines added, lines removed) from ``base`` to ``head`` (binary files count no lines)."""
+        return _numstat(self.run("diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--numstat", "-z", base,
+                                 head, "--").stdout)
+
+
+@dataclass(frozen=True)
+class CommitStat:
+    """A commit :meth:`Git.commit_all` made and what it changed."""
+
+    sha: str
+    files: list[str]
+    insertions: int
+    deletions: int
+
+
+def _numstat(stdout: bytes) -> tuple[list[str], int, int]:
+    files: list[str] = []
+    added = removed = 0
+    for entry in _names(stdout):
+        parts = entry.split("\t", 2)
+        if len(parts) != 3:
+            continue
+        a, r, name = parts
+        files.append(name)
+        added += int(a) if a.isdigit() else 0
+        removed += int(r) if r.isdigit() else 0
+    return files, added, removed
+
+
+@dataclass(frozen=True)
+class WorktreeEntry:
+    """One registered worktree."""
+
+    path: str
+    head: str = ""
+    branch: str = ""
+    """Short name; ``""`` when detached or bare."""
+    bare: bool = False
+    locked: str | None = None
+    """The lock reason (``""`` when locked without one); None when not locked."""
+    prunable: bool = False
+
+
+_MARKER = re.compile(rb"^(<{7}|>{7})( |$)", re.MULTILINE)
+
+
+def _has_markers(path: Path) -> bool:
+    """Whether a file still holds a conflict marker line (a missing file holds none: deleted is a resolution)."""
+    try:  # never follow a symlink, never block on a FIFO: this is the agent's tree
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return bool(_MARKER.search(f.read()))
+    finally:
+        os.close(fd)
+
+
+def _parse_worktrees(stdout: bytes) -> list[WorktreeEntry]:
+    entries: list[WorktreeEntry] = []
+    fields: dict[str, str] = {}
+    for line in [*stdout.decode("utf-8", errors="surrogateescape").split("\0"), ""]:
+        if line:
+            key, _, value = line.partition(" ")
+            fields[key] = value
+            continue
+        if "worktree" in fields:
+            entries.append(WorktreeEntry(
+                path=fields["worktree"], head=fields.get("HEAD", ""),
+                branch=fields.get("branch", "").removeprefix("refs/heads/"), bare="bare" in fields,
+                locked=fields.get("locked"), prunable="prunable" in fields))
+        fields = {}
+    return entries
 
 
 class PendingFiles:

@@ -106,8 +106,8 @@ ARGUMENTS: dict[ToolName, type[_Args]] = {
 }
 
 
-def _function_schema(name: ToolName, args: type[_Args]) -> dict[str, Any]:
-    """The OpenAI ``tools`` entry of one tool, generated from its Struct."""
+def function_schema(name: Enum, args: type[_Args]) -> dict[str, Any]:
+    """The OpenAI ``tools`` entry of one tool, generated from its Struct (read and write tools alike)."""
     generated = msgspec.json.schema(args)
     params = dict(generated["$defs"][args.__name__])
     params.pop("title", None)
@@ -118,7 +118,7 @@ def _function_schema(name: ToolName, args: type[_Args]) -> dict[str, Any]:
                          "parameters": params}}
 
 
-TOOL_SCHEMAS: list[dict[str, Any]] = [_function_schema(n, a) for n, a in ARGUMENTS.items()]
+TOOL_SCHEMAS: list[dict[str, Any]] = [function_schema(n, a) for n, a in ARGUMENTS.items()]
 """The ``tools`` list sent with every model turn of a step with a workspace."""
 
 
@@ -303,12 +303,18 @@ class Toolbox:
         return r.make_result(capped, truncated=truncated or cut)
 
 
-def parse_call(name: str, arguments: str | Mapping[str, Any] | None) -> tuple[ToolName, _Args] | ToolResult:
-    """The tool and its validated arguments, or the malformed-call result that explains why not."""
-    try:
-        tool = ToolName(name)
-    except ValueError:
-        known = ", ".join(t.value for t in ToolName)
+def parse_call(name: str, arguments: str | Mapping[str, Any] | None,
+               table: Mapping[Any, type[_Args]] = ARGUMENTS) -> tuple[Any, _Args] | ToolResult:
+    """The tool and its validated arguments, or the malformed-call result that explains why not.
+
+    ``table`` maps each tool (an Enum member whose value is its name) to its
+    arguments Struct: the read tools by default; the write tools pass theirs,
+    so every toolbox answers a malformed call the same way.
+    """
+    by_name = {t.value: t for t in table}
+    tool = by_name.get(name)
+    if tool is None:
+        known = ", ".join(by_name)
         return r.failure(Outcome.MALFORMED, "unknown-tool", f"unknown tool {name!r}; the tools are {known}")
     raw: Any = arguments
     if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
@@ -323,7 +329,7 @@ def parse_call(name: str, arguments: str | Mapping[str, Any] | None) -> tuple[To
     if isinstance(raw, Mapping):
         raw = {k: v for k, v in raw.items() if v is not None}
     try:
-        return tool, msgspec.convert(raw, ARGUMENTS[tool])
+        return tool, msgspec.convert(raw, table[tool])
     except msgspec.ValidationError as exc:
         return r.failure(Outcome.MALFORMED, "bad-arguments",
                          f"the arguments of {name} do not match its schema: {exc}")
@@ -356,4 +362,4 @@ def _glob_ok(glob: Glob | None, path: str, under: str) -> bool:
 
 
 __all__ = ["ARGUMENTS", "Caps", "Outcome", "TOOL_SCHEMAS", "TOOL_SCHEMA_HASH", "ToolName",
-           "ToolResult", "Toolbox", "parse_call", "schema_hash"]
+           "ToolResult", "Toolbox", "function_schema", "parse_call", "schema_hash"]

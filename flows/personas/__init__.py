@@ -26,6 +26,8 @@ PERSONAS: frozenset[str] = frozenset(
         "validator",
         "architect",
         "analyst",
+        "implementation-specialist",
+        "poc-specialist",
     }
 )
 
