@@ -30,7 +30,7 @@ import stat
 from dataclasses import dataclass
 
 from actors.workspace.confine import Confinement
-from actors.workspace.errors import PathRefused, Rule
+from actors.workspace.errors import PathRefused, Rule, WorkspaceError
 
 TEMP_PREFIX = ".baton-write-"
 TEMP_SUFFIX = ".tmp"  # git.TEMP_GLOB names them too: `commit` never stages one
@@ -43,7 +43,7 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
-class EditRefused(Exception):
+class EditRefused(WorkspaceError):
     """``edit_file``'s ``old`` text does not occur exactly once (or the edit changes nothing)."""
 
     def __init__(self, reason: str, detail: str) -> None:

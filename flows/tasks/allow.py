@@ -20,10 +20,12 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from flows.errors import BatonError
+
 Argv = tuple[str, ...]
 
 
-class BadArgv(ValueError):
+class BadArgv(BatonError, ValueError):
     """A command is not a usable argv (empty, a non-string word, a NUL byte, unbalanced quotes)."""
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from flows.errors import BatonError
 from flows.model import StepSpec
 from flows.tasks.allow import Argv, BadArgv, allowed, as_argv, describe
 from flows.template import parse_frontmatter
@@ -88,7 +89,7 @@ class TaskProblem(msgspec.Struct, frozen=True):
         return f"{self.source}: {self.problem}"
 
 
-class TaskGraphError(ValueError):
+class TaskGraphError(BatonError, ValueError):
     """The task folder does not make a graph; ``problems`` has one line per problem."""
 
     def __init__(self, problems: Sequence[TaskProblem]) -> None:

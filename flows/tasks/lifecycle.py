@@ -25,6 +25,7 @@ from collections.abc import Iterable
 import msgspec
 from msgspec.structs import replace
 
+from flows.errors import BatonError
 from flows.events import Event
 from flows.tasks.events import (
     Answer,
@@ -135,7 +136,7 @@ class Lifecycle(msgspec.Struct, frozen=True, kw_only=True):
     position: int = 0
 
 
-class TaskTransitionError(ValueError):
+class TaskTransitionError(BatonError, ValueError):
     """An event that may not be appended in the task's current state; the message says why."""
 
 

@@ -49,7 +49,14 @@ from enum import Enum
 import msgspec
 
 from flows.events import Event
-from flows.tasks.events import GitCompensated, Phase, TaskBlocked, TaskFailed, TaskMerged, TaskStatus
+from flows.tasks.events import (
+    GitCompensated,
+    Phase,
+    TaskBlocked,
+    TaskFailed,
+    TaskMerged,
+    TaskStatus,
+)
 from flows.tasks.lifecycle import TaskRunState
 
 INTEGRATE = "integrate"
