@@ -71,11 +71,13 @@ def armed(tmp_path: Path, repo: TaskRepo, fifo: Path) -> Path:
         f"    open({str(fifo)!r}, 'w').write('ready\\n')\n"
         "    threading.Event().wait()\n"
         "sys.stdout.buffer.write(data)\n")
+    # The merge driver has a flag of its own: with the filters' flag, a racily clean file (changed in
+    # the second the index was written) made git run the clean filter first, and the kill landed there.
     driver = tmp_path / "merge_driver.py"
     driver.write_text(
         "import os, subprocess, sys, threading\n"
         "base, ours, theirs = sys.argv[1:4]\n"
-        f"if os.path.exists({str(flag)!r}):\n"
+        f"if os.path.exists({str(flag.with_name('armed-merge'))!r}):\n"
         f"    open({str(fifo)!r}, 'w').write('ready\\n')\n"
         "    threading.Event().wait()\n"
         "sys.exit(subprocess.call(['git', 'merge-file', ours, base, theirs]))\n")
@@ -236,12 +238,13 @@ def test_kill_mid_merge_leaves_the_integration_unchanged_and_merges_once_after_r
     log = Log(m, ("p", "q"))
     q_head = _two_tasks_on_shared(repo, m, log)
     before = repo.git("rev-parse", "baton/K3/integrate").strip()
-    armed.write_text("")
+    armed_merge = armed.with_name("armed-merge")
+    armed_merge.write_text("")
     worker = Worker("merge", repo, m, fifo, "q")
     worker.wait_ready()
     worker.kill()
     assert repo.git("rev-parse", "baton/K3/integrate").strip() == before  # nothing half landed
-    armed.unlink()
+    armed_merge.unlink()
     repairs = log.repair()
     assert Repair.REMOVE_STALE_LOCK in repairs
     merged = m.merge("q", reviewed=q_head)
