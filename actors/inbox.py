@@ -34,6 +34,7 @@ from actors.runlog import SCHEMA_VERSION, node_lease
 from eventstore import CorruptEventError, EventStore, NewEvent, RecordedEvent, StoreClosedError
 from eventstore.leases import Leases
 from flows import decide as d
+from flows.auth import FourEyesRefused
 from flows.commands import CommandAnswered, CommandKind, CommandRequested, Refusal, inbox_of
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ def answer_for(command: CommandRequested, outcome: int | BaseException, at: floa
             refusal = Refusal.BUSY
         case FlowsModuleMissing():
             refusal, module = Refusal.FLOWS_MODULE_MISSING, outcome.module
+        case FourEyesRefused():
+            refusal = Refusal.FOUR_EYES
     message = str(outcome) if refusal is not Refusal.FAILED else f"{type(outcome).__name__}: {outcome}"
     return CommandAnswered(command_id=command.command_id, run_id=command.run_id, refusal=refusal, message=message,
                            state=state, owner=owner, module=module, at=at)
@@ -98,6 +101,8 @@ def outcome_of(command: CommandRequested, answer: CommandAnswered) -> int:
             raise RunBusy(run_id)
         case Refusal.FLOWS_MODULE_MISSING:
             raise FlowsModuleMissing(run_id, answer.module)
+        case Refusal.FOUR_EYES:
+            raise FourEyesRefused(run_id, step_id, command.by)
     raise RuntimeError(f"run {run_id}: the process driving it could not carry out the command: {answer.message}")
 
 

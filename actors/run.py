@@ -40,6 +40,7 @@ from flows.events import (
 )
 from flows.redact import redactor
 from flows.state import RunState, evolve
+from flows.auth import FourEyesRefused
 from flows.text import UnstorableText
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class RunActor(pykka.ThreadingActor):
         try:
             events = d.resume(self.state, msg.step_id, msg.decision, self.ctx.clock.now(), by=msg.by,
                               comment=msg.comment)
-        except (d.NotWaiting, d.UnknownStep, d.UnknownRun, d.RunFinished, UnstorableText) as exc:
+        except (d.NotWaiting, d.UnknownStep, d.UnknownRun, d.RunFinished, UnstorableText, FourEyesRefused) as exc:
             _fail(msg.reply, exc)
             self._report_idle()
             return
