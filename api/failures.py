@@ -20,6 +20,7 @@ from eventstore import StoreError
 from flows import decide
 from flows.catalog import UnknownFlow
 from flows.launch import LaunchError
+from flows.auth import AccessError
 from flows.text import UnstorableText
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -27,7 +28,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Errors a person fixes by changing what they typed (or where they send it), and errors of the
 # environment, which may pass on their own (an unreachable store, a run being handed over).
 INPUT_ERRORS = (UnknownFlow, LaunchError, UnstorableText, decide.UnknownRun, decide.UnknownStep, decide.NotWaiting, RunOwnedElsewhere,
-                LaunchInProgress, decide.RunFinished, FlowsImportError, SettingsError, BackendConfigError)
+                LaunchInProgress, decide.RunFinished, FlowsImportError, SettingsError, BackendConfigError,
+                AccessError)
 RUNTIME_ERRORS = (StoreError, EngineTimeout, EngineUnavailable, RunBusy, StartError, TimeoutError)
 
 

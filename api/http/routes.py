@@ -29,8 +29,9 @@ from api.http import schemas
 from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
 from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
 from eventstore import StoreUnavailableError
+from flows.auth import Principal, check_identity
 from flows.decide import UnknownRun
-from flows.text import describe, find_unstorable
+from flows.text import check_text, describe, find_unstorable
 from projections.queries import UnknownCursor
 
 JSON = "application/json"
@@ -168,8 +169,18 @@ async def read_your_writes(request: Request) -> dict[str, str]:
     return {READ_POSITION: str(projector.position)}
 
 
-def _user(request: Request, given: str) -> str:
-    return given or request.headers.get("x-baton-user", "")
+def _actor(request: Request, claimed: str = "") -> str:
+    """Who acts: the request's principal (``api.http.auth``), never what the request says of itself.
+
+    A ``by`` field or an ``X-Baton-User`` header naming someone else is
+    refused (IdentityMismatch, 403) rather than ignored: the caller would
+    otherwise believe the log records the name it gave.
+    """
+    principal: Principal = request.user
+    check_text("by", claimed)  # text no event could hold is refused as such first (422), like any field
+    check_identity("by", claimed, principal)
+    check_identity("X-Baton-User", request.headers.get("x-baton-user", ""), principal)
+    return principal.name
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -183,7 +194,7 @@ async def launch(request: Request) -> Response:
         raise BadParameter("Idempotency-Key", "an Idempotency-Key is at most 255 characters")
     launched = await run_in_threadpool(
         _engine(request).launch, body.flow, body.question, band=body.band, model=body.model,
-        project_id=body.project_id, inputs=body.inputs, launched_by=_user(request, ""), idempotency_key=key,
+        project_id=body.project_id, inputs=body.inputs, launched_by=_actor(request), idempotency_key=key,
         fast=body.fast,
     )
     if not launched.created:
@@ -210,7 +221,7 @@ async def cancel(request: Request) -> Response:
     run_id = path_run_id(request)
     body = schemas.decode(await read_body(request), CancelRequest, empty_ok=True)
     position = await run_in_threadpool(_engine(request).cancel, run_id, reason=body.reason,
-                                       by=_user(request, body.by))
+                                       by=_actor(request, body.by))
     request.app.state.positions.saw(position)
     return json_response(schemas.CommandAccepted(run_id=run_id, position=position))
 
@@ -230,7 +241,7 @@ async def _decide(request: Request, decision: str) -> Response:
     body = schemas.decode(await read_body(request), DecisionRequest, empty_ok=True)
     engine = _engine(request)
     command = engine.approve if decision == "approve" else engine.reject
-    position = await run_in_threadpool(command, run_id, step_id, by=_user(request, body.by), comment=body.comment)
+    position = await run_in_threadpool(command, run_id, step_id, by=_actor(request, body.by), comment=body.comment)
     request.app.state.positions.saw(position)
     return json_response(schemas.CommandAccepted(
         run_id=run_id, step_id=step_id, position=position,

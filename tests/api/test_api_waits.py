@@ -24,7 +24,8 @@ from api.runtime import Runtime
 from api.settings import Settings
 from eventstore import NewEvent
 from projections import Projector, ReadModel
-from tests.api.server import free_port
+from tests.api.access import issue_tokens
+from tests.api.server import Bearer, free_port
 
 WAITS = 16
 
@@ -38,6 +39,7 @@ def test_min_position_waits_do_not_slow_health(sqlite_url):
         release.wait(30)
 
     runtime = Runtime(Settings(db=sqlite_url)).start(engine=False, projector=False)
+    viewer = Bearer(issue_tokens(runtime.store)["viewer"])
     runtime.projector = Projector(runtime.store, _before_commit=held).start()
     runtime.read_model = ReadModel(runtime.store.engine, runtime.projector)
     port = free_port()
@@ -57,7 +59,7 @@ def test_min_position_waits_do_not_slow_health(sqlite_url):
 
         def waiting_read() -> None:
             started.wait()
-            answers.append(httpx.get(f"{url}/api/runs?min_position={head}", timeout=30).status_code)
+            answers.append(httpx.get(f"{url}/api/runs?min_position={head}", auth=viewer, timeout=30).status_code)
 
         readers = [threading.Thread(target=waiting_read) for _ in range(WAITS)]
         for reader in readers:
