@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from api.http import schemas
 from api.http.problems import MEDIA_TYPE as PROBLEM
+from api.http.routes import MAX_INTEGER
 from api.http.sessions import SESSION_COOKIE
 from flows.auth import ROLES, ROUTE_ROLES, Role
 
@@ -35,9 +36,11 @@ def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {PROBLEM: {"schema": _ref("Problem")}}}
 
 
-def _query(name: str, description: str, kind: str = "string") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": kind}}
+def _query(name: str, description: str, kind: str = "string", minimum: int = 0) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": kind}
+    if kind == "integer":  # out of this range is 422 naming the parameter
+        schema.update(minimum=minimum, maximum=MAX_INTEGER)
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
 def _path(name: str) -> dict[str, Any]:
@@ -158,7 +161,7 @@ def paths() -> dict[str, Any]:
                                                 "it listed. A cursor that names no run is 422, never "
                                                 "another page."),
                                _query("limit", "Page size (1..500, default 50; above 500 gives 500; 0, "
-                                               "negative or not a number is 422).", "integer"),
+                                               "negative or not a number is 422).", "integer", 1),
                                _MIN_POSITION],
                 "responses": {"200": {**_json(_ref("RunPage"), "A page of runs."), "headers": _READ_POSITION},
                               "422": _problem("A bad filter, cursor, limit or min_position (a text filter "
@@ -180,13 +183,14 @@ def paths() -> dict[str, Any]:
             "summary": "The run's recorded events, in order (the audit log)",
             "operationId": "run_events",
             "parameters": [_RUN_ID, _query("format", "`json` (default) or `jsonl`."),
-                           _query("after_version", "Skip the first N events.", "integer")],
+                           _query("after_version", "Skip the first N events (0 or more).", "integer")],
             "responses": {
                 "200": {"description": "A JSON array, or JSON lines with `Accept: application/x-ndjson`.",
                         "content": {"application/json": {"schema": {"type": "array",
                                                                     "items": _ref("RecordedEventView")}},
                                     "application/x-ndjson": {"schema": _ref("RecordedEventView")}}},
                 "404": _problem("Unknown run."),
+                "422": _problem("A bad run id, `format` or `after_version`; `field` names it."),
             },
         }},
         "/api/runs/{run_id}/report": {"get": {
@@ -195,7 +199,8 @@ def paths() -> dict[str, Any]:
             "parameters": [_RUN_ID, _MIN_POSITION],
             "responses": {"200": {"description": "The report.", "headers": _READ_POSITION, "content": {"text/markdown": {"schema":
                                                                                              {"type": "string"}}}},
-                          "404": _problem("Unknown run, or no report yet (`state` is the run's status).")},
+                          "404": _problem("Unknown run, or no report yet (`state` is the run's status)."),
+                          "422": _problem("A bad run id or min_position; `field` names it.")},
         }},
         "/api/runs/{run_id}/cancel": {"post": {
             "summary": "Cancel a run",
@@ -220,7 +225,8 @@ def paths() -> dict[str, Any]:
             "operationId": "stream",
             "parameters": [*_RESUME,
                            {"name": "Last-Event-ID", "in": "header", "required": False,
-                            "schema": {"type": "integer"}, "description": "Resume after this position; "
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER},
+                            "description": "Resume after this position; "
                             "0 replays from the start; absent means live frames only."},
                            _query("last_event_id", "Same as the Last-Event-ID header.", "integer"),
                            _query("after", "Same as the Last-Event-ID header.", "integer")],

@@ -39,6 +39,7 @@ NDJSON = "application/x-ndjson"
 MARKDOWN = "text/markdown; charset=utf-8"
 READ_WAIT_S = 2.0  # how long a GET waits for the projector to catch up with a command
 HEALTH_PROBLEMS = 20  # skipped events /api/health lists (the newest); problems_total counts them all
+MAX_INTEGER = 2**63 - 1  # the largest position or version a store column holds (SQLite INTEGER, PG bigint)
 MAX_ID_CHARS = 128  # a run id (a ULID is 26): longer is not an id the API ever gave out
 READ_POSITION = "Baton-Read-Position"  # header: how far the read tables were when a GET read them
 RUN_STATUSES = ("queued", "running", "paused", "completed", "failed", "rejected", "cancelled")
@@ -115,6 +116,8 @@ def int_param(request: Request, name: str, default: int | None = None, *, minimu
         raise BadParameter(name, f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise BadParameter(name, f"{name} must be at least {minimum}")
+    if value > MAX_INTEGER:  # the store's positions and versions are 64-bit: a larger one is no position
+        raise BadParameter(name, f"{name} must be at most {MAX_INTEGER}")
     return value
 
 
