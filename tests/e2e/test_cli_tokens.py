@@ -118,3 +118,17 @@ def test_insecure_no_auth_warns_on_loopback_and_refuses_any_other_host(baton):
 def test_the_variable_turns_auth_off_too(baton, value):
     refused = baton("serve", "--host", "0.0.0.0", "--port", str(free_port()), BATON_INSECURE_NO_AUTH=value)
     assert refused.code == 2 and "loopback" in refused.err
+
+
+def test_four_eyes_in_this_process_refuses_the_launcher_and_appends_nothing(baton):
+    """In this process the person is taken at their word (the database is trusted): the login name, or --by."""
+    flows = ("--flows", "tests.api.api_flows")
+    run_id = baton.ok(*flows, "launch", "api-four-eyes", "-q", "Ship it?").run_id
+    head = baton.head()
+    mine = baton(*flows, "approve", run_id, "gate")
+    assert mine.code == 2 and "needs four eyes" in mine.err and f"'{getpass.getuser()}' launched it" in mine.err
+    assert baton.head() == head
+    other = baton.ok(*flows, "approve", run_id, "gate", "--by", "second-pair")
+    assert "by second-pair" in other.out
+    resumed = next(e for e in baton.events(run_id) if e.type == "StepResumed")
+    assert resumed.data["by"] == "second-pair"
