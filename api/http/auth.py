@@ -222,7 +222,7 @@ class AccessMiddleware:
         try:
             principal = await self._check(conn, scope)
         except Exception as exc:
-            await self._refuse(exc, conn, scope, receive, send)
+            await self._refuse(exc, scope, receive, send)
             return
         scope["user"] = principal
         await self.app(scope, receive, send)
@@ -236,13 +236,17 @@ class AccessMiddleware:
         origin = headers.get("origin")
         if changes and origin is not None:
             self.hosts.check_origin(origin, host)
-        name, needed = required_role(self.routes, scope)
+        _, needed = required_role(self.routes, scope)
         what = f"{scope.get('method', 'WS')} {scope['path']}"
         if not self.auth:
             principal: Principal | None = ANONYMOUS
+        elif needed is None:
+            # A public route is not authenticated at all: /api/health must answer while the store (which
+            # an index refresh reads) is away, and login checks its token itself.
+            principal = None
         else:
             principal, csrf = await self._principal(conn)
-            if needed is not None and principal is not None and csrf is not None and changes and not websocket:
+            if principal is not None and csrf is not None and changes and not websocket:
                 check_csrf(headers.get(CSRF_HEADER, ""), csrf, what)
             check_access(principal, needed, what)
         if changes and not websocket:
@@ -276,8 +280,7 @@ class AccessMiddleware:
                 return principal, session.csrf
         return None, None
 
-    async def _refuse(self, exc: Exception, conn: HTTPConnection, scope: Scope, receive: Receive,
-                      send: Send) -> None:
+    async def _refuse(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
         response = problems.from_exception(exc, scope["path"])
         if scope["type"] == "websocket":
             if "websocket.http.response" in scope.get("extensions", {}):

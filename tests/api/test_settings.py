@@ -135,7 +135,7 @@ def test_the_connection_cap_leaves_files_for_the_engine():
     assert connection_cap(1000, 1024) == 1024 - FD_RESERVE
 
 
-def test_access_settings_come_from_the_environment_or_serve_flags_and_bad_ones_are_named(environ):
+def test_access_settings_come_from_the_environment_or_serve_flags_and_bad_ones_are_named(environ, monkeypatch):
     environ({"BATON_INSECURE_NO_AUTH": "yes", "BATON_ALLOWED_HOSTS": "baton.internal, ci.internal",
              "BATON_CORS_ORIGINS": "https://console.example", "BATON_SESSION_TTL_S": "60",
              "BATON_TOKEN_FILE": "/run/baton/admin-token"})
@@ -146,7 +146,7 @@ def test_access_settings_come_from_the_environment_or_serve_flags_and_bad_ones_a
     flagged = serve_settings("--allowed-hosts", "a.example", "--session-ttl-s", "5", "--token-file", "/tmp/t")
     assert (flagged.allowed_hosts, flagged.session_ttl_s, str(flagged.admin_token_file())) == (
         ("a.example",), 5.0, "/tmp/t")
-    environ({})
+    monkeypatch.delenv("BATON_INSECURE_NO_AUTH")
     assert not serve_settings().insecure_no_auth and serve_settings("--insecure-no-auth").insecure_no_auth
     for var, value in (("BATON_INSECURE_NO_AUTH", "maybe"), ("BATON_SESSION_TTL_S", "0"),
                        ("BATON_CORS_ORIGINS", "https://console.example/path"), ("BATON_CORS_ORIGINS", "*")):
