@@ -53,45 +53,53 @@ async def call(app: Any, headers: list[tuple[bytes, bytes]]) -> int:
     return status
 
 
-async def per_request_us(app: Any, headers: list[tuple[bytes, bytes]], n: int, expect: int) -> float:
-    """Median of 5 rounds of ``n`` requests: microseconds per request."""
-    rounds = []
-    for _ in range(5):
-        began = time.perf_counter()
-        for _ in range(n):
-            status = await call(app, headers)
-        rounds.append((time.perf_counter() - began) / n * 1e6)
-        assert status == expect, status
-    return statistics.median(rounds)
+async def rounds_us(cases: dict[str, tuple[Any, list[tuple[bytes, bytes]], int, int]], rounds: int = 7
+                    ) -> dict[str, float]:
+    """Microseconds per request of each case (app, headers, requests, expected status): the median of
+    ``rounds`` rounds, the cases alternating within each round so that a busy moment costs them alike."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, (app, headers, n, expect) in cases.items():
+            began = time.perf_counter()
+            for _ in range(n):
+                status = await call(app, headers)
+            times[name].append((time.perf_counter() - began) / n * 1e6)
+            assert status == expect, (name, status)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def app_of(db: str, *, auth: bool) -> tuple[Runtime, Any, str]:
+    """A runtime (store only) and its app, with a viewer token among 200 others."""
+    runtime = Runtime(Settings(db=db, insecure_no_auth=not auth)).start(engine=False, projector=False)
+    book = TokenBook(runtime.store, time.time)
+    token = book.create("bench", "viewer", by="bench").token
+    for i in range(200):  # a registry of a realistic size
+        book.create(f"other-{i}", "viewer", by="bench")
+    app = create_app(runtime)
+    app.state.tokens.refresh()
+    return runtime, app, token
 
 
 def main(argv: list[str]) -> None:
     n = int(argv[argv.index("--requests") + 1]) if "--requests" in argv else 20000
     with tempfile.TemporaryDirectory() as tmp:
-        results: dict[str, float] = {}
-        for auth in (False, True):
-            runtime = Runtime(Settings(db=f"sqlite:///{tmp}/access-{auth}.db", insecure_no_auth=not auth))
-            runtime.start(engine=False, projector=False)
-            try:
-                token = TokenBook(runtime.store, time.time).create("bench", "viewer", by="bench").token
-                for i in range(200):  # a registry of a realistic size
-                    TokenBook(runtime.store, time.time).create(f"other-{i}", "viewer", by="bench")
-                app = create_app(runtime)
-                app.state.tokens.refresh()
-                if not auth:
-                    results["none"] = asyncio.run(per_request_us(app, [], n, 200))
-                    continue
-                bearer = [(b"authorization", f"Bearer {token}".encode())]
-                results["bearer"] = asyncio.run(per_request_us(app, bearer, n, 200))
-                from flows.auth import authenticate
+        open_rt, open_app, _ = app_of(f"sqlite:///{tmp}/open.db", auth=False)
+        auth_rt, auth_app, token = app_of(f"sqlite:///{tmp}/auth.db", auth=True)
+        try:
+            from flows.auth import authenticate
 
-                session_id, _ = app.state.sessions.begin(authenticate(app.state.tokens.registry.by_hash(), token))
-                results["session"] = asyncio.run(per_request_us(app, [(b"cookie", f"baton_session={session_id}"
-                                                                                    .encode())], n, 200))
-                unknown = [(b"authorization", b"Bearer baton_" + b"x" * 43)]
-                results["unknown_token"] = asyncio.run(per_request_us(app, unknown, max(n // 20, 100), 401))
-            finally:
-                runtime.stop()
+            principal = authenticate(auth_app.state.tokens.registry.by_hash(), token)
+            session_id, _ = auth_app.state.sessions.begin(principal)
+            results = asyncio.run(rounds_us({
+                "none": (open_app, [], n, 200),
+                "bearer": (auth_app, [(b"authorization", f"Bearer {token}".encode())], n, 200),
+                "session": (auth_app, [(b"cookie", f"baton_session={session_id}".encode())], n, 200),
+                "unknown_token": (auth_app, [(b"authorization", b"Bearer baton_" + b"x" * 43)], max(n // 20, 100),
+                                  401),
+            }))
+        finally:
+            open_rt.stop()
+            auth_rt.stop()
     base = round(results["none"], 1)
     common = {"route": "GET /api/session", "requests_per_round": n, "baseline_no_auth_us": base,
               "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
