@@ -113,7 +113,8 @@ def _decoded(rec: RecordedEvent) -> Event:
     read, so one bad row does not lock every token out of the server.
     """
     try:
-        return _CODEC.decode(rec)
+        event: Event = _CODEC.decode(rec)
+        return event
     except CorruptEventError as exc:
         log.error("auth stream: %s; it is skipped", exc)
         return Event(at=rec.recorded_at)

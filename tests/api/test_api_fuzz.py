@@ -85,23 +85,28 @@ def test_no_server_error_no_undocumented_answer_no_success_without_the_role(oper
     """
     _, tokens = fuzzed
     for operation in operations:
-        needed = ROUTE_ROLES[operation.definition.raw["operationId"]]
-
-        @settings(max_examples=EXAMPLES[mode], deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy(mode))
-        def each(case: Any) -> None:
-            for principal in PRINCIPALS:
-                headers = bearer(tokens[principal]) if principal != "nobody" else {}
-                response = case.call_and_validate(headers=headers, checks=CHECKS)
-                if needed is None:
-                    continue
-                if principal == "nobody":
-                    assert response.status_code == 401, (operation.label, response.status_code)
-                elif not Role(principal).allows(needed):
-                    assert response.status_code >= 400, (operation.label, principal, response.status_code)
-
         try:
-            each()
+            fuzz(operation, mode, tokens)
         except Unsatisfiable:  # nothing of this operation can be made invalid (no parameter, no body)
             assert mode is GenerationMode.NEGATIVE, operation.label
+
+
+def fuzz(operation: Any, mode: GenerationMode, tokens: dict[str, str]) -> None:
+    """Hypothesis over one operation's requests; raises what a check found."""
+    needed = ROUTE_ROLES[operation.definition.raw["operationId"]]
+
+    @settings(max_examples=EXAMPLES[mode], deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(mode))
+    def each(case: Any) -> None:
+        for principal in PRINCIPALS:
+            headers = bearer(tokens[principal]) if principal != "nobody" else {}
+            response = case.call_and_validate(headers=headers, checks=CHECKS)
+            if needed is None:
+                continue
+            if principal == "nobody":
+                assert response.status_code == 401, (operation.label, response.status_code)
+            elif not Role(principal).allows(needed):
+                assert response.status_code >= 400, (operation.label, principal, response.status_code)
+
+    each()
