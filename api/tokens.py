@@ -124,7 +124,10 @@ def bootstrap(book: TokenBook, path: Path, *, by: str) -> Issued | None:
     """On a store with no valid token: an admin token, written to ``path`` (0600); else None.
 
     Two servers starting on one new store at once: one issues, the other
-    finds its token and issues none (the append expects an empty stream).
+    finds its token and issues none. The token is recorded first (only one
+    process wins that), then written; when the file cannot be written the
+    token is revoked again and the OSError raised: a valid admin token that
+    nobody holds would leave the next start nothing to make one for.
     """
     if book.registry().tokens:
         return None
@@ -132,7 +135,11 @@ def bootstrap(book: TokenBook, path: Path, *, by: str) -> Issued | None:
         issued = book.create(BOOTSTRAP_NAME, Role.ADMIN.value, by=by)
     except (ConcurrencyError, TokenExists):  # another server got there first
         return None
-    write_token_file(path, issued.token)
+    try:
+        write_token_file(path, issued.token)
+    except OSError:
+        book.revoke(BOOTSTRAP_NAME, by=by, reason=f"its token file {path} could not be written")
+        raise
     return issued
 
 
