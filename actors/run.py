@@ -28,6 +28,7 @@ from actors.step import Attempt, StepActor, StepContext
 from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly
 from flows import decide as d
+from flows.auth import FourEyesRefused
 from flows.events import (
     Event,
     RunQueued,
@@ -40,7 +41,6 @@ from flows.events import (
 )
 from flows.redact import redactor
 from flows.state import RunState, evolve
-from flows.auth import FourEyesRefused
 from flows.text import UnstorableText
 
 log = logging.getLogger(__name__)
