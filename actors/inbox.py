@@ -29,13 +29,31 @@ from typing import Any
 import msgspec
 from ulid import ULID
 
-from actors.errors import FlowsModuleMissing, NodeDidNotAnswer, RunBusy, RunOwnedElsewhere
+from actors.errors import (
+    FlowsModuleMissing,
+    NodeDidNotAnswer,
+    RunBusy,
+    RunOwnedElsewhere,
+)
 from actors.runlog import node_lease
-from eventstore import CorruptEventError, EventStore, NewEvent, RecordedEvent, StoreClosedError
+from eventstore import (
+    CorruptEventError,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    StoreClosedError,
+)
 from eventstore.leases import Leases
 from flows import errors
+from flows.auth import FourEyesRefused
 from flows.codec import INITIAL_SCHEMA_VERSION
-from flows.commands import CommandAnswered, CommandKind, CommandRequested, Refusal, inbox_of
+from flows.commands import (
+    CommandAnswered,
+    CommandKind,
+    CommandRequested,
+    Refusal,
+    inbox_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +88,8 @@ def answer_for(command: CommandRequested, outcome: int | BaseException, at: floa
             refusal = Refusal.BUSY
         case FlowsModuleMissing():
             refusal, module = Refusal.FLOWS_MODULE_MISSING, outcome.module
+        case FourEyesRefused():
+            refusal = Refusal.FOUR_EYES
     message = str(outcome) if refusal is not Refusal.FAILED else f"{type(outcome).__name__}: {outcome}"
     return CommandAnswered(command_id=command.command_id, run_id=command.run_id, refusal=refusal, message=message,
                            state=state, owner=owner, module=module, at=at)
@@ -99,6 +119,8 @@ def outcome_of(command: CommandRequested, answer: CommandAnswered) -> int:
             raise RunBusy(run_id)
         case Refusal.FLOWS_MODULE_MISSING:
             raise FlowsModuleMissing(run_id, answer.module)
+        case Refusal.FOUR_EYES:
+            raise FourEyesRefused(run_id, step_id, command.by)
     raise RuntimeError(f"run {run_id}: the process driving it could not carry out the command: {answer.message}")
 
 

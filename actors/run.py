@@ -25,9 +25,9 @@ from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
 from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
-from flows import anomaly
+from flows import anomaly, errors
 from flows import decide as d
-from flows import errors
+from flows.auth import FourEyesRefused
 from flows.events import (
     Event,
     RunQueued,
@@ -157,7 +157,8 @@ class RunActor(pykka.ThreadingActor):
         try:
             events = d.resume(self.state, msg.step_id, msg.decision, self.ctx.clock.now(), by=msg.by,
                               comment=msg.comment)
-        except (errors.NotWaiting, errors.UnknownStep, errors.UnknownRun, errors.RunFinished, UnstorableText) as exc:
+        except (errors.NotWaiting, errors.UnknownStep, errors.UnknownRun, errors.RunFinished, UnstorableText,
+                FourEyesRefused) as exc:
             _fail(msg.reply, exc)
             self._report_idle()
             return

@@ -12,11 +12,18 @@ from __future__ import annotations
 import sys
 
 from actors.agents.base import BackendConfigError
-from actors.errors import EngineTimeout, EngineUnavailable, LaunchInProgress, RunBusy, RunOwnedElsewhere
+from actors.errors import (
+    EngineTimeout,
+    EngineUnavailable,
+    LaunchInProgress,
+    RunBusy,
+    RunOwnedElsewhere,
+)
 from api.runtime import FlowsImportError, StartError
 from api.settings import SettingsError, safe_url, scrub
 from eventstore import StoreError
 from flows import errors
+from flows.auth import AccessError
 from flows.catalog import UnknownFlow
 from flows.launch import LaunchError
 from flows.text import UnstorableText
@@ -27,7 +34,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # environment, which may pass on their own (an unreachable store, a run being handed over).
 INPUT_ERRORS = (UnknownFlow, LaunchError, UnstorableText, errors.UnknownRun, errors.UnknownStep, errors.NotWaiting,
                 RunOwnedElsewhere, LaunchInProgress, errors.RunFinished, FlowsImportError, SettingsError,
-                BackendConfigError)
+                BackendConfigError, AccessError)
 RUNTIME_ERRORS = (StoreError, EngineTimeout, EngineUnavailable, RunBusy, StartError, TimeoutError)
 
 

@@ -6,8 +6,12 @@ No other module reads the environment (CONVENTIONS §8).
 from __future__ import annotations
 
 import dataclasses
+import getpass
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,7 +55,7 @@ class Settings:
     def known_secrets(self) -> tuple[str, ...]:
         """What no event, report, frame or log line may show: the API key, the store's
         password and the secret in the base URL's userinfo (see flows.redact)."""
-        found = [self.openai_api_key, *url_secrets(self.openai_base_url)]
+        found = [self.openai_api_key, self.token, *url_secrets(self.openai_base_url)]
         try:
             found.append(str(sa.engine.make_url(self.db).password or ""))
         except Exception:  # a URL SQLAlchemy cannot parse: the store refuses it later, by name
@@ -62,6 +66,33 @@ class Settings:
     max_connections: int = 1000  # HTTP connections held at once (lowered to fit the open-files limit)
     header_timeout_s: float = 10.0  # a request head must arrive within this (from connecting or the last answer)
     body_timeout_s: float = 30.0  # a request body must arrive within this of its head
+    # Identity and access (DESIGN §13; README "Security").
+    insecure_no_auth: bool = False  # serve without tokens: loopback only, with a warning at every start
+    token: str = ""  # the token CLI commands send to a server ("" = the admin token file's)
+    token_file: str = ""  # where `baton serve` writes the first admin token ("" = admin_token_file's default)
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides localhost, the bind address and IP literals
+    cors_origins: tuple[str, ...] = ()  # origins (scheme://host[:port]) allowed cross-origin calls; none by default
+    session_ttl_s: float = 8 * 3600.0  # a console session ends this long after its login
+
+    def admin_token_file(self) -> Path:
+        """Where the first ``baton serve`` writes its admin token, and where ``baton`` commands read it.
+
+        ``token_file`` when set; for a SQLite store, beside its file
+        (``baton.db`` -> ``baton.db.admin-token``), so a server and the
+        commands of the same folder agree without configuration; for another
+        store, ``~/.config/baton/admin-token-<host>-<port>-<database>``.
+        """
+        if self.token_file:
+            return Path(self.token_file).expanduser()
+        try:
+            url = sa.engine.make_url(self.db)
+        except Exception:  # a URL SQLAlchemy cannot parse: the store refuses it, by name, before this matters
+            url = None
+        if url is not None and url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            return Path(url.database + ".admin-token")
+        home = Path.home() / ".config"
+        where = "memory" if url is None else f"{url.host or 'local'}-{url.port or 'default'}-{url.database or ''}"
+        return home / "baton" / ("admin-token-" + re.sub(r"[^A-Za-z0-9._-]", "_", where))
 
     def engine_config(self) -> EngineConfig:
         """The part of the settings the engine needs."""
@@ -105,7 +136,14 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_MAX_CONNECTIONS": ("max_connections", int),
     "BATON_HEADER_TIMEOUT_S": ("header_timeout_s", float),
     "BATON_BODY_TIMEOUT_S": ("body_timeout_s", float),
+    "BATON_INSECURE_NO_AUTH": ("insecure_no_auth", bool),
+    "BATON_TOKEN": ("token", str),
+    "BATON_TOKEN_FILE": ("token_file", str),
+    "BATON_ALLOWED_HOSTS": ("allowed_hosts", tuple),
+    "BATON_CORS_ORIGINS": ("cors_origins", tuple),
+    "BATON_SESSION_TTL_S": ("session_ttl_s", float),
 }
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +156,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> Settings:
             continue
         if kind is tuple:
             values[name] = tuple(p.strip() for p in raw.split(",") if p.strip())
+            continue
+        if kind is bool:
+            if raw.strip().lower() not in _TRUE + _FALSE:
+                raise SettingsError(f"{var}={raw!r} is not a yes or no: use 1 or 0 (true/false, yes/no, on/off)")
+            values[name] = raw.strip().lower() in _TRUE
             continue
         try:
             values[name] = kind(raw)
@@ -138,7 +181,8 @@ def check(settings: Settings) -> Settings:
     for name in ("max_active_runs", "agent_slots"):
         if getattr(settings, name) < 0:
             raise SettingsError(f"{_named(name)} cannot be negative (0 means no limit)")
-    for name in ("stall_s", "openai_read_timeout_s", "max_output_bytes", "header_timeout_s", "body_timeout_s"):
+    for name in ("stall_s", "openai_read_timeout_s", "max_output_bytes", "header_timeout_s", "body_timeout_s",
+                 "session_ttl_s"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{_named(name)} must be positive")
     if settings.max_connections < 1:
@@ -147,6 +191,33 @@ def check(settings: Settings) -> Settings:
         raise SettingsError(f"BATON_URL / --server {settings.url!r} is not an http:// or https:// URL")
     if not (0 < settings.port < 65536):
         raise SettingsError(f"{_named('port')} {settings.port} is not a port")
+    for origin in settings.cors_origins:
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise SettingsError(f"{_named('cors_origins')} {origin!r} is not an origin: scheme://host[:port], "
+                                f"no path (e.g. https://console.example.com)")
+    return settings
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a bind address or a name) reaches this machine only."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_safe_auth(settings: Settings) -> Settings:
+    """Refuse ``--insecure-no-auth`` on a host others can reach: anyone on the network could act unseen."""
+    if settings.insecure_no_auth and not is_loopback(settings.host):
+        raise SettingsError(f"--insecure-no-auth / BATON_INSECURE_NO_AUTH serves without tokens, so it listens on "
+                            f"a loopback host only (127.0.0.1, ::1, localhost), not {settings.host!r}: anyone who "
+                            f"reaches that address could launch, approve and cancel runs")
     return settings
 
 
@@ -161,6 +232,18 @@ def require_model(settings: Settings) -> Settings:
         raise SettingsError(f"BATON_AGENT=openai needs a model: set {_named('model')} (e.g. qwen2.5-coder:7b), "
                             f"the model name the server at {settings.openai_base_url} knows")
     return settings
+
+
+def os_user() -> str:
+    """The login name of the person running this process ("cli" where there is none, as in some containers).
+
+    What a command carried out in this process records as who acted: the
+    database is trusted, so whoever runs baton on it is taken at their word.
+    """
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "cli"
 
 
 def safe_url(url: str) -> str:

@@ -63,15 +63,19 @@ class Server:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+        self._tokens = tempfile.TemporaryDirectory()
+        token_file = Path(self._tokens.name) / "admin-token"
         env.update(BATON_DB=db_url, BATON_AGENT="offline", BATON_OFFLINE_DELAY_S="0.05",
                    BATON_PORT=str(self.port), BATON_MAX_ACTIVE_RUNS="0", BATON_AGENT_SLOTS="0",
-                   PYTHONPATH=str(ROOT))
+                   BATON_TOKEN_FILE=str(token_file), PYTHONPATH=str(ROOT))
         self.process = subprocess.Popen([sys.executable, "-m", "api.http.app"], cwd=ROOT, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
             try:
                 if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
+                    # Access as in use: the admin token the first start wrote (clients send it as a bearer).
+                    self.token = token_file.read_text().strip()
                     return
             except httpx.TransportError:
                 pass
@@ -80,6 +84,7 @@ class Server:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        self._tokens.cleanup()
         self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(15)
@@ -93,14 +98,15 @@ class Server:
 _ID = re.compile(rb"(?m)^id: (\d+)$")
 
 
-async def _client(url: str, ready: asyncio.Event, arrivals: dict[int, float]) -> None:
+async def _client(url: str, token: str, ready: asyncio.Event, arrivals: dict[int, float]) -> None:
     # A bare asyncio connection that scans raw bytes for id lines: the clients
     # share the machine with the server, and an HTTP library's per-chunk cost
     # would be timed as the server's. (Chunk-size lines are hex digits alone:
     # they never match ``id: N``.)
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"GET /api/stream HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(f"GET /api/stream HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+                 f"Authorization: Bearer {token}\r\n\r\n".encode())
     await writer.drain()
     status = await reader.readline()
     assert b" 200 " in status, status
@@ -124,10 +130,10 @@ async def _client(url: str, ready: asyncio.Event, arrivals: dict[int, float]) ->
         writer.close()
 
 
-async def _worker_main(url: str, n: int, conn: Any) -> None:
+async def _worker_main(url: str, token: str, n: int, conn: Any) -> None:
     arrivals: list[dict[int, float]] = [{} for _ in range(n)]
     readies = [asyncio.Event() for _ in range(n)]
-    tasks = [asyncio.create_task(_client(url, readies[i], arrivals[i])) for i in range(n)]
+    tasks = [asyncio.create_task(_client(url, token, readies[i], arrivals[i])) for i in range(n)]
     await asyncio.gather(*(r.wait() for r in readies))
     conn.send("ready")
     head = await asyncio.to_thread(conn.recv)
@@ -140,8 +146,8 @@ async def _worker_main(url: str, n: int, conn: Any) -> None:
     conn.send(arrivals)
 
 
-def _worker(url: str, n: int, conn: Any) -> None:
-    asyncio.run(_worker_main(url, n, conn))
+def _worker(url: str, token: str, n: int, conn: Any) -> None:
+    asyncio.run(_worker_main(url, token, n, conn))
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -163,14 +169,14 @@ def measure_latency(server: Server, db_url: str, clients: int, runs: int) -> dic
         n = min(CLIENTS_PER_WORKER, left)
         left -= n
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_worker, args=(server.url, n, child), daemon=True)
+        process = ctx.Process(target=_worker, args=(server.url, server.token, n, child), daemon=True)
         process.start()
         workers.append((process, parent))
     for _, conn in workers:
         assert conn.poll(60) and conn.recv() == "ready"
 
     began = time.monotonic()
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {server.token}"}) as http:
         start = http.get("/api/health").json()["head"]
         run_ids = []
         for _ in range(runs):

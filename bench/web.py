@@ -42,6 +42,7 @@ import httpx
 import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
+AUTH: dict[str, str] = {}  # the Authorization header of every request this bench sends (set at start)
 FLOW = "bench-stream"
 CHROMIUM = os.environ.get("BATON_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -97,6 +98,7 @@ class Server:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+        token_file = Path(db_url.removeprefix("sqlite:///") + ".admin-token")  # beside the store
         env.update(BATON_DB=db_url, BATON_AGENT="openai", BATON_OPENAI_BASE_URL=model_url, BATON_MODEL="paced",
                    BATON_PORT=str(self.port), BATON_FLOWS="web_flows", BATON_MAX_ACTIVE_RUNS="0",
                    BATON_AGENT_SLOTS="0", PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "bench")]))
@@ -106,6 +108,8 @@ class Server:
         while True:
             try:
                 if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
+                    # Access as in use: the admin token of the first start, as a bearer and as the console's cookie.
+                    AUTH["Authorization"] = f"Bearer {token_file.read_text().strip()}"
                     return
             except httpx.TransportError:
                 pass
@@ -130,14 +134,15 @@ def _sse(response: httpx.Response) -> Any:
 
 
 def _launch(url: str, question: str) -> str:
-    r = httpx.post(url + "/api/runs", json={"flow": FLOW, "question": question, "band": "small"}, timeout=30)
+    r = httpx.post(url + "/api/runs", json={"flow": FLOW, "question": question, "band": "small"}, timeout=30,
+                   headers=AUTH)
     r.raise_for_status()
     return r.json()["run_id"]
 
 
 def _wait_end(url: str, run_id: str, timeout: float = 60) -> None:
     with httpx.stream("GET", url + "/api/stream", params={"run_id": run_id, "after": 0},
-                      timeout=httpx.Timeout(timeout, connect=5)) as response:
+                      timeout=httpx.Timeout(timeout, connect=5), headers=AUTH) as response:
         for frame in _sse(response):
             if frame.get("step_id") is None and frame.get("run_status") in ("completed", "failed", "cancelled"):
                 return
@@ -145,13 +150,13 @@ def _wait_end(url: str, run_id: str, timeout: float = 60) -> None:
 
 
 def _cancel(url: str, run_id: str) -> None:
-    httpx.post(f"{url}/api/runs/{run_id}/cancel", json={"reason": "measured"}, timeout=30)
+    httpx.post(f"{url}/api/runs/{run_id}/cancel", json={"reason": "measured"}, timeout=30, headers=AUTH)
     _wait_end(url, run_id)
 
 
 def api_launch_to_first_step(url: str) -> float:
     """Milliseconds from POST /api/runs to the first step's frame, on a stream already open."""
-    with httpx.stream("GET", url + "/api/stream", timeout=httpx.Timeout(60, connect=5)) as response:
+    with httpx.stream("GET", url + "/api/stream", timeout=httpx.Timeout(60, connect=5), headers=AUTH) as response:
         frames = _sse(response)
         began = time.perf_counter()
         run_id = _launch(url, "api baseline")
@@ -211,7 +216,11 @@ def measure(url: str, launches: int, streams: int) -> list[dict[str, Any]]:
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        token = AUTH["Authorization"].removeprefix("Bearer ")
+        login = httpx.post(url + "/api/login", json={"token": token}, timeout=10)
+        context.add_cookies([{"name": "baton_session", "value": login.cookies["baton_session"], "url": url}])
+        page = context.new_page()
         page.set_default_timeout(120_000)
 
         def launch_in_console(question: str) -> str:

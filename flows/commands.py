@@ -45,6 +45,7 @@ class Refusal(str, Enum):
     OWNED_ELSEWHERE = "owned_elsewhere"  # the run moved on to another process meanwhile
     BUSY = "busy"  # the run is being handed over at this moment
     FLOWS_MODULE_MISSING = "flows_module_missing"
+    FOUR_EYES = "four_eyes"  # the run's launcher tried to decide a four-eyes step
     FAILED = "failed"  # anything else (its type and message are in ``message``)
 
 

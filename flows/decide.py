@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 import msgspec
 
 from flows import conditions, report, rules, template
+from flows.auth import check_four_eyes
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
-from flows.kinds import kind_rules
 from flows.events import (
     Event,
     RunCancelled,
@@ -30,6 +30,7 @@ from flows.events import (
     StepSkipped,
     StepStarted,
 )
+from flows.kinds import kind_rules
 from flows.model import FlowSnapshot, StepSpec
 from flows.state import RunState, evolve
 from flows.status import RUN_UNDER_WAY, RunStatus, StepStatus, fails_run, rejects_run
@@ -286,7 +287,8 @@ def fail(
 
 def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str = "", comment: str = "") -> list[Event]:
     """StepResumed for a paused approval; raises UnstorableText (``comment``, ``by``: see
-    ``flows.text``), NotWaiting, UnknownStep, UnknownRun or RunFinished.
+    ``flows.text``), NotWaiting, UnknownStep, UnknownRun, RunFinished, or FourEyesRefused
+    when the step needs four eyes and ``by`` launched the run.
 
     ValueError when ``decision`` is neither "approved" nor "rejected": the
     event's type only admits those two, so another word would be appended and
@@ -305,6 +307,8 @@ def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str 
     st = state.steps[step_id]
     if st.status != StepStatus.PAUSED:
         raise NotWaiting(state.run_id, step_id, st.status)
+    if state.spec(step_id).four_eyes:
+        check_four_eyes(state.run_id, step_id, state.launched.launched_by, by)
     return [StepResumed(step_id=step_id, decision=decision, by=by, comment=comment, at=now)]
 
 

@@ -64,6 +64,7 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     on_reject: tuple[str, ...] = ()
     on_anomaly: str = ""
     fn: str = ""
+    four_eyes: bool = False  # an approval the run's launcher may not decide (flows.auth.check_four_eyes)
 
 
 class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -103,6 +104,7 @@ class Step:
     on_anomaly: str = ""
     label: str = ""
     fn: Callable[..., Any] | None = None
+    four_eyes: bool = False
 
     def spec(self) -> StepSpec:
         """The serialisable form of this step (the function by reference)."""
@@ -121,6 +123,7 @@ class Step:
             on_reject=self.on_reject,
             on_anomaly=self.on_anomaly,
             fn=function_ref(self.fn) if self.fn else "",
+            four_eyes=self.four_eyes,
         )
 
 
@@ -210,16 +213,19 @@ def approval(
     on_reject: Iterable[str] | None = None,
     bands: Iterable[str] | None = None,
     label: str | None = None,
+    four_eyes: bool = False,
 ) -> Step:
     """A gate that pauses the run until a person approves or rejects.
 
     Its output is the approver's comment (``$gate.output``). When rejected, the
     steps named in ``on_reject`` still run; every other dependent is skipped.
+    ``four_eyes``: the person who launched the run may not decide it (403).
     """
     step = Step(
         kind=StepKind.APPROVAL,
         prompt=prompt,
         on_reject=tuple(on_reject or ()),
+        four_eyes=four_eyes,
         **_common(step_id, deps, trigger_rule, when, 0, 1.0, None, bands, label, None),
     )
     return step

@@ -1,8 +1,9 @@
 """The ``baton`` command line as a client of a running ``baton serve`` (its HTTP API).
 
-Every request the CLI sends goes through ``Client``, so whatever a request
-must carry (today the caller's name, ``X-Baton-User``; later a bearer
-token) is added in one place: ``Client._headers``.
+Every request the CLI sends goes through ``Client``, so what a request must
+carry, the bearer token (``BATON_TOKEN``, else the admin token file ``baton
+serve`` wrote), is added in one place: ``Client._headers``. Who acts is the
+token's name: the server records it, never a name the CLI would claim.
 
 ``discover(store)`` finds a live server of the same store: each ``baton
 serve`` holds a lease named ``server-<url>`` while it listens (renewed with
@@ -17,7 +18,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -54,15 +55,18 @@ class Client:
     5xx or a server that cannot be reached.
     """
 
-    def __init__(self, url: str, *, user: str = "", timeout: float = ANSWER_S) -> None:
+    def __init__(self, url: str, *, token: str = "", token_hint: str = "", timeout: float = ANSWER_S) -> None:
+        """A client of the server at ``url`` sending ``token``; ``token_hint`` says where a token is found
+        (for the error when the server refuses this one)."""
         self.url = url.rstrip("/")
-        self.user = user
+        self.token = token
+        self.token_hint = token_hint or "set BATON_TOKEN to a token (baton tokens create NAME --role ...)"
         self._http = httpx.Client(base_url=self.url, headers=self._headers(),
                                   timeout=httpx.Timeout(timeout, connect=CONNECT_S))
 
     def _headers(self) -> dict[str, str]:
         """What every request carries (the one place to add credentials)."""
-        return {"X-Baton-User": self.user} if self.user else {}
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -83,15 +87,30 @@ class Client:
         headers = {"Idempotency-Key": params.idempotency_key} if params.idempotency_key else None
         return self._call("POST", "/api/runs", json=body, headers=headers)
 
-    def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
+    def decide(self, run_id: str, step_id: str, decision: str, *, comment: str) -> int:
         """POST .../approve or .../reject (``decision`` is "approve" or "reject"): the position recorded."""
-        answer = self._call("POST", f"/api/runs/{run_id}/steps/{step_id}/{decision}",
-                            json={"by": by, "comment": comment})
+        answer = self._call("POST", f"/api/runs/{run_id}/steps/{step_id}/{decision}", json={"comment": comment})
         return int(answer["position"])
 
-    def cancel(self, run_id: str, *, reason: str, by: str) -> int:
+    def cancel(self, run_id: str, *, reason: str) -> int:
         """POST /api/runs/{id}/cancel: the position of RunCancelled."""
-        return int(self._call("POST", f"/api/runs/{run_id}/cancel", json={"reason": reason, "by": by})["position"])
+        return int(self._call("POST", f"/api/runs/{run_id}/cancel", json={"reason": reason})["position"])
+
+    def create_token(self, name: str, role: str) -> dict[str, Any]:
+        """POST /api/tokens: ``{name, role, token, position}`` (the token shown this once)."""
+        return self._call("POST", "/api/tokens", json={"name": name, "role": role})
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """GET /api/tokens: the valid tokens (name, role, issued_by, issued_at)."""
+        return self._call("GET", "/api/tokens")
+
+    def revoke_token(self, name: str) -> int:
+        """DELETE /api/tokens/{name}: the position of TokenRevoked."""
+        return int(self._call("DELETE", f"/api/tokens/{quote(name, safe='')}")["position"])
+
+    def whoami(self) -> dict[str, Any]:
+        """GET /api/session: who this client's token acts as (``{name, role, via}``)."""
+        return self._call("GET", "/api/session")
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -148,6 +167,9 @@ class Client:
                                    timeout=httpx.Timeout(None, connect=CONNECT_S)) as response:
                 if response.status_code >= 400:
                     response.read()
+                    if response.status_code == 401:
+                        raise ServerError(2, f"the baton server at {self.url} needs a valid token: "
+                                             f"{self.token_hint}", status=401)
                     raise _refusal(response)
                 data: list[str] = []
                 for line in response.iter_lines():
@@ -164,6 +186,9 @@ class Client:
             response = self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise ServerError(1, f"no answer from the baton server at {self.url}: {_reason(exc)}") from None
+        if response.status_code == 401:
+            raise ServerError(2, f"the baton server at {self.url} needs a valid token: {self.token_hint}",
+                              status=401)
         if response.status_code >= 400:
             raise _refusal(response)
         return response.json()

@@ -121,8 +121,9 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     """Approve or reject a paused step, then follow the run until it ends or pauses again."""
     decision = "approved" if args.command == "approve" else "rejected"
-    by, comment = whoami(args.by), args.comment or ""
+    comment = args.comment or ""
     with target(args, settings, engine=True) as where:
+        by = where.actor(args.by or "")
         run_id = where.resolve(args.run)
         if isinstance(where, Local):
             where.check(lambda rt: decide.resume(  # the same decision the run will take, on the log as it is
@@ -135,14 +136,48 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     """Cancel a run that has not ended."""
-    by, reason = whoami(args.by), args.reason or ""
+    reason = args.reason or ""
     with target(args, settings, engine=True) as where:
+        by = where.actor(args.by or "")
         run_id = where.resolve(args.run)
         if isinstance(where, Local):
             where.check(lambda rt: decide.cancel(*known_run(rt, run_id), time.time(), reason=reason, by=by))
         position = where.cancel(run_id, reason=reason, by=by)  # answers once RunCancelled is recorded
         print(printable_line(f"run {run_id} cancelled (position {position}, by {by})"))
         return EXIT_OK
+
+
+def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> int:
+    """Make a token; it goes to stdout alone (``TOKEN=$(baton tokens create ...)``), shown this once."""
+    with target(args, settings, creates=True) as where:
+        issued = where.create_token(args.name, args.role, by=where.actor(""))
+    print(issued.token, flush=True)
+    print(printable_line(f"baton: token {issued.name!r} ({issued.role.value}) made at position {issued.position}; "
+                         f"it is shown this once: keep it now (only its hash is recorded)"), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_tokens_list(args: argparse.Namespace, settings: Settings) -> int:
+    """The valid tokens: name, role, who issued each and when (never a token itself)."""
+    with target(args, settings) as where:
+        rows = where.tokens()
+    if args.json:
+        print_json(rows)
+        return EXIT_OK
+    width = max((len(r["name"]) for r in rows), default=4)
+    print(f"{'NAME':<{width}}  {'ROLE':<8}  {'ISSUED':<19}  ISSUED BY")
+    for row in rows:
+        issued = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["issued_at"]))
+        print(printable_line(f"{row['name']:<{width}}  {row['role']:<8}  {issued:<19}  {row['issued_by']}"))
+    return EXIT_OK
+
+
+def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    """Revoke a token: it opens nothing from now on (through a server, at once there)."""
+    with target(args, settings) as where:
+        position = where.revoke_token(args.name, by=where.actor(""))
+    print(printable_line(f"token {args.name!r} revoked (position {position})"))
+    return EXIT_OK
 
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,7 +9,6 @@ file that does not exist instead of creating an empty store.
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import shlex
 import shutil
@@ -25,7 +24,8 @@ from api.cli.client import Client, ServerError, discover
 from api.cli.targets import Local, Remote, Target
 from api.failures import EXIT_USAGE
 from api.runtime import Runtime
-from api.settings import Settings, SettingsError, safe_url
+from api.settings import Settings, SettingsError, os_user, safe_url
+from api.tokens import read_token_file
 from eventstore import open_store
 
 
@@ -64,13 +64,25 @@ def baton_command(args: argparse.Namespace, settings: Settings) -> Callable[[str
 
 
 def whoami(given: str | None) -> str:
-    """Who a command is recorded as: --by, else the login name."""
-    if given:
-        return given
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name in some containers
-        return "cli"
+    """Who a command carried out in this process is recorded as: --by, else the login name.
+
+    The database is trusted (whoever can write it can do anything), so here
+    a person is taken at their word; through a server, the token's name is
+    recorded instead (``Target.actor``).
+    """
+    return given or os_user()
+
+
+def client_for(url: str, settings: Settings) -> Client:
+    """A client of the server at ``url`` with this person's token: BATON_TOKEN, else the admin token file."""
+    path = settings.admin_token_file()
+    if settings.token:
+        return Client(url, token=settings.token, token_hint="BATON_TOKEN was refused (revoked, mistyped, or of "
+                                                            "another store)")
+    token = read_token_file(path) or ""
+    hint = (f"the token in {path} was refused (revoked?); set BATON_TOKEN to a valid one" if token else
+            f"set BATON_TOKEN (no admin token file at {path}; the first baton serve of a store writes one)")
+    return Client(url, token=token, token_hint=hint)
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -107,18 +119,17 @@ def target(args: argparse.Namespace, settings: Settings, *, engine: bool = False
     refuses a SQLite file that does not exist. With ``--server`` / BATON_URL
     the store is opened only if it exists here (to resolve id prefixes).
     """
-    user = whoami(None)
     local = bool(getattr(args, "local", False))
     if settings.url and not local:
         store = None if missing_store(settings) else open_store(settings.db)
-        chosen: Target = Remote(Client(settings.url, user=user), store)
+        chosen: Target = Remote(client_for(settings.url, settings), store)
     else:
         if not creates:
             refuse_missing_store(settings)
         store = open_store_for(settings)
         url = None if local or store is None else discover(store)
-        chosen = Remote(Client(url, user=user), store) if url else Local(settings, store=store, engine=engine,
-                                                                         projector=projector)
+        chosen = Remote(client_for(url, settings), store) if url else Local(settings, store=store, engine=engine,
+                                                                            projector=projector)
     try:
         yield chosen
     except ServerError as exc:

@@ -51,6 +51,9 @@ from api.cli.commands import (
     cmd_serve,
     cmd_show,
     cmd_tail,
+    cmd_tokens_create,
+    cmd_tokens_list,
+    cmd_tokens_revoke,
 )
 from api.cli.context import CliError, Interrupted
 from api.cli.escape import printable_line
@@ -58,6 +61,7 @@ from api.cli.targets import RunIdError
 from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
 from api.settings import Settings, from_env
 from api.settings import check as check_settings
+from flows.auth import ROLES
 from flows.launch import DEFAULT_BAND
 from flows.status import RUN_STATUSES
 
@@ -67,7 +71,7 @@ from flows.status import RUN_STATUSES
 # `baton serve` takes a flag for every setting (DESIGN §9): (flag, setting, type, help); the flag wins
 # over its BATON_* variable. Their argparse dests carry SETTING_FLAG so that no command's own option of
 # the same name (`launch --model`: the model of one run) is taken for a setting.
-SERVE_FLAGS: tuple[tuple[str, str, type, str, str], ...] = (
+SERVE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--host", "host", str, "HOST", "address to listen on (BATON_HOST)"),
     ("--port", "port", int, "PORT", "port to listen on (BATON_PORT)"),
     ("--model", "model", str, "NAME", "default model of agent steps (BATON_MODEL)"),
@@ -89,6 +93,13 @@ SERVE_FLAGS: tuple[tuple[str, str, type, str, str], ...] = (
      "(BATON_HEADER_TIMEOUT_S)"),
     ("--body-timeout-s", "body_timeout_s", float, "SECONDS", "time a client has to send a request body "
      "(BATON_BODY_TIMEOUT_S)"),
+    ("--token-file", "token_file", str, "PATH", "where the first start writes the admin token (BATON_TOKEN_FILE; "
+     "default: beside a SQLite store, else under ~/.config/baton/)"),
+    ("--allowed-hosts", "allowed_hosts", lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip()),
+     "NAME,NAME", "Host names served besides localhost, the bind address and IP literals (BATON_ALLOWED_HOSTS)"),
+    ("--cors-origins", "cors_origins", lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip()),
+     "ORIGIN,ORIGIN", "origins allowed to call the API from a browser (BATON_CORS_ORIGINS; default: none)"),
+    ("--session-ttl-s", "session_ttl_s", float, "SECONDS", "how long a console login lasts (BATON_SESSION_TTL_S)"),
 )
 SETTING_FLAG = "setting__"
 
@@ -152,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("serve", cmd_serve, "serve the HTTP API and the frame stream")
     for flag, name, kind, metavar, text in SERVE_FLAGS:
         p.add_argument(flag, dest=SETTING_FLAG + name, type=kind, default=None, metavar=metavar, help=text)
+    p.add_argument("--insecure-no-auth", dest=SETTING_FLAG + "insecure_no_auth", action="store_const", const=True,
+                   default=None, help="serve without tokens (BATON_INSECURE_NO_AUTH): on a loopback host only, "
+                                      "with a warning at every start")
     add("demo", cmd_demo, "run review-and-approve offline, approve it, print the report and verify the log")
     p = add("flows", cmd_flows, "list the flow catalogue")
     p.add_argument("--json", action="store_true", help="print the catalogue as JSON")
@@ -196,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("replay", cmd_replay, "re-fold runs from the log; --verify checks it was not edited")
     p.add_argument("--verify", action="store_true")
     p.add_argument("--run", metavar="RUN")
+    p = add("tokens", lambda a, s: EXIT_USAGE, "manage access tokens (DESIGN §13): create, list, revoke")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    t = actions.add_parser("create", parents=[common], help="make a token; printed once, only its hash is kept")
+    t.set_defaults(handler=cmd_tokens_create)
+    t.add_argument("name", metavar="NAME", help="who the token acts as (recorded in the log)")
+    t.add_argument("--role", choices=ROLES, default="viewer", help="viewer (reads), operator (+ launch, cancel), "
+                   "approver (+ approve, reject), admin (+ tokens); default: viewer")
+    t = actions.add_parser("list", parents=[common], help="the valid tokens (never a token itself)")
+    t.set_defaults(handler=cmd_tokens_list)
+    t.add_argument("--json", action="store_true", help="print the tokens as JSON")
+    t = actions.add_parser("revoke", parents=[common], help="revoke a token by name")
+    t.set_defaults(handler=cmd_tokens_revoke)
+    t.add_argument("name", metavar="NAME")
     p = add("projections", lambda a, s: EXIT_USAGE, "manage the read tables")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     actions.add_parser("rebuild", parents=[common], help="rebuild the read tables from position 0").set_defaults(

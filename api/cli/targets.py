@@ -25,13 +25,15 @@ from actors.runlog import follow, live_nodes, read_with_owner, run_ids_starting
 from api.cli.client import Client, ServerError
 from api.cli.progress import ProgressView
 from api.runtime import Runtime
-from api.settings import Settings
+from api.settings import Settings, os_user
+from api.tokens import Issued, TokenBook
 from eventstore import SqlStore
 from eventstore.leases import Leases
 from flows import decide, errors
+from flows.auth import Principal, Role, check_identity
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
-from flows.launch import LaunchParams
 from flows.kinds import kind_rules
+from flows.launch import LaunchParams
 from flows.state import RunState
 from flows.status import RunStatus
 from flows.text import check_text
@@ -52,11 +54,24 @@ class Target(Protocol):
     def launch(self, params: LaunchParams) -> Launched:
         """Launch a run (the server checks it; locally, ``check`` did)."""
 
+    def actor(self, claimed: str) -> str:
+        """Who a command is recorded as: here the login name (or ``--by``); through a server the token's
+        name (a ``--by`` naming someone else is refused, IdentityMismatch)."""
+
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
-        """Approve or reject (``decision``: "approve" | "reject"); the position recorded."""
+        """Approve or reject (``decision``: "approve" | "reject") as ``by`` (from ``actor``); the position."""
 
     def cancel(self, run_id: str, *, reason: str, by: str) -> int:
-        """Cancel a run; the position of RunCancelled."""
+        """Cancel a run as ``by`` (from ``actor``); the position of RunCancelled."""
+
+    def create_token(self, name: str, role: str, *, by: str) -> Issued:
+        """Make a token (shown once) as ``by``."""
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """The valid tokens: name, role, issued_by, issued_at."""
+
+    def revoke_token(self, name: str, *, by: str) -> int:
+        """Revoke a token as ``by``; the position of TokenRevoked."""
 
     def follow(self, run_id: str, view: ProgressView | None) -> RunState:
         """Wait while the run moves, until it ends or waits for a person; its state then."""
@@ -150,6 +165,19 @@ class Local:
         engine = self.start().engine
         assert engine is not None
         return engine.launch(params)
+
+    def actor(self, claimed: str) -> str:
+        return claimed or os_user()
+
+    def create_token(self, name: str, role: str, *, by: str) -> Issued:
+        return TokenBook(self.rt.store, time.time).create(name, role, by=by)
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return [{"name": t.name, "role": t.role.value, "issued_by": t.issued_by, "issued_at": t.issued_at}
+                for t in TokenBook(self.rt.store, time.time).tokens()]
+
+    def revoke_token(self, name: str, *, by: str) -> int:
+        return TokenBook(self.rt.store, time.time).revoke(name, by=by)
 
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
         engine = self.start().engine
@@ -316,11 +344,26 @@ class Remote:
             raise
         return Launched(answer["run_id"], answer["position"], answer.get("created", True))
 
+    def actor(self, claimed: str) -> str:
+        who = self.client.whoami()
+        check_identity("--by", claimed, Principal(name=who["name"], role=Role(who["role"])))
+        return str(who["name"])
+
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
-        return self.client.decide(run_id, step_id, decision, by=by, comment=comment)
+        return self.client.decide(run_id, step_id, decision, comment=comment)  # the server records its principal
 
     def cancel(self, run_id: str, *, reason: str, by: str) -> int:
-        return self.client.cancel(run_id, reason=reason, by=by)
+        return self.client.cancel(run_id, reason=reason)
+
+    def create_token(self, name: str, role: str, *, by: str) -> Issued:
+        answer = self.client.create_token(name, role)
+        return Issued(answer["name"], Role(answer["role"]), answer["token"], answer["position"])
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self.client.tokens()
+
+    def revoke_token(self, name: str, *, by: str) -> int:
+        return self.client.revoke_token(name)
 
     def follow(self, run_id: str, view: ProgressView | None) -> RunState:
         """Fold the run's events from the server, then fold on at each durable frame of its stream."""

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,14 +18,19 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from api import failures
-from api.http import openapi, problems, routes, stream
+from api.http import admin, openapi, problems, routes, stream
+from api.http import sessions as login
+from api.http.auth import AccessMiddleware, TokenIndex, unserved_routes
 from api.http.connections import (
     ACCEPT_BURST,
     ConnectionGuard,
@@ -33,15 +39,18 @@ from api.http.connections import (
     raise_open_files_limit,
 )
 from api.http.hub import DEFAULT_BUFFER, FrameHub
+from api.http.sessions import Sessions
 from actors.runlog import server_lease
 from api.http.listen import ListenError, listen, url_of
 from api.runtime import Runtime
-from api.settings import Settings, SettingsError, from_env, require_model, safe_url
+from api.settings import Settings, SettingsError, from_env, os_user, require_model, require_safe_auth, safe_url
+from api.tokens import TokenBook, bootstrap
 from api.web import routes as web
 from eventstore.leases import default_owner
 
 log = logging.getLogger("baton.api")
 
+CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "X-CSRF-Token"]
 SHUTDOWN_S = 10.0  # a stop signal ends the process within this, whatever is running
 GRACE_S = 3.0  # of which requests in progress get this long to finish
 
@@ -59,19 +68,39 @@ def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: in
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         hub.start()
         try:
+            # After the hub follows the store: a token event from now on refreshes the index, and this
+            # read has every earlier one, so none falls between the two.
+            try:
+                await asyncio.to_thread(tokens.refresh)
+            except Exception as exc:  # the store away: the index stays stale, and each request refreshes it
+                log.warning("cannot read the auth stream yet (%s: %s); requests will retry", type(exc).__name__, exc)
             yield
         finally:
             hub.stop()
 
+    settings = runtime.settings
     bus = runtime.bus  # the engine publishes deltas and plan updates on the runtime's bus
     read_model = runtime.read_model
+    tokens = TokenIndex(runtime.store)
     hub = FrameHub(runtime.store, bus=bus,
                    project_of=read_model.run_project if read_model is not None else None,
-                   buffer=stream_buffer)
-    app = Starlette(routes=[*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES, *web.ROUTES],
-                    exception_handlers=problems.handlers(), lifespan=lifespan)
+                   buffer=stream_buffer, observers=[tokens.observe])
+    sessions = Sessions(settings.session_ttl_s)
+    served = [*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES, *login.ROUTES, *admin.ROUTES, *web.ROUTES]
+    unguarded = unserved_routes(served)
+    if unguarded:  # a route nobody said who may call: refuse to serve it rather than guess
+        raise RuntimeError(f"routes without a role in flows.auth.ROUTE_ROLES: {', '.join(unguarded)}")
+    middleware = [Middleware(AccessMiddleware, routes=served, tokens=tokens, sessions=sessions, settings=settings)]
+    if settings.cors_origins:
+        middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                                        allow_methods=["GET", "POST", "DELETE"], allow_headers=CORS_HEADERS,
+                                        expose_headers=["Baton-Read-Position", "Location"]))
+    app = Starlette(routes=served, middleware=middleware, exception_handlers=problems.handlers(),
+                    lifespan=lifespan)
     app.state.runtime = runtime
     app.state.hub = hub
+    app.state.tokens = tokens
+    app.state.sessions = sessions
     app.state.positions = routes.Positions()
     app.state.heartbeat_s = heartbeat_s
     return app
@@ -166,6 +195,7 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
     open_files = raise_open_files_limit()  # before the runtime opens anything: the engine's files come first
     try:
         require_model(settings)
+        require_safe_auth(settings)
         sock = listen(settings.host, settings.port, ACCEPT_BURST)  # the guard counts on this backlog
     except (SettingsError, ListenError) as exc:
         return failures.fail(failures.EXIT_USAGE if isinstance(exc, SettingsError) else failures.EXIT_FAILED,
@@ -183,6 +213,12 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
     assert engine is not None
     server: StreamingServer | None = None
     try:
+        try:
+            access = access_lines(runtime, settings, url)
+        except OSError as exc:  # the token file cannot be written: nobody could use the token
+            return failures.fail(failures.EXIT_FAILED, f"cannot write the admin token file: {exc}")
+        for line in access:
+            print(line, file=sys.stderr, flush=True)
         app = create_app(runtime)
         guard = ConnectionGuard(connection_cap(settings.max_connections, open_files), settings.header_timeout_s,
                                 settings.body_timeout_s)
@@ -209,6 +245,27 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
         if server is not None:
             server.stopped.set()
         sock.close()
+
+
+def access_lines(runtime: Runtime, settings: Settings, url: str) -> list[str]:
+    """What ``baton serve`` says about access at every start; on a store with no valid token, it first
+    makes an admin token and writes it to the admin token file (DESIGN §13).
+
+    Raises OSError when that file cannot be written (nothing else is said then).
+    """
+    if settings.insecure_no_auth:
+        return [f"baton: WARNING: --insecure-no-auth: no token is asked; anyone who reaches {url} acts as "
+                f"'anonymous' with every right, and the log records nobody's identity. Serving on loopback only."]
+    path = settings.admin_token_file()
+    book = TokenBook(runtime.store, now=time.time)
+    issued = bootstrap(book, path, by=f"baton serve ({os_user()})")
+    if issued is not None:
+        return [f"baton: first start on this store: an admin token is in {path} (readable by you only); baton "
+                f"commands here use it, and the console asks for it. Give others their own: baton tokens create "
+                f"NAME --role viewer|operator|approver|admin"]
+    where = f"the admin token file is {path}" if path.exists() else f"no admin token file at {path}"
+    return [f"baton: every request but /api/health needs a token ({where}; baton tokens create NAME --role ... "
+            f"makes more)"]
 
 
 def backend_line(settings: Settings) -> str:

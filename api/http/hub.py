@@ -8,6 +8,9 @@ event loop with one ``call_soon_threadsafe``; ephemeral frames (``step_delta``,
 ``_dispatch`` copies the frames into each matching client's buffer. So 100
 clients cost one store subscription and one thread, not 100.
 
+``observers`` see every batch of recorded events on the hub's thread (the
+token index follows the ``auth`` stream this way: no second subscription).
+
 ``position`` is the last event whose frames were dispatched (on the loop).
 A resuming client (``catch_up``) uses it to know where the store's replay
 must stop and the live frames take over, so that it misses nothing and sees
@@ -183,8 +186,10 @@ class FrameHub:
 
     def __init__(self, store: EventStore, *, bus: Any = None,
                  project_of: Callable[[str], str | None] | None = None,
-                 buffer: int = DEFAULT_BUFFER) -> None:
+                 buffer: int = DEFAULT_BUFFER,
+                 observers: Iterable[Callable[[list[RecordedEvent]], None]] = ()) -> None:
         self.store = store
+        self.observers = list(observers)
         self.bus = bus
         self.project_of = project_of
         self.buffer = buffer
@@ -303,6 +308,15 @@ class FrameHub:
         for subscriber in list(self.subscribers):
             subscriber.push(frames)
 
+    def _observe(self, records: list[RecordedEvent]) -> None:
+        """Hand the batch to each observer (on this thread); one that fails is logged, never stops the hub."""
+        for observe in self.observers:
+            try:
+                observe(records)
+            except Exception:
+                log.warning("frame hub: an observer failed on events up to position %d", records[-1].position,
+                            exc_info=True)
+
     def _follow(self, position: int) -> None:
         framer = Framer(self.project_of)
         subscription = self._subscription
@@ -318,6 +332,7 @@ class FrameHub:
                     if more is None:
                         break
                     records.append(more)
+                self._observe(records)
                 frames = [f for rec in records for f in framer.frames(rec)]
                 position = records[-1].position
                 assert self._loop is not None

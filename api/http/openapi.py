@@ -17,6 +17,9 @@ from starlette.routing import Route
 
 from api.http import schemas
 from api.http.problems import MEDIA_TYPE as PROBLEM
+from api.http.routes import MAX_INTEGER
+from api.http.sessions import SESSION_COOKIE
+from flows.auth import ROLES, ROUTE_ROLES, Role
 
 _REF = "#/components/schemas/{name}"
 
@@ -33,9 +36,11 @@ def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {PROBLEM: {"schema": _ref("Problem")}}}
 
 
-def _query(name: str, description: str, kind: str = "string") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": kind}}
+def _query(name: str, description: str, kind: str = "string", minimum: int = 0) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": kind}
+    if kind == "integer":  # out of this range is 422 naming the parameter
+        schema.update(minimum=minimum, maximum=MAX_INTEGER)
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
 def _path(name: str) -> dict[str, Any]:
@@ -61,10 +66,46 @@ _TEXT = (" Text holding NUL or a lone surrogate (`\\ud800`-`\\udfff` without its
          "(422, `unstorable-text`, `field` names it, e.g. `question` or `inputs.notes`): the read tables "
          "cannot store it.")
 _USER = {"name": "X-Baton-User", "in": "header", "required": False, "schema": {"type": "string"},
-         "description": "Who is acting (recorded as `by` / `launched_by`)."}
-_BAD_BODY = {"400": _problem("Malformed JSON (or, where a body is required, an empty one)."),
+         "description": "Not needed: who acts (recorded as `by` / `launched_by`) is the request's principal. "
+                        "Naming anyone else is 403 `identity-mismatch`."}
+_HOST = "A Host header that names no server of this one (`host-not-allowed`; see BATON_ALLOWED_HOSTS)."
+_BAD_BODY = {"400": _problem("Malformed JSON (or, where a body is required, an empty one); or " + _HOST),
              "413": _problem("Body larger than BATON_MAX_BODY_BYTES."),
+             "415": _problem("The body is not declared `application/json` (`unsupported-media-type`): a "
+                             "state-changing request must be JSON, or have no body and no Content-Type."),
              "422": _problem("The body has the wrong shape; `field` names the field." + _TEXT)}
+
+
+def _access(role: str, more403: str = "") -> dict[str, Any]:
+    """The refusals of ``api.http.auth`` for a route that needs ``role``."""
+    return {"400": _problem(_HOST),
+            "401": {**_problem("No valid token: send `Authorization: Bearer <token>`, or log in "
+                               "(`POST /api/login`) and send the session cookie."),
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
+            "403": _problem(f"Needs the {role} role (`forbidden`, `role` names it); or, with the session "
+                            "cookie, a missing or wrong `X-CSRF-Token` (`csrf`); or, on a request that changes "
+                            "something, an `Origin` of another site (`foreign-origin`)." + more403)}
+
+
+_IDENTITY = " Also `identity-mismatch`: `by` or X-Baton-User names someone other than the principal."
+_MORE_403 = {
+    "approve": " Also `four-eyes`: the step needs four eyes and the principal launched the run." + _IDENTITY,
+    "reject": " Also `four-eyes`: the step needs four eyes and the principal launched the run." + _IDENTITY,
+    "cancel": _IDENTITY,
+    "launch": _IDENTITY,
+}
+
+
+def _guarded(op: dict[str, Any]) -> dict[str, Any]:
+    """``op`` with what access it needs (``flows.auth.ROUTE_ROLES`` by its operationId) said, and the
+    refusals of ``api.http.auth`` among its answers; public operations say ``security: []``."""
+    role = ROUTE_ROLES.get(op["operationId"], Role.ADMIN)
+    if role is None:
+        return {**op, "security": [], "responses": {"400": _problem(_HOST), **op["responses"]}}
+    responses = {**_access(role.value, _MORE_403.get(op["operationId"], "")), **op["responses"]}
+    text = f"Needs the **{role.value}** role (or a higher one)."
+    return {**op, "description": f"{op['description']} {text}" if "description" in op else text,
+            "responses": dict(sorted(responses.items()))}
 _BUSY = {"503": _problem("The run is being handed over between processes, or the store cannot record; "
                          "retry (a `Retry-After` header says when, if it knows).")}
 _RESUME = [
@@ -80,7 +121,8 @@ def _decision(verb: str) -> dict[str, Any]:
         "operationId": verb,
         "parameters": [_RUN_ID, _path("step_id"), _USER],
         "requestBody": _body("DecisionRequest", required=False),
-        "responses": {"200": _json(_ref("CommandAccepted"), "Recorded; `position` is the StepResumed event."),
+        "responses": {"200": _json(_ref("CommandAccepted"), "Recorded as decided by the request's principal; "
+                                                            "`position` is the StepResumed event."),
                       **_BAD_BODY,
                       "404": _problem("Unknown run or step."),
                       "409": _problem("The step is not waiting (`state` is its status), or the run has ended."),
@@ -119,7 +161,7 @@ def paths() -> dict[str, Any]:
                                                 "it listed. A cursor that names no run is 422, never "
                                                 "another page."),
                                _query("limit", "Page size (1..500, default 50; above 500 gives 500; 0, "
-                                               "negative or not a number is 422).", "integer"),
+                                               "negative or not a number is 422).", "integer", 1),
                                _MIN_POSITION],
                 "responses": {"200": {**_json(_ref("RunPage"), "A page of runs."), "headers": _READ_POSITION},
                               "422": _problem("A bad filter, cursor, limit or min_position (a text filter "
@@ -141,13 +183,14 @@ def paths() -> dict[str, Any]:
             "summary": "The run's recorded events, in order (the audit log)",
             "operationId": "run_events",
             "parameters": [_RUN_ID, _query("format", "`json` (default) or `jsonl`."),
-                           _query("after_version", "Skip the first N events.", "integer")],
+                           _query("after_version", "Skip the first N events (0 or more).", "integer")],
             "responses": {
                 "200": {"description": "A JSON array, or JSON lines with `Accept: application/x-ndjson`.",
                         "content": {"application/json": {"schema": {"type": "array",
                                                                     "items": _ref("RecordedEventView")}},
                                     "application/x-ndjson": {"schema": _ref("RecordedEventView")}}},
                 "404": _problem("Unknown run."),
+                "422": _problem("A bad run id, `format` or `after_version`; `field` names it."),
             },
         }},
         "/api/runs/{run_id}/report": {"get": {
@@ -156,7 +199,8 @@ def paths() -> dict[str, Any]:
             "parameters": [_RUN_ID, _MIN_POSITION],
             "responses": {"200": {"description": "The report.", "headers": _READ_POSITION, "content": {"text/markdown": {"schema":
                                                                                              {"type": "string"}}}},
-                          "404": _problem("Unknown run, or no report yet (`state` is the run's status).")},
+                          "404": _problem("Unknown run, or no report yet (`state` is the run's status)."),
+                          "422": _problem("A bad run id or min_position; `field` names it.")},
         }},
         "/api/runs/{run_id}/cancel": {"post": {
             "summary": "Cancel a run",
@@ -181,7 +225,8 @@ def paths() -> dict[str, Any]:
             "operationId": "stream",
             "parameters": [*_RESUME,
                            {"name": "Last-Event-ID", "in": "header", "required": False,
-                            "schema": {"type": "integer"}, "description": "Resume after this position; "
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER},
+                            "description": "Resume after this position; "
                             "0 replays from the start; absent means live frames only."},
                            _query("last_event_id", "Same as the Last-Event-ID header.", "integer"),
                            _query("after", "Same as the Last-Event-ID header.", "integer")],
@@ -197,6 +242,56 @@ def paths() -> dict[str, Any]:
                            "\"project_id\"?}`.",
             "parameters": [*_RESUME, _query("after", "Resume after this position.", "integer")],
             "responses": {"101": {"description": "Switching to the WebSocket protocol."}},
+        }},
+        "/api/login": {"post": {
+            "summary": "Exchange a token for the console's session cookie",
+            "operationId": "login",
+            "requestBody": _body("LoginRequest"),
+            "responses": {"204": {"description": "Logged in: `Set-Cookie: baton_session=...; HttpOnly; "
+                                                 "SameSite=Strict` (Secure over https); `X-CSRF-Token` is the "
+                                                 "session's CSRF token.",
+                                  "headers": {"X-CSRF-Token": {"schema": {"type": "string"}},
+                                              "Set-Cookie": {"schema": {"type": "string"}}}},
+                          **_BAD_BODY,
+                          "401": _problem("The token is not valid (revoked, mistyped, or of another store)."),
+                          "403": _problem("An `Origin` of another site (`foreign-origin`).")},
+        }},
+        "/api/logout": {"post": {
+            "summary": "End the console's session",
+            "operationId": "logout",
+            "description": "Clears the cookie. A live session must send its `X-CSRF-Token`.",
+            "responses": {"204": {"description": "Logged out (or there was no session)."},
+                          "403": _problem("A live session without its CSRF token (`csrf`), or an `Origin` of "
+                                          "another site (`foreign-origin`)."),
+                          "415": _BAD_BODY["415"]},
+        }},
+        "/api/session": {"get": {
+            "summary": "Who this request acts as, and the session's CSRF token",
+            "operationId": "session",
+            "responses": {"200": {**_json(_ref("SessionInfo"), "`via` is token, session, or none (a server "
+                                                               "started with --insecure-no-auth)."),
+                                  "headers": {"X-CSRF-Token": {"schema": {"type": "string"}}}}},
+        }},
+        "/api/tokens": {
+            "get": {"summary": "The valid tokens (never a token itself)", "operationId": "list_tokens",
+                    "responses": {"200": _json({"type": "array", "items": _ref("TokenView")}, "By name.")}},
+            "post": {"summary": "Make a token (its value is in this answer only)", "operationId": "create_token",
+                     "requestBody": _body("TokenRequest"),
+                     "responses": {"201": _json(_ref("TokenCreated"), "Made; `position` is its TokenIssued."),
+                                   **_BAD_BODY,
+                                   "409": _problem("A valid token has that name (`token-exists`)."),
+                                   "422": _problem(f"A bad name (`invalid-token-name`), a role that is not "
+                                                   f"one of {', '.join(ROLES)} (`unknown-role`), or a body of "
+                                                   f"the wrong shape; `field` names it.")}},
+        },
+        "/api/tokens/{name}": {"delete": {
+            "summary": "Revoke a token (and end the sessions made with it)",
+            "operationId": "revoke_token",
+            "parameters": [{**_path("name"), "description": "The token's name (at most 64 characters)."}],
+            "responses": {"200": _json(_ref("TokenRevokedAnswer"), "Revoked; `position` is its TokenRevoked."),
+                          "404": _problem("No valid token of that name (`unknown-token`)."),
+                          "415": _BAD_BODY["415"],
+                          "422": _problem("A name that cannot be a token's; `field` is `name`.")},
         }},
         "/api/health": {"get": {"summary": "Liveness and store reachability", "operationId": "health",
                                 "responses": {"200": _json(_ref("Health"), "Up; `head` is the store's position. "
@@ -222,9 +317,18 @@ def document() -> dict[str, Any]:
                  "description": "Commands, queries and the resumable frame stream of baton: launch, "
                                 "approve, reject and cancel runs; read runs, steps, reports and the audit "
                                 "log; follow frames over SSE or a WebSocket and resume by position. "
-                                "Errors are RFC 9457 problem+json."},
-        "paths": paths(),
-        "components": {"schemas": components},
+                                "Every operation but health and login needs a principal (a bearer token, "
+                                "or the console's session cookie) whose role reaches the operation's: "
+                                "viewer < operator < approver < admin. Errors are RFC 9457 problem+json."},
+        "paths": {path: {method: _guarded(op) for method, op in ops.items()} for path, ops in paths().items()},
+        "components": {"schemas": components, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "A token from `baton tokens create` (the first `baton serve` of a store "
+                                      "writes an admin one to its admin token file)."},
+            "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
+                        "description": "The console's session (`POST /api/login`); state-changing requests "
+                                       "made with it send `X-CSRF-Token` (from `GET /api/session`)."}}},
+        "security": [{"bearer": []}, {"session": []}],
     }
 
 

@@ -28,6 +28,17 @@ from actors.errors import (
 )
 from api.http.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
+from flows.auth import (
+    Forbidden,
+    FourEyesRefused,
+    ROLES,
+    IdentityMismatch,
+    InvalidTokenName,
+    TokenExists,
+    Unauthenticated,
+    UnknownRole,
+    UnknownToken,
+)
 from flows.catalog import UnknownFlow
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.launch import LaunchError
@@ -68,8 +79,55 @@ class BadParameter(ValueError):
         self.field = field
 
 
+class HostNotAllowed(ValueError):
+    """The Host header names a server this is not (DNS rebinding, or a name to add to the allow-list)."""
+
+    def __init__(self, host: str) -> None:
+        """Name the host and the setting that allows it."""
+        self.host = host
+        super().__init__(f"Host {host!r} is not a name of this server: add it to BATON_ALLOWED_HOSTS / "
+                         f"--allowed-hosts if it is")
+
+
+class ForeignOrigin(PermissionError):
+    """A state-changing request or a WebSocket upgrade came from a page of another origin."""
+
+    def __init__(self, origin: str) -> None:
+        """Name the origin and the setting that allows it."""
+        self.origin = origin
+        super().__init__(f"Origin {origin!r} is not this server's: requests that change something, and "
+                         f"WebSockets, are refused from other origins (BATON_CORS_ORIGINS lists allowed ones)")
+
+
+class CsrfRefused(PermissionError):
+    """A state-changing request made with the session cookie lacks its session's CSRF token."""
+
+
+class UnsupportedMediaType(ValueError):
+    """A state-changing request whose body is not declared ``application/json``."""
+
+    def __init__(self, given: str) -> None:
+        """Name what was declared."""
+        self.given = given
+        what = f"Content-Type {given!r}" if given else "no Content-Type"
+        super().__init__(f"this request's body has {what}; send it as application/json")
+
+
 # type -> (status, slug, title). Order matters only for subclasses: the first match wins.
 PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
+    # Access (api.http.auth, flows.auth): who may call what, from where, with what body.
+    (HostNotAllowed, 400, "host-not-allowed", "This server does not answer to that Host"),
+    (Unauthenticated, 401, "unauthenticated", "A valid token is needed"),
+    (Forbidden, 403, "forbidden", "Your role does not allow this"),
+    (CsrfRefused, 403, "csrf", "The CSRF token is missing or wrong"),
+    (ForeignOrigin, 403, "foreign-origin", "Requests from another origin are refused"),
+    (IdentityMismatch, 403, "identity-mismatch", "The request names someone other than its sender"),
+    (FourEyesRefused, 403, "four-eyes", "Four eyes: the run's launcher cannot decide this step"),
+    (UnsupportedMediaType, 415, "unsupported-media-type", "The body must be application/json"),
+    (InvalidTokenName, 422, "invalid-token-name", "The token name is not acceptable"),
+    (UnknownRole, 422, "unknown-role", "No role of that name"),
+    (TokenExists, 409, "token-exists", "A token of that name exists"),
+    (UnknownToken, 404, "unknown-token", "No token of that name"),
     # The client went away (or was cut off for sending its body too slowly): nobody reads this answer.
     (ClientDisconnect, 400, "client-disconnected", "The client disconnected before its request was read"),
     (EmptyBody, 400, "empty-body", "The request body is empty"),
@@ -99,6 +157,7 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
 
 # Headers a problem of that type carries: a transient refusal says when to try again.
 HEADERS: dict[type[BaseException], dict[str, str]] = {
+    Unauthenticated: {"WWW-Authenticate": 'Bearer realm="baton"'},
     RunBusy: {"Retry-After": "1"},
     EngineUnavailable: {"Retry-After": "2"},
     StoreUnavailableError: {"Retry-After": "5"},
@@ -108,6 +167,16 @@ HEADERS: dict[type[BaseException], dict[str, str]] = {
 def details(exc: BaseException) -> dict[str, Any]:
     """The fields of the problem body that come from the exception itself."""
     match exc:
+        case Forbidden():
+            return {"detail": str(exc), "role": exc.needed.value}
+        case IdentityMismatch():
+            return {"detail": str(exc), "field": exc.field}
+        case FourEyesRefused():
+            return {"detail": str(exc), "field": "step_id"}
+        case InvalidTokenName() | TokenExists() | UnknownToken():
+            return {"detail": str(exc), "field": "name"}
+        case UnknownRole():
+            return {"detail": str(exc), "field": "role", "known": list(ROLES)}
         case BodyError():
             return {"detail": exc.detail, "field": exc.field}
         case UnknownFlow():

@@ -28,12 +28,12 @@ from starlette.routing import Route
 from api.http import schemas
 from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
 from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
-from eventstore import StoreUnavailableError
+from flows.auth import Principal, check_identity
 from flows.errors import UnknownRun
 from flows.events import stream_of
-from flows.status import RUN_STATUSES
 from flows.launch import LaunchParams
-from flows.text import describe, find_unstorable
+from flows.status import RUN_STATUSES
+from flows.text import check_text, describe, find_unstorable
 from projections.queries import UnknownCursor
 
 JSON = "application/json"
@@ -41,6 +41,7 @@ NDJSON = "application/x-ndjson"
 MARKDOWN = "text/markdown; charset=utf-8"
 READ_WAIT_S = 2.0  # how long a GET waits for the projector to catch up with a command
 HEALTH_PROBLEMS = 20  # skipped events /api/health lists (the newest); problems_total counts them all
+MAX_INTEGER = 2**63 - 1  # the largest position or version a store column holds (SQLite INTEGER, PG bigint)
 MAX_ID_CHARS = 128  # a run id (a ULID is 26): longer is not an id the API ever gave out
 READ_POSITION = "Baton-Read-Position"  # header: how far the read tables were when a GET read them
 
@@ -116,6 +117,8 @@ def int_param(request: Request, name: str, default: int | None = None, *, minimu
         raise BadParameter(name, f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise BadParameter(name, f"{name} must be at least {minimum}")
+    if value > MAX_INTEGER:  # the store's positions and versions are 64-bit: a larger one is no position
+        raise BadParameter(name, f"{name} must be at most {MAX_INTEGER}")
     return value
 
 
@@ -170,8 +173,18 @@ async def read_your_writes(request: Request) -> dict[str, str]:
     return {READ_POSITION: str(projector.position)}
 
 
-def _user(request: Request, given: str) -> str:
-    return given or request.headers.get("x-baton-user", "")
+def _actor(request: Request, claimed: str = "") -> str:
+    """Who acts: the request's principal (``api.http.auth``), never what the request says of itself.
+
+    A ``by`` field or an ``X-Baton-User`` header naming someone else is
+    refused (IdentityMismatch, 403) rather than ignored: the caller would
+    otherwise believe the log records the name it gave.
+    """
+    principal: Principal = request.user
+    check_text("by", claimed)  # text no event could hold is refused as such first (422), like any field
+    check_identity("by", claimed, principal)
+    check_identity("X-Baton-User", request.headers.get("x-baton-user", ""), principal)
+    return principal.name
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -181,7 +194,7 @@ async def launch(request: Request) -> Response:
     """POST /api/runs: launch a run; an Idempotency-Key seen before answers the same run (200)."""
     body = schemas.decode(await read_body(request), LaunchRequest)
     key = request.headers.get("idempotency-key", "")
-    params = body.params(launched_by=_user(request, ""), idempotency_key=key)
+    params = body.params(launched_by=_actor(request), idempotency_key=key)
     if len(key) > 255:
         raise BadParameter("Idempotency-Key", "an Idempotency-Key is at most 255 characters")
     launched = await run_in_threadpool(_engine(request).launch, params)
@@ -210,7 +223,7 @@ async def cancel(request: Request) -> Response:
     run_id = path_run_id(request)
     body = schemas.decode(await read_body(request), CancelRequest, empty_ok=True)
     position = await run_in_threadpool(_engine(request).cancel, run_id, reason=body.reason,
-                                       by=_user(request, body.by))
+                                       by=_actor(request, body.by))
     request.app.state.positions.saw(position)
     return json_response(schemas.CommandAccepted(run_id=run_id, position=position))
 
@@ -230,7 +243,7 @@ async def _decide(request: Request, decision: str) -> Response:
     body = schemas.decode(await read_body(request), DecisionRequest, empty_ok=True)
     engine = _engine(request)
     command = engine.approve if decision == "approve" else engine.reject
-    position = await run_in_threadpool(command, run_id, step_id, by=_user(request, body.by), comment=body.comment)
+    position = await run_in_threadpool(command, run_id, step_id, by=_actor(request, body.by), comment=body.comment)
     request.app.state.positions.saw(position)
     return json_response(schemas.CommandAccepted(
         run_id=run_id, step_id=step_id, position=position,

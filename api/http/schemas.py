@@ -95,17 +95,36 @@ class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """POST /api/runs/{run_id}/cancel; every field is optional (an empty body is fine)."""
+    """POST /api/runs/{run_id}/cancel; every field is optional (an empty body is fine).
+
+    Who cancels is the request's principal; ``by``, when given, must name it (else 403).
+    """
 
     reason: str = ""
     by: str = ""
 
 
 class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """POST .../approve and .../reject; ``by`` may also come as the X-Baton-User header."""
+    """POST .../approve and .../reject.
+
+    Who decides is the request's principal; ``by``, when given, must name it (else 403).
+    """
 
     comment: str = ""
     by: str = ""
+
+
+class LoginRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/login: a token (``baton tokens create``) to exchange for the session cookie."""
+
+    token: str
+
+
+class TokenRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/tokens: a token for ``name`` (who it acts as in the log) with ``role``."""
+
+    name: str
+    role: str = "viewer"
 
 
 # -- responses -----------------------------------------------------------------------------
@@ -149,6 +168,42 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     known: list[str] | None = None
     owner: str | None = None  # the process driving a run (run-owned-elsewhere)
     module: str | None = None  # the flows module a run needs and this server cannot import
+    role: str | None = None  # the role the request needed (forbidden)
+
+
+class SessionInfo(msgspec.Struct, kw_only=True):
+    """GET /api/session: who the request acts as (``via``: token, session, or none without auth) and,
+    for a console session, the CSRF token its state-changing requests must send as X-CSRF-Token."""
+
+    name: str
+    role: str
+    via: str
+    csrf_token: str | None = None
+
+
+class TokenView(msgspec.Struct, kw_only=True):
+    """A valid token as GET /api/tokens lists it (the token itself is never shown again)."""
+
+    name: str
+    role: str
+    issued_by: str
+    issued_at: float
+
+
+class TokenCreated(msgspec.Struct, kw_only=True):
+    """POST /api/tokens: the new token, shown this once; ``position`` is its TokenIssued event."""
+
+    name: str
+    role: str
+    token: str
+    position: int
+
+
+class TokenRevokedAnswer(msgspec.Struct, kw_only=True):
+    """DELETE /api/tokens/{name}: ``position`` is the TokenRevoked event."""
+
+    name: str
+    position: int
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
@@ -271,9 +326,10 @@ class Frame(msgspec.Struct, kw_only=True):
     project_id: str | None = None
 
 
-REQUESTS: tuple[type, ...] = (LaunchRequest, CancelRequest, DecisionRequest)
+REQUESTS: tuple[type, ...] = (LaunchRequest, CancelRequest, DecisionRequest, LoginRequest, TokenRequest)
 RESPONSES: tuple[type, ...] = (Launched, CommandAccepted, Problem, RunPage, RunDetail, RecordedEventView,
-                               EngineHealth, ProjectorHealth, StoreHealth, Health, ProjectionProblem, Frame)
+                               EngineHealth, ProjectorHealth, StoreHealth, Health, ProjectionProblem, Frame,
+                               SessionInfo, TokenView, TokenCreated, TokenRevokedAnswer)
 
 
 # -- decoding ------------------------------------------------------------------------------

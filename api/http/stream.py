@@ -33,6 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.http.hub import Frame, SharedFrame, Subscriber
 from api.http.problems import BadParameter
+from api.http.routes import MAX_INTEGER
 
 _encode = msgspec.json.Encoder().encode
 FIRST_MESSAGE_S = 1.0  # how long a WebSocket without query parameters waits for its resume message
@@ -69,6 +70,8 @@ def parse_position(name: str, raw: Any) -> int | None:
         raise BadParameter(name, f"{name}={raw!r} is not a position (a non-negative integer)") from None
     if value < 0:
         raise BadParameter(name, f"{name} cannot be negative")
+    if value > MAX_INTEGER:
+        raise BadParameter(name, f"{name} must be at most {MAX_INTEGER}")
     return value
 
 

@@ -30,3 +30,13 @@ api_gate = Flow(
         agent("publish", persona="writer", deps=["gate"], prompt="Publish: $draft.output"),
     ],
 )
+
+api_four_eyes = Flow(
+    "api-four-eyes",
+    category="Review",
+    description="A draft, then an approval the run's launcher may not give.",
+    steps=[
+        agent("draft", persona="writer", prompt="Draft: $input.question"),
+        approval("gate", deps=["draft"], prompt="Ship $draft.output?", four_eyes=True),
+    ],
+)

@@ -2,6 +2,13 @@
 
     with ApiServer(db_url) as server:
         httpx.get(server.url + "/api/health")
+        httpx.get(server.url + "/api/runs", auth=server.auth)            # as admin
+        httpx.post(server.url + "/api/runs", json=..., auth=server.auth_as("operator"))
+
+Access is on, as in production: the server writes its first admin token to
+the admin token file (beside a SQLite store, or ``BATON_TOKEN_FILE``), and
+the fixture reads it there, then makes one token per role through the API
+(``tokens``: role -> token).
 
 The port is a free one picked here (bind to 0, read it, close): uvicorn's
 own port-0 report is not easy to read. Readiness is waited for on the
@@ -51,18 +58,81 @@ def server_env(db_url: str, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
+ROLES = ("viewer", "operator", "approver", "admin")
+
+
+class Bearer(httpx.Auth):
+    """httpx auth sending ``Authorization: Bearer <token>``."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        yield request
+
+
+def token_file_of(db_url: str) -> Path:
+    """Where ``baton serve`` writes the admin token of ``db_url`` (as ``ApiServer`` runs it)."""
+    from api.settings import Settings
+
+    return Settings(db=db_url).admin_token_file()
+
+
+def _token_file_for(db_url: str) -> Path:
+    """A token file of this store's own for a server whose store has no file to sit beside (PostgreSQL)."""
+    import hashlib
+
+    name = hashlib.sha256(db_url.encode()).hexdigest()[:16]
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"baton-test-tokens-{name}" / "admin-token"
+
+
 class ApiServer:
-    """``python -m api.http.app`` on a free port, stopped (SIGINT, then kill) on exit."""
+    """``python -m api.http.app`` on a free port, stopped (SIGINT, then kill) on exit.
+
+    ``tokens`` maps each role to a token of it (made at the first start on its
+    store: the admin's from the token file, the others through the API);
+    ``auth`` is the admin's, ``auth_as(role)`` another's.
+    """
 
     def __init__(self, db_url: str, *, start_timeout: float = 30.0, preexec_fn: Any = None, **env: str) -> None:
         self.db_url = db_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.start_timeout = start_timeout
-        self.env = server_env(db_url, self.port, **env)
+        extra = {} if db_url.startswith("sqlite") else {"BATON_TOKEN_FILE": str(_token_file_for(db_url))}
+        self.env = server_env(db_url, self.port, **{**extra, **env})
+        self.token_file = Path(self.env["BATON_TOKEN_FILE"]) if "BATON_TOKEN_FILE" in self.env else token_file_of(
+            db_url)
         self.preexec_fn = preexec_fn  # run in the child before it starts (e.g. to lower its open-files limit)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"baton-api-test-{self.port}.log"
+        self.tokens: dict[str, str] = {}
+
+    @property
+    def auth(self) -> Bearer:
+        """The admin's bearer auth (every right)."""
+        return self.auth_as("admin")
+
+    def auth_as(self, role: str) -> Bearer:
+        """A bearer auth of ``role``."""
+        return Bearer(self.tokens[role])
+
+    def headers(self, role: str = "admin") -> dict[str, str]:
+        """The Authorization header of ``role``."""
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def _make_tokens(self) -> None:
+        """The admin token from the file the server wrote; one more per role through the API."""
+        if "BATON_INSECURE_NO_AUTH" in self.env or self.tokens:  # no auth, or restarted: its tokens are valid
+            return
+        admin = self.token_file.read_text().strip()
+        self.tokens = {"admin": admin}
+        for role in ROLES[:-1]:
+            r = httpx.post(self.url + "/api/tokens", json={"name": f"test-{role}-{self.port}", "role": role},
+                           auth=Bearer(admin), timeout=10.0)
+            assert r.status_code == 201, r.text
+            self.tokens[role] = r.json()["token"]
 
     def __enter__(self) -> ApiServer:
         self._log = open(self.log_path, "wb")
@@ -85,6 +155,7 @@ class ApiServer:
             code = self.process.returncode
             raise RuntimeError(f"the server exited with {code}:\n{self.log()}" if code is not None
                                else f"the server listens but /api/health does not answer 200:\n{self.log()}")
+        self._make_tokens()
         return self
 
     def _copy_output(self) -> None:

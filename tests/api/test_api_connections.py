@@ -64,7 +64,8 @@ def test_half_sent_requests_leave_health_and_the_runs_alone(tmp_path):
             assert server.process is not None
             run_ids = []
             for i in range(4):
-                r = httpx.post(f"{server.url}/api/runs", json={"flow": "api-chain", "question": f"load {i}"})
+                r = httpx.post(f"{server.url}/api/runs", json={"flow": "api-chain", "question": f"load {i}"},
+                               auth=server.auth)
                 assert r.status_code == 201, r.text
                 run_ids.append(r.json()["run_id"])
             held = stall(server.port, CLIENTS)
@@ -77,7 +78,8 @@ def test_half_sent_requests_leave_health_and_the_runs_alone(tmp_path):
                 assert health_s < 2, f"health took {health_s:.1f} s under {CLIENTS} stalled clients"
                 deadline = time.monotonic() + 60
                 while True:
-                    runs = [httpx.get(f"{server.url}/api/runs/{r}", timeout=10).json() for r in run_ids]
+                    runs = [httpx.get(f"{server.url}/api/runs/{r}", timeout=10, auth=server.auth).json()
+                            for r in run_ids]
                     if all(run["run"]["status"] in ("completed", "failed") for run in runs):
                         break
                     assert time.monotonic() < deadline, [run["run"]["status"] for run in runs]

@@ -21,7 +21,10 @@ from api.runtime import Runtime
 from api.settings import Settings
 from eventstore import NewEvent
 from flows.events import AnomalyDetected, RunStarted, event_data
+from tests.api.access import authed_client, issue_tokens
 from tests.pg import create_pg_database, drop_pg_database, pg_ok, skip_reason
+
+JSON_BODY = {"Content-Type": "application/json"}  # every body below is JSON, or nothing
 
 PROBLEM = "application/problem+json"
 FFFD = "\ufffd"
@@ -50,7 +53,7 @@ def runtime(request, tmp_path_factory) -> Iterator[Runtime]:
 
 @pytest.fixture(scope="module")
 def client(runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime)) as c:
+    with authed_client(create_app(runtime), issue_tokens(runtime.store)["admin"], headers=JSON_BODY) as c:
         yield c
 
 
@@ -197,7 +200,7 @@ def own(request, tmp_path_factory) -> Iterator[tuple[TestClient, Runtime]]:
     """A client on a runtime of this test's own: its health is degraded on purpose."""
     rt, name = _runtime(request.param, tmp_path_factory)
     try:
-        with TestClient(create_app(rt)) as c:
+        with authed_client(create_app(rt), issue_tokens(rt.store)["admin"], headers=JSON_BODY) as c:
             yield c, rt
     finally:
         rt.stop()

@@ -18,8 +18,10 @@ from actors.errors import LaunchInProgress, RunBusy
 from api.http.app import create_app
 from api.runtime import Runtime
 from api.settings import Settings
+from tests.api.access import authed_client, bearer, issue_tokens
 
 PROBLEM = "application/problem+json"
+JSON_BODY = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,14 @@ def runtime(tmp_path_factory) -> Iterator[Runtime]:
 
 
 @pytest.fixture(scope="module")
-def client(runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime)) as c:
+def tokens(runtime) -> dict[str, str]:
+    return issue_tokens(runtime.store, "routes-")
+
+
+@pytest.fixture(scope="module")
+def client(runtime, tokens) -> Iterator[TestClient]:
+    """An admin's client that declares JSON on every request (the bodies below are JSON, or nothing)."""
+    with authed_client(create_app(runtime), tokens["admin"], headers=JSON_BODY) as c:
         yield c
 
 
@@ -239,7 +247,7 @@ def test_approve_a_waiting_step_then_409_for_a_step_or_run_not_waiting(client, r
     assert problem["state"] == "completed" and "draft" in problem["detail"]
     assert runtime.store.head() == head
 
-    r = client.post(f"/api/runs/{run_id}/steps/gate/approve", json={"comment": "ship it", "by": "ana"})
+    r = client.post(f"/api/runs/{run_id}/steps/gate/approve", json={"comment": "ship it"})
     assert r.status_code == 200, r.text
     assert r.json()["decision"] == "approved" and r.json()["position"] > head
     gate = {s["step_id"]: s for s in client.get(f"/api/runs/{run_id}").json()["steps"]}["gate"]
@@ -259,7 +267,7 @@ def own(tmp_path) -> Iterator[tuple[TestClient, Runtime]]:
     settings = Settings(db=f"sqlite:///{tmp_path / 'own.db'}", flows=("tests.api.api_flows",))
     rt = Runtime(settings).start()
     try:
-        with TestClient(create_app(rt)) as c:
+        with authed_client(create_app(rt), issue_tokens(rt.store)["admin"]) as c:
             yield c, rt
     finally:
         rt.stop()
@@ -280,15 +288,27 @@ def test_approve_twice_at_once_one_wins_one_is_409_and_the_run_completes(own):
     assert len(resumed) == 1
 
 
-def test_reject_records_who_from_the_header(client, runtime):
-    run_id = launch(client)["run_id"]
+def test_who_acts_is_the_token_never_a_header_or_a_body_field(client, runtime, tokens):
+    """Changed with DESIGN §13: X-Baton-User used to be recorded as the approver. Now the principal is,
+    and a request naming anyone else (header or ``by``) is refused, 403, with nothing appended."""
+    run_id = launch(client)["run_id"]  # as routes-admin
     paused(runtime, run_id)
-    r = client.post(f"/api/runs/{run_id}/steps/gate/reject", json={"comment": "not yet"},
-                    headers={"X-Baton-User": "bo"})
+    head = quiet(runtime)
+    url = f"/api/runs/{run_id}/steps/gate/reject"
+    as_approver = {**bearer(tokens["approver"])}
+    for claim in ({"headers": {**as_approver, "X-Baton-User": "bo"}, "json": {"comment": "not yet"}},
+                  {"headers": as_approver, "json": {"comment": "not yet", "by": "bo"}}):
+        problem = problem_of(client.post(url, **claim), 403)
+        assert problem["type"].endswith("/identity-mismatch") and "'routes-approver'" in problem["detail"]
+    assert runtime.store.head() == head
+    r = client.post(url, json={"comment": "not yet", "by": "routes-approver"}, headers=as_approver)  # its own name
     assert r.status_code == 200 and r.json()["decision"] == "rejected"
     assert ended(runtime, run_id) == "rejected"
-    resumed = [e for e in client.get(f"/api/runs/{run_id}/events").json() if e["type"] == "StepResumed"]
-    assert resumed[0]["data"]["by"] == "bo" and resumed[0]["data"]["comment"] == "not yet"
+    events = client.get(f"/api/runs/{run_id}/events").json()
+    assert events[0]["data"]["launched_by"] == "routes-admin"
+    resumed = [e for e in events if e["type"] == "StepResumed"]
+    assert resumed[0]["data"]["by"] == "routes-approver" and resumed[0]["data"]["comment"] == "not yet"
+    assert events[-1]["type"] == "RunRejected" and events[-1]["data"]["by"] == "routes-approver"
 
 
 def test_cancel_then_cancel_again_is_409(client, runtime):
@@ -449,7 +469,8 @@ def test_an_unexpected_error_is_a_generic_500_problem(runtime, monkeypatch, capl
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(runtime.read_model, "list_runs", broken)
-    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
+    with authed_client(create_app(runtime), issue_tokens(runtime.store)["viewer"],
+                       raise_server_exceptions=False) as c:
         problem = problem_of(c.get("/api/runs"), 500)
     assert "secret" not in json.dumps(problem) and "log" in problem["detail"]
     assert any("secret internals" in (r.exc_text or "") or "secret internals" in str(r.exc_info)
@@ -483,6 +504,7 @@ def test_engine_refusals_are_typed_problems(client, runtime, monkeypatch):
     assert "retry-after" not in r.headers
 
     monkeypatch.setattr(runtime.engine, "cancel", broken)
-    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
+    with authed_client(create_app(runtime), issue_tokens(runtime.store)["operator"],
+                       raise_server_exceptions=False) as c:
         problem = problem_of(c.post("/api/runs/r1/cancel"), 500)
     assert problem["type"].endswith("/internal") and "internals" not in json.dumps(problem)

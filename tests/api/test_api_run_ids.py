@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 from api.http.app import create_app
 from api.runtime import Runtime
 from api.settings import Settings
+from tests.api.access import authed_client, issue_tokens
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def client(tmp_path_factory) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("run-ids") / "baton.db"
     rt = Runtime(Settings(db=f"sqlite:///{db}")).start()
     try:
-        with TestClient(create_app(rt)) as c:
+        with authed_client(create_app(rt), issue_tokens(rt.store)["admin"]) as c:
             yield c
     finally:
         rt.stop()

@@ -26,7 +26,8 @@ TIMEOUT = 20.0
 
 
 def launch(server: ApiServer, flow: str = "api-chain", **body: Any) -> str:
-    r = httpx.post(server.url + "/api/runs", json={"flow": flow, "question": "Why is the build slow?", **body})
+    r = httpx.post(server.url + "/api/runs", json={"flow": flow, "question": "Why is the build slow?", **body},
+                   auth=server.auth_as("operator"))
     assert r.status_code == 201, r.text
     return r.json()["run_id"]
 
@@ -70,7 +71,7 @@ def ended(types: list[str]) -> bool:
 
 
 def run_of(server: ApiServer, run_id: str) -> dict[str, Any]:
-    return httpx.get(f"{server.url}/api/runs/{run_id}").json()
+    return httpx.get(f"{server.url}/api/runs/{run_id}", auth=server.auth).json()
 
 
 def read_until_terminal(source: Any, run_id: str) -> list[dict[str, Any]]:
@@ -93,7 +94,7 @@ def durable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_live_frames_stream_deltas_while_a_step_runs(server):
-    with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT) as response:
+    with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT, auth=server.auth) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         run_id = launch(server)
@@ -122,7 +123,7 @@ def test_live_frames_stream_deltas_while_a_step_runs(server):
 
 
 def test_resume_after_a_disconnect_in_the_middle_of_a_run(server):
-    with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT) as response:
+    with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT, auth=server.auth) as response:
         run_id = launch(server)
         first: list[dict[str, Any]] = []
         last_id = None
@@ -137,7 +138,7 @@ def test_resume_after_a_disconnect_in_the_middle_of_a_run(server):
     wait_for_events(server.db_url, run_id, steps_done(2), "two steps done")
     headers = {"Last-Event-ID": str(last_id)}
     with httpx.stream("GET", f"{server.url}/api/stream?run_id={run_id}", headers=headers,
-                      timeout=TIMEOUT) as response:
+                      timeout=TIMEOUT, auth=server.auth) as response:
         second = durable(read_until_terminal(response, run_id))
 
     union = first + second
@@ -152,10 +153,11 @@ def test_last_event_id_zero_replays_from_the_start(server):
     wait_for_events(server.db_url, run_id, ended, "the run to complete")
     expected = logged_frames(server.db_url, run_id)
     with httpx.stream("GET", f"{server.url}/api/stream?run_id={run_id}", headers={"Last-Event-ID": "0"},
-                      timeout=TIMEOUT) as response:
+                      timeout=TIMEOUT, auth=server.auth) as response:
         assert durable(read_until_terminal(response, run_id)) == expected
     # unfiltered, ?last_event_id=0 gives every run's frames; this run's are all there, in order
-    with httpx.stream("GET", f"{server.url}/api/stream?last_event_id=0", timeout=TIMEOUT) as response:
+    with httpx.stream("GET", f"{server.url}/api/stream?last_event_id=0", timeout=TIMEOUT,
+                      auth=server.auth) as response:
         events = read_until_terminal(response, run_id)
     assert durable(events) == expected
 
@@ -163,7 +165,7 @@ def test_last_event_id_zero_replays_from_the_start(server):
 def test_without_a_resume_position_only_live_frames_come(server):
     done = launch(server)
     wait_for_events(server.db_url, done, ended, "the run to complete")
-    with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT) as response:
+    with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT, auth=server.auth) as response:
         fresh = launch(server)
         events = list(_take(sse_events(response), lambda e: e["id"] is not None, 1))
     assert events[0]["data"]["run_id"] == fresh and events[0]["data"]["type"] == "flow_run_started"
@@ -174,7 +176,7 @@ def test_project_filter_replays_and_follows_only_that_project(server):
     other = launch(server, project_id="p-other")
     wait_for_events(server.db_url, other, ended, "the other run to complete")
     with httpx.stream("GET", f"{server.url}/api/stream?project_id=p-mine", headers={"Last-Event-ID": "0"},
-                      timeout=TIMEOUT) as response:
+                      timeout=TIMEOUT, auth=server.auth) as response:
         stream = sse_events(response)
         events = read_until_terminal(stream, mine)
         late = launch(server, project_id="p-mine")
@@ -185,7 +187,7 @@ def test_project_filter_replays_and_follows_only_that_project(server):
 
 
 def test_a_bad_last_event_id_is_a_problem(server):
-    r = httpx.get(server.url + "/api/stream", headers={"Last-Event-ID": "soon"})
+    r = httpx.get(server.url + "/api/stream", headers={"Last-Event-ID": "soon"}, auth=server.auth)
     assert r.status_code == 422
     assert r.json()["field"] == "Last-Event-ID"
 
@@ -213,12 +215,12 @@ def _ws_frames(ws, run_id: str, stop) -> list[dict[str, Any]]:
 def test_websocket_resumes_from_its_position(server):
     ws_url = server.url.replace("http", "ws") + "/api/ws"
     run_id = launch(server)
-    with ws_connect(ws_url) as ws:
+    with ws_connect(ws_url, additional_headers=server.headers("viewer")) as ws:
         ws.send(json.dumps({"after": 0, "run_id": run_id}))
         first = _ws_frames(ws, run_id, lambda got: sum(f.get("id") is not None for f in got) >= 3)
     first = [f for f in first if f.get("id") is not None]
     wait_for_events(server.db_url, run_id, steps_done(2), "two steps done")
-    with ws_connect(f"{ws_url}?run_id={run_id}&after={first[-1]['id']}") as ws:
+    with ws_connect(f"{ws_url}?run_id={run_id}&after={first[-1]['id']}", additional_headers=server.headers()) as ws:
         second = _ws_frames(ws, run_id, lambda got: is_terminal(got[-1]))
     union = first + [f for f in second if f.get("id") is not None]
     assert union == logged_frames(server.db_url, run_id)
@@ -226,7 +228,7 @@ def test_websocket_resumes_from_its_position(server):
 
 
 def test_websocket_refuses_a_bad_resume_message(server):
-    with ws_connect(server.url.replace("http", "ws") + "/api/ws") as ws:
+    with ws_connect(server.url.replace("http", "ws") + "/api/ws", additional_headers=server.headers()) as ws:
         ws.send(json.dumps({"after": "yesterday"}))
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=TIMEOUT)
@@ -249,7 +251,7 @@ def test_unreachable_database_exits_non_zero_naming_it(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_signal_ends_open_streams_and_exits_cleanly(tmp_path, sig):
     with ApiServer(f"sqlite:///{tmp_path / 'stop.db'}") as server:
-        with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT) as response:
+        with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT, auth=server.auth) as response:
             server.process.send_signal(sig)
             for _ in sse_events(response):  # ends when the server ends the stream
                 pass
@@ -260,7 +262,7 @@ def test_a_stop_signal_ends_open_streams_and_exits_cleanly(tmp_path, sig):
 @pytest.mark.postgres
 def test_stream_and_commands_on_postgresql(pg_url):
     with ApiServer(pg_url) as server:
-        with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT) as response:
+        with httpx.stream("GET", server.url + "/api/stream", timeout=TIMEOUT, auth=server.auth) as response:
             run_id = launch(server, "api-gate")
             events = []
             for event in sse_events(response):
@@ -268,7 +270,8 @@ def test_stream_and_commands_on_postgresql(pg_url):
                     continue
                 events.append(event)
                 if event["data"]["type"] == "approval_requested":
-                    r = httpx.post(f"{server.url}/api/runs/{run_id}/steps/gate/approve", json={"by": "ana"})
+                    r = httpx.post(f"{server.url}/api/runs/{run_id}/steps/gate/approve", json={"comment": "ok"},
+                                   auth=server.auth_as("approver"))
                     assert r.status_code == 200, r.text
                 if is_terminal(event["data"]):
                     break
@@ -278,5 +281,5 @@ def test_stream_and_commands_on_postgresql(pg_url):
         assert {s["step_id"]: s["status"] for s in detail["steps"]} == {
             "draft": "completed", "gate": "completed", "publish": "completed"}
         with httpx.stream("GET", f"{server.url}/api/stream?run_id={run_id}", headers={"Last-Event-ID": "0"},
-                          timeout=TIMEOUT) as response:
+                          timeout=TIMEOUT, auth=server.auth) as response:
             assert durable(read_until_terminal(response, run_id)) == durable(events)

@@ -23,7 +23,10 @@ from api.http.app import create_app
 from api.runtime import Runtime
 from api.settings import Settings
 from flows.text import find_unstorable
+from tests.api.access import authed_client, issue_tokens
 from tests.pg import create_pg_database, drop_pg_database, pg_ok, skip_reason
+
+JSON_BODY = {"Content-Type": "application/json"}  # every body below is JSON
 
 # Every code point (planes 0-16, controls, lone surrogates) ...
 CHARACTERS = st.characters(codec=None, categories=None)
@@ -49,7 +52,7 @@ def client(request, tmp_path_factory) -> Iterator[tuple[TestClient, Runtime]]:
         url, name = create_pg_database()
     rt = Runtime(Settings(db=url, flows=("tests.api.api_flows",), max_active_runs=0)).start()
     try:
-        with TestClient(create_app(rt)) as c:
+        with authed_client(create_app(rt), issue_tokens(rt.store)["admin"], headers=JSON_BODY) as c:
             yield c, rt
     finally:
         rt.stop()

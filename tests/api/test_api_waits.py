@@ -24,7 +24,8 @@ from api.runtime import Runtime
 from api.settings import Settings
 from eventstore import NewEvent
 from projections import Projector, ReadModel
-from tests.api.server import free_port
+from tests.api.access import issue_tokens
+from tests.api.server import Bearer, free_port
 
 WAITS = 16
 
@@ -32,13 +33,18 @@ WAITS = 16
 def test_min_position_waits_do_not_slow_health(sqlite_url):
     release = threading.Event()
     holding = threading.Event()
+    armed = threading.Event()
 
-    def held(conn):  # the projector's commit waits here: the read side stays behind the head
-        holding.set()
-        release.wait(30)
+    def held(conn):  # once armed, the projector's commit waits here: the read side stays behind the head
+        if armed.is_set():
+            holding.set()
+            release.wait(30)
 
     runtime = Runtime(Settings(db=sqlite_url)).start(engine=False, projector=False)
+    viewer = Bearer(issue_tokens(runtime.store)["viewer"])  # (events the projector commits before it is held)
     runtime.projector = Projector(runtime.store, _before_commit=held).start()
+    assert runtime.projector.wait_for(runtime.store.head(), 10)
+    armed.set()
     runtime.read_model = ReadModel(runtime.store.database, runtime.projector)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
@@ -57,7 +63,7 @@ def test_min_position_waits_do_not_slow_health(sqlite_url):
 
         def waiting_read() -> None:
             started.wait()
-            answers.append(httpx.get(f"{url}/api/runs?min_position={head}", timeout=30).status_code)
+            answers.append(httpx.get(f"{url}/api/runs?min_position={head}", auth=viewer, timeout=30).status_code)
 
         readers = [threading.Thread(target=waiting_read) for _ in range(WAITS)]
         for reader in readers:

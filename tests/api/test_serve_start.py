@@ -100,3 +100,25 @@ def test_the_banner_names_the_backend_and_its_model():
     line = backend_line(Settings(agent="openai", model="qwen2.5-coder:7b", openai_base_url="http://gpu:8000/v1"))
     assert "openai" in line and "qwen2.5-coder:7b" in line and "http://gpu:8000/v1" in line
     assert "offline" in backend_line(Settings()) and "no model" in backend_line(Settings())
+
+
+def test_a_token_file_that_cannot_be_written_stops_the_start_and_leaves_no_token_valid(tmp_path, capsys):
+    """The admin token is recorded, then written; if the write fails it is revoked again, so the next start
+    (with a path it can write) makes one instead of finding a valid token nobody holds."""
+    from api.tokens import TokenBook
+
+    (tmp_path / "a-file").write_text("not a folder")
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    before = set(threading.enumerate())
+    from tests.api.server import free_port
+
+    assert serve(Settings(db=db, port=free_port(), token_file=str(tmp_path / "a-file" / "admin-token"))) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("baton: error: cannot write the admin token file: ") and err.count("\n") == 1, err
+    assert not threads_settle_to(before), "a failed start left threads running"
+    rt = Runtime(Settings(db=db))
+    try:
+        assert TokenBook(rt.store, time.time).tokens() == []
+        assert [e.type for e in rt.store.read_stream("auth")] == ["TokenIssued", "TokenRevoked"]
+    finally:
+        rt.stop()

@@ -133,3 +133,46 @@ def test_the_connection_cap_leaves_files_for_the_engine():
 
     assert connection_cap(1000, 65536) == 1000
     assert connection_cap(1000, 1024) == 1024 - FD_RESERVE
+
+
+def test_access_settings_come_from_the_environment_or_serve_flags_and_bad_ones_are_named(environ, monkeypatch):
+    environ({"BATON_INSECURE_NO_AUTH": "yes", "BATON_ALLOWED_HOSTS": "baton.internal, ci.internal",
+             "BATON_CORS_ORIGINS": "https://console.example", "BATON_SESSION_TTL_S": "60",
+             "BATON_TOKEN_FILE": "/run/baton/admin-token"})
+    s = serve_settings()
+    assert s.insecure_no_auth and s.allowed_hosts == ("baton.internal", "ci.internal")
+    assert s.cors_origins == ("https://console.example",) and s.session_ttl_s == 60.0
+    assert str(s.admin_token_file()) == "/run/baton/admin-token"
+    flagged = serve_settings("--allowed-hosts", "a.example", "--session-ttl-s", "5", "--token-file", "/tmp/t")
+    assert (flagged.allowed_hosts, flagged.session_ttl_s, str(flagged.admin_token_file())) == (
+        ("a.example",), 5.0, "/tmp/t")
+    monkeypatch.delenv("BATON_INSECURE_NO_AUTH")
+    assert not serve_settings().insecure_no_auth and serve_settings("--insecure-no-auth").insecure_no_auth
+    for var, value in (("BATON_INSECURE_NO_AUTH", "maybe"), ("BATON_SESSION_TTL_S", "0"),
+                       ("BATON_CORS_ORIGINS", "https://console.example/path"), ("BATON_CORS_ORIGINS", "*")):
+        with pytest.raises(SettingsError, match=var):
+            from_env({var: value})
+
+
+def test_the_admin_token_file_is_beside_a_sqlite_store_else_in_the_config_folder():
+    from pathlib import Path
+
+    assert Settings(db="sqlite:///data/baton.db").admin_token_file() == Path("data/baton.db.admin-token")
+    pg = Settings(db="postgresql+psycopg://baton:pw@db.example:5433/prod").admin_token_file()
+    assert pg == Path.home() / ".config" / "baton" / "admin-token-db.example-5433-prod"
+
+
+def test_the_cli_token_is_a_secret_no_printed_setting_shows():
+    settings = Settings(token="baton_" + "s" * 43)
+    assert settings.token in settings.known_secrets() and settings.token not in repr(settings)
+
+
+def test_insecure_no_auth_is_for_loopback_hosts_only():
+    from api.settings import require_safe_auth
+
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert require_safe_auth(Settings(host=host, insecure_no_auth=True)).host == host
+    for host in ("0.0.0.0", "::", "192.168.1.5", "baton.example"):
+        with pytest.raises(SettingsError, match="loopback"):
+            require_safe_auth(Settings(host=host, insecure_no_auth=True))
+    assert require_safe_auth(Settings(host="0.0.0.0")).host == "0.0.0.0"  # with auth, any host

@@ -37,11 +37,20 @@ def test_commands_go_through_a_live_server_of_the_same_store(served):
     run_id = launched.run_id
     assert f"run {run_id} is paused" in launched.out and "approve" in launched.out  # the same words as in-process
     assert nodes(served, run_id) == {SERVER_NODE}  # the server's engine drove it, not this command
-    done = served.ok("approve", run_id[:20], "approve", "--by", "alice", "--comment", "ok")
-    assert f"approved step 'approve' of run {run_id}" in done.out and f"run {run_id} completed" in done.out
+    # Through a server, who acts is the token's name (here the admin token the server wrote beside the
+    # store, which the command found there): --by naming someone else is refused before anything is sent.
+    head = served.head()
+    claimed = served("approve", run_id[:20], "approve", "--by", "alice", "--comment", "ok")
+    assert claimed.code == 2 and "--by is 'alice', but this request comes from 'admin'" in claimed.err
+    assert served.head() == head
+    done = served.ok("approve", run_id[:20], "approve", "--comment", "ok")
+    assert f"approved step 'approve' of run {run_id}" in done.out and "by admin" in done.out
+    assert f"run {run_id} completed" in done.out
     assert nodes(served, run_id) == {SERVER_NODE}
-    resumed = next(e for e in served.events(run_id) if e.type == "StepResumed")
-    assert (resumed.data["by"], resumed.data["comment"]) == ("alice", "ok")
+    events = served.events(run_id)
+    resumed = next(e for e in events if e.type == "StepResumed")
+    assert (resumed.data["by"], resumed.data["comment"]) == ("admin", "ok")
+    assert events[0].data["launched_by"] == "admin"
     assert run_id in served.ok("runs").out
     assert "# review-and-approve: completed" in served.ok("show", run_id).out
     assert json.loads(served.ok("show", run_id, "--json").out)["run"]["status"] == "completed"
@@ -73,9 +82,13 @@ def test_follow_through_the_server_shows_the_table_and_the_report(served):
 def test_a_named_server_needs_no_store_here(served, tmp_path):
     run_id = served.ok("launch", "review-and-approve", "-q", "Review PR 71").run_id
     far = Baton(f"sqlite:///{tmp_path / 'not-here.db'}", tmp_path)
-    shown = far.ok("show", run_id[:12], BATON_URL=served.server.url).out  # the prefix, resolved by the server's list
+    refused = far("show", run_id[:12], BATON_URL=served.server.url)  # no token here: the server says 401
+    assert refused.code == 2 and "needs a valid token" in refused.err and "BATON_TOKEN" in refused.err
+    token = {"BATON_URL": served.server.url, "BATON_TOKEN": served.server.tokens["operator"]}
+    shown = far.ok("show", run_id[:12], **token).out  # the prefix, resolved by the server's list
     assert f"run {run_id}" in shown
-    assert f"run {run_id} cancelled" in far.ok("cancel", run_id, BATON_URL=served.server.url).out
+    cancelled = far.ok("cancel", run_id, **token).out
+    assert f"run {run_id} cancelled" in cancelled and f"by test-operator-{served.server.port}" in cancelled
     assert not (tmp_path / "not-here.db").exists()
 
 
@@ -89,7 +102,8 @@ def test_a_named_server_that_does_not_answer_is_one_error_line(tmp_path):
 def launch_held(served, tmp_path) -> tuple[str, str]:
     """An e2e-hold run launched through the server's API: its code step runs until ``release`` exists."""
     release = str(tmp_path / f"release-{time.monotonic_ns()}")
-    r = httpx.post(served.server.url + "/api/runs", json={"flow": "e2e-hold", "question": release}, timeout=30)
+    r = httpx.post(served.server.url + "/api/runs", json={"flow": "e2e-hold", "question": release}, timeout=30,
+                   auth=served.server.auth)
     assert r.status_code == 201, r.text
     return r.json()["run_id"], release
 
@@ -131,7 +145,8 @@ def test_a_command_from_the_api_reaches_the_cli_process_driving_the_run(served, 
         run_id = cli.stdout.readline().split()[2]  # "launched run <id> ..."
 
         wait_until_held(served, run_id)
-        r = httpx.post(f"{served.server.url}/api/runs/{run_id}/cancel", json={"reason": "from the api"}, timeout=60)
+        r = httpx.post(f"{served.server.url}/api/runs/{run_id}/cancel", json={"reason": "from the api"},
+                       timeout=60, auth=served.server.auth)
         assert r.status_code == 200, r.text
         last = served.events(run_id)[-1]
         assert last.type == "RunCancelled" and last.position == r.json()["position"]

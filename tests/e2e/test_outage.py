@@ -28,7 +28,8 @@ TERMINAL = {"completed", "failed", "rejected", "cancelled"}
 
 
 def statuses(server: ApiServer, run_ids: list[str]) -> dict[str, str]:
-    return {r: httpx.get(f"{server.url}/api/runs/{r}", timeout=10).json()["run"]["status"] for r in run_ids}
+    return {r: httpx.get(f"{server.url}/api/runs/{r}", timeout=10, auth=server.auth).json()["run"]["status"]
+            for r in run_ids}
 
 
 def ride_out(url: str, outage: Any, seconds: float) -> dict[str, float]:
@@ -37,7 +38,8 @@ def ride_out(url: str, outage: Any, seconds: float) -> dict[str, float]:
     with ApiServer(url, BATON_OFFLINE_DELAY_S="1.5", BATON_AGENT_SLOTS="4") as server:
         run_ids = []
         for i in range(RUNS):
-            r = httpx.post(f"{server.url}/api/runs", json={"flow": "api-chain", "question": f"outage {i}"})
+            r = httpx.post(f"{server.url}/api/runs", json={"flow": "api-chain", "question": f"outage {i}"},
+                           auth=server.auth)
             assert r.status_code == 201, r.text
             run_ids.append(r.json()["run_id"])
         deadline = time.monotonic() + 20
@@ -54,7 +56,8 @@ def ride_out(url: str, outage: Any, seconds: float) -> dict[str, float]:
                 if refused_launch is None and time.monotonic() - cut > 2:
                     began = time.monotonic()
                     refused_launch = httpx.post(f"{server.url}/api/runs", timeout=30,
-                                                json={"flow": "api-chain", "question": "during the outage"})
+                                                json={"flow": "api-chain", "question": "during the outage"},
+                                                auth=server.auth)
                     figures["launch_refused_in_s"] = time.monotonic() - began
                 time.sleep(0.5)
             end()
@@ -107,7 +110,7 @@ def test_sigterm_stops_serve_within_10_s_while_the_database_refuses_connections(
     with ApiServer(pg_url, BATON_OFFLINE_DELAY_S="1.5") as server:
         for i in range(3):
             assert httpx.post(f"{server.url}/api/runs", json={"flow": "api-chain", "question": f"q{i}"}
-                              ).status_code == 201
+                              , auth=server.auth).status_code == 201
         with pg_refusing(pg_url):
             time.sleep(3)  # long enough for steps to finish and their appends to wait on the database
             assert server.process is not None

@@ -34,11 +34,11 @@ def test_launch_exits_once_a_timed_out_code_step_fails_the_run(sqlite_url, tmp_p
 def test_sigterm_stops_serve_within_10_s_with_steps_running(sqlite_url):
     with ApiServer(sqlite_url, BATON_FLOWS=FLOWS) as server:
         for i in range(3):
-            r = httpx.post(server.url + "/api/runs", json={"flow": "e2e-busy", "question": f"q{i}"})
+            r = httpx.post(server.url + "/api/runs", json={"flow": "e2e-busy", "question": f"q{i}"}, auth=server.auth)
             assert r.status_code == 201, r.text
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # every step is running: its thread is busy in time.sleep
-            runs = httpx.get(server.url + "/api/runs").json()["runs"]
+            runs = httpx.get(server.url + "/api/runs", auth=server.auth).json()["runs"]
             if len(runs) == 3 and all(r["status"] == "running" for r in runs):
                 break
             time.sleep(0.1)

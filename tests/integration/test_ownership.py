@@ -88,11 +88,10 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(store):
 
 def test_the_api_hands_a_command_for_a_run_driven_elsewhere_to_its_driver(store):
     """Before: 409 "send the command there". Now the server hands it to the driver and answers its result."""
-    from starlette.testclient import TestClient
-
     from api.http.app import create_app
     from api.runtime import Runtime
     from api.settings import Settings
+    from tests.api.access import authed_client, issue_tokens
 
     backend_a = ScriptedBackend(hold={"work"})
     a = engine(store, "host-a:1", backend_a)
@@ -103,7 +102,7 @@ def test_the_api_hands_a_command_for_a_run_driven_elsewhere_to_its_driver(store)
         runtime.registry.register(FLOW)
         runtime.start(recover=False)
         try:
-            with TestClient(create_app(runtime)) as client:
+            with authed_client(create_app(runtime), issue_tokens(store)["admin"]) as client:
                 r = client.post(f"/api/runs/{run_id}/steps/gate/approve", json={})
                 assert r.status_code == 409, r.text  # a's refusal, as a would have answered it
                 assert r.json()["state"] == "pending" and "not waiting" in r.json()["detail"]

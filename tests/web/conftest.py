@@ -14,8 +14,10 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
+from api.http.sessions import SESSION_COOKIE
 from tests.api.server import ApiServer
 from tests.web.support import DESKTOP
 
@@ -62,8 +64,30 @@ def browser() -> Iterator[Any]:
             shutil.rmtree(profile, ignore_errors=True)
 
 
+CONSOLE_ROLE = "approver"  # what the console's person does: launch, approve, reject, cancel
+
+
+def session_cookie(server: ApiServer, role: str = CONSOLE_ROLE) -> dict[str, Any]:
+    """The console's session cookie for a token of ``role``, from a real ``POST /api/login``."""
+    r = httpx.post(server.url + "/api/login", json={"token": server.tokens[role]}, timeout=10)
+    assert r.status_code == 204, r.text
+    return {"name": SESSION_COOKIE, "value": r.cookies[SESSION_COOKIE], "url": server.url, "httpOnly": True,
+            "sameSite": "Strict"}
+
+
 @pytest.fixture
 def page(browser: Any, server: ApiServer) -> Iterator[Any]:
+    """A fresh context and page, logged in (the session cookie of an approver's token, seeded)."""
+    yield from _page(browser, server, logged_in=True)
+
+
+@pytest.fixture
+def anonymous_page(browser: Any, server: ApiServer) -> Iterator[Any]:
+    """A fresh context and page with no session: the console asks for a token."""
+    yield from _page(browser, server, logged_in=False)
+
+
+def _page(browser: Any, server: ApiServer, *, logged_in: bool) -> Iterator[Any]:
     """A fresh context (cookies, storage) and page at desktop size; clipboard allowed; downloads kept.
 
     Every request the page makes is recorded in ``page.requests`` (the console must
@@ -72,6 +96,8 @@ def page(browser: Any, server: ApiServer) -> Iterator[Any]:
     context = browser.new_context(viewport=DESKTOP, accept_downloads=True,
                                   permissions=["clipboard-read", "clipboard-write"])
     context.set_default_timeout(TIMEOUT_MS)
+    if logged_in:
+        context.add_cookies([session_cookie(server)])
     pg = context.new_page()
     pg.requests = []
     pg.errors = []

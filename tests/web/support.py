@@ -31,14 +31,15 @@ def shoot(page: Any, name: str, *, mobile_too: bool = True) -> None:
 
 def launch_api(server: ApiServer, flow: str, question: str = "Why is the build slow?", **body: Any) -> str:
     """Launch a run through the HTTP API (not the console); its id."""
-    r = httpx.post(server.url + "/api/runs", json={"flow": flow, "question": question, "band": "small", **body})
+    r = httpx.post(server.url + "/api/runs", json={"flow": flow, "question": question, "band": "small", **body},
+                   auth=server.auth)
     assert r.status_code == 201, r.text
     return r.json()["run_id"]
 
 
 def run_of(server: ApiServer, run_id: str) -> dict[str, Any]:
     """GET /api/runs/{id}."""
-    r = httpx.get(f"{server.url}/api/runs/{run_id}")
+    r = httpx.get(f"{server.url}/api/runs/{run_id}", auth=server.auth)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -47,7 +48,7 @@ def wait_frame(server: ApiServer, run_id: str, done: Any, what: str, timeout: fl
     """Follow the run's frames (SSE, from its start) until ``done(frame)``; the run then (GET)."""
     deadline = time.monotonic() + timeout
     with httpx.stream("GET", f"{server.url}/api/stream", params={"run_id": run_id, "after": 0},
-                      timeout=httpx.Timeout(timeout, connect=5.0)) as response:
+                      timeout=httpx.Timeout(timeout, connect=5.0), auth=server.auth) as response:
         for event in sse_events(response):
             if done(event["data"]):
                 return run_of(server, run_id)

@@ -64,7 +64,7 @@ def test_console_page_and_files_carry_strict_headers(server):
     assert page.headers["x-content-type-options"] == "nosniff"
     assert re.search(r"<script(?![^>]*\bsrc=)", page.text) is None, "no inline script in the page"
     for path, media in (("/static/js/main.js", "text/javascript"), ("/static/app.css", "text/css")):
-        r = httpx.get(server.url + path)
+        r = httpx.get(server.url + path)  # no token: the console's files hold no data
         assert r.status_code == 200 and r.headers["content-type"].startswith(media), path
         assert r.headers["content-security-policy"] == csp and r.headers["x-content-type-options"] == "nosniff"
         # no-cache + ETag: revalidated on every load, so a changed file is the one that loads
@@ -199,7 +199,7 @@ def test_reopen_from_history_and_export(page, server):
     report = page.locator("#report")
     expect(report).to_be_visible()
     assert report.bounding_box()["y"] < page.locator(".roster").bounding_box()["y"]
-    markdown = httpx.get(f"{server.url}/api/runs/{run_id}/report").text
+    markdown = httpx.get(f"{server.url}/api/runs/{run_id}/report", auth=server.auth).text
 
     page.get_by_role("button", name="Copy report").click()
     expect(page.locator("#toast")).to_contain_text("copied")
@@ -215,7 +215,7 @@ def test_reopen_from_history_and_export(page, server):
     assert got.value.suggested_filename == f"baton-{run_id}-events.jsonl"
     lines = Path(got.value.path()).read_text().splitlines()
     events = [json.loads(line) for line in lines]
-    assert events == httpx.get(f"{server.url}/api/runs/{run_id}/events").json()
+    assert events == httpx.get(f"{server.url}/api/runs/{run_id}/events", auth=server.auth).json()
     assert events[0]["type"] == "RunLaunched" and events[-1]["type"] == "RunCompleted"
 
 
@@ -433,51 +433,36 @@ def test_frames_seen_twice_change_nothing_unknown_ones_are_harmless_tools_show_i
 # -- login ----------------------------------------------------------------------------------------
 
 
-def test_a_401_shows_the_login_view_and_the_session_carries_csrf(page, server):
-    """The client half of login (the server's routes come later): the API is answered here.
-
-    Until a good token is posted to /api/login every /api request answers 401;
-    after it, /api/session gives a CSRF token, and the console must send it on
-    a state-changing request.
-    """
-    state = {"logged_in": False, "csrf_seen": None, "login_bodies": []}
-
-    def handle(route):
-        request = route.request
-        path = request.url.split("?")[0].removeprefix(server.url)
-        if path == "/api/login":
-            body = json.loads(request.post_data or "{}")
-            state["login_bodies"].append(body)
-            if body.get("token") == "good-token":
-                state["logged_in"] = True
-                return route.fulfill(status=204)
-            return route.fulfill(status=401, content_type="application/problem+json",
-                                 body=json.dumps({"title": "Unauthorized", "status": 401}))
-        if not state["logged_in"] and path != "/api/health":
-            return route.fulfill(status=401, content_type="application/problem+json",
-                                 body=json.dumps({"title": "Unauthorized", "status": 401}))
-        if path == "/api/session":
-            return route.fulfill(status=200, content_type="application/json",
-                                 body=json.dumps({"name": "ada", "role": "operator", "csrf_token": "csrf-123"}))
-        if request.method == "POST":
-            state["csrf_seen"] = request.headers.get("x-csrf-token")
-        return route.continue_()
-
-    page.route(re.compile(r".*/api/(?!stream).*"), handle)
+def test_log_in_with_a_token_then_commands_carry_the_csrf_token_and_log_out(anonymous_page, server):
+    """The whole login, against the real routes: no session, so the first /api request answers 401 and
+    the console asks for a token; a wrong one is said so, a good one gives an HttpOnly SameSite=Strict
+    cookie, and every state-changing request then sends the session's CSRF token."""
+    page = anonymous_page
+    posts: list[dict[str, str]] = []
+    page.on("request", lambda r: posts.append({"url": r.url, **r.headers}) if r.method == "POST" else None)
     page.goto(server.url + "/#/runs")
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible()
     expect(page.get_by_label("Access token")).to_be_focused()
     shoot(page, "login")
-    page.get_by_label("Access token").fill("wrong")
+    page.get_by_label("Access token").fill("baton_not-a-token")
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#login-error")).to_contain_text("not accepted")
-    page.get_by_label("Access token").fill("good-token")
+    page.get_by_label("Access token").fill(server.tokens["operator"])
     page.get_by_role("button", name="Log in").click()
     expect(dialog).to_be_hidden()
-    expect(page.locator("#who")).to_contain_text("ada")
+    expect(page.locator("#who")).to_contain_text(f"test-operator-{server.port} (operator)")
     expect(page.get_by_role("heading", name="Runs")).to_be_visible()
-    assert state["login_bodies"][-1] == {"token": "good-token"}
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "baton_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie").find("baton_session") == -1, "no script may read the session"
 
-    launch_from_launcher(page, server, "Analysis", "api-chain", "With a session")
-    assert state["csrf_seen"] == "csrf-123"
+    run_id = launch_from_launcher(page, server, "Analysis", "api-chain", "With a session")
+    csrf = page.evaluate("fetch('/api/session').then(r => r.json()).then(s => s.csrf_token)")
+    launch = next(p for p in posts if p["url"].endswith("/api/runs"))
+    assert csrf and launch.get("x-csrf-token") == csrf
+    events = httpx.get(f"{server.url}/api/runs/{run_id}/events", auth=server.auth).json()
+    assert events[0]["data"]["launched_by"] == f"test-operator-{server.port}"  # the token's name, from the session
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("dialog")).to_be_visible()  # the page reloads and meets a 401 again

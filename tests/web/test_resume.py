@@ -45,7 +45,8 @@ def test_a_dropped_stream_catches_up_on_what_it_missed(page, server):
     expect(page.locator(".notice")).to_contain_text("reconnecting")
 
     comment = "approved while the stream was down"
-    r = httpx.post(f"{server.url}/api/runs/{run_id}/steps/gate/approve", json={"comment": comment})
+    r = httpx.post(f"{server.url}/api/runs/{run_id}/steps/gate/approve", json={"comment": comment},
+                   auth=server.auth_as("approver"))
     assert r.status_code == 200, r.text
     wait_frame(server, run_id, ended, "the run's end")
     assert page.locator(".head-status").get_attribute("data-status") == "paused", "nothing reached the pane yet"
@@ -71,5 +72,10 @@ def test_a_server_restart_mid_run_is_caught_up_by_the_stream(page, server):
                           cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     server.__enter__()  # the same port and database
+    # Sessions live in the server's memory: after a restart the console asks for a token again, and then
+    # catches up where it was, without a reload.
+    expect(page.get_by_role("dialog")).to_be_visible(timeout=30_000)
+    page.get_by_label("Access token").fill(server.tokens["approver"])
+    page.get_by_role("button", name="Log in").click()
     assert_caught_up(page, run_id, comment)
     assert page.evaluate("window.batonConsole.feed.drops") >= 1

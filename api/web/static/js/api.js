@@ -107,7 +107,8 @@ export const post = (path, json, opts = {}) => request('POST', path, { ...opts, 
 export async function loadSession() {
   try {
     const who = await request('GET', '/api/session');
-    session.auth = 'on';
+    // via 'none': a server started with --insecure-no-auth (everyone is the same anonymous admin).
+    session.auth = who && who.via === 'none' ? 'off' : 'on';
     session.principal = who;
     session.csrf = (who && (who.csrf_token || who.csrf)) || session.csrf;
   } catch (err) {
