@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 
 import msgspec
 
+from flows.errors import BatonError
 from flows.events import Event
 
 AUTH_STREAM = "auth"
@@ -96,7 +97,7 @@ ROUTE_ROLES: Mapping[str, Role | None] = {
 # -- errors --------------------------------------------------------------------------------------
 
 
-class AccessError(Exception):
+class AccessError(BatonError):
     """Root of the access decisions' errors; the message says what to do."""
 
 

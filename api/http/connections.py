@@ -38,7 +38,7 @@ log = logging.getLogger("baton.api")
 # Handles kept for the engine whatever the clients do: the store's pool (10 + 20 overflow), the
 # writer's and LISTEN connections, model calls, CLI agents' pipes, log files, the listening socket,
 # and a burst of connections accepted before they can be counted (the listen backlog, ACCEPT_BURST).
-FD_RESERVE = 256
+FD_RESERVE = 320
 ACCEPT_BURST = 128  # the listen backlog: asyncio accepts at most this many connections per loop turn
 
 _REFUSAL = (b'{"type":"https://baton.dev/problems/too-many-connections","title":"Too many connections",'
