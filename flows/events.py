@@ -17,6 +17,7 @@ import msgspec
 from flows.kinds import StepKind
 from flows.model import FlowSnapshot
 from flows.template import parse_frontmatter
+from flows.workspace import Workspace
 
 SkipReason = Literal["condition", "upstream_failed", "upstream_skipped", "rejected", "cancelled", "trigger_rule"]
 Decision = Literal["approved", "rejected"]
@@ -44,6 +45,7 @@ class RunLaunched(Event):
     launched_by: str = ""
     idempotency_key: str = ""
     fast: bool = False  # every agent step was asked for a concise answer (seed 002's fast mode)
+    workspace: Workspace | None = None  # the project's root, HEAD commit, branch and dirty flag (DESIGN §11)
 
 
 class RunQueued(Event):

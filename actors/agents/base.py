@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +38,10 @@ class AgentRequest:
     """The resolved prompt, exactly what is sent."""
     model: str
     """The model to use; ``""`` means the backend's default."""
+    workdir: str = ""
+    """The run's workspace root (DESIGN §11): the ``cli`` backend runs there; ``""``: no workspace."""
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    """Sampling settings sent with the request (temperature, max_tokens, seed), as recorded in StepStarted."""
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,13 @@ class TokenRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     role: str = "viewer"
 
 
+class ProjectRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/projects: register the git work tree at ``path`` (on the server's disk) as ``project_id``."""
+
+    project_id: str
+    path: str
+
+
 # -- responses -----------------------------------------------------------------------------
 
 
@@ -197,6 +204,15 @@ class TokenCreated(msgspec.Struct, kw_only=True):
     role: str
     token: str
     position: int
+
+
+class ProjectView(msgspec.Struct, kw_only=True):
+    """A registered project: its id (what a launch names), its root, who registered it and when."""
+
+    project_id: str
+    root: str
+    registered_by: str = ""
+    registered_at: float = 0.0
 
 
 class TokenRevokedAnswer(msgspec.Struct, kw_only=True):
@@ -326,10 +342,11 @@ class Frame(msgspec.Struct, kw_only=True):
     project_id: str | None = None
 
 
-REQUESTS: tuple[type, ...] = (LaunchRequest, CancelRequest, DecisionRequest, LoginRequest, TokenRequest)
+REQUESTS: tuple[type, ...] = (LaunchRequest, CancelRequest, DecisionRequest, LoginRequest, TokenRequest,
+                              ProjectRequest)
 RESPONSES: tuple[type, ...] = (Launched, CommandAccepted, Problem, RunPage, RunDetail, RecordedEventView,
                                EngineHealth, ProjectorHealth, StoreHealth, Health, ProjectionProblem, Frame,
-                               SessionInfo, TokenView, TokenCreated, TokenRevokedAnswer)
+                               SessionInfo, TokenView, TokenCreated, TokenRevokedAnswer, ProjectView)
 
 
 # -- decoding ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -252,3 +253,13 @@ def test_on_delta_failure_leaves_no_process_behind(tmp_path):
         CliBackend(f"{PY} {exe}", term_grace_s=0.3).run(request(), explode, CancelToken())
     assert pids and not alive(pids[0])
     assert os.path.exists("/proc/self")  # the alive() check above is meaningful here
+
+
+def test_a_run_with_a_workspace_runs_the_command_in_its_root(tmp_path: Path) -> None:
+    exe = script(tmp_path, "import os\nprint(os.getcwd(), flush=True)\n")
+    root = tmp_path / "repo"
+    root.mkdir()
+    backend = CliBackend(f"{PY} {exe} {{prompt}}")
+    inside = dataclasses.replace(request(), workdir=str(root))
+    assert backend.run(inside, lambda _: None, CancelToken()).output.strip() == str(root)
+    assert backend.run(request(), lambda _: None, CancelToken()).output.strip() == os.getcwd()
