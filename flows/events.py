@@ -21,7 +21,7 @@ from flows.workspace import Workspace
 
 SkipReason = Literal["condition", "upstream_failed", "upstream_skipped", "rejected", "cancelled", "trigger_rule"]
 Decision = Literal["approved", "rejected"]
-AnomalyKind = Literal["stall", "errors", "malformed"]
+AnomalyKind = Literal["stall", "errors", "malformed", "degradation"]
 Severity = Literal["low", "medium", "high"]
 
 
@@ -75,6 +75,14 @@ class StepStarted(Event):
     backend: str = ""
     model: str = ""
     unresolved: list[str] = []
+    # What else was sent (DESIGN §11), recorded whole: the persona's text, the sampling settings
+    # (temperature, max_tokens, seed where set), and for a step with a workspace the tools offered,
+    # the sha256 of their schema and the loop's limits.
+    system: str = ""
+    sampling: dict[str, Any] = {}
+    tools: list[str] = []
+    tool_schema_hash: str = ""
+    limits: dict[str, int] = {}
 
 
 class StepCompleted(Event):
@@ -193,6 +201,44 @@ class RunCancelled(Event):
     report: str = ""
 
 
+class ToolCalled(Event):
+    """A model asked for a tool call (DESIGN §11); appended before the next model turn.
+
+    ``arguments`` is the raw text the model sent (it may not even be JSON: a
+    malformed call is recorded as made). ``seq`` numbers the step attempt's
+    calls from 1; ``turn`` is the model turn that made it.
+    """
+
+    step_id: str
+    attempt: int
+    call_id: str
+    tool: str
+    arguments: str = ""
+    turn: int = 0
+    seq: int = 0
+
+
+class ToolResult(Event):
+    """What a tool call answered; ``result`` is the capped text the model read.
+
+    ``outcome`` is ok, error (a confinement rule or a failed tool), malformed
+    (unknown tool, arguments not JSON or not the schema) or not_run (a limit
+    was reached first); ``error`` names the rule or problem.
+    """
+
+    step_id: str
+    attempt: int
+    call_id: str
+    tool: str = ""
+    ok: bool = True
+    outcome: str = "ok"
+    result: str = ""
+    sha256: str = ""
+    bytes: int = 0
+    truncated: bool = False
+    error: str = ""
+
+
 RunEvent = Union[
     RunLaunched,
     RunQueued,
@@ -210,6 +256,8 @@ RunEvent = Union[
     RunFailed,
     RunRejected,
     RunCancelled,
+    ToolCalled,
+    ToolResult,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in RunEvent.__args__}  # type: ignore[attr-defined]
