@@ -225,10 +225,9 @@ class Engine:
             params = dataclasses.replace(params, model=self.config.model)
         run_id = new_run_id()
         # The project is pinned (HEAD, branch, dirty) when the run is launched: an unknown one is
-        # refused here, naming it, before anything is appended.
-        workspace = self.projects.pin(params.project_id) if params.project_id else None
+        # refused, naming it, before anything is appended.
         event = launching.prepare(self.registry, params, run_id=run_id, now=self.clock.now(),
-                                  backend=self.config.backend, workspace=workspace)
+                                  backend=self.config.backend, pin=self.projects.pin)
         self._check_store()
         if params.idempotency_key:
             claimed = self._claim(params.idempotency_key, run_id)

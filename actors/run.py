@@ -22,6 +22,7 @@ from actors import messages as m
 from actors.agents import CancelToken
 from actors.agents.sent import what_is_sent
 from actors.context import EngineContext
+from actors.evidence_check import check_evidence
 from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
@@ -175,7 +176,8 @@ class RunActor(pykka.ThreadingActor):
         try:
             self._flush_now()  # record what was already staged before deciding the cancel
             self.actor, self.cause = msg.by or "anonymous", "command:cancel"
-            events = d.cancel(self.state, self.history, self.ctx.clock.now(), reason=msg.reason, by=msg.by)
+            events = d.cancel(self.state, self.history, self.ctx.clock.now(), reason=msg.reason, by=msg.by,
+                              evidence=check_evidence(self.state))
         except (errors.RunFinished, errors.UnknownRun, UnstorableText) as exc:
             _fail(msg.reply, exc)
             self._report_idle()
@@ -336,7 +338,7 @@ class RunActor(pykka.ThreadingActor):
             self._tell_orchestrator(m.RequestSlots(self.run_id, tuple(ready)))
         self._arm_wake(decision.wake_at)
         if decision.finished and not self.state.terminal:
-            event = d.finish(self.state, self.history, self.ctx.clock.now())
+            event = d.finish(self.state, self.history, self.ctx.clock.now(), check_evidence(self.state))
             self._stage([event])
             if self._commit() is not None:
                 self._ended()

@@ -101,10 +101,8 @@ def launchable(rt: Runtime, args: argparse.Namespace) -> None:
 
     The openai backend needs a model: the run's (--model) or the default.
     """
-    params = launch_params(args)
     # A named project is pinned now as the engine will pin it (an unknown one is refused, naming it).
-    workspace = ProjectBook(rt.store, time.time).pin(params.project_id) if params.project_id else None
-    prepare(rt.registry, params, run_id="-", now=0.0, workspace=workspace)
+    prepare(rt.registry, launch_params(args), run_id="-", now=0.0, pin=ProjectBook(rt.store, time.time).pin)
     if not args.model:
         require_model(rt.settings)
 

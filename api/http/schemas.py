@@ -235,13 +235,40 @@ class RunSummary(msgspec.Struct, kw_only=True):
     ended_at: float | None = None
 
 
+class ToolCallView(msgspec.Struct, kw_only=True):
+    """A tool call of a step (DESIGN §11) and its result's facts; the result's text is in the ToolResult
+    event at ``result_position`` (``/events``). ``ok`` is null while the call has no result yet."""
+
+    call_id: str
+    attempt: int
+    turn: int
+    seq: int
+    tool: str
+    arguments: str
+    position: int
+    ok: bool | None = None
+    outcome: str = ""
+    error: str = ""
+    bytes: int = 0
+    truncated: bool = False
+    sha256: str = ""
+    result_position: int = 0
+
+
 class StepSummary(msgspec.Struct, kw_only=True):
-    """A step of a run as the read model keeps it (more fields may be present)."""
+    """A step of a run as the read model keeps it (more fields may be present).
+
+    ``usage`` has the token counts (summed over the model turns of a tool loop,
+    with ``turns``: each turn's usage, and the loop's ``tool_calls``,
+    ``tool_errors`` and ``malformed_calls``); ``tool_calls`` lists the calls.
+    """
 
     step_id: str
     status: str
     kind: str
     agent: str
+    usage: dict[str, Any] = {}
+    tool_calls: list[ToolCallView] = []
 
 
 class RunPage(msgspec.Struct, kw_only=True):

@@ -209,3 +209,37 @@ def test_under_the_abort_policy_a_malformed_call_cancels_the_step(llm, setup):
     assert state.status == "failed" and state.steps["explore"].status == "cancelled"
     assert [a["action"] for a in of(store, run_id, "AnomalyDetected")] == ["abort"]
     assert len(llm.requests_for("m-abort")) == 1  # the loop stopped: the model was not asked again
+
+
+def test_the_report_checks_evidence_against_the_pinned_commit_and_counts_tools_and_tokens(llm, setup):
+    engine, store, spy, _ = setup
+    answer = ("Retries are fixed.\n\n"
+              'E1: "retries = 3" (source: src/app.py:11; trust: direct)\n'
+              'E2: "retries = 5" (source: src/app.py:11; trust: direct)\n'
+              'E3: "def handle_request(req):" (source: src/app.py:1-3; trust: direct)\n'
+              "E4: the README says so (source: README.md:1; trust: reported)\n")
+    llm.script("m-report", [ToolTurn([READ]), TextTurn(answer)])
+    run_id = launch(engine, spy, "explore", "m-report")
+    state = engine.wait(run_id)
+    assert state.status == "completed"
+    report = state.report
+    head = report.split("## ")[0]
+    assert "**Evidence: 1 verified, 2 not found, 1 unchecked (of 4 items)**" in head
+    assert f"checked against commit `{state.launched.workspace.commit[:12]}` of `demo`" in head
+    assert "**Workspace:** project `demo`" in head
+    assert 'E1: "retries = 3" (source: src/app.py:11; trust: direct) **[verified]**' in report
+    assert "E3: \"def handle_request(req):\" (source: src/app.py:1-3; trust: direct) **[not found: the quote is at " \
+           "line 10 of src/app.py, not in lines 1-3]**" in report
+    assert "E4: the README says so (source: README.md:1; trust: reported) **[unchecked: no quoted snippet]**" in report
+    row = next(line for line in report.splitlines() if line.startswith("| explore |"))
+    assert "| 1 | 300 + 23 |" in row  # one tool call; tokens of turns 1 and 2: (100 + 200) + (11 + 12)
+    assert "| **total** | | | | | | 1 | 300 + 23 | |" in report
+
+
+def test_without_a_project_the_report_says_the_agents_read_no_file(llm, setup):
+    engine, store, spy, _ = setup
+    llm.script("m-noproj", [TextTurn('E1: "retries = 3" (source: src/app.py:11; trust: reported)')])
+    run_id = launch(engine, spy, "explore", "m-noproj", project="")
+    report = engine.wait(run_id).report
+    assert "**Workspace:** none. This run was launched without a project" in report
+    assert "**Evidence: 0 verified, 0 not found, 1 unchecked (of 1 items)**" in report
