@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flows.evidence import EvidenceCheck, annotate, summary_line
 from flows.events import (
     AnomalyDetected,
     Event,
@@ -25,6 +24,7 @@ from flows.events import (
     ToolCalled,
     ToolResult,
 )
+from flows.evidence import EvidenceCheck, annotate, summary_line
 from flows.kinds import kind_rules
 from flows.model import StepSpec
 from flows.state import RunState
@@ -218,8 +218,8 @@ def workspace_lines(state: RunState) -> list[str]:
         dirty = ", with uncommitted changes" if ws.dirty else ""
         return [f"**Workspace:** project `{ws.project_id}` at commit `{ws.commit[:12]}` ({where}{dirty}).", ""]
     if any(spec.tools for spec in state.snapshot.steps):
-        return ["**Workspace:** none. This run was launched without a project, so its agents worked from the "
-                "question alone and read no file; launch it with a project to let them read the code.", ""]
+        return [("**Workspace:** none. This run was launched without a project, so its agents worked from the "
+                 "question alone and read no file; launch it with a project to let them read the code."), ""]
     return []
 
 
@@ -237,8 +237,8 @@ def evidence_lines(state: RunState, evidence: Evidence) -> list[str]:
 def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[str]:
     """One row per attempt: what ran where, for how long, its tool calls and tokens, and which events say so."""
     rows = ["## Provenance", "",
-            "| step | persona | backend | model | attempt | duration | tool calls | tokens (prompt + completion) "
-            "| events |",
+            ("| step | persona | backend | model | attempt | duration | tool calls | tokens (prompt + completion) "
+             "| events |"),
             "|---|---|---|---|---|---|---|---|---|"]
     # (step, attempt) -> [StepStarted, its position, end position, duration, tool calls, usage]
     attempts: dict[tuple[str, int], list[Any]] = {}

@@ -19,7 +19,14 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
-from flows.events import Event, RunLaunched, StepResumed, ToolCalled, ToolResult, stream_of
+from flows.events import (
+    Event,
+    RunLaunched,
+    StepResumed,
+    ToolCalled,
+    ToolResult,
+    stream_of,
+)
 from flows.model import StepSpec
 from projections.source import decode_events, read_events, schema_version_column
 from projections.tables import (
