@@ -236,7 +236,7 @@ class RunSummary(msgspec.Struct, kw_only=True):
 
 
 class ToolCallView(msgspec.Struct, kw_only=True):
-    """A tool call of a step (DESIGN §11) and its result's facts; the result's text is in the ToolResult
+    """A tool call of a step and its result's facts; the result's text is in the ToolResult
     event at ``result_position`` (``/events``). ``ok`` is null while the call has no result yet."""
 
     call_id: str

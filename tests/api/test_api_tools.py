@@ -74,7 +74,8 @@ def test_a_code_review_of_a_project_reads_it_and_the_run_shows_its_calls(client,
     kinds = [f["type"] for f in frames if f["type"].startswith("tool_")]
     assert kinds.count("tool_call") == kinds.count("tool_result") == every
     first = next(f for f in frames if f["type"] == "tool_result")
-    assert {"run_id", "step_id", "call_id", "ok", "bytes", "sha256"} <= set(first) and "result" not in first
+    assert {"run_id", "step_id", "call_id", "ok", "bytes", "sha256"} <= set(first)
+    assert "retries = 3" in first["result"] and first["result_cut"] is False
 
 
 def test_viewers_list_projects_but_cannot_register_one(client, runtime, tmp_path):
