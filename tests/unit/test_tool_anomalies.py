@@ -6,7 +6,15 @@ import pytest
 
 from flows import Flow, agent
 from flows.anomaly import TOOL_ERRORS_LIMIT, ToolTally, after_tool_results, tally_tools
-from flows.events import AnomalyDetected, RunLaunched, RunStarted, StepCancelled, StepFailed, StepStarted, ToolResult
+from flows.events import (
+    AnomalyDetected,
+    RunLaunched,
+    RunStarted,
+    StepCancelled,
+    StepFailed,
+    StepStarted,
+    ToolResult,
+)
 from flows.state import RunState, fold
 
 
