@@ -212,7 +212,7 @@ def test_under_the_abort_policy_a_malformed_call_cancels_the_step(llm, setup):
 
 
 def test_the_report_checks_evidence_against_the_pinned_commit_and_counts_tools_and_tokens(llm, setup):
-    engine, store, spy, _ = setup
+    engine, _, spy, _ = setup
     answer = ("Retries are fixed.\n\n"
               'E1: "retries = 3" (source: src/app.py:11; trust: direct)\n'
               'E2: "retries = 5" (source: src/app.py:11; trust: direct)\n'
@@ -237,7 +237,7 @@ def test_the_report_checks_evidence_against_the_pinned_commit_and_counts_tools_a
 
 
 def test_without_a_project_the_report_says_the_agents_read_no_file(llm, setup):
-    engine, store, spy, _ = setup
+    engine, _, spy, _ = setup
     llm.script("m-noproj", [TextTurn('E1: "retries = 3" (source: src/app.py:11; trust: reported)')])
     run_id = launch(engine, spy, "explore", "m-noproj", project="")
     report = engine.wait(run_id).report
