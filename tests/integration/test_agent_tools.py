@@ -78,8 +78,11 @@ def llm() -> Iterator[ScriptedLLM]:
 
 
 @pytest.fixture
-def setup(llm, sqlite_url, tmp_path):
-    store = open_store(sqlite_url)
+def setup(llm, store_url, tmp_path):
+    with llm._lock:  # each test (and store) reads only its own requests
+        llm.requests.clear()
+        llm.arrived.clear()
+    store = open_store(store_url)
     backend = OpenAIBackend(llm.base_url, model="unused", read_timeout_s=10)
     spy = Spy(backend._chat_turns(), store)
     backend._turns = spy  # type: ignore[assignment]
