@@ -9,8 +9,8 @@
     pieces), then a text answer; the loop runs against a real git
     repository. Per call: ``t(next request's headers start) - t(turn
     returned) - t(inside the tool)``. The observer appends a
-    ``ToolCalled`` + ``ToolResult`` pair (shaped as the events proposed for
-    flows/events.py) to a real SQLite store per call, as the engine will,
+    ``ToolCalled`` + ``ToolResult`` pair (the events of flows/events.py) to
+    a real SQLite store per call, directly (the engine's path is (a')),
     so the figure includes that commit (``append_pair_*`` is its share).
     Baselines, same run, alternating: the same loop with an observer that
     records nothing (HTTP and loop only), and the disk's raw fsync of 2 KiB
@@ -104,7 +104,7 @@ class Clocked:
 
 
 class StoreObserver(LoopObserver):
-    """Appends ToolCalled + ToolResult of each call to the run's stream, as the engine will."""
+    """Appends ToolCalled + ToolResult of each call to the run's stream itself (the engine goes through its RunActor)."""
 
     def __init__(self, store: EventStore, stream: str) -> None:
         self.store = store
