@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.workspace_repo import make_repo
 
 
+@pytest.mark.slow  # four `baton` processes: ~6 s on a loaded 2-CPU machine
 def test_projects_add_list_and_refuse_a_directory_that_is_no_repository(baton, tmp_path):
     repo = make_repo(tmp_path)
     added = baton("projects", "add", "demo", str(repo.root))
