@@ -246,3 +246,18 @@ def test_without_a_project_the_report_says_the_agents_read_no_file(llm, setup):
     report = engine.wait(run_id).report
     assert "**Workspace:** none. This run was launched without a project" in report
     assert "**Evidence: 0 verified, 0 not found, 1 unchecked (of 1 items)**" in report
+
+
+@pytest.mark.parametrize("shape", [dict(same_index=True), dict(ids=False)], ids=["one-index", "no-ids"])
+def test_ollama_style_calls_whole_in_one_chunk_are_all_answered(llm, setup, shape):
+    engine, store, spy, _ = setup
+    llm.script("m-ollama", [ToolTurn([READ, LOG], style="ollama", finish_reason="stop", **shape),
+                            ToolTurn([SEARCH], style="ollama", ids=False), TextTurn(ANSWER)])
+    run_id = launch(engine, spy, "explore", "m-ollama")
+    assert engine.wait(run_id).status == "completed"
+    calls = of(store, run_id, "ToolCalled")
+    assert [c["tool"] for c in calls] == ["read_file", "git_log", "search"]
+    assert len({c["call_id"] for c in calls}) == 3  # ids made up where the server sent none: unique in the step
+    sent = llm.requests_for("m-ollama")
+    answered = [m["tool_call_id"] for m in sent[-1]["messages"] if m["role"] == "tool"]
+    assert answered == [c["call_id"] for c in calls]
