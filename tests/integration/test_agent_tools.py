@@ -248,7 +248,7 @@ def test_without_a_project_the_report_says_the_agents_read_no_file(llm, setup):
     assert "**Evidence: 0 verified, 0 not found, 1 unchecked (of 1 items)**" in report
 
 
-@pytest.mark.parametrize("shape", [dict(same_index=True), dict(ids=False)], ids=["one-index", "no-ids"])
+@pytest.mark.parametrize("shape", [{"same_index": True}, {"ids": False}], ids=["one-index", "no-ids"])
 def test_ollama_style_calls_whole_in_one_chunk_are_all_answered(llm, setup, shape):
     engine, store, spy, _ = setup
     llm.script("m-ollama", [ToolTurn([READ, LOG], style="ollama", finish_reason="stop", **shape),
