@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Self, overload
 
 import msgspec
 import pykka
@@ -50,10 +50,10 @@ from eventstore import (
 )
 from eventstore.leases import Leases, default_owner
 from flows import launch as launching
-from flows.launch import LaunchParams
-from flows.commands import CommandKind, CommandRequested, Refusal
 from flows.catalog import FlowRegistry
+from flows.commands import CommandKind, CommandRequested, Refusal
 from flows.events import stream_of
+from flows.launch import LaunchParams
 from flows.state import RunState
 from flows.status import RUN_TERMINAL
 
@@ -159,10 +159,10 @@ class Engine:
             self.clock.stop()
         self.backend.close()
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- commands ----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 
@@ -198,7 +198,7 @@ class Orchestrator(pykka.ThreadingActor):
         node = self.ctx.config.node
         live = self._live_nodes()
         for run_id in sorted((r for r in launched if r not in ended and r not in self.runs), key=launched.__getitem__):
-            state, history, last_node = load_with_owner(self.ctx, run_id)
+            state, _history, last_node = load_with_owner(self.ctx, run_id)
             if state.terminal or state.launched is None:
                 continue
             if driven_elsewhere(state, last_node, node, live):
@@ -460,7 +460,7 @@ class Orchestrator(pykka.ThreadingActor):
         self._recover_due = False
         self._try_recover()
 
-    _handlers = {
+    _handlers: ClassVar[dict[type, Callable[[Orchestrator, Any], Any]]] = {
         m.LaunchRun: _on_launch,
         m.RunCommand: _on_command,
         m.RunIdle: _on_idle,

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 from msgspec.structs import replace
@@ -335,7 +335,7 @@ class RunActor(pykka.ThreadingActor):
             self._fenced(exc, reply, retry=True)
             return None
         self.recorded_version = recorded[-1].version if recorded else self.recorded_version
-        self.history.extend((rec.position, ev) for rec, ev in zip(recorded, batch))
+        self.history.extend((rec.position, ev) for rec, ev in zip(recorded, batch, strict=True))
         if recorded:
             self.state = _with_position(self.state, recorded[-1].position)
         for event in batch:
@@ -434,7 +434,7 @@ class RunActor(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             log.info("orchestrator stopped; %s for run %s dropped", type(message).__name__, self.run_id)
 
-    _handlers: dict[type, Callable[[RunActor, Any], None]] = {
+    _handlers: ClassVar[dict[type, Callable[[RunActor, Any], None]]] = {
         m.Launch: _on_launch,
         m.Begin: _on_begin,
         m.Recover: _on_recover,

@@ -46,7 +46,6 @@ from eventstore.store import (
 )
 from eventstore.writer import PendingAppend
 
-
 CHANNEL = "baton_events"
 
 APPEND_FUNCTION = f"""
@@ -222,7 +221,7 @@ class PostgresBackend:
                 continue
             pending.base_version = version
             hashes = pending.hashes = []
-            for type_, data in zip(pending.types, pending.data):
+            for type_, data in zip(pending.types, pending.data, strict=True):
                 previous = event_hash(previous, type_, data)
                 hashes.append(previous)
             chained[stream] = (version + len(hashes), previous)
@@ -241,7 +240,7 @@ class PostgresBackend:
         for pending in todo:
             stream, version = pending.stream_id, pending.base_version
             for event_id, type_, data, metadata, hash_ in zip(
-                pending.ids, pending.types, pending.data, pending.metadata, pending.hashes
+                pending.ids, pending.types, pending.data, pending.metadata, pending.hashes, strict=True
             ):
                 version += 1
                 rows.append({"i": event_id, "s": stream, "v": version, "t": type_,

@@ -13,7 +13,7 @@ import threading
 import time
 import weakref
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import sqlalchemy as sa
 
@@ -117,10 +117,10 @@ class SqlEventStore:
         safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
         return f"<SqlEventStore {safe}>"
 
-    def __enter__(self) -> SqlEventStore:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- writing -----------------------------------------------------------
@@ -352,7 +352,7 @@ def _recorded(pending: PendingAppend) -> list[RecordedEvent]:
     out = []
     for position, hash_, event_id, type_, data, metadata in zip(
         pending.positions, pending.hashes, pending.ids, pending.types, pending.data,
-        pending.metadata,
+        pending.metadata, strict=True,
     ):
         version += 1
         out.append(

@@ -1,7 +1,6 @@
 """baton's pure core: flows, events, state folds and decisions. No I/O, no threads."""
 
 from flows.context import StepContext
-
 from flows.model import (
     BANDS,
     Flow,

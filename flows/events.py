@@ -191,7 +191,7 @@ class RunCancelled(Event):
     report: str = ""
 
 
-RunEvent = Union[
+RunEvent = Union[  # noqa: UP007 (one member a line, as the events above)
     RunLaunched,
     RunQueued,
     RunStarted,

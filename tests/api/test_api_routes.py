@@ -197,7 +197,7 @@ def test_two_spellings_that_disagree_are_refused_naming_the_field(client, runtim
 
 
 def test_a_deeply_nested_body_is_refused_on_every_route_and_a_shallow_one_is_not(client, runtime):
-    head = quiet(runtime)
+    quiet(runtime)
     deep = b'{"reason": ' + b'{"a": ' * 70 + b"1" + b"}" * 70 + b"}"
     problem = problem_of(client.post("/api/runs/some-run/cancel", content=deep), 422)
     assert problem["field"] == "reason.a" and "nested more than 64 levels" in problem["detail"]

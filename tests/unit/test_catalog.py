@@ -393,24 +393,24 @@ def dry_run(flow: Flow, band: str, question: str, *, reject: Iterable[str] = (),
             apply([decide.finish(state, history, now)])
             return DryRun(state, history)
         apply(decide.start(state, decision.ready, now))
-        for sid, st in list(state.steps.items()):
+        for sid, step in list(state.steps.items()):
             spec = state.spec(sid)
-            if st.status == "paused":
+            if step.status == "paused":
                 verdict = "rejected" if sid in reject else "approved"
                 apply(decide.resume(state, sid, verdict, now, by="tester", comment=f"{verdict} in a test"))
-            elif st.status == "running" and sid in fail:
-                apply(decide.fail(state, sid, st.attempt, "boom", now))
-            elif st.status == "running" and spec.kind == "code":
+            elif step.status == "running" and sid in fail:
+                apply(decide.fail(state, sid, step.attempt, "boom", now))
+            elif step.status == "running" and spec.kind == "code":
                 fn = flow.function(sid)
                 assert fn is not None
                 statuses = {k: v.status for k, v in state.steps.items()}
-                value = fn(StepCtx(launched.input, state.outputs(), state.fields(), "run-1", sid, st.attempt,
+                value = fn(StepCtx(launched.input, state.outputs(), state.fields(), "run-1", sid, step.attempt,
                                    statuses))
                 fields = msgspec.to_builtins(value) if isinstance(value, dict) else None
                 output = json.dumps(fields) if fields is not None else str(value)
-                apply(decide.complete(state, sid, st.attempt, output, now, fields=fields))
-            elif st.status == "running":
-                apply(decide.complete(state, sid, st.attempt, offline.render(spec.persona, st.prompt), now))
+                apply(decide.complete(state, sid, step.attempt, output, now, fields=fields))
+            elif step.status == "running":
+                apply(decide.complete(state, sid, step.attempt, offline.render(spec.persona, step.prompt), now))
         now += 60.0  # past any retry's backoff
     raise AssertionError(f"{flow.name} ({band}) did not finish: {state.status}")
 
@@ -437,9 +437,9 @@ def test_every_flow_runs_to_completion_offline(flow: Flow, band: str):
         assert "## Recommendation" in report
         assert report.index("## Validation") < report.index("## Recommendation")
     assert "## Provenance" in report
-    for sid, st in run.state.steps.items():
+    for sid, step in run.state.steps.items():
         if sid.startswith("fold"):
-            assert st.fields["evidence_count"] > 0, sid
+            assert step.fields["evidence_count"] > 0, sid
 
 
 def test_security_escalation_skips_security_on_a_benign_report():
