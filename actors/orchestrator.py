@@ -70,7 +70,7 @@ def _phase_found(state: RunState, now: float) -> Phase:
 
 def backoff(tries: int, cap: float = RETRY_CAP_S) -> float:
     """The pause before try number ``tries + 1``: 0.5 s, doubling, at most ``cap``."""
-    return min(cap, 0.5 * 2 ** max(0, tries - 1))
+    return min(cap, 0.5 * 2.0 ** max(0, tries - 1))
 
 
 class _Renew:
@@ -95,7 +95,7 @@ class _Run:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.ref: pykka.ActorRef | None = None
+        self.ref: pykka.ActorRef[Any] | None = None
         self.sent = 0  # messages told to the RunActor that count toward its `seen`
 
 

@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
 
 
+def _head(conn: psycopg.Connection) -> int:
+    row = conn.execute(_HEAD).fetchone()
+    assert row is not None  # an aggregate always gives one row
+    return int(row[0])
+
+
 class ListenWatcher:
     """The LISTEN thread of one store (see the module docstring).
 
@@ -96,7 +102,7 @@ class ListenWatcher:
 
     def _follow(self, conn: psycopg.Connection) -> None:
         # Whatever happened while we were not listening is in the table.
-        self._hub.advance(conn.execute(_HEAD).fetchone()[0])
+        self._hub.advance(_head(conn))
         self._hub.poke()
         fileno = conn.fileno()
         while not self._stopping.is_set():
@@ -105,4 +111,4 @@ class ListenWatcher:
                 return
             # Running a query also consumes any pending notifications; their
             # payload is only a hint, the table's head is the truth.
-            self._hub.advance(conn.execute(_HEAD).fetchone()[0])
+            self._hub.advance(_head(conn))

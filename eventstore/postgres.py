@@ -211,13 +211,13 @@ class PostgresBackend:
         if unknown:
             self._read_heads(conn, unknown)
         ready: list[PendingAppend] = []
-        conflicts: list[tuple[PendingAppend, int]] = []
+        conflicts: list[tuple[PendingAppend, int, int]] = []  # (append, expected, actual)
         chained: dict[str, tuple[int, str]] = {}  # heads after earlier appends of this group
         for pending in todo:
             stream = pending.stream_id
             version, previous = chained.get(stream) or heads.get(stream, (0, ""))
             if pending.expected is not None and pending.expected != version:
-                conflicts.append((pending, version))
+                conflicts.append((pending, pending.expected, version))
                 continue
             pending.base_version = version
             hashes = pending.hashes = []
@@ -228,11 +228,9 @@ class PostgresBackend:
             ready.append(pending)
         if conflicts:
             # A retry of an append that did commit is not a conflict: check ids first.
-            actual = {id(pending): version for pending, version in conflicts}
-            for pending in self._without_known_ids(conn, [p for p, _ in conflicts]):
-                pending.error = ConcurrencyError(
-                    pending.stream_id, pending.expected, actual[id(pending)]
-                )
+            seen = {id(pending): (expected, version) for pending, expected, version in conflicts}
+            for pending in self._without_known_ids(conn, [p for p, _, _ in conflicts]):
+                pending.error = ConcurrencyError(pending.stream_id, *seen[id(pending)])
         return ready
 
     def _insert(self, conn: psycopg.Connection, todo: list[PendingAppend]) -> int:
@@ -274,7 +272,7 @@ class PostgresBackend:
     ) -> list[PendingAppend]:
         """Settle appends whose ids are already recorded (a retry, or a clash); return the rest."""
         all_ids = [event_id for pending in todo for event_id in pending.ids]
-        known = dict(conn.execute(_KNOWN_IDS, (all_ids,)).fetchall())
+        known: dict[str, str] = dict(conn.execute(_KNOWN_IDS, (all_ids,)).fetchall())
         rest = []
         for pending in todo:
             pending.reset()

@@ -212,7 +212,7 @@ class SqlEventStore:
 
     def head(self) -> int:
         """The last committed global position (0 when the store is empty)."""
-        return self._query(_HEAD)[0][0]
+        return int(self._query(_HEAD)[0][0])
 
     def subscribe(self, after: int = 0, *, page_size: int = 500) -> Subscription:
         """Follow every event after ``after``: the backlog first, then live.
@@ -302,7 +302,7 @@ class SqlEventStore:
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            rows = self._backend.query(sql, params)
+            rows: list[tuple[Any, ...]] = self._backend.query(sql, params)
         except StoreUnavailableError as exc:
             if self._read_failure is None:
                 self._read_failure = Outage(time.time(), " ".join(str(exc).split()))

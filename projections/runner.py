@@ -114,7 +114,7 @@ class Projector:
         """Whether the following thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> Projector:
+    def start(self) -> Self:
         """Check the version (resetting stale tables at once), then follow in a thread. Returns self."""
         if self.running:
             return self

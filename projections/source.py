@@ -130,7 +130,7 @@ class Page(NamedTuple):
 
     items: list[Item]
     last: int
-    count: int
+    count: int  # type: ignore[assignment]  # a field named as tuple.count, which it hides
     problems: Sequence[dict[str, Any]] = ()
 
 
