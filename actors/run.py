@@ -335,7 +335,7 @@ class RunActor(pykka.ThreadingActor):
             self._fenced(exc, reply, retry=True)
             return None
         self.recorded_version = recorded[-1].version if recorded else self.recorded_version
-        self.history.extend((rec.position, ev) for rec, ev in zip(recorded, batch, strict=True))
+        self.history.extend((rec.position, ev) for rec, ev in zip(recorded, batch))
         if recorded:
             self.state = _with_position(self.state, recorded[-1].position)
         for event in batch:

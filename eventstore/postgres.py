@@ -211,26 +211,29 @@ class PostgresBackend:
         if unknown:
             self._read_heads(conn, unknown)
         ready: list[PendingAppend] = []
-        conflicts: list[tuple[PendingAppend, int, int]] = []  # (append, expected, actual)
+        conflicts: list[tuple[PendingAppend, int]] = []
         chained: dict[str, tuple[int, str]] = {}  # heads after earlier appends of this group
         for pending in todo:
             stream = pending.stream_id
             version, previous = chained.get(stream) or heads.get(stream, (0, ""))
             if pending.expected is not None and pending.expected != version:
-                conflicts.append((pending, pending.expected, version))
+                conflicts.append((pending, version))
                 continue
             pending.base_version = version
             hashes = pending.hashes = []
-            for type_, data in zip(pending.types, pending.data, strict=True):
+            for type_, data in zip(pending.types, pending.data):
                 previous = event_hash(previous, type_, data)
                 hashes.append(previous)
             chained[stream] = (version + len(hashes), previous)
             ready.append(pending)
         if conflicts:
             # A retry of an append that did commit is not a conflict: check ids first.
-            seen = {id(pending): (expected, version) for pending, expected, version in conflicts}
-            for pending in self._without_known_ids(conn, [p for p, _, _ in conflicts]):
-                pending.error = ConcurrencyError(pending.stream_id, *seen[id(pending)])
+            actual = {id(pending): version for pending, version in conflicts}
+            for pending in self._without_known_ids(conn, [p for p, _ in conflicts]):
+                assert pending.expected is not None  # only an append that expected a version conflicts
+                pending.error = ConcurrencyError(
+                    pending.stream_id, pending.expected, actual[id(pending)]
+                )
         return ready
 
     def _insert(self, conn: psycopg.Connection, todo: list[PendingAppend]) -> int:
@@ -238,7 +241,7 @@ class PostgresBackend:
         for pending in todo:
             stream, version = pending.stream_id, pending.base_version
             for event_id, type_, data, metadata, hash_ in zip(
-                pending.ids, pending.types, pending.data, pending.metadata, pending.hashes, strict=True
+                pending.ids, pending.types, pending.data, pending.metadata, pending.hashes
             ):
                 version += 1
                 rows.append({"i": event_id, "s": stream, "v": version, "t": type_,

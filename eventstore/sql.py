@@ -352,7 +352,7 @@ def _recorded(pending: PendingAppend) -> list[RecordedEvent]:
     out = []
     for position, hash_, event_id, type_, data, metadata in zip(
         pending.positions, pending.hashes, pending.ids, pending.types, pending.data,
-        pending.metadata, strict=True,
+        pending.metadata,
     ):
         version += 1
         out.append(

@@ -243,7 +243,7 @@ class SqliteBackend:
         hashes = pending.hashes
         first = head + 1
         for event_id, type_, data, metadata in zip(
-            pending.ids, pending.types, pending.data, pending.metadata, strict=True
+            pending.ids, pending.types, pending.data, pending.metadata
         ):
             previous = event_hash(previous, type_, data)
             hashes.append(previous)

@@ -258,7 +258,7 @@ def load_runs(conn: sa.Connection, run_ids: Iterable[str]) -> dict[str, RunRows]
         steps: dict[str, dict[str, Row]] = {run_id: {} for run_id in runs}
         query = sa.select(flow_steps.c.run_id, flow_steps.c.steps).where(flow_steps.c.run_id.in_(list(runs)))
         for run_id, text in conn.execute(query) if runs else ():
-            steps[run_id] = {values[0]: dict(zip(STEP_FIELDS, values, strict=False)) for values in decode_steps(text)}
+            steps[run_id] = {values[0]: dict(zip(STEP_FIELDS, values)) for values in decode_steps(text)}
         for run_id, run in runs.items():
             out[run_id] = RunRows(run, steps[run_id], new=False)
     return out

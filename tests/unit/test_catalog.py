@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.agents import offline
-from flows import conditions, decide, template
+from flows import StepContext, conditions, decide, template
 from flows.catalog import BUILTIN_MODULES, FlowRegistry, _fold, builtin
 from flows.events import Event, RunStarted, StepStarted
 from flows.launch import LaunchParams, prepare
@@ -344,17 +344,6 @@ def test_code_review_verdict_counts_a_high_security_finding_as_a_request():
 # --- dry runs through the pure core, with the offline backend's answers -------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class StepCtx:
-    input: Mapping[str, Any]
-    outputs: Mapping[str, str]
-    fields: Mapping[str, Mapping[str, Any]]
-    run_id: str
-    step_id: str
-    attempt: int
-    statuses: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-
 @dataclasses.dataclass
 class DryRun:
     state: RunState
@@ -403,9 +392,7 @@ def dry_run(flow: Flow, band: str, question: str, *, reject: Iterable[str] = (),
             elif step.status == "running" and spec.kind == "code":
                 fn = flow.function(sid)
                 assert fn is not None
-                statuses = {k: v.status for k, v in state.steps.items()}
-                value = fn(StepCtx(launched.input, state.outputs(), state.fields(), "run-1", sid, step.attempt,
-                                   statuses))
+                value = fn(StepContext.of(state, sid, step.attempt))  # what the engine hands a code step
                 fields = msgspec.to_builtins(value) if isinstance(value, dict) else None
                 output = json.dumps(fields) if fields is not None else str(value)
                 apply(decide.complete(state, sid, step.attempt, output, now, fields=fields))
