@@ -18,7 +18,7 @@ import threading
 import psycopg
 import sqlalchemy as sa
 
-from eventstore.postgres import CHANNEL
+from eventstore.postgres import CHANNEL, own_connection
 from eventstore.subscription import WakeupHub
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,7 @@ class ListenWatcher:
         os.close(self._wake_w)
 
     def _connect(self) -> psycopg.Connection:
-        raw = self._database.raw_connection()
-        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
-        raw.detach()  # ours for good: the pool forgets it
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.rollback()
-        conn.autocommit = True
-        conn.execute("SET application_name = 'baton-listen'")
+        conn = own_connection(self._database, "baton-listen")
         # A handler also stops psycopg from keeping unread notifications in
         # a backlog that would grow for as long as the store runs.
         conn.add_notify_handler(self._on_notify)

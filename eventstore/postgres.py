@@ -48,6 +48,18 @@ from eventstore.writer import PendingAppend
 
 CHANNEL = "baton_events"
 
+
+def own_connection(database: sa.Engine, application_name: str) -> psycopg.Connection:
+    """A connection taken out of the pool for good, idle, in autocommit, named on the server."""
+    raw = database.raw_connection()
+    conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
+    raw.detach()  # ours for good: the pool forgets it
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    conn.autocommit = True
+    conn.execute(f"SET application_name = '{application_name}'")
+    return conn
+
 APPEND_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION baton_append(
     p_rows json, p_recorded_at double precision, p_order_lock boolean)
@@ -144,13 +156,7 @@ class PostgresBackend:
 
     def connect(self) -> psycopg.Connection:
         """The writer's own connection, out of the pool, in autocommit."""
-        raw = self.database.raw_connection()
-        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
-        raw.detach()  # ours for good: the pool forgets it
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.rollback()
-        conn.autocommit = True
-        conn.execute("SET application_name = 'baton-writer'")
+        conn = own_connection(self.database, "baton-writer")
         # A session holding the order lock must not freeze every writer forever (as SQLite's lock_timeout_s).
         conn.execute(f"SET lock_timeout = '{int(self._lock_timeout_s * 1000)}ms'")
         return conn

@@ -47,6 +47,7 @@ from actors.workspace.tools import (
     Toolbox,
     ToolName,
     _Args,
+    _doc,
     function_schema,
     parse_call,
     schema_hash,
@@ -66,10 +67,6 @@ class WriteToolName(str, Enum):
     COMMIT = "commit"
     NOTIFY = "notify"
     BLOCKED = "blocked"
-
-
-def _doc(text: str) -> msgspec.Meta:
-    return msgspec.Meta(description=text)
 
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
