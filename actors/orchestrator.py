@@ -42,12 +42,11 @@ from actors.context import EngineContext
 from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewhere
 from actors.functions import missing_module
 from actors.run import RunActor
-from actors.runlog import driven_elsewhere, live_nodes, load_with_owner, node_lease, route
+from actors.runlog import driven_elsewhere, live_nodes, load_with_owner, node_lease, route, unended_runs
 from actors.scheduler import START_FREED, Phase, Scheduler
 from eventstore import StoreError
 from eventstore.leases import default_owner
 from flows.decide import has_work
-from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.state import RunState
 
 log = logging.getLogger(__name__)
@@ -185,19 +184,9 @@ class Orchestrator(pykka.ThreadingActor):
         Runs at start, and again whenever a node this process knew alive has
         lost its lease (its process is gone): its runs are then ours to finish.
         """
-        launched: dict[str, int] = {}
-        ended: set[str] = set()
-        for rec in self.ctx.store.read_all(after=0, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
-            run_id = run_id_of(rec.stream_id)
-            if run_id is None:
-                continue
-            if rec.type == "RunLaunched":
-                launched[run_id] = rec.position
-            else:
-                ended.add(run_id)
         node = self.ctx.config.node
         live = self._live_nodes()
-        for run_id in sorted((r for r in launched if r not in ended and r not in self.runs), key=launched.__getitem__):
+        for run_id in [r for r in unended_runs(self.ctx.store) if r not in self.runs]:
             state, _history, last_node = load_with_owner(self.ctx, run_id)
             if state.terminal or state.launched is None:
                 continue
