@@ -8,7 +8,7 @@ no time and no test sleeps.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -22,7 +22,6 @@ from eventstore import open_store
 from flows import Flow, agent
 from flows.catalog import FlowRegistry
 from flows.events import stream_of
-from tests.integration.fake_llm_server import FakeLLMServer
 
 STALL_S = 60.0
 LONG_LEASE = 100_000.0  # the node lease's renewal timer stays out of the way of the stall timers
@@ -34,15 +33,6 @@ def flows() -> FlowRegistry:
         Flow("think-notify", on_anomaly="notify",
              steps=[agent("think", persona="investigator", prompt="Think about $input.question")]),
     ])
-
-
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    srv = FakeLLMServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -36,7 +36,8 @@ from flows.events import (
 )
 from flows.state import RunState, evolve
 from projections import PROJECTION_VERSION, Projector, ReadModel, rebuild
-from projections.tables import READ_TABLES, PRIMARY_KEYS, flow_runs, projection_checkpoints
+from projections.tables import READ_TABLES, flow_runs, projection_checkpoints
+from tests.integration.read_rows import dump
 
 _BENCH = Path(__file__).resolve().parents[2] / "bench" / "projections.py"
 _spec = importlib.util.spec_from_file_location("bench_projections", _BENCH)
@@ -53,23 +54,6 @@ def fill(store, events: int, seed: int) -> int:
     Run ids depend on the seed: filling again with another seed adds other runs.
     """
     return sim.fill(store, events, seed=seed, writers=4)
-
-
-@pytest.fixture
-def store(store_url):
-    store = open_store(store_url, poll_interval=0.05)
-    yield store
-    store.close()
-
-
-def dump(database: sa.Engine) -> dict[str, list[tuple]]:
-    """Every read table, every column, ordered by key."""
-    out = {}
-    with database.connect() as conn:
-        for table in READ_TABLES:
-            keys = [table.c[k] for k in PRIMARY_KEYS[table.name]]
-            out[table.name] = [tuple(r) for r in conn.execute(sa.select(table).order_by(*keys))]
-    return out
 
 
 def checkpoint(database: sa.Engine, name: str = "baton") -> tuple[int, int]:
