@@ -28,11 +28,8 @@ JSON_BODY = {"Content-Type": "application/json"}
 def runtime(tmp_path_factory) -> Iterator[Runtime]:
     db = tmp_path_factory.mktemp("routes") / "baton.db"
     settings = Settings(db=f"sqlite:///{db}", flows=("tests.api.api_flows",), max_body_bytes=4096)
-    rt = Runtime(settings).start()
-    try:
+    with Runtime(settings).start() as rt:
         yield rt
-    finally:
-        rt.stop()
 
 
 @pytest.fixture(scope="module")
