@@ -37,6 +37,12 @@ class LocalASGIServer:
         self._thread.join(timeout=10)
         self._sock.close()
 
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         raise NotImplementedError
 

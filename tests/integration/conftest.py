@@ -25,9 +25,6 @@ def store(store_url: str) -> Iterator[SqlStore]:
 
 @pytest.fixture
 def server() -> Iterator[FakeLLMServer]:
-    srv = FakeLLMServer().start()
-    try:
+    with FakeLLMServer() as srv:
         yield srv
-    finally:
-        srv.stop()
 
