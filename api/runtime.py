@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Self
 
 from actors.agents import make_backend
 from actors.agents.personas import add_personas, valid_name
@@ -204,7 +205,7 @@ class Runtime:
             self.projector = None
         self.store.close()
 
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

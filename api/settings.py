@@ -96,7 +96,7 @@ class Settings:
 
     def engine_config(self) -> EngineConfig:
         """The part of the settings the engine needs."""
-        identity = {"node": self.node} if self.node else {}
+        identity: dict[str, Any] = {"node": self.node} if self.node else {}
         return EngineConfig(
             max_active_runs=self.max_active_runs,
             agent_slots=self.agent_slots,

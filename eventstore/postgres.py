@@ -46,8 +46,19 @@ from eventstore.store import (
 )
 from eventstore.writer import PendingAppend
 
-
 CHANNEL = "baton_events"
+
+
+def own_connection(database: sa.Engine, application_name: str) -> psycopg.Connection:
+    """A connection taken out of the pool for good, idle, in autocommit, named on the server."""
+    raw = database.raw_connection()
+    conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
+    raw.detach()  # ours for good: the pool forgets it
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    conn.autocommit = True
+    conn.execute(f"SET application_name = '{application_name}'")
+    return conn
 
 APPEND_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION baton_append(
@@ -145,13 +156,7 @@ class PostgresBackend:
 
     def connect(self) -> psycopg.Connection:
         """The writer's own connection, out of the pool, in autocommit."""
-        raw = self.database.raw_connection()
-        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
-        raw.detach()  # ours for good: the pool forgets it
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.rollback()
-        conn.autocommit = True
-        conn.execute("SET application_name = 'baton-writer'")
+        conn = own_connection(self.database, "baton-writer")
         # A session holding the order lock must not freeze every writer forever (as SQLite's lock_timeout_s).
         conn.execute(f"SET lock_timeout = '{int(self._lock_timeout_s * 1000)}ms'")
         return conn
@@ -231,6 +236,7 @@ class PostgresBackend:
             # A retry of an append that did commit is not a conflict: check ids first.
             actual = {id(pending): version for pending, version in conflicts}
             for pending in self._without_known_ids(conn, [p for p, _ in conflicts]):
+                assert pending.expected is not None  # only an append that expected a version conflicts
                 pending.error = ConcurrencyError(
                     pending.stream_id, pending.expected, actual[id(pending)]
                 )
@@ -275,7 +281,7 @@ class PostgresBackend:
     ) -> list[PendingAppend]:
         """Settle appends whose ids are already recorded (a retry, or a clash); return the rest."""
         all_ids = [event_id for pending in todo for event_id in pending.ids]
-        known = dict(conn.execute(_KNOWN_IDS, (all_ids,)).fetchall())
+        known: dict[str, str] = dict(conn.execute(_KNOWN_IDS, (all_ids,)).fetchall())
         rest = []
         for pending in todo:
             pending.reset()

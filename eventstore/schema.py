@@ -111,7 +111,7 @@ def set_up(database: sa.Engine, extra_ddl: Sequence[str] = ()) -> None:
         for statement in create_table_ddl(events):
             conn.execute(statement)
         triggers = _POSTGRES_TRIGGERS if dialect == "postgresql" else _SQLITE_TRIGGERS
-        for statement in [*triggers, *extra_ddl]:
+        for sql in [*triggers, *extra_ddl]:
             # exec_driver_sql: the bodies hold '%' and ':' that must reach the
             # database untouched by SQLAlchemy's parameter parsing.
-            conn.exec_driver_sql(statement.replace("%", "%%") if dialect == "postgresql" else statement)
+            conn.exec_driver_sql(sql.replace("%", "%%") if dialect == "postgresql" else sql)

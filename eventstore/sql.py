@@ -13,7 +13,7 @@ import threading
 import time
 import weakref
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import sqlalchemy as sa
 
@@ -117,10 +117,10 @@ class SqlEventStore:
         safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
         return f"<SqlEventStore {safe}>"
 
-    def __enter__(self) -> SqlEventStore:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- writing -----------------------------------------------------------
@@ -212,7 +212,7 @@ class SqlEventStore:
 
     def head(self) -> int:
         """The last committed global position (0 when the store is empty)."""
-        return self._query(_HEAD)[0][0]
+        return int(self._query(_HEAD)[0][0])
 
     def subscribe(self, after: int = 0, *, page_size: int = 500) -> Subscription:
         """Follow every event after ``after``: the backlog first, then live.
@@ -302,7 +302,7 @@ class SqlEventStore:
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            rows = self._backend.query(sql, params)
+            rows: list[tuple[Any, ...]] = self._backend.query(sql, params)
         except StoreUnavailableError as exc:
             if self._read_failure is None:
                 self._read_failure = Outage(time.time(), " ".join(str(exc).split()))

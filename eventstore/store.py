@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 import msgspec
 
-
 _ids = random.Random(os.urandom(16))
 os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(16)))
 

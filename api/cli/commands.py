@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from api.cli import progress
@@ -299,7 +300,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     ignored = f"; BATON_AGENT={settings.agent} is ignored for the demo" if settings.agent != "offline" else ""
     settings = settings.replace(agent="offline", model="", offline_delay_s=settings.offline_delay_s or 0.6)
     db = shlex.quote(safe_url(settings.db))
-    command = lambda rest: f"BATON_DB={db} {program()} {rest}"  # noqa: E731
+    command: Callable[[str], str] = lambda rest: f"BATON_DB={db} {program()} {rest}"  # noqa: E731
     say(console, f"baton demo: {DEMO_FLOW}, band {DEMO_BAND} (three reviews in parallel, a fold, a synthesis, "
                  f"then an approval gate) on {safe_url(settings.db)}")
     say(console, "demo: forcing the offline backend: deterministic, labelled text; no model is called" + ignored)

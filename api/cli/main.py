@@ -132,13 +132,13 @@ def positive_int(raw: str) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse with our one-line error (and exit 2) instead of the usage dump."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise CliError(EXIT_USAGE, f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``baton`` parser; global flags are accepted before or after the command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)  # a parent only: its arguments are copied, never parsed
     s = argparse.SUPPRESS
     common.add_argument("--db", metavar="URL", default=s, help="event store URL (BATON_DB)")
     common.add_argument("--flows", metavar="MOD,MOD", default=s, help="modules of extra flows (BATON_FLOWS)")
@@ -268,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(verbose)
         settings = settings_of(args)
         db = settings.db
-        return args.handler(args, settings)
+        status: int = args.handler(args, settings)
+        return status
     except CliError as exc:
         return fail(exc.code, printable_line(str(exc)))
     except FlowsModuleMissing as exc:

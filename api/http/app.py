@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from actors.runlog import server_lease
 from api import failures
 from api.http import admin, openapi, problems, routes, stream
 from api.http import sessions as login
@@ -39,9 +40,8 @@ from api.http.connections import (
     raise_open_files_limit,
 )
 from api.http.hub import DEFAULT_BUFFER, FrameHub
-from api.http.sessions import Sessions
-from actors.runlog import server_lease
 from api.http.listen import ListenError, listen, url_of
+from api.http.sessions import Sessions
 from api.runtime import Runtime
 from api.settings import Settings, SettingsError, from_env, os_user, require_model, require_safe_auth, safe_url
 from api.tokens import TokenBook, bootstrap
