@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from actors.runlog import schema_version_of
 from api.cli import progress
-from eventstore import CorruptEventError, EventStore, RecordedEvent
+from eventstore import CorruptEventError, EventStore, RecordedEvent, Seal
 from flows.codec import UnknownEventType, decode
 from flows.events import RunLaunched, run_id_of, stream_of
 from flows.state import RunState, evolve
@@ -27,8 +27,10 @@ class Replay:
     problems: list[str] = field(default_factory=list)
 
 
-def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = False) -> Replay:
-    """Re-fold every run (or one) from the log; with ``verify``, check the hash chains too.
+def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = False,
+               seal: Seal | None = None) -> Replay:
+    """Re-fold every run (or one) from the log; with ``verify``, check the hash chains and seals too
+    (``seal``: one kept outside the database, see ``eventstore.seal``).
 
     Nothing is written. A row that does not decode is a problem named by its
     position, and the reading goes on after it.
@@ -57,7 +59,7 @@ def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = F
         out.runs += 1
         out.summaries.append(progress.replay_line(run_id_of(stream_id) or "", state, len(records)))
     if verify:
-        out.problems += store.verify(stream_of(run_id) if run_id else None)
+        out.problems += store.verify(stream_of(run_id) if run_id else None, seal=seal)
     return out
 
 
