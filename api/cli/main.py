@@ -57,6 +57,7 @@ from api.cli.commands import (
 )
 from api.cli.context import CliError, Interrupted
 from api.cli.escape import printable_line
+from api.cli.db import add_db_commands
 from api.cli.seal import cmd_seal
 from api.cli.targets import RunIdError
 from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="RUN")
     p.add_argument("--seal", metavar="SEAL", help="with --verify: also check the log against a seal `baton seal` "
                    "printed (the line, or @FILE holding it): catches events cut from the end or rewritten before it")
+    add_db_commands(sub, common, _Parser)
     add("seal", cmd_seal, "seal the log up to now and print the seal to keep elsewhere (see replay --seal)")
     p = add("tokens", lambda a, s: EXIT_USAGE, "manage access tokens (DESIGN §13): create, list, revoke")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
