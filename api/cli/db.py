@@ -40,7 +40,8 @@ def cmd_db_init(args: argparse.Namespace, settings: Settings) -> int:
 def add_db_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser, parser_class: type) -> None:
     """``baton db init`` on the CLI's subcommands."""
     p = sub.add_parser("db", parents=[common], help="set up the database (PostgreSQL roles)")
-    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=parser_class, required=True)
+    actions: argparse._SubParsersAction[argparse.ArgumentParser] = p.add_subparsers(
+        dest="action", metavar="ACTION", parser_class=parser_class, required=True)
     init = actions.add_parser("init", parents=[common], help="create the owner role of the log and the app role "
                               "baton logs in as (SELECT and INSERT on the log only); run as a database administrator")
     init.set_defaults(handler=cmd_db_init)
