@@ -6,7 +6,10 @@ split with :mod:`shlex` and run without a shell; ``{prompt}``, ``{model}``,
 prompt can ever become two arguments or a shell command.
 
 Read-only is enforced where baton knows the tool: a ``qwen`` template must
-keep ``--approval-mode plan`` and may not say ``--yolo``/``-y``, and a
+keep ``--approval-mode plan`` and may not say ``--yolo``/``-y``; a template
+whose program is a shell, or a launcher such as ``env`` (through which any
+program, with any flag, could run), is refused, as is one handing an
+interpreter a placeholder as code (``python -c {prompt}``); and a
 substituted value that starts with ``-`` gets a leading space so it cannot be
 read as a flag. For any other CLI, making the template read-only (its plan,
 sandbox or dry-run mode) is the operator's responsibility.
@@ -66,6 +69,7 @@ class CliBackend:
                 f"BATON_CLI_COMMAND {command!r}: the executable must be fixed, "
                 "not a placeholder"
             )
+        _refuse_launchers(argv, command)
         _require_plan_mode(argv, command)
         self.command = command
         self.default_model = model
@@ -166,6 +170,49 @@ class CliBackend:
 
     def close(self) -> None:
         """Nothing to release: each call owns its process."""
+
+
+# Programs that run a command line (a shell), or another program named in their
+# arguments: through them a prompt could become a command, and the agent's own
+# flags (qwen's --yolo) escape the check below.
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "csh", "tcsh", "fish", "yash", "rbash",
+                     "busybox", "pwsh", "powershell", "cmd"})
+_LAUNCHERS = frozenset({"env", "xargs", "nohup", "nice", "ionice", "timeout", "stdbuf", "setsid", "sudo", "doas",
+                        "su", "runuser", "chroot", "time", "watch", "exec", "command", "eval", "flock", "script"})
+# Interpreters, and the options after which an argument is code to run.
+_INTERPRETERS = re.compile(r"^(python[0-9.]*|pypy[0-9.]*|perl[0-9.]*|ruby|node|nodejs|deno|bun|php|lua[0-9.]*|"
+                           r"Rscript|osascript|tclsh|awk|gawk|mawk|nawk)$")
+_CODE_OPTIONS = frozenset({"-c", "-e", "-E", "--eval", "-r", "--command", "-p", "--print"})
+
+
+def _refuse_launchers(argv: list[str], command: str) -> None:
+    """Refuse a template whose program is a shell or runs another program, or that hands an interpreter code.
+
+    ``sh -c {prompt}`` runs the model's prompt (and anything injected into it)
+    as a command line; ``env qwen --yolo`` hides qwen, and its flags, from
+    the plan-mode check. Name the agent's own program instead.
+    """
+    exe = os.path.basename(argv[0]).removesuffix(".exe")
+    if exe in _SHELLS:
+        raise BackendConfigError(
+            f"BATON_CLI_COMMAND {command!r} runs a shell ({exe}): a prompt could become a command line; "
+            f"name the agent's own program (e.g. {DEFAULT_COMMAND})")
+    if exe in _LAUNCHERS:
+        raise BackendConfigError(
+            f"BATON_CLI_COMMAND {command!r} runs the agent through {exe!r}, which runs whatever its arguments "
+            f"name and hides the agent's flags from baton's checks; name the agent's own program "
+            f"(e.g. {DEFAULT_COMMAND})")
+    if _INTERPRETERS.match(exe):
+        # The interpreter's own options come before its script; what follows is the script's. A
+        # bare word right after an option may be that option's value (-W ignore): keep looking.
+        for i in range(1, len(argv) - 1):
+            option, value = argv[i], argv[i + 1]
+            if not option.startswith("-") and not argv[i - 1].startswith("-"):
+                break
+            if option in _CODE_OPTIONS and _PLACEHOLDER.search(value):
+                raise BackendConfigError(
+                    f"BATON_CLI_COMMAND {command!r} hands {exe} a placeholder as code to run ({option} "
+                    f"{value}): a prompt would be executed; pass it as an argument or on stdin instead")
 
 
 def _require_plan_mode(argv: list[str], command: str) -> None:
