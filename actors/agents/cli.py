@@ -179,10 +179,18 @@ _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "csh", "
                      "busybox", "pwsh", "powershell", "cmd"})
 _LAUNCHERS = frozenset({"env", "xargs", "nohup", "nice", "ionice", "timeout", "stdbuf", "setsid", "sudo", "doas",
                         "su", "runuser", "chroot", "time", "watch", "exec", "command", "eval", "flock", "script"})
-# Interpreters, and the options after which an argument is code to run.
-_INTERPRETERS = re.compile(r"^(python[0-9.]*|pypy[0-9.]*|perl[0-9.]*|ruby|node|nodejs|deno|bun|php|lua[0-9.]*|"
-                           r"Rscript|osascript|tclsh|awk|gawk|mawk|nawk)$")
-_CODE_OPTIONS = frozenset({"-c", "-e", "-E", "--eval", "-r", "--command", "-p", "--print"})
+# Interpreters: the options whose value is code to run, and the other options that take a value
+# (so that the word after them is not mistaken for the script, after which options are the script's).
+_INTERPRETERS: tuple[tuple[re.Pattern[str], frozenset[str], frozenset[str]], ...] = (
+    (re.compile(r"^(python|pypy)[0-9.]*$"), frozenset({"-c"}), frozenset({"-W", "-X"})),
+    (re.compile(r"^perl[0-9.]*$"), frozenset({"-e", "-E"}), frozenset({"-I"})),
+    (re.compile(r"^ruby$"), frozenset({"-e"}), frozenset({"-I", "-r"})),
+    (re.compile(r"^(lua[0-9.]*|Rscript)$"), frozenset({"-e"}), frozenset({"-l"})),
+    (re.compile(r"^osascript$"), frozenset({"-e"}), frozenset({"-l"})),
+    (re.compile(r"^(node|nodejs|deno|bun)$"), frozenset({"-e", "-p", "--eval", "--print"}),
+     frozenset({"-r", "--require", "--import", "--loader"})),
+    (re.compile(r"^php[0-9.]*$"), frozenset({"-r"}), frozenset({"-d", "-c"})),
+)
 
 
 def _refuse_launchers(argv: list[str], command: str) -> None:
@@ -202,17 +210,28 @@ def _refuse_launchers(argv: list[str], command: str) -> None:
             f"BATON_CLI_COMMAND {command!r} runs the agent through {exe!r}, which runs whatever its arguments "
             f"name and hides the agent's flags from baton's checks; name the agent's own program "
             f"(e.g. {DEFAULT_COMMAND})")
-    if _INTERPRETERS.match(exe):
-        # The interpreter's own options come before its script; what follows is the script's. A
-        # bare word right after an option may be that option's value (-W ignore): keep looking.
-        for i in range(1, len(argv) - 1):
-            option, value = argv[i], argv[i + 1]
-            if not option.startswith("-") and not argv[i - 1].startswith("-"):
-                break
-            if option in _CODE_OPTIONS and _PLACEHOLDER.search(value):
+    for name, code_options, value_options in _INTERPRETERS:
+        if name.match(exe):
+            _refuse_code_placeholder(argv, command, exe, code_options, value_options)
+
+
+def _refuse_code_placeholder(argv: list[str], command: str, exe: str, code_options: frozenset[str],
+                             value_options: frozenset[str]) -> None:
+    i = 1
+    while i < len(argv) and argv[i].startswith("-"):  # the interpreter's options, up to its script
+        option = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        attached = next((o for o in code_options if option.startswith(o + "=" if o.startswith("--") else o)
+                         and option != o), None)
+        if attached is not None:  # -c'code', --eval=code
+            option, value = attached, option[len(attached):].removeprefix("=")
+        if option in code_options:
+            if _PLACEHOLDER.search(value):
                 raise BackendConfigError(
                     f"BATON_CLI_COMMAND {command!r} hands {exe} a placeholder as code to run ({option} "
                     f"{value}): a prompt would be executed; pass it as an argument or on stdin instead")
+            return  # the code given ends the interpreter's options
+        i += 2 if option in value_options else 1
 
 
 def _require_plan_mode(argv: list[str], command: str) -> None:

@@ -263,6 +263,8 @@ def test_on_delta_failure_leaves_no_process_behind(tmp_path):
     ("nohup qwen -y -p {prompt}", "through 'nohup'"),
     ("python3 -c {prompt}", "as code to run"),
     ("python3 -W ignore -c {prompt}", "as code to run"),
+    ("python3 -c{prompt}", "as code to run"),
+    ("node --eval={prompt}", "as code to run"),
     ("perl -e 'print q({prompt})'", "as code to run"),
 ])
 def test_shells_launchers_and_code_from_a_prompt_are_refused(command, why):
@@ -271,3 +273,9 @@ def test_shells_launchers_and_code_from_a_prompt_are_refused(command, why):
     assert why in str(caught.value)
     with pytest.raises(ValueError):
         make_backend("cli", cli_command=command)
+
+
+def test_a_script_after_the_interpreter_takes_its_own_options(tmp_path):
+    exe = script(tmp_path, ECHO_ARGV)
+    result = CliBackend(f"{PY} -u {exe} -c {{prompt}}").run(request(system=""), lambda _: None, CancelToken())
+    assert argv_of(result.output) == ["-c", "hello"]  # the script's -c: a value, never python's code
