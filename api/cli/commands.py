@@ -28,8 +28,8 @@ from api.cli.context import (
     whoami,
 )
 from api.cli.escape import printable, printable_line
-from api.cli.seal import seal_argument
 from api.cli.progress import ProgressView, load_run, make_console, say
+from api.cli.seal import seal_argument
 from api.cli.targets import Local, Remote, Target, resolve_in
 from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from api.runtime import Runtime, load_registry

@@ -7,6 +7,7 @@ its triggers; the app role baton logs in as may only SELECT and INSERT there.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -37,7 +38,7 @@ def cmd_db_init(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def add_db_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser, parser_class: type) -> None:
+def add_db_commands(sub: Any, common: argparse.ArgumentParser, parser_class: type) -> None:
     """``baton db init`` on the CLI's subcommands."""
     p = sub.add_parser("db", parents=[common], help="set up the database (PostgreSQL roles)")
     actions: argparse._SubParsersAction[argparse.ArgumentParser] = p.add_subparsers(

@@ -56,8 +56,8 @@ from api.cli.commands import (
     cmd_tokens_revoke,
 )
 from api.cli.context import CliError, Interrupted
-from api.cli.escape import printable_line
 from api.cli.db import add_db_commands
+from api.cli.escape import printable_line
 from api.cli.seal import cmd_seal
 from api.cli.targets import RunIdError
 from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
@@ -102,8 +102,8 @@ SERVE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--cors-origins", "cors_origins", lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip()),
      "ORIGIN,ORIGIN", "origins allowed to call the API from a browser (BATON_CORS_ORIGINS; default: none)"),
     ("--session-ttl-s", "session_ttl_s", float, "SECONDS", "how long a console login lasts (BATON_SESSION_TTL_S)"),
-    ("--seal-interval-s", "seal_interval_s", float, "SECONDS", "seal the log this often, and at shutdown; 0 = at "
-     "shutdown only (BATON_SEAL_INTERVAL_S)"),
+    ("--seal-interval-s", "seal_interval_s", float, "SECONDS",
+     "seal the log this often, and at shutdown; 0 = at shutdown only (BATON_SEAL_INTERVAL_S)"),
 )
 SETTING_FLAG = "setting__"
 
