@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from eventstore import EventStore, Seal, StoreError
+from eventstore.seal import LogDigest
 
 log = logging.getLogger("baton.seal")
 
@@ -30,12 +31,12 @@ class Sealer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # one seal at a time: the timer's and the last one
         self._sealed_head: int | None = None  # the head just after our last seal
+        self._digest: LogDigest | None = None  # the log read so far: each seal reads only what is new
         self._thread = threading.Thread(target=self._run, name="baton-sealer", daemon=True)
 
     def start(self) -> Sealer:
-        """Start the timer (nothing to start when the interval is 0)."""
-        if self._interval_s > 0:
-            self._thread.start()
+        """Start the thread: it reads the log so far (so the shutdown seal has little left to read), then ticks."""
+        self._thread.start()
         return self
 
     def seal_now(self) -> Seal | None:
@@ -44,7 +45,9 @@ class Sealer:
             head = self._store.head()
             if head == 0 or head == self._sealed_head:
                 return None
-            seal = self._store.seal()
+            if self._digest is None:
+                self._digest = self._store.digest_log()
+            seal = self._store.seal(self._digest)  # reads the rows after the digest, and moves it on
             self._sealed_head = self._store.head()
         self._on_seal(seal)
         return seal
@@ -61,6 +64,13 @@ class Sealer:
             return None
 
     def _run(self) -> None:
+        try:
+            with self._lock:
+                self._digest = self._store.digest_log(self._digest)
+        except StoreError as exc:  # the first seal reads the whole log instead
+            log.warning("could not read the log ahead of the first seal: %s", exc)
+        if self._interval_s <= 0:
+            return
         while not self._stopping.wait(self._interval_s):
             try:
                 self.seal_now()

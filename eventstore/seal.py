@@ -93,6 +93,7 @@ class LogDigest:
     def __init__(self, chain: Chain) -> None:
         self.events = 0
         self.last = 0  # the position of the last row fed
+        self.head = 0  # the head it was read up to (rows may be missing at the end: PostgreSQL's holes)
         self._digests = {FULL: chain.running_digest(FULL)}
         keyed = chain.running_digest(KEYED)
         if keyed is not None:
@@ -105,6 +106,11 @@ class LogDigest:
             digest.update(line)
         self.events += 1
         self.last = row[0]
+
+    def feed_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Add a page of rows (``DIGEST_COLUMNS`` order, sorted by position)."""
+        for row in rows:
+            self.feed(row)
 
     def value(self, scheme: int) -> str | None:
         """The digest so far under ``scheme`` ("2:..." or "3:..."); None without the key for 3."""

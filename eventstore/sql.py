@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
@@ -29,6 +29,7 @@ from eventstore.codec import (
 from eventstore.seal import (
     SEAL_STREAM,
     SEAL_TYPE,
+    LogDigest,
     Seal,
     SealCheck,
     check_recorded,
@@ -289,18 +290,28 @@ class SqlEventStore:
             return checker.finish()
         return checker.finish() + self._position_gaps() + self._check_seals(seal)
 
-    def seal(self) -> Seal:
+    def seal(self, digest: LogDigest | None = None) -> Seal:
         """Seal the log up to its head: digest every event up to it, append a LogSealed event, return the seal.
 
         Keep ``str(seal)`` outside the database; ``verify(seal=...)`` checks the
-        log against it. Raises as ``append`` does.
+        log against it. ``digest`` (from ``digest_log`` or an earlier call)
+        goes on from where it stopped, reading only the rows after it: a
+        server sealing every hour reads each row once, and a change to a row
+        it already read is not taken into the next seal (it fails it).
+        Raises as ``append`` does.
         """
-        head = self.head()
-        check = SealCheck(self._chain, ())
-        self._digest_rows(check, head)
-        sealed = Seal(head, check.digest.events, check.digest.value(self._chain.version) or "")
+        digest = self.digest_log(digest)
+        sealed = Seal(digest.head, digest.events, digest.value(self._chain.version) or "")
         self.append(SEAL_STREAM, [NewEvent(SEAL_TYPE, seal_data(sealed))])
         return sealed
+
+    def digest_log(self, digest: LogDigest | None = None) -> LogDigest:
+        """The running digest of the log up to its head (going on from ``digest`` when given)."""
+        digest = digest if digest is not None else LogDigest(self._chain)
+        head = self.head()
+        self._scan_positions(digest.feed_rows, digest.head, head)
+        digest.head = max(digest.head, head)
+        return digest
 
     def _check_seals(self, given: Seal | None) -> list[str]:
         problems: list[str] = []
@@ -312,14 +323,15 @@ class SqlEventStore:
         if not seals:
             return problems
         check = SealCheck(self._chain, seals)
-        self._digest_rows(check, max(seal.head for _, seal in seals))
+        self._scan_positions(check.feed, 0, max(seal.head for _, seal in seals))
         return check.finish() + problems
 
-    def _digest_rows(self, check: SealCheck, up_to: int) -> None:
-        after, page_size = 0, self._page_size
+    def _scan_positions(self, feed: Callable[[list[tuple[Any, ...]]], Any], after: int, up_to: int) -> None:
+        """Hand the rows after ``after`` up to ``up_to`` (DIGEST_COLUMNS), page by page, in position order."""
+        page_size = self._page_size
         while True:
             rows = self._query(self._sql[_DIGEST_ROWS], (after, up_to, page_size))
-            check.feed(rows)
+            feed(rows)
             if len(rows) < page_size:
                 return
             after = rows[-1][0]

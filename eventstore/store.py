@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from eventstore.seal import Seal
+from eventstore.seal import LogDigest, Seal
 
 _ids = random.Random(os.urandom(16))
 os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(16)))
@@ -184,8 +184,12 @@ class EventStore(Protocol):
         """Hash chains, and seals when the whole log is checked; [] when intact."""
         ...
 
-    def seal(self) -> Seal:
+    def seal(self, digest: LogDigest | None = None) -> Seal:
         """Seal the log up to its head (DESIGN §13); the seal to keep elsewhere."""
+        ...
+
+    def digest_log(self, digest: LogDigest | None = None) -> LogDigest:
+        """The running digest of the log up to its head, to seal from later without reading it again."""
         ...
 
     def close(self) -> None: ...

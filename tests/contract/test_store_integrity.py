@@ -207,3 +207,23 @@ class TestSeal:
     def test_a_malformed_seal_is_refused_saying_what_one_looks_like(self):
         with pytest.raises(ValueError, match="baton-seal:HEAD:EVENTS"):
             Seal.parse("baton-seal:12:zz")
+
+
+class TestIncrementalSeal:
+    def test_a_seal_that_goes_on_from_a_digest_equals_one_made_from_scratch(self, store):
+        store.append("acct-1", notes(1, 2))
+        digest = store.digest_log()
+        store.append("acct-2", notes(3))
+        first = store.seal(digest)  # reads only acct-2's event
+        store.append("acct-3", notes(4))
+        second = store.seal(digest)  # and now only the first seal's event and acct-3's
+        assert store.verify(seal=first) == [] and store.verify(seal=second) == []
+        assert (second.head, second.events) == (store.head() - 1, 5)
+
+    def test_a_row_changed_behind_a_digest_fails_the_next_seal_instead_of_being_laundered(self, store):
+        recorded = store.append("acct-1", notes(1, 2))
+        digest = store.digest_log()
+        tamper(store, f"UPDATE events SET data = '{{\"n\":1000}}' WHERE position = {recorded[0].position}")
+        tamper(store, *rechain(store, "acct-1"))
+        seal = store.seal(digest)
+        assert "does not match the seal given" in "\n".join(store.verify(seal=seal))
