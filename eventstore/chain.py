@@ -198,7 +198,8 @@ class ChainVerifier:
             elif scheme < KEYED and self._keyed_since is not None and position > self._keyed_since:
                 self.problems.append(
                     f"downgraded: {where} carries an unkeyed hash but was recorded after position "
-                    f"{self._keyed_since}, since when the log is keyed: it was rewritten without the key"
+                    f"{self._keyed_since}, since when the log is keyed: it was written without the key (a "
+                    f"forgery, or a baton process not given the chain key)"
                 )
             self._scheme = max(self._scheme, scheme)
             if chain_known:
