@@ -139,8 +139,9 @@ class Runtime:
         """
         self.settings = settings
         self.registry = load_registry(settings.flows, personas=settings.personas)
+        options = settings.store_options() if store is None else {}  # a bad key file: its own setting's error
         try:
-            self.store = store or open_store(settings.db)
+            self.store = store or open_store(settings.db, **options)
         except ValueError as exc:  # the URL is wrong, not the database
             raise SettingsError(f"BATON_DB / --db: {exc}") from None
         self.bus = FrameBus()

@@ -30,6 +30,7 @@ from api.cli.context import (
 )
 from api.cli.escape import printable, printable_line
 from api.cli.progress import ProgressView, load_run, make_console, say
+from api.cli.seal import seal_argument
 from api.cli.targets import Local, Remote, Target, resolve_in
 from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from api.runtime import Runtime, load_registry
@@ -257,13 +258,19 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Re-fold every run (or one) from the log; with --verify, check hash chains and consistency."""
+    seal = seal_argument(getattr(args, "seal", None))
+    if seal is not None and (args.run or not args.verify):
+        raise CliError(EXIT_USAGE, "--seal checks the whole log: use it with --verify, without --run")
     refuse_missing_store(settings)
     with running(settings) as rt:
         run_id = resolve_in(rt.store, args.run) if args.run else None
-        replay = replay_log(rt.store, run_id=run_id, verify=args.verify)
+        replay = replay_log(rt.store, run_id=run_id, verify=args.verify, seal=seal)
     for line in replay.summaries:
         print(line)
-    return report_verification(replay, verify=args.verify)
+    code = report_verification(replay, verify=args.verify)
+    if seal is not None:
+        print(f"the seal holds: the log up to position {seal.head} is as it was sealed ({count(seal.events, 'event')})")
+    return code
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
