@@ -14,7 +14,7 @@ import contextlib
 import json
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -27,16 +27,12 @@ from actors.agents.base import (
     CancelToken,
     DeltaCallback,
 )
-from actors.agents.chat_turn import ChatTurns
-from actors.agents.toolloop import (
-    LoopLimits,
-    LoopObserver,
-    Sampling,
-    ToolRunner,
-    loop_usage,
-    run_tool_loop,
-)
 from flows.redact import without_userinfo
+
+if TYPE_CHECKING:  # imported when first used: the tool loop's modules import the workspace layer,
+    # which reads the store (actors.runlog), which imports this package: a cycle at import time.
+    from actors.agents.chat_turn import ChatTurns
+    from actors.agents.toolloop import LoopLimits, LoopObserver, ToolRunner
 
 _BODY_PREVIEW = 300
 
@@ -175,6 +171,8 @@ class OpenAIBackend:
         :class:`~actors.agents.toolloop.ToolLimitExceeded` when the model
         keeps calling tools after it was told to answer.
         """
+        from actors.agents.toolloop import Sampling, loop_usage, run_tool_loop
+
         model = request.model or self.default_model
         if not model:
             raise AgentError(
@@ -190,6 +188,8 @@ class OpenAIBackend:
         return AgentResult(output=result.output, usage=loop_usage(result), model=result.model or model)
 
     def _chat_turns(self) -> ChatTurns:
+        from actors.agents.chat_turn import ChatTurns
+
         with self._turns_lock:
             if self._turns is None:
                 self._turns = ChatTurns(self.base_url, self._api_key, read_timeout_s=self.read_timeout_s,
