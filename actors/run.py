@@ -22,8 +22,8 @@ from actors import messages as m
 from actors.agents import CancelToken
 from actors.agents.sent import what_is_sent
 from actors.context import EngineContext
-from actors.evidence_check import check_evidence
 from actors.errors import RunBusy, RunOwnedElsewhere
+from actors.evidence_check import check_evidence
 from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
 from actors.tool_record import AttemptEnded
