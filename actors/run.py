@@ -216,7 +216,7 @@ class RunActor(pykka.ThreadingActor):
             # The one door from a backend's or an exception's words into the log: no secret passes it.
             redact = redactor(self.ctx.config.known_secrets)
             events = d.fail(self.state, msg.step_id, msg.attempt, redact(msg.error), now, duration_s=msg.duration_s,
-                            frames=redact.all(msg.frames))
+                            frames=redact.all(msg.frames), usage=msg.usage)
             events = anomaly.after_failure(self.state, events, limit, now)
         else:
             events = d.complete(self.state, msg.step_id, msg.attempt, msg.output, now, duration_s=msg.duration_s,

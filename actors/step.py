@@ -250,7 +250,8 @@ class StepActor:
         except Cancelled as exc:
             return StepResult(**base, cancelled=True, error=str(exc) or "cancelled", duration_s=time.monotonic() - t0)
         except AgentError as exc:
-            return StepResult(**base, failed=True, error=str(exc), duration_s=time.monotonic() - t0)
+            return StepResult(**base, failed=True, error=str(exc), usage=dict(exc.usage),
+                              duration_s=time.monotonic() - t0)
         except Exception as exc:  # a code step raising is that step failing, recorded as such
             error, frames = f"{type(exc).__name__}: {exc}", last_frames(exc)
             # Not exc_info: the traceback's text could carry a secret; the frames say where it broke.

@@ -261,11 +261,13 @@ def fail(
     duration_s: float = 0.0,
     lost: bool = False,
     frames: Iterable[str] = (),
+    usage: Mapping[str, Any] | None = None,
 ) -> list[Event]:
     """StepFailed for the current attempt, retrying with exponential backoff.
 
     A lost attempt (crash) is always retried and does not use up a retry.
-    ``frames`` are where a code step's exception came from ("file:line in func").
+    ``frames`` are where a code step's exception came from ("file:line in func");
+    ``usage`` what the model turns of a failed attempt cost (a tool loop that hit its limit).
     """
     if not _current(state, step_id, attempt):
         return []
@@ -282,6 +284,7 @@ def fail(
             duration_s=duration_s,
             lost=lost,
             frames=list(frames),
+            usage=dict(usage or {}),
             at=now,
         )
     ]

@@ -118,6 +118,7 @@ class StepFailed(Event, frozen=True):
     duration_s: float = 0.0
     lost: bool = False  # the attempt was lost in a crash; it does not use up a retry
     frames: list[str] = []  # a code step that raised: its traceback's last frames, "file:line in func"
+    usage: dict[str, Any] = {}  # tokens the attempt's model turns cost before it failed (a tool loop's limit)
 
 
 class StepCancelled(Event, frozen=True):

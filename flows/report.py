@@ -252,7 +252,7 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
             continue
         elif (row := attempts.get((getattr(ev, "step_id", ""), getattr(ev, "attempt", -1)))) and not row[2]:
             row[2], row[3] = pos, getattr(ev, "duration_s", 0.0)
-            if isinstance(ev, StepCompleted):
+            if isinstance(ev, (StepCompleted, StepFailed)):
                 row[5] = ev.usage
     totals = [0, 0, 0]
     for (sid, attempt), (started, pos, end, duration, calls, usage) in attempts.items():

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from actors.errors import ActorsError
@@ -56,7 +57,13 @@ class AgentResult:
 
 
 class AgentError(ActorsError):
-    """A backend could not produce an answer; the message says what to fix."""
+    """A backend could not produce an answer; the message says what to fix.
+
+    ``usage`` is what the call cost before it failed, when the backend knows
+    (a tool loop's turns up to its limit); ``{}`` otherwise.
+    """
+
+    usage: Mapping[str, Any] = MappingProxyType({})
 
 
 class Cancelled(AgentError):

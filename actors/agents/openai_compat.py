@@ -171,7 +171,7 @@ class OpenAIBackend:
         :class:`~actors.agents.toolloop.ToolLimitExceeded` when the model
         keeps calling tools after it was told to answer.
         """
-        from actors.agents.toolloop import Sampling, loop_usage, run_tool_loop
+        from actors.agents.toolloop import LoopResult, Sampling, TurnTally, loop_usage, run_tool_loop
 
         model = request.model or self.default_model
         if not model:
@@ -181,10 +181,15 @@ class OpenAIBackend:
             )
         sampling = Sampling(**{k: v for k, v in request.sampling.items()
                                if k in ("temperature", "max_tokens", "seed")})
-        result = run_tool_loop(system=request.system, prompt=request.prompt, model=model, tools=tools,
-                               turn=self._chat_turns(), on_delta=on_delta, cancel=cancel, limits=limits,
-                               sampling=sampling, observer=observer,
-                               call_id_prefix=f"{request.step_id}-a{request.attempt}")
+        turns = TurnTally(observer)
+        try:
+            result = run_tool_loop(system=request.system, prompt=request.prompt, model=model, tools=tools,
+                                   turn=self._chat_turns(), on_delta=on_delta, cancel=cancel, limits=limits,
+                                   sampling=sampling, observer=turns,
+                                   call_id_prefix=f"{request.step_id}-a{request.attempt}")
+        except AgentError as exc:
+            exc.usage = loop_usage(LoopResult(output="", turns=turns.turns))  # what the turns so far cost
+            raise
         return AgentResult(output=result.output, usage=loop_usage(result), model=result.model or model)
 
     def _chat_turns(self) -> ChatTurns:

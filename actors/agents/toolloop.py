@@ -349,6 +349,36 @@ class ToolBackend(Protocol):
         ...
 
 
+class TurnTally(LoopObserver):
+    """Forwards everything to ``inner`` and keeps each turn's record (the usage of a loop that fails)."""
+
+    def __init__(self, inner: LoopObserver) -> None:
+        """Observe for ``inner``."""
+        self.inner = inner
+        self.turns: list[TurnRecord] = []
+
+    def tool_called(self, call: CallRecord) -> None:
+        """Forwarded."""
+        self.inner.tool_called(call)
+
+    def tool_result(self, call: CallRecord, result: ToolResult) -> None:
+        """Forwarded."""
+        self.inner.tool_result(call, result)
+
+    def turn_finished(self, turn: TurnRecord) -> None:
+        """Kept, then forwarded."""
+        self.turns.append(turn)
+        self.inner.turn_finished(turn)
+
+    def message_delivered(self, message: PersonMessage, turn: int) -> None:
+        """Forwarded."""
+        self.inner.message_delivered(message, turn)
+
+    def before_turn(self, turn: int) -> None:
+        """Forwarded."""
+        self.inner.before_turn(turn)
+
+
 def loop_usage(result: LoopResult) -> dict[str, Any]:
     """What a step records as its usage after a tool loop: totals, then the loop's facts and each turn's usage."""
     return {**result.usage, "turns": [{"turn": t.turn, "tool_calls": t.tool_calls, "finish_reason": t.finish_reason,

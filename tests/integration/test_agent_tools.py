@@ -261,3 +261,14 @@ def test_ollama_style_calls_whole_in_one_chunk_are_all_answered(llm, setup, shap
     sent = llm.requests_for("m-ollama")
     answered = [m["tool_call_id"] for m in sent[-1]["messages"] if m["role"] == "tool"]
     assert answered == [c["call_id"] for c in calls]
+
+
+def test_the_tokens_of_an_attempt_that_hit_its_limit_are_recorded_with_its_failure(llm, setup):
+    engine, store, spy, _ = setup
+    llm.script("m-cost", [ToolTurn([LOG]), ToolTurn([LOG])])
+    run_id = launch(engine, spy, "explore-short", "m-cost")
+    state = engine.wait(run_id)
+    usage = of(store, run_id, "StepFailed")[0]["usage"]
+    assert usage["prompt_tokens"] == 100 + 200 and [t["turn"] for t in usage["turns"]] == [1, 2]
+    row = next(line for line in state.report.splitlines() if line.startswith("| explore |"))
+    assert "| 1 | 300 + 23 |" in row
