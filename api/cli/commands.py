@@ -203,7 +203,7 @@ def cmd_projects_list(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print("no projects; register one with: baton projects add NAME PATH")
         return EXIT_OK
-    width = max((len(r["project_id"]) for r in rows), default=7)
+    width = max([len("PROJECT"), *(len(r["project_id"]) for r in rows)])
     print(f"{'PROJECT':<{width}}  {'REGISTERED':<19}  {'BY':<12}  ROOT")
     for row in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["registered_at"]))
