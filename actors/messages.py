@@ -7,7 +7,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.events import RunLaunched
+from flows.events import Event, RunLaunched
 
 # -- to the Orchestrator ------------------------------------------------------
 
@@ -159,6 +159,20 @@ class StepResult:
     model: str = ""
     duration_s: float = 0.0
     frames: tuple[str, ...] = ()  # a failing code step: the traceback's last frames, "file:line in func"
+
+
+@dataclass(frozen=True)
+class StepEvents:
+    """Events a running attempt asks to be appended now (its tool calls and results, DESIGN §11).
+
+    ``reply`` gets the position of the last one once appended, or the error
+    that ended the attempt (the step's loop stops then).
+    """
+
+    step_id: str
+    attempt: int
+    events: tuple[Event, ...]
+    reply: Future[int]
 
 
 @dataclass(frozen=True)
