@@ -247,7 +247,7 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
         if runtime.engine is not None:  # the engine's last events first, then the shutdown seal
             runtime.engine.stop()
             runtime.engine = None
-        sealer.stop()
+        sealer.stop(seal=server is not None)  # a start that failed before serving leaves no seal behind
         runtime.stop()
         if server is not None:
             server.stopped.set()
