@@ -241,6 +241,21 @@ def test_history_filters_newest_first_and_pages(page, server):
     page.get_by_label("Status").select_option("paused")
     expect(rows).to_have_count(2)
 
+    # the search asks the API (?q=): it finds the run on the page not loaded yet
+    page.get_by_label("Search").fill("PAGING 0")
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-run-id") == ids[0]
+    expect(page.locator(".summary")).to_have_text("1 run matching “PAGING 0”")
+    assert any("/api/runs?" in u and "q=PAGING+0" in u for u in page.requests), "the text filter is the API's"
+    assert "q=PAGING" in page.url
+    # the project picker filters by the API too: another project has none of them
+    expect(page.locator("select#f-project")).to_be_visible()
+    page.get_by_label("Search").fill("")
+    expect(rows).to_have_count(2)
+    page.get_by_label("Project").select_option("")
+    expect(page.locator(".summary")).to_contain_text("runs")
+    assert "project=" not in page.url
+
 
 def test_plan_shows_each_waiting_run_and_its_reason(page, server):
     run_id = launch_api(server, "api-gate", question="Plan me")
