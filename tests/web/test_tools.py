@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 from tests.api.server import ApiServer
 from tests.integration.scripted_llm import Call, ScriptedLLM, StallTurn, TextTurn, ToolTurn, usage_of
 from tests.projects import register
-from tests.web.support import launch_api, paused, run_of, shoot, wait_frame
+from tests.web.support import assert_accessible, launch_api, paused, run_of, shoot, wait_frame
 
 RUN_URL = re.compile(r"#/runs/([0-9A-Z]{26})$")
 MODEL = "scripted"
@@ -110,6 +110,7 @@ def test_a_reopened_run_shows_its_calls_results_and_tokens(page, server, llm):
     expect(tools.nth(0).locator(".tool-result")).to_contain_text("# A test project")
     expect(detail.locator("pre.output")).to_contain_text("It is a test project.")
     shoot(page, "run-tools-reopened")
+    assert_accessible(page, "a run with tool calls")  # the Result toggles and Prompt are Tab stops too
 
     page.locator(".roster button.step[data-step-id=gate]").click()  # picked by hand: the pane no longer follows
     page.get_by_role("button", name="Approve").click()
