@@ -22,6 +22,7 @@ from actors import messages as m
 from actors.agents import CancelToken
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
+from actors.run_tasks import TaskRunMixin
 from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
 from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
@@ -35,9 +36,10 @@ from flows.events import (
     StepCancelled,
     StepFailed,
     StepStarted,
+    TaskStarted,
     stream_of,
 )
-from flows.kinds import kind_rules
+from flows.kinds import StepKind, kind_rules
 from flows.redact import redactor
 from flows.state import RunState, evolve
 from flows.status import RunStatus, StepStatus
@@ -46,7 +48,7 @@ from flows.text import UnstorableText
 log = logging.getLogger(__name__)
 
 
-class RunActor(pykka.ThreadingActor):
+class RunActor(TaskRunMixin, pykka.ThreadingActor):
     """Drives one run from its stream."""
 
     # A daemon thread: an actor blocked in a call that cannot be interrupted must not keep
@@ -75,6 +77,7 @@ class RunActor(pykka.ThreadingActor):
         self.stopped = False
         self.stop_error: BaseException | None = None  # why it stopped before it could load its run
         self.recovered = False
+        self.task_inboxes = {}  # a task run's running attempts: where a person's message goes
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -201,6 +204,9 @@ class RunActor(pykka.ThreadingActor):
         attempt = self.attempts.get(msg.step_id)
         if attempt is None or attempt.attempt != msg.attempt:
             return  # a late answer from an attempt that already ended (timeout, cancel)
+        if attempt.kind == StepKind.TASK:  # a task's attempt recorded its own end as it went
+            self._task_result(msg)
+            return
         self._end_attempt(msg.step_id)
         now = self.ctx.clock.now()
         if msg.cancelled:
@@ -343,6 +349,10 @@ class RunActor(pykka.ThreadingActor):
                 self._start_attempt(event)
             elif isinstance(event, StepCancelled):
                 self._end_attempt(event.step_id, cancel=True)
+            elif isinstance(event, TaskStarted):
+                self._start_task(event)
+        if self.state.tasks is not None:
+            self._publish_tasks(batch)
         return recorded
 
     def _start_attempt(self, event: StepStarted) -> None:
@@ -446,10 +456,12 @@ class RunActor(pykka.ThreadingActor):
         m.StallCheck: _on_stall_check,
         m.Wake: _on_wake,
         m.Flush: _on_flush,
+        m.TaskEvents: TaskRunMixin._on_task_events,
+        m.TaskCommand: TaskRunMixin._on_task_command,
     }
 
 
-_FROM_ORCHESTRATOR = (m.Launch, m.Begin, m.Recover, m.Resume, m.Cancel, m.SlotsGranted)
+_FROM_ORCHESTRATOR = (m.Launch, m.Begin, m.Recover, m.Resume, m.Cancel, m.SlotsGranted, m.TaskCommand)
 
 
 def _with_position(state: RunState, position: int) -> RunState:

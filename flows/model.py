@@ -65,6 +65,8 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     on_anomaly: str = ""
     fn: str = ""
     four_eyes: bool = False  # an approval the run's launcher may not decide (flows.auth.check_four_eyes)
+    checks: tuple[tuple[str, ...], ...] = ()  # a task's checks, each an argv (DESIGN §12)
+    source: str = ""  # a task's file, for messages that name it
 
 
 class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

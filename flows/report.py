@@ -25,6 +25,7 @@ from flows.kinds import kind_rules
 from flows.model import StepSpec
 from flows.state import RunState
 from flows.status import RunStatus, StepStatus, decided, rejects_run, succeeded
+from flows.tasks import report as task_report
 
 # Evidence is cited as E1..E99 ("see E3"); a lint code such as E501 is not evidence.
 EVIDENCE = re.compile(r"\bE\d{1,2}\b")
@@ -135,6 +136,8 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
     deferred: list[str] = []
     not_run: list[str] = []
     for spec in snap.steps:
+        if state.tasks is not None:
+            break  # a task run's steps are its tasks: their section follows (flows.tasks.report)
         st = state.steps[spec.id]
         title = spec.label or spec.id
         if kind_rules(spec.kind).pauses_for_person and decided(st.status):
@@ -170,8 +173,12 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
                 *deferred]
     if not_run:
         out += ["## Steps that did not complete", "", *not_run, ""]
+    if state.tasks is not None:
+        out += task_report.tasks_section(state.tasks, history)
     out += provenance(state, history)
     out += after_action_review(state, history, wall)
+    if state.tasks is not None:
+        out += task_report.task_review(state.tasks, history)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -70,6 +70,7 @@ class OpenAIBackend:
         self.where = without_userinfo(self.base_url)
         self.default_model = model
         self.read_timeout_s = read_timeout_s
+        self.api_key = api_key  # task runs' tool loops reach the same server (actors.task_attempt.task_env)
         headers = {"Accept": "text/event-stream, application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
