@@ -10,6 +10,7 @@ holds no thread: the actor tells the orchestrator it is idle and is stopped.
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -19,10 +20,11 @@ import pykka
 from msgspec.structs import replace
 
 from actors import messages as m
+from actors import run_tasks
 from actors.agents import CancelToken
+from actors.agents.toolloop import PersonMessage
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
-from actors.run_tasks import TaskRunMixin
 from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
 from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
@@ -48,7 +50,7 @@ from flows.text import UnstorableText
 log = logging.getLogger(__name__)
 
 
-class RunActor(TaskRunMixin, pykka.ThreadingActor):
+class RunActor(pykka.ThreadingActor):
     """Drives one run from its stream."""
 
     # A daemon thread: an actor blocked in a call that cannot be interrupted must not keep
@@ -77,7 +79,8 @@ class RunActor(TaskRunMixin, pykka.ThreadingActor):
         self.stopped = False
         self.stop_error: BaseException | None = None  # why it stopped before it could load its run
         self.recovered = False
-        self.task_inboxes = {}  # a task run's running attempts: where a person's message goes
+        # a task run's running attempts: where a person's message goes (actors.run_tasks)
+        self.task_inboxes: dict[str, queue.SimpleQueue[PersonMessage]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -205,7 +208,7 @@ class RunActor(TaskRunMixin, pykka.ThreadingActor):
         if attempt is None or attempt.attempt != msg.attempt:
             return  # a late answer from an attempt that already ended (timeout, cancel)
         if attempt.kind == StepKind.TASK:  # a task's attempt recorded its own end as it went
-            self._task_result(msg)
+            run_tasks.task_result(self, msg)
             return
         self._end_attempt(msg.step_id)
         now = self.ctx.clock.now()
@@ -306,7 +309,8 @@ class RunActor(TaskRunMixin, pykka.ThreadingActor):
             self.requested.update(ready)
             self._tell_orchestrator(m.RequestSlots(self.run_id, tuple(ready)))
         self._arm_wake(decision.wake_at)
-        if decision.finished and not self.state.terminal:
+        if decision.finished and not self.state.terminal and not (self.state.tasks is not None and self.attempts):
+            # (a task run ends once its attempts' threads have: an aborted one is still cleaning up)
             event = d.finish(self.state, self.history, self.ctx.clock.now())
             self._stage([event])
             if self._commit() is not None:
@@ -350,9 +354,9 @@ class RunActor(TaskRunMixin, pykka.ThreadingActor):
             elif isinstance(event, StepCancelled):
                 self._end_attempt(event.step_id, cancel=True)
             elif isinstance(event, TaskStarted):
-                self._start_task(event)
+                run_tasks.start_task(self, event)
         if self.state.tasks is not None:
-            self._publish_tasks(batch)
+            run_tasks.publish(self, batch)
         return recorded
 
     def _start_attempt(self, event: StepStarted) -> None:
@@ -456,8 +460,8 @@ class RunActor(TaskRunMixin, pykka.ThreadingActor):
         m.StallCheck: _on_stall_check,
         m.Wake: _on_wake,
         m.Flush: _on_flush,
-        m.TaskEvents: TaskRunMixin._on_task_events,
-        m.TaskCommand: TaskRunMixin._on_task_command,
+        m.TaskEvents: run_tasks.on_task_events,
+        m.TaskCommand: run_tasks.on_task_command,
     }
 
 

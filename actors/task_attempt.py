@@ -29,7 +29,14 @@ from typing import Any
 from actors.agents import Cancelled, CancelToken, persona_text
 from actors.agents.chat_turn import ChatTurns
 from actors.agents.safe_exit import SafeExit, SafeExitObserver
-from actors.agents.toolloop import CallRecord, LoopLimits, LoopObserver, PersonMessage, TurnFn, run_tool_loop
+from actors.agents.toolloop import (
+    CallRecord,
+    LoopLimits,
+    LoopObserver,
+    PersonMessage,
+    TurnFn,
+    run_tool_loop,
+)
 from actors.workspace.commands import run_command
 from actors.workspace.errors import CommitRefused
 from actors.workspace.results import ToolResult
@@ -78,7 +85,7 @@ class TaskEnv:
     """One model turn against the run's server; None: the offline no-op implementor."""
     run_timeout_s: float = 300.0
     """``BATON_RUN_TIMEOUT_S``: the ``run`` tool and each check."""
-    limits: LoopLimits = LoopLimits()
+    limits: LoopLimits = dataclasses.field(default_factory=LoopLimits)
     git_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -96,11 +103,20 @@ def machinery(repo: str, run_id: str, env: TaskEnv) -> RunWorktrees:
         return found
 
 
+_CREATING: dict[str, threading.Lock] = {}
+
+
+def _integration_lock(run_id: str) -> threading.Lock:
+    with _MACHINERY_LOCK:
+        return _CREATING.setdefault(run_id, threading.Lock())
+
+
 def forget_machinery(run_id: str) -> None:
     """Drop the run's machinery (the run ended)."""
     with _MACHINERY_LOCK:
         for key in [k for k in _MACHINERY if k[1] == run_id]:
             del _MACHINERY[key]
+        _CREATING.pop(run_id, None)
 
 
 @dataclasses.dataclass
@@ -143,8 +159,10 @@ class TaskAttempt:
     def _phases(self, git: RunWorktrees, token: CancelToken) -> str:
         tid, attempt = self.task_id, self.attempt
         if not self.integration_created:
-            made = git.create_integration(str(self.inputs.get(BASE_INPUT) or "HEAD"))
-            self.append([IntegrationCreated(branch=made.branch, path=str(made.path), base=made.base)])
+            with _integration_lock(self.run_id):  # the run's first tasks start together: one makes it
+                made = git.create_integration(str(self.inputs.get(BASE_INPUT) or "HEAD"))
+                # Recorded once: the RunActor drops a second one (made before a crash, or by the other task).
+                self.append([IntegrationCreated(branch=made.branch, path=str(made.path), base=made.base)])
         tree = git.add_task(tid)
         self.append([TaskWorktreeCreated(step_id=tid, attempt=attempt, path=str(tree.path), branch=tree.branch,
                                          base=tree.base, reused=tree.reused)])
@@ -164,6 +182,7 @@ class TaskAttempt:
                 if checks_failed >= self.max_rounds:
                     self.append([TaskFailed(step_id=tid, attempt=attempt,
                                             error=f"checks failed {checks_failed} times: {failing.splitlines()[0]}")])
+                    self._abandon(git)
                     return "failed: checks"
                 context = "A check failed; fix the cause (never the check):\n\n" + failing
                 continue
@@ -278,7 +297,7 @@ class TaskAttempt:
             done = git.remove_task(self.task_id, delete_branch=False, salvage=True)
             self.append([TaskCleanedUp(step_id=self.task_id, worktree_removed=done.worktree_removed,
                                        branch_deleted=False, branch_head=done.branch_head, salvaged=done.salvaged)])
-        except Exception:  # the run ended or git failed: reconciliation finishes the cleanup
+        except Exception:  # noqa: BLE001  (the run ended, or git failed: reconciliation finishes the cleanup)
             return
 
 

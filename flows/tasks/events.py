@@ -21,33 +21,33 @@ from __future__ import annotations
 from enum import Enum
 
 from flows.events import (
-    Event,
-    Phase,
     Answer,
+    Event,
+    GitCompensated,
+    IntegrationCreated,
+    LandingRefused,
     NotifyLevel,
-    TaskEvent,
-    TasksPlanned,
-    TaskStarted,
-    TaskPhaseChanged,
-    TaskWorktreeCreated,
-    TaskCommitted,
+    Phase,
+    RunLanded,
+    TaskAborted,
+    TaskAnswered,
+    TaskBlocked,
     TaskChecked,
-    TaskReviewed,
-    TaskMerged,
+    TaskCleanedUp,
+    TaskCommitted,
+    TaskDone,
+    TaskEvent,
+    TaskFailed,
     TaskMergeConflicted,
-    TaskRebased,
+    TaskMerged,
     TaskMessaged,
     TaskNotified,
-    TaskBlocked,
-    TaskAnswered,
-    TaskFailed,
-    TaskDone,
-    TaskAborted,
-    TaskCleanedUp,
-    IntegrationCreated,
-    GitCompensated,
-    RunLanded,
-    LandingRefused,
+    TaskPhaseChanged,
+    TaskRebased,
+    TaskReviewed,
+    TasksPlanned,
+    TaskStarted,
+    TaskWorktreeCreated,
 )
 
 
@@ -93,4 +93,4 @@ TASK_EVENTS: tuple[type[Event], ...] = (
 )
 """Every task event (all in ``flows.events.RunEvent``; a test checks that they round-trip)."""
 
-__all__ = ['Answer', 'Event', 'GitCompensated', 'IntegrationCreated', 'LandingRefused', 'NotifyLevel', 'Phase', 'RunLanded', 'TASK_EVENTS', 'TaskAborted', 'TaskAnswered', 'TaskBlocked', 'TaskChecked', 'TaskCleanedUp', 'TaskCommitted', 'TaskDone', 'TaskEvent', 'TaskFailed', 'TaskMergeConflicted', 'TaskMerged', 'TaskMessaged', 'TaskNotified', 'TaskPhaseChanged', 'TaskRebased', 'TaskReviewed', 'TaskStarted', 'TaskStatus', 'TaskWorktreeCreated', 'TasksPlanned', 'WaitReason']
+__all__ = ['TASK_EVENTS', 'Answer', 'Event', 'GitCompensated', 'IntegrationCreated', 'LandingRefused', 'NotifyLevel', 'Phase', 'RunLanded', 'TaskAborted', 'TaskAnswered', 'TaskBlocked', 'TaskChecked', 'TaskCleanedUp', 'TaskCommitted', 'TaskDone', 'TaskEvent', 'TaskFailed', 'TaskMergeConflicted', 'TaskMerged', 'TaskMessaged', 'TaskNotified', 'TaskPhaseChanged', 'TaskRebased', 'TaskReviewed', 'TaskStarted', 'TaskStatus', 'TaskWorktreeCreated', 'TasksPlanned', 'WaitReason']

@@ -7,7 +7,6 @@ tasks of one run can share a model and run in parallel.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,13 @@ from flows.events import (
 from flows.tasks import load_task_graph
 from flows.tasks.events import TaskStatus
 from flows.tasks.launch import task_run_launched
-from tests.integration.scripted_llm import Call, ScriptedLLM, TextTurn, ToolTurn
+from tests.integration.scripted_llm import (
+    Call,
+    ScriptedLLM,
+    StallTurn,
+    TextTurn,
+    ToolTurn,
+)
 from tests.integration.task_repo import TaskRepo, make_task_repo
 
 MODEL = "coder"
@@ -125,3 +130,120 @@ def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration
     started_at = {e.step_id: n for n, e in enumerate(events) if type(e).__name__ == "TaskStarted"}
     assert started_at["b"] > done_at["a"] and started_at["c"] > done_at["a"]
     assert started_at["d"] > max(done_at["b"], done_at["c"])
+
+
+def test_a_merge_conflict_is_listed_handed_back_with_markers_and_merged_after_the_fix(tmp_path, repo, llm):
+    files = {"tasks/x.md": task_file("x"), "tasks/y.md": task_file("y")}
+    for tid in "xy":
+        llm.route(MODEL, (f"task `{tid}`", "conflicted in"), writes(tid, "shared.txt", "x and y\n"))
+        llm.route(MODEL, f"implementing task `{tid}`", writes(tid, "shared.txt", f"only {tid}\n"))
+        llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, files)
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "completed", state.reason
+    [conflict] = [e for e in events if isinstance(e, TaskMergeConflicted)]
+    [rebased] = [e for e in events if isinstance(e, TaskRebased)]
+    assert conflict.files == ["shared.txt"] and rebased.conflicts == ["shared.txt"]
+    assert rebased.step_id == conflict.step_id
+    # Never resolved by taking one side: the implementor's resolution is what was merged, once per task.
+    integrate = f"baton/{run_id}/integrate"
+    assert repo.git("show", f"{integrate}:shared.txt") == "x and y\n"
+    assert sorted(e.step_id for e in events if isinstance(e, TaskMerged)) == ["x", "y"]
+    assert repo.branches() == [integrate, "main"]
+    assert "conflicted on merge in shared.txt" in state.report and "### Action Items" in state.report
+
+
+def test_a_blocked_task_waits_for_a_person_while_the_others_go_on_and_retry_continues_its_worktree(
+        tmp_path, repo, llm):
+    files = {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b")}
+    llm.route(MODEL, ("task `a`", "use the sandbox key"), writes("a", "a.txt", "a\n"))
+    llm.route(MODEL, "implementing task `a`", [
+        ToolTurn([Call("write_file", {"path": "draft.txt", "content": "half\n"}),
+                  Call("blocked", {"reason": "which API key may I use?"})])])
+    llm.route(MODEL, "implementing task `b`", writes("b", "b.txt", "b\n"))
+    for tid in "ab":
+        llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, files)
+        waiting = engine.wait(run_id, lambda s: s.status == "paused", timeout=60)
+        assert waiting.tasks is not None
+        a, b = waiting.tasks.tasks["a"], waiting.tasks.tasks["b"]
+        assert (a.status, a.reason) == (TaskStatus.BLOCKED, "which API key may I use?")
+        assert b.status is TaskStatus.DONE  # the coordinator moved on meanwhile
+        assert waiting.steps["a"].status == "paused"
+        with pytest.raises(Exception, match="no question to answer"):
+            engine.task_command(run_id, "b", "retry", by="tester")
+        engine.task_command(run_id, "a", "retry", text="use the sandbox key", by="tester")
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "completed", state.tasks
+    [blocked] = [e for e in events if isinstance(e, TaskBlocked)]
+    assert (blocked.step_id, blocked.source) == ("a", "agent")
+    created = [e for e in events if type(e).__name__ == "TaskWorktreeCreated" and e.step_id == "a"]
+    assert [e.reused for e in created] == [False, True]  # the retry continued the kept worktree
+    tree = repo.git("ls-tree", "--name-only", f"baton/{run_id}/integrate").split()
+    assert {"a.txt", "b.txt", "draft.txt"} <= set(tree)  # the blocked attempt's draft was not lost
+
+
+def test_a_check_that_keeps_failing_fails_the_task_aborts_its_dependents_and_keeps_its_branch(tmp_path, repo, llm):
+    files = {"tasks/a.md": task_file("a", checks='["ls missing.txt"]'), "tasks/b.md": task_file("b", "[a]")}
+    llm.route(MODEL, "implementing task `a`", writes("a", "a.txt", "a\n"))
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, files, max_rounds=2)
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "failed"
+    assert state.tasks is not None
+    assert state.tasks.tasks["a"].status is TaskStatus.FAILED and "checks failed 2 times" in state.tasks.tasks["a"].reason
+    assert state.tasks.tasks["b"].status is TaskStatus.ABORTED and state.steps["b"].skip_reason == "upstream_failed"
+    checks = [e for e in events if isinstance(e, TaskChecked)]
+    assert len(checks) == 2 and not any(c.ok for c in checks) and "missing.txt" in checks[0].output
+    # The second round was told why: the check's output went back to the implementor.
+    second = [r for r in llm.requests_for(MODEL) if "A check failed" in r["messages"][1]["content"]]
+    assert second and "ls missing.txt" in second[0]["messages"][1]["content"]
+    assert f"baton/{run_id}/a" in repo.branches()  # its work is kept on its branch, the worktree is gone
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    assert "## Tasks" in state.report and "0 passed, 2 failed" in state.report
+
+
+def test_a_message_reaches_the_next_turn_and_an_abort_stops_one_task_and_cleans_up(tmp_path, repo, llm):
+    files = {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b")}
+    llm.route(MODEL, "implementing task `a`", [ToolTurn([Call("run", {"argv": ["sleep", "2"]})]),
+                                               ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"})]),
+                                               StallTurn()])
+    llm.route(MODEL, "implementing task `b`", writes("b", "b.txt", "b\n"))
+    llm.route(MODEL, "Review task `b`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, files, allow=(("sleep",),))
+        engine.wait(run_id, lambda s: s.tasks is not None and s.tasks.tasks["a"].phase is not None
+                    and s.tasks.tasks["a"].phase.value == "coder", timeout=30)
+        engine.task_command(run_id, "a", "message", text="also add a README line", by="tester")
+        llm.disconnected.clear()
+        engine.wait(run_id, lambda s: any("also add a README line" in str(r.get("messages"))
+                                          for r in llm.requests_for(MODEL)), timeout=30)
+        engine.task_command(run_id, "a", "abort", text="wrong approach", by="tester")
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    [messaged] = [e for e in events if isinstance(e, TaskMessaged)]
+    assert (messaged.step_id, messaged.by) == ("a", "tester")
+    assert state.tasks is not None and state.tasks.tasks["a"].status is TaskStatus.ABORTED
+    assert state.tasks.tasks["b"].status is TaskStatus.DONE
+    [cleaned] = [e for e in events if isinstance(e, TaskCleanedUp) and e.step_id == "a"]
+    assert cleaned.worktree_removed and not cleaned.branch_deleted and cleaned.salvaged  # a.txt was salvaged
+    assert repo.git("show", f"baton/{run_id}/a:a.txt") == "a\n"
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    assert state.status == "failed" and "aborted by tester: wrong approach" in state.report
