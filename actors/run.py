@@ -154,6 +154,8 @@ class RunActor(pykka.ThreadingActor):
     def _on_recover(self, msg: m.Recover, flush: bool = True) -> None:
         if not self.recovered:
             self.recovered = True
+            if self.state.tasks is not None:  # git against the log first, while the log's tasks still run
+                run_tasks.reconcile_at_recovery(self)
             self._stage(d.recover(self.state, self.ctx.clock.now(), node=msg.node))
         if flush:
             self._flush()
@@ -357,6 +359,7 @@ class RunActor(pykka.ThreadingActor):
                 run_tasks.start_task(self, event)
         if self.state.tasks is not None:
             run_tasks.publish(self, batch)
+            run_tasks.resume_merged(self)
         return recorded
 
     def _start_attempt(self, event: StepStarted) -> None:

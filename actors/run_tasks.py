@@ -21,11 +21,13 @@ from actors.agents.toolloop import PersonMessage
 from actors.errors import ActorsError
 from actors.step import Answer, Attempt, Call, StepActor
 from actors.task_attempt import TaskAttempt, TaskEnv, check_inputs
+from actors.task_runs import reconciliation
 from flows.errors import BatonError
 from flows.events import Answer as TaskAnswer
 from flows.events import (
     Event,
     IntegrationCreated,
+    Phase,
     TaskAborted,
     TaskFailed,
     TaskMessaged,
@@ -35,6 +37,7 @@ from flows.kinds import StepKind
 from flows.redact import redactor
 from flows.tasks import run as task_run
 from flows.tasks.lifecycle import TaskTransitionError, answer_events
+from flows.tasks.lifecycle import evolve as task_evolve
 from flows.text import check_text
 
 if TYPE_CHECKING:
@@ -50,8 +53,8 @@ class TaskCommandRefused(ActorsError, ValueError):
     """A person's word on a task that does not apply now (the message says why); nothing was appended."""
 
 
-def start_task(actor: RunActor, event: TaskStarted) -> None:
-    """Run the attempt ``event`` accepted on the step pool."""
+def start_task(actor: RunActor, event: TaskStarted, *, finish_merged: bool = False) -> None:
+    """Run the attempt ``event`` accepted on the step pool (``finish_merged``: only its cleanup is left)."""
     ctx, state = actor.ctx, actor.state
     attempt = Attempt(event.step_id, event.attempt, StepKind.TASK, CancelToken(), time.monotonic(),
                       ctx.clock.now())
@@ -76,7 +79,9 @@ def start_task(actor: RunActor, event: TaskStarted) -> None:
 
     task = TaskAttempt(run_id=actor.run_id, spec=state.spec(step_id), attempt=number, context=event.context,
                        inputs=dict(launched.input), model=launched.model, max_rounds=state.tasks.max_rounds,
-                       integration_created=state.tasks.integration_created, env=env, append=append)
+                       integration_created=state.tasks.integration_created, env=env, append=append,
+                       finish_merged=finish_merged, merge_commit=state.tasks.tasks[step_id].merge_commit,
+                       in_cleanup=state.tasks.tasks[step_id].phase is Phase.CLEANUP)
     actor.task_inboxes[step_id] = task.inbox
 
     def run(token: CancelToken, delta: Any) -> Answer:
@@ -186,6 +191,47 @@ def publish(actor: RunActor, events: list[Event]) -> None:
 
 
 
+def reconcile_at_recovery(actor: RunActor) -> None:
+    """Before a task run's lost attempts are failed: git against the log (docs/TASKS.md §7), as events.
+
+    A merge git made that the log missed is recorded (never redone), half
+    merges are undone, stale locks removed; what the guard refuses is left
+    out (and logged): reconciliation never moves a task the log forbids.
+    """
+    env: TaskEnv | None = getattr(actor.ctx, "tasks", None)
+    state = actor.state
+    if env is None or state.tasks is None:
+        return
+    try:
+        lines, events = reconciliation(state, env, now=actor.ctx.clock.now())
+    except Exception as exc:  # noqa: BLE001  (git away or the repository moved: recovery goes on; cleanup later)
+        log.warning("run %s: reconciliation at recovery failed: %s", actor.run_id, exc)
+        return
+    for line in lines:
+        log.info("run %s: reconciliation: %s", actor.run_id, line)
+    tasks = state.tasks
+    kept: list[Event] = []
+    for event in events:
+        problem = task_run.refusal(tasks, [event])
+        if problem is not None:
+            log.warning("run %s: reconciliation's %s left out: %s", actor.run_id, type(event).__name__, problem)
+            continue
+        kept.append(event)
+        tasks = task_evolve(tasks, event)
+    actor._stage(kept)
+
+
+def resume_merged(actor: RunActor) -> None:
+    """Attempts in progress whose merge is recorded but no thread runs (recovered): finish their cleanup."""
+    tasks = actor.state.tasks
+    if tasks is None or actor.state.terminal or actor.stopped:
+        return
+    for tid, task in tasks.tasks.items():
+        if task.status.value == "inprogress" and task.merges and tid not in actor.attempts:
+            start_task(actor, TaskStarted(step_id=tid, attempt=task.attempt, at=actor.ctx.clock.now()),
+                       finish_merged=True)
+
+
 def _resolve(reply: Future[Any] | None, value: Any) -> None:
     if reply is not None and not reply.done():
         reply.set_result(value)
@@ -196,5 +242,5 @@ def _fail(reply: Future[Any] | None, exc: BaseException) -> None:
         reply.set_exception(exc)
 
 
-__all__ = ["TASK_ACTIONS", "TaskCommandRefused", "on_task_command", "on_task_events", "publish", "start_task",
-           "task_result"]
+__all__ = ["TASK_ACTIONS", "TaskCommandRefused", "on_task_command", "on_task_events", "publish",
+           "reconcile_at_recovery", "resume_merged", "start_task", "task_result"]

@@ -134,6 +134,12 @@ class TaskAttempt:
     env: TaskEnv
     append: Append
     inbox: queue.SimpleQueue[PersonMessage] = dataclasses.field(default_factory=queue.SimpleQueue)
+    finish_merged: bool = False
+    """Recovered after its merge was recorded: only the cleanup is left (never a second merge)."""
+    merge_commit: str = ""
+    """With ``finish_merged``: the recorded merge commit."""
+    in_cleanup: bool = False
+    """With ``finish_merged``: the cleanup phase was already entered before the crash."""
 
     @property
     def task_id(self) -> str:
@@ -158,6 +164,8 @@ class TaskAttempt:
 
     def _phases(self, git: RunWorktrees, token: CancelToken) -> str:
         tid, attempt = self.task_id, self.attempt
+        if self.finish_merged:
+            return self._cleanup(git, self.merge_commit, enter=not self.in_cleanup)
         if not self.integration_created:
             with _integration_lock(self.run_id):  # the run's first tasks start together: one makes it
                 made = git.create_integration(str(self.inputs.get(BASE_INPUT) or "HEAD"))
@@ -215,13 +223,18 @@ class TaskAttempt:
             task_head = outcome.task_head if isinstance(outcome, (Merged, NothingToMerge)) else head
             self.append([TaskMerged(step_id=tid, attempt=attempt, task_head=task_head, merge_commit=merge_commit,
                                     already=already)])
+            return self._cleanup(git, merge_commit)
+
+    def _cleanup(self, git: RunWorktrees, merge_commit: str, *, enter: bool = True) -> str:
+        tid = self.task_id
+        if enter:
             self._phase(Phase.CLEANUP)
-            done = git.remove_task(tid, salvage=False)
-            self.append([TaskCleanedUp(step_id=tid, worktree_removed=done.worktree_removed,
-                                       branch_deleted=done.branch_deleted, branch_head=done.branch_head,
-                                       salvaged=done.salvaged),
-                         TaskDone(step_id=tid, attempt=attempt, merge_commit=merge_commit)])
-            return f"merged {merge_commit[:12]}" if merge_commit else "nothing to merge"
+        done = git.remove_task(tid, salvage=False)
+        self.append([TaskCleanedUp(step_id=tid, worktree_removed=done.worktree_removed,
+                                   branch_deleted=done.branch_deleted, branch_head=done.branch_head,
+                                   salvaged=done.salvaged),
+                     TaskDone(step_id=tid, attempt=self.attempt, merge_commit=merge_commit)])
+        return f"merged {merge_commit[:12]}" if merge_commit else "nothing to merge"
 
     def _phase(self, phase: Phase, detail: str = "") -> None:
         self.append([TaskPhaseChanged(step_id=self.task_id, attempt=self.attempt, phase=phase, detail=detail)])

@@ -109,10 +109,14 @@ def start(tasks: TaskRunState, task_ids: Iterable[str], now: float) -> list[Even
 
 
 def recover(tasks: TaskRunState, now: float) -> list[Event]:
-    """After a restart: every attempt in progress was lost; it is tried again (a lost attempt costs no retry)."""
+    """After a restart: every attempt in progress was lost; it is tried again (a lost attempt costs no retry).
+
+    Not one whose merge is recorded: it is never merged again; its cleanup is finished instead
+    (``actors.run_tasks.resume_merged``).
+    """
     return [TaskFailed(step_id=tid, attempt=t.attempt, error="lost: the process running it stopped",
                        will_retry=True, lost=True, at=now)
-            for tid, t in tasks.tasks.items() if t.status is TaskStatus.INPROGRESS]
+            for tid, t in tasks.tasks.items() if t.status is TaskStatus.INPROGRESS and not t.merges]
 
 
 def refusal(tasks: TaskRunState, events: Iterable[Event]) -> str | None:
