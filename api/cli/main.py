@@ -100,6 +100,11 @@ SERVE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--cors-origins", "cors_origins", lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip()),
      "ORIGIN,ORIGIN", "origins allowed to call the API from a browser (BATON_CORS_ORIGINS; default: none)"),
     ("--session-ttl-s", "session_ttl_s", float, "SECONDS", "how long a console login lasts (BATON_SESSION_TTL_S)"),
+    ("--worktrees", "worktrees", str, "DIR", "where task runs' git worktrees go (BATON_WORKTREES)"),
+    ("--task-max-rounds", "task_max_rounds", int, "N", "review rounds before a task waits for a person "
+     "(BATON_TASK_MAX_ROUNDS)"),
+    ("--run-timeout-s", "run_timeout_s", float, "SECONDS", "the run tool and each check of a task "
+     "(BATON_RUN_TIMEOUT_S)"),
 )
 SETTING_FLAG = "setting__"
 

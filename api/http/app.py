@@ -27,8 +27,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from actors.runlog import server_lease
 from api import failures
-from api.http import admin, openapi, problems, routes, stream
+from api.http import admin, openapi, problems, routes, stream, task_routes
 from api.http import sessions as login
 from api.http.auth import AccessMiddleware, TokenIndex, unserved_routes
 from api.http.connections import (
@@ -39,11 +40,18 @@ from api.http.connections import (
     raise_open_files_limit,
 )
 from api.http.hub import DEFAULT_BUFFER, FrameHub
-from api.http.sessions import Sessions
-from actors.runlog import server_lease
 from api.http.listen import ListenError, listen, url_of
+from api.http.sessions import Sessions
 from api.runtime import Runtime
-from api.settings import Settings, SettingsError, from_env, os_user, require_model, require_safe_auth, safe_url
+from api.settings import (
+    Settings,
+    SettingsError,
+    from_env,
+    os_user,
+    require_model,
+    require_safe_auth,
+    safe_url,
+)
 from api.tokens import TokenBook, bootstrap
 from api.web import routes as web
 from eventstore.leases import default_owner
@@ -86,7 +94,8 @@ def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: in
                    project_of=read_model.run_project if read_model is not None else None,
                    buffer=stream_buffer, observers=[tokens.observe])
     sessions = Sessions(settings.session_ttl_s)
-    served = [*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES, *login.ROUTES, *admin.ROUTES, *web.ROUTES]
+    served = [*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES, *login.ROUTES, *admin.ROUTES, *web.ROUTES,
+              *task_routes.ROUTES]
     unguarded = unserved_routes(served)
     if unguarded:  # a route nobody said who may call: refuse to serve it rather than guess
         raise RuntimeError(f"routes without a role in flows.auth.ROUTE_ROLES: {', '.join(unguarded)}")
