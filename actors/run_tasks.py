@@ -15,6 +15,8 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from msgspec.structs import replace
+
 from actors import messages as m
 from actors.agents import CancelToken
 from actors.agents.toolloop import PersonMessage
@@ -94,7 +96,8 @@ def start_task(actor: RunActor, event: TaskStarted, *, finish_merged: bool = Fal
 def on_task_events(actor: RunActor, msg: m.TaskEvents) -> None:
     """An attempt's events: guarded, appended at once (the attempt waits for them to be durable)."""
     assert actor.state.tasks is not None
-    events = [e for e in msg.events
+    now = actor.ctx.clock.now()  # the attempt's thread does not stamp: the engine's clock decides `at`
+    events = [e if e.at else replace(e, at=now) for e in msg.events
               if not (isinstance(e, IntegrationCreated) and actor.state.tasks.integration_created)]
     problem = task_run.refusal(actor.state.tasks, events) if not actor.stopped else "the run's actor stopped"
     if problem is not None:

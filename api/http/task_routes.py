@@ -157,3 +157,39 @@ ROUTES = [
     Route("/api/runs/{run_id}/steps/{step_id}/retry", task_retry, methods=["POST"], name="task_retry"),
     Route("/api/runs/{run_id}/steps/{step_id}/skip", task_skip, methods=["POST"], name="task_skip"),
 ]
+
+
+REQUESTS: tuple[Any, ...] = (TaskRunRequest, TaskWordRequest)
+"""The request bodies of these routes (components of the OpenAPI document)."""
+
+
+def openapi_paths(body: Any, json: Any, problem: Any, path: Any, bad_body: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI entries of these routes (``api.http.openapi`` passes its builders)."""
+    any_object = {"type": "object", "additionalProperties": True}
+    words: dict[str, Any] = {}
+    for action, doc in (("message", "A message to the running agent's next turn"), ("abort", "Abort one task"),
+                        ("retry", "Answer a blocked task: try again, with `text` as context"),
+                        ("skip", "Answer a blocked task: end it (its dependents are aborted)")):
+        words[f"/api/runs/{{run_id}}/steps/{{step_id}}/{action}"] = {"post": {
+            "summary": doc, "operationId": f"task_{action}",
+            "parameters": [path("run_id"), path("step_id")], "requestBody": body("TaskWordRequest", required=False),
+            "responses": {"200": json(any_object, "Recorded; `position` is its first event."), **bad_body,
+                          "409": problem("It does not apply now: the task is not running, there is no question "
+                                         "to answer, or the run ended (`task-not-ready`, `task-command-refused`)."),
+                          "503": problem("No engine in this process.")}}}
+    return {
+        "/api/projects/{project_id}/task-runs": {"post": {
+            "summary": "Launch the project's task graph as one run", "operationId": "launch_task_run",
+            "parameters": [path("project_id")], "requestBody": body("TaskRunRequest", required=False),
+            "responses": {"201": json(any_object, "Launched: `run_id`, `position`, `tasks` in plan order."),
+                          **bad_body,
+                          "404": problem("No project of that id (`unknown-project`)."),
+                          "503": problem("No engine in this process.")}}},
+        "/api/runs/{run_id}/tasks": {"get": {
+            "summary": "Every task of a task run", "operationId": "run_tasks", "parameters": [path("run_id")],
+            "responses": {"200": json(any_object, "Each task: status, reason, phase, worktree, branch, last "
+                                                  "activity, commits, review rounds, conflicts, failed checks."),
+                          "404": problem("No such run."),
+                          "422": problem("Not a task run.")}}},
+        **words,
+    }
