@@ -38,6 +38,7 @@ from typing import Any
 
 from actors.errors import FlowsModuleMissing
 from api import failures
+from api.cli import tasks as cli_tasks
 from api.cli.commands import (
     cmd_cancel,
     cmd_decide,
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = actions.add_parser("revoke", parents=[common], help="revoke a token by name")
     t.set_defaults(handler=cmd_tokens_revoke)
     t.add_argument("name", metavar="NAME")
+    cli_tasks.add_parser(sub, common)
     p = add("projections", lambda a, s: EXIT_USAGE, "manage the read tables")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     actions.add_parser("rebuild", parents=[common], help="rebuild the read tables from position 0").set_defaults(
