@@ -7,6 +7,7 @@ tasks of one run can share a model and run in parallel.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,50 @@ def test_a_message_reaches_the_next_turn_and_an_abort_stops_one_task_and_cleans_
     assert repo.git("show", f"baton/{run_id}/a:a.txt") == "a\n"
     assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
     assert state.status == "failed" and "aborted by tester: wrong approach" in state.report
+
+
+@pytest.mark.slow
+def test_a_kill_9_after_the_merge_commit_is_recorded_at_restart_never_merged_twice_and_the_run_finishes(
+        tmp_path, repo, llm):
+    import json
+    import os
+    import signal
+    import sys
+
+    files = {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b", "[a]")}
+    for tid in "ab":
+        llm.route(MODEL, f"implementing task `{tid}`", writes(tid, f"{tid}.txt", f"{tid}\n"))
+        llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
+    db = f"sqlite:///{tmp_path / 'baton.db'}"
+    fifo = tmp_path / "ready"
+    os.mkfifo(fifo)
+    worker = subprocess.Popen([sys.executable, "-m", "tests.e2e.task_run_worker", db, str(repo.root),
+                               str(repo.worktrees), llm.base_url, json.dumps(repo.env), str(fifo), json.dumps(files),
+                               "a"], cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+    try:
+        with open(fifo) as f:  # blocks until the worker is at the point (or exits: then the line is empty)
+            line = f.readline().split()
+        assert line and line[0] == "ready", "the worker did not reach the merge"
+        run_id = line[1]
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    integrate = f"baton/{run_id}/integrate"
+    assert repo.git("log", "--merges", "--format=%s", integrate).splitlines() == ["baton: merge task a"]
+    store = open_store(db)
+    env = TaskEnv(worktrees_dir=repo.worktrees, turn=ChatTurns(llm.base_url), run_timeout_s=30.0, git_env=repo.env)
+    engine = Engine(store, FlowRegistry([]), EngineConfig(agent_slots=4, backend="openai", model=MODEL,
+                                                          lease_ttl_s=1.0, node="second"), tasks=env).start()
+    try:
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "completed", state.reason
+    merged_a = [e for e in events if isinstance(e, TaskMerged) and e.step_id == "a"]
+    assert len(merged_a) == 1 and merged_a[0].already  # recorded from git, not merged again
+    assert any(type(e).__name__ == "GitCompensated" and e.action == "record-merged" for e in events)
+    assert sorted(repo.git("log", "--merges", "--format=%s", integrate).splitlines()) == [
+        "baton: merge task a", "baton: merge task b"]
+    assert repo.branches() == [integrate, "main"]
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
