@@ -198,7 +198,8 @@ class TaskAttempt:
             self._phase(Phase.REVIEW)
             rounds += 1
             approved, review = self._review(git, token, rounds)
-            self.append([TaskReviewed(step_id=tid, attempt=attempt, round=rounds, approved=approved, review=review)])
+            self.append([TaskReviewed(step_id=tid, attempt=attempt, round=rounds, approved=approved, review=review,
+                                      capped=not approved and rounds >= self.max_rounds)])
             if not approved:
                 if rounds >= self.max_rounds:
                     return f"review rounds ran out ({rounds})"

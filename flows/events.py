@@ -300,6 +300,8 @@ class TaskReviewed(TaskEvent, frozen=True):
     round: int
     approved: bool
     review: str = ""
+    capped: bool = False
+    """A rejection in the last round (``max_rounds``): the task now waits for a person."""
 
 
 class TaskMerged(TaskEvent, frozen=True):

@@ -291,6 +291,9 @@ def _task_moved(state: RunState, event: Event, common: dict[str, Any]) -> RunSta
             changes["output"] = f"merged {event.merge_commit[:12]}" if event.merge_commit else "nothing to merge"
         if isinstance(event, TaskFailed):
             changes["failures"] = steps[sid].failures + (not event.lost)
+            changes["not_before"] = event.at if event.will_retry else 0.0  # retried at once: still running
+        elif isinstance(event, TaskStarted):
+            changes["not_before"] = 0.0
         if status == StepStatus.PAUSED:
             changes["detail"] = task.reason
         steps = _step(replace(state, steps=steps), sid, **changes)

@@ -21,7 +21,17 @@ from typing import Any
 
 import msgspec
 
-from flows.events import Event, TaskAborted, TaskFailed, TaskStarted
+from flows.events import (
+    Answer,
+    Event,
+    TaskAborted,
+    TaskAnswered,
+    TaskBlocked,
+    TaskDone,
+    TaskFailed,
+    TaskReviewed,
+    TaskStarted,
+)
 from flows.kinds import StepKind
 from flows.model import FlowSnapshot, StepSpec
 from flows.tasks.events import TaskStatus
@@ -84,6 +94,28 @@ def step_status(task: TaskState, event: Event | None = None) -> tuple[str, str]:
     return "cancelled", ""
 
 
+def step_move(event: Event) -> tuple[str, str] | None:
+    """``(step status, skip reason)`` a task event gives its task's step, from the event alone; None when
+    it does not move the step. What the projector applies; it agrees with :func:`step_status` over the fold
+    (tests/unit/test_task_run_state.py checks it on every event of whole runs)."""
+    match event:
+        case TaskStarted():
+            return "running", ""
+        case TaskBlocked():
+            return "paused", ""
+        case TaskReviewed() if not event.approved and event.capped:
+            return "paused", ""
+        case TaskAnswered() if event.answer is Answer.RETRY:
+            return "pending", ""
+        case TaskFailed():
+            return ("pending", "") if event.will_retry else ("failed", "")
+        case TaskDone():
+            return "completed", ""
+        case TaskAborted():
+            return ("skipped", "upstream_failed") if event.by == "baton" else ("cancelled", "")
+    return None
+
+
 def decide_run(tasks: TaskRunState) -> tuple[list[Event], list[str], bool]:
     """``(events, ready task ids, finished)``: plan and abort now; ready tasks wait for slots."""
     events = decide_tasks(tasks, 0)  # no slot here: starts follow the scheduler's grants (start)
@@ -130,4 +162,4 @@ def refusal(tasks: TaskRunState, events: Iterable[Event]) -> str | None:
 
 
 __all__ = ["MAX_ROUNDS_INPUT", "decide_run", "initial_state", "is_task_run", "recover", "refusal", "start",
-           "step_status", "task_spec"]
+           "step_move", "step_status", "task_spec"]

@@ -95,3 +95,39 @@ def test_done_tasks_complete_their_steps_and_the_run_finishes_when_every_task_en
                       TaskDone(step_id=tid, attempt=1, merge_commit="m" + tid)], state)
         assert state.steps[tid].status == "completed"
     assert decide(state, 5.0).finished
+
+
+def test_the_projectors_rule_from_the_event_alone_agrees_with_the_fold_on_every_task_event():
+    """flows.tasks.run.step_move (what the projector applies) against the fold's mirror of the task state."""
+    from flows.events import Answer, TaskAborted, TaskAnswered, TaskFailed
+    from flows.tasks.run import step_move
+
+    state = fold([launched(max_rounds=1), RunStarted(run_id="R", at=1.0)])
+    state = fold(decide(state, 2.0).events, state)
+    a = [*start(state, ["a"], 3.0), TaskFailed(step_id="a", attempt=1, error="git", will_retry=True)]
+    script = [
+        a,
+        lambda s: start(s, ["a"], 4.0),
+        lambda s: [TaskPhaseChanged(step_id="a", attempt=2, phase=Phase.CODER),
+                   TaskBlocked(step_id="a", attempt=2, reason="which key?"),
+                   TaskAnswered(step_id="a", answer=Answer.RETRY, context="this one")],
+        lambda s: start(s, ["a"], 5.0),
+        lambda s: [TaskPhaseChanged(step_id="a", attempt=3, phase=p) for p in (Phase.CODER, Phase.CHECKS,
+                                                                                  Phase.REVIEW)]
+        + [TaskReviewed(step_id="a", attempt=3, round=1, approved=False, review="no", capped=True)],
+        lambda s: [TaskAnswered(step_id="a", answer=Answer.SKIP, by="ann"),
+                   TaskAborted(step_id="a", reason="skipped by ann", by="ann")],
+        lambda s: decide(s, 6.0).events,  # b, c, d are aborted by the coordinator: upstream a did not finish
+    ]
+    moved = 0
+    for step in script:
+        events = step if isinstance(step, list) else step(state)
+        for event in events:
+            state = fold([event], state)
+            move = step_move(event)
+            if move is not None:
+                sid = event.step_id  # type: ignore[attr-defined]
+                assert (state.steps[sid].status, state.steps[sid].skip_reason) == move, (event, state.steps[sid])
+                moved += 1
+    assert moved >= 10 and state.steps["d"].skip_reason == "upstream_failed"
+    assert state.steps["a"].status == "cancelled"
