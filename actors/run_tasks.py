@@ -55,7 +55,8 @@ class TaskCommandRefused(ActorsError, ValueError):
     """A person's word on a task that does not apply now (the message says why); nothing was appended."""
 
 
-def start_task(actor: RunActor, event: TaskStarted, *, finish_merged: bool = False) -> None:
+def start_task(actor: RunActor, event: TaskStarted, *, finish_merged: bool = False,
+               abandon_only: bool = False) -> None:
     """Run the attempt ``event`` accepted on the step pool (``finish_merged``: only its cleanup is left)."""
     ctx, state = actor.ctx, actor.state
     attempt = Attempt(event.step_id, event.attempt, StepKind.TASK, CancelToken(), time.monotonic(),
@@ -83,7 +84,7 @@ def start_task(actor: RunActor, event: TaskStarted, *, finish_merged: bool = Fal
                        inputs=dict(launched.input), model=launched.model, max_rounds=state.tasks.max_rounds,
                        integration_created=state.tasks.integration_created, env=env, append=append,
                        finish_merged=finish_merged, merge_commit=state.tasks.tasks[step_id].merge_commit,
-                       in_cleanup=state.tasks.tasks[step_id].phase is Phase.CLEANUP)
+                       in_cleanup=state.tasks.tasks[step_id].phase is Phase.CLEANUP, abandon_only=abandon_only)
     actor.task_inboxes[step_id] = task.inbox
 
     def run(token: CancelToken, delta: Any) -> Answer:
@@ -119,8 +120,8 @@ def on_task_command(actor: RunActor, msg: m.TaskCommand) -> None:
         actor._report_idle()
         return
     actor._stage(events)
-    recorded = actor._flush(reply=msg.reply)
-    if recorded is None:
+    recorded = actor._commit(reply=msg.reply)  # recorded now; decided after the acts below (an abort's
+    if recorded is None:                       # cleanup must be under way before the run may end)
         return
     _resolve(msg.reply, recorded[0].position if recorded else actor.state.position)
     if msg.action == "message":
@@ -128,9 +129,18 @@ def on_task_command(actor: RunActor, msg: m.TaskCommand) -> None:
         if inbox is not None:
             inbox.put(PersonMessage(msg.text, msg.by))
     for event in events:
-        if isinstance(event, TaskAborted) and event.step_id in actor.attempts:
+        if not isinstance(event, TaskAborted):
+            continue
+        if event.step_id in actor.attempts:
             # Stopped, not forgotten: the attempt cleans up (salvage, branch kept) and then reports.
             actor.attempts[event.step_id].token.cancel()
+            continue
+        task = actor.state.tasks.tasks[event.step_id] if actor.state.tasks else None
+        if task is not None and task.worktree and not task.worktree_removed:  # aborted while it waited
+            start_task(actor, TaskStarted(step_id=event.step_id, attempt=task.attempt, at=event.at),
+                       abandon_only=True)
+    actor._flush()
+
 
 def _command_events(actor: RunActor, msg: m.TaskCommand) -> list[Event]:
     state = actor.state

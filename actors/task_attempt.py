@@ -140,6 +140,8 @@ class TaskAttempt:
     """With ``finish_merged``: the recorded merge commit."""
     in_cleanup: bool = False
     """With ``finish_merged``: the cleanup phase was already entered before the crash."""
+    abandon_only: bool = False
+    """The task was aborted while no attempt ran (blocked, waiting): only remove its worktree, keep its branch."""
 
     @property
     def task_id(self) -> str:
@@ -166,6 +168,9 @@ class TaskAttempt:
         tid, attempt = self.task_id, self.attempt
         if self.finish_merged:
             return self._cleanup(git, self.merge_commit, enter=not self.in_cleanup)
+        if self.abandon_only:
+            self._abandon(git)
+            return "cleaned up after the abort"
         if not self.integration_created:
             with _integration_lock(self.run_id):  # the run's first tasks start together: one makes it
                 made = git.create_integration(str(self.inputs.get(BASE_INPUT) or "HEAD"))

@@ -295,3 +295,24 @@ def test_a_kill_9_after_the_merge_commit_is_recorded_at_restart_never_merged_twi
         "baton: merge task a", "baton: merge task b"]
     assert repo.branches() == [integrate, "main"]
     assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+
+
+def test_aborting_a_blocked_task_removes_its_worktree_keeps_its_branch_and_ends_the_run(tmp_path, repo, llm):
+    llm.route(MODEL, "implementing task `a`", [
+        ToolTurn([Call("write_file", {"path": "draft.txt", "content": "half\n"}),
+                  Call("blocked", {"reason": "the spec contradicts the code"})])])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")})
+        engine.wait(run_id, lambda s: s.status == "paused", timeout=60)
+        assert any(f"/{run_id}/tasks/a" in p for p in repo.worktree_paths())  # kept while a person decides
+        engine.task_command(run_id, "a", "abort", text="not now", by="tester")
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "failed"
+    [cleaned] = [e for e in events if isinstance(e, TaskCleanedUp)]
+    assert cleaned.worktree_removed and not cleaned.branch_deleted and cleaned.salvaged
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    assert repo.git("show", f"baton/{run_id}/a:draft.txt") == "half\n"  # the work is on the kept branch
