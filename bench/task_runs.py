@@ -36,17 +36,17 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE.parent), str(_HERE)]
 
-from tasks import make_repo  # noqa: E402  (bench/tasks.py: the same repository)
+from tasks import make_repo  # bench/tasks.py: the same repository
 
-from actors.agents.toolcalls import ModelTurn, ToolCall  # noqa: E402
-from actors.config import EngineConfig  # noqa: E402
-from actors.engine import Engine  # noqa: E402
-from actors.task_attempt import TaskEnv  # noqa: E402
-from actors.workspace.worktrees import RunWorktrees  # noqa: E402
-from eventstore import open_store  # noqa: E402
-from flows.catalog import FlowRegistry  # noqa: E402
-from flows.tasks import load_task_graph  # noqa: E402
-from flows.tasks.launch import task_run_launched  # noqa: E402
+from actors.agents.toolcalls import ModelTurn, ToolCall
+from actors.config import EngineConfig
+from actors.engine import Engine
+from actors.task_attempt import TaskEnv
+from actors.workspace.worktrees import RunWorktrees
+from eventstore import open_store
+from flows.catalog import FlowRegistry
+from flows.tasks import load_task_graph
+from flows.tasks.launch import task_run_launched
 
 TARGET_PER_TASK_S = 1.5
 TARGET_PARALLEL_RATIO = 3.0
