@@ -97,5 +97,42 @@ def reconciliation(state: RunState, env: TaskEnv, *, dry_run: bool = False, prun
     return lines + failed, events
 
 
-__all__ = ["DEFAULT_TASKS_DIR", "TaskFilesRefused", "plan", "project_of", "read_task_files",
+__all__ = ["DEFAULT_TASKS_DIR", "LandingNotReady", "TaskFilesRefused", "land", "plan", "project_of", "read_task_files",
            "reconciliation", "run_state"]
+
+
+class LandingNotReady(ActorsError, ValueError):
+    """A task run that cannot be landed now (not a task run, not completed, no target); the message says why."""
+
+
+def land(store: EventStore, run_id: str, env: TaskEnv, *, target: str = "", by: str = "",
+         now: float = 0.0) -> tuple[Event, int]:
+    """Fast-forward ``target`` (default: the run's pinned target) to the run's integration head, as a person's
+    decision (the route is the approver's): ``RunLanded`` or ``LandingRefused`` with the reason, and its position.
+
+    Landing is one compare-and-swap of the target ref (``RunWorktrees.land``): nothing half to
+    reconcile; refused when it is not a fast-forward or the target is checked out (baton never
+    changes a checkout). The event is appended to the run's stream after its end.
+    """
+    from flows.events import LandingRefused, RunLanded, stream_of
+    from actors.runlog import new_events
+
+    state, pairs = run_state(store, run_id)
+    if state.launched is None:
+        raise LandingNotReady(f"no run {run_id!r}")
+    if state.tasks is None:
+        raise LandingNotReady(f"run {run_id} is not a task run")
+    if state.status != "completed":
+        raise LandingNotReady(f"run {run_id} is {state.status}: only a completed task run is landed")
+    branch = target or str(state.launched.input.get("target", ""))
+    if not branch:
+        raise LandingNotReady("no target branch: give one (the run was launched without --target)")
+    git = machinery(str(state.launched.input.get("repo", "")), run_id, env)
+    done = git.land(branch)
+    event: Event = (RunLanded(target=branch, commit=done.commit, at=now) if done.landed
+                    else LandingRefused(target=branch, reason=done.reason, at=now))
+    recorded = store.append(stream_of(run_id), new_events([event], {"actor": by or "anonymous",
+                                                                    "correlation_id": run_id,
+                                                                    "causation_id": "command:land"}),
+                            expected_version=state.version)
+    return event, recorded[-1].position

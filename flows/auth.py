@@ -92,6 +92,7 @@ ROUTE_ROLES: Mapping[str, Role | None] = {
     "task_abort": Role.OPERATOR,
     "task_retry": Role.OPERATOR,
     "task_skip": Role.OPERATOR,
+    "land_task_run": Role.APPROVER,  # landing is the run's closing approval (fast-forward only)
     # Who may do anything at all.
     "list_tokens": Role.ADMIN,
     "create_token": Role.ADMIN,

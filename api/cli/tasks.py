@@ -3,6 +3,7 @@
 - ``plan PROJECT``: check the project's task files and print the waves (nothing is appended);
 - ``run PROJECT``: launch the task graph and drive it here until it ends or waits for a person;
 - ``status RUN``: every task's status, reason, phase, branch (folded from the log);
+- ``land RUN [--target BRANCH]``: fast-forward the target to a completed run's integration branch;
 - ``cleanup RUN [--dry-run] [--prune-kept]``: reconcile git with the run's log (docs/TASKS.md §7).
 
 A person's word on one task (message, abort, retry, skip) goes through the
@@ -59,6 +60,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     t.set_defaults(handler=cmd_status)
     t.add_argument("run", metavar="RUN")
     t.add_argument("--json", action="store_true")
+    t = actions.add_parser("land", parents=[common], help="fast-forward the target branch to a completed run's "
+                                                           "integration branch (never in a checkout)")
+    t.set_defaults(handler=cmd_land)
+    t.add_argument("run", metavar="RUN")
+    t.add_argument("--target", default="", metavar="BRANCH", help="default: the branch the run was launched for")
     t = actions.add_parser("cleanup", parents=[common], help="reconcile git with a task run's log")
     t.set_defaults(handler=cmd_cleanup)
     t.add_argument("run", metavar="RUN")
@@ -133,6 +139,25 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_land(args: argparse.Namespace, settings: Settings) -> int:
+    """Land a completed task run: fast-forward only; refused (exit 1) with the reason otherwise."""
+    store = open_store(settings.db)
+    try:
+        env = TaskEnv(worktrees_dir=settings.worktrees_dir(), turn=None, run_timeout_s=settings.run_timeout_s)
+        try:
+            event, position = task_runs.land(store, args.run, env, target=args.target, by="cli", now=time.time())
+        except task_runs.LandingNotReady as exc:
+            raise CliError(EXIT_USAGE, str(exc)) from None
+    finally:
+        store.close()
+    if type(event).__name__ == "RunLanded":
+        print(printable_line(f"landed {getattr(event, 'target', '')} at {getattr(event, 'commit', '')[:12]} "
+                             f"(position {position})"))
+        return EXIT_OK
+    print(printable_line(f"not landed: {getattr(event, 'reason', '')}"), file=sys.stderr)
+    return EXIT_FAILED
+
+
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     """Reconcile git with an ended task run's log (a run under way is reconciled by its owner at recovery)."""
     store = open_store(settings.db)
@@ -174,4 +199,4 @@ def _print_tasks(state: RunState) -> None:
                              + (f"  [{task.branch}]" if task.branch and not task.branch_deleted else "")))
 
 
-__all__ = ["add_parser", "cmd_cleanup", "cmd_plan", "cmd_run", "cmd_status"]
+__all__ = ["add_parser", "cmd_cleanup", "cmd_land", "cmd_plan", "cmd_run", "cmd_status"]

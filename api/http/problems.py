@@ -27,7 +27,7 @@ from actors.errors import (
     RunOwnedElsewhere,
 )
 from actors.run_tasks import TaskCommandRefused
-from actors.task_runs import TaskFilesRefused
+from actors.task_runs import LandingNotReady, TaskFilesRefused
 from api.http.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.auth import (
@@ -154,6 +154,7 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     # Task runs (DESIGN §12).
     (TaskGraphError, 422, "invalid-task-graph", "The task files do not make a graph"),
     (TaskFilesRefused, 422, "task-files-refused", "The task files cannot be read"),
+    (LandingNotReady, 409, "landing-not-ready", "This run cannot be landed now"),
     (UnknownProject, 404, "unknown-project", "No project of that id"),
     (TaskTransitionError, 409, "task-not-ready", "The task is not where this applies"),
     (TaskCommandRefused, 409, "task-command-refused", "That does not apply to this task now"),

@@ -149,6 +149,31 @@ async def task_skip(request: Request) -> Response:
     return await _word(request, "skip")
 
 
+class LandRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/runs/{run_id}/land: ``target`` defaults to the branch the run was launched for."""
+
+    target: str = ""
+    by: str = ""
+
+
+async def land_task_run(request: Request) -> Response:
+    """Land a completed task run's integration branch on its target: fast-forward only (approver)."""
+    run_id = path_run_id(request)
+    body = schemas.decode(await read_body(request), LandRequest, empty_ok=True)
+    by = _actor(request, body.by)
+    engine = _engine(request)
+    env = engine.ctx.tasks
+    if env is None:
+        raise BadParameter("run_id", "this server runs no task runs (BATON_WORKTREES)")
+    event, position = await run_in_threadpool(task_runs.land, _runtime(request).store, run_id, env,
+                                              target=body.target, by=by, now=engine.clock.now())
+    request.app.state.positions.saw(position)
+    landed = type(event).__name__ == "RunLanded"
+    return json_response({"run_id": run_id, "landed": landed, "target": getattr(event, "target", ""),
+                          "commit": getattr(event, "commit", ""), "reason": getattr(event, "reason", ""),
+                          "position": position})
+
+
 ROUTES = [
     Route("/api/projects/{project_id}/task-runs", launch_task_run, methods=["POST"], name="launch_task_run"),
     Route("/api/runs/{run_id}/tasks", run_tasks, methods=["GET"], name="run_tasks"),
@@ -156,10 +181,11 @@ ROUTES = [
     Route("/api/runs/{run_id}/steps/{step_id}/abort", task_abort, methods=["POST"], name="task_abort"),
     Route("/api/runs/{run_id}/steps/{step_id}/retry", task_retry, methods=["POST"], name="task_retry"),
     Route("/api/runs/{run_id}/steps/{step_id}/skip", task_skip, methods=["POST"], name="task_skip"),
+    Route("/api/runs/{run_id}/land", land_task_run, methods=["POST"], name="land_task_run"),
 ]
 
 
-REQUESTS: tuple[Any, ...] = (TaskRunRequest, TaskWordRequest)
+REQUESTS: tuple[Any, ...] = (TaskRunRequest, TaskWordRequest, LandRequest)
 """The request bodies of these routes (components of the OpenAPI document)."""
 
 
@@ -192,4 +218,13 @@ def openapi_paths(body: Any, json: Any, problem: Any, path: Any, bad_body: dict[
                           "404": problem("No such run."),
                           "422": problem("Not a task run.")}}},
         **words,
+        "/api/runs/{run_id}/land": {"post": {
+            "summary": "Land a completed task run on its target branch (fast-forward only)",
+            "operationId": "land_task_run", "parameters": [path("run_id")],
+            "requestBody": body("LandRequest", required=False),
+            "responses": {"200": json(any_object, "`landed` and its `commit`, or the `reason` it was refused "
+                                                  "(not a fast-forward, or the target is checked out)."),
+                          **bad_body,
+                          "409": problem("The run is not a completed task run, or has no target "
+                                         "(`landing-not-ready`).")}}},
     }

@@ -67,5 +67,18 @@ def test_a_task_run_is_launched_for_a_registered_project_watched_and_refuses_wor
             unknown = operator.post(f"/api/runs/{run_id}/steps/zz/retry", json={})
             assert unknown.status_code == 409 and "has ended" in unknown.json()["detail"]
             assert repo.branches() == [f"baton/{run_id}/integrate", "main"]
+            # Landing, the closing approval: fast-forward only, never in a checkout.
+            with authed_client(app, tokens["approver"]) as approver:
+                assert operator.post(f"/api/runs/{run_id}/land", json={}).status_code == 403
+                assert approver.post(f"/api/runs/{run_id}/land", json={}).status_code == 409  # no target pinned
+                refused = approver.post(f"/api/runs/{run_id}/land", json={"target": "main"}).json()
+                assert not refused["landed"] and "checked out" in refused["reason"]
+                repo.git("branch", "release", "main")
+                landed = approver.post(f"/api/runs/{run_id}/land", json={"target": "release"}).json()
+                assert landed["landed"] and landed["commit"] == tasks["integration_head"]
+                assert repo.git("rev-parse", "release").strip() == tasks["integration_head"]
+                assert repo.git("rev-parse", "main").strip() == repo.base  # the checkout was not touched
+                kinds = [e["type"] for e in viewer.get(f"/api/runs/{run_id}/events").json()][-2:]
+                assert kinds == ["LandingRefused", "RunLanded"]
     finally:
         runtime.stop()

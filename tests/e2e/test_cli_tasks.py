@@ -43,6 +43,10 @@ def test_plan_run_status_and_cleanup_of_a_diamond(tmp_path, capsys, monkeypatch)
     assert main(["tasks", "status", run_id, "--json"]) == 0
     tasks = json.loads(capsys.readouterr().out)
     assert {t: v["status"] for t, v in tasks.items()} == dict.fromkeys("abcd", "done")
+    assert main(["tasks", "land", run_id]) == 2  # launched without a target
+    assert "no target branch" in capsys.readouterr().err
+    assert main(["tasks", "land", run_id, "--target", "main"]) == 0  # no-op tasks: main is already there
+    assert f"landed main at {repo.base[:12]}" in capsys.readouterr().out
     # Behind baton's back: a stray branch of the run; cleanup lists it, then removes it.
     repo.git("branch", f"baton/{run_id}/stray", "main")
     assert main(["tasks", "cleanup", run_id, "--dry-run"]) == 0
@@ -53,3 +57,4 @@ def test_plan_run_status_and_cleanup_of_a_diamond(tmp_path, capsys, monkeypatch)
     assert f"baton/{run_id}/stray" not in repo.branches()
     assert main(["tasks", "cleanup", run_id, "--dry-run"]) == 0
     assert "nothing to do" in capsys.readouterr().out
+    assert not any(f"/wt/{run_id}/" in p for p in repo.worktree_paths())  # the integration worktree too
