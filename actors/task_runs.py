@@ -114,8 +114,8 @@ def land(store: EventStore, run_id: str, env: TaskEnv, *, target: str = "", by: 
     reconcile; refused when it is not a fast-forward or the target is checked out (baton never
     changes a checkout). The event is appended to the run's stream after its end.
     """
-    from flows.events import LandingRefused, RunLanded, stream_of
     from actors.runlog import new_events
+    from flows.events import LandingRefused, RunLanded, stream_of
 
     state, pairs = run_state(store, run_id)
     if state.launched is None:
