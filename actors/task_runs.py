@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from actors.errors import ActorsError
-from actors.runlog import read_with_owner
+from actors.runlog import new_events, read_with_owner
 from actors.task_attempt import TaskEnv, machinery
 from actors.workspace.projects import ProjectBook
 from eventstore import EventStore
-from flows.events import Event
+from flows.events import Event, LandingRefused, RunLanded, stream_of
 from flows.projects import Project
 from flows.state import RunState
 from flows.tasks.files import TaskGraph, load_task_graph
@@ -114,10 +114,7 @@ def land(store: EventStore, run_id: str, env: TaskEnv, *, target: str = "", by: 
     reconcile; refused when it is not a fast-forward or the target is checked out (baton never
     changes a checkout). The event is appended to the run's stream after its end.
     """
-    from actors.runlog import new_events
-    from flows.events import LandingRefused, RunLanded, stream_of
-
-    state, pairs = run_state(store, run_id)
+    state, _ = run_state(store, run_id)
     if state.launched is None:
         raise LandingNotReady(f"no run {run_id!r}")
     if state.tasks is None:
