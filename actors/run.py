@@ -27,6 +27,7 @@ from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
+from actors.task_attempt import forget_machinery
 from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly, errors
 from flows import decide as d
@@ -411,6 +412,8 @@ class RunActor(pykka.ThreadingActor):
     def _ended(self) -> None:
         for sid in list(self.attempts):
             self._end_attempt(sid, cancel=True)
+        if self.state.tasks is not None:
+            forget_machinery(self.run_id)
         withdrawn = tuple(self.requested)
         self.requested.clear()
         if withdrawn or self.held:

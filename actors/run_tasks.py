@@ -64,8 +64,8 @@ def start_task(actor: RunActor, event: TaskStarted, *, finish_merged: bool = Fal
     env: TaskEnv | None = getattr(ctx, "tasks", None)
     launched = state.launched
     assert launched is not None and state.tasks is not None
-    problem = "this engine has no task settings (BATON_WORKTREES)" if env is None else check_inputs(
-        dict(launched.input))
+    problem = "this engine has no task settings (BATON_WORKTREES)" if env is None else (
+        env.refusal or check_inputs(dict(launched.input)))
     if problem:
         actor._refuse(attempt, problem)
         return

@@ -87,6 +87,8 @@ class TaskEnv:
     """``BATON_RUN_TIMEOUT_S``: the ``run`` tool and each check."""
     limits: LoopLimits = dataclasses.field(default_factory=LoopLimits)
     git_env: dict[str, str] = dataclasses.field(default_factory=dict)
+    refusal: str = ""
+    """Why no task attempt can run on this engine ("" when they can): every attempt fails with it."""
 
 
 _MACHINERY: dict[tuple[str, str], RunWorktrees] = {}
@@ -357,11 +359,16 @@ def task_env(config: Any, backend: Any) -> TaskEnv | None:
     if not getattr(config, "worktrees", ""):
         return None
     turn: TurnFn | None = None
-    if getattr(backend, "name", "") == "openai":
+    refusal = ""
+    name = getattr(backend, "name", "")
+    if name == "openai":
         turn = ChatTurns(backend.base_url, getattr(backend, "api_key", ""),
                          read_timeout_s=getattr(backend, "read_timeout_s", 120.0))
+    elif name != "offline":
+        refusal = (f"the {name or 'configured'} backend cannot run a task's agent yet (the cli backend has no "
+                   "task template); use BATON_AGENT=openai")
     return TaskEnv(worktrees_dir=Path(config.worktrees), turn=turn,
-                   run_timeout_s=getattr(config, "task_run_timeout_s", 300.0))
+                   run_timeout_s=getattr(config, "task_run_timeout_s", 300.0), refusal=refusal)
 
 
 def check_inputs(inputs: dict[str, Any]) -> str:

@@ -316,3 +316,25 @@ def test_aborting_a_blocked_task_removes_its_worktree_keeps_its_branch_and_ends_
     assert cleaned.worktree_removed and not cleaned.branch_deleted and cleaned.salvaged
     assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
     assert repo.git("show", f"baton/{run_id}/a:draft.txt") == "half\n"  # the work is on the kept branch
+
+
+def test_a_backend_that_cannot_run_a_tasks_agent_fails_the_task_by_name_instead_of_doing_nothing(tmp_path, repo):
+    from actors.agents import CliBackend, OfflineBackend
+    from actors.task_attempt import task_env
+
+    config = EngineConfig(worktrees=str(tmp_path / "wt"))
+    assert task_env(EngineConfig(), OfflineBackend()) is None  # no worktrees: no task runs
+    offline = task_env(config, OfflineBackend())
+    assert offline is not None and offline.turn is None and not offline.refusal  # the no-op implementor
+    cli = task_env(config, CliBackend("qwen --approval-mode plan -p {prompt}", ""))
+    assert cli is not None and "BATON_AGENT=openai" in cli.refusal
+    store = open_store(f"sqlite:///{tmp_path / 'baton.db'}")
+    engine = Engine(store, FlowRegistry([]), EngineConfig(agent_slots=2, backend="cli"), tasks=cli).start()
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")})
+        state = engine.wait(run_id, timeout=60)
+    finally:
+        engine.stop()
+    assert state.status == "failed" and state.tasks is not None
+    assert "cli backend has no task template" in state.tasks.tasks["a"].reason
+    assert repo.branches() == ["main"]  # nothing was made in git
