@@ -98,6 +98,8 @@ def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration
         llm.route(MODEL, f"implementing task `{tid}`", writes(tid, f"{tid}.txt", f"{tid}\n"))
         llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
     engine = make_engine(tmp_path, repo, llm)
+    frames: list[dict] = []
+    engine.bus.subscribe(frames.append)
     try:
         run_id = launch(engine, repo, files)
         state = engine.wait(run_id, timeout=60)
@@ -131,6 +133,10 @@ def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration
     started_at = {e.step_id: n for n, e in enumerate(events) if type(e).__name__ == "TaskStarted"}
     assert started_at["b"] > done_at["a"] and started_at["c"] > done_at["a"]
     assert started_at["d"] > max(done_at["b"], done_at["c"])
+    # Watchers saw each task move: task_updated frames, ending with every task done.
+    updates = [f for f in frames if f["type"] == "task_updated" and f["run_id"] == run_id]
+    assert {f["step_id"]: f["status"] for f in updates} == dict.fromkeys("abcd", "done")
+    assert {f["phase"] for f in updates} >= {"worktree", "coder", "checks", "review", "merge", "cleanup"}
 
 
 def test_a_merge_conflict_is_listed_handed_back_with_markers_and_merged_after_the_fix(tmp_path, repo, llm):
