@@ -20,6 +20,7 @@ from flows.events import (
     StepFailed,
     StepResumed,
     StepStarted,
+    TaskStarted,
 )
 from flows.kinds import kind_rules
 from flows.model import StepSpec
@@ -175,7 +176,7 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
         out += ["## Steps that did not complete", "", *not_run, ""]
     if state.tasks is not None:
         out += task_report.tasks_section(state.tasks, history)
-    out += provenance(state, history)
+    out += task_report.provenance(state.tasks, history) if state.tasks is not None else provenance(state, history)
     out += after_action_review(state, history, wall)
     if state.tasks is not None:
         out += task_report.task_review(state.tasks, history)
@@ -293,9 +294,9 @@ def _step_time(history: Sequence[tuple[int, Event]]) -> tuple[float, float]:
     begun: dict[tuple[str, int], float] = {}
     spans: list[tuple[float, float]] = []
     for _, ev in history:
-        if isinstance(ev, StepStarted):
+        if isinstance(ev, (StepStarted, TaskStarted)):
             begun[(ev.step_id, ev.attempt)] = ev.at
-        elif isinstance(ev, (StepCompleted, StepFailed, StepCancelled)):
+        elif isinstance(ev, (StepCompleted, StepFailed, StepCancelled, *task_report.ATTEMPT_ENDS)):
             start = begun.pop((ev.step_id, ev.attempt), None)
             if start is not None and ev.at > start:
                 spans.append((start, ev.at))

@@ -13,12 +13,14 @@ from flows.events import (
     TaskBlocked,
     TaskChecked,
     TaskCommitted,
+    TaskDone,
     TaskFailed,
     TaskMergeConflicted,
     TaskMerged,
     TaskMessaged,
     TaskNotified,
     TaskReviewed,
+    TaskStarted,
 )
 from flows.tasks.lifecycle import TaskRunState
 
@@ -55,6 +57,31 @@ def tasks_section(tasks: TaskRunState, history: History) -> list[str]:
         out.append(f"| {sid} | {task.status.value} | {changed} | +{lines[sid][0]} -{lines[sid][1]} "
                    f"| {ok} passed, {failed} failed | {approved} approved, {rejected} rejected | {merge} |")
     return out + [""]
+
+
+ATTEMPT_ENDS = (TaskDone, TaskFailed, TaskBlocked)
+"""The events that end a task's attempt (with its number); an abort ends it without one."""
+
+
+def provenance(tasks: TaskRunState, history: History) -> list[str]:
+    """``## Provenance`` of a task run: one row per attempt (persona, how it ended, how long, which events)."""
+    rows = ["## Provenance", "", "| task | persona | attempt | ended | duration | events |", "|---|---|---|---|---|---|"]
+    begun: dict[tuple[str, int], tuple[int, float]] = {}
+    ended: dict[tuple[str, int], tuple[str, int, float]] = {}
+    for pos, ev in history:
+        if isinstance(ev, TaskStarted):
+            begun[(ev.step_id, ev.attempt)] = (pos, ev.at)
+        elif isinstance(ev, ATTEMPT_ENDS):
+            ended.setdefault((ev.step_id, ev.attempt), (type(ev).__name__.removeprefix("Task").lower(), pos, ev.at))
+        elif isinstance(ev, TaskAborted):
+            for key in [k for k in begun if k[0] == ev.step_id and k not in ended]:
+                ended[key] = ("aborted", pos, ev.at)
+    for (sid, attempt), (pos, at) in begun.items():
+        how, end, end_at = ended.get((sid, attempt), ("-", 0, at))
+        persona = tasks.specs[sid].persona if sid in tasks.specs else "-"
+        duration = f"{max(0.0, end_at - at):.1f} s" if end else "-"
+        rows.append(f"| {sid} | {persona} | {attempt} | {how} | {duration} | {pos}{f', {end}' if end else ''} |")
+    return rows + [""]
 
 
 def task_review(tasks: TaskRunState, history: History) -> list[str]:
@@ -94,4 +121,4 @@ def task_review(tasks: TaskRunState, history: History) -> list[str]:
     return out + [""]
 
 
-__all__ = ["task_review", "tasks_section"]
+__all__ = ["provenance", "task_review", "tasks_section"]
