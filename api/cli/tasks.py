@@ -1,13 +1,12 @@
-"""``baton tasks plan|run|status|cleanup`` (DESIGN §12), carried out in this process on the store.
+"""``baton tasks plan|run|status|answer|land|cleanup`` (DESIGN §12), carried out in this process on the store.
 
 - ``plan PROJECT``: check the project's task files and print the waves (nothing is appended);
 - ``run PROJECT``: launch the task graph and drive it here until it ends or waits for a person;
 - ``status RUN``: every task's status, reason, phase, branch (folded from the log);
 - ``land RUN [--target BRANCH]``: fast-forward the target to a completed run's integration branch;
-- ``cleanup RUN [--dry-run] [--prune-kept]``: reconcile git with the run's log (docs/TASKS.md §7).
-
-A person's word on one task (message, abort, retry, skip) goes through the
-server's routes (``POST /api/runs/{id}/steps/{task}/…``).
+- ``cleanup RUN [--dry-run] [--prune-kept]``: reconcile git with the run's log (docs/TASKS.md §7);
+- ``answer RUN TASK retry|skip|abort|message [--text T]``: a person's word on one task, then the run is
+  driven here (a run a live server drives is answered through its routes, ``POST …/steps/{task}/…``).
 """
 
 from __future__ import annotations
@@ -60,6 +59,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     t.set_defaults(handler=cmd_status)
     t.add_argument("run", metavar="RUN")
     t.add_argument("--json", action="store_true")
+    t = actions.add_parser("answer", parents=[common], help="a word on one task (retry, skip, abort, message), "
+                                                             "then drive the run here until it ends or waits")
+    t.set_defaults(handler=cmd_answer)
+    t.add_argument("run", metavar="RUN")
+    t.add_argument("task", metavar="TASK")
+    t.add_argument("action", choices=("retry", "skip", "abort", "message"))
+    t.add_argument("--text", "--context", default="", metavar="TEXT",
+                   help="retry: context for the next attempt; abort: why; message: the message")
     t = actions.add_parser("land", parents=[common], help="fast-forward the target branch to a completed run's "
                                                            "integration branch (never in a checkout)")
     t.set_defaults(handler=cmd_land)
@@ -139,6 +146,27 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_answer(args: argparse.Namespace, settings: Settings) -> int:
+    """A person's word on one task, then the run is driven here until it ends or waits for a person again.
+
+    The run must not be driven by another live process (a ``baton serve``): then use its routes
+    (``POST /api/runs/{id}/steps/{task}/retry`` & co); this command says so (RunOwnedElsewhere).
+    """
+    with Runtime(settings).start(projector=False, recover=False) as runtime:
+        engine = runtime.engine
+        assert engine is not None
+        position = engine.task_command(args.run, args.task, args.action, text=args.text,
+                                       by=f"cli:{settings.node or 'local'}")
+        print(printable_line(f"task {args.task} of run {args.run}: {args.action} recorded (position {position})"),
+              file=sys.stderr)
+        state = engine.wait(args.run, lambda s: s.terminal or (s.status == "paused" and not s.running()),
+                            timeout=RUN_WAIT_S)
+    _print_tasks(state)
+    if state.terminal:
+        print(state.report)
+    return EXIT_OK if state.status in ("completed", "paused") else EXIT_FAILED
+
+
 def cmd_land(args: argparse.Namespace, settings: Settings) -> int:
     """Land a completed task run: fast-forward only; refused (exit 1) with the reason otherwise."""
     store = open_store(settings.db)
@@ -199,4 +227,4 @@ def _print_tasks(state: RunState) -> None:
                              + (f"  [{task.branch}]" if task.branch and not task.branch_deleted else "")))
 
 
-__all__ = ["add_parser", "cmd_cleanup", "cmd_land", "cmd_plan", "cmd_run", "cmd_status"]
+__all__ = ["add_parser", "cmd_answer", "cmd_cleanup", "cmd_land", "cmd_plan", "cmd_run", "cmd_status"]

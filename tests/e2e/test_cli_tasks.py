@@ -58,3 +58,35 @@ def test_plan_run_status_and_cleanup_of_a_diamond(tmp_path, capsys, monkeypatch)
     assert main(["tasks", "cleanup", run_id, "--dry-run"]) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert not any(f"/wt/{run_id}/" in p for p in repo.worktree_paths())  # the integration worktree too
+
+
+def test_a_blocked_task_run_pauses_and_baton_tasks_answer_retries_it_to_the_end(tmp_path, capsys, monkeypatch):
+    from tests.integration.scripted_llm import Call, ScriptedLLM, TextTurn, ToolTurn
+
+    repo = make_task_repo(tmp_path)
+    (repo.root / "tasks").mkdir()
+    (repo.root / "tasks" / "a.md").write_text(task("a"))
+    db = f"sqlite:///{tmp_path / 'baton.db'}"
+    store = open_store(db)
+    ProjectBook(store, time.time).add("demo", repo.root, by="tester")
+    store.close()
+    llm = ScriptedLLM().start()
+    try:
+        llm.route("coder", ("task `a`", "use the sandbox"), [
+            ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"}), Call("commit", {"message": "a"})]),
+            TextTurn("done")])
+        llm.route("coder", "implementing task `a`", [ToolTurn([Call("blocked", {"reason": "which account?"})])])
+        llm.route("coder", "Review task `a`", [TextTurn("---\nrecommendation: approve\n---\nok")])
+        for var, value in (("BATON_DB", db), ("BATON_WORKTREES", str(tmp_path / "wt")), ("BATON_AGENT", "openai"),
+                           ("BATON_OPENAI_BASE_URL", llm.base_url), ("BATON_MODEL", "coder")):
+            monkeypatch.setenv(var, value)
+        assert main(["tasks", "run", "demo"]) == 0
+        out = capsys.readouterr()
+        run_id = out.err.split()[2].rstrip(":")
+        assert f"run {run_id}: paused" in out.out and "which account?" in out.out
+        assert main(["tasks", "answer", run_id, "a", "retry", "--text", "use the sandbox"]) == 0
+        out = capsys.readouterr()
+        assert f"run {run_id}: completed" in out.out and "retry recorded" in out.err
+    finally:
+        llm.stop()
+    assert "a.txt" in repo.git("ls-tree", "--name-only", f"baton/{run_id}/integrate")
