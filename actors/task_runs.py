@@ -97,7 +97,7 @@ def reconciliation(state: RunState, env: TaskEnv, *, dry_run: bool = False, prun
     return lines + failed, events
 
 
-__all__ = ["DEFAULT_TASKS_DIR", "LandingNotReady", "TaskFilesRefused", "land", "plan", "project_of", "read_task_files",
+__all__ = ["DEFAULT_TASKS_DIR", "LandingNotReady", "TaskFilesRefused", "land", "plan", "plan_with_tasks", "project_of", "read_task_files",
            "reconciliation", "run_state"]
 
 
@@ -133,3 +133,28 @@ def land(store: EventStore, run_id: str, env: TaskEnv, *, target: str = "", by: 
                                                                     "causation_id": "command:land"}),
                             expected_version=state.version)
     return event, recorded[-1].position
+
+
+def plan_with_tasks(plan: dict[str, Any], store: EventStore) -> dict[str, Any]:
+    """The scheduler's plan with each task run's tasks (seed 001: every task's one status and one reason).
+
+    Each entry of ``in_progress`` and ``planned_queued`` whose flow is a task graph gets ``tasks``:
+    ``{task: {status, reason, detail, waiting_on, phase}}``, folded from its log.
+    """
+    from flows.tasks.launch import TASK_FLOW
+    from flows.tasks.lifecycle import plan as lifecycle_plan
+
+    free = max(0, int(plan.get("agent_slots") or 0) - int(plan.get("slots_in_use") or 0))
+    for key in ("in_progress", "planned_queued"):
+        for entry in plan.get(key, []):
+            if entry.get("flow") != TASK_FLOW:
+                continue
+            state, _ = run_state(store, entry["run_id"])
+            if state.tasks is None:
+                continue
+            views = lifecycle_plan(state.tasks, free)
+            entry["tasks"] = {tid: {"status": v.status.value, "reason": v.reason, "detail": v.detail,
+                                    "waiting_on": list(v.waiting_on),
+                                    "phase": t.phase.value if t.phase else None}
+                              for (tid, v), t in zip(views.items(), state.tasks.tasks.values())}
+    return plan

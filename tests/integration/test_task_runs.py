@@ -184,6 +184,12 @@ def test_a_blocked_task_waits_for_a_person_while_the_others_go_on_and_retry_cont
         assert (a.status, a.reason) == (TaskStatus.BLOCKED, "which API key may I use?")
         assert b.status is TaskStatus.DONE  # the coordinator moved on meanwhile
         assert waiting.steps["a"].status == "paused"
+        # The plan shows the run waiting for a person and each task's one status and reason.
+        from actors.task_runs import plan_with_tasks
+        [entry] = [e for e in plan_with_tasks(engine.plan(), engine.store)["planned_queued"] if e["run_id"] == run_id]
+        assert entry["reason"] == "approval"
+        assert entry["tasks"]["a"]["status"] == "blocked" and entry["tasks"]["a"]["detail"] == "which API key may I use?"
+        assert entry["tasks"]["b"]["reason"] == "merged"
         with pytest.raises(Exception, match="no question to answer"):
             engine.task_command(run_id, "b", "retry", by="tester")
         engine.task_command(run_id, "a", "retry", text="use the sandbox key", by="tester")
