@@ -185,9 +185,14 @@ def task_result(actor: RunActor, msg: m.StepResult) -> None:
         return
     error = redactor(actor.ctx.config.known_secrets)(msg.error)
     log.info("task %s of run %s failed: %s", msg.step_id, actor.run_id, error)
-    actor._stage([TaskFailed(step_id=msg.step_id, attempt=msg.attempt, error=error,
-                            will_retry=task.retries_left > 0, at=actor.ctx.clock.now())])
-    actor._queue_flush()
+    final = task.retries_left <= 0
+    actor._stage([TaskFailed(step_id=msg.step_id, attempt=msg.attempt, error=error, will_retry=not final,
+                             at=actor.ctx.clock.now())])
+    actor._queue_flush()  # queued first: the failure is recorded before the cleanup below can append
+    if final and task.worktree and not task.worktree_removed:  # no retry will use it: remove it, keep the branch
+        start_task(actor, TaskStarted(step_id=msg.step_id, attempt=msg.attempt, at=actor.ctx.clock.now()),
+                   abandon_only=True)
+
 
 def publish(actor: RunActor, events: list[Event]) -> None:
     """``task_updated`` frames: one per task an event moved, with its status and phase."""

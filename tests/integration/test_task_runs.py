@@ -350,3 +350,22 @@ def test_a_backend_that_cannot_run_a_tasks_agent_fails_the_task_by_name_instead_
     assert state.status == "failed" and state.tasks is not None
     assert "cli backend has no task template" in state.tasks.tasks["a"].reason
     assert repo.branches() == ["main"]  # nothing was made in git
+
+
+def test_a_task_whose_model_server_fails_is_retried_then_failed_and_its_worktree_removed(tmp_path, repo, llm):
+    # No route for task a's implementor: the server answers 404 ("model not found") to every turn.
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")})
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "failed" and state.tasks is not None
+    failed = [e for e in events if type(e).__name__ == "TaskFailed"]
+    assert [e.will_retry for e in failed] == [True, False]  # one retry (the launch's default), then failed
+    created = [e.reused for e in events if type(e).__name__ == "TaskWorktreeCreated"]
+    assert created == [False, True]  # the retry continued in the same worktree
+    [cleaned] = [e for e in events if isinstance(e, TaskCleanedUp)]
+    assert cleaned.worktree_removed and not cleaned.branch_deleted
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
