@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import Executor
-
 from typing import TYPE_CHECKING
 
 from actors.agents import Backend

@@ -17,7 +17,7 @@ class LaunchRun:
     """Admit a new run (its RunLaunched already prepared and checked)."""
 
     event: RunLaunched
-    reply: Future
+    reply: Future[Any]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class RunCommand:
 
     run_id: str
     kind: str  # "approve" | "reject" | "cancel"
-    reply: Future
+    reply: Future[Any]
     step_id: str = ""
     by: str = ""
     comment: str = ""
@@ -86,7 +86,7 @@ class ReleaseSlots:
 class PlanQuery:
     """Ask for the scheduler's plan (answered through ``reply``)."""
 
-    reply: Future
+    reply: Future[Any]
 
 
 # -- to a RunActor ------------------------------------------------------------
@@ -100,7 +100,7 @@ class Launch:
     start: bool
     reason: str
     plan_position: int
-    reply: Future
+    reply: Future[Any]
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class Resume:
     decision: str
     by: str
     comment: str
-    reply: Future
+    reply: Future[Any]
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class Cancel:
 
     reason: str
     by: str
-    reply: Future | None = None
+    reply: Future[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class TaskEvents:
     step_id: str
     attempt: int
     events: list[Any]
-    reply: Future
+    reply: Future[Any]
 
 
 @dataclass(frozen=True)
@@ -205,4 +205,4 @@ class TaskCommand:
     action: str  # "message" | "abort" | "retry" | "skip"
     by: str
     text: str
-    reply: Future
+    reply: Future[Any]

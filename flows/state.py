@@ -33,8 +33,8 @@ from flows.events import (
     TaskDone,
     TaskEvent,
     TaskFailed,
-    TaskStarted,
     TasksPlanned,
+    TaskStarted,
 )
 from flows.model import FlowSnapshot, StepSpec
 from flows.status import (

@@ -8,6 +8,7 @@ tasks of one run can share a model and run in parallel.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -185,8 +186,14 @@ def test_a_blocked_task_waits_for_a_person_while_the_others_go_on_and_retry_cont
         assert b.status is TaskStatus.DONE  # the coordinator moved on meanwhile
         assert waiting.steps["a"].status == "paused"
         # The plan shows the run waiting for a person and each task's one status and reason.
+        # (the scheduler hears the run went idle just after its log says paused: wait for the plan, bounded)
         from actors.task_runs import plan_with_tasks
-        [entry] = [e for e in plan_with_tasks(engine.plan(), engine.store)["planned_queued"] if e["run_id"] == run_id]
+        deadline = time.monotonic() + 10
+        while not (entries := [e for e in plan_with_tasks(engine.plan(), engine.store)["planned_queued"]
+                               if e["run_id"] == run_id]):
+            assert time.monotonic() < deadline, "the plan never showed the paused run"
+            time.sleep(0.01)
+        [entry] = entries
         assert entry["reason"] == "approval"
         assert entry["tasks"]["a"]["status"] == "blocked" and entry["tasks"]["a"]["detail"] == "which API key may I use?"
         assert entry["tasks"]["b"]["reason"] == "merged"
