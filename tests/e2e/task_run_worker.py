@@ -1,9 +1,11 @@
-"""A process driving a task run, killed -9 right after git made a task's merge commit (before it was recorded).
+"""A process driving a task run, killed -9 in the middle of a task's merge.
 
-    python -m tests.e2e.task_run_worker DB REPO WORKTREES BASE_URL ENV_JSON FIFO FILES_JSON TASK
+    python -m tests.e2e.task_run_worker DB REPO WORKTREES BASE_URL ENV_JSON FIFO FILES_JSON TASK [WHEN]
 
-It writes ``ready RUN_ID`` to ``FIFO`` once ``git merge`` of ``TASK`` has
-made its commit in the integration worktree, then waits to be killed.
+It writes ``ready RUN_ID`` to ``FIFO`` and waits to be killed: with WHEN
+``after`` (the default) once ``git merge`` of ``TASK`` has made its commit
+in the integration worktree (not yet recorded); with ``before`` once the
+merge phase is recorded and git has not merged yet.
 """
 
 from __future__ import annotations
@@ -28,16 +30,22 @@ MODEL = "coder"
 
 
 def main(argv: list[str]) -> int:
-    db, repo, worktrees, base_url, env_json, fifo, files_json, task = argv
+    db, repo, worktrees, base_url, env_json, fifo, files_json, task, *rest = argv
+    when = rest[0] if rest else "after"
     run: dict[str, str] = {}
     real = RunWorktrees.merge_commit
 
+    def stop() -> None:
+        with open(fifo, "w") as f:
+            f.write(f"ready {run['id']}\n")
+        threading.Event().wait()
+
     def merge_then_stop(self: RunWorktrees, task_id: str, sha: str) -> Any:
+        if task_id == task and when == "before":
+            stop()
         outcome = real(self, task_id, sha)
         if task_id == task and isinstance(outcome, Merged) and not outcome.already:
-            with open(fifo, "w") as f:
-                f.write(f"ready {run['id']}\n")
-            threading.Event().wait()
+            stop()
         return outcome
 
     RunWorktrees.merge_commit = merge_then_stop  # type: ignore[method-assign]

@@ -269,9 +269,8 @@ def test_a_message_reaches_the_next_turn_and_an_abort_stops_one_task_and_cleans_
     assert state.status == "failed" and "aborted by tester: wrong approach" in state.report
 
 
-@pytest.mark.slow
-def test_a_kill_9_after_the_merge_commit_is_recorded_at_restart_never_merged_twice_and_the_run_finishes(
-        tmp_path, repo, llm):
+def kill_mid_merge(tmp_path: Path, repo: TaskRepo, llm: ScriptedLLM, when: str) -> tuple[str, str, list]:
+    """Drive a run a -> b in another process, kill -9 it at ``when`` in a's merge, restart here; the events."""
     import json
     import os
     import signal
@@ -286,7 +285,7 @@ def test_a_kill_9_after_the_merge_commit_is_recorded_at_restart_never_merged_twi
     os.mkfifo(fifo)
     worker = subprocess.Popen([sys.executable, "-m", "tests.e2e.task_run_worker", db, str(repo.root),
                                str(repo.worktrees), llm.base_url, json.dumps(repo.env), str(fifo), json.dumps(files),
-                               "a"], cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+                               "a", when], cwd=Path(__file__).resolve().parents[2], start_new_session=True)
     try:
         with open(fifo) as f:  # blocks until the worker is at the point (or exits: then the line is empty)
             line = f.readline().split()
@@ -296,7 +295,8 @@ def test_a_kill_9_after_the_merge_commit_is_recorded_at_restart_never_merged_twi
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
     integrate = f"baton/{run_id}/integrate"
-    assert repo.git("log", "--merges", "--format=%s", integrate).splitlines() == ["baton: merge task a"]
+    merged_before = repo.git("log", "--merges", "--format=%s", integrate).splitlines()
+    assert merged_before == (["baton: merge task a"] if when == "after" else [])
     store = open_store(db)
     env = TaskEnv(worktrees_dir=repo.worktrees, turn=ChatTurns(llm.base_url), run_timeout_s=30.0, git_env=repo.env)
     engine = Engine(store, FlowRegistry([]), EngineConfig(agent_slots=4, backend="openai", model=MODEL,
@@ -307,13 +307,34 @@ def test_a_kill_9_after_the_merge_commit_is_recorded_at_restart_never_merged_twi
     finally:
         engine.stop()
     assert state.status == "completed", state.reason
+    # Either way: each task merged exactly once, nothing of the run left but its result.
+    assert sorted(repo.git("log", "--merges", "--format=%s", integrate).splitlines()) == [
+        "baton: merge task a", "baton: merge task b"]
+    assert {"a.txt", "b.txt"} <= set(repo.git("ls-tree", "--name-only", integrate).split())
+    assert repo.branches() == [integrate, "main"]
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    return run_id, integrate, events
+
+
+@pytest.mark.slow
+def test_a_kill_9_after_the_merge_commit_is_recorded_at_restart_never_merged_twice_and_the_run_finishes(
+        tmp_path, repo, llm):
+    _, _, events = kill_mid_merge(tmp_path, repo, llm, "after")
     merged_a = [e for e in events if isinstance(e, TaskMerged) and e.step_id == "a"]
     assert len(merged_a) == 1 and merged_a[0].already  # recorded from git, not merged again
     assert any(type(e).__name__ == "GitCompensated" and e.action == "record-merged" for e in events)
-    assert sorted(repo.git("log", "--merges", "--format=%s", integrate).splitlines()) == [
-        "baton: merge task a", "baton: merge task b"]
-    assert repo.branches() == [integrate, "main"]
-    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+
+
+@pytest.mark.slow
+def test_a_kill_9_after_the_merge_intent_before_git_merged_retries_the_task_in_its_worktree_and_merges_once(
+        tmp_path, repo, llm):
+    _, _, events = kill_mid_merge(tmp_path, repo, llm, "before")
+    lost = [e for e in events if type(e).__name__ == "TaskFailed" and e.step_id == "a"]
+    assert len(lost) == 1 and lost[0].lost and lost[0].will_retry  # the attempt was lost, not counted
+    created = [e.reused for e in events if type(e).__name__ == "TaskWorktreeCreated" and e.step_id == "a"]
+    assert created == [False, True]  # the retry continued on the kept branch: the first attempt's commit is there
+    merged_a = [e for e in events if isinstance(e, TaskMerged) and e.step_id == "a"]
+    assert len(merged_a) == 1 and not merged_a[0].already
 
 
 def test_aborting_a_blocked_task_removes_its_worktree_keeps_its_branch_and_ends_the_run(tmp_path, repo, llm):
