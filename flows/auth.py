@@ -85,6 +85,14 @@ ROUTE_ROLES: Mapping[str, Role | None] = {
     "cancel": Role.OPERATOR,
     "approve": Role.APPROVER,
     "reject": Role.APPROVER,
+    # Task runs (DESIGN §12): reading their tasks; launching one and a word on one task.
+    "run_tasks": Role.VIEWER,
+    "launch_task_run": Role.OPERATOR,
+    "task_message": Role.OPERATOR,
+    "task_abort": Role.OPERATOR,
+    "task_retry": Role.OPERATOR,
+    "task_skip": Role.OPERATOR,
+    "land_task_run": Role.APPROVER,  # landing is the run's closing approval (fast-forward only)
     # Who may do anything at all.
     "list_tokens": Role.ADMIN,
     "create_token": Role.ADMIN,
