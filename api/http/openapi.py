@@ -157,6 +157,8 @@ def paths() -> dict[str, Any]:
                                _query("status", "Filter: a run status (queued, running, paused, completed, "
                                                 "failed, rejected, cancelled); another word is 422."),
                                _query("flow", "Filter: a flow name."),
+                               _query("q", "Filter: runs whose id, flow, question or project contains this "
+                                           "text, ignoring case; at most 200 characters (longer is 422)."),
                                _query("cursor", "`next_cursor` of the previous page: the id of the last run "
                                                 "it listed. A cursor that names no run is 422, never "
                                                 "another page."),
