@@ -18,7 +18,7 @@ from actors.task_attempt import TaskEnv, machinery
 from actors.workspace.projects import ProjectBook
 from eventstore import EventStore
 from flows.events import Event, LandingRefused, RunLanded, stream_of
-from flows.projects import Project
+from flows.projects import Project, ProjectNotFound, UnknownProject
 from flows.state import RunState
 from flows.tasks.files import TaskGraph, load_task_graph
 from flows.tasks.reconcile import compensation_events, describe, logged_run, reconcile
@@ -62,8 +62,11 @@ def plan(project: Project, tasks_dir: str = DEFAULT_TASKS_DIR) -> TaskGraph:
 
 
 def project_of(store: EventStore, project_id: str, now: Any) -> Project:
-    """The registered project (raises UnknownProject naming the known ones)."""
-    return ProjectBook(store, now).get(project_id)
+    """The registered project (raises ProjectNotFound, naming the known ones)."""
+    try:
+        return ProjectBook(store, now).get(project_id)
+    except UnknownProject as exc:
+        raise ProjectNotFound(exc.project_id, exc.known) from None
 
 
 def run_state(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int, Event]]]:

@@ -45,7 +45,7 @@ from flows.auth import (
 from flows.catalog import UnknownFlow
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.launch import LaunchError
-from flows.projects import InvalidProjectId, ProjectError, ProjectExists, UnknownProject
+from flows.projects import InvalidProjectId, ProjectError, ProjectExists, ProjectNotFound, UnknownProject
 from flows.status import RunStatus
 from flows.tasks.files import TaskGraphError
 from flows.tasks.lifecycle import TaskTransitionError
@@ -144,6 +144,7 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (UnstorableText, 422, "unstorable-text", "The request holds text that cannot be stored"),
     (UnknownFlow, 422, "unknown-flow", "No flow of that name"),
     (LaunchError, 422, "invalid-launch", "The launch request is not acceptable"),
+    (ProjectNotFound, 404, "unknown-project", "No project of that id"),
     (UnknownProject, 422, "unknown-project", "No project of that id"),
     (InvalidProjectId, 422, "invalid-project-id", "The project id is not acceptable"),
     (ProjectExists, 409, "project-exists", "A project of that id is registered elsewhere"),
@@ -162,7 +163,6 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (TaskGraphError, 422, "invalid-task-graph", "The task files do not make a graph"),
     (TaskFilesRefused, 422, "task-files-refused", "The task files cannot be read"),
     (LandingNotReady, 409, "landing-not-ready", "This run cannot be landed now"),
-    (UnknownProject, 404, "unknown-project", "No project of that id"),
     (TaskTransitionError, 409, "task-not-ready", "The task is not where this applies"),
     (TaskCommandRefused, 409, "task-command-refused", "That does not apply to this task now"),
     (RunBusy, 503, "run-busy", "The run is being handed over; try again shortly"),
