@@ -59,10 +59,10 @@ function taskBadge(status) {
     h('span', { class: 'dot', 'aria-hidden': 'true', text: known.icon }), ' ', h('span', { class: 'word', text: known.label }));
 }
 
-// The last two parts of a worktree's path (its run and task), the whole path as a title.
+// The end of a worktree's path (the branch beside it names the run), the whole path as a title.
 function shortPath(path) {
   const parts = (path || '').split('/').filter(Boolean);
-  return parts.length > 2 ? `…/${parts.slice(-3).join('/')}` : path;
+  return parts.length > 2 ? `…/${parts.slice(-2).join('/')}` : path;
 }
 
 function count(n, warn = false) {
@@ -97,7 +97,9 @@ export function mountTaskBoard(section, { runId, labels = new Map() }) {
 
   function cells(task) {
     const label = labels.get(task.task_id);
-    const reason = [task.reason, task.detail && task.detail !== task.merge_commit ? task.detail : ''].filter(Boolean).join(': ');
+    // A running task's reason is its phase and its detail the attempt: both have their own columns.
+    const reason = task.status === 'inprogress' ? ''
+      : [task.reason, task.detail && task.detail !== task.merge_commit ? task.detail : ''].filter(Boolean).join(': ');
     const commits = (task.commits || []).length;
     return [
       h('th', { scope: 'row', dataset: { field: 'task', label: 'Task' } }, h('code', { text: task.task_id }),
