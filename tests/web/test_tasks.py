@@ -12,8 +12,11 @@ shown in it.
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -67,10 +70,33 @@ def server(tmp_path_factory: pytest.TempPathFactory, llm: ScriptedLLM, repo: Tas
                    BATON_WORKTREES=str(repo.worktrees)) as running:
         store = open_store(running.db_url)
         try:
-            ProjectBook(store, time.time).add("demo", repo.root, allow=[["sleep"]], by="tests")
+            ProjectBook(store, time.time).add("demo", repo.root, allow=[["cat"]], by="tests")
         finally:
             store.close()
         yield running
+
+
+def gate(tmp_path: Path) -> Path:
+    """A FIFO: a task's ``cat`` of it blocks until the test opens the gate (no sleep-and-hope)."""
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    return fifo
+
+
+def open_gate(fifo: Path, timeout: float = 20.0) -> None:
+    """Let the ``cat`` reading ``fifo`` finish, once it is reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO while no reader has it open
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                raise AssertionError(f"no task read the gate {fifo} in {timeout} s") from exc
+            time.sleep(0.05)
+            continue
+        os.write(fd, b"go\n")
+        os.close(fd)
+        return
 
 
 def launch_tasks(server: ApiServer, tasks_dir: str) -> str:
@@ -88,10 +114,10 @@ def row(page: Any, task_id: str) -> Any:
     return page.locator(f"#taskboard tr.task-row[data-task-id={task_id}]")
 
 
-@pytest.mark.slow
-def test_a_two_task_run_moves_row_by_row_live_and_ends_with_both_tasks_merged(page, server, llm, repo):
-    # api runs a slow command first, so the page is open while it is in progress
-    llm.route(MODEL, "implementing task `api`", writes("api", first=[ToolTurn([Call("run", {"argv": ["sleep", "3"]})])]))
+def test_a_two_task_run_moves_row_by_row_live_and_ends_with_both_tasks_merged(page, server, llm, repo, tmp_path):
+    # api first reads a FIFO: it stays in progress until the page has seen it so
+    fifo = gate(tmp_path)
+    llm.route(MODEL, "implementing task `api`", writes("api", first=[ToolTurn([Call("run", {"argv": ["cat", str(fifo)]})])]))
     llm.route(MODEL, "implementing task `ui`", writes("ui"))
     for tid in ("api", "ui"):
         llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
@@ -112,6 +138,7 @@ def test_a_two_task_run_moves_row_by_row_live_and_ends_with_both_tasks_merged(pa
     expect(api.get_by_role("button", name="Message task api")).to_be_visible()
     expect(api.get_by_role("button", name="Abort task api")).to_be_visible()
     expect(ui.locator("[data-field=actions]")).to_have_text("—")
+    open_gate(fifo)
 
     # the frames move both rows to done, merged, with no reload
     for r in (api, ui):
@@ -137,9 +164,12 @@ def test_a_two_task_run_moves_row_by_row_live_and_ends_with_both_tasks_merged(pa
     expect(page.locator("#report")).to_be_visible()
     shoot(page, "run-tasks")
     assert_accessible(page, "a completed task run")
+    page.reload()  # reopened: the same rows, read from the log
+    expect(rows(page)).to_have_count(2)
+    for tid in ("api", "ui"):
+        expect(row(page, tid).locator("[data-field=reason]")).to_have_text("merged")
 
 
-@pytest.mark.slow
 def test_a_message_and_an_abort_from_the_row_of_a_running_task_show_in_its_row(page, server, llm):
     llm.route(MODEL, "implementing task `slow`", [StallTurn("working on it")])
     run_id = launch_tasks(server, "stall")
