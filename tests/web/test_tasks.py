@@ -28,7 +28,7 @@ from eventstore import open_store
 from tests.api.server import ApiServer
 from tests.integration.scripted_llm import Call, ScriptedLLM, StallTurn, TextTurn, ToolTurn
 from tests.integration.task_repo import TaskRepo, make_task_repo
-from tests.web.support import assert_accessible, shoot
+from tests.web.support import assert_accessible, ended, shoot, wait_frame
 
 MODEL = "coder"
 APPROVE = TextTurn("---\nrecommendation: approve\n---\nLooks right.")
@@ -138,9 +138,14 @@ def test_a_two_task_run_moves_row_by_row_live_and_ends_with_both_tasks_merged(pa
     expect(api.get_by_role("button", name="Message task api")).to_be_visible()
     expect(api.get_by_role("button", name="Abort task api")).to_be_visible()
     expect(ui.locator("[data-field=actions]")).to_have_text("—")
+    # the stream drops while the tasks finish: the rows catch up when it is back (no reload)
+    page.evaluate("window.batonConsole.feed.pause()")
     open_gate(fifo)
+    wait_frame(server, run_id, ended, "the run's end", timeout=60)
+    assert api.get_attribute("data-status") == "inprogress", "nothing reached the page while the stream was down"
+    page.evaluate("window.batonConsole.feed.resume()")
 
-    # the frames move both rows to done, merged, with no reload
+    # the replayed frames move both rows to done, merged
     for r in (api, ui):
         expect(r).to_have_attribute("data-status", "done", timeout=60_000)
         expect(r.locator("[data-field=status] .word")).to_have_text("done")
