@@ -198,8 +198,14 @@ def test_a_message_and_an_abort_from_the_row_of_a_running_task_show_in_its_row(p
     events = httpx.get(f"{server.url}/api/runs/{run_id}/events", auth=server.auth).json()
     assert [e["data"]["text"] for e in events if e["type"] == "TaskMessaged"] == ["also add a README line"]
 
-    slow.get_by_role("button", name="Abort task slow").click()
+    slow.get_by_role("button", name="Abort task slow").focus()
+    page.keyboard.press("Enter")  # by keyboard: the form opens with the focus in it, Escape closes it
     form = page.get_by_role("form", name="Abort task slow")
+    expect(form.get_by_label("Why (optional)")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(form).to_have_count(0)
+    expect(slow.get_by_role("button", name="Abort task slow")).to_be_focused()
+    slow.get_by_role("button", name="Abort task slow").click()
     form.get_by_label("Why (optional)").fill("wrong approach")
     form.get_by_role("button", name="Abort task").click()
     expect(slow).to_have_attribute("data-status", "aborted", timeout=30_000)

@@ -146,6 +146,12 @@ export function mountTaskBoard(section, { runId, labels = new Map() }) {
       h('div', { class: 'buttons' }, submit,
         h('button', { type: 'button', onclick: () => { openForm(taskId, null); focusAction(taskId, action); } }, 'Close')),
       status);
+    form.addEventListener('keydown', (e) => {
+      if (e.key !== 'Escape') return;
+      e.preventDefault();
+      openForm(taskId, null);
+      focusAction(taskId, action);
+    });
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       if (spec.required && !text.value.trim()) {
