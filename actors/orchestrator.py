@@ -31,6 +31,7 @@ RunActors and tells the engine, which starts a new orchestrator.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -120,7 +121,7 @@ class Orchestrator(pykka.ThreadingActor):
         self._recover_tries = 0
         self._recover_due = False  # a retry of recovery is scheduled
         self.runs: dict[str, _Run] = {}  # the runs known here (the same as the scheduler's)
-        self.scheduler = Scheduler(ctx.config.max_active_runs, ctx.config.agent_slots)
+        self.scheduler = Scheduler(ctx.config.max_active_runs, ctx.config.agent_slots, epoch=uuid.uuid4().hex[:12])
         self._renewal: Any = None
         self._nodes_seen: set[str] = set()  # nodes alive at the last heartbeat
         self._retries: dict[str, int] = {}  # run -> times it was driven again after a failure
@@ -177,7 +178,10 @@ class Orchestrator(pykka.ThreadingActor):
         handler = self._handlers.get(type(message))
         if handler is None:
             raise TypeError(f"Orchestrator got an unknown message {message!r}")
-        return handler(self, message)
+        try:
+            return handler(self, message)
+        finally:
+            self._plan_changed()  # whatever the message changed in the plan, as one delta
 
     def _recover(self) -> None:
         """Take over every run that has not ended and no live process drives (DESIGN §4).
@@ -270,7 +274,6 @@ class Orchestrator(pykka.ThreadingActor):
         admission = self.scheduler.launch(ev.run_id, ev.flow, ev.at)
         run = self.runs[ev.run_id] = _Run(ev.run_id)
         self._tell_run(run, m.Launch(ev, admission.start, admission.reason, admission.position, msg.reply))
-        self._plan_changed()
 
     def _on_command(self, msg: m.RunCommand) -> None:
         run = self.runs.get(msg.run_id)
@@ -307,7 +310,6 @@ class Orchestrator(pykka.ThreadingActor):
         elif msg.status != "queued":  # unknown or already ended: a command found nothing to do
             self._forget(msg.run_id)
         self._schedule()
-        self._plan_changed()
 
     def _on_ended(self, msg: m.RunEnded) -> None:
         if self._current(msg.run_id, msg.urn) is None:
@@ -315,7 +317,6 @@ class Orchestrator(pykka.ThreadingActor):
         self._retries.pop(msg.run_id, None)
         self._forget(msg.run_id)
         self._schedule()
-        self._plan_changed()
 
     def _on_fenced(self, msg: m.RunFenced) -> None:
         if self._current(msg.run_id, msg.urn) is None:
@@ -326,7 +327,6 @@ class Orchestrator(pykka.ThreadingActor):
         else:
             log.warning("run %s left to its owner: %s", msg.run_id, msg.error)
         self._schedule()
-        self._plan_changed()
 
     def _redrive_later(self, run_id: str, error: object) -> None:
         """Drive the run again after a pause that doubles with each try (RETRY_CAP_S at most)."""
@@ -356,7 +356,6 @@ class Orchestrator(pykka.ThreadingActor):
         if phase is Phase.ACTIVE:
             self._tell_run(run, m.Recover(self.ctx.config.node))
         self._schedule()
-        self._plan_changed()
 
     def _tell_self(self, message: Any) -> None:
         try:
@@ -408,12 +407,23 @@ class Orchestrator(pykka.ThreadingActor):
             msg.reply.set_result(self.plan())
 
     def plan(self) -> dict[str, Any]:
-        """The scheduler's plan (``Scheduler.plan``): in progress, planned with why it waits, new."""
+        """The scheduler's plan (``Scheduler.plan``): in progress, planned with why it waits, new.
+
+        Any change not yet published goes out first, so the plan's ``seq`` is
+        that of the last ``plan_delta`` frame and the frames after it apply to it.
+        """
+        self._plan_changed()
         return self.scheduler.plan()
 
     def _plan_changed(self) -> None:
-        if len(self.ctx.bus):
-            self.ctx.bus.publish({"type": "plan_updated", "plan": self.plan()})
+        """Publish what changed in the plan as one ``plan_delta`` frame (the work is the runs touched).
+
+        The delta is taken even with nobody listening: the next one must
+        follow on from it for a consumer that fetches the plan meanwhile.
+        """
+        delta = self.scheduler.delta()
+        if delta is not None and len(self.ctx.bus):
+            self.ctx.bus.publish({"type": "plan_delta", **delta})
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ A thread follows ``store.subscribe(after=head at start)``, turns each
 recorded event into durable frames (``projections.frames.Framer``; each
 carries ``id`` = the event's global position) and hands every batch to the
 event loop with one ``call_soon_threadsafe``; ephemeral frames (``step_delta``,
-``plan_updated``) come from the engine's FrameBus the same way. On the loop,
+``plan_delta``) come from the engine's FrameBus the same way. On the loop,
 ``_dispatch`` copies the frames into each matching client's buffer. So 100
 clients cost one store subscription and one thread, not 100.
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 Frame = dict[str, Any]
 DEFAULT_BUFFER = 2000  # frames a client may fall behind before it is closed (it resumes by id)
 BATCH = 500
+PLAN_FRAMES = frozenset({"plan_updated", "plan_delta"})
 EPHEMERAL_EVERY_S = 0.01  # deltas are batched for this long: a hundredth of a second nobody reads
 
 
@@ -86,7 +87,7 @@ class Subscriber:
         if self.run_id is not None and frame.get("run_id") != self.run_id:
             return False
         if self.project_id is not None:
-            if frame.get("type") == "plan_updated":
+            if frame.get("type") in PLAN_FRAMES:
                 return True  # the plan is global; it names no project
             if frame.get("project_id") != self.project_id:
                 return False

@@ -76,7 +76,7 @@ def test_queued_work_says_why_and_is_not_kicked_while_a_step_runs(store):
         plan = engine.plan()
         assert [r["run_id"] for r in plan["in_progress"]] == [a]
         assert plan["planned_queued"][0]["run_id"] == b and plan["planned_queued"][0]["reason"] == "capacity"
-        assert any(f["type"] == "plan_updated" and f["plan"]["planned_queued"] for f in frames)
+        assert any(f["type"] == "plan_delta" and [r["run_id"] for r in f["planned_queued"]] == [b] for f in frames)
         # More queued work arrives while A's step runs: it queues behind B; neither B is started
         # nor A re-kicked (A's stream still ends at its step's start).
         c = engine.launch("single", "c").run_id
