@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 from actors.agents import Backend
@@ -26,3 +27,6 @@ class EngineContext:
     config: EngineConfig
     leases: Leases
     steps: Executor  # the threads StepActors run on
+    # (position, {run: launch position}): the runs not ended as of ``position``, from the read tables;
+    # None (or no function) and recovery reads the whole log (``Engine(open_runs=...)``).
+    open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None

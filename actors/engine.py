@@ -98,6 +98,7 @@ class Engine:
         backend: Backend | None = None,
         clock: Clock | None = None,
         bus: FrameBus | None = None,
+        open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self.store = store
@@ -108,7 +109,7 @@ class Engine:
         leases = Leases(store.database, ttl_s=self.config.lease_ttl_s)
         self._steps = StepThreads(self.config.step_threads)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
-                                 self._steps)
+                                 self._steps, open_runs)
         self._orchestrator: pykka.ActorRef | None = None
         self._inbox: Inbox | None = None
         self._supervising = threading.Lock()  # one restart of the orchestrator at a time

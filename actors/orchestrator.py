@@ -189,9 +189,9 @@ class Orchestrator(pykka.ThreadingActor):
         Runs at start, and again whenever a node this process knew alive has
         lost its lease (its process is gone): its runs are then ours to finish.
         """
-        launched: dict[str, int] = {}
+        launched, after = self._open_runs()
         ended: set[str] = set()
-        for rec in self.ctx.store.read_all(after=0, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
+        for rec in self.ctx.store.read_all(after=after, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
             run_id = run_id_of(rec.stream_id)
             if run_id is None:
                 continue
@@ -214,6 +214,20 @@ class Orchestrator(pykka.ThreadingActor):
                 self._tell_run(run, m.Recover(node))
         self._schedule()
         self._plan_changed()
+
+    def _open_runs(self) -> tuple[dict[str, int], int]:
+        """The runs not ended as the read tables last knew (with their launch positions), and the
+        position the log must be read after to know the rest: 0 (the whole log) when they cannot say."""
+        if self.ctx.open_runs is not None:
+            try:
+                found = self.ctx.open_runs()
+            except Exception:  # tables missing or the query failed: the log alone answers
+                log.warning("recovery reads the whole log: the read tables could not list open runs", exc_info=True)
+                found = None
+            if found is not None:
+                position, runs = found
+                return dict(runs), position
+        return {}, 0
 
     def _try_recover(self) -> None:
         """Recover, or, if the store fails, try again later (RETRY_CAP_S at most between tries)."""
