@@ -46,8 +46,9 @@ FIRST_MESSAGE_S = 1.0  # how long a WebSocket without query parameters waits for
 def sse_event(frame: Frame) -> bytes:
     """One frame as a text/event-stream event (no ``id:`` line for an ephemeral frame)."""
     fid = frame.get("id")
-    head = f"id: {fid}\nevent: {frame['type']}\n" if fid is not None else f"event: {frame['type']}\n"
-    return head.encode() + b"data: " + _encode(frame) + b"\n\n"
+    if fid is not None:
+        return b"id: %d\nevent: %b\ndata: %b\n\n" % (fid, frame["type"].encode(), _encode(frame))
+    return b"event: %b\ndata: %b\n\n" % (frame["type"].encode(), _encode(frame))
 
 
 def json_text(frame: Frame) -> bytes:
