@@ -451,10 +451,12 @@ class Orchestrator(pykka.ThreadingActor):
         cannot import, FlowsModuleMissing. Either way nothing is started.
         """
         if run.ref is None or not run.ref.is_alive():
+            loaded = None
             if not isinstance(message, (m.Launch, m.Recover)):
                 reply = getattr(message, "reply", None)
                 try:
-                    state, _, last_node = load_with_owner(self.ctx, run.run_id)
+                    state, history, last_node = load_with_owner(self.ctx, run.run_id)
+                    loaded = (state, history)
                     runs_code = not isinstance(message, m.Cancel)
                     where = route(state, last_node, self.ctx.config.node, self._live_nodes(),
                                   lambda: missing_module(state, self.ctx.registry) if runs_code else "")
@@ -471,7 +473,7 @@ class Orchestrator(pykka.ThreadingActor):
                         reply.set_exception(RunOwnedElsewhere(run.run_id, where.node, node=where.node) if where.node
                                             else FlowsModuleMissing(run.run_id, where.missing))
                     return False
-            run.ref = RunActor.start(self.ctx, self.actor_ref, run.run_id)
+            run.ref = RunActor.start(self.ctx, self.actor_ref, run.run_id, loaded)
             run.sent = 0
         run.sent += 1
         run.ref.tell(message)
