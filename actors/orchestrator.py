@@ -31,6 +31,7 @@ RunActors and tells the engine, which starts a new orchestrator.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ from flows.state import RunState
 log = logging.getLogger(__name__)
 
 RETRY_CAP_S = 5.0  # the longest pause between two tries of work the store failed
+
+
+LIVE_READ_S = 1.0  # how long a read of the node leases serves the ownership checks of commands
 
 
 def _phase_found(state: RunState, now: float) -> Phase:
@@ -124,6 +128,7 @@ class Orchestrator(pykka.ThreadingActor):
         self.scheduler = Scheduler(ctx.config.max_active_runs, ctx.config.agent_slots, epoch=uuid.uuid4().hex[:12])
         self._renewal: Any = None
         self._nodes_seen: set[str] = set()  # nodes alive at the last heartbeat
+        self._live_read: tuple[float, set[str]] | None = None  # (monotonic time, nodes) of the last lease read
         self._retries: dict[str, int] = {}  # run -> times it was driven again after a failure
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -261,7 +266,7 @@ class Orchestrator(pykka.ThreadingActor):
             log.warning("could not renew the node lease", exc_info=True)
         self._renewal = self.ctx.clock.call_later(self.ctx.config.lease_ttl_s / 3, self._beat)
         try:
-            live = self._live_nodes()
+            live = self._live_nodes(fresh=True)
         except Exception:
             log.warning("could not read the node leases", exc_info=True)
             return
@@ -271,8 +276,21 @@ class Orchestrator(pykka.ThreadingActor):
             log.warning("node(s) %s stopped renewing their lease; taking over their runs", ", ".join(sorted(gone)))
             self._try_recover()
 
-    def _live_nodes(self) -> set[str]:
-        return live_nodes(self.ctx.leases.held())
+    def _live_nodes(self, fresh: bool = False) -> set[str]:
+        """The nodes whose lease is alive, read at most LIVE_READ_S ago (``fresh``: read now).
+
+        A burst of commands (approvals over HTTP) would otherwise read the
+        lease table once each, on this one thread. A lease lives for
+        ``lease_ttl_s`` (30 s): a node's liveness is already that coarse, and
+        a run two nodes both think theirs is still guarded by the store's
+        expected version.
+        """
+        now = time.monotonic()
+        if not fresh and self._live_read is not None and now - self._live_read[0] < LIVE_READ_S:
+            return self._live_read[1]
+        live = live_nodes(self.ctx.leases.held())
+        self._live_read = (now, live)
+        return live
 
     def _beat(self) -> None:
         self._tell_self(_Renew())
