@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 RETRY_CAP_S = 5.0  # the longest pause between two tries of work the store failed
 
 
+PLAN_GATHER = 4096  # plan changes left to gather while nobody listens, at most
 LIVE_READ_S = 1.0  # how long a read of the node leases serves the ownership checks of commands
 
 
@@ -444,15 +445,20 @@ class Orchestrator(pykka.ThreadingActor):
         Any change not yet published goes out first, so the plan's ``seq`` is
         that of the last ``plan_delta`` frame and the frames after it apply to it.
         """
-        self._plan_changed()
+        self._plan_changed(force=True)
         return self.scheduler.plan()
 
-    def _plan_changed(self) -> None:
+    def _plan_changed(self, force: bool = False) -> None:
         """Publish what changed in the plan as one ``plan_delta`` frame (the work is the runs touched).
 
-        The delta is taken even with nobody listening: the next one must
-        follow on from it for a consumer that fetches the plan meanwhile.
+        With nobody listening (an engine without a server) the changes are
+        left to gather in the scheduler and go out as one delta with the
+        next one published, or before the plan is read (``force``): the
+        deltas then still follow on from each other. A few thousand
+        gathered are taken anyway, so they never pile up.
         """
+        if not force and not len(self.ctx.bus) and self.scheduler.pending_changes() < PLAN_GATHER:
+            return
         delta = self.scheduler.delta()
         if delta is not None and len(self.ctx.bus):
             self.ctx.bus.publish({"type": "plan_delta", **delta})

@@ -300,6 +300,10 @@ class Scheduler:
             "new_queued": [],
         }
 
+    def pending_changes(self) -> int:
+        """Runs touched since the last ``delta()``."""
+        return len(self._dirty)
+
     def delta(self) -> dict[str, Any] | None:
         """What changed in the plan since the last delta (None: nothing), as a ``plan_delta`` frame's body.
 

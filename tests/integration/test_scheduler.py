@@ -163,3 +163,30 @@ def test_plan_survives_a_restart_and_queued_runs_can_be_cancelled(store):
         assert engine.wait(c).status == "completed"
     finally:
         engine.stop()
+
+
+def test_plan_changes_made_with_nobody_listening_reach_a_later_listener_as_one_delta(store):
+    """An engine with no frame listener gathers its plan changes; a listener that reads the plan
+    and then follows the deltas still ends with the plan the engine has."""
+    from actors.scheduler import apply_delta
+
+    engine = engine_with(store, ScriptedBackend(), max_active_runs=0, agent_slots=0)
+    try:
+        parked = [engine.launch("gated-agent", f"q{i}").run_id for i in range(3)]
+        for run_id in parked:
+            engine.wait(run_id, {"paused"})
+        plan = engine.plan()
+        assert [r["run_id"] for r in plan["planned_queued"]] == parked
+        frames: list[dict] = []
+        engine.bus.subscribe(frames.append)
+        engine.approve(parked[0], "gate", by="someone")
+        assert engine.wait(parked[0]).status == "completed"
+        wait_until(lambda: any(parked[0] in f.get("removed", ()) for f in frames))
+        for frame in frames:
+            if frame["type"] == "plan_delta" and frame["seq"] > plan["seq"]:
+                assert frame["seq"] == plan["seq"] + 1
+                plan = apply_delta(plan, frame)
+        assert plan == engine.plan()
+        assert [r["run_id"] for r in plan["planned_queued"]] == parked[1:]
+    finally:
+        engine.stop()
