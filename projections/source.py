@@ -279,18 +279,27 @@ def _not_json(name: str) -> Any:
 
 _FRAMED = ("SELECT position, stream_id, version, type, {1}, {2} FROM events WHERE position > {0} AND position <= {0} "
            "AND stream_id >= '" + RUN_STREAM_PREFIX + "' AND stream_id < '" + RUN_STREAM_PREFIX[:-1]
-           + chr(ord(RUN_STREAM_PREFIX[-1]) + 1) + "' AND type IN ({3}) ORDER BY position LIMIT {0}")
+           + chr(ord(RUN_STREAM_PREFIX[-1]) + 1) + "' AND type IN ({3}){4} ORDER BY position LIMIT {0}")
+# A project's runs, and the runs the read tables do not know yet (launched after the projector's
+# checkpoint: the caller filters their frames by project itself).
+_OF_PROJECT = (" AND (EXISTS (SELECT 1 FROM flow_runs f WHERE f.run_id = substr(events.stream_id, {1}) "
+               "AND f.project_id = {0}) OR NOT EXISTS (SELECT 1 FROM flow_runs f "
+               "WHERE f.run_id = substr(events.stream_id, {1})))")
 
 
-def read_framed(store: EventStore, after: int, upto: int, types: Iterable[str], page: int = 2000) -> Iterator[Page]:
+def read_framed(store: EventStore, after: int, upto: int, types: Iterable[str], page: int = 2000, *,
+                project_id: str | None = None) -> Iterator[Page]:
     """Pages of the run events in (after, upto] whose type is one of ``types``, decoded as
     ``rows_page`` decodes them: what a stream resuming from a position needs to build its frames.
 
     The database leaves out every other event (other streams, types that give
-    no frame), so they are neither sent over nor decoded. Each page checks a
+    no frame), so they are neither sent over nor decoded. With ``project_id``
+    it also leaves out the runs the read tables place in another project
+    (``flow_runs``); runs they do not know yet still come, for the caller to
+    filter by the project their RunLaunched names. Each page checks a
     connection out of the pool for its one query and gives it back, so a long
     replay holds none between pages. A store without a ``database`` is read
-    through ``read_all`` and filtered here.
+    through ``read_all`` and filtered here (by type only).
     """
     wanted = sorted(set(types) | CODEC.versioned())  # a type an upcaster renames may become a wanted one
     if not isinstance(store, SqlStore):
@@ -301,13 +310,15 @@ def read_framed(store: EventStore, after: int, upto: int, types: Iterable[str], 
     database = store.database
     dialect = database.dialect.name
     mark = "%s" if dialect == "postgresql" else "?"
+    project = "" if project_id is None else _OF_PROJECT.format(mark, len(RUN_STREAM_PREFIX) + 1)
     sql = _FRAMED.format(mark, _DATA.get(dialect, "data"), schema_version_column(dialect),
-                         ", ".join("'" + name.replace("'", "''") + "'" for name in wanted))
+                         ", ".join("'" + name.replace("'", "''") + "'" for name in wanted), project)
+    params: tuple[Any, ...] = () if project_id is None else (project_id,)
     while after < upto:
         raw = database.raw_connection()
         try:
             cursor = raw.cursor()
-            cursor.execute(sql, (after, upto, page))
+            cursor.execute(sql, (after, upto, *params, page))
             rows = cursor.fetchall()
             cursor.close()
             if dialect == "postgresql":

@@ -132,7 +132,7 @@ class Subscriber:
             if cursor >= upto:
                 break
             filtered = self.run_id is not None or self.project_id is not None
-            async for frames in self.hub.read_frames(cursor, upto, self.run_id):
+            async for frames in self.hub.read_frames(cursor, upto, self.run_id, self.project_id):
                 keep = [f for f in frames if self.matches(f)] if filtered else frames
                 if keep:
                     yield keep
@@ -252,14 +252,18 @@ class FrameHub:
         """Forget a client (idempotent)."""
         self.subscribers.discard(subscriber)
 
-    async def read_frames(self, after: int, upto: int, run_id: str | None) -> AsyncIterator[list[Frame]]:
+    async def read_frames(self, after: int, upto: int, run_id: str | None,
+                          project_id: str | None = None) -> AsyncIterator[list[Frame]]:
         """Durable frames of the events in (after, upto], read from the store in a worker thread.
 
         With ``run_id``, only that run's stream is read (not the whole log).
         Otherwise the database hands over only the events that give frames
-        (``projections.source.read_framed``: run streams, ``FRAMED_TYPES``),
-        a page at a time, and each page is decoded and framed in the worker
-        thread: the loop only hands the frames on.
+        (``projections.source.read_framed``: run streams, ``FRAMED_TYPES``;
+        with ``project_id``, not the runs the read tables place in another
+        project), a page at a time, and each page is decoded and framed in
+        the worker thread: the loop only hands the frames on. The caller
+        still filters by project (runs launched after the projector's
+        checkpoint come whatever their project).
         """
         framer = Framer(self.project_of)
         if run_id:
@@ -273,7 +277,8 @@ class FrameHub:
                 if frames:
                     yield frames
             return
-        source = read_framed(self.store, after, upto, FRAMED_TYPES, REPLAY_PAGE)
+        source = read_framed(self.store, after, upto, FRAMED_TYPES, REPLAY_PAGE,
+                             project_id=project_id if self.project_of is not None else None)
 
         def next_frames() -> list[Frame] | None:
             page = next(source, None)
