@@ -7,13 +7,17 @@ decoded as every reader decodes them (``flows.codec``, upcasters included).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
 
 from actors.runlog import schema_version_of
 from api.cli import progress
-from eventstore import CorruptEventError, EventStore, RecordedEvent
-from flows.codec import UnknownEventType, decode
-from flows.events import RunLaunched, run_id_of, stream_of
+from eventstore import CorruptEventError, EventStore, RecordedEvent, SqlStore
+from flows.codec import CODEC, UnknownEventType, decode
+from flows.events import RUN_STREAM_PREFIX, Event, RunLaunched, run_id_of, stream_of
 from flows.state import RunState, evolve
 
 
@@ -59,38 +63,115 @@ def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = F
     return out
 
 
+_PAGE = 2000  # rows per query of the audit's read
+
+
 def _replay_all(store: EventStore, out: Replay) -> None:
     results: list[tuple[str, list[str]]] = []  # per run, in order of first appearance
     folds: dict[str, _Fold] = {}  # runs not ended yet (or folded again), by stream
     ended: dict[str, int] = {}  # stream -> its index in results, for runs ended and let go
-    after = 0
-    while True:
-        try:
-            for rec in store.read_all(after=after):
-                after, out.events = rec.position, out.events + 1
-                fold = folds.get(rec.stream_id)
-                if fold is None:
-                    if run_id_of(rec.stream_id) is None:
-                        continue
-                    slot = ended.pop(rec.stream_id, None)
-                    if slot is None:
-                        fold = folds[rec.stream_id] = _Fold(rec.stream_id, len(results))
-                        results.append(("", []))
-                    else:  # an event after the run ended: fold it again from the start, to the end
-                        fold = folds[rec.stream_id] = _Fold(rec.stream_id, slot, reopened=True)
-                        fold.refeed(store, before=rec.position)
-                fold.feed(rec)
-                if fold.state.terminal and not fold.reopened:
-                    results[fold.slot] = fold.finish()
-                    del folds[rec.stream_id]
-                    ended[rec.stream_id] = fold.slot
-            break
-        except CorruptEventError as exc:
-            out.problems.append(f"position {exc.position}: {exc.detail}")
-            after, out.events = exc.position, out.events + 1
+    for item in _log(store):
+        out.events += 1
+        if isinstance(item, CorruptEventError):
+            out.problems.append(f"position {item.position}: {item.detail}")
+            continue
+        stream_id, position = (item.stream_id, item.position) if isinstance(item, RecordedEvent) else item[:2]
+        fold = folds.get(stream_id)
+        if fold is None:
+            if run_id_of(stream_id) is None:
+                continue
+            slot = ended.pop(stream_id, None)
+            if slot is None:
+                fold = folds[stream_id] = _Fold(stream_id, len(results))
+                results.append(("", []))
+            else:  # an event after the run ended: fold it again from the start, to the end
+                fold = folds[stream_id] = _Fold(stream_id, slot, reopened=True)
+                fold.refeed(store, before=position)
+        if isinstance(item, RecordedEvent):
+            fold.feed(item)
+        elif item[3] is not None:
+            fold.feed_decoded(item[1], item[2], item[3])
+        if fold.state.terminal and not fold.reopened:
+            results[fold.slot] = fold.finish()
+            del folds[stream_id]
+            ended[stream_id] = fold.slot
     for fold in folds.values():
         results[fold.slot] = fold.finish()
     _finish(out, results)
+
+
+Decoded = tuple[str, int, int, Event | None]  # stream, position, version, the event (None: not a run's)
+_ROWS = ("SELECT position, stream_id, version, type, {1}, metadata FROM events WHERE position > {0} "
+         "ORDER BY position LIMIT {0}")
+_metadata = msgspec.json.Decoder(dict[str, Any]).decode
+_any = msgspec.json.Decoder().decode
+
+
+def _log(store: EventStore) -> Iterator[Decoded | RecordedEvent | CorruptEventError]:
+    """Every event of the log in position order: decoded straight from its row's JSON text into its
+    type where it can be (most rows: a run's event of a type no upcaster starts from, with a sound
+    schema version), else as the store reads it (``RecordedEvent``, or the CorruptEventError naming
+    a row that does not decode): what an audit reports is what the store's reading reports."""
+    if not isinstance(store, SqlStore):
+        yield from _log_records(store, 0)
+        return
+    fast = CODEC.fast()
+    database = store.database
+    dialect = database.dialect.name
+    sql = _ROWS.format("%s" if dialect == "postgresql" else "?",
+                       "CAST(data AS BLOB)" if dialect == "sqlite" else "data")
+    after = 0
+    while True:
+        raw = database.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(sql, (after, _PAGE))
+            rows = cursor.fetchall()
+            cursor.close()
+            if dialect == "postgresql":
+                raw.rollback()
+        finally:
+            raw.close()
+        for position, stream_id, version, type_name, data, metadata in rows:
+            if not stream_id.startswith(RUN_STREAM_PREFIX):
+                try:  # nothing to fold, but a row that does not decode is still a problem
+                    _any(data), _metadata(metadata)
+                except (msgspec.DecodeError, ValueError):
+                    yield from _log_records(store, position - 1, 1)
+                else:
+                    yield stream_id, position, version, None
+                continue
+            decoder = fast.get(type_name)
+            try:
+                if decoder is None or not _sound_version(_metadata(metadata)):
+                    raise ValueError
+                yield stream_id, position, version, decoder.decode(data)
+            except (msgspec.DecodeError, ValueError):  # the store's reading says what is wrong
+                yield from _log_records(store, position - 1, 1)
+        if len(rows) < _PAGE:
+            return
+        after = rows[-1][0]
+
+
+def _sound_version(metadata: dict[str, Any]) -> bool:
+    version = metadata.get("schema_version", 1)
+    return isinstance(version, int) and not isinstance(version, bool)
+
+
+def _log_records(store: EventStore, after: int, limit: int | None = None) -> Iterator[RecordedEvent | CorruptEventError]:
+    """The store's own reading from ``after`` (``limit`` events); a row that does not decode is handed
+    out as its CorruptEventError and the reading goes on after it."""
+    while True:
+        try:
+            for rec in store.read_all(after=after, limit=limit):
+                after = rec.position
+                yield rec
+            return
+        except CorruptEventError as exc:
+            yield exc
+            if limit is not None:
+                return
+            after = exc.position
 
 
 def _finish(out: Replay, results: list[tuple[str, list[str]]]) -> None:
@@ -126,6 +207,11 @@ class _Fold:
     def feed(self, rec: RecordedEvent) -> None:
         self.events += 1
         self.state = _apply(self.stream_id, self.state, rec, self.problems)
+
+    def feed_decoded(self, position: int, version: int, event: Event) -> None:
+        """One event decoded on the fast path (its row was sound): the checks of ``_apply`` after decoding."""
+        self.events += 1
+        self.state = _evolve(self.stream_id, self.state, event, position, version, self.problems)
 
     def finish(self) -> tuple[str, list[str]]:
         """The run's summary line and its problems (an ended run with steps never ended among them)."""
@@ -166,11 +252,20 @@ def _apply(stream_id: str, state: RunState, rec: RecordedEvent, problems: list[s
     except (TypeError, ValueError) as exc:  # msgspec's ValidationError, an upcaster that failed
         problems.append(f"{where()}: {rec.type} does not decode: {exc}")
         return state
-    if (rec.version == 1) != isinstance(event, RunLaunched):
-        problems.append(f"{where()}: a run's stream must begin with RunLaunched, and only once")
+    return _evolve(stream_id, state, event, rec.position, rec.version, problems, rec.type)
+
+
+def _evolve(stream_id: str, state: RunState, event: Event, position: int, version: int,
+            problems: list[str], type_name: str = "") -> RunState:
+    """``state`` with a decoded event folded in, or as it was when the event does not belong there."""
+    if (version == 1) != isinstance(event, RunLaunched):
+        problems.append(f"stream {stream_id!r} version {version} (position {position}): a run's stream must "
+                        "begin with RunLaunched, and only once")
         return state
     try:
-        return evolve(state, event, rec.position)
+        return evolve(state, event, position)
     except Exception as exc:  # reported, not swallowed: this is what an audit is for
-        problems.append(f"{where()}: {rec.type} does not apply to the run: {type(exc).__name__}: {exc}")
+        problems.append(f"stream {stream_id!r} version {version} (position {position}): "
+                        f"{type_name or type(event).__name__} does not apply to the run: "
+                        f"{type(exc).__name__}: {exc}")
         return state

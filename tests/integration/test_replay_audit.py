@@ -48,3 +48,34 @@ def test_one_pass_finds_what_whole_streams_find_even_after_a_run_ended(store_url
         assert f"{len(late) + 1} events" in replay.summaries[1]  # the late event was folded in too
     finally:
         store.close()
+
+
+def test_rows_the_fast_read_cannot_take_are_reported_as_the_store_reads_them(store_url):
+    """A row that does not decode (in a run's stream or another), and a run event whose schema
+    version is not a number: the audit names each as the store's own reading does."""
+    from tests.contract.eventstore_testkit import insert_raw_row
+
+    store = open_store(store_url)
+    try:
+        with Engine(store, REGISTRY, EngineConfig(recover=False)) as engine:
+            run_id = engine.launch("two-steps", "q").run_id
+            assert engine.wait(run_id).status == "completed"
+        bad_run = insert_raw_row(store, "run-broken", 1, "{not json", type_="RunLaunched")
+        bad_other = insert_raw_row(store, "tokens", 1, "[1, 2", type_="TokenIssued")
+        step = next(r for r in store.read_stream(stream_of(run_id)) if r.type == "StepCompleted")
+        odd = insert_raw_row(store, "run-odd", 1, msgspec_text(step.data), metadata='{"schema_version": "two"}',
+                             type_="StepCompleted")
+        replay = replay_log(store)
+        assert replay.events == store.head()
+        found = "\n".join(replay.problems)
+        assert f"position {bad_run}:" in found and f"position {bad_other}:" in found
+        assert f"(position {odd}): schema_version 'two' is not an integer" in found
+        assert not any(run_id in p for p in replay.problems)  # the sound run has none
+    finally:
+        store.close()
+
+
+def msgspec_text(data) -> str:
+    import msgspec
+
+    return msgspec.json.encode(data).decode()
