@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Self, overload
 
 import msgspec
 import pykka
@@ -34,11 +34,20 @@ from actors.bus import FrameBus
 from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
-from actors.errors import EngineTimeout, EngineUnavailable, LaunchInProgress, NodeInUse, RunOwnedElsewhere
+from actors.errors import (
+    EngineTimeout,
+    EngineUnavailable,
+    LaunchInProgress,
+    NodeInUse,
+    RunOwnedElsewhere,
+)
 from actors.inbox import Inbox, new_command, outcome_of
 from actors.orchestrator import Orchestrator
+from actors.run_tasks import TASK_ACTIONS, TaskCommandRefused
 from actors.runlog import follow, live_nodes, load, node_lease
 from actors.step_threads import StepThreads
+from actors.task_attempt import TaskEnv, task_env
+from actors.workspace.projects import ProjectBook
 from eventstore import (
     ConcurrencyError,
     NewEvent,
@@ -50,10 +59,10 @@ from eventstore import (
 )
 from eventstore.leases import Leases, default_owner
 from flows import launch as launching
-from flows.launch import LaunchParams
-from flows.commands import CommandKind, CommandRequested, Refusal
 from flows.catalog import FlowRegistry
-from flows.events import stream_of
+from flows.commands import CommandKind, CommandRequested, Refusal
+from flows.events import RunLaunched, stream_of
+from flows.launch import LaunchParams
 from flows.state import RunState
 from flows.status import RUN_TERMINAL
 
@@ -98,8 +107,10 @@ class Engine:
         backend: Backend | None = None,
         clock: Clock | None = None,
         bus: FrameBus | None = None,
+        tasks: TaskEnv | None = None,
         open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None,
     ) -> None:
+        """``tasks`` sets how task runs run (DESIGN §12); by default from ``config.worktrees`` and the backend."""
         self.config = config or EngineConfig()
         self.store = store
         self.registry = registry
@@ -108,9 +119,11 @@ class Engine:
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
         leases = Leases(store.database, ttl_s=self.config.lease_ttl_s)
         self._steps = StepThreads(self.config.step_threads)
+        self.projects = ProjectBook(store, self.clock.now)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
-                                 self._steps, open_runs)
-        self._orchestrator: pykka.ActorRef | None = None
+                                 self._steps, tasks if tasks is not None else task_env(self.config, self.backend),
+                                 open_runs)
+        self._orchestrator: pykka.ActorRef[Any] | None = None
         self._inbox: Inbox | None = None
         self._supervising = threading.Lock()  # one restart of the orchestrator at a time
         self._stopped = False
@@ -122,7 +135,7 @@ class Engine:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> Engine:
+    def start(self) -> Self:
         """Start the orchestrator (which recovers unfinished runs). Returns self."""
         if self._orchestrator is None:
             node = self.config.node
@@ -160,10 +173,10 @@ class Engine:
             self.clock.stop()
         self.backend.close()
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- commands ----------------------------------------------------------------------------
@@ -217,8 +230,10 @@ class Engine:
         if not params.model and self.config.model:
             params = dataclasses.replace(params, model=self.config.model)
         run_id = new_run_id()
+        # The project is pinned (HEAD, branch, dirty) when the run is launched: an unknown one is
+        # refused, naming it, before anything is appended.
         event = launching.prepare(self.registry, params, run_id=run_id, now=self.clock.now(),
-                                  backend=self.config.backend)
+                                  backend=self.config.backend, pin=self.projects.pin)
         self._check_store()
         if params.idempotency_key:
             claimed = self._claim(params.idempotency_key, run_id)
@@ -309,9 +324,27 @@ class Engine:
         """Cancel a run; returns the position of RunCancelled. Raises RunFinished if it ended."""
         return self._command(new_command(CommandKind.CANCEL, run_id, by=by, comment=reason))
 
+    def launch_tasks(self, event: RunLaunched) -> Launched:
+        """Launch a task run from its RunLaunched (``flows.tasks.launch.task_run_launched``)."""
+        self._check_store()
+        return self._launch(event)
+
+    def task_command(self, run_id: str, step_id: str, action: str, *, text: str = "", by: str = "") -> int:
+        """A person's ``message``, ``abort``, ``retry`` or ``skip`` of one task; the position of its first event.
+
+        Raises TaskCommandRefused or TaskTransitionError (nothing appended) when it does not apply now.
+        """
+        if action not in TASK_ACTIONS:
+            raise TaskCommandRefused(f"unknown task action {action!r}; actions are {', '.join(TASK_ACTIONS)}")
+        self._check_store()
+        result: int = self._ask(lambda reply: m.RunCommand(run_id, f"task-{action}", reply, step_id, by, text),
+                                command=True)
+        return result
+
     def plan(self) -> dict[str, Any]:
         """The scheduler's plan: in progress, planned with reasons, new."""
-        return self._ask(lambda reply: m.PlanQuery(reply))
+        plan: dict[str, Any] = self._ask(lambda reply: m.PlanQuery(reply))
+        return plan
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -360,8 +393,9 @@ class Engine:
     def _carry_out(self, command: CommandRequested) -> int:
         """Carry a command out in this process (what a command handed to this node's inbox runs)."""
         kind = command.kind.value
-        return self._ask(lambda reply: m.RunCommand(command.run_id, kind, reply, command.step_id, command.by,
-                                                    command.comment), command=True)
+        position: int = self._ask(lambda reply: m.RunCommand(command.run_id, kind, reply, command.step_id,
+                                                             command.by, command.comment), command=True)
+        return position
 
     def health(self) -> dict[str, Any]:
         """``{status, detail, restarts}``: "ok" while the orchestrator runs, else "down" (and why)."""
@@ -387,7 +421,7 @@ class Engine:
         except EngineUnavailable:
             pass  # stopped meanwhile
 
-    def _revive(self) -> pykka.ActorRef:
+    def _revive(self) -> pykka.ActorRef[Any]:
         """The running orchestrator, started anew if the last one died; EngineUnavailable if stopped."""
         with self._supervising:
             current = self._orchestrator
@@ -423,14 +457,14 @@ class Engine:
         outage = getattr(self.store, "outage", None)
         return outage() if outage is not None else None
 
-    def _appending(self, build: Callable[[Future], Any]) -> Any:
+    def _appending(self, build: Callable[[Future[Any]], Any]) -> Any:
         """Ask the orchestrator a command that appends; a store failing meanwhile answers 503 within seconds."""
         self._check_store()
         return self._ask(build, command=True)
 
-    def _ask(self, build: Callable[[Future], Any], *, command: bool = False) -> Any:
+    def _ask(self, build: Callable[[Future[Any]], Any], *, command: bool = False) -> Any:
         orchestrator = self._revive()
-        reply: Future = Future()
+        reply: Future[Any] = Future()
         try:
             orchestrator.tell(build(reply))
         except pykka.ActorDeadError:

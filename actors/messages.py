@@ -7,7 +7,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.events import RunLaunched
+from flows.events import Event, RunLaunched
 
 # -- to the Orchestrator ------------------------------------------------------
 
@@ -17,7 +17,7 @@ class LaunchRun:
     """Admit a new run (its RunLaunched already prepared and checked)."""
 
     event: RunLaunched
-    reply: Future
+    reply: Future[Any]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class RunCommand:
 
     run_id: str
     kind: str  # "approve" | "reject" | "cancel"
-    reply: Future
+    reply: Future[Any]
     step_id: str = ""
     by: str = ""
     comment: str = ""
@@ -86,7 +86,7 @@ class ReleaseSlots:
 class PlanQuery:
     """Ask for the scheduler's plan (answered through ``reply``)."""
 
-    reply: Future
+    reply: Future[Any]
 
 
 # -- to a RunActor ------------------------------------------------------------
@@ -100,7 +100,7 @@ class Launch:
     start: bool
     reason: str
     plan_position: int
-    reply: Future
+    reply: Future[Any]
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class Resume:
     decision: str
     by: str
     comment: str
-    reply: Future
+    reply: Future[Any]
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class Cancel:
 
     reason: str
     by: str
-    reply: Future | None = None
+    reply: Future[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,20 @@ class StepResult:
 
 
 @dataclass(frozen=True)
+class StepEvents:
+    """Events a running attempt asks to be appended now (its tool calls and results, DESIGN §11).
+
+    ``reply`` gets the position of the last one once appended, or the error
+    that ended the attempt (the step's loop stops then).
+    """
+
+    step_id: str
+    attempt: int
+    events: tuple[Event, ...]
+    reply: Future[int]
+
+
+@dataclass(frozen=True)
 class StepTimedOut:
     """An attempt ran longer than its step's timeout."""
 
@@ -185,3 +199,24 @@ class Wake:
 @dataclass(frozen=True)
 class Flush:
     """Decide and append what the messages handled so far staged."""
+
+
+@dataclass(frozen=True)
+class TaskEvents:
+    """A task attempt's thread asks its RunActor to append events (guarded; ``reply`` gets the last position)."""
+
+    step_id: str
+    attempt: int
+    events: list[Any]
+    reply: Future[Any]
+
+
+@dataclass(frozen=True)
+class TaskCommand:
+    """A person's word on one task (DESIGN §12): message, abort, retry or skip."""
+
+    step_id: str
+    action: str  # "message" | "abort" | "retry" | "skip"
+    by: str
+    text: str
+    reply: Future[Any]

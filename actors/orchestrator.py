@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 
@@ -44,12 +44,11 @@ from actors.context import EngineContext
 from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewhere
 from actors.functions import missing_module
 from actors.run import RunActor
-from actors.runlog import driven_elsewhere, live_nodes, load_with_owner, node_lease, route
+from actors.runlog import driven_elsewhere, live_nodes, load_with_owner, node_lease, route, unended_runs
 from actors.scheduler import START_FREED, Phase, Scheduler
 from eventstore import StoreError
 from eventstore.leases import default_owner
 from flows.decide import has_work
-from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.state import RunState
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ def _phase_found(state: RunState, now: float) -> Phase:
 
 def backoff(tries: int, cap: float = RETRY_CAP_S) -> float:
     """The pause before try number ``tries + 1``: 0.5 s, doubling, at most ``cap``."""
-    return min(cap, 0.5 * 2 ** max(0, tries - 1))
+    return min(cap, 0.5 * 2.0 ** max(0, tries - 1))
 
 
 class _Renew:
@@ -101,7 +100,7 @@ class _Run:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.ref: pykka.ActorRef | None = None
+        self.ref: pykka.ActorRef[Any] | None = None
         self.sent = 0  # messages told to the RunActor that count toward its `seen`
 
 
@@ -195,20 +194,10 @@ class Orchestrator(pykka.ThreadingActor):
         Runs at start, and again whenever a node this process knew alive has
         lost its lease (its process is gone): its runs are then ours to finish.
         """
-        launched, after = self._open_runs()
-        ended: set[str] = set()
-        for rec in self.ctx.store.read_all(after=after, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
-            run_id = run_id_of(rec.stream_id)
-            if run_id is None:
-                continue
-            if rec.type == "RunLaunched":
-                launched[run_id] = rec.position
-            else:
-                ended.add(run_id)
         node = self.ctx.config.node
         live = self._live_nodes()
-        for run_id in sorted((r for r in launched if r not in ended and r not in self.runs), key=launched.__getitem__):
-            state, history, last_node = load_with_owner(self.ctx, run_id)
+        for run_id in [r for r in unended_runs(self.ctx.store, self._open_runs()) if r not in self.runs]:
+            state, _history, last_node = load_with_owner(self.ctx, run_id)
             if state.terminal or state.launched is None:
                 continue
             if driven_elsewhere(state, last_node, node, live):
@@ -221,19 +210,17 @@ class Orchestrator(pykka.ThreadingActor):
         self._schedule()
         self._plan_changed()
 
-    def _open_runs(self) -> tuple[dict[str, int], int]:
-        """The runs not ended as the read tables last knew (with their launch positions), and the
-        position the log must be read after to know the rest: 0 (the whole log) when they cannot say."""
-        if self.ctx.open_runs is not None:
-            try:
-                found = self.ctx.open_runs()
-            except Exception:  # tables missing or the query failed: the log alone answers
-                log.warning("recovery reads the whole log: the read tables could not list open runs", exc_info=True)
-                found = None
-            if found is not None:
-                position, runs = found
-                return dict(runs), position
-        return {}, 0
+    def _open_runs(self) -> tuple[int, dict[str, int]] | None:
+        """``(position, {run: launch position})``: the runs not ended as the read tables last knew,
+        and the position the log must be read after to know the rest; None when they cannot say
+        (the whole log is read)."""
+        if self.ctx.open_runs is None:
+            return None
+        try:
+            return self.ctx.open_runs()
+        except Exception:  # tables missing or the query failed: the log alone answers
+            log.warning("recovery reads the whole log: the read tables could not list open runs", exc_info=True)
+            return None
 
     def _try_recover(self) -> None:
         """Recover, or, if the store fails, try again later (RETRY_CAP_S at most between tries)."""
@@ -314,6 +301,9 @@ class Orchestrator(pykka.ThreadingActor):
             run = self._register(msg.run_id, "", self.ctx.clock.now(), Phase.UNPLANNED)
         if msg.kind == "cancel":
             told = self._tell_run(run, m.Cancel(msg.comment or "cancelled", msg.by, msg.reply))
+        elif msg.kind.startswith("task-"):  # a person's word on one task of a task run (actors.run_tasks)
+            self.scheduler.resume(run.run_id)
+            told = self._tell_run(run, m.TaskCommand(msg.step_id, msg.kind[5:], msg.by, msg.comment, msg.reply))
         else:
             decision = "approved" if msg.kind == "approve" else "rejected"
             self.scheduler.resume(run.run_id)  # an answered approval never waits behind the queue
@@ -510,7 +500,7 @@ class Orchestrator(pykka.ThreadingActor):
         self._recover_due = False
         self._try_recover()
 
-    _handlers = {
+    _handlers: ClassVar[dict[type, Callable[[Orchestrator, Any], Any]]] = {
         m.LaunchRun: _on_launch,
         m.RunCommand: _on_command,
         m.RunIdle: _on_idle,

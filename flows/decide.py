@@ -7,14 +7,15 @@ the stream's expected version, and only then acts. Nothing here does I/O.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
 from flows import conditions, report, rules, template
 from flows.auth import check_four_eyes
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
+from flows.events import Decision as ApprovalDecision
 from flows.events import (
     Event,
     RunCancelled,
@@ -22,6 +23,7 @@ from flows.events import (
     RunFailed,
     RunRecovered,
     RunRejected,
+    SkipReason,
     StepCancelled,
     StepCompleted,
     StepFailed,
@@ -34,6 +36,7 @@ from flows.kinds import kind_rules
 from flows.model import FlowSnapshot, StepSpec
 from flows.state import RunState, evolve
 from flows.status import RUN_UNDER_WAY, RunStatus, StepStatus, fails_run, rejects_run
+from flows.tasks import run as task_run
 from flows.text import check_text
 
 History = list[tuple[int, Event]]
@@ -72,7 +75,7 @@ def _on_reject_of(snapshot: FlowSnapshot) -> dict[str, frozenset[str]]:
     return {s.id: frozenset(s.on_reject) for s in snapshot.steps if s.on_reject}
 
 
-def _resolver(state: RunState):
+def _resolver(state: RunState) -> Callable[[template.Ref], tuple[Any, bool]]:
     inputs = state.launched.input if state.launched else {}
     outputs, fields = state.outputs(), state.fields()
 
@@ -95,6 +98,9 @@ def decide(state: RunState, now: float) -> Decision:
     """
     if state.launched is None or state.status not in RUN_UNDER_WAY:
         return Decision([], [], None, False)
+    if state.tasks is not None:  # a task run: the coordinator's scheduling (flows.tasks.run)
+        task_events, task_ready, task_finished = task_run.decide_run(state.tasks)
+        return Decision(task_events, task_ready, None, task_finished)
     snapshot = state.snapshot
     on_reject_of = _on_reject_of(snapshot)
     events: list[Event] = []
@@ -118,7 +124,7 @@ def decide(state: RunState, now: float) -> Decision:
                 continue
             event: Event
             if verdict.verdict == "skip":
-                event = StepSkipped(step_id=spec.id, reason=verdict.reason, detail=verdict.detail, at=now)
+                event = StepSkipped(step_id=spec.id, reason=cast(SkipReason, verdict.reason), detail=verdict.detail, at=now)
             elif spec.when and st.attempt == 0 and not (cond := _check_when(state, spec))[0]:
                 event = StepSkipped(step_id=spec.id, reason="condition", detail=cond[1], at=now)
             elif (kind := kind_rules(spec.kind)).pauses_for_person:
@@ -181,7 +187,9 @@ def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
 
 
 def start(state: RunState, step_ids: Iterable[str], now: float) -> list[Event]:
-    """StepStarted for agent steps that got a slot and are still pending."""
+    """StepStarted for agent steps that got a slot and are still pending (TaskStarted for tasks)."""
+    if state.tasks is not None:
+        return [] if state.terminal else task_run.start(state.tasks, step_ids, now)
     events: list[Event] = []
     for sid in step_ids:
         st = state.steps.get(sid)
@@ -259,11 +267,13 @@ def fail(
     duration_s: float = 0.0,
     lost: bool = False,
     frames: Iterable[str] = (),
+    usage: Mapping[str, Any] | None = None,
 ) -> list[Event]:
     """StepFailed for the current attempt, retrying with exponential backoff.
 
     A lost attempt (crash) is always retried and does not use up a retry.
-    ``frames`` are where a code step's exception came from ("file:line in func").
+    ``frames`` are where a code step's exception came from ("file:line in func");
+    ``usage`` what the model turns of a failed attempt cost (a tool loop that hit its limit).
     """
     if not _current(state, step_id, attempt):
         return []
@@ -280,6 +290,7 @@ def fail(
             duration_s=duration_s,
             lost=lost,
             frames=list(frames),
+            usage=dict(usage or {}),
             at=now,
         )
     ]
@@ -309,10 +320,11 @@ def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str 
         raise NotWaiting(state.run_id, step_id, st.status)
     if state.spec(step_id).four_eyes:
         check_four_eyes(state.run_id, step_id, state.launched.launched_by, by)
-    return [StepResumed(step_id=step_id, decision=decision, by=by, comment=comment, at=now)]
+    return [StepResumed(step_id=step_id, decision=cast(ApprovalDecision, decision), by=by, comment=comment, at=now)]
 
 
-def cancel(state: RunState, history: History, now: float, *, reason: str = "", by: str = "") -> list[Event]:
+def cancel(state: RunState, history: History, now: float, *, reason: str = "", by: str = "",
+           evidence: report.Evidence | None = None) -> list[Event]:
     """Stop every attempt, skip every step not yet ended, and end the run as cancelled.
 
     ``history`` is the run's recorded ``(position, event)`` pairs, for the report.
@@ -333,7 +345,8 @@ def cancel(state: RunState, history: History, now: float, *, reason: str = "", b
     after = state
     for event in events:
         after = evolve(after, event)
-    body = report.render(after, [*history, *((0, e) for e in events)], RunStatus.CANCELLED, reason or "cancelled", now)
+    body = report.render(after, [*history, *((0, e) for e in events)], RunStatus.CANCELLED, reason or "cancelled", now,
+                         evidence)
     events.append(RunCancelled(reason=reason, by=by, report=body, at=now))
     return events
 
@@ -343,6 +356,8 @@ def recover(state: RunState, now: float, *, node: str = "") -> list[Event]:
     if state.terminal or state.launched is None:
         return []
     running = state.running()
+    if state.tasks is not None:
+        return [*task_run.recover(state.tasks, now), RunRecovered(node=node, steps=running, at=now)]
     events: list[Event] = [
         StepFailed(step_id=sid, attempt=state.steps[sid].attempt, error="lost: the process running it stopped",
                    will_retry=True, retry_at=now, lost=True, at=now)
@@ -375,10 +390,10 @@ def outcome(state: RunState) -> tuple[RunStatus, str]:
     return RunStatus.COMPLETED, ""
 
 
-def finish(state: RunState, history: History, now: float) -> Event:
-    """The terminal event of a run whose steps have all ended, with its report."""
+def finish(state: RunState, history: History, now: float, evidence: report.Evidence | None = None) -> Event:
+    """The terminal event of a run whose steps have all ended, with its report (``evidence``: checked items)."""
     status, reason = outcome(state)
-    body = report.render(state, history, status, reason, now)
+    body = report.render(state, history, status, reason, now, evidence)
     if status == RunStatus.FAILED:
         return RunFailed(reason=reason, report=body, at=now)
     if status == RunStatus.REJECTED:

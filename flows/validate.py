@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from flows import conditions, template
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 RESERVED_IDS = frozenset({"input"})
 RULES = frozenset(r.value for r in TriggerRule)
+
+Fail = Callable[[str | None, str], None]
+"""Raises FlowDefinitionError naming the flow, the step (None: the flow itself) and the problem."""
 
 
 def check_flow(flow: Flow, personas: set[str]) -> None:
@@ -62,7 +65,7 @@ def check_flow(flow: Flow, personas: set[str]) -> None:
                 fail(step.id, f"on_reject names {target!r}, which does not depend on this approval")
 
 
-def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail) -> None:
+def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail: Fail) -> None:
     if step.trigger_rule not in RULES:
         fail(step.id, f"unknown trigger rule {step.trigger_rule!r}; rules are {', '.join(sorted(RULES))}")
     for dep in step.deps:
@@ -78,6 +81,14 @@ def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail) ->
         fail(step.id, "retries, retry_delay_s and timeout_s cannot be negative")
     if step.on_anomaly and step.on_anomaly not in ANOMALY_POLICIES:
         fail(step.id, f"unknown anomaly policy {step.on_anomaly!r}; policies are {', '.join(ANOMALY_POLICIES)}")
+    for name in ("max_turns", "max_tool_calls"):
+        value = getattr(step, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            fail(step.id, f"{name} must be a whole number >= 0 (0: the default), got {value!r}")
+    temperature = step.temperature
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not 0 <= temperature <= 2):
+        fail(step.id, f"temperature must be a number from 0 to 2, got {temperature!r}")
     kind = kind_rules(step.kind)
     if step.on_reject and not kind.pauses_for_person:
         fail(step.id, "only an approval step can have on_reject")
@@ -97,7 +108,7 @@ def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail) ->
             fail(step.id, f"bad when: {exc}")
 
 
-def _topological(steps: Iterable[Step], fail) -> list[str]:
+def _topological(steps: Iterable[Step], fail: Fail) -> list[str]:
     """Order ids so each comes after its deps; a cycle is reported with its path."""
     steps = list(steps)
     by_id = {s.id: s for s in steps}
@@ -135,7 +146,7 @@ def _ancestors(order: list[str], by_id: dict[str, Step]) -> dict[str, set[str]]:
     return result
 
 
-def _check_refs(step: Step, ancestors: set[str], fail) -> None:
+def _check_refs(step: Step, ancestors: set[str], fail: Fail) -> None:
     found = [("prompt", ref) for ref in template.refs(step.prompt)]
     if step.when:
         # The parser's refs, not a scan of the text: "$x.output" inside a quoted

@@ -13,6 +13,8 @@ gets none of them again.
 | StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped, StepResumed | ``flow_run_step_updated`` {step_id, status, attempt?, error?, detail?, ...} |
 | StepPaused | ``flow_run_step_updated`` (status paused), then ``approval_requested`` {step_id, prompt} |
 | AnomalyDetected | ``anomaly`` {step_id, attempt, kind, severity, detail, action} |
+| ToolCalled | ``tool_call`` {step_id, attempt, call_id, tool, arguments, turn, seq} |
+| ToolResult | ``tool_result`` {step_id, attempt, call_id, tool, ok, outcome, error, bytes, truncated, sha256, result (its first FRAME_RESULT_CHARS characters; the event has it whole), result_cut} |
 | RunCompleted / RunFailed / RunRejected / RunCancelled | ``flow_run_step_updated`` with ``step_id`` None, the terminal ``status`` and ``run_status``, ``reason``, ``by``, ``report`` |
 | RunRecovered, and events of other streams or types | none |
 
@@ -51,6 +53,8 @@ from flows.events import (
     StepResumed,
     StepSkipped,
     StepStarted,
+    ToolCalled,
+    ToolResult,
     run_id_of,
 )
 from flows.status import ENDING_STATUS, run_status_of, step_status_of
@@ -58,11 +62,14 @@ from projections.source import decode
 
 Frame = dict[str, Any]
 
-# The event types that give frames (the table above); a reader of the log for frames asks
-# the database for these alone (``projections.source.read_framed``).
+# The event types that give frames (the table above, the cases of ``_frames``: keep them together);
+# a reader of the log for frames asks the database for these alone (``projections.source.read_framed``).
 FRAMED_TYPES: frozenset[str] = frozenset(cls.__name__ for cls in (
     RunLaunched, RunQueued, RunStarted, StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped,
-    StepPaused, StepResumed, AnomalyDetected, RunCompleted, RunFailed, RunRejected, RunCancelled))
+    StepPaused, StepResumed, AnomalyDetected, ToolCalled, ToolResult, RunCompleted, RunFailed, RunRejected,
+    RunCancelled))
+FRAME_RESULT_CHARS = 2_000
+"""Characters of a tool result a ``tool_result`` frame carries (a result may hold 32 KB: the event has it whole)."""
 
 
 class Framer:
@@ -156,6 +163,14 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
         case AnomalyDetected():
             return [{**base, "type": "anomaly", "step_id": e.step_id, "attempt": e.attempt, "kind": e.kind,
                      "severity": e.severity, "detail": e.detail, "action": e.action, "at": e.at}]
+        case ToolCalled():
+            return [{**base, "type": "tool_call", "step_id": e.step_id, "attempt": e.attempt, "call_id": e.call_id,
+                     "tool": e.tool, "arguments": e.arguments, "turn": e.turn, "seq": e.seq, "at": e.at}]
+        case ToolResult():
+            return [{**base, "type": "tool_result", "step_id": e.step_id, "attempt": e.attempt, "call_id": e.call_id,
+                     "tool": e.tool, "ok": e.ok, "outcome": e.outcome, "error": e.error, "bytes": e.bytes,
+                     "truncated": e.truncated, "sha256": e.sha256, "result": e.result[:FRAME_RESULT_CHARS],
+                     "result_cut": len(e.result) > FRAME_RESULT_CHARS, "at": e.at}]
         case RunCompleted() | RunFailed() | RunRejected() | RunCancelled():
             reason = getattr(e, "reason", "")
             by = getattr(e, "by", "")

@@ -15,7 +15,7 @@ import msgspec
 
 from actors.runlog import schema_version_of
 from api.cli import progress
-from eventstore import CorruptEventError, EventStore, RecordedEvent, SqlStore
+from eventstore import CorruptEventError, EventStore, RecordedEvent, Seal, SqlStore
 from flows.codec import CODEC, UnknownEventType, decode
 from flows.events import RUN_STREAM_PREFIX, Event, RunLaunched, run_id_of, stream_of
 from flows.state import RunState, evolve
@@ -31,8 +31,10 @@ class Replay:
     problems: list[str] = field(default_factory=list)
 
 
-def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = False) -> Replay:
-    """Re-fold every run (or one) from the log; with ``verify``, check the hash chains too.
+def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = False,
+               seal: Seal | None = None) -> Replay:
+    """Re-fold every run (or one) from the log; with ``verify``, check the hash chains and seals too
+    (``seal``: one kept outside the database, see ``eventstore.seal``).
 
     Nothing is written. The log is read once, in position order, and each
     event is folded into its run's state as it comes; a run's state is let
@@ -59,7 +61,7 @@ def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = F
     else:
         _replay_all(store, out)
     if verify:
-        out.problems += store.verify(stream_of(run_id) if run_id else None)
+        out.problems += store.verify(stream_of(run_id) if run_id else None, seal=seal)
     return out
 
 
@@ -264,7 +266,7 @@ def _evolve(stream_id: str, state: RunState, event: Event, position: int, versio
         return state
     try:
         return evolve(state, event, position)
-    except Exception as exc:  # reported, not swallowed: this is what an audit is for
+    except Exception as exc:  # noqa: BLE001 - reported, not swallowed: this is what an audit is for
         problems.append(f"stream {stream_id!r} version {version} (position {position}): "
                         f"{type_name or type(event).__name__} does not apply to the run: "
                         f"{type(exc).__name__}: {exc}")

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from actors.engine import Launched
-from actors.runlog import follow, live_nodes, read_with_owner, run_ids_starting
+from actors.runlog import follow, live_nodes, read_with_owner, run_ids_starting, unended_runs
+from actors.workspace.projects import ProjectBook
 from api.cli.client import Client, ServerError
 from api.cli.progress import ProgressView
 from api.runtime import Runtime
@@ -31,9 +32,9 @@ from eventstore import SqlStore
 from eventstore.leases import Leases
 from flows import decide, errors
 from flows.auth import Principal, Role, check_identity
-from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.kinds import kind_rules
 from flows.launch import LaunchParams
+from flows.projects import Project
 from flows.state import RunState
 from flows.status import RunStatus
 from flows.text import check_text
@@ -73,6 +74,12 @@ class Target(Protocol):
     def revoke_token(self, name: str, *, by: str) -> int:
         """Revoke a token as ``by``; the position of TokenRevoked."""
 
+    def add_project(self, project_id: str, path: str, *, by: str) -> dict[str, Any]:
+        """Register the git work tree at ``path`` (absolute) as ``project_id``: the project's view."""
+
+    def projects(self) -> list[dict[str, Any]]:
+        """The registered projects: project_id, root, registered_by, registered_at."""
+
     def follow(self, run_id: str, view: ProgressView | None) -> RunState:
         """Wait while the run moves, until it ends or waits for a person; its state then."""
 
@@ -93,6 +100,11 @@ class Target(Protocol):
 
     def close(self) -> None:
         """Stop whatever the target started."""
+
+
+def _project_row(project: Project) -> dict[str, Any]:
+    return {"project_id": project.project_id, "root": project.root, "registered_by": project.registered_by,
+            "registered_at": project.registered_at}
 
 
 def pick(candidates: list[str], given: str) -> str:
@@ -179,6 +191,12 @@ class Local:
     def revoke_token(self, name: str, *, by: str) -> int:
         return TokenBook(self.rt.store, time.time).revoke(name, by=by)
 
+    def add_project(self, project_id: str, path: str, *, by: str) -> dict[str, Any]:
+        return _project_row(ProjectBook(self.rt.store, time.time).add(project_id, path, by=by))
+
+    def projects(self) -> list[dict[str, Any]]:
+        return [_project_row(p) for p in ProjectBook(self.rt.store, time.time).projects()]
+
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
         engine = self.start().engine
         assert engine is not None
@@ -263,21 +281,11 @@ def plan_from_log(rt: Runtime) -> dict[str, Any]:
     ``approval``. Slots in use are the agent steps the log shows running.
     """
     store, settings = rt.store, rt.settings
-    launched: dict[str, int] = {}
-    ended: set[str] = set()
-    for rec in store.read_all(after=0, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
-        run_id = run_id_of(rec.stream_id)
-        if run_id is None:
-            continue
-        if rec.type == "RunLaunched":
-            launched[run_id] = rec.position
-        else:
-            ended.add(run_id)
     live = live_nodes(Leases(store.database).held())
     in_progress: list[dict[str, Any]] = []
     waiting: list[tuple[str, str, str, str]] = []
     slots = 0
-    for run_id in sorted((r for r in launched if r not in ended), key=launched.__getitem__):
+    for run_id in unended_runs(store):
         state, _, last_node = read_with_owner(store, run_id)
         if state.launched is None or state.terminal:
             continue
@@ -364,6 +372,12 @@ class Remote:
 
     def revoke_token(self, name: str, *, by: str) -> int:
         return self.client.revoke_token(name)
+
+    def add_project(self, project_id: str, path: str, *, by: str) -> dict[str, Any]:
+        return self.client.add_project(project_id, path)
+
+    def projects(self) -> list[dict[str, Any]]:
+        return self.client.projects()
 
     def follow(self, run_id: str, view: ProgressView | None) -> RunState:
         """Fold the run's events from the server, then fold on at each durable frame of its stream."""

@@ -42,7 +42,7 @@ PLAN_FRAMES = frozenset({"plan_updated", "plan_delta"})
 EPHEMERAL_EVERY_S = 0.01  # deltas are batched for this long: a hundredth of a second nobody reads
 
 
-class SharedFrame(dict):
+class SharedFrame(dict[str, Any]):
     """A live frame as every client gets it: one dict, its encodings made once for all of them.
 
     ``encoded(name, encode)`` returns ``encode(self)`` computed on first use:
@@ -50,6 +50,7 @@ class SharedFrame(dict):
     """
 
     __slots__ = ("_encoded",)
+    _encoded: dict[str, bytes]
 
     def encoded(self, name: str, encode: Callable[[Frame], bytes]) -> bytes:
         """``encode(self)``, cached under ``name``."""

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from actors import task_runs
 from api.http import schemas
 from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
 from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
@@ -346,8 +347,10 @@ async def flows(request: Request) -> Response:
 
 
 async def plan(request: Request) -> Response:
-    """GET /api/plan: the scheduler's plan, with the reason each planned run waits."""
-    return json_response(await run_in_threadpool(_engine(request).plan))
+    """GET /api/plan: the scheduler's plan, with the reason each planned run waits (and a task run's tasks)."""
+    engine = _engine(request)
+    found = await run_in_threadpool(engine.plan)
+    return json_response(await run_in_threadpool(task_runs.plan_with_tasks, found, _runtime(request).store))
 
 
 HEALTH_PROBE_S = 2.0  # how long health waits for the store to answer before calling it down
@@ -368,7 +371,7 @@ async def health(request: Request) -> Response:
     return json_response(schemas.Health(
         status=status, engine=engine, projector=projector, store=store, head=store.head,
         projector_position=projector.position, stream_clients=len(request.app.state.hub.subscribers),
-        problems=problems, problems_total=total, projector_error=projector.error,
+        problems=[schemas.ProjectionProblem(**p) for p in problems], problems_total=total, projector_error=projector.error,
     ), 503 if down else 200)
 
 

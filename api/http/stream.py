@@ -122,8 +122,8 @@ async def _frames_of(subscriber: Subscriber, after: int | None, heartbeat_s: flo
     if first:
         yield first
     if after is not None:
-        async for frames in subscriber.replay(after):
-            yield frames
+        async for replayed in subscriber.replay(after):
+            yield replayed
     while True:
         live = await subscriber.next_frames(heartbeat_s)
         if live is None:  # fell too far behind (it resumes by id) or the server is stopping

@@ -18,14 +18,14 @@ message, ``tool_choice``). It runs a raw ASGI app under uvicorn on
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
-import uvicorn
+
+from tests.integration.asgi_server import LocalASGIServer, read_body
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def stream_chunks(model: str, turn: Turn, turn_number: int) -> list[bytes]:
     return out
 
 
-class ScriptedLLM:
+class ScriptedLLM(LocalASGIServer):
     """Start with :meth:`start`, stop with :meth:`stop`; ``base_url`` ends in /v1."""
 
     def __init__(self) -> None:
@@ -151,51 +151,34 @@ class ScriptedLLM:
         self.arrived: list[float] = []
         """``time.perf_counter()`` when each request's body was complete."""
         self._scripts: dict[str, list[Turn]] = {}
+        self._routes: dict[str, list[tuple[str | tuple[str, ...], list[Turn]]]] = {}
         self.disconnected = threading.Event()
         """Set when a client left in the middle of a :class:`StallTurn`."""
         self._lock = threading.Lock()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self.port = self._sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(self.app, interface="asgi3", lifespan="off", log_level="warning",
-                                timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        daemon=True)
+        super().__init__()
 
     def script(self, model: str, turns: list[Turn]) -> None:
         """Answer requests for ``model`` with ``turns``, by the conversation's turn number."""
         with self._lock:
             self._scripts[model] = list(turns)
 
+    def route(self, model: str, marker: str | tuple[str, ...], turns: list[Turn]) -> None:
+        """Answer conversations of ``model`` whose first user message contains ``marker`` (each of them,
+        for a tuple) with ``turns``
+        (several agents on one model: each task's implementor and reviewer); routes are tried in the order
+        they were added, before the model's plain script."""
+        with self._lock:
+            self._routes.setdefault(model, []).append((marker, list(turns)))
+
     def requests_for(self, model: str) -> list[dict[str, Any]]:
         """Recorded bodies of the requests for ``model``, in arrival order."""
         with self._lock:
             return [r for r in self.requests if r.get("model") == model]
 
-    def start(self) -> ScriptedLLM:
-        """Run the server in a background thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Ask uvicorn to exit and wait for its thread."""
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
-
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The ASGI app: POST /v1/chat/completions only."""
         assert scope["type"] == "http"
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         arrived = time.perf_counter()
         if scope["path"] != "/v1/chat/completions":
             await self._send(send, 404, b"404 page not found", "text/plain")
@@ -206,6 +189,11 @@ class ScriptedLLM:
             self.requests.append(body)
             self.arrived.append(arrived)
             script = self._scripts.get(model)
+            first = next((m.get("content") or "" for m in body.get("messages", []) if m.get("role") == "user"), "")
+            for marker, turns in self._routes.get(model, []):
+                if all(m in first for m in ((marker,) if isinstance(marker, str) else marker)):
+                    script = turns
+                    break
         if script is None:
             error = {"error": {"message": f'model "{model}" not found', "type": "api_error"}}
             await self._send(send, 404, json.dumps(error).encode())
@@ -228,7 +216,3 @@ class ScriptedLLM:
             return
         await send({"type": "http.response.body", "body": b""})
 
-    async def _send(self, send: Any, status: int, body: bytes, content_type: str = "application/json") -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type.encode())]})
-        await send({"type": "http.response.body", "body": body})
