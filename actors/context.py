@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
@@ -31,3 +32,6 @@ class EngineContext:
     leases: Leases
     steps: Executor  # the threads StepActors run on
     tasks: TaskEnv | None = None  # task runs' settings (DESIGN §12); None: this engine runs no task
+    # (position, {run: launch position}): the runs not ended as of ``position``, from the read tables;
+    # None (or no function) and recovery reads the whole log (``Engine(open_runs=...)``).
+    open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None
