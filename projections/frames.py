@@ -55,9 +55,13 @@ from flows.events import (
     StepSkipped,
     StepStarted,
     TaskAborted,
+    TaskAnswered,
     TaskBlocked,
+    TaskDone,
     TaskEvent,
     TaskFailed,
+    TaskReviewed,
+    TaskStarted,
     ToolCalled,
     ToolResult,
     run_id_of,
@@ -73,7 +77,9 @@ Frame = dict[str, Any]
 FRAMED_TYPES: frozenset[str] = frozenset(cls.__name__ for cls in (
     RunLaunched, RunQueued, RunStarted, StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped,
     StepPaused, StepResumed, AnomalyDetected, ToolCalled, ToolResult, RunCompleted, RunFailed, RunRejected,
-    RunCancelled))
+    RunCancelled,
+    # the task events that can move their step (``flows.tasks.run.step_move``; the others give no frame)
+    TaskStarted, TaskBlocked, TaskReviewed, TaskAnswered, TaskFailed, TaskDone, TaskAborted))
 FRAME_RESULT_CHARS = 2_000
 """Characters of a tool result a ``tool_result`` frame carries (a result may hold 32 KB: the event has it whole)."""
 

@@ -218,3 +218,7 @@ def test_a_task_event_that_moves_its_step_is_a_step_frame_and_a_phase_is_none():
                      ("b", "skipped", None, "upstream_failed"), ("c", "cancelled", None, "")]
     assert frames[12][0]["will_retry"] is True and frames[15][0]["error"] == "aborted by ann: wrong"
     assert all(f["type"] == "flow_run_step_updated" and f["id"] == n for n, fs in frames.items() for f in fs)
+    # a replay asks the database for the framed types alone: the task events that give frames are among them
+    from projections.frames import FRAMED_TYPES
+    assert {type(e).__name__ for n, e in enumerate(events, 10) if frames[n]} <= FRAMED_TYPES
+    assert "TaskPhaseChanged" not in FRAMED_TYPES
