@@ -100,6 +100,8 @@ SERVE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--cors-origins", "cors_origins", lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip()),
      "ORIGIN,ORIGIN", "origins allowed to call the API from a browser (BATON_CORS_ORIGINS; default: none)"),
     ("--session-ttl-s", "session_ttl_s", float, "SECONDS", "how long a console login lasts (BATON_SESSION_TTL_S)"),
+    ("--lease-ttl-s", "lease_ttl_s", float, "SECONDS", "a node silent this long loses its runs and slots to the "
+     "others (BATON_LEASE_TTL_S)"),
 )
 SETTING_FLAG = "setting__"
 
@@ -166,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-no-auth", dest=SETTING_FLAG + "insecure_no_auth", action="store_const", const=True,
                    default=None, help="serve without tokens (BATON_INSECURE_NO_AUTH): on a loopback host only, "
                                       "with a warning at every start")
+    p.add_argument("--cluster", dest=SETTING_FLAG + "cluster", action=argparse.BooleanOptionalAction, default=None,
+                   help="with a PostgreSQL store, share one queue and the capacity with the other nodes "
+                        "(BATON_CLUSTER; on by default)")
     add("demo", cmd_demo, "run review-and-approve offline, approve it, print the report and verify the log")
     p = add("flows", cmd_flows, "list the flow catalogue")
     p.add_argument("--json", action="store_true", help="print the catalogue as JSON")

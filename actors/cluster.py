@@ -1,0 +1,275 @@
+"""Many nodes, one PostgreSQL (DESIGN §16): the orchestrator's part in the cluster.
+
+With a PostgreSQL store, ``baton serve`` nodes form one cluster
+(``EngineConfig.cluster``; SQLite stays single-node and nothing here runs):
+
+- One queue. A launch records RunLaunched and RunQueued, then joins the
+  shared queue (``eventstore.cluster``); any node with room admits the head,
+  in launch order, once (an advisory lock orders admissions, the head is
+  taken ``FOR UPDATE SKIP LOCKED``), and records RunStarted: the event's
+  ``node`` says who drives the run from then on. A node driving more runs
+  than the least busy one leaves the head to it for a moment, so runs spread.
+- Cluster-wide capacity. ``max_active_runs`` counts the queue's active rows,
+  whichever node drives them; ``agent_slots`` counts slots held per model
+  server (``EngineConfig.slot_pool``, its base URL) by every live node, each
+  node holding its fair share of what is wanted (``ClusterScheduler``
+  grants from what this node holds). Slots of a node whose lease ended stop
+  counting; a node without its lease is fenced: no admission, no slot.
+- Hand-off. A node stopping (SIGTERM) stops its runs, gives up its leases
+  and unmarks its runs; the others, told by NOTIFY, claim them at once and
+  recover them (lost attempts are run again, as after a crash). A node
+  killed outright is noticed when its lease ends (at once on its own host).
+
+The kicks are NOTIFY on ``eventstore.cluster.CHANNEL`` (plus the lease
+heartbeat), never a polling loop; one LISTEN connection per node.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import select
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from actors.context import EngineContext
+from actors.scheduler import Admission, Scheduler
+from eventstore.cluster import ACTIVE, CHANNEL, PAUSED, QUEUED, ClusterTables, Item
+from eventstore.leases import Leases, default_owner
+from eventstore.postgres import own_connection
+
+log = logging.getLogger(__name__)
+
+PATIENCE_S = 0.25  # how long the head of the queue is left to a less busy node before any node takes it
+START_CLAIMED = "admitted from the cluster queue"  # RunStarted's reason for a run a node took from the queue
+
+
+def enabled(ctx: EngineContext) -> bool:
+    """Whether this engine is a node of a cluster: asked for, recovering runs (``baton serve``), on PostgreSQL."""
+    database = getattr(ctx.store, "database", None)
+    return (ctx.config.cluster and ctx.config.recover and database is not None
+            and database.dialect.name == "postgresql")
+
+
+def join(ctx: EngineContext, kick: Callable[[str], None]) -> Cluster:
+    """This engine's membership (``enabled(ctx)`` holds)."""
+    config = ctx.config
+    pool = config.slot_pool or config.backend
+    store: Any = ctx.store  # a SqlStore (enabled() looked)
+    return Cluster(store.database, ctx.leases, config.node, pool, config.max_active_runs,
+                   config.agent_slots, kick)
+
+
+def queued_admission() -> Admission:
+    """What a launch on a node of a cluster becomes: queued, for whichever node has room to admit it."""
+    return Admission(False, "queued in the cluster", 0)
+
+
+class Kicks:
+    """At most one kick of each kind on its way to the orchestrator (notifications come in bursts)."""
+
+    def __init__(self, tell: Callable[[Any], None], message: Callable[[str], Any]) -> None:
+        self._tell = tell
+        self._message = message
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+
+    def kick(self, kind: str) -> None:
+        with self._lock:
+            if kind in self._pending:
+                return
+            self._pending.add(kind)
+        self._tell(self._message(kind))
+
+    def taken(self, kind: str) -> None:
+        with self._lock:
+            self._pending.discard(kind)
+
+
+class ClusterScheduler(Scheduler):
+    """The node's scheduler in a cluster: room is the cluster's (admission is the queue's); slots are
+    granted from what this node holds of its pool (``reserved``), not from a count of its own."""
+
+    def __init__(self, agent_slots: int) -> None:
+        super().__init__(0, agent_slots)
+        self.reserved = 0
+
+    def entry(self, run_id: str) -> tuple[str, float]:
+        """The run's flow and since when it is known."""
+        entry = self._runs[run_id]
+        return entry.flow, entry.since
+
+    def wanted(self) -> int:
+        """Slots this node would use now: those held plus those asked for."""
+        return self.slots_in_use() + sum(len(self.waiting(r)) for r in list(self._waiting))
+
+    def _free_slots(self) -> int:
+        if not self.agent_slots:
+            return super()._free_slots()
+        return self.reserved - self.slots_in_use()
+
+
+class Cluster:
+    """One node's membership: the tables, the LISTEN thread, and the calls the orchestrator makes."""
+
+    def __init__(self, database: Any, leases: Leases, node: str, pool: str, max_active_runs: int,
+                 agent_slots: int, kick: Callable[[str], None]) -> None:
+        self.tables = ClusterTables(database, leases, node, default_owner())
+        self.node = node
+        self.pool = pool
+        self.max_active_runs = max_active_runs
+        self.agent_slots = agent_slots
+        holder = self.tables.join()
+        if holder is not None:
+            log.error("another live process (%s) holds cluster member %s; give each node its own BATON_NODE",
+                      holder, node)
+        self._listener = _Listener(database, kick)
+
+    def close(self) -> None:
+        self._listener.stop()
+
+    # -- membership --------------------------------------------------------------------------
+
+    def beat(self) -> None:
+        """Keep this node's member lease (the heartbeat's part)."""
+        holder = self.tables.join()
+        if holder is not None:
+            log.error("cluster member %s is held by %s: this node is fenced (no admission, no slot)",
+                      self.node, holder)
+
+    def hand_off(self, run_ids: list[str], release_node: Callable[[], None]) -> None:
+        """Stopping: give up the leases, then unmark the runs so the others claim them now."""
+        try:
+            release_node()
+            self.tables.leave()
+            self.tables.hand_off(run_ids)
+        except Exception:  # the store is away: the leases run out, the runs are taken over then
+            log.warning("could not hand the runs off; the other nodes take them when the lease ends", exc_info=True)
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def enqueue(self, run_id: str, flow: str, since: float) -> None:
+        self.tables.enqueue(run_id, flow, since)
+
+    def admit(self) -> tuple[list[Item], bool]:
+        """Runs this node takes from the queue now, and whether it left the head to a less busy node."""
+        taken: list[Item] = []
+        while True:
+            got = self.tables.admit(self.max_active_runs, PATIENCE_S)
+            if not got.items:
+                return taken, got.deferred
+            taken.extend(got.items)
+
+    def adopt(self, run_id: str, flow: str, since: float, phase: str) -> bool:
+        """A run found unfinished: True when this node drives it now (``phase``: active/paused/queued)."""
+        return self.tables.adopt(run_id, flow, since, phase)
+
+    def orphans(self) -> list[str]:
+        return self.tables.orphans()
+
+    def active(self, run_id: str) -> None:
+        self.tables.set_state(run_id, ACTIVE)
+
+    def paused(self, run_id: str) -> None:
+        self.tables.set_state(run_id, PAUSED)
+
+    def ended(self, run_id: str) -> None:
+        self.tables.finish(run_id)
+
+    # -- slots -------------------------------------------------------------------------------
+
+    def fit_slots(self, scheduler: ClusterScheduler) -> None:
+        """Hold as many slots of the pool as this node's steps want, within its fair share."""
+        if not self.agent_slots:
+            return
+        in_use, wanted = scheduler.slots_in_use(), scheduler.wanted()
+        if wanted == scheduler.reserved:
+            return
+        scheduler.reserved = self.tables.reserve(self.pool, self.agent_slots, in_use, wanted)
+
+    # -- the plan ----------------------------------------------------------------------------
+
+    def plan(self) -> dict[str, Any]:
+        """The cluster's plan, the same from every node, naming the node driving each run."""
+        items = self.tables.items()
+        slots = self.tables.slots().get(self.pool, {})
+        members = sorted(self.tables.members())
+        active = [i for i in items if i.state == ACTIVE]
+        in_progress = [{"run_id": i.item_id, "flow": i.label, "since": i.since, "node": i.node or None}
+                       for i in active]
+        waiting = [(i, "capacity", f"{len(active)} of {self.max_active_runs} runs in progress in the cluster")
+                   for i in items if i.state == QUEUED]
+        waiting += [(i, "approval", "waiting for a person to approve or reject") for i in items if i.state == PAUSED]
+        planned = [{"run_id": i.item_id, "flow": i.label, "position": n, "reason": reason, "detail": detail,
+                    "node": i.node or None, "steps_waiting_for_slot": 0}
+                   for n, (i, reason, detail) in enumerate(waiting, 1)]
+        return {
+            "cluster": True,
+            "nodes": members,
+            "max_active_runs": self.max_active_runs,
+            "agent_slots": self.agent_slots,
+            "slot_pool": self.pool,
+            "slots_in_use": sum(slots.values()),
+            "slots_by_node": slots,
+            "in_progress": in_progress,
+            "planned_queued": planned,
+            "new_queued": [],
+        }
+
+
+class _Listener:
+    """LISTEN on the cluster channel; each notification kicks the orchestrator (a hint, coalesced there)."""
+
+    def __init__(self, database: Any, kick: Callable[[str], None]) -> None:
+        self._database = database
+        self._kick = kick
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="baton-cluster-listen", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _run(self) -> None:
+        delay = 0.05
+        while not self._stopping.is_set():
+            conn: psycopg.Connection | None = None
+            try:
+                conn = own_connection(self._database, "baton-cluster")
+                heard: list[str] = []
+                conn.add_notify_handler(functools.partial(_collect, heard))
+                conn.execute(f"LISTEN {CHANNEL}")
+                delay = 0.05
+                self._kick("listen")  # whatever changed while nobody listened
+                while not self._stopping.is_set():
+                    ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [], 5.0)
+                    if self._wake_r in ready:
+                        return
+                    conn.execute("SELECT 1")  # reads what arrived: the handler collects it
+                    kinds, heard[:] = set(heard), []
+                    for kind in kinds:
+                        self._kick(kind)
+            except Exception as exc:  # logged and retried: the node must keep hearing the others
+                if not self._stopping.is_set():
+                    log.warning("cluster LISTEN connection lost (%s); reconnecting", exc)
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, 2.0)
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except psycopg.Error:
+                        pass
+
+
+def _collect(into: list[str], notify: psycopg.Notify) -> None:
+    into.append(notify.payload)

@@ -1,0 +1,138 @@
+"""Several engines on one PostgreSQL form one cluster (DESIGN §16): one queue, capacity counted across them.
+
+Three engines of this process stand for three nodes (distinct node names);
+tests/e2e/test_cluster_nodes.py does the same with three ``baton serve``
+processes, kill -9 and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+from actors.config import EngineConfig
+from actors.engine import Engine
+from eventstore import SqlStore, open_store
+from flows import Flow, agent, code
+from flows.catalog import FlowRegistry
+from flows.events import stream_of
+from tests.integration.scripted import ScriptedBackend
+
+NODES = ("node-a", "node-b", "node-c")
+
+QUICK = Flow("quick", steps=[code("one", fn=lambda ctx: "done")])
+WORK = Flow("work", steps=[agent(f"w{i}", persona="analyst", prompt="$input.question") for i in range(3)])
+REGISTRY = FlowRegistry([QUICK, WORK])
+
+
+class CountingBackend(ScriptedBackend):
+    """Holds every call until released; counts the calls in flight across all engines sharing it."""
+
+    def __init__(self) -> None:
+        super().__init__(hold={"w0", "w1", "w2"})
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def run(self, request, on_delta, cancel):  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return super().run(request, on_delta, cancel)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.fixture
+def pg_store(pg_url):
+    store = open_store(pg_url, poll_interval=0.05)
+    yield store
+    store.close()
+
+
+def cluster(store: SqlStore, backend=None, **config) -> list[Engine]:
+    engines = []
+    for node in NODES:
+        cfg = EngineConfig(node=node, cluster=True, slot_pool="shared", **config)
+        engines.append(Engine(store, REGISTRY, cfg, backend=backend or ScriptedBackend()).start())
+    return engines
+
+
+def drivers(store: SqlStore, run_id: str) -> set[str]:
+    """Nodes that recorded RunStarted for the run."""
+    return {r.metadata["node"] for r in store.read_stream(stream_of(run_id)) if r.type == "RunStarted"}
+
+
+def test_runs_launched_on_one_node_are_admitted_once_and_spread_over_every_node(pg_store):
+    engines = cluster(pg_store)
+    try:
+        run_ids = [engines[0].launch("quick", f"q{i}").run_id for i in range(12)]
+        for run_id in run_ids:
+            assert engines[0].wait(run_id, {"completed"}, timeout=20).status == "completed"
+        started = Counter()
+        for run_id in run_ids:
+            records = pg_store.read_stream(stream_of(run_id))
+            assert [r.type for r in records].count("RunStarted") == 1, "admitted once"
+            assert [r.type for r in records][:2] == ["RunLaunched", "RunQueued"]
+            started.update(drivers(pg_store, run_id))
+        assert set(started) == set(NODES), f"every node drives some runs: {started}"
+    finally:
+        for e in engines:
+            e.stop()
+
+
+def test_agent_slots_and_max_active_runs_are_counted_across_the_nodes(pg_store):
+    backend = CountingBackend()
+    engines = cluster(pg_store, backend, agent_slots=2, max_active_runs=3)
+    try:
+        run_ids = [engines[i % 3].launch("work", f"q{i}").run_id for i in range(5)]
+        backend.wait_calls(2, timeout=10)
+        plan = engines[1].plan()
+        assert plan["cluster"] and plan["slots_in_use"] == 2
+        assert len(plan["in_progress"]) == 3 and all(r["node"] in NODES for r in plan["in_progress"])
+        assert [p["reason"] for p in plan["planned_queued"]] == ["capacity", "capacity"]
+        assert engines[2].plan()["in_progress"] == plan["in_progress"], "the same plan from every node"
+        done: set[str] = set()
+        while len(done) < len(run_ids) * 3:
+            for run_id, step_id in backend.wait_calls(1, timeout=10):
+                backend.release(run_id, step_id)
+                done.add(f"{run_id}/{step_id}")
+        for run_id in run_ids:
+            assert engines[0].wait(run_id, {"completed"}, timeout=20).status == "completed"
+        assert backend.most == 2, f"at most 2 calls at once across the three nodes (saw {backend.most})"
+    finally:
+        for e in engines:
+            e.stop()
+
+
+def test_a_stopping_node_hands_its_runs_to_the_others(pg_store):
+    backend = CountingBackend()
+    engines = cluster(pg_store, backend)
+    try:
+        run_ids = [engines[0].launch("work", f"q{i}").run_id for i in range(6)]
+        backend.wait_calls(6, timeout=10)
+        plan = engines[0].plan()
+        leaving = plan["in_progress"][0]["node"]
+        theirs = [r["run_id"] for r in plan["in_progress"] if r["node"] == leaving]
+        engines[NODES.index(leaving)].stop()
+        stayed = [e for e in engines if e.config.node != leaving]
+        for run_id in theirs:  # taken over at once (a RunRecovered by another node), not after the lease
+            stayed[0].wait(run_id, lambda s: s.recoveries > 0 if hasattr(s, "recoveries") else True, timeout=5)
+        deadline_plan = stayed[0].plan()
+        assert leaving not in {r["node"] for r in deadline_plan["in_progress"]}
+        while True:
+            pending = [c for c in backend.running() if c[0] in run_ids]
+            if not pending and all(stayed[0].wait(r, {"completed", "running"}, timeout=10).status == "completed"
+                                   for r in run_ids):
+                break
+            for run_id, step_id in pending:
+                backend.release(run_id, step_id)
+            if not pending:
+                backend.wait_calls(1, timeout=10)
+    finally:
+        for e in engines:
+            e.stop()
