@@ -31,15 +31,18 @@ import logging
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import sqlalchemy as sa
 
 from actors.context import EngineContext
+from actors.runlog import NODE_LEASE, SERVER_LEASE, read_with_owner, unended_runs
 from actors.scheduler import Admission, Scheduler
-from eventstore.cluster import ACTIVE, CHANNEL, PAUSED, QUEUED, ClusterTables, Item
-from eventstore.leases import Leases, default_owner
+from eventstore.cluster import ACTIVE, CHANNEL, MEMBER, PAUSED, QUEUED, ClusterTables, Item
+from eventstore.leases import Leases, dead_on_this_host, default_owner, leases_table
 from eventstore.postgres import own_connection
 
 log = logging.getLogger(__name__)
@@ -273,3 +276,53 @@ class _Listener:
 
 def _collect(into: list[str], notify: psycopg.Notify) -> None:
     into.append(notify.payload)
+
+
+def nodes_of(store: Any) -> list[dict[str, Any]]:
+    """Every node that holds (or held) a lease on ``store``: its owner process, its lease, the server it
+    answers at, the runs it drives and the slots it holds (``GET /api/nodes``, ``baton nodes``).
+
+    In a cluster the runs come from the shared queue; a single node's from the log (the node that
+    recorded an unfinished run's last event drives it).
+    """
+    database = store.database
+    now = time.time()
+    with database.connect() as conn:
+        rows = conn.execute(sa.select(leases_table)).all()
+        clustered = sa.inspect(conn).has_table("cluster_queue")
+        queue = conn.execute(sa.text("SELECT item_id, state, node FROM cluster_queue ORDER BY since, item_id")
+                             ).all() if clustered else []
+        slots = conn.execute(sa.text("SELECT pool, node, held FROM cluster_slots WHERE held > 0")
+                             ).all() if clustered else []
+    found: dict[str, dict[str, Any]] = {}
+    servers: dict[str, str] = {}
+    for row in rows:
+        alive = row.expires_at >= now and not dead_on_this_host(row.owner)
+        if row.name.startswith(SERVER_LEASE):
+            if alive:
+                servers[row.owner] = row.name[len(SERVER_LEASE):]
+            continue
+        for prefix, what in ((NODE_LEASE, "lease"), (MEMBER, "member")):
+            if row.name.startswith(prefix):
+                node = found.setdefault(row.name[len(prefix):], {
+                    "node": row.name[len(prefix):], "owner": row.owner, "alive": False, "lease_expires_at": None,
+                    "member": False, "url": None, "driving": [], "paused": [], "slots": {}})
+                if what == "lease":
+                    node.update(owner=row.owner, alive=alive, lease_expires_at=row.expires_at)
+                else:
+                    node["member"] = alive
+    for node in found.values():
+        node["url"] = servers.get(node["owner"])
+    if clustered:
+        for item in queue:
+            if item.node in found and item.state != QUEUED:
+                found[item.node]["driving" if item.state == ACTIVE else "paused"].append(item.item_id)
+        for slot in slots:
+            if slot.node in found and found[slot.node]["alive"]:
+                found[slot.node]["slots"][slot.pool] = int(slot.held)
+    else:
+        for run_id in unended_runs(store):
+            state, _, last = read_with_owner(store, run_id)
+            if last in found and not state.terminal:
+                found[last]["paused" if state.status == "paused" else "driving"].append(run_id)
+    return sorted(found.values(), key=lambda n: (not n["alive"], n["node"]))

@@ -44,6 +44,7 @@ from api.cli.commands import (
     cmd_demo,
     cmd_flows,
     cmd_launch,
+    cmd_nodes,
     cmd_plan,
     cmd_rebuild,
     cmd_replay,
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the catalogue as JSON")
     p = add("plan", cmd_plan, "show the scheduler's plan: what runs, what waits and why")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p = add("nodes", cmd_nodes, "list the nodes sharing the store: their leases and the runs each drives")
+    p.add_argument("--json", action="store_true", help="print the nodes as JSON")
     p = add("launch", cmd_launch, "launch a run and drive it until it ends or waits for approval")
     p.add_argument("flow", metavar="FLOW")
     p.add_argument("-q", "--question", metavar="TEXT", help="what the run is about (required)")
