@@ -245,14 +245,14 @@ class ClusterTables:
             conn.execute(sa.text("UPDATE cluster_queue SET state = :st, node = :me, changed_at = :n "
                                  "WHERE item_id = :i AND state <> 'queued'"),
                          {"st": state, "me": self.node, "n": time.time(), "i": item_id})
-            _notify(conn, "queue")
+            _notify_if_queued(conn)
 
     @store_errors
     def finish(self, item_id: str) -> None:
         """The item ended: gone from the queue (its room is free)."""
         with self.database.begin() as conn:
             conn.execute(sa.text("DELETE FROM cluster_queue WHERE item_id = :i"), {"i": item_id})
-            _notify(conn, "queue")
+            _notify_if_queued(conn)
 
     @store_errors
     def hand_off(self, item_ids: Iterable[str]) -> None:
@@ -322,3 +322,9 @@ class ClusterTables:
 
 def _notify(conn: sa.Connection, what: str) -> None:
     conn.execute(sa.text("SELECT pg_notify(:c, :w)"), {"c": CHANNEL, "w": what})
+
+
+def _notify_if_queued(conn: sa.Connection) -> None:
+    """Room was made: worth a word to the others only when a run waits in the queue."""
+    conn.execute(sa.text("SELECT pg_notify(:c, 'queue') WHERE EXISTS "
+                         "(SELECT 1 FROM cluster_queue WHERE state = 'queued')"), {"c": CHANNEL})

@@ -84,6 +84,11 @@ def test_three_nodes_share_one_queue_and_the_slots_through_kill_9_and_sigterm(pg
             assert [r.type for r in records].count("RunStarted") == 1, "admitted once"
             done = Counter((r.data["step_id"], r.data["attempt"]) for r in records if r.type == "StepCompleted")
             assert set(done.values()) == {1}, f"a step recorded twice in run {run_id}: {done}"
+        recovered = Counter(r.metadata["node"] for run_id in run_ids for r in store.read_stream(stream_of(run_id))
+                            if r.type == "RunRecovered")
+        print("admitted by", dict(started_by(store, run_ids)), "recovered by", dict(recovered), "most", llm.most,
+              "served", llm.served, "sigterm took", round(took, 2))
+        assert set(recovered) == {"node-0"}, "the runs of the nodes that left were taken over by the one left"
         after = httpx.get(first.url + "/api/nodes", auth=first.auth_as("viewer"), timeout=10).json()
         alive = {n["node"] for n in after if n["alive"]}
         assert alive == {"node-0"}, after
