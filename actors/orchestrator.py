@@ -167,6 +167,8 @@ class Orchestrator(pykka.ThreadingActor):
         if self._renewal is not None:
             self._renewal.cancel()
         self._stop_runs(timeout=3.0)
+        if self.cluster is not None:  # the next orchestrator joins again (and adopts the runs)
+            self.cluster.close()
         if self._on_death is not None:
             name = getattr(exception_type, "__name__", str(exception_type))
             self._on_death(tuple(self.runs), f"{name}: {exception_value}")
@@ -382,6 +384,13 @@ class Orchestrator(pykka.ThreadingActor):
         if elsewhere:
             return
         phase = _phase_found(state, self.ctx.clock.now())
+        if self.cluster is not None:
+            try:
+                if not self.cluster.adopt(msg.run_id, state.launched.flow, state.launched_at, phase.value):
+                    return  # queued (the cluster's queue admits it) or driven by a live node
+            except StoreError as exc:
+                self._redrive_later(msg.run_id, exc)
+                return
         run = self._register(msg.run_id, state.launched.flow, state.launched_at, phase)
         if phase is Phase.ACTIVE:
             self._tell_run(run, m.Recover(self.ctx.config.node))

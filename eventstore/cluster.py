@@ -54,6 +54,7 @@ slots_table = sa.Table(
     _metadata,
     sa.Column("pool", sa.String(1000), primary_key=True),
     sa.Column("node", sa.String(200), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),  # the process: its slots count while it is the member
     sa.Column("held", sa.Integer, nullable=False),
     sa.Column("wanted", sa.Integer, nullable=False),
 )
@@ -288,21 +289,21 @@ class ClusterTables:
         with self.database.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(:p))"), {"k": _SLOT_LOCK, "p": pool})
             members = self._members(conn)
-            rows = conn.execute(sa.text("SELECT node, held, wanted FROM cluster_slots WHERE pool = :p"),
+            rows = conn.execute(sa.text("SELECT node, owner, held, wanted FROM cluster_slots WHERE pool = :p"),
                                 {"p": pool}).all()
             others = {r.node: (int(r.held), int(r.wanted)) for r in rows
-                      if r.node != self.node and r.node in members}
+                      if r.node != self.node and members.get(r.node) == r.owner}
             before = next((int(r.held) for r in rows if r.node == self.node), 0)
-            if not self._member(members):
-                held = in_use
-            else:
-                shares = fair_shares(limit, {**{n: w for n, (_, w) in others.items()}, self.node: wanted})
-                free = limit - sum(h for h, _ in others.values())
-                held = max(in_use, min(wanted, shares[self.node], free))
+            if not self._member(members):  # fenced: its row stops counting (another process is the member)
+                return in_use
+            shares = fair_shares(limit, {**{n: w for n, (_, w) in others.items()}, self.node: wanted})
+            free = limit - sum(h for h, _ in others.values())
+            held = max(in_use, min(wanted, shares[self.node], free))
             conn.execute(sa.text(
-                "INSERT INTO cluster_slots (pool, node, held, wanted) VALUES (:p, :me, :h, :w) "
-                "ON CONFLICT (pool, node) DO UPDATE SET held = excluded.held, wanted = excluded.wanted"),
-                {"p": pool, "me": self.node, "h": held, "w": wanted})
+                "INSERT INTO cluster_slots (pool, node, owner, held, wanted) VALUES (:p, :me, :o, :h, :w) "
+                "ON CONFLICT (pool, node) DO UPDATE SET owner = excluded.owner, held = excluded.held, "
+                "wanted = excluded.wanted"),
+                {"p": pool, "me": self.node, "o": self.owner, "h": held, "w": wanted})
             if held < before or wanted > held:  # freed some, or waits for some another member holds
                 _notify(conn, "slots")
             return held
@@ -312,10 +313,10 @@ class ClusterTables:
         """Slots held now by live members: pool -> node -> held."""
         with self.database.connect() as conn:
             members = self._members(conn)
-            rows = conn.execute(sa.text("SELECT pool, node, held FROM cluster_slots WHERE held > 0")).all()
+            rows = conn.execute(sa.text("SELECT pool, node, owner, held FROM cluster_slots WHERE held > 0")).all()
         out: dict[str, dict[str, int]] = {}
         for r in rows:
-            if r.node in members:
+            if members.get(r.node) == r.owner:
                 out.setdefault(r.pool, {})[r.node] = int(r.held)
         return out
 

@@ -155,3 +155,31 @@ def finish(backend: CountingBackend, engine: Engine, run_ids: list[str], timeout
                 backend.wait_calls(1, timeout=0.5)
             except AssertionError:
                 pass
+
+
+def test_a_node_that_lost_its_lease_is_fenced_from_the_queue_and_the_slots(pg_store):
+    from eventstore.cluster import ClusterTables, member_lease
+    from eventstore.leases import Leases
+
+    leases = Leases(pg_store.database, ttl_s=30.0)
+    a = ClusterTables(pg_store.database, leases, "node-a", "host:1")
+    b = ClusterTables(pg_store.database, leases, "node-b", "host:2")
+    assert a.join() is None and b.join() is None
+    assert a.reserve("http://gpu/v1", 4, in_use=0, wanted=3) == 3
+    assert b.reserve("http://gpu/v1", 4, in_use=0, wanted=3) == 1, "only what a does not hold"
+    a.enqueue("r1", "quick", 1.0)
+    leases.release(member_lease("node-a"), "host:1")
+    assert leases.acquire(member_lease("node-a"), "host:9") is None  # another process took node-a's name
+    assert a.admit(0, 0.0).items == (), "a fenced node admits nothing"
+    assert a.reserve("http://gpu/v1", 4, in_use=0, wanted=3) == 0, "a fenced node gets no slot"
+    assert b.reserve("http://gpu/v1", 4, in_use=1, wanted=4) == 4, "a's slots came back when it lost its lease"
+    assert [i.item_id for i in b.admit(0, 0.0).items] == ["r1"]
+    assert [(i.item_id, i.state, i.node) for i in a.items()] == [("r1", "active", "node-b")]
+
+
+def test_fair_shares_split_what_is_wanted():
+    from eventstore.cluster import fair_shares
+
+    assert fair_shares(4, {"a": 10, "b": 1}) == {"a": 3, "b": 1}
+    assert fair_shares(4, {"a": 10, "b": 10, "c": 10}) == {"a": 2, "b": 1, "c": 1}
+    assert fair_shares(5, {"a": 0, "b": 2}) == {"a": 0, "b": 2}
