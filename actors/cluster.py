@@ -130,10 +130,15 @@ class Cluster:
         if holder is not None:
             log.error("another live process (%s) holds cluster member %s; give each node its own BATON_NODE",
                       holder, node)
-        self._listener = _Listener(database, kick)
+        self._listener = _Listener(database, self._heard, kick)
 
     def close(self) -> None:
         self._listener.stop()
+
+    def _heard(self, kind: str) -> str:
+        """What a notification asks of this node: ``queue:<node>`` is for that node only ("" = nothing)."""
+        what, _, node = kind.partition(":")
+        return "" if node and node != self.node else what
 
     # -- membership --------------------------------------------------------------------------
 
@@ -160,12 +165,8 @@ class Cluster:
 
     def admit(self) -> tuple[list[Item], bool]:
         """Runs this node takes from the queue now, and whether it left the head to a less busy node."""
-        taken: list[Item] = []
-        while True:
-            got = self.tables.admit(self.max_active_runs, PATIENCE_S)
-            if not got.items:
-                return taken, got.deferred
-            taken.extend(got.items)
+        got = self.tables.admit(self.max_active_runs, PATIENCE_S)  # one at a time: the next goes to the least busy
+        return list(got.items), got.deferred
 
     def adopt(self, run_id: str, flow: str, since: float, phase: str) -> bool:
         """A run found unfinished: True when this node drives it now (``phase``: active/paused/queued)."""
@@ -227,8 +228,9 @@ class Cluster:
 class _Listener:
     """LISTEN on the cluster channel; each notification kicks the orchestrator (a hint, coalesced there)."""
 
-    def __init__(self, database: Any, kick: Callable[[str], None]) -> None:
+    def __init__(self, database: Any, heard: Callable[[str], str], kick: Callable[[str], None]) -> None:
         self._database = database
+        self._heard = heard
         self._kick = kick
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -258,8 +260,8 @@ class _Listener:
                     if self._wake_r in ready:
                         return
                     conn.execute("SELECT 1")  # reads what arrived: the handler collects it
-                    kinds, heard[:] = set(heard), []
-                    for kind in kinds:
+                    kinds, heard[:] = {self._heard(k) for k in heard}, []
+                    for kind in kinds - {""}:
                         self._kick(kind)
             except Exception as exc:  # logged and retried: the node must keep hearing the others
                 if not self._stopping.is_set():

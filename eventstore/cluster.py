@@ -24,6 +24,7 @@ Every change another member may act on is announced with NOTIFY on
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -154,6 +155,21 @@ class ClusterTables:
 
     # -- the queue ---------------------------------------------------------------------------
 
+    def _call_next(self, conn: sa.Connection, members: dict[str, str] | None = None,
+                   counts: dict[str, int] | None = None, *, only_if_queued: bool = False) -> None:
+        """NOTIFY ``queue:<node>``: the least busy member should admit the head now (the others leave it to
+        that member; each looks again at its heartbeat, and takes a head left waiting too long)."""
+        if only_if_queued and conn.execute(
+                sa.text("SELECT 1 FROM cluster_queue WHERE state = 'queued' LIMIT 1")).first() is None:
+            return
+        members = self._members(conn) if members is None else members
+        if not members:
+            return
+        if counts is None:
+            counts = {r[0]: int(r[1]) for r in conn.execute(sa.text(
+                "SELECT node, count(*) FROM cluster_queue WHERE state = 'active' GROUP BY node"))}
+        _notify(conn, "queue:" + least_busy(members, counts))
+
     @store_errors
     def enqueue(self, item_id: str, label: str, since: float) -> None:
         """Put an item in the queue (nothing if it is known already)."""
@@ -163,7 +179,7 @@ class ClusterTables:
                 "INSERT INTO cluster_queue (item_id, label, state, node, since, changed_at) "
                 "VALUES (:i, :l, 'queued', '', :s, :n) ON CONFLICT (item_id) DO NOTHING"),
                 {"i": item_id, "l": label, "s": since, "n": now})
-            _notify(conn, "queue")
+            self._call_next(conn)
 
     @store_errors
     def admit(self, max_active: int, patience_s: float) -> Admitted:
@@ -194,7 +210,9 @@ class ClusterTables:
                 return Admitted((), deferred=True)
             conn.execute(sa.text("UPDATE cluster_queue SET state = 'active', node = :me, changed_at = :n "
                                  "WHERE item_id = :i"), {"me": self.node, "n": now, "i": head.item_id})
-            _notify(conn, "queue")
+            counts[self.node] = counts.get(self.node, 0) + 1
+            if not max_active or sum(counts.values()) < max_active:
+                self._call_next(conn, members, counts, only_if_queued=True)
             return Admitted((Item(head.item_id, head.label, ACTIVE, self.node, head.since, now),))
 
     @store_errors
@@ -246,14 +264,14 @@ class ClusterTables:
             conn.execute(sa.text("UPDATE cluster_queue SET state = :st, node = :me, changed_at = :n "
                                  "WHERE item_id = :i AND state <> 'queued'"),
                          {"st": state, "me": self.node, "n": time.time(), "i": item_id})
-            _notify_if_queued(conn)
+            self._call_next(conn, only_if_queued=True)
 
     @store_errors
     def finish(self, item_id: str) -> None:
         """The item ended: gone from the queue (its room is free)."""
         with self.database.begin() as conn:
             conn.execute(sa.text("DELETE FROM cluster_queue WHERE item_id = :i"), {"i": item_id})
-            _notify_if_queued(conn)
+            self._call_next(conn, only_if_queued=True)
 
     @store_errors
     def hand_off(self, item_ids: Iterable[str]) -> None:
@@ -325,7 +343,8 @@ def _notify(conn: sa.Connection, what: str) -> None:
     conn.execute(sa.text("SELECT pg_notify(:c, :w)"), {"c": CHANNEL, "w": what})
 
 
-def _notify_if_queued(conn: sa.Connection) -> None:
-    """Room was made: worth a word to the others only when a run waits in the queue."""
-    conn.execute(sa.text("SELECT pg_notify(:c, 'queue') WHERE EXISTS "
-                         "(SELECT 1 FROM cluster_queue WHERE state = 'queued')"), {"c": CHANNEL})
+def least_busy(members: Iterable[str], counts: dict[str, int]) -> str:
+    """The member driving the fewest items (ties drawn at random, so that they spread)."""
+    names = list(members)
+    fewest = min(counts.get(n, 0) for n in names)
+    return random.choice([n for n in names if counts.get(n, 0) == fewest])
