@@ -156,7 +156,7 @@ class ClusterTables:
     # -- the queue ---------------------------------------------------------------------------
 
     def _call_next(self, conn: sa.Connection, members: dict[str, str] | None = None,
-                   counts: dict[str, int] | None = None, *, only_if_queued: bool = False) -> None:
+                   counts: dict[str, int] | None = None, *, only_if_queued: bool = False, prefer: str = "") -> None:
         """NOTIFY ``queue:<node>``: the least busy member should admit the head now (the others leave it to
         that member; each looks again at its heartbeat, and takes a head left waiting too long)."""
         if only_if_queued and conn.execute(
@@ -168,7 +168,7 @@ class ClusterTables:
         if counts is None:
             counts = {r[0]: int(r[1]) for r in conn.execute(sa.text(
                 "SELECT node, count(*) FROM cluster_queue WHERE state = 'active' GROUP BY node"))}
-        _notify(conn, "queue:" + least_busy(members, counts))
+        _notify(conn, "queue:" + least_busy(members, counts, prefer))
 
     @store_errors
     def enqueue(self, item_id: str, label: str, since: float) -> None:
@@ -179,7 +179,8 @@ class ClusterTables:
                 "INSERT INTO cluster_queue (item_id, label, state, node, since, changed_at) "
                 "VALUES (:i, :l, 'queued', '', :s, :n) ON CONFLICT (item_id) DO NOTHING"),
                 {"i": item_id, "l": label, "s": since, "n": now})
-            self._call_next(conn)
+            alone = conn.execute(sa.text("SELECT count(*) FROM cluster_queue WHERE state = 'queued'")).scalar() == 1
+            self._call_next(conn, prefer=self.node if alone else "")  # alone: no hop to another process
 
     @store_errors
     def admit(self, max_active: int, patience_s: float) -> Admitted:
@@ -343,8 +344,10 @@ def _notify(conn: sa.Connection, what: str) -> None:
     conn.execute(sa.text("SELECT pg_notify(:c, :w)"), {"c": CHANNEL, "w": what})
 
 
-def least_busy(members: Iterable[str], counts: dict[str, int]) -> str:
-    """The member driving the fewest items (ties drawn at random, so that they spread)."""
+def least_busy(members: Iterable[str], counts: dict[str, int], prefer: str = "") -> str:
+    """The member driving the fewest items: ``prefer`` when it is one of them (no hop to another
+    process), else one drawn at random, so that they spread."""
     names = list(members)
     fewest = min(counts.get(n, 0) for n in names)
-    return random.choice([n for n in names if counts.get(n, 0) == fewest])
+    tied = [n for n in names if counts.get(n, 0) == fewest]
+    return prefer if prefer in tied else random.choice(tied)
