@@ -9,13 +9,14 @@ nodes cannot be faster than one; the figures say what the coordination costs:
 
 - ``throughput``: no-op code steps per second, a burst of ``--runs`` runs of
   four steps each, from the first launch to the last run's end (the events'
-  own times). Target: three nodes >= 0.8 x one node.
+  own times). Target: three nodes >= 0.8 x one node (the median over the
+  rounds of each round's three-node figure over its one-node figure).
 - ``spread``: runs each node admitted, as a share of an even split. Target:
   every node within +-20 %.
 - ``admission latency``: from the launch's commit (RunLaunched and
   RunQueued recorded: the launch call returned) to RunStarted's time, of runs
   launched one at a time (nothing else running), p50 and p99. Target: p99 <
-  50 ms.
+  50 ms with three nodes (the median round's).
 
 Prints one JSON line per figure; exit code 0 when every target is met.
 """
@@ -204,15 +205,19 @@ def main() -> int:
         print(json.dumps({"figure": "one node", **ones[-1]}), flush=True)
         threes.append(measure(3, args.runs, args.latency_runs))
         print(json.dumps({"figure": "three nodes", **threes[-1]}), flush=True)
-    one, three = median_round(ones), median_round(threes)
-    ratio = three["steps_per_s"] / one["steps_per_s"]
+    # Each round's three against the same round's one (the machine's load drifts between rounds).
+    ratios = sorted(t["steps_per_s"] / o["steps_per_s"] for o, t in zip(ones, threes))
+    ratio = ratios[len(ratios) // 2]
+    three = median_round(threes)
+    p99 = sorted(t["latency_p99_ms"] for t in threes)[len(threes) // 2]
     even = args.runs / 3
     spread = {n: round(c / even - 1, 3) for n, c in three["admitted"].items()}
     ok = {"throughput": ratio >= 0.8, "spread": len(spread) == 3 and all(abs(v) <= 0.2 for v in spread.values()),
-          "latency": three["latency_p99_ms"] < 50 and one["latency_p99_ms"] < 50}
-    print(json.dumps({"figure": "three vs one", "throughput_ratio": round(ratio, 3), "target": 0.8,
+          "latency": p99 < 50}
+    print(json.dumps({"figure": "three vs one", "throughput_ratio": round(ratio, 3),
+                      "ratios": [round(r, 3) for r in ratios], "target": 0.8,
                       "spread_vs_even": spread, "spread_target": 0.2,
-                      "latency_p99_ms": three["latency_p99_ms"], "latency_target_ms": 50, "ok": ok}), flush=True)
+                      "latency_p99_ms": p99, "latency_target_ms": 50, "ok": ok}), flush=True)
     return 0 if all(ok.values()) else 1
 
 
