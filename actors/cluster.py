@@ -149,6 +149,13 @@ class Cluster:
             log.error("cluster member %s is held by %s: this node is fenced (no admission, no slot)",
                       self.node, holder)
 
+    def tidy(self, here: set[str], ended: Callable[[str], bool]) -> None:
+        """Rows naming this node for runs it no longer knows whose log shows an end (a failed
+        update of the table): gone, so that they stop taking room."""
+        for item in self.tables.items():
+            if item.node == self.node and item.state != QUEUED and item.item_id not in here and ended(item.item_id):
+                self.tables.finish(item.item_id)
+
     def hand_off(self, run_ids: list[str], release_node: Callable[[], None]) -> None:
         """Stopping: give up the leases, then unmark the runs so the others claim them now."""
         try:

@@ -253,6 +253,7 @@ class Orchestrator(pykka.ThreadingActor):
                               "BATON_NODE", holder, node)
             if self.cluster is not None:
                 self.cluster.beat()
+                self.cluster.tidy(set(self.runs), lambda run_id: load_with_owner(self.ctx, run_id)[0].terminal)
         except Exception:  # the database is away for a moment: the next beat tries again
             log.warning("could not renew the node lease", exc_info=True)
         self._renewal = self.ctx.clock.call_later(self.ctx.config.lease_ttl_s / 3, self._beat)
@@ -327,7 +328,10 @@ class Orchestrator(pykka.ThreadingActor):
             assert isinstance(self.scheduler, clustering.ClusterScheduler)
             flow, since = self.scheduler.entry(msg.run_id)
             self._forget(msg.run_id)
-            self._in_cluster(self.cluster.enqueue, msg.run_id, flow, since)
+            try:
+                self.cluster.enqueue(msg.run_id, flow, since)
+            except StoreError as exc:  # queued in the log: it joins the queue when it is driven again
+                self._redrive_later(msg.run_id, exc)
         elif msg.status == "paused":
             self.scheduler.pause(msg.run_id)
             if self.cluster is not None:
