@@ -179,8 +179,9 @@ class ClusterTables:
                 "INSERT INTO cluster_queue (item_id, label, state, node, since, changed_at) "
                 "VALUES (:i, :l, 'queued', '', :s, :n) ON CONFLICT (item_id) DO NOTHING"),
                 {"i": item_id, "l": label, "s": since, "n": now})
-            alone = conn.execute(sa.text("SELECT count(*) FROM cluster_queue WHERE state = 'queued'")).scalar() == 1
-            self._call_next(conn, prefer=self.node if alone else "")  # alone: no hop to another process
+            # An idle cluster (this item alone, nothing admitted): this member takes it, no hop to another process.
+            idle = conn.execute(sa.text("SELECT count(*) FROM cluster_queue")).scalar() == 1
+            self._call_next(conn, prefer=self.node if idle else "")
 
     @store_errors
     def admit(self, max_active: int, patience_s: float) -> Admitted:
