@@ -332,6 +332,8 @@ class Orchestrator(pykka.ThreadingActor):
                 self.cluster.enqueue(msg.run_id, flow, since)
             except StoreError as exc:  # queued in the log: it joins the queue when it is driven again
                 self._redrive_later(msg.run_id, exc)
+            self._plan_changed()
+            return  # the node the queue names admits it (this one, if it is the least busy: NOTIFY says)
         elif msg.status == "paused":
             self.scheduler.pause(msg.run_id)
             if self.cluster is not None:
