@@ -167,8 +167,9 @@ class Cluster:
 
     # -- runs --------------------------------------------------------------------------------
 
-    def enqueue(self, run_id: str, flow: str, since: float) -> None:
-        self.tables.enqueue(run_id, flow, since)
+    def enqueue(self, run_id: str, flow: str, since: float) -> bool:
+        """Put the run in the queue; True when this node is the one named to admit it."""
+        return self.tables.enqueue(run_id, flow, since) == self.node
 
     def admit(self) -> tuple[list[Item], bool]:
         """Runs this node takes from the queue now, and whether it left the head to a less busy node."""

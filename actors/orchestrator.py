@@ -329,11 +329,12 @@ class Orchestrator(pykka.ThreadingActor):
             flow, since = self.scheduler.entry(msg.run_id)
             self._forget(msg.run_id)
             try:
-                self.cluster.enqueue(msg.run_id, flow, since)
+                if self.cluster.enqueue(msg.run_id, flow, since):  # named to admit it: at once, not on NOTIFY
+                    self._schedule()
             except StoreError as exc:  # queued in the log: it joins the queue when it is driven again
                 self._redrive_later(msg.run_id, exc)
             self._plan_changed()
-            return  # the node the queue names admits it (this one, if it is the least busy: NOTIFY says)
+            return  # another node is named to admit it (NOTIFY tells it)
         elif msg.status == "paused":
             self.scheduler.pause(msg.run_id)
             if self.cluster is not None:

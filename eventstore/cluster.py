@@ -156,23 +156,25 @@ class ClusterTables:
     # -- the queue ---------------------------------------------------------------------------
 
     def _call_next(self, conn: sa.Connection, members: dict[str, str] | None = None,
-                   counts: dict[str, int] | None = None, *, only_if_queued: bool = False, prefer: str = "") -> None:
+                   counts: dict[str, int] | None = None, *, only_if_queued: bool = False, prefer: str = "") -> str:
         """NOTIFY ``queue:<node>``: the least busy member should admit the head now (the others leave it to
         that member; each looks again at its heartbeat, and takes a head left waiting too long)."""
         if only_if_queued and conn.execute(
                 sa.text("SELECT 1 FROM cluster_queue WHERE state = 'queued' LIMIT 1")).first() is None:
-            return
+            return ""
         members = self._members(conn) if members is None else members
         if not members:
-            return
+            return ""
         if counts is None:
             counts = {r[0]: int(r[1]) for r in conn.execute(sa.text(
                 "SELECT node, count(*) FROM cluster_queue WHERE state = 'active' GROUP BY node"))}
-        _notify(conn, "queue:" + least_busy(members, counts, prefer))
+        named = least_busy(members, counts, prefer)
+        _notify(conn, "queue:" + named)
+        return named
 
     @store_errors
-    def enqueue(self, item_id: str, label: str, since: float) -> None:
-        """Put an item in the queue (nothing if it is known already)."""
+    def enqueue(self, item_id: str, label: str, since: float) -> str:
+        """Put an item in the queue (nothing if it is known already); the member named to admit the head."""
         now = time.time()
         with self.database.begin() as conn:
             conn.execute(sa.text(
@@ -181,7 +183,7 @@ class ClusterTables:
                 {"i": item_id, "l": label, "s": since, "n": now})
             # An idle cluster (this item alone, nothing admitted): this member takes it, no hop to another process.
             idle = conn.execute(sa.text("SELECT count(*) FROM cluster_queue")).scalar() == 1
-            self._call_next(conn, prefer=self.node if idle else "")
+            return self._call_next(conn, prefer=self.node if idle else "")
 
     @store_errors
     def admit(self, max_active: int, patience_s: float) -> Admitted:
