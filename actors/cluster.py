@@ -97,8 +97,8 @@ class ClusterScheduler(Scheduler):
     """The node's scheduler in a cluster: room is the cluster's (admission is the queue's); slots are
     granted from what this node holds of its pool (``reserved``), not from a count of its own."""
 
-    def __init__(self, agent_slots: int) -> None:
-        super().__init__(0, agent_slots)
+    def __init__(self, agent_slots: int, epoch: str = "") -> None:
+        super().__init__(0, agent_slots, epoch=epoch)
         self.reserved = 0
 
     def entry(self, run_id: str) -> tuple[str, float]:

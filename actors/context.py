@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import TYPE_CHECKING
 
 from actors.agents import Backend
 from actors.bus import FrameBus
@@ -12,6 +14,9 @@ from actors.config import EngineConfig
 from eventstore import EventStore
 from eventstore.leases import Leases
 from flows.catalog import FlowRegistry
+
+if TYPE_CHECKING:  # the attempt's module imports the workspace, which imports what imports this
+    from actors.task_attempt import TaskEnv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,3 +31,7 @@ class EngineContext:
     config: EngineConfig
     leases: Leases
     steps: Executor  # the threads StepActors run on
+    tasks: TaskEnv | None = None  # task runs' settings (DESIGN §12); None: this engine runs no task
+    # (position, {run: launch position}): the runs not ended as of ``position``, from the read tables;
+    # None (or no function) and recovery reads the whole log (``Engine(open_runs=...)``).
+    open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None

@@ -34,11 +34,20 @@ from actors.bus import FrameBus
 from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
-from actors.errors import EngineTimeout, EngineUnavailable, LaunchInProgress, NodeInUse, RunOwnedElsewhere
+from actors.errors import (
+    EngineTimeout,
+    EngineUnavailable,
+    LaunchInProgress,
+    NodeInUse,
+    RunOwnedElsewhere,
+)
 from actors.inbox import Inbox, new_command, outcome_of
 from actors.orchestrator import Orchestrator
+from actors.run_tasks import TASK_ACTIONS, TaskCommandRefused
 from actors.runlog import follow, live_nodes, load, node_lease
 from actors.step_threads import StepThreads
+from actors.task_attempt import TaskEnv, task_env
+from actors.workspace.projects import ProjectBook
 from eventstore import (
     ConcurrencyError,
     NewEvent,
@@ -52,7 +61,7 @@ from eventstore.leases import Leases, default_owner
 from flows import launch as launching
 from flows.catalog import FlowRegistry
 from flows.commands import CommandKind, CommandRequested, Refusal
-from flows.events import stream_of
+from flows.events import RunLaunched, stream_of
 from flows.launch import LaunchParams
 from flows.state import RunState
 from flows.status import RUN_TERMINAL
@@ -98,7 +107,10 @@ class Engine:
         backend: Backend | None = None,
         clock: Clock | None = None,
         bus: FrameBus | None = None,
+        tasks: TaskEnv | None = None,
+        open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None,
     ) -> None:
+        """``tasks`` sets how task runs run (DESIGN §12); by default from ``config.worktrees`` and the backend."""
         self.config = config or EngineConfig()
         self.store = store
         self.registry = registry
@@ -107,8 +119,10 @@ class Engine:
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
         leases = Leases(store.database, ttl_s=self.config.lease_ttl_s)
         self._steps = StepThreads(self.config.step_threads)
+        self.projects = ProjectBook(store, self.clock.now)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
-                                 self._steps)
+                                 self._steps, tasks if tasks is not None else task_env(self.config, self.backend),
+                                 open_runs)
         self._orchestrator: pykka.ActorRef[Any] | None = None
         self._inbox: Inbox | None = None
         self._supervising = threading.Lock()  # one restart of the orchestrator at a time
@@ -216,8 +230,10 @@ class Engine:
         if not params.model and self.config.model:
             params = dataclasses.replace(params, model=self.config.model)
         run_id = new_run_id()
+        # The project is pinned (HEAD, branch, dirty) when the run is launched: an unknown one is
+        # refused, naming it, before anything is appended.
         event = launching.prepare(self.registry, params, run_id=run_id, now=self.clock.now(),
-                                  backend=self.config.backend)
+                                  backend=self.config.backend, pin=self.projects.pin)
         self._check_store()
         if params.idempotency_key:
             claimed = self._claim(params.idempotency_key, run_id)
@@ -307,6 +323,23 @@ class Engine:
     def cancel(self, run_id: str, *, reason: str = "", by: str = "") -> int:
         """Cancel a run; returns the position of RunCancelled. Raises RunFinished if it ended."""
         return self._command(new_command(CommandKind.CANCEL, run_id, by=by, comment=reason))
+
+    def launch_tasks(self, event: RunLaunched) -> Launched:
+        """Launch a task run from its RunLaunched (``flows.tasks.launch.task_run_launched``)."""
+        self._check_store()
+        return self._launch(event)
+
+    def task_command(self, run_id: str, step_id: str, action: str, *, text: str = "", by: str = "") -> int:
+        """A person's ``message``, ``abort``, ``retry`` or ``skip`` of one task; the position of its first event.
+
+        Raises TaskCommandRefused or TaskTransitionError (nothing appended) when it does not apply now.
+        """
+        if action not in TASK_ACTIONS:
+            raise TaskCommandRefused(f"unknown task action {action!r}; actions are {', '.join(TASK_ACTIONS)}")
+        self._check_store()
+        result: int = self._ask(lambda reply: m.RunCommand(run_id, f"task-{action}", reply, step_id, by, text),
+                                command=True)
+        return result
 
     def plan(self) -> dict[str, Any]:
         """The scheduler's plan: in progress, planned with reasons, new."""

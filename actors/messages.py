@@ -7,7 +7,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.events import RunLaunched
+from flows.events import Event, RunLaunched
 
 # -- to the Orchestrator ------------------------------------------------------
 
@@ -162,6 +162,20 @@ class StepResult:
 
 
 @dataclass(frozen=True)
+class StepEvents:
+    """Events a running attempt asks to be appended now (its tool calls and results, DESIGN §11).
+
+    ``reply`` gets the position of the last one once appended, or the error
+    that ended the attempt (the step's loop stops then).
+    """
+
+    step_id: str
+    attempt: int
+    events: tuple[Event, ...]
+    reply: Future[int]
+
+
+@dataclass(frozen=True)
 class StepTimedOut:
     """An attempt ran longer than its step's timeout."""
 
@@ -185,3 +199,24 @@ class Wake:
 @dataclass(frozen=True)
 class Flush:
     """Decide and append what the messages handled so far staged."""
+
+
+@dataclass(frozen=True)
+class TaskEvents:
+    """A task attempt's thread asks its RunActor to append events (guarded; ``reply`` gets the last position)."""
+
+    step_id: str
+    attempt: int
+    events: list[Any]
+    reply: Future[Any]
+
+
+@dataclass(frozen=True)
+class TaskCommand:
+    """A person's word on one task (DESIGN §12): message, abort, retry or skip."""
+
+    step_id: str
+    action: str  # "message" | "abort" | "retry" | "skip"
+    by: str
+    text: str
+    reply: Future[Any]

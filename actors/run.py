@@ -10,6 +10,7 @@ holds no thread: the actor tells the orchestrator it is idle and is stopped.
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -19,11 +20,17 @@ import pykka
 from msgspec.structs import replace
 
 from actors import messages as m
+from actors import run_tasks
 from actors.agents import CancelToken
+from actors.agents.sent import what_is_sent
+from actors.agents.toolloop import PersonMessage
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
+from actors.evidence_check import check_evidence
 from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
+from actors.task_attempt import forget_machinery
+from actors.tool_record import AttemptEnded
 from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly, errors
 from flows import decide as d
@@ -35,9 +42,11 @@ from flows.events import (
     StepCancelled,
     StepFailed,
     StepStarted,
+    TaskStarted,
+    ToolResult,
     stream_of,
 )
-from flows.kinds import kind_rules
+from flows.kinds import StepKind, kind_rules
 from flows.redact import redactor
 from flows.state import RunState, evolve
 from flows.status import RunStatus, StepStatus
@@ -53,8 +62,12 @@ class RunActor(pykka.ThreadingActor):
     # the process alive once it is told to stop (everything recorded is durable already).
     use_daemon_thread = True
 
-    def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef[Any], run_id: str) -> None:
+    def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef[Any], run_id: str,
+                 loaded: tuple[RunState, list[tuple[int, Event]]] | None = None) -> None:
         super().__init__()
+        # The run's state and history as the orchestrator just read them to route a command
+        # (nothing else writes the run meanwhile: the command is its next change): not read twice.
+        self.loaded = loaded
         self.ctx = ctx
         self.orchestrator = orchestrator
         self.run_id = run_id
@@ -75,12 +88,19 @@ class RunActor(pykka.ThreadingActor):
         self.stopped = False
         self.stop_error: BaseException | None = None  # why it stopped before it could load its run
         self.recovered = False
+        self.tool_tallies: dict[str, anomaly.ToolTally] = {}  # step -> its running attempt's tool errors
+        # a task run's running attempts: where a person's message goes (actors.run_tasks)
+        self.task_inboxes: dict[str, queue.SimpleQueue[PersonMessage]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
         try:
-            self.state, self.history = load(self.ctx, self.run_id)
+            if self.loaded is not None:
+                self.state, self.history = self.loaded
+                self.loaded = None
+            else:
+                self.state, self.history = load(self.ctx, self.run_id)
         except StoreError as exc:  # the store is away: stop (answering what waits), to be driven again
             log.warning("run %s cannot be loaded (%s); it will be driven again", self.run_id, exc)
             self.stopped, self.stop_error = True, exc
@@ -148,6 +168,8 @@ class RunActor(pykka.ThreadingActor):
     def _on_recover(self, msg: m.Recover, flush: bool = True) -> None:
         if not self.recovered:
             self.recovered = True
+            if self.state.tasks is not None:  # git against the log first, while the log's tasks still run
+                run_tasks.reconcile_at_recovery(self)
             self._stage(d.recover(self.state, self.ctx.clock.now(), node=msg.node))
         if flush:
             self._flush()
@@ -171,7 +193,8 @@ class RunActor(pykka.ThreadingActor):
         try:
             self._flush_now()  # record what was already staged before deciding the cancel
             self.actor, self.cause = msg.by or "anonymous", "command:cancel"
-            events = d.cancel(self.state, self.history, self.ctx.clock.now(), reason=msg.reason, by=msg.by)
+            events = d.cancel(self.state, self.history, self.ctx.clock.now(), reason=msg.reason, by=msg.by,
+                              evidence=check_evidence(self.state))
         except (errors.RunFinished, errors.UnknownRun, UnstorableText) as exc:
             _fail(msg.reply, exc)
             self._report_idle()
@@ -201,6 +224,9 @@ class RunActor(pykka.ThreadingActor):
         attempt = self.attempts.get(msg.step_id)
         if attempt is None or attempt.attempt != msg.attempt:
             return  # a late answer from an attempt that already ended (timeout, cancel)
+        if attempt.kind == StepKind.TASK:  # a task's attempt recorded its own end as it went
+            run_tasks.task_result(self, msg)
+            return
         self._end_attempt(msg.step_id)
         now = self.ctx.clock.now()
         if msg.cancelled:
@@ -210,7 +236,7 @@ class RunActor(pykka.ThreadingActor):
             # The one door from a backend's or an exception's words into the log: no secret passes it.
             redact = redactor(self.ctx.config.known_secrets)
             events = d.fail(self.state, msg.step_id, msg.attempt, redact(msg.error), now, duration_s=msg.duration_s,
-                            frames=redact.all(msg.frames))
+                            frames=redact.all(msg.frames), usage=msg.usage)
             events = anomaly.after_failure(self.state, events, limit, now)
         else:
             events = d.complete(self.state, msg.step_id, msg.attempt, msg.output, now, duration_s=msg.duration_s,
@@ -218,6 +244,35 @@ class RunActor(pykka.ThreadingActor):
             events = anomaly.after_completion(self.state, events, now, limit)
         self._stage(events)
         self._queue_flush()
+
+    def _on_step_events(self, msg: m.StepEvents) -> None:
+        """Append a running attempt's tool calls now: its next model turn waits on this (DESIGN §11)."""
+        attempt = self.attempts.get(msg.step_id)
+        if attempt is None or attempt.attempt != msg.attempt or self.state.terminal or self.stopped:
+            _fail(msg.reply, AttemptEnded(f"step {msg.step_id} attempt {msg.attempt} has ended"))
+            return
+        now = self.ctx.clock.now()
+        attempt.touch(now)  # tools at work are a sign of life for the stall watch
+        before = self.tool_tallies.get(msg.step_id, anomaly.ToolTally())
+        after = anomaly.tally_tools(before, msg.attempt, msg.events)
+        self.tool_tallies[msg.step_id] = after
+        if before.attempt != msg.attempt:
+            before = anomaly.ToolTally(attempt=msg.attempt)
+        found = anomaly.after_tool_results(self.state, msg.step_id, msg.attempt, before, after,
+                                           [e for e in msg.events if isinstance(e, ToolResult)], now,
+                                           self.ctx.config.max_step_errors)
+        self._stage([*msg.events, *found])
+        recorded = self._commit()
+        if recorded is None:
+            _fail(msg.reply, AttemptEnded(f"step {msg.step_id}: the run could not record its tool calls"))
+            return
+        if any(isinstance(e, (StepFailed, StepCancelled)) for e in found):  # nudged or aborted: stop the loop
+            self._end_attempt(msg.step_id, cancel=True)
+            _fail(msg.reply, AttemptEnded(f"step {msg.step_id} attempt {msg.attempt} was ended by the anomaly "
+                                          "watch"))
+            self._queue_flush()
+            return
+        _resolve(msg.reply, recorded[-1].position if recorded else 0)
 
     def _on_timeout(self, msg: m.StepTimedOut) -> None:
         attempt = self.attempts.get(msg.step_id)
@@ -269,6 +324,8 @@ class RunActor(pykka.ThreadingActor):
     # -- the cycle: stage, decide, append, act -------------------------------------------------
 
     def _stage(self, events: Sequence[Event]) -> None:
+        # What an agent step will be sent (system prompt, sampling, tools) is recorded with its start.
+        events = [what_is_sent(self.state, e) if isinstance(e, StepStarted) else e for e in events]
         for event in events:
             self.state = evolve(self.state, event)
         self.pending.extend(events)
@@ -300,8 +357,9 @@ class RunActor(pykka.ThreadingActor):
             self.requested.update(ready)
             self._tell_orchestrator(m.RequestSlots(self.run_id, tuple(ready)))
         self._arm_wake(decision.wake_at)
-        if decision.finished and not self.state.terminal:
-            event = d.finish(self.state, self.history, self.ctx.clock.now())
+        if decision.finished and not self.state.terminal and not (self.state.tasks is not None and self.attempts):
+            # (a task run ends once its attempts' threads have: an aborted one is still cleaning up)
+            event = d.finish(self.state, self.history, self.ctx.clock.now(), check_evidence(self.state))
             self._stage([event])
             if self._commit() is not None:
                 self._ended()
@@ -343,6 +401,11 @@ class RunActor(pykka.ThreadingActor):
                 self._start_attempt(event)
             elif isinstance(event, StepCancelled):
                 self._end_attempt(event.step_id, cancel=True)
+            elif isinstance(event, TaskStarted):
+                run_tasks.start_task(self, event)
+        if self.state.tasks is not None:
+            run_tasks.publish(self, batch)
+            run_tasks.resume_merged(self)
         return recorded
 
     def _start_attempt(self, event: StepStarted) -> None:
@@ -352,6 +415,8 @@ class RunActor(pykka.ThreadingActor):
         if isinstance(call, str):
             self._refuse(attempt, call)
             return
+        if call.recorder is not None:
+            call.recorder.attach(self.actor_ref)
         if kind_rules(event.kind).streams_output:  # only a step that streams signs of life can stall
             self._watch(attempt, ctx.config.stall_s)
         timeout_s = state.spec(event.step_id).timeout_s
@@ -394,6 +459,8 @@ class RunActor(pykka.ThreadingActor):
     def _ended(self) -> None:
         for sid in list(self.attempts):
             self._end_attempt(sid, cancel=True)
+        if self.state.tasks is not None:
+            forget_machinery(self.run_id)
         withdrawn = tuple(self.requested)
         self.requested.clear()
         if withdrawn or self.held:
@@ -442,14 +509,17 @@ class RunActor(pykka.ThreadingActor):
         m.Cancel: _on_cancel,
         m.SlotsGranted: _on_granted,
         m.StepResult: _on_result,
+        m.StepEvents: _on_step_events,
         m.StepTimedOut: _on_timeout,
         m.StallCheck: _on_stall_check,
         m.Wake: _on_wake,
         m.Flush: _on_flush,
+        m.TaskEvents: run_tasks.on_task_events,
+        m.TaskCommand: run_tasks.on_task_command,
     }
 
 
-_FROM_ORCHESTRATOR = (m.Launch, m.Begin, m.Recover, m.Resume, m.Cancel, m.SlotsGranted)
+_FROM_ORCHESTRATOR = (m.Launch, m.Begin, m.Recover, m.Resume, m.Cancel, m.SlotsGranted, m.TaskCommand)
 
 
 def _with_position(state: RunState, position: int) -> RunState:

@@ -19,6 +19,7 @@ from actors.errors import (
     RunBusy,
     RunOwnedElsewhere,
 )
+from actors.workspace.errors import WorkspaceError
 from api.runtime import FlowsImportError, StartError
 from api.settings import SettingsError, safe_url, scrub
 from eventstore import StoreError
@@ -26,6 +27,7 @@ from flows import errors
 from flows.auth import AccessError
 from flows.catalog import UnknownFlow
 from flows.launch import LaunchError
+from flows.projects import ProjectError
 from flows.text import UnstorableText
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -34,7 +36,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # environment, which may pass on their own (an unreachable store, a run being handed over).
 INPUT_ERRORS = (UnknownFlow, LaunchError, UnstorableText, errors.UnknownRun, errors.UnknownStep, errors.NotWaiting,
                 RunOwnedElsewhere, LaunchInProgress, errors.RunFinished, FlowsImportError, SettingsError,
-                BackendConfigError, AccessError)
+                BackendConfigError, AccessError, ProjectError, WorkspaceError)
 RUNTIME_ERRORS = (StoreError, EngineTimeout, EngineUnavailable, RunBusy, StartError, TimeoutError)
 
 

@@ -139,8 +139,9 @@ class Runtime:
         """
         self.settings = settings
         self.registry = load_registry(settings.flows, personas=settings.personas)
+        options = settings.store_options() if store is None else {}  # a bad key file: its own setting's error
         try:
-            self.store = store or open_store(settings.db)
+            self.store = store or open_store(settings.db, **options)
         except ValueError as exc:  # the URL is wrong, not the database
             raise SettingsError(f"BATON_DB / --db: {exc}") from None
         self.bus = FrameBus()
@@ -182,7 +183,11 @@ class Runtime:
         )
         config = dataclasses.replace(s.engine_config(), recover=recover)
         try:
-            engine = Engine(self.store, self.registry, config, backend=backend, bus=self.bus)
+            # Recovery lists the runs not ended from the read tables (then the log after their
+            # checkpoint), not from the whole log: its cost follows the unfinished runs.
+            reads = self.read_model or ReadModel(self.store.database)
+            engine = Engine(self.store, self.registry, config, backend=backend, bus=self.bus,
+                            open_runs=reads.open_runs)
         except BaseException:
             backend.close()
             raise

@@ -36,7 +36,7 @@ import msgspec
 import psycopg
 import sqlalchemy as sa
 
-from eventstore.chain import event_hash
+from eventstore.chain import Chain
 from eventstore.sqlite import id_clash_detail
 from eventstore.store import (
     ConcurrencyError,
@@ -114,8 +114,10 @@ class PostgresBackend:
         before_commit: Callable[[list[PendingAppend]], None] | None = None,
         head_cache_size: int = 50_000,
         lock_timeout_s: float = 120.0,
+        chain: Chain | None = None,
     ) -> None:
         self.database = database
+        self._chain = chain or Chain()
         self._lock_timeout_s = lock_timeout_s
         self._where = where
         self._order_lock = order_lock
@@ -186,11 +188,13 @@ class PostgresBackend:
         """Insert the group in one statement; settle and retry appends it refused."""
         todo = group
         for _ in range(_MAX_ROUNDS):
-            todo = self._plan(conn, todo)
+            # Taken before hashing: the hash covers recorded_at, so the row gets this one.
+            recorded_at = time.time()
+            todo = self._plan(conn, todo, recorded_at)
             if not todo:
                 return 0
             try:
-                return self._insert(conn, todo)
+                return self._insert(conn, todo, recorded_at)
             except psycopg.errors.LockNotAvailable:
                 raise StoreUnavailableError(
                     f"{self._where}: waited more than {self._lock_timeout_s:.0f} s for the events table's "
@@ -210,7 +214,9 @@ class PostgresBackend:
             )
         return 0
 
-    def _plan(self, conn: psycopg.Connection, todo: list[PendingAppend]) -> list[PendingAppend]:
+    def _plan(
+        self, conn: psycopg.Connection, todo: list[PendingAppend], recorded_at: float
+    ) -> list[PendingAppend]:
         """Give each append its base (version, hash) and hashes; settle clear conflicts."""
         heads = self._heads
         unknown = [p.stream_id for p in todo if _needs_head(p, heads.get(p.stream_id))]
@@ -227,8 +233,12 @@ class PostgresBackend:
                 continue
             pending.base_version = version
             hashes = pending.hashes = []
-            for type_, data in zip(pending.types, pending.data):
-                previous = event_hash(previous, type_, data)
+            chain_hash, at = self._chain.hash, version
+            for event_id, type_, data, metadata in zip(
+                pending.ids, pending.types, pending.data, pending.metadata
+            ):
+                at += 1
+                previous = chain_hash(previous, event_id, stream, at, type_, data, metadata, recorded_at)
                 hashes.append(previous)
             chained[stream] = (version + len(hashes), previous)
             ready.append(pending)
@@ -242,7 +252,7 @@ class PostgresBackend:
                 )
         return ready
 
-    def _insert(self, conn: psycopg.Connection, todo: list[PendingAppend]) -> int:
+    def _insert(self, conn: psycopg.Connection, todo: list[PendingAppend], recorded_at: float) -> int:
         rows = []
         for pending in todo:
             stream, version = pending.stream_id, pending.base_version
@@ -252,7 +262,6 @@ class PostgresBackend:
                 version += 1
                 rows.append({"i": event_id, "s": stream, "v": version, "t": type_,
                              "d": data, "m": metadata, "h": hash_})
-        recorded_at = time.time()
         params = (_row_encoder.encode(rows).decode(), recorded_at, self._order_lock)
         if self._before_commit is None:
             positions = conn.execute(_APPEND, params, prepare=True).fetchall()

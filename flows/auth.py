@@ -86,10 +86,21 @@ ROUTE_ROLES: Mapping[str, Role | None] = {
     "cancel": Role.OPERATOR,
     "approve": Role.APPROVER,
     "reject": Role.APPROVER,
+    # Task runs (DESIGN §12): reading their tasks; launching one and a word on one task.
+    "run_tasks": Role.VIEWER,
+    "launch_task_run": Role.OPERATOR,
+    "task_message": Role.OPERATOR,
+    "task_abort": Role.OPERATOR,
+    "task_retry": Role.OPERATOR,
+    "task_skip": Role.OPERATOR,
+    "land_task_run": Role.APPROVER,  # landing is the run's closing approval (fast-forward only)
     # Who may do anything at all.
     "list_tokens": Role.ADMIN,
     "create_token": Role.ADMIN,
     "revoke_token": Role.ADMIN,
+    # Projects (DESIGN §11): registering grants models read access to a path of the server's disk.
+    "list_projects": Role.VIEWER,
+    "add_project": Role.ADMIN,
 }
 """Which role each HTTP route (by its name) needs; None: none. A route missing here is refused to all
 (the app checks at start that every route it serves has an entry)."""

@@ -36,6 +36,7 @@ from flows.kinds import kind_rules
 from flows.model import FlowSnapshot, StepSpec
 from flows.state import RunState, evolve
 from flows.status import RUN_UNDER_WAY, RunStatus, StepStatus, fails_run, rejects_run
+from flows.tasks import run as task_run
 from flows.text import check_text
 
 History = list[tuple[int, Event]]
@@ -97,6 +98,9 @@ def decide(state: RunState, now: float) -> Decision:
     """
     if state.launched is None or state.status not in RUN_UNDER_WAY:
         return Decision([], [], None, False)
+    if state.tasks is not None:  # a task run: the coordinator's scheduling (flows.tasks.run)
+        task_events, task_ready, task_finished = task_run.decide_run(state.tasks)
+        return Decision(task_events, task_ready, None, task_finished)
     snapshot = state.snapshot
     on_reject_of = _on_reject_of(snapshot)
     events: list[Event] = []
@@ -183,7 +187,9 @@ def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
 
 
 def start(state: RunState, step_ids: Iterable[str], now: float) -> list[Event]:
-    """StepStarted for agent steps that got a slot and are still pending."""
+    """StepStarted for agent steps that got a slot and are still pending (TaskStarted for tasks)."""
+    if state.tasks is not None:
+        return [] if state.terminal else task_run.start(state.tasks, step_ids, now)
     events: list[Event] = []
     for sid in step_ids:
         st = state.steps.get(sid)
@@ -261,11 +267,13 @@ def fail(
     duration_s: float = 0.0,
     lost: bool = False,
     frames: Iterable[str] = (),
+    usage: Mapping[str, Any] | None = None,
 ) -> list[Event]:
     """StepFailed for the current attempt, retrying with exponential backoff.
 
     A lost attempt (crash) is always retried and does not use up a retry.
-    ``frames`` are where a code step's exception came from ("file:line in func").
+    ``frames`` are where a code step's exception came from ("file:line in func");
+    ``usage`` what the model turns of a failed attempt cost (a tool loop that hit its limit).
     """
     if not _current(state, step_id, attempt):
         return []
@@ -282,6 +290,7 @@ def fail(
             duration_s=duration_s,
             lost=lost,
             frames=list(frames),
+            usage=dict(usage or {}),
             at=now,
         )
     ]
@@ -314,7 +323,8 @@ def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str 
     return [StepResumed(step_id=step_id, decision=cast(ApprovalDecision, decision), by=by, comment=comment, at=now)]
 
 
-def cancel(state: RunState, history: History, now: float, *, reason: str = "", by: str = "") -> list[Event]:
+def cancel(state: RunState, history: History, now: float, *, reason: str = "", by: str = "",
+           evidence: report.Evidence | None = None) -> list[Event]:
     """Stop every attempt, skip every step not yet ended, and end the run as cancelled.
 
     ``history`` is the run's recorded ``(position, event)`` pairs, for the report.
@@ -335,7 +345,8 @@ def cancel(state: RunState, history: History, now: float, *, reason: str = "", b
     after = state
     for event in events:
         after = evolve(after, event)
-    body = report.render(after, [*history, *((0, e) for e in events)], RunStatus.CANCELLED, reason or "cancelled", now)
+    body = report.render(after, [*history, *((0, e) for e in events)], RunStatus.CANCELLED, reason or "cancelled", now,
+                         evidence)
     events.append(RunCancelled(reason=reason, by=by, report=body, at=now))
     return events
 
@@ -345,6 +356,8 @@ def recover(state: RunState, now: float, *, node: str = "") -> list[Event]:
     if state.terminal or state.launched is None:
         return []
     running = state.running()
+    if state.tasks is not None:
+        return [*task_run.recover(state.tasks, now), RunRecovered(node=node, steps=running, at=now)]
     events: list[Event] = [
         StepFailed(step_id=sid, attempt=state.steps[sid].attempt, error="lost: the process running it stopped",
                    will_retry=True, retry_at=now, lost=True, at=now)
@@ -377,10 +390,10 @@ def outcome(state: RunState) -> tuple[RunStatus, str]:
     return RunStatus.COMPLETED, ""
 
 
-def finish(state: RunState, history: History, now: float) -> Event:
-    """The terminal event of a run whose steps have all ended, with its report."""
+def finish(state: RunState, history: History, now: float, evidence: report.Evidence | None = None) -> Event:
+    """The terminal event of a run whose steps have all ended, with its report (``evidence``: checked items)."""
     status, reason = outcome(state)
-    body = report.render(state, history, status, reason, now)
+    body = report.render(state, history, status, reason, now, evidence)
     if status == RunStatus.FAILED:
         return RunFailed(reason=reason, report=body, at=now)
     if status == RunStatus.REJECTED:

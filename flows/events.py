@@ -10,6 +10,7 @@ the log alone.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, Literal, Union
 
 import msgspec
@@ -17,10 +18,11 @@ import msgspec
 from flows.kinds import StepKind
 from flows.model import FlowSnapshot
 from flows.template import parse_frontmatter
+from flows.workspace import Workspace
 
 SkipReason = Literal["condition", "upstream_failed", "upstream_skipped", "rejected", "cancelled", "trigger_rule"]
 Decision = Literal["approved", "rejected"]
-AnomalyKind = Literal["stall", "errors", "malformed"]
+AnomalyKind = Literal["stall", "errors", "malformed", "degradation"]
 Severity = Literal["low", "medium", "high"]
 
 
@@ -44,6 +46,7 @@ class RunLaunched(Event, frozen=True):
     launched_by: str = ""
     idempotency_key: str = ""
     fast: bool = False  # every agent step was asked for a concise answer (seed 002's fast mode)
+    workspace: Workspace | None = None  # the project's root, HEAD commit, branch and dirty flag (DESIGN §11)
 
 
 class RunQueued(Event, frozen=True):
@@ -73,6 +76,14 @@ class StepStarted(Event, frozen=True):
     backend: str = ""
     model: str = ""
     unresolved: list[str] = []
+    # What else was sent (DESIGN §11), recorded whole: the persona's text, the sampling settings
+    # (temperature, max_tokens, seed where set), and for a step with a workspace the tools offered,
+    # the sha256 of their schema and the loop's limits.
+    system: str = ""
+    sampling: dict[str, Any] = {}
+    tools: list[str] = []
+    tool_schema_hash: str = ""
+    limits: dict[str, int] = {}
 
 
 class StepCompleted(Event, frozen=True):
@@ -108,6 +119,7 @@ class StepFailed(Event, frozen=True):
     duration_s: float = 0.0
     lost: bool = False  # the attempt was lost in a crash; it does not use up a retry
     frames: list[str] = []  # a code step that raised: its traceback's last frames, "file:line in func"
+    usage: dict[str, Any] = {}  # tokens the attempt's model turns cost before it failed (a tool loop's limit)
 
 
 class StepCancelled(Event, frozen=True):
@@ -191,6 +203,283 @@ class RunCancelled(Event, frozen=True):
     report: str = ""
 
 
+class ToolCalled(Event, frozen=True):
+    """A model asked for a tool call (DESIGN §11); appended before the next model turn.
+
+    ``arguments`` is the raw text the model sent (it may not even be JSON: a
+    malformed call is recorded as made). ``seq`` numbers the step attempt's
+    calls from 1; ``turn`` is the model turn that made it.
+    """
+
+    step_id: str
+    attempt: int
+    call_id: str
+    tool: str
+    arguments: str = ""
+    turn: int = 0
+    seq: int = 0
+
+
+class ToolResult(Event, frozen=True):
+    """What a tool call answered; ``result`` is the capped text the model read.
+
+    ``outcome`` is ok, error (a confinement rule or a failed tool), malformed
+    (unknown tool, arguments not JSON or not the schema) or not_run (a limit
+    was reached first); ``error`` names the rule or problem.
+    """
+
+    step_id: str
+    attempt: int
+    call_id: str
+    tool: str = ""
+    ok: bool = True
+    outcome: str = "ok"
+    result: str = ""
+    sha256: str = ""
+    bytes: int = 0
+    truncated: bool = False
+    error: str = ""
+
+
+# -- task graphs (DESIGN §12; docs/TASKS.md §3): the events of a task run ---------------------------
+
+
+class Phase(str, Enum):
+    """Where an attempt in progress is; each change is a :class:`TaskPhaseChanged`."""
+
+    WORKTREE = "worktree"
+    CODER = "coder"
+    CHECKS = "checks"
+    REVIEW = "review"
+    MERGE = "merge"
+    CLEANUP = "cleanup"
+
+
+class Answer(str, Enum):
+    """A person's answer to a blocked (or review-capped) task."""
+
+    RETRY = "retry"
+    """A new attempt, with the person's context in its prompt."""
+    SKIP = "skip"
+    """The task ends aborted (worktree removed, branch kept); its dependents are aborted."""
+    ABORT = "abort"
+    """The whole run is aborted."""
+
+
+class NotifyLevel(str, Enum):
+    """``notify`` levels of the agent."""
+
+    INFO = "info"
+    BLOCKING = "blocking"
+
+
+class TaskEvent(Event, frozen=True):
+    """Base of the events about one task (``step_id`` is the task id)."""
+
+    step_id: str
+
+
+class TasksPlanned(Event, frozen=True):
+    """Tasks taken into the plan (new_queued -> planned_queued), in plan order."""
+
+    step_ids: list[str]
+
+
+class TaskStarted(TaskEvent, frozen=True):
+    """An attempt was accepted (planned_queued -> inprogress, phase worktree).
+
+    The integration may fold this into ``StepStarted(kind="task")``; the
+    resolved prompt and persona then ride on that event as for agent steps.
+    """
+
+    attempt: int
+    context: str = ""
+    """What the attempt starts with beyond the task: a review, a conflict, a person's context."""
+
+
+class TaskPhaseChanged(TaskEvent, frozen=True):
+    """The attempt moved to ``phase`` (the intent, appended before git acts)."""
+
+    attempt: int
+    phase: Phase
+    detail: str = ""
+
+
+class TaskWorktreeCreated(TaskEvent, frozen=True):
+    """The task's worktree and branch exist (the fact after ``phase=worktree``)."""
+
+    attempt: int
+    path: str
+    branch: str
+    base: str
+    """The integration head the branch started from (or the existing branch's head when reused)."""
+    reused: bool = False
+    """An earlier attempt's branch (and its commits) was kept and continued."""
+
+
+class TaskCommitted(TaskEvent, frozen=True):
+    """A commit on the task branch (by the agent's ``commit`` tool or baton's closing commit)."""
+
+    attempt: int
+    commit: str
+    message: str = ""
+    files: list[str] = []
+    insertions: int = 0
+    deletions: int = 0
+    by: str = "agent"
+
+
+class TaskChecked(TaskEvent, frozen=True):
+    """One check ran in the worktree; ``output`` is capped (``truncated`` says so)."""
+
+    attempt: int
+    argv: list[str]
+    exit_code: int | None
+    """None when it timed out or could not start."""
+    ok: bool
+    output: str = ""
+    truncated: bool = False
+    duration_s: float = 0.0
+
+
+class TaskReviewed(TaskEvent, frozen=True):
+    """The read-only reviewer's verdict on ``git diff integrate...task-branch``."""
+
+    attempt: int
+    round: int
+    approved: bool
+    review: str = ""
+    capped: bool = False
+    """A rejection in the last round (``max_rounds``): the task now waits for a person."""
+
+
+class TaskMerged(TaskEvent, frozen=True):
+    """The task branch is merged into the integration branch (``--no-ff``); recorded once."""
+
+    attempt: int
+    task_head: str
+    """The task branch's commit that was merged: reconciliation finds the merge by it."""
+    merge_commit: str
+    already: bool = False
+    """Git already had it (a merge that finished before a crash): recorded, not merged again."""
+
+
+class TaskMergeConflicted(TaskEvent, frozen=True):
+    """The merge stopped on conflicts: aborted, ``files`` listed, branch kept, task handed back."""
+
+    attempt: int
+    files: list[str]
+    integration_head: str = ""
+
+
+class TaskRebased(TaskEvent, frozen=True):
+    """The task branch was brought onto the integration head before going back to the implementor."""
+
+    attempt: int
+    onto: str
+    head: str
+    conflicts: list[str] = []
+    """Non-empty: a clean rebase was impossible; these files hold conflict markers to resolve."""
+
+
+class TaskMessaged(TaskEvent, frozen=True):
+    """A person's message, delivered to the agent's next turn."""
+
+    text: str
+    by: str = ""
+
+
+class TaskNotified(TaskEvent, frozen=True):
+    """The agent's ``notify``: shown to people, ``blocking`` raises it in the plan."""
+
+    attempt: int
+    level: NotifyLevel
+    message: str
+
+
+class TaskBlocked(TaskEvent, frozen=True):
+    """The attempt stopped and waits for a person (Safe Exit, or review rounds exhausted)."""
+
+    attempt: int
+    reason: str
+    source: str = "agent"
+    """``agent`` (the ``blocked`` tool) or ``review`` (``max_rounds`` rejections)."""
+
+
+class TaskAnswered(TaskEvent, frozen=True):
+    """A person answered a blocked task: retry (with context), skip or abort."""
+
+    answer: Answer
+    context: str = ""
+    by: str = ""
+
+
+class TaskFailed(TaskEvent, frozen=True):
+    """The attempt failed (an error, a lost worktree, a crash); retried while ``will_retry``."""
+
+    attempt: int
+    error: str
+    will_retry: bool = False
+    lost: bool = False
+
+
+class TaskDone(TaskEvent, frozen=True):
+    """Merged and cleaned up: the task is finished."""
+
+    attempt: int
+    merge_commit: str = ""
+
+
+class TaskAborted(TaskEvent, frozen=True):
+    """The task ended without running to completion (a person, a skip, an upstream that cannot finish)."""
+
+    reason: str
+    by: str = ""
+
+
+class TaskCleanedUp(TaskEvent, frozen=True):
+    """The worktree was removed and the branch deleted (or kept, with its head, when it holds unmerged work)."""
+
+    worktree_removed: bool = True
+    branch_deleted: bool = True
+    branch_head: str = ""
+    salvaged: str = ""
+    """The commit that saved uncommitted changes before the worktree went (``""`` when there were none)."""
+
+
+class IntegrationCreated(Event, frozen=True):
+    """The run's integration branch and its worktree exist."""
+
+    branch: str
+    path: str
+    base: str
+
+
+class GitCompensated(Event, frozen=True):
+    """Reconciliation acted on git because git and the log disagreed (one event per action)."""
+
+    action: str
+    target: str
+    reason: str
+    step_id: str = ""
+    head: str = ""
+    """The sha a removed branch pointed at: enough to restore it (``git branch NAME SHA``) until gc."""
+
+
+class RunLanded(Event, frozen=True):
+    """The integration branch was fast-forwarded onto the target branch."""
+
+    target: str
+    commit: str
+
+
+class LandingRefused(Event, frozen=True):
+    """Landing was not a fast-forward (or the target is checked out dirty): branch kept, reason given."""
+
+    target: str
+    reason: str
+
+
 RunEvent = Union[  # noqa: UP007 (one member a line, as the events above)
     RunLaunched,
     RunQueued,
@@ -208,6 +497,31 @@ RunEvent = Union[  # noqa: UP007 (one member a line, as the events above)
     RunFailed,
     RunRejected,
     RunCancelled,
+    ToolCalled,
+    ToolResult,
+    # task graphs (§12)
+    TasksPlanned,
+    TaskStarted,
+    TaskPhaseChanged,
+    TaskWorktreeCreated,
+    TaskCommitted,
+    TaskChecked,
+    TaskReviewed,
+    TaskMerged,
+    TaskMergeConflicted,
+    TaskRebased,
+    TaskMessaged,
+    TaskNotified,
+    TaskBlocked,
+    TaskAnswered,
+    TaskFailed,
+    TaskDone,
+    TaskAborted,
+    TaskCleanedUp,
+    IntegrationCreated,
+    GitCompensated,
+    RunLanded,
+    LandingRefused,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in RunEvent.__args__}  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ class StepKind(StrEnum):
     AGENT = "agent"
     CODE = "code"
     APPROVAL = "approval"
+    TASK = "task"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,12 @@ KINDS: Mapping[str, KindRules] = {
         StepKind.APPROVAL, "an approval step",
         missing_prompt="an approval step needs a prompt (what is the person asked?)",
         pauses_for_person=True, report_section="approvals",
+    ),
+    # A task of a task graph (DESIGN §12): its attempt runs the phases worktree .. cleanup in a git
+    # worktree; its events are the Task* events (flows.tasks.lifecycle), its scheduling decide_tasks.
+    StepKind.TASK: KindRules(
+        StepKind.TASK, "a task", missing_prompt="a task needs a body (what is to be done?)", needs_persona=True,
+        needs_agent_slot=True, report_section="tasks", backend="tasks",
     ),
 }
 """Every kind's rules; tests/unit/test_kinds.py checks that each kind has a row."""

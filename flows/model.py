@@ -65,6 +65,14 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     on_anomaly: str = ""
     fn: str = ""
     four_eyes: bool = False  # an approval the run's launcher may not decide (flows.auth.check_four_eyes)
+    # An agent step that reads the run's workspace with the read-only tools when it has one (DESIGN §11);
+    # 0 = the tool loop's default limit; None = the persona's (or the server's) temperature.
+    tools: bool = False
+    max_turns: int = 0
+    max_tool_calls: int = 0
+    temperature: float | None = None
+    checks: tuple[tuple[str, ...], ...] = ()  # a task's checks, each an argv (DESIGN §12)
+    source: str = ""  # a task's file, for messages that name it
 
 
 class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -105,6 +113,10 @@ class Step:
     label: str = ""
     fn: Callable[..., Any] | None = None
     four_eyes: bool = False
+    tools: bool = False
+    max_turns: int = 0
+    max_tool_calls: int = 0
+    temperature: float | None = None
 
     def spec(self) -> StepSpec:
         """The serialisable form of this step (the function by reference)."""
@@ -124,6 +136,10 @@ class Step:
             on_anomaly=self.on_anomaly,
             fn=function_ref(self.fn) if self.fn else "",
             four_eyes=self.four_eyes,
+            tools=self.tools,
+            max_turns=self.max_turns,
+            max_tool_calls=self.max_tool_calls,
+            temperature=self.temperature,
         )
 
 
@@ -172,12 +188,27 @@ def agent(
     bands: Iterable[str] | None = None,
     label: str | None = None,
     on_anomaly: str | None = None,
+    tools: bool = False,
+    max_turns: int = 0,
+    max_tool_calls: int = 0,
+    temperature: float | None = None,
 ) -> Step:
-    """A step that sends ``prompt`` (with ``$refs`` resolved) to an agent backend."""
+    """A step that sends ``prompt`` (with ``$refs`` resolved) to an agent backend.
+
+    ``tools``: when the run has a workspace (a project), the step may read it
+    with the read-only tools of DESIGN §11, up to ``max_turns`` model turns
+    and ``max_tool_calls`` calls (0: the defaults, 20 and 50). Without a
+    project the step runs on its prompt alone. ``temperature`` overrides the
+    persona's.
+    """
     return Step(
         kind=StepKind.AGENT,
         persona=persona,
         prompt=prompt,
+        tools=tools,
+        max_turns=max_turns,
+        max_tool_calls=max_tool_calls,
+        temperature=temperature,
         **_common(step_id, deps, trigger_rule, when, retries, retry_delay_s, timeout_s, bands, label, on_anomaly),
     )
 

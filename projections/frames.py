@@ -13,6 +13,8 @@ gets none of them again.
 | StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped, StepResumed | ``flow_run_step_updated`` {step_id, status, attempt?, error?, detail?, ...} |
 | StepPaused | ``flow_run_step_updated`` (status paused), then ``approval_requested`` {step_id, prompt} |
 | AnomalyDetected | ``anomaly`` {step_id, attempt, kind, severity, detail, action} |
+| ToolCalled | ``tool_call`` {step_id, attempt, call_id, tool, arguments, turn, seq} |
+| ToolResult | ``tool_result`` {step_id, attempt, call_id, tool, ok, outcome, error, bytes, truncated, sha256, result (its first FRAME_RESULT_CHARS characters; the event has it whole), result_cut} |
 | RunCompleted / RunFailed / RunRejected / RunCancelled | ``flow_run_step_updated`` with ``step_id`` None, the terminal ``status`` and ``run_status``, ``reason``, ``by``, ``report`` |
 | RunRecovered, and events of other streams or types | none |
 
@@ -51,12 +53,23 @@ from flows.events import (
     StepResumed,
     StepSkipped,
     StepStarted,
+    ToolCalled,
+    ToolResult,
     run_id_of,
 )
 from flows.status import ENDING_STATUS, run_status_of, step_status_of
 from projections.source import decode
 
 Frame = dict[str, Any]
+
+# The event types that give frames (the table above, the cases of ``_frames``: keep them together);
+# a reader of the log for frames asks the database for these alone (``projections.source.read_framed``).
+FRAMED_TYPES: frozenset[str] = frozenset(cls.__name__ for cls in (
+    RunLaunched, RunQueued, RunStarted, StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped,
+    StepPaused, StepResumed, AnomalyDetected, ToolCalled, ToolResult, RunCompleted, RunFailed, RunRejected,
+    RunCancelled))
+FRAME_RESULT_CHARS = 2_000
+"""Characters of a tool result a ``tool_result`` frame carries (a result may hold 32 KB: the event has it whole)."""
 
 
 class Framer:
@@ -80,10 +93,14 @@ class Framer:
         event = decode(recorded.type, recorded.data, recorded.position, recorded.metadata.get("schema_version"))
         if event is None:
             return []
+        return self.event_frames(run_id, event, recorded.position)
+
+    def event_frames(self, run_id: str, event: Event, position: int) -> list[Frame]:
+        """The frames of one decoded event of run ``run_id`` at ``position`` ([] when it has none)."""
         if isinstance(event, RunLaunched):
             self._projects[run_id] = event.project_id
         project_id = self._project(run_id)
-        base = {"id": recorded.position, "run_id": run_id, "project_id": project_id}
+        base = {"id": position, "run_id": run_id, "project_id": project_id}
         out = _frames(base, event)
         if type(event) in ENDING_STATUS:
             self._projects.pop(run_id, None)
@@ -110,7 +127,13 @@ def _run_frame(base: Frame, event: Event, **fields: Any) -> Frame:
 
 
 def _frames(base: Frame, e: Event) -> list[Frame]:
-    match e:
+    match e:  # most events are a step's start and end: they are matched first
+        case StepStarted():
+            return [_step_frame(base, e, attempt=e.attempt, agent=e.persona, kind=e.kind,
+                                backend=e.backend, model=e.model)]
+        case StepCompleted():
+            return [_step_frame(base, e, attempt=e.attempt, duration_s=e.duration_s,
+                                output=e.output)]
         case RunLaunched():
             steps = [
                 {"step_id": s.id, "agent": s.persona, "kind": s.kind, "label": s.label or s.id,
@@ -123,12 +146,6 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
             return [_run_frame(base, e, reason=e.reason, plan_position=e.plan_position)]
         case RunStarted():
             return [_run_frame(base, e, reason=e.reason, plan_position=e.plan_position)]
-        case StepStarted():
-            return [_step_frame(base, e, attempt=e.attempt, agent=e.persona, kind=e.kind,
-                                backend=e.backend, model=e.model)]
-        case StepCompleted():
-            return [_step_frame(base, e, attempt=e.attempt, duration_s=e.duration_s,
-                                output=e.output)]
         case StepFailed():
             return [_step_frame(base, e, attempt=e.attempt,
                                 error=e.error, will_retry=e.will_retry, retry_at=e.retry_at or None)]
@@ -146,6 +163,14 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
         case AnomalyDetected():
             return [{**base, "type": "anomaly", "step_id": e.step_id, "attempt": e.attempt, "kind": e.kind,
                      "severity": e.severity, "detail": e.detail, "action": e.action, "at": e.at}]
+        case ToolCalled():
+            return [{**base, "type": "tool_call", "step_id": e.step_id, "attempt": e.attempt, "call_id": e.call_id,
+                     "tool": e.tool, "arguments": e.arguments, "turn": e.turn, "seq": e.seq, "at": e.at}]
+        case ToolResult():
+            return [{**base, "type": "tool_result", "step_id": e.step_id, "attempt": e.attempt, "call_id": e.call_id,
+                     "tool": e.tool, "ok": e.ok, "outcome": e.outcome, "error": e.error, "bytes": e.bytes,
+                     "truncated": e.truncated, "sha256": e.sha256, "result": e.result[:FRAME_RESULT_CHARS],
+                     "result_cut": len(e.result) > FRAME_RESULT_CHARS, "at": e.at}]
         case RunCompleted() | RunFailed() | RunRejected() | RunCancelled():
             reason = getattr(e, "reason", "")
             by = getattr(e, "by", "")

@@ -19,16 +19,26 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
-from flows.events import Event, RunLaunched, StepResumed
+from flows.events import (
+    Event,
+    RunLaunched,
+    StepResumed,
+    ToolCalled,
+    ToolResult,
+    stream_of,
+)
 from flows.model import StepSpec
+from flows.status import RUN_TERMINAL, RunStatus
 from projections.batch import driver_of
 from projections.source import decode_events, read_events, schema_version_column
 from projections.tables import (
+    PROJECTION_VERSION,
     STEP_FIELDS,
     anomalies,
     decode_steps,
     flow_runs,
     flow_steps,
+    projection_checkpoints,
     projection_errors,
     reports,
 )
@@ -43,6 +53,7 @@ _OUTPUT, _PROMPT = STEP_FIELDS.index("output_position"), STEP_FIELDS.index("prom
 _STEP_REST = [(i, name) for i, name in enumerate(STEP_FIELDS) if name not in ("step_id", "ordinal", "persona")]
 _STEP_ID, _ORDINAL, _PERSONA = (STEP_FIELDS.index(name) for name in ("step_id", "ordinal", "persona"))
 MAX_PAGE = 500
+_OPEN_STATUSES = tuple(s.value for s in RunStatus if s.value not in RUN_TERMINAL)
 
 
 class UnknownCursor(LookupError):
@@ -143,8 +154,13 @@ class ReadModel:
         flow: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        text: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Runs newest first, filtered; and the cursor of the next page (None on the last).
+
+        ``text`` keeps the runs whose id, flow, question or project holds it,
+        ignoring case (``%`` and ``_`` in it are plain characters): filtered
+        in SQL, so paging works through every run, not only a loaded page.
 
         The cursor is the last run id of the page: run ids are ULIDs, so
         "older than the cursor" is ``run_id < cursor`` and paging is stable
@@ -160,6 +176,8 @@ class ReadModel:
             query = query.where(flow_runs.c.status == status)
         if flow is not None:
             query = query.where(flow_runs.c.flow == flow)
+        if text:
+            query = query.where(_text_matches(text))
         if cursor:
             query = query.where(flow_runs.c.run_id < cursor)
         query = query.order_by(flow_runs.c.run_id.desc()).limit(limit + 1)
@@ -191,10 +209,15 @@ class ReadModel:
             texts = [s[i] for s in steps for i in (_OUTPUT, _PROMPT)]
             events = read_events(conn, [launched, *texts, ended])
             problems = _problems(conn, run_id)
+            calls = tool_calls(conn, run_id)
         specs = _specs(events.get(launched))
         step_list = [_step_dict(s, specs.get(s[_STEP_ID]), events) for s in steps]
+        for step in step_list:
+            step["tool_calls"] = calls.get(step["step_id"], [])
+        out = _run_dict(run)
+        out["usage"] = run_usage(step_list)
         markdown = getattr(events.get(ended), "report", "")
-        return {"run": _run_dict(run), "steps": step_list, "report": markdown or None, "problems": problems}
+        return {"run": out, "steps": step_list, "report": markdown or None, "problems": problems}
 
     def projection_errors(self, run_id: str) -> list[dict[str, Any]]:
         """The events of a run the projector could not apply (and skipped), oldest first.
@@ -213,6 +236,37 @@ class ReadModel:
             total = conn.execute(sa.select(sa.func.count()).select_from(projection_errors)).scalar_one()
             rows = [dict(r) for r in conn.execute(newest).mappings()] if total else []
         return rows, total
+
+    def open_runs(self, name: str = "baton") -> tuple[int, dict[str, int]] | None:
+        """``(position, runs)``: the runs that had not ended as of the projection's checkpoint
+        ``position``, each with the position of its launch; None when the read tables cannot say
+        (never built, or built by another ``PROJECTION_VERSION``).
+
+        What an engine's recovery starts from (DESIGN §4): it then reads only
+        the log after ``position``. One indexed read of the runs not ended
+        (``flow_runs_status_idx``), in the snapshot that holds the checkpoint,
+        so its cost follows the unfinished runs, not the log. A run with an
+        event the projector skipped is included whatever its row says (its
+        row may be wrong); its launch position is then the skipped event's
+        when it has no row.
+        """
+        checkpoint = sa.select(projection_checkpoints.c.position, projection_checkpoints.c.version).where(
+            projection_checkpoints.c.name == name)
+        with self._snapshot() as conn:
+            row = conn.execute(checkpoint).first()
+            if row is None or row.version != PROJECTION_VERSION:
+                return None
+            query = sa.select(flow_runs.c.run_id, flow_runs.c.launched_position).where(
+                flow_runs.c.status.in_(_OPEN_STATUSES))
+            runs: dict[str, int] = {r[0]: r[1] for r in conn.execute(query)}
+            skipped = sa.select(projection_errors.c.run_id, sa.func.min(projection_errors.c.position)).where(
+                projection_errors.c.run_id != "").group_by(projection_errors.c.run_id)
+            for run_id, position in list(conn.execute(skipped)):
+                if run_id not in runs:
+                    launched = conn.execute(sa.select(flow_runs.c.launched_position)
+                                            .where(flow_runs.c.run_id == run_id)).scalar()
+                    runs[run_id] = launched if launched is not None else position
+        return row.position, runs
 
     @contextmanager
     def _snapshot(self) -> Iterator[sa.Connection]:
@@ -246,3 +300,57 @@ class ReadModel:
             return conn.execute(
                 sa.select(flow_runs.c.project_id).where(flow_runs.c.run_id == run_id)
             ).scalar()
+
+
+def _text_matches(text: str) -> sa.ColumnElement[bool]:
+    """Runs whose id, flow, question or project contains ``text``, case folded (LIKE, wildcards escaped)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%"
+    columns = (flow_runs.c.run_id, flow_runs.c.flow, flow_runs.c.question, flow_runs.c.project_id)
+    return sa.or_(*(sa.func.lower(c).like(pattern, escape="\\") for c in columns))
+
+
+_TOOL_EVENTS = ("SELECT position, type, data, {0} FROM events WHERE stream_id = :stream "
+                "AND type IN ('ToolCalled', 'ToolResult') ORDER BY version")
+
+
+def tool_calls(conn: sa.Connection, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    """A run's tool calls by step, in the order they were made, each with its result's facts (DESIGN §11).
+
+    Read from the run's own events (not a read table): they are only read
+    with one run, through the stream's index. A result's text is not copied:
+    ``result_position`` is the ToolResult event that holds it
+    (``GET /api/runs/{id}/events``).
+    """
+    query = sa.text(_TOOL_EVENTS.format(schema_version_column(conn.dialect.name)))
+    events = decode_events(conn.execute(query, {"stream": stream_of(run_id)}))
+    calls: dict[str, list[dict[str, Any]]] = {}
+    made: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for position in sorted(events):
+        event = events[position]
+        if isinstance(event, ToolCalled):
+            call = {"call_id": event.call_id, "attempt": event.attempt, "turn": event.turn, "seq": event.seq,
+                    "tool": event.tool, "arguments": event.arguments, "position": position, "ok": None,
+                    "outcome": "", "error": "", "bytes": 0, "truncated": False, "sha256": "",
+                    "result_position": 0}
+            calls.setdefault(event.step_id, []).append(call)
+            made[(event.step_id, event.attempt, event.call_id)] = call
+        elif isinstance(event, ToolResult):
+            found = made.get((event.step_id, event.attempt, event.call_id))
+            if found is not None:
+                found.update(ok=event.ok, outcome=event.outcome, error=event.error, bytes=event.bytes,
+                             truncated=event.truncated, sha256=event.sha256, result_position=position)
+    return calls
+
+
+def run_usage(steps: list[dict[str, Any]]) -> dict[str, int]:
+    """Token and tool-call totals over a run's steps (each step's ``usage`` as its last attempt recorded it)."""
+    total: dict[str, int] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "tool_calls": 0}
+    for step in steps:
+        usage = step.get("usage") or {}
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            value = usage.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                total[key] += value
+        total["tool_calls"] += len(step.get("tool_calls", ()))
+    return total

@@ -38,6 +38,7 @@ from typing import Any
 
 from actors.errors import FlowsModuleMissing
 from api import failures
+from api.cli import tasks as cli_tasks
 from api.cli.commands import (
     cmd_cancel,
     cmd_decide,
@@ -46,6 +47,8 @@ from api.cli.commands import (
     cmd_launch,
     cmd_nodes,
     cmd_plan,
+    cmd_projects_add,
+    cmd_projects_list,
     cmd_rebuild,
     cmd_replay,
     cmd_runs,
@@ -57,7 +60,9 @@ from api.cli.commands import (
     cmd_tokens_revoke,
 )
 from api.cli.context import CliError, Interrupted
+from api.cli.db import add_db_commands
 from api.cli.escape import printable_line
+from api.cli.seal import cmd_seal
 from api.cli.targets import RunIdError
 from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
 from api.settings import Settings, from_env
@@ -101,6 +106,13 @@ SERVE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--cors-origins", "cors_origins", lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip()),
      "ORIGIN,ORIGIN", "origins allowed to call the API from a browser (BATON_CORS_ORIGINS; default: none)"),
     ("--session-ttl-s", "session_ttl_s", float, "SECONDS", "how long a console login lasts (BATON_SESSION_TTL_S)"),
+    ("--worktrees", "worktrees", str, "DIR", "where task runs' git worktrees go (BATON_WORKTREES)"),
+    ("--task-max-rounds", "task_max_rounds", int, "N", "review rounds before a task waits for a person "
+     "(BATON_TASK_MAX_ROUNDS)"),
+    ("--run-timeout-s", "run_timeout_s", float, "SECONDS", "the run tool and each check of a task "
+     "(BATON_RUN_TIMEOUT_S)"),
+    ("--seal-interval-s", "seal_interval_s", float, "SECONDS",
+     "seal the log this often, and at shutdown; 0 = at shutdown only (BATON_SEAL_INTERVAL_S)"),
     ("--lease-ttl-s", "lease_ttl_s", float, "SECONDS", "a node silent this long loses its runs and slots to the "
      "others (BATON_LEASE_TTL_S)"),
 )
@@ -218,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("replay", cmd_replay, "re-fold runs from the log; --verify checks it was not edited")
     p.add_argument("--verify", action="store_true")
     p.add_argument("--run", metavar="RUN")
+    p.add_argument("--seal", metavar="SEAL", help="with --verify: also check the log against a seal `baton seal` "
+                   "printed (the line, or @FILE holding it): catches events cut from the end or rewritten before it")
+    add_db_commands(sub, common, _Parser)
+    add("seal", cmd_seal, "seal the log up to now and print the seal to keep elsewhere (see replay --seal)")
     p = add("tokens", lambda a, s: EXIT_USAGE, "manage access tokens (DESIGN §13): create, list, revoke")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     t = actions.add_parser("create", parents=[common], help="make a token; printed once, only its hash is kept")
@@ -231,6 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = actions.add_parser("revoke", parents=[common], help="revoke a token by name")
     t.set_defaults(handler=cmd_tokens_revoke)
     t.add_argument("name", metavar="NAME")
+    p = add("projects", cmd_projects_list, "list the projects (git repositories runs may read); add one")
+    p.add_argument("--json", action="store_true", help="print the projects as JSON")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    t = actions.add_parser("add", parents=[common], help="register the git work tree at PATH as project NAME")
+    t.set_defaults(handler=cmd_projects_add)
+    t.add_argument("name", metavar="NAME", help="the project id (lowercase letters, digits, '.', '_', '-')")
+    t.add_argument("path", metavar="PATH", help="the top level of a git work tree")
+    t = actions.add_parser("list", parents=[common], help="the registered projects")
+    t.set_defaults(handler=cmd_projects_list)
+    t.add_argument("--json", action="store_true", help="print the projects as JSON")
+    cli_tasks.add_parser(sub, common)
     p = add("projections", lambda a, s: EXIT_USAGE, "manage the read tables")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     actions.add_parser("rebuild", parents=[common], help="rebuild the read tables from position 0").set_defaults(

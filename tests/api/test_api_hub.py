@@ -12,6 +12,7 @@ from eventstore import NewEvent, open_store
 from flows.catalog import FlowRegistry
 from flows.events import RunStarted, event_data
 from flows.launch import LaunchParams, prepare
+from flows.workspace import Workspace
 from projections.frames import Framer
 from tests.api.api_flows import api_chain
 
@@ -20,8 +21,9 @@ REGISTRY = FlowRegistry([api_chain])
 
 def append_run(store, run_id: str, project_id: str = "") -> None:
     """RunLaunched + RunStarted of a run (two durable frames)."""
+    pinned = Workspace(project_id=project_id, root=f"/srv/{project_id}", commit="0" * 40) if project_id else None
     launched = prepare(REGISTRY, LaunchParams("api-chain", "q", project_id=project_id), run_id=run_id,
-                       now=time.time())
+                       now=time.time(), workspace=pinned)
     started = RunStarted(run_id=run_id, reason="test", plan_position=0, at=time.time())
     store.append(f"run-{run_id}", [NewEvent(type(e).__name__, event_data(e)) for e in (launched, started)], 0)
 
@@ -176,5 +178,69 @@ def test_a_client_overflowing_during_its_replay_replays_what_it_missed(sqlite_ur
     try:
         got = asyncio.run(main())
         assert got == all_frames(store) and len(got) == 2 * 61
+    finally:
+        store.close()
+
+
+def test_a_replay_reads_only_the_events_that_give_frames(store_url):
+    """Resuming from 0: the database hands over the run events of framed types alone (other
+    streams and RunRecovered are left out in the query), and the frames are those the log gives."""
+    from flows.events import RunRecovered
+    from projections.frames import FRAMED_TYPES
+    from projections.source import read_framed
+
+    store = open_store(store_url)
+    try:
+        for i in range(7):
+            append_run(store, f"r{i}", project_id="p" if i % 2 else "")
+            store.append(f"other-{i}", [NewEvent("Noted", {"n": i})], 0)
+        recovered = RunRecovered(node="n", at=time.time())
+        store.append("run-r3", [NewEvent("RunRecovered", event_data(recovered))], 2)
+        framed = [r for r in store.read_all() if r.type in FRAMED_TYPES and r.stream_id.startswith("run-")]
+        pages = list(read_framed(store, 0, store.head(), FRAMED_TYPES, page=4))
+        assert sum(p.count for p in pages) == len(framed) == 14  # what the database sent: nothing else
+        assert [i[2] for p in pages for i in p.items] == [r.position for r in framed]
+
+        async def main() -> list[dict]:
+            hub = FrameHub(store).start()
+            try:
+                return [f async for frames in hub.read_frames(0, store.head(), None) for f in frames]
+            finally:
+                hub.stop()
+
+        assert asyncio.run(main()) == all_frames(store)
+    finally:
+        store.close()
+
+
+def test_a_project_replay_leaves_other_projects_runs_in_the_database(store_url):
+    """With a project filter, runs the read tables place in another project are not even read;
+    runs launched after the projector's checkpoint are read and filtered by their launch."""
+    from projections import ReadModel, rebuild
+    from projections.frames import FRAMED_TYPES
+    from projections.source import read_framed
+
+    store = open_store(store_url)
+    try:
+        for i in range(6):
+            append_run(store, f"old{i}", project_id="mine" if i % 3 == 0 else "other")
+        rebuild(store)  # the read tables know the runs so far
+        for i in range(3):
+            append_run(store, f"new{i}", project_id="mine" if i == 0 else "other")
+        head = store.head()
+        read = sum(p.count for p in read_framed(store, 0, head, FRAMED_TYPES, 4, project_id="mine"))
+        assert read == 2 * 2 + 3 * 2  # old0 and old3, then every run the tables do not know yet
+        expected = [f for f in all_frames(store) if f["project_id"] == "mine"]
+
+        async def main() -> list[dict]:
+            hub = FrameHub(store, project_of=ReadModel(store.database).run_project).start()
+            subscriber = hub.subscribe(project_id="mine")
+            try:
+                return [f async for frames in subscriber.replay(0) for f in frames]
+            finally:
+                hub.stop()
+
+        got = asyncio.run(main())
+        assert got == expected and {f["run_id"] for f in got} == {"old0", "old3", "new0"}
     finally:
         store.close()

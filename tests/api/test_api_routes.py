@@ -18,6 +18,7 @@ from actors.errors import LaunchInProgress, RunBusy
 from api.http.app import create_app
 from api.runtime import Runtime
 from api.settings import Settings
+from tests.projects import register
 from tests.api.access import authed_client, bearer, issue_tokens
 
 PROBLEM = "application/problem+json"
@@ -29,6 +30,7 @@ def runtime(tmp_path_factory) -> Iterator[Runtime]:
     db = tmp_path_factory.mktemp("routes") / "baton.db"
     settings = Settings(db=f"sqlite:///{db}", flows=("tests.api.api_flows",), max_body_bytes=4096)
     with Runtime(settings).start() as rt:
+        register(rt.store, db.parent, "p-launch", "p-list", "p-seed")
         yield rt
 
 
@@ -398,6 +400,25 @@ def test_list_runs_filters_and_pages_newest_first(client, runtime):
     assert problem_of(client.get("/api/runs?status=happy"), 422)["field"] == "status"
     assert problem_of(client.get("/api/runs?limit=lots"), 422)["field"] == "limit"
     assert problem_of(client.get("/api/runs?min_position=-1"), 422)["field"] == "min_position"
+
+
+def test_list_runs_finds_text_in_sql_across_pages(client, runtime):
+    """?q= searches every run (not one loaded page): id, flow, question or project, ignoring case;
+    % and _ are plain characters; paging works within the matches; a search too long is 422."""
+    zebra = [launch(client, "api-chain", question=f"Why is the ZEBRA-{i} 50%_slow?")["run_id"] for i in range(3)]
+    other = launch(client, "api-chain", question="Why is the giraffe 50% slow?")["run_id"]
+    for run_id in (*zebra, other):
+        ended(runtime, run_id)
+    found = client.get("/api/runs", params={"q": "zebra", "limit": 2}).json()
+    assert [r["run_id"] for r in found["runs"]] == zebra[::-1][:2] and found["next_cursor"]
+    rest = client.get("/api/runs", params={"q": "zebra", "cursor": found["next_cursor"]}).json()
+    assert [r["run_id"] for r in rest["runs"]] == zebra[:1] and rest["next_cursor"] is None
+    assert [r["run_id"] for r in client.get("/api/runs", params={"q": "50%_S"}).json()["runs"]] == zebra[::-1]
+    assert [r["run_id"] for r in client.get("/api/runs", params={"q": other.lower()}).json()["runs"]] == [other]
+    assert client.get("/api/runs", params={"q": "zebra", "flow": "api-gate"}).json()["runs"] == []
+    assert client.get("/api/runs", params={"q": "zebra", "project_id": "nope"}).json()["runs"] == []
+    assert problem_of(client.get("/api/runs", params={"q": "z" * 201}), 422)["field"] == "q"
+    assert problem_of(client.get("/api/runs", params={"q": "a\x00b"}), 422)["field"] == "q"
 
 
 def test_flows_plan_health(client, runtime):
