@@ -63,6 +63,16 @@ def cluster(store: SqlStore, backend=None, **config) -> list[Engine]:
     return engines
 
 
+def settled(engine: Engine, check, timeout: float = 10.0) -> dict:  # type: ignore[no-untyped-def]
+    """The cluster's plan once ``check(plan)`` holds (every launch has reached the queue), read again
+    after each short pause; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not check(plan := engine.plan()):
+        assert time.monotonic() < deadline, f"the plan did not settle: {plan}"
+        time.sleep(0.05)
+    return plan
+
+
 def drivers(store: SqlStore, run_id: str) -> set[str]:
     """Nodes that recorded RunStarted for the run."""
     return {r.metadata["node"] for r in store.read_stream(stream_of(run_id)) if r.type == "RunStarted"}
@@ -92,7 +102,7 @@ def test_agent_slots_and_max_active_runs_are_counted_across_the_nodes(pg_store):
     try:
         run_ids = [engines[i % 3].launch("work", f"q{i}").run_id for i in range(5)]
         backend.wait_calls(2, timeout=10)
-        plan = engines[1].plan()
+        plan = settled(engines[1], lambda p: len(p["in_progress"]) + len(p["planned_queued"]) == 5)
         assert plan["cluster"] and plan["slots_in_use"] == 2
         assert len(plan["in_progress"]) == 3 and all(r["node"] in NODES for r in plan["in_progress"])
         assert [p["reason"] for p in plan["planned_queued"]] == ["capacity", "capacity"]
