@@ -26,6 +26,10 @@ class EngineConfig:
     step_threads: int = 256  # attempts running at once, at most (parallel code steps need threads)
     recover: bool = True  # take over unfinished runs at start (a CLI command drives only its own run)
     lease_ttl_s: float = 30.0  # a process that stops renewing loses its runs after this long
+    # A node of a cluster when the store is PostgreSQL and it recovers runs (DESIGN §16, actors.cluster):
+    # one queue, max_active_runs and agent_slots counted across the nodes. Off: each node on its own.
+    cluster: bool = False
+    slot_pool: str = ""  # what agent_slots are counted per across the cluster: the model server ("" = backend)
     max_output_bytes: int = 1024 * 1024  # a step output larger than this fails the step (BATON_MAX_OUTPUT_BYTES)
     # Removed from every error, anomaly and log line before it is recorded (flows.redact); never printed.
     known_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)

@@ -178,7 +178,7 @@ class Inbox:
                 with self._lock:
                     if self._stopping.is_set():
                         return
-                    self._subscription = self.store.subscribe(after=after)
+                    self._subscription = self.store.subscribe(after=after, stream_id=self.stream)
                 for rec in self._subscription:
                     after = rec.position
                     if rec.stream_id == self.stream and rec.type == REQUESTED:

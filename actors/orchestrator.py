@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 import pykka
 
+from actors import cluster as clustering
 from actors import messages as m
 from actors.context import EngineContext
 from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewhere
@@ -87,6 +88,13 @@ class _Recover:
 
 
 @dataclass(frozen=True)
+class _Kick:
+    """Another node of the cluster changed the queue, the slots, or handed its runs off (``actors.cluster``)."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
 class _Redrive:
     """Time to drive a run again whose actor stopped on a failure."""
 
@@ -96,12 +104,13 @@ class _Redrive:
 class _Run:
     """The orchestrator's handle on one run's actor (its scheduling is the Scheduler's)."""
 
-    __slots__ = ("run_id", "ref", "sent")
+    __slots__ = ("run_id", "ref", "sent", "claimed")
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, claimed: bool = False) -> None:
         self.run_id = run_id
         self.ref: pykka.ActorRef[Any] | None = None
         self.sent = 0  # messages told to the RunActor that count toward its `seen`
+        self.claimed = claimed  # taken from the cluster's queue: this node drives it, whoever recorded last
 
 
 class Orchestrator(pykka.ThreadingActor):
@@ -125,7 +134,11 @@ class Orchestrator(pykka.ThreadingActor):
         self._recover_tries = 0
         self._recover_due = False  # a retry of recovery is scheduled
         self.runs: dict[str, _Run] = {}  # the runs known here (the same as the scheduler's)
-        self.scheduler = Scheduler(ctx.config.max_active_runs, ctx.config.agent_slots, epoch=uuid.uuid4().hex[:12])
+        self.cluster: clustering.Cluster | None = None  # set at start when this node is part of a cluster
+        self._kicks = clustering.Kicks(self._tell_self, _Kick)  # one _Kick of each kind on its way at most
+        epoch = uuid.uuid4().hex[:12]
+        self.scheduler = (clustering.ClusterScheduler(ctx.config.agent_slots, epoch=epoch) if clustering.enabled(ctx)
+                          else Scheduler(ctx.config.max_active_runs, ctx.config.agent_slots, epoch=epoch))
         self._renewal: Any = None
         self._nodes_seen: set[str] = set()  # nodes alive at the last heartbeat
         self._live_read: tuple[float, set[str]] | None = None  # (monotonic time, nodes) of the last lease read
@@ -135,6 +148,8 @@ class Orchestrator(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         try:
+            if isinstance(self.scheduler, clustering.ClusterScheduler):
+                self.cluster = clustering.join(self.ctx, self._kicks.kick)
             if self.ctx.config.recover:
                 self._try_recover()
             for run_id in self._adopt:
@@ -148,6 +163,10 @@ class Orchestrator(pykka.ThreadingActor):
         if self._renewal is not None:
             self._renewal.cancel()
         self._stop_runs(timeout=3.0)
+        if self.cluster is not None:  # the others take this node's runs over now, not when its lease ends
+            self.cluster.hand_off(list(self.runs), lambda: self.ctx.leases.release(node_lease(self.ctx.config.node),
+                                                                                   default_owner()))
+            self.cluster.close()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """The actor dies of an exception: stop its RunActors and let the engine start another."""
@@ -156,6 +175,8 @@ class Orchestrator(pykka.ThreadingActor):
         if self._renewal is not None:
             self._renewal.cancel()
         self._stop_runs(timeout=3.0)
+        if self.cluster is not None:  # the next orchestrator joins again (and adopts the runs)
+            self.cluster.close()
         if self._on_death is not None:
             name = getattr(exception_type, "__name__", str(exception_type))
             self._on_death(tuple(self.runs), f"{name}: {exception_value}")
@@ -204,6 +225,9 @@ class Orchestrator(pykka.ThreadingActor):
                 log.info("run %s is driven by %s; not recovering it", run_id, last_node)
                 continue
             phase = _phase_found(state, self.ctx.clock.now())
+            if self.cluster is not None and not self.cluster.adopt(run_id, state.launched.flow, state.launched_at,
+                                                                   phase.value):
+                continue  # queued (the cluster's queue admits it) or driven by a live node
             run = self._register(run_id, state.launched.flow, state.launched_at, phase)
             if phase is Phase.ACTIVE:
                 self._tell_run(run, m.Recover(node))
@@ -250,6 +274,9 @@ class Orchestrator(pykka.ThreadingActor):
                 if holder is not None:
                     log.error("another live process (%s) has taken node name %s; give each process its own "
                               "BATON_NODE", holder, node)
+            if self.cluster is not None:
+                self.cluster.beat()
+                self.cluster.tidy(set(self.runs), lambda run_id: load_with_owner(self.ctx, run_id)[0].terminal)
         except Exception:  # the database is away for a moment: the next beat tries again
             log.warning("could not renew the node lease", exc_info=True)
         self._renewal = self.ctx.clock.call_later(self.ctx.config.lease_ttl_s / 3, self._beat)
@@ -263,6 +290,8 @@ class Orchestrator(pykka.ThreadingActor):
         if gone and self.ctx.config.recover:
             log.warning("node(s) %s stopped renewing their lease; taking over their runs", ", ".join(sorted(gone)))
             self._try_recover()
+        elif self.cluster is not None:
+            self._schedule()  # a lost notification costs one beat at most
 
     def _live_nodes(self, fresh: bool = False) -> set[str]:
         """The nodes whose lease is alive, read at most LIVE_READ_S ago (``fresh``: read now).
@@ -291,7 +320,11 @@ class Orchestrator(pykka.ThreadingActor):
             if not msg.reply.done():
                 msg.reply.set_exception(LaunchInProgress(ev.run_id))
             return
-        admission = self.scheduler.launch(ev.run_id, ev.flow, ev.at)
+        if self.cluster is not None:  # recorded queued; once recorded, it joins the cluster's queue (_on_idle)
+            self.scheduler.add(ev.run_id, ev.flow, ev.at, Phase.UNPLANNED)
+            admission = clustering.queued_admission()
+        else:
+            admission = self.scheduler.launch(ev.run_id, ev.flow, ev.at)
         run = self.runs[ev.run_id] = _Run(ev.run_id)
         self._tell_run(run, m.Launch(ev, admission.start, admission.reason, admission.position, msg.reply))
 
@@ -307,6 +340,8 @@ class Orchestrator(pykka.ThreadingActor):
         else:
             decision = "approved" if msg.kind == "approve" else "rejected"
             self.scheduler.resume(run.run_id)  # an answered approval never waits behind the queue
+            if self.cluster is not None:
+                self._in_cluster(self.cluster.active, run.run_id)
             told = self._tell_run(run, m.Resume(msg.step_id, decision, msg.by, msg.comment, msg.reply))
         if not told:  # another process drives it
             self._forget(msg.run_id)
@@ -326,8 +361,21 @@ class Orchestrator(pykka.ThreadingActor):
         assert run.ref is not None
         run.ref.stop(block=False)
         run.ref = None
-        if msg.status == "paused":
+        if self.cluster is not None and msg.status == "queued" and \
+                self.scheduler.phase(msg.run_id) is Phase.UNPLANNED:  # its launch is recorded: to the queue
+            assert isinstance(self.scheduler, clustering.ClusterScheduler)
+            flow, since = self.scheduler.entry(msg.run_id)
+            self._forget(msg.run_id)
+            try:
+                if self.cluster.enqueue(msg.run_id, flow, since):  # named to admit it: at once, not on NOTIFY
+                    self._schedule()
+            except StoreError as exc:  # queued in the log: it joins the queue when it is driven again
+                self._redrive_later(msg.run_id, exc)
+            return  # another node is named to admit it (NOTIFY tells it)
+        elif msg.status == "paused":
             self.scheduler.pause(msg.run_id)
+            if self.cluster is not None:
+                self._in_cluster(self.cluster.paused, msg.run_id)
         elif msg.status == "running":
             log.error("run %s is running but has nothing to do; it stays registered", msg.run_id)
         elif msg.status != "queued":  # unknown or already ended: a command found nothing to do
@@ -339,6 +387,8 @@ class Orchestrator(pykka.ThreadingActor):
             return
         self._retries.pop(msg.run_id, None)
         self._forget(msg.run_id)
+        if self.cluster is not None:
+            self._in_cluster(self.cluster.ended, msg.run_id)
         self._schedule()
 
     def _on_fenced(self, msg: m.RunFenced) -> None:
@@ -375,6 +425,13 @@ class Orchestrator(pykka.ThreadingActor):
         if elsewhere:
             return
         phase = _phase_found(state, self.ctx.clock.now())
+        if self.cluster is not None:
+            try:
+                if not self.cluster.adopt(msg.run_id, state.launched.flow, state.launched_at, phase.value):
+                    return  # queued (the cluster's queue admits it) or driven by a live node
+            except StoreError as exc:
+                self._redrive_later(msg.run_id, exc)
+                return
         run = self._register(msg.run_id, state.launched.flow, state.launched_at, phase)
         if phase is Phase.ACTIVE:
             self._tell_run(run, m.Recover(self.ctx.config.node))
@@ -406,6 +463,8 @@ class Orchestrator(pykka.ThreadingActor):
         A run that cannot be told to begin (the store is away, or another
         process drives it) is forgotten, which makes room for the next.
         """
+        if self.cluster is not None:
+            self._cluster_schedule(self.cluster)
         while started := self.scheduler.admit():
             for run_id in started:
                 if not self._tell_run(self.runs[run_id], m.Begin(START_FREED)):
@@ -414,6 +473,43 @@ class Orchestrator(pykka.ThreadingActor):
             run = self.runs.get(grant.run_id)
             if run is not None:
                 self._tell_run(run, m.SlotsGranted(grant.step_ids))
+
+    def _cluster_schedule(self, cluster: clustering.Cluster) -> None:
+        """Take what the cluster's queue admits for this node, and hold the slots its steps want."""
+        assert isinstance(self.scheduler, clustering.ClusterScheduler)
+        try:
+            admitted, deferred = cluster.admit()
+            cluster.fit_slots(self.scheduler)
+        except StoreError as exc:  # the next kick or beat tries again
+            log.warning("the cluster's queue could not be read: %s", exc)
+            return
+        for item in admitted:
+            if item.item_id in self.runs:  # known here for a command: drive it as admitted
+                self._forget(item.item_id)
+            self.scheduler.add(item.item_id, item.label, item.since, Phase.ACTIVE)
+            run = self.runs[item.item_id] = _Run(item.item_id, claimed=True)
+            if not self._tell_run(run, m.Begin(clustering.START_CLAIMED)):
+                self._forget(item.item_id)
+        if deferred:  # left to a less busy node; taken here if it has not after a moment
+            self.ctx.clock.call_later(clustering.PATIENCE_S, lambda: self._kicks.kick("patience"))
+
+    def _in_cluster(self, call: Callable[..., None], *args: Any) -> None:
+        """Tell the cluster's tables; a store failure is logged (the lease and the log settle it later)."""
+        try:
+            call(*args)
+        except StoreError as exc:
+            log.warning("the cluster's tables could not be updated (%s): %s", getattr(call, "__name__", call), exc)
+
+    def _on_kick(self, msg: _Kick) -> None:
+        self._kicks.taken(msg.kind)
+        if msg.kind == "handoff" and self.ctx.config.recover:
+            try:
+                self._live_nodes(fresh=True)  # the node that left gave its lease up a moment ago
+            except StoreError:
+                pass  # recovery meets the same error, and tries again later
+            self._try_recover()  # a stopping node gave its runs up: claim them now
+        else:
+            self._schedule()
 
     def _on_request(self, msg: m.RequestSlots) -> None:
         self.scheduler.request(msg.run_id, msg.step_ids)
@@ -434,8 +530,15 @@ class Orchestrator(pykka.ThreadingActor):
 
         Any change not yet published goes out first, so the plan's ``seq`` is
         that of the last ``plan_delta`` frame and the frames after it apply to it.
+        In a cluster, the cluster's plan (``Cluster.plan``), with the node driving each run (its
+        ``epoch`` and ``seq`` are this node's: its ``plan_delta`` frames carry this node's changes).
         """
         self._plan_changed(force=True)
+        if self.cluster is not None:
+            try:
+                return {**self.cluster.plan(), "epoch": self.scheduler.epoch, "seq": self.scheduler.seq}
+            except StoreError as exc:
+                log.warning("the cluster's plan could not be read: %s", exc)
         return self.scheduler.plan()
 
     def _plan_changed(self, force: bool = False) -> None:
@@ -466,7 +569,7 @@ class Orchestrator(pykka.ThreadingActor):
         """
         if run.ref is None or not run.ref.is_alive():
             loaded = None
-            if not isinstance(message, (m.Launch, m.Recover)):
+            if not isinstance(message, (m.Launch, m.Recover)) and not run.claimed:
                 reply = getattr(message, "reply", None)
                 try:
                     state, history, last_node = load_with_owner(self.ctx, run.run_id)
@@ -512,4 +615,5 @@ class Orchestrator(pykka.ThreadingActor):
         _Renew: _on_renew,
         _Recover: _on_recover,
         _Redrive: _on_redrive,
+        _Kick: _on_kick,
     }

@@ -13,12 +13,26 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
 
 from actors.agents import BACKENDS, DEFAULT_COMMAND
 from actors.config import EngineConfig
 from flows.redact import Redactor, url_secrets
+
+
+def slot_pool_of(agent: str, base_url: str, cli_command: str) -> str:
+    """What ``agent_slots`` count per across a cluster: the model server's base URL (without any user
+    or password in it) for openai; the command's program for cli; else the backend's name."""
+    if agent == "openai":
+        parts = urlsplit(base_url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    if agent == "cli":
+        return "cli:" + (cli_command.split() or [""])[0]
+    return agent
 
 
 class SettingsError(ValueError):
@@ -46,6 +60,8 @@ class Settings:
     node: str = ""  # this process's name among those sharing the store; "" = EngineConfig's host:pid
     openai_read_timeout_s: float = 120.0  # silence from the model server before a call fails
     max_output_bytes: int = 1024 * 1024  # a step output larger than this fails the step
+    cluster: bool = True  # nodes on one PostgreSQL share one queue and the capacity (DESIGN §16)
+    lease_ttl_s: float = 30.0  # a node that stops renewing its lease loses its runs (and slots) after this
 
     def __repr__(self) -> str:
         """The settings as safe to print: no known secret shows (flows.redact)."""
@@ -138,6 +154,9 @@ class Settings:
             backend=self.agent,
             model=self.model,
             max_output_bytes=self.max_output_bytes,
+            cluster=self.cluster and self.db.startswith("postgresql"),
+            slot_pool=slot_pool_of(self.agent, self.openai_base_url, self.cli_command),
+            lease_ttl_s=self.lease_ttl_s,
             known_secrets=self.known_secrets(),
             worktrees=str(self.worktrees_dir()),
             task_run_timeout_s=self.run_timeout_s,
@@ -180,6 +199,8 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_NODE": ("node", str),
     "BATON_OPENAI_READ_TIMEOUT_S": ("openai_read_timeout_s", float),
     "BATON_MAX_OUTPUT_BYTES": ("max_output_bytes", int),
+    "BATON_CLUSTER": ("cluster", bool),
+    "BATON_LEASE_TTL_S": ("lease_ttl_s", float),
     "BATON_URL": ("url", str),
     "BATON_PERSONAS": ("personas", str),
     "BATON_MAX_CONNECTIONS": ("max_connections", int),
@@ -236,7 +257,7 @@ def check(settings: Settings) -> Settings:
         if getattr(settings, name) < 0:
             raise SettingsError(f"{_named(name)} cannot be negative (0 means no limit)")
     for name in ("stall_s", "openai_read_timeout_s", "max_output_bytes", "header_timeout_s", "body_timeout_s",
-                 "session_ttl_s", "run_timeout_s"):
+                 "session_ttl_s", "run_timeout_s", "lease_ttl_s"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{_named(name)} must be positive")
     if not 1 <= settings.task_max_rounds <= 20:

@@ -25,7 +25,7 @@ from eventstore.store import StoreUnavailableError
 T = TypeVar("T")
 
 
-def _store_errors(method: Callable[..., T]) -> Callable[..., T]:
+def store_errors(method: Callable[..., T]) -> Callable[..., T]:
     """A database error of a lease call is the store being unavailable, as for any other store call."""
 
     @functools.wraps(method)
@@ -58,7 +58,8 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _dead_on_this_host(owner: str) -> bool:
+def dead_on_this_host(owner: str) -> bool:
+    """Whether ``owner`` (``host:pid``) names a process of this host that is gone."""
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
@@ -79,7 +80,7 @@ class Leases:
         self.ttl_s = ttl_s
         _metadata.create_all(database, checkfirst=True)
 
-    @_store_errors
+    @store_errors
     def acquire(self, name: str, owner: str) -> str | None:
         """Take ``name`` for ``owner``: None on success, else the owner holding it."""
         now = time.time()
@@ -87,7 +88,7 @@ class Leases:
             current = conn.execute(
                 sa.select(leases_table.c.owner, leases_table.c.expires_at).where(leases_table.c.name == name)
             ).first()
-            dead = current.owner if current is not None and _dead_on_this_host(current.owner) else ""
+            dead = current.owner if current is not None and dead_on_this_host(current.owner) else ""
             result = conn.execute(_ACQUIRE, {"name": name, "owner": owner, "expires": now + self.ttl_s,
                                              "now": now, "dead": dead})
             if result.rowcount:
@@ -95,13 +96,13 @@ class Leases:
         holder = self.owner_of(name)
         return holder or None
 
-    @_store_errors
+    @store_errors
     def release(self, name: str, owner: str) -> None:
         """Give ``name`` up (only if ``owner`` holds it)."""
         with self.database.begin() as conn:
             conn.execute(sa.delete(leases_table).where(leases_table.c.name == name, leases_table.c.owner == owner))
 
-    @_store_errors
+    @store_errors
     def renew(self, owner: str) -> int:
         """Extend every lease ``owner`` holds; returns how many it still holds."""
         with self.database.begin() as conn:
@@ -111,27 +112,27 @@ class Leases:
             )
             return result.rowcount
 
-    @_store_errors
+    @store_errors
     def release_all(self, owner: str) -> None:
         """Give up every lease ``owner`` holds (a clean stop)."""
         with self.database.begin() as conn:
             conn.execute(sa.delete(leases_table).where(leases_table.c.owner == owner))
 
-    @_store_errors
+    @store_errors
     def owner_of(self, name: str) -> str:
         """Who holds ``name`` now ("" when nobody, or the lease expired)."""
         with self.database.connect() as conn:
             row = conn.execute(
                 sa.select(leases_table.c.owner, leases_table.c.expires_at).where(leases_table.c.name == name)
             ).first()
-        if row is None or row.expires_at < time.time() or _dead_on_this_host(row.owner):
+        if row is None or row.expires_at < time.time() or dead_on_this_host(row.owner):
             return ""
         return str(row.owner)
 
-    @_store_errors
+    @store_errors
     def held(self) -> dict[str, str]:
         """Every live lease: name -> owner."""
         now = time.time()
         with self.database.connect() as conn:
             rows = conn.execute(sa.select(leases_table).where(leases_table.c.expires_at >= now)).all()
-        return {r.name: r.owner for r in rows if not _dead_on_this_host(r.owner)}
+        return {r.name: r.owner for r in rows if not dead_on_this_host(r.owner)}

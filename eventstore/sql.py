@@ -9,6 +9,7 @@ connections and never block the writer.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import weakref
@@ -51,6 +52,9 @@ _COLUMNS = "position, stream_id, version, type, data, metadata, recorded_at, has
 _READ_ALL = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
 _READ_STREAM = (
     f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version > ? ORDER BY version"
+)
+_FOLLOW_STREAM = (  # the stream's index finds its rows; position orders them as the log does
+    f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND position > ? ORDER BY position LIMIT ?"
 )
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
 _VERIFY_COLUMNS = "stream_id, version, position, type, data, hash, event_id, metadata, recorded_at"
@@ -232,10 +236,13 @@ class SqlEventStore:
         """The last committed global position (0 when the store is empty)."""
         return int(self._query(_HEAD)[0][0])
 
-    def subscribe(self, after: int = 0, *, page_size: int = 500) -> Subscription:
+    def subscribe(self, after: int = 0, *, page_size: int = 500, stream_id: str | None = None) -> Subscription:
         """Follow every event after ``after``: the backlog first, then live.
 
-        See ``eventstore.subscription.Subscription`` for the iteration and
+        With ``stream_id``, only that stream's events (read through the
+        stream's index, so a follower of one quiet stream, such as a node's
+        inbox, does not read the whole log). See
+        ``eventstore.subscription.Subscription`` for the iteration and
         shutdown API. All subscriptions of a store share one watcher.
         """
         with self._lock:
@@ -244,7 +251,7 @@ class SqlEventStore:
             if self._watcher is None:
                 self._watcher = self._start_watcher()
             subscription = Subscription(
-                self._read_rows,
+                self._read_rows if stream_id is None else functools.partial(self._follow_stream, stream_id),
                 self._hub,
                 after,
                 page_size=page_size,
@@ -391,6 +398,9 @@ class SqlEventStore:
     def _read_rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
         return self._query(self._sql[_READ_ALL], (after, limit))
 
+    def _follow_stream(self, stream_id: str, after: int, limit: int) -> list[tuple[Any, ...]]:
+        return self._query(self._sql[_FOLLOW_STREAM], (stream_id, after, limit))
+
     def _read_typed(self, after: int, limit: int, types: tuple[str, ...]) -> list[tuple[Any, ...]]:
         mark = self._backend.placeholder
         sql = (f"SELECT {_COLUMNS} FROM events WHERE position > {mark} AND type IN "
@@ -421,7 +431,7 @@ class SqlEventStore:
 
 
 def _dialect_sql(placeholder: str) -> dict[str, str]:
-    statements = [_READ_ALL, _READ_STREAM, _VERIFY_ALL, _VERIFY_STREAM, _DIGEST_ROWS]
+    statements = [_READ_ALL, _READ_STREAM, _FOLLOW_STREAM, _VERIFY_ALL, _VERIFY_STREAM, _DIGEST_ROWS]
     return {sql: sql.replace("?", placeholder) for sql in statements}
 
 

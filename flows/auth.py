@@ -77,6 +77,7 @@ ROUTE_ROLES: Mapping[str, Role | None] = {
     "run_report": Role.VIEWER,
     "flows": Role.VIEWER,
     "plan": Role.VIEWER,
+    "nodes": Role.VIEWER,
     "stream": Role.VIEWER,
     "ws": Role.VIEWER,
     "openapi": Role.VIEWER,

@@ -143,6 +143,10 @@ class Client:
         """GET /api/plan: the scheduler's plan."""
         return self._call("GET", "/api/plan")
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """GET /api/nodes: the nodes sharing the store."""
+        return self._call("GET", "/api/nodes")
+
     def flows(self) -> list[dict[str, Any]]:
         """GET /api/flows: the server's catalogue."""
         return self._call("GET", "/api/flows")

@@ -259,6 +259,17 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
+    """The nodes sharing the store: alive or not, their lease, their server, the runs each drives."""
+    with target(args, settings) as where:
+        nodes = where.nodes()
+    if args.json:
+        print_json(nodes)
+    else:
+        progress.print_nodes(make_console(), nodes)
+    return EXIT_OK
+
+
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     """Print durable frames as they are recorded; with RUN, that run's, until it ends."""
     refuse_missing_store(settings)

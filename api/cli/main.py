@@ -45,6 +45,7 @@ from api.cli.commands import (
     cmd_demo,
     cmd_flows,
     cmd_launch,
+    cmd_nodes,
     cmd_plan,
     cmd_projects_add,
     cmd_projects_list,
@@ -112,6 +113,8 @@ SERVE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
      "(BATON_RUN_TIMEOUT_S)"),
     ("--seal-interval-s", "seal_interval_s", float, "SECONDS",
      "seal the log this often, and at shutdown; 0 = at shutdown only (BATON_SEAL_INTERVAL_S)"),
+    ("--lease-ttl-s", "lease_ttl_s", float, "SECONDS", "a node silent this long loses its runs and slots to the "
+     "others (BATON_LEASE_TTL_S)"),
 )
 SETTING_FLAG = "setting__"
 
@@ -178,11 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-no-auth", dest=SETTING_FLAG + "insecure_no_auth", action="store_const", const=True,
                    default=None, help="serve without tokens (BATON_INSECURE_NO_AUTH): on a loopback host only, "
                                       "with a warning at every start")
+    p.add_argument("--cluster", dest=SETTING_FLAG + "cluster", action=argparse.BooleanOptionalAction, default=None,
+                   help="with a PostgreSQL store, share one queue and the capacity with the other nodes "
+                        "(BATON_CLUSTER; on by default)")
     add("demo", cmd_demo, "run review-and-approve offline, approve it, print the report and verify the log")
     p = add("flows", cmd_flows, "list the flow catalogue")
     p.add_argument("--json", action="store_true", help="print the catalogue as JSON")
     p = add("plan", cmd_plan, "show the scheduler's plan: what runs, what waits and why")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p = add("nodes", cmd_nodes, "list the nodes sharing the store: their leases and the runs each drives")
+    p.add_argument("--json", action="store_true", help="print the nodes as JSON")
     p = add("launch", cmd_launch, "launch a run and drive it until it ends or waits for approval")
     p.add_argument("flow", metavar="FLOW")
     p.add_argument("-q", "--question", metavar="TEXT", help="what the run is about (required)")

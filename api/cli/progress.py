@@ -431,6 +431,24 @@ def frame_line(frame: dict[str, Any]) -> str:
         f"{frame['id']} {frame['type']} {frame.get('run_id') or '-'} {frame.get('step_id') or '-'} {status}")
 
 
+def print_nodes(console: Console, nodes: list[dict[str, Any]]) -> None:
+    """``baton nodes``: each node, whether its lease lives, its server, the runs it drives, its slots."""
+    say(console, f"{sum(1 for n in nodes if n['alive'])} live node(s) of {len(nodes)} known")
+    table = Table(title="nodes", title_justify="left")
+    for name in ("node", "process", "lease", "server", "drives", "paused", "slots"):
+        table.add_column(name, overflow="fold")
+    now = time.time()
+    for n in nodes:
+        expires = n.get("lease_expires_at")
+        lease = ("alive" if n["alive"] else "gone") + (f", {expires - now:+.0f} s" if expires else "")
+        slots = ", ".join(f"{held} of {pool}" for pool, held in n["slots"].items())
+        drives = f"{len(n['driving'])}" + (f": {', '.join(n['driving'][:5])}" if n["driving"] else "")
+        table.add_row(cell(n["node"]), cell(n["owner"]), lease + (" (cluster)" if n["member"] else ""),
+                      cell(n["url"] or ""), drives + (", ..." if len(n["driving"]) > 5 else ""),
+                      str(len(n["paused"])), slots)
+    console.print(table)
+
+
 def print_plan(console: Console, plan: dict[str, Any], *, live: bool) -> None:
     """``baton plan``: runs in progress, then waiting runs in plan order with the reason each waits.
 
@@ -444,11 +462,12 @@ def print_plan(console: Console, plan: dict[str, Any], *, live: bool) -> None:
                  f"{plan['slots_in_use']} agent slot(s) in use (of {slots})")
     table = Table(title="in progress", title_justify="left")
     table.add_column("run", no_wrap=True, min_width=26)
-    for name in ("flow", "since", "slots", "waiting for a slot", *(("node",) if not live else ())):
+    nodes = not live or bool(plan.get("cluster"))  # the log's plan, or a cluster's: name who drives each run
+    for name in ("flow", "since", "slots", "waiting for a slot", *(("node",) if nodes else ())):
         table.add_column(name, overflow="fold")
     for r in plan["in_progress"]:
-        table.add_row(r["run_id"], cell(r["flow"]), _when(r.get("since")), str(r["slots_held"]),
-                      str(r["steps_waiting_for_slot"]), *((cell(r.get("node", "")),) if not live else ()))
+        table.add_row(r["run_id"], cell(r["flow"]), _when(r.get("since")), str(r.get("slots_held", "-")),
+                      str(r.get("steps_waiting_for_slot", "-")), *((cell(r.get("node") or ""),) if nodes else ()))
     console.print(table)
     table = Table(title="planned (waiting)", title_justify="left")
     table.add_column("#", justify="right")

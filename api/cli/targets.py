@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from actors.cluster import nodes_of
 from actors.engine import Launched
 from actors.runlog import follow, live_nodes, read_with_owner, run_ids_starting, unended_runs
 from actors.workspace.projects import ProjectBook
@@ -94,6 +95,9 @@ class Target(Protocol):
 
     def plan(self) -> dict[str, Any]:
         """The scheduler's plan."""
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The nodes sharing the store (``actors.cluster.nodes_of``)."""
 
     def flows(self) -> list[dict[str, Any]]:
         """The catalogue (``Flow.describe()`` of each flow)."""
@@ -234,6 +238,9 @@ class Local:
 
     def plan(self) -> dict[str, Any]:
         return plan_from_log(self.start())
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return nodes_of(self.rt.store)
 
     def flows(self) -> list[dict[str, Any]]:
         return [flow.describe() for flow in self.rt.registry]
@@ -413,6 +420,9 @@ class Remote:
 
     def plan(self) -> dict[str, Any]:
         return self.client.plan()
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.client.nodes()
 
     def flows(self) -> list[dict[str, Any]]:
         return self.client.flows()

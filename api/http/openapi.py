@@ -222,6 +222,11 @@ def paths() -> dict[str, Any]:
         "/api/plan": {"get": {"summary": "The scheduler's plan, with reasons", "operationId": "plan",
                               "responses": {"200": _json(_ANY, "In progress, planned (with reasons), new."),
                                             "503": _problem("No engine in this process.")}}},
+        "/api/nodes": {"get": {"summary": "The nodes sharing the store: leases, server, runs driven, slots held",
+                               "operationId": "nodes",
+                               "responses": {"200": _json({"type": "array", "items": _ANY},
+                                                          "Each node: node, owner, alive, lease_expires_at, "
+                                                          "member, url, driving, paused, slots.")}}},
         "/api/stream": {"get": {
             "summary": "Server-sent frames; resumable by Last-Event-ID",
             "operationId": "stream",

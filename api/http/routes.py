@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from actors import task_runs
+from actors.cluster import nodes_of
 from api.http import schemas
 from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
 from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
@@ -358,6 +359,11 @@ async def plan(request: Request) -> Response:
     return json_response(await run_in_threadpool(task_runs.plan_with_tasks, found, _runtime(request).store))
 
 
+async def nodes(request: Request) -> Response:
+    """GET /api/nodes: the nodes sharing the store, their leases, and the runs each drives."""
+    return json_response(await run_in_threadpool(nodes_of, _runtime(request).store))
+
+
 HEALTH_PROBE_S = 2.0  # how long health waits for the store to answer before calling it down
 
 
@@ -435,5 +441,6 @@ ROUTES = [
     Route("/api/runs/{run_id}/steps/{step_id}/reject", reject, methods=["POST"], name="reject"),
     Route("/api/flows", flows, methods=["GET"], name="flows"),
     Route("/api/plan", plan, methods=["GET"], name="plan"),
+    Route("/api/nodes", nodes, methods=["GET"], name="nodes"),
     Route("/api/health", health, methods=["GET"], name="health"),
 ]

@@ -433,6 +433,15 @@ def test_flows_plan_health(client, runtime):
         "engine": "ok", "projector": "ok", "store": "ok"}
 
 
+def test_nodes_lists_this_node_alive_and_the_runs_it_drives(client, runtime):
+    run = launch(client)
+    paused(runtime, run["run_id"])
+    nodes = client.get("/api/nodes").json()
+    me = next(n for n in nodes if n["node"] == runtime.engine.config.node)
+    assert me["alive"] and me["lease_expires_at"] > 0 and not me["member"]  # SQLite: no cluster
+    assert run["run_id"] in me["paused"] and run["run_id"] not in me["driving"]
+
+
 def test_health_is_503_when_the_store_cannot_be_read(client, runtime, monkeypatch):
     def broken() -> int:
         raise OSError("disk gone")

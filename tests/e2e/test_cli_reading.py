@@ -65,6 +65,11 @@ def test_plan_says_what_waits_and_why(shared):
     assert "plan from the log" in out and shared.paused in out and "approval" in out
 
 
+def test_nodes_lists_no_live_node_when_no_server_runs(shared):
+    assert json.loads(shared.ok("nodes", "--json").out) == []  # a command's engine gives its lease up as it ends
+    assert "0 live node(s) of 0 known" in shared.ok("nodes").out
+
+
 @pytest.mark.parametrize("command", [("runs",), ("show", "01ABC"), ("tail",), ("replay",), ("plan",),
                                      ("projections", "rebuild"), ("approve", "01ABC", "gate"), ("cancel", "01ABC")])
 def test_a_command_on_a_store_that_does_not_exist_says_so_and_creates_nothing(tmp_path, command):

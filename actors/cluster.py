@@ -1,0 +1,338 @@
+"""Many nodes, one PostgreSQL (DESIGN §16): the orchestrator's part in the cluster.
+
+With a PostgreSQL store, ``baton serve`` nodes form one cluster
+(``EngineConfig.cluster``; SQLite stays single-node and nothing here runs):
+
+- One queue. A launch records RunLaunched and RunQueued, then joins the
+  shared queue (``eventstore.cluster``); any node with room admits the head,
+  in launch order, once (an advisory lock orders admissions, the head is
+  taken ``FOR UPDATE SKIP LOCKED``), and records RunStarted: the event's
+  ``node`` says who drives the run from then on. A node driving more runs
+  than the least busy one leaves the head to it for a moment, so runs spread.
+- Cluster-wide capacity. ``max_active_runs`` counts the queue's active rows,
+  whichever node drives them; ``agent_slots`` counts slots held per model
+  server (``EngineConfig.slot_pool``, its base URL) by every live node, each
+  node holding its fair share of what is wanted (``ClusterScheduler``
+  grants from what this node holds). Slots of a node whose lease ended stop
+  counting; a node without its lease is fenced: no admission, no slot.
+- Hand-off. A node stopping (SIGTERM) stops its runs, gives up its leases
+  and unmarks its runs; the others, told by NOTIFY, claim them at once and
+  recover them (lost attempts are run again, as after a crash). A node
+  killed outright is noticed when its lease ends (at once on its own host).
+
+The kicks are NOTIFY on ``eventstore.cluster.CHANNEL`` (plus the lease
+heartbeat), never a polling loop; one LISTEN connection per node.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+from actors.context import EngineContext
+from actors.runlog import NODE_LEASE, SERVER_LEASE, read_with_owner, unended_runs
+from actors.scheduler import Admission, Scheduler
+from eventstore.cluster import ACTIVE, CHANNEL, MEMBER, PAUSED, QUEUED, ClusterTables, Item
+from eventstore.leases import Leases, dead_on_this_host, default_owner, leases_table
+from eventstore.postgres import own_connection
+
+log = logging.getLogger(__name__)
+
+PATIENCE_S = 0.25  # how long the head of the queue is left to a less busy node before any node takes it
+START_CLAIMED = "admitted from the cluster queue"  # RunStarted's reason for a run a node took from the queue
+
+
+def enabled(ctx: EngineContext) -> bool:
+    """Whether this engine is a node of a cluster: asked for, recovering runs (``baton serve``), on PostgreSQL."""
+    database = getattr(ctx.store, "database", None)
+    return (ctx.config.cluster and ctx.config.recover and database is not None
+            and database.dialect.name == "postgresql")
+
+
+def join(ctx: EngineContext, kick: Callable[[str], None]) -> Cluster:
+    """This engine's membership (``enabled(ctx)`` holds)."""
+    config = ctx.config
+    pool = config.slot_pool or config.backend
+    store: Any = ctx.store  # a SqlStore (enabled() looked)
+    return Cluster(store.database, ctx.leases, config.node, pool, config.max_active_runs,
+                   config.agent_slots, kick)
+
+
+def queued_admission() -> Admission:
+    """What a launch on a node of a cluster becomes: queued, for whichever node has room to admit it."""
+    return Admission(False, "queued in the cluster", 0)
+
+
+class Kicks:
+    """At most one kick of each kind on its way to the orchestrator (notifications come in bursts)."""
+
+    def __init__(self, tell: Callable[[Any], None], message: Callable[[str], Any]) -> None:
+        self._tell = tell
+        self._message = message
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+
+    def kick(self, kind: str) -> None:
+        with self._lock:
+            if kind in self._pending:
+                return
+            self._pending.add(kind)
+        self._tell(self._message(kind))
+
+    def taken(self, kind: str) -> None:
+        with self._lock:
+            self._pending.discard(kind)
+
+
+class ClusterScheduler(Scheduler):
+    """The node's scheduler in a cluster: room is the cluster's (admission is the queue's); slots are
+    granted from what this node holds of its pool (``reserved``), not from a count of its own."""
+
+    def __init__(self, agent_slots: int, epoch: str = "") -> None:
+        super().__init__(0, agent_slots, epoch=epoch)
+        self.reserved = 0
+
+    def entry(self, run_id: str) -> tuple[str, float]:
+        """The run's flow and since when it is known."""
+        entry = self._runs[run_id]
+        return entry.flow, entry.since
+
+    def wanted(self) -> int:
+        """Slots this node would use now: those held plus those asked for."""
+        return self.slots_in_use() + sum(len(self.waiting(r)) for r in list(self._waiting))
+
+    def _free_slots(self) -> int:
+        if not self.agent_slots:
+            return super()._free_slots()
+        return self.reserved - self.slots_in_use()
+
+
+class Cluster:
+    """One node's membership: the tables, the LISTEN thread, and the calls the orchestrator makes."""
+
+    def __init__(self, database: Any, leases: Leases, node: str, pool: str, max_active_runs: int,
+                 agent_slots: int, kick: Callable[[str], None]) -> None:
+        self.tables = ClusterTables(database, leases, node, default_owner())
+        self.node = node
+        self.pool = pool
+        self.max_active_runs = max_active_runs
+        self.agent_slots = agent_slots
+        holder = self.tables.join()
+        if holder is not None:
+            log.error("another live process (%s) holds cluster member %s; give each node its own BATON_NODE",
+                      holder, node)
+        self._listener = _Listener(database, self._heard, kick)
+
+    def close(self) -> None:
+        self._listener.stop()
+
+    def _heard(self, kind: str) -> str:
+        """What a notification asks of this node: ``queue:<node>`` is for that node only ("" = nothing)."""
+        what, _, node = kind.partition(":")
+        return "" if node and node != self.node else what
+
+    # -- membership --------------------------------------------------------------------------
+
+    def beat(self) -> None:
+        """Keep this node's member lease (the heartbeat's part)."""
+        holder = self.tables.join()
+        if holder is not None:
+            log.error("cluster member %s is held by %s: this node is fenced (no admission, no slot)",
+                      self.node, holder)
+
+    def tidy(self, here: set[str], ended: Callable[[str], bool]) -> None:
+        """Rows naming this node for runs it no longer knows whose log shows an end (a failed
+        update of the table): gone, so that they stop taking room."""
+        for item in self.tables.items():
+            if item.node == self.node and item.state != QUEUED and item.item_id not in here and ended(item.item_id):
+                self.tables.finish(item.item_id)
+
+    def hand_off(self, run_ids: list[str], release_node: Callable[[], None]) -> None:
+        """Stopping: give up the leases, then unmark the runs so the others claim them now."""
+        try:
+            release_node()
+            self.tables.leave()
+            self.tables.hand_off(run_ids)
+        except Exception:  # the store is away: the leases run out, the runs are taken over then
+            log.warning("could not hand the runs off; the other nodes take them when the lease ends", exc_info=True)
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def enqueue(self, run_id: str, flow: str, since: float) -> bool:
+        """Put the run in the queue; True when this node is the one named to admit it."""
+        return self.tables.enqueue(run_id, flow, since) == self.node
+
+    def admit(self) -> tuple[list[Item], bool]:
+        """Runs this node takes from the queue now, and whether it left the head to a less busy node."""
+        got = self.tables.admit(self.max_active_runs, PATIENCE_S)  # one at a time: the next goes to the least busy
+        return list(got.items), got.deferred
+
+    def adopt(self, run_id: str, flow: str, since: float, phase: str) -> bool:
+        """A run found unfinished: True when this node drives it now (``phase``: active/paused/queued)."""
+        return self.tables.adopt(run_id, flow, since, phase)
+
+    def orphans(self) -> list[str]:
+        return self.tables.orphans()
+
+    def active(self, run_id: str) -> None:
+        self.tables.set_state(run_id, ACTIVE)
+
+    def paused(self, run_id: str) -> None:
+        self.tables.set_state(run_id, PAUSED)
+
+    def ended(self, run_id: str) -> None:
+        self.tables.finish(run_id)
+
+    # -- slots -------------------------------------------------------------------------------
+
+    def fit_slots(self, scheduler: ClusterScheduler) -> None:
+        """Hold as many slots of the pool as this node's steps want, within its fair share."""
+        if not self.agent_slots:
+            return
+        in_use, wanted = scheduler.slots_in_use(), scheduler.wanted()
+        if wanted == scheduler.reserved:
+            return
+        scheduler.reserved = self.tables.reserve(self.pool, self.agent_slots, in_use, wanted)
+
+    # -- the plan ----------------------------------------------------------------------------
+
+    def plan(self) -> dict[str, Any]:
+        """The cluster's plan, the same from every node, naming the node driving each run."""
+        items = self.tables.items()
+        slots = self.tables.slots().get(self.pool, {})
+        members = sorted(self.tables.members())
+        active = [i for i in items if i.state == ACTIVE]
+        in_progress = [{"run_id": i.item_id, "flow": i.label, "since": i.since, "node": i.node or None}
+                       for i in active]
+        waiting = [(i, "capacity", f"{len(active)} of {self.max_active_runs} runs in progress in the cluster")
+                   for i in items if i.state == QUEUED]
+        waiting += [(i, "approval", "waiting for a person to approve or reject") for i in items if i.state == PAUSED]
+        planned = [{"run_id": i.item_id, "flow": i.label, "position": n, "reason": reason, "detail": detail,
+                    "node": i.node or None, "steps_waiting_for_slot": 0}
+                   for n, (i, reason, detail) in enumerate(waiting, 1)]
+        return {
+            "cluster": True,
+            "nodes": members,
+            "max_active_runs": self.max_active_runs,
+            "agent_slots": self.agent_slots,
+            "slot_pool": self.pool,
+            "slots_in_use": sum(slots.values()),
+            "slots_by_node": slots,
+            "in_progress": in_progress,
+            "planned_queued": planned,
+            "new_queued": [],
+        }
+
+
+class _Listener:
+    """LISTEN on the cluster channel; each notification kicks the orchestrator (a hint, coalesced there)."""
+
+    def __init__(self, database: Any, heard: Callable[[str], str], kick: Callable[[str], None]) -> None:
+        self._database = database
+        self._heard = heard
+        self._kick = kick
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="baton-cluster-listen", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _run(self) -> None:
+        delay = 0.05
+        while not self._stopping.is_set():
+            conn: psycopg.Connection | None = None
+            try:
+                conn = own_connection(self._database, "baton-cluster")
+                heard: list[str] = []
+                conn.add_notify_handler(functools.partial(_collect, heard))
+                conn.execute(f"LISTEN {CHANNEL}")
+                delay = 0.05
+                self._kick("listen")  # whatever changed while nobody listened
+                while not self._stopping.is_set():
+                    ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [], 5.0)
+                    if self._wake_r in ready:
+                        return
+                    conn.execute("SELECT 1")  # reads what arrived: the handler collects it
+                    kinds, heard[:] = {self._heard(k) for k in heard}, []
+                    for kind in kinds - {""}:
+                        self._kick(kind)
+            except Exception as exc:  # logged and retried: the node must keep hearing the others
+                if not self._stopping.is_set():
+                    log.warning("cluster LISTEN connection lost (%s); reconnecting", exc)
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, 2.0)
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except psycopg.Error:
+                        pass
+
+
+def _collect(into: list[str], notify: psycopg.Notify) -> None:
+    into.append(notify.payload)
+
+
+def nodes_of(store: Any) -> list[dict[str, Any]]:
+    """Every node that holds (or held) a lease on ``store``: its owner process, its lease, the server it
+    answers at, the runs it drives and the slots it holds (``GET /api/nodes``, ``baton nodes``).
+
+    In a cluster the runs come from the shared queue; a single node's from the log (the node that
+    recorded an unfinished run's last event drives it).
+    """
+    database = store.database
+    now = time.time()
+    with database.connect() as conn:
+        rows = conn.execute(sa.select(leases_table)).all()
+        clustered = sa.inspect(conn).has_table("cluster_queue")
+        queue = conn.execute(sa.text("SELECT item_id, state, node FROM cluster_queue ORDER BY since, item_id")
+                             ).all() if clustered else []
+        slots = conn.execute(sa.text("SELECT pool, node, held FROM cluster_slots WHERE held > 0")
+                             ).all() if clustered else []
+    found: dict[str, dict[str, Any]] = {}
+    servers: dict[str, str] = {}
+    for row in rows:
+        alive = row.expires_at >= now and not dead_on_this_host(row.owner)
+        if row.name.startswith(SERVER_LEASE):
+            if alive:
+                servers[row.owner] = row.name[len(SERVER_LEASE):]
+            continue
+        for prefix, what in ((NODE_LEASE, "lease"), (MEMBER, "member")):
+            if row.name.startswith(prefix):
+                node = found.setdefault(row.name[len(prefix):], {
+                    "node": row.name[len(prefix):], "owner": row.owner, "alive": False, "lease_expires_at": None,
+                    "member": False, "url": None, "driving": [], "paused": [], "slots": {}})
+                if what == "lease":
+                    node.update(owner=row.owner, alive=alive, lease_expires_at=row.expires_at)
+                else:
+                    node["member"] = alive
+    for node in found.values():
+        node["url"] = servers.get(node["owner"])
+    if clustered:
+        for item in queue:
+            if item.node in found and item.state != QUEUED:
+                found[item.node]["driving" if item.state == ACTIVE else "paused"].append(item.item_id)
+        for slot in slots:
+            if slot.node in found and found[slot.node]["alive"]:
+                found[slot.node]["slots"][slot.pool] = int(slot.held)
+    else:
+        for run_id in unended_runs(store):
+            state, _, last = read_with_owner(store, run_id)
+            if last in found and not state.terminal:
+                found[last]["paused" if state.status == "paused" else "driving"].append(run_id)
+    return sorted(found.values(), key=lambda n: (not n["alive"], n["node"]))

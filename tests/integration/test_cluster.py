@@ -1,0 +1,195 @@
+"""Several engines on one PostgreSQL form one cluster (DESIGN §16): one queue, capacity counted across them.
+
+Three engines of this process stand for three nodes (distinct node names);
+tests/e2e/test_cluster_nodes.py does the same with three ``baton serve``
+processes, kill -9 and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from actors.config import EngineConfig
+from actors.engine import Engine
+from eventstore import SqlStore, open_store
+from flows import Flow, agent, code
+from flows.catalog import FlowRegistry
+from flows.events import stream_of
+from tests.integration.scripted import ScriptedBackend
+
+NODES = ("node-a", "node-b", "node-c")
+
+QUICK = Flow("quick", steps=[code("one", fn=lambda ctx: "done")])
+WORK = Flow("work", steps=[agent(f"w{i}", persona="analyst", prompt="$input.question") for i in range(3)])
+REGISTRY = FlowRegistry([QUICK, WORK])
+
+
+class CountingBackend(ScriptedBackend):
+    """Holds every call until released; counts the calls in flight across all engines sharing it."""
+
+    def __init__(self) -> None:
+        super().__init__(hold={"w0", "w1", "w2"})
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def run(self, request, on_delta, cancel):  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return super().run(request, on_delta, cancel)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.fixture
+def pg_store(pg_url):
+    store = open_store(pg_url, poll_interval=0.05)
+    yield store
+    store.close()
+
+
+def cluster(store: SqlStore, backend=None, **config) -> list[Engine]:
+    engines = []
+    for node in NODES:
+        cfg = EngineConfig(node=node, cluster=True, slot_pool="shared", **config)
+        engines.append(Engine(store, REGISTRY, cfg, backend=backend or ScriptedBackend()).start())
+    return engines
+
+
+def settled(engine: Engine, check, timeout: float = 10.0) -> dict:  # type: ignore[no-untyped-def]
+    """The cluster's plan once ``check(plan)`` holds (every launch has reached the queue), read again
+    after each short pause; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not check(plan := engine.plan()):
+        assert time.monotonic() < deadline, f"the plan did not settle: {plan}"
+        time.sleep(0.05)
+    return plan
+
+
+def drivers(store: SqlStore, run_id: str) -> set[str]:
+    """Nodes that recorded RunStarted for the run."""
+    return {r.metadata["node"] for r in store.read_stream(stream_of(run_id)) if r.type == "RunStarted"}
+
+
+def test_runs_launched_on_one_node_are_admitted_once_and_spread_over_every_node(pg_store):
+    engines = cluster(pg_store)
+    try:
+        run_ids = [engines[0].launch("quick", f"q{i}").run_id for i in range(12)]
+        for run_id in run_ids:
+            assert engines[0].wait(run_id, {"completed"}, timeout=20).status == "completed"
+        started = Counter()
+        for run_id in run_ids:
+            records = pg_store.read_stream(stream_of(run_id))
+            assert [r.type for r in records].count("RunStarted") == 1, "admitted once"
+            assert [r.type for r in records][:2] == ["RunLaunched", "RunQueued"]
+            started.update(drivers(pg_store, run_id))
+        assert set(started) == set(NODES), f"every node drives some runs: {started}"
+    finally:
+        for e in engines:
+            e.stop()
+
+
+def test_agent_slots_and_max_active_runs_are_counted_across_the_nodes(pg_store):
+    backend = CountingBackend()
+    engines = cluster(pg_store, backend, agent_slots=2, max_active_runs=3)
+    try:
+        run_ids = [engines[i % 3].launch("work", f"q{i}").run_id for i in range(5)]
+        backend.wait_calls(2, timeout=10)
+        plan = settled(engines[1], lambda p: len(p["in_progress"]) + len(p["planned_queued"]) == 5)
+        assert plan["cluster"] and plan["slots_in_use"] == 2
+        assert len(plan["in_progress"]) == 3 and all(r["node"] in NODES for r in plan["in_progress"])
+        assert [p["reason"] for p in plan["planned_queued"]] == ["capacity", "capacity"]
+        assert engines[2].plan()["in_progress"] == plan["in_progress"], "the same plan from every node"
+        done: set[str] = set()
+        while len(done) < len(run_ids) * 3:
+            for run_id, step_id in backend.wait_calls(1, timeout=10):
+                backend.release(run_id, step_id)
+                done.add(f"{run_id}/{step_id}")
+        for run_id in run_ids:
+            assert engines[0].wait(run_id, {"completed"}, timeout=20).status == "completed"
+        assert backend.most == 2, f"at most 2 calls at once across the three nodes (saw {backend.most})"
+    finally:
+        for e in engines:
+            e.stop()
+
+
+def test_a_stopping_node_hands_its_runs_to_the_others_at_once(pg_store):
+    backend = CountingBackend()
+    engines = cluster(pg_store, backend, lease_ttl_s=60.0, agent_slots=0)  # a lease far longer than a hand-off
+    try:
+        run_ids = [engines[0].launch("work", f"q{i}").run_id for i in range(6)]
+        backend.wait_calls(18, timeout=10)
+        plan = engines[0].plan()
+        leaving = plan["in_progress"][0]["node"]
+        theirs = [r["run_id"] for r in plan["in_progress"] if r["node"] == leaving]
+        engines[NODES.index(leaving)].stop()
+        stayed = [e for e in engines if e.config.node != leaving]
+        started = time.monotonic()
+        for run_id in theirs:  # taken over by another node (RunRecovered), well before the lease would end
+            stayed[0].wait(run_id, lambda s: s.recoveries > 0, timeout=5)
+        assert time.monotonic() - started < 5
+        recovered_by = {r.metadata["node"] for run_id in theirs for r in pg_store.read_stream(stream_of(run_id))
+                        if r.type == "RunRecovered"}
+        assert recovered_by and leaving not in recovered_by
+        assert leaving not in {r["node"] for r in stayed[0].plan()["in_progress"]}
+        finish(backend, stayed[0], run_ids)
+        for run_id in run_ids:
+            done = Counter((r.data["step_id"], r.data["attempt"]) for r in pg_store.read_stream(stream_of(run_id))
+                           if r.type == "StepCompleted")
+            assert set(done.values()) == {1}, "no step recorded twice"
+    finally:
+        for e in engines:
+            e.stop()
+
+
+def finish(backend: CountingBackend, engine: Engine, run_ids: list[str], timeout: float = 20.0) -> None:
+    """Answer every held call of the runs until each has ended."""
+    deadline = time.monotonic() + timeout
+    left = set(run_ids)
+    while left:
+        assert time.monotonic() < deadline, f"runs not ended: {left}"
+        for run_id, step_id in backend.running():
+            backend.release(run_id, step_id)
+        for run_id in list(left):
+            if engine.wait(run_id, lambda s: True, timeout=1).terminal:
+                left.discard(run_id)
+        if left:
+            try:
+                backend.wait_calls(1, timeout=0.5)
+            except AssertionError:
+                pass
+
+
+def test_a_node_that_lost_its_lease_is_fenced_from_the_queue_and_the_slots(pg_store):
+    from eventstore.cluster import ClusterTables, member_lease
+    from eventstore.leases import Leases
+
+    leases = Leases(pg_store.database, ttl_s=30.0)
+    a = ClusterTables(pg_store.database, leases, "node-a", "host:1")
+    b = ClusterTables(pg_store.database, leases, "node-b", "host:2")
+    assert a.join() is None and b.join() is None
+    assert a.reserve("http://gpu/v1", 4, in_use=0, wanted=3) == 3
+    assert b.reserve("http://gpu/v1", 4, in_use=0, wanted=3) == 1, "only what a does not hold"
+    a.enqueue("r1", "quick", 1.0)
+    leases.release(member_lease("node-a"), "host:1")
+    assert leases.acquire(member_lease("node-a"), "host:9") is None  # another process took node-a's name
+    assert a.admit(0, 0.0).items == (), "a fenced node admits nothing"
+    assert a.reserve("http://gpu/v1", 4, in_use=0, wanted=3) == 0, "a fenced node gets no slot"
+    assert b.reserve("http://gpu/v1", 4, in_use=1, wanted=4) == 4, "a's slots came back when it lost its lease"
+    assert [i.item_id for i in b.admit(0, 0.0).items] == ["r1"]
+    assert [(i.item_id, i.state, i.node) for i in a.items()] == [("r1", "active", "node-b")]
+
+
+def test_fair_shares_split_what_is_wanted():
+    from eventstore.cluster import fair_shares
+
+    assert fair_shares(4, {"a": 10, "b": 1}) == {"a": 3, "b": 1}
+    assert fair_shares(4, {"a": 10, "b": 10, "c": 10}) == {"a": 2, "b": 1, "c": 1}
+    assert fair_shares(5, {"a": 0, "b": 2}) == {"a": 0, "b": 2}
