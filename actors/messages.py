@@ -7,17 +7,21 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.events import RunLaunched
+from flows.events import Event, RunLaunched
 
 # -- to the Orchestrator ------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class LaunchRun:
-    """Admit a new run (its RunLaunched already prepared and checked)."""
+    """Admit a new run (its RunLaunched already prepared and checked).
+
+    ``after``: events recorded right after RunLaunched in the same batch (a fork's RunForked and copies).
+    """
 
     event: RunLaunched
     reply: Future
+    after: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class Launch:
     reason: str
     plan_position: int
     reply: Future
+    after: tuple[Event, ...] = ()  # a fork's RunForked and copies, recorded with RunLaunched
 
 
 @dataclass(frozen=True)

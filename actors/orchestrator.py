@@ -269,7 +269,8 @@ class Orchestrator(pykka.ThreadingActor):
             return
         admission = self.scheduler.launch(ev.run_id, ev.flow, ev.at)
         run = self.runs[ev.run_id] = _Run(ev.run_id)
-        self._tell_run(run, m.Launch(ev, admission.start, admission.reason, admission.position, msg.reply))
+        self._tell_run(run, m.Launch(ev, admission.start, admission.reason, admission.position, msg.reply,
+                                      msg.after))
         self._plan_changed()
 
     def _on_command(self, msg: m.RunCommand) -> None:

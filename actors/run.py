@@ -132,7 +132,7 @@ class RunActor(pykka.ThreadingActor):
             if msg.start
             else RunQueued(run_id=self.run_id, reason=msg.reason, plan_position=msg.plan_position, at=now)
         )
-        self._stage([msg.event, follow])
+        self._stage([msg.event, *msg.after, follow])
         recorded = self._commit(reply=msg.reply)
         if recorded is not None:
             _resolve(msg.reply, recorded[0].position)
@@ -339,11 +339,17 @@ class RunActor(pykka.ThreadingActor):
         if recorded:
             self.state = _with_position(self.state, recorded[-1].position)
         for event in batch:
-            if isinstance(event, StepStarted):
+            if isinstance(event, StepStarted) and self._still_running(event):
                 self._start_attempt(event)
             elif isinstance(event, StepCancelled):
                 self._end_attempt(event.step_id, cancel=True)
         return recorded
+
+    def _still_running(self, event: StepStarted) -> bool:
+        """Whether the attempt a recorded StepStarted began is still the step's, under way (a fork's copy
+        of a parent's attempt is followed in the same batch by how that attempt ended: nothing to start)."""
+        st = self.state.steps.get(event.step_id)
+        return st is not None and st.status == StepStatus.RUNNING and st.attempt == event.attempt
 
     def _start_attempt(self, event: StepStarted) -> None:
         ctx, state = self.ctx, self.state

@@ -191,6 +191,25 @@ class RunCancelled(Event):
     report: str = ""
 
 
+class RunForked(Event):
+    """This run was forked (or a step retried) from ``parent_run_id``: it follows RunLaunched at once.
+
+    The events right after it are copies of the parent's recorded outcomes of
+    ``copied_steps`` (not re-run); ``copied_positions`` are the parent's
+    positions of those copies, in order, so the report credits the parent.
+    ``parent_position`` is the last position of the parent the fork read.
+    """
+
+    parent_run_id: str
+    from_step: str
+    parent_position: int = 0
+    copied_steps: list[str] = []
+    copied_positions: list[int] = []
+    inputs: dict[str, Any] = {}  # the inputs the fork changed
+    retry: bool = False  # a retry of from_step (it had failed, was cancelled or lost)
+    by: str = ""
+
+
 RunEvent = Union[
     RunLaunched,
     RunQueued,
@@ -208,6 +227,7 @@ RunEvent = Union[
     RunFailed,
     RunRejected,
     RunCancelled,
+    RunForked,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in RunEvent.__args__}  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from flows.events import (
     AnomalyDetected,
     Event,
+    RunForked,
     StepCancelled,
     StepCompleted,
     StepFailed,
@@ -126,10 +127,13 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
         out += [outcome_rejected(state, reason), ""]
     elif reason and status != RunStatus.COMPLETED:
         out += [f"**Outcome:** {status}: {reason}", ""]
+    if state.parent_run_id:
+        out += [forked_line(history), ""]
     if launched.fast:
         out += ["_Fast mode: every agent step was asked for a concise answer._", ""]
     completed_at = {ev.step_id: pos for pos, ev in history if isinstance(ev, StepCompleted)}
     frames_of = {ev.step_id: ev.frames for _, ev in history if isinstance(ev, StepFailed)}
+    credit = credits(history) if state.parent_run_id else {}
 
     sections: dict[str, list[str]] = {"validation": [], "recommendation": [], "findings": [], "approvals": []}
     deferred: list[str] = []
@@ -152,6 +156,8 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
             continue
         position = completed_at.get(spec.id)
         where = f"event {position} (StepCompleted of {spec.id})" if position else f"the StepCompleted of {spec.id}"
+        if position in credit:  # a fork's copy: the parent recorded it
+            where = f"event {credit[position][1]} of run {credit[position][0]} (StepCompleted of {spec.id})"
         full = body(st.output)
         who = f" ({spec.persona})" if spec.persona else ""
         block = [f"### {title}{who}", "", nest(embed(full, where)) or "_(empty output)_", ""]
@@ -189,8 +195,40 @@ def outcome_rejected(state: RunState, reason: str) -> str:
     return f"**Outcome:** rejected{who} at step {sid!r}" + (f": {st.output}" if st.output else "")
 
 
+def credits(history: Sequence[tuple[int, Event]]) -> dict[int, tuple[str, int]]:
+    """In a fork's history: each copied event's position -> (the parent run, the parent's position of it)."""
+    out: dict[int, tuple[str, int]] = {}
+    for i, (_, ev) in enumerate(history):
+        if isinstance(ev, RunForked):
+            following = history[i + 1:i + 1 + len(ev.copied_positions)]
+            for (pos, _), parent_pos in zip(following, ev.copied_positions):
+                out[pos] = (ev.parent_run_id, parent_pos)
+            break
+    return out
+
+
+def forked_line(history: Sequence[tuple[int, Event]]) -> str:
+    """Where a fork came from: the parent, the step, and which outcomes it kept."""
+    forked = next((ev for _, ev in history if isinstance(ev, RunForked)), None)
+    if forked is None:
+        return ""
+    verb = "Retried" if forked.retry else "Forked"
+    kept = ", ".join(f"`{s}`" for s in forked.copied_steps) or "none"
+    changed = f"; inputs changed: {', '.join(sorted(forked.inputs))}" if forked.inputs else ""
+    return (f"_{verb} from run `{forked.parent_run_id}` at step `{forked.from_step}` (parent position "
+            f"{forked.parent_position}); outcomes kept from the parent's events: {kept}{changed}._")
+
+
 def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[str]:
-    """One row per attempt: what ran where, for how long, and which events say so."""
+    """One row per attempt: what ran where, for how long, and which events say so.
+
+    In a fork, an event copied from the parent is credited to it: ``<parent>@<position>``.
+    """
+    credit = credits(history)
+
+    def where(pos: int) -> str:
+        return f"{credit[pos][0]}@{credit[pos][1]}" if pos in credit else str(pos)
+
     rows = ["## Provenance", "", "| step | persona | backend | model | attempt | duration | events |",
             "|---|---|---|---|---|---|---|"]
     attempts: dict[tuple[str, int], list] = {}  # (step, attempt) -> [StepStarted, its position, end position, duration]
@@ -202,14 +240,14 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
         elif (row := attempts.get((getattr(ev, "step_id", ""), getattr(ev, "attempt", -1)))) and not row[2]:
             row[2], row[3] = pos, getattr(ev, "duration_s", 0.0)
     for (sid, attempt), (started, pos, end, duration) in attempts.items():
-        positions = f"{pos}, {end}" if end else f"{pos}"
+        positions = f"{where(pos)}, {where(end)}" if end else where(pos)
         rows.append(
             f"| {sid} | {started.persona or '-'} | {started.backend} | {started.model or '-'} | {attempt} "
             f"| {_seconds(duration)} | {positions} |"
         )
     for pos, ev in history:
         if isinstance(ev, StepResumed):
-            rows.append(f"| {ev.step_id} | (person: {ev.by or 'unknown'}) | approval | - | 1 | - | {pos} |")
+            rows.append(f"| {ev.step_id} | (person: {ev.by or 'unknown'}) | approval | - | 1 | - | {where(pos)} |")
     return rows + [""]
 
 

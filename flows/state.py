@@ -18,6 +18,7 @@ from flows.events import (
     RunCancelled,
     RunCompleted,
     RunFailed,
+    RunForked,
     RunLaunched,
     RunQueued,
     RunRecovered,
@@ -93,6 +94,8 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     queue_reason: str = ""
     recoveries: int = 0
     report: str = ""
+    parent_run_id: str = ""  # a fork's (or a retry's) parent run
+    forked_from: str = ""  # the step it was forked from
 
     @property
     def snapshot(self) -> FlowSnapshot:
@@ -248,6 +251,8 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
             return replace(state, status=run_status_of(event), queue_reason=event.reason, **common)
         case RunStarted():
             return replace(state, status=run_status_of(event), queue_reason="", started_at=event.at, **common)
+        case RunForked():
+            return replace(state, parent_run_id=event.parent_run_id, forked_from=event.from_step, **common)
         case RunRecovered():
             return replace(state, recoveries=state.recoveries + 1, **common)
         case RunCompleted():
