@@ -85,6 +85,8 @@ ROUTE_ROLES: Mapping[str, Role | None] = {
     "cancel": Role.OPERATOR,
     "approve": Role.APPROVER,
     "reject": Role.APPROVER,
+    "fork": Role.OPERATOR,  # a new run from a run's log (DESIGN §15): as much as a launch
+    "retry": Role.OPERATOR,
     # Who may do anything at all.
     "list_tokens": Role.ADMIN,
     "create_token": Role.ADMIN,

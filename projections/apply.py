@@ -25,6 +25,7 @@ from flows.events import (
     RunCancelled,
     RunCompleted,
     RunFailed,
+    RunForked,
     RunLaunched,
     RunQueued,
     RunRecovered,
@@ -206,6 +207,9 @@ def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunR
         "anomalies": 0,
         "stream_version": 0,
         "last_position": position,
+        "parent_run_id": "",
+        "parent_link": "",
+        "forked_from": "",
     }
     rows = work.runs[run_id] = RunRows(run, steps, new=True)
     return rows
@@ -348,6 +352,12 @@ def _step_resumed(work: Workset, rows: RunRows, e: StepResumed, position: int) -
     return True
 
 
+def _forked(work: Workset, rows: RunRows, e: RunForked, position: int) -> None:
+    rows.run["parent_run_id"] = e.parent_run_id
+    rows.run["parent_link"] = "retry" if e.retry else "fork"
+    rows.run["forked_from"] = e.from_step
+
+
 def _recovered(work: Workset, rows: RunRows, e: RunRecovered, position: int) -> None:
     rows.run["recoveries"] += 1
 
@@ -399,4 +409,5 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     RunFailed: _ended,
     RunRejected: _ended,
     RunCancelled: _ended,
+    RunForked: _forked,
 }

@@ -14,6 +14,7 @@ gets none of them again.
 | StepPaused | ``flow_run_step_updated`` (status paused), then ``approval_requested`` {step_id, prompt} |
 | AnomalyDetected | ``anomaly`` {step_id, attempt, kind, severity, detail, action} |
 | RunCompleted / RunFailed / RunRejected / RunCancelled | ``flow_run_step_updated`` with ``step_id`` None, the terminal ``status`` and ``run_status``, ``reason``, ``by``, ``report`` |
+| RunForked | ``run_forked`` {parent_run_id, from_step, retry, copied_steps}: the steps whose outcomes follow as copies |
 | RunRecovered, and events of other streams or types | none |
 
 Every status is the one ``flows.status`` gives: a step frame's ``status`` is
@@ -40,6 +41,7 @@ from flows.events import (
     RunCancelled,
     RunCompleted,
     RunFailed,
+    RunForked,
     RunLaunched,
     RunQueued,
     RunRejected,
@@ -119,6 +121,9 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
             ]
             return [{**base, "type": "flow_run_started", "flow_name": e.flow, "band": e.band,
                      "question": str(e.input.get("question", "")), "steps": steps, "at": e.at}]
+        case RunForked():
+            return [{**base, "type": "run_forked", "parent_run_id": e.parent_run_id, "from_step": e.from_step,
+                     "retry": e.retry, "copied_steps": list(e.copied_steps), "at": e.at}]
         case RunQueued():
             return [_run_frame(base, e, reason=e.reason, plan_position=e.plan_position)]
         case RunStarted():

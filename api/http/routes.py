@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from api.http import schemas
 from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
-from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
+from api.http.schemas import CancelRequest, DecisionRequest, ForkRequest, LaunchRequest, RetryRequest
 from flows.auth import Principal, check_identity
 from flows.errors import UnknownRun
 from flows.events import stream_of
@@ -228,6 +228,31 @@ async def cancel(request: Request) -> Response:
     return json_response(schemas.CommandAccepted(run_id=run_id, position=position))
 
 
+async def fork(request: Request) -> Response:
+    """POST /api/runs/{run_id}/fork: a new run from this run's log (DESIGN §15); 201 with the new run."""
+    run_id = path_run_id(request)
+    body = schemas.decode(await read_body(request), ForkRequest)
+    check_text("from_step", body.from_step)
+    forked = await run_in_threadpool(_engine(request).fork, run_id, body.from_step, inputs=body.inputs,
+                                     by=_actor(request, body.by))
+    return _forked(request, forked.run_id, forked.position, run_id, body.from_step)
+
+
+async def retry(request: Request) -> Response:
+    """POST /api/runs/{run_id}/steps/{step_id}/retry: re-run a failed, cancelled or lost step of an ended
+    run and what follows it, as a fork; 409 for a step that did not end so."""
+    run_id, step_id = path_run_id(request), request.path_params["step_id"]
+    body = schemas.decode(await read_body(request), RetryRequest, empty_ok=True)
+    forked = await run_in_threadpool(_engine(request).retry, run_id, step_id, by=_actor(request, body.by))
+    return _forked(request, forked.run_id, forked.position, run_id, step_id)
+
+
+def _forked(request: Request, run_id: str, position: int, parent: str, step_id: str) -> Response:
+    request.app.state.positions.saw(position)
+    answer = schemas.Forked(run_id=run_id, position=position, parent_run_id=parent, from_step=step_id)
+    return json_response(answer, 201, headers={"Location": f"/api/runs/{run_id}"})
+
+
 async def approve(request: Request) -> Response:
     """POST /api/runs/{run_id}/steps/{step_id}/approve; 409 if that step is not waiting."""
     return await _decide(request, "approve")
@@ -425,6 +450,8 @@ ROUTES = [
     Route("/api/runs/{run_id}/cancel", cancel, methods=["POST"], name="cancel"),
     Route("/api/runs/{run_id}/steps/{step_id}/approve", approve, methods=["POST"], name="approve"),
     Route("/api/runs/{run_id}/steps/{step_id}/reject", reject, methods=["POST"], name="reject"),
+    Route("/api/runs/{run_id}/fork", fork, methods=["POST"], name="fork"),
+    Route("/api/runs/{run_id}/steps/{step_id}/retry", retry, methods=["POST"], name="retry"),
     Route("/api/flows", flows, methods=["GET"], name="flows"),
     Route("/api/plan", plan, methods=["GET"], name="plan"),
     Route("/api/health", health, methods=["GET"], name="health"),

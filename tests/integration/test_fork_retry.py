@@ -14,6 +14,7 @@ from flows.catalog import FlowRegistry
 from flows.errors import UnknownRun, UnknownStep
 from flows.events import stream_of
 from flows.fork import NotRetryable
+from projections import Framer
 
 CALLS: dict[str, int] = {}
 GATE = threading.Event()
@@ -102,6 +103,9 @@ def test_retry_reruns_the_failed_step_and_what_follows_not_what_came_before(stor
     parent_positions = [r.position for r in store.read_stream(stream_of(parent)) if r.data.get("step_id") == "gather"]
     assert (forked["parent_run_id"], forked["from_step"], forked["retry"]) == (parent, "check", True)
     assert forked["copied_positions"] == parent_positions and forked["by"] == "ann"
+    frames = [f for rec in records[:2] for f in Framer().frames(rec)]
+    assert [f["type"] for f in frames] == ["flow_run_started", "run_forked"]
+    assert frames[1]["parent_run_id"] == parent and frames[1]["copied_steps"] == ["gather"]
     report = records[-1].data["report"]
     assert f"Retried from run `{parent}` at step `check`" in report
     assert f"{parent}@{parent_positions[0]}, {parent}@{parent_positions[1]}" in report
