@@ -46,6 +46,7 @@ class RunIdle:
     seen: int
     status: str
     urn: str = ""
+    timer_at: float | None = None  # a paused approval's timer falls due then: the orchestrator keeps it
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,11 @@ class StallCheck:
 @dataclass(frozen=True)
 class Wake:
     """A retry fell due."""
+
+
+@dataclass(frozen=True)
+class ApprovalDue:
+    """A paused approval's timer may have fallen due (``flows.decide`` decides whether it has)."""
 
 
 @dataclass(frozen=True)

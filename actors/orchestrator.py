@@ -46,7 +46,7 @@ from actors.runlog import driven_elsewhere, live_nodes, load_with_owner, node_le
 from actors.scheduler import START_FREED, Phase, Scheduler
 from eventstore import StoreError
 from eventstore.leases import default_owner
-from flows.decide import has_work
+from flows.decide import decide, has_work
 from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.state import RunState
 
@@ -79,6 +79,13 @@ class _Renew:
 
 class _Recover:
     """Time to try recovering unfinished runs again (the store failed the last try)."""
+
+
+@dataclass(frozen=True)
+class _ApprovalDue:
+    """A paused approval's timer of a run that holds no actor may have fallen due."""
+
+    run_id: str
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ class Orchestrator(pykka.ThreadingActor):
         self._renewal: Any = None
         self._nodes_seen: set[str] = set()  # nodes alive at the last heartbeat
         self._retries: dict[str, int] = {}  # run -> times it was driven again after a failure
+        self._approval_timers: dict[str, Any] = {}  # run -> the timer of its paused approval (durable: in the log)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -141,6 +149,8 @@ class Orchestrator(pykka.ThreadingActor):
     def on_stop(self) -> None:
         if self._renewal is not None:
             self._renewal.cancel()
+        for timer in self._approval_timers.values():
+            timer.cancel()
         self._stop_runs(timeout=3.0)
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
@@ -208,6 +218,8 @@ class Orchestrator(pykka.ThreadingActor):
             run = self._register(run_id, state.launched.flow, state.launched_at, phase)
             if phase is Phase.ACTIVE:
                 self._tell_run(run, m.Recover(node))
+            else:
+                self._arm_approval(run_id, decide(state, self.ctx.clock.now()).timer_at)
         self._schedule()
         self._plan_changed()
 
@@ -303,6 +315,7 @@ class Orchestrator(pykka.ThreadingActor):
         run.ref = None
         if msg.status == "paused":
             self.scheduler.pause(msg.run_id)
+            self._arm_approval(msg.run_id, msg.timer_at)
         elif msg.status == "running":
             log.error("run %s is running but has nothing to do; it stays registered", msg.run_id)
         elif msg.status != "queued":  # unknown or already ended: a command found nothing to do
@@ -356,6 +369,8 @@ class Orchestrator(pykka.ThreadingActor):
         run = self._register(msg.run_id, state.launched.flow, state.launched_at, phase)
         if phase is Phase.ACTIVE:
             self._tell_run(run, m.Recover(self.ctx.config.node))
+        else:
+            self._arm_approval(msg.run_id, decide(state, self.ctx.clock.now()).timer_at)
         self._schedule()
         self._plan_changed()
 
@@ -364,6 +379,28 @@ class Orchestrator(pykka.ThreadingActor):
             self.actor_ref.tell(message)
         except pykka.ActorDeadError:
             pass  # stopped: the next start recovers what is left
+
+    def _arm_approval(self, run_id: str, at: float | None) -> None:
+        """Keep the timer of a paused run's approval (its due time is in the log: recovery arms it again)."""
+        old = self._approval_timers.pop(run_id, None)
+        if old is not None:
+            old.cancel()
+        if at is not None:
+            delay = max(0.0, at - self.ctx.clock.now())
+            self._approval_timers[run_id] = self.ctx.clock.call_later(
+                delay, lambda: self._tell_self(_ApprovalDue(run_id)))
+
+    def _on_approval_due(self, msg: _ApprovalDue) -> None:
+        """Wake a paused run whose approval timer fell due: its actor decides (``flows.decide.timed_out``)."""
+        self._approval_timers.pop(msg.run_id, None)
+        run = self.runs.get(msg.run_id)
+        if run is None or self.scheduler.phase(msg.run_id) is not Phase.PAUSED:
+            return  # ended, driven elsewhere, or under way (its own actor keeps the timer meanwhile)
+        self.scheduler.resume(msg.run_id)
+        if not self._tell_run(run, m.Begin("approval timer")):
+            self._forget(msg.run_id)
+        self._schedule()
+        self._plan_changed()
 
     def _register(self, run_id: str, flow: str, since: float, phase: Phase) -> _Run:
         """Know a run found in the log (or named by a command): a handle here, its phase in the scheduler."""
@@ -473,4 +510,5 @@ class Orchestrator(pykka.ThreadingActor):
         _Renew: _on_renew,
         _Recover: _on_recover,
         _Redrive: _on_redrive,
+        _ApprovalDue: _on_approval_due,
     }

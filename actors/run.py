@@ -69,6 +69,8 @@ class RunActor(pykka.ThreadingActor):
         self.flush_queued = False
         self.wake_timer: Any = None
         self.wake_at: float | None = None
+        self.approval_timer: Any = None  # while this actor lives; once idle, the orchestrator keeps it
+        self.timer_at: float | None = None
         self.seen = 0  # orchestrator messages processed (see RunIdle)
         self.actor = ""  # who the next batch is recorded as (a person for commands; else the engine)
         self.cause = ""  # what the next batch follows from (a command; else the last recorded event)
@@ -94,8 +96,9 @@ class RunActor(pykka.ThreadingActor):
             self._on_recover(m.Recover(self.ctx.config.node), flush=False)
 
     def on_stop(self) -> None:
-        if self.wake_timer is not None:
-            self.wake_timer.cancel()
+        for timer in (self.wake_timer, self.approval_timer):
+            if timer is not None:
+                timer.cancel()
         for attempt in self.attempts.values():  # stopped with work in flight: recovery re-runs it
             attempt.cancel_timers()
             attempt.token.cancel()
@@ -300,6 +303,7 @@ class RunActor(pykka.ThreadingActor):
             self.requested.update(ready)
             self._tell_orchestrator(m.RequestSlots(self.run_id, tuple(ready)))
         self._arm_wake(decision.wake_at)
+        self._arm_approval_timer(decision.timer_at)
         if decision.finished and not self.state.terminal:
             event = d.finish(self.state, self.history, self.ctx.clock.now())
             self._stage([event])
@@ -397,6 +401,21 @@ class RunActor(pykka.ThreadingActor):
         self.wake_timer = self.ctx.clock.call_later(max(0.0, wake_at - self.ctx.clock.now()),
                                                     lambda: self._tell_self(m.Wake()))
 
+    def _arm_approval_timer(self, timer_at: float | None) -> None:
+        if timer_at == self.timer_at:
+            return
+        if self.approval_timer is not None:
+            self.approval_timer.cancel()
+            self.approval_timer = None
+        self.timer_at = timer_at
+        if timer_at is not None:
+            self.approval_timer = self.ctx.clock.call_later(max(0.0, timer_at - self.ctx.clock.now()),
+                                                            lambda: self._tell_self(m.ApprovalDue()))
+
+    def _on_approval_due(self, msg: m.ApprovalDue) -> None:
+        self.timer_at, self.approval_timer = None, None
+        self._flush()
+
     def _ended(self) -> None:
         for sid in list(self.attempts):
             self._end_attempt(sid, cancel=True)
@@ -418,7 +437,8 @@ class RunActor(pykka.ThreadingActor):
         if (self.attempts or self.requested or self.wake_at is not None or self.pending or self.flush_queued
                 or self.state.status == RunStatus.RUNNING):
             return
-        self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status, urn=self.actor_ref.actor_urn))
+        self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status, urn=self.actor_ref.actor_urn,
+                                          timer_at=self.timer_at))
 
     def _fenced(self, error: BaseException, reply: Future | None, *, retry: bool) -> None:
         log.warning("run %s: %s; this actor stops", self.run_id, error)
@@ -451,6 +471,7 @@ class RunActor(pykka.ThreadingActor):
         m.StepTimedOut: _on_timeout,
         m.StallCheck: _on_stall_check,
         m.Wake: _on_wake,
+        m.ApprovalDue: _on_approval_due,
         m.Flush: _on_flush,
     }
 

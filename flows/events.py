@@ -132,6 +132,7 @@ class StepPaused(Event):
     step_id: str
     prompt: str = ""
     unresolved: list[str] = []
+    due_at: float = 0.0  # with the approval's timeout_s: when its timer decides (on_timeout), 0 for never
 
 
 class StepResumed(Event):
@@ -141,6 +142,12 @@ class StepResumed(Event):
     decision: Decision
     by: str = ""
     comment: str = ""
+    timer: str = ""  # decided by the approval's timer (its name), not by a person: ``by`` is then empty
+
+    @property
+    def decided_by(self) -> str:
+        """Who decided: the person, or the timer ("timer <name>")."""
+        return self.by or (f"timer {self.timer}" if self.timer else "")
 
 
 class RunRecovered(Event):

@@ -65,6 +65,7 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     on_anomaly: str = ""
     fn: str = ""
     four_eyes: bool = False  # an approval the run's launcher may not decide (flows.auth.check_four_eyes)
+    on_timeout: str = ""  # an approval with timeout_s: "reject" or "approve" once it is due
 
 
 class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -105,6 +106,7 @@ class Step:
     label: str = ""
     fn: Callable[..., Any] | None = None
     four_eyes: bool = False
+    on_timeout: str = ""
 
     def spec(self) -> StepSpec:
         """The serialisable form of this step (the function by reference)."""
@@ -124,6 +126,7 @@ class Step:
             on_anomaly=self.on_anomaly,
             fn=function_ref(self.fn) if self.fn else "",
             four_eyes=self.four_eyes,
+            on_timeout=self.on_timeout,
         )
 
 
@@ -214,19 +217,24 @@ def approval(
     bands: Iterable[str] | None = None,
     label: str | None = None,
     four_eyes: bool = False,
+    timeout_s: float | None = None,
+    on_timeout: str = "reject",
 ) -> Step:
     """A gate that pauses the run until a person approves or rejects.
 
     Its output is the approver's comment (``$gate.output``). When rejected, the
     steps named in ``on_reject`` still run; every other dependent is skipped.
     ``four_eyes``: the person who launched the run may not decide it (403).
+    ``timeout_s``: with no decision that long after it paused, a durable timer
+    decides ``on_timeout`` ("reject" or "approve"); the decision names the timer.
     """
     step = Step(
         kind=StepKind.APPROVAL,
         prompt=prompt,
         on_reject=tuple(on_reject or ()),
         four_eyes=four_eyes,
-        **_common(step_id, deps, trigger_rule, when, 0, 1.0, None, bands, label, None),
+        on_timeout=on_timeout if timeout_s else "",
+        **_common(step_id, deps, trigger_rule, when, 0, 1.0, timeout_s, bands, label, None),
     )
     return step
 

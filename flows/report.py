@@ -247,7 +247,8 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
         )
     for pos, ev in history:
         if isinstance(ev, StepResumed):
-            rows.append(f"| {ev.step_id} | (person: {ev.by or 'unknown'}) | approval | - | 1 | - | {where(pos)} |")
+            who = f"(timer: {ev.timer})" if ev.timer else f"(person: {ev.by or 'unknown'})"
+            rows.append(f"| {ev.step_id} | {who} | approval | - | 1 | - | {where(pos)} |")
     return rows + [""]
 
 

@@ -71,6 +71,7 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     model: str = ""
     prompt: str = ""
     decided_by: str = ""
+    due_at: float = 0.0  # a paused approval's timer falls due then (0: none)
 
     @property
     def terminal(self) -> bool:
@@ -208,7 +209,8 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
             )
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepPaused():
-            steps = _step(state, event.step_id, status=step_status_of(event), prompt=event.prompt, started_at=event.at)
+            steps = _step(state, event.step_id, status=step_status_of(event), prompt=event.prompt, started_at=event.at,
+                          due_at=event.due_at)
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepResumed():
             steps = _step(
@@ -216,8 +218,9 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 event.step_id,
                 status=step_status_of(event),
                 output=event.comment,
-                decided_by=event.by,
+                decided_by=event.decided_by,
                 ended_at=event.at,
+                due_at=0.0,
             )
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepCancelled():

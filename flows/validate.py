@@ -16,6 +16,8 @@ from flows.model import (
     TriggerRule,
 )
 
+ON_TIMEOUT = ("reject", "approve")  # what an approval's timer decides
+
 if TYPE_CHECKING:
     from flows.model import Flow, Step
 
@@ -81,6 +83,8 @@ def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail) ->
     kind = kind_rules(step.kind)
     if step.on_reject and not kind.pauses_for_person:
         fail(step.id, "only an approval step can have on_reject")
+    if step.on_timeout and step.on_timeout not in ON_TIMEOUT:
+        fail(step.id, f"on_timeout must be {' or '.join(repr(o) for o in ON_TIMEOUT)}, not {step.on_timeout!r}")
     if kind.needs_persona:
         if not step.persona:
             fail(step.id, f"{kind.noun} needs a persona")

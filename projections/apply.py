@@ -346,7 +346,7 @@ def _step_resumed(work: Workset, rows: RunRows, e: StepResumed, position: int) -
     # As in evolve: the approver's comment is the gate's output ($gate.output).
     row.update(
         status=step_status_of(e),
-        output_position=position, comment=e.comment, decided_by=e.by, ended_at=e.at,
+        output_position=position, comment=e.comment, decided_by=e.decided_by, ended_at=e.at,
     )
     rows.run["status"] = _run_status(rows, row)
     return True

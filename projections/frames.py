@@ -144,10 +144,11 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
         case StepPaused():
             return [
                 _step_frame(base, e),
-                {**base, "type": "approval_requested", "step_id": e.step_id, "prompt": e.prompt, "at": e.at},
+                {**base, "type": "approval_requested", "step_id": e.step_id, "prompt": e.prompt, "at": e.at,
+                 "due_at": e.due_at or None},
             ]
         case StepResumed():
-            return [_step_frame(base, e, decision=e.decision, by=e.by, comment=e.comment)]
+            return [_step_frame(base, e, decision=e.decision, by=e.by, comment=e.comment, timer=e.timer or None)]
         case AnomalyDetected():
             return [{**base, "type": "anomaly", "step_id": e.step_id, "attempt": e.attempt, "kind": e.kind,
                      "severity": e.severity, "detail": e.detail, "action": e.action, "at": e.at}]
