@@ -15,6 +15,7 @@ import msgspec
 from flows import conditions, report, rules, template
 from flows.auth import check_four_eyes
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
+from flows.events import Decision as DecisionWord
 from flows.events import (
     Event,
     RunCancelled,
@@ -150,7 +151,7 @@ def decide(state: RunState, now: float) -> Decision:
 
 def timed_out(spec: StepSpec, now: float) -> StepResumed:
     """The decision of an approval's timer: ``on_timeout``, recorded as the timer's, not a person's."""
-    decision = "approved" if spec.on_timeout == "approve" else "rejected"
+    decision: DecisionWord = "approved" if spec.on_timeout == "approve" else "rejected"
     return StepResumed(step_id=spec.id, decision=decision, timer=f"{spec.id}.timeout_s={spec.timeout_s:g}",
                        comment=f"no decision within {spec.timeout_s:g} s: {decision} by its timer", at=now)
 

@@ -56,8 +56,8 @@ from api.cli.commands import (
     cmd_tokens_revoke,
 )
 from api.cli.context import CliError, Interrupted
-from api.cli.forks import add_commands as add_fork_commands
 from api.cli.escape import printable_line
+from api.cli.forks import add_commands as add_fork_commands
 from api.cli.targets import RunIdError
 from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
 from api.settings import Settings, from_env

@@ -27,7 +27,13 @@ from starlette.routing import Route
 
 from api.http import schemas
 from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
-from api.http.schemas import CancelRequest, DecisionRequest, ForkRequest, LaunchRequest, RetryRequest
+from api.http.schemas import (
+    CancelRequest,
+    DecisionRequest,
+    ForkRequest,
+    LaunchRequest,
+    RetryRequest,
+)
 from flows.auth import Principal, check_identity
 from flows.errors import UnknownRun
 from flows.events import stream_of

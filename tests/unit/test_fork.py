@@ -18,11 +18,26 @@ from hypothesis import strategies as st
 
 from flows import Flow, agent, code
 from flows.errors import UnknownStep
-from flows.events import RunForked, RunLaunched, RunStarted, StepCompleted, StepFailed, StepStarted
+from flows.events import (
+    RunForked,
+    RunLaunched,
+    RunStarted,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+)
 from flows.fork import NotRetryable, downstream, fork, kept_steps
 from flows.report import credits, render
 from flows.state import fold
-from tests.unit.test_properties import SETTINGS, Engine, Scenario, _final, _first, chooser, scenarios
+from tests.unit.test_properties import (
+    SETTINGS,
+    Engine,
+    Scenario,
+    _final,
+    _first,
+    chooser,
+    scenarios,
+)
 
 
 class ForkEngine(Engine):
