@@ -189,6 +189,20 @@ class Wake:
 
 
 @dataclass(frozen=True)
+class MapItemResult:
+    """One item of a running map step ended (told by the map's attempt as each item ends)."""
+
+    step_id: str
+    attempt: int
+    index: int
+    output: str = ""
+    error: str = ""
+    failed: bool = False
+    prompt: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class ApprovalDue:
     """A paused approval's timer may have fallen due (``flows.decide`` decides whether it has)."""
 

@@ -25,7 +25,7 @@ from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
 from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
-from flows import anomaly, errors
+from flows import anomaly, errors, mapping
 from flows import decide as d
 from flows.auth import FourEyesRefused
 from flows.events import (
@@ -209,7 +209,9 @@ class RunActor(pykka.ThreadingActor):
         if msg.cancelled:
             return
         limit = self.ctx.config.max_step_errors
-        if msg.failed:
+        if not msg.failed and kind_rules(self.state.spec(msg.step_id).kind).fans_out:
+            events = self._gathered(msg, now)
+        elif msg.failed:
             # The one door from a backend's or an exception's words into the log: no secret passes it.
             redact = redactor(self.ctx.config.known_secrets)
             events = d.fail(self.state, msg.step_id, msg.attempt, redact(msg.error), now, duration_s=msg.duration_s,
@@ -220,6 +222,24 @@ class RunActor(pykka.ThreadingActor):
                                 usage=msg.usage, fields=msg.fields)
             events = anomaly.after_completion(self.state, events, now, limit)
         self._stage(events)
+        self._queue_flush()
+
+    def _gathered(self, msg: m.StepResult, now: float) -> list[Event]:
+        """A map's attempt returned: its outcome, from the items recorded (``flows.mapping.gather``)."""
+        left = mapping.unfinished(self.state, msg.step_id)
+        output, problem = mapping.gather(self.state, msg.step_id) if not left else ("", f"items {left} did not end")
+        if problem:
+            return d.fail(self.state, msg.step_id, msg.attempt, problem, now, duration_s=msg.duration_s)
+        return d.complete(self.state, msg.step_id, msg.attempt, output, now, duration_s=msg.duration_s)
+
+    def _on_map_item(self, msg: m.MapItemResult) -> None:
+        attempt = self.attempts.get(msg.step_id)
+        if attempt is None or attempt.attempt != msg.attempt:
+            return  # from an attempt that already ended (cancelled, lost)
+        error = redactor(self.ctx.config.known_secrets)(msg.error) if msg.error else ""
+        self._stage(mapping.item_ended(self.state, msg.step_id, msg.attempt, msg.index, self.ctx.clock.now(),
+                                       output=msg.output, error=error, failed=msg.failed, prompt=msg.prompt,
+                                       duration_s=msg.duration_s))
         self._queue_flush()
 
     def _on_timeout(self, msg: m.StepTimedOut) -> None:
@@ -468,6 +488,7 @@ class RunActor(pykka.ThreadingActor):
         m.Cancel: _on_cancel,
         m.SlotsGranted: _on_granted,
         m.StepResult: _on_result,
+        m.MapItemResult: _on_map_item,
         m.StepTimedOut: _on_timeout,
         m.StallCheck: _on_stall_check,
         m.Wake: _on_wake,

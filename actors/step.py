@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
 import pykka
@@ -29,8 +29,8 @@ from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.context import EngineContext
 from actors.functions import resolve_function
-from actors.messages import StepResult
-from flows import StepContext
+from actors.messages import MapItemResult, StepResult
+from flows import StepContext, mapping
 from flows.decide import code_output
 from flows.events import StepStarted
 from flows.kinds import StepKind
@@ -43,6 +43,7 @@ FRAMES_KEPT = 5
 """How many of a failing code step's innermost traceback frames its StepFailed records."""
 
 Delta = Callable[[str], None]
+Report = Callable[[Any], None]  # tells the attempt's RunActor a message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,8 @@ class Call:
 
     run: Callable[[CancelToken, Delta], Answer]
     what: str
+    reporting: Callable[[CancelToken, Delta, Report], Answer] | None = None
+    """Instead of ``run``, for an attempt that tells its RunActor of its progress (a map's items)."""
 
 
 class StepExecutor(Protocol):
@@ -112,7 +115,85 @@ class CodeExecutor:
         return Call(run, "the code step returned")
 
 
-EXECUTORS: Mapping[str, StepExecutor] = {StepKind.AGENT: AgentExecutor(), StepKind.CODE: CodeExecutor()}
+class MapExecutor:
+    """A map step: its inner agent or code step once per item without a result, ``max_parallel`` at once.
+
+    Each item's end is told to the RunActor as it comes (MapItemResult, recorded
+    at once); the attempt returns when every item has ended, and the RunActor
+    then gathers the results from the log (``flows.mapping.gather``).
+    """
+
+    def prepare(self, ctx: EngineContext, state: RunState, event: StepStarted) -> Call | str:
+        spec = state.spec(event.step_id)
+        base = StepContext.of(state, event.step_id, event.attempt)
+        fn: Callable[..., Any] | None = None
+        if spec.item_kind == StepKind.CODE:
+            fn, problem = resolve_function(spec.fn, ctx.registry, state.snapshot.name, event.step_id)
+            if fn is None:
+                return f"code step function {spec.fn!r} cannot be found: {problem}"
+        else:
+            try:
+                system = persona_text(spec.persona)
+            except Exception as exc:  # fail closed: never call a model without its persona
+                return f"persona {spec.persona!r}: {exc}"
+        todo = mapping.to_run(state, event.step_id)
+        backend, model = ctx.backend, state.launched.model if state.launched else ""
+
+        def one(index: int, token: CancelToken, delta: Delta) -> tuple[str, str]:
+            if fn is not None:
+                item_ctx = dataclasses.replace(base, input=mapping.item_input(state, event.step_id, index))
+                return code_output(fn(item_ctx))[0], ""
+            prompt = mapping.item_prompt(state, event.step_id, index)
+            request = AgentRequest(state.run_id, f"{event.step_id}[{index}]", event.attempt, spec.persona, system,
+                                   prompt, model)
+            return backend.run(request, delta, token).output, prompt
+
+        def reporting(token: CancelToken, delta: Delta, report: Report) -> Answer:
+            run_items(todo, max(1, spec.max_parallel), token, delta, report, one, event.step_id, event.attempt)
+            return Answer("")
+
+        def unused(token: CancelToken, delta: Delta) -> Answer:
+            raise RuntimeError("a map attempt runs through `reporting`")
+
+        return Call(unused, "the map's items returned", reporting=reporting)
+
+
+def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Delta, report: Report,
+              one: Callable[[int, CancelToken, Delta], tuple[str, str]], step_id: str, attempt: int) -> None:
+    """Run ``one(index)`` for each of ``todo``, at most ``max_parallel`` at once, telling each end as it comes.
+
+    Raises Cancelled once ``token`` is cancelled (items under way are not waited for).
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(todo) or 1)),
+                              thread_name_prefix=f"baton-map-{step_id}")
+    waiting = list(reversed(todo))
+    running: dict[Future[tuple[str, str]], tuple[int, float]] = {}
+    try:
+        while waiting or running:
+            if token.cancelled:
+                raise Cancelled("the map was cancelled")
+            while waiting and len(running) < max_parallel:
+                index = waiting.pop()
+                running[pool.submit(one, index, token, delta)] = (index, time.monotonic())
+            done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                index, t0 = running.pop(future)
+                took = time.monotonic() - t0
+                try:
+                    output, prompt = future.result()
+                except Cancelled:
+                    raise
+                except Exception as exc:  # one item failing is that item failing, recorded as such
+                    report(MapItemResult(step_id, attempt, index, error=f"{type(exc).__name__}: {exc}", failed=True,
+                                         duration_s=took))
+                else:
+                    report(MapItemResult(step_id, attempt, index, output=output, prompt=prompt, duration_s=took))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+EXECUTORS: Mapping[str, StepExecutor] = {StepKind.AGENT: AgentExecutor(), StepKind.CODE: CodeExecutor(),
+                                         StepKind.MAP: MapExecutor()}
 """The executor of every kind of step that runs (flows.kinds has each kind's pure rules)."""
 
 
@@ -205,7 +286,10 @@ class StepActor:
         t0 = time.monotonic()
         base: dict[str, Any] = dict(step_id=a.step_id, attempt=a.attempt)
         try:
-            answer = self.call.run(a.token, self._delta)
+            if self.call.reporting is not None:
+                answer = self.call.reporting(a.token, self._delta, self._report)
+            else:
+                answer = self.call.run(a.token, self._delta)
             if too_big := self._too_big(answer.output, self.call.what):
                 return StepResult(**base, failed=True, error=too_big, duration_s=time.monotonic() - t0)
             return StepResult(**base, output=answer.output, fields=answer.fields, usage=dict(answer.usage),
@@ -231,6 +315,13 @@ class StepActor:
         return (f"output too large: {what} {_size(size)}, over the limit of {_size(self.max_output_bytes)} "
                 "(BATON_MAX_OUTPUT_BYTES / --max-output-bytes); return less (a summary, or where the "
                 "whole result was written), or raise the limit")
+
+    def _report(self, message: Any) -> None:
+        """Tell the RunActor how the attempt is getting on (a map's item ended)."""
+        try:
+            self.run_ref.tell(message)
+        except pykka.ActorDeadError:
+            pass  # the run ended meanwhile: nothing waits for it
 
     def _delta(self, text: str) -> None:
         """A piece of the answer: a sign of life for the stall watch, and a frame."""

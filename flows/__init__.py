@@ -14,6 +14,7 @@ from flows.model import (
     agent,
     approval,
     code,
+    map,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "agent",
     "approval",
     "code",
+    "map",
 ]

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from flows import conditions, report, rules, template
+from flows import conditions, mapping, report, rules, template
 from flows.auth import check_four_eyes
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.events import Decision as DecisionWord
@@ -135,6 +135,12 @@ def decide(state: RunState, now: float) -> Decision:
                 prompt, unresolved = render_prompt(state, spec)
                 event = StepPaused(step_id=spec.id, prompt=prompt, unresolved=unresolved, at=now,
                                    due_at=now + spec.timeout_s if spec.timeout_s else 0.0)
+            elif kind.fans_out:
+                for fanned in mapping.started(state, spec, now):
+                    events.append(fanned)
+                    state = evolve(state, fanned)
+                changed = True
+                continue
             elif kind.needs_agent_slot:
                 ready.append(spec.id)
                 continue

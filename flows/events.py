@@ -73,6 +73,7 @@ class StepStarted(Event):
     backend: str = ""
     model: str = ""
     unresolved: list[str] = []
+    items: list[Any] = []  # a map step: the list it runs its inner step over, as resolved when it started
 
 
 class StepCompleted(Event):
@@ -198,6 +199,29 @@ class RunCancelled(Event):
     report: str = ""
 
 
+class MapItemCompleted(Event):
+    """One item of a map step produced its result (``prompt``: what was sent for it, if an agent's)."""
+
+    step_id: str
+    attempt: int
+    index: int
+    item: Any = None
+    output: str = ""
+    prompt: str = ""
+    duration_s: float = 0.0
+
+
+class MapItemFailed(Event):
+    """One item of a map step failed; the map fails once its items have ended (a retry reruns this one)."""
+
+    step_id: str
+    attempt: int
+    index: int
+    item: Any = None
+    error: str = ""
+    duration_s: float = 0.0
+
+
 class RunForked(Event):
     """This run was forked (or a step retried) from ``parent_run_id``: it follows RunLaunched at once.
 
@@ -235,6 +259,8 @@ RunEvent = Union[
     RunRejected,
     RunCancelled,
     RunForked,
+    MapItemCompleted,
+    MapItemFailed,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in RunEvent.__args__}  # type: ignore[attr-defined]

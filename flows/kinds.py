@@ -22,6 +22,7 @@ class StepKind(StrEnum):
     AGENT = "agent"
     CODE = "code"
     APPROVAL = "approval"
+    MAP = "map"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,8 @@ class KindRules:
     """The report section its output goes to; "" when its persona decides (flows.report)."""
     backend: str = ""
     """What StepStarted records as its backend when it sends no prompt (a model's otherwise)."""
+    fans_out: bool = False
+    """It runs its inner step once per item of a list an earlier step produced (``flows.mapping``)."""
 
 
 KINDS: Mapping[str, KindRules] = {
@@ -67,6 +70,7 @@ KINDS: Mapping[str, KindRules] = {
         missing_prompt="an approval step needs a prompt (what is the person asked?)",
         pauses_for_person=True, report_section="approvals",
     ),
+    StepKind.MAP: KindRules(StepKind.MAP, "a map step", fans_out=True, backend="map"),
 }
 """Every kind's rules; tests/unit/test_kinds.py checks that each kind has a row."""
 

@@ -66,6 +66,9 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     fn: str = ""
     four_eyes: bool = False  # an approval the run's launcher may not decide (flows.auth.check_four_eyes)
     on_timeout: str = ""  # an approval with timeout_s: "reject" or "approve" once it is due
+    over: str = ""  # a map step: the $ref of the list it runs its inner step over
+    item_kind: str = ""  # a map step: the kind of its inner step (agent or code), whose persona/prompt/fn it holds
+    max_parallel: int = 0  # a map step: items at most under way at once
 
 
 class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -107,6 +110,9 @@ class Step:
     fn: Callable[..., Any] | None = None
     four_eyes: bool = False
     on_timeout: str = ""
+    over: str = ""
+    item_kind: str = ""
+    max_parallel: int = 0
 
     def spec(self) -> StepSpec:
         """The serialisable form of this step (the function by reference)."""
@@ -127,6 +133,9 @@ class Step:
             fn=function_ref(self.fn) if self.fn else "",
             four_eyes=self.four_eyes,
             on_timeout=self.on_timeout,
+            over=self.over,
+            item_kind=self.item_kind,
+            max_parallel=self.max_parallel,
         )
 
 
@@ -237,6 +246,47 @@ def approval(
         **_common(step_id, deps, trigger_rule, when, 0, 1.0, timeout_s, bands, label, None),
     )
     return step
+
+
+def map(  # noqa: A001 - the name the flows are written with (DESIGN §15)
+    step_id: str,
+    *,
+    over: str,
+    step: Step,
+    max_parallel: int = 4,
+    deps: Iterable[str] | None = None,
+    when: str | None = None,
+    trigger_rule: str | TriggerRule = TriggerRule.ALL_SUCCESS,
+    retries: int = 0,
+    retry_delay_s: float = 1.0,
+    bands: Iterable[str] | None = None,
+    label: str | None = None,
+) -> Step:
+    """A step that runs ``step`` (an agent or code step) once per item of the list ``over`` names
+    (``$findings.output.items``), at most ``max_parallel`` at once; its output is the results in order.
+
+    Each item's prompt (or code ``ctx.input``) sees ``$input.item`` and ``$input.index``. An empty
+    list completes at once; an item that fails fails the map, and a retry runs only the items
+    without a result. The map is one step to the graph: trigger rules see it whole.
+    """
+    if deps is None:
+        deps = sorted({r.step for r in _refs(over) if not r.is_input})
+    return Step(
+        kind=StepKind.MAP,
+        persona=step.persona,
+        prompt=step.prompt,
+        fn=step.fn,
+        over=over,
+        item_kind=step.kind.value,
+        max_parallel=max_parallel,
+        **_common(step_id, deps, trigger_rule, when, retries, retry_delay_s, None, bands, label, None),
+    )
+
+
+def _refs(text: str) -> list[Any]:
+    from flows import template  # late: template is light, but model stays importable first
+
+    return template.refs(text)
 
 
 class Flow:

@@ -18,6 +18,8 @@ from flows.events import (
     RunCancelled,
     RunCompleted,
     RunFailed,
+    MapItemCompleted,
+    MapItemFailed,
     RunForked,
     RunLaunched,
     RunQueued,
@@ -72,6 +74,9 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     prompt: str = ""
     decided_by: str = ""
     due_at: float = 0.0  # a paused approval's timer falls due then (0: none)
+    items: list[Any] = []  # a map step: what it goes over
+    item_outputs: dict[int, str] = {}  # a map step: the result of each item done, by index (kept across attempts)
+    item_errors: dict[int, str] = {}  # a map step: why items failed, in the current attempt
 
     @property
     def terminal(self) -> bool:
@@ -175,6 +180,8 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 backend=event.backend,
                 model=event.model,
                 prompt=event.prompt,
+                items=event.items,
+                item_errors={},
             )
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepCompleted():
@@ -254,6 +261,14 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
             return replace(state, status=run_status_of(event), queue_reason=event.reason, **common)
         case RunStarted():
             return replace(state, status=run_status_of(event), queue_reason="", started_at=event.at, **common)
+        case MapItemCompleted():
+            prev = state.steps[event.step_id]
+            steps = _step(state, event.step_id, item_outputs={**prev.item_outputs, event.index: event.output})
+            return replace(state, steps=steps, **common)
+        case MapItemFailed():
+            prev = state.steps[event.step_id]
+            steps = _step(state, event.step_id, item_errors={**prev.item_errors, event.index: event.error})
+            return replace(state, steps=steps, **common)
         case RunForked():
             return replace(state, parent_run_id=event.parent_run_id, forked_from=event.from_step, **common)
         case RunRecovered():
