@@ -14,6 +14,7 @@ gets none of them again.
 | StepPaused | ``flow_run_step_updated`` (status paused), then ``approval_requested`` {step_id, prompt} |
 | AnomalyDetected | ``anomaly`` {step_id, attempt, kind, severity, detail, action} |
 | RunCompleted / RunFailed / RunRejected / RunCancelled | ``flow_run_step_updated`` with ``step_id`` None, the terminal ``status`` and ``run_status``, ``reason``, ``by``, ``report`` |
+| MapItemCompleted / MapItemFailed | ``map_item`` {step_id, attempt, index, item, status completed / failed, output? error?} |
 | RunForked | ``run_forked`` {parent_run_id, from_step, retry, copied_steps}: the steps whose outcomes follow as copies |
 | RunRecovered, and events of other streams or types | none |
 
@@ -38,6 +39,8 @@ from eventstore import RecordedEvent
 from flows.events import (
     AnomalyDetected,
     Event,
+    MapItemCompleted,
+    MapItemFailed,
     RunCancelled,
     RunCompleted,
     RunFailed,
@@ -121,6 +124,12 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
             ]
             return [{**base, "type": "flow_run_started", "flow_name": e.flow, "band": e.band,
                      "question": str(e.input.get("question", "")), "steps": steps, "at": e.at}]
+        case MapItemCompleted():
+            return [{**base, "type": "map_item", "step_id": e.step_id, "attempt": e.attempt, "index": e.index,
+                     "item": e.item, "status": "completed", "output": e.output, "at": e.at}]
+        case MapItemFailed():
+            return [{**base, "type": "map_item", "step_id": e.step_id, "attempt": e.attempt, "index": e.index,
+                     "item": e.item, "status": "failed", "error": e.error, "at": e.at}]
         case RunForked():
             return [{**base, "type": "run_forked", "parent_run_id": e.parent_run_id, "from_step": e.from_step,
                      "retry": e.retry, "copied_steps": list(e.copied_steps), "at": e.at}]
@@ -129,8 +138,9 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
         case RunStarted():
             return [_run_frame(base, e, reason=e.reason, plan_position=e.plan_position)]
         case StepStarted():
+            extra = {"items": len(e.items)} if e.items else {}
             return [_step_frame(base, e, attempt=e.attempt, agent=e.persona, kind=e.kind,
-                                backend=e.backend, model=e.model)]
+                                backend=e.backend, model=e.model, **extra)]
         case StepCompleted():
             return [_step_frame(base, e, attempt=e.attempt, duration_s=e.duration_s,
                                 output=e.output)]

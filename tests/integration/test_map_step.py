@@ -13,6 +13,7 @@ from eventstore import open_store
 from flows import Flow, agent, code, map
 from flows.catalog import FlowRegistry
 from flows.events import stream_of
+from projections import Framer
 
 CALLS: dict[str, int] = {}
 LOCK = threading.Lock()
@@ -95,6 +96,10 @@ def test_each_item_runs_once_and_the_results_come_in_order(store):
     assert sorted((i["index"], i["item"]) for i in items) == list(enumerate(["alpha", "beta", "gamma", "delta",
                                                                              "epsilon"]))
     assert _records(store, state.run_id, "StepStarted")[1]["items"] == ["alpha", "beta", "gamma", "delta", "epsilon"]
+    framer = Framer()
+    frames = [f for rec in store.read_stream(stream_of(state.run_id)) for f in framer.frames(rec)]
+    mapped = [f for f in frames if f["type"] == "map_item"]
+    assert len(mapped) == 5 and {f["status"] for f in mapped} == {"completed"} and mapped[0]["step_id"] == "verify"
 
 
 def test_an_agent_map_records_each_items_prompt(store):
