@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import Executor
+from typing import Protocol
 
 from actors.agents import Backend
 from actors.bus import FrameBus
@@ -12,6 +13,17 @@ from actors.config import EngineConfig
 from eventstore import EventStore
 from eventstore.leases import Leases
 from flows.catalog import FlowRegistry
+from flows.events import RunLaunched
+
+
+class ChildRuns(Protocol):
+    """How a subflow step's attempt launches its child run and cancels it (the Engine, from a step thread)."""
+
+    def launch_child(self, event: RunLaunched) -> None:
+        """Launch the child unless its run exists already (an attempt after a restart follows it instead)."""
+
+    def cancel(self, run_id: str, *, reason: str = "", by: str = "") -> int:
+        """Cancel the child run."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,3 +38,4 @@ class EngineContext:
     config: EngineConfig
     leases: Leases
     steps: Executor  # the threads StepActors run on
+    children: ChildRuns | None = None  # launches subflow steps' child runs (None: this engine has none)

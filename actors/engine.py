@@ -110,7 +110,7 @@ class Engine:
         leases = Leases(store.database, ttl_s=self.config.lease_ttl_s)
         self._steps = StepThreads(self.config.step_threads)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
-                                 self._steps)
+                                 self._steps, children=self)
         self._orchestrator: pykka.ActorRef | None = None
         self._inbox: Inbox | None = None
         self._supervising = threading.Lock()  # one restart of the orchestrator at a time
@@ -316,6 +316,15 @@ class Engine:
         self._check_store()
         position = self._appending(lambda reply: m.LaunchRun(launched, reply, tuple(events[1:])))
         return Launched(launched.run_id, position)
+
+    def launch_child(self, event: RunLaunched) -> None:
+        """Launch a subflow step's child run, unless it exists already (called from the step's thread)."""
+        if self.store.read_stream(stream_of(event.run_id), after_version=0):
+            return
+        try:
+            self._appending(lambda reply: m.LaunchRun(event, reply))
+        except (LaunchInProgress, RunOwnedElsewhere):  # launched meanwhile by an attempt before this one
+            pass
 
     def retry(self, run_id: str, step_id: str, *, by: str = "") -> Launched:
         """Re-run a failed, cancelled or lost step of an ended run and everything downstream of it, as a fork."""

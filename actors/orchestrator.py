@@ -43,7 +43,7 @@ from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewher
 from actors.functions import missing_module
 from actors.run import RunActor
 from actors.runlog import driven_elsewhere, live_nodes, load_with_owner, node_lease, route
-from actors.scheduler import START_FREED, Phase, Scheduler
+from actors.scheduler import START_FREED, Admission, Phase, Scheduler
 from eventstore import StoreError
 from eventstore.leases import default_owner
 from flows.decide import decide, has_work
@@ -279,7 +279,11 @@ class Orchestrator(pykka.ThreadingActor):
             if not msg.reply.done():
                 msg.reply.set_exception(LaunchInProgress(ev.run_id))
             return
-        admission = self.scheduler.launch(ev.run_id, ev.flow, ev.at)
+        if ev.parent_run_id:  # a subflow's child counts toward capacity, but never waits behind the queue:
+            self.scheduler.add(ev.run_id, ev.flow, ev.at, Phase.ACTIVE)  # its parent's room waits on it
+            admission = Admission(True, f"child of run {ev.parent_run_id}", 0)
+        else:
+            admission = self.scheduler.launch(ev.run_id, ev.flow, ev.at)
         run = self.runs[ev.run_id] = _Run(ev.run_id)
         self._tell_run(run, m.Launch(ev, admission.start, admission.reason, admission.position, msg.reply,
                                       msg.after))

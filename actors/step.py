@@ -12,6 +12,7 @@ so the RunActor never waits on a step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -29,13 +30,16 @@ from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.context import EngineContext
 from actors.functions import resolve_function
+from actors.runlog import fold_records, follow
 from actors.messages import MapItemResult, StepResult
-from flows import StepContext, mapping
+from flows import StepContext, children, mapping
 from flows.decide import code_output
-from flows.events import StepStarted
+from flows.events import StepStarted, stream_of
 from flows.kinds import StepKind
+from flows.errors import BatonError
 from flows.redact import Redactor
 from flows.state import RunState
+from flows.status import StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +196,41 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+class SubflowExecutor:
+    """A subflow step: launch the child run (once: an attempt after a restart finds it launched), follow it
+    through the store until it ends, and answer its outcome. Cancelling the parent's step cancels the child;
+    a process stopping does not (the next start follows the child again)."""
+
+    def prepare(self, ctx: EngineContext, state: RunState, event: StepStarted) -> Call | str:
+        runs = ctx.children
+        if runs is None:
+            return "this engine cannot launch child runs"
+        child_id = event.child_run_id
+        try:
+            launch = children.child_launch(state, event.step_id, child_id, ctx.registry, ctx.clock.now())
+        except BatonError as exc:  # an unknown flow, a band it lacks, an input no event can hold
+            return f"subflow {state.spec(event.step_id).flow!r}: {exc}"
+        store, parent, step_id = ctx.store, state.run_id, event.step_id
+
+        def run(token: CancelToken, delta: Delta) -> Answer:
+            runs.launch_child(launch)
+            child = follow(store, child_id, lambda s: s.terminal or token.cancelled)
+            if not child.terminal:  # the parent's step was stopped: cancel the child if the parent's log says so
+                step = fold_records(store.read_stream(stream_of(parent)), parent)[0].steps.get(step_id)
+                if step is not None and step.status != StepStatus.RUNNING:
+                    with contextlib.suppress(BatonError):  # it ended meanwhile
+                        runs.cancel(child_id, reason=f"parent run {parent} cancelled", by=f"run {parent}")
+                raise Cancelled("the subflow's step was stopped")
+            output, fields, problem = children.outcome(child)
+            if problem:
+                raise AgentError(problem)
+            return Answer(output, fields)
+
+        return Call(run, "the child run reported")
+
+
 EXECUTORS: Mapping[str, StepExecutor] = {StepKind.AGENT: AgentExecutor(), StepKind.CODE: CodeExecutor(),
-                                         StepKind.MAP: MapExecutor()}
+                                         StepKind.MAP: MapExecutor(), StepKind.SUBFLOW: SubflowExecutor()}
 """The executor of every kind of step that runs (flows.kinds has each kind's pure rules)."""
 
 

@@ -15,6 +15,7 @@ from flows.model import (
     approval,
     code,
     map,
+    subflow,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "approval",
     "code",
     "map",
+    "subflow",
 ]

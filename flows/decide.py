@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from flows import conditions, mapping, report, rules, template
+from flows import children, conditions, mapping, report, rules, template
 from flows.auth import check_four_eyes
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.events import Decision as DecisionWord
@@ -202,6 +202,7 @@ def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
         backend=launched.backend if kind.sends_prompt else kind.backend,
         model=launched.model if kind.sends_prompt else "",
         unresolved=unresolved,
+        child_run_id=children.child_run_id(state.run_id, spec.id, st.failures) if kind.launches_run else "",
         at=now,
     )
 

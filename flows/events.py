@@ -44,6 +44,8 @@ class RunLaunched(Event):
     launched_by: str = ""
     idempotency_key: str = ""
     fast: bool = False  # every agent step was asked for a concise answer (seed 002's fast mode)
+    parent_run_id: str = ""  # a child run, launched by a subflow step of this run
+    parent_step: str = ""  # ... that step
 
 
 class RunQueued(Event):
@@ -74,6 +76,7 @@ class StepStarted(Event):
     model: str = ""
     unresolved: list[str] = []
     items: list[Any] = []  # a map step: the list it runs its inner step over, as resolved when it started
+    child_run_id: str = ""  # a subflow step: the child run this attempt launches (or follows, after a restart)
 
 
 class StepCompleted(Event):

@@ -23,6 +23,7 @@ class StepKind(StrEnum):
     CODE = "code"
     APPROVAL = "approval"
     MAP = "map"
+    SUBFLOW = "subflow"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,8 @@ class KindRules:
     """What StepStarted records as its backend when it sends no prompt (a model's otherwise)."""
     fans_out: bool = False
     """It runs its inner step once per item of a list an earlier step produced (``flows.mapping``)."""
+    launches_run: bool = False
+    """It launches a child run of another flow and ends with the child's outcome (``flows.subflow``)."""
 
 
 KINDS: Mapping[str, KindRules] = {
@@ -71,6 +74,7 @@ KINDS: Mapping[str, KindRules] = {
         pauses_for_person=True, report_section="approvals",
     ),
     StepKind.MAP: KindRules(StepKind.MAP, "a map step", fans_out=True, backend="map"),
+    StepKind.SUBFLOW: KindRules(StepKind.SUBFLOW, "a subflow step", launches_run=True, backend="subflow"),
 }
 """Every kind's rules; tests/unit/test_kinds.py checks that each kind has a row."""
 

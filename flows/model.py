@@ -69,6 +69,8 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     over: str = ""  # a map step: the $ref of the list it runs its inner step over
     item_kind: str = ""  # a map step: the kind of its inner step (agent or code), whose persona/prompt/fn it holds
     max_parallel: int = 0  # a map step: items at most under way at once
+    flow: str = ""  # a subflow step: the flow of the child run it launches
+    inputs: dict[str, str] = {}  # a subflow step: the child's inputs, each a template ($refs resolved)
 
 
 class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -113,6 +115,8 @@ class Step:
     over: str = ""
     item_kind: str = ""
     max_parallel: int = 0
+    flow: str = ""
+    inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def spec(self) -> StepSpec:
         """The serialisable form of this step (the function by reference)."""
@@ -136,6 +140,8 @@ class Step:
             over=self.over,
             item_kind=self.item_kind,
             max_parallel=self.max_parallel,
+            flow=self.flow,
+            inputs=dict(self.inputs),
         )
 
 
@@ -280,6 +286,37 @@ def map(  # noqa: A001 - the name the flows are written with (DESIGN §15)
         item_kind=step.kind.value,
         max_parallel=max_parallel,
         **_common(step_id, deps, trigger_rule, when, retries, retry_delay_s, None, bands, label, None),
+    )
+
+
+def subflow(
+    step_id: str,
+    *,
+    flow: str,
+    inputs: Mapping[str, str] | None = None,
+    deps: Iterable[str] | None = None,
+    when: str | None = None,
+    trigger_rule: str | TriggerRule = TriggerRule.ALL_SUCCESS,
+    retries: int = 0,
+    retry_delay_s: float = 1.0,
+    timeout_s: float | None = None,
+    bands: Iterable[str] | None = None,
+    label: str | None = None,
+) -> Step:
+    """A step that launches a child run of ``flow`` and completes with its outcome (its report as output).
+
+    ``inputs`` are the child's inputs, each a template (``{"question": "Dig into $triage.output"}``);
+    without a question the child gets the run's. The child has its own stream, names its parent, and
+    counts toward capacity; cancelling the parent cancels it. Deps default to the steps ``inputs`` refer to.
+    """
+    inputs = dict(inputs or {})
+    if deps is None:
+        deps = sorted({r.step for text in inputs.values() for r in _refs(text) if not r.is_input})
+    return Step(
+        kind=StepKind.SUBFLOW,
+        flow=flow,
+        inputs=inputs,
+        **_common(step_id, deps, trigger_rule, when, retries, retry_delay_s, timeout_s, bands, label, None),
     )
 
 

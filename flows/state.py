@@ -77,6 +77,7 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     items: list[Any] = []  # a map step: what it goes over
     item_outputs: dict[int, str] = {}  # a map step: the result of each item done, by index (kept across attempts)
     item_errors: dict[int, str] = {}  # a map step: why items failed, in the current attempt
+    child_run_id: str = ""  # a subflow step: its child run
 
     @property
     def terminal(self) -> bool:
@@ -182,6 +183,7 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 prompt=event.prompt,
                 items=event.items,
                 item_errors={},
+                child_run_id=event.child_run_id,
             )
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepCompleted():

@@ -85,6 +85,10 @@ def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail) ->
         fail(step.id, "only an approval step can have on_reject")
     if kind.fans_out:
         _check_map(step, personas, fail)
+    if kind.launches_run and not step.flow:
+        fail(step.id, "a subflow step needs the name of the flow it launches")
+    if step.inputs and not kind.launches_run:
+        fail(step.id, "only a subflow step has inputs")
     if step.on_timeout and step.on_timeout not in ON_TIMEOUT:
         fail(step.id, f"on_timeout must be {' or '.join(repr(o) for o in ON_TIMEOUT)}, not {step.on_timeout!r}")
     if kind.needs_persona:
@@ -162,6 +166,7 @@ def _ancestors(order: list[str], by_id: dict[str, Step]) -> dict[str, set[str]]:
 def _check_refs(step: Step, ancestors: set[str], fail) -> None:
     found = [("prompt", ref) for ref in template.refs(step.prompt)]
     found += [("over", ref) for ref in template.refs(step.over)]
+    found += [(f"inputs.{name}", ref) for name, text in step.inputs.items() for ref in template.refs(text)]
     if step.when:
         # The parser's refs, not a scan of the text: "$x.output" inside a quoted
         # string is a literal, and _check_step has already parsed the condition.

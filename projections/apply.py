@@ -207,9 +207,9 @@ def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunR
         "anomalies": 0,
         "stream_version": 0,
         "last_position": position,
-        "parent_run_id": "",
-        "parent_link": "",
-        "forked_from": "",
+        "parent_run_id": e.parent_run_id,
+        "parent_link": "subflow" if e.parent_run_id else "",
+        "forked_from": e.parent_step,
     }
     rows = work.runs[run_id] = RunRows(run, steps, new=True)
     return rows
