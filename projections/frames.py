@@ -8,9 +8,9 @@ gets none of them again.
 
 | event | frames |
 |---|---|
-| RunLaunched | ``flow_run_started`` {flow_name, band, steps[{step_id, agent, kind, label, deps}]} |
+| RunLaunched | ``flow_run_started`` {flow_name, band, steps[{step_id, agent, kind, label, deps}], parent_run_id? parent_step? (a subflow's child)} |
 | RunQueued / RunStarted | ``flow_run_step_updated`` with ``step_id`` None, ``status`` and ``run_status`` queued / running, ``reason``, ``plan_position`` |
-| StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped, StepResumed | ``flow_run_step_updated`` {step_id, status, attempt?, error?, detail?, ...} |
+| StepStarted (a map's: ``items``, its count; a subflow's: ``child_run_id``), StepCompleted, StepFailed, StepCancelled, StepSkipped, StepResumed | ``flow_run_step_updated`` {step_id, status, attempt?, error?, detail?, ...} |
 | StepPaused | ``flow_run_step_updated`` (status paused), then ``approval_requested`` {step_id, prompt} |
 | AnomalyDetected | ``anomaly`` {step_id, attempt, kind, severity, detail, action} |
 | RunCompleted / RunFailed / RunRejected / RunCancelled | ``flow_run_step_updated`` with ``step_id`` None, the terminal ``status`` and ``run_status``, ``reason``, ``by``, ``report`` |
@@ -122,8 +122,9 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
                  "deps": list(s.deps)}
                 for s in e.snapshot.steps
             ]
+            parent = {"parent_run_id": e.parent_run_id, "parent_step": e.parent_step} if e.parent_run_id else {}
             return [{**base, "type": "flow_run_started", "flow_name": e.flow, "band": e.band,
-                     "question": str(e.input.get("question", "")), "steps": steps, "at": e.at}]
+                     "question": str(e.input.get("question", "")), "steps": steps, "at": e.at, **parent}]
         case MapItemCompleted():
             return [{**base, "type": "map_item", "step_id": e.step_id, "attempt": e.attempt, "index": e.index,
                      "item": e.item, "status": "completed", "output": e.output, "at": e.at}]
@@ -138,7 +139,9 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
         case RunStarted():
             return [_run_frame(base, e, reason=e.reason, plan_position=e.plan_position)]
         case StepStarted():
-            extra = {"items": len(e.items)} if e.items else {}
+            extra: dict[str, Any] = {"items": len(e.items)} if e.items else {}
+            if e.child_run_id:
+                extra["child_run_id"] = e.child_run_id
             return [_step_frame(base, e, attempt=e.attempt, agent=e.persona, kind=e.kind,
                                 backend=e.backend, model=e.model, **extra)]
         case StepCompleted():

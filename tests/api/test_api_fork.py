@@ -18,7 +18,7 @@ JSON_BODY = {"Content-Type": "application/json"}
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory) -> Iterator[Runtime]:
     db = tmp_path_factory.mktemp("fork") / "baton.db"
-    rt = Runtime(Settings(db=f"sqlite:///{db}", flows=("tests.api.api_flows",))).start()
+    rt = Runtime(Settings(db=f"sqlite:///{db}", flows=("tests.api.api_flows", "tests.api.api_runs_flows"))).start()
     try:
         yield rt
     finally:
@@ -89,3 +89,21 @@ def test_a_viewer_may_not_fork(runtime, tokens, cancelled_run):
     with _client(runtime, tokens["viewer"]) as c:
         assert c.post(f"/api/runs/{cancelled_run}/fork", json={"from_step": "draft"}).status_code == 403
         assert c.post(f"/api/runs/{cancelled_run}/steps/gate/retry").status_code == 403
+
+
+def test_a_subflow_child_is_shown_nested_and_a_map_step_with_its_results(runtime, tokens):
+    with _client(runtime, tokens["operator"]) as c:
+        parent = c.post("/api/runs", json={"flow": "api-parent", "question": "deep?"}).json()["run_id"]
+        state = runtime.engine.wait(parent, timeout=10)
+        assert state.status == "completed"
+        runtime.projector.wait_for(runtime.store.head())
+        got = c.get(f"/api/runs/{parent}").json()
+        [child] = got["children"]
+        assert (child["flow"], child["status"], child["parent_link"], child["forked_from"]) == (
+            "api-map", "completed", "subflow", "child")
+        assert got["steps"][0]["kind"] == "subflow" and "# api-map: completed" in got["report"]
+        nested = c.get(f"/api/runs/{child['run_id']}").json()
+        assert nested["run"]["parent_run_id"] == parent and nested["run"]["question"] == "Nested: deep?"
+        review = nested["steps"][1]
+        assert review["kind"] == "map" and review["status"] == "completed"
+        assert len(review["fields"]["results"]) == 2

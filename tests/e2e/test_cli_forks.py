@@ -32,3 +32,10 @@ def test_retry_reruns_a_failed_step(baton):
     events = baton.events(child)
     assert events[1].type == "RunForked" and events[1].data["retry"] is True
     assert events[-1].type == "RunFailed" and f"Retried from run `{parent}`" in events[-1].data["report"]
+
+
+def test_show_names_the_parent_and_the_children(baton):
+    parent = baton("--flows", FIXTURE_FLOWS, "launch", "e2e-failing", "-q", "x").run_id
+    child = baton("--flows", FIXTURE_FLOWS, "retry", parent, "broken").run_id
+    assert f"retry of run {parent} at step broken" in baton.ok("show", child).out
+    assert f"retry: run {child} (e2e-failing, failed) from step broken" in baton.ok("show", parent).out
