@@ -20,7 +20,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ThreadPoolExecutor,
+    wait,
+)
 from typing import Any, Protocol
 
 import pykka
@@ -30,13 +36,13 @@ from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.context import EngineContext
 from actors.functions import resolve_function
-from actors.runlog import fold_records, follow
 from actors.messages import MapItemResult, StepResult
+from actors.runlog import fold_records, follow
 from flows import StepContext, children, mapping
 from flows.decide import code_output
+from flows.errors import BatonError
 from flows.events import StepStarted, stream_of
 from flows.kinds import StepKind
-from flows.errors import BatonError
 from flows.redact import Redactor
 from flows.state import RunState
 from flows.status import StepStatus
@@ -138,7 +144,7 @@ class MapExecutor:
         else:
             try:
                 system = persona_text(spec.persona)
-            except Exception as exc:  # fail closed: never call a model without its persona
+            except Exception as exc:  # noqa: BLE001 - fail closed: never call a model without its persona
                 return f"persona {spec.persona!r}: {exc}"
         todo = mapping.to_run(state, event.step_id)
         backend, model = ctx.backend, state.launched.model if state.launched else ""
@@ -187,7 +193,7 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
                     output, prompt = future.result()
                 except Cancelled:
                     raise
-                except Exception as exc:  # one item failing is that item failing, recorded as such
+                except Exception as exc:  # noqa: BLE001 - one item failing is that item failing, recorded as such
                     report(MapItemResult(step_id, attempt, index, error=f"{type(exc).__name__}: {exc}", failed=True,
                                          duration_s=took))
                 else:

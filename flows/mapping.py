@@ -16,7 +16,14 @@ import json
 from typing import Any
 
 from flows import template
-from flows.events import Event, MapItemCompleted, MapItemFailed, StepCompleted, StepFailed, StepStarted
+from flows.events import (
+    Event,
+    MapItemCompleted,
+    MapItemFailed,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+)
 from flows.model import StepSpec
 from flows.state import RunState
 from flows.status import StepStatus

@@ -254,7 +254,7 @@ def approval(
     return step
 
 
-def map(  # noqa: A001 - the name the flows are written with (DESIGN §15)
+def map(
     step_id: str,
     *,
     over: str,
@@ -321,7 +321,9 @@ def subflow(
 
 
 def _refs(text: str) -> list[Any]:
-    from flows import template  # late: template is light, but model stays importable first
+    from flows import (
+        template,  # late: template is light, but model stays importable first
+    )
 
     return template.refs(text)
 

@@ -15,11 +15,11 @@ from msgspec.structs import replace
 from flows.events import (
     AnomalyDetected,
     Event,
+    MapItemCompleted,
+    MapItemFailed,
     RunCancelled,
     RunCompleted,
     RunFailed,
-    MapItemCompleted,
-    MapItemFailed,
     RunForked,
     RunLaunched,
     RunQueued,
