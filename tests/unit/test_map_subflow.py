@@ -102,3 +102,19 @@ def test_a_subflow_names_its_child_by_its_real_failures() -> None:
     assert decide(lost, 2.0).events[0].child_run_id == "r-s-1"  # the same child, followed again
     failed = fold([begin, StepFailed(step_id="s", attempt=1, error="no", will_retry=True, at=2.0)], state)
     assert decide(failed, 2.0).events[0].child_run_id == "r-s-2"  # a retry launches a new one
+
+
+def test_code_review_verifies_each_blocking_finding_with_a_map() -> None:
+    from flows.catalog import builtin
+    from flows.catalog.code_review import blocking_findings, section_items
+
+    review = "## Blocking\n- `db.py:40` SQL built from input\n  (E1)\n2. token logged (E2)\n## Suggestions\n- rename x\n"
+    assert section_items(review, "Blocking") == ["`db.py:40` SQL built from input (E1)", "token logged (E2)"]
+    ctx = type("Ctx", (), {"outputs": {"correctness": review, "security": "## Findings\n- open redirect (E3)"}})()
+    found = blocking_findings(ctx)  # type: ignore[arg-type]
+    assert found["items"] == ["[correctness] `db.py:40` SQL built from input (E1)", "[correctness] token logged (E2)",
+                              "[security] open redirect (E3)"]
+    flow = builtin().get("code-review")
+    verify = flow.snapshot("small").step("verify")
+    assert (verify.kind, verify.over, verify.persona) == ("map", "$findings.output.items", "validator")
+    assert "verify" in flow.snapshot("small").step("summary").deps
