@@ -204,8 +204,11 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
 
 class SubflowExecutor:
     """A subflow step: launch the child run (once: an attempt after a restart finds it launched), follow it
-    through the store until it ends, and answer its outcome. Cancelling the parent's step cancels the child;
-    a process stopping does not (the next start follows the child again)."""
+    through the store until it ends, and answer its outcome. Cancelling the parent's step (the run's cancel,
+    its timeout) cancels the child; a process stopping does not (the next start follows the child again):
+    which of the two it was, the parent's log says within ``SETTLE_S``."""
+
+    SETTLE_S = 2.0
 
     def prepare(self, ctx: EngineContext, state: RunState, event: StepStarted) -> Call | str:
         runs = ctx.children
@@ -216,16 +219,22 @@ class SubflowExecutor:
             launch = children.child_launch(state, event.step_id, child_id, ctx.registry, ctx.clock.now())
         except BatonError as exc:  # an unknown flow, a band it lacks, an input no event can hold
             return f"subflow {state.spec(event.step_id).flow!r}: {exc}"
-        store, parent, step_id = ctx.store, state.run_id, event.step_id
+        store, parent, step_id, attempt = ctx.store, state.run_id, event.step_id, event.attempt
+
+        def ended(s: RunState) -> bool:
+            st = s.steps.get(step_id)
+            return st is None or st.status != StepStatus.RUNNING or st.attempt != attempt
 
         def run(token: CancelToken, delta: Delta) -> Answer:
             runs.launch_child(launch)
             child = follow(store, child_id, lambda s: s.terminal or token.cancelled)
-            if not child.terminal:  # the parent's step was stopped: cancel the child if the parent's log says so
-                step = fold_records(store.read_stream(stream_of(parent)), parent)[0].steps.get(step_id)
-                if step is not None and step.status != StepStatus.RUNNING:
-                    with contextlib.suppress(BatonError):  # it ended meanwhile
-                        runs.cancel(child_id, reason=f"parent run {parent} cancelled", by=f"run {parent}")
+            if not child.terminal:  # the attempt was stopped: cancel the child if the parent's log ends it
+                try:
+                    follow(store, parent, ended, timeout=self.SETTLE_S)
+                except Exception:  # noqa: BLE001 - not ended there (the process is stopping), or the store went
+                    raise Cancelled("the subflow's step was stopped; its child goes on") from None
+                with contextlib.suppress(BatonError):  # it ended meanwhile
+                    runs.cancel(child_id, reason=f"parent run {parent} cancelled", by=f"run {parent}")
                 raise Cancelled("the subflow's step was stopped")
             output, fields, problem = children.outcome(child)
             if problem:

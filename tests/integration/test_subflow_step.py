@@ -43,7 +43,8 @@ PARENT = Flow("parent", steps=[
     code("use", fn=use, deps=["deep"]),
 ])
 UNKNOWN = Flow("unknown-child", steps=[subflow("deep", flow="no-such-flow")])
-REGISTRY = FlowRegistry([CHILD, PARENT, UNKNOWN])
+TIMED = Flow("timed-parent", steps=[subflow("deep", flow="dig", timeout_s=0.3, inputs={"hold": "yes"})])
+REGISTRY = FlowRegistry([CHILD, PARENT, UNKNOWN, TIMED])
 
 
 @pytest.fixture(autouse=True)
@@ -100,6 +101,14 @@ def test_cancelling_the_parent_cancels_the_child(store):
         engine.cancel(run_id, reason="stop")
         child = engine.wait(child_id)
     assert child.status == "cancelled" and child.reason == f"parent run {run_id} cancelled"
+
+
+def test_a_timed_out_subflow_step_cancels_its_child(store):
+    with _engine(store, max_active_runs=2) as engine:
+        parent = engine.wait(engine.launch("timed-parent", "q").run_id)
+        child = engine.wait(parent.steps["deep"].child_run_id)
+    assert parent.status == "failed" and parent.steps["deep"].error.startswith("timeout")
+    assert child.status == "cancelled"
 
 
 def test_a_restart_follows_the_child_instead_of_launching_another(store):
