@@ -37,11 +37,11 @@ from actors.clock import Clock
 from actors.context import EngineContext
 from actors.functions import resolve_function
 from actors.messages import MapItemResult, StepResult
-from actors.runlog import fold_records, follow
+from actors.runlog import follow
 from flows import StepContext, children, mapping
 from flows.decide import code_output
 from flows.errors import BatonError
-from flows.events import StepStarted, stream_of
+from flows.events import StepStarted
 from flows.kinds import StepKind
 from flows.redact import Redactor
 from flows.state import RunState
