@@ -203,6 +203,15 @@ class MapItemResult:
 
 
 @dataclass(frozen=True)
+class ItemSlotWanted:
+    """An agent item of a running map step waits for an agent slot (its slot id: ``<step>#<index>``)."""
+
+    step_id: str
+    attempt: int
+    index: int
+
+
+@dataclass(frozen=True)
 class ApprovalDue:
     """A paused approval's timer may have fallen due (``flows.decide`` decides whether it has)."""
 

@@ -190,15 +190,36 @@ class RunActor(pykka.ThreadingActor):
     def _on_granted(self, msg: m.SlotsGranted) -> None:
         usable = [sid for sid in msg.step_ids if sid in self.requested]
         self.requested.difference_update(usable)
-        startable = [sid for sid in usable
-                     if self.state.steps[sid].status == StepStatus.PENDING and not self.state.terminal]
+        startable = [sid for sid in usable if ITEM_SLOT not in sid
+                     and self.state.steps[sid].status == StepStatus.PENDING and not self.state.terminal]
+        startable += self._grant_items([sid for sid in usable if ITEM_SLOT in sid])
         self.held.update(startable)
         unused = tuple(sid for sid in msg.step_ids if sid not in startable)
         if unused:
             self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=unused))
+        startable = [sid for sid in startable if ITEM_SLOT not in sid]
         if startable:
             self._stage(d.start(self.state, startable, self.ctx.clock.now()))
         self._queue_flush()
+
+    def _grant_items(self, slot_ids: list[str]) -> list[str]:
+        """Hand granted slots to the map items that asked for them; the slots that found their item."""
+        given = []
+        for slot_id in slot_ids:
+            step_id, _, index = slot_id.rpartition(ITEM_SLOT)
+            attempt = self.attempts.get(step_id)
+            if attempt is not None and attempt.slots is not None and not self.state.terminal:
+                attempt.slots.grant(int(index))
+                given.append(slot_id)
+        return given
+
+    def _on_item_slot(self, msg: m.ItemSlotWanted) -> None:
+        attempt = self.attempts.get(msg.step_id)
+        if attempt is None or attempt.attempt != msg.attempt:
+            return
+        slot_id = f"{msg.step_id}{ITEM_SLOT}{msg.index}"
+        self.requested.add(slot_id)
+        self._tell_orchestrator(m.RequestSlots(self.run_id, (slot_id,)))
 
     def _on_result(self, msg: m.StepResult) -> None:
         attempt = self.attempts.get(msg.step_id)
@@ -236,6 +257,10 @@ class RunActor(pykka.ThreadingActor):
         attempt = self.attempts.get(msg.step_id)
         if attempt is None or attempt.attempt != msg.attempt:
             return  # from an attempt that already ended (cancelled, lost)
+        slot_id = f"{msg.step_id}{ITEM_SLOT}{msg.index}"
+        if slot_id in self.held:  # the item is done with its agent slot
+            self.held.discard(slot_id)
+            self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=(slot_id,)))
         error = redactor(self.ctx.config.known_secrets)(msg.error) if msg.error else ""
         self._stage(mapping.item_ended(self.state, msg.step_id, msg.attempt, msg.index, self.ctx.clock.now(),
                                        output=msg.output, error=error, failed=msg.failed, prompt=msg.prompt,
@@ -382,6 +407,7 @@ class RunActor(pykka.ThreadingActor):
         if isinstance(call, str):
             self._refuse(attempt, call)
             return
+        attempt.slots = call.slots
         if kind_rules(event.kind).streams_output:  # only a step that streams signs of life can stall
             self._watch(attempt, ctx.config.stall_s)
         timeout_s = state.spec(event.step_id).timeout_s
@@ -411,6 +437,14 @@ class RunActor(pykka.ThreadingActor):
         if step_id in self.held:
             self.held.discard(step_id)
             self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=(step_id,)))
+        if attempt.slots is not None:  # a map of agents: its items' slots and requests go with it
+            prefix = step_id + ITEM_SLOT
+            held = tuple(s for s in self.held if s.startswith(prefix))
+            withdrawn = tuple(s for s in self.requested if s.startswith(prefix))
+            self.held.difference_update(held)
+            self.requested.difference_update(withdrawn)
+            if held or withdrawn:
+                self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=held, withdrawn=withdrawn))
 
     def _arm_wake(self, wake_at: float | None) -> None:
         if wake_at is None or (self.wake_at is not None and self.wake_at <= wake_at):
@@ -489,6 +523,7 @@ class RunActor(pykka.ThreadingActor):
         m.SlotsGranted: _on_granted,
         m.StepResult: _on_result,
         m.MapItemResult: _on_map_item,
+        m.ItemSlotWanted: _on_item_slot,
         m.StepTimedOut: _on_timeout,
         m.StallCheck: _on_stall_check,
         m.Wake: _on_wake,
@@ -496,6 +531,8 @@ class RunActor(pykka.ThreadingActor):
         m.Flush: _on_flush,
     }
 
+
+ITEM_SLOT = "#"  # a map item's slot id: "<step>#<index>" (no step id holds a "#")
 
 _FROM_ORCHESTRATOR = (m.Launch, m.Begin, m.Recover, m.Resume, m.Cancel, m.SlotsGranted)
 

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -36,7 +37,7 @@ from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.context import EngineContext
 from actors.functions import resolve_function
-from actors.messages import MapItemResult, StepResult
+from actors.messages import ItemSlotWanted, MapItemResult, StepResult
 from actors.runlog import follow
 from flows import StepContext, children, mapping
 from flows.decide import code_output
@@ -78,6 +79,32 @@ class Call:
     what: str
     reporting: Callable[[CancelToken, Delta, Report], Answer] | None = None
     """Instead of ``run``, for an attempt that tells its RunActor of its progress (a map's items)."""
+    slots: ItemSlots | None = None
+    """Where the RunActor hands this attempt's items the agent slots they asked for (a map of agents)."""
+
+
+class ItemSlots:
+    """The agent slots granted to the items of one map attempt: an item waits here for its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._granted: dict[int, threading.Event] = {}
+
+    def _event(self, index: int) -> threading.Event:
+        with self._lock:
+            return self._granted.setdefault(index, threading.Event())
+
+    def grant(self, index: int) -> None:
+        """Item ``index`` may run now."""
+        self._event(index).set()
+
+    def wait(self, index: int, token: CancelToken) -> bool:
+        """Block until item ``index`` holds a slot (True) or the attempt is cancelled (False)."""
+        granted = self._event(index)
+        unregister = token.on_cancel(granted.set)
+        granted.wait()
+        unregister()
+        return not token.cancelled
 
 
 class StepExecutor(Protocol):
@@ -148,6 +175,8 @@ class MapExecutor:
                 return f"persona {spec.persona!r}: {exc}"
         todo = mapping.to_run(state, event.step_id)
         backend, model = ctx.backend, state.launched.model if state.launched else ""
+        # Agent items take the scheduler's agent slots like agent steps (shared fairly across runs).
+        slots = ItemSlots() if fn is None and ctx.config.agent_slots else None
 
         def one(index: int, token: CancelToken, delta: Delta) -> tuple[str, str]:
             if fn is not None:
@@ -159,13 +188,20 @@ class MapExecutor:
             return backend.run(request, delta, token).output, prompt
 
         def reporting(token: CancelToken, delta: Delta, report: Report) -> Answer:
-            run_items(todo, max(1, spec.max_parallel), token, delta, report, one, event.step_id, event.attempt)
+            def item(index: int, token: CancelToken, delta: Delta) -> tuple[str, str]:
+                if slots is not None:
+                    report(ItemSlotWanted(event.step_id, event.attempt, index))
+                    if not slots.wait(index, token):
+                        raise Cancelled("the map was cancelled")
+                return one(index, token, delta)
+
+            run_items(todo, max(1, spec.max_parallel), token, delta, report, item, event.step_id, event.attempt)
             return Answer("")
 
         def unused(token: CancelToken, delta: Delta) -> Answer:
             raise RuntimeError("a map attempt runs through `reporting`")
 
-        return Call(unused, "the map's items returned", reporting=reporting)
+        return Call(unused, "the map's items returned", reporting=reporting, slots=slots)
 
 
 def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Delta, report: Report,
@@ -264,6 +300,7 @@ class Attempt:
     deltas: int = 0
     release: Callable[[], None] | None = None  # hands the agent slot back the moment the call ends
     stall_reported: int = -1  # ``deltas`` when the current stall was reported (-1: none): one anomaly per episode
+    slots: ItemSlots | None = None  # a map of agents: where its items get their slots
 
     @property
     def stall_known(self) -> bool:

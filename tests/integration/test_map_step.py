@@ -8,6 +8,7 @@ import time
 import pytest
 
 from actors.config import EngineConfig
+from actors.agents.offline import OfflineBackend
 from actors.engine import Engine
 from eventstore import open_store
 from flows import Flow, agent, code, map
@@ -108,6 +109,39 @@ def test_an_agent_map_records_each_items_prompt(store):
     assert state.status == "completed" and len(state.steps["verify"].fields["results"]) == 2
     prompts = sorted(i["prompt"] for i in _records(store, state.run_id, "MapItemCompleted"))
     assert prompts == ["Verify finding 0: x", "Verify finding 1: y"]
+
+
+class CountingBackend(OfflineBackend):
+    """The offline backend, a little slow, counting how many calls run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+
+    def run(self, request, delta, token):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            time.sleep(0.05)
+            return super().run(request, delta, token)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_agent_items_take_the_agent_slots(store):
+    """agent_slots 1: a map of agents with max_parallel 3 still calls the model once at a time, and every
+    slot is given back when the items end."""
+    backend = CountingBackend()
+    with Engine(store, REGISTRY, EngineConfig(agent_slots=1, max_active_runs=4), backend=backend).start() as engine:
+        run_id = engine.launch("agent-map", "go", inputs={"items": ["x", "y", "z", "w"]}).run_id
+        state = engine.wait(run_id)
+        plan = engine.plan()
+    assert state.status == "completed" and len(state.steps["verify"].fields["results"]) == 4
+    assert backend.peak == 1
+    assert all(p["slots_held"] == 0 for p in plan["in_progress"])  # every slot given back
 
 
 def test_an_empty_list_completes_at_once(store):
