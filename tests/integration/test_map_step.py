@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from actors.config import EngineConfig
 from actors.agents.offline import OfflineBackend
+from actors.config import EngineConfig
 from actors.engine import Engine
 from eventstore import open_store
 from flows import Flow, agent, code, map
