@@ -79,6 +79,18 @@ def test_the_child_runs_on_its_own_stream_and_its_outcome_is_the_steps(store):
     assert "# dig: completed" in parent.report
 
 
+def test_the_child_counts_toward_capacity(store):
+    with _engine(store, max_active_runs=2) as engine:
+        run_id = engine.launch("parent", "q", inputs={"hold": "yes", "fail": ""}).run_id
+        child_id = engine.wait(run_id, lambda s: s.steps["deep"].status == "running").steps["deep"].child_run_id
+        engine.wait(child_id, lambda s: s.steps.get("dig") is not None and s.steps["dig"].status == "running")
+        other = engine.launch("dig", "another", inputs={"hold": ""}).run_id
+        queued = engine.wait(other, {"queued"})
+        GATE.set()
+        assert engine.wait(run_id).status == "completed" and engine.wait(other).status == "completed"
+    assert queued.queue_reason == "capacity"
+
+
 def test_a_failed_child_fails_the_step(store):
     with _engine(store) as engine:
         parent = engine.wait(engine.launch("parent", "q", inputs={"hold": "", "fail": "yes"}).run_id)
