@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flows import Flow, agent, code
@@ -52,7 +52,7 @@ class ForkEngine(Engine):
         self.loop()
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=120)  # ~3 s; raise it locally to hunt
 @given(scenario=scenarios(cancels=True, timing_free_whens=True), data=st.data())
 def test_a_fork_from_any_step_ends_as_a_fresh_run(scenario: Scenario, data: st.DataObject) -> None:
     parent = Engine(scenario, chooser(data))
