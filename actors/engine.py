@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Self, overload
 
 import msgspec
 import pykka
@@ -51,11 +51,11 @@ from eventstore import (
 from eventstore.leases import Leases, default_owner
 from flows import fork as forking
 from flows import launch as launching
-from flows.launch import LaunchParams
-from flows.commands import CommandKind, CommandRequested, Refusal
 from flows.catalog import FlowRegistry
+from flows.commands import CommandKind, CommandRequested, Refusal
 from flows.errors import UnknownRun
 from flows.events import RunLaunched, stream_of
+from flows.launch import LaunchParams
 from flows.state import RunState
 from flows.status import RUN_TERMINAL
 
@@ -111,7 +111,7 @@ class Engine:
         self._steps = StepThreads(self.config.step_threads)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps, children=self)
-        self._orchestrator: pykka.ActorRef | None = None
+        self._orchestrator: pykka.ActorRef[Any] | None = None
         self._inbox: Inbox | None = None
         self._supervising = threading.Lock()  # one restart of the orchestrator at a time
         self._stopped = False
@@ -123,7 +123,7 @@ class Engine:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> Engine:
+    def start(self) -> Self:
         """Start the orchestrator (which recovers unfinished runs). Returns self."""
         if self._orchestrator is None:
             node = self.config.node
@@ -161,10 +161,10 @@ class Engine:
             self.clock.stop()
         self.backend.close()
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- commands ----------------------------------------------------------------------------
@@ -344,7 +344,8 @@ class Engine:
 
     def plan(self) -> dict[str, Any]:
         """The scheduler's plan: in progress, planned with reasons, new."""
-        return self._ask(lambda reply: m.PlanQuery(reply))
+        plan: dict[str, Any] = self._ask(lambda reply: m.PlanQuery(reply))
+        return plan
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -393,8 +394,9 @@ class Engine:
     def _carry_out(self, command: CommandRequested) -> int:
         """Carry a command out in this process (what a command handed to this node's inbox runs)."""
         kind = command.kind.value
-        return self._ask(lambda reply: m.RunCommand(command.run_id, kind, reply, command.step_id, command.by,
-                                                    command.comment), command=True)
+        position: int = self._ask(lambda reply: m.RunCommand(command.run_id, kind, reply, command.step_id,
+                                                             command.by, command.comment), command=True)
+        return position
 
     def health(self) -> dict[str, Any]:
         """``{status, detail, restarts}``: "ok" while the orchestrator runs, else "down" (and why)."""
@@ -420,7 +422,7 @@ class Engine:
         except EngineUnavailable:
             pass  # stopped meanwhile
 
-    def _revive(self) -> pykka.ActorRef:
+    def _revive(self) -> pykka.ActorRef[Any]:
         """The running orchestrator, started anew if the last one died; EngineUnavailable if stopped."""
         with self._supervising:
             current = self._orchestrator
@@ -456,14 +458,14 @@ class Engine:
         outage = getattr(self.store, "outage", None)
         return outage() if outage is not None else None
 
-    def _appending(self, build: Callable[[Future], Any]) -> Any:
+    def _appending(self, build: Callable[[Future[Any]], Any]) -> Any:
         """Ask the orchestrator a command that appends; a store failing meanwhile answers 503 within seconds."""
         self._check_store()
         return self._ask(build, command=True)
 
-    def _ask(self, build: Callable[[Future], Any], *, command: bool = False) -> Any:
+    def _ask(self, build: Callable[[Future[Any]], Any], *, command: bool = False) -> Any:
         orchestrator = self._revive()
-        reply: Future = Future()
+        reply: Future[Any] = Future()
         try:
             orchestrator.tell(build(reply))
         except pykka.ActorDeadError:

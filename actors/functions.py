@@ -1,4 +1,4 @@
-"""The functions of code steps, found the way a run pinned them (``module:qualname``).
+"""The functions of code steps, found the way a run pinned them (``module:qualname``), among registered flows.
 
 One home for the rule, shared by the RunActor (which calls the function) and
 the orchestrator (which must not take over a run whose code steps this
@@ -7,7 +7,6 @@ process cannot call: it would fail them with "No module named ...").
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -21,35 +20,37 @@ def resolve_function(ref: str, registry: FlowRegistry, flow: str,
                      step_id: str) -> tuple[Callable[..., Any] | None, str]:
     """The code step's function the run pinned, or None and why it cannot be had.
 
-    The pinned reference comes first, so a run keeps calling the function
-    it was launched with. A function that cannot be imported by name (a
-    closure, say) is taken from the registered flow only if it is the very
-    definition the run pinned.
+    Only functions of the flows registered at start are candidates (the
+    built-in catalogue and BATON_FLOWS / --flows): the pinned ``module:qualname``
+    is looked up among their code steps, never imported. The reference comes
+    from the log, and whoever can write the log must not be able to make baton
+    import a module and call a function of their choosing. The run's own flow
+    is looked at first; a function it no longer has may still be found in
+    another registered flow under the same reference.
     """
-    module, _, qualname = ref.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        if callable(obj):
-            return obj, ""
-        problem = f"{ref} is not callable"
-    except Exception as exc:  # reported to the caller, not swallowed
-        problem = f"cannot import {ref}: {type(exc).__name__}: {exc}"
     if flow in registry:
         fn = registry.get(flow).function(step_id)
         if fn is not None and function_ref(fn) == ref:
             return fn, ""
-    return None, problem
+    for candidate in registry:
+        for step in candidate.steps:
+            fn = getattr(step, "fn", None)
+            if callable(fn) and function_ref(fn) == ref:
+                return fn, ""
+    return None, (f"{ref} is not a code step of any flow registered at start (the built-in catalogue and "
+                  f"BATON_FLOWS / --flows); baton calls only those, never a function named by the log alone")
 
 
 def missing_module(state: RunState, registry: FlowRegistry) -> str:
     """The module of a code step still to run that this process cannot call ("" when none).
 
     Only steps that have not ended count: a run whose code steps are all
-    behind it can be driven anywhere.
+    behind it can be driven anywhere. A run of a flow registered here is
+    driven here whatever its snapshot names: a code step whose function is
+    not one of the registered flows' fails, saying so (``resolve_function``);
+    a run of a flow this process does not have is left to one that does.
     """
-    if state.launched is None or state.terminal:
+    if state.launched is None or state.terminal or state.snapshot.name in registry:
         return ""
     for spec in state.snapshot.steps:
         if not kind_rules(spec.kind).runs_function or not spec.fn or state.steps[spec.id].terminal:

@@ -20,7 +20,7 @@ class LaunchRun:
     """
 
     event: RunLaunched
-    reply: Future
+    reply: Future[Any]
     after: tuple[Event, ...] = ()
 
 
@@ -30,7 +30,7 @@ class RunCommand:
 
     run_id: str
     kind: str  # "approve" | "reject" | "cancel"
-    reply: Future
+    reply: Future[Any]
     step_id: str = ""
     by: str = ""
     comment: str = ""
@@ -91,7 +91,7 @@ class ReleaseSlots:
 class PlanQuery:
     """Ask for the scheduler's plan (answered through ``reply``)."""
 
-    reply: Future
+    reply: Future[Any]
 
 
 # -- to a RunActor ------------------------------------------------------------
@@ -105,7 +105,7 @@ class Launch:
     start: bool
     reason: str
     plan_position: int
-    reply: Future
+    reply: Future[Any]
     after: tuple[Event, ...] = ()  # a fork's RunForked and copies, recorded with RunLaunched
 
 
@@ -131,7 +131,7 @@ class Resume:
     decision: str
     by: str
     comment: str
-    reply: Future
+    reply: Future[Any]
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ class Cancel:
 
     reason: str
     by: str
-    reply: Future | None = None
+    reply: Future[Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 
@@ -42,12 +42,11 @@ from actors.context import EngineContext
 from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewhere
 from actors.functions import missing_module
 from actors.run import RunActor
-from actors.runlog import driven_elsewhere, live_nodes, load_with_owner, node_lease, route
+from actors.runlog import driven_elsewhere, live_nodes, load_with_owner, node_lease, route, unended_runs
 from actors.scheduler import START_FREED, Admission, Phase, Scheduler
 from eventstore import StoreError
 from eventstore.leases import default_owner
 from flows.decide import decide, has_work
-from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.state import RunState
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ def _phase_found(state: RunState, now: float) -> Phase:
 
 def backoff(tries: int, cap: float = RETRY_CAP_S) -> float:
     """The pause before try number ``tries + 1``: 0.5 s, doubling, at most ``cap``."""
-    return min(cap, 0.5 * 2 ** max(0, tries - 1))
+    return min(cap, 0.5 * 2.0 ** max(0, tries - 1))
 
 
 class _Renew:
@@ -102,7 +101,7 @@ class _Run:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.ref: pykka.ActorRef | None = None
+        self.ref: pykka.ActorRef[Any] | None = None
         self.sent = 0  # messages told to the RunActor that count toward its `seen`
 
 
@@ -195,20 +194,10 @@ class Orchestrator(pykka.ThreadingActor):
         Runs at start, and again whenever a node this process knew alive has
         lost its lease (its process is gone): its runs are then ours to finish.
         """
-        launched: dict[str, int] = {}
-        ended: set[str] = set()
-        for rec in self.ctx.store.read_all(after=0, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
-            run_id = run_id_of(rec.stream_id)
-            if run_id is None:
-                continue
-            if rec.type == "RunLaunched":
-                launched[run_id] = rec.position
-            else:
-                ended.add(run_id)
         node = self.ctx.config.node
         live = self._live_nodes()
-        for run_id in sorted((r for r in launched if r not in ended and r not in self.runs), key=launched.__getitem__):
-            state, history, last_node = load_with_owner(self.ctx, run_id)
+        for run_id in [r for r in unended_runs(self.ctx.store) if r not in self.runs]:
+            state, _history, last_node = load_with_owner(self.ctx, run_id)
             if state.terminal or state.launched is None:
                 continue
             if driven_elsewhere(state, last_node, node, live):
@@ -502,7 +491,7 @@ class Orchestrator(pykka.ThreadingActor):
         self._recover_due = False
         self._try_recover()
 
-    _handlers = {
+    _handlers: ClassVar[dict[type, Callable[[Orchestrator, Any], Any]]] = {
         m.LaunchRun: _on_launch,
         m.RunCommand: _on_command,
         m.RunIdle: _on_idle,

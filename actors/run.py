@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 from msgspec.structs import replace
@@ -53,7 +53,7 @@ class RunActor(pykka.ThreadingActor):
     # the process alive once it is told to stop (everything recorded is durable already).
     use_daemon_thread = True
 
-    def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef, run_id: str) -> None:
+    def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef[Any], run_id: str) -> None:
         super().__init__()
         self.ctx = ctx
         self.orchestrator = orchestrator
@@ -330,7 +330,7 @@ class RunActor(pykka.ThreadingActor):
         if self.pending:
             self._commit()
 
-    def _flush(self, reply: Future | None = None) -> list[RecordedEvent] | None:
+    def _flush(self, reply: Future[Any] | None = None) -> list[RecordedEvent] | None:
         """Decide, append everything staged in one batch, then act on it."""
         if self.stopped:
             return None
@@ -358,7 +358,7 @@ class RunActor(pykka.ThreadingActor):
         self._report_idle()
         return recorded
 
-    def _commit(self, reply: Future | None = None) -> list[RecordedEvent] | None:
+    def _commit(self, reply: Future[Any] | None = None) -> list[RecordedEvent] | None:
         """Append what is staged, expecting the recorded version; then start what it started."""
         batch, self.pending = self.pending, []
         metadata = {
@@ -494,7 +494,7 @@ class RunActor(pykka.ThreadingActor):
         self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status, urn=self.actor_ref.actor_urn,
                                           timer_at=self.timer_at))
 
-    def _fenced(self, error: BaseException, reply: Future | None, *, retry: bool) -> None:
+    def _fenced(self, error: BaseException, reply: Future[Any] | None, *, retry: bool) -> None:
         log.warning("run %s: %s; this actor stops", self.run_id, error)
         _fail(reply, error)
         for sid in list(self.attempts):
@@ -514,7 +514,7 @@ class RunActor(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             log.info("orchestrator stopped; %s for run %s dropped", type(message).__name__, self.run_id)
 
-    _handlers: dict[type, Callable[[RunActor, Any], None]] = {
+    _handlers: ClassVar[dict[type, Callable[[RunActor, Any], None]]] = {
         m.Launch: _on_launch,
         m.Begin: _on_begin,
         m.Recover: _on_recover,
@@ -541,12 +541,12 @@ def _with_position(state: RunState, position: int) -> RunState:
     return replace(state, position=position)
 
 
-def _resolve(reply: Future | None, value: Any) -> None:
+def _resolve(reply: Future[Any] | None, value: Any) -> None:
     if reply is not None and not reply.done():
         reply.set_result(value)
 
 
-def _fail(reply: Future | None, exc: BaseException) -> None:
+def _fail(reply: Future[Any] | None, exc: BaseException) -> None:
     if reply is not None and not reply.done():
         reply.set_exception(exc)
 

@@ -18,7 +18,7 @@ from actors.context import EngineContext
 from actors.errors import RunNotSettled
 from eventstore import CorruptEventError, EventStore, NewEvent, RecordedEvent, SqlStore, UnknownEventTypeError
 from flows.codec import CODEC, INITIAL_SCHEMA_VERSION, EventCodec, UnknownEventType, UpcastError
-from flows.events import Event, event_data, stream_of
+from flows.events import TERMINAL_RUN_TYPES, Event, event_data, run_id_of, stream_of
 from flows.state import RunState, evolve
 from flows.status import RunStatus
 
@@ -153,6 +153,21 @@ def follow(
         return state
     finally:
         subscription.close()
+
+
+def unended_runs(store: EventStore) -> list[str]:
+    """The runs the log shows launched and not ended, in the order they were launched."""
+    launched: dict[str, int] = {}
+    ended: set[str] = set()
+    for rec in store.read_all(after=0, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
+        run_id = run_id_of(rec.stream_id)
+        if run_id is None:
+            continue
+        if rec.type == "RunLaunched":
+            launched[run_id] = rec.position
+        else:
+            ended.add(run_id)
+    return sorted((r for r in launched if r not in ended), key=launched.__getitem__)
 
 
 def run_ids_starting(store: SqlStore, prefix: str, limit: int = 10) -> list[str]:

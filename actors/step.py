@@ -333,7 +333,7 @@ class StepActor:
 
     def __init__(
         self,
-        run_ref: pykka.ActorRef,
+        run_ref: pykka.ActorRef[Any],
         attempt: Attempt,
         call: Call,
         *,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
-_Work = tuple[Future, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class StepThreads(Executor):
@@ -36,9 +36,9 @@ class StepThreads(Executor):
         self._threads: set[threading.Thread] = set()
         self._shut = False
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` on a thread; its Future. RuntimeError after shutdown."""
-        future: Future = Future()
+        future: Future[Any] = Future()
         with self._lock:
             if self._shut:
                 raise RuntimeError("cannot start a step after the engine stopped")

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Self
 
 from actors.agents import make_backend
 from actors.agents.personas import add_personas, valid_name
@@ -138,8 +139,9 @@ class Runtime:
         """
         self.settings = settings
         self.registry = load_registry(settings.flows, personas=settings.personas)
+        options = settings.store_options() if store is None else {}  # a bad key file: its own setting's error
         try:
-            self.store = store or open_store(settings.db)
+            self.store = store or open_store(settings.db, **options)
         except ValueError as exc:  # the URL is wrong, not the database
             raise SettingsError(f"BATON_DB / --db: {exc}") from None
         self.bus = FrameBus()
@@ -204,7 +206,7 @@ class Runtime:
             self.projector = None
         self.store.close()
 
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

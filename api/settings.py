@@ -73,6 +73,36 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides localhost, the bind address and IP literals
     cors_origins: tuple[str, ...] = ()  # origins (scheme://host[:port]) allowed cross-origin calls; none by default
     session_ttl_s: float = 8 * 3600.0  # a console session ends this long after its login
+    # Tamper evidence (DESIGN §13; README "Security").
+    chain_key_file: str = ""  # a file holding the key of the keyed hash chain ("" = unkeyed chain)
+    seal_interval_s: float = 3600.0  # `baton serve` seals the log this often, and at shutdown (0 = at shutdown only)
+
+    def chain_key(self) -> bytes | None:
+        """The keyed chain's key, read from ``chain_key_file`` (None when unset).
+
+        Raises SettingsError when the file cannot be read, is empty, or can be
+        read by anyone but its owner (a key others can read protects nothing).
+        """
+        if not self.chain_key_file:
+            return None
+        path = Path(self.chain_key_file).expanduser()
+        try:
+            mode = path.stat().st_mode
+            key = path.read_bytes().strip()
+        except OSError as exc:
+            raise SettingsError(f"{_named('chain_key_file')}: cannot read {str(path)!r}: {exc.strerror}") from None
+        if mode & 0o077:
+            raise SettingsError(f"{_named('chain_key_file')}: {str(path)!r} can be read by others than its owner "
+                                f"(mode {mode & 0o777:o}); chmod 600 it")
+        if len(key) < 16:
+            raise SettingsError(f"{_named('chain_key_file')}: {str(path)!r} holds {len(key)} bytes; a key needs at "
+                                f"least 16 (e.g. head -c 32 /dev/urandom | base64 > FILE)")
+        return key
+
+    def store_options(self) -> dict[str, Any]:
+        """The options ``open_store`` takes from the settings (the chain key, when one is set)."""
+        key = self.chain_key()
+        return {} if key is None else {"chain_key": key}
 
     def admin_token_file(self) -> Path:
         """Where the first ``baton serve`` writes its admin token, and where ``baton`` commands read it.
@@ -96,7 +126,7 @@ class Settings:
 
     def engine_config(self) -> EngineConfig:
         """The part of the settings the engine needs."""
-        identity = {"node": self.node} if self.node else {}
+        identity: dict[str, Any] = {"node": self.node} if self.node else {}
         return EngineConfig(
             max_active_runs=self.max_active_runs,
             agent_slots=self.agent_slots,
@@ -142,6 +172,8 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_ALLOWED_HOSTS": ("allowed_hosts", tuple),
     "BATON_CORS_ORIGINS": ("cors_origins", tuple),
     "BATON_SESSION_TTL_S": ("session_ttl_s", float),
+    "BATON_CHAIN_KEY_FILE": ("chain_key_file", str),
+    "BATON_SEAL_INTERVAL_S": ("seal_interval_s", float),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -185,6 +217,8 @@ def check(settings: Settings) -> Settings:
                  "session_ttl_s"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{_named(name)} must be positive")
+    if settings.seal_interval_s < 0:
+        raise SettingsError(f"{_named('seal_interval_s')} cannot be negative (0 means: seal at shutdown only)")
     if settings.max_connections < 1:
         raise SettingsError(f"{_named('max_connections')} must be at least 1")
     if settings.url and not settings.url.startswith(("http://", "https://")):

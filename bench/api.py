@@ -28,7 +28,6 @@ import multiprocessing as mp
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+import server_process  # beside this script (run as python bench/NAME.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW, BAND = "investigate", "small"
@@ -58,30 +59,13 @@ class Server:
     """``python -m api.http.app`` on a free port with offline agents."""
 
     def __init__(self, db_url: str) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
         self._tokens = tempfile.TemporaryDirectory()
         token_file = Path(self._tokens.name) / "admin-token"
-        env.update(BATON_DB=db_url, BATON_AGENT="offline", BATON_OFFLINE_DELAY_S="0.05",
-                   BATON_PORT=str(self.port), BATON_MAX_ACTIVE_RUNS="0", BATON_AGENT_SLOTS="0",
-                   BATON_TOKEN_FILE=str(token_file), PYTHONPATH=str(ROOT))
-        self.process = subprocess.Popen([sys.executable, "-m", "api.http.app"], cwd=ROOT, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
-                    # Access as in use: the admin token the first start wrote (clients send it as a bearer).
-                    self.token = token_file.read_text().strip()
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
+        self.process, self.url = server_process.start(lambda port: dict(
+            BATON_DB=db_url, BATON_AGENT="offline", BATON_OFFLINE_DELAY_S="0.05", BATON_MAX_ACTIVE_RUNS="0",
+            BATON_AGENT_SLOTS="0", BATON_TOKEN_FILE=str(token_file), PYTHONPATH=str(ROOT)))
+        # Access as in use: the admin token the first start wrote (clients send it as a bearer).
+        self.token = token_file.read_text().strip()
 
     def stop(self) -> None:
         self._tokens.cleanup()

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+import server_process  # beside this script (run as python bench/NAME.py)
 import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,29 +95,13 @@ class Server:
     """``python -m api.http.app`` on a free port, its agents answered by ``model_url``."""
 
     def __init__(self, db_url: str, model_url: str) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
         token_file = Path(db_url.removeprefix("sqlite:///") + ".admin-token")  # beside the store
-        env.update(BATON_DB=db_url, BATON_AGENT="openai", BATON_OPENAI_BASE_URL=model_url, BATON_MODEL="paced",
-                   BATON_PORT=str(self.port), BATON_FLOWS="web_flows", BATON_MAX_ACTIVE_RUNS="0",
-                   BATON_AGENT_SLOTS="0", PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "bench")]))
-        self.process = subprocess.Popen([sys.executable, "-m", "api.http.app"], cwd=ROOT, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
-                    # Access as in use: the admin token of the first start, as a bearer and as the console's cookie.
-                    AUTH["Authorization"] = f"Bearer {token_file.read_text().strip()}"
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
+        self.process, self.url = server_process.start(lambda port: dict(
+            BATON_DB=db_url, BATON_AGENT="openai", BATON_OPENAI_BASE_URL=model_url, BATON_MODEL="paced",
+            BATON_FLOWS="web_flows", BATON_MAX_ACTIVE_RUNS="0", BATON_AGENT_SLOTS="0",
+            PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "bench")])))
+        # Access as in use: the admin token of the first start, as a bearer and as the console's cookie.
+        AUTH["Authorization"] = f"Bearer {token_file.read_text().strip()}"
 
     def stop(self) -> None:
         self.process.terminate()

@@ -14,6 +14,7 @@ log takes an ``EventStore``; code that needs the database takes a ``SqlStore``
 """
 
 from eventstore.codec import Codec
+from eventstore.seal import Seal
 from eventstore.sql import SqlEventStore, SqlStore, open_store
 from eventstore.store import (
     ConcurrencyError,
@@ -39,6 +40,7 @@ __all__ = [
     "NewEvent",
     "Outage",
     "RecordedEvent",
+    "Seal",
     "SqlEventStore",
     "SqlStore",
     "StoreClosedError",

@@ -126,7 +126,7 @@ class Leases:
             ).first()
         if row is None or row.expires_at < time.time() or _dead_on_this_host(row.owner):
             return ""
-        return row.owner
+        return str(row.owner)
 
     @_store_errors
     def held(self) -> dict[str, str]:

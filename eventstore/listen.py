@@ -18,12 +18,18 @@ import threading
 import psycopg
 import sqlalchemy as sa
 
-from eventstore.postgres import CHANNEL
+from eventstore.postgres import CHANNEL, own_connection
 from eventstore.subscription import WakeupHub
 
 log = logging.getLogger(__name__)
 
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
+
+
+def _head(conn: psycopg.Connection) -> int:
+    row = conn.execute(_HEAD).fetchone()
+    assert row is not None  # an aggregate always gives one row
+    return int(row[0])
 
 
 class ListenWatcher:
@@ -52,13 +58,7 @@ class ListenWatcher:
         os.close(self._wake_w)
 
     def _connect(self) -> psycopg.Connection:
-        raw = self._database.raw_connection()
-        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
-        raw.detach()  # ours for good: the pool forgets it
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.rollback()
-        conn.autocommit = True
-        conn.execute("SET application_name = 'baton-listen'")
+        conn = own_connection(self._database, "baton-listen")
         # A handler also stops psycopg from keeping unread notifications in
         # a backlog that would grow for as long as the store runs.
         conn.add_notify_handler(self._on_notify)
@@ -96,7 +96,7 @@ class ListenWatcher:
 
     def _follow(self, conn: psycopg.Connection) -> None:
         # Whatever happened while we were not listening is in the table.
-        self._hub.advance(conn.execute(_HEAD).fetchone()[0])
+        self._hub.advance(_head(conn))
         self._hub.poke()
         fileno = conn.fileno()
         while not self._stopping.is_set():
@@ -105,4 +105,4 @@ class ListenWatcher:
                 return
             # Running a query also consumes any pending notifications; their
             # payload is only a hint, the table's head is the truth.
-            self._hub.advance(conn.execute(_HEAD).fetchone()[0])
+            self._hub.advance(_head(conn))

@@ -36,7 +36,7 @@ import msgspec
 import psycopg
 import sqlalchemy as sa
 
-from eventstore.chain import event_hash
+from eventstore.chain import Chain
 from eventstore.sqlite import id_clash_detail
 from eventstore.store import (
     ConcurrencyError,
@@ -46,8 +46,19 @@ from eventstore.store import (
 )
 from eventstore.writer import PendingAppend
 
-
 CHANNEL = "baton_events"
+
+
+def own_connection(database: sa.Engine, application_name: str) -> psycopg.Connection:
+    """A connection taken out of the pool for good, idle, in autocommit, named on the server."""
+    raw = database.raw_connection()
+    conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
+    raw.detach()  # ours for good: the pool forgets it
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    conn.autocommit = True
+    conn.execute(f"SET application_name = '{application_name}'")
+    return conn
 
 APPEND_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION baton_append(
@@ -103,8 +114,10 @@ class PostgresBackend:
         before_commit: Callable[[list[PendingAppend]], None] | None = None,
         head_cache_size: int = 50_000,
         lock_timeout_s: float = 120.0,
+        chain: Chain | None = None,
     ) -> None:
         self.database = database
+        self._chain = chain or Chain()
         self._lock_timeout_s = lock_timeout_s
         self._where = where
         self._order_lock = order_lock
@@ -145,13 +158,7 @@ class PostgresBackend:
 
     def connect(self) -> psycopg.Connection:
         """The writer's own connection, out of the pool, in autocommit."""
-        raw = self.database.raw_connection()
-        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
-        raw.detach()  # ours for good: the pool forgets it
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.rollback()
-        conn.autocommit = True
-        conn.execute("SET application_name = 'baton-writer'")
+        conn = own_connection(self.database, "baton-writer")
         # A session holding the order lock must not freeze every writer forever (as SQLite's lock_timeout_s).
         conn.execute(f"SET lock_timeout = '{int(self._lock_timeout_s * 1000)}ms'")
         return conn
@@ -181,11 +188,13 @@ class PostgresBackend:
         """Insert the group in one statement; settle and retry appends it refused."""
         todo = group
         for _ in range(_MAX_ROUNDS):
-            todo = self._plan(conn, todo)
+            # Taken before hashing: the hash covers recorded_at, so the row gets this one.
+            recorded_at = time.time()
+            todo = self._plan(conn, todo, recorded_at)
             if not todo:
                 return 0
             try:
-                return self._insert(conn, todo)
+                return self._insert(conn, todo, recorded_at)
             except psycopg.errors.LockNotAvailable:
                 raise StoreUnavailableError(
                     f"{self._where}: waited more than {self._lock_timeout_s:.0f} s for the events table's "
@@ -205,7 +214,9 @@ class PostgresBackend:
             )
         return 0
 
-    def _plan(self, conn: psycopg.Connection, todo: list[PendingAppend]) -> list[PendingAppend]:
+    def _plan(
+        self, conn: psycopg.Connection, todo: list[PendingAppend], recorded_at: float
+    ) -> list[PendingAppend]:
         """Give each append its base (version, hash) and hashes; settle clear conflicts."""
         heads = self._heads
         unknown = [p.stream_id for p in todo if _needs_head(p, heads.get(p.stream_id))]
@@ -222,8 +233,12 @@ class PostgresBackend:
                 continue
             pending.base_version = version
             hashes = pending.hashes = []
-            for type_, data in zip(pending.types, pending.data):
-                previous = event_hash(previous, type_, data)
+            chain_hash, at = self._chain.hash, version
+            for event_id, type_, data, metadata in zip(
+                pending.ids, pending.types, pending.data, pending.metadata
+            ):
+                at += 1
+                previous = chain_hash(previous, event_id, stream, at, type_, data, metadata, recorded_at)
                 hashes.append(previous)
             chained[stream] = (version + len(hashes), previous)
             ready.append(pending)
@@ -231,12 +246,13 @@ class PostgresBackend:
             # A retry of an append that did commit is not a conflict: check ids first.
             actual = {id(pending): version for pending, version in conflicts}
             for pending in self._without_known_ids(conn, [p for p, _ in conflicts]):
+                assert pending.expected is not None  # only an append that expected a version conflicts
                 pending.error = ConcurrencyError(
                     pending.stream_id, pending.expected, actual[id(pending)]
                 )
         return ready
 
-    def _insert(self, conn: psycopg.Connection, todo: list[PendingAppend]) -> int:
+    def _insert(self, conn: psycopg.Connection, todo: list[PendingAppend], recorded_at: float) -> int:
         rows = []
         for pending in todo:
             stream, version = pending.stream_id, pending.base_version
@@ -246,7 +262,6 @@ class PostgresBackend:
                 version += 1
                 rows.append({"i": event_id, "s": stream, "v": version, "t": type_,
                              "d": data, "m": metadata, "h": hash_})
-        recorded_at = time.time()
         params = (_row_encoder.encode(rows).decode(), recorded_at, self._order_lock)
         if self._before_commit is None:
             positions = conn.execute(_APPEND, params, prepare=True).fetchall()
@@ -275,7 +290,7 @@ class PostgresBackend:
     ) -> list[PendingAppend]:
         """Settle appends whose ids are already recorded (a retry, or a clash); return the rest."""
         all_ids = [event_id for pending in todo for event_id in pending.ids]
-        known = dict(conn.execute(_KNOWN_IDS, (all_ids,)).fetchall())
+        known: dict[str, str] = dict(conn.execute(_KNOWN_IDS, (all_ids,)).fetchall())
         rest = []
         for pending in todo:
             pending.reset()

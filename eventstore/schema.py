@@ -17,10 +17,12 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from eventstore.store import StoreError
+
 EVENTS = "events"
 
 # An arbitrary constant: the advisory lock key of the store's schema set-up.
-_SETUP_LOCK_KEY = 0x6261746F6E  # "baton"
+SETUP_LOCK_KEY = 0x6261746F6E  # "baton"
 
 
 def build_events_table(metadata: sa.MetaData, name: str = EVENTS) -> sa.Table:
@@ -99,19 +101,41 @@ def create_table_ddl(table: sa.Table) -> list[sa.schema.ExecutableDDLElement]:
     return ddl
 
 
-def set_up(database: sa.Engine, extra_ddl: Sequence[str] = ()) -> None:
+def set_up(database: sa.Engine, extra_ddl: Sequence[str] = (), *, force: bool = False) -> None:
     """Create the events table, its append-only triggers and ``extra_ddl``.
 
-    Running it again (from this or another process) changes nothing.
+    Running it again (from this or another process) changes nothing. On
+    PostgreSQL, a role that does not own an existing events table (the app
+    role of ``baton db init``, or a superuser) leaves it and its functions as
+    they are (``force`` re-creates them anyway: ``eventstore.roles``), but the
+    append function must exist.
     """
     dialect = database.dialect.name
     with database.begin() as conn:
         if dialect == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SETUP_LOCK_KEY})
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SETUP_LOCK_KEY})
+            if not force and not _owns_log(conn):
+                _require_append_function(conn)
+                return
         for statement in create_table_ddl(events):
             conn.execute(statement)
         triggers = _POSTGRES_TRIGGERS if dialect == "postgresql" else _SQLITE_TRIGGERS
-        for statement in [*triggers, *extra_ddl]:
+        for ddl in [*triggers, *extra_ddl]:
             # exec_driver_sql: the bodies hold '%' and ':' that must reach the
             # database untouched by SQLAlchemy's parameter parsing.
-            conn.exec_driver_sql(statement.replace("%", "%%") if dialect == "postgresql" else statement)
+            conn.exec_driver_sql(ddl.replace("%", "%%") if dialect == "postgresql" else ddl)
+
+
+def _owns_log(conn: sa.Connection) -> bool:
+    """Whether this session's role owns the events table (or it does not exist yet)."""
+    owner = conn.execute(sa.text(
+        "SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() AND tablename = :t"),
+        {"t": EVENTS}).scalar()
+    return owner is None or owner == conn.execute(sa.text("SELECT current_user")).scalar()
+
+
+def _require_append_function(conn: sa.Connection) -> None:
+    found = conn.execute(sa.text("SELECT 1 FROM pg_proc WHERE proname = 'baton_append'")).first()
+    if found is None:
+        raise StoreError(f"the {EVENTS} table belongs to another role and baton_append is missing: run "
+                           f"`baton db init` as an administrator of the database")

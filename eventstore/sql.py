@@ -12,19 +12,29 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Collection, Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Any, Protocol, Self, runtime_checkable
 
 import sqlalchemy as sa
 
 from eventstore import schema
-from eventstore.chain import ChainVerifier
+from eventstore.chain import Chain, ChainVerifier
 from eventstore.codec import (
     EMPTY_OBJECT,
     decode_json,
     decode_row,
     decode_rows,
     encode_new_event,
+)
+from eventstore.seal import (
+    SEAL_STREAM,
+    SEAL_TYPE,
+    LogDigest,
+    Seal,
+    SealCheck,
+    check_recorded,
+    recorded_seals,
+    seal_data,
 )
 from eventstore.store import (
     EventStore,
@@ -43,19 +53,24 @@ _READ_STREAM = (
     f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version > ? ORDER BY version"
 )
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"
+_VERIFY_COLUMNS = "stream_id, version, position, type, data, hash, event_id, metadata, recorded_at"
 _VERIFY_ALL = (
-    "SELECT stream_id, version, position, type, data, hash FROM events"
+    f"SELECT {_VERIFY_COLUMNS} FROM events"
     " WHERE (stream_id, version) > (?, ?) ORDER BY stream_id, version LIMIT ?"
 )
 _VERIFY_STREAM = (
-    "SELECT stream_id, version, position, type, data, hash FROM events"
+    f"SELECT {_VERIFY_COLUMNS} FROM events"
     " WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?"
+)
+_DIGEST_ROWS = (
+    "SELECT position, event_id, stream_id, version, type, data, metadata, recorded_at, hash FROM events"
+    " WHERE position > ? AND position <= ? ORDER BY position LIMIT ?"
 )
 _IN_CHUNK = 900
 _OPTIONS = {
     "poll_interval", "pool_size", "connect_timeout", "busy_timeout_ms", "lock_timeout_s",
     "max_backoff_s", "max_group_events", "page_size",
-    "_unsafe_no_order_lock", "_before_commit", "_on_lock_wait",
+    "chain_key", "_unsafe_no_order_lock", "_before_commit", "_on_lock_wait",
 }
 
 
@@ -89,8 +104,11 @@ class SqlEventStore:
     "postgresql".
     """
 
-    def __init__(self, url: str, database: sa.Engine, backend: Any, options: dict[str, Any]) -> None:
+    def __init__(
+        self, url: str, database: sa.Engine, backend: Any, options: dict[str, Any], chain: Chain | None = None
+    ) -> None:
         self.url = url
+        self._chain = chain or Chain()
         self.database = database
         self.dialect: str = backend.dialect
         self._backend = backend
@@ -117,10 +135,10 @@ class SqlEventStore:
         safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
         return f"<SqlEventStore {safe}>"
 
-    def __enter__(self) -> SqlEventStore:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- writing -----------------------------------------------------------
@@ -212,7 +230,7 @@ class SqlEventStore:
 
     def head(self) -> int:
         """The last committed global position (0 when the store is empty)."""
-        return self._query(_HEAD)[0][0]
+        return int(self._query(_HEAD)[0][0])
 
     def subscribe(self, after: int = 0, *, page_size: int = 500) -> Subscription:
         """Follow every event after ``after``: the backlog first, then live.
@@ -236,15 +254,26 @@ class SqlEventStore:
             self._subscriptions.add(subscription)
             return subscription
 
-    def verify(self, stream_id: str | None = None) -> list[str]:
-        """Check the hash chains (of one stream, or all); [] when intact.
+    def verify(self, stream_id: str | None = None, *, seal: Seal | None = None) -> list[str]:
+        """Check the hash chains (of one stream, or all) and the seals; [] when intact.
 
         Each problem names the stream, version and position: an edited event
-        (hash mismatch), removed events (a version gap; on SQLite also a hole
-        in the positions), reordered events (versions not increasing with
-        position). A cut of the newest events of the whole log is not seen.
+        (hash mismatch: any column but the position), removed events (a version
+        gap; on SQLite also a hole in the positions), reordered events
+        (versions not increasing with position), a downgraded hash scheme.
+        Checking the whole log also checks every seal recorded in it and
+        ``seal`` (the line ``seal()`` returned, kept elsewhere): events cut
+        from the end, and any change up to the seal's head, are caught then.
+        Keyed hashes need the store opened with the chain key. Memory stays
+        flat: the log is read in pages, twice (by stream, then by position).
+        Raises ValueError for a seal given with a stream (a seal covers the log).
         """
-        checker = ChainVerifier()
+        if seal is not None and stream_id is not None:
+            raise ValueError("a seal covers the whole log: verify it without naming a stream")
+        keyed_since = self._query("SELECT min(position) FROM events WHERE hash LIKE '3:%%'"
+                                  if self.dialect == "postgresql" else
+                                  "SELECT min(position) FROM events WHERE hash LIKE '3:%'")[0][0]
+        checker = ChainVerifier(self._chain, keyed_since)
         last_stream, last_version = ("" if stream_id is None else stream_id), 0
         page_size = 5000
         while True:
@@ -255,8 +284,57 @@ class SqlEventStore:
             rows = self._query(sql, params)
             checker.feed(rows)
             if len(rows) < page_size:
-                return checker.problems + (self._position_gaps() if stream_id is None else [])
+                break
             last_stream, last_version = rows[-1][0], rows[-1][1]
+        if stream_id is not None:
+            return checker.finish()
+        return checker.finish() + self._position_gaps() + self._check_seals(seal)
+
+    def seal(self, digest: LogDigest | None = None) -> Seal:
+        """Seal the log up to its head: digest every event up to it, append a LogSealed event, return the seal.
+
+        Keep ``str(seal)`` outside the database; ``verify(seal=...)`` checks the
+        log against it. ``digest`` (from ``digest_log`` or an earlier call)
+        goes on from where it stopped, reading only the rows after it: a
+        server sealing every hour reads each row once, and a change to a row
+        it already read is not taken into the next seal (it fails it).
+        Raises as ``append`` does.
+        """
+        digest = self.digest_log(digest)
+        sealed = Seal(digest.head, digest.events, digest.value(self._chain.version) or "")
+        self.append(SEAL_STREAM, [NewEvent(SEAL_TYPE, seal_data(sealed))])
+        return sealed
+
+    def digest_log(self, digest: LogDigest | None = None) -> LogDigest:
+        """The running digest of the log up to its head (going on from ``digest`` when given)."""
+        digest = digest if digest is not None else LogDigest(self._chain)
+        head = self.head()
+        self._scan_positions(digest.feed_rows, digest.head, head)
+        digest.head = max(digest.head, head)
+        return digest
+
+    def _check_seals(self, given: Seal | None) -> list[str]:
+        problems: list[str] = []
+        recorded = recorded_seals(self.read_stream(SEAL_STREAM), problems)
+        seals = list(recorded)
+        if given is not None:
+            seals.append(("the seal given", given))
+            problems += check_recorded(given, recorded)
+        if not seals:
+            return problems
+        check = SealCheck(self._chain, seals)
+        self._scan_positions(check.feed, 0, max(seal.head for _, seal in seals))
+        return check.finish() + problems
+
+    def _scan_positions(self, feed: Callable[[list[tuple[Any, ...]]], Any], after: int, up_to: int) -> None:
+        """Hand the rows after ``after`` up to ``up_to`` (DIGEST_COLUMNS), page by page, in position order."""
+        page_size = self._page_size
+        while True:
+            rows = self._query(self._sql[_DIGEST_ROWS], (after, up_to, page_size))
+            feed(rows)
+            if len(rows) < page_size:
+                return
+            after = rows[-1][0]
 
     def _position_gaps(self) -> list[str]:
         """On SQLite, positions are 1, 2, 3, ... with no hole (one writer, no
@@ -302,7 +380,7 @@ class SqlEventStore:
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            rows = self._backend.query(sql, params)
+            rows: list[tuple[Any, ...]] = self._backend.query(sql, params)
         except StoreUnavailableError as exc:
             if self._read_failure is None:
                 self._read_failure = Outage(time.time(), " ".join(str(exc).split()))
@@ -343,7 +421,7 @@ class SqlEventStore:
 
 
 def _dialect_sql(placeholder: str) -> dict[str, str]:
-    statements = [_READ_ALL, _READ_STREAM, _VERIFY_ALL, _VERIFY_STREAM]
+    statements = [_READ_ALL, _READ_STREAM, _VERIFY_ALL, _VERIFY_STREAM, _DIGEST_ROWS]
     return {sql: sql.replace("?", placeholder) for sql in statements}
 
 
@@ -383,7 +461,9 @@ def open_store(url: str, **options: Any) -> SqlEventStore:
     raising StoreUnavailableError), ``max_backoff_s`` (5 s: the longest
     pause between two tries of an append while the database is away; the
     writer retries for as long as it is away), ``max_group_events`` (5000),
-    ``page_size`` (1000).
+    ``page_size`` (1000), ``chain_key`` (bytes, kept outside the database:
+    new events get keyed hashes, and verifying them needs it; see
+    ``eventstore.chain``).
     Test-only: ``_unsafe_no_order_lock``, ``_before_commit``, ``_on_lock_wait``.
 
     Raises StoreUnavailableError, naming the URL (password hidden), when the
@@ -396,6 +476,7 @@ def open_store(url: str, **options: Any) -> SqlEventStore:
     if unknown:
         raise TypeError(f"open_store() got unknown option(s): {', '.join(sorted(unknown))}")
 
+    chain = Chain(options.get("chain_key"))
     database, safe_url = database_for_url(url, options)
     try:
         with database.connect():
@@ -411,6 +492,7 @@ def open_store(url: str, **options: Any) -> SqlEventStore:
                 order_lock=not options.get("_unsafe_no_order_lock", False),
                 before_commit=options.get("_before_commit"),
                 lock_timeout_s=options.get("lock_timeout_s", 120.0),
+                chain=chain,
             )
         else:
             from eventstore.sqlite import SqliteBackend
@@ -421,9 +503,10 @@ def open_store(url: str, **options: Any) -> SqlEventStore:
                 lock_timeout_s=options.get("lock_timeout_s", 120.0),
                 before_commit=options.get("_before_commit"),
                 on_lock_wait=options.get("_on_lock_wait"),
+                chain=chain,
             )
         schema.set_up(database, extra_ddl)
-        return SqlEventStore(url, database, backend, options)
+        return SqlEventStore(url, database, backend, options, chain)
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         database.dispose()
         raise StoreUnavailableError(f"cannot reach the event store at {safe_url}: {exc.orig}") from None

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from eventstore.chain import event_hash
+from eventstore.chain import Chain
 from eventstore.store import (
     ConcurrencyError,
     EventIdConflictError,
@@ -87,8 +87,10 @@ class SqliteBackend:
         lock_timeout_s: float = 120.0,
         before_commit: Callable[[list[PendingAppend]], None] | None = None,
         on_lock_wait: Callable[[], None] | None = None,
+        chain: Chain | None = None,
     ) -> None:
         self.database = database
+        self._chain = chain or Chain()
         self._where = where
         self._lock_timeout_s = lock_timeout_s
         self._before_commit = before_commit
@@ -242,13 +244,14 @@ class SqliteBackend:
         rows = []
         hashes = pending.hashes
         first = head + 1
+        chain_hash = self._chain.hash
         for event_id, type_, data, metadata in zip(
             pending.ids, pending.types, pending.data, pending.metadata
         ):
-            previous = event_hash(previous, type_, data)
-            hashes.append(previous)
             head += 1
             version += 1
+            previous = chain_hash(previous, event_id, stream_id, version, type_, data, metadata, recorded_at)
+            hashes.append(previous)
             rows.append(
                 (head, event_id, stream_id, version, type_, data, metadata, recorded_at, previous)
             )

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from eventstore.seal import LogDigest, Seal
 
 _ids = random.Random(os.urandom(16))
 os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(16)))
@@ -47,7 +48,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
 
     ``position`` is global and increases in commit order; ``version`` counts
     1, 2, 3 ... within ``stream_id``; ``hash`` chains the event to the previous
-    one of its stream (sha256 over previous hash + type + data).
+    one of its stream (see ``eventstore.chain``).
     """
 
     position: int
@@ -179,7 +180,17 @@ class EventStore(Protocol):
 
     def subscribe(self, after: int = 0) -> Subscription: ...
 
-    def verify(self, stream_id: str | None = None) -> list[str]: ...
+    def verify(self, stream_id: str | None = None, *, seal: Seal | None = None) -> list[str]:
+        """Hash chains, and seals when the whole log is checked; [] when intact."""
+        ...
+
+    def seal(self, digest: LogDigest | None = None) -> Seal:
+        """Seal the log up to its head (DESIGN §13); the seal to keep elsewhere."""
+        ...
+
+    def digest_log(self, digest: LogDigest | None = None) -> LogDigest:
+        """The running digest of the log up to its head, to seal from later without reading it again."""
+        ...
 
     def close(self) -> None: ...
 

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from eventstore.codec import decode_row
 from eventstore.store import RecordedEvent
@@ -165,10 +165,10 @@ class Subscription:
             raise StopIteration
         return event
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def next_event(self, timeout: float | None = None) -> RecordedEvent | None:

@@ -1,14 +1,13 @@
 """baton's pure core: flows, events, state folds and decisions. No I/O, no threads."""
 
 from flows.context import StepContext
-
+from flows.kinds import StepKind
 from flows.model import (
     BANDS,
     Flow,
     FlowDefinitionError,
     FlowSnapshot,
     Step,
-    StepKind,
     StepSpec,
     TriggerRule,
     agent,

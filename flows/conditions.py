@@ -295,6 +295,7 @@ class Condition:
                 node = parse(self.source)._node
             except ConditionError:
                 return False, seen
+        assert node is not None  # parse() always builds the tree
         return _truthy(_eval(node, seen)), seen
 
 

@@ -7,15 +7,15 @@ the stream's expected version, and only then acts. Nothing here does I/O.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
 from flows import children, conditions, mapping, report, rules, template
 from flows.auth import check_four_eyes
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
-from flows.events import Decision as DecisionWord
+from flows.events import Decision as ApprovalDecision
 from flows.events import (
     Event,
     RunCancelled,
@@ -23,6 +23,7 @@ from flows.events import (
     RunFailed,
     RunRecovered,
     RunRejected,
+    SkipReason,
     StepCancelled,
     StepCompleted,
     StepFailed,
@@ -77,7 +78,7 @@ def _on_reject_of(snapshot: FlowSnapshot) -> dict[str, frozenset[str]]:
     return {s.id: frozenset(s.on_reject) for s in snapshot.steps if s.on_reject}
 
 
-def _resolver(state: RunState):
+def _resolver(state: RunState) -> Callable[[template.Ref], tuple[Any, bool]]:
     inputs = state.launched.input if state.launched else {}
     outputs, fields = state.outputs(), state.fields()
 
@@ -128,7 +129,7 @@ def decide(state: RunState, now: float) -> Decision:
                 continue
             event: Event
             if verdict.verdict == "skip":
-                event = StepSkipped(step_id=spec.id, reason=verdict.reason, detail=verdict.detail, at=now)
+                event = StepSkipped(step_id=spec.id, reason=cast(SkipReason, verdict.reason), detail=verdict.detail, at=now)
             elif spec.when and st.attempt == 0 and not (cond := _check_when(state, spec))[0]:
                 event = StepSkipped(step_id=spec.id, reason="condition", detail=cond[1], at=now)
             elif (kind := kind_rules(spec.kind)).pauses_for_person:
@@ -157,7 +158,7 @@ def decide(state: RunState, now: float) -> Decision:
 
 def timed_out(spec: StepSpec, now: float) -> StepResumed:
     """The decision of an approval's timer: ``on_timeout``, recorded as the timer's, not a person's."""
-    decision: DecisionWord = "approved" if spec.on_timeout == "approve" else "rejected"
+    decision: ApprovalDecision = "approved" if spec.on_timeout == "approve" else "rejected"
     return StepResumed(step_id=spec.id, decision=decision, timer=f"{spec.id}.timeout_s={spec.timeout_s:g}",
                        comment=f"no decision within {spec.timeout_s:g} s: {decision} by its timer", at=now)
 
@@ -336,7 +337,7 @@ def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str 
         raise NotWaiting(state.run_id, step_id, st.status)
     if state.spec(step_id).four_eyes:
         check_four_eyes(state.run_id, step_id, state.launched.launched_by, by)
-    return [StepResumed(step_id=step_id, decision=decision, by=by, comment=comment, at=now)]
+    return [StepResumed(step_id=step_id, decision=cast(ApprovalDecision, decision), by=by, comment=comment, at=now)]
 
 
 def cancel(state: RunState, history: History, now: float, *, reason: str = "", by: str = "") -> list[Event]:

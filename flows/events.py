@@ -30,7 +30,7 @@ class Event(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     at: float = 0.0
 
 
-class RunLaunched(Event):
+class RunLaunched(Event, frozen=True):
     """A run was launched; ``snapshot`` pins the band-resolved graph it runs with."""
 
     run_id: str
@@ -48,7 +48,7 @@ class RunLaunched(Event):
     parent_step: str = ""  # ... that step
 
 
-class RunQueued(Event):
+class RunQueued(Event, frozen=True):
     """The scheduler holds the run back; ``reason`` says why (capacity, ...)."""
 
     run_id: str
@@ -56,7 +56,7 @@ class RunQueued(Event):
     plan_position: int = 0
 
 
-class RunStarted(Event):
+class RunStarted(Event, frozen=True):
     """The scheduler let the run start."""
 
     run_id: str
@@ -64,7 +64,7 @@ class RunStarted(Event):
     plan_position: int = 0
 
 
-class StepStarted(Event):
+class StepStarted(Event, frozen=True):
     """An attempt began; ``prompt`` is exactly what was sent to the backend."""
 
     step_id: str
@@ -79,7 +79,7 @@ class StepStarted(Event):
     child_run_id: str = ""  # a subflow step: the child run this attempt launches (or follows, after a restart)
 
 
-class StepCompleted(Event):
+class StepCompleted(Event, frozen=True):
     """An attempt produced its output; the output is recorded once, in full.
 
     ``fields`` copies the output's frontmatter (or a code step's dict) only
@@ -101,7 +101,7 @@ class StepCompleted(Event):
         return parse_frontmatter(self.output)[0] if self.fields_in_output else self.fields
 
 
-class StepFailed(Event):
+class StepFailed(Event, frozen=True):
     """An attempt failed (error, timeout, lost in a crash); it may be retried."""
 
     step_id: str
@@ -114,7 +114,7 @@ class StepFailed(Event):
     frames: list[str] = []  # a code step that raised: its traceback's last frames, "file:line in func"
 
 
-class StepCancelled(Event):
+class StepCancelled(Event, frozen=True):
     """A running attempt was stopped because its run was cancelled or aborted."""
 
     step_id: str
@@ -122,7 +122,7 @@ class StepCancelled(Event):
     reason: str = ""
 
 
-class StepSkipped(Event):
+class StepSkipped(Event, frozen=True):
     """A step will not run; ``reason`` is its kind and ``detail`` the evidence."""
 
     step_id: str
@@ -130,7 +130,7 @@ class StepSkipped(Event):
     detail: str = ""
 
 
-class StepPaused(Event):
+class StepPaused(Event, frozen=True):
     """An approval step waits for a person (the permission frame)."""
 
     step_id: str
@@ -139,7 +139,7 @@ class StepPaused(Event):
     due_at: float = 0.0  # with the approval's timeout_s: when its timer decides (on_timeout), 0 for never
 
 
-class StepResumed(Event):
+class StepResumed(Event, frozen=True):
     """A person decided on a paused approval step."""
 
     step_id: str
@@ -154,14 +154,14 @@ class StepResumed(Event):
         return self.by or (f"timer {self.timer}" if self.timer else "")
 
 
-class RunRecovered(Event):
+class RunRecovered(Event, frozen=True):
     """A process took the run over after a restart; ``steps`` were found running."""
 
     node: str = ""
     steps: list[str] = []
 
 
-class AnomalyDetected(Event):
+class AnomalyDetected(Event, frozen=True):
     """The watch saw something wrong with a running step."""
 
     step_id: str
@@ -173,20 +173,20 @@ class AnomalyDetected(Event):
     guidance: str = ""  # with action "nudge": appended to the next attempt's prompt
 
 
-class RunCompleted(Event):
+class RunCompleted(Event, frozen=True):
     """Every leaf ended well; ``report`` is the rendered markdown."""
 
     report: str = ""
 
 
-class RunFailed(Event):
+class RunFailed(Event, frozen=True):
     """A leaf failed (or was skipped because something upstream failed)."""
 
     reason: str = ""
     report: str = ""
 
 
-class RunRejected(Event):
+class RunRejected(Event, frozen=True):
     """A person rejected an approval on the way."""
 
     reason: str = ""
@@ -194,7 +194,7 @@ class RunRejected(Event):
     report: str = ""
 
 
-class RunCancelled(Event):
+class RunCancelled(Event, frozen=True):
     """The run was cancelled; running attempts were stopped."""
 
     reason: str = ""
@@ -202,7 +202,7 @@ class RunCancelled(Event):
     report: str = ""
 
 
-class MapItemCompleted(Event):
+class MapItemCompleted(Event, frozen=True):
     """One item of a map step produced its result (``prompt``: what was sent for it, if an agent's)."""
 
     step_id: str
@@ -214,7 +214,7 @@ class MapItemCompleted(Event):
     duration_s: float = 0.0
 
 
-class MapItemFailed(Event):
+class MapItemFailed(Event, frozen=True):
     """One item of a map step failed; the map fails once its items have ended (a retry reruns this one)."""
 
     step_id: str
@@ -225,7 +225,7 @@ class MapItemFailed(Event):
     duration_s: float = 0.0
 
 
-class RunForked(Event):
+class RunForked(Event, frozen=True):
     """This run was forked (or a step retried) from ``parent_run_id``: it follows RunLaunched at once.
 
     The events right after it are copies of the parent's recorded outcomes of
@@ -244,7 +244,7 @@ class RunForked(Event):
     by: str = ""
 
 
-RunEvent = Union[
+RunEvent = Union[  # noqa: UP007 (one member a line, as the events above)
     RunLaunched,
     RunQueued,
     RunStarted,
@@ -286,6 +286,6 @@ def run_id_of(stream_id: str) -> str | None:
 
 def event_data(event: Event) -> dict[str, Any]:
     """The event's fields as JSON-able builtins, without the tag."""
-    data = msgspec.to_builtins(event)
+    data: dict[str, Any] = msgspec.to_builtins(event)
     data.pop("type", None)
     return data

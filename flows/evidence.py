@@ -217,7 +217,7 @@ def quote_in(quote: str, text: str) -> bool:
 
 def counts(checks: Iterable[EvidenceCheck]) -> dict[Verdict, int]:
     """How many items got each verdict (every verdict present, zeros included)."""
-    out = {v: 0 for v in Verdict}
+    out = dict.fromkeys(Verdict, 0)
     for check in checks:
         out[check.verdict] += 1
     return out

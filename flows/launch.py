@@ -15,8 +15,8 @@ from types import MappingProxyType
 from typing import Any
 
 from flows.catalog import FlowRegistry
-from flows.events import RunLaunched
 from flows.errors import BatonError
+from flows.events import RunLaunched
 from flows.model import BANDS
 from flows.text import check_text, check_value
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from flows.events import (
     AnomalyDetected,
@@ -231,7 +232,7 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
 
     rows = ["## Provenance", "", "| step | persona | backend | model | attempt | duration | events |",
             "|---|---|---|---|---|---|---|"]
-    attempts: dict[tuple[str, int], list] = {}  # (step, attempt) -> [StepStarted, its position, end position, duration]
+    attempts: dict[tuple[str, int], list[Any]] = {}  # (step, attempt) -> [StepStarted, its position, end position, duration]
     for pos, ev in history:
         if isinstance(ev, StepStarted):
             attempts[(ev.step_id, ev.attempt)] = [ev, pos, 0, 0.0]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from flows import conditions, template
 from flows.kinds import StepKind, kind_rules
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 RESERVED_IDS = frozenset({"input"})
 RULES = frozenset(r.value for r in TriggerRule)
+
+Fail = Callable[[str | None, str], None]
+"""Raises FlowDefinitionError naming the flow, the step (None: the flow itself) and the problem."""
 
 
 def check_flow(flow: Flow, personas: set[str]) -> None:
@@ -64,7 +67,7 @@ def check_flow(flow: Flow, personas: set[str]) -> None:
                 fail(step.id, f"on_reject names {target!r}, which does not depend on this approval")
 
 
-def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail) -> None:
+def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail: Fail) -> None:
     if step.trigger_rule not in RULES:
         fail(step.id, f"unknown trigger rule {step.trigger_rule!r}; rules are {', '.join(sorted(RULES))}")
     for dep in step.deps:
@@ -107,7 +110,7 @@ def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail) ->
             fail(step.id, f"bad when: {exc}")
 
 
-def _check_map(step: Step, personas: set[str], fail: Any) -> None:
+def _check_map(step: Step, personas: set[str], fail: Fail) -> None:
     """A map step: a list to go over, an inner agent or code step that is itself well defined."""
     over = template.refs(step.over)
     if len(over) != 1 or over[0].text != step.over.strip():
@@ -125,7 +128,7 @@ def _check_map(step: Step, personas: set[str], fail: Any) -> None:
         fail(step.id, f"{inner.noun} needs a callable fn")
 
 
-def _topological(steps: Iterable[Step], fail) -> list[str]:
+def _topological(steps: Iterable[Step], fail: Fail) -> list[str]:
     """Order ids so each comes after its deps; a cycle is reported with its path."""
     steps = list(steps)
     by_id = {s.id: s for s in steps}
@@ -163,7 +166,7 @@ def _ancestors(order: list[str], by_id: dict[str, Step]) -> dict[str, set[str]]:
     return result
 
 
-def _check_refs(step: Step, ancestors: set[str], fail) -> None:
+def _check_refs(step: Step, ancestors: set[str], fail: Fail) -> None:
     found = [("prompt", ref) for ref in template.refs(step.prompt)]
     found += [("over", ref) for ref in template.refs(step.over)]
     found += [(f"inputs.{name}", ref) for name, text in step.inputs.items() for ref in template.refs(text)]

@@ -12,9 +12,9 @@ Everything written is a function of the events: no clock, no randomness.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from itertools import chain
 from operator import itemgetter
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec

@@ -118,6 +118,13 @@ def patiently(action: Callable[[], T], patience_s: float = LOCK_PATIENCE_S) -> T
             time.sleep(0.05)
 
 
+def driver_of(conn: sa.Connection) -> Any:
+    """The DBAPI connection (sqlite3 or psycopg) under an open SQLAlchemy connection."""
+    driver = conn.connection.driver_connection
+    assert driver is not None  # open: checked out of the pool
+    return driver
+
+
 def read_checkpoint(conn: sa.Connection, name: str) -> Checkpoint | None:
     """The stored checkpoint of projection ``name`` (None if it never ran)."""
     row = conn.execute(
@@ -169,7 +176,7 @@ def advance(conn: sa.Connection, name: str, seen: Checkpoint, position: int) -> 
     # Through the DBAPI cursor, like the rows (see ``write``): once per page, SQLAlchemy's
     # statement handling cost as much as the update itself.
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = driver_of(conn).cursor()
     try:
         cursor.execute(
             f"UPDATE projection_checkpoints SET position = {mark} "
@@ -199,7 +206,7 @@ def writing(database: sa.Engine, *, bulk: bool = False) -> Iterator[sa.Connectio
     """
     with database.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
-        dbapi = conn.connection.driver_connection
+        dbapi = driver_of(conn)
         if sqlite:  # on the DBAPI connection: outside SQLAlchemy's transaction
             dbapi.execute("PRAGMA synchronous = NORMAL")
             # Builds with SQLITE_SECURE_DELETE zero every freed page, doubling
@@ -235,7 +242,7 @@ def checkpoint_wal(database: sa.Engine) -> None:
     """After a bulk replay on SQLite: copy the WAL into the database file once."""
     if database.dialect.name == "sqlite":
         with database.connect() as conn:
-            conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            driver_of(conn).execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def load_runs(conn: sa.Connection, run_ids: Iterable[str]) -> dict[str, RunRows]:
@@ -269,7 +276,7 @@ class Writes(NamedTuple):
     """A batch's rows frozen as tuples: (table, rows to insert, rows to upsert) per table."""
 
     tables: list[tuple[sa.Table, list[tuple[Any, ...]], list[tuple[Any, ...]]]]
-    count: int
+    count: int  # type: ignore[assignment]  # a field named as tuple.count, which it hides
 
 
 def snapshot(work: Workset) -> Writes:
@@ -320,7 +327,7 @@ def write(conn: sa.Connection, writes: Writes) -> None:
     rows go to PostgreSQL by binary COPY (no escaping of the long texts).
     """
     postgres = conn.dialect.name == "postgresql"
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = driver_of(conn).cursor()
     try:
         for table, inserts, upserts in writes.tables:
             shape = _shape(table, postgres)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from flows.events import Event, RunLaunched, StepResumed
 from flows.model import StepSpec
+from projections.batch import driver_of
 from projections.source import decode_events, read_events, schema_version_column
 from projections.tables import (
     STEP_FIELDS,
@@ -138,7 +139,7 @@ class ReadModel:
         """Wait until the tables reflect ``position``; True at once without a projector."""
         if self.projector is None or not position:
             return True
-        return self.projector.wait_for(position, timeout)
+        return bool(self.projector.wait_for(position, timeout))
 
     def list_runs(
         self,
@@ -227,7 +228,7 @@ class ReadModel:
             if conn.dialect.name == "sqlite":
                 # pysqlite opens no transaction for SELECTs; one BEGIN gives
                 # the reads a single WAL snapshot (ended by the rollback on close).
-                conn.connection.driver_connection.execute("BEGIN")
+                driver_of(conn).execute("BEGIN")
                 yield conn
             else:
                 with conn.execution_options(isolation_level="REPEATABLE READ").begin():

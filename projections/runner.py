@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy as sa
 
@@ -114,7 +114,7 @@ class Projector:
         """Whether the following thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> Projector:
+    def start(self) -> Self:
         """Check the version (resetting stale tables at once), then follow in a thread. Returns self."""
         if self.running:
             return self
@@ -139,10 +139,10 @@ class Projector:
             self._thread.join(timeout)
             self._thread = None
 
-    def __enter__(self) -> Projector:
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def problems(self, limit: int = 20) -> tuple[list[dict[str, Any]], int]:

@@ -32,7 +32,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import msgspec
 import sqlalchemy as sa
@@ -130,7 +130,7 @@ class Page(NamedTuple):
 
     items: list[Item]
     last: int
-    count: int
+    count: int  # type: ignore[assignment]  # a field named as tuple.count, which it hides
     problems: Sequence[dict[str, Any]] = ()
 
 
@@ -174,7 +174,7 @@ class LogReader:
         self._raw: Any = None
         self._sql = ""
 
-    def __enter__(self) -> LogReader:
+    def __enter__(self) -> Self:
         if self._database is not None:
             dialect = self._database.dialect.name
             mark = "%s" if dialect == "postgresql" else "?"
@@ -184,7 +184,7 @@ class LogReader:
                 self._raw.driver_connection.autocommit = True  # each page its own snapshot, as before
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         raw, self._raw = self._raw, None
         if raw is None:
             return

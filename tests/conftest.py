@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pg import create_pg_database, drop_pg_database, pg_ok, skip_reason
+from tests.pg import database_of_its_own
 
 
 @pytest.fixture
-def pg_url():
+def pg_url(tmp_path):
     """A PostgreSQL database of this test's own (dropped afterwards)."""
-    if not pg_ok():
-        pytest.skip(f"POSTGRESQL TESTS SKIPPED: {skip_reason()}")
-    url, name = create_pg_database()
-    try:
+    with database_of_its_own("postgresql", tmp_path) as url:
         yield url
-    finally:
-        drop_pg_database(name)
 
 
 @pytest.fixture
@@ -34,7 +29,5 @@ def sqlite_url(tmp_path):
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path):
     """Each backend in turn: the same test runs unchanged against both."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'baton.db'}"
-    else:
-        yield request.getfixturevalue("pg_url")
+    with database_of_its_own(request.param, tmp_path) as url:
+        yield url

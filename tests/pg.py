@@ -15,7 +15,11 @@ import os
 import socket
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import make_url
 
 PG_ADMIN = os.environ.get(
@@ -138,6 +142,22 @@ def drop_pg_database(name: str) -> None:
             (name,),
         )
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@contextmanager
+def database_of_its_own(backend: str, folder: Path) -> Iterator[str]:
+    """The URL of a new database: ``sqlite``, a file in ``folder``; ``postgresql``, a database created
+    now and dropped after (the test skipped, loudly, where no PostgreSQL server exists)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'baton.db'}"
+        return
+    if not pg_ok():
+        pytest.skip(f"POSTGRESQL TESTS SKIPPED: {skip_reason()}")
+    url, name = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(name)
 
 
 def skip_reason() -> str:

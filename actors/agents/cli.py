@@ -6,7 +6,10 @@ split with :mod:`shlex` and run without a shell; ``{prompt}``, ``{model}``,
 prompt can ever become two arguments or a shell command.
 
 Read-only is enforced where baton knows the tool: a ``qwen`` template must
-keep ``--approval-mode plan`` and may not say ``--yolo``/``-y``, and a
+keep ``--approval-mode plan`` and may not say ``--yolo``/``-y``; a template
+whose program is a shell, or a launcher such as ``env`` (through which any
+program, with any flag, could run), is refused, as is one handing an
+interpreter a placeholder as code (``python -c {prompt}``); and a
 substituted value that starts with ``-`` gets a leading space so it cannot be
 read as a flag. For any other CLI, making the template read-only (its plan,
 sandbox or dry-run mode) is the operator's responsibility.
@@ -66,6 +69,7 @@ class CliBackend:
                 f"BATON_CLI_COMMAND {command!r}: the executable must be fixed, "
                 "not a placeholder"
             )
+        _refuse_launchers(argv, command)
         _require_plan_mode(argv, command)
         self.command = command
         self.default_model = model
@@ -166,6 +170,68 @@ class CliBackend:
 
     def close(self) -> None:
         """Nothing to release: each call owns its process."""
+
+
+# Programs that run a command line (a shell), or another program named in their
+# arguments: through them a prompt could become a command, and the agent's own
+# flags (qwen's --yolo) escape the check below.
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "csh", "tcsh", "fish", "yash", "rbash",
+                     "busybox", "pwsh", "powershell", "cmd"})
+_LAUNCHERS = frozenset({"env", "xargs", "nohup", "nice", "ionice", "timeout", "stdbuf", "setsid", "sudo", "doas",
+                        "su", "runuser", "chroot", "time", "watch", "exec", "command", "eval", "flock", "script"})
+# Interpreters: the options whose value is code to run, and the other options that take a value
+# (so that the word after them is not mistaken for the script, after which options are the script's).
+_INTERPRETERS: tuple[tuple[re.Pattern[str], frozenset[str], frozenset[str]], ...] = (
+    (re.compile(r"^(python|pypy)[0-9.]*$"), frozenset({"-c"}), frozenset({"-W", "-X"})),
+    (re.compile(r"^perl[0-9.]*$"), frozenset({"-e", "-E"}), frozenset({"-I"})),
+    (re.compile(r"^ruby$"), frozenset({"-e"}), frozenset({"-I", "-r"})),
+    (re.compile(r"^(lua[0-9.]*|Rscript)$"), frozenset({"-e"}), frozenset({"-l"})),
+    (re.compile(r"^osascript$"), frozenset({"-e"}), frozenset({"-l"})),
+    (re.compile(r"^(node|nodejs|deno|bun)$"), frozenset({"-e", "-p", "--eval", "--print"}),
+     frozenset({"-r", "--require", "--import", "--loader"})),
+    (re.compile(r"^php[0-9.]*$"), frozenset({"-r"}), frozenset({"-d", "-c"})),
+)
+
+
+def _refuse_launchers(argv: list[str], command: str) -> None:
+    """Refuse a template whose program is a shell or runs another program, or that hands an interpreter code.
+
+    ``sh -c {prompt}`` runs the model's prompt (and anything injected into it)
+    as a command line; ``env qwen --yolo`` hides qwen, and its flags, from
+    the plan-mode check. Name the agent's own program instead.
+    """
+    exe = os.path.basename(argv[0]).removesuffix(".exe")
+    if exe in _SHELLS:
+        raise BackendConfigError(
+            f"BATON_CLI_COMMAND {command!r} runs a shell ({exe}): a prompt could become a command line; "
+            f"name the agent's own program (e.g. {DEFAULT_COMMAND})")
+    if exe in _LAUNCHERS:
+        raise BackendConfigError(
+            f"BATON_CLI_COMMAND {command!r} runs the agent through {exe!r}, which runs whatever its arguments "
+            f"name and hides the agent's flags from baton's checks; name the agent's own program "
+            f"(e.g. {DEFAULT_COMMAND})")
+    for name, code_options, value_options in _INTERPRETERS:
+        if name.match(exe):
+            _refuse_code_placeholder(argv, command, exe, code_options, value_options)
+
+
+def _refuse_code_placeholder(argv: list[str], command: str, exe: str, code_options: frozenset[str],
+                             value_options: frozenset[str]) -> None:
+    i = 1
+    while i < len(argv) and argv[i].startswith("-"):  # the interpreter's options, up to its script
+        option = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        attached = next((o for o in code_options if option.startswith(o + "=" if o.startswith("--") else o)
+                         and option != o), None)
+        if attached is not None:  # -c'code', --eval=code
+            option, value = attached, option[len(attached):].removeprefix("=")
+        if option in code_options:
+            if _PLACEHOLDER.search(value):
+                raise BackendConfigError(
+                    f"BATON_CLI_COMMAND {command!r} hands {exe} a placeholder as code to run ({option} "
+                    f"{value}): a prompt would be executed; pass it as an argument or on stdin instead")
+            return  # the code given ends the interpreter's options
+        i += 2 if option in value_options else 1
 
 
 def _require_plan_mode(argv: list[str], command: str) -> None:

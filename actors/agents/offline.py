@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -137,25 +138,17 @@ def _fields(persona: str, prompt: str, digest: bytes) -> dict[str, Any]:
 
 
 def _severity(prompt: str) -> str:
-    if _CRITICAL.search(prompt):
-        return "critical"
-    if _HIGH.search(prompt):
-        return "high"
-    if _LOW.search(prompt):
-        return "low"
-    return "medium"
+    return _first_match(prompt, ((_CRITICAL, "critical"), (_HIGH, "high"), (_LOW, "low")), "medium")
 
 
 def _category(prompt: str) -> str:
-    if _CRITICAL.search(prompt) or _HIGH.search(prompt):
-        return "security"
-    if _LOW.search(prompt):
-        return "documentation"
-    if _PERF.search(prompt):
-        return "performance"
-    if _BUG.search(prompt):
-        return "bug"
-    return "general"
+    return _first_match(prompt, ((_CRITICAL, "security"), (_HIGH, "security"), (_LOW, "documentation"),
+                                 (_PERF, "performance"), (_BUG, "bug")), "general")
+
+
+def _first_match(prompt: str, table: Iterable[tuple[re.Pattern[str], str]], otherwise: str) -> str:
+    """The label of the first pattern found in ``prompt``, in the table's order."""
+    return next((label for pattern, label in table if pattern.search(prompt)), otherwise)
 
 
 def _summary(persona: str, prompt: str) -> str:

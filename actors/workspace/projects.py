@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from actors.runlog import decode, new_events
 from actors.workspace.errors import NotARepository
 from actors.workspace.git import DEFAULT_TIMEOUT_S, Git
-from actors.runlog import decode, new_events
 from eventstore import ConcurrencyError, EventStore
 from flows.events import Event
 from flows.projects import (

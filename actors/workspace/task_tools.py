@@ -34,7 +34,7 @@ import msgspec
 
 from actors.workspace import results as r
 from actors.workspace.commands import DEFAULT_MAX_OUTPUT, CommandResult, command_env, run_command
-from actors.workspace.errors import CommitRefused, GitError, PathRefused, WorkspaceError
+from actors.workspace.errors import CommitRefused, WorkspaceError
 from actors.workspace.results import Outcome, ToolResult
 from actors.workspace.tools import (
     ARGUMENTS as READ_ARGUMENTS,
@@ -47,9 +47,11 @@ from actors.workspace.tools import (
     Toolbox,
     ToolName,
     _Args,
+    _doc,
     function_schema,
     parse_call,
     schema_hash,
+    workspace_failure,
 )
 from actors.workspace.worktrees import Commit, RunWorktrees
 from actors.workspace.writes import EditRefused, edit_file, write_file
@@ -66,10 +68,6 @@ class WriteToolName(str, Enum):
     COMMIT = "commit"
     NOTIFY = "notify"
     BLOCKED = "blocked"
-
-
-def _doc(text: str) -> msgspec.Meta:
-    return msgspec.Meta(description=text)
 
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -190,17 +188,10 @@ class TaskToolbox:
             return self.read.call(name, arguments)
         try:
             return self._run[WriteToolName(tool)](args)
-        except PathRefused as exc:
-            return r.failure(Outcome.ERROR, exc.rule.value, f"{exc.path!r} refused: {exc.detail}")
-        except EditRefused as exc:
+        except (EditRefused, CommitRefused) as exc:
             return r.failure(Outcome.ERROR, exc.reason, exc.detail)
-        except CommitRefused as exc:
-            return r.failure(Outcome.ERROR, exc.reason, exc.detail)
-        except GitError as exc:
-            said = exc.stderr.splitlines()[-1] if exc.stderr else (exc.hint or "git failed")
-            return r.failure(Outcome.ERROR, "git-error", said)
         except WorkspaceError as exc:
-            return r.failure(Outcome.ERROR, "workspace-error", str(exc))
+            return workspace_failure(exc)
 
     # -- the tools ------------------------------------------------------------------
 

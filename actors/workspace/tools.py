@@ -186,21 +186,14 @@ class Toolbox:
         tool, args = parsed
         try:
             return self._run[tool](args)
-        except PathRefused as exc:
-            return r.failure(Outcome.ERROR, exc.rule.value, f"{exc.path!r} refused: {exc.detail}")
         except BadRevision as exc:
             return r.failure(Outcome.ERROR, "bad-revision", exc.hint or str(exc))
         except BadPattern as exc:
             return r.failure(Outcome.ERROR, "bad-pattern", str(exc))
         except BadGlob as exc:
             return r.failure(Outcome.ERROR, "bad-glob", str(exc))
-        except GitError as exc:
-            # git's own last words, without the directory: the model needs the
-            # reason, not the server's layout.
-            said = exc.stderr.splitlines()[-1] if exc.stderr else (exc.hint or "git failed")
-            return r.failure(Outcome.ERROR, "git-error", said)
         except WorkspaceError as exc:
-            return r.failure(Outcome.ERROR, "workspace-error", str(exc))
+            return workspace_failure(exc)
 
     # -- the tools ----------------------------------------------------------
 
@@ -301,6 +294,18 @@ class Toolbox:
     def _capped(self, text: str, truncated: bool) -> ToolResult:
         capped, cut = r.cap_bytes(text, self.caps.max_bytes)
         return r.make_result(capped, truncated=truncated or cut)
+
+
+def workspace_failure(exc: WorkspaceError) -> ToolResult:
+    """A workspace error as a tool's result: the rule a path broke, git's last words, or the error."""
+    if isinstance(exc, PathRefused):
+        return r.failure(Outcome.ERROR, exc.rule.value, f"{exc.path!r} refused: {exc.detail}")
+    if isinstance(exc, GitError):
+        # git's own last words, without the directory: the model needs the
+        # reason, not the server's layout.
+        said = exc.stderr.splitlines()[-1] if exc.stderr else (exc.hint or "git failed")
+        return r.failure(Outcome.ERROR, "git-error", said)
+    return r.failure(Outcome.ERROR, "workspace-error", str(exc))
 
 
 def parse_call(name: str, arguments: str | Mapping[str, Any] | None,

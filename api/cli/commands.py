@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from api.cli import progress
@@ -29,6 +30,7 @@ from api.cli.context import (
 )
 from api.cli.escape import printable, printable_line
 from api.cli.progress import ProgressView, load_run, make_console, say
+from api.cli.seal import seal_argument
 from api.cli.targets import Local, Remote, Target, resolve_in
 from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from api.runtime import Runtime, load_registry
@@ -256,13 +258,19 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Re-fold every run (or one) from the log; with --verify, check hash chains and consistency."""
+    seal = seal_argument(getattr(args, "seal", None))
+    if seal is not None and (args.run or not args.verify):
+        raise CliError(EXIT_USAGE, "--seal checks the whole log: use it with --verify, without --run")
     refuse_missing_store(settings)
     with running(settings) as rt:
         run_id = resolve_in(rt.store, args.run) if args.run else None
-        replay = replay_log(rt.store, run_id=run_id, verify=args.verify)
+        replay = replay_log(rt.store, run_id=run_id, verify=args.verify, seal=seal)
     for line in replay.summaries:
         print(line)
-    return report_verification(replay, verify=args.verify)
+    code = report_verification(replay, verify=args.verify)
+    if seal is not None:
+        print(f"the seal holds: the log up to position {seal.head} is as it was sealed ({count(seal.events, 'event')})")
+    return code
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
@@ -299,7 +307,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     ignored = f"; BATON_AGENT={settings.agent} is ignored for the demo" if settings.agent != "offline" else ""
     settings = settings.replace(agent="offline", model="", offline_delay_s=settings.offline_delay_s or 0.6)
     db = shlex.quote(safe_url(settings.db))
-    command = lambda rest: f"BATON_DB={db} {program()} {rest}"  # noqa: E731
+    command: Callable[[str], str] = lambda rest: f"BATON_DB={db} {program()} {rest}"  # noqa: E731
     say(console, f"baton demo: {DEMO_FLOW}, band {DEMO_BAND} (three reviews in parallel, a fold, a synthesis, "
                  f"then an approval gate) on {safe_url(settings.db)}")
     say(console, "demo: forcing the offline backend: deterministic, labelled text; no model is called" + ignored)

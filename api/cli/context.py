@@ -121,7 +121,7 @@ def target(args: argparse.Namespace, settings: Settings, *, engine: bool = False
     """
     local = bool(getattr(args, "local", False))
     if settings.url and not local:
-        store = None if missing_store(settings) else open_store(settings.db)
+        store = None if missing_store(settings) else open_store(settings.db, **settings.store_options())
         chosen: Target = Remote(client_for(settings.url, settings), store)
     else:
         if not creates:
@@ -147,8 +147,9 @@ def open_store_for(settings: Settings) -> Any:
     """The store of the settings, or None when it is a SQLite file that does not exist yet."""
     if missing_store(settings) is not None:
         return None
+    options = settings.store_options()  # a bad key file is its own setting's error, not the URL's
     try:
-        return open_store(settings.db)
+        return open_store(settings.db, **options)
     except ValueError as exc:  # the URL is wrong, not the database
         raise SettingsError(f"BATON_DB / --db: {exc}") from None
 

@@ -56,8 +56,10 @@ from api.cli.commands import (
     cmd_tokens_revoke,
 )
 from api.cli.context import CliError, Interrupted
+from api.cli.db import add_db_commands
 from api.cli.escape import printable_line
 from api.cli.forks import add_commands as add_fork_commands
+from api.cli.seal import cmd_seal
 from api.cli.targets import RunIdError
 from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
 from api.settings import Settings, from_env
@@ -101,6 +103,8 @@ SERVE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--cors-origins", "cors_origins", lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip()),
      "ORIGIN,ORIGIN", "origins allowed to call the API from a browser (BATON_CORS_ORIGINS; default: none)"),
     ("--session-ttl-s", "session_ttl_s", float, "SECONDS", "how long a console login lasts (BATON_SESSION_TTL_S)"),
+    ("--seal-interval-s", "seal_interval_s", float, "SECONDS",
+     "seal the log this often, and at shutdown; 0 = at shutdown only (BATON_SEAL_INTERVAL_S)"),
 )
 SETTING_FLAG = "setting__"
 
@@ -133,13 +137,13 @@ def positive_int(raw: str) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse with our one-line error (and exit 2) instead of the usage dump."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise CliError(EXIT_USAGE, f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``baton`` parser; global flags are accepted before or after the command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)  # a parent only: its arguments are copied, never parsed
     s = argparse.SUPPRESS
     common.add_argument("--db", metavar="URL", default=s, help="event store URL (BATON_DB)")
     common.add_argument("--flows", metavar="MOD,MOD", default=s, help="modules of extra flows (BATON_FLOWS)")
@@ -212,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("replay", cmd_replay, "re-fold runs from the log; --verify checks it was not edited")
     p.add_argument("--verify", action="store_true")
     p.add_argument("--run", metavar="RUN")
+    p.add_argument("--seal", metavar="SEAL", help="with --verify: also check the log against a seal `baton seal` "
+                   "printed (the line, or @FILE holding it): catches events cut from the end or rewritten before it")
+    add_db_commands(sub, common, _Parser)
+    add("seal", cmd_seal, "seal the log up to now and print the seal to keep elsewhere (see replay --seal)")
     p = add("tokens", lambda a, s: EXIT_USAGE, "manage access tokens (DESIGN §13): create, list, revoke")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     t = actions.add_parser("create", parents=[common], help="make a token; printed once, only its hash is kept")
@@ -270,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(verbose)
         settings = settings_of(args)
         db = settings.db
-        return args.handler(args, settings)
+        status: int = args.handler(args, settings)
+        return status
     except CliError as exc:
         return fail(exc.code, printable_line(str(exc)))
     except FlowsModuleMissing as exc:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from rich.console import Console
 from rich.live import Live
@@ -143,14 +143,14 @@ class ProgressView:
         self._live: Live | None = None
         self._closed = False
 
-    def __enter__(self) -> ProgressView:
+    def __enter__(self) -> Self:
         if self.live_mode:
             self._live = Live(get_renderable=self._render, console=self.console,
                               refresh_per_second=4, transient=False)
             self._live.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:

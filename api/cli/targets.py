@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from actors.engine import Launched
-from actors.runlog import follow, live_nodes, read_with_owner, run_ids_starting
+from actors.runlog import follow, live_nodes, read_with_owner, run_ids_starting, unended_runs
 from api.cli.client import Client, ServerError
 from api.cli.progress import ProgressView
 from api.runtime import Runtime
@@ -31,7 +31,6 @@ from eventstore import SqlStore
 from eventstore.leases import Leases
 from flows import decide, errors
 from flows.auth import Principal, Role, check_identity
-from flows.events import TERMINAL_RUN_TYPES, run_id_of
 from flows.kinds import kind_rules
 from flows.launch import LaunchParams
 from flows.state import RunState
@@ -271,21 +270,11 @@ def plan_from_log(rt: Runtime) -> dict[str, Any]:
     ``approval``. Slots in use are the agent steps the log shows running.
     """
     store, settings = rt.store, rt.settings
-    launched: dict[str, int] = {}
-    ended: set[str] = set()
-    for rec in store.read_all(after=0, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
-        run_id = run_id_of(rec.stream_id)
-        if run_id is None:
-            continue
-        if rec.type == "RunLaunched":
-            launched[run_id] = rec.position
-        else:
-            ended.add(run_id)
     live = live_nodes(Leases(store.database).held())
     in_progress: list[dict[str, Any]] = []
     waiting: list[tuple[str, str, str, str]] = []
     slots = 0
-    for run_id in sorted((r for r in launched if r not in ended), key=launched.__getitem__):
+    for run_id in unended_runs(store):
         state, _, last_node = read_with_owner(store, run_id)
         if state.launched is None or state.terminal:
             continue

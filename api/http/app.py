@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from actors.runlog import server_lease
 from api import failures
 from api.http import admin, openapi, problems, routes, stream
 from api.http import sessions as login
@@ -39,10 +40,10 @@ from api.http.connections import (
     raise_open_files_limit,
 )
 from api.http.hub import DEFAULT_BUFFER, FrameHub
-from api.http.sessions import Sessions
-from actors.runlog import server_lease
 from api.http.listen import ListenError, listen, url_of
+from api.http.sessions import Sessions
 from api.runtime import Runtime
+from api.sealer import Sealer
 from api.settings import Settings, SettingsError, from_env, os_user, require_model, require_safe_auth, safe_url
 from api.tokens import TokenBook, bootstrap
 from api.web import routes as web
@@ -212,7 +213,9 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
     engine = runtime.engine
     assert engine is not None
     server: StreamingServer | None = None
+    sealer = Sealer(runtime.store, settings.seal_interval_s, print_seal)
     try:
+        sealer.start()
         try:
             access = access_lines(runtime, settings, url)
         except OSError as exc:  # the token file cannot be written: nobody could use the token
@@ -241,10 +244,20 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
     finally:
         with contextlib.suppress(Exception):  # a store that went away: the lease ends with its TTL
             engine.ctx.leases.release(lease, owner)
+        if runtime.engine is not None:  # the engine's last events first, then the shutdown seal
+            runtime.engine.stop()
+            runtime.engine = None
+        sealer.stop()
         runtime.stop()
         if server is not None:
             server.stopped.set()
         sock.close()
+
+
+def print_seal(seal: object) -> None:
+    """A seal the server made, on its output: keep it outside the database (``baton replay --verify --seal``)."""
+    print(f"baton: sealed the log: {seal}", file=sys.stderr, flush=True)
+    log.info("sealed the log: %s", seal)
 
 
 def access_lines(runtime: Runtime, settings: Settings, url: str) -> list[str]:

@@ -39,7 +39,7 @@ BATCH = 500
 EPHEMERAL_EVERY_S = 0.01  # deltas are batched for this long: a hundredth of a second nobody reads
 
 
-class SharedFrame(dict):
+class SharedFrame(dict[str, Any]):
     """A live frame as every client gets it: one dict, its encodings made once for all of them.
 
     ``encoded(name, encode)`` returns ``encode(self)`` computed on first use:
@@ -47,6 +47,7 @@ class SharedFrame(dict):
     """
 
     __slots__ = ("_encoded",)
+    _encoded: dict[str, bytes]
 
     def encoded(self, name: str, encode: Callable[[Frame], bytes]) -> bytes:
         """``encode(self)``, cached under ``name``."""

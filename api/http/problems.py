@@ -29,9 +29,9 @@ from actors.errors import (
 from api.http.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.auth import (
+    ROLES,
     Forbidden,
     FourEyesRefused,
-    ROLES,
     IdentityMismatch,
     InvalidTokenName,
     TokenExists,

@@ -399,7 +399,7 @@ async def health(request: Request) -> Response:
     return json_response(schemas.Health(
         status=status, engine=engine, projector=projector, store=store, head=store.head,
         projector_position=projector.position, stream_clients=len(request.app.state.hub.subscribers),
-        problems=problems, problems_total=total, projector_error=projector.error,
+        problems=[schemas.ProjectionProblem(**p) for p in problems], problems_total=total, projector_error=projector.error,
     ), 503 if down else 200)
 
 

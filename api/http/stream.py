@@ -88,8 +88,8 @@ def _resume_of(request: Request) -> int | None:
 async def _frames_of(subscriber: Subscriber, after: int | None, heartbeat_s: float) -> Any:
     """Replay (when resuming), then live frames; [] means "time for a heartbeat"."""
     if after is not None:
-        async for frames in subscriber.replay(after):
-            yield frames
+        async for replayed in subscriber.replay(after):
+            yield replayed
     while True:
         frames = await subscriber.next_frames(heartbeat_s)
         if frames is None:  # fell too far behind (it resumes by id) or the server is stopping

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,17 @@ class ApiServer:
                 self.process.wait(5)
         self._reader.join(10)
         self._log.close()
+
+    def sigterm(self, wait_s: float = 30.0) -> tuple[int | None, float]:
+        """Send SIGTERM; the exit code (None: still running after ``wait_s``) and the seconds it took."""
+        assert self.process is not None
+        sent = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code: int | None = self.process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            code = None
+        return code, time.monotonic() - sent
 
     def log(self) -> str:
         """What the server printed so far."""

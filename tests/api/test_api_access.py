@@ -26,12 +26,9 @@ ROLE_ORDER = ("viewer", "operator", "approver", "admin")
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory) -> Iterator[Runtime]:
     db = tmp_path_factory.mktemp("access") / "baton.db"
-    rt = Runtime(Settings(db=f"sqlite:///{db}", flows=("tests.api.api_flows",),
-                          cors_origins=("https://console.example",))).start()
-    try:
+    settings = Settings(db=f"sqlite:///{db}", flows=("tests.api.api_flows",), cors_origins=("https://console.example",))
+    with Runtime(settings).start() as rt:
         yield rt
-    finally:
-        rt.stop()
 
 
 @pytest.fixture(scope="module")

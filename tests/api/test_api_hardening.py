@@ -11,6 +11,7 @@ refused command (``head()`` before and after).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from api.settings import Settings
 from eventstore import NewEvent
 from flows.events import AnomalyDetected, RunStarted, event_data
 from tests.api.access import authed_client, issue_tokens
-from tests.pg import create_pg_database, drop_pg_database, pg_ok, skip_reason
+from tests.pg import database_of_its_own
 
 JSON_BODY = {"Content-Type": "application/json"}  # every body below is JSON, or nothing
 
@@ -30,25 +31,17 @@ PROBLEM = "application/problem+json"
 FFFD = "\ufffd"
 
 
-def _runtime(backend: str, tmp_path_factory: Any) -> tuple[Runtime, str | None]:
-    if backend == "sqlite":
-        url, name = f"sqlite:///{tmp_path_factory.mktemp('hardening') / 'baton.db'}", None
-    else:
-        if not pg_ok():
-            pytest.skip(f"POSTGRESQL TESTS SKIPPED: {skip_reason()}")
-        url, name = create_pg_database()
-    return Runtime(Settings(db=url, flows=("tests.api.api_flows",))).start(), name
+@contextmanager
+def _runtime(backend: str, tmp_path_factory: Any) -> Iterator[Runtime]:
+    with database_of_its_own(backend, tmp_path_factory.mktemp("hardening")) as url:
+        with Runtime(Settings(db=url, flows=("tests.api.api_flows",))).start() as rt:
+            yield rt
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def runtime(request, tmp_path_factory) -> Iterator[Runtime]:
-    rt, name = _runtime(request.param, tmp_path_factory)
-    try:
+    with _runtime(request.param, tmp_path_factory) as rt:
         yield rt
-    finally:
-        rt.stop()
-        if name:
-            drop_pg_database(name)
 
 
 @pytest.fixture(scope="module")
@@ -198,14 +191,9 @@ def test_an_odd_run_id_is_4xx_naming_it_never_500(client, runtime, method, path)
 @pytest.fixture(params=["sqlite", "postgresql"])
 def own(request, tmp_path_factory) -> Iterator[tuple[TestClient, Runtime]]:
     """A client on a runtime of this test's own: its health is degraded on purpose."""
-    rt, name = _runtime(request.param, tmp_path_factory)
-    try:
+    with _runtime(request.param, tmp_path_factory) as rt:
         with authed_client(create_app(rt), issue_tokens(rt.store)["admin"], headers=JSON_BODY) as c:
             yield c, rt
-    finally:
-        rt.stop()
-        if name:
-            drop_pg_database(name)
 
 
 def test_a_poisoned_log_is_readable_and_health_says_degraded_with_the_position(own):

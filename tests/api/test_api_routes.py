@@ -28,11 +28,8 @@ JSON_BODY = {"Content-Type": "application/json"}
 def runtime(tmp_path_factory) -> Iterator[Runtime]:
     db = tmp_path_factory.mktemp("routes") / "baton.db"
     settings = Settings(db=f"sqlite:///{db}", flows=("tests.api.api_flows",), max_body_bytes=4096)
-    rt = Runtime(settings).start()
-    try:
+    with Runtime(settings).start() as rt:
         yield rt
-    finally:
-        rt.stop()
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +194,7 @@ def test_two_spellings_that_disagree_are_refused_naming_the_field(client, runtim
 
 
 def test_a_deeply_nested_body_is_refused_on_every_route_and_a_shallow_one_is_not(client, runtime):
-    head = quiet(runtime)
+    quiet(runtime)
     deep = b'{"reason": ' + b'{"a": ' * 70 + b"1" + b"}" * 70 + b"}"
     problem = problem_of(client.post("/api/runs/some-run/cancel", content=deep), 422)
     assert problem["field"] == "reason.a" and "nested more than 64 levels" in problem["detail"]

@@ -16,12 +16,9 @@ from tests.api.access import authed_client, issue_tokens
 @pytest.fixture(scope="module")
 def client(tmp_path_factory) -> Iterator[TestClient]:
     db = tmp_path_factory.mktemp("run-ids") / "baton.db"
-    rt = Runtime(Settings(db=f"sqlite:///{db}")).start()
-    try:
+    with Runtime(Settings(db=f"sqlite:///{db}")).start() as rt:
         with authed_client(create_app(rt), issue_tokens(rt.store)["admin"]) as c:
             yield c
-    finally:
-        rt.stop()
 
 
 @pytest.mark.parametrize("path", ["/api/runs/nope/cancel", "/api/runs/nope/steps/gate/approve",

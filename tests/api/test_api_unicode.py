@@ -24,7 +24,7 @@ from api.runtime import Runtime
 from api.settings import Settings
 from flows.text import find_unstorable
 from tests.api.access import authed_client, issue_tokens
-from tests.pg import create_pg_database, drop_pg_database, pg_ok, skip_reason
+from tests.pg import database_of_its_own
 
 JSON_BODY = {"Content-Type": "application/json"}  # every body below is JSON
 
@@ -43,21 +43,10 @@ def any_text(min_size: int = 0) -> st.SearchStrategy[str]:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def client(request, tmp_path_factory) -> Iterator[tuple[TestClient, Runtime]]:
-    name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('unicode') / 'baton.db'}"
-    else:
-        if not pg_ok():
-            pytest.skip(f"POSTGRESQL TESTS SKIPPED: {skip_reason()}")
-        url, name = create_pg_database()
-    rt = Runtime(Settings(db=url, flows=("tests.api.api_flows",), max_active_runs=0)).start()
-    try:
-        with authed_client(create_app(rt), issue_tokens(rt.store)["admin"], headers=JSON_BODY) as c:
-            yield c, rt
-    finally:
-        rt.stop()
-        if name:
-            drop_pg_database(name)
+    with database_of_its_own(request.param, tmp_path_factory.mktemp("unicode")) as url:
+        with Runtime(Settings(db=url, flows=("tests.api.api_flows",), max_active_runs=0)).start() as rt:
+            with authed_client(create_app(rt), issue_tokens(rt.store)["admin"], headers=JSON_BODY) as c:
+                yield c, rt
 
 
 def expected_refusal(question: str, project_id: str, notes: str) -> str | None:

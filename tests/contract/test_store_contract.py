@@ -23,7 +23,7 @@ from eventstore import (
     StoreUnavailableError,
     open_store,
 )
-from eventstore.chain import event_hash
+from eventstore.chain import Chain
 from eventstore.leases import Leases
 
 from eventstore_testkit import (  # noqa: F401 - store is a fixture
@@ -76,8 +76,11 @@ class TestEventStoreContract:
         assert second.data == {"amount": 5, "currency": "EUR"}  # a Struct is stored as JSON
         assert second.version == 2 and second.position > first.position
         assert isinstance(first.recorded_at, float) and first.recorded_at > 1e9
-        assert first.hash == event_hash("", "Note", '{"k":1}')
-        assert second.hash == event_hash(first.hash, "Paid", '{"amount":5,"currency":"EUR"}')
+        chain = Chain()
+        assert first.hash == chain.hash("", first.id, "run-a", 1, "Note", '{"k":1}', '{"actor":"me"}',
+                                        first.recorded_at)
+        assert second.hash == chain.hash(first.hash, second.id, "run-a", 2, "Paid",
+                                         '{"amount":5,"currency":"EUR"}', "{}", second.recorded_at)
         assert store.head() == second.position
 
     def test_reads_match_what_append_returned(self, store):
@@ -269,13 +272,14 @@ class TestEventStoreContract:
 
     def test_an_edited_hash_breaks_the_chain_after_it(self, store):
         recorded = store.append("acct", notes(1, 2, 3), expected_version=0)
-        forged = event_hash(recorded[0].hash, "Note", '{"n":99}')
+        edited = recorded[1]
+        forged = Chain().hash(recorded[0].hash, edited.id, "acct", 2, "Note", '{"n":99}', "{}", edited.recorded_at)
         tamper(store, f"UPDATE events SET data = '{{\"n\":99}}', hash = '{forged}'"
                       f" WHERE position = {recorded[1].position}")
         assert store.verify() == [
             f"edited: stream 'acct' version 3 (position {recorded[2].position}) does not "
-            "match its hash; its type or data was changed after it was recorded (or the "
-            "previous event's hash was)"
+            "match its hash; its type, data, metadata, recorded_at, event id, stream or "
+            "version was changed after it was recorded (or the previous event's hash was)"
         ]
 
     def test_corrupt_row_raises_naming_its_position(self, store):

@@ -104,22 +104,12 @@ def test_serve_rides_out_a_read_only_sqlite_file(sqlite_url):
 
 @pytest.mark.slow
 def test_sigterm_stops_serve_within_10_s_while_the_database_refuses_connections(pg_url):
-    import signal
-    import subprocess
-
     with ApiServer(pg_url, BATON_OFFLINE_DELAY_S="1.5") as server:
         for i in range(3):
             assert httpx.post(f"{server.url}/api/runs", json={"flow": "api-chain", "question": f"q{i}"}
                               , auth=server.auth).status_code == 201
         with pg_refusing(pg_url):
             time.sleep(3)  # long enough for steps to finish and their appends to wait on the database
-            assert server.process is not None
-            sent = time.monotonic()
-            server.process.send_signal(signal.SIGTERM)
-            try:
-                code = server.process.wait(30)
-            except subprocess.TimeoutExpired:
-                code = None
-            took = time.monotonic() - sent
+            code, took = server.sigterm()
         assert code is not None and took <= 10, f"serve took {took:.1f} s to stop (exit {code}):\n{server.log()}"
         print(f"SIGTERM: serve stopped in {took:.1f} s (exit {code})")

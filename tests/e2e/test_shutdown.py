@@ -8,9 +8,7 @@ for it (nor for any other thread of the engine).
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import time
 
 import httpx
@@ -42,14 +40,7 @@ def test_sigterm_stops_serve_within_10_s_with_steps_running(sqlite_url):
             if len(runs) == 3 and all(r["status"] == "running" for r in runs):
                 break
             time.sleep(0.1)
-        assert server.process is not None
-        sent = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            code = server.process.wait(30)
-        except subprocess.TimeoutExpired:
-            code = None
-        took = time.monotonic() - sent
+        code, took = server.sigterm()
         assert code is not None and took <= 10, f"serve took {took:.1f} s to stop (exit {code}):\n{server.log()}"
         print(f"SIGTERM: serve stopped in {took:.1f} s (exit {code})")
         assert code == 0, server.log()

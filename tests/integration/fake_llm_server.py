@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 from typing import Any
 
 import anyio
-import uvicorn
+
+from tests.integration.asgi_server import LocalASGIServer, read_body
 
 CONTENT = ["Hello", ", ", "wor", "ld", "!"]
 USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
@@ -45,7 +45,7 @@ def _chunk(model: str, delta: dict[str, Any] | None, **extra: Any) -> bytes:
     return f"data: {json.dumps(doc)}\n\n".encode()
 
 
-class FakeLLMServer:
+class FakeLLMServer(LocalASGIServer):
     """Start with :meth:`start`, stop with :meth:`stop`; ``base_url`` ends in /v1."""
 
     def __init__(self) -> None:
@@ -54,39 +54,12 @@ class FakeLLMServer:
         self.headers: list[dict[str, str]] = []
         self.disconnected = threading.Event()
         self.first_chunk_sent = threading.Event()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self.port = self._sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(self.app, interface="asgi3", lifespan="off", log_level="warning",
-                                timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def start(self) -> FakeLLMServer:
-        """Run the server in a background thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Ask uvicorn to exit and wait for its thread."""
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
+        super().__init__()
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The ASGI app: one POST /v1/chat/completions endpoint."""
         assert scope["type"] == "http"
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         if scope["path"] != "/v1/chat/completions":
             await self._send(send, 404, b"404 page not found", "text/plain")
             return
@@ -114,12 +87,6 @@ class FakeLLMServer:
             error = {"error": {"message": f'model "{model}" not found, try pulling it first',
                                "type": "api_error"}}
             await self._send(send, 404, json.dumps(error).encode())
-
-    async def _send(self, send: Any, status: int, body: bytes,
-                    content_type: str = "application/json") -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type.encode())]})
-        await send({"type": "http.response.body", "body": body})
 
     async def _stream(self, model: str, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200,

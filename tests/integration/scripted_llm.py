@@ -18,14 +18,14 @@ message, ``tool_choice``). It runs a raw ASGI app under uvicorn on
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
-import uvicorn
+
+from tests.integration.asgi_server import LocalASGIServer, read_body
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def stream_chunks(model: str, turn: Turn, turn_number: int) -> list[bytes]:
     return out
 
 
-class ScriptedLLM:
+class ScriptedLLM(LocalASGIServer):
     """Start with :meth:`start`, stop with :meth:`stop`; ``base_url`` ends in /v1."""
 
     def __init__(self) -> None:
@@ -154,17 +154,7 @@ class ScriptedLLM:
         self.disconnected = threading.Event()
         """Set when a client left in the middle of a :class:`StallTurn`."""
         self._lock = threading.Lock()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self.port = self._sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        config = uvicorn.Config(self.app, interface="asgi3", lifespan="off", log_level="warning",
-                                timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        daemon=True)
+        super().__init__()
 
     def script(self, model: str, turns: list[Turn]) -> None:
         """Answer requests for ``model`` with ``turns``, by the conversation's turn number."""
@@ -176,26 +166,10 @@ class ScriptedLLM:
         with self._lock:
             return [r for r in self.requests if r.get("model") == model]
 
-    def start(self) -> ScriptedLLM:
-        """Run the server in a background thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Ask uvicorn to exit and wait for its thread."""
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
-
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The ASGI app: POST /v1/chat/completions only."""
         assert scope["type"] == "http"
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         arrived = time.perf_counter()
         if scope["path"] != "/v1/chat/completions":
             await self._send(send, 404, b"404 page not found", "text/plain")
@@ -228,7 +202,3 @@ class ScriptedLLM:
             return
         await send({"type": "http.response.body", "body": b""})
 
-    async def _send(self, send: Any, status: int, body: bytes, content_type: str = "application/json") -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type.encode())]})
-        await send({"type": "http.response.body", "body": body})

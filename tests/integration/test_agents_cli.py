@@ -252,3 +252,30 @@ def test_on_delta_failure_leaves_no_process_behind(tmp_path):
         CliBackend(f"{PY} {exe}", term_grace_s=0.3).run(request(), explode, CancelToken())
     assert pids and not alive(pids[0])
     assert os.path.exists("/proc/self")  # the alive() check above is meaningful here
+
+
+@pytest.mark.parametrize("command, why", [
+    ("sh -c {prompt}", "runs a shell (sh)"),
+    ("/bin/bash -c 'qwen --approval-mode plan -p {prompt}'", "runs a shell (bash)"),
+    ("bash", "runs a shell (bash)"),
+    ("env qwen --yolo -p {prompt}", "through 'env'"),
+    ("/usr/bin/env qwen --approval-mode plan -p {prompt}", "through 'env'"),
+    ("nohup qwen -y -p {prompt}", "through 'nohup'"),
+    ("python3 -c {prompt}", "as code to run"),
+    ("python3 -W ignore -c {prompt}", "as code to run"),
+    ("python3 -c{prompt}", "as code to run"),
+    ("node --eval={prompt}", "as code to run"),
+    ("perl -e 'print q({prompt})'", "as code to run"),
+])
+def test_shells_launchers_and_code_from_a_prompt_are_refused(command, why):
+    with pytest.raises(BackendConfigError, match="BATON_CLI_COMMAND") as caught:
+        CliBackend(command)
+    assert why in str(caught.value)
+    with pytest.raises(ValueError):
+        make_backend("cli", cli_command=command)
+
+
+def test_a_script_after_the_interpreter_takes_its_own_options(tmp_path):
+    exe = script(tmp_path, ECHO_ARGV)
+    result = CliBackend(f"{PY} -u {exe} -c {{prompt}}").run(request(system=""), lambda _: None, CancelToken())
+    assert argv_of(result.output) == ["-c", "hello"]  # the script's -c: a value, never python's code

@@ -14,15 +14,6 @@ from tests.integration.fake_llm_server import CONTENT, USAGE, FakeLLMServer
 
 
 @pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    srv = FakeLLMServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
 def backend(server: FakeLLMServer) -> Iterator[OpenAIBackend]:
     b = OpenAIBackend(server.base_url, api_key="sk-test", model="qwen-test",
                       read_timeout_s=5.0)

@@ -7,7 +7,6 @@ import pytest
 from actors.clock import ManualClock
 from actors.config import EngineConfig
 from actors.engine import Engine
-from eventstore import open_store
 from flows import Flow, agent
 from flows.catalog import FlowRegistry
 from flows.events import stream_of
@@ -29,13 +28,6 @@ def flow(policy: str) -> Flow:
 REGISTRY = FlowRegistry([flow("notify"), flow("nudge"), flow("abort")])
 GOOD = "---\nseverity: high\n---\nE1 (prompt:1, direct): it is high."
 BROKEN = "---\nseverity: [high\n---\nE1 (prompt:1, direct): unparseable frontmatter."
-
-
-@pytest.fixture
-def store(store_url):
-    s = open_store(store_url)
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -88,13 +88,6 @@ REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, FAILIN
 
 
 @pytest.fixture
-def store(store_url):
-    s = open_store(store_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def engine(store):
     e = Engine(store, REGISTRY, EngineConfig(agent_slots=4, max_active_runs=8)).start()
     yield e

@@ -9,7 +9,7 @@ import pytest
 
 from actors.errors import EngineTimeout, RunNotSettled
 from actors.runlog import follow
-from eventstore import NewEvent, open_store
+from eventstore import NewEvent
 from flows import Flow, agent, approval
 from flows.decide import settled
 from flows.events import (
@@ -33,13 +33,6 @@ FLOW = Flow("follow", category="Analysis", steps=[
 
 def batch(*events) -> list[NewEvent]:
     return [NewEvent(type(e).__name__, event_data(e), {"schema_version": 1}) for e in events]
-
-
-@pytest.fixture
-def store(store_url):
-    store = open_store(store_url, poll_interval=0.05)
-    yield store
-    store.close()
 
 
 def test_follow_sees_each_append_whole_and_stops_where_a_person_is_awaited(store):

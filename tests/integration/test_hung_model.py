@@ -8,7 +8,7 @@ no time and no test sleeps.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -22,7 +22,6 @@ from eventstore import open_store
 from flows import Flow, agent
 from flows.catalog import FlowRegistry
 from flows.events import stream_of
-from tests.integration.fake_llm_server import FakeLLMServer
 
 STALL_S = 60.0
 LONG_LEASE = 100_000.0  # the node lease's renewal timer stays out of the way of the stall timers
@@ -34,15 +33,6 @@ def flows() -> FlowRegistry:
         Flow("think-notify", on_anomaly="notify",
              steps=[agent("think", persona="investigator", prompt="Think about $input.question")]),
     ])
-
-
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    srv = FakeLLMServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
@@ -77,6 +67,13 @@ def engine_with(store, backend, clock: ManualClock, deltas: Deltas) -> Engine:
     return engine.start()
 
 
+def on_a_hung_model(store, server) -> tuple[Engine, ManualClock, Deltas]:
+    """A started engine whose agents call the fake server's ``hang`` model; its manual clock; its deltas."""
+    clock, deltas = ManualClock(), Deltas()
+    backend = OpenAIBackend(server.base_url, model="hang", read_timeout_s=60)
+    return engine_with(store, backend, clock, deltas), clock, deltas
+
+
 def events(store, run_id: str, type_name: str) -> list[dict]:
     return [r.data for r in store.read_stream(stream_of(run_id)) if r.type == type_name]
 
@@ -98,9 +95,7 @@ def stall_once_more(clock: ManualClock) -> None:
 
 
 def test_a_hung_model_is_nudged_once_then_aborted_by_default(store, server):
-    clock, deltas = ManualClock(), Deltas()
-    backend = OpenAIBackend(server.base_url, model="hang", read_timeout_s=60)
-    engine = engine_with(store, backend, clock, deltas)
+    engine, clock, deltas = on_a_hung_model(store, server)
     try:
         run_id = engine.launch("think", "why is the sky blue?").run_id
         deltas.wait(attempt=1)  # "thinking", then silence
@@ -120,9 +115,7 @@ def test_a_hung_model_is_nudged_once_then_aborted_by_default(store, server):
 
 
 def test_an_explicit_notify_policy_raises_one_anomaly_per_stall(store, server):
-    clock, deltas = ManualClock(), Deltas()
-    backend = OpenAIBackend(server.base_url, model="hang", read_timeout_s=60)
-    engine = engine_with(store, backend, clock, deltas)
+    engine, clock, deltas = on_a_hung_model(store, server)
     try:
         run_id = engine.launch("think-notify", "why is the sky blue?").run_id
         deltas.wait(attempt=1)

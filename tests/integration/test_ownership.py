@@ -9,7 +9,6 @@ import pytest
 
 from actors.config import EngineConfig
 from actors.engine import Engine
-from eventstore import open_store
 from eventstore.leases import Leases
 from flows import Flow, agent, approval
 from flows.catalog import FlowRegistry
@@ -20,13 +19,6 @@ from tests.integration.scripted import ScriptedBackend
 FLOW = Flow("owned", steps=[agent("work", persona="analyst", prompt="$input.question"),
                             approval("gate", deps=["work"], prompt="ok?")])
 REGISTRY = FlowRegistry([FLOW])
-
-
-@pytest.fixture
-def store(store_url):
-    s = open_store(store_url)
-    yield s
-    s.close()
 
 
 def engine(store, node, backend) -> Engine:

@@ -13,13 +13,15 @@ the live projector, a catch-up at start, and a rebuild.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
 import pytest
 import sqlalchemy as sa
 
-from eventstore import NewEvent, open_store
+from eventstore import NewEvent
 from flows import Flow, agent
 from flows.catalog import FlowRegistry
 from flows.events import (
@@ -35,7 +37,7 @@ from flows.events import (
 )
 from flows.launch import LaunchParams, prepare
 from projections import Projector, ReadModel, rebuild
-from projections.tables import READ_TABLES, PRIMARY_KEYS
+from tests.integration.read_rows import dump
 
 WAIT = 20.0  # seconds: only ever spent when something is wrong
 FFFD = "\ufffd"
@@ -46,22 +48,6 @@ _FLOW = Flow("poison", category="Analysis", description="Two steps in a row.", s
 ])
 _REGISTRY = FlowRegistry()
 _REGISTRY.register(_FLOW)
-
-
-@pytest.fixture
-def store(store_url):
-    store = open_store(store_url, poll_interval=0.05)
-    yield store
-    store.close()
-
-
-def dump(database: sa.Engine) -> dict[str, list[tuple]]:
-    out = {}
-    with database.connect() as conn:
-        for table in READ_TABLES:
-            keys = [table.c[k] for k in PRIMARY_KEYS[table.name]]
-            out[table.name] = [tuple(r) for r in conn.execute(sa.select(table).order_by(*keys))]
-    return out
 
 
 def launched(run_id: str, question: str = "fine", **fields: Any) -> Event:
@@ -82,6 +68,22 @@ def a_fine_run(store, run_id: str) -> int:
     return append(store, run_id, launched(run_id, "all fine"), RunStarted(run_id=run_id, at=2.0),
                   StepStarted(step_id="look", attempt=1, prompt="Look at: all fine", at=3.0),
                   StepCompleted(step_id="look", attempt=1, output="looked", at=4.0))
+
+
+@contextmanager
+def projected(store, mode: str) -> Iterator[None]:
+    """Append inside the block; then a fine run "after", and the tables hold them all (``project``)."""
+    projector = project(store, mode) if mode == "live" else None
+    try:
+        yield
+        head = a_fine_run(store, "after")
+        if projector is not None:
+            assert projector.wait_for(head, WAIT), projector.last_error
+        else:
+            project(store, mode)
+    finally:
+        if projector is not None:
+            projector.stop()
 
 
 def project(store, mode: str) -> Projector | None:
@@ -105,8 +107,7 @@ MODES = ["live", "catch_up", "rebuild"]
 def test_text_the_tables_cannot_hold_is_projected_escaped_never_dropped(store, mode):
     """NUL in every kind of text an event carries: PostgreSQL refused it (the projector then retried
     the batch forever, and every later run was a 404); now it reads as U+FFFD, on both backends."""
-    projector = project(store, mode) if mode == "live" else None
-    try:
+    with projected(store, mode):
         append(store, "nul", launched("nul", project_id="p\x00", launched_by="ana\x00",
                                       input={"note\x00": "x\x00y", "question": "a\x00b"}),
                RunStarted(run_id="nul", at=2.0),
@@ -115,14 +116,6 @@ def test_text_the_tables_cannot_hold_is_projected_escaped_never_dropped(store, m
                StepStarted(step_id="tell", attempt=1, prompt="Tell: out\x00put", at=5.0),
                StepFailed(step_id="tell", attempt=1, error="boom\x00", at=6.0),
                RunFailed(reason="tell failed\x00", report="# report\x00", at=7.0))
-        head = a_fine_run(store, "after")
-        if projector is not None:
-            assert projector.wait_for(head, WAIT), projector.last_error
-        else:
-            project(store, mode)
-    finally:
-        if projector is not None:
-            projector.stop()
     reads = ReadModel(store.database)
     got = reads.get_run("nul")
     assert got is not None
@@ -154,21 +147,12 @@ def _unappliable() -> AnomalyDetected:
 @pytest.mark.parametrize("mode", MODES)
 def test_an_event_that_cannot_be_applied_is_skipped_recorded_and_the_rest_applied(store, mode):
     """Before: the projector retried the failing batch forever; every later event waited behind it."""
-    projector = project(store, mode) if mode == "live" else None
-    try:
+    with projected(store, mode):
         a_fine_run(store, "before")
         bad = append(store, "stuck", launched("stuck"), _unappliable())
         undecodable = append(store, "stuck", ("StepStarted", {"step_id": 7, "attempt": "one"}))
         append(store, "stuck", RunStarted(run_id="stuck", at=2.0),
                StepStarted(step_id="look", attempt=1, prompt="Look at: fine", at=3.0))
-        head = a_fine_run(store, "after")
-        if projector is not None:
-            assert projector.wait_for(head, WAIT), projector.last_error
-        else:
-            project(store, mode)
-    finally:
-        if projector is not None:
-            projector.stop()
     reads = ReadModel(store.database)
     problems, total = reads.projection_problems()
     assert total == 2
@@ -232,19 +216,10 @@ def test_a_lone_surrogate_written_straight_into_the_store_is_projected_escaped(s
     """The store's encoder cannot write a lone surrogate, but another writer's JSON can hold one as
     an escape (``"\\ud800"``), which the store's decoder refuses. It was dropped (catch-up) or
     retried forever (live); now it reads as U+FFFD."""
-    projector = project(store, mode) if mode == "live" else None
-    try:
+    with projected(store, mode):
         head = a_fine_run(store, "before")
         text = msgspec.json.encode(event_data(launched("odd", "QUESTION"))).decode()
         _raw_insert(store, head + 1, "odd", 1, "RunLaunched", text.replace("QUESTION", "a\\ud800b"))
-        head = a_fine_run(store, "after")
-        if projector is not None:
-            assert projector.wait_for(head, WAIT), projector.last_error
-        else:
-            project(store, mode)
-    finally:
-        if projector is not None:
-            projector.stop()
     reads = ReadModel(store.database)
     assert reads.get_run("odd")["run"]["question"] == f"a{FFFD}b"
     assert reads.get_run("after")["run"]["question"] == "all fine"

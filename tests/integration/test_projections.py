@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg import create_pg_database, drop_pg_database, pg_ok, skip_reason
+from tests.pg import database_of_its_own
 import sqlalchemy as sa
 
 from eventstore import NewEvent, open_store
@@ -36,7 +36,8 @@ from flows.events import (
 )
 from flows.state import RunState, evolve
 from projections import PROJECTION_VERSION, Projector, ReadModel, rebuild
-from projections.tables import READ_TABLES, PRIMARY_KEYS, flow_runs, projection_checkpoints
+from projections.tables import READ_TABLES, flow_runs, projection_checkpoints
+from tests.integration.read_rows import dump
 
 _BENCH = Path(__file__).resolve().parents[2] / "bench" / "projections.py"
 _spec = importlib.util.spec_from_file_location("bench_projections", _BENCH)
@@ -53,23 +54,6 @@ def fill(store, events: int, seed: int) -> int:
     Run ids depend on the seed: filling again with another seed adds other runs.
     """
     return sim.fill(store, events, seed=seed, writers=4)
-
-
-@pytest.fixture
-def store(store_url):
-    store = open_store(store_url, poll_interval=0.05)
-    yield store
-    store.close()
-
-
-def dump(database: sa.Engine) -> dict[str, list[tuple]]:
-    """Every read table, every column, ordered by key."""
-    out = {}
-    with database.connect() as conn:
-        for table in READ_TABLES:
-            keys = [table.c[k] for k in PRIMARY_KEYS[table.name]]
-            out[table.name] = [tuple(r) for r in conn.execute(sa.select(table).order_by(*keys))]
-    return out
 
 
 def checkpoint(database: sa.Engine, name: str = "baton") -> tuple[int, int]:
@@ -362,24 +346,16 @@ def test_two_projectors_share_the_tables_and_apply_each_batch_once(store):
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def projected(request, tmp_path_factory):
     """One projected log per backend, shared by the read-only query tests."""
-    name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('queries') / 'baton.db'}"
-    elif not pg_ok():
-        pytest.skip(f"POSTGRESQL TESTS SKIPPED: {skip_reason()}")
-    else:
-        url, name = create_pg_database()
-    store = open_store(url, poll_interval=0.05)
-    projector = Projector(store).start()
-    try:
-        head = fill(store, 300, seed=12)
-        assert projector.wait_for(head, WAIT), projector.last_error
-        yield store, ReadModel(store.database, projector)
-    finally:
-        projector.stop()
-        store.close()
-        if name:
-            drop_pg_database(name)
+    with database_of_its_own(request.param, tmp_path_factory.mktemp("queries")) as url:
+        store = open_store(url, poll_interval=0.05)
+        projector = Projector(store).start()
+        try:
+            head = fill(store, 300, seed=12)
+            assert projector.wait_for(head, WAIT), projector.last_error
+            yield store, ReadModel(store.database, projector)
+        finally:
+            projector.stop()
+            store.close()
 
 
 def test_list_runs_newest_first_with_cursor_paging(projected):

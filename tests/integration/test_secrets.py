@@ -10,7 +10,6 @@ log line is searched for the secrets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -19,7 +18,6 @@ from api.runtime import Runtime
 from api.settings import Settings
 from flows import Flow, agent, code
 from projections.frames import Framer
-from tests.integration.fake_llm_server import FakeLLMServer
 
 PASSWORD = "s3cr3t-pw"
 API_KEY = "sk-live-key-9876"
@@ -36,15 +34,6 @@ LEAKY = Flow("leaky", category="Analysis", steps=[
     agent("ask", persona="investigator", prompt="Look at $input.question"),
     code("upload", fn=upload),
 ])
-
-
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    srv = FakeLLMServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def secrets_seen(text: str) -> list[str]:

@@ -44,6 +44,16 @@ def repo(tmp_path: Path) -> TaskRepo:
     return make_task_repo(tmp_path)
 
 
+def one_commit_on_task_t(repo: TaskRepo, run_id: str) -> RunWorktrees:
+    """The run's integration branch, and task ``t`` with one commit (``t.txt``) on its branch."""
+    m = repo.machinery(run_id)
+    m.create_integration("main")
+    m.add_task("t")
+    (m.task_path("t") / "t.txt").write_text("t\n")
+    m.commit("t", "t")
+    return m
+
+
 def task_file(task_id: str, deps: str, body: str) -> str:
     return f"---\nid: {task_id}\ntitle: {task_id}\ndepends_on: {deps}\nagent: implementation-specialist\n---\n{body}\n"
 
@@ -209,11 +219,7 @@ def test_a_branch_that_diverged_without_conflict_is_rebased_linearly(repo: TaskR
 
 
 def test_merging_twice_and_removing_twice_change_nothing_the_second_time(repo: TaskRepo):
-    m = repo.machinery("R4")
-    m.create_integration("main")
-    m.add_task("t")
-    (m.task_path("t") / "t.txt").write_text("t\n")
-    m.commit("t", "t")
+    m = one_commit_on_task_t(repo, "R4")
     first = m.merge("t")
     again = m.merge("t")
     assert isinstance(first, Merged) and isinstance(again, Merged) and again.already
@@ -271,11 +277,7 @@ def test_a_new_attempt_continues_the_worktree_with_its_uncommitted_work(repo: Ta
 
 
 def test_landing_is_fast_forward_only_and_never_in_a_checkout(repo: TaskRepo):
-    m = repo.machinery("R9")
-    m.create_integration("main")
-    m.add_task("t")
-    (m.task_path("t") / "t.txt").write_text("t\n")
-    m.commit("t", "t")
+    m = one_commit_on_task_t(repo, "R9")
     m.merge("t")
     refused = m.land("main")
     assert not refused.landed and "checked out in" in refused.reason

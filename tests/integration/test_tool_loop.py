@@ -42,11 +42,8 @@ LOG = Call("git_log", {"max_count": 1})
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ScriptedLLM]:
-    srv = ScriptedLLM().start()
-    try:
+    with ScriptedLLM() as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

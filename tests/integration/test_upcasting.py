@@ -13,14 +13,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from actors.config import EngineConfig
 from actors.engine import Engine
 from api.cli.audit import replay_log
 from api.cli.main import main as baton
-from eventstore import NewEvent, open_store
+from eventstore import NewEvent
 from flows import Flow, StepContext, agent, approval, code
 from flows.catalog import FlowRegistry
 from flows.codec import CODEC
@@ -80,13 +79,6 @@ def dump(engine: sa.Engine) -> dict[str, list[tuple]]:
     with engine.connect() as conn:
         return {t.name: [tuple(r) for r in conn.execute(sa.select(t).order_by(*[t.c[k] for k in PRIMARY_KEYS[t.name]]))]
                 for t in READ_TABLES}
-
-
-@pytest.fixture
-def store(store_url):
-    store = open_store(store_url, poll_interval=0.05)
-    yield store
-    store.close()
 
 
 def test_a_registered_upcaster_applies_to_the_engine_the_projector_the_frames_and_replay(store, store_url, capsys):

@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.agents import offline
-from flows import conditions, decide, template
+from flows import StepContext, conditions, decide, template
 from flows.catalog import BUILTIN_MODULES, FlowRegistry, _fold, builtin
 from flows.events import Event, RunStarted, StepStarted
 from flows.launch import LaunchParams, prepare
@@ -344,17 +344,6 @@ def test_code_review_verdict_counts_a_high_security_finding_as_a_request():
 # --- dry runs through the pure core, with the offline backend's answers -------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class StepCtx:
-    input: Mapping[str, Any]
-    outputs: Mapping[str, str]
-    fields: Mapping[str, Mapping[str, Any]]
-    run_id: str
-    step_id: str
-    attempt: int
-    statuses: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-
 @dataclasses.dataclass
 class DryRun:
     state: RunState
@@ -393,24 +382,22 @@ def dry_run(flow: Flow, band: str, question: str, *, reject: Iterable[str] = (),
             apply([decide.finish(state, history, now)])
             return DryRun(state, history)
         apply(decide.start(state, decision.ready, now))
-        for sid, st in list(state.steps.items()):
+        for sid, step in list(state.steps.items()):
             spec = state.spec(sid)
-            if st.status == "paused":
+            if step.status == "paused":
                 verdict = "rejected" if sid in reject else "approved"
                 apply(decide.resume(state, sid, verdict, now, by="tester", comment=f"{verdict} in a test"))
-            elif st.status == "running" and sid in fail:
-                apply(decide.fail(state, sid, st.attempt, "boom", now))
-            elif st.status == "running" and spec.kind == "code":
+            elif step.status == "running" and sid in fail:
+                apply(decide.fail(state, sid, step.attempt, "boom", now))
+            elif step.status == "running" and spec.kind == "code":
                 fn = flow.function(sid)
                 assert fn is not None
-                statuses = {k: v.status for k, v in state.steps.items()}
-                value = fn(StepCtx(launched.input, state.outputs(), state.fields(), "run-1", sid, st.attempt,
-                                   statuses))
+                value = fn(StepContext.of(state, sid, step.attempt))  # what the engine hands a code step
                 fields = msgspec.to_builtins(value) if isinstance(value, dict) else None
                 output = json.dumps(fields) if fields is not None else str(value)
-                apply(decide.complete(state, sid, st.attempt, output, now, fields=fields))
-            elif st.status == "running":
-                apply(decide.complete(state, sid, st.attempt, offline.render(spec.persona, st.prompt), now))
+                apply(decide.complete(state, sid, step.attempt, output, now, fields=fields))
+            elif step.status == "running":
+                apply(decide.complete(state, sid, step.attempt, offline.render(spec.persona, step.prompt), now))
         now += 60.0  # past any retry's backoff
     raise AssertionError(f"{flow.name} ({band}) did not finish: {state.status}")
 
@@ -437,9 +424,9 @@ def test_every_flow_runs_to_completion_offline(flow: Flow, band: str):
         assert "## Recommendation" in report
         assert report.index("## Validation") < report.index("## Recommendation")
     assert "## Provenance" in report
-    for sid, st in run.state.steps.items():
+    for sid, step in run.state.steps.items():
         if sid.startswith("fold"):
-            assert st.fields["evidence_count"] > 0, sid
+            assert step.fields["evidence_count"] > 0, sid
 
 
 def test_security_escalation_skips_security_on_a_benign_report():
