@@ -34,11 +34,18 @@ from actors.bus import FrameBus
 from actors.clock import Clock, RealClock
 from actors.config import EngineConfig
 from actors.context import EngineContext
-from actors.errors import EngineTimeout, EngineUnavailable, LaunchInProgress, NodeInUse, RunOwnedElsewhere
+from actors.errors import (
+    EngineTimeout,
+    EngineUnavailable,
+    LaunchInProgress,
+    NodeInUse,
+    RunOwnedElsewhere,
+)
 from actors.inbox import Inbox, new_command, outcome_of
 from actors.orchestrator import Orchestrator
 from actors.runlog import follow, live_nodes, load, node_lease
 from actors.step_threads import StepThreads
+from actors.workspace.projects import ProjectBook
 from eventstore import (
     ConcurrencyError,
     NewEvent,
@@ -109,6 +116,7 @@ class Engine:
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
         leases = Leases(store.database, ttl_s=self.config.lease_ttl_s)
         self._steps = StepThreads(self.config.step_threads)
+        self.projects = ProjectBook(store, self.clock.now)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps, children=self)
         self._orchestrator: pykka.ActorRef[Any] | None = None
@@ -218,8 +226,10 @@ class Engine:
         if not params.model and self.config.model:
             params = dataclasses.replace(params, model=self.config.model)
         run_id = new_run_id()
+        # The project is pinned (HEAD, branch, dirty) when the run is launched: an unknown one is
+        # refused, naming it, before anything is appended.
         event = launching.prepare(self.registry, params, run_id=run_id, now=self.clock.now(),
-                                  backend=self.config.backend)
+                                  backend=self.config.backend, pin=self.projects.pin)
         self._check_store()
         if params.idempotency_key:
             claimed = self._claim(params.idempotency_key, run_id)

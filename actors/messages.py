@@ -168,6 +168,20 @@ class StepResult:
 
 
 @dataclass(frozen=True)
+class StepEvents:
+    """Events a running attempt asks to be appended now (its tool calls and results, DESIGN §11).
+
+    ``reply`` gets the position of the last one once appended, or the error
+    that ended the attempt (the step's loop stops then).
+    """
+
+    step_id: str
+    attempt: int
+    events: tuple[Event, ...]
+    reply: Future[int]
+
+
+@dataclass(frozen=True)
 class StepTimedOut:
     """An attempt ran longer than its step's timeout."""
 

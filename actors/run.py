@@ -20,10 +20,13 @@ from msgspec.structs import replace
 
 from actors import messages as m
 from actors.agents import CancelToken
+from actors.agents.sent import what_is_sent
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
+from actors.evidence_check import check_evidence
 from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
+from actors.tool_record import AttemptEnded
 from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly, errors, mapping
 from flows import decide as d
@@ -35,6 +38,7 @@ from flows.events import (
     StepCancelled,
     StepFailed,
     StepStarted,
+    ToolResult,
     stream_of,
 )
 from flows.kinds import kind_rules
@@ -77,6 +81,7 @@ class RunActor(pykka.ThreadingActor):
         self.stopped = False
         self.stop_error: BaseException | None = None  # why it stopped before it could load its run
         self.recovered = False
+        self.tool_tallies: dict[str, anomaly.ToolTally] = {}  # step -> its running attempt's tool errors
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -174,7 +179,8 @@ class RunActor(pykka.ThreadingActor):
         try:
             self._flush_now()  # record what was already staged before deciding the cancel
             self.actor, self.cause = msg.by or "anonymous", "command:cancel"
-            events = d.cancel(self.state, self.history, self.ctx.clock.now(), reason=msg.reason, by=msg.by)
+            events = d.cancel(self.state, self.history, self.ctx.clock.now(), reason=msg.reason, by=msg.by,
+                              evidence=check_evidence(self.state))
         except (errors.RunFinished, errors.UnknownRun, UnstorableText) as exc:
             _fail(msg.reply, exc)
             self._report_idle()
@@ -236,7 +242,7 @@ class RunActor(pykka.ThreadingActor):
             # The one door from a backend's or an exception's words into the log: no secret passes it.
             redact = redactor(self.ctx.config.known_secrets)
             events = d.fail(self.state, msg.step_id, msg.attempt, redact(msg.error), now, duration_s=msg.duration_s,
-                            frames=redact.all(msg.frames))
+                            frames=redact.all(msg.frames), usage=msg.usage)
             events = anomaly.after_failure(self.state, events, limit, now)
         else:
             events = d.complete(self.state, msg.step_id, msg.attempt, msg.output, now, duration_s=msg.duration_s,
@@ -266,6 +272,35 @@ class RunActor(pykka.ThreadingActor):
                                        output=msg.output, error=error, failed=msg.failed, prompt=msg.prompt,
                                        duration_s=msg.duration_s))
         self._queue_flush()
+
+    def _on_step_events(self, msg: m.StepEvents) -> None:
+        """Append a running attempt's tool calls now: its next model turn waits on this (DESIGN §11)."""
+        attempt = self.attempts.get(msg.step_id)
+        if attempt is None or attempt.attempt != msg.attempt or self.state.terminal or self.stopped:
+            _fail(msg.reply, AttemptEnded(f"step {msg.step_id} attempt {msg.attempt} has ended"))
+            return
+        now = self.ctx.clock.now()
+        attempt.touch(now)  # tools at work are a sign of life for the stall watch
+        before = self.tool_tallies.get(msg.step_id, anomaly.ToolTally())
+        after = anomaly.tally_tools(before, msg.attempt, msg.events)
+        self.tool_tallies[msg.step_id] = after
+        if before.attempt != msg.attempt:
+            before = anomaly.ToolTally(attempt=msg.attempt)
+        found = anomaly.after_tool_results(self.state, msg.step_id, msg.attempt, before, after,
+                                           [e for e in msg.events if isinstance(e, ToolResult)], now,
+                                           self.ctx.config.max_step_errors)
+        self._stage([*msg.events, *found])
+        recorded = self._commit()
+        if recorded is None:
+            _fail(msg.reply, AttemptEnded(f"step {msg.step_id}: the run could not record its tool calls"))
+            return
+        if any(isinstance(e, (StepFailed, StepCancelled)) for e in found):  # nudged or aborted: stop the loop
+            self._end_attempt(msg.step_id, cancel=True)
+            _fail(msg.reply, AttemptEnded(f"step {msg.step_id} attempt {msg.attempt} was ended by the anomaly "
+                                          "watch"))
+            self._queue_flush()
+            return
+        _resolve(msg.reply, recorded[-1].position if recorded else 0)
 
     def _on_timeout(self, msg: m.StepTimedOut) -> None:
         attempt = self.attempts.get(msg.step_id)
@@ -317,6 +352,8 @@ class RunActor(pykka.ThreadingActor):
     # -- the cycle: stage, decide, append, act -------------------------------------------------
 
     def _stage(self, events: Sequence[Event]) -> None:
+        # What an agent step will be sent (system prompt, sampling, tools) is recorded with its start.
+        events = [what_is_sent(self.state, e) if isinstance(e, StepStarted) else e for e in events]
         for event in events:
             self.state = evolve(self.state, event)
         self.pending.extend(events)
@@ -350,7 +387,7 @@ class RunActor(pykka.ThreadingActor):
         self._arm_wake(decision.wake_at)
         self._arm_approval_timer(decision.timer_at)
         if decision.finished and not self.state.terminal:
-            event = d.finish(self.state, self.history, self.ctx.clock.now())
+            event = d.finish(self.state, self.history, self.ctx.clock.now(), check_evidence(self.state))
             self._stage([event])
             if self._commit() is not None:
                 self._ended()
@@ -408,6 +445,8 @@ class RunActor(pykka.ThreadingActor):
             self._refuse(attempt, call)
             return
         attempt.slots = call.slots
+        if call.recorder is not None:
+            call.recorder.attach(self.actor_ref)
         if kind_rules(event.kind).streams_output:  # only a step that streams signs of life can stall
             self._watch(attempt, ctx.config.stall_s)
         timeout_s = state.spec(event.step_id).timeout_s
@@ -524,6 +563,7 @@ class RunActor(pykka.ThreadingActor):
         m.StepResult: _on_result,
         m.MapItemResult: _on_map_item,
         m.ItemSlotWanted: _on_item_slot,
+        m.StepEvents: _on_step_events,
         m.StepTimedOut: _on_timeout,
         m.StallCheck: _on_stall_check,
         m.Wake: _on_wake,

@@ -33,12 +33,16 @@ from typing import Any, Protocol
 import pykka
 
 from actors.agents import AgentError, AgentRequest, Cancelled, CancelToken, persona_text
+from actors.agents.toolloop import LoopLimits, ToolBackend
 from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.context import EngineContext
 from actors.functions import resolve_function
 from actors.messages import ItemSlotWanted, MapItemResult, StepResult
 from actors.runlog import follow
+from actors.tool_record import ToolRecorder
+from actors.workspace.errors import WorkspaceError
+from actors.workspace.tools import TOOL_SCHEMA_HASH, Toolbox
 from flows import StepContext, children, mapping
 from flows.decide import code_output
 from flows.errors import BatonError
@@ -77,6 +81,7 @@ class Call:
 
     run: Callable[[CancelToken, Delta], Answer]
     what: str
+    recorder: ToolRecorder | None = None  # an agent step with tools: its calls go to the log through the RunActor
     reporting: Callable[[CancelToken, Delta, Report], Answer] | None = None
     """Instead of ``run``, for an attempt that tells its RunActor of its progress (a map's items)."""
     slots: ItemSlots | None = None
@@ -117,22 +122,54 @@ class StepExecutor(Protocol):
 
 
 class AgentExecutor:
-    """An agent step: the persona's system prompt and the recorded prompt, sent to the backend."""
+    """An agent step: the persona's system prompt and the recorded prompt, sent to the backend.
+
+    With a workspace and tools (``StepStarted.tool_schema_hash`` set, see
+    ``actors.agents.sent``), the backend runs the tool loop over the run's
+    pinned root; each turn's calls are recorded through the RunActor first.
+    """
 
     def prepare(self, ctx: EngineContext, state: RunState, event: StepStarted) -> Call | str:
         try:
-            system = persona_text(event.persona)
+            system = event.system or persona_text(event.persona)
         except Exception as exc:  # fail closed: never call a model without its persona
             return f"persona {event.persona!r}: {exc}"
+        workspace = state.launched.workspace if state.launched is not None else None
         request = AgentRequest(state.run_id, event.step_id, event.attempt, event.persona, system, event.prompt,
-                               event.model)
+                               event.model, workdir=workspace.root if workspace else "",
+                               sampling=dict(event.sampling))
         backend = ctx.backend
+        if event.tool_schema_hash:
+            return tool_call(ctx, event, request)
 
         def run(token: CancelToken, delta: Delta) -> Answer:
             answer = backend.run(request, delta, token)
             return Answer(answer.output, usage=dict(answer.usage), model=answer.model)
 
         return Call(run, "the model answered")
+
+
+def tool_call(ctx: EngineContext, event: StepStarted, request: AgentRequest) -> Call | str:
+    """The call of an agent step that reads its workspace with the tools (DESIGN §11)."""
+    backend = ctx.backend
+    if not isinstance(backend, ToolBackend):
+        return f"the {backend.name} backend cannot run the tool loop this attempt was recorded with"
+    if event.tool_schema_hash != TOOL_SCHEMA_HASH:
+        return (f"the tools this attempt was recorded with (schema {event.tool_schema_hash[:12]}) are not the "
+                f"ones this process has ({TOOL_SCHEMA_HASH[:12]})")
+    try:
+        toolbox = Toolbox(request.workdir)
+    except WorkspaceError as exc:
+        return f"the run's workspace cannot be read: {exc}"
+    limits = LoopLimits(**event.limits) if event.limits else LoopLimits()
+    recorder = ToolRecorder(event.step_id, event.attempt, ctx.clock)
+
+    def run(token: CancelToken, delta: Delta) -> Answer:
+        answer = backend.run_tools(request, toolbox, delta, token, limits=limits, observer=recorder)
+        recorder.flush()
+        return Answer(answer.output, usage=dict(answer.usage), model=answer.model)
+
+    return Call(run, "the model answered", recorder)
 
 
 class CodeExecutor:
@@ -386,7 +423,8 @@ class StepActor:
         except Cancelled as exc:
             return StepResult(**base, cancelled=True, error=str(exc) or "cancelled", duration_s=time.monotonic() - t0)
         except AgentError as exc:
-            return StepResult(**base, failed=True, error=str(exc), duration_s=time.monotonic() - t0)
+            return StepResult(**base, failed=True, error=str(exc), usage=dict(exc.usage),
+                              duration_s=time.monotonic() - t0)
         except Exception as exc:  # a code step raising is that step failing, recorded as such
             error, frames = f"{type(exc).__name__}: {exc}", last_frames(exc)
             # Not exc_info: the traceback's text could carry a secret; the frames say where it broke.

@@ -52,11 +52,13 @@ class Sealer:
         self._on_seal(seal)
         return seal
 
-    def stop(self) -> Seal | None:
-        """End the timer and seal once more (the shutdown seal); that seal, or None."""
+    def stop(self, seal: bool = True) -> Seal | None:
+        """End the timer and, unless ``seal`` is false, seal once more (the shutdown seal); that seal, or None."""
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
+        if not seal:
+            return None
         try:
             return self.seal_now()
         except StoreError as exc:

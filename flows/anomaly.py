@@ -19,13 +19,20 @@ or the flow, ``notify`` included, is followed as written.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import msgspec
+
 from flows import template
 from flows.events import (
     AnomalyDetected,
+    AnomalyKind,
     Event,
+    Severity,
     StepCancelled,
     StepCompleted,
     StepFailed,
+    ToolResult,
 )
 from flows.state import RunState
 from flows.status import StepStatus
@@ -153,3 +160,72 @@ def after_completion(state: RunState, events: list[Event], now: float, max_error
         return [anomaly, StepCancelled(step_id=done.step_id, attempt=done.attempt, reason=f"aborted: {detail}",
                                        at=now)]
     return [anomaly, *events]
+
+
+TOOL_ERRORS_LIMIT = 5
+"""More tool errors than this in one step attempt is an ``errors`` anomaly (seed 003's heuristics)."""
+
+DEGRADATION_GUIDANCE = (
+    "Note from the orchestrator: the previous attempt made a malformed tool call ({error}). Call only the "
+    "tools offered, by their exact names, with JSON arguments matching their schema."
+)
+TOOL_ERRORS_GUIDANCE = (
+    "Note from the orchestrator: the previous attempt's tool calls failed {count} times (last: {error}). "
+    "Read each tool error: it names the rule; use paths relative to the root and search before reading."
+)
+
+
+class ToolTally(msgspec.Struct, frozen=True):
+    """A step attempt's tool calls that went wrong so far: ``errors`` counts malformed ones too."""
+
+    attempt: int = 0
+    errors: int = 0
+    malformed: int = 0
+
+
+def tally_tools(tally: ToolTally, attempt: int, results: Sequence[Event]) -> ToolTally:
+    """``tally`` after ``results`` (ToolResult events of ``attempt``; another attempt starts at zero)."""
+    if tally.attempt != attempt:
+        tally = ToolTally(attempt=attempt)
+    bad = [r for r in results if isinstance(r, ToolResult) and r.outcome in ("error", "malformed")]
+    malformed = sum(1 for r in bad if r.outcome == "malformed")
+    return ToolTally(attempt=attempt, errors=tally.errors + len(bad), malformed=tally.malformed + malformed)
+
+
+def after_tool_results(state: RunState, step_id: str, attempt: int, before: ToolTally, after: ToolTally,
+                       results: Sequence[Event], now: float, max_errors: int = 5) -> list[Event]:
+    """The anomalies a batch of tool results raises (DESIGN §11), and what the policy makes of them.
+
+    ``degradation`` (high) at the first malformed call of the attempt;
+    ``errors`` (medium) when its tool errors pass :data:`TOOL_ERRORS_LIMIT`.
+    ``notify`` records the anomaly; ``nudge`` ends the attempt and retries it
+    with guidance; ``abort`` cancels the step.
+    """
+    st = state.steps.get(step_id)
+    if st is None or st.status != StepStatus.RUNNING or st.attempt != attempt or state.terminal:
+        return []
+    bad = [r for r in results if isinstance(r, ToolResult) and r.outcome in ("error", "malformed")]
+    found: list[tuple[AnomalyKind, Severity, str, str]] = []
+    if before.malformed == 0 and after.malformed > 0:
+        first = next(r for r in bad if r.outcome == "malformed")
+        error = f"{first.tool or '?'}: {first.error}"
+        found.append(("degradation", "high", f"malformed tool call ({error}): {first.result[:200]}",
+                      DEGRADATION_GUIDANCE.format(error=error)))
+    if before.errors <= TOOL_ERRORS_LIMIT < after.errors:
+        last = bad[-1]
+        error = f"{last.tool or '?'}: {last.error}"
+        detail = f"{after.errors} tool errors in this attempt (more than {TOOL_ERRORS_LIMIT}); last: {error}"
+        found.append(("errors", "medium", detail, TOOL_ERRORS_GUIDANCE.format(count=after.errors, error=error)))
+    if not found:
+        return []
+    action = _action(state, step_id, max_errors, "abort")
+    events: list[Event] = [AnomalyDetected(step_id=step_id, attempt=attempt, kind=kind, severity=severity,
+                                           detail=detail, action=action,
+                                           guidance=guidance if action == "nudge" else "", at=now)
+                           for kind, severity, detail, guidance in found]
+    if action == "nudge":
+        events.append(StepFailed(step_id=step_id, attempt=attempt, error=f"nudged: {found[0][2]}",
+                                 will_retry=True, retry_at=now, at=now))
+    elif action == "abort":
+        events.append(StepCancelled(step_id=step_id, attempt=attempt, reason=f"aborted: {found[0][2]}", at=now))
+    return events

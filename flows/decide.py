@@ -287,11 +287,13 @@ def fail(
     duration_s: float = 0.0,
     lost: bool = False,
     frames: Iterable[str] = (),
+    usage: Mapping[str, Any] | None = None,
 ) -> list[Event]:
     """StepFailed for the current attempt, retrying with exponential backoff.
 
     A lost attempt (crash) is always retried and does not use up a retry.
-    ``frames`` are where a code step's exception came from ("file:line in func").
+    ``frames`` are where a code step's exception came from ("file:line in func");
+    ``usage`` what the model turns of a failed attempt cost (a tool loop that hit its limit).
     """
     if not _current(state, step_id, attempt):
         return []
@@ -308,6 +310,7 @@ def fail(
             duration_s=duration_s,
             lost=lost,
             frames=list(frames),
+            usage=dict(usage or {}),
             at=now,
         )
     ]
@@ -340,7 +343,8 @@ def resume(state: RunState, step_id: str, decision: str, now: float, *, by: str 
     return [StepResumed(step_id=step_id, decision=cast(ApprovalDecision, decision), by=by, comment=comment, at=now)]
 
 
-def cancel(state: RunState, history: History, now: float, *, reason: str = "", by: str = "") -> list[Event]:
+def cancel(state: RunState, history: History, now: float, *, reason: str = "", by: str = "",
+           evidence: report.Evidence | None = None) -> list[Event]:
     """Stop every attempt, skip every step not yet ended, and end the run as cancelled.
 
     ``history`` is the run's recorded ``(position, event)`` pairs, for the report.
@@ -361,7 +365,8 @@ def cancel(state: RunState, history: History, now: float, *, reason: str = "", b
     after = state
     for event in events:
         after = evolve(after, event)
-    body = report.render(after, [*history, *((0, e) for e in events)], RunStatus.CANCELLED, reason or "cancelled", now)
+    body = report.render(after, [*history, *((0, e) for e in events)], RunStatus.CANCELLED, reason or "cancelled", now,
+                         evidence)
     events.append(RunCancelled(reason=reason, by=by, report=body, at=now))
     return events
 
@@ -403,10 +408,10 @@ def outcome(state: RunState) -> tuple[RunStatus, str]:
     return RunStatus.COMPLETED, ""
 
 
-def finish(state: RunState, history: History, now: float) -> Event:
-    """The terminal event of a run whose steps have all ended, with its report."""
+def finish(state: RunState, history: History, now: float, evidence: report.Evidence | None = None) -> Event:
+    """The terminal event of a run whose steps have all ended, with its report (``evidence``: checked items)."""
     status, reason = outcome(state)
-    body = report.render(state, history, status, reason, now)
+    body = report.render(state, history, status, reason, now, evidence)
     if status == RunStatus.FAILED:
         return RunFailed(reason=reason, report=body, at=now)
     if status == RunStatus.REJECTED:

@@ -17,10 +17,11 @@ import msgspec
 from flows.kinds import StepKind
 from flows.model import FlowSnapshot
 from flows.template import parse_frontmatter
+from flows.workspace import Workspace
 
 SkipReason = Literal["condition", "upstream_failed", "upstream_skipped", "rejected", "cancelled", "trigger_rule"]
 Decision = Literal["approved", "rejected"]
-AnomalyKind = Literal["stall", "errors", "malformed"]
+AnomalyKind = Literal["stall", "errors", "malformed", "degradation"]
 Severity = Literal["low", "medium", "high"]
 
 
@@ -46,6 +47,7 @@ class RunLaunched(Event, frozen=True):
     fast: bool = False  # every agent step was asked for a concise answer (seed 002's fast mode)
     parent_run_id: str = ""  # a child run, launched by a subflow step of this run
     parent_step: str = ""  # ... that step
+    workspace: Workspace | None = None  # the project's root, HEAD commit, branch and dirty flag (DESIGN §11)
 
 
 class RunQueued(Event, frozen=True):
@@ -77,6 +79,14 @@ class StepStarted(Event, frozen=True):
     unresolved: list[str] = []
     items: list[Any] = []  # a map step: the list it runs its inner step over, as resolved when it started
     child_run_id: str = ""  # a subflow step: the child run this attempt launches (or follows, after a restart)
+    # What else was sent (DESIGN §11), recorded whole: the persona's text, the sampling settings
+    # (temperature, max_tokens, seed where set), and for a step with a workspace the tools offered,
+    # the sha256 of their schema and the loop's limits.
+    system: str = ""
+    sampling: dict[str, Any] = {}
+    tools: list[str] = []
+    tool_schema_hash: str = ""
+    limits: dict[str, int] = {}
 
 
 class StepCompleted(Event, frozen=True):
@@ -112,6 +122,7 @@ class StepFailed(Event, frozen=True):
     duration_s: float = 0.0
     lost: bool = False  # the attempt was lost in a crash; it does not use up a retry
     frames: list[str] = []  # a code step that raised: its traceback's last frames, "file:line in func"
+    usage: dict[str, Any] = {}  # tokens the attempt's model turns cost before it failed (a tool loop's limit)
 
 
 class StepCancelled(Event, frozen=True):
@@ -244,6 +255,44 @@ class RunForked(Event, frozen=True):
     by: str = ""
 
 
+class ToolCalled(Event, frozen=True):
+    """A model asked for a tool call (DESIGN §11); appended before the next model turn.
+
+    ``arguments`` is the raw text the model sent (it may not even be JSON: a
+    malformed call is recorded as made). ``seq`` numbers the step attempt's
+    calls from 1; ``turn`` is the model turn that made it.
+    """
+
+    step_id: str
+    attempt: int
+    call_id: str
+    tool: str
+    arguments: str = ""
+    turn: int = 0
+    seq: int = 0
+
+
+class ToolResult(Event, frozen=True):
+    """What a tool call answered; ``result`` is the capped text the model read.
+
+    ``outcome`` is ok, error (a confinement rule or a failed tool), malformed
+    (unknown tool, arguments not JSON or not the schema) or not_run (a limit
+    was reached first); ``error`` names the rule or problem.
+    """
+
+    step_id: str
+    attempt: int
+    call_id: str
+    tool: str = ""
+    ok: bool = True
+    outcome: str = "ok"
+    result: str = ""
+    sha256: str = ""
+    bytes: int = 0
+    truncated: bool = False
+    error: str = ""
+
+
 RunEvent = Union[  # noqa: UP007 (one member a line, as the events above)
     RunLaunched,
     RunQueued,
@@ -264,6 +313,8 @@ RunEvent = Union[  # noqa: UP007 (one member a line, as the events above)
     RunForked,
     MapItemCompleted,
     MapItemFailed,
+    ToolCalled,
+    ToolResult,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in RunEvent.__args__}  # type: ignore[attr-defined]

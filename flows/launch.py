@@ -9,7 +9,7 @@ value on without naming its fields.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -19,6 +19,7 @@ from flows.errors import BatonError
 from flows.events import RunLaunched
 from flows.model import BANDS
 from flows.text import check_text, check_value
+from flows.workspace import Workspace
 
 DEFAULT_BAND = "small"
 """The band of a launch that names none (DESIGN §7: band is optional; seed 002's default is small)."""
@@ -60,14 +61,20 @@ class LaunchParams:
 
 
 def prepare(registry: FlowRegistry, params: LaunchParams, *, run_id: str, now: float,
-            backend: str = "offline") -> RunLaunched:
+            backend: str = "offline", workspace: Workspace | None = None,
+            pin: Callable[[str], Workspace] | None = None) -> RunLaunched:
     """RunLaunched for a valid request; raises UnstorableText, UnknownFlow or LaunchError otherwise.
 
     Every text the request carries into the event is checked first
     (``flows.text``): one the read side cannot store is refused here, where
     the person who sent it hears of it, not by the projector later. ``fast``
     asks every agent step for a concise answer (flows.decide.FAST_NOTE).
-    ``run_id``, ``now`` and ``backend`` are the engine's, not the request's.
+    ``run_id``, ``now`` and ``backend`` are the engine's, not the request's;
+    so is ``workspace``: the pin of ``params.project_id``, required exactly
+    when a project is named. The shell reads git for it, and passes either
+    the pin or ``pin(project_id)``, called once every other check passed (so
+    a request wrong in several ways is refused for the same field either
+    way; an unknown project raises ``flows.projects.UnknownProject``).
     """
     flow, question, band, inputs = params.flow, params.question, params.band, params.inputs
     for name, text in (("flow", flow), ("question", question), ("band", band), ("model", params.model),
@@ -87,6 +94,12 @@ def prepare(registry: FlowRegistry, params: LaunchParams, *, run_id: str, now: f
     if "question" in extra and extra["question"] != question:
         raise LaunchError("inputs.question", "give the question once, as `question`")
     extra["question"] = question
+    if params.project_id and workspace is None and pin is not None:
+        workspace = pin(params.project_id)
+    if bool(params.project_id) != (workspace is not None) or (
+            workspace is not None and workspace.project_id != params.project_id):
+        raise LaunchError("project_id", f"project {params.project_id!r} was not pinned to a workspace "
+                                        "(a launch with a project needs its pin)")
     return RunLaunched(
         run_id=run_id,
         flow=flow,
@@ -99,5 +112,6 @@ def prepare(registry: FlowRegistry, params: LaunchParams, *, run_id: str, now: f
         launched_by=params.launched_by,
         idempotency_key=params.idempotency_key,
         fast=params.fast,
+        workspace=workspace,
         at=now,
     )

@@ -71,6 +71,12 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     max_parallel: int = 0  # a map step: items at most under way at once
     flow: str = ""  # a subflow step: the flow of the child run it launches
     inputs: dict[str, str] = {}  # a subflow step: the child's inputs, each a template ($refs resolved)
+    # An agent step that reads the run's workspace with the read-only tools when it has one (DESIGN §11);
+    # 0 = the tool loop's default limit; None = the persona's (or the server's) temperature.
+    tools: bool = False
+    max_turns: int = 0
+    max_tool_calls: int = 0
+    temperature: float | None = None
 
 
 class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -117,6 +123,10 @@ class Step:
     max_parallel: int = 0
     flow: str = ""
     inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tools: bool = False
+    max_turns: int = 0
+    max_tool_calls: int = 0
+    temperature: float | None = None
 
     def spec(self) -> StepSpec:
         """The serialisable form of this step (the function by reference)."""
@@ -142,6 +152,10 @@ class Step:
             max_parallel=self.max_parallel,
             flow=self.flow,
             inputs=dict(self.inputs),
+            tools=self.tools,
+            max_turns=self.max_turns,
+            max_tool_calls=self.max_tool_calls,
+            temperature=self.temperature,
         )
 
 
@@ -190,12 +204,27 @@ def agent(
     bands: Iterable[str] | None = None,
     label: str | None = None,
     on_anomaly: str | None = None,
+    tools: bool = False,
+    max_turns: int = 0,
+    max_tool_calls: int = 0,
+    temperature: float | None = None,
 ) -> Step:
-    """A step that sends ``prompt`` (with ``$refs`` resolved) to an agent backend."""
+    """A step that sends ``prompt`` (with ``$refs`` resolved) to an agent backend.
+
+    ``tools``: when the run has a workspace (a project), the step may read it
+    with the read-only tools of DESIGN §11, up to ``max_turns`` model turns
+    and ``max_tool_calls`` calls (0: the defaults, 20 and 50). Without a
+    project the step runs on its prompt alone. ``temperature`` overrides the
+    persona's.
+    """
     return Step(
         kind=StepKind.AGENT,
         persona=persona,
         prompt=prompt,
+        tools=tools,
+        max_turns=max_turns,
+        max_tool_calls=max_tool_calls,
+        temperature=temperature,
         **_common(step_id, deps, trigger_rule, when, retries, retry_delay_s, timeout_s, bands, label, on_anomaly),
     )
 

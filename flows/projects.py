@@ -9,8 +9,8 @@ to it, so who added which path, and when, must be as auditable as a run. They
 live in their own stream (:data:`PROJECTS_STREAM`); the registry is its fold.
 Why here and not in ``flows/events.py``: these are not run events, the run
 projector must not see them, and the run codec does not need to know them.
-:class:`Workspace` is here because ``RunLaunched`` will pin one, and events
-may only depend on the pure core.
+:class:`Workspace` (what ``RunLaunched`` pins) lives in ``flows.workspace``
+and is re-exported here.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import msgspec
 from flows.codec import EventCodec
 from flows.errors import BatonError
 from flows.events import Event
+from flows.workspace import Workspace  # noqa: F401  (re-exported: what a run pins)
 
 PROJECTS_STREAM = "projects"
 """The one stream holding every project's events."""
@@ -63,7 +64,8 @@ class UnknownProject(ProjectError, KeyError):
     def __init__(self, project_id: str, known: Sequence[str] = ()) -> None:
         """Name the id and the ones that exist."""
         self.project_id = project_id
-        names = ", ".join(sorted(known)) or "none"
+        self.known = sorted(known)
+        names = ", ".join(self.known) or "none"
         super().__init__(f"unknown project {project_id!r} (registered projects: {names})")
 
     def __str__(self) -> str:
@@ -81,20 +83,6 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
     """Commands the write tools' ``run`` may start (§12): argv prefixes, e.g. ``[["pytest"]]``."""
     registered_by: str = ""
     registered_at: float = 0.0
-
-
-class Workspace(msgspec.Struct, frozen=True, kw_only=True):
-    """What a run is pinned to: a project's root at one commit (``RunLaunched``)."""
-
-    project_id: str
-    root: str
-    commit: str
-    """HEAD's full sha when the run was launched."""
-    branch: str = ""
-    """The checked-out branch; ``""`` when HEAD was detached."""
-    dirty: bool = False
-    """The work tree differed from ``commit`` (changes or untracked files): what
-    the tools read may not all be in the commit evidence is checked against."""
 
 
 class ProjectRegistered(Event, frozen=True):

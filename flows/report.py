@@ -10,7 +10,7 @@ The report ends with the provenance table and the after-action review.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flows.events import (
@@ -22,7 +22,10 @@ from flows.events import (
     StepFailed,
     StepResumed,
     StepStarted,
+    ToolCalled,
+    ToolResult,
 )
+from flows.evidence import EvidenceCheck, annotate, summary_line
 from flows.kinds import kind_rules
 from flows.model import StepSpec
 from flows.state import RunState
@@ -106,8 +109,18 @@ def _section(spec: StepSpec) -> str:
     return "findings"
 
 
-def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, reason: str, now: float) -> str:
-    """The markdown report of a run that ended with ``status`` (and ``reason``)."""
+Evidence = Mapping[str, Sequence[EvidenceCheck]]
+"""Each completed step's evidence items and their verdicts (checked by the shell against the pinned commit,
+``actors.workspace.evidence``), over the step's :func:`body`."""
+
+
+def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, reason: str, now: float,
+           evidence: Evidence | None = None) -> str:
+    """The markdown report of a run that ended with ``status`` (and ``reason``).
+
+    ``evidence`` (when the shell checked it) puts the verdict counts at the
+    top and each verdict on its item's line.
+    """
     snap = state.snapshot
     launched = state.launched
     assert launched is not None
@@ -132,6 +145,9 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
         out += [forked_line(history), ""]
     if launched.fast:
         out += ["_Fast mode: every agent step was asked for a concise answer._", ""]
+    out += workspace_lines(state)
+    if evidence is not None:
+        out += evidence_lines(state, evidence)
     completed_at = {ev.step_id: pos for pos, ev in history if isinstance(ev, StepCompleted)}
     frames_of = {ev.step_id: ev.frames for _, ev in history if isinstance(ev, StepFailed)}
     credit = credits(history) if state.parent_run_id else {}
@@ -160,6 +176,8 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
         if position in credit:  # a fork's copy: the parent recorded it
             where = f"event {credit[position][1]} of run {credit[position][0]} (StepCompleted of {spec.id})"
         full = body(st.output)
+        if evidence and evidence.get(spec.id):
+            full = annotate(full, evidence[spec.id])
         who = f" ({spec.persona})" if spec.persona else ""
         block = [f"### {title}{who}", "", nest(embed(full, where)) or "_(empty output)_", ""]
         if kind_rules(spec.kind).held_to_evidence and not has_evidence(full):
@@ -196,6 +214,32 @@ def outcome_rejected(state: RunState, reason: str) -> str:
     return f"**Outcome:** rejected{who} at step {sid!r}" + (f": {st.output}" if st.output else "")
 
 
+def workspace_lines(state: RunState) -> list[str]:
+    """What the run could read: its pinned workspace, or, for a flow whose steps use tools, that it had none."""
+    launched = state.launched
+    assert launched is not None
+    ws = launched.workspace
+    if ws is not None:
+        where = f"branch `{ws.branch}`" if ws.branch else "detached HEAD"
+        dirty = ", with uncommitted changes" if ws.dirty else ""
+        return [f"**Workspace:** project `{ws.project_id}` at commit `{ws.commit[:12]}` ({where}{dirty}).", ""]
+    if any(spec.tools for spec in state.snapshot.steps):
+        return [("**Workspace:** none. This run was launched without a project, so its agents worked from the "
+                 "question alone and read no file; launch it with a project to let them read the code."), ""]
+    return []
+
+
+def evidence_lines(state: RunState, evidence: Evidence) -> list[str]:
+    """The verdict counts over every checked item, and what they were checked against."""
+    checks = [c for sid in evidence for c in evidence[sid]]
+    if not checks:
+        return []
+    ws = state.launched.workspace if state.launched is not None else None
+    against = (f"checked against commit `{ws.commit[:12]}` of `{ws.project_id}`" if ws is not None
+               else "unchecked: the run had no workspace to check them against")
+    return [f"**{summary_line(checks)}**; {against}.", ""]
+
+
 def credits(history: Sequence[tuple[int, Event]]) -> dict[int, tuple[str, int]]:
     """In a fork's history: each copied event's position -> (the parent run, the parent's position of it)."""
     out: dict[int, tuple[str, int]] = {}
@@ -221,7 +265,7 @@ def forked_line(history: Sequence[tuple[int, Event]]) -> str:
 
 
 def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[str]:
-    """One row per attempt: what ran where, for how long, and which events say so.
+    """One row per attempt: what ran where, for how long, its tool calls and tokens, and which events say so.
 
     In a fork, an event copied from the parent is credited to it: ``<parent>@<position>``.
     """
@@ -230,27 +274,45 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
     def where(pos: int) -> str:
         return f"{credit[pos][0]}@{credit[pos][1]}" if pos in credit else str(pos)
 
-    rows = ["## Provenance", "", "| step | persona | backend | model | attempt | duration | events |",
-            "|---|---|---|---|---|---|---|"]
-    attempts: dict[tuple[str, int], list[Any]] = {}  # (step, attempt) -> [StepStarted, its position, end position, duration]
+    rows = ["## Provenance", "",
+            ("| step | persona | backend | model | attempt | duration | tool calls | tokens (prompt + completion) "
+             "| events |"),
+            "|---|---|---|---|---|---|---|---|---|"]
+    # (step, attempt) -> [StepStarted, its position, end position, duration, tool calls, usage]
+    attempts: dict[tuple[str, int], list[Any]] = {}
     for pos, ev in history:
         if isinstance(ev, StepStarted):
-            attempts[(ev.step_id, ev.attempt)] = [ev, pos, 0, 0.0]
-        elif isinstance(ev, AnomalyDetected):
+            attempts[(ev.step_id, ev.attempt)] = [ev, pos, 0, 0.0, 0, {}]
+        elif isinstance(ev, ToolCalled):
+            if row := attempts.get((ev.step_id, ev.attempt)):
+                row[4] += 1
+        elif isinstance(ev, (AnomalyDetected, ToolResult)):
             continue
         elif (row := attempts.get((getattr(ev, "step_id", ""), getattr(ev, "attempt", -1)))) and not row[2]:
             row[2], row[3] = pos, getattr(ev, "duration_s", 0.0)
-    for (sid, attempt), (started, pos, end, duration) in attempts.items():
+            if isinstance(ev, (StepCompleted, StepFailed)):
+                row[5] = ev.usage
+    totals = [0, 0, 0]
+    for (sid, attempt), (started, pos, end, duration, calls, usage) in attempts.items():
         positions = f"{where(pos)}, {where(end)}" if end else where(pos)
+        prompt, completion = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
+        totals = [totals[0] + calls, totals[1] + prompt, totals[2] + completion]
+        tokens = f"{prompt:,} + {completion:,}" if usage else "-"
         rows.append(
             f"| {sid} | {started.persona or '-'} | {started.backend} | {started.model or '-'} | {attempt} "
-            f"| {_seconds(duration)} | {positions} |"
+            f"| {_seconds(duration)} | {calls} | {tokens} | {positions} |"
         )
+    rows.append(f"| **total** | | | | | | {totals[0]} | {totals[1]:,} + {totals[2]:,} | |")
     for pos, ev in history:
         if isinstance(ev, StepResumed):
             who = f"(timer: {ev.timer})" if ev.timer else f"(person: {ev.by or 'unknown'})"
-            rows.append(f"| {ev.step_id} | {who} | approval | - | 1 | - | {where(pos)} |")
+            rows.append(f"| {ev.step_id} | {who} | approval | - | 1 | - | - | - | {where(pos)} |")
     return rows + [""]
+
+
+def _tokens(usage: Mapping[str, Any], key: str) -> int:
+    value = usage.get(key, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], wall: float) -> list[str]:

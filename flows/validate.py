@@ -83,6 +83,14 @@ def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail: Fa
         fail(step.id, "retries, retry_delay_s and timeout_s cannot be negative")
     if step.on_anomaly and step.on_anomaly not in ANOMALY_POLICIES:
         fail(step.id, f"unknown anomaly policy {step.on_anomaly!r}; policies are {', '.join(ANOMALY_POLICIES)}")
+    for name in ("max_turns", "max_tool_calls"):
+        value = getattr(step, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            fail(step.id, f"{name} must be a whole number >= 0 (0: the default), got {value!r}")
+    temperature = step.temperature
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not 0 <= temperature <= 2):
+        fail(step.id, f"temperature must be a number from 0 to 2, got {temperature!r}")
     kind = kind_rules(step.kind)
     if step.on_reject and not kind.pauses_for_person:
         fail(step.id, "only an approval step can have on_reject")

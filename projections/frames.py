@@ -13,6 +13,8 @@ gets none of them again.
 | StepStarted (a map's: ``items``, its count; a subflow's: ``child_run_id``), StepCompleted, StepFailed, StepCancelled, StepSkipped, StepResumed | ``flow_run_step_updated`` {step_id, status, attempt?, error?, detail?, ...} |
 | StepPaused | ``flow_run_step_updated`` (status paused), then ``approval_requested`` {step_id, prompt} |
 | AnomalyDetected | ``anomaly`` {step_id, attempt, kind, severity, detail, action} |
+| ToolCalled | ``tool_call`` {step_id, attempt, call_id, tool, arguments, turn, seq} |
+| ToolResult | ``tool_result`` {step_id, attempt, call_id, tool, ok, outcome, error, bytes, truncated, sha256, result (its first FRAME_RESULT_CHARS characters; the event has it whole), result_cut} |
 | RunCompleted / RunFailed / RunRejected / RunCancelled | ``flow_run_step_updated`` with ``step_id`` None, the terminal ``status`` and ``run_status``, ``reason``, ``by``, ``report`` |
 | MapItemCompleted / MapItemFailed | ``map_item`` {step_id, attempt, index, item, status completed / failed, output? error?} |
 | RunForked | ``run_forked`` {parent_run_id, from_step, retry, copied_steps}: the steps whose outcomes follow as copies |
@@ -56,12 +58,17 @@ from flows.events import (
     StepResumed,
     StepSkipped,
     StepStarted,
+    ToolCalled,
+    ToolResult,
     run_id_of,
 )
 from flows.status import ENDING_STATUS, run_status_of, step_status_of
 from projections.source import decode
 
 Frame = dict[str, Any]
+
+FRAME_RESULT_CHARS = 2_000
+"""Characters of a tool result a ``tool_result`` frame carries (a result may hold 32 KB: the event has it whole)."""
 
 
 class Framer:
@@ -165,6 +172,14 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
         case AnomalyDetected():
             return [{**base, "type": "anomaly", "step_id": e.step_id, "attempt": e.attempt, "kind": e.kind,
                      "severity": e.severity, "detail": e.detail, "action": e.action, "at": e.at}]
+        case ToolCalled():
+            return [{**base, "type": "tool_call", "step_id": e.step_id, "attempt": e.attempt, "call_id": e.call_id,
+                     "tool": e.tool, "arguments": e.arguments, "turn": e.turn, "seq": e.seq, "at": e.at}]
+        case ToolResult():
+            return [{**base, "type": "tool_result", "step_id": e.step_id, "attempt": e.attempt, "call_id": e.call_id,
+                     "tool": e.tool, "ok": e.ok, "outcome": e.outcome, "error": e.error, "bytes": e.bytes,
+                     "truncated": e.truncated, "sha256": e.sha256, "result": e.result[:FRAME_RESULT_CHARS],
+                     "result_cut": len(e.result) > FRAME_RESULT_CHARS, "at": e.at}]
         case RunCompleted() | RunFailed() | RunRejected() | RunCancelled():
             reason = getattr(e, "reason", "")
             by = getattr(e, "by", "")

@@ -19,7 +19,14 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
-from flows.events import Event, RunLaunched, StepResumed
+from flows.events import (
+    Event,
+    RunLaunched,
+    StepResumed,
+    ToolCalled,
+    ToolResult,
+    stream_of,
+)
 from flows.model import StepSpec
 from projections.batch import driver_of
 from projections.source import decode_events, read_events, schema_version_column
@@ -197,10 +204,15 @@ class ReadModel:
             events = read_events(conn, [launched, *texts, ended])
             problems = _problems(conn, run_id)
             children = [dict(r) for r in conn.execute(_CHILDREN.where(flow_runs.c.parent_run_id == run_id)).mappings()]
+            calls = tool_calls(conn, run_id)
         specs = _specs(events.get(launched))
         step_list = [_step_dict(s, specs.get(s[_STEP_ID]), events) for s in steps]
+        for step in step_list:
+            step["tool_calls"] = calls.get(step["step_id"], [])
+        out = _run_dict(run)
+        out["usage"] = run_usage(step_list)
         markdown = getattr(events.get(ended), "report", "")
-        return {"run": _run_dict(run), "steps": step_list, "report": markdown or None, "problems": problems,
+        return {"run": out, "steps": step_list, "report": markdown or None, "problems": problems,
                 "children": children}
 
     def projection_errors(self, run_id: str) -> list[dict[str, Any]]:
@@ -253,3 +265,49 @@ class ReadModel:
             return conn.execute(
                 sa.select(flow_runs.c.project_id).where(flow_runs.c.run_id == run_id)
             ).scalar()
+
+
+_TOOL_EVENTS = ("SELECT position, type, data, {0} FROM events WHERE stream_id = :stream "
+                "AND type IN ('ToolCalled', 'ToolResult') ORDER BY version")
+
+
+def tool_calls(conn: sa.Connection, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    """A run's tool calls by step, in the order they were made, each with its result's facts (DESIGN §11).
+
+    Read from the run's own events (not a read table): they are only read
+    with one run, through the stream's index. A result's text is not copied:
+    ``result_position`` is the ToolResult event that holds it
+    (``GET /api/runs/{id}/events``).
+    """
+    query = sa.text(_TOOL_EVENTS.format(schema_version_column(conn.dialect.name)))
+    events = decode_events(conn.execute(query, {"stream": stream_of(run_id)}))
+    calls: dict[str, list[dict[str, Any]]] = {}
+    made: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for position in sorted(events):
+        event = events[position]
+        if isinstance(event, ToolCalled):
+            call = {"call_id": event.call_id, "attempt": event.attempt, "turn": event.turn, "seq": event.seq,
+                    "tool": event.tool, "arguments": event.arguments, "position": position, "ok": None,
+                    "outcome": "", "error": "", "bytes": 0, "truncated": False, "sha256": "",
+                    "result_position": 0}
+            calls.setdefault(event.step_id, []).append(call)
+            made[(event.step_id, event.attempt, event.call_id)] = call
+        elif isinstance(event, ToolResult):
+            found = made.get((event.step_id, event.attempt, event.call_id))
+            if found is not None:
+                found.update(ok=event.ok, outcome=event.outcome, error=event.error, bytes=event.bytes,
+                             truncated=event.truncated, sha256=event.sha256, result_position=position)
+    return calls
+
+
+def run_usage(steps: list[dict[str, Any]]) -> dict[str, int]:
+    """Token and tool-call totals over a run's steps (each step's ``usage`` as its last attempt recorded it)."""
+    total: dict[str, int] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "tool_calls": 0}
+    for step in steps:
+        usage = step.get("usage") or {}
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            value = usage.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                total[key] += value
+        total["tool_calls"] += len(step.get("tool_calls", ()))
+    return total

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from actors.errors import ActorsError
@@ -38,6 +39,10 @@ class AgentRequest:
     """The resolved prompt, exactly what is sent."""
     model: str
     """The model to use; ``""`` means the backend's default."""
+    workdir: str = ""
+    """The run's workspace root (DESIGN §11): the ``cli`` backend runs there; ``""``: no workspace."""
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    """Sampling settings sent with the request (temperature, max_tokens, seed), as recorded in StepStarted."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,13 @@ class AgentResult:
 
 
 class AgentError(ActorsError):
-    """A backend could not produce an answer; the message says what to fix."""
+    """A backend could not produce an answer; the message says what to fix.
+
+    ``usage`` is what the call cost before it failed, when the backend knows
+    (a tool loop's turns up to its limit); ``{}`` otherwise.
+    """
+
+    usage: Mapping[str, Any] = MappingProxyType({})
 
 
 class Cancelled(AgentError):

@@ -7,9 +7,9 @@ server-sent events, feed each chunk to a
 :class:`~actors.agents.toolcalls.ToolCallAccumulator`, and return the
 :class:`~actors.agents.toolcalls.ModelTurn`.
 
-The ``openai`` backend (``actors/agents/openai_compat.py``) will provide the
-production turn by routing its own stream reading through the accumulator.
-Until then this class serves the integration tests and the benchmark.
+The ``openai`` backend (``actors/agents/openai_compat.py``) makes its tool
+loop's turns with this class (``OpenAIBackend.run_tools``); a step without
+tools still goes through the backend's own single-answer stream.
 
 Why connections are kept alive: a tool loop makes up to ``max_turns + 1``
 requests in a row, and a new loopback connection per turn cost ~1 ms of the
@@ -42,14 +42,15 @@ class ChatTurns:
     """Makes turns against one server; thread-safe (one ``httpx.Client``)."""
 
     def __init__(self, base_url: str, api_key: str = "", *, read_timeout_s: float = 120.0,
-                 connect_timeout_s: float = 10.0, trace: Trace | None = None) -> None:
+                 connect_timeout_s: float = 10.0, trace: Trace | None = None,
+                 auth: httpx.Auth | None = None) -> None:
         """Address the server; ``trace`` (optional) sees httpx's connection events (benchmarks time with it)."""
         self.base_url = base_url.rstrip("/")
         headers = {"Accept": "text/event-stream, application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._trace = trace
-        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(
+        self._client = httpx.Client(auth=auth, headers=headers, timeout=httpx.Timeout(
             connect=connect_timeout_s, read=read_timeout_s, write=30.0, pool=30.0))
 
     def close(self) -> None:

@@ -114,6 +114,7 @@ class CliBackend:
                 # A session of its own, so cancel can kill the whole group,
                 # grandchildren included.
                 start_new_session=True,
+                cwd=request.workdir or None,  # a run with a workspace runs in its root (DESIGN §11)
             )
         except OSError as exc:
             raise AgentError(

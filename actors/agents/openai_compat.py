@@ -14,7 +14,7 @@ import contextlib
 import json
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -28,6 +28,11 @@ from actors.agents.base import (
     DeltaCallback,
 )
 from flows.redact import without_userinfo
+
+if TYPE_CHECKING:  # imported when first used: the tool loop's modules import the workspace layer,
+    # which reads the store (actors.runlog), which imports this package: a cycle at import time.
+    from actors.agents.chat_turn import ChatTurns
+    from actors.agents.toolloop import LoopLimits, LoopObserver, ToolRunner
 
 _BODY_PREVIEW = 300
 
@@ -70,6 +75,11 @@ class OpenAIBackend:
         self.where = without_userinfo(self.base_url)
         self.default_model = model
         self.read_timeout_s = read_timeout_s
+        self._api_key = api_key
+        self._auth = auth
+        self._connect_timeout_s = connect_timeout_s
+        self._turns: ChatTurns | None = None
+        self._turns_lock = threading.Lock()
         headers = {"Accept": "text/event-stream, application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -107,6 +117,7 @@ class OpenAIBackend:
             ],
             "stream": True,
             "stream_options": {"include_usage": True},
+            **{k: v for k, v in request.sampling.items() if k in ("temperature", "max_tokens", "seed")},
         }
         sockets = _SocketHolder(cancel)
         unregister = cancel.on_cancel(sockets.shutdown)
@@ -144,8 +155,51 @@ class OpenAIBackend:
         return result
 
     def close(self) -> None:
-        """Close the HTTP client; idempotent."""
+        """Close the HTTP clients; idempotent."""
         self._client.close()
+        with self._turns_lock:
+            if self._turns is not None:
+                self._turns.close()
+
+    def run_tools(self, request: AgentRequest, tools: ToolRunner, on_delta: DeltaCallback, cancel: CancelToken, *,
+                  limits: LoopLimits, observer: LoopObserver) -> AgentResult:
+        """Run the tool loop (DESIGN §11) for ``request``: turns until the model answers in text.
+
+        The turns keep their connection alive (a loop makes up to
+        ``max_turns + 1`` requests in a row); usage is recorded per turn and
+        summed. Raises like :meth:`run`, and
+        :class:`~actors.agents.toolloop.ToolLimitExceeded` when the model
+        keeps calling tools after it was told to answer.
+        """
+        from actors.agents.toolloop import LoopResult, Sampling, TurnTally, loop_usage, run_tool_loop
+
+        model = request.model or self.default_model
+        if not model:
+            raise AgentError(
+                f"no model for the openai backend at {self.where}: set BATON_MODEL "
+                "(e.g. qwen2.5-coder:7b) or give the run a model"
+            )
+        sampling = Sampling(**{k: v for k, v in request.sampling.items()
+                               if k in ("temperature", "max_tokens", "seed")})
+        turns = TurnTally(observer)
+        try:
+            result = run_tool_loop(system=request.system, prompt=request.prompt, model=model, tools=tools,
+                                   turn=self._chat_turns(), on_delta=on_delta, cancel=cancel, limits=limits,
+                                   sampling=sampling, observer=turns,
+                                   call_id_prefix=f"{request.step_id}-a{request.attempt}")
+        except AgentError as exc:
+            exc.usage = loop_usage(LoopResult(output="", turns=turns.turns))  # what the turns so far cost
+            raise
+        return AgentResult(output=result.output, usage=loop_usage(result), model=result.model or model)
+
+    def _chat_turns(self) -> ChatTurns:
+        from actors.agents.chat_turn import ChatTurns
+
+        with self._turns_lock:
+            if self._turns is None:
+                self._turns = ChatTurns(self.base_url, self._api_key, read_timeout_s=self.read_timeout_s,
+                                        connect_timeout_s=self._connect_timeout_s, auth=self._auth)
+            return self._turns
 
     def _streamed_answer(
         self, response: httpx.Response, model: str, on_delta: DeltaCallback

@@ -29,9 +29,16 @@ import queue
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from actors.agents.base import AgentError, Cancelled, CancelToken, DeltaCallback
+from actors.agents.base import (
+    AgentError,
+    AgentRequest,
+    AgentResult,
+    Cancelled,
+    CancelToken,
+    DeltaCallback,
+)
 from actors.agents.toolcalls import ModelTurn, ToolCall
 from actors.workspace.results import Outcome, ToolResult, failure
 
@@ -328,3 +335,54 @@ def _echoable(call: ToolCall) -> str:
     except ValueError:
         return "{}"
     return call.arguments or "{}"
+
+
+@runtime_checkable
+class ToolBackend(Protocol):
+    """A backend that can run the tool loop (the ``openai`` one)."""
+
+    name: str
+
+    def run_tools(self, request: AgentRequest, tools: ToolRunner, on_delta: DeltaCallback, cancel: CancelToken, *,
+                  limits: LoopLimits, observer: LoopObserver) -> AgentResult:
+        """Run :func:`run_tool_loop` for ``request`` with ``tools``; usage per turn and totals in the result."""
+        ...
+
+
+class TurnTally(LoopObserver):
+    """Forwards everything to ``inner`` and keeps each turn's record (the usage of a loop that fails)."""
+
+    def __init__(self, inner: LoopObserver) -> None:
+        """Observe for ``inner``."""
+        self.inner = inner
+        self.turns: list[TurnRecord] = []
+
+    def tool_called(self, call: CallRecord) -> None:
+        """Forwarded."""
+        self.inner.tool_called(call)
+
+    def tool_result(self, call: CallRecord, result: ToolResult) -> None:
+        """Forwarded."""
+        self.inner.tool_result(call, result)
+
+    def turn_finished(self, turn: TurnRecord) -> None:
+        """Kept, then forwarded."""
+        self.turns.append(turn)
+        self.inner.turn_finished(turn)
+
+    def message_delivered(self, message: PersonMessage, turn: int) -> None:
+        """Forwarded."""
+        self.inner.message_delivered(message, turn)
+
+    def before_turn(self, turn: int) -> None:
+        """Forwarded."""
+        self.inner.before_turn(turn)
+
+
+def loop_usage(result: LoopResult) -> dict[str, Any]:
+    """What a step records as its usage after a tool loop: totals, then the loop's facts and each turn's usage."""
+    return {**result.usage, "turns": [{"turn": t.turn, "tool_calls": t.tool_calls, "finish_reason": t.finish_reason,
+                                       **{k: v for k, v in t.usage.items() if isinstance(v, int)}}
+                                      for t in result.turns],
+            "tool_calls": result.tool_calls, "tool_errors": result.errors, "malformed_calls": result.malformed,
+            **({"limit_reached": result.limit_reached.value} if result.limit_reached else {})}

@@ -18,7 +18,7 @@ from actors.workspace.confine import DEFAULT_MAX_FILE_BYTES, SNIFF_BYTES, check_
 from actors.workspace.errors import GitError, PathRefused
 from actors.workspace.git import DEFAULT_TIMEOUT_S, Git
 from flows.evidence import EvidenceCheck, EvidenceItem, Verdict, parse, quote_in
-from flows.projects import Workspace
+from flows.workspace import Workspace
 
 _MISSING = object()
 

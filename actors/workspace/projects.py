@@ -23,12 +23,12 @@ from flows.projects import (
     PROJECTS_STREAM,
     Project,
     ProjectRegistry,
-    Workspace,
     evolve,
     fold,
     register,
     remove,
 )
+from flows.workspace import Workspace
 
 _RETRIES = 3
 T = TypeVar("T")

@@ -106,6 +106,14 @@ class Client:
         """POST /api/tokens: ``{name, role, token, position}`` (the token shown this once)."""
         return self._call("POST", "/api/tokens", json={"name": name, "role": role})
 
+    def add_project(self, project_id: str, path: str) -> dict[str, Any]:
+        """POST /api/projects: the project as registered (``path`` is read on the server's disk)."""
+        return self._call("POST", "/api/projects", json={"project_id": project_id, "path": path})
+
+    def projects(self) -> list[dict[str, Any]]:
+        """GET /api/projects: the registered projects."""
+        return self._call("GET", "/api/projects")
+
     def tokens(self) -> list[dict[str, Any]]:
         """GET /api/tokens: the valid tokens (name, role, issued_by, issued_at)."""
         return self._call("GET", "/api/tokens")

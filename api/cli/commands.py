@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from actors.workspace.projects import ProjectBook
 from api.cli import progress
 from api.cli.audit import Replay, replay_log
 from api.cli.context import (
@@ -102,7 +103,8 @@ def launchable(rt: Runtime, args: argparse.Namespace) -> None:
 
     The openai backend needs a model: the run's (--model) or the default.
     """
-    prepare(rt.registry, launch_params(args), run_id="-", now=0.0)
+    # A named project is pinned now as the engine will pin it (an unknown one is refused, naming it).
+    prepare(rt.registry, launch_params(args), run_id="-", now=0.0, pin=ProjectBook(rt.store, time.time).pin)
     if not args.model:
         require_model(rt.settings)
 
@@ -179,6 +181,33 @@ def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with target(args, settings) as where:
         position = where.revoke_token(args.name, by=where.actor(""))
     print(printable_line(f"token {args.name!r} revoked (position {position})"))
+    return EXIT_OK
+
+
+def cmd_projects_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Register a git work tree as a project runs may read (``--project NAME`` on a launch)."""
+    path = os.path.abspath(args.path)  # a server reads it on its disk: never relative to its directory
+    with target(args, settings, creates=True) as where:
+        row = where.add_project(args.name, path, by=where.actor(""))
+    print(printable_line(f"project {row['project_id']!r} registered at {row['root']}"))
+    return EXIT_OK
+
+
+def cmd_projects_list(args: argparse.Namespace, settings: Settings) -> int:
+    """The registered projects: id, root, who registered each and when."""
+    with target(args, settings) as where:
+        rows = where.projects()
+    if getattr(args, "json", False):
+        print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no projects; register one with: baton projects add NAME PATH")
+        return EXIT_OK
+    width = max([len("PROJECT"), *(len(r["project_id"]) for r in rows)])
+    print(f"{'PROJECT':<{width}}  {'REGISTERED':<19}  {'BY':<12}  ROOT")
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["registered_at"]))
+        print(printable_line(f"{row['project_id']:<{width}}  {when:<19}  {row['registered_by']:<12}  {row['root']}"))
     return EXIT_OK
 
 

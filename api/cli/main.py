@@ -45,6 +45,8 @@ from api.cli.commands import (
     cmd_flows,
     cmd_launch,
     cmd_plan,
+    cmd_projects_add,
+    cmd_projects_list,
     cmd_rebuild,
     cmd_replay,
     cmd_runs,
@@ -233,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = actions.add_parser("revoke", parents=[common], help="revoke a token by name")
     t.set_defaults(handler=cmd_tokens_revoke)
     t.add_argument("name", metavar="NAME")
+    p = add("projects", cmd_projects_list, "list the projects (git repositories runs may read); add one")
+    p.add_argument("--json", action="store_true", help="print the projects as JSON")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    t = actions.add_parser("add", parents=[common], help="register the git work tree at PATH as project NAME")
+    t.set_defaults(handler=cmd_projects_add)
+    t.add_argument("name", metavar="NAME", help="the project id (lowercase letters, digits, '.', '_', '-')")
+    t.add_argument("path", metavar="PATH", help="the top level of a git work tree")
+    t = actions.add_parser("list", parents=[common], help="the registered projects")
+    t.set_defaults(handler=cmd_projects_list)
+    t.add_argument("--json", action="store_true", help="print the projects as JSON")
     p = add("projections", lambda a, s: EXIT_USAGE, "manage the read tables")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     actions.add_parser("rebuild", parents=[common], help="rebuild the read tables from position 0").set_defaults(

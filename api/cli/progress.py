@@ -374,6 +374,7 @@ def print_run(console: Console, found: dict[str, Any], command: Callable[[str], 
                       str(s["attempt"] or ""), f"{s['duration_s']:.1f}s" if s["duration_s"] else "",
                       cell(note[:120]))
     console.print(table)
+    print_tool_calls(console, steps)
     for s in steps:
         if s["status"] == StepStatus.PAUSED:
             go_on = f"{run['run_id']} {s['step_id']}"
@@ -385,8 +386,50 @@ def print_run(console: Console, found: dict[str, Any], command: Callable[[str], 
         console.print("(no report yet: the run has not ended)")
 
 
+def call_text(tool: str, arguments: str, limit: int = 80) -> str:
+    """A tool call on one line: ``read_file {"path": "src/app.py"}``, its arguments cut at ``limit``."""
+    args = " ".join(arguments.split())
+    return f"{tool} {args[:limit]}{'…' if len(args) > limit else ''}".rstrip()
+
+
+def result_text(ok: bool | None, outcome: str, error: str, size: int, truncated: bool) -> str:
+    """A tool result on one line: ``ok 1,234 B`` (``cut`` when capped), or ``error outside-root``."""
+    if ok is None:
+        return "(no result)"
+    if ok:
+        return f"ok {size:,} B" + (" cut" if truncated else "")
+    return f"{outcome} {error}".strip()
+
+
+def print_tool_calls(console: Console, steps: list[dict[str, Any]]) -> None:
+    """The tool calls of each step that made any, one compact line each, and the step's token totals."""
+    for s in steps:
+        calls = s.get("tool_calls") or []
+        if not calls:
+            continue
+        usage = s.get("usage") or {}
+        tokens = f", {usage.get('prompt_tokens', 0):,} prompt + {usage.get('completion_tokens', 0):,} completion " \
+                 f"tokens in {len(usage.get('turns', ()))} turns" if usage else ""
+        say(console, f"tool calls of '{s['step_id']}': {len(calls)}{tokens}")
+        for c in calls:
+            say(console, f"  #{c['seq']} t{c['turn']} {call_text(c['tool'], c['arguments'])}  -> "
+                         f"{result_text(c['ok'], c['outcome'], c['error'], c['bytes'], c['truncated'])}")
+
+
 def frame_line(frame: dict[str, Any]) -> str:
-    """One durable frame as ``<id> <type> <run> <step> <status>`` (``-`` for what it lacks)."""
+    """One durable frame as ``<id> <type> <run> <step> <status>`` (``-`` for what it lacks).
+
+    A tool frame ends with the call (``read_file {"path": ...}``) or its result (``ok 320 B``).
+    """
+    if frame["type"] == "tool_call":
+        what = call_text(frame.get("tool", "?"), frame.get("arguments", ""))
+        return printable_line(f"{frame['id']} tool_call {frame.get('run_id') or '-'} {frame.get('step_id') or '-'} "
+                              f"#{frame.get('seq', '?')} {what}")
+    if frame["type"] == "tool_result":
+        what = result_text(frame.get("ok"), frame.get("outcome", ""), frame.get("error", ""),
+                           int(frame.get("bytes", 0)), bool(frame.get("truncated")))
+        return printable_line(f"{frame['id']} tool_result {frame.get('run_id') or '-'} "
+                              f"{frame.get('step_id') or '-'} {frame.get('tool', '?')} {what}")
     status = frame.get("status") or frame.get("run_status")
     if status is None:
         status = {"flow_run_started": "launched", "approval_requested": StepStatus.PAUSED}.get(frame["type"], "-")

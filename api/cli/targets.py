@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from actors.engine import Launched
 from actors.runlog import follow, live_nodes, read_with_owner, run_ids_starting, unended_runs
+from actors.workspace.projects import ProjectBook
 from api.cli.client import Client, ServerError
 from api.cli.progress import ProgressView
 from api.runtime import Runtime
@@ -33,6 +34,7 @@ from flows import decide, errors
 from flows.auth import Principal, Role, check_identity
 from flows.kinds import kind_rules
 from flows.launch import LaunchParams
+from flows.projects import Project
 from flows.state import RunState
 from flows.status import RunStatus
 from flows.text import check_text
@@ -75,6 +77,12 @@ class Target(Protocol):
     def revoke_token(self, name: str, *, by: str) -> int:
         """Revoke a token as ``by``; the position of TokenRevoked."""
 
+    def add_project(self, project_id: str, path: str, *, by: str) -> dict[str, Any]:
+        """Register the git work tree at ``path`` (absolute) as ``project_id``: the project's view."""
+
+    def projects(self) -> list[dict[str, Any]]:
+        """The registered projects: project_id, root, registered_by, registered_at."""
+
     def follow(self, run_id: str, view: ProgressView | None) -> RunState:
         """Wait while the run moves, until it ends or waits for a person; its state then."""
 
@@ -95,6 +103,11 @@ class Target(Protocol):
 
     def close(self) -> None:
         """Stop whatever the target started."""
+
+
+def _project_row(project: Project) -> dict[str, Any]:
+    return {"project_id": project.project_id, "root": project.root, "registered_by": project.registered_by,
+            "registered_at": project.registered_at}
 
 
 def pick(candidates: list[str], given: str) -> str:
@@ -180,6 +193,12 @@ class Local:
 
     def revoke_token(self, name: str, *, by: str) -> int:
         return TokenBook(self.rt.store, time.time).revoke(name, by=by)
+
+    def add_project(self, project_id: str, path: str, *, by: str) -> dict[str, Any]:
+        return _project_row(ProjectBook(self.rt.store, time.time).add(project_id, path, by=by))
+
+    def projects(self) -> list[dict[str, Any]]:
+        return [_project_row(p) for p in ProjectBook(self.rt.store, time.time).projects()]
 
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
         engine = self.start().engine
@@ -365,6 +384,12 @@ class Remote:
 
     def revoke_token(self, name: str, *, by: str) -> int:
         return self.client.revoke_token(name)
+
+    def add_project(self, project_id: str, path: str, *, by: str) -> dict[str, Any]:
+        return self.client.add_project(project_id, path)
+
+    def projects(self) -> list[dict[str, Any]]:
+        return self.client.projects()
 
     def follow(self, run_id: str, view: ProgressView | None) -> RunState:
         """Fold the run's events from the server, then fold on at each durable frame of its stream."""

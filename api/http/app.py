@@ -29,7 +29,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from actors.runlog import server_lease
 from api import failures
-from api.http import admin, openapi, problems, routes, stream
+from api.http import admin, openapi, problems, projects, routes, stream
 from api.http import sessions as login
 from api.http.auth import AccessMiddleware, TokenIndex, unserved_routes
 from api.http.connections import (
@@ -87,7 +87,7 @@ def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: in
                    project_of=read_model.run_project if read_model is not None else None,
                    buffer=stream_buffer, observers=[tokens.observe])
     sessions = Sessions(settings.session_ttl_s)
-    served = [*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES, *login.ROUTES, *admin.ROUTES, *web.ROUTES]
+    served = [*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES, *login.ROUTES, *admin.ROUTES, *projects.ROUTES, *web.ROUTES]
     unguarded = unserved_routes(served)
     if unguarded:  # a route nobody said who may call: refuse to serve it rather than guess
         raise RuntimeError(f"routes without a role in flows.auth.ROUTE_ROLES: {', '.join(unguarded)}")
@@ -247,7 +247,7 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
         if runtime.engine is not None:  # the engine's last events first, then the shutdown seal
             runtime.engine.stop()
             runtime.engine = None
-        sealer.stop()
+        sealer.stop(seal=server is not None)  # a start that failed before serving leaves no seal behind
         runtime.stop()
         if server is not None:
             server.stopped.set()

@@ -314,6 +314,21 @@ def paths() -> dict[str, Any]:
                           "415": _BAD_BODY["415"],
                           "422": _problem("A name that cannot be a token's; `field` is `name`.")},
         }},
+        "/api/projects": {
+            "get": {"summary": "The registered projects (git repositories runs may read)",
+                    "operationId": "list_projects",
+                    "responses": {"200": _json({"type": "array", "items": _ref("ProjectView")}, "By id.")}},
+            "post": {"summary": "Register a git work tree of the server's disk as a project (admin)",
+                     "operationId": "add_project",
+                     "requestBody": _body("ProjectRequest"),
+                     "responses": {"201": _json(_ref("ProjectView"), "Registered."),
+                                   "200": _json(_ref("ProjectView"), "Already registered so; nothing changed."),
+                                   **_BAD_BODY,
+                                   "409": _problem("The id is registered at another root (`project-exists`)."),
+                                   "422": _problem("A bad id (`invalid-project-id`), a path that is not the top "
+                                                   "level of a git work tree (`not-a-repository`), or a body of "
+                                                   "the wrong shape; `field` names it.")}},
+        },
         "/api/health": {"get": {"summary": "Liveness and store reachability", "operationId": "health",
                                 "responses": {"200": _json(_ref("Health"), "Up; `head` is the store's position. "
                                                            "`status` is `degraded` while the read side has "

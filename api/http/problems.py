@@ -26,6 +26,7 @@ from actors.errors import (
     RunBusy,
     RunOwnedElsewhere,
 )
+from actors.workspace.errors import NotARepository, WorkspaceError
 from api.http.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
 from flows.auth import (
@@ -43,6 +44,7 @@ from flows.catalog import UnknownFlow
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.fork import NotRetryable
 from flows.launch import LaunchError
+from flows.projects import InvalidProjectId, ProjectError, ProjectExists, UnknownProject
 from flows.status import RunStatus
 from flows.text import UnstorableText
 
@@ -139,6 +141,12 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (UnstorableText, 422, "unstorable-text", "The request holds text that cannot be stored"),
     (UnknownFlow, 422, "unknown-flow", "No flow of that name"),
     (LaunchError, 422, "invalid-launch", "The launch request is not acceptable"),
+    (UnknownProject, 422, "unknown-project", "No project of that id"),
+    (InvalidProjectId, 422, "invalid-project-id", "The project id is not acceptable"),
+    (ProjectExists, 409, "project-exists", "A project of that id is registered elsewhere"),
+    (ProjectError, 422, "invalid-project", "The project is not acceptable"),
+    (NotARepository, 422, "not-a-repository", "The path is not the top level of a git work tree"),
+    (WorkspaceError, 409, "workspace-unavailable", "The project's repository cannot be read as it is now"),
     (UnknownRun, 404, "unknown-run", "No such run"),
     (UnknownStep, 404, "unknown-step", "No such step in this run"),
     (NotFound, 404, "not-found", "Not found"),
@@ -199,6 +207,12 @@ def details(exc: BaseException) -> dict[str, Any]:
             return {"detail": str(exc), "module": exc.module}
         case LaunchInProgress():
             return {"detail": str(exc), "state": "launching"}
+        case UnknownProject():
+            return {"detail": str(exc), "field": "project_id", "known": exc.known}
+        case InvalidProjectId() | ProjectExists() | ProjectError():
+            return {"detail": str(exc), "field": "project_id"}
+        case NotARepository():
+            return {"detail": str(exc), "field": "path"}
         case UnknownStep():
             return {"detail": str(exc), "field": "step_id"}
         case UnknownRun():

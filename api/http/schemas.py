@@ -145,6 +145,13 @@ class TokenRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     role: str = "viewer"
 
 
+class ProjectRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/projects: register the git work tree at ``path`` (on the server's disk) as ``project_id``."""
+
+    project_id: str
+    path: str
+
+
 # -- responses -----------------------------------------------------------------------------
 
 
@@ -226,6 +233,15 @@ class TokenCreated(msgspec.Struct, kw_only=True):
     position: int
 
 
+class ProjectView(msgspec.Struct, kw_only=True):
+    """A registered project: its id (what a launch names), its root, who registered it and when."""
+
+    project_id: str
+    root: str
+    registered_by: str = ""
+    registered_at: float = 0.0
+
+
 class TokenRevokedAnswer(msgspec.Struct, kw_only=True):
     """DELETE /api/tokens/{name}: ``position`` is the TokenRevoked event."""
 
@@ -246,13 +262,40 @@ class RunSummary(msgspec.Struct, kw_only=True):
     ended_at: float | None = None
 
 
+class ToolCallView(msgspec.Struct, kw_only=True):
+    """A tool call of a step and its result's facts; the result's text is in the ToolResult
+    event at ``result_position`` (``/events``). ``ok`` is null while the call has no result yet."""
+
+    call_id: str
+    attempt: int
+    turn: int
+    seq: int
+    tool: str
+    arguments: str
+    position: int
+    ok: bool | None = None
+    outcome: str = ""
+    error: str = ""
+    bytes: int = 0
+    truncated: bool = False
+    sha256: str = ""
+    result_position: int = 0
+
+
 class StepSummary(msgspec.Struct, kw_only=True):
-    """A step of a run as the read model keeps it (more fields may be present)."""
+    """A step of a run as the read model keeps it (more fields may be present).
+
+    ``usage`` has the token counts (summed over the model turns of a tool loop,
+    with ``turns``: each turn's usage, and the loop's ``tool_calls``,
+    ``tool_errors`` and ``malformed_calls``); ``tool_calls`` lists the calls.
+    """
 
     step_id: str
     status: str
     kind: str
     agent: str
+    usage: dict[str, Any] = {}
+    tool_calls: list[ToolCallView] = []
 
 
 class RunPage(msgspec.Struct, kw_only=True):
@@ -365,10 +408,10 @@ class Frame(msgspec.Struct, kw_only=True):
 
 
 REQUESTS: tuple[type, ...] = (LaunchRequest, CancelRequest, DecisionRequest, LoginRequest, TokenRequest,
-                              ForkRequest, RetryRequest)
+                              ProjectRequest, ForkRequest, RetryRequest)
 RESPONSES: tuple[type, ...] = (Launched, CommandAccepted, Problem, RunPage, RunDetail, RecordedEventView,
                                EngineHealth, ProjectorHealth, StoreHealth, Health, ProjectionProblem, Frame,
-                               SessionInfo, TokenView, TokenCreated, TokenRevokedAnswer, Forked, RunChild)
+                               SessionInfo, TokenView, TokenCreated, TokenRevokedAnswer, ProjectView, Forked, RunChild)
 
 
 # -- decoding ------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ EVIDENCE_RULES = """\
 Evidence rules:
 - Put each piece of evidence on its own line, numbered in the order you cite it:
   `E1: <what you saw> (source: <path:line, URL or command>; trust: direct|reported|inferred)`.
+  For code, quote the line exactly: `E1: "retries = 3" (source: src/app.py:42; trust: direct)`, or cite
+  `path:start-end` for a range; the quote is checked against the repository.
   `direct` = you read or ran it yourself; `reported` = stated by the question or another
   answer, not re-checked; `inferred` = reasoned from other items (name them).
 - Tie every finding to its items, e.g. "(E2, E3)".
@@ -58,6 +60,18 @@ def angle(
     options.setdefault("retry_delay_s", 5.0)
     options.setdefault("timeout_s", ANGLE_TIMEOUT_S)
     return agent(step_id, persona=persona, label=label, prompt=prompt, bands=bands, deps=deps, **options)
+
+
+TOOLS_NOTE = """\
+If you were given tools (list_files, read_file, search, git_log, git_diff), read the repository with them
+before you answer: look up every path you cite and quote lines exactly as read_file shows them (without the
+line number). If you have no tools, the run has no project: answer from the question alone, say so in
+your first sentence, and mark what you could not check as `reported` or `inferred`."""
+
+
+def code_angle(step_id: str, *, task: str, **options: Any) -> Step:
+    """An :func:`angle` that reads the run's project with the read-only tools when it has one (DESIGN §11)."""
+    return angle(step_id, task=f"{task.strip()}\n\n{TOOLS_NOTE}", tools=True, **options)
 
 
 def fold(

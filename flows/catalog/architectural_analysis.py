@@ -33,7 +33,7 @@ architectural_analysis = Flow(
         "angles in parallel, folded, synthesized into ranked recommendations, then validated."
     ),
     steps=[
-        _spine.angle(
+        _spine.code_angle(
             "structural", persona="architect", label="Structure",
             task=(
                 "Map the structure of the system or component named in the question: its modules and "
@@ -46,7 +46,7 @@ architectural_analysis = Flow(
                 what="Structure", shape="each component, its responsibility, and what it depends on."
             ),
         ),
-        _spine.angle(
+        _spine.code_angle(
             "behavioral", persona="architect", label="Behaviour",
             bands=["medium", "large"],
             task=(
@@ -59,7 +59,7 @@ architectural_analysis = Flow(
                 what="Runtime paths", shape="each main path as a sequence of `file:line` hops, and where state lives."
             ),
         ),
-        _spine.angle(
+        _spine.code_angle(
             "concurrency", persona="architect", label="Concurrency",
             bands=["large"],
             task=(

@@ -96,7 +96,7 @@ code_review = Flow(
         "large) in parallel, folded with a combined recommendation, merged into one review, validated."
     ),
     steps=[
-        _spine.angle(
+        _spine.code_angle(
             "correctness", persona="reviewer", label="Correctness",
             task=(
                 "Review the change named in the question for correctness. Read the diff and the code "
@@ -106,7 +106,7 @@ code_review = Flow(
             ),
             produce=_REVIEW_OUTPUT,
         ),
-        _spine.angle(
+        _spine.code_angle(
             "tests", persona="reviewer", label="Tests",
             task=(
                 "Review the tests of the change named in the question. For each behaviour the change "
@@ -118,7 +118,7 @@ code_review = Flow(
                 "3. `## Checked`", "3. `## Missing tests`: each test to add and what it asserts.\n4. `## Checked`"
             ),
         ),
-        _spine.angle(
+        _spine.code_angle(
             "design", persona="architect", label="Design",
             bands=["medium", "large"],
             task=(
@@ -132,7 +132,7 @@ code_review = Flow(
                 "2. `## Recommendations`: changes ordered by value for effort, each with its trade-off."
             ),
         ),
-        _spine.angle(
+        _spine.code_angle(
             "security", persona="security-reviewer", label="Security",
             bands=["large"],
             task=(
@@ -148,7 +148,7 @@ code_review = Flow(
                 "severity (one of low, medium, high, critical: the worst issue) and summary (one line)."
             ),
         ),
-        _spine.angle(
+        _spine.code_angle(
             "performance", persona="reviewer", label="Performance",
             bands=["large"],
             task=(

@@ -28,8 +28,8 @@ investigate = Flow(
         "synthesized, then attacked by a validator."
     ),
     steps=[
-        _spine.angle(
-            "code-path", persona="investigator", label="Trace the code path",
+        _spine.code_angle(
+            "code-path", persona="codebase-explorer", label="Trace the code path",
             task=(
                 "Trace the code path behind this question. Find the entry point (route, command, job "
                 "or function) where the behaviour starts and follow it through every module it calls. "
@@ -43,7 +43,7 @@ investigate = Flow(
                 "4. `## Open questions`: what the code alone cannot settle, and how to settle it."
             ),
         ),
-        _spine.angle(
+        _spine.code_angle(
             "history", persona="investigator", label="Read the history",
             task=(
                 "Find what changed around the behaviour in question: recent commits to the files "
@@ -58,7 +58,7 @@ investigate = Flow(
                 "3. `## Findings`: short sentences, each citing its evidence items."
             ),
         ),
-        _spine.angle(
+        _spine.code_angle(
             "reproduce", persona="investigator", label="Find a reproduction",
             bands=["medium", "large"],
             task=(
@@ -73,7 +73,7 @@ investigate = Flow(
                 "3. `## Findings`: short sentences, each citing its evidence items."
             ),
         ),
-        _spine.angle(
+        _spine.code_angle(
             "environment", persona="investigator", label="Check the environment",
             bands=["large"],
             task=(

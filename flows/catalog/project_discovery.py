@@ -27,8 +27,8 @@ project_discovery = Flow(
         "hot spots at large) in parallel, folded into an onboarding guide, validated from medium."
     ),
     steps=[
-        _spine.angle(
-            "layout", persona="architect", label="Layout and components",
+        _spine.code_angle(
+            "layout", persona="codebase-explorer", label="Layout and components",
             task=(
                 "Map the repository or directory named in the question: its top-level layout, the "
                 "main components and what each is responsible for, the entry points (executables, "
@@ -41,7 +41,7 @@ project_discovery = Flow(
                 "3. `## Findings`: anything surprising about the structure, with evidence items."
             ),
         ),
-        _spine.angle(
+        _spine.code_angle(
             "build", persona="investigator", label="Build, run and test",
             task=(
                 "Find out how to build, run and test the project named in the question: the "
@@ -56,7 +56,7 @@ project_discovery = Flow(
                 "3. `## Findings`: traps a newcomer would hit, with evidence items."
             ),
         ),
-        _spine.angle(
+        _spine.code_angle(
             "conventions", persona="investigator", label="Conventions",
             bands=["medium", "large"],
             task=(
@@ -71,7 +71,7 @@ project_discovery = Flow(
                 "2. `## Findings`: places the code breaks its own rules, with evidence items."
             ),
         ),
-        _spine.angle(
+        _spine.code_angle(
             "history", persona="investigator", label="History and hot spots",
             bands=["large"],
             task=(

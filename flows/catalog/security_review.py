@@ -41,7 +41,7 @@ security_review = Flow(
         "ranked with fixes, validated."
     ),
     steps=[
-        _spine.angle(
+        _spine.code_angle(
             "input-handling", persona="security-reviewer", label="Input handling",
             task=(
                 "Trace untrusted input in the system the question names, from where it enters "
@@ -51,7 +51,7 @@ security_review = Flow(
             ),
             produce=_PRODUCE,
         ),
-        _spine.angle(
+        _spine.code_angle(
             "access-control", persona="security-reviewer", label="Authentication and authorization",
             task=(
                 "Check authentication and authorization in the system the question names: every "
@@ -61,7 +61,7 @@ security_review = Flow(
             ),
             produce=_PRODUCE,
         ),
-        _spine.angle(
+        _spine.code_angle(
             "secrets-config", persona="security-reviewer", label="Secrets and configuration",
             bands=["medium", "large"],
             task=(
@@ -72,7 +72,7 @@ security_review = Flow(
             ),
             produce=_PRODUCE,
         ),
-        _spine.angle(
+        _spine.code_angle(
             "dependencies", persona="security-reviewer", label="Dependencies",
             bands=["large"],
             task=(
@@ -82,7 +82,7 @@ security_review = Flow(
             ),
             produce=_PRODUCE,
         ),
-        _spine.angle(
+        _spine.code_angle(
             "data-exposure", persona="security-reviewer", label="Data exposure",
             bands=["large"],
             task=(

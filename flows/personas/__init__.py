@@ -28,8 +28,21 @@ PERSONAS: frozenset[str] = frozenset(
         "analyst",
         "implementation-specialist",
         "poc-specialist",
+        "codebase-explorer",
     }
 )
+
+COORDINATOR_TEMPERATURE = 0.2
+
+TEMPERATURES: dict[str, float] = {
+    # The personas that coordinate (merge angles, plan, classify, attack an answer) are asked for
+    # steady, repeatable text; the others keep the server's default.
+    "synthesizer": COORDINATOR_TEMPERATURE,
+    "planner": COORDINATOR_TEMPERATURE,
+    "triager": COORDINATOR_TEMPERATURE,
+    "validator": COORDINATOR_TEMPERATURE,
+}
+"""The sampling temperature a persona is sent with (DESIGN §11); a step's own ``temperature`` wins."""
 
 _added: frozenset[str] = frozenset()
 

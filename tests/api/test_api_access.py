@@ -92,6 +92,8 @@ REQUESTS = [
     ("GET", "/api/tokens", None, "admin"),
     ("POST", "/api/tokens", {"name": "made-in-a-test", "role": "viewer"}, "admin"),
     ("DELETE", "/api/tokens/nobody-has-this-name", None, "admin"),
+    ("GET", "/api/projects", None, "viewer"),
+    ("POST", "/api/projects", {"project_id": "nope", "path": "/no/such/dir"}, "admin"),  # 422 once let in
 ]
 
 

@@ -12,6 +12,7 @@ from eventstore import NewEvent, open_store
 from flows.catalog import FlowRegistry
 from flows.events import RunStarted, event_data
 from flows.launch import LaunchParams, prepare
+from flows.workspace import Workspace
 from projections.frames import Framer
 from tests.api.api_flows import api_chain
 
@@ -20,8 +21,9 @@ REGISTRY = FlowRegistry([api_chain])
 
 def append_run(store, run_id: str, project_id: str = "") -> None:
     """RunLaunched + RunStarted of a run (two durable frames)."""
+    pinned = Workspace(project_id=project_id, root=f"/srv/{project_id}", commit="0" * 40) if project_id else None
     launched = prepare(REGISTRY, LaunchParams("api-chain", "q", project_id=project_id), run_id=run_id,
-                       now=time.time())
+                       now=time.time(), workspace=pinned)
     started = RunStarted(run_id=run_id, reason="test", plan_position=0, at=time.time())
     store.append(f"run-{run_id}", [NewEvent(type(e).__name__, event_data(e)) for e in (launched, started)], 0)
 

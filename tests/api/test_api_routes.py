@@ -18,6 +18,7 @@ from actors.errors import LaunchInProgress, RunBusy
 from api.http.app import create_app
 from api.runtime import Runtime
 from api.settings import Settings
+from tests.projects import register
 from tests.api.access import authed_client, bearer, issue_tokens
 
 PROBLEM = "application/problem+json"
@@ -29,6 +30,7 @@ def runtime(tmp_path_factory) -> Iterator[Runtime]:
     db = tmp_path_factory.mktemp("routes") / "baton.db"
     settings = Settings(db=f"sqlite:///{db}", flows=("tests.api.api_flows",), max_body_bytes=4096)
     with Runtime(settings).start() as rt:
+        register(rt.store, db.parent, "p-launch", "p-list", "p-seed")
         yield rt
 
 

@@ -50,11 +50,16 @@ def client(request, tmp_path_factory) -> Iterator[tuple[TestClient, Runtime]]:
 
 
 def expected_refusal(question: str, project_id: str, notes: str) -> str | None:
-    """The field a launch must be refused for, in the order the launch checks them; None: accepted."""
+    """The field a launch must be refused for, in the order the launch checks them; None: accepted.
+
+    A project must be registered (DESIGN §11): any other non-empty id is refused, last.
+    """
     for field, text in (("question", question), ("project_id", project_id), ("inputs.notes", notes)):
         if find_unstorable(text) is not None:
             return field
-    return "question" if not question.strip() else None
+    if not question.strip():
+        return "question"
+    return "project_id" if project_id else None
 
 
 def body_of(fields: dict[str, Any], escaped: bool) -> bytes:

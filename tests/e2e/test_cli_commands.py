@@ -17,6 +17,7 @@ import pytest
 
 from baton_cli import BATON, FIXTURE_FLOWS, REPO, Baton, clean_env
 from eventstore import NewEvent, open_store
+from tests.projects import register
 
 
 def statuses(events) -> list[str]:
@@ -51,7 +52,8 @@ def test_launch_drives_a_run_to_its_end(baton):
     assert statuses(baton.events(run_id))[-1] == "RunCompleted"
 
 
-def test_launch_follow_shows_progress_and_the_report(baton):
+def test_launch_follow_shows_progress_and_the_report(baton, tmp_path):
+    register(baton.url, tmp_path, "p1")
     result = baton.ok("--flows", FIXTURE_FLOWS, "launch", "e2e-quick", "-q", "What is quick?", "--follow",
                       "--project", "p1")
     run_id = result.run_id

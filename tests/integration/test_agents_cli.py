@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -279,3 +280,13 @@ def test_a_script_after_the_interpreter_takes_its_own_options(tmp_path):
     exe = script(tmp_path, ECHO_ARGV)
     result = CliBackend(f"{PY} -u {exe} -c {{prompt}}").run(request(system=""), lambda _: None, CancelToken())
     assert argv_of(result.output) == ["-c", "hello"]  # the script's -c: a value, never python's code
+
+
+def test_a_run_with_a_workspace_runs_the_command_in_its_root(tmp_path: Path) -> None:
+    exe = script(tmp_path, "import os\nprint(os.getcwd(), flush=True)\n")
+    root = tmp_path / "repo"
+    root.mkdir()
+    backend = CliBackend(f"{PY} {exe} {{prompt}}")
+    inside = dataclasses.replace(request(), workdir=str(root))
+    assert backend.run(inside, lambda _: None, CancelToken()).output.strip() == str(root)
+    assert backend.run(request(), lambda _: None, CancelToken()).output.strip() == os.getcwd()

@@ -35,6 +35,7 @@ from flows.events import (
     event_data,
 )
 from flows.state import RunState, evolve
+from tests.projects import register
 from projections import PROJECTION_VERSION, Projector, ReadModel, rebuild
 from projections.tables import READ_TABLES, flow_runs, projection_checkpoints
 from tests.integration.read_rows import dump
@@ -435,7 +436,7 @@ def test_a_query_right_after_an_append_sees_it(projected):
 # -- real runs of the whole catalogue, by the engine ------------------------------------------
 
 
-def test_rebuild_matches_the_live_tables_after_real_runs_of_every_catalogue_flow(store):
+def test_rebuild_matches_the_live_tables_after_real_runs_of_every_catalogue_flow(store, tmp_path):
     """Launch every built-in flow (and one rejected, one cancelled) through the engine,
     approve every approval, wait for every end; then rebuild and compare every table."""
     engine_mod = pytest.importorskip("actors.engine")
@@ -445,6 +446,7 @@ def test_rebuild_matches_the_live_tables_after_real_runs_of_every_catalogue_flow
     registry = builtin()
     assert len(registry) >= 10
     terminal = {"completed", "failed", "rejected", "cancelled"}
+    register(store, tmp_path, "p0", "p1", "p2", "p9")
     projector = Projector(store, batch_size=20).start()
     engine = engine_mod.Engine(store, registry, EngineConfig(agent_slots=4, max_active_runs=6)).start()
     try:

@@ -490,3 +490,22 @@ def test_the_fold_keeps_fenced_headings_and_lint_codes_as_written():
     folded = _fold.fold_angles(Ctx(outputs={"a": text}), ["a"])
     assert "Fixes E501 too." in folded and "\n# install deps\n" in folded
     assert "###### Deferred (unverified)" in folded
+
+
+CODE_FLOWS = ("code-review", "investigate", "security-review", "architectural-analysis", "project-discovery")
+
+
+@pytest.mark.parametrize("name", CODE_FLOWS)
+def test_the_code_flows_angles_read_the_project_with_the_tools(name):
+    snap = builtin().get(name).snapshot("large")
+    angles = [s for s in snap.steps if s.tools]
+    assert angles and all(s.kind == "agent" for s in angles)
+    assert all("If you have no tools, the run has no project" in s.prompt for s in angles)
+    assert not any(s.tools for s in snap.steps if s.persona in ("synthesizer", "validator"))
+
+
+def test_flows_about_other_things_than_code_offer_no_tools():
+    assert not any(s.tools for s in builtin().get("research").snapshot("large").steps)
+    explorers = [s.id for n in ("investigate", "project-discovery") for s in builtin().get(n).snapshot("large").steps
+                 if s.persona == "codebase-explorer"]
+    assert explorers == ["code-path", "layout"]

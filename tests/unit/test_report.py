@@ -116,13 +116,16 @@ def test_the_report_puts_validation_above_the_recommendation_and_defers_what_has
 def test_the_provenance_table_names_each_attempt_and_its_event_positions() -> None:
     state, history = research_run()
     rows = provenance(state, history)
-    assert rows[:4] == ["## Provenance", "", "| step | persona | backend | model | attempt | duration | events |",
-                        "|---|---|---|---|---|---|---|"]
-    assert "| angle1 | investigator | offline | qwen | 1 | 2.0 s | 3, 5 |" in rows
-    assert "| angle1 | investigator | offline | qwen | 2 | 3.0 s | 7, 8 |" in rows
-    assert "| check | validator | offline | qwen | 1 | 2.0 s | 13, 15 |" in rows  # the anomaly is not the end
-    assert "| fold | - | code | - | 1 | 1.0 s | 9, 10 |" in rows
-    assert "| gate | (person: ana) | approval | - | 1 | - | 17 |" in rows
+    assert rows[:4] == ["## Provenance", "",
+                        "| step | persona | backend | model | attempt | duration | tool calls "
+                        "| tokens (prompt + completion) | events |",
+                        "|---|---|---|---|---|---|---|---|---|"]
+    assert "| angle1 | investigator | offline | qwen | 1 | 2.0 s | 0 | - | 3, 5 |" in rows
+    assert "| angle1 | investigator | offline | qwen | 2 | 3.0 s | 0 | - | 7, 8 |" in rows
+    assert "| check | validator | offline | qwen | 1 | 2.0 s | 0 | - | 13, 15 |" in rows  # the anomaly is not the end
+    assert "| fold | - | code | - | 1 | 1.0 s | 0 | - | 9, 10 |" in rows
+    assert "| gate | (person: ana) | approval | - | 1 | - | - | - | 17 |" in rows
+    assert "| **total** | | | | | | 0 | 0 + 0 | |" in rows
 
 
 def test_the_after_action_review() -> None:

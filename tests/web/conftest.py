@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from api.http.sessions import SESSION_COOKIE
+from tests.projects import register
 from tests.api.server import ApiServer
 from tests.web.support import DESKTOP
 
@@ -43,6 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """``python -m api.http.app`` on a SQLite file of this module's own; agents paced to stream."""
     db = tmp_path_factory.mktemp("web") / "baton.db"
     with ApiServer(f"sqlite:///{db}", BATON_OFFLINE_DELAY_S="0.4") as running:
+        register(running.db_url, db.parent, "paging")  # launches name registered projects (§11)
         yield running
 
 
