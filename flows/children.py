@@ -32,7 +32,7 @@ def child_run_id(run_id: str, step_id: str, failures: int) -> str:
 
 def child_launch(state: RunState, step_id: str, child_id: str, registry: FlowRegistry, now: float) -> RunLaunched:
     """The child's RunLaunched: its inputs rendered from the parent's state, the parent's band where the child
-    flow has it (else small), model and backend. Raises UnknownFlow, LaunchError, UnstorableText."""
+    flow has it (else small), model, backend, project and workspace pin. Raises UnknownFlow, LaunchError, UnstorableText."""
     launched = state.launched
     assert launched is not None
     spec = state.spec(step_id)
@@ -44,7 +44,9 @@ def child_launch(state: RunState, step_id: str, child_id: str, registry: FlowReg
     band = launched.band if launched.band in definition.bands else DEFAULT_BAND
     params = LaunchParams(spec.flow, question, band=band, model=launched.model, project_id=launched.project_id,
                           inputs=inputs, fast=launched.fast, launched_by=f"run {state.run_id}")
-    event = prepare(registry, params, run_id=child_id, now=now, backend=launched.backend)
+    # The child reads the commit its parent pinned, not whatever the project holds now.
+    event = prepare(registry, params, run_id=child_id, now=now, backend=launched.backend,
+                    workspace=launched.workspace)
     return replace(event, parent_run_id=state.run_id, parent_step=step_id)
 
 

@@ -118,3 +118,19 @@ def test_code_review_verifies_each_blocking_finding_with_a_map() -> None:
     verify = flow.snapshot("small").step("verify")
     assert (verify.kind, verify.over, verify.persona) == ("map", "$findings.output.items", "validator")
     assert "verify" in flow.snapshot("small").step("summary").deps
+
+
+def test_a_child_run_reads_the_commit_its_parent_pinned() -> None:
+    from flows.catalog import FlowRegistry
+    from flows.children import child_launch
+    from flows.workspace import Workspace
+
+    child_flow = Flow("child", [code("c", fn=listed)])
+    parent_flow = Flow("parent", [subflow("s", flow="child", inputs={"question": "Dig: $input.question"})])
+    pin = Workspace(project_id="p1", root="/srv/p1", commit="a" * 40, branch="main")
+    launched = RunLaunched(run_id="r", flow="parent", snapshot=parent_flow.snapshot(), band="large", project_id="p1",
+                           workspace=pin, input={"question": "q"}, at=1.0)
+    event = child_launch(fold([launched]), "s", "r-s-1", FlowRegistry([child_flow, parent_flow]), 2.0)
+    assert (event.run_id, event.parent_run_id, event.parent_step) == ("r-s-1", "r", "s")
+    assert event.workspace == pin and event.project_id == "p1" and event.band == "large"
+    assert event.input == {"question": "Dig: q"} and event.launched_by == "run r"
