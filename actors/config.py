@@ -29,3 +29,5 @@ class EngineConfig:
     max_output_bytes: int = 1024 * 1024  # a step output larger than this fails the step (BATON_MAX_OUTPUT_BYTES)
     # Removed from every error, anomaly and log line before it is recorded (flows.redact); never printed.
     known_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    worktrees: str = ""  # task runs' worktrees go to <worktrees>/<run>/ (BATON_WORKTREES; "" = no task runs)
+    task_run_timeout_s: float = 300.0  # the `run` tool and each check of a task (BATON_RUN_TIMEOUT_S)

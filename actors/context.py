@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import Executor
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from actors.agents import Backend
 from actors.bus import FrameBus
@@ -25,6 +25,9 @@ class ChildRuns(Protocol):
     def cancel(self, run_id: str, *, reason: str = "", by: str = "") -> int:
         """Cancel the child run."""
 
+if TYPE_CHECKING:  # the attempt's module imports the workspace, which imports what imports this
+    from actors.task_attempt import TaskEnv
+
 
 @dataclasses.dataclass(frozen=True)
 class EngineContext:
@@ -38,4 +41,5 @@ class EngineContext:
     config: EngineConfig
     leases: Leases
     steps: Executor  # the threads StepActors run on
+    tasks: TaskEnv | None = None  # task runs' settings (DESIGN §12); None: this engine runs no task
     children: ChildRuns | None = None  # launches subflow steps' child runs (None: this engine has none)

@@ -43,8 +43,10 @@ from actors.errors import (
 )
 from actors.inbox import Inbox, new_command, outcome_of
 from actors.orchestrator import Orchestrator
+from actors.run_tasks import TASK_ACTIONS, TaskCommandRefused
 from actors.runlog import follow, live_nodes, load, node_lease
 from actors.step_threads import StepThreads
+from actors.task_attempt import TaskEnv, task_env
 from actors.workspace.projects import ProjectBook
 from eventstore import (
     ConcurrencyError,
@@ -107,7 +109,9 @@ class Engine:
         backend: Backend | None = None,
         clock: Clock | None = None,
         bus: FrameBus | None = None,
+        tasks: TaskEnv | None = None,
     ) -> None:
+        """``tasks`` sets how task runs run (DESIGN §12); by default from ``config.worktrees`` and the backend."""
         self.config = config or EngineConfig()
         self.store = store
         self.registry = registry
@@ -118,7 +122,8 @@ class Engine:
         self._steps = StepThreads(self.config.step_threads)
         self.projects = ProjectBook(store, self.clock.now)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
-                                 self._steps, children=self)
+                                 self._steps, tasks if tasks is not None else task_env(self.config, self.backend),
+                                 children=self)
         self._orchestrator: pykka.ActorRef[Any] | None = None
         self._inbox: Inbox | None = None
         self._supervising = threading.Lock()  # one restart of the orchestrator at a time
@@ -351,6 +356,23 @@ class Engine:
     def cancel(self, run_id: str, *, reason: str = "", by: str = "") -> int:
         """Cancel a run; returns the position of RunCancelled. Raises RunFinished if it ended."""
         return self._command(new_command(CommandKind.CANCEL, run_id, by=by, comment=reason))
+
+    def launch_tasks(self, event: RunLaunched) -> Launched:
+        """Launch a task run from its RunLaunched (``flows.tasks.launch.task_run_launched``)."""
+        self._check_store()
+        return self._launch(event)
+
+    def task_command(self, run_id: str, step_id: str, action: str, *, text: str = "", by: str = "") -> int:
+        """A person's ``message``, ``abort``, ``retry`` or ``skip`` of one task; the position of its first event.
+
+        Raises TaskCommandRefused or TaskTransitionError (nothing appended) when it does not apply now.
+        """
+        if action not in TASK_ACTIONS:
+            raise TaskCommandRefused(f"unknown task action {action!r}; actions are {', '.join(TASK_ACTIONS)}")
+        self._check_store()
+        result: int = self._ask(lambda reply: m.RunCommand(run_id, f"task-{action}", reply, step_id, by, text),
+                                command=True)
+        return result
 
     def plan(self) -> dict[str, Any]:
         """The scheduler's plan: in progress, planned with reasons, new."""

@@ -233,3 +233,24 @@ class ApprovalDue:
 @dataclass(frozen=True)
 class Flush:
     """Decide and append what the messages handled so far staged."""
+
+
+@dataclass(frozen=True)
+class TaskEvents:
+    """A task attempt's thread asks its RunActor to append events (guarded; ``reply`` gets the last position)."""
+
+    step_id: str
+    attempt: int
+    events: list[Any]
+    reply: Future[Any]
+
+
+@dataclass(frozen=True)
+class TaskCommand:
+    """A person's word on one task (DESIGN §12): message, abort, retry or skip."""
+
+    step_id: str
+    action: str  # "message" | "abort" | "retry" | "skip"
+    by: str
+    text: str
+    reply: Future[Any]

@@ -284,6 +284,9 @@ class Orchestrator(pykka.ThreadingActor):
             run = self._register(msg.run_id, "", self.ctx.clock.now(), Phase.UNPLANNED)
         if msg.kind == "cancel":
             told = self._tell_run(run, m.Cancel(msg.comment or "cancelled", msg.by, msg.reply))
+        elif msg.kind.startswith("task-"):  # a person's word on one task of a task run (actors.run_tasks)
+            self.scheduler.resume(run.run_id)
+            told = self._tell_run(run, m.TaskCommand(msg.step_id, msg.kind[5:], msg.by, msg.comment, msg.reply))
         else:
             decision = "approved" if msg.kind == "approve" else "rejected"
             self.scheduler.resume(run.run_id)  # an answered approval never waits behind the queue

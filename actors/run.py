@@ -10,6 +10,7 @@ holds no thread: the actor tells the orchestrator it is idle and is stopped.
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -19,13 +20,16 @@ import pykka
 from msgspec.structs import replace
 
 from actors import messages as m
+from actors import run_tasks
 from actors.agents import CancelToken
 from actors.agents.sent import what_is_sent
+from actors.agents.toolloop import PersonMessage
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.evidence_check import check_evidence
 from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
+from actors.task_attempt import forget_machinery
 from actors.tool_record import AttemptEnded
 from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly, errors, mapping
@@ -38,10 +42,11 @@ from flows.events import (
     StepCancelled,
     StepFailed,
     StepStarted,
+    TaskStarted,
     ToolResult,
     stream_of,
 )
-from flows.kinds import kind_rules
+from flows.kinds import StepKind, kind_rules
 from flows.redact import redactor
 from flows.state import RunState, evolve
 from flows.status import RunStatus, StepStatus
@@ -82,6 +87,8 @@ class RunActor(pykka.ThreadingActor):
         self.stop_error: BaseException | None = None  # why it stopped before it could load its run
         self.recovered = False
         self.tool_tallies: dict[str, anomaly.ToolTally] = {}  # step -> its running attempt's tool errors
+        # a task run's running attempts: where a person's message goes (actors.run_tasks)
+        self.task_inboxes: dict[str, queue.SimpleQueue[PersonMessage]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -156,6 +163,8 @@ class RunActor(pykka.ThreadingActor):
     def _on_recover(self, msg: m.Recover, flush: bool = True) -> None:
         if not self.recovered:
             self.recovered = True
+            if self.state.tasks is not None:  # git against the log first, while the log's tasks still run
+                run_tasks.reconcile_at_recovery(self)
             self._stage(d.recover(self.state, self.ctx.clock.now(), node=msg.node))
         if flush:
             self._flush()
@@ -231,6 +240,9 @@ class RunActor(pykka.ThreadingActor):
         attempt = self.attempts.get(msg.step_id)
         if attempt is None or attempt.attempt != msg.attempt:
             return  # a late answer from an attempt that already ended (timeout, cancel)
+        if attempt.kind == StepKind.TASK:  # a task's attempt recorded its own end as it went
+            run_tasks.task_result(self, msg)
+            return
         self._end_attempt(msg.step_id)
         now = self.ctx.clock.now()
         if msg.cancelled:
@@ -386,7 +398,8 @@ class RunActor(pykka.ThreadingActor):
             self._tell_orchestrator(m.RequestSlots(self.run_id, tuple(ready)))
         self._arm_wake(decision.wake_at)
         self._arm_approval_timer(decision.timer_at)
-        if decision.finished and not self.state.terminal:
+        if decision.finished and not self.state.terminal and not (self.state.tasks is not None and self.attempts):
+            # (a task run ends once its attempts' threads have: an aborted one is still cleaning up)
             event = d.finish(self.state, self.history, self.ctx.clock.now(), check_evidence(self.state))
             self._stage([event])
             if self._commit() is not None:
@@ -429,6 +442,11 @@ class RunActor(pykka.ThreadingActor):
                 self._start_attempt(event)
             elif isinstance(event, StepCancelled):
                 self._end_attempt(event.step_id, cancel=True)
+            elif isinstance(event, TaskStarted):
+                run_tasks.start_task(self, event)
+        if self.state.tasks is not None:
+            run_tasks.publish(self, batch)
+            run_tasks.resume_merged(self)
         return recorded
 
     def _still_running(self, event: StepStarted) -> bool:
@@ -512,6 +530,8 @@ class RunActor(pykka.ThreadingActor):
     def _ended(self) -> None:
         for sid in list(self.attempts):
             self._end_attempt(sid, cancel=True)
+        if self.state.tasks is not None:
+            forget_machinery(self.run_id)
         withdrawn = tuple(self.requested)
         self.requested.clear()
         if withdrawn or self.held:
@@ -569,12 +589,14 @@ class RunActor(pykka.ThreadingActor):
         m.Wake: _on_wake,
         m.ApprovalDue: _on_approval_due,
         m.Flush: _on_flush,
+        m.TaskEvents: run_tasks.on_task_events,
+        m.TaskCommand: run_tasks.on_task_command,
     }
 
 
 ITEM_SLOT = "#"  # a map item's slot id: "<step>#<index>" (no step id holds a "#")
 
-_FROM_ORCHESTRATOR = (m.Launch, m.Begin, m.Recover, m.Resume, m.Cancel, m.SlotsGranted)
+_FROM_ORCHESTRATOR = (m.Launch, m.Begin, m.Recover, m.Resume, m.Cancel, m.SlotsGranted, m.TaskCommand)
 
 
 def _with_position(state: RunState, position: int) -> RunState:

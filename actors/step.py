@@ -317,8 +317,17 @@ class SubflowExecutor:
         return Call(run, "the child run reported")
 
 
+class TaskExecutor:
+    """A task (DESIGN §12): its attempts start from TaskStarted, not StepStarted, and record as they go
+    (``actors.run_tasks`` runs them; ``actors.task_attempt`` is the attempt)."""
+
+    def prepare(self, ctx: EngineContext, state: RunState, event: StepStarted) -> Call | str:
+        return "a task starts with TaskStarted (actors.run_tasks), never with StepStarted"
+
+
 EXECUTORS: Mapping[str, StepExecutor] = {StepKind.AGENT: AgentExecutor(), StepKind.CODE: CodeExecutor(),
-                                         StepKind.MAP: MapExecutor(), StepKind.SUBFLOW: SubflowExecutor()}
+                                         StepKind.TASK: TaskExecutor(), StepKind.MAP: MapExecutor(),
+                                         StepKind.SUBFLOW: SubflowExecutor()}
 """The executor of every kind of step that runs (flows.kinds has each kind's pure rules)."""
 
 

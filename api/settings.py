@@ -73,6 +73,10 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides localhost, the bind address and IP literals
     cors_origins: tuple[str, ...] = ()  # origins (scheme://host[:port]) allowed cross-origin calls; none by default
     session_ttl_s: float = 8 * 3600.0  # a console session ends this long after its login
+    # Task graphs (DESIGN §12).
+    worktrees: str = ""  # where task runs' worktrees go ("" = `worktrees/` beside a SQLite store, else ~/.local/...)
+    task_max_rounds: int = 3  # review rejections (and failing-check rounds) before a person is asked
+    run_timeout_s: float = 300.0  # the `run` tool and each check of a task
     # Tamper evidence (DESIGN §13; README "Security").
     chain_key_file: str = ""  # a file holding the key of the keyed hash chain ("" = unkeyed chain)
     seal_interval_s: float = 3600.0  # `baton serve` seals the log this often, and at shutdown (0 = at shutdown only)
@@ -135,8 +139,23 @@ class Settings:
             model=self.model,
             max_output_bytes=self.max_output_bytes,
             known_secrets=self.known_secrets(),
+            worktrees=str(self.worktrees_dir()),
+            task_run_timeout_s=self.run_timeout_s,
             **identity,
         )
+
+    def worktrees_dir(self) -> Path:
+        """Where task runs' worktrees go: ``worktrees`` when set, else ``worktrees/`` beside a SQLite store's
+        file, else ``~/.local/share/baton/worktrees`` (always outside a person's checkout)."""
+        if self.worktrees:
+            return Path(self.worktrees).expanduser().absolute()
+        try:
+            url = sa.engine.make_url(self.db)
+        except Exception:  # a URL SQLAlchemy cannot parse: the store refuses it, by name, before this matters
+            url = None
+        if url is not None and url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            return Path(url.database).absolute().parent / "worktrees"
+        return Path.home() / ".local" / "share" / "baton" / "worktrees"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (flags override the environment); None means unchanged."""
@@ -172,6 +191,9 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_ALLOWED_HOSTS": ("allowed_hosts", tuple),
     "BATON_CORS_ORIGINS": ("cors_origins", tuple),
     "BATON_SESSION_TTL_S": ("session_ttl_s", float),
+    "BATON_WORKTREES": ("worktrees", str),
+    "BATON_TASK_MAX_ROUNDS": ("task_max_rounds", int),
+    "BATON_RUN_TIMEOUT_S": ("run_timeout_s", float),
     "BATON_CHAIN_KEY_FILE": ("chain_key_file", str),
     "BATON_SEAL_INTERVAL_S": ("seal_interval_s", float),
 }
@@ -214,9 +236,11 @@ def check(settings: Settings) -> Settings:
         if getattr(settings, name) < 0:
             raise SettingsError(f"{_named(name)} cannot be negative (0 means no limit)")
     for name in ("stall_s", "openai_read_timeout_s", "max_output_bytes", "header_timeout_s", "body_timeout_s",
-                 "session_ttl_s"):
+                 "session_ttl_s", "run_timeout_s"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{_named(name)} must be positive")
+    if not 1 <= settings.task_max_rounds <= 20:
+        raise SettingsError(f"{_named('task_max_rounds')} must be between 1 and 20")
     if settings.seal_interval_s < 0:
         raise SettingsError(f"{_named('seal_interval_s')} cannot be negative (0 means: seal at shutdown only)")
     if settings.max_connections < 1:

@@ -36,6 +36,7 @@ from flows.kinds import kind_rules
 from flows.model import FlowSnapshot, StepSpec
 from flows.state import RunState, evolve
 from flows.status import RUN_UNDER_WAY, RunStatus, StepStatus, fails_run, rejects_run
+from flows.tasks import run as task_run
 from flows.text import check_text
 
 History = list[tuple[int, Event]]
@@ -101,6 +102,9 @@ def decide(state: RunState, now: float) -> Decision:
     """
     if state.launched is None or state.status not in RUN_UNDER_WAY:
         return Decision([], [], None, False)
+    if state.tasks is not None:  # a task run: the coordinator's scheduling (flows.tasks.run)
+        task_events, task_ready, task_finished = task_run.decide_run(state.tasks)
+        return Decision(task_events, task_ready, None, task_finished)
     snapshot = state.snapshot
     on_reject_of = _on_reject_of(snapshot)
     events: list[Event] = []
@@ -209,7 +213,9 @@ def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
 
 
 def start(state: RunState, step_ids: Iterable[str], now: float) -> list[Event]:
-    """StepStarted for agent steps that got a slot and are still pending."""
+    """StepStarted for agent steps that got a slot and are still pending (TaskStarted for tasks)."""
+    if state.tasks is not None:
+        return [] if state.terminal else task_run.start(state.tasks, step_ids, now)
     events: list[Event] = []
     for sid in step_ids:
         st = state.steps.get(sid)
@@ -376,6 +382,8 @@ def recover(state: RunState, now: float, *, node: str = "") -> list[Event]:
     if state.terminal or state.launched is None:
         return []
     running = state.running()
+    if state.tasks is not None:
+        return [*task_run.recover(state.tasks, now), RunRecovered(node=node, steps=running, at=now)]
     events: list[Event] = [
         StepFailed(step_id=sid, attempt=state.steps[sid].attempt, error="lost: the process running it stopped",
                    will_retry=True, retry_at=now, lost=True, at=now)

@@ -22,6 +22,7 @@ class StepKind(StrEnum):
     AGENT = "agent"
     CODE = "code"
     APPROVAL = "approval"
+    TASK = "task"
     MAP = "map"
     SUBFLOW = "subflow"
 
@@ -72,6 +73,12 @@ KINDS: Mapping[str, KindRules] = {
         StepKind.APPROVAL, "an approval step",
         missing_prompt="an approval step needs a prompt (what is the person asked?)",
         pauses_for_person=True, report_section="approvals",
+    ),
+    # A task of a task graph (DESIGN §12): its attempt runs the phases worktree .. cleanup in a git
+    # worktree; its events are the Task* events (flows.tasks.lifecycle), its scheduling decide_tasks.
+    StepKind.TASK: KindRules(
+        StepKind.TASK, "a task", missing_prompt="a task needs a body (what is to be done?)", needs_persona=True,
+        needs_agent_slot=True, report_section="tasks", backend="tasks",
     ),
     StepKind.MAP: KindRules(StepKind.MAP, "a map step", fans_out=True, backend="map"),
     StepKind.SUBFLOW: KindRules(StepKind.SUBFLOW, "a subflow step", launches_run=True, backend="subflow"),

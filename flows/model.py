@@ -77,6 +77,8 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     max_turns: int = 0
     max_tool_calls: int = 0
     temperature: float | None = None
+    checks: tuple[tuple[str, ...], ...] = ()  # a task's checks, each an argv (DESIGN §12)
+    source: str = ""  # a task's file, for messages that name it
 
 
 class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -73,6 +73,10 @@ class UnknownProject(ProjectError, KeyError):
         return str(self.args[0])
 
 
+class ProjectNotFound(UnknownProject):
+    """The project a URL path names is not registered (404: the resource is missing, not a field of a body)."""
+
+
 class Project(msgspec.Struct, frozen=True, kw_only=True):
     """A registered repository."""
 

@@ -22,6 +22,7 @@ from flows.events import (
     StepFailed,
     StepResumed,
     StepStarted,
+    TaskStarted,
     ToolCalled,
     ToolResult,
 )
@@ -30,6 +31,7 @@ from flows.kinds import kind_rules
 from flows.model import StepSpec
 from flows.state import RunState
 from flows.status import RunStatus, StepStatus, decided, rejects_run, succeeded
+from flows.tasks import report as task_report
 
 # Evidence is cited as E1..E99 ("see E3"); a lint code such as E501 is not evidence.
 EVIDENCE = re.compile(r"\bE\d{1,2}\b")
@@ -156,6 +158,8 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
     deferred: list[str] = []
     not_run: list[str] = []
     for spec in snap.steps:
+        if state.tasks is not None:
+            break  # a task run's steps are its tasks: their section follows (flows.tasks.report)
         st = state.steps[spec.id]
         title = spec.label or spec.id
         if kind_rules(spec.kind).pauses_for_person and decided(st.status):
@@ -195,8 +199,12 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
                 *deferred]
     if not_run:
         out += ["## Steps that did not complete", "", *not_run, ""]
-    out += provenance(state, history)
+    if state.tasks is not None:
+        out += task_report.tasks_section(state.tasks, history)
+    out += task_report.provenance(state.tasks, history) if state.tasks is not None else provenance(state, history)
     out += after_action_review(state, history, wall)
+    if state.tasks is not None:
+        out += task_report.task_review(state.tasks, history)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -388,9 +396,9 @@ def _step_time(history: Sequence[tuple[int, Event]]) -> tuple[float, float]:
     begun: dict[tuple[str, int], float] = {}
     spans: list[tuple[float, float]] = []
     for _, ev in history:
-        if isinstance(ev, StepStarted):
+        if isinstance(ev, (StepStarted, TaskStarted)):
             begun[(ev.step_id, ev.attempt)] = ev.at
-        elif isinstance(ev, (StepCompleted, StepFailed, StepCancelled)):
+        elif isinstance(ev, (StepCompleted, StepFailed, StepCancelled, *task_report.ATTEMPT_ENDS)):
             start = begun.pop((ev.step_id, ev.attempt), None)
             if start is not None and ev.at > start:
                 spans.append((start, ev.at))

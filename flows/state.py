@@ -33,6 +33,11 @@ from flows.events import (
     StepResumed,
     StepSkipped,
     StepStarted,
+    TaskDone,
+    TaskEvent,
+    TaskFailed,
+    TasksPlanned,
+    TaskStarted,
 )
 from flows.model import FlowSnapshot, StepSpec
 from flows.status import (
@@ -47,6 +52,8 @@ from flows.status import (
     takes_run_event,
 )
 from flows.status import run_status as _run_status
+from flows.tasks import lifecycle as task_lifecycle
+from flows.tasks import run as task_run
 
 
 class StepState(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +110,8 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     report: str = ""
     parent_run_id: str = ""  # a fork's (or a retry's) parent run
     forked_from: str = ""  # the step it was forked from
+    tasks: task_lifecycle.TaskRunState | None = None
+    """A task run's tasks (DESIGN §12), folded from the same stream; None for other runs."""
 
     @property
     def snapshot(self) -> FlowSnapshot:
@@ -253,6 +262,7 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 launched=event,
                 steps=steps,
                 launched_at=event.at,
+                tasks=task_run.initial_state(event.snapshot, event.input),
                 **common,
             )
         case RunQueued() | RunStarted() | RunCompleted() | RunFailed() | RunRejected() | RunCancelled() if (
@@ -280,4 +290,36 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
         case RunFailed() | RunRejected() | RunCancelled():
             return replace(state, status=run_status_of(event), ended_at=event.at, reason=event.reason,
                            report=event.report, **common)
+    if state.tasks is not None:  # a task event (flows.tasks.lifecycle folds it; others only count)
+        return _task_moved(state, event, common)
     return replace(state, **common)  # an event this fold does not know changes nothing else
+
+
+def _task_moved(state: RunState, event: Event, common: dict[str, Any]) -> RunState:
+    """A task event: the task state moves, and the task's step mirrors its status (flows.tasks.run)."""
+    assert state.tasks is not None
+    tasks = task_lifecycle.evolve(state.tasks, event)
+    moved = [event.step_id] if isinstance(event, TaskEvent) else list(event.step_ids) if isinstance(
+        event, TasksPlanned) else []
+    steps = state.steps
+    for sid in moved:
+        if sid not in tasks.tasks or sid not in steps:
+            continue
+        task = tasks.tasks[sid]
+        status, skip_reason = task_run.step_status(task, event)
+        changes: dict[str, Any] = dict(status=status, attempt=task.attempt, skip_reason=skip_reason)
+        if isinstance(event, TaskStarted):
+            changes.update(started_at=event.at, error="", persona=state.spec(sid).persona, backend="tasks")
+        elif step_ended(status):
+            changes.update(ended_at=event.at, error="" if status == StepStatus.COMPLETED else task.reason)
+        if isinstance(event, TaskDone):
+            changes["output"] = f"merged {event.merge_commit[:12]}" if event.merge_commit else "nothing to merge"
+        if isinstance(event, TaskFailed):
+            changes["failures"] = steps[sid].failures + (not event.lost)
+            changes["not_before"] = event.at if event.will_retry else 0.0  # retried at once: still running
+        elif isinstance(event, TaskStarted):
+            changes["not_before"] = 0.0
+        if status == StepStatus.PAUSED:
+            changes["detail"] = task.reason
+        steps = _step(replace(state, steps=steps), sid, **changes)
+    return replace(state, tasks=tasks, steps=steps, status=run_status(state, steps), **common)

@@ -38,6 +38,14 @@ from flows.events import (
     StepResumed,
     StepSkipped,
     StepStarted,
+    TaskAborted,
+    TaskAnswered,
+    TaskBlocked,
+    TaskDone,
+    TaskEvent,
+    TaskFailed,
+    TaskReviewed,
+    TaskStarted,
 )
 from flows.status import (
     StepStatus,
@@ -48,6 +56,7 @@ from flows.status import (
     step_status_of,
     takes_run_event,
 )
+from flows.tasks.run import step_move
 from projections.tables import STEP_FIELDS
 
 log = logging.getLogger(__name__)
@@ -72,7 +81,7 @@ class RunRows:
     plain inserts (COPY on PostgreSQL), stored ones upserts.
     """
 
-    __slots__ = ("run", "steps", "dirty_run", "dirty_steps", "stored")
+    __slots__ = ("dirty_run", "dirty_steps", "run", "steps", "stored")
 
     def __init__(self, run: Row, steps: dict[str, Row], *, new: bool) -> None:
         self.run = run
@@ -90,7 +99,7 @@ class RunRows:
 class Workset:
     """The rows a batch reads and writes, and the rows it only adds."""
 
-    __slots__ = ("runs", "reports", "anomalies", "problems")
+    __slots__ = ("anomalies", "problems", "reports", "runs")
 
     def __init__(self) -> None:
         self.runs: dict[str, RunRows] = {}
@@ -392,6 +401,30 @@ def _ended(work: Workset, rows: RunRows, e: RunCompleted | RunFailed | RunReject
     return True
 
 
+def _task_moved(work: Workset, rows: RunRows, e: TaskEvent, position: int) -> bool:
+    """A task event of a task run (DESIGN §12): its step's row moves as ``flows.tasks.run.step_move`` says."""
+    move = step_move(e)
+    if move is None:
+        return False
+    row = _step(rows, e.step_id, position)
+    if row is None:
+        return False
+    status, skip_reason = move
+    row.update(status=status, skip_reason=skip_reason)
+    attempt = getattr(e, "attempt", None)
+    if attempt is not None:
+        row["attempt"] = attempt
+    if isinstance(e, TaskStarted):
+        row.update(started_at=e.at, error="", retry_at=None, backend="tasks")
+    elif status in ("failed", "cancelled", "skipped", "completed"):
+        row["ended_at"] = e.at
+        row["error"] = getattr(e, "error", "") or getattr(e, "reason", "")
+    elif status == "pending" and isinstance(e, TaskFailed):
+        row["retry_at"] = e.at  # retried at once: the run is still running
+    rows.run["status"] = _run_status(rows, row)
+    return True
+
+
 _HANDLERS: dict[type, Callable[..., Any]] = {
     RunLaunched: _launched,
     RunQueued: _queued,
@@ -409,5 +442,7 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     RunFailed: _ended,
     RunRejected: _ended,
     RunCancelled: _ended,
+    **dict.fromkeys((TaskStarted, TaskBlocked, TaskReviewed, TaskAnswered, TaskFailed, TaskDone, TaskAborted),
+                    _task_moved),
     RunForked: _forked,
 }

@@ -155,8 +155,13 @@ class ReadModel:
         flow: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        text: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Runs newest first, filtered; and the cursor of the next page (None on the last).
+
+        ``text`` keeps the runs whose id, flow, question or project holds it,
+        ignoring case (``%`` and ``_`` in it are plain characters): filtered
+        in SQL, so paging works through every run, not only a loaded page.
 
         The cursor is the last run id of the page: run ids are ULIDs, so
         "older than the cursor" is ``run_id < cursor`` and paging is stable
@@ -172,6 +177,8 @@ class ReadModel:
             query = query.where(flow_runs.c.status == status)
         if flow is not None:
             query = query.where(flow_runs.c.flow == flow)
+        if text:
+            query = query.where(_text_matches(text))
         if cursor:
             query = query.where(flow_runs.c.run_id < cursor)
         query = query.order_by(flow_runs.c.run_id.desc()).limit(limit + 1)
@@ -265,6 +272,14 @@ class ReadModel:
             return conn.execute(
                 sa.select(flow_runs.c.project_id).where(flow_runs.c.run_id == run_id)
             ).scalar()
+
+
+def _text_matches(text: str) -> sa.ColumnElement[bool]:
+    """Runs whose id, flow, question or project contains ``text``, case folded (LIKE, wildcards escaped)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%"
+    columns = (flow_runs.c.run_id, flow_runs.c.flow, flow_runs.c.question, flow_runs.c.project_id)
+    return sa.or_(*(sa.func.lower(c).like(pattern, escape="\\") for c in columns))
 
 
 _TOOL_EVENTS = ("SELECT position, type, data, {0} FROM events WHERE stream_id = :stream "

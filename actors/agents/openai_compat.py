@@ -80,6 +80,7 @@ class OpenAIBackend:
         self._connect_timeout_s = connect_timeout_s
         self._turns: ChatTurns | None = None
         self._turns_lock = threading.Lock()
+        self.api_key = api_key  # task runs' tool loops reach the same server (actors.task_attempt.task_env)
         headers = {"Accept": "text/event-stream, application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"

@@ -81,7 +81,14 @@ def run_command(argv: Sequence[str], cwd: Path, *, timeout_s: float = DEFAULT_TI
                              error=f"{words[0]!r} could not be started: {exc.strerror or exc}")
     sink = _Capped(max_output_bytes)
     timed_out = _pump(proc, sink, started + timeout_s)
-    _kill_group(proc.pid)
+    if not timed_out:
+        # EOF on the pipe comes a moment before the leader's exit: let it exit on its own first,
+        # or the kill below would turn a clean exit into -9 (seen: a passing check recorded as failing).
+        try:
+            proc.wait(timeout=max(0.0, started + timeout_s - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True  # it closed its output but did not exit in time
+    _kill_group(proc.pid)  # children it left behind go with it
     try:
         code = proc.wait(timeout=5)
     except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent

@@ -38,6 +38,7 @@ from typing import Any
 
 from actors.errors import FlowsModuleMissing
 from api import failures
+from api.cli import tasks as cli_tasks
 from api.cli.commands import (
     cmd_cancel,
     cmd_decide,
@@ -105,6 +106,11 @@ SERVE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--cors-origins", "cors_origins", lambda raw: tuple(p.strip() for p in raw.split(",") if p.strip()),
      "ORIGIN,ORIGIN", "origins allowed to call the API from a browser (BATON_CORS_ORIGINS; default: none)"),
     ("--session-ttl-s", "session_ttl_s", float, "SECONDS", "how long a console login lasts (BATON_SESSION_TTL_S)"),
+    ("--worktrees", "worktrees", str, "DIR", "where task runs' git worktrees go (BATON_WORKTREES)"),
+    ("--task-max-rounds", "task_max_rounds", int, "N", "review rounds before a task waits for a person "
+     "(BATON_TASK_MAX_ROUNDS)"),
+    ("--run-timeout-s", "run_timeout_s", float, "SECONDS", "the run tool and each check of a task "
+     "(BATON_RUN_TIMEOUT_S)"),
     ("--seal-interval-s", "seal_interval_s", float, "SECONDS",
      "seal the log this often, and at shutdown; 0 = at shutdown only (BATON_SEAL_INTERVAL_S)"),
 )
@@ -245,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = actions.add_parser("list", parents=[common], help="the registered projects")
     t.set_defaults(handler=cmd_projects_list)
     t.add_argument("--json", action="store_true", help="print the projects as JSON")
+    cli_tasks.add_parser(sub, common)
     p = add("projections", lambda a, s: EXIT_USAGE, "manage the read tables")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     actions.add_parser("rebuild", parents=[common], help="rebuild the read tables from position 0").set_defaults(

@@ -29,7 +29,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from actors.runlog import server_lease
 from api import failures
-from api.http import admin, openapi, problems, projects, routes, stream
+from api.http import admin, openapi, problems, projects, routes, stream, task_routes
 from api.http import sessions as login
 from api.http.auth import AccessMiddleware, TokenIndex, unserved_routes
 from api.http.connections import (
@@ -87,7 +87,8 @@ def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: in
                    project_of=read_model.run_project if read_model is not None else None,
                    buffer=stream_buffer, observers=[tokens.observe])
     sessions = Sessions(settings.session_ttl_s)
-    served = [*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES, *login.ROUTES, *admin.ROUTES, *projects.ROUTES, *web.ROUTES]
+    served = [*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES, *login.ROUTES, *admin.ROUTES, *projects.ROUTES, *web.ROUTES,
+              *task_routes.ROUTES]
     unguarded = unserved_routes(served)
     if unguarded:  # a route nobody said who may call: refuse to serve it rather than guess
         raise RuntimeError(f"routes without a role in flows.auth.ROUTE_ROLES: {', '.join(unguarded)}")

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.http import schemas
+from api.http import schemas, task_routes
 from api.http.problems import MEDIA_TYPE as PROBLEM
 from api.http.routes import MAX_INTEGER
 from api.http.sessions import SESSION_COOKIE
@@ -159,6 +159,8 @@ def paths() -> dict[str, Any]:
                                _query("status", "Filter: a run status (queued, running, paused, completed, "
                                                 "failed, rejected, cancelled); another word is 422."),
                                _query("flow", "Filter: a flow name."),
+                               _query("q", "Filter: runs whose id, flow, question or project contains this "
+                                           "text, ignoring case; at most 200 characters (longer is 422)."),
                                _query("cursor", "`next_cursor` of the previous page: the id of the last run "
                                                 "it listed. A cursor that names no run is 422, never "
                                                 "another page."),
@@ -343,7 +345,8 @@ def paths() -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     """The whole OpenAPI document."""
-    _, components = msgspec.json.schema_components(schemas.REQUESTS + schemas.RESPONSES, ref_template=_REF)
+    _, components = msgspec.json.schema_components(
+        schemas.REQUESTS + schemas.RESPONSES + task_routes.REQUESTS, ref_template=_REF)
     # Every field of LaunchRequest has a default because each of two is needed in one of two spellings.
     components["LaunchRequest"]["allOf"] = [{"anyOf": [{"required": ["flow"]}, {"required": ["flow_name"]}]},
                                             {"anyOf": [{"required": ["question"]}, {"required": ["input"]}]}]
@@ -356,7 +359,9 @@ def document() -> dict[str, Any]:
                                 "Every operation but health and login needs a principal (a bearer token, "
                                 "or the console's session cookie) whose role reaches the operation's: "
                                 "viewer < operator < approver < admin. Errors are RFC 9457 problem+json."},
-        "paths": {path: {method: _guarded(op) for method, op in ops.items()} for path, ops in paths().items()},
+        "paths": {path: {method: _guarded(op) for method, op in ops.items()}
+                  for path, ops in {**paths(), **task_routes.openapi_paths(_body, _json, _problem, _path,
+                                                                          _BAD_BODY)}.items()},
         "components": {"schemas": components, "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
                        "description": "A token from `baton tokens create` (the first `baton serve` of a store "

@@ -26,6 +26,8 @@ from actors.errors import (
     RunBusy,
     RunOwnedElsewhere,
 )
+from actors.run_tasks import TaskCommandRefused
+from actors.task_runs import LandingNotReady, TaskFilesRefused
 from actors.workspace.errors import NotARepository, WorkspaceError
 from api.http.schemas import BodyError, EmptyBody, MalformedJson, Problem
 from eventstore import StoreError, StoreUnavailableError
@@ -44,8 +46,10 @@ from flows.catalog import UnknownFlow
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.fork import NotRetryable
 from flows.launch import LaunchError
-from flows.projects import InvalidProjectId, ProjectError, ProjectExists, UnknownProject
+from flows.projects import InvalidProjectId, ProjectError, ProjectExists, ProjectNotFound, UnknownProject
 from flows.status import RunStatus
+from flows.tasks.files import TaskGraphError
+from flows.tasks.lifecycle import TaskTransitionError
 from flows.text import UnstorableText
 
 log = logging.getLogger(__name__)
@@ -141,6 +145,7 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (UnstorableText, 422, "unstorable-text", "The request holds text that cannot be stored"),
     (UnknownFlow, 422, "unknown-flow", "No flow of that name"),
     (LaunchError, 422, "invalid-launch", "The launch request is not acceptable"),
+    (ProjectNotFound, 404, "unknown-project", "No project of that id"),
     (UnknownProject, 422, "unknown-project", "No project of that id"),
     (InvalidProjectId, 422, "invalid-project-id", "The project id is not acceptable"),
     (ProjectExists, 409, "project-exists", "A project of that id is registered elsewhere"),
@@ -156,6 +161,12 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (RunOwnedElsewhere, 409, "run-owned-elsewhere", "Another process is driving this run"),
     (LaunchInProgress, 409, "launch-in-progress", "This launch is already under way"),
     (FlowsModuleMissing, 409, "flows-module-missing", "This server cannot import a flows module the run needs"),
+    # Task runs (DESIGN §12).
+    (TaskGraphError, 422, "invalid-task-graph", "The task files do not make a graph"),
+    (TaskFilesRefused, 422, "task-files-refused", "The task files cannot be read"),
+    (LandingNotReady, 409, "landing-not-ready", "This run cannot be landed now"),
+    (TaskTransitionError, 409, "task-not-ready", "The task is not where this applies"),
+    (TaskCommandRefused, 409, "task-command-refused", "That does not apply to this task now"),
     (RunBusy, 503, "run-busy", "The run is being handed over; try again shortly"),
     (EngineTimeout, 503, "engine-timeout", "The engine did not answer in time"),
     (NodeDidNotAnswer, 503, "node-timeout", "The process driving the run did not answer in time"),

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from actors import task_runs
 from api.http import schemas
 from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
 from api.http.schemas import (
@@ -49,6 +50,7 @@ READ_WAIT_S = 2.0  # how long a GET waits for the projector to catch up with a c
 HEALTH_PROBLEMS = 20  # skipped events /api/health lists (the newest); problems_total counts them all
 MAX_INTEGER = 2**63 - 1  # the largest position or version a store column holds (SQLite INTEGER, PG bigint)
 MAX_ID_CHARS = 128  # a run id (a ULID is 26): longer is not an id the API ever gave out
+MAX_SEARCH_CHARS = 200  # ?q= of GET /api/runs: a search, not a document
 READ_POSITION = "Baton-Read-Position"  # header: how far the read tables were when a GET read them
 
 _encode = msgspec.json.Encoder().encode
@@ -285,7 +287,7 @@ async def _decide(request: Request, decision: str) -> Response:
 
 
 async def list_runs(request: Request) -> Response:
-    """GET /api/runs: newest first; filters project_id, status, flow; cursor paging."""
+    """GET /api/runs: newest first; filters project_id, status, flow, q (text); cursor paging."""
     status = text_param(request, "status")
     if status is not None and status not in RUN_STATUSES:
         raise BadParameter("status", f"unknown run status {status!r}; statuses are {', '.join(RUN_STATUSES)}")
@@ -294,11 +296,15 @@ async def list_runs(request: Request) -> Response:
     if project_id:
         project_id = text_param(request, "project_id")
     flow, cursor = text_param(request, "flow"), text_param(request, "cursor")
+    text = text_param(request, "q")
+    text = text.strip() if text else None
+    if text and len(text) > MAX_SEARCH_CHARS:
+        raise BadParameter("q", f"q is at most {MAX_SEARCH_CHARS} characters, not {len(text)}")
     headers = await read_your_writes(request)
     try:
         runs, next_cursor = await run_in_threadpool(
             _runtime(request).read_model.list_runs, project_id=project_id, status=status, flow=flow,
-            cursor=cursor, limit=limit,
+            cursor=cursor, limit=limit, text=text or None,
         )
     except UnknownCursor as exc:
         raise BadParameter("cursor", str(exc)) from None
@@ -377,8 +383,10 @@ async def flows(request: Request) -> Response:
 
 
 async def plan(request: Request) -> Response:
-    """GET /api/plan: the scheduler's plan, with the reason each planned run waits."""
-    return json_response(await run_in_threadpool(_engine(request).plan))
+    """GET /api/plan: the scheduler's plan, with the reason each planned run waits (and a task run's tasks)."""
+    engine = _engine(request)
+    found = await run_in_threadpool(engine.plan)
+    return json_response(await run_in_threadpool(task_runs.plan_with_tasks, found, _runtime(request).store))
 
 
 HEALTH_PROBE_S = 2.0  # how long health waits for the store to answer before calling it down

@@ -402,6 +402,25 @@ def test_list_runs_filters_and_pages_newest_first(client, runtime):
     assert problem_of(client.get("/api/runs?min_position=-1"), 422)["field"] == "min_position"
 
 
+def test_list_runs_finds_text_in_sql_across_pages(client, runtime):
+    """?q= searches every run (not one loaded page): id, flow, question or project, ignoring case;
+    % and _ are plain characters; paging works within the matches; a search too long is 422."""
+    zebra = [launch(client, "api-chain", question=f"Why is the ZEBRA-{i} 50%_slow?")["run_id"] for i in range(3)]
+    other = launch(client, "api-chain", question="Why is the giraffe 50% slow?")["run_id"]
+    for run_id in (*zebra, other):
+        ended(runtime, run_id)
+    found = client.get("/api/runs", params={"q": "zebra", "limit": 2}).json()
+    assert [r["run_id"] for r in found["runs"]] == zebra[::-1][:2] and found["next_cursor"]
+    rest = client.get("/api/runs", params={"q": "zebra", "cursor": found["next_cursor"]}).json()
+    assert [r["run_id"] for r in rest["runs"]] == zebra[:1] and rest["next_cursor"] is None
+    assert [r["run_id"] for r in client.get("/api/runs", params={"q": "50%_S"}).json()["runs"]] == zebra[::-1]
+    assert [r["run_id"] for r in client.get("/api/runs", params={"q": other.lower()}).json()["runs"]] == [other]
+    assert client.get("/api/runs", params={"q": "zebra", "flow": "api-gate"}).json()["runs"] == []
+    assert client.get("/api/runs", params={"q": "zebra", "project_id": "nope"}).json()["runs"] == []
+    assert problem_of(client.get("/api/runs", params={"q": "z" * 201}), 422)["field"] == "q"
+    assert problem_of(client.get("/api/runs", params={"q": "a\x00b"}), 422)["field"] == "q"
+
+
 def test_flows_plan_health(client, runtime):
     flows = {f["name"]: f for f in client.get("/api/flows").json()}
     assert [s["step_id"] for s in flows["api-gate"]["steps"]] == ["draft", "gate", "publish"]

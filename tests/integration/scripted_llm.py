@@ -151,6 +151,7 @@ class ScriptedLLM(LocalASGIServer):
         self.arrived: list[float] = []
         """``time.perf_counter()`` when each request's body was complete."""
         self._scripts: dict[str, list[Turn]] = {}
+        self._routes: dict[str, list[tuple[str | tuple[str, ...], list[Turn]]]] = {}
         self.disconnected = threading.Event()
         """Set when a client left in the middle of a :class:`StallTurn`."""
         self._lock = threading.Lock()
@@ -160,6 +161,14 @@ class ScriptedLLM(LocalASGIServer):
         """Answer requests for ``model`` with ``turns``, by the conversation's turn number."""
         with self._lock:
             self._scripts[model] = list(turns)
+
+    def route(self, model: str, marker: str | tuple[str, ...], turns: list[Turn]) -> None:
+        """Answer conversations of ``model`` whose first user message contains ``marker`` (each of them,
+        for a tuple) with ``turns``
+        (several agents on one model: each task's implementor and reviewer); routes are tried in the order
+        they were added, before the model's plain script."""
+        with self._lock:
+            self._routes.setdefault(model, []).append((marker, list(turns)))
 
     def requests_for(self, model: str) -> list[dict[str, Any]]:
         """Recorded bodies of the requests for ``model``, in arrival order."""
@@ -180,6 +189,11 @@ class ScriptedLLM(LocalASGIServer):
             self.requests.append(body)
             self.arrived.append(arrived)
             script = self._scripts.get(model)
+            first = next((m.get("content") or "" for m in body.get("messages", []) if m.get("role") == "user"), "")
+            for marker, turns in self._routes.get(model, []):
+                if all(m in first for m in ((marker,) if isinstance(marker, str) else marker)):
+                    script = turns
+                    break
         if script is None:
             error = {"error": {"message": f'model "{model}" not found', "type": "api_error"}}
             await self._send(send, 404, json.dumps(error).encode())

@@ -65,3 +65,58 @@ def ended(frame: dict[str, Any]) -> bool:
 def paused(frame: dict[str, Any]) -> bool:
     """A step asks for approval."""
     return frame.get("type") == "approval_requested"
+
+
+# -- accessibility ------------------------------------------------------------------------------------
+
+FOCUSABLE = """() => {
+  const keys = new Set();
+  let n = 0;
+  for (const el of document.querySelectorAll('a[href], button, input, select, textarea, summary')) {
+    if (el.disabled || el.closest('[hidden]') || !el.getClientRects().length) continue;
+    if (el.classList.contains('skip')) continue;
+    // one stop per radio group and per tab list (arrow keys move inside them)
+    el.dataset.kb = el.type === 'radio' ? 'radio:' + el.name
+      : el.getAttribute('role') === 'tab' ? 'tablist' : `${el.tagName}#${el.id || ''}:${n++}:${el.textContent.trim()}`;
+    keys.add(el.dataset.kb);
+  }
+  return [...keys];
+}"""
+
+ACTIVE = "() => document.activeElement && document.activeElement.dataset.kb || null"
+
+
+def tab_through(page: Any) -> set[str]:
+    """Press Tab until focus comes back around; the controls it stopped at."""
+    reached: list[str] = []
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        key = page.evaluate(ACTIVE)
+        if reached and key == reached[0]:
+            break
+        reached.append(key)
+    return set(reached)
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
+  .filter(el => el.getClientRects().length || el.closest('.seg'))
+  .filter(el => !(el.labels && el.labels.length)
+                && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
+  .map(el => el.outerHTML)"""
+
+COLOUR_ONLY = """() => [
+  ...[...document.querySelectorAll('.status')]
+    .filter(el => !el.querySelector('.word') || !el.querySelector('.word').textContent.trim()
+                  || !el.querySelector('.dot').textContent.trim()),
+  // a tool call's state and the stream's state are words too (the colour only repeats them)
+  ...[...document.querySelectorAll('.tool-state, #conn')].filter(el => !/[a-z]{2,}/.test(el.textContent)),
+].map(el => el.outerHTML)"""
+
+
+def assert_accessible(page: Any, where: str) -> None:
+    """Every control on the page is reached by Tab, every input has a label, no status is a colour alone."""
+    wanted = set(page.evaluate(FOCUSABLE))
+    reached = tab_through(page)
+    assert wanted <= reached, f"{where}: not reachable with Tab: {wanted - reached}"
+    assert page.evaluate(UNLABELLED) == [], f"{where}: inputs without a label"
+    assert page.evaluate(COLOUR_ONLY) == [], f"{where}: a status shown by colour alone"

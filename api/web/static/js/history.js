@@ -1,6 +1,6 @@
-// Runs history: newest first, filtered by status, flow and project (by the
-// API) and by text (over the runs loaded: id, flow, question), paged with the
-// API's cursor. Statuses update live from the feed; new runs are announced,
+// Runs history: newest first, filtered by status, flow, project and text
+// (id, flow, question or project: all by the API, so a search reaches every
+// run, not only the loaded page), paged with the API's cursor. Statuses update live from the feed; new runs are announced,
 // not pushed into the list under the reader's pointer.
 
 import { get, ApiError } from './api.js';
@@ -9,6 +9,7 @@ import { feed } from './feed.js';
 
 const PAGE = 25;
 const MAX_PAGE = 500;
+const TYPING_MS = 250; // a search waits this long after the last key before it asks the API
 
 export function mountHistory(main, { query }) {
   const filters = {
@@ -25,6 +26,8 @@ export function mountHistory(main, { query }) {
   let fresh = 0;
   let alive = true;
   let projectsKnown = false;
+  let typing = 0;
+  let generation = 0; // answers to an older filter are dropped
 
   const status = h('select', { id: 'f-status', name: 'status' },
     h('option', { value: '', text: 'any status' }),
@@ -60,12 +63,6 @@ export function mountHistory(main, { query }) {
     if (location.hash !== hash) history.replaceState(null, '', hash);
   }
 
-  function matchesText(run) {
-    const q = filters.q.trim().toLowerCase();
-    if (!q) return true;
-    return [run.run_id, run.flow, run.question, run.project_id].some((v) => (v || '').toLowerCase().includes(q));
-  }
-
   function row(run) {
     const ended = run.ended_at || null;
     const began = run.started_at || run.launched_at;
@@ -83,9 +80,9 @@ export function mountHistory(main, { query }) {
   }
 
   function draw() {
-    const shown = runs.filter(matchesText);
-    replace(list, shown.map(row));
-    const what = filters.q ? `${shown.length} of ${runs.length} loaded runs match “${filters.q}”` : `${runs.length} run${runs.length === 1 ? '' : 's'}`;
+    replace(list, runs.map(row));
+    const count = `${runs.length}${cursor ? '+' : ''} run${runs.length === 1 && !cursor ? '' : 's'}`;
+    const what = filters.q.trim() ? `${count} matching “${filters.q.trim()}”` : count;
     summary.textContent = runs.length || !loading ? (runs.length ? what : 'No runs match these filters.') : 'Loading…';
     more.hidden = !cursor;
     announce.hidden = fresh === 0;
@@ -93,8 +90,9 @@ export function mountHistory(main, { query }) {
   }
 
   async function load(reset) {
-    if (loading) return;
+    if (loading && !reset) return;
     loading = true;
+    const mine = ++generation;
     if (reset) {
       runs = [];
       cursor = null;
@@ -104,18 +102,20 @@ export function mountHistory(main, { query }) {
     if (filters.status) q.set('status', filters.status);
     if (filters.flow) q.set('flow', filters.flow);
     if (filters.project) q.set('project_id', filters.project);
+    if (filters.q.trim()) q.set('q', filters.q.trim());
     if (!reset && cursor) q.set('cursor', cursor);
     q.set('min_position', String(feed.start ?? 0));
     draw();
     try {
       const page = await get(`/api/runs?${q}`);
-      if (!alive) return;
+      if (!alive || mine !== generation) return;
       runs = runs.concat(page.runs);
       cursor = page.next_cursor;
     } catch (err) {
-      summary.textContent = describeError(err);
+      if (mine === generation) summary.textContent = describeError(err);
+      return;
     } finally {
-      loading = false;
+      if (mine === generation) loading = false;
     }
     if (alive) draw();
   }
@@ -133,7 +133,8 @@ export function mountHistory(main, { query }) {
   text.addEventListener('input', () => {
     filters.q = text.value;
     writeUrl();
-    draw();
+    clearTimeout(typing);
+    typing = setTimeout(() => load(true), TYPING_MS);
   });
 
   // Flows for the filter; projects when the server has them (a picker then replaces the text box).
@@ -160,7 +161,7 @@ export function mountHistory(main, { query }) {
 
   const stop = feed.subscribe((frame) => {
     if (frame.type === 'flow_run_started') {
-      if ((!filters.flow || frame.flow_name === filters.flow) && (!filters.project || frame.project_id === filters.project)
+      if (!filters.q.trim() && (!filters.flow || frame.flow_name === filters.flow) && (!filters.project || frame.project_id === filters.project)
         && (!filters.status || filters.status === 'queued' || filters.status === 'running')) {
         fresh += 1;
         draw();
@@ -179,6 +180,7 @@ export function mountHistory(main, { query }) {
   load(true);
   return () => {
     alive = false;
+    clearTimeout(typing);
     stop();
   };
 }

@@ -14,7 +14,7 @@ import { h, replace, statusBadge, fmtDuration, fmtTime, shortId, describeError, 
 import { feed } from './feed.js';
 import { render as markdown } from './markdown.js';
 import { perf } from './perf.js';
-import { activeStep, apply, fromSnapshot, markJoined, markMissed, STEP_CONTROLS, tokens } from './runmodel.js';
+import { activeStep, apply, fromSnapshot, markJoined, markMissed, STEP_CONTROLS, stepTokens, tokens } from './runmodel.js';
 
 const NARROW = '(max-width: 720px)';
 
@@ -28,6 +28,7 @@ export function mountRun(main, { runId }) {
   let ticker = 0;
   let usageTimer = 0;
   let live = null; // {step_id, node: Text} the text node deltas of the expanded step go to
+  let auditLog = null; // a promise of the run's events by position: tool results the snapshot does not carry
   const narrow = window.matchMedia(NARROW);
 
   const heading = h('h1', { tabindex: '-1' }, 'Run ', h('span', { class: 'id', text: shortId(runId) }));
@@ -87,14 +88,19 @@ export function mountRun(main, { runId }) {
     const steps = [...model.steps.values()];
     const done = steps.filter((s) => TERMINAL.has(s.status) || s.status === 'skipped').length;
     const used = tokens(model);
+    const calls = steps.reduce((n, s) => n + s.tools.size, 0);
     const items = [
       ['Status', statusBadge(run.status)],
       ['Elapsed', h('span', { id: 'elapsed', text: fmtDuration(elapsed()) })],
-      ['Tokens', h('span', { id: 'tokens', text: used === null ? '—' : used.toLocaleString() })],
+      ['Tokens', used === null ? h('span', { id: 'tokens', text: '—', title: 'no backend reported token counts' })
+        : h('span', { id: 'tokens', title: `prompt ${used.prompt.toLocaleString()}, completion ${used.completion.toLocaleString()}` },
+          used.total.toLocaleString(), h('span', { class: 'sub', text: ` (${used.prompt.toLocaleString()} in · ${used.completion.toLocaleString()} out)` }))],
       ['Size', run.band || '—'],
       ['Steps', `${done} of ${steps.length}`],
       ['Launched', fmtTime(run.launched_at)],
     ];
+    if (calls) items.splice(3, 0, ['Tool calls', h('span', { id: 'tool-calls', text: String(calls) })]);
+    if (run.project_id) items.push(['Project', run.project_id]);
     if (run.anomalies) items.push(['Anomalies', h('span', { class: 'warn' }, h('span', { 'aria-hidden': 'true', text: '⚠ ' }), String(run.anomalies))]);
     replace(stats, items.map(([k, v]) => h('div', {}, h('dt', { text: k }), h('dd', {}, v))));
     const ended = TERMINAL.has(run.status);
@@ -140,6 +146,8 @@ export function mountRun(main, { runId }) {
     else if (step.kind) bits.push(step.kind);
     if (step.attempt > 1) bits.push(`attempt ${step.attempt}`);
     if (step.duration_s !== null && step.duration_s !== undefined && TERMINAL.has(step.status)) bits.push(fmtDuration(step.duration_s));
+    const used = stepTokens(step.usage);
+    if (used) bits.push(`${used.total.toLocaleString()} tokens`);
     return bits.join(' · ');
   }
 
@@ -157,7 +165,7 @@ export function mountRun(main, { runId }) {
     const items = [...model.steps.values()].map((step) => {
       const li = roster.querySelector(`li[data-step-id="${CSS.escape(step.step_id)}"]`) || h('li', { dataset: { stepId: step.step_id } });
       const button = li.querySelector('button.step');
-      if (button) button.replaceWith(stepButton(step));
+      if (button) swapButton(button, stepButton(step));
       else li.prepend(stepButton(step));
       li.dataset.status = step.status;
       return li;
@@ -173,7 +181,14 @@ export function mountRun(main, { runId }) {
       return;
     }
     li.dataset.status = step.status;
-    li.querySelector('button.step').replaceWith(stepButton(step));
+    swapButton(li.querySelector('button.step'), stepButton(step));
+  }
+
+  // A redrawn step keeps the keyboard focus when it had it (frames arrive while a person tabs through).
+  function swapButton(old, fresh) {
+    const focused = document.activeElement === old;
+    old.replaceWith(fresh);
+    if (focused) fresh.focus();
   }
 
   function toggle(stepId) {
@@ -216,15 +231,50 @@ export function mountRun(main, { runId }) {
 
   // -- the expanded step -----------------------------------------------------------------------
 
+  // A tool call and, once it has one, its result: the state is an icon and a word (running, ok,
+  // or failed with the outcome: malformed, denied, ...), never a colour alone.
   function toolRow(call) {
-    const state = !call.done ? ['…', 'running'] : call.ok === false || call.error ? ['✕', 'failed'] : ['✓', 'ok'];
+    const failed = call.done && (call.ok === false || !!call.error);
+    const state = !call.done ? ['…', 'running'] : failed ? ['✕', 'failed'] : ['✓', 'ok'];
+    const word = failed && call.outcome && call.outcome !== 'ok' ? `failed: ${call.outcome}` : state[1];
     const args = typeof call.arguments === 'string' ? call.arguments : JSON.stringify(call.arguments ?? {});
-    const result = call.error || (typeof call.result === 'string' ? call.result : JSON.stringify(call.result ?? ''));
-    return h('div', { class: 'tool', dataset: { callId: call.call_id, state: state[1] } },
+    const size = call.done && call.bytes ? `${call.bytes.toLocaleString()} bytes${call.truncated ? ', truncated for the model' : ''}` : '';
+    let result = null;
+    if (call.done && (call.error || typeof call.result === 'string')) {
+      result = h('pre', { class: `tool-result${failed ? ' error' : ''}`, text: call.error || call.result });
+    } else if (call.done && call.result_position) {
+      // Reopened: the result's text is in the audit log, read when the reader asks for it.
+      const body = h('pre', { class: 'tool-result', text: 'Loading…' });
+      result = h('details', { class: 'tool-more' }, h('summary', { text: 'Result' }), body);
+      result.addEventListener('toggle', () => {
+        if (!result.open || body.dataset.loaded) return;
+        body.dataset.loaded = '1';
+        resultText(call.result_position).then((text) => { body.textContent = text; })
+          .catch((err) => { body.textContent = describeError(err); delete body.dataset.loaded; });
+      });
+    }
+    return h('div', { class: 'tool', role: 'group', 'aria-label': `Tool call ${call.tool || ''}: ${word}`, dataset: { callId: call.call_id, state: state[1] } },
       h('div', { class: 'tool-head' }, h('span', { 'aria-hidden': 'true', text: '⚙ ' }), h('code', { text: call.tool || 'tool' }),
-        h('span', { class: 'tool-state' }, h('span', { 'aria-hidden': 'true', text: ` ${state[0]} ` }), state[1])),
+        h('span', { class: 'tool-state' }, h('span', { 'aria-hidden': 'true', text: ` ${state[0]} ` }), word),
+        size ? h('span', { class: 'tool-size', text: ` · ${size}` }) : null),
       h('pre', { class: 'tool-args', text: args }),
-      call.done ? h('pre', { class: `tool-result${state[1] === 'failed' ? ' error' : ''}`, text: result }) : null);
+      result,
+      call.result_cut ? h('p', { class: 'hint', text: 'The result is cut here; the audit log (Log) has it whole.' }) : null);
+  }
+
+  function resultText(position) {
+    if (!auditLog) {
+      auditLog = get(`/api/runs/${encodeURIComponent(runId)}/events?format=json`).then((events) => {
+        const byPosition = new Map();
+        for (const e of events) byPosition.set(e.position, typeof e.data === 'string' ? JSON.parse(e.data) : e.data);
+        return byPosition;
+      });
+      auditLog.catch(() => { auditLog = null; });
+    }
+    return auditLog.then((byPosition) => {
+      const data = byPosition.get(position);
+      return data ? (data.error || data.result || '(empty)') : '(not in the audit log)';
+    });
   }
 
   function streamNodes(step) {
@@ -307,8 +357,13 @@ export function mountRun(main, { runId }) {
       detail.replaceChildren();
       return;
     }
+    const used = stepTokens(step.usage);
+    const turns = Array.isArray(step.usage.turns) ? step.usage.turns.length : 0;
     const facts = [step.kind, step.agent, step.model, step.attempt ? `attempt ${step.attempt}` : '',
-      step.duration_s !== null && step.duration_s !== undefined && TERMINAL.has(step.status) ? fmtDuration(step.duration_s) : ''].filter(Boolean);
+      step.duration_s !== null && step.duration_s !== undefined && TERMINAL.has(step.status) ? fmtDuration(step.duration_s) : '',
+      used ? `${used.total.toLocaleString()} tokens (${used.prompt.toLocaleString()} in, ${used.completion.toLocaleString()} out)` : '',
+      turns > 1 ? `${turns} model turns` : '',
+      step.tools.size ? `${step.tools.size} tool call${step.tools.size === 1 ? '' : 's'}` : ''].filter(Boolean);
     const parts = [
       h('div', { class: 'detail-head' }, h('h2', { id: 'detail-title', text: step.label }), statusBadge(step.status)),
       h('p', { class: 'facts', text: facts.join(' · ') }),
@@ -373,6 +428,7 @@ export function mountRun(main, { runId }) {
       try {
         const fresh = await get(`/api/runs/${encodeURIComponent(runId)}`);
         if (!alive) return;
+        if (fresh.run && fresh.run.usage) model.run.usage = fresh.run.usage;
         for (const s of fresh.steps) {
           const step = model.steps.get(s.step_id);
           if (step) {
@@ -381,6 +437,8 @@ export function mountRun(main, { runId }) {
           }
         }
         drawHead();
+        drawRoster();
+        if (selected && TERMINAL.has(model.steps.get(selected)?.status)) drawDetail(); // its tokens (not a form being typed in)
       } catch {
         // the next step's end tries again
       }

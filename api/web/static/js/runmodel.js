@@ -37,16 +37,34 @@ function newStep(spec) {
     text: '', // the live text of the running attempt
     segments: [], // that text and its tool calls, in order: {text} | {call_id}
     missed: false, // the stream dropped while this attempt ran: some live text is missing
-    tools: new Map(), // call_id -> {tool, arguments, ok, result, error}
+    tools: new Map(), // call_id -> {tool, arguments, ok, outcome, result, result_cut, error, bytes, result_position}
     anomalies: new Map(), // frame id -> anomaly frame
   };
+}
+
+// The calls of the step's current attempt, as GET /api/runs/{id} lists them (no result text there:
+// ``result_position`` names the ToolResult event that holds it, read from the audit log on demand).
+function snapshotTools(step, calls) {
+  for (const c of calls || []) {
+    if (step.attempt && c.attempt && c.attempt !== step.attempt) continue;
+    step.tools.set(c.call_id, {
+      call_id: c.call_id, tool: c.tool, arguments: c.arguments, done: c.ok !== null && c.ok !== undefined,
+      ok: c.ok, outcome: c.outcome || '', error: c.error || '', bytes: c.bytes || 0, truncated: !!c.truncated,
+      result_position: c.result_position || 0,
+    });
+    step.segments.push({ call_id: c.call_id });
+  }
 }
 
 /** The model of a run from its GET /api/runs/{id} answer. */
 export function fromSnapshot(detail) {
   const run = { ...detail.run };
   const steps = new Map();
-  for (const s of detail.steps || []) steps.set(s.step_id, newStep(s));
+  for (const s of detail.steps || []) {
+    const step = newStep(s);
+    snapshotTools(step, s.tool_calls);
+    steps.set(s.step_id, step);
+  }
   return {
     run,
     steps,
@@ -116,13 +134,20 @@ export function apply(model, frame) {
     case 'tool_result': {
       const step = model.steps.get(frame.step_id);
       if (!step || !frame.call_id) return null;
+      if (frame.attempt && step.attempt && frame.attempt !== step.attempt) return null; // an older attempt's
       let call = step.tools.get(frame.call_id);
       if (!call) {
         call = { call_id: frame.call_id, tool: frame.tool, arguments: frame.arguments };
         step.segments.push({ call_id: frame.call_id });
       }
       if (frame.type === 'tool_call') Object.assign(call, { tool: frame.tool, arguments: frame.arguments });
-      else Object.assign(call, { done: true, ok: frame.ok, result: frame.result, error: frame.error, tool: call.tool || frame.tool });
+      else {
+        Object.assign(call, {
+          done: true, ok: frame.ok, outcome: frame.outcome || '', result: frame.result ?? '', result_cut: !!frame.result_cut,
+          error: frame.error || '', bytes: frame.bytes || 0, truncated: !!frame.truncated, tool: call.tool || frame.tool,
+        });
+        if (frame.id !== undefined && frame.id !== null) call.result_position = Number(frame.id);
+      }
       step.tools.set(frame.call_id, call);
       return { what: 'tool', step_id: step.step_id, call_id: frame.call_id };
     }
@@ -213,19 +238,29 @@ export function activeStep(model) {
   return running ? running.step_id : null;
 }
 
-/** Tokens used by the run so far (the steps' usage), or null when no backend reported any. */
+/** A step's tokens from its usage ({total, prompt, completion}), or null when its backend reported none. */
+export function stepTokens(usage) {
+  const u = usage || {};
+  const prompt = u.prompt_tokens || 0;
+  const completion = u.completion_tokens || 0;
+  const total = u.total_tokens || prompt + completion;
+  return total ? { total, prompt, completion } : null;
+}
+
+/** Tokens used by the run so far (the steps' usage: {total, prompt, completion}), or null when no backend reported any. */
 export function tokens(model) {
-  let total = 0;
+  const sum = { total: 0, prompt: 0, completion: 0 };
   let any = false;
   for (const step of model.steps.values()) {
-    const u = step.usage || {};
-    const n = u.total_tokens ?? ((u.prompt_tokens || 0) + (u.completion_tokens || 0));
+    const n = stepTokens(step.usage);
     if (n) {
-      total += n;
+      sum.total += n.total;
+      sum.prompt += n.prompt;
+      sum.completion += n.completion;
       any = true;
     }
   }
-  return any ? total : null;
+  return any ? sum : null;
 }
 
 /**
@@ -234,8 +269,8 @@ export function tokens(model) {
  */
 export function markJoined(model, since) {
   for (const step of model.steps.values()) {
-    if (step.status === 'running' && step.last_position <= since && !step.segments.length) {
-      step.segments.push({ missed: true, joined: true });
+    if (step.status === 'running' && step.last_position <= since && !step.segments.some((s) => s.text !== undefined || s.missed)) {
+      step.segments.unshift({ missed: true, joined: true });
     }
   }
 }

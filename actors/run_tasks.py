@@ -1,0 +1,264 @@
+"""What a RunActor does for a task run (DESIGN §12): start attempts, append their events, people's words.
+
+Functions of the :class:`actors.run.RunActor` (its handlers call them on its
+thread), kept apart so the run actor's own file stays about every run. The rule is the run actor's: load, decide,
+append, act. Every task event, whoever asks for it (an attempt's thread, a
+person, a decision), passes the lifecycle guard (``flows.tasks.run.refusal``,
+i.e. ``lifecycle.check``) before it is staged, so nothing starts a task
+early, merges it twice or answers a question nobody asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from msgspec.structs import replace
+
+from actors import messages as m
+from actors.agents import CancelToken
+from actors.agents.toolloop import PersonMessage
+from actors.errors import ActorsError
+from actors.step import Answer, Attempt, Call, StepActor
+from actors.task_attempt import TaskAttempt, TaskEnv, check_inputs
+from actors.task_runs import reconciliation
+from flows.errors import BatonError
+from flows.events import Answer as TaskAnswer
+from flows.events import (
+    Event,
+    IntegrationCreated,
+    Phase,
+    TaskAborted,
+    TaskFailed,
+    TaskMessaged,
+    TaskStarted,
+)
+from flows.kinds import StepKind
+from flows.redact import redactor
+from flows.tasks import run as task_run
+from flows.tasks.lifecycle import TaskTransitionError, answer_events
+from flows.tasks.lifecycle import evolve as task_evolve
+from flows.text import check_text
+
+if TYPE_CHECKING:
+    from actors.run import RunActor
+
+log = logging.getLogger(__name__)
+
+TASK_ACTIONS = ("message", "abort", "retry", "skip")
+"""What a person may say to one task (routes ``POST /api/runs/{id}/steps/{step}/<action>``)."""
+
+
+class TaskCommandRefused(ActorsError, ValueError):
+    """A person's word on a task that does not apply now (the message says why); nothing was appended."""
+
+
+def start_task(actor: RunActor, event: TaskStarted, *, finish_merged: bool = False,
+               abandon_only: bool = False) -> None:
+    """Run the attempt ``event`` accepted on the step pool (``finish_merged``: only its cleanup is left)."""
+    ctx, state = actor.ctx, actor.state
+    attempt = Attempt(event.step_id, event.attempt, StepKind.TASK, CancelToken(), time.monotonic(),
+                      ctx.clock.now())
+    env: TaskEnv | None = getattr(ctx, "tasks", None)
+    launched = state.launched
+    assert launched is not None and state.tasks is not None
+    problem = "this engine has no task settings (BATON_WORKTREES)" if env is None else (
+        env.refusal or check_inputs(dict(launched.input)))
+    if problem:
+        actor._refuse(attempt, problem)
+        return
+    assert env is not None
+    if event.step_id in actor.held:
+        step_id = event.step_id
+        attempt.release = lambda: actor._tell_orchestrator(m.ReleaseSlots(actor.run_id, held=(step_id,)))
+    run_ref, step_id, number = actor.actor_ref, event.step_id, event.attempt
+
+    def append(events: list[Event]) -> None:
+        reply: Future[Any] = Future()
+        run_ref.tell(m.TaskEvents(step_id, number, list(events), reply))
+        reply.result(timeout=max(ctx.config.ask_timeout_s, 30.0))
+
+    task = TaskAttempt(run_id=actor.run_id, spec=state.spec(step_id), attempt=number, context=event.context,
+                       inputs=dict(launched.input), model=launched.model, max_rounds=state.tasks.max_rounds,
+                       integration_created=state.tasks.integration_created, env=env, append=append,
+                       finish_merged=finish_merged, merge_commit=state.tasks.tasks[step_id].merge_commit,
+                       in_cleanup=state.tasks.tasks[step_id].phase is Phase.CLEANUP, abandon_only=abandon_only)
+    actor.task_inboxes[step_id] = task.inbox
+
+    def run(token: CancelToken, delta: Any) -> Answer:
+        return Answer(task.run(token))
+
+    actor.attempts[step_id] = attempt
+    StepActor(actor.actor_ref, attempt, Call(run, "the task"), run_id=actor.run_id, bus=ctx.bus, clock=ctx.clock,
+              redact=redactor(ctx.config.known_secrets)).start(ctx.steps)
+
+def on_task_events(actor: RunActor, msg: m.TaskEvents) -> None:
+    """An attempt's events: guarded, appended at once (the attempt waits for them to be durable)."""
+    assert actor.state.tasks is not None
+    now = actor.ctx.clock.now()  # the attempt's thread does not stamp: the engine's clock decides `at`
+    events = [e if e.at else replace(e, at=now) for e in msg.events
+              if not (isinstance(e, IntegrationCreated) and actor.state.tasks.integration_created)]
+    problem = task_run.refusal(actor.state.tasks, events) if not actor.stopped else "the run's actor stopped"
+    if problem is not None:
+        _fail(msg.reply, TaskTransitionError(problem))
+        return
+    actor._stage(events)
+    recorded = actor._flush(reply=msg.reply)
+    if recorded is not None:
+        _resolve(msg.reply, recorded[-1].position if recorded else actor.state.position)
+
+def on_task_command(actor: RunActor, msg: m.TaskCommand) -> None:
+    """A person's message, abort, retry or skip of one task."""
+    actor.actor, actor.cause = msg.by or "anonymous", f"command:task-{msg.action}"
+    try:
+        events = _command_events(actor, msg)
+    except (BatonError, ValueError) as exc:
+        _fail(msg.reply, exc)
+        actor.actor = actor.cause = ""
+        actor._report_idle()
+        return
+    actor._stage(events)
+    recorded = actor._commit(reply=msg.reply)  # recorded now; decided after the acts below (an abort's
+    if recorded is None:                       # cleanup must be under way before the run may end)
+        return
+    _resolve(msg.reply, recorded[0].position if recorded else actor.state.position)
+    if msg.action == "message":
+        inbox = actor.task_inboxes.get(msg.step_id)
+        if inbox is not None:
+            inbox.put(PersonMessage(msg.text, msg.by))
+    for event in events:
+        if not isinstance(event, TaskAborted):
+            continue
+        if event.step_id in actor.attempts:
+            # Stopped, not forgotten: the attempt cleans up (salvage, branch kept) and then reports.
+            actor.attempts[event.step_id].token.cancel()
+            continue
+        task = actor.state.tasks.tasks[event.step_id] if actor.state.tasks else None
+        if task is not None and task.worktree and not task.worktree_removed:  # aborted while it waited
+            start_task(actor, TaskStarted(step_id=event.step_id, attempt=task.attempt, at=event.at),
+                       abandon_only=True)
+    actor._flush()
+
+
+def _command_events(actor: RunActor, msg: m.TaskCommand) -> list[Event]:
+    state = actor.state
+    if state.tasks is None or state.launched is None:
+        raise TaskCommandRefused(f"run {actor.run_id} is not a task run")
+    if state.terminal:
+        raise TaskCommandRefused(f"run {actor.run_id} has ended ({state.status})")
+    if msg.step_id not in state.tasks.tasks:
+        raise TaskCommandRefused(f"run {actor.run_id} has no task {msg.step_id!r}; its tasks are "
+                                 + ", ".join(state.tasks.tasks))
+    check_text("text", msg.text)
+    now = actor.ctx.clock.now()
+    events: list[Event]
+    if msg.action == "message":
+        if not msg.text.strip():
+            raise TaskCommandRefused("a message needs a text")
+        events = [TaskMessaged(step_id=msg.step_id, text=msg.text, by=msg.by, at=now)]
+    elif msg.action == "abort":
+        reason = f"aborted by {msg.by or 'a person'}" + (f": {msg.text}" if msg.text else "")
+        events = [TaskAborted(step_id=msg.step_id, reason=reason, by=msg.by, at=now)]
+    elif msg.action in ("retry", "skip"):
+        return answer_events(state.tasks, msg.step_id, TaskAnswer(msg.action), context=msg.text, by=msg.by,
+                             now=now)
+    else:
+        raise TaskCommandRefused(f"unknown task action {msg.action!r}; actions are {', '.join(TASK_ACTIONS)}")
+    problem = task_run.refusal(state.tasks, events)
+    if problem is not None:
+        raise TaskTransitionError(problem)
+    return events
+
+def task_result(actor: RunActor, msg: m.StepResult) -> None:
+    """The attempt's thread returned: the slot is free; an error it raised fails the attempt."""
+    actor._end_attempt(msg.step_id)
+    actor.task_inboxes.pop(msg.step_id, None)
+    tasks = actor.state.tasks
+    if msg.cancelled or not msg.failed or tasks is None:
+        actor._queue_flush()
+        return
+    task = tasks.tasks.get(msg.step_id)
+    if task is None or task.attempt != msg.attempt or task.status.value != "inprogress":
+        actor._queue_flush()
+        return
+    error = redactor(actor.ctx.config.known_secrets)(msg.error)
+    log.info("task %s of run %s failed: %s", msg.step_id, actor.run_id, error)
+    final = task.retries_left <= 0
+    actor._stage([TaskFailed(step_id=msg.step_id, attempt=msg.attempt, error=error, will_retry=not final,
+                             at=actor.ctx.clock.now())])
+    actor._queue_flush()  # queued first: the failure is recorded before the cleanup below can append
+    if final and task.worktree and not task.worktree_removed:  # no retry will use it: remove it, keep the branch
+        start_task(actor, TaskStarted(step_id=msg.step_id, attempt=msg.attempt, at=actor.ctx.clock.now()),
+                   abandon_only=True)
+
+
+def publish(actor: RunActor, events: list[Event]) -> None:
+    """``task_updated`` frames: one per task an event moved, with its status and phase."""
+    tasks = actor.state.tasks
+    if tasks is None or actor.ctx.bus is None:
+        return
+    for sid in dict.fromkeys(getattr(e, "step_id", "") for e in events):
+        task = tasks.tasks.get(sid)
+        if task is None:
+            continue
+        actor.ctx.bus.publish({"type": "task_updated", "run_id": actor.run_id, "step_id": sid,
+                              "status": task.status.value, "phase": task.phase.value if task.phase else "",
+                              "attempt": task.attempt, "reason": task.reason[:500]})
+
+
+
+def reconcile_at_recovery(actor: RunActor) -> None:
+    """Before a task run's lost attempts are failed: git against the log (docs/TASKS.md §7), as events.
+
+    A merge git made that the log missed is recorded (never redone), half
+    merges are undone, stale locks removed; what the guard refuses is left
+    out (and logged): reconciliation never moves a task the log forbids.
+    """
+    env: TaskEnv | None = getattr(actor.ctx, "tasks", None)
+    state = actor.state
+    if env is None or state.tasks is None:
+        return
+    try:
+        lines, events = reconciliation(state, env, now=actor.ctx.clock.now())
+    except Exception as exc:  # noqa: BLE001  (git away or the repository moved: recovery goes on; cleanup later)
+        log.warning("run %s: reconciliation at recovery failed: %s", actor.run_id, exc)
+        return
+    for line in lines:
+        log.info("run %s: reconciliation: %s", actor.run_id, line)
+    tasks = state.tasks
+    kept: list[Event] = []
+    for event in events:
+        problem = task_run.refusal(tasks, [event])
+        if problem is not None:
+            log.warning("run %s: reconciliation's %s left out: %s", actor.run_id, type(event).__name__, problem)
+            continue
+        kept.append(event)
+        tasks = task_evolve(tasks, event)
+    actor._stage(kept)
+
+
+def resume_merged(actor: RunActor) -> None:
+    """Attempts in progress whose merge is recorded but no thread runs (recovered): finish their cleanup."""
+    tasks = actor.state.tasks
+    if tasks is None or actor.state.terminal or actor.stopped:
+        return
+    for tid, task in tasks.tasks.items():
+        if task.status.value == "inprogress" and task.merges and tid not in actor.attempts:
+            start_task(actor, TaskStarted(step_id=tid, attempt=task.attempt, at=actor.ctx.clock.now()),
+                       finish_merged=True)
+
+
+def _resolve(reply: Future[Any] | None, value: Any) -> None:
+    if reply is not None and not reply.done():
+        reply.set_result(value)
+
+
+def _fail(reply: Future[Any] | None, exc: BaseException) -> None:
+    if reply is not None and not reply.done():
+        reply.set_exception(exc)
+
+
+__all__ = ["TASK_ACTIONS", "TaskCommandRefused", "on_task_command", "on_task_events", "publish",
+           "reconcile_at_recovery", "resume_merged", "start_task", "task_result"]

@@ -1,0 +1,163 @@
+"""Task runs for the outside layers (HTTP routes, CLI): read a project's task files, launch, look, reconcile.
+
+The project is the registered one (``actors.workspace.projects.ProjectBook``):
+its root and allow-list are read from the log, never taken from a request.
+Task files are read only inside the project's root (a ``tasks_dir`` that
+climbs out, or a symlink that leads out, is refused by name).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from actors.errors import ActorsError
+from actors.runlog import new_events, read_with_owner
+from actors.task_attempt import TaskEnv, machinery
+from actors.workspace.projects import ProjectBook
+from eventstore import EventStore
+from flows.events import Event, LandingRefused, RunLanded, stream_of
+from flows.projects import Project, ProjectNotFound, UnknownProject
+from flows.state import RunState
+from flows.tasks.files import TaskGraph, load_task_graph
+from flows.tasks.reconcile import compensation_events, describe, logged_run, reconcile
+
+DEFAULT_TASKS_DIR = "tasks"
+"""Where a project's task files are, relative to its root (DESIGN §12)."""
+MAX_TASK_FILES = 500
+MAX_TASK_FILE_BYTES = 256 * 1024
+
+
+class TaskFilesRefused(ActorsError, ValueError):
+    """The task folder cannot be read (outside the project, missing, too large); the message says which."""
+
+
+def read_task_files(root: str, tasks_dir: str = DEFAULT_TASKS_DIR) -> list[tuple[str, str]]:
+    """``(name relative to the root, text)`` of every ``*.md`` in ``tasks_dir``, confined to ``root``."""
+    real_root = os.path.realpath(root)
+    if os.path.isabs(tasks_dir) or ".." in Path(tasks_dir).parts:
+        raise TaskFilesRefused(f"tasks_dir {tasks_dir!r} must be a relative path inside the project")
+    folder = os.path.realpath(os.path.join(real_root, tasks_dir))
+    if folder != real_root and not folder.startswith(real_root + os.sep):
+        raise TaskFilesRefused(f"tasks_dir {tasks_dir!r} leads outside the project (through a symlink)")
+    if not os.path.isdir(folder):
+        raise TaskFilesRefused(f"the project has no task folder {tasks_dir!r} (looked in {folder})")
+    out: list[tuple[str, str]] = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not entry.name.endswith(".md") or entry.is_symlink() or not entry.is_file():
+            continue
+        if len(out) >= MAX_TASK_FILES:
+            raise TaskFilesRefused(f"{tasks_dir!r} has more than {MAX_TASK_FILES} task files")
+        if entry.stat().st_size > MAX_TASK_FILE_BYTES:
+            raise TaskFilesRefused(f"{tasks_dir}/{entry.name} is over {MAX_TASK_FILE_BYTES} bytes")
+        with open(entry.path, encoding="utf-8", errors="replace") as f:
+            out.append((f"{tasks_dir.rstrip('/')}/{entry.name}", f.read()))
+    return out
+
+
+def plan(project: Project, tasks_dir: str = DEFAULT_TASKS_DIR) -> TaskGraph:
+    """The project's checked task graph (raises TaskGraphError with every problem, one a line)."""
+    return load_task_graph(read_task_files(project.root, tasks_dir), allow=project.allow)
+
+
+def project_of(store: EventStore, project_id: str, now: Any) -> Project:
+    """The registered project (raises ProjectNotFound, naming the known ones)."""
+    try:
+        return ProjectBook(store, now).get(project_id)
+    except UnknownProject as exc:
+        raise ProjectNotFound(exc.project_id, exc.known) from None
+
+
+def run_state(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int, Event]]]:
+    """The run's state folded from its stream, and its ``(position, event)`` history."""
+    state, pairs, _ = read_with_owner(store, run_id)
+    return state, pairs
+
+
+def reconciliation(state: RunState, env: TaskEnv, *, dry_run: bool = False, prune_kept: bool = False,
+                   now: float = 0.0) -> tuple[list[str], list[Event]]:
+    """Git against the run's log, both ways (docs/TASKS.md §7): what is (or would be) done, and its events.
+
+    The events are returned, not appended: the run's writer appends them
+    (the RunActor at recovery, ``Engine.reconcile`` for ``baton tasks
+    cleanup``), after the lifecycle guard. Actions are carried out before
+    the events exist: each is idempotent, so a crash between the two is
+    repaired by the next reconciliation, which finds nothing left to do.
+    """
+    if state.tasks is None or state.launched is None:
+        raise TaskFilesRefused(f"run {state.run_id} is not a task run")
+    git = machinery(str(state.launched.input.get("repo", "")), state.run_id, env)
+    log = logged_run(state.run_id, str(git.run_dir), state.tasks, active=not state.terminal)
+    actions = reconcile(log, git.inventory(log), prune_kept=prune_kept)
+    lines = describe(actions)
+    if dry_run or not actions:
+        return lines, []
+    applied = git.carry_out(actions)
+    heads = {a.action.target: a.head for a in applied if a.ok and a.head}
+    events = compensation_events(state.tasks, [a.action for a in applied if a.ok], heads=heads, now=now)
+    failed = [f"not done: {a.action.repair.value} {a.action.target}: {a.detail}" for a in applied if not a.ok]
+    return lines + failed, events
+
+
+__all__ = ["DEFAULT_TASKS_DIR", "LandingNotReady", "TaskFilesRefused", "land", "plan", "plan_with_tasks", "project_of", "read_task_files",
+           "reconciliation", "run_state"]
+
+
+class LandingNotReady(ActorsError, ValueError):
+    """A task run that cannot be landed now (not a task run, not completed, no target); the message says why."""
+
+
+def land(store: EventStore, run_id: str, env: TaskEnv, *, target: str = "", by: str = "",
+         now: float = 0.0) -> tuple[Event, int]:
+    """Fast-forward ``target`` (default: the run's pinned target) to the run's integration head, as a person's
+    decision (the route is the approver's): ``RunLanded`` or ``LandingRefused`` with the reason, and its position.
+
+    Landing is one compare-and-swap of the target ref (``RunWorktrees.land``): nothing half to
+    reconcile; refused when it is not a fast-forward or the target is checked out (baton never
+    changes a checkout). The event is appended to the run's stream after its end.
+    """
+    state, _ = run_state(store, run_id)
+    if state.launched is None:
+        raise LandingNotReady(f"no run {run_id!r}")
+    if state.tasks is None:
+        raise LandingNotReady(f"run {run_id} is not a task run")
+    if state.status != "completed":
+        raise LandingNotReady(f"run {run_id} is {state.status}: only a completed task run is landed")
+    branch = target or str(state.launched.input.get("target", ""))
+    if not branch:
+        raise LandingNotReady("no target branch: give one (the run was launched without --target)")
+    git = machinery(str(state.launched.input.get("repo", "")), run_id, env)
+    done = git.land(branch)
+    event: Event = (RunLanded(target=branch, commit=done.commit, at=now) if done.landed
+                    else LandingRefused(target=branch, reason=done.reason, at=now))
+    recorded = store.append(stream_of(run_id), new_events([event], {"actor": by or "anonymous",
+                                                                    "correlation_id": run_id,
+                                                                    "causation_id": "command:land"}),
+                            expected_version=state.version)
+    return event, recorded[-1].position
+
+
+def plan_with_tasks(plan: dict[str, Any], store: EventStore) -> dict[str, Any]:
+    """The scheduler's plan with each task run's tasks (seed 001: every task's one status and one reason).
+
+    Each entry of ``in_progress`` and ``planned_queued`` whose flow is a task graph gets ``tasks``:
+    ``{task: {status, reason, detail, waiting_on, phase}}``, folded from its log.
+    """
+    from flows.tasks.launch import TASK_FLOW
+    from flows.tasks.lifecycle import plan as lifecycle_plan
+
+    free = max(0, int(plan.get("agent_slots") or 0) - int(plan.get("slots_in_use") or 0))
+    for key in ("in_progress", "planned_queued"):
+        for entry in plan.get(key, []):
+            if entry.get("flow") != TASK_FLOW:
+                continue
+            state, _ = run_state(store, entry["run_id"])
+            if state.tasks is None:
+                continue
+            views = lifecycle_plan(state.tasks, free)
+            entry["tasks"] = {tid: {"status": v.status.value, "reason": v.reason, "detail": v.detail,
+                                    "waiting_on": list(v.waiting_on),
+                                    "phase": t.phase.value if t.phase else None}
+                              for (tid, v), t in zip(views.items(), state.tasks.tasks.values())}
+    return plan

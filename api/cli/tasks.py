@@ -1,0 +1,230 @@
+"""``baton tasks plan|run|status|answer|land|cleanup`` (DESIGN §12), carried out in this process on the store.
+
+- ``plan PROJECT``: check the project's task files and print the waves (nothing is appended);
+- ``run PROJECT``: launch the task graph and drive it here until it ends or waits for a person;
+- ``status RUN``: every task's status, reason, phase, branch (folded from the log);
+- ``land RUN [--target BRANCH]``: fast-forward the target to a completed run's integration branch;
+- ``cleanup RUN [--dry-run] [--prune-kept]``: reconcile git with the run's log (docs/TASKS.md §7);
+- ``answer RUN TASK retry|skip|abort|message [--text T]``: a person's word on one task, then the run is
+  driven here (a run a live server drives is answered through its routes, ``POST …/steps/{task}/…``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from actors import task_runs
+from actors.engine import new_run_id
+from actors.task_attempt import TaskEnv
+from api.cli.context import CliError
+from api.cli.escape import printable_line
+from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from api.runtime import Runtime
+from api.settings import Settings
+from eventstore import open_store
+from flows.events import stream_of
+from flows.state import RunState
+from flows.tasks.files import TaskGraphError, waves
+from flows.tasks.launch import task_run_launched
+from flows.tasks.lifecycle import plan as lifecycle_plan
+from flows.tasks.run import refusal
+
+RUN_WAIT_S = 24 * 3600.0
+"""How long ``baton tasks run`` drives a run before it gives up waiting (the run goes on under ``baton serve``)."""
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The ``tasks`` command and its actions."""
+    p = sub.add_parser("tasks", parents=[common], help="task graphs in git worktrees (DESIGN §12)",
+                       description="task graphs in git worktrees: plan, run, status, cleanup")
+    p.set_defaults(handler=lambda a, s: EXIT_USAGE)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    t = actions.add_parser("plan", parents=[common], help="check a project's task files and print the waves")
+    t.set_defaults(handler=cmd_plan)
+    t.add_argument("project", metavar="PROJECT", help="a registered project's id")
+    t.add_argument("--tasks-dir", default=task_runs.DEFAULT_TASKS_DIR, metavar="DIR")
+    t = actions.add_parser("run", parents=[common], help="launch a project's task graph and drive it here")
+    t.set_defaults(handler=cmd_run)
+    t.add_argument("project", metavar="PROJECT")
+    t.add_argument("--tasks-dir", default=task_runs.DEFAULT_TASKS_DIR, metavar="DIR")
+    t.add_argument("--base", default="HEAD", metavar="REV", help="where the integration branch starts")
+    t.add_argument("--target", default="", metavar="BRANCH", help="the branch the result is for")
+    t.add_argument("--max-rounds", type=int, default=0, metavar="N", help="(BATON_TASK_MAX_ROUNDS)")
+    t.add_argument("--model", default="", metavar="NAME")
+    t = actions.add_parser("status", parents=[common], help="every task of a task run")
+    t.set_defaults(handler=cmd_status)
+    t.add_argument("run", metavar="RUN")
+    t.add_argument("--json", action="store_true")
+    t = actions.add_parser("answer", parents=[common], help="a word on one task (retry, skip, abort, message), "
+                                                             "then drive the run here until it ends or waits")
+    t.set_defaults(handler=cmd_answer)
+    t.add_argument("run", metavar="RUN")
+    t.add_argument("task", metavar="TASK")
+    t.add_argument("action", choices=("retry", "skip", "abort", "message"))
+    t.add_argument("--text", "--context", default="", metavar="TEXT",
+                   help="retry: context for the next attempt; abort: why; message: the message")
+    t = actions.add_parser("land", parents=[common], help="fast-forward the target branch to a completed run's "
+                                                           "integration branch (never in a checkout)")
+    t.set_defaults(handler=cmd_land)
+    t.add_argument("run", metavar="RUN")
+    t.add_argument("--target", default="", metavar="BRANCH", help="default: the branch the run was launched for")
+    t = actions.add_parser("cleanup", parents=[common], help="reconcile git with a task run's log")
+    t.set_defaults(handler=cmd_cleanup)
+    t.add_argument("run", metavar="RUN")
+    t.add_argument("--dry-run", action="store_true", help="list what would be done; change nothing")
+    t.add_argument("--prune-kept", action="store_true", help="also delete the branches kept for unmerged work")
+
+
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the waves of a project's task graph, or every problem (one a line)."""
+    store = open_store(settings.db)
+    try:
+        project = task_runs.project_of(store, args.project, time.time)
+        try:
+            graph = task_runs.plan(project, args.tasks_dir)
+        except TaskGraphError as exc:
+            for problem in exc.problems:
+                print(printable_line(str(problem)), file=sys.stderr)
+            return EXIT_USAGE
+    finally:
+        store.close()
+    for n, wave in enumerate(waves(graph), 1):
+        print(printable_line(f"wave {n}: {', '.join(wave)}"))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Launch and drive a task run until it ends or waits for a person; print its tasks (and report)."""
+    rounds = args.max_rounds or settings.task_max_rounds
+    with Runtime(settings).start(projector=False, recover=False) as runtime:
+        engine = runtime.engine
+        assert engine is not None
+        project = task_runs.project_of(runtime.store, args.project, time.time)
+        try:
+            graph = task_runs.plan(project, args.tasks_dir)
+        except TaskGraphError as exc:
+            for problem in exc.problems:
+                print(printable_line(str(problem)), file=sys.stderr)
+            return EXIT_USAGE
+        event = task_run_launched(graph, run_id=new_run_id(), now=engine.clock.now(), project_id=project.project_id,
+                                  repo=project.root, allow=project.allow, base=args.base, target=args.target,
+                                  max_rounds=rounds, model=args.model or settings.model, backend=settings.agent,
+                                  launched_by=f"cli:{settings.node or 'local'}")
+        run_id = engine.launch_tasks(event).run_id
+        print(printable_line(f"task run {run_id}: {len(graph.tasks)} tasks"), file=sys.stderr)
+        state = engine.wait(run_id, lambda s: s.terminal or (s.status == "paused" and not s.running()),
+                            timeout=RUN_WAIT_S)
+    _print_tasks(state)
+    if state.terminal:
+        print(state.report)
+    return EXIT_OK if state.status in ("completed", "paused") else EXIT_FAILED
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Every task of a task run, from its log."""
+    store = open_store(settings.db)
+    try:
+        state, _ = task_runs.run_state(store, args.run)
+    finally:
+        store.close()
+    if state.launched is None:
+        raise CliError(EXIT_USAGE, f"no run {args.run!r}")
+    if state.tasks is None:
+        raise CliError(EXIT_USAGE, f"run {args.run} is not a task run")
+    if args.json:
+        views = lifecycle_plan(state.tasks, 0)
+        print(json.dumps({tid: {"status": t.status.value, "reason": views[tid].reason, "detail": views[tid].detail,
+                                "phase": t.phase.value if t.phase else None, "branch": t.branch,
+                                "worktree": t.worktree, "merge_commit": t.merge_commit}
+                          for tid, t in state.tasks.tasks.items()}))
+        return EXIT_OK
+    _print_tasks(state)
+    return EXIT_OK
+
+
+def cmd_answer(args: argparse.Namespace, settings: Settings) -> int:
+    """A person's word on one task, then the run is driven here until it ends or waits for a person again.
+
+    The run must not be driven by another live process (a ``baton serve``): then use its routes
+    (``POST /api/runs/{id}/steps/{task}/retry`` & co); this command says so (RunOwnedElsewhere).
+    """
+    with Runtime(settings).start(projector=False, recover=False) as runtime:
+        engine = runtime.engine
+        assert engine is not None
+        position = engine.task_command(args.run, args.task, args.action, text=args.text,
+                                       by=f"cli:{settings.node or 'local'}")
+        print(printable_line(f"task {args.task} of run {args.run}: {args.action} recorded (position {position})"),
+              file=sys.stderr)
+        state = engine.wait(args.run, lambda s: s.terminal or (s.status == "paused" and not s.running()),
+                            timeout=RUN_WAIT_S)
+    _print_tasks(state)
+    if state.terminal:
+        print(state.report)
+    return EXIT_OK if state.status in ("completed", "paused") else EXIT_FAILED
+
+
+def cmd_land(args: argparse.Namespace, settings: Settings) -> int:
+    """Land a completed task run: fast-forward only; refused (exit 1) with the reason otherwise."""
+    store = open_store(settings.db)
+    try:
+        env = TaskEnv(worktrees_dir=settings.worktrees_dir(), turn=None, run_timeout_s=settings.run_timeout_s)
+        try:
+            event, position = task_runs.land(store, args.run, env, target=args.target, by="cli", now=time.time())
+        except task_runs.LandingNotReady as exc:
+            raise CliError(EXIT_USAGE, str(exc)) from None
+    finally:
+        store.close()
+    if type(event).__name__ == "RunLanded":
+        print(printable_line(f"landed {getattr(event, 'target', '')} at {getattr(event, 'commit', '')[:12]} "
+                             f"(position {position})"))
+        return EXIT_OK
+    print(printable_line(f"not landed: {getattr(event, 'reason', '')}"), file=sys.stderr)
+    return EXIT_FAILED
+
+
+def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
+    """Reconcile git with an ended task run's log (a run under way is reconciled by its owner at recovery)."""
+    store = open_store(settings.db)
+    try:
+        state, _ = task_runs.run_state(store, args.run)
+        if state.launched is None:
+            raise CliError(EXIT_USAGE, f"no run {args.run!r}")
+        if not args.dry_run and not state.terminal:
+            raise CliError(EXIT_USAGE, f"run {args.run} has not ended ({state.status}): its owner reconciles it at "
+                                       "recovery; use --dry-run to see what differs")
+        env = TaskEnv(worktrees_dir=settings.worktrees_dir(), turn=None, run_timeout_s=settings.run_timeout_s)
+        lines, events = task_runs.reconciliation(state, env, dry_run=args.dry_run, prune_kept=args.prune_kept,
+                                                 now=time.time())
+        for line in lines or ["nothing to do: git and the log agree"]:
+            print(printable_line(line))
+        if events:
+            assert state.tasks is not None
+            problem = refusal(state.tasks, events)
+            if problem is not None:
+                raise CliError(EXIT_FAILED, f"not recorded: {problem}")
+            from actors.runlog import new_events  # the one way events become records
+            store.append(stream_of(args.run), new_events(events, {"actor": "baton tasks cleanup",
+                                                                  "correlation_id": args.run}),
+                         expected_version=state.version)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _print_tasks(state: RunState) -> None:
+    assert state.tasks is not None
+    views = lifecycle_plan(state.tasks, 0)
+    print(printable_line(f"run {state.run_id}: {state.status}"))
+    width = max((len(t) for t in state.tasks.tasks), default=4)
+    for tid, task in state.tasks.tasks.items():
+        view = views[tid]
+        detail = f" ({view.detail})" if view.detail else ""
+        print(printable_line(f"  {tid:<{width}}  {task.status.value:<14} {view.reason}{detail}"
+                             + (f"  [{task.branch}]" if task.branch and not task.branch_deleted else "")))
+
+
+__all__ = ["add_parser", "cmd_answer", "cmd_cleanup", "cmd_land", "cmd_plan", "cmd_run", "cmd_status"]

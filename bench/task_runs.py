@@ -1,0 +1,140 @@
+"""Task runs through the engine: the whole machinery per task (events, guard, RunActor, git), no model.
+
+    .venv/bin/python bench/task_runs.py [--files N] [--tasks N] [--quick]
+
+A run of ``--tasks`` independent tasks on a generated, committed repository
+of ``--files`` files (default 10,000). Each task's implementor is an
+in-process turn (no HTTP, no model: a no-op agent that writes one file and
+commits), its review an in-process "approve"; so what is timed is baton's:
+the worktree, the tool calls, the closing commit check, the diff, the
+merge, the cleanup, and the ~14 events a task appends through its
+RunActor (each durable before git acts, on SQLite).
+
+Figures (one JSON line each):
+
+- ``one_task_run_s``: a run of one task, launch to RunCompleted (median of
+  ``--repeat``); target < 1.5 s per task. Baseline, same run: the same
+  git work through ``RunWorktrees`` alone, no engine and no events
+  (``machinery_only_s``), so the difference is the engine's share.
+- ``parallel_run_s``: a run of ``--tasks`` independent tasks (slots =
+  tasks), wall time; ``ratio`` to the one-task run; target < 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE.parent), str(_HERE)]
+
+from tasks import make_repo  # bench/tasks.py: the same repository
+
+from actors.agents.toolcalls import ModelTurn, ToolCall
+from actors.config import EngineConfig
+from actors.engine import Engine
+from actors.task_attempt import TaskEnv
+from actors.workspace.worktrees import RunWorktrees
+from eventstore import open_store
+from flows.catalog import FlowRegistry
+from flows.tasks import load_task_graph
+from flows.tasks.launch import task_run_launched
+
+TARGET_PER_TASK_S = 1.5
+TARGET_PARALLEL_RATIO = 3.0
+
+
+def turn(request: Any, on_delta: Any, cancel: Any) -> ModelTurn:
+    """The no-op agent: an implementor writes its task's file and commits; a reviewer approves."""
+    first = next(m["content"] for m in request.messages if m["role"] == "user")
+    if first.startswith("Review task"):
+        return ModelTurn(text="---\nrecommendation: approve\n---\nok")
+    if request.turn > 1:
+        return ModelTurn(text="done")
+    tid = first.split("`")[1]
+    return ModelTurn(calls=(
+        ToolCall("c1", "write_file", json.dumps({"path": f"out/{tid}.txt", "content": tid})),
+        ToolCall("c2", "commit", json.dumps({"message": f"add {tid}"}))))
+
+
+def task_file(tid: str) -> str:
+    return f"---\nid: {tid}\ntitle: {tid}\nagent: implementation-specialist\n---\nWrite out/{tid}.txt.\n"
+
+
+def one_run(work: Path, repo: Path, n: int, tag: str) -> float:
+    store = open_store(f"sqlite:///{work / f'{tag}.db'}")
+    env = TaskEnv(worktrees_dir=work / "wt", turn=turn)
+    engine = Engine(store, FlowRegistry([]), EngineConfig(agent_slots=n, backend="openai", model="noop",
+                                                          node=tag), tasks=env).start()
+    try:
+        graph = load_task_graph([(f"tasks/t{i}.md", task_file(f"{tag}-{i}")) for i in range(n)])
+        event = task_run_launched(graph, run_id=tag, now=time.time(), project_id="bench", repo=str(repo),
+                                  allow=[], base="main", target="", max_rounds=3, model="noop", backend="openai")
+        t0 = time.perf_counter()
+        engine.launch_tasks(event)
+        state = engine.wait(tag, timeout=600)
+        took = time.perf_counter() - t0
+        assert state.status == "completed", state.reason
+        return took
+    finally:
+        engine.stop()
+        store.close()
+
+
+def machinery_only(work: Path, repo: Path, tag: str) -> float:
+    m = RunWorktrees(repo, tag, work / "wt" / tag)
+    t0 = time.perf_counter()
+    m.create_integration("main")
+    m.add_task("t")
+    out = m.task_path("t") / "out"
+    out.mkdir()
+    (out / "t.txt").write_text("t")
+    head = m.commit("t", "add t").sha
+    m.diff("t")
+    m.merge("t", reviewed=head)
+    m.remove_task("t", salvage=False)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--tasks", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="1,000 files, 4 tasks, 3 repeats")
+    args = parser.parse_args()
+    if args.quick:
+        args.files, args.tasks, args.repeat = 1_000, 4, 3
+    print(json.dumps({"bench": "task_runs", "python": platform.python_version(), "cpus": os.cpu_count(),
+                      "files": args.files, "load": os.getloadavg()[0]}), flush=True)
+    with tempfile.TemporaryDirectory(prefix="baton-bench-task-runs-", ignore_cleanup_errors=True) as d:
+        work = Path(d)
+        repo = work / "repo"
+        repo.mkdir()
+        make_repo(repo, args.files)
+        ones, plain = [], []
+        for r in range(args.repeat):  # alternating: the engine's run, then the machinery alone
+            ones.append(one_run(work, repo, 1, f"one{r}"))
+            plain.append(machinery_only(work, repo, f"plain{r}"))
+        one, base = statistics.median(ones), statistics.median(plain)
+        print(json.dumps({"figure": "one_task_run_s", "median": round(one, 3), "target": TARGET_PER_TASK_S,
+                          "met": one < TARGET_PER_TASK_S, "machinery_only_s": round(base, 3),
+                          "engine_share_s": round(one - base, 3), "runs": [round(x, 3) for x in ones]}),
+              flush=True)
+        wall = one_run(work, repo, args.tasks, "par")
+        ratio = wall / one
+        print(json.dumps({"figure": "parallel_run_s", "tasks": args.tasks, "wall": round(wall, 3),
+                          "ratio": round(ratio, 2), "target_ratio": TARGET_PARALLEL_RATIO,
+                          "met": ratio < TARGET_PARALLEL_RATIO}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""A task run inside the engine's run: the glue between ``RunState`` and the task lifecycle (pure).
+
+A task run is a run whose pinned steps are all of kind ``task`` (DESIGN §12).
+Its ``RunState`` carries a :class:`~flows.tasks.lifecycle.TaskRunState`
+folded from the same stream (``RunState.tasks``), and each task's step
+status mirrors the task's lifecycle status (:func:`step_status`), so what
+reads steps (the run's status rule, its outcome, the runs list) needs no
+second rule. What decides for a task run is here, behind ``flows.decide``:
+
+- :func:`decide_run` plans new tasks, aborts those that can never start and
+  lists the ready ones (they wait for an agent slot like agent steps);
+- :func:`start` turns granted slots into ``TaskStarted``;
+- :func:`recover` fails the attempts a crash lost (retried, not counted);
+- :func:`refusal` is the guard (``lifecycle.check``) over a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from flows.events import (
+    Answer,
+    Event,
+    TaskAborted,
+    TaskAnswered,
+    TaskBlocked,
+    TaskDone,
+    TaskFailed,
+    TaskReviewed,
+    TaskStarted,
+)
+from flows.kinds import StepKind
+from flows.model import FlowSnapshot, StepSpec
+from flows.tasks.events import TaskStatus
+from flows.tasks.files import TaskStepSpec
+from flows.tasks.lifecycle import (
+    DEFAULT_MAX_ROUNDS,
+    TaskRunState,
+    TaskState,
+    check,
+    decide_tasks,
+    evolve,
+    ready,
+    start_state,
+)
+
+MAX_ROUNDS_INPUT = "max_rounds"
+"""The run input that pins the review rounds before a person is asked (``BATON_TASK_MAX_ROUNDS``)."""
+
+
+def is_task_run(snapshot: FlowSnapshot) -> bool:
+    """Whether the pinned graph is a task graph (its steps are tasks)."""
+    return bool(snapshot.steps) and all(s.kind == StepKind.TASK for s in snapshot.steps)
+
+
+def task_spec(spec: StepSpec) -> TaskStepSpec:
+    """A pinned step as the lifecycle reads it."""
+    return msgspec.convert(msgspec.to_builtins(spec), TaskStepSpec)
+
+
+def initial_state(snapshot: FlowSnapshot, inputs: Mapping[str, Any]) -> TaskRunState | None:
+    """The task state a run starts with, or None for a run that is not a task run."""
+    if not is_task_run(snapshot):
+        return None
+    rounds = inputs.get(MAX_ROUNDS_INPUT, DEFAULT_MAX_ROUNDS)
+    max_rounds = rounds if isinstance(rounds, int) and rounds >= 1 else DEFAULT_MAX_ROUNDS
+    return start_state([task_spec(s) for s in snapshot.steps], max_rounds=max_rounds)
+
+
+def step_status(task: TaskState, event: Event | None = None) -> tuple[str, str]:
+    """``(step status, skip reason)`` a task's lifecycle status gives its step.
+
+    Blocked, or waiting after its review rounds ran out, is ``paused`` (a
+    person is asked); an abort the coordinator decided because an upstream
+    cannot finish is a skip (``upstream_failed``); a person's abort is a
+    cancel. Both fail the run if the task is a leaf (flows.status).
+    """
+    status = task.status
+    if status is TaskStatus.INPROGRESS:
+        return "running", ""
+    if status is TaskStatus.BLOCKED or (status is TaskStatus.PLANNED_QUEUED and task.review_capped):
+        return "paused", ""
+    if status in (TaskStatus.NEW_QUEUED, TaskStatus.PLANNED_QUEUED):
+        return "pending", ""
+    if status is TaskStatus.DONE:
+        return "completed", ""
+    if status is TaskStatus.FAILED:
+        return "failed", ""
+    if isinstance(event, TaskAborted) and event.by == "baton":
+        return "skipped", "upstream_failed"
+    return "cancelled", ""
+
+
+def step_move(event: Event) -> tuple[str, str] | None:
+    """``(step status, skip reason)`` a task event gives its task's step, from the event alone; None when
+    it does not move the step. What the projector applies; it agrees with :func:`step_status` over the fold
+    (tests/unit/test_task_run_state.py checks it on every event of whole runs)."""
+    match event:
+        case TaskStarted():
+            return "running", ""
+        case TaskBlocked():
+            return "paused", ""
+        case TaskReviewed() if not event.approved and event.capped:
+            return "paused", ""
+        case TaskAnswered() if event.answer is Answer.RETRY:
+            return "pending", ""
+        case TaskFailed():
+            return ("pending", "") if event.will_retry else ("failed", "")
+        case TaskDone():
+            return "completed", ""
+        case TaskAborted():
+            return ("skipped", "upstream_failed") if event.by == "baton" else ("cancelled", "")
+    return None
+
+
+def decide_run(tasks: TaskRunState) -> tuple[list[Event], list[str], bool]:
+    """``(events, ready task ids, finished)``: plan and abort now; ready tasks wait for slots."""
+    events = decide_tasks(tasks, 0)  # no slot here: starts follow the scheduler's grants (start)
+    after = tasks
+    for event in events:
+        after = evolve(after, event)
+    finished = all(t.status.terminal for t in after.tasks.values())
+    return events, [] if finished else ready(after), finished
+
+
+def start(tasks: TaskRunState, task_ids: Iterable[str], now: float) -> list[Event]:
+    """``TaskStarted`` for granted tasks still ready (the guard decides: never early, never twice)."""
+    events: list[Event] = []
+    for tid in task_ids:
+        task = tasks.tasks.get(tid)
+        if task is None:
+            continue
+        started = TaskStarted(step_id=tid, attempt=task.attempt + 1, context=task.context, at=now)
+        if check(tasks, started) is None:
+            events.append(started)
+            tasks = evolve(tasks, started)
+    return events
+
+
+def recover(tasks: TaskRunState, now: float) -> list[Event]:
+    """After a restart: every attempt in progress was lost; it is tried again (a lost attempt costs no retry).
+
+    Not one whose merge is recorded: it is never merged again; its cleanup is finished instead
+    (``actors.run_tasks.resume_merged``).
+    """
+    return [TaskFailed(step_id=tid, attempt=t.attempt, error="lost: the process running it stopped",
+                       will_retry=True, lost=True, at=now)
+            for tid, t in tasks.tasks.items() if t.status is TaskStatus.INPROGRESS and not t.merges]
+
+
+def refusal(tasks: TaskRunState, events: Iterable[Event]) -> str | None:
+    """Why one of ``events`` may not be appended after the ones before it; None when all may."""
+    for event in events:
+        problem = check(tasks, event)
+        if problem is not None:
+            return problem
+        tasks = evolve(tasks, event)
+    return None
+
+
+__all__ = ["MAX_ROUNDS_INPUT", "decide_run", "initial_state", "is_task_run", "recover", "refusal", "start",
+           "step_move", "step_status", "task_spec"]

@@ -1,0 +1,84 @@
+"""The task-run routes (DESIGN §12) through the app, with roles on, a real repository and the scripted server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from actors.workspace.projects import ProjectBook
+from api.http.app import create_app
+from api.runtime import Runtime
+from api.settings import Settings
+from tests.api.access import authed_client, issue_tokens
+from tests.integration.scripted_llm import Call, ScriptedLLM, TextTurn, ToolTurn
+from tests.integration.task_repo import make_task_repo
+
+TASK = "---\nid: a\ntitle: Task a\nagent: implementation-specialist\nchecks: [\"ls a.txt\"]\n---\nWrite a.txt.\n"
+
+
+@pytest.fixture
+def llm():
+    server = ScriptedLLM().start()
+    yield server
+    server.stop()
+
+
+def test_a_task_run_is_launched_for_a_registered_project_watched_and_refuses_words_that_do_not_apply(
+        tmp_path, sqlite_url, llm):
+    repo = make_task_repo(tmp_path)
+    (repo.root / "tasks").mkdir()
+    (repo.root / "tasks" / "a.md").write_text(TASK)
+    (repo.root / "broken").mkdir()
+    (repo.root / "broken" / "a.md").write_text(TASK.replace("depends", "x").replace("title: Task a\n", ""))
+    llm.route("coder", "implementing task `a`", [ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"}),
+                                                           Call("commit", {"message": "add a"})]), TextTurn("ok")])
+    llm.route("coder", "Review task `a`", [TextTurn("---\nrecommendation: approve\n---\nfine")])
+    settings = Settings(db=sqlite_url, agent="openai", openai_base_url=llm.base_url, model="coder",
+                        worktrees=str(tmp_path / "worktrees"))
+    runtime = Runtime(settings).start()
+    try:
+        tokens = issue_tokens(runtime.store)
+        ProjectBook(runtime.store, time.time).add("demo", repo.root, allow=[["ls"]], by="admin")
+        app = create_app(runtime)
+        with authed_client(app, tokens["viewer"]) as viewer, authed_client(app, tokens["operator"]) as operator:
+            assert viewer.post("/api/projects/demo/task-runs", json={}).status_code == 403
+            missing = operator.post("/api/projects/nope/task-runs", json={})
+            assert missing.status_code == 404 and missing.json()["type"].endswith("unknown-project")
+            broken = operator.post("/api/projects/demo/task-runs", json={"tasks_dir": "broken"})
+            assert broken.status_code == 422 and "broken/a.md" in broken.json()["detail"]
+            outside = operator.post("/api/projects/demo/task-runs", json={"tasks_dir": "../.."})
+            assert outside.status_code == 422 and "inside the project" in outside.json()["detail"]
+            made = operator.post("/api/projects/demo/task-runs", json={"title": "add a"})
+            assert made.status_code == 201, made.text
+            run_id = made.json()["run_id"]
+            assert made.json()["tasks"] == ["a"]
+            state = runtime.engine.wait(run_id, timeout=60)
+            assert state.status == "completed", state.reason
+            tasks = viewer.get(f"/api/runs/{run_id}/tasks").json()
+            [a] = tasks["tasks"]
+            assert (a["status"], a["reason"], a["review_rounds"], a["checks_failed"]) == ("done", "merged", 1, 0)
+            assert a["branch"] == f"baton/{run_id}/a" and a["branch_deleted"] and a["worktree_removed"]
+            assert len(a["commits"]) == 1 and a["merge_commit"] == tasks["integration_head"]
+            assert a["last_activity"] > 0
+            assert viewer.post(f"/api/runs/{run_id}/steps/a/abort", json={}).status_code == 403
+            late = operator.post(f"/api/runs/{run_id}/steps/a/message", json={"text": "hello"})
+            assert late.status_code == 409, late.text
+            unknown = operator.post(f"/api/runs/{run_id}/steps/zz/retry", json={})
+            assert unknown.status_code == 409 and "has ended" in unknown.json()["detail"]
+            assert repo.branches() == [f"baton/{run_id}/integrate", "main"]
+            # Landing, the closing approval: fast-forward only, never in a checkout.
+            with authed_client(app, tokens["approver"]) as approver:
+                assert operator.post(f"/api/runs/{run_id}/land", json={}).status_code == 403
+                assert approver.post(f"/api/runs/{run_id}/land", json={}).status_code == 409  # no target pinned
+                refused = approver.post(f"/api/runs/{run_id}/land", json={"target": "main"}).json()
+                assert not refused["landed"] and "checked out" in refused["reason"]
+                repo.git("branch", "release", "main")
+                landed = approver.post(f"/api/runs/{run_id}/land", json={"target": "release"}).json()
+                assert landed["landed"] and landed["commit"] == tasks["integration_head"]
+                assert repo.git("rev-parse", "release").strip() == tasks["integration_head"]
+                assert repo.git("rev-parse", "main").strip() == repo.base  # the checkout was not touched
+                kinds = [e["type"] for e in viewer.get(f"/api/runs/{run_id}/events").json()][-2:]
+                assert kinds == ["LandingRefused", "RunLanded"]
+    finally:
+        runtime.stop()

@@ -1,0 +1,399 @@
+"""Task runs end to end (DESIGN §12): the engine, a real git repository, the scripted OpenAI-compatible server.
+
+Each task's implementor and reviewer are scripted by a marker of their
+first message (``implementing task `x``` / ``Review task `x```), so the
+tasks of one run can share a model and run in parallel.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from actors.agents.chat_turn import ChatTurns
+from actors.config import EngineConfig
+from actors.engine import Engine
+from actors.task_attempt import TaskEnv
+from eventstore import open_store
+from flows.catalog import FlowRegistry
+from flows.events import (
+    TaskBlocked,
+    TaskChecked,
+    TaskCleanedUp,
+    TaskDone,
+    TaskMergeConflicted,
+    TaskMerged,
+    TaskMessaged,
+    TaskRebased,
+    stream_of,
+)
+from flows.tasks import load_task_graph
+from flows.tasks.events import TaskStatus
+from flows.tasks.launch import task_run_launched
+from tests.integration.scripted_llm import (
+    Call,
+    ScriptedLLM,
+    StallTurn,
+    TextTurn,
+    ToolTurn,
+)
+from tests.integration.task_repo import TaskRepo, make_task_repo
+
+MODEL = "coder"
+APPROVE = TextTurn("---\nrecommendation: approve\n---\nLooks right.")
+
+
+def task_file(tid: str, deps: str = "", checks: str = "", body: str = "") -> str:
+    dep_line = f"depends_on: {deps}\n" if deps else ""
+    check_line = f"checks: {checks}\n" if checks else ""
+    return (f"---\nid: {tid}\ntitle: Task {tid}\nagent: implementation-specialist\n{dep_line}{check_line}---\n"
+            f"{body or f'Write {tid}.txt.'}\n")
+
+
+def writes(tid: str, path: str, content: str) -> list:
+    """An implementor that writes one file, commits, and says it is done."""
+    return [ToolTurn([Call("write_file", {"path": path, "content": content}),
+                      Call("commit", {"message": f"add {path}"})]), TextTurn(f"{tid} done")]
+
+
+@pytest.fixture
+def llm():
+    server = ScriptedLLM().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def repo(tmp_path) -> TaskRepo:
+    return make_task_repo(tmp_path)
+
+
+def make_engine(tmp_path: Path, repo: TaskRepo, llm: ScriptedLLM, *, slots: int = 4) -> Engine:
+    store = open_store(f"sqlite:///{tmp_path / 'baton.db'}")
+    env = TaskEnv(worktrees_dir=repo.worktrees, turn=ChatTurns(llm.base_url), run_timeout_s=30.0, git_env=repo.env)
+    return Engine(store, FlowRegistry([]), EngineConfig(agent_slots=slots, backend="openai", model=MODEL),
+                  tasks=env).start()
+
+
+def launch(engine: Engine, repo: TaskRepo, files: dict[str, str], *, allow=(("ls",),), max_rounds: int = 3) -> str:
+    graph = load_task_graph(files.items(), allow=[list(a) for a in allow])
+    event = task_run_launched(graph, run_id=f"T{abs(hash(tuple(files))) % 10**8:08d}", now=engine.clock.now(),
+                              project_id="demo", repo=str(repo.root), allow=allow, base="main", target="main",
+                              max_rounds=max_rounds, model=MODEL, backend="openai", launched_by="tester")
+    return engine.launch_tasks(event).run_id
+
+
+def events_of(engine: Engine, run_id: str) -> list:
+    from flows.codec import decode
+    return [decode(r.type, r.data, r.metadata.get("schema_version", 1))
+            for r in engine.store.read_stream(stream_of(run_id))]
+
+
+def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration_branch(tmp_path, repo, llm):
+    files = {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b", "[a]"), "tasks/c.md": task_file("c", "[a]"),
+             "tasks/d.md": task_file("d", "[b, c]", checks='["ls b.txt c.txt"]')}
+    for tid in "abcd":
+        llm.route(MODEL, f"implementing task `{tid}`", writes(tid, f"{tid}.txt", f"{tid}\n"))
+        llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    frames: list[dict] = []
+    engine.bus.subscribe(frames.append)
+    try:
+        run_id = launch(engine, repo, files)
+        state = engine.wait(run_id, timeout=60)
+        assert state.status == "completed", state.reason
+        assert state.tasks is not None
+        assert {t: s.status for t, s in state.tasks.tasks.items()} == dict.fromkeys("abcd", TaskStatus.DONE)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    integrate = f"baton/{run_id}/integrate"
+    tree = repo.git("ls-tree", "--name-only", integrate).split()
+    assert {"a.txt", "b.txt", "c.txt", "d.txt", "app.py"} <= set(tree)
+    # Every task merged once, each merge a --no-ff merge commit of the integration branch.
+    merged = [e for e in events if isinstance(e, TaskMerged)]
+    assert sorted(e.step_id for e in merged) == list("abcd") and all(e.merge_commit for e in merged)
+    merges = repo.git("log", "--merges", "--format=%s", integrate).splitlines()
+    assert sorted(merges) == sorted(f"baton: merge task {t}" for t in "abcd")
+    # d saw b's and c's work: its check ran in its worktree and passed.
+    [check] = [e for e in events if isinstance(e, TaskChecked)]
+    assert (check.step_id, check.ok, check.argv) == ("d", True, ["ls", "b.txt", "c.txt"])
+    # Cleaned up: the task branches and worktrees are gone, the person's checkout untouched.
+    assert repo.branches() == [integrate, "main"]
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    assert [e.step_id for e in events if isinstance(e, TaskCleanedUp)] == [e.step_id for e in events
+                                                                           if isinstance(e, TaskDone)]
+    assert repo.git("status", "--porcelain") == "" and repo.git("rev-parse", "main").strip() == repo.base
+    # The dependency order held: b and c started after a was done, d after both.
+    order = [e.step_id for e in events if type(e).__name__ in ("TaskStarted", "TaskDone")]
+    assert order.index("a") < order.index("b") and order.count("a") == 2
+    done_at = {e.step_id: n for n, e in enumerate(events) if isinstance(e, TaskDone)}
+    started_at = {e.step_id: n for n, e in enumerate(events) if type(e).__name__ == "TaskStarted"}
+    assert started_at["b"] > done_at["a"] and started_at["c"] > done_at["a"]
+    assert started_at["d"] > max(done_at["b"], done_at["c"])
+    # Watchers saw each task move: task_updated frames, ending with every task done.
+    updates = [f for f in frames if f["type"] == "task_updated" and f["run_id"] == run_id]
+    assert {f["step_id"]: f["status"] for f in updates} == dict.fromkeys("abcd", "done")
+    assert {f["phase"] for f in updates} >= {"worktree", "coder", "checks", "review", "merge", "cleanup"}
+
+
+def test_a_merge_conflict_is_listed_handed_back_with_markers_and_merged_after_the_fix(tmp_path, repo, llm):
+    files = {"tasks/x.md": task_file("x"), "tasks/y.md": task_file("y")}
+    for tid in "xy":
+        llm.route(MODEL, (f"task `{tid}`", "conflicted in"), writes(tid, "shared.txt", "x and y\n"))
+        llm.route(MODEL, f"implementing task `{tid}`", writes(tid, "shared.txt", f"only {tid}\n"))
+        llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, files)
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "completed", state.reason
+    [conflict] = [e for e in events if isinstance(e, TaskMergeConflicted)]
+    [rebased] = [e for e in events if isinstance(e, TaskRebased)]
+    assert conflict.files == ["shared.txt"] and rebased.conflicts == ["shared.txt"]
+    assert rebased.step_id == conflict.step_id
+    # Never resolved by taking one side: the implementor's resolution is what was merged, once per task.
+    integrate = f"baton/{run_id}/integrate"
+    assert repo.git("show", f"{integrate}:shared.txt") == "x and y\n"
+    assert sorted(e.step_id for e in events if isinstance(e, TaskMerged)) == ["x", "y"]
+    assert repo.branches() == [integrate, "main"]
+    assert "conflicted on merge in shared.txt" in state.report and "### Action Items" in state.report
+
+
+def test_a_blocked_task_waits_for_a_person_while_the_others_go_on_and_retry_continues_its_worktree(
+        tmp_path, repo, llm):
+    files = {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b")}
+    llm.route(MODEL, ("task `a`", "use the sandbox key"), writes("a", "a.txt", "a\n"))
+    llm.route(MODEL, "implementing task `a`", [
+        ToolTurn([Call("write_file", {"path": "draft.txt", "content": "half\n"}),
+                  Call("blocked", {"reason": "which API key may I use?"})])])
+    llm.route(MODEL, "implementing task `b`", writes("b", "b.txt", "b\n"))
+    for tid in "ab":
+        llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, files)
+        waiting = engine.wait(run_id, lambda s: s.status == "paused", timeout=60)
+        assert waiting.tasks is not None
+        a, b = waiting.tasks.tasks["a"], waiting.tasks.tasks["b"]
+        assert (a.status, a.reason) == (TaskStatus.BLOCKED, "which API key may I use?")
+        assert b.status is TaskStatus.DONE  # the coordinator moved on meanwhile
+        assert waiting.steps["a"].status == "paused"
+        # The plan shows the run waiting for a person and each task's one status and reason.
+        # (the scheduler hears the run went idle just after its log says paused: wait for the plan, bounded)
+        from actors.task_runs import plan_with_tasks
+        deadline = time.monotonic() + 10
+        while not (entries := [e for e in plan_with_tasks(engine.plan(), engine.store)["planned_queued"]
+                               if e["run_id"] == run_id]):
+            assert time.monotonic() < deadline, "the plan never showed the paused run"
+            time.sleep(0.01)
+        [entry] = entries
+        assert entry["reason"] == "approval"
+        assert entry["tasks"]["a"]["status"] == "blocked" and entry["tasks"]["a"]["detail"] == "which API key may I use?"
+        assert entry["tasks"]["b"]["reason"] == "merged"
+        with pytest.raises(Exception, match="no question to answer"):
+            engine.task_command(run_id, "b", "retry", by="tester")
+        engine.task_command(run_id, "a", "retry", text="use the sandbox key", by="tester")
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "completed", state.tasks
+    [blocked] = [e for e in events if isinstance(e, TaskBlocked)]
+    assert (blocked.step_id, blocked.source) == ("a", "agent")
+    created = [e for e in events if type(e).__name__ == "TaskWorktreeCreated" and e.step_id == "a"]
+    assert [e.reused for e in created] == [False, True]  # the retry continued the kept worktree
+    tree = repo.git("ls-tree", "--name-only", f"baton/{run_id}/integrate").split()
+    assert {"a.txt", "b.txt", "draft.txt"} <= set(tree)  # the blocked attempt's draft was not lost
+
+
+def test_a_check_that_keeps_failing_fails_the_task_aborts_its_dependents_and_keeps_its_branch(tmp_path, repo, llm):
+    files = {"tasks/a.md": task_file("a", checks='["ls missing.txt"]'), "tasks/b.md": task_file("b", "[a]")}
+    llm.route(MODEL, "implementing task `a`", writes("a", "a.txt", "a\n"))
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, files, max_rounds=2)
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "failed"
+    assert state.tasks is not None
+    assert state.tasks.tasks["a"].status is TaskStatus.FAILED and "checks failed 2 times" in state.tasks.tasks["a"].reason
+    assert state.tasks.tasks["b"].status is TaskStatus.ABORTED and state.steps["b"].skip_reason == "upstream_failed"
+    checks = [e for e in events if isinstance(e, TaskChecked)]
+    assert len(checks) == 2 and not any(c.ok for c in checks) and "missing.txt" in checks[0].output
+    # The second round was told why: the check's output went back to the implementor.
+    second = [r for r in llm.requests_for(MODEL) if "A check failed" in r["messages"][1]["content"]]
+    assert second and "ls missing.txt" in second[0]["messages"][1]["content"]
+    assert f"baton/{run_id}/a" in repo.branches()  # its work is kept on its branch, the worktree is gone
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    assert "## Tasks" in state.report and "0 passed, 2 failed" in state.report
+
+
+def test_a_message_reaches_the_next_turn_and_an_abort_stops_one_task_and_cleans_up(tmp_path, repo, llm):
+    files = {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b")}
+    llm.route(MODEL, "implementing task `a`", [ToolTurn([Call("run", {"argv": ["sleep", "2"]})]),
+                                               ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"})]),
+                                               StallTurn()])
+    llm.route(MODEL, "implementing task `b`", writes("b", "b.txt", "b\n"))
+    llm.route(MODEL, "Review task `b`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, files, allow=(("sleep",),))
+        engine.wait(run_id, lambda s: s.tasks is not None and s.tasks.tasks["a"].phase is not None
+                    and s.tasks.tasks["a"].phase.value == "coder", timeout=30)
+        engine.task_command(run_id, "a", "message", text="also add a README line", by="tester")
+        llm.disconnected.clear()
+        engine.wait(run_id, lambda s: any("also add a README line" in str(r.get("messages"))
+                                          for r in llm.requests_for(MODEL)), timeout=30)
+        engine.task_command(run_id, "a", "abort", text="wrong approach", by="tester")
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    [messaged] = [e for e in events if isinstance(e, TaskMessaged)]
+    assert (messaged.step_id, messaged.by) == ("a", "tester")
+    assert state.tasks is not None and state.tasks.tasks["a"].status is TaskStatus.ABORTED
+    assert state.tasks.tasks["b"].status is TaskStatus.DONE
+    [cleaned] = [e for e in events if isinstance(e, TaskCleanedUp) and e.step_id == "a"]
+    assert cleaned.worktree_removed and not cleaned.branch_deleted and cleaned.salvaged  # a.txt was salvaged
+    assert repo.git("show", f"baton/{run_id}/a:a.txt") == "a\n"
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    assert state.status == "failed" and "aborted by tester: wrong approach" in state.report
+
+
+def kill_mid_merge(tmp_path: Path, repo: TaskRepo, llm: ScriptedLLM, when: str) -> tuple[str, str, list]:
+    """Drive a run a -> b in another process, kill -9 it at ``when`` in a's merge, restart here; the events."""
+    import json
+    import os
+    import signal
+    import sys
+
+    files = {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b", "[a]")}
+    for tid in "ab":
+        llm.route(MODEL, f"implementing task `{tid}`", writes(tid, f"{tid}.txt", f"{tid}\n"))
+        llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
+    db = f"sqlite:///{tmp_path / 'baton.db'}"
+    fifo = tmp_path / "ready"
+    os.mkfifo(fifo)
+    worker = subprocess.Popen([sys.executable, "-m", "tests.e2e.task_run_worker", db, str(repo.root),
+                               str(repo.worktrees), llm.base_url, json.dumps(repo.env), str(fifo), json.dumps(files),
+                               "a", when], cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+    try:
+        with open(fifo) as f:  # blocks until the worker is at the point (or exits: then the line is empty)
+            line = f.readline().split()
+        assert line and line[0] == "ready", "the worker did not reach the merge"
+        run_id = line[1]
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    integrate = f"baton/{run_id}/integrate"
+    merged_before = repo.git("log", "--merges", "--format=%s", integrate).splitlines()
+    assert merged_before == (["baton: merge task a"] if when == "after" else [])
+    store = open_store(db)
+    env = TaskEnv(worktrees_dir=repo.worktrees, turn=ChatTurns(llm.base_url), run_timeout_s=30.0, git_env=repo.env)
+    engine = Engine(store, FlowRegistry([]), EngineConfig(agent_slots=4, backend="openai", model=MODEL,
+                                                          lease_ttl_s=1.0, node="second"), tasks=env).start()
+    try:
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "completed", state.reason
+    # Either way: each task merged exactly once, nothing of the run left but its result.
+    assert sorted(repo.git("log", "--merges", "--format=%s", integrate).splitlines()) == [
+        "baton: merge task a", "baton: merge task b"]
+    assert {"a.txt", "b.txt"} <= set(repo.git("ls-tree", "--name-only", integrate).split())
+    assert repo.branches() == [integrate, "main"]
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    return run_id, integrate, events
+
+
+@pytest.mark.slow
+def test_a_kill_9_after_the_merge_commit_is_recorded_at_restart_never_merged_twice_and_the_run_finishes(
+        tmp_path, repo, llm):
+    _, _, events = kill_mid_merge(tmp_path, repo, llm, "after")
+    merged_a = [e for e in events if isinstance(e, TaskMerged) and e.step_id == "a"]
+    assert len(merged_a) == 1 and merged_a[0].already  # recorded from git, not merged again
+    assert any(type(e).__name__ == "GitCompensated" and e.action == "record-merged" for e in events)
+
+
+@pytest.mark.slow
+def test_a_kill_9_after_the_merge_intent_before_git_merged_retries_the_task_in_its_worktree_and_merges_once(
+        tmp_path, repo, llm):
+    _, _, events = kill_mid_merge(tmp_path, repo, llm, "before")
+    lost = [e for e in events if type(e).__name__ == "TaskFailed" and e.step_id == "a"]
+    assert len(lost) == 1 and lost[0].lost and lost[0].will_retry  # the attempt was lost, not counted
+    created = [e.reused for e in events if type(e).__name__ == "TaskWorktreeCreated" and e.step_id == "a"]
+    assert created == [False, True]  # the retry continued on the kept branch: the first attempt's commit is there
+    merged_a = [e for e in events if isinstance(e, TaskMerged) and e.step_id == "a"]
+    assert len(merged_a) == 1 and not merged_a[0].already
+
+
+def test_aborting_a_blocked_task_removes_its_worktree_keeps_its_branch_and_ends_the_run(tmp_path, repo, llm):
+    llm.route(MODEL, "implementing task `a`", [
+        ToolTurn([Call("write_file", {"path": "draft.txt", "content": "half\n"}),
+                  Call("blocked", {"reason": "the spec contradicts the code"})])])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")})
+        engine.wait(run_id, lambda s: s.status == "paused", timeout=60)
+        assert any(f"/{run_id}/tasks/a" in p for p in repo.worktree_paths())  # kept while a person decides
+        engine.task_command(run_id, "a", "abort", text="not now", by="tester")
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "failed"
+    [cleaned] = [e for e in events if isinstance(e, TaskCleanedUp)]
+    assert cleaned.worktree_removed and not cleaned.branch_deleted and cleaned.salvaged
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    assert repo.git("show", f"baton/{run_id}/a:draft.txt") == "half\n"  # the work is on the kept branch
+
+
+def test_a_backend_that_cannot_run_a_tasks_agent_fails_the_task_by_name_instead_of_doing_nothing(tmp_path, repo):
+    from actors.agents import CliBackend, OfflineBackend
+    from actors.task_attempt import task_env
+
+    config = EngineConfig(worktrees=str(tmp_path / "wt"))
+    assert task_env(EngineConfig(), OfflineBackend()) is None  # no worktrees: no task runs
+    offline = task_env(config, OfflineBackend())
+    assert offline is not None and offline.turn is None and not offline.refusal  # the no-op implementor
+    cli = task_env(config, CliBackend("qwen --approval-mode plan -p {prompt}", ""))
+    assert cli is not None and "BATON_AGENT=openai" in cli.refusal
+    store = open_store(f"sqlite:///{tmp_path / 'baton.db'}")
+    engine = Engine(store, FlowRegistry([]), EngineConfig(agent_slots=2, backend="cli"), tasks=cli).start()
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")})
+        state = engine.wait(run_id, timeout=60)
+    finally:
+        engine.stop()
+    assert state.status == "failed" and state.tasks is not None
+    assert "cli backend has no task template" in state.tasks.tasks["a"].reason
+    assert repo.branches() == ["main"]  # nothing was made in git
+
+
+def test_a_task_whose_model_server_fails_is_retried_then_failed_and_its_worktree_removed(tmp_path, repo, llm):
+    # No route for task a's implementor: the server answers 404 ("model not found") to every turn.
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")})
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "failed" and state.tasks is not None
+    failed = [e for e in events if type(e).__name__ == "TaskFailed"]
+    assert [e.will_retry for e in failed] == [True, False]  # one retry (the launch's default), then failed
+    created = [e.reused for e in events if type(e).__name__ == "TaskWorktreeCreated"]
+    assert created == [False, True]  # the retry continued in the same worktree
+    [cleaned] = [e for e in events if isinstance(e, TaskCleanedUp)]
+    assert cleaned.worktree_removed and not cleaned.branch_deleted
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
