@@ -90,7 +90,6 @@ ROUTE_ROLES: Mapping[str, Role | None] = {
     "launch_task_run": Role.OPERATOR,
     "task_message": Role.OPERATOR,
     "task_abort": Role.OPERATOR,
-    "task_retry": Role.OPERATOR,
     "task_skip": Role.OPERATOR,
     "land_task_run": Role.APPROVER,  # landing is the run's closing approval (fast-forward only)
     "fork": Role.OPERATOR,  # a new run from a run's log (DESIGN §15): as much as a launch

@@ -226,10 +226,14 @@ def paths() -> dict[str, Any]:
         }},
         "/api/runs/{run_id}/steps/{step_id}/retry": {"post": {
             "summary": "Retry a failed, cancelled or lost step of an ended run (and what follows it), as a fork",
+            "description": "In a task run (`POST /api/projects/{project_id}/task-runs`) it answers a blocked task instead: `text` is the "
+                           "context the task starts again with, and the answer is `{run_id, step_id, action, "
+                           "position}`; 409 `task-not-ready` / `task-command-refused` when that does not apply.",
             "operationId": "retry",
             "parameters": [_RUN_ID, _path("step_id"), _USER],
             "requestBody": _body("RetryRequest", required=False),
             "responses": {"201": _json(_ref("Forked"), "The new run."),
+                          "200": _json(_ANY, "A task run's blocked task answered."),
                           **_BAD_BODY, "404": _problem("Unknown run or step."),
                           "409": _problem("The step did not fail, was not cancelled or lost, or the run has not "
                                           "ended (`state` is the step's status)."), **_BUSY},

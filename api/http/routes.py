@@ -248,9 +248,20 @@ async def fork(request: Request) -> Response:
 
 async def retry(request: Request) -> Response:
     """POST /api/runs/{run_id}/steps/{step_id}/retry: re-run a failed, cancelled or lost step of an ended
-    run and what follows it, as a fork; 409 for a step that did not end so."""
+    run and what follows it, as a fork; 409 for a step that did not end so.
+
+    One path, two meanings (DESIGN §12 and §15): in a task run it answers a blocked task, with ``text`` as
+    context (``api.http.task_routes.task_retry``), and the run goes on; in any other run it forks.
+    """
     run_id, step_id = path_run_id(request), request.path_params["step_id"]
+    state = await run_in_threadpool(_engine(request).state, run_id)
+    if state.tasks is not None:
+        from api.http import task_routes  # late: task_routes builds on this module
+
+        return await task_routes.task_retry(request)
     body = schemas.decode(await read_body(request), RetryRequest, empty_ok=True)
+    if body.text:
+        raise BadParameter("text", "only a task run's retry takes `text` (this run is not a task run)")
     forked = await run_in_threadpool(_engine(request).retry, run_id, step_id, by=_actor(request, body.by))
     return _forked(request, forked.run_id, forked.position, run_id, step_id)
 

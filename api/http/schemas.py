@@ -127,8 +127,12 @@ class ForkRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class RetryRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """POST /api/runs/{run_id}/steps/{step_id}/retry; every field is optional (an empty body is fine)."""
+    """POST /api/runs/{run_id}/steps/{step_id}/retry; every field is optional (an empty body is fine).
 
+    ``text`` is a task run's only: the context a blocked task starts again with.
+    """
+
+    text: str = ""
     by: str = ""
 
 
