@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Protocol
 
@@ -42,4 +43,7 @@ class EngineContext:
     leases: Leases
     steps: Executor  # the threads StepActors run on
     tasks: TaskEnv | None = None  # task runs' settings (DESIGN §12); None: this engine runs no task
+    # (position, {run: launch position}): the runs not ended as of ``position``, from the read tables;
+    # None (or no function) and recovery reads the whole log (``Engine(open_runs=...)``).
+    open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None
     children: ChildRuns | None = None  # launches subflow steps' child runs (None: this engine has none)

@@ -110,6 +110,7 @@ class Engine:
         clock: Clock | None = None,
         bus: FrameBus | None = None,
         tasks: TaskEnv | None = None,
+        open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None,
     ) -> None:
         """``tasks`` sets how task runs run (DESIGN §12); by default from ``config.worktrees`` and the backend."""
         self.config = config or EngineConfig()
@@ -123,7 +124,7 @@ class Engine:
         self.projects = ProjectBook(store, self.clock.now)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps, tasks if tasks is not None else task_env(self.config, self.backend),
-                                 children=self)
+                                 open_runs, children=self)
         self._orchestrator: pykka.ActorRef[Any] | None = None
         self._inbox: Inbox | None = None
         self._supervising = threading.Lock()  # one restart of the orchestrator at a time

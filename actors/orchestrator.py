@@ -31,6 +31,8 @@ RunActors and tells the engine, which starts a new orchestrator.
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -52,6 +54,10 @@ from flows.state import RunState
 log = logging.getLogger(__name__)
 
 RETRY_CAP_S = 5.0  # the longest pause between two tries of work the store failed
+
+
+PLAN_GATHER = 4096  # plan changes left to gather while nobody listens, at most
+LIVE_READ_S = 1.0  # how long a read of the node leases serves the ownership checks of commands
 
 
 def _phase_found(state: RunState, now: float) -> Phase:
@@ -126,9 +132,10 @@ class Orchestrator(pykka.ThreadingActor):
         self._recover_tries = 0
         self._recover_due = False  # a retry of recovery is scheduled
         self.runs: dict[str, _Run] = {}  # the runs known here (the same as the scheduler's)
-        self.scheduler = Scheduler(ctx.config.max_active_runs, ctx.config.agent_slots)
+        self.scheduler = Scheduler(ctx.config.max_active_runs, ctx.config.agent_slots, epoch=uuid.uuid4().hex[:12])
         self._renewal: Any = None
         self._nodes_seen: set[str] = set()  # nodes alive at the last heartbeat
+        self._live_read: tuple[float, set[str]] | None = None  # (monotonic time, nodes) of the last lease read
         self._retries: dict[str, int] = {}  # run -> times it was driven again after a failure
         self._approval_timers: dict[str, Any] = {}  # run -> the timer of its paused approval (durable: in the log)
 
@@ -186,7 +193,10 @@ class Orchestrator(pykka.ThreadingActor):
         handler = self._handlers.get(type(message))
         if handler is None:
             raise TypeError(f"Orchestrator got an unknown message {message!r}")
-        return handler(self, message)
+        try:
+            return handler(self, message)
+        finally:
+            self._plan_changed()  # whatever the message changed in the plan, as one delta
 
     def _recover(self) -> None:
         """Take over every run that has not ended and no live process drives (DESIGN §4).
@@ -196,7 +206,7 @@ class Orchestrator(pykka.ThreadingActor):
         """
         node = self.ctx.config.node
         live = self._live_nodes()
-        for run_id in [r for r in unended_runs(self.ctx.store) if r not in self.runs]:
+        for run_id in [r for r in unended_runs(self.ctx.store, self._open_runs()) if r not in self.runs]:
             state, _history, last_node = load_with_owner(self.ctx, run_id)
             if state.terminal or state.launched is None:
                 continue
@@ -211,6 +221,18 @@ class Orchestrator(pykka.ThreadingActor):
                 self._arm_approval(run_id, decide(state, self.ctx.clock.now()).timer_at)
         self._schedule()
         self._plan_changed()
+
+    def _open_runs(self) -> tuple[int, dict[str, int]] | None:
+        """``(position, {run: launch position})``: the runs not ended as the read tables last knew,
+        and the position the log must be read after to know the rest; None when they cannot say
+        (the whole log is read)."""
+        if self.ctx.open_runs is None:
+            return None
+        try:
+            return self.ctx.open_runs()
+        except Exception:  # tables missing or the query failed: the log alone answers
+            log.warning("recovery reads the whole log: the read tables could not list open runs", exc_info=True)
+            return None
 
     def _try_recover(self) -> None:
         """Recover, or, if the store fails, try again later (RETRY_CAP_S at most between tries)."""
@@ -244,7 +266,7 @@ class Orchestrator(pykka.ThreadingActor):
             log.warning("could not renew the node lease", exc_info=True)
         self._renewal = self.ctx.clock.call_later(self.ctx.config.lease_ttl_s / 3, self._beat)
         try:
-            live = self._live_nodes()
+            live = self._live_nodes(fresh=True)
         except Exception:
             log.warning("could not read the node leases", exc_info=True)
             return
@@ -254,8 +276,21 @@ class Orchestrator(pykka.ThreadingActor):
             log.warning("node(s) %s stopped renewing their lease; taking over their runs", ", ".join(sorted(gone)))
             self._try_recover()
 
-    def _live_nodes(self) -> set[str]:
-        return live_nodes(self.ctx.leases.held())
+    def _live_nodes(self, fresh: bool = False) -> set[str]:
+        """The nodes whose lease is alive, read at most LIVE_READ_S ago (``fresh``: read now).
+
+        A burst of commands (approvals over HTTP) would otherwise read the
+        lease table once each, on this one thread. A lease lives for
+        ``lease_ttl_s`` (30 s): a node's liveness is already that coarse, and
+        a run two nodes both think theirs is still guarded by the store's
+        expected version.
+        """
+        now = time.monotonic()
+        if not fresh and self._live_read is not None and now - self._live_read[0] < LIVE_READ_S:
+            return self._live_read[1]
+        live = live_nodes(self.ctx.leases.held())
+        self._live_read = (now, live)
+        return live
 
     def _beat(self) -> None:
         self._tell_self(_Renew())
@@ -276,7 +311,6 @@ class Orchestrator(pykka.ThreadingActor):
         run = self.runs[ev.run_id] = _Run(ev.run_id)
         self._tell_run(run, m.Launch(ev, admission.start, admission.reason, admission.position, msg.reply,
                                       msg.after))
-        self._plan_changed()
 
     def _on_command(self, msg: m.RunCommand) -> None:
         run = self.runs.get(msg.run_id)
@@ -317,7 +351,6 @@ class Orchestrator(pykka.ThreadingActor):
         elif msg.status != "queued":  # unknown or already ended: a command found nothing to do
             self._forget(msg.run_id)
         self._schedule()
-        self._plan_changed()
 
     def _on_ended(self, msg: m.RunEnded) -> None:
         if self._current(msg.run_id, msg.urn) is None:
@@ -325,7 +358,6 @@ class Orchestrator(pykka.ThreadingActor):
         self._retries.pop(msg.run_id, None)
         self._forget(msg.run_id)
         self._schedule()
-        self._plan_changed()
 
     def _on_fenced(self, msg: m.RunFenced) -> None:
         if self._current(msg.run_id, msg.urn) is None:
@@ -336,7 +368,6 @@ class Orchestrator(pykka.ThreadingActor):
         else:
             log.warning("run %s left to its owner: %s", msg.run_id, msg.error)
         self._schedule()
-        self._plan_changed()
 
     def _redrive_later(self, run_id: str, error: object) -> None:
         """Drive the run again after a pause that doubles with each try (RETRY_CAP_S at most)."""
@@ -368,7 +399,6 @@ class Orchestrator(pykka.ThreadingActor):
         else:
             self._arm_approval(msg.run_id, decide(state, self.ctx.clock.now()).timer_at)
         self._schedule()
-        self._plan_changed()
 
     def _tell_self(self, message: Any) -> None:
         try:
@@ -442,12 +472,28 @@ class Orchestrator(pykka.ThreadingActor):
             msg.reply.set_result(self.plan())
 
     def plan(self) -> dict[str, Any]:
-        """The scheduler's plan (``Scheduler.plan``): in progress, planned with why it waits, new."""
+        """The scheduler's plan (``Scheduler.plan``): in progress, planned with why it waits, new.
+
+        Any change not yet published goes out first, so the plan's ``seq`` is
+        that of the last ``plan_delta`` frame and the frames after it apply to it.
+        """
+        self._plan_changed(force=True)
         return self.scheduler.plan()
 
-    def _plan_changed(self) -> None:
-        if len(self.ctx.bus):
-            self.ctx.bus.publish({"type": "plan_updated", "plan": self.plan()})
+    def _plan_changed(self, force: bool = False) -> None:
+        """Publish what changed in the plan as one ``plan_delta`` frame (the work is the runs touched).
+
+        With nobody listening (an engine without a server) the changes are
+        left to gather in the scheduler and go out as one delta with the
+        next one published, or before the plan is read (``force``): the
+        deltas then still follow on from each other. A few thousand
+        gathered are taken anyway, so they never pile up.
+        """
+        if not force and not len(self.ctx.bus) and self.scheduler.pending_changes() < PLAN_GATHER:
+            return
+        delta = self.scheduler.delta()
+        if delta is not None and len(self.ctx.bus):
+            self.ctx.bus.publish({"type": "plan_delta", **delta})
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -461,10 +507,12 @@ class Orchestrator(pykka.ThreadingActor):
         cannot import, FlowsModuleMissing. Either way nothing is started.
         """
         if run.ref is None or not run.ref.is_alive():
+            loaded = None
             if not isinstance(message, (m.Launch, m.Recover)):
                 reply = getattr(message, "reply", None)
                 try:
-                    state, _, last_node = load_with_owner(self.ctx, run.run_id)
+                    state, history, last_node = load_with_owner(self.ctx, run.run_id)
+                    loaded = (state, history)
                     runs_code = not isinstance(message, m.Cancel)
                     where = route(state, last_node, self.ctx.config.node, self._live_nodes(),
                                   lambda: missing_module(state, self.ctx.registry) if runs_code else "")
@@ -481,7 +529,7 @@ class Orchestrator(pykka.ThreadingActor):
                         reply.set_exception(RunOwnedElsewhere(run.run_id, where.node, node=where.node) if where.node
                                             else FlowsModuleMissing(run.run_id, where.missing))
                     return False
-            run.ref = RunActor.start(self.ctx, self.actor_ref, run.run_id)
+            run.ref = RunActor.start(self.ctx, self.actor_ref, run.run_id, loaded)
             run.sent = 0
         run.sent += 1
         run.ref.tell(message)

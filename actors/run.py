@@ -62,8 +62,12 @@ class RunActor(pykka.ThreadingActor):
     # the process alive once it is told to stop (everything recorded is durable already).
     use_daemon_thread = True
 
-    def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef[Any], run_id: str) -> None:
+    def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef[Any], run_id: str,
+                 loaded: tuple[RunState, list[tuple[int, Event]]] | None = None) -> None:
         super().__init__()
+        # The run's state and history as the orchestrator just read them to route a command
+        # (nothing else writes the run meanwhile: the command is its next change): not read twice.
+        self.loaded = loaded
         self.ctx = ctx
         self.orchestrator = orchestrator
         self.run_id = run_id
@@ -94,7 +98,11 @@ class RunActor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         try:
-            self.state, self.history = load(self.ctx, self.run_id)
+            if self.loaded is not None:
+                self.state, self.history = self.loaded
+                self.loaded = None
+            else:
+                self.state, self.history = load(self.ctx, self.run_id)
         except StoreError as exc:  # the store is away: stop (answering what waits), to be driven again
             log.warning("run %s cannot be loaded (%s); it will be driven again", self.run_id, exc)
             self.stopped, self.stop_error = True, exc

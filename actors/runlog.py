@@ -155,11 +155,17 @@ def follow(
         subscription.close()
 
 
-def unended_runs(store: EventStore) -> list[str]:
-    """The runs the log shows launched and not ended, in the order they were launched."""
-    launched: dict[str, int] = {}
+def unended_runs(store: EventStore, known: tuple[int, dict[str, int]] | None = None) -> list[str]:
+    """The runs the log shows launched and not ended, in the order they were launched.
+
+    ``known`` = ``(position, {run: launch position})``, the runs not ended as
+    of ``position`` (``ReadModel.open_runs``: the read tables), makes it read
+    only the log after ``position``: its cost then follows the unfinished
+    runs, not the log.
+    """
+    after, launched = (0, {}) if known is None else (known[0], dict(known[1]))
     ended: set[str] = set()
-    for rec in store.read_all(after=0, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
+    for rec in store.read_all(after=after, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
         run_id = run_id_of(rec.stream_id)
         if run_id is None:
             continue

@@ -85,18 +85,24 @@ class Grant:
 
 
 class _Entry:
-    __slots__ = ("flow", "since", "phase")
+    __slots__ = ("flow", "known", "phase", "queued", "since")
 
-    def __init__(self, flow: str, since: float, phase: Phase) -> None:
+    def __init__(self, flow: str, since: float, phase: Phase, known: int) -> None:
         self.flow = flow
         self.since = since
         self.phase = phase
+        self.known = known  # when it became known (orders runs awaiting a person)
+        self.queued = 0  # when it joined the queue (orders queued runs)
+
+
+_RANK = {WaitReason.CAPACITY: 0, WaitReason.BLOCKED: 1, WaitReason.APPROVAL: 2}
 
 
 class Scheduler:
     """The scheduling state of one engine: runs by phase, the queue, the agent slots."""
 
-    def __init__(self, max_active_runs: int, agent_slots: int) -> None:
+    def __init__(self, max_active_runs: int, agent_slots: int, epoch: str = "") -> None:
+        self.epoch = epoch  # names this scheduler's sequence of deltas (a new one starts again at seq 0)
         self.max_active_runs = max_active_runs
         self.agent_slots = agent_slots
         self._runs: dict[str, _Entry] = {}  # every run known, in the order it became known
@@ -106,6 +112,12 @@ class Scheduler:
         self._waiting: dict[str, deque[str]] = {}  # run -> steps waiting for a slot, in asking order (never empty)
         self._served: dict[str, int] = {}  # waiting run -> when it asked or was last served (the round robin)
         self._tick = itertools.count()
+        self._known = itertools.count()
+        # The plan as last handed out by ``delta()``: run -> entry (without position), and what changed since.
+        self.seq = 0
+        self._shown: dict[str, dict[str, Any]] = {}
+        self._dirty: set[str] = set()
+        self._shown_counts: tuple[int, int] = (0, 0)  # runs in progress, slots in use (in waiting runs' details)
 
     # -- what the Orchestrator reads -----------------------------------------------------------
 
@@ -153,8 +165,10 @@ class Scheduler:
         """
         if run_id in self._runs:
             raise ValueError(f"run {run_id} is already scheduled")
-        self._runs[run_id] = _Entry(flow, since, phase)
+        entry = self._runs[run_id] = _Entry(flow, since, phase, next(self._known))
+        self._dirty.add(run_id)
         if phase is Phase.QUEUED:
+            entry.queued = next(self._known)
             self._queue.append(run_id)
         elif phase is Phase.ACTIVE:
             self._active.add(run_id)
@@ -169,6 +183,7 @@ class Scheduler:
             return
         self._leave_phase(run_id, entry)
         entry.phase = Phase.PAUSED
+        self._dirty.add(run_id)
 
     def resume(self, run_id: str) -> None:
         """A person answered the run's approval: in progress again at once, never behind the queue."""
@@ -176,12 +191,14 @@ class Scheduler:
         if entry is not None and entry.phase is Phase.PAUSED:
             entry.phase = Phase.ACTIVE
             self._active.add(run_id)
+            self._dirty.add(run_id)
 
     def forget(self, run_id: str) -> None:
         """The run ended, or is no longer this scheduler's: its room, slots and requests are freed."""
         entry = self._runs.pop(run_id, None)
         if entry is not None:
             self._leave_phase(run_id, entry)
+            self._dirty.add(run_id)
         self._held.pop(run_id, None)
         self._waiting.pop(run_id, None)
         self._served.pop(run_id, None)
@@ -190,6 +207,7 @@ class Scheduler:
         """Steps of a run that may start once each holds a slot (a run not known is ignored: it ended)."""
         if run_id not in self._runs:
             return
+        self._dirty.add(run_id)
         held = self._held.get(run_id, ())
         queue = self._waiting.setdefault(run_id, deque())
         queue.extend(sid for sid in step_ids if sid not in queue and sid not in held)
@@ -200,6 +218,7 @@ class Scheduler:
 
     def release(self, run_id: str, held: Iterable[str] = (), withdrawn: Iterable[str] = ()) -> None:
         """Slots the run no longer holds (attempts ended) and requests it takes back."""
+        self._dirty.add(run_id)
         holding = self._held.get(run_id)
         if holding is not None:
             holding.difference_update(held)
@@ -223,6 +242,7 @@ class Scheduler:
             run_id = self._queue.popleft()
             self._runs[run_id].phase = Phase.ACTIVE
             self._active.add(run_id)
+            self._dirty.add(run_id)
             started.append(run_id)
         return started
 
@@ -233,6 +253,7 @@ class Scheduler:
         while free > 0 and self._waiting:
             run_id = min(self._waiting, key=lambda r: (len(self._held.get(r, ())), self._served[r]))
             self._served[run_id] = next(self._tick)  # served: to the back of runs holding as many slots
+            self._dirty.add(run_id)
             queue = self._waiting[run_id]
             sid = queue.popleft()
             if not queue:
@@ -253,38 +274,106 @@ class Scheduler:
         three, in that order: the queue in its order, blocked runs in the order
         they will be served, then runs awaiting a person. ``new_queued`` is
         always empty here: a launch is planned in the very call that admits it.
+        Each planned entry's ``order`` sorts it within its reason (what a
+        ``plan_delta`` consumer renumbers positions by); ``seq`` is the last
+        ``delta()`` handed out: the plan is that delta's result only when
+        nothing changed since (the Orchestrator publishes the pending delta
+        before it answers a plan query).
         """
         active = sorted(self._active)
-        in_progress = [
-            {"run_id": r, "flow": self._runs[r].flow, "since": self._runs[r].since,
-             "slots_held": len(self._held.get(r, ())), "steps_waiting_for_slot": len(self._waiting.get(r, ()))}
-            for r in active if not self._blocked(r)
-        ]
-        in_use = self.slots_in_use()
-        waiting: list[tuple[str, WaitReason, str]] = [
-            (r, WaitReason.CAPACITY, f"{len(self._active)} of {self.max_active_runs} runs in progress")
-            for r in self._queue]
-        blocked = [r for r in sorted(self._waiting, key=self._served.__getitem__)
-                   if r in self._active and self._blocked(r)]
-        waiting += [(r, WaitReason.BLOCKED, f"{len(self._waiting[r])} step(s) wait for an agent slot; "
-                                            f"{in_use} of {self.agent_slots} in use") for r in blocked]
-        waiting += [(r, WaitReason.APPROVAL, "waiting for a person to approve or reject")
-                    for r, entry in self._runs.items() if entry.phase is Phase.PAUSED]
-        planned = [
-            {"run_id": r, "flow": self._runs[r].flow, "position": i, "reason": str(reason), "detail": detail,
-             "steps_waiting_for_slot": len(self._waiting.get(r, ()))}
-            for i, (r, reason, detail) in enumerate(waiting, 1)
-        ]
+        in_progress = [row for r in active if not self._blocked(r) and (row := self._row(r)) is not None]
+        waiting = list(self._queue)
+        waiting += [r for r in sorted(self._waiting, key=self._served.__getitem__)
+                    if r in self._active and self._blocked(r)]
+        waiting += [r for r, entry in self._runs.items() if entry.phase is Phase.PAUSED]
+        planned = []
+        for i, r in enumerate(waiting, 1):
+            row = self._row(r)
+            assert row is not None
+            planned.append({"run_id": r, "flow": row["flow"], "position": i, "reason": row["reason"],
+                            "detail": row["detail"], "steps_waiting_for_slot": row["steps_waiting_for_slot"],
+                            "order": row["order"]})
         return {
-            "max_active_runs": self.max_active_runs,
-            "agent_slots": self.agent_slots,
-            "slots_in_use": in_use,
+            **self._header(),
             "in_progress": in_progress,
             "planned_queued": planned,
             "new_queued": [],
         }
 
+    def pending_changes(self) -> int:
+        """Runs touched since the last ``delta()``."""
+        return len(self._dirty)
+
+    def delta(self) -> dict[str, Any] | None:
+        """What changed in the plan since the last delta (None: nothing), as a ``plan_delta`` frame's body.
+
+        ``in_progress`` and ``planned_queued`` hold the entries of runs that
+        appeared or changed (a run's entry replaces its previous one, in
+        whichever list it was; planned entries have no ``position``: a
+        consumer numbers them in ``(reason, order)`` order, reasons as in
+        ``plan()``); ``removed`` the runs that left the plan. The work is
+        the runs touched since the last delta, plus the queued and blocked
+        runs when the counts their details quote moved; never every run
+        (runs awaiting a person are not looked at). ``apply_delta`` applies one.
+        """
+        counts = (len(self._active), self.slots_in_use())
+        moved = counts != self._shown_counts
+        if moved:
+            self._shown_counts = counts
+            self._dirty.update(self._queue)
+            self._dirty.update(r for r in self._waiting if r in self._active and self._blocked(r))
+        if not self._dirty and not moved:
+            return None
+        in_progress: list[dict[str, Any]] = []
+        planned: list[dict[str, Any]] = []
+        removed: list[str] = []
+        for run_id in sorted(self._dirty):
+            row = self._row(run_id)
+            old = self._shown.get(run_id)
+            if row == old:
+                continue
+            if row is None:
+                del self._shown[run_id]
+                removed.append(run_id)
+            else:
+                self._shown[run_id] = row
+                (planned if "reason" in row else in_progress).append(row)
+        self._dirty.clear()
+        if not (in_progress or planned or removed or moved):
+            return None
+        self.seq += 1
+        return {**self._header(), "seq": self.seq, "in_progress": in_progress, "planned_queued": planned,
+                "removed": removed}
+
     # -- inside ----------------------------------------------------------------------------------
+
+    def _header(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "seq": self.seq, "max_active_runs": self.max_active_runs,
+                "agent_slots": self.agent_slots, "slots_in_use": self.slots_in_use()}
+
+    def _row(self, run_id: str) -> dict[str, Any] | None:
+        """The run's plan entry (a planned one without its position), or None if it is not in the plan."""
+        entry = self._runs.get(run_id)
+        if entry is None:
+            return None
+        waiting = len(self._waiting.get(run_id, ()))
+        if entry.phase is Phase.ACTIVE:
+            if not self._blocked(run_id):
+                return {"run_id": run_id, "flow": entry.flow, "since": entry.since,
+                        "slots_held": len(self._held.get(run_id, ())), "steps_waiting_for_slot": waiting}
+            reason, order = WaitReason.BLOCKED, self._served[run_id]
+            detail = (f"{waiting} step(s) wait for an agent slot; "
+                      f"{self.slots_in_use()} of {self.agent_slots} in use")
+        elif entry.phase is Phase.QUEUED:
+            reason, order = WaitReason.CAPACITY, entry.queued
+            detail = f"{len(self._active)} of {self.max_active_runs} runs in progress"
+        elif entry.phase is Phase.PAUSED:
+            reason, order = WaitReason.APPROVAL, entry.known
+            detail = "waiting for a person to approve or reject"
+        else:
+            return None
+        return {"run_id": run_id, "flow": entry.flow, "reason": str(reason), "detail": detail,
+                "steps_waiting_for_slot": waiting, "order": order}
 
     def _blocked(self, run_id: str) -> bool:
         return not self._held.get(run_id) and bool(self._waiting.get(run_id))
@@ -299,3 +388,26 @@ class Scheduler:
             self._queue.remove(run_id)
         elif entry.phase is Phase.ACTIVE:
             self._active.discard(run_id)
+
+
+def apply_delta(plan: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """The plan after ``delta`` (a ``plan_delta`` frame or ``Scheduler.delta()``), positions renumbered.
+
+    The caller checks the sequence: a delta applies to the plan whose
+    ``epoch`` it shares and whose ``seq`` is one less; otherwise (a frame was
+    missed, or the engine restarted) fetch the whole plan again.
+    """
+    changed = {row["run_id"] for row in (*delta["in_progress"], *delta["planned_queued"])}
+    gone = changed | set(delta["removed"])
+    running = [r for r in plan["in_progress"] if r["run_id"] not in gone] + list(delta["in_progress"])
+    waiting = [{k: v for k, v in r.items() if k != "position"} for r in plan["planned_queued"]
+               if r["run_id"] not in gone] + list(delta["planned_queued"])
+    waiting.sort(key=lambda r: (_RANK[WaitReason(r["reason"])], r["order"]))
+    return {
+        **{k: delta[k] for k in ("epoch", "seq", "max_active_runs", "agent_slots", "slots_in_use")},
+        "in_progress": sorted(running, key=lambda r: r["run_id"]),
+        "planned_queued": [{"run_id": r["run_id"], "flow": r["flow"], "position": i, "reason": r["reason"],
+                            "detail": r["detail"], "steps_waiting_for_slot": r["steps_waiting_for_slot"],
+                            "order": r["order"]} for i, r in enumerate(waiting, 1)],
+        "new_queued": [],
+    }

@@ -183,7 +183,11 @@ class Runtime:
         )
         config = dataclasses.replace(s.engine_config(), recover=recover)
         try:
-            engine = Engine(self.store, self.registry, config, backend=backend, bus=self.bus)
+            # Recovery lists the runs not ended from the read tables (then the log after their
+            # checkpoint), not from the whole log: its cost follows the unfinished runs.
+            reads = self.read_model or ReadModel(self.store.database)
+            engine = Engine(self.store, self.registry, config, backend=backend, bus=self.bus,
+                            open_runs=reads.open_runs)
         except BaseException:
             backend.close()
             raise

@@ -44,7 +44,7 @@ Queue figures (stores of N runs parked at an approval, no other runs):
 - ``plan``: with one SSE client connected, 20 runs of ``scale-chain``
   (after one to warm up) launched one after another over HTTP: the POST's
   latency and launch -> completed (median, best, p95), and per launch the
-  server's CPU and the bytes the client received (``plan_updated`` frames
+  server's CPU and the bytes the client received (``plan_delta`` frames
   apart), totals over the 20 divided by 20, at N = 100, 1,000, 10,000;
 - ``approvals``: 500 of 1,000 parked runs approved over HTTP by 8 client
   threads; runs/s from the first POST to the last run completed: with one
@@ -364,7 +364,7 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
         env.update(BATON_DB=url, BATON_AGENT="offline", BATON_PORT=str(self.port), BATON_MAX_ACTIVE_RUNS="0",
-                   BATON_AGENT_SLOTS="0", BATON_FLOWS="scale_flows",
+                   BATON_AGENT_SLOTS="0", BATON_FLOWS="scale_flows", BATON_INSECURE_NO_AUTH="1",
                    PYTHONPATH=os.pathsep.join([str(ROOT), str(_HERE)]), BENCH_SPAWN=repr(time.time()))
         self.process = subprocess.Popen([sys.executable, str(SERVER)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
@@ -460,7 +460,7 @@ class Stream:
                 got.append((now, kind, body.get("run_id"), body.get("step_id"), body.get("status"), size))
             with self.cond:
                 for now_, kind, run_id, step_id, status, size in got:
-                    if kind == "plan_updated":
+                    if kind in ("plan_updated", "plan_delta"):
                         self.plan_bytes += size
                     self.frames.append((now_, kind, run_id, step_id, status))
                 self.cond.notify_all()

@@ -72,10 +72,14 @@ class EventCodec:
         self.types = dict(types)
         self.upcasters: dict[tuple[str, int], Upcaster] = upcasters if upcasters is not None else {}
         self._decoders = {name: msgspec.json.Decoder(cls) for name, cls in self.types.items()}
-        self._seen: dict[tuple[str, int], Upcaster] = {}
+        self._seen: dict[tuple[str, int], Upcaster] = dict(self.upcasters)
         # (types some upcaster starts from, decoders of the others): one value, swapped whole,
-        # so a reader on another thread never sees one half new and the other old.
-        self._tables: tuple[frozenset[str], dict[str, msgspec.json.Decoder[Any]]] = (frozenset(), {})
+        # so a reader on another thread never sees one half new and the other old. Built now:
+        # with no upcaster registered, ``_seen`` equals ``upcasters`` from the start, and tables
+        # left empty would send every event down the slow path (``fast()`` empty).
+        versioned = frozenset(name for name, _ in self._seen)
+        self._tables: tuple[frozenset[str], dict[str, msgspec.json.Decoder[Any]]] = (
+            versioned, {name: d for name, d in self._decoders.items() if name not in versioned})
 
     # -- what is written ---------------------------------------------------------------------
 

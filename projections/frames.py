@@ -67,6 +67,12 @@ from projections.source import decode
 
 Frame = dict[str, Any]
 
+# The event types that give frames (the table above, the cases of ``_frames``: keep them together);
+# a reader of the log for frames asks the database for these alone (``projections.source.read_framed``).
+FRAMED_TYPES: frozenset[str] = frozenset(cls.__name__ for cls in (
+    RunLaunched, RunQueued, RunStarted, StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped,
+    StepPaused, StepResumed, AnomalyDetected, ToolCalled, ToolResult, RunCompleted, RunFailed, RunRejected,
+    RunCancelled))
 FRAME_RESULT_CHARS = 2_000
 """Characters of a tool result a ``tool_result`` frame carries (a result may hold 32 KB: the event has it whole)."""
 
@@ -92,10 +98,14 @@ class Framer:
         event = decode(recorded.type, recorded.data, recorded.position, recorded.metadata.get("schema_version"))
         if event is None:
             return []
+        return self.event_frames(run_id, event, recorded.position)
+
+    def event_frames(self, run_id: str, event: Event, position: int) -> list[Frame]:
+        """The frames of one decoded event of run ``run_id`` at ``position`` ([] when it has none)."""
         if isinstance(event, RunLaunched):
             self._projects[run_id] = event.project_id
         project_id = self._project(run_id)
-        base = {"id": recorded.position, "run_id": run_id, "project_id": project_id}
+        base = {"id": position, "run_id": run_id, "project_id": project_id}
         out = _frames(base, event)
         if type(event) in ENDING_STATUS:
             self._projects.pop(run_id, None)
@@ -122,7 +132,16 @@ def _run_frame(base: Frame, event: Event, **fields: Any) -> Frame:
 
 
 def _frames(base: Frame, e: Event) -> list[Frame]:
-    match e:
+    match e:  # most events are a step's start and end: they are matched first
+        case StepStarted():
+            extra: dict[str, Any] = {"items": len(e.items)} if e.items else {}
+            if e.child_run_id:
+                extra["child_run_id"] = e.child_run_id
+            return [_step_frame(base, e, attempt=e.attempt, agent=e.persona, kind=e.kind,
+                                backend=e.backend, model=e.model, **extra)]
+        case StepCompleted():
+            return [_step_frame(base, e, attempt=e.attempt, duration_s=e.duration_s,
+                                output=e.output)]
         case RunLaunched():
             steps = [
                 {"step_id": s.id, "agent": s.persona, "kind": s.kind, "label": s.label or s.id,
@@ -145,15 +164,6 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
             return [_run_frame(base, e, reason=e.reason, plan_position=e.plan_position)]
         case RunStarted():
             return [_run_frame(base, e, reason=e.reason, plan_position=e.plan_position)]
-        case StepStarted():
-            extra: dict[str, Any] = {"items": len(e.items)} if e.items else {}
-            if e.child_run_id:
-                extra["child_run_id"] = e.child_run_id
-            return [_step_frame(base, e, attempt=e.attempt, agent=e.persona, kind=e.kind,
-                                backend=e.backend, model=e.model, **extra)]
-        case StepCompleted():
-            return [_step_frame(base, e, attempt=e.attempt, duration_s=e.duration_s,
-                                output=e.output)]
         case StepFailed():
             return [_step_frame(base, e, attempt=e.attempt,
                                 error=e.error, will_retry=e.will_retry, retry_at=e.retry_at or None)]

@@ -28,14 +28,17 @@ from flows.events import (
     stream_of,
 )
 from flows.model import StepSpec
+from flows.status import RUN_TERMINAL, RunStatus
 from projections.batch import driver_of
 from projections.source import decode_events, read_events, schema_version_column
 from projections.tables import (
+    PROJECTION_VERSION,
     STEP_FIELDS,
     anomalies,
     decode_steps,
     flow_runs,
     flow_steps,
+    projection_checkpoints,
     projection_errors,
     reports,
 )
@@ -50,6 +53,7 @@ _OUTPUT, _PROMPT = STEP_FIELDS.index("output_position"), STEP_FIELDS.index("prom
 _STEP_REST = [(i, name) for i, name in enumerate(STEP_FIELDS) if name not in ("step_id", "ordinal", "persona")]
 _STEP_ID, _ORDINAL, _PERSONA = (STEP_FIELDS.index(name) for name in ("step_id", "ordinal", "persona"))
 MAX_PAGE = 500
+_OPEN_STATUSES = tuple(s.value for s in RunStatus if s.value not in RUN_TERMINAL)
 
 
 class UnknownCursor(LookupError):
@@ -239,6 +243,37 @@ class ReadModel:
             total = conn.execute(sa.select(sa.func.count()).select_from(projection_errors)).scalar_one()
             rows = [dict(r) for r in conn.execute(newest).mappings()] if total else []
         return rows, total
+
+    def open_runs(self, name: str = "baton") -> tuple[int, dict[str, int]] | None:
+        """``(position, runs)``: the runs that had not ended as of the projection's checkpoint
+        ``position``, each with the position of its launch; None when the read tables cannot say
+        (never built, or built by another ``PROJECTION_VERSION``).
+
+        What an engine's recovery starts from (DESIGN §4): it then reads only
+        the log after ``position``. One indexed read of the runs not ended
+        (``flow_runs_status_idx``), in the snapshot that holds the checkpoint,
+        so its cost follows the unfinished runs, not the log. A run with an
+        event the projector skipped is included whatever its row says (its
+        row may be wrong); its launch position is then the skipped event's
+        when it has no row.
+        """
+        checkpoint = sa.select(projection_checkpoints.c.position, projection_checkpoints.c.version).where(
+            projection_checkpoints.c.name == name)
+        with self._snapshot() as conn:
+            row = conn.execute(checkpoint).first()
+            if row is None or row.version != PROJECTION_VERSION:
+                return None
+            query = sa.select(flow_runs.c.run_id, flow_runs.c.launched_position).where(
+                flow_runs.c.status.in_(_OPEN_STATUSES))
+            runs: dict[str, int] = {r[0]: r[1] for r in conn.execute(query)}
+            skipped = sa.select(projection_errors.c.run_id, sa.func.min(projection_errors.c.position)).where(
+                projection_errors.c.run_id != "").group_by(projection_errors.c.run_id)
+            for run_id, position in list(conn.execute(skipped)):
+                if run_id not in runs:
+                    launched = conn.execute(sa.select(flow_runs.c.launched_position)
+                                            .where(flow_runs.c.run_id == run_id)).scalar()
+                    runs[run_id] = launched if launched is not None else position
+        return row.position, runs
 
     @contextmanager
     def _snapshot(self) -> Iterator[sa.Connection]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Self
 
 import msgspec
@@ -275,6 +275,62 @@ def _careful(type_name: str, data: str | bytes, schema_version: Any = None) -> E
 
 def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+_FRAMED = ("SELECT position, stream_id, version, type, {1}, {2} FROM events WHERE position > {0} AND position <= {0} "
+           "AND stream_id >= '" + RUN_STREAM_PREFIX + "' AND stream_id < '" + RUN_STREAM_PREFIX[:-1]
+           + chr(ord(RUN_STREAM_PREFIX[-1]) + 1) + "' AND type IN ({3}){4} ORDER BY position LIMIT {0}")
+# A project's runs, and the runs the read tables do not know yet (launched after the projector's
+# checkpoint: the caller filters their frames by project itself).
+_OF_PROJECT = (" AND (EXISTS (SELECT 1 FROM flow_runs f WHERE f.run_id = substr(events.stream_id, {1}) "
+               "AND f.project_id = {0}) OR NOT EXISTS (SELECT 1 FROM flow_runs f "
+               "WHERE f.run_id = substr(events.stream_id, {1})))")
+
+
+def read_framed(store: EventStore, after: int, upto: int, types: Iterable[str], page: int = 2000, *,
+                project_id: str | None = None) -> Iterator[Page]:
+    """Pages of the run events in (after, upto] whose type is one of ``types``, decoded as
+    ``rows_page`` decodes them: what a stream resuming from a position needs to build its frames.
+
+    The database leaves out every other event (other streams, types that give
+    no frame), so they are neither sent over nor decoded. With ``project_id``
+    it also leaves out the runs the read tables place in another project
+    (``flow_runs``); runs they do not know yet still come, for the caller to
+    filter by the project their RunLaunched names. Each page checks a
+    connection out of the pool for its one query and gives it back, so a long
+    replay holds none between pages. A store without a ``database`` is read
+    through ``read_all`` and filtered here (by type only).
+    """
+    wanted = sorted(set(types) | CODEC.versioned())  # a type an upcaster renames may become a wanted one
+    if not isinstance(store, SqlStore):
+        records = [r for r in store.read_all(after=after, limit=max(upto - after, 0)) if r.type in wanted]
+        for start in range(0, len(records), page):
+            yield from_recorded(records[start:start + page])
+        return
+    database = store.database
+    dialect = database.dialect.name
+    mark = "%s" if dialect == "postgresql" else "?"
+    project = "" if project_id is None else _OF_PROJECT.format(mark, len(RUN_STREAM_PREFIX) + 1)
+    sql = _FRAMED.format(mark, _DATA.get(dialect, "data"), schema_version_column(dialect),
+                         ", ".join("'" + name.replace("'", "''") + "'" for name in wanted), project)
+    params: tuple[Any, ...] = () if project_id is None else (project_id,)
+    while after < upto:
+        raw = database.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(sql, (after, upto, *params, page))
+            rows = cursor.fetchall()
+            cursor.close()
+            if dialect == "postgresql":
+                raw.rollback()
+        finally:
+            raw.close()
+        if not rows:
+            return
+        yield rows_page(rows, after)
+        if len(rows) < page:
+            return
+        after = rows[-1][0]
 
 
 _AT = "SELECT position, type, data, {0} FROM events WHERE position IN :positions"

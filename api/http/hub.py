@@ -4,7 +4,7 @@ A thread follows ``store.subscribe(after=head at start)``, turns each
 recorded event into durable frames (``projections.frames.Framer``; each
 carries ``id`` = the event's global position) and hands every batch to the
 event loop with one ``call_soon_threadsafe``; ephemeral frames (``step_delta``,
-``plan_updated``) come from the engine's FrameBus the same way. On the loop,
+``plan_delta``) come from the engine's FrameBus the same way. On the loop,
 ``_dispatch`` copies the frames into each matching client's buffer. So 100
 clients cost one store subscription and one thread, not 100.
 
@@ -29,13 +29,16 @@ from typing import Any
 from api.http.delta_order import DeltaOrder
 from eventstore import EventStore, RecordedEvent, StoreClosedError
 from flows.events import stream_of
-from projections.frames import Framer
+from projections.frames import FRAMED_TYPES, Framer
+from projections.source import read_framed
 
 log = logging.getLogger(__name__)
 
 Frame = dict[str, Any]
 DEFAULT_BUFFER = 2000  # frames a client may fall behind before it is closed (it resumes by id)
 BATCH = 500
+REPLAY_PAGE = 2000  # events read per query by a stream resuming from a position
+PLAN_FRAMES = frozenset({"plan_updated", "plan_delta"})
 EPHEMERAL_EVERY_S = 0.01  # deltas are batched for this long: a hundredth of a second nobody reads
 
 
@@ -87,7 +90,7 @@ class Subscriber:
         if self.run_id is not None and frame.get("run_id") != self.run_id:
             return False
         if self.project_id is not None:
-            if frame.get("type") == "plan_updated":
+            if frame.get("type") in PLAN_FRAMES:
                 return True  # the plan is global; it names no project
             if frame.get("project_id") != self.project_id:
                 return False
@@ -129,8 +132,9 @@ class Subscriber:
             self.overflowed = False
             if cursor >= upto:
                 break
-            async for frames in self.hub.read_frames(cursor, upto, self.run_id):
-                keep = [f for f in frames if self.matches(f)]
+            filtered = self.run_id is not None or self.project_id is not None
+            async for frames in self.hub.read_frames(cursor, upto, self.run_id, self.project_id):
+                keep = [f for f in frames if self.matches(f)] if filtered else frames
                 if keep:
                     yield keep
             cursor = upto
@@ -249,22 +253,47 @@ class FrameHub:
         """Forget a client (idempotent)."""
         self.subscribers.discard(subscriber)
 
-    async def read_frames(self, after: int, upto: int, run_id: str | None) -> AsyncIterator[list[Frame]]:
+    async def read_frames(self, after: int, upto: int, run_id: str | None,
+                          project_id: str | None = None) -> AsyncIterator[list[Frame]]:
         """Durable frames of the events in (after, upto], read from the store in a worker thread.
 
         With ``run_id``, only that run's stream is read (not the whole log).
+        Otherwise the database hands over only the events that give frames
+        (``projections.source.read_framed``: run streams, ``FRAMED_TYPES``;
+        with ``project_id``, not the runs the read tables place in another
+        project), a page at a time, and each page is decoded and framed in
+        the worker thread: the loop only hands the frames on. The caller
+        still filters by project (runs launched after the projector's
+        checkpoint come whatever their project).
         """
         framer = Framer(self.project_of)
-        records = (self._run_records(run_id, after, upto) if run_id
-                   else self.store.read_all(after=after, limit=upto - after))
-        pages = _pages(records, upto)
-        while True:
-            page = await asyncio.to_thread(next, pages, None)
+        if run_id:
+            records = self._run_records(run_id, after, upto)
+            pages = _pages(records, upto)
+            while True:
+                page = await asyncio.to_thread(next, pages, None)
+                if page is None:
+                    return
+                frames = [f for rec in page for f in framer.frames(rec)]
+                if frames:
+                    yield frames
+            return
+        source = read_framed(self.store, after, upto, FRAMED_TYPES, REPLAY_PAGE,
+                             project_id=project_id if self.project_of is not None else None)
+
+        def next_frames() -> list[Frame] | None:
+            page = next(source, None)
             if page is None:
+                return None
+            frame_of = framer.event_frames
+            return [f for run, event, position, _ in page.items for f in frame_of(run, event, position)]
+
+        while True:
+            framed = await asyncio.to_thread(next_frames)
+            if framed is None:
                 return
-            frames = [f for rec in page for f in framer.frames(rec)]
-            if frames:
-                yield frames
+            if framed:
+                yield framed
 
     def _run_records(self, run_id: str, after: int, upto: int) -> Iterable[RecordedEvent]:
         return (r for r in self.store.read_stream(stream_of(run_id)) if after < r.position <= upto)

@@ -9,8 +9,10 @@ Without a resume position it gets live frames only; ``0`` replays the log
 from the start.
 
 SSE format: durable frames are ``id: <position>\\nevent: <type>\\ndata:
-<json>\\n\\n``; ephemeral ones (``step_delta``, ``plan_updated``) have no
-``id:`` line, so they do not move the browser's Last-Event-ID. A comment
+<json>\\n\\n``; ephemeral ones (``step_delta``, ``plan_delta``, ``plan_updated``)
+have no ``id:`` line, so they do not move the browser's Last-Event-ID. With
+``plan=1`` (and no ``run_id`` filter) the stream begins with the whole plan,
+one ``plan_updated`` frame; the ``plan_delta`` frames after it apply to it. A comment
 line is sent every ``heartbeat_s`` so proxies keep the connection open.
 Frames are written in batches: the frames of one event go out in one write,
 so a consumer never holds half of an event's frames under a full id.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import msgspec
@@ -35,6 +38,7 @@ from api.http.hub import Frame, SharedFrame, Subscriber
 from api.http.problems import BadParameter
 from api.http.routes import MAX_INTEGER
 
+log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 FIRST_MESSAGE_S = 1.0  # how long a WebSocket without query parameters waits for its resume message
 
@@ -42,8 +46,9 @@ FIRST_MESSAGE_S = 1.0  # how long a WebSocket without query parameters waits for
 def sse_event(frame: Frame) -> bytes:
     """One frame as a text/event-stream event (no ``id:`` line for an ephemeral frame)."""
     fid = frame.get("id")
-    head = f"id: {fid}\nevent: {frame['type']}\n" if fid is not None else f"event: {frame['type']}\n"
-    return head.encode() + b"data: " + _encode(frame) + b"\n\n"
+    if fid is not None:
+        return b"id: %d\nevent: %b\ndata: %b\n\n" % (fid, frame["type"].encode(), _encode(frame))
+    return b"event: %b\ndata: %b\n\n" % (frame["type"].encode(), _encode(frame))
 
 
 def json_text(frame: Frame) -> bytes:
@@ -85,21 +90,52 @@ def _resume_of(request: Request) -> int | None:
     return None
 
 
-async def _frames_of(subscriber: Subscriber, after: int | None, heartbeat_s: float) -> Any:
+def _wants_plan(raw: Any) -> bool:
+    """``plan``: 1 / true to begin the stream with the whole plan; BadParameter naming it otherwise."""
+    if raw is None or raw in ("", "0", "false", False):
+        return False
+    if raw in ("1", "true", True):
+        return True
+    raise BadParameter("plan", f"plan={raw!r} must be 1 or 0")
+
+
+async def _plan_frame(app: Any, subscriber: Subscriber) -> list[Frame]:
+    """The whole plan as one ``plan_updated`` frame, for a stream that asked for it (none without the engine).
+
+    Taken after the subscriber joined the hub: every ``plan_delta`` it gets
+    afterwards either follows this plan's ``seq`` or is older (and skipped).
+    """
+    engine = getattr(getattr(app.state, "runtime", None), "engine", None)
+    if engine is None or subscriber.run_id is not None:
+        return []
+    try:
+        plan = await asyncio.to_thread(engine.plan)
+    except Exception:  # the engine is restarting: the deltas' epoch will tell the consumer to ask again
+        log.warning("could not read the plan for a stream", exc_info=True)
+        return []
+    return [{"type": "plan_updated", "plan": plan}]
+
+
+async def _frames_of(subscriber: Subscriber, after: int | None, heartbeat_s: float,
+                     first: list[Frame] | None = None) -> Any:
     """Replay (when resuming), then live frames; [] means "time for a heartbeat"."""
+    if first:
+        yield first
     if after is not None:
         async for replayed in subscriber.replay(after):
             yield replayed
     while True:
-        frames = await subscriber.next_frames(heartbeat_s)
-        if frames is None:  # fell too far behind (it resumes by id) or the server is stopping
+        live = await subscriber.next_frames(heartbeat_s)
+        if live is None:  # fell too far behind (it resumes by id) or the server is stopping
             return
-        yield frames
+        yield live
 
 
 async def sse(request: Request) -> StreamingResponse:
-    """GET /api/stream: SSE frames; filters ``run_id``, ``project_id``; resumes after Last-Event-ID."""
+    """GET /api/stream: SSE frames; filters ``run_id``, ``project_id``; resumes after Last-Event-ID;
+    ``plan=1`` begins with the whole plan."""
     after = _resume_of(request)
+    with_plan = _wants_plan(request.query_params.get("plan"))
     hub = request.app.state.hub
     heartbeat_s = request.app.state.heartbeat_s
     # Subscribe now, before the first byte: live frames from here on are kept for the hand-over.
@@ -109,7 +145,8 @@ async def sse(request: Request) -> StreamingResponse:
     async def body() -> Any:
         try:
             yield b"retry: 1000\n: connected\n\n"
-            async for frames in _frames_of(subscriber, after, heartbeat_s):
+            first = await _plan_frame(request.app, subscriber) if with_plan else None
+            async for frames in _frames_of(subscriber, after, heartbeat_s, first):
                 yield sse_lines(frames) if frames else b": heartbeat\n\n"
         finally:
             subscriber.close()
@@ -151,9 +188,11 @@ async def ws(websocket: WebSocket) -> None:
     try:
         try:
             after = parse_position("after", q.get("after") or q.get("last_event_id"))
-            if not any(k in q for k in ("after", "last_event_id", "run_id", "project_id")):
+            with_plan = _wants_plan(q.get("plan"))
+            if not any(k in q for k in ("after", "last_event_id", "run_id", "project_id", "plan")):
                 message = await _first_message(websocket)
                 after = parse_position("after", message.get("after"))
+                with_plan = _wants_plan(message.get("plan"))
                 # Set before the replay: buffered live frames are filtered again when drained.
                 subscriber.run_id = message.get("run_id") or None
                 subscriber.project_id = message.get("project_id") or None
@@ -161,7 +200,8 @@ async def ws(websocket: WebSocket) -> None:
             await websocket.close(code=1008, reason=str(exc)[:120])
             return
         receiver = asyncio.create_task(_until_disconnect(websocket, subscriber))
-        async for frames in _frames_of(subscriber, after, 30.0):
+        first = await _plan_frame(websocket.app, subscriber) if with_plan else None
+        async for frames in _frames_of(subscriber, after, 30.0, first):
             for frame in frames:
                 await websocket.send_text(_encoded(frame, "json", json_text).decode())
         if subscriber.overflowed:

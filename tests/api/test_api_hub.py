@@ -180,3 +180,67 @@ def test_a_client_overflowing_during_its_replay_replays_what_it_missed(sqlite_ur
         assert got == all_frames(store) and len(got) == 2 * 61
     finally:
         store.close()
+
+
+def test_a_replay_reads_only_the_events_that_give_frames(store_url):
+    """Resuming from 0: the database hands over the run events of framed types alone (other
+    streams and RunRecovered are left out in the query), and the frames are those the log gives."""
+    from flows.events import RunRecovered
+    from projections.frames import FRAMED_TYPES
+    from projections.source import read_framed
+
+    store = open_store(store_url)
+    try:
+        for i in range(7):
+            append_run(store, f"r{i}", project_id="p" if i % 2 else "")
+            store.append(f"other-{i}", [NewEvent("Noted", {"n": i})], 0)
+        recovered = RunRecovered(node="n", at=time.time())
+        store.append("run-r3", [NewEvent("RunRecovered", event_data(recovered))], 2)
+        framed = [r for r in store.read_all() if r.type in FRAMED_TYPES and r.stream_id.startswith("run-")]
+        pages = list(read_framed(store, 0, store.head(), FRAMED_TYPES, page=4))
+        assert sum(p.count for p in pages) == len(framed) == 14  # what the database sent: nothing else
+        assert [i[2] for p in pages for i in p.items] == [r.position for r in framed]
+
+        async def main() -> list[dict]:
+            hub = FrameHub(store).start()
+            try:
+                return [f async for frames in hub.read_frames(0, store.head(), None) for f in frames]
+            finally:
+                hub.stop()
+
+        assert asyncio.run(main()) == all_frames(store)
+    finally:
+        store.close()
+
+
+def test_a_project_replay_leaves_other_projects_runs_in_the_database(store_url):
+    """With a project filter, runs the read tables place in another project are not even read;
+    runs launched after the projector's checkpoint are read and filtered by their launch."""
+    from projections import ReadModel, rebuild
+    from projections.frames import FRAMED_TYPES
+    from projections.source import read_framed
+
+    store = open_store(store_url)
+    try:
+        for i in range(6):
+            append_run(store, f"old{i}", project_id="mine" if i % 3 == 0 else "other")
+        rebuild(store)  # the read tables know the runs so far
+        for i in range(3):
+            append_run(store, f"new{i}", project_id="mine" if i == 0 else "other")
+        head = store.head()
+        read = sum(p.count for p in read_framed(store, 0, head, FRAMED_TYPES, 4, project_id="mine"))
+        assert read == 2 * 2 + 3 * 2  # old0 and old3, then every run the tables do not know yet
+        expected = [f for f in all_frames(store) if f["project_id"] == "mine"]
+
+        async def main() -> list[dict]:
+            hub = FrameHub(store, project_of=ReadModel(store.database).run_project).start()
+            subscriber = hub.subscribe(project_id="mine")
+            try:
+                return [f async for frames in subscriber.replay(0) for f in frames]
+            finally:
+                hub.stop()
+
+        got = asyncio.run(main())
+        assert got == expected and {f["run_id"] for f in got} == {"old0", "old3", "new0"}
+    finally:
+        store.close()

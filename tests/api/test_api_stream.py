@@ -283,3 +283,39 @@ def test_stream_and_commands_on_postgresql(pg_url):
         with httpx.stream("GET", f"{server.url}/api/stream?run_id={run_id}", headers={"Last-Event-ID": "0"},
                           timeout=TIMEOUT, auth=server.auth) as response:
             assert durable(read_until_terminal(response, run_id)) == durable(events)
+
+
+def test_plan_starts_whole_then_changes_come_as_deltas(server):
+    """``plan=1``: the whole plan first; then one small ``plan_delta`` per change, which applied in
+    order give the plan GET /api/plan returns (a parked run appears, then leaves when approved)."""
+    from actors.scheduler import apply_delta
+
+    with httpx.stream("GET", server.url + "/api/stream?plan=1", timeout=TIMEOUT, auth=server.auth) as response:
+        stream = sse_events(response)
+        first = next(stream)
+        assert first["event"] == "plan_updated" and first["id"] is None
+        plan = first["data"]["plan"]
+        run_id = launch(server, "api-gate")
+        seen_parked = False
+        for event in stream:
+            frame = event["data"]
+            if event["event"] == "plan_delta":
+                assert event["id"] is None and frame["epoch"] == plan["epoch"]
+                if frame["seq"] <= plan["seq"]:
+                    continue  # older than the plan the stream began with
+                assert frame["seq"] == plan["seq"] + 1, "a delta was missed"
+                plan = apply_delta(plan, frame)
+                assert {r["run_id"] for r in frame["in_progress"] + frame["planned_queued"]} | set(
+                    frame["removed"]) <= {run_id}, "a delta names only the runs that changed"
+                parked = [r for r in plan["planned_queued"] if r["run_id"] == run_id]
+                if parked and not seen_parked:
+                    seen_parked = True
+                    assert parked[0]["reason"] == "approval"
+                    r = httpx.post(f"{server.url}/api/runs/{run_id}/steps/gate/approve", json={"comment": "ok"},
+                                   auth=server.auth_as("approver"))
+                    assert r.status_code == 200, r.text
+                elif seen_parked and frame["removed"] == [run_id]:
+                    break
+    assert seen_parked
+    assert httpx.get(server.url + "/api/plan", auth=server.auth).json() == plan
+    assert httpx.get(server.url + "/api/stream?plan=maybe", auth=server.auth).status_code == 422

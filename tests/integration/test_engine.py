@@ -281,3 +281,49 @@ def test_a_retry_of_a_key_claimed_by_a_launch_that_never_landed_is_launched_at_o
             assert len([r for r in store.read_all() if r.type == "RunLaunched"]) == 1
     finally:
         store.close()
+
+
+def test_recovery_reads_the_open_runs_from_the_read_tables_and_only_the_log_after_them(store_url):
+    """With the read tables current up to a checkpoint, a restart finds the unfinished runs from
+    them and from the log after that checkpoint alone: a run parked before it, one parked after it
+    (the projector stopped), none of the finished ones, and no read of the log before it."""
+    from projections import Projector
+    from projections.queries import ReadModel
+
+    store = open_store(store_url)
+    try:
+        with Engine(store, REGISTRY, EngineConfig(recover=False)) as engine:
+            done = engine.launch("parallel", "q").run_id
+            assert engine.wait(done).status == "completed"
+            before = engine.launch("gated", "q").run_id
+            engine.wait(before, {"paused"})
+            projector = Projector(store).start()
+            projector.wait_for(store.head(), timeout=20)
+            projector.stop()
+            checkpoint = store.head()
+            after = engine.launch("gated", "q").run_id
+            engine.wait(after, {"paused"})
+        reads = ReadModel(store.database)
+        position, open_runs = reads.open_runs()
+        assert position == checkpoint and set(open_runs) == {before}
+        scans = []
+        read_all = store.read_all
+
+        def spy(after=0, limit=None, *, types=None):
+            scans.append(after)
+            return read_all(after, limit, types=types)
+
+        store.read_all = spy
+        with Engine(store, REGISTRY, open_runs=reads.open_runs) as engine:
+            plan = engine.plan()
+            assert [(r["run_id"], r["reason"]) for r in plan["planned_queued"]] == [
+                (before, "approval"), (after, "approval")]
+            assert scans and min(scans) >= checkpoint, "recovery read the log before the checkpoint"
+            engine.approve(after, "gate", by="someone")
+            assert engine.wait(after).status == "completed"
+        del store.read_all
+        # Read tables of another version say nothing: the whole log is read, with the same result.
+        with Engine(store, REGISTRY, open_runs=lambda: None) as engine:
+            assert [r["run_id"] for r in engine.plan()["planned_queued"]] == [before]
+    finally:
+        store.close()

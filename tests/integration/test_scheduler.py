@@ -76,7 +76,7 @@ def test_queued_work_says_why_and_is_not_kicked_while_a_step_runs(store):
         plan = engine.plan()
         assert [r["run_id"] for r in plan["in_progress"]] == [a]
         assert plan["planned_queued"][0]["run_id"] == b and plan["planned_queued"][0]["reason"] == "capacity"
-        assert any(f["type"] == "plan_updated" and f["plan"]["planned_queued"] for f in frames)
+        assert any(f["type"] == "plan_delta" and [r["run_id"] for r in f["planned_queued"]] == [b] for f in frames)
         # More queued work arrives while A's step runs: it queues behind B; neither B is started
         # nor A re-kicked (A's stream still ends at its step's start).
         c = engine.launch("single", "c").run_id
@@ -161,5 +161,32 @@ def test_plan_survives_a_restart_and_queued_runs_can_be_cancelled(store):
         engine.wait(c, {"running"})
         backend.release(c, "work")
         assert engine.wait(c).status == "completed"
+    finally:
+        engine.stop()
+
+
+def test_plan_changes_made_with_nobody_listening_reach_a_later_listener_as_one_delta(store):
+    """An engine with no frame listener gathers its plan changes; a listener that reads the plan
+    and then follows the deltas still ends with the plan the engine has."""
+    from actors.scheduler import apply_delta
+
+    engine = engine_with(store, ScriptedBackend(), max_active_runs=0, agent_slots=0)
+    try:
+        parked = [engine.launch("gated-agent", f"q{i}").run_id for i in range(3)]
+        for run_id in parked:
+            engine.wait(run_id, {"paused"})
+        plan = engine.plan()
+        assert [r["run_id"] for r in plan["planned_queued"]] == parked
+        frames: list[dict] = []
+        engine.bus.subscribe(frames.append)
+        engine.approve(parked[0], "gate", by="someone")
+        assert engine.wait(parked[0]).status == "completed"
+        wait_until(lambda: any(parked[0] in f.get("removed", ()) for f in frames))
+        for frame in frames:
+            if frame["type"] == "plan_delta" and frame["seq"] > plan["seq"]:
+                assert frame["seq"] == plan["seq"] + 1
+                plan = apply_delta(plan, frame)
+        assert plan == engine.plan()
+        assert [r["run_id"] for r in plan["planned_queued"]] == parked[1:]
     finally:
         engine.stop()

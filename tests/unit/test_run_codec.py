@@ -68,3 +68,16 @@ def test_what_cannot_be_read_says_why():
                 pass
     with pytest.raises(msgspec.ValidationError):
         decode("StepResumed", {"step_id": "gate"})  # its decision is required
+
+
+def test_with_no_upcaster_every_type_takes_the_fast_path():
+    """Readers decode data straight from its JSON text for every type no upcaster starts from: with
+    none registered, that is all of them (a codec built with none once had an empty fast table)."""
+    from flows.codec import EventCodec
+    from flows.events import EVENT_TYPES
+
+    codec = EventCodec(EVENT_TYPES, {})
+    assert set(codec.fast()) == set(EVENT_TYPES) and codec.versioned() == frozenset()
+    with codec.upcasting("StepCompleted", 1, lambda data: data):
+        assert "StepCompleted" not in codec.fast() and codec.versioned() == {"StepCompleted"}
+    assert "StepCompleted" in codec.fast()

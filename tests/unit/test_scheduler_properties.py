@@ -36,7 +36,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from actors.scheduler import START_AT_ONCE, Grant, Phase, Scheduler, WaitReason
+from actors.scheduler import START_AT_ONCE, Grant, Phase, Scheduler, WaitReason, apply_delta
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -77,6 +77,7 @@ class Driver:
 
     def __post_init__(self) -> None:
         self.sched = Scheduler(self.max_active_runs, self.agent_slots)
+        self.replica = self.sched.plan()  # a consumer of plan_delta frames: the plan, then each delta applied
         self._ids = (f"r{i:03d}" for i in itertools.count())
         self._steps = (f"s{i}" for i in itertools.count())
         self._tick = itertools.count()
@@ -283,7 +284,13 @@ class Driver:
         self.check_plan()
 
     def check_plan(self) -> None:
+        delta = self.sched.delta()
+        if delta is not None:
+            assert delta["seq"] == self.replica["seq"] + 1
+            self.replica = apply_delta(self.replica, delta)
+        assert self.sched.delta() is None  # nothing changed since
         plan = self.sched.plan()
+        assert self.replica == plan, "the deltas applied in order do not give the plan"
         assert (plan["max_active_runs"], plan["agent_slots"], plan["slots_in_use"]) == (
             self.max_active_runs, self.agent_slots, self.in_use())
         assert plan["new_queued"] == []

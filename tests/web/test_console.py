@@ -267,8 +267,23 @@ def test_plan_shows_each_waiting_run_and_its_reason(page, server):
     expect(row.locator(".why")).to_contain_text("approve or reject")
     expect(page.locator(".capacity")).to_contain_text("agent slots in use")
     shoot(page, "plan")
+    # Changes come as deltas: a second parked run joins behind the first, and moves up when
+    # the first is approved and leaves the plan.
+    second = launch_api(server, "api-gate", question="Plan me too")
+    later = page.locator(f".plan-row[data-run-id='{second}']")
+    expect(later.locator(".pos")).to_have_text(re.compile(r"#\d+"))
+    first_pos = int(row.locator(".pos").inner_text().lstrip("#"))
+    expect(later.locator(".pos")).to_have_text(f"#{first_pos + 1}")
+    r = httpx.post(f"{server.url}/api/runs/{run_id}/steps/gate/approve", json={"comment": "ok"},
+                   auth=server.auth_as("approver"))
+    assert r.status_code == 200, r.text
+    expect(row).to_have_count(0)
+    expect(later.locator(".pos")).to_have_text(f"#{first_pos}")
+    page.goto(server.url + "/#/plan")  # the page read anew shows the same
+    row = page.locator(f".plan-row[data-run-id='{second}']")
+    expect(row.locator(".pos")).to_have_text(f"#{first_pos}")
     row.get_by_role("link").click()
-    expect(page).to_have_url(re.compile(f"#/runs/{run_id}$"))
+    expect(page).to_have_url(re.compile(f"#/runs/{second}$"))
     expect(page.get_by_role("button", name="Approve")).to_be_visible()
 
 

@@ -1,9 +1,34 @@
 // The plan: what runs now, what waits and why (capacity, an agent slot, a
-// person's approval), from GET /api/plan and live from plan_updated frames.
+// person's approval), from GET /api/plan and live from plan_delta frames.
+//
+// A plan_delta carries only the runs whose entry changed (and those that
+// left); it applies to the plan of the same epoch whose seq is one less.
+// Older deltas are skipped; a gap (a frame lost on a reconnect) or another
+// epoch (the engine restarted) fetches the whole plan again. Waiting runs
+// are numbered here, in (reason, order) order, as the server numbers them.
 
 import { get } from './api.js';
 import { h, replace, describeError, fmtDuration, shortId } from './dom.js';
 import { feed } from './feed.js';
+
+const RANK = { capacity: 0, blocked: 1, approval: 2 };
+
+/** The plan after ``delta`` (entries replaced or removed, waiting runs renumbered). */
+export function applyDelta(plan, delta) {
+  const gone = new Set(delta.removed);
+  for (const r of delta.in_progress) gone.add(r.run_id);
+  for (const r of delta.planned_queued) gone.add(r.run_id);
+  const running = plan.in_progress.filter((r) => !gone.has(r.run_id)).concat(delta.in_progress)
+    .sort((a, b) => (a.run_id < b.run_id ? -1 : a.run_id > b.run_id ? 1 : 0));
+  const waiting = plan.planned_queued.filter((r) => !gone.has(r.run_id)).concat(delta.planned_queued)
+    .sort((a, b) => (RANK[a.reason] - RANK[b.reason]) || (a.order - b.order))
+    .map((r, i) => ({ ...r, position: i + 1 }));
+  return {
+    epoch: delta.epoch, seq: delta.seq, max_active_runs: delta.max_active_runs,
+    agent_slots: delta.agent_slots, slots_in_use: delta.slots_in_use,
+    in_progress: running, planned_queued: waiting, new_queued: [],
+  };
+}
 
 const REASONS = {
   capacity: ['…', 'waiting for capacity'],
@@ -41,9 +66,59 @@ export function mountPlan(main) {
     replace(body, capacity, h('h2', { text: 'Waiting' }), waiting, h('h2', { text: 'In progress' }), running);
   }
 
-  get('/api/plan').then((plan) => alive && draw(plan)).catch((err) => alive && replace(body, h('p', { class: 'error', text: describeError(err) })));
+  let plan = null; // the plan as drawn (null until the first GET answers)
+  let early = []; // deltas that came before it
+  let fetching = false;
+  let drawn = false;
+
+  function redraw() {
+    // One paint for a burst of deltas.
+    if (drawn) return;
+    drawn = true;
+    requestAnimationFrame(() => {
+      drawn = false;
+      if (alive && plan) draw(plan);
+    });
+  }
+
+  function take(delta) {
+    if (!plan || fetching) {
+      early.push(delta);
+      return;
+    }
+    if (delta.epoch === plan.epoch && delta.seq <= plan.seq) return; // already in the plan
+    if (delta.epoch !== plan.epoch || delta.seq !== plan.seq + 1) {
+      fetchPlan(); // missed one (or the engine restarted): start again from the whole plan
+      return;
+    }
+    plan = applyDelta(plan, delta);
+    redraw();
+  }
+
+  function fetchPlan() {
+    if (fetching) return;
+    fetching = true;
+    get('/api/plan').then((whole) => {
+      fetching = false;
+      if (!alive) return;
+      plan = whole;
+      const pending = early;
+      early = [];
+      for (const delta of pending) take(delta);
+      redraw();
+    }).catch((err) => {
+      fetching = false;
+      if (alive) replace(body, h('p', { class: 'error', text: describeError(err) }));
+    });
+  }
+
+  fetchPlan();
   const stop = feed.subscribe((frame) => {
-    if (frame.type === 'plan_updated' && frame.plan) draw(frame.plan);
+    if (frame.type === 'plan_delta') take(frame);
+    else if (frame.type === 'plan_updated' && frame.plan) {
+      plan = frame.plan;
+      redraw();
+    }
   });
   return () => {
     alive = false;

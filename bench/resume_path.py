@@ -1,0 +1,108 @@
+"""What a stream resuming from position 0 costs, in one process: the read, decode, framing and SSE
+encoding of every frame, old way and new way, in alternating rounds, beside the driver's raw scan.
+
+    .venv/bin/python bench/resume_path.py URL [--rounds 5]
+
+``store``: ``store.read_all`` (every event, decoded into ``RecordedEvent``s) through
+``Framer.frames`` (the path before ``read_framed``); ``framed``: ``projections.source.read_framed``
+(only the run events of framed types, data decoded straight into the event types) through
+``Framer.event_frames``; both then ``api.http.stream.sse_lines`` per page. ``raw``: the driver's own
+scan of the same rows (position, stream_id, type, data), rows/s. No HTTP and no event loop: the
+server adds its socket writes and a thread hop per page on top (``bench/scale.py --parts resume``).
+Prints one JSON line per round and one with the medians (ratios: median of the per-round ratios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from api.http.stream import sse_lines
+from eventstore import open_store
+from projections.frames import FRAMED_TYPES, Framer
+from projections.source import read_framed
+
+PAGE = 2000
+
+
+def raw(url: str) -> float:
+    sql = "SELECT position, stream_id, type, data FROM events ORDER BY position"
+    t0 = time.perf_counter()
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        rows = sum(1 for _ in conn.execute(sql))
+        conn.close()
+    else:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url)
+        with psycopg.connect(dbname=u.database, user=u.username, host=u.query.get("host")) as conn, \
+                conn.cursor(name="scan") as cur:
+            cur.itersize = 5000
+            cur.execute(sql)
+            rows = sum(1 for _ in cur)
+    return rows / (time.perf_counter() - t0)
+
+
+def old_way(store) -> tuple[int, int, float]:
+    t0 = time.perf_counter()
+    framer = Framer()
+    frames = size = 0
+    page = []
+    for rec in store.read_all(after=0):
+        page.extend(framer.frames(rec))
+        if len(page) >= PAGE:
+            frames, size, page = frames + len(page), size + len(sse_lines(page)), []
+    frames, size = frames + len(page), size + len(sse_lines(page))
+    return frames, size, time.perf_counter() - t0
+
+
+def new_way(store) -> tuple[int, int, float]:
+    t0 = time.perf_counter()
+    framer = Framer()
+    frames = size = 0
+    for page in read_framed(store, 0, store.head(), FRAMED_TYPES, PAGE):
+        out = [f for run, event, position, _ in page.items for f in framer.event_frames(run, event, position)]
+        frames, size = frames + len(out), size + len(sse_lines(out))
+    return frames, size, time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    store = open_store(args.url)
+    rows: list[dict[str, float]] = []
+    try:
+        for i in range(args.rounds):
+            order = [("old", old_way), ("new", new_way)]
+            if i % 2:
+                order.reverse()
+            line: dict[str, float] = {"raw_rows_per_s": raw(args.url)}
+            for name, way in order:
+                frames, size, wall = way(store)
+                line[f"{name}_frames_per_s"] = frames / wall
+                line[f"{name}_frames"] = frames
+                line[f"{name}_mb"] = size / 1e6
+            line["new_over_old"] = line["new_frames_per_s"] / line["old_frames_per_s"]
+            line["new_over_raw"] = line["new_frames_per_s"] / line["raw_rows_per_s"]
+            rows.append(line)
+            print(json.dumps({"round": i, **{k: round(v, 3) for k, v in line.items()}}), flush=True)
+    finally:
+        store.close()
+    print(json.dumps({"median": {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]},
+                      "best": {k: round(max(r[k] for r in rows), 3) for k in rows[0]}}))
+
+
+if __name__ == "__main__":
+    main()
