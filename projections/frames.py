@@ -72,7 +72,7 @@ Frame = dict[str, Any]
 FRAMED_TYPES: frozenset[str] = frozenset(cls.__name__ for cls in (
     RunLaunched, RunQueued, RunStarted, StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped,
     StepPaused, StepResumed, AnomalyDetected, ToolCalled, ToolResult, RunCompleted, RunFailed, RunRejected,
-    RunCancelled))
+    RunCancelled, RunForked, MapItemCompleted, MapItemFailed))
 FRAME_RESULT_CHARS = 2_000
 """Characters of a tool result a ``tool_result`` frame carries (a result may hold 32 KB: the event has it whole)."""
 
