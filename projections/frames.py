@@ -12,6 +12,7 @@ gets none of them again.
 | RunQueued / RunStarted | ``flow_run_step_updated`` with ``step_id`` None, ``status`` and ``run_status`` queued / running, ``reason``, ``plan_position`` |
 | StepStarted (a map's: ``items``, its count; a subflow's: ``child_run_id``), StepCompleted, StepFailed, StepCancelled, StepSkipped, StepResumed | ``flow_run_step_updated`` {step_id, status, attempt?, error?, detail?, ...} |
 | StepPaused | ``flow_run_step_updated`` (status paused), then ``approval_requested`` {step_id, prompt} |
+| a task event that moves its task's step (``flows.tasks.run.step_move``: TaskStarted, TaskBlocked, a capped TaskReviewed, a retry's TaskAnswered, TaskFailed, TaskDone, TaskAborted) | ``flow_run_step_updated`` {step_id, status, attempt?, reason (a skip's), error?, will_retry?} |
 | AnomalyDetected | ``anomaly`` {step_id, attempt, kind, severity, detail, action} |
 | ToolCalled | ``tool_call`` {step_id, attempt, call_id, tool, arguments, turn, seq} |
 | ToolResult | ``tool_result`` {step_id, attempt, call_id, tool, ok, outcome, error, bytes, truncated, sha256, result (its first FRAME_RESULT_CHARS characters; the event has it whole), result_cut} |
@@ -58,11 +59,20 @@ from flows.events import (
     StepResumed,
     StepSkipped,
     StepStarted,
+    TaskAborted,
+    TaskAnswered,
+    TaskBlocked,
+    TaskDone,
+    TaskEvent,
+    TaskFailed,
+    TaskReviewed,
+    TaskStarted,
     ToolCalled,
     ToolResult,
     run_id_of,
 )
 from flows.status import ENDING_STATUS, run_status_of, step_status_of
+from flows.tasks.run import step_move
 from projections.source import decode
 
 Frame = dict[str, Any]
@@ -72,7 +82,9 @@ Frame = dict[str, Any]
 FRAMED_TYPES: frozenset[str] = frozenset(cls.__name__ for cls in (
     RunLaunched, RunQueued, RunStarted, StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped,
     StepPaused, StepResumed, AnomalyDetected, ToolCalled, ToolResult, RunCompleted, RunFailed, RunRejected,
-    RunCancelled, RunForked, MapItemCompleted, MapItemFailed))
+    RunCancelled, RunForked, MapItemCompleted, MapItemFailed,
+    # the task events that can move their step (``flows.tasks.run.step_move``; the others give no frame)
+    TaskStarted, TaskBlocked, TaskReviewed, TaskAnswered, TaskFailed, TaskDone, TaskAborted))
 FRAME_RESULT_CHARS = 2_000
 """Characters of a tool result a ``tool_result`` frame carries (a result may hold 32 KB: the event has it whole)."""
 
@@ -190,8 +202,32 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
                      "tool": e.tool, "ok": e.ok, "outcome": e.outcome, "error": e.error, "bytes": e.bytes,
                      "truncated": e.truncated, "sha256": e.sha256, "result": e.result[:FRAME_RESULT_CHARS],
                      "result_cut": len(e.result) > FRAME_RESULT_CHARS, "at": e.at}]
+        case TaskEvent():
+            return _task_frames(base, e)
         case RunCompleted() | RunFailed() | RunRejected() | RunCancelled():
             reason = getattr(e, "reason", "")
             by = getattr(e, "by", "")
             return [_run_frame(base, e, reason=reason, by=by, report=e.report)]
     return []
+
+
+def _task_frames(base: Frame, e: TaskEvent) -> list[Frame]:
+    """A task's step moves as the projector moves its row (``step_move``); the ``task_updated`` frames with
+    the task's phase are the engine's (ephemeral), so a console that dropped them still sees every status."""
+    move = step_move(e)
+    if move is None:
+        return []
+    status, skip_reason = move
+    frame: Frame = {**base, "type": "flow_run_step_updated", "step_id": e.step_id, "status": status, "at": e.at}
+    attempt = getattr(e, "attempt", None)
+    if attempt is not None:
+        frame["attempt"] = attempt
+    if skip_reason:
+        frame["reason"] = skip_reason
+    if isinstance(e, TaskFailed):
+        frame.update(error=e.error, will_retry=e.will_retry)
+    elif isinstance(e, TaskAborted):
+        frame["error"] = e.reason
+    elif isinstance(e, TaskBlocked):
+        frame["detail"] = e.reason
+    return [frame]

@@ -198,3 +198,27 @@ def test_tool_calls_and_results_are_durable_frames_of_their_step():
                          "seq": 3, "at": 7.0}
     assert frames[1]["type"] == "tool_result" and frames[1]["ok"] is True and frames[1]["bytes"] == 5000
     assert len(frames[1]["result"]) == 2000 and frames[1]["result_cut"] is True
+
+
+def test_a_task_event_that_moves_its_step_is_a_step_frame_and_a_phase_is_none():
+    from flows.events import Phase, TaskAborted, TaskDone, TaskFailed, TaskPhaseChanged, TaskStarted
+
+    framer = Framer()
+    events = (TaskStarted(step_id="a", attempt=1, at=1.0), TaskPhaseChanged(step_id="a", attempt=1, phase=Phase.CODER, at=2.0),
+              TaskFailed(step_id="a", attempt=1, error="lost", will_retry=True, at=3.0),
+              TaskDone(step_id="a", attempt=2, merge_commit="abc", at=4.0),
+              TaskAborted(step_id="b", reason="upstream a did not finish", by="baton", at=5.0),
+              TaskAborted(step_id="c", reason="aborted by ann: wrong", by="ann", at=6.0))
+    frames = {n: framer.frames(RecordedEvent(n, "run-r", n, type(e).__name__, event_data(e), {}, 0.0, ""))
+              for n, e in enumerate(events, 10)}
+    assert frames[11] == []  # phases are the engine's task_updated frames
+    moves = [(f["step_id"], f["status"], f.get("attempt"), f.get("reason", ""))
+             for n in (10, 12, 13, 14, 15) for f in frames[n]]
+    assert moves == [("a", "running", 1, ""), ("a", "pending", 1, ""), ("a", "completed", 2, ""),
+                     ("b", "skipped", None, "upstream_failed"), ("c", "cancelled", None, "")]
+    assert frames[12][0]["will_retry"] is True and frames[15][0]["error"] == "aborted by ann: wrong"
+    assert all(f["type"] == "flow_run_step_updated" and f["id"] == n for n, fs in frames.items() for f in fs)
+    # a replay asks the database for the framed types alone: the task events that give frames are among them
+    from projections.frames import FRAMED_TYPES
+    assert {type(e).__name__ for n, e in enumerate(events, 10) if frames[n]} <= FRAMED_TYPES
+    assert "TaskPhaseChanged" not in FRAMED_TYPES

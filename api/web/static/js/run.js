@@ -14,6 +14,7 @@ import { h, replace, statusBadge, fmtDuration, fmtTime, shortId, describeError, 
 import { feed } from './feed.js';
 import { render as markdown } from './markdown.js';
 import { perf } from './perf.js';
+import { mountTaskBoard } from './taskboard.js';
 import { activeStep, apply, fromSnapshot, markJoined, markMissed, STEP_CONTROLS, stepTokens, tokens } from './runmodel.js';
 
 const NARROW = '(max-width: 720px)';
@@ -57,12 +58,15 @@ export function mountRun(main, { runId }) {
   const followBtn = h('button', { type: 'button', class: 'link', id: 'follow', hidden: true }, 'Follow the active step');
   const detail = h('section', { class: 'detail', id: 'step-detail', 'aria-live': 'off', hidden: true });
   const side = h('div', { class: 'detail-col' }, detail);
+  const taskSection = h('section', { class: 'tasks', id: 'tasks', hidden: true, 'aria-labelledby': 'tasks-title' });
+  let board = null; // the task-graph dashboard, on a task run's pane
 
   replace(main, h('article', { class: 'run-pane', dataset: { runId } },
     h('header', { class: 'run-head' },
       h('div', { class: 'title-row' }, heading, headStatus),
       question, stats, controls, confirm, notice),
     report,
+    taskSection,
     h('div', { class: 'run-body' },
       h('section', { class: 'roster-col', 'aria-labelledby': 'steps-title' },
         h('div', { class: 'roster-head' }, h('h2', { id: 'steps-title', text: 'Steps' }), followBtn), roster),
@@ -371,7 +375,9 @@ export function mountRun(main, { runId }) {
     for (const a of step.anomalies.values()) {
       parts.push(h('p', { class: 'anomaly' }, h('span', { 'aria-hidden': 'true', text: '⚠ ' }), `${a.kind} (${a.severity}): ${a.detail}${a.action ? ` — ${a.action}` : ''}`));
     }
-    if (step.status === 'paused') parts.push(approvalBox(step));
+    if (step.status === 'paused' && step.kind === 'task') {
+      parts.push(h('p', { class: 'notice', text: 'This task waits for a person: answer it with Retry or Skip in the Tasks table above.' }));
+    } else if (step.status === 'paused') parts.push(approvalBox(step));
     const task = taskBox(step);
     if (task) parts.push(task);
     if (step.status === 'running') {
@@ -459,6 +465,7 @@ export function mountRun(main, { runId }) {
       drawHead();
       drawReport();
       drawRoster();
+      mountBoard();
     } else {
       drawStep(change.step_id);
       drawHead();
@@ -525,6 +532,13 @@ export function mountRun(main, { runId }) {
     }
   }
 
+  // A task run (its steps are tasks) gets the task-graph dashboard above its roster.
+  function mountBoard() {
+    if (board || ![...model.steps.values()].some((s) => s.kind === 'task')) return;
+    taskSection.hidden = false;
+    board = mountTaskBoard(taskSection, { runId, labels: new Map([...model.steps.values()].map((s) => [s.step_id, s.label])) });
+  }
+
   // -- lifecycle -------------------------------------------------------------------------------
 
   const onResize = () => placeDetail();
@@ -537,6 +551,7 @@ export function mountRun(main, { runId }) {
     drawHead();
     drawReport();
     drawRoster();
+    mountBoard();
     // Frames the feed got before (or while) the snapshot was read, then the live ones.
     for (const frame of feed.recent((f) => f.run_id === runId)) apply(model, frame);
     stopFeed = feed.subscribe(onFrame);
@@ -571,6 +586,7 @@ export function mountRun(main, { runId }) {
 
   return () => {
     alive = false;
+    if (board) board.destroy();
     stopFeed();
     stopState();
     clearInterval(ticker);
