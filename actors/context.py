@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from actors.agents import Backend
 from actors.bus import FrameBus
@@ -14,6 +14,17 @@ from actors.config import EngineConfig
 from eventstore import EventStore
 from eventstore.leases import Leases
 from flows.catalog import FlowRegistry
+from flows.events import RunLaunched
+
+
+class ChildRuns(Protocol):
+    """How a subflow step's attempt launches its child run and cancels it (the Engine, from a step thread)."""
+
+    def launch_child(self, event: RunLaunched) -> None:
+        """Launch the child unless its run exists already (an attempt after a restart follows it instead)."""
+
+    def cancel(self, run_id: str, *, reason: str = "", by: str = "") -> int:
+        """Cancel the child run."""
 
 if TYPE_CHECKING:  # the attempt's module imports the workspace, which imports what imports this
     from actors.task_attempt import TaskEnv
@@ -35,3 +46,4 @@ class EngineContext:
     # (position, {run: launch position}): the runs not ended as of ``position``, from the read tables;
     # None (or no function) and recovery reads the whole log (``Engine(open_runs=...)``).
     open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None
+    children: ChildRuns | None = None  # launches subflow steps' child runs (None: this engine has none)

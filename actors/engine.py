@@ -58,9 +58,11 @@ from eventstore import (
     StoreUnavailableError,
 )
 from eventstore.leases import Leases, default_owner
+from flows import fork as forking
 from flows import launch as launching
 from flows.catalog import FlowRegistry
 from flows.commands import CommandKind, CommandRequested, Refusal
+from flows.errors import UnknownRun
 from flows.events import RunLaunched, stream_of
 from flows.launch import LaunchParams
 from flows.state import RunState
@@ -122,7 +124,7 @@ class Engine:
         self.projects = ProjectBook(store, self.clock.now)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps, tasks if tasks is not None else task_env(self.config, self.backend),
-                                 open_runs)
+                                 open_runs, children=self)
         self._orchestrator: pykka.ActorRef[Any] | None = None
         self._inbox: Inbox | None = None
         self._supervising = threading.Lock()  # one restart of the orchestrator at a time
@@ -311,6 +313,38 @@ class Engine:
             return True
         except EngineTimeout:
             return True  # look again: the launch may have ended without recording (then it is ours)
+
+    def fork(self, run_id: str, from_step: str, *, inputs: Mapping[str, Any] | None = None, by: str = "",
+             retry: bool = False) -> Launched:
+        """Start a new run from ``run_id``'s log: the outcomes of steps not downstream of ``from_step``
+        are copied, the rest runs afresh (``flows.fork``), with ``inputs`` changed where given.
+
+        ``retry``: ``from_step`` must have failed, been cancelled or lost, in a run that ended.
+        Raises UnknownRun, UnknownStep, NotRetryable, LaunchError, UnstorableText (nothing appended).
+        """
+        parent, history = load(self.ctx, run_id)
+        if parent.launched is None:
+            raise UnknownRun(run_id)
+        events = forking.fork(parent, history, from_step, run_id=new_run_id(), now=self.clock.now(), by=by,
+                              inputs=inputs, retry=retry)
+        launched = events[0]
+        assert isinstance(launched, RunLaunched)
+        self._check_store()
+        position = self._appending(lambda reply: m.LaunchRun(launched, reply, tuple(events[1:])))
+        return Launched(launched.run_id, position)
+
+    def launch_child(self, event: RunLaunched) -> None:
+        """Launch a subflow step's child run, unless it exists already (called from the step's thread)."""
+        if self.store.read_stream(stream_of(event.run_id), after_version=0):
+            return
+        try:
+            self._appending(lambda reply: m.LaunchRun(event, reply))
+        except (LaunchInProgress, RunOwnedElsewhere):  # launched meanwhile by an attempt before this one
+            pass
+
+    def retry(self, run_id: str, step_id: str, *, by: str = "") -> Launched:
+        """Re-run a failed, cancelled or lost step of an ended run and everything downstream of it, as a fork."""
+        return self.fork(run_id, step_id, by=by, retry=True)
 
     def approve(self, run_id: str, step_id: str, *, by: str = "", comment: str = "") -> int:
         """Approve a paused step; returns the position of StepResumed. Raises NotWaiting & co."""

@@ -14,10 +14,14 @@ from flows.events import Event, RunLaunched
 
 @dataclass(frozen=True)
 class LaunchRun:
-    """Admit a new run (its RunLaunched already prepared and checked)."""
+    """Admit a new run (its RunLaunched already prepared and checked).
+
+    ``after``: events recorded right after RunLaunched in the same batch (a fork's RunForked and copies).
+    """
 
     event: RunLaunched
     reply: Future[Any]
+    after: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class RunIdle:
     seen: int
     status: str
     urn: str = ""
+    timer_at: float | None = None  # a paused approval's timer falls due then: the orchestrator keeps it
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Launch:
     reason: str
     plan_position: int
     reply: Future[Any]
+    after: tuple[Event, ...] = ()  # a fork's RunForked and copies, recorded with RunLaunched
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,34 @@ class StallCheck:
 @dataclass(frozen=True)
 class Wake:
     """A retry fell due."""
+
+
+@dataclass(frozen=True)
+class MapItemResult:
+    """One item of a running map step ended (told by the map's attempt as each item ends)."""
+
+    step_id: str
+    attempt: int
+    index: int
+    output: str = ""
+    error: str = ""
+    failed: bool = False
+    prompt: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ItemSlotWanted:
+    """An agent item of a running map step waits for an agent slot (its slot id: ``<step>#<index>``)."""
+
+    step_id: str
+    attempt: int
+    index: int
+
+
+@dataclass(frozen=True)
+class ApprovalDue:
+    """A paused approval's timer may have fallen due (``flows.decide`` decides whether it has)."""
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,10 @@ from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewher
 from actors.functions import missing_module
 from actors.run import RunActor
 from actors.runlog import driven_elsewhere, live_nodes, load_with_owner, node_lease, route, unended_runs
-from actors.scheduler import START_FREED, Phase, Scheduler
+from actors.scheduler import START_FREED, Admission, Phase, Scheduler
 from eventstore import StoreError
 from eventstore.leases import default_owner
-from flows.decide import has_work
+from flows.decide import decide, has_work
 from flows.state import RunState
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,13 @@ class _Kick:
     """Another node of the cluster changed the queue, the slots, or handed its runs off (``actors.cluster``)."""
 
     kind: str
+
+
+@dataclass(frozen=True)
+class _ApprovalDue:
+    """A paused approval's timer of a run that holds no actor may have fallen due."""
+
+    run_id: str
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,7 @@ class Orchestrator(pykka.ThreadingActor):
         self._nodes_seen: set[str] = set()  # nodes alive at the last heartbeat
         self._live_read: tuple[float, set[str]] | None = None  # (monotonic time, nodes) of the last lease read
         self._retries: dict[str, int] = {}  # run -> times it was driven again after a failure
+        self._approval_timers: dict[str, Any] = {}  # run -> the timer of its paused approval (durable: in the log)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -162,6 +170,8 @@ class Orchestrator(pykka.ThreadingActor):
     def on_stop(self) -> None:
         if self._renewal is not None:
             self._renewal.cancel()
+        for timer in self._approval_timers.values():
+            timer.cancel()
         self._stop_runs(timeout=3.0)
         if self.cluster is not None:  # the others take this node's runs over now, not when its lease ends
             self.cluster.hand_off(list(self.runs), lambda: self.ctx.leases.release(node_lease(self.ctx.config.node),
@@ -231,6 +241,8 @@ class Orchestrator(pykka.ThreadingActor):
             run = self._register(run_id, state.launched.flow, state.launched_at, phase)
             if phase is Phase.ACTIVE:
                 self._tell_run(run, m.Recover(node))
+            else:
+                self._arm_approval(run_id, decide(state, self.ctx.clock.now()).timer_at)
         self._schedule()
         self._plan_changed()
 
@@ -320,13 +332,17 @@ class Orchestrator(pykka.ThreadingActor):
             if not msg.reply.done():
                 msg.reply.set_exception(LaunchInProgress(ev.run_id))
             return
-        if self.cluster is not None:  # recorded queued; once recorded, it joins the cluster's queue (_on_idle)
+        if ev.parent_run_id:  # a subflow's child counts toward capacity, but never waits behind the queue:
+            self.scheduler.add(ev.run_id, ev.flow, ev.at, Phase.ACTIVE)  # its parent's room waits on it
+            admission = Admission(True, f"child of run {ev.parent_run_id}", 0)
+        elif self.cluster is not None:  # recorded queued; once recorded, it joins the cluster's queue (_on_idle)
             self.scheduler.add(ev.run_id, ev.flow, ev.at, Phase.UNPLANNED)
             admission = clustering.queued_admission()
         else:
             admission = self.scheduler.launch(ev.run_id, ev.flow, ev.at)
         run = self.runs[ev.run_id] = _Run(ev.run_id)
-        self._tell_run(run, m.Launch(ev, admission.start, admission.reason, admission.position, msg.reply))
+        self._tell_run(run, m.Launch(ev, admission.start, admission.reason, admission.position, msg.reply,
+                                      msg.after))
 
     def _on_command(self, msg: m.RunCommand) -> None:
         run = self.runs.get(msg.run_id)
@@ -376,6 +392,7 @@ class Orchestrator(pykka.ThreadingActor):
             self.scheduler.pause(msg.run_id)
             if self.cluster is not None:
                 self._in_cluster(self.cluster.paused, msg.run_id)
+            self._arm_approval(msg.run_id, msg.timer_at)
         elif msg.status == "running":
             log.error("run %s is running but has nothing to do; it stays registered", msg.run_id)
         elif msg.status != "queued":  # unknown or already ended: a command found nothing to do
@@ -435,6 +452,8 @@ class Orchestrator(pykka.ThreadingActor):
         run = self._register(msg.run_id, state.launched.flow, state.launched_at, phase)
         if phase is Phase.ACTIVE:
             self._tell_run(run, m.Recover(self.ctx.config.node))
+        else:
+            self._arm_approval(msg.run_id, decide(state, self.ctx.clock.now()).timer_at)
         self._schedule()
 
     def _tell_self(self, message: Any) -> None:
@@ -442,6 +461,28 @@ class Orchestrator(pykka.ThreadingActor):
             self.actor_ref.tell(message)
         except pykka.ActorDeadError:
             pass  # stopped: the next start recovers what is left
+
+    def _arm_approval(self, run_id: str, at: float | None) -> None:
+        """Keep the timer of a paused run's approval (its due time is in the log: recovery arms it again)."""
+        old = self._approval_timers.pop(run_id, None)
+        if old is not None:
+            old.cancel()
+        if at is not None:
+            delay = max(0.0, at - self.ctx.clock.now())
+            self._approval_timers[run_id] = self.ctx.clock.call_later(
+                delay, lambda: self._tell_self(_ApprovalDue(run_id)))
+
+    def _on_approval_due(self, msg: _ApprovalDue) -> None:
+        """Wake a paused run whose approval timer fell due: its actor decides (``flows.decide.timed_out``)."""
+        self._approval_timers.pop(msg.run_id, None)
+        run = self.runs.get(msg.run_id)
+        if run is None or self.scheduler.phase(msg.run_id) is not Phase.PAUSED:
+            return  # ended, driven elsewhere, or under way (its own actor keeps the timer meanwhile)
+        self.scheduler.resume(msg.run_id)
+        if not self._tell_run(run, m.Begin("approval timer")):
+            self._forget(msg.run_id)
+        self._schedule()
+        self._plan_changed()
 
     def _register(self, run_id: str, flow: str, since: float, phase: Phase) -> _Run:
         """Know a run found in the log (or named by a command): a handle here, its phase in the scheduler."""
@@ -616,4 +657,5 @@ class Orchestrator(pykka.ThreadingActor):
         _Recover: _on_recover,
         _Redrive: _on_redrive,
         _Kick: _on_kick,
+        _ApprovalDue: _on_approval_due,
     }

@@ -32,7 +32,7 @@ from actors.step import EXECUTORS, Attempt, StepActor
 from actors.task_attempt import forget_machinery
 from actors.tool_record import AttemptEnded
 from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
-from flows import anomaly, errors
+from flows import anomaly, errors, mapping
 from flows import decide as d
 from flows.auth import FourEyesRefused
 from flows.events import (
@@ -82,6 +82,8 @@ class RunActor(pykka.ThreadingActor):
         self.flush_queued = False
         self.wake_timer: Any = None
         self.wake_at: float | None = None
+        self.approval_timer: Any = None  # while this actor lives; once idle, the orchestrator keeps it
+        self.timer_at: float | None = None
         self.seen = 0  # orchestrator messages processed (see RunIdle)
         self.actor = ""  # who the next batch is recorded as (a person for commands; else the engine)
         self.cause = ""  # what the next batch follows from (a command; else the last recorded event)
@@ -114,8 +116,9 @@ class RunActor(pykka.ThreadingActor):
             self._on_recover(m.Recover(self.ctx.config.node), flush=False)
 
     def on_stop(self) -> None:
-        if self.wake_timer is not None:
-            self.wake_timer.cancel()
+        for timer in (self.wake_timer, self.approval_timer):
+            if timer is not None:
+                timer.cancel()
         for attempt in self.attempts.values():  # stopped with work in flight: recovery re-runs it
             attempt.cancel_timers()
             attempt.token.cancel()
@@ -152,7 +155,7 @@ class RunActor(pykka.ThreadingActor):
             if msg.start
             else RunQueued(run_id=self.run_id, reason=msg.reason, plan_position=msg.plan_position, at=now)
         )
-        self._stage([msg.event, follow])
+        self._stage([msg.event, *msg.after, follow])
         recorded = self._commit(reply=msg.reply)
         if recorded is not None:
             _resolve(msg.reply, recorded[0].position)
@@ -210,15 +213,36 @@ class RunActor(pykka.ThreadingActor):
     def _on_granted(self, msg: m.SlotsGranted) -> None:
         usable = [sid for sid in msg.step_ids if sid in self.requested]
         self.requested.difference_update(usable)
-        startable = [sid for sid in usable
-                     if self.state.steps[sid].status == StepStatus.PENDING and not self.state.terminal]
+        startable = [sid for sid in usable if ITEM_SLOT not in sid
+                     and self.state.steps[sid].status == StepStatus.PENDING and not self.state.terminal]
+        startable += self._grant_items([sid for sid in usable if ITEM_SLOT in sid])
         self.held.update(startable)
         unused = tuple(sid for sid in msg.step_ids if sid not in startable)
         if unused:
             self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=unused))
+        startable = [sid for sid in startable if ITEM_SLOT not in sid]
         if startable:
             self._stage(d.start(self.state, startable, self.ctx.clock.now()))
         self._queue_flush()
+
+    def _grant_items(self, slot_ids: list[str]) -> list[str]:
+        """Hand granted slots to the map items that asked for them; the slots that found their item."""
+        given = []
+        for slot_id in slot_ids:
+            step_id, _, index = slot_id.rpartition(ITEM_SLOT)
+            attempt = self.attempts.get(step_id)
+            if attempt is not None and attempt.slots is not None and not self.state.terminal:
+                attempt.slots.grant(int(index))
+                given.append(slot_id)
+        return given
+
+    def _on_item_slot(self, msg: m.ItemSlotWanted) -> None:
+        attempt = self.attempts.get(msg.step_id)
+        if attempt is None or attempt.attempt != msg.attempt:
+            return
+        slot_id = f"{msg.step_id}{ITEM_SLOT}{msg.index}"
+        self.requested.add(slot_id)
+        self._tell_orchestrator(m.RequestSlots(self.run_id, (slot_id,)))
 
     def _on_result(self, msg: m.StepResult) -> None:
         attempt = self.attempts.get(msg.step_id)
@@ -232,7 +256,9 @@ class RunActor(pykka.ThreadingActor):
         if msg.cancelled:
             return
         limit = self.ctx.config.max_step_errors
-        if msg.failed:
+        if not msg.failed and kind_rules(self.state.spec(msg.step_id).kind).fans_out:
+            events = self._gathered(msg, now)
+        elif msg.failed:
             # The one door from a backend's or an exception's words into the log: no secret passes it.
             redact = redactor(self.ctx.config.known_secrets)
             events = d.fail(self.state, msg.step_id, msg.attempt, redact(msg.error), now, duration_s=msg.duration_s,
@@ -243,6 +269,28 @@ class RunActor(pykka.ThreadingActor):
                                 usage=msg.usage, fields=msg.fields)
             events = anomaly.after_completion(self.state, events, now, limit)
         self._stage(events)
+        self._queue_flush()
+
+    def _gathered(self, msg: m.StepResult, now: float) -> list[Event]:
+        """A map's attempt returned: its outcome, from the items recorded (``flows.mapping.gather``)."""
+        left = mapping.unfinished(self.state, msg.step_id)
+        output, problem = mapping.gather(self.state, msg.step_id) if not left else ("", f"items {left} did not end")
+        if problem:
+            return d.fail(self.state, msg.step_id, msg.attempt, problem, now, duration_s=msg.duration_s)
+        return d.complete(self.state, msg.step_id, msg.attempt, output, now, duration_s=msg.duration_s)
+
+    def _on_map_item(self, msg: m.MapItemResult) -> None:
+        attempt = self.attempts.get(msg.step_id)
+        if attempt is None or attempt.attempt != msg.attempt:
+            return  # from an attempt that already ended (cancelled, lost)
+        slot_id = f"{msg.step_id}{ITEM_SLOT}{msg.index}"
+        if slot_id in self.held:  # the item is done with its agent slot
+            self.held.discard(slot_id)
+            self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=(slot_id,)))
+        error = redactor(self.ctx.config.known_secrets)(msg.error) if msg.error else ""
+        self._stage(mapping.item_ended(self.state, msg.step_id, msg.attempt, msg.index, self.ctx.clock.now(),
+                                       output=msg.output, error=error, failed=msg.failed, prompt=msg.prompt,
+                                       duration_s=msg.duration_s))
         self._queue_flush()
 
     def _on_step_events(self, msg: m.StepEvents) -> None:
@@ -357,6 +405,7 @@ class RunActor(pykka.ThreadingActor):
             self.requested.update(ready)
             self._tell_orchestrator(m.RequestSlots(self.run_id, tuple(ready)))
         self._arm_wake(decision.wake_at)
+        self._arm_approval_timer(decision.timer_at)
         if decision.finished and not self.state.terminal and not (self.state.tasks is not None and self.attempts):
             # (a task run ends once its attempts' threads have: an aborted one is still cleaning up)
             event = d.finish(self.state, self.history, self.ctx.clock.now(), check_evidence(self.state))
@@ -397,7 +446,7 @@ class RunActor(pykka.ThreadingActor):
         if recorded:
             self.state = _with_position(self.state, recorded[-1].position)
         for event in batch:
-            if isinstance(event, StepStarted):
+            if isinstance(event, StepStarted) and self._still_running(event):
                 self._start_attempt(event)
             elif isinstance(event, StepCancelled):
                 self._end_attempt(event.step_id, cancel=True)
@@ -408,6 +457,12 @@ class RunActor(pykka.ThreadingActor):
             run_tasks.resume_merged(self)
         return recorded
 
+    def _still_running(self, event: StepStarted) -> bool:
+        """Whether the attempt a recorded StepStarted began is still the step's, under way (a fork's copy
+        of a parent's attempt is followed in the same batch by how that attempt ended: nothing to start)."""
+        st = self.state.steps.get(event.step_id)
+        return st is not None and st.status == StepStatus.RUNNING and st.attempt == event.attempt
+
     def _start_attempt(self, event: StepStarted) -> None:
         ctx, state = self.ctx, self.state
         attempt = Attempt(event.step_id, event.attempt, event.kind, CancelToken(), time.monotonic(), ctx.clock.now())
@@ -415,6 +470,7 @@ class RunActor(pykka.ThreadingActor):
         if isinstance(call, str):
             self._refuse(attempt, call)
             return
+        attempt.slots = call.slots
         if call.recorder is not None:
             call.recorder.attach(self.actor_ref)
         if kind_rules(event.kind).streams_output:  # only a step that streams signs of life can stall
@@ -446,6 +502,14 @@ class RunActor(pykka.ThreadingActor):
         if step_id in self.held:
             self.held.discard(step_id)
             self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=(step_id,)))
+        if attempt.slots is not None:  # a map of agents: its items' slots and requests go with it
+            prefix = step_id + ITEM_SLOT
+            held = tuple(s for s in self.held if s.startswith(prefix))
+            withdrawn = tuple(s for s in self.requested if s.startswith(prefix))
+            self.held.difference_update(held)
+            self.requested.difference_update(withdrawn)
+            if held or withdrawn:
+                self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=held, withdrawn=withdrawn))
 
     def _arm_wake(self, wake_at: float | None) -> None:
         if wake_at is None or (self.wake_at is not None and self.wake_at <= wake_at):
@@ -455,6 +519,21 @@ class RunActor(pykka.ThreadingActor):
         self.wake_at = wake_at
         self.wake_timer = self.ctx.clock.call_later(max(0.0, wake_at - self.ctx.clock.now()),
                                                     lambda: self._tell_self(m.Wake()))
+
+    def _arm_approval_timer(self, timer_at: float | None) -> None:
+        if timer_at == self.timer_at:
+            return
+        if self.approval_timer is not None:
+            self.approval_timer.cancel()
+            self.approval_timer = None
+        self.timer_at = timer_at
+        if timer_at is not None:
+            self.approval_timer = self.ctx.clock.call_later(max(0.0, timer_at - self.ctx.clock.now()),
+                                                            lambda: self._tell_self(m.ApprovalDue()))
+
+    def _on_approval_due(self, msg: m.ApprovalDue) -> None:
+        self.timer_at, self.approval_timer = None, None
+        self._flush()
 
     def _ended(self) -> None:
         for sid in list(self.attempts):
@@ -479,7 +558,8 @@ class RunActor(pykka.ThreadingActor):
         if (self.attempts or self.requested or self.wake_at is not None or self.pending or self.flush_queued
                 or self.state.status == RunStatus.RUNNING):
             return
-        self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status, urn=self.actor_ref.actor_urn))
+        self._tell_orchestrator(m.RunIdle(self.run_id, self.seen, self.state.status, urn=self.actor_ref.actor_urn,
+                                          timer_at=self.timer_at))
 
     def _fenced(self, error: BaseException, reply: Future[Any] | None, *, retry: bool) -> None:
         log.warning("run %s: %s; this actor stops", self.run_id, error)
@@ -509,15 +589,20 @@ class RunActor(pykka.ThreadingActor):
         m.Cancel: _on_cancel,
         m.SlotsGranted: _on_granted,
         m.StepResult: _on_result,
+        m.MapItemResult: _on_map_item,
+        m.ItemSlotWanted: _on_item_slot,
         m.StepEvents: _on_step_events,
         m.StepTimedOut: _on_timeout,
         m.StallCheck: _on_stall_check,
         m.Wake: _on_wake,
+        m.ApprovalDue: _on_approval_due,
         m.Flush: _on_flush,
         m.TaskEvents: run_tasks.on_task_events,
         m.TaskCommand: run_tasks.on_task_command,
     }
 
+
+ITEM_SLOT = "#"  # a map item's slot id: "<step>#<index>" (no step id holds a "#")
 
 _FROM_ORCHESTRATOR = (m.Launch, m.Begin, m.Recover, m.Resume, m.Cancel, m.SlotsGranted, m.TaskCommand)
 

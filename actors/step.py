@@ -12,14 +12,22 @@ so the RunActor never waits on a step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ThreadPoolExecutor,
+    wait,
+)
 from typing import Any, Protocol
 
 import pykka
@@ -30,16 +38,19 @@ from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.context import EngineContext
 from actors.functions import resolve_function
-from actors.messages import StepResult
+from actors.messages import ItemSlotWanted, MapItemResult, StepResult
+from actors.runlog import follow
 from actors.tool_record import ToolRecorder
 from actors.workspace.errors import WorkspaceError
 from actors.workspace.tools import TOOL_SCHEMA_HASH, Toolbox
-from flows import StepContext
+from flows import StepContext, children, mapping
 from flows.decide import code_output
+from flows.errors import BatonError
 from flows.events import StepStarted
 from flows.kinds import StepKind
 from flows.redact import Redactor
 from flows.state import RunState
+from flows.status import StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,7 @@ FRAMES_KEPT = 5
 """How many of a failing code step's innermost traceback frames its StepFailed records."""
 
 Delta = Callable[[str], None]
+Report = Callable[[Any], None]  # tells the attempt's RunActor a message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +82,34 @@ class Call:
     run: Callable[[CancelToken, Delta], Answer]
     what: str
     recorder: ToolRecorder | None = None  # an agent step with tools: its calls go to the log through the RunActor
+    reporting: Callable[[CancelToken, Delta, Report], Answer] | None = None
+    """Instead of ``run``, for an attempt that tells its RunActor of its progress (a map's items)."""
+    slots: ItemSlots | None = None
+    """Where the RunActor hands this attempt's items the agent slots they asked for (a map of agents)."""
+
+
+class ItemSlots:
+    """The agent slots granted to the items of one map attempt: an item waits here for its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._granted: dict[int, threading.Event] = {}
+
+    def _event(self, index: int) -> threading.Event:
+        with self._lock:
+            return self._granted.setdefault(index, threading.Event())
+
+    def grant(self, index: int) -> None:
+        """Item ``index`` may run now."""
+        self._event(index).set()
+
+    def wait(self, index: int, token: CancelToken) -> bool:
+        """Block until item ``index`` holds a slot (True) or the attempt is cancelled (False)."""
+        granted = self._event(index)
+        unregister = token.on_cancel(granted.set)
+        granted.wait()
+        unregister()
+        return not token.cancelled
 
 
 class StepExecutor(Protocol):
@@ -149,6 +189,134 @@ class CodeExecutor:
         return Call(run, "the code step returned")
 
 
+class MapExecutor:
+    """A map step: its inner agent or code step once per item without a result, ``max_parallel`` at once.
+
+    Each item's end is told to the RunActor as it comes (MapItemResult, recorded
+    at once); the attempt returns when every item has ended, and the RunActor
+    then gathers the results from the log (``flows.mapping.gather``).
+    """
+
+    def prepare(self, ctx: EngineContext, state: RunState, event: StepStarted) -> Call | str:
+        spec = state.spec(event.step_id)
+        base = StepContext.of(state, event.step_id, event.attempt)
+        fn: Callable[..., Any] | None = None
+        if spec.item_kind == StepKind.CODE:
+            fn, problem = resolve_function(spec.fn, ctx.registry, state.snapshot.name, event.step_id)
+            if fn is None:
+                return f"code step function {spec.fn!r} cannot be found: {problem}"
+        else:
+            try:
+                system = persona_text(spec.persona)
+            except Exception as exc:  # noqa: BLE001 - fail closed: never call a model without its persona
+                return f"persona {spec.persona!r}: {exc}"
+        todo = mapping.to_run(state, event.step_id)
+        backend, model = ctx.backend, state.launched.model if state.launched else ""
+        # Agent items take the scheduler's agent slots like agent steps (shared fairly across runs).
+        slots = ItemSlots() if fn is None and ctx.config.agent_slots else None
+
+        def one(index: int, token: CancelToken, delta: Delta) -> tuple[str, str]:
+            if fn is not None:
+                item_ctx = dataclasses.replace(base, input=mapping.item_input(state, event.step_id, index))
+                return code_output(fn(item_ctx))[0], ""
+            prompt = mapping.item_prompt(state, event.step_id, index)
+            request = AgentRequest(state.run_id, f"{event.step_id}[{index}]", event.attempt, spec.persona, system,
+                                   prompt, model)
+            return backend.run(request, delta, token).output, prompt
+
+        def reporting(token: CancelToken, delta: Delta, report: Report) -> Answer:
+            def item(index: int, token: CancelToken, delta: Delta) -> tuple[str, str]:
+                if slots is not None:
+                    report(ItemSlotWanted(event.step_id, event.attempt, index))
+                    if not slots.wait(index, token):
+                        raise Cancelled("the map was cancelled")
+                return one(index, token, delta)
+
+            run_items(todo, max(1, spec.max_parallel), token, delta, report, item, event.step_id, event.attempt)
+            return Answer("")
+
+        def unused(token: CancelToken, delta: Delta) -> Answer:
+            raise RuntimeError("a map attempt runs through `reporting`")
+
+        return Call(unused, "the map's items returned", reporting=reporting, slots=slots)
+
+
+def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Delta, report: Report,
+              one: Callable[[int, CancelToken, Delta], tuple[str, str]], step_id: str, attempt: int) -> None:
+    """Run ``one(index)`` for each of ``todo``, at most ``max_parallel`` at once, telling each end as it comes.
+
+    Raises Cancelled once ``token`` is cancelled (items under way are not waited for).
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(todo) or 1)),
+                              thread_name_prefix=f"baton-map-{step_id}")
+    waiting = list(reversed(todo))
+    running: dict[Future[tuple[str, str]], tuple[int, float]] = {}
+    try:
+        while waiting or running:
+            if token.cancelled:
+                raise Cancelled("the map was cancelled")
+            while waiting and len(running) < max_parallel:
+                index = waiting.pop()
+                running[pool.submit(one, index, token, delta)] = (index, time.monotonic())
+            done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                index, t0 = running.pop(future)
+                took = time.monotonic() - t0
+                try:
+                    output, prompt = future.result()
+                except Cancelled:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one item failing is that item failing, recorded as such
+                    report(MapItemResult(step_id, attempt, index, error=f"{type(exc).__name__}: {exc}", failed=True,
+                                         duration_s=took))
+                else:
+                    report(MapItemResult(step_id, attempt, index, output=output, prompt=prompt, duration_s=took))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class SubflowExecutor:
+    """A subflow step: launch the child run (once: an attempt after a restart finds it launched), follow it
+    through the store until it ends, and answer its outcome. Cancelling the parent's step (the run's cancel,
+    its timeout) cancels the child; a process stopping does not (the next start follows the child again):
+    which of the two it was, the parent's log says within ``SETTLE_S``."""
+
+    SETTLE_S = 2.0
+
+    def prepare(self, ctx: EngineContext, state: RunState, event: StepStarted) -> Call | str:
+        runs = ctx.children
+        if runs is None:
+            return "this engine cannot launch child runs"
+        child_id = event.child_run_id
+        try:
+            launch = children.child_launch(state, event.step_id, child_id, ctx.registry, ctx.clock.now())
+        except BatonError as exc:  # an unknown flow, a band it lacks, an input no event can hold
+            return f"subflow {state.spec(event.step_id).flow!r}: {exc}"
+        store, parent, step_id, attempt = ctx.store, state.run_id, event.step_id, event.attempt
+
+        def ended(s: RunState) -> bool:
+            st = s.steps.get(step_id)
+            return st is None or st.status != StepStatus.RUNNING or st.attempt != attempt
+
+        def run(token: CancelToken, delta: Delta) -> Answer:
+            runs.launch_child(launch)
+            child = follow(store, child_id, lambda s: s.terminal or token.cancelled)
+            if not child.terminal:  # the attempt was stopped: cancel the child if the parent's log ends it
+                try:
+                    follow(store, parent, ended, timeout=self.SETTLE_S)
+                except Exception:  # noqa: BLE001 - not ended there (the process is stopping), or the store went
+                    raise Cancelled("the subflow's step was stopped; its child goes on") from None
+                with contextlib.suppress(BatonError):  # it ended meanwhile
+                    runs.cancel(child_id, reason=f"parent run {parent} cancelled", by=f"run {parent}")
+                raise Cancelled("the subflow's step was stopped")
+            output, fields, problem = children.outcome(child)
+            if problem:
+                raise AgentError(problem)
+            return Answer(output, fields)
+
+        return Call(run, "the child run reported")
+
+
 class TaskExecutor:
     """A task (DESIGN §12): its attempts start from TaskStarted, not StepStarted, and record as they go
     (``actors.run_tasks`` runs them; ``actors.task_attempt`` is the attempt)."""
@@ -158,7 +326,8 @@ class TaskExecutor:
 
 
 EXECUTORS: Mapping[str, StepExecutor] = {StepKind.AGENT: AgentExecutor(), StepKind.CODE: CodeExecutor(),
-                                         StepKind.TASK: TaskExecutor()}
+                                         StepKind.TASK: TaskExecutor(), StepKind.MAP: MapExecutor(),
+                                         StepKind.SUBFLOW: SubflowExecutor()}
 """The executor of every kind of step that runs (flows.kinds has each kind's pure rules)."""
 
 
@@ -177,6 +346,7 @@ class Attempt:
     deltas: int = 0
     release: Callable[[], None] | None = None  # hands the agent slot back the moment the call ends
     stall_reported: int = -1  # ``deltas`` when the current stall was reported (-1: none): one anomaly per episode
+    slots: ItemSlots | None = None  # a map of agents: where its items get their slots
 
     @property
     def stall_known(self) -> bool:
@@ -251,7 +421,10 @@ class StepActor:
         t0 = time.monotonic()
         base: dict[str, Any] = dict(step_id=a.step_id, attempt=a.attempt)
         try:
-            answer = self.call.run(a.token, self._delta)
+            if self.call.reporting is not None:
+                answer = self.call.reporting(a.token, self._delta, self._report)
+            else:
+                answer = self.call.run(a.token, self._delta)
             if too_big := self._too_big(answer.output, self.call.what):
                 return StepResult(**base, failed=True, error=too_big, duration_s=time.monotonic() - t0)
             return StepResult(**base, output=answer.output, fields=answer.fields, usage=dict(answer.usage),
@@ -278,6 +451,13 @@ class StepActor:
         return (f"output too large: {what} {_size(size)}, over the limit of {_size(self.max_output_bytes)} "
                 "(BATON_MAX_OUTPUT_BYTES / --max-output-bytes); return less (a summary, or where the "
                 "whole result was written), or raise the limit")
+
+    def _report(self, message: Any) -> None:
+        """Tell the RunActor how the attempt is getting on (a map's item ended)."""
+        try:
+            self.run_ref.tell(message)
+        except pykka.ActorDeadError:
+            pass  # the run ended meanwhile: nothing waits for it
 
     def _delta(self, text: str) -> None:
         """A piece of the answer: a sign of life for the stall watch, and a frame."""

@@ -26,6 +26,7 @@ from eventstore import StoreError
 from flows import errors
 from flows.auth import AccessError
 from flows.catalog import UnknownFlow
+from flows.fork import NotRetryable
 from flows.launch import LaunchError
 from flows.projects import ProjectError
 from flows.text import UnstorableText
@@ -36,7 +37,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # environment, which may pass on their own (an unreachable store, a run being handed over).
 INPUT_ERRORS = (UnknownFlow, LaunchError, UnstorableText, errors.UnknownRun, errors.UnknownStep, errors.NotWaiting,
                 RunOwnedElsewhere, LaunchInProgress, errors.RunFinished, FlowsImportError, SettingsError,
-                BackendConfigError, AccessError, ProjectError, WorkspaceError)
+                BackendConfigError, AccessError, ProjectError, WorkspaceError, NotRetryable)
 RUNTIME_ERRORS = (StoreError, EngineTimeout, EngineUnavailable, RunBusy, StartError, TimeoutError)
 
 

@@ -13,6 +13,8 @@ from flows.model import (
     agent,
     approval,
     code,
+    map,
+    subflow,
 )
 
 __all__ = [
@@ -28,4 +30,6 @@ __all__ = [
     "agent",
     "approval",
     "code",
+    "map",
+    "subflow",
 ]

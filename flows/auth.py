@@ -91,9 +91,10 @@ ROUTE_ROLES: Mapping[str, Role | None] = {
     "launch_task_run": Role.OPERATOR,
     "task_message": Role.OPERATOR,
     "task_abort": Role.OPERATOR,
-    "task_retry": Role.OPERATOR,
     "task_skip": Role.OPERATOR,
     "land_task_run": Role.APPROVER,  # landing is the run's closing approval (fast-forward only)
+    "fork": Role.OPERATOR,  # a new run from a run's log (DESIGN §15): as much as a launch
+    "retry": Role.OPERATOR,
     # Who may do anything at all.
     "list_tokens": Role.ADMIN,
     "create_token": Role.ADMIN,

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, cast
 
 import msgspec
 
-from flows import conditions, report, rules, template
+from flows import children, conditions, mapping, report, rules, template
 from flows.auth import check_four_eyes
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
 from flows.events import Decision as ApprovalDecision
@@ -57,13 +57,17 @@ class Decision(NamedTuple):
 
     ``ready`` lists agent steps allowed to start that need an agent slot;
     ``wake_at`` is when a retry falls due; ``finished`` means every step has
-    ended and ``finish`` decides the run's outcome.
+    ended and ``finish`` decides the run's outcome. ``timer_at`` is when a
+    paused approval's timer falls due: unlike ``wake_at`` it is no work of the
+    run's own (a run waiting for a person until then holds no thread, and
+    following it stops), so whoever keeps the timer wakes the run then.
     """
 
     events: list[Event]
     ready: list[str]
     wake_at: float | None
     finished: bool
+    timer_at: float | None = None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -106,6 +110,11 @@ def decide(state: RunState, now: float) -> Decision:
     events: list[Event] = []
     ready: list[str] = []
     wake_at: float | None = None
+    for sid, st in state.steps.items():
+        if st.status == StepStatus.PAUSED and st.due_at and now >= st.due_at:
+            resumed = timed_out(state.spec(sid), now)
+            events.append(resumed)
+            state = evolve(state, resumed)
     changed = True
     while changed:
         changed = False
@@ -129,7 +138,14 @@ def decide(state: RunState, now: float) -> Decision:
                 event = StepSkipped(step_id=spec.id, reason="condition", detail=cond[1], at=now)
             elif (kind := kind_rules(spec.kind)).pauses_for_person:
                 prompt, unresolved = render_prompt(state, spec)
-                event = StepPaused(step_id=spec.id, prompt=prompt, unresolved=unresolved, at=now)
+                event = StepPaused(step_id=spec.id, prompt=prompt, unresolved=unresolved, at=now,
+                                   due_at=now + spec.timeout_s if spec.timeout_s else 0.0)
+            elif kind.fans_out:
+                for fanned in mapping.started(state, spec, now):
+                    events.append(fanned)
+                    state = evolve(state, fanned)
+                changed = True
+                continue
             elif kind.needs_agent_slot:
                 ready.append(spec.id)
                 continue
@@ -139,7 +155,16 @@ def decide(state: RunState, now: float) -> Decision:
             state = evolve(state, event)
             changed = True
     finished = all(s.terminal for s in state.steps.values())
-    return Decision(events, [] if finished else list(ready), wake_at, finished)
+    timer_at = min((s.due_at for s in state.steps.values() if s.status == StepStatus.PAUSED and s.due_at),
+                   default=None)
+    return Decision(events, [] if finished else list(ready), wake_at, finished, timer_at)
+
+
+def timed_out(spec: StepSpec, now: float) -> StepResumed:
+    """The decision of an approval's timer: ``on_timeout``, recorded as the timer's, not a person's."""
+    decision: ApprovalDecision = "approved" if spec.on_timeout == "approve" else "rejected"
+    return StepResumed(step_id=spec.id, decision=decision, timer=f"{spec.id}.timeout_s={spec.timeout_s:g}",
+                       comment=f"no decision within {spec.timeout_s:g} s: {decision} by its timer", at=now)
 
 
 def has_work(state: RunState, now: float) -> bool:
@@ -182,6 +207,7 @@ def _started(state: RunState, spec: StepSpec, now: float) -> StepStarted:
         backend=launched.backend if kind.sends_prompt else kind.backend,
         model=launched.model if kind.sends_prompt else "",
         unresolved=unresolved,
+        child_run_id=children.child_run_id(state.run_id, spec.id, st.failures) if kind.launches_run else "",
         at=now,
     )
 

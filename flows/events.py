@@ -46,6 +46,8 @@ class RunLaunched(Event, frozen=True):
     launched_by: str = ""
     idempotency_key: str = ""
     fast: bool = False  # every agent step was asked for a concise answer (seed 002's fast mode)
+    parent_run_id: str = ""  # a child run, launched by a subflow step of this run
+    parent_step: str = ""  # ... that step
     workspace: Workspace | None = None  # the project's root, HEAD commit, branch and dirty flag (DESIGN §11)
 
 
@@ -76,6 +78,8 @@ class StepStarted(Event, frozen=True):
     backend: str = ""
     model: str = ""
     unresolved: list[str] = []
+    items: list[Any] = []  # a map step: the list it runs its inner step over, as resolved when it started
+    child_run_id: str = ""  # a subflow step: the child run this attempt launches (or follows, after a restart)
     # What else was sent (DESIGN §11), recorded whole: the persona's text, the sampling settings
     # (temperature, max_tokens, seed where set), and for a step with a workspace the tools offered,
     # the sha256 of their schema and the loop's limits.
@@ -144,6 +148,7 @@ class StepPaused(Event, frozen=True):
     step_id: str
     prompt: str = ""
     unresolved: list[str] = []
+    due_at: float = 0.0  # with the approval's timeout_s: when its timer decides (on_timeout), 0 for never
 
 
 class StepResumed(Event, frozen=True):
@@ -153,6 +158,12 @@ class StepResumed(Event, frozen=True):
     decision: Decision
     by: str = ""
     comment: str = ""
+    timer: str = ""  # decided by the approval's timer (its name), not by a person: ``by`` is then empty
+
+    @property
+    def decided_by(self) -> str:
+        """Who decided: the person, or the timer ("timer <name>")."""
+        return self.by or (f"timer {self.timer}" if self.timer else "")
 
 
 class RunRecovered(Event, frozen=True):
@@ -201,6 +212,48 @@ class RunCancelled(Event, frozen=True):
     reason: str = ""
     by: str = ""
     report: str = ""
+
+
+class MapItemCompleted(Event, frozen=True):
+    """One item of a map step produced its result (``prompt``: what was sent for it, if an agent's)."""
+
+    step_id: str
+    attempt: int
+    index: int
+    item: Any = None
+    output: str = ""
+    prompt: str = ""
+    duration_s: float = 0.0
+
+
+class MapItemFailed(Event, frozen=True):
+    """One item of a map step failed; the map fails once its items have ended (a retry reruns this one)."""
+
+    step_id: str
+    attempt: int
+    index: int
+    item: Any = None
+    error: str = ""
+    duration_s: float = 0.0
+
+
+class RunForked(Event, frozen=True):
+    """This run was forked (or a step retried) from ``parent_run_id``: it follows RunLaunched at once.
+
+    The events right after it are copies of the parent's recorded outcomes of
+    ``copied_steps`` (not re-run); ``copied_positions`` are the parent's
+    positions of those copies, in order, so the report credits the parent.
+    ``parent_position`` is the last position of the parent the fork read.
+    """
+
+    parent_run_id: str
+    from_step: str
+    parent_position: int = 0
+    copied_steps: list[str] = []
+    copied_positions: list[int] = []
+    inputs: dict[str, Any] = {}  # the inputs the fork changed
+    retry: bool = False  # a retry of from_step (it had failed, was cancelled or lost)
+    by: str = ""
 
 
 class ToolCalled(Event, frozen=True):
@@ -497,6 +550,9 @@ RunEvent = Union[  # noqa: UP007 (one member a line, as the events above)
     RunFailed,
     RunRejected,
     RunCancelled,
+    RunForked,
+    MapItemCompleted,
+    MapItemFailed,
     ToolCalled,
     ToolResult,
     # task graphs (§12)

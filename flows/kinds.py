@@ -23,6 +23,8 @@ class StepKind(StrEnum):
     CODE = "code"
     APPROVAL = "approval"
     TASK = "task"
+    MAP = "map"
+    SUBFLOW = "subflow"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +57,10 @@ class KindRules:
     """The report section its output goes to; "" when its persona decides (flows.report)."""
     backend: str = ""
     """What StepStarted records as its backend when it sends no prompt (a model's otherwise)."""
+    fans_out: bool = False
+    """It runs its inner step once per item of a list an earlier step produced (``flows.mapping``)."""
+    launches_run: bool = False
+    """It launches a child run of another flow and ends with the child's outcome (``flows.subflow``)."""
 
 
 KINDS: Mapping[str, KindRules] = {
@@ -74,6 +80,8 @@ KINDS: Mapping[str, KindRules] = {
         StepKind.TASK, "a task", missing_prompt="a task needs a body (what is to be done?)", needs_persona=True,
         needs_agent_slot=True, report_section="tasks", backend="tasks",
     ),
+    StepKind.MAP: KindRules(StepKind.MAP, "a map step", fans_out=True, backend="map"),
+    StepKind.SUBFLOW: KindRules(StepKind.SUBFLOW, "a subflow step", launches_run=True, backend="subflow"),
 }
 """Every kind's rules; tests/unit/test_kinds.py checks that each kind has a row."""
 

@@ -65,6 +65,12 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     on_anomaly: str = ""
     fn: str = ""
     four_eyes: bool = False  # an approval the run's launcher may not decide (flows.auth.check_four_eyes)
+    on_timeout: str = ""  # an approval with timeout_s: "reject" or "approve" once it is due
+    over: str = ""  # a map step: the $ref of the list it runs its inner step over
+    item_kind: str = ""  # a map step: the kind of its inner step (agent or code), whose persona/prompt/fn it holds
+    max_parallel: int = 0  # a map step: items at most under way at once
+    flow: str = ""  # a subflow step: the flow of the child run it launches
+    inputs: dict[str, str] = {}  # a subflow step: the child's inputs, each a template ($refs resolved)
     # An agent step that reads the run's workspace with the read-only tools when it has one (DESIGN §11);
     # 0 = the tool loop's default limit; None = the persona's (or the server's) temperature.
     tools: bool = False
@@ -113,6 +119,12 @@ class Step:
     label: str = ""
     fn: Callable[..., Any] | None = None
     four_eyes: bool = False
+    on_timeout: str = ""
+    over: str = ""
+    item_kind: str = ""
+    max_parallel: int = 0
+    flow: str = ""
+    inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     tools: bool = False
     max_turns: int = 0
     max_tool_calls: int = 0
@@ -136,6 +148,12 @@ class Step:
             on_anomaly=self.on_anomaly,
             fn=function_ref(self.fn) if self.fn else "",
             four_eyes=self.four_eyes,
+            on_timeout=self.on_timeout,
+            over=self.over,
+            item_kind=self.item_kind,
+            max_parallel=self.max_parallel,
+            flow=self.flow,
+            inputs=dict(self.inputs),
             tools=self.tools,
             max_turns=self.max_turns,
             max_tool_calls=self.max_tool_calls,
@@ -245,21 +263,100 @@ def approval(
     bands: Iterable[str] | None = None,
     label: str | None = None,
     four_eyes: bool = False,
+    timeout_s: float | None = None,
+    on_timeout: str = "reject",
 ) -> Step:
     """A gate that pauses the run until a person approves or rejects.
 
     Its output is the approver's comment (``$gate.output``). When rejected, the
     steps named in ``on_reject`` still run; every other dependent is skipped.
     ``four_eyes``: the person who launched the run may not decide it (403).
+    ``timeout_s``: with no decision that long after it paused, a durable timer
+    decides ``on_timeout`` ("reject" or "approve"); the decision names the timer.
     """
     step = Step(
         kind=StepKind.APPROVAL,
         prompt=prompt,
         on_reject=tuple(on_reject or ()),
         four_eyes=four_eyes,
-        **_common(step_id, deps, trigger_rule, when, 0, 1.0, None, bands, label, None),
+        on_timeout=on_timeout if timeout_s else "",
+        **_common(step_id, deps, trigger_rule, when, 0, 1.0, timeout_s, bands, label, None),
     )
     return step
+
+
+def map(
+    step_id: str,
+    *,
+    over: str,
+    step: Step,
+    max_parallel: int = 4,
+    deps: Iterable[str] | None = None,
+    when: str | None = None,
+    trigger_rule: str | TriggerRule = TriggerRule.ALL_SUCCESS,
+    retries: int = 0,
+    retry_delay_s: float = 1.0,
+    bands: Iterable[str] | None = None,
+    label: str | None = None,
+) -> Step:
+    """A step that runs ``step`` (an agent or code step) once per item of the list ``over`` names
+    (``$findings.output.items``), at most ``max_parallel`` at once; its output is the results in order.
+
+    Each item's prompt (or code ``ctx.input``) sees ``$input.item`` and ``$input.index``. An empty
+    list completes at once; an item that fails fails the map, and a retry runs only the items
+    without a result. The map is one step to the graph: trigger rules see it whole.
+    """
+    if deps is None:
+        deps = sorted({r.step for r in _refs(over) if not r.is_input})
+    return Step(
+        kind=StepKind.MAP,
+        persona=step.persona,
+        prompt=step.prompt,
+        fn=step.fn,
+        over=over,
+        item_kind=step.kind.value,
+        max_parallel=max_parallel,
+        **_common(step_id, deps, trigger_rule, when, retries, retry_delay_s, None, bands, label, None),
+    )
+
+
+def subflow(
+    step_id: str,
+    *,
+    flow: str,
+    inputs: Mapping[str, str] | None = None,
+    deps: Iterable[str] | None = None,
+    when: str | None = None,
+    trigger_rule: str | TriggerRule = TriggerRule.ALL_SUCCESS,
+    retries: int = 0,
+    retry_delay_s: float = 1.0,
+    timeout_s: float | None = None,
+    bands: Iterable[str] | None = None,
+    label: str | None = None,
+) -> Step:
+    """A step that launches a child run of ``flow`` and completes with its outcome (its report as output).
+
+    ``inputs`` are the child's inputs, each a template (``{"question": "Dig into $triage.output"}``);
+    without a question the child gets the run's. The child has its own stream, names its parent, and
+    counts toward capacity; cancelling the parent cancels it. Deps default to the steps ``inputs`` refer to.
+    """
+    inputs = dict(inputs or {})
+    if deps is None:
+        deps = sorted({r.step for text in inputs.values() for r in _refs(text) if not r.is_input})
+    return Step(
+        kind=StepKind.SUBFLOW,
+        flow=flow,
+        inputs=inputs,
+        **_common(step_id, deps, trigger_rule, when, retries, retry_delay_s, timeout_s, bands, label, None),
+    )
+
+
+def _refs(text: str) -> list[Any]:
+    from flows import (
+        template,  # late: template is light, but model stays importable first
+    )
+
+    return template.refs(text)
 
 
 class Flow:

@@ -16,6 +16,7 @@ from typing import Any
 from flows.events import (
     AnomalyDetected,
     Event,
+    RunForked,
     StepCancelled,
     StepCompleted,
     StepFailed,
@@ -142,6 +143,8 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
         out += [outcome_rejected(state, reason), ""]
     elif reason and status != RunStatus.COMPLETED:
         out += [f"**Outcome:** {status}: {reason}", ""]
+    if state.parent_run_id:
+        out += [forked_line(history), ""]
     if launched.fast:
         out += ["_Fast mode: every agent step was asked for a concise answer._", ""]
     out += workspace_lines(state)
@@ -149,6 +152,7 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
         out += evidence_lines(state, evidence)
     completed_at = {ev.step_id: pos for pos, ev in history if isinstance(ev, StepCompleted)}
     frames_of = {ev.step_id: ev.frames for _, ev in history if isinstance(ev, StepFailed)}
+    credit = credits(history) if state.parent_run_id else {}
 
     sections: dict[str, list[str]] = {"validation": [], "recommendation": [], "findings": [], "approvals": []}
     deferred: list[str] = []
@@ -173,6 +177,8 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
             continue
         position = completed_at.get(spec.id)
         where = f"event {position} (StepCompleted of {spec.id})" if position else f"the StepCompleted of {spec.id}"
+        if position in credit:  # a fork's copy: the parent recorded it
+            where = f"event {credit[position][1]} of run {credit[position][0]} (StepCompleted of {spec.id})"
         full = body(st.output)
         if evidence and evidence.get(spec.id):
             full = annotate(full, evidence[spec.id])
@@ -242,8 +248,40 @@ def evidence_lines(state: RunState, evidence: Evidence) -> list[str]:
     return [f"**{summary_line(checks)}**; {against}.", ""]
 
 
+def credits(history: Sequence[tuple[int, Event]]) -> dict[int, tuple[str, int]]:
+    """In a fork's history: each copied event's position -> (the parent run, the parent's position of it)."""
+    out: dict[int, tuple[str, int]] = {}
+    for i, (_, ev) in enumerate(history):
+        if isinstance(ev, RunForked):
+            following = history[i + 1:i + 1 + len(ev.copied_positions)]
+            for (pos, _), parent_pos in zip(following, ev.copied_positions):
+                out[pos] = (ev.parent_run_id, parent_pos)
+            break
+    return out
+
+
+def forked_line(history: Sequence[tuple[int, Event]]) -> str:
+    """Where a fork came from: the parent, the step, and which outcomes it kept."""
+    forked = next((ev for _, ev in history if isinstance(ev, RunForked)), None)
+    if forked is None:
+        return ""
+    verb = "Retried" if forked.retry else "Forked"
+    kept = ", ".join(f"`{s}`" for s in forked.copied_steps) or "none"
+    changed = f"; inputs changed: {', '.join(sorted(forked.inputs))}" if forked.inputs else ""
+    return (f"_{verb} from run `{forked.parent_run_id}` at step `{forked.from_step}` (parent position "
+            f"{forked.parent_position}); outcomes kept from the parent's events: {kept}{changed}._")
+
+
 def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[str]:
-    """One row per attempt: what ran where, for how long, its tool calls and tokens, and which events say so."""
+    """One row per attempt: what ran where, for how long, its tool calls and tokens, and which events say so.
+
+    In a fork, an event copied from the parent is credited to it: ``<parent>@<position>``.
+    """
+    credit = credits(history)
+
+    def where(pos: int) -> str:
+        return f"{credit[pos][0]}@{credit[pos][1]}" if pos in credit else str(pos)
+
     rows = ["## Provenance", "",
             ("| step | persona | backend | model | attempt | duration | tool calls | tokens (prompt + completion) "
              "| events |"),
@@ -264,7 +302,7 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
                 row[5] = ev.usage
     totals = [0, 0, 0]
     for (sid, attempt), (started, pos, end, duration, calls, usage) in attempts.items():
-        positions = f"{pos}, {end}" if end else f"{pos}"
+        positions = f"{where(pos)}, {where(end)}" if end else where(pos)
         prompt, completion = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
         totals = [totals[0] + calls, totals[1] + prompt, totals[2] + completion]
         tokens = f"{prompt:,} + {completion:,}" if usage else "-"
@@ -275,7 +313,8 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
     rows.append(f"| **total** | | | | | | {totals[0]} | {totals[1]:,} + {totals[2]:,} | |")
     for pos, ev in history:
         if isinstance(ev, StepResumed):
-            rows.append(f"| {ev.step_id} | (person: {ev.by or 'unknown'}) | approval | - | 1 | - | - | - | {pos} |")
+            who = f"(timer: {ev.timer})" if ev.timer else f"(person: {ev.by or 'unknown'})"
+            rows.append(f"| {ev.step_id} | {who} | approval | - | 1 | - | - | - | {where(pos)} |")
     return rows + [""]
 
 

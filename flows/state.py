@@ -15,9 +15,12 @@ from msgspec.structs import replace
 from flows.events import (
     AnomalyDetected,
     Event,
+    MapItemCompleted,
+    MapItemFailed,
     RunCancelled,
     RunCompleted,
     RunFailed,
+    RunForked,
     RunLaunched,
     RunQueued,
     RunRecovered,
@@ -77,6 +80,11 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
     model: str = ""
     prompt: str = ""
     decided_by: str = ""
+    due_at: float = 0.0  # a paused approval's timer falls due then (0: none)
+    items: list[Any] = []  # a map step: what it goes over
+    item_outputs: dict[int, str] = {}  # a map step: the result of each item done, by index (kept across attempts)
+    item_errors: dict[int, str] = {}  # a map step: why items failed, in the current attempt
+    child_run_id: str = ""  # a subflow step: its child run
 
     @property
     def terminal(self) -> bool:
@@ -100,6 +108,8 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     queue_reason: str = ""
     recoveries: int = 0
     report: str = ""
+    parent_run_id: str = ""  # a fork's (or a retry's) parent run
+    forked_from: str = ""  # the step it was forked from
     tasks: task_lifecycle.TaskRunState | None = None
     """A task run's tasks (DESIGN §12), folded from the same stream; None for other runs."""
 
@@ -180,6 +190,9 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 backend=event.backend,
                 model=event.model,
                 prompt=event.prompt,
+                items=event.items,
+                item_errors={},
+                child_run_id=event.child_run_id,
             )
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepCompleted():
@@ -214,7 +227,8 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
             )
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepPaused():
-            steps = _step(state, event.step_id, status=step_status_of(event), prompt=event.prompt, started_at=event.at)
+            steps = _step(state, event.step_id, status=step_status_of(event), prompt=event.prompt, started_at=event.at,
+                          due_at=event.due_at)
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepResumed():
             steps = _step(
@@ -222,8 +236,9 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 event.step_id,
                 status=step_status_of(event),
                 output=event.comment,
-                decided_by=event.by,
+                decided_by=event.decided_by,
                 ended_at=event.at,
+                due_at=0.0,
             )
             return replace(state, steps=steps, status=run_status(state, steps), **common)
         case StepCancelled():
@@ -258,6 +273,16 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
             return replace(state, status=run_status_of(event), queue_reason=event.reason, **common)
         case RunStarted():
             return replace(state, status=run_status_of(event), queue_reason="", started_at=event.at, **common)
+        case MapItemCompleted():
+            prev = state.steps[event.step_id]
+            steps = _step(state, event.step_id, item_outputs={**prev.item_outputs, event.index: event.output})
+            return replace(state, steps=steps, **common)
+        case MapItemFailed():
+            prev = state.steps[event.step_id]
+            steps = _step(state, event.step_id, item_errors={**prev.item_errors, event.index: event.error})
+            return replace(state, steps=steps, **common)
+        case RunForked():
+            return replace(state, parent_run_id=event.parent_run_id, forked_from=event.from_step, **common)
         case RunRecovered():
             return replace(state, recoveries=state.recoveries + 1, **common)
         case RunCompleted():

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from flows import conditions, template
-from flows.kinds import kind_rules
+from flows.kinds import StepKind, kind_rules
 from flows.model import (
     ANOMALY_POLICIES,
     BANDS,
@@ -15,6 +15,8 @@ from flows.model import (
     FlowDefinitionError,
     TriggerRule,
 )
+
+ON_TIMEOUT = ("reject", "approve")  # what an approval's timer decides
 
 if TYPE_CHECKING:
     from flows.model import Flow, Step
@@ -92,6 +94,14 @@ def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail: Fa
     kind = kind_rules(step.kind)
     if step.on_reject and not kind.pauses_for_person:
         fail(step.id, "only an approval step can have on_reject")
+    if kind.fans_out:
+        _check_map(step, personas, fail)
+    if kind.launches_run and not step.flow:
+        fail(step.id, "a subflow step needs the name of the flow it launches")
+    if step.inputs and not kind.launches_run:
+        fail(step.id, "only a subflow step has inputs")
+    if step.on_timeout and step.on_timeout not in ON_TIMEOUT:
+        fail(step.id, f"on_timeout must be {' or '.join(repr(o) for o in ON_TIMEOUT)}, not {step.on_timeout!r}")
     if kind.needs_persona:
         if not step.persona:
             fail(step.id, f"{kind.noun} needs a persona")
@@ -106,6 +116,24 @@ def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail: Fa
             conditions.parse(step.when)
         except conditions.ConditionError as exc:
             fail(step.id, f"bad when: {exc}")
+
+
+def _check_map(step: Step, personas: set[str], fail: Fail) -> None:
+    """A map step: a list to go over, an inner agent or code step that is itself well defined."""
+    over = template.refs(step.over)
+    if len(over) != 1 or over[0].text != step.over.strip():
+        fail(step.id, f"over must be one $ref to a list (e.g. $findings.output.items), not {step.over!r}")
+    if step.max_parallel < 1:
+        fail(step.id, "max_parallel must be at least 1")
+    if step.item_kind not in (StepKind.AGENT.value, StepKind.CODE.value):
+        fail(step.id, f"a map step runs an agent or a code step per item, not {step.item_kind or 'nothing'}")
+    inner = kind_rules(step.item_kind)
+    if inner.needs_persona and step.persona not in personas:
+        fail(step.id, f"unknown persona {step.persona!r}; personas are {', '.join(sorted(personas))}")
+    if inner.missing_prompt and not step.prompt.strip():
+        fail(step.id, inner.missing_prompt)
+    if inner.runs_function and not callable(step.fn):
+        fail(step.id, f"{inner.noun} needs a callable fn")
 
 
 def _topological(steps: Iterable[Step], fail: Fail) -> list[str]:
@@ -148,6 +176,8 @@ def _ancestors(order: list[str], by_id: dict[str, Step]) -> dict[str, set[str]]:
 
 def _check_refs(step: Step, ancestors: set[str], fail: Fail) -> None:
     found = [("prompt", ref) for ref in template.refs(step.prompt)]
+    found += [("over", ref) for ref in template.refs(step.over)]
+    found += [(f"inputs.{name}", ref) for name, text in step.inputs.items() for ref in template.refs(text)]
     if step.when:
         # The parser's refs, not a scan of the text: "$x.output" inside a quoted
         # string is a literal, and _check_step has already parsed the condition.

@@ -25,6 +25,7 @@ from flows.events import (
     RunCancelled,
     RunCompleted,
     RunFailed,
+    RunForked,
     RunLaunched,
     RunQueued,
     RunRecovered,
@@ -215,6 +216,9 @@ def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunR
         "anomalies": 0,
         "stream_version": 0,
         "last_position": position,
+        "parent_run_id": e.parent_run_id,
+        "parent_link": "subflow" if e.parent_run_id else "",
+        "forked_from": e.parent_step,
     }
     rows = work.runs[run_id] = RunRows(run, steps, new=True)
     return rows
@@ -351,10 +355,16 @@ def _step_resumed(work: Workset, rows: RunRows, e: StepResumed, position: int) -
     # As in evolve: the approver's comment is the gate's output ($gate.output).
     row.update(
         status=step_status_of(e),
-        output_position=position, comment=e.comment, decided_by=e.by, ended_at=e.at,
+        output_position=position, comment=e.comment, decided_by=e.decided_by, ended_at=e.at,
     )
     rows.run["status"] = _run_status(rows, row)
     return True
+
+
+def _forked(work: Workset, rows: RunRows, e: RunForked, position: int) -> None:
+    rows.run["parent_run_id"] = e.parent_run_id
+    rows.run["parent_link"] = "retry" if e.retry else "fork"
+    rows.run["forked_from"] = e.from_step
 
 
 def _recovered(work: Workset, rows: RunRows, e: RunRecovered, position: int) -> None:
@@ -434,4 +444,5 @@ _HANDLERS: dict[type, Callable[..., Any]] = {
     RunCancelled: _ended,
     **dict.fromkeys((TaskStarted, TaskBlocked, TaskReviewed, TaskAnswered, TaskFailed, TaskDone, TaskAborted),
                     _task_moved),
+    RunForked: _forked,
 }

@@ -8,15 +8,17 @@ gets none of them again.
 
 | event | frames |
 |---|---|
-| RunLaunched | ``flow_run_started`` {flow_name, band, steps[{step_id, agent, kind, label, deps}]} |
+| RunLaunched | ``flow_run_started`` {flow_name, band, steps[{step_id, agent, kind, label, deps}], parent_run_id? parent_step? (a subflow's child)} |
 | RunQueued / RunStarted | ``flow_run_step_updated`` with ``step_id`` None, ``status`` and ``run_status`` queued / running, ``reason``, ``plan_position`` |
-| StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped, StepResumed | ``flow_run_step_updated`` {step_id, status, attempt?, error?, detail?, ...} |
+| StepStarted (a map's: ``items``, its count; a subflow's: ``child_run_id``), StepCompleted, StepFailed, StepCancelled, StepSkipped, StepResumed | ``flow_run_step_updated`` {step_id, status, attempt?, error?, detail?, ...} |
 | StepPaused | ``flow_run_step_updated`` (status paused), then ``approval_requested`` {step_id, prompt} |
 | a task event that moves its task's step (``flows.tasks.run.step_move``: TaskStarted, TaskBlocked, a capped TaskReviewed, a retry's TaskAnswered, TaskFailed, TaskDone, TaskAborted) | ``flow_run_step_updated`` {step_id, status, attempt?, reason (a skip's), error?, will_retry?} |
 | AnomalyDetected | ``anomaly`` {step_id, attempt, kind, severity, detail, action} |
 | ToolCalled | ``tool_call`` {step_id, attempt, call_id, tool, arguments, turn, seq} |
 | ToolResult | ``tool_result`` {step_id, attempt, call_id, tool, ok, outcome, error, bytes, truncated, sha256, result (its first FRAME_RESULT_CHARS characters; the event has it whole), result_cut} |
 | RunCompleted / RunFailed / RunRejected / RunCancelled | ``flow_run_step_updated`` with ``step_id`` None, the terminal ``status`` and ``run_status``, ``reason``, ``by``, ``report`` |
+| MapItemCompleted / MapItemFailed | ``map_item`` {step_id, attempt, index, item, status completed / failed, output? error?} |
+| RunForked | ``run_forked`` {parent_run_id, from_step, retry, copied_steps}: the steps whose outcomes follow as copies |
 | RunRecovered, and events of other streams or types | none |
 
 Every status is the one ``flows.status`` gives: a step frame's ``status`` is
@@ -40,9 +42,12 @@ from eventstore import RecordedEvent
 from flows.events import (
     AnomalyDetected,
     Event,
+    MapItemCompleted,
+    MapItemFailed,
     RunCancelled,
     RunCompleted,
     RunFailed,
+    RunForked,
     RunLaunched,
     RunQueued,
     RunRejected,
@@ -77,7 +82,7 @@ Frame = dict[str, Any]
 FRAMED_TYPES: frozenset[str] = frozenset(cls.__name__ for cls in (
     RunLaunched, RunQueued, RunStarted, StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped,
     StepPaused, StepResumed, AnomalyDetected, ToolCalled, ToolResult, RunCompleted, RunFailed, RunRejected,
-    RunCancelled,
+    RunCancelled, RunForked, MapItemCompleted, MapItemFailed,
     # the task events that can move their step (``flows.tasks.run.step_move``; the others give no frame)
     TaskStarted, TaskBlocked, TaskReviewed, TaskAnswered, TaskFailed, TaskDone, TaskAborted))
 FRAME_RESULT_CHARS = 2_000
@@ -141,8 +146,11 @@ def _run_frame(base: Frame, event: Event, **fields: Any) -> Frame:
 def _frames(base: Frame, e: Event) -> list[Frame]:
     match e:  # most events are a step's start and end: they are matched first
         case StepStarted():
+            extra: dict[str, Any] = {"items": len(e.items)} if e.items else {}
+            if e.child_run_id:
+                extra["child_run_id"] = e.child_run_id
             return [_step_frame(base, e, attempt=e.attempt, agent=e.persona, kind=e.kind,
-                                backend=e.backend, model=e.model)]
+                                backend=e.backend, model=e.model, **extra)]
         case StepCompleted():
             return [_step_frame(base, e, attempt=e.attempt, duration_s=e.duration_s,
                                 output=e.output)]
@@ -152,8 +160,18 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
                  "deps": list(s.deps)}
                 for s in e.snapshot.steps
             ]
+            parent = {"parent_run_id": e.parent_run_id, "parent_step": e.parent_step} if e.parent_run_id else {}
             return [{**base, "type": "flow_run_started", "flow_name": e.flow, "band": e.band,
-                     "question": str(e.input.get("question", "")), "steps": steps, "at": e.at}]
+                     "question": str(e.input.get("question", "")), "steps": steps, "at": e.at, **parent}]
+        case MapItemCompleted():
+            return [{**base, "type": "map_item", "step_id": e.step_id, "attempt": e.attempt, "index": e.index,
+                     "item": e.item, "status": "completed", "output": e.output, "at": e.at}]
+        case MapItemFailed():
+            return [{**base, "type": "map_item", "step_id": e.step_id, "attempt": e.attempt, "index": e.index,
+                     "item": e.item, "status": "failed", "error": e.error, "at": e.at}]
+        case RunForked():
+            return [{**base, "type": "run_forked", "parent_run_id": e.parent_run_id, "from_step": e.from_step,
+                     "retry": e.retry, "copied_steps": list(e.copied_steps), "at": e.at}]
         case RunQueued():
             return [_run_frame(base, e, reason=e.reason, plan_position=e.plan_position)]
         case RunStarted():
@@ -168,10 +186,11 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
         case StepPaused():
             return [
                 _step_frame(base, e),
-                {**base, "type": "approval_requested", "step_id": e.step_id, "prompt": e.prompt, "at": e.at},
+                {**base, "type": "approval_requested", "step_id": e.step_id, "prompt": e.prompt, "at": e.at,
+                 "due_at": e.due_at or None},
             ]
         case StepResumed():
-            return [_step_frame(base, e, decision=e.decision, by=e.by, comment=e.comment)]
+            return [_step_frame(base, e, decision=e.decision, by=e.by, comment=e.comment, timer=e.timer or None)]
         case AnomalyDetected():
             return [{**base, "type": "anomaly", "step_id": e.step_id, "attempt": e.attempt, "kind": e.kind,
                      "severity": e.severity, "detail": e.detail, "action": e.action, "at": e.at}]

@@ -66,6 +66,11 @@ class UnknownCursor(LookupError):
         self.cursor = cursor
 
 
+_CHILDREN = sa.select(flow_runs.c.run_id, flow_runs.c.flow, flow_runs.c.status, flow_runs.c.parent_link,
+                      flow_runs.c.forked_from).order_by(flow_runs.c.run_id)
+"""Runs started from a run (its forks and retries), oldest first."""
+
+
 def _run_dict(row: Any) -> dict[str, Any]:
     out = dict(row)
     for name in _RUN_JSON:
@@ -209,6 +214,7 @@ class ReadModel:
             texts = [s[i] for s in steps for i in (_OUTPUT, _PROMPT)]
             events = read_events(conn, [launched, *texts, ended])
             problems = _problems(conn, run_id)
+            children = [dict(r) for r in conn.execute(_CHILDREN.where(flow_runs.c.parent_run_id == run_id)).mappings()]
             calls = tool_calls(conn, run_id)
         specs = _specs(events.get(launched))
         step_list = [_step_dict(s, specs.get(s[_STEP_ID]), events) for s in steps]
@@ -217,7 +223,8 @@ class ReadModel:
         out = _run_dict(run)
         out["usage"] = run_usage(step_list)
         markdown = getattr(events.get(ended), "report", "")
-        return {"run": out, "steps": step_list, "report": markdown or None, "problems": problems}
+        return {"run": out, "steps": step_list, "report": markdown or None, "problems": problems,
+                "children": children}
 
     def projection_errors(self, run_id: str) -> list[dict[str, Any]]:
         """The events of a run the projector could not apply (and skipped), oldest first.

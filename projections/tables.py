@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
 # Bump on any change to these tables or to what projections/apply.py writes.
-PROJECTION_VERSION = 6
+PROJECTION_VERSION = 7
 
 metadata = sa.MetaData()
 
@@ -79,10 +79,15 @@ flow_runs = sa.Table(
     sa.Column("anomalies", sa.Integer, nullable=False),
     sa.Column("stream_version", sa.Integer, nullable=False),
     sa.Column("last_position", _Position, nullable=False),
+    # A run started from another (DESIGN §15): its parent, how ("fork", "retry"), and from which step.
+    sa.Column("parent_run_id", sa.Text, nullable=False),
+    sa.Column("parent_link", sa.Text, nullable=False),
+    sa.Column("forked_from", sa.Text, nullable=False),
     # The list query: newest first (run ids are ULIDs), optionally filtered.
     sa.Index("flow_runs_status_idx", "status", "run_id"),
     sa.Index("flow_runs_project_idx", "project_id", "run_id"),
     sa.Index("flow_runs_flow_idx", "flow", "run_id"),
+    sa.Index("flow_runs_parent_idx", "parent_run_id", "run_id"),
 )
 
 STEP_FIELDS: tuple[str, ...] = (

@@ -96,6 +96,12 @@ class Client:
         """POST /api/runs/{id}/cancel: the position of RunCancelled."""
         return int(self._call("POST", f"/api/runs/{run_id}/cancel", json={"reason": reason})["position"])
 
+    def fork(self, run_id: str, step_id: str, *, inputs: dict[str, Any], retry: bool = False) -> dict[str, Any]:
+        """POST /api/runs/{id}/fork (or .../steps/{step}/retry): ``{run_id, position, parent_run_id, from_step}``."""
+        if retry:
+            return dict(self._call("POST", f"/api/runs/{run_id}/steps/{step_id}/retry", json={}))
+        return dict(self._call("POST", f"/api/runs/{run_id}/fork", json={"from_step": step_id, "inputs": inputs}))
+
     def create_token(self, name: str, role: str) -> dict[str, Any]:
         """POST /api/tokens: ``{name, role, token, position}`` (the token shown this once)."""
         return self._call("POST", "/api/tokens", json={"name": name, "role": role})

@@ -62,6 +62,7 @@ from api.cli.commands import (
 from api.cli.context import CliError, Interrupted
 from api.cli.db import add_db_commands
 from api.cli.escape import printable_line
+from api.cli.forks import add_commands as add_fork_commands
 from api.cli.seal import cmd_seal
 from api.cli.targets import RunIdError
 from api.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="a run id, or the start of exactly one")
     p.add_argument("--reason", metavar="R")
     p.add_argument("--by", metavar="NAME")
+    add_fork_commands(add)
     p = add("tail", cmd_tail, "follow durable frames (of one run, until it ends)")
     p.add_argument("run", metavar="RUN", nargs="?")
     p.add_argument("--after", type=int, metavar="N", help="start after position N (default: the run's start, "

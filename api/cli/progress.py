@@ -358,6 +358,12 @@ def print_run(console: Console, found: dict[str, Any], command: Callable[[str], 
     say(console, times + (f"; by {run['launched_by']}" if run["launched_by"] else ""))
     if run["reason"]:
         say(console, f"reason: {run['reason']}" + (f" (by {run['ended_by']})" if run["ended_by"] else ""))
+    if run.get("parent_run_id"):
+        how = {"subflow": "child of", "retry": "retry of", "fork": "fork of"}.get(run["parent_link"], "from")
+        say(console, f"{how} run {run['parent_run_id']} at step {run['forked_from']}")
+    for child in found.get("children", ()):
+        say(console, f"  {child['parent_link']}: run {child['run_id']} ({child['flow']}, {child['status']}) "
+                     f"from step {child['forked_from']}")
     table = Table(title="steps", title_justify="left")
     for name in ("step", "kind", "persona", "status", "attempt", "duration", "note"):
         table.add_column(name, overflow="ellipsis", no_wrap=name != "note")

@@ -66,6 +66,9 @@ class Target(Protocol):
     def cancel(self, run_id: str, *, reason: str, by: str) -> int:
         """Cancel a run as ``by`` (from ``actor``); the position of RunCancelled."""
 
+    def fork(self, run_id: str, step_id: str, *, inputs: dict[str, Any], by: str, retry: bool) -> Launched:
+        """Fork a run from a step (``retry``: retry that step) as ``by``; the new run (DESIGN §15)."""
+
     def create_token(self, name: str, role: str, *, by: str) -> Issued:
         """Make a token (shown once) as ``by``."""
 
@@ -211,6 +214,11 @@ class Local:
         engine = self.start().engine
         assert engine is not None
         return engine.cancel(run_id, reason=reason, by=by)
+
+    def fork(self, run_id: str, step_id: str, *, inputs: dict[str, Any], by: str, retry: bool) -> Launched:
+        engine = self.start().engine
+        assert engine is not None
+        return engine.fork(run_id, step_id, inputs=inputs, by=by, retry=retry)
 
     def follow(self, run_id: str, view: ProgressView | None) -> RunState:
         rt = self.start()
@@ -369,6 +377,10 @@ class Remote:
 
     def cancel(self, run_id: str, *, reason: str, by: str) -> int:
         return self.client.cancel(run_id, reason=reason)
+
+    def fork(self, run_id: str, step_id: str, *, inputs: dict[str, Any], by: str, retry: bool) -> Launched:
+        answer = self.client.fork(run_id, step_id, inputs=inputs, retry=retry)  # the server records its principal
+        return Launched(answer["run_id"], answer["position"])
 
     def create_token(self, name: str, role: str, *, by: str) -> Issued:
         answer = self.client.create_token(name, role)

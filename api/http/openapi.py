@@ -93,6 +93,8 @@ _MORE_403 = {
     "reject": " Also `four-eyes`: the step needs four eyes and the principal launched the run." + _IDENTITY,
     "cancel": _IDENTITY,
     "launch": _IDENTITY,
+    "fork": _IDENTITY,
+    "retry": _IDENTITY,
 }
 
 
@@ -212,6 +214,29 @@ def paths() -> dict[str, Any]:
             "responses": {"200": _json(_ref("CommandAccepted"), "Cancelled; `position` is RunCancelled."),
                           **_BAD_BODY, "404": _problem("Unknown run."),
                           "409": _problem("The run has already ended (`state` is its status)."), **_BUSY},
+        }},
+        "/api/runs/{run_id}/fork": {"post": {
+            "summary": "Fork a run from a step: keep what came before, run the rest afresh",
+            "operationId": "fork",
+            "parameters": [_RUN_ID, _USER],
+            "requestBody": _body("ForkRequest"),
+            "responses": {"201": _json(_ref("Forked"), "The new run; its log begins with RunLaunched, RunForked "
+                                                       "and the copies of the outcomes it kept."),
+                          **_BAD_BODY, "404": _problem("Unknown run or step (`field` names it)."), **_BUSY},
+        }},
+        "/api/runs/{run_id}/steps/{step_id}/retry": {"post": {
+            "summary": "Retry a failed, cancelled or lost step of an ended run (and what follows it), as a fork",
+            "description": "In a task run (`POST /api/projects/{project_id}/task-runs`) it answers a blocked task instead: `text` is the "
+                           "context the task starts again with, and the answer is `{run_id, step_id, action, "
+                           "position}`; 409 `task-not-ready` / `task-command-refused` when that does not apply.",
+            "operationId": "retry",
+            "parameters": [_RUN_ID, _path("step_id"), _USER],
+            "requestBody": _body("RetryRequest", required=False),
+            "responses": {"201": _json(_ref("Forked"), "The new run."),
+                          "200": _json(_ANY, "A task run's blocked task answered."),
+                          **_BAD_BODY, "404": _problem("Unknown run or step."),
+                          "409": _problem("The step did not fail, was not cancelled or lost, or the run has not "
+                                          "ended (`state` is the step's status)."), **_BUSY},
         }},
         "/api/runs/{run_id}/steps/{step_id}/approve": _decision("approve"),
         "/api/runs/{run_id}/steps/{step_id}/reject": _decision("reject"),

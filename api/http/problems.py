@@ -44,6 +44,7 @@ from flows.auth import (
 )
 from flows.catalog import UnknownFlow
 from flows.errors import NotWaiting, RunFinished, UnknownRun, UnknownStep
+from flows.fork import NotRetryable
 from flows.launch import LaunchError
 from flows.projects import InvalidProjectId, ProjectError, ProjectExists, ProjectNotFound, UnknownProject
 from flows.status import RunStatus
@@ -156,6 +157,7 @@ PROBLEMS: list[tuple[type[BaseException], int, str, str]] = [
     (NotFound, 404, "not-found", "Not found"),
     (NotWaiting, 409, "step-not-waiting", "The step is not waiting for a decision"),
     (RunFinished, 409, "run-finished", "The run has already ended"),
+    (NotRetryable, 409, "not-retryable", "The step did not fail, was not cancelled or lost, or the run has not ended"),
     (RunOwnedElsewhere, 409, "run-owned-elsewhere", "Another process is driving this run"),
     (LaunchInProgress, 409, "launch-in-progress", "This launch is already under way"),
     (FlowsModuleMissing, 409, "flows-module-missing", "This server cannot import a flows module the run needs"),
@@ -208,6 +210,8 @@ def details(exc: BaseException) -> dict[str, Any]:
             return {"detail": str(exc), "state": exc.status}
         case RunFinished():
             return {"detail": str(exc), "state": exc.status}
+        case NotRetryable():
+            return {"detail": str(exc), "state": exc.status, "field": "step_id"}
         case RunOwnedElsewhere():
             return {"detail": str(exc), "state": RunStatus.RUNNING, "owner": exc.owner}
         case FlowsModuleMissing():

@@ -29,7 +29,13 @@ from actors import task_runs
 from actors.cluster import nodes_of
 from api.http import schemas
 from api.http.problems import BadParameter, NotFound, TooLarge, Unavailable
-from api.http.schemas import CancelRequest, DecisionRequest, LaunchRequest
+from api.http.schemas import (
+    CancelRequest,
+    DecisionRequest,
+    ForkRequest,
+    LaunchRequest,
+    RetryRequest,
+)
 from flows.auth import Principal, check_identity
 from flows.errors import UnknownRun
 from flows.events import stream_of
@@ -229,6 +235,42 @@ async def cancel(request: Request) -> Response:
                                        by=_actor(request, body.by))
     request.app.state.positions.saw(position)
     return json_response(schemas.CommandAccepted(run_id=run_id, position=position))
+
+
+async def fork(request: Request) -> Response:
+    """POST /api/runs/{run_id}/fork: a new run from this run's log (DESIGN §15); 201 with the new run."""
+    run_id = path_run_id(request)
+    body = schemas.decode(await read_body(request), ForkRequest)
+    check_text("from_step", body.from_step)
+    forked = await run_in_threadpool(_engine(request).fork, run_id, body.from_step, inputs=body.inputs,
+                                     by=_actor(request, body.by))
+    return _forked(request, forked.run_id, forked.position, run_id, body.from_step)
+
+
+async def retry(request: Request) -> Response:
+    """POST /api/runs/{run_id}/steps/{step_id}/retry: re-run a failed, cancelled or lost step of an ended
+    run and what follows it, as a fork; 409 for a step that did not end so.
+
+    One path, two meanings (DESIGN §12 and §15): in a task run it answers a blocked task, with ``text`` as
+    context (``api.http.task_routes.task_retry``), and the run goes on; in any other run it forks.
+    """
+    run_id, step_id = path_run_id(request), request.path_params["step_id"]
+    state = await run_in_threadpool(_engine(request).state, run_id)
+    if state.tasks is not None:
+        from api.http import task_routes  # late: task_routes builds on this module
+
+        return await task_routes.task_retry(request)
+    body = schemas.decode(await read_body(request), RetryRequest, empty_ok=True)
+    if body.text:
+        raise BadParameter("text", "only a task run's retry takes `text` (this run is not a task run)")
+    forked = await run_in_threadpool(_engine(request).retry, run_id, step_id, by=_actor(request, body.by))
+    return _forked(request, forked.run_id, forked.position, run_id, step_id)
+
+
+def _forked(request: Request, run_id: str, position: int, parent: str, step_id: str) -> Response:
+    request.app.state.positions.saw(position)
+    answer = schemas.Forked(run_id=run_id, position=position, parent_run_id=parent, from_step=step_id)
+    return json_response(answer, 201, headers={"Location": f"/api/runs/{run_id}"})
 
 
 async def approve(request: Request) -> Response:
@@ -439,6 +481,8 @@ ROUTES = [
     Route("/api/runs/{run_id}/cancel", cancel, methods=["POST"], name="cancel"),
     Route("/api/runs/{run_id}/steps/{step_id}/approve", approve, methods=["POST"], name="approve"),
     Route("/api/runs/{run_id}/steps/{step_id}/reject", reject, methods=["POST"], name="reject"),
+    Route("/api/runs/{run_id}/fork", fork, methods=["POST"], name="fork"),
+    Route("/api/runs/{run_id}/steps/{step_id}/retry", retry, methods=["POST"], name="retry"),
     Route("/api/flows", flows, methods=["GET"], name="flows"),
     Route("/api/plan", plan, methods=["GET"], name="plan"),
     Route("/api/nodes", nodes, methods=["GET"], name="nodes"),

@@ -114,6 +114,28 @@ class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     by: str = ""
 
 
+class ForkRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/runs/{run_id}/fork: a new run that keeps the outcomes of the steps not downstream of
+    ``from_step`` and runs the rest, with ``inputs`` changed where given (the question is one of them).
+
+    Who forks is the request's principal; ``by``, when given, must name it (else 403).
+    """
+
+    from_step: str
+    inputs: dict[str, Any] = {}
+    by: str = ""
+
+
+class RetryRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """POST /api/runs/{run_id}/steps/{step_id}/retry; every field is optional (an empty body is fine).
+
+    ``text`` is a task run's only: the context a blocked task starts again with.
+    """
+
+    text: str = ""
+    by: str = ""
+
+
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """POST /api/login: a token (``baton tokens create``) to exchange for the session cookie."""
 
@@ -143,6 +165,15 @@ class Launched(msgspec.Struct, kw_only=True):
     run_id: str
     position: int
     created: bool = True
+
+
+class Forked(msgspec.Struct, kw_only=True):
+    """The answer to a fork or a retry: the new run, the position of its RunLaunched, and its parent."""
+
+    run_id: str
+    position: int
+    parent_run_id: str
+    from_step: str
 
 
 class CommandAccepted(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -288,6 +319,16 @@ class ProjectionProblem(msgspec.Struct, kw_only=True):
     error: str
 
 
+class RunChild(msgspec.Struct, kw_only=True):
+    """A run started from this one: ``parent_link`` says how (fork, retry), ``forked_from`` from which step."""
+
+    run_id: str
+    flow: str
+    status: str
+    parent_link: str
+    forked_from: str
+
+
 class RunDetail(msgspec.Struct, kw_only=True):
     """GET /api/runs/{run_id}: the run, its steps in graph order, and its report (null until it ends).
 
@@ -299,6 +340,7 @@ class RunDetail(msgspec.Struct, kw_only=True):
     steps: list[StepSummary]
     report: str | None
     problems: list[ProjectionProblem] = []
+    children: list[RunChild] = []
 
 
 class RecordedEventView(msgspec.Struct, kw_only=True):
@@ -370,10 +412,10 @@ class Frame(msgspec.Struct, kw_only=True):
 
 
 REQUESTS: tuple[type, ...] = (LaunchRequest, CancelRequest, DecisionRequest, LoginRequest, TokenRequest,
-                              ProjectRequest)
+                              ProjectRequest, ForkRequest, RetryRequest)
 RESPONSES: tuple[type, ...] = (Launched, CommandAccepted, Problem, RunPage, RunDetail, RecordedEventView,
                                EngineHealth, ProjectorHealth, StoreHealth, Health, ProjectionProblem, Frame,
-                               SessionInfo, TokenView, TokenCreated, TokenRevokedAnswer, ProjectView)
+                               SessionInfo, TokenView, TokenCreated, TokenRevokedAnswer, ProjectView, Forked, RunChild)
 
 
 # -- decoding ------------------------------------------------------------------------------

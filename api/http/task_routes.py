@@ -179,7 +179,7 @@ ROUTES = [
     Route("/api/runs/{run_id}/tasks", run_tasks, methods=["GET"], name="run_tasks"),
     Route("/api/runs/{run_id}/steps/{step_id}/message", task_message, methods=["POST"], name="task_message"),
     Route("/api/runs/{run_id}/steps/{step_id}/abort", task_abort, methods=["POST"], name="task_abort"),
-    Route("/api/runs/{run_id}/steps/{step_id}/retry", task_retry, methods=["POST"], name="task_retry"),
+    # …/retry is one route with the step retry of DESIGN §15: api.http.routes.retry hands a task run's here.
     Route("/api/runs/{run_id}/steps/{step_id}/skip", task_skip, methods=["POST"], name="task_skip"),
     Route("/api/runs/{run_id}/land", land_task_run, methods=["POST"], name="land_task_run"),
 ]
@@ -194,7 +194,6 @@ def openapi_paths(body: Any, json: Any, problem: Any, path: Any, bad_body: dict[
     any_object = {"type": "object", "additionalProperties": True}
     words: dict[str, Any] = {}
     for action, doc in (("message", "A message to the running agent's next turn"), ("abort", "Abort one task"),
-                        ("retry", "Answer a blocked task: try again, with `text` as context"),
                         ("skip", "Answer a blocked task: end it (its dependents are aborted)")):
         words[f"/api/runs/{{run_id}}/steps/{{step_id}}/{action}"] = {"post": {
             "summary": doc, "operationId": f"task_{action}",

@@ -5,15 +5,35 @@ from medium; at large a security reviewer and a performance reviewer join.
 The fold numbers their evidence and tallies their recommendations (any
 reviewer asking for changes, or a high security finding, means changes are
 requested); a synthesizer writes the merged review, blocking items first, and
-from medium a validator attacks it.
+from medium a validator attacks it. Before the merged review, each blocking
+finding is verified on its own by a validator (a map step: seed 002's
+per-finding pipeline), and the review drops what its check refuted.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flows.catalog import _fold, _spine
-from flows.model import Flow
+from flows.model import Flow, agent, code, map
+
+MAX_VERIFIED = 8  # blocking findings verified one by one (the rest are listed as not verified)
+_FINDING_SECTIONS = {"correctness": "Blocking", "tests": "Blocking", "performance": "Blocking",
+                     "security": "Findings"}
+_ITEM = re.compile(r"^\s*(?:[-*]|\d+[.)])\s+(?P<text>\S.*)$")
+
+_VERIFY_PROMPT = (
+    "Question: $input.question\n\n"
+    "A reviewer reported this blocking finding about the change named in the question:\n\n$input.item\n\n"
+    "Verify this one finding on its own. Read the code it points at and decide whether it holds as stated, "
+    "does not hold, or cannot be checked from what you can read.\n\n"
+    "Produce:\n1. `## Verdict`: upheld, refuted or unsure, and why in two sentences.\n"
+    "2. `## Checked`: what you read to decide.\n\n"
+    f"{_spine.EVIDENCE_RULES}\n\n"
+    "Begin with a YAML frontmatter block (first line `---`) with exactly these fields: "
+    "verdict (one of upheld, refuted, unsure) and summary (one line)."
+)
 
 ANGLES = ("correctness", "tests", "design", "security", "performance")
 REVIEWERS = ("correctness", "tests", "performance")  # the angles that emit `recommendation`
@@ -36,6 +56,31 @@ def verdict(ctx: _fold.StepContext) -> dict[str, Any]:
         tally = {"recommendation": "changes_requested",
                  "changes_requested_by": [*tally["changes_requested_by"], "security"]}
     return {**tally, "security_severity": severity}
+
+
+def section_items(text: str, heading: str) -> list[str]:
+    """The list items under ``## heading`` of ``text`` (a continuation line joins its item)."""
+    items: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            inside = line[3:].strip().lower().startswith(heading.lower())
+            continue
+        if not inside or not line.strip():
+            continue
+        match = _ITEM.match(line)
+        if match:
+            items.append(match.group("text").strip())
+        elif items and line.startswith((" ", "\t")):
+            items[-1] += " " + line.strip()
+    return items
+
+
+def blocking_findings(ctx: _fold.StepContext) -> dict[str, Any]:
+    """Every blocking finding of the angles, labelled with its angle: what the map verifies one by one."""
+    found = [f"[{angle}] {item}" for angle, heading in _FINDING_SECTIONS.items()
+             for item in section_items(ctx.outputs.get(angle, ""), heading)]
+    return {"items": found[:MAX_VERIFIED], "total": len(found), "not_verified": found[MAX_VERIFIED:]}
 
 
 def fold(ctx: _fold.StepContext) -> str:
@@ -115,14 +160,20 @@ code_review = Flow(
             produce=_REVIEW_OUTPUT,
         ),
         _spine.fold(fold, ANGLES),
+        code("findings", fn=blocking_findings, deps=list(ANGLES), label="List the blocking findings"),
+        map("verify", over="$findings.output.items", max_parallel=4, label="Verify each finding",
+            step=agent("check", persona="validator", prompt=_VERIFY_PROMPT)),
         _spine.synthesis(
             step_id="summary", label="Write the review",
             task=(
                 "Write one merged code review of the change. Blocking items first; drop duplicates "
                 "found by several angles but keep all their evidence items. The reviewers' combined "
                 "recommendation is in the fold's frontmatter; keep it unless the evidence says otherwise, "
-                "and then say why."
+                "and then say why. Each blocking finding was then checked on its own by a validator "
+                "(the findings in `$findings.output`, their checks' verdicts in order in "
+                "`$verify.output`): drop a finding its check refuted, and mark one it left unsure."
             ),
+            deps=["fold", "verify"],
             sections=(
                 "1. `## Answer`: the verdict in two sentences.\n"
                 "2. `## Blocking`: each defect with `file:line`, the fix and its items.\n"

@@ -394,7 +394,7 @@ def test_get_run_shape(projected):
     rows, _ = reads.list_runs(status="completed", limit=1)
     run_id = rows[0]["run_id"]
     got = reads.get_run(run_id)
-    assert set(got) == {"run", "steps", "report", "problems"} and got["problems"] == []
+    assert set(got) == {"run", "steps", "report", "problems", "children"} and got["problems"] == got["children"] == []
     run = got["run"]
     assert run["run_id"] == run_id and run["status"] == "completed"
     assert run["question"] and run["inputs"]["question"] == run["question"]

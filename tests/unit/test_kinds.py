@@ -26,7 +26,7 @@ def test_every_kind_has_its_rules_and_every_kind_that_runs_an_executor():
 def test_a_kind_is_looked_up_by_its_value_as_well():
     assert kind_rules("approval") is KINDS[StepKind.APPROVAL]
     with pytest.raises(KeyError):
-        kind_rules("map")
+        kind_rules("teleport")
 
 
 def test_the_kind_is_encoded_as_before_and_old_logs_decode():

@@ -268,6 +268,11 @@ class Engine:
         self.append([RunLaunched(run_id="p1", flow="prop", snapshot=sc.flow.snapshot(), backend="offline",
                                  model="m", input={"question": "q", "flag": sc.flag}, at=self.now),
                       RunStarted(run_id="p1", at=self.now)], "launch")
+        self.loop()
+
+    def loop(self) -> None:
+        """Drive the launched run to its end (a fork's driver starts here, after its copied events)."""
+        sc = self.scenario
         for iteration in range(1, MAX_ITERATIONS + 1):
             self.now += self.choose("tick", [0.0, 0.25, 1.0])
             decision = decide(self.state, self.now)

@@ -1,0 +1,183 @@
+"""Map steps on a real store, both backends: one attempt per item, results in order, cancel and restart mid-map."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from actors.agents.offline import OfflineBackend
+from actors.config import EngineConfig
+from actors.engine import Engine
+from eventstore import open_store
+from flows import Flow, agent, code, map
+from flows.catalog import FlowRegistry
+from flows.events import stream_of
+from projections import Framer
+
+CALLS: dict[str, int] = {}
+LOCK = threading.Lock()
+GATE = threading.Event()
+PEAK = {"now": 0, "max": 0}
+
+
+def findings(ctx):
+    return {"items": ctx.input.get("items", ["alpha", "beta", "gamma", "delta", "epsilon"])}
+
+
+def check(ctx):
+    """One item: counts its calls, tracks how many run at once, fails for "bad", waits at "wait"."""
+    item = ctx.input["item"]
+    with LOCK:
+        CALLS[item] = CALLS.get(item, 0) + 1
+        PEAK["now"] += 1
+        PEAK["max"] = max(PEAK["max"], PEAK["now"])
+    try:
+        if item == "bad":
+            raise ValueError("a bad finding")
+        if item == "wait" and not GATE.wait(10):
+            raise RuntimeError("never released")
+        time.sleep(0.02)
+        return f"{ctx.input['index']}:{item.upper()}"
+    finally:
+        with LOCK:
+            PEAK["now"] -= 1
+
+
+def summary(ctx):
+    return {"n": len(ctx.fields["verify"]["results"]), "first": ctx.fields["verify"]["results"][0]}
+
+
+CODE_MAP = Flow("code-map", steps=[
+    code("findings", fn=findings),
+    map("verify", over="$findings.output.items", step=code("check", fn=check), max_parallel=2),
+    code("summary", fn=summary, deps=["verify"], trigger_rule="all_done"),
+])
+AGENT_MAP = Flow("agent-map", steps=[
+    code("findings", fn=findings),
+    map("verify", over="$findings.output.items",
+        step=agent("v", persona="reviewer", prompt="Verify finding $input.index: $input.item"), max_parallel=3),
+])
+REGISTRY = FlowRegistry([CODE_MAP, AGENT_MAP])
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    CALLS.clear()
+    PEAK.update(now=0, max=0)
+    GATE.clear()
+    yield
+    GATE.set()
+
+
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+def _engine(store) -> Engine:
+    return Engine(store, REGISTRY, EngineConfig(agent_slots=2, max_active_runs=4)).start()
+
+
+def _records(store, run_id, kind):
+    return [r.data for r in store.read_stream(stream_of(run_id)) if r.type == kind]
+
+
+def test_each_item_runs_once_and_the_results_come_in_order(store):
+    with _engine(store) as engine:
+        state = engine.wait(engine.launch("code-map", "go").run_id)
+    assert state.status == "completed"
+    assert state.steps["verify"].fields["results"] == ["0:ALPHA", "1:BETA", "2:GAMMA", "3:DELTA", "4:EPSILON"]
+    assert state.steps["summary"].fields == {"n": 5, "first": "0:ALPHA"}
+    assert set(CALLS.values()) == {1} and 1 <= PEAK["max"] <= 2  # never more than max_parallel at once
+    items = _records(store, state.run_id, "MapItemCompleted")
+    assert sorted((i["index"], i["item"]) for i in items) == list(enumerate(["alpha", "beta", "gamma", "delta",
+                                                                             "epsilon"]))
+    assert _records(store, state.run_id, "StepStarted")[1]["items"] == ["alpha", "beta", "gamma", "delta", "epsilon"]
+    framer = Framer()
+    frames = [f for rec in store.read_stream(stream_of(state.run_id)) for f in framer.frames(rec)]
+    mapped = [f for f in frames if f["type"] == "map_item"]
+    assert len(mapped) == 5 and {f["status"] for f in mapped} == {"completed"} and mapped[0]["step_id"] == "verify"
+
+
+def test_an_agent_map_records_each_items_prompt(store):
+    with _engine(store) as engine:
+        state = engine.wait(engine.launch("agent-map", "go", inputs={"items": ["x", "y"]}).run_id)
+    assert state.status == "completed" and len(state.steps["verify"].fields["results"]) == 2
+    prompts = sorted(i["prompt"] for i in _records(store, state.run_id, "MapItemCompleted"))
+    assert prompts == ["Verify finding 0: x", "Verify finding 1: y"]
+
+
+class CountingBackend(OfflineBackend):
+    """The offline backend, a little slow, counting how many calls run at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+
+    def run(self, request, delta, token):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            time.sleep(0.05)
+            return super().run(request, delta, token)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_agent_items_take_the_agent_slots(store):
+    """agent_slots 1: a map of agents with max_parallel 3 still calls the model once at a time, and every
+    slot is given back when the items end."""
+    backend = CountingBackend()
+    with Engine(store, REGISTRY, EngineConfig(agent_slots=1, max_active_runs=4), backend=backend).start() as engine:
+        run_id = engine.launch("agent-map", "go", inputs={"items": ["x", "y", "z", "w"]}).run_id
+        state = engine.wait(run_id)
+        plan = engine.plan()
+    assert state.status == "completed" and len(state.steps["verify"].fields["results"]) == 4
+    assert backend.peak == 1
+    assert all(p["slots_held"] == 0 for p in plan["in_progress"])  # every slot given back
+
+
+def test_an_empty_list_completes_at_once(store):
+    with _engine(store) as engine:
+        state = engine.wait(engine.launch("code-map", "go", inputs={"items": []}).run_id)
+    assert state.status == "failed"  # summary reads results[0] of nothing: the map itself completed
+    assert state.steps["verify"].status == "completed" and state.steps["verify"].fields == {"results": []}
+    assert _records(store, state.run_id, "MapItemCompleted") == [] and CALLS == {}
+
+
+def test_a_failed_item_fails_the_map_and_the_trigger_rule_sees_one_step(store):
+    with _engine(store) as engine:
+        state = engine.wait(engine.launch("code-map", "go", inputs={"items": ["ok", "bad", "fine"]}).run_id)
+    assert state.steps["verify"].status == "failed"
+    assert "1 of 3 items failed (indexes [1]); item 1: ValueError: a bad finding" in state.steps["verify"].error
+    assert state.steps["summary"].status == "failed"  # all_done ran it; it found no results to read
+    assert [i["index"] for i in _records(store, state.run_id, "MapItemFailed")] == [1]
+
+
+def test_cancel_mid_map_ends_the_run(store):
+    with _engine(store) as engine:
+        run_id = engine.launch("code-map", "go", inputs={"items": ["a", "wait", "wait", "c"]}).run_id
+        engine.wait(run_id, lambda s: 0 in s.steps["verify"].item_outputs)
+        engine.cancel(run_id, reason="enough")
+        state = engine.wait(run_id)
+    assert state.status == "cancelled" and state.steps["verify"].status == "cancelled"
+    assert "c" not in CALLS  # max_parallel 2: both "wait" items held the places, and nothing started after
+
+
+def test_a_restart_mid_map_runs_only_the_items_without_a_result(store):
+    with _engine(store) as engine:
+        run_id = engine.launch("code-map", "go", inputs={"items": ["a", "wait", "b"]}).run_id
+        engine.wait(run_id, lambda s: {0, 2} <= set(s.steps["verify"].item_outputs))
+    GATE.set()
+    with _engine(store) as engine:
+        state = engine.wait(run_id)
+    assert state.status == "completed"
+    assert state.steps["verify"].fields["results"] == ["0:A", "1:WAIT", "2:B"]
+    assert CALLS["a"] == 1 and CALLS["b"] == 1  # kept from before the restart
