@@ -38,7 +38,7 @@ check: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) postgres browser check
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 bench: $(STAMP) browser
 	$(PY) -m pip install --quiet -e '.[bench]'

@@ -88,7 +88,9 @@ def test_three_nodes_share_one_queue_and_the_slots_through_kill_9_and_sigterm(pg
                             if r.type == "RunRecovered")
         print("admitted by", dict(started_by(store, run_ids)), "recovered by", dict(recovered), "most", llm.most,
               "served", llm.served, "sigterm took", round(took, 2))
-        assert set(recovered) == {"node-0"}, "the runs of the nodes that left were taken over by the one left"
+        # node-2 may take over node-1's runs in the moment between the kill and its own SIGTERM (a dead
+        # process on the same host is seen at once); it then hands them on with its own.
+        assert "node-0" in recovered and set(recovered) <= {"node-0", "node-2"}, recovered
         after = httpx.get(first.url + "/api/nodes", auth=first.auth_as("viewer"), timeout=10).json()
         alive = {n["node"] for n in after if n["alive"]}
         assert alive == {"node-0"}, after
