@@ -358,26 +358,84 @@ def test_aborting_a_blocked_task_removes_its_worktree_keeps_its_branch_and_ends_
     assert repo.git("show", f"baton/{run_id}/a:draft.txt") == "half\n"  # the work is on the kept branch
 
 
-def test_a_backend_that_cannot_run_a_tasks_agent_fails_the_task_by_name_instead_of_doing_nothing(tmp_path, repo):
+FAKE_AGENT = """#!{python}
+import json, os, pathlib, re, sys
+prompt = sys.argv[-1]
+with open({log!r}, "a", encoding="utf-8") as f:
+    f.write(json.dumps({{"cwd": os.getcwd(), "args": sys.argv[1:-1], "review": "Review task `" in prompt}}) + "\\n")
+if "Review task `" in prompt:
+    print("---\\nrecommendation: approve\\n---\\nLooks right.")
+else:
+    tid = re.search(r"implementing task `([^`]+)`", prompt).group(1)
+    pathlib.Path(tid + ".txt").write_text(tid + " by the cli agent\\n")
+    print("wrote " + tid + ".txt")
+"""
+
+
+def test_a_task_run_on_the_cli_backend_runs_its_task_template_in_each_worktree_then_checks_reviews_and_merges(
+        tmp_path, repo):
+    import dataclasses
+    import json
+    import sys
+
     from actors.agents import CliBackend, OfflineBackend
     from actors.task_attempt import task_env
 
-    config = EngineConfig(worktrees=str(tmp_path / "wt"))
     assert task_env(EngineConfig(), OfflineBackend()) is None  # no worktrees: no task runs
-    offline = task_env(config, OfflineBackend())
-    assert offline is not None and offline.turn is None and not offline.refusal  # the no-op implementor
-    cli = task_env(config, CliBackend("qwen --approval-mode plan -p {prompt}", ""))
-    assert cli is not None and "BATON_AGENT=openai" in cli.refusal
+    offline = task_env(EngineConfig(worktrees=str(tmp_path / "wt")), OfflineBackend())
+    assert offline is not None and offline.turn is None and offline.implementor is None and not offline.refusal
+    agent, log = tmp_path / "fake-agent", tmp_path / "calls.jsonl"
+    agent.write_text(FAKE_AGENT.format(python=sys.executable, log=str(log)), encoding="utf-8")
+    agent.chmod(0o755)
+    flow_backend = CliBackend(f"{agent} --plan -p {{prompt}}", "")  # the flow steps' (read-only) template
+    config = EngineConfig(agent_slots=2, backend="cli", worktrees=str(repo.worktrees),
+                          cli_task_command=f"{agent} --edit -p {{prompt}}")
+    env = task_env(config, flow_backend)
+    assert env is not None and not env.refusal and env.implementor is not None and env.reviewer is flow_backend
     store = open_store(f"sqlite:///{tmp_path / 'baton.db'}")
-    engine = Engine(store, FlowRegistry([]), EngineConfig(agent_slots=2, backend="cli"), tasks=cli).start()
+    engine = Engine(store, FlowRegistry([]), config, tasks=dataclasses.replace(env, git_env=repo.env)).start()
     try:
-        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")})
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a"),
+                                       "tasks/b.md": task_file("b", "[a]", checks='["ls a.txt b.txt"]')})
         state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
     finally:
         engine.stop()
-    assert state.status == "failed" and state.tasks is not None
-    assert "cli backend has no task template" in state.tasks.tasks["a"].reason
-    assert repo.branches() == ["main"]  # nothing was made in git
+    assert state.status == "completed", state.reason
+    integrate = f"baton/{run_id}/integrate"
+    assert repo.git("show", f"{integrate}:b.txt") == "b by the cli agent\n"
+    assert {"a.txt", "b.txt"} <= set(repo.git("ls-tree", "--name-only", integrate).split())
+    # What the agent left was committed by baton, b's check passed in its worktree, each task reviewed and merged.
+    committed = [(e.step_id, e.by, e.files) for e in events if type(e).__name__ == "TaskCommitted"]
+    assert committed == [("a", "baton", ["a.txt"]), ("b", "baton", ["b.txt"])]
+    [check] = [e for e in events if isinstance(e, TaskChecked)]
+    assert (check.step_id, check.ok) == ("b", True)
+    assert [(e.step_id, e.approved) for e in events if type(e).__name__ == "TaskReviewed"] == [("a", True),
+                                                                                              ("b", True)]
+    assert sorted(e.step_id for e in events if isinstance(e, TaskMerged)) == ["a", "b"]
+    # The implementor ran the task template, the reviewer the flow template, both in the task's worktree.
+    calls = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    worktrees = {e.step_id: e.path for e in events if type(e).__name__ == "TaskWorktreeCreated"}
+    assert [(c["args"], c["review"]) for c in calls] == [(["--edit", "-p"], False), (["--plan", "-p"], True)] * 2
+    assert [c["cwd"] for c in calls] == [worktrees["a"]] * 2 + [worktrees["b"]] * 2
+    assert repo.branches() == [integrate, "main"]
+    assert repo.git("status", "--porcelain") == ""
+
+
+def test_the_cli_task_template_may_edit_but_gets_the_flow_templates_refusals_and_never_yolo():
+    from actors.agents import BackendConfigError, CliBackend
+    from actors.agents.cli import DEFAULT_TASK_COMMAND
+
+    assert CliBackend(DEFAULT_TASK_COMMAND, task=True).task  # auto-edit: fine for a task
+    with pytest.raises(BackendConfigError, match="plan"):  # ... never for a flow step
+        CliBackend(DEFAULT_TASK_COMMAND)
+    refused = {"sh -c {prompt}": "runs a shell", "env qwen -p {prompt}": "through 'env'",
+               "python3 -c {prompt}": "placeholder as code", "qwen --yolo -p {prompt}": "yolo",
+               "qwen --approval-mode yolo -p {prompt}": "yolo", "qwen --approval-mode=yolo -p {prompt}": "yolo"}
+    for template, why in refused.items():
+        with pytest.raises(BackendConfigError, match=why) as caught:
+            CliBackend(template, task=True)
+        assert "BATON_CLI_TASK_COMMAND" in str(caught.value)
 
 
 def test_a_task_whose_model_server_fails_is_retried_then_failed_and_its_worktree_removed(tmp_path, repo, llm):
