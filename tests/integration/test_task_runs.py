@@ -436,6 +436,11 @@ def test_the_cli_task_template_may_edit_but_gets_the_flow_templates_refusals_and
         with pytest.raises(BackendConfigError, match=why) as caught:
             CliBackend(template, task=True)
         assert "BATON_CLI_TASK_COMMAND" in str(caught.value)
+    # The engine's task settings check it at start: a bad template stops the engine, naming the setting.
+    from actors.task_attempt import task_env
+    with pytest.raises(BackendConfigError, match="BATON_CLI_TASK_COMMAND 'bash -c {prompt}' runs a shell"):
+        task_env(EngineConfig(worktrees="/tmp/unused", cli_task_command="bash -c {prompt}"),
+                 CliBackend("qwen --approval-mode plan -p {prompt}"))
 
 
 def test_a_task_whose_model_server_fails_is_retried_then_failed_and_its_worktree_removed(tmp_path, repo, llm):
