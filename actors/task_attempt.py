@@ -65,7 +65,9 @@ from flows.events import (
     TaskRebased,
     TaskReviewed,
     TaskWorktreeCreated,
+    ToolCalled,
 )
+from flows.events import ToolResult as ToolResulted
 from flows.model import StepSpec
 from flows.tasks.allow import allowed
 from flows.template import parse_frontmatter
@@ -273,7 +275,9 @@ class TaskAttempt:
                           observer=SafeExitObserver(observer, tools.signals), inbox=self.inbox,
                           call_id_prefix=f"{self.task_id}-{self.attempt}")
         except SafeExit as exc:
+            observer.flush()  # the blocking call's turn, before TaskBlocked
             return exc.reason
+        observer.flush()
         return None
 
     def _coder_prompt(self, context: str) -> str:
@@ -347,21 +351,29 @@ class TaskAttempt:
 
 
 class _Recorder(LoopObserver):
-    """Turns what the write tools did into events, before the model sees the result."""
+    """Turns the implementor's calls into events (``ToolCalled``/``ToolResult`` as §11 records a step's, and
+    the commits and notices they made), appended once per turn before the model sees the results."""
 
     def __init__(self, attempt: TaskAttempt, tools: TaskToolbox) -> None:
         self.attempt = attempt
         self.tools = tools
         self.commits = 0
         self.notices = 0
+        self.pending: list[Event] = []
 
     def tool_called(self, call: CallRecord) -> None:
-        """Nothing to record before the call (ToolCalled is §11's, not wired here yet)."""
+        """Keep the call (as made, a malformed one too) for the turn's append."""
+        a = self.attempt
+        self.pending.append(ToolCalled(step_id=a.task_id, attempt=a.attempt, call_id=call.call_id, tool=call.tool,
+                                       arguments=call.arguments, turn=call.turn, seq=call.seq))
 
     def tool_result(self, call: CallRecord, result: ToolResult) -> None:
-        """Record the commits and notices the call made."""
+        """Keep the result, and the commits and notices the call made, for the turn's append."""
         a, signals = self.attempt, self.tools.signals
-        events: list[Event] = []
+        events: list[Event] = [ToolResulted(step_id=a.task_id, attempt=a.attempt, call_id=call.call_id,
+                                            tool=call.tool, ok=result.ok, outcome=result.outcome.value,
+                                            result=result.text, sha256=result.sha256, bytes=result.bytes,
+                                            truncated=result.truncated, error=result.error)]
         for made in signals.commits[self.commits:]:
             events.append(TaskCommitted(step_id=a.task_id, attempt=a.attempt, commit=made.sha,
                                         message=made.message.splitlines()[0], files=made.files,
@@ -369,8 +381,17 @@ class _Recorder(LoopObserver):
         for level, text in signals.notices[self.notices:]:
             events.append(TaskNotified(step_id=a.task_id, attempt=a.attempt, level=level, message=text))
         self.commits, self.notices = len(signals.commits), len(signals.notices)
-        if events:
-            a.append(events)
+        self.pending.extend(events)
+
+    def before_turn(self, turn: int) -> None:
+        """What the model is about to read is durable first."""
+        self.flush()
+
+    def flush(self) -> None:
+        """Append what is pending (raises, stopping the loop, when the run refuses it)."""
+        if self.pending:
+            batch, self.pending = self.pending, []
+            self.attempt.append(batch)
 
 
 def _verdict(output: str) -> tuple[bool, str]:
