@@ -262,8 +262,16 @@ class TaskAttempt:
         """The implementor's tool loop; the Safe Exit's reason, or None when it answered."""
         if self.env.turn is None:
             if self.env.implementor is not None:  # the cli backend: its task template, in the worktree
+                before = git.git.branch_head(git.task_branch(self.task_id)) or ""
                 self.env.implementor.run(self._request(git, self._coder_prompt(context), self.spec.persona),
                                          _ignore, token)
+                made_by_agent: list[Event] = [
+                    TaskCommitted(step_id=self.task_id, attempt=self.attempt, commit=made.sha,
+                                  message=made.message.splitlines()[0], files=made.files,
+                                  insertions=made.insertions, deletions=made.deletions, by="agent")
+                    for made in git.commits_since(self.task_id, before)]
+                if made_by_agent:  # the commits the command made itself, as the `commit` tool's are
+                    self.append(made_by_agent)
             return None  # else the offline backend: a no-op implementor
         tools = TaskToolbox(git, self.task_id, self.allow,
                             task_caps=TaskCaps(run_timeout_s=self.env.run_timeout_s), env=self.env.git_env)

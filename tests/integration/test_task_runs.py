@@ -359,7 +359,7 @@ def test_aborting_a_blocked_task_removes_its_worktree_keeps_its_branch_and_ends_
 
 
 FAKE_AGENT = """#!{python}
-import json, os, pathlib, re, sys
+import json, os, pathlib, re, subprocess, sys
 prompt = sys.argv[-1]
 with open({log!r}, "a", encoding="utf-8") as f:
     f.write(json.dumps({{"cwd": os.getcwd(), "args": sys.argv[1:-1], "review": "Review task `" in prompt}}) + "\\n")
@@ -368,6 +368,11 @@ if "Review task `" in prompt:
 else:
     tid = re.search(r"implementing task `([^`]+)`", prompt).group(1)
     pathlib.Path(tid + ".txt").write_text(tid + " by the cli agent\\n")
+    if tid == "a":  # a commits its work itself; b leaves it for baton's closing commit
+        subprocess.run(["git", "-c", "user.name=Agent", "-c", "user.email=agent@example.com", "-c",
+                        "commit.gpgsign=false", "add", "a.txt"], check=True)
+        subprocess.run(["git", "-c", "user.name=Agent", "-c", "user.email=agent@example.com", "-c",
+                        "commit.gpgsign=false", "commit", "-qm", "a: written by the agent"], check=True)
     print("wrote " + tid + ".txt")
 """
 
@@ -405,9 +410,11 @@ def test_a_task_run_on_the_cli_backend_runs_its_task_template_in_each_worktree_t
     integrate = f"baton/{run_id}/integrate"
     assert repo.git("show", f"{integrate}:b.txt") == "b by the cli agent\n"
     assert {"a.txt", "b.txt"} <= set(repo.git("ls-tree", "--name-only", integrate).split())
-    # What the agent left was committed by baton, b's check passed in its worktree, each task reviewed and merged.
-    committed = [(e.step_id, e.by, e.files) for e in events if type(e).__name__ == "TaskCommitted"]
-    assert committed == [("a", "baton", ["a.txt"]), ("b", "baton", ["b.txt"])]
+    # a's own commit is recorded as the agent's, what b left is committed by baton; b's check passed in its
+    # worktree; each task reviewed and merged.
+    committed = [(e.step_id, e.by, e.files, e.message) for e in events if type(e).__name__ == "TaskCommitted"]
+    assert committed == [("a", "agent", ["a.txt"], "a: written by the agent"),
+                         ("b", "baton", ["b.txt"], "b: what the implementor left uncommitted")]
     [check] = [e for e in events if isinstance(e, TaskChecked)]
     assert (check.step_id, check.ok) == ("b", True)
     assert [(e.step_id, e.approved) for e in events if type(e).__name__ == "TaskReviewed"] == [("a", True),
