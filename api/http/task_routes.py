@@ -98,16 +98,10 @@ async def run_tasks(request: Request) -> Response:
     if state.tasks is None:
         raise BadParameter("run_id", f"run {run_id} is not a task run")
     last: dict[str, float] = {}
-    calls: dict[str, dict[str, int]] = {}
     for _, event in history:
-        if isinstance(event, TaskEvent):
-            last[event.step_id] = event.at
-        elif isinstance(event, ToolResult) and event.step_id in state.tasks.tasks:  # the implementor's calls
-            counts = calls.setdefault(event.step_id, {"tool_calls": 0, "tool_errors": 0, "malformed_calls": 0})
-            counts["tool_calls"] += 1
-            counts["tool_errors"] += event.outcome == "error"
-            counts["malformed_calls"] += event.outcome == "malformed"
+        if isinstance(event, (TaskEvent, ToolResult)):  # a task's phases and facts, and its implementor's calls
             last[event.step_id] = max(last.get(event.step_id, 0.0), event.at)
+    calls = task_runs.tool_counts(state, history)
     slots = max(0, getattr(getattr(runtime.engine, "config", None), "agent_slots", 0) - len(state.tasks.inprogress()))
     views = plan(state.tasks, slots)
     tasks = []
@@ -122,7 +116,7 @@ async def run_tasks(request: Request) -> Response:
             "review_rounds": task.round, "rejections": task.rejections, "conflicts": task.conflicts,
             "checks_failed": task.checks_failed, "messages": task.messages, "notices": task.notices,
             "anomalies": state.steps[tid].anomalies if tid in state.steps else 0,
-            **calls.get(tid, {"tool_calls": 0, "tool_errors": 0, "malformed_calls": 0}),
+            **calls[tid],
         })
     return json_response({"run_id": run_id, "status": state.status, "tasks": tasks,
                           "integration_head": state.tasks.integration_head})
