@@ -429,6 +429,37 @@ def test_a_task_run_on_the_cli_backend_runs_its_task_template_in_each_worktree_t
     assert repo.git("status", "--porcelain") == ""
 
 
+def test_a_cli_implementor_that_exits_non_zero_fails_its_task_with_its_stderr_and_leaves_no_worktree(
+        tmp_path, repo):
+    import dataclasses
+    import sys
+
+    from actors.agents import CliBackend
+    from actors.task_attempt import task_env
+
+    agent = tmp_path / "broken-agent"
+    agent.write_text(f"#!{sys.executable}\nimport sys\nprint('out of quota', file=sys.stderr)\nsys.exit(3)\n")
+    agent.chmod(0o755)
+    config = EngineConfig(agent_slots=2, backend="cli", worktrees=str(repo.worktrees),
+                          cli_task_command=f"{agent} {{prompt}}")
+    env = task_env(config, CliBackend(f"{agent} {{prompt}}", ""))
+    assert env is not None
+    store = open_store(f"sqlite:///{tmp_path / 'baton.db'}")
+    engine = Engine(store, FlowRegistry([]), config, tasks=dataclasses.replace(env, git_env=repo.env)).start()
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")})
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "failed"
+    failed = [e for e in events if type(e).__name__ == "TaskFailed"]
+    assert [e.will_retry for e in failed] == [True, False]
+    assert all("exited with code 3" in e.error and "out of quota" in e.error for e in failed)
+    assert not any(type(e).__name__ in ("TaskReviewed", "TaskMerged") for e in events)
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+
+
 def test_the_cli_task_template_may_edit_but_gets_the_flow_templates_refusals_and_never_yolo():
     from actors.agents import BackendConfigError, CliBackend
     from actors.agents.cli import DEFAULT_TASK_COMMAND
