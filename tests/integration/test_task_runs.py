@@ -358,6 +358,44 @@ def test_aborting_a_blocked_task_removes_its_worktree_keeps_its_branch_and_ends_
     assert repo.git("show", f"baton/{run_id}/a:draft.txt") == "half\n"  # the work is on the kept branch
 
 
+def test_an_abort_that_lands_before_the_blocked_attempt_reported_back_still_removes_its_worktree(
+        tmp_path, repo, llm, monkeypatch):
+    import threading
+
+    from actors.task_attempt import TaskAttempt
+
+    # The attempt has recorded TaskBlocked (the run is paused) but its thread has not returned yet when the
+    # person aborts: the abort finds the attempt still listed. Held here until the abort is recorded.
+    release, original = threading.Event(), TaskAttempt.run
+
+    def held(self, token):
+        out = original(self, token)
+        if out.startswith("blocked"):
+            release.wait(30)
+        return out
+
+    monkeypatch.setattr(TaskAttempt, "run", held)
+    llm.route(MODEL, "implementing task `a`", [
+        ToolTurn([Call("write_file", {"path": "draft.txt", "content": "half\n"}),
+                  Call("blocked", {"reason": "unclear"})])])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")})
+        engine.wait(run_id, lambda s: s.status == "paused", timeout=60)
+        engine.task_command(run_id, "a", "abort", text="not now", by="tester")
+        release.set()
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        release.set()
+        engine.stop()
+    assert state.status == "failed"
+    [cleaned] = [e for e in events if isinstance(e, TaskCleanedUp)]
+    assert cleaned.worktree_removed and not cleaned.branch_deleted
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    assert repo.git("show", f"baton/{run_id}/a:draft.txt") == "half\n"
+
+
 FAKE_AGENT = """#!{python}
 import json, os, pathlib, re, subprocess, sys
 prompt = sys.argv[-1]
