@@ -34,4 +34,6 @@ class EngineConfig:
     # Removed from every error, anomaly and log line before it is recorded (flows.redact); never printed.
     known_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     worktrees: str = ""  # task runs' worktrees go to <worktrees>/<run>/ (BATON_WORKTREES; "" = no task runs)
+    # A task's implementor on the cli backend, run in its worktree (BATON_CLI_TASK_COMMAND; "" = the default).
+    cli_task_command: str = ""
     task_run_timeout_s: float = 300.0  # the `run` tool and each check of a task (BATON_RUN_TIMEOUT_S)

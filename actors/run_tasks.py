@@ -176,6 +176,15 @@ def task_result(actor: RunActor, msg: m.StepResult) -> None:
     actor._end_attempt(msg.step_id)
     actor.task_inboxes.pop(msg.step_id, None)
     tasks = actor.state.tasks
+    ended = tasks.tasks.get(msg.step_id) if tasks is not None else None
+    if (ended is not None and ended.status.value == "aborted" and ended.worktree and not ended.worktree_removed
+            and ended.attempt == msg.attempt):
+        # Aborted after the attempt had ended its work (blocked) but before it reported back: the abort found
+        # it still listed, so only cancelled it; its worktree is removed now, its branch kept.
+        start_task(actor, TaskStarted(step_id=msg.step_id, attempt=msg.attempt, at=actor.ctx.clock.now()),
+                   abandon_only=True)
+        actor._queue_flush()
+        return
     if msg.cancelled or not msg.failed or tasks is None:
         actor._queue_flush()
         return

@@ -12,9 +12,13 @@ without its fact at worst, which reconciliation repairs (flows.tasks.reconcile).
 The model turns go to the run's OpenAI-compatible server through the tool
 loop (``actors.agents.toolloop``): the implementor with the task's toolbox
 (read + write tools, confined to its worktree), the reviewer with the read
-tools over the same worktree and the diff in its prompt. The ``offline``
-backend is a no-op implementor whose reviews approve (the machinery's own
-cost, bench/tasks.py).
+tools over the same worktree and the diff in its prompt. On the ``cli``
+backend the implementor is the task template (``BATON_CLI_TASK_COMMAND``)
+run once per round with the task's worktree as working directory, and the
+reviewer the flow steps' plan-mode template run there too; what it leaves
+goes through the same closing commit, checks, review and merge. The
+``offline`` backend is a no-op implementor whose reviews approve (the
+machinery's own cost, bench/tasks.py).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from actors.agents import Cancelled, CancelToken, persona_text
+from actors.agents import AgentRequest, Backend, Cancelled, CancelToken, CliBackend, persona_text
 from actors.agents.chat_turn import ChatTurns
+from actors.agents.cli import DEFAULT_TASK_COMMAND
 from actors.agents.safe_exit import SafeExit, SafeExitObserver
 from actors.agents.toolloop import (
     CallRecord,
@@ -60,7 +65,9 @@ from flows.events import (
     TaskRebased,
     TaskReviewed,
     TaskWorktreeCreated,
+    ToolCalled,
 )
+from flows.events import ToolResult as ToolResulted
 from flows.model import StepSpec
 from flows.tasks.allow import allowed
 from flows.template import parse_frontmatter
@@ -89,6 +96,10 @@ class TaskEnv:
     git_env: dict[str, str] = dataclasses.field(default_factory=dict)
     refusal: str = ""
     """Why no task attempt can run on this engine ("" when they can): every attempt fails with it."""
+    implementor: Backend | None = None
+    """A command-line implementor (the ``cli`` backend's task template), used when ``turn`` is None."""
+    reviewer: Backend | None = None
+    """With ``implementor``: the read-only reviewer (the flow steps' plan-mode template)."""
 
 
 _MACHINERY: dict[tuple[str, str], RunWorktrees] = {}
@@ -250,22 +261,45 @@ class TaskAttempt:
     def _code(self, git: RunWorktrees, token: CancelToken, context: str) -> str | None:
         """The implementor's tool loop; the Safe Exit's reason, or None when it answered."""
         if self.env.turn is None:
-            return None  # the offline backend: a no-op implementor
+            if self.env.implementor is not None:  # the cli backend: its task template, in the worktree
+                before = git.git.branch_head(git.task_branch(self.task_id)) or ""
+                self.env.implementor.run(self._request(git, self._coder_prompt(context), self.spec.persona),
+                                         _ignore, token)
+                made_by_agent: list[Event] = [
+                    TaskCommitted(step_id=self.task_id, attempt=self.attempt, commit=made.sha,
+                                  message=made.message.splitlines()[0], files=made.files,
+                                  insertions=made.insertions, deletions=made.deletions, by="agent")
+                    for made in git.commits_since(self.task_id, before)]
+                if made_by_agent:  # the commits the command made itself, as the `commit` tool's are
+                    self.append(made_by_agent)
+            return None  # else the offline backend: a no-op implementor
         tools = TaskToolbox(git, self.task_id, self.allow,
                             task_caps=TaskCaps(run_timeout_s=self.env.run_timeout_s), env=self.env.git_env)
         observer = _Recorder(self, tools)
-        prompt = (f"You are implementing task `{self.task_id}` ({self.spec.label or self.task_id}).\n\n"
-                  f"{self.spec.prompt}")
-        if context:
-            prompt += f"\n\n## Context for this round\n\n{context}"
         try:
-            run_tool_loop(system=persona_text(self.spec.persona), prompt=prompt, model=self.model, tools=tools,
+            run_tool_loop(system=persona_text(self.spec.persona), prompt=self._coder_prompt(context),
+                          model=self.model, tools=tools,
                           turn=self.env.turn, on_delta=_ignore, cancel=token, limits=self.env.limits,
                           observer=SafeExitObserver(observer, tools.signals), inbox=self.inbox,
                           call_id_prefix=f"{self.task_id}-{self.attempt}")
         except SafeExit as exc:
+            observer.flush()  # the blocking call's turn, before TaskBlocked
             return exc.reason
+        observer.flush()
         return None
+
+    def _coder_prompt(self, context: str) -> str:
+        prompt = (f"You are implementing task `{self.task_id}` ({self.spec.label or self.task_id}).\n\n"
+                  f"{self.spec.prompt}")
+        if context:
+            prompt += f"\n\n## Context for this round\n\n{context}"
+        return prompt
+
+    def _request(self, git: RunWorktrees, prompt: str, persona: str) -> AgentRequest:
+        """One command-line call, run with the task's worktree as its working directory."""
+        return AgentRequest(run_id=self.run_id, step_id=self.task_id, attempt=self.attempt, persona=persona,
+                            system=persona_text(persona), prompt=prompt, model=self.model,
+                            workdir=str(git.task_path(self.task_id)))
 
     def _checks(self, git: RunWorktrees) -> str:
         """Run each check in the worktree; the first failing one's description and output ("" when all pass)."""
@@ -298,19 +332,21 @@ class TaskAttempt:
         diff = git.diff(self.task_id)
         if not diff.strip():
             return True, "nothing changed: nothing to review"
-        if self.env.turn is None:
+        if self.env.turn is None and self.env.reviewer is None:
             return True, "offline backend: approved without a model"
-        tools = Toolbox(git.task_path(self.task_id), git=git.at(git.task_path(self.task_id)))
         prompt = (f"Review task `{self.task_id}` ({self.spec.label or self.task_id}), round {round_}.\n\n"
                   f"## The task\n\n{self.spec.prompt}\n\n## The change (git diff integrate...task)\n\n"
                   f"```diff\n{diff}\n```\n\nAnswer with frontmatter `recommendation: approve` or "
                   "`recommendation: changes_requested`, then your review.")
+        if self.env.turn is None:
+            assert self.env.reviewer is not None  # the cli backend: its plan-mode template, in the worktree
+            output = self.env.reviewer.run(self._request(git, prompt, REVIEWER), _ignore, token).output
+            return _verdict(output)
+        tools = Toolbox(git.task_path(self.task_id), git=git.at(git.task_path(self.task_id)))
         result = run_tool_loop(system=persona_text(REVIEWER), prompt=prompt, model=self.model, tools=tools,
                                turn=self.env.turn, on_delta=_ignore, cancel=token, limits=self.env.limits,
                                call_id_prefix=f"{self.task_id}-{self.attempt}-review{round_}")
-        fields, _ = parse_frontmatter(result.output)
-        verdict = str(fields.get("recommendation", "")).strip().lower()
-        return verdict == "approve", result.output.strip() or "(the reviewer said nothing)"
+        return _verdict(result.output)
 
     def _abandon(self, git: RunWorktrees) -> None:
         """After an abort: the worktree goes (its work salvaged onto the branch, which is kept)."""
@@ -323,21 +359,29 @@ class TaskAttempt:
 
 
 class _Recorder(LoopObserver):
-    """Turns what the write tools did into events, before the model sees the result."""
+    """Turns the implementor's calls into events (``ToolCalled``/``ToolResult`` as §11 records a step's, and
+    the commits and notices they made), appended once per turn before the model sees the results."""
 
     def __init__(self, attempt: TaskAttempt, tools: TaskToolbox) -> None:
         self.attempt = attempt
         self.tools = tools
         self.commits = 0
         self.notices = 0
+        self.pending: list[Event] = []
 
     def tool_called(self, call: CallRecord) -> None:
-        """Nothing to record before the call (ToolCalled is §11's, not wired here yet)."""
+        """Keep the call (as made, a malformed one too) for the turn's append."""
+        a = self.attempt
+        self.pending.append(ToolCalled(step_id=a.task_id, attempt=a.attempt, call_id=call.call_id, tool=call.tool,
+                                       arguments=call.arguments, turn=call.turn, seq=call.seq))
 
     def tool_result(self, call: CallRecord, result: ToolResult) -> None:
-        """Record the commits and notices the call made."""
+        """Keep the result, and the commits and notices the call made, for the turn's append."""
         a, signals = self.attempt, self.tools.signals
-        events: list[Event] = []
+        events: list[Event] = [ToolResulted(step_id=a.task_id, attempt=a.attempt, call_id=call.call_id,
+                                            tool=call.tool, ok=result.ok, outcome=result.outcome.value,
+                                            result=result.text, sha256=result.sha256, bytes=result.bytes,
+                                            truncated=result.truncated, error=result.error)]
         for made in signals.commits[self.commits:]:
             events.append(TaskCommitted(step_id=a.task_id, attempt=a.attempt, commit=made.sha,
                                         message=made.message.splitlines()[0], files=made.files,
@@ -345,8 +389,24 @@ class _Recorder(LoopObserver):
         for level, text in signals.notices[self.notices:]:
             events.append(TaskNotified(step_id=a.task_id, attempt=a.attempt, level=level, message=text))
         self.commits, self.notices = len(signals.commits), len(signals.notices)
-        if events:
-            a.append(events)
+        self.pending.extend(events)
+
+    def before_turn(self, turn: int) -> None:
+        """What the model is about to read is durable first."""
+        self.flush()
+
+    def flush(self) -> None:
+        """Append what is pending (raises, stopping the loop, when the run refuses it)."""
+        if self.pending:
+            batch, self.pending = self.pending, []
+            self.attempt.append(batch)
+
+
+def _verdict(output: str) -> tuple[bool, str]:
+    """The reviewer's frontmatter ``recommendation``: approved or not, and the review."""
+    fields, _ = parse_frontmatter(output)
+    verdict = str(fields.get("recommendation", "")).strip().lower()
+    return verdict == "approve", output.strip() or "(the reviewer said nothing)"
 
 
 def _ignore(text: str) -> None:
@@ -355,20 +415,30 @@ def _ignore(text: str) -> None:
 
 def task_env(config: Any, backend: Any) -> TaskEnv | None:
     """The task settings an engine gets by default: none without ``worktrees``; the model's turns from an
-    ``openai`` backend (its server, key and timeout), a no-op implementor for ``offline``."""
+    ``openai`` backend (its server, key and timeout); for ``cli`` the task template
+    (``BATON_CLI_TASK_COMMAND``, checked here: a bad one raises
+    :class:`~actors.agents.BackendConfigError`, naming it) as implementor and the backend itself (plan mode)
+    as reviewer; a no-op implementor for ``offline``."""
     if not getattr(config, "worktrees", ""):
         return None
     turn: TurnFn | None = None
+    implementor: Backend | None = None
+    reviewer: Backend | None = None
     refusal = ""
     name = getattr(backend, "name", "")
     if name == "openai":
         turn = ChatTurns(backend.base_url, getattr(backend, "api_key", ""),
                          read_timeout_s=getattr(backend, "read_timeout_s", 120.0))
+    elif name == "cli":
+        implementor = CliBackend(getattr(config, "cli_task_command", "") or DEFAULT_TASK_COMMAND,
+                                 getattr(backend, "default_model", ""), task=True)
+        reviewer = backend
     elif name != "offline":
-        refusal = (f"the {name or 'configured'} backend cannot run a task's agent yet (the cli backend has no "
-                   "task template); use BATON_AGENT=openai")
+        refusal = (f"the {name or 'configured'} backend cannot run a task's agent; use BATON_AGENT=openai "
+                   "or BATON_AGENT=cli")
     return TaskEnv(worktrees_dir=Path(config.worktrees), turn=turn,
-                   run_timeout_s=getattr(config, "task_run_timeout_s", 300.0), refusal=refusal)
+                   run_timeout_s=getattr(config, "task_run_timeout_s", 300.0), refusal=refusal,
+                   implementor=implementor, reviewer=reviewer)
 
 
 def check_inputs(inputs: dict[str, Any]) -> str:

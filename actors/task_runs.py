@@ -17,7 +17,7 @@ from actors.runlog import new_events, read_with_owner
 from actors.task_attempt import TaskEnv, machinery
 from actors.workspace.projects import ProjectBook
 from eventstore import EventStore
-from flows.events import Event, LandingRefused, RunLanded, stream_of
+from flows.events import Event, LandingRefused, RunLanded, ToolResult, stream_of
 from flows.projects import Project, ProjectNotFound, UnknownProject
 from flows.state import RunState
 from flows.tasks.files import TaskGraph, load_task_graph
@@ -75,6 +75,20 @@ def run_state(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int,
     return state, pairs
 
 
+def tool_counts(state: RunState, history: list[tuple[int, Event]]) -> dict[str, dict[str, int]]:
+    """Each task's implementor calls over all its attempts: ``tool_calls``, ``tool_errors``, ``malformed_calls``
+    (folded from its ``ToolResult`` events; every task has an entry)."""
+    tasks = state.tasks.tasks if state.tasks is not None else {}
+    counts = {tid: {"tool_calls": 0, "tool_errors": 0, "malformed_calls": 0} for tid in tasks}
+    for _, event in history:
+        if isinstance(event, ToolResult) and event.step_id in counts:
+            found = counts[event.step_id]
+            found["tool_calls"] += 1
+            found["tool_errors"] += event.outcome == "error"
+            found["malformed_calls"] += event.outcome == "malformed"
+    return counts
+
+
 def reconciliation(state: RunState, env: TaskEnv, *, dry_run: bool = False, prune_kept: bool = False,
                    now: float = 0.0) -> tuple[list[str], list[Event]]:
     """Git against the run's log, both ways (docs/TASKS.md §7): what is (or would be) done, and its events.
@@ -101,7 +115,7 @@ def reconciliation(state: RunState, env: TaskEnv, *, dry_run: bool = False, prun
 
 
 __all__ = ["DEFAULT_TASKS_DIR", "LandingNotReady", "TaskFilesRefused", "land", "plan", "plan_with_tasks", "project_of", "read_task_files",
-           "reconciliation", "run_state"]
+           "reconciliation", "run_state", "tool_counts"]
 
 
 class LandingNotReady(ActorsError, ValueError):

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
 
-from actors.agents import BACKENDS, DEFAULT_COMMAND
+from actors.agents import BACKENDS, DEFAULT_COMMAND, DEFAULT_TASK_COMMAND
 from actors.config import EngineConfig
 from flows.redact import Redactor, url_secrets
 
@@ -50,6 +50,7 @@ class Settings:
     openai_api_key: str = ""
     model: str = ""
     cli_command: str = DEFAULT_COMMAND
+    cli_task_command: str = DEFAULT_TASK_COMMAND  # a task implementor on the cli backend (DESIGN §12)
     max_active_runs: int = 8
     agent_slots: int = 4
     stall_s: float = 60.0
@@ -160,6 +161,7 @@ class Settings:
             known_secrets=self.known_secrets(),
             worktrees=str(self.worktrees_dir()),
             task_run_timeout_s=self.run_timeout_s,
+            cli_task_command=self.cli_task_command,
             **identity,
         )
 
@@ -189,6 +191,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_OPENAI_API_KEY": ("openai_api_key", str),
     "BATON_MODEL": ("model", str),
     "BATON_CLI_COMMAND": ("cli_command", str),
+    "BATON_CLI_TASK_COMMAND": ("cli_task_command", str),
     "BATON_MAX_ACTIVE_RUNS": ("max_active_runs", int),
     "BATON_AGENT_SLOTS": ("agent_slots", int),
     "BATON_STALL_S": ("stall_s", float),

@@ -19,7 +19,7 @@ from actors.agents.base import (
     CancelToken,
     DeltaCallback,
 )
-from actors.agents.cli import DEFAULT_COMMAND, CliBackend
+from actors.agents.cli import DEFAULT_COMMAND, DEFAULT_TASK_COMMAND, CliBackend
 from actors.agents.offline import OfflineBackend
 from actors.agents.openai_compat import OpenAIBackend
 from actors.agents.personas import UnknownPersona, persona_names, persona_text
@@ -61,6 +61,7 @@ def make_backend(
 __all__ = [
     "BACKENDS",
     "DEFAULT_COMMAND",
+    "DEFAULT_TASK_COMMAND",
     "AgentError",
     "AgentRequest",
     "AgentResult",

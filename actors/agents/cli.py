@@ -13,6 +13,14 @@ interpreter a placeholder as code (``python -c {prompt}``); and a
 substituted value that starts with ``-`` gets a leading space so it cannot be
 read as a flag. For any other CLI, making the template read-only (its plan,
 sandbox or dry-run mode) is the operator's responsibility.
+
+A task's implementor (DESIGN §12) runs a template of its own
+(``BATON_CLI_TASK_COMMAND``, default ``qwen --approval-mode auto-edit -p
+{prompt}``) with the task's worktree as working directory: ``task=True``.
+It may edit files, so plan mode is not required there, but the same
+shells, launchers and interpreter placeholders are refused, and qwen's
+``yolo`` (which would run any shell command, past the project's
+allow-list) is refused too. Flow steps keep plan mode.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ from actors.agents.base import (
 )
 
 DEFAULT_COMMAND = "qwen --approval-mode plan -p {prompt}"
+DEFAULT_TASK_COMMAND = "qwen --approval-mode auto-edit -p {prompt}"
+"""A task implementor's template: it edits the worktree (its commands still go through baton's allow-list)."""
 _PLACEHOLDER = re.compile(r"\{(prompt|model|persona|system)\}")
 _STDERR_TAIL = 20
 
@@ -49,28 +59,37 @@ class CliBackend:
     name = "cli"
 
     def __init__(
-        self, command: str = DEFAULT_COMMAND, model: str = "", *, term_grace_s: float = 2.0
+        self, command: str = DEFAULT_COMMAND, model: str = "", *, term_grace_s: float = 2.0,
+        task: bool = False,
     ) -> None:
         """Parse and check the template; refuse one that lifts qwen's plan mode.
 
         ``term_grace_s`` is how long a cancelled process group gets between
-        SIGTERM and SIGKILL. Raises :class:`BackendConfigError`.
+        SIGTERM and SIGKILL. ``task``: the template of a task's implementor
+        (``BATON_CLI_TASK_COMMAND``): edits allowed, qwen's yolo refused.
+        Raises :class:`BackendConfigError`.
         """
+        setting = "BATON_CLI_TASK_COMMAND" if task else "BATON_CLI_COMMAND"
         try:
             argv = shlex.split(command)
         except ValueError as exc:
             raise BackendConfigError(
-                f"BATON_CLI_COMMAND {command!r} cannot be parsed: {exc}"
+                f"{setting} {command!r} cannot be parsed: {exc}"
             ) from exc
         if not argv:
-            raise BackendConfigError("BATON_CLI_COMMAND is empty")
+            raise BackendConfigError(f"{setting} is empty")
         if _PLACEHOLDER.search(argv[0]):
             raise BackendConfigError(
-                f"BATON_CLI_COMMAND {command!r}: the executable must be fixed, "
+                f"{setting} {command!r}: the executable must be fixed, "
                 "not a placeholder"
             )
-        _refuse_launchers(argv, command)
-        _require_plan_mode(argv, command)
+        _refuse_launchers(argv, command, setting)
+        if task:
+            _refuse_yolo(argv, command)
+        else:
+            _require_plan_mode(argv, command)
+        self.setting = setting
+        self.task = task
         self.command = command
         self.default_model = model
         self.term_grace_s = term_grace_s
@@ -99,7 +118,7 @@ class CliBackend:
         if shutil.which(exe) is None:
             raise AgentError(
                 f"the cli backend cannot find the executable {exe!r} "
-                "(install it or fix BATON_CLI_COMMAND)"
+                f"(install it or fix {self.setting})"
             )
         if cancel.cancelled:
             raise Cancelled(f"step {request.step_id} was cancelled before the call")
@@ -118,7 +137,7 @@ class CliBackend:
             )
         except OSError as exc:
             raise AgentError(
-                f"the cli backend cannot start {exe!r}: {exc} (fix BATON_CLI_COMMAND)"
+                f"the cli backend cannot start {exe!r}: {exc} (fix {self.setting})"
             ) from exc
         killer = _GroupKiller(proc, self.term_grace_s)
         unregister = cancel.on_cancel(killer.terminate)
@@ -194,7 +213,7 @@ _INTERPRETERS: tuple[tuple[re.Pattern[str], frozenset[str], frozenset[str]], ...
 )
 
 
-def _refuse_launchers(argv: list[str], command: str) -> None:
+def _refuse_launchers(argv: list[str], command: str, setting: str = "BATON_CLI_COMMAND") -> None:
     """Refuse a template whose program is a shell or runs another program, or that hands an interpreter code.
 
     ``sh -c {prompt}`` runs the model's prompt (and anything injected into it)
@@ -204,20 +223,20 @@ def _refuse_launchers(argv: list[str], command: str) -> None:
     exe = os.path.basename(argv[0]).removesuffix(".exe")
     if exe in _SHELLS:
         raise BackendConfigError(
-            f"BATON_CLI_COMMAND {command!r} runs a shell ({exe}): a prompt could become a command line; "
+            f"{setting} {command!r} runs a shell ({exe}): a prompt could become a command line; "
             f"name the agent's own program (e.g. {DEFAULT_COMMAND})")
     if exe in _LAUNCHERS:
         raise BackendConfigError(
-            f"BATON_CLI_COMMAND {command!r} runs the agent through {exe!r}, which runs whatever its arguments "
+            f"{setting} {command!r} runs the agent through {exe!r}, which runs whatever its arguments "
             f"name and hides the agent's flags from baton's checks; name the agent's own program "
             f"(e.g. {DEFAULT_COMMAND})")
     for name, code_options, value_options in _INTERPRETERS:
         if name.match(exe):
-            _refuse_code_placeholder(argv, command, exe, code_options, value_options)
+            _refuse_code_placeholder(argv, command, exe, code_options, value_options, setting)
 
 
 def _refuse_code_placeholder(argv: list[str], command: str, exe: str, code_options: frozenset[str],
-                             value_options: frozenset[str]) -> None:
+                             value_options: frozenset[str], setting: str) -> None:
     i = 1
     while i < len(argv) and argv[i].startswith("-"):  # the interpreter's options, up to its script
         option = argv[i]
@@ -229,7 +248,7 @@ def _refuse_code_placeholder(argv: list[str], command: str, exe: str, code_optio
         if option in code_options:
             if _PLACEHOLDER.search(value):
                 raise BackendConfigError(
-                    f"BATON_CLI_COMMAND {command!r} hands {exe} a placeholder as code to run ({option} "
+                    f"{setting} {command!r} hands {exe} a placeholder as code to run ({option} "
                     f"{value}): a prompt would be executed; pass it as an argument or on stdin instead")
             return  # the code given ends the interpreter's options
         i += 2 if option in value_options else 1
@@ -257,6 +276,20 @@ def _require_plan_mode(argv: list[str], command: str) -> None:
             f"(found {modes or 'no approval mode'}); plan mode cannot be turned off "
             "for flow steps"
         )
+
+
+def _refuse_yolo(argv: list[str], command: str) -> None:
+    """Refuse a qwen task template in yolo mode: it would run any shell command, past the project's allow-list."""
+    exe = os.path.basename(argv[0])
+    if exe not in ("qwen", "qwen.exe"):
+        return
+    for i, item in enumerate(argv[1:], start=1):
+        mode = (argv[i + 1] if i + 1 < len(argv) else "") if item == "--approval-mode" else (
+            item.split("=", 1)[1] if item.startswith("--approval-mode=") else "")
+        if item in ("--yolo", "-y") or item.startswith("--yolo=") or mode == "yolo":
+            raise BackendConfigError(
+                f"BATON_CLI_TASK_COMMAND {command!r} runs qwen in yolo mode ({item}{' ' + mode if mode else ''}): "
+                "it would run any command, past the project's allow-list; use --approval-mode auto-edit")
 
 
 def _substitute(item: str, values: dict[str, str]) -> str:

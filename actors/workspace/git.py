@@ -407,6 +407,17 @@ class Git:
         self.write("commit", "--quiet", "--no-verify", "--no-edit", "-m", message)
         return CommitStat(sha=self.head(), files=files, insertions=added, deletions=removed)
 
+    def commit_stat(self, sha: str) -> tuple[str, CommitStat]:
+        """An existing commit's message and what it changed against its first parent."""
+        message = self.run("log", "-1", "--format=%B", sha).text.strip()
+        files, added, removed = _numstat(self.run("diff", "--no-ext-diff", "--no-textconv", "--no-renames",
+                                                  "--numstat", "-z", f"{sha}^1", sha).stdout)
+        return message, CommitStat(sha=sha, files=files, insertions=added, deletions=removed)
+
+    def commits_between(self, old: str, new: str) -> list[str]:
+        """The commits reachable from ``new`` and not from ``old``, oldest first (``rev-list --reverse``)."""
+        return self.run("rev-list", "--reverse", "--no-merges", f"{old}..{new}").text.split()
+
     def add_all(self) -> None:
         """Stage every change, except the temp files of writes cut short (``.baton-write-*.tmp``).
 

@@ -393,6 +393,19 @@ class RunWorktrees:
         return Commit(sha=made.sha, message=text, files=made.files, insertions=made.insertions,
                       deletions=made.deletions)
 
+    def commits_since(self, task_id: str, since: str) -> list[Commit]:
+        """The commits on the task's branch after ``since`` (made by a command-line agent), oldest first."""
+        git = self.at(self.task_path(task_id))
+        head = git.branch_head(self.task_branch(task_id))
+        if not head or head == since:
+            return []
+        found = []
+        for sha in git.commits_between(since, head):
+            message, stat = git.commit_stat(sha)
+            found.append(Commit(sha=sha, message=message or "(no message)", files=stat.files,
+                                insertions=stat.insertions, deletions=stat.deletions))
+        return found
+
     def diff(self, task_id: str) -> str:
         """``git diff integrate...task``: what the task changed since it forked (what the reviewer reads)."""
         return self.git.diff_since_fork(self.integration_branch, self.task_branch(task_id))

@@ -86,6 +86,8 @@ SERVE_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str, str], ...] = (
     ("--openai-api-key", "openai_api_key", str, "KEY",
      "bearer token (BATON_OPENAI_API_KEY; a flag shows in the process list, the variable does not)"),
     ("--cli-command", "cli_command", str, "TEMPLATE", "CLI backend command with {prompt} (BATON_CLI_COMMAND)"),
+    ("--cli-task-command", "cli_task_command", str, "TEMPLATE",
+     "CLI backend command of a task's implementor, run in its worktree (BATON_CLI_TASK_COMMAND)"),
     ("--max-active-runs", "max_active_runs", int, "N", "runs in progress at once, 0 = no limit "
      "(BATON_MAX_ACTIVE_RUNS)"),
     ("--agent-slots", "agent_slots", int, "N", "model calls at once, 0 = no limit (BATON_AGENT_SLOTS)"),

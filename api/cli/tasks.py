@@ -128,7 +128,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Every task of a task run, from its log."""
     store = open_store(settings.db)
     try:
-        state, _ = task_runs.run_state(store, args.run)
+        state, history = task_runs.run_state(store, args.run)
     finally:
         store.close()
     if state.launched is None:
@@ -136,10 +136,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if state.tasks is None:
         raise CliError(EXIT_USAGE, f"run {args.run} is not a task run")
     if args.json:
-        views = lifecycle_plan(state.tasks, 0)
+        views, calls = lifecycle_plan(state.tasks, 0), task_runs.tool_counts(state, history)
         print(json.dumps({tid: {"status": t.status.value, "reason": views[tid].reason, "detail": views[tid].detail,
                                 "phase": t.phase.value if t.phase else None, "branch": t.branch,
-                                "worktree": t.worktree, "merge_commit": t.merge_commit}
+                                "worktree": t.worktree, "merge_commit": t.merge_commit, **calls[tid]}
                           for tid, t in state.tasks.tasks.items()}))
         return EXIT_OK
     _print_tasks(state)

@@ -34,7 +34,7 @@ from api.http.routes import (
     read_body,
 )
 from flows.errors import UnknownRun
-from flows.events import TaskEvent
+from flows.events import TaskEvent, ToolResult
 from flows.projects import PROJECT_ID
 from flows.tasks.launch import task_run_launched
 from flows.tasks.lifecycle import DEFAULT_MAX_ROUNDS, plan
@@ -99,8 +99,9 @@ async def run_tasks(request: Request) -> Response:
         raise BadParameter("run_id", f"run {run_id} is not a task run")
     last: dict[str, float] = {}
     for _, event in history:
-        if isinstance(event, TaskEvent):
-            last[event.step_id] = event.at
+        if isinstance(event, (TaskEvent, ToolResult)):  # a task's phases and facts, and its implementor's calls
+            last[event.step_id] = max(last.get(event.step_id, 0.0), event.at)
+    calls = task_runs.tool_counts(state, history)
     slots = max(0, getattr(getattr(runtime.engine, "config", None), "agent_slots", 0) - len(state.tasks.inprogress()))
     views = plan(state.tasks, slots)
     tasks = []
@@ -115,6 +116,7 @@ async def run_tasks(request: Request) -> Response:
             "review_rounds": task.round, "rejections": task.rejections, "conflicts": task.conflicts,
             "checks_failed": task.checks_failed, "messages": task.messages, "notices": task.notices,
             "anomalies": state.steps[tid].anomalies if tid in state.steps else 0,
+            **calls[tid],
         })
     return json_response({"run_id": run_id, "status": state.status, "tasks": tasks,
                           "integration_head": state.tasks.integration_head})
@@ -213,7 +215,8 @@ def openapi_paths(body: Any, json: Any, problem: Any, path: Any, bad_body: dict[
         "/api/runs/{run_id}/tasks": {"get": {
             "summary": "Every task of a task run", "operationId": "run_tasks", "parameters": [path("run_id")],
             "responses": {"200": json(any_object, "Each task: status, reason, phase, worktree, branch, last "
-                                                  "activity, commits, review rounds, conflicts, failed checks."),
+                                                  "activity, commits, review rounds, conflicts, failed checks, the "
+                                                  "implementor's tool calls, tool errors and malformed calls."),
                           "404": problem("No such run."),
                           "422": problem("Not a task run.")}}},
         **words,

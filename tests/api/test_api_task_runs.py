@@ -31,8 +31,11 @@ def test_a_task_run_is_launched_for_a_registered_project_watched_and_refuses_wor
     (repo.root / "tasks" / "a.md").write_text(TASK)
     (repo.root / "broken").mkdir()
     (repo.root / "broken" / "a.md").write_text(TASK.replace("depends", "x").replace("title: Task a\n", ""))
-    llm.route("coder", "implementing task `a`", [ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"}),
-                                                           Call("commit", {"message": "add a"})]), TextTurn("ok")])
+    # The implementor's first turn writes out of its worktree (a tool error) and sends broken JSON (malformed).
+    llm.route("coder", "implementing task `a`", [
+        ToolTurn([Call("write_file", {"path": "../escape.txt", "content": "x"}), Call("write_file", "{not json")]),
+        ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"}), Call("commit", {"message": "add a"})]),
+        TextTurn("ok")])
     llm.route("coder", "Review task `a`", [TextTurn("---\nrecommendation: approve\n---\nfine")])
     settings = Settings(db=sqlite_url, agent="openai", openai_base_url=llm.base_url, model="coder",
                         worktrees=str(tmp_path / "worktrees"))
@@ -61,6 +64,10 @@ def test_a_task_run_is_launched_for_a_registered_project_watched_and_refuses_wor
             assert a["branch"] == f"baton/{run_id}/a" and a["branch_deleted"] and a["worktree_removed"]
             assert len(a["commits"]) == 1 and a["merge_commit"] == tasks["integration_head"]
             assert a["last_activity"] > 0
+            assert (a["tool_calls"], a["tool_errors"], a["malformed_calls"]) == (4, 1, 1)
+            calls = [e for e in viewer.get(f"/api/runs/{run_id}/events").json() if e["type"] == "ToolResult"]
+            assert [(e["data"]["tool"], e["data"]["outcome"]) for e in calls] == [
+                ("write_file", "error"), ("write_file", "malformed"), ("write_file", "ok"), ("commit", "ok")]
             assert viewer.post(f"/api/runs/{run_id}/steps/a/abort", json={}).status_code == 403
             late = operator.post(f"/api/runs/{run_id}/steps/a/message", json={"text": "hello"})
             assert late.status_code == 409, late.text

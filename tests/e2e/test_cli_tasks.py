@@ -43,6 +43,8 @@ def test_plan_run_status_and_cleanup_of_a_diamond(tmp_path, capsys, monkeypatch)
     assert main(["tasks", "status", run_id, "--json"]) == 0
     tasks = json.loads(capsys.readouterr().out)
     assert {t: v["status"] for t, v in tasks.items()} == dict.fromkeys("abcd", "done")
+    calls = {t: (v["tool_calls"], v["tool_errors"], v["malformed_calls"]) for t, v in tasks.items()}
+    assert calls == dict.fromkeys("abcd", (0, 0, 0))  # the offline no-op implementor calls no tool
     assert main(["tasks", "land", run_id]) == 2  # launched without a target
     assert "no target branch" in capsys.readouterr().err
     assert main(["tasks", "land", run_id, "--target", "main"]) == 0  # no-op tasks: main is already there

@@ -358,26 +358,165 @@ def test_aborting_a_blocked_task_removes_its_worktree_keeps_its_branch_and_ends_
     assert repo.git("show", f"baton/{run_id}/a:draft.txt") == "half\n"  # the work is on the kept branch
 
 
-def test_a_backend_that_cannot_run_a_tasks_agent_fails_the_task_by_name_instead_of_doing_nothing(tmp_path, repo):
+def test_an_abort_that_lands_before_the_blocked_attempt_reported_back_still_removes_its_worktree(
+        tmp_path, repo, llm, monkeypatch):
+    import threading
+
+    from actors.task_attempt import TaskAttempt
+
+    # The attempt has recorded TaskBlocked (the run is paused) but its thread has not returned yet when the
+    # person aborts: the abort finds the attempt still listed. Held here until the abort is recorded.
+    release, original = threading.Event(), TaskAttempt.run
+
+    def held(self, token):
+        out = original(self, token)
+        if out.startswith("blocked"):
+            release.wait(30)
+        return out
+
+    monkeypatch.setattr(TaskAttempt, "run", held)
+    llm.route(MODEL, "implementing task `a`", [
+        ToolTurn([Call("write_file", {"path": "draft.txt", "content": "half\n"}),
+                  Call("blocked", {"reason": "unclear"})])])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")})
+        engine.wait(run_id, lambda s: s.status == "paused", timeout=60)
+        engine.task_command(run_id, "a", "abort", text="not now", by="tester")
+        release.set()
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        release.set()
+        engine.stop()
+    assert state.status == "failed"
+    [cleaned] = [e for e in events if isinstance(e, TaskCleanedUp)]
+    assert cleaned.worktree_removed and not cleaned.branch_deleted
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    assert repo.git("show", f"baton/{run_id}/a:draft.txt") == "half\n"
+
+
+FAKE_AGENT = """#!{python}
+import json, os, pathlib, re, subprocess, sys
+prompt = sys.argv[-1]
+with open({log!r}, "a", encoding="utf-8") as f:
+    f.write(json.dumps({{"cwd": os.getcwd(), "args": sys.argv[1:-1], "review": "Review task `" in prompt}}) + "\\n")
+if "Review task `" in prompt:
+    print("---\\nrecommendation: approve\\n---\\nLooks right.")
+else:
+    tid = re.search(r"implementing task `([^`]+)`", prompt).group(1)
+    pathlib.Path(tid + ".txt").write_text(tid + " by the cli agent\\n")
+    if tid == "a":  # a commits its work itself; b leaves it for baton's closing commit
+        subprocess.run(["git", "-c", "user.name=Agent", "-c", "user.email=agent@example.com", "-c",
+                        "commit.gpgsign=false", "add", "a.txt"], check=True)
+        subprocess.run(["git", "-c", "user.name=Agent", "-c", "user.email=agent@example.com", "-c",
+                        "commit.gpgsign=false", "commit", "-qm", "a: written by the agent"], check=True)
+    print("wrote " + tid + ".txt")
+"""
+
+
+def test_a_task_run_on_the_cli_backend_runs_its_task_template_in_each_worktree_then_checks_reviews_and_merges(
+        tmp_path, repo):
+    import dataclasses
+    import json
+    import sys
+
     from actors.agents import CliBackend, OfflineBackend
     from actors.task_attempt import task_env
 
-    config = EngineConfig(worktrees=str(tmp_path / "wt"))
     assert task_env(EngineConfig(), OfflineBackend()) is None  # no worktrees: no task runs
-    offline = task_env(config, OfflineBackend())
-    assert offline is not None and offline.turn is None and not offline.refusal  # the no-op implementor
-    cli = task_env(config, CliBackend("qwen --approval-mode plan -p {prompt}", ""))
-    assert cli is not None and "BATON_AGENT=openai" in cli.refusal
+    offline = task_env(EngineConfig(worktrees=str(tmp_path / "wt")), OfflineBackend())
+    assert offline is not None and offline.turn is None and offline.implementor is None and not offline.refusal
+    agent, log = tmp_path / "fake-agent", tmp_path / "calls.jsonl"
+    agent.write_text(FAKE_AGENT.format(python=sys.executable, log=str(log)), encoding="utf-8")
+    agent.chmod(0o755)
+    flow_backend = CliBackend(f"{agent} --plan -p {{prompt}}", "")  # the flow steps' (read-only) template
+    config = EngineConfig(agent_slots=2, backend="cli", worktrees=str(repo.worktrees),
+                          cli_task_command=f"{agent} --edit -p {{prompt}}")
+    env = task_env(config, flow_backend)
+    assert env is not None and not env.refusal and env.implementor is not None and env.reviewer is flow_backend
     store = open_store(f"sqlite:///{tmp_path / 'baton.db'}")
-    engine = Engine(store, FlowRegistry([]), EngineConfig(agent_slots=2, backend="cli"), tasks=cli).start()
+    engine = Engine(store, FlowRegistry([]), config, tasks=dataclasses.replace(env, git_env=repo.env)).start()
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a"),
+                                       "tasks/b.md": task_file("b", "[a]", checks='["ls a.txt b.txt"]')})
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "completed", state.reason
+    integrate = f"baton/{run_id}/integrate"
+    assert repo.git("show", f"{integrate}:b.txt") == "b by the cli agent\n"
+    assert {"a.txt", "b.txt"} <= set(repo.git("ls-tree", "--name-only", integrate).split())
+    # a's own commit is recorded as the agent's, what b left is committed by baton; b's check passed in its
+    # worktree; each task reviewed and merged.
+    committed = [(e.step_id, e.by, e.files, e.message) for e in events if type(e).__name__ == "TaskCommitted"]
+    assert committed == [("a", "agent", ["a.txt"], "a: written by the agent"),
+                         ("b", "baton", ["b.txt"], "b: what the implementor left uncommitted")]
+    [check] = [e for e in events if isinstance(e, TaskChecked)]
+    assert (check.step_id, check.ok) == ("b", True)
+    assert [(e.step_id, e.approved) for e in events if type(e).__name__ == "TaskReviewed"] == [("a", True),
+                                                                                              ("b", True)]
+    assert sorted(e.step_id for e in events if isinstance(e, TaskMerged)) == ["a", "b"]
+    # The implementor ran the task template, the reviewer the flow template, both in the task's worktree.
+    calls = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    worktrees = {e.step_id: e.path for e in events if type(e).__name__ == "TaskWorktreeCreated"}
+    assert [(c["args"], c["review"]) for c in calls] == [(["--edit", "-p"], False), (["--plan", "-p"], True)] * 2
+    assert [c["cwd"] for c in calls] == [worktrees["a"]] * 2 + [worktrees["b"]] * 2
+    assert repo.branches() == [integrate, "main"]
+    assert repo.git("status", "--porcelain") == ""
+
+
+def test_a_cli_implementor_that_exits_non_zero_fails_its_task_with_its_stderr_and_leaves_no_worktree(
+        tmp_path, repo):
+    import dataclasses
+    import sys
+
+    from actors.agents import CliBackend
+    from actors.task_attempt import task_env
+
+    agent = tmp_path / "broken-agent"
+    agent.write_text(f"#!{sys.executable}\nimport sys\nprint('out of quota', file=sys.stderr)\nsys.exit(3)\n")
+    agent.chmod(0o755)
+    config = EngineConfig(agent_slots=2, backend="cli", worktrees=str(repo.worktrees),
+                          cli_task_command=f"{agent} {{prompt}}")
+    env = task_env(config, CliBackend(f"{agent} {{prompt}}", ""))
+    assert env is not None
+    store = open_store(f"sqlite:///{tmp_path / 'baton.db'}")
+    engine = Engine(store, FlowRegistry([]), config, tasks=dataclasses.replace(env, git_env=repo.env)).start()
     try:
         run_id = launch(engine, repo, {"tasks/a.md": task_file("a")})
         state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
     finally:
         engine.stop()
-    assert state.status == "failed" and state.tasks is not None
-    assert "cli backend has no task template" in state.tasks.tasks["a"].reason
-    assert repo.branches() == ["main"]  # nothing was made in git
+    assert state.status == "failed"
+    failed = [e for e in events if type(e).__name__ == "TaskFailed"]
+    assert [e.will_retry for e in failed] == [True, False]
+    assert all("exited with code 3" in e.error and "out of quota" in e.error for e in failed)
+    assert not any(type(e).__name__ in ("TaskReviewed", "TaskMerged") for e in events)
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+
+
+def test_the_cli_task_template_may_edit_but_gets_the_flow_templates_refusals_and_never_yolo():
+    from actors.agents import BackendConfigError, CliBackend
+    from actors.agents.cli import DEFAULT_TASK_COMMAND
+
+    assert CliBackend(DEFAULT_TASK_COMMAND, task=True).task  # auto-edit: fine for a task
+    with pytest.raises(BackendConfigError, match="plan"):  # ... never for a flow step
+        CliBackend(DEFAULT_TASK_COMMAND)
+    refused = {"sh -c {prompt}": "runs a shell", "env qwen -p {prompt}": "through 'env'",
+               "python3 -c {prompt}": "placeholder as code", "qwen --yolo -p {prompt}": "yolo",
+               "qwen --approval-mode yolo -p {prompt}": "yolo", "qwen --approval-mode=yolo -p {prompt}": "yolo"}
+    for template, why in refused.items():
+        with pytest.raises(BackendConfigError, match=why) as caught:
+            CliBackend(template, task=True)
+        assert "BATON_CLI_TASK_COMMAND" in str(caught.value)
+    # The engine's task settings check it at start: a bad template stops the engine, naming the setting.
+    from actors.task_attempt import task_env
+    with pytest.raises(BackendConfigError, match="BATON_CLI_TASK_COMMAND 'bash -c {prompt}' runs a shell"):
+        task_env(EngineConfig(worktrees="/tmp/unused", cli_task_command="bash -c {prompt}"),
+                 CliBackend("qwen --approval-mode plan -p {prompt}"))
 
 
 def test_a_task_whose_model_server_fails_is_retried_then_failed_and_its_worktree_removed(tmp_path, repo, llm):
