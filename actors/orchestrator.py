@@ -321,6 +321,18 @@ class Orchestrator(pykka.ThreadingActor):
         self._live_read = (now, live)
         return live
 
+    def _live_nodes_with(self, node: str) -> set[str]:
+        """The live nodes, read afresh when ``node`` is not among the cached ones.
+
+        The cache may predate a node that started a moment ago (a CLI process
+        driving the run a command is for): taking its run over, or carrying
+        its command out here, on a stale read would drive the run twice.
+        """
+        live = self._live_nodes()
+        if node and node != self.ctx.config.node and node not in live:
+            live = self._live_nodes(fresh=True)
+        return live
+
     def _beat(self) -> None:
         self._tell_self(_Renew())
 
@@ -432,7 +444,7 @@ class Orchestrator(pykka.ThreadingActor):
             return
         try:
             state, _, last_node = load_with_owner(self.ctx, msg.run_id)
-            elsewhere = driven_elsewhere(state, last_node, self.ctx.config.node, self._live_nodes())
+            elsewhere = driven_elsewhere(state, last_node, self.ctx.config.node, self._live_nodes_with(last_node))
         except StoreError as exc:
             self._redrive_later(msg.run_id, exc)
             return
@@ -616,7 +628,7 @@ class Orchestrator(pykka.ThreadingActor):
                     state, history, last_node = load_with_owner(self.ctx, run.run_id)
                     loaded = (state, history)
                     runs_code = not isinstance(message, m.Cancel)
-                    where = route(state, last_node, self.ctx.config.node, self._live_nodes(),
+                    where = route(state, last_node, self.ctx.config.node, self._live_nodes_with(last_node),
                                   lambda: missing_module(state, self.ctx.registry) if runs_code else "")
                 except StoreError as exc:  # the command gets the error (503); the run is driven again later
                     if reply is not None and not reply.done():
