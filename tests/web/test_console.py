@@ -150,6 +150,11 @@ def test_approve_a_gate_with_a_comment_and_see_the_report_on_top(page, server):
     shoot(page, "run-gate")
 
     page.get_by_label("Comment").fill("ship it, after the benchmark")
+    # Looking at another step redraws the detail (as a live frame may): what was typed is kept.
+    page.locator(".roster button.step[data-step-id=draft]").click()
+    expect(page.locator("#step-detail")).to_have_attribute("data-step-id", "draft")
+    page.locator(".roster button.step[data-step-id=gate]").click()
+    expect(page.get_by_label("Comment")).to_have_value("ship it, after the benchmark")
     approve.click()
     expect(page.locator(".head-status")).to_have_attribute("data-status", "completed", timeout=30_000)
     gate = next(s for s in run_of(server, run_id)["steps"] if s["step_id"] == "gate")

@@ -303,8 +303,15 @@ export function mountRun(main, { runId }) {
     return nodes;
   }
 
+  // What a person typed in a gate's comment box, kept across redraws (a live frame redraws the step's detail).
+  const commentDrafts = new Map();
+
   function approvalBox(step) {
+    const focused = document.activeElement && document.activeElement.id === 'approval-comment';
     const comment = h('textarea', { id: 'approval-comment', rows: '3', placeholder: 'optional: why, or what to watch for' });
+    comment.value = commentDrafts.get(step.step_id) || '';
+    comment.addEventListener('input', () => commentDrafts.set(step.step_id, comment.value));
+    if (focused) queueMicrotask(() => { comment.focus(); comment.setSelectionRange(comment.value.length, comment.value.length); });
     const status = h('p', { class: 'hint', role: 'status' });
     const decide = async (verb) => {
       for (const b of box.querySelectorAll('button')) b.disabled = true;
@@ -312,6 +319,7 @@ export function mountRun(main, { runId }) {
       try {
         await post(`/api/runs/${encodeURIComponent(runId)}/steps/${encodeURIComponent(step.step_id)}/${verb}`, { comment: comment.value });
         status.textContent = verb === 'approve' ? 'Approved; the run goes on.' : 'Rejected.';
+        commentDrafts.delete(step.step_id);
       } catch (err) {
         status.textContent = describeError(err);
         for (const b of box.querySelectorAll('button')) b.disabled = false;
