@@ -269,7 +269,7 @@ class RunActor(pykka.ThreadingActor):
                                 usage=msg.usage, fields=msg.fields)
             events = anomaly.after_completion(self.state, events, now, limit)
         self._stage(events)
-        self._queue_flush(now_if_idle=True)
+        self._queue_flush()
 
     def _gathered(self, msg: m.StepResult, now: float) -> list[Event]:
         """A map's attempt returned: its outcome, from the items recorded (``flows.mapping.gather``)."""
@@ -378,20 +378,10 @@ class RunActor(pykka.ThreadingActor):
             self.state = evolve(self.state, event)
         self.pending.extend(events)
 
-    def _queue_flush(self, *, now_if_idle: bool = False) -> None:
-        """Flush after the messages already in the inbox (their events join the batch).
-
-        ``now_if_idle`` (a handler that stages nothing after this call):
-        with an empty inbox, flush here instead, since a Flush told to itself
-        would be the next message anyway: that saves a hand-off per step.
-        """
-        if self.flush_queued:
-            return
-        if now_if_idle and self.actor_inbox.empty():
-            self._flush()
-            return
-        self.flush_queued = True
-        self.actor_ref.tell(m.Flush())
+    def _queue_flush(self) -> None:
+        if not self.flush_queued:
+            self.flush_queued = True
+            self.actor_ref.tell(m.Flush())
 
     def _flush_now(self) -> None:
         if self.pending:
