@@ -129,11 +129,29 @@ class SqlEventStore:
         self._closed = False
         self._writer = GroupCommitWriter(
             backend,
-            self._hub.advance,
+            self._committed,
             max_group_events=options.get("max_group_events", 5000),
             max_backoff_s=options.get("max_backoff_s", 5.0),
         )
         self._read_failure: Outage | None = None  # the last read that failed, until one succeeds
+
+    def _committed(self, last: int, group: list[PendingAppend]) -> None:
+        """The writer committed ``group`` (up to ``last``): hand its rows to the hub, wake the subscribers.
+
+        A subscription in this process then takes them from the hub instead
+        of reading them back from the table.
+        """
+        rows = [
+            (position, pending.stream_id, pending.base_version + i, type_, data, metadata,
+             pending.recorded_at, hash_, event_id)
+            for pending in group if pending.positions and pending.error is None and not pending.duplicate
+            for i, (position, hash_, event_id, type_, data, metadata) in enumerate(zip(
+                pending.positions, pending.hashes, pending.ids, pending.types, pending.data,
+                pending.metadata,
+            ), 1)
+        ]
+        rows.sort(key=lambda row: row[0])
+        self._hub.committed(rows, last)
 
     def __repr__(self) -> str:
         safe = sa.engine.make_url(self.url).render_as_string(hide_password=True)
@@ -254,6 +272,7 @@ class SqlEventStore:
                 self._read_rows if stream_id is None else functools.partial(self._follow_stream, stream_id),
                 self._hub,
                 after,
+                stream_id=stream_id,
                 page_size=page_size,
                 recheck_s=max(5.0, self._poll_interval * 4),
                 on_close=self._forget,

@@ -6,12 +6,19 @@ backend's watcher (LISTEN/NOTIFY on PostgreSQL; a head poll on SQLite, which
 is how commits from *other processes* on the same file are seen), and the
 watcher's periodic re-read of ``max(position)``, which covers a lost
 notification or a killed LISTEN connection. Whatever woke it, a subscription
-always re-reads the table after its cursor: a wake-up is a hint, never data.
+re-reads the table after its cursor: a wake-up is a hint, never data. The one
+exception is the rows this process's own writer just committed: the writer
+hands them to the hub (the last ``RECENT`` of them are kept), and a
+subscription whose next position is among them takes them from there instead
+of reading them back (positions are unique and commit in order, so the rows
+from ``cursor + 1`` on without a gap are exactly what the read would return
+first); anything past them, or committed by another process, is read.
 100 subscribers therefore share one watcher, not 100 connections.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 import threading
@@ -23,6 +30,8 @@ from eventstore.codec import decode_row
 from eventstore.store import RecordedEvent
 
 log = logging.getLogger(__name__)
+
+RECENT = 2048  # rows of this process's latest commits kept by the hub for its subscriptions
 
 
 class WakeupHub:
@@ -36,6 +45,34 @@ class WakeupHub:
         self._cond = threading.Condition()
         self.head = 0
         self.pokes = 0
+        # This process's latest committed rows (codec.ROW_COLUMNS order), ascending, and their positions.
+        self._rows: list[tuple[Any, ...]] = []
+        self._positions: list[int] = []
+
+    def committed(self, rows: list[tuple[Any, ...]], position: int) -> None:
+        """This process's writer committed ``rows`` (ascending), up to ``position``: keep them, wake the waiters."""
+        with self._cond:
+            if rows and (not self._positions or rows[0][0] > self._positions[-1]):
+                self._rows.extend(rows)
+                self._positions.extend(row[0] for row in rows)
+                if len(self._positions) > 2 * RECENT:
+                    del self._rows[:-RECENT], self._positions[:-RECENT]
+            if position > self.head:
+                self.head = position
+            self._cond.notify_all()
+
+    def rows_after(self, position: int, limit: int) -> list[tuple[Any, ...]]:
+        """The kept rows from ``position + 1`` on, up to the first gap (at most ``limit``); [] when not kept."""
+        with self._cond:
+            positions = self._positions
+            start = bisect.bisect_left(positions, position + 1)
+            if start == len(positions) or positions[start] != position + 1:
+                return []
+            end = start + 1
+            stop = min(len(positions), start + limit)
+            while end < stop and positions[end] == positions[end - 1] + 1:
+                end += 1
+            return self._rows[start:end]
 
     def advance(self, position: int) -> None:
         """A commit up to ``position`` is visible: wake whoever waits below it."""
@@ -130,8 +167,10 @@ class Subscription:
         page_size: int = 500,
         recheck_s: float = 5.0,
         on_close: Callable[[Subscription], None] | None = None,
+        stream_id: str | None = None,
     ) -> None:
         self._read_rows = read_rows  # rows in codec.ROW_COLUMNS order
+        self._stream_id = stream_id  # read_rows reads only this stream's rows (None: every row)
         self._hub = hub
         self._page_size = page_size
         self._recheck_s = recheck_s
@@ -191,6 +230,15 @@ class Subscription:
                 or (head > self._cursor and head != self._seen_head)
                 or now >= self._recheck_at
             ):
+                kept = self._hub.rows_after(self._cursor, self._page_size)
+                if kept:
+                    # Committed by this process's writer: no need to read them back. The
+                    # table is still read for what lies past them (and on a poke or recheck).
+                    stream = self._stream_id
+                    self._buffer.extend(kept if stream is None else [row for row in kept if row[1] == stream])
+                    self._cursor = kept[-1][0]
+                    self._must_read = self._cursor < head
+                    continue
                 self._seen_head, self._seen_pokes = head, pokes
                 self._recheck_at = now + self._recheck_s
                 page = self._read_rows(self._cursor, self._page_size)

@@ -117,8 +117,9 @@ _STOP = object()
 class GroupCommitWriter:
     """The one writer thread of a store (see the module docstring).
 
-    ``on_commit(last_position)`` is called in the writer thread after every
-    commit that wrote something: the store wakes its subscribers with it.
+    ``on_commit(last_position, group)`` is called in the writer thread after
+    every commit that wrote something (``group``: its appends, outcomes filled
+    in): the store wakes its subscribers with it.
     """
 
     def __init__(
@@ -292,7 +293,7 @@ class GroupCommitWriter:
                             time.time() - self._outage.since)
                 self._outage = None
             if last:
-                self._on_commit(last)
+                self._on_commit(last, group)
             return
 
 

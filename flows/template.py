@@ -257,6 +257,11 @@ def parse_frontmatter(output: str) -> tuple[dict[str, Any], str]:
     """
     try:
         text = output.lstrip("\ufeff")  # a BOM some tools prepend
+        # Most outputs have no frontmatter: the first non-blank character says so
+        # without splitting the whole output into lines.
+        head = text.lstrip()
+        if not head or head[0] not in "-{`~":
+            return {}, ""
         # Only "\n" ends a line here: splitlines() would also break on "\x85" or
         # "\u2028" inside a quoted YAML value and corrupt it when rejoined.
         lines = text.split("\n")

@@ -128,6 +128,22 @@ class TestLiveContract:
                 committed, key=lambda e: e.position
             ), f"{name}: not exactly the committed events"
 
+    def test_a_subscription_sees_its_own_and_another_stores_commits_interleaved_as_the_table_has_them(
+        self, store_url, store
+    ):
+        # This store's own commits reach its subscriptions without a read; another store's
+        # commits between them must still come, in position order, and equal to the table's rows.
+        with store.subscribe() as every, store.subscribe(stream_id="run-own") as own, \
+                open_store(store_url) as other:
+            for i in range(30):
+                (store if i % 3 else other).append("run-own" if i % 2 else "run-other",
+                                                   [NewEvent("N", {"i": i}), NewEvent("M", {"i": i})])
+            table = list(store.read_all())
+            seen = [every.next_event(10) for _ in table]
+            assert seen == table
+            assert [own.next_event(10) for _ in range(30)] == [e for e in table if e.stream_id == "run-own"]
+            assert every.next_event(timeout=0.05) is None and own.next_event(timeout=0.05) is None
+
     def test_subscription_catches_up_then_follows_live(self, store):
         old = store.append("run-a", [NewEvent("N", {"i": i}) for i in range(3)])
         with store.subscribe(after=old[0].position) as sub:

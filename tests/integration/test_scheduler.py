@@ -175,6 +175,9 @@ def test_plan_changes_made_with_nobody_listening_reach_a_later_listener_as_one_d
         parked = [engine.launch("gated-agent", f"q{i}").run_id for i in range(3)]
         for run_id in parked:
             engine.wait(run_id, {"paused"})
+        # The plan follows the RunActors' reports, which come just after their commits: wait may see a
+        # run paused in the log a moment before the orchestrator has been told.
+        wait_until(lambda: [r["run_id"] for r in engine.plan()["planned_queued"]] == parked)
         plan = engine.plan()
         assert [r["run_id"] for r in plan["planned_queued"]] == parked
         frames: list[dict] = []
