@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import select
 import threading
 import time
@@ -43,6 +42,7 @@ from actors.runlog import NODE_LEASE, SERVER_LEASE, read_with_owner, unended_run
 from actors.scheduler import Admission, Scheduler
 from eventstore.cluster import ACTIVE, CHANNEL, MEMBER, PAUSED, QUEUED, ClusterTables, Item
 from eventstore.leases import Leases, dead_on_this_host, default_owner, leases_table
+from eventstore.listen import ListenThread
 from eventstore.postgres import own_connection
 
 log = logging.getLogger(__name__)
@@ -233,55 +233,36 @@ class Cluster:
         }
 
 
-class _Listener:
+class _Listener(ListenThread):
     """LISTEN on the cluster channel; each notification kicks the orchestrator (a hint, coalesced there)."""
 
+    what = "cluster"
+
     def __init__(self, database: Any, heard: Callable[[str], str], kick: Callable[[str], None]) -> None:
+        super().__init__("baton-cluster-listen")
         self._database = database
         self._heard = heard
         self._kick = kick
-        self._stopping = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="baton-cluster-listen", daemon=True)
+        self._notes: list[str] = []
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        os.write(self._wake_w, b"x")
-        self._thread.join(5)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+    def _connect(self) -> psycopg.Connection:
+        conn = own_connection(self._database, "baton-cluster")
+        self._notes = []
+        conn.add_notify_handler(functools.partial(_collect, self._notes))
+        conn.execute(f"LISTEN {CHANNEL}")
+        return conn
 
-    def _run(self) -> None:
-        delay = 0.05
+    def _follow(self, conn: psycopg.Connection) -> None:
+        self._kick("listen")  # whatever changed while nobody listened
         while not self._stopping.is_set():
-            conn: psycopg.Connection | None = None
-            try:
-                conn = own_connection(self._database, "baton-cluster")
-                heard: list[str] = []
-                conn.add_notify_handler(functools.partial(_collect, heard))
-                conn.execute(f"LISTEN {CHANNEL}")
-                delay = 0.05
-                self._kick("listen")  # whatever changed while nobody listened
-                while not self._stopping.is_set():
-                    ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [], 5.0)
-                    if self._wake_r in ready:
-                        return
-                    conn.execute("SELECT 1")  # reads what arrived: the handler collects it
-                    kinds, heard[:] = {self._heard(k) for k in heard}, []
-                    for kind in kinds - {""}:
-                        self._kick(kind)
-            except Exception as exc:  # logged and retried: the node must keep hearing the others
-                if not self._stopping.is_set():
-                    log.warning("cluster LISTEN connection lost (%s); reconnecting", exc)
-                    self._stopping.wait(delay)
-                    delay = min(delay * 2, 2.0)
-            finally:
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except psycopg.Error:
-                        pass
+            ready, _, _ = select.select([conn.fileno(), self._wake_r], [], [], 5.0)
+            if self._wake_r in ready:
+                return
+            conn.execute("SELECT 1")  # reads what arrived: the handler collects it
+            kinds, self._notes[:] = {self._heard(k) for k in self._notes}, []
+            for kind in kinds - {""}:
+                self._kick(kind)
 
 
 def _collect(into: list[str], notify: psycopg.Notify) -> None:

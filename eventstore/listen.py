@@ -10,6 +10,7 @@ the new one listens, in case something committed in between.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -32,22 +33,20 @@ def _head(conn: psycopg.Connection) -> int:
     return int(row[0])
 
 
-class ListenWatcher:
-    """The LISTEN thread of one store (see the module docstring).
+class ListenThread:
+    """A thread that keeps a LISTEN connection open until stopped: a lost connection is logged and made again.
 
-    ``backend_pid`` is the server pid of the current LISTEN connection.
+    Subclasses say how to connect (``_connect``: a connection already
+    listening) and what to do with it (``_follow``: return when
+    ``_wake_r`` is readable, which ``stop`` makes it).
     """
 
-    def __init__(self, database: sa.Engine, hub: WakeupHub, interval: float) -> None:
-        self._database = database
-        self._hub = hub
-        self._interval = interval
+    what = "event store"  # in the log line of a lost connection
+
+    def __init__(self, name: str) -> None:
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
-        self.backend_pid: int | None = None
-        self._thread = threading.Thread(target=self._run, name="baton-eventstore-listen",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def stop(self) -> None:
         """Stop at once (the thread's select also watches a wake-up pipe)."""
@@ -58,7 +57,47 @@ class ListenWatcher:
         os.close(self._wake_w)
 
     def _connect(self) -> psycopg.Connection:
+        raise NotImplementedError
+
+    def _follow(self, conn: psycopg.Connection) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        delay = 0.05
+        while not self._stopping.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                delay = 0.05
+                self._follow(conn)
+            except Exception as exc:  # logged and retried: whoever waits on it must keep waking
+                if not self._stopping.is_set():
+                    log.warning("%s LISTEN connection lost (%s); reconnecting", self.what, exc)
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, 2.0)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()
+
+
+class ListenWatcher(ListenThread):
+    """The LISTEN thread of one store (see the module docstring).
+
+    ``backend_pid`` is the server pid of the current LISTEN connection.
+    """
+
+    def __init__(self, database: sa.Engine, hub: WakeupHub, interval: float) -> None:
+        super().__init__("baton-eventstore-listen")
+        self._database = database
+        self._hub = hub
+        self._interval = interval
+        self.backend_pid: int | None = None
+        self._thread.start()
+
+    def _connect(self) -> psycopg.Connection:
         conn = own_connection(self._database, "baton-listen")
+        self.backend_pid = conn.info.backend_pid
         # A handler also stops psycopg from keeping unread notifications in
         # a backlog that would grow for as long as the store runs.
         conn.add_notify_handler(self._on_notify)
@@ -72,27 +111,6 @@ class ListenWatcher:
             self._hub.advance(int(notify.payload))
         except ValueError:
             pass
-
-    def _run(self) -> None:
-        delay = 0.05
-        while not self._stopping.is_set():
-            conn = None
-            try:
-                conn = self._connect()
-                self.backend_pid = conn.info.backend_pid
-                delay = 0.05
-                self._follow(conn)
-            except Exception as exc:  # logged and retried: subscribers must keep waking
-                if not self._stopping.is_set():
-                    log.warning("event store LISTEN connection lost (%s); reconnecting", exc)
-                    self._stopping.wait(delay)
-                    delay = min(delay * 2, 2.0)
-            finally:
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except psycopg.Error:
-                        pass
 
     def _follow(self, conn: psycopg.Connection) -> None:
         # Whatever happened while we were not listening is in the table.
