@@ -129,6 +129,8 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
     with target(args, settings, engine=True) as where:
         by = where.actor(args.by or "")
         run_id = where.resolve(args.run)
+        if not args.step:
+            args.step = waiting_step(where, run_id, args.command)
         if isinstance(where, Local):
             where.check(lambda rt: decide.resume(  # the same decision the run will take, on the log as it is
                 known_run(rt, run_id)[0], args.step, decision, time.time(), by=by, comment=comment))
@@ -136,6 +138,17 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
         print(printable_line(f"{decision} step '{args.step}' of run {run_id} (position {position}, by {by})"),
               flush=True)
         return follow_and_report(where, args, settings, run_id)
+
+
+def waiting_step(where: Target, run_id: str, command: str) -> str:
+    """The one step of ``run_id`` waiting for a person; a usage error naming them when there is not exactly one."""
+    waiting = where.waiting(run_id)
+    if len(waiting) == 1:
+        return str(waiting[0])
+    if not waiting:
+        raise CliError(EXIT_USAGE, f"run {run_id} has no step waiting for a person: nothing to {command}")
+    raise CliError(EXIT_USAGE, f"run {run_id} has {len(waiting)} steps waiting ({', '.join(waiting)}): "
+                               f"name one: baton {command} {run_id} STEP")
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:

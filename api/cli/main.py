@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("reject", "reject a paused step and drive the run on")):
         p = add(name, cmd_decide, text)
         p.add_argument("run", metavar="RUN", help="a run id, or the start of exactly one")
-        p.add_argument("step", metavar="STEP")
+        p.add_argument("step", metavar="STEP", nargs="?",
+                       help="the paused step (default: the run's one step waiting for a person)")
         p.add_argument("--comment", metavar="C", help="recorded with the decision (the step's output)")
         p.add_argument("--by", metavar="NAME", help="who decides (default: your login name)")
         p.add_argument("--follow", action="store_true", help="show the live progress table and the report")

@@ -37,7 +37,7 @@ from flows.kinds import kind_rules
 from flows.launch import LaunchParams
 from flows.projects import Project
 from flows.state import RunState
-from flows.status import RunStatus
+from flows.status import RunStatus, StepStatus
 from flows.text import check_text
 
 ID_LENGTH = 26  # a ULID
@@ -92,6 +92,9 @@ class Target(Protocol):
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """One run, its steps and its report; None for an unknown run."""
+
+    def waiting(self, run_id: str) -> list[str]:
+        """The steps of a run waiting for a person (paused)."""
 
     def projection_errors(self, run_id: str) -> list[dict[str, Any]]:
         """Events of the run the read tables could not apply (their position, type and error)."""
@@ -238,6 +241,10 @@ class Local:
         read_model = self.start().read_model
         assert read_model is not None
         return read_model.get_run(run_id)
+
+    def waiting(self, run_id: str) -> list[str]:
+        state = read_with_owner(self.start().store, run_id)[0]
+        return [sid for sid, step in state.steps.items() if step.status == StepStatus.PAUSED]
 
     def projection_errors(self, run_id: str) -> list[dict[str, Any]]:
         read_model = self.start().read_model
@@ -426,6 +433,10 @@ class Remote:
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         return self.client.run(run_id)
+
+    def waiting(self, run_id: str) -> list[str]:
+        shown = self.client.run(run_id) or {}
+        return [str(s["step_id"]) for s in shown.get("steps", []) if s.get("status") == StepStatus.PAUSED]
 
     def projection_errors(self, run_id: str) -> list[dict[str, Any]]:
         return []  # the server answers 404 with state "unreadable" for such a run

@@ -107,6 +107,18 @@ def test_approve_continues_a_paused_run_to_the_end(baton):
     assert events[-1].type == "RunCompleted"
 
 
+def test_approve_without_a_step_takes_the_one_waiting_and_refuses_when_none_waits(baton):
+    run_id = baton.ok("launch", "review-and-approve", "-q", "Review PR 46").run_id
+    result = baton.ok("approve", run_id, "--by", "alice")
+    assert f"approved step 'approve' of run {run_id}" in result.out
+    assert f"run {run_id} completed" in result.out
+    again = baton("approve", run_id)
+    assert again.code == 2
+    assert f"run {run_id} has no step waiting for a person: nothing to approve" in again.err
+    events = baton.events(run_id)
+    assert [e.data["step_id"] for e in events if e.type == "StepResumed"] == ["approve"]
+
+
 def test_reject_ends_the_run_rejected_and_still_records_it(baton):
     run_id = baton.ok("launch", "review-and-approve", "-q", "Review PR 43").run_id
     result = baton.ok("reject", run_id, "approve", "--comment", "not like this", "--follow")

@@ -43,7 +43,7 @@ def test_commands_go_through_a_live_server_of_the_same_store(served):
     claimed = served("approve", run_id[:20], "approve", "--by", "alice", "--comment", "ok")
     assert claimed.code == 2 and "--by is 'alice', but this request comes from 'admin'" in claimed.err
     assert served.head() == head
-    done = served.ok("approve", run_id[:20], "approve", "--comment", "ok")
+    done = served.ok("approve", run_id[:20], "--comment", "ok")  # the one waiting step, read from the server
     assert f"approved step 'approve' of run {run_id}" in done.out and "by admin" in done.out
     assert f"run {run_id} completed" in done.out
     assert nodes(served, run_id) == {SERVER_NODE}
