@@ -20,6 +20,9 @@ from actors.task_attempt import TaskEnv
 from eventstore import open_store
 from flows.catalog import FlowRegistry
 from flows.events import (
+    IntegrationRemoved,
+    LandingRefused,
+    RunLanded,
     TaskBlocked,
     TaskChecked,
     TaskCleanedUp,
@@ -78,12 +81,25 @@ def make_engine(tmp_path: Path, repo: TaskRepo, llm: ScriptedLLM, *, slots: int 
                   tasks=env).start()
 
 
-def launch(engine: Engine, repo: TaskRepo, files: dict[str, str], *, allow=(("ls",),), max_rounds: int = 3) -> str:
+def launch(engine: Engine, repo: TaskRepo, files: dict[str, str], *, allow=(("ls",),), max_rounds: int = 3,
+           target: str = "") -> str:
+    """Launch a task run; without a ``target`` it has no landing gate and completes after its last task."""
     graph = load_task_graph(files.items(), allow=[list(a) for a in allow])
     event = task_run_launched(graph, run_id=f"T{abs(hash(tuple(files))) % 10**8:08d}", now=engine.clock.now(),
-                              project_id="demo", repo=str(repo.root), allow=allow, base="main", target="main",
+                              project_id="demo", repo=str(repo.root), allow=allow, base="main", target=target,
                               max_rounds=max_rounds, model=MODEL, backend="openai", launched_by="tester")
     return engine.launch_tasks(event).run_id
+
+
+def at_gate(engine: Engine, run_id: str, timeout: float = 60):
+    """The run's state once it waits at its landing gate (or has ended)."""
+    return engine.wait(run_id, lambda s: s.terminal or (s.steps.get("land") is not None
+                                                        and s.steps["land"].status == "paused"), timeout=timeout)
+
+
+def integration_worktree(repo: TaskRepo, run_id: str) -> list[str]:
+    """The run's integration worktree as `git worktree list` has it (empty once it is removed)."""
+    return [p for p in repo.worktree_paths() if p.endswith(f"/{run_id}/integrate")]
 
 
 def events_of(engine: Engine, run_id: str) -> list:
@@ -98,11 +114,21 @@ def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration
     for tid in "abcd":
         llm.route(MODEL, f"implementing task `{tid}`", writes(tid, f"{tid}.txt", f"{tid}\n"))
         llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
+    repo.git("branch", "release", "main")  # the target: not checked out anywhere, so it can be moved
     engine = make_engine(tmp_path, repo, llm)
     frames: list[dict] = []
     engine.bus.subscribe(frames.append)
     try:
-        run_id = launch(engine, repo, files)
+        run_id = launch(engine, repo, files, target="release")
+        waiting = at_gate(engine, run_id)
+        # Every task merged: the run does not complete, it waits for a person at its landing gate.
+        assert waiting.status == "paused" and waiting.steps["land"].status == "paused", waiting.reason
+        assert f"baton/{run_id}/integrate" in engine.state(run_id).steps["land"].prompt
+        assert repo.git("rev-parse", "release").strip() == repo.base  # nothing landed before the approval
+        assert integration_worktree(repo, run_id)  # still there while the run is under way
+        [entry] = [e for e in engine.plan()["planned_queued"] if e["run_id"] == run_id]
+        assert entry["reason"] == "approval"
+        engine.approve(run_id, "land", by="ann")
         state = engine.wait(run_id, timeout=60)
         assert state.status == "completed", state.reason
         assert state.tasks is not None
@@ -111,6 +137,15 @@ def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration
     finally:
         engine.stop()
     integrate = f"baton/{run_id}/integrate"
+    # Approved: release fast-forwarded to the integration head, once; the branch is kept, its worktree gone.
+    head = repo.git("rev-parse", integrate).strip()
+    assert repo.git("rev-parse", "release").strip() == head
+    assert repo.git("merge-base", "--is-ancestor", repo.base, head, check=False) == ""
+    [landed] = [e for e in events if isinstance(e, RunLanded)]
+    assert (landed.target, landed.commit) == ("release", head)
+    assert [type(e).__name__ for e in events[-3:]] == ["RunLanded", "IntegrationRemoved", "RunCompleted"]
+    assert integration_worktree(repo, run_id) == [] and not (repo.worktrees / run_id / "integrate").exists()
+    assert "## Landing" in state.report and "Landed: release fast-forwarded" in state.report
     tree = repo.git("ls-tree", "--name-only", integrate).split()
     assert {"a.txt", "b.txt", "c.txt", "d.txt", "app.py"} <= set(tree)
     # Every task merged once, each merge a --no-ff merge commit of the integration branch.
@@ -122,7 +157,7 @@ def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration
     [check] = [e for e in events if isinstance(e, TaskChecked)]
     assert (check.step_id, check.ok, check.argv) == ("d", True, ["ls", "b.txt", "c.txt"])
     # Cleaned up: the task branches and worktrees are gone, the person's checkout untouched.
-    assert repo.branches() == [integrate, "main"]
+    assert repo.branches() == [integrate, "main", "release"]
     assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
     assert [e.step_id for e in events if isinstance(e, TaskCleanedUp)] == [e.step_id for e in events
                                                                            if isinstance(e, TaskDone)]
@@ -146,14 +181,23 @@ def test_a_merge_conflict_is_listed_handed_back_with_markers_and_merged_after_th
         llm.route(MODEL, (f"task `{tid}`", "conflicted in"), writes(tid, "shared.txt", "x and y\n"))
         llm.route(MODEL, f"implementing task `{tid}`", writes(tid, "shared.txt", f"only {tid}\n"))
         llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
+    repo.git("branch", "release", "main")
     engine = make_engine(tmp_path, repo, llm)
     try:
-        run_id = launch(engine, repo, files)
+        run_id = launch(engine, repo, files, target="release")
+        assert at_gate(engine, run_id).status == "paused"
+        engine.reject(run_id, "land", by="ann", comment="not this week")
         state = engine.wait(run_id, timeout=60)
         events = events_of(engine, run_id)
     finally:
         engine.stop()
-    assert state.status == "completed", state.reason
+    # Rejected at the gate: the run ends rejected, nothing landed, the branch kept, its worktree gone.
+    assert state.status == "rejected" and "not this week" in state.reason, state.reason
+    assert repo.git("rev-parse", "release").strip() == repo.base
+    assert not [e for e in events if isinstance(e, (RunLanded, LandingRefused))]
+    assert [type(e).__name__ for e in events[-2:]] == ["IntegrationRemoved", "RunRejected"]
+    assert integration_worktree(repo, run_id) == []
+    assert "Rejected by ann: not this week" in state.report
     [conflict] = [e for e in events if isinstance(e, TaskMergeConflicted)]
     [rebased] = [e for e in events if isinstance(e, TaskRebased)]
     assert conflict.files == ["shared.txt"] and rebased.conflicts == ["shared.txt"]
@@ -162,8 +206,47 @@ def test_a_merge_conflict_is_listed_handed_back_with_markers_and_merged_after_th
     integrate = f"baton/{run_id}/integrate"
     assert repo.git("show", f"{integrate}:shared.txt") == "x and y\n"
     assert sorted(e.step_id for e in events if isinstance(e, TaskMerged)) == ["x", "y"]
-    assert repo.branches() == [integrate, "main"]
+    assert repo.branches() == [integrate, "main", "release"]
     assert "conflicted on merge in shared.txt" in state.report and "### Action Items" in state.report
+
+
+def test_a_target_that_moved_is_not_landed_the_reason_is_given_and_the_branch_kept(tmp_path, repo, llm):
+    llm.route(MODEL, "implementing task `a`", writes("a", "a.txt", "a\n"))
+    llm.route(MODEL, "Review task `a`", [APPROVE])
+    llm.route(MODEL, "implementing task `b`", writes("b", "b.txt", "b\n"))
+    llm.route(MODEL, "Review task `b`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        # main is the person's checkout: baton never moves it, whatever the decision
+        checked_out = launch(engine, repo, {"tasks/a.md": task_file("a")}, target="main")
+        assert at_gate(engine, checked_out).status == "paused"
+        engine.approve(checked_out, "land", by="ann")
+        one = engine.wait(checked_out, timeout=60)
+        repo.git("branch", "release", "main")
+        run_id = launch(engine, repo, {"tasks/b.md": task_file("b")}, target="release")
+        assert at_gate(engine, run_id).status == "paused"
+        # a person's commit on release meanwhile
+        repo.git("worktree", "add", "-q", str(tmp_path / "rel"), "release")
+        (tmp_path / "rel" / "hotfix.txt").write_text("fix\n")
+        repo.git("add", "hotfix.txt", cwd=tmp_path / "rel")
+        repo.git("commit", "-qm", "hotfix", cwd=tmp_path / "rel")
+        repo.git("worktree", "remove", str(tmp_path / "rel"))
+        moved = repo.git("rev-parse", "release").strip()
+        engine.approve(run_id, "land", by="ann")
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert one.status == "completed" and repo.git("rev-parse", "main").strip() == repo.base
+    assert "checked out" in one.report and "merge --ff-only" in one.report
+    # Not a fast-forward: refused with the reason, release left where the person put it, the run completes.
+    assert state.status == "completed", state.reason
+    [refused] = [e for e in events if isinstance(e, LandingRefused)]
+    assert refused.target == "release" and "not a fast-forward" in refused.reason
+    assert not [e for e in events if isinstance(e, RunLanded)]
+    assert repo.git("rev-parse", "release").strip() == moved
+    assert f"baton/{run_id}/integrate" in repo.branches() and integration_worktree(repo, run_id) == []
+    assert "Landing on release was refused" in state.report
 
 
 def test_a_blocked_task_waits_for_a_person_while_the_others_go_on_and_retry_continues_its_worktree(
