@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
         if task_id == task and when == "before":
             stop()
         outcome = real(self, task_id, sha)
-        if task_id == task and isinstance(outcome, Merged) and not outcome.already:
+        if task_id == task and when == "after" and isinstance(outcome, Merged) and not outcome.already:
             stop()
         return outcome
 

@@ -420,6 +420,86 @@ def test_a_kill_9_after_the_merge_intent_before_git_merged_retries_the_task_in_i
     assert len(merged_a) == 1 and not merged_a[0].already
 
 
+def kill_at_landing(tmp_path: Path, repo: TaskRepo, llm: ScriptedLLM, when: str) -> tuple[str, Engine]:
+    """Drive a one-task run with target ``release`` in another process, kill -9 it at ``when`` (``gate``,
+    ``approved``, ``landed``: see tests/e2e/task_run_worker.py), and start an engine here on the same log."""
+    import json
+    import os
+    import signal
+    import sys
+
+    files = {"tasks/a.md": task_file("a")}
+    llm.route(MODEL, "implementing task `a`", writes("a", "a.txt", "a\n"))
+    llm.route(MODEL, "Review task `a`", [APPROVE])
+    repo.git("branch", "release", "main")
+    db = f"sqlite:///{tmp_path / 'baton.db'}"
+    fifo = tmp_path / "ready"
+    os.mkfifo(fifo)
+    worker = subprocess.Popen([sys.executable, "-m", "tests.e2e.task_run_worker", db, str(repo.root),
+                               str(repo.worktrees), llm.base_url, json.dumps(repo.env), str(fifo), json.dumps(files),
+                               "a", when, "release"], cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+    try:
+        with open(fifo) as f:
+            line = f.readline().split()
+        assert line and line[0] == "ready", f"the worker did not reach {when}"
+        run_id = line[1]
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    env = TaskEnv(worktrees_dir=repo.worktrees, turn=ChatTurns(llm.base_url), run_timeout_s=30.0, git_env=repo.env)
+    engine = Engine(open_store(db), FlowRegistry([]), EngineConfig(agent_slots=4, backend="openai", model=MODEL,
+                                                                   lease_ttl_s=1.0, node="second"), tasks=env).start()
+    return run_id, engine
+
+
+def landed_once(repo: TaskRepo, run_id: str, events: list) -> None:
+    """release is at the integration head, one RunLanded says so, and the integration worktree is gone."""
+    head = repo.git("rev-parse", f"baton/{run_id}/integrate").strip()
+    assert repo.git("rev-parse", "release").strip() == head != repo.base
+    assert [(e.target, e.commit) for e in events if isinstance(e, RunLanded)] == [("release", head)]
+    assert not [e for e in events if isinstance(e, LandingRefused)]
+    assert len([e for e in events if isinstance(e, IntegrationRemoved)]) == 1
+    assert integration_worktree(repo, run_id) == []
+
+
+@pytest.mark.slow
+def test_a_kill_9_while_waiting_at_the_gate_keeps_the_run_waiting_and_it_lands_when_approved(tmp_path, repo, llm):
+    run_id, engine = kill_at_landing(tmp_path, repo, llm, "gate")
+    try:
+        state = at_gate(engine, run_id)
+        assert state.status == "paused" and repo.git("rev-parse", "release").strip() == repo.base
+        engine.approve(run_id, "land", by="ann")
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "completed", state.reason
+    landed_once(repo, run_id, events)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["approved", "landed"])
+def test_a_kill_9_between_the_approval_and_its_landing_lands_once_at_restart_without_asking_again(
+        tmp_path, repo, llm, when):
+    """``approved``: the decision is recorded, git has not moved the target; ``landed``: git moved it, the log
+    does not know. Either way the restarted engine finishes the landing from the recorded approval, once."""
+    run_id, engine = kill_at_landing(tmp_path, repo, llm, when)
+    try:
+        before = events_of(engine, run_id)
+        assert [e.decision for e in before if type(e).__name__ == "StepResumed"] == ["approved"]
+        assert not [e for e in before if isinstance(e, (RunLanded, LandingRefused))]  # killed before the fact
+        if when == "landed":
+            assert repo.git("rev-parse", "release").strip() != repo.base  # git had moved it
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "completed", state.reason
+    assert [e.decision for e in events if type(e).__name__ == "StepResumed"] == ["approved"]  # asked once
+    assert any(type(e).__name__ == "RunRecovered" for e in events)
+    landed_once(repo, run_id, events)
+
+
 def test_aborting_a_blocked_task_removes_its_worktree_keeps_its_branch_and_ends_the_run(tmp_path, repo, llm):
     llm.route(MODEL, "implementing task `a`", [
         ToolTurn([Call("write_file", {"path": "draft.txt", "content": "half\n"}),
