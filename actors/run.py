@@ -93,6 +93,7 @@ class RunActor(pykka.ThreadingActor):
         self.tool_tallies: dict[str, anomaly.ToolTally] = {}  # step -> its running attempt's tool errors
         # a task run's running attempts: where a person's message goes (actors.run_tasks)
         self.task_inboxes: dict[str, queue.SimpleQueue[PersonMessage]] = {}
+        self.task_view: dict[str, Any] | None = None  # a task run's tasks as last told to the plan (run_tasks)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -34,8 +34,10 @@ from flows.events import (
     LandingRefused,
     Phase,
     TaskAborted,
+    TaskEvent,
     TaskFailed,
     TaskMessaged,
+    TasksPlanned,
     TaskStarted,
 )
 from flows.kinds import StepKind
@@ -207,9 +209,17 @@ def task_result(actor: RunActor, msg: m.StepResult) -> None:
 
 
 def publish(actor: RunActor, events: list[Event]) -> None:
-    """``task_updated`` frames: one per task an event moved, with its status and phase."""
+    """``task_updated`` frames: one per task an event moved, with its status and phase; and the run's plan
+    entry's ``tasks`` (the orchestrator's plan, so ``plan_delta`` frames carry them) when they changed."""
     tasks = actor.state.tasks
-    if tasks is None or actor.ctx.bus is None:
+    if tasks is None:
+        return
+    if any(isinstance(e, (TaskEvent, TasksPlanned)) for e in events):
+        view = task_run.plan_view(tasks, 0 if actor.requested else 1)  # asked for and not granted: no slot
+        if view != actor.task_view:
+            actor.task_view = view
+            actor._tell_orchestrator(m.TasksChanged(actor.run_id, view))
+    if actor.ctx.bus is None:
         return
     for sid in dict.fromkeys(getattr(e, "step_id", "") for e in events):
         task = tasks.tasks.get(sid)

@@ -22,7 +22,7 @@ from flows.projects import Project, ProjectNotFound, UnknownProject
 from flows.state import RunState
 from flows.tasks.files import TaskGraph, load_task_graph
 from flows.tasks.reconcile import compensation_events, describe, logged_run, reconcile
-from flows.tasks.run import LAND_STEP
+from flows.tasks.run import LAND_STEP, plan_view
 
 DEFAULT_TASKS_DIR = "tasks"
 """Where a project's task files are, relative to its root (DESIGN §12)."""
@@ -215,23 +215,21 @@ def land_at_gate(engine: Any, run_id: str, *, target: str = "", by: str = "") ->
 def plan_with_tasks(plan: dict[str, Any], store: EventStore) -> dict[str, Any]:
     """The scheduler's plan with each task run's tasks (seed 001: every task's one status and one reason).
 
-    Each entry of ``in_progress`` and ``planned_queued`` whose flow is a task graph gets ``tasks``:
-    ``{task: {status, reason, detail, waiting_on, phase}}``, folded from its log.
+    Each entry of ``in_progress`` and ``planned_queued`` whose flow is a task graph has ``tasks``:
+    ``{task: {status, reason, detail, waiting_on, phase}}`` (``flows.tasks.run.plan_view``). The
+    scheduler's entries carry them already (each task run's actor tells them as they change, and the
+    ``plan_delta`` frames carry them too); an entry without them (a cluster's plan, a run not driven
+    here) has them folded from its log.
     """
     from flows.tasks.launch import TASK_FLOW
-    from flows.tasks.lifecycle import plan as lifecycle_plan
 
     free = max(0, int(plan.get("agent_slots") or 0) - int(plan.get("slots_in_use") or 0))
     for key in ("in_progress", "planned_queued"):
         for entry in plan.get(key, []):
-            if entry.get("flow") != TASK_FLOW:
+            if entry.get("flow") != TASK_FLOW or "tasks" in entry:
                 continue
             state, _ = run_state(store, entry["run_id"])
             if state.tasks is None:
                 continue
-            views = lifecycle_plan(state.tasks, free)
-            entry["tasks"] = {tid: {"status": v.status.value, "reason": v.reason, "detail": v.detail,
-                                    "waiting_on": list(v.waiting_on),
-                                    "phase": t.phase.value if t.phase else None}
-                              for (tid, v), t in zip(views.items(), state.tasks.tasks.values())}
+            entry["tasks"] = plan_view(state.tasks, free)
     return plan

@@ -56,6 +56,7 @@ from flows.tasks.lifecycle import (
     ready,
     start_state,
 )
+from flows.tasks.lifecycle import plan as lifecycle_plan
 
 MAX_ROUNDS_INPUT = "max_rounds"
 """The run input that pins the review rounds before a person is asked (``BATON_TASK_MAX_ROUNDS``)."""
@@ -203,6 +204,19 @@ def recover(tasks: TaskRunState, now: float) -> list[Event]:
             for tid, t in tasks.tasks.items() if t.status is TaskStatus.INPROGRESS and not t.merges]
 
 
+def plan_view(tasks: TaskRunState, free_slots: int) -> dict[str, dict[str, Any]]:
+    """Each task's entry in the plan (seed 001: one status and one reason): ``{task: {status, reason,
+    detail, waiting_on, phase}}``, what ``GET /api/plan`` and the ``plan_updated`` / ``plan_delta`` frames
+    carry under a task run's ``tasks``."""
+    views = lifecycle_plan(tasks, free_slots)
+    out: dict[str, dict[str, Any]] = {}
+    for tid, v in views.items():
+        phase = tasks.tasks[tid].phase
+        out[tid] = {"status": v.status.value, "reason": v.reason, "detail": v.detail,
+                    "waiting_on": list(v.waiting_on), "phase": phase.value if phase else None}
+    return out
+
+
 def refusal(tasks: TaskRunState, events: Iterable[Event]) -> str | None:
     """Why one of ``events`` may not be appended after the ones before it; None when all may."""
     for event in events:
@@ -214,5 +228,5 @@ def refusal(tasks: TaskRunState, events: Iterable[Event]) -> str | None:
 
 
 __all__ = ["LAND_STEP", "MAX_ROUNDS_INPUT", "decide_run", "initial_state", "is_gate", "is_task_run", "landing_gate",
-           "open_gate", "recover", "refusal", "start",
+           "open_gate", "plan_view", "recover", "refusal", "start",
            "step_move", "step_status", "task_spec"]

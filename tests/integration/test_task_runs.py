@@ -173,6 +173,14 @@ def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration
     updates = [f for f in frames if f["type"] == "task_updated" and f["run_id"] == run_id]
     assert {f["step_id"]: f["status"] for f in updates} == dict.fromkeys("abcd", "done")
     assert {f["phase"] for f in updates} >= {"worktree", "coder", "checks", "review", "merge", "cleanup"}
+    # The live plan carried the tasks: plan_delta frames with the run's entry and each task's one status.
+    views = [(row.get("reason", "in_progress"), row["tasks"]) for f in frames if f["type"] == "plan_delta"
+             for row in (*f["in_progress"], *f["planned_queued"]) if row["run_id"] == run_id and "tasks" in row]
+    seen_d = [(v["d"]["status"], v["d"]["reason"]) for _, v in views]
+    assert ("planned_queued", "deps") in seen_d and ("inprogress", "coder") in seen_d
+    assert [v["d"]["waiting_on"] for _, v in views if v["d"]["reason"] == "deps"][0] == ["b", "c"]
+    at_the_gate = [v for reason, v in views if reason == "approval"]  # waiting for a person, every task done
+    assert at_the_gate and {t: v["status"] for t, v in at_the_gate[0].items()} == dict.fromkeys("abcd", "done")
 
 
 def test_a_merge_conflict_is_listed_handed_back_with_markers_and_merged_after_the_fix(tmp_path, repo, llm):
