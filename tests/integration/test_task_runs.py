@@ -309,7 +309,7 @@ def test_a_check_that_keeps_failing_fails_the_task_aborts_its_dependents_and_kee
     llm.route(MODEL, "implementing task `a`", writes("a", "a.txt", "a\n"))
     engine = make_engine(tmp_path, repo, llm)
     try:
-        run_id = launch(engine, repo, files, max_rounds=2)
+        run_id = launch(engine, repo, files, max_rounds=2, target="main")
         state = engine.wait(run_id, timeout=60)
         events = events_of(engine, run_id)
     finally:
@@ -326,6 +326,32 @@ def test_a_check_that_keeps_failing_fails_the_task_aborts_its_dependents_and_kee
     assert f"baton/{run_id}/a" in repo.branches()  # its work is kept on its branch, the worktree is gone
     assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
     assert "## Tasks" in state.report and "0 passed, 2 failed" in state.report
+    # A task failed: nobody is asked to land; the run fails with its integration worktree removed, branch kept.
+    [gate] = [e for e in events if type(e).__name__ == "StepSkipped" and e.step_id == "land"]
+    assert gate.reason == "upstream_failed" and "a, b did not finish" in gate.detail
+    assert "step 'a' failed" in state.reason
+    assert [type(e).__name__ for e in events[-2:]] == ["IntegrationRemoved", "RunFailed"]
+    assert integration_worktree(repo, run_id) == [] and f"baton/{run_id}/integrate" in repo.branches()
+    assert repo.git("rev-parse", "main").strip() == repo.base
+
+
+def test_a_run_cancelled_at_its_gate_removes_its_integration_worktree_after_its_end(tmp_path, repo, llm):
+    llm.route(MODEL, "implementing task `a`", writes("a", "a.txt", "a\n"))
+    llm.route(MODEL, "Review task `a`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")}, target="main")
+        assert at_gate(engine, run_id).status == "paused"
+        engine.cancel(run_id, reason="changed my mind", by="ann")
+        state = engine.wait(run_id, lambda s: s.terminal and s.tasks is not None and s.tasks.integration_removed,
+                            timeout=30)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "cancelled" and state.steps["land"].status == "skipped"
+    assert [type(e).__name__ for e in events[-2:]] == ["RunCancelled", "IntegrationRemoved"]
+    assert integration_worktree(repo, run_id) == [] and f"baton/{run_id}/integrate" in repo.branches()
+    assert repo.git("rev-parse", "main").strip() == repo.base
 
 
 def test_a_message_reaches_the_next_turn_and_an_abort_stops_one_task_and_cleans_up(tmp_path, repo, llm):
