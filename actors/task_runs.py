@@ -117,7 +117,7 @@ def reconciliation(state: RunState, env: TaskEnv, *, dry_run: bool = False, prun
     return lines + failed, events
 
 
-__all__ = ["DEFAULT_TASKS_DIR", "LAND_WAIT_S", "LandingNotReady", "TaskFilesRefused", "land", "land_at_gate",
+__all__ = ["DEFAULT_TASKS_DIR", "LAND_STEP", "LAND_WAIT_S", "LandingNotReady", "TaskFilesRefused", "land", "land_at_gate",
            "landing", "plan", "plan_with_tasks", "project_of", "read_task_files", "reconciliation", "run_state",
            "tool_counts", "waits_at_gate"]
 

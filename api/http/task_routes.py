@@ -122,8 +122,13 @@ async def run_tasks(request: Request) -> Response:
             "anomalies": state.steps[tid].anomalies if tid in state.steps else 0,
             **calls[tid],
         })
+    gate = state.steps.get(task_runs.LAND_STEP)
+    landing = {"target": str(state.launched.input.get("target", "")),
+               "gate": gate.status if gate is not None else None,  # None: launched without one
+               "outcome": state.tasks.landing, "detail": state.tasks.landing_detail,
+               "integration_worktree_removed": state.tasks.integration_removed}
     return json_response({"run_id": run_id, "status": state.status, "tasks": tasks,
-                          "integration_head": state.tasks.integration_head})
+                          "integration_head": state.tasks.integration_head, "landing": landing})
 
 
 async def _word(request: Request, action: str) -> Response:
@@ -226,7 +231,10 @@ def openapi_paths(body: Any, json: Any, problem: Any, path: Any, bad_body: dict[
             "summary": "Every task of a task run", "operationId": "run_tasks", "parameters": [path("run_id")],
             "responses": {"200": json(any_object, "Each task: status, reason, phase, worktree, branch, last "
                                                   "activity, commits, review rounds, conflicts, failed checks, the "
-                                                  "implementor's tool calls, tool errors and malformed calls."),
+                                                  "implementor's tool calls, tool errors and malformed calls; "
+                                                  "`landing`: the target, the landing gate's status, the landing's "
+                                                  "outcome (`landed`, `refused` or empty) and whether the "
+                                                  "integration worktree was removed."),
                           "404": problem("No such run."),
                           "422": problem("Not a task run.")}}},
         **words,

@@ -65,6 +65,7 @@ def test_a_task_run_is_launched_for_a_registered_project_watched_and_refuses_wor
             assert len(a["commits"]) == 1 and a["merge_commit"] == tasks["integration_head"]
             assert a["last_activity"] > 0
             assert (a["tool_calls"], a["tool_errors"], a["malformed_calls"]) == (4, 1, 1)
+            assert tasks["landing"]["gate"] is None and tasks["landing"]["integration_worktree_removed"]
             calls = [e for e in viewer.get(f"/api/runs/{run_id}/events").json() if e["type"] == "ToolResult"]
             assert [(e["data"]["tool"], e["data"]["outcome"]) for e in calls] == [
                 ("write_file", "error"), ("write_file", "malformed"), ("write_file", "ok"), ("commit", "ok")]
@@ -140,6 +141,9 @@ def test_a_task_run_with_a_target_waits_at_its_landing_gate_which_the_approval_r
             assert repo.git("rev-parse", "release").strip() == head
             kinds = [e["type"] for e in viewer.get(f"/api/runs/{run_id}/events").json()]
             assert kinds[-4:] == ["StepResumed", "RunLanded", "IntegrationRemoved", "RunCompleted"]
+            assert viewer.get(f"/api/runs/{run_id}/tasks").json()["landing"] == {
+                "target": "release", "gate": "completed", "outcome": "landed", "detail": head,
+                "integration_worktree_removed": True}
             # `land` of a run at its gate approves the gate; the landing the run records is the answer.
             second = operator.post("/api/projects/demo/task-runs",
                                    json={"target": "release", "base": "release", "tasks_dir": "more"}).json()["run_id"]
