@@ -301,9 +301,12 @@ class Scheduler:
         for i, r in enumerate(waiting, 1):
             row = self._row(r)
             assert row is not None
-            planned.append({"run_id": r, "flow": row["flow"], "position": i, "reason": row["reason"],
-                            "detail": row["detail"], "steps_waiting_for_slot": row["steps_waiting_for_slot"],
-                            "order": row["order"], **_tasks_of(row)})
+            entry = {"run_id": r, "flow": row["flow"], "position": i, "reason": row["reason"],
+                     "detail": row["detail"], "steps_waiting_for_slot": row["steps_waiting_for_slot"],
+                     "order": row["order"]}
+            if "tasks" in row:  # a task run's tasks
+                entry["tasks"] = row["tasks"]
+            planned.append(entry)
         return {
             **self._header(),
             "in_progress": in_progress,
@@ -420,16 +423,16 @@ def apply_delta(plan: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
     waiting = [{k: v for k, v in r.items() if k != "position"} for r in plan["planned_queued"]
                if r["run_id"] not in gone] + list(delta["planned_queued"])
     waiting.sort(key=lambda r: (_RANK[WaitReason(r["reason"])], r["order"]))
+    planned = []
+    for i, r in enumerate(waiting, 1):
+        entry = {"run_id": r["run_id"], "flow": r["flow"], "position": i, "reason": r["reason"],
+                 "detail": r["detail"], "steps_waiting_for_slot": r["steps_waiting_for_slot"], "order": r["order"]}
+        if "tasks" in r:  # a task run's tasks
+            entry["tasks"] = r["tasks"]
+        planned.append(entry)
     return {
         **{k: delta[k] for k in ("epoch", "seq", "max_active_runs", "agent_slots", "slots_in_use")},
         "in_progress": sorted(running, key=lambda r: r["run_id"]),
-        "planned_queued": [{"run_id": r["run_id"], "flow": r["flow"], "position": i, "reason": r["reason"],
-                            "detail": r["detail"], "steps_waiting_for_slot": r["steps_waiting_for_slot"],
-                            "order": r["order"], **_tasks_of(r)} for i, r in enumerate(waiting, 1)],
+        "planned_queued": planned,
         "new_queued": [],
     }
-
-
-def _tasks_of(row: dict[str, Any]) -> dict[str, Any]:
-    """A task run's ``tasks`` key of its plan entry (nothing for other runs)."""
-    return {"tasks": row["tasks"]} if "tasks" in row else {}
