@@ -332,5 +332,5 @@ def _fail(reply: Future[Any] | None, exc: BaseException) -> None:
         reply.set_exception(exc)
 
 
-__all__ = ["TASK_ACTIONS", "TaskCommandRefused", "close_integration", "land_at_gate", "on_task_command", "on_task_events", "publish",
-           "reconcile_at_recovery", "resume_merged", "start_task", "task_result"]
+__all__ = ["TASK_ACTIONS", "TaskCommandRefused", "close_integration", "land_at_gate", "on_task_command",
+           "on_task_events", "publish", "reconcile_at_recovery", "resume_merged", "start_task", "task_result"]

@@ -58,7 +58,7 @@ class Decision(NamedTuple):
     ``ready`` lists agent steps allowed to start that need an agent slot;
     ``wake_at`` is when a retry falls due; ``finished`` means every step has
     ended and ``finish`` decides the run's outcome. ``timer_at`` is when a
-    paused approval's timer falls due (``land``: see below): unlike ``wake_at`` it is no work of the
+    paused approval's timer falls due: unlike ``wake_at`` it is no work of the
     run's own (a run waiting for a person until then holds no thread, and
     following it stops), so whoever keeps the timer wakes the run then.
     """

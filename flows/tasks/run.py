@@ -57,6 +57,7 @@ from flows.tasks.lifecycle import (
     start_state,
 )
 from flows.tasks.lifecycle import plan as lifecycle_plan
+from flows.tasks.reconcile import integration_branch
 
 MAX_ROUNDS_INPUT = "max_rounds"
 """The run input that pins the review rounds before a person is asked (``BATON_TASK_MAX_ROUNDS``)."""
@@ -91,7 +92,7 @@ def open_gate(tasks: TaskRunState, spec: StepSpec, *, run_id: str, target: str, 
     """The gate's event once every task has ended: paused for a person when every task merged and
     something changed; skipped otherwise (``upstream_failed`` when a task did not finish, ``condition``
     when nothing changed), the integration branch kept either way."""
-    branch = f"baton/{run_id}/integrate"
+    branch = integration_branch(run_id)
     unfinished = [tid for tid, t in tasks.tasks.items() if t.status is not TaskStatus.DONE]
     if unfinished:
         return StepSkipped(step_id=spec.id, reason="upstream_failed", at=now,
@@ -228,5 +229,4 @@ def refusal(tasks: TaskRunState, events: Iterable[Event]) -> str | None:
 
 
 __all__ = ["LAND_STEP", "MAX_ROUNDS_INPUT", "decide_run", "initial_state", "is_gate", "is_task_run", "landing_gate",
-           "open_gate", "plan_view", "recover", "refusal", "start",
-           "step_move", "step_status", "task_spec"]
+           "open_gate", "plan_view", "recover", "refusal", "start", "step_move", "step_status", "task_spec"]
