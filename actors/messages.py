@@ -88,6 +88,14 @@ class ReleaseSlots:
 
 
 @dataclass(frozen=True)
+class TasksChanged:
+    """A task run's tasks moved: their plan view (``flows.tasks.run.plan_view``) for its plan entry."""
+
+    run_id: str
+    tasks: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class PlanQuery:
     """Ask for the scheduler's plan (answered through ``reply``)."""
 

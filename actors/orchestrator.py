@@ -51,6 +51,7 @@ from eventstore import StoreError
 from eventstore.leases import default_owner
 from flows.decide import decide, has_work
 from flows.state import RunState
+from flows.tasks.run import plan_view
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,8 @@ class Orchestrator(pykka.ThreadingActor):
                                                                    phase.value):
                 continue  # queued (the cluster's queue admits it) or driven by a live node
             run = self._register(run_id, state.launched.flow, state.launched_at, phase)
+            if state.tasks is not None:  # a task run's plan entry carries its tasks (a paused one's actor sleeps)
+                self.scheduler.set_tasks(run_id, plan_view(state.tasks, 0))
             if phase is Phase.ACTIVE:
                 self._tell_run(run, m.Recover(node))
             else:
@@ -574,6 +577,11 @@ class Orchestrator(pykka.ThreadingActor):
 
     # -- the plan ----------------------------------------------------------------------------
 
+    def _on_tasks_changed(self, msg: m.TasksChanged) -> None:
+        """A task run's tasks moved: its plan entry carries them, and the next ``plan_delta`` frame."""
+        self.scheduler.set_tasks(msg.run_id, msg.tasks)
+        self._plan_changed()
+
     def _on_plan(self, msg: m.PlanQuery) -> None:
         if not msg.reply.done():
             msg.reply.set_result(self.plan())
@@ -665,6 +673,7 @@ class Orchestrator(pykka.ThreadingActor):
         m.RequestSlots: _on_request,
         m.ReleaseSlots: _on_release,
         m.PlanQuery: _on_plan,
+        m.TasksChanged: _on_tasks_changed,
         _Renew: _on_renew,
         _Recover: _on_recover,
         _Redrive: _on_redrive,

@@ -93,6 +93,7 @@ class RunActor(pykka.ThreadingActor):
         self.tool_tallies: dict[str, anomaly.ToolTally] = {}  # step -> its running attempt's tool errors
         # a task run's running attempts: where a person's message goes (actors.run_tasks)
         self.task_inboxes: dict[str, queue.SimpleQueue[PersonMessage]] = {}
+        self.task_view: dict[str, Any] | None = None  # a task run's tasks as last told to the plan (run_tasks)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -406,8 +407,14 @@ class RunActor(pykka.ThreadingActor):
             self._tell_orchestrator(m.RequestSlots(self.run_id, tuple(ready)))
         self._arm_wake(decision.wake_at)
         self._arm_approval_timer(decision.timer_at)
+        if decision.land and not self.state.terminal:  # a task run's landing gate was approved: land, then finish
+            run_tasks.land_at_gate(self)
+            return recorded
         if decision.finished and not self.state.terminal and not (self.state.tasks is not None and self.attempts):
-            # (a task run ends once its attempts' threads have: an aborted one is still cleaning up)
+            # (a task run ends once its attempts' threads have: an aborted one is still cleaning up; its
+            # integration worktree goes with the end, in the same batch)
+            if self.state.tasks is not None:
+                run_tasks.close_integration(self)
             event = d.finish(self.state, self.history, self.ctx.clock.now(), check_evidence(self.state))
             self._stage([event])
             if self._commit() is not None:
@@ -539,6 +546,10 @@ class RunActor(pykka.ThreadingActor):
         for sid in list(self.attempts):
             self._end_attempt(sid, cancel=True)
         if self.state.tasks is not None:
+            if not self.stopped:  # cancelled: the integration worktree goes now, recorded after the end
+                run_tasks.close_integration(self)
+                if self.pending:
+                    self._commit()
             forget_machinery(self.run_id)
         withdrawn = tuple(self.requested)
         self.requested.clear()

@@ -18,21 +18,26 @@ from typing import TYPE_CHECKING, Any
 from msgspec.structs import replace
 
 from actors import messages as m
+from actors import task_runs
 from actors.agents import CancelToken
 from actors.agents.toolloop import PersonMessage
 from actors.errors import ActorsError
 from actors.step import Answer, Attempt, Call, StepActor
-from actors.task_attempt import TaskAttempt, TaskEnv, check_inputs
+from actors.task_attempt import TaskAttempt, TaskEnv, check_inputs, machinery
 from actors.task_runs import reconciliation
 from flows.errors import BatonError
 from flows.events import Answer as TaskAnswer
 from flows.events import (
     Event,
     IntegrationCreated,
+    IntegrationRemoved,
+    LandingRefused,
     Phase,
     TaskAborted,
+    TaskEvent,
     TaskFailed,
     TaskMessaged,
+    TasksPlanned,
     TaskStarted,
 )
 from flows.kinds import StepKind
@@ -204,9 +209,17 @@ def task_result(actor: RunActor, msg: m.StepResult) -> None:
 
 
 def publish(actor: RunActor, events: list[Event]) -> None:
-    """``task_updated`` frames: one per task an event moved, with its status and phase."""
+    """``task_updated`` frames: one per task an event moved, with its status and phase; and the run's plan
+    entry's ``tasks`` (the orchestrator's plan, so ``plan_delta`` frames carry them) when they changed."""
     tasks = actor.state.tasks
-    if tasks is None or actor.ctx.bus is None:
+    if tasks is None:
+        return
+    if any(isinstance(e, (TaskEvent, TasksPlanned)) for e in events):
+        view = task_run.plan_view(tasks, 0 if actor.requested else 1)  # asked for and not granted: no slot
+        if view != actor.task_view:
+            actor.task_view = view
+            actor._tell_orchestrator(m.TasksChanged(actor.run_id, view))
+    if actor.ctx.bus is None:
         return
     for sid in dict.fromkeys(getattr(e, "step_id", "") for e in events):
         task = tasks.tasks.get(sid)
@@ -259,6 +272,56 @@ def resume_merged(actor: RunActor) -> None:
                        finish_merged=True)
 
 
+def land_at_gate(actor: RunActor) -> None:
+    """The landing gate was approved and no landing is recorded (``Decision.land``): land now.
+
+    The approval (``StepResumed``) is the intent, recorded before git acts; the landing is one
+    compare-and-swap of the target ref, and its fact (``RunLanded`` / ``LandingRefused``) is staged
+    here and appended by the next flush, after which the run finishes. Killed in between, the run is
+    recovered with the gate approved and no landing: this runs again and finds the target already at
+    the integration head (recorded as landed, never moved twice).
+    """
+    state = actor.state
+    assert state.launched is not None
+    env: TaskEnv | None = getattr(actor.ctx, "tasks", None)
+    target = str(state.launched.input.get("target", ""))
+    now = actor.ctx.clock.now()
+    event: Event
+    if env is None:
+        event = LandingRefused(target=target, reason="this engine has no task settings (BATON_WORKTREES)", at=now)
+    else:
+        try:
+            event = task_runs.landing(state, env, target, now)
+        except Exception as exc:  # noqa: BLE001  (git away, a timeout: the branch is kept, the reason given)
+            log.warning("run %s: landing on %s failed: %s", actor.run_id, target, exc)
+            event = LandingRefused(target=target, reason=f"landing failed: {exc}", at=now)
+    actor._stage([event])
+    actor._queue_flush()
+
+
+def close_integration(actor: RunActor) -> None:
+    """At the run's end: remove the integration worktree (the branch stays: it is the result), recorded as
+    ``IntegrationRemoved`` (staged; the caller appends it). Nothing when there is none or it went already.
+
+    Killed before the event, the worktree is gone and the log still has it: an ended run needs none
+    (reconciliation agrees); a run recovered before its end makes it again if it needs it.
+    """
+    env: TaskEnv | None = getattr(actor.ctx, "tasks", None)
+    state = actor.state
+    if env is None or state.tasks is None or state.launched is None or not state.tasks.integration_created:
+        return
+    if state.tasks.integration_removed:
+        return
+    git = machinery(str(state.launched.input.get("repo", "")), actor.run_id, env)
+    try:
+        head = git.close_integration()
+    except Exception as exc:  # noqa: BLE001  (left for `baton tasks cleanup`, which removes it as unaccounted)
+        log.warning("run %s: the integration worktree was not removed: %s", actor.run_id, exc)
+        return
+    actor._stage([IntegrationRemoved(branch=git.integration_branch, path=str(git.integration_path), head=head,
+                                     at=actor.ctx.clock.now())])
+
+
 def _resolve(reply: Future[Any] | None, value: Any) -> None:
     if reply is not None and not reply.done():
         reply.set_result(value)
@@ -269,5 +332,5 @@ def _fail(reply: Future[Any] | None, exc: BaseException) -> None:
         reply.set_exception(exc)
 
 
-__all__ = ["TASK_ACTIONS", "TaskCommandRefused", "on_task_command", "on_task_events", "publish",
-           "reconcile_at_recovery", "resume_merged", "start_task", "task_result"]
+__all__ = ["TASK_ACTIONS", "TaskCommandRefused", "close_integration", "land_at_gate", "on_task_command",
+           "on_task_events", "publish", "reconcile_at_recovery", "resume_merged", "start_task", "task_result"]

@@ -85,7 +85,7 @@ class Grant:
 
 
 class _Entry:
-    __slots__ = ("flow", "known", "phase", "queued", "since")
+    __slots__ = ("flow", "known", "phase", "queued", "since", "tasks")
 
     def __init__(self, flow: str, since: float, phase: Phase, known: int) -> None:
         self.flow = flow
@@ -93,6 +93,7 @@ class _Entry:
         self.phase = phase
         self.known = known  # when it became known (orders runs awaiting a person)
         self.queued = 0  # when it joined the queue (orders queued runs)
+        self.tasks: dict[str, Any] | None = None  # a task run's tasks, as its RunActor last told (set_tasks)
 
 
 _RANK = {WaitReason.CAPACITY: 0, WaitReason.BLOCKED: 1, WaitReason.APPROVAL: 2}
@@ -203,6 +204,16 @@ class Scheduler:
         self._waiting.pop(run_id, None)
         self._served.pop(run_id, None)
 
+    def set_tasks(self, run_id: str, tasks: dict[str, Any]) -> None:
+        """A task run's tasks changed (each task's status, reason, detail, waiting_on, phase): its plan
+        entry carries them from now on, so the next delta has them. Only task runs call this; a run not
+        known (ended) is ignored, and the same view twice changes nothing."""
+        entry = self._runs.get(run_id)
+        if entry is None or entry.tasks == tasks:
+            return
+        entry.tasks = tasks
+        self._dirty.add(run_id)
+
     def request(self, run_id: str, step_ids: Iterable[str]) -> None:
         """Steps of a run that may start once each holds a slot (a run not known is ignored: it ended)."""
         if run_id not in self._runs:
@@ -290,9 +301,12 @@ class Scheduler:
         for i, r in enumerate(waiting, 1):
             row = self._row(r)
             assert row is not None
-            planned.append({"run_id": r, "flow": row["flow"], "position": i, "reason": row["reason"],
-                            "detail": row["detail"], "steps_waiting_for_slot": row["steps_waiting_for_slot"],
-                            "order": row["order"]})
+            entry = {"run_id": r, "flow": row["flow"], "position": i, "reason": row["reason"],
+                     "detail": row["detail"], "steps_waiting_for_slot": row["steps_waiting_for_slot"],
+                     "order": row["order"]}
+            if "tasks" in row:  # a task run's tasks
+                entry["tasks"] = row["tasks"]
+            planned.append(entry)
         return {
             **self._header(),
             "in_progress": in_progress,
@@ -359,8 +373,11 @@ class Scheduler:
         waiting = len(self._waiting.get(run_id, ()))
         if entry.phase is Phase.ACTIVE:
             if not self._blocked(run_id):
-                return {"run_id": run_id, "flow": entry.flow, "since": entry.since,
-                        "slots_held": len(self._held.get(run_id, ())), "steps_waiting_for_slot": waiting}
+                row = {"run_id": run_id, "flow": entry.flow, "since": entry.since,
+                       "slots_held": len(self._held.get(run_id, ())), "steps_waiting_for_slot": waiting}
+                if entry.tasks is not None:
+                    row["tasks"] = entry.tasks
+                return row
             reason, order = WaitReason.BLOCKED, self._served[run_id]
             detail = (f"{waiting} step(s) wait for an agent slot; "
                       f"{self.slots_in_use()} of {self.agent_slots} in use")
@@ -372,8 +389,11 @@ class Scheduler:
             detail = "waiting for a person to approve or reject"
         else:
             return None
-        return {"run_id": run_id, "flow": entry.flow, "reason": str(reason), "detail": detail,
-                "steps_waiting_for_slot": waiting, "order": order}
+        planned = {"run_id": run_id, "flow": entry.flow, "reason": str(reason), "detail": detail,
+                   "steps_waiting_for_slot": waiting, "order": order}
+        if entry.tasks is not None:
+            planned["tasks"] = entry.tasks
+        return planned
 
     def _blocked(self, run_id: str) -> bool:
         return not self._held.get(run_id) and bool(self._waiting.get(run_id))
@@ -403,11 +423,16 @@ def apply_delta(plan: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
     waiting = [{k: v for k, v in r.items() if k != "position"} for r in plan["planned_queued"]
                if r["run_id"] not in gone] + list(delta["planned_queued"])
     waiting.sort(key=lambda r: (_RANK[WaitReason(r["reason"])], r["order"]))
+    planned = []
+    for i, r in enumerate(waiting, 1):
+        entry = {"run_id": r["run_id"], "flow": r["flow"], "position": i, "reason": r["reason"],
+                 "detail": r["detail"], "steps_waiting_for_slot": r["steps_waiting_for_slot"], "order": r["order"]}
+        if "tasks" in r:  # a task run's tasks
+            entry["tasks"] = r["tasks"]
+        planned.append(entry)
     return {
         **{k: delta[k] for k in ("epoch", "seq", "max_active_runs", "agent_slots", "slots_in_use")},
         "in_progress": sorted(running, key=lambda r: r["run_id"]),
-        "planned_queued": [{"run_id": r["run_id"], "flow": r["flow"], "position": i, "reason": r["reason"],
-                            "detail": r["detail"], "steps_waiting_for_slot": r["steps_waiting_for_slot"],
-                            "order": r["order"]} for i, r in enumerate(waiting, 1)],
+        "planned_queued": planned,
         "new_queued": [],
     }

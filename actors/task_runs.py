@@ -22,6 +22,7 @@ from flows.projects import Project, ProjectNotFound, UnknownProject
 from flows.state import RunState
 from flows.tasks.files import TaskGraph, load_task_graph
 from flows.tasks.reconcile import compensation_events, describe, logged_run, reconcile
+from flows.tasks.run import LAND_STEP, plan_view
 
 DEFAULT_TASKS_DIR = "tasks"
 """Where a project's task files are, relative to its root (DESIGN §12)."""
@@ -102,7 +103,9 @@ def reconciliation(state: RunState, env: TaskEnv, *, dry_run: bool = False, prun
     if state.tasks is None or state.launched is None:
         raise TaskFilesRefused(f"run {state.run_id} is not a task run")
     git = machinery(str(state.launched.input.get("repo", "")), state.run_id, env)
-    log = logged_run(state.run_id, str(git.run_dir), state.tasks, active=not state.terminal)
+    # an ended run, or one whose integration worktree went at its end, needs no integration worktree
+    log = logged_run(state.run_id, str(git.run_dir), state.tasks,
+                     active=not state.terminal and not state.tasks.integration_removed)
     actions = reconcile(log, git.inventory(log), prune_kept=prune_kept)
     lines = describe(actions)
     if dry_run or not actions:
@@ -114,37 +117,69 @@ def reconciliation(state: RunState, env: TaskEnv, *, dry_run: bool = False, prun
     return lines + failed, events
 
 
-__all__ = ["DEFAULT_TASKS_DIR", "LandingNotReady", "TaskFilesRefused", "land", "plan", "plan_with_tasks", "project_of", "read_task_files",
-           "reconciliation", "run_state", "tool_counts"]
+__all__ = ["DEFAULT_TASKS_DIR", "LAND_STEP", "LAND_WAIT_S", "LandingNotReady", "TaskFilesRefused", "land", "land_at_gate",
+           "landing", "plan", "plan_with_tasks", "project_of", "read_task_files", "reconciliation", "run_state",
+           "tool_counts", "waits_at_gate"]
 
 
 class LandingNotReady(ActorsError, ValueError):
-    """A task run that cannot be landed now (not a task run, not completed, no target); the message says why."""
+    """A task run that cannot be landed now (not a task run, under way, no target); the message says why."""
 
 
-def land(store: EventStore, run_id: str, env: TaskEnv, *, target: str = "", by: str = "",
-         now: float = 0.0) -> tuple[Event, int]:
-    """Fast-forward ``target`` (default: the run's pinned target) to the run's integration head, as a person's
-    decision (the route is the approver's): ``RunLanded`` or ``LandingRefused`` with the reason, and its position.
+def landing(state: RunState, env: TaskEnv, target: str, now: float) -> Event:
+    """Fast-forward ``target`` to the run's integration head: ``RunLanded`` or ``LandingRefused`` (not appended).
 
-    Landing is one compare-and-swap of the target ref (``RunWorktrees.land``): nothing half to
-    reconcile; refused when it is not a fast-forward or the target is checked out (baton never
-    changes a checkout). The event is appended to the run's stream after its end.
+    One compare-and-swap of the target ref (``RunWorktrees.land``): nothing half-done to repair. A
+    target that already contains the integration head (landed by a process killed before it recorded
+    it, or by a person) is recorded as landed there: a landing is never done twice.
     """
-    state, _ = run_state(store, run_id)
+    assert state.launched is not None
+    git = machinery(str(state.launched.input.get("repo", "")), state.run_id, env)
+    head = git.git.branch_head(git.integration_branch)
+    old = git.git.branch_head(target)
+    if head and old and old != head and git.git.is_ancestor(head, old):
+        return RunLanded(target=target, commit=head, at=now)
+    done = git.land(target)
+    return (RunLanded(target=target, commit=done.commit, at=now) if done.landed
+            else LandingRefused(target=target, reason=done.reason, at=now))
+
+
+def waits_at_gate(state: RunState) -> bool:
+    """Whether the run waits for a person's decision at its landing gate."""
+    gate = state.steps.get(LAND_STEP)
+    return gate is not None and not state.terminal and gate.status == "paused"
+
+
+def _landable(state: RunState, run_id: str) -> None:
     if state.launched is None:
         raise LandingNotReady(f"no run {run_id!r}")
     if state.tasks is None:
         raise LandingNotReady(f"run {run_id} is not a task run")
-    if state.status != "completed":
-        raise LandingNotReady(f"run {run_id} is {state.status}: only a completed task run is landed")
+    gate = state.steps.get(LAND_STEP)
+    rejected_at_gate = state.status == "rejected" and gate is not None and gate.status == "rejected"
+    if state.status != "completed" and not rejected_at_gate:
+        raise LandingNotReady(f"run {run_id} is {state.status}: only a completed task run (or one whose landing "
+                              "was rejected) is landed by this command; a run under way lands at its gate "
+                              f"(approve step {LAND_STEP!r})")
+
+
+def land(store: EventStore, run_id: str, env: TaskEnv, *, target: str = "", by: str = "",
+         now: float = 0.0) -> tuple[Event, int]:
+    """Land an ended task run's integration branch on ``target`` (default: the run's pinned target), as a
+    person's command (the route is the approver's): ``RunLanded`` or ``LandingRefused`` and its position.
+
+    For a run that ended without landing: launched before the landing gate existed (its log is as it
+    was), without a target, rejected at its gate, or refused (the person made it a fast-forward since).
+    A run under way lands at its gate instead (:func:`land_at_gate`). The event is appended after the
+    run's end.
+    """
+    state, _ = run_state(store, run_id)
+    _landable(state, run_id)
+    assert state.launched is not None
     branch = target or str(state.launched.input.get("target", ""))
     if not branch:
         raise LandingNotReady("no target branch: give one (the run was launched without --target)")
-    git = machinery(str(state.launched.input.get("repo", "")), run_id, env)
-    done = git.land(branch)
-    event: Event = (RunLanded(target=branch, commit=done.commit, at=now) if done.landed
-                    else LandingRefused(target=branch, reason=done.reason, at=now))
+    event = landing(state, env, branch, now)
     recorded = store.append(stream_of(run_id), new_events([event], {"actor": by or "anonymous",
                                                                     "correlation_id": run_id,
                                                                     "causation_id": "command:land"}),
@@ -152,26 +187,49 @@ def land(store: EventStore, run_id: str, env: TaskEnv, *, target: str = "", by: 
     return event, recorded[-1].position
 
 
+LAND_WAIT_S = 120.0
+"""How long ``land`` of a run at its gate waits for the run to record its landing after the approval."""
+
+
+def land_at_gate(engine: Any, run_id: str, *, target: str = "", by: str = "") -> tuple[Event, int] | None:
+    """``land`` of a run waiting at its landing gate: the gate is approved (the approval machinery: roles,
+    four eyes, the run's own writer) and the landing the run then records is returned with its position.
+    None when the run does not wait at its gate (the caller lands an ended run with :func:`land`)."""
+    state, _ = run_state(engine.store, run_id)
+    if not waits_at_gate(state):
+        return None
+    assert state.launched is not None
+    pinned = str(state.launched.input.get("target", ""))
+    if target and target != pinned:
+        raise LandingNotReady(f"run {run_id} waits to land on {pinned}, not {target}: approve its gate, or "
+                              f"reject it and land the kept branch yourself")
+    engine.approve(run_id, LAND_STEP, by=by, comment="landed by the land command")
+    engine.wait(run_id, lambda s: s.terminal or (s.tasks is not None and bool(s.tasks.landing)), timeout=LAND_WAIT_S)
+    _, history = run_state(engine.store, run_id)
+    for position, event in reversed(history):
+        if isinstance(event, (RunLanded, LandingRefused)):
+            return event, position
+    raise LandingNotReady(f"run {run_id} was approved but recorded no landing (see its report)")
+
+
 def plan_with_tasks(plan: dict[str, Any], store: EventStore) -> dict[str, Any]:
     """The scheduler's plan with each task run's tasks (seed 001: every task's one status and one reason).
 
-    Each entry of ``in_progress`` and ``planned_queued`` whose flow is a task graph gets ``tasks``:
-    ``{task: {status, reason, detail, waiting_on, phase}}``, folded from its log.
+    Each entry of ``in_progress`` and ``planned_queued`` whose flow is a task graph has ``tasks``:
+    ``{task: {status, reason, detail, waiting_on, phase}}`` (``flows.tasks.run.plan_view``). The
+    scheduler's entries carry them already (each task run's actor tells them as they change, and the
+    ``plan_delta`` frames carry them too); an entry without them (a cluster's plan, a run not driven
+    here) has them folded from its log.
     """
     from flows.tasks.launch import TASK_FLOW
-    from flows.tasks.lifecycle import plan as lifecycle_plan
 
     free = max(0, int(plan.get("agent_slots") or 0) - int(plan.get("slots_in_use") or 0))
     for key in ("in_progress", "planned_queued"):
         for entry in plan.get(key, []):
-            if entry.get("flow") != TASK_FLOW:
+            if entry.get("flow") != TASK_FLOW or "tasks" in entry:
                 continue
             state, _ = run_state(store, entry["run_id"])
             if state.tasks is None:
                 continue
-            views = lifecycle_plan(state.tasks, free)
-            entry["tasks"] = {tid: {"status": v.status.value, "reason": v.reason, "detail": v.detail,
-                                    "waiting_on": list(v.waiting_on),
-                                    "phase": t.phase.value if t.phase else None}
-                              for (tid, v), t in zip(views.items(), state.tasks.tasks.values())}
+            entry["tasks"] = plan_view(state.tasks, free)
     return plan

@@ -68,6 +68,9 @@ class Decision(NamedTuple):
     wake_at: float | None
     finished: bool
     timer_at: float | None = None
+    land: bool = False
+    """A task run's landing gate was approved and no landing is recorded yet: the actor lands now
+    (one compare-and-swap of the target ref, ``RunLanded`` or ``LandingRefused``), then the run finishes."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -103,8 +106,7 @@ def decide(state: RunState, now: float) -> Decision:
     if state.launched is None or state.status not in RUN_UNDER_WAY:
         return Decision([], [], None, False)
     if state.tasks is not None:  # a task run: the coordinator's scheduling (flows.tasks.run)
-        task_events, task_ready, task_finished = task_run.decide_run(state.tasks)
-        return Decision(task_events, task_ready, None, task_finished)
+        return _decide_task_run(state, now)
     snapshot = state.snapshot
     on_reject_of = _on_reject_of(snapshot)
     events: list[Event] = []
@@ -160,6 +162,35 @@ def decide(state: RunState, now: float) -> Decision:
     return Decision(events, [] if finished else list(ready), wake_at, finished, timer_at)
 
 
+def _decide_task_run(state: RunState, now: float) -> Decision:
+    """A task run: its tasks' scheduling, then its landing gate (``flows.tasks.run.open_gate``) once every
+    task has ended. Approved, it asks the actor to land; the run finishes once the landing is recorded."""
+    assert state.tasks is not None and state.launched is not None
+    target = str(state.launched.input.get("target", ""))
+    events, ready, tasks_ended = task_run.decide_run(state.tasks)
+    gate = state.steps.get(task_run.LAND_STEP)
+    if not tasks_ended or gate is None:  # a run launched without a target (or before the gate) has none
+        return Decision(events, ready, None, tasks_ended)
+    for event in events:
+        state = evolve(state, event)
+    assert state.tasks is not None
+    spec = state.spec(task_run.LAND_STEP)
+    if gate.status == StepStatus.PENDING:
+        opened = task_run.open_gate(state.tasks, spec, run_id=state.run_id,
+                                    target=target, now=now)
+        events.append(opened)
+        state = evolve(state, opened)
+    elif gate.status == StepStatus.PAUSED and gate.due_at and now >= gate.due_at:
+        resumed = timed_out(spec, now)
+        events.append(resumed)
+        state = evolve(state, resumed)
+    gate = state.steps[task_run.LAND_STEP]
+    assert state.tasks is not None
+    land = gate.status == StepStatus.COMPLETED and not state.tasks.landing
+    timer_at = gate.due_at if gate.status == StepStatus.PAUSED and gate.due_at else None
+    return Decision(events, [], None, gate.terminal and not land, timer_at, land)
+
+
 def timed_out(spec: StepSpec, now: float) -> StepResumed:
     """The decision of an approval's timer: ``on_timeout``, recorded as the timer's, not a person's."""
     decision: ApprovalDecision = "approved" if spec.on_timeout == "approve" else "rejected"
@@ -171,7 +202,7 @@ def has_work(state: RunState, now: float) -> bool:
     """Whether the run has something to do without a person: a step to start (or waiting for a slot),
     a retry falling due, or an attempt under way (a branch beside a waiting approval)."""
     decision = decide(state, now)
-    return bool(decision.events or decision.ready or decision.wake_at or state.running())
+    return bool(decision.events or decision.ready or decision.wake_at or decision.land or state.running())
 
 
 def settled(state: RunState, now: float) -> bool:
@@ -394,8 +425,9 @@ def recover(state: RunState, now: float, *, node: str = "") -> list[Event]:
 
 
 def leaves(snapshot: FlowSnapshot) -> list[str]:
-    """Steps nothing depends on: they decide the run's outcome."""
-    needed = {d for s in snapshot.steps for d in s.deps}
+    """Steps nothing depends on: they decide the run's outcome (a task run's landing gate does not hide
+    the tasks it follows: they decide too, before it)."""
+    needed = {d for s in snapshot.steps if not task_run.is_gate(s) for d in s.deps}
     return [s.id for s in snapshot.steps if s.id not in needed]
 
 

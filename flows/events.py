@@ -508,6 +508,15 @@ class IntegrationCreated(Event, frozen=True):
     base: str
 
 
+class IntegrationRemoved(Event, frozen=True):
+    """The run ended: its integration worktree was removed; the branch stays (it is the run's result)."""
+
+    branch: str
+    path: str
+    head: str = ""
+    """Where the integration branch stood when its worktree went (what landing moves the target to)."""
+
+
 class GitCompensated(Event, frozen=True):
     """Reconciliation acted on git because git and the log disagreed (one event per action)."""
 
@@ -577,6 +586,7 @@ RunEvent = Union[  # noqa: UP007 (one member a line, as the events above)
     IntegrationCreated,
     GitCompensated,
     RunLanded,
+    IntegrationRemoved,
     LandingRefused,
 ]
 

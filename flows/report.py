@@ -201,6 +201,7 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
         out += ["## Steps that did not complete", "", *not_run, ""]
     if state.tasks is not None:
         out += task_report.tasks_section(state.tasks, history)
+        out += task_report.landing_section(state.tasks, history)
     out += task_report.provenance(state.tasks, history) if state.tasks is not None else provenance(state, history)
     out += after_action_review(state, history, wall)
     if state.tasks is not None:

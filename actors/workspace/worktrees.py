@@ -717,6 +717,18 @@ class RunWorktrees:
             cleared.append(f"{Repair.REMOVE_STALE_LOCK.value} {lock}")
         return cleared
 
+    # -- the run's end ---------------------------------------------------------------------------------
+
+    def close_integration(self) -> str:
+        """Remove the integration worktree at the run's end; the branch stays (it is the run's result).
+
+        Under the integration lock, so a merge a cancelled attempt still has under way finishes (or
+        fails) first. Safe to repeat. Returns the integration branch's head (``""`` when it has none).
+        """
+        with self._integration_lock:
+            self._remove_worktree(self.integration_path, "")
+        return self.git.branch_head(self.integration_branch) or ""
+
 
 def commit_message(task_id: str, run_id: str, message: str) -> str:
     """``<task>: <first line>`` + the rest + ``Baton-Task`` / ``Baton-Run`` trailers."""

@@ -3,7 +3,8 @@
 - ``plan PROJECT``: check the project's task files and print the waves (nothing is appended);
 - ``run PROJECT``: launch the task graph and drive it here until it ends or waits for a person;
 - ``status RUN``: every task's status, reason, phase, branch (folded from the log);
-- ``land RUN [--target BRANCH]``: fast-forward the target to a completed run's integration branch;
+- ``land RUN [--target BRANCH]``: approve a run's landing gate, or fast-forward the target to an ended
+  run's integration branch;
 - ``cleanup RUN [--dry-run] [--prune-kept]``: reconcile git with the run's log (docs/TASKS.md §7);
 - ``answer RUN TASK retry|skip|abort|message [--text T]``: a person's word on one task, then the run is
   driven here (a run a live server drives is answered through its routes, ``POST …/steps/{task}/…``).
@@ -67,8 +68,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     t.add_argument("action", choices=("retry", "skip", "abort", "message"))
     t.add_argument("--text", "--context", default="", metavar="TEXT",
                    help="retry: context for the next attempt; abort: why; message: the message")
-    t = actions.add_parser("land", parents=[common], help="fast-forward the target branch to a completed run's "
-                                                           "integration branch (never in a checkout)")
+    t = actions.add_parser("land", parents=[common], help="approve a task run's landing gate, or fast-forward the "
+                                                           "target branch to an ended run's integration branch "
+                                                           "(never in a checkout)")
     t.set_defaults(handler=cmd_land)
     t.add_argument("run", metavar="RUN")
     t.add_argument("--target", default="", metavar="BRANCH", help="default: the branch the run was launched for")
@@ -168,16 +170,34 @@ def cmd_answer(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_land(args: argparse.Namespace, settings: Settings) -> int:
-    """Land a completed task run: fast-forward only; refused (exit 1) with the reason otherwise."""
+    """Land a task run: fast-forward only; refused (exit 1) with the reason otherwise.
+
+    A run waiting at its landing gate has the gate approved (driven here, or by the process that drives
+    it) and the landing it records is printed; an ended run is landed here, on the store.
+    """
     store = open_store(settings.db)
     try:
+        state, _ = task_runs.run_state(store, args.run)
         env = TaskEnv(worktrees_dir=settings.worktrees_dir(), turn=None, run_timeout_s=settings.run_timeout_s)
         try:
-            event, position = task_runs.land(store, args.run, env, target=args.target, by="cli", now=time.time())
+            if not task_runs.waits_at_gate(state):
+                event, position = task_runs.land(store, args.run, env, target=args.target, by="cli",
+                                                 now=time.time())
         except task_runs.LandingNotReady as exc:
             raise CliError(EXIT_USAGE, str(exc)) from None
     finally:
         store.close()
+    if task_runs.waits_at_gate(state):
+        with Runtime(settings).start(projector=False, recover=False) as runtime:
+            assert runtime.engine is not None
+            try:
+                gated = task_runs.land_at_gate(runtime.engine, args.run, target=args.target,
+                                               by=f"cli:{settings.node or 'local'}")
+            except task_runs.LandingNotReady as exc:
+                raise CliError(EXIT_USAGE, str(exc)) from None
+        if gated is None:  # decided meanwhile by someone else: land it as an ended run, or say why not
+            return cmd_land(args, settings)
+        event, position = gated
     if type(event).__name__ == "RunLanded":
         print(printable_line(f"landed {getattr(event, 'target', '')} at {getattr(event, 'commit', '')[:12]} "
                              f"(position {position})"))

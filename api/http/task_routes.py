@@ -49,6 +49,8 @@ class TaskRunRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_rounds: int = 0
     model: str = ""
     title: str = ""
+    land_timeout_s: float = 0.0
+    """With a target: the landing gate is rejected by its timer after this many seconds (0: it waits)."""
 
 
 class TaskWordRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -70,6 +72,8 @@ async def launch_task_run(request: Request) -> Response:
     max_rounds = body.max_rounds or getattr(runtime.settings, "task_max_rounds", DEFAULT_MAX_ROUNDS)
     if max_rounds < 1 or max_rounds > 20:
         raise BadParameter("max_rounds", "max_rounds must be between 1 and 20")
+    if not 0 <= body.land_timeout_s <= 366 * 86400:
+        raise BadParameter("land_timeout_s", "land_timeout_s must be between 0 and a year")
 
     def launch() -> Any:
         project = task_runs.project_of(runtime.store, project_id, engine.clock.now)
@@ -79,7 +83,7 @@ async def launch_task_run(request: Request) -> Response:
                                   repo=project.root, allow=project.allow, base=body.base,
                                   target=body.target, max_rounds=max_rounds,
                                   model=body.model or engine.config.model, backend=engine.config.backend,
-                                  launched_by=by, title=body.title)
+                                  launched_by=by, title=body.title, land_timeout_s=body.land_timeout_s)
         return engine.launch_tasks(event), [t.id for t in graph.tasks]
 
     launched, task_ids = await run_in_threadpool(launch)
@@ -118,8 +122,13 @@ async def run_tasks(request: Request) -> Response:
             "anomalies": state.steps[tid].anomalies if tid in state.steps else 0,
             **calls[tid],
         })
+    gate = state.steps.get(task_runs.LAND_STEP)
+    landing = {"target": str(state.launched.input.get("target", "")),
+               "gate": gate.status if gate is not None else None,  # None: launched without one
+               "outcome": state.tasks.landing, "detail": state.tasks.landing_detail,
+               "integration_worktree_removed": state.tasks.integration_removed}
     return json_response({"run_id": run_id, "status": state.status, "tasks": tasks,
-                          "integration_head": state.tasks.integration_head})
+                          "integration_head": state.tasks.integration_head, "landing": landing})
 
 
 async def _word(request: Request, action: str) -> Response:
@@ -159,7 +168,9 @@ class LandRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 async def land_task_run(request: Request) -> Response:
-    """Land a completed task run's integration branch on its target: fast-forward only (approver)."""
+    """Land a task run's integration branch on its target: fast-forward only (approver). A run waiting at
+    its landing gate has the gate approved (the same as ``POST …/steps/land/approve``) and the landing it
+    then records is the answer; an ended run (old logs, no target, rejected or refused) is landed here."""
     run_id = path_run_id(request)
     body = schemas.decode(await read_body(request), LandRequest, empty_ok=True)
     by = _actor(request, body.by)
@@ -167,8 +178,12 @@ async def land_task_run(request: Request) -> Response:
     env = engine.ctx.tasks
     if env is None:
         raise BadParameter("run_id", "this server runs no task runs (BATON_WORKTREES)")
-    event, position = await run_in_threadpool(task_runs.land, _runtime(request).store, run_id, env,
-                                              target=body.target, by=by, now=engine.clock.now())
+    gated = await run_in_threadpool(task_runs.land_at_gate, engine, run_id, target=body.target, by=by)
+    if gated is not None:  # the run waits at its landing gate: the command approves it, the run lands
+        event, position = gated
+    else:
+        event, position = await run_in_threadpool(task_runs.land, _runtime(request).store, run_id, env,
+                                                  target=body.target, by=by, now=engine.clock.now())
     request.app.state.positions.saw(position)
     landed = type(event).__name__ == "RunLanded"
     return json_response({"run_id": run_id, "landed": landed, "target": getattr(event, "target", ""),
@@ -216,17 +231,21 @@ def openapi_paths(body: Any, json: Any, problem: Any, path: Any, bad_body: dict[
             "summary": "Every task of a task run", "operationId": "run_tasks", "parameters": [path("run_id")],
             "responses": {"200": json(any_object, "Each task: status, reason, phase, worktree, branch, last "
                                                   "activity, commits, review rounds, conflicts, failed checks, the "
-                                                  "implementor's tool calls, tool errors and malformed calls."),
+                                                  "implementor's tool calls, tool errors and malformed calls; "
+                                                  "`landing`: the target, the landing gate's status, the landing's "
+                                                  "outcome (`landed`, `refused` or empty) and whether the "
+                                                  "integration worktree was removed."),
                           "404": problem("No such run."),
                           "422": problem("Not a task run.")}}},
         **words,
         "/api/runs/{run_id}/land": {"post": {
-            "summary": "Land a completed task run on its target branch (fast-forward only)",
+            "summary": "Land a task run on its target branch (fast-forward only): approves its landing gate, "
+                       "or lands an ended run",
             "operationId": "land_task_run", "parameters": [path("run_id")],
             "requestBody": body("LandRequest", required=False),
             "responses": {"200": json(any_object, "`landed` and its `commit`, or the `reason` it was refused "
                                                   "(not a fast-forward, or the target is checked out)."),
                           **bad_body,
-                          "409": problem("The run is not a completed task run, or has no target "
-                                         "(`landing-not-ready`).")}}},
+                          "409": problem("The run is not a task run, is under way and not at its landing gate, "
+                                         "or has no target (`landing-not-ready`).")}}},
     }

@@ -25,6 +25,7 @@ from flows.events import (
     Event,
     GitCompensated,
     IntegrationCreated,
+    IntegrationRemoved,
     LandingRefused,
     NotifyLevel,
     Phase,
@@ -89,8 +90,8 @@ TASK_EVENTS: tuple[type[Event], ...] = (
     TasksPlanned, TaskStarted, TaskPhaseChanged, TaskWorktreeCreated, TaskCommitted, TaskChecked,
     TaskReviewed, TaskMerged, TaskMergeConflicted, TaskRebased, TaskMessaged, TaskNotified, TaskBlocked,
     TaskAnswered, TaskFailed, TaskDone, TaskAborted, TaskCleanedUp, IntegrationCreated, GitCompensated,
-    RunLanded, LandingRefused,
+    RunLanded, LandingRefused, IntegrationRemoved,
 )
 """Every task event (all in ``flows.events.RunEvent``; a test checks that they round-trip)."""
 
-__all__ = ['TASK_EVENTS', 'Answer', 'Event', 'GitCompensated', 'IntegrationCreated', 'LandingRefused', 'NotifyLevel', 'Phase', 'RunLanded', 'TaskAborted', 'TaskAnswered', 'TaskBlocked', 'TaskChecked', 'TaskCleanedUp', 'TaskCommitted', 'TaskDone', 'TaskEvent', 'TaskFailed', 'TaskMergeConflicted', 'TaskMerged', 'TaskMessaged', 'TaskNotified', 'TaskPhaseChanged', 'TaskRebased', 'TaskReviewed', 'TaskStarted', 'TaskStatus', 'TaskWorktreeCreated', 'TasksPlanned', 'WaitReason']
+__all__ = ['TASK_EVENTS', 'Answer', 'Event', 'GitCompensated', 'IntegrationCreated', 'IntegrationRemoved', 'LandingRefused', 'NotifyLevel', 'Phase', 'RunLanded', 'TaskAborted', 'TaskAnswered', 'TaskBlocked', 'TaskChecked', 'TaskCleanedUp', 'TaskCommitted', 'TaskDone', 'TaskEvent', 'TaskFailed', 'TaskMergeConflicted', 'TaskMerged', 'TaskMessaged', 'TaskNotified', 'TaskPhaseChanged', 'TaskRebased', 'TaskReviewed', 'TaskStarted', 'TaskStatus', 'TaskWorktreeCreated', 'TasksPlanned', 'WaitReason']

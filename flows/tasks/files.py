@@ -38,8 +38,9 @@ from flows.tasks.allow import Argv, BadArgv, allowed, as_argv, describe
 from flows.template import parse_frontmatter
 
 TASK_ID = re.compile(r"[a-z][a-z0-9_-]{0,63}")
-RESERVED_TASK_IDS = frozenset({"integrate", "input"})
-"""``integrate`` names the run's integration branch; ``input`` is ``$input`` in templates."""
+RESERVED_TASK_IDS = frozenset({"integrate", "input", "land"})
+"""``integrate`` names the run's integration branch; ``input`` is ``$input`` in templates; ``land`` is the
+run's landing gate (the approval step a task run with a target ends with, ``flows.tasks.run.LAND_STEP``)."""
 TASK_AGENTS: frozenset[str] = frozenset({"implementation-specialist", "poc-specialist"})
 """The shipped personas written for tasks (write-capable, Safe Exit, commit discipline)."""
 FIELDS = ("id", "title", "depends_on", "agent", "checks")

@@ -30,7 +30,10 @@ from flows.events import Event
 from flows.tasks.events import (
     Answer,
     IntegrationCreated,
+    IntegrationRemoved,
+    LandingRefused,
     Phase,
+    RunLanded,
     TaskAborted,
     TaskAnswered,
     TaskBlocked,
@@ -113,6 +116,12 @@ class TaskRunState(msgspec.Struct, frozen=True, kw_only=True):
     integration_created: bool = False
     integration_head: str = ""
     """The integration branch's head as the log knows it: the base, then each merge commit."""
+    integration_removed: bool = False
+    """The run ended and its integration worktree was removed (``IntegrationRemoved``); the branch stays."""
+    landing: str = ""
+    """``landed`` or ``refused`` once a landing was recorded (``RunLanded`` / ``LandingRefused``), else ``""``."""
+    landing_detail: str = ""
+    """The commit landed, or why landing was refused."""
     version: int = 0
 
     def deps(self, task_id: str) -> tuple[str, ...]:
@@ -154,8 +163,15 @@ def evolve(state: TaskRunState, event: Event) -> TaskRunState:
     """The state after one recorded event; events of other kinds only count."""
     if isinstance(event, IntegrationCreated):
         return replace(state, integration_created=True, integration_head=event.base, version=state.version + 1)
+    if isinstance(event, IntegrationRemoved):
+        return replace(state, integration_removed=True, version=state.version + 1)
+    if isinstance(event, RunLanded):
+        return replace(state, landing="landed", landing_detail=event.commit, version=state.version + 1)
+    if isinstance(event, LandingRefused):
+        return replace(state, landing="refused", landing_detail=event.reason, version=state.version + 1)
     tasks = _fold_task_event(state, event)
-    head = event.merge_commit if isinstance(event, TaskMerged) else state.integration_head
+    # a merge that changed nothing (``merge_commit=""``) leaves the integration head where it was
+    head = event.merge_commit or state.integration_head if isinstance(event, TaskMerged) else state.integration_head
     return replace(state, tasks=tasks if tasks is not None else state.tasks, integration_head=head,
                    version=state.version + 1)
 

@@ -9,6 +9,11 @@ from collections.abc import Sequence
 from flows.events import (
     Event,
     GitCompensated,
+    LandingRefused,
+    RunLanded,
+    StepPaused,
+    StepResumed,
+    StepSkipped,
     TaskAborted,
     TaskBlocked,
     TaskChecked,
@@ -23,6 +28,7 @@ from flows.events import (
     TaskStarted,
 )
 from flows.tasks.lifecycle import TaskRunState
+from flows.tasks.run import LAND_STEP
 
 History = Sequence[tuple[int, Event]]
 
@@ -57,6 +63,30 @@ def tasks_section(tasks: TaskRunState, history: History) -> list[str]:
         out.append(f"| {sid} | {task.status.value} | {changed} | +{lines[sid][0]} -{lines[sid][1]} "
                    f"| {ok} passed, {failed} failed | {approved} approved, {rejected} rejected | {merge} |")
     return out + [""]
+
+
+def landing_section(tasks: TaskRunState, history: History) -> list[str]:
+    """``## Landing``: the gate (asked, decided, or why not asked), the landing or its refusal, and what
+    became of the integration worktree. Empty for a run without a gate and without a landing."""
+    out: list[str] = []
+    for pos, ev in history:
+        if isinstance(ev, StepPaused) and ev.step_id == LAND_STEP:
+            out.append(f"- Asked for approval to land [event {pos}].")
+        elif isinstance(ev, StepResumed) and ev.step_id == LAND_STEP:
+            who = f" by {ev.decided_by}" if ev.decided_by else ""
+            note = f": {ev.comment}" if ev.comment else ""
+            out.append(f"- {ev.decision.capitalize()}{who}{note} [event {pos}].")
+        elif isinstance(ev, StepSkipped) and ev.step_id == LAND_STEP:
+            out.append(f"- Not asked: {ev.detail} [event {pos}].")
+        elif isinstance(ev, RunLanded):
+            out.append(f"- Landed: {ev.target} fast-forwarded to `{ev.commit[:12]}` [event {pos}].")
+        elif isinstance(ev, LandingRefused):
+            out.append(f"- Not landed on {ev.target}: {ev.reason} [event {pos}].")
+    if not out:
+        return []
+    if tasks.integration_removed:
+        out.append("- The integration worktree was removed; the integration branch is kept (it is the result).")
+    return ["## Landing", "", *out, ""]
 
 
 ATTEMPT_ENDS = (TaskDone, TaskFailed, TaskBlocked)
@@ -114,6 +144,10 @@ def task_review(tasks: TaskRunState, history: History) -> list[str]:
             items.append("- Leave baton's branches and worktrees to baton (`baton tasks cleanup` repairs them).")
         elif isinstance(ev, TaskNotified) and ev.level.value == "blocking":
             wrong.append(f"- Task {ev.step_id} raised a blocking notice: {ev.message} [event {pos}].")
+        elif isinstance(ev, LandingRefused):
+            wrong.append(f"- Landing on {ev.target} was refused: {ev.reason} [event {pos}].")
+            items.append(f"- Bring {ev.target} and the integration branch together, then `baton tasks land` "
+                         "the run.")
         elif isinstance(ev, TaskMessaged):
             continue
     out = ["### What went wrong in the tasks", ""] + (wrong or ["- Nothing: every task merged at its first try."])
@@ -121,4 +155,4 @@ def task_review(tasks: TaskRunState, history: History) -> list[str]:
     return out + [""]
 
 
-__all__ = ["provenance", "task_review", "tasks_section"]
+__all__ = ["landing_section", "provenance", "task_review", "tasks_section"]

@@ -11,12 +11,20 @@ second rule. What decides for a task run is here, behind ``flows.decide``:
   lists the ready ones (they wait for an agent slot like agent steps);
 - :func:`start` turns granted slots into ``TaskStarted``;
 - :func:`recover` fails the attempts a crash lost (retried, not counted);
-- :func:`refusal` is the guard (``lifecycle.check``) over a batch.
+- :func:`refusal` is the guard (``lifecycle.check``) over a batch;
+- :func:`landing_gate` and :func:`open_gate`: a task run launched with a
+  target ends with an approval step (:data:`LAND_STEP`, pinned at launch
+  after the tasks). Once every task has ended it opens: paused for a person
+  when every task merged and something changed, skipped otherwise (the branch
+  is kept). Approved, the actors land (fast-forward only, one
+  compare-and-swap: ``RunLanded`` or ``LandingRefused``) and the run
+  completes; rejected, the run ends rejected with the branch kept
+  (``flows.decide`` sequences it, the approval machinery decides it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -24,6 +32,8 @@ import msgspec
 from flows.events import (
     Answer,
     Event,
+    StepPaused,
+    StepSkipped,
     TaskAborted,
     TaskAnswered,
     TaskBlocked,
@@ -46,14 +56,58 @@ from flows.tasks.lifecycle import (
     ready,
     start_state,
 )
+from flows.tasks.lifecycle import plan as lifecycle_plan
+from flows.tasks.reconcile import integration_branch
 
 MAX_ROUNDS_INPUT = "max_rounds"
 """The run input that pins the review rounds before a person is asked (``BATON_TASK_MAX_ROUNDS``)."""
 
 
+LAND_STEP = "land"
+"""The id of a task run's landing gate (an approval step; reserved as a task id: ``flows.tasks.files``)."""
+
+
+def is_gate(spec: StepSpec) -> bool:
+    """Whether a pinned step is a task run's landing gate."""
+    return spec.id == LAND_STEP and spec.kind == StepKind.APPROVAL
+
+
 def is_task_run(snapshot: FlowSnapshot) -> bool:
-    """Whether the pinned graph is a task graph (its steps are tasks)."""
-    return bool(snapshot.steps) and all(s.kind == StepKind.TASK for s in snapshot.steps)
+    """Whether the pinned graph is a task graph (its steps are tasks, and perhaps the landing gate)."""
+    return (any(s.kind == StepKind.TASK for s in snapshot.steps)
+            and all(s.kind == StepKind.TASK or is_gate(s) for s in snapshot.steps))
+
+
+def landing_gate(tasks: Sequence[StepSpec], target: str, *, timeout_s: float = 0.0,
+                 on_timeout: str = "") -> StepSpec:
+    """The approval a task run with a target ends with, after its leaf tasks (pinned at launch)."""
+    needed = {d for s in tasks for d in s.deps}
+    return StepSpec(id=LAND_STEP, kind=StepKind.APPROVAL, label=f"land on {target}",
+                    deps=tuple(s.id for s in tasks if s.id not in needed), timeout_s=timeout_s,
+                    on_timeout=on_timeout,
+                    prompt=f"Land the integration branch on {target} (fast-forward only)?")
+
+
+def open_gate(tasks: TaskRunState, spec: StepSpec, *, run_id: str, target: str, now: float) -> Event:
+    """The gate's event once every task has ended: paused for a person when every task merged and
+    something changed; skipped otherwise (``upstream_failed`` when a task did not finish, ``condition``
+    when nothing changed), the integration branch kept either way."""
+    branch = integration_branch(run_id)
+    unfinished = [tid for tid, t in tasks.tasks.items() if t.status is not TaskStatus.DONE]
+    if unfinished:
+        return StepSkipped(step_id=spec.id, reason="upstream_failed", at=now,
+                           detail=f"not landed: {', '.join(unfinished)} did not finish; {branch} is kept")
+    merged = [tid for tid, t in tasks.tasks.items() if t.merge_commit]
+    if not merged:
+        return StepSkipped(step_id=spec.id, reason="condition", at=now,
+                           detail=f"nothing to land: no task changed anything ({target} stays as it is)")
+    head = tasks.integration_head
+    prompt = (f"Every task is merged into {branch}" + (f" (at {head[:12]})" if head else "")
+              + f": {len(merged)} of {len(tasks.tasks)} changed something. Approve to fast-forward {target} "
+              f"to it (fast-forward only: otherwise it is refused with the reason and the branch kept); "
+              f"reject to keep the branch and end the run rejected.")
+    return StepPaused(step_id=spec.id, prompt=prompt, at=now,
+                      due_at=now + spec.timeout_s if spec.timeout_s else 0.0)
 
 
 def task_spec(spec: StepSpec) -> TaskStepSpec:
@@ -67,7 +121,7 @@ def initial_state(snapshot: FlowSnapshot, inputs: Mapping[str, Any]) -> TaskRunS
         return None
     rounds = inputs.get(MAX_ROUNDS_INPUT, DEFAULT_MAX_ROUNDS)
     max_rounds = rounds if isinstance(rounds, int) and rounds >= 1 else DEFAULT_MAX_ROUNDS
-    return start_state([task_spec(s) for s in snapshot.steps], max_rounds=max_rounds)
+    return start_state([task_spec(s) for s in snapshot.steps if s.kind == StepKind.TASK], max_rounds=max_rounds)
 
 
 def step_status(task: TaskState, event: Event | None = None) -> tuple[str, str]:
@@ -151,6 +205,19 @@ def recover(tasks: TaskRunState, now: float) -> list[Event]:
             for tid, t in tasks.tasks.items() if t.status is TaskStatus.INPROGRESS and not t.merges]
 
 
+def plan_view(tasks: TaskRunState, free_slots: int) -> dict[str, dict[str, Any]]:
+    """Each task's entry in the plan (seed 001: one status and one reason): ``{task: {status, reason,
+    detail, waiting_on, phase}}``, what ``GET /api/plan`` and the ``plan_updated`` / ``plan_delta`` frames
+    carry under a task run's ``tasks``."""
+    views = lifecycle_plan(tasks, free_slots)
+    out: dict[str, dict[str, Any]] = {}
+    for tid, v in views.items():
+        phase = tasks.tasks[tid].phase
+        out[tid] = {"status": v.status.value, "reason": v.reason, "detail": v.detail,
+                    "waiting_on": list(v.waiting_on), "phase": phase.value if phase else None}
+    return out
+
+
 def refusal(tasks: TaskRunState, events: Iterable[Event]) -> str | None:
     """Why one of ``events`` may not be appended after the ones before it; None when all may."""
     for event in events:
@@ -161,5 +228,5 @@ def refusal(tasks: TaskRunState, events: Iterable[Event]) -> str | None:
     return None
 
 
-__all__ = ["MAX_ROUNDS_INPUT", "decide_run", "initial_state", "is_task_run", "recover", "refusal", "start",
-           "step_move", "step_status", "task_spec"]
+__all__ = ["LAND_STEP", "MAX_ROUNDS_INPUT", "decide_run", "initial_state", "is_gate", "is_task_run", "landing_gate",
+           "open_gate", "plan_view", "recover", "refusal", "start", "step_move", "step_status", "task_spec"]

@@ -65,6 +65,7 @@ def test_a_task_run_is_launched_for_a_registered_project_watched_and_refuses_wor
             assert len(a["commits"]) == 1 and a["merge_commit"] == tasks["integration_head"]
             assert a["last_activity"] > 0
             assert (a["tool_calls"], a["tool_errors"], a["malformed_calls"]) == (4, 1, 1)
+            assert tasks["landing"]["gate"] is None and tasks["landing"]["integration_worktree_removed"]
             calls = [e for e in viewer.get(f"/api/runs/{run_id}/events").json() if e["type"] == "ToolResult"]
             assert [(e["data"]["tool"], e["data"]["outcome"]) for e in calls] == [
                 ("write_file", "error"), ("write_file", "malformed"), ("write_file", "ok"), ("commit", "ok")]
@@ -87,5 +88,73 @@ def test_a_task_run_is_launched_for_a_registered_project_watched_and_refuses_wor
                 assert repo.git("rev-parse", "main").strip() == repo.base  # the checkout was not touched
                 kinds = [e["type"] for e in viewer.get(f"/api/runs/{run_id}/events").json()][-2:]
                 assert kinds == ["LandingRefused", "RunLanded"]
+    finally:
+        runtime.stop()
+
+
+def test_a_task_run_with_a_target_waits_at_its_landing_gate_which_the_approval_routes_decide(
+        tmp_path, sqlite_url, llm):
+    repo = make_task_repo(tmp_path)
+    (repo.root / "tasks").mkdir()
+    (repo.root / "tasks" / "a.md").write_text(TASK)
+    repo.git("branch", "release", "main")
+
+    (repo.root / "more").mkdir()
+    (repo.root / "more" / "b.md").write_text(TASK.replace("id: a", "id: b").replace("a.txt", "b.txt"))
+    for tid in "ab":
+        llm.route("coder", f"implementing task `{tid}`", [
+            ToolTurn([Call("write_file", {"path": f"{tid}.txt", "content": f"{tid}\n"}),
+                      Call("commit", {"message": f"add {tid}"})]),
+            TextTurn("ok")])
+        llm.route("coder", f"Review task `{tid}`", [TextTurn("---\nrecommendation: approve\n---\nfine")])
+    settings = Settings(db=sqlite_url, agent="openai", openai_base_url=llm.base_url, model="coder",
+                        worktrees=str(tmp_path / "worktrees"))
+    runtime = Runtime(settings).start()
+    try:
+        tokens = issue_tokens(runtime.store)
+        ProjectBook(runtime.store, time.time).add("demo", repo.root, allow=[["ls"]], by="admin")
+        app = create_app(runtime)
+        with (authed_client(app, tokens["viewer"]) as viewer, authed_client(app, tokens["operator"]) as operator,
+              authed_client(app, tokens["approver"]) as approver):
+            bad = operator.post("/api/projects/demo/task-runs", json={"target": "release", "land_timeout_s": -1})
+            assert bad.status_code == 422
+            run_id = operator.post("/api/projects/demo/task-runs", json={"target": "release"}).json()["run_id"]
+            gate = lambda s: s.terminal or s.steps["land"].status == "paused"  # noqa: E731
+            assert runtime.engine.wait(run_id, gate, timeout=60).status == "paused"
+            # Waiting like any approval: the run is paused, its gate step paused with a prompt, the plan says why.
+            run = viewer.get(f"/api/runs/{run_id}").json()
+            assert run["run"]["status"] == "paused", run["run"]
+            land = {s["step_id"]: s for s in run["steps"]}["land"]
+            assert land["status"] == "paused" and land["kind"] == "approval", land
+            assert f"baton/{run_id}/integrate" in land["prompt"]
+            listed = [r for r in viewer.get("/api/runs").json()["runs"] if r["run_id"] == run_id]
+            assert listed and listed[0]["status"] == "paused"
+            [entry] = [e for e in viewer.get("/api/plan").json()["planned_queued"] if e["run_id"] == run_id]
+            assert entry["reason"] == "approval" and entry["tasks"]["a"]["status"] == "done"
+            # The approval route decides it, with its role.
+            assert operator.post(f"/api/runs/{run_id}/steps/land/approve", json={}).status_code == 403
+            approved = approver.post(f"/api/runs/{run_id}/steps/land/approve", json={"comment": "ship it"})
+            assert approved.status_code == 200, approved.text
+            state = runtime.engine.wait(run_id, timeout=60)
+            assert state.status == "completed", state.reason
+            head = repo.git("rev-parse", f"baton/{run_id}/integrate").strip()
+            assert repo.git("rev-parse", "release").strip() == head
+            kinds = [e["type"] for e in viewer.get(f"/api/runs/{run_id}/events").json()]
+            assert kinds[-4:] == ["StepResumed", "RunLanded", "IntegrationRemoved", "RunCompleted"]
+            assert viewer.get(f"/api/runs/{run_id}/tasks").json()["landing"] == {
+                "target": "release", "gate": "completed", "outcome": "landed", "detail": head,
+                "integration_worktree_removed": True}
+            # `land` of a run at its gate approves the gate; the landing the run records is the answer.
+            second = operator.post("/api/projects/demo/task-runs",
+                                   json={"target": "release", "base": "release", "tasks_dir": "more"}).json()["run_id"]
+            second_state = runtime.engine.wait(second, gate, timeout=60)
+            assert second_state.status == "paused", second_state.report
+            other = approver.post(f"/api/runs/{second}/land", json={"target": "main"})
+            assert other.status_code == 409 and "waits to land on release" in other.json()["detail"]
+            landed = approver.post(f"/api/runs/{second}/land", json={})
+            assert landed.status_code == 200, landed.text
+            assert landed.json()["landed"] and landed.json()["target"] == "release", landed.json()
+            assert repo.git("rev-parse", "release").strip() == landed.json()["commit"] != head
+            assert runtime.engine.wait(second, timeout=60).status == "completed"
     finally:
         runtime.stop()

@@ -92,3 +92,41 @@ def test_a_blocked_task_run_pauses_and_baton_tasks_answer_retries_it_to_the_end(
     finally:
         llm.stop()
     assert "a.txt" in repo.git("ls-tree", "--name-only", f"baton/{run_id}/integrate")
+
+
+def test_a_task_run_with_a_target_waits_at_its_gate_and_baton_tasks_land_approves_it(tmp_path, capsys, monkeypatch):
+    from tests.integration.scripted_llm import Call, ScriptedLLM, TextTurn, ToolTurn
+
+    repo = make_task_repo(tmp_path)
+    (repo.root / "tasks").mkdir()
+    (repo.root / "tasks" / "a.md").write_text(task("a"))
+    repo.git("branch", "release", "main")
+    db = f"sqlite:///{tmp_path / 'baton.db'}"
+    store = open_store(db)
+    ProjectBook(store, time.time).add("demo", repo.root, by="tester")
+    store.close()
+    llm = ScriptedLLM().start()
+    try:
+        llm.route("coder", "implementing task `a`", [
+            ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"}), Call("commit", {"message": "a"})]),
+            TextTurn("done")])
+        llm.route("coder", "Review task `a`", [TextTurn("---\nrecommendation: approve\n---\nok")])
+        for var, value in (("BATON_DB", db), ("BATON_WORKTREES", str(tmp_path / "wt")), ("BATON_AGENT", "openai"),
+                           ("BATON_OPENAI_BASE_URL", llm.base_url), ("BATON_MODEL", "coder")):
+            monkeypatch.setenv(var, value)
+        assert main(["tasks", "run", "demo", "--target", "release"]) == 0
+        out = capsys.readouterr()
+        run_id = out.err.split()[2].rstrip(":")
+        assert f"run {run_id}: paused" in out.out  # every task merged: it waits at its landing gate
+        assert repo.git("rev-parse", "release").strip() == repo.base
+        assert main(["tasks", "land", run_id, "--target", "main"]) == 2  # the gate lands on what was pinned
+        assert "waits to land on release" in capsys.readouterr().err
+        assert main(["tasks", "land", run_id]) == 0
+        head = repo.git("rev-parse", f"baton/{run_id}/integrate").strip()
+        assert f"landed release at {head[:12]}" in capsys.readouterr().out
+    finally:
+        llm.stop()
+    assert repo.git("rev-parse", "release").strip() == head
+    assert not any(f"/wt/{run_id}/" in p for p in repo.worktree_paths())  # the run removed its worktrees itself
+    assert main(["tasks", "status", run_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["a"]["status"] == "done"

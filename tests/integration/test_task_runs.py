@@ -20,6 +20,9 @@ from actors.task_attempt import TaskEnv
 from eventstore import open_store
 from flows.catalog import FlowRegistry
 from flows.events import (
+    IntegrationRemoved,
+    LandingRefused,
+    RunLanded,
     TaskBlocked,
     TaskChecked,
     TaskCleanedUp,
@@ -78,12 +81,25 @@ def make_engine(tmp_path: Path, repo: TaskRepo, llm: ScriptedLLM, *, slots: int 
                   tasks=env).start()
 
 
-def launch(engine: Engine, repo: TaskRepo, files: dict[str, str], *, allow=(("ls",),), max_rounds: int = 3) -> str:
+def launch(engine: Engine, repo: TaskRepo, files: dict[str, str], *, allow=(("ls",),), max_rounds: int = 3,
+           target: str = "") -> str:
+    """Launch a task run; without a ``target`` it has no landing gate and completes after its last task."""
     graph = load_task_graph(files.items(), allow=[list(a) for a in allow])
     event = task_run_launched(graph, run_id=f"T{abs(hash(tuple(files))) % 10**8:08d}", now=engine.clock.now(),
-                              project_id="demo", repo=str(repo.root), allow=allow, base="main", target="main",
+                              project_id="demo", repo=str(repo.root), allow=allow, base="main", target=target,
                               max_rounds=max_rounds, model=MODEL, backend="openai", launched_by="tester")
     return engine.launch_tasks(event).run_id
+
+
+def at_gate(engine: Engine, run_id: str, timeout: float = 60):
+    """The run's state once it waits at its landing gate (or has ended)."""
+    return engine.wait(run_id, lambda s: s.terminal or (s.steps.get("land") is not None
+                                                        and s.steps["land"].status == "paused"), timeout=timeout)
+
+
+def integration_worktree(repo: TaskRepo, run_id: str) -> list[str]:
+    """The run's integration worktree as `git worktree list` has it (empty once it is removed)."""
+    return [p for p in repo.worktree_paths() if p.endswith(f"/{run_id}/integrate")]
 
 
 def events_of(engine: Engine, run_id: str) -> list:
@@ -98,11 +114,21 @@ def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration
     for tid in "abcd":
         llm.route(MODEL, f"implementing task `{tid}`", writes(tid, f"{tid}.txt", f"{tid}\n"))
         llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
+    repo.git("branch", "release", "main")  # the target: not checked out anywhere, so it can be moved
     engine = make_engine(tmp_path, repo, llm)
     frames: list[dict] = []
     engine.bus.subscribe(frames.append)
     try:
-        run_id = launch(engine, repo, files)
+        run_id = launch(engine, repo, files, target="release")
+        waiting = at_gate(engine, run_id)
+        # Every task merged: the run does not complete, it waits for a person at its landing gate.
+        assert waiting.status == "paused" and waiting.steps["land"].status == "paused", waiting.reason
+        assert f"baton/{run_id}/integrate" in engine.state(run_id).steps["land"].prompt
+        assert repo.git("rev-parse", "release").strip() == repo.base  # nothing landed before the approval
+        assert integration_worktree(repo, run_id)  # still there while the run is under way
+        [entry] = [e for e in engine.plan()["planned_queued"] if e["run_id"] == run_id]
+        assert entry["reason"] == "approval"
+        engine.approve(run_id, "land", by="ann")
         state = engine.wait(run_id, timeout=60)
         assert state.status == "completed", state.reason
         assert state.tasks is not None
@@ -111,6 +137,15 @@ def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration
     finally:
         engine.stop()
     integrate = f"baton/{run_id}/integrate"
+    # Approved: release fast-forwarded to the integration head, once; the branch is kept, its worktree gone.
+    head = repo.git("rev-parse", integrate).strip()
+    assert repo.git("rev-parse", "release").strip() == head
+    assert repo.git("merge-base", "--is-ancestor", repo.base, head, check=False) == ""
+    [landed] = [e for e in events if isinstance(e, RunLanded)]
+    assert (landed.target, landed.commit) == ("release", head)
+    assert [type(e).__name__ for e in events[-3:]] == ["RunLanded", "IntegrationRemoved", "RunCompleted"]
+    assert integration_worktree(repo, run_id) == [] and not (repo.worktrees / run_id / "integrate").exists()
+    assert "## Landing" in state.report and "Landed: release fast-forwarded" in state.report
     tree = repo.git("ls-tree", "--name-only", integrate).split()
     assert {"a.txt", "b.txt", "c.txt", "d.txt", "app.py"} <= set(tree)
     # Every task merged once, each merge a --no-ff merge commit of the integration branch.
@@ -122,7 +157,7 @@ def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration
     [check] = [e for e in events if isinstance(e, TaskChecked)]
     assert (check.step_id, check.ok, check.argv) == ("d", True, ["ls", "b.txt", "c.txt"])
     # Cleaned up: the task branches and worktrees are gone, the person's checkout untouched.
-    assert repo.branches() == [integrate, "main"]
+    assert repo.branches() == [integrate, "main", "release"]
     assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
     assert [e.step_id for e in events if isinstance(e, TaskCleanedUp)] == [e.step_id for e in events
                                                                            if isinstance(e, TaskDone)]
@@ -138,6 +173,14 @@ def test_a_diamond_runs_in_worktrees_merges_back_and_leaves_only_the_integration
     updates = [f for f in frames if f["type"] == "task_updated" and f["run_id"] == run_id]
     assert {f["step_id"]: f["status"] for f in updates} == dict.fromkeys("abcd", "done")
     assert {f["phase"] for f in updates} >= {"worktree", "coder", "checks", "review", "merge", "cleanup"}
+    # The live plan carried the tasks: plan_delta frames with the run's entry and each task's one status.
+    views = [(row.get("reason", "in_progress"), row["tasks"]) for f in frames if f["type"] == "plan_delta"
+             for row in (*f["in_progress"], *f["planned_queued"]) if row["run_id"] == run_id and "tasks" in row]
+    seen_d = [(v["d"]["status"], v["d"]["reason"]) for _, v in views]
+    assert ("planned_queued", "deps") in seen_d and ("inprogress", "coder") in seen_d
+    assert [v["d"]["waiting_on"] for _, v in views if v["d"]["reason"] == "deps"][0] == ["b", "c"]
+    at_the_gate = [v for reason, v in views if reason == "approval"]  # waiting for a person, every task done
+    assert at_the_gate and {t: v["status"] for t, v in at_the_gate[0].items()} == dict.fromkeys("abcd", "done")
 
 
 def test_a_merge_conflict_is_listed_handed_back_with_markers_and_merged_after_the_fix(tmp_path, repo, llm):
@@ -146,14 +189,23 @@ def test_a_merge_conflict_is_listed_handed_back_with_markers_and_merged_after_th
         llm.route(MODEL, (f"task `{tid}`", "conflicted in"), writes(tid, "shared.txt", "x and y\n"))
         llm.route(MODEL, f"implementing task `{tid}`", writes(tid, "shared.txt", f"only {tid}\n"))
         llm.route(MODEL, f"Review task `{tid}`", [APPROVE])
+    repo.git("branch", "release", "main")
     engine = make_engine(tmp_path, repo, llm)
     try:
-        run_id = launch(engine, repo, files)
+        run_id = launch(engine, repo, files, target="release")
+        assert at_gate(engine, run_id).status == "paused"
+        engine.reject(run_id, "land", by="ann", comment="not this week")
         state = engine.wait(run_id, timeout=60)
         events = events_of(engine, run_id)
     finally:
         engine.stop()
-    assert state.status == "completed", state.reason
+    # Rejected at the gate: the run ends rejected, nothing landed, the branch kept, its worktree gone.
+    assert state.status == "rejected" and "not this week" in state.reason, state.reason
+    assert repo.git("rev-parse", "release").strip() == repo.base
+    assert not [e for e in events if isinstance(e, (RunLanded, LandingRefused))]
+    assert [type(e).__name__ for e in events[-2:]] == ["IntegrationRemoved", "RunRejected"]
+    assert integration_worktree(repo, run_id) == []
+    assert "Rejected by ann: not this week" in state.report
     [conflict] = [e for e in events if isinstance(e, TaskMergeConflicted)]
     [rebased] = [e for e in events if isinstance(e, TaskRebased)]
     assert conflict.files == ["shared.txt"] and rebased.conflicts == ["shared.txt"]
@@ -162,8 +214,47 @@ def test_a_merge_conflict_is_listed_handed_back_with_markers_and_merged_after_th
     integrate = f"baton/{run_id}/integrate"
     assert repo.git("show", f"{integrate}:shared.txt") == "x and y\n"
     assert sorted(e.step_id for e in events if isinstance(e, TaskMerged)) == ["x", "y"]
-    assert repo.branches() == [integrate, "main"]
+    assert repo.branches() == [integrate, "main", "release"]
     assert "conflicted on merge in shared.txt" in state.report and "### Action Items" in state.report
+
+
+def test_a_target_that_moved_is_not_landed_the_reason_is_given_and_the_branch_kept(tmp_path, repo, llm):
+    llm.route(MODEL, "implementing task `a`", writes("a", "a.txt", "a\n"))
+    llm.route(MODEL, "Review task `a`", [APPROVE])
+    llm.route(MODEL, "implementing task `b`", writes("b", "b.txt", "b\n"))
+    llm.route(MODEL, "Review task `b`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        # main is the person's checkout: baton never moves it, whatever the decision
+        checked_out = launch(engine, repo, {"tasks/a.md": task_file("a")}, target="main")
+        assert at_gate(engine, checked_out).status == "paused"
+        engine.approve(checked_out, "land", by="ann")
+        one = engine.wait(checked_out, timeout=60)
+        repo.git("branch", "release", "main")
+        run_id = launch(engine, repo, {"tasks/b.md": task_file("b")}, target="release")
+        assert at_gate(engine, run_id).status == "paused"
+        # a person's commit on release meanwhile
+        repo.git("worktree", "add", "-q", str(tmp_path / "rel"), "release")
+        (tmp_path / "rel" / "hotfix.txt").write_text("fix\n")
+        repo.git("add", "hotfix.txt", cwd=tmp_path / "rel")
+        repo.git("commit", "-qm", "hotfix", cwd=tmp_path / "rel")
+        repo.git("worktree", "remove", str(tmp_path / "rel"))
+        moved = repo.git("rev-parse", "release").strip()
+        engine.approve(run_id, "land", by="ann")
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert one.status == "completed" and repo.git("rev-parse", "main").strip() == repo.base
+    assert "checked out" in one.report and "merge --ff-only" in one.report
+    # Not a fast-forward: refused with the reason, release left where the person put it, the run completes.
+    assert state.status == "completed", state.reason
+    [refused] = [e for e in events if isinstance(e, LandingRefused)]
+    assert refused.target == "release" and "not a fast-forward" in refused.reason
+    assert not [e for e in events if isinstance(e, RunLanded)]
+    assert repo.git("rev-parse", "release").strip() == moved
+    assert f"baton/{run_id}/integrate" in repo.branches() and integration_worktree(repo, run_id) == []
+    assert "Landing on release was refused" in state.report
 
 
 def test_a_blocked_task_waits_for_a_person_while_the_others_go_on_and_retry_continues_its_worktree(
@@ -218,7 +309,7 @@ def test_a_check_that_keeps_failing_fails_the_task_aborts_its_dependents_and_kee
     llm.route(MODEL, "implementing task `a`", writes("a", "a.txt", "a\n"))
     engine = make_engine(tmp_path, repo, llm)
     try:
-        run_id = launch(engine, repo, files, max_rounds=2)
+        run_id = launch(engine, repo, files, max_rounds=2, target="main")
         state = engine.wait(run_id, timeout=60)
         events = events_of(engine, run_id)
     finally:
@@ -235,6 +326,32 @@ def test_a_check_that_keeps_failing_fails_the_task_aborts_its_dependents_and_kee
     assert f"baton/{run_id}/a" in repo.branches()  # its work is kept on its branch, the worktree is gone
     assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
     assert "## Tasks" in state.report and "0 passed, 2 failed" in state.report
+    # A task failed: nobody is asked to land; the run fails with its integration worktree removed, branch kept.
+    [gate] = [e for e in events if type(e).__name__ == "StepSkipped" and e.step_id == "land"]
+    assert gate.reason == "upstream_failed" and "a, b did not finish" in gate.detail
+    assert "step 'a' failed" in state.reason
+    assert [type(e).__name__ for e in events[-2:]] == ["IntegrationRemoved", "RunFailed"]
+    assert integration_worktree(repo, run_id) == [] and f"baton/{run_id}/integrate" in repo.branches()
+    assert repo.git("rev-parse", "main").strip() == repo.base
+
+
+def test_a_run_cancelled_at_its_gate_removes_its_integration_worktree_after_its_end(tmp_path, repo, llm):
+    llm.route(MODEL, "implementing task `a`", writes("a", "a.txt", "a\n"))
+    llm.route(MODEL, "Review task `a`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, {"tasks/a.md": task_file("a")}, target="main")
+        assert at_gate(engine, run_id).status == "paused"
+        engine.cancel(run_id, reason="changed my mind", by="ann")
+        state = engine.wait(run_id, lambda s: s.terminal and s.tasks is not None and s.tasks.integration_removed,
+                            timeout=30)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "cancelled" and state.steps["land"].status == "skipped"
+    assert [type(e).__name__ for e in events[-2:]] == ["RunCancelled", "IntegrationRemoved"]
+    assert integration_worktree(repo, run_id) == [] and f"baton/{run_id}/integrate" in repo.branches()
+    assert repo.git("rev-parse", "main").strip() == repo.base
 
 
 def test_a_message_reaches_the_next_turn_and_an_abort_stops_one_task_and_cleans_up(tmp_path, repo, llm):
@@ -335,6 +452,86 @@ def test_a_kill_9_after_the_merge_intent_before_git_merged_retries_the_task_in_i
     assert created == [False, True]  # the retry continued on the kept branch: the first attempt's commit is there
     merged_a = [e for e in events if isinstance(e, TaskMerged) and e.step_id == "a"]
     assert len(merged_a) == 1 and not merged_a[0].already
+
+
+def kill_at_landing(tmp_path: Path, repo: TaskRepo, llm: ScriptedLLM, when: str) -> tuple[str, Engine]:
+    """Drive a one-task run with target ``release`` in another process, kill -9 it at ``when`` (``gate``,
+    ``approved``, ``landed``: see tests/e2e/task_run_worker.py), and start an engine here on the same log."""
+    import json
+    import os
+    import signal
+    import sys
+
+    files = {"tasks/a.md": task_file("a")}
+    llm.route(MODEL, "implementing task `a`", writes("a", "a.txt", "a\n"))
+    llm.route(MODEL, "Review task `a`", [APPROVE])
+    repo.git("branch", "release", "main")
+    db = f"sqlite:///{tmp_path / 'baton.db'}"
+    fifo = tmp_path / "ready"
+    os.mkfifo(fifo)
+    worker = subprocess.Popen([sys.executable, "-m", "tests.e2e.task_run_worker", db, str(repo.root),
+                               str(repo.worktrees), llm.base_url, json.dumps(repo.env), str(fifo), json.dumps(files),
+                               "a", when, "release"], cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+    try:
+        with open(fifo) as f:
+            line = f.readline().split()
+        assert line and line[0] == "ready", f"the worker did not reach {when}"
+        run_id = line[1]
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    env = TaskEnv(worktrees_dir=repo.worktrees, turn=ChatTurns(llm.base_url), run_timeout_s=30.0, git_env=repo.env)
+    engine = Engine(open_store(db), FlowRegistry([]), EngineConfig(agent_slots=4, backend="openai", model=MODEL,
+                                                                   lease_ttl_s=1.0, node="second"), tasks=env).start()
+    return run_id, engine
+
+
+def landed_once(repo: TaskRepo, run_id: str, events: list) -> None:
+    """release is at the integration head, one RunLanded says so, and the integration worktree is gone."""
+    head = repo.git("rev-parse", f"baton/{run_id}/integrate").strip()
+    assert repo.git("rev-parse", "release").strip() == head != repo.base
+    assert [(e.target, e.commit) for e in events if isinstance(e, RunLanded)] == [("release", head)]
+    assert not [e for e in events if isinstance(e, LandingRefused)]
+    assert len([e for e in events if isinstance(e, IntegrationRemoved)]) == 1
+    assert integration_worktree(repo, run_id) == []
+
+
+@pytest.mark.slow
+def test_a_kill_9_while_waiting_at_the_gate_keeps_the_run_waiting_and_it_lands_when_approved(tmp_path, repo, llm):
+    run_id, engine = kill_at_landing(tmp_path, repo, llm, "gate")
+    try:
+        state = at_gate(engine, run_id)
+        assert state.status == "paused" and repo.git("rev-parse", "release").strip() == repo.base
+        engine.approve(run_id, "land", by="ann")
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "completed", state.reason
+    landed_once(repo, run_id, events)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["approved", "landed"])
+def test_a_kill_9_between_the_approval_and_its_landing_lands_once_at_restart_without_asking_again(
+        tmp_path, repo, llm, when):
+    """``approved``: the decision is recorded, git has not moved the target; ``landed``: git moved it, the log
+    does not know. Either way the restarted engine finishes the landing from the recorded approval, once."""
+    run_id, engine = kill_at_landing(tmp_path, repo, llm, when)
+    try:
+        before = events_of(engine, run_id)
+        assert [e.decision for e in before if type(e).__name__ == "StepResumed"] == ["approved"]
+        assert not [e for e in before if isinstance(e, (RunLanded, LandingRefused))]  # killed before the fact
+        if when == "landed":
+            assert repo.git("rev-parse", "release").strip() != repo.base  # git had moved it
+        state = engine.wait(run_id, timeout=60)
+        events = events_of(engine, run_id)
+    finally:
+        engine.stop()
+    assert state.status == "completed", state.reason
+    assert [e.decision for e in events if type(e).__name__ == "StepResumed"] == ["approved"]  # asked once
+    assert any(type(e).__name__ == "RunRecovered" for e in events)
+    landed_once(repo, run_id, events)
 
 
 def test_aborting_a_blocked_task_removes_its_worktree_keeps_its_branch_and_ends_the_run(tmp_path, repo, llm):

@@ -42,7 +42,7 @@ SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[Heal
 
 # Weighted toward what makes contention: many launches and slot requests, fewer runs ending.
 OPS = ("launch",) * 3 + ("request",) * 4 + ("finish",) * 3 + ("withdraw", "end", "pause", "resume", "recover",
-                                                               "command")
+                                                               "command", "tasks")
 
 
 @dataclass
@@ -219,6 +219,13 @@ class Driver:
         self.phase[run_id] = Phase.PAUSED
         self.schedule()
 
+    def tasks(self, pick: int, n: int) -> None:
+        """A task run's actor tells its tasks (the plan entry carries them, deltas included)."""
+        if not self.phase:
+            return
+        run_id = sorted(self.phase)[pick % len(self.phase)]
+        self.sched.set_tasks(run_id, {"a": {"status": "inprogress" if n % 2 else "done", "reason": str(n)}})
+
     def resume(self, pick: int) -> None:
         runs = self.runs(Phase.PAUSED)
         if not runs:
@@ -371,6 +378,8 @@ def test_scheduler_properties(max_active_runs: int, agent_slots: int,
             d.resume(pick)
         elif kind == "recover":
             d.recover(pick)
+        elif kind == "tasks":
+            d.tasks(pick, n)
         else:
             d.command()
         d.check()
@@ -378,6 +387,26 @@ def test_scheduler_properties(max_active_runs: int, agent_slots: int,
 
 
 # -- examples a person can read -------------------------------------------------------------------
+
+
+def test_a_task_runs_tasks_ride_its_plan_entry_and_only_a_change_makes_a_delta() -> None:
+    s = Scheduler(max_active_runs=0, agent_slots=2)
+    s.launch("T", "tasks", 0.0)
+    s.launch("F", "flow", 0.0)
+    s.delta()
+    s.set_tasks("T", {"a": {"status": "inprogress", "phase": "coder"}})
+    delta = s.delta()
+    assert delta is not None and [r["run_id"] for r in delta["in_progress"]] == ["T"]  # the flow run is not sent
+    assert delta["in_progress"][0]["tasks"] == {"a": {"status": "inprogress", "phase": "coder"}}
+    s.set_tasks("T", {"a": {"status": "inprogress", "phase": "coder"}})
+    assert s.delta() is None  # the same view again: nothing to send
+    s.pause("T")
+    [entry] = s.plan()["planned_queued"]
+    assert entry["reason"] == "approval" and entry["tasks"]["a"]["status"] == "inprogress"
+    assert "tasks" not in s.plan()["in_progress"][0]  # F
+    s.forget("T")
+    s.set_tasks("T", {"a": {"status": "done"}})  # ended: ignored
+    assert "T" not in s
 
 
 def test_a_run_holding_no_slot_is_served_before_a_wide_run_is_served_again() -> None:

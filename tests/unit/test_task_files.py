@@ -55,6 +55,7 @@ def test_every_problem_is_one_line_naming_its_file_and_all_are_reported_at_once(
         "tasks/k.md": task("k", "[k]"),
         "tasks/l.md": task("integrate"),
         "tasks/m.md": task("m", extra="checks: ['pytest \"unclosed']\n"),
+        "tasks/n.md": task("land"),  # the landing gate's step id
     }
     lines = problems(files)
     assert "tasks/c.md: depends on unknown task 'ghost'" in lines
@@ -68,6 +69,7 @@ def test_every_problem_is_one_line_naming_its_file_and_all_are_reported_at_once(
     assert any(line.startswith("tasks/j.md: id 'J_upper' is not a task id") for line in lines)
     assert "tasks/k.md: task 'k' depends on itself" in lines
     assert "tasks/l.md: id 'integrate' is reserved" in lines
+    assert "tasks/n.md: id 'land' is reserved" in lines
     assert any(line.startswith("tasks/m.md: check 1") and "cannot be split" in line for line in lines)
     assert any(line.startswith("tasks/a.md: dependency cycle: a -> b -> a") for line in lines)
     assert all(line.startswith("tasks/") for line in lines)

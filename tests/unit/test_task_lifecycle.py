@@ -355,6 +355,7 @@ def test_every_proposed_event_round_trips_through_json_as_one_tagged_union():
     from flows.tasks.events import (
         GitCompensated,
         IntegrationCreated,
+        IntegrationRemoved,
         LandingRefused,
         RunLanded,
         TaskAnswered,
@@ -363,6 +364,7 @@ def test_every_proposed_event_round_trips_through_json_as_one_tagged_union():
     samples = [GitCompensated(action="delete-branch", target="baton/R/x", reason="orphan", head="ab" * 20),
                IntegrationCreated(branch="baton/R/integrate", path="/w/R/integrate", base="cd" * 20),
                RunLanded(target="main", commit="ef" * 20), LandingRefused(target="main", reason="not a fast-forward"),
+               IntegrationRemoved(branch="baton/R/integrate", path="/w/R/integrate", head="ef" * 20),
                TaskAnswered(step_id="a", answer=Answer.RETRY, context="use port 8080", by="ana")]
     names = {type(s).__name__ for s in samples}
     assert names <= {cls.__name__ for cls in TASK_EVENTS}

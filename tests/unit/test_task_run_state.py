@@ -28,16 +28,19 @@ DIAMOND = {"tasks/a.md": task("a"), "tasks/b.md": task("b", "[a]"), "tasks/c.md"
            "tasks/d.md": task("d", "[b, c]")}
 
 
-def launched(max_rounds: int = 3):
+def launched(max_rounds: int = 3, target: str = "main", land_timeout_s: float = 0.0):
     graph = load_task_graph(DIAMOND.items())
     return task_run_launched(graph, run_id="R", now=1.0, project_id="p", repo="/repo", allow=[["pytest"]],
-                             base="main", target="main", max_rounds=max_rounds)
+                             base="main", target=target, max_rounds=max_rounds, land_timeout_s=land_timeout_s)
 
 
 def test_a_task_run_pins_its_graph_and_folds_every_task_as_new_queued():
     event = launched(max_rounds=2)
-    assert [s.id for s in event.snapshot.steps] == ["a", "b", "c", "d"]
+    assert [s.id for s in event.snapshot.steps] == ["a", "b", "c", "d", "land"]
     assert event.snapshot.step("d").deps == ("b", "c") and event.input["allow"] == [["pytest"]]
+    gate = event.snapshot.step("land")  # the landing gate: an approval after the leaf tasks
+    assert gate.kind == "approval" and gate.deps == ("d",)
+    assert [s.id for s in launched(target="").snapshot.steps] == ["a", "b", "c", "d"]  # nothing to land on
     state = fold([event, RunStarted(run_id="R", at=1.0)])
     assert state.tasks is not None and state.tasks.max_rounds == 2
     assert {t.status.value for t in state.tasks.tasks.values()} == {"new_queued"}
@@ -82,7 +85,7 @@ def test_a_blocked_task_pauses_its_step_and_recovery_fails_lost_attempts_for_a_r
 
 
 def test_done_tasks_complete_their_steps_and_the_run_finishes_when_every_task_ended():
-    state = fold([launched(), RunStarted(run_id="R", at=1.0)])
+    state = fold([launched(target=""), RunStarted(run_id="R", at=1.0)])  # no target: no landing gate
     state = fold(decide(state, 2.0).events, state)
     for tid in "abcd":
         state = fold(start(state, [tid], 3.0), state)
@@ -95,6 +98,102 @@ def test_done_tasks_complete_their_steps_and_the_run_finishes_when_every_task_en
                       TaskDone(step_id=tid, attempt=1, merge_commit="m" + tid)], state)
         assert state.steps[tid].status == "completed"
     assert decide(state, 5.0).finished
+
+
+def all_done(state, merged: str = "abcd"):
+    """Every task of the diamond done; those in ``merged`` changed something."""
+    state = fold(decide(state, 2.0).events, state)
+    for tid in "abcd":
+        state = fold(start(state, [tid], 3.0), state)
+        state = fold([TaskPhaseChanged(step_id=tid, attempt=1, phase=p)
+                      for p in (Phase.CODER, Phase.CHECKS, Phase.REVIEW)], state)
+        commit = "m" + tid if tid in merged else ""
+        state = fold([TaskReviewed(step_id=tid, attempt=1, round=1, approved=True),
+                      TaskPhaseChanged(step_id=tid, attempt=1, phase=Phase.MERGE),
+                      TaskMerged(step_id=tid, attempt=1, task_head="h" + tid, merge_commit=commit),
+                      TaskPhaseChanged(step_id=tid, attempt=1, phase=Phase.CLEANUP),
+                      TaskDone(step_id=tid, attempt=1, merge_commit=commit)], state)
+    return state
+
+
+def test_the_run_waits_at_its_landing_gate_once_every_task_merged_and_lands_when_approved():
+    from flows.decide import finish, has_work, outcome, resume, settled
+    from flows.events import RunLanded, StepPaused
+
+    state = all_done(fold([launched(), RunStarted(run_id="R", at=1.0)]), merged="abd")
+    decision = decide(state, 5.0)
+    [paused] = decision.events
+    assert isinstance(paused, StepPaused) and paused.step_id == "land" and not decision.finished
+    assert "baton/R/integrate" in paused.prompt and "md" in paused.prompt  # the branch and its head (d's merge)
+    state = fold([paused], state)
+    assert state.status == "paused" and state.steps["land"].status == "paused" and settled(state, 6.0)
+    state = fold(resume(state, "land", "approved", 7.0, by="ann"), state)
+    decision = decide(state, 7.0)
+    assert decision.land and not decision.finished and not decision.events and has_work(state, 7.0)
+    assert state.status == "running" and not settled(state, 7.0)  # approved, not landed: not settled
+    state = fold([RunLanded(target="main", commit="md", at=8.0)], state)
+    decision = decide(state, 8.0)
+    assert decision.finished and not decision.land
+    assert outcome(state)[0] == "completed"
+    assert "Landed: main fast-forwarded to `md`" in finish(state, [(9, paused), (10, RunLanded(target="main",
+                                                                                              commit="md"))],
+                                                            9.0).report  # type: ignore[attr-defined]
+
+
+def test_a_rejected_gate_ends_the_run_rejected_without_landing():
+    from flows.decide import finish, outcome, resume
+    from flows.events import RunRejected
+
+    state = all_done(fold([launched(), RunStarted(run_id="R", at=1.0)]))
+    state = fold(decide(state, 5.0).events, state)
+    state = fold(resume(state, "land", "rejected", 6.0, by="ann", comment="not this week"), state)
+    decision = decide(state, 6.0)
+    assert decision.finished and not decision.land
+    status, reason = outcome(state)
+    assert status == "rejected" and "'land'" in reason and "not this week" in reason
+    ended = finish(state, [], 7.0)
+    assert isinstance(ended, RunRejected) and ended.by == "ann"
+
+
+def test_the_gate_is_not_asked_when_a_task_did_not_finish_or_nothing_changed():
+    from flows.decide import outcome
+    from flows.events import StepSkipped, TaskAborted
+
+    nothing = all_done(fold([launched(), RunStarted(run_id="R", at=1.0)]), merged="")
+    decision = decide(nothing, 5.0)
+    [skipped] = decision.events
+    assert isinstance(skipped, StepSkipped) and skipped.reason == "condition" and "nothing to land" in skipped.detail
+    assert decision.finished and outcome(fold([skipped], nothing))[0] == "completed"
+
+    state = fold([launched(), RunStarted(run_id="R", at=1.0)])
+    state = fold(decide(state, 2.0).events, state)
+    state = fold([TaskAborted(step_id="a", reason="no", by="ann")], state)
+    decision = decide(state, 3.0)  # b, c, d aborted by the coordinator, and the gate skipped, in one decision
+    *aborted, skipped = decision.events
+    assert [e.step_id for e in aborted] == ["b", "c", "d"]  # type: ignore[attr-defined]
+    assert isinstance(skipped, StepSkipped) and skipped.reason == "upstream_failed"
+    assert "a, b, c, d did not finish" in skipped.detail and decision.finished
+    status, reason = outcome(fold(decision.events, state))
+    assert status == "failed" and "'land'" not in reason  # a task is the culprit, not the gate
+
+
+def test_the_gate_times_out_as_a_rejection_when_it_has_a_timer():
+    from flows.events import StepResumed
+
+    state = all_done(fold([launched(land_timeout_s=60.0), RunStarted(run_id="R", at=1.0)]))
+    decision = decide(state, 5.0)
+    state = fold(decision.events, state)
+    assert decision.timer_at == 65.0 and decide(state, 64.0).timer_at == 65.0
+    due = decide(state, 65.0)
+    [resumed] = due.events
+    assert isinstance(resumed, StepResumed) and resumed.decision == "rejected" and resumed.timer
+    assert due.finished and not due.land
+
+
+def test_a_run_without_a_target_completes_after_its_last_task():
+    state = all_done(fold([launched(target=""), RunStarted(run_id="R", at=1.0)]))
+    decision = decide(state, 5.0)
+    assert decision.finished and not decision.events and not decision.land
 
 
 def test_the_projectors_rule_from_the_event_alone_agrees_with_the_fold_on_every_task_event():

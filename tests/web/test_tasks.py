@@ -58,7 +58,7 @@ def llm() -> Iterator[ScriptedLLM]:
 def repo(tmp_path_factory: pytest.TempPathFactory) -> TaskRepo:
     files = {"tasks/api.md": task_file("api"), "tasks/ui.md": task_file("ui", "api"),
              "stall/slow.md": task_file("slow"), "stall/after.md": task_file("after", "slow"),
-             "blocked/stuck.md": task_file("stuck"), "README.md": "# demo\n"}
+             "blocked/stuck.md": task_file("stuck"), "ship/ship.md": task_file("ship"), "README.md": "# demo\n"}
     return make_task_repo(tmp_path_factory.mktemp("web-tasks"), files)
 
 
@@ -99,8 +99,8 @@ def open_gate(fifo: Path, timeout: float = 20.0) -> None:
         return
 
 
-def launch_tasks(server: ApiServer, tasks_dir: str) -> str:
-    r = httpx.post(f"{server.url}/api/projects/demo/task-runs", json={"tasks_dir": tasks_dir},
+def launch_tasks(server: ApiServer, tasks_dir: str, **body: str) -> str:
+    r = httpx.post(f"{server.url}/api/projects/demo/task-runs", json={"tasks_dir": tasks_dir, **body},
                    auth=server.auth_as("operator"), timeout=30)
     assert r.status_code == 201, r.text
     return str(r.json()["run_id"])
@@ -239,3 +239,23 @@ def test_a_blocked_task_takes_retry_or_skip_and_a_skip_ends_it(page, server, llm
     assert "TaskAnswered" in kinds
 
 
+
+
+def test_a_task_run_waits_at_its_landing_gate_and_the_approve_button_lands_it(page, server, llm, repo):
+    from tests.web.support import paused
+
+    llm.route(MODEL, "implementing task `ship`", writes("ship"))
+    llm.route(MODEL, "Review task `ship`", [APPROVE])
+    repo.git("branch", "release", "main")
+    run_id = launch_tasks(server, "ship", target="release")
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    wait_frame(server, run_id, paused, "the landing gate", timeout=60)
+    expect(row(page, "ship")).to_have_attribute("data-status", "done", timeout=30_000)
+    expect(page.locator(".head-status")).to_have_attribute("data-status", "paused", timeout=30_000)
+    land = page.locator(".roster button.step[data-step-id=land]")
+    expect(land).to_have_attribute("data-status", "paused")  # the console opens the waiting approval by itself
+    expect(page.locator("#step-detail")).to_contain_text(f"baton/{run_id}/integrate")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator(".head-status")).to_have_attribute("data-status", "completed", timeout=30_000)
+    expect(land).to_have_attribute("data-status", "completed")
+    assert repo.git("rev-parse", "release").strip() == repo.git("rev-parse", f"baton/{run_id}/integrate").strip()
