@@ -98,6 +98,8 @@ class Git:
     executable: str = "git"
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment (tests set ``GIT_CONFIG_GLOBAL``); added to baton's own."""
+    options: tuple[str, ...] = ()
+    """Extra ``-c name=value`` options on every call here (the integration worktree's sparse checkout)."""
 
     def run(self, *args: str, check: bool = True, timeout_s: float | None = None,
             ok_codes: Sequence[int] = (0,), env: Mapping[str, str] | None = None) -> GitOutput:
@@ -107,7 +109,7 @@ class Git:
         :class:`GitUnavailable` when git cannot be started, and, with
         ``check``, :class:`GitError` when the exit code is not in ``ok_codes``.
         """
-        argv = [self.executable, *_OPTIONS, *args]
+        argv = [self.executable, *_OPTIONS, *self.options, *args]
         full_env = {**os.environ, **_ENV, **self.env, **(env or {})}
         limit = self.timeout_s if timeout_s is None else timeout_s
         try:

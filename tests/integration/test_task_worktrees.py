@@ -202,6 +202,36 @@ def test_a_conflict_aborts_the_merge_lists_the_file_keeps_the_branch_and_merges_
     assert "hi from x and y" in repo.git("show", "baton/R2/integrate:app.py")
 
 
+def test_the_integration_worktree_checks_out_only_top_level_files_and_merges_without_the_rest(tmp_path: Path):
+    repo = make_task_repo(tmp_path, {"README.md": "# demo\n", "src/app.py": "A = 1\n", "src/deep/lib.py": "L = 1\n"})
+    config_before = (repo.root / ".git" / "config").read_text()
+    m = repo.machinery("RS")
+    integ = m.create_integration("main")
+
+    def files_on_disk() -> list[str]:
+        return sorted(str(p.relative_to(integ.path)) for p in integ.path.rglob("*")
+                      if p.is_file() and ".git" not in p.parts)
+
+    assert files_on_disk() == ["README.md"]  # no second full checkout for a worktree nobody works in
+    for tid, text in (("x", "A = 'x'\n"), ("y", "A = 'y'\n")):
+        m.add_task(tid)
+        (m.task_path(tid) / "src" / "app.py").write_text(text)
+        (m.task_path(tid) / "src" / "deep" / f"{tid}.py").write_text(f"{tid} = 1\n")
+        m.commit(tid, f"A from {tid}")
+    assert isinstance(m.merge("x"), Merged)
+    assert files_on_disk() == ["README.md"]  # a clean merge writes the index, not the files
+    assert repo.git("show", "baton/RS/integrate:src/deep/x.py") == "x = 1\n"
+    before = repo.git("rev-parse", "baton/RS/integrate").strip()
+    conflict = m.merge("y")  # a conflict in a directory nobody checked out is still found and listed
+    assert isinstance(conflict, Conflict) and conflict.files == ["src/app.py"]
+    assert repo.git("rev-parse", "baton/RS/integrate").strip() == before
+    assert repo.git("status", "--porcelain", cwd=integ.path) == ""  # aborted cleanly, even for a person's git
+    assert "A = 'x'" in repo.git("show", "baton/RS/integrate:src/app.py")  # never resolved by taking one side
+    # Nothing of the sparse checkout is in the person's repository config (no extensions.worktreeConfig).
+    assert (repo.root / ".git" / "config").read_text() == config_before
+    assert repo.git("status", "--porcelain") == ""
+
+
 def test_a_branch_that_diverged_without_conflict_is_rebased_linearly(repo: TaskRepo):
     m = repo.machinery("R3")
     m.create_integration("main")
