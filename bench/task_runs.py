@@ -1,6 +1,10 @@
 """Task runs through the engine: the whole machinery per task (events, guard, RunActor, git), no model.
 
-    .venv/bin/python bench/task_runs.py [--files N] [--tasks N] [--quick]
+    .venv/bin/python bench/task_runs.py [--files N] [--tasks N] [--quick] [--repo DIR]
+
+``BATON_BENCH_SRC=DIR`` imports baton from another checkout (the baseline,
+run alternately with this one on the same ``--repo``, made by
+``bench/tasks.py --build-repo DIR``).
 
 A run of ``--tasks`` independent tasks on a generated, committed repository
 of ``--files`` files (default 10,000). Each task's implementor is an
@@ -26,7 +30,9 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 _HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(_HERE.parent), str(_HERE)]
+SRC = os.environ.get("BATON_BENCH_SRC") or str(_HERE.parent)
+sys.path[:0] = [SRC, str(_HERE)]
 
-from tasks import make_repo  # bench/tasks.py: the same repository
+from tasks import fs_floor, make_repo  # bench/tasks.py: the same repository, the same floor
 
 from actors.agents.toolcalls import ModelTurn, ToolCall
 from actors.config import EngineConfig
@@ -110,30 +117,40 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1,000 files, 4 tasks, 3 repeats")
+    parser.add_argument("--repo", help="an existing repository made by make_repo (shared by alternating runs)")
     args = parser.parse_args()
     if args.quick:
         args.files, args.tasks, args.repeat = 1_000, 4, 3
     print(json.dumps({"bench": "task_runs", "python": platform.python_version(), "cpus": os.cpu_count(),
-                      "files": args.files, "load": os.getloadavg()[0]}), flush=True)
+                      "files": args.files, "load": os.getloadavg()[0], "src": SRC, "tmp": tempfile.gettempdir()}),
+          flush=True)
+    tag = secrets.token_hex(3)  # a repository given with --repo is shared by several invocations
     with tempfile.TemporaryDirectory(prefix="baton-bench-task-runs-", ignore_cleanup_errors=True) as d:
         work = Path(d)
-        repo = work / "repo"
-        repo.mkdir()
-        make_repo(repo, args.files)
+        repo = Path(args.repo) if args.repo else work / "repo"
+        if not args.repo:
+            repo.mkdir()
+            make_repo(repo, args.files)
         ones, plain = [], []
         for r in range(args.repeat):  # alternating: the engine's run, then the machinery alone
-            ones.append(one_run(work, repo, 1, f"one{r}"))
-            plain.append(machinery_only(work, repo, f"plain{r}"))
+            ones.append(one_run(work, repo, 1, f"one{tag}{r}"))
+            plain.append(machinery_only(work, repo, f"plain{tag}{r}"))
         one, base = statistics.median(ones), statistics.median(plain)
         print(json.dumps({"figure": "one_task_run_s", "median": round(one, 3), "target": TARGET_PER_TASK_S,
                           "met": one < TARGET_PER_TASK_S, "machinery_only_s": round(base, 3),
-                          "engine_share_s": round(one - base, 3), "runs": [round(x, 3) for x in ones]}),
+                          "engine_share_s": round(one - base, 3), "runs": [round(x, 3) for x in ones],
+                          "machinery_runs": [round(x, 3) for x in plain], "load": os.getloadavg()[0]}),
               flush=True)
-        wall = one_run(work, repo, args.tasks, "par")
+        wall = one_run(work, repo, args.tasks, f"par{tag}")
         ratio = wall / one
         print(json.dumps({"figure": "parallel_run_s", "tasks": args.tasks, "wall": round(wall, 3),
                           "ratio": round(ratio, 2), "target_ratio": TARGET_PARALLEL_RATIO,
-                          "met": ratio < TARGET_PARALLEL_RATIO}), flush=True)
+                          "met": ratio < TARGET_PARALLEL_RATIO, "load": os.getloadavg()[0]}), flush=True)
+        floor = fs_floor(work / "floor", args.files)
+        print(json.dumps({"figure": "fs_floor_create_files_s", "files": args.files, "value": round(floor, 3),
+                          "load": os.getloadavg()[0]}), flush=True)
+    if args.repo:  # this run's worktrees went with its scratch directory
+        subprocess.run(["git", "worktree", "prune"], cwd=args.repo, check=True)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,9 @@ there. The patterns are the worktree's own file (``info/sparse-checkout``
 in its git directory); where it is missing (a worktree made in full), git
 ignores the options.
 """
+CHECKOUT_OPTIONS = ("-c", "checkout.workers=4", "-c", "checkout.thresholdForParallelism=1000")
+"""On a task worktree's checkout: four processes write the files. On this VM's ext4 disk one writer of
+10,000 files waited ~11 s (median) on the journal, four ~1.4 s; in memory it costs ~0.05 s more."""
 ROOT_FILES_ONLY = "/*\n!/*/\n"
 """Cone-mode patterns with no directory: only the files at the top level are checked out."""
 BATON_INITIALIZING = "baton: initializing"
@@ -346,9 +349,8 @@ class RunWorktrees:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._registry_call(lambda: self.git.write("worktree", "add", "--quiet", "--no-checkout", "--lock",
                                                    "--reason", BATON_INITIALIZING, str(path), branch))
-        git = self.at(path)
+        git = replace(self.at(path), options=SPARSE_OPTIONS if sparse else CHECKOUT_OPTIONS)
         if sparse:
-            git = replace(git, options=SPARSE_OPTIONS)
             info = git.git_dir() / "info"
             info.mkdir(exist_ok=True)
             (info / "sparse-checkout").write_text(ROOT_FILES_ONLY)

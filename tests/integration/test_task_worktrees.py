@@ -9,6 +9,7 @@ integration branch, and the person's checkout was never touched.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -385,3 +386,27 @@ def test_tasks_running_at_once_each_merge_exactly_once_and_leave_nothing(repo: T
     assert {f"t{n}.txt" for n in range(6)} <= set(tree)
     assert repo.branches() == ["baton/RP/integrate", "main"]
     assert repo.worktree_paths() == [str(repo.root), str(m.integration_path)]
+
+
+def test_a_commit_moves_the_branch_by_compare_and_swap_with_the_message_git_commit_would_write(repo: TaskRepo):
+    m = repo.machinery("RC")
+    m.create_integration("main")
+    m.add_task("t")
+    (m.task_path("t") / "t.txt").write_text("t\n")
+    made = m.commit("t", "first line")
+    assert repo.git("rev-parse", "baton/RC/t").strip() == made.sha
+    assert repo.git("rev-parse", f"{made.sha}^").strip() == repo.base
+    assert repo.git("reflog", "-1", "--format=%gs", "baton/RC/t").strip() == "commit: t: first line"
+    assert repo.git("status", "--porcelain", cwd=m.task_path("t")) == ""  # the index is the commit
+    # A commit made on a HEAD that moved meanwhile is not put on the branch.
+    git = m.at(m.task_path("t"))
+    (m.task_path("t") / "u.txt").write_text("u\n")
+    repo.git("add", "u.txt", cwd=m.task_path("t"))
+    with pytest.raises(RefMoved):
+        git.commit_index("u", repo.base)
+    assert repo.git("rev-parse", "baton/RC/t").strip() == made.sha
+    # The message as `git commit -m` would leave it (its whitespace cleanup).
+    messy = "\n\n  subject   \n\n\n\nbody\twith tab\t\r\n  \n\n"
+    sha = git.commit_index(messy, made.sha)
+    expected = subprocess.run(["git", "stripspace"], input=messy, capture_output=True, text=True, check=True).stdout
+    assert repo.git("cat-file", "commit", sha).split("\n\n", 1)[1] == expected == "  subject\n\nbody\twith tab\n"
