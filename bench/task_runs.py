@@ -43,7 +43,7 @@ _HERE = Path(__file__).resolve().parent
 SRC = os.environ.get("BATON_BENCH_SRC") or str(_HERE.parent)
 sys.path[:0] = [SRC, str(_HERE)]
 
-from tasks import fs_floor, make_repo  # bench/tasks.py: the same repository, the same floor
+from tasks import before, fs_floor, make_repo  # bench/tasks.py: the same repository, floor and --compare
 
 from actors.agents.toolcalls import ModelTurn, ToolCall
 from actors.config import EngineConfig
@@ -118,6 +118,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1,000 files, 4 tasks, 3 repeats")
     parser.add_argument("--repo", help="an existing repository made by make_repo (shared by alternating runs)")
+    parser.add_argument("--parallel-repeat", type=int, default=1, help="runs of --tasks tasks (median)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also the machinery as before one checkout per task, alternating in this process")
     args = parser.parse_args()
     if args.quick:
         args.files, args.tasks, args.repeat = 1_000, 4, 3
@@ -131,21 +134,43 @@ def main() -> None:
         if not args.repo:
             repo.mkdir()
             make_repo(repo, args.files)
-        ones, plain = [], []
+        ones, plain, old_ones, old_plain = [], [], [], []
         for r in range(args.repeat):  # alternating: the engine's run, then the machinery alone
             ones.append(one_run(work, repo, 1, f"one{tag}{r}"))
             plain.append(machinery_only(work, repo, f"plain{tag}{r}"))
+            if args.compare:  # the same, as before one checkout per task
+                before(True)
+                old_ones.append(one_run(work, repo, 1, f"oldone{tag}{r}"))
+                old_plain.append(machinery_only(work, repo, f"oldplain{tag}{r}"))
+                before(False)
         one, base = statistics.median(ones), statistics.median(plain)
+        compared: dict[str, Any] = {}
+        if old_ones:
+            compared = {"before_median": round(statistics.median(old_ones), 3),
+                        "before_machinery_only_s": round(statistics.median(old_plain), 3),
+                        "before_runs": [round(x, 3) for x in old_ones]}
         print(json.dumps({"figure": "one_task_run_s", "median": round(one, 3), "target": TARGET_PER_TASK_S,
                           "met": one < TARGET_PER_TASK_S, "machinery_only_s": round(base, 3),
                           "engine_share_s": round(one - base, 3), "runs": [round(x, 3) for x in ones],
-                          "machinery_runs": [round(x, 3) for x in plain], "load": os.getloadavg()[0]}),
+                          "machinery_runs": [round(x, 3) for x in plain], "load": os.getloadavg()[0], **compared}),
               flush=True)
-        wall = one_run(work, repo, args.tasks, f"par{tag}")
+        walls, old_walls = [], []
+        for r in range(args.parallel_repeat):
+            walls.append(one_run(work, repo, args.tasks, f"par{tag}{r}"))
+            if args.compare:
+                before(True)
+                old_walls.append(one_run(work, repo, args.tasks, f"oldpar{tag}{r}"))
+                before(False)
+        wall = statistics.median(walls)
         ratio = wall / one
+        if old_walls:
+            compared = {"before_wall": round(statistics.median(old_walls), 3),
+                        "before_walls": [round(x, 3) for x in old_walls],
+                        "before_ratio": round(statistics.median(old_walls) / statistics.median(old_ones), 2)}
         print(json.dumps({"figure": "parallel_run_s", "tasks": args.tasks, "wall": round(wall, 3),
-                          "ratio": round(ratio, 2), "target_ratio": TARGET_PARALLEL_RATIO,
-                          "met": ratio < TARGET_PARALLEL_RATIO, "load": os.getloadavg()[0]}), flush=True)
+                          "walls": [round(x, 3) for x in walls], "ratio": round(ratio, 2),
+                          "target_ratio": TARGET_PARALLEL_RATIO, "met": ratio < TARGET_PARALLEL_RATIO,
+                          "load": os.getloadavg()[0], **compared}), flush=True)
         floor = fs_floor(work / "floor", args.files)
         print(json.dumps({"figure": "fs_floor_create_files_s", "files": args.files, "value": round(floor, 3),
                           "load": os.getloadavg()[0]}), flush=True)

@@ -55,6 +55,8 @@ _HERE = Path(__file__).resolve().parent
 SRC = os.environ.get("BATON_BENCH_SRC") or str(_HERE.parent)
 sys.path[:0] = [SRC]
 
+from actors.workspace import git as git_module
+from actors.workspace import worktrees as worktrees_module
 from actors.workspace.worktrees import Merged, RunWorktrees
 
 TARGET_PER_TASK_S = 1.5
@@ -79,6 +81,26 @@ def git(cwd: Path, *args: str) -> str:
     out = subprocess.run(["git", "-c", "gc.auto=0", "-c", "maintenance.auto=false", *args], cwd=cwd, env=GIT_ENV,
                          capture_output=True, text=True, check=True)
     return out.stdout
+
+
+_AFTER = {"checkout": getattr(worktrees_module, "CHECKOUT_OPTIONS", ()),
+          "plain_parent": getattr(git_module.Git, "_plain_parent", None)}
+
+
+def before(on: bool) -> None:
+    """``--compare``: switch this process to the machinery as it was before "one checkout per task" (or back).
+
+    Before: the integration worktree checked out in full (a RunWorktrees
+    made with ``sparse_integration=False``), one process writing a task's
+    checkout, and ``git commit`` for every commit.
+    """
+    if _AFTER["plain_parent"] is None:
+        raise SystemExit("--compare needs the code of this branch (BATON_BENCH_SRC names an older one)")
+    worktrees_module.CHECKOUT_OPTIONS = () if on else _AFTER["checkout"]  # type: ignore[attr-defined]
+    git_module.Git._plain_parent = (lambda self: None) if on else _AFTER["plain_parent"]  # type: ignore[method-assign]
+    defaults = RunWorktrees.__init__.__kwdefaults__
+    assert defaults is not None
+    defaults["sparse_integration"] = not on
 
 
 def timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
@@ -187,23 +209,40 @@ def bench(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     git(repo, "worktree", "add", "-q", str(raw_integ), f"raw{tag}/integrate")
     baton_task(m, "warmup")
     raw_task(repo, raw_integ, work, "warmup", tag=tag)
+    old: RunWorktrees | None = None
+    if args.compare:
+        before(True)
+        old = RunWorktrees(repo, f"{run_id}old", work / "worktrees" / f"{run_id}old")
+        old.create_integration("main")
+        baton_task(old, "warmup")
+        before(False)
     ours: list[dict[str, float]] = []
     raw: list[dict[str, float]] = []
+    olds: list[dict[str, float]] = []
     for n in range(args.tasks):  # alternating, so drift hits both sides alike
         ours.append(baton_task(m, f"t{n}"))
         raw.append(raw_task(repo, raw_integ, work, f"t{n}", tag=tag))
+        if old is not None:
+            before(True)
+            olds.append(baton_task(old, f"t{n}"))
+            before(False)
     per_task = statistics.median(p["total"] for p in ours)
+    compared: dict[str, Any] = {}
+    if olds:
+        compared = {"before_per_task_s": round(statistics.median(p["total"] for p in olds), 3),
+                    **{f"before_{ph}_s": round(statistics.median(p[ph] for p in olds), 3) for ph in PHASES}}
     yield {"bench": "tasks", "figure": "per_task_s", "files": args.files, "tasks": args.tasks,
            "median": round(per_task, 3), "max": round(max(p["total"] for p in ours), 3),
            **{f"{ph}_s": round(statistics.median(p[ph] for p in ours), 3) for ph in PHASES},
            "raw_git_per_task_s": round(statistics.median(p["total"] for p in raw), 3),
            **{f"raw_{ph}_s": round(statistics.median(p[ph] for p in raw), 3) for ph in PHASES},
            "target": TARGET_PER_TASK_S, "ok": per_task < TARGET_PER_TASK_S, "repo_build_s": round(built_s, 1),
-           "events": "not included (not appended yet)", "load": os.getloadavg()[0]}
+           "events": "not included (not appended yet)", "load": os.getloadavg()[0], **compared}
 
     merge_lock = threading.Lock()  # the raw side queues its merges too, as baton's integration lock does
     walls: list[float] = []
     raw_walls: list[float] = []
+    old_walls: list[float] = []
     for r in range(args.rounds):  # alternating rounds: the machine's load drifts
         def baton_one(n: int, r: int = r) -> None:
             baton_task(m, f"p{r}-{n}")
@@ -211,8 +250,20 @@ def bench(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
         def plain_one(n: int, r: int = r) -> None:
             raw_task(repo, raw_integ, work, f"p{r}-{n}", merge_lock=merge_lock, tag=tag)
 
+        def old_one(n: int, r: int = r) -> None:
+            assert old is not None
+            baton_task(old, f"p{r}-{n}")
+
         walls.append(in_parallel(args.parallel, baton_one)[0])
         raw_walls.append(in_parallel(args.parallel, plain_one)[0])
+        if old is not None:
+            before(True)
+            old_walls.append(in_parallel(args.parallel, old_one)[0])
+            before(False)
+    if old_walls:
+        old_wall = statistics.median(old_walls)
+        compared = {"before_wall": round(old_wall, 3), "before_walls": [round(w, 2) for w in old_walls],
+                    "before_ratio": round(old_wall / statistics.median(p["total"] for p in olds), 2)}
     wall, raw_wall = statistics.median(walls), statistics.median(raw_walls)
     raw_one = statistics.median(p["total"] for p in raw)
     ratio = wall / per_task
@@ -220,13 +271,13 @@ def bench(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
            "walls": [round(w, 2) for w in walls], "one_task_median": round(per_task, 3), "ratio": round(ratio, 2),
            "raw_git_wall": round(raw_wall, 3), "raw_git_walls": [round(w, 2) for w in raw_walls],
            "raw_git_ratio": round(raw_wall / raw_one, 2), "target_ratio": TARGET_PARALLEL_RATIO,
-           "ok": ratio < TARGET_PARALLEL_RATIO, "load": os.getloadavg()[0]}
+           "ok": ratio < TARGET_PARALLEL_RATIO, "load": os.getloadavg()[0], **compared}
     floor = fs_floor(work / "floor", args.files)
     yield {"bench": "tasks", "figure": "fs_floor_create_files_s", "files": args.files, "value": round(floor, 3),
            "note": "creating the files' worth of small files with Python: the floor of any checkout here"}
     leftovers = [b for b in git(repo, "branch", "--format=%(refname:short)").split()
-                 if b.startswith(f"baton/{run_id}/")]
-    assert leftovers == [f"baton/{run_id}/integrate"], leftovers
+                 if b.startswith(f"baton/{run_id}")]
+    assert leftovers == [f"baton/{run_id}/integrate"] + ([f"baton/{run_id}old/integrate"] if old else []), leftovers
 
 
 @contextmanager
@@ -243,6 +294,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating parallel rounds per side")
     parser.add_argument("--quick", action="store_true", help="1,000 files, 3 tasks, 4 in parallel")
     parser.add_argument("--repo", help="an existing repository made by make_repo (shared by alternating runs)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also the machinery as before one checkout per task, alternating in this process")
     parser.add_argument("--build-repo", help="only make the repository (of --files files) at this path")
     args = parser.parse_args()
     if args.quick:
