@@ -43,7 +43,7 @@ _HERE = Path(__file__).resolve().parent
 SRC = os.environ.get("BATON_BENCH_SRC") or str(_HERE.parent)
 sys.path[:0] = [SRC, str(_HERE)]
 
-from tasks import before, fs_floor, make_repo  # bench/tasks.py: the same repository, floor and --compare
+from tasks import before, cpu_s, fs_floor, make_repo  # bench/tasks.py: the same repository, floor and --compare
 
 from actors.agents.toolcalls import ModelTurn, ToolCall
 from actors.config import EngineConfig
@@ -76,7 +76,8 @@ def task_file(tid: str) -> str:
     return f"---\nid: {tid}\ntitle: {tid}\nagent: implementation-specialist\n---\nWrite out/{tid}.txt.\n"
 
 
-def one_run(work: Path, repo: Path, n: int, tag: str) -> float:
+def one_run(work: Path, repo: Path, n: int, tag: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process and its git children) from launch to RunCompleted."""
     store = open_store(f"sqlite:///{work / f'{tag}.db'}")
     env = TaskEnv(worktrees_dir=work / "wt", turn=turn)
     engine = Engine(store, FlowRegistry([]), EngineConfig(agent_slots=n, backend="openai", model="noop",
@@ -85,12 +86,12 @@ def one_run(work: Path, repo: Path, n: int, tag: str) -> float:
         graph = load_task_graph([(f"tasks/t{i}.md", task_file(f"{tag}-{i}")) for i in range(n)])
         event = task_run_launched(graph, run_id=tag, now=time.time(), project_id="bench", repo=str(repo),
                                   allow=[], base="main", target="", max_rounds=3, model="noop", backend="openai")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_s()
         engine.launch_tasks(event)
         state = engine.wait(tag, timeout=600)
-        took = time.perf_counter() - t0
+        took, cpu = time.perf_counter() - t0, cpu_s() - cpu0
         assert state.status == "completed", state.reason
-        return took
+        return took, cpu
     finally:
         engine.stop()
         store.close()
@@ -134,32 +135,38 @@ def main() -> None:
         if not args.repo:
             repo.mkdir()
             make_repo(repo, args.files)
-        ones, plain, old_ones, old_plain = [], [], [], []
+        ones, plain, old_ones, old_plain, cpus, old_cpus = [], [], [], [], [], []
         for r in range(args.repeat):  # alternating: the engine's run, then the machinery alone
-            ones.append(one_run(work, repo, 1, f"one{tag}{r}"))
+            took, cpu = one_run(work, repo, 1, f"one{tag}{r}")
+            ones.append(took)
+            cpus.append(cpu)
             plain.append(machinery_only(work, repo, f"plain{tag}{r}"))
             if args.compare:  # the same, as before one checkout per task
                 before(True)
-                old_ones.append(one_run(work, repo, 1, f"oldone{tag}{r}"))
+                took, cpu = one_run(work, repo, 1, f"oldone{tag}{r}")
+                old_ones.append(took)
+                old_cpus.append(cpu)
                 old_plain.append(machinery_only(work, repo, f"oldplain{tag}{r}"))
                 before(False)
         one, base = statistics.median(ones), statistics.median(plain)
         compared: dict[str, Any] = {}
         if old_ones:
             compared = {"before_median": round(statistics.median(old_ones), 3),
+                        "before_cpu_s": round(statistics.median(old_cpus), 3),
                         "before_machinery_only_s": round(statistics.median(old_plain), 3),
                         "before_runs": [round(x, 3) for x in old_ones]}
-        print(json.dumps({"figure": "one_task_run_s", "median": round(one, 3), "target": TARGET_PER_TASK_S,
+        print(json.dumps({"figure": "one_task_run_s", "median": round(one, 3), "cpu_s": round(statistics.median(cpus), 3),
+                          "target": TARGET_PER_TASK_S,
                           "met": one < TARGET_PER_TASK_S, "machinery_only_s": round(base, 3),
                           "engine_share_s": round(one - base, 3), "runs": [round(x, 3) for x in ones],
                           "machinery_runs": [round(x, 3) for x in plain], "load": os.getloadavg()[0], **compared}),
               flush=True)
         walls, old_walls = [], []
         for r in range(args.parallel_repeat):
-            walls.append(one_run(work, repo, args.tasks, f"par{tag}{r}"))
+            walls.append(one_run(work, repo, args.tasks, f"par{tag}{r}")[0])
             if args.compare:
                 before(True)
-                old_walls.append(one_run(work, repo, args.tasks, f"oldpar{tag}{r}"))
+                old_walls.append(one_run(work, repo, args.tasks, f"oldpar{tag}{r}")[0])
                 before(False)
         wall = statistics.median(walls)
         ratio = wall / one

@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import secrets
 import statistics
 import subprocess
@@ -103,6 +104,12 @@ def before(on: bool) -> None:
     defaults["sparse_integration"] = not on
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process and of the children it waited for (git): what a task costs whatever the load."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
     t = time.perf_counter()
     result = fn()
@@ -113,6 +120,7 @@ def timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
 def baton_task(m: RunWorktrees, task_id: str) -> dict[str, float]:
     """One task through the machinery with a no-op agent (it writes one file)."""
     phases: dict[str, float] = {}
+    cpu0 = cpu_s()
     made = timed(phases, "add", lambda: m.add_task(task_id))
     (made.path / f"{task_id}.txt").write_text(f"{task_id}\n")
     timed(phases, "commit", lambda: m.commit(task_id, "no-op agent's change"))
@@ -121,6 +129,7 @@ def baton_task(m: RunWorktrees, task_id: str) -> dict[str, float]:
     cleaned = timed(phases, "remove", lambda: m.remove_task(task_id, salvage=False))  # as after a merge
     assert cleaned.branch_deleted
     phases["total"] = sum(phases[p] for p in PHASES)
+    phases["cpu"] = cpu_s() - cpu0  # meaningful only when tasks run one at a time
     return phases
 
 
@@ -230,9 +239,11 @@ def bench(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     compared: dict[str, Any] = {}
     if olds:
         compared = {"before_per_task_s": round(statistics.median(p["total"] for p in olds), 3),
+                    "before_cpu_s": round(statistics.median(p["cpu"] for p in olds), 3),
                     **{f"before_{ph}_s": round(statistics.median(p[ph] for p in olds), 3) for ph in PHASES}}
     yield {"bench": "tasks", "figure": "per_task_s", "files": args.files, "tasks": args.tasks,
            "median": round(per_task, 3), "max": round(max(p["total"] for p in ours), 3),
+           "cpu_s": round(statistics.median(p["cpu"] for p in ours), 3),
            **{f"{ph}_s": round(statistics.median(p[ph] for p in ours), 3) for ph in PHASES},
            "raw_git_per_task_s": round(statistics.median(p["total"] for p in raw), 3),
            **{f"raw_{ph}_s": round(statistics.median(p[ph] for p in raw), 3) for ph in PHASES},
