@@ -161,21 +161,28 @@ def main() -> None:
                           "engine_share_s": round(one - base, 3), "runs": [round(x, 3) for x in ones],
                           "machinery_runs": [round(x, 3) for x in plain], "load": os.getloadavg()[0], **compared}),
               flush=True)
-        walls, old_walls = [], []
+        walls, old_walls, par_cpus, old_par_cpus = [], [], [], []
         for r in range(args.parallel_repeat):
-            walls.append(one_run(work, repo, args.tasks, f"par{tag}{r}")[0])
+            took, cpu = one_run(work, repo, args.tasks, f"par{tag}{r}")
+            walls.append(took)
+            par_cpus.append(cpu)
             if args.compare:
                 before(True)
-                old_walls.append(one_run(work, repo, args.tasks, f"oldpar{tag}{r}")[0])
+                took, cpu = one_run(work, repo, args.tasks, f"oldpar{tag}{r}")
+                old_walls.append(took)
+                old_par_cpus.append(cpu)
                 before(False)
         wall = statistics.median(walls)
         ratio = wall / one
         if old_walls:
             compared = {"before_wall": round(statistics.median(old_walls), 3),
                         "before_walls": [round(x, 3) for x in old_walls],
+                        "before_cpu_s": round(statistics.median(old_par_cpus), 3),
                         "before_ratio": round(statistics.median(old_walls) / statistics.median(old_ones), 2)}
         print(json.dumps({"figure": "parallel_run_s", "tasks": args.tasks, "wall": round(wall, 3),
                           "walls": [round(x, 3) for x in walls], "ratio": round(ratio, 2),
+                          "cpu_s": round(statistics.median(par_cpus), 3),
+                          "cpu_bound_wall_s": round(statistics.median(par_cpus) / (os.cpu_count() or 1), 3),
                           "target_ratio": TARGET_PARALLEL_RATIO, "met": ratio < TARGET_PARALLEL_RATIO,
                           "load": os.getloadavg()[0], **compared}), flush=True)
         floor = fs_floor(work / "floor", args.files)
