@@ -17,7 +17,7 @@ import pytest
 
 from actors.workspace.errors import CommitRefused, RefMoved
 from actors.workspace.task_tools import TaskToolbox
-from actors.workspace.worktrees import Conflict, Merged, NothingToMerge, RunWorktrees
+from actors.workspace.worktrees import Conflict, Merged, NothingToMerge, RunWorktrees, in_memory
 from flows.events import Event
 from flows.tasks.events import (
     IntegrationCreated,
@@ -410,3 +410,14 @@ def test_a_commit_moves_the_branch_by_compare_and_swap_with_the_message_git_comm
     sha = git.commit_index(messy, made.sha)
     expected = subprocess.run(["git", "stripspace"], input=messy, capture_output=True, text=True, check=True).stdout
     assert repo.git("cat-file", "commit", sha).split("\n\n", 1)[1] == expected == "  subject\n\nbody\twith tab\n"
+
+
+def test_checkout_workers_only_where_files_go_to_a_disk():
+    mounts = ("/dev/vda / ext4 rw 0 0\ntmpfs /dev/shm tmpfs rw 0 0\n"
+              "tmpfs /mnt/my\\040ram tmpfs rw 0 0\n/dev/vdb /dev/shm/disk ext4 rw 0 0\n")
+    assert in_memory(Path("/dev/shm/baton/run"), mounts)
+    assert in_memory(Path("/mnt/my ram/run"), mounts)  # mount points come octal-escaped
+    assert not in_memory(Path("/dev/shm/disk/run"), mounts)  # the longest mount point decides
+    assert not in_memory(Path("/dev/shmx/run"), mounts)
+    assert not in_memory(Path("/home/me/worktrees"), mounts)
+    assert not in_memory(Path("/anything"), "")  # not known: parallel checkout
