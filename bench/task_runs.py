@@ -22,6 +22,13 @@ Figures (one JSON line each):
   (``machinery_only_s``), so the difference is the engine's share.
 - ``parallel_run_s``: a run of ``--tasks`` independent tasks (slots =
   tasks), wall time; ``ratio`` to the one-task run; target < 3.
+- ``cpu_s`` on both: CPU seconds of this process and its git children
+  (the engine's threads included), a figure the neighbours' load barely
+  moves; ``cpu_bound_wall_s`` is the parallel run's CPU over the cores.
+- ``--compare``: ``before_*`` figures of the machinery as it was before
+  "one checkout per task" (``bench/tasks.py``'s ``before()``), run by run
+  alternating with today's; ``fs_floor_create_files_s``: 10,000 small
+  files written by Python in the same directory.
 """
 
 from __future__ import annotations

@@ -28,6 +28,12 @@ Figures (one JSON line each):
   adds, commits, merges — merges queue on the run's integration lock —
   and cleans up), wall time; target < 3x one task's median. Baseline, same
   run: the plain git commands 8 at once (``raw_git_wall``, ``raw_git_ratio``).
+- ``cpu_s``: CPU seconds per sequential task (this process and its git
+  children): what the wall time would be on a free core, whatever the
+  neighbours' load.
+- ``--compare``: ``before_*`` figures of the machinery as it was before
+  "one checkout per task" (a full integration checkout, one checkout
+  writer, ``git commit``), alternating with today's in the same process.
 - ``fs_floor_create_files_s``: creating ``--files`` small files with
   Python, in the same scratch directory: what any checkout costs at least
   on this disk (``TMPDIR=/dev/shm`` moves the whole benchmark to memory).
