@@ -1,6 +1,10 @@
 """Task machinery benchmark (first cut): the git overhead of one task, alone and 8 at once.
 
-    .venv/bin/python bench/tasks.py [--files N] [--tasks N] [--parallel N] [--quick]
+    .venv/bin/python bench/tasks.py [--files N] [--tasks N] [--parallel N] [--quick] [--repo DIR]
+
+``BATON_BENCH_SRC=DIR`` imports baton from another checkout (a snapshot of
+an older commit: the baseline, run alternately with this one on the same
+``--repo``, a repository built once with ``make_repo``).
 
 On a generated repository of ``--files`` files (default 10,000, committed),
 one task's machinery with a no-op agent is: ``add_task`` (branch + ``git
@@ -24,6 +28,12 @@ Figures (one JSON line each):
   adds, commits, merges — merges queue on the run's integration lock —
   and cleans up), wall time; target < 3x one task's median. Baseline, same
   run: the plain git commands 8 at once (``raw_git_wall``, ``raw_git_ratio``).
+- ``cpu_s``: CPU seconds per sequential task (this process and its git
+  children): what the wall time would be on a free core, whatever the
+  neighbours' load.
+- ``--compare``: ``before_*`` figures of the machinery as it was before
+  "one checkout per task" (a full integration checkout, one checkout
+  writer, ``git commit``), alternating with today's in the same process.
 - ``fs_floor_create_files_s``: creating ``--files`` small files with
   Python, in the same scratch directory: what any checkout costs at least
   on this disk (``TMPDIR=/dev/shm`` moves the whole benchmark to memory).
@@ -35,6 +45,8 @@ import argparse
 import json
 import os
 import platform
+import resource
+import secrets
 import statistics
 import subprocess
 import sys
@@ -47,8 +59,11 @@ from pathlib import Path
 from typing import Any
 
 _HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(_HERE.parent)]
+SRC = os.environ.get("BATON_BENCH_SRC") or str(_HERE.parent)
+sys.path[:0] = [SRC]
 
+from actors.workspace import git as git_module
+from actors.workspace import worktrees as worktrees_module
 from actors.workspace.worktrees import Merged, RunWorktrees
 
 TARGET_PER_TASK_S = 1.5
@@ -75,6 +90,32 @@ def git(cwd: Path, *args: str) -> str:
     return out.stdout
 
 
+_AFTER = {"checkout": getattr(worktrees_module, "CHECKOUT_OPTIONS", ()),
+          "plain_parent": getattr(git_module.Git, "_plain_parent", None)}
+
+
+def before(on: bool) -> None:
+    """``--compare``: switch this process to the machinery as it was before "one checkout per task" (or back).
+
+    Before: the integration worktree checked out in full (a RunWorktrees
+    made with ``sparse_integration=False``), one process writing a task's
+    checkout, and ``git commit`` for every commit.
+    """
+    if _AFTER["plain_parent"] is None:
+        raise SystemExit("--compare needs the code of this branch (BATON_BENCH_SRC names an older one)")
+    worktrees_module.CHECKOUT_OPTIONS = () if on else _AFTER["checkout"]  # type: ignore[attr-defined]
+    git_module.Git._plain_parent = (lambda self: None) if on else _AFTER["plain_parent"]  # type: ignore[method-assign]
+    defaults = RunWorktrees.__init__.__kwdefaults__
+    assert defaults is not None
+    defaults["sparse_integration"] = not on
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and of the children it waited for (git): what a task costs whatever the load."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
     t = time.perf_counter()
     result = fn()
@@ -85,6 +126,7 @@ def timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
 def baton_task(m: RunWorktrees, task_id: str) -> dict[str, float]:
     """One task through the machinery with a no-op agent (it writes one file)."""
     phases: dict[str, float] = {}
+    cpu0 = cpu_s()
     made = timed(phases, "add", lambda: m.add_task(task_id))
     (made.path / f"{task_id}.txt").write_text(f"{task_id}\n")
     timed(phases, "commit", lambda: m.commit(task_id, "no-op agent's change"))
@@ -93,6 +135,7 @@ def baton_task(m: RunWorktrees, task_id: str) -> dict[str, float]:
     cleaned = timed(phases, "remove", lambda: m.remove_task(task_id, salvage=False))  # as after a merge
     assert cleaned.branch_deleted
     phases["total"] = sum(phases[p] for p in PHASES)
+    phases["cpu"] = cpu_s() - cpu0  # meaningful only when tasks run one at a time
     return phases
 
 
@@ -135,14 +178,14 @@ def fs_floor(root: Path, files: int) -> float:
 
 
 def raw_task(repo: Path, integ: Path, work: Path, task_id: str, *, merge_lock: threading.Lock | None = None,
-             phases: dict[str, float] | None = None) -> dict[str, float]:
+             phases: dict[str, float] | None = None, tag: str = "") -> dict[str, float]:
     """The same git commands as plain calls: the baseline git itself sets."""
     phases = {} if phases is None else phases
-    branch = f"raw/{task_id}"
+    branch = f"raw{tag}/{task_id}"
     path = work / "raw" / task_id
 
     def add() -> None:
-        git(repo, "branch", branch, "raw/integrate")
+        git(repo, "branch", branch, f"raw{tag}/integrate")
         git(repo, "worktree", "add", "-q", str(path), branch)
 
     def commit() -> None:
@@ -167,43 +210,77 @@ def raw_task(repo: Path, integ: Path, work: Path, task_id: str, *, merge_lock: t
 
 
 def bench(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
-    repo = work / "repo"
+    tag = secrets.token_hex(3)  # a repository given with --repo is shared by several invocations
+    repo = Path(args.repo) if args.repo else work / "repo"
     t0 = time.perf_counter()
-    make_repo(repo, args.files)
+    if not args.repo:
+        make_repo(repo, args.files)
     built_s = time.perf_counter() - t0
-    m = RunWorktrees(repo, "BENCH", work / "worktrees" / "BENCH")
+    run_id = f"BENCH{tag}"
+    m = RunWorktrees(repo, run_id, work / "worktrees" / run_id)
     m.create_integration("main")
-    git(repo, "branch", "raw/integrate", "main")
+    git(repo, "branch", f"raw{tag}/integrate", "main")
     raw_integ = work / "raw" / "integrate"
-    git(repo, "worktree", "add", "-q", str(raw_integ), "raw/integrate")
+    git(repo, "worktree", "add", "-q", str(raw_integ), f"raw{tag}/integrate")
     baton_task(m, "warmup")
-    raw_task(repo, raw_integ, work, "warmup")
+    raw_task(repo, raw_integ, work, "warmup", tag=tag)
+    old: RunWorktrees | None = None
+    if args.compare:
+        before(True)
+        old = RunWorktrees(repo, f"{run_id}old", work / "worktrees" / f"{run_id}old")
+        old.create_integration("main")
+        baton_task(old, "warmup")
+        before(False)
     ours: list[dict[str, float]] = []
     raw: list[dict[str, float]] = []
+    olds: list[dict[str, float]] = []
     for n in range(args.tasks):  # alternating, so drift hits both sides alike
         ours.append(baton_task(m, f"t{n}"))
-        raw.append(raw_task(repo, raw_integ, work, f"t{n}"))
+        raw.append(raw_task(repo, raw_integ, work, f"t{n}", tag=tag))
+        if old is not None:
+            before(True)
+            olds.append(baton_task(old, f"t{n}"))
+            before(False)
     per_task = statistics.median(p["total"] for p in ours)
+    compared: dict[str, Any] = {}
+    if olds:
+        compared = {"before_per_task_s": round(statistics.median(p["total"] for p in olds), 3),
+                    "before_cpu_s": round(statistics.median(p["cpu"] for p in olds), 3),
+                    **{f"before_{ph}_s": round(statistics.median(p[ph] for p in olds), 3) for ph in PHASES}}
     yield {"bench": "tasks", "figure": "per_task_s", "files": args.files, "tasks": args.tasks,
            "median": round(per_task, 3), "max": round(max(p["total"] for p in ours), 3),
+           "cpu_s": round(statistics.median(p["cpu"] for p in ours), 3),
            **{f"{ph}_s": round(statistics.median(p[ph] for p in ours), 3) for ph in PHASES},
            "raw_git_per_task_s": round(statistics.median(p["total"] for p in raw), 3),
            **{f"raw_{ph}_s": round(statistics.median(p[ph] for p in raw), 3) for ph in PHASES},
            "target": TARGET_PER_TASK_S, "ok": per_task < TARGET_PER_TASK_S, "repo_build_s": round(built_s, 1),
-           "events": "not included (not appended yet)"}
+           "events": "not included (not appended yet)", "load": os.getloadavg()[0], **compared}
 
     merge_lock = threading.Lock()  # the raw side queues its merges too, as baton's integration lock does
     walls: list[float] = []
     raw_walls: list[float] = []
+    old_walls: list[float] = []
     for r in range(args.rounds):  # alternating rounds: the machine's load drifts
         def baton_one(n: int, r: int = r) -> None:
             baton_task(m, f"p{r}-{n}")
 
         def plain_one(n: int, r: int = r) -> None:
-            raw_task(repo, raw_integ, work, f"p{r}-{n}", merge_lock=merge_lock)
+            raw_task(repo, raw_integ, work, f"p{r}-{n}", merge_lock=merge_lock, tag=tag)
+
+        def old_one(n: int, r: int = r) -> None:
+            assert old is not None
+            baton_task(old, f"p{r}-{n}")
 
         walls.append(in_parallel(args.parallel, baton_one)[0])
         raw_walls.append(in_parallel(args.parallel, plain_one)[0])
+        if old is not None:
+            before(True)
+            old_walls.append(in_parallel(args.parallel, old_one)[0])
+            before(False)
+    if old_walls:
+        old_wall = statistics.median(old_walls)
+        compared = {"before_wall": round(old_wall, 3), "before_walls": [round(w, 2) for w in old_walls],
+                    "before_ratio": round(old_wall / statistics.median(p["total"] for p in olds), 2)}
     wall, raw_wall = statistics.median(walls), statistics.median(raw_walls)
     raw_one = statistics.median(p["total"] for p in raw)
     ratio = wall / per_task
@@ -211,12 +288,13 @@ def bench(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
            "walls": [round(w, 2) for w in walls], "one_task_median": round(per_task, 3), "ratio": round(ratio, 2),
            "raw_git_wall": round(raw_wall, 3), "raw_git_walls": [round(w, 2) for w in raw_walls],
            "raw_git_ratio": round(raw_wall / raw_one, 2), "target_ratio": TARGET_PARALLEL_RATIO,
-           "ok": ratio < TARGET_PARALLEL_RATIO}
+           "ok": ratio < TARGET_PARALLEL_RATIO, "load": os.getloadavg()[0], **compared}
     floor = fs_floor(work / "floor", args.files)
     yield {"bench": "tasks", "figure": "fs_floor_create_files_s", "files": args.files, "value": round(floor, 3),
            "note": "creating the files' worth of small files with Python: the floor of any checkout here"}
-    leftovers = [b for b in git(repo, "branch", "--format=%(refname:short)").split() if b.startswith("baton/")]
-    assert leftovers == ["baton/BENCH/integrate"], leftovers
+    leftovers = [b for b in git(repo, "branch", "--format=%(refname:short)").split()
+                 if b.startswith(f"baton/{run_id}")]
+    assert leftovers == [f"baton/{run_id}/integrate"] + ([f"baton/{run_id}old/integrate"] if old else []), leftovers
 
 
 @contextmanager
@@ -232,15 +310,25 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=8, help="tasks started together")
     parser.add_argument("--rounds", type=int, default=3, help="alternating parallel rounds per side")
     parser.add_argument("--quick", action="store_true", help="1,000 files, 3 tasks, 4 in parallel")
+    parser.add_argument("--repo", help="an existing repository made by make_repo (shared by alternating runs)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also the machinery as before one checkout per task, alternating in this process")
+    parser.add_argument("--build-repo", help="only make the repository (of --files files) at this path")
     args = parser.parse_args()
     if args.quick:
         args.files, args.tasks, args.parallel, args.rounds = 1_000, 3, 4, 1
+    if args.build_repo:
+        Path(args.build_repo).mkdir(parents=True)
+        make_repo(Path(args.build_repo), args.files)
+        return
     print(json.dumps({"bench": "tasks", "python": platform.python_version(), "cpus": os.cpu_count(),
                       "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
-                      "load": os.getloadavg()[0]}), flush=True)
+                      "load": os.getloadavg()[0], "src": SRC, "tmp": tempfile.gettempdir()}), flush=True)
     with scratch() as work:
         for line in bench(args, work):
             print(json.dumps(line), flush=True)
+    if args.repo:  # this run's worktrees went with its scratch directory
+        git(Path(args.repo), "worktree", "prune")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,8 @@ class Git:
     executable: str = "git"
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment (tests set ``GIT_CONFIG_GLOBAL``); added to baton's own."""
+    options: tuple[str, ...] = ()
+    """Extra ``-c name=value`` options on every call here (the integration worktree's sparse checkout)."""
 
     def run(self, *args: str, check: bool = True, timeout_s: float | None = None,
             ok_codes: Sequence[int] = (0,), env: Mapping[str, str] | None = None) -> GitOutput:
@@ -107,7 +109,7 @@ class Git:
         :class:`GitUnavailable` when git cannot be started, and, with
         ``check``, :class:`GitError` when the exit code is not in ``ok_codes``.
         """
-        argv = [self.executable, *_OPTIONS, *args]
+        argv = [self.executable, *_OPTIONS, *self.options, *args]
         full_env = {**os.environ, **_ENV, **self.env, **(env or {})}
         limit = self.timeout_s if timeout_s is None else timeout_s
         try:
@@ -404,8 +406,45 @@ class Git:
         markers = [line for line in checked.text.splitlines() if "leftover conflict marker" in line]
         if markers:
             raise CommitRefused("conflict-markers", "; ".join(markers[:10]))
-        self.write("commit", "--quiet", "--no-verify", "--no-edit", "-m", message)
-        return CommitStat(sha=self.head(), files=files, insertions=added, deletions=removed)
+        parent = self._plain_parent()
+        if parent is None:  # a merge (or a CLI agent's cherry-pick) to conclude: git commit knows how
+            self.write("commit", "--quiet", "--no-verify", "--no-edit", "-m", message)
+            return CommitStat(sha=self.head(), files=files, insertions=added, deletions=removed)
+        return CommitStat(sha=self.commit_index(message, parent), files=files, insertions=added, deletions=removed)
+
+    def commit_index(self, message: str, parent: str) -> str:
+        """Commit the index on ``parent`` (HEAD): ``write-tree``, ``commit-tree``, compare-and-swap ``update-ref``.
+
+        What ``git commit`` does for a plain commit, without its refresh of
+        the index: that re-reads every file whose timestamp is as new as the
+        index ("racily clean"), which right after a checkout of 10,000 files
+        is every file, and ``add -A`` has just done it. HEAD moves only if it
+        is still the commit the new one was made on (:class:`RefMoved`).
+        """
+        tree = self.write("write-tree").text.strip()
+        text = clean_message(message)
+        sha = self.write("commit-tree", tree, "-p", parent, "-m", text).text.strip()
+        subject = text.partition("\n")[0]
+        out = self.write("update-ref", "-m", f"commit: {subject}", "HEAD", sha, parent, check=False)
+        if out.returncode != 0:
+            cls = RefMoved if "but expected" in out.stderr else GitError
+            raise cls(["git", "update-ref", "HEAD", sha, parent], str(self.cwd), out.returncode, out.stderr)
+        return sha
+
+    def _plain_parent(self) -> str | None:
+        """HEAD, when the next commit is a plain one on it; None when it is git's to make.
+
+        That is: a merge, cherry-pick, revert or rebase under way here, or
+        no commit yet.
+        """
+        gd = self.git_dir()
+        if any((gd / name).exists() for name in ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "rebase-merge",
+                                                  "rebase-apply")):
+            return None
+        try:
+            return self.head()
+        except NoCommit:
+            return None
 
     def commit_stat(self, sha: str) -> tuple[str, CommitStat]:
         """An existing commit's message and what it changed against its first parent."""
@@ -465,6 +504,22 @@ class Git:
         """(files, lines added, lines removed) from ``base`` to ``head`` (binary files count no lines)."""
         return _numstat(self.run("diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--numstat", "-z", base,
                                  head, "--").stdout)
+
+
+def clean_message(message: str) -> str:
+    """A commit message as ``git commit -m`` leaves it (``--cleanup=whitespace``).
+
+    Trailing spaces cut, runs of blank lines made one, blank lines at the
+    start and end dropped, one final newline.
+    """
+    out: list[str] = []
+    for line in message.split("\n"):
+        line = line.rstrip(" \t\r\v\f")
+        if line or (out and out[-1]):
+            out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return "\n".join(out) + "\n" if out else ""
 
 
 @dataclass(frozen=True)

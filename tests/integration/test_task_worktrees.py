@@ -9,6 +9,7 @@ integration branch, and the person's checkout was never touched.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from actors.workspace.errors import CommitRefused, RefMoved
 from actors.workspace.task_tools import TaskToolbox
-from actors.workspace.worktrees import Conflict, Merged, NothingToMerge, RunWorktrees
+from actors.workspace.worktrees import Conflict, Merged, NothingToMerge, RunWorktrees, in_memory
 from flows.events import Event
 from flows.tasks.events import (
     IntegrationCreated,
@@ -202,6 +203,36 @@ def test_a_conflict_aborts_the_merge_lists_the_file_keeps_the_branch_and_merges_
     assert "hi from x and y" in repo.git("show", "baton/R2/integrate:app.py")
 
 
+def test_the_integration_worktree_checks_out_only_top_level_files_and_merges_without_the_rest(tmp_path: Path):
+    repo = make_task_repo(tmp_path, {"README.md": "# demo\n", "src/app.py": "A = 1\n", "src/deep/lib.py": "L = 1\n"})
+    config_before = (repo.root / ".git" / "config").read_text()
+    m = repo.machinery("RS")
+    integ = m.create_integration("main")
+
+    def files_on_disk() -> list[str]:
+        return sorted(str(p.relative_to(integ.path)) for p in integ.path.rglob("*")
+                      if p.is_file() and ".git" not in p.parts)
+
+    assert files_on_disk() == ["README.md"]  # no second full checkout for a worktree nobody works in
+    for tid, text in (("x", "A = 'x'\n"), ("y", "A = 'y'\n")):
+        m.add_task(tid)
+        (m.task_path(tid) / "src" / "app.py").write_text(text)
+        (m.task_path(tid) / "src" / "deep" / f"{tid}.py").write_text(f"{tid} = 1\n")
+        m.commit(tid, f"A from {tid}")
+    assert isinstance(m.merge("x"), Merged)
+    assert files_on_disk() == ["README.md"]  # a clean merge writes the index, not the files
+    assert repo.git("show", "baton/RS/integrate:src/deep/x.py") == "x = 1\n"
+    before = repo.git("rev-parse", "baton/RS/integrate").strip()
+    conflict = m.merge("y")  # a conflict in a directory nobody checked out is still found and listed
+    assert isinstance(conflict, Conflict) and conflict.files == ["src/app.py"]
+    assert repo.git("rev-parse", "baton/RS/integrate").strip() == before
+    assert repo.git("status", "--porcelain", cwd=integ.path) == ""  # aborted cleanly, even for a person's git
+    assert "A = 'x'" in repo.git("show", "baton/RS/integrate:src/app.py")  # never resolved by taking one side
+    # Nothing of the sparse checkout is in the person's repository config (no extensions.worktreeConfig).
+    assert (repo.root / ".git" / "config").read_text() == config_before
+    assert repo.git("status", "--porcelain") == ""
+
+
 def test_a_branch_that_diverged_without_conflict_is_rebased_linearly(repo: TaskRepo):
     m = repo.machinery("R3")
     m.create_integration("main")
@@ -355,3 +386,38 @@ def test_tasks_running_at_once_each_merge_exactly_once_and_leave_nothing(repo: T
     assert {f"t{n}.txt" for n in range(6)} <= set(tree)
     assert repo.branches() == ["baton/RP/integrate", "main"]
     assert repo.worktree_paths() == [str(repo.root), str(m.integration_path)]
+
+
+def test_a_commit_moves_the_branch_by_compare_and_swap_with_the_message_git_commit_would_write(repo: TaskRepo):
+    m = repo.machinery("RC")
+    m.create_integration("main")
+    m.add_task("t")
+    (m.task_path("t") / "t.txt").write_text("t\n")
+    made = m.commit("t", "first line")
+    assert repo.git("rev-parse", "baton/RC/t").strip() == made.sha
+    assert repo.git("rev-parse", f"{made.sha}^").strip() == repo.base
+    assert repo.git("reflog", "-1", "--format=%gs", "baton/RC/t").strip() == "commit: t: first line"
+    assert repo.git("status", "--porcelain", cwd=m.task_path("t")) == ""  # the index is the commit
+    # A commit made on a HEAD that moved meanwhile is not put on the branch.
+    git = m.at(m.task_path("t"))
+    (m.task_path("t") / "u.txt").write_text("u\n")
+    repo.git("add", "u.txt", cwd=m.task_path("t"))
+    with pytest.raises(RefMoved):
+        git.commit_index("u", repo.base)
+    assert repo.git("rev-parse", "baton/RC/t").strip() == made.sha
+    # The message as `git commit -m` would leave it (its whitespace cleanup).
+    messy = "\n\n  subject   \n\n\n\nbody\twith tab\t\r\n  \n\n"
+    sha = git.commit_index(messy, made.sha)
+    expected = subprocess.run(["git", "stripspace"], input=messy, capture_output=True, text=True, check=True).stdout
+    assert repo.git("cat-file", "commit", sha).split("\n\n", 1)[1] == expected == "  subject\n\nbody\twith tab\n"
+
+
+def test_checkout_workers_only_where_files_go_to_a_disk():
+    mounts = ("/dev/vda / ext4 rw 0 0\ntmpfs /dev/shm tmpfs rw 0 0\n"
+              "tmpfs /mnt/my\\040ram tmpfs rw 0 0\n/dev/vdb /dev/shm/disk ext4 rw 0 0\n")
+    assert in_memory(Path("/dev/shm/baton/run"), mounts)
+    assert in_memory(Path("/mnt/my ram/run"), mounts)  # mount points come octal-escaped
+    assert not in_memory(Path("/dev/shm/disk/run"), mounts)  # the longest mount point decides
+    assert not in_memory(Path("/dev/shmx/run"), mounts)
+    assert not in_memory(Path("/home/me/worktrees"), mounts)
+    assert not in_memory(Path("/anything"), "")  # not known: parallel checkout
