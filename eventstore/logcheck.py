@@ -58,7 +58,7 @@ class LogCheck:
         self._first = 0  # the position of the first row fed
         self._keyed_since: int | None = None  # the first keyed hash's position (the log's keyed from there)
         # stream -> [version, hash, scheme, keyed events it holds that could not be checked]
-        self._streams: dict[str, list[Any]] = {}
+        self._streams: dict[str, tuple[int, str, int, int]] = {}
         self._gone: set[str] = set()  # streams let go (their run ended)
         self._aside: set[str] = set()  # streams to check again in version order
         self._unchecked = 0  # keyed events of clean streams that need the key we lack
@@ -111,30 +111,35 @@ class LogCheck:
                     self._set_aside(stream_id)
                     continue
                 _, previous, previous_scheme, unchecked = state
-            scheme = hash_version(stored)
-            if (scheme and scheme < previous_scheme) or (
-                    scheme < KEYED and keyed_since is not None and position > keyed_since):
-                self._set_aside(stream_id)
-                continue
-            if scheme == LEGACY:
-                expected: str | None = _sha256((previous + type_ + data).encode()).hexdigest()
-                matches = expected == stored
-            elif scheme == FULL:
-                matches = stored[2:] == _sha256(_message(previous, event_id, stream_id, version, type_, data,
-                                                         metadata, recorded_at)).hexdigest()
+            # The two unkeyed schemes inline (hash_version's tests, in its order); the rest through the chain.
+            if len(stored) == 64 and ":" not in stored:
+                scheme = LEGACY
+                matches = previous_scheme <= LEGACY and (keyed_since is None or position <= keyed_since) and (
+                    _sha256((previous + type_ + data).encode()).hexdigest() == stored)
+            elif len(stored) == 66 and stored[:2] == "2:":
+                scheme = FULL
+                matches = previous_scheme <= FULL and (keyed_since is None or position <= keyed_since) and (
+                    _sha256(_message(previous, event_id, stream_id, version, type_, data, metadata,
+                                     recorded_at)).hexdigest() == stored[2:])
             else:
-                expected = chain.expected(stored, previous, event_id, stream_id, version, type_, data,
-                                          metadata, recorded_at)
-                if expected is None:  # keyed, and we have no key: counted, as verify counts it
-                    unchecked += 1
-                    self._unchecked += 1
-                    matches = True
+                scheme = hash_version(stored)
+                if (scheme and scheme < previous_scheme) or (
+                        scheme < KEYED and keyed_since is not None and position > keyed_since):
+                    matches = False
                 else:
-                    matches = expected == stored
+                    expected = chain.expected(stored, previous, event_id, stream_id, version, type_, data,
+                                              metadata, recorded_at)
+                    if expected is None:  # keyed, and we have no key: counted, as verify counts it
+                        unchecked += 1
+                        self._unchecked += 1
+                        matches = True
+                    else:
+                        matches = expected == stored
             if not matches:
                 self._set_aside(stream_id)
                 continue
-            streams[stream_id] = [version, stored, max(previous_scheme, scheme), unchecked]
+            streams[stream_id] = (version, stored, scheme if scheme > previous_scheme else previous_scheme,
+                                  unchecked)
         self._last = last
         if self._seals is not None and rows[0][0] <= self._seal_head:
             self._seals.feed(rows if rows[-1][0] <= self._seal_head else
