@@ -57,7 +57,7 @@ class LogCheck:
         self._last = 0  # the position of the last row fed
         self._first = 0  # the position of the first row fed
         self._keyed_since: int | None = None  # the first keyed hash's position (the log's keyed from there)
-        # stream -> [version, hash, scheme, keyed events it holds that could not be checked]
+        # stream -> (version, hash, scheme, keyed events of it that could not be checked)
         self._streams: dict[str, tuple[int, str, int, int]] = {}
         self._gone: set[str] = set()  # streams let go (their run ended)
         self._aside: set[str] = set()  # streams to check again in version order

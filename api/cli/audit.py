@@ -46,7 +46,10 @@ def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = F
     has) makes that run be folded again from its whole stream. A row that
     does not decode is a problem named by its position, and the reading
     goes on after it. Summaries and problems come out in the order the runs
-    first appear in the log.
+    first appear in the log. With ``verify``, the whole log of an SQL store
+    has its hash chains, holes and seals checked on the same read
+    (``eventstore.logcheck``); those problems come after the fold's, as
+    ``store.verify()`` gives them.
     """
     out = Replay()
     if run_id is not None:
