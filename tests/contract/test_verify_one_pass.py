@@ -68,3 +68,21 @@ def test_the_comparison_runs_and_sees_problems(store: SqlEventStore, compared: l
     recorded = store.append("acct-1", notes(1, 2, 3), expected_version=0)
     tamper(store, f"UPDATE events SET data = '{{\"n\":7}}' WHERE position = {recorded[1].position}")
     assert store.verify() and compared and compared[-1]
+
+
+def test_a_read_stopped_early_leaves_no_reader_and_no_connection_behind(store: SqlEventStore) -> None:
+    """The log read a page ahead (PostgreSQL) or as it goes (SQLite): a caller that stops after one
+    page (an error in the fold, Ctrl-C) gets the thread ended and the connection back in the pool."""
+    import threading
+
+    from test_store_integrity import notes
+
+    for n in range(5):
+        store.append(f"acct-{n}", notes(1, 2, 3), expected_version=0)
+    checked_out = store.database.pool.checkedout()  # type: ignore[attr-defined]
+    pages = log_pages(store, 2)
+    assert [row[0] for row in next(pages)] == [1, 2]
+    pages.close()
+    assert not any(t.name == "baton-log-read-ahead" for t in threading.enumerate())
+    assert store.database.pool.checkedout() == checked_out  # type: ignore[attr-defined]
+    assert sum(len(rows) for rows in log_pages(store, 2)) == 15  # and a new read reads it all
