@@ -280,6 +280,11 @@ class SqlEventStore:
             self._subscriptions.add(subscription)
             return subscription
 
+    @property
+    def chain(self) -> Chain:
+        """How this store's hashes are made and checked (keyed when opened with the chain key)."""
+        return self._chain
+
     def verify(self, stream_id: str | None = None, *, seal: Seal | None = None) -> list[str]:
         """Check the hash chains (of one stream, or all) and the seals; [] when intact.
 

@@ -15,10 +15,12 @@ import msgspec
 
 from actors.runlog import schema_version_of
 from api.cli import progress
-from eventstore import CorruptEventError, EventStore, RecordedEvent, Seal, SqlStore
+from eventstore import CorruptEventError, EventStore, RecordedEvent, Seal, SqlEventStore
+from eventstore.logcheck import LogCheck, log_pages, stream_pages
 from flows.codec import CODEC, UnknownEventType, decode
 from flows.events import RUN_STREAM_PREFIX, Event, RunLaunched, run_id_of, stream_of
 from flows.state import RunState, evolve
+from flows.status import RUN_TERMINAL
 
 
 @dataclass
@@ -44,7 +46,10 @@ def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = F
     has) makes that run be folded again from its whole stream. A row that
     does not decode is a problem named by its position, and the reading
     goes on after it. Summaries and problems come out in the order the runs
-    first appear in the log.
+    first appear in the log. With ``verify``, the whole log of an SQL store
+    has its hash chains, holes and seals checked on the same read
+    (``eventstore.logcheck``); those problems come after the fold's, as
+    ``store.verify()`` gives them.
     """
     out = Replay()
     if run_id is not None:
@@ -58,106 +63,142 @@ def replay_log(store: EventStore, *, run_id: str | None = None, verify: bool = F
             for rec in records:
                 fold.feed(rec)
             _finish(out, [fold.finish()])
+        if verify:
+            out.problems += store.verify(stream_of(run_id), seal=seal)
+    elif isinstance(store, SqlEventStore):  # the hash chains and seals checked on the fold's own read
+        check = LogCheck.for_store(store, seal) if verify else None
+        runs = _Runs(store, out, check)
+        runs.fold_rows()
+        runs.finish()
+        if check is not None:
+            out.problems += check.finish(lambda stream_id: stream_pages(store, stream_id))
     else:
-        _replay_all(store, out)
-    if verify:
-        out.problems += store.verify(stream_of(run_id) if run_id else None, seal=seal)
+        runs = _Runs(store, out)
+        for item in _log_records(store, 0):
+            runs.take(item)
+        runs.finish()
+        if verify:
+            out.problems += store.verify(seal=seal)
     return out
 
 
-_PAGE = 2000  # rows per query of the audit's read
-
-
-def _replay_all(store: EventStore, out: Replay) -> None:
-    results: list[tuple[str, list[str]]] = []  # per run, in order of first appearance
-    folds: dict[str, _Fold] = {}  # runs not ended yet (or folded again), by stream
-    ended: dict[str, int] = {}  # stream -> its index in results, for runs ended and let go
-    for item in _log(store):
-        out.events += 1
-        if isinstance(item, CorruptEventError):
-            out.problems.append(f"position {item.position}: {item.detail}")
-            continue
-        stream_id, position = (item.stream_id, item.position) if isinstance(item, RecordedEvent) else item[:2]
-        fold = folds.get(stream_id)
-        if fold is None:
-            if run_id_of(stream_id) is None:
-                continue
-            slot = ended.pop(stream_id, None)
-            if slot is None:
-                fold = folds[stream_id] = _Fold(stream_id, len(results))
-                results.append(("", []))
-            else:  # an event after the run ended: fold it again from the start, to the end
-                fold = folds[stream_id] = _Fold(stream_id, slot, reopened=True)
-                fold.refeed(store, before=position)
-        if isinstance(item, RecordedEvent):
-            fold.feed(item)
-        elif item[3] is not None:
-            fold.feed_decoded(item[1], item[2], item[3])
-        if fold.state.terminal and not fold.reopened:
-            results[fold.slot] = fold.finish()
-            del folds[stream_id]
-            ended[stream_id] = fold.slot
-    for fold in folds.values():
-        results[fold.slot] = fold.finish()
-    _finish(out, results)
-
-
-Decoded = tuple[str, int, int, Event | None]  # stream, position, version, the event (None: not a run's)
-_ROWS = ("SELECT position, stream_id, version, type, {1}, metadata FROM events WHERE position > {0} "
-         "ORDER BY position LIMIT {0}")
 _metadata = msgspec.json.Decoder(dict[str, Any]).decode
 _any = msgspec.json.Decoder().decode
 
 
-def _log(store: EventStore) -> Iterator[Decoded | RecordedEvent | CorruptEventError]:
-    """Every event of the log in position order: decoded straight from its row's JSON text into its
-    type where it can be (most rows: a run's event of a type no upcaster starts from, with a sound
-    schema version), else as the store reads it (``RecordedEvent``, or the CorruptEventError naming
-    a row that does not decode): what an audit reports is what the store's reading reports."""
-    if not isinstance(store, SqlStore):
-        yield from _log_records(store, 0)
-        return
-    fast = CODEC.fast()
-    database = store.database
-    dialect = database.dialect.name
-    sql = _ROWS.format("%s" if dialect == "postgresql" else "?",
-                       "CAST(data AS BLOB)" if dialect == "sqlite" else "data")
-    after = 0
-    while True:
-        raw = database.raw_connection()
-        try:
-            cursor = raw.cursor()
-            cursor.execute(sql, (after, _PAGE))
-            rows = cursor.fetchall()
-            cursor.close()
-            if dialect == "postgresql":
-                raw.rollback()
-        finally:
-            raw.close()
-        for position, stream_id, version, type_name, data, metadata in rows:
-            if not stream_id.startswith(RUN_STREAM_PREFIX):
-                try:  # nothing to fold, but a row that does not decode is still a problem
-                    _any(data), _metadata(metadata)
-                except (msgspec.DecodeError, ValueError):
-                    yield from _log_records(store, position - 1, 1)
-                else:
-                    yield stream_id, position, version, None
-                continue
-            decoder = fast.get(type_name)
-            try:
-                if decoder is None or not _sound_version(_metadata(metadata)):
-                    raise ValueError
-                yield stream_id, position, version, decoder.decode(data)
-            except (msgspec.DecodeError, ValueError):  # the store's reading says what is wrong
-                yield from _log_records(store, position - 1, 1)
-        if len(rows) < _PAGE:
+class _Runs:
+    """The runs of the log being re-folded as its events come, in position order.
+
+    A run's state is let go once it has ended (its summary line and problems are kept in
+    ``results``); an event after that folds the run again from its whole stream.
+    """
+
+    def __init__(self, store: EventStore, out: Replay, check: LogCheck | None = None) -> None:
+        self.store = store
+        self.out = out
+        self.check = check
+        self.results: list[tuple[str, list[str]]] = []  # per run, in order of first appearance
+        self.folds: dict[str, _Fold] = {}  # runs not ended yet (or folded again), by stream
+        self.ended: dict[str, int] = {}  # stream -> its index in results, for runs ended and let go
+
+    def fold_of(self, stream_id: str, position: int) -> _Fold | None:
+        """The run's fold (a new one, or its whole stream folded again up to ``position``); None: not a run."""
+        fold = self.folds.get(stream_id)
+        if fold is None:
+            if run_id_of(stream_id) is None:
+                return None
+            slot = self.ended.pop(stream_id, None)
+            if slot is None:
+                fold = self.folds[stream_id] = _Fold(stream_id, len(self.results))
+                self.results.append(("", []))
+            else:  # an event after the run ended: fold it again from the start, to the end
+                fold = self.folds[stream_id] = _Fold(stream_id, slot, reopened=True)
+                fold.refeed(self.store, before=position)
+        return fold
+
+    def done(self, fold: _Fold) -> None:
+        """The run has ended: keep its summary and problems, let its state go."""
+        self.results[fold.slot] = fold.finish()
+        del self.folds[fold.stream_id]
+        self.ended[fold.stream_id] = fold.slot
+        if self.check is not None:
+            self.check.let_go(fold.stream_id)
+
+    def take(self, item: RecordedEvent | CorruptEventError) -> None:
+        """One event as the store reads it (or the row it could not read)."""
+        self.out.events += 1
+        if isinstance(item, CorruptEventError):
+            self.out.problems.append(f"position {item.position}: {item.detail}")
             return
-        after = rows[-1][0]
+        fold = self.fold_of(item.stream_id, item.position)
+        if fold is None:
+            return
+        fold.feed(item)
+        if fold.state.terminal and not fold.reopened:
+            self.done(fold)
+
+    def fold_rows(self) -> None:
+        """Every row of the log (an SqlEventStore's) in position order, each page handed to the check
+        first; a row is decoded straight from its JSON text into its type where it can be (most rows:
+        a run's event of a type no upcaster starts from, with a sound schema version), else taken as the
+        store reads it (``take``): what an audit reports is what the store's reading reports."""
+        assert isinstance(self.store, SqlEventStore)
+        fast, check, folds, out = CODEC.fast(), self.check, self.folds, self.out
+        for rows in log_pages(self.store):
+            if check is not None:
+                check.feed(rows)
+            for position, _, stream_id, version, type_name, data, metadata, _, _ in rows:
+                event: Event | None = None
+                if not stream_id.startswith(RUN_STREAM_PREFIX):
+                    try:  # nothing to fold, but a row that does not decode is still a problem
+                        _any(data), _metadata(metadata)
+                    except (msgspec.DecodeError, ValueError):
+                        pass
+                    else:
+                        out.events += 1
+                        continue
+                else:
+                    decoder = fast.get(type_name)
+                    if decoder is not None:
+                        try:
+                            schema_version = _schema_version(metadata).schema_version
+                            if type(schema_version) is int:  # not a bool, nor a text: the store's reading says
+                                event = decoder.decode(data)
+                        except (msgspec.DecodeError, ValueError):
+                            pass
+                if event is None:  # the store's reading says what is wrong
+                    for item in _log_records(self.store, position - 1, 1):
+                        self.take(item)
+                    continue
+                out.events += 1
+                fold = folds.get(stream_id) or self.fold_of(stream_id, position)
+                if fold is None:
+                    continue
+                fold.events += 1
+                if (version == 1) != isinstance(event, RunLaunched):  # _evolve's checks, inline: once per event
+                    _evolve(stream_id, fold.state, event, position, version, fold.problems)
+                    continue
+                try:
+                    state = fold.state = evolve(fold.state, event, position)
+                except Exception:  # noqa: BLE001 - _evolve says what went wrong
+                    _evolve(stream_id, fold.state, event, position, version, fold.problems)
+                    continue
+                if state.status in RUN_TERMINAL and not fold.reopened:
+                    self.done(fold)
+
+    def finish(self) -> None:
+        for fold in self.folds.values():
+            self.results[fold.slot] = fold.finish()
+        _finish(self.out, self.results)
 
 
-def _sound_version(metadata: dict[str, Any]) -> bool:
-    version = metadata.get("schema_version", 1)
-    return isinstance(version, int) and not isinstance(version, bool)
+class _Metadata(msgspec.Struct):
+    """What the fast read needs of a row's metadata (decoding it also checks it is a JSON object)."""
+
+    schema_version: Any = 1
+
+
+_schema_version = msgspec.json.Decoder(_Metadata).decode
 
 
 def _log_records(store: EventStore, after: int, limit: int | None = None) -> Iterator[RecordedEvent | CorruptEventError]:
@@ -209,11 +250,6 @@ class _Fold:
     def feed(self, rec: RecordedEvent) -> None:
         self.events += 1
         self.state = _apply(self.stream_id, self.state, rec, self.problems)
-
-    def feed_decoded(self, position: int, version: int, event: Event) -> None:
-        """One event decoded on the fast path (its row was sound): the checks of ``_apply`` after decoding."""
-        self.events += 1
-        self.state = _evolve(self.stream_id, self.state, event, position, version, self.problems)
 
     def finish(self) -> tuple[str, list[str]]:
         """The run's summary line and its problems (an ended run with steps never ended among them)."""

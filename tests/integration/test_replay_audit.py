@@ -79,3 +79,35 @@ def msgspec_text(data) -> str:
     import msgspec
 
     return msgspec.json.encode(data).decode()
+
+
+def test_verify_in_the_same_read_finds_what_the_store_verify_finds(store_url):
+    """``--verify`` checks the chains and seals on the fold's own read of the log: what it finds is
+    the fold's problems, then exactly what ``store.verify()`` finds, with runs ended and let go, an
+    event after a run's end, an event edited and one removed."""
+    from tests.contract.eventstore_testkit import tamper
+
+    store = open_store(store_url)
+    try:
+        with Engine(store, REGISTRY, EngineConfig(recover=False)) as engine:
+            runs = [engine.launch("two-steps", f"q{i}").run_id for i in range(4)]
+            for run_id in runs:
+                assert engine.wait(run_id).status == "completed"
+        seal = store.seal()
+        assert replay_log(store, verify=True, seal=seal).problems == []
+        late = store.read_stream(stream_of(runs[1]))
+        step = next(r for r in late if r.type == "StepCompleted")
+        store.append(stream_of(runs[1]), [NewEvent(step.type, step.data, step.metadata)], len(late))
+        assert replay_log(store, verify=True, seal=seal).problems == []  # a clean chain, folded again
+        edited = next(r for r in store.read_stream(stream_of(runs[2])) if r.type == "StepCompleted")
+        removed = store.read_stream(stream_of(runs[3]))[2]
+        tamper(store, f"UPDATE events SET data = replace(data, '\"ok\"', '\"OK\"') WHERE position = {edited.position}",
+               f"DELETE FROM events WHERE position = {removed.position}")
+        found = replay_log(store, verify=True, seal=seal).problems
+        assert found == replay_log(store).problems + store.verify(seal=seal)
+        text = "\n".join(found)
+        assert f"edited: stream {stream_of(runs[2])!r} version {edited.version}" in text
+        assert f"removed: version {removed.version} of stream {stream_of(runs[3])!r}" in text
+        assert "does not match the seal given" in text
+    finally:
+        store.close()
