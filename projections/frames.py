@@ -35,11 +35,16 @@ ephemeral and come from the engine, not from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgspec
+from msgspec import UNSET, UnsetType
+
 from eventstore import RecordedEvent
+from flows.codec import CODEC
 from flows.events import (
+    RUN_STREAM_PREFIX,
     AnomalyDetected,
     Event,
     MapItemCompleted,
@@ -73,7 +78,7 @@ from flows.events import (
 )
 from flows.status import ENDING_STATUS, run_status_of, step_status_of
 from flows.tasks.run import step_move
-from projections.source import decode
+from projections.source import FramedRow, decode, read_event, suspect_search
 
 Frame = dict[str, Any]
 
@@ -130,6 +135,92 @@ class Framer:
             if project is not None:  # None: not projected yet; ask again next time
                 self._projects[run_id] = project
         return project or ""
+
+    def encode_rows(self, rows: Iterable[FramedRow], project_id: str | None = None) -> Encoded:
+        """The frames of these run events, already JSON: what ``event_frames`` gives for each, encoded as
+        ``msgspec.json`` encodes those dicts (byte for byte), without building the dicts.
+
+        ``rows`` are ``projections.source.read_framed_rows``'s. With ``project_id``,
+        the frames of other projects' runs are left out (as ``Subscriber.matches``
+        leaves them out). What a stream resuming from a position sends: each
+        row's data is decoded into its event as a projection decodes it (a row
+        that does not decode is logged and gives no frame, as ``frames``), and
+        its frames are built as ``msgspec.Struct``s of their own shape
+        (``_STRUCTS``; the few other types as their dicts) and encoded at once,
+        one row after the other: a page's events are never all alive together.
+        """
+        out = Encoded()
+        ids, types, texts = out.ids, out.types, out.json
+        projects = self._projects
+        project_of = self._project
+        encode = _encode
+        fast = CODEC.fast()
+        suspect: Callable[[Any], Any] | None = None
+        for position, run_id, type_name, data, schema_version in rows:
+            decoder = fast.get(type_name)
+            event: Event | None = None
+            if decoder is not None and isinstance(data, (bytes, str)):
+                if suspect is None:
+                    suspect = suspect_search(data)
+                if suspect(data) is None:
+                    try:
+                        event = decoder.decode(data)
+                    except (msgspec.DecodeError, ValueError):
+                        pass  # read_event says why, and skips it
+            if event is None:
+                event = read_event(type_name, data, schema_version, position)
+                if event is None:
+                    continue
+            cls = type(event)
+            if isinstance(event, RunLaunched):
+                projects[run_id] = event.project_id
+            project = projects.get(run_id)
+            if project is None:
+                project = project_of(run_id)
+            if project_id is None or project == project_id:
+                build = _STRUCTS.get(cls)
+                if build is not None:
+                    for struct in build(position, run_id, project, event):
+                        ids.append(position)
+                        types.append(struct.type)
+                        texts.append(encode(struct))
+                else:
+                    for frame in _frames({"id": position, "run_id": run_id, "project_id": project}, event):
+                        ids.append(position)
+                        types.append(frame["type"])
+                        texts.append(encode(frame))
+            if cls in ENDING_STATUS:
+                projects.pop(run_id, None)
+        return out
+
+    def encode_records(self, records: Iterable[RecordedEvent], project_id: str | None = None) -> Encoded:
+        """``encode_rows`` for recorded events (data already JSON values); other streams give none."""
+        cut = len(RUN_STREAM_PREFIX)
+        return self.encode_rows(((r.position, r.stream_id[cut:], r.type, r.data, r.metadata.get("schema_version"))
+                                 for r in records if r.stream_id.startswith(RUN_STREAM_PREFIX)), project_id)
+
+
+class Encoded:
+    """Durable frames already encoded: ``ids`` (their SSE id), ``types`` (their ``type``), ``json``
+    (the frame as ``msgspec.json`` encodes its dict), in order. What ``Framer.encode`` makes."""
+
+    __slots__ = ("ids", "types", "json")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.types: list[str] = []
+        self.json: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def frames(self) -> list[Frame]:
+        """The frames as dicts again (decoded from their JSON)."""
+        return [_decode(text) for text in self.json]
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def _step_frame(base: Frame, event: Event, **fields: Any) -> Frame:
@@ -231,3 +322,256 @@ def _task_frames(base: Frame, e: TaskEvent) -> list[Frame]:
     elif isinstance(e, TaskBlocked):
         frame["detail"] = e.reason
     return [frame]
+
+
+# -- frames as Structs of their own shape, for a replay (``Framer.encode``) ----------------------------
+#
+# Each Struct's fields are in the order of the frame dict's keys above (a Struct encodes its fields in
+# the order they are declared, base class first), so it encodes to the same bytes as the dict; a key
+# the dict has only sometimes is UNSET (left out) otherwise. tests/unit/test_frames.py compares both
+# encodings on every framed type. The frame types left out here (task events, forks) are built as
+# their dict: they are few in a log.
+
+
+class _Frame(msgspec.Struct, kw_only=True):
+    id: int
+    run_id: str
+    project_id: str
+    type: str
+
+
+class _StepF(_Frame, kw_only=True):
+    step_id: str
+    status: str | None
+    at: float
+
+
+class _StepStartedF(_StepF, kw_only=True):
+    attempt: int
+    agent: str
+    kind: str
+    backend: str
+    model: str
+    items: int | UnsetType = UNSET
+    child_run_id: str | UnsetType = UNSET
+
+
+class _StepCompletedF(_StepF, kw_only=True):
+    attempt: int
+    duration_s: float
+    output: str
+
+
+class _StepFailedF(_StepF, kw_only=True):
+    attempt: int
+    error: str
+    will_retry: bool
+    retry_at: float | None
+
+
+class _StepCancelledF(_StepF, kw_only=True):
+    attempt: int
+    error: str
+
+
+class _StepSkippedF(_StepF, kw_only=True):
+    reason: str
+    detail: str
+
+
+class _StepResumedF(_StepF, kw_only=True):
+    decision: str
+    by: str
+    comment: str
+    timer: str | None
+
+
+class _ApprovalF(_Frame, kw_only=True):
+    step_id: str
+    prompt: str
+    at: float
+    due_at: float | None
+
+
+class _RunF(_Frame, kw_only=True):
+    step_id: None = None
+    status: str | None
+    run_status: str | None
+    at: float
+
+
+class _RunMovedF(_RunF, kw_only=True):
+    reason: str
+    plan_position: int
+
+
+class _RunEndedF(_RunF, kw_only=True):
+    reason: str
+    by: str
+    report: str
+
+
+class _PlanStepF(msgspec.Struct):
+    step_id: str
+    agent: str
+    kind: str
+    label: str
+    deps: list[str]
+
+
+class _LaunchedF(_Frame, kw_only=True):
+    flow_name: str
+    band: str
+    question: str
+    steps: list[_PlanStepF]
+    at: float
+    parent_run_id: str | UnsetType = UNSET
+    parent_step: str | UnsetType = UNSET
+
+
+class _MapItemF(_Frame, kw_only=True):
+    step_id: str
+    attempt: int
+    index: int
+    item: Any
+    status: str
+    output: str | UnsetType = UNSET
+    error: str | UnsetType = UNSET
+    at: float
+
+
+class _AnomalyF(_Frame, kw_only=True):
+    step_id: str
+    attempt: int
+    kind: str
+    severity: str
+    detail: str
+    action: str
+    at: float
+
+
+class _ToolCallF(_Frame, kw_only=True):
+    step_id: str
+    attempt: int
+    call_id: str
+    tool: str
+    arguments: str
+    turn: int
+    seq: int
+    at: float
+
+
+class _ToolResultF(_Frame, kw_only=True):
+    step_id: str
+    attempt: int
+    call_id: str
+    tool: str
+    ok: bool
+    outcome: str
+    error: str
+    bytes: int
+    truncated: bool
+    sha256: str
+    result: str
+    result_cut: bool
+    at: float
+
+
+_STEP = "flow_run_step_updated"
+_Build = Callable[[int, str, str, Any], "list[_Frame]"]
+
+
+def _step_started(i: int, r: str, p: str, e: StepStarted) -> list[_Frame]:
+    return [_StepStartedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                          at=e.at, attempt=e.attempt, agent=e.persona, kind=e.kind, backend=e.backend, model=e.model,
+                          items=len(e.items) if e.items else UNSET, child_run_id=e.child_run_id or UNSET)]
+
+
+def _step_completed(i: int, r: str, p: str, e: StepCompleted) -> list[_Frame]:
+    return [_StepCompletedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                            at=e.at, attempt=e.attempt, duration_s=e.duration_s, output=e.output)]
+
+
+def _step_failed(i: int, r: str, p: str, e: StepFailed) -> list[_Frame]:
+    return [_StepFailedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                         at=e.at, attempt=e.attempt, error=e.error, will_retry=e.will_retry,
+                         retry_at=e.retry_at or None)]
+
+
+def _step_cancelled(i: int, r: str, p: str, e: StepCancelled) -> list[_Frame]:
+    return [_StepCancelledF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                            at=e.at, attempt=e.attempt, error=e.reason)]
+
+
+def _step_skipped(i: int, r: str, p: str, e: StepSkipped) -> list[_Frame]:
+    return [_StepSkippedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                          at=e.at, reason=e.reason, detail=e.detail)]
+
+
+def _step_paused(i: int, r: str, p: str, e: StepPaused) -> list[_Frame]:
+    return [_StepF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e), at=e.at),
+            _ApprovalF(id=i, run_id=r, project_id=p, type="approval_requested", step_id=e.step_id, prompt=e.prompt,
+                       at=e.at, due_at=e.due_at or None)]
+
+
+def _step_resumed(i: int, r: str, p: str, e: StepResumed) -> list[_Frame]:
+    return [_StepResumedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                          at=e.at, decision=e.decision, by=e.by, comment=e.comment, timer=e.timer or None)]
+
+
+def _run_moved(i: int, r: str, p: str, e: RunQueued | RunStarted) -> list[_Frame]:
+    status = run_status_of(e)
+    return [_RunMovedF(id=i, run_id=r, project_id=p, type=_STEP, status=status, run_status=status, at=e.at,
+                       reason=e.reason, plan_position=e.plan_position)]
+
+
+def _run_ended(i: int, r: str, p: str, e: RunCompleted | RunFailed | RunRejected | RunCancelled) -> list[_Frame]:
+    status = run_status_of(e)
+    return [_RunEndedF(id=i, run_id=r, project_id=p, type=_STEP, status=status, run_status=status, at=e.at,
+                       reason=getattr(e, "reason", ""), by=getattr(e, "by", ""), report=e.report)]
+
+
+def _run_launched(i: int, r: str, p: str, e: RunLaunched) -> list[_Frame]:
+    steps = [_PlanStepF(s.id, s.persona, s.kind, s.label or s.id, list(s.deps)) for s in e.snapshot.steps]
+    parent = e.parent_run_id
+    return [_LaunchedF(id=i, run_id=r, project_id=p, type="flow_run_started", flow_name=e.flow, band=e.band,
+                       question=str(e.input.get("question", "")), steps=steps, at=e.at,
+                       parent_run_id=parent if parent else UNSET, parent_step=e.parent_step if parent else UNSET)]
+
+
+def _map_completed(i: int, r: str, p: str, e: MapItemCompleted) -> list[_Frame]:
+    return [_MapItemF(id=i, run_id=r, project_id=p, type="map_item", step_id=e.step_id, attempt=e.attempt,
+                      index=e.index, item=e.item, status="completed", output=e.output, at=e.at)]
+
+
+def _map_failed(i: int, r: str, p: str, e: MapItemFailed) -> list[_Frame]:
+    return [_MapItemF(id=i, run_id=r, project_id=p, type="map_item", step_id=e.step_id, attempt=e.attempt,
+                      index=e.index, item=e.item, status="failed", error=e.error, at=e.at)]
+
+
+def _anomaly(i: int, r: str, p: str, e: AnomalyDetected) -> list[_Frame]:
+    return [_AnomalyF(id=i, run_id=r, project_id=p, type="anomaly", step_id=e.step_id, attempt=e.attempt,
+                      kind=e.kind, severity=e.severity, detail=e.detail, action=e.action, at=e.at)]
+
+
+def _tool_called(i: int, r: str, p: str, e: ToolCalled) -> list[_Frame]:
+    return [_ToolCallF(id=i, run_id=r, project_id=p, type="tool_call", step_id=e.step_id, attempt=e.attempt,
+                       call_id=e.call_id, tool=e.tool, arguments=e.arguments, turn=e.turn, seq=e.seq, at=e.at)]
+
+
+def _tool_result(i: int, r: str, p: str, e: ToolResult) -> list[_Frame]:
+    return [_ToolResultF(id=i, run_id=r, project_id=p, type="tool_result", step_id=e.step_id, attempt=e.attempt,
+                         call_id=e.call_id, tool=e.tool, ok=e.ok, outcome=e.outcome, error=e.error, bytes=e.bytes,
+                         truncated=e.truncated, sha256=e.sha256, result=e.result[:FRAME_RESULT_CHARS],
+                         result_cut=len(e.result) > FRAME_RESULT_CHARS, at=e.at)]
+
+
+_STRUCTS: dict[type[Event], _Build] = {
+    StepStarted: _step_started, StepCompleted: _step_completed, StepFailed: _step_failed,
+    StepCancelled: _step_cancelled, StepSkipped: _step_skipped, StepPaused: _step_paused,
+    StepResumed: _step_resumed, RunQueued: _run_moved, RunStarted: _run_moved, RunCompleted: _run_ended,
+    RunFailed: _run_ended, RunRejected: _run_ended, RunCancelled: _run_ended, RunLaunched: _run_launched,
+    MapItemCompleted: _map_completed, MapItemFailed: _map_failed, AnomalyDetected: _anomaly,
+    ToolCalled: _tool_called, ToolResult: _tool_result,
+}
+"""The framed event types built as Structs; the others (``_frames``) as dicts."""
