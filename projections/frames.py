@@ -35,7 +35,7 @@ ephemeral and come from the engine, not from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -136,7 +136,7 @@ class Framer:
                 self._projects[run_id] = project
         return project or ""
 
-    def encode_rows(self, rows: Iterable[FramedRow], project_id: str | None = None) -> Encoded:
+    def encode_rows(self, rows: Sequence[FramedRow], project_id: str | None = None) -> Encoded:
         """The frames of these run events, already JSON: what ``event_frames`` gives for each, encoded as
         ``msgspec.json`` encodes those dicts (byte for byte), without building the dicts.
 
@@ -154,19 +154,20 @@ class Framer:
         projects = self._projects
         project_of = self._project
         encode = _encode
-        fast = CODEC.fast()
-        suspect: Callable[[Any], Any] | None = None
+        # A page's data is all JSON text (bytes from SQLite, str from PostgreSQL) or all JSON values.
+        # Text that holds no escape at all needs no look for one of NUL or a lone surrogate (most text:
+        # msgspec escapes only control characters); a substring test costs a fraction of the search.
+        fast = CODEC.fast() if rows and isinstance(rows[0][3], (bytes, str)) else {}
+        suspect = suspect_search(rows[0][3]) if fast else None
+        escape: Any = b"\\u" if fast and isinstance(rows[0][3], bytes) else "\\u"
         for position, run_id, type_name, data, schema_version in rows:
             decoder = fast.get(type_name)
             event: Event | None = None
-            if decoder is not None and isinstance(data, (bytes, str)):
-                if suspect is None:
-                    suspect = suspect_search(data)
-                if suspect(data) is None:
-                    try:
-                        event = decoder.decode(data)
-                    except (msgspec.DecodeError, ValueError):
-                        pass  # read_event says why, and skips it
+            if decoder is not None and (escape not in data or suspect(data) is None):  # type: ignore[misc]
+                try:
+                    event = decoder.decode(data)
+                except (msgspec.DecodeError, ValueError):
+                    pass  # read_event says why, and skips it
             if event is None:
                 event = read_event(type_name, data, schema_version, position)
                 if event is None:
@@ -180,10 +181,16 @@ class Framer:
             if project_id is None or project == project_id:
                 build = _STRUCTS.get(cls)
                 if build is not None:
-                    for struct in build(position, run_id, project, event):
+                    built = build(position, run_id, project, event)
+                    if type(built) is tuple:  # an event of two frames
+                        for struct in built:
+                            ids.append(position)
+                            types.append(struct.type)
+                            texts.append(encode(struct))
+                    else:
                         ids.append(position)
-                        types.append(struct.type)
-                        texts.append(encode(struct))
+                        types.append(built.type)  # type: ignore[union-attr]
+                        texts.append(encode(built))
                 else:
                     for frame in _frames({"id": position, "run_id": run_id, "project_id": project}, event):
                         ids.append(position)
@@ -196,8 +203,8 @@ class Framer:
     def encode_records(self, records: Iterable[RecordedEvent], project_id: str | None = None) -> Encoded:
         """``encode_rows`` for recorded events (data already JSON values); other streams give none."""
         cut = len(RUN_STREAM_PREFIX)
-        return self.encode_rows(((r.position, r.stream_id[cut:], r.type, r.data, r.metadata.get("schema_version"))
-                                 for r in records if r.stream_id.startswith(RUN_STREAM_PREFIX)), project_id)
+        return self.encode_rows([(r.position, r.stream_id[cut:], r.type, r.data, r.metadata.get("schema_version"))
+                                 for r in records if r.stream_id.startswith(RUN_STREAM_PREFIX)], project_id)
 
 
 class Encoded:
@@ -333,20 +340,20 @@ def _task_frames(base: Frame, e: TaskEvent) -> list[Frame]:
 # their dict: they are few in a log.
 
 
-class _Frame(msgspec.Struct, kw_only=True):
+class _Frame(msgspec.Struct):
     id: int
     run_id: str
     project_id: str
     type: str
 
 
-class _StepF(_Frame, kw_only=True):
+class _StepF(_Frame):
     step_id: str
     status: str | None
     at: float
 
 
-class _StepStartedF(_StepF, kw_only=True):
+class _StepStartedF(_StepF):
     attempt: int
     agent: str
     kind: str
@@ -356,56 +363,56 @@ class _StepStartedF(_StepF, kw_only=True):
     child_run_id: str | UnsetType = UNSET
 
 
-class _StepCompletedF(_StepF, kw_only=True):
+class _StepCompletedF(_StepF):
     attempt: int
     duration_s: float
     output: str
 
 
-class _StepFailedF(_StepF, kw_only=True):
+class _StepFailedF(_StepF):
     attempt: int
     error: str
     will_retry: bool
     retry_at: float | None
 
 
-class _StepCancelledF(_StepF, kw_only=True):
+class _StepCancelledF(_StepF):
     attempt: int
     error: str
 
 
-class _StepSkippedF(_StepF, kw_only=True):
+class _StepSkippedF(_StepF):
     reason: str
     detail: str
 
 
-class _StepResumedF(_StepF, kw_only=True):
+class _StepResumedF(_StepF):
     decision: str
     by: str
     comment: str
     timer: str | None
 
 
-class _ApprovalF(_Frame, kw_only=True):
+class _ApprovalF(_Frame):
     step_id: str
     prompt: str
     at: float
     due_at: float | None
 
 
-class _RunF(_Frame, kw_only=True):
-    step_id: None = None
+class _RunF(_Frame):
+    step_id: None
     status: str | None
     run_status: str | None
     at: float
 
 
-class _RunMovedF(_RunF, kw_only=True):
+class _RunMovedF(_RunF):
     reason: str
     plan_position: int
 
 
-class _RunEndedF(_RunF, kw_only=True):
+class _RunEndedF(_RunF):
     reason: str
     by: str
     report: str
@@ -419,7 +426,7 @@ class _PlanStepF(msgspec.Struct):
     deps: list[str]
 
 
-class _LaunchedF(_Frame, kw_only=True):
+class _LaunchedF(_Frame):
     flow_name: str
     band: str
     question: str
@@ -440,7 +447,7 @@ class _MapItemF(_Frame, kw_only=True):
     at: float
 
 
-class _AnomalyF(_Frame, kw_only=True):
+class _AnomalyF(_Frame):
     step_id: str
     attempt: int
     kind: str
@@ -450,7 +457,7 @@ class _AnomalyF(_Frame, kw_only=True):
     at: float
 
 
-class _ToolCallF(_Frame, kw_only=True):
+class _ToolCallF(_Frame):
     step_id: str
     attempt: int
     call_id: str
@@ -461,7 +468,7 @@ class _ToolCallF(_Frame, kw_only=True):
     at: float
 
 
-class _ToolResultF(_Frame, kw_only=True):
+class _ToolResultF(_Frame):
     step_id: str
     attempt: int
     call_id: str
@@ -478,92 +485,91 @@ class _ToolResultF(_Frame, kw_only=True):
 
 
 _STEP = "flow_run_step_updated"
-_Build = Callable[[int, str, str, Any], "list[_Frame]"]
+_Build = Callable[[int, str, str, Any], "_Frame | tuple[_Frame, ...]"]
+# The status a step's start and end give (``step_status_of``), looked up once: most frames are theirs
+_RUNNING = step_status_of(StepStarted(step_id="", attempt=0))
+_COMPLETED = step_status_of(StepCompleted(step_id="", attempt=0))
 
 
-def _step_started(i: int, r: str, p: str, e: StepStarted) -> list[_Frame]:
-    return [_StepStartedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
-                          at=e.at, attempt=e.attempt, agent=e.persona, kind=e.kind, backend=e.backend, model=e.model,
-                          items=len(e.items) if e.items else UNSET, child_run_id=e.child_run_id or UNSET)]
+def _step_started(i: int, r: str, p: str, e: StepStarted) -> _Frame:
+    return _StepStartedF(i, r, p, _STEP, e.step_id, _RUNNING, e.at, e.attempt, e.persona, e.kind, e.backend,
+                         e.model, len(e.items) if e.items else UNSET, e.child_run_id or UNSET)
 
 
-def _step_completed(i: int, r: str, p: str, e: StepCompleted) -> list[_Frame]:
-    return [_StepCompletedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
-                            at=e.at, attempt=e.attempt, duration_s=e.duration_s, output=e.output)]
+def _step_completed(i: int, r: str, p: str, e: StepCompleted) -> _Frame:
+    return _StepCompletedF(i, r, p, _STEP, e.step_id, _COMPLETED, e.at, e.attempt, e.duration_s, e.output)
 
 
-def _step_failed(i: int, r: str, p: str, e: StepFailed) -> list[_Frame]:
-    return [_StepFailedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
-                         at=e.at, attempt=e.attempt, error=e.error, will_retry=e.will_retry,
-                         retry_at=e.retry_at or None)]
+def _step_failed(i: int, r: str, p: str, e: StepFailed) -> _Frame:
+    return _StepFailedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                        at=e.at, attempt=e.attempt, error=e.error, will_retry=e.will_retry,
+                        retry_at=e.retry_at or None)
 
 
-def _step_cancelled(i: int, r: str, p: str, e: StepCancelled) -> list[_Frame]:
-    return [_StepCancelledF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
-                            at=e.at, attempt=e.attempt, error=e.reason)]
+def _step_cancelled(i: int, r: str, p: str, e: StepCancelled) -> _Frame:
+    return _StepCancelledF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                           at=e.at, attempt=e.attempt, error=e.reason)
 
 
-def _step_skipped(i: int, r: str, p: str, e: StepSkipped) -> list[_Frame]:
-    return [_StepSkippedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
-                          at=e.at, reason=e.reason, detail=e.detail)]
+def _step_skipped(i: int, r: str, p: str, e: StepSkipped) -> _Frame:
+    return _StepSkippedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                         at=e.at, reason=e.reason, detail=e.detail)
 
 
-def _step_paused(i: int, r: str, p: str, e: StepPaused) -> list[_Frame]:
-    return [_StepF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e), at=e.at),
+def _step_paused(i: int, r: str, p: str, e: StepPaused) -> tuple[_Frame, _Frame]:
+    return (_StepF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e), at=e.at),
             _ApprovalF(id=i, run_id=r, project_id=p, type="approval_requested", step_id=e.step_id, prompt=e.prompt,
-                       at=e.at, due_at=e.due_at or None)]
+                       at=e.at, due_at=e.due_at or None))
 
 
-def _step_resumed(i: int, r: str, p: str, e: StepResumed) -> list[_Frame]:
-    return [_StepResumedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
-                          at=e.at, decision=e.decision, by=e.by, comment=e.comment, timer=e.timer or None)]
+def _step_resumed(i: int, r: str, p: str, e: StepResumed) -> _Frame:
+    return _StepResumedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                         at=e.at, decision=e.decision, by=e.by, comment=e.comment, timer=e.timer or None)
 
 
-def _run_moved(i: int, r: str, p: str, e: RunQueued | RunStarted) -> list[_Frame]:
+def _run_moved(i: int, r: str, p: str, e: RunQueued | RunStarted) -> _Frame:
     status = run_status_of(e)
-    return [_RunMovedF(id=i, run_id=r, project_id=p, type=_STEP, status=status, run_status=status, at=e.at,
-                       reason=e.reason, plan_position=e.plan_position)]
+    return _RunMovedF(i, r, p, _STEP, None, status, status, e.at, e.reason, e.plan_position)
 
 
-def _run_ended(i: int, r: str, p: str, e: RunCompleted | RunFailed | RunRejected | RunCancelled) -> list[_Frame]:
+def _run_ended(i: int, r: str, p: str, e: RunCompleted | RunFailed | RunRejected | RunCancelled) -> _Frame:
     status = run_status_of(e)
-    return [_RunEndedF(id=i, run_id=r, project_id=p, type=_STEP, status=status, run_status=status, at=e.at,
-                       reason=getattr(e, "reason", ""), by=getattr(e, "by", ""), report=e.report)]
+    return _RunEndedF(i, r, p, _STEP, None, status, status, e.at, getattr(e, "reason", ""), getattr(e, "by", ""),
+                      e.report)
 
 
-def _run_launched(i: int, r: str, p: str, e: RunLaunched) -> list[_Frame]:
+def _run_launched(i: int, r: str, p: str, e: RunLaunched) -> _Frame:
     steps = [_PlanStepF(s.id, s.persona, s.kind, s.label or s.id, list(s.deps)) for s in e.snapshot.steps]
     parent = e.parent_run_id
-    return [_LaunchedF(id=i, run_id=r, project_id=p, type="flow_run_started", flow_name=e.flow, band=e.band,
-                       question=str(e.input.get("question", "")), steps=steps, at=e.at,
-                       parent_run_id=parent if parent else UNSET, parent_step=e.parent_step if parent else UNSET)]
+    return _LaunchedF(i, r, p, "flow_run_started", e.flow, e.band, str(e.input.get("question", "")), steps, e.at,
+                      parent if parent else UNSET, e.parent_step if parent else UNSET)
 
 
-def _map_completed(i: int, r: str, p: str, e: MapItemCompleted) -> list[_Frame]:
-    return [_MapItemF(id=i, run_id=r, project_id=p, type="map_item", step_id=e.step_id, attempt=e.attempt,
-                      index=e.index, item=e.item, status="completed", output=e.output, at=e.at)]
+def _map_completed(i: int, r: str, p: str, e: MapItemCompleted) -> _Frame:
+    return _MapItemF(id=i, run_id=r, project_id=p, type="map_item", step_id=e.step_id, attempt=e.attempt,
+                     index=e.index, item=e.item, status="completed", output=e.output, at=e.at)
 
 
-def _map_failed(i: int, r: str, p: str, e: MapItemFailed) -> list[_Frame]:
-    return [_MapItemF(id=i, run_id=r, project_id=p, type="map_item", step_id=e.step_id, attempt=e.attempt,
-                      index=e.index, item=e.item, status="failed", error=e.error, at=e.at)]
+def _map_failed(i: int, r: str, p: str, e: MapItemFailed) -> _Frame:
+    return _MapItemF(id=i, run_id=r, project_id=p, type="map_item", step_id=e.step_id, attempt=e.attempt,
+                     index=e.index, item=e.item, status="failed", error=e.error, at=e.at)
 
 
-def _anomaly(i: int, r: str, p: str, e: AnomalyDetected) -> list[_Frame]:
-    return [_AnomalyF(id=i, run_id=r, project_id=p, type="anomaly", step_id=e.step_id, attempt=e.attempt,
-                      kind=e.kind, severity=e.severity, detail=e.detail, action=e.action, at=e.at)]
+def _anomaly(i: int, r: str, p: str, e: AnomalyDetected) -> _Frame:
+    return _AnomalyF(id=i, run_id=r, project_id=p, type="anomaly", step_id=e.step_id, attempt=e.attempt,
+                     kind=e.kind, severity=e.severity, detail=e.detail, action=e.action, at=e.at)
 
 
-def _tool_called(i: int, r: str, p: str, e: ToolCalled) -> list[_Frame]:
-    return [_ToolCallF(id=i, run_id=r, project_id=p, type="tool_call", step_id=e.step_id, attempt=e.attempt,
-                       call_id=e.call_id, tool=e.tool, arguments=e.arguments, turn=e.turn, seq=e.seq, at=e.at)]
+def _tool_called(i: int, r: str, p: str, e: ToolCalled) -> _Frame:
+    return _ToolCallF(id=i, run_id=r, project_id=p, type="tool_call", step_id=e.step_id, attempt=e.attempt,
+                      call_id=e.call_id, tool=e.tool, arguments=e.arguments, turn=e.turn, seq=e.seq, at=e.at)
 
 
-def _tool_result(i: int, r: str, p: str, e: ToolResult) -> list[_Frame]:
-    return [_ToolResultF(id=i, run_id=r, project_id=p, type="tool_result", step_id=e.step_id, attempt=e.attempt,
-                         call_id=e.call_id, tool=e.tool, ok=e.ok, outcome=e.outcome, error=e.error, bytes=e.bytes,
-                         truncated=e.truncated, sha256=e.sha256, result=e.result[:FRAME_RESULT_CHARS],
-                         result_cut=len(e.result) > FRAME_RESULT_CHARS, at=e.at)]
+def _tool_result(i: int, r: str, p: str, e: ToolResult) -> _Frame:
+    return _ToolResultF(id=i, run_id=r, project_id=p, type="tool_result", step_id=e.step_id, attempt=e.attempt,
+                        call_id=e.call_id, tool=e.tool, ok=e.ok, outcome=e.outcome, error=e.error, bytes=e.bytes,
+                        truncated=e.truncated, sha256=e.sha256, result=e.result[:FRAME_RESULT_CHARS],
+                        result_cut=len(e.result) > FRAME_RESULT_CHARS, at=e.at)
 
 
 _STRUCTS: dict[type[Event], _Build] = {

@@ -279,13 +279,18 @@ class FrameHub:
         source = read_framed_rows(self.store, after, upto, FRAMED_TYPES, REPLAY_PAGE,
                                   project_id=project_id if self.project_of is not None else None)
 
-        def next_page() -> Encoded | None:
-            rows = next(source, None)
-            return None if rows is None else framer.encode_rows(rows, project_id)
-
-        while (encoded := await asyncio.to_thread(next_page)) is not None:
-            if encoded:
-                yield encoded
+        # The next page's query runs while this one is encoded: the database's
+        # work (and, on PostgreSQL, the wait for it, the GIL free) overlaps ours.
+        loop = asyncio.get_running_loop()
+        fetching = loop.run_in_executor(None, next, source, None)
+        try:
+            while (rows := await fetching) is not None:
+                fetching = loop.run_in_executor(None, next, source, None)
+                encoded = await loop.run_in_executor(None, framer.encode_rows, rows, project_id)
+                if encoded:
+                    yield encoded
+        finally:
+            fetching.cancel()  # a consumer that stopped: a read under way ends on its own, unread
 
     def _run_records(self, run_id: str, after: int, upto: int) -> Iterable[RecordedEvent]:
         return (r for r in self.store.read_stream(stream_of(run_id)) if after < r.position <= upto)

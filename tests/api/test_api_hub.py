@@ -250,3 +250,26 @@ def test_a_project_replay_leaves_other_projects_runs_in_the_database(store_url):
         assert got == expected and {f["run_id"] for f in got} == {"old0", "old3", "new0"}
     finally:
         store.close()
+
+
+def test_replays_dropped_after_their_first_page_hold_nothing_back(store_url, monkeypatch):
+    """A client that goes away during its replay (its page reads run ahead of it in worker threads)
+    leaves no read behind that holds a connection: many of them, then a whole replay, all come."""
+    monkeypatch.setattr("api.http.hub.REPLAY_PAGE", 4)  # 20 pages: the next one is always being read
+    store = open_store(store_url)
+    try:
+        for i in range(40):
+            append_run(store, f"r{i:02}")
+        expected = sse_lines(all_frames(store))
+
+        async def main() -> bytes:
+            hub = FrameHub(store)
+            for _ in range(40):  # more than the pool holds (10 + 20 overflow on PostgreSQL)
+                replay = hub.read_frames(0, store.head(), None)
+                assert len(await replay.__anext__()) > 0
+                await replay.aclose()
+            return b"".join([sse_lines(page) async for page in hub.read_frames(0, store.head(), None)])
+
+        assert asyncio.run(asyncio.wait_for(main(), 60)) == expected
+    finally:
+        store.close()
