@@ -155,15 +155,12 @@ class Framer:
         project_of = self._project
         encode = _encode
         # A page's data is all JSON text (bytes from SQLite, str from PostgreSQL) or all JSON values.
-        # Text that holds no escape at all needs no look for one of NUL or a lone surrogate (most text:
-        # msgspec escapes only control characters); a substring test costs a fraction of the search.
         fast = CODEC.fast() if rows and isinstance(rows[0][3], (bytes, str)) else {}
         suspect = suspect_search(rows[0][3]) if fast else None
-        escape: Any = b"\\u" if fast and isinstance(rows[0][3], bytes) else "\\u"
         for position, run_id, type_name, data, schema_version in rows:
             decoder = fast.get(type_name)
             event: Event | None = None
-            if decoder is not None and (escape not in data or suspect(data) is None):  # type: ignore[misc]
+            if decoder is not None and suspect is not None and suspect(data) is None:
                 try:
                     event = decoder.decode(data)
                 except (msgspec.DecodeError, ValueError):
