@@ -31,6 +31,12 @@ one, with its report.
 
 Token deltas (``step_delta``) and the scheduler's ``plan_updated`` are
 ephemeral and come from the engine, not from here.
+
+A replay (a stream resuming from a position) gets the same frames already
+encoded, without their dicts: ``Framer.encode_rows`` builds most of them as
+``msgspec.Struct``s of their own shape (``_STRUCTS``, below the dict
+builders; keep both in step: tests/unit/test_frames.py compares their bytes
+on every framed type).
 """
 
 from __future__ import annotations
@@ -206,7 +212,7 @@ class Framer:
 
 class Encoded:
     """Durable frames already encoded: ``ids`` (their SSE id), ``types`` (their ``type``), ``json``
-    (the frame as ``msgspec.json`` encodes its dict), in order. What ``Framer.encode`` makes."""
+    (the frame as ``msgspec.json`` encodes its dict), in order. What ``Framer.encode_rows`` makes."""
 
     __slots__ = ("ids", "types", "json")
 
