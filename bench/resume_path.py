@@ -1,21 +1,28 @@
 """What a stream resuming from position 0 costs, in one process: the read, decode, framing and SSE
 encoding of every frame, old way and new way, in alternating rounds, beside the driver's raw scan.
 
-    .venv/bin/python bench/resume_path.py URL [--rounds 5]
+    .venv/bin/python bench/resume_path.py URL [--rounds 5] [--ways old,new]
 
+``old``: ``projections.source.read_framed`` (only the run events of framed types, each page decoded
+into events) through ``Framer.event_frames`` (a dict per frame) and ``api.http.stream.sse_lines``
+per page: the replay before ``Framer.encode_rows``. ``new``: ``FrameHub.read_frames`` itself, on an
+event loop (``read_framed_rows`` and ``Framer.encode_rows`` in worker threads: no frame dicts),
+then ``sse_lines`` per page: what the server does for ``/api/stream?after=0`` but the socket.
 ``store``: ``store.read_all`` (every event, decoded into ``RecordedEvent``s) through
-``Framer.frames`` (the path before ``read_framed``); ``framed``: ``projections.source.read_framed``
-(only the run events of framed types, data decoded straight into the event types) through
-``Framer.event_frames``; both then ``api.http.stream.sse_lines`` per page. ``raw``: the driver's own
-scan of the same rows (position, stream_id, type, data), rows/s. No HTTP and no event loop: the
-server adds its socket writes and a thread hop per page on top (``bench/scale.py --parts resume``).
-Prints one JSON line per round and one with the medians (ratios: median of the per-round ratios).
+``Framer.frames`` (the path before ``read_framed``). ``raw``: the driver's own scan of the same
+rows (position, stream_id, type, data), rows/s, every round. Each figure is frames/s of wall time;
+``*_cpu_frames_per_s`` divides by the process's CPU time instead (worker threads included), the
+cost on a machine that others share. No HTTP: the server adds its socket writes on top
+(``bench/scale.py --parts resume``). Prints one JSON line per round (with the load average) and
+one with the medians and the best (ratios: of the per-round ratios).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -23,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from api.http.hub import FrameHub
 from api.http.stream import sse_lines
 from eventstore import open_store
 from projections.frames import FRAMED_TYPES, Framer
@@ -53,8 +61,7 @@ def raw(url: str) -> float:
     return rows / (time.perf_counter() - t0)
 
 
-def old_way(store) -> tuple[int, int, float]:
-    t0 = time.perf_counter()
+def store_way(store) -> tuple[int, int]:
     framer = Framer()
     frames = size = 0
     page = []
@@ -62,40 +69,57 @@ def old_way(store) -> tuple[int, int, float]:
         page.extend(framer.frames(rec))
         if len(page) >= PAGE:
             frames, size, page = frames + len(page), size + len(sse_lines(page)), []
-    frames, size = frames + len(page), size + len(sse_lines(page))
-    return frames, size, time.perf_counter() - t0
+    return frames + len(page), size + len(sse_lines(page))
 
 
-def new_way(store) -> tuple[int, int, float]:
-    t0 = time.perf_counter()
+def old_way(store) -> tuple[int, int]:
     framer = Framer()
     frames = size = 0
     for page in read_framed(store, 0, store.head(), FRAMED_TYPES, PAGE):
         out = [f for run, event, position, _ in page.items for f in framer.event_frames(run, event, position)]
         frames, size = frames + len(out), size + len(sse_lines(out))
-    return frames, size, time.perf_counter() - t0
+    return frames, size
+
+
+def new_way(store) -> tuple[int, int]:
+    async def replay() -> tuple[int, int]:
+        hub = FrameHub(store)  # not started: read_frames reads the store on its own
+        frames = size = 0
+        async for page in hub.read_frames(0, store.head(), None):
+            frames, size = frames + len(page), size + len(sse_lines(page))
+        return frames, size
+
+    return asyncio.run(replay())
+
+
+WAYS = {"store": store_way, "old": old_way, "new": new_way}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--ways", default="old,new", help=f"of {','.join(WAYS)}, alternated round by round")
     args = parser.parse_args()
+    names = [w.strip() for w in args.ways.split(",") if w.strip()]
     store = open_store(args.url)
     rows: list[dict[str, float]] = []
     try:
         for i in range(args.rounds):
-            order = [("old", old_way), ("new", new_way)]
-            if i % 2:
-                order.reverse()
-            line: dict[str, float] = {"raw_rows_per_s": raw(args.url)}
-            for name, way in order:
-                frames, size, wall = way(store)
+            order = names[::-1] if i % 2 else names
+            line: dict[str, float] = {"load_1m": os.getloadavg()[0], "raw_rows_per_s": raw(args.url)}
+            for name in order:
+                t0, c0 = time.perf_counter(), time.process_time()
+                frames, size = WAYS[name](store)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 line[f"{name}_frames_per_s"] = frames / wall
+                line[f"{name}_cpu_frames_per_s"] = frames / cpu
                 line[f"{name}_frames"] = frames
                 line[f"{name}_mb"] = size / 1e6
-            line["new_over_old"] = line["new_frames_per_s"] / line["old_frames_per_s"]
-            line["new_over_raw"] = line["new_frames_per_s"] / line["raw_rows_per_s"]
+            if "old" in names and "new" in names:
+                line["new_over_old"] = line["new_frames_per_s"] / line["old_frames_per_s"]
+            if "new" in names:
+                line["new_over_raw"] = line["new_frames_per_s"] / line["raw_rows_per_s"]
             rows.append(line)
             print(json.dumps({"round": i, **{k: round(v, 3) for k, v in line.items()}}), flush=True)
     finally:

@@ -31,15 +31,26 @@ one, with its report.
 
 Token deltas (``step_delta``) and the scheduler's ``plan_updated`` are
 ephemeral and come from the engine, not from here.
+
+A replay (a stream resuming from a position) gets the same frames already
+encoded, without their dicts: ``Framer.encode_rows`` builds most of them as
+``msgspec.Struct``s of their own shape (``_STRUCTS``, below the dict
+builders; keep both in step: tests/unit/test_frames.py compares their bytes
+on every framed type).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import msgspec
+from msgspec import UNSET, UnsetType
+
 from eventstore import RecordedEvent
+from flows.codec import CODEC
 from flows.events import (
+    RUN_STREAM_PREFIX,
     AnomalyDetected,
     Event,
     MapItemCompleted,
@@ -73,7 +84,7 @@ from flows.events import (
 )
 from flows.status import ENDING_STATUS, run_status_of, step_status_of
 from flows.tasks.run import step_move
-from projections.source import decode
+from projections.source import FramedRow, decode, read_event, suspect_search
 
 Frame = dict[str, Any]
 
@@ -130,6 +141,96 @@ class Framer:
             if project is not None:  # None: not projected yet; ask again next time
                 self._projects[run_id] = project
         return project or ""
+
+    def encode_rows(self, rows: Sequence[FramedRow], project_id: str | None = None) -> Encoded:
+        """The frames of these run events, already JSON: what ``event_frames`` gives for each, encoded as
+        ``msgspec.json`` encodes those dicts (byte for byte), without building the dicts.
+
+        ``rows`` are ``projections.source.read_framed_rows``'s. With ``project_id``,
+        the frames of other projects' runs are left out (as ``Subscriber.matches``
+        leaves them out). What a stream resuming from a position sends: each
+        row's data is decoded into its event as a projection decodes it (a row
+        that does not decode is logged and gives no frame, as ``frames``), and
+        its frames are built as ``msgspec.Struct``s of their own shape
+        (``_STRUCTS``; the few other types as their dicts) and encoded at once,
+        one row after the other: a page's events are never all alive together.
+        """
+        out = Encoded()
+        ids, types, texts = out.ids, out.types, out.json
+        projects = self._projects
+        project_of = self._project
+        encode = _encode
+        # A page's data is all JSON text (bytes from SQLite, str from PostgreSQL) or all JSON values.
+        fast = CODEC.fast() if rows and isinstance(rows[0][3], (bytes, str)) else {}
+        suspect = suspect_search(rows[0][3]) if fast else None
+        for position, run_id, type_name, data, schema_version in rows:
+            decoder = fast.get(type_name)
+            event: Event | None = None
+            if decoder is not None and suspect is not None and suspect(data) is None:
+                try:
+                    event = decoder.decode(data)
+                except (msgspec.DecodeError, ValueError):
+                    pass  # read_event says why, and skips it
+            if event is None:
+                event = read_event(type_name, data, schema_version, position)
+                if event is None:
+                    continue
+            cls = type(event)
+            if isinstance(event, RunLaunched):
+                projects[run_id] = event.project_id
+            project = projects.get(run_id)
+            if project is None:
+                project = project_of(run_id)
+            if project_id is None or project == project_id:
+                build = _STRUCTS.get(cls)
+                if build is not None:
+                    built = build(position, run_id, project, event)
+                    if type(built) is tuple:  # an event of two frames
+                        for struct in built:
+                            ids.append(position)
+                            types.append(struct.type)
+                            texts.append(encode(struct))
+                    else:
+                        ids.append(position)
+                        types.append(built.type)  # type: ignore[union-attr]
+                        texts.append(encode(built))
+                else:
+                    for frame in _frames({"id": position, "run_id": run_id, "project_id": project}, event):
+                        ids.append(position)
+                        types.append(frame["type"])
+                        texts.append(encode(frame))
+            if cls in ENDING_STATUS:
+                projects.pop(run_id, None)
+        return out
+
+    def encode_records(self, records: Iterable[RecordedEvent], project_id: str | None = None) -> Encoded:
+        """``encode_rows`` for recorded events (data already JSON values); other streams give none."""
+        cut = len(RUN_STREAM_PREFIX)
+        return self.encode_rows([(r.position, r.stream_id[cut:], r.type, r.data, r.metadata.get("schema_version"))
+                                 for r in records if r.stream_id.startswith(RUN_STREAM_PREFIX)], project_id)
+
+
+class Encoded:
+    """Durable frames already encoded: ``ids`` (their SSE id), ``types`` (their ``type``), ``json``
+    (the frame as ``msgspec.json`` encodes its dict), in order. What ``Framer.encode_rows`` makes."""
+
+    __slots__ = ("ids", "types", "json")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.types: list[str] = []
+        self.json: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def frames(self) -> list[Frame]:
+        """The frames as dicts again (decoded from their JSON)."""
+        return [_decode(text) for text in self.json]
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def _step_frame(base: Frame, event: Event, **fields: Any) -> Frame:
@@ -231,3 +332,255 @@ def _task_frames(base: Frame, e: TaskEvent) -> list[Frame]:
     elif isinstance(e, TaskBlocked):
         frame["detail"] = e.reason
     return [frame]
+
+
+# -- frames as Structs of their own shape, for a replay (``Framer.encode``) ----------------------------
+#
+# Each Struct's fields are in the order of the frame dict's keys above (a Struct encodes its fields in
+# the order they are declared, base class first), so it encodes to the same bytes as the dict; a key
+# the dict has only sometimes is UNSET (left out) otherwise. tests/unit/test_frames.py compares both
+# encodings on every framed type. The frame types left out here (task events, forks) are built as
+# their dict: they are few in a log.
+
+
+class _Frame(msgspec.Struct):
+    id: int
+    run_id: str
+    project_id: str
+    type: str
+
+
+class _StepF(_Frame):
+    step_id: str
+    status: str | None
+    at: float
+
+
+class _StepStartedF(_StepF):
+    attempt: int
+    agent: str
+    kind: str
+    backend: str
+    model: str
+    items: int | UnsetType = UNSET
+    child_run_id: str | UnsetType = UNSET
+
+
+class _StepCompletedF(_StepF):
+    attempt: int
+    duration_s: float
+    output: str
+
+
+class _StepFailedF(_StepF):
+    attempt: int
+    error: str
+    will_retry: bool
+    retry_at: float | None
+
+
+class _StepCancelledF(_StepF):
+    attempt: int
+    error: str
+
+
+class _StepSkippedF(_StepF):
+    reason: str
+    detail: str
+
+
+class _StepResumedF(_StepF):
+    decision: str
+    by: str
+    comment: str
+    timer: str | None
+
+
+class _ApprovalF(_Frame):
+    step_id: str
+    prompt: str
+    at: float
+    due_at: float | None
+
+
+class _RunF(_Frame):
+    step_id: None
+    status: str | None
+    run_status: str | None
+    at: float
+
+
+class _RunMovedF(_RunF):
+    reason: str
+    plan_position: int
+
+
+class _RunEndedF(_RunF):
+    reason: str
+    by: str
+    report: str
+
+
+class _PlanStepF(msgspec.Struct):
+    step_id: str
+    agent: str
+    kind: str
+    label: str
+    deps: list[str]
+
+
+class _LaunchedF(_Frame):
+    flow_name: str
+    band: str
+    question: str
+    steps: list[_PlanStepF]
+    at: float
+    parent_run_id: str | UnsetType = UNSET
+    parent_step: str | UnsetType = UNSET
+
+
+class _MapItemF(_Frame, kw_only=True):
+    step_id: str
+    attempt: int
+    index: int
+    item: Any
+    status: str
+    output: str | UnsetType = UNSET
+    error: str | UnsetType = UNSET
+    at: float
+
+
+class _AnomalyF(_Frame):
+    step_id: str
+    attempt: int
+    kind: str
+    severity: str
+    detail: str
+    action: str
+    at: float
+
+
+class _ToolCallF(_Frame):
+    step_id: str
+    attempt: int
+    call_id: str
+    tool: str
+    arguments: str
+    turn: int
+    seq: int
+    at: float
+
+
+class _ToolResultF(_Frame):
+    step_id: str
+    attempt: int
+    call_id: str
+    tool: str
+    ok: bool
+    outcome: str
+    error: str
+    bytes: int
+    truncated: bool
+    sha256: str
+    result: str
+    result_cut: bool
+    at: float
+
+
+_STEP = "flow_run_step_updated"
+_Build = Callable[[int, str, str, Any], "_Frame | tuple[_Frame, ...]"]
+# The status a step's start and end give (``step_status_of``), looked up once: most frames are theirs
+_RUNNING = step_status_of(StepStarted(step_id="", attempt=0))
+_COMPLETED = step_status_of(StepCompleted(step_id="", attempt=0))
+
+
+def _step_started(i: int, r: str, p: str, e: StepStarted) -> _Frame:
+    return _StepStartedF(i, r, p, _STEP, e.step_id, _RUNNING, e.at, e.attempt, e.persona, e.kind, e.backend,
+                         e.model, len(e.items) if e.items else UNSET, e.child_run_id or UNSET)
+
+
+def _step_completed(i: int, r: str, p: str, e: StepCompleted) -> _Frame:
+    return _StepCompletedF(i, r, p, _STEP, e.step_id, _COMPLETED, e.at, e.attempt, e.duration_s, e.output)
+
+
+def _step_failed(i: int, r: str, p: str, e: StepFailed) -> _Frame:
+    return _StepFailedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                        at=e.at, attempt=e.attempt, error=e.error, will_retry=e.will_retry,
+                        retry_at=e.retry_at or None)
+
+
+def _step_cancelled(i: int, r: str, p: str, e: StepCancelled) -> _Frame:
+    return _StepCancelledF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                           at=e.at, attempt=e.attempt, error=e.reason)
+
+
+def _step_skipped(i: int, r: str, p: str, e: StepSkipped) -> _Frame:
+    return _StepSkippedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                         at=e.at, reason=e.reason, detail=e.detail)
+
+
+def _step_paused(i: int, r: str, p: str, e: StepPaused) -> tuple[_Frame, _Frame]:
+    return (_StepF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e), at=e.at),
+            _ApprovalF(id=i, run_id=r, project_id=p, type="approval_requested", step_id=e.step_id, prompt=e.prompt,
+                       at=e.at, due_at=e.due_at or None))
+
+
+def _step_resumed(i: int, r: str, p: str, e: StepResumed) -> _Frame:
+    return _StepResumedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
+                         at=e.at, decision=e.decision, by=e.by, comment=e.comment, timer=e.timer or None)
+
+
+def _run_moved(i: int, r: str, p: str, e: RunQueued | RunStarted) -> _Frame:
+    status = run_status_of(e)
+    return _RunMovedF(i, r, p, _STEP, None, status, status, e.at, e.reason, e.plan_position)
+
+
+def _run_ended(i: int, r: str, p: str, e: RunCompleted | RunFailed | RunRejected | RunCancelled) -> _Frame:
+    status = run_status_of(e)
+    return _RunEndedF(i, r, p, _STEP, None, status, status, e.at, getattr(e, "reason", ""), getattr(e, "by", ""),
+                      e.report)
+
+
+def _run_launched(i: int, r: str, p: str, e: RunLaunched) -> _Frame:
+    steps = [_PlanStepF(s.id, s.persona, s.kind, s.label or s.id, list(s.deps)) for s in e.snapshot.steps]
+    parent = e.parent_run_id
+    return _LaunchedF(i, r, p, "flow_run_started", e.flow, e.band, str(e.input.get("question", "")), steps, e.at,
+                      parent if parent else UNSET, e.parent_step if parent else UNSET)
+
+
+def _map_completed(i: int, r: str, p: str, e: MapItemCompleted) -> _Frame:
+    return _MapItemF(id=i, run_id=r, project_id=p, type="map_item", step_id=e.step_id, attempt=e.attempt,
+                     index=e.index, item=e.item, status="completed", output=e.output, at=e.at)
+
+
+def _map_failed(i: int, r: str, p: str, e: MapItemFailed) -> _Frame:
+    return _MapItemF(id=i, run_id=r, project_id=p, type="map_item", step_id=e.step_id, attempt=e.attempt,
+                     index=e.index, item=e.item, status="failed", error=e.error, at=e.at)
+
+
+def _anomaly(i: int, r: str, p: str, e: AnomalyDetected) -> _Frame:
+    return _AnomalyF(id=i, run_id=r, project_id=p, type="anomaly", step_id=e.step_id, attempt=e.attempt,
+                     kind=e.kind, severity=e.severity, detail=e.detail, action=e.action, at=e.at)
+
+
+def _tool_called(i: int, r: str, p: str, e: ToolCalled) -> _Frame:
+    return _ToolCallF(id=i, run_id=r, project_id=p, type="tool_call", step_id=e.step_id, attempt=e.attempt,
+                      call_id=e.call_id, tool=e.tool, arguments=e.arguments, turn=e.turn, seq=e.seq, at=e.at)
+
+
+def _tool_result(i: int, r: str, p: str, e: ToolResult) -> _Frame:
+    return _ToolResultF(id=i, run_id=r, project_id=p, type="tool_result", step_id=e.step_id, attempt=e.attempt,
+                        call_id=e.call_id, tool=e.tool, ok=e.ok, outcome=e.outcome, error=e.error, bytes=e.bytes,
+                        truncated=e.truncated, sha256=e.sha256, result=e.result[:FRAME_RESULT_CHARS],
+                        result_cut=len(e.result) > FRAME_RESULT_CHARS, at=e.at)
+
+
+_STRUCTS: dict[type[Event], _Build] = {
+    StepStarted: _step_started, StepCompleted: _step_completed, StepFailed: _step_failed,
+    StepCancelled: _step_cancelled, StepSkipped: _step_skipped, StepPaused: _step_paused,
+    StepResumed: _step_resumed, RunQueued: _run_moved, RunStarted: _run_moved, RunCompleted: _run_ended,
+    RunFailed: _run_ended, RunRejected: _run_ended, RunCancelled: _run_ended, RunLaunched: _run_launched,
+    MapItemCompleted: _map_completed, MapItemFailed: _map_failed, AnomalyDetected: _anomaly,
+    ToolCalled: _tool_called, ToolResult: _tool_result,
+}
+"""The framed event types built as Structs; the others (``_frames``) as dicts."""

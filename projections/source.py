@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Self
 
 import msgspec
@@ -277,7 +277,7 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_FRAMED = ("SELECT position, stream_id, version, type, {1}, {2} FROM events WHERE position > {0} AND position <= {0} "
+_FRAMED = ("SELECT position, {5}, type, {1}, {2} FROM events WHERE position > {0} AND position <= {0} "
            "AND stream_id >= '" + RUN_STREAM_PREFIX + "' AND stream_id < '" + RUN_STREAM_PREFIX[:-1]
            + chr(ord(RUN_STREAM_PREFIX[-1]) + 1) + "' AND type IN ({3}){4} ORDER BY position LIMIT {0}")
 # A project's runs, and the runs the read tables do not know yet (launched after the projector's
@@ -290,7 +290,23 @@ _OF_PROJECT = (" AND (EXISTS (SELECT 1 FROM flow_runs f WHERE f.run_id = substr(
 def read_framed(store: EventStore, after: int, upto: int, types: Iterable[str], page: int = 2000, *,
                 project_id: str | None = None) -> Iterator[Page]:
     """Pages of the run events in (after, upto] whose type is one of ``types``, decoded as
-    ``rows_page`` decodes them: what a stream resuming from a position needs to build its frames.
+    ``rows_page`` decodes them (see ``read_framed_rows``: the same rows)."""
+    for rows in _framed_pages(store, after, upto, types, page, project_id, "stream_id, version"):
+        yield from_recorded(rows) if isinstance(rows[0], RecordedEvent) else rows_page(rows, after)
+
+
+FramedRow = tuple[int, str, str, Any, Any]
+"""A run event as ``read_framed_rows`` hands it over: (position, run id, type, data, schema version).
+
+``data`` is the JSON text (bytes on SQLite, str on PostgreSQL), or JSON values (a dict) from a store
+without a ``database``; the schema version is None where not read (``schema_version_column``).
+"""
+
+
+def read_framed_rows(store: EventStore, after: int, upto: int, types: Iterable[str], page: int = 2000, *,
+                     project_id: str | None = None) -> Iterator[Sequence[FramedRow]]:
+    """Pages of the run events in (after, upto] whose type is one of ``types``, as rows, not decoded:
+    what a stream resuming from a position needs to build its frames (``Framer.encode_rows``).
 
     The database leaves out every other event (other streams, types that give
     no frame), so they are neither sent over nor decoded. With ``project_id``
@@ -301,18 +317,32 @@ def read_framed(store: EventStore, after: int, upto: int, types: Iterable[str], 
     replay holds none between pages. A store without a ``database`` is read
     through ``read_all`` and filtered here (by type only).
     """
+    cut = len(RUN_STREAM_PREFIX)
+    for rows in _framed_pages(store, after, upto, types, page, project_id, f"substr(stream_id, {cut + 1})"):
+        if isinstance(rows[0], RecordedEvent):
+            yield [(r.position, r.stream_id[cut:], r.type, r.data, r.metadata.get("schema_version"))
+                   for r in rows if r.stream_id.startswith(RUN_STREAM_PREFIX)]
+        else:
+            yield rows
+
+
+def _framed_pages(store: EventStore, after: int, upto: int, types: Iterable[str], page: int,
+                  project_id: str | None, stream_columns: str) -> Iterator[Sequence[Any]]:
+    """The pages of ``read_framed`` (``stream_columns`` after the position) and ``read_framed_rows``;
+    ``RecordedEvent``s from a store without a ``database``. Never an empty page."""
     wanted = sorted(set(types) | CODEC.versioned())  # a type an upcaster renames may become a wanted one
     if not isinstance(store, SqlStore):
         records = [r for r in store.read_all(after=after, limit=max(upto - after, 0)) if r.type in wanted]
         for start in range(0, len(records), page):
-            yield from_recorded(records[start:start + page])
+            yield records[start:start + page]
         return
     database = store.database
     dialect = database.dialect.name
     mark = "%s" if dialect == "postgresql" else "?"
     project = "" if project_id is None else _OF_PROJECT.format(mark, len(RUN_STREAM_PREFIX) + 1)
     sql = _FRAMED.format(mark, _DATA.get(dialect, "data"), schema_version_column(dialect),
-                         ", ".join("'" + name.replace("'", "''") + "'" for name in wanted), project)
+                         ", ".join("'" + name.replace("'", "''") + "'" for name in wanted), project,
+                         stream_columns)
     params: tuple[Any, ...] = () if project_id is None else (project_id,)
     while after < upto:
         raw = database.raw_connection()
@@ -327,10 +357,31 @@ def read_framed(store: EventStore, after: int, upto: int, types: Iterable[str], 
             raw.close()
         if not rows:
             return
-        yield rows_page(rows, after)
+        yield rows
         if len(rows) < page:
             return
         after = rows[-1][0]
+
+
+def read_event(type_name: str, data: Any, schema_version: Any, position: int) -> Event | None:
+    """One row's event, through ``flows.codec`` (upcasters, text made storable), or None (logged) when
+    it does not decode (a type this code does not know is None, not logged): the careful path of a
+    reader that decodes row by row (``Framer.encode_rows``)."""
+    if not CODEC.knows(type_name):
+        return None
+    try:
+        if isinstance(data, (str, bytes)):
+            return _careful(type_name, data, schema_version)
+        return convert(type_name, data, _version(schema_version))
+    except (msgspec.DecodeError, ValueError) as exc:  # ValidationError is a DecodeError
+        log.error("cannot read event %d (%s): %s", position, type_name, exc)
+        return None
+
+
+def suspect_search(data: Any) -> Callable[[Any], Any]:
+    """The search that finds, in JSON text of ``data``'s kind (bytes or str), an escape of NUL or a
+    lone surrogate: the text a reader must make storable before it decodes (``_careful``)."""
+    return (_SUSPECT if isinstance(data, (bytes, bytearray)) else _SUSPECT_TEXT).search
 
 
 _AT = "SELECT position, type, data, {0} FROM events WHERE position IN :positions"

@@ -29,8 +29,8 @@ from typing import Any
 from api.http.delta_order import DeltaOrder
 from eventstore import EventStore, RecordedEvent, StoreClosedError
 from flows.events import stream_of
-from projections.frames import FRAMED_TYPES, Framer
-from projections.source import read_framed
+from projections.frames import FRAMED_TYPES, Encoded, Framer
+from projections.source import read_framed_rows
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,10 @@ class Subscriber:
         if self.buffer or self.overflowed:
             self._ready.set()
 
-    async def replay(self, after: int) -> AsyncIterator[list[Frame]]:
+    async def replay(self, after: int) -> AsyncIterator[Encoded]:
         """The durable frames after ``after``, read from the store, up to where live ones begin.
 
-        Yields lists of frames; it ends once the buffer holds exactly the live
+        Yields pages of frames already encoded (``read_frames``); it ends once the buffer holds exactly the live
         frames after the replay. The hand-over is exact because, on the loop
         thread, reading ``hub.position`` and emptying the buffer happen with
         no dispatch in between: every event up to that position is replayed,
@@ -132,11 +132,8 @@ class Subscriber:
             self.overflowed = False
             if cursor >= upto:
                 break
-            filtered = self.run_id is not None or self.project_id is not None
             async for frames in self.hub.read_frames(cursor, upto, self.run_id, self.project_id):
-                keep = [f for f in frames if self.matches(f)] if filtered else frames
-                if keep:
-                    yield keep
+                yield frames
             cursor = upto
             if not self.overflowed:
                 break
@@ -254,46 +251,46 @@ class FrameHub:
         self.subscribers.discard(subscriber)
 
     async def read_frames(self, after: int, upto: int, run_id: str | None,
-                          project_id: str | None = None) -> AsyncIterator[list[Frame]]:
-        """Durable frames of the events in (after, upto], read from the store in a worker thread.
+                          project_id: str | None = None) -> AsyncIterator[Encoded]:
+        """Durable frames of the events in (after, upto] that pass the filters, read from the store
+        and encoded in a worker thread, a page at a time (never an empty one).
 
         With ``run_id``, only that run's stream is read (not the whole log).
         Otherwise the database hands over only the events that give frames
-        (``projections.source.read_framed``: run streams, ``FRAMED_TYPES``;
+        (``projections.source.read_framed_rows``: run streams, ``FRAMED_TYPES``;
         with ``project_id``, not the runs the read tables place in another
-        project), a page at a time, and each page is decoded and framed in
-        the worker thread: the loop only hands the frames on. The caller
-        still filters by project (runs launched after the projector's
-        checkpoint come whatever their project).
+        project). Each page is decoded, framed and encoded to JSON in the
+        worker thread (``Framer.encode_rows``: the frames' dicts are never built;
+        runs launched after the projector's checkpoint come whatever their
+        project, and are filtered there): the loop only hands the bytes on.
         """
         framer = Framer(self.project_of)
         if run_id:
-            records = self._run_records(run_id, after, upto)
-            pages = _pages(records, upto)
-            while True:
-                page = await asyncio.to_thread(next, pages, None)
-                if page is None:
-                    return
-                frames = [f for rec in page for f in framer.frames(rec)]
-                if frames:
-                    yield frames
+            pages = _pages(self._run_records(run_id, after, upto), upto)
+
+            def next_run_page() -> Encoded | None:
+                page = next(pages, None)
+                return None if page is None else framer.encode_records(page, project_id)
+
+            while (encoded := await asyncio.to_thread(next_run_page)) is not None:
+                if encoded:
+                    yield encoded
             return
-        source = read_framed(self.store, after, upto, FRAMED_TYPES, REPLAY_PAGE,
-                             project_id=project_id if self.project_of is not None else None)
+        source = read_framed_rows(self.store, after, upto, FRAMED_TYPES, REPLAY_PAGE,
+                                  project_id=project_id if self.project_of is not None else None)
 
-        def next_frames() -> list[Frame] | None:
-            page = next(source, None)
-            if page is None:
-                return None
-            frame_of = framer.event_frames
-            return [f for run, event, position, _ in page.items for f in frame_of(run, event, position)]
-
-        while True:
-            framed = await asyncio.to_thread(next_frames)
-            if framed is None:
-                return
-            if framed:
-                yield framed
+        # The next page's query runs while this one is encoded: the database's
+        # work (and, on PostgreSQL, the wait for it, the GIL free) overlaps ours.
+        loop = asyncio.get_running_loop()
+        fetching = loop.run_in_executor(None, next, source, None)
+        try:
+            while (rows := await fetching) is not None:
+                fetching = loop.run_in_executor(None, next, source, None)
+                encoded = await loop.run_in_executor(None, framer.encode_rows, rows, project_id)
+                if encoded:
+                    yield encoded
+        finally:
+            fetching.cancel()  # a consumer that stopped: a read under way ends on its own, unread
 
     def _run_records(self, run_id: str, after: int, upto: int) -> Iterable[RecordedEvent]:
         return (r for r in self.store.read_stream(stream_of(run_id)) if after < r.position <= upto)

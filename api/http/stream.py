@@ -37,6 +37,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.http.hub import Frame, SharedFrame, Subscriber
 from api.http.problems import BadParameter
 from api.http.routes import MAX_INTEGER
+from projections.frames import Encoded
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -60,9 +61,23 @@ def _encoded(frame: Frame, name: str, encode: Any) -> bytes:
     return frame.encoded(name, encode) if isinstance(frame, SharedFrame) else encode(frame)
 
 
-def sse_lines(frames: list[Frame]) -> bytes:
-    """Frames in text/event-stream form (one write)."""
+def sse_lines(frames: list[Frame] | Encoded) -> bytes:
+    """Frames in text/event-stream form (one write): live ones, or a replay's already encoded."""
+    if isinstance(frames, Encoded):
+        names = _NAMES
+        return b"".join([b"id: %d\nevent: %b\ndata: %b\n\n" % (fid, names.get(kind) or kind.encode(), text)
+                         for fid, kind, text in zip(frames.ids, frames.types, frames.json, strict=True)])
     return b"".join(_encoded(frame, "sse", sse_event) for frame in frames)
+
+
+def json_texts(frames: list[Frame] | Encoded) -> list[bytes]:
+    """Frames as WebSocket messages' JSON."""
+    if isinstance(frames, Encoded):
+        return frames.json
+    return [_encoded(frame, "json", json_text) for frame in frames]
+
+
+_NAMES = {name: name.encode() for name in ("flow_run_step_updated", "flow_run_started", "approval_requested")}
 
 
 def parse_position(name: str, raw: Any) -> int | None:
@@ -202,8 +217,8 @@ async def ws(websocket: WebSocket) -> None:
         receiver = asyncio.create_task(_until_disconnect(websocket, subscriber))
         first = await _plan_frame(websocket.app, subscriber) if with_plan else None
         async for frames in _frames_of(subscriber, after, 30.0, first):
-            for frame in frames:
-                await websocket.send_text(_encoded(frame, "json", json_text).decode())
+            for text in json_texts(frames):
+                await websocket.send_text(text.decode())
         if subscriber.overflowed:
             await websocket.close(code=1013, reason="fell behind; reconnect with your last id")
     except (WebSocketDisconnect, RuntimeError, OSError):

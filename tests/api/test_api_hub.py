@@ -8,12 +8,13 @@ import time
 
 from api.http.delta_order import DeltaOrder
 from api.http.hub import FrameHub
+from api.http.stream import sse_lines
 from eventstore import NewEvent, open_store
 from flows.catalog import FlowRegistry
 from flows.events import RunStarted, event_data
 from flows.launch import LaunchParams, prepare
 from flows.workspace import Workspace
-from projections.frames import Framer
+from projections.frames import Encoded, Framer
 from tests.api.api_flows import api_chain
 
 REGISTRY = FlowRegistry([api_chain])
@@ -72,9 +73,9 @@ def test_resume_while_the_log_grows_gives_every_frame_once_in_order(sqlite_url):
         await until(lambda: store.head() >= 2 * (50 + 20), "the first 20 runs to be appended")
         subscriber = hub.subscribe()
         replay = subscriber.replay(0)
-        got = list(await replay.__anext__())  # the replay is under way ...
+        got = (await replay.__anext__()).frames()  # the replay is under way ...
         go_on.set()  # ... and the log grows meanwhile
-        got += [f async for frames in replay for f in frames]
+        got += [f async for page in replay for f in page.frames()]
         await asyncio.to_thread(writer.join)
         head = store.head()
         got += await collect(subscriber, lambda g: g and g[-1]["id"] >= head)
@@ -162,13 +163,13 @@ def test_a_client_overflowing_during_its_replay_replays_what_it_missed(sqlite_ur
         hub = FrameHub(store, buffer=5).start()
         subscriber = hub.subscribe()
         replay = subscriber.replay(0)
-        got = list(await replay.__anext__())  # the first page; the replay is under way
+        got = (await replay.__anext__()).frames()  # the first page; the replay is under way
         await asyncio.to_thread(lambda: [append_run(store, f"new-{i:03}") for i in range(10)])
         head = store.head()
         # the hub dispatches them live: 20 frames overflow a buffer of 5
         await until(lambda: hub.position >= head, f"the hub to dispatch up to position {head}")
         assert subscriber.overflowed and subscriber not in hub.subscribers
-        got += [f async for frames in replay for f in frames]  # goes on to the hub's new position
+        got += [f async for page in replay for f in page.frames()]  # goes on to the hub's new position
         assert subscriber in hub.subscribers and not subscriber.overflowed
         await asyncio.to_thread(append_run, store, "live")
         got += await collect(subscriber, lambda g: len(g) >= 2)  # the live run's two frames
@@ -187,7 +188,7 @@ def test_a_replay_reads_only_the_events_that_give_frames(store_url):
     streams and RunRecovered are left out in the query), and the frames are those the log gives."""
     from flows.events import RunRecovered
     from projections.frames import FRAMED_TYPES
-    from projections.source import read_framed
+    from projections.source import read_framed, read_framed_rows
 
     store = open_store(store_url)
     try:
@@ -200,15 +201,20 @@ def test_a_replay_reads_only_the_events_that_give_frames(store_url):
         pages = list(read_framed(store, 0, store.head(), FRAMED_TYPES, page=4))
         assert sum(p.count for p in pages) == len(framed) == 14  # what the database sent: nothing else
         assert [i[2] for p in pages for i in p.items] == [r.position for r in framed]
+        rows = [row for page in read_framed_rows(store, 0, store.head(), FRAMED_TYPES, page=4) for row in page]
+        assert [(row[0], row[1]) for row in rows] == [(r.position, r.stream_id[4:]) for r in framed]
 
-        async def main() -> list[dict]:
+        async def main() -> list[Encoded]:
             hub = FrameHub(store).start()
             try:
-                return [f async for frames in hub.read_frames(0, store.head(), None) for f in frames]
+                return [page async for page in hub.read_frames(0, store.head(), None)]
             finally:
                 hub.stop()
 
-        assert asyncio.run(main()) == all_frames(store)
+        replayed = asyncio.run(main())
+        assert [f for page in replayed for f in page.frames()] == all_frames(store)
+        # what an SSE client receives: the same bytes as the log's frames encoded one by one
+        assert b"".join(sse_lines(page) for page in replayed) == sse_lines(all_frames(store))
     finally:
         store.close()
 
@@ -236,11 +242,34 @@ def test_a_project_replay_leaves_other_projects_runs_in_the_database(store_url):
             hub = FrameHub(store, project_of=ReadModel(store.database).run_project).start()
             subscriber = hub.subscribe(project_id="mine")
             try:
-                return [f async for frames in subscriber.replay(0) for f in frames]
+                return [f async for page in subscriber.replay(0) for f in page.frames()]
             finally:
                 hub.stop()
 
         got = asyncio.run(main())
         assert got == expected and {f["run_id"] for f in got} == {"old0", "old3", "new0"}
+    finally:
+        store.close()
+
+
+def test_replays_dropped_after_their_first_page_hold_nothing_back(store_url, monkeypatch):
+    """A client that goes away during its replay (its page reads run ahead of it in worker threads)
+    leaves no read behind that holds a connection: many of them, then a whole replay, all come."""
+    monkeypatch.setattr("api.http.hub.REPLAY_PAGE", 4)  # 20 pages: the next one is always being read
+    store = open_store(store_url)
+    try:
+        for i in range(40):
+            append_run(store, f"r{i:02}")
+        expected = sse_lines(all_frames(store))
+
+        async def main() -> bytes:
+            hub = FrameHub(store)
+            for _ in range(40):  # more than the pool holds (10 + 20 overflow on PostgreSQL)
+                replay = hub.read_frames(0, store.head(), None)
+                assert len(await replay.__anext__()) > 0
+                await replay.aclose()
+            return b"".join([sse_lines(page) async for page in hub.read_frames(0, store.head(), None)])
+
+        assert asyncio.run(asyncio.wait_for(main(), 60)) == expected
     finally:
         store.close()

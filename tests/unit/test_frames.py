@@ -222,3 +222,104 @@ def test_a_task_event_that_moves_its_step_is_a_step_frame_and_a_phase_is_none():
     from projections.frames import FRAMED_TYPES
     assert {type(e).__name__ for n, e in enumerate(events, 10) if frames[n]} <= FRAMED_TYPES
     assert "TaskPhaseChanged" not in FRAMED_TYPES
+
+
+def _every_framed_event() -> list[tuple[str, object]]:
+    """(run id, event) pairs giving every frame there is, with the optional keys both present and absent."""
+    import msgspec
+
+    from flows.events import (
+        AnomalyDetected, Answer, MapItemCompleted, MapItemFailed, RunCancelled, RunCompleted, RunFailed,
+        RunForked, RunQueued, RunRecovered, RunRejected, RunStarted, StepCancelled, StepCompleted, StepFailed,
+        StepResumed, StepSkipped, StepStarted, TaskAborted, TaskAnswered, TaskBlocked, TaskDone, TaskFailed,
+        TaskReviewed, TaskStarted, ToolCalled, ToolResult)
+    from flows.kinds import StepKind
+
+    launched = [e for _, batch in sim.simulate(200, seed=5) for e in batch if isinstance(e, RunLaunched)]
+    first, second = launched[0], msgspec.structs.replace(launched[1], parent_run_id="01PARENT", parent_step="fan")
+    a, b = first.run_id, second.run_id
+    text = 'é 日本 "quoted" \\ back\nslash \x00 nul \u2028'
+    return [
+        (a, first), (b, second), (a, RunQueued(run_id=a, reason="capacity", plan_position=3, at=1)),
+        (a, RunStarted(run_id=a, reason="capacity available", at=2.5)),
+        (a, StepStarted(step_id="s1", attempt=1, kind=StepKind.CODE, backend="code", at=3.0)),
+        (b, StepStarted(step_id="m", attempt=2, kind=StepKind.AGENT, persona="writer", backend="openai", model="x",
+                        items=[1, "two", {"three": [3]}], child_run_id="01CHILD", prompt=text, at=3.25)),
+        (a, StepCompleted(step_id="s1", attempt=1, output=text, duration_s=2.6708999996571947e-05, at=4.0,
+                          usage={"tokens": 3}, fields={"k": "v"})),
+        (a, StepFailed(step_id="s2", attempt=1, error="boom", will_retry=True, retry_at=9.5, at=5.0)),
+        (a, StepFailed(step_id="s2", attempt=2, error=text, at=5.5)),
+        (a, StepCancelled(step_id="s3", attempt=1, reason="by ann", at=6.0)),
+        (a, StepSkipped(step_id="s4", reason="condition", detail="no", at=6.5)),
+        (a, StepPaused(step_id="gate", prompt="Go on?", at=7.0)),
+        (b, StepPaused(step_id="gate", prompt=text, due_at=99.5, at=7.0)),
+        (a, StepResumed(step_id="gate", decision="approved", by="ann", comment="fine", at=8.0)),
+        (b, StepResumed(step_id="gate", decision="rejected", timer="t1", at=8.0)),
+        (a, AnomalyDetected(step_id="s5", attempt=1, kind="errors", severity="high", detail=text, action="stop",
+                            at=9.0)),
+        (a, ToolCalled(step_id="s5", attempt=1, call_id="c1", tool="search", arguments='{"q": "x"}', turn=2, seq=3,
+                       at=9.5)),
+        (a, ToolResult(step_id="s5", attempt=1, call_id="c1", tool="search", result="é" * 5000, bytes=10000,
+                       sha256="ab", at=9.75)),
+        (a, ToolResult(step_id="s5", attempt=1, call_id="c2", ok=False, outcome="error", error="no", at=9.8)),
+        (b, MapItemCompleted(step_id="m", attempt=2, index=0, item={"three": [3]}, output=text, at=10.0)),
+        (b, MapItemFailed(step_id="m", attempt=2, index=1, item="two", error="bad", at=10.5)),
+        (a, RunForked(parent_run_id="01OLD", from_step="s1", copied_steps=["s0"], retry=True, at=11.0)),
+        (a, TaskStarted(step_id="t1", attempt=1, at=12.0)),
+        (a, TaskBlocked(step_id="t1", attempt=1, reason="needs a key", at=12.5)),
+        (a, TaskReviewed(step_id="t1", attempt=1, round=3, approved=False, capped=True, at=13.0)),
+        (a, TaskAnswered(step_id="t1", answer=Answer.RETRY, context="try again", at=13.5)),
+        (a, TaskFailed(step_id="t1", attempt=2, error="lost", will_retry=True, at=14.0)),
+        (a, TaskDone(step_id="t1", attempt=3, at=14.5)),
+        (a, TaskAborted(step_id="t2", reason="upstream t1 did not finish", by="baton", at=15.0)),
+        (a, TaskAborted(step_id="t3", reason="aborted by ann", by="ann", at=15.5)),
+        (a, RunRecovered(node="n", at=16.0)),
+        (b, RunFailed(reason="s1 failed", report="# r\n" + text, at=17.0)),
+        (b, RunRejected(reason="no", by="ann", report="# r", at=17.0)),
+        (b, RunCancelled(reason="stop", by="bob", report="", at=17.0)),
+        (a, RunCompleted(report="# report\n" + text, at=18.0)),
+    ]
+
+
+@pytest.mark.parametrize("form", ["bytes", "str", "values"])
+def test_a_replay_encodes_every_frame_to_the_bytes_the_live_frames_encode_to(form):
+    """``Framer.encode_rows`` (a stream's replay) builds no dicts, yet every frame it gives is the
+    live frame (``Framer.frames``) byte for byte, from the store's JSON text (SQLite hands bytes,
+    PostgreSQL str) or from JSON values; text holding a NUL comes out storable in both."""
+    from api.http.stream import json_texts, sse_lines
+    from eventstore.codec import encode_json
+    from projections.frames import FRAMED_TYPES
+
+    events = _every_framed_event()
+    assert {type(e).__name__ for _, e in events} >= FRAMED_TYPES
+    records = [RecordedEvent(n, f"run-{run}", n, type(e).__name__, event_data(e), {}, 0.0, "")
+               for n, (run, e) in enumerate(events, 1)]
+    records.append(RecordedEvent(len(records) + 1, "run-" + events[0][0], 99, "StepCompleted",
+                                 {"step_id": "s9", "attempt": "one"}, {}, 0.0, ""))  # does not decode: no frame
+    framer = Framer()
+    live = [f for rec in records for f in framer.frames(rec)]
+
+    def data(rec: RecordedEvent) -> object:
+        text = encode_json(rec.data)
+        return text.encode() if form == "bytes" else text if form == "str" else rec.data
+
+    rows = [(r.position, r.stream_id[4:], r.type, data(r), None) for r in records]
+    replayed = Framer().encode_rows(rows)
+    assert replayed.frames() == live and len(live) > len(records) - 4  # StepPaused gives two
+    assert sse_lines(replayed) == sse_lines(live)
+    assert json_texts(replayed) == json_texts(live)
+    assert "\x00" not in sse_lines(replayed).decode() and "\ufffd" in sse_lines(replayed).decode()
+    # a project filter leaves out the frames of other projects' runs, as a stream's filter does
+    project = events[1][1].project_id
+    assert Framer().encode_rows(rows, project).frames() == [f for f in live if f["project_id"] == project]
+
+
+def test_a_replay_of_a_simulated_log_is_the_live_frames_byte_for_byte(log):
+    from api.http.stream import sse_lines
+    from eventstore.codec import encode_json
+
+    rows = [(rec.position, rec.stream_id[4:], rec.type, encode_json(rec.data).encode(), None) for rec, _ in log]
+    framer, live = Framer(), Framer()
+    encoded = b"".join(sse_lines(framer.encode_rows(rows[i:i + 100])) for i in range(0, len(rows), 100))
+    assert encoded == sse_lines([f for rec, _ in log for f in live.frames(rec)])
+    assert framer._projects == live._projects  # both forget the runs that ended
