@@ -122,7 +122,8 @@ class PostgresBackend:
         self._where = where
         self._order_lock = order_lock
         self._before_commit = before_commit
-        # stream -> (version, hash) as last seen by the writer thread (its only user)
+        self.writer_pid: int | None = None  # the server pid of the writing connection (its own NOTIFYs)
+        # stream -> (version, hash) as last seen by the writer (one commit at a time)
         self._heads: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
         self._head_cache_size = head_cache_size
 
@@ -159,6 +160,7 @@ class PostgresBackend:
     def connect(self) -> psycopg.Connection:
         """The writer's own connection, out of the pool, in autocommit."""
         conn = own_connection(self.database, "baton-writer")
+        self.writer_pid = conn.info.backend_pid
         # A session holding the order lock must not freeze every writer forever (as SQLite's lock_timeout_s).
         conn.execute(f"SET lock_timeout = '{int(self._lock_timeout_s * 1000)}ms'")
         return conn

@@ -215,7 +215,10 @@ class SqlEventStore:
             PendingAppend(stream_id, expected_version, ids, types, data, metadata), timeout
         )
         if pending.duplicate:
-            return self._read_ids(ids)
+            recorded = self._read_ids(ids)
+            # A retry of an append whose commit's outcome was lost: nobody told the hub of it.
+            self._hub.advance(max((event.position for event in recorded), default=0))
+            return recorded
         return _recorded(pending)
 
     # -- reading -----------------------------------------------------------
@@ -445,7 +448,8 @@ class SqlEventStore:
         if self.dialect == "postgresql":
             from eventstore.listen import ListenWatcher
 
-            return ListenWatcher(self.database, self._hub, self._poll_interval)
+            return ListenWatcher(self.database, self._hub, self._poll_interval,
+                                 lambda: getattr(self._backend, "writer_pid", None))
         return PollingWatcher(self.head, self._hub, self._poll_interval)
 
 
