@@ -3,7 +3,8 @@
 Load, decide, append, act — in that order. Messages (step results, grants,
 commands) stage events on the state; a Flush message, queued behind whatever
 else arrived meanwhile, asks ``decide`` once and appends everything in one
-batch with the stream's expected version. A run that waits only for a person
+batch with the stream's expected version (a step's result that finds the
+inbox empty flushes at once: there is nothing to batch it with). A run that waits only for a person
 holds no thread: the actor tells the orchestrator it is idle and is stopped.
 """
 
@@ -269,7 +270,7 @@ class RunActor(pykka.ThreadingActor):
                                 usage=msg.usage, fields=msg.fields)
             events = anomaly.after_completion(self.state, events, now, limit)
         self._stage(events)
-        self._queue_flush()
+        self._flush_soon()
 
     def _gathered(self, msg: m.StepResult, now: float) -> list[Event]:
         """A map's attempt returned: its outcome, from the items recorded (``flows.mapping.gather``)."""
@@ -382,6 +383,17 @@ class RunActor(pykka.ThreadingActor):
         if not self.flush_queued:
             self.flush_queued = True
             self.actor_ref.tell(m.Flush())
+
+    def _flush_soon(self) -> None:
+        """Flush at once when nothing else waits in the inbox to be batched with; else queue a Flush behind it.
+
+        A step's result in a sequential run is alone: telling itself a Flush cost a pykka envelope and an
+        inbox round for nothing.
+        """
+        if not self.flush_queued and self.actor_inbox.empty():
+            self._flush()
+        else:
+            self._queue_flush()
 
     def _flush_now(self) -> None:
         if self.pending:

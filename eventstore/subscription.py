@@ -47,8 +47,8 @@ class WakeupHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # subscriptions of the whole log
-        # stream -> (its subscriptions' condition, how many wait on it): only streams waited on
-        self._streams: dict[str, tuple[threading.Condition, int]] = {}
+        # stream -> the conditions its subscriptions wait on now (only streams waited on)
+        self._streams: dict[str, list[threading.Condition]] = {}
         self.head = 0
         self.pokes = 0
         # This process's latest committed rows (codec.ROW_COLUMNS order), ascending, and their positions.
@@ -75,9 +75,8 @@ class WakeupHub:
             streams = self._streams
             if streams:
                 for stream in {row[1] for row in rows}:
-                    waiting = streams.get(stream)
-                    if waiting is not None:
-                        waiting[0].notify_all()
+                    for cond in streams.get(stream, ()):
+                        cond.notify()
 
     def rows_after(self, position: int, limit: int) -> list[tuple[Any, ...]]:
         """The kept rows from ``position + 1`` on, up to the first gap (at most ``limit``); [] when not kept."""
@@ -111,36 +110,40 @@ class WakeupHub:
         with self._lock:
             self._notify_all()
 
+    def condition(self) -> threading.Condition:
+        """A condition on the hub's lock, for one subscription of one stream to wait on (``wait``)."""
+        return threading.Condition(self._lock)
+
     def wait(self, head: int, pokes: int, stop: Callable[[], bool], timeout: float,
-             stream_id: str | None = None) -> None:
+             stream: tuple[str, threading.Condition] | None = None) -> None:
         """Block until head or pokes differ from what the caller saw, ``stop()`` or timeout.
 
-        With ``stream_id``, this process's commits that hold no row of that
-        stream do not wake the caller (the head they moved is seen at the
-        next wake-up that is for it).
+        ``stream``: ``(stream_id, a condition() of the caller's own)``; then
+        this process's commits that hold no row of that stream do not wake
+        the caller (the head they moved is seen at its next wake-up).
         """
         def moved() -> bool:
             return self.head != head or self.pokes != pokes or stop()
 
         with self._lock:
-            if stream_id is None:
+            if stream is None:
                 self._cond.wait_for(moved, timeout)
                 return
-            cond, waiting = self._streams.get(stream_id) or (threading.Condition(self._lock), 0)
-            self._streams[stream_id] = (cond, waiting + 1)
+            stream_id, cond = stream
+            waiting = self._streams.setdefault(stream_id, [])
+            waiting.append(cond)
             try:
                 cond.wait_for(moved, timeout)
             finally:
-                cond, waiting = self._streams[stream_id]
-                if waiting == 1:
+                waiting.remove(cond)
+                if not waiting:
                     del self._streams[stream_id]
-                else:
-                    self._streams[stream_id] = (cond, waiting - 1)
 
     def _notify_all(self) -> None:
         self._cond.notify_all()
-        for cond, _ in self._streams.values():
-            cond.notify_all()
+        for waiting in self._streams.values():
+            for cond in waiting:
+                cond.notify()
 
 
 class PollingWatcher:
@@ -214,6 +217,7 @@ class Subscription:
         self._read_rows = read_rows  # rows in codec.ROW_COLUMNS order
         self._stream_id = stream_id  # read_rows reads only this stream's rows (None: every row)
         self._hub = hub
+        self._wake = None if stream_id is None else (stream_id, hub.condition())
         self._page_size = page_size
         self._recheck_s = recheck_s
         self._on_close = on_close
@@ -295,7 +299,7 @@ class Subscription:
                 wait = min(wait, deadline - now)
                 if wait <= 0:
                     return None
-            self._hub.wait(head, pokes, lambda: self._closed, max(wait, 0.0), self._stream_id)
+            self._hub.wait(head, pokes, lambda: self._closed, max(wait, 0.0), self._wake)
         return None
 
     def close(self) -> None:
