@@ -395,6 +395,9 @@ class SqlEventStore:
         if self._watcher is not None:
             self._watcher.stop()
         self._writer.close()
+        close_readers = getattr(self._backend, "close_readers", None)
+        if close_readers is not None:
+            close_readers()
         self.database.dispose()
 
     # -- internals ---------------------------------------------------------
@@ -526,6 +529,7 @@ def open_store(url: str, **options: Any) -> SqlEventStore:
                 before_commit=options.get("_before_commit"),
                 lock_timeout_s=options.get("lock_timeout_s", 120.0),
                 chain=chain,
+                max_readers=int(options.get("pool_size", 10)),
             )
         else:
             from eventstore.sqlite import SqliteBackend
