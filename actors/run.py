@@ -3,8 +3,9 @@
 Load, decide, append, act — in that order. Messages (step results, grants,
 commands) stage events on the state; a Flush message, queued behind whatever
 else arrived meanwhile, asks ``decide`` once and appends everything in one
-batch with the stream's expected version (a step's result that finds the
-inbox empty flushes at once: there is nothing to batch it with). A run that waits only for a person
+batch with the stream's expected version (the result of the only step
+under way, with nothing in the inbox, flushes at once: there is nothing
+to batch it with). A run that waits only for a person
 holds no thread: the actor tells the orchestrator it is idle and is stopped.
 """
 
@@ -385,12 +386,13 @@ class RunActor(pykka.ThreadingActor):
             self.actor_ref.tell(m.Flush())
 
     def _flush_soon(self) -> None:
-        """Flush at once when nothing else waits in the inbox to be batched with; else queue a Flush behind it.
+        """Flush at once when nothing could be batched with it (no other attempt under way, nothing in the
+        inbox); else queue a Flush behind what arrives meanwhile.
 
         A step's result in a sequential run is alone: telling itself a Flush cost a pykka envelope and an
-        inbox round for nothing.
+        inbox round for nothing. The results of parallel steps are batched, one commit for many.
         """
-        if not self.flush_queued and self.actor_inbox.empty():
+        if not self.flush_queued and not self.attempts and self.actor_inbox.empty():
             self._flush()
         else:
             self._queue_flush()
