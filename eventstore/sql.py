@@ -2,9 +2,10 @@
 
 ``open_store(url)`` picks the backend from the URL, checks the database is
 reachable, sets the schema up (idempotent) and starts the store's single
-writer thread. Appends from every thread of the process go through that
-writer and are group-committed (see ``eventstore.writer``); reads use pooled
-connections and never block the writer.
+writer thread. Appends from every thread of the process go through the
+store's one writing connection and are group-committed (see
+``eventstore.writer``); reads use other connections and never block the
+writer.
 """
 
 from __future__ import annotations
