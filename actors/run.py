@@ -3,7 +3,9 @@
 Load, decide, append, act — in that order. Messages (step results, grants,
 commands) stage events on the state; a Flush message, queued behind whatever
 else arrived meanwhile, asks ``decide`` once and appends everything in one
-batch with the stream's expected version. A run that waits only for a person
+batch with the stream's expected version (the result of the only step
+under way, with nothing in the inbox, flushes at once: there is nothing
+to batch it with). A run that waits only for a person
 holds no thread: the actor tells the orchestrator it is idle and is stopped.
 """
 
@@ -270,7 +272,7 @@ class RunActor(pykka.ThreadingActor):
                                 usage=msg.usage, fields=msg.fields)
             events = anomaly.after_completion(self.state, events, now, limit)
         self._stage(events)
-        self._queue_flush()
+        self._flush_soon()
 
     def _gathered(self, msg: m.StepResult, now: float) -> list[Event]:
         """A map's attempt returned: its outcome, from the items recorded (``flows.mapping.gather``)."""
@@ -383,6 +385,18 @@ class RunActor(pykka.ThreadingActor):
         if not self.flush_queued:
             self.flush_queued = True
             self.actor_ref.tell(m.Flush())
+
+    def _flush_soon(self) -> None:
+        """Flush at once when nothing could be batched with it (no other attempt under way, nothing in the
+        inbox); else queue a Flush behind what arrives meanwhile.
+
+        A step's result in a sequential run is alone: telling itself a Flush cost a pykka envelope and an
+        inbox round for nothing. The results of parallel steps are batched, one commit for many.
+        """
+        if not self.flush_queued and not self.attempts and self.actor_inbox.empty():
+            self._flush()
+        else:
+            self._queue_flush()
 
     def _flush_now(self) -> None:
         if self.pending:

@@ -114,8 +114,9 @@ def follow(
 ) -> RunState:
     """Follow a run's stream until ``until(state)`` holds; return that state (``Engine.wait``, the CLI).
 
-    Subscribes at the store's head before reading the stream, so no event is
-    missed between the two; then folds each new event of the run onto the
+    Subscribes to the run's stream at the store's head before reading the
+    stream, so no event is missed between the two (and the commits of other
+    runs neither wake nor cost it anything); then folds each new event of the run onto the
     state (reading the stream again on a gap). ``until`` is asked, and
     ``on_state`` told, once the events at hand are folded, not after each:
     an append of several events is seen whole (up to DRAIN events at a time).
@@ -124,7 +125,7 @@ def follow(
     """
     stream = stream_of(run_id)
     deadline = None if timeout is None else time.monotonic() + timeout
-    subscription = store.subscribe(after=store.head())
+    subscription = store.subscribe(after=store.head(), stream_id=stream)
     try:
         state = fold_records(store.read_stream(stream), run_id)[0]
         if on_state is not None:

@@ -27,9 +27,10 @@ so a test can show the skip happens without it.
 from __future__ import annotations
 
 import collections
+import contextlib
+import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -115,6 +116,7 @@ class PostgresBackend:
         head_cache_size: int = 50_000,
         lock_timeout_s: float = 120.0,
         chain: Chain | None = None,
+        max_readers: int = 10,
     ) -> None:
         self.database = database
         self._chain = chain or Chain()
@@ -122,43 +124,86 @@ class PostgresBackend:
         self._where = where
         self._order_lock = order_lock
         self._before_commit = before_commit
-        # stream -> (version, hash) as last seen by the writer thread (its only user)
+        self.writer_pid: int | None = None  # the server pid of the writing connection (its own NOTIFYs)
+        # stream -> (version, hash) as last seen by the writer (one commit at a time)
         self._heads: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
         self._head_cache_size = head_cache_size
+        self._readers: list[psycopg.Connection] = []  # idle reading connections, the last used at the end
+        self._readers_lock = threading.Lock()
+        self._max_readers = max_readers
+        self._reads = threading.BoundedSemaphore(3 * max_readers)  # reads at once, so connections at once
+        self._closed = False
 
     # -- reads -------------------------------------------------------------
 
-    @contextmanager
-    def reading(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection in autocommit: a SELECT is one round trip, not three."""
-        raw = self.database.raw_connection()
-        conn: psycopg.Connection = raw.driver_connection  # type: ignore[assignment]
-        try:
-            conn.autocommit = True
-            yield conn
-        finally:
-            try:
-                conn.autocommit = False  # the pool is shared with store.database users
-            except psycopg.Error:
-                raw.invalidate()
-            raw.close()
-
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run one SELECT on a pooled connection and fetch every row.
+        """Run one SELECT on one of the store's reading connections and fetch every row.
 
-        Raises StoreUnavailableError when the server cannot be reached.
+        The backend keeps its reading connections itself, idle and in
+        autocommit, last used first: a read is one round trip. (A checkout
+        from the SQLAlchemy pool pinged the server first, set autocommit on
+        and off, and reset the connection on return: two round trips and a
+        few percent of a step's CPU.) A kept connection the server dropped
+        meanwhile is replaced once, as the pool's ping did. At most
+        ``3 * max_readers`` reads run at once (the pool's size and overflow
+        before): more wait for one to end. Raises StoreUnavailableError when
+        the server cannot be reached.
         """
-        try:
-            with self.reading() as conn:
-                return conn.execute(sql, params).fetchall()
-        except (psycopg.OperationalError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise StoreUnavailableError(f"cannot read the event store at {self._where}: {exc}") from exc
+        with self._reads:
+            return self._query(sql, params)
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        for first in (True, False):
+            conn: psycopg.Connection | None = None
+            kept = False
+            try:
+                conn, kept = self._reader(first)
+                rows = conn.execute(sql, params).fetchall()
+            except (psycopg.OperationalError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()
+                if kept:
+                    continue  # it may have died idle (a server restart): once more on a new one
+                raise StoreUnavailableError(f"cannot read the event store at {self._where}: {exc}") from exc
+            except BaseException:
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()
+                raise
+            with self._readers_lock:
+                if not self._closed and len(self._readers) < self._max_readers:
+                    self._readers.append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()
+            return rows
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _reader(self, may_keep: bool) -> tuple[psycopg.Connection, bool]:
+        """An idle reading connection, and whether it was kept: a kept one when there is one (and
+        ``may_keep``), else a new one."""
+        if may_keep:
+            with self._readers_lock:
+                if self._readers:
+                    return self._readers.pop(), True
+        return own_connection(self.database, "baton-reader"), False
+
+    def close_readers(self) -> None:
+        """Close the kept reading connections (the store is closing); later reads close theirs after use."""
+        with self._readers_lock:
+            self._closed = True
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
 
     # -- the writer (see eventstore.writer.WriterBackend) ------------------
 
     def connect(self) -> psycopg.Connection:
         """The writer's own connection, out of the pool, in autocommit."""
         conn = own_connection(self.database, "baton-writer")
+        self.writer_pid = conn.info.backend_pid
         # A session holding the order lock must not freeze every writer forever (as SQLite's lock_timeout_s).
         conn.execute(f"SET lock_timeout = '{int(self._lock_timeout_s * 1000)}ms'")
         return conn

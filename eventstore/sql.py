@@ -2,9 +2,10 @@
 
 ``open_store(url)`` picks the backend from the URL, checks the database is
 reachable, sets the schema up (idempotent) and starts the store's single
-writer thread. Appends from every thread of the process go through that
-writer and are group-committed (see ``eventstore.writer``); reads use pooled
-connections and never block the writer.
+writer thread. Appends from every thread of the process go through the
+store's one writing connection and are group-committed (see
+``eventstore.writer``); reads use other connections and never block the
+writer.
 """
 
 from __future__ import annotations
@@ -215,7 +216,10 @@ class SqlEventStore:
             PendingAppend(stream_id, expected_version, ids, types, data, metadata), timeout
         )
         if pending.duplicate:
-            return self._read_ids(ids)
+            recorded = self._read_ids(ids)
+            # A retry of an append whose commit's outcome was lost: nobody told the hub of it.
+            self._hub.advance(max((event.position for event in recorded), default=0))
+            return recorded
         return _recorded(pending)
 
     # -- reading -----------------------------------------------------------
@@ -397,6 +401,9 @@ class SqlEventStore:
         if self._watcher is not None:
             self._watcher.stop()
         self._writer.close()
+        close_readers = getattr(self._backend, "close_readers", None)
+        if close_readers is not None:
+            close_readers()
         self.database.dispose()
 
     # -- internals ---------------------------------------------------------
@@ -450,7 +457,8 @@ class SqlEventStore:
         if self.dialect == "postgresql":
             from eventstore.listen import ListenWatcher
 
-            return ListenWatcher(self.database, self._hub, self._poll_interval)
+            return ListenWatcher(self.database, self._hub, self._poll_interval,
+                                 lambda: getattr(self._backend, "writer_pid", None))
         return PollingWatcher(self.head, self._hub, self._poll_interval)
 
 
@@ -527,6 +535,7 @@ def open_store(url: str, **options: Any) -> SqlEventStore:
                 before_commit=options.get("_before_commit"),
                 lock_timeout_s=options.get("lock_timeout_s", 120.0),
                 chain=chain,
+                max_readers=int(options.get("pool_size", 10)),
             )
         else:
             from eventstore.sqlite import SqliteBackend

@@ -35,14 +35,20 @@ RECENT = 2048  # rows of this process's latest commits kept by the hub for its s
 
 
 class WakeupHub:
-    """The last known head position, and a condition to wait for it to move.
+    """The last known head position, and conditions to wait for it to move.
 
     ``pokes`` counts reasons to re-read that are not a new head (a watcher
-    reconnected and may have missed something).
+    reconnected and may have missed something). A subscription of one
+    stream waits apart: this process's own commits wake it only when they
+    hold a row of its stream (a node's inbox is not woken by every step of
+    every run); anything else that moves the head wakes every waiter.
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # subscriptions of the whole log
+        # stream -> the conditions its subscriptions wait on now (only streams waited on)
+        self._streams: dict[str, list[threading.Condition]] = {}
         self.head = 0
         self.pokes = 0
         # This process's latest committed rows (codec.ROW_COLUMNS order), ascending, and their positions.
@@ -51,19 +57,30 @@ class WakeupHub:
 
     def committed(self, rows: list[tuple[Any, ...]], position: int) -> None:
         """This process's writer committed ``rows`` (ascending), up to ``position``: keep them, wake the waiters."""
-        with self._cond:
+        with self._lock:
             if rows and (not self._positions or rows[0][0] > self._positions[-1]):
                 self._rows.extend(rows)
                 self._positions.extend(row[0] for row in rows)
                 if len(self._positions) > 2 * RECENT:
                     del self._rows[:-RECENT], self._positions[:-RECENT]
+            # Rows that do not follow the head at once leave a gap: another process
+            # committed there (or, on PostgreSQL, a refused append used up positions).
+            everyone = not rows or rows[0][0] != self.head + 1
             if position > self.head:
                 self.head = position
+            if everyone:
+                self._notify_all()
+                return
             self._cond.notify_all()
+            streams = self._streams
+            if streams:
+                for stream in {row[1] for row in rows}:
+                    for cond in streams.get(stream, ()):
+                        cond.notify()
 
     def rows_after(self, position: int, limit: int) -> list[tuple[Any, ...]]:
         """The kept rows from ``position + 1`` on, up to the first gap (at most ``limit``); [] when not kept."""
-        with self._cond:
+        with self._lock:
             positions = self._positions
             start = bisect.bisect_left(positions, position + 1)
             if start == len(positions) or positions[start] != position + 1:
@@ -77,28 +94,56 @@ class WakeupHub:
     def advance(self, position: int) -> None:
         """A commit up to ``position`` is visible: wake whoever waits below it."""
         if position > self.head:
-            with self._cond:
+            with self._lock:
                 if position > self.head:
                     self.head = position
-                    self._cond.notify_all()
+                    self._notify_all()
 
     def poke(self) -> None:
         """Make every subscription re-read, whatever the head says."""
-        with self._cond:
+        with self._lock:
             self.pokes += 1
-            self._cond.notify_all()
+            self._notify_all()
 
     def wake_all(self) -> None:
         """Let waiters re-check their own state (a subscription was closed)."""
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            self._notify_all()
 
-    def wait(self, head: int, pokes: int, stop: Callable[[], bool], timeout: float) -> None:
-        """Block until head or pokes differ from what the caller saw, ``stop()`` or timeout."""
-        with self._cond:
-            self._cond.wait_for(
-                lambda: self.head != head or self.pokes != pokes or stop(), timeout
-            )
+    def condition(self) -> threading.Condition:
+        """A condition on the hub's lock, for one subscription of one stream to wait on (``wait``)."""
+        return threading.Condition(self._lock)
+
+    def wait(self, head: int, pokes: int, stop: Callable[[], bool], timeout: float,
+             stream: tuple[str, threading.Condition] | None = None) -> None:
+        """Block until head or pokes differ from what the caller saw, ``stop()`` or timeout.
+
+        ``stream``: ``(stream_id, a condition() of the caller's own)``; then
+        this process's commits that hold no row of that stream do not wake
+        the caller (the head they moved is seen at its next wake-up).
+        """
+        def moved() -> bool:
+            return self.head != head or self.pokes != pokes or stop()
+
+        with self._lock:
+            if stream is None:
+                self._cond.wait_for(moved, timeout)
+                return
+            stream_id, cond = stream
+            waiting = self._streams.setdefault(stream_id, [])
+            waiting.append(cond)
+            try:
+                cond.wait_for(moved, timeout)
+            finally:
+                waiting.remove(cond)
+                if not waiting:
+                    del self._streams[stream_id]
+
+    def _notify_all(self) -> None:
+        self._cond.notify_all()
+        for waiting in self._streams.values():
+            for cond in waiting:
+                cond.notify()
 
 
 class PollingWatcher:
@@ -172,6 +217,7 @@ class Subscription:
         self._read_rows = read_rows  # rows in codec.ROW_COLUMNS order
         self._stream_id = stream_id  # read_rows reads only this stream's rows (None: every row)
         self._hub = hub
+        self._wake = None if stream_id is None else (stream_id, hub.condition())
         self._page_size = page_size
         self._recheck_s = recheck_s
         self._on_close = on_close
@@ -253,7 +299,7 @@ class Subscription:
                 wait = min(wait, deadline - now)
                 if wait <= 0:
                     return None
-            self._hub.wait(head, pokes, lambda: self._closed, max(wait, 0.0))
+            self._hub.wait(head, pokes, lambda: self._closed, max(wait, 0.0), self._wake)
         return None
 
     def close(self) -> None:

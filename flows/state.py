@@ -6,6 +6,8 @@ so replay never re-evaluates a condition or a trigger rule.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import chain
 from operator import attrgetter
 from typing import Any
 
@@ -159,9 +161,16 @@ def _step(state: RunState, step_id: str, **changes: Any) -> dict[str, StepState]
     return steps
 
 
-def run_status(state: RunState, steps: dict[str, StepState]) -> str:
-    """Running or paused, for a started run that has not ended (the rule: ``flows.status.run_status``)."""
-    return _run_status(state.status, map(_STATUS_AND_RETRY, steps.values()))
+def run_status(state: RunState, steps: dict[str, StepState], moved: str = "") -> str:
+    """Running or paused, for a started run that has not ended (the rule: ``flows.status.run_status``).
+
+    ``moved``: the step that just moved, looked at first (a step that started decides it at once,
+    without a pass over every step).
+    """
+    statuses: Iterable[tuple[str, object]] = map(_STATUS_AND_RETRY, steps.values())
+    if moved:
+        statuses = chain((_STATUS_AND_RETRY(steps[moved]),), statuses)
+    return _run_status(state.status, statuses)
 
 
 _STATUS_AND_RETRY = attrgetter("status", "not_before")  # a retry is pending while not_before is set
@@ -194,7 +203,7 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
                 item_errors={},
                 child_run_id=event.child_run_id,
             )
-            return replace(state, steps=steps, status=run_status(state, steps), **common)
+            return replace(state, steps=steps, status=run_status(state, steps, event.step_id), **common)
         case StepCompleted():
             steps = _step(
                 state,

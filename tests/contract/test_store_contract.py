@@ -211,7 +211,7 @@ class TestEventStoreContract:
             bad = Thread(lambda: store.append("run-c", notes(3), expected_version=5))
             for t in [*good, bad]:
                 t.start()
-            wait_for(lambda: store._writer._queue.qsize() == 3, what="three queued appends")
+            wait_for(lambda: len(store._writer._queue) == 3, what="three queued appends")
             release.set()
             assert first.value()[0].version == 1
             assert [t.value()[0].stream_id for t in good] == ["run-x", "run-y"]

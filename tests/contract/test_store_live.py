@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,23 @@ class TestLiveContract:
                            cwd=REPO, env=env)
             event = sub.next_event(timeout=10)
         assert event is not None and event.type == "FromProcess"
+
+    def test_a_stream_subscription_sees_another_stores_commit_when_this_store_commits_elsewhere_next(
+        self, store_url
+    ):
+        # This store's commits of other streams do not wake a stream's subscription; one that
+        # follows another store's commit (a gap in the positions) must, long before the head poll.
+        with open_store(store_url, poll_interval=60) as store, open_store(store_url) as other:
+            store.append("run-else", [NewEvent("N", {})])
+            with store.subscribe(after=store.head(), stream_id="run-mine") as sub:
+                waiting = Thread(lambda: sub.next_event(timeout=30))  # it reads once more when time is up
+                waiting.start()
+                wait_for(lambda: "run-mine" in store._hub._streams, what="the subscription to wait")
+                theirs = other.append("run-mine", [NewEvent("Theirs", {})])[0]
+                started = time.monotonic()
+                store.append("run-else", [NewEvent("N", {})])
+                assert waiting.value(40) == theirs
+                assert time.monotonic() - started < 10
 
     def test_subscriber_survives_a_lost_notification(self, store_url):
         # A row written behind the store's back sends no wake-up at all: the
