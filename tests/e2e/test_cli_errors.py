@@ -128,7 +128,7 @@ def test_bad_settings_and_usage(shared):
     assert "--approval-mode plan" in refused(shared, "launch", "research", "-q", "x", BATON_AGENT="cli",
                                              BATON_CLI_COMMAND="qwen -p {prompt}").err
     assert "invalid choice" in refused(shared, "frobnicate").err
-    assert "required" in refused(shared, "approve", shared.paused).err
+    assert "has no step waiting for a person: nothing to approve" in refused(shared, "approve", shared.completed).err
     assert "--limit" in refused(shared, "runs", "--limit", "lots").err
 
 
