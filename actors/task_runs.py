@@ -17,7 +17,7 @@ from actors.runlog import new_events, read_with_owner
 from actors.task_attempt import TaskEnv, machinery
 from actors.workspace.projects import ProjectBook
 from eventstore import EventStore
-from flows.events import Event, LandingRefused, RunLanded, ToolResult, stream_of
+from flows.events import REVIEWER_ROLE, Event, LandingRefused, RunLanded, ToolResult, stream_of
 from flows.projects import Project, ProjectNotFound, UnknownProject
 from flows.state import RunState
 from flows.tasks.files import TaskGraph, load_task_graph
@@ -76,17 +76,23 @@ def run_state(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int,
     return state, pairs
 
 
+_COUNTS = ("tool_calls", "tool_errors", "malformed_calls")
+"""A task's implementor's calls over all its attempts; its reviewer's are the same keys prefixed ``review_``."""
+
+
 def tool_counts(state: RunState, history: list[tuple[int, Event]]) -> dict[str, dict[str, int]]:
-    """Each task's implementor calls over all its attempts: ``tool_calls``, ``tool_errors``, ``malformed_calls``
-    (folded from its ``ToolResult`` events; every task has an entry)."""
+    """Each task's calls over all its attempts, folded from its ``ToolResult`` events (every task has an
+    entry): the implementor's ``tool_calls``, ``tool_errors``, ``malformed_calls``, and the read-only
+    reviewer's ``review_tool_calls``, ``review_tool_errors``, ``review_malformed_calls`` (``role``)."""
     tasks = state.tasks.tasks if state.tasks is not None else {}
-    counts = {tid: {"tool_calls": 0, "tool_errors": 0, "malformed_calls": 0} for tid in tasks}
+    counts = {tid: dict.fromkeys((*_COUNTS, *(f"review_{k}" for k in _COUNTS)), 0) for tid in tasks}
     for _, event in history:
         if isinstance(event, ToolResult) and event.step_id in counts:
             found = counts[event.step_id]
-            found["tool_calls"] += 1
-            found["tool_errors"] += event.outcome == "error"
-            found["malformed_calls"] += event.outcome == "malformed"
+            prefix = "review_" if event.role == REVIEWER_ROLE else ""
+            found[prefix + "tool_calls"] += 1
+            found[prefix + "tool_errors"] += event.outcome == "error"
+            found[prefix + "malformed_calls"] += event.outcome == "malformed"
     return counts
 
 
