@@ -25,6 +25,7 @@ from actors.errors import ActorsError
 from actors.step import Answer, Attempt, Call, StepActor
 from actors.task_attempt import TaskAttempt, TaskEnv, check_inputs, machinery
 from actors.task_runs import reconciliation
+from flows import anomaly
 from flows.errors import BatonError
 from flows.events import Answer as TaskAnswer
 from flows.events import (
@@ -39,6 +40,7 @@ from flows.events import (
     TaskMessaged,
     TasksPlanned,
     TaskStarted,
+    ToolResult,
 )
 from flows.kinds import StepKind
 from flows.redact import redactor
@@ -109,10 +111,26 @@ def on_task_events(actor: RunActor, msg: m.TaskEvents) -> None:
     if problem is not None:
         _fail(msg.reply, TaskTransitionError(problem))
         return
-    actor._stage(events)
+    actor._stage([*events, *_watch_tools(actor, msg.step_id, msg.attempt, events, now)])
     recorded = actor._flush(reply=msg.reply)
     if recorded is not None:
         _resolve(msg.reply, recorded[-1].position if recorded else actor.state.position)
+
+def _watch_tools(actor: RunActor, step_id: str, attempt: int, events: list[Event], now: float) -> list[Event]:
+    """The anomaly watch over a batch of a task's calls (DESIGN §11), per agent of the attempt (the
+    implementor's and the reviewer's calls are tallied apart): ``AnomalyDetected`` to append after them."""
+    found: list[Event] = []
+    for role in dict.fromkeys(e.role for e in events if isinstance(e, ToolResult)):
+        results = [e for e in events if isinstance(e, ToolResult) and e.role == role]
+        key = f"{step_id}\0{role}"  # not a step id: a task's agents keep tallies of their own
+        before = actor.tool_tallies.get(key, anomaly.ToolTally())
+        if before.attempt != attempt:
+            before = anomaly.ToolTally(attempt=attempt)
+        after = actor.tool_tallies[key] = anomaly.tally_tools(before, attempt, results)
+        found += anomaly.after_task_tool_results(actor.state, step_id, attempt, role or "implementor", before,
+                                                 after, results, now)
+    return found
+
 
 def on_task_command(actor: RunActor, msg: m.TaskCommand) -> None:
     """A person's message, abort, retry or skip of one task."""

@@ -226,3 +226,35 @@ def test_the_reviewers_read_calls_are_recorded_as_its_own_and_counted_apart_from
 
     _run_one_task(tmp_path, sqlite_url, llm, check)
 
+
+def test_a_tasks_failing_and_malformed_calls_raise_the_anomaly_watch_for_each_of_its_agents(
+        tmp_path, sqlite_url, llm):
+    escape = Call("read_file", {"path": "../outside.txt"})
+    llm.route("coder", "implementing task `a`", [
+        ToolTurn([escape] * 3),  # 3 tool errors: under the limit (more than 5)
+        ToolTurn([escape] * 3 + [Call("nope_tool", {})]),  # 7: errors (medium), and the first malformed call
+        ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"}), Call("commit", {"message": "add a"})]),
+        TextTurn("ok")])
+    llm.route("coder", "Review task `a`", [
+        ToolTurn([Call("read_file", "{not json")]),  # the reviewer's own first malformed call
+        TextTurn("---\nrecommendation: approve\n---\nfine")])
+
+    def check(viewer, run_id, runtime, repo):
+        events = viewer.get(f"/api/runs/{run_id}/events").json()
+        found = [(e["data"]["kind"], e["data"]["severity"], e["data"]["action"], e["data"]["detail"].split(":")[0])
+                 for e in events if e["type"] == "AnomalyDetected"]
+        assert found == [("degradation", "high", "notify", "implementor"), ("errors", "medium", "notify", "implementor"),
+                         ("degradation", "high", "notify", "reviewer")]
+        kinds = [e["type"] for e in events]
+        # Each anomaly right after the batch of calls that raised it, the task going on (notify) to its merge.
+        first = kinds.index("AnomalyDetected")
+        assert kinds[first - 1] == "ToolResult" and "TaskMerged" in kinds[first:]
+        errors = [e["data"] for e in events if e["type"] == "AnomalyDetected"][1]
+        assert "7 tool errors" in errors["detail"] and errors["step_id"] == "a" and errors["attempt"] == 1
+        [a] = viewer.get(f"/api/runs/{run_id}/tasks").json()["tasks"]
+        assert (a["status"], a["anomalies"]) == ("done", 3)
+        assert (a["tool_calls"], a["tool_errors"], a["malformed_calls"]) == (9, 6, 1)
+        assert (a["review_tool_calls"], a["review_malformed_calls"]) == (1, 1)
+        assert viewer.get(f"/api/runs/{run_id}").json()["run"]["anomalies"] == 3
+
+    _run_one_task(tmp_path, sqlite_url, llm, check)
