@@ -47,7 +47,7 @@ from actors.workspace.errors import CommitRefused
 from actors.workspace.results import ToolResult
 from actors.workspace.task_tools import TaskCaps, TaskSignals, TaskToolbox
 from actors.workspace.tools import Toolbox
-from actors.workspace.worktrees import Conflict, Merged, NothingToMerge, RunWorktrees
+from actors.workspace.worktrees import Cleanup, Conflict, Merged, NothingToMerge, RunWorktrees
 from flows.events import (
     REVIEWER_ROLE,
     Event,
@@ -156,6 +156,11 @@ class TaskAttempt:
     """With ``finish_merged``: the cleanup phase was already entered before the crash."""
     abandon_only: bool = False
     """The task was aborted while no attempt ran (blocked, waiting): only remove its worktree, keep its branch."""
+    finished: threading.Event = dataclasses.field(default_factory=threading.Event)
+    """Set once :meth:`run` returned or raised: its thread acts on git no more."""
+    abandoned: Cleanup | None = None
+    """What :meth:`_abandon` did in git (kept even when its ``TaskCleanedUp`` could not be recorded: the run
+    had ended; the cleanup after a cancelled run records it)."""
 
     @property
     def task_id(self) -> str:
@@ -169,12 +174,15 @@ class TaskAttempt:
 
     def run(self, token: CancelToken) -> str:
         """Every phase of the attempt; its last event ends it (done, blocked, failed, review-capped)."""
-        git = machinery(str(self.inputs[REPO_INPUT]), self.run_id, self.env)
         try:
-            return self._phases(git, token)
-        except Cancelled:
-            self._abandon(git)
-            raise
+            git = machinery(str(self.inputs[REPO_INPUT]), self.run_id, self.env)
+            try:
+                return self._phases(git, token)
+            except Cancelled:
+                self._abandon(git)
+                raise
+        finally:
+            self.finished.set()
 
     # -- the phases ---------------------------------------------------------------------------
 
@@ -185,6 +193,8 @@ class TaskAttempt:
         if self.abandon_only:
             self._abandon(git)
             return "cleaned up after the abort"
+        if token.cancelled:  # cancelled before its thread started (the run was cancelled): make no worktree
+            raise Cancelled("cancelled before it started")
         if not self.integration_created:
             with _integration_lock(self.run_id):  # the run's first tasks start together: one makes it
                 made = git.create_integration(str(self.inputs.get(BASE_INPUT) or "HEAD"))
@@ -354,7 +364,7 @@ class TaskAttempt:
     def _abandon(self, git: RunWorktrees) -> None:
         """After an abort: the worktree goes (its work salvaged onto the branch, which is kept)."""
         try:
-            done = git.remove_task(self.task_id, delete_branch=False, salvage=True)
+            done = self.abandoned = git.remove_task(self.task_id, delete_branch=False, salvage=True)
             self.append([TaskCleanedUp(step_id=self.task_id, worktree_removed=done.worktree_removed,
                                        branch_deleted=False, branch_head=done.branch_head, salvaged=done.salvaged)])
         except Exception:  # noqa: BLE001  (the run ended, or git failed: reconciliation finishes the cleanup)
