@@ -25,7 +25,7 @@ from flows.events import REVIEWER_ROLE, Event, LandingRefused, RunLanded, TaskCl
 from flows.projects import Project, ProjectNotFound, UnknownProject
 from flows.state import RunState
 from flows.tasks.files import TaskGraph, load_task_graph
-from flows.tasks.lifecycle import check, evolve
+from flows.tasks.lifecycle import TaskTransitionError, check, evolve
 from flows.tasks.reconcile import compensation_events, describe, logged_run, reconcile
 from flows.tasks.run import LAND_STEP, plan_view, refusal
 
@@ -153,7 +153,7 @@ def _append_after_end(store: EventStore, state: RunState, events: list[Event]) -
     assert state.tasks is not None
     problem = refusal(state.tasks, events)
     if problem is not None:
-        raise TaskFilesRefused(f"run {state.run_id}: not recorded: {problem}")
+        raise TaskTransitionError(f"run {state.run_id}: not recorded: {problem}")
     store.append(stream_of(state.run_id), new_events(events, {"actor": "baton: cleanup after cancel",
                                                               "correlation_id": state.run_id}),
                  expected_version=state.version)
