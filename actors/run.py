@@ -31,7 +31,7 @@ from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.evidence_check import check_evidence
 from actors.runlog import load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
-from actors.task_attempt import forget_machinery
+from actors.task_attempt import TaskAttempt, forget_machinery
 from actors.tool_record import AttemptEnded
 from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly, errors, mapping
@@ -95,6 +95,7 @@ class RunActor(pykka.ThreadingActor):
         self.tool_tallies: dict[str, anomaly.ToolTally] = {}  # step -> its running attempt's tool errors
         # a task run's running attempts: where a person's message goes (actors.run_tasks)
         self.task_inboxes: dict[str, queue.SimpleQueue[PersonMessage]] = {}
+        self.task_attempts: dict[str, TaskAttempt] = {}  # a task run's attempts whose threads have not reported
         self.task_view: dict[str, Any] | None = None  # a task run's tasks as last told to the plan (run_tasks)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -569,6 +570,7 @@ class RunActor(pykka.ThreadingActor):
                 run_tasks.close_integration(self)
                 if self.pending:
                     self._commit()
+                run_tasks.clean_up_after_cancel(self)  # and the aborted tasks' worktrees, once their threads are done
             forget_machinery(self.run_id)
         withdrawn = tuple(self.requested)
         self.requested.clear()

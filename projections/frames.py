@@ -14,8 +14,8 @@ gets none of them again.
 | StepPaused | ``flow_run_step_updated`` (status paused), then ``approval_requested`` {step_id, prompt} |
 | a task event that moves its task's step (``flows.tasks.run.step_move``: TaskStarted, TaskBlocked, a capped TaskReviewed, a retry's TaskAnswered, TaskFailed, TaskDone, TaskAborted) | ``flow_run_step_updated`` {step_id, status, attempt?, reason (a skip's), error?, will_retry?} |
 | AnomalyDetected | ``anomaly`` {step_id, attempt, kind, severity, detail, action} |
-| ToolCalled | ``tool_call`` {step_id, attempt, call_id, tool, arguments, turn, seq} |
-| ToolResult | ``tool_result`` {step_id, attempt, call_id, tool, ok, outcome, error, bytes, truncated, sha256, result (its first FRAME_RESULT_CHARS characters; the event has it whole), result_cut} |
+| ToolCalled | ``tool_call`` {step_id, attempt, call_id, tool, arguments, turn, seq, role} |
+| ToolResult | ``tool_result`` {step_id, attempt, call_id, tool, ok, outcome, error, bytes, truncated, sha256, result (its first FRAME_RESULT_CHARS characters; the event has it whole), result_cut, role} |
 | RunCompleted / RunFailed / RunRejected / RunCancelled | ``flow_run_step_updated`` with ``step_id`` None, the terminal ``status`` and ``run_status``, ``reason``, ``by``, ``report`` |
 | MapItemCompleted / MapItemFailed | ``map_item`` {step_id, attempt, index, item, status completed / failed, output? error?} |
 | RunForked | ``run_forked`` {parent_run_id, from_step, retry, copied_steps}: the steps whose outcomes follow as copies |
@@ -297,12 +297,12 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
                      "severity": e.severity, "detail": e.detail, "action": e.action, "at": e.at}]
         case ToolCalled():
             return [{**base, "type": "tool_call", "step_id": e.step_id, "attempt": e.attempt, "call_id": e.call_id,
-                     "tool": e.tool, "arguments": e.arguments, "turn": e.turn, "seq": e.seq, "at": e.at}]
+                     "tool": e.tool, "arguments": e.arguments, "turn": e.turn, "seq": e.seq, "role": e.role, "at": e.at}]
         case ToolResult():
             return [{**base, "type": "tool_result", "step_id": e.step_id, "attempt": e.attempt, "call_id": e.call_id,
                      "tool": e.tool, "ok": e.ok, "outcome": e.outcome, "error": e.error, "bytes": e.bytes,
                      "truncated": e.truncated, "sha256": e.sha256, "result": e.result[:FRAME_RESULT_CHARS],
-                     "result_cut": len(e.result) > FRAME_RESULT_CHARS, "at": e.at}]
+                     "result_cut": len(e.result) > FRAME_RESULT_CHARS, "role": e.role, "at": e.at}]
         case TaskEvent():
             return _task_frames(base, e)
         case RunCompleted() | RunFailed() | RunRejected() | RunCancelled():
@@ -468,6 +468,7 @@ class _ToolCallF(_Frame):
     arguments: str
     turn: int
     seq: int
+    role: str
     at: float
 
 
@@ -484,6 +485,7 @@ class _ToolResultF(_Frame):
     sha256: str
     result: str
     result_cut: bool
+    role: str
     at: float
 
 
@@ -565,14 +567,15 @@ def _anomaly(i: int, r: str, p: str, e: AnomalyDetected) -> _Frame:
 
 def _tool_called(i: int, r: str, p: str, e: ToolCalled) -> _Frame:
     return _ToolCallF(id=i, run_id=r, project_id=p, type="tool_call", step_id=e.step_id, attempt=e.attempt,
-                      call_id=e.call_id, tool=e.tool, arguments=e.arguments, turn=e.turn, seq=e.seq, at=e.at)
+                      call_id=e.call_id, tool=e.tool, arguments=e.arguments, turn=e.turn, seq=e.seq, role=e.role,
+                      at=e.at)
 
 
 def _tool_result(i: int, r: str, p: str, e: ToolResult) -> _Frame:
     return _ToolResultF(id=i, run_id=r, project_id=p, type="tool_result", step_id=e.step_id, attempt=e.attempt,
                         call_id=e.call_id, tool=e.tool, ok=e.ok, outcome=e.outcome, error=e.error, bytes=e.bytes,
                         truncated=e.truncated, sha256=e.sha256, result=e.result[:FRAME_RESULT_CHARS],
-                        result_cut=len(e.result) > FRAME_RESULT_CHARS, at=e.at)
+                        result_cut=len(e.result) > FRAME_RESULT_CHARS, role=e.role, at=e.at)
 
 
 _STRUCTS: dict[type[Event], _Build] = {

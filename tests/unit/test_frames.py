@@ -195,7 +195,7 @@ def test_tool_calls_and_results_are_durable_frames_of_their_step():
               for f in framer.frames(RecordedEvent(n, "run-r", n, type(e).__name__, event_data(e), {}, 0.0, ""))]
     assert frames[0] == {"id": 10, "run_id": "r", "project_id": "", "type": "tool_call", "step_id": "explore",
                          "attempt": 1, "call_id": "c1", "tool": "search", "arguments": '{"pattern": "x"}', "turn": 2,
-                         "seq": 3, "at": 7.0}
+                         "seq": 3, "role": "", "at": 7.0}
     assert frames[1]["type"] == "tool_result" and frames[1]["ok"] is True and frames[1]["bytes"] == 5000
     assert len(frames[1]["result"]) == 2000 and frames[1]["result_cut"] is True
 
