@@ -41,6 +41,7 @@ on every framed type).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -163,10 +164,15 @@ class Framer:
         # A page's data is all JSON text (bytes from SQLite, str from PostgreSQL) or all JSON values.
         fast = CODEC.fast() if rows and isinstance(rows[0][3], (bytes, str)) else {}
         suspect = suspect_search(rows[0][3]) if fast else None
+        # the ending events whose report can stay JSON text (not while an upcaster reads their type)
+        with_text = {name: d for name, d in _REPORT_TEXT.items() if name in fast}
+        unusual = (_UNUSUAL if isinstance(rows[0][3], bytes) else _UNUSUAL_TEXT).search if with_text else None
         for position, run_id, type_name, data, schema_version in rows:
             decoder = fast.get(type_name)
             event: Event | None = None
-            if decoder is not None and suspect is not None and suspect(data) is None:
+            if with_text and type_name in with_text:
+                event = _with_report_text(with_text[type_name], data, unusual)  # type: ignore[arg-type]
+            if event is None and decoder is not None and suspect is not None and suspect(data) is None:
                 try:
                     event = decoder.decode(data)
                 except (msgspec.DecodeError, ValueError):
@@ -199,7 +205,7 @@ class Framer:
                         ids.append(position)
                         types.append(frame["type"])
                         texts.append(encode(frame))
-            if cls in ENDING_STATUS:
+            if cls in _ENDS:
                 projects.pop(run_id, None)
         return out
 
@@ -536,7 +542,7 @@ def _run_moved(i: int, r: str, p: str, e: RunQueued | RunStarted) -> _Frame:
 
 
 def _run_ended(i: int, r: str, p: str, e: RunCompleted | RunFailed | RunRejected | RunCancelled) -> _Frame:
-    status = run_status_of(e)
+    status = _ENDS[type(e)]
     return _RunEndedF(i, r, p, _STEP, None, status, status, e.at, getattr(e, "reason", ""), getattr(e, "by", ""),
                       e.report)
 
@@ -584,3 +590,50 @@ _STRUCTS: dict[type[Event], _Build] = {
     ToolCalled: _tool_called, ToolResult: _tool_result,
 }
 """The framed event types built as Structs; the others (``_frames``) as dicts."""
+
+
+# -- a run's report passed through as its JSON text -------------------------------------------------
+#
+# A run's last event carries its report (markdown, kilobytes: 30% of a replay's bytes on the
+# bench/scale.py store). A replay decodes that event with the report left as its JSON text
+# (``msgspec.Raw``) and the frame embeds that text as it is, when it is exactly what encoding the
+# decoded report would give (``_with_report_text``): the live frame's bytes.
+
+_ENDED_WITH_REPORT = (RunCompleted, RunFailed, RunRejected, RunCancelled)
+_REPORT_TEXT: dict[str, msgspec.json.Decoder[Any]] = {}
+_ENDS: dict[type, Any] = dict(ENDING_STATUS)
+"""The status each ending event gives its run, by its class: the real ones and their report-as-text ones."""
+for _cls in _ENDED_WITH_REPORT:
+    _text: type[Event] = msgspec.defstruct(  # type: ignore[assignment]  # an Event: it is its base
+        f"_{_cls.__name__}Text", [("report", msgspec.Raw, msgspec.Raw(b'""'))], bases=(_cls,), tag=_cls.__name__,
+        frozen=True)
+    _REPORT_TEXT[_cls.__name__] = msgspec.json.Decoder(_text)
+    _ENDS[_text] = ENDING_STATUS[_cls]
+    _STRUCTS[_text] = _run_ended
+
+# Escapes msgspec never writes (it writes \" \\ \b \f \n \r \t, and \u00XX in lower case for the
+# other control characters): text another writer made, or a NUL / lone surrogate to make storable.
+_UNUSUAL_TEXT = re.compile(r"\\(?:/|u(?!00(?:0[1-7bef]|1[0-9a-f])))")
+_UNUSUAL = re.compile(_UNUSUAL_TEXT.pattern.encode())
+
+
+def _with_report_text(decoder: msgspec.json.Decoder[Any], data: bytes | str,
+                      unusual: Callable[[Any], Any]) -> Event | None:
+    """The ending event in ``data`` with its report as JSON text, or None (then decoded as usual) when
+    that text might not be what msgspec encodes the decoded report to: an escape msgspec does not
+    write anywhere in the row, a report that is not a string, bytes that are not UTF-8."""
+    if unusual(data) is not None:
+        return None
+    try:
+        event = decoder.decode(data)
+    except (msgspec.DecodeError, ValueError):
+        return None
+    text = event.report
+    if memoryview(text)[0] != 0x22:  # not a string: the usual decoding refuses it
+        return None
+    if isinstance(data, bytes) and not data.isascii():
+        try:
+            str(text, "utf-8")  # msgspec.Raw does not check it
+        except UnicodeDecodeError:
+            return None
+    return event  # type: ignore[no-any-return]
