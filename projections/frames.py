@@ -36,7 +36,9 @@ A replay (a stream resuming from a position) gets the same frames already
 encoded, without their dicts: ``Framer.encode_rows`` builds most of them as
 ``msgspec.Struct``s of their own shape (``_STRUCTS``, below the dict
 builders; keep both in step: tests/unit/test_frames.py compares their bytes
-on every framed type).
+on every framed type). A run's report goes into its last frame as the JSON
+text it was stored as, not decoded and encoded again, whenever that text is
+what msgspec would write for it (``_with_report_text``).
 """
 
 from __future__ import annotations
