@@ -9,7 +9,8 @@ per page: the replay before ``Framer.encode_rows``. ``new``: ``FrameHub.read_fra
 event loop (``read_framed_rows`` and ``Framer.encode_rows`` in worker threads: no frame dicts),
 then ``sse_lines`` per page: what the server does for ``/api/stream?after=0`` but the socket.
 ``decoded``: ``new`` with each run's report decoded and encoded again instead of passed through as its
-stored JSON text (``projections.frames._REPORT_TEXT`` emptied for the round): ``new`` before that change.
+stored JSON text, and each launch's snapshot decoded instead of its plan reused (``_REPORT_TEXT`` emptied
+and ``_LAUNCHED`` renamed in ``projections.frames`` for the round): ``new`` before those two changes.
 ``store``: ``store.read_all`` (every event, decoded into ``RecordedEvent``s) through
 ``Framer.frames`` (the path before ``read_framed``). ``raw``: the driver's own scan of the same
 rows (position, stream_id, type, data), rows/s, every round. Each figure is frames/s of wall time;
@@ -96,12 +97,14 @@ def new_way(store) -> tuple[int, int]:
 
 
 def decoded_way(store) -> tuple[int, int]:
-    saved = dict(frames._REPORT_TEXT)
+    saved, launched = dict(frames._REPORT_TEXT), frames._LAUNCHED
     frames._REPORT_TEXT.clear()
+    frames._LAUNCHED = "-"  # no type: every launch decoded whole
     try:
         return new_way(store)
     finally:
         frames._REPORT_TEXT.update(saved)
+        frames._LAUNCHED = launched
 
 
 WAYS = {"store": store_way, "old": old_way, "new": new_way, "decoded": decoded_way}

@@ -362,7 +362,7 @@ def test_a_replayed_report_is_the_live_frames_byte_for_byte_whatever_its_text(fo
     # the reports went through as text, but the NUL ones (decoded to be made storable) and the ones
     # whose text looks like an escape msgspec does not write (a backslash before u or /: decoded to be sure)
     unusual = (_UNUSUAL if form == "bytes" else _UNUSUAL_TEXT).search
-    passed = [_with_report_text(_REPORT_TEXT[row[2]], row[3], unusual) is not None for row in rows]
+    passed = [_with_report_text(_REPORT_TEXT[row[2]], unusual, row[3]) is not None for row in rows]
     assert passed == [REPORTS[i // 4][:3] not in ("nul", "a b") for i in range(len(rows) - 1)] + [True]
 
 
@@ -397,3 +397,45 @@ def test_a_report_that_does_not_decode_gives_no_frame_in_a_replay(caplog):
     assert [f["run_id"] for f in replayed.frames()] == ["r5"]
     assert len(Framer().encode_rows(rows[3:4])) == 0
     assert "cannot read event 3 (RunCompleted)" in caplog.text
+
+
+@pytest.mark.parametrize("form", ["bytes", "str"])
+def test_launches_sharing_a_snapshot_are_replayed_as_their_live_frames(form, monkeypatch, caplog):
+    """A replay decodes each distinct snapshot text once and reuses its plan for every launch that
+    carries it; the frames stay the live ones byte for byte, and a launch whose snapshot (or any other
+    field) does not decode gives no frame, the first time and every time after (logged each time)."""
+    import msgspec
+
+    import projections.frames as frames
+    from api.http.stream import sse_lines
+    from eventstore.codec import encode_json
+
+    monkeypatch.setattr(frames, "_PLANS_KEPT", 2)  # a replay of more snapshots than it keeps
+    launched = [e for _, batch in sim.simulate(400, seed=11) for e in batch if isinstance(e, RunLaunched)]
+    snapshots = {encode_json(event_data(e)["snapshot"]) for e in launched}
+    assert len(launched) > 2 * len(snapshots) and len(snapshots) > 2  # reused, and more than kept
+    launches = [*launched, msgspec.structs.replace(launched[0], run_id="01NUL", flow="nul \x00 flow")]
+    records = [RecordedEvent(n, f"run-{e.run_id}", 1, "RunLaunched", event_data(e), {}, 0.0, "")
+               for n, e in enumerate(launches, 1)]
+    live = [f for rec in records for f in Framer().frames(rec)]
+
+    def text(data: dict) -> bytes | str:
+        out = encode_json(data)
+        return out.encode() if form == "bytes" else out
+
+    rows = [(r.position, r.stream_id[4:], r.type, text(r.data), None) for r in records]
+    # a step whose kind is no kind, and a launch of a good snapshot whose band is not text: no frame, live or replayed
+    bad = event_data(launched[0])
+    bad_step = {**bad, "run_id": "01BAD", "snapshot": {**bad["snapshot"], "steps": [
+        {**bad["snapshot"]["steps"][0], "kind": "no-such-kind"}]}}
+    for n, data in enumerate([bad_step, bad_step, {**bad, "run_id": "01BAND", "band": 3}], len(rows) + 1):
+        rows.append((n, data["run_id"], "RunLaunched", text(data), None))
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert(data, RunLaunched)
+    framer = Framer()
+    replayed = framer.encode_rows(rows)
+    assert sse_lines(replayed) == sse_lines(live) and len(live) == len(launches)
+    assert "\x00" not in sse_lines(replayed).decode()
+    unread = [m.split(" (")[0] for m in caplog.messages if m.startswith("cannot read event")]
+    assert unread == [f"cannot read event {n}" for n in range(len(records) + 1, len(rows) + 1)]
+    assert 0 < len(framer._plans) <= 2  # the plans were kept, and no more than it may keep
