@@ -67,6 +67,7 @@ from flows.events import RunLaunched, stream_of
 from flows.launch import LaunchParams
 from flows.state import RunState
 from flows.status import RUN_TERMINAL
+from flows.text import check_text
 
 log = logging.getLogger(__name__)
 
@@ -366,14 +367,16 @@ class Engine:
     def task_command(self, run_id: str, step_id: str, action: str, *, text: str = "", by: str = "") -> int:
         """A person's ``message``, ``abort``, ``retry`` or ``skip`` of one task; the position of its first event.
 
-        Raises TaskCommandRefused or TaskTransitionError (nothing appended) when it does not apply now.
+        Carried out here, or handed to the node driving the run (its inbox) as
+        approve / reject / cancel are. Raises TaskCommandRefused or
+        TaskTransitionError (nothing appended) when it does not apply now,
+        with the same message wherever the run is driven.
         """
         if action not in TASK_ACTIONS:
             raise TaskCommandRefused(f"unknown task action {action!r}; actions are {', '.join(TASK_ACTIONS)}")
-        self._check_store()
-        result: int = self._ask(lambda reply: m.RunCommand(run_id, f"task-{action}", reply, step_id, by, text),
-                                command=True)
-        return result
+        check_text("text", text)  # before it is handed on: an inbox could not hold it either
+        check_text("by", by)
+        return self._command(new_command(CommandKind(f"task-{action}"), run_id, step_id=step_id, by=by, comment=text))
 
     def plan(self) -> dict[str, Any]:
         """The scheduler's plan: in progress, planned with reasons, new."""

@@ -102,3 +102,7 @@ class EngineUnavailable(ActorsError, RuntimeError):
     def __init__(self, detail: str) -> None:
         super().__init__(f"the engine is not available: {detail}; try again in a few seconds")
         self.detail = detail
+
+
+class TaskCommandRefused(ActorsError, ValueError):
+    """A person's word on a task that does not apply now (the message says why); nothing was appended."""

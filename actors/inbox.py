@@ -34,6 +34,7 @@ from actors.errors import (
     NodeDidNotAnswer,
     RunBusy,
     RunOwnedElsewhere,
+    TaskCommandRefused,
 )
 from actors.runlog import node_lease
 from eventstore import (
@@ -54,6 +55,7 @@ from flows.commands import (
     Refusal,
     inbox_of,
 )
+from flows.tasks.lifecycle import TaskTransitionError
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,10 @@ def answer_for(command: CommandRequested, outcome: int | BaseException, at: floa
             refusal, module = Refusal.FLOWS_MODULE_MISSING, outcome.module
         case FourEyesRefused():
             refusal = Refusal.FOUR_EYES
+        case TaskCommandRefused():
+            refusal = Refusal.TASK_REFUSED
+        case TaskTransitionError():
+            refusal = Refusal.TASK_NOT_READY
     message = str(outcome) if refusal is not Refusal.FAILED else f"{type(outcome).__name__}: {outcome}"
     return CommandAnswered(command_id=command.command_id, run_id=command.run_id, refusal=refusal, message=message,
                            state=state, owner=owner, module=module, at=at)
@@ -121,6 +127,10 @@ def outcome_of(command: CommandRequested, answer: CommandAnswered) -> int:
             raise FlowsModuleMissing(run_id, answer.module)
         case Refusal.FOUR_EYES:
             raise FourEyesRefused(run_id, step_id, command.by)
+        case Refusal.TASK_REFUSED:
+            raise TaskCommandRefused(answer.message)
+        case Refusal.TASK_NOT_READY:
+            raise TaskTransitionError(answer.message)
     raise RuntimeError(f"run {run_id}: the process driving it could not carry out the command: {answer.message}")
 
 

@@ -22,7 +22,7 @@ from actors import messages as m
 from actors import task_runs
 from actors.agents import CancelToken
 from actors.agents.toolloop import PersonMessage
-from actors.errors import ActorsError
+from actors.errors import TaskCommandRefused
 from actors.step import Answer, Attempt, Call, StepActor
 from actors.task_attempt import TaskAttempt, TaskEnv, check_inputs, forget_machinery, machinery
 from actors.task_runs import reconciliation
@@ -57,10 +57,6 @@ log = logging.getLogger(__name__)
 
 TASK_ACTIONS = ("message", "abort", "retry", "skip")
 """What a person may say to one task (routes ``POST /api/runs/{id}/steps/{step}/<action>``)."""
-
-
-class TaskCommandRefused(ActorsError, ValueError):
-    """A person's word on a task that does not apply now (the message says why); nothing was appended."""
 
 
 def start_task(actor: RunActor, event: TaskStarted, *, finish_merged: bool = False,

@@ -2,7 +2,8 @@
 
 A run is driven by one process at a time (the node that recorded its last
 event, while its lease lives). A person's command for it (approve, reject,
-cancel) may reach any process: the HTTP API of a server, or a ``baton``
+cancel, and a word on one task of a task run: message, abort, retry, skip)
+may reach any process: the HTTP API of a server, or a ``baton``
 command in a shell. The process that got it, when it does not drive the run,
 appends a ``CommandRequested`` to the **inbox** of the node that does,
 ``inbox-<node>``; that node follows its inbox through the store, executes the
@@ -33,6 +34,11 @@ class CommandKind(str, Enum):
     APPROVE = "approve"
     REJECT = "reject"
     CANCEL = "cancel"
+    # A person's word on one task (``step_id``) of a task run (DESIGN §12); ``comment`` is its text.
+    TASK_MESSAGE = "task-message"
+    TASK_ABORT = "task-abort"
+    TASK_RETRY = "task-retry"
+    TASK_SKIP = "task-skip"
 
 
 class Refusal(str, Enum):
@@ -46,13 +52,16 @@ class Refusal(str, Enum):
     BUSY = "busy"  # the run is being handed over at this moment
     FLOWS_MODULE_MISSING = "flows_module_missing"
     FOUR_EYES = "four_eyes"  # the run's launcher tried to decide a four-eyes step
+    TASK_REFUSED = "task_refused"  # a word on a task that does not apply to it now (``message`` says why)
+    TASK_NOT_READY = "task_not_ready"  # the task is not where that applies (``message`` says why)
     FAILED = "failed"  # anything else (its type and message are in ``message``)
 
 
 class CommandRequested(msgspec.Struct, frozen=True, kw_only=True):
     """A person's command for ``run_id``, handed to the node whose inbox holds it.
 
-    ``comment`` is the approval comment or the cancel reason; ``by`` who gave
+    ``comment`` is the approval comment, the cancel reason or the text of a
+    word on a task (its message, its abort's reason, its retry's context); ``by`` who gave
     the command (recorded in the run's events as if given to that node).
     """
 

@@ -16,9 +16,11 @@ import pytest
 from actors.agents.chat_turn import ChatTurns
 from actors.config import EngineConfig
 from actors.engine import Engine
+from actors.errors import TaskCommandRefused
 from actors.task_attempt import TaskEnv
 from eventstore import open_store
 from flows.catalog import FlowRegistry
+from flows.commands import inbox_of
 from flows.events import (
     IntegrationRemoved,
     LandingRefused,
@@ -29,13 +31,16 @@ from flows.events import (
     TaskDone,
     TaskMergeConflicted,
     TaskMerged,
+    TaskAborted,
     TaskMessaged,
     TaskRebased,
+    ToolResult,
     stream_of,
 )
 from flows.tasks import load_task_graph
 from flows.tasks.events import TaskStatus
 from flows.tasks.launch import task_run_launched
+from flows.tasks.lifecycle import TaskTransitionError
 from tests.integration.scripted_llm import (
     Call,
     ScriptedLLM,
@@ -455,6 +460,76 @@ def test_a_message_reaches_the_next_turn_and_an_abort_stops_one_task_and_cleans_
     assert repo.git("show", f"baton/{run_id}/a:a.txt") == "a\n"
     assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
     assert state.status == "failed" and "aborted by tester: wrong approach" in state.report
+
+
+def test_a_word_on_a_task_given_to_another_node_is_carried_out_once_by_the_node_driving_the_run(
+        store, tmp_path, repo, llm):
+    """Node b's message and abort reach node a's run through a's inbox and are recorded once, by a; a word
+    that does not apply is refused through b with the very error and message a gives, and appends nothing."""
+    files = {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b")}
+    llm.route(MODEL, "implementing task `a`", [ToolTurn([Call("run", {"argv": ["sleep", "2"]})]),
+                                               ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"})]),
+                                               StallTurn()])
+    llm.route(MODEL, "implementing task `b`", writes("b", "b.txt", "b\n"))
+    llm.route(MODEL, "Review task `b`", [APPROVE])
+
+    def node(name: str) -> Engine:
+        env = TaskEnv(worktrees_dir=repo.worktrees, turn=ChatTurns(llm.base_url), run_timeout_s=30.0,
+                      git_env=repo.env)
+        config = EngineConfig(node=name, agent_slots=4, backend="openai", model=MODEL)
+        return Engine(store, FlowRegistry([]), config, tasks=env).start()
+
+    a, b = node("host-a:1"), node("host-b:2")
+    try:
+        run_id = launch(a, repo, files, allow=(("sleep",),))
+        a.wait(run_id, lambda s: s.tasks is not None and s.tasks.tasks["a"].phase is not None
+               and s.tasks.tasks["a"].phase.value == "coder", timeout=30)
+        messaged_at = b.task_command(run_id, "a", "message", text="also add a README line", by="bea")
+        a.wait(run_id, lambda s: any("also add a README line" in str(r.get("messages"))
+                                     for r in llm.requests_for(MODEL)), timeout=30)
+        # b is done and a's implementor wrote its file (its next turn stalls): the run is quiet, driven by a.
+        a.wait(run_id, lambda s: s.tasks is not None and s.tasks.tasks["b"].status is TaskStatus.DONE
+               and any(isinstance(e, ToolResult) and e.step_id == "a" and e.tool == "write_file"
+                       for e in events_of(a, run_id)), timeout=30)
+        before = len(store.read_stream(stream_of(run_id)))
+        refused = []
+        for task, action, text, error in (("b", "abort", "too late", TaskTransitionError),
+                                          ("zz", "abort", "", TaskCommandRefused),
+                                          ("a", "message", "  ", TaskCommandRefused)):
+            with pytest.raises(error) as here:
+                a.task_command(run_id, task, action, text=text, by="ann")
+            with pytest.raises(error) as there:
+                b.task_command(run_id, task, action, text=text, by="bea")
+            assert str(there.value) == str(here.value)
+            refused.append(str(there.value))
+        assert len(store.read_stream(stream_of(run_id))) == before  # no refusal appended anything
+        aborted_at = b.task_command(run_id, "a", "abort", text="wrong approach", by="bea")
+        state = a.wait(run_id, timeout=60)
+        records = store.read_stream(stream_of(run_id))
+        events = events_of(a, run_id)
+        inbox = store.read_stream(inbox_of("host-a:1"))
+    finally:
+        b.stop()
+        a.stop()
+    [messaged] = [e for e in events if isinstance(e, TaskMessaged)]
+    assert (messaged.step_id, messaged.by, messaged.text) == ("a", "bea", "also add a README line")
+    [aborted] = [e for e in events if isinstance(e, TaskAborted)]
+    assert (aborted.step_id, aborted.by, aborted.reason) == ("a", "bea", "aborted by bea: wrong approach")
+    by_position = {r.position: r.type for r in records}
+    assert (by_position[messaged_at], by_position[aborted_at]) == ("TaskMessaged", "TaskAborted")
+    assert {r.metadata["node"] for r in records} == {"host-a:1"}  # carried out by a, never taken over by b
+    assert "RunRecovered" not in by_position.values()
+    assert refused == ["task 'b' has already ended (done)", f"run {run_id} has no task 'zz'; its tasks are a, b",
+                       "a message needs a text"]
+    requests = [r.data for r in inbox if r.type == "CommandRequested"]
+    answers = {r.data["command_id"]: r.data for r in inbox if r.type == "CommandAnswered"}
+    assert [(q["kind"], q["step_id"], answers[q["command_id"]]["refusal"]) for q in requests] == [
+        ("task-message", "a", None), ("task-abort", "b", "task_not_ready"), ("task-abort", "zz", "task_refused"),
+        ("task-message", "a", "task_refused"), ("task-abort", "a", None)]
+    assert state.tasks is not None and state.tasks.tasks["a"].status is TaskStatus.ABORTED
+    assert state.tasks.tasks["b"].status is TaskStatus.DONE
+    assert all(f"/{run_id}/tasks/" not in p for p in repo.worktree_paths())
+    assert state.status == "failed" and "aborted by bea: wrong approach" in state.report
 
 
 def kill_mid_merge(tmp_path: Path, repo: TaskRepo, llm: ScriptedLLM, when: str) -> tuple[str, str, list]:
