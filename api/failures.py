@@ -18,7 +18,9 @@ from actors.errors import (
     LaunchInProgress,
     RunBusy,
     RunOwnedElsewhere,
+    TaskCommandRefused,
 )
+from actors.task_runs import LandingNotReady
 from actors.workspace.errors import WorkspaceError
 from api.runtime import FlowsImportError, StartError
 from api.settings import SettingsError, safe_url, scrub
@@ -29,6 +31,7 @@ from flows.catalog import UnknownFlow
 from flows.fork import NotRetryable
 from flows.launch import LaunchError
 from flows.projects import ProjectError
+from flows.tasks.lifecycle import TaskTransitionError
 from flows.text import UnstorableText
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -37,7 +40,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # environment, which may pass on their own (an unreachable store, a run being handed over).
 INPUT_ERRORS = (UnknownFlow, LaunchError, UnstorableText, errors.UnknownRun, errors.UnknownStep, errors.NotWaiting,
                 RunOwnedElsewhere, LaunchInProgress, errors.RunFinished, FlowsImportError, SettingsError,
-                BackendConfigError, AccessError, ProjectError, WorkspaceError, NotRetryable)
+                BackendConfigError, AccessError, ProjectError, WorkspaceError, NotRetryable, TaskCommandRefused,
+                TaskTransitionError, LandingNotReady)
 RUNTIME_ERRORS = (StoreError, EngineTimeout, EngineUnavailable, RunBusy, StartError, TimeoutError)
 
 

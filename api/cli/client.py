@@ -102,6 +102,15 @@ class Client:
             return dict(self._call("POST", f"/api/runs/{run_id}/steps/{step_id}/retry", json={}))
         return dict(self._call("POST", f"/api/runs/{run_id}/fork", json={"from_step": step_id, "inputs": inputs}))
 
+    def task_word(self, run_id: str, task: str, action: str, *, text: str) -> int:
+        """POST /api/runs/{id}/steps/{task}/{action} (message, abort, retry, skip; DESIGN §12): the position of
+        the word's first event."""
+        return int(self._call("POST", f"/api/runs/{run_id}/steps/{task}/{action}", json={"text": text})["position"])
+
+    def land(self, run_id: str, *, target: str) -> dict[str, Any]:
+        """POST /api/runs/{id}/land: ``{run_id, landed, target, commit, reason, position}``."""
+        return dict(self._call("POST", f"/api/runs/{run_id}/land", json={"target": target}))
+
     def create_token(self, name: str, role: str) -> dict[str, Any]:
         """POST /api/tokens: ``{name, role, token, position}`` (the token shown this once)."""
         return self._call("POST", "/api/tokens", json={"name": name, "role": role})

@@ -66,6 +66,10 @@ class Target(Protocol):
     def cancel(self, run_id: str, *, reason: str, by: str) -> int:
         """Cancel a run as ``by`` (from ``actor``); the position of RunCancelled."""
 
+    def task_word(self, run_id: str, task: str, action: str, *, text: str, by: str) -> int:
+        """A person's word on one task of a task run (message, abort, retry, skip) as ``by``; the position of
+        its first event (DESIGN §12)."""
+
     def fork(self, run_id: str, step_id: str, *, inputs: dict[str, Any], by: str, retry: bool) -> Launched:
         """Fork a run from a step (``retry``: retry that step) as ``by``; the new run (DESIGN §15)."""
 
@@ -217,6 +221,11 @@ class Local:
         engine = self.start().engine
         assert engine is not None
         return engine.cancel(run_id, reason=reason, by=by)
+
+    def task_word(self, run_id: str, task: str, action: str, *, text: str, by: str) -> int:
+        engine = self.start().engine
+        assert engine is not None
+        return engine.task_command(run_id, task, action, text=text, by=by)
 
     def fork(self, run_id: str, step_id: str, *, inputs: dict[str, Any], by: str, retry: bool) -> Launched:
         engine = self.start().engine
@@ -384,6 +393,9 @@ class Remote:
 
     def cancel(self, run_id: str, *, reason: str, by: str) -> int:
         return self.client.cancel(run_id, reason=reason)
+
+    def task_word(self, run_id: str, task: str, action: str, *, text: str, by: str) -> int:
+        return self.client.task_word(run_id, task, action, text=text)  # the server records its principal
 
     def fork(self, run_id: str, step_id: str, *, inputs: dict[str, Any], by: str, retry: bool) -> Launched:
         answer = self.client.fork(run_id, step_id, inputs=inputs, retry=retry)  # the server records its principal

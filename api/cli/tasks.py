@@ -1,4 +1,8 @@
-"""``baton tasks plan|run|status|answer|land|cleanup`` (DESIGN §12), carried out in this process on the store.
+"""``baton tasks plan|run|status|answer|land|cleanup`` (DESIGN §12).
+
+``answer`` and ``land`` go where ``baton approve`` goes (``api.cli.context.target``): through a live
+``baton serve`` of the store (or ``--server``), which drives the run, else in this process; the others
+are carried out in this process on the store.
 
 - ``plan PROJECT``: check the project's task files and print the waves (nothing is appended);
 - ``run PROJECT``: launch the task graph and drive it here until it ends or waits for a person;
@@ -7,7 +11,7 @@
   run's integration branch;
 - ``cleanup RUN [--dry-run] [--prune-kept]``: reconcile git with the run's log (docs/TASKS.md §7);
 - ``answer RUN TASK retry|skip|abort|message [--text T]``: a person's word on one task, then the run is
-  driven here (a run a live server drives is answered through its routes, ``POST …/steps/{task}/…``).
+  followed until it ends or waits for a person (through a server: its route ``POST …/steps/{task}/…``).
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from typing import Any
 from actors import task_runs
 from actors.engine import new_run_id
 from actors.task_attempt import TaskEnv
-from api.cli.context import CliError
+from api.cli.context import CliError, target
 from api.cli.escape import printable_line
+from api.cli.targets import Local, Remote
 from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from api.runtime import Runtime
 from api.settings import Settings
@@ -149,20 +154,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_answer(args: argparse.Namespace, settings: Settings) -> int:
-    """A person's word on one task, then the run is driven here until it ends or waits for a person again.
+    """A person's word on one task, then the run is followed until it ends or waits for a person again.
 
-    The run must not be driven by another live process (a ``baton serve``): then use its routes
-    (``POST /api/runs/{id}/steps/{task}/retry`` & co); this command says so (RunOwnedElsewhere).
+    Where it goes is chosen as for ``baton approve``: a live ``baton serve`` of the store (or ``--server``)
+    gets it on its route (``POST …/steps/{task}/{action}``) and drives the run; in this process
+    (``--local``, or no server) the engine here carries it out, or hands it to the inbox of the process
+    driving the run, and a run nobody drives is driven here.
     """
-    with Runtime(settings).start(projector=False, recover=False) as runtime:
-        engine = runtime.engine
-        assert engine is not None
-        position = engine.task_command(args.run, args.task, args.action, text=args.text,
-                                       by=f"cli:{settings.node or 'local'}")
+    with target(args, settings, engine=True) as where:
+        by = f"cli:{settings.node or 'local'}" if isinstance(where, Local) else ""  # a server records its principal
+        position = where.task_word(args.run, args.task, args.action, text=args.text, by=by)
         print(printable_line(f"task {args.task} of run {args.run}: {args.action} recorded (position {position})"),
               file=sys.stderr)
-        state = engine.wait(args.run, lambda s: s.terminal or (s.status == "paused" and not s.running()),
-                            timeout=RUN_WAIT_S)
+        state = where.follow(args.run, None)
     _print_tasks(state)
     if state.terminal:
         print(state.report)
@@ -173,37 +177,44 @@ def cmd_land(args: argparse.Namespace, settings: Settings) -> int:
     """Land a task run: fast-forward only; refused (exit 1) with the reason otherwise.
 
     A run waiting at its landing gate has the gate approved (driven here, or by the process that drives
-    it) and the landing it records is printed; an ended run is landed here, on the store.
+    it) and the landing it records is printed; an ended run is landed here, on the store. Through a live
+    ``baton serve`` (chosen as for ``baton approve``) its route ``POST /api/runs/{id}/land`` does both.
     """
-    store = open_store(settings.db)
+    with target(args, settings, engine=True) as where:
+        if isinstance(where, Remote):
+            answer = where.client.land(args.run, target=args.target)
+            landed, branch, commit, reason = (bool(answer["landed"]), str(answer["target"]),
+                                              str(answer["commit"]), str(answer["reason"]))
+            position = int(answer["position"])
+        else:
+            assert isinstance(where, Local)
+            event, position = _land_here(args, settings, where)
+            landed, branch = type(event).__name__ == "RunLanded", str(getattr(event, "target", ""))
+            commit, reason = str(getattr(event, "commit", "")), str(getattr(event, "reason", ""))
+    if landed:
+        print(printable_line(f"landed {branch} at {commit[:12]} (position {position})"))
+        return EXIT_OK
+    print(printable_line(f"not landed: {reason}"), file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _land_here(args: argparse.Namespace, settings: Settings, where: Local) -> tuple[Any, int]:
+    """``land`` in this process: approve the gate of a run waiting at it, else land the ended run on the store."""
+    store = where.rt.store
+    env = TaskEnv(worktrees_dir=settings.worktrees_dir(), turn=None, run_timeout_s=settings.run_timeout_s)
     try:
         state, _ = task_runs.run_state(store, args.run)
-        env = TaskEnv(worktrees_dir=settings.worktrees_dir(), turn=None, run_timeout_s=settings.run_timeout_s)
-        try:
-            if not task_runs.waits_at_gate(state):
-                event, position = task_runs.land(store, args.run, env, target=args.target, by="cli",
-                                                 now=time.time())
-        except task_runs.LandingNotReady as exc:
-            raise CliError(EXIT_USAGE, str(exc)) from None
-    finally:
-        store.close()
-    if task_runs.waits_at_gate(state):
-        with Runtime(settings).start(projector=False, recover=False) as runtime:
-            assert runtime.engine is not None
-            try:
-                gated = task_runs.land_at_gate(runtime.engine, args.run, target=args.target,
-                                               by=f"cli:{settings.node or 'local'}")
-            except task_runs.LandingNotReady as exc:
-                raise CliError(EXIT_USAGE, str(exc)) from None
-        if gated is None:  # decided meanwhile by someone else: land it as an ended run, or say why not
-            return cmd_land(args, settings)
-        event, position = gated
-    if type(event).__name__ == "RunLanded":
-        print(printable_line(f"landed {getattr(event, 'target', '')} at {getattr(event, 'commit', '')[:12]} "
-                             f"(position {position})"))
-        return EXIT_OK
-    print(printable_line(f"not landed: {getattr(event, 'reason', '')}"), file=sys.stderr)
-    return EXIT_FAILED
+        if task_runs.waits_at_gate(state):
+            engine = where.start().engine
+            assert engine is not None
+            gated = task_runs.land_at_gate(engine, args.run, target=args.target,
+                                           by=f"cli:{settings.node or 'local'}")
+            if gated is not None:
+                return gated
+            # decided meanwhile by someone else: land it as an ended run, or say why not
+        return task_runs.land(store, args.run, env, target=args.target, by="cli", now=time.time())
+    except task_runs.LandingNotReady as exc:
+        raise CliError(EXIT_USAGE, str(exc)) from None
 
 
 def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:

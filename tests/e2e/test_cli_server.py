@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 
+from actors.runlog import follow
 from baton_cli import BATON, FIXTURE_FLOWS, REPO, Baton, clean_env
 from eventstore import open_store
 from tests.api.server import ApiServer, free_port
@@ -175,3 +176,53 @@ def test_approve_without_the_flows_module_goes_to_the_server_that_has_it(tmp_pat
         done = b.ok("approve", run_id, "gate")  # this shell cannot import myflows; the server can
         assert f"run {run_id} completed" in done.out
         assert b.events(run_id)[-1].metadata["node"] == SERVER_NODE
+
+
+def test_tasks_answer_and_land_go_through_the_server_driving_the_task_run(tmp_path):
+    """`baton tasks answer` and `baton tasks land` choose the server as `baton approve` does: its routes carry
+    them out and its engine drives the run (before, this shell took the run and drove it itself)."""
+    from actors.workspace.projects import ProjectBook
+    from tests.integration.scripted_llm import Call, ScriptedLLM, TextTurn, ToolTurn
+    from tests.integration.task_repo import make_task_repo
+
+    repo = make_task_repo(tmp_path)
+    (repo.root / "tasks").mkdir()
+    (repo.root / "tasks" / "a.md").write_text("---\nid: a\ntitle: Task a\nagent: implementation-specialist\n---\n"
+                                               "Write a.txt.\n")
+    repo.git("branch", "release", "main")
+    b = Baton(f"sqlite:///{tmp_path / 'baton.db'}", tmp_path)
+    with open_store(b.url) as store:
+        ProjectBook(store, time.time).add("demo", repo.root, by="tester")
+    llm = ScriptedLLM().start()
+    llm.route("coder", ("task `a`", "use the sandbox"), [
+        ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"}), Call("commit", {"message": "a"})]),
+        TextTurn("done")])
+    llm.route("coder", "implementing task `a`", [ToolTurn([Call("blocked", {"reason": "which account?"})])])
+    llm.route("coder", "Review task `a`", [TextTurn("---\nrecommendation: approve\n---\nok")])
+    env = {"BATON_NODE": SERVER_NODE, "BATON_WORKTREES": str(tmp_path / "wt"), "BATON_AGENT": "openai",
+           "BATON_OPENAI_BASE_URL": llm.base_url, "BATON_MODEL": "coder",
+           **{k: v for k, v in repo.env.items() if k.startswith("GIT_")}}
+    try:
+        with ApiServer(b.url, **env) as server:
+            made = httpx.post(f"{server.url}/api/projects/demo/task-runs", json={"target": "release"}, timeout=30,
+                              auth=server.auth_as("operator"))
+            assert made.status_code == 201, made.text
+            run_id = made.json()["run_id"]
+            with open_store(b.url) as store:  # the task is blocked: the run waits for a person
+                follow(store, run_id, lambda s: s.terminal or s.status == "paused", timeout=60)
+            answered = b.ok("tasks", "answer", run_id, "a", "retry", "--text", "use the sandbox")
+            assert f"run {run_id}: paused" in answered.out  # every task merged: it waits at its landing gate
+            assert "retry recorded" in answered.err
+            landed = b.ok("tasks", "land", run_id)
+            head = repo.git("rev-parse", f"baton/{run_id}/integrate").strip()
+            assert f"landed release at {head[:12]}" in landed.out
+            refused = b("tasks", "answer", run_id, "a", "abort")  # the run has ended: refused there, 409 -> exit 2
+            assert refused.code == 2 and f"run {run_id} has ended (completed)" in refused.err, refused.err
+    finally:
+        llm.stop()
+    events = b.events(run_id)
+    assert nodes(b, run_id) == {SERVER_NODE}  # the server drove every step; this shell never took the run
+    answer = next(e for e in events if e.type == "TaskAnswered")
+    assert (answer.data["answer"], answer.data["context"], answer.data["by"]) == ("retry", "use the sandbox", "admin")
+    assert repo.git("rev-parse", "release").strip() == head
+    assert not any(f"/wt/{run_id}/" in p for p in repo.worktree_paths())
