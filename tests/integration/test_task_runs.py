@@ -467,7 +467,8 @@ def test_a_word_on_a_task_given_to_another_node_is_carried_out_once_by_the_node_
     """Node b's message and abort reach node a's run through a's inbox and are recorded once, by a; a word
     that does not apply is refused through b with the very error and message a gives, and appends nothing."""
     files = {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b")}
-    llm.route(MODEL, "implementing task `a`", [ToolTurn([Call("run", {"argv": ["sleep", "2"]})]),
+    # a's first turn sleeps 3 s: b's message reaches a meanwhile, and the next turn carries it
+    llm.route(MODEL, "implementing task `a`", [ToolTurn([Call("run", {"argv": ["sleep", "3"]})]),
                                                ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"})]),
                                                StallTurn()])
     llm.route(MODEL, "implementing task `b`", writes("b", "b.txt", "b\n"))
