@@ -39,6 +39,7 @@ from actors.errors import (
     EngineUnavailable,
     LaunchInProgress,
     NodeInUse,
+    RunNotSettled,
     RunOwnedElsewhere,
 )
 from actors.inbox import Inbox, new_command, outcome_of
@@ -408,7 +409,10 @@ class Engine:
         state = self.ctx.watch.wait(run_id, check, statuses, deadline, timeout)  # a run driven here
         if state is not None:
             return state
-        return follow(self.store, run_id, check, timeout=max(deadline - time.monotonic(), 0.0))
+        try:
+            return follow(self.store, run_id, check, timeout=max(deadline - time.monotonic(), 0.0))
+        except RunNotSettled as exc:  # named with the time the caller gave, not what was left of it
+            raise RunNotSettled(run_id, exc.state, timeout) from None
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -101,3 +101,36 @@ def test_a_paused_run_is_settled_only_when_nothing_but_a_person_can_move_it():
                  StepStarted(step_id="a", attempt=1, at=1.0), StepCompleted(step_id="a", attempt=1, at=2.0),
                  StepStarted(step_id="b", attempt=1, at=2.0), StepCompleted(step_id="b", attempt=1, at=3.0)])
     assert done.status == "paused" and settled(done, 4.0)
+
+
+def test_a_wait_on_a_run_driven_here_gives_up_after_its_timeout_with_the_state_it_saw(sqlite_url):
+    """Engine.wait on a run this engine drives watches its RunActor (actors.watch): the same timeout."""
+    from actors.config import EngineConfig
+    from actors.engine import Engine
+    from eventstore import open_store
+    from flows import StepContext, code
+    from flows.catalog import FlowRegistry
+
+    release = threading.Event()
+
+    def hold(ctx: StepContext) -> str:
+        release.wait(10)
+        return "let go"
+
+    registry = FlowRegistry([Flow("watch-hold", category="Analysis", description="a step held by the test",
+                                  steps=[code("hold", fn=hold)])])
+    store = open_store(sqlite_url)
+    engine = Engine(store, registry, EngineConfig()).start()
+    try:
+        run_id = engine.launch("watch-hold", "hold on").run_id
+        engine.wait(run_id, lambda s: s.steps["hold"].status == "running", timeout=10)
+        with pytest.raises(RunNotSettled) as caught:
+            engine.wait(run_id, timeout=0.3)
+        assert caught.value.state.steps["hold"].status == "running"
+        assert str(caught.value) == f"run {run_id} is still running after 0.3 s"
+        release.set()
+        assert engine.wait(run_id, timeout=10).steps["hold"].output == "let go"
+    finally:
+        release.set()
+        engine.stop()
+        store.close()
