@@ -307,18 +307,25 @@ class PostgresBackend:
                 version += 1
                 rows.append({"i": event_id, "s": stream, "v": version, "t": type_,
                              "d": data, "m": metadata, "h": hash_})
-        params = (_row_encoder.encode(rows).decode(), recorded_at, self._order_lock)
-        if self._before_commit is None:
-            positions = conn.execute(_APPEND, params, prepare=True).fetchall()
+        late = todo[-1] if todo[-1].last is not None else None  # the writer ends a group with it
+        if late is None and self._before_commit is None:
+            positions = conn.execute(_APPEND, self._params(rows, recorded_at), prepare=True).fetchall()
         else:
-            # Test hook: the same statement inside an explicit transaction, so
-            # the hook can hold it open (with the order lock) before COMMIT.
+            # One transaction of two statements when the group's last event is rendered from the
+            # positions of the rows before it (the sequence hands them out as they are inserted):
+            # those rows first, then that event, committed together. (Also the test hook's way: it
+            # holds the transaction open, with the order lock, before COMMIT.)
             conn.execute("BEGIN")
             try:
-                positions = conn.execute(_APPEND, params).fetchall()
-                self._before_commit(todo)
+                positions = conn.execute(_APPEND, self._params(rows[:-1] if late else rows, recorded_at),
+                                         prepare=True).fetchall()
+                if late is not None:
+                    positions += self._insert_last(conn, late, [row[0] for row in positions], recorded_at)
+                if self._before_commit is not None:
+                    self._before_commit(todo)
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         at = 0
@@ -329,6 +336,22 @@ class PostgresBackend:
             at += n
             self._remember(pending.stream_id, pending.base_version + n, pending.hashes[-1])
         return positions[-1][0] if positions else 0
+
+    def _params(self, rows: list[dict[str, Any]], recorded_at: float) -> tuple[str, float, bool]:
+        return _row_encoder.encode(rows).decode(), recorded_at, self._order_lock
+
+    def _insert_last(self, conn: psycopg.Connection, late: PendingAppend, before: list[int],
+                     recorded_at: float) -> list[tuple[Any, ...]]:
+        """Render ``late``'s last event from the positions its other events just got, hash and insert it."""
+        n = len(late.ids)
+        late.render_last(before[-(n - 1):])
+        version = late.base_version + n
+        type_, data, metadata = late.types[-1], late.data[-1], late.metadata[-1]
+        late.hashes[-1] = self._chain.hash(late.hashes[-2], late.ids[-1], late.stream_id, version, type_, data,
+                                           metadata, recorded_at)
+        row = {"i": late.ids[-1], "s": late.stream_id, "v": version, "t": type_, "d": data, "m": metadata,
+               "h": late.hashes[-1]}
+        return conn.execute(_APPEND, self._params([row], recorded_at), prepare=True).fetchall()
 
     def _without_known_ids(
         self, conn: psycopg.Connection, todo: list[PendingAppend]

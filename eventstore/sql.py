@@ -109,6 +109,9 @@ class SqlEventStore:
     "postgresql".
     """
 
+    # ``append(last=...)`` renders a last event from the positions of the ones before it (see append)
+    renders_last = True
+
     def __init__(
         self, url: str, database: sa.Engine, backend: Any, options: dict[str, Any], chain: Chain | None = None
     ) -> None:
@@ -173,8 +176,16 @@ class SqlEventStore:
         expected_version: int | None = None,
         *,
         timeout: float | None = None,
+        last: Callable[[list[int]], NewEvent] | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` to a stream atomically and return them as recorded.
+
+        ``last``, when given, renders the final event from the positions of
+        the events before it, in the transaction that gives them those
+        positions: an event citing them (a run's report) is committed with
+        them, not in a commit of its own after theirs. ``events[-1]`` stands
+        for it until then: the event ``last`` returns must keep its id (a
+        retry is recognised by its ids). At least two events.
 
         ``expected_version`` is the stream's current version (0 for a new
         stream); None skips the check. Blocks until the events are durable:
@@ -212,8 +223,13 @@ class SqlEventStore:
             metadata.append(encoded_metadata)
         if len(set(ids)) != len(ids):
             raise ValueError(f"stream {stream_id!r}: the same event id appears twice in one append")
+        render: Callable[[list[int]], tuple[str, str, str]] | None = None
+        if last is not None:
+            if len(events) < 2:
+                raise ValueError("append(last=...) renders the last of at least two events")
+            render = functools.partial(_render_last, last, ids[-1])
         pending = self._writer.submit(
-            PendingAppend(stream_id, expected_version, ids, types, data, metadata), timeout
+            PendingAppend(stream_id, expected_version, ids, types, data, metadata, render), timeout
         )
         if pending.duplicate:
             recorded = self._read_ids(ids)
@@ -465,6 +481,13 @@ class SqlEventStore:
 def _dialect_sql(placeholder: str) -> dict[str, str]:
     statements = [_READ_ALL, _READ_STREAM, _FOLLOW_STREAM, _VERIFY_ALL, _VERIFY_STREAM, _DIGEST_ROWS]
     return {sql: sql.replace("?", placeholder) for sql in statements}
+
+
+def _render_last(last: Callable[[list[int]], NewEvent], event_id: str, positions: list[int]) -> tuple[str, str, str]:
+    event = last(positions)
+    if event.id != event_id:
+        raise ValueError(f"append(last=...) rendered an event with id {event.id!r}, not the {event_id!r} it stood for")
+    return (event.type, *encode_new_event(event))
 
 
 def _recorded(pending: PendingAppend) -> list[RecordedEvent]:

@@ -20,6 +20,7 @@ from eventstore import (
     RecordedEvent,
     SqlStore,
     StoreClosedError,
+    StoreError,
     StoreUnavailableError,
     open_store,
 )
@@ -219,6 +220,66 @@ class TestEventStoreContract:
                 bad.value()
             assert sorted(groups[1]) == ["run-x", "run-y"]  # committed as one group
             assert [e.version for e in store.read_stream("run-c")] == [1]
+
+    def test_a_last_event_rendered_from_the_positions_of_the_ones_before_it_commits_with_them(self, store_url):
+        # Hold the writer in a commit so that the next appends queue and are committed as a group:
+        # the positions an append's last event cites are the ones its other events really got.
+        armed, release, groups = threading.Event(), threading.Event(), []
+
+        def before_commit(group):
+            if armed.is_set():
+                groups.append([p.stream_id for p in group])
+                if len(groups) == 1:
+                    release.wait(10)
+
+        def citing(stand_in: NewEvent):
+            seen: list[list[int]] = []
+
+            def last(positions: list[int]) -> NewEvent:
+                seen.append(positions)
+                return NewEvent("Summary", {"cites": positions}, {"by": "test"}, id=stand_in.id)
+
+            return last, seen
+
+        with open_store(store_url, _before_commit=before_commit) as store:
+            store.append("run-0", notes(0))
+            armed.set()
+            first = Thread(lambda: store.append("run-first", notes(1), 0))
+            first.start()
+            wait_for(lambda: groups, what="the writer to hold its first group")
+            stand_in = NewEvent("Summary", {})
+            batch = [*notes(3, 4), stand_in]
+            last, seen = citing(stand_in)
+            before = Thread(lambda: store.append("run-b", notes(2), 0))
+            summed = Thread(lambda: store.append("run-s", batch, 0, last=last))
+            after = Thread(lambda: store.append("run-a", notes(5), 0))
+            before.start()
+            wait_for(lambda: len(store._writer._queue) == 1, what="one queued append")
+            summed.start()
+            wait_for(lambda: len(store._writer._queue) == 2, what="two queued appends")
+            after.start()
+            wait_for(lambda: len(store._writer._queue) == 3, what="three queued appends")
+            release.set()
+            first.value(), before.value(), after.value()
+            recorded = summed.value()
+            assert groups[1:] == [["run-b", "run-s"], ["run-a"]]  # it ends its group
+            assert [e.type for e in recorded] == ["Note", "Note", "Summary"]
+            assert recorded[2].id == stand_in.id and recorded[2].metadata == {"by": "test"}
+            assert recorded[2].data == {"cites": [recorded[0].position, recorded[1].position]} == {"cites": seen[-1]}
+            assert recorded[2].recorded_at == recorded[0].recorded_at  # one commit
+            assert store.read_stream("run-s") == recorded
+            assert store.verify() == []
+            head = store.head()
+        with open_store(store_url) as again:  # a retry (another process's) is recognised by its ids
+            retried, renders = citing(stand_in)
+            assert again.append("run-s", batch, 0, last=retried) == recorded and renders == []
+            assert again.head() == head
+            with pytest.raises(ValueError, match="at least two"):
+                again.append("run-t", [stand_in], last=last)
+            wrong = NewEvent("Summary", {})
+            with pytest.raises(StoreError, match="rendered an event with id"):
+                again.append("run-t", [*notes(6), wrong], 0, last=lambda positions: NewEvent("Summary", {}))
+            assert again.read_stream("run-t") == []
 
     def test_events_table_refuses_update_and_delete(self, store):
         store.append("run-a", notes(1, 2))
