@@ -138,6 +138,7 @@ class SqlEventStore:
             max_backoff_s=options.get("max_backoff_s", 5.0),
         )
         self._read_failure: Outage | None = None  # the last read that failed, until one succeeds
+        self._saw_head: Callable[[str, int, str], None] | None = getattr(backend, "saw_head", None)
 
     def _committed(self, last: int, group: list[PendingAppend]) -> None:
         """The writer committed ``group`` (up to ``last``): hand its rows to the hub, wake the subscribers.
@@ -242,7 +243,10 @@ class SqlEventStore:
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         """The stream's events after ``after_version``, in version order ([] if none)."""
-        return decode_rows(self._query(self._sql[_READ_STREAM], (stream_id, after_version)))
+        rows = self._query(self._sql[_READ_STREAM], (stream_id, after_version))
+        if rows and self._saw_head is not None:  # the writer need not read this head again to append
+            self._saw_head(stream_id, rows[-1][2], rows[-1][7])
+        return decode_rows(rows)
 
     def read_all(
         self, after: int = 0, limit: int | None = None, *, types: Collection[str] | None = None
@@ -299,6 +303,27 @@ class SqlEventStore:
             )
             self._subscriptions.add(subscription)
             return subscription
+
+    def read_sql(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one SELECT (``?`` placeholders) on the store's reading connections, every row.
+
+        For the small tables kept beside the log (the leases, read by every
+        command's ownership check): one round trip, as the store's own reads.
+        Raises StoreUnavailableError when the database cannot be read.
+        """
+        return self._query(sql.replace("?", self._backend.placeholder), params)
+
+    def watching(self, timeout: float) -> bool:
+        """Follow other processes' commits now (the first ``subscribe`` would start it) and wait, at most
+        ``timeout`` seconds, until it does: on PostgreSQL its LISTEN connection is up and the head read.
+        True once it does."""
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError("the event store is closed")
+            if self._watcher is None:
+                self._watcher = self._start_watcher()
+            watcher = self._watcher
+        return bool(watcher.ready.wait(timeout))
 
     @property
     def chain(self) -> Chain:

@@ -66,6 +66,12 @@ class TestEventStoreContract:
                 "SELECT (SELECT count(*) FROM events), (SELECT owner FROM leases WHERE name = 'seam')")).one()
         assert tuple(row) == (2, "me")
         assert not isinstance(object(), SqlStore)
+        # read through the store's own connections (the engine's way), the leases say the same
+        quick = Leases(store.database, read=store.read_sql)
+        assert quick.held() == Leases(store.database).held() == {"seam": "me"}
+        assert quick.owner_of("seam") == "me" and quick.owner_of("nobody") == ""
+        quick.release("seam", "me")
+        assert quick.held() == {} and quick.owner_of("seam") == ""
 
     def test_append_returns_recorded_events(self, store):
         recorded = store.append("run-a", [NewEvent("Note", {"k": 1}, {"actor": "me"}),
