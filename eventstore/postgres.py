@@ -348,17 +348,33 @@ class PostgresBackend:
         late = todo[-1] if todo[-1].last is not None else None  # the writer ends a group with it
         if late is None and self._before_commit is None:
             positions = conn.execute(_APPEND, self._params(rows, recorded_at), prepare=True).fetchall()
+        elif self._before_commit is None:
+            # A last event rendered from the positions of the rows before it (the sequence hands them
+            # out as they are inserted): those rows, then that event, in one transaction of two round
+            # trips (pipelined: BEGIN with the rows; the event with COMMIT).
+            assert late is not None
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    positions = conn.execute(_APPEND, self._params(rows[:-1], recorded_at), prepare=True).fetchall()
+                    last = self._last_row(late, [row[0] for row in positions], recorded_at)
+                    cur = conn.execute(_APPEND, self._params([last], recorded_at), prepare=True)
+                    conn.execute("COMMIT")
+                positions += cur.fetchall()
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+                raise
         else:
-            # One transaction of two statements when the group's last event is rendered from the
-            # positions of the rows before it (the sequence hands them out as they are inserted):
-            # those rows first, then that event, committed together. (Also the test hook's way: it
-            # holds the transaction open, with the order lock, before COMMIT.)
+            # The test hook's way: the same statements inside an explicit transaction, so that the
+            # hook can hold it open (with the order lock) before COMMIT.
             conn.execute("BEGIN")
             try:
                 positions = conn.execute(_APPEND, self._params(rows[:-1] if late else rows, recorded_at),
                                          prepare=True).fetchall()
                 if late is not None:
-                    positions += self._insert_last(conn, late, [row[0] for row in positions], recorded_at)
+                    last = self._last_row(late, [row[0] for row in positions], recorded_at)
+                    positions += conn.execute(_APPEND, self._params([last], recorded_at), prepare=True).fetchall()
                 if self._before_commit is not None:
                     self._before_commit(todo)
             except BaseException:
@@ -378,18 +394,16 @@ class PostgresBackend:
     def _params(self, rows: list[dict[str, Any]], recorded_at: float) -> tuple[str, float, bool]:
         return _row_encoder.encode(rows).decode(), recorded_at, self._order_lock
 
-    def _insert_last(self, conn: psycopg.Connection, late: PendingAppend, before: list[int],
-                     recorded_at: float) -> list[tuple[Any, ...]]:
-        """Render ``late``'s last event from the positions its other events just got, hash and insert it."""
+    def _last_row(self, late: PendingAppend, before: list[int], recorded_at: float) -> dict[str, Any]:
+        """Render ``late``'s last event from the positions its other events just got; its row, hashed."""
         n = len(late.ids)
         late.render_last(before[-(n - 1):])
         version = late.base_version + n
         type_, data, metadata = late.types[-1], late.data[-1], late.metadata[-1]
         late.hashes[-1] = self._chain.hash(late.hashes[-2], late.ids[-1], late.stream_id, version, type_, data,
                                            metadata, recorded_at)
-        row = {"i": late.ids[-1], "s": late.stream_id, "v": version, "t": type_, "d": data, "m": metadata,
-               "h": late.hashes[-1]}
-        return conn.execute(_APPEND, self._params([row], recorded_at), prepare=True).fetchall()
+        return {"i": late.ids[-1], "s": late.stream_id, "v": version, "t": type_, "d": data, "m": metadata,
+                "h": late.hashes[-1]}
 
     def _without_known_ids(
         self, conn: psycopg.Connection, todo: list[PendingAppend]

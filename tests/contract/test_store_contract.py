@@ -282,6 +282,15 @@ class TestEventStoreContract:
             assert again.head() == head
             with pytest.raises(ValueError, match="at least two"):
                 again.append("run-t", [stand_in], last=last)
+            # its stand-in's id recorded elsewhere: refused whole, the rows before it too
+            taken = NewEvent("Summary", {}, id=recorded[0].id)
+            with pytest.raises(EventIdConflictError):
+                again.append("run-u", [*notes(7), taken], 0,
+                             last=lambda positions: NewEvent("Summary", {"cites": positions}, id=taken.id))
+            assert again.read_stream("run-u") == [] and again.head() == head
+            plain = again.append("run-u", [*notes(8), stand_in2 := NewEvent("Summary", {})], 0,
+                                 last=lambda positions: NewEvent("Summary", {"cites": positions}, id=stand_in2.id))
+            assert plain[1].data == {"cites": [plain[0].position]} and again.verify() == []
             wrong = NewEvent("Summary", {})
             with pytest.raises(StoreError, match="rendered an event with id"):
                 again.append("run-t", [*notes(6), wrong], 0, last=lambda positions: NewEvent("Summary", {}))
