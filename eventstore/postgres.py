@@ -336,31 +336,36 @@ class PostgresBackend:
         return ready
 
     def _insert(self, conn: psycopg.Connection, todo: list[PendingAppend], recorded_at: float) -> int:
-        rows = []
+        rows: list[dict[str, Any]] = []  # every row but the last of an append whose last is rendered
+        spans: list[tuple[int, int]] = []  # each append's (first row, rows) in ``rows``
+        late = [pending for pending in todo if pending.last is not None]
         for pending in todo:
             stream, version = pending.stream_id, pending.base_version
+            count = len(pending.ids) - (pending.last is not None)
+            spans.append((len(rows), count))
             for event_id, type_, data, metadata, hash_ in zip(
-                pending.ids, pending.types, pending.data, pending.metadata, pending.hashes
+                pending.ids[:count], pending.types, pending.data, pending.metadata, pending.hashes
             ):
                 version += 1
                 rows.append({"i": event_id, "s": stream, "v": version, "t": type_,
                              "d": data, "m": metadata, "h": hash_})
-        late = todo[-1] if todo[-1].last is not None else None  # the writer ends a group with it
-        if late is None and self._before_commit is None:
+        lasts: list[tuple[Any, ...]] = []
+        if not late and self._before_commit is None:
             positions = conn.execute(_APPEND, self._params(rows, recorded_at), prepare=True).fetchall()
         elif self._before_commit is None:
-            # A last event rendered from the positions of the rows before it (the sequence hands them
-            # out as they are inserted): those rows, then that event, in one transaction of two round
-            # trips (pipelined: BEGIN with the rows; the event with COMMIT).
-            assert late is not None
+            # Last events rendered from the positions of the rows before them (the sequence hands
+            # them out as they are inserted): those rows, then those events, in one transaction of
+            # two round trips (pipelined: BEGIN with the rows; the events with COMMIT). The writer
+            # never groups a stream's append after one of these: the stream's positions follow its
+            # versions.
             try:
                 with conn.pipeline():
                     conn.execute("BEGIN")
-                    positions = conn.execute(_APPEND, self._params(rows[:-1], recorded_at), prepare=True).fetchall()
-                    last = self._last_row(late, [row[0] for row in positions], recorded_at)
-                    cur = conn.execute(_APPEND, self._params([last], recorded_at), prepare=True)
+                    positions = conn.execute(_APPEND, self._params(rows, recorded_at), prepare=True).fetchall()
+                    cur = conn.execute(_APPEND, self._params(self._last_rows(todo, spans, positions, recorded_at),
+                                                             recorded_at), prepare=True)
                     conn.execute("COMMIT")
-                positions += cur.fetchall()
+                lasts = cur.fetchall()
             except BaseException:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("ROLLBACK")
@@ -370,26 +375,30 @@ class PostgresBackend:
             # hook can hold it open (with the order lock) before COMMIT.
             conn.execute("BEGIN")
             try:
-                positions = conn.execute(_APPEND, self._params(rows[:-1] if late else rows, recorded_at),
-                                         prepare=True).fetchall()
-                if late is not None:
-                    last = self._last_row(late, [row[0] for row in positions], recorded_at)
-                    positions += conn.execute(_APPEND, self._params([last], recorded_at), prepare=True).fetchall()
-                if self._before_commit is not None:
-                    self._before_commit(todo)
+                positions = conn.execute(_APPEND, self._params(rows, recorded_at), prepare=True).fetchall()
+                if late:
+                    lasts = conn.execute(_APPEND, self._params(self._last_rows(todo, spans, positions, recorded_at),
+                                                               recorded_at), prepare=True).fetchall()
+                self._before_commit(todo)
             except BaseException:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        at = 0
-        for pending in todo:
-            n = len(pending.ids)
-            pending.positions = [row[0] for row in positions[at : at + n]]
+        rendered = iter(lasts)
+        for pending, (first, count) in zip(todo, spans):
+            pending.positions = [row[0] for row in positions[first : first + count]]
+            if pending.last is not None:
+                pending.positions.append(next(rendered)[0])
             pending.recorded_at = recorded_at
-            at += n
-            self._remember(pending.stream_id, pending.base_version + n, pending.hashes[-1])
-        return positions[-1][0] if positions else 0
+            self._remember(pending.stream_id, pending.base_version + len(pending.ids), pending.hashes[-1])
+        return max(positions[-1][0] if positions else 0, lasts[-1][0] if lasts else 0)
+
+    def _last_rows(self, todo: list[PendingAppend], spans: list[tuple[int, int]], positions: list[tuple[Any, ...]],
+                   recorded_at: float) -> list[dict[str, Any]]:
+        """The rendered last event of each append that has one, from the positions its other rows got."""
+        return [self._last_row(pending, [row[0] for row in positions[first : first + count]], recorded_at)
+                for pending, (first, count) in zip(todo, spans) if pending.last is not None]
 
     def _params(self, rows: list[dict[str, Any]], recorded_at: float) -> tuple[str, float, bool]:
         return _row_encoder.encode(rows).decode(), recorded_at, self._order_lock
@@ -397,7 +406,7 @@ class PostgresBackend:
     def _last_row(self, late: PendingAppend, before: list[int], recorded_at: float) -> dict[str, Any]:
         """Render ``late``'s last event from the positions its other events just got; its row, hashed."""
         n = len(late.ids)
-        late.render_last(before[-(n - 1):])
+        late.render_last(before)
         version = late.base_version + n
         type_, data, metadata = late.types[-1], late.data[-1], late.metadata[-1]
         late.hashes[-1] = self._chain.hash(late.hashes[-2], late.ids[-1], late.stream_id, version, type_, data,

@@ -309,14 +309,18 @@ class GroupCommitWriter:
     def _take_group(self) -> list[PendingAppend]:
         """The oldest queued appends, up to ``max_group_events`` events (at least one); ``_gate`` held.
 
-        An append whose last event is rendered at commit (``PendingAppend.last``) ends its group:
-        its last event is then the group's last row (PostgreSQL inserts it after the others).
+        No append follows, in a group, an append to the same stream whose last event is rendered
+        at commit (``PendingAppend.last``): PostgreSQL inserts those last events after the group's
+        other rows, and a stream's positions must follow its versions.
         """
         queue, group = self._queue, [self._queue.popleft()]
         events = len(group[0].ids)
-        while queue and events < self._max_group_events and group[-1].last is None:
+        rendered = {group[0].stream_id} if group[0].last is not None else set()
+        while queue and events < self._max_group_events and queue[0].stream_id not in rendered:
             group.append(queue.popleft())
             events += len(group[-1].ids)
+            if group[-1].last is not None:
+                rendered.add(group[-1].stream_id)
         return group
 
     def _shut_down(self) -> None:

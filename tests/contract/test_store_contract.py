@@ -259,21 +259,25 @@ class TestEventStoreContract:
             before = Thread(lambda: store.append("run-b", notes(2), 0))
             summed = Thread(lambda: store.append("run-s", batch, 0, last=last))
             after = Thread(lambda: store.append("run-a", notes(5), 0))
-            before.start()
-            wait_for(lambda: len(store._writer._queue) == 1, what="one queued append")
-            summed.start()
-            wait_for(lambda: len(store._writer._queue) == 2, what="two queued appends")
-            after.start()
-            wait_for(lambda: len(store._writer._queue) == 3, what="three queued appends")
+            same = Thread(lambda: store.append("run-s", notes(6), 3))
+            stand_in_t = NewEvent("Summary", {})
+            last_t, _ = citing(stand_in_t)
+            other = Thread(lambda: store.append("run-t", [*notes(9), stand_in_t], 0, last=last_t))
+            for n, thread in enumerate([before, summed, after, other, same], 1):
+                thread.start()
+                wait_for(lambda n=n: len(store._writer._queue) == n, what=f"{n} queued appends")
             release.set()
             first.value(), before.value(), after.value()
-            recorded = summed.value()
-            assert groups[1:] == [["run-b", "run-s"], ["run-a"]]  # it ends its group
+            recorded, next_one, t = summed.value(), same.value(), other.value()
+            # committed together, but for the stream's next append: its positions follow its versions
+            assert groups[1:] == [["run-b", "run-s", "run-a", "run-t"], ["run-s"]]
+            assert t[1].data == {"cites": [t[0].position]} and t[1].recorded_at == recorded[0].recorded_at
+            assert next_one[0].position > recorded[-1].position
             assert [e.type for e in recorded] == ["Note", "Note", "Summary"]
             assert recorded[2].id == stand_in.id and recorded[2].metadata == {"by": "test"}
             assert recorded[2].data == {"cites": [recorded[0].position, recorded[1].position]} == {"cites": seen[-1]}
             assert recorded[2].recorded_at == recorded[0].recorded_at  # one commit
-            assert store.read_stream("run-s") == recorded
+            assert store.read_stream("run-s")[:3] == recorded
             assert store.verify() == []
             head = store.head()
         with open_store(store_url) as again:  # a retry (another process's) is recognised by its ids
@@ -281,7 +285,7 @@ class TestEventStoreContract:
             assert again.append("run-s", batch, 0, last=retried) == recorded and renders == []
             assert again.head() == head
             with pytest.raises(ValueError, match="at least two"):
-                again.append("run-t", [stand_in], last=last)
+                again.append("run-v", [stand_in], last=last)
             # its stand-in's id recorded elsewhere: refused whole, the rows before it too
             taken = NewEvent("Summary", {}, id=recorded[0].id)
             with pytest.raises(EventIdConflictError):
@@ -293,8 +297,8 @@ class TestEventStoreContract:
             assert plain[1].data == {"cites": [plain[0].position]} and again.verify() == []
             wrong = NewEvent("Summary", {})
             with pytest.raises(StoreError, match="rendered an event with id"):
-                again.append("run-t", [*notes(6), wrong], 0, last=lambda positions: NewEvent("Summary", {}))
-            assert again.read_stream("run-t") == []
+                again.append("run-v", [*notes(6), wrong], 0, last=lambda positions: NewEvent("Summary", {}))
+            assert again.read_stream("run-v") == []
 
     def test_events_table_refuses_update_and_delete(self, store):
         store.append("run-a", notes(1, 2))
