@@ -11,6 +11,7 @@ from actors.agents import Backend
 from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.config import EngineConfig
+from actors.watch import RunWatch
 from eventstore import EventStore
 from eventstore.leases import Leases
 from flows.catalog import FlowRegistry
@@ -47,3 +48,4 @@ class EngineContext:
     # None (or no function) and recovery reads the whole log (``Engine(open_runs=...)``).
     open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None
     children: ChildRuns | None = None  # launches subflow steps' child runs (None: this engine has none)
+    watch: RunWatch = dataclasses.field(default_factory=RunWatch)  # the runs' states as their actors committed them

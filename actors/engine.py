@@ -397,11 +397,18 @@ class Engine:
     ) -> RunState:
         """Block until the run's state satisfies ``until`` (a predicate or a set of statuses).
 
-        Follows the store (``actors.runlog.follow``), so it sees runs driven by
-        any process. Raises RunNotSettled (an EngineTimeout) with the last state seen.
+        A run this engine drives is watched through its RunActor's commits
+        (``actors.watch``); any other (driven by another process, or by none)
+        is followed in the store (``actors.runlog.follow``). Raises
+        RunNotSettled (an EngineTimeout) with the last state seen.
         """
-        check = until if callable(until) else (lambda s, wanted=frozenset(until): s.status in wanted)
-        return follow(self.store, run_id, check, timeout=timeout)
+        statuses = None if callable(until) else frozenset(until)
+        check = until if callable(until) else (lambda s, wanted=statuses: s.status in wanted)
+        deadline = time.monotonic() + timeout
+        state = self.ctx.watch.wait(run_id, check, statuses, deadline, timeout)  # a run driven here
+        if state is not None:
+            return state
+        return follow(self.store, run_id, check, timeout=max(deadline - time.monotonic(), 0.0))
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.evidence_check import check_evidence
 from actors.runlog import decode, load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
-from actors.task_attempt import forget_machinery
+from actors.task_attempt import TaskAttempt, forget_machinery
 from actors.tool_record import AttemptEnded
 from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly, errors, mapping
@@ -95,6 +95,7 @@ class RunActor(pykka.ThreadingActor):
         self.tool_tallies: dict[str, anomaly.ToolTally] = {}  # step -> its running attempt's tool errors
         # a task run's running attempts: where a person's message goes (actors.run_tasks)
         self.task_inboxes: dict[str, queue.SimpleQueue[PersonMessage]] = {}
+        self.task_attempts: dict[str, TaskAttempt] = {}  # a task run's attempts whose threads have not reported
         self.task_view: dict[str, Any] | None = None  # a task run's tasks as last told to the plan (run_tasks)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -112,6 +113,7 @@ class RunActor(pykka.ThreadingActor):
             self._tell_orchestrator(m.RunFenced(self.run_id, str(exc), retry=True, urn=self.actor_ref.actor_urn))
             return
         self.recorded_version = self.state.version
+        self.ctx.watch.publish(self.run_id, self, self.state)
         self.recovered = False
         if self.state.running() and not self.state.terminal:
             # No live process drives this run (the orchestrator checked), so attempts the log shows
@@ -119,6 +121,7 @@ class RunActor(pykka.ThreadingActor):
             self._on_recover(m.Recover(self.ctx.config.node), flush=False)
 
     def on_stop(self) -> None:
+        self.ctx.watch.gone(self.run_id, self)
         for timer in (self.wake_timer, self.approval_timer):
             if timer is not None:
                 timer.cancel()
@@ -128,6 +131,7 @@ class RunActor(pykka.ThreadingActor):
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         log.error("run actor %s crashed: %s; the run will be recovered", self.run_id, exception_value)
+        self.ctx.watch.gone(self.run_id, self)
         for attempt in self.attempts.values():
             attempt.token.cancel()
         self._tell_orchestrator(m.RunFenced(self.run_id, f"{exception_type.__name__}: {exception_value}",
@@ -489,6 +493,8 @@ class RunActor(pykka.ThreadingActor):
         self.history.extend((rec.position, ev) for rec, ev in zip(recorded, batch))
         if recorded:
             self.state = _with_position(self.state, recorded[-1].position)
+            if self.state.version == self.recorded_version:  # what is recorded, nothing staged after it
+                self.ctx.watch.publish(self.run_id, self, self.state)
         for event in batch:
             if isinstance(event, StepStarted) and self._still_running(event):
                 self._start_attempt(event)
@@ -605,6 +611,7 @@ class RunActor(pykka.ThreadingActor):
                 run_tasks.close_integration(self)
                 if self.pending:
                     self._commit()
+                run_tasks.clean_up_after_cancel(self)  # and the aborted tasks' worktrees, once their threads are done
             forget_machinery(self.run_id)
         withdrawn = tuple(self.requested)
         self.requested.clear()
@@ -629,6 +636,7 @@ class RunActor(pykka.ThreadingActor):
 
     def _fenced(self, error: BaseException, reply: Future[Any] | None, *, retry: bool) -> None:
         log.warning("run %s: %s; this actor stops", self.run_id, error)
+        self.ctx.watch.gone(self.run_id, self)
         _fail(reply, error)
         for sid in list(self.attempts):
             self._end_attempt(sid, cancel=True)

@@ -11,6 +11,7 @@ early, merges it twice or answers a question nobody asked.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,9 @@ from actors.agents import CancelToken
 from actors.agents.toolloop import PersonMessage
 from actors.errors import ActorsError
 from actors.step import Answer, Attempt, Call, StepActor
-from actors.task_attempt import TaskAttempt, TaskEnv, check_inputs, machinery
+from actors.task_attempt import TaskAttempt, TaskEnv, check_inputs, forget_machinery, machinery
 from actors.task_runs import reconciliation
+from flows import anomaly
 from flows.errors import BatonError
 from flows.events import Answer as TaskAnswer
 from flows.events import (
@@ -39,6 +41,7 @@ from flows.events import (
     TaskMessaged,
     TasksPlanned,
     TaskStarted,
+    ToolResult,
 )
 from flows.kinds import StepKind
 from flows.redact import redactor
@@ -91,6 +94,7 @@ def start_task(actor: RunActor, event: TaskStarted, *, finish_merged: bool = Fal
                        finish_merged=finish_merged, merge_commit=state.tasks.tasks[step_id].merge_commit,
                        in_cleanup=state.tasks.tasks[step_id].phase is Phase.CLEANUP, abandon_only=abandon_only)
     actor.task_inboxes[step_id] = task.inbox
+    actor.task_attempts[step_id] = task
 
     def run(token: CancelToken, delta: Any) -> Answer:
         return Answer(task.run(token))
@@ -109,10 +113,26 @@ def on_task_events(actor: RunActor, msg: m.TaskEvents) -> None:
     if problem is not None:
         _fail(msg.reply, TaskTransitionError(problem))
         return
-    actor._stage(events)
+    actor._stage([*events, *_watch_tools(actor, msg.step_id, msg.attempt, events, now)])
     recorded = actor._flush(reply=msg.reply)
     if recorded is not None:
         _resolve(msg.reply, recorded[-1].position if recorded else actor.state.position)
+
+def _watch_tools(actor: RunActor, step_id: str, attempt: int, events: list[Event], now: float) -> list[Event]:
+    """The anomaly watch over a batch of a task's calls (DESIGN §11), per agent of the attempt (the
+    implementor's and the reviewer's calls are tallied apart): ``AnomalyDetected`` to append after them."""
+    found: list[Event] = []
+    for role in dict.fromkeys(e.role for e in events if isinstance(e, ToolResult)):
+        results = [e for e in events if isinstance(e, ToolResult) and e.role == role]
+        key = f"{step_id}\0{role}"  # not a step id: a task's agents keep tallies of their own
+        before = actor.tool_tallies.get(key, anomaly.ToolTally())
+        if before.attempt != attempt:
+            before = anomaly.ToolTally(attempt=attempt)
+        after = actor.tool_tallies[key] = anomaly.tally_tools(before, attempt, results)
+        found += anomaly.after_task_tool_results(actor.state, step_id, attempt, role or "implementor", before,
+                                                 after, results, now)
+    return found
+
 
 def on_task_command(actor: RunActor, msg: m.TaskCommand) -> None:
     """A person's message, abort, retry or skip of one task."""
@@ -180,6 +200,7 @@ def task_result(actor: RunActor, msg: m.StepResult) -> None:
     """The attempt's thread returned: the slot is free; an error it raised fails the attempt."""
     actor._end_attempt(msg.step_id)
     actor.task_inboxes.pop(msg.step_id, None)
+    actor.task_attempts.pop(msg.step_id, None)
     tasks = actor.state.tasks
     ended = tasks.tasks.get(msg.step_id) if tasks is not None else None
     if (ended is not None and ended.status.value == "aborted" and ended.worktree and not ended.worktree_removed
@@ -299,6 +320,33 @@ def land_at_gate(actor: RunActor) -> None:
     actor._queue_flush()
 
 
+def clean_up_after_cancel(actor: RunActor) -> None:
+    """A cancelled task run has ended (its tasks aborted in the cancel's batch, their attempts cancelled):
+    remove what can go safely, as events, on a thread of its own once the cancelled attempts' threads are
+    done with git (``task_runs.clean_up_cancelled``). Killed before it finishes: ``baton tasks cleanup``."""
+    env: TaskEnv | None = getattr(actor.ctx, "tasks", None)
+    state = actor.state
+    if env is None or state.tasks is None or state.status != "cancelled":
+        return
+    attempts = list(actor.task_attempts.values())
+    if not attempts and all(not t.worktree or t.worktree_removed for t in state.tasks.tasks.values()):
+        return  # no task worktree left (cancelled at the landing gate, or before any task started)
+    store, run_id, clock = actor.ctx.store, actor.run_id, actor.ctx.clock
+    wait_s = env.run_timeout_s + max(actor.ctx.config.ask_timeout_s, 30.0)  # a check or a refused append
+
+    def clean() -> None:
+        try:
+            for line in task_runs.clean_up_cancelled(store, run_id, env, attempts, clock.now, wait_s):
+                log.info("run %s: cleanup after cancel: %s", run_id, line)
+        except Exception as exc:  # noqa: BLE001  (the store closed, git failed: `baton tasks cleanup` finishes it)
+            log.warning("run %s: the cleanup after cancel stopped: %s; run `baton tasks cleanup %s`", run_id, exc,
+                        run_id)
+        finally:
+            forget_machinery(run_id)
+
+    threading.Thread(target=clean, name=f"baton-cancel-cleanup-{run_id}", daemon=True).start()
+
+
 def close_integration(actor: RunActor) -> None:
     """At the run's end: remove the integration worktree (the branch stays: it is the result), recorded as
     ``IntegrationRemoved`` (staged; the caller appends it). Nothing when there is none or it went already.
@@ -332,5 +380,5 @@ def _fail(reply: Future[Any] | None, exc: BaseException) -> None:
         reply.set_exception(exc)
 
 
-__all__ = ["TASK_ACTIONS", "TaskCommandRefused", "close_integration", "land_at_gate", "on_task_command",
-           "on_task_events", "publish", "reconcile_at_recovery", "resume_merged", "start_task", "task_result"]
+__all__ = ["TASK_ACTIONS", "TaskCommandRefused", "clean_up_after_cancel", "close_integration", "land_at_gate",
+           "on_task_command", "on_task_events", "publish", "reconcile_at_recovery", "resume_merged", "start_task", "task_result"]

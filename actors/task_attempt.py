@@ -45,10 +45,11 @@ from actors.agents.toolloop import (
 from actors.workspace.commands import run_command
 from actors.workspace.errors import CommitRefused
 from actors.workspace.results import ToolResult
-from actors.workspace.task_tools import TaskCaps, TaskToolbox
+from actors.workspace.task_tools import TaskCaps, TaskSignals, TaskToolbox
 from actors.workspace.tools import Toolbox
-from actors.workspace.worktrees import Conflict, Merged, NothingToMerge, RunWorktrees
+from actors.workspace.worktrees import Cleanup, Conflict, Merged, NothingToMerge, RunWorktrees
 from flows.events import (
+    REVIEWER_ROLE,
     Event,
     IntegrationCreated,
     Phase,
@@ -155,6 +156,11 @@ class TaskAttempt:
     """With ``finish_merged``: the cleanup phase was already entered before the crash."""
     abandon_only: bool = False
     """The task was aborted while no attempt ran (blocked, waiting): only remove its worktree, keep its branch."""
+    finished: threading.Event = dataclasses.field(default_factory=threading.Event)
+    """Set once :meth:`run` returned or raised: its thread acts on git no more."""
+    abandoned: Cleanup | None = None
+    """What :meth:`_abandon` did in git (kept even when its ``TaskCleanedUp`` could not be recorded: the run
+    had ended; the cleanup after a cancelled run records it)."""
 
     @property
     def task_id(self) -> str:
@@ -168,12 +174,15 @@ class TaskAttempt:
 
     def run(self, token: CancelToken) -> str:
         """Every phase of the attempt; its last event ends it (done, blocked, failed, review-capped)."""
-        git = machinery(str(self.inputs[REPO_INPUT]), self.run_id, self.env)
         try:
-            return self._phases(git, token)
-        except Cancelled:
-            self._abandon(git)
-            raise
+            git = machinery(str(self.inputs[REPO_INPUT]), self.run_id, self.env)
+            try:
+                return self._phases(git, token)
+            except Cancelled:
+                self._abandon(git)
+                raise
+        finally:
+            self.finished.set()
 
     # -- the phases ---------------------------------------------------------------------------
 
@@ -184,6 +193,8 @@ class TaskAttempt:
         if self.abandon_only:
             self._abandon(git)
             return "cleaned up after the abort"
+        if token.cancelled:  # cancelled before its thread started (the run was cancelled): make no worktree
+            raise Cancelled("cancelled before it started")
         if not self.integration_created:
             with _integration_lock(self.run_id):  # the run's first tasks start together: one makes it
                 made = git.create_integration(str(self.inputs.get(BASE_INPUT) or "HEAD"))
@@ -275,7 +286,7 @@ class TaskAttempt:
             return None  # else the offline backend: a no-op implementor
         tools = TaskToolbox(git, self.task_id, self.allow,
                             task_caps=TaskCaps(run_timeout_s=self.env.run_timeout_s), env=self.env.git_env)
-        observer = _Recorder(self, tools)
+        observer = _Recorder(self, tools.signals)
         try:
             run_tool_loop(system=persona_text(self.spec.persona), prompt=self._coder_prompt(context),
                           model=self.model, tools=tools,
@@ -343,15 +354,17 @@ class TaskAttempt:
             output = self.env.reviewer.run(self._request(git, prompt, REVIEWER), _ignore, token).output
             return _verdict(output)
         tools = Toolbox(git.task_path(self.task_id), git=git.at(git.task_path(self.task_id)))
+        observer = _Recorder(self, None, role=REVIEWER_ROLE)  # its read calls are recorded as the implementor's
         result = run_tool_loop(system=persona_text(REVIEWER), prompt=prompt, model=self.model, tools=tools,
                                turn=self.env.turn, on_delta=_ignore, cancel=token, limits=self.env.limits,
-                               call_id_prefix=f"{self.task_id}-{self.attempt}-review{round_}")
+                               observer=observer, call_id_prefix=f"{self.task_id}-{self.attempt}-review{round_}")
+        observer.flush()
         return _verdict(result.output)
 
     def _abandon(self, git: RunWorktrees) -> None:
         """After an abort: the worktree goes (its work salvaged onto the branch, which is kept)."""
         try:
-            done = git.remove_task(self.task_id, delete_branch=False, salvage=True)
+            done = self.abandoned = git.remove_task(self.task_id, delete_branch=False, salvage=True)
             self.append([TaskCleanedUp(step_id=self.task_id, worktree_removed=done.worktree_removed,
                                        branch_deleted=False, branch_head=done.branch_head, salvaged=done.salvaged)])
         except Exception:  # noqa: BLE001  (the run ended, or git failed: reconciliation finishes the cleanup)
@@ -359,12 +372,14 @@ class TaskAttempt:
 
 
 class _Recorder(LoopObserver):
-    """Turns the implementor's calls into events (``ToolCalled``/``ToolResult`` as §11 records a step's, and
-    the commits and notices they made), appended once per turn before the model sees the results."""
+    """Turns an agent's calls into events (``ToolCalled``/``ToolResult`` as §11 records a step's, with the
+    agent's ``role``; for the implementor also the commits and notices its calls made), appended once per turn
+    before the model sees the results. The RunActor's anomaly watch reads each batch (``on_task_events``)."""
 
-    def __init__(self, attempt: TaskAttempt, tools: TaskToolbox) -> None:
+    def __init__(self, attempt: TaskAttempt, signals: TaskSignals | None, *, role: str = "") -> None:
         self.attempt = attempt
-        self.tools = tools
+        self.signals = signals
+        self.role = role
         self.commits = 0
         self.notices = 0
         self.pending: list[Event] = []
@@ -373,23 +388,25 @@ class _Recorder(LoopObserver):
         """Keep the call (as made, a malformed one too) for the turn's append."""
         a = self.attempt
         self.pending.append(ToolCalled(step_id=a.task_id, attempt=a.attempt, call_id=call.call_id, tool=call.tool,
-                                       arguments=call.arguments, turn=call.turn, seq=call.seq))
+                                       arguments=call.arguments, turn=call.turn, seq=call.seq, role=self.role))
 
     def tool_result(self, call: CallRecord, result: ToolResult) -> None:
         """Keep the result, and the commits and notices the call made, for the turn's append."""
-        a, signals = self.attempt, self.tools.signals
-        events: list[Event] = [ToolResulted(step_id=a.task_id, attempt=a.attempt, call_id=call.call_id,
-                                            tool=call.tool, ok=result.ok, outcome=result.outcome.value,
-                                            result=result.text, sha256=result.sha256, bytes=result.bytes,
-                                            truncated=result.truncated, error=result.error)]
+        a = self.attempt
+        self.pending.append(ToolResulted(step_id=a.task_id, attempt=a.attempt, call_id=call.call_id,
+                                         tool=call.tool, ok=result.ok, outcome=result.outcome.value,
+                                         result=result.text, sha256=result.sha256, bytes=result.bytes,
+                                         truncated=result.truncated, error=result.error, role=self.role))
+        signals = self.signals
+        if signals is None:  # the reviewer's read tools make no commit and no notice
+            return
         for made in signals.commits[self.commits:]:
-            events.append(TaskCommitted(step_id=a.task_id, attempt=a.attempt, commit=made.sha,
-                                        message=made.message.splitlines()[0], files=made.files,
-                                        insertions=made.insertions, deletions=made.deletions, by="agent"))
+            self.pending.append(TaskCommitted(step_id=a.task_id, attempt=a.attempt, commit=made.sha,
+                                              message=made.message.splitlines()[0], files=made.files,
+                                              insertions=made.insertions, deletions=made.deletions, by="agent"))
         for level, text in signals.notices[self.notices:]:
-            events.append(TaskNotified(step_id=a.task_id, attempt=a.attempt, level=level, message=text))
+            self.pending.append(TaskNotified(step_id=a.task_id, attempt=a.attempt, level=level, message=text))
         self.commits, self.notices = len(signals.commits), len(signals.notices)
-        self.pending.extend(events)
 
     def before_turn(self, turn: int) -> None:
         """What the model is about to read is durable first."""

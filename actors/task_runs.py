@@ -9,20 +9,25 @@ climbs out, or a symlink that leads out, is refused by name).
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from msgspec.structs import replace
+
 from actors.errors import ActorsError
 from actors.runlog import new_events, read_with_owner
-from actors.task_attempt import TaskEnv, machinery
+from actors.task_attempt import TaskAttempt, TaskEnv, machinery
 from actors.workspace.projects import ProjectBook
 from eventstore import EventStore
-from flows.events import Event, LandingRefused, RunLanded, ToolResult, stream_of
+from flows.events import REVIEWER_ROLE, Event, LandingRefused, RunLanded, TaskCleanedUp, ToolResult, stream_of
 from flows.projects import Project, ProjectNotFound, UnknownProject
 from flows.state import RunState
 from flows.tasks.files import TaskGraph, load_task_graph
+from flows.tasks.lifecycle import TaskTransitionError, check, evolve
 from flows.tasks.reconcile import compensation_events, describe, logged_run, reconcile
-from flows.tasks.run import LAND_STEP, plan_view
+from flows.tasks.run import LAND_STEP, plan_view, refusal
 
 DEFAULT_TASKS_DIR = "tasks"
 """Where a project's task files are, relative to its root (DESIGN §12)."""
@@ -76,18 +81,83 @@ def run_state(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int,
     return state, pairs
 
 
+_COUNTS = ("tool_calls", "tool_errors", "malformed_calls")
+"""A task's implementor's calls over all its attempts; its reviewer's are the same keys prefixed ``review_``."""
+
+
 def tool_counts(state: RunState, history: list[tuple[int, Event]]) -> dict[str, dict[str, int]]:
-    """Each task's implementor calls over all its attempts: ``tool_calls``, ``tool_errors``, ``malformed_calls``
-    (folded from its ``ToolResult`` events; every task has an entry)."""
+    """Each task's calls over all its attempts, folded from its ``ToolResult`` events (every task has an
+    entry): the implementor's ``tool_calls``, ``tool_errors``, ``malformed_calls``, and the read-only
+    reviewer's ``review_tool_calls``, ``review_tool_errors``, ``review_malformed_calls`` (``role``)."""
     tasks = state.tasks.tasks if state.tasks is not None else {}
-    counts = {tid: {"tool_calls": 0, "tool_errors": 0, "malformed_calls": 0} for tid in tasks}
+    counts = {tid: dict.fromkeys((*_COUNTS, *(f"review_{k}" for k in _COUNTS)), 0) for tid in tasks}
     for _, event in history:
         if isinstance(event, ToolResult) and event.step_id in counts:
             found = counts[event.step_id]
-            found["tool_calls"] += 1
-            found["tool_errors"] += event.outcome == "error"
-            found["malformed_calls"] += event.outcome == "malformed"
+            prefix = "review_" if event.role == REVIEWER_ROLE else ""
+            found[prefix + "tool_calls"] += 1
+            found[prefix + "tool_errors"] += event.outcome == "error"
+            found[prefix + "malformed_calls"] += event.outcome == "malformed"
     return counts
+
+
+def clean_up_cancelled(store: EventStore, run_id: str, env: TaskEnv, attempts: Sequence[TaskAttempt],
+                       now: Callable[[], float], wait_s: float) -> list[str]:
+    """After a task run was cancelled (its tasks aborted in the cancel's batch): what can go safely goes, as
+    events; the lines say what was done and what was left (for ``baton tasks cleanup``).
+
+    Waits (up to ``wait_s``) for the cancelled attempts' threads, so no two hands work one worktree. Then
+    each aborted task's worktree is removed with its uncommitted work committed to its branch first
+    (``salvaged``: never destroyed), and its branch deleted only when the integration branch contains it
+    (nothing of its own left; a branch with unmerged commits is kept), recorded as the ``TaskCleanedUp`` an
+    abort's cleanup records; then reconciliation (what ``baton tasks cleanup`` does: stale locks, temp files,
+    stray directories), as its ``GitCompensated`` events. An attempt still at work after ``wait_s`` keeps its
+    worktree (and the run's reconciliation waits) for ``baton tasks cleanup``.
+    """
+    deadline = time.monotonic() + wait_s
+    busy = {a.task_id for a in attempts if not a.finished.wait(max(0.0, deadline - time.monotonic()))}
+    state, _ = run_state(store, run_id)
+    if state.tasks is None or state.launched is None or not state.terminal:
+        return []
+    git = machinery(str(state.launched.input.get("repo", "")), run_id, env)
+    left = {a.task_id: a.abandoned for a in attempts if a.abandoned is not None}
+    lines = [f"{tid}: its attempt was still at work after {wait_s:g} s; left for `baton tasks cleanup`"
+             for tid in sorted(busy)]
+    tasks = state.tasks
+    events: list[Event] = []
+    for tid, task in state.tasks.tasks.items():
+        cleaned = TaskCleanedUp(step_id=tid, at=now())
+        if not task.worktree or task.worktree_removed or tid in busy or check(tasks, cleaned) is not None:
+            continue
+        done = git.remove_task(tid, delete_branch=None, salvage=True)
+        salvaged = done.salvaged or getattr(left.get(tid), "salvaged", "")
+        cleaned = replace(cleaned, worktree_removed=done.worktree_removed, branch_deleted=done.branch_deleted,
+                          branch_head=done.branch_head, salvaged=salvaged)
+        events.append(cleaned)
+        tasks = evolve(tasks, cleaned)
+        kept = "" if done.branch_deleted else f", branch {task.branch} kept at {done.branch_head[:12]}"
+        lines.append(f"{tid}: worktree removed" + (f", uncommitted work salvaged as {salvaged[:12]}" if salvaged
+                                                     else "") + kept)
+    if events:
+        state = _append_after_end(store, state, events)
+    if not busy:
+        more_lines, more = reconciliation(state, env, now=now())
+        lines += more_lines
+        if more:
+            _append_after_end(store, state, more)
+    return lines
+
+
+def _append_after_end(store: EventStore, state: RunState, events: list[Event]) -> RunState:
+    """Append ``events`` to an ended run's stream (guarded, expecting its version); the state after them."""
+    assert state.tasks is not None
+    problem = refusal(state.tasks, events)
+    if problem is not None:
+        raise TaskTransitionError(f"run {state.run_id}: not recorded: {problem}")
+    store.append(stream_of(state.run_id), new_events(events, {"actor": "baton: cleanup after cancel",
+                                                              "correlation_id": state.run_id}),
+                 expected_version=state.version)
+    return run_state(store, state.run_id)[0]
 
 
 def reconciliation(state: RunState, env: TaskEnv, *, dry_run: bool = False, prune_kept: bool = False,
@@ -117,8 +187,8 @@ def reconciliation(state: RunState, env: TaskEnv, *, dry_run: bool = False, prun
     return lines + failed, events
 
 
-__all__ = ["DEFAULT_TASKS_DIR", "LAND_STEP", "LAND_WAIT_S", "LandingNotReady", "TaskFilesRefused", "land", "land_at_gate",
-           "landing", "plan", "plan_with_tasks", "project_of", "read_task_files", "reconciliation", "run_state",
+__all__ = ["DEFAULT_TASKS_DIR", "LAND_STEP", "LAND_WAIT_S", "LandingNotReady", "TaskFilesRefused", "clean_up_cancelled",
+           "land", "land_at_gate", "landing", "plan", "plan_with_tasks", "project_of", "read_task_files", "reconciliation", "run_state",
            "tool_counts", "waits_at_gate"]
 
 

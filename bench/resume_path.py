@@ -1,13 +1,16 @@
 """What a stream resuming from position 0 costs, in one process: the read, decode, framing and SSE
 encoding of every frame, old way and new way, in alternating rounds, beside the driver's raw scan.
 
-    .venv/bin/python bench/resume_path.py URL [--rounds 5] [--ways old,new]
+    .venv/bin/python bench/resume_path.py URL [--rounds 5] [--ways old,decoded,new]
 
 ``old``: ``projections.source.read_framed`` (only the run events of framed types, each page decoded
 into events) through ``Framer.event_frames`` (a dict per frame) and ``api.http.stream.sse_lines``
 per page: the replay before ``Framer.encode_rows``. ``new``: ``FrameHub.read_frames`` itself, on an
 event loop (``read_framed_rows`` and ``Framer.encode_rows`` in worker threads: no frame dicts),
 then ``sse_lines`` per page: what the server does for ``/api/stream?after=0`` but the socket.
+``decoded``: ``new`` with each run's report decoded and encoded again instead of passed through as its
+stored JSON text, and each launch's snapshot decoded instead of its plan reused (``_REPORT_TEXT`` emptied
+and ``_LAUNCHED`` renamed in ``projections.frames`` for the round): ``new`` before those two changes.
 ``store``: ``store.read_all`` (every event, decoded into ``RecordedEvent``s) through
 ``Framer.frames`` (the path before ``read_framed``). ``raw``: the driver's own scan of the same
 rows (position, stream_id, type, data), rows/s, every round. Each figure is frames/s of wall time;
@@ -33,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from api.http.hub import FrameHub
 from api.http.stream import sse_lines
 from eventstore import open_store
+from projections import frames
 from projections.frames import FRAMED_TYPES, Framer
 from projections.source import read_framed
 
@@ -92,14 +96,25 @@ def new_way(store) -> tuple[int, int]:
     return asyncio.run(replay())
 
 
-WAYS = {"store": store_way, "old": old_way, "new": new_way}
+def decoded_way(store) -> tuple[int, int]:
+    saved, launched = dict(frames._REPORT_TEXT), frames._LAUNCHED
+    frames._REPORT_TEXT.clear()
+    frames._LAUNCHED = "-"  # no type: every launch decoded whole
+    try:
+        return new_way(store)
+    finally:
+        frames._REPORT_TEXT.update(saved)
+        frames._LAUNCHED = launched
+
+
+WAYS = {"store": store_way, "old": old_way, "new": new_way, "decoded": decoded_way}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--ways", default="old,new", help=f"of {','.join(WAYS)}, alternated round by round")
+    parser.add_argument("--ways", default="old,decoded,new", help=f"of {','.join(WAYS)}, alternated round by round")
     args = parser.parse_args()
     names = [w.strip() for w in args.ways.split(",") if w.strip()]
     store = open_store(args.url)
@@ -116,8 +131,10 @@ def main() -> None:
                 line[f"{name}_cpu_frames_per_s"] = frames / cpu
                 line[f"{name}_frames"] = frames
                 line[f"{name}_mb"] = size / 1e6
-            if "old" in names and "new" in names:
-                line["new_over_old"] = line["new_frames_per_s"] / line["old_frames_per_s"]
+            for other in ("old", "decoded"):
+                if other in names and "new" in names:
+                    line[f"new_over_{other}"] = line["new_frames_per_s"] / line[f"{other}_frames_per_s"]
+                    line[f"new_over_{other}_cpu"] = line["new_cpu_frames_per_s"] / line[f"{other}_cpu_frames_per_s"]
             if "new" in names:
                 line["new_over_raw"] = line["new_frames_per_s"] / line["raw_rows_per_s"]
             rows.append(line)

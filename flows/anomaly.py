@@ -204,18 +204,7 @@ def after_tool_results(state: RunState, step_id: str, attempt: int, before: Tool
     st = state.steps.get(step_id)
     if st is None or st.status != StepStatus.RUNNING or st.attempt != attempt or state.terminal:
         return []
-    bad = [r for r in results if isinstance(r, ToolResult) and r.outcome in ("error", "malformed")]
-    found: list[tuple[AnomalyKind, Severity, str, str]] = []
-    if before.malformed == 0 and after.malformed > 0:
-        first = next(r for r in bad if r.outcome == "malformed")
-        error = f"{first.tool or '?'}: {first.error}"
-        found.append(("degradation", "high", f"malformed tool call ({error}): {first.result[:200]}",
-                      DEGRADATION_GUIDANCE.format(error=error)))
-    if before.errors <= TOOL_ERRORS_LIMIT < after.errors:
-        last = bad[-1]
-        error = f"{last.tool or '?'}: {last.error}"
-        detail = f"{after.errors} tool errors in this attempt (more than {TOOL_ERRORS_LIMIT}); last: {error}"
-        found.append(("errors", "medium", detail, TOOL_ERRORS_GUIDANCE.format(count=after.errors, error=error)))
+    found = _tool_anomalies(before, after, results)
     if not found:
         return []
     action = _action(state, step_id, max_errors, "abort")
@@ -229,3 +218,37 @@ def after_tool_results(state: RunState, step_id: str, attempt: int, before: Tool
     elif action == "abort":
         events.append(StepCancelled(step_id=step_id, attempt=attempt, reason=f"aborted: {found[0][2]}", at=now))
     return events
+
+
+def after_task_tool_results(state: RunState, step_id: str, attempt: int, who: str, before: ToolTally,
+                            after: ToolTally, results: Sequence[Event], now: float) -> list[Event]:
+    """The anomalies a batch of a task's agent's tool results raises: the same two as a flow step's
+    (:func:`after_tool_results`), counted per agent of the attempt (``who``: "implementor" or "reviewer",
+    named in the detail), and always ``notify``: a task ends by its own events (its lifecycle's guard),
+    never by a step's ``StepFailed``/``StepCancelled``; a person answers an anomaly with the task's
+    ``message`` or ``abort``."""
+    st = state.steps.get(step_id)
+    if st is None or st.status != StepStatus.RUNNING or st.attempt != attempt or state.terminal:
+        return []
+    return [AnomalyDetected(step_id=step_id, attempt=attempt, kind=kind, severity=severity,
+                            detail=f"{who}: {detail}", action="notify", at=now)
+            for kind, severity, detail, _ in _tool_anomalies(before, after, results)]
+
+
+def _tool_anomalies(before: ToolTally, after: ToolTally,
+                    results: Sequence[Event]) -> list[tuple[AnomalyKind, Severity, str, str]]:
+    """``(kind, severity, detail, guidance)`` of each anomaly the tally's move from ``before`` to ``after``
+    raises (``results``: the batch that moved it)."""
+    bad = [r for r in results if isinstance(r, ToolResult) and r.outcome in ("error", "malformed")]
+    found: list[tuple[AnomalyKind, Severity, str, str]] = []
+    if before.malformed == 0 and after.malformed > 0:
+        first = next(r for r in bad if r.outcome == "malformed")
+        error = f"{first.tool or '?'}: {first.error}"
+        found.append(("degradation", "high", f"malformed tool call ({error}): {first.result[:200]}",
+                      DEGRADATION_GUIDANCE.format(error=error)))
+    if before.errors <= TOOL_ERRORS_LIMIT < after.errors:
+        last = bad[-1]
+        error = f"{last.tool or '?'}: {last.error}"
+        detail = f"{after.errors} tool errors in this attempt (more than {TOOL_ERRORS_LIMIT}); last: {error}"
+        found.append(("errors", "medium", detail, TOOL_ERRORS_GUIDANCE.format(count=after.errors, error=error)))
+    return found

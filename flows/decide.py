@@ -394,14 +394,18 @@ def cancel(state: RunState, history: History, now: float, *, reason: str = "", b
     if state.terminal:
         raise RunFinished(state.run_id, state.status)
     events: list[Event] = []
-    for sid, st in state.steps.items():
+    if state.tasks is not None:  # a task run: every task not ended is aborted (its step mirrors it: cancelled)
+        why = "the run was cancelled" + (f" by {by}" if by else "") + (f": {reason}" if reason else "")
+        events += task_run.abort_all(state.tasks, why, by=by, now=now)
+    after = functools.reduce(evolve, events, state)
+    steps: list[Event] = []
+    for sid, st in after.steps.items():
         if st.status == StepStatus.RUNNING:
-            events.append(StepCancelled(step_id=sid, attempt=st.attempt, reason=reason or "run cancelled", at=now))
+            steps.append(StepCancelled(step_id=sid, attempt=st.attempt, reason=reason or "run cancelled", at=now))
         elif not st.terminal:
-            events.append(StepSkipped(step_id=sid, reason="cancelled", detail=reason or "run cancelled", at=now))
-    after = state
-    for event in events:
-        after = evolve(after, event)
+            steps.append(StepSkipped(step_id=sid, reason="cancelled", detail=reason or "run cancelled", at=now))
+    after = functools.reduce(evolve, steps, after)
+    events += steps
     body = report.render(after, [*history, *((0, e) for e in events)], RunStatus.CANCELLED, reason or "cancelled", now,
                          evidence)
     events.append(RunCancelled(reason=reason, by=by, report=body, at=now))

@@ -256,12 +256,18 @@ class RunForked(Event, frozen=True):
     by: str = ""
 
 
+REVIEWER_ROLE = "reviewer"
+"""``ToolCalled.role`` / ``ToolResult.role`` of a task's read-only reviewer's calls (its implementor's are ``""``)."""
+
+
 class ToolCalled(Event, frozen=True):
     """A model asked for a tool call (DESIGN §11); appended before the next model turn.
 
     ``arguments`` is the raw text the model sent (it may not even be JSON: a
     malformed call is recorded as made). ``seq`` numbers the step attempt's
-    calls from 1; ``turn`` is the model turn that made it.
+    calls from 1; ``turn`` is the model turn that made it. ``role`` says
+    which agent of the step made it: ``""`` the step's own agent (a task's
+    implementor), :data:`REVIEWER_ROLE` a task's read-only reviewer.
     """
 
     step_id: str
@@ -271,6 +277,7 @@ class ToolCalled(Event, frozen=True):
     arguments: str = ""
     turn: int = 0
     seq: int = 0
+    role: str = ""
 
 
 class ToolResult(Event, frozen=True):
@@ -278,7 +285,8 @@ class ToolResult(Event, frozen=True):
 
     ``outcome`` is ok, error (a confinement rule or a failed tool), malformed
     (unknown tool, arguments not JSON or not the schema) or not_run (a limit
-    was reached first); ``error`` names the rule or problem.
+    was reached first); ``error`` names the rule or problem. ``role`` is its
+    call's (:class:`ToolCalled`).
     """
 
     step_id: str
@@ -292,6 +300,7 @@ class ToolResult(Event, frozen=True):
     bytes: int = 0
     truncated: bool = False
     error: str = ""
+    role: str = ""
 
 
 # -- task graphs (DESIGN §12; docs/TASKS.md §3): the events of a task run ---------------------------

@@ -14,8 +14,8 @@ gets none of them again.
 | StepPaused | ``flow_run_step_updated`` (status paused), then ``approval_requested`` {step_id, prompt} |
 | a task event that moves its task's step (``flows.tasks.run.step_move``: TaskStarted, TaskBlocked, a capped TaskReviewed, a retry's TaskAnswered, TaskFailed, TaskDone, TaskAborted) | ``flow_run_step_updated`` {step_id, status, attempt?, reason (a skip's), error?, will_retry?} |
 | AnomalyDetected | ``anomaly`` {step_id, attempt, kind, severity, detail, action} |
-| ToolCalled | ``tool_call`` {step_id, attempt, call_id, tool, arguments, turn, seq} |
-| ToolResult | ``tool_result`` {step_id, attempt, call_id, tool, ok, outcome, error, bytes, truncated, sha256, result (its first FRAME_RESULT_CHARS characters; the event has it whole), result_cut} |
+| ToolCalled | ``tool_call`` {step_id, attempt, call_id, tool, arguments, turn, seq, role} |
+| ToolResult | ``tool_result`` {step_id, attempt, call_id, tool, ok, outcome, error, bytes, truncated, sha256, result (its first FRAME_RESULT_CHARS characters; the event has it whole), result_cut, role} |
 | RunCompleted / RunFailed / RunRejected / RunCancelled | ``flow_run_step_updated`` with ``step_id`` None, the terminal ``status`` and ``run_status``, ``reason``, ``by``, ``report`` |
 | MapItemCompleted / MapItemFailed | ``map_item`` {step_id, attempt, index, item, status completed / failed, output? error?} |
 | RunForked | ``run_forked`` {parent_run_id, from_step, retry, copied_steps}: the steps whose outcomes follow as copies |
@@ -36,11 +36,17 @@ A replay (a stream resuming from a position) gets the same frames already
 encoded, without their dicts: ``Framer.encode_rows`` builds most of them as
 ``msgspec.Struct``s of their own shape (``_STRUCTS``, below the dict
 builders; keep both in step: tests/unit/test_frames.py compares their bytes
-on every framed type).
+on every framed type). A run's report goes into its last frame as the JSON
+text it was stored as, not decoded and encoded again, whenever that text is
+what msgspec would write for it (``_with_report_text``), and a launch's plan
+is built once per distinct snapshot text, not decoded again for every run
+launched with it (``Framer._with_plan``).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -82,6 +88,7 @@ from flows.events import (
     ToolResult,
     run_id_of,
 )
+from flows.model import FlowSnapshot
 from flows.status import ENDING_STATUS, run_status_of, step_status_of
 from flows.tasks.run import step_move
 from projections.source import FramedRow, decode, read_event, suspect_search
@@ -112,6 +119,7 @@ class Framer:
     def __init__(self, project_of: Callable[[str], str | None] | None = None) -> None:
         self._project_of = project_of
         self._projects: dict[str, str] = {}
+        self._plans: dict[bytes, list[_PlanStepF] | None] = {}  # a launch's plan steps by its snapshot's text
 
     def frames(self, recorded: RecordedEvent) -> list[Frame]:
         """The frames of one recorded event, in order ([] when it has none)."""
@@ -163,10 +171,21 @@ class Framer:
         # A page's data is all JSON text (bytes from SQLite, str from PostgreSQL) or all JSON values.
         fast = CODEC.fast() if rows and isinstance(rows[0][3], (bytes, str)) else {}
         suspect = suspect_search(rows[0][3]) if fast else None
+        # Types read with part of their text kept as it is (not while an upcaster reads the type):
+        # the ending events' report, a launch's snapshot (``_with_report_text``, ``_with_plan``).
+        partly: dict[str, Callable[[Any], Event | None]] = {}
+        if suspect is not None:
+            unusual = (_UNUSUAL if isinstance(rows[0][3], bytes) else _UNUSUAL_TEXT).search
+            partly = {name: functools.partial(_with_report_text, d, unusual)
+                      for name, d in _REPORT_TEXT.items() if name in fast}
+            if _LAUNCHED in fast:
+                partly[_LAUNCHED] = functools.partial(self._with_plan, suspect)
         for position, run_id, type_name, data, schema_version in rows:
             decoder = fast.get(type_name)
             event: Event | None = None
-            if decoder is not None and suspect is not None and suspect(data) is None:
+            if type_name in partly:
+                event = partly[type_name](data)
+            if event is None and decoder is not None and suspect is not None and suspect(data) is None:
                 try:
                     event = decoder.decode(data)
                 except (msgspec.DecodeError, ValueError):
@@ -199,9 +218,36 @@ class Framer:
                         ids.append(position)
                         types.append(frame["type"])
                         texts.append(encode(frame))
-            if cls in ENDING_STATUS:
+            if cls in _ENDS:
                 projects.pop(run_id, None)
         return out
+
+    def _with_plan(self, suspect: Callable[[Any], Any], data: bytes | str) -> Event | None:
+        """The RunLaunched in ``data`` with its frame's plan steps in place of its snapshot
+        (``_RunLaunchedText``), or None (then decoded as usual): a log holds a few distinct
+        snapshots (one per flow and band) thousands of times over, and decoding one costs more
+        than the rest of the event. Each distinct snapshot text is decoded (and so validated)
+        once, as a ``FlowSnapshot``, exactly as inside the event: the same text gives the same
+        answer, so a launch whose snapshot does not decode still gives no frame."""
+        if suspect(data) is not None:
+            return None
+        try:
+            event = _LAUNCH_TEXT.decode(data)
+        except (msgspec.DecodeError, ValueError):
+            return None
+        text = bytes(event.snapshot)
+        plan = self._plans.get(text, _UNSEEN)
+        if plan is _UNSEEN:
+            try:
+                plan = _plan_steps(_SNAPSHOT.decode(text))
+            except (msgspec.DecodeError, ValueError):
+                plan = None
+            if len(self._plans) >= _PLANS_KEPT:
+                self._plans.clear()
+            self._plans[text] = plan
+        if plan is None:
+            return None
+        return msgspec.structs.replace(event, snapshot=plan)  # type: ignore[no-any-return]
 
     def encode_records(self, records: Iterable[RecordedEvent], project_id: str | None = None) -> Encoded:
         """``encode_rows`` for recorded events (data already JSON values); other streams give none."""
@@ -297,12 +343,12 @@ def _frames(base: Frame, e: Event) -> list[Frame]:
                      "severity": e.severity, "detail": e.detail, "action": e.action, "at": e.at}]
         case ToolCalled():
             return [{**base, "type": "tool_call", "step_id": e.step_id, "attempt": e.attempt, "call_id": e.call_id,
-                     "tool": e.tool, "arguments": e.arguments, "turn": e.turn, "seq": e.seq, "at": e.at}]
+                     "tool": e.tool, "arguments": e.arguments, "turn": e.turn, "seq": e.seq, "role": e.role, "at": e.at}]
         case ToolResult():
             return [{**base, "type": "tool_result", "step_id": e.step_id, "attempt": e.attempt, "call_id": e.call_id,
                      "tool": e.tool, "ok": e.ok, "outcome": e.outcome, "error": e.error, "bytes": e.bytes,
                      "truncated": e.truncated, "sha256": e.sha256, "result": e.result[:FRAME_RESULT_CHARS],
-                     "result_cut": len(e.result) > FRAME_RESULT_CHARS, "at": e.at}]
+                     "result_cut": len(e.result) > FRAME_RESULT_CHARS, "role": e.role, "at": e.at}]
         case TaskEvent():
             return _task_frames(base, e)
         case RunCompleted() | RunFailed() | RunRejected() | RunCancelled():
@@ -468,6 +514,7 @@ class _ToolCallF(_Frame):
     arguments: str
     turn: int
     seq: int
+    role: str
     at: float
 
 
@@ -484,6 +531,7 @@ class _ToolResultF(_Frame):
     sha256: str
     result: str
     result_cut: bool
+    role: str
     at: float
 
 
@@ -536,13 +584,20 @@ def _run_moved(i: int, r: str, p: str, e: RunQueued | RunStarted) -> _Frame:
 
 
 def _run_ended(i: int, r: str, p: str, e: RunCompleted | RunFailed | RunRejected | RunCancelled) -> _Frame:
-    status = run_status_of(e)
+    status = _ENDS[type(e)]
     return _RunEndedF(i, r, p, _STEP, None, status, status, e.at, getattr(e, "reason", ""), getattr(e, "by", ""),
                       e.report)
 
 
 def _run_launched(i: int, r: str, p: str, e: RunLaunched) -> _Frame:
-    steps = [_PlanStepF(s.id, s.persona, s.kind, s.label or s.id, list(s.deps)) for s in e.snapshot.steps]
+    return _launched(i, r, p, e, _plan_steps(e.snapshot))
+
+
+def _plan_steps(snapshot: FlowSnapshot) -> list[_PlanStepF]:
+    return [_PlanStepF(s.id, s.persona, s.kind, s.label or s.id, list(s.deps)) for s in snapshot.steps]
+
+
+def _launched(i: int, r: str, p: str, e: RunLaunched, steps: list[_PlanStepF]) -> _Frame:
     parent = e.parent_run_id
     return _LaunchedF(i, r, p, "flow_run_started", e.flow, e.band, str(e.input.get("question", "")), steps, e.at,
                       parent if parent else UNSET, e.parent_step if parent else UNSET)
@@ -565,14 +620,15 @@ def _anomaly(i: int, r: str, p: str, e: AnomalyDetected) -> _Frame:
 
 def _tool_called(i: int, r: str, p: str, e: ToolCalled) -> _Frame:
     return _ToolCallF(id=i, run_id=r, project_id=p, type="tool_call", step_id=e.step_id, attempt=e.attempt,
-                      call_id=e.call_id, tool=e.tool, arguments=e.arguments, turn=e.turn, seq=e.seq, at=e.at)
+                      call_id=e.call_id, tool=e.tool, arguments=e.arguments, turn=e.turn, seq=e.seq, role=e.role,
+                      at=e.at)
 
 
 def _tool_result(i: int, r: str, p: str, e: ToolResult) -> _Frame:
     return _ToolResultF(id=i, run_id=r, project_id=p, type="tool_result", step_id=e.step_id, attempt=e.attempt,
                         call_id=e.call_id, tool=e.tool, ok=e.ok, outcome=e.outcome, error=e.error, bytes=e.bytes,
                         truncated=e.truncated, sha256=e.sha256, result=e.result[:FRAME_RESULT_CHARS],
-                        result_cut=len(e.result) > FRAME_RESULT_CHARS, at=e.at)
+                        result_cut=len(e.result) > FRAME_RESULT_CHARS, role=e.role, at=e.at)
 
 
 _STRUCTS: dict[type[Event], _Build] = {
@@ -584,3 +640,68 @@ _STRUCTS: dict[type[Event], _Build] = {
     ToolCalled: _tool_called, ToolResult: _tool_result,
 }
 """The framed event types built as Structs; the others (``_frames``) as dicts."""
+
+
+# -- a run's report passed through as its JSON text -------------------------------------------------
+#
+# A run's last event carries its report (markdown, kilobytes: 30% of a replay's bytes on the
+# bench/scale.py store). A replay decodes that event with the report left as its JSON text
+# (``msgspec.Raw``) and the frame embeds that text as it is, when it is exactly what encoding the
+# decoded report would give (``_with_report_text``): the live frame's bytes.
+
+_ENDED_WITH_REPORT = (RunCompleted, RunFailed, RunRejected, RunCancelled)
+_REPORT_TEXT: dict[str, msgspec.json.Decoder[Any]] = {}
+_ENDS: dict[type, Any] = dict(ENDING_STATUS)
+"""The status each ending event gives its run, by its class: the real ones and their report-as-text ones."""
+for _cls in _ENDED_WITH_REPORT:
+    _text: type[Event] = msgspec.defstruct(  # type: ignore[assignment]  # an Event: it is its base
+        f"_{_cls.__name__}Text", [("report", msgspec.Raw, msgspec.Raw(b'""'))], bases=(_cls,), tag=_cls.__name__,
+        frozen=True)
+    _REPORT_TEXT[_cls.__name__] = msgspec.json.Decoder(_text)
+    _ENDS[_text] = ENDING_STATUS[_cls]
+    _STRUCTS[_text] = _run_ended
+
+# Escapes msgspec never writes (it writes \" \\ \b \f \n \r \t, and \u00XX in lower case for the
+# other control characters): text another writer made, or a NUL / lone surrogate to make storable.
+_UNUSUAL_TEXT = re.compile(r"\\(?:/|u(?!00(?:0[1-7bef]|1[0-9a-f])))")
+_UNUSUAL = re.compile(_UNUSUAL_TEXT.pattern.encode())
+
+
+def _with_report_text(decoder: msgspec.json.Decoder[Any], unusual: Callable[[Any], Any],
+                      data: bytes | str) -> Event | None:
+    """The ending event in ``data`` with its report as JSON text, or None (then decoded as usual) when
+    that text might not be what msgspec encodes the decoded report to: an escape msgspec does not
+    write anywhere in the row, a report that is not a string, bytes that are not UTF-8."""
+    if unusual(data) is not None:
+        return None
+    try:
+        event = decoder.decode(data)
+    except (msgspec.DecodeError, ValueError):
+        return None
+    text = event.report
+    if memoryview(text)[0] != 0x22:  # not a string: the usual decoding refuses it
+        return None
+    if isinstance(data, bytes) and not data.isascii():
+        try:
+            str(text, "utf-8")  # msgspec.Raw does not check it
+        except UnicodeDecodeError:
+            return None
+    return event  # type: ignore[no-any-return]
+
+
+# A launch read with its snapshot left as JSON text (``Framer._with_plan``, which puts the frame's plan
+# steps in its place: ``_run_launched_planned`` builds the frame from them).
+_LAUNCHED = RunLaunched.__name__
+_RunLaunchedText: type[Event] = msgspec.defstruct(  # type: ignore[assignment]  # an Event: it is its base
+    "_RunLaunchedText", [("snapshot", msgspec.Raw)], bases=(RunLaunched,), tag=_LAUNCHED, frozen=True, kw_only=True)
+_LAUNCH_TEXT: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_RunLaunchedText)
+_SNAPSHOT = msgspec.json.Decoder(FlowSnapshot)
+_PLANS_KEPT = 256  # distinct snapshots a replay keeps decoded (then it starts again)
+_UNSEEN: Any = object()
+
+
+def _run_launched_planned(i: int, r: str, p: str, e: Any) -> _Frame:
+    return _launched(i, r, p, e, e.snapshot)
+
+
+_STRUCTS[_RunLaunchedText] = _run_launched_planned

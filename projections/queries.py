@@ -332,18 +332,18 @@ def tool_calls(conn: sa.Connection, run_id: str) -> dict[str, list[dict[str, Any
     query = sa.text(_TOOL_EVENTS.format(schema_version_column(conn.dialect.name)))
     events = decode_events(conn.execute(query, {"stream": stream_of(run_id)}))
     calls: dict[str, list[dict[str, Any]]] = {}
-    made: dict[tuple[str, int, str], dict[str, Any]] = {}
+    made: dict[tuple[str, int, str, str], dict[str, Any]] = {}  # (step, attempt, role, call id)
     for position in sorted(events):
         event = events[position]
         if isinstance(event, ToolCalled):
             call = {"call_id": event.call_id, "attempt": event.attempt, "turn": event.turn, "seq": event.seq,
                     "tool": event.tool, "arguments": event.arguments, "position": position, "ok": None,
                     "outcome": "", "error": "", "bytes": 0, "truncated": False, "sha256": "",
-                    "result_position": 0}
+                    "result_position": 0, "role": event.role}
             calls.setdefault(event.step_id, []).append(call)
-            made[(event.step_id, event.attempt, event.call_id)] = call
+            made[(event.step_id, event.attempt, event.role, event.call_id)] = call
         elif isinstance(event, ToolResult):
-            found = made.get((event.step_id, event.attempt, event.call_id))
+            found = made.get((event.step_id, event.attempt, event.role, event.call_id))
             if found is not None:
                 found.update(ok=event.ok, outcome=event.outcome, error=event.error, bytes=event.bytes,
                              truncated=event.truncated, sha256=event.sha256, result_position=position)

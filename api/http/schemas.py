@@ -284,6 +284,8 @@ class ToolCallView(msgspec.Struct, kw_only=True):
     truncated: bool = False
     sha256: str = ""
     result_position: int = 0
+    role: str = ""
+    """Which agent of the step made the call: "" its own (a task's implementor), "reviewer" a task's reviewer."""
 
 
 class StepSummary(msgspec.Struct, kw_only=True):

@@ -31,7 +31,10 @@ a worktree or branch the log does not account for      ``remove-worktree`` / ``d
 path (or the integration worktree) while the task (or run) has not ended;
 a branch of a task that has not ended, or of a task that ended without
 being merged (kept on purpose: its work can be looked at) unless
-``prune_kept``. Every ``delete-branch`` carries the sha the branch pointed
+``prune_kept``. In a run that has ended no task goes on, whatever its log
+says (a run cancelled before its cancel aborted its tasks): its tasks'
+worktrees are not accounted for, their branches are kept as an ended
+task's are, and none is restored or failed as lost (nothing would use it). Every ``delete-branch`` carries the sha the branch pointed
 at, recorded in ``GitCompensated``, so nothing is lost that ``git branch
 NAME SHA`` cannot bring back.
 
@@ -273,7 +276,7 @@ def reconcile(log: LoggedRun, git: GitInventory, *, prune_kept: bool = False) ->
     accounted_paths = {integ_path} if log.integration_created and log.active else set()
     accounted_branches = {integ_branch} if log.integration_created else set()
     for t in log.tasks:
-        if not t.ended:
+        if not t.ended and log.active:
             accounted_paths.add(task_path(log.run_dir, t.task_id))
             accounted_branches.add(task_branch(log.run_id, t.task_id))
         elif not prune_kept and t.status is not TaskStatus.DONE and not t.branch_deleted:
@@ -311,7 +314,7 @@ def _task(add: Callable[[Compensation], None], log: LoggedRun, git: GitInventory
                          merge_commit=git.merges[head],
                          reason=f"git merged it ({git.merges[head][:12]}) before the process stopped"))
         return
-    if t.ended:
+    if t.ended or not log.active:  # in an ended run no task goes on: treated as the ended ones are
         return
     own_work = bool(t.branch_head) and t.branch_head != t.base and t.branch_head not in git.contained
     if t.branch_created and not t.branch_deleted and not head and own_work:
@@ -343,6 +346,8 @@ def _why_unaccounted(log: LoggedRun, path: str) -> str:
     known = {t.task_id: t for t in log.tasks}
     if path == integration_path(log.run_dir):
         return "the run has ended; its integration worktree is no longer needed"
+    if task_id in known and not known[task_id].ended:
+        return f"the run has ended; task {task_id!r} ({known[task_id].status.value} in the log) goes no further"
     if task_id in known:
         return f"task {task_id!r} has ended ({known[task_id].status.value}); its worktree was not removed"
     return "no task of the log has this worktree"

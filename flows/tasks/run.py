@@ -218,6 +218,20 @@ def plan_view(tasks: TaskRunState, free_slots: int) -> dict[str, dict[str, Any]]
     return out
 
 
+def abort_all(tasks: TaskRunState, reason: str, *, by: str, now: float) -> list[Event]:
+    """``TaskAborted`` for every task not ended, each the guard allows (the run is cancelled: no task goes on;
+    their worktrees are removed and their unmerged branches kept after the run's end, ``actors.run_tasks``)."""
+    events: list[Event] = []
+    for tid, task in tasks.tasks.items():
+        if task.status.terminal:
+            continue
+        aborted = TaskAborted(step_id=tid, reason=reason, by=by, at=now)
+        if check(tasks, aborted) is None:
+            events.append(aborted)
+            tasks = evolve(tasks, aborted)
+    return events
+
+
 def refusal(tasks: TaskRunState, events: Iterable[Event]) -> str | None:
     """Why one of ``events`` may not be appended after the ones before it; None when all may."""
     for event in events:
@@ -228,5 +242,5 @@ def refusal(tasks: TaskRunState, events: Iterable[Event]) -> str | None:
     return None
 
 
-__all__ = ["LAND_STEP", "MAX_ROUNDS_INPUT", "decide_run", "initial_state", "is_gate", "is_task_run", "landing_gate",
+__all__ = ["LAND_STEP", "MAX_ROUNDS_INPUT", "abort_all", "decide_run", "initial_state", "is_gate", "is_task_run", "landing_gate",
            "open_gate", "plan_view", "recover", "refusal", "start", "step_move", "step_status", "task_spec"]

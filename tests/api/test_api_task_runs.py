@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -158,3 +159,102 @@ def test_a_task_run_with_a_target_waits_at_its_landing_gate_which_the_approval_r
             assert runtime.engine.wait(second, timeout=60).status == "completed"
     finally:
         runtime.stop()
+
+
+def _run_one_task(tmp_path, sqlite_url, llm, check):
+    """Register a repository with task `a`, launch it through the route, and give ``check`` the viewer, the
+    run id, the runtime and the repository once the run ended."""
+    repo = make_task_repo(tmp_path)
+    (repo.root / "tasks").mkdir()
+    (repo.root / "tasks" / "a.md").write_text(TASK)
+    settings = Settings(db=sqlite_url, agent="openai", openai_base_url=llm.base_url, model="coder",
+                        worktrees=str(tmp_path / "worktrees"))
+    runtime = Runtime(settings).start()
+    try:
+        tokens = issue_tokens(runtime.store)
+        ProjectBook(runtime.store, time.time).add("demo", repo.root, allow=[["ls"]], by="admin")
+        app = create_app(runtime)
+        with authed_client(app, tokens["viewer"]) as viewer, authed_client(app, tokens["operator"]) as operator:
+            made = operator.post("/api/projects/demo/task-runs", json={})
+            assert made.status_code == 201, made.text
+            run_id = made.json()["run_id"]
+            state = runtime.engine.wait(run_id, timeout=60)
+            assert state.status == "completed", state.reason
+            check(viewer, run_id, runtime, repo)
+    finally:
+        runtime.stop()
+
+
+def test_the_reviewers_read_calls_are_recorded_as_its_own_and_counted_apart_from_the_implementors(
+        tmp_path, sqlite_url, llm):
+    llm.route("coder", "implementing task `a`", [
+        ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"}), Call("commit", {"message": "add a"})]),
+        TextTurn("ok")])
+    # The reviewer reads the file it reviews, tries a path out of the worktree (a tool error), then approves.
+    llm.route("coder", "Review task `a`", [
+        ToolTurn([Call("read_file", {"path": "a.txt"}), Call("read_file", {"path": "../../escape.txt"})]),
+        TextTurn("---\nrecommendation: approve\n---\nread a.txt: fine")])
+
+    def check(viewer, run_id, runtime, repo):
+        events = viewer.get(f"/api/runs/{run_id}/events").json()
+        calls = [(e["type"], e["data"]["tool"], e["data"]["role"]) for e in events
+                 if e["type"] in ("ToolCalled", "ToolResult")]
+        assert calls == [("ToolCalled", "write_file", ""), ("ToolResult", "write_file", ""),
+                         ("ToolCalled", "commit", ""), ("ToolResult", "commit", ""),
+                         ("ToolCalled", "read_file", "reviewer"), ("ToolResult", "read_file", "reviewer"),
+                         ("ToolCalled", "read_file", "reviewer"), ("ToolResult", "read_file", "reviewer")]
+        kinds = [e["type"] for e in events]
+        # Recorded before the reviewer's next turn read them, and so before its verdict.
+        last_call = max(i for i, k in enumerate(kinds) if k == "ToolResult")
+        assert last_call < kinds.index("TaskReviewed")
+        read = [e["data"] for e in events if e["type"] == "ToolResult" and e["data"]["role"] == "reviewer"]
+        assert read[0]["ok"] and "a" in read[0]["result"]
+        assert (read[1]["ok"], read[1]["outcome"]) == (False, "error") and read[1]["error"]
+        # What the reviewer's model was sent back is what the log holds.
+        second_turn = [r for r in llm.requests if "Review task `a`" in json.dumps(r)][-1]
+        sent = [m["content"] for m in second_turn["messages"] if m["role"] == "tool"]
+        assert sent == [r["result"] for r in read]
+        [a] = viewer.get(f"/api/runs/{run_id}/tasks").json()["tasks"]
+        assert (a["tool_calls"], a["tool_errors"], a["malformed_calls"]) == (2, 0, 0)
+        assert (a["review_tool_calls"], a["review_tool_errors"], a["review_malformed_calls"]) == (2, 1, 0)
+        assert a["anomalies"] == 0
+        # The run's step view lists the task's calls with who made them.
+        [step] = [s for s in viewer.get(f"/api/runs/{run_id}").json()["steps"] if s["step_id"] == "a"]
+        assert [(c["tool"], c["role"], c["outcome"]) for c in step["tool_calls"]] == [
+            ("write_file", "", "ok"), ("commit", "", "ok"), ("read_file", "reviewer", "ok"),
+            ("read_file", "reviewer", "error")]
+
+    _run_one_task(tmp_path, sqlite_url, llm, check)
+
+
+def test_a_tasks_failing_and_malformed_calls_raise_the_anomaly_watch_for_each_of_its_agents(
+        tmp_path, sqlite_url, llm):
+    escape = Call("read_file", {"path": "../outside.txt"})
+    llm.route("coder", "implementing task `a`", [
+        ToolTurn([escape] * 3),  # 3 tool errors: under the limit (more than 5)
+        ToolTurn([escape] * 3 + [Call("nope_tool", {})]),  # 7: errors (medium), and the first malformed call
+        ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"}), Call("commit", {"message": "add a"})]),
+        TextTurn("ok")])
+    llm.route("coder", "Review task `a`", [
+        ToolTurn([Call("read_file", "{not json")]),  # the reviewer's own first malformed call
+        TextTurn("---\nrecommendation: approve\n---\nfine")])
+
+    def check(viewer, run_id, runtime, repo):
+        events = viewer.get(f"/api/runs/{run_id}/events").json()
+        found = [(e["data"]["kind"], e["data"]["severity"], e["data"]["action"], e["data"]["detail"].split(":")[0])
+                 for e in events if e["type"] == "AnomalyDetected"]
+        assert found == [("degradation", "high", "notify", "implementor"), ("errors", "medium", "notify", "implementor"),
+                         ("degradation", "high", "notify", "reviewer")]
+        kinds = [e["type"] for e in events]
+        # Each anomaly right after the batch of calls that raised it, the task going on (notify) to its merge.
+        first = kinds.index("AnomalyDetected")
+        assert kinds[first - 1] == "ToolResult" and "TaskMerged" in kinds[first:]
+        errors = [e["data"] for e in events if e["type"] == "AnomalyDetected"][1]
+        assert "7 tool errors" in errors["detail"] and errors["step_id"] == "a" and errors["attempt"] == 1
+        [a] = viewer.get(f"/api/runs/{run_id}/tasks").json()["tasks"]
+        assert (a["status"], a["anomalies"]) == ("done", 3)
+        assert (a["tool_calls"], a["tool_errors"], a["malformed_calls"]) == (9, 6, 1)
+        assert (a["review_tool_calls"], a["review_malformed_calls"]) == (1, 1)
+        assert viewer.get(f"/api/runs/{run_id}").json()["run"]["anomalies"] == 3
+
+    _run_one_task(tmp_path, sqlite_url, llm, check)

@@ -58,6 +58,18 @@ def test_min_position_waits_do_not_slow_health(sqlite_url):
             time.sleep(0.01)
         head = runtime.store.append("note-1", [NewEvent("Note", {"n": 1})], 0)[0].position
         assert holding.wait(10), "the projector did not reach its commit"
+
+        def health_times() -> list[float]:
+            took = []
+            for _ in range(5):
+                began = time.perf_counter()
+                httpx.get(f"{url}/api/health", timeout=30)
+                took.append(time.perf_counter() - began)
+            return took
+
+        # The baseline, in the same state with no wait: health takes ~45 ms here on a quiet machine (its
+        # reads meet the projector's open commit), ~100 ms on a loaded one; the waits must add nothing.
+        alone = health_times()
         started = threading.Barrier(WAITS + 1)
         answers: list[int] = []
 
@@ -70,16 +82,17 @@ def test_min_position_waits_do_not_slow_health(sqlite_url):
             reader.start()
         started.wait()
         time.sleep(0.3)  # the reads have reached the server and are waiting for the projector
-        took = []
-        for _ in range(5):
-            began = time.perf_counter()
-            httpx.get(f"{url}/api/health", timeout=30)
-            took.append(time.perf_counter() - began)
+        took = health_times()
         for reader in readers:
             reader.join(30)
-        print(f"HEALTH under {WAITS} waits: {[round(t * 1000, 1) for t in took]} ms")
+        print(f"HEALTH under {WAITS} waits: {[round(t * 1000, 1) for t in took]} ms; "
+              f"alone: {[round(t * 1000, 1) for t in alone]} ms")
         assert answers == [200] * WAITS  # a stale read after the wait (it says so in a header), not an error
-        assert statistics.median(took) < 0.1, f"health took {[round(t, 3) for t in took]} s behind {WAITS} waits"
+        # A wait that held a pool thread made health take seconds (each wait runs 2 s).
+        bound = 0.1 + 2 * statistics.median(alone)
+        assert statistics.median(took) < bound, (
+            f"health took {[round(t, 3) for t in took]} s behind {WAITS} waits, "
+            f"{[round(t, 3) for t in alone]} s without them")
     finally:
         release.set()
         server.should_exit = True

@@ -45,6 +45,8 @@ def test_plan_run_status_and_cleanup_of_a_diamond(tmp_path, capsys, monkeypatch)
     assert {t: v["status"] for t, v in tasks.items()} == dict.fromkeys("abcd", "done")
     calls = {t: (v["tool_calls"], v["tool_errors"], v["malformed_calls"]) for t, v in tasks.items()}
     assert calls == dict.fromkeys("abcd", (0, 0, 0))  # the offline no-op implementor calls no tool
+    reviews = {t: (v["review_tool_calls"], v["review_tool_errors"], v["review_malformed_calls"]) for t, v in tasks.items()}
+    assert reviews == dict.fromkeys("abcd", (0, 0, 0))  # nor does its model-less reviewer
     assert main(["tasks", "land", run_id]) == 2  # launched without a target
     assert "no target branch" in capsys.readouterr().err
     assert main(["tasks", "land", run_id, "--target", "main"]) == 0  # no-op tasks: main is already there

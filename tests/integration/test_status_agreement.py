@@ -20,11 +20,12 @@ import pytest
 
 from actors.config import EngineConfig
 from actors.engine import Engine
-from actors.runlog import decode
+from actors.runlog import decode, fold_records
 from eventstore import open_store
 from flows import Flow, StepContext, StepKind, agent, approval, code
 from flows.catalog import builtin
 from flows.events import stream_of
+from flows.state import RunState
 from flows.status import RUN_TERMINAL, RunStatus, StepStatus
 from projections import Projector, ReadModel
 from tests.status_views import views
@@ -72,9 +73,10 @@ HOLDING = Flow(
 )
 
 
-def drive(engine: Engine) -> dict[str, str]:
+def drive(engine: Engine, waited: list[RunState] | None = None) -> dict[str, str]:
     """Run every flow: approve every approval, except in one run (rejected) and one (cancelled while
-    paused); cancel the holding flow while its step runs. Returns run id -> how it was driven.
+    paused); cancel the holding flow while its step runs. Returns run id -> how it was driven; every
+    state ``engine.wait`` returned goes to ``waited``.
     """
     registry = engine.registry
     runs: dict[str, str] = {}
@@ -92,13 +94,19 @@ def drive(engine: Engine) -> dict[str, str]:
     for run_id, how in runs.items():
         awaited = RUN_TERMINAL | {RunStatus.PAUSED}
         while (state := engine.wait(run_id, awaited, timeout=WAIT)).status == RunStatus.PAUSED:
+            if waited is not None:
+                waited.append(state)
             waiting = [sid for sid, st in state.steps.items() if st.status == StepStatus.PAUSED]
             if how == "cancel":
                 engine.cancel(run_id, reason="not needed", by="tests")
             for step_id in waiting if how != "cancel" else ():
                 decide = engine.reject if how == "reject" else engine.approve
                 decide(run_id, step_id, by="reviewer", comment="seen")
-            engine.wait(run_id, lambda s: s.status != RunStatus.PAUSED, timeout=WAIT)
+            moved = engine.wait(run_id, lambda s: s.status != RunStatus.PAUSED, timeout=WAIT)
+            if waited is not None:
+                waited.append(moved)
+        if waited is not None:
+            waited.append(state)
     return runs
 
 
@@ -110,15 +118,16 @@ def driven(sqlite_url):
     registry.register(HOLDING)
     engine = Engine(store, registry, EngineConfig(agent_slots=4, max_active_runs=6)).start()
     try:
-        runs = drive(engine)
-        yield store, runs, {run_id: engine.state(run_id) for run_id in runs}
+        waited: list[RunState] = []
+        runs = drive(engine, waited)
+        yield store, runs, {run_id: engine.state(run_id) for run_id in runs}, waited
     finally:
         engine.stop()
         store.close()
 
 
 def test_fold_rows_and_frames_agree_on_every_status_after_every_event_of_every_catalogue_flow(driven):
-    store, runs, states = driven
+    store, runs, states, _ = driven
     ends = {states[r].status for r in runs}
     assert ends == {"completed", "failed", "rejected", "cancelled"}  # every way a run ends was driven
     seen_run: set[str] = set()
@@ -140,7 +149,7 @@ def test_fold_rows_and_frames_agree_on_every_status_after_every_event_of_every_c
 
 
 def test_the_live_projector_ends_where_the_fold_does(driven):
-    store, runs, states = driven
+    store, runs, states, _ = driven
     with Projector(store, batch_size=7) as projector:
         assert projector.wait_for(store.head(), WAIT), projector.last_error
         reads = ReadModel(store.database, projector)
@@ -149,3 +158,13 @@ def test_the_live_projector_ends_where_the_fold_does(driven):
             assert got["run"]["status"] == state.status
             assert {s["step_id"]: s["status"] for s in got["steps"]} == {
                 sid: st.status for sid, st in state.steps.items()}
+
+
+def test_a_wait_on_a_run_driven_here_returns_the_logs_own_fold(driven):
+    """Engine.wait takes a run's state from its RunActor's commits (actors.watch), not from the log:
+    each state it returned is, field for field, the fold of the log up to that state's version."""
+    store, runs, _, waited = driven
+    assert len(waited) > len(runs)  # the pauses and the ends
+    for state in waited:
+        records = store.read_stream(stream_of(state.run_id))
+        assert fold_records(records[: state.version], state.run_id)[0] == state, (state.run_id, state.version)

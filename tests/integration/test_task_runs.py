@@ -354,6 +354,77 @@ def test_a_run_cancelled_at_its_gate_removes_its_integration_worktree_after_its_
     assert repo.git("rev-parse", "main").strip() == repo.base
 
 
+def test_a_run_cancelled_mid_task_aborts_its_tasks_and_removes_their_worktrees_keeping_every_commit(
+        tmp_path, repo, llm):
+    from actors.task_runs import reconciliation
+    from flows.events import TaskAborted
+
+    files = {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b"), "tasks/c.md": task_file("c"),
+             "tasks/d.md": task_file("d", "[a]")}
+    # a commits a.txt, then writes a2.txt without committing it, then its model goes silent (mid-task);
+    # b commits b.txt and is blocked; c is merged and done; d waits for a.
+    llm.route(MODEL, "implementing task `a`", [
+        ToolTurn([Call("write_file", {"path": "a.txt", "content": "a\n"}), Call("commit", {"message": "add a"})]),
+        ToolTurn([Call("write_file", {"path": "a2.txt", "content": "not committed\n"})]),
+        StallTurn()])
+    llm.route(MODEL, "implementing task `b`", [
+        ToolTurn([Call("write_file", {"path": "b.txt", "content": "b\n"}), Call("commit", {"message": "add b"})]),
+        ToolTurn([Call("blocked", {"reason": "which format?"})])])
+    llm.route(MODEL, "implementing task `c`", writes("c", "c.txt", "c\n"))
+    llm.route(MODEL, "Review task `c`", [APPROVE])
+    engine = make_engine(tmp_path, repo, llm)
+    try:
+        run_id = launch(engine, repo, files)
+
+        def a_stalls() -> bool:  # a's third turn was asked for: a2.txt is written (and recorded), not committed
+            return any("implementing task `a`" in str(r["messages"][1].get("content"))
+                       and sum(m["role"] == "assistant" for m in r["messages"]) == 2 for r in llm.requests_for(MODEL))
+
+        def mid_task(s) -> bool:
+            t = s.tasks.tasks if s.tasks is not None else {}
+            return t["c"].status is TaskStatus.DONE and t["b"].status is TaskStatus.BLOCKED and a_stalls()
+
+        engine.wait(run_id, mid_task, timeout=30)
+        assert engine.state(run_id).tasks.tasks["a"].phase.value == "coder"
+        engine.cancel(run_id, reason="wrong plan", by="ann")
+        state = engine.wait(run_id, lambda s: s.terminal and s.tasks is not None and all(
+            t.worktree_removed for t in s.tasks.tasks.values() if t.worktree), timeout=60)
+        events = events_of(engine, run_id)
+        # What `baton tasks cleanup --dry-run` would do afterwards: nothing, git and the log agree.
+        env = TaskEnv(worktrees_dir=repo.worktrees, turn=None, git_env=repo.env)
+        assert reconciliation(state, env, dry_run=True) == ([], [])
+    finally:
+        engine.stop()
+    assert state.status == "cancelled"
+    statuses = {t: s.status for t, s in state.tasks.tasks.items()}
+    assert statuses == {"a": TaskStatus.ABORTED, "b": TaskStatus.ABORTED, "c": TaskStatus.DONE,
+                        "d": TaskStatus.ABORTED}
+    assert {t: state.steps[t].status for t in "abcd"} == {"a": "cancelled", "b": "cancelled", "c": "completed",
+                                                         "d": "cancelled"}
+    # The cancel's batch aborts every task not ended, with who and why; the run ends, then the cleanup.
+    aborted = [e for e in events if isinstance(e, TaskAborted)]
+    assert [(e.step_id, e.by) for e in aborted] == [("a", "ann"), ("b", "ann"), ("d", "ann")]
+    assert all("wrong plan" in e.reason for e in aborted)
+    kinds = [type(e).__name__ for e in events]
+    end = kinds.index("RunCancelled")
+    assert kinds[end + 1] == "IntegrationRemoved"
+    cleaned = {e.step_id: e for e in events[end:] if isinstance(e, TaskCleanedUp)}
+    assert set(cleaned) == {"a", "b"} and all(c.worktree_removed and not c.branch_deleted for c in cleaned.values())
+    assert cleaned["a"].salvaged and not cleaned["b"].salvaged  # a's uncommitted file was committed, not lost
+    # git agrees with the log: no task worktree left, the unmerged branches kept, c's merged one gone.
+    assert repo.worktree_paths() == [str(repo.root)]
+    assert repo.branches() == [f"baton/{run_id}/a", f"baton/{run_id}/b", f"baton/{run_id}/integrate", "main"]
+    assert repo.git("rev-parse", f"baton/{run_id}/a").strip() == cleaned["a"].branch_head == cleaned["a"].salvaged
+    assert repo.git("rev-parse", f"baton/{run_id}/b").strip() == cleaned["b"].branch_head
+    # No committed work lost: a's commit and its salvaged file, b's commit, c's merge.
+    assert repo.git("show", f"baton/{run_id}/a:a.txt") == "a\n"
+    assert repo.git("show", f"baton/{run_id}/a:a2.txt") == "not committed\n"
+    assert repo.git("show", f"baton/{run_id}/b:b.txt") == "b\n"
+    assert repo.git("show", f"baton/{run_id}/integrate:c.txt") == "c\n"
+    assert repo.git("status", "--porcelain") == "" and repo.git("rev-parse", "main").strip() == repo.base
+    assert "wrong plan" in state.report
+
+
 def test_a_message_reaches_the_next_turn_and_an_abort_stops_one_task_and_cleans_up(tmp_path, repo, llm):
     files = {"tasks/a.md": task_file("a"), "tasks/b.md": task_file("b")}
     llm.route(MODEL, "implementing task `a`", [ToolTurn([Call("run", {"argv": ["sleep", "2"]})]),

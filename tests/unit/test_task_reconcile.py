@@ -127,7 +127,8 @@ def carry_out(log: LoggedRun, git: GitInventory, actions: list[Compensation]) ->
 
 
 def live_task(log: LoggedRun, task_id: str) -> bool:
-    return any(t.task_id == task_id and not t.status.terminal for t in log.tasks)
+    """A task that may still use its worktree and branch: not ended, in a run that has not ended."""
+    return log.active and any(t.task_id == task_id and not t.status.terminal for t in log.tasks)
 
 
 @settings(max_examples=400, deadline=None)
@@ -163,20 +164,22 @@ def test_reconciliation_is_safe_complete_and_a_fixpoint(pair, prune_kept):
 
     after_log, after_git = carry_out(log, git, actions)
     accounted_paths = {integration_path(DIR)} if log.integration_created and log.active else set()
-    accounted_paths |= {task_path(DIR, t.task_id) for t in after_log.tasks if not t.status.terminal}
+    accounted_paths |= {task_path(DIR, t.task_id) for t in after_log.tasks if live_task(after_log, t.task_id)}
     for w in after_git.worktrees:
         assert not w.prunable and w.path in accounted_paths, w
     for name in after_git.branches:
         task_id = name.removeprefix(f"baton/{RUN}/")
         kept = any(t.task_id == task_id and not (prune_kept or t.status is TaskStatus.DONE or t.branch_deleted)
-                   for t in after_log.tasks)
+                   and not live_task(after_log, task_id) for t in after_log.tasks)
         assert (name == integration_branch(RUN) and log.integration_created) or live_task(after_log, task_id) \
             or kept, name
-    # A task still in progress after the repair has its worktree and branch (else it was failed as lost).
+    # A task still in progress after the repair has its worktree and branch (else it was failed as lost);
+    # in a run that has ended, none is failed as lost (nothing would retry it).
     lost = {a.step_id for a in actions if a.repair is Repair.LOST}
     live_paths = {w.path for w in after_git.worktrees}
+    assert log.active or Repair.FAIL_LOST not in kinds
     for t in after_log.tasks:
-        if (t.status is TaskStatus.INPROGRESS and t.worktree_created and not t.worktree_removed
+        if (log.active and t.status is TaskStatus.INPROGRESS and t.worktree_created and not t.worktree_removed
                 and not t.merged_head and t.task_id not in lost):  # merged: its cleanup just finishes
             assert task_path(DIR, t.task_id) in live_paths and task_branch(RUN, t.task_id) in after_git.branches, t
     assert not (after_git.merge_in_progress or after_git.integration_dirty or after_git.rebases
@@ -217,3 +220,28 @@ def test_the_table_of_the_module_docstring_case_by_case():
                for line in lines)
     assert any(line.startswith("delete-branch baton/R/done") for line in lines)
     assert not any("integrate" in line and line.startswith(("delete-branch", "remove-worktree")) for line in lines)
+
+
+def test_an_ended_run_whose_log_still_has_tasks_under_way_gets_their_worktrees_removed_and_branches_kept():
+    # A run cancelled before a cancel aborted its tasks: its log still has one running, one blocked.
+    log = LoggedRun(run_id=RUN, run_dir=DIR, active=False, integration_created=True, integration_head=SHAS[5], tasks=(
+        LoggedTask(task_id="running", status=TaskStatus.INPROGRESS, phase=Phase.CODER, worktree_created=True,
+                   branch_created=True, branch_head=SHAS[1], base=SHAS[5]),
+        LoggedTask(task_id="gone", status=TaskStatus.INPROGRESS, phase=Phase.CODER, worktree_created=True,
+                   branch_created=True, branch_head=SHAS[2], base=SHAS[5]),
+        LoggedTask(task_id="blocked", status=TaskStatus.BLOCKED, worktree_created=True, branch_created=True,
+                   branch_head=SHAS[3], base=SHAS[5]),
+    ))
+    git = GitInventory(
+        run_id=RUN, run_dir=DIR,
+        worktrees=(WorktreeInfo(path=task_path(DIR, "running")), WorktreeInfo(path=task_path(DIR, "blocked"))),
+        branches={integration_branch(RUN): SHAS[5], task_branch(RUN, "running"): SHAS[1],
+                  task_branch(RUN, "gone"): SHAS[2], task_branch(RUN, "blocked"): SHAS[3]},
+        contained=frozenset({SHAS[5]}), existing=frozenset(SHAS))
+    lines = describe(reconcile(log, git))
+    assert lines == [
+        "remove-worktree /w/R/tasks/blocked: the run has ended; task 'blocked' (blocked in the log) goes no further",
+        "remove-worktree /w/R/tasks/running: the run has ended; task 'running' (inprogress in the log) goes no "
+        "further"]  # no fail-lost for the one whose worktree is gone; every branch kept (unmerged work)
+    pruned = describe(reconcile(log, git, prune_kept=True))
+    assert sum(line.startswith("delete-branch") and "NOT merged" in line for line in pruned) == 3
