@@ -42,7 +42,7 @@ from actors.errors import (
     RunNotSettled,
     RunOwnedElsewhere,
 )
-from actors.inbox import Inbox, new_command, outcome_of
+from actors.inbox import READY_S, Inbox, new_command, outcome_of
 from actors.orchestrator import Orchestrator
 from actors.run_tasks import TASK_ACTIONS, TaskCommandRefused
 from actors.runlog import follow, live_nodes, load, node_lease
@@ -121,7 +121,7 @@ class Engine:
         self.bus = bus if bus is not None else FrameBus()  # an empty bus is falsy (it has a length)
         self.clock = clock or RealClock()
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
-        leases = Leases(store.database, ttl_s=self.config.lease_ttl_s)
+        leases = Leases(store.database, ttl_s=self.config.lease_ttl_s, read=getattr(store, "read_sql", None))
         self._steps = StepThreads(self.config.step_threads)
         self.projects = ProjectBook(store, self.clock.now)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
@@ -149,6 +149,9 @@ class Engine:
             self._stopped = False
             self._orchestrator = Orchestrator.start(self.ctx, self._orchestrator_died)
             self._inbox = Inbox(self.store, self.ctx.leases, node, self._carry_out, self.clock.now).start()
+            # Its LISTEN connection and first read now, not under the first command (Engine.wait then
+            # sees that command's commits at once): bounded, an engine starts with its database away too.
+            self._inbox.ready.wait(READY_S)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:

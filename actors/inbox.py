@@ -60,6 +60,7 @@ from flows.tasks.lifecycle import TaskTransitionError
 log = logging.getLogger(__name__)
 
 REQUESTED, ANSWERED = "CommandRequested", "CommandAnswered"
+READY_S = 1.0  # at most this long, the engine's start waits for its inbox to follow the store (Inbox.start)
 _RESUBSCRIBE_S = 1.0  # pause before following again after the store failed
 
 
@@ -154,6 +155,8 @@ class Inbox:
         self._subscription: Any = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # Set once the inbox follows the store (LISTEN up, its first read done), or failed to: see start.
+        self.ready = threading.Event()
         # Commands run off the following thread: one waits for the engine, the next is read meanwhile.
         self._workers = ThreadPoolExecutor(4, thread_name_prefix="baton-inbox")
 
@@ -164,6 +167,10 @@ class Inbox:
 
         The head is read on the following thread, retried while the store is
         away: an engine starts whether or not its database answers yet.
+        ``ready`` is set once the store follows other processes' commits (on
+        PostgreSQL its LISTEN connection is up) and the inbox's first read is
+        done, or the first try failed: what the engine waits for before its
+        first command, so that neither is opened under that command.
         """
         self._thread = threading.Thread(target=self._follow, name="baton-inbox", daemon=True)
         self._thread.start()
@@ -185,20 +192,29 @@ class Inbox:
             try:
                 if after is None:
                     after = self.store.head()
+                watching = getattr(self.store, "watching", None)
+                if watching is not None and not self.ready.is_set():
+                    watching(READY_S)  # first: its first wake-up makes every subscription read again
                 with self._lock:
                     if self._stopping.is_set():
                         return
                     self._subscription = self.store.subscribe(after=after, stream_id=self.stream)
-                for rec in self._subscription:
+                first = self._subscription.next_event(timeout=0)  # the first read, done before ready
+                self.ready.set()
+                rec = first if first is not None else self._subscription.next_event()
+                while rec is not None:
                     after = rec.position
                     if rec.stream_id == self.stream and rec.type == REQUESTED:
                         self._workers.submit(self._carry_out, rec)
+                    rec = self._subscription.next_event()
             except StoreClosedError:
+                self.ready.set()
                 return  # the process is stopping
             except CorruptEventError as exc:  # one bad row anywhere must not stop the inbox
                 log.error("inbox of %s skips position %d: %s", self.node, exc.position, exc)
                 after = max(after or 0, exc.position)
             except Exception:  # the store is away: follow again from where we were
+                self.ready.set()  # (the engine does not wait for it)
                 if self._stopping.is_set():
                     return
                 log.warning("inbox of %s: following the store failed; again in %g s", self.node, _RESUBSCRIBE_S,

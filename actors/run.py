@@ -29,11 +29,11 @@ from actors.agents.toolloop import PersonMessage
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.evidence_check import check_evidence
-from actors.runlog import load, new_events
+from actors.runlog import decode, load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
 from actors.task_attempt import TaskAttempt, forget_machinery
 from actors.tool_record import AttemptEnded
-from eventstore import ConcurrencyError, RecordedEvent, StoreClosedError, StoreError
+from eventstore import ConcurrencyError, NewEvent, RecordedEvent, StoreClosedError, StoreError
 from flows import anomaly, errors, mapping
 from flows import decide as d
 from flows.auth import FourEyesRefused
@@ -417,6 +417,15 @@ class RunActor(pykka.ThreadingActor):
         if ready and not self.ctx.config.agent_slots:  # no slot limit: start at once, in this batch
             self._stage(d.start(self.state, ready, now))
             ready = []
+        if (decision.finished and not self.state.terminal and self.state.tasks is None and self.pending and not ready
+                and getattr(self.ctx.store, "renders_last", False)):
+            # The run ends with this batch: its terminal event goes in the same commit (see _commit).
+            recorded = self._commit(reply=reply, finishing=True)
+            if recorded is not None:
+                self._arm_wake(decision.wake_at)
+                self._arm_approval_timer(decision.timer_at)
+                self._ended()
+            return recorded
         recorded = self._commit(reply=reply) if self.pending else []
         if recorded is None:
             return None
@@ -441,8 +450,15 @@ class RunActor(pykka.ThreadingActor):
         self._report_idle()
         return recorded
 
-    def _commit(self, reply: Future[Any] | None = None) -> list[RecordedEvent] | None:
-        """Append what is staged, expecting the recorded version; then start what it started."""
+    def _commit(self, reply: Future[Any] | None = None, finishing: bool = False) -> list[RecordedEvent] | None:
+        """Append what is staged, expecting the recorded version; then start what it started.
+
+        ``finishing``: the staged batch ends the run's last step, and the run's terminal event follows
+        it in the same commit. Its report cites the positions of the batch's events, which the store
+        gives them only as it commits: the store renders it then (``append(last=...)``), exactly as
+        it would be rendered after a commit of its own (same report, actor, causation), one commit
+        fewer per run.
+        """
         batch, self.pending = self.pending, []
         metadata = {
             "node": self.ctx.config.node,
@@ -453,8 +469,15 @@ class RunActor(pykka.ThreadingActor):
         }
         self.actor = self.cause = ""
         new = new_events(batch, metadata)
+        last = self._terminal_renderer(batch, new) if finishing else None
         try:
-            recorded = self.ctx.store.append(self.stream, new, expected_version=self.recorded_version)
+            if last is None:
+                recorded = self.ctx.store.append(self.stream, new, expected_version=self.recorded_version)
+            else:
+                recorded = self.ctx.store.append(self.stream, new, expected_version=self.recorded_version, last=last)
+                terminal = decode(recorded[-1])  # as recorded (a retry's outcome is the first attempt's)
+                self.state = evolve(self.state, terminal)
+                batch = [*batch, terminal]
         except ConcurrencyError as exc:
             self._fenced(RunOwnedElsewhere(self.run_id, f"another writer ({exc})"), reply, retry=False)
             return None
@@ -483,6 +506,24 @@ class RunActor(pykka.ThreadingActor):
             run_tasks.publish(self, batch)
             run_tasks.resume_merged(self)
         return recorded
+
+    def _terminal_renderer(self, batch: list[Event], new: list[NewEvent]) -> Callable[[list[int]], NewEvent]:
+        """Add a stand-in for the run's terminal event to ``new``; return what renders it from the
+        positions the store gives ``batch`` (``_commit``)."""
+        state, history, now = self.state, self.history, self.ctx.clock.now()
+        evidence = check_evidence(state)
+        stand_in = NewEvent("RunCompleted", {})
+        new.append(stand_in)
+        node = self.ctx.config.node
+
+        def render(positions: list[int]) -> NewEvent:
+            event = d.finish(state, [*history, *zip(positions, batch)], now, evidence)
+            # what a commit of its own would say: the engine's, following the batch's last event
+            metadata = {"node": node, "actor": f"baton@{node}", "correlation_id": self.run_id,
+                        "causation_id": f"position:{positions[-1]}"}
+            return replace(new_events([event], metadata)[0], id=stand_in.id)
+
+        return render
 
     def _still_running(self, event: StepStarted) -> bool:
         """Whether the attempt a recorded StepStarted began is still the step's, under way (a fork's copy

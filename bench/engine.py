@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/engine.py [--backend sqlite|postgresql|both] [--skip-langgraph] [--rounds N]
                                      [--workloads W1,W2,W3,W4] [--shapes sequential,concurrent]
+                                     [--w4-old DIR]
 
 Every step is a ``code`` step (a module-level function, ``bench/engine_flows.py``)
 that does no work, so the figures measure the orchestration: deciding,
@@ -199,11 +200,14 @@ class DbosSide:
         return result["wall"]
 
 
-def fresh_process(*args: str) -> dict[str, float]:
-    """Run ``bench/engine_resume.py`` with ``args``; its phases (seconds), ``total`` = spawn to exit."""
+def fresh_process(*args: str, child: Path = RESUME_CHILD) -> dict[str, float]:
+    """Run ``bench/engine_resume.py`` with ``args``; its phases (seconds), ``total`` = spawn to exit.
+
+    ``child``: another checkout's copy of it, which imports that checkout's baton (``--w4-old``).
+    """
     env = {**os.environ, "BENCH_SPAWN": repr(time.time())}
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, str(RESUME_CHILD), *args], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, str(child), *args], capture_output=True, text=True, env=env,
                           timeout=WAIT_S)
     total = time.perf_counter() - t0
     if done.returncode != 0:
@@ -268,21 +272,28 @@ def median_phases(timings: list[dict[str, float]]) -> dict[str, float]:
             if k not in ("side", "timeline_ms")}
 
 
-def w4_fresh(backend: str, baton: BatonSide, graph: Any, graph_conn: str, rounds: int) -> dict:
+def w4_fresh(backend: str, baton: BatonSide, graph: Any, graph_conn: str, rounds: int,
+             old: Path | None = None) -> dict:
     """W4 in a fresh process: pause runs here, then resume each in a new process, baton and peer in turn.
 
-    The first round of each side is a warm-up (the OS's file cache), not counted.
+    The first round of each side is a warm-up (the OS's file cache), not counted. ``old``: another
+    checkout of baton (the tree before a change), resumed by its own child in the same rounds.
     """
     run_ids = baton.pause_gated(rounds + 1)
+    old_ids = baton.pause_gated(rounds + 1) if old is not None else []
     thread_ids = [graph.pause_gated() for _ in range(rounds + 1)] if graph is not None else []
     baton.engine.stop()  # the process that paused the runs is gone: the child recovers them
-    timings: dict[str, list[dict[str, float]]] = {"baton": [], "langgraph": []}
+    timings: dict[str, list[dict[str, float]]] = {"baton": [], "langgraph": [], "old": []}
     try:
         for i in range(rounds + 1):
             b = fresh_process("baton", baton.url, run_ids[i])
+            o = (fresh_process("baton", baton.url, old_ids[i], child=old / "bench" / RESUME_CHILD.name)
+                 if old is not None else None)
             g = fresh_process("langgraph", backend, graph_conn, thread_ids[i]) if graph is not None else None
             if i:
                 timings["baton"].append(b)
+                if o is not None:
+                    timings["old"].append(o)
                 if g is not None:
                     timings["langgraph"].append(g)
     finally:
@@ -297,6 +308,12 @@ def w4_fresh(backend: str, baton: BatonSide, graph: Any, graph_conn: str, rounds
         "baton_timelines_ms": [t["timeline_ms"] for t in timings["baton"]],
         "events_in_store": baton.store.head(),
     }
+    if timings["old"]:
+        before = [t["resume"] for t in timings["old"]]
+        line.update(old_tree=str(old), old_approve_to_complete_ms=_r(min(before) * 1000, 2),
+                    old_approve_to_complete_ms_median=_r(statistics.median(before) * 1000, 2),
+                    old_phases_ms_median=median_phases(timings["old"]),
+                    old_timelines_ms=[t["timeline_ms"] for t in timings["old"]])
     if timings["langgraph"]:
         peer = [t["resume"] for t in timings["langgraph"]]
         line.update(langgraph_resume_ms=_r(min(peer) * 1000, 2),
@@ -366,7 +383,7 @@ def bench_backend(backend: str, baton_url: str, saver: Any, graph_conn: str,
                 "events_in_store": baton.store.head(),  # what the restart's recovery scans
                 "target_s": TARGET_W4_S, "ok": min(approve) <= TARGET_W4_S,
             }
-            yield w4_fresh(backend, baton, graph, graph_conn, args.rounds)
+            yield w4_fresh(backend, baton, graph, graph_conn, args.rounds, args.w4_old)
     finally:
         baton.close()
 
@@ -425,6 +442,9 @@ def main() -> None:
     parser.add_argument("--shapes", default="sequential,concurrent",
                         help="comma-separated: sequential (one run after another, 200-character outputs), "
                              "concurrent (runs launched at once)")
+    parser.add_argument("--w4-old", type=Path, default=None, metavar="DIR",
+                        help="W4-fresh also resumes runs with the baton of another checkout (the tree before a "
+                             "change), in the same alternating rounds")
     args = parser.parse_args()
     args.workloads = {w.strip().upper() for w in args.workloads.split(",")}
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]

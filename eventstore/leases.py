@@ -75,9 +75,14 @@ def dead_on_this_host(owner: str) -> bool:
 class Leases:
     """Leases kept in the store's own database (the table is created if missing)."""
 
-    def __init__(self, database: sa.Engine, ttl_s: float = 30.0) -> None:
+    def __init__(self, database: sa.Engine, ttl_s: float = 30.0,
+                 read: Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]] | None = None) -> None:
+        """``read``: runs a SELECT (``?`` placeholders) on the store's own reading connections
+        (``SqlEventStore.read_sql``): a lease read is then one round trip, not a pooled checkout's
+        ping and SQLAlchemy's statement machinery (a command's ownership check reads the leases)."""
         self.database = database
         self.ttl_s = ttl_s
+        self._read = read
         _metadata.create_all(database, checkfirst=True)
 
     @store_errors
@@ -121,18 +126,26 @@ class Leases:
     @store_errors
     def owner_of(self, name: str) -> str:
         """Who holds ``name`` now ("" when nobody, or the lease expired)."""
-        with self.database.connect() as conn:
-            row = conn.execute(
-                sa.select(leases_table.c.owner, leases_table.c.expires_at).where(leases_table.c.name == name)
-            ).first()
-        if row is None or row.expires_at < time.time() or dead_on_this_host(row.owner):
+        if self._read is not None:
+            rows = self._read("SELECT owner, expires_at FROM leases WHERE name = ?", (name,))
+            row = rows[0] if rows else None
+        else:
+            with self.database.connect() as conn:
+                row = conn.execute(
+                    sa.select(leases_table.c.owner, leases_table.c.expires_at).where(leases_table.c.name == name)
+                ).first()
+        if row is None or row[1] < time.time() or dead_on_this_host(row[0]):
             return ""
-        return str(row.owner)
+        return str(row[0])
 
     @store_errors
     def held(self) -> dict[str, str]:
         """Every live lease: name -> owner."""
         now = time.time()
-        with self.database.connect() as conn:
-            rows = conn.execute(sa.select(leases_table).where(leases_table.c.expires_at >= now)).all()
-        return {r.name: r.owner for r in rows if not dead_on_this_host(r.owner)}
+        if self._read is not None:
+            rows: Any = self._read("SELECT name, owner FROM leases WHERE expires_at >= ?", (now,))
+        else:
+            with self.database.connect() as conn:
+                rows = conn.execute(sa.select(leases_table.c.name, leases_table.c.owner)
+                                    .where(leases_table.c.expires_at >= now)).all()
+        return {name: owner for name, owner in rows if not dead_on_this_host(owner)}

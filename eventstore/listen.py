@@ -64,6 +64,9 @@ class ListenThread:
     def _connect(self) -> psycopg.Connection:
         raise NotImplementedError
 
+    def _failed(self) -> None:
+        """A try to connect and follow failed (it is tried again)."""
+
     def _follow(self, conn: psycopg.Connection) -> None:
         raise NotImplementedError
 
@@ -76,6 +79,7 @@ class ListenThread:
                 delay = 0.05
                 self._follow(conn)
             except Exception as exc:  # logged and retried: whoever waits on it must keep waking
+                self._failed()
                 if not self._stopping.is_set():
                     log.warning("%s LISTEN connection lost (%s); reconnecting", self.what, exc)
                     self._stopping.wait(delay)
@@ -101,6 +105,7 @@ class ListenWatcher(ListenThread):
         self._interval = interval
         self._writer_pid = writer_pid
         self.backend_pid: int | None = None
+        self.ready = threading.Event()  # listening, and the head read once (or the first try failed)
         self._thread.start()
 
     def _connect(self) -> psycopg.Connection:
@@ -111,6 +116,9 @@ class ListenWatcher(ListenThread):
         conn.add_notify_handler(self._on_notify)
         conn.execute(f"LISTEN {CHANNEL}")
         return conn
+
+    def _failed(self) -> None:
+        self.ready.set()  # nobody waits for a connection that failed: they poll, as subscriptions do
 
     def _on_notify(self, notify: psycopg.Notify) -> None:
         # NOTIFY is delivered only after its transaction committed, so its
@@ -124,6 +132,7 @@ class ListenWatcher(ListenThread):
         # Whatever happened while we were not listening is in the table.
         self._hub.advance(_head(conn))
         self._hub.poke()
+        self.ready.set()
         fileno = conn.fileno()
         while not self._stopping.is_set():
             ready, _, _ = select.select([fileno, self._wake_r], [], [], self._interval)

@@ -109,6 +109,9 @@ class SqlEventStore:
     "postgresql".
     """
 
+    # ``append(last=...)`` renders a last event from the positions of the ones before it (see append)
+    renders_last = True
+
     def __init__(
         self, url: str, database: sa.Engine, backend: Any, options: dict[str, Any], chain: Chain | None = None
     ) -> None:
@@ -135,6 +138,7 @@ class SqlEventStore:
             max_backoff_s=options.get("max_backoff_s", 5.0),
         )
         self._read_failure: Outage | None = None  # the last read that failed, until one succeeds
+        self._saw_head: Callable[[str, int, str], None] | None = getattr(backend, "saw_head", None)
 
     def _committed(self, last: int, group: list[PendingAppend]) -> None:
         """The writer committed ``group`` (up to ``last``): hand its rows to the hub, wake the subscribers.
@@ -173,8 +177,16 @@ class SqlEventStore:
         expected_version: int | None = None,
         *,
         timeout: float | None = None,
+        last: Callable[[list[int]], NewEvent] | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` to a stream atomically and return them as recorded.
+
+        ``last``, when given, renders the final event from the positions of
+        the events before it, in the transaction that gives them those
+        positions: an event citing them (a run's report) is committed with
+        them, not in a commit of its own after theirs. ``events[-1]`` stands
+        for it until then: the event ``last`` returns must keep its id (a
+        retry is recognised by its ids). At least two events.
 
         ``expected_version`` is the stream's current version (0 for a new
         stream); None skips the check. Blocks until the events are durable:
@@ -212,8 +224,13 @@ class SqlEventStore:
             metadata.append(encoded_metadata)
         if len(set(ids)) != len(ids):
             raise ValueError(f"stream {stream_id!r}: the same event id appears twice in one append")
+        render: Callable[[list[int]], tuple[str, str, str]] | None = None
+        if last is not None:
+            if len(events) < 2:
+                raise ValueError("append(last=...) renders the last of at least two events")
+            render = functools.partial(_render_last, last, ids[-1])
         pending = self._writer.submit(
-            PendingAppend(stream_id, expected_version, ids, types, data, metadata), timeout
+            PendingAppend(stream_id, expected_version, ids, types, data, metadata, render), timeout
         )
         if pending.duplicate:
             recorded = self._read_ids(ids)
@@ -226,7 +243,10 @@ class SqlEventStore:
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         """The stream's events after ``after_version``, in version order ([] if none)."""
-        return decode_rows(self._query(self._sql[_READ_STREAM], (stream_id, after_version)))
+        rows = self._query(self._sql[_READ_STREAM], (stream_id, after_version))
+        if rows and self._saw_head is not None:  # the writer need not read this head again to append
+            self._saw_head(stream_id, rows[-1][2], rows[-1][7])
+        return decode_rows(rows)
 
     def read_all(
         self, after: int = 0, limit: int | None = None, *, types: Collection[str] | None = None
@@ -283,6 +303,27 @@ class SqlEventStore:
             )
             self._subscriptions.add(subscription)
             return subscription
+
+    def read_sql(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one SELECT (``?`` placeholders) on the store's reading connections, every row.
+
+        For the small tables kept beside the log (the leases, read by every
+        command's ownership check): one round trip, as the store's own reads.
+        Raises StoreUnavailableError when the database cannot be read.
+        """
+        return self._query(sql.replace("?", self._backend.placeholder), params)
+
+    def watching(self, timeout: float) -> bool:
+        """Follow other processes' commits now (the first ``subscribe`` would start it) and wait, at most
+        ``timeout`` seconds, until it does: on PostgreSQL its LISTEN connection is up and the head read.
+        True once it does."""
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError("the event store is closed")
+            if self._watcher is None:
+                self._watcher = self._start_watcher()
+            watcher = self._watcher
+        return bool(watcher.ready.wait(timeout))
 
     @property
     def chain(self) -> Chain:
@@ -465,6 +506,13 @@ class SqlEventStore:
 def _dialect_sql(placeholder: str) -> dict[str, str]:
     statements = [_READ_ALL, _READ_STREAM, _FOLLOW_STREAM, _VERIFY_ALL, _VERIFY_STREAM, _DIGEST_ROWS]
     return {sql: sql.replace("?", placeholder) for sql in statements}
+
+
+def _render_last(last: Callable[[list[int]], NewEvent], event_id: str, positions: list[int]) -> tuple[str, str, str]:
+    event = last(positions)
+    if event.id != event_id:
+        raise ValueError(f"append(last=...) rendered an event with id {event.id!r}, not the {event_id!r} it stood for")
+    return (event.type, *encode_new_event(event))
 
 
 def _recorded(pending: PendingAppend) -> list[RecordedEvent]:

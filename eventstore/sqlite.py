@@ -245,6 +245,8 @@ class SqliteBackend:
         hashes = pending.hashes
         first = head + 1
         chain_hash = self._chain.hash
+        if pending.last is not None:  # positions are ours to give: the last event sees the others'
+            pending.render_last(list(range(first, first + len(pending.ids) - 1)))
         for event_id, type_, data, metadata in zip(
             pending.ids, pending.types, pending.data, pending.metadata
         ):

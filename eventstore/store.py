@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -169,11 +169,14 @@ class EventStore(Protocol):
         expected_version: int | None = None,
         *,
         timeout: float | None = None,
+        last: Callable[[list[int]], NewEvent] | None = None,
     ) -> list[RecordedEvent]:
         """Append atomically; ``expected_version`` None skips the check.
 
         Raises ConcurrencyError (appending nothing) on a version mismatch.
         Waits while the database is away, at most ``timeout`` seconds when given.
+        ``last`` renders the last event from the positions the others get, in
+        the same commit (a store that can says so with ``renders_last``).
         """
         ...
 

@@ -158,6 +158,7 @@ class PollingWatcher:
         self._hub = hub
         self._interval = interval
         self._stopping = threading.Event()
+        self.ready = threading.Event()  # the first head read is done (or failed)
         self._thread = threading.Thread(target=self._run, name="baton-eventstore-poll",
                                         daemon=True)
         self._thread.start()
@@ -173,6 +174,7 @@ class PollingWatcher:
                 self._hub.advance(self._read_head())
             except Exception as exc:  # keep polling: the next read may work
                 log.warning("event store head poll failed: %s", exc)
+            self.ready.set()
             if self._stopping.wait(self._interval):
                 return
 

@@ -29,6 +29,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from eventstore.store import Outage, StoreClosedError, StoreError, StoreUnavailableError
@@ -57,6 +58,7 @@ class PendingAppend:
         "recorded_at",
         "duplicate",
         "error",
+        "last",
         "abandoned",
         "_done",
     )
@@ -69,6 +71,7 @@ class PendingAppend:
         types: list[str],
         data: list[str],
         metadata: list[str],
+        last: Callable[[list[int]], tuple[str, str, str]] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.expected = expected
@@ -76,6 +79,9 @@ class PendingAppend:
         self.types = types
         self.data = data
         self.metadata = metadata
+        # Renders the append's last event (type, data, metadata) from the positions of the ones
+        # before it, inside the transaction that assigns them (``render_last``); None: as given.
+        self.last = last
         self.reset()
         self.abandoned = False  # its caller stopped waiting: not retried any more
         self._done: threading.Lock | None = None  # set when queued for the writer thread
@@ -88,6 +94,13 @@ class PendingAppend:
         """
         self._done = threading.Lock()
         self._done.acquire()
+
+    def render_last(self, positions: list[int]) -> None:
+        """Replace the last event's type, data and metadata by what ``last`` renders from ``positions``
+        (those of the events before it), once the backend has assigned them, before hashing the last
+        event. Its id stays the one given: a retry of the append is still recognised by its ids."""
+        if self.last is not None:
+            self.types[-1], self.data[-1], self.metadata[-1] = self.last(positions)
 
     def reset(self) -> None:
         """Forget the outcome of a failed attempt before the group is retried."""
@@ -294,12 +307,20 @@ class GroupCommitWriter:
         self._shut_down()
 
     def _take_group(self) -> list[PendingAppend]:
-        """The oldest queued appends, up to ``max_group_events`` events (at least one); ``_gate`` held."""
+        """The oldest queued appends, up to ``max_group_events`` events (at least one); ``_gate`` held.
+
+        No append follows, in a group, an append to the same stream whose last event is rendered
+        at commit (``PendingAppend.last``): PostgreSQL inserts those last events after the group's
+        other rows, and a stream's positions must follow its versions.
+        """
         queue, group = self._queue, [self._queue.popleft()]
         events = len(group[0].ids)
-        while queue and events < self._max_group_events:
+        rendered = {group[0].stream_id} if group[0].last is not None else set()
+        while queue and events < self._max_group_events and queue[0].stream_id not in rendered:
             group.append(queue.popleft())
             events += len(group[-1].ids)
+            if group[-1].last is not None:
+                rendered.add(group[-1].stream_id)
         return group
 
     def _shut_down(self) -> None:

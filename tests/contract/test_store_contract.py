@@ -20,6 +20,7 @@ from eventstore import (
     RecordedEvent,
     SqlStore,
     StoreClosedError,
+    StoreError,
     StoreUnavailableError,
     open_store,
 )
@@ -65,6 +66,12 @@ class TestEventStoreContract:
                 "SELECT (SELECT count(*) FROM events), (SELECT owner FROM leases WHERE name = 'seam')")).one()
         assert tuple(row) == (2, "me")
         assert not isinstance(object(), SqlStore)
+        # read through the store's own connections (the engine's way), the leases say the same
+        quick = Leases(store.database, read=store.read_sql)
+        assert quick.held() == Leases(store.database).held() == {"seam": "me"}
+        assert quick.owner_of("seam") == "me" and quick.owner_of("nobody") == ""
+        quick.release("seam", "me")
+        assert quick.held() == {} and quick.owner_of("seam") == ""
 
     def test_append_returns_recorded_events(self, store):
         recorded = store.append("run-a", [NewEvent("Note", {"k": 1}, {"actor": "me"}),
@@ -219,6 +226,79 @@ class TestEventStoreContract:
                 bad.value()
             assert sorted(groups[1]) == ["run-x", "run-y"]  # committed as one group
             assert [e.version for e in store.read_stream("run-c")] == [1]
+
+    def test_a_last_event_rendered_from_the_positions_of_the_ones_before_it_commits_with_them(self, store_url):
+        # Hold the writer in a commit so that the next appends queue and are committed as a group:
+        # the positions an append's last event cites are the ones its other events really got.
+        armed, release, groups = threading.Event(), threading.Event(), []
+
+        def before_commit(group):
+            if armed.is_set():
+                groups.append([p.stream_id for p in group])
+                if len(groups) == 1:
+                    release.wait(10)
+
+        def citing(stand_in: NewEvent):
+            seen: list[list[int]] = []
+
+            def last(positions: list[int]) -> NewEvent:
+                seen.append(positions)
+                return NewEvent("Summary", {"cites": positions}, {"by": "test"}, id=stand_in.id)
+
+            return last, seen
+
+        with open_store(store_url, _before_commit=before_commit) as store:
+            store.append("run-0", notes(0))
+            armed.set()
+            first = Thread(lambda: store.append("run-first", notes(1), 0))
+            first.start()
+            wait_for(lambda: groups, what="the writer to hold its first group")
+            stand_in = NewEvent("Summary", {})
+            batch = [*notes(3, 4), stand_in]
+            last, seen = citing(stand_in)
+            before = Thread(lambda: store.append("run-b", notes(2), 0))
+            summed = Thread(lambda: store.append("run-s", batch, 0, last=last))
+            after = Thread(lambda: store.append("run-a", notes(5), 0))
+            same = Thread(lambda: store.append("run-s", notes(6), 3))
+            stand_in_t = NewEvent("Summary", {})
+            last_t, _ = citing(stand_in_t)
+            other = Thread(lambda: store.append("run-t", [*notes(9), stand_in_t], 0, last=last_t))
+            for n, thread in enumerate([before, summed, after, other, same], 1):
+                thread.start()
+                wait_for(lambda n=n: len(store._writer._queue) == n, what=f"{n} queued appends")
+            release.set()
+            first.value(), before.value(), after.value()
+            recorded, next_one, t = summed.value(), same.value(), other.value()
+            # committed together, but for the stream's next append: its positions follow its versions
+            assert groups[1:] == [["run-b", "run-s", "run-a", "run-t"], ["run-s"]]
+            assert t[1].data == {"cites": [t[0].position]} and t[1].recorded_at == recorded[0].recorded_at
+            assert next_one[0].position > recorded[-1].position
+            assert [e.type for e in recorded] == ["Note", "Note", "Summary"]
+            assert recorded[2].id == stand_in.id and recorded[2].metadata == {"by": "test"}
+            assert recorded[2].data == {"cites": [recorded[0].position, recorded[1].position]} == {"cites": seen[-1]}
+            assert recorded[2].recorded_at == recorded[0].recorded_at  # one commit
+            assert store.read_stream("run-s")[:3] == recorded
+            assert store.verify() == []
+            head = store.head()
+        with open_store(store_url) as again:  # a retry (another process's) is recognised by its ids
+            retried, renders = citing(stand_in)
+            assert again.append("run-s", batch, 0, last=retried) == recorded and renders == []
+            assert again.head() == head
+            with pytest.raises(ValueError, match="at least two"):
+                again.append("run-v", [stand_in], last=last)
+            # its stand-in's id recorded elsewhere: refused whole, the rows before it too
+            taken = NewEvent("Summary", {}, id=recorded[0].id)
+            with pytest.raises(EventIdConflictError):
+                again.append("run-u", [*notes(7), taken], 0,
+                             last=lambda positions: NewEvent("Summary", {"cites": positions}, id=taken.id))
+            assert again.read_stream("run-u") == [] and again.head() == head
+            plain = again.append("run-u", [*notes(8), stand_in2 := NewEvent("Summary", {})], 0,
+                                 last=lambda positions: NewEvent("Summary", {"cites": positions}, id=stand_in2.id))
+            assert plain[1].data == {"cites": [plain[0].position]} and again.verify() == []
+            wrong = NewEvent("Summary", {})
+            with pytest.raises(StoreError, match="rendered an event with id"):
+                again.append("run-v", [*notes(6), wrong], 0, last=lambda positions: NewEvent("Summary", {}))
+            assert again.read_stream("run-v") == []
 
     def test_events_table_refuses_update_and_delete(self, store):
         store.append("run-a", notes(1, 2))

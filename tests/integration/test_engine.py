@@ -10,10 +10,13 @@ import pytest
 
 from actors.config import EngineConfig
 from actors.engine import Engine
+from actors.evidence_check import check_evidence
 from actors.run import RunActor
+from actors.runlog import fold_records
 from eventstore import NewEvent, open_store
 from flows import Flow, agent, approval, code
 from flows.catalog import FlowRegistry
+from flows.decide import finish
 from flows.errors import NotWaiting, RunFinished, UnknownRun
 from flows.events import event_data, stream_of
 from flows.launch import LaunchParams, prepare
@@ -130,6 +133,22 @@ class TestEngine:
         assert state.steps["gate"].output == "ship it" and state.steps["gate"].decided_by == "ann"
         resumed = [e for e in store.read_stream(stream_of(run_id)) if e.type == "StepResumed"]
         assert resumed[0].position == position
+
+    def test_an_approved_run_ends_in_the_commit_of_its_last_step_with_the_report_it_always_had(self, engine, store):
+        run_id = engine.launch("gated", "release notes for 1.3").run_id
+        engine.wait(run_id, {"paused"})
+        engine.approve(run_id, "gate", by="ann")
+        assert engine.wait(run_id).status == "completed"
+        records = store.read_stream(stream_of(run_id))
+        ended, last = records[-2], records[-1]
+        assert (ended.type, last.type) == ("StepCompleted", "RunCompleted")
+        assert last.recorded_at == ended.recorded_at  # one commit, not a commit of its own after it
+        # the report, and who and what it follows from, as a commit of its own rendered them from the log
+        state, history = fold_records(records[:-1], run_id)
+        assert last.data["report"] == finish(state, history, last.data["at"], check_evidence(state)).report
+        assert last.metadata["causation_id"] == f"position:{ended.position}"
+        assert last.metadata["actor"] == f"baton@{engine.ctx.config.node}"
+        assert store.verify() == []
 
     def test_reject_skips_dependents_but_on_reject_steps_run(self, engine):
         run_id = engine.launch("gated", "release notes").run_id
