@@ -20,7 +20,6 @@ from actors.workspace.projects import ProjectBook
 from api.cli import progress
 from api.cli.audit import Replay, replay_log
 from api.cli.context import (
-    CliError,
     baton_command,
     missing_store,
     program,
@@ -29,6 +28,7 @@ from api.cli.context import (
     target,
     whoami,
 )
+from api.cli.errors import CliError
 from api.cli.escape import printable, printable_line
 from api.cli.progress import ProgressView, load_run, make_console, say
 from api.cli.seal import seal_argument

@@ -1,4 +1,4 @@
-"""What every ``baton`` command shares: its errors, how baton is typed here, and where it is carried out.
+"""What every ``baton`` command shares: how baton is typed here, and where it is carried out.
 
 ``target`` decides once per command: a server (named with ``--server`` /
 ``BATON_URL``, or found on the store by its ``server-<url>`` lease) or this
@@ -21,24 +21,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from api.cli.client import Client, ServerError, discover
+from api.cli.errors import CliError, Interrupted
 from api.cli.targets import Local, Remote, Target
 from api.failures import EXIT_USAGE
 from api.runtime import Runtime
 from api.settings import Settings, SettingsError, os_user, safe_url
 from api.tokens import read_token_file
 from eventstore import open_store
-
-
-class Interrupted(Exception):
-    """Ctrl-C while following a run a server drives: the message says it goes on there."""
-
-
-class CliError(Exception):
-    """A command cannot go on; ``code`` is the exit status, the message one line for stderr."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def program() -> str:

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from api.cli.commands import follow_and_report, known_run
-from api.cli.context import CliError, target
+from api.cli.context import target
+from api.cli.errors import CliError
 from api.cli.escape import printable_line
 from api.cli.targets import Local
 from api.failures import EXIT_USAGE
@@ -45,17 +46,3 @@ def cmd_fork(args: argparse.Namespace, settings: Settings) -> int:
         print(printable_line(f"run {launched.run_id}: {verb} '{args.step}' of run {parent} "
                              f"(position {launched.position}, by {by})"), flush=True)
         return follow_and_report(where, args, settings, launched.run_id)
-
-
-def add_commands(add: Any) -> None:
-    """``fork`` and ``retry`` on the parser (``add(name, handler, help)`` gives a subparser)."""
-    for name, text in (("fork", "start a new run from a run's log: keep what came before STEP, run the rest"),
-                       ("retry", "re-run a failed, cancelled or lost STEP of an ended run, and what follows")):
-        p = add(name, cmd_fork, text)
-        p.add_argument("run", metavar="RUN", help="a run id, or the start of exactly one")
-        p.add_argument("step", metavar="STEP")
-        if name == "fork":
-            p.add_argument("--input", action="append", metavar="NAME=VALUE",
-                           help="change one of the run's inputs (the question included); may be repeated")
-        p.add_argument("--by", metavar="NAME", help="who forks (default: your login name)")
-        p.add_argument("--follow", action="store_true", help="show the live progress table and the report")

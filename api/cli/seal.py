@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from api.cli.context import CliError, open_store_for, program, refuse_missing_store
+from api.cli.context import open_store_for, program, refuse_missing_store
+from api.cli.errors import CliError
 from api.failures import EXIT_OK, EXIT_USAGE
 from api.settings import Settings
 from eventstore import Seal

@@ -25,6 +25,7 @@ from actors.engine import Launched
 from actors.runlog import follow, live_nodes, read_with_owner, run_ids_starting, unended_runs
 from actors.workspace.projects import ProjectBook
 from api.cli.client import Client, ServerError
+from api.cli.errors import RunIdError
 from api.cli.progress import ProgressView
 from api.runtime import Runtime
 from api.settings import Settings, os_user
@@ -41,10 +42,6 @@ from flows.status import RunStatus, StepStatus
 from flows.text import check_text
 
 ID_LENGTH = 26  # a ULID
-
-
-class RunIdError(LookupError):
-    """A run id (or prefix) matches no run, or more than one; the message lists the candidates."""
 
 
 class Target(Protocol):

@@ -25,7 +25,8 @@ from typing import Any
 from actors import task_runs
 from actors.engine import new_run_id
 from actors.task_attempt import TaskEnv
-from api.cli.context import CliError, target
+from api.cli.context import target
+from api.cli.errors import CliError
 from api.cli.escape import printable_line
 from api.cli.targets import Local, Remote
 from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -41,49 +42,6 @@ from flows.tasks.run import refusal
 
 RUN_WAIT_S = 24 * 3600.0
 """How long ``baton tasks run`` drives a run before it gives up waiting (the run goes on under ``baton serve``)."""
-
-
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """The ``tasks`` command and its actions."""
-    p = sub.add_parser("tasks", parents=[common], help="task graphs in git worktrees (DESIGN §12)",
-                       description="task graphs in git worktrees: plan, run, status, cleanup")
-    p.set_defaults(handler=lambda a, s: EXIT_USAGE)
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    t = actions.add_parser("plan", parents=[common], help="check a project's task files and print the waves")
-    t.set_defaults(handler=cmd_plan)
-    t.add_argument("project", metavar="PROJECT", help="a registered project's id")
-    t.add_argument("--tasks-dir", default=task_runs.DEFAULT_TASKS_DIR, metavar="DIR")
-    t = actions.add_parser("run", parents=[common], help="launch a project's task graph and drive it here")
-    t.set_defaults(handler=cmd_run)
-    t.add_argument("project", metavar="PROJECT")
-    t.add_argument("--tasks-dir", default=task_runs.DEFAULT_TASKS_DIR, metavar="DIR")
-    t.add_argument("--base", default="HEAD", metavar="REV", help="where the integration branch starts")
-    t.add_argument("--target", default="", metavar="BRANCH", help="the branch the result is for")
-    t.add_argument("--max-rounds", type=int, default=0, metavar="N", help="(BATON_TASK_MAX_ROUNDS)")
-    t.add_argument("--model", default="", metavar="NAME")
-    t = actions.add_parser("status", parents=[common], help="every task of a task run")
-    t.set_defaults(handler=cmd_status)
-    t.add_argument("run", metavar="RUN")
-    t.add_argument("--json", action="store_true")
-    t = actions.add_parser("answer", parents=[common], help="a word on one task (retry, skip, abort, message), "
-                                                             "then drive the run here until it ends or waits")
-    t.set_defaults(handler=cmd_answer)
-    t.add_argument("run", metavar="RUN")
-    t.add_argument("task", metavar="TASK")
-    t.add_argument("action", choices=("retry", "skip", "abort", "message"))
-    t.add_argument("--text", "--context", default="", metavar="TEXT",
-                   help="retry: context for the next attempt; abort: why; message: the message")
-    t = actions.add_parser("land", parents=[common], help="approve a task run's landing gate, or fast-forward the "
-                                                           "target branch to an ended run's integration branch "
-                                                           "(never in a checkout)")
-    t.set_defaults(handler=cmd_land)
-    t.add_argument("run", metavar="RUN")
-    t.add_argument("--target", default="", metavar="BRANCH", help="default: the branch the run was launched for")
-    t = actions.add_parser("cleanup", parents=[common], help="reconcile git with a task run's log")
-    t.set_defaults(handler=cmd_cleanup)
-    t.add_argument("run", metavar="RUN")
-    t.add_argument("--dry-run", action="store_true", help="list what would be done; change nothing")
-    t.add_argument("--prune-kept", action="store_true", help="also delete the branches kept for unmerged work")
 
 
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
@@ -258,4 +216,4 @@ def _print_tasks(state: RunState) -> None:
                              + (f"  [{task.branch}]" if task.branch and not task.branch_deleted else "")))
 
 
-__all__ = ["add_parser", "cmd_answer", "cmd_cleanup", "cmd_land", "cmd_plan", "cmd_run", "cmd_status"]
+__all__ = ["cmd_answer", "cmd_cleanup", "cmd_land", "cmd_plan", "cmd_run", "cmd_status"]

@@ -206,7 +206,7 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
         runtime = Runtime(settings).start()
     except Exception as exc:
         sock.close()
-        if not isinstance(exc, failures.INPUT_ERRORS + failures.RUNTIME_ERRORS):
+        if not failures.known(exc):
             log.info("baton serve could not start", exc_info=exc)  # an unforeseen error's traceback, with -v
         return failures.fail(failures.exit_code(exc), failures.describe(exc, settings.db))
     url = url_of(settings.host, sock.getsockname()[1])

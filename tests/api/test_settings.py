@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from api.cli import main as cli
+from api.cli.parser import SERVE_FLAGS
 from api.settings import Settings, SettingsError, from_env, safe_url, scrub
 
 
@@ -73,7 +74,7 @@ def test_serve_flags_win_over_the_environment(environ):
 
 
 def test_every_setting_of_design_9_has_a_serve_flag():
-    flagged = {name for _, name, *_ in cli.SERVE_FLAGS} | {"db", "flows", "agent"}  # the last three: global
+    flagged = {name for _, name, *_ in SERVE_FLAGS} | {"db", "flows", "agent"}  # the last three: global
     design = {"db", "flows", "agent", "openai_base_url", "openai_api_key", "model", "cli_command",
               "max_active_runs", "agent_slots", "stall_s", "host", "port", "node"}
     assert design <= flagged
