@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["build_parser", "main", "settings_of"]
 
-# -- settings, and where a command is carried out ------------------------------------------------
+# -- settings ------------------------------------------------------------------------------------
 
 
 def settings_of(args: argparse.Namespace) -> Settings:

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
+from api.cli import commands as cli_commands
 from api.cli import main as cli
 from api.cli import targets
 from api.runtime import Runtime
@@ -142,7 +143,7 @@ def test_engine_refusals_exit_with_their_class(monkeypatch, capsys, error, code)
     def refuse(args, settings):
         raise error
 
-    monkeypatch.setattr(cli, "cmd_flows", refuse)
+    monkeypatch.setattr(cli_commands, "cmd_flows", refuse)  # the parser imports it when `flows` runs
     monkeypatch.setattr(cli, "configure_logging", lambda verbose: None)  # keep pytest's logging as it is
     for var in [v for v in os.environ if v.startswith("BATON_")]:
         monkeypatch.delenv(var)
