@@ -229,11 +229,8 @@ class Framer:
         than the rest of the event. Each distinct snapshot text is decoded (and so validated)
         once, as a ``FlowSnapshot``, exactly as inside the event: the same text gives the same
         answer, so a launch whose snapshot does not decode still gives no frame."""
-        if suspect(data) is not None:
-            return None
-        try:
-            event = _LAUNCH_TEXT.decode(data)
-        except (msgspec.DecodeError, ValueError):
+        event = _decode_unless(_LAUNCH_TEXT, suspect, data)
+        if event is None:
             return None
         text = bytes(event.snapshot)
         plan = self._plans.get(text, _UNSEEN)
@@ -667,16 +664,24 @@ _UNUSUAL_TEXT = re.compile(r"\\(?:/|u(?!00(?:0[1-7bef]|1[0-9a-f])))")
 _UNUSUAL = re.compile(_UNUSUAL_TEXT.pattern.encode())
 
 
+def _decode_unless(decoder: msgspec.json.Decoder[Any], suspect: Callable[[Any], Any], data: bytes | str) -> Any:
+    """``data`` decoded by ``decoder``, or None when ``suspect`` finds something in it or it does not decode
+    (either way the row is then decoded the usual way, which names the problem)."""
+    if suspect(data) is not None:
+        return None
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, ValueError):
+        return None
+
+
 def _with_report_text(decoder: msgspec.json.Decoder[Any], unusual: Callable[[Any], Any],
                       data: bytes | str) -> Event | None:
     """The ending event in ``data`` with its report as JSON text, or None (then decoded as usual) when
     that text might not be what msgspec encodes the decoded report to: an escape msgspec does not
     write anywhere in the row, a report that is not a string, bytes that are not UTF-8."""
-    if unusual(data) is not None:
-        return None
-    try:
-        event = decoder.decode(data)
-    except (msgspec.DecodeError, ValueError):
+    event = _decode_unless(decoder, unusual, data)
+    if event is None:
         return None
     text = event.report
     if memoryview(text)[0] != 0x22:  # not a string: the usual decoding refuses it
