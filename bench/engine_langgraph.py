@@ -150,8 +150,12 @@ def fan_graph(width: int, node: Callable[[Counted], dict[str, Any]] = one_step, 
 class LangGraphSide:
     """Compiled graphs over one checkpointer, and the runs that drive them."""
 
-    def __init__(self, saver: Any) -> None:
+    def __init__(self, saver: Any, durability: str | None = None) -> None:
+        """``durability``: LangGraph's own (``"sync"``: each superstep's checkpoint is written before the
+        next one starts, as baton records each step before the next; ``None``: LangGraph's default,
+        ``"async"``, written while the next superstep runs)."""
         self.saver = saver
+        self.durability = durability
         self.w1 = chain_graph(20).compile(checkpointer=saver)
         self.w2 = fan_graph(50).compile(checkpointer=saver)
         self.w3 = fan_graph(3, half_second, head=False).compile(checkpointer=saver)
@@ -163,7 +167,8 @@ class LangGraphSide:
         """``runs`` fresh threads, one invoke after another; wall seconds for all of them."""
         t0 = time.perf_counter()
         for _ in range(runs):
-            final = graph.invoke({"steps": 0}, {"configurable": {"thread_id": str(uuid.uuid4())}})
+            final = graph.invoke({"steps": 0}, {"configurable": {"thread_id": str(uuid.uuid4())}},
+                                 durability=self.durability)
             if final["steps"] != steps_each:
                 raise AssertionError(f"LangGraph ran {final['steps']} nodes, not {steps_each}")
         return time.perf_counter() - t0
@@ -181,7 +186,8 @@ class LangGraphSide:
         configs = [{"configurable": {"thread_id": str(uuid.uuid4())}} for _ in range(runs)]
         with ThreadPoolExecutor(max_workers=runs) as pool:
             t0 = time.perf_counter()
-            finals = list(pool.map(lambda config: graph.invoke({"steps": 0}, config), configs))
+            finals = list(pool.map(lambda config: graph.invoke({"steps": 0}, config, durability=self.durability),
+                                   configs))
             wall = time.perf_counter() - t0
         wrong = [f["steps"] for f in finals if f["steps"] != steps_each]
         if wrong:
@@ -192,7 +198,7 @@ class LangGraphSide:
         """One invoke; its wall seconds."""
         config = {"configurable": {"thread_id": str(uuid.uuid4())}}
         t0 = time.perf_counter()
-        final = graph.invoke({"steps": 0}, config)
+        final = graph.invoke({"steps": 0}, config, durability=self.durability)
         wall = time.perf_counter() - t0
         if final["steps"] != steps_each:
             raise AssertionError(f"LangGraph ran {final['steps']} nodes, not {steps_each}")

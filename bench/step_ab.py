@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/step_ab.py --old DIR [--new DIR] [--backend sqlite|postgresql] [--rounds 5]
                                       [--workload W1|W2] [--shape sequential|concurrent] [--runs N]
-                                      [--skip-langgraph]
+                                      [--skip-langgraph] [--langgraph-sync]
 
 A change to the engine or the store is measured against the tree before it
 (``git archive <commit> | tar -x -C DIR``), never against a figure from
@@ -18,6 +18,12 @@ it) and its voluntary context switches (a thread going to sleep: each
 hand-off between threads costs at least one). The least CPU of the rounds
 is beside the median: another process's load only ever adds to it. Prints one JSON line per round and side, then one per side with the
 medians over the rounds and the ratios to the old tree and to LangGraph.
+
+LangGraph runs with its default durability (``"async"``: a superstep's
+checkpoint is written while the next one runs). ``--langgraph-sync`` adds a
+side with ``durability="sync"`` (each checkpoint written before the next
+superstep starts), the like-for-like peer of baton, which records each step
+before it starts the next; every baton side then gets a ratio to each.
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ def child(args: argparse.Namespace) -> None:
             side.close()
 
     def langgraph(saver: Any) -> dict[str, float]:
-        side = bench.lg.LangGraphSide(saver)
+        side = bench.lg.LangGraphSide(saver, durability="sync" if args.side == "langgraph-sync" else None)
         graph = getattr(side, graph_attr)
         go = side.run_sequential if args.shape == "sequential" else side.run_many
         go(graph, 3 if args.shape == "sequential" else runs, steps_each)  # warm-up
@@ -79,14 +85,14 @@ def child(args: argparse.Namespace) -> None:
 
     if args.backend == "sqlite":
         with tempfile.TemporaryDirectory(prefix="baton-step-ab-") as tmp:
-            if args.side == "langgraph":
+            if args.side.startswith("langgraph"):
                 with bench.lg.sqlite_saver(f"{tmp}/langgraph.db") as saver:
                     result = langgraph(saver)
             else:
                 result = baton(f"sqlite:///{tmp}/baton.db")
     else:
         with bench.pg_database("ab") as name:
-            if args.side == "langgraph":
+            if args.side.startswith("langgraph"):
                 conninfo = f"host={bench.PG_ADMIN['host']} user={bench.PG_ADMIN['user']} dbname={name}"
                 with bench.lg.postgres_saver(conninfo, max_size=50) as saver:
                     result = langgraph(saver)
@@ -115,6 +121,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=0, help="timed runs per round (default: per workload)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-langgraph", action="store_true")
+    parser.add_argument("--langgraph-sync", action="store_true", help="also LangGraph with durability='sync'")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--side", default="baton", help=argparse.SUPPRESS)
     parser.add_argument("--tree", default="", help=argparse.SUPPRESS)
@@ -127,6 +134,8 @@ def main() -> None:
         sides = {"old": ("baton", args.old), **sides}
     if not args.skip_langgraph:
         sides["langgraph"] = ("langgraph", args.new)
+        if args.langgraph_sync:
+            sides["langgraph-sync"] = ("langgraph-sync", args.new)
     base = {"bench": "step_ab", "backend": args.backend, "workload": args.workload, "shape": args.shape}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for n in range(args.rounds):
@@ -151,8 +160,10 @@ def main() -> None:
                                 "cpu_us_per_step_median": round(m["cpu_us_per_step"]),
                                 "cpu_us_per_step_min": round(m["cpu_us_per_step_min"]),
                                 "switches_per_step_median": round(m["switches_per_step"], 2)}
-        if "langgraph" in medians and name != "langgraph":
+        if "langgraph" in medians and not name.startswith("langgraph"):
             line["ratio_to_langgraph"] = round(m["steps_per_s"] / medians["langgraph"]["steps_per_s"], 2)
+        if "langgraph-sync" in medians and not name.startswith("langgraph"):
+            line["ratio_to_langgraph_sync"] = round(m["steps_per_s"] / medians["langgraph-sync"]["steps_per_s"], 2)
         if "old" in medians and name == "new":
             line["cpu_vs_old"] = round(m["cpu_us_per_step"] / medians["old"]["cpu_us_per_step"] - 1, 3)
             line["cpu_min_vs_old"] = round(m["cpu_us_per_step_min"] / medians["old"]["cpu_us_per_step_min"] - 1, 3)
