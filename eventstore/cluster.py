@@ -278,6 +278,31 @@ class ClusterTables:
             self._call_next(conn, only_if_queued=True)
 
     @store_errors
+    def apply(self, changes: dict[str, str]) -> None:
+        """Several items' last changes in one transaction: ``item -> state`` (active or paused: this
+        member drives it now, as ``set_state``) or ``item -> ""`` (ended: gone, as ``finish``)."""
+        if not changes:
+            return
+        now = time.time()
+        with self.database.begin() as conn:
+            ended = sorted(i for i, st in changes.items() if not st)
+            if ended:
+                conn.execute(sa.text("DELETE FROM cluster_queue WHERE item_id = ANY(:ids)"), {"ids": ended})
+            for state in sorted({st for st in changes.values() if st}):
+                ids = sorted(i for i, st in changes.items() if st == state)
+                conn.execute(sa.text("UPDATE cluster_queue SET state = :st, node = :me, changed_at = :n "
+                                     "WHERE item_id = ANY(:ids) AND state <> 'queued'"),
+                             {"st": state, "me": self.node, "n": now, "ids": ids})
+            self._call_next(conn, only_if_queued=True)
+
+    @store_errors
+    def queued(self) -> bool:
+        """Whether any item waits in the queue."""
+        with self.database.connect() as conn:
+            return conn.execute(sa.text("SELECT 1 FROM cluster_queue WHERE state = 'queued' LIMIT 1")
+                                ).first() is not None
+
+    @store_errors
     def hand_off(self, item_ids: Iterable[str]) -> None:
         """Stopping: the items this member drives go to whoever claims them first."""
         ids = list(item_ids)
