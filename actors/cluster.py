@@ -66,7 +66,7 @@ def join(ctx: EngineContext, kick: Callable[[str], None]) -> Cluster:
     pool = config.slot_pool or config.backend
     store: Any = ctx.store  # a SqlStore (enabled() looked)
     return Cluster(store.database, ctx.leases, config.node, pool, config.max_active_runs,
-                   config.agent_slots, kick)
+                   config.agent_slots, kick, read=getattr(store, "read_sql", None))
 
 
 def queued_admission() -> Admission:
@@ -208,8 +208,9 @@ class Cluster:
     """One node's membership: the tables, the LISTEN thread, and the calls the orchestrator makes."""
 
     def __init__(self, database: Any, leases: Leases, node: str, pool: str, max_active_runs: int,
-                 agent_slots: int, kick: Callable[[str], None]) -> None:
-        self.tables = ClusterTables(database, leases, node, default_owner())
+                 agent_slots: int, kick: Callable[[str], None],
+                 read: Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]] | None = None) -> None:
+        self.tables = ClusterTables(database, leases, node, default_owner(), read=read)
         self.node = node
         self.pool = pool
         self.max_active_runs = max_active_runs
@@ -267,13 +268,13 @@ class Cluster:
     def admit(self) -> tuple[list[Item], bool]:
         """Runs this node takes from the queue now, and whether it left the head to a less busy node.
 
-        With nothing queued there is nothing to admit, and this node's changes not yet committed can
-        wait; with something queued they are committed first, so that the room counted is this node's too.
+        With nothing queued (one read on the store's reading connections) there is nothing to admit,
+        and this node's changes not yet committed can wait; with something queued they are committed
+        first, so that the room counted is this node's too.
         """
-        if self._writer.pending():
-            if not self.tables.queued():
-                return [], False
-            self._writer.flush()
+        if not self.tables.queued():
+            return [], False
+        self._writer.flush()
         got = self.tables.admit(self.max_active_runs, PATIENCE_S)  # one at a time: the next goes to the least busy
         return list(got.items), got.deferred
 

@@ -225,7 +225,7 @@ def test_a_nodes_admission_counts_its_changes_not_yet_committed_and_others_see_r
     from eventstore.leases import Leases
 
     leases = Leases(pg_store.database, ttl_s=30.0)
-    a = Cluster(pg_store.database, leases, "node-a", "pool", 1, 0, lambda kind: None)
+    a = Cluster(pg_store.database, leases, "node-a", "pool", 1, 0, lambda kind: None, read=pg_store.read_sql)
     b = ClusterTables(pg_store.database, leases, "node-b", "host:2")
     try:
         assert b.join() is None
