@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from actors.context import EngineContext
 from actors.runlog import NODE_LEASE, SERVER_LEASE, read_with_owner, unended_runs
 from actors.scheduler import Admission, Scheduler
+from eventstore import StoreError
 from eventstore.cluster import ACTIVE, CHANNEL, MEMBER, PAUSED, QUEUED, ClusterTables, Item
 from eventstore.leases import Leases, dead_on_this_host, default_owner, leases_table
 from eventstore.listen import ListenThread
@@ -47,6 +48,7 @@ from eventstore.postgres import own_connection
 
 log = logging.getLogger(__name__)
 
+WRITE_RETRY_CAP_S = 5.0  # the longest pause between two tries of queue changes the store failed
 PATIENCE_S = 0.25  # how long the head of the queue is left to a less busy node before any node takes it
 START_CLAIMED = "admitted from the cluster queue"  # RunStarted's reason for a run a node took from the queue
 
@@ -64,7 +66,7 @@ def join(ctx: EngineContext, kick: Callable[[str], None]) -> Cluster:
     pool = config.slot_pool or config.backend
     store: Any = ctx.store  # a SqlStore (enabled() looked)
     return Cluster(store.database, ctx.leases, config.node, pool, config.max_active_runs,
-                   config.agent_slots, kick)
+                   config.agent_slots, kick, read=getattr(store, "read_sql", None))
 
 
 def queued_admission() -> Admission:
@@ -116,12 +118,99 @@ class ClusterScheduler(Scheduler):
         return self.reserved - self.slots_in_use()
 
 
+class QueueWriter:
+    """This node's changes to the queue's rows of the runs it drives (active again, paused, ended),
+    committed on a thread of their own: whatever gathered while one commit waited for its flush to
+    disk goes in the next, as one transaction (``ClusterTables.apply``), only the last change of each
+    run kept. The orchestrator's one thread then never waits for these commits.
+
+    What this node decides from the queue reads its own changes first (``flush``: the admissions, when
+    something waits in the queue; an enqueue, an adoption, the plan). The other nodes see a change once
+    it is committed, with the NOTIFY that tells the least busy one to admit the head (as before, only
+    that the commit is this thread's). A failed commit keeps its changes, unless a later change of the
+    same run replaced them, and is tried again after a pause doubling up to ``WRITE_RETRY_CAP_S``
+    (the log stays the truth: ``Cluster.tidy`` removes rows of runs that ended all the same).
+    """
+
+    def __init__(self, tables: ClusterTables) -> None:
+        self._tables = tables
+        self._pending: dict[str, str] = {}  # run -> its state now ("" = ended)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._writing = threading.Lock()  # held while a batch is written (by the thread, or a flush)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="baton-cluster-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, item_id: str, state: str) -> None:
+        """The run is now in ``state`` (``""``: it ended); committed soon, with whatever else gathered."""
+        with self._wake:
+            self._pending[item_id] = state
+            self._wake.notify()
+
+    def pending(self) -> bool:
+        """Whether some change is not committed yet."""
+        with self._lock:
+            return bool(self._pending)
+
+    def flush(self) -> None:
+        """Commit every change put so far, on the calling thread (after the batch being written, if any).
+
+        A store failure is logged, not raised: the changes are kept and tried again by the thread.
+        """
+        try:
+            self._write()
+        except StoreError as exc:
+            log.warning("the cluster's queue could not be updated: %s", exc)
+            with self._wake:
+                self._wake.notify()
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Commit what is pending (one try), then stop the thread."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout)
+
+    def _write(self) -> None:
+        with self._writing:
+            with self._lock:
+                batch, self._pending = self._pending, {}
+            try:
+                self._tables.apply(batch)
+            except Exception:
+                with self._lock:  # kept for the next try, unless a later change replaced it
+                    self._pending = {**batch, **self._pending}
+                raise
+
+    def _run(self) -> None:
+        tries = 0
+        while True:
+            with self._wake:
+                while not self._pending and not self._stopping:
+                    self._wake.wait()
+                stopping = self._stopping
+            try:
+                self._write()
+                tries = 0
+            except Exception as exc:  # the store is away (or a bug): the thread goes on, the changes are kept
+                tries += 1
+                delay = min(WRITE_RETRY_CAP_S, 0.5 * 2.0 ** (tries - 1))
+                if not stopping:
+                    log.warning("the cluster's queue could not be updated (%s); trying again in %.1f s", exc, delay)
+                    with self._wake:
+                        self._wake.wait(delay)
+            if stopping:
+                return
+
+
 class Cluster:
     """One node's membership: the tables, the LISTEN thread, and the calls the orchestrator makes."""
 
     def __init__(self, database: Any, leases: Leases, node: str, pool: str, max_active_runs: int,
-                 agent_slots: int, kick: Callable[[str], None]) -> None:
-        self.tables = ClusterTables(database, leases, node, default_owner())
+                 agent_slots: int, kick: Callable[[str], None],
+                 read: Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]] | None = None) -> None:
+        self.tables = ClusterTables(database, leases, node, default_owner(), read=read)
         self.node = node
         self.pool = pool
         self.max_active_runs = max_active_runs
@@ -130,9 +219,11 @@ class Cluster:
         if holder is not None:
             log.error("another live process (%s) holds cluster member %s; give each node its own BATON_NODE",
                       holder, node)
+        self._writer = QueueWriter(self.tables)
         self._listener = _Listener(database, self._heard, kick)
 
     def close(self) -> None:
+        self._writer.close()
         self._listener.stop()
 
     def _heard(self, kind: str) -> str:
@@ -152,6 +243,7 @@ class Cluster:
     def tidy(self, here: set[str], ended: Callable[[str], bool]) -> None:
         """Rows naming this node for runs it no longer knows whose log shows an end (a failed
         update of the table): gone, so that they stop taking room."""
+        self._writer.flush()
         for item in self.tables.items():
             if item.node == self.node and item.state != QUEUED and item.item_id not in here and ended(item.item_id):
                 self.tables.finish(item.item_id)
@@ -159,6 +251,7 @@ class Cluster:
     def hand_off(self, run_ids: list[str], release_node: Callable[[], None]) -> None:
         """Stopping: give up the leases, then unmark the runs so the others claim them now."""
         try:
+            self._writer.flush()  # the runs that ended are gone from the queue, not handed off
             release_node()
             self.tables.leave()
             self.tables.hand_off(run_ids)
@@ -169,28 +262,42 @@ class Cluster:
 
     def enqueue(self, run_id: str, flow: str, since: float) -> bool:
         """Put the run in the queue; True when this node is the one named to admit it."""
+        self._writer.flush()
         return self.tables.enqueue(run_id, flow, since) == self.node
 
     def admit(self) -> tuple[list[Item], bool]:
-        """Runs this node takes from the queue now, and whether it left the head to a less busy node."""
+        """Runs this node takes from the queue now, and whether it left the head to a less busy node.
+
+        With nothing queued (one read on the store's reading connections) there is nothing to admit,
+        and this node's changes not yet committed can wait; with something queued they are committed
+        first, so that the room counted is this node's too.
+        """
+        if not self.tables.queued():
+            return [], False
+        self._writer.flush()
         got = self.tables.admit(self.max_active_runs, PATIENCE_S)  # one at a time: the next goes to the least busy
         return list(got.items), got.deferred
 
     def adopt(self, run_id: str, flow: str, since: float, phase: str) -> bool:
         """A run found unfinished: True when this node drives it now (``phase``: active/paused/queued)."""
+        self._writer.flush()
         return self.tables.adopt(run_id, flow, since, phase)
 
     def orphans(self) -> list[str]:
+        self._writer.flush()
         return self.tables.orphans()
 
     def active(self, run_id: str) -> None:
-        self.tables.set_state(run_id, ACTIVE)
+        """The run (an answered approval) is active again on this node (committed by the queue's writer)."""
+        self._writer.put(run_id, ACTIVE)
 
     def paused(self, run_id: str) -> None:
-        self.tables.set_state(run_id, PAUSED)
+        """The run waits for a person on this node: it takes no room (committed by the queue's writer)."""
+        self._writer.put(run_id, PAUSED)
 
     def ended(self, run_id: str) -> None:
-        self.tables.finish(run_id)
+        """The run ended: its row goes, its room is free (committed by the queue's writer)."""
+        self._writer.put(run_id, "")
 
     # -- slots -------------------------------------------------------------------------------
 
@@ -207,6 +314,7 @@ class Cluster:
 
     def plan(self) -> dict[str, Any]:
         """The cluster's plan, the same from every node, naming the node driving each run."""
+        self._writer.flush()
         items = self.tables.items()
         slots = self.tables.slots().get(self.pool, {})
         members = sorted(self.tables.members())

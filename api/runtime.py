@@ -162,7 +162,8 @@ class Runtime:
         try:
             if projector:
                 self.projector = Projector(self.store).start()
-            self.read_model = ReadModel(self.store.database, self.projector)
+            self.read_model = ReadModel(self.store.database, self.projector,
+                                        read=getattr(self.store, "read_sql", None))
             if engine:
                 self.engine = self._engine(recover)
         except BaseException:

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -37,6 +38,7 @@ CHANNEL = "baton_cluster"
 MEMBER = "cluster-"
 _ADMIT_LOCK = 0x6261746F  # "bato": the one lock every admission and claim takes
 _SLOT_LOCK = 0x736C6F74  # "slot": with the pool's hash, the lock of one pool
+_ANY_QUEUED = "SELECT 1 FROM cluster_queue WHERE state = 'queued' LIMIT 1"
 
 _metadata = sa.MetaData()
 queue_table = sa.Table(
@@ -114,7 +116,12 @@ def fair_shares(limit: int, wanted: dict[str, int]) -> dict[str, int]:
 class ClusterTables:
     """The cluster tables of one store, as seen by member ``node`` (process ``owner``)."""
 
-    def __init__(self, database: sa.Engine, leases: Leases, node: str, owner: str) -> None:
+    def __init__(self, database: sa.Engine, leases: Leases, node: str, owner: str,
+                 read: Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]] | None = None) -> None:
+        """``read``: runs a SELECT (``?`` placeholders) on the store's own reading connections
+        (``SqlEventStore.read_sql``): ``queued``, asked whenever a node schedules, is then one round
+        trip, not a pooled checkout's ping, the query and the rollback."""
+        self._read = read
         if database.dialect.name != "postgresql":
             raise ValueError("a cluster needs a PostgreSQL store (SQLite stays single-node)")
         self.database = database
@@ -276,6 +283,32 @@ class ClusterTables:
         with self.database.begin() as conn:
             conn.execute(sa.text("DELETE FROM cluster_queue WHERE item_id = :i"), {"i": item_id})
             self._call_next(conn, only_if_queued=True)
+
+    @store_errors
+    def apply(self, changes: dict[str, str]) -> None:
+        """Several items' last changes in one transaction: ``item -> state`` (active or paused: this
+        member drives it now, as ``set_state``) or ``item -> ""`` (ended: gone, as ``finish``)."""
+        if not changes:
+            return
+        now = time.time()
+        with self.database.begin() as conn:
+            ended = sorted(i for i, st in changes.items() if not st)
+            if ended:
+                conn.execute(sa.text("DELETE FROM cluster_queue WHERE item_id = ANY(:ids)"), {"ids": ended})
+            for state in sorted({st for st in changes.values() if st}):
+                ids = sorted(i for i, st in changes.items() if st == state)
+                conn.execute(sa.text("UPDATE cluster_queue SET state = :st, node = :me, changed_at = :n "
+                                     "WHERE item_id = ANY(:ids) AND state <> 'queued'"),
+                             {"st": state, "me": self.node, "n": now, "ids": ids})
+            self._call_next(conn, only_if_queued=True)
+
+    @store_errors
+    def queued(self) -> bool:
+        """Whether any item waits in the queue."""
+        if self._read is not None:
+            return bool(self._read(_ANY_QUEUED, ()))
+        with self.database.connect() as conn:
+            return conn.execute(sa.text(_ANY_QUEUED)).first() is not None
 
     @store_errors
     def hand_off(self, item_ids: Iterable[str]) -> None:

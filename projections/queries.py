@@ -12,7 +12,7 @@ position, in the same snapshot as the rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -139,12 +139,16 @@ class ReadModel:
     """Queries over the read tables of one database.
 
     ``database`` is the store's (``store.database``); ``projector``, when given,
-    makes ``wait_for`` wait for the live projector.
+    makes ``wait_for`` wait for the live projector; ``read``, when given, runs a SELECT (``?``
+    placeholders) on the store's own reading connections (``SqlEventStore.read_sql``): the one-row
+    lookups asked once per run (``run_project``) are then one round trip, not a pooled checkout's.
     """
 
-    def __init__(self, database: sa.Engine, projector: Any = None) -> None:
+    def __init__(self, database: sa.Engine, projector: Any = None,
+                 read: Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]] | None = None) -> None:
         self.database = database
         self.projector = projector
+        self._read = read
 
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         """Wait until the tables reflect ``position``; True at once without a projector."""
@@ -303,6 +307,9 @@ class ReadModel:
 
     def run_project(self, run_id: str) -> str | None:
         """The project a run belongs to ("" for none); None for an unknown run."""
+        if self._read is not None:
+            rows = self._read("SELECT project_id FROM flow_runs WHERE run_id = ?", (run_id,))
+            return str(rows[0][0]) if rows else None
         with self.database.connect() as conn:
             return conn.execute(
                 sa.select(flow_runs.c.project_id).where(flow_runs.c.run_id == run_id)

@@ -252,6 +252,24 @@ def test_a_project_replay_leaves_other_projects_runs_in_the_database(store_url):
         store.close()
 
 
+def test_a_runs_project_read_on_the_stores_reading_connections_is_the_read_tables(store_url):
+    """The hub asks the project of each run launched before it started (once per run): through the
+    store's own reading connections it answers what the pooled query answers."""
+    from projections import ReadModel, rebuild
+
+    store = open_store(store_url)
+    try:
+        append_run(store, "in-mine", project_id="mine")
+        append_run(store, "in-none")
+        rebuild(store)
+        pooled, direct = ReadModel(store.database), ReadModel(store.database, read=store.read_sql)
+        for run_id in ("in-mine", "in-none", "unknown"):
+            assert direct.run_project(run_id) == pooled.run_project(run_id)
+        assert [direct.run_project(r) for r in ("in-mine", "in-none", "unknown")] == ["mine", "", None]
+    finally:
+        store.close()
+
+
 def test_replays_dropped_after_their_first_page_hold_nothing_back(store_url, monkeypatch):
     """A client that goes away during its replay (its page reads run ahead of it in worker threads)
     leaves no read behind that holds a connection: many of them, then a whole replay, all come."""

@@ -193,3 +193,73 @@ def test_fair_shares_split_what_is_wanted():
     assert fair_shares(4, {"a": 10, "b": 1}) == {"a": 3, "b": 1}
     assert fair_shares(4, {"a": 10, "b": 10, "c": 10}) == {"a": 2, "b": 1, "c": 1}
     assert fair_shares(5, {"a": 0, "b": 2}) == {"a": 0, "b": 2}
+
+
+def wait_until(check, timeout: float = 10.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.02)
+
+
+def test_queue_changes_go_in_one_transaction_each_run_keeping_its_last(pg_store):
+    from eventstore.cluster import ClusterTables
+    from eventstore.leases import Leases
+
+    a = ClusterTables(pg_store.database, Leases(pg_store.database, ttl_s=30.0), "node-a", "host:1")
+    assert a.join() is None
+    for run_id in ("r1", "r2", "r3"):
+        assert a.adopt(run_id, "quick", 1.0, "paused")
+    a.enqueue("r4", "quick", 2.0)
+    a.apply({"r1": "", "r2": "active", "r3": "paused", "r4": "active"})
+    assert [(i.item_id, i.state, i.node) for i in a.items()] == [
+        ("r2", "active", "node-a"), ("r3", "paused", "node-a"), ("r4", "queued", "")], \
+        "r1 ended; a queued item is admitted by the queue, never by a change"
+
+
+def test_a_nodes_admission_counts_its_changes_not_yet_committed_and_others_see_room_once_committed(
+        pg_store, monkeypatch):
+    from actors.cluster import Cluster
+    from eventstore import StoreError
+    from eventstore.cluster import ClusterTables
+    from eventstore.leases import Leases
+
+    leases = Leases(pg_store.database, ttl_s=30.0)
+    a = Cluster(pg_store.database, leases, "node-a", "pool", 1, 0, lambda kind: None, read=pg_store.read_sql)
+    b = ClusterTables(pg_store.database, leases, "node-b", "host:2")
+    try:
+        assert b.join() is None
+        assert a.tables.adopt("r1", "quick", 1.0, "paused")
+        a.tables.enqueue("r2", "quick", 2.0)
+        failed = threading.Event()
+        apply = a.tables.apply
+
+        def flaky(changes):  # type: ignore[no-untyped-def]
+            if not failed.is_set():  # the writer's first commit fails (the store away for a moment)
+                failed.set()
+                raise StoreError("the store is away")
+            return apply(changes)
+
+        monkeypatch.setattr(a.tables, "apply", flaky)
+        a.active("r1")  # an approval answered on node-a: r1 takes the cluster's one place again
+        assert failed.wait(5)
+        assert a.admit() == ([], False), "node-a counts r1 active before it admits (its change committed first)"
+        assert [(i.item_id, i.state) for i in b.items()] == [("r1", "active"), ("r2", "queued")]
+        assert b.admit(1, 0.0).items == (), "no room in the cluster"
+        a.ended("r1")  # r1 ended on node-a: committed by the writer's thread, then the room is free
+        wait_until(lambda: [i.item_id for i in b.items()] == ["r2"], what="r1's row gone")
+        assert [i.item_id for i in b.admit(1, 0.0).items] == ["r2"], "another node sees the room free"
+    finally:
+        a.close()
+
+
+def test_a_stopping_node_commits_its_queue_changes_first(pg_store):
+    from actors.cluster import Cluster
+    from eventstore.leases import Leases
+
+    a = Cluster(pg_store.database, Leases(pg_store.database, ttl_s=30.0), "node-a", "pool", 0, 0, lambda kind: None)
+    assert a.tables.adopt("r1", "quick", 1.0, "active") and a.tables.adopt("r2", "quick", 1.0, "active")
+    a.ended("r1")
+    a.paused("r2")
+    a.close()
+    assert [(i.item_id, i.state) for i in a.tables.items()] == [("r2", "paused")]
