@@ -121,14 +121,17 @@ def test_a_task_run_with_a_target_waits_at_its_landing_gate_which_the_approval_r
             assert bad.status_code == 422
             run_id = operator.post("/api/projects/demo/task-runs", json={"target": "release"}).json()["run_id"]
             gate = lambda s: s.terminal or s.steps["land"].status == "paused"  # noqa: E731
-            assert runtime.engine.wait(run_id, gate, timeout=60).status == "paused"
-            # Waiting like any approval: the run is paused, its gate step paused with a prompt, the plan says why.
-            run = viewer.get(f"/api/runs/{run_id}").json()
+            paused = runtime.engine.wait(run_id, gate, timeout=60)
+            assert paused.status == "paused"
+            # Waiting like any approval: the run is paused, its gate step paused with a prompt, the plan says why
+            # (read once the read tables have passed the pause: min_position).
+            seen = f"min_position={paused.position}"
+            run = viewer.get(f"/api/runs/{run_id}?{seen}").json()
             assert run["run"]["status"] == "paused", run["run"]
             land = {s["step_id"]: s for s in run["steps"]}["land"]
             assert land["status"] == "paused" and land["kind"] == "approval", land
             assert f"baton/{run_id}/integrate" in land["prompt"]
-            listed = [r for r in viewer.get("/api/runs").json()["runs"] if r["run_id"] == run_id]
+            listed = [r for r in viewer.get(f"/api/runs?{seen}").json()["runs"] if r["run_id"] == run_id]
             assert listed and listed[0]["status"] == "paused"
             [entry] = [e for e in viewer.get("/api/plan").json()["planned_queued"] if e["run_id"] == run_id]
             assert entry["reason"] == "approval" and entry["tasks"]["a"]["status"] == "done"
