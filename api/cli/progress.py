@@ -16,22 +16,23 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from rich.console import Console
 from rich.live import Live
-from rich.markdown import Markdown
 from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
 from actors.runlog import fold_records
 from api.cli.escape import printable, printable_line
-from eventstore import EventStore
 from flows.events import Event, stream_of
 from flows.report import count
 from flows.state import RunState, StepState
 from flows.status import RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from eventstore import EventStore
 
 STATUS_STYLE: dict[str, str] = {
     StepStatus.COMPLETED: "green",
@@ -267,6 +268,8 @@ def print_report(console: Console, markdown: str, *, title: str = "report") -> N
     markdown = printable(markdown)
     console.print(Rule(title))
     if console.is_terminal:
+        from rich.markdown import Markdown  # markdown-it: a report's command only
+
         console.print(Markdown(markdown))
     else:
         console.print(markdown, markup=False, highlight=False, soft_wrap=True)
