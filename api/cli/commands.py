@@ -39,7 +39,6 @@ from api.cli.targets import Remote, Target, resolve_in
 from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from api.settings import Settings, require_model, safe_url
 from flows import errors
-from flows.report import count
 from flows.status import RUN_TERMINAL, RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -331,6 +330,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Re-fold every run (or one) from the log; with --verify, check hash chains and consistency."""
     from api.cli.audit import replay_log
     from api.cli.seal import seal_argument
+    from flows.report import count
 
     seal = seal_argument(getattr(args, "seal", None))
     if seal is not None and (args.run or not args.verify):
@@ -349,6 +349,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     """Rebuild the read tables from position 0."""
+    from flows.report import count
     from projections import rebuild
 
     refuse_missing_store(settings)
@@ -420,6 +421,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def report_verification(replay: Replay, *, verify: bool) -> int:
     """Print the problems (stderr) and fail, or print the verified line."""
+    from flows.report import count
+
     if replay.problems:
         for problem in replay.problems:
             print(printable_line(f"  problem: {problem}"), file=sys.stderr)

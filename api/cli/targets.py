@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from actors.launched import Launched
 from api.cli.errors import RunIdError, ServerError
-from api.tokens import Issued
 from flows import errors
 from flows.auth import Principal, Role, check_identity
 from flows.status import StepStatus
@@ -35,6 +34,7 @@ from flows.text import check_text
 if TYPE_CHECKING:
     from api.cli.client import Client
     from api.cli.progress import ProgressView
+    from api.tokens import Issued
     from eventstore import SqlStore
     from flows.launch import LaunchParams
     from flows.state import RunState
@@ -219,6 +219,8 @@ class Remote:
         return Launched(answer["run_id"], answer["position"])
 
     def create_token(self, name: str, role: str, *, by: str) -> Issued:
+        from api.tokens import Issued
+
         answer = self.client.create_token(name, role)
         return Issued(answer["name"], Role(answer["role"]), answer["token"], answer["position"])
 
