@@ -1,6 +1,7 @@
 """How long ``baton`` takes to start: this tree against another's ``baton``, in alternating rounds.
 
     .venv/bin/python bench/cli_start.py --baseline /tmp/base/.venv/bin/baton [--rounds 10] [--only NAME,...]
+    .venv/bin/python bench/cli_start.py --baseline ... --only verify --store sqlite:////tmp/1m.db --rounds 3
 
 Prints one JSON line per command: the median wall time (process start to
 exit) and the median CPU time (user + system of the process) of each side
@@ -12,7 +13,10 @@ one finished run (``baton demo``), the reading ones (``runs``, ``show``,
 (offline backend, no delay) on a store of its own, the client commands:
 named with ``--server`` (``BATON_URL``), and found on the store by its lease.
 Each round of ``launch``/``approve`` launches a run that pauses at its
-approval and approves that run, on both sides.
+approval and approves that run, on both sides. ``--only verify --store URL``
+times ``baton replay --verify`` on a big store (e.g. a copy of one of
+``bench/scale.py``'s), where the start-up is part of what a person waits:
+events/s with the start-up included, on each side.
 """
 
 from __future__ import annotations
@@ -78,7 +82,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="the other tree's baton")
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--only", default="help,reading,client", help="groups to run: help, reading, client")
+    parser.add_argument("--only", default="help,reading,client", help="groups to run: help, reading, client, verify")
+    parser.add_argument("--store", default="", help="the store of --only verify (it is only read)")
     args = parser.parse_args()
     groups = set(args.only.split(","))
     this = str(Path(sys.executable).parent / "baton")
@@ -100,6 +105,18 @@ def main() -> None:
                         lambda side, baton, argv=argv: timed(baton, argv, env)[:2])
         if "client" in groups:
             client_commands(sides, args.rounds, f"sqlite:///{tmp}/served.db")
+    if "verify" in groups:
+        events: list[int] = []
+
+        def verify(side: str, baton: str) -> tuple[float, float]:
+            wall, cpu, out = timed(baton, ["replay", "--verify"], env_of(args.store))
+            found = re.search(r"log verified: (\d+) event", out)
+            assert found, out[-300:]
+            events.append(int(found.group(1)))
+            return wall, cpu
+
+        compare("baton replay --verify (--store)", sides, args.rounds, verify)
+        print(json.dumps({"events": events[0]}), flush=True)
 
 
 def client_commands(sides: dict[str, str], rounds: int, db: str) -> None:
