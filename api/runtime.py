@@ -19,13 +19,14 @@ from actors.bus import FrameBus
 from api.settings import Settings, SettingsError
 from eventstore import SqlStore, open_store
 from flows.catalog import BUILTIN_MODULES, FlowRegistry, builtin, flows_in
-from projections.queries import ReadModel
-from projections.runner import Projector
 
-# The engine and the backends are imported when an engine starts: a command that only reads the log needs
-# neither (docs/PERFORMANCE.md, "CLI start-up").
+# The engine and the backends are imported when an engine starts, the read tables' modules when the
+# projector or the read model does: a command that only reads the log (replay, plan) needs none of them
+# (docs/PERFORMANCE.md, "CLI start-up").
 if TYPE_CHECKING:
     from actors.engine import Engine
+    from projections.queries import ReadModel
+    from projections.runner import Projector
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,9 @@ class Runtime:
         closes the store, then its error propagates: a failed start leaves
         nothing running.
         """
+        from projections.queries import ReadModel
+        from projections.runner import Projector
+
         try:
             if projector:
                 self.projector = Projector(self.store).start()
@@ -179,6 +183,7 @@ class Runtime:
     def _engine(self, recover: bool) -> Engine:
         from actors.agents import make_backend
         from actors.engine import Engine
+        from projections.queries import ReadModel
 
         s = self.settings
         backend = make_backend(
