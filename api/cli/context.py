@@ -112,7 +112,7 @@ def target(args: argparse.Namespace, settings: Settings, *, engine: bool = False
 
     ``creates``: the command may create the store (a launch); any other
     refuses a SQLite file that does not exist. With ``--server`` / BATON_URL
-    the store is opened only if it exists here (to resolve id prefixes).
+    the store is opened only if it exists here, and only when a run id prefix needs it.
     """
     from api.cli.targets import Remote
 
