@@ -6,6 +6,15 @@ import dataclasses
 import os
 import socket
 
+# The agent backends' names and the cli backend's default templates live here, not in actors.agents,
+# so that reading the settings (api.settings) does not import the backends and their HTTP client.
+BACKENDS: tuple[str, ...] = ("offline", "openai", "cli")
+"""The backend names ``actors.agents.make_backend`` knows."""
+DEFAULT_COMMAND = "qwen --approval-mode plan -p {prompt}"
+"""The cli backend's template of an agent step (a read-only review: plan mode)."""
+DEFAULT_TASK_COMMAND = "qwen --approval-mode auto-edit -p {prompt}"
+"""A task implementor's template: it edits the worktree (its commands still go through baton's allow-list)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:

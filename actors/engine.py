@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from typing import Any, Self, overload
 
 import msgspec
@@ -43,6 +42,7 @@ from actors.errors import (
     RunOwnedElsewhere,
 )
 from actors.inbox import READY_S, Inbox, new_command, outcome_of
+from actors.launched import Launched as Launched  # its home is light: a CLI command sent to a server builds one
 from actors.orchestrator import Orchestrator
 from actors.run_tasks import TASK_ACTIONS, TaskCommandRefused
 from actors.runlog import follow, live_nodes, load, node_lease
@@ -79,15 +79,6 @@ _HOPS = 3  # times a command follows a run from node to node before giving up
 # How long a command waits on a store that has started failing before it is answered with a 503.
 STORE_GRACE_S = 2.0
 
-
-@dataclass(frozen=True)
-class Launched:
-    """The answer to a launch: the run, the position of its RunLaunched, and
-    whether this call created it (False: the idempotency key named an earlier run)."""
-
-    run_id: str
-    position: int
-    created: bool = True
 
 
 def new_run_id() -> str:

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
-import sqlalchemy as sa
 
-from actors.context import EngineContext
 from actors.errors import RunNotSettled
-from eventstore import CorruptEventError, EventStore, NewEvent, RecordedEvent, SqlStore, UnknownEventTypeError
+from eventstore import CorruptEventError, EventStore, NewEvent, RecordedEvent, UnknownEventTypeError
 from flows.codec import CODEC, INITIAL_SCHEMA_VERSION, EventCodec, UnknownEventType, UpcastError
 from flows.events import TERMINAL_RUN_TYPES, Event, event_data, run_id_of, stream_of
 from flows.state import RunState, evolve
 from flows.status import RunStatus
+
+# Types only: a `baton` command sent to a server folds runs with this module, without the engine's context
+# (the backends) or the SQL store (SQLAlchemy) (docs/PERFORMANCE.md, "CLI start-up").
+if TYPE_CHECKING:
+    from actors.context import EngineContext
+    from eventstore import SqlStore
 
 History = list[tuple[int, Event]]
 
@@ -193,6 +197,8 @@ def run_ids_starting(store: SqlStore, prefix: str, limit: int = 10) -> list[str]
     if database.dialect.name == "sqlite":  # byte-wise order: the range rides the (stream_id, version) index
         where += " AND stream_id >= :lo AND stream_id < :hi"
         params["hi"] = lo + "\x7f"
+    import sqlalchemy as sa  # imported already: the store is open
+
     query = sa.text(f"SELECT stream_id FROM events WHERE {where} ORDER BY stream_id LIMIT :limit")
     with database.connect() as conn:
         return [row[0][len(stream_of("")):] for row in conn.execute(query, params)]

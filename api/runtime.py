@@ -13,17 +13,20 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
-from actors.agents import make_backend
-from actors.agents.personas import add_personas, valid_name
 from actors.bus import FrameBus
-from actors.engine import Engine
 from api.settings import Settings, SettingsError
 from eventstore import SqlStore, open_store
 from flows.catalog import BUILTIN_MODULES, FlowRegistry, builtin, flows_in
-from projections.queries import ReadModel
-from projections.runner import Projector
+
+# The engine and the backends are imported when an engine starts, the read tables' modules when the
+# projector or the read model does: a command that only reads the log (replay, plan) needs none of them
+# (docs/PERFORMANCE.md, "CLI start-up").
+if TYPE_CHECKING:
+    from actors.engine import Engine
+    from projections.queries import ReadModel
+    from projections.runner import Projector
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ def read_personas(folder: str) -> dict[str, str]:
     Files that do not end in ``.md`` are ignored (a README.txt, an editor's
     backup).
     """
+    from actors.agents.personas import valid_name  # imports the backends: only when there are personas to read
+
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise SettingsError(f"BATON_PERSONAS / --personas {folder!r}: no such folder")
@@ -79,6 +84,8 @@ def load_personas(folder: str) -> None:
     """Add the personas of ``folder`` for this process (before any flows module is imported)."""
     if not folder:
         return
+    from actors.agents.personas import add_personas
+
     try:
         add_personas(read_personas(folder))
     except ValueError as exc:
@@ -159,6 +166,9 @@ class Runtime:
         closes the store, then its error propagates: a failed start leaves
         nothing running.
         """
+        from projections.queries import ReadModel
+        from projections.runner import Projector
+
         try:
             if projector:
                 self.projector = Projector(self.store).start()
@@ -172,6 +182,10 @@ class Runtime:
         return self
 
     def _engine(self, recover: bool) -> Engine:
+        from actors.agents import make_backend
+        from actors.engine import Engine
+        from projections.queries import ReadModel
+
         s = self.settings
         backend = make_backend(
             s.agent,

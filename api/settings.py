@@ -1,6 +1,12 @@
 """Settings: read once, from the environment and then flags, and passed down.
 
 No other module reads the environment (CONVENTIONS §8).
+
+Every ``baton`` command reads its settings first, so this module imports
+neither SQLAlchemy nor the agent backends (with their HTTP client): the
+store URL is read by ``db_url``, which parses it as SQLAlchemy's
+``make_url`` does, and the engine's and the redactor's modules are imported
+where a value of theirs is built (docs/PERFORMANCE.md, "CLI start-up").
 """
 
 from __future__ import annotations
@@ -12,14 +18,56 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-import sqlalchemy as sa
+from actors.config import BACKENDS, DEFAULT_COMMAND, DEFAULT_TASK_COMMAND
 
-from actors.agents import BACKENDS, DEFAULT_COMMAND, DEFAULT_TASK_COMMAND
-from actors.config import EngineConfig
-from flows.redact import Redactor, url_secrets
+if TYPE_CHECKING:
+    from actors.config import EngineConfig
+
+
+class DbUrl(NamedTuple):
+    """The parts of a store URL baton reads without opening it (as SQLAlchemy's ``URL`` has them)."""
+
+    backend: str  # "sqlite", "postgresql" (the dialect, without its "+driver")
+    host: str | None
+    port: int | None
+    database: str | None
+    password: str | None
+
+
+# SQLAlchemy's own pattern (sqlalchemy.engine.url._parse_url, 2.x): tests/api/test_settings.py checks
+# db_url against make_url on URLs of every shape, so both read a URL alike.
+_DB_URL = re.compile(r"""
+    (?P<name>[\w\+]+)://
+    (?:
+        (?P<username>[^:/]*)
+        (?::(?P<password>[^@]*))?
+    @)?
+    (?:
+        (?:
+            \[(?P<ipv6host>[^/\?]+)\] |
+            (?P<ipv4host>[^/:\?]+)
+        )?
+        (?::(?P<port>[^/\?]*))?
+    )?
+    (?:/(?P<database>[^\?]*))?
+    (?:\?(?P<query>.*))?
+    """, re.X)
+
+
+def db_url(url: str) -> DbUrl:
+    """The parts of the store URL ``url``, read as ``sqlalchemy.engine.make_url`` reads them, without
+    importing SQLAlchemy (~0.2-0.3 s a command); ValueError where make_url would refuse it."""
+    found = _DB_URL.match(url)
+    if found is None:
+        raise ValueError("Could not parse SQLAlchemy URL from given URL string")
+    parts = found.groupdict()
+    port = None if parts["port"] is None else int(parts["port"])  # "h:/db" is refused, as make_url refuses it
+    return DbUrl(backend=parts["name"].partition("+")[0], host=parts["ipv4host"] or parts["ipv6host"], port=port,
+                 database=None if parts["database"] is None else unquote(parts["database"]),
+                 password=None if parts["password"] is None else unquote(parts["password"]))
 
 
 def slot_pool_of(agent: str, base_url: str, cli_command: str) -> str:
@@ -66,15 +114,19 @@ class Settings:
 
     def __repr__(self) -> str:
         """The settings as safe to print: no known secret shows (flows.redact)."""
+        from flows.redact import Redactor  # flows' package costs ~0.1 s; a repr is rare
+
         fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
         return Redactor(self.known_secrets())(f"Settings({fields})")
 
     def known_secrets(self) -> tuple[str, ...]:
         """What no event, report, frame or log line may show: the API key, the store's
         password and the secret in the base URL's userinfo (see flows.redact)."""
+        from flows.redact import url_secrets
+
         found = [self.openai_api_key, self.token, *url_secrets(self.openai_base_url)]
         try:
-            found.append(str(sa.engine.make_url(self.db).password or ""))
+            found.append(str(db_url(self.db).password or ""))
         except Exception:  # a URL SQLAlchemy cannot parse: the store refuses it later, by name
             pass
         return tuple(s for s in found if s)
@@ -136,10 +188,10 @@ class Settings:
         if self.token_file:
             return Path(self.token_file).expanduser()
         try:
-            url = sa.engine.make_url(self.db)
+            url: DbUrl | None = db_url(self.db)
         except Exception:  # a URL SQLAlchemy cannot parse: the store refuses it, by name, before this matters
             url = None
-        if url is not None and url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        if url is not None and url.backend == "sqlite" and url.database and url.database != ":memory:":
             return Path(url.database + ".admin-token")
         home = Path.home() / ".config"
         where = "memory" if url is None else f"{url.host or 'local'}-{url.port or 'default'}-{url.database or ''}"
@@ -147,6 +199,8 @@ class Settings:
 
     def engine_config(self) -> EngineConfig:
         """The part of the settings the engine needs."""
+        from actors.config import EngineConfig
+
         identity: dict[str, Any] = {"node": self.node} if self.node else {}
         return EngineConfig(
             max_active_runs=self.max_active_runs,
@@ -171,10 +225,10 @@ class Settings:
         if self.worktrees:
             return Path(self.worktrees).expanduser().absolute()
         try:
-            url = sa.engine.make_url(self.db)
+            url: DbUrl | None = db_url(self.db)
         except Exception:  # a URL SQLAlchemy cannot parse: the store refuses it, by name, before this matters
             url = None
-        if url is not None and url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        if url is not None and url.backend == "sqlite" and url.database and url.database != ":memory:":
             return Path(url.database).absolute().parent / "worktrees"
         return Path.home() / ".local" / "share" / "baton" / "worktrees"
 
@@ -330,6 +384,8 @@ def os_user() -> str:
 
 def safe_url(url: str) -> str:
     """The store URL as safe to print (password hidden)."""
+    import sqlalchemy as sa  # rendering as SQLAlchemy does: printed on errors and a few lines, not at start
+
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # a URL SQLAlchemy cannot parse has no password it could hide
@@ -338,8 +394,10 @@ def safe_url(url: str) -> str:
 
 def scrub(message: str, url: str) -> str:
     """``message`` on one line, with the URL's password removed wherever a driver echoed it."""
+    from flows.redact import Redactor
+
     try:
-        password = sa.engine.make_url(url).password
+        password = db_url(url).password
     except Exception:
         password = None
     return " ".join(Redactor([str(password)] if password else [])(message).split())

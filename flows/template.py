@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
-import yaml
-
 __all__ = ["Ref", "parse_frontmatter", "ref_at", "refs", "render", "resolve"]
 
 # Step ids may end in a hyphen (the `.output` that follows delimits them), but
@@ -165,7 +163,6 @@ def render(
 # which YAML builds cheaply as shared objects, from expanding when encoded.
 _MAX_DEPTH = 64
 _MAX_NODES = 100_000
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader when libyaml is there
 
 
 class _TooBig(Exception):
@@ -221,8 +218,11 @@ def _yaml_block(lines: list[str], start: int) -> tuple[dict[str, Any], str]:
     else:
         return {}, f"frontmatter opened with '---' on line {start + 1} is never closed by '---' or '...'"
     body = "\n".join(lines[start + 1 : end])
+    import yaml  # at the first frontmatter: every `baton` command imports this module, few parse YAML (~30 ms)
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader when libyaml is there
     try:
-        data = yaml.load(body, Loader=_LOADER)  # noqa: S506 - a safe loader
+        data = yaml.load(body, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" on line {start + 2 + mark.line}" if mark is not None else ""

@@ -19,13 +19,11 @@ from actors.agents.base import (
     CancelToken,
     DeltaCallback,
 )
-from actors.agents.cli import DEFAULT_COMMAND, DEFAULT_TASK_COMMAND, CliBackend
+from actors.agents.cli import CliBackend
 from actors.agents.offline import OfflineBackend
 from actors.agents.openai_compat import OpenAIBackend
 from actors.agents.personas import UnknownPersona, persona_names, persona_text
-
-BACKENDS: tuple[str, ...] = ("offline", "openai", "cli")
-"""The backend names :func:`make_backend` knows."""
+from actors.config import BACKENDS, DEFAULT_COMMAND, DEFAULT_TASK_COMMAND
 
 
 def make_backend(

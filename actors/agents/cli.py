@@ -45,10 +45,9 @@ from actors.agents.base import (
     CancelToken,
     DeltaCallback,
 )
+from actors.config import DEFAULT_COMMAND as DEFAULT_COMMAND  # its home; re-exported where it was
+from actors.config import DEFAULT_TASK_COMMAND as DEFAULT_TASK_COMMAND
 
-DEFAULT_COMMAND = "qwen --approval-mode plan -p {prompt}"
-DEFAULT_TASK_COMMAND = "qwen --approval-mode auto-edit -p {prompt}"
-"""A task implementor's template: it edits the worktree (its commands still go through baton's allow-list)."""
 _PLACEHOLDER = re.compile(r"\{(prompt|model|persona|system)\}")
 _STDERR_TAIL = 20
 

@@ -5,47 +5,29 @@ carry, the bearer token (``BATON_TOKEN``, else the admin token file ``baton
 serve`` wrote), is added in one place: ``Client._headers``. Who acts is the
 token's name: the server records it, never a name the CLI would claim.
 
-``discover(store)`` finds a live server of the same store: each ``baton
-serve`` holds a lease named ``server-<url>`` while it listens (renewed with
-its node lease, gone when it stops or dies), and the CLI takes the one on
-this host first and checks that it answers.
+Finding a live server of the same store is ``api.cli.discovery``'s. This
+module imports httpx and nothing of the store or the engine: a command sent
+to a server needs no more (docs/PERFORMANCE.md, "CLI start-up").
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import socket
-from collections.abc import Callable, Iterator
-from typing import Any
-from urllib.parse import quote, urlsplit
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
-from actors.runlog import decode, fold_records, live_servers
-from eventstore import EventStore, RecordedEvent, SqlStore
-from eventstore.leases import Leases
-from flows.launch import LaunchParams
-from flows.state import RunState, evolve
+from api.cli.errors import ServerError as ServerError  # its home is light (context catches it); used here as before
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from eventstore import RecordedEvent
+    from flows.launch import LaunchParams
+    from flows.state import RunState
 
 CONNECT_S = 3.0  # a server that does not accept a connection by then is not there
 ANSWER_S = 60.0  # a command waits for its engine (30 s ask timeout, and a hand-over) and a little more
-
-
-class ServerError(Exception):
-    """The server refused a request or could not be reached; ``code`` is the CLI's exit status for it.
-
-    The message is the problem's ``detail``: the same words the command
-    would have printed had it run in this process.
-    """
-
-    def __init__(self, code: int, message: str, *, status: int = 0, problem: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-        self.problem = problem or {}
 
 
 class Client:
@@ -176,6 +158,9 @@ class Client:
         Given the ``state`` folded so far, only the events after its version
         are fetched and folded on.
         """
+        from actors.runlog import decode, fold_records  # following a run only
+        from flows.state import evolve
+
         if state is None or state.version == 0:
             return fold_records([_recorded(v) for v in self._call("GET", f"/api/runs/{run_id}/events")], run_id)[0]
         views = self._call("GET", f"/api/runs/{run_id}/events", params={"after_version": str(state.version)})
@@ -236,51 +221,9 @@ def _reason(exc: httpx.HTTPError) -> str:
 
 
 def _recorded(view: dict[str, Any]) -> RecordedEvent:
+    from eventstore import RecordedEvent
+
     return RecordedEvent(position=view["position"], stream_id=view["stream_id"], version=view["version"],
                          type=view["type"], data=view["data"], metadata=view.get("metadata") or {},
                          recorded_at=view.get("recorded_at") or 0.0, hash=view.get("hash") or "",
                          id=view.get("event_id") or "")
-
-
-# -- discovery -------------------------------------------------------------------------------
-
-
-def discover(store: EventStore, answers: Callable[[str], bool] | None = None) -> str | None:
-    """The URL of a live ``baton serve`` on this store that answers, or None.
-
-    Servers on this host come first (a loopback URL of another host means
-    nothing here and is skipped). A server whose lease lives but that does
-    not answer is passed over with a warning.
-    """
-    if not isinstance(store, SqlStore):  # no database to read the leases from
-        return None
-    held = Leases(store.database).held()
-    here = socket.gethostname()
-    candidates = []
-    for url, owner in live_servers(held):
-        host = owner.rpartition(":")[0]
-        if host != here and _loopback(url):
-            continue
-        candidates.append((host != here, url))
-    check = answers or _answers
-    for _, url in sorted(candidates):
-        if check(url):
-            return url
-        log.warning("the baton server at %s holds its lease but does not answer; running in this process", url)
-    return None
-
-
-def _loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-def _answers(url: str) -> bool:
-    client = Client(url, timeout=CONNECT_S)
-    try:
-        client.health()
-        return True
-    except ServerError:
-        return False
-    finally:
-        client.close()

@@ -3,6 +3,11 @@
 Each asks ``target`` where it is carried out and prints what it finds with
 ``api.cli.progress``; the parser and the error handling are in
 ``api.cli.main``.
+
+A command imports what it uses when it runs: what this module imports at its
+top is what every command needs (the output, the targets). A command sent to
+a server imports neither the engine nor the store; one that only reads the
+log, not the engine (docs/PERFORMANCE.md, "CLI start-up").
 """
 
 from __future__ import annotations
@@ -14,13 +19,12 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from actors.workspace.projects import ProjectBook
 from api.cli import progress
-from api.cli.audit import Replay, replay_log
 from api.cli.context import (
     baton_command,
+    in_process,
     missing_store,
     program,
     refuse_missing_store,
@@ -31,18 +35,17 @@ from api.cli.context import (
 from api.cli.errors import CliError
 from api.cli.escape import printable, printable_line
 from api.cli.progress import ProgressView, load_run, make_console, say
-from api.cli.seal import seal_argument
-from api.cli.targets import Local, Remote, Target, resolve_in
+from api.cli.targets import Remote, Target, resolve_in
 from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from api.runtime import Runtime, load_registry
 from api.settings import Settings, require_model, safe_url
-from flows import decide, errors
-from flows.events import stream_of
-from flows.launch import LaunchParams, prepare
-from flows.report import count
-from flows.state import RunState
+from flows import errors
 from flows.status import RUN_TERMINAL, RunStatus, StepStatus
-from projections import Framer, rebuild
+
+if TYPE_CHECKING:
+    from api.cli.audit import Replay
+    from api.runtime import Runtime
+    from flows.launch import LaunchParams
+    from flows.state import RunState
 
 DEMO_DB = "sqlite:///baton-demo.db"
 DEMO_FLOW, DEMO_BAND, DEMO_STEP = "review-and-approve", "large", "approve"
@@ -81,6 +84,8 @@ def print_json(value: Any) -> None:
 def cmd_flows(args: argparse.Namespace, settings: Settings) -> int:
     """The catalogue: the server's when one runs, else this process's (built-in and --flows modules)."""
     if missing_store(settings) is not None and not settings.url:  # no store, so no server of it to ask
+        from api.runtime import load_registry
+
         flows = [flow.describe() for flow in load_registry(settings.flows, personas=settings.personas)]
     else:
         with target(args, settings) as where:
@@ -94,6 +99,8 @@ def cmd_flows(args: argparse.Namespace, settings: Settings) -> int:
 
 def launch_params(args: argparse.Namespace) -> LaunchParams:
     """What ``baton launch`` asks for, as the value a launch travels as."""
+    from flows.launch import LaunchParams
+
     return LaunchParams(args.flow, args.question, band=args.band, model=args.model or "",
                         project_id=args.project or "", fast=args.fast, launched_by=whoami(None))
 
@@ -103,6 +110,9 @@ def launchable(rt: Runtime, args: argparse.Namespace) -> None:
 
     The openai backend needs a model: the run's (--model) or the default.
     """
+    from actors.workspace.projects import ProjectBook
+    from flows.launch import prepare
+
     # A named project is pinned now as the engine will pin it (an unknown one is refused, naming it).
     prepare(rt.registry, launch_params(args), run_id="-", now=0.0, pin=ProjectBook(rt.store, time.time).pin)
     if not args.model:
@@ -114,8 +124,8 @@ def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
     if not (args.question or "").strip():
         raise CliError(EXIT_USAGE, f"missing question: baton launch {args.flow} -q TEXT")
     with target(args, settings, engine=True, creates=True) as where:
-        if isinstance(where, Local):
-            where.check(lambda rt: launchable(rt, args))
+        if (local := in_process(where)) is not None:  # refused here before an engine starts, appending nothing
+            local.check(lambda rt: launchable(rt, args))
         launched = where.launch(launch_params(args))
         print(printable_line(f"launched run {launched.run_id} ({args.flow}, band {args.band}"
                              f"{', fast' if args.fast else ''}) at position {launched.position}"), flush=True)
@@ -131,8 +141,10 @@ def cmd_decide(args: argparse.Namespace, settings: Settings) -> int:
         run_id = where.resolve(args.run)
         if not args.step:
             args.step = waiting_step(where, run_id, args.command)
-        if isinstance(where, Local):
-            where.check(lambda rt: decide.resume(  # the same decision the run will take, on the log as it is
+        if (local := in_process(where)) is not None:
+            from flows import decide
+
+            local.check(lambda rt: decide.resume(  # the same decision the run will take, on the log as it is
                 known_run(rt, run_id)[0], args.step, decision, time.time(), by=by, comment=comment))
         position = where.decide(run_id, args.step, args.command, by=by, comment=comment)
         print(printable_line(f"{decision} step '{args.step}' of run {run_id} (position {position}, by {by})"),
@@ -157,8 +169,10 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     with target(args, settings, engine=True) as where:
         by = where.actor(args.by or "")
         run_id = where.resolve(args.run)
-        if isinstance(where, Local):
-            where.check(lambda rt: decide.cancel(*known_run(rt, run_id), time.time(), reason=reason, by=by))
+        if (local := in_process(where)) is not None:
+            from flows import decide
+
+            local.check(lambda rt: decide.cancel(*known_run(rt, run_id), time.time(), reason=reason, by=by))
         position = where.cancel(run_id, reason=reason, by=by)  # answers once RunCancelled is recorded
         print(printable_line(f"run {run_id} cancelled (position {position}, by {by})"))
         return EXIT_OK
@@ -285,6 +299,9 @@ def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     """Print durable frames as they are recorded; with RUN, that run's, until it ends."""
+    from flows.events import stream_of
+    from projections import Framer
+
     refuse_missing_store(settings)
     with running(settings) as rt:
         after, run_id = args.after, None
@@ -311,6 +328,10 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Re-fold every run (or one) from the log; with --verify, check hash chains and consistency."""
+    from api.cli.audit import replay_log
+    from api.cli.seal import seal_argument
+    from flows.report import count
+
     seal = seal_argument(getattr(args, "seal", None))
     if seal is not None and (args.run or not args.verify):
         raise CliError(EXIT_USAGE, "--seal checks the whole log: use it with --verify, without --run")
@@ -328,6 +349,9 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     """Rebuild the read tables from position 0."""
+    from flows.report import count
+    from projections import rebuild
+
     refuse_missing_store(settings)
     with running(settings) as rt:
         stats = rebuild(rt.store)
@@ -354,6 +378,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     Always in this process (a server on the same store is not asked): the
     demo shows the engine at work in front of the person.
     """
+    from api.cli.audit import replay_log
+    from api.cli.local import Local
+
     console = make_console()
     if getattr(args, "db", None) is None and settings.db == Settings.db:
         settings = settings.replace(db=DEMO_DB)  # BATON_DB unset: keep the demo out of the default database
@@ -394,6 +421,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def report_verification(replay: Replay, *, verify: bool) -> int:
     """Print the problems (stderr) and fail, or print the verified line."""
+    from flows.report import count
+
     if replay.problems:
         for problem in replay.problems:
             print(printable_line(f"  problem: {problem}"), file=sys.stderr)

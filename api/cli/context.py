@@ -4,6 +4,10 @@
 ``BATON_URL``, or found on the store by its ``server-<url>`` lease) or this
 process (``api.cli.targets``). A command that only reads refuses a SQLite
 file that does not exist instead of creating an empty store.
+
+What each target needs is imported when it is chosen: the HTTP client for a
+server, the runtime for this process, SQLAlchemy when the store is opened
+(docs/PERFORMANCE.md, "CLI start-up").
 """
 
 from __future__ import annotations
@@ -16,18 +20,17 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from api.cli.client import Client, ServerError, discover
-from api.cli.errors import CliError, Interrupted
-from api.cli.targets import Local, Remote, Target
+from api.cli.errors import CliError, Interrupted, ServerError
 from api.failures import EXIT_USAGE
-from api.runtime import Runtime
-from api.settings import Settings, SettingsError, os_user, safe_url
-from api.tokens import read_token_file
-from eventstore import open_store
+from api.settings import Settings, SettingsError, db_url, os_user, safe_url
+
+if TYPE_CHECKING:
+    from api.cli.client import Client
+    from api.cli.local import Local
+    from api.cli.targets import Target
+    from api.runtime import Runtime
 
 
 def program() -> str:
@@ -64,6 +67,9 @@ def whoami(given: str | None) -> str:
 
 def client_for(url: str, settings: Settings) -> Client:
     """A client of the server at ``url`` with this person's token: BATON_TOKEN, else the admin token file."""
+    from api.cli.client import Client
+    from api.tokens import read_token_file
+
     path = settings.admin_token_file()
     if settings.token:
         return Client(url, token=settings.token, token_hint="BATON_TOKEN was refused (revoked, mistyped, or of "
@@ -77,10 +83,10 @@ def client_for(url: str, settings: Settings) -> Client:
 def sqlite_file(url: str) -> Path | None:
     """The file behind a SQLite store URL (None for another backend or an in-memory database)."""
     try:
-        parsed = sa.engine.make_url(url)
+        parsed = db_url(url)
     except Exception:
         return None
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+    if parsed.backend != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     return Path(parsed.database)
 
@@ -106,19 +112,26 @@ def target(args: argparse.Namespace, settings: Settings, *, engine: bool = False
 
     ``creates``: the command may create the store (a launch); any other
     refuses a SQLite file that does not exist. With ``--server`` / BATON_URL
-    the store is opened only if it exists here (to resolve id prefixes).
+    the store is opened only if it exists here, and only when a run id prefix needs it.
     """
+    from api.cli.targets import Remote
+
     local = bool(getattr(args, "local", False))
     if settings.url and not local:
-        store = None if missing_store(settings) else open_store(settings.db, **settings.store_options())
-        chosen: Target = Remote(client_for(settings.url, settings), store)
+        options = settings.store_options()  # a bad key file is refused now, as when the store was opened here
+        opener = None if missing_store(settings) else lambda: open_store_url(settings.db, options)
+        chosen: Target = Remote(client_for(settings.url, settings), opener=opener)
     else:
         if not creates:
             refuse_missing_store(settings)
         store = open_store_for(settings)
-        url = None if local or store is None else discover(store)
-        chosen = Remote(client_for(url, settings), store) if url else Local(settings, store=store, engine=engine,
-                                                                            projector=projector)
+        url = None if local or store is None else discovered(store)
+        if url:
+            chosen = Remote(client_for(url, settings), store)
+        else:
+            from api.cli.local import Local
+
+            chosen = Local(settings, store=store, engine=engine, projector=projector)
     try:
         yield chosen
     except ServerError as exc:
@@ -132,13 +145,39 @@ def target(args: argparse.Namespace, settings: Settings, *, engine: bool = False
         chosen.close()
 
 
+def in_process(where: Target) -> Local | None:
+    """``where`` when the command is carried out in this process (``Local``); None when a server carries it out."""
+    from api.cli.targets import Remote
+
+    if isinstance(where, Remote):
+        return None
+    from api.cli.local import Local  # imported already: a Local was made
+
+    assert isinstance(where, Local)
+    return where
+
+
+def discovered(store: Any) -> str | None:
+    """The URL of a live server of ``store`` that answers (``api.cli.discovery``), or None."""
+    from api.cli.discovery import discover
+
+    return discover(store)
+
+
+def open_store_url(db: str, options: dict[str, Any]) -> Any:
+    """``open_store(db, **options)`` (SQLAlchemy is imported here, when a store is opened)."""
+    from eventstore import open_store
+
+    return open_store(db, **options)
+
+
 def open_store_for(settings: Settings) -> Any:
     """The store of the settings, or None when it is a SQLite file that does not exist yet."""
     if missing_store(settings) is not None:
         return None
     options = settings.store_options()  # a bad key file is its own setting's error, not the URL's
     try:
-        return open_store(settings.db, **options)
+        return open_store_url(settings.db, options)
     except ValueError as exc:  # the URL is wrong, not the database
         raise SettingsError(f"BATON_DB / --db: {exc}") from None
 
@@ -146,6 +185,8 @@ def open_store_for(settings: Settings) -> Any:
 @contextmanager
 def running(settings: Settings, *, engine: bool = False) -> Iterator[Runtime]:
     """A Runtime for a command that only works in this process (tail, replay, rebuild, demo)."""
+    from api.cli.local import Local
+
     local = Local(settings, engine=engine)
     try:
         yield local.start()

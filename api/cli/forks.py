@@ -8,10 +8,9 @@ import time
 from typing import Any
 
 from api.cli.commands import follow_and_report, known_run
-from api.cli.context import target
+from api.cli.context import in_process, target
 from api.cli.errors import CliError
 from api.cli.escape import printable_line
-from api.cli.targets import Local
 from api.failures import EXIT_USAGE
 from api.settings import Settings
 from flows import fork as forking
@@ -38,8 +37,8 @@ def cmd_fork(args: argparse.Namespace, settings: Settings) -> int:
     with target(args, settings, engine=True, creates=True) as where:
         by = where.actor(args.by or "")
         parent = where.resolve(args.run)
-        if isinstance(where, Local):  # the same decision the engine takes, on the log as it is: refused here
-            where.check(lambda rt: forking.fork(*known_run(rt, parent), args.step, run_id="-", now=time.time(),
+        if (local := in_process(where)) is not None:  # the decision the engine takes, on the log as it is: refused here
+            local.check(lambda rt: forking.fork(*known_run(rt, parent), args.step, run_id="-", now=time.time(),
                                                 by=by, inputs=inputs, retry=retry))
         launched = where.fork(parent, args.step, inputs=inputs, by=by, retry=retry)
         verb = "retried step" if retry else "forked at step"

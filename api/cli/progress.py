@@ -16,22 +16,23 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from rich.console import Console
 from rich.live import Live
-from rich.markdown import Markdown
 from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from actors.runlog import fold_records
 from api.cli.escape import printable, printable_line
-from eventstore import EventStore
-from flows.events import Event, stream_of
-from flows.report import count
-from flows.state import RunState, StepState
 from flows.status import RunStatus, StepStatus
+
+# A run's fold (the log's codec, the state) is imported where a run is followed or read: the tables of
+# `baton runs` through a server need none of it (docs/PERFORMANCE.md, "CLI start-up").
+if TYPE_CHECKING:
+    from eventstore import EventStore
+    from flows.events import Event
+    from flows.state import RunState, StepState
 
 STATUS_STYLE: dict[str, str] = {
     StepStatus.COMPLETED: "green",
@@ -64,6 +65,9 @@ def load_run(store: EventStore, run_id: str) -> tuple[RunState, list[tuple[int, 
     Decoded through the engine's codec (``actors.runlog``), upcasters
     included. An unknown run gives an empty state (``state.launched`` is None).
     """
+    from actors.runlog import fold_records
+    from flows.events import stream_of
+
     return fold_records(store.read_stream(stream_of(run_id)), run_id)
 
 
@@ -109,6 +113,8 @@ def steps_table(state: RunState, latest: dict[str, str] | None = None, *, now: f
         table.add_column(name, **kw)
     if launched is None:
         return table
+    from flows.state import StepState  # imported already: a run's state is shown
+
     for spec in launched.snapshot.steps:
         step = state.steps.get(spec.id, StepState())
         table.add_row(
@@ -134,6 +140,8 @@ class ProgressView:
     def __init__(self, console: Console, run_id: str) -> None:
         self.console = console
         self.run_id = run_id
+        from flows.state import RunState  # a run is followed: its fold is needed
+
         self.live_mode = console.is_terminal and not console.is_dumb_terminal
         self._state = RunState()
         self._latest: dict[str, str] = {}
@@ -254,6 +262,8 @@ def replay_line(run_id: str, state: RunState, events: int) -> str:
         counts[step.status] = counts.get(step.status, 0) + 1
     detail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     flow = state.launched.flow if state.launched else "?"
+    from flows.report import count  # replay's lines: the report's module (~0.1 s) for its plural helper
+
     return printable_line(f"{run_id}  {flow:<24} {state.status:<10} {count(len(state.steps), 'step')} ({detail}), "
                           f"{count(events, 'event')}")
 
@@ -267,6 +277,8 @@ def print_report(console: Console, markdown: str, *, title: str = "report") -> N
     markdown = printable(markdown)
     console.print(Rule(title))
     if console.is_terminal:
+        from rich.markdown import Markdown  # markdown-it: a report's command only
+
         console.print(Markdown(markdown))
     else:
         console.print(markdown, markup=False, highlight=False, soft_wrap=True)

@@ -11,35 +11,33 @@ Which one a command gets is decided once, in ``api.cli.main``: ``--local``
 forces this process; ``--server URL`` / ``BATON_URL`` names a server; else a
 live server of the same store is used when one answers (its ``server-<url>``
 lease), and this process when none does.
+
+``Local`` lives in ``api.cli.local``: it needs the runtime (the store, the
+engine, the projector), which a command sent to a server never imports; this
+module imports only what ``Remote`` needs (docs/PERFORMANCE.md, "CLI
+start-up").
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from actors.cluster import nodes_of
-from actors.engine import Launched
-from actors.runlog import follow, live_nodes, read_with_owner, run_ids_starting, unended_runs
-from actors.workspace.projects import ProjectBook
-from api.cli.client import Client, ServerError
-from api.cli.errors import RunIdError
-from api.cli.progress import ProgressView
-from api.runtime import Runtime
-from api.settings import Settings, os_user
-from api.tokens import Issued, TokenBook
-from eventstore import SqlStore
-from eventstore.leases import Leases
-from flows import decide, errors
+from actors.launched import Launched
+from api.cli.errors import RunIdError, ServerError
+from flows import errors
 from flows.auth import Principal, Role, check_identity
-from flows.kinds import kind_rules
-from flows.launch import LaunchParams
-from flows.projects import Project
-from flows.state import RunState
-from flows.status import RunStatus, StepStatus
+from flows.status import StepStatus
 from flows.text import check_text
+
+if TYPE_CHECKING:
+    from api.cli.client import Client
+    from api.cli.progress import ProgressView
+    from api.tokens import Issued
+    from eventstore import SqlStore
+    from flows.launch import LaunchParams
+    from flows.state import RunState
 
 ID_LENGTH = 26  # a ULID
 
@@ -113,11 +111,6 @@ class Target(Protocol):
         """Stop whatever the target started."""
 
 
-def _project_row(project: Project) -> dict[str, Any]:
-    return {"project_id": project.project_id, "root": project.root, "registered_by": project.registered_by,
-            "registered_at": project.registered_at}
-
-
 def pick(candidates: list[str], given: str) -> str:
     """The one run ``given`` names among ``candidates`` (runs whose id starts with it)."""
     if given in candidates or len(candidates) == 1:
@@ -133,6 +126,8 @@ def resolve_in(store: SqlStore, given: str) -> str:
 
     A RUN no run id can hold (bytes that are not UTF-8) is refused (UnstorableText) before the store sees it.
     """
+    from actors.runlog import run_ids_starting
+
     check_text("RUN", given)
     if not given:
         raise errors.UnknownRun(given)
@@ -146,197 +141,9 @@ def resolve_in(store: SqlStore, given: str) -> str:
 def settled(state: RunState) -> bool:
     """Where following a run stops: ended, or paused with nothing but a person to wait for
     (``flows.decide.settled``; a sibling step waiting for a slot is something)."""
+    from flows import decide
+
     return decide.settled(state, time.time())
-
-
-# -- in this process -----------------------------------------------------------------------------
-
-
-class Local:
-    """A command carried out in this process, on the store.
-
-    ``engine`` / ``projector`` say which parts the command needs; they start
-    at its first need, after ``check`` (a refusal appends nothing).
-    """
-
-    def __init__(self, settings: Settings, *, store: SqlStore | None = None, engine: bool = False,
-                 projector: bool = False) -> None:
-        # The command's engine goes by its own host:pid, never BATON_NODE: that name is the lease of a
-        # long-lived `baton serve`, which a short command sharing it would either be refused or impersonate.
-        self.rt = Runtime(settings.replace(node=""), store=store)
-        self._engine, self._projector = engine, projector
-        self._started = False
-
-    def check(self, verify: Callable[[Runtime], Any]) -> None:
-        """Run ``verify(runtime)`` before anything starts."""
-        verify(self.rt)
-
-    def start(self) -> Runtime:
-        """Start the parts the command needs (once); the runtime."""
-        if not self._started:
-            self._started = True
-            if self._engine or self._projector:
-                self.rt.start(engine=self._engine, projector=self._projector, recover=False)
-            if self._projector:
-                caught_up(self.rt)
-        return self.rt
-
-    def resolve(self, given: str) -> str:
-        return resolve_in(self.rt.store, given)
-
-    def launch(self, params: LaunchParams) -> Launched:
-        engine = self.start().engine
-        assert engine is not None
-        return engine.launch(params)
-
-    def actor(self, claimed: str) -> str:
-        return claimed or os_user()
-
-    def create_token(self, name: str, role: str, *, by: str) -> Issued:
-        return TokenBook(self.rt.store, time.time).create(name, role, by=by)
-
-    def tokens(self) -> list[dict[str, Any]]:
-        return [{"name": t.name, "role": t.role.value, "issued_by": t.issued_by, "issued_at": t.issued_at}
-                for t in TokenBook(self.rt.store, time.time).tokens()]
-
-    def revoke_token(self, name: str, *, by: str) -> int:
-        return TokenBook(self.rt.store, time.time).revoke(name, by=by)
-
-    def add_project(self, project_id: str, path: str, *, by: str) -> dict[str, Any]:
-        return _project_row(ProjectBook(self.rt.store, time.time).add(project_id, path, by=by))
-
-    def projects(self) -> list[dict[str, Any]]:
-        return [_project_row(p) for p in ProjectBook(self.rt.store, time.time).projects()]
-
-    def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
-        engine = self.start().engine
-        assert engine is not None
-        call = engine.approve if decision == "approve" else engine.reject
-        return call(run_id, step_id, by=by, comment=comment)
-
-    def cancel(self, run_id: str, *, reason: str, by: str) -> int:
-        engine = self.start().engine
-        assert engine is not None
-        return engine.cancel(run_id, reason=reason, by=by)
-
-    def task_word(self, run_id: str, task: str, action: str, *, text: str, by: str) -> int:
-        engine = self.start().engine
-        assert engine is not None
-        return engine.task_command(run_id, task, action, text=text, by=by)
-
-    def fork(self, run_id: str, step_id: str, *, inputs: dict[str, Any], by: str, retry: bool) -> Launched:
-        engine = self.start().engine
-        assert engine is not None
-        return engine.fork(run_id, step_id, inputs=inputs, by=by, retry=retry)
-
-    def follow(self, run_id: str, view: ProgressView | None) -> RunState:
-        rt = self.start()
-        unsubscribe = rt.bus.subscribe(view.on_delta) if view is not None else None
-        try:
-            return follow(rt.store, run_id, settled, view.update if view else None)
-        finally:
-            if unsubscribe is not None:
-                unsubscribe()
-
-    def runs(self, *, status: str | None, flow: str | None, project_id: str | None, limit: int) -> list[dict[str, Any]]:
-        read_model = self.start().read_model
-        assert read_model is not None
-        return read_model.list_runs(project_id=project_id, status=status, flow=flow, limit=limit)[0]
-
-    def run(self, run_id: str) -> dict[str, Any] | None:
-        read_model = self.start().read_model
-        assert read_model is not None
-        return read_model.get_run(run_id)
-
-    def waiting(self, run_id: str) -> list[str]:
-        state = read_with_owner(self.start().store, run_id)[0]
-        return [sid for sid, step in state.steps.items() if step.status == StepStatus.PAUSED]
-
-    def projection_errors(self, run_id: str) -> list[dict[str, Any]]:
-        read_model = self.start().read_model
-        assert read_model is not None
-        return read_model.projection_errors(run_id)
-
-    def plan(self) -> dict[str, Any]:
-        return plan_from_log(self.start())
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return nodes_of(self.rt.store)
-
-    def flows(self) -> list[dict[str, Any]]:
-        return [flow.describe() for flow in self.rt.registry]
-
-    def close(self) -> None:
-        self.rt.stop()
-
-
-CATCH_UP_S = 60.0  # how long runs/show wait for the read tables to reach the head (a rebuild may be under way)
-STUCK_S = 10.0  # ... or for a projector that keeps failing without moving
-
-
-def caught_up(rt: Runtime, timeout: float = CATCH_UP_S, stuck: float = STUCK_S) -> None:
-    """Wait for the read tables to reflect everything recorded so far (read-your-writes).
-
-    Never for good: up to ``timeout``, and no longer than ``stuck`` once the
-    projector fails without moving (its database away). Then a warning says
-    what was waited for and how far the tables got, and the command answers
-    from them as they are.
-    """
-    head = rt.store.head()
-    projector = rt.projector
-    assert rt.read_model is not None and projector is not None
-    began = time.monotonic()
-    deadline = began + timeout
-    moved, last = began, projector.position
-    while not projector.wait_for(head, timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
-        now = time.monotonic()
-        if projector.position != last:
-            moved, last = now, projector.position
-        if now >= deadline or (projector.last_error and now - moved >= stuck):
-            error = f"; its last error: {projector.last_error}" if projector.last_error else ""
-            print(f"baton: warning: waited {now - began:.0f} s for the read tables to reach the store's head "
-                  f"(position {head}); they are at {projector.position}, so results may be stale{error}",
-                  file=sys.stderr)
-            return
-
-
-def plan_from_log(rt: Runtime) -> dict[str, Any]:
-    """The plan as the log shows it, for when no server runs (no engine holds the live one).
-
-    Same shape as the engine's plan: runs in progress (with the node that
-    drives each, or none when its process is gone), and waiting runs with
-    their reason: ``capacity`` (queued until a process admits them) or
-    ``approval``. Slots in use are the agent steps the log shows running.
-    """
-    store, settings = rt.store, rt.settings
-    live = live_nodes(Leases(store.database).held())
-    in_progress: list[dict[str, Any]] = []
-    waiting: list[tuple[str, str, str, str]] = []
-    slots = 0
-    for run_id in unended_runs(store):
-        state, _, last_node = read_with_owner(store, run_id)
-        if state.launched is None or state.terminal:
-            continue
-        running = [sid for sid in state.running() if kind_rules(state.spec(sid).kind).needs_agent_slot]
-        slots += len(running)
-        node = last_node if last_node in live else ""
-        if state.status == RunStatus.QUEUED:
-            waiting.append((run_id, state.launched.flow, "capacity", "queued until a process with room admits it"))
-        elif state.status == RunStatus.PAUSED and not state.running():
-            waiting.append((run_id, state.launched.flow, "approval", "waiting for a person to approve or reject"))
-        else:
-            in_progress.append({"run_id": run_id, "flow": state.launched.flow, "since": state.started_at,
-                                "slots_held": len(running), "steps_waiting_for_slot": 0,
-                                "node": node or "none (its process is gone: baton serve takes it up)"})
-    return {
-        "max_active_runs": settings.max_active_runs,
-        "agent_slots": settings.agent_slots,
-        "slots_in_use": slots,
-        "in_progress": in_progress,
-        "planned_queued": [{"run_id": r, "flow": f, "position": i, "reason": reason, "detail": detail,
-                            "steps_waiting_for_slot": 0} for i, (r, f, reason, detail) in enumerate(waiting, 1)],
-        "new_queued": [],
-    }
 
 
 # -- through a server ----------------------------------------------------------------------------
@@ -350,16 +157,29 @@ class Remote:
     runs list.
     """
 
-    def __init__(self, client: Client, store: SqlStore | None = None) -> None:
+    def __init__(self, client: Client, store: SqlStore | None = None, *,
+                 opener: Callable[[], SqlStore | None] | None = None) -> None:
+        """``opener`` opens the store when a prefix needs it (None: no store here): a command that names no
+        run, or a run by its full id the server knows, never imports SQLAlchemy."""
         self.client = client
-        self.store = store
+        self._store = store
+        self._opener = opener
+
+    @property
+    def store(self) -> SqlStore | None:
+        """The store of this process, opened at its first need (None when there is none here)."""
+        if self._store is None and self._opener is not None:
+            opener, self._opener = self._opener, None
+            self._store = opener()
+        return self._store
 
     def resolve(self, given: str) -> str:
         check_text("RUN", given)
+        known = len(given) == ID_LENGTH and self._store is None and self.client.run(given) is not None
+        if known:  # a full id the server knows: the store need not be opened to say so
+            return given
         if self.store is not None:
             return resolve_in(self.store, given)
-        if len(given) == ID_LENGTH and self.client.run(given) is not None:
-            return given
         found: list[str] = []
         cursor: str | None = None
         while True:  # the runs list, page by page: a prefix without the store behind it
@@ -399,6 +219,8 @@ class Remote:
         return Launched(answer["run_id"], answer["position"])
 
     def create_token(self, name: str, role: str, *, by: str) -> Issued:
+        from api.tokens import Issued
+
         answer = self.client.create_token(name, role)
         return Issued(answer["name"], Role(answer["role"]), answer["token"], answer["position"])
 
@@ -461,7 +283,7 @@ class Remote:
 
     def close(self) -> None:
         self.client.close()
-        if self.store is not None:
-            self.store.close()
+        if self._store is not None:
+            self._store.close()
 
 

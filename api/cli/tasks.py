@@ -28,7 +28,8 @@ from actors.task_attempt import TaskEnv
 from api.cli.context import target
 from api.cli.errors import CliError
 from api.cli.escape import printable_line
-from api.cli.targets import Local, Remote
+from api.cli.local import Local
+from api.cli.targets import Remote
 from api.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from api.runtime import Runtime
 from api.settings import Settings

@@ -192,7 +192,7 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
 
     While it serves, the server holds a lease ``server-<url>`` (renewed with
     its node lease) so that ``baton`` commands on the same store find it and
-    go through it (``api.cli.client.discover``).
+    go through it (``api.cli.discovery.discover``).
     """
     open_files = raise_open_files_limit()  # before the runtime opens anything: the engine's files come first
     try:

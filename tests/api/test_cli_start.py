@@ -1,9 +1,12 @@
-"""``baton --help`` and usage errors start light; what the parser names lazily exists.
+"""``baton --help`` and usage errors start light, and each command imports only what it uses.
 
 The parser names each command's function (``api.cli.parser.Handler``) and
 ``api.failures`` names the error types, both instead of importing them: so
 ``baton --help`` takes ~0.1 s, not ~1.2 s (docs/PERFORMANCE.md, "CLI
-start-up"). These tests keep both halves honest.
+start-up"). A command that only reads the log starts no engine and imports
+none (nor the HTTP server or client); a command sent to a server imports the
+HTTP client, not the store (SQLAlchemy) or the engine. These tests keep
+each half honest: a command's imports are read in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,12 +42,19 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
 
 
-def started(*argv: str) -> tuple[int, set[str]]:
-    """Run ``baton ARGV`` in a fresh interpreter: its exit status and the top-level packages it imported."""
-    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=60,
-                          check=False)
+def imported(*argv: str, env: dict[str, str] | None = None) -> tuple[int, set[str]]:
+    """Run ``baton ARGV`` in a fresh interpreter: its exit status and every module it imported."""
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120,
+                          check=False, env=env)
+    assert done.stdout.strip(), done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    return seen["code"], {name.split(".")[0] for name in seen["modules"]}
+    return seen["code"], set(seen["modules"])
+
+
+def started(*argv: str, env: dict[str, str] | None = None) -> tuple[int, set[str]]:
+    """Run ``baton ARGV`` in a fresh interpreter: its exit status and the top-level packages it imported."""
+    code, modules = imported(*argv, env=env)
+    return code, {name.split(".")[0] for name in modules}
 
 
 @pytest.mark.parametrize(("argv", "code"), [
@@ -90,3 +102,100 @@ def test_every_named_error_is_an_exception_class() -> None:
         cls = getattr(importlib.import_module(module), attr, None)
         assert isinstance(cls, type) and issubclass(cls, BaseException), name
         assert f"{cls.__module__}.{cls.__qualname__}" == name  # where it is defined, as loaded() looks it up
+
+
+# -- real commands -------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+ENGINE = ("pykka", "actors.engine", "actors.agents", "psycopg")  # what drives runs (and its cluster)
+HTTP_SERVER = ("starlette", "uvicorn", "api.http")
+STORE = ("sqlalchemy", "eventstore.sql", "projections", "api.runtime", "api.cli.local")  # this process's store
+
+
+def env_of(db: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``baton`` command on ``db``: no BATON_* of the caller's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+    env.update({"BATON_DB": db, "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""), **extra})
+    return env
+
+
+def heavy(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` (a package, or a module and its submodules) are among ``modules``."""
+    return sorted(n for n in names if any(m == n or m.startswith(n + ".") for m in modules))
+
+
+def demo_store(folder: Path) -> tuple[str, str]:
+    """A SQLite store holding one completed run (``baton demo``): its URL and the run's id."""
+    db = f"sqlite:///{folder / 'baton.db'}"
+    subprocess.run([sys.executable, "-m", "api.cli.main", "demo"], capture_output=True, text=True, timeout=120,
+                   check=True, env=env_of(db, BATON_OFFLINE_DELAY_S="0.001"))
+    listed = subprocess.run([sys.executable, "-m", "api.cli.main", "runs", "--json"], capture_output=True, text=True,
+                            timeout=120, check=True, env=env_of(db))
+    return db, json.loads(listed.stdout)[0]["run_id"]
+
+
+@pytest.fixture(scope="module")
+def store_with_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A store no server serves."""
+    return demo_store(tmp_path_factory.mktemp("start"))
+
+
+@pytest.fixture(scope="module")
+def served_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A store a server serves (``server``)."""
+    return demo_store(tmp_path_factory.mktemp("served"))
+
+
+@pytest.mark.parametrize("argv", [["runs"], ["show", "RUN"], ["show", "RUN", "--report"], ["replay", "--verify"],
+                                  ["replay", "--run", "RUN"], ["flows"], ["plan"], ["tokens", "list"]])
+def test_a_command_that_reads_starts_no_engine_and_no_http(argv: list[str], store_with_runs: tuple[str, str]) -> None:
+    db, run_id = store_with_runs
+    argv = [run_id[:10] if a == "RUN" else a for a in argv]
+    code, modules = imported(*argv, env=env_of(db))
+    assert code == 0
+    unused = ENGINE + HTTP_SERVER + ("httpx",) + (() if argv[0] in ("runs", "show") else ("projections",))
+    assert not heavy(modules, unused), f"baton {' '.join(argv)} imported {heavy(modules, unused)}"
+
+
+@pytest.fixture(scope="module")
+def server(served_store: tuple[str, str]):  # type: ignore[no-untyped-def]
+    from tests.api.server import ApiServer
+
+    with ApiServer(served_store[0], BATON_OFFLINE_DELAY_S="0") as served:
+        yield served
+
+
+def test_a_command_sent_to_a_server_imports_neither_the_store_nor_the_engine(
+        served_store: tuple[str, str], server) -> None:  # type: ignore[no-untyped-def]
+    db = served_store[0]
+    env = env_of(db, BATON_URL=server.url)
+    code, modules = imported("launch", "review-and-approve", "-q", "Review PR 15", env=env)
+    assert code == 0
+    assert not heavy(modules, ENGINE + HTTP_SERVER + STORE), heavy(modules, ENGINE + HTTP_SERVER + STORE)
+    waiting = json.loads(subprocess.run([sys.executable, "-m", "api.cli.main", "runs", "--status", "paused",
+                                         "--json"], capture_output=True, text=True, timeout=120, check=True,
+                                        env=env).stdout)
+    run_id = waiting[0]["run_id"]
+    for argv in (["approve", run_id, "--comment", "ok"], ["runs"], ["show", run_id], ["flows"], ["plan"],
+                 ["tokens", "list"]):
+        code, modules = imported(*argv, env=env)
+        assert code == 0, argv
+        assert not heavy(modules, ENGINE + HTTP_SERVER + STORE), (argv, heavy(modules, ENGINE + HTTP_SERVER + STORE))
+    shown = subprocess.run([sys.executable, "-m", "api.cli.main", "show", run_id, "--json"], capture_output=True,
+                           text=True, timeout=120, check=True, env=env)
+    assert json.loads(shown.stdout)["run"]["status"] == "completed"  # the approval went through the server
+
+
+def test_a_command_that_finds_the_server_on_the_store_starts_no_engine(
+        served_store: tuple[str, str], server) -> None:  # type: ignore[no-untyped-def]
+    env = env_of(served_store[0])  # no BATON_URL: the server is found by its lease on the store
+    code, modules = imported("launch", "review-and-approve", "-q", "Review PR 16", env=env)
+    assert code == 0
+    assert "httpx" in modules  # it went through the server
+    assert not heavy(modules, ENGINE + HTTP_SERVER + ("projections",)), heavy(modules, ENGINE + HTTP_SERVER)
+    paused = subprocess.run([sys.executable, "-m", "api.cli.main", "runs", "--status", "paused", "--json"],
+                            capture_output=True, text=True, timeout=120, check=True, env=env)
+    run_id = json.loads(paused.stdout)[0]["run_id"]
+    code, modules = imported("approve", run_id[:12], env=env)
+    assert code == 0
+    assert not heavy(modules, ENGINE + HTTP_SERVER + ("projections",)), heavy(modules, ENGINE + HTTP_SERVER)

@@ -177,3 +177,40 @@ def test_insecure_no_auth_is_for_loopback_hosts_only():
         with pytest.raises(SettingsError, match="loopback"):
             require_safe_auth(Settings(host=host, insecure_no_auth=True))
     assert require_safe_auth(Settings(host="0.0.0.0")).host == "0.0.0.0"  # with auth, any host
+
+
+# Store URLs of every shape: the settings read them without SQLAlchemy (db_url) and must read them as it does.
+DB_URLS = ["sqlite:///baton.db", "sqlite://", "sqlite:///:memory:", "sqlite:////abs/path.db", "sqlite:///a%20b.db",
+           "sqlite+pysqlite:///x.db?mode=ro", "sqlite:///x?", "postgresql+psycopg://u:p%40ss@h:5432/db",
+           "postgresql://u:p@[::1]:5433/d", "postgresql:///db?host=/var/run/postgresql", "postgresql://h",
+           "postgresql://u@h/db", "postgresql://u:@h/db", "postgresql://:pw@h/db", "postgresql://u:p:q@h/db",
+           "postgresql://u:p@q@h/db", "postgresql://h:/db", "postgresql://h:abc/db", "postgresql://h:99999999/db",
+           "pg+a+b://h", "garbage", "", "sqlite:/x", " sqlite:///x", "mysql://u:p%2Fw@host/db%2F1"]
+
+
+@pytest.mark.parametrize("url", DB_URLS)
+def test_the_store_url_is_read_as_sqlalchemy_reads_it(url: str) -> None:
+    import sqlalchemy as sa
+
+    from api.settings import db_url
+
+    try:
+        parsed = sa.engine.make_url(url)
+        expected: tuple[object, ...] = (parsed.get_backend_name(), parsed.host, parsed.port, parsed.database,
+                                        parsed.password)
+    except Exception:
+        expected = ("refused",)
+    try:
+        got = db_url(url)
+        read: tuple[object, ...] = (got.backend, got.host, got.port, got.database, got.password)
+    except ValueError:
+        read = ("refused",)
+    assert read == expected
+
+
+@pytest.mark.parametrize(("db", "where"), [("sqlite:///some/dir/b.db", "some/dir/b.db.admin-token"),
+                                           ("sqlite:///:memory:", "admin-token-local-default-_memory_"),
+                                           ("postgresql://u:pw@db.example:5433/baton",
+                                            "baton/admin-token-db.example-5433-baton")])
+def test_the_admin_token_file_follows_the_store(db: str, where: str) -> None:
+    assert str(Settings(db=db).admin_token_file()).endswith(where)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from actors.errors import LaunchInProgress, RunBusy, RunOwnedElsewhere
 from api.cli import commands as cli_commands
 from api.cli import main as cli
-from api.cli import targets
+from api.cli.local import caught_up
 from api.runtime import Runtime
 from api.settings import Settings
 from eventstore import NewEvent
@@ -195,7 +195,7 @@ def test_runs_and_show_stop_waiting_for_a_projector_that_is_stuck(sqlite_url, ca
         rt.projector = Projector(rt.store, _before_commit=database_away).start()
         rt.read_model = ReadModel(rt.store.database, rt.projector)
         began = time.monotonic()
-        targets.caught_up(rt, timeout=30, stuck=1)
+        caught_up(rt, timeout=30, stuck=1)
         assert time.monotonic() - began < 10
     finally:
         rt.stop()
