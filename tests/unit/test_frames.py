@@ -6,6 +6,7 @@ import importlib.util
 from collections import defaultdict
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from eventstore import RecordedEvent
@@ -439,3 +440,36 @@ def test_launches_sharing_a_snapshot_are_replayed_as_their_live_frames(form, mon
     unread = [m.split(" (")[0] for m in caplog.messages if m.startswith("cannot read event")]
     assert unread == [f"cannot read event {n}" for n in range(len(records) + 1, len(rows) + 1)]
     assert 0 < len(framer._plans) <= 2  # the plans were kept, and no more than it may keep
+
+
+def test_a_replay_follows_an_upcaster_registered_between_two_of_its_pages():
+    """A replay's framer keeps its decoding tables from page to page, as long as the codec's stay the
+    same: an upcaster registered between two pages applies to the next page as it does to a live frame,
+    and once it is gone the page after that is read as before."""
+    from api.http.stream import sse_lines
+    from eventstore.codec import encode_json
+    from flows.codec import CODEC
+    from flows.events import StepCompleted
+
+    def row(position: int, output: str) -> tuple:
+        data = event_data(StepCompleted(step_id="s1", attempt=1, output=output, at=float(position)))
+        return (position, "r1", "StepCompleted", encode_json(data).encode(), None)
+
+    def live(row: tuple) -> list[dict]:
+        data = msgspec.json.decode(row[3])
+        return Framer().frames(RecordedEvent(row[0], "run-r1", row[0], row[2], data, {}, 0.0, ""))
+
+    def shout(data: dict) -> tuple[str, dict]:
+        return "StepCompleted", {**data, "output": data["output"].upper()}
+
+    framer = Framer()
+    first = framer.encode_rows([row(1, "quiet")])
+    assert first.frames() == live(row(1, "quiet"))
+    with CODEC.upcasting("StepCompleted", 1, shout):
+        second = framer.encode_rows([row(2, "quiet")])
+        expected = live(row(2, "quiet"))
+    assert second.frames() == expected and expected[0]["output"] == "QUIET"
+    assert sse_lines(second) == sse_lines(expected)
+    third = framer.encode_rows([row(3, "quiet")])
+    assert third.frames() == live(row(3, "quiet")) and third.frames()[0]["output"] == "quiet"
+    assert sse_lines(framer.encode_rows([])) == b""
