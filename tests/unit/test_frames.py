@@ -473,3 +473,35 @@ def test_a_replay_follows_an_upcaster_registered_between_two_of_its_pages():
     third = framer.encode_rows([row(3, "quiet")])
     assert third.frames() == live(row(3, "quiet")) and third.frames()[0]["output"] == "quiet"
     assert sse_lines(framer.encode_rows([])) == b""
+
+
+@pytest.mark.parametrize("form", ["bytes", "str"])
+def test_a_page_with_an_escape_in_one_row_takes_care_of_that_row_and_the_next_pages_as_before(form):
+    """One framer, pages of rows that take the short path between which comes a page holding a NUL
+    escape in one row and a report another writer escaped: every page's frames are the live ones,
+    the NUL made storable, and the rows around it framed as usual."""
+    from api.http.stream import sse_lines
+    from eventstore.codec import encode_json
+    from flows.events import RunCompleted, StepCompleted
+
+    def row(position: int, event: object) -> tuple:
+        text = encode_json(event_data(event))
+        return (position, "r1", type(event).__name__, text.encode() if form == "bytes" else text, None)
+
+    def live(page: list[tuple]) -> list[dict]:
+        framer = Framer()
+        return [f for r in page for f in framer.frames(
+            RecordedEvent(r[0], "run-r1", r[0], r[2], msgspec.json.decode(r[3]), {}, 0.0, ""))]
+
+    clean = [row(1, StepCompleted(step_id="a", attempt=1, output="fine", at=1.0)),
+             row(2, RunCompleted(report="# done\n", at=2.0))]
+    escaped = [row(3, StepCompleted(step_id="b", attempt=1, output="fine", at=3.0)),
+               row(4, StepCompleted(step_id="c", attempt=1, output="nul \x00 here", at=4.0)),
+               (5, "r1", "RunCompleted", (b'{"at":5.0,"report":"\\u00e9 \\/"}' if form == "bytes"
+                                          else '{"at":5.0,"report":"\\u00e9 \\/"}'), None)]
+    framer = Framer()
+    for page in (clean, escaped, clean):
+        replayed = framer.encode_rows(page)
+        assert replayed.frames() == live(page) and sse_lines(replayed) == sse_lines(live(page))
+    frames = framer.encode_rows(escaped).frames()
+    assert frames[1]["output"] == "nul \ufffd here" and frames[2]["report"] == "é /"
