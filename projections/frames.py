@@ -172,7 +172,8 @@ class Framer:
         projects = self._projects
         encode = _encode
         data = rows[0][3]
-        # A page's data is all JSON text (bytes from SQLite, str from PostgreSQL) or all JSON values.
+        # A page's data is all JSON text (bytes from either database's query, str from another caller)
+        # or all JSON values.
         if not isinstance(data, (bytes, str)):
             for position, run_id, type_name, data, schema_version in rows:
                 self._encode_row(out, position, run_id, type_name, data, schema_version, project_id, None, {})

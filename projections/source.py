@@ -302,8 +302,8 @@ def read_framed(store: EventStore, after: int, upto: int, types: Iterable[str], 
 FramedRow = tuple[int, str, str, Any, Any]
 """A run event as ``read_framed_rows`` hands it over: (position, run id, type, data, schema version).
 
-``data`` is the JSON text (bytes on SQLite, str on PostgreSQL), or JSON values (a dict) from a store
-without a ``database``; the schema version is None where not read (``schema_version_column``).
+``data`` is the JSON text (bytes, from both databases: PostgreSQL's text as its UTF-8), or JSON values
+(a dict) from a store without a ``database``; the schema version is None where not read (``schema_version_column``).
 """
 
 
