@@ -120,6 +120,7 @@ class Framer:
         self._project_of = project_of
         self._projects: dict[str, str] = {}
         self._plans: dict[bytes, list[_PlanStepF] | None] = {}  # a launch's plan steps by its snapshot's text
+        self._tables_of: dict[type, Any] = {}  # encode_rows' tables, by the kind of a page's data
 
     def frames(self, recorded: RecordedEvent) -> list[Frame]:
         """The frames of one recorded event, in order ([] when it has none)."""
@@ -164,63 +165,99 @@ class Framer:
         one row after the other: a page's events are never all alive together.
         """
         out = Encoded()
+        if not rows:
+            return out
         ids, types, texts = out.ids, out.types, out.json
+        add_id, add_type, add_text = ids.append, types.append, texts.append
         projects = self._projects
-        project_of = self._project
         encode = _encode
-        # A page's data is all JSON text (bytes from SQLite, str from PostgreSQL) or all JSON values.
-        fast = CODEC.fast() if rows and isinstance(rows[0][3], (bytes, str)) else {}
-        suspect = suspect_search(rows[0][3]) if fast else None
+        data = rows[0][3]
+        # A page's data is all JSON text (bytes from either database's query, str from another caller)
+        # or all JSON values.
+        if not isinstance(data, (bytes, str)):
+            for position, run_id, type_name, data, schema_version in rows:
+                self._encode_row(out, position, run_id, type_name, data, schema_version, project_id, None, {})
+            return out
+        suspect = suspect_search(data)
         # Types read with part of their text kept as it is (not while an upcaster reads the type):
         # the ending events' report, a launch's snapshot (``_with_report_text``, ``_with_plan``).
-        partly: dict[str, Callable[[Any], Event | None]] = {}
-        if suspect is not None:
-            unusual = (_UNUSUAL if isinstance(rows[0][3], bytes) else _UNUSUAL_TEXT).search
-            partly = {name: functools.partial(_with_report_text, d, unusual)
-                      for name, d in _REPORT_TEXT.items() if name in fast}
-            if _LAUNCHED in fast:
-                partly[_LAUNCHED] = functools.partial(self._with_plan, suspect)
+        plain, partly = self._tables(type(data), suspect)
         for position, run_id, type_name, data, schema_version in rows:
-            decoder = fast.get(type_name)
-            event: Event | None = None
-            if type_name in partly:
-                event = partly[type_name](data)
-            if event is None and decoder is not None and suspect is not None and suspect(data) is None:
+            # Most rows: a type of one frame built as a Struct, no escape to take care of, a run that is
+            # neither launched nor ended by it (``_PLAIN_ROWS``); the others, and any surprise, row by row.
+            how = plain.get(type_name)
+            if how is not None and suspect(data) is None:
+                try:
+                    event = how[0](data)
+                except (msgspec.DecodeError, ValueError):
+                    pass  # _encode_row's read_event says why, and skips it
+                else:
+                    project = projects.get(run_id)
+                    if project is None:
+                        project = self._project(run_id)
+                    if project_id is None or project == project_id:
+                        built = how[1](position, run_id, project, event)
+                        add_id(position)
+                        add_type(built.type)
+                        add_text(encode(built))
+                    continue
+            self._encode_row(out, position, run_id, type_name, data, schema_version, project_id, suspect, partly)
+        return out
+
+    def _tables(self, kind: type, suspect: Callable[[Any], Any]) -> tuple[
+            dict[str, tuple[Callable[[Any], Any], Callable[..., Any]]], dict[str, Callable[[Any], Event | None]]]:
+        """For pages of data of this kind (bytes or str): the plain types' (decode, build), and the types
+        read partly as text, kept while the codec's table of fast decoders stays the same."""
+        fast = CODEC.fast()
+        cached = self._tables_of.get(kind)
+        if cached is not None and cached[0] is fast:
+            return cached[1], cached[2]
+        plain = {name: (decoder.decode, _STRUCTS[CODEC.types[name]]) for name, decoder in fast.items()
+                 if CODEC.types.get(name) in _PLAIN_ROWS}
+        unusual = (_UNUSUAL if kind is bytes else _UNUSUAL_TEXT).search
+        partly: dict[str, Callable[[Any], Event | None]] = {
+            name: functools.partial(_with_report_text, d, unusual) for name, d in _REPORT_TEXT.items() if name in fast}
+        if _LAUNCHED in fast:
+            partly[_LAUNCHED] = functools.partial(self._with_plan, suspect)
+        self._tables_of[kind] = (fast, plain, partly)
+        return plain, partly
+
+    def _encode_row(self, out: Encoded, position: int, run_id: str, type_name: str, data: Any,
+                    schema_version: Any, project_id: str | None, suspect: Callable[[Any], Any] | None,
+                    partly: dict[str, Callable[[Any], Event | None]]) -> None:
+        """One row's frames into ``out``, whatever its type and text (``encode_rows``' careful path)."""
+        event: Event | None = None
+        if type_name in partly:
+            event = partly[type_name](data)
+        if event is None and suspect is not None and suspect(data) is None:
+            decoder = CODEC.fast().get(type_name)
+            if decoder is not None:
                 try:
                     event = decoder.decode(data)
                 except (msgspec.DecodeError, ValueError):
                     pass  # read_event says why, and skips it
+        if event is None:
+            event = read_event(type_name, data, schema_version, position)
             if event is None:
-                event = read_event(type_name, data, schema_version, position)
-                if event is None:
-                    continue
-            cls = type(event)
-            if isinstance(event, RunLaunched):
-                projects[run_id] = event.project_id
-            project = projects.get(run_id)
-            if project is None:
-                project = project_of(run_id)
-            if project_id is None or project == project_id:
-                build = _STRUCTS.get(cls)
-                if build is not None:
-                    built = build(position, run_id, project, event)
-                    if type(built) is tuple:  # an event of two frames
-                        for struct in built:
-                            ids.append(position)
-                            types.append(struct.type)
-                            texts.append(encode(struct))
-                    else:
-                        ids.append(position)
-                        types.append(built.type)  # type: ignore[union-attr]
-                        texts.append(encode(built))
-                else:
-                    for frame in _frames({"id": position, "run_id": run_id, "project_id": project}, event):
-                        ids.append(position)
-                        types.append(frame["type"])
-                        texts.append(encode(frame))
-            if cls in _ENDS:
-                projects.pop(run_id, None)
-        return out
+                return
+        cls = type(event)
+        projects = self._projects
+        if isinstance(event, RunLaunched):
+            projects[run_id] = event.project_id
+        project = projects.get(run_id)
+        if project is None:
+            project = self._project(run_id)
+        if project_id is None or project == project_id:
+            build = _STRUCTS.get(cls)
+            built = build(position, run_id, project, event) if build is not None else None
+            structs: Iterable[Any] = (built if type(built) is tuple else (built,)) if built is not None else \
+                _frames({"id": position, "run_id": run_id, "project_id": project}, event)
+            for frame in structs:
+                out.ids.append(position)
+                out.types.append(frame["type"] if type(frame) is dict else frame.type)
+                out.json.append(_encode(frame))
+        if cls in _ENDS:
+            projects.pop(run_id, None)
 
     def _with_plan(self, suspect: Callable[[Any], Any], data: bytes | str) -> Event | None:
         """The RunLaunched in ``data`` with its frame's plan steps in place of its snapshot
@@ -637,6 +674,10 @@ _STRUCTS: dict[type[Event], _Build] = {
     ToolCalled: _tool_called, ToolResult: _tool_result,
 }
 """The framed event types built as Structs; the others (``_frames``) as dicts."""
+_PLAIN_ROWS = frozenset({StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped, StepResumed, RunQueued,
+                         RunStarted, MapItemCompleted, MapItemFailed, AnomalyDetected, ToolCalled, ToolResult})
+"""The types ``encode_rows`` frames on its shortest path: one frame each, built as a Struct, and the run
+neither learned (RunLaunched) nor forgotten (an ending) by them."""
 
 
 # -- a run's report passed through as its JSON text -------------------------------------------------

@@ -280,6 +280,10 @@ def _not_json(name: str) -> Any:
 _FRAMED = ("SELECT position, {5}, type, {1}, {2} FROM events WHERE position > {0} AND position <= {0} "
            "AND stream_id >= '" + RUN_STREAM_PREFIX + "' AND stream_id < '" + RUN_STREAM_PREFIX[:-1]
            + chr(ord(RUN_STREAM_PREFIX[-1]) + 1) + "' AND type IN ({3}){4} ORDER BY position LIMIT {0}")
+# The data of a replay's rows as bytes on both backends: PostgreSQL's text as its UTF-8 bytes (a
+# ``bytea`` in binary format: the driver hands it over as it comes, without decoding it into a str;
+# msgspec reads the bytes as it reads the text).
+_FRAMED_DATA = {**_DATA, "postgresql": "convert_to(data, 'UTF8')"}
 # A project's runs, and the runs the read tables do not know yet (launched after the projector's
 # checkpoint: the caller filters their frames by project itself).
 _OF_PROJECT = (" AND (EXISTS (SELECT 1 FROM flow_runs f WHERE f.run_id = substr(events.stream_id, {1}) "
@@ -298,8 +302,8 @@ def read_framed(store: EventStore, after: int, upto: int, types: Iterable[str], 
 FramedRow = tuple[int, str, str, Any, Any]
 """A run event as ``read_framed_rows`` hands it over: (position, run id, type, data, schema version).
 
-``data`` is the JSON text (bytes on SQLite, str on PostgreSQL), or JSON values (a dict) from a store
-without a ``database``; the schema version is None where not read (``schema_version_column``).
+``data`` is the JSON text (bytes, from both databases: PostgreSQL's text as its UTF-8), or JSON values
+(a dict) from a store without a ``database``; the schema version is None where not read (``schema_version_column``).
 """
 
 
@@ -340,14 +344,14 @@ def _framed_pages(store: EventStore, after: int, upto: int, types: Iterable[str]
     dialect = database.dialect.name
     mark = "%s" if dialect == "postgresql" else "?"
     project = "" if project_id is None else _OF_PROJECT.format(mark, len(RUN_STREAM_PREFIX) + 1)
-    sql = _FRAMED.format(mark, _DATA.get(dialect, "data"), schema_version_column(dialect),
+    sql = _FRAMED.format(mark, _FRAMED_DATA.get(dialect, "data"), schema_version_column(dialect),
                          ", ".join("'" + name.replace("'", "''") + "'" for name in wanted), project,
                          stream_columns)
     params: tuple[Any, ...] = () if project_id is None else (project_id,)
     while after < upto:
         raw = database.raw_connection()
         try:
-            cursor = raw.cursor()
+            cursor = raw.cursor(binary=True) if dialect == "postgresql" else raw.cursor()
             cursor.execute(sql, (after, upto, *params, page))
             rows = cursor.fetchall()
             cursor.close()

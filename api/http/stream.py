@@ -64,9 +64,18 @@ def _encoded(frame: Frame, name: str, encode: Any) -> bytes:
 def sse_lines(frames: list[Frame] | Encoded) -> bytes:
     """Frames in text/event-stream form (one write): live ones, or a replay's already encoded."""
     if isinstance(frames, Encoded):
+        # Each frame's JSON is copied once, by the join: its lines around it are made apart and the
+        # two lists interleaved (the blank line that ends a frame begins the next one's lines).
+        if not frames.json:
+            return b""
         names = _NAMES
-        return b"".join([b"id: %d\nevent: %b\ndata: %b\n\n" % (fid, names.get(kind) or kind.encode(), text)
-                         for fid, kind, text in zip(frames.ids, frames.types, frames.json, strict=True)])
+        parts: list[bytes] = [b""] * (2 * len(frames.json))
+        parts[::2] = [b"\n\nid: %d\nevent: %b\ndata: " % (fid, names.get(kind) or kind.encode())
+                      for fid, kind in zip(frames.ids, frames.types, strict=True)]
+        parts[1::2] = frames.json
+        parts[0] = parts[0][2:]
+        parts.append(b"\n\n")
+        return b"".join(parts)
     return b"".join(_encoded(frame, "sse", sse_event) for frame in frames)
 
 

@@ -291,3 +291,33 @@ def test_replays_dropped_after_their_first_page_hold_nothing_back(store_url, mon
         assert asyncio.run(asyncio.wait_for(main(), 60)) == expected
     finally:
         store.close()
+
+
+def test_a_replay_of_text_of_every_kind_is_the_live_frames_byte_for_byte(store_url):
+    """The replay reads its rows' data as bytes on both backends (PostgreSQL's text as its UTF-8
+    bytes): non-ASCII text, escapes, a NUL and a report come out as the live frames, byte for byte."""
+    from flows.events import RunCompleted, StepCompleted, StepStarted
+
+    text = 'é 日本 😀 "quoted" \\ back\nslash \x00 nul \u2028 \\u0041 \\/'
+    store = open_store(store_url)
+    try:
+        append_run(store, "r1", project_id="p")
+        events = [StepStarted(step_id="s1", attempt=1, prompt=text, persona="é", at=time.time()),
+                  StepCompleted(step_id="s1", attempt=1, output=text, at=time.time()),
+                  RunCompleted(report="# r\n" + text, at=time.time())]
+        store.append("run-r1", [NewEvent(type(e).__name__, event_data(e)) for e in events], 2)
+
+        async def main() -> list[Encoded]:
+            hub = FrameHub(store).start()
+            try:
+                return [page async for page in hub.read_frames(0, store.head(), None)]
+            finally:
+                hub.stop()
+
+        replayed = asyncio.run(main())
+        live = all_frames(store)
+        assert [f for page in replayed for f in page.frames()] == live and len(live) == 5
+        assert b"".join(sse_lines(page) for page in replayed) == sse_lines(live)
+        assert "\ufffd" in live[3]["output"] and "日本" in live[4]["report"]
+    finally:
+        store.close()

@@ -6,6 +6,7 @@ import importlib.util
 from collections import defaultdict
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from eventstore import RecordedEvent
@@ -439,3 +440,68 @@ def test_launches_sharing_a_snapshot_are_replayed_as_their_live_frames(form, mon
     unread = [m.split(" (")[0] for m in caplog.messages if m.startswith("cannot read event")]
     assert unread == [f"cannot read event {n}" for n in range(len(records) + 1, len(rows) + 1)]
     assert 0 < len(framer._plans) <= 2  # the plans were kept, and no more than it may keep
+
+
+def test_a_replay_follows_an_upcaster_registered_between_two_of_its_pages():
+    """A replay's framer keeps its decoding tables from page to page, as long as the codec's stay the
+    same: an upcaster registered between two pages applies to the next page as it does to a live frame,
+    and once it is gone the page after that is read as before."""
+    from api.http.stream import sse_lines
+    from eventstore.codec import encode_json
+    from flows.codec import CODEC
+    from flows.events import StepCompleted
+
+    def row(position: int, output: str) -> tuple:
+        data = event_data(StepCompleted(step_id="s1", attempt=1, output=output, at=float(position)))
+        return (position, "r1", "StepCompleted", encode_json(data).encode(), None)
+
+    def live(row: tuple) -> list[dict]:
+        data = msgspec.json.decode(row[3])
+        return Framer().frames(RecordedEvent(row[0], "run-r1", row[0], row[2], data, {}, 0.0, ""))
+
+    def shout(data: dict) -> tuple[str, dict]:
+        return "StepCompleted", {**data, "output": data["output"].upper()}
+
+    framer = Framer()
+    first = framer.encode_rows([row(1, "quiet")])
+    assert first.frames() == live(row(1, "quiet"))
+    with CODEC.upcasting("StepCompleted", 1, shout):
+        second = framer.encode_rows([row(2, "quiet")])
+        expected = live(row(2, "quiet"))
+    assert second.frames() == expected and expected[0]["output"] == "QUIET"
+    assert sse_lines(second) == sse_lines(expected)
+    third = framer.encode_rows([row(3, "quiet")])
+    assert third.frames() == live(row(3, "quiet")) and third.frames()[0]["output"] == "quiet"
+    assert sse_lines(framer.encode_rows([])) == b""
+
+
+@pytest.mark.parametrize("form", ["bytes", "str"])
+def test_a_page_with_an_escape_in_one_row_takes_care_of_that_row_and_the_next_pages_as_before(form):
+    """One framer, pages of rows that take the short path between which comes a page holding a NUL
+    escape in one row and a report another writer escaped: every page's frames are the live ones,
+    the NUL made storable, and the rows around it framed as usual."""
+    from api.http.stream import sse_lines
+    from eventstore.codec import encode_json
+    from flows.events import RunCompleted, StepCompleted
+
+    def row(position: int, event: object) -> tuple:
+        text = encode_json(event_data(event))
+        return (position, "r1", type(event).__name__, text.encode() if form == "bytes" else text, None)
+
+    def live(page: list[tuple]) -> list[dict]:
+        framer = Framer()
+        return [f for r in page for f in framer.frames(
+            RecordedEvent(r[0], "run-r1", r[0], r[2], msgspec.json.decode(r[3]), {}, 0.0, ""))]
+
+    clean = [row(1, StepCompleted(step_id="a", attempt=1, output="fine", at=1.0)),
+             row(2, RunCompleted(report="# done\n", at=2.0))]
+    escaped = [row(3, StepCompleted(step_id="b", attempt=1, output="fine", at=3.0)),
+               row(4, StepCompleted(step_id="c", attempt=1, output="nul \x00 here", at=4.0)),
+               (5, "r1", "RunCompleted", (b'{"at":5.0,"report":"\\u00e9 \\/"}' if form == "bytes"
+                                          else '{"at":5.0,"report":"\\u00e9 \\/"}'), None)]
+    framer = Framer()
+    for page in (clean, escaped, clean):
+        replayed = framer.encode_rows(page)
+        assert replayed.frames() == live(page) and sse_lines(replayed) == sse_lines(live(page))
+    frames = framer.encode_rows(escaped).frames()
+    assert frames[1]["output"] == "nul \ufffd here" and frames[2]["report"] == "é /"
