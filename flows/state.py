@@ -187,20 +187,16 @@ def run_status(state: RunState) -> str:
     return run_status_counted(state.status, *status_counts(state))
 
 
-def _put(steps: dict[str, StepState], counts: Counts, step_id: str, step: StepState) -> Counts:
-    """Put ``step`` in ``steps`` (the fold's new copy) for ``step_id``, and return the counts that leaves:
-    the one place the fold replaces a step's state."""
+def _with_step(state: RunState, position: int, step_id: str, step: StepState, decides: bool = True) -> RunState:
+    """The state after one step's state became ``step``: the one place the fold replaces a step's state,
+    so the counts follow every change; ``decides``: the run's status is decided again from them."""
+    steps = state.steps.copy()
     before = steps[step_id]
     steps[step_id] = step
+    moving, paused = getattr(state, _COUNTS, None) or status_counts(state)
     m0, p0 = step_counts(before.status, before.not_before)
     m1, p1 = step_counts(step.status, step.not_before)
-    return counts[0] - m0 + m1, counts[1] - p0 + p1
-
-
-def _with_step(state: RunState, position: int, step_id: str, step: StepState, decides: bool = True) -> RunState:
-    """The state after one step's state became ``step``; ``decides``: the run's status is decided again."""
-    steps = state.steps.copy()
-    counts = _put(steps, status_counts(state), step_id, step)
+    counts = moving - m0 + m1, paused - p0 + p1
     status = run_status_counted(state.status, *counts) if decides else state.status
     new = replace(state, steps=steps, status=status, version=state.version + 1, position=position)
     new.__dict__[_COUNTS] = counts
@@ -400,9 +396,9 @@ def _task_moved(state: RunState, event: Event, position: int) -> RunState:
     tasks = task_lifecycle.evolve(state.tasks, event)
     moved = [event.step_id] if isinstance(event, TaskEvent) else list(event.step_ids) if isinstance(
         event, TasksPlanned) else []
-    steps, counts = state.steps.copy(), status_counts(state)
+    folded = state  # each moved step put in by _with_step; the run's status decided once, at the end
     for sid in moved:
-        if sid not in tasks.tasks or sid not in steps:
+        if sid not in tasks.tasks or sid not in state.steps:
             continue
         task = tasks.tasks[sid]
         status, skip_reason = task_run.step_status(task, event)
@@ -414,14 +410,15 @@ def _task_moved(state: RunState, event: Event, position: int) -> RunState:
         if isinstance(event, TaskDone):
             changes["output"] = f"merged {event.merge_commit[:12]}" if event.merge_commit else "nothing to merge"
         if isinstance(event, TaskFailed):
-            changes["failures"] = steps[sid].failures + (not event.lost)
+            changes["failures"] = folded.steps[sid].failures + (not event.lost)
             changes["not_before"] = event.at if event.will_retry else 0.0  # retried at once: still running
         elif isinstance(event, TaskStarted):
             changes["not_before"] = 0.0
         if status == StepStatus.PAUSED:
             changes["detail"] = task.reason
-        counts = _put(steps, counts, sid, replace(steps[sid], **changes))
-    new = replace(state, tasks=tasks, steps=steps, status=run_status_counted(state.status, *counts),
-                  version=state.version + 1, position=position)
+        folded = _with_step(folded, position, sid, replace(folded.steps[sid], **changes), decides=False)
+    counts = status_counts(folded)
+    new = replace(folded, tasks=tasks, status=run_status_counted(state.status, *counts), version=state.version + 1,
+                  position=position)
     new.__dict__[_COUNTS] = counts
     return new
