@@ -57,7 +57,7 @@ from flows.events import (
 from flows.model import FlowSnapshot
 from flows.state import RunState, evolve, fold, status_counts
 from flows.state import run_status as fold_run_status
-from flows.status import run_status
+from flows.status import NOT_LAUNCHED, RUN_STATUSES, StepStatus, run_status, run_status_counted, step_counts
 from flows.tasks import load_task_graph
 from flows.tasks.launch import task_run_launched
 
@@ -228,3 +228,16 @@ def test_the_counts_are_no_field_a_state_can_be_given_or_that_is_encoded() -> No
         RunState(_counts=(0, 0))  # type: ignore[call-arg]
     decoded = msgspec.json.decode(msgspec.json.encode(replace(state, launched=None)), type=RunState)
     assert status_counts(decoded) == (1, 0) and decoded == replace(state, launched=None)
+
+
+def test_the_pass_over_the_steps_is_the_rule_over_their_summed_counts() -> None:
+    """``run_status`` (the projector's pass, ``step_counts`` inlined) against ``run_status_counted`` over
+    ``step_counts`` summed: every run status, every list of up to three steps in any status, retry or not."""
+    one = [(status.value, retry) for status in StepStatus for retry in (0.0, 50.0)]
+    lists = [[]] + [[a] for a in one] + [[a, b] for a in one for b in one] + [
+        [a, b, c] for a in one for b in one for c in one]
+    for current in [*RUN_STATUSES, NOT_LAUNCHED]:
+        for steps in lists:
+            counts = [step_counts(status, retry) for status, retry in steps]
+            want = run_status_counted(current, sum(m for m, _ in counts), sum(p for _, p in counts))
+            assert run_status(current, steps) == want, (current, steps)
