@@ -6,9 +6,7 @@ so replay never re-evaluates a condition or a trigger rule.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import chain
-from operator import attrgetter
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -44,16 +42,18 @@ from flows.events import (
 from flows.model import FlowSnapshot, StepSpec
 from flows.status import (
     NOT_LAUNCHED,
+    Counts,
     StepStatus,
     has_output,
     run_ended,
+    run_status_counted,
     run_status_of,
+    step_counts,
     step_ended,
     step_status_of,
     succeeded,
     takes_run_event,
 )
-from flows.status import run_status as _run_status
 from flows.tasks import lifecycle as task_lifecycle
 from flows.tasks import run as task_run
 
@@ -94,8 +94,17 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True):
         return step_ended(self.status)
 
 
-class RunState(msgspec.Struct, frozen=True, kw_only=True):
-    """What the log says about one run. ``version`` is its stream's version."""
+class RunState(msgspec.Struct, frozen=True, kw_only=True, dict=True):
+    """What the log says about one run. ``version`` is its stream's version.
+
+    Beside its fields, a state made by :func:`evolve` carries how many of its
+    steps move and how many are paused (:func:`status_counts`), so a step's
+    move decides the run's status without a pass over every step. They are
+    not fields: they sit in the instance's ``__dict__``, which msgspec neither
+    encodes, compares nor copies, so a state built any other way (the
+    constructor, ``replace``, a decode) has none and they are counted again
+    from its steps when first needed. Only the fold writes them.
+    """
 
     run_id: str = ""
     status: str = NOT_LAUNCHED
@@ -155,25 +164,43 @@ def fold(events: list[tuple[int, Event]] | list[Event], state: RunState | None =
     return state
 
 
-def _step(state: RunState, step_id: str, **changes: Any) -> dict[str, StepState]:
-    steps = dict(state.steps)
-    steps[step_id] = replace(steps[step_id], **changes)
-    return steps
+_COUNTS = "_counts"  # where a state keeps its counts (in its __dict__: not a field)
 
 
-def run_status(state: RunState, steps: dict[str, StepState], moved: str = "") -> str:
-    """Running or paused, for a started run that has not ended (the rule: ``flows.status.run_status``).
+def status_counts(state: RunState) -> Counts:
+    """``(moving, paused)`` over the run's steps (``flows.status.step_counts``; a retry is pending while
+    ``not_before`` is set): kept by :func:`evolve` as steps move, counted over the steps for a state
+    built otherwise."""
+    counts: Counts | None = getattr(state, _COUNTS, None)
+    if counts is None:
+        moving = paused = 0
+        for step in state.steps.values():
+            m, p = step_counts(step.status, step.not_before)
+            moving, paused = moving + m, paused + p
+        counts = state.__dict__[_COUNTS] = (moving, paused)
+    return counts
 
-    ``moved``: the step that just moved, looked at first (a step that started decides it at once,
-    without a pass over every step).
-    """
-    statuses: Iterable[tuple[str, object]] = map(_STATUS_AND_RETRY, steps.values())
-    if moved:
-        statuses = chain((_STATUS_AND_RETRY(steps[moved]),), statuses)
-    return _run_status(state.status, statuses)
+
+def run_status(state: RunState) -> str:
+    """Running or paused for a started run that has not ended, its status kept otherwise: the rule
+    (``flows.status.run_status_counted``) over the state's own steps."""
+    return run_status_counted(state.status, *status_counts(state))
 
 
-_STATUS_AND_RETRY = attrgetter("status", "not_before")  # a retry is pending while not_before is set
+def _with_step(state: RunState, position: int, step_id: str, step: StepState, decides: bool = True) -> RunState:
+    """The state after one step's state became ``step``: the one place the fold replaces a step's state,
+    so the counts follow every change; ``decides``: the run's status is decided again from them."""
+    steps = state.steps.copy()
+    before = steps[step_id]
+    steps[step_id] = step
+    moving, paused = getattr(state, _COUNTS, None) or status_counts(state)
+    m0, p0 = step_counts(before.status, before.not_before)
+    m1, p1 = step_counts(step.status, step.not_before)
+    counts = moving - m0 + m1, paused - p0 + p1
+    status = run_status_counted(state.status, *counts) if decides else state.status
+    new = replace(state, steps=steps, status=status, version=state.version + 1, position=position)
+    new.__dict__[_COUNTS] = counts
+    return new
 
 
 def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
@@ -182,137 +209,196 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
     Every status comes from ``flows.status``: the run's from the run event
     (:func:`~flows.status.run_status_of`, which an ended run no longer takes),
     a step's from its event (:func:`~flows.status.step_status_of`), and the
-    run's after a step moved from :func:`run_status`. A second RunLaunched changes nothing: a run is launched once.
+    run's after a step moved from :func:`~flows.status.run_status_counted`
+    over the counts the fold keeps (:func:`status_counts`). A second
+    RunLaunched changes nothing: a run is launched once.
     """
-    common: dict[str, Any] = {"version": state.version + 1, "position": position or state.position}
-    match event:
-        case StepStarted():
-            steps = _step(
-                state,
-                event.step_id,
-                status=step_status_of(event),
-                attempt=event.attempt,
-                started_at=event.at,
-                not_before=0.0,
-                error="",
-                persona=event.persona,
-                backend=event.backend,
-                model=event.model,
-                prompt=event.prompt,
-                items=event.items,
-                item_errors={},
-                child_run_id=event.child_run_id,
-            )
-            return replace(state, steps=steps, status=run_status(state, steps, event.step_id), **common)
-        case StepCompleted():
-            steps = _step(
-                state,
-                event.step_id,
-                status=step_status_of(event),
-                output=event.output,
-                fields=event.step_fields(),
-                fields_error=event.fields_error,
-                ended_at=event.at,
-                duration_s=event.duration_s,
-            )
-            return replace(state, steps=steps, status=run_status(state, steps), **common)
-        case StepFailed():
-            prev = state.steps[event.step_id]
-            changes: dict[str, Any] = dict(
-                status=step_status_of(event),
-                error=event.error,
-                failures=prev.failures + (not event.lost),
-                ended_at=event.at,
-                duration_s=event.duration_s,
-            )
-            if event.will_retry:
-                changes["not_before"] = event.retry_at or event.at
-            steps = _step(state, event.step_id, **changes)
-            return replace(state, steps=steps, status=run_status(state, steps), **common)
-        case StepSkipped():
-            steps = _step(
-                state, event.step_id, status=step_status_of(event), skip_reason=event.reason, detail=event.detail,
-                ended_at=event.at,
-            )
-            return replace(state, steps=steps, status=run_status(state, steps), **common)
-        case StepPaused():
-            steps = _step(state, event.step_id, status=step_status_of(event), prompt=event.prompt, started_at=event.at,
-                          due_at=event.due_at)
-            return replace(state, steps=steps, status=run_status(state, steps), **common)
-        case StepResumed():
-            steps = _step(
-                state,
-                event.step_id,
-                status=step_status_of(event),
-                output=event.comment,
-                decided_by=event.decided_by,
-                ended_at=event.at,
-                due_at=0.0,
-            )
-            return replace(state, steps=steps, status=run_status(state, steps), **common)
-        case StepCancelled():
-            steps = _step(state, event.step_id, status=step_status_of(event), error=event.reason, ended_at=event.at)
-            return replace(state, steps=steps, status=run_status(state, steps), **common)
-        case AnomalyDetected():
-            prev = state.steps[event.step_id]
-            steps = _step(
-                state, event.step_id, anomalies=prev.anomalies + 1, stalls=prev.stalls + (event.kind == "stall"),
-                guidance=event.guidance or prev.guidance,
-            )
-            return replace(state, steps=steps, **common)
-        case RunLaunched():
-            if state.launched is not None:
-                return replace(state, **common)
-            steps = {spec.id: StepState() for spec in event.snapshot.steps}
-            return replace(
-                state,
-                run_id=event.run_id,
-                status=run_status_of(event),
-                launched=event,
-                steps=steps,
-                launched_at=event.at,
-                tasks=task_run.initial_state(event.snapshot, event.input),
-                **common,
-            )
-        case RunQueued() | RunStarted() | RunCompleted() | RunFailed() | RunRejected() | RunCancelled() if (
-            not takes_run_event(state.status)
-        ):
-            return replace(state, **common)
-        case RunQueued():
-            return replace(state, status=run_status_of(event), queue_reason=event.reason, **common)
-        case RunStarted():
-            return replace(state, status=run_status_of(event), queue_reason="", started_at=event.at, **common)
-        case MapItemCompleted():
-            prev = state.steps[event.step_id]
-            steps = _step(state, event.step_id, item_outputs={**prev.item_outputs, event.index: event.output})
-            return replace(state, steps=steps, **common)
-        case MapItemFailed():
-            prev = state.steps[event.step_id]
-            steps = _step(state, event.step_id, item_errors={**prev.item_errors, event.index: event.error})
-            return replace(state, steps=steps, **common)
-        case RunForked():
-            return replace(state, parent_run_id=event.parent_run_id, forked_from=event.from_step, **common)
-        case RunRecovered():
-            return replace(state, recoveries=state.recoveries + 1, **common)
-        case RunCompleted():
-            return replace(state, status=run_status_of(event), ended_at=event.at, report=event.report, **common)
-        case RunFailed() | RunRejected() | RunCancelled():
-            return replace(state, status=run_status_of(event), ended_at=event.at, reason=event.reason,
-                           report=event.report, **common)
-    if state.tasks is not None:  # a task event (flows.tasks.lifecycle folds it; others only count)
-        return _task_moved(state, event, common)
-    return replace(state, **common)  # an event this fold does not know changes nothing else
+    cls = event.__class__
+    on = _ON.get(cls) or next((_ON[c] for c in cls.__mro__ if c in _ON), None)  # a subclass: its base's
+    if on is not None:
+        new = on(state, event, position or state.position)
+    elif state.tasks is not None:  # a task event (flows.tasks.lifecycle folds it; others only count)
+        return _task_moved(state, event, position or state.position)
+    else:  # an event this fold does not know changes nothing else
+        new = replace(state, version=state.version + 1, position=position or state.position)
+    if new.steps is state.steps:  # no step changed: the counts hold as they were
+        counts = getattr(state, _COUNTS, None)
+        if counts is not None:
+            new.__dict__[_COUNTS] = counts
+    return new
 
 
-def _task_moved(state: RunState, event: Event, common: dict[str, Any]) -> RunState:
+# -- one function per event type (found by the event's class: no chain of isinstance checks) ----
+
+
+def _step_started(state: RunState, event: StepStarted, position: int) -> RunState:
+    step = replace(
+        state.steps[event.step_id],
+        status=step_status_of(event),
+        attempt=event.attempt,
+        started_at=event.at,
+        not_before=0.0,
+        error="",
+        persona=event.persona,
+        backend=event.backend,
+        model=event.model,
+        prompt=event.prompt,
+        items=event.items,
+        item_errors={},
+        child_run_id=event.child_run_id,
+    )
+    return _with_step(state, position, event.step_id, step)
+
+
+def _step_completed(state: RunState, event: StepCompleted, position: int) -> RunState:
+    step = replace(
+        state.steps[event.step_id],
+        status=step_status_of(event),
+        output=event.output,
+        fields=event.step_fields(),
+        fields_error=event.fields_error,
+        ended_at=event.at,
+        duration_s=event.duration_s,
+    )
+    return _with_step(state, position, event.step_id, step)
+
+
+def _step_failed(state: RunState, event: StepFailed, position: int) -> RunState:
+    prev = state.steps[event.step_id]
+    step = replace(
+        prev,
+        status=step_status_of(event),
+        error=event.error,
+        failures=prev.failures + (not event.lost),
+        ended_at=event.at,
+        duration_s=event.duration_s,
+        not_before=(event.retry_at or event.at) if event.will_retry else prev.not_before,
+    )
+    return _with_step(state, position, event.step_id, step)
+
+
+def _step_skipped(state: RunState, event: StepSkipped, position: int) -> RunState:
+    step = replace(state.steps[event.step_id], status=step_status_of(event), skip_reason=event.reason,
+                   detail=event.detail, ended_at=event.at)
+    return _with_step(state, position, event.step_id, step)
+
+
+def _step_paused(state: RunState, event: StepPaused, position: int) -> RunState:
+    step = replace(state.steps[event.step_id], status=step_status_of(event), prompt=event.prompt,
+                   started_at=event.at, due_at=event.due_at)
+    return _with_step(state, position, event.step_id, step)
+
+
+def _step_resumed(state: RunState, event: StepResumed, position: int) -> RunState:
+    step = replace(state.steps[event.step_id], status=step_status_of(event), output=event.comment,
+                   decided_by=event.decided_by, ended_at=event.at, due_at=0.0)
+    return _with_step(state, position, event.step_id, step)
+
+
+def _step_cancelled(state: RunState, event: StepCancelled, position: int) -> RunState:
+    step = replace(state.steps[event.step_id], status=step_status_of(event), error=event.reason, ended_at=event.at)
+    return _with_step(state, position, event.step_id, step)
+
+
+def _anomaly(state: RunState, event: AnomalyDetected, position: int) -> RunState:
+    prev = state.steps[event.step_id]
+    step = replace(prev, anomalies=prev.anomalies + 1, stalls=prev.stalls + (event.kind == "stall"),
+                   guidance=event.guidance or prev.guidance)
+    return _with_step(state, position, event.step_id, step, decides=False)
+
+
+def _map_item_completed(state: RunState, event: MapItemCompleted, position: int) -> RunState:
+    prev = state.steps[event.step_id]
+    step = replace(prev, item_outputs={**prev.item_outputs, event.index: event.output})
+    return _with_step(state, position, event.step_id, step, decides=False)
+
+
+def _map_item_failed(state: RunState, event: MapItemFailed, position: int) -> RunState:
+    prev = state.steps[event.step_id]
+    step = replace(prev, item_errors={**prev.item_errors, event.index: event.error})
+    return _with_step(state, position, event.step_id, step, decides=False)
+
+
+def _run_launched(state: RunState, event: RunLaunched, position: int) -> RunState:
+    if state.launched is not None:
+        return replace(state, version=state.version + 1, position=position)
+    return replace(
+        state,
+        run_id=event.run_id,
+        status=run_status_of(event),
+        launched=event,
+        steps={spec.id: StepState() for spec in event.snapshot.steps},  # counted at the first step event
+        launched_at=event.at,
+        tasks=task_run.initial_state(event.snapshot, event.input),
+        version=state.version + 1,
+        position=position,
+    )
+
+
+def _run_moved(state: RunState, event: Event, position: int, **changes: Any) -> RunState:
+    """A run event: the status it sets, with ``changes``; nothing but the version for an ended run."""
+    if not takes_run_event(state.status):
+        return replace(state, version=state.version + 1, position=position)
+    return replace(state, status=run_status_of(event), version=state.version + 1, position=position, **changes)
+
+
+def _run_queued(state: RunState, event: RunQueued, position: int) -> RunState:
+    return _run_moved(state, event, position, queue_reason=event.reason)
+
+
+def _run_started(state: RunState, event: RunStarted, position: int) -> RunState:
+    return _run_moved(state, event, position, queue_reason="", started_at=event.at)
+
+
+def _run_completed(state: RunState, event: RunCompleted, position: int) -> RunState:
+    return _run_moved(state, event, position, ended_at=event.at, report=event.report)
+
+
+def _run_ended(state: RunState, event: RunFailed | RunRejected | RunCancelled, position: int) -> RunState:
+    return _run_moved(state, event, position, ended_at=event.at, reason=event.reason, report=event.report)
+
+
+def _run_forked(state: RunState, event: RunForked, position: int) -> RunState:
+    return replace(state, parent_run_id=event.parent_run_id, forked_from=event.from_step,
+                   version=state.version + 1, position=position)
+
+
+def _run_recovered(state: RunState, event: RunRecovered, position: int) -> RunState:
+    return replace(state, recoveries=state.recoveries + 1, version=state.version + 1, position=position)
+
+
+_ON: dict[type[Event], Callable[[RunState, Any, int], RunState]] = {
+    StepStarted: _step_started,
+    StepCompleted: _step_completed,
+    StepFailed: _step_failed,
+    StepSkipped: _step_skipped,
+    StepPaused: _step_paused,
+    StepResumed: _step_resumed,
+    StepCancelled: _step_cancelled,
+    AnomalyDetected: _anomaly,
+    MapItemCompleted: _map_item_completed,
+    MapItemFailed: _map_item_failed,
+    RunLaunched: _run_launched,
+    RunQueued: _run_queued,
+    RunStarted: _run_started,
+    RunCompleted: _run_completed,
+    RunFailed: _run_ended,
+    RunRejected: _run_ended,
+    RunCancelled: _run_ended,
+    RunForked: _run_forked,
+    RunRecovered: _run_recovered,
+}
+
+
+def _task_moved(state: RunState, event: Event, position: int) -> RunState:
     """A task event: the task state moves, and the task's step mirrors its status (flows.tasks.run)."""
     assert state.tasks is not None
     tasks = task_lifecycle.evolve(state.tasks, event)
     moved = [event.step_id] if isinstance(event, TaskEvent) else list(event.step_ids) if isinstance(
         event, TasksPlanned) else []
-    steps = state.steps
+    folded = state  # each moved step put in by _with_step; the run's status decided once, at the end
     for sid in moved:
-        if sid not in tasks.tasks or sid not in steps:
+        if sid not in tasks.tasks or sid not in state.steps:
             continue
         task = tasks.tasks[sid]
         status, skip_reason = task_run.step_status(task, event)
@@ -324,11 +410,15 @@ def _task_moved(state: RunState, event: Event, common: dict[str, Any]) -> RunSta
         if isinstance(event, TaskDone):
             changes["output"] = f"merged {event.merge_commit[:12]}" if event.merge_commit else "nothing to merge"
         if isinstance(event, TaskFailed):
-            changes["failures"] = steps[sid].failures + (not event.lost)
+            changes["failures"] = folded.steps[sid].failures + (not event.lost)
             changes["not_before"] = event.at if event.will_retry else 0.0  # retried at once: still running
         elif isinstance(event, TaskStarted):
             changes["not_before"] = 0.0
         if status == StepStatus.PAUSED:
             changes["detail"] = task.reason
-        steps = _step(replace(state, steps=steps), sid, **changes)
-    return replace(state, tasks=tasks, steps=steps, status=run_status(state, steps), **common)
+        folded = _with_step(folded, position, sid, replace(folded.steps[sid], **changes), decides=False)
+    counts = status_counts(folded)
+    new = replace(folded, tasks=tasks, status=run_status_counted(state.status, *counts), version=state.version + 1,
+                  position=position)
+    new.__dict__[_COUNTS] = counts
+    return new
