@@ -53,6 +53,19 @@ async def collect(subscriber, until, timeout: float = 10.0) -> list[dict]:
     return got
 
 
+def replay_pages(store) -> list[Encoded]:
+    """The pages a hub's replay from position 0 to the head gives a consumer with no filter."""
+
+    async def main() -> list[Encoded]:
+        hub = FrameHub(store).start()
+        try:
+            return [page async for page in hub.read_frames(0, store.head(), None)]
+        finally:
+            hub.stop()
+
+    return asyncio.run(main())
+
+
 def test_resume_while_the_log_grows_gives_every_frame_once_in_order(sqlite_url):
     store = open_store(sqlite_url)
     for i in range(50):
@@ -204,14 +217,7 @@ def test_a_replay_reads_only_the_events_that_give_frames(store_url):
         rows = [row for page in read_framed_rows(store, 0, store.head(), FRAMED_TYPES, page=4) for row in page]
         assert [(row[0], row[1]) for row in rows] == [(r.position, r.stream_id[4:]) for r in framed]
 
-        async def main() -> list[Encoded]:
-            hub = FrameHub(store).start()
-            try:
-                return [page async for page in hub.read_frames(0, store.head(), None)]
-            finally:
-                hub.stop()
-
-        replayed = asyncio.run(main())
+        replayed = replay_pages(store)
         assert [f for page in replayed for f in page.frames()] == all_frames(store)
         # what an SSE client receives: the same bytes as the log's frames encoded one by one
         assert b"".join(sse_lines(page) for page in replayed) == sse_lines(all_frames(store))
@@ -307,14 +313,7 @@ def test_a_replay_of_text_of_every_kind_is_the_live_frames_byte_for_byte(store_u
                   RunCompleted(report="# r\n" + text, at=time.time())]
         store.append("run-r1", [NewEvent(type(e).__name__, event_data(e)) for e in events], 2)
 
-        async def main() -> list[Encoded]:
-            hub = FrameHub(store).start()
-            try:
-                return [page async for page in hub.read_frames(0, store.head(), None)]
-            finally:
-                hub.stop()
-
-        replayed = asyncio.run(main())
+        replayed = replay_pages(store)
         live = all_frames(store)
         assert [f for page in replayed for f in page.frames()] == live and len(live) == 5
         assert b"".join(sse_lines(page) for page in replayed) == sse_lines(live)
