@@ -229,13 +229,10 @@ class Framer:
         event: Event | None = None
         if type_name in partly:
             event = partly[type_name](data)
-        if event is None and suspect is not None and suspect(data) is None:
+        if event is None and suspect is not None:
             decoder = CODEC.fast().get(type_name)
             if decoder is not None:
-                try:
-                    event = decoder.decode(data)
-                except (msgspec.DecodeError, ValueError):
-                    pass  # read_event says why, and skips it
+                event = _decode_unless(decoder, suspect, data)  # None: read_event says why, and skips it
         if event is None:
             event = read_event(type_name, data, schema_version, position)
             if event is None:
