@@ -70,6 +70,13 @@ def db_url(url: str) -> DbUrl:
                  password=None if parts["password"] is None else unquote(parts["password"]))
 
 
+def _sqlite_file(url: DbUrl | None) -> str:
+    """The file of a SQLite store's URL ("" for another store, or one in memory)."""
+    if url is None or url.backend != "sqlite" or url.database == ":memory:":
+        return ""
+    return url.database or ""
+
+
 def slot_pool_of(agent: str, base_url: str, cli_command: str) -> str:
     """What ``agent_slots`` count per across a cluster: the model server's base URL (without any user
     or password in it) for openai; the command's program for cli; else the backend's name."""
@@ -187,12 +194,9 @@ class Settings:
         """
         if self.token_file:
             return Path(self.token_file).expanduser()
-        try:
-            url: DbUrl | None = db_url(self.db)
-        except Exception:  # a URL SQLAlchemy cannot parse: the store refuses it, by name, before this matters
-            url = None
-        if url is not None and url.backend == "sqlite" and url.database and url.database != ":memory:":
-            return Path(url.database + ".admin-token")
+        url = self._store_url()
+        if sqlite_file := _sqlite_file(url):
+            return Path(sqlite_file + ".admin-token")
         home = Path.home() / ".config"
         where = "memory" if url is None else f"{url.host or 'local'}-{url.port or 'default'}-{url.database or ''}"
         return home / "baton" / ("admin-token-" + re.sub(r"[^A-Za-z0-9._-]", "_", where))
@@ -224,13 +228,17 @@ class Settings:
         file, else ``~/.local/share/baton/worktrees`` (always outside a person's checkout)."""
         if self.worktrees:
             return Path(self.worktrees).expanduser().absolute()
-        try:
-            url: DbUrl | None = db_url(self.db)
-        except Exception:  # a URL SQLAlchemy cannot parse: the store refuses it, by name, before this matters
-            url = None
-        if url is not None and url.backend == "sqlite" and url.database and url.database != ":memory:":
-            return Path(url.database).absolute().parent / "worktrees"
+        if sqlite_file := _sqlite_file(self._store_url()):
+            return Path(sqlite_file).absolute().parent / "worktrees"
         return Path.home() / ".local" / "share" / "baton" / "worktrees"
+
+    def _store_url(self) -> DbUrl | None:
+        """The store URL's parts; None for a URL SQLAlchemy cannot parse (the store refuses it, by name,
+        before what is derived from it here matters)."""
+        try:
+            return db_url(self.db)
+        except Exception:
+            return None
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (flags override the environment); None means unchanged."""
