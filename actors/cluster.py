@@ -49,6 +49,10 @@ from eventstore.postgres import own_connection
 log = logging.getLogger(__name__)
 
 WRITE_RETRY_CAP_S = 5.0  # the longest pause between two tries of queue changes the store failed
+# How long the queue's writer lets changes gather after the first before it commits them: an approved
+# run's "active again" and "ended" a few ms later then go in one commit, as one DELETE (other nodes see
+# room free up this much later at most; this node's own admissions commit what is pending first).
+GATHER_S = 0.01
 PATIENCE_S = 0.25  # how long the head of the queue is left to a less busy node before any node takes it
 START_CLAIMED = "admitted from the cluster queue"  # RunStarted's reason for a run a node took from the queue
 
@@ -120,9 +124,9 @@ class ClusterScheduler(Scheduler):
 
 class QueueWriter:
     """This node's changes to the queue's rows of the runs it drives (active again, paused, ended),
-    committed on a thread of their own: whatever gathered while one commit waited for its flush to
-    disk goes in the next, as one transaction (``ClusterTables.apply``), only the last change of each
-    run kept. The orchestrator's one thread then never waits for these commits.
+    committed on a thread of their own: whatever gathered in the ``GATHER_S`` after a first change, or
+    while one commit waited for its flush to disk, goes in the next, as one transaction
+    (``ClusterTables.apply``), only the last change of each run kept. The orchestrator's one thread then never waits for these commits.
 
     What this node decides from the queue reads its own changes first (``flush``: the admissions, when
     something waits in the queue; an enqueue, an adoption, the plan). The other nodes see a change once
@@ -132,8 +136,9 @@ class QueueWriter:
     (the log stays the truth: ``Cluster.tidy`` removes rows of runs that ended all the same).
     """
 
-    def __init__(self, tables: ClusterTables) -> None:
+    def __init__(self, tables: ClusterTables, gather_s: float = GATHER_S) -> None:
         self._tables = tables
+        self._gather_s = gather_s
         self._pending: dict[str, str] = {}  # run -> its state now ("" = ended)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -145,8 +150,10 @@ class QueueWriter:
     def put(self, item_id: str, state: str) -> None:
         """The run is now in ``state`` (``""``: it ended); committed soon, with whatever else gathered."""
         with self._wake:
+            first = not self._pending
             self._pending[item_id] = state
-            self._wake.notify()
+            if first:  # the thread waits for a first change; the next ones it lets gather (GATHER_S)
+                self._wake.notify()
 
     def pending(self) -> bool:
         """Whether some change is not committed yet."""
@@ -189,6 +196,9 @@ class QueueWriter:
             with self._wake:
                 while not self._pending and not self._stopping:
                     self._wake.wait()
+                gathered = time.monotonic() + self._gather_s  # let what follows the first change join it
+                while not self._stopping and (left := gathered - time.monotonic()) > 0:
+                    self._wake.wait(left)
                 stopping = self._stopping
             try:
                 self._write()

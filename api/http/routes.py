@@ -287,8 +287,9 @@ async def _decide(request: Request, decision: str) -> Response:
     run_id, step_id = path_run_id(request), request.path_params["step_id"]
     body = schemas.decode(await read_body(request), DecisionRequest, empty_ok=True)
     engine = _engine(request)
-    command = engine.approve if decision == "approve" else engine.reject
-    position = await run_in_threadpool(command, run_id, step_id, by=_actor(request, body.by), comment=body.comment)
+    # awaited on the loop: no thread of the pool waits for the engine's answer (Engine.command_async)
+    position = await engine.decide_async(decision, run_id, step_id, by=_actor(request, body.by),
+                                         comment=body.comment)
     request.app.state.positions.saw(position)
     return json_response(schemas.CommandAccepted(
         run_id=run_id, step_id=step_id, position=position,

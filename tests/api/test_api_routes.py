@@ -260,6 +260,27 @@ def test_approve_a_waiting_step_then_409_for_a_step_or_run_not_waiting(client, r
     assert runtime.store.head() == head
 
 
+def test_an_approval_holds_no_pool_thread_while_the_engine_answers(client, runtime, monkeypatch):
+    """approve and reject are awaited on the event loop (``Engine.decide_async``): with no thread of
+    the pool to be had, an approval is still carried out, and a refused one still appends nothing."""
+    from api.http import routes
+
+    def no_thread(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an approval waited on a thread of the pool")
+
+    run_id = launch(client)["run_id"]
+    paused(runtime, run_id)
+    head = quiet(runtime)
+    monkeypatch.setattr(routes, "run_in_threadpool", no_thread)
+    problem = problem_of(client.post(f"/api/runs/{run_id}/steps/draft/reject"), 409)
+    assert problem["state"] == "completed" and runtime.store.head() == head
+    r = client.post(f"/api/runs/{run_id}/steps/gate/approve", json={"comment": "on the loop"})
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] == "approved" and r.json()["position"] > head
+    monkeypatch.undo()
+    assert ended(runtime, run_id) == "completed"
+
+
 @pytest.fixture
 def own(tmp_path) -> Iterator[tuple[TestClient, Runtime]]:
     """A client on a runtime of this test's own (a run that hangs cannot hold up the others)."""
@@ -516,8 +537,11 @@ def test_engine_refusals_are_typed_problems(client, runtime, monkeypatch):
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("engine internals")
 
-    for name in ("approve", "reject", "cancel"):
-        monkeypatch.setattr(runtime.engine, name, busy)
+    async def busy_deciding(decision: str, run_id: str, *args: Any, **kwargs: Any) -> Any:
+        raise RunBusy(run_id)
+
+    monkeypatch.setattr(runtime.engine, "cancel", busy)
+    monkeypatch.setattr(runtime.engine, "decide_async", busy_deciding)  # approve and reject (awaited on the loop)
     for path in ("/api/runs/r1/steps/gate/approve", "/api/runs/r1/steps/gate/reject", "/api/runs/r1/cancel"):
         r = client.post(path)
         problem = problem_of(r, 503)

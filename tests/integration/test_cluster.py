@@ -217,6 +217,34 @@ def test_queue_changes_go_in_one_transaction_each_run_keeping_its_last(pg_store)
         "r1 ended; a queued item is admitted by the queue, never by a change"
 
 
+def test_the_queue_writer_lets_an_approved_runs_changes_gather_into_one_commit():
+    """An approved run is active again, then ended a few ms later: the writer waits GATHER_S after a
+    first change, so both go in one commit, as the run's last change (one DELETE, not an UPDATE and
+    then a DELETE); nothing is committed before that pause, and a stopping writer does not wait it."""
+    from actors.cluster import QueueWriter
+
+    commits: list[dict[str, str]] = []
+    committed = threading.Event()
+
+    class Tables:  # the writer's side of ClusterTables
+        def apply(self, changes: dict[str, str]) -> None:
+            commits.append(dict(changes))
+            committed.set()
+
+    writer = QueueWriter(Tables(), gather_s=30.0)  # type: ignore[arg-type]
+    try:
+        writer.put("r1", "active")
+        assert not committed.wait(0.3), "committed the first change without letting the next join it"
+        writer.put("r1", "")
+        writer.put("r2", "paused")
+        assert writer.pending()
+    finally:
+        started = time.monotonic()
+        writer.close()
+    assert time.monotonic() - started < 5.0, "the writer waited out its pause while stopping"
+    assert commits == [{"r1": "", "r2": "paused"}]
+
+
 def test_a_nodes_admission_counts_its_changes_not_yet_committed_and_others_see_room_once_committed(
         pg_store, monkeypatch):
     from actors.cluster import Cluster
