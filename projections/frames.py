@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -121,6 +121,11 @@ class Framer:
         self._projects: dict[str, str] = {}
         self._plans: dict[bytes, list[_PlanStepF] | None] = {}  # a launch's plan steps by its snapshot's text
         self._tables_of: dict[type, Any] = {}  # encode_rows' tables, by the kind of a page's data
+
+    def learn(self, projects: Mapping[str, str]) -> None:
+        """Know these runs' projects (``run -> project``) without asking ``project_of`` for each."""
+        for run_id, project in projects.items():
+            self._projects.setdefault(run_id, project)
 
     def frames(self, recorded: RecordedEvent) -> list[Frame]:
         """The frames of one recorded event, in order ([] when it has none)."""

@@ -85,6 +85,7 @@ def create_app(runtime: Runtime, *, heartbeat_s: float = 15.0, stream_buffer: in
     tokens = TokenIndex(runtime.store)
     hub = FrameHub(runtime.store, bus=bus,
                    project_of=read_model.run_project if read_model is not None else None,
+                   open_projects=getattr(read_model, "open_run_projects", None),
                    buffer=stream_buffer, observers=[tokens.observe])
     sessions = Sessions(settings.session_ttl_s)
     served = [*routes.ROUTES, *stream.ROUTES, *openapi.ROUTES, *login.ROUTES, *admin.ROUTES, *projects.ROUTES, *web.ROUTES,

@@ -23,7 +23,7 @@ import asyncio
 import collections
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from api.http.delta_order import DeltaOrder
@@ -182,15 +182,19 @@ class FrameHub:
     """Follows the store (and the ephemeral frame bus) and fans frames out to Subscribers.
 
     ``project_of(run_id)`` tells a Framer the project of a run launched before
-    it started reading (``ReadModel.run_project``). Start it on the running
+    it started reading (``ReadModel.run_project``); ``open_projects()`` those of
+    every run not ended, learned once as it starts (``ReadModel.open_run_projects``:
+    an approval drain of parked runs then asks none). Start it on the running
     loop (``start()``), stop it with ``stop()``.
     """
 
     def __init__(self, store: EventStore, *, bus: Any = None,
                  project_of: Callable[[str], str | None] | None = None,
+                 open_projects: Callable[[], Mapping[str, str]] | None = None,
                  buffer: int = DEFAULT_BUFFER,
                  observers: Iterable[Callable[[list[RecordedEvent]], None]] = ()) -> None:
         self.store = store
+        self.open_projects = open_projects
         self.observers = list(observers)
         self.bus = bus
         self.project_of = project_of
@@ -346,6 +350,11 @@ class FrameHub:
 
     def _follow(self, position: int) -> None:
         framer = Framer(self.project_of)
+        if self.open_projects is not None:  # the runs not ended: one read now, not one per run as each moves
+            try:
+                framer.learn(self.open_projects())
+            except Exception:  # the read tables are missing or away: project_of answers run by run
+                log.warning("frame hub: the projects of open runs could not be read", exc_info=True)
         subscription = self._subscription
         delay = 0.5
         while not self._stopping.is_set():

@@ -276,6 +276,42 @@ def test_a_runs_project_read_on_the_stores_reading_connections_is_the_read_table
         store.close()
 
 
+def test_a_hub_learns_the_projects_of_open_runs_at_start_and_asks_none_run_by_run(store_url):
+    """Runs launched before the hub started (parked runs being approved) get their frames' project from
+    one read of the open runs at the hub's start (``ReadModel.open_run_projects``), not one query each."""
+    from projections import ReadModel, rebuild
+
+    store = open_store(store_url)
+    try:
+        append_run(store, "in-mine", project_id="mine")
+        append_run(store, "in-none")
+        rebuild(store)
+        reads = ReadModel(store.database, read=store.read_sql)
+        asked: list[str] = []
+
+        def project_of(run_id: str) -> str | None:
+            asked.append(run_id)
+            return reads.run_project(run_id)
+
+        async def main() -> list[dict]:
+            hub = FrameHub(store, project_of=project_of, open_projects=reads.open_run_projects).start()
+            try:
+                subscriber = hub.subscribe()
+                for run_id in ("in-mine", "in-none"):  # each run moves on after the hub started
+                    moved = RunStarted(run_id=run_id, reason="again", plan_position=0, at=time.time())
+                    await asyncio.to_thread(store.append, f"run-{run_id}",
+                                            [NewEvent("RunStarted", event_data(moved))], 2)
+                return await collect(subscriber, lambda got: len({f["run_id"] for f in got}) == 2)
+            finally:
+                hub.stop()
+
+        frames = asyncio.run(asyncio.wait_for(main(), 30))
+        assert {f["run_id"]: f["project_id"] for f in frames} == {"in-mine": "mine", "in-none": ""}
+        assert asked == [], "asked the project of a run the hub knew open at its start"
+    finally:
+        store.close()
+
+
 def test_replays_dropped_after_their_first_page_hold_nothing_back(store_url, monkeypatch):
     """A client that goes away during its replay (its page reads run ahead of it in worker threads)
     leaves no read behind that holds a connection: many of them, then a whole replay, all come."""
