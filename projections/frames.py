@@ -39,8 +39,8 @@ builders; keep both in step: tests/unit/test_frames.py compares their bytes
 on every framed type). A run's report goes into its last frame as the JSON
 text it was stored as, not decoded and encoded again, whenever that text is
 what msgspec would write for it (``_with_report_text``), and a launch's plan
-is built (and encoded) once per distinct snapshot text, not decoded again for every run
-launched with it (``Framer._with_plan``).
+is built and encoded once per distinct snapshot text, not decoded again for
+every run launched with it (``Framer._with_plan``).
 """
 
 from __future__ import annotations
