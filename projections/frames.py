@@ -39,8 +39,8 @@ builders; keep both in step: tests/unit/test_frames.py compares their bytes
 on every framed type). A run's report goes into its last frame as the JSON
 text it was stored as, not decoded and encoded again, whenever that text is
 what msgspec would write for it (``_with_report_text``), and a launch's plan
-is built once per distinct snapshot text, not decoded again for every run
-launched with it (``Framer._with_plan``).
+is built and encoded once per distinct snapshot text, not decoded again for
+every run launched with it (``Framer._with_plan``).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Framer:
     def __init__(self, project_of: Callable[[str], str | None] | None = None) -> None:
         self._project_of = project_of
         self._projects: dict[str, str] = {}
-        self._plans: dict[bytes, list[_PlanStepF] | None] = {}  # a launch's plan steps by its snapshot's text
+        self._plans: dict[bytes, msgspec.Raw | None] = {}  # a launch's plan steps (as JSON) by its snapshot's text
         self._tables_of: dict[type, Any] = {}  # encode_rows' tables, by the kind of a page's data
 
     def learn(self, projects: Mapping[str, str]) -> None:
@@ -267,7 +267,8 @@ class Framer:
         snapshots (one per flow and band) thousands of times over, and decoding one costs more
         than the rest of the event. Each distinct snapshot text is decoded (and so validated)
         once, as a ``FlowSnapshot``, exactly as inside the event: the same text gives the same
-        answer, so a launch whose snapshot does not decode still gives no frame."""
+        answer, so a launch whose snapshot does not decode still gives no frame. The plan is kept
+        as its steps' JSON (``msgspec.Raw``): each launch's frame copies it, not encoding it again."""
         event = _decode_unless(_LAUNCH_TEXT, suspect, data)
         if event is None:
             return None
@@ -275,7 +276,7 @@ class Framer:
         plan = self._plans.get(text, _UNSEEN)
         if plan is _UNSEEN:
             try:
-                plan = _plan_steps(_SNAPSHOT.decode(text))
+                plan = msgspec.Raw(_encode(_plan_steps(_SNAPSHOT.decode(text))))
             except (msgspec.DecodeError, ValueError):
                 plan = None
             if len(self._plans) >= _PLANS_KEPT:
@@ -515,7 +516,7 @@ class _LaunchedF(_Frame):
     flow_name: str
     band: str
     question: str
-    steps: list[_PlanStepF]
+    steps: list[_PlanStepF] | msgspec.Raw  # Raw: the steps already encoded (a replay's, ``Framer._with_plan``)
     at: float
     parent_run_id: str | UnsetType = UNSET
     parent_step: str | UnsetType = UNSET
@@ -633,7 +634,7 @@ def _plan_steps(snapshot: FlowSnapshot) -> list[_PlanStepF]:
     return [_PlanStepF(s.id, s.persona, s.kind, s.label or s.id, list(s.deps)) for s in snapshot.steps]
 
 
-def _launched(i: int, r: str, p: str, e: RunLaunched, steps: list[_PlanStepF]) -> _Frame:
+def _launched(i: int, r: str, p: str, e: RunLaunched, steps: list[_PlanStepF] | msgspec.Raw) -> _Frame:
     parent = e.parent_run_id
     return _LaunchedF(i, r, p, "flow_run_started", e.flow, e.band, str(e.input.get("question", "")), steps, e.at,
                       parent if parent else UNSET, e.parent_step if parent else UNSET)

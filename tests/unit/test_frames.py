@@ -440,6 +440,8 @@ def test_launches_sharing_a_snapshot_are_replayed_as_their_live_frames(form, mon
     unread = [m.split(" (")[0] for m in caplog.messages if m.startswith("cannot read event")]
     assert unread == [f"cannot read event {n}" for n in range(len(records) + 1, len(rows) + 1)]
     assert 0 < len(framer._plans) <= 2  # the plans were kept, and no more than it may keep
+    # kept as the frame's JSON of their steps: a launch copies them, it does not encode them again
+    assert {type(plan) for plan in framer._plans.values()} <= {msgspec.Raw, type(None)}
 
 
 def test_a_replay_follows_an_upcaster_registered_between_two_of_its_pages():
