@@ -293,6 +293,12 @@ class Cluster:
         self._writer.flush()
         return self.tables.adopt(run_id, flow, since, phase)
 
+    def adopt_many(self, runs: list[tuple[str, str, float, str]]) -> set[str]:
+        """``adopt`` for every run a recovery found, ``(run_id, flow, since, phase)``, in one transaction:
+        those this node drives now."""
+        self._writer.flush()
+        return self.tables.adopt_many(runs)
+
     def orphans(self) -> list[str]:
         self._writer.flush()
         return self.tables.orphans()

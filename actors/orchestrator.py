@@ -45,11 +45,20 @@ from actors.context import EngineContext
 from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewhere
 from actors.functions import missing_module
 from actors.run import RunActor
-from actors.runlog import driven_elsewhere, live_nodes, load_with_owner, node_lease, route, unended_runs
+from actors.runlog import (
+    driven_elsewhere,
+    live_nodes,
+    load_many_with_owner,
+    load_with_owner,
+    node_lease,
+    route,
+    unended_runs,
+)
 from actors.scheduler import START_FREED, Admission, Phase, Scheduler
 from eventstore import StoreError
 from eventstore.leases import default_owner
 from flows.decide import decide, has_work
+from flows.events import RunLaunched
 from flows.state import RunState
 from flows.tasks.run import plan_view
 
@@ -228,24 +237,28 @@ class Orchestrator(pykka.ThreadingActor):
         """
         node = self.ctx.config.node
         live = self._live_nodes()
-        for run_id in [r for r in unended_runs(self.ctx.store, self._open_runs()) if r not in self.runs]:
-            state, _history, last_node = load_with_owner(self.ctx, run_id)
+        now = self.ctx.clock.now()
+        found: list[tuple[str, RunState, RunLaunched, Phase]] = []
+        unended = [r for r in unended_runs(self.ctx.store, self._open_runs()) if r not in self.runs]
+        for run_id, state, _history, last_node in load_many_with_owner(self.ctx, unended):
             if state.terminal or state.launched is None:
                 continue
             if driven_elsewhere(state, last_node, node, live):
                 log.info("run %s is driven by %s; not recovering it", run_id, last_node)
                 continue
-            phase = _phase_found(state, self.ctx.clock.now())
-            if self.cluster is not None and not self.cluster.adopt(run_id, state.launched.flow, state.launched_at,
-                                                                   phase.value):
-                continue  # queued (the cluster's queue admits it) or driven by a live node
-            run = self._register(run_id, state.launched.flow, state.launched_at, phase)
+            found.append((run_id, state, state.launched, _phase_found(state, now)))
+        if self.cluster is not None:  # one transaction for them all; queued ones the cluster's queue admits
+            ours = self.cluster.adopt_many([(run_id, launched.flow, state.launched_at, phase.value)
+                                            for run_id, state, launched, phase in found])
+            found = [item for item in found if item[0] in ours]
+        for run_id, state, launched, phase in found:
+            run = self._register(run_id, launched.flow, state.launched_at, phase)
             if state.tasks is not None:  # a task run's plan entry carries its tasks (a paused one's actor sleeps)
                 self.scheduler.set_tasks(run_id, plan_view(state.tasks, 0))
             if phase is Phase.ACTIVE:
                 self._tell_run(run, m.Recover(node))
             else:
-                self._arm_approval(run_id, decide(state, self.ctx.clock.now()).timer_at)
+                self._arm_approval(run_id, decide(state, now).timer_at)
         self._schedule()
         self._plan_changed()
 

@@ -8,7 +8,7 @@ Every event is decoded through ``flows.codec`` (upcasters included).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
@@ -102,6 +102,18 @@ def read_with_owner(store: EventStore, run_id: str) -> tuple[RunState, History, 
     state, history = fold_records(records, run_id)
     last_node = records[-1].metadata.get("node", "") if records else ""
     return state, history, last_node
+
+
+def load_many_with_owner(ctx: EngineContext, run_ids: list[str],
+                         chunk: int = 500) -> Iterator[tuple[str, RunState, History, str]]:
+    """``load_with_owner`` of many runs (a recovery), in order, their streams read ``chunk`` at a time."""
+    for start in range(0, len(run_ids), chunk):
+        ids = run_ids[start : start + chunk]
+        streams = ctx.store.read_streams([stream_of(run_id) for run_id in ids])
+        for run_id in ids:
+            records = streams.get(stream_of(run_id), [])
+            state, history = fold_records(records, run_id)
+            yield run_id, state, history, records[-1].metadata.get("node", "") if records else ""
 
 
 DRAIN = 1000

@@ -226,38 +226,53 @@ class ClusterTables:
                 self._call_next(conn, members, counts, only_if_queued=True)
             return Admitted((Item(head.item_id, head.label, ACTIVE, self.node, head.since, now),))
 
-    @store_errors
     def adopt(self, item_id: str, label: str, since: float, state: str) -> bool:
         """Drive an item found unfinished: True when it is now this member's (``state``: active or paused).
 
         A queued item, or one a live member drives, stays as it is (False); an
         item not in the table joins it (queued ones join the queue: False).
         """
+        return item_id in self.adopt_many([(item_id, label, since, state)])
+
+    @store_errors
+    def adopt_many(self, items: Iterable[tuple[str, str, float, str]]) -> set[str]:
+        """``adopt`` for many items ``(item_id, label, since, state)`` in ONE transaction: those now this
+        member's. A recovery of 10,000 parked runs took one transaction (and one flush to disk) per run."""
+        wanted = {item[0]: item for item in items}
+        if not wanted:
+            return set()
         now = time.time()
+        ours: set[str] = set()
         with self.database.begin() as conn:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADMIT_LOCK})
             members = self._members(conn)
             if not self._member(members):
-                return False
-            row = conn.execute(sa.text("SELECT state, node FROM cluster_queue WHERE item_id = :i FOR UPDATE"),
-                               {"i": item_id}).first()
-            if row is None:
-                conn.execute(sa.text(
-                    "INSERT INTO cluster_queue (item_id, label, state, node, since, changed_at) "
-                    "VALUES (:i, :l, :st, :me, :s, :n)"),
-                    {"i": item_id, "l": label, "st": state, "me": "" if state == QUEUED else self.node,
-                     "s": since, "n": now})
-                if state == QUEUED:
-                    _notify(conn, "queue")
-                return state != QUEUED
-            if row.state == QUEUED or (row.node and row.node != self.node and row.node in members):
-                return False
-            new_state = QUEUED if state == QUEUED else row.state
-            conn.execute(sa.text("UPDATE cluster_queue SET node = :me, state = :st, changed_at = :n "
-                                 "WHERE item_id = :i"),
-                         {"me": "" if new_state == QUEUED else self.node, "st": new_state, "n": now,
-                          "i": item_id})
-            return new_state != QUEUED
+                return ours
+            found = {r.item_id: r for r in conn.execute(sa.text(
+                "SELECT item_id, state, node FROM cluster_queue WHERE item_id = ANY(:ids) FOR UPDATE"),
+                {"ids": list(wanted)})}
+            inserts, updates = [], []
+            for item_id, label, since, state in wanted.values():
+                row = found.get(item_id)
+                if row is None:
+                    inserts.append({"i": item_id, "l": label, "st": state, "me": "" if state == QUEUED else self.node,
+                                    "s": since, "n": now})
+                elif row.state == QUEUED or (row.node and row.node != self.node and row.node in members):
+                    continue
+                else:
+                    state = QUEUED if state == QUEUED else row.state
+                    updates.append({"me": "" if state == QUEUED else self.node, "st": state, "n": now, "i": item_id})
+                if state != QUEUED:
+                    ours.add(item_id)
+            if inserts:
+                conn.execute(sa.text("INSERT INTO cluster_queue (item_id, label, state, node, since, changed_at) "
+                                     "VALUES (:i, :l, :st, :me, :s, :n)"), inserts)
+            if updates:
+                conn.execute(sa.text("UPDATE cluster_queue SET node = :me, state = :st, changed_at = :n "
+                                     "WHERE item_id = :i"), updates)
+            if any(insert["st"] == QUEUED for insert in inserts):
+                _notify(conn, "queue")
+        return ours
 
     @store_errors
     def orphans(self) -> list[str]:

@@ -248,6 +248,26 @@ class SqlEventStore:
             self._saw_head(stream_id, rows[-1][2], rows[-1][7])
         return decode_rows(rows)
 
+    def read_streams(self, stream_ids: Collection[str]) -> dict[str, list[RecordedEvent]]:
+        """Several streams' events, each in version order, in one read per ``_IN_CHUNK`` streams (a
+        recovery of 10,000 parked runs read one stream per round trip: 3 s on PostgreSQL); a stream with
+        no event is left out."""
+        wanted = list(dict.fromkeys(stream_ids))
+        found: dict[str, list[RecordedEvent]] = {}
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start : start + _IN_CHUNK]
+            marks = ",".join([self._backend.placeholder] * len(chunk))
+            rows = self._query(f"SELECT {_COLUMNS} FROM events WHERE stream_id IN ({marks}) ORDER BY position",
+                               tuple(chunk))
+            by_stream: dict[str, list[tuple[Any, ...]]] = {}
+            for row in rows:
+                by_stream.setdefault(row[1], []).append(row)
+            for stream_id, stream_rows in by_stream.items():
+                if self._saw_head is not None:
+                    self._saw_head(stream_id, stream_rows[-1][2], stream_rows[-1][7])
+                found[stream_id] = decode_rows(stream_rows)
+        return found
+
     def read_all(
         self, after: int = 0, limit: int | None = None, *, types: Collection[str] | None = None
     ) -> Iterator[RecordedEvent]:

@@ -182,6 +182,10 @@ class EventStore(Protocol):
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
 
+    def read_streams(self, stream_ids: Collection[str]) -> dict[str, list[RecordedEvent]]:
+        """Several streams at once: ``{stream: its events in version order}``, streams with none left out."""
+        ...
+
     def read_all(
         self, after: int = 0, limit: int | None = None, *, types: Collection[str] | None = None
     ) -> Iterator[RecordedEvent]: ...

@@ -101,6 +101,21 @@ class TestEventStoreContract:
         assert list(store.read_all(after=0, limit=2)) == a
         assert list(store.read_all(after=c[0].position)) == []
 
+    def test_several_streams_read_at_once_are_each_read_alone(self, store, monkeypatch):
+        """``read_streams`` (a recovery's read of every unfinished run) gives each stream as
+        ``read_stream`` does, leaves out streams with no event, and reads in chunks of ``_IN_CHUNK``."""
+        from eventstore import sql
+
+        a = store.append("run-a", notes(1, 2), expected_version=0)
+        b = store.append("run-b", notes(3), expected_version=0)
+        a += store.append("run-a", notes(4), expected_version=2)
+        monkeypatch.setattr(sql, "_IN_CHUNK", 2)
+        found = store.read_streams(["run-b", "nothing", "run-a", "run-b"])
+        assert found == {"run-a": a, "run-b": b}
+        assert found["run-a"] == store.read_stream("run-a")
+        assert store.read_streams([]) == {}
+        store.append("run-a", notes(5), expected_version=3)  # the head it saw lets the writer append on
+
     def test_read_all_pages_through_many_events(self, store_url):
         with open_store(store_url, page_size=7) as store:
             recorded = store.append("run-big", notes(*range(30)), expected_version=0)
