@@ -139,6 +139,7 @@ class Engine:
                 raise NodeInUse(node, holder)
             self._stopped = False
             self._orchestrator = Orchestrator.start(self.ctx, self._orchestrator_died)
+            self._steps.prestart()  # the first attempt (an approval's next step) starts no thread
             self._inbox = Inbox(self.store, self.ctx.leases, node, self._carry_out, self.clock.now).start()
             # Its LISTEN connection and first read now, not under the first command (Engine.wait then
             # sees that command's commits at once): bounded, an engine starts with its database away too.

@@ -55,6 +55,14 @@ def boom(ctx):
     raise ValueError("broken on purpose")
 
 
+THREADS: dict[str, threading.Thread] = {}  # run id -> the thread its step ran on
+
+
+def note_thread(ctx):
+    THREADS[ctx.run_id] = threading.current_thread()
+    return "noted"
+
+
 PARALLEL = Flow(
     "parallel",
     category="Analysis",
@@ -87,7 +95,8 @@ FAILING = Flow(
         code("cleanup", fn=fold_angles, deps=["broken"], trigger_rule="all_done"),
     ],
 )
-REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, FAILING])
+NOTING = Flow("noting", steps=[code("note", fn=note_thread)])
+REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, FAILING, NOTING])
 
 
 @pytest.fixture
@@ -208,6 +217,18 @@ class TestEngine:
         assert types_of(store, run_id)[-1] == "RunCancelled"
         with pytest.raises(RunFinished):
             engine.cancel(run_id)
+
+
+def test_a_started_engine_has_a_step_thread_ready_before_its_first_step(store):
+    """The first attempt of a fresh process (an approval's next step) does not wait for a thread to start."""
+    engine = Engine(store, REGISTRY, EngineConfig()).start()
+    try:
+        before = set(threading.enumerate())
+        run_id = engine.launch("noting", "which thread?").run_id
+        assert engine.wait(run_id).status == "completed"
+        assert THREADS[run_id] in before
+    finally:
+        engine.stop()
 
 
 def test_recovery_restarts_lost_attempts(store_url):

@@ -41,3 +41,13 @@ def test_shutdown_drops_work_not_started_and_does_not_wait_for_a_busy_thread():
     assert queued.cancelled() and not busy.done()
     release.set()
     assert busy.result(5) is True
+
+
+def test_a_prestarted_thread_takes_the_first_work_and_no_other_is_started():
+    pool = StepThreads(3)
+    pool.prestart()
+    pool.prestart()  # one is enough: a second call starts nothing
+    ready = set(threading.enumerate())
+    assert pool.submit(threading.current_thread).result(5) in ready
+    assert set(threading.enumerate()) - ready == set()
+    pool.shutdown()
