@@ -12,13 +12,16 @@ as failed (timeout) or cancelled, or is recovered by the next start.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
-_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+log = logging.getLogger(__name__)
+
+_Work = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class StepThreads(Executor):
@@ -39,13 +42,27 @@ class StepThreads(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` on a thread; its Future. RuntimeError after shutdown."""
         future: Future[Any] = Future()
+        self._put((future, fn, args, kwargs))
+        return future
+
+    def run_then(self, work: Callable[[], Any], then: Callable[[Any], None]) -> None:
+        """Run ``work()`` on a thread, then ``then(its result)`` as that thread's last act before it waits
+        for more work (no Future). RuntimeError after shutdown.
+
+        A step's ``then`` tells its RunActor the result, which wakes that actor: the
+        thread's own bookkeeping (being counted idle again) is done before, so the
+        actor does not wake only to wait for the GIL this thread still holds.
+        What ``work`` or ``then`` raises is logged (``then`` is not called after ``work`` raised).
+        """
+        self._put((None, work, (then,), {}))
+
+    def _put(self, item: _Work) -> None:
         with self._lock:
             if self._shut:
                 raise RuntimeError("cannot start a step after the engine stopped")
-            self._work.put((future, fn, args, kwargs))
+            self._work.put(item)
             if not self._idle.acquire(blocking=False) and len(self._threads) < self._max:
                 self._start_thread()
-        return future
 
     def prestart(self) -> None:
         """Start one thread now, idle, if none is: the first attempt then starts no thread.
@@ -58,6 +75,24 @@ class StepThreads(Executor):
             if not self._shut and not self._threads:
                 self._start_thread()
                 self._idle.release()  # it waits for work: the next submit hands it over
+
+    def _then(self, work: Callable[[], Any], then: Callable[[Any], None]) -> bool:
+        """Run ``work``, count this thread idle, then ``then(result)``; False when the pool shut meanwhile."""
+        try:
+            result, done = work(), True
+        except BaseException:  # as an unread Future would hold it; the thread goes on serving
+            log.exception("a step thread's work raised")
+            result, done = None, False
+        with self._lock:
+            going_on = not self._shut
+        if going_on:
+            self._idle.release()
+        if done:
+            try:
+                then(result)
+            except BaseException:  # a thread counted idle must go on serving
+                log.exception("a step thread's last act failed")
+        return going_on
 
     def _start_thread(self) -> None:
         thread = threading.Thread(target=self._serve, name=f"{self._name}-{next(self._numbers)}", daemon=True)
@@ -79,7 +114,7 @@ class StepThreads(Executor):
                     item = self._work.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None:
+                if item is not None and item[0] is not None:
                     item[0].cancel()
         for _ in threads:
             self._work.put(None)
@@ -95,6 +130,11 @@ class StepThreads(Executor):
                     return
                 future, fn, args, kwargs = item
                 del item
+                if future is None:  # run_then: counted idle before the last act
+                    if not self._then(fn, args[0]):
+                        return
+                    del fn, args, kwargs
+                    continue
                 if future.set_running_or_notify_cancel():
                     try:
                         future.set_result(fn(*args, **kwargs))

@@ -231,6 +231,21 @@ def test_a_started_engine_has_a_step_thread_ready_before_its_first_step(store):
         engine.stop()
 
 
+def test_a_step_goes_to_its_thread_once_the_run_actor_is_done_with_the_message_that_started_it(store, monkeypatch):
+    """Handed over earlier, the step's thread would wake only to wait for the GIL the RunActor holds."""
+    engine = Engine(store, REGISTRY, EngineConfig()).start()
+    order: list[str] = []
+    hand_over, arm = engine._steps.run_then, RunActor._arm_approval_timer  # the last thing _flush does
+    monkeypatch.setattr(engine._steps, "run_then", lambda work, then: (order.append("handed"), hand_over(work, then)))
+    monkeypatch.setattr(RunActor, "_arm_approval_timer", lambda self, at: (order.append("flushed"), arm(self, at)))
+    try:
+        run_id = engine.launch("noting", "in which order?").run_id
+        assert engine.wait(run_id).status == "completed"
+        assert order[:2] == ["flushed", "handed"]
+    finally:
+        engine.stop()
+
+
 def test_recovery_restarts_lost_attempts(store_url):
     """A process died with an attempt running: the next start records it lost and runs it again."""
     store = open_store(store_url)

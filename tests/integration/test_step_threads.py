@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 import pytest
 
@@ -50,4 +51,32 @@ def test_a_prestarted_thread_takes_the_first_work_and_no_other_is_started():
     ready = set(threading.enumerate())
     assert pool.submit(threading.current_thread).result(5) in ready
     assert set(threading.enumerate()) - ready == set()
+    pool.shutdown()
+
+
+def test_run_then_counts_its_thread_idle_before_the_last_act():
+    """The last act (a step telling its RunActor) wakes whoever waits; the thread is then free already:
+    work handed over from there goes to it, and no second thread is started for it."""
+    pool = StepThreads(2)
+    ran_on: list[threading.Thread] = []
+    after: Future[threading.Thread] = Future()
+
+    def then(result: str) -> None:
+        ran_on.append(threading.current_thread())
+        pool.run_then(threading.current_thread, after.set_result)
+
+    pool.run_then(lambda: "done", then)
+    assert after.result(5) is ran_on[0]
+    pool.shutdown()
+
+
+def test_run_then_goes_on_serving_after_its_work_or_last_act_raised():
+    pool = StepThreads(1)
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("broken on purpose")
+
+    pool.run_then(boom, lambda result: None)
+    pool.run_then(lambda: "x", boom)
+    assert pool.submit(lambda: "still serving").result(5) == "still serving"
     pool.shutdown()
