@@ -70,6 +70,19 @@ class RunActor(pykka.ThreadingActor):
         take a Python-level lock and condition. Every step's result crosses it (bench/step_ab.py)."""
         return queue.SimpleQueue()
 
+    def _start_actor_loop(self) -> None:
+        """Run this actor's loop on one of the engine's kept threads (``EngineContext.actor_threads``),
+        else on a new thread as pykka does: starting a thread waits for it to run (66 us, and up to
+        ms on a loaded machine), on the way of the run's first message (docs/PERFORMANCE.md)."""
+        threads = self.ctx.actor_threads
+        if threads is not None:
+            try:
+                threads.submit(self._actor_loop)
+                return
+            except RuntimeError:  # the engine stopped: a thread of its own, as before
+                pass
+        super()._start_actor_loop()
+
     def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef[Any], run_id: str,
                  loaded: tuple[RunState, list[tuple[int, Event]]] | None = None) -> None:
         super().__init__()

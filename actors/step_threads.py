@@ -25,16 +25,25 @@ _Work = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str,
 
 
 class StepThreads(Executor):
-    """An executor of at most ``max_threads`` daemon threads, started as work arrives."""
+    """An executor of at most ``max_threads`` daemon threads, started as work arrives.
 
-    def __init__(self, max_threads: int, name: str = "baton-step") -> None:
+    ``keep_idle``: at most that many threads wait for work; one more, its work
+    done, ends (None: every thread started is kept). Only for a pool whose
+    ``max_threads`` is never reached (the RunActors' threads): at the cap, work
+    waits for a thread that may then end instead.
+    """
+
+    def __init__(self, max_threads: int, name: str = "baton-step", *, keep_idle: int | None = None) -> None:
         if max_threads < 1:
             raise ValueError(f"max_threads must be at least 1, not {max_threads}")
         self._max = max_threads
+        self._keep = max_threads if keep_idle is None else keep_idle
         self._name = name
         self._numbers = itertools.count(1)
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)  # one count per thread waiting for work
+        # Under _lock: threads waiting for work (or about to), and work queued that no thread took yet.
+        self._idle = 0
+        self._queued = 0
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._shut = False
@@ -61,7 +70,8 @@ class StepThreads(Executor):
             if self._shut:
                 raise RuntimeError("cannot start a step after the engine stopped")
             self._work.put(item)
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max:
+            self._queued += 1
+            if self._queued > self._idle and len(self._threads) < self._max:
                 self._start_thread()
 
     def prestart(self) -> None:
@@ -73,8 +83,7 @@ class StepThreads(Executor):
         """
         with self._lock:
             if not self._shut and not self._threads:
-                self._start_thread()
-                self._idle.release()  # it waits for work: the next submit hands it over
+                self._start_thread()  # it waits for work: the next submit hands it over
 
     def _then(self, work: Callable[[], Any], then: Callable[[Any], None]) -> bool:
         """Run ``work``, count this thread idle, then ``then(result)``; False when the pool shut meanwhile."""
@@ -83,10 +92,7 @@ class StepThreads(Executor):
         except BaseException:  # as an unread Future would hold it; the thread goes on serving
             log.exception("a step thread's work raised")
             result, done = None, False
-        with self._lock:
-            going_on = not self._shut
-        if going_on:
-            self._idle.release()
+        going_on = self._idle_again()
         if done:
             try:
                 then(result)
@@ -94,9 +100,25 @@ class StepThreads(Executor):
                 log.exception("a step thread's last act failed")
         return going_on
 
+    def _idle_again(self) -> bool:
+        """Count this thread idle again; False when it ends instead (shut down, or enough are idle
+        for the work queued)."""
+        with self._lock:
+            if self._shut or (self._idle >= self._keep and self._queued <= self._idle):
+                return False
+            self._idle += 1
+            return True
+
+    def _took(self) -> None:
+        with self._lock:
+            self._idle -= 1
+            self._queued -= 1
+
     def _start_thread(self) -> None:
+        """Start a thread, counted idle (it waits for work first); ``_lock`` held."""
         thread = threading.Thread(target=self._serve, name=f"{self._name}-{next(self._numbers)}", daemon=True)
         self._threads.add(thread)
+        self._idle += 1
         thread.start()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -128,6 +150,7 @@ class StepThreads(Executor):
                 item = self._work.get()
                 if item is None:
                     return
+                self._took()
                 future, fn, args, kwargs = item
                 del item
                 if future is None:  # run_then: counted idle before the last act
@@ -141,10 +164,8 @@ class StepThreads(Executor):
                     except BaseException as exc:  # handed to whoever holds the Future, as the stdlib pool does
                         future.set_exception(exc)
                 del future, fn, args, kwargs  # drop references to finished work before waiting for more
-                with self._lock:
-                    if self._shut:
-                        return
-                self._idle.release()
+                if not self._idle_again():
+                    return
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())

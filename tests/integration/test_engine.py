@@ -231,6 +231,21 @@ def test_a_started_engine_has_a_step_thread_ready_before_its_first_step(store):
         engine.stop()
 
 
+def test_run_actors_run_on_threads_the_engine_keeps(store, monkeypatch):
+    """A run's first message (a launch, an approval) waits for no thread to start: ten runs one after
+    another take turns on two or three kept threads, not ten new ones."""
+    engine = Engine(store, REGISTRY, EngineConfig()).start()
+    seen: set[threading.Thread] = set()
+    on_start = RunActor.on_start
+    monkeypatch.setattr(RunActor, "on_start", lambda self: (seen.add(threading.current_thread()), on_start(self)))
+    try:
+        for _ in range(10):
+            assert engine.wait(engine.launch("noting", "which threads?").run_id).status == "completed"
+        assert len(seen) <= 3
+    finally:
+        engine.stop()
+
+
 def test_a_step_goes_to_its_thread_once_the_run_actor_is_done_with_the_message_that_started_it(store, monkeypatch):
     """Handed over earlier, the step's thread would wake only to wait for the GIL the RunActor holds."""
     engine = Engine(store, REGISTRY, EngineConfig()).start()

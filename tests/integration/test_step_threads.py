@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 
 import pytest
@@ -79,4 +80,22 @@ def test_run_then_goes_on_serving_after_its_work_or_last_act_raised():
     pool.run_then(boom, lambda result: None)
     pool.run_then(lambda: "x", boom)
     assert pool.submit(lambda: "still serving").result(5) == "still serving"
+    pool.shutdown()
+
+
+def test_threads_beyond_keep_idle_end_once_their_work_is_done_and_the_rest_go_on_serving():
+    pool = StepThreads(100, "kept", keep_idle=1)
+    gate = threading.Event()
+    futures = [pool.submit(gate.wait, 5) for _ in range(3)]
+    gate.set()
+    assert [f.result(5) for f in futures] == [True] * 3
+
+    def kept() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("kept-")]
+
+    deadline = time.monotonic() + 5
+    while len(kept()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(kept()) == 1
+    assert pool.submit(threading.current_thread).result(5) in kept()
     pool.shutdown()
