@@ -28,9 +28,7 @@ class StepThreads(Executor):
     """An executor of at most ``max_threads`` daemon threads, started as work arrives.
 
     ``keep_idle``: at most that many threads wait for work; one more, its work
-    done, ends (None: every thread started is kept). Only for a pool whose
-    ``max_threads`` is never reached (the RunActors' threads): at the cap, work
-    waits for a thread that may then end instead.
+    done and no queued work left for it, ends (None: every thread started is kept).
     """
 
     def __init__(self, max_threads: int, name: str = "baton-step", *, keep_idle: int | None = None) -> None:
@@ -86,7 +84,8 @@ class StepThreads(Executor):
                 self._start_thread()  # it waits for work: the next submit hands it over
 
     def _then(self, work: Callable[[], Any], then: Callable[[Any], None]) -> bool:
-        """Run ``work``, count this thread idle, then ``then(result)``; False when the pool shut meanwhile."""
+        """Run ``work``, count this thread idle, then ``then(result)``; False when the thread ends instead
+        (``_idle_again``)."""
         try:
             result, done = work(), True
         except BaseException:  # as an unread Future would hold it; the thread goes on serving
