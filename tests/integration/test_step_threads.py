@@ -99,3 +99,14 @@ def test_threads_beyond_keep_idle_end_once_their_work_is_done_and_the_rest_go_on
     assert len(kept()) == 1
     assert pool.submit(threading.current_thread).result(5) in kept()
     pool.shutdown()
+
+
+def test_at_its_cap_a_pool_keeping_few_idle_still_serves_the_work_queued_behind_its_busy_threads():
+    pool = StepThreads(2, "capped", keep_idle=1)
+    gate = threading.Event()
+    futures = [pool.submit(gate.wait, 5) for _ in range(2)]
+    queued = [pool.submit(lambda i=i: i) for i in range(4)]  # no thread free: they wait in the queue
+    gate.set()
+    assert [f.result(5) for f in futures] == [True, True]
+    assert [f.result(5) for f in queued] == [0, 1, 2, 3]
+    pool.shutdown()
