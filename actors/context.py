@@ -49,3 +49,5 @@ class EngineContext:
     open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None
     children: ChildRuns | None = None  # launches subflow steps' child runs (None: this engine has none)
     watch: RunWatch = dataclasses.field(default_factory=RunWatch)  # the runs' states as their actors committed them
+    # the threads RunActors run on, kept between runs (None: a new thread for each, as pykka does)
+    actor_threads: Executor | None = None

@@ -115,10 +115,13 @@ class Engine:
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
         leases = Leases(store.database, ttl_s=self.config.lease_ttl_s, read=getattr(store, "read_sql", None))
         self._steps = StepThreads(self.config.step_threads)
+        # A RunActor's loop runs on one of these: a run's first message (a launch, an approval) does not
+        # wait for a thread to start. Few are kept idle; there is no cap (each active run has one).
+        self._actor_threads = StepThreads(1 << 30, "baton-run", keep_idle=8)
         self.projects = ProjectBook(store, self.clock.now)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,
                                  self._steps, tasks if tasks is not None else task_env(self.config, self.backend),
-                                 open_runs, children=self)
+                                 open_runs, children=self, actor_threads=self._actor_threads)
         self._orchestrator: pykka.ActorRef[Any] | None = None
         self._inbox: Inbox | None = None
         self._supervising = threading.Lock()  # one restart of the orchestrator at a time
@@ -140,6 +143,8 @@ class Engine:
                 raise NodeInUse(node, holder)
             self._stopped = False
             self._orchestrator = Orchestrator.start(self.ctx, self._orchestrator_died)
+            self._steps.prestart()  # the first attempt (an approval's next step) starts no thread
+            self._actor_threads.prestart()  # nor the first run's actor
             self._inbox = Inbox(self.store, self.ctx.leases, node, self._carry_out, self.clock.now).start()
             # Its LISTEN connection and first read now, not under the first command (Engine.wait then
             # sees that command's commits at once): bounded, an engine starts with its database away too.
@@ -168,6 +173,7 @@ class Engine:
             except StoreError as exc:  # the lease runs out on its own
                 log.warning("could not give the node lease up: %s", exc)
         self._steps.shutdown(wait=False, cancel_futures=True)  # attempts in flight were cancelled above
+        self._actor_threads.shutdown(wait=False)  # the actors were stopped above (a late one gets a thread of its own)
         if isinstance(self.clock, RealClock):
             self.clock.stop()
         self.backend.close()

@@ -31,6 +31,7 @@ RunActors and tells the engine, which starts a new orchestrator.
 from __future__ import annotations
 
 import logging
+import queue
 import time
 import uuid
 from collections.abc import Callable
@@ -141,6 +142,11 @@ class Orchestrator(pykka.ThreadingActor):
     # A daemon thread: an actor blocked in a call that cannot be interrupted must not keep
     # the process alive once it is told to stop (everything recorded is durable already).
     use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        """A ``queue.SimpleQueue``, as the RunActor's (``RunActor._create_actor_inbox``)."""
+        return queue.SimpleQueue()
 
     def __init__(self, ctx: EngineContext, on_death: Callable[[tuple[str, ...], str], None] | None = None,
                  adopt: tuple[str, ...] = ()) -> None:

@@ -64,6 +64,25 @@ class RunActor(pykka.ThreadingActor):
     # the process alive once it is told to stop (everything recorded is durable already).
     use_daemon_thread = True
 
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        """The actor's inbox: a ``queue.SimpleQueue`` (C), not pykka's ``queue.Queue``, whose put and get each
+        take a Python-level lock and condition. Every step's result crosses it (bench/step_ab.py)."""
+        return queue.SimpleQueue()
+
+    def _start_actor_loop(self) -> None:
+        """Run this actor's loop on one of the engine's kept threads (``EngineContext.actor_threads``),
+        else on a new thread as pykka does: starting a thread waits for it to run (66 us, and up to
+        ms on a loaded machine), on the way of the run's first message (docs/PERFORMANCE.md)."""
+        threads = self.ctx.actor_threads
+        if threads is not None:
+            try:
+                threads.submit(self._actor_loop)
+                return
+            except RuntimeError:  # the engine stopped: a thread of its own, as before
+                pass
+        super()._start_actor_loop()
+
     def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef[Any], run_id: str,
                  loaded: tuple[RunState, list[tuple[int, Event]]] | None = None) -> None:
         super().__init__()
@@ -97,6 +116,9 @@ class RunActor(pykka.ThreadingActor):
         self.task_inboxes: dict[str, queue.SimpleQueue[PersonMessage]] = {}
         self.task_attempts: dict[str, TaskAttempt] = {}  # a task run's attempts whose threads have not reported
         self.task_view: dict[str, Any] | None = None  # a task run's tasks as last told to the plan (run_tasks)
+        # While a message is handled: the attempts it started, handed to the step threads once it is
+        # (a thread woken earlier only waits for the GIL this one holds until then).
+        self.starting: list[StepActor] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -150,7 +172,11 @@ class RunActor(pykka.ThreadingActor):
             raise TypeError(f"RunActor got an unknown message {message!r}")
         if type(message) in _FROM_ORCHESTRATOR:
             self.seen += 1
+        self.starting = []
         handler(self, message)
+        starting, self.starting = self.starting, None
+        for step in starting:  # last: the step's thread wakes as this one goes back to its inbox
+            step.start(self.ctx.steps)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -551,9 +577,12 @@ class RunActor(pykka.ThreadingActor):
             step_id = event.step_id
             attempt.release = lambda: self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=(step_id,)))
         self.attempts[event.step_id] = attempt
-        StepActor(self.actor_ref, attempt, call, run_id=self.run_id, bus=ctx.bus, clock=ctx.clock,
-                  max_output_bytes=ctx.config.max_output_bytes,
-                  redact=redactor(ctx.config.known_secrets)).start(ctx.steps)
+        step = StepActor(self.actor_ref, attempt, call, run_id=self.run_id, bus=ctx.bus, clock=ctx.clock,
+                         max_output_bytes=ctx.config.max_output_bytes, redact=redactor(ctx.config.known_secrets))
+        if self.starting is None:
+            step.start(ctx.steps)
+        else:
+            self.starting.append(step)  # started once the message is handled (on_receive)
 
     def _refuse(self, attempt: Attempt, error: str) -> None:
         """End an attempt that cannot start, as a failure of that attempt."""

@@ -401,15 +401,29 @@ class StepActor:
         self.redact = redact or Redactor()
 
     def start(self, pool: Executor) -> StepActor:
-        """Run the attempt on ``pool``; returns self."""
-        pool.submit(self.run)
+        """Run the attempt on ``pool``; returns self.
+
+        On the engine's ``StepThreads``, the result is told as the thread's last act
+        (``StepThreads.run_then``); any other executor runs ``run``.
+        """
+        run_then = getattr(pool, "run_then", None)
+        if run_then is not None:
+            run_then(self._work, self._tell)
+        else:
+            pool.submit(self.run)
         return self
 
     def run(self) -> None:
         """Call the backend or the function, then report (on the pool's thread)."""
+        self._tell(self._work())
+
+    def _work(self) -> StepResult:
         result = self._run()
         if self.attempt.release is not None:
             self.attempt.release()  # the slot is free now, not once the RunActor gets to the result
+        return result
+
+    def _tell(self, result: StepResult) -> None:
         try:
             self.run_ref.tell(result)
         except pykka.ActorDeadError:

@@ -12,26 +12,36 @@ as failed (timeout) or cancelled, or is recovered by the next start.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
-_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+log = logging.getLogger(__name__)
+
+_Work = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class StepThreads(Executor):
-    """An executor of at most ``max_threads`` daemon threads, started as work arrives."""
+    """An executor of at most ``max_threads`` daemon threads, started as work arrives.
 
-    def __init__(self, max_threads: int, name: str = "baton-step") -> None:
+    ``keep_idle``: at most that many threads wait for work; one more, its work
+    done and no queued work left for it, ends (None: every thread started is kept).
+    """
+
+    def __init__(self, max_threads: int, name: str = "baton-step", *, keep_idle: int | None = None) -> None:
         if max_threads < 1:
             raise ValueError(f"max_threads must be at least 1, not {max_threads}")
         self._max = max_threads
+        self._keep = max_threads if keep_idle is None else keep_idle
         self._name = name
         self._numbers = itertools.count(1)
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)  # one count per thread waiting for work
+        # Under _lock: threads waiting for work (or about to), and work queued that no thread took yet.
+        self._idle = 0
+        self._queued = 0
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._shut = False
@@ -39,16 +49,76 @@ class StepThreads(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` on a thread; its Future. RuntimeError after shutdown."""
         future: Future[Any] = Future()
+        self._put((future, fn, args, kwargs))
+        return future
+
+    def run_then(self, work: Callable[[], Any], then: Callable[[Any], None]) -> None:
+        """Run ``work()`` on a thread, then ``then(its result)`` as that thread's last act before it waits
+        for more work (no Future). RuntimeError after shutdown.
+
+        A step's ``then`` tells its RunActor the result, which wakes that actor: the
+        thread's own bookkeeping (being counted idle again) is done before, so the
+        actor does not wake only to wait for the GIL this thread still holds.
+        What ``work`` or ``then`` raises is logged (``then`` is not called after ``work`` raised).
+        """
+        self._put((None, work, (then,), {}))
+
+    def _put(self, item: _Work) -> None:
         with self._lock:
             if self._shut:
                 raise RuntimeError("cannot start a step after the engine stopped")
-            self._work.put((future, fn, args, kwargs))
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max:
-                thread = threading.Thread(target=self._serve, name=f"{self._name}-{next(self._numbers)}",
-                                          daemon=True)
-                self._threads.add(thread)
-                thread.start()
-        return future
+            self._work.put(item)
+            self._queued += 1
+            if self._queued > self._idle and len(self._threads) < self._max:
+                self._start_thread()
+
+    def prestart(self) -> None:
+        """Start one thread now, idle, if none is: the first attempt then starts no thread.
+
+        Starting a thread waits for it to run (a hand-off and back): in a fresh
+        process, an approval's next step paid 0.3-1.3 ms for it on its way to
+        the run's end (docs/PERFORMANCE.md).
+        """
+        with self._lock:
+            if not self._shut and not self._threads:
+                self._start_thread()  # it waits for work: the next submit hands it over
+
+    def _then(self, work: Callable[[], Any], then: Callable[[Any], None]) -> bool:
+        """Run ``work``, count this thread idle, then ``then(result)``; False when the thread ends instead
+        (``_idle_again``)."""
+        try:
+            result, done = work(), True
+        except BaseException:  # as an unread Future would hold it; the thread goes on serving
+            log.exception("a step thread's work raised")
+            result, done = None, False
+        going_on = self._idle_again()
+        if done:
+            try:
+                then(result)
+            except BaseException:  # a thread counted idle must go on serving
+                log.exception("a step thread's last act failed")
+        return going_on
+
+    def _idle_again(self) -> bool:
+        """Count this thread idle again; False when it ends instead (shut down, or enough are idle
+        for the work queued)."""
+        with self._lock:
+            if self._shut or (self._idle >= self._keep and self._queued <= self._idle):
+                return False
+            self._idle += 1
+            return True
+
+    def _took(self) -> None:
+        with self._lock:
+            self._idle -= 1
+            self._queued -= 1
+
+    def _start_thread(self) -> None:
+        """Start a thread, counted idle (it waits for work first); ``_lock`` held."""
+        thread = threading.Thread(target=self._serve, name=f"{self._name}-{next(self._numbers)}", daemon=True)
+        self._threads.add(thread)
+        self._idle += 1
+        thread.start()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Start nothing more; with ``cancel_futures``, drop work not started yet.
@@ -65,7 +135,7 @@ class StepThreads(Executor):
                     item = self._work.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None:
+                if item is not None and item[0] is not None:
                     item[0].cancel()
         for _ in threads:
             self._work.put(None)
@@ -79,18 +149,22 @@ class StepThreads(Executor):
                 item = self._work.get()
                 if item is None:
                     return
+                self._took()
                 future, fn, args, kwargs = item
                 del item
+                if future is None:  # run_then: counted idle before the last act
+                    if not self._then(fn, args[0]):
+                        return
+                    del fn, args, kwargs
+                    continue
                 if future.set_running_or_notify_cancel():
                     try:
                         future.set_result(fn(*args, **kwargs))
                     except BaseException as exc:  # handed to whoever holds the Future, as the stdlib pool does
                         future.set_exception(exc)
                 del future, fn, args, kwargs  # drop references to finished work before waiting for more
-                with self._lock:
-                    if self._shut:
-                        return
-                self._idle.release()
+                if not self._idle_again():
+                    return
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())

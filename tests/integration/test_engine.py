@@ -55,6 +55,14 @@ def boom(ctx):
     raise ValueError("broken on purpose")
 
 
+THREADS: dict[str, threading.Thread] = {}  # run id -> the thread its step ran on
+
+
+def note_thread(ctx):
+    THREADS[ctx.run_id] = threading.current_thread()
+    return "noted"
+
+
 PARALLEL = Flow(
     "parallel",
     category="Analysis",
@@ -87,7 +95,8 @@ FAILING = Flow(
         code("cleanup", fn=fold_angles, deps=["broken"], trigger_rule="all_done"),
     ],
 )
-REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, FAILING])
+NOTING = Flow("noting", steps=[code("note", fn=note_thread)])
+REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, FAILING, NOTING])
 
 
 @pytest.fixture
@@ -208,6 +217,48 @@ class TestEngine:
         assert types_of(store, run_id)[-1] == "RunCancelled"
         with pytest.raises(RunFinished):
             engine.cancel(run_id)
+
+
+def test_a_started_engine_has_a_step_thread_ready_before_its_first_step(store):
+    """The first attempt of a fresh process (an approval's next step) does not wait for a thread to start."""
+    engine = Engine(store, REGISTRY, EngineConfig()).start()
+    try:
+        before = set(threading.enumerate())
+        run_id = engine.launch("noting", "which thread?").run_id
+        assert engine.wait(run_id).status == "completed"
+        assert THREADS[run_id] in before
+    finally:
+        engine.stop()
+
+
+def test_run_actors_run_on_threads_the_engine_keeps(store, monkeypatch):
+    """A run's first message (a launch, an approval) waits for no thread to start: ten runs one after
+    another take turns on two or three kept threads, not ten new ones."""
+    engine = Engine(store, REGISTRY, EngineConfig()).start()
+    seen: set[threading.Thread] = set()
+    on_start = RunActor.on_start
+    monkeypatch.setattr(RunActor, "on_start", lambda self: (seen.add(threading.current_thread()), on_start(self)))
+    try:
+        for _ in range(10):
+            assert engine.wait(engine.launch("noting", "which threads?").run_id).status == "completed"
+        assert len(seen) <= 3
+    finally:
+        engine.stop()
+
+
+def test_a_step_goes_to_its_thread_once_the_run_actor_is_done_with_the_message_that_started_it(store, monkeypatch):
+    """Handed over earlier, the step's thread would wake only to wait for the GIL the RunActor holds."""
+    engine = Engine(store, REGISTRY, EngineConfig()).start()
+    order: list[str] = []
+    hand_over, arm = engine._steps.run_then, RunActor._arm_approval_timer  # the last thing _flush does
+    monkeypatch.setattr(engine._steps, "run_then", lambda work, then: (order.append("handed"), hand_over(work, then)))
+    monkeypatch.setattr(RunActor, "_arm_approval_timer", lambda self, at: (order.append("flushed"), arm(self, at)))
+    try:
+        run_id = engine.launch("noting", "in which order?").run_id
+        assert engine.wait(run_id).status == "completed"
+        assert order[:2] == ["flushed", "handed"]
+    finally:
+        engine.stop()
 
 
 def test_recovery_restarts_lost_attempts(store_url):

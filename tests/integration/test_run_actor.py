@@ -103,3 +103,14 @@ def test_a_refused_command_between_a_result_and_its_flush_does_not_idle_the_run(
         time.sleep(0.01)
     idle = [x for x in inbox.ask("read") if isinstance(x, m.RunIdle)]
     assert idle == []  # a running run never said it was idle
+
+
+def test_the_actors_inboxes_are_simple_queues():
+    """Every step's result crosses the RunActor's inbox: a C SimpleQueue, not pykka's default
+    queue.Queue (a Python lock and condition on each put and get)."""
+    import queue
+
+    from actors.orchestrator import Orchestrator
+
+    assert isinstance(RunActor._create_actor_inbox(), queue.SimpleQueue)
+    assert isinstance(Orchestrator._create_actor_inbox(), queue.SimpleQueue)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import Future
 
 import pytest
 
@@ -41,3 +43,70 @@ def test_shutdown_drops_work_not_started_and_does_not_wait_for_a_busy_thread():
     assert queued.cancelled() and not busy.done()
     release.set()
     assert busy.result(5) is True
+
+
+def test_a_prestarted_thread_takes_the_first_work_and_no_other_is_started():
+    pool = StepThreads(3)
+    pool.prestart()
+    pool.prestart()  # one is enough: a second call starts nothing
+    ready = set(threading.enumerate())
+    assert pool.submit(threading.current_thread).result(5) in ready
+    assert set(threading.enumerate()) - ready == set()
+    pool.shutdown()
+
+
+def test_run_then_counts_its_thread_idle_before_the_last_act():
+    """The last act (a step telling its RunActor) wakes whoever waits; the thread is then free already:
+    work handed over from there goes to it, and no second thread is started for it."""
+    pool = StepThreads(2)
+    ran_on: list[threading.Thread] = []
+    after: Future[threading.Thread] = Future()
+
+    def then(result: str) -> None:
+        ran_on.append(threading.current_thread())
+        pool.run_then(threading.current_thread, after.set_result)
+
+    pool.run_then(lambda: "done", then)
+    assert after.result(5) is ran_on[0]
+    pool.shutdown()
+
+
+def test_run_then_goes_on_serving_after_its_work_or_last_act_raised():
+    pool = StepThreads(1)
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("broken on purpose")
+
+    pool.run_then(boom, lambda result: None)
+    pool.run_then(lambda: "x", boom)
+    assert pool.submit(lambda: "still serving").result(5) == "still serving"
+    pool.shutdown()
+
+
+def test_threads_beyond_keep_idle_end_once_their_work_is_done_and_the_rest_go_on_serving():
+    pool = StepThreads(100, "kept", keep_idle=1)
+    gate = threading.Event()
+    futures = [pool.submit(gate.wait, 5) for _ in range(3)]
+    gate.set()
+    assert [f.result(5) for f in futures] == [True] * 3
+
+    def kept() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("kept-")]
+
+    deadline = time.monotonic() + 5
+    while len(kept()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(kept()) == 1
+    assert pool.submit(threading.current_thread).result(5) in kept()
+    pool.shutdown()
+
+
+def test_at_its_cap_a_pool_keeping_few_idle_still_serves_the_work_queued_behind_its_busy_threads():
+    pool = StepThreads(2, "capped", keep_idle=1)
+    gate = threading.Event()
+    futures = [pool.submit(gate.wait, 5) for _ in range(2)]
+    queued = [pool.submit(lambda i=i: i) for i in range(4)]  # no thread free: they wait in the queue
+    gate.set()
+    assert [f.result(5) for f in futures] == [True, True]
+    assert [f.result(5) for f in queued] == [0, 1, 2, 3]
+    pool.shutdown()
