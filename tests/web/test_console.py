@@ -149,7 +149,14 @@ def test_approve_a_gate_with_a_comment_and_see_the_report_on_top(page, server):
     expect(page.locator(".head-status")).to_have_attribute("data-status", "paused")
     shoot(page, "run-gate")
 
-    page.get_by_label("Comment").fill("ship it, after the benchmark")
+    page.get_by_label("Comment").fill("ship it, after the")
+    # A layout change (a phone turned) moves the detail into the roster: the box keeps the focus.
+    desktop = page.viewport_size
+    page.set_viewport_size(MOBILE)
+    expect(page.locator(".roster li[data-step-id=gate] #approval-comment")).to_be_focused()
+    page.keyboard.type(" benchmark")
+    page.set_viewport_size(desktop)
+    expect(page.locator(".detail-col #approval-comment")).to_be_focused()
     # Looking at another step redraws the detail (as a live frame may): what was typed is kept.
     page.locator(".roster button.step[data-step-id=draft]").click()
     expect(page.locator("#step-detail")).to_have_attribute("data-step-id", "draft")

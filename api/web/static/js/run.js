@@ -226,11 +226,13 @@ export function mountRun(main, { runId }) {
 
   function placeDetail() {
     const li = selected && roster.querySelector(`li[data-step-id="${CSS.escape(selected)}"]`);
-    if (narrow.matches && li) {
-      if (detail.parentNode !== li) li.append(detail);
-    } else if (detail.parentNode !== side) {
-      side.append(detail);
-    }
+    const place = narrow.matches && li ? li : side;
+    if (detail.parentNode === place) return;
+    // Moving the detail blurs what has the focus in it: a person typing a comment while the layout
+    // changes (a phone turned, a window resized) keeps typing where they were.
+    const focused = detail.contains(document.activeElement) ? document.activeElement : null;
+    place.append(detail);
+    if (focused) focused.focus();
   }
 
   // -- the expanded step -----------------------------------------------------------------------
