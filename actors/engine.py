@@ -546,34 +546,17 @@ class Engine:
 
     async def _ask_async(self, build: Callable[[Future[Any]], Any]) -> Any:
         """``_ask(build, command=True)`` awaited on the running event loop (no thread waits on the reply)."""
-        orchestrator = self._revive()
-        reply: Future[Any] = Future()
-        try:
-            orchestrator.tell(build(reply))
-        except pykka.ActorDeadError:
-            raise EngineUnavailable("the orchestrator stopped; it is being started again") from None
-        waiting = asyncio.wrap_future(reply)
+        waiting = asyncio.wrap_future(self._send(build))
         deadline = time.monotonic() + self.config.ask_timeout_s
         while True:
             left = deadline - time.monotonic()
             await asyncio.wait((waiting,), timeout=max(0.0, min(left, 0.25)))
             if waiting.done():
                 return waiting.result()
-            outage = self._outage()
-            if outage is not None and time.time() - outage.since >= STORE_GRACE_S:
-                raise StoreUnavailableError(
-                    f"the event store became unavailable ({outage.error}); the command is not recorded yet "
-                    "and may still be when the store is back (a launch: retry it with the same Idempotency-Key)")
-            if left <= 0:
-                raise EngineTimeout(f"no answer from the engine within {self.config.ask_timeout_s:g} s")
+            self._stop_waiting_if(left, command=True)
 
     def _ask(self, build: Callable[[Future[Any]], Any], *, command: bool = False) -> Any:
-        orchestrator = self._revive()
-        reply: Future[Any] = Future()
-        try:
-            orchestrator.tell(build(reply))
-        except pykka.ActorDeadError:
-            raise EngineUnavailable("the orchestrator stopped; it is being started again") from None
+        reply = self._send(build)
         deadline = time.monotonic() + self.config.ask_timeout_s
         while True:
             left = deadline - time.monotonic()
@@ -581,13 +564,28 @@ class Engine:
                 return reply.result(timeout=max(0.0, min(left, 0.25) if command else left))
             except FutureTimeout:
                 pass
-            outage = self._outage() if command else None
-            if outage is not None and time.time() - outage.since >= STORE_GRACE_S:
-                raise StoreUnavailableError(
-                    f"the event store became unavailable ({outage.error}); the command is not recorded yet "
-                    "and may still be when the store is back (a launch: retry it with the same Idempotency-Key)")
-            if left <= 0:
-                raise EngineTimeout(f"no answer from the engine within {self.config.ask_timeout_s:g} s") from None
+            self._stop_waiting_if(left, command=command)
+
+    def _send(self, build: Callable[[Future[Any]], Any]) -> Future[Any]:
+        """Tell the orchestrator ``build(reply)``; the reply's future."""
+        orchestrator = self._revive()
+        reply: Future[Any] = Future()
+        try:
+            orchestrator.tell(build(reply))
+        except pykka.ActorDeadError:
+            raise EngineUnavailable("the orchestrator stopped; it is being started again") from None
+        return reply
+
+    def _stop_waiting_if(self, left: float, *, command: bool) -> None:
+        """Raise when waiting for the orchestrator's answer must end: the store away past STORE_GRACE_S
+        (a command), or no time ``left`` of the ask timeout."""
+        outage = self._outage() if command else None
+        if outage is not None and time.time() - outage.since >= STORE_GRACE_S:
+            raise StoreUnavailableError(
+                f"the event store became unavailable ({outage.error}); the command is not recorded yet "
+                "and may still be when the store is back (a launch: retry it with the same Idempotency-Key)")
+        if left <= 0:
+            raise EngineTimeout(f"no answer from the engine within {self.config.ask_timeout_s:g} s")
 
     def _claim(self, key: str, run_id: str) -> RecordedEvent | None:
         """Claim an idempotency key for ``run_id``: None if this call won, else the earlier claim.

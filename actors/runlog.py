@@ -99,9 +99,12 @@ def load_with_owner(ctx: EngineContext, run_id: str) -> tuple[RunState, History,
 def read_with_owner(store: EventStore, run_id: str) -> tuple[RunState, History, str]:
     """``load_with_owner`` on a bare store (a process without an engine, e.g. ``baton plan``)."""
     records = store.read_stream(stream_of(run_id))
-    state, history = fold_records(records, run_id)
-    last_node = records[-1].metadata.get("node", "") if records else ""
-    return state, history, last_node
+    return (*fold_records(records, run_id), _last_node(records))
+
+
+def _last_node(records: Sequence[RecordedEvent]) -> str:
+    """The node that recorded the run's last event ("" for none)."""
+    return records[-1].metadata.get("node", "") if records else ""
 
 
 def load_many_with_owner(ctx: EngineContext, run_ids: list[str],
@@ -112,8 +115,7 @@ def load_many_with_owner(ctx: EngineContext, run_ids: list[str],
         streams = ctx.store.read_streams([stream_of(run_id) for run_id in ids])
         for run_id in ids:
             records = streams.get(stream_of(run_id), [])
-            state, history = fold_records(records, run_id)
-            yield run_id, state, history, records[-1].metadata.get("node", "") if records else ""
+            yield (run_id, *fold_records(records, run_id), _last_node(records))
 
 
 DRAIN = 1000
