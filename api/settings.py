@@ -138,6 +138,7 @@ class Settings:
             pass
         return tuple(s for s in found if s)
     url: str = ""  # the baton server CLI commands go through ("" = a live server of the store, if any)
+    reconnect_s: float = 60.0  # a command following a run waits this long for its server to come back
     personas: str = ""  # a folder of extra persona files (NAME.md), beside the shipped ones
     max_connections: int = 1000  # HTTP connections held at once (lowered to fit the open-files limit)
     header_timeout_s: float = 10.0  # a request head must arrive within this (from connecting or the last answer)
@@ -267,6 +268,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_CLUSTER": ("cluster", bool),
     "BATON_LEASE_TTL_S": ("lease_ttl_s", float),
     "BATON_URL": ("url", str),
+    "BATON_RECONNECT_S": ("reconnect_s", float),
     "BATON_PERSONAS": ("personas", str),
     "BATON_MAX_CONNECTIONS": ("max_connections", int),
     "BATON_HEADER_TIMEOUT_S": ("header_timeout_s", float),
@@ -327,6 +329,8 @@ def check(settings: Settings) -> Settings:
             raise SettingsError(f"{_named(name)} must be positive")
     if not 1 <= settings.task_max_rounds <= 20:
         raise SettingsError(f"{_named('task_max_rounds')} must be between 1 and 20")
+    if settings.reconnect_s < 0:
+        raise SettingsError("BATON_RECONNECT_S cannot be negative (0 means: do not wait for a server that went away)")
     if settings.seal_interval_s < 0:
         raise SettingsError(f"{_named('seal_interval_s')} cannot be negative (0 means: seal at shutdown only)")
     if settings.max_connections < 1:

@@ -120,14 +120,14 @@ def target(args: argparse.Namespace, settings: Settings, *, engine: bool = False
     if settings.url and not local:
         options = settings.store_options()  # a bad key file is refused now, as when the store was opened here
         opener = None if missing_store(settings) else lambda: open_store_url(settings.db, options)
-        chosen: Target = Remote(client_for(settings.url, settings), opener=opener)
+        chosen: Target = Remote(client_for(settings.url, settings), opener=opener, reconnect_s=settings.reconnect_s)
     else:
         if not creates:
             refuse_missing_store(settings)
         store = open_store_for(settings)
         url = None if local or store is None else discovered(store)
         if url:
-            chosen = Remote(client_for(url, settings), store)
+            chosen = Remote(client_for(url, settings), store, reconnect_s=settings.reconnect_s)
         else:
             from api.cli.local import Local
 

@@ -20,6 +20,7 @@ start-up").
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from flows.state import RunState
 
 ID_LENGTH = 26  # a ULID
+RECONNECT_S = 60.0  # Settings.reconnect_s's default
 
 
 class Target(Protocol):
@@ -158,10 +160,12 @@ class Remote:
     """
 
     def __init__(self, client: Client, store: SqlStore | None = None, *,
-                 opener: Callable[[], SqlStore | None] | None = None) -> None:
+                 opener: Callable[[], SqlStore | None] | None = None, reconnect_s: float = RECONNECT_S) -> None:
         """``opener`` opens the store when a prefix needs it (None: no store here): a command that names no
-        run, or a run by its full id the server knows, never imports SQLAlchemy."""
+        run, or a run by its full id the server knows, never imports SQLAlchemy. ``reconnect_s``: how long
+        following a run waits for a server that went away."""
         self.client = client
+        self.reconnect_s = reconnect_s
         self._store = store
         self._opener = opener
 
@@ -237,27 +241,46 @@ class Remote:
         return self.client.projects()
 
     def follow(self, run_id: str, view: ProgressView | None) -> RunState:
-        """Fold the run's events from the server, then fold on at each durable frame of its stream."""
-        state = self.client.state(run_id)
-        if view is not None:
-            view.update(state)
-        for _ in range(3):  # the stream ends when the server stops: follow it again, then give up
-            if settled(state):
-                return state
-            for frame in self.client.frames(run_id, after=state.position):
-                if frame.get("type") == "step_delta":
-                    if view is not None:
-                        view.on_delta(frame)
-                    continue
-                if frame.get("id") is None or frame["id"] <= state.position:
-                    continue
+        """Fold the run's events from the server, then fold on at each durable frame of its stream.
+
+        The server going away (stopped, restarted, killed, the network) does
+        not end the command: it tries again, less and less often, for
+        ``reconnect_s`` seconds, saying so once on stderr, and then goes on
+        from the last event it folded (what the server recorded meanwhile is
+        read first). A refusal (4xx, 5xx) ends it at once.
+        """
+        state: RunState | None = None
+        away: _Away | None = None  # since the server last moved the run on, it went away (or ended the stream)
+        while True:
+            try:
                 state = self.client.state(run_id, state)
+                if away is not None:
+                    away.back()
                 if view is not None:
                     view.update(state)
                 if settled(state):
                     return state
-        raise ServerError(1, f"the baton server at {self.client.url} stopped streaming run {run_id}; it goes on "
-                             f"there: baton show {run_id}")
+                for frame in self.client.frames(run_id, after=state.position):
+                    if frame.get("type") == "step_delta":
+                        if view is not None:
+                            view.on_delta(frame)
+                        continue
+                    if frame.get("id") is None or frame["id"] <= state.position:
+                        continue
+                    state = self.client.state(run_id, state)
+                    away = None
+                    if view is not None:
+                        view.update(state)
+                    if settled(state):
+                        return state
+            except ServerError as exc:
+                if exc.status:  # the server answered: a refusal, not an outage
+                    raise
+                reason = str(exc)
+            else:  # the server ended the stream (it is stopping): gone or back, the next call tells
+                reason = f"the baton server at {self.client.url} ended the stream of run {run_id}"
+            away = away or _Away(self.client.url, run_id, self.reconnect_s)
+            away.wait(reason)
 
     def runs(self, *, status: str | None, flow: str | None, project_id: str | None, limit: int) -> list[dict[str, Any]]:
         return self.client.runs(status=status, flow=flow, project_id=project_id, limit=limit)[0]
@@ -287,3 +310,33 @@ class Remote:
             self._store.close()
 
 
+class _Away:
+    """A server that went away while a command followed a run: tries again with a growing pause, at most
+    ``budget`` seconds in all; says so once on stderr, and once when it is back."""
+
+    def __init__(self, url: str, run_id: str, budget: float) -> None:
+        self.url, self.run_id, self.budget = url, run_id, budget
+        self.deadline = time.monotonic() + budget
+        self.pause = 0.1
+        self.said = self.told_back = False
+
+    def wait(self, reason: str) -> None:
+        """Sleep before the next try; ServerError once the budget is spent."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ServerError(1, f"{reason}; waited {self.budget:g} s for it to come back. Run {self.run_id} goes "
+                                 f"on there once it is back: baton show {self.run_id}")
+        if not self.said:
+            self.said = True
+            sys.stderr.write(f"baton: {reason}; trying again for {self.budget:g} s (Ctrl-C stops following; "
+                             f"the run goes on there)\n")
+            sys.stderr.flush()
+        time.sleep(min(self.pause, left))
+        self.pause = min(self.pause * 2, 2.0)
+
+    def back(self) -> None:
+        """The server answers again: say so, once, if its loss was said."""
+        if self.said and not self.told_back:
+            self.told_back = True
+            sys.stderr.write(f"baton: the baton server at {self.url} is back; following run {self.run_id}\n")
+            sys.stderr.flush()

@@ -96,9 +96,10 @@ class ApiServer:
     ``auth`` is the admin's, ``auth_as(role)`` another's.
     """
 
-    def __init__(self, db_url: str, *, start_timeout: float = 30.0, preexec_fn: Any = None, **env: str) -> None:
+    def __init__(self, db_url: str, *, start_timeout: float = 30.0, preexec_fn: Any = None, port: int = 0,
+                 **env: str) -> None:
         self.db_url = db_url
-        self.port = free_port()
+        self.port = port or free_port()  # a given port: a server started again where its clients knew it
         self.url = f"http://127.0.0.1:{self.port}"
         self.start_timeout = start_timeout
         extra = {} if db_url.startswith("sqlite") else {"BATON_TOKEN_FILE": str(_token_file_for(db_url))}

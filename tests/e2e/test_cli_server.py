@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
+import threading
 import time
 
 import httpx
@@ -226,3 +228,60 @@ def test_tasks_answer_and_land_go_through_the_server_driving_the_task_run(tmp_pa
     assert (answer.data["answer"], answer.data["context"], answer.data["by"]) == ("retry", "use the sandbox", "admin")
     assert repo.git("rev-parse", "release").strip() == head
     assert not any(f"/wt/{run_id}/" in p for p in repo.worktree_paths())
+
+
+def test_a_launch_followed_through_a_server_waits_for_it_to_come_back_after_a_kill(tmp_path):
+    """kill -9 of the server used to end ``baton launch`` with "lost the baton server". Now the command says so
+    on stderr and tries again; a new server on the same store and address recovers the run, and the command
+    follows it to its end, exit 0, as if nothing had happened."""
+    b = Baton(f"sqlite:///{tmp_path / 'baton.db'}", tmp_path)
+    release = str(tmp_path / "release")
+    first = ApiServer(b.url, BATON_FLOWS=FIXTURE_FLOWS, BATON_OFFLINE_DELAY_S="0")
+    with first:
+        cli = b.popen("--flows", FIXTURE_FLOWS, "launch", "e2e-hold", "-q", release)
+        try:
+            run_id = cli.stdout.readline().split()[2]  # "launched run <id> ..."
+            wait_until_held(b, run_id)
+            err: queue.Queue[str] = queue.Queue()
+            threading.Thread(target=lambda: [err.put(line) for line in cli.stderr], daemon=True).start()
+            first.process.kill()
+            first.process.wait(10)
+            said = err.get(timeout=30)
+            assert f"baton server at {first.url}" in said and "trying again for 60 s" in said, said
+            assert cli.poll() is None  # still following
+            second = ApiServer(b.url, port=first.port, BATON_FLOWS=FIXTURE_FLOWS, BATON_OFFLINE_DELAY_S="0")
+            second.tokens = first.tokens
+            with second:
+                open(release, "w").close()
+                out, _ = cli.communicate(timeout=60)
+                assert cli.returncode == 0 and f"run {run_id} completed" in out, out
+                assert f"the baton server at {first.url} is back; following run {run_id}" in err.get(timeout=5)
+                types = [e.type for e in b.events(run_id)]
+                assert types.count("RunRecovered") == 1 and types[-1] == "RunCompleted", types
+        finally:
+            open(release, "w").close()
+            if cli.poll() is None:
+                cli.kill()
+
+
+def test_a_launch_gives_up_on_a_server_that_does_not_come_back(tmp_path):
+    """BATON_RECONNECT_S bounds the wait: then one error line, exit 1, naming how to find the run later."""
+    b = Baton(f"sqlite:///{tmp_path / 'baton.db'}", tmp_path)
+    release = str(tmp_path / "release")
+    server = ApiServer(b.url, BATON_FLOWS=FIXTURE_FLOWS, BATON_OFFLINE_DELAY_S="0")
+    with server:
+        cli = subprocess.Popen([str(BATON), "--flows", FIXTURE_FLOWS, "launch", "e2e-hold", "-q", release],
+                               cwd=tmp_path, env=clean_env(BATON_DB=b.url, BATON_RECONNECT_S="1"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            run_id = cli.stdout.readline().split()[2]
+            wait_until_held(b, run_id)
+            server.process.kill()
+            out, err = cli.communicate(timeout=30)
+            assert cli.returncode == 1, out + err
+            assert "trying again for 1 s" in err and "waited 1 s for it to come back" in err, err
+            assert f"baton show {run_id}" in err and "Traceback" not in err
+        finally:
+            open(release, "w").close()
+            if cli.poll() is None:
+                cli.kill()
