@@ -70,6 +70,8 @@ def child(url: str, run_ids: list[str]) -> None:
     backend = getattr(store, "_backend", None) or getattr(store, "backend", None)
     if backend is not None and hasattr(type(backend), "commit_group"):
         wrap(type(backend), "commit_group", "store.commit_group", end=True)
+        if hasattr(type(backend), "_last_rows"):  # PostgreSQL: the rendered last event, between its round trips
+            wrap(type(backend), "_last_rows", "store.render", end=True)
     engine = Engine(store, REGISTRY, EngineConfig(max_active_runs=0, agent_slots=0)).start()
     engine.plan()
     out = []

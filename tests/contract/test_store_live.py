@@ -335,3 +335,40 @@ def test_a_store_opens_without_waiting_long_for_an_order_lock_another_session_ho
                 assert not _writer_session_inserted(fresh)
                 holder.rollback()
                 assert [e.position for e in fresh.append("run-b", [NewEvent("N", {})])] == [2]
+
+
+@pytest.mark.postgres
+def test_a_last_event_is_rendered_without_holding_other_processes_appends(pg_url):
+    # A run's report (its terminal event) is rendered from the positions its last step's events get. It
+    # used to be rendered between the commit's two round trips, with the order lock held: every other
+    # process's append waited for the render. Now it is rendered from the positions foreseen, before the
+    # one round trip; when another process took them meanwhile, it is rendered again from the real ones.
+    with open_store(pg_url) as store, open_store(pg_url) as other:
+        store.append("run-s", [NewEvent("N", {})], 0)  # its writer knows the stream and the next position
+        rendering, release, renders = threading.Event(), threading.Event(), []
+        stand_in = NewEvent("Summary", {})
+
+        def last(positions: list[int]) -> NewEvent:
+            renders.append(positions)
+            if len(renders) == 1:
+                rendering.set()
+                release.wait(10)
+            return NewEvent("Summary", {"cites": positions}, id=stand_in.id)
+
+        summed = Thread(lambda: store.append("run-s", [NewEvent("N", {}), stand_in], 1, last=last))
+        summed.start()
+        try:
+            assert rendering.wait(10)
+            theirs = other.append("run-o", [NewEvent("N", {})], timeout=3)  # not held by the render
+        finally:
+            release.set()
+        recorded = summed.value()
+        assert recorded[1].data == {"cites": [recorded[0].position]} == {"cites": renders[-1]}
+        assert theirs[0].position < recorded[0].position < recorded[1].position
+        assert len(renders) == 2  # foreseen, then from the real positions
+        following = NewEvent("Summary", {})  # foreseen again, and right: rendered once
+        again = store.append("run-s", [NewEvent("N", {}), following], 3, last=lambda positions: NewEvent(
+            "Summary", {"cites": positions}, id=following.id))
+        assert again[1].data == {"cites": [again[0].position]}
+        assert [e.version for e in store.read_stream("run-s")] == [1, 2, 3, 4, 5]
+        assert store.verify() == []
