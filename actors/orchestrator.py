@@ -51,6 +51,7 @@ from actors.runlog import (
     live_nodes,
     load_many_with_owner,
     load_with_owner,
+    load_with_owner_and_leases,
     node_lease,
     route,
     unended_runs,
@@ -355,6 +356,15 @@ class Orchestrator(pykka.ThreadingActor):
             live = self._live_nodes(fresh=True)
         return live
 
+    def _live_nodes_from(self, held: dict[str, str] | None, node: str) -> set[str]:
+        """The live nodes from leases just read (``held``, kept for the next checks), else as
+        ``_live_nodes_with(node)``."""
+        if held is None:
+            return self._live_nodes_with(node)
+        live = live_nodes(held)
+        self._live_read = (time.monotonic(), live)
+        return live
+
     def _beat(self) -> None:
         self._tell_self(_Renew())
 
@@ -652,10 +662,11 @@ class Orchestrator(pykka.ThreadingActor):
             if not isinstance(message, (m.Launch, m.Recover)) and not run.claimed:
                 reply = getattr(message, "reply", None)
                 try:
-                    state, history, last_node = load_with_owner(self.ctx, run.run_id)
+                    # (the leases read with the stream, in its round trip: fresh, and after it)
+                    state, history, last_node, held = load_with_owner_and_leases(self.ctx, run.run_id)
                     loaded = (state, history)
                     runs_code = not isinstance(message, m.Cancel)
-                    where = route(state, last_node, self.ctx.config.node, self._live_nodes_with(last_node),
+                    where = route(state, last_node, self.ctx.config.node, self._live_nodes_from(held, last_node),
                                   lambda: missing_module(state, self.ctx.registry) if runs_code else "")
                 except StoreError as exc:  # the command gets the error (503); the run is driven again later
                     if reply is not None and not reply.done():

@@ -170,15 +170,26 @@ class PostgresBackend:
         the server cannot be reached.
         """
         with self._reads:
-            return self._query(sql, params)
+            return self._query([(sql, params)])[0]
 
-    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def query_many(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
+        """Run SELECTs one after the other on one reading connection, in one round trip (pipelined);
+        each sees at least what was committed when the one before it ran. Their rows, in order."""
+        with self._reads:
+            return self._query(statements)
+
+    def _query(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
         for first in (True, False):
             conn: psycopg.Connection | None = None
             kept = False
             try:
                 conn, kept = self._reader(first)
-                rows = conn.execute(sql, params).fetchall()
+                if len(statements) == 1:
+                    rows = [conn.execute(*statements[0]).fetchall()]
+                else:
+                    with conn.pipeline():
+                        cursors = [conn.execute(sql, params) for sql, params in statements]
+                    rows = [cursor.fetchall() for cursor in cursors]
             except (psycopg.OperationalError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
                 if conn is not None:
                     with contextlib.suppress(psycopg.Error):
