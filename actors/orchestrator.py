@@ -450,7 +450,10 @@ class Orchestrator(pykka.ThreadingActor):
         self._forget(msg.run_id)
         if self.cluster is not None:
             self._in_cluster(self.cluster.ended, msg.run_id)
-        self._schedule()
+        # The cluster's queue is not read here: the queue writer's commit of this end asks it in its
+        # transaction and, if a run waits, names the least busy node to admit it (this one's kick if
+        # it is this one). One read fewer per run that ends, a queued run admitted GATHER_S later at most.
+        self._schedule(read_queue=False)
 
     def _on_fenced(self, msg: m.RunFenced) -> None:
         if self._current(msg.run_id, msg.urn) is None:
@@ -542,14 +545,15 @@ class Orchestrator(pykka.ThreadingActor):
 
     # -- capacity ----------------------------------------------------------------------------
 
-    def _schedule(self) -> None:
+    def _schedule(self, read_queue: bool = True) -> None:
         """Act on what the scheduler decides now: start the queued runs it admits, hand out free slots.
 
         A run that cannot be told to begin (the store is away, or another
         process drives it) is forgotten, which makes room for the next.
+        ``read_queue``: False leaves the cluster's queue alone (a run's end: see ``_on_ended``).
         """
         if self.cluster is not None:
-            self._cluster_schedule(self.cluster)
+            self._cluster_schedule(self.cluster, read_queue)
         while started := self.scheduler.admit():
             for run_id in started:
                 if not self._tell_run(self.runs[run_id], m.Begin(START_FREED)):
@@ -559,11 +563,11 @@ class Orchestrator(pykka.ThreadingActor):
             if run is not None:
                 self._tell_run(run, m.SlotsGranted(grant.step_ids))
 
-    def _cluster_schedule(self, cluster: clustering.Cluster) -> None:
+    def _cluster_schedule(self, cluster: clustering.Cluster, read_queue: bool = True) -> None:
         """Take what the cluster's queue admits for this node, and hold the slots its steps want."""
         assert isinstance(self.scheduler, clustering.ClusterScheduler)
         try:
-            admitted, deferred = cluster.admit()
+            admitted, deferred = cluster.admit() if read_queue else ([], False)
             cluster.fit_slots(self.scheduler)
         except StoreError as exc:  # the next kick or beat tries again
             log.warning("the cluster's queue could not be read: %s", exc)
