@@ -60,6 +60,8 @@ def child(url: str, run_ids: list[str]) -> None:
 
     wrap(orchestrator.Orchestrator, "_on_command", "orch.command")
     wrap(orchestrator, "load_with_owner", "orch.load", end=True)
+    if hasattr(orchestrator, "load_with_owner_and_leases"):  # the stream and the leases in one read
+        wrap(orchestrator, "load_with_owner_and_leases", "orch.load+leases", end=True)
     wrap(orchestrator.Orchestrator, "_live_nodes_with", "orch.leases", end=True)
     wrap(run.RunActor, "_on_resume", "actor.resume")
     wrap(run.RunActor, "_commit", "actor.commit", end=True)
