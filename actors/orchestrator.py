@@ -51,6 +51,7 @@ from actors.runlog import (
     live_nodes,
     load_many_with_owner,
     load_with_owner,
+    load_with_owner_and_leases,
     node_lease,
     route,
     unended_runs,
@@ -355,6 +356,15 @@ class Orchestrator(pykka.ThreadingActor):
             live = self._live_nodes(fresh=True)
         return live
 
+    def _live_nodes_from(self, held: dict[str, str] | None, node: str) -> set[str]:
+        """The live nodes from leases just read (``held``, kept for the next checks), else as
+        ``_live_nodes_with(node)``."""
+        if held is None:
+            return self._live_nodes_with(node)
+        live = live_nodes(held)
+        self._live_read = (time.monotonic(), live)
+        return live
+
     def _beat(self) -> None:
         self._tell_self(_Renew())
 
@@ -440,7 +450,10 @@ class Orchestrator(pykka.ThreadingActor):
         self._forget(msg.run_id)
         if self.cluster is not None:
             self._in_cluster(self.cluster.ended, msg.run_id)
-        self._schedule()
+        # The cluster's queue is not read here: the queue writer's commit of this end asks it in its
+        # transaction and, if a run waits, names the least busy node to admit it (this one's kick if
+        # it is this one). One read fewer per run that ends, a queued run admitted GATHER_S later at most.
+        self._schedule(read_queue=False)
 
     def _on_fenced(self, msg: m.RunFenced) -> None:
         if self._current(msg.run_id, msg.urn) is None:
@@ -532,14 +545,15 @@ class Orchestrator(pykka.ThreadingActor):
 
     # -- capacity ----------------------------------------------------------------------------
 
-    def _schedule(self) -> None:
+    def _schedule(self, read_queue: bool = True) -> None:
         """Act on what the scheduler decides now: start the queued runs it admits, hand out free slots.
 
         A run that cannot be told to begin (the store is away, or another
         process drives it) is forgotten, which makes room for the next.
+        ``read_queue``: False leaves the cluster's queue alone (a run's end: see ``_on_ended``).
         """
         if self.cluster is not None:
-            self._cluster_schedule(self.cluster)
+            self._cluster_schedule(self.cluster, read_queue)
         while started := self.scheduler.admit():
             for run_id in started:
                 if not self._tell_run(self.runs[run_id], m.Begin(START_FREED)):
@@ -549,11 +563,11 @@ class Orchestrator(pykka.ThreadingActor):
             if run is not None:
                 self._tell_run(run, m.SlotsGranted(grant.step_ids))
 
-    def _cluster_schedule(self, cluster: clustering.Cluster) -> None:
+    def _cluster_schedule(self, cluster: clustering.Cluster, read_queue: bool = True) -> None:
         """Take what the cluster's queue admits for this node, and hold the slots its steps want."""
         assert isinstance(self.scheduler, clustering.ClusterScheduler)
         try:
-            admitted, deferred = cluster.admit()
+            admitted, deferred = cluster.admit() if read_queue else ([], False)
             cluster.fit_slots(self.scheduler)
         except StoreError as exc:  # the next kick or beat tries again
             log.warning("the cluster's queue could not be read: %s", exc)
@@ -652,10 +666,11 @@ class Orchestrator(pykka.ThreadingActor):
             if not isinstance(message, (m.Launch, m.Recover)) and not run.claimed:
                 reply = getattr(message, "reply", None)
                 try:
-                    state, history, last_node = load_with_owner(self.ctx, run.run_id)
+                    # (the leases read with the stream, in its round trip: fresh, and after it)
+                    state, history, last_node, held = load_with_owner_and_leases(self.ctx, run.run_id)
                     loaded = (state, history)
                     runs_code = not isinstance(message, m.Cancel)
-                    where = route(state, last_node, self.ctx.config.node, self._live_nodes_with(last_node),
+                    where = route(state, last_node, self.ctx.config.node, self._live_nodes_from(held, last_node),
                                   lambda: missing_module(state, self.ctx.registry) if runs_code else "")
                 except StoreError as exc:  # the command gets the error (503); the run is driven again later
                     if reply is not None and not reply.done():

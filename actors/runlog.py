@@ -96,6 +96,18 @@ def load_with_owner(ctx: EngineContext, run_id: str) -> tuple[RunState, History,
     return read_with_owner(ctx.store, run_id)
 
 
+def load_with_owner_and_leases(ctx: EngineContext, run_id: str) -> tuple[RunState, History, str, dict[str, str] | None]:
+    """``load_with_owner``, and the live leases (``Leases.held``) read right after the run's stream on
+    the same connection, in one round trip: what a command's ownership check needs (``route``). The
+    leases are None when this store cannot read them beside the stream (they are then read apart)."""
+    held = ctx.leases.held_read()
+    read_and = getattr(ctx.store, "read_stream_and", None)
+    if held is None or read_and is None:
+        return (*load_with_owner(ctx, run_id), None)
+    records, rows = read_and(stream_of(run_id), *held)
+    return (*fold_records(records, run_id), _last_node(records), ctx.leases.held_from(rows))
+
+
 def read_with_owner(store: EventStore, run_id: str) -> tuple[RunState, History, str]:
     """``load_with_owner`` on a bare store (a process without an engine, e.g. ``baton plan``)."""
     records = store.read_stream(stream_of(run_id))

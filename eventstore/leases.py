@@ -138,6 +138,18 @@ class Leases:
             return ""
         return str(row[0])
 
+    def held_read(self) -> tuple[str, tuple[Any, ...]] | None:
+        """The SELECT (``?`` placeholders) ``held`` runs, for a caller that reads it beside another read
+        (``SqlEventStore.read_stream_and``); its rows go to ``held_from``. None without a store's reads."""
+        if self._read is None:
+            return None
+        return "SELECT name, owner FROM leases WHERE expires_at >= ?", (time.time(),)
+
+    @staticmethod
+    def held_from(rows: Any) -> dict[str, str]:
+        """``held``'s answer from the rows of ``held_read``."""
+        return {name: owner for name, owner in rows if not dead_on_this_host(owner)}
+
     @store_errors
     def held(self) -> dict[str, str]:
         """Every live lease: name -> owner."""
@@ -148,4 +160,4 @@ class Leases:
             with self.database.connect() as conn:
                 rows = conn.execute(sa.select(leases_table.c.name, leases_table.c.owner)
                                     .where(leases_table.c.expires_at >= now)).all()
-        return {name: owner for name, owner in rows if not dead_on_this_host(owner)}
+        return self.held_from(rows)

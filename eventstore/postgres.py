@@ -30,6 +30,7 @@ import collections
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -97,10 +98,18 @@ _STREAM_HEADS = (
     "SELECT DISTINCT ON (stream_id) stream_id, version, hash FROM events"
     " WHERE stream_id = ANY(%s::text[]) ORDER BY stream_id, version DESC"
 )
+# After a group foreseen to end at %s: divides by zero (and so aborts the transaction) unless it did.
+_FORESEEN = "SELECT 1 / (currval('events_position_seq') = %s)::int"
+# Foresight (``PostgresBackend._foresee``): a miss costs a round trip, a hit saves one; after a miss the
+# writer waits for this many groups it would have foreseen before it tries again.
+_FORESIGHT_MISS = 3
+_FORESIGHT_CAP = 3
 _KNOWN_IDS = "SELECT event_id, stream_id FROM events WHERE event_id = ANY(%s::text[])"
 # Rounds of "insert, find the stale heads, insert again" before giving up on
 # a group whose streams other processes keep moving.
 _MAX_ROUNDS = 20
+# How long the writer's warm-up at open waits for the order lock before it makes do with less.
+_WARM_UP_LOCK_MS = 200
 
 
 class PostgresBackend:
@@ -130,6 +139,10 @@ class PostgresBackend:
         self.writer_pid: int | None = None  # the server pid of the writing connection (its own NOTIFYs)
         # stream -> (version, hash) as last seen by the writer (one commit at a time)
         self._heads: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
+        # The position the sequence hands out next, as this writer last knew it (its warm-up, its own
+        # commits), or None: what lets a rendered last event go in the same round trip (``_insert_foreseen``).
+        self._next_position: int | None = None
+        self._foresight = 0  # > 0: recent foreseen positions held; each miss takes off more than a hit adds
         self._head_cache_size = head_cache_size
         # stream -> (version, hash) as a read last saw it: what the writer takes instead of reading the
         # head itself when its own cache has not the stream (a run loaded by a fresh process). Written
@@ -157,15 +170,26 @@ class PostgresBackend:
         the server cannot be reached.
         """
         with self._reads:
-            return self._query(sql, params)
+            return self._query([(sql, params)])[0]
 
-    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    def query_many(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
+        """Run SELECTs one after the other on one reading connection, in one round trip (pipelined);
+        each sees at least what was committed when the one before it ran. Their rows, in order."""
+        with self._reads:
+            return self._query(statements)
+
+    def _query(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
         for first in (True, False):
             conn: psycopg.Connection | None = None
             kept = False
             try:
                 conn, kept = self._reader(first)
-                rows = conn.execute(sql, params).fetchall()
+                if len(statements) == 1:
+                    rows = [conn.execute(*statements[0]).fetchall()]
+                else:
+                    with conn.pipeline():
+                        cursors = [conn.execute(sql, params) for sql, params in statements]
+                    rows = [cursor.fetchall() for cursor in cursors]
             except (psycopg.OperationalError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
                 if conn is not None:
                     with contextlib.suppress(psycopg.Error):
@@ -217,19 +241,45 @@ class PostgresBackend:
         return conn
 
     def _warm_up(self, conn: psycopg.Connection) -> None:
-        """Prepare the append statement and have the server compile the append function now, at open,
-        with a call that inserts nothing: the first append of a fresh process paid ~2 ms for both.
+        """Run the append path once at open, in a transaction rolled back, so the first real append of a
+        fresh process finds it warm: the append statement prepared, the function compiled, and the
+        server's first insert into the log (its indexes, the sequence, the NOTIFY) done.
 
-        (A log set up by an older baton, whose function cannot take an empty call, is only prepared.)
+        The append with a rendered last event is two pipelined statements in a transaction: so is
+        this, one row each, under the order lock (waited for ``_WARM_UP_LOCK_MS`` at most: if another
+        session holds it longer, the store opens without a warm-up). Nothing is left behind: the
+        rows are rolled back, and the sequence, which a rollback does not restore, is set back to
+        what it was before, under the same lock, so positions keep following without a hole.
+        (An append refused on its own account still leaves one: holes prove nothing on PostgreSQL.)
+        A fresh process's first append paid ~2 ms before any warm-up, ~1 ms after the empty call
+        alone; with this its first commit costs about what the next ones do.
         """
-        conn.execute("BEGIN")
+        self._next_position = None
         try:
-            conn.execute(_APPEND, ("[]", 0.0, False), prepare=True).fetchall()
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error:
-            pass
-        finally:
+            # (Setting the sequence back needs UPDATE on it, which the app role of ``baton db init`` lacks.)
+            may_reset = conn.execute("SELECT has_sequence_privilege('events_position_seq', 'UPDATE')").fetchone()
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute(f"SET LOCAL lock_timeout = '{_WARM_UP_LOCK_MS}ms'")
+                if may_reset and may_reset[0]:
+                    cur = conn.execute(_APPEND, (_row_encoder.encode([_warm_up_row(1)]).decode(), 0.0, True),
+                                       prepare=True)
+                    first = cur.fetchall()[0][0]
+                    conn.execute(_APPEND, (_row_encoder.encode([_warm_up_row(2)]).decode(), 0.0, True),
+                                 prepare=True)
+                    conn.execute("SELECT setval('events_position_seq', %s, false)", (first,))
+                    self._next_position = first
+                else:  # an app role: prepared, compiled, nothing inserted
+                    conn.execute(_APPEND, ("[]", 0.0, False), prepare=True)
+                conn.execute("ROLLBACK")
+        except psycopg.OperationalError as exc:
+            if not isinstance(exc, psycopg.errors.LockNotAvailable):
+                raise
+            # Another session sits on the order lock (even an empty insert waits for it): open without
+            # the warm-up rather than wait as long as an append would (``lock_timeout_s``).
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        except psycopg.Error:  # a log set up by an older baton, whose function cannot take these calls
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
 
@@ -273,6 +323,7 @@ class PostgresBackend:
             except psycopg.errors.UniqueViolation:
                 # Someone's head was stale, version wrong, or ids already in:
                 # find out whose, and run the others again with fresh heads.
+                self._next_position = None  # the refused statement took positions
                 for pending in todo:
                     self._heads.pop(pending.stream_id, None)
                 todo = self._without_known_ids(conn, todo)
@@ -349,6 +400,13 @@ class PostgresBackend:
                 version += 1
                 rows.append({"i": event_id, "s": stream, "v": version, "t": type_,
                              "d": data, "m": metadata, "h": hash_})
+        # (Only for streams whose head the writer knew: an append to a stream it did not, expecting version
+        # 0, may be a retry of a recorded one, and a retry renders nothing.)
+        if late and self._before_commit is None and self._next_position is not None and self._foresight >= 0 \
+                and all(pending.stream_id in self._heads for pending in late):
+            done = self._insert_foreseen(conn, todo, recorded_at, self._next_position)
+            if done is not None:
+                return done
         lasts: list[tuple[Any, ...]] = []
         if not late and self._before_commit is None:
             positions = conn.execute(_APPEND, self._params(rows, recorded_at), prepare=True).fetchall()
@@ -392,7 +450,83 @@ class PostgresBackend:
                 pending.positions.append(next(rendered)[0])
             pending.recorded_at = recorded_at
             self._remember(pending.stream_id, pending.base_version + len(pending.ids), pending.hashes[-1])
-        return max(positions[-1][0] if positions else 0, lasts[-1][0] if lasts else 0)
+        if self._next_position is not None and positions:  # would they have been foreseen? (counted, no cost)
+            self._foresee(positions[0][0])
+        top = max(positions[-1][0] if positions else 0, lasts[-1][0] if lasts else 0)
+        self._next_position = top + 1 if top else self._next_position
+        return top
+
+    def _insert_foreseen(self, conn: psycopg.Connection, todo: list[PendingAppend], recorded_at: float,
+                         first: int) -> int | None:
+        """The group in ONE round trip, its last events rendered from the positions the sequence is
+        foreseen to give the rows before them: ``first`` on, one by one in the group's order.
+
+        The rows go in one statement under the order lock, so they get consecutive positions from the
+        sequence's next one on, which is ``first`` or later (``first`` was the next position after a
+        commit of this writer; other sessions only move the sequence forward). So the last row's
+        position is ``first + rows - 1`` exactly when every row got its foreseen one; the check that
+        follows it in the transaction divides by zero otherwise, the COMMIT after it then rolls back
+        (leaving a hole, as a refused append does), and the caller renders from the real positions
+        in two round trips (``_insert``'s pipeline), as it would have without foresight. A miss
+        (another process committed in between) costs one round trip; each one makes the next
+        attempts wait for more hits (``_foresee``). A render is a pure function of the positions: one
+        made for a miss is made again from the real ones, and one made for a group the server then
+        refuses (a stale head) is forgotten with it.
+        """
+        rows: list[dict[str, Any]] = []
+        at = first
+        for pending in todo:
+            stream, version = pending.stream_id, pending.base_version
+            n = len(pending.ids)
+            if pending.last is not None:
+                pending.render_last(list(range(at, at + n - 1)))
+                pending.hashes[-1] = self._chain.hash(
+                    pending.hashes[-2], pending.ids[-1], stream, version + n, pending.types[-1], pending.data[-1],
+                    pending.metadata[-1], recorded_at)
+            for event_id, type_, data, metadata, hash_ in zip(
+                pending.ids, pending.types, pending.data, pending.metadata, pending.hashes
+            ):
+                version += 1
+                rows.append({"i": event_id, "s": stream, "v": version, "t": type_,
+                             "d": data, "m": metadata, "h": hash_})
+            at += n
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                cur = conn.execute(_APPEND, self._params(rows, recorded_at), prepare=True)
+                conn.execute(_FORESEEN, (at - 1,), prepare=True)
+                conn.execute("COMMIT")
+            positions = cur.fetchall()
+        except psycopg.errors.DivisionByZero:  # not the positions foreseen: rolled back, nothing recorded
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            self._foresee(None)
+            self._next_position = None
+            return None
+        except BaseException:
+            self._next_position = None  # a refused statement may have taken positions
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        self._foresee(first)
+        start = 0
+        for pending in todo:
+            n = len(pending.ids)
+            pending.positions = [row[0] for row in positions[start : start + n]]
+            start += n
+            pending.recorded_at = recorded_at
+            self._remember(pending.stream_id, pending.base_version + n, pending.hashes[-1])
+        self._next_position = at
+        return at - 1
+
+    def _foresee(self, first: int | None) -> None:
+        """Count a group whose first position was foreseen (``first`` is ``_next_position``) or not."""
+        if first is not None and first == self._next_position:
+            self._foresight = min(self._foresight + 1, _FORESIGHT_CAP)
+        else:
+            self._foresight -= _FORESIGHT_MISS
 
     def _last_rows(self, todo: list[PendingAppend], spans: list[tuple[int, int]], positions: list[tuple[Any, ...]],
                    recorded_at: float) -> list[dict[str, Any]]:
@@ -447,6 +581,12 @@ class PostgresBackend:
         heads.move_to_end(stream)
         if len(heads) > self._head_cache_size:
             heads.popitem(last=False)
+
+
+def _warm_up_row(version: int) -> dict[str, Any]:
+    """A row for the writer's warm-up (``PostgresBackend._warm_up``), which rolls it back."""
+    return {"i": f"baton-warm-up-{uuid.uuid4().hex}", "s": "baton-warm-up", "v": version, "t": "WarmUp",
+            "d": "{}", "m": "{}", "h": ""}
 
 
 def _needs_head(pending: PendingAppend, cached: tuple[int, str] | None) -> bool:

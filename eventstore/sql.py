@@ -248,6 +248,24 @@ class SqlEventStore:
             self._saw_head(stream_id, rows[-1][2], rows[-1][7])
         return decode_rows(rows)
 
+    def read_stream_and(self, stream_id: str, sql: str,
+                        params: tuple[Any, ...] = ()) -> tuple[list[RecordedEvent], list[tuple[Any, ...]]]:
+        """``read_stream(stream_id)``, then one more SELECT (``?`` placeholders, as ``read_sql``) right
+        after it on the same connection: one round trip on PostgreSQL. The second sees at least what
+        was committed when the stream was read (a command's ownership check reads the leases after the
+        run's stream: a process that recorded the run's last event held its lease before it did)."""
+        try:
+            rows, more = self._backend.query_many([(self._sql[_READ_STREAM], (stream_id, 0)),
+                                                   (sql.replace("?", self._backend.placeholder), params)])
+        except StoreUnavailableError as exc:
+            if self._read_failure is None:
+                self._read_failure = Outage(time.time(), " ".join(str(exc).split()))
+            raise
+        self._read_failure = None
+        if rows and self._saw_head is not None:
+            self._saw_head(stream_id, rows[-1][2], rows[-1][7])
+        return decode_rows(rows), more
+
     def read_streams(self, stream_ids: Collection[str]) -> dict[str, list[RecordedEvent]]:
         """Several streams' events, each in version order, in one read per ``_IN_CHUNK`` streams (a
         recovery of 10,000 parked runs read one stream per round trip: 3 s on PostgreSQL); a stream with

@@ -112,11 +112,15 @@ class SqliteBackend:
 
         Raises StoreUnavailableError when the file cannot be read.
         """
+        return self.query_many([(sql, params)])[0]
+
+    def query_many(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
+        """Run SELECTs one after the other on one pooled connection (each its own snapshot); their rows."""
         deadline = time.monotonic() + self._lock_timeout_s
         while True:
             try:
                 with self.reading() as conn:
-                    return conn.execute(sql, params).fetchall()
+                    return [conn.execute(sql, params).fetchall() for sql, params in statements]
             except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:
                 # A WAL reader is rarely blocked (recovery, a forced checkpoint),
                 # and then only briefly: keep "database is locked" from callers.

@@ -287,3 +287,88 @@ def test_without_the_order_lock_the_held_transaction_is_skipped(pg_url):
     assert [e.type for e in seen] == ["B"]
     with pytest.raises(AssertionError):
         assert_reader_saw_both_in_order(seen)
+
+
+def _writer_session_inserted(store) -> bool:
+    """Whether the store's writing session has inserted into the log (taken a position) since it connected."""
+    import psycopg
+
+    try:
+        store._writer._conn.execute("SELECT currval('events_position_seq')").fetchone()
+    except psycopg.errors.ObjectNotInPrerequisiteState:  # "currval ... is not yet defined in this session"
+        return False
+    return True
+
+
+@pytest.mark.postgres
+def test_a_store_opens_with_its_append_path_run_once_and_leaves_no_trace(pg_url):
+    # A fresh process's first append found the server cold (its first insert into the log, the sequence,
+    # the NOTIFY, the pipelined append of a rendered last event): the open now runs that path once, rolled
+    # back. Nothing of it shows: no event, no hole in the positions, nothing for a subscriber.
+    with open_store(pg_url) as first:
+        first.append("run-a", [NewEvent("N", {"i": 1}), NewEvent("N", {"i": 2})])
+        sub = first.subscribe()
+        with open_store(pg_url) as fresh:
+            assert _writer_session_inserted(fresh)
+            assert fresh.head() == 2
+            assert [e.position for e in fresh.append("run-b", [NewEvent("N", {}), NewEvent("N", {})])] == [3, 4]
+            assert [e.position for e in first.append("run-a", [NewEvent("N", {"i": 3})])] == [5]
+        assert [e.position for e in (sub.next_event(timeout=10) for _ in range(5))] == [1, 2, 3, 4, 5]
+        assert sub.next_event(timeout=0.2) is None
+        sub.close()
+        assert first.verify() == []
+        assert [e.type for e in first.read_all()] == ["N"] * 5
+
+
+@pytest.mark.postgres
+def test_a_store_opens_without_waiting_long_for_an_order_lock_another_session_holds(pg_url):
+    import psycopg
+
+    with open_store(pg_url) as first:
+        first.append("run-a", [NewEvent("N", {})])
+        conninfo = first.database.url.render_as_string(hide_password=False).replace("postgresql+psycopg", "postgresql")
+        with psycopg.connect(conninfo) as holder:  # a session that takes the lock and sits on it
+            holder.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+            started = time.monotonic()
+            with open_store(pg_url, lock_timeout_s=30) as fresh:
+                assert time.monotonic() - started < 10  # the warm-up gave up on the lock; the open goes on
+                assert not _writer_session_inserted(fresh)
+                holder.rollback()
+                assert [e.position for e in fresh.append("run-b", [NewEvent("N", {})])] == [2]
+
+
+@pytest.mark.postgres
+def test_a_last_event_is_rendered_without_holding_other_processes_appends(pg_url):
+    # A run's report (its terminal event) is rendered from the positions its last step's events get. It
+    # used to be rendered between the commit's two round trips, with the order lock held: every other
+    # process's append waited for the render. Now it is rendered from the positions foreseen, before the
+    # one round trip; when another process took them meanwhile, it is rendered again from the real ones.
+    with open_store(pg_url) as store, open_store(pg_url) as other:
+        store.append("run-s", [NewEvent("N", {})], 0)  # its writer knows the stream and the next position
+        rendering, release, renders = threading.Event(), threading.Event(), []
+        stand_in = NewEvent("Summary", {})
+
+        def last(positions: list[int]) -> NewEvent:
+            renders.append(positions)
+            if len(renders) == 1:
+                rendering.set()
+                release.wait(10)
+            return NewEvent("Summary", {"cites": positions}, id=stand_in.id)
+
+        summed = Thread(lambda: store.append("run-s", [NewEvent("N", {}), stand_in], 1, last=last))
+        summed.start()
+        try:
+            assert rendering.wait(10)
+            theirs = other.append("run-o", [NewEvent("N", {})], timeout=3)  # not held by the render
+        finally:
+            release.set()
+        recorded = summed.value()
+        assert recorded[1].data == {"cites": [recorded[0].position]} == {"cites": renders[-1]}
+        assert theirs[0].position < recorded[0].position < recorded[1].position
+        assert len(renders) == 2  # foreseen, then from the real positions
+        following = NewEvent("Summary", {})  # foreseen again, and right: rendered once
+        again = store.append("run-s", [NewEvent("N", {}), following], 3, last=lambda positions: NewEvent(
+            "Summary", {"cites": positions}, id=following.id))
+        assert again[1].data == {"cites": [again[0].position]}
+        assert [e.version for e in store.read_stream("run-s")] == [1, 2, 3, 4, 5]
+        assert store.verify() == []

@@ -357,3 +357,37 @@ def test_a_node_recovering_many_parked_runs_adopts_them_in_one_transaction(pg_ur
     finally:
         engine.stop()
         store.close()
+
+
+def test_a_runs_end_reads_the_queue_only_in_the_queue_writers_commit_and_a_queued_run_still_starts(
+        pg_store, monkeypatch):
+    """A run that ends frees room: its node's queue writer commits the end and, in the same transaction,
+    asks whether a run waits (then names the least busy node to admit it). The orchestrator no longer
+    asks the same again on its own thread: two reads of the queue per run (its launch's), not three; and
+    a run queued behind a full cluster still starts when the run before it ends."""
+    from eventstore.cluster import ClusterTables
+
+    reads: list[str] = []
+    queued = ClusterTables.queued
+    monkeypatch.setattr(ClusterTables, "queued", lambda self: (reads.append(self.node), queued(self))[1])
+    backend = ScriptedBackend(hold={"w0"})
+    engine = Engine(pg_store, REGISTRY, EngineConfig(node="node-a", cluster=True, slot_pool="shared",
+                                                     max_active_runs=1), backend=backend).start()
+    try:
+        engine.plan()
+        before = len(reads)
+        for i in range(4):  # one after another: nothing ever waits in the queue
+            assert engine.wait(engine.launch("quick", f"q{i}").run_id, timeout=20).status == "completed"
+        wait_until(lambda: pg_store.read_sql("SELECT count(*) FROM cluster_queue")[0][0] == 0,
+                   what="every end committed")
+        time.sleep(0.2)  # anything the ends would still ask
+        assert len(reads) - before <= 8, f"{len(reads) - before} reads of the queue for 4 runs"
+        held = engine.launch("work", "held").run_id
+        backend.wait_calls(1, held)
+        waiting = engine.launch("quick", "waits").run_id
+        assert engine.wait(waiting, {"queued"}, timeout=20).status == "queued"
+        backend.release(held, "w0")
+        assert engine.wait(waiting, timeout=20).status == "completed"
+        assert engine.wait(held, timeout=20).status == "completed"
+    finally:
+        engine.stop()

@@ -397,3 +397,31 @@ def test_recovery_reads_the_open_runs_from_the_read_tables_and_only_the_log_afte
             assert [r["run_id"] for r in engine.plan()["planned_queued"]] == [before]
     finally:
         store.close()
+
+
+def test_an_approval_of_a_run_another_process_paused_reads_its_stream_and_the_leases_in_one_round_trip(store):
+    """The ownership check of a command for a run this process did not drive needs the leases read after
+    the run's stream (is the node that recorded its last event alive?): both go in one read of the
+    store (on PostgreSQL one round trip, not two). The answer is still the fresh one."""
+    first = Engine(store, REGISTRY, EngineConfig(node="paused-it")).start()
+    try:
+        run_id = first.launch("gated", "release notes for 1.4").run_id
+        first.wait(run_id, {"paused"})
+    finally:
+        first.stop()  # its node lease goes with it
+    engine = Engine(store, REGISTRY, EngineConfig(node="approves-it")).start()
+    engine.plan()  # its recovery is done
+    backend = store._backend
+    reads: list[list[str]] = []
+    one, many = backend.query, backend.query_many
+    try:
+        backend.query = lambda sql, params=(): (reads.append([sql]), one(sql, params))[1]
+        backend.query_many = lambda statements: (reads.append([sql for sql, _ in statements]), many(statements))[1]
+        engine.approve(run_id, "gate", by="ann")
+        del backend.query, backend.query_many
+        assert engine.wait(run_id).status == "completed"
+    finally:
+        backend.__dict__.pop("query", None), backend.__dict__.pop("query_many", None)
+        engine.stop()
+    stream_reads = [statements for statements in reads if "FROM events WHERE stream_id" in statements[0]]
+    assert len(stream_reads) == 1 and len(stream_reads[0]) == 2 and "FROM leases" in stream_reads[0][1], reads
