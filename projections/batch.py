@@ -38,6 +38,7 @@ from projections.tables import (
     read_tables_exist,
     recreate_read_tables,
     reports,
+    stream_frames,
 )
 
 log = logging.getLogger(__name__)
@@ -311,6 +312,7 @@ def snapshot(work: Workset) -> Writes:
         (reports, list(map(report_values, work.reports.values())), []),  # a run ends once: always new
         (anomalies, list(map(anomaly_values, work.anomalies)), []),
         (projection_errors, list(map(problem_values, work.problems)), []),
+        (stream_frames, work.frames[:], []),  # one row per framed event, written once
     ):
         if inserts or upserts:
             tables.append((table, inserts, upserts))
@@ -359,7 +361,8 @@ class _Shape(NamedTuple):
 
 
 _SHAPES: dict[tuple[str, bool], _Shape] = {}
-_PG_TYPES = {sa.Text: "text", sa.Integer: "int4", sa.BigInteger: "int8", sa.Double: "float8"}
+_PG_TYPES = {sa.Text: "text", sa.Integer: "int4", sa.BigInteger: "int8", sa.Double: "float8",
+             sa.LargeBinary: "bytea"}
 
 
 def _shape(table: sa.Table, postgres: bool) -> _Shape:

@@ -439,3 +439,61 @@ def _one_by_one(rows: Sequence[Sequence[Any]]) -> tuple[list[Item], list[dict[st
             continue
         items.append((stream_id[len(RUN_STREAM_PREFIX) :], event, position, version))
     return items, problems
+
+
+# A page of the frames the projector kept (``projections.tables.stream_frames``), as one value: the
+# database joins the page's bodies, so a resume does no Python per row. Bounded, in the same
+# statement (one snapshot), by the projection's checkpoint at this code's version: the rows up to it
+# are all there and no later one is. The page's last position, its count, the bodies joined in
+# order, and the bound the page was read up to.
+_KEPT = ("WITH b AS (SELECT {least}({0}, COALESCE((SELECT position FROM projection_checkpoints "
+         "WHERE name = {0} AND version = {0}), 0)) AS upto) "
+         "SELECT count(*), max(p.position), {agg}, (SELECT upto FROM b) FROM "
+         "(SELECT position, body FROM stream_frames WHERE position > {0} "
+         "AND position <= (SELECT upto FROM b){filter} ORDER BY position LIMIT {0}) AS p")
+_KEPT_AGG = {"sqlite": "CAST(group_concat(p.body, '') AS BLOB)",
+             "postgresql": "string_agg(p.body, ''::bytea ORDER BY p.position)"}
+_KEPT_LEAST = {"sqlite": "min", "postgresql": "LEAST"}
+
+
+def read_kept_pages(store: EventStore, after: int, upto: int, name: str, version: int, page: int = 2000, *,
+                    run_id: str | None = None, project_id: str | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """The kept frames of the events in (after, min(upto, the checkpoint)], as pages of
+    ``(their SSE bytes joined, the position the page covers up to, the rows the database joined)``;
+    the last page may be empty
+    (b"") and says where the kept frames end: the events after it are not projected yet.
+
+    ``name`` and ``version``: the projection whose checkpoint bounds them; of another version (its
+    tables not rebuilt yet) the bound is 0 and nothing is kept. With ``run_id`` / ``project_id``, only
+    that run's / project's rows are read (by their index): the others never leave the database.
+    Raises what the database raises (no such table: a store of an older version), for the caller
+    to read the log instead.
+    """
+    database = store.database  # type: ignore[attr-defined]
+    dialect = database.dialect.name
+    mark = "%s" if dialect == "postgresql" else "?"
+    where = ""
+    params: list[Any] = []
+    if run_id is not None:
+        where += f" AND run_id = {mark}"
+        params.append(run_id)
+    if project_id is not None:
+        where += f" AND project_id = {mark}"
+        params.append(project_id)
+    sql = _KEPT.format(mark, least=_KEPT_LEAST[dialect], agg=_KEPT_AGG[dialect], filter=where)
+    while True:
+        raw = database.raw_connection()
+        try:
+            cursor = raw.cursor(binary=True) if dialect == "postgresql" else raw.cursor()
+            cursor.execute(sql, (upto, name, version, after, *params, page))
+            count, last, body, bound = cursor.fetchone()
+            cursor.close()
+            if dialect == "postgresql":
+                raw.rollback()
+        finally:
+            raw.close()
+        if count < page:  # the page reaches the bound (or the bound is behind ``after``)
+            yield (bytes(body) if body else b""), max(after, bound), count
+            return
+        yield bytes(body), last, count
+        after = last
