@@ -441,27 +441,33 @@ def _one_by_one(rows: Sequence[Sequence[Any]]) -> tuple[list[Item], list[dict[st
     return items, problems
 
 
-# A page of the frames the projector kept (``projections.tables.stream_frames``), as one value: the
-# database joins the page's bodies, so a resume does no Python per row. Bounded, in the same
+# A page of the frames the projector kept (``projections.tables.stream_frames``), bounded, in the same
 # statement (one snapshot), by the projection's checkpoint at this code's version: the rows up to it
-# are all there and no later one is. The page's last position, its count, the bodies joined in
-# order, and the bound the page was read up to.
-_KEPT = ("WITH b AS (SELECT {least}({0}, COALESCE((SELECT position FROM projection_checkpoints "
-         "WHERE name = {0} AND version = {0}), 0)) AS upto) "
-         "SELECT count(*), max(p.position), {agg}, (SELECT upto FROM b) FROM "
-         "(SELECT position, body FROM stream_frames WHERE position > {0} "
-         "AND position <= (SELECT upto FROM b){filter} ORDER BY position LIMIT {0}) AS p")
-_KEPT_AGG = {"sqlite": "CAST(group_concat(p.body, '') AS BLOB)",
-             "postgresql": "string_agg(p.body, ''::bytea ORDER BY p.position)"}
-_KEPT_LEAST = {"sqlite": "min", "postgresql": "LEAST"}
+# are all there and no later one is (a rebuild empties the table and the checkpoint together).
+_KEPT_BOUND = ("WITH b AS (SELECT {least}({0}, COALESCE((SELECT position FROM projection_checkpoints "
+               "WHERE name = {0} AND version = {0}), 0)) AS upto) ")
+# SQLite: the page as one row (its count, last position, bodies joined in order, and the bound), joined
+# by SQLite, so the sqlite3 module makes one row a page, not one per event: 0.20 s of CPU for 400k rows
+# against 0.32 s (and the GIL free while SQLite joins them). The subquery (ORDER BY ... LIMIT: never
+# flattened into an aggregate) hands the rows over in position order.
+_KEPT_SQLITE = (_KEPT_BOUND.format("?", least="min") + "SELECT count(*), max(p.position), "
+                "CAST(group_concat(p.body, '') AS BLOB), (SELECT upto FROM b) FROM "
+                "(SELECT position, body FROM stream_frames WHERE position > ? "
+                "AND position <= (SELECT upto FROM b){filter} ORDER BY position LIMIT ?) AS p")
+# PostgreSQL: the rows (bytea in binary: bytes as they come), the bound on each (one row of nulls when
+# there is none). string_agg on the server cost it twice the time of sending the rows (1.1-1.6 s
+# against 0.65-0.85 s for 400k), and psycopg's binary rows cost our process about as little.
+_KEPT_POSTGRESQL = (_KEPT_BOUND.format("%s", least="LEAST") + "SELECT b.upto, p.position, p.body FROM b "
+                    "LEFT JOIN LATERAL (SELECT position, body FROM stream_frames WHERE position > %s "
+                    "AND position <= b.upto{filter} ORDER BY position LIMIT %s) AS p ON true ORDER BY p.position")
 
 
 def read_kept_pages(store: EventStore, after: int, upto: int, name: str, version: int, page: int = 2000, *,
                     run_id: str | None = None, project_id: str | None = None) -> Iterator[tuple[bytes, int, int]]:
     """The kept frames of the events in (after, min(upto, the checkpoint)], as pages of
-    ``(their SSE bytes joined, the position the page covers up to, the rows the database joined)``;
-    the last page may be empty
-    (b"") and says where the kept frames end: the events after it are not projected yet.
+    ``(their SSE bytes joined, the position the page covers up to, the rows the database read)``;
+    the last page may be empty (b"") and says where the kept frames end: the events after it are
+    not projected yet.
 
     ``name`` and ``version``: the projection whose checkpoint bounds them; of another version (its
     tables not rebuilt yet) the bound is 0 and nothing is kept. With ``run_id`` / ``project_id``, only
@@ -470,8 +476,8 @@ def read_kept_pages(store: EventStore, after: int, upto: int, name: str, version
     to read the log instead.
     """
     database = store.database  # type: ignore[attr-defined]
-    dialect = database.dialect.name
-    mark = "%s" if dialect == "postgresql" else "?"
+    postgres = database.dialect.name == "postgresql"
+    mark = "%s" if postgres else "?"
     where = ""
     params: list[Any] = []
     if run_id is not None:
@@ -480,15 +486,24 @@ def read_kept_pages(store: EventStore, after: int, upto: int, name: str, version
     if project_id is not None:
         where += f" AND project_id = {mark}"
         params.append(project_id)
-    sql = _KEPT.format(mark, least=_KEPT_LEAST[dialect], agg=_KEPT_AGG[dialect], filter=where)
+    sql = (_KEPT_POSTGRESQL if postgres else _KEPT_SQLITE).format(filter=where)
     while True:
         raw = database.raw_connection()
         try:
-            cursor = raw.cursor(binary=True) if dialect == "postgresql" else raw.cursor()
+            cursor = raw.cursor(binary=True) if postgres else raw.cursor()
             cursor.execute(sql, (upto, name, version, after, *params, page))
-            count, last, body, bound = cursor.fetchone()
+            if postgres:
+                rows = cursor.fetchall()
+                bound = rows[0][0]
+                if rows[0][1] is None:
+                    rows = []
+                count = len(rows)
+                last: Any = rows[-1][1] if rows else None
+                body = b"".join([row[2] for row in rows])
+            else:
+                count, last, body, bound = cursor.fetchone()
             cursor.close()
-            if dialect == "postgresql":
+            if postgres:
                 raw.rollback()
         finally:
             raw.close()
