@@ -463,15 +463,15 @@ _KEPT_POSTGRESQL = (_KEPT_BOUND.format("%s", least="LEAST") + "SELECT b.upto, p.
 
 
 def read_kept_pages(store: EventStore, after: int, upto: int, name: str, version: int, page: int = 2000, *,
-                    run_id: str | None = None, project_id: str | None = None) -> Iterator[tuple[bytes, int, int]]:
+                    project_id: str | None = None) -> Iterator[tuple[bytes, int, int]]:
     """The kept frames of the events in (after, min(upto, the checkpoint)], as pages of
     ``(their SSE bytes joined, the position the page covers up to, the rows the database read)``;
     the last page may be empty (b"") and says where the kept frames end: the events after it are
     not projected yet.
 
     ``name`` and ``version``: the projection whose checkpoint bounds them; of another version (its
-    tables not rebuilt yet) the bound is 0 and nothing is kept. With ``run_id`` / ``project_id``, only
-    that run's / project's rows are read (by their index): the others never leave the database.
+    tables not rebuilt yet) the bound is 0 and nothing is kept. With ``project_id``, only that
+    project's rows are read: the others never leave the database.
     Raises what the database raises (no such table: a store of an older version), for the caller
     to read the log instead.
     """
@@ -480,9 +480,6 @@ def read_kept_pages(store: EventStore, after: int, upto: int, name: str, version
     mark = "%s" if postgres else "?"
     where = ""
     params: list[Any] = []
-    if run_id is not None:
-        where += f" AND run_id = {mark}"
-        params.append(run_id)
     if project_id is not None:
         where += f" AND project_id = {mark}"
         params.append(project_id)

@@ -266,16 +266,16 @@ class FrameHub:
         (never an empty one): those the projector kept, up to its checkpoint, then the log's.
 
         The frames of the events the projection has applied come as it kept them
-        (``projections.tables.stream_frames``: each page one query, its rows joined by the database,
-        only the rows of ``run_id`` / ``project_id``), each page read in the same snapshot as the
-        checkpoint that bounds it; the events after that bound (not projected yet), or all of them
-        when the store keeps no frames of this code's version (tables of an older version, not
-        rebuilt yet), are read from the log and framed (``read_log_frames``).
+        (``projections.tables.stream_frames``: each page one query, with ``project_id`` only that
+        project's rows), each page read in the same snapshot as the checkpoint that bounds it; the
+        events after that bound (not projected yet), or all of them when the store keeps no frames of
+        this code's version (tables of an older version, not rebuilt yet), are read from the log and
+        framed (``read_log_frames``). So is one run's (``run_id``): its stream is a few dozen
+        events, read by the log's own index.
         """
-        if self.kept is not None and after < upto:
+        if self.kept is not None and run_id is None and after < upto:
             name, version = self.kept
-            pages = read_kept_pages(self.store, after, upto, name, version, REPLAY_PAGE, run_id=run_id,
-                                    project_id=project_id)
+            pages = read_kept_pages(self.store, after, upto, name, version, REPLAY_PAGE, project_id=project_id)
             loop = asyncio.get_running_loop()
             fetching = loop.run_in_executor(None, _next_or_error, pages)
             try:

@@ -445,8 +445,9 @@ def test_a_resume_across_the_projectors_checkpoint_has_no_gap_and_no_duplicate(s
 
 
 def test_a_kept_resume_with_a_filter_reads_only_that_run_or_project_in_the_database(store_url, monkeypatch):
-    """A run or project filter selects in the query: the rows the database joins into a page are
-    those of the consumer's run or project alone; the other projects' rows never leave it."""
+    """A project filter selects in the query: the rows the database hands over are those of the
+    consumer's project alone; the other projects' rows never leave it. A run's resume reads that
+    run's stream from the log, not the kept frames of every run."""
     import projections.source as source
     from projections import rebuild
 
@@ -470,8 +471,12 @@ def test_a_kept_resume_with_a_filter_reads_only_that_run_or_project_in_the_datab
         assert sum(rows) == 3 * 2 and b"other" not in b"".join(bodies)  # r0, r3, r6: two events each
         assert b"".join(sse_lines(page) for page in pages) == sse_lines([f for f in live if f["project_id"] == "mine"])
         rows.clear()
+        read: list[str] = []
+        real_stream = store.read_stream
+        monkeypatch.setattr(store, "read_stream", lambda stream, *a, **k: (read.append(stream), real_stream(
+            stream, *a, **k))[1])
         pages = read_pages(store, 0, store.head(), run_id="r4")
-        assert sum(rows) == 2
+        assert rows == [] and read == ["run-r4"]
         assert b"".join(sse_lines(page) for page in pages) == sse_lines([f for f in live if f["run_id"] == "r4"])
     finally:
         store.close()
