@@ -91,16 +91,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--old", default="/work/main", help="the other tree (with its own .venv)")
     parser.add_argument("--cache", default="/tmp/baton-bench-scale")
+    parser.add_argument("--new-cache", default=None,
+                        help="this tree's own cached stores (e.g. rebuilt by its projector: a new projection "
+                             "version would otherwise rebuild at the server's start); default --cache")
+    parser.add_argument("--new-prefix", default="baton_scale",
+                        help="the name prefix of this tree's cached stores (files and PostgreSQL databases)")
     args = parser.parse_args()
     n = parse_size(args.size)
     trees = {"new": _HERE.parent, "old": Path(args.old).resolve()}
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for backend in backends:
-        stores = Stores(backend, Path(args.cache), record_templates)
+        stores = {"old": Stores(backend, Path(args.cache), record_templates),
+                  "new": Stores(backend, Path(args.new_cache or args.cache), record_templates, args.new_prefix)}
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
         for i in range(args.rounds):
             for name in (list(trees) if i % 2 == 0 else list(trees)[::-1]):
-                line = {"backend": backend, "tree": name, "round": i, **one(trees[name], stores, n),
+                line = {"backend": backend, "tree": name, "round": i, **one(trees[name], stores[name], n),
                         "loadavg_1m": round(os.getloadavg()[0], 2)}
                 runs[name].append(line)
                 emit({"figure": "sse_resume_server", **line})

@@ -227,9 +227,10 @@ def generate_rows(kinds: list[str], templates: dict[str, tuple[str, Template]]) 
 class Stores:
     """Makes (once) and copies (per measurement) the stores of one backend."""
 
-    def __init__(self, backend: str, cache: Path, templates: Any) -> None:
+    def __init__(self, backend: str, cache: Path, templates: Any, prefix: str = "baton_scale") -> None:
         self.backend = backend
         self.cache = cache
+        self.prefix = prefix  # of the cached stores' names (files and databases)
         self._templates = templates
         self._clones: list[str] = []
 
@@ -240,7 +241,7 @@ class Stores:
 
     def golden(self, kind: str, n: int) -> str:
         """The cached store's URL (made now if missing)."""
-        name = f"baton_scale_{kind}_{label(n).lower()}_g{GEN}"
+        name = f"{self.prefix}_{kind}_{label(n).lower()}_g{GEN}"
         if self.backend == "sqlite":
             path = self.cache / f"{name}.db"
             if not path.exists():

@@ -70,10 +70,23 @@ def child(args: argparse.Namespace) -> None:
         side = bench.BatonSide(url)
         flow = getattr(bench, flow_name, None) or getattr(__import__("engine_flows"), flow_name)
         go = side.run_sequential if args.shape == "sequential" else side.run_many
+        projector = None
+        if args.projector:  # what `baton serve` runs beside the engine: the read tables follow every step
+            from projections import Projector  # the tree's own
+
+            projector = Projector(side.store).start()
+
+        def work(n: int) -> None:
+            go(flow, n, steps_each)
+            if projector is not None:  # its work on this round's events is part of the round's cost
+                assert projector.wait_for(side.store.head(), 120), projector.last_error
+
         try:
-            go(flow, 3 if args.shape == "sequential" else runs, steps_each)  # warm-up
-            return timed(lambda: go(flow, runs, steps_each))
+            work(3 if args.shape == "sequential" else runs)  # warm-up
+            return timed(lambda: work(runs))
         finally:
+            if projector is not None:
+                projector.stop()
             side.close()
 
     def langgraph(saver: Any) -> dict[str, float]:
@@ -103,7 +116,8 @@ def child(args: argparse.Namespace) -> None:
 
 def one_round(args: argparse.Namespace, side: str, tree: str) -> dict[str, float]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--side", side, "--tree", tree,
-           "--backend", args.backend, "--workload", args.workload, "--shape", args.shape, "--runs", str(args.runs)]
+           "--backend", args.backend, "--workload", args.workload, "--shape", args.shape, "--runs", str(args.runs),
+           *(["--projector"] if args.projector else [])]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     if done.returncode != 0:
         raise RuntimeError(f"{side} ({tree}) failed: {done.stderr.strip()[-3000:]}")
@@ -121,6 +135,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=0, help="timed runs per round (default: per workload)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-langgraph", action="store_true")
+    parser.add_argument("--projector", action="store_true",
+                        help="run each tree's projector beside its engine (as `baton serve` does), its work timed too")
     parser.add_argument("--langgraph-sync", action="store_true", help="also LangGraph with durability='sync'")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--side", default="baton", help=argparse.SUPPRESS)

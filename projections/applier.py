@@ -32,6 +32,7 @@ from flows.events import RunLaunched
 from projections import batch as db
 from projections.apply import Row, Workset, apply
 from projections.batch import Checkpoint, CheckpointMoved, Writes, is_transient
+from projections.frames import kept_rows
 from projections.source import Item, LogReader, Page, problem
 
 log = logging.getLogger(__name__)
@@ -145,17 +146,22 @@ class Applier:
                 run_id, event, position, _ = items[0]
                 log.error("projection %r skips event %d (%s of run %s), which it cannot apply: %s: %s",
                           self.name, position, type(event).__name__, run_id, type(exc).__name__, exc)
-                self._commit_problems([*problems, problem(position, run_id, type(event).__name__, exc)], last)
+                # Its frames are kept still: a stream shows it as a replay of the log does.
+                self._commit_problems([*problems, problem(position, run_id, type(event).__name__, exc)], last,
+                                      kept_rows(items, self._loaded_project_of))
                 return
         middle = len(items) // 2
         split = items[middle - 1][2]
         self._halves(items[:middle], split, [p for p in problems if p["position"] <= split])
         self._halves(items[middle:], last, [p for p in problems if p["position"] > split])
 
-    def _commit_problems(self, problems: list[Row], last: int) -> None:
-        """Move the checkpoint to ``last``, writing only these ``projection_errors`` rows."""
+    def _commit_problems(self, problems: list[Row], last: int,
+                         frames: list[tuple[int, str, str, bytes]] | None = None) -> None:
+        """Move the checkpoint to ``last``, writing only these ``projection_errors`` rows (and these
+        ``stream_frames`` rows)."""
         work = Workset()
         work.problems.extend(problems)
+        work.frames.extend(frames or ())
         self.checkpoint = self._commit(db.snapshot(work), self.checkpoint, last)
 
     def _compute(self, page: Page, after: int, before_load: Callable[[], None] = lambda: None) -> Writes:
@@ -180,6 +186,7 @@ class Applier:
             with self.database.connect() as conn:
                 runs.update(db.load_runs(conn, needed.difference(runs)))
         apply(work, items)
+        work.frames.extend(kept_rows(items, self._project_of))
         if page.problems:
             work.problems.extend(p for p in page.problems if p["position"] > after)
         return db.snapshot(work)
@@ -206,6 +213,18 @@ class Applier:
                 return attempt(conn)
 
         return db.patiently(alone)
+
+    def _project_of(self, run_id: str) -> str | None:
+        """The project the rows in memory hold for a run (None: not launched), for its kept frames."""
+        rows = self.work.runs.get(run_id)
+        return None if rows is None else rows.run["project_id"]
+
+    def _loaded_project_of(self, run_id: str) -> str | None:
+        """The project the read tables hold for a run (None: not launched): read, the rows in memory
+        being unsure after a failed page."""
+        with self.database.connect() as conn:
+            rows = db.load_runs(conn, [run_id]).get(run_id)
+        return None if rows is None else rows.run["project_id"]
 
     def _evict(self) -> None:
         # Only when every row in memory is written: an evicted run is read back if needed.

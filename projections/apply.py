@@ -99,13 +99,15 @@ class RunRows:
 class Workset:
     """The rows a batch reads and writes, and the rows it only adds."""
 
-    __slots__ = ("anomalies", "problems", "reports", "runs")
+    __slots__ = ("anomalies", "frames", "problems", "reports", "runs")
 
     def __init__(self) -> None:
         self.runs: dict[str, RunRows] = {}
         self.reports: dict[str, Row] = {}
         self.anomalies: list[Row] = []
         self.problems: list[Row] = []  # projection_errors: events that could not be applied
+        # stream_frames rows, as tuples in column order (position, run_id, project_id, body)
+        self.frames: list[tuple[int, str, str, bytes]] = []
 
     def clean(self) -> None:
         """Forget what was written, keep the rows (they are now what the tables hold)."""
@@ -116,6 +118,7 @@ class Workset:
         self.reports.clear()
         self.anomalies.clear()
         self.problems.clear()
+        self.frames.clear()
 
 
 def apply(work: Workset, items: Iterable[tuple[str, Event, int, int]]) -> int:

@@ -439,3 +439,73 @@ def _one_by_one(rows: Sequence[Sequence[Any]]) -> tuple[list[Item], list[dict[st
             continue
         items.append((stream_id[len(RUN_STREAM_PREFIX) :], event, position, version))
     return items, problems
+
+
+# A page of the frames the projector kept (``projections.tables.stream_frames``), bounded, in the same
+# statement (one snapshot), by the projection's checkpoint at this code's version: the rows up to it
+# are all there and no later one is (a rebuild empties the table and the checkpoint together).
+_KEPT_BOUND = ("WITH b AS (SELECT {least}({0}, COALESCE((SELECT position FROM projection_checkpoints "
+               "WHERE name = {0} AND version = {0}), 0)) AS upto) ")
+# SQLite: the page as one row (its count, last position, bodies joined in order, and the bound), joined
+# by SQLite, so the sqlite3 module makes one row a page, not one per event: 0.20 s of CPU for 400k rows
+# against 0.32 s (and the GIL free while SQLite joins them). The subquery (ORDER BY ... LIMIT: never
+# flattened into an aggregate) hands the rows over in position order.
+_KEPT_SQLITE = (_KEPT_BOUND.format("?", least="min") + "SELECT count(*), max(p.position), "
+                "CAST(group_concat(p.body, '') AS BLOB), (SELECT upto FROM b) FROM "
+                "(SELECT position, body FROM stream_frames WHERE position > ? "
+                "AND position <= (SELECT upto FROM b){filter} ORDER BY position LIMIT ?) AS p")
+# PostgreSQL: the rows (bytea in binary: bytes as they come), the bound on each (one row of nulls when
+# there is none). string_agg on the server cost it twice the time of sending the rows (1.1-1.6 s
+# against 0.65-0.85 s for 400k), and psycopg's binary rows cost our process about as little.
+_KEPT_POSTGRESQL = (_KEPT_BOUND.format("%s", least="LEAST") + "SELECT b.upto, p.position, p.body FROM b "
+                    "LEFT JOIN LATERAL (SELECT position, body FROM stream_frames WHERE position > %s "
+                    "AND position <= b.upto{filter} ORDER BY position LIMIT %s) AS p ON true ORDER BY p.position")
+
+
+def read_kept_pages(store: EventStore, after: int, upto: int, name: str, version: int, page: int = 2000, *,
+                    project_id: str | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """The kept frames of the events in (after, min(upto, the checkpoint)], as pages of
+    ``(their SSE bytes joined, the position the page covers up to, the rows the database read)``;
+    the last page may be empty (b"") and says where the kept frames end: the events after it are
+    not projected yet.
+
+    ``name`` and ``version``: the projection whose checkpoint bounds them; of another version (its
+    tables not rebuilt yet) the bound is 0 and nothing is kept. With ``project_id``, only that
+    project's rows are read: the others never leave the database.
+    Raises what the database raises (no such table: a store of an older version), for the caller
+    to read the log instead.
+    """
+    database = store.database  # type: ignore[attr-defined]
+    postgres = database.dialect.name == "postgresql"
+    mark = "%s" if postgres else "?"
+    where = ""
+    params: list[Any] = []
+    if project_id is not None:
+        where += f" AND project_id = {mark}"
+        params.append(project_id)
+    sql = (_KEPT_POSTGRESQL if postgres else _KEPT_SQLITE).format(filter=where)
+    while True:
+        raw = database.raw_connection()
+        try:
+            cursor = raw.cursor(binary=True) if postgres else raw.cursor()
+            cursor.execute(sql, (upto, name, version, after, *params, page))
+            if postgres:
+                rows = cursor.fetchall()
+                bound = rows[0][0]
+                if rows[0][1] is None:
+                    rows = []
+                count = len(rows)
+                last: Any = rows[-1][1] if rows else None
+                body = b"".join([row[2] for row in rows])
+            else:
+                count, last, body, bound = cursor.fetchone()
+            cursor.close()
+            if postgres:
+                raw.rollback()
+        finally:
+            raw.close()
+        if count < page:  # the page reaches the bound (or the bound is behind ``after``)
+            yield (bytes(body) if body else b""), max(after, bound), count
+            return
+        yield bytes(body), last, count
+        after = last

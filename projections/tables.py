@@ -29,8 +29,13 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
-# Bump on any change to these tables or to what projections/apply.py writes.
-PROJECTION_VERSION = 7
+# Bump on any change to these tables or to what projections/apply.py writes, and on any change to
+# a durable frame (projections/frames.py: its fields, its builders) or to how an event decodes
+# (an upcaster added or changed in flows.codec): ``stream_frames`` keeps each event's frames as
+# they were built when it was projected, and a resume sends those bytes as they are.
+# tests/unit/test_frames.py::test_the_kept_frames_fingerprint_names_the_projection_version fails
+# when the frames' shape changes and this stays.
+PROJECTION_VERSION = 8
 
 metadata = sa.MetaData()
 
@@ -187,7 +192,28 @@ projection_errors = sa.Table(
     sa.Index("projection_errors_run_idx", "run_id", "position"),
 )
 
-READ_TABLES: tuple[sa.Table, ...] = (flow_runs, flow_steps, reports, anomalies, projection_errors)
+# The durable frames of the stream (DESIGN §7), kept as a resume sends them: for each event that gives
+# frames, their text/event-stream bytes (``id: <position>\nevent: <type>\ndata: <json>\n\n``, two of
+# them for a StepPaused), built by ``projections.frames.kept_sse`` from the event as the projector
+# decoded it. A stream resuming from a position reads these up to the checkpoint (one query a page,
+# only its consumer's rows: by run or by project) instead of decoding and framing every event again
+# (``api.http.hub.FrameHub.read_frames``). The position is SQLite's rowid (INTEGER PRIMARY KEY).
+# No other index: each is paid on every step (a live projector's batch of three events on SQLite:
+# +49k instructions an event with indexes on (run_id, position) and (project_id, position), +30k
+# without). A project's resume reads the table in position order and leaves the other projects'
+# rows in the database (the log's replay read every framed event too); a run's resume reads that
+# run's events from the log (its stream's index), a few dozen rows.
+stream_frames = sa.Table(
+    "stream_frames",
+    metadata,
+    sa.Column("position", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+)
+
+READ_TABLES: tuple[sa.Table, ...] = (flow_runs, flow_steps, reports, anomalies, projection_errors, stream_frames)
 """The tables a rebuild drops and recreates (the checkpoints table stays)."""
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {

@@ -27,10 +27,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from api.http.delta_order import DeltaOrder
-from eventstore import EventStore, RecordedEvent, StoreClosedError
+from eventstore import EventStore, RecordedEvent, SqlStore, StoreClosedError
 from flows.events import stream_of
-from projections.frames import FRAMED_TYPES, Encoded, Framer
-from projections.source import read_framed_rows
+from projections.frames import FRAMED_TYPES, Encoded, Framer, KeptPage
+from projections.runner import DEFAULT_NAME
+from projections.source import read_framed_rows, read_kept_pages
+from projections.tables import PROJECTION_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class Subscriber:
         if self.buffer or self.overflowed:
             self._ready.set()
 
-    async def replay(self, after: int) -> AsyncIterator[Encoded]:
+    async def replay(self, after: int) -> AsyncIterator[Encoded | KeptPage]:
         """The durable frames after ``after``, read from the store, up to where live ones begin.
 
         Yields pages of frames already encoded (``read_frames``); it ends once the buffer holds exactly the live
@@ -192,8 +194,12 @@ class FrameHub:
                  project_of: Callable[[str], str | None] | None = None,
                  open_projects: Callable[[], Mapping[str, str]] | None = None,
                  buffer: int = DEFAULT_BUFFER,
-                 observers: Iterable[Callable[[list[RecordedEvent]], None]] = ()) -> None:
+                 observers: Iterable[Callable[[list[RecordedEvent]], None]] = (),
+                 kept: tuple[str, int] | None = (DEFAULT_NAME, PROJECTION_VERSION)) -> None:
         self.store = store
+        # The projection (name, version) whose kept frames a resume reads up to its checkpoint
+        # (``projections.tables.stream_frames``); None: every replay decodes and frames the log.
+        self.kept = kept if isinstance(store, SqlStore) else None
         self.open_projects = open_projects
         self.observers = list(observers)
         self.bus = bus
@@ -255,7 +261,44 @@ class FrameHub:
         self.subscribers.discard(subscriber)
 
     async def read_frames(self, after: int, upto: int, run_id: str | None,
-                          project_id: str | None = None) -> AsyncIterator[Encoded]:
+                          project_id: str | None = None) -> AsyncIterator[Encoded | KeptPage]:
+        """Durable frames of the events in (after, upto] that pass the filters, a page at a time
+        (never an empty one): those the projector kept, up to its checkpoint, then the log's.
+
+        The frames of the events the projection has applied come as it kept them
+        (``projections.tables.stream_frames``: each page one query, with ``project_id`` only that
+        project's rows), each page read in the same snapshot as the checkpoint that bounds it; the
+        events after that bound (not projected yet), or all of them when the store keeps no frames of
+        this code's version (tables of an older version, not rebuilt yet), are read from the log and
+        framed (``read_log_frames``). So is one run's (``run_id``): its stream is a few dozen
+        events, read by the log's own index.
+        """
+        if self.kept is not None and run_id is None and after < upto:
+            name, version = self.kept
+            pages = read_kept_pages(self.store, after, upto, name, version, REPLAY_PAGE, project_id=project_id)
+            loop = asyncio.get_running_loop()
+            fetching = loop.run_in_executor(None, _next_or_error, pages)
+            try:
+                while True:
+                    got = await fetching
+                    if isinstance(got, BaseException):  # no such table (an older store), the database away
+                        log.info("stream replay: kept frames unread after %d (%s: %s); reading the log",
+                                 after, type(got).__name__, got)
+                        break
+                    if got is None:
+                        break
+                    fetching = loop.run_in_executor(None, _next_or_error, pages)
+                    body, after, _ = got
+                    if body:
+                        yield KeptPage(body, after)
+            finally:
+                fetching.cancel()
+        if after < upto:
+            async for page in self.read_log_frames(after, upto, run_id, project_id):
+                yield page
+
+    async def read_log_frames(self, after: int, upto: int, run_id: str | None,
+                              project_id: str | None = None) -> AsyncIterator[Encoded]:
         """Durable frames of the events in (after, upto] that pass the filters, read from the store
         and encoded in a worker thread, a page at a time (never an empty one).
 
@@ -391,6 +434,14 @@ class FrameHub:
                     subscription = self._subscription = self.store.subscribe(after=position)
                 except StoreClosedError:
                     return
+
+
+def _next_or_error(pages: Iterator[Any]) -> Any:
+    """The next item of ``pages`` (None at the end), or the exception reading it raised."""
+    try:
+        return next(pages, None)
+    except Exception as exc:
+        return exc
 
 
 def _pages(records: Iterable[RecordedEvent], upto: int, size: int = BATCH) -> Iterator[list[RecordedEvent]]:

@@ -37,7 +37,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.http.hub import Frame, SharedFrame, Subscriber
 from api.http.problems import BadParameter
 from api.http.routes import MAX_INTEGER
-from projections.frames import Encoded
+from projections.frames import Encoded, KeptPage
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -61,8 +61,10 @@ def _encoded(frame: Frame, name: str, encode: Any) -> bytes:
     return frame.encoded(name, encode) if isinstance(frame, SharedFrame) else encode(frame)
 
 
-def sse_lines(frames: list[Frame] | Encoded) -> bytes:
-    """Frames in text/event-stream form (one write): live ones, or a replay's already encoded."""
+def sse_lines(frames: list[Frame] | Encoded | KeptPage) -> bytes:
+    """Frames in text/event-stream form (one write): live ones, or a replay's already encoded (or kept)."""
+    if isinstance(frames, KeptPage):
+        return frames.sse
     if isinstance(frames, Encoded):
         # Each frame's JSON is copied once, by the join: its lines around it are made apart and the
         # two lists interleaved (the blank line that ends a frame begins the next one's lines).
@@ -79,9 +81,9 @@ def sse_lines(frames: list[Frame] | Encoded) -> bytes:
     return b"".join(_encoded(frame, "sse", sse_event) for frame in frames)
 
 
-def json_texts(frames: list[Frame] | Encoded) -> list[bytes]:
+def json_texts(frames: list[Frame] | Encoded | KeptPage) -> list[bytes]:
     """Frames as WebSocket messages' JSON."""
-    if isinstance(frames, Encoded):
+    if isinstance(frames, (Encoded, KeptPage)):
         return frames.json
     return [_encoded(frame, "json", json_text) for frame in frames]
 

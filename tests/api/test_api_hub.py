@@ -356,3 +356,155 @@ def test_a_replay_of_text_of_every_kind_is_the_live_frames_byte_for_byte(store_u
         assert "\ufffd" in live[3]["output"] and "日本" in live[4]["report"]
     finally:
         store.close()
+
+
+# -- the frames the projector keeps (projections.tables.stream_frames) ---------------------------------
+
+
+def append_events(store, pairs) -> None:
+    """Append (run id, event) pairs, each to its run's stream, in order."""
+    versions: dict[str, int] = {}
+    for run_id, event in pairs:
+        stream = f"run-{run_id}"
+        store.append(stream, [NewEvent(type(event).__name__, event_data(event))], versions.get(stream, 0))
+        versions[stream] = versions.get(stream, 0) + 1
+
+
+def read_pages(store, after: int, upto: int, run_id=None, project_id=None, **hub_args) -> list:
+    from projections import ReadModel
+
+    async def main() -> list:
+        hub = FrameHub(store, project_of=ReadModel(store.database).run_project, **hub_args)
+        return [page async for page in hub.read_frames(after, upto, run_id, project_id)]
+
+    return asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_kept_frames_of_every_framed_type_are_the_live_frames_byte_for_byte(store_url):
+    """A resume sends the frames the projector kept (no event decoded again): for every framed type,
+    text of every kind, both frames of a pause, the bytes an SSE client and the messages a WebSocket
+    client get are the live frames', and what the log's replay gives."""
+    from api.http.stream import json_texts
+    from projections import ReadModel, rebuild
+    from projections.frames import KeptPage
+    from tests.unit.test_frames import _every_framed_event
+
+    store = open_store(store_url)
+    try:
+        append_events(store, _every_framed_event())
+        rebuild(store)
+        # (as a server's hub frames them: the project of an event after its run's end is the read tables')
+        framer = Framer(ReadModel(store.database).run_project)
+        live = [f for rec in store.read_all() for f in framer.frames(rec)]
+        pages = read_pages(store, 0, store.head())
+        assert pages and all(isinstance(page, KeptPage) for page in pages)
+        assert b"".join(sse_lines(page) for page in pages) == sse_lines(live)
+        assert [t for page in pages for t in json_texts(page)] == json_texts(live)
+        assert [f for page in pages for f in page.frames()] == live
+        assert [i for page in pages for i in page.ids] == [f["id"] for f in live]
+        log_pages = read_pages(store, 0, store.head(), kept=None)  # the log's replay: what it was before
+        assert b"".join(sse_lines(page) for page in log_pages) == sse_lines(live)
+    finally:
+        store.close()
+
+
+def test_a_resume_across_the_projectors_checkpoint_has_no_gap_and_no_duplicate(store_url, monkeypatch):
+    """The kept frames up to the checkpoint (pages of a few rows), then the events not projected yet from
+    the log: every frame once, in order, from any resume position, whatever the filter."""
+    from projections import rebuild
+    from projections.frames import Encoded, KeptPage
+
+    monkeypatch.setattr("api.http.hub.REPLAY_PAGE", 3)
+    store = open_store(store_url)
+    try:
+        for i in range(8):
+            append_run(store, f"old{i}", project_id="mine" if i % 2 else "")
+        rebuild(store)
+        checkpoint = store.head()
+        for i in range(5):
+            append_run(store, f"new{i}", project_id="mine" if i % 2 else "")
+        head = store.head()
+        live = all_frames(store)
+        for after in (0, 1, checkpoint - 1, checkpoint, checkpoint + 1, head - 1):
+            pages = read_pages(store, after, head)
+            kinds = [type(page) for page in pages]
+            assert kinds == sorted(kinds, key=lambda k: k is Encoded)  # kept first, then the log's
+            assert (KeptPage in kinds) == (after < checkpoint) and Encoded in kinds
+            assert all(page.ids[-1] <= checkpoint for page in pages if isinstance(page, KeptPage))
+            assert b"".join(sse_lines(page) for page in pages) == sse_lines([f for f in live if f["id"] > after])
+        for run_id, project_id in (("old3", None), ("new1", None), (None, "mine"), (None, "")):
+            pages = read_pages(store, 0, head, run_id=run_id, project_id=project_id)
+            expected = [f for f in live if run_id in (None, f["run_id"]) and project_id in (None, f["project_id"])]
+            assert b"".join(sse_lines(page) for page in pages) == sse_lines(expected) and expected
+        # up to a position before the checkpoint: kept frames alone, none beyond it
+        pages = read_pages(store, 0, checkpoint - 2)
+        assert all(isinstance(page, KeptPage) for page in pages)
+        assert b"".join(sse_lines(p) for p in pages) == sse_lines([f for f in live if f["id"] <= checkpoint - 2])
+    finally:
+        store.close()
+
+
+def test_a_kept_resume_with_a_filter_reads_only_that_run_or_project_in_the_database(store_url, monkeypatch):
+    """A project filter selects in the query: the rows the database hands over are those of the
+    consumer's project alone; the other projects' rows never leave it. A run's resume reads that
+    run's stream from the log, not the kept frames of every run."""
+    import projections.source as source
+    from projections import rebuild
+
+    store = open_store(store_url)
+    try:
+        for i in range(9):
+            append_run(store, f"r{i}", project_id="mine" if i % 3 == 0 else "other")
+        rebuild(store)
+        rows: list[int] = []
+        bodies: list[bytes] = []
+
+        def counting(*args, **kwargs):
+            for body, last, count in source.read_kept_pages(*args, **kwargs):
+                rows.append(count)
+                bodies.append(body)
+                yield body, last, count
+
+        monkeypatch.setattr("api.http.hub.read_kept_pages", counting)
+        live = all_frames(store)
+        pages = read_pages(store, 0, store.head(), project_id="mine")
+        assert sum(rows) == 3 * 2 and b"other" not in b"".join(bodies)  # r0, r3, r6: two events each
+        assert b"".join(sse_lines(page) for page in pages) == sse_lines([f for f in live if f["project_id"] == "mine"])
+        rows.clear()
+        read: list[str] = []
+        real_stream = store.read_stream
+        monkeypatch.setattr(store, "read_stream", lambda stream, *a, **k: (read.append(stream), real_stream(
+            stream, *a, **k))[1])
+        pages = read_pages(store, 0, store.head(), run_id="r4")
+        assert rows == [] and read == ["run-r4"]
+        assert b"".join(sse_lines(page) for page in pages) == sse_lines([f for f in live if f["run_id"] == "r4"])
+    finally:
+        store.close()
+
+
+def test_a_store_whose_read_tables_are_of_an_older_version_resumes_from_the_log(store_url):
+    """Read tables of another version (not rebuilt yet: no kept frames, or kept by other code) are not
+    read: the resume frames the log, as before, and gives every frame."""
+    import sqlalchemy as sa
+
+    from projections import rebuild
+    from projections.frames import Encoded
+
+    store = open_store(store_url)
+    try:
+        for i in range(4):
+            append_run(store, f"r{i}", project_id="p" if i % 2 else "")
+        rebuild(store)
+        live = sse_lines(all_frames(store))
+        with store.database.begin() as conn:  # rows another version kept would differ: they are not read
+            conn.execute(sa.text("UPDATE stream_frames SET body = :b"), {"b": b"id: 1\nevent: x\ndata: {}\n\n"})
+            conn.execute(sa.text("UPDATE projection_checkpoints SET version = version - 1"))
+        pages = read_pages(store, 0, store.head())
+        assert pages and all(isinstance(page, Encoded) for page in pages)
+        assert b"".join(sse_lines(page) for page in pages) == live
+        with store.database.begin() as conn:  # a store of the version before this table existed
+            conn.execute(sa.text("DROP TABLE stream_frames"))
+        pages = read_pages(store, 0, store.head())
+        assert b"".join(sse_lines(page) for page in pages) == live
+    finally:
+        store.close()

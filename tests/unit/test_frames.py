@@ -507,3 +507,64 @@ def test_a_page_with_an_escape_in_one_row_takes_care_of_that_row_and_the_next_pa
         assert replayed.frames() == live(page) and sse_lines(replayed) == sse_lines(live(page))
     frames = framer.encode_rows(escaped).frames()
     assert frames[1]["output"] == "nul \ufffd here" and frames[2]["report"] == "é /"
+
+
+def _kept(records: list[RecordedEvent], project_of=lambda run_id: None) -> bytes:
+    """The bodies the projector keeps for these records (decoded as it decodes them), joined."""
+    from projections.frames import kept_rows
+    from projections.source import from_recorded
+
+    return b"".join(row[3] for row in kept_rows(from_recorded(records).items, project_of))
+
+
+def test_the_frames_the_projector_keeps_are_the_live_frames_byte_for_byte():
+    """``stream_frames`` rows (``kept_rows``, from the events as the projector decodes them) hold the
+    SSE bytes of the live frames: every framed type, both frames of a pause, a NUL made storable, a
+    run's project learned from its launch or from the read tables, none for an event without frames."""
+    from api.http.stream import sse_lines
+
+    events = _every_framed_event()
+    records = [RecordedEvent(n, f"run-{run}", n, type(e).__name__, event_data(e), {}, 0.0, "")
+               for n, (run, e) in enumerate(events, 1)]
+    projects = {run: e.project_id for run, e in events if isinstance(e, RunLaunched)}
+    live = Framer(projects.get)
+    assert _kept(records, projects.get) == sse_lines([f for rec in records for f in live.frames(rec)])
+    # a run launched before the page: its project is the read tables'
+    later = [r for r in records if r.type != "RunLaunched"]
+    assert _kept(later, projects.get) == sse_lines([f for rec in later for f in Framer(projects.get).frames(rec)])
+    assert b"project-" in _kept(later, projects.get)
+
+
+def test_the_frames_kept_for_a_simulated_log_are_the_live_frames_byte_for_byte(log):
+    from api.http.stream import sse_lines
+
+    records = [rec for rec, _ in log]
+    projects = {e.run_id: e.project_id for _, e in log if isinstance(e, RunLaunched)}  # the read tables'
+    kept = b"".join(_kept(records[i:i + 97], projects.get) for i in range(0, len(records), 97))
+    assert kept == sse_lines([f for rec in records for f in Framer(projects.get).frames(rec)])
+    assert b'"project_id":"project-' in kept
+
+
+# What the frames of ``_every_framed_event`` hash to, and the upcasters registered, at each
+# PROJECTION_VERSION: the projector keeps frames as the code of its version builds them.
+KEPT_FRAMES_FINGERPRINT = {8: "030c0feb5b94cd5fece22ed65ebdae57389ebce2fa4421117f6c28cf2a29a974"}
+
+
+def test_the_kept_frames_fingerprint_names_the_projection_version():
+    """A change to a frame's bytes (or an upcaster added) changes what a resume would send for events
+    projected from now on, but not the frames kept already: bump PROJECTION_VERSION (the next start
+    rebuilds them), then write the new fingerprint here."""
+    import hashlib
+
+    from flows.codec import CODEC
+    from projections.tables import PROJECTION_VERSION
+
+    events = _every_framed_event()
+    records = [RecordedEvent(n, f"run-{run}", n, type(e).__name__, event_data(e), {}, 0.0, "")
+               for n, (run, e) in enumerate(events, 1)]
+    upcasters = sorted(f"{name}/{version}/{getattr(f, '__qualname__', f)}"
+                       for (name, version), f in CODEC.upcasters.items())
+    digest = hashlib.sha256(_kept(records) + repr(upcasters).encode()).hexdigest()
+    assert KEPT_FRAMES_FINGERPRINT.get(PROJECTION_VERSION) == digest, (
+        f"the kept frames changed (fingerprint {digest}): bump projections.tables.PROJECTION_VERSION "
+        "and pin the new fingerprint in KEPT_FRAMES_FINGERPRINT")
