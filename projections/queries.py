@@ -54,6 +54,9 @@ _STEP_REST = [(i, name) for i, name in enumerate(STEP_FIELDS) if name not in ("s
 _STEP_ID, _ORDINAL, _PERSONA = (STEP_FIELDS.index(name) for name in ("step_id", "ordinal", "persona"))
 MAX_PAGE = 500
 _OPEN_STATUSES = tuple(s.value for s in RunStatus if s.value not in RUN_TERMINAL)
+_OPEN_RUNS = ("SELECT run_id, launched_position, parked_until, flow, launched_at FROM flow_runs WHERE status IN ("
+              + ", ".join(f"'{s}'" for s in _OPEN_STATUSES) + ")")
+"""The open runs (``ReadModel.open_runs``), through ``flow_runs_status_idx``."""
 
 
 class Parked(NamedTuple):
@@ -285,12 +288,11 @@ class ReadModel:
             row = conn.execute(checkpoint).first()
             if row is None or row.version != PROJECTION_VERSION:
                 return None
-            query = sa.select(flow_runs.c.run_id, flow_runs.c.launched_position, flow_runs.c.parked_until,
-                              flow_runs.c.flow, flow_runs.c.launched_at).where(
-                flow_runs.c.status.in_(_OPEN_STATUSES))
             runs: dict[str, int] = {}
             parked: dict[str, Parked] = {}
-            for run_id, launched_position, until, flow, launched_at in conn.execute(query):
+            # On the driver's cursor: a start reads every open run (10,000 parked: 25 ms through
+            # SQLAlchemy's rows, most of what is left of a start's recovery).
+            for run_id, launched_position, until, flow, launched_at in driver_of(conn).execute(_OPEN_RUNS).fetchall():
                 runs[run_id] = launched_position
                 if until is not None:
                     parked[run_id] = Parked(flow, launched_at, until or None)
