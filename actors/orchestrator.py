@@ -654,16 +654,19 @@ class Orchestrator(pykka.ThreadingActor):
     def _plan_changed(self, force: bool = False) -> None:
         """Publish what changed in the plan as one ``plan_delta`` frame (the work is the runs touched).
 
-        With nobody listening (an engine without a server) the changes are
-        left to gather in the scheduler and go out as one delta with the
-        next one published, or before the plan is read (``force``): the
-        deltas then still follow on from each other. A few thousand
-        gathered are taken anyway, so they never pile up.
+        With nobody listening (an engine without a server, or a server's start before its
+        app) the changes are left to gather in the scheduler, and consumed without building
+        a frame (``Scheduler.delta_unseen``) before the plan is read (``force``) or once a
+        few thousand gathered: the next delta carries every run they touched, and follows
+        on from the plan read. (A start that recovered 10,000 parked runs built a delta of
+        10,000 entries for nobody.)
         """
-        if not force and not len(self.ctx.bus) and self.scheduler.pending_changes() < PLAN_GATHER:
+        if not len(self.ctx.bus):
+            if force or self.scheduler.pending_changes() >= PLAN_GATHER:
+                self.scheduler.delta_unseen()  # nobody takes a frame: no entry is built
             return
         delta = self.scheduler.delta()
-        if delta is not None and len(self.ctx.bus):
+        if delta is not None:
             self.ctx.bus.publish({"type": "plan_delta", **delta})
 
     # -- plumbing ----------------------------------------------------------------------------
