@@ -11,6 +11,7 @@ from actors.agents import Backend
 from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.config import EngineConfig
+from actors.runlog import KnownRuns
 from actors.watch import RunWatch
 from eventstore import EventStore
 from eventstore.leases import Leases
@@ -44,9 +45,10 @@ class EngineContext:
     leases: Leases
     steps: Executor  # the threads StepActors run on
     tasks: TaskEnv | None = None  # task runs' settings (DESIGN §12); None: this engine runs no task
-    # (position, {run: launch position}): the runs not ended as of ``position``, from the read tables;
-    # None (or no function) and recovery reads the whole log (``Engine(open_runs=...)``).
-    open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None
+    # (position, {run: launch position}, {run: ParkedRun}): the runs not ended as of ``position``, and
+    # those parked at an approval, from the read tables (``actors.runlog.KnownRuns``); None (or no
+    # function) and recovery reads the whole log (``Engine(open_runs=...)``).
+    open_runs: Callable[[], KnownRuns | None] | None = None
     children: ChildRuns | None = None  # launches subflow steps' child runs (None: this engine has none)
     watch: RunWatch = dataclasses.field(default_factory=RunWatch)  # the runs' states as their actors committed them
     # the threads RunActors run on, kept between runs (None: a new thread for each, as pykka does)

@@ -46,7 +46,7 @@ from actors.inbox import READY_S, Inbox, new_command, outcome_of
 from actors.launched import Launched as Launched  # its home is light: a CLI command sent to a server builds one
 from actors.orchestrator import Orchestrator
 from actors.run_tasks import TASK_ACTIONS, TaskCommandRefused
-from actors.runlog import follow, live_nodes, load, node_lease
+from actors.runlog import KnownRuns, follow, live_nodes, load, node_lease
 from actors.step_threads import StepThreads
 from actors.task_attempt import TaskEnv, task_env
 from actors.workspace.projects import ProjectBook
@@ -104,7 +104,7 @@ class Engine:
         clock: Clock | None = None,
         bus: FrameBus | None = None,
         tasks: TaskEnv | None = None,
-        open_runs: Callable[[], tuple[int, dict[str, int]] | None] | None = None,
+        open_runs: Callable[[], KnownRuns | None] | None = None,
     ) -> None:
         """``tasks`` sets how task runs run (DESIGN §12); by default from ``config.worktrees`` and the backend."""
         self.config = config or EngineConfig()

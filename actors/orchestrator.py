@@ -47,12 +47,15 @@ from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewher
 from actors.functions import missing_module
 from actors.run import RunActor
 from actors.runlog import (
+    KnownRuns,
+    ParkedRun,
     driven_elsewhere,
     live_nodes,
     load_many_with_owner,
     load_with_owner,
     load_with_owner_and_leases,
     node_lease,
+    parked_runs,
     route,
     unended_runs,
 )
@@ -60,7 +63,6 @@ from actors.scheduler import START_FREED, Admission, Phase, Scheduler
 from eventstore import StoreError
 from eventstore.leases import default_owner
 from flows.decide import decide, has_work
-from flows.events import RunLaunched
 from flows.state import RunState
 from flows.tasks.run import plan_view
 
@@ -241,38 +243,66 @@ class Orchestrator(pykka.ThreadingActor):
 
         Runs at start, and again whenever a node this process knew alive has
         lost its lease (its process is gone): its runs are then ours to finish.
+
+        A run the read tables show parked at an approval (``ReadModel.open_runs``: paused, nothing
+        of its own to do, no event after their checkpoint, no timer due yet) is registered from
+        them alone, as paused with its timer armed: its stream is read only when something
+        touches it (a command, its timer: ``_tell_run`` loads it), as Temporal loads a workflow
+        waiting on a signal. Every other unfinished run is read, decoded and folded here.
         """
         node = self.ctx.config.node
         live = self._live_nodes()
         now = self.ctx.clock.now()
-        found: list[tuple[str, RunState, RunLaunched, Phase]] = []
-        unended = [r for r in unended_runs(self.ctx.store, self._open_runs()) if r not in self.runs]
-        for run_id, state, _history, last_node in load_many_with_owner(self.ctx, unended):
-            if state.terminal or state.launched is None:
-                continue
-            if driven_elsewhere(state, last_node, node, live):
-                log.info("run %s is driven by %s; not recovering it", run_id, last_node)
-                continue
-            found.append((run_id, state, state.launched, _phase_found(state, now)))
+        known = self._open_runs()
+        touched: set[str] = set()
+        unended = [r for r in unended_runs(self.ctx.store, known, touched) if r not in self.runs]
+        parked = parked_runs(known)
+        lazy: dict[str, ParkedRun] = {}
+        for run_id in unended:
+            item = parked.get(run_id)
+            if item is not None and run_id not in touched and (item[2] is None or item[2] > now):
+                lazy[run_id] = item
+        loaded = {run_id: (state, state.launched) for run_id, state, _history, last_node
+                  in load_many_with_owner(self.ctx, [r for r in unended if r not in lazy])
+                  if not state.terminal and state.launched is not None
+                  and not self._elsewhere(run_id, state, last_node, node, live)}
+        # (run, flow, launched_at, phase, its state if read, its approval timer if parked from the tables)
+        found: list[tuple[str, str, float, Phase, RunState | None, float | None]] = []
+        for run_id in unended:  # in launch order
+            if run_id in lazy:
+                flow, launched_at, due = lazy[run_id]
+                found.append((run_id, flow, launched_at, Phase.PAUSED, None, due))
+            elif run_id in loaded:
+                state, launched = loaded[run_id]
+                assert launched is not None
+                found.append((run_id, launched.flow, state.launched_at, _phase_found(state, now), state, None))
         if self.cluster is not None:  # one transaction for them all; queued ones the cluster's queue admits
-            ours = self.cluster.adopt_many([(run_id, launched.flow, state.launched_at, phase.value)
-                                            for run_id, state, launched, phase in found])
+            ours = self.cluster.adopt_many([(run_id, flow, since, phase.value)
+                                            for run_id, flow, since, phase, _, _ in found])
             found = [item for item in found if item[0] in ours]
-        for run_id, state, launched, phase in found:
-            run = self._register(run_id, launched.flow, state.launched_at, phase)
-            if state.tasks is not None:  # a task run's plan entry carries its tasks (a paused one's actor sleeps)
-                self.scheduler.set_tasks(run_id, plan_view(state.tasks, 0))
+        for run_id, flow, since, phase, folded, due in found:
+            run = self._register(run_id, flow, since, phase)
+            if folded is not None and folded.tasks is not None:  # a task run's plan entry carries its tasks
+                self.scheduler.set_tasks(run_id, plan_view(folded.tasks, 0))
             if phase is Phase.ACTIVE:
                 self._tell_run(run, m.Recover(node))
             else:
-                self._arm_approval(run_id, decide(state, now).timer_at)
+                self._arm_approval(run_id, due if folded is None else decide(folded, now).timer_at)
         self._schedule()
         self._plan_changed()
 
-    def _open_runs(self) -> tuple[int, dict[str, int]] | None:
-        """``(position, {run: launch position})``: the runs not ended as the read tables last knew,
-        and the position the log must be read after to know the rest; None when they cannot say
-        (the whole log is read)."""
+    @staticmethod
+    def _elsewhere(run_id: str, state: RunState, last_node: str, node: str, live: set[str]) -> bool:
+        """Whether another live node drives the run (``driven_elsewhere``), logged when so."""
+        if driven_elsewhere(state, last_node, node, live):
+            log.info("run %s is driven by %s; not recovering it", run_id, last_node)
+            return True
+        return False
+
+    def _open_runs(self) -> KnownRuns | None:
+        """``(position, {run: launch position}, {run: ParkedRun})``: the runs not ended as the read
+        tables last knew, the position the log must be read after to know the rest, and the runs
+        parked at an approval; None when they cannot say (the whole log is read)."""
         if self.ctx.open_runs is None:
             return None
         try:
@@ -638,16 +668,19 @@ class Orchestrator(pykka.ThreadingActor):
     def _plan_changed(self, force: bool = False) -> None:
         """Publish what changed in the plan as one ``plan_delta`` frame (the work is the runs touched).
 
-        With nobody listening (an engine without a server) the changes are
-        left to gather in the scheduler and go out as one delta with the
-        next one published, or before the plan is read (``force``): the
-        deltas then still follow on from each other. A few thousand
-        gathered are taken anyway, so they never pile up.
+        With nobody listening (an engine without a server, or a server's start before its
+        app) the changes are left to gather in the scheduler, and consumed without building
+        a frame (``Scheduler.delta_unseen``) before the plan is read (``force``) or once a
+        few thousand gathered: the next delta carries every run they touched, and follows
+        on from the plan read. (A start that recovered 10,000 parked runs built a delta of
+        10,000 entries for nobody.)
         """
-        if not force and not len(self.ctx.bus) and self.scheduler.pending_changes() < PLAN_GATHER:
+        if not len(self.ctx.bus):
+            if force or self.scheduler.pending_changes() >= PLAN_GATHER:
+                self.scheduler.delta_unseen()  # nobody takes a frame: no entry is built
             return
         delta = self.scheduler.delta()
-        if delta is not None and len(self.ctx.bus):
+        if delta is not None:
             self.ctx.bus.publish({"type": "plan_delta", **delta})
 
     # -- plumbing ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Every event is decoded through ``flows.codec`` (upcasters included).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
@@ -186,23 +186,42 @@ def follow(
         subscription.close()
 
 
-def unended_runs(store: EventStore, known: tuple[int, dict[str, int]] | None = None) -> list[str]:
+ParkedRun = tuple[str, float, float | None]
+"""A run the read tables show waiting only for a person: ``(flow, launched_at, approval timer due or None)``."""
+
+KnownRuns = tuple[int, dict[str, int]] | tuple[int, dict[str, int], Mapping[str, ParkedRun]]
+"""What the read tables know of the open runs (``ReadModel.open_runs``): ``(position, {run: launch
+position})``, and perhaps ``{run: ParkedRun}`` of those parked at an approval."""
+
+
+def parked_runs(known: KnownRuns | None) -> Mapping[str, ParkedRun]:
+    """The runs parked at an approval that ``known`` names ({} when it names none)."""
+    if known is None or len(known) < 3:
+        return {}
+    return known[2]
+
+
+def unended_runs(store: EventStore, known: KnownRuns | None = None, touched: set[str] | None = None) -> list[str]:
     """The runs the log shows launched and not ended, in the order they were launched.
 
-    ``known`` = ``(position, {run: launch position})``, the runs not ended as
+    ``known`` = ``(position, {run: launch position}, ...)``, the runs not ended as
     of ``position`` (``ReadModel.open_runs``: the read tables), makes it read
     only the log after ``position``: its cost then follows the unfinished
-    runs, not the log.
+    runs, not the log. ``touched``, given with ``known``, gets the runs with any event after
+    ``position`` (the read tables do not know their latest state).
     """
     after, launched = (0, {}) if known is None else (known[0], dict(known[1]))
+    types = None if touched is not None and known is not None else ("RunLaunched", *TERMINAL_RUN_TYPES)
     ended: set[str] = set()
-    for rec in store.read_all(after=after, types=("RunLaunched", *TERMINAL_RUN_TYPES)):
+    for rec in store.read_all(after=after, types=types):
         run_id = run_id_of(rec.stream_id)
         if run_id is None:
             continue
+        if touched is not None:
+            touched.add(run_id)
         if rec.type == "RunLaunched":
             launched[run_id] = rec.position
-        else:
+        elif rec.type in TERMINAL_RUN_TYPES:
             ended.add(run_id)
     return sorted((r for r in launched if r not in ended), key=launched.__getitem__)
 

@@ -96,6 +96,9 @@ class _Entry:
         self.tasks: dict[str, Any] | None = None  # a task run's tasks, as its RunActor last told (set_tasks)
 
 
+_UNSEEN: dict[str, Any] = {"unseen": True}
+"""A run's last shown entry when no consumer saw it (``Scheduler.delta_unseen``): equal to no entry."""
+
 _RANK = {WaitReason.CAPACITY: 0, WaitReason.BLOCKED: 1, WaitReason.APPROVAL: 2}
 
 
@@ -116,7 +119,7 @@ class Scheduler:
         self._known = itertools.count()
         # The plan as last handed out by ``delta()``: run -> entry (without position), and what changed since.
         self.seq = 0
-        self._shown: dict[str, dict[str, Any]] = {}
+        self._shown: dict[str, dict[str, Any]] = {}  # what the last delta showed of each run (or _UNSEEN)
         self._dirty: set[str] = set()
         self._shown_counts: tuple[int, int] = (0, 0)  # runs in progress, slots in use (in waiting runs' details)
 
@@ -358,6 +361,26 @@ class Scheduler:
         self.seq += 1
         return {**self._header(), "seq": self.seq, "in_progress": in_progress, "planned_queued": planned,
                 "removed": removed}
+
+    def delta_unseen(self) -> None:
+        """What ``delta()`` does when nobody takes its frame, without making one: the changes are
+        consumed and ``seq`` moves on as if a delta went out, and the runs touched are marked unseen,
+        so the next delta that touches one of them carries it whatever it was (a consumer that
+        joins reads the whole plan first, at this ``seq`` or later). A start that recovered 10,000
+        parked runs built a delta of 10,000 entries for nobody.
+        """
+        counts = (len(self._active), self.slots_in_use())
+        moved = counts != self._shown_counts
+        if moved:
+            self._shown_counts = counts
+            self._dirty.update(self._queue)
+            self._dirty.update(r for r in self._waiting if r in self._active and self._blocked(r))
+        if not self._dirty and not moved:
+            return
+        for run_id in self._dirty:
+            self._shown[run_id] = _UNSEEN
+        self._dirty.clear()
+        self.seq += 1
 
     # -- inside ----------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ they wire the same parts the same way.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import logging
 import os
@@ -132,6 +133,20 @@ def load_registry(modules: Iterable[str], *, personas: str = "") -> FlowRegistry
     return registry
 
 
+_FROZEN = False
+
+
+def _freeze_once() -> None:
+    """Take what the process imported and opened before its first engine out of the collector's full
+    passes (``gc.freeze``), once: it lives as long as the process, and a start that registers many
+    runs set off full passes over it (10,000 parked runs: 50-90 ms of a start's recovery,
+    docs/PERFORMANCE.md, issue 15)."""
+    global _FROZEN
+    if not _FROZEN:
+        _FROZEN = True
+        gc.freeze()
+
+
 class Runtime:
     """One baton process: store, flows, engine, projector and read model.
 
@@ -186,6 +201,7 @@ class Runtime:
         from actors.engine import Engine
         from projections.queries import ReadModel
 
+        _freeze_once()
         s = self.settings
         backend = make_backend(
             s.agent,

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
 from eventstore.leases import Leases, dead_on_this_host, leases_table, store_errors
@@ -63,6 +64,11 @@ slots_table = sa.Table(
 )
 
 QUEUED, ACTIVE, PAUSED = "queued", "active", "paused"
+
+
+def _json(value: Any) -> str:
+    """A statement's rows or ids as one JSON text parameter (one value to send, not one per row)."""
+    return msgspec.json.encode(value).decode()
 
 
 def member_lease(node: str) -> str:
@@ -249,8 +255,8 @@ class ClusterTables:
             if not self._member(members):
                 return ours
             found = {r.item_id: r for r in conn.execute(sa.text(
-                "SELECT item_id, state, node FROM cluster_queue WHERE item_id = ANY(:ids) FOR UPDATE"),
-                {"ids": list(wanted)})}
+                "SELECT item_id, state, node FROM cluster_queue WHERE item_id IN "
+                "(SELECT json_array_elements_text(CAST(:ids AS json))) FOR UPDATE"), {"ids": _json(list(wanted))})}
             inserts, updates = [], []
             for item_id, label, since, state in wanted.values():
                 row = found.get(item_id)
@@ -264,12 +270,18 @@ class ClusterTables:
                     updates.append({"me": "" if state == QUEUED else self.node, "st": state, "n": now, "i": item_id})
                 if state != QUEUED:
                     ours.add(item_id)
+            # One statement each, the rows as one JSON text: 10,000 rows one by one (executemany) were most
+            # of a start's recovery of 10,000 parked runs on PostgreSQL (docs/PERFORMANCE.md, issue 15).
             if inserts:
-                conn.execute(sa.text("INSERT INTO cluster_queue (item_id, label, state, node, since, changed_at) "
-                                     "VALUES (:i, :l, :st, :me, :s, :n)"), inserts)
+                conn.execute(sa.text(
+                    "INSERT INTO cluster_queue (item_id, label, state, node, since, changed_at) "
+                    "SELECT i, l, st, me, s, n FROM json_to_recordset(CAST(:rows AS json)) "
+                    "AS u(i text, l text, st text, me text, s float8, n float8)"), {"rows": _json(inserts)})
             if updates:
-                conn.execute(sa.text("UPDATE cluster_queue SET node = :me, state = :st, changed_at = :n "
-                                     "WHERE item_id = :i"), updates)
+                conn.execute(sa.text(
+                    "UPDATE cluster_queue SET node = u.me, state = u.st, changed_at = u.n "
+                    "FROM json_to_recordset(CAST(:rows AS json)) AS u(i text, me text, st text, n float8) "
+                    "WHERE cluster_queue.item_id = u.i"), {"rows": _json(updates)})
             if any(insert["st"] == QUEUED for insert in inserts):
                 _notify(conn, "queue")
         return ours
@@ -344,7 +356,7 @@ class ClusterTables:
         with self.database.connect() as conn:
             rows = conn.execute(sa.text("SELECT item_id, label, state, node, since, changed_at FROM cluster_queue "
                                         "ORDER BY since, item_id")).all()
-        return [Item(r.item_id, r.label, r.state, r.node, r.since, r.changed_at) for r in rows]
+        return [Item(*r) for r in rows]  # the columns in Item's order
 
     # -- slots -------------------------------------------------------------------------------
 

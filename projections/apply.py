@@ -48,6 +48,7 @@ from flows.events import (
     TaskStarted,
 )
 from flows.status import (
+    RunStatus,
     StepStatus,
     run_ended,
     run_status,
@@ -56,7 +57,7 @@ from flows.status import (
     step_status_of,
     takes_run_event,
 )
-from flows.tasks.run import step_move
+from flows.tasks.run import is_task_run, step_move
 from projections.tables import STEP_FIELDS
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,49 @@ def apply(work: Workset, items: Iterable[tuple[str, Event, int, int]]) -> int:
 
 def finish_rows(rows: RunRows) -> None:
     """Derived columns of a run, computed once before its row is written."""
-    rows.run["steps_done"] = sum(1 for s in rows.steps.values() if step_ended(s["status"]))
+    run = rows.run
+    run["steps_done"] = sum(1 for s in rows.steps.values() if step_ended(s["status"]))
+    run["parked_until"] = parked_until(run, rows.steps) if run["status"] == _RUN_PAUSED else None
+
+
+_RUN_PAUSED, _PAUSED, _PENDING = RunStatus.PAUSED.value, StepStatus.PAUSED.value, StepStatus.PENDING.value
+_decode_waits = msgspec.json.Decoder(dict[str, list[str]]).decode
+
+
+def parked_until(run: Row, steps: dict[str, Row]) -> float | None:
+    """``flow_runs.parked_until`` of a paused run: its earliest approval timer (0: none) when it
+    only waits for a person, None when it may have work of its own (or is a task run).
+
+    What ``flows.decide.has_work`` says of the run, erring towards None: a step running, a retry
+    pending, or a pending step that is not sure to wait (no deps, trigger rule ``always``, or a dep
+    ended, which leaves it to the trigger rules) all make it None; the start then loads the run.
+    """
+    waits_text = run["waits"]
+    if not waits_text:
+        return None  # a task run
+    waits: dict[str, list[str]] | None = None
+    due = 0.0
+    for step_id, step in steps.items():
+        status = step["status"]
+        if status == _PAUSED:
+            at = step["due_at"]
+            if at and (not due or at < due):
+                due = at
+        elif status == _PENDING:
+            if step["retry_at"] is not None:
+                return None
+            if waits is None:
+                waits = _decode_waits(waits_text)
+            deps = waits.get(step_id)
+            if not deps:
+                return None
+            for dep in deps:
+                row = steps.get(dep)
+                if row is None or step_ended(row["status"]):
+                    return None
+        elif not step_ended(status):  # running
+            return None
+    return due
 
 
 # -- one function per event type ---------------------------------------------------------
@@ -178,6 +221,7 @@ _STEP_DEFAULTS.update({
     "decided_by": "",
     "comment": "",
     "anomalies": 0,
+    "due_at": 0.0,
 })
 
 
@@ -222,6 +266,9 @@ def _launched(work: Workset, run_id: str, e: RunLaunched, position: int) -> RunR
         "parent_run_id": e.parent_run_id,
         "parent_link": "subflow" if e.parent_run_id else "",
         "forked_from": e.parent_step,
+        "waits": "" if is_task_run(snap) else to_json(
+            {spec.id: list(spec.deps) for spec in snap.steps if spec.deps and spec.trigger_rule != "always"}),
+        "parked_until": None,
     }
     rows = work.runs[run_id] = RunRows(run, steps, new=True)
     return rows
@@ -347,6 +394,7 @@ def _step_paused(work: Workset, rows: RunRows, e: StepPaused, position: int) -> 
     row["status"] = step_status_of(e)
     row["prompt_position"] = position
     row["started_at"] = e.at
+    row["due_at"] = e.due_at
     rows.run["status"] = _run_status(rows, row)
     return True
 
@@ -358,7 +406,7 @@ def _step_resumed(work: Workset, rows: RunRows, e: StepResumed, position: int) -
     # As in evolve: the approver's comment is the gate's output ($gate.output).
     row.update(
         status=step_status_of(e),
-        output_position=position, comment=e.comment, decided_by=e.decided_by, ended_at=e.at,
+        output_position=position, comment=e.comment, decided_by=e.decided_by, ended_at=e.at, due_at=0.0,
     )
     rows.run["status"] = _run_status(rows, row)
     return True

@@ -35,7 +35,7 @@ from sqlalchemy.schema import CreateTable
 # they were built when it was projected, and a resume sends those bytes as they are.
 # tests/unit/test_frames.py::test_the_kept_frames_fingerprint_names_the_projection_version fails
 # when the frames' shape changes and this stays.
-PROJECTION_VERSION = 8
+PROJECTION_VERSION = 9
 
 metadata = sa.MetaData()
 
@@ -88,6 +88,15 @@ flow_runs = sa.Table(
     sa.Column("parent_run_id", sa.Text, nullable=False),
     sa.Column("parent_link", sa.Text, nullable=False),
     sa.Column("forked_from", sa.Text, nullable=False),
+    # What a start needs to park a run waiting for a person without reading its stream (DESIGN §4,
+    # ``ReadModel.open_runs``). ``waits``: JSON {step: its deps} of the steps that surely wait while
+    # none of their deps has ended (deps, and a trigger rule other than ``always``), as the launch
+    # pinned them; "" for a task run (its scheduling is the coordinator's: never parked from the rows).
+    sa.Column("waits", sa.Text, nullable=False),
+    # Set while the run only waits for a person: paused, no step running or retrying, every pending
+    # step one of ``waits`` with none of its deps ended. The earliest approval timer then (0: none);
+    # NULL for any other run.
+    sa.Column("parked_until", _Float),
     # The list query: newest first (run ids are ULIDs), optionally filtered.
     sa.Index("flow_runs_status_idx", "status", "run_id"),
     sa.Index("flow_runs_project_idx", "project_id", "run_id"),
@@ -121,6 +130,7 @@ STEP_FIELDS: tuple[str, ...] = (
     "comment",
     "anomalies",
     "last_position",
+    "due_at",  # a paused approval's timer falls due then (0: none); not shown by the API
 )
 """What a step row holds, in the order of the arrays in ``flow_steps.steps``."""
 

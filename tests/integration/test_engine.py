@@ -374,8 +374,8 @@ def test_recovery_reads_the_open_runs_from_the_read_tables_and_only_the_log_afte
             after = engine.launch("gated", "q").run_id
             engine.wait(after, {"paused"})
         reads = ReadModel(store.database)
-        position, open_runs = reads.open_runs()
-        assert position == checkpoint and set(open_runs) == {before}
+        position, open_runs, parked = reads.open_runs()
+        assert position == checkpoint and set(open_runs) == {before} and set(parked) == {before}
         scans = []
         read_all = store.read_all
 

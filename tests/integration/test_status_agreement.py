@@ -15,6 +15,7 @@ read rows, and a consumer of ``projections.frames`` folds the frames
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 import pytest
 
@@ -168,3 +169,31 @@ def test_a_wait_on_a_run_driven_here_returns_the_logs_own_fold(driven):
     for state in waited:
         records = store.read_stream(stream_of(state.run_id))
         assert fold_records(records[: state.version], state.run_id)[0] == state, (state.run_id, state.version)
+
+
+def test_a_run_the_rows_show_parked_has_nothing_to_do_but_wait_for_a_person(driven):
+    """``flow_runs.parked_until`` (what a start parks a run by without reading its stream) is never set
+    on a run the fold says has work of its own, after any event; its timer is the fold's. It errs
+    towards unset, but is set at a plain waiting approval, and not beside a pending retry."""
+    from flows.decide import decide, has_work
+    from projections.apply import Workset, apply, parked_until
+
+    store, runs, _, _ = driven
+    seen = Counter()
+    for run_id in runs:
+        records = store.read_stream(stream_of(run_id))
+        work = Workset()
+        for version, rec in enumerate(records, 1):
+            apply(work, [(run_id, decode(rec), rec.position, rec.version)])
+            rows = work.runs[run_id]
+            if rows.run["status"] != RunStatus.PAUSED:
+                continue
+            until = parked_until(rows.run, rows.steps)
+            state = fold_records(records[:version], run_id)[0]
+            now = until - 0.001 if until else rec.data.get("at", 0.0) + 1e6
+            where = f"run {run_id} ({state.launched.flow}) after event {version} ({rec.type})"
+            seen[until is not None] += 1
+            if until is not None:
+                assert state.status == RunStatus.PAUSED and not has_work(state, now), where
+                assert decide(state, now).timer_at == (until or None), where
+    assert seen[True] and seen[False], seen

@@ -81,6 +81,7 @@ class Driver:
         self._ids = (f"r{i:03d}" for i in itertools.count())
         self._steps = (f"s{i}" for i in itertools.count())
         self._tick = itertools.count()
+        self._checks = itertools.count()
 
     # -- the record ----------------------------------------------------------------------------
 
@@ -291,6 +292,10 @@ class Driver:
         self.check_plan()
 
     def check_plan(self) -> None:
+        if next(self._checks) % 4 == 3:  # nobody listened meanwhile: no delta built; a consumer joins now
+            self.sched.delta_unseen()
+            assert self.sched.delta() is None
+            self.replica = self.sched.plan()  # it reads the whole plan, then applies the deltas after it
         delta = self.sched.delta()
         if delta is not None:
             assert delta["seq"] == self.replica["seq"] + 1
