@@ -253,9 +253,11 @@ def test_a_launch_followed_through_a_server_waits_for_it_to_come_back_after_a_ki
             second.tokens = first.tokens
             with second:
                 open(release, "w").close()
-                out, _ = cli.communicate(timeout=60)
-                assert cli.returncode == 0 and f"run {run_id} completed" in out, out
-                assert f"the baton server at {first.url} is back; following run {run_id}" in err.get(timeout=5)
+                out = cli.stdout.read()  # not communicate(): the thread above reads stderr
+                assert cli.wait(60) == 0 and f"run {run_id} completed" in out, out
+                back, lines = f"the baton server at {first.url} is back; following run {run_id}", []
+                while not any(back in line for line in lines):  # said on stderr before the end
+                    lines.append(err.get(timeout=5))
                 types = [e.type for e in b.events(run_id)]
                 assert types.count("RunRecovered") == 1 and types[-1] == "RunCompleted", types
         finally:

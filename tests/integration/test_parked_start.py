@@ -58,12 +58,12 @@ def project(store) -> None:
 
 
 class StreamReads:
-    """Counts the run streams read through the store (``read_stream`` and ``read_streams``)."""
+    """Counts the run streams read through the store (``read_stream``, ``read_streams``, ``read_stream_and``)."""
 
     def __init__(self, store) -> None:
         self.store = store
         self.read: Counter[str] = Counter()
-        one, many = store.read_stream, store.read_streams
+        one, many, one_and = store.read_stream, store.read_streams, store.read_stream_and
 
         def read_stream(stream_id, after_version=0):
             self.read[stream_id] += 1
@@ -73,13 +73,17 @@ class StreamReads:
             self.read.update(stream_ids)
             return many(stream_ids)
 
-        store.read_stream, store.read_streams = read_stream, read_streams
+        def read_stream_and(stream_id, sql, params=()):
+            self.read[stream_id] += 1
+            return one_and(stream_id, sql, params)
+
+        store.read_stream, store.read_streams, store.read_stream_and = read_stream, read_streams, read_stream_and
 
     def of(self, run_ids) -> dict[str, int]:
         return {run_id: self.read[stream_of(run_id)] for run_id in run_ids if self.read[stream_of(run_id)]}
 
     def close(self) -> None:
-        del self.store.read_stream, self.store.read_streams
+        del self.store.read_stream, self.store.read_streams, self.store.read_stream_and
 
 
 def parked(store, flow: str, n: int, clock: ManualClock | None = None) -> list[str]:
