@@ -241,7 +241,9 @@ class Stores:
 
     def golden(self, kind: str, n: int) -> str:
         """The cached store's URL (made now if missing)."""
-        name = f"{self.prefix}_{kind}_{label(n).lower()}_g{GEN}"
+        from projections.tables import PROJECTION_VERSION  # read tables of another version: another store
+
+        name = f"{self.prefix}_{kind}_{label(n).lower()}_g{GEN}_p{PROJECTION_VERSION}"
         if self.backend == "sqlite":
             path = self.cache / f"{name}.db"
             if not path.exists():
