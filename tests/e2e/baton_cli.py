@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from eventstore import open_store
 
@@ -57,10 +58,10 @@ class Baton:
                               capture_output=True, text=True, timeout=timeout)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
-    def popen(self, *args: str) -> subprocess.Popen:
-        """A command left running (``tail``)."""
+    def popen(self, *args: str, preexec_fn: Any = None) -> subprocess.Popen:
+        """A command left running (``tail``); ``preexec_fn`` runs in the child before baton starts."""
         return subprocess.Popen([str(BATON), *args], cwd=self.cwd, env=clean_env(BATON_DB=self.url),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
 
     def ok(self, *args: str, **kw: str) -> Result:
         """Run a command that must succeed."""
