@@ -333,12 +333,7 @@ class Scheduler:
         runs when the counts their details quote moved; never every run
         (runs awaiting a person are not looked at). ``apply_delta`` applies one.
         """
-        counts = (len(self._active), self.slots_in_use())
-        moved = counts != self._shown_counts
-        if moved:
-            self._shown_counts = counts
-            self._dirty.update(self._queue)
-            self._dirty.update(r for r in self._waiting if r in self._active and self._blocked(r))
+        moved = self._counts_moved()
         if not self._dirty and not moved:
             return None
         in_progress: list[dict[str, Any]] = []
@@ -362,6 +357,17 @@ class Scheduler:
         return {**self._header(), "seq": self.seq, "in_progress": in_progress, "planned_queued": planned,
                 "removed": removed}
 
+    def _counts_moved(self) -> bool:
+        """Whether the counts the details quote moved since the last delta; if so, the queued and
+        blocked runs (whose details quote them) join the runs touched."""
+        counts = (len(self._active), self.slots_in_use())
+        if counts == self._shown_counts:
+            return False
+        self._shown_counts = counts
+        self._dirty.update(self._queue)
+        self._dirty.update(r for r in self._waiting if r in self._active and self._blocked(r))
+        return True
+
     def delta_unseen(self) -> None:
         """What ``delta()`` does when nobody takes its frame, without making one: the changes are
         consumed and ``seq`` moves on as if a delta went out, and the runs touched are marked unseen,
@@ -369,12 +375,7 @@ class Scheduler:
         joins reads the whole plan first, at this ``seq`` or later). A start that recovered 10,000
         parked runs built a delta of 10,000 entries for nobody.
         """
-        counts = (len(self._active), self.slots_in_use())
-        moved = counts != self._shown_counts
-        if moved:
-            self._shown_counts = counts
-            self._dirty.update(self._queue)
-            self._dirty.update(r for r in self._waiting if r in self._active and self._blocked(r))
+        moved = self._counts_moved()
         if not self._dirty and not moved:
             return
         for run_id in self._dirty:
