@@ -344,7 +344,9 @@ def test_cancel_then_cancel_again_is_409(client, runtime):
 
 
 def test_cancel_twice_at_once_one_wins(client, runtime):
-    run_id = launch(client, "api-chain")["run_id"]
+    # A run that waits for a person: a chain on the offline model can end before either cancel lands.
+    run_id = launch(client)["run_id"]
+    paused(runtime, run_id)
     url = f"/api/runs/{run_id}/cancel"
     with ThreadPoolExecutor(2) as pool:
         answers = [r for r in pool.map(lambda _: client.post(url, json={"reason": "changed my mind"}), range(2))]

@@ -40,7 +40,16 @@ from flows.tasks.reconcile import (
 )
 
 RUN, DIR = "R", "/w/R"
-SHAS = [f"{n:040x}" for n in range(1, 13)]
+SHAS = [f"{n:040x}" for n in range(1, 17)]
+BASES = SHAS[:4]  # integration commits a task may fork from: shared
+
+
+def own(task_id: str) -> list[str]:
+    """The commits only task ``task_id`` makes (``--no-ff`` merges and forks from merge commits
+    mean no other task's branch ever points at one; a model that let them would see the remerge
+    of one task "merge" another that shares its head)."""
+    i = int(task_id[1:])
+    return SHAS[4 + 2 * i:6 + 2 * i]
 
 
 @st.composite
@@ -52,13 +61,14 @@ def states(draw: st.DrawFn) -> tuple[LoggedRun, GitInventory]:
         phase = draw(st.sampled_from(list(Phase))) if status is TaskStatus.INPROGRESS else None
         # As the lifecycle allows: merged once done, in cleanup, or aborted after its merge.
         can_merge = status is TaskStatus.ABORTED or phase is Phase.CLEANUP
-        merged = draw(st.sampled_from(SHAS)) if status is TaskStatus.DONE or (can_merge and draw(st.booleans())) else ""
-        base = draw(st.sampled_from(SHAS))
+        mine = own(f"t{i}")
+        merged = draw(st.sampled_from(mine)) if status is TaskStatus.DONE or (can_merge and draw(st.booleans())) else ""
+        base = draw(st.sampled_from(BASES))
         tasks.append(LoggedTask(
             task_id=f"t{i}", status=status, phase=phase,
             worktree_created=draw(st.booleans()), worktree_removed=draw(st.booleans()),
             branch_created=draw(st.booleans()), branch_deleted=draw(st.booleans()),
-            branch_head=draw(st.sampled_from([base, *SHAS])), base=base, merged_head=merged))
+            branch_head=draw(st.sampled_from([base, *mine])), base=base, merged_head=merged))
     created = draw(st.booleans())
     log = LoggedRun(run_id=RUN, run_dir=DIR, active=draw(st.booleans()), integration_created=created,
                     integration_head=draw(st.sampled_from(["", *SHAS])) if created else "", tasks=tuple(tasks))
@@ -67,7 +77,9 @@ def states(draw: st.DrawFn) -> tuple[LoggedRun, GitInventory]:
     worktrees = tuple(WorktreeInfo(path=p, head=draw(st.sampled_from(SHAS)), prunable=draw(st.integers(0, 5)) == 0)
                       for p in draw(st.lists(st.sampled_from(wt_paths), unique=True)))
     names = [integration_branch(RUN), *(task_branch(RUN, t) for t in ids)]
-    branches = {b: draw(st.sampled_from(SHAS)) for b in draw(st.lists(st.sampled_from(names), unique=True))}
+    # A task branch points at a base or at that task's own commits; the integration branch anywhere.
+    branches = {b: draw(st.sampled_from(SHAS if b == integration_branch(RUN) else [*BASES, *own(b.rsplit("/", 1)[1])]))
+                for b in draw(st.lists(st.sampled_from(names), unique=True))}
     existing = frozenset(draw(st.lists(st.sampled_from(SHAS), unique=True)))
     contained = frozenset(s for s in existing if draw(st.booleans()))
     merges = {s: "m" + s[1:] for s in contained if draw(st.booleans())}
