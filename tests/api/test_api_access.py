@@ -276,7 +276,7 @@ def test_a_configured_origin_may_call_with_a_token(client, tokens):
 def test_a_body_that_is_not_json_is_415_and_launches_nothing(client, runtime, tokens):
     """Before: a text/plain POST from a foreign page (no preflight needed) launched a run."""
     head = quiet(runtime)
-    body = b'{"flow": "api-chain", "question": "csrf"}'
+    body = b'{"flow": "api-gate", "question": "csrf"}'  # waits for a person: still open when cancelled
     for headers in ({"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"},
                     {"Content-Type": "multipart/form-data; boundary=x"}, {}):
         problem = problem_of(client.post("/api/runs", content=body, headers={**headers, **bearer(tokens["admin"])}),
@@ -287,6 +287,7 @@ def test_a_body_that_is_not_json_is_415_and_launches_nothing(client, runtime, to
                                                          **bearer(tokens["operator"])})
     assert r.status_code == 201
     run_id = r.json()["run_id"]
+    paused(runtime, run_id)
     assert client.post(f"/api/runs/{run_id}/cancel", headers=bearer(tokens["operator"])).status_code == 200  # no body
 
 
