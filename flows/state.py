@@ -203,6 +203,16 @@ def _with_step(state: RunState, position: int, step_id: str, step: StepState, de
     return new
 
 
+def at_position(state: RunState, position: int) -> RunState:
+    """The state with its events' last position set (what a commit tells), its counts kept: a step
+    moved by nothing needs no count over every step again."""
+    new = replace(state, position=position)
+    counts = getattr(state, _COUNTS, None)
+    if counts is not None:
+        new.__dict__[_COUNTS] = counts
+    return new
+
+
 def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
     """The state after ``event`` (recorded at ``position``, 0 when unknown).
 
