@@ -81,7 +81,12 @@ def _condition(expr: str) -> conditions.Condition:
 
 
 def _on_reject_of(snapshot: FlowSnapshot) -> dict[str, frozenset[str]]:
-    return {s.id: frozenset(s.on_reject) for s in snapshot.steps if s.on_reject}
+    """Each approval's on_reject steps, kept in the snapshot's ``__dict__`` (asked at every decision)."""
+    found: dict[str, frozenset[str]] | None = snapshot.__dict__.get("_on_reject_of")
+    if found is None:
+        found = snapshot.__dict__["_on_reject_of"] = {s.id: frozenset(s.on_reject) for s in snapshot.steps
+                                                      if s.on_reject}
+    return found
 
 
 def _resolver(state: RunState) -> Callable[[template.Ref], tuple[Any, bool]]:
@@ -131,8 +136,14 @@ def decide(state: RunState, now: float) -> Decision:
             if st.not_before and now < st.not_before:
                 wake_at = st.not_before if wake_at is None else min(wake_at, st.not_before)
                 continue
-            if spec.deps and spec.trigger_rule != "always" and not any(state.steps[d].terminal for d in spec.deps):
-                continue  # every rule but `always` waits while no dep has ended (the common case, made cheap)
+            if spec.deps and spec.trigger_rule != "always":
+                # Every rule but `always` waits while no dep has ended (the common case, made cheap: a loop,
+                # not a generator per pending step and decision).
+                for dep in spec.deps:
+                    if state.steps[dep].status in STEP_TERMINAL:
+                        break
+                else:
+                    continue
             verdict = rules.evaluate(spec.trigger_rule, rules.tally(spec, state.steps, on_reject_of))
             if verdict.verdict == "wait":
                 continue

@@ -43,19 +43,21 @@ from flows.model import FlowSnapshot, StepSpec
 from flows.status import (
     NOT_LAUNCHED,
     Counts,
+    WITH_OUTPUT,
     StepStatus,
-    has_output,
     run_ended,
     run_status_counted,
     run_status_of,
     step_counts,
     step_ended,
     step_status_of,
-    succeeded,
     takes_run_event,
 )
 from flows.tasks import lifecycle as task_lifecycle
 from flows.tasks import run as task_run
+
+
+_SUCCEEDED = StepStatus.COMPLETED.value  # flows.status.succeeded, for the passes over every step
 
 
 class StepState(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,11 +144,11 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     def outputs(self) -> dict[str, str]:
         """What ``$step.output`` sees: the text of every completed step, and the
         approver's comment of a rejected approval (so on_reject steps can quote it)."""
-        return {sid: s.output for sid, s in self.steps.items() if has_output(s.status)}
+        return {sid: s.output for sid, s in self.steps.items() if s.status in WITH_OUTPUT}  # has_output
 
     def fields(self) -> dict[str, dict[str, Any]]:
         """Frontmatter fields of every completed step."""
-        return {sid: s.fields for sid, s in self.steps.items() if succeeded(s.status)}
+        return {sid: s.fields for sid, s in self.steps.items() if s.status == _SUCCEEDED}
 
     def running(self) -> list[str]:
         """Steps with an attempt under way."""

@@ -219,10 +219,14 @@ def takes_run_event(current: str) -> bool:
 # -- what a step's status means for the steps after it and for the run's outcome ---------------
 
 
+WITH_OUTPUT: frozenset[str] = frozenset({_COMPLETED, _REJECTED})
+"""The statuses of :func:`has_output`, for a pass over every step (a set costs no call per step)."""
+
+
 def has_output(status: str) -> bool:
     """Whether ``$step.output`` of a step in this status is its text: completed, or a rejected
     approval (its output is the approver's comment, so on_reject steps can quote it)."""
-    return status == _COMPLETED or status == _REJECTED
+    return status in WITH_OUTPUT
 
 
 def succeeded(status: str) -> bool:
