@@ -42,8 +42,8 @@ from flows.events import (
 from flows.model import FlowSnapshot, StepSpec
 from flows.status import (
     NOT_LAUNCHED,
-    Counts,
     WITH_OUTPUT,
+    Counts,
     StepStatus,
     run_ended,
     run_status_counted,
@@ -55,7 +55,6 @@ from flows.status import (
 )
 from flows.tasks import lifecycle as task_lifecycle
 from flows.tasks import run as task_run
-
 
 _SUCCEEDED = StepStatus.COMPLETED.value  # flows.status.succeeded, for the passes over every step
 
