@@ -50,7 +50,7 @@ from flows.events import (
 )
 from flows.kinds import StepKind, kind_rules
 from flows.redact import redactor
-from flows.state import RunState, evolve
+from flows.state import RunState, at_position, evolve
 from flows.status import RunStatus, StepStatus
 from flows.text import UnstorableText
 
@@ -518,7 +518,7 @@ class RunActor(pykka.ThreadingActor):
         self.recorded_version = recorded[-1].version if recorded else self.recorded_version
         self.history.extend((rec.position, ev) for rec, ev in zip(recorded, batch))
         if recorded:
-            self.state = _with_position(self.state, recorded[-1].position)
+            self.state = at_position(self.state, recorded[-1].position)
             if self.state.version == self.recorded_version:  # what is recorded, nothing staged after it
                 self.ctx.watch.publish(self.run_id, self, self.state)
         for event in batch:
@@ -708,10 +708,6 @@ class RunActor(pykka.ThreadingActor):
 ITEM_SLOT = "#"  # a map item's slot id: "<step>#<index>" (no step id holds a "#")
 
 _FROM_ORCHESTRATOR = (m.Launch, m.Begin, m.Recover, m.Resume, m.Cancel, m.SlotsGranted, m.TaskCommand)
-
-
-def _with_position(state: RunState, position: int) -> RunState:
-    return replace(state, position=position)
 
 
 def _resolve(reply: Future[Any] | None, value: Any) -> None:

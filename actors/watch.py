@@ -24,12 +24,15 @@ from flows.state import RunState
 
 
 class _Waiter:
-    __slots__ = ("event", "state", "statuses")
+    __slots__ = ("event", "gone", "state", "statuses")
 
     def __init__(self, statuses: frozenset[str] | None) -> None:
         self.statuses = statuses  # wake only for these statuses (None: on every publication)
         self.event = threading.Event()
-        self.state: RunState | None = None  # the latest state published for it; None once the actor is gone
+        self.state: RunState | None = None  # the latest state published for it, not yet taken
+        # The actor stopped. What it published before is still taken first: a run's last commit and its
+        # actor's stop come moments apart, often before the waiter's thread wakes for the commit.
+        self.gone = False
 
 
 class RunWatch:
@@ -57,7 +60,7 @@ class RunWatch:
                 return
             del self._states[run_id]
             for waiter in self._waiters.pop(run_id, ()):
-                waiter.state = None
+                waiter.gone = True
                 waiter.event.set()
 
     def wait(self, run_id: str, until: Callable[[RunState], bool], statuses: frozenset[str] | None,
@@ -77,15 +80,17 @@ class RunWatch:
             self._waiters.setdefault(run_id, []).append(waiter)
         try:
             while not until(state):
+                with self._lock:
+                    waiter.event.clear()
+                    latest, waiter.state = waiter.state, None
+                if latest is not None:  # asked first, even when the actor has stopped since
+                    state = latest
+                    continue
+                if waiter.gone:
+                    return None
                 left = deadline - time.monotonic()
                 if left <= 0 or not waiter.event.wait(left):
                     raise RunNotSettled(run_id, state, timeout)
-                with self._lock:
-                    waiter.event.clear()
-                    latest = waiter.state
-                if latest is None:
-                    return None
-                state = latest
             return state
         finally:
             with self._lock:

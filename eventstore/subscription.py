@@ -47,6 +47,7 @@ class WakeupHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # subscriptions of the whole log
+        self._log_waiters = 0  # how many wait on it now: a commit notifies nobody for nothing (a Python call)
         # stream -> the conditions its subscriptions wait on now (only streams waited on)
         self._streams: dict[str, list[threading.Condition]] = {}
         self.head = 0
@@ -71,7 +72,8 @@ class WakeupHub:
             if everyone:
                 self._notify_all()
                 return
-            self._cond.notify_all()
+            if self._log_waiters:
+                self._cond.notify_all()
             streams = self._streams
             if streams:
                 for stream in {row[1] for row in rows}:
@@ -127,7 +129,11 @@ class WakeupHub:
 
         with self._lock:
             if stream is None:
-                self._cond.wait_for(moved, timeout)
+                self._log_waiters += 1
+                try:
+                    self._cond.wait_for(moved, timeout)
+                finally:
+                    self._log_waiters -= 1
                 return
             stream_id, cond = stream
             waiting = self._streams.setdefault(stream_id, [])

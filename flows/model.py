@@ -81,8 +81,13 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     source: str = ""  # a task's file, for messages that name it
 
 
-class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """The graph a run was launched with, band already applied."""
+class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, dict=True):
+    """The graph a run was launched with, band already applied.
+
+    Its steps by id are kept in the instance's ``__dict__`` once first asked
+    for (``step``: several times per step of a run); msgspec neither encodes,
+    compares nor copies that dict.
+    """
 
     name: str
     category: str = ""
@@ -93,10 +98,13 @@ class FlowSnapshot(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
     def step(self, step_id: str) -> StepSpec:
         """The step named ``step_id``; KeyError if the graph has none."""
-        for spec in self.steps:
-            if spec.id == step_id:
-                return spec
-        raise KeyError(step_id)
+        by_id: dict[str, StepSpec] | None = self.__dict__.get("_by_id")
+        if by_id is None:  # the first of a repeated id wins, as a pass in order would find it
+            by_id = self.__dict__["_by_id"] = {spec.id: spec for spec in reversed(self.steps)}
+        try:
+            return by_id[step_id]
+        except KeyError:
+            raise KeyError(step_id) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,20 +42,21 @@ from flows.events import (
 from flows.model import FlowSnapshot, StepSpec
 from flows.status import (
     NOT_LAUNCHED,
+    WITH_OUTPUT,
     Counts,
     StepStatus,
-    has_output,
     run_ended,
     run_status_counted,
     run_status_of,
     step_counts,
     step_ended,
     step_status_of,
-    succeeded,
     takes_run_event,
 )
 from flows.tasks import lifecycle as task_lifecycle
 from flows.tasks import run as task_run
+
+_SUCCEEDED = StepStatus.COMPLETED.value  # flows.status.succeeded, for the passes over every step
 
 
 class StepState(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,11 +143,11 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     def outputs(self) -> dict[str, str]:
         """What ``$step.output`` sees: the text of every completed step, and the
         approver's comment of a rejected approval (so on_reject steps can quote it)."""
-        return {sid: s.output for sid, s in self.steps.items() if has_output(s.status)}
+        return {sid: s.output for sid, s in self.steps.items() if s.status in WITH_OUTPUT}  # has_output
 
     def fields(self) -> dict[str, dict[str, Any]]:
         """Frontmatter fields of every completed step."""
-        return {sid: s.fields for sid, s in self.steps.items() if succeeded(s.status)}
+        return {sid: s.fields for sid, s in self.steps.items() if s.status == _SUCCEEDED}
 
     def running(self) -> list[str]:
         """Steps with an attempt under way."""
@@ -200,6 +201,16 @@ def _with_step(state: RunState, position: int, step_id: str, step: StepState, de
     status = run_status_counted(state.status, *counts) if decides else state.status
     new = replace(state, steps=steps, status=status, version=state.version + 1, position=position)
     new.__dict__[_COUNTS] = counts
+    return new
+
+
+def at_position(state: RunState, position: int) -> RunState:
+    """The state with its events' last position set (what a commit tells), its counts kept: a step
+    moved by nothing needs no count over every step again."""
+    new = replace(state, position=position)
+    counts = getattr(state, _COUNTS, None)
+    if counts is not None:
+        new.__dict__[_COUNTS] = counts
     return new
 
 

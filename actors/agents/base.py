@@ -85,18 +85,23 @@ class CancelToken:
     def __init__(self) -> None:
         """Create a token that is not cancelled."""
         self._lock = threading.Lock()
-        self._event = threading.Event()
+        self._cancelled = False
+        # Made by the first ``wait``: one token per attempt, and most attempts are never waited on
+        # (an Event is a Condition and two locks more per step).
+        self._event: threading.Event | None = None
         self._callbacks: dict[int, Callable[[], None]] = {}
         self._next_id = 0
 
     def cancel(self) -> None:
         """Cancel; run every registered callback once (later calls do nothing)."""
         with self._lock:
-            if self._event.is_set():
+            if self._cancelled:
                 return
             # The flag is set before any callback runs, so code that registers
             # a resource after checking `cancelled` can never miss the cancel.
-            self._event.set()
+            self._cancelled = True
+            if self._event is not None:
+                self._event.set()
             callbacks = list(self._callbacks.values())
             self._callbacks.clear()
         for fn in callbacks:
@@ -105,7 +110,7 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         """True once ``cancel()`` was called."""
-        return self._event.is_set()
+        return self._cancelled
 
     def on_cancel(self, fn: Callable[[], None]) -> Callable[[], None]:
         """Register ``fn`` to run on cancel; return a function that unregisters it.
@@ -113,7 +118,7 @@ class CancelToken:
         If the token is already cancelled, ``fn`` runs at once (in this thread).
         """
         with self._lock:
-            if not self._event.is_set():
+            if not self._cancelled:
                 key = self._next_id
                 self._next_id += 1
                 self._callbacks[key] = fn
@@ -128,7 +133,13 @@ class CancelToken:
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds; True if cancelled within it."""
-        return self._event.wait(timeout)
+        with self._lock:
+            if self._event is None:
+                self._event = threading.Event()
+                if self._cancelled:
+                    self._event.set()
+            event = self._event
+        return event.wait(timeout)
 
 
 def _run_callback(fn: Callable[[], None]) -> None:

@@ -90,6 +90,22 @@ class TestEventStoreContract:
                                          '{"amount":5,"currency":"EUR"}', "{}", second.recorded_at)
         assert store.head() == second.position
 
+    def test_new_event_ids_are_uuids_that_begin_with_the_time_they_were_made(self, store):
+        """Version 7 (the milliseconds first): a commit's ids go to the end of the event-id index, not anywhere."""
+        import time
+        import uuid
+
+        from eventstore.store import new_event_id
+
+        before = time.time_ns() // 1_000_000
+        made = [uuid.UUID(new_event_id()) for _ in range(100)]
+        after = time.time_ns() // 1_000_000
+        assert {u.version for u in made} == {7} and len(set(made)) == 100
+        stamps = [u.int >> 80 for u in made]
+        assert before <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after
+        recorded = store.append("run-ids", [NewEvent("Note", {"n": n}) for n in range(3)], expected_version=0)
+        assert {uuid.UUID(r.id).version for r in recorded} == {7}
+
     def test_reads_match_what_append_returned(self, store):
         a = store.append("run-a", notes(1, 2), expected_version=0)
         b = store.append("run-b", notes(3), expected_version=0)

@@ -134,3 +134,47 @@ def test_a_wait_on_a_run_driven_here_gives_up_after_its_timeout_with_the_state_i
         release.set()
         engine.stop()
         store.close()
+
+
+def test_a_wait_takes_the_last_state_its_run_actor_published_even_when_the_actor_stopped_first():
+    """A run's last commit and its actor's stop come moments apart, often before the waiting thread wakes:
+    the wait returns the ended state it was published, instead of going back to the store for it."""
+    from actors.watch import RunWatch
+
+    watch, owner, run_id = RunWatch(), object(), "01WATCH0000000000000000000"
+    running, ended = RunState(run_id=run_id, status="running"), RunState(run_id=run_id, status="completed")
+    watch.publish(run_id, owner, running)
+    asked = threading.Event()
+    stopped = threading.Event()
+
+    def until(state: RunState) -> bool:
+        if state is running:  # the waiter is registered: the run ends and its actor stops before it sleeps
+            asked.set()
+            assert stopped.wait(WAIT)
+        return state.status == "completed"
+
+    got: list[RunState | None] = []
+    waiter = threading.Thread(target=lambda: got.append(
+        watch.wait(run_id, until, None, time.monotonic() + WAIT, WAIT)))
+    waiter.start()
+    assert asked.wait(WAIT)
+    watch.publish(run_id, owner, ended)
+    watch.gone(run_id, owner)
+    stopped.set()
+    waiter.join(WAIT)
+    assert got == [ended]
+
+
+def test_a_wait_goes_back_to_the_store_when_the_actor_stopped_without_publishing_what_it_waits_for():
+    from actors.watch import RunWatch
+
+    watch, owner, run_id = RunWatch(), object(), "01WATCH0000000000000000001"
+    watch.publish(run_id, owner, RunState(run_id=run_id, status="running"))
+    got: list[RunState | None] = []
+    waiter = threading.Thread(target=lambda: got.append(
+        watch.wait(run_id, lambda s: s.status == "completed", None, time.monotonic() + WAIT, WAIT)))
+    waiter.start()
+    watch.publish(run_id, owner, RunState(run_id=run_id, status="paused"))
+    watch.gone(run_id, owner)
+    waiter.join(WAIT)
+    assert got == [None]

@@ -55,7 +55,7 @@ from flows.events import (
     TaskStarted,
 )
 from flows.model import FlowSnapshot
-from flows.state import RunState, evolve, fold, status_counts
+from flows.state import RunState, at_position, evolve, fold, status_counts
 from flows.state import run_status as fold_run_status
 from flows.status import NOT_LAUNCHED, RUN_STATUSES, StepStatus, run_status, run_status_counted, step_counts
 from flows.tasks import load_task_graph
@@ -86,6 +86,8 @@ def check(events: list[Event]) -> RunState:
         before = state
         state = evolve(state, event, n)
         assert status_counts(state) == counted(state), (n, event)
+        moved = at_position(state, n + 1000)  # what the RunActor does after each commit: the counts go with it
+        assert (moved.position, status_counts(moved), moved) == (n + 1000, counted(state), replace(state, position=n + 1000))
         if isinstance(event, STEP_MOVES) or (before.tasks is not None and isinstance(event, TaskEvent | TasksPlanned)):
             assert state.status == scanned_status(before, state), (n, event)
         else:
