@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from eventstore import open_store
 
@@ -68,11 +69,34 @@ def wait_for_work_in_flight(store, run_ids: list[str], timeout: float = 30.0) ->
         subscription.close()
 
 
+def pg_clock(store) -> object:
+    with store.database.connect() as conn:
+        return conn.execute(sa.text("SELECT clock_timestamp()")).scalar()
+
+
+def wait_for_writer_gone(store, since: object, timeout: float = 30.0) -> None:
+    """On PostgreSQL, until the writer session opened after ``since`` (the killed process's) is gone.
+
+    A COMMIT the process had sent before SIGKILL still completes in its backend, which only then
+    reads the closed socket and exits: the log read before that can lack a step that was started.
+    """
+    query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND application_name = 'baton-writer' AND backend_start > :since")
+    deadline = time.monotonic() + timeout
+    with store.database.connect() as conn:
+        while conn.execute(query, {"since": since}).scalar():
+            assert time.monotonic() < deadline, f"the killed process's writer session outlived it by {timeout} s"
+            time.sleep(0.01)
+            conn.rollback()
+
+
 @pytest.mark.slow
 def test_kill_9_then_restart_finishes_every_run(store_url, tmp_path):
     marker = tmp_path / "marker.txt"
     marker.touch()
     store = open_store(store_url)
+    postgres = store_url.startswith("postgresql")
+    since = pg_clock(store) if postgres else None
     first = child("launch", store_url, str(marker), str(RUNS))
     try:
         run_ids = read_json_line(first, timeout=30)["runs"]
@@ -80,6 +104,8 @@ def test_kill_9_then_restart_finishes_every_run(store_url, tmp_path):
         wait_for_work_in_flight(store, run_ids)
         os.kill(first.pid, signal.SIGKILL)
         assert first.wait(timeout=10) == -signal.SIGKILL
+        if postgres:
+            wait_for_writer_gone(store, since)
     finally:
         if first.poll() is None:
             first.kill()
