@@ -143,6 +143,7 @@ class Settings:
     max_connections: int = 1000  # HTTP connections held at once (lowered to fit the open-files limit)
     header_timeout_s: float = 10.0  # a request head must arrive within this (from connecting or the last answer)
     body_timeout_s: float = 30.0  # a request body must arrive within this of its head
+    one_cpu: bool = True  # `baton serve`'s engine threads on one CPU, steps' threads on all (actors.cpus)
     # Identity and access (DESIGN §13; README "Security").
     insecure_no_auth: bool = False  # serve without tokens: loopback only, with a warning at every start
     token: str = ""  # the token CLI commands send to a server ("" = the admin token file's)
@@ -273,6 +274,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "BATON_MAX_CONNECTIONS": ("max_connections", int),
     "BATON_HEADER_TIMEOUT_S": ("header_timeout_s", float),
     "BATON_BODY_TIMEOUT_S": ("body_timeout_s", float),
+    "BATON_ONE_CPU": ("one_cpu", bool),
     "BATON_INSECURE_NO_AUTH": ("insecure_no_auth", bool),
     "BATON_TOKEN": ("token", str),
     "BATON_TOKEN_FILE": ("token_file", str),

@@ -40,6 +40,10 @@ def main() -> None:
 
     t1 = time.perf_counter()
     settings = from_env()
+    if settings.one_cpu:  # as `baton serve` does (api.http.app.serve), before any thread starts
+        from actors import cpus
+
+        cpus.pin()
     runtime = Runtime(settings)
     t2 = time.perf_counter()
     runtime.start(engine=False)  # the projector only (and the read model)

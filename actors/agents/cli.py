@@ -36,6 +36,7 @@ import subprocess
 import threading
 from typing import IO
 
+from actors import cpus
 from actors.agents.base import (
     AgentError,
     AgentRequest,
@@ -122,18 +123,19 @@ class CliBackend:
         if cancel.cancelled:
             raise Cancelled(f"step {request.step_id} was cancelled before the call")
         try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE if self._prompt_on_stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                encoding="utf-8",
-                errors="replace",
-                # A session of its own, so cancel can kill the whole group,
-                # grandchildren included.
-                start_new_session=True,
-                cwd=request.workdir or None,  # a run with a workspace runs in its root (DESIGN §11)
-            )
+            with cpus.unpinned():  # not on a server's one CPU (actors.cpus)
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE if self._prompt_on_stdin else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    encoding="utf-8",
+                    errors="replace",
+                    # A session of its own, so cancel can kill the whole group,
+                    # grandchildren included.
+                    start_new_session=True,
+                    cwd=request.workdir or None,  # a run with a workspace runs in its root (DESIGN §11)
+                )
         except OSError as exc:
             raise AgentError(
                 f"the cli backend cannot start {exe!r}: {exc} (fix {self.setting})"

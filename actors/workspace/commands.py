@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from actors import cpus
+
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MAX_OUTPUT = 32_000
 PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "SHELL",
@@ -72,9 +74,10 @@ def run_command(argv: Sequence[str], cwd: Path, *, timeout_s: float = DEFAULT_TI
     words = list(argv)
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(words, cwd=cwd, env=dict(env) if env is not None else command_env(),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
+        with cpus.unpinned():  # not on a server's one CPU (actors.cpus)
+            proc = subprocess.Popen(words, cwd=cwd, env=dict(env) if env is not None else command_env(),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True)
     except OSError as exc:
         return CommandResult(argv=words, exit_code=None, output="", truncated=False, total_bytes=0,
                              duration_s=time.monotonic() - started,

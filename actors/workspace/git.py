@@ -47,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from actors import cpus
 from actors.workspace.errors import (
     BadRevision,
     BranchInUse,
@@ -113,8 +114,9 @@ class Git:
         full_env = {**os.environ, **_ENV, **self.env, **(env or {})}
         limit = self.timeout_s if timeout_s is None else timeout_s
         try:
-            proc = subprocess.run(argv, cwd=self.cwd, env=full_env, stdin=subprocess.DEVNULL,
-                                  capture_output=True, timeout=limit, check=False)
+            with cpus.unpinned():  # not on a server's one CPU (actors.cpus)
+                proc = subprocess.run(argv, cwd=self.cwd, env=full_env, stdin=subprocess.DEVNULL,
+                                      capture_output=True, timeout=limit, check=False)
         except subprocess.TimeoutExpired as exc:
             stderr = (exc.stderr or b"").decode("utf-8", errors="replace")
             raise GitTimeout(argv, str(self.cwd), None, stderr,
@@ -604,9 +606,10 @@ class PendingFiles:
         self._argv = argv
         self._deadline = time.monotonic() + git.timeout_s
         try:
-            self._proc = subprocess.Popen(argv, cwd=git.cwd, env={**os.environ, **_ENV, **git.env},
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE)
+            with cpus.unpinned():  # not on a server's one CPU (actors.cpus)
+                self._proc = subprocess.Popen(argv, cwd=git.cwd, env={**os.environ, **_ENV, **git.env},
+                                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE)
         except FileNotFoundError as exc:
             raise GitUnavailable(argv, str(git.cwd), None, str(exc), hint="is git installed and on PATH?") from exc
 

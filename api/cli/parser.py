@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", dest=SETTING_FLAG + "cluster", action=argparse.BooleanOptionalAction, default=None,
                    help="with a PostgreSQL store, share one queue and the capacity with the other nodes "
                         "(BATON_CLUSTER; on by default)")
+    p.add_argument("--one-cpu", dest=SETTING_FLAG + "one_cpu", action=argparse.BooleanOptionalAction, default=None,
+                   help="the server's threads on one CPU, the processes it starts on all (BATON_ONE_CPU; on by "
+                        "default): less CPU per request on a machine of several")
     add("demo", Handler("api.cli.commands:cmd_demo"), "run review-and-approve offline, approve it, print the report and verify the log")
     p = add("flows", Handler("api.cli.commands:cmd_flows"), "list the flow catalogue")
     p.add_argument("--json", action="store_true", help="print the catalogue as JSON")

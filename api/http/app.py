@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from actors import cpus
 from actors.runlog import server_lease
 from api import failures
 from api.http import admin, openapi, problems, projects, routes, stream, task_routes
@@ -203,6 +204,8 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
     except (SettingsError, ListenError) as exc:
         return failures.fail(failures.EXIT_USAGE if isinstance(exc, SettingsError) else failures.EXIT_FAILED,
                              str(exc))
+    if settings.one_cpu:  # before the runtime starts a thread: they all inherit it (steps' threads excepted)
+        cpus.pin()
     try:
         runtime = Runtime(settings).start()
     except Exception as exc:
