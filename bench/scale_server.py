@@ -35,6 +35,7 @@ def main() -> None:
     import uvicorn
 
     from api.http.app import StreamingServer, create_app
+    from api.http.connections import ConnectionGuard, connection_cap, guarded_protocol, raise_open_files_limit
     from api.runtime import Runtime
     from api.settings import from_env
 
@@ -56,8 +57,11 @@ def main() -> None:
     runtime.engine.plan()  # answered once the orchestrator's recovery is done
     t5 = time.perf_counter()
     app = create_app(runtime)
+    # the protocol `baton serve` runs (api.http.app.serve): the connection guard's, over httptools when installed
+    guard = ConnectionGuard(connection_cap(settings.max_connections, raise_open_files_limit()),
+                            settings.header_timeout_s, settings.body_timeout_s)
     config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, http=guarded_protocol(guard))
     server = StreamingServer(config, app.state.hub)
     spawn = float(os.environ.get("BENCH_SPAWN", T_MAIN))
 

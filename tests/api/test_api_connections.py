@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -99,3 +100,17 @@ def test_half_sent_requests_leave_health_and_the_runs_alone(tmp_path):
             assert "Too many open files" not in server.log()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_guard_runs_over_httptools_when_it_is_installed_else_h11(monkeypatch):
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from api.http.connections import ConnectionGuard, guarded_protocol
+
+    guard = ConnectionGuard(10, 1.0, 1.0)
+    httptools = pytest.importorskip("uvicorn.protocols.http.httptools_impl")  # a dependency: installed
+    assert issubclass(guarded_protocol(guard), httptools.HttpToolsProtocol)
+    assert guarded_protocol(guard).guard is guard
+    monkeypatch.setitem(sys.modules, "uvicorn.protocols.http.httptools_impl", None)  # as if absent
+    fallback = guarded_protocol(guard)
+    assert issubclass(fallback, H11Protocol) and fallback.guard is guard
