@@ -98,8 +98,13 @@ _STREAM_HEADS = (
     "SELECT DISTINCT ON (stream_id) stream_id, version, hash FROM events"
     " WHERE stream_id = ANY(%s::text[]) ORDER BY stream_id, version DESC"
 )
-# After a group foreseen to end at %s: divides by zero (and so aborts the transaction) unless it did.
-_FORESEEN = "SELECT 1 / (currval('events_position_seq') = %s)::int"
+# A group foreseen to end at position %s, in ONE autocommit statement: the function runs to its end
+# (PL/pgSQL hands its rows over only once it has returned), then each of its rows divides by zero,
+# failing the statement and so rolling it back, unless the sequence's last position is the one foreseen.
+# (A BEGIN / append / check / COMMIT pipeline did the same in four statements: ~100 us more of the
+# client's CPU per finishing commit, docs/PERFORMANCE.md.)
+_APPEND_FORESEEN = ("SELECT p, 1 / (currval('events_position_seq') = %s)::int"
+                    " FROM baton_append(%s::json, %s::float8, %s::boolean) AS p")
 # Foresight (``PostgresBackend._foresee``): a miss costs a round trip, a hit saves one; after a miss the
 # writer waits for this many groups it would have foreseen before it tries again.
 _FORESIGHT_MISS = 3
@@ -464,10 +469,11 @@ class PostgresBackend:
         The rows go in one statement under the order lock, so they get consecutive positions from the
         sequence's next one on, which is ``first`` or later (``first`` was the next position after a
         commit of this writer; other sessions only move the sequence forward). So the last row's
-        position is ``first + rows - 1`` exactly when every row got its foreseen one; the check that
-        follows it in the transaction divides by zero otherwise, the COMMIT after it then rolls back
-        (leaving a hole, as a refused append does), and the caller renders from the real positions
-        in two round trips (``_insert``'s pipeline), as it would have without foresight. A miss
+        position is ``first + rows - 1`` exactly when every row got its foreseen one; the check on the
+        function's rows, in the same autocommit statement (``_APPEND_FORESEEN``), divides by zero
+        otherwise, and the statement rolls back (leaving a hole, as a refused append does); the caller
+        then renders from the real positions in two round trips (``_insert``'s pipeline), as it would
+        have without foresight. A miss
         (another process committed in between) costs one round trip; each one makes the next
         attempts wait for more hits (``_foresee``). A render is a pure function of the positions: one
         made for a miss is made again from the real ones, and one made for a group the server then
@@ -491,12 +497,8 @@ class PostgresBackend:
                              "d": data, "m": metadata, "h": hash_})
             at += n
         try:
-            with conn.pipeline():
-                conn.execute("BEGIN")
-                cur = conn.execute(_APPEND, self._params(rows, recorded_at), prepare=True)
-                conn.execute(_FORESEEN, (at - 1,), prepare=True)
-                conn.execute("COMMIT")
-            positions = cur.fetchall()
+            positions = conn.execute(_APPEND_FORESEEN, (at - 1, *self._params(rows, recorded_at)),
+                                     prepare=True).fetchall()
         except psycopg.errors.DivisionByZero:  # not the positions foreseen: rolled back, nothing recorded
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 with contextlib.suppress(psycopg.Error):
