@@ -76,6 +76,11 @@ def child(url: str, run_ids: list[str]) -> None:
             wrap(type(backend), "_last_rows", "store.render", end=True)
     engine = Engine(store, REGISTRY, EngineConfig(max_active_runs=0, agent_slots=0)).start()
     engine.plan()
+    import gc
+
+    # The cyclic collector's passes, each with its generation: a full pass over a fresh process's
+    # imports takes milliseconds, on whichever thread allocates.
+    gc.callbacks.append(lambda phase, info: stamp(f"gc{info['generation']}" + ("" if phase == "start" else "/")))
     out = []
     for run_id in run_ids:
         STAMPS.clear()
