@@ -250,9 +250,10 @@ class PostgresBackend:
         fresh process finds it warm: the append statement prepared, the function compiled, and the
         server's first insert into the log (its indexes, the sequence, the NOTIFY) done.
 
-        The append with a rendered last event is two pipelined statements in a transaction: so is
-        this, one row each, under the order lock (waited for ``_WARM_UP_LOCK_MS`` at most: if another
-        session holds it longer, the store opens without a warm-up). Nothing is left behind: the
+        Two appends of one row each, pipelined in a transaction, the second as a finishing commit's
+        (its position foreseen: ``_APPEND_FORESEEN``), under the order lock (waited for
+        ``_WARM_UP_LOCK_MS`` at most: if another session holds it longer, the store opens without a
+        warm-up). Nothing is left behind: the
         rows are rolled back, and the sequence, which a rollback does not restore, is set back to
         what it was before, under the same lock, so positions keep following without a hole.
         (An append refused on its own account still leaves one: holes prove nothing on PostgreSQL.)
@@ -270,8 +271,9 @@ class PostgresBackend:
                     cur = conn.execute(_APPEND, (_row_encoder.encode([_warm_up_row(1)]).decode(), 0.0, True),
                                        prepare=True)
                     first = cur.fetchall()[0][0]
-                    conn.execute(_APPEND, (_row_encoder.encode([_warm_up_row(2)]).decode(), 0.0, True),
-                                 prepare=True)
+                    # (the finishing commit's statement: under the order lock, the position foreseen is right)
+                    conn.execute(_APPEND_FORESEEN, (first + 1, _row_encoder.encode([_warm_up_row(2)]).decode(),
+                                                    0.0, True), prepare=True)
                     conn.execute("SELECT setval('events_position_seq', %s, false)", (first,))
                     self._next_position = first
                 else:  # an app role: prepared, compiled, nothing inserted
