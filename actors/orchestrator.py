@@ -182,9 +182,20 @@ class Orchestrator(pykka.ThreadingActor):
             for run_id in self._adopt:
                 self._tell_self(_Redrive(run_id))
             self._heartbeat()
+            self._warm_command_read()
         except Exception as exc:  # pykka stops the actor without calling on_failure: call it, then let it stop
             self.on_failure(type(exc), exc, exc.__traceback__)
             raise
+
+    def _warm_command_read(self) -> None:
+        """Run a command's read (a run's stream and the leases, ``load_with_owner_and_leases``) once, for no
+        run: the first command of a fresh process for a run it has not loaded (an approval after a
+        restart: W4 fresh) then finds that read's path warm, on the connection it will take (the last
+        one used), instead of paying for it cold on its critical path (docs/PERFORMANCE.md)."""
+        try:
+            load_with_owner_and_leases(self.ctx, "")
+        except StoreError:  # the database is away for a moment: the first command reads it cold
+            pass
 
     def on_stop(self) -> None:
         if self._renewal is not None:
