@@ -310,6 +310,9 @@ def test_a_store_opens_with_its_append_path_run_once_and_leaves_no_trace(pg_url)
         sub = first.subscribe()
         with open_store(pg_url) as fresh:
             assert _writer_session_inserted(fresh)
+            # and a commit's two statements (a plain one, a run's finishing one) are prepared, on the server
+            assert fresh._writer._conn.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%baton_append(%'").fetchone()[0] == 2
             assert fresh.head() == 2
             assert [e.position for e in fresh.append("run-b", [NewEvent("N", {}), NewEvent("N", {})])] == [3, 4]
             assert [e.position for e in first.append("run-a", [NewEvent("N", {"i": 3})])] == [5]
