@@ -11,7 +11,6 @@ resumes from the checkpoint the first one committed.
 
 from __future__ import annotations
 
-import functools
 import logging
 import operator
 import sqlite3
@@ -336,7 +335,7 @@ def write(conn: sa.Connection, writes: Writes) -> None:
             shape = _shape(table, postgres)
             if inserts:
                 if postgres and table is stream_frames and len(inserts) < _COPY_FROM:
-                    cursor.execute(_values_insert(shape.insert, len(inserts)), [v for row in inserts for v in row])
+                    cursor.execute(shape.pg_insert, _columns(inserts, shape.pg_types))
                 elif postgres:
                     with cursor.copy(shape.copy) as copy:
                         copy.set_types(shape.pg_types)
@@ -345,7 +344,10 @@ def write(conn: sa.Connection, writes: Writes) -> None:
                 else:
                     cursor.executemany(shape.insert, inserts)
             if upserts:
-                cursor.executemany(shape.upsert, upserts)
+                if postgres:
+                    cursor.execute(shape.pg_upsert, _columns(upserts, shape.pg_types))
+                else:
+                    cursor.executemany(shape.upsert, upserts)
     finally:
         cursor.close()
 
@@ -356,11 +358,13 @@ def write(conn: sa.Connection, writes: Writes) -> None:
 _COPY_FROM = 64
 
 
-@functools.cache
-def _values_insert(insert: str, rows: int) -> str:
-    """``insert`` (of one row) for ``rows`` rows in one statement."""
-    head, values = insert.split(" VALUES ")
-    return f"{head} VALUES {', '.join([values] * rows)}"
+def _columns(rows: list[tuple[Any, ...]], pg_types: list[str]) -> list[list[Any]]:
+    """``rows`` as one list per column: the parameters of a ``_Shape``'s ``unnest`` statements."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    for i, pg_type in enumerate(pg_types):
+        if pg_type == "float8":  # psycopg dumps no list of ints and floats mixed (a time given as an int)
+            columns[i] = [None if v is None else float(v) for v in columns[i]]
+    return columns
 
 # A row dict as a tuple in column order.
 _VALUES: dict[str, Callable[[Row], tuple[Any, ...]]] = {
@@ -373,6 +377,11 @@ class _Shape(NamedTuple):
     upsert: str
     copy: str
     pg_types: list[str]
+    # PostgreSQL: a batch's rows in one statement, one array a column (``unnest``), rather than a
+    # statement a row (``executemany``) or a VALUES list a batch: the same text whatever the rows,
+    # so psycopg converts it once and the server parses and plans one statement a batch, not one a row.
+    pg_insert: str
+    pg_upsert: str
 
 
 _SHAPES: dict[tuple[str, bool], _Shape] = {}
@@ -394,5 +403,9 @@ def _shape(table: sa.Table, postgres: bool) -> _Shape:
         upsert = f"{insert} ON CONFLICT ({', '.join(primary)}) DO UPDATE SET {updates}"
         copy = f"COPY {table.name} ({columns}) FROM STDIN (FORMAT BINARY)"
         pg_types = [_PG_TYPES[type(c.type)] for c in table.columns]
-        shape = _SHAPES[key] = _Shape(insert, upsert, copy, pg_types)
+        # (binary parameters: no escaping of the long texts, as by COPY)
+        pg_insert = (f"INSERT INTO {table.name} ({columns}) SELECT * FROM unnest("
+                     f"{', '.join(f'%b::{t}[]' for t in pg_types)})")
+        pg_upsert = f"{pg_insert} ON CONFLICT ({', '.join(primary)}) DO UPDATE SET {updates}"
+        shape = _SHAPES[key] = _Shape(insert, upsert, copy, pg_types, pg_insert, pg_upsert)
     return shape
