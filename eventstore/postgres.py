@@ -197,8 +197,11 @@ class PostgresBackend:
                 if len(statements) == 1:
                     rows = [conn.execute(*statements[0]).fetchall()]
                 else:
+                    # Prepared: the pipelined reads are a command's (a run's stream and the leases, at
+                    # every command); the server then skips their parse and plan (~40 us of its CPU a
+                    # read, docs/PERFORMANCE.md). The other reads vary more and are not.
                     with conn.pipeline():
-                        cursors = [conn.execute(sql, params) for sql, params in statements]
+                        cursors = [conn.execute(sql, params, prepare=True) for sql, params in statements]
                     rows = [cursor.fetchall() for cursor in cursors]
             except (psycopg.OperationalError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
                 if conn is not None:
@@ -228,7 +231,9 @@ class PostgresBackend:
             with self._readers_lock:
                 if self._readers:
                     return self._readers.pop(), True
-        return own_connection(self.database, "baton-reader"), False
+        conn = own_connection(self.database, "baton-reader")
+        conn.prepare_threshold = _ONLY_MARKED  # (as the writer's: only what ``_query`` marks is prepared)
+        return conn, False
 
     def close_readers(self) -> None:
         """Close the kept reading connections (the store is closing); later reads close theirs after use."""
