@@ -375,3 +375,19 @@ def test_a_last_event_is_rendered_without_holding_other_processes_appends(pg_url
         assert again[1].data == {"cites": [again[0].position]}
         assert [e.version for e in store.read_stream("run-s")] == [1, 2, 3, 4, 5]
         assert store.verify() == []
+
+
+@pytest.mark.postgres
+def test_a_commands_read_is_prepared_on_its_reading_connection_and_reads_what_was_committed(pg_url):
+    # A command's read (the run's stream, then one more SELECT, pipelined) runs at every command: its two
+    # statements are prepared on the reading connection, and a read after a commit still sees it.
+    with open_store(pg_url) as store:
+        store.append("run-a", [NewEvent("N", {"i": 1})])
+        count = "SELECT count(*) FROM events WHERE position > ?"
+        events, more = store.read_stream_and("run-a", count, (0,))
+        assert [e.data for e in events] == [{"i": 1}] and more == [(1,)]
+        store.append("run-a", [NewEvent("N", {"i": 2})])
+        events, more = store.read_stream_and("run-a", count, (0,))
+        assert [e.data for e in events] == [{"i": 1}, {"i": 2}] and more == [(2,)]
+        reader = store._backend._readers[-1]
+        assert reader.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 2
