@@ -397,6 +397,12 @@ class Engine:
         """The run's state folded from its stream (not from a read model)."""
         return load(self.ctx, run_id)[0]
 
+    def recorded_position(self, run_id: str) -> int:
+        """The position of the run's last commit when an actor of this engine drives it (0 otherwise):
+        what a read of the run waits for in the read tables, so it shows what the engine recorded
+        (a recovery after a restart, a step that just ended), not only what commands appended."""
+        return self.ctx.watch.position(run_id)
+
     def wait(
         self,
         run_id: str,

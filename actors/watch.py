@@ -52,6 +52,12 @@ class RunWatch:
                     waiter.state = state
                     waiter.event.set()
 
+    def position(self, run_id: str) -> int:
+        """The position of the run's last commit as its actor here published it; 0 when none drives it."""
+        with self._lock:
+            held = self._states.get(run_id)
+        return held[1].position if held is not None else 0
+
     def gone(self, run_id: str, owner: object) -> None:
         """The actor stopped: its waiters go back to the store (a later actor's entry is left alone)."""
         with self._lock:

@@ -154,8 +154,11 @@ def path_run_id(request: Request) -> str:
     return run_id
 
 
-async def read_your_writes(request: Request) -> dict[str, str]:
-    """Wait (up to READ_WAIT_S) until the read model reflects this app's commands and ``min_position``.
+async def read_your_writes(request: Request, run_id: str | None = None) -> dict[str, str]:
+    """Wait (up to READ_WAIT_S) until the read model reflects this app's commands and ``min_position``;
+    with ``run_id``, also the run's last commit when this server's engine drives it (what the engine
+    recorded on its own: a recovery after a restart, a step's end), so a run read here is never older
+    than the run this server drives.
 
     A ``min_position`` past the store's head is refused (BadParameter): no
     wait could reach it, and an answer would look fresh while it is not.
@@ -164,8 +167,9 @@ async def read_your_writes(request: Request) -> dict[str, str]:
     there in time: the answer is stale, and says so).
     """
     asked = int_param(request, "min_position", 0) or 0
-    wanted = max(request.app.state.positions.last, asked)
     runtime = _runtime(request)
+    driven = runtime.engine.recorded_position(run_id) if run_id and runtime.engine is not None else 0
+    wanted = max(request.app.state.positions.last, asked, driven)
     read_model = runtime.read_model
     projector = getattr(read_model, "projector", None)
     if asked and (projector is None or projector.position < asked):
@@ -327,7 +331,7 @@ async def list_runs(request: Request) -> Response:
 async def get_run(request: Request) -> Response:
     """GET /api/runs/{run_id}: the run, its steps and its report."""
     run_id = path_run_id(request)
-    headers = await read_your_writes(request)
+    headers = await read_your_writes(request, run_id)
     read_model = _runtime(request).read_model
     found = await run_in_threadpool(read_model.get_run, run_id)
     if found is None:
@@ -349,7 +353,7 @@ async def _unreadable(request: Request, run_id: str) -> None:
 async def run_report(request: Request) -> Response:
     """GET /api/runs/{run_id}/report: the report as markdown; 404 until the run has one."""
     run_id = path_run_id(request)
-    headers = await read_your_writes(request)
+    headers = await read_your_writes(request, run_id)
     read_model = _runtime(request).read_model
     markdown = await run_in_threadpool(read_model.report, run_id)
     if markdown is None:

@@ -17,6 +17,7 @@ import threading
 import time
 
 import httpx
+from starlette.testclient import TestClient
 import uvicorn
 
 from api.http.app import create_app
@@ -97,4 +98,29 @@ def test_min_position_waits_do_not_slow_health(sqlite_url):
         release.set()
         server.should_exit = True
         thread.join(10)
+        runtime.stop()
+
+
+def test_a_run_read_waits_for_what_the_engine_recorded_not_only_for_this_apps_commands(sqlite_url):
+    """After a restart, the runs the engine recovered are recorded by the engine, not by a command of
+    the app; a read of such a run right away showed the read tables' older view ("running, recoveries
+    0"). A run read now waits for the run's last commit as the engine driving it knows it."""
+    settings = Settings(db=sqlite_url, flows=("tests.api.api_flows",), offline_delay_s=3.0)
+    runtime = Runtime(settings).start()
+    try:
+        viewer = {"Authorization": f"Bearer {issue_tokens(runtime.store)['viewer']}"}
+        projector = runtime.projector
+        assert projector.wait_for(runtime.store.head(), 10)
+        projector.stop()  # the read tables stay behind what the engine records next, as after a restart
+        run_id = runtime.engine.launch("api-chain", "why?").run_id  # the engine's events: no command of the app
+        runtime.engine.wait(run_id, lambda s: s.steps["first"].status == "running", timeout=10)
+        recorded = runtime.engine.recorded_position(run_id)
+        assert projector.position < recorded
+        threading.Timer(0.3, projector.start).start()
+        with TestClient(create_app(runtime), base_url="http://localhost") as client:
+            answer = client.get(f"/api/runs/{run_id}", headers=viewer)
+        assert answer.status_code == 200, answer.text  # without the wait: 404, the launch not yet in the tables
+        assert int(answer.headers["Baton-Read-Position"]) >= recorded
+        assert {s["step_id"]: s["status"] for s in answer.json()["steps"]}["first"] == "running"
+    finally:
         runtime.stop()
