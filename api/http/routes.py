@@ -206,11 +206,16 @@ def _actor(request: Request, claimed: str = "") -> str:
 async def launch(request: Request) -> Response:
     """POST /api/runs: launch a run; an Idempotency-Key seen before answers the same run (200)."""
     body = schemas.decode(await read_body(request), LaunchRequest)
+    engine = _engine(request)
+    named = body.flow or body.flow_name
+    if named:  # an unknown flow is named before what the body lacks, as the engine orders them
+        check_text("flow", named)
+        engine.registry.get(named)
     key = request.headers.get("idempotency-key", "")
     params = body.params(launched_by=_actor(request), idempotency_key=key)
     if len(key) > 255:
         raise BadParameter("Idempotency-Key", "an Idempotency-Key is at most 255 characters")
-    launched = await run_in_threadpool(_engine(request).launch, params)
+    launched = await run_in_threadpool(engine.launch, params)
     if not launched.created:
         await _same_request(request, launched.run_id, params)
     request.app.state.positions.saw(launched.position)
