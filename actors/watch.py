@@ -11,6 +11,12 @@ followed in the store as before (``actors.runlog.follow``).
 
 Only a state the actor has committed is published (never one with events
 staged and not yet appended), so a wait sees nothing a crash could take back.
+
+The final state of a run that ended here is kept once its actor stops (the
+last ``ENDED_KEPT`` of them): a wait that comes after the end (launch many
+runs, then wait for each) takes it instead of reading and folding the run's
+whole stream, which was 18% of the CPU of 50 concurrent W1 chains
+(docs/PERFORMANCE.md). A run that has ended never changes again.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from collections.abc import Callable
 
 from actors.errors import RunNotSettled
 from flows.state import RunState
+
+ENDED_KEPT = 4096  # final states of the runs that ended here last, kept for waits that come after the end
 
 
 class _Waiter:
@@ -42,21 +50,25 @@ class RunWatch:
         self._lock = threading.Lock()
         self._states: dict[str, tuple[object, RunState]] = {}  # run -> (the publishing actor, its state)
         self._waiters: dict[str, list[_Waiter]] = {}
+        self._ended: dict[str, RunState] = {}  # run -> its final state, oldest first (ENDED_KEPT at most)
 
     def publish(self, run_id: str, owner: object, state: RunState) -> None:
         """A RunActor's state after a commit (or after loading its run)."""
         with self._lock:
             self._states[run_id] = (owner, state)
+            self._ended.pop(run_id, None)
             for waiter in self._waiters.get(run_id, ()):
                 if waiter.statuses is None or state.status in waiter.statuses:
                     waiter.state = state
                     waiter.event.set()
 
     def position(self, run_id: str) -> int:
-        """The position of the run's last commit as its actor here published it; 0 when none drives it."""
+        """The position of the run's last commit as its actor here published it; 0 when none drives it
+        (nor drove it to its end lately)."""
         with self._lock:
             held = self._states.get(run_id)
-        return held[1].position if held is not None else 0
+            state = held[1] if held is not None else self._ended.get(run_id)
+        return state.position if state is not None else 0
 
     def gone(self, run_id: str, owner: object) -> None:
         """The actor stopped: its waiters go back to the store (a later actor's entry is left alone)."""
@@ -65,6 +77,10 @@ class RunWatch:
             if held is None or held[0] is not owner:
                 return
             del self._states[run_id]
+            if held[1].terminal:
+                self._ended[run_id] = held[1]
+                if len(self._ended) > ENDED_KEPT:
+                    del self._ended[next(iter(self._ended))]
             for waiter in self._waiters.pop(run_id, ()):
                 waiter.gone = True
                 waiter.event.set()
@@ -73,6 +89,7 @@ class RunWatch:
              deadline: float, timeout: float) -> RunState | None:
         """The run's state once ``until`` holds (``statuses``: the statuses ``until`` accepts, when it is
         a set of them); None when no actor here drives the run, or it stopped: follow the store then.
+        A run that ended here lately answers with its final state when ``until`` holds for it.
 
         ``until`` is called on this thread, never under the lock nor on the actor's thread. Raises
         RunNotSettled at ``deadline`` (``time.monotonic()``; ``timeout``: what the wait was given).
@@ -81,9 +98,12 @@ class RunWatch:
         with self._lock:
             held = self._states.get(run_id)
             if held is None:
-                return None
-            state = held[1]
-            self._waiters.setdefault(run_id, []).append(waiter)
+                ended = self._ended.get(run_id)
+            else:
+                state = held[1]
+                self._waiters.setdefault(run_id, []).append(waiter)
+        if held is None:  # (``until`` is called outside the lock)
+            return ended if ended is not None and until(ended) else None
         try:
             while not until(state):
                 with self._lock:
