@@ -13,7 +13,8 @@ Only a state the actor has committed is published (never one with events
 staged and not yet appended), so a wait sees nothing a crash could take back.
 
 The final state of a run that ended here is kept once its actor stops (the
-last ``ENDED_KEPT`` of them): a wait that comes after the end (launch many
+last ``ENDED_KEPT`` of them, their steps' outputs ``ENDED_BYTES`` at most in
+all): a wait that comes after the end (launch many
 runs, then wait for each) takes it instead of reading and folding the run's
 whole stream, which was 18% of the CPU of 50 concurrent W1 chains
 (docs/PERFORMANCE.md). A run that has ended never changes again.
@@ -28,7 +29,10 @@ from collections.abc import Callable
 from actors.errors import RunNotSettled
 from flows.state import RunState
 
-ENDED_KEPT = 4096  # final states of the runs that ended here last, kept for waits that come after the end
+# The final states of the runs that ended here last, kept for waits that come after the end: at most
+# this many, and this many characters of step outputs in all (a run's outputs may be megabytes).
+ENDED_KEPT = 1024
+ENDED_BYTES = 32 * 1024 * 1024
 
 
 class _Waiter:
@@ -50,13 +54,15 @@ class RunWatch:
         self._lock = threading.Lock()
         self._states: dict[str, tuple[object, RunState]] = {}  # run -> (the publishing actor, its state)
         self._waiters: dict[str, list[_Waiter]] = {}
-        self._ended: dict[str, RunState] = {}  # run -> its final state, oldest first (ENDED_KEPT at most)
+        self._ended: dict[str, tuple[RunState, int]] = {}  # run -> (its final state, its outputs' size), oldest first
+        self._ended_bytes = 0
 
     def publish(self, run_id: str, owner: object, state: RunState) -> None:
         """A RunActor's state after a commit (or after loading its run)."""
         with self._lock:
             self._states[run_id] = (owner, state)
-            self._ended.pop(run_id, None)
+            if run_id in self._ended:
+                self._ended_bytes -= self._ended.pop(run_id)[1]
             for waiter in self._waiters.get(run_id, ()):
                 if waiter.statuses is None or state.status in waiter.statuses:
                     waiter.state = state
@@ -67,7 +73,8 @@ class RunWatch:
         (nor drove it to its end lately)."""
         with self._lock:
             held = self._states.get(run_id)
-            state = held[1] if held is not None else self._ended.get(run_id)
+            ended = self._ended.get(run_id)
+        state = held[1] if held is not None else ended[0] if ended is not None else None
         return state.position if state is not None else 0
 
     def gone(self, run_id: str, owner: object) -> None:
@@ -78,12 +85,20 @@ class RunWatch:
                 return
             del self._states[run_id]
             if held[1].terminal:
-                self._ended[run_id] = held[1]
-                if len(self._ended) > ENDED_KEPT:
-                    del self._ended[next(iter(self._ended))]
+                self._keep_ended(run_id, held[1])
             for waiter in self._waiters.pop(run_id, ()):
                 waiter.gone = True
                 waiter.event.set()
+
+    def _keep_ended(self, run_id: str, state: RunState) -> None:
+        """Keep a run's final state, forgetting the oldest kept past the bounds (``_lock`` held)."""
+        size = sum(len(st.output) for st in state.steps.values())
+        if size > ENDED_BYTES:
+            return
+        self._ended[run_id] = (state, size)
+        self._ended_bytes += size
+        while len(self._ended) > ENDED_KEPT or self._ended_bytes > ENDED_BYTES:
+            self._ended_bytes -= self._ended.pop(next(iter(self._ended)))[1]
 
     def wait(self, run_id: str, until: Callable[[RunState], bool], statuses: frozenset[str] | None,
              deadline: float, timeout: float) -> RunState | None:
@@ -98,7 +113,8 @@ class RunWatch:
         with self._lock:
             held = self._states.get(run_id)
             if held is None:
-                ended = self._ended.get(run_id)
+                kept = self._ended.get(run_id)
+                ended = kept[0] if kept is not None else None
             else:
                 state = held[1]
                 self._waiters.setdefault(run_id, []).append(waiter)

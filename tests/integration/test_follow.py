@@ -237,3 +237,23 @@ def test_the_watch_keeps_the_final_states_of_the_last_runs_that_ended_only(monke
     assert watch.wait(paused, lambda s: True, None, forever, WAIT) is None and watch.position(paused) == 0
     kept = watch.wait("01WATCH0000000000000000012", lambda s: s.status == "completed", None, forever, WAIT)
     assert kept is not None and kept.position == 12
+
+
+def test_the_watch_keeps_final_states_within_a_budget_of_output_characters(monkeypatch):
+    from actors import watch as watch_module
+    from actors.watch import RunWatch
+    from flows.state import StepState
+
+    monkeypatch.setattr(watch_module, "ENDED_BYTES", 1000)
+    watch, owner = RunWatch(), object()
+
+    def ended(run_id: str, chars: int) -> None:
+        state = RunState(run_id=run_id, status="completed", position=1, steps={"a": StepState(output="x" * chars)})
+        watch.publish(run_id, owner, state)
+        watch.gone(run_id, owner)
+
+    ended("01WATCH0000000000000000030", 400)
+    ended("01WATCH0000000000000000031", 400)
+    ended("01WATCH0000000000000000032", 400)  # 1,200 characters: the oldest goes
+    ended("01WATCH0000000000000000033", 5000)  # bigger than the whole budget: not kept, and nothing goes for it
+    assert [watch.position(f"01WATCH00000000000000000{i}") for i in range(30, 34)] == [0, 1, 1, 0]
