@@ -706,7 +706,10 @@ class Orchestrator(pykka.ThreadingActor):
         cannot import, FlowsModuleMissing. Either way nothing is started.
         """
         if run.ref is None or not run.ref.is_alive():
-            loaded = None
+            # A launch's run is new (its id was just made): its stream is empty, not read. (Were it not, the
+            # launch's append, expecting version 0, would fail as a conflict.)
+            loaded: tuple[RunState, list[Any]] | None = (RunState(run_id=run.run_id), []) \
+                if isinstance(message, m.Launch) else None
             if not isinstance(message, (m.Launch, m.Recover)) and not run.claimed:
                 reply = getattr(message, "reply", None)
                 try:

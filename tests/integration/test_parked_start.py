@@ -216,3 +216,20 @@ def test_a_cluster_parks_runs_from_the_read_tables_and_keeps_its_adoption_rules(
         if reads is not None:
             reads.close()
         store.close()
+
+
+def test_a_launch_reads_no_stream_of_its_new_run(store):
+    """A launched run's id was just made: its actor starts from an empty state instead of reading its
+    (empty) stream, one query a run fewer on the way to its first step."""
+    reads = StreamReads(store)
+    try:
+        with Engine(store, REGISTRY, EngineConfig()) as engine:
+            run_ids = [engine.launch(GATED.name, f"q{i}").run_id for i in range(3)]  # (answered once recorded)
+            assert reads.of(run_ids) == {}
+            for run_id in run_ids:  # (a wait on a run whose actor has stopped, parked, follows the store)
+                assert engine.wait(run_id, {"paused"}, timeout=30).steps["before"].output == "ready"
+            before = reads.read[stream_of(run_ids[0])]
+            engine.approve(run_ids[0], "gate")  # a command on a parked run still reads its stream first
+            assert reads.read[stream_of(run_ids[0])] == before + 1
+    finally:
+        reads.close()
