@@ -47,9 +47,11 @@ Queue figures (stores of N runs parked at an approval, no other runs):
   server's CPU and the bytes the client received (``plan_delta`` frames
   apart), totals over the 20 divided by 20, at N = 100, 1,000, 10,000;
 - ``approvals``: 500 of 1,000 parked runs approved over HTTP by 8 client
-  threads; runs/s from the first POST to the last run completed: with one
-  SSE client connected (completion seen by its frames; the engine then
-  also builds a plan frame per change), and with none (completion polled).
+  threads, each on a keep-alive socket of its own (``Poster``: the load
+  generator's own CPU is printed per run beside the server's); runs/s from
+  the first POST to the last run completed: with one SSE client connected
+  (completion seen by its frames; the engine then also builds a plan frame
+  per change), and with none (completion polled).
 
 Baselines in the same run: the driver's raw scan for the resume, ``baton
 flows`` (the process start-up alone) for the CLI figures; otherwise these
