@@ -404,12 +404,17 @@ class RunActor(pykka.ThreadingActor):
 
     # -- the cycle: stage, decide, append, act -------------------------------------------------
 
-    def _stage(self, events: Sequence[Event]) -> None:
+    def _stage(self, events: Sequence[Event], folded: RunState | None = None) -> None:
+        """Stage ``events`` and fold them into the state; ``folded``: the state they lead to from this one
+        (a decision's), taken as it is unless an agent step's start changed below."""
         # What an agent step will be sent (system prompt, sampling, tools) is recorded with its start.
-        events = [what_is_sent(self.state, e) if isinstance(e, StepStarted) else e for e in events]
-        for event in events:
-            self.state = evolve(self.state, event)
-        self.pending.extend(events)
+        staged = [what_is_sent(self.state, e) if isinstance(e, StepStarted) else e for e in events]
+        if folded is not None and staged == events:
+            self.state = folded
+        else:
+            for event in staged:
+                self.state = evolve(self.state, event)
+        self.pending.extend(staged)
 
     def _queue_flush(self) -> None:
         if not self.flush_queued:
@@ -438,7 +443,7 @@ class RunActor(pykka.ThreadingActor):
             return None
         now = self.ctx.clock.now()
         decision = d.decide(self.state, now)
-        self._stage(decision.events)
+        self._stage(decision.events, decision.state)
         ready = [sid for sid in decision.ready if sid not in self.requested and sid not in self.held]
         if ready and not self.ctx.config.agent_slots:  # no slot limit: start at once, in this batch
             self._stage(d.start(self.state, ready, now))

@@ -73,6 +73,9 @@ class Decision(NamedTuple):
     land: bool = False
     """A task run's landing gate was approved and no landing is recorded yet: the actor lands now
     (one compare-and-swap of the target ref, ``RunLanded`` or ``LandingRefused``), then the run finishes."""
+    state: RunState | None = None
+    """The state ``events`` lead to (folded by ``decide`` as it went), when it says: whoever records
+    them starts from it rather than folding them again (None: fold them)."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -177,7 +180,7 @@ def decide(state: RunState, now: float) -> Decision:
     finished = not moving and not paused and all(s.status in STEP_TERMINAL for s in state.steps.values())
     timer_at = min((s.due_at for s in state.steps.values() if s.status == _PAUSED and s.due_at),
                    default=None) if paused else None
-    return Decision(events, [] if finished else list(ready), wake_at, finished, timer_at)
+    return Decision(events, [] if finished else list(ready), wake_at, finished, timer_at, state=state)
 
 
 def _decide_task_run(state: RunState, now: float) -> Decision:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from flows import Flow, agent, approval, code
 from flows.decide import (
@@ -43,7 +44,7 @@ from flows.events import (
     StepSkipped,
     StepStarted,
 )
-from flows.state import RunState, evolve, fold
+from flows.state import RunState, evolve, fold, status_counts
 
 T0 = 1_000.0
 
@@ -616,3 +617,27 @@ def test_fast_mode_asks_every_agent_step_for_a_concise_answer_in_the_prompt_it_r
     slow.complete("prep", "ok", T0)
     slow.decide(T0)
     assert slow.start("a", now=T0)[0].prompt == "Look at Why?"
+
+
+def test_a_decision_carries_the_state_its_events_lead_to() -> None:
+    """``Decision.state`` is the fold of its events over the state decided on (the RunActor takes it
+    rather than folding them again): through skips, starts, pauses and a timer's resume."""
+    flow = Flow("mixed", [
+        code("a", fn=tally),
+        code("b", fn=tally, when="$input.go == 'yes'"),
+        code("c", fn=tally, deps=["b"]),
+        approval("gate", deps=["a"], prompt="ok? $a.output", timeout_s=5),
+        agent("d", persona="writer", prompt="after $gate.output", deps=["gate"]),
+    ])
+    sim = Sim(flow, inputs={"go": "no"})
+    seen = 0
+    for now in (T0, T0 + 2, T0 + 10, T0 + 11):
+        before = sim.state
+        decision = decide(before, now)
+        folded = fold(decision.events, before)
+        assert decision.state == folded and status_counts(decision.state) == status_counts(replace(folded))
+        seen += len(decision.events)
+        sim.apply(decision.events)
+        if sim.status("a") == "running":
+            sim.complete("a", "done", now + 1)
+    assert seen >= 4 and sim.status("gate") in ("completed", "rejected")
