@@ -27,7 +27,7 @@ from flows.events import (
     ToolResult,
 )
 from flows.evidence import EvidenceCheck, annotate, summary_line
-from flows.kinds import kind_rules
+from flows.kinds import KindRules, kind_rules
 from flows.model import StepSpec
 from flows.state import RunState
 from flows.status import RunStatus, StepStatus, decided, rejects_run, succeeded
@@ -101,10 +101,10 @@ def embed(text: str, where: str) -> str:
             f"the whole output is in {where})_")
 
 
-def _section(spec: StepSpec) -> str:
+def _section(spec: StepSpec, rules: KindRules) -> str:
     if spec.persona == "validator":
         return "validation"
-    if section := kind_rules(spec.kind).report_section:
+    if section := rules.report_section:
         return section
     if spec.persona in ("synthesizer", "writer"):
         return "recommendation"
@@ -162,7 +162,8 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
             break  # a task run's steps are its tasks: their section follows (flows.tasks.report)
         st = state.steps[spec.id]
         title = spec.label or spec.id
-        if kind_rules(spec.kind).pauses_for_person and decided(st.status):
+        rules = kind_rules(spec.kind)
+        if rules.pauses_for_person and decided(st.status):
             verdict = "approved" if succeeded(st.status) else "rejected"
             who = f" by {st.decided_by}" if st.decided_by else ""
             note = f": {st.output}" if st.output else ""
@@ -184,10 +185,10 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
             full = annotate(full, evidence[spec.id])
         who = f" ({spec.persona})" if spec.persona else ""
         block = [f"### {title}{who}", "", nest(embed(full, where)) or "_(empty output)_", ""]
-        if kind_rules(spec.kind).held_to_evidence and not has_evidence(full):
+        if rules.held_to_evidence and not has_evidence(full):
             deferred += block
         else:
-            sections[_section(spec)] += block
+            sections[_section(spec, rules)] += block
     for key, heading in (("validation", "Validation"), ("recommendation", "Recommendation"),
                          ("findings", "Findings"), ("approvals", "Approvals")):
         if sections[key]:
@@ -280,8 +281,10 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
     """
     credit = credits(history)
 
-    def where(pos: int) -> str:
+    def credited(pos: int) -> str:
         return f"{credit[pos][0]}@{credit[pos][1]}" if pos in credit else str(pos)
+
+    where = credited if credit else str  # no fork: every event is this run's own
 
     rows = ["## Provenance", "",
             ("| step | persona | backend | model | attempt | duration | tool calls | tokens (prompt + completion) "
@@ -290,7 +293,10 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
     # (step, attempt) -> [StepStarted, its position, end position, duration, tool calls, usage]
     attempts: dict[tuple[str, int], list[Any]] = {}
     for pos, ev in history:
-        if isinstance(ev, StepStarted):
+        if ev.__class__ is StepCompleted:  # the common event first (what the last branch does with it)
+            if (row := attempts.get((ev.step_id, ev.attempt))) and not row[2]:
+                row[2], row[3], row[5] = pos, ev.duration_s, ev.usage
+        elif isinstance(ev, StepStarted):
             attempts[(ev.step_id, ev.attempt)] = [ev, pos, 0, 0.0, 0, {}]
         elif isinstance(ev, ToolCalled):
             if row := attempts.get((ev.step_id, ev.attempt)):
@@ -304,7 +310,7 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
     totals = [0, 0, 0]
     for (sid, attempt), (started, pos, end, duration, calls, usage) in attempts.items():
         positions = f"{where(pos)}, {where(end)}" if end else where(pos)
-        prompt, completion = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
+        prompt, completion = (_tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")) if usage else (0, 0)
         totals = [totals[0] + calls, totals[1] + prompt, totals[2] + completion]
         tokens = f"{prompt:,} + {completion:,}" if usage else "-"
         rows.append(
@@ -392,14 +398,20 @@ def _time(wall: float, running: float, step_time: float, person: float, slots: f
     return lines
 
 
+_ATTEMPT_STARTS = (StepStarted, TaskStarted)
+_ATTEMPT_ENDS = (StepCompleted, StepFailed, StepCancelled, *task_report.ATTEMPT_ENDS)
+"""The events that start and end an attempt, a step's or a task's (tuples built once: ``_step_time`` asks of
+each event)."""
+
+
 def _step_time(history: Sequence[tuple[int, Event]]) -> tuple[float, float]:
     """(sum of every attempt's time, time at least one attempt was running), from the events' times."""
     begun: dict[tuple[str, int], float] = {}
     spans: list[tuple[float, float]] = []
     for _, ev in history:
-        if isinstance(ev, (StepStarted, TaskStarted)):
+        if isinstance(ev, _ATTEMPT_STARTS):
             begun[(ev.step_id, ev.attempt)] = ev.at
-        elif isinstance(ev, (StepCompleted, StepFailed, StepCancelled, *task_report.ATTEMPT_ENDS)):
+        elif isinstance(ev, _ATTEMPT_ENDS):
             start = begun.pop((ev.step_id, ev.attempt), None)
             if start is not None and ev.at > start:
                 spans.append((start, ev.at))
