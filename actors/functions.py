@@ -18,6 +18,18 @@ from flows.state import RunState
 
 def resolve_function(ref: str, registry: FlowRegistry, flow: str,
                      step_id: str) -> tuple[Callable[..., Any] | None, str]:
+    """The code step's function the run pinned, or None and why it cannot be had (:func:`find_function`),
+    kept by the registry until a flow is registered: a run's steps ask again at each attempt."""
+    found = registry.resolved  # the dict of the registry as it is now: a registration starts another
+    key = (flow, step_id, ref)
+    got: tuple[Callable[..., Any] | None, str] | None = found.get(key)
+    if got is None:
+        got = found[key] = find_function(ref, registry, flow, step_id)
+    return got
+
+
+def find_function(ref: str, registry: FlowRegistry, flow: str,
+                  step_id: str) -> tuple[Callable[..., Any] | None, str]:
     """The code step's function the run pinned, or None and why it cannot be had.
 
     Only functions of the flows registered at start are candidates (the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
+from typing import Any
 
 from flows.errors import BatonError
 from flows.model import Flow
@@ -51,6 +52,10 @@ class FlowRegistry:
 
     def __init__(self, flows: list[Flow] | None = None) -> None:
         self._flows: dict[str, Flow] = {}
+        self.resolved: dict[tuple[str, str, str], Any] = {}
+        """What was found by (flow, step, function reference) among these flows
+        (``actors.functions.resolve_function``): a new dict at every registration, so
+        nothing found before one is used after it."""
         for flow in flows or ():
             self.register(flow)
 
@@ -59,6 +64,7 @@ class FlowRegistry:
         if not replace and flow.name in self._flows and self._flows[flow.name] is not flow:
             raise ValueError(f"a flow named {flow.name!r} is already registered")
         self._flows[flow.name] = flow
+        self.resolved = {}
         return flow
 
     def get(self, name: str) -> Flow:
