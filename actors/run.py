@@ -12,6 +12,7 @@ holds no thread: the actor tells the orchestrator it is idle and is stopped.
 from __future__ import annotations
 
 import logging
+import operator
 import queue
 import time
 from collections.abc import Callable, Sequence
@@ -55,6 +56,8 @@ from flows.status import RunStatus, StepStatus
 from flows.text import UnstorableText
 
 log = logging.getLogger(__name__)
+
+_POSITION = operator.attrgetter("position")  # a RecordedEvent's
 
 
 class RunActor(pykka.ThreadingActor):
@@ -407,6 +410,8 @@ class RunActor(pykka.ThreadingActor):
     def _stage(self, events: Sequence[Event], folded: RunState | None = None) -> None:
         """Stage ``events`` and fold them into the state; ``folded``: the state they lead to from this one
         (a decision's), taken as it is unless an agent step's start changed below."""
+        if not events:  # (a decision without events leads to the state it was taken on)
+            return
         # What an agent step will be sent (system prompt, sampling, tools) is recorded with its start.
         staged = [what_is_sent(self.state, e) if isinstance(e, StepStarted) else e for e in events]
         if folded is not None and staged == events:
@@ -521,7 +526,7 @@ class RunActor(pykka.ThreadingActor):
             self._fenced(exc, reply, retry=True)
             return None
         self.recorded_version = recorded[-1].version if recorded else self.recorded_version
-        self.history.extend((rec.position, ev) for rec, ev in zip(recorded, batch))
+        self.history.extend(zip(map(_POSITION, recorded), batch))  # (position, event) pairs, made in C
         if recorded:
             self.state = at_position(self.state, recorded[-1].position)
             if self.state.version == self.recorded_version:  # what is recorded, nothing staged after it

@@ -11,6 +11,7 @@ writer.
 from __future__ import annotations
 
 import functools
+import operator
 import threading
 import time
 import weakref
@@ -155,7 +156,7 @@ class SqlEventStore:
                 pending.metadata,
             ), 1)
         ]
-        rows.sort(key=lambda row: row[0])
+        rows.sort(key=operator.itemgetter(0))  # by position
         self._hub.committed(rows, last)
 
     def __repr__(self) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import collections
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from eventstore.codec import decode_row
 from eventstore.store import RecordedEvent
 
 log = logging.getLogger(__name__)
+
+_POSITION, _STREAM = operator.itemgetter(0), operator.itemgetter(1)  # a row's (codec.ROW_COLUMNS)
 
 RECENT = 2048  # rows of this process's latest commits kept by the hub for its subscriptions
 
@@ -61,7 +64,7 @@ class WakeupHub:
         with self._lock:
             if rows and (not self._positions or rows[0][0] > self._positions[-1]):
                 self._rows.extend(rows)
-                self._positions.extend(row[0] for row in rows)
+                self._positions.extend(map(_POSITION, rows))  # C-level: no generator frame per row
                 if len(self._positions) > 2 * RECENT:
                     del self._rows[:-RECENT], self._positions[:-RECENT]
             # Rows that do not follow the head at once leave a gap: another process
@@ -76,7 +79,7 @@ class WakeupHub:
                 self._cond.notify_all()
             streams = self._streams
             if streams:
-                for stream in {row[1] for row in rows}:
+                for stream in set(map(_STREAM, rows)):
                     for cond in streams.get(stream, ()):
                         cond.notify()
 
