@@ -59,7 +59,13 @@ def default_owner() -> str:
 
 
 def dead_on_this_host(owner: str) -> bool:
-    """Whether ``owner`` (``host:pid``) names a process of this host that is gone."""
+    """Whether ``owner`` (``host:pid``) names a process of this host that is gone.
+
+    A process killed (kill -9) whose parent has not reaped it yet is a zombie: signals still
+    "reach" its pid, but it runs no more. In a container whose first process reaps late (or a
+    shell that started the server in the background), a killed server stayed a zombie for seconds,
+    and its runs waited for the next heartbeat (10 s) instead of being recovered at the restart.
+    """
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
@@ -69,7 +75,17 @@ def dead_on_this_host(owner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _zombie(pid)
+
+
+def _zombie(pid: str) -> bool:
+    """Whether the process is a zombie (Linux's /proc; False where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split(None, 1)[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"Z", b"X")
 
 
 class Leases:

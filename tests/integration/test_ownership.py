@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +80,26 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(store):
     assert leases.acquire("run-x", "third:3") == "elsewhere:1"
     leases.release("run-x", "elsewhere:1")
     assert leases.acquire("run-x", "third:3") is None
+
+
+def test_a_lease_of_a_killed_process_not_yet_reaped_is_taken_at_once(store):
+    """A server killed with kill -9 stays a zombie until its parent reaps it (a shell that started it in
+    the background, a container's first process): signals still reach its pid, but it is gone. Its
+    runs are recovered at the restart, not at the next heartbeat once something has reaped it."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        child.kill()
+        deadline = time.monotonic() + 10
+        while not Path(f"/proc/{child.pid}/stat").read_bytes().rpartition(b")")[2].split()[0] == b"Z":
+            assert time.monotonic() < deadline, "the killed child did not become a zombie"
+            time.sleep(0.01)
+        zombie = f"{socket.gethostname()}:{child.pid}"
+        leases = Leases(store.database, ttl_s=3600)
+        assert leases.acquire("run-z", zombie) is None
+        assert "run-z" not in leases.held()  # not a live owner for recovery
+        assert leases.acquire("run-z", "elsewhere:1") is None  # not waiting out the hour
+    finally:
+        child.wait()
 
 
 def test_the_api_hands_a_command_for_a_run_driven_elsewhere_to_its_driver(store):
