@@ -41,7 +41,7 @@ _CLEAR = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 80) - 1)
 _V7 = (0x8000 << 48) | (7 << 76)
 
 
-class NewEvent(msgspec.Struct, frozen=True):
+class NewEvent(msgspec.Struct, frozen=True, gc=False):  # data only (as RecordedEvent): never in a cycle
     """An event to append: a type name, its JSON-able data and metadata.
 
     ``id`` makes appends idempotent: appending an event whose id is already

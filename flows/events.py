@@ -26,8 +26,14 @@ AnomalyKind = Literal["stall", "errors", "malformed", "degradation"]
 Severity = Literal["low", "medium", "high"]
 
 
-class Event(msgspec.Struct, frozen=True, tag=True, kw_only=True):
-    """Base of every run event; the tag is the class name."""
+class Event(msgspec.Struct, frozen=True, tag=True, kw_only=True, gc=False):
+    """Base of every run event; the tag is the class name.
+
+    Not tracked by the cyclic garbage collector (``gc=False``, inherited): an event holds data
+    (strings, numbers, JSON-able dicts and lists, a flow's snapshot), never anything that refers
+    back to it, so it is never part of a cycle; every step makes several, and each tracked object
+    is one more for the collector's passes to count and walk.
+    """
 
     at: float = 0.0
 

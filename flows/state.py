@@ -59,8 +59,9 @@ from flows.tasks import run as task_run
 _SUCCEEDED = StepStatus.COMPLETED.value  # flows.status.succeeded, for the passes over every step
 
 
-class StepState(msgspec.Struct, frozen=True, kw_only=True):
-    """What the log says about one step."""
+class StepState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What the log says about one step. (Data only, never in a cycle: untracked by the cyclic
+    collector, as events are.)"""
 
     status: str = StepStatus.PENDING
     attempt: int = 0
