@@ -87,6 +87,7 @@ def drive(engine: Engine, waited: list[RunState] | None = None) -> dict[str, str
     gated = [f for f in registry if f.name != FAILING.name and any(s.kind == StepKind.APPROVAL for s in f.steps)]
     runs[engine.launch(gated[0].name, "reject this one", band="large").run_id] = "reject"
     runs[engine.launch(gated[-1].name, "cancel this one", band="large").run_id] = "cancel"
+    RELEASE.clear()  # (set by the drive of an earlier test in this process: its step would end at once)
     held = engine.launch(HOLDING.name, "cancel it while it runs").run_id
     engine.wait(held, lambda s: s.steps["hold"].status == StepStatus.RUNNING, timeout=WAIT)
     engine.cancel(held, reason="stop it", by="tests")
