@@ -398,9 +398,10 @@ class Engine:
         return load(self.ctx, run_id)[0]
 
     def recorded_position(self, run_id: str) -> int:
-        """The position of the run's last commit when an actor of this engine drives it (0 otherwise):
-        what a read of the run waits for in the read tables, so it shows what the engine recorded
-        (a recovery after a restart, a step that just ended), not only what commands appended."""
+        """The position of the run's last commit when an actor of this engine drives it, or drove it to
+        its end lately (0 otherwise): what a read of the run waits for in the read tables, so it shows
+        what the engine recorded (a recovery after a restart, a step that just ended), not only what
+        commands appended."""
         return self.ctx.watch.position(run_id)
 
     def wait(

@@ -14,10 +14,10 @@ staged and not yet appended), so a wait sees nothing a crash could take back.
 
 The final state of a run that ended here is kept once its actor stops (the
 last ``ENDED_KEPT`` of them, their steps' outputs ``ENDED_BYTES`` at most in
-all): a wait that comes after the end (launch many
-runs, then wait for each) takes it instead of reading and folding the run's
-whole stream, which was 18% of the CPU of 50 concurrent W1 chains
-(docs/PERFORMANCE.md). A run that has ended never changes again.
+all): a wait that comes after the end (launch many runs, then wait for each)
+takes it instead of reading and folding the run's whole stream, which was 18%
+of the CPU of 50 concurrent W1 chains (docs/PERFORMANCE.md). A run that has
+ended never changes again.
 """
 
 from __future__ import annotations

@@ -67,8 +67,8 @@ def dead_on_this_host(owner: str) -> bool:
     and its runs waited for the next heartbeat (10 s) instead of being recovered at the restart.
     """
     host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False  # (this process's own leases: read at every command, and alive by definition)
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
