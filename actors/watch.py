@@ -109,7 +109,6 @@ class RunWatch:
         ``until`` is called on this thread, never under the lock nor on the actor's thread. Raises
         RunNotSettled at ``deadline`` (``time.monotonic()``; ``timeout``: what the wait was given).
         """
-        waiter = _Waiter(statuses)
         with self._lock:
             held = self._states.get(run_id)
             if held is None:
@@ -117,6 +116,7 @@ class RunWatch:
                 ended = kept[0] if kept is not None else None
             else:
                 state = held[1]
+                waiter = _Waiter(statuses)
                 self._waiters.setdefault(run_id, []).append(waiter)
         if held is None:  # (``until`` is called outside the lock)
             return ended if ended is not None and until(ended) else None

@@ -143,7 +143,7 @@ class Settings:
     max_connections: int = 1000  # HTTP connections held at once (lowered to fit the open-files limit)
     header_timeout_s: float = 10.0  # a request head must arrive within this (from connecting or the last answer)
     body_timeout_s: float = 30.0  # a request body must arrive within this of its head
-    one_cpu: bool = True  # `baton serve`'s engine threads on one CPU, steps' threads on all (actors.cpus)
+    one_cpu: bool = True  # `baton serve`'s threads on one CPU, the processes it starts on all (actors.cpus)
     # Identity and access (DESIGN §13; README "Security").
     insecure_no_auth: bool = False  # serve without tokens: loopback only, with a warning at every start
     token: str = ""  # the token CLI commands send to a server ("" = the admin token file's)

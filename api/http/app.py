@@ -204,7 +204,7 @@ def serve(settings: Settings, **uvicorn_options: Any) -> int:
     except (SettingsError, ListenError) as exc:
         return failures.fail(failures.EXIT_USAGE if isinstance(exc, SettingsError) else failures.EXIT_FAILED,
                              str(exc))
-    if settings.one_cpu:  # before the runtime starts a thread: they all inherit it (steps' threads excepted)
+    if settings.one_cpu:  # before the runtime starts a thread: they all inherit it (its child processes do not)
         cpus.pin()
     try:
         runtime = Runtime(settings).start()
