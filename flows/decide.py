@@ -6,6 +6,7 @@ the stream's expected version, and only then acts. Nothing here does I/O.
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, cast
@@ -34,7 +35,7 @@ from flows.events import (
 )
 from flows.kinds import kind_rules
 from flows.model import FlowSnapshot, StepSpec
-from flows.state import RunState, evolve, status_counts
+from flows.state import RunState, evolve, frontier, status_counts
 from flows.status import RUN_UNDER_WAY, STEP_TERMINAL, RunStatus, StepStatus, fails_run, rejects_run
 from flows.tasks import run as task_run
 from flows.text import check_text
@@ -128,20 +129,30 @@ def decide(state: RunState, now: float) -> Decision:
                 resumed = timed_out(state.spec(sid), now)
                 events.append(resumed)
                 state = evolve(state, resumed)
+    specs = snapshot.steps
     changed = True
     while changed:
         changed = False
         ready.clear()
-        for spec in snapshot.steps:
+        # The steps in order, as the state stands when each is reached, but only those of its frontier:
+        # every other pending step waits whatever its rule (no dep has ended), and a step that is not
+        # pending has nothing to decide. A skip can put a later step in the frontier (looked at in this
+        # pass) or an earlier one (in the next: a skip makes another).
+        after = 0
+        while True:
+            front = frontier(state)
+            k = bisect.bisect_left(front, after)
+            if k == len(front):
+                break
+            after = front[k] + 1
+            spec = specs[after - 1]
             st = state.steps[spec.id]
-            if st.status != _PENDING:
-                continue
             if st.not_before and now < st.not_before:
                 wake_at = st.not_before if wake_at is None else min(wake_at, st.not_before)
                 continue
-            if spec.deps and spec.trigger_rule != "always":
-                # Every rule but `always` waits while no dep has ended (the common case, made cheap: a loop,
-                # not a generator per pending step and decision).
+            if st.not_before and spec.deps and spec.trigger_rule != "always":
+                # A retry due is in the frontier whatever its deps; every rule but `always` waits while
+                # none has ended.
                 for dep in spec.deps:
                     if state.steps[dep].status in STEP_TERMINAL:
                         break

@@ -42,6 +42,7 @@ from flows.events import (
 from flows.model import FlowSnapshot, StepSpec
 from flows.status import (
     NOT_LAUNCHED,
+    STEP_TERMINAL,
     WITH_OUTPUT,
     Counts,
     StepStatus,
@@ -202,17 +203,109 @@ def _with_step(state: RunState, position: int, step_id: str, step: StepState, de
     status = run_status_counted(state.status, *counts) if decides else state.status
     new = replace(state, steps=steps, status=status, version=state.version + 1, position=position)
     new.__dict__[_COUNTS] = counts
+    front = state.__dict__.get(_FRONTIER)
+    if front is not None:
+        if before.status != step.status or before.not_before != step.not_before:
+            front = _moved_frontier(front, state, steps, step_id, before, step)
+        new.__dict__[_FRONTIER] = front
+    return new
+
+
+def _keep_derived(state: RunState, new: RunState) -> RunState:
+    """``new`` (the same steps as ``state``) with what ``state`` derived from its steps: its counts and
+    its frontier."""
+    kept = state.__dict__
+    for name in _DERIVED:
+        value = kept.get(name)
+        if value is not None:
+            new.__dict__[name] = value
     return new
 
 
 def at_position(state: RunState, position: int) -> RunState:
-    """The state with its events' last position set (what a commit tells), its counts kept: a step
-    moved by nothing needs no count over every step again."""
-    new = replace(state, position=position)
-    counts = getattr(state, _COUNTS, None)
-    if counts is not None:
-        new.__dict__[_COUNTS] = counts
-    return new
+    """The state with its events' last position set (what a commit tells), its counts and frontier kept:
+    a step moved by nothing needs no pass over every step again."""
+    return _keep_derived(state, replace(state, position=position))
+
+
+# -- the frontier: the steps a decision looks at -------------------------------------------------
+
+_FRONTIER = "_frontier"  # where a state keeps its frontier (in its __dict__, as its counts)
+_DERIVED = (_COUNTS, _FRONTIER)
+_PENDING = StepStatus.PENDING.value
+
+
+def frontier(state: RunState) -> tuple[int, ...]:
+    """The indices (in the snapshot's order) of the pending steps a decision must look at: a step with
+    no deps, with the ``always`` rule, a retry (``not_before`` set) or with at least one dep ended.
+
+    Any other pending step waits whatever its trigger rule, so a decision passes it by without a
+    look (``flows.decide``): in a 20-step chain it looks at one step, not twenty. Kept by the fold
+    as steps move (only a moved step and the steps that depend on it can enter or leave it), found
+    by a pass over every step for a state built otherwise.
+    """
+    front: tuple[int, ...] | None = state.__dict__.get(_FRONTIER)
+    if front is None:
+        steps = state.steps
+        front = state.__dict__[_FRONTIER] = tuple(
+            i for i, spec in enumerate(state.snapshot.steps) if _in_frontier(spec, steps))
+    return front
+
+
+def _in_frontier(spec: StepSpec, steps: dict[str, StepState]) -> bool:
+    st = steps[spec.id]
+    if st.status != _PENDING:
+        return False
+    if st.not_before or not spec.deps or spec.trigger_rule == "always":
+        return True
+    for dep in spec.deps:
+        if steps[dep].status in STEP_TERMINAL:
+            return True
+    return False
+
+
+def _moved_frontier(front: tuple[int, ...], state: RunState, steps: dict[str, StepState], step_id: str,
+                    before: StepState, after: StepState) -> tuple[int, ...]:
+    """``front`` after ``step_id`` went from ``before`` to ``after``: only that step can enter or leave it
+    as it becomes pending or not (or its retry time moves), and only the steps depending on it as it
+    ends or is no longer ended."""
+    snapshot = state.snapshot
+    graph = snapshot.__dict__.get(_GRAPH) or _graph(snapshot)
+    own, dependents = graph[step_id]
+    specs = snapshot.steps
+    was, now = before.status, after.status
+    if (was == _PENDING) != (now == _PENDING) or before.not_before != after.not_before:
+        for i in own:
+            front = _placed(front, i, _in_frontier(specs[i], steps))
+    ended = now in STEP_TERMINAL
+    if ended != (was in STEP_TERMINAL):
+        for i in dependents:  # an ended dep lets a pending step in; one no longer ended may let it out
+            front = _placed(front, i, steps[specs[i].id].status == _PENDING if ended else _in_frontier(specs[i], steps))
+    return front
+
+
+def _placed(front: tuple[int, ...], i: int, inside: bool) -> tuple[int, ...]:
+    """``front`` with step ``i`` in it or not."""
+    if inside == (i in front):
+        return front
+    return tuple(sorted((*front, i))) if inside else tuple(j for j in front if j != i)
+
+
+_GRAPH = "_frontier_graph"  # in a snapshot's __dict__: which steps to look at again when one moves
+
+
+def _graph(snapshot: FlowSnapshot) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """For each step id, the indices of its own step (a repeated id has several) and of the steps that
+    depend on it."""
+    own: dict[str, list[int]] = {}
+    dependents: dict[str, list[int]] = {}
+    for i, spec in enumerate(snapshot.steps):
+        own.setdefault(spec.id, []).append(i)
+        for dep in dict.fromkeys(spec.deps):
+            dependents.setdefault(dep, []).append(i)
+    graph = {sid: (tuple(own.get(sid, ())), tuple(dependents.get(sid, ()))) for sid in {*own, *dependents}}
+    snapshot.__dict__[_GRAPH] = graph
+    return graph
 
 
 def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
@@ -233,10 +326,8 @@ def evolve(state: RunState, event: Event, position: int = 0) -> RunState:
         return _task_moved(state, event, position or state.position)
     else:  # an event this fold does not know changes nothing else
         new = replace(state, version=state.version + 1, position=position or state.position)
-    if new.steps is state.steps:  # no step changed: the counts hold as they were
-        counts = getattr(state, _COUNTS, None)
-        if counts is not None:
-            new.__dict__[_COUNTS] = counts
+    if new.steps is state.steps:  # no step changed: the counts and the frontier hold as they were
+        _keep_derived(state, new)
     return new
 
 

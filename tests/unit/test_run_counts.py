@@ -7,7 +7,9 @@ the run's status after a step's move is ``flows.status.run_status`` over
 every step, the pass the fold made before and the projector still makes.
 The counts are not fields: a state built without the fold (its constructor,
 ``replace``, a decode) has none and counts them from its own steps, so a
-state whose steps were swapped cannot carry counts that lie.
+state whose steps were swapped cannot carry counts that lie. The same holds
+for the frontier the fold keeps (the pending steps a decision looks at), and
+a decision is the same from a state that kept it or found it again.
 """
 
 from __future__ import annotations
@@ -55,9 +57,10 @@ from flows.events import (
     TaskStarted,
 )
 from flows.model import FlowSnapshot
-from flows.state import RunState, at_position, evolve, fold, status_counts
+from flows.decide import decide
+from flows.state import RunState, at_position, evolve, fold, frontier, status_counts
 from flows.state import run_status as fold_run_status
-from flows.status import NOT_LAUNCHED, RUN_STATUSES, StepStatus, run_status, run_status_counted, step_counts
+from flows.status import NOT_LAUNCHED, RUN_STATUSES, STEP_TERMINAL, StepStatus, run_status, run_status_counted, step_counts
 from flows.tasks import load_task_graph
 from flows.tasks.launch import task_run_launched
 
@@ -95,7 +98,27 @@ def check(events: list[Event]) -> RunState:
         rebuilt = evolve(replace(rebuilt), event, n)  # replace() copies the fields alone: no counts
         assert rebuilt == state and rebuilt.status == state.status, (n, event)
         assert status_counts(rebuilt) == counted(rebuilt), (n, event)
+        if state.launched is not None:  # the frontier the fold keeps (asked at each state, so it is kept)
+            assert frontier(state) == frontier(moved) == in_frontier(state), (n, event)
+            assert decided(state) == decided(replace(state)), (n, event)  # kept frontier or found by a pass
     return state
+
+
+def in_frontier(state: RunState) -> tuple[int, ...]:
+    """The steps a decision looks at, by the definition: pending, and with no deps, the ``always`` rule, a
+    retry time, or a dep that has ended."""
+    steps = state.steps
+    return tuple(i for i, spec in enumerate(state.snapshot.steps) if steps[spec.id].status == "pending" and (
+        steps[spec.id].not_before != 0.0 or not spec.deps or spec.trigger_rule == "always"
+        or any(steps[dep].status in STEP_TERMINAL for dep in spec.deps)))
+
+
+def decided(state: RunState) -> object:
+    """What ``decide`` makes of the state at a time past every retry (or the error it raises)."""
+    try:
+        return decide(state, 60.0)
+    except Exception as exc:  # a log the engine would not write may break a decision: the same way twice
+        return type(exc), str(exc)
 
 
 def event_status(before: RunState, event: Event) -> str:
