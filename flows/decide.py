@@ -49,7 +49,7 @@ FAST_NOTE = (
 """Appended to every agent step's prompt of a run launched with ``fast`` (seed 002's fast mode);
 decided here, so StepStarted records exactly the prompt that was sent."""
 
-_PENDING, _PAUSED = StepStatus.PENDING.value, StepStatus.PAUSED.value  # an enum's class attribute costs ~0.25 us
+_PAUSED = StepStatus.PAUSED.value  # an enum's class attribute costs ~0.25 us
 
 FIELDS_COPY_CHARS = 64 * 1024
 """Past this many characters of output, a StepCompleted does not copy the fields out of it."""
