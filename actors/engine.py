@@ -26,7 +26,6 @@ from typing import Any, Self, overload
 
 import msgspec
 import pykka
-from ulid import ULID
 
 from actors import messages as m
 from actors.agents import Backend, make_backend
@@ -42,6 +41,7 @@ from actors.errors import (
     RunNotSettled,
     RunOwnedElsewhere,
 )
+from actors.ids import new_ulid
 from actors.inbox import READY_S, Inbox, new_command, outcome_of
 from actors.launched import Launched as Launched  # its home is light: a CLI command sent to a server builds one
 from actors.orchestrator import Orchestrator
@@ -84,7 +84,7 @@ STORE_GRACE_S = 2.0
 
 def new_run_id() -> str:
     """A sortable run id (ULID)."""
-    return str(ULID())
+    return new_ulid()
 
 
 class Engine:

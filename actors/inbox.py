@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
-from ulid import ULID
 
 from actors.errors import (
     FlowsModuleMissing,
@@ -36,6 +35,7 @@ from actors.errors import (
     RunOwnedElsewhere,
     TaskCommandRefused,
 )
+from actors.ids import new_ulid
 from actors.runlog import node_lease
 from eventstore import (
     CorruptEventError,
@@ -67,7 +67,7 @@ _RESUBSCRIBE_S = 1.0  # pause before following again after the store failed
 def new_command(kind: CommandKind, run_id: str, *, step_id: str = "", by: str = "", comment: str = "",
                 at: float = 0.0) -> CommandRequested:
     """A command with a fresh id."""
-    return CommandRequested(command_id=str(ULID()), kind=kind, run_id=run_id, step_id=step_id, by=by,
+    return CommandRequested(command_id=new_ulid(), kind=kind, run_id=run_id, step_id=step_id, by=by,
                             comment=comment, at=at)
 
 

@@ -213,12 +213,8 @@ def _with_step(state: RunState, position: int, step_id: str, step: StepState, de
 
 def _keep_derived(state: RunState, new: RunState) -> RunState:
     """``new`` (the same steps as ``state``) with what ``state`` derived from its steps: its counts and
-    its frontier."""
-    kept = state.__dict__
-    for name in _DERIVED:
-        value = kept.get(name)
-        if value is not None:
-            new.__dict__[name] = value
+    its frontier, the only things a state keeps in its ``__dict__``."""
+    new.__dict__.update(state.__dict__)
     return new
 
 
@@ -231,7 +227,6 @@ def at_position(state: RunState, position: int) -> RunState:
 # -- the frontier: the steps a decision looks at -------------------------------------------------
 
 _FRONTIER = "_frontier"  # where a state keeps its frontier (in its __dict__, as its counts)
-_DERIVED = (_COUNTS, _FRONTIER)
 _PENDING = StepStatus.PENDING.value
 
 
