@@ -9,6 +9,7 @@ resolves a band into the serialisable graph that RunLaunched pins.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
@@ -410,9 +411,9 @@ class Flow:
         step = self._by_id.get(step_id)
         return step.fn if step else None
 
-    @property
+    @functools.cached_property
     def bands(self) -> tuple[str, ...]:
-        """The bands at least one step runs in."""
+        """The bands at least one step runs in (asked at every launch: found once, the steps are a tuple)."""
         return tuple(b for b in BANDS if any(b in s.bands for s in self.steps))
 
     def snapshot(self, band: str = "medium") -> FlowSnapshot:
