@@ -53,9 +53,12 @@ def decode_json(text: str | bytes) -> Any:
 
 def encode_new_event(event: NewEvent) -> tuple[str, str]:
     """The (data, metadata) JSON texts of an event about to be appended."""
-    data = encode_json(event.data)
-    metadata = encode_json(event.metadata) if event.metadata else EMPTY_OBJECT
-    return data, metadata
+    return encode_json(event.data), encode_metadata(event.metadata)
+
+
+def encode_metadata(metadata: dict[str, Any]) -> str:
+    """The JSON text of an event's metadata (``EMPTY_OBJECT`` for none)."""
+    return encode_json(metadata) if metadata else EMPTY_OBJECT
 
 
 # Column order of every SELECT that feeds ``decode_row``: it is also the

@@ -472,10 +472,10 @@ class PostgresBackend:
             conn.execute("COMMIT")
         rendered = iter(lasts)
         for pending, (first, count) in zip(todo, spans):
-            pending.positions = [row[0] for row in positions[first : first + count]]
+            settled = [row[0] for row in positions[first : first + count]]
             if pending.last is not None:
-                pending.positions.append(next(rendered)[0])
-            pending.recorded_at = recorded_at
+                settled.append(next(rendered)[0])
+            pending.record(settled, recorded_at)
             self._remember(pending.stream_id, pending.base_version + len(pending.ids), pending.hashes[-1])
         if self._next_position is not None and positions:  # would they have been foreseen? (counted, no cost)
             self._foresee(positions[0][0])
@@ -538,9 +538,8 @@ class PostgresBackend:
         start = 0
         for pending in todo:
             n = len(pending.ids)
-            pending.positions = [row[0] for row in positions[start : start + n]]
+            pending.record([row[0] for row in positions[start : start + n]], recorded_at)
             start += n
-            pending.recorded_at = recorded_at
             self._remember(pending.stream_id, pending.base_version + n, pending.hashes[-1])
         self._next_position = at
         return at - 1

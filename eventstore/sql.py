@@ -27,6 +27,8 @@ from eventstore.codec import (
     decode_json,
     decode_row,
     decode_rows,
+    encode_json,
+    encode_metadata,
     encode_new_event,
 )
 from eventstore.seal import (
@@ -73,6 +75,7 @@ _DIGEST_ROWS = (
     " WHERE position > ? AND position <= ? ORDER BY position LIMIT ?"
 )
 _IN_CHUNK = 900
+_POSITION = operator.itemgetter(0)  # of a row (codec.ROW_COLUMNS)
 _OPTIONS = {
     "poll_interval", "pool_size", "connect_timeout", "busy_timeout_ms", "lock_timeout_s",
     "max_backoff_s", "max_group_events", "page_size",
@@ -147,16 +150,11 @@ class SqlEventStore:
         A subscription in this process then takes them from the hub instead
         of reading them back from the table.
         """
-        rows = [
-            (position, pending.stream_id, pending.base_version + i, type_, data, metadata,
-             pending.recorded_at, hash_, event_id)
-            for pending in group if pending.positions and pending.error is None and not pending.duplicate
-            for i, (position, hash_, event_id, type_, data, metadata) in enumerate(zip(
-                pending.positions, pending.hashes, pending.ids, pending.types, pending.data,
-                pending.metadata,
-            ), 1)
-        ]
-        rows.sort(key=operator.itemgetter(0))  # by position
+        if len(group) == 1:
+            rows = group[0].rows  # ascending: a commit gives an append's events rising positions
+        else:
+            rows = [row for pending in group for row in pending.rows]  # a refused append has none
+            rows.sort(key=_POSITION)  # PostgreSQL inserts rendered last events after the others
         self._hub.committed(rows, last)
 
     def __repr__(self) -> str:
@@ -213,16 +211,22 @@ class SqlEventStore:
         types: list[str] = []
         data: list[str] = []
         metadata: list[str] = []
+        # A batch's events mostly share one metadata dict (actors.runlog.new_events): encoded once.
+        last_metadata: Any = None
+        metadata_text = EMPTY_OBJECT
         for event in events:
             if not isinstance(event, NewEvent):
                 raise TypeError(f"append takes NewEvent values, not {type(event).__name__}")
-            if not event.type or "\x00" in event.type or "\x00" in event.id:
-                raise ValueError(f"bad event type or id: {event.type!r}, {event.id!r}")
-            encoded_data, encoded_metadata = encode_new_event(event)
-            ids.append(event.id)
-            types.append(event.type)
-            data.append(encoded_data)
-            metadata.append(encoded_metadata)
+            type_, event_id = event.type, event.id
+            if not type_ or "\x00" in type_ or "\x00" in event_id:
+                raise ValueError(f"bad event type or id: {type_!r}, {event_id!r}")
+            data.append(encode_json(event.data))
+            if event.metadata is not last_metadata:
+                last_metadata = event.metadata
+                metadata_text = encode_metadata(last_metadata)
+            ids.append(event_id)
+            types.append(type_)
+            metadata.append(metadata_text)
         if len(set(ids)) != len(ids):
             raise ValueError(f"stream {stream_id!r}: the same event id appears twice in one append")
         render: Callable[[list[int]], tuple[str, str, str]] | None = None
@@ -555,27 +559,12 @@ def _render_last(last: Callable[[list[int]], NewEvent], event_id: str, positions
 
 
 def _recorded(pending: PendingAppend) -> list[RecordedEvent]:
-    stream_id, version, recorded_at = pending.stream_id, pending.base_version, pending.recorded_at
-    out = []
-    for position, hash_, event_id, type_, data, metadata in zip(
-        pending.positions, pending.hashes, pending.ids, pending.types, pending.data,
-        pending.metadata,
-    ):
-        version += 1
-        out.append(
-            RecordedEvent(
-                position,
-                stream_id,
-                version,
-                type_,
-                decode_json(data),
-                {} if metadata == EMPTY_OBJECT else decode_json(metadata),
-                recorded_at,
-                hash_,
-                event_id,
-            )
-        )
-    return out
+    """The append's events as recorded, from its committed rows (``codec.ROW_COLUMNS`` order)."""
+    return [
+        RecordedEvent(position, stream_id, version, type_, decode_json(data),
+                      {} if metadata == EMPTY_OBJECT else decode_json(metadata), recorded_at, hash_, event_id)
+        for position, stream_id, version, type_, data, metadata, recorded_at, hash_, event_id in pending.rows
+    ]
 
 
 def open_store(url: str, **options: Any) -> SqlEventStore:

@@ -14,6 +14,8 @@ never reaches a caller.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -36,10 +38,16 @@ _WRITER_BUSY_SLICE_MS = 100
 # SQLite's default cap on bound variables is 32766 (999 before 3.32).
 _IN_CHUNK = 900
 
+# The columns in codec.ROW_COLUMNS order: the rows inserted are the rows the store hands its subscribers.
 _INSERT = (
-    "INSERT INTO events (position, event_id, stream_id, version, type, data, metadata,"
-    " recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (position, stream_id, version, type, data, metadata, recorded_at, hash, event_id)"
+    " VALUES "
 )
+_ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# An append of at most this many events is inserted by ONE statement (900 bound values, under
+# SQLite's oldest cap of 999), which inserts all its rows or, on a recorded id, none of them.
+_ROWS_PER_INSERT = 100
+_flatten = itertools.chain.from_iterable
 _STREAM_HEAD = "SELECT version, hash FROM events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
 _MAX_POSITION = "SELECT coalesce(max(position), 0) FROM events"
 
@@ -174,7 +182,8 @@ class SqliteBackend:
                 stream_head = self._admit(cur, pending)
                 if stream_head is not None:
                     head = self._insert(cur, pending, stream_head, head, recorded_at)
-                    last = head
+                    if pending.positions:
+                        last = head
             if self._before_commit is not None:
                 self._before_commit(group)
             cur.execute("COMMIT")
@@ -206,8 +215,29 @@ class SqliteBackend:
                     ) from None
 
     def _admit(self, cur: sqlite3.Cursor, pending: PendingAppend) -> tuple[int, str] | None:
-        """The stream's (version, hash) when the append may insert; else None, with
-        the reason recorded on it (a retry, an id clash, a version conflict)."""
+        """The stream's (version, hash) when the append may be inserted; else None, with
+        the reason recorded on it (a retry, an id clash, a version conflict).
+
+        The append's ids are looked up only when it cannot be inserted as it is: its expected
+        version is not the stream's (a retry of an append that did commit is not a conflict),
+        or its insert meets a recorded id (``_insert``); and before inserting an append too large
+        for one statement. Looking them up before every append cost a SELECT per commit
+        (~100 opcodes of a W1 step's ~6,100, and SQLite's index probe), while a recorded id is
+        rare: a retry after a lost outcome, or a clash.
+        """
+        if len(pending.ids) > _ROWS_PER_INSERT and self._settle_known_ids(cur, pending):
+            return None
+        row = cur.execute(_STREAM_HEAD, (pending.stream_id,)).fetchone()
+        stream_head = (row[0], row[1]) if row else (0, "")
+        if pending.expected is not None and stream_head[0] != pending.expected:
+            if not self._settle_known_ids(cur, pending):
+                pending.error = ConcurrencyError(pending.stream_id, pending.expected, stream_head[0])
+            return None
+        return stream_head
+
+    def _settle_known_ids(self, cur: sqlite3.Cursor, pending: PendingAppend) -> bool:
+        """Whether some of the append's ids are recorded; then it is settled: a retry (``duplicate``:
+        every id recorded, in its stream) or an EventIdConflictError."""
         ids = pending.ids
         known: list[str] = []
         for start in range(0, len(ids), _IN_CHUNK):
@@ -219,21 +249,16 @@ class SqliteBackend:
                     f"SELECT stream_id FROM events WHERE event_id IN ({marks})", chunk
                 )
             ]
-        if known:
-            here = sum(1 for stream in known if stream == pending.stream_id)
-            if here == len(ids) == len(known):
-                pending.duplicate = True
-            else:
-                pending.error = EventIdConflictError(
-                    pending.stream_id, id_clash_detail(len(ids), len(known), here)
-                )
-            return None
-        row = cur.execute(_STREAM_HEAD, (pending.stream_id,)).fetchone()
-        stream_head = (row[0], row[1]) if row else (0, "")
-        if pending.expected is not None and stream_head[0] != pending.expected:
-            pending.error = ConcurrencyError(pending.stream_id, pending.expected, stream_head[0])
-            return None
-        return stream_head
+        if not known:
+            return False
+        here = sum(1 for stream in known if stream == pending.stream_id)
+        if here == len(ids) == len(known):
+            pending.duplicate = True
+        else:
+            pending.error = EventIdConflictError(
+                pending.stream_id, id_clash_detail(len(ids), len(known), here)
+            )
+        return True
 
     def _insert(
         self,
@@ -243,29 +268,46 @@ class SqliteBackend:
         head: int,
         recorded_at: float,
     ) -> int:
-        version, previous = stream_head
+        """Insert the append's rows after position ``head``; the new head (``head`` when one of
+        its ids proved recorded: then the append is settled as ``_settle_known_ids`` says)."""
+        base_version, previous = stream_head
         stream_id = pending.stream_id
+        count = len(pending.ids)
         rows = []
-        hashes = pending.hashes
-        first = head + 1
+        hashes = []
         chain_hash = self._chain.hash
         if pending.last is not None:  # positions are ours to give: the last event sees the others'
-            pending.render_last(list(range(first, first + len(pending.ids) - 1)))
-        for event_id, type_, data, metadata in zip(
-            pending.ids, pending.types, pending.data, pending.metadata
+            pending.render_last(list(range(head + 1, head + count)))
+        for position, version, event_id, type_, data, metadata in zip(
+            itertools.count(head + 1), itertools.count(base_version + 1), pending.ids, pending.types, pending.data,
+            pending.metadata,
         ):
-            head += 1
-            version += 1
             previous = chain_hash(previous, event_id, stream_id, version, type_, data, metadata, recorded_at)
             hashes.append(previous)
-            rows.append(
-                (head, event_id, stream_id, version, type_, data, metadata, recorded_at, previous)
-            )
-        cur.executemany(_INSERT, rows)
-        pending.base_version = stream_head[0]
-        pending.positions = list(range(first, head + 1))
+            rows.append((position, stream_id, version, type_, data, metadata, recorded_at, previous, event_id))
+        try:
+            if count <= _ROWS_PER_INSERT:
+                cur.execute(_insert_sql(count), tuple(_flatten(rows)))
+            else:  # its ids were looked up before (``_admit``): none is recorded
+                for start in range(0, count, _ROWS_PER_INSERT):
+                    chunk = rows[start : start + _ROWS_PER_INSERT]
+                    cur.execute(_insert_sql(len(chunk)), tuple(_flatten(chunk)))
+        except sqlite3.IntegrityError:  # the one statement inserted nothing
+            if count > _ROWS_PER_INSERT or not self._settle_known_ids(cur, pending):
+                raise
+            return head
+        pending.hashes = hashes
+        pending.rows = rows
+        pending.base_version = base_version
+        pending.positions = list(range(head + 1, head + count + 1))
         pending.recorded_at = recorded_at
-        return head
+        return head + count
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    """The INSERT of ``rows`` rows in one statement."""
+    return _INSERT + ", ".join([_ROW_MARKS] * rows)
 
 
 def id_clash_detail(total: int, known: int, in_stream: int) -> str:

@@ -30,15 +30,15 @@ def new_event_id() -> str:
     once from the OS rather than ``os.urandom`` per call: that syscall, twice
     per step, cost 4-5% of the engine's CPU. Ids need to be unique, not secret.
     """
-    # What str(uuid.UUID(int=...)) gives of those bits, formatted directly (no UUID object per event).
-    bits = (time.time_ns() // 1_000_000) << 80 | (_ids.getrandbits(80) & _CLEAR) | _V7
-    h = f"{bits:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-# The variant (RFC 9562) and version (7) bits of a version-7 UUID.
-_CLEAR = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 80) - 1)
-_V7 = (0x8000 << 48) | (7 << 76)
+    # What str(uuid.UUID(...)) gives, formatted directly (no UUID object per event) in one
+    # %-format: the 48 bits of time, "7" (the version), 12 random bits, the variant (0b10) and 14
+    # random bits, 48 random bits. (Slicing one 32-digit hex string: 65 opcodes, not 40, and ~7%
+    # slower; str.format is slower still.)
+    ms = time.time_ns() // 1_000_000
+    r = _ids.getrandbits(74)
+    return "%08x-%04x-7%03x-%04x-%012x" % (  # noqa: UP031 (measured faster: see above)
+        ms >> 16, ms & 0xFFFF, r >> 62, r >> 48 & 0x3FFF | 0x8000, r & 0xFFFF_FFFF_FFFF
+    )
 
 
 class NewEvent(msgspec.Struct, frozen=True, gc=False):  # data only (as RecordedEvent): never in a cycle
@@ -51,7 +51,7 @@ class NewEvent(msgspec.Struct, frozen=True, gc=False):  # data only (as Recorded
     type: str
     data: Any
     metadata: dict[str, Any] = {}
-    id: str = msgspec.field(default_factory=lambda: new_event_id())
+    id: str = msgspec.field(default_factory=new_event_id)
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, gc=False):

@@ -41,8 +41,9 @@ class PendingAppend:
     """One caller's append on its way through the writer, and its outcome.
 
     The caller fills in the encoded events; the backend fills in either
-    ``positions``/``hashes``/``base_version``/``recorded_at``, or ``duplicate`` (every event id
-    was already recorded in this stream), or ``error``.
+    ``positions``/``hashes``/``base_version``/``recorded_at`` and ``rows`` (the rows committed, in
+    ``codec.ROW_COLUMNS`` order: what the store returns and hands its subscribers), or
+    ``duplicate`` (every event id was already recorded in this stream), or ``error``.
     """
 
     __slots__ = (
@@ -56,6 +57,7 @@ class PendingAppend:
         "hashes",
         "base_version",
         "recorded_at",
+        "rows",
         "duplicate",
         "error",
         "last",
@@ -108,8 +110,21 @@ class PendingAppend:
         self.hashes: list[str] = []
         self.base_version = 0  # the stream's version before this append
         self.recorded_at = 0.0
+        self.rows: list[tuple[Any, ...]] = []
         self.duplicate = False
         self.error: BaseException | None = None
+
+    def record(self, positions: list[int], recorded_at: float) -> None:
+        """Settle the append as committed at ``positions`` and ``recorded_at`` (its ``base_version``
+        and ``hashes`` given): fills ``rows`` from them."""
+        self.positions = positions
+        self.recorded_at = recorded_at
+        stream_id, version = self.stream_id, self.base_version
+        self.rows = [
+            (position, stream_id, version + i, type_, data, metadata, recorded_at, hash_, event_id)
+            for i, (position, hash_, event_id, type_, data, metadata) in enumerate(zip(
+                positions, self.hashes, self.ids, self.types, self.data, self.metadata), 1)
+        ]
 
 
 class WriterBackend(Protocol):
