@@ -24,7 +24,6 @@ from eventstore import schema
 from eventstore.chain import Chain, ChainVerifier
 from eventstore.codec import (
     EMPTY_OBJECT,
-    decode_json,
     decode_row,
     decode_rows,
     encode_json,
@@ -242,7 +241,7 @@ class SqlEventStore:
             # A retry of an append whose commit's outcome was lost: nobody told the hub of it.
             self._hub.advance(max((event.position for event in recorded), default=0))
             return recorded
-        return _recorded(pending)
+        return decode_rows(pending.rows)  # the rows it inserted, as a read would return them
 
     # -- reading -----------------------------------------------------------
 
@@ -556,15 +555,6 @@ def _render_last(last: Callable[[list[int]], NewEvent], event_id: str, positions
     if event.id != event_id:
         raise ValueError(f"append(last=...) rendered an event with id {event.id!r}, not the {event_id!r} it stood for")
     return (event.type, *encode_new_event(event))
-
-
-def _recorded(pending: PendingAppend) -> list[RecordedEvent]:
-    """The append's events as recorded, from its committed rows (``codec.ROW_COLUMNS`` order)."""
-    return [
-        RecordedEvent(position, stream_id, version, type_, decode_json(data),
-                      {} if metadata == EMPTY_OBJECT else decode_json(metadata), recorded_at, hash_, event_id)
-        for position, stream_id, version, type_, data, metadata, recorded_at, hash_, event_id in pending.rows
-    ]
 
 
 def open_store(url: str, **options: Any) -> SqlEventStore:
