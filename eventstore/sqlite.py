@@ -48,6 +48,8 @@ _ROW_MARKS = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # SQLite's oldest cap of 999), which inserts all its rows or, on a recorded id, none of them.
 _ROWS_PER_INSERT = 100
 _flatten = itertools.chain.from_iterable
+# Stream heads the writer keeps (``SqliteBackend._heads``): past this many, it forgets them all.
+_HEADS_KEPT = 10_000
 _STREAM_HEAD = "SELECT version, hash FROM events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
 _MAX_POSITION = "SELECT coalesce(max(position), 0) FROM events"
 
@@ -103,6 +105,10 @@ class SqliteBackend:
         self._lock_timeout_s = lock_timeout_s
         self._before_commit = before_commit
         self._on_lock_wait = on_lock_wait
+        # The (version, hash) of the streams this writer appended to, as it left them, and the log's
+        # last position then (``commit_group``): they hold while no one else has appended since.
+        self._heads: dict[str, tuple[int, str]] = {}
+        self._log_head = -1
 
     # -- reads -------------------------------------------------------------
 
@@ -176,6 +182,10 @@ class SqliteBackend:
         self._begin_immediate(cur)
         try:
             head = cur.execute(_MAX_POSITION).fetchone()[0]
+            if head != self._log_head or len(self._heads) > _HEADS_KEPT:
+                # Another connection appended since this writer's last commit (positions only grow,
+                # rows are never removed): the heads it left may have moved.
+                self._heads.clear()
             recorded_at = time.time()
             last = 0
             for pending in group:
@@ -188,11 +198,13 @@ class SqliteBackend:
                 self._before_commit(group)
             cur.execute("COMMIT")
         except BaseException:
+            self._log_head = -1  # the heads kept may be of rows rolled back: the next commit forgets them
             try:
                 cur.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             raise
+        self._log_head = head
         return last
 
     def _begin_immediate(self, cur: sqlite3.Cursor) -> None:
@@ -223,12 +235,15 @@ class SqliteBackend:
         or its insert meets a recorded id (``_insert``); and before inserting an append too large
         for one statement. Looking them up before every append cost a SELECT per commit
         (~100 opcodes of a W1 step's ~6,100, and SQLite's index probe), while a recorded id is
-        rare: a retry after a lost outcome, or a clash.
+        rare: a retry after a lost outcome, or a clash. The stream's head is read only when the
+        writer did not leave it so itself (``_heads``): a run's stream is appended to step after step.
         """
         if len(pending.ids) > _ROWS_PER_INSERT and self._settle_known_ids(cur, pending):
             return None
-        row = cur.execute(_STREAM_HEAD, (pending.stream_id,)).fetchone()
-        stream_head = (row[0], row[1]) if row else (0, "")
+        stream_head = self._heads.get(pending.stream_id)
+        if stream_head is None:
+            row = cur.execute(_STREAM_HEAD, (pending.stream_id,)).fetchone()
+            stream_head = (row[0], row[1]) if row else (0, "")
         if pending.expected is not None and stream_head[0] != pending.expected:
             if not self._settle_known_ids(cur, pending):
                 pending.error = ConcurrencyError(pending.stream_id, pending.expected, stream_head[0])
@@ -296,6 +311,7 @@ class SqliteBackend:
             if count > _ROWS_PER_INSERT or not self._settle_known_ids(cur, pending):
                 raise
             return head
+        self._heads[stream_id] = (base_version + count, previous)
         pending.hashes = hashes
         pending.rows = rows
         pending.base_version = base_version

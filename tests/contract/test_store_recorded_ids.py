@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from eventstore import EventIdConflictError, NewEvent, open_store
+from eventstore import ConcurrencyError, EventIdConflictError, NewEvent, open_store
 
 from eventstore_testkit import Thread, store, wait_for  # noqa: F401 - store is a fixture
 
@@ -92,3 +92,33 @@ def test_a_retry_and_a_clash_inside_a_group_leave_the_others_committed(store_url
         if store.dialect == "sqlite":  # (PostgreSQL runs the group again without the two)
             assert groups[1] == 4  # committed as one group
             assert [e.position for e in y.value()] == [x.value()[-1].position + 1]  # no hole left behind
+
+
+def test_two_writers_on_one_log_take_turns_on_a_stream(store_url):
+    # Each writer keeps the heads it left (SQLite; PostgreSQL too): another's appends move them.
+    with open_store(store_url) as a, open_store(store_url) as b:
+        for version in range(6):
+            (a, b)[version % 2].append("run-t", notes(version), expected_version=version)
+        with pytest.raises(ConcurrencyError):
+            a.append("run-t", notes(9), expected_version=5)
+        b.append("run-t", notes(7))
+        a.append("run-t", notes(8))
+        assert [e.version for e in a.read_stream("run-t")] == list(range(1, 9))
+        assert a.verify() == []
+
+
+def test_a_commit_rolled_back_leaves_no_head_behind(store_url):
+    armed = threading.Event()
+
+    def before_commit(group):
+        if armed.is_set():
+            armed.clear()
+            raise RuntimeError("the commit fails once")
+
+    with open_store(store_url, _before_commit=before_commit) as store:
+        store.append("run-a", notes(1), expected_version=0)
+        armed.set()
+        assert [e.version for e in store.append("run-a", notes(2), expected_version=1)] == [2]  # tried again
+        assert [e.version for e in store.append("run-a", notes(3), expected_version=2)] == [3]
+        assert [e.version for e in store.read_stream("run-a")] == [1, 2, 3]
+        assert store.verify() == []
