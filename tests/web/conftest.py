@@ -49,6 +49,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
 
 
 @pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """As ``server``, with agents that take a minute a step: a run stays running until a test ends it
+    (a cancel clicked after the page loaded must not race the run's own end on a loaded machine)."""
+    db = tmp_path_factory.mktemp("web-slow") / "baton.db"
+    with ApiServer(f"sqlite:///{db}", BATON_OFFLINE_DELAY_S="60") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One headless Chromium for the module, with a fresh profile."""
     from playwright.sync_api import sync_playwright
@@ -81,6 +90,12 @@ def session_cookie(server: ApiServer, role: str = CONSOLE_ROLE) -> dict[str, Any
 def page(browser: Any, server: ApiServer) -> Iterator[Any]:
     """A fresh context and page, logged in (the session cookie of an approver's token, seeded)."""
     yield from _page(browser, server, logged_in=True)
+
+
+@pytest.fixture
+def slow_page(browser: Any, slow_server: ApiServer) -> Iterator[Any]:
+    """As ``page``, logged in to ``slow_server``."""
+    yield from _page(browser, slow_server, logged_in=True)
 
 
 @pytest.fixture

@@ -182,14 +182,18 @@ def test_reject_needs_no_comment_and_ends_the_run_rejected(page, server):
     expect(page.locator("#cancel")).to_be_hidden()
 
 
-def test_cancel_a_running_run(page, server):
-    run_id = launch_api(server, "api-chain", question="Cancel me")
-    page.goto(f"{server.url}/#/runs/{run_id}")
+def test_cancel_a_running_run(slow_page, slow_server):
+    page = slow_page
+    # A minute a step: the run is still running whenever the click lands (with 0.4 s steps it once
+    # ended first on a loaded machine, and the confirm button had gone with the run).
+    run_id = launch_api(slow_server, "api-chain", question="Cancel me")
+    page.goto(f"{slow_server.url}/#/runs/{run_id}")
+    expect(page.locator(".head-status")).to_have_attribute("data-status", "running")
     page.get_by_role("button", name="Cancel run").first.click()
     page.get_by_label("Reason").fill("wrong question")
     page.locator("#cancel-confirm").click()
     expect(page.locator(".head-status")).to_have_attribute("data-status", "cancelled", timeout=30_000)
-    assert run_of(server, run_id)["run"]["status"] == "cancelled"
+    assert run_of(slow_server, run_id)["run"]["status"] == "cancelled"
 
 
 # -- history and export ---------------------------------------------------------------------------
