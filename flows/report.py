@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from flows.events import (
     AnomalyDetected,
@@ -20,7 +20,9 @@ from flows.events import (
     StepCancelled,
     StepCompleted,
     StepFailed,
+    StepPaused,
     StepResumed,
+    StepSkipped,
     StepStarted,
     TaskStarted,
     ToolCalled,
@@ -152,9 +154,9 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
     out += workspace_lines(state)
     if evidence is not None:
         out += evidence_lines(state, evidence)
-    completed_at = {ev.step_id: pos for pos, ev in history if isinstance(ev, StepCompleted)}
-    frames_of = {ev.step_id: ev.frames for _, ev in history if isinstance(ev, StepFailed)}
-    credit = credits(history) if state.parent_run_id else {}
+    reading = _read(state, history)
+    completed_at, frames_of = reading.completed_at, reading.frames_of
+    credit = reading.credit if state.parent_run_id else {}
 
     sections: dict[str, list[str]] = {"validation": [], "recommendation": [], "findings": [], "approvals": []}
     deferred: list[str] = []
@@ -205,8 +207,8 @@ def render(state: RunState, history: Sequence[tuple[int, Event]], status: str, r
     if state.tasks is not None:
         out += task_report.tasks_section(state.tasks, history)
         out += task_report.landing_section(state.tasks, history)
-    out += task_report.provenance(state.tasks, history) if state.tasks is not None else provenance(state, history)
-    out += after_action_review(state, history, wall)
+    out += task_report.provenance(state.tasks, history) if state.tasks is not None else _provenance(reading)
+    out += _review(state, reading, wall)
     if state.tasks is not None:
         out += task_report.task_review(state.tasks, history)
     return "\n".join(out).rstrip() + "\n"
@@ -276,12 +278,122 @@ def forked_line(history: Sequence[tuple[int, Event]]) -> str:
             f"{forked.parent_position}); outcomes kept from the parent's events: {kept}{changed}._")
 
 
+class _Reading(NamedTuple):
+    """What the report's tables take from a run's history, gathered by :func:`_read` in one pass over it."""
+
+    attempts: dict[tuple[str, int], list[Any]]
+    """(step, attempt) -> [its StepStarted, that event's position, its end's position (0: none), duration,
+    tool calls, usage]: the provenance table's rows."""
+    resumed: list[tuple[int, StepResumed]]
+    """Approvals answered, in order: the provenance table's last rows."""
+    completed_at: dict[str, int]
+    """Each step's last StepCompleted's position."""
+    frames_of: dict[str, Sequence[str]]
+    """Each step's last StepFailed's frames."""
+    credit: dict[int, tuple[str, int]]
+    """:func:`credits`: empty but in a fork."""
+    incidents: list[tuple[int, Event]]
+    """Failed attempts, anomalies and rejections, in order: what went wrong."""
+    spans: list[tuple[float, float]]
+    """(start, end) of every attempt, a step's or a task's, that ended after it started."""
+    person_wait: float
+    """Time steps were paused for a person, from each StepPaused to its StepResumed."""
+    slot_wait: float
+    """Sum over agent attempts of start time minus the time the step was free to start."""
+
+
+_ATTEMPT_ENDS = (StepCompleted, StepFailed, StepCancelled, *task_report.ATTEMPT_ENDS)
+"""The events that end an attempt, a step's or a task's (those that start one: StepStarted, TaskStarted)."""
+
+
+def _read(state: RunState, history: Sequence[tuple[int, Event]]) -> _Reading:
+    """The history read once for the provenance table and the after-action review.
+
+    Each table had a pass of its own (eight in all, with the render's): their
+    loops and type tests were 40% of a 20-step chain's render, about 360 of
+    860 opcodes a step (bench/report_render.py). Here each event is asked its
+    class once, the two of nearly every step first.
+    """
+    snap = state.snapshot
+    run_started = state.started_at or state.launched_at
+    attempts: dict[tuple[str, int], list[Any]] = {}
+    resumed: list[tuple[int, StepResumed]] = []
+    completed_at: dict[str, int] = {}
+    frames_of: dict[str, Sequence[str]] = {}
+    incidents: list[tuple[int, Event]] = []
+    begun: dict[tuple[str, int], float] = {}  # attempts started and not yet ended -> their start
+    spans: list[tuple[float, float]] = []
+    ended_at: dict[str, float] = {}  # for the slot wait: when each step last ended
+    retry_at: dict[str, float] = {}
+    paused: dict[str, float] = {}
+    person_wait = slot_wait = 0.0
+    forked = False
+    for pos, ev in history:
+        if ev.__class__ is StepCompleted:
+            key = (ev.step_id, ev.attempt)
+            if (row := attempts.get(key)) and not row[2]:
+                row[2], row[3], row[5] = pos, ev.duration_s, ev.usage
+            completed_at[ev.step_id] = pos
+            if (start := begun.pop(key, None)) is not None and ev.at > start:
+                spans.append((start, ev.at))
+            ended_at[ev.step_id] = ev.at
+        elif ev.__class__ is StepStarted:
+            key = (ev.step_id, ev.attempt)
+            attempts[key] = [ev, pos, 0, 0.0, 0, {}]
+            begun[key] = ev.at
+            spec = snap.step(ev.step_id)
+            if kind_rules(spec.kind).needs_agent_slot:
+                ready = max([run_started, retry_at.get(ev.step_id, 0.0), *(ended_at.get(d, 0.0) for d in spec.deps)])
+                slot_wait += max(0.0, ev.at - ready)
+        elif ev.__class__ is ToolCalled:
+            if row := attempts.get((ev.step_id, ev.attempt)):
+                row[4] += 1
+        elif ev.__class__ is AnomalyDetected:
+            incidents.append((pos, ev))
+        elif ev.__class__ is not ToolResult:  # a rarer event: any with a step and an attempt ends that attempt's row
+            if (row := attempts.get((getattr(ev, "step_id", ""), getattr(ev, "attempt", -1)))) and not row[2]:
+                row[2], row[3] = pos, getattr(ev, "duration_s", 0.0)
+                if ev.__class__ is StepFailed:
+                    row[5] = ev.usage
+            if ev.__class__ is TaskStarted:
+                begun[(ev.step_id, ev.attempt)] = ev.at
+            elif isinstance(ev, _ATTEMPT_ENDS):
+                if (start := begun.pop((ev.step_id, ev.attempt), None)) is not None and ev.at > start:
+                    spans.append((start, ev.at))
+            if ev.__class__ is StepFailed:
+                frames_of[ev.step_id] = ev.frames
+                incidents.append((pos, ev))
+                if ev.will_retry:
+                    retry_at[ev.step_id] = ev.retry_at
+                else:
+                    ended_at[ev.step_id] = ev.at
+            elif ev.__class__ is StepSkipped or ev.__class__ is StepCancelled:
+                ended_at[ev.step_id] = ev.at
+            elif ev.__class__ is StepPaused:
+                paused[ev.step_id] = ev.at
+            elif ev.__class__ is StepResumed:
+                ended_at[ev.step_id] = ev.at
+                if ev.step_id in paused:
+                    person_wait += max(0.0, ev.at - paused.pop(ev.step_id))
+                resumed.append((pos, ev))
+                if ev.decision == "rejected":
+                    incidents.append((pos, ev))
+            elif ev.__class__ is RunForked:
+                forked = True
+    return _Reading(attempts, resumed, completed_at, frames_of, credits(history) if forked else {}, incidents,
+                    spans, person_wait, slot_wait)
+
+
 def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[str]:
     """One row per attempt: what ran where, for how long, its tool calls and tokens, and which events say so.
 
     In a fork, an event copied from the parent is credited to it: ``<parent>@<position>``.
     """
-    credit = credits(history)
+    return _provenance(_read(state, history))
+
+
+def _provenance(reading: _Reading) -> list[str]:
+    credit = reading.credit
 
     def credited(pos: int) -> str:
         return f"{credit[pos][0]}@{credit[pos][1]}" if pos in credit else str(pos)
@@ -292,38 +404,20 @@ def provenance(state: RunState, history: Sequence[tuple[int, Event]]) -> list[st
             ("| step | persona | backend | model | attempt | duration | tool calls | tokens (prompt + completion) "
              "| events |"),
             "|---|---|---|---|---|---|---|---|---|"]
-    # (step, attempt) -> [StepStarted, its position, end position, duration, tool calls, usage]
-    attempts: dict[tuple[str, int], list[Any]] = {}
-    for pos, ev in history:
-        if ev.__class__ is StepCompleted:  # the common event first (what the last branch does with it)
-            if (row := attempts.get((ev.step_id, ev.attempt))) and not row[2]:
-                row[2], row[3], row[5] = pos, ev.duration_s, ev.usage
-        elif isinstance(ev, StepStarted):
-            attempts[(ev.step_id, ev.attempt)] = [ev, pos, 0, 0.0, 0, {}]
-        elif isinstance(ev, ToolCalled):
-            if row := attempts.get((ev.step_id, ev.attempt)):
-                row[4] += 1
-        elif isinstance(ev, (AnomalyDetected, ToolResult)):
-            continue
-        elif (row := attempts.get((getattr(ev, "step_id", ""), getattr(ev, "attempt", -1)))) and not row[2]:
-            row[2], row[3] = pos, getattr(ev, "duration_s", 0.0)
-            if isinstance(ev, (StepCompleted, StepFailed)):
-                row[5] = ev.usage
-    totals = [0, 0, 0]
-    for (sid, attempt), (started, pos, end, duration, calls, usage) in attempts.items():
+    all_calls = all_prompt = all_completion = 0
+    for (sid, attempt), (started, pos, end, duration, calls, usage) in reading.attempts.items():
         positions = f"{where(pos)}, {where(end)}" if end else where(pos)
         prompt, completion = (_tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")) if usage else (0, 0)
-        totals = [totals[0] + calls, totals[1] + prompt, totals[2] + completion]
+        all_calls, all_prompt, all_completion = all_calls + calls, all_prompt + prompt, all_completion + completion
         tokens = f"{prompt:,} + {completion:,}" if usage else "-"
         rows.append(
             f"| {sid} | {started.persona or '-'} | {started.backend} | {started.model or '-'} | {attempt} "
             f"| {_seconds(duration)} | {calls} | {tokens} | {positions} |"
         )
-    rows.append(f"| **total** | | | | | | {totals[0]} | {totals[1]:,} + {totals[2]:,} | |")
-    for pos, ev in history:
-        if isinstance(ev, StepResumed):
-            who = f"(timer: {ev.timer})" if ev.timer else f"(person: {ev.by or 'unknown'})"
-            rows.append(f"| {ev.step_id} | {who} | approval | - | 1 | - | - | - | {where(pos)} |")
+    rows.append(f"| **total** | | | | | | {all_calls} | {all_prompt:,} + {all_completion:,} | |")
+    for pos, ev in reading.resumed:
+        who = f"(timer: {ev.timer})" if ev.timer else f"(person: {ev.by or 'unknown'})"
+        rows.append(f"| {ev.step_id} | {who} | approval | - | 1 | - | - | - | {where(pos)} |")
     return rows + [""]
 
 
@@ -334,6 +428,10 @@ def _tokens(usage: Mapping[str, Any], key: str) -> int:
 
 def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], wall: float) -> list[str]:
     """What went right, what went wrong, what could be better, and where the time went: from the events alone."""
+    return _review(state, _read(state, history), wall)
+
+
+def _review(state: RunState, reading: _Reading, wall: float) -> list[str]:
     snap = state.snapshot
     right: list[str] = []
     wrong: list[str] = []
@@ -344,12 +442,12 @@ def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], w
                   and not kind_rules(snap.step(sid).kind).pauses_for_person]
     if first_time:
         right.append(f"- {count(len(first_time), 'step')} passed first time: {', '.join(first_time)}.")
-    step_time, running = _step_time(history)
+    step_time, running = _step_time(reading.spans)
     parallelism = step_time / running if running > 0 else 0.0
     if parallelism >= PARALLEL_CLAIM:
         right.append(f"- Steps ran side by side: {parallelism:.2f} at a time on average while any step ran.")
 
-    for pos, ev in history:
+    for pos, ev in reading.incidents:
         if isinstance(ev, StepFailed):
             what = "retried" if ev.will_retry else "gave up"
             where = f" at `{ev.frames[-1]}`" if ev.frames else ""
@@ -357,7 +455,7 @@ def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], w
         elif isinstance(ev, AnomalyDetected):
             wrong.append(f"- Anomaly on {ev.step_id}: {ev.kind} ({ev.severity}) - {ev.detail}; "
                          f"action {ev.action} [event {pos}].")
-        elif isinstance(ev, StepResumed) and ev.decision == "rejected":
+        elif isinstance(ev, StepResumed):
             wrong.append(f"- Step {ev.step_id} was rejected by {ev.by or 'someone'}"
                          + (f": {ev.comment}" if ev.comment else "") + f" [event {pos}].")
 
@@ -365,7 +463,7 @@ def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], w
     if timed:
         d, sid = max(timed)
         better.append(f"- Slowest step: {sid} ({_seconds(d)}).")
-    slot_wait = _slot_wait(state, history)
+    slot_wait = reading.slot_wait
     if slot_wait > 0.0005:
         better.append(f"- Time steps waited for an agent slot: {_seconds(slot_wait)}.")
 
@@ -375,7 +473,7 @@ def after_action_review(state: RunState, history: Sequence[tuple[int, Event]], w
     out += wrong or ["- Nothing: no failures, retries, stalls or rejections."]
     out += ["", "### What could be better", ""]
     out += better or ["- Nothing measurable."]
-    out += ["", *_time(wall, running, step_time, _person_wait(history), slot_wait)]
+    out += ["", *_time(wall, running, step_time, reading.person_wait, slot_wait)]
     return out + [""]
 
 
@@ -400,23 +498,8 @@ def _time(wall: float, running: float, step_time: float, person: float, slots: f
     return lines
 
 
-_ATTEMPT_STARTS = (StepStarted, TaskStarted)
-_ATTEMPT_ENDS = (StepCompleted, StepFailed, StepCancelled, *task_report.ATTEMPT_ENDS)
-"""The events that start and end an attempt, a step's or a task's (tuples built once: ``_step_time`` asks of
-each event)."""
-
-
-def _step_time(history: Sequence[tuple[int, Event]]) -> tuple[float, float]:
-    """(sum of every attempt's time, time at least one attempt was running), from the events' times."""
-    begun: dict[tuple[str, int], float] = {}
-    spans: list[tuple[float, float]] = []
-    for _, ev in history:
-        if isinstance(ev, _ATTEMPT_STARTS):
-            begun[(ev.step_id, ev.attempt)] = ev.at
-        elif isinstance(ev, _ATTEMPT_ENDS):
-            start = begun.pop((ev.step_id, ev.attempt), None)
-            if start is not None and ev.at > start:
-                spans.append((start, ev.at))
+def _step_time(spans: list[tuple[float, float]]) -> tuple[float, float]:
+    """(sum of every attempt's time, time at least one attempt was running), from the attempts' spans."""
     total = sum(end - start for start, end in spans)
     covered, reach = 0.0, float("-inf")
     for start, end in sorted(spans):
@@ -424,36 +507,3 @@ def _step_time(history: Sequence[tuple[int, Event]]) -> tuple[float, float]:
             covered += end - max(start, reach)
             reach = end
     return total, covered
-
-
-def _person_wait(history: Sequence[tuple[int, Event]]) -> float:
-    paused: dict[str, float] = {}
-    total = 0.0
-    for _, ev in history:
-        name = type(ev).__name__
-        if name == "StepPaused":
-            paused[ev.step_id] = ev.at  # type: ignore[attr-defined]
-        elif isinstance(ev, StepResumed) and ev.step_id in paused:
-            total += max(0.0, ev.at - paused.pop(ev.step_id))
-    return total
-
-
-def _slot_wait(state: RunState, history: Sequence[tuple[int, Event]]) -> float:
-    """Sum over agent attempts of start time minus the time the step was free to start."""
-    snap = state.snapshot
-    ended_at: dict[str, float] = {}
-    retry_at: dict[str, float] = {}
-    run_started = state.started_at or state.launched_at
-    total = 0.0
-    for _, ev in history:
-        if isinstance(ev, StepStarted):
-            spec = snap.step(ev.step_id)
-            if kind_rules(spec.kind).needs_agent_slot:
-                ready = max([run_started, retry_at.get(ev.step_id, 0.0),
-                             *(ended_at.get(d, 0.0) for d in spec.deps)])
-                total += max(0.0, ev.at - ready)
-        elif isinstance(ev, StepFailed) and ev.will_retry:
-            retry_at[ev.step_id] = ev.retry_at
-        elif type(ev).__name__ in ("StepCompleted", "StepFailed", "StepSkipped", "StepResumed", "StepCancelled"):
-            ended_at[ev.step_id] = ev.at  # type: ignore[attr-defined]
-    return total
