@@ -309,10 +309,10 @@ _ATTEMPT_ENDS = (StepCompleted, StepFailed, StepCancelled, *task_report.ATTEMPT_
 def _read(state: RunState, history: Sequence[tuple[int, Event]]) -> _Reading:
     """The history read once for the provenance table and the after-action review.
 
-    Each table had a pass of its own (eight in all, with the render's): their
-    loops and type tests were 40% of a 20-step chain's render, about 360 of
-    860 opcodes a step (bench/report_render.py). Here each event is asked its
-    class once, the two of nearly every step first.
+    Each table had a pass of its own (nine in all, with the render's): one
+    pass, each event asked its class once, the two of nearly every step
+    first, took a 20-step chain's render from ~820 to ~560 opcodes a step
+    (bench/report_render.py).
     """
     snap = state.snapshot
     run_started = state.started_at or state.launched_at

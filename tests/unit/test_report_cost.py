@@ -79,7 +79,7 @@ def opcodes_per_step(length: int) -> float:
 
 
 def test_a_report_reads_the_run_history_once() -> None:
-    """Each table of the report had a pass of its own over the history (eight in all); one reading serves them."""
+    """Each table of the report had a pass of its own over the history (nine in all); one reading serves them."""
     state, history = chain_run(20)
     text = render(state, history, "completed", "", T0 + 20)
     assert "| s10 | - | code | - | 2 | 500 ms | 0 | - | 25, 26 |" in text  # the retried attempt, read in that pass
