@@ -266,7 +266,7 @@ def _moved_frontier(front: tuple[int, ...], state: RunState, steps: dict[str, St
     ends or is no longer ended."""
     snapshot = state.snapshot
     graph = snapshot.__dict__.get(_GRAPH) or _graph(snapshot)
-    own, dependents = graph[step_id]
+    own, dependents = graph.get(step_id, ((), ()))  # (a step the snapshot lacks: a state built by hand)
     specs = snapshot.steps
     was, now = before.status, after.status
     if (was == _PENDING) != (now == _PENDING) or before.not_before != after.not_before:
