@@ -35,7 +35,7 @@ from flows.events import (
 )
 from flows.kinds import kind_rules
 from flows.model import FlowSnapshot, StepSpec
-from flows.state import RunState, evolve, frontier, status_counts
+from flows.state import RunState, dep_ended, evolve, frontier, status_counts
 from flows.status import RUN_UNDER_WAY, STEP_TERMINAL, RunStatus, StepStatus, fails_run, rejects_run
 from flows.tasks import run as task_run
 from flows.text import check_text
@@ -150,14 +150,8 @@ def decide(state: RunState, now: float) -> Decision:
             if st.not_before and now < st.not_before:
                 wake_at = st.not_before if wake_at is None else min(wake_at, st.not_before)
                 continue
-            if st.not_before and spec.deps and spec.trigger_rule != "always":
-                # A retry due is in the frontier whatever its deps; every rule but `always` waits while
-                # none has ended.
-                for dep in spec.deps:
-                    if state.steps[dep].status in STEP_TERMINAL:
-                        break
-                else:
-                    continue
+            if st.not_before and spec.deps and spec.trigger_rule != "always" and not dep_ended(spec, state.steps):
+                continue  # a retry due is in the frontier whatever its deps: it waits like any other step
             verdict = rules.evaluate(spec.trigger_rule, rules.tally(spec, state.steps, on_reject_of))
             if verdict.verdict == "wait":
                 continue

@@ -251,8 +251,12 @@ def _in_frontier(spec: StepSpec, steps: dict[str, StepState]) -> bool:
     st = steps[spec.id]
     if st.status != _PENDING:
         return False
-    if st.not_before or not spec.deps or spec.trigger_rule == "always":
-        return True
+    return bool(st.not_before) or not spec.deps or spec.trigger_rule == "always" or dep_ended(spec, steps)
+
+
+def dep_ended(spec: StepSpec, steps: dict[str, StepState]) -> bool:
+    """Whether at least one of the step's deps has ended: every trigger rule but ``always`` waits until
+    one has (a loop, not a generator: asked for each step of the frontier at each decision)."""
     for dep in spec.deps:
         if steps[dep].status in STEP_TERMINAL:
             return True
