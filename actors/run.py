@@ -30,6 +30,7 @@ from actors.agents.toolloop import PersonMessage
 from actors.context import EngineContext
 from actors.errors import RunBusy, RunOwnedElsewhere
 from actors.evidence_check import check_evidence
+from actors.mailbox import DispatchedActor
 from actors.runlog import decode, load, new_events
 from actors.step import EXECUTORS, Attempt, StepActor
 from actors.task_attempt import TaskAttempt, forget_machinery
@@ -60,31 +61,20 @@ log = logging.getLogger(__name__)
 _POSITION = operator.attrgetter("position")  # a RecordedEvent's
 
 
-class RunActor(pykka.ThreadingActor):
-    """Drives one run from its stream."""
+class RunActor(DispatchedActor):
+    """Drives one run from its stream.
 
-    # A daemon thread: an actor blocked in a call that cannot be interrupted must not keep
-    # the process alive once it is told to stop (everything recorded is durable already).
-    use_daemon_thread = True
+    Its messages are handled on the engine's kept threads (``EngineContext.actor_threads``), or on the
+    step thread that reports a result while no other thread handles them (``actors.mailbox``): a run
+    holds a thread only while it has a message to handle.
+    """
 
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        """The actor's inbox: a ``queue.SimpleQueue`` (C), not pykka's ``queue.Queue``, whose put and get each
-        take a Python-level lock and condition. Every step's result crosses it (bench/step_ab.py)."""
-        return queue.SimpleQueue()
+    def threads(self) -> Any:
+        return self.ctx.actor_threads
 
-    def _start_actor_loop(self) -> None:
-        """Run this actor's loop on one of the engine's kept threads (``EngineContext.actor_threads``),
-        else on a new thread as pykka does: starting a thread waits for it to run (66 us, and up to
-        ms on a loaded machine), on the way of the run's first message (docs/PERFORMANCE.md)."""
-        threads = self.ctx.actor_threads
-        if threads is not None:
-            try:
-                threads.submit(self._actor_loop)
-                return
-            except RuntimeError:  # the engine stopped: a thread of its own, as before
-                pass
-        super()._start_actor_loop()
+    def hand_over(self) -> bool:
+        keeps = getattr(self.ctx.steps, "keeps_work", None)  # a step thread holding the attempt it started
+        return keeps is not None and keeps()
 
     def __init__(self, ctx: EngineContext, orchestrator: pykka.ActorRef[Any], run_id: str,
                  loaded: tuple[RunState, list[tuple[int, Event]]] | None = None) -> None:
@@ -588,7 +578,8 @@ class RunActor(pykka.ThreadingActor):
             attempt.release = lambda: self._tell_orchestrator(m.ReleaseSlots(self.run_id, held=(step_id,)))
         self.attempts[event.step_id] = attempt
         step = StepActor(self.actor_ref, attempt, call, run_id=self.run_id, bus=ctx.bus, clock=ctx.clock,
-                         max_output_bytes=ctx.config.max_output_bytes, redact=redactor(ctx.config.known_secrets))
+                         max_output_bytes=ctx.config.max_output_bytes, redact=redactor(ctx.config.known_secrets),
+                         deliver=self.deliver)
         if self.starting is None:
             step.start(ctx.steps)
         else:

@@ -390,10 +390,14 @@ class StepActor:
         clock: Clock | None = None,
         max_output_bytes: int = 0,
         redact: Redactor | None = None,
+        deliver: Callable[[Any], None] | None = None,
     ) -> None:
         """``max_output_bytes`` (0 = none) fails an attempt whose output is larger;
-        ``redact`` cleans what this actor logs (the RunActor cleans what it records)."""
+        ``redact`` cleans what this actor logs (the RunActor cleans what it records);
+        ``deliver`` tells the result (the RunActor's ``deliver``, which handles it on this
+        thread when no other is handling the run's messages; default ``run_ref.tell``)."""
         self.run_ref = run_ref
+        self.deliver = deliver or run_ref.tell
         self.attempt = attempt
         self.call = call
         self.run_id = run_id
@@ -427,7 +431,7 @@ class StepActor:
 
     def _tell(self, result: StepResult) -> None:
         try:
-            self.run_ref.tell(result)
+            self.deliver(result)
         except pykka.ActorDeadError:
             log.info("run %s ended before step %s attempt %d reported", self.run_id,
                      self.attempt.step_id, self.attempt.attempt)

@@ -45,6 +45,7 @@ class StepThreads(Executor):
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._shut = False
+        self._local = threading.local()  # .slot: while a thread's ``then`` runs, the work it keeps (run_then)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` on a thread; its Future. RuntimeError after shutdown."""
@@ -56,12 +57,27 @@ class StepThreads(Executor):
         """Run ``work()`` on a thread, then ``then(its result)`` as that thread's last act before it waits
         for more work (no Future). RuntimeError after shutdown.
 
-        A step's ``then`` tells its RunActor the result, which wakes that actor: the
-        thread's own bookkeeping (being counted idle again) is done before, so the
-        actor does not wake only to wait for the GIL this thread still holds.
+        A step's ``then`` tells its RunActor the result, which may wake another thread: the
+        thread's own bookkeeping (being counted idle again) is done before, so that one
+        does not wake only to wait for the GIL this thread still holds.
         What ``work`` or ``then`` raises is logged (``then`` is not called after ``work`` raised).
+
+        Called from inside a ``then`` of this pool (a step's result handled on its thread, which
+        started the run's next attempt), the first such work is kept for that thread to run next,
+        as Tokio's LIFO slot: it wakes no other thread, and the thread was going to wait anyway.
         """
+        slot = getattr(self._local, "slot", None)
+        if slot is not None and not slot:
+            with self._lock:
+                if not self._shut:
+                    self._idle -= 1  # this thread, counted idle for its last act, has work again
+                    slot.append((None, work, (then,), {}))
+                    return
         self._put((None, work, (then,), {}))
+
+    def keeps_work(self) -> bool:
+        """Whether this thread, inside a ``then``, keeps work to run next (``run_then``)."""
+        return bool(getattr(self._local, "slot", None))
 
     def _put(self, item: _Work) -> None:
         with self._lock:
@@ -83,21 +99,25 @@ class StepThreads(Executor):
             if not self._shut and not self._threads:
                 self._start_thread()  # it waits for work: the next submit hands it over
 
-    def _then(self, work: Callable[[], Any], then: Callable[[Any], None]) -> bool:
-        """Run ``work``, count this thread idle, then ``then(result)``; False when the thread ends instead
-        (``_idle_again``)."""
+    def _then(self, work: Callable[[], Any], then: Callable[[Any], None]) -> tuple[bool, _Work | None]:
+        """Run ``work``, count this thread idle, then ``then(result)``. Returns whether the thread goes on
+        (False: it ends, ``_idle_again``) and the work ``then`` kept for it to run next (``run_then``)."""
         try:
             result, done = work(), True
         except BaseException:  # as an unread Future would hold it; the thread goes on serving
             log.exception("a step thread's work raised")
             result, done = None, False
         going_on = self._idle_again()
+        kept: list[_Work] = []
         if done:
+            self._local.slot = kept if going_on else None  # a thread about to end keeps nothing
             try:
                 then(result)
             except BaseException:  # a thread counted idle must go on serving
                 log.exception("a step thread's last act failed")
-        return going_on
+            finally:
+                self._local.slot = None
+        return going_on, kept[0] if kept else None
 
     def _idle_again(self) -> bool:
         """Count this thread idle again; False when it ends instead (shut down, or enough are idle
@@ -145,15 +165,21 @@ class StepThreads(Executor):
 
     def _serve(self) -> None:
         try:
+            kept: _Work | None = None
             while True:
-                item = self._work.get()
-                if item is None:
-                    return
-                self._took()
+                item: _Work | None
+                if kept is not None:
+                    item, kept = kept, None
+                else:
+                    item = self._work.get()
+                    if item is None:
+                        return
+                    self._took()
                 future, fn, args, kwargs = item
                 del item
                 if future is None:  # run_then: counted idle before the last act
-                    if not self._then(fn, args[0]):
+                    going_on, kept = self._then(fn, args[0])
+                    if not going_on:
                         return
                     del fn, args, kwargs
                     continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -105,12 +106,46 @@ def test_a_refused_command_between_a_result_and_its_flush_does_not_idle_the_run(
     assert idle == []  # a running run never said it was idle
 
 
-def test_the_actors_inboxes_are_simple_queues():
-    """Every step's result crosses the RunActor's inbox: a C SimpleQueue, not pykka's default
-    queue.Queue (a Python lock and condition on each put and get)."""
-    import queue
-
+def test_a_chains_steps_and_their_results_are_handled_on_one_thread_and_a_cancel_is_not_held_by_a_step(
+        tmp_path, monkeypatch):
+    """A run holds no thread of its own (actors.mailbox): each step's result is handled on the thread of the
+    step that made it, which then runs the next step, so a sequential run wakes no other thread per step;
+    while a step runs, a cancel is handled at once on another thread."""
+    from actors.engine import Engine
     from actors.orchestrator import Orchestrator
 
-    assert isinstance(RunActor._create_actor_inbox(), queue.SimpleQueue)
+    threads: list[str] = []
+    handled: list[str] = []  # the threads StepResults were handled on
+    on_receive = RunActor.on_receive
+
+    def spy(self, message):
+        if isinstance(message, m.StepResult):
+            handled.append(threading.current_thread().name)
+        return on_receive(self, message)
+
+    monkeypatch.setattr(RunActor, "on_receive", spy)
+
+    def record(ctx):
+        threads.append(threading.current_thread().name)
+        return "ok"
+
+    chain = Flow("threads", steps=[code(f"s{i}", fn=record, deps=[f"s{i - 1}"] if i else []) for i in range(5)])
+    stuck = Flow("stuck", steps=[code("hold", fn=hold)])
+    store = open_store(f"sqlite:///{tmp_path / 'b.db'}")
+    engine = Engine(store, FlowRegistry([chain, stuck]), EngineConfig()).start()
+    try:
+        state = engine.wait(engine.launch("threads", "q").run_id, timeout=10)
+        assert state.status == "completed" and len(threads) == 5
+        assert len(set(threads)) == 1, threads  # one step thread ...
+        assert handled == threads, (handled, threads)  # ... which handled each result: no hand-off
+
+        HOLD.clear()
+        run_id = engine.launch("stuck", "q").run_id
+        engine.wait(run_id, lambda s: s.steps["hold"].status == "running", timeout=10)
+        engine.cancel(run_id, by="test")
+        assert engine.wait(run_id, timeout=5).status == "cancelled"  # the step still holds its thread
+    finally:
+        HOLD.set()
+        engine.stop()
+        store.close()
     assert isinstance(Orchestrator._create_actor_inbox(), queue.SimpleQueue)

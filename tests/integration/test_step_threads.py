@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import pytest
@@ -109,4 +110,54 @@ def test_at_its_cap_a_pool_keeping_few_idle_still_serves_the_work_queued_behind_
     gate.set()
     assert [f.result(5) for f in futures] == [True, True]
     assert [f.result(5) for f in queued] == [0, 1, 2, 3]
+    pool.shutdown()
+
+
+def test_work_started_in_a_last_act_runs_next_on_that_thread_and_more_of_it_runs_in_parallel():
+    """A step's result handled on its own thread starts the run's next attempt there (no other thread
+    woken for it); a second attempt started by the same result still gets a thread of its own."""
+    pool = StepThreads(4)
+    ran: dict[str, threading.Thread] = {}
+    both = threading.Barrier(2, timeout=5)  # the two started attempts must be under way at once
+    finished = threading.Semaphore(0)
+
+    def attempt(name: str) -> Callable[[], str]:
+        def work() -> str:
+            ran[name] = threading.current_thread()
+            if name != "first":
+                both.wait()
+            return name
+        return work
+
+    def last_act(result: str) -> None:
+        if result == "first":  # the first attempt's result starts two more, as a fan-out's head does
+            pool.run_then(attempt("a"), last_act)
+            pool.run_then(attempt("b"), last_act)
+        else:
+            finished.release()
+
+    pool.run_then(attempt("first"), last_act)
+    assert finished.acquire(timeout=5) and finished.acquire(timeout=5), f"the attempts did not end: {ran}"
+    assert ran["a"] is ran["first"]  # kept by the thread that started it
+    assert ran["b"] is not ran["first"]  # and the other ran beside it (the barrier saw both)
+    pool.shutdown()
+
+
+def test_a_thread_keeping_work_says_so_only_inside_its_last_act():
+    pool = StepThreads(2)
+    seen: list[tuple[bool, bool]] = []
+    done = threading.Event()
+
+    def last_act(result: str) -> None:
+        if result == "first":
+            before = pool.keeps_work()
+            pool.run_then(lambda: "second", last_act)
+            seen.append((before, pool.keeps_work()))
+        else:
+            done.set()
+
+    pool.run_then(lambda: "first", last_act)
+    assert done.wait(5)
+    assert seen == [(False, True)]
+    assert not pool.keeps_work()  # not on a thread of the pool
     pool.shutdown()
