@@ -44,6 +44,7 @@ PARTS: list[tuple[str, str]] = [
     ("fold (flows.state.evolve)", "flows/state.py"),
     ("decide (flows.decide)", "flows/decide.py"),
     ("report (flows.report)", "flows/report.py"),
+    ("report (flows.report)", "flows/review.py"),
     ("rules, conditions, templates", "flows/rules.py"),
     ("rules, conditions, templates", "flows/conditions.py"),
     ("rules, conditions, templates", "flows/template.py"),

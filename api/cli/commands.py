@@ -330,7 +330,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Re-fold every run (or one) from the log; with --verify, check hash chains and consistency."""
     from api.cli.audit import replay_log
     from api.cli.seal import seal_argument
-    from flows.report import count
+    from flows.review import count
 
     seal = seal_argument(getattr(args, "seal", None))
     if seal is not None and (args.run or not args.verify):
@@ -349,7 +349,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     """Rebuild the read tables from position 0."""
-    from flows.report import count
+    from flows.review import count
     from projections import rebuild
 
     refuse_missing_store(settings)
@@ -421,7 +421,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def report_verification(replay: Replay, *, verify: bool) -> int:
     """Print the problems (stderr) and fail, or print the verified line."""
-    from flows.report import count
+    from flows.review import count
 
     if replay.problems:
         for problem in replay.problems:

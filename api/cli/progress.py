@@ -262,7 +262,7 @@ def replay_line(run_id: str, state: RunState, events: int) -> str:
         counts[step.status] = counts.get(step.status, 0) + 1
     detail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     flow = state.launched.flow if state.launched else "?"
-    from flows.report import count  # replay's lines: the report's module (~0.1 s) for its plural helper
+    from flows.review import count  # replay's lines: a plural helper, not the whole report module
 
     return printable_line(f"{run_id}  {flow:<24} {state.status:<10} {count(len(state.steps), 'step')} ({detail}), "
                           f"{count(events, 'event')}")

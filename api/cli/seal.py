@@ -16,7 +16,7 @@ from api.cli.errors import CliError
 from api.failures import EXIT_OK, EXIT_USAGE
 from api.settings import Settings
 from eventstore import Seal
-from flows.report import count
+from flows.review import count
 
 
 def cmd_seal(args: argparse.Namespace, settings: Settings) -> int:

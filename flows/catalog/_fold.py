@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from flows import report
+from flows import report, review
 from flows.context import StepContext
 from flows.status import StepStatus, succeeded
 
@@ -227,8 +227,8 @@ def fold_angles(
     # Headings start at level 4: the fold is embedded in the run's report
     # (under its step's heading) and in later prompts, never shown alone.
     lines = [
-        f"**{title}**: {report.count(len(items), 'evidence item')} from {len(answered)} of "
-        f"{report.count(len(read), 'angle')}, renumbered E1..E{len(items)} across angles." if items
+        f"**{title}**: {review.count(len(items), 'evidence item')} from {len(answered)} of "
+        f"{review.count(len(read), 'angle')}, renumbered E1..E{len(items)} across angles." if items
         else f"**{title}**: no evidence items from "
         + ("the one angle." if len(read) == 1 else f"any of the {len(read)} angles."),
         "", "#### Evidence", "",
@@ -319,7 +319,7 @@ def run_summary(
     lines = [f"**{title}**", ""]
     lines.append(
         "Every step this report waits for completed." if not missing
-        else f"{len(missing)} of {report.count(len(steps), 'step')} gave no output (not in this band, skipped, "
+        else f"{len(missing)} of {review.count(len(steps), 'step')} gave no output (not in this band, skipped, "
         f"failed or rejected): {', '.join(missing)}."
     )
     if not complete:

@@ -27,7 +27,8 @@ from flows.events import (
     StepStarted,
 )
 from flows.fork import NotRetryable, downstream, fork, kept_steps
-from flows.report import credits, render
+from flows.report import render
+from flows.review import credits
 from flows.state import fold
 from tests.unit.test_properties import (
     SETTINGS,

@@ -22,7 +22,8 @@ from flows.events import (
     StepSkipped,
     StepStarted,
 )
-from flows.report import after_action_review, body, has_evidence, provenance, render
+from flows.report import body, has_evidence, render
+from flows.review import after_action_review, provenance
 from flows.state import RunState, evolve
 
 T0 = 100.0
@@ -250,7 +251,7 @@ def test_a_lint_code_is_not_evidence() -> None:
 
 
 def test_counts_are_singular_for_one_and_plural_otherwise() -> None:
-    from flows.report import count
+    from flows.review import count
 
     assert [count(1, "run"), count(2, "run"), count(0, "step")] == ["1 run", "2 runs", "0 steps"]
     assert count(3, "evidence item") == "3 evidence items" and count(1, "child", "children") == "1 child"
