@@ -387,9 +387,15 @@ def test_a_run_cancelled_mid_task_aborts_its_tasks_and_removes_their_worktrees_k
 
         def mid_task(s) -> bool:
             t = s.tasks.tasks if s.tasks is not None else {}
-            return t["c"].status is TaskStatus.DONE and t["b"].status is TaskStatus.BLOCKED and a_stalls()
+            return t["c"].status is TaskStatus.DONE and t["b"].status is TaskStatus.BLOCKED
 
         engine.wait(run_id, mid_task, timeout=30)
+        # a's third request follows its last recorded event (the write's result): no state change tells of
+        # it, so it is waited for at the model server, bounded
+        deadline = time.monotonic() + 30
+        while not a_stalls():
+            assert time.monotonic() < deadline, "task a never asked for its third turn"
+            time.sleep(0.01)
         assert engine.state(run_id).tasks.tasks["a"].phase.value == "coder"
         engine.cancel(run_id, reason="wrong plan", by="ann")
         state = engine.wait(run_id, lambda s: s.terminal and s.tasks is not None and all(
