@@ -51,5 +51,5 @@ class EngineContext:
     open_runs: Callable[[], KnownRuns | None] | None = None
     children: ChildRuns | None = None  # launches subflow steps' child runs (None: this engine has none)
     watch: RunWatch = dataclasses.field(default_factory=RunWatch)  # the runs' states as their actors committed them
-    # the threads RunActors run on, kept between runs (None: a new thread for each, as pykka does)
+    # the threads that handle RunActors' messages, kept between runs (None: a new thread for each drain)
     actor_threads: Executor | None = None

@@ -115,8 +115,9 @@ class Engine:
         self.backend = backend or make_backend(self.config.backend, model=self.config.model)
         leases = Leases(store.database, ttl_s=self.config.lease_ttl_s, read=getattr(store, "read_sql", None))
         self._steps = StepThreads(self.config.step_threads)
-        # A RunActor's loop runs on one of these: a run's first message (a launch, an approval) does not
-        # wait for a thread to start. Few are kept idle; there is no cap (each active run has one).
+        # A RunActor's messages are handled on one of these when a step's thread does not handle them
+        # (actors.mailbox): a run's first message (a launch, an approval) does not wait for a thread to
+        # start. Few are kept idle; there is no cap (a run holds one only while it handles a message).
         self._actor_threads = StepThreads(1 << 30, "baton-run", keep_idle=8)
         self.projects = ProjectBook(store, self.clock.now)
         self.ctx = EngineContext(store, registry, self.backend, self.bus, self.clock, self.config, leases,

@@ -1,6 +1,6 @@
 """StepActor: one per running attempt of a step, and the executors that say how each kind runs.
 
-``EXECUTORS`` maps a ``StepKind`` to its executor: on the RunActor's thread,
+``EXECUTORS`` maps a ``StepKind`` to its executor: where the RunActor handles its message,
 ``prepare`` turns a recorded StepStarted into a :class:`Call` (or says why the
 attempt cannot start); the StepActor runs that call on a thread of the step
 pool, streams token deltas to the frame bus, tells its RunActor what happened,
