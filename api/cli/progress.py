@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from api.cli.escape import printable, printable_line
-from flows.status import RunStatus, StepStatus
+from flows.status import RunStatus, StepStatus, step_ended
 
 # A run's fold (the log's codec, the state) is imported where a run is followed or read: the tables of
 # `baton runs` through a server need none of it (docs/PERFORMANCE.md, "CLI start-up").
@@ -357,7 +357,7 @@ def print_run(console: Console, found: dict[str, Any], command: Callable[[str], 
                                 printable_line(f"  {run['flow']} ({run['category']}), band {run['band']}, "
                                                f"backend {run['backend']}")))
     console.print(Text.assemble("status: ", (run["status"], STATUS_STYLE.get(run["status"], "")),
-                                f"   steps {run['steps_done']}/{run['steps_total']}"
+                                f"   steps {run['steps_done']}/{run['steps_total']} ended{ended_by_status(steps)}"
                                 f"   recoveries {run['recoveries']}   anomalies {run['anomalies']}"))
     say(console, f"question: {run['question']}")
     for problem in found.get("problems", ()):
@@ -396,6 +396,18 @@ def print_run(console: Console, found: dict[str, Any], command: Callable[[str], 
         print_report(console, found["report"])
     else:
         console.print("(no report yet: the run has not ended)")
+
+
+def ended_by_status(steps: list[dict[str, Any]]) -> str:
+    """How the ended steps ended, `` (1 completed, 3 cancelled)``, in the order of their first; empty when
+    none has or all completed (``4/4 ended`` alone said a cancelled run had done its work)."""
+    tally: dict[str, int] = {}
+    for s in steps:
+        if step_ended(s["status"]):
+            tally[s["status"]] = tally.get(s["status"], 0) + 1
+    if set(tally) <= {StepStatus.COMPLETED}:
+        return ""
+    return " (" + ", ".join(f"{n} {status}" for status, n in tally.items()) + ")"
 
 
 def call_text(tool: str, arguments: str, limit: int = 80) -> str:

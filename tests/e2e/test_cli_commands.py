@@ -136,6 +136,12 @@ def test_cancel_ends_a_paused_run(baton):
     assert f"run {run_id} cancelled" in result.out
     events = baton.events(run_id)
     assert events[-1].type == "RunCancelled" and events[-1].data["reason"] == "superseded"
+    # Every step has ended, but not every step did its work: `show` says how each ended.
+    completed = sum(e.type == "StepCompleted" for e in events)
+    skipped = sum(e.type == "StepSkipped" for e in events)
+    assert completed and skipped
+    total = completed + skipped
+    assert f"steps {total}/{total} ended ({completed} completed, {skipped} skipped)" in baton.ok("show", run_id).out
 
 
 def test_tail_prints_frames_until_the_run_ends(baton):
