@@ -182,10 +182,11 @@ class RunActor(DispatchedActor):
             else RunQueued(run_id=self.run_id, reason=msg.reason, plan_position=msg.plan_position, at=now)
         )
         self._stage([msg.event, *msg.after, follow])
-        recorded = self._commit(reply=msg.reply)
-        if recorded is not None:
+        # What the launch starts goes in its commit, as what an approval starts goes in the approval's:
+        # a run's first step waits for one commit, not two (one commit fewer per run).
+        recorded = self._flush(reply=msg.reply)
+        if recorded:
             _resolve(msg.reply, recorded[0].position)
-            self._flush()
 
     def _on_begin(self, msg: m.Begin) -> None:
         if self.state.status != RunStatus.QUEUED:

@@ -143,6 +143,18 @@ class TestEngine:
         resumed = [e for e in store.read_stream(stream_of(run_id)) if e.type == "StepResumed"]
         assert resumed[0].position == position
 
+    def test_a_launch_and_the_step_it_starts_are_recorded_in_one_commit_on_the_launchers_behalf(self, engine, store):
+        launched = engine.launch("noting", "which thread?", launched_by="ann")
+        assert engine.wait(launched.run_id).status == "completed"
+        records = store.read_stream(stream_of(launched.run_id))
+        first = records[:3]
+        assert [r.type for r in first] == ["RunLaunched", "RunStarted", "StepStarted"]
+        assert launched.position == first[0].position
+        assert len({r.recorded_at for r in first}) == 1  # one commit: the first step waited for no second
+        # as the steps an approval starts are the approver's: the launch is the cause, the launcher the actor
+        assert {(r.metadata["actor"], r.metadata["causation_id"]) for r in first} == {("ann", "command:launch")}
+        assert store.verify() == []
+
     def test_an_approved_run_ends_in_the_commit_of_its_last_step_with_the_report_it_always_had(self, engine, store):
         run_id = engine.launch("gated", "release notes for 1.3").run_id
         engine.wait(run_id, {"paused"})
