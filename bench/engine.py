@@ -35,6 +35,13 @@ Then:
   LangGraph resumes its interrupted thread the same way
   (``Command(resume=...)`` in a new process), in alternating rounds.
 
+Beside the sequential W1, in the same rounds, the database's own floor: the
+driver alone committing, one transaction each, the two rows a sequential step
+records (its StepCompleted and the next StepStarted, as baton recorded them)
+into a copy of the events table in baton's own database (``CommitFloor``). The
+figure then says how much of a step is that commit, how much is baton's own
+work above it, and how much room the target leaves above the floor.
+
 W1-W4 run on LangGraph too (``bench/engine_langgraph.py``: SqliteSaver /
 PostgresSaver, the optional ``bench`` extra), in alternating rounds with
 baton, so the load of a shared machine hits both sides alike. Each figure is
@@ -215,6 +222,72 @@ def fresh_process(*args: str, child: Path = RESUME_CHILD) -> dict[str, float]:
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "total": total}
 
 
+class CommitFloor:
+    """The database's floor under a sequential step: its two rows committed by the driver alone.
+
+    A copy of the events table (``raw_events``, same columns, keys and indexes) in baton's own
+    database, so the same file (SQLite's WAL) or server is measured. Each step is one autocommitted
+    multi-row INSERT: the driver's fastest durable commit of those rows, lower than baton's own
+    (which also checks the stream's version), so the room it leaves is if anything overstated.
+    """
+
+    def __init__(self, store: Any) -> None:
+        import sqlalchemy as sa
+
+        from eventstore.codec import encode_json
+        from eventstore.schema import build_events_table, create_table_ddl
+
+        self.dialect = store.dialect
+        self.encode = encode_json
+        table = build_events_table(sa.MetaData(), "raw_events")
+        with store.database.begin() as conn:
+            for ddl in create_table_ddl(table):
+                conn.execute(ddl)
+        url = store.database.url
+        if self.dialect == "sqlite":
+            self.conn: Any = sqlite3.connect(url.database, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = FULL")
+            mark = "(" + ",".join("?" * 8) + ")"
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(dbname=url.database, user=url.username,
+                                        host=url.query.get("host", url.host), autocommit=True)
+            mark = "(" + ",".join(["%s"] * 8) + ")"
+        self.insert = ("INSERT INTO raw_events (event_id, stream_id, version, type, data, metadata, recorded_at, "
+                       f"hash) VALUES {mark}, {mark}")
+        self.rows: list[tuple[Any, ...]] = []
+        self.stream = 0
+
+    def take_step(self, store: Any) -> None:
+        """Copy the rows of the last sequential step baton recorded: a StepCompleted and the StepStarted
+        after it, with their metadata and hashes as recorded."""
+        last = list(store.read_all(after=max(store.head() - 60, 0)))
+        pairs = [(a, b) for a, b in zip(last, last[1:]) if (a.type, b.type) == ("StepCompleted", "StepStarted")]
+        a, b = pairs[-1]
+        self.rows = [(e.type, self.encode(e.data), self.encode(e.metadata), e.recorded_at, e.hash) for e in (a, b)]
+
+    def run(self, steps: int) -> float:
+        """``steps`` commits of a step's two rows, each in a stream of its own; wall seconds for all."""
+        self.stream += 1
+        stream = f"floor-{self.stream}"
+        params = []
+        for i in range(steps):
+            row: list[Any] = []
+            for k, (type_, data, metadata, at, hash_) in enumerate(self.rows):
+                row += [uuid.uuid4().hex, stream, 2 * i + k + 1, type_, data, metadata, at, hash_]
+            params.append(row)
+        execute, insert = self.conn.execute, self.insert
+        t0 = time.perf_counter()
+        for row in params:
+            execute(insert, row)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 # -- rounds and figures ---------------------------------------------------------------------
 
 
@@ -263,6 +336,14 @@ def throughput_figure(backend: str, shape: str, workload: str, steps: int, walls
         )
     line["target_ratio"] = TARGET_RATIO[shape]
     line["ok"] = line["ratio"] >= TARGET_RATIO[shape] if "ratio" in line else None
+    if "floor" in walls:  # medians, in µs a step: the commit's floor, baton above it, the room the target leaves
+        baton_us = statistics.median(walls["baton"]) / steps * 1e6
+        floor_us = statistics.median(walls["floor"]) / steps * 1e6
+        line.update(baton_us_per_step=_r(baton_us), floor_us_per_step=_r(floor_us),
+                    baton_above_floor_us=_r(baton_us - floor_us))
+        if "langgraph" in walls:
+            target_us = statistics.median(walls["langgraph"]) / steps * 1e6 / TARGET_RATIO[shape]
+            line.update(target_us_per_step=_r(target_us), room_above_floor_us=_r(target_us - floor_us))
     return line
 
 
@@ -330,6 +411,7 @@ def bench_backend(backend: str, baton_url: str, saver: Any, graph_conn: str,
     """Every workload asked for, on one backend; yields the figures as they are measured."""
     baton = BatonSide(baton_url)
     graph = lg.LangGraphSide(saver) if saver is not None else None
+    floor = CommitFloor(baton.store)
     try:
         for shape in args.shapes:
             for workload, flow, runs, steps_each, attr in (THROUGHPUT if shape == "concurrent" else SEQUENTIAL):
@@ -345,6 +427,10 @@ def bench_backend(backend: str, baton_url: str, saver: Any, graph_conn: str,
                     if graph is not None:
                         sides["langgraph"] = (lambda g=getattr(graph, attr), n=runs, k=steps_each:
                                               graph.run_sequential(g, n, k))
+                    if workload == "W1":
+                        baton.run_sequential(flow, 1, steps_each)  # a step of its own for the floor to copy
+                        floor.take_step(baton.store)
+                        sides["floor"] = lambda n=runs * steps_each: floor.run(n)
                 if dbos is not None and workload == "W1":
                     sides["dbos"] = lambda n=runs, sh=shape: dbos.run(sh, n)
                     dbos.cpu.clear()
@@ -385,6 +471,7 @@ def bench_backend(backend: str, baton_url: str, saver: Any, graph_conn: str,
             }
             yield w4_fresh(backend, baton, graph, graph_conn, args.rounds, args.w4_old)
     finally:
+        floor.close()
         baton.close()
 
 
