@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,12 +44,12 @@ from actors import messages as m
 from actors.context import EngineContext
 from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewhere
 from actors.functions import missing_module
+from actors.liveness import Liveness
 from actors.run import RunActor
 from actors.runlog import (
     KnownRuns,
     ParkedRun,
     driven_elsewhere,
-    live_nodes,
     load_many_with_owner,
     load_with_owner,
     load_with_owner_and_leases,
@@ -72,7 +71,6 @@ RETRY_CAP_S = 5.0  # the longest pause between two tries of work the store faile
 
 
 PLAN_GATHER = 4096  # plan changes left to gather while nobody listens, at most
-LIVE_READ_S = 1.0  # how long a read of the node leases serves the ownership checks of commands
 
 
 def _phase_found(state: RunState, now: float) -> Phase:
@@ -166,8 +164,7 @@ class Orchestrator(pykka.ThreadingActor):
         self.scheduler = (clustering.ClusterScheduler(ctx.config.agent_slots, epoch=epoch) if clustering.enabled(ctx)
                           else Scheduler(ctx.config.max_active_runs, ctx.config.agent_slots, epoch=epoch))
         self._renewal: Any = None
-        self._nodes_seen: set[str] = set()  # nodes alive at the last heartbeat
-        self._live_read: tuple[float, set[str]] | None = None  # (monotonic time, nodes) of the last lease read
+        self.liveness = Liveness(ctx.leases, ctx.config.node)
         self._retries: dict[str, int] = {}  # run -> times it was driven again after a failure
         self._approval_timers: dict[str, Any] = {}  # run -> the timer of its paused approval (durable: in the log)
 
@@ -262,7 +259,7 @@ class Orchestrator(pykka.ThreadingActor):
         waiting on a signal. Every other unfinished run is read, decoded and folded here.
         """
         node = self.ctx.config.node
-        live = self._live_nodes()
+        live = self.liveness.live()
         now = self.ctx.clock.now()
         known = self._open_runs()
         touched: set[str] = set()
@@ -357,54 +354,15 @@ class Orchestrator(pykka.ThreadingActor):
             log.warning("could not renew the node lease", exc_info=True)
         self._renewal = self.ctx.clock.call_later(self.ctx.config.lease_ttl_s / 3, self._beat)
         try:
-            live = self._live_nodes(fresh=True)
+            gone = self.liveness.gone()
         except Exception:
             log.warning("could not read the node leases", exc_info=True)
             return
-        gone = self._nodes_seen - live - {node}
-        self._nodes_seen = live
         if gone and self.ctx.config.recover:
             log.warning("node(s) %s stopped renewing their lease; taking over their runs", ", ".join(sorted(gone)))
             self._try_recover()
         elif self.cluster is not None:
             self._schedule()  # a lost notification costs one beat at most
-
-    def _live_nodes(self, fresh: bool = False) -> set[str]:
-        """The nodes whose lease is alive, read at most LIVE_READ_S ago (``fresh``: read now).
-
-        A burst of commands (approvals over HTTP) would otherwise read the
-        lease table once each, on this one thread. A lease lives for
-        ``lease_ttl_s`` (30 s): a node's liveness is already that coarse, and
-        a run two nodes both think theirs is still guarded by the store's
-        expected version.
-        """
-        now = time.monotonic()
-        if not fresh and self._live_read is not None and now - self._live_read[0] < LIVE_READ_S:
-            return self._live_read[1]
-        live = live_nodes(self.ctx.leases.held())
-        self._live_read = (now, live)
-        return live
-
-    def _live_nodes_with(self, node: str) -> set[str]:
-        """The live nodes, read afresh when ``node`` is not among the cached ones.
-
-        The cache may predate a node that started a moment ago (a CLI process
-        driving the run a command is for): taking its run over, or carrying
-        its command out here, on a stale read would drive the run twice.
-        """
-        live = self._live_nodes()
-        if node and node != self.ctx.config.node and node not in live:
-            live = self._live_nodes(fresh=True)
-        return live
-
-    def _live_nodes_from(self, held: dict[str, str] | None, node: str) -> set[str]:
-        """The live nodes from leases just read (``held``, kept for the next checks), else as
-        ``_live_nodes_with(node)``."""
-        if held is None:
-            return self._live_nodes_with(node)
-        live = live_nodes(held)
-        self._live_read = (time.monotonic(), live)
-        return live
 
     def _beat(self) -> None:
         self._tell_self(_Renew())
@@ -520,7 +478,7 @@ class Orchestrator(pykka.ThreadingActor):
             return
         try:
             state, _, last_node = load_with_owner(self.ctx, msg.run_id)
-            elsewhere = driven_elsewhere(state, last_node, self.ctx.config.node, self._live_nodes_with(last_node))
+            elsewhere = driven_elsewhere(state, last_node, self.ctx.config.node, self.liveness.live_with(last_node))
         except StoreError as exc:
             self._redrive_later(msg.run_id, exc)
             return
@@ -634,7 +592,7 @@ class Orchestrator(pykka.ThreadingActor):
         self._kicks.taken(msg.kind)
         if msg.kind == "handoff" and self.ctx.config.recover:
             try:
-                self._live_nodes(fresh=True)  # the node that left gave its lease up a moment ago
+                self.liveness.live(fresh=True)  # the node that left gave its lease up a moment ago
             except StoreError:
                 pass  # recovery meets the same error, and tries again later
             self._try_recover()  # a stopping node gave its runs up: claim them now
@@ -717,7 +675,7 @@ class Orchestrator(pykka.ThreadingActor):
                     state, history, last_node, held = load_with_owner_and_leases(self.ctx, run.run_id)
                     loaded = (state, history)
                     runs_code = not isinstance(message, m.Cancel)
-                    where = route(state, last_node, self.ctx.config.node, self._live_nodes_from(held, last_node),
+                    where = route(state, last_node, self.ctx.config.node, self.liveness.live_from(held, last_node),
                                   lambda: missing_module(state, self.ctx.registry) if runs_code else "")
                 except StoreError as exc:  # the command gets the error (503); the run is driven again later
                     if reply is not None and not reply.done():

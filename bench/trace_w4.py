@@ -62,7 +62,12 @@ def child(url: str, run_ids: list[str]) -> None:
     wrap(orchestrator, "load_with_owner", "orch.load", end=True)
     if hasattr(orchestrator, "load_with_owner_and_leases"):  # the stream and the leases in one read
         wrap(orchestrator, "load_with_owner_and_leases", "orch.load+leases", end=True)
-    wrap(orchestrator.Orchestrator, "_live_nodes_with", "orch.leases", end=True)
+    if hasattr(orchestrator.Orchestrator, "_live_nodes_with"):  # a tree before actors/liveness.py
+        wrap(orchestrator.Orchestrator, "_live_nodes_with", "orch.leases", end=True)
+    else:
+        from actors import liveness
+
+        wrap(liveness.Liveness, "live_with", "orch.leases", end=True)
     wrap(run.RunActor, "_on_resume", "actor.resume")
     wrap(run.RunActor, "_commit", "actor.commit", end=True)
     wrap(run.RunActor, "_start_attempt", "actor.start_attempt", end=True)
