@@ -96,7 +96,8 @@ FAILING = Flow(
     ],
 )
 NOTING = Flow("noting", steps=[code("note", fn=note_thread)])
-REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, FAILING, NOTING])
+SKIPPING = Flow("skipping", steps=[code("only", fn=fold_angles, when="$input.question == 'go'")])
+REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, FAILING, NOTING, SKIPPING])
 
 
 @pytest.fixture
@@ -153,6 +154,20 @@ class TestEngine:
         assert len({r.recorded_at for r in first}) == 1  # one commit: the first step waited for no second
         # as the steps an approval starts are the approver's: the launch is the cause, the launcher the actor
         assert {(r.metadata["actor"], r.metadata["causation_id"]) for r in first} == {("ann", "command:launch")}
+        assert store.verify() == []
+
+    def test_a_run_decided_whole_at_its_launch_is_one_commit_with_its_report(self, engine, store):
+        launched = engine.launch("skipping", "stop")
+        state = engine.wait(launched.run_id)
+        assert state.status == "completed" and state.steps["only"].skip_reason == "condition"
+        records = store.read_stream(stream_of(launched.run_id))
+        assert [r.type for r in records] == ["RunLaunched", "RunStarted", "StepSkipped", "RunCompleted"]
+        assert len({r.recorded_at for r in records}) == 1
+        # the report, as a commit of its own after the skip would have rendered it from the log
+        folded, history = fold_records(records[:-1], launched.run_id)
+        last = records[-1]
+        assert last.data["report"] == finish(folded, history, last.data["at"], check_evidence(folded)).report
+        assert "$input.question == 'go' was false" in last.data["report"]
         assert store.verify() == []
 
     def test_an_approved_run_ends_in_the_commit_of_its_last_step_with_the_report_it_always_had(self, engine, store):
