@@ -232,31 +232,15 @@ class CommitFloor:
     """
 
     def __init__(self, store: Any) -> None:
-        import sqlalchemy as sa
+        from store import Raw  # bench/store.py's copy of the events table and driver connection (same pragmas)
 
         from eventstore.codec import encode_json
-        from eventstore.schema import build_events_table, create_table_ddl
 
-        self.dialect = store.dialect
+        raw = Raw(store)
+        self.conn = raw.conn
         self.encode = encode_json
-        table = build_events_table(sa.MetaData(), "raw_events")
-        with store.database.begin() as conn:
-            for ddl in create_table_ddl(table):
-                conn.execute(ddl)
-        url = store.database.url
-        if self.dialect == "sqlite":
-            self.conn: Any = sqlite3.connect(url.database, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = FULL")
-            mark = "(" + ",".join("?" * 8) + ")"
-        else:
-            import psycopg
-
-            self.conn = psycopg.connect(dbname=url.database, user=url.username,
-                                        host=url.query.get("host", url.host), autocommit=True)
-            mark = "(" + ",".join(["%s"] * 8) + ")"
-        self.insert = ("INSERT INTO raw_events (event_id, stream_id, version, type, data, metadata, recorded_at, "
-                       f"hash) VALUES {mark}, {mark}")
+        row = raw.insert.split(" VALUES ", 1)[1]
+        self.insert = f"{raw.insert}, {row}"  # Raw's one-row INSERT with a second row: a step's two in one statement
         self.rows: list[tuple[Any, ...]] = []
         self.stream = 0
 
