@@ -9,6 +9,8 @@ With a PostgreSQL store, ``baton serve`` nodes form one cluster
   taken ``FOR UPDATE SKIP LOCKED``), and records RunStarted: the event's
   ``node`` says who drives the run from then on. A node driving more runs
   than the least busy one leaves the head to it for a moment, so runs spread.
+  A run alone in an idle cluster's queue is admitted by the node enqueuing
+  it, in the enqueue's transaction, and its launch's actor begins it.
 - Cluster-wide capacity. ``max_active_runs`` counts the queue's active rows,
   whichever node drives them; ``agent_slots`` counts slots held per model
   server (``EngineConfig.slot_pool``, its base URL) by every live node, each
@@ -26,12 +28,13 @@ heartbeat), never a polling loop; one LISTEN connection per node.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -41,7 +44,7 @@ from actors.context import EngineContext
 from actors.runlog import NODE_LEASE, SERVER_LEASE, read_with_owner, unended_runs
 from actors.scheduler import Admission, Scheduler
 from eventstore import StoreError
-from eventstore.cluster import ACTIVE, CHANNEL, MEMBER, PAUSED, QUEUED, ClusterTables, Item
+from eventstore.cluster import ACTIVE, CHANNEL, MEMBER, PAUSED, QUEUED, ClusterTables, Enqueued, Item
 from eventstore.leases import Leases, dead_on_this_host, default_owner, leases_table
 from eventstore.listen import ListenThread
 from eventstore.postgres import own_connection
@@ -129,7 +132,8 @@ class QueueWriter:
     (``ClusterTables.apply``), only the last change of each run kept. The orchestrator's one thread then never waits for these commits.
 
     What this node decides from the queue reads its own changes first (``flush``: the admissions, when
-    something waits in the queue; an enqueue, an adoption, the plan). The other nodes see a change once
+    something waits in the queue; an adoption, the plan; an enqueue commits them in its own transaction,
+    ``handed``). The other nodes see a change once
     it is committed, with the NOTIFY that tells the least busy one to admit the head (as before, only
     that the commit is this thread's). A failed commit keeps its changes, unless a later change of the
     same run replaced them, and is tried again after a pause doubling up to ``WRITE_RETRY_CAP_S``
@@ -169,8 +173,6 @@ class QueueWriter:
             self._write()
         except StoreError as exc:
             log.warning("the cluster's queue could not be updated: %s", exc)
-            with self._wake:
-                self._wake.notify()
 
     def close(self, timeout: float = 3.0) -> None:
         """Commit what is pending (one try), then stop the thread."""
@@ -179,16 +181,24 @@ class QueueWriter:
             self._wake.notify()
         self._thread.join(timeout)
 
-    def _write(self) -> None:
+    @contextlib.contextmanager
+    def handed(self) -> Iterator[dict[str, str]]:
+        """Every change put so far (after the batch being written, if any), for the caller to commit in
+        a transaction of its own; kept for the thread's next try if that raises."""
         with self._writing:
             with self._lock:
                 batch, self._pending = self._pending, {}
             try:
-                self._tables.apply(batch)
-            except Exception:
-                with self._lock:  # kept for the next try, unless a later change replaced it
+                yield batch
+            except BaseException:
+                with self._wake:  # kept for the next try, unless a later change replaced it
                     self._pending = {**batch, **self._pending}
+                    self._wake.notify()
                 raise
+
+    def _write(self) -> None:
+        with self.handed() as batch:
+            self._tables.apply(batch)
 
     def _run(self) -> None:
         tries = 0
@@ -270,10 +280,12 @@ class Cluster:
 
     # -- runs --------------------------------------------------------------------------------
 
-    def enqueue(self, run_id: str, flow: str, since: float) -> bool:
-        """Put the run in the queue; True when this node is the one named to admit it."""
-        self._writer.flush()
-        return self.tables.enqueue(run_id, flow, since) == self.node
+    def enqueue(self, run_id: str, flow: str, since: float) -> Enqueued:
+        """Put the run in the queue, in one transaction with this node's changes not yet committed (the
+        room they free is counted). Alone in the queue of an idle cluster, this node admits it in that
+        transaction (``taken``: start it now); else ``named`` is the node to admit the head."""
+        with self._writer.handed() as changes:
+            return self.tables.enqueue(run_id, flow, since, changes, take=True)
 
     def admit(self) -> tuple[list[Item], bool]:
         """Runs this node takes from the queue now, and whether it left the head to a less busy node.

@@ -418,20 +418,13 @@ class Orchestrator(pykka.ThreadingActor):
         if run is None or run.sent != msg.seen:
             return  # a command reached the actor after it said it was idle: it is busy again
         assert run.ref is not None
-        run.ref.stop(block=False)
-        run.ref = None
         if self.cluster is not None and msg.status == "queued" and \
                 self.scheduler.phase(msg.run_id) is Phase.UNPLANNED:  # its launch is recorded: to the queue
-            assert isinstance(self.scheduler, clustering.ClusterScheduler)
-            flow, since = self.scheduler.entry(msg.run_id)
-            self._forget(msg.run_id)
-            try:
-                if self.cluster.enqueue(msg.run_id, flow, since):  # named to admit it: at once, not on NOTIFY
-                    self._schedule()
-            except StoreError as exc:  # queued in the log: it joins the queue when it is driven again
-                self._redrive_later(msg.run_id, exc)
-            return  # another node is named to admit it (NOTIFY tells it)
-        elif msg.status == "paused":
+            self._to_queue(self.cluster, run)
+            return
+        run.ref.stop(block=False)
+        run.ref = None
+        if msg.status == "paused":
             self.scheduler.pause(msg.run_id)
             if self.cluster is not None:
                 self._in_cluster(self.cluster.paused, msg.run_id)
@@ -441,6 +434,29 @@ class Orchestrator(pykka.ThreadingActor):
         elif msg.status != "queued":  # unknown or already ended: a command found nothing to do
             self._forget(msg.run_id)
         self._schedule()
+
+    def _to_queue(self, cluster: clustering.Cluster, run: _Run) -> None:
+        """A launch recorded queued joins the cluster's queue. Taken with its enqueue (an idle cluster),
+        its idle actor, which holds the run's state, begins it; else the actor stops and the node named
+        to admit the run starts one (this one at once, another on NOTIFY)."""
+        assert isinstance(self.scheduler, clustering.ClusterScheduler) and run.ref is not None
+        flow, since = self.scheduler.entry(run.run_id)
+        try:
+            queued = cluster.enqueue(run.run_id, flow, since)
+        except StoreError as exc:  # queued in the log: it joins the queue when it is driven again
+            self._forget(run.run_id)
+            self._redrive_later(run.run_id, exc)
+            return
+        if queued.taken is not None:
+            self.scheduler.forget(run.run_id)
+            self.scheduler.add(run.run_id, flow, since, Phase.ACTIVE)
+            run.claimed = True
+            self._tell_run(run, m.Begin(clustering.START_CLAIMED))
+            self._schedule(read_queue=False)
+            return
+        self._forget(run.run_id)
+        if queued.named == cluster.node:
+            self._schedule()
 
     def _on_ended(self, msg: m.RunEnded) -> None:
         if self._current(msg.run_id, msg.urn) is None:

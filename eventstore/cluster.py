@@ -40,6 +40,7 @@ MEMBER = "cluster-"
 _ADMIT_LOCK = 0x6261746F  # "bato": the one lock every admission and claim takes
 _SLOT_LOCK = 0x736C6F74  # "slot": with the pool's hash, the lock of one pool
 _ANY_QUEUED = "SELECT 1 FROM cluster_queue WHERE state = 'queued' LIMIT 1"
+_COUNT = "SELECT count(*) FROM cluster_queue"
 
 _metadata = sa.MetaData()
 queue_table = sa.Table(
@@ -86,6 +87,14 @@ class Item:
     node: str
     since: float
     changed_at: float
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """Where an enqueued item went: the member named to admit the head, and the item if this member took it."""
+
+    named: str
+    taken: Item | None = None
 
 
 @dataclass(frozen=True)
@@ -186,17 +195,33 @@ class ClusterTables:
         return named
 
     @store_errors
-    def enqueue(self, item_id: str, label: str, since: float) -> str:
-        """Put an item in the queue (nothing if it is known already); the member named to admit the head."""
+    def enqueue(self, item_id: str, label: str, since: float, changes: dict[str, str] | None = None,
+                take: bool = False) -> Enqueued:
+        """Put an item in the queue (nothing if it is known already): the member named to admit the head.
+
+        ``changes``: this member's changes not yet committed (as ``apply``), committed first in the same
+        transaction. ``take``: with the item alone in the queue and nothing else admitted anywhere, this
+        member admits it in the same transaction (``taken``) where it would have named itself to; the
+        check is made again under the admission lock, so it holds against every other admission.
+        """
         now = time.time()
         with self.database.begin() as conn:
+            if changes:
+                self._apply(conn, changes, now)
             conn.execute(sa.text(
                 "INSERT INTO cluster_queue (item_id, label, state, node, since, changed_at) "
                 "VALUES (:i, :l, 'queued', '', :s, :n) ON CONFLICT (item_id) DO NOTHING"),
                 {"i": item_id, "l": label, "s": since, "n": now})
             # An idle cluster (this item alone, nothing admitted): this member takes it, no hop to another process.
-            idle = conn.execute(sa.text("SELECT count(*) FROM cluster_queue")).scalar() == 1
-            return self._call_next(conn, prefer=self.node if idle else "")
+            idle = conn.execute(sa.text(_COUNT)).scalar() == 1
+            if idle and take:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADMIT_LOCK})
+                if conn.execute(sa.text(_COUNT)).scalar() == 1 and self._member(self._members(conn)) and \
+                        conn.execute(sa.text("UPDATE cluster_queue SET state = 'active', node = :me, changed_at = :n "
+                                             "WHERE item_id = :i AND state = 'queued'"),
+                                     {"me": self.node, "n": now, "i": item_id}).rowcount == 1:
+                    return Enqueued(self.node, Item(item_id, label, ACTIVE, self.node, since, now))
+            return Enqueued(self._call_next(conn, prefer=self.node if idle else ""))
 
     @store_errors
     def admit(self, max_active: int, patience_s: float) -> Admitted:
@@ -317,17 +342,19 @@ class ClusterTables:
         member drives it now, as ``set_state``) or ``item -> ""`` (ended: gone, as ``finish``)."""
         if not changes:
             return
-        now = time.time()
         with self.database.begin() as conn:
-            ended = sorted(i for i, st in changes.items() if not st)
-            if ended:
-                conn.execute(sa.text("DELETE FROM cluster_queue WHERE item_id = ANY(:ids)"), {"ids": ended})
-            for state in sorted({st for st in changes.values() if st}):
-                ids = sorted(i for i, st in changes.items() if st == state)
-                conn.execute(sa.text("UPDATE cluster_queue SET state = :st, node = :me, changed_at = :n "
-                                     "WHERE item_id = ANY(:ids) AND state <> 'queued'"),
-                             {"st": state, "me": self.node, "n": now, "ids": ids})
+            self._apply(conn, changes, time.time())
             self._call_next(conn, only_if_queued=True)
+
+    def _apply(self, conn: sa.Connection, changes: dict[str, str], now: float) -> None:
+        ended = sorted(i for i, st in changes.items() if not st)
+        if ended:
+            conn.execute(sa.text("DELETE FROM cluster_queue WHERE item_id = ANY(:ids)"), {"ids": ended})
+        for state in sorted({st for st in changes.values() if st}):
+            ids = sorted(i for i, st in changes.items() if st == state)
+            conn.execute(sa.text("UPDATE cluster_queue SET state = :st, node = :me, changed_at = :n "
+                                 "WHERE item_id = ANY(:ids) AND state <> 'queued'"),
+                         {"st": state, "me": self.node, "n": now, "ids": ids})
 
     @store_errors
     def queued(self) -> bool:

@@ -391,3 +391,109 @@ def test_a_runs_end_reads_the_queue_only_in_the_queue_writers_commit_and_a_queue
         assert engine.wait(held, timeout=20).status == "completed"
     finally:
         engine.stop()
+
+
+def test_an_enqueue_on_an_idle_cluster_admits_the_run_in_its_own_transaction(pg_store):
+    """Alone in the queue of an idle cluster, a run is admitted by the node that enqueues it, in the
+    enqueue's transaction, which also commits that node's changes not yet committed (the end of its last
+    run frees the room counted). With anything else in the queue, or a node fenced, it only joins it."""
+    from eventstore.cluster import ClusterTables, member_lease
+    from eventstore.leases import Leases
+
+    leases = Leases(pg_store.database, ttl_s=30.0)
+    a = ClusterTables(pg_store.database, leases, "node-a", "host:1")
+    b = ClusterTables(pg_store.database, leases, "node-b", "host:2")
+    assert a.join() is None and b.join() is None
+    assert a.adopt("r0", "quick", 1.0, "active")
+    first = a.enqueue("r1", "quick", 2.0, {"r0": ""}, take=True)  # r0 ended on node-a, not yet committed
+    assert first.taken is not None and (first.taken.item_id, first.taken.state) == ("r1", "active")
+    assert [(i.item_id, i.state, i.node) for i in a.items()] == [("r1", "active", "node-a")]
+    second = b.enqueue("r2", "quick", 3.0, take=True)
+    assert second.taken is None and second.named == "node-b", "r1 is in progress: r2 waits for an admission"
+    assert [(i.item_id, i.state) for i in a.items()] == [("r1", "active"), ("r2", "queued")]
+    a.apply({"r1": ""})
+    assert [i.item_id for i in b.admit(0, 0.0).items] == ["r2"]
+    b.apply({"r2": ""})
+    leases.release(member_lease("node-a"), "host:1")
+    assert leases.acquire(member_lease("node-a"), "host:9") is None  # another process took node-a's name
+    fenced = a.enqueue("r3", "quick", 4.0, take=True)
+    assert fenced.taken is None, "a fenced node admits nothing (the process now holding node-a's name may)"
+    assert [(i.item_id, i.state) for i in a.items()] == [("r3", "queued")]
+
+
+def test_nodes_enqueueing_at_once_on_an_idle_cluster_admit_exactly_one_of_the_runs(pg_store):
+    """Each enqueue sees the cluster idle (its own row alone) before the others commit; the check made
+    again under the admission lock lets exactly one of them take its run. Five rounds of four at once."""
+    from eventstore.cluster import ClusterTables
+    from eventstore.leases import Leases
+
+    leases = Leases(pg_store.database, ttl_s=30.0)
+    nodes = [ClusterTables(pg_store.database, leases, f"node-{n}", f"host:{n}") for n in range(4)]
+    assert all(node.join() is None for node in nodes)
+    for round_ in range(5):
+        barrier = threading.Barrier(len(nodes))
+        taken: list[str] = []
+
+        def enqueue(node: ClusterTables, run_id: str) -> None:
+            barrier.wait(5)
+            if node.enqueue(run_id, "quick", 1.0, take=True).taken is not None:
+                taken.append(run_id)
+
+        threads = [threading.Thread(target=enqueue, args=(node, f"r{round_}-{n}")) for n, node in enumerate(nodes)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        items = nodes[0].items()
+        assert len(taken) == 1, f"round {round_}: {len(taken)} runs admitted with their enqueue: {taken}"
+        assert [i.item_id for i in items if i.state == "active"] == taken
+        assert sum(i.state == "queued" for i in items) == len(nodes) - 1
+        nodes[0].apply({i.item_id: "" for i in items})
+
+
+def test_queue_changes_handed_to_a_transaction_that_fails_are_kept_for_the_writers_next_commit():
+    from actors.cluster import QueueWriter
+    from eventstore import StoreError
+
+    commits: list[dict[str, str]] = []
+    committed = threading.Event()
+
+    class Tables:  # the writer's side of ClusterTables
+        def apply(self, changes: dict[str, str]) -> None:
+            commits.append(dict(changes))
+            committed.set()
+
+    writer = QueueWriter(Tables(), gather_s=30.0)  # type: ignore[arg-type]
+    try:
+        writer.put("r1", "")
+        with pytest.raises(StoreError), writer.handed() as changes:
+            assert changes == {"r1": ""} and not writer.pending()
+            writer.put("r2", "paused")  # a change put meanwhile is kept with them
+            raise StoreError("the store is away")
+        assert writer.pending() and not commits
+    finally:
+        writer.close()
+    assert commits == [{"r1": "", "r2": "paused"}]
+
+
+def test_runs_launched_one_after_another_on_an_idle_cluster_never_wait_for_an_admission(pg_store, monkeypatch):
+    """Launch to first step on PostgreSQL: a run alone in the queue is admitted with its enqueue, so no
+    admission transaction runs (and no NOTIFY hop to this node); each run is still recorded queued, then
+    started by this node as admitted from the cluster's queue."""
+    from actors.cluster import START_CLAIMED
+    from eventstore.cluster import ClusterTables
+
+    admissions: list[str] = []
+    admit = ClusterTables.admit
+    monkeypatch.setattr(ClusterTables, "admit", lambda self, *a: (admissions.append(self.node), admit(self, *a))[1])
+    engine = Engine(pg_store, REGISTRY, EngineConfig(node="node-a", cluster=True, slot_pool="shared")).start()
+    try:
+        for i in range(4):
+            run_id = engine.launch("quick", f"q{i}").run_id
+            assert engine.wait(run_id, timeout=20).status == "completed"
+            records = pg_store.read_stream(stream_of(run_id))
+            assert [r.type for r in records][:3] == ["RunLaunched", "RunQueued", "RunStarted"]
+            assert records[2].data["reason"] == START_CLAIMED and records[2].metadata["node"] == "node-a"
+        assert admissions == [], "an admission transaction ran for a run alone in the queue"
+    finally:
+        engine.stop()
