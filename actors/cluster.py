@@ -9,8 +9,9 @@ With a PostgreSQL store, ``baton serve`` nodes form one cluster
   taken ``FOR UPDATE SKIP LOCKED``), and records RunStarted: the event's
   ``node`` says who drives the run from then on. A node driving more runs
   than the least busy one leaves the head to it for a moment, so runs spread.
-  A run alone in an idle cluster's queue is admitted by the node enqueuing
-  it, in the enqueue's transaction, and its launch's actor begins it.
+  The node that enqueues a run admits the head in the same transaction when
+  it would (room, and it is the least busy); its own run's launch actor then
+  begins the run.
 - Cluster-wide capacity. ``max_active_runs`` counts the queue's active rows,
   whichever node drives them; ``agent_slots`` counts slots held per model
   server (``EngineConfig.slot_pool``, its base URL) by every live node, each
@@ -281,11 +282,11 @@ class Cluster:
     # -- runs --------------------------------------------------------------------------------
 
     def enqueue(self, run_id: str, flow: str, since: float) -> Enqueued:
-        """Put the run in the queue, in one transaction with this node's changes not yet committed (the
-        room they free is counted). Alone in the queue of an idle cluster, this node admits it in that
-        transaction (``taken``: start it now); else ``named`` is the node to admit the head."""
+        """Put the run in the queue and admit the head here if this node would (``ClusterTables.admit``),
+        in one transaction with this node's queue changes not yet committed (the room they free counts)."""
         with self._writer.handed() as changes:
-            return self.tables.enqueue(run_id, flow, since, changes, take=True)
+            return self.tables.enqueue(run_id, flow, since, changes, admit=True, max_active=self.max_active_runs,
+                                       patience_s=PATIENCE_S)
 
     def admit(self) -> tuple[list[Item], bool]:
         """Runs this node takes from the queue now, and whether it left the head to a less busy node.

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import queue
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -60,6 +60,7 @@ from actors.runlog import (
 )
 from actors.scheduler import START_FREED, Admission, Phase, Scheduler
 from eventstore import StoreError
+from eventstore.cluster import Item
 from eventstore.leases import default_owner
 from flows.decide import decide, has_work
 from flows.state import RunState
@@ -436,9 +437,9 @@ class Orchestrator(pykka.ThreadingActor):
         self._schedule()
 
     def _to_queue(self, cluster: clustering.Cluster, run: _Run) -> None:
-        """A launch recorded queued joins the cluster's queue. Taken with its enqueue (an idle cluster),
-        its idle actor, which holds the run's state, begins it; else the actor stops and the node named
-        to admit the run starts one (this one at once, another on NOTIFY)."""
+        """A launch recorded queued joins the cluster's queue, and this node admits the head then if it
+        would. Taken so, the run is begun by its idle actor, which holds its state; else the actor stops,
+        and the node named to admit the run starts one (this one at once, another on NOTIFY)."""
         assert isinstance(self.scheduler, clustering.ClusterScheduler) and run.ref is not None
         flow, since = self.scheduler.entry(run.run_id)
         try:
@@ -447,15 +448,12 @@ class Orchestrator(pykka.ThreadingActor):
             self._forget(run.run_id)
             self._redrive_later(run.run_id, exc)
             return
-        if queued.taken is not None:
-            self.scheduler.forget(run.run_id)
-            self.scheduler.add(run.run_id, flow, since, Phase.ACTIVE)
-            run.claimed = True
-            self._tell_run(run, m.Begin(clustering.START_CLAIMED))
+        if not any(item.item_id == run.run_id for item in queued.taken):
+            self._forget(run.run_id)
+        self._admitted(queued.taken, queued.deferred, launched=run)
+        if queued.taken:
             self._schedule(read_queue=False)
-            return
-        self._forget(run.run_id)
-        if queued.named == cluster.node:
+        elif queued.named == cluster.node and not queued.deferred:
             self._schedule()
 
     def _on_ended(self, msg: m.RunEnded) -> None:
@@ -587,14 +585,25 @@ class Orchestrator(pykka.ThreadingActor):
         except StoreError as exc:  # the next kick or beat tries again
             log.warning("the cluster's queue could not be read: %s", exc)
             return
+        self._admitted(admitted, deferred)
+
+    def _admitted(self, admitted: Iterable[Item], deferred: bool, launched: _Run | None = None) -> None:
+        """Drive the runs this node took from the cluster's queue (``launched``, a run whose launch's
+        idle actor is still here, keeps it); ``deferred``: the head was left to a less busy node, taken
+        here if it has not been after a moment."""
         for item in admitted:
-            if item.item_id in self.runs:  # known here for a command: drive it as admitted
-                self._forget(item.item_id)
+            if launched is not None and item.item_id == launched.run_id:
+                run = launched
+                self.scheduler.forget(run.run_id)
+                run.claimed = True
+            else:
+                if item.item_id in self.runs:  # known here for a command: drive it as admitted
+                    self._forget(item.item_id)
+                run = self.runs[item.item_id] = _Run(item.item_id, claimed=True)
             self.scheduler.add(item.item_id, item.label, item.since, Phase.ACTIVE)
-            run = self.runs[item.item_id] = _Run(item.item_id, claimed=True)
             if not self._tell_run(run, m.Begin(clustering.START_CLAIMED)):
                 self._forget(item.item_id)
-        if deferred:  # left to a less busy node; taken here if it has not after a moment
+        if deferred:
             self.ctx.clock.call_later(clustering.PATIENCE_S, lambda: self._kicks.kick("patience"))
 
     def _in_cluster(self, call: Callable[..., None], *args: Any) -> None:

@@ -40,7 +40,6 @@ MEMBER = "cluster-"
 _ADMIT_LOCK = 0x6261746F  # "bato": the one lock every admission and claim takes
 _SLOT_LOCK = 0x736C6F74  # "slot": with the pool's hash, the lock of one pool
 _ANY_QUEUED = "SELECT 1 FROM cluster_queue WHERE state = 'queued' LIMIT 1"
-_COUNT = "SELECT count(*) FROM cluster_queue"
 
 _metadata = sa.MetaData()
 queue_table = sa.Table(
@@ -91,10 +90,12 @@ class Item:
 
 @dataclass(frozen=True)
 class Enqueued:
-    """Where an enqueued item went: the member named to admit the head, and the item if this member took it."""
+    """What an enqueue gave: the member named to admit the head; with ``admit``, what this member took
+    (``taken``) or whether it left the head to a less busy member (``deferred``)."""
 
     named: str
-    taken: Item | None = None
+    taken: tuple[Item, ...] = ()
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,16 +196,17 @@ class ClusterTables:
         return named
 
     @store_errors
-    def enqueue(self, item_id: str, label: str, since: float, changes: dict[str, str] | None = None,
-                take: bool = False) -> Enqueued:
+    def enqueue(self, item_id: str, label: str, since: float, changes: dict[str, str] | None = None, *,
+                admit: bool = False, max_active: int = 0, patience_s: float = 0.0) -> Enqueued:
         """Put an item in the queue (nothing if it is known already): the member named to admit the head.
 
         ``changes``: this member's changes not yet committed (as ``apply``), committed first in the same
-        transaction. ``take``: with the item alone in the queue and nothing else admitted anywhere, this
-        member admits it in the same transaction (``taken``) where it would have named itself to; the
-        check is made again under the admission lock, so it holds against every other admission.
+        transaction. ``admit``: then this member admits the head as ``admit`` would, in that transaction
+        too (``taken``, or ``deferred`` to a less busy member, who is named): a launch this member may
+        admit costs one transaction, not three.
         """
         now = time.time()
+        deferred = False
         with self.database.begin() as conn:
             if changes:
                 self._apply(conn, changes, now)
@@ -212,16 +214,14 @@ class ClusterTables:
                 "INSERT INTO cluster_queue (item_id, label, state, node, since, changed_at) "
                 "VALUES (:i, :l, 'queued', '', :s, :n) ON CONFLICT (item_id) DO NOTHING"),
                 {"i": item_id, "l": label, "s": since, "n": now})
+            if admit:
+                got = self._admit(conn, max_active, patience_s)
+                if got.items:
+                    return Enqueued(self.node, got.items)
+                deferred = got.deferred
             # An idle cluster (this item alone, nothing admitted): this member takes it, no hop to another process.
-            idle = conn.execute(sa.text(_COUNT)).scalar() == 1
-            if idle and take:
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADMIT_LOCK})
-                if conn.execute(sa.text(_COUNT)).scalar() == 1 and self._member(self._members(conn)) and \
-                        conn.execute(sa.text("UPDATE cluster_queue SET state = 'active', node = :me, changed_at = :n "
-                                             "WHERE item_id = :i AND state = 'queued'"),
-                                     {"me": self.node, "n": now, "i": item_id}).rowcount == 1:
-                    return Enqueued(self.node, Item(item_id, label, ACTIVE, self.node, since, now))
-            return Enqueued(self._call_next(conn, prefer=self.node if idle else ""))
+            idle = conn.execute(sa.text("SELECT count(*) FROM cluster_queue")).scalar() == 1
+            return Enqueued(self._call_next(conn, prefer=self.node if idle else ""), deferred=deferred)
 
     @store_errors
     def admit(self, max_active: int, patience_s: float) -> Admitted:
@@ -231,31 +231,34 @@ class ClusterTables:
         the head to it (``deferred``), unless the head waited ``patience_s``.
         """
         with self.database.begin() as conn:
-            if conn.execute(sa.text("SELECT 1 FROM cluster_queue WHERE state = 'queued' LIMIT 1")).first() is None:
-                return Admitted(())
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADMIT_LOCK})
-            members = self._members(conn)
-            if not self._member(members):
-                return Admitted(())
-            counts: dict[str, int] = {r[0]: int(r[1]) for r in conn.execute(sa.text(
-                "SELECT node, count(*) FROM cluster_queue WHERE state = 'active' GROUP BY node"))}
-            if max_active and sum(counts.values()) >= max_active:
-                return Admitted(())
-            head = conn.execute(sa.text(
-                "SELECT item_id, label, state, node, since, changed_at FROM cluster_queue WHERE state = 'queued' "
-                "ORDER BY since, item_id LIMIT 1 FOR UPDATE SKIP LOCKED")).first()
-            if head is None:
-                return Admitted(())
-            now = time.time()
-            fewest = min(counts.get(n, 0) for n in members)
-            if counts.get(self.node, 0) > fewest and now - head.changed_at < patience_s:
-                return Admitted((), deferred=True)
-            conn.execute(sa.text("UPDATE cluster_queue SET state = 'active', node = :me, changed_at = :n "
-                                 "WHERE item_id = :i"), {"me": self.node, "n": now, "i": head.item_id})
-            counts[self.node] = counts.get(self.node, 0) + 1
-            if not max_active or sum(counts.values()) < max_active:
-                self._call_next(conn, members, counts, only_if_queued=True)
-            return Admitted((Item(head.item_id, head.label, ACTIVE, self.node, head.since, now),))
+            return self._admit(conn, max_active, patience_s)
+
+    def _admit(self, conn: sa.Connection, max_active: int, patience_s: float) -> Admitted:
+        if conn.execute(sa.text(_ANY_QUEUED)).first() is None:
+            return Admitted(())
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADMIT_LOCK})
+        members = self._members(conn)
+        if not self._member(members):
+            return Admitted(())
+        counts: dict[str, int] = {r[0]: int(r[1]) for r in conn.execute(sa.text(
+            "SELECT node, count(*) FROM cluster_queue WHERE state = 'active' GROUP BY node"))}
+        if max_active and sum(counts.values()) >= max_active:
+            return Admitted(())
+        head = conn.execute(sa.text(
+            "SELECT item_id, label, state, node, since, changed_at FROM cluster_queue WHERE state = 'queued' "
+            "ORDER BY since, item_id LIMIT 1 FOR UPDATE SKIP LOCKED")).first()
+        if head is None:
+            return Admitted(())
+        now = time.time()
+        fewest = min(counts.get(n, 0) for n in members)
+        if counts.get(self.node, 0) > fewest and now - head.changed_at < patience_s:
+            return Admitted((), deferred=True)
+        conn.execute(sa.text("UPDATE cluster_queue SET state = 'active', node = :me, changed_at = :n "
+                             "WHERE item_id = :i"), {"me": self.node, "n": now, "i": head.item_id})
+        counts[self.node] = counts.get(self.node, 0) + 1
+        if not max_active or sum(counts.values()) < max_active:
+            self._call_next(conn, members, counts, only_if_queued=True)
+        return Admitted((Item(head.item_id, head.label, ACTIVE, self.node, head.since, now),))
 
     def adopt(self, item_id: str, label: str, since: float, state: str) -> bool:
         """Drive an item found unfinished: True when it is now this member's (``state``: active or paused).

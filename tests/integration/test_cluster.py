@@ -393,10 +393,10 @@ def test_a_runs_end_reads_the_queue_only_in_the_queue_writers_commit_and_a_queue
         engine.stop()
 
 
-def test_an_enqueue_on_an_idle_cluster_admits_the_run_in_its_own_transaction(pg_store):
-    """Alone in the queue of an idle cluster, a run is admitted by the node that enqueues it, in the
-    enqueue's transaction, which also commits that node's changes not yet committed (the end of its last
-    run frees the room counted). With anything else in the queue, or a node fenced, it only joins it."""
+def test_an_enqueue_admits_the_head_in_its_own_transaction_where_an_admission_would(pg_store):
+    """The node that enqueues a run admits the queue's head in the same transaction, as its admission
+    would: with room, in launch order, only when it is among the least busy, and never fenced. The
+    transaction also commits that node's queue changes not yet committed (the room they free counts)."""
     from eventstore.cluster import ClusterTables, member_lease
     from eventstore.leases import Leases
 
@@ -404,26 +404,32 @@ def test_an_enqueue_on_an_idle_cluster_admits_the_run_in_its_own_transaction(pg_
     a = ClusterTables(pg_store.database, leases, "node-a", "host:1")
     b = ClusterTables(pg_store.database, leases, "node-b", "host:2")
     assert a.join() is None and b.join() is None
+
+    def state() -> list[tuple[str, str, str]]:
+        return [(i.item_id, i.state, i.node) for i in a.items()]
+
     assert a.adopt("r0", "quick", 1.0, "active")
-    first = a.enqueue("r1", "quick", 2.0, {"r0": ""}, take=True)  # r0 ended on node-a, not yet committed
-    assert first.taken is not None and (first.taken.item_id, first.taken.state) == ("r1", "active")
-    assert [(i.item_id, i.state, i.node) for i in a.items()] == [("r1", "active", "node-a")]
-    second = b.enqueue("r2", "quick", 3.0, take=True)
-    assert second.taken is None and second.named == "node-b", "r1 is in progress: r2 waits for an admission"
-    assert [(i.item_id, i.state) for i in a.items()] == [("r1", "active"), ("r2", "queued")]
-    a.apply({"r1": ""})
-    assert [i.item_id for i in b.admit(0, 0.0).items] == ["r2"]
-    b.apply({"r2": ""})
+    first = a.enqueue("r1", "quick", 2.0, {"r0": ""}, admit=True, max_active=1)  # r0's end not yet committed
+    assert [i.item_id for i in first.taken] == ["r1"] and state() == [("r1", "active", "node-a")]
+    full = b.enqueue("r2", "quick", 3.0, admit=True, max_active=1)
+    assert full.taken == () and state()[1:] == [("r2", "queued", "")], "no room: r2 waits"
+    freed = a.enqueue("r3", "quick", 4.0, {"r1": ""}, admit=True, max_active=2, patience_s=60.0)
+    assert [i.item_id for i in freed.taken] == ["r2"], "r1 ended: room, and the head (r2, not r3) goes first"
+    leaving = a.enqueue("r4", "quick", 5.0, admit=True, max_active=0, patience_s=60.0)
+    assert leaving.taken == () and leaving.deferred and leaving.named == "node-b", \
+        "node-a drives r2, node-b nothing: the head is left to node-b"
+    assert [i.item_id for i in b.admit(0, 0.0).items] == ["r3"]
+    a.apply({"r2": "", "r3": ""})
     leases.release(member_lease("node-a"), "host:1")
     assert leases.acquire(member_lease("node-a"), "host:9") is None  # another process took node-a's name
-    fenced = a.enqueue("r3", "quick", 4.0, take=True)
-    assert fenced.taken is None, "a fenced node admits nothing (the process now holding node-a's name may)"
-    assert [(i.item_id, i.state) for i in a.items()] == [("r3", "queued")]
+    fenced = a.enqueue("r5", "quick", 6.0, admit=True)
+    assert fenced.taken == (), "a fenced node admits nothing (the process now holding node-a's name may)"
+    assert state() == [("r4", "queued", ""), ("r5", "queued", "")]
 
 
-def test_nodes_enqueueing_at_once_on_an_idle_cluster_admit_exactly_one_of_the_runs(pg_store):
-    """Each enqueue sees the cluster idle (its own row alone) before the others commit; the check made
-    again under the admission lock lets exactly one of them take its run. Five rounds of four at once."""
+def test_nodes_enqueueing_at_once_admit_no_more_than_the_cluster_has_room_for(pg_store):
+    """Each enqueue admits in its own transaction, seeing the others' rows only once they commit; the
+    admission lock still lets exactly as many in as there is room. Five rounds of four at once."""
     from eventstore.cluster import ClusterTables
     from eventstore.leases import Leases
 
@@ -436,8 +442,7 @@ def test_nodes_enqueueing_at_once_on_an_idle_cluster_admit_exactly_one_of_the_ru
 
         def enqueue(node: ClusterTables, run_id: str) -> None:
             barrier.wait(5)
-            if node.enqueue(run_id, "quick", 1.0, take=True).taken is not None:
-                taken.append(run_id)
+            taken.extend(i.item_id for i in node.enqueue(run_id, "quick", 1.0, admit=True, max_active=2).taken)
 
         threads = [threading.Thread(target=enqueue, args=(node, f"r{round_}-{n}")) for n, node in enumerate(nodes)]
         for t in threads:
@@ -445,9 +450,9 @@ def test_nodes_enqueueing_at_once_on_an_idle_cluster_admit_exactly_one_of_the_ru
         for t in threads:
             t.join(10)
         items = nodes[0].items()
-        assert len(taken) == 1, f"round {round_}: {len(taken)} runs admitted with their enqueue: {taken}"
-        assert [i.item_id for i in items if i.state == "active"] == taken
-        assert sum(i.state == "queued" for i in items) == len(nodes) - 1
+        assert len(taken) == 2, f"round {round_}: {len(taken)} runs admitted with room for 2: {taken}"
+        assert sorted(i.item_id for i in items if i.state == "active") == sorted(taken)
+        assert sum(i.state == "queued" for i in items) == len(nodes) - 2
         nodes[0].apply({i.item_id: "" for i in items})
 
 
@@ -476,10 +481,10 @@ def test_queue_changes_handed_to_a_transaction_that_fails_are_kept_for_the_write
     assert commits == [{"r1": "", "r2": "paused"}]
 
 
-def test_runs_launched_one_after_another_on_an_idle_cluster_never_wait_for_an_admission(pg_store, monkeypatch):
-    """Launch to first step on PostgreSQL: a run alone in the queue is admitted with its enqueue, so no
-    admission transaction runs (and no NOTIFY hop to this node); each run is still recorded queued, then
-    started by this node as admitted from the cluster's queue."""
+def test_runs_launched_on_a_cluster_of_one_are_admitted_with_their_enqueue(pg_store, monkeypatch):
+    """Launch to first step on PostgreSQL: a node with room admits a run in its enqueue's transaction, so
+    no admission transaction of its own runs (nor a NOTIFY hop to this node), whether the cluster is idle
+    or busy with the run before; each run is still recorded queued, then started as admitted."""
     from actors.cluster import START_CLAIMED
     from eventstore.cluster import ClusterTables
 
@@ -488,12 +493,13 @@ def test_runs_launched_one_after_another_on_an_idle_cluster_never_wait_for_an_ad
     monkeypatch.setattr(ClusterTables, "admit", lambda self, *a: (admissions.append(self.node), admit(self, *a))[1])
     engine = Engine(pg_store, REGISTRY, EngineConfig(node="node-a", cluster=True, slot_pool="shared")).start()
     try:
-        for i in range(4):
-            run_id = engine.launch("quick", f"q{i}").run_id
+        one_by_one = [engine.launch("quick", f"q{i}").run_id for i in range(4)
+                      if engine.wait(engine.launch("quick", f"p{i}").run_id, timeout=20)]  # idle, then busy
+        for run_id in one_by_one:
             assert engine.wait(run_id, timeout=20).status == "completed"
             records = pg_store.read_stream(stream_of(run_id))
             assert [r.type for r in records][:3] == ["RunLaunched", "RunQueued", "RunStarted"]
             assert records[2].data["reason"] == START_CLAIMED and records[2].metadata["node"] == "node-a"
-        assert admissions == [], "an admission transaction ran for a run alone in the queue"
+        assert admissions == [], "an admission transaction ran for a run this node could admit at once"
     finally:
         engine.stop()
