@@ -222,6 +222,7 @@ _STEP_DEFAULTS.update({
     "comment": "",
     "anomalies": 0,
     "due_at": 0.0,
+    "kept_from": "",
 })
 
 
@@ -416,6 +417,10 @@ def _forked(work: Workset, rows: RunRows, e: RunForked, position: int) -> None:
     rows.run["parent_run_id"] = e.parent_run_id
     rows.run["parent_link"] = "retry" if e.retry else "fork"
     rows.run["forked_from"] = e.from_step
+    for step_id in e.copied_steps:  # their outcomes follow as copies: the parent's, not run again here
+        row = _step(rows, step_id, position)
+        if row is not None:
+            row["kept_from"] = e.parent_run_id
 
 
 def _recovered(work: Workset, rows: RunRows, e: RunRecovered, position: int) -> None:

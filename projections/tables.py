@@ -35,7 +35,7 @@ from sqlalchemy.schema import CreateTable
 # they were built when it was projected, and a resume sends those bytes as they are.
 # tests/unit/test_frames.py::test_the_kept_frames_fingerprint_names_the_projection_version fails
 # when the frames' shape changes and this stays.
-PROJECTION_VERSION = 9
+PROJECTION_VERSION = 10
 
 metadata = sa.MetaData()
 
@@ -131,6 +131,7 @@ STEP_FIELDS: tuple[str, ...] = (
     "anomalies",
     "last_position",
     "due_at",  # a paused approval's timer falls due then (0: none); not shown by the API
+    "kept_from",  # a fork's step whose recorded outcome was copied from this parent run, not run again ("")
 )
 """What a step row holds, in the order of the arrays in ``flow_steps.steps``."""
 

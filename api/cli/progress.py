@@ -380,7 +380,8 @@ def print_run(console: Console, found: dict[str, Any], command: Callable[[str], 
     for name in ("step", "kind", "persona", "status", "attempt", "duration", "note"):
         table.add_column(name, overflow="ellipsis", no_wrap=name != "note")
     for s in steps:
-        note = s["error"] or (f"{s['skip_reason']}: {s['detail']}" if s["skip_reason"] else "")
+        note = s["error"] or (f"{s['skip_reason']}: {s['detail']}" if s["skip_reason"] else "") or \
+            (f"kept from run {s['kept_from']}" if s.get("kept_from") else "")
         table.add_row(cell(s["step_id"]), s["kind"], cell(s["persona"] or "-"),
                       Text(s["status"], style=STATUS_STYLE.get(s["status"], "")),
                       str(s["attempt"] or ""), f"{s['duration_s']:.1f}s" if s["duration_s"] else "",

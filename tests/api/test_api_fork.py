@@ -57,6 +57,8 @@ def test_retry_of_a_cancelled_gate_keeps_the_draft_and_waits_again(runtime, toke
         got = c.get(f"/api/runs/{child['run_id']}").json()
         assert (got["run"]["parent_run_id"], got["run"]["parent_link"], got["run"]["forked_from"]) == (
             cancelled_run, "retry", "gate")
+        assert {s["step_id"]: s["kept_from"] for s in got["steps"]} == {
+            "draft": cancelled_run, "gate": "", "publish": ""}, "draft's outcome is the parent's, not run again"
         parent = c.get(f"/api/runs/{cancelled_run}").json()
         assert [k["run_id"] for k in parent["children"]] == [child["run_id"]]
 

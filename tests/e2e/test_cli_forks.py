@@ -15,6 +15,9 @@ def test_fork_keeps_what_came_before_and_retry_refuses_a_completed_step(baton):
     assert events[0].data["input"] == {"question": "What is quick?", "extra": 3}
     assert events[1].data["copied_steps"] == ["prep", "a1", "a2"]
     assert [e.data["step_id"] for e in events if e.type == "StepStarted"] == ["prep", "a1", "a2", "join"]
+    shown = baton.ok("show", child).out
+    kept = [line for line in shown.splitlines() if f"kept from run {parent}" in line]
+    assert [line.split()[1] for line in kept] == ["prep", "a1", "a2"], shown
 
     head = baton.head()
     refused = baton("--flows", FIXTURE_FLOWS, "retry", parent, "join")

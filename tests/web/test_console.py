@@ -235,6 +235,22 @@ def test_reopen_from_history_and_export(page, server):
     assert events[0]["type"] == "RunLaunched" and events[-1]["type"] == "RunCompleted"
 
 
+def test_a_forks_run_pane_says_which_steps_were_kept_from_its_parent(page, server):
+    parent = launch_api(server, "api-chain", question="Fork me")
+    wait_frame(server, parent, ended, "the parent's end")
+    r = httpx.post(f"{server.url}/api/runs/{parent}/fork", json={"from_step": "third"}, auth=server.auth)
+    assert r.status_code == 201, r.text
+    child = r.json()["run_id"]
+    wait_frame(server, child, ended, "the fork's end")
+    page.goto(f"{server.url}/#/runs/{child}")
+    detail = page.locator("#step-detail")
+    page.locator(".roster button.step[data-step-id='second']").click()
+    expect(detail).to_contain_text(f"Kept from run {parent}")
+    page.locator(".roster button.step[data-step-id='third']").click()
+    expect(detail).to_have_attribute("data-step-id", "third")
+    expect(detail).not_to_contain_text("Kept from run")
+
+
 def test_history_filters_newest_first_and_pages(page, server):
     ids = [launch_api(server, "api-gate", question=f"paging {i}", project_id="paging") for i in range(3)]
     for run_id in ids:

@@ -401,6 +401,7 @@ export function mountRun(main, { runId }) {
     if (step.decided_by || step.comment) parts.push(h('p', { class: 'decision', text: `${step.status === 'rejected' ? 'Rejected' : 'Approved'}${step.decided_by ? ` by ${step.decided_by}` : ''}${step.comment ? `: “${step.comment}”` : ''}` }));
     if (step.error) parts.push(h('p', { class: 'error', text: step.error }));
     if (step.skip_reason) parts.push(h('p', { class: 'hint', text: `Skipped (${step.skip_reason})${step.detail ? `: ${step.detail}` : ''}` }));
+    if (step.kept_from) parts.push(h('p', { class: 'hint', text: `Kept from run ${step.kept_from}: its outcome there, not run again here.` }));
     if (step.prompt && step.kind !== 'approval') parts.push(h('details', { class: 'prompt' }, h('summary', { text: 'Prompt' }), h('pre', { text: step.prompt })));
     replace(detail, parts);
     detail.dataset.stepId = step.step_id;

@@ -33,6 +33,7 @@ function newStep(spec) {
     last_position: spec.last_position || 0,
     decided_by: spec.decided_by || '',
     comment: spec.comment || '',
+    kept_from: spec.kept_from || '', // a fork's step: its outcome is the parent run's, not run again
     approval: spec.status === 'paused' ? { prompt: spec.prompt || '' } : null,
     text: '', // the live text of the running attempt
     segments: [], // that text and its tool calls, in order: {text} | {call_id}
@@ -102,6 +103,13 @@ export function apply(model, frame) {
     case 'flow_run_started': {
       for (const spec of frame.steps || []) if (!model.steps.has(spec.step_id)) model.steps.set(spec.step_id, newStep(spec));
       Object.assign(model.run, { flow: frame.flow_name || model.run.flow, band: frame.band || model.run.band });
+      return { what: 'run' };
+    }
+    case 'run_forked': { // the copies of the parent's outcomes follow: those steps are not run again here
+      for (const id of frame.copied_steps || []) {
+        const step = model.steps.get(id);
+        if (step) step.kept_from = frame.parent_run_id || '';
+      }
       return { what: 'run' };
     }
     case 'flow_run_step_updated':
