@@ -134,9 +134,8 @@ class QueueWriter:
 
     What this node decides from the queue reads its own changes first (``flush``: the admissions, when
     something waits in the queue; an adoption, the plan; an enqueue commits them in its own transaction,
-    ``handed``). The other nodes see a change once
-    it is committed, with the NOTIFY that tells the least busy one to admit the head (as before, only
-    that the commit is this thread's). A failed commit keeps its changes, unless a later change of the
+    ``handed``). The other nodes see a change once it is committed, with the NOTIFY that tells the least
+    busy one to admit the head (as before, only that the commit is this thread's). A failed commit keeps its changes, unless a later change of the
     same run replaced them, and is tried again after a pause doubling up to ``WRITE_RETRY_CAP_S``
     (the log stays the truth: ``Cluster.tidy`` removes rows of runs that ended all the same).
     """
