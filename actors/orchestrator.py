@@ -41,28 +41,18 @@ import pykka
 
 from actors import cluster as clustering
 from actors import messages as m
+from actors import recovery
 from actors.context import EngineContext
 from actors.errors import FlowsModuleMissing, LaunchInProgress, RunOwnedElsewhere
 from actors.functions import missing_module
 from actors.liveness import Liveness
 from actors.run import RunActor
-from actors.runlog import (
-    KnownRuns,
-    ParkedRun,
-    driven_elsewhere,
-    load_many_with_owner,
-    load_with_owner,
-    load_with_owner_and_leases,
-    node_lease,
-    parked_runs,
-    route,
-    unended_runs,
-)
+from actors.runlog import driven_elsewhere, load_with_owner, load_with_owner_and_leases, node_lease, route
 from actors.scheduler import START_FREED, Admission, Phase, Scheduler
 from eventstore import StoreError
 from eventstore.cluster import Item
 from eventstore.leases import default_owner
-from flows.decide import decide, has_work
+from flows.decide import decide
 from flows.state import RunState
 from flows.tasks.run import plan_view
 
@@ -72,19 +62,6 @@ RETRY_CAP_S = 5.0  # the longest pause between two tries of work the store faile
 
 
 PLAN_GATHER = 4096  # plan changes left to gather while nobody listens, at most
-
-
-def _phase_found(state: RunState, now: float) -> Phase:
-    """The phase of a run found in the log unfinished (recovered, or driven again after a failure).
-
-    A run waiting only for a person holds no thread and no room; one paused
-    with other work (a retry due, a step to recover) is in progress.
-    """
-    if state.status == "queued":
-        return Phase.QUEUED
-    if state.status == "paused" and not has_work(state, now):
-        return Phase.PAUSED
-    return Phase.ACTIVE
 
 
 def backoff(tries: int, cap: float = RETRY_CAP_S) -> float:
@@ -248,77 +225,28 @@ class Orchestrator(pykka.ThreadingActor):
             self._plan_changed()  # whatever the message changed in the plan, as one delta
 
     def _recover(self) -> None:
-        """Take over every run that has not ended and no live process drives (DESIGN §4).
+        """Take over every run that has not ended and no live process drives (DESIGN §4,
+        ``actors.recovery``): a run parked at an approval is registered paused with its timer armed,
+        its stream read only when something touches it; every other run is told to recover.
 
         Runs at start, and again whenever a node this process knew alive has
         lost its lease (its process is gone): its runs are then ours to finish.
-
-        A run the read tables show parked at an approval (``ReadModel.open_runs``: paused, nothing
-        of its own to do, no event after their checkpoint, no timer due yet) is registered from
-        them alone, as paused with its timer armed: its stream is read only when something
-        touches it (a command, its timer: ``_tell_run`` loads it), as Temporal loads a workflow
-        waiting on a signal. Every other unfinished run is read, decoded and folded here.
         """
-        node = self.ctx.config.node
-        live = self.liveness.live()
-        now = self.ctx.clock.now()
-        known = self._open_runs()
-        touched: set[str] = set()
-        unended = [r for r in unended_runs(self.ctx.store, known, touched) if r not in self.runs]
-        parked = parked_runs(known)
-        lazy: dict[str, ParkedRun] = {}
-        for run_id in unended:
-            item = parked.get(run_id)
-            if item is not None and run_id not in touched and (item[2] is None or item[2] > now):
-                lazy[run_id] = item
-        loaded = {run_id: (state, state.launched) for run_id, state, _history, last_node
-                  in load_many_with_owner(self.ctx, [r for r in unended if r not in lazy])
-                  if not state.terminal and state.launched is not None
-                  and not self._elsewhere(run_id, state, last_node, node, live)}
-        # (run, flow, launched_at, phase, its state if read, its approval timer if parked from the tables)
-        found: list[tuple[str, str, float, Phase, RunState | None, float | None]] = []
-        for run_id in unended:  # in launch order
-            if run_id in lazy:
-                flow, launched_at, due = lazy[run_id]
-                found.append((run_id, flow, launched_at, Phase.PAUSED, None, due))
-            elif run_id in loaded:
-                state, launched = loaded[run_id]
-                assert launched is not None
-                found.append((run_id, launched.flow, state.launched_at, _phase_found(state, now), state, None))
+        live, now = self.liveness.live(), self.ctx.clock.now()
+        found = recovery.unfinished(self.ctx, live, now, self.runs)
         if self.cluster is not None:  # one transaction for them all; queued ones the cluster's queue admits
-            ours = self.cluster.adopt_many([(run_id, flow, since, phase.value)
-                                            for run_id, flow, since, phase, _, _ in found])
-            found = [item for item in found if item[0] in ours]
-        for run_id, flow, since, phase, folded, due in found:
-            run = self._register(run_id, flow, since, phase)
-            if folded is not None and folded.tasks is not None:  # a task run's plan entry carries its tasks
-                self.scheduler.set_tasks(run_id, plan_view(folded.tasks, 0))
-            if phase is Phase.ACTIVE:
-                self._tell_run(run, m.Recover(node))
+            ours = self.cluster.adopt_many([(f.run_id, f.flow, f.since, f.phase.value) for f in found])
+            found = [f for f in found if f.run_id in ours]
+        for f in found:
+            run = self._register(f.run_id, f.flow, f.since, f.phase)
+            if f.state is not None and f.state.tasks is not None:  # a task run's plan entry carries its tasks
+                self.scheduler.set_tasks(f.run_id, plan_view(f.state.tasks, 0))
+            if f.phase is Phase.ACTIVE:
+                self._tell_run(run, m.Recover(self.ctx.config.node))
             else:
-                self._arm_approval(run_id, due if folded is None else decide(folded, now).timer_at)
+                self._arm_approval(f.run_id, f.timer_at if f.state is None else decide(f.state, now).timer_at)
         self._schedule()
         self._plan_changed()
-
-    @staticmethod
-    def _elsewhere(run_id: str, state: RunState, last_node: str, node: str, live: set[str]) -> bool:
-        """Whether another live node drives the run (``driven_elsewhere``), logged when so."""
-        if driven_elsewhere(state, last_node, node, live):
-            log.info("run %s is driven by %s; not recovering it", run_id, last_node)
-            return True
-        return False
-
-    def _open_runs(self) -> KnownRuns | None:
-        """``(position, {run: launch position}, {run: ParkedRun})``: the runs not ended as the read
-        tables last knew, the position the log must be read after to know the rest, and the runs
-        parked at an approval; None when they cannot say (the whole log is read)."""
-        if self.ctx.open_runs is None:
-            return None
-        try:
-            return self.ctx.open_runs()
-        except Exception:  # tables missing or the query failed: the log alone answers
-            log.warning("recovery reads the whole log: the read tables could not list open runs", exc_info=True)
-            return None
 
     def _try_recover(self) -> None:
         """Recover, or, if the store fails, try again later (RETRY_CAP_S at most between tries)."""
@@ -501,7 +429,7 @@ class Orchestrator(pykka.ThreadingActor):
             return
         if elsewhere:
             return
-        phase = _phase_found(state, self.ctx.clock.now())
+        phase = recovery.phase_found(state, self.ctx.clock.now())
         if self.cluster is not None:
             try:
                 if not self.cluster.adopt(msg.run_id, state.launched.flow, state.launched_at, phase.value):
