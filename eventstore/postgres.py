@@ -94,6 +94,14 @@ $fn$
 # The rows travel as one JSON document: one parameter for psycopg to send,
 # one C parser on the server, instead of escaping seven text arrays in Python.
 _APPEND = "SELECT baton_append(%s::json, %s::float8, %s::boolean)"
+# The statements of a commit in autocommit, as ``_direct`` runs them through libpq, each prepared under
+# a name of its own: psycopg's cursor around an execute cost a fifth of a step's CPU on PostgreSQL
+# (docs/PERFORMANCE.md, "psycopg's cursor, bypassed").
+_DIRECT_APPEND = (b"baton_append_direct", b"SELECT baton_append($1::json, $2::float8, $3::boolean)")
+_DIRECT_FORESEEN = (b"baton_append_foreseen_direct",
+                    b"SELECT p, 1 / (currval('events_position_seq') = $1::int8)::int"
+                    b" FROM baton_append($2::json, $3::float8, $4::boolean) AS p")
+_NO_SUCH_STATEMENT = b"26000"  # invalid_sql_statement_name: not prepared on this connection (yet, or any more)
 _row_encoder = msgspec.json.Encoder()
 _STREAM_HEADS = (
     "SELECT DISTINCT ON (stream_id) stream_id, version, hash FROM events"
@@ -294,11 +302,12 @@ class PostgresBackend:
                 conn.execute("ROLLBACK")
             # psycopg deallocates every prepared statement on ROLLBACK, after the next statement it runs (a
             # statement prepared now would be gone, and psycopg would not know it): let it do so, then
-            # prepare the two a commit runs again, outside a transaction, with no row (no lock taken,
+            # prepare the three a commit runs again, outside a transaction, with no row (no lock taken,
             # nothing inserted, no NOTIFY; what an app role's warm-up is, for want of UPDATE on the sequence).
             conn.execute("SELECT 1")
-            conn.execute(_APPEND, ("[]", 0.0, False), prepare=True)
-            conn.execute(_APPEND_FORESEEN, (Int8(0), "[]", 0.0, False), prepare=True)
+            conn.execute(_APPEND, ("[]", 0.0, False), prepare=True)  # (the pipelined commit's, in psycopg)
+            _direct(conn, _DIRECT_APPEND, [b"[]", b"0.0", b"f"])
+            _direct(conn, _DIRECT_FORESEEN, [b"0", b"[]", b"0.0", b"f"])
         except psycopg.OperationalError as exc:
             if not isinstance(exc, psycopg.errors.LockNotAvailable):
                 raise
@@ -436,7 +445,7 @@ class PostgresBackend:
                 return done
         lasts: list[tuple[Any, ...]] = []
         if not late and self._before_commit is None:
-            positions = conn.execute(_APPEND, self._params(rows, recorded_at), prepare=True).fetchall()
+            positions = _direct(conn, _DIRECT_APPEND, self._direct_params(rows, recorded_at))
         elif self._before_commit is None:
             # Last events rendered from the positions of the rows before them (the sequence hands
             # them out as they are inserted): those rows, then those events, in one transaction of
@@ -519,8 +528,7 @@ class PostgresBackend:
                              "d": data, "m": metadata, "h": hash_})
             at += n
         try:
-            positions = conn.execute(_APPEND_FORESEEN, (Int8(at - 1), *self._params(rows, recorded_at)),
-                                     prepare=True).fetchall()
+            positions = _direct(conn, _DIRECT_FORESEEN, [str(at - 1).encode(), *self._direct_params(rows, recorded_at)])
         except psycopg.errors.DivisionByZero:  # not the positions foreseen: rolled back, nothing recorded
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 with contextlib.suppress(psycopg.Error):
@@ -559,6 +567,10 @@ class PostgresBackend:
 
     def _params(self, rows: list[dict[str, Any]], recorded_at: float) -> tuple[str, float, bool]:
         return _row_encoder.encode(rows).decode(), recorded_at, self._order_lock
+
+    def _direct_params(self, rows: list[dict[str, Any]], recorded_at: float) -> list[bytes]:
+        """``_params`` as libpq takes them (``_direct``): text, in bytes."""
+        return [_row_encoder.encode(rows), repr(recorded_at).encode(), b"t" if self._order_lock else b"f"]
 
     def _last_row(self, late: PendingAppend, before: list[int], recorded_at: float) -> dict[str, Any]:
         """Render ``late``'s last event from the positions its other events just got; its row, hashed."""
@@ -622,3 +634,24 @@ def _needs_head(pending: PendingAppend, cached: tuple[int, str] | None) -> bool:
     if pending.expected == 0:
         return False  # (0, "") if new; a cached version > 0 is already a conflict
     return cached is None or cached[0] < pending.expected
+
+
+def _direct(conn: psycopg.Connection, statement: tuple[bytes, bytes], params: list[bytes]) -> list[tuple[int]]:
+    """Run ``statement`` (its name, its SQL) in autocommit through libpq, which lets other threads run
+    while it waits: the first column of its rows, as ints. It is prepared on first use on a connection,
+    and again when it is gone (psycopg deallocates every statement after a ROLLBACK). Raises what
+    psycopg would: the error of the server's SQLSTATE, or OperationalError when the connection is lost."""
+    pgconn = conn.pgconn
+    name, sql = statement
+    for retry in (True, False):
+        result = pgconn.exec_prepared(name, params)
+        if result.status == psycopg.pq.ExecStatus.TUPLES_OK:
+            return [(int(result.get_value(row, 0) or 0),) for row in range(result.ntuples)]
+        if retry and result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == _NO_SUCH_STATEMENT:
+            result = pgconn.prepare(name, sql)
+            if result.status == psycopg.pq.ExecStatus.COMMAND_OK:
+                continue
+        break
+    if pgconn.status != psycopg.pq.ConnStatus.OK:
+        raise psycopg.OperationalError(f"the connection was lost: {pgconn.get_error_message()}")
+    raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)

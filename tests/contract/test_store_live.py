@@ -310,9 +310,11 @@ def test_a_store_opens_with_its_append_path_run_once_and_leaves_no_trace(pg_url)
         sub = first.subscribe()
         with open_store(pg_url) as fresh:
             assert _writer_session_inserted(fresh)
-            # and a commit's two statements (a plain one, a run's finishing one) are prepared, on the server
-            assert fresh._writer._conn.execute(
-                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%baton_append(%'").fetchone()[0] == 2
+            # and a commit's statements are prepared, on the server: a plain one and a run's finishing one
+            # (run through libpq, under names of their own), and the pipelined one (psycopg's)
+            prepared = {name for (name,) in fresh._writer._conn.execute(
+                "SELECT name FROM pg_prepared_statements WHERE statement LIKE '%baton_append(%'")}
+            assert len(prepared) == 3 and {"baton_append_direct", "baton_append_foreseen_direct"} <= prepared
             assert fresh.head() == 2
             assert [e.position for e in fresh.append("run-b", [NewEvent("N", {}), NewEvent("N", {})])] == [3, 4]
             assert [e.position for e in first.append("run-a", [NewEvent("N", {"i": 3})])] == [5]
@@ -321,6 +323,24 @@ def test_a_store_opens_with_its_append_path_run_once_and_leaves_no_trace(pg_url)
         sub.close()
         assert first.verify() == []
         assert [e.type for e in first.read_all()] == ["N"] * 5
+
+
+@pytest.mark.postgres
+def test_a_commits_statements_are_prepared_again_when_the_session_lost_them(pg_url):
+    # A step's commit and a run's finishing one run through libpq under names of their own; psycopg does
+    # not know them, and deallocates every statement of the session after a ROLLBACK. An append then
+    # prepares its statement again and is recorded once.
+    with open_store(pg_url) as store:
+        store.append("run-a", [NewEvent("N", {"i": 1})])
+        store._writer._conn.execute("DEALLOCATE ALL")
+        assert [e.version for e in store.append("run-a", [NewEvent("N", {"i": 2}), NewEvent("N", {"i": 3})])] == [2, 3]
+        store._writer._conn.execute("DEALLOCATE ALL")
+        stand_in = NewEvent("Done", {})
+        done = store.append("run-a", [NewEvent("N", {"i": 4}), stand_in],
+                            last=lambda positions: NewEvent("Done", {"after": positions}, id=stand_in.id))
+        assert [e.type for e in done] == ["N", "Done"] and done[1].data == {"after": [done[0].position]}
+        assert [e.data.get("i") for e in store.read_stream("run-a")] == [1, 2, 3, 4, None]
+        assert store.verify() == []
 
 
 @pytest.mark.postgres
