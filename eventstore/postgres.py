@@ -91,17 +91,16 @@ END
 $fn$
 """
 
+
+def _numbered(sql: str) -> bytes:
+    """``sql`` with psycopg's ``%s`` placeholders as libpq's ``$1``, ``$2``, ..."""
+    parts = sql.split("%s")
+    return "".join(part + (f"${n}" if n < len(parts) else "") for n, part in enumerate(parts, 1)).encode()
+
+
 # The rows travel as one JSON document: one parameter for psycopg to send,
 # one C parser on the server, instead of escaping seven text arrays in Python.
 _APPEND = "SELECT baton_append(%s::json, %s::float8, %s::boolean)"
-# The statements of a commit in autocommit, as ``_direct`` runs them through libpq, each prepared under
-# a name of its own: psycopg's cursor around an execute cost a fifth of a step's CPU on PostgreSQL
-# (docs/PERFORMANCE.md, "psycopg's cursor, bypassed").
-_DIRECT_APPEND = (b"baton_append_direct", b"SELECT baton_append($1::json, $2::float8, $3::boolean)")
-_DIRECT_FORESEEN = (b"baton_append_foreseen_direct",
-                    b"SELECT p, 1 / (currval('events_position_seq') = $1::int8)::int"
-                    b" FROM baton_append($2::json, $3::float8, $4::boolean) AS p")
-_NO_SUCH_STATEMENT = b"26000"  # invalid_sql_statement_name: not prepared on this connection (yet, or any more)
 _row_encoder = msgspec.json.Encoder()
 _STREAM_HEADS = (
     "SELECT DISTINCT ON (stream_id) stream_id, version, hash FROM events"
@@ -116,6 +115,12 @@ _STREAM_HEADS = (
 # statement is prepared once per set of parameter types.)
 _APPEND_FORESEEN = ("SELECT p, 1 / (currval('events_position_seq') = %s)::int"
                     " FROM baton_append(%s::json, %s::float8, %s::boolean) AS p")
+# The two, as a commit in autocommit runs them through libpq (``_direct``), each prepared under a name
+# of its own: psycopg's cursor around an execute cost a fifth of a step's CPU on PostgreSQL
+# (docs/PERFORMANCE.md, "psycopg's cursor, bypassed").
+_DIRECT_APPEND = (b"baton_append_direct", _numbered(_APPEND))
+_DIRECT_FORESEEN = (b"baton_append_foreseen_direct", _numbered(_APPEND_FORESEEN))
+_NO_SUCH_STATEMENT = b"26000"  # invalid_sql_statement_name: not prepared on this connection (yet, or any more)
 # Foresight (``PostgresBackend._foresee``): a miss costs a round trip, a hit saves one; after a miss the
 # writer waits for this many groups it would have foreseen before it tries again.
 _FORESIGHT_MISS = 3
