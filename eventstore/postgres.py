@@ -658,5 +658,6 @@ def _direct(conn: psycopg.Connection, statement: tuple[bytes, bytes], params: li
                 continue
         break
     if pgconn.status != psycopg.pq.ConnStatus.OK:
-        raise psycopg.OperationalError(f"the connection was lost: {pgconn.get_error_message()}")
+        lost = pgconn.error_message.decode(errors="replace").strip()
+        raise psycopg.OperationalError(f"the connection was lost: {lost}")
     raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
