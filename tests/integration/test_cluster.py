@@ -195,6 +195,18 @@ def test_fair_shares_split_what_is_wanted():
     assert fair_shares(5, {"a": 0, "b": 2}) == {"a": 0, "b": 2}
 
 
+class RecordingTables:
+    """The queue writer's side of ClusterTables (``apply``): each commit's changes, recorded."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict[str, str]] = []
+        self.committed = threading.Event()
+
+    def apply(self, changes: dict[str, str]) -> None:
+        self.commits.append(dict(changes))
+        self.committed.set()
+
+
 def wait_until(check, timeout: float = 10.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not check():
@@ -223,18 +235,11 @@ def test_the_queue_writer_lets_an_approved_runs_changes_gather_into_one_commit()
     then a DELETE); nothing is committed before that pause, and a stopping writer does not wait it."""
     from actors.cluster import QueueWriter
 
-    commits: list[dict[str, str]] = []
-    committed = threading.Event()
-
-    class Tables:  # the writer's side of ClusterTables
-        def apply(self, changes: dict[str, str]) -> None:
-            commits.append(dict(changes))
-            committed.set()
-
-    writer = QueueWriter(Tables(), gather_s=30.0)  # type: ignore[arg-type]
+    tables = RecordingTables()
+    writer = QueueWriter(tables, gather_s=30.0)  # type: ignore[arg-type]
     try:
         writer.put("r1", "active")
-        assert not committed.wait(0.3), "committed the first change without letting the next join it"
+        assert not tables.committed.wait(0.3), "committed the first change without letting the next join it"
         writer.put("r1", "")
         writer.put("r2", "paused")
         assert writer.pending()
@@ -242,7 +247,7 @@ def test_the_queue_writer_lets_an_approved_runs_changes_gather_into_one_commit()
         started = time.monotonic()
         writer.close()
     assert time.monotonic() - started < 5.0, "the writer waited out its pause while stopping"
-    assert commits == [{"r1": "", "r2": "paused"}]
+    assert tables.commits == [{"r1": "", "r2": "paused"}]
 
 
 def test_a_nodes_admission_counts_its_changes_not_yet_committed_and_others_see_room_once_committed(
@@ -460,25 +465,18 @@ def test_queue_changes_handed_to_a_transaction_that_fails_are_kept_for_the_write
     from actors.cluster import QueueWriter
     from eventstore import StoreError
 
-    commits: list[dict[str, str]] = []
-    committed = threading.Event()
-
-    class Tables:  # the writer's side of ClusterTables
-        def apply(self, changes: dict[str, str]) -> None:
-            commits.append(dict(changes))
-            committed.set()
-
-    writer = QueueWriter(Tables(), gather_s=30.0)  # type: ignore[arg-type]
+    tables = RecordingTables()
+    writer = QueueWriter(tables, gather_s=30.0)  # type: ignore[arg-type]
     try:
         writer.put("r1", "")
         with pytest.raises(StoreError), writer.handed() as changes:
             assert changes == {"r1": ""} and not writer.pending()
             writer.put("r2", "paused")  # a change put meanwhile is kept with them
             raise StoreError("the store is away")
-        assert writer.pending() and not commits
+        assert writer.pending() and not tables.commits
     finally:
         writer.close()
-    assert commits == [{"r1": "", "r2": "paused"}]
+    assert tables.commits == [{"r1": "", "r2": "paused"}]
 
 
 def test_runs_launched_on_a_cluster_of_one_are_admitted_with_their_enqueue(pg_store, monkeypatch):
