@@ -56,6 +56,7 @@ Prints one JSON line per figure.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -251,10 +252,10 @@ class CommitFloor:
 
             from eventstore.postgres import _numbered
 
-            self.done = ExecStatus.COMMAND_OK
+            self.ok = ExecStatus.COMMAND_OK
             self.pgconn = raw.conn.pgconn
             prepared = self.pgconn.prepare(b"baton_floor", _numbered(self.insert))
-            assert prepared.status == self.done, prepared.error_message
+            assert prepared.status == self.ok, prepared.error_message
 
     def take_step(self, store: Any) -> None:
         """Copy the rows of the last sequential step baton recorded: a StepCompleted and the StepStarted
@@ -274,19 +275,18 @@ class CommitFloor:
             for k, (type_, data, metadata, at, hash_) in enumerate(self.rows):
                 row += [uuid.uuid4().hex, stream, 2 * i + k + 1, type_, data, metadata, at, hash_]
             params.append(row)
-        if self.pgconn is not None:
-            texts = [[str(value).encode() for value in row] for row in params]
-            exec_prepared = self.pgconn.exec_prepared
-            t0 = time.perf_counter()
-            for values in texts:
-                result = exec_prepared(b"baton_floor", values)
-                assert result.status == self.done, result.error_message
-            return time.perf_counter() - t0
-        execute, insert = self.conn.execute, self.insert
+        commit: Callable[[Any], Any] = functools.partial(self.conn.execute, self.insert)
+        if self.pgconn is not None:  # libpq takes the values as text
+            params = [[str(value).encode() for value in row] for row in params]
+            commit = self._commit_pg
         t0 = time.perf_counter()
         for row in params:
-            execute(insert, row)
+            commit(row)
         return time.perf_counter() - t0
+
+    def _commit_pg(self, values: list[bytes]) -> None:
+        result = self.pgconn.exec_prepared(b"baton_floor", values)
+        assert result.status == self.ok, result.error_message
 
     def close(self) -> None:
         self.conn.close()
