@@ -53,7 +53,7 @@ class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """
 
     flow: str = ""
-    question: str = ""
+    question: str | msgspec.UnsetType = msgspec.UNSET  # (absent or empty: two answers, see ``params``)
     band: str = DEFAULT_BAND
     model: str = ""
     project_id: str = ""
@@ -79,9 +79,10 @@ class LaunchRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             if name in inputs and inputs[name] != value:
                 raise BodyError(f"`inputs.{name}` and `input.{name}` differ; give it once", f"input.{name}")
             inputs[name] = value
-        question = self.question
-        if not question and "question" not in self.input:
+        if self.question is msgspec.UNSET and "question" not in self.input:
             raise BodyError("Object missing required field `question` (or `input.question`)", "question")
+        # Given empty, it is not missing: the launch refuses it for what it is (an empty question).
+        question = "" if self.question is msgspec.UNSET else self.question
         if "question" in self.input:
             given = self.input["question"]
             if not isinstance(given, str):

@@ -126,6 +126,7 @@ BAD_LAUNCHES = [
     ("unknown flow, no question", b'{"flow": "no-such-flow"}', 422, "flow"),
     ("missing question", b'{"flow": "api-chain"}', 422, "question"),
     ("blank question", b'{"flow": "api-chain", "question": "   "}', 422, "question"),
+    ("empty question", b'{"flow": "api-chain", "question": ""}', 422, "question"),
     ("unknown band", b'{"flow": "api-chain", "question": "q", "band": "huge"}', 422, "band"),
     ("wrong type", b'{"flow": 7, "question": "q"}', 422, "flow"),
     ("unknown field", b'{"flow": "api-chain", "question": "q", "colour": "red"}', 422, "colour"),
@@ -146,6 +147,8 @@ def test_bad_launch_is_refused_naming_the_field_and_appends_nothing(client, runt
                                                          "Idempotency-Key": f"bad-{case}"})
     problem = problem_of(r, status)
     assert problem.get("field") == field
+    if case in ("empty question", "blank question"):  # given, not missing: said as it is
+        assert "non-empty question" in problem["detail"] and "missing" not in problem["detail"]
     if case.startswith("unknown flow"):
         assert "api-chain" in problem["known"] and "no-such-flow" in problem["detail"]
     assert runtime.store.head() == head
