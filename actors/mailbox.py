@@ -11,7 +11,10 @@ that reports its result to an idle mailbox handles it itself (``deliver``):
 the run's next decision, its commit and the start of the next attempt happen
 on the thread that just finished a step, which then runs that attempt itself
 (``StepThreads.run_then`` keeps it for that thread, as Tokio's LIFO slot; a
-second attempt started at once goes to another thread). A run's messages are
+second attempt started at once goes to another thread). A message told to an idle
+mailbox (a launch, an approval) is handled by a step thread waiting for work when
+one is (``work_threads``), which then runs the attempt it started the same way;
+else by the actor's own pool (``threads``). A run's messages are
 still handled one at a time and in the order each sender put them; while a
 step runs, the run holds no thread, and a cancel or an approval is handled at
 once on another.
@@ -74,6 +77,10 @@ class Mailbox:
         return self._items.popleft()
 
 
+def _nothing() -> None:
+    return None
+
+
 class DispatchedActor(pykka.ThreadingActor):
     """A pykka actor whose messages are handled on ``threads()`` (an Executor), or on the thread that ``deliver``s
     one to an idle mailbox; a thread of its own only when the executor is shut down."""
@@ -86,6 +93,11 @@ class DispatchedActor(pykka.ThreadingActor):
 
     def threads(self) -> Any:
         """The executor that drains the mailbox (None: a new daemon thread each time)."""
+        return None
+
+    def work_threads(self) -> Any:
+        """The StepThreads its messages start work on (None: none): an idle thread of theirs drains the
+        mailbox when one waits, then runs the work the drain started (``StepThreads.run_then_if_idle``)."""
         return None
 
     def hand_over(self) -> bool:
@@ -106,6 +118,9 @@ class DispatchedActor(pykka.ThreadingActor):
         self._run_soon(self._drain)
 
     def _run_soon(self, fn: Callable[[], None]) -> None:
+        run_then_if_idle = getattr(self.work_threads(), "run_then_if_idle", None)  # (another Executor: none)
+        if run_then_if_idle is not None and run_then_if_idle(_nothing, lambda _: fn()):
+            return  # a launch's first attempt, an approval's next step: run next on the thread that drained
         threads = self.threads()
         if threads is not None:
             try:

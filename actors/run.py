@@ -72,6 +72,9 @@ class RunActor(DispatchedActor):
     def threads(self) -> Any:
         return self.ctx.actor_threads
 
+    def work_threads(self) -> Any:
+        return self.ctx.steps
+
     def hand_over(self) -> bool:
         keeps = getattr(self.ctx.steps, "keeps_work", None)  # a step thread holding the attempt it started
         return keeps is not None and keeps()

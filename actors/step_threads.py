@@ -42,6 +42,7 @@ class StepThreads(Executor):
         # Under _lock: threads waiting for work (or about to), and work queued that no thread took yet.
         self._idle = 0
         self._queued = 0
+        self._in_then = 0  # of the idle: threads inside a ``then`` (counted idle, not waiting for work)
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._shut = False
@@ -75,6 +76,22 @@ class StepThreads(Executor):
                     return
         self._put((None, work, (then,), {}))
 
+    def run_then_if_idle(self, work: Callable[[], Any], then: Callable[[Any], None]) -> bool:
+        """``run_then``, when a thread of this pool waits for work now (one not already promised to work
+        queued before; a thread inside a ``then``, counted idle, is not waiting: its ``then`` may start a
+        step that blocks, such as a subflow's waiting for its child, whose actor would then wait behind
+        it); else False, and nothing is queued.
+
+        An actor's mailbox drained this way (``actors.mailbox``) starts its attempt in ``then``: the
+        attempt is kept for this thread (``run_then``), instead of waking another after the drain.
+        """
+        with self._lock:
+            if self._shut or self._idle - self._in_then <= self._queued:
+                return False
+            self._work.put((None, work, (then,), {}))
+            self._queued += 1
+        return True
+
     def keeps_work(self) -> bool:
         """Whether this thread, inside a ``then``, keeps work to run next (``run_then``)."""
         return bool(getattr(self._local, "slot", None))
@@ -107,7 +124,7 @@ class StepThreads(Executor):
         except BaseException:  # as an unread Future would hold it; the thread goes on serving
             log.exception("a step thread's work raised")
             result, done = None, False
-        going_on = self._idle_again()
+        going_on = self._idle_again(in_then=done)
         kept: list[_Work] = []
         if done:
             self._local.slot = kept if going_on else None  # a thread about to end keeps nothing
@@ -117,15 +134,19 @@ class StepThreads(Executor):
                 log.exception("a step thread's last act failed")
             finally:
                 self._local.slot = None
+                if going_on:
+                    with self._lock:
+                        self._in_then -= 1
         return going_on, kept[0] if kept else None
 
-    def _idle_again(self) -> bool:
-        """Count this thread idle again; False when it ends instead (shut down, or enough are idle
-        for the work queued)."""
+    def _idle_again(self, in_then: bool = False) -> bool:
+        """Count this thread idle again (``in_then``: about to run a ``then``); False when it ends instead
+        (shut down, or enough are idle for the work queued)."""
         with self._lock:
             if self._shut or (self._idle >= self._keep and self._queued <= self._idle):
                 return False
             self._idle += 1
+            self._in_then += in_then
             return True
 
     def _took(self) -> None:

@@ -141,3 +141,40 @@ def test_with_its_pool_shut_down_an_actor_still_gets_a_thread():
     ref = Recorder.start(pool)
     assert ref.ask("late start", timeout=5) == "late start"
     ref.stop()
+
+
+class Starter(Recorder):
+    """Starts an attempt on its work threads for each message, as a RunActor does for a launch."""
+
+    def __init__(self, pool: StepThreads, work: StepThreads) -> None:
+        super().__init__(pool)
+        self.work = work
+        self.attempts: list[threading.Thread] = []
+        self.ran = threading.Semaphore(0)
+
+    def work_threads(self) -> Any:
+        return self.work
+
+    def on_receive(self, message: Any) -> Any:
+        super().on_receive(message)
+        self.work.run_then(lambda: self.attempts.append(threading.current_thread()), lambda _: self.ran.release())
+
+
+def test_told_to_an_idle_actor_a_message_is_handled_on_a_waiting_work_thread_which_then_runs_its_attempt():
+    """A launch's first attempt (or an approval's next step) runs on the thread that handled the message,
+    not after a hand-off to another; with no work thread waiting, the actor's own pool handles it."""
+    pool, work = StepThreads(4, "test-drain"), StepThreads(1, "test-work")
+    ref = Starter.start(pool, work)
+    actor = Recorder.last
+    assert isinstance(actor, Starter)
+    _until("the actor's start to end", lambda: not actor.actor_inbox.busy)
+    ref.tell("launch")  # no work thread started yet: handled on the actor's pool
+    assert actor.ran.acquire(timeout=5)
+    assert actor.handled[0][1].name.startswith("test-drain") and actor.attempts[0].name.startswith("test-work")
+    _until("the mailbox idle", lambda: not actor.actor_inbox.busy)
+    ref.tell("approve")  # the work thread waits now: it handles the message, then the attempt
+    assert actor.ran.acquire(timeout=5)
+    assert actor.handled[1][1] is actor.attempts[1] and actor.attempts[1].name.startswith("test-work")
+    ref.stop()
+    pool.shutdown()
+    work.shutdown()

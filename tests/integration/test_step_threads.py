@@ -161,3 +161,52 @@ def test_a_thread_keeping_work_says_so_only_inside_its_last_act():
     assert seen == [(False, True)]
     assert not pool.keeps_work()  # not on a thread of the pool
     pool.shutdown()
+
+
+def test_run_then_if_idle_takes_a_waiting_thread_or_nothing():
+    """An actor's drain goes to a step thread only when one waits for work: else False, and nothing is queued
+    (it must not wait behind steps). Work started in its last act is kept for that thread."""
+    pool = StepThreads(1)
+    assert pool.run_then_if_idle(lambda: "x", lambda _: None) is False  # no thread started yet: none waits
+    pool.prestart()
+    ran: list[tuple[str, threading.Thread]] = []
+    done = threading.Event()
+
+    def last_act(result: str) -> None:
+        ran.append((result, threading.current_thread()))
+        if result == "drain":
+            pool.run_then(lambda: "attempt", last_act)
+        else:
+            done.set()
+
+    assert pool.run_then_if_idle(lambda: "drain", last_act) is True
+    assert done.wait(5)
+    assert [r for r, _ in ran] == ["drain", "attempt"] and ran[0][1] is ran[1][1]
+    release = threading.Event()
+    busy = pool.submit(release.wait, 5)  # the one thread busy: nothing waits for work
+    deadline = time.monotonic() + 5
+    while not pool._queued == 0 and time.monotonic() < deadline:  # (taken by the thread)
+        time.sleep(0.005)
+    assert pool.run_then_if_idle(lambda: "y", last_act) is False
+    release.set()
+    assert busy.result(5) is True and [r for r, _ in ran] == ["drain", "attempt"]
+    pool.shutdown()
+
+
+def test_a_thread_inside_its_last_act_is_not_taken_for_one_waiting_for_work():
+    """Counted idle inside a ``then``, a thread may start a step there that blocks (a subflow waiting for its
+    child run): a drain handed to it would wait behind that step, the child's actor among them."""
+    pool = StepThreads(2)
+    pool.prestart()
+    inside, release = threading.Event(), threading.Event()
+    pool.run_then(lambda: None, lambda _: (inside.set(), release.wait(5)))
+    assert inside.wait(5)
+    assert pool.run_then_if_idle(lambda: None, lambda _: None) is False  # the only thread is in its last act
+    release.set()
+    ran = threading.Event()
+    deadline = time.monotonic() + 5
+    while not pool.run_then_if_idle(lambda: None, lambda _: ran.set()):  # waiting for work again: taken
+        assert time.monotonic() < deadline, "the thread never waited for work again"
+        time.sleep(0.005)
+    assert ran.wait(5)
+    pool.shutdown()
