@@ -102,7 +102,9 @@ class StepThreads(Executor):
                 raise RuntimeError("cannot start a step after the engine stopped")
             self._work.put(item)
             self._queued += 1
-            if self._queued > self._idle and len(self._threads) < self._max:
+            # (a thread inside a ``then`` will not take it: what it starts there may block, as a subflow
+            # step waiting for the child run whose attempt this may be)
+            if self._queued > self._idle - self._in_then and len(self._threads) < self._max:
                 self._start_thread()
 
     def prestart(self) -> None:

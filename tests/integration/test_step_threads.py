@@ -210,3 +210,20 @@ def test_a_thread_inside_its_last_act_is_not_taken_for_one_waiting_for_work():
         time.sleep(0.005)
     assert ran.wait(5)
     pool.shutdown()
+
+
+def test_work_queued_while_the_only_thread_is_inside_its_last_act_gets_a_thread_of_its_own():
+    """A restarted subflow run: the parent's drain, in a step thread's last act, starts the step that waits
+    for the child, while the child's attempt is queued from another thread. Counted idle, the first thread
+    would have been left to take it, after a step that never ends without it."""
+    pool = StepThreads(4)
+    pool.prestart()
+    inside, release = threading.Event(), threading.Event()
+    pool.run_then(lambda: None, lambda _: (inside.set(), release.wait(10)))  # the parent, waiting on the child
+    assert inside.wait(5)
+    child = pool.submit(lambda: "the child's attempt")
+    try:
+        assert child.result(5) == "the child's attempt"
+    finally:
+        release.set()
+        pool.shutdown()
