@@ -85,27 +85,28 @@ class StepThreads(Executor):
         An actor's mailbox drained this way (``actors.mailbox``) starts its attempt in ``then``: the
         attempt is kept for this thread (``run_then``), instead of waking another after the drain.
         """
-        with self._lock:
-            if self._shut or self._idle - self._in_then <= self._queued:
-                return False
-            self._work.put((None, work, (then,), {}))
-            self._queued += 1
-        return True
+        return self._put((None, work, (then,), {}), only_to_a_waiting_thread=True)
 
     def keeps_work(self) -> bool:
         """Whether this thread, inside a ``then``, keeps work to run next (``run_then``)."""
         return bool(getattr(self._local, "slot", None))
 
-    def _put(self, item: _Work) -> None:
+    def _put(self, item: _Work, *, only_to_a_waiting_thread: bool = False) -> bool:
+        """Queue ``item``, starting a thread when none waits for it; with ``only_to_a_waiting_thread``,
+        only when one waits (else False, nothing queued). RuntimeError after shutdown."""
         with self._lock:
+            # A thread inside a ``then`` is counted idle but does not wait: what it starts there may block,
+            # as a subflow step waiting for the child run whose attempt this may be.
+            waiting = self._idle - self._in_then
+            if only_to_a_waiting_thread and (self._shut or waiting <= self._queued):
+                return False
             if self._shut:
                 raise RuntimeError("cannot start a step after the engine stopped")
             self._work.put(item)
             self._queued += 1
-            # (a thread inside a ``then`` will not take it: what it starts there may block, as a subflow
-            # step waiting for the child run whose attempt this may be)
-            if self._queued > self._idle - self._in_then and len(self._threads) < self._max:
+            if self._queued > waiting and len(self._threads) < self._max:
                 self._start_thread()
+        return True
 
     def prestart(self) -> None:
         """Start one thread now, idle, if none is: the first attempt then starts no thread.

@@ -182,11 +182,9 @@ def test_run_then_if_idle_takes_a_waiting_thread_or_nothing():
     assert pool.run_then_if_idle(lambda: "drain", last_act) is True
     assert done.wait(5)
     assert [r for r, _ in ran] == ["drain", "attempt"] and ran[0][1] is ran[1][1]
-    release = threading.Event()
-    busy = pool.submit(release.wait, 5)  # the one thread busy: nothing waits for work
-    deadline = time.monotonic() + 5
-    while not pool._queued == 0 and time.monotonic() < deadline:  # (taken by the thread)
-        time.sleep(0.005)
+    started, release = threading.Event(), threading.Event()
+    busy = pool.submit(lambda: started.set() or release.wait(5))  # the one thread busy: nothing waits for work
+    assert started.wait(5)
     assert pool.run_then_if_idle(lambda: "y", last_act) is False
     release.set()
     assert busy.result(5) is True and [r for r, _ in ran] == ["drain", "attempt"]
