@@ -97,14 +97,14 @@ def new_way(store) -> tuple[int, int]:
 
 
 def decoded_way(store) -> tuple[int, int]:
-    saved, launched = dict(frames._REPORT_TEXT), frames._LAUNCHED
-    frames._REPORT_TEXT.clear()
-    frames._LAUNCHED = "-"  # no type: every launch decoded whole
+    saved, launched = dict(frames.REPORT_TEXT), frames.LAUNCHED
+    frames.REPORT_TEXT.clear()
+    frames.LAUNCHED = "-"  # no type: every launch decoded whole
     try:
         return new_way(store)
     finally:
-        frames._REPORT_TEXT.update(saved)
-        frames._LAUNCHED = launched
+        frames.REPORT_TEXT.update(saved)
+        frames.LAUNCHED = launched
 
 
 WAYS = {"store": store_way, "old": old_way, "new": new_way, "decoded": decoded_way}

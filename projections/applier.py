@@ -32,7 +32,7 @@ from flows.events import RunLaunched
 from projections import batch as db
 from projections.apply import Row, Workset, apply
 from projections.batch import Checkpoint, CheckpointMoved, Writes, is_transient
-from projections.frames import kept_rows
+from projections.kept_frames import kept_rows
 from projections.source import Item, LogReader, Page, problem
 
 log = logging.getLogger(__name__)

@@ -34,11 +34,12 @@ ephemeral and come from the engine, not from here.
 
 A replay (a stream resuming from a position) gets the same frames already
 encoded, without their dicts: ``Framer.encode_rows`` builds most of them as
-``msgspec.Struct``s of their own shape (``_STRUCTS``, below the dict
-builders; keep both in step: tests/unit/test_frames.py compares their bytes
-on every framed type). A run's report goes into its last frame as the JSON
+``msgspec.Struct``s of their own shape (``projections.frame_structs``;
+keep both in step: tests/unit/test_frames.py compares their bytes on every
+framed type). The projector keeps each event's frames encoded
+(``projections.kept_frames``). A run's report goes into its last frame as the JSON
 text it was stored as, not decoded and encoded again, whenever that text is
-what msgspec would write for it (``_with_report_text``), and a launch's plan
+what msgspec would write for it (``with_report_text``), and a launch's plan
 is built and encoded once per distinct snapshot text, not decoded again for
 every run launched with it (``Framer._with_plan``).
 """
@@ -47,12 +48,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
-from msgspec import UNSET, UnsetType
 
 from eventstore import RecordedEvent
 from flows.codec import CODEC
@@ -89,16 +88,30 @@ from flows.events import (
     ToolResult,
     run_id_of,
 )
-from flows.model import FlowSnapshot
 from flows.status import ENDING_STATUS, run_status_of, step_status_of
 from flows.tasks.run import step_move
+from projections.frame_structs import (
+    ENDS,
+    FRAME_RESULT_CHARS,
+    LAUNCH_TEXT,
+    LAUNCHED,
+    PLAIN_ROWS,
+    REPORT_TEXT,
+    SNAPSHOT,
+    STRUCTS,
+    UNUSUAL,
+    UNUSUAL_TEXT,
+    decode_unless,
+    plan_steps,
+    with_report_text,
+)
 from projections.source import FramedRow, decode, read_event, suspect_search
 
 log = logging.getLogger(__name__)
 
 Frame = dict[str, Any]
 
-# The event types that give frames (the table above, the cases of ``_frames``: keep them together);
+# The event types that give frames (the table above, the cases of ``frames_of``: keep them together);
 # a reader of the log for frames asks the database for these alone (``projections.source.read_framed``).
 FRAMED_TYPES: frozenset[str] = frozenset(cls.__name__ for cls in (
     RunLaunched, RunQueued, RunStarted, StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped,
@@ -106,8 +119,6 @@ FRAMED_TYPES: frozenset[str] = frozenset(cls.__name__ for cls in (
     RunCancelled, RunForked, MapItemCompleted, MapItemFailed,
     # the task events that can move their step (``flows.tasks.run.step_move``; the others give no frame)
     TaskStarted, TaskBlocked, TaskReviewed, TaskAnswered, TaskFailed, TaskDone, TaskAborted))
-FRAME_RESULT_CHARS = 2_000
-"""Characters of a tool result a ``tool_result`` frame carries (a result may hold 32 KB: the event has it whole)."""
 
 
 class Framer:
@@ -146,7 +157,7 @@ class Framer:
             self._projects[run_id] = event.project_id
         project_id = self._project(run_id)
         base = {"id": position, "run_id": run_id, "project_id": project_id}
-        out = _frames(base, event)
+        out = frames_of(base, event)
         if type(event) in ENDING_STATUS:
             self._projects.pop(run_id, None)
         return out
@@ -169,7 +180,7 @@ class Framer:
         row's data is decoded into its event as a projection decodes it (a row
         that does not decode is logged and gives no frame, as ``frames``), and
         its frames are built as ``msgspec.Struct``s of their own shape
-        (``_STRUCTS``; the few other types as their dicts) and encoded at once,
+        (``STRUCTS``; the few other types as their dicts) and encoded at once,
         one row after the other: a page's events are never all alive together.
         """
         out = Encoded()
@@ -188,11 +199,11 @@ class Framer:
             return out
         suspect = suspect_search(data)
         # Types read with part of their text kept as it is (not while an upcaster reads the type):
-        # the ending events' report, a launch's snapshot (``_with_report_text``, ``_with_plan``).
+        # the ending events' report, a launch's snapshot (``with_report_text``, ``_with_plan``).
         plain, partly = self._tables(type(data), suspect)
         for position, run_id, type_name, data, schema_version in rows:
             # Most rows: a type of one frame built as a Struct, no escape to take care of, a run that is
-            # neither launched nor ended by it (``_PLAIN_ROWS``); the others, and any surprise, row by row.
+            # neither launched nor ended by it (``PLAIN_ROWS``); the others, and any surprise, row by row.
             how = plain.get(type_name)
             if how is not None and suspect(data) is None:
                 try:
@@ -220,13 +231,13 @@ class Framer:
         cached = self._tables_of.get(kind)
         if cached is not None and cached[0] is fast:
             return cached[1], cached[2]
-        plain = {name: (decoder.decode, _STRUCTS[CODEC.types[name]]) for name, decoder in fast.items()
-                 if CODEC.types.get(name) in _PLAIN_ROWS}
-        unusual = (_UNUSUAL if kind is bytes else _UNUSUAL_TEXT).search
+        plain = {name: (decoder.decode, STRUCTS[CODEC.types[name]]) for name, decoder in fast.items()
+                 if CODEC.types.get(name) in PLAIN_ROWS}
+        unusual = (UNUSUAL if kind is bytes else UNUSUAL_TEXT).search
         partly: dict[str, Callable[[Any], Event | None]] = {
-            name: functools.partial(_with_report_text, d, unusual) for name, d in _REPORT_TEXT.items() if name in fast}
-        if _LAUNCHED in fast:
-            partly[_LAUNCHED] = functools.partial(self._with_plan, suspect)
+            name: functools.partial(with_report_text, d, unusual) for name, d in REPORT_TEXT.items() if name in fast}
+        if LAUNCHED in fast:
+            partly[LAUNCHED] = functools.partial(self._with_plan, suspect)
         self._tables_of[kind] = (fast, plain, partly)
         return plain, partly
 
@@ -240,7 +251,7 @@ class Framer:
         if event is None and suspect is not None:
             decoder = CODEC.fast().get(type_name)
             if decoder is not None:
-                event = _decode_unless(decoder, suspect, data)  # None: read_event says why, and skips it
+                event = decode_unless(decoder, suspect, data)  # None: read_event says why, and skips it
         if event is None:
             event = read_event(type_name, data, schema_version, position)
             if event is None:
@@ -253,15 +264,15 @@ class Framer:
         if project is None:
             project = self._project(run_id)
         if project_id is None or project == project_id:
-            build = _STRUCTS.get(cls)
+            build = STRUCTS.get(cls)
             built = build(position, run_id, project, event) if build is not None else None
             structs: Iterable[Any] = (built if type(built) is tuple else (built,)) if built is not None else \
-                _frames({"id": position, "run_id": run_id, "project_id": project}, event)
+                frames_of({"id": position, "run_id": run_id, "project_id": project}, event)
             for frame in structs:
                 out.ids.append(position)
                 out.types.append(frame["type"] if type(frame) is dict else frame.type)
                 out.json.append(_encode(frame))
-        if cls in _ENDS:
+        if cls in ENDS:
             projects.pop(run_id, None)
 
     def _with_plan(self, suspect: Callable[[Any], Any], data: bytes | str) -> Event | None:
@@ -272,14 +283,14 @@ class Framer:
         once, as a ``FlowSnapshot``, exactly as inside the event: the same text gives the same
         answer, so a launch whose snapshot does not decode still gives no frame. The plan is kept
         as its steps' JSON (``msgspec.Raw``): each launch's frame copies it, not encoding it again."""
-        event = _decode_unless(_LAUNCH_TEXT, suspect, data)
+        event = decode_unless(LAUNCH_TEXT, suspect, data)
         if event is None:
             return None
         text = bytes(event.snapshot)
         plan = self._plans.get(text, _UNSEEN)
         if plan is _UNSEEN:
             try:
-                plan = msgspec.Raw(_encode(_plan_steps(_SNAPSHOT.decode(text))))
+                plan = msgspec.Raw(_encode(plan_steps(SNAPSHOT.decode(text))))
             except (msgspec.DecodeError, ValueError):
                 plan = None
             if len(self._plans) >= _PLANS_KEPT:
@@ -294,63 +305,6 @@ class Framer:
         cut = len(RUN_STREAM_PREFIX)
         return self.encode_rows([(r.position, r.stream_id[cut:], r.type, r.data, r.metadata.get("schema_version"))
                                  for r in records if r.stream_id.startswith(RUN_STREAM_PREFIX)], project_id)
-
-
-def kept_sse(position: int, run_id: str, project_id: str, event: Event) -> bytes:
-    """The frames of one decoded event as a stream sends them (text/event-stream: ``id:``, ``event:`` and
-    ``data:`` lines, a blank line after each), b"" for an event that gives none: a ``stream_frames`` row's
-    body (``projections.tables``). The same bytes as ``event_frames`` encoded by ``sse_lines``.
-
-    The projector keeps these for every event it applies; a resume sends them as they are. So they are
-    the event as decoded then: a change to a frame's shape here or to an upcaster must bump
-    ``projections.tables.PROJECTION_VERSION`` (the next start rebuilds them).
-    """
-    build = _STRUCTS.get(event.__class__)
-    if build is not None:
-        built: Any = build(position, run_id, project_id, event)
-        if type(built) is not tuple:
-            return b"id: %d\nevent: %b\ndata: %b\n\n" % (position, built.type.encode(), _encode(built))
-        frames: Iterable[Any] = built
-    else:
-        frames = _frames({"id": position, "run_id": run_id, "project_id": project_id}, event)
-    return b"".join(b"id: %d\nevent: %b\ndata: %b\n\n" % (
-        position, (frame["type"] if type(frame) is dict else frame.type).encode(), _encode(frame))
-        for frame in frames)
-
-
-def kept_rows(items: Iterable[tuple[str, Event, int, int]], project_of: Callable[[str], str | None]
-              ) -> list[tuple[int, str, str, bytes]]:
-    """The ``stream_frames`` rows (position, run_id, project_id, body) of these decoded run events
-    (``projections.source.Item``s, in order): one for each event that gives frames.
-
-    ``project_of(run_id)`` is the project the read tables hold for a run (None: not launched); a
-    launch in ``items`` names its own, as the stream's ``Framer`` learns it. An event whose frames
-    cannot be built is logged and keeps none (a replay of it would fail the same way).
-    """
-    out: list[tuple[int, str, str, bytes]] = []
-    add = out.append
-    projects: dict[str, str] = {}
-    structs = _STRUCTS
-    for run_id, event, position, _ in items:
-        cls = event.__class__
-        if cls not in structs and not isinstance(event, (TaskEvent, RunForked)):
-            continue  # gives no frame (RunRecovered, the other task events' phases are checked by _frames)
-        if cls is RunLaunched:
-            project = projects[run_id] = event.project_id  # type: ignore[attr-defined]
-        else:
-            known = projects.get(run_id)
-            if known is not None:
-                project = known
-            else:
-                project = projects[run_id] = project_of(run_id) or ""
-        try:
-            body = kept_sse(position, run_id, project, event)
-        except Exception:
-            log.exception("cannot build the frames of event %d (%s of run %s)", position, cls.__name__, run_id)
-            continue
-        if body:
-            add((position, run_id, project, body))
-    return out
 
 
 class Encoded:
@@ -372,52 +326,6 @@ class Encoded:
         return [_decode(text) for text in self.json]
 
 
-class KeptPage:
-    """Durable frames as the projector kept them (``stream_frames``): ``sse``, their text/event-stream
-    bytes in order, as one value; ``last``, the position a resume goes on from after them.
-
-    An SSE stream sends ``sse`` as it is. ``ids``, ``types`` and ``json`` (``Encoded``'s, for a
-    WebSocket and for tests) are read out of it when asked for: a frame's JSON never holds a line
-    break, so each frame is the text up to its blank line.
-    """
-
-    __slots__ = ("sse", "last", "_split")
-
-    def __init__(self, sse: bytes, last: int) -> None:
-        self.sse = sse
-        self.last = last
-        self._split: Encoded | None = None
-
-    def __len__(self) -> int:
-        return self.sse.count(b"\n\n")
-
-    def _encoded(self) -> Encoded:
-        if self._split is None:
-            out = self._split = Encoded()
-            for lines in self.sse.split(b"\n\n")[:-1]:
-                fid, kind, data = lines.split(b"\n", 2)
-                out.ids.append(int(fid[4:]))
-                out.types.append(kind[7:].decode())
-                out.json.append(data[6:])
-        return self._split
-
-    @property
-    def ids(self) -> list[int]:
-        return self._encoded().ids
-
-    @property
-    def types(self) -> list[str]:
-        return self._encoded().types
-
-    @property
-    def json(self) -> list[bytes]:
-        return self._encoded().json
-
-    def frames(self) -> list[Frame]:
-        """The frames as dicts again (decoded from their JSON)."""
-        return self._encoded().frames()
-
-
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -433,7 +341,9 @@ def _run_frame(base: Frame, event: Event, **fields: Any) -> Frame:
             "run_status": status, "at": event.at, **fields}
 
 
-def _frames(base: Frame, e: Event) -> list[Frame]:
+def frames_of(base: Frame, e: Event) -> list[Frame]:
+    """The frames of one event (the table above) as dicts, each starting with ``base``'s keys
+    (``id``, ``run_id``, ``project_id``); [] for an event that gives none."""
     match e:  # most events are a step's start and end: they are matched first
         case StepStarted():
             extra: dict[str, Any] = {"items": len(e.items)} if e.items else {}
@@ -523,340 +433,5 @@ def _task_frames(base: Frame, e: TaskEvent) -> list[Frame]:
     return [frame]
 
 
-# -- frames as Structs of their own shape, for a replay (``Framer.encode``) ----------------------------
-#
-# Each Struct's fields are in the order of the frame dict's keys above (a Struct encodes its fields in
-# the order they are declared, base class first), so it encodes to the same bytes as the dict; a key
-# the dict has only sometimes is UNSET (left out) otherwise. tests/unit/test_frames.py compares both
-# encodings on every framed type. The frame types left out here (task events, forks) are built as
-# their dict: they are few in a log.
-
-
-class _Frame(msgspec.Struct):
-    id: int
-    run_id: str
-    project_id: str
-    type: str
-
-
-class _StepF(_Frame):
-    step_id: str
-    status: str | None
-    at: float
-
-
-class _StepStartedF(_StepF):
-    attempt: int
-    agent: str
-    kind: str
-    backend: str
-    model: str
-    items: int | UnsetType = UNSET
-    child_run_id: str | UnsetType = UNSET
-
-
-class _StepCompletedF(_StepF):
-    attempt: int
-    duration_s: float
-    output: str
-
-
-class _StepFailedF(_StepF):
-    attempt: int
-    error: str
-    will_retry: bool
-    retry_at: float | None
-
-
-class _StepCancelledF(_StepF):
-    attempt: int
-    error: str
-
-
-class _StepSkippedF(_StepF):
-    reason: str
-    detail: str
-
-
-class _StepResumedF(_StepF):
-    decision: str
-    by: str
-    comment: str
-    timer: str | None
-
-
-class _ApprovalF(_Frame):
-    step_id: str
-    prompt: str
-    at: float
-    due_at: float | None
-
-
-class _RunF(_Frame):
-    step_id: None
-    status: str | None
-    run_status: str | None
-    at: float
-
-
-class _RunMovedF(_RunF):
-    reason: str
-    plan_position: int
-
-
-class _RunEndedF(_RunF):
-    reason: str
-    by: str
-    report: str
-
-
-class _PlanStepF(msgspec.Struct):
-    step_id: str
-    agent: str
-    kind: str
-    label: str
-    deps: list[str]
-
-
-class _LaunchedF(_Frame):
-    flow_name: str
-    band: str
-    question: str
-    steps: list[_PlanStepF] | msgspec.Raw  # Raw: the steps already encoded (a replay's, ``Framer._with_plan``)
-    at: float
-    parent_run_id: str | UnsetType = UNSET
-    parent_step: str | UnsetType = UNSET
-
-
-class _MapItemF(_Frame, kw_only=True):
-    step_id: str
-    attempt: int
-    index: int
-    item: Any
-    status: str
-    output: str | UnsetType = UNSET
-    error: str | UnsetType = UNSET
-    at: float
-
-
-class _AnomalyF(_Frame):
-    step_id: str
-    attempt: int
-    kind: str
-    severity: str
-    detail: str
-    action: str
-    at: float
-
-
-class _ToolCallF(_Frame):
-    step_id: str
-    attempt: int
-    call_id: str
-    tool: str
-    arguments: str
-    turn: int
-    seq: int
-    role: str
-    at: float
-
-
-class _ToolResultF(_Frame):
-    step_id: str
-    attempt: int
-    call_id: str
-    tool: str
-    ok: bool
-    outcome: str
-    error: str
-    bytes: int
-    truncated: bool
-    sha256: str
-    result: str
-    result_cut: bool
-    role: str
-    at: float
-
-
-_STEP = "flow_run_step_updated"
-_Build = Callable[[int, str, str, Any], "_Frame | tuple[_Frame, ...]"]
-# The status a step's start and end give (``step_status_of``), looked up once: most frames are theirs
-_RUNNING = step_status_of(StepStarted(step_id="", attempt=0))
-_COMPLETED = step_status_of(StepCompleted(step_id="", attempt=0))
-
-
-def _step_started(i: int, r: str, p: str, e: StepStarted) -> _Frame:
-    return _StepStartedF(i, r, p, _STEP, e.step_id, _RUNNING, e.at, e.attempt, e.persona, e.kind, e.backend,
-                         e.model, len(e.items) if e.items else UNSET, e.child_run_id or UNSET)
-
-
-def _step_completed(i: int, r: str, p: str, e: StepCompleted) -> _Frame:
-    return _StepCompletedF(i, r, p, _STEP, e.step_id, _COMPLETED, e.at, e.attempt, e.duration_s, e.output)
-
-
-def _step_failed(i: int, r: str, p: str, e: StepFailed) -> _Frame:
-    return _StepFailedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
-                        at=e.at, attempt=e.attempt, error=e.error, will_retry=e.will_retry,
-                        retry_at=e.retry_at or None)
-
-
-def _step_cancelled(i: int, r: str, p: str, e: StepCancelled) -> _Frame:
-    return _StepCancelledF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
-                           at=e.at, attempt=e.attempt, error=e.reason)
-
-
-def _step_skipped(i: int, r: str, p: str, e: StepSkipped) -> _Frame:
-    return _StepSkippedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
-                         at=e.at, reason=e.reason, detail=e.detail)
-
-
-def _step_paused(i: int, r: str, p: str, e: StepPaused) -> tuple[_Frame, _Frame]:
-    return (_StepF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e), at=e.at),
-            _ApprovalF(id=i, run_id=r, project_id=p, type="approval_requested", step_id=e.step_id, prompt=e.prompt,
-                       at=e.at, due_at=e.due_at or None))
-
-
-def _step_resumed(i: int, r: str, p: str, e: StepResumed) -> _Frame:
-    return _StepResumedF(id=i, run_id=r, project_id=p, type=_STEP, step_id=e.step_id, status=step_status_of(e),
-                         at=e.at, decision=e.decision, by=e.by, comment=e.comment, timer=e.timer or None)
-
-
-def _run_moved(i: int, r: str, p: str, e: RunQueued | RunStarted) -> _Frame:
-    status = run_status_of(e)
-    return _RunMovedF(i, r, p, _STEP, None, status, status, e.at, e.reason, e.plan_position)
-
-
-def _run_ended(i: int, r: str, p: str, e: RunCompleted | RunFailed | RunRejected | RunCancelled) -> _Frame:
-    status = _ENDS[type(e)]
-    return _RunEndedF(i, r, p, _STEP, None, status, status, e.at, getattr(e, "reason", ""), getattr(e, "by", ""),
-                      e.report)
-
-
-def _run_launched(i: int, r: str, p: str, e: RunLaunched) -> _Frame:
-    return _launched(i, r, p, e, _plan_steps(e.snapshot))
-
-
-def _plan_steps(snapshot: FlowSnapshot) -> list[_PlanStepF]:
-    return [_PlanStepF(s.id, s.persona, s.kind, s.label or s.id, list(s.deps)) for s in snapshot.steps]
-
-
-def _launched(i: int, r: str, p: str, e: RunLaunched, steps: list[_PlanStepF] | msgspec.Raw) -> _Frame:
-    parent = e.parent_run_id
-    return _LaunchedF(i, r, p, "flow_run_started", e.flow, e.band, str(e.input.get("question", "")), steps, e.at,
-                      parent if parent else UNSET, e.parent_step if parent else UNSET)
-
-
-def _map_completed(i: int, r: str, p: str, e: MapItemCompleted) -> _Frame:
-    return _MapItemF(id=i, run_id=r, project_id=p, type="map_item", step_id=e.step_id, attempt=e.attempt,
-                     index=e.index, item=e.item, status="completed", output=e.output, at=e.at)
-
-
-def _map_failed(i: int, r: str, p: str, e: MapItemFailed) -> _Frame:
-    return _MapItemF(id=i, run_id=r, project_id=p, type="map_item", step_id=e.step_id, attempt=e.attempt,
-                     index=e.index, item=e.item, status="failed", error=e.error, at=e.at)
-
-
-def _anomaly(i: int, r: str, p: str, e: AnomalyDetected) -> _Frame:
-    return _AnomalyF(id=i, run_id=r, project_id=p, type="anomaly", step_id=e.step_id, attempt=e.attempt,
-                     kind=e.kind, severity=e.severity, detail=e.detail, action=e.action, at=e.at)
-
-
-def _tool_called(i: int, r: str, p: str, e: ToolCalled) -> _Frame:
-    return _ToolCallF(id=i, run_id=r, project_id=p, type="tool_call", step_id=e.step_id, attempt=e.attempt,
-                      call_id=e.call_id, tool=e.tool, arguments=e.arguments, turn=e.turn, seq=e.seq, role=e.role,
-                      at=e.at)
-
-
-def _tool_result(i: int, r: str, p: str, e: ToolResult) -> _Frame:
-    return _ToolResultF(id=i, run_id=r, project_id=p, type="tool_result", step_id=e.step_id, attempt=e.attempt,
-                        call_id=e.call_id, tool=e.tool, ok=e.ok, outcome=e.outcome, error=e.error, bytes=e.bytes,
-                        truncated=e.truncated, sha256=e.sha256, result=e.result[:FRAME_RESULT_CHARS],
-                        result_cut=len(e.result) > FRAME_RESULT_CHARS, role=e.role, at=e.at)
-
-
-_STRUCTS: dict[type[Event], _Build] = {
-    StepStarted: _step_started, StepCompleted: _step_completed, StepFailed: _step_failed,
-    StepCancelled: _step_cancelled, StepSkipped: _step_skipped, StepPaused: _step_paused,
-    StepResumed: _step_resumed, RunQueued: _run_moved, RunStarted: _run_moved, RunCompleted: _run_ended,
-    RunFailed: _run_ended, RunRejected: _run_ended, RunCancelled: _run_ended, RunLaunched: _run_launched,
-    MapItemCompleted: _map_completed, MapItemFailed: _map_failed, AnomalyDetected: _anomaly,
-    ToolCalled: _tool_called, ToolResult: _tool_result,
-}
-"""The framed event types built as Structs; the others (``_frames``) as dicts."""
-_PLAIN_ROWS = frozenset({StepStarted, StepCompleted, StepFailed, StepCancelled, StepSkipped, StepResumed, RunQueued,
-                         RunStarted, MapItemCompleted, MapItemFailed, AnomalyDetected, ToolCalled, ToolResult})
-"""The types ``encode_rows`` frames on its shortest path: one frame each, built as a Struct, and the run
-neither learned (RunLaunched) nor forgotten (an ending) by them."""
-
-
-# -- a run's report passed through as its JSON text -------------------------------------------------
-#
-# A run's last event carries its report (markdown, kilobytes: 30% of a replay's bytes on the
-# bench/scale.py store). A replay decodes that event with the report left as its JSON text
-# (``msgspec.Raw``) and the frame embeds that text as it is, when it is exactly what encoding the
-# decoded report would give (``_with_report_text``): the live frame's bytes.
-
-_ENDED_WITH_REPORT = (RunCompleted, RunFailed, RunRejected, RunCancelled)
-_REPORT_TEXT: dict[str, msgspec.json.Decoder[Any]] = {}
-_ENDS: dict[type, Any] = dict(ENDING_STATUS)
-"""The status each ending event gives its run, by its class: the real ones and their report-as-text ones."""
-for _cls in _ENDED_WITH_REPORT:
-    _text: type[Event] = msgspec.defstruct(  # type: ignore[assignment]  # an Event: it is its base
-        f"_{_cls.__name__}Text", [("report", msgspec.Raw, msgspec.Raw(b'""'))], bases=(_cls,), tag=_cls.__name__,
-        frozen=True)
-    _REPORT_TEXT[_cls.__name__] = msgspec.json.Decoder(_text)
-    _ENDS[_text] = ENDING_STATUS[_cls]
-    _STRUCTS[_text] = _run_ended
-
-# Escapes msgspec never writes (it writes \" \\ \b \f \n \r \t, and \u00XX in lower case for the
-# other control characters): text another writer made, or a NUL / lone surrogate to make storable.
-_UNUSUAL_TEXT = re.compile(r"\\(?:/|u(?!00(?:0[1-7bef]|1[0-9a-f])))")
-_UNUSUAL = re.compile(_UNUSUAL_TEXT.pattern.encode())
-
-
-def _decode_unless(decoder: msgspec.json.Decoder[Any], suspect: Callable[[Any], Any], data: bytes | str) -> Any:
-    """``data`` decoded by ``decoder``, or None when ``suspect`` finds something in it or it does not decode
-    (either way the row is then decoded the usual way, which names the problem)."""
-    if suspect(data) is not None:
-        return None
-    try:
-        return decoder.decode(data)
-    except (msgspec.DecodeError, ValueError):
-        return None
-
-
-def _with_report_text(decoder: msgspec.json.Decoder[Any], unusual: Callable[[Any], Any],
-                      data: bytes | str) -> Event | None:
-    """The ending event in ``data`` with its report as JSON text, or None (then decoded as usual) when
-    that text might not be what msgspec encodes the decoded report to: an escape msgspec does not
-    write anywhere in the row, a report that is not a string, bytes that are not UTF-8."""
-    event = _decode_unless(decoder, unusual, data)
-    if event is None:
-        return None
-    text = event.report
-    if memoryview(text)[0] != 0x22:  # not a string: the usual decoding refuses it
-        return None
-    if isinstance(data, bytes) and not data.isascii():
-        try:
-            str(text, "utf-8")  # msgspec.Raw does not check it
-        except UnicodeDecodeError:
-            return None
-    return event  # type: ignore[no-any-return]
-
-
-# A launch read with its snapshot left as JSON text (``Framer._with_plan``, which puts the frame's plan
-# steps in its place: ``_run_launched_planned`` builds the frame from them).
-_LAUNCHED = RunLaunched.__name__
-_RunLaunchedText: type[Event] = msgspec.defstruct(  # type: ignore[assignment]  # an Event: it is its base
-    "_RunLaunchedText", [("snapshot", msgspec.Raw)], bases=(RunLaunched,), tag=_LAUNCHED, frozen=True, kw_only=True)
-_LAUNCH_TEXT: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_RunLaunchedText)
-_SNAPSHOT = msgspec.json.Decoder(FlowSnapshot)
 _PLANS_KEPT = 256  # distinct snapshots a replay keeps decoded (then it starts again)
 _UNSEEN: Any = object()
-
-
-def _run_launched_planned(i: int, r: str, p: str, e: Any) -> _Frame:
-    return _launched(i, r, p, e, e.snapshot)
-
-
-_STRUCTS[_RunLaunchedText] = _run_launched_planned

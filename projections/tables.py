@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
 # Bump on any change to these tables or to what projections/apply.py writes, and on any change to
-# a durable frame (projections/frames.py: its fields, its builders) or to how an event decodes
+# a durable frame (projections/frames.py and frame_structs.py: its fields, its builders) or to how an event decodes
 # (an upcaster added or changed in flows.codec): ``stream_frames`` keeps each event's frames as
 # they were built when it was projected, and a resume sends those bytes as they are.
 # tests/unit/test_frames.py::test_the_kept_frames_fingerprint_names_the_projection_version fails
@@ -205,7 +205,7 @@ projection_errors = sa.Table(
 
 # The durable frames of the stream (DESIGN §7), kept as a resume sends them: for each event that gives
 # frames, their text/event-stream bytes (``id: <position>\nevent: <type>\ndata: <json>\n\n``, two of
-# them for a StepPaused), built by ``projections.frames.kept_sse`` from the event as the projector
+# them for a StepPaused), built by ``projections.kept_frames.kept_sse`` from the event as the projector
 # decoded it. A stream resuming from a position reads these up to the checkpoint (one query a page,
 # only its consumer's rows: by run or by project) instead of decoding and framing every event again
 # (``api.http.hub.FrameHub.read_frames``). The position is SQLite's rowid (INTEGER PRIMARY KEY).

@@ -29,7 +29,8 @@ from typing import Any
 from api.http.delta_order import DeltaOrder
 from eventstore import EventStore, RecordedEvent, SqlStore, StoreClosedError
 from flows.events import stream_of
-from projections.frames import FRAMED_TYPES, Encoded, Framer, KeptPage
+from projections.frames import FRAMED_TYPES, Encoded, Framer
+from projections.kept_frames import KeptPage
 from projections.runner import DEFAULT_NAME
 from projections.source import read_framed_rows, read_kept_pages
 from projections.tables import PROJECTION_VERSION

@@ -37,7 +37,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.http.hub import Frame, SharedFrame, Subscriber
 from api.http.problems import BadParameter
 from api.http.routes import MAX_INTEGER
-from projections.frames import Encoded, KeptPage
+from projections.frames import Encoded
+from projections.kept_frames import KeptPage
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode

@@ -386,7 +386,7 @@ def test_kept_frames_of_every_framed_type_are_the_live_frames_byte_for_byte(stor
     client get are the live frames', and what the log's replay gives."""
     from api.http.stream import json_texts
     from projections import ReadModel, rebuild
-    from projections.frames import KeptPage
+    from projections.kept_frames import KeptPage
     from tests.unit.test_frames import _every_framed_event
 
     store = open_store(store_url)
@@ -412,7 +412,8 @@ def test_a_resume_across_the_projectors_checkpoint_has_no_gap_and_no_duplicate(s
     """The kept frames up to the checkpoint (pages of a few rows), then the events not projected yet from
     the log: every frame once, in order, from any resume position, whatever the filter."""
     from projections import rebuild
-    from projections.frames import Encoded, KeptPage
+    from projections.frames import Encoded
+    from projections.kept_frames import KeptPage
 
     monkeypatch.setattr("api.http.hub.REPLAY_PAGE", 3)
     store = open_store(store_url)

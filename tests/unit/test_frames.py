@@ -339,7 +339,7 @@ def test_a_replayed_report_is_the_live_frames_byte_for_byte_whatever_its_text(fo
     from api.http.stream import sse_lines
     from eventstore.codec import encode_json
     from flows.events import RunCancelled, RunCompleted, RunFailed, RunRejected
-    from projections.frames import _REPORT_TEXT, _UNUSUAL, _UNUSUAL_TEXT, _with_report_text
+    from projections.frame_structs import REPORT_TEXT, UNUSUAL, UNUSUAL_TEXT, with_report_text
 
     def as_form(text: str) -> bytes | str:
         return text.encode() if form == "bytes" else text
@@ -362,8 +362,8 @@ def test_a_replayed_report_is_the_live_frames_byte_for_byte_whatever_its_text(fo
     assert live[-1]["report"] == "" and "\x00" not in sse_lines(replayed).decode()
     # the reports went through as text, but the NUL ones (decoded to be made storable) and the ones
     # whose text looks like an escape msgspec does not write (a backslash before u or /: decoded to be sure)
-    unusual = (_UNUSUAL if form == "bytes" else _UNUSUAL_TEXT).search
-    passed = [_with_report_text(_REPORT_TEXT[row[2]], unusual, row[3]) is not None for row in rows]
+    unusual = (UNUSUAL if form == "bytes" else UNUSUAL_TEXT).search
+    passed = [with_report_text(REPORT_TEXT[row[2]], unusual, row[3]) is not None for row in rows]
     assert passed == [REPORTS[i // 4][:3] not in ("nul", "a b") for i in range(len(rows) - 1)] + [True]
 
 
@@ -511,7 +511,7 @@ def test_a_page_with_an_escape_in_one_row_takes_care_of_that_row_and_the_next_pa
 
 def _kept(records: list[RecordedEvent], project_of=lambda run_id: None) -> bytes:
     """The bodies the projector keeps for these records (decoded as it decodes them), joined."""
-    from projections.frames import kept_rows
+    from projections.kept_frames import kept_rows
     from projections.source import from_recorded
 
     return b"".join(row[3] for row in kept_rows(from_recorded(records).items, project_of))

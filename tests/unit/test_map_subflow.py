@@ -139,9 +139,9 @@ def test_a_child_run_reads_the_commit_its_parent_pinned() -> None:
 def test_the_new_events_frames_are_replayed_on_a_resume() -> None:
     """A resuming stream reads only FRAMED_TYPES from the database: every event that gives a frame is there."""
     from flows.events import RunForked
-    from projections.frames import FRAMED_TYPES, _frames
+    from projections.frames import FRAMED_TYPES, frames_of
 
     base = {"id": 1, "run_id": "r", "project_id": ""}
     for event in (RunForked(parent_run_id="p", from_step="s"), MapItemCompleted(step_id="m", attempt=1, index=0),
                   MapItemFailed(step_id="m", attempt=1, index=0, error="x")):
-        assert _frames(base, event) and type(event).__name__ in FRAMED_TYPES
+        assert frames_of(base, event) and type(event).__name__ in FRAMED_TYPES
