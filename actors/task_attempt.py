@@ -47,7 +47,8 @@ from actors.workspace.errors import CommitRefused
 from actors.workspace.results import ToolResult
 from actors.workspace.task_tools import TaskCaps, TaskSignals, TaskToolbox
 from actors.workspace.tools import Toolbox
-from actors.workspace.worktrees import Cleanup, Conflict, Merged, NothingToMerge, RunWorktrees
+from actors.workspace.worktree_results import Cleanup, Conflict, Merged, NothingToMerge
+from actors.workspace.worktrees import RunWorktrees
 from flows.events import (
     REVIEWER_ROLE,
     Event,

@@ -20,6 +20,7 @@ from actors.errors import ActorsError
 from actors.runlog import new_events, read_with_owner
 from actors.task_attempt import TaskAttempt, TaskEnv, machinery
 from actors.workspace.projects import ProjectBook
+from actors.workspace.repair import carry_out, inventory
 from eventstore import EventStore
 from flows.events import REVIEWER_ROLE, Event, LandingRefused, RunLanded, TaskCleanedUp, ToolResult, stream_of
 from flows.projects import Project, ProjectNotFound, UnknownProject
@@ -176,11 +177,11 @@ def reconciliation(state: RunState, env: TaskEnv, *, dry_run: bool = False, prun
     # an ended run, or one whose integration worktree went at its end, needs no integration worktree
     log = logged_run(state.run_id, str(git.run_dir), state.tasks,
                      active=not state.terminal and not state.tasks.integration_removed)
-    actions = reconcile(log, git.inventory(log), prune_kept=prune_kept)
+    actions = reconcile(log, inventory(git, log), prune_kept=prune_kept)
     lines = describe(actions)
     if dry_run or not actions:
         return lines, []
-    applied = git.carry_out(actions)
+    applied = carry_out(git, actions)
     heads = {a.action.target: a.head for a in applied if a.ok and a.head}
     events = compensation_events(state.tasks, [a.action for a in applied if a.ok], heads=heads, now=now)
     failed = [f"not done: {a.action.repair.value} {a.action.target}: {a.detail}" for a in applied if not a.ok]

@@ -64,7 +64,8 @@ sys.path[:0] = [SRC]
 
 from actors.workspace import git as git_module
 from actors.workspace import worktrees as worktrees_module
-from actors.workspace.worktrees import Merged, RunWorktrees
+from actors.workspace.worktree_results import Merged
+from actors.workspace.worktrees import RunWorktrees
 
 TARGET_PER_TASK_S = 1.5
 TARGET_PARALLEL_RATIO = 3.0

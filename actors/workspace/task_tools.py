@@ -53,7 +53,8 @@ from actors.workspace.tools import (
     schema_hash,
     workspace_failure,
 )
-from actors.workspace.worktrees import Commit, RunWorktrees
+from actors.workspace.worktree_results import Commit
+from actors.workspace.worktrees import RunWorktrees
 from actors.workspace.writes import EditRefused, edit_file, write_file
 from flows.tasks.allow import allowed, describe
 from flows.tasks.events import NotifyLevel

@@ -13,36 +13,7 @@ merge`` with the same aborts, locks and crash states as in a full one, but
 it writes the index and only the files it must (a conflict's), so a run
 pays one full checkout per task, not one more for the integration.
 
-What a kill -9 half-way leaves, and how it is found and repaired (the
-repair is :meth:`RunWorktrees.carry_out` of ``flows.tasks.reconcile``'s
-actions, from :meth:`RunWorktrees.inventory`):
-
-- ``create_integration`` / ``add_task``: the branch without its worktree,
-  or a worktree git left locked "initializing" with a partial checkout. Run
-  again: the branch is reused (it was created by compare-and-swap), a
-  half-made worktree is removed and added again; a worktree an agent used
-  is never re-made (only one still "initializing").
-- a write (the tools): a ``.baton-write-*.tmp`` beside the untouched file;
-  ``sweep-temp``, and a commit never stages one.
-- ``commit``: ``index.lock`` (killed inside ``git add`` or ``git commit``);
-  the changes are still in the worktree. ``remove-stale-lock`` when no
-  process holds it; the next commit includes them. A commit that landed
-  but was not recorded is on the branch (git is the truth of its content).
-- ``merge``: ``index.lock`` with HEAD unmoved (killed inside git),
-  ``MERGE_HEAD`` with conflict markers (killed after git stopped), or the
-  merge commit made but not recorded. ``remove-stale-lock`` /
-  ``abort-merge`` / ``reset-integration``: that worktree holds no work of
-  its own. A merge that landed is found by its second parent and recorded
-  (``record-merged``), never redone.
-- ``update_task``: a rebase under way (``abort-rebase``: the branch returns
-  to its head); the hand-back merge's markers are the implementor's work.
-- ``remove_task``: the worktree registered with its directory gone, or a
-  directory git forgot (``prune-worktrees``, ``remove-stray-dir``); the
-  branch is deleted only by compare-and-swap.
-- ``land``: nothing half: one compare-and-swap ``update-ref``.
-
-Locks: a ``*.lock`` git left is removed only when no live process holds it
-(:mod:`actors.workspace.locks`); a live one is waited for by the caller.
+What a kill -9 half-way leaves, and how it is found and repaired: :mod:`actors.workspace.repair`.
 """
 
 from __future__ import annotations
@@ -54,24 +25,30 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from actors.workspace import locks
 from actors.workspace.errors import CommitRefused, GitError, LockBusy, RefMoved, WorkspaceError
 from actors.workspace.git import DEFAULT_TIMEOUT_S, Git, WorktreeEntry
-from actors.workspace.writes import is_temp_name
+from actors.workspace.worktree_results import (
+    Cleanup,
+    Commit,
+    Conflict,
+    Handback,
+    Integration,
+    Landing,
+    Merged,
+    MergeOutcome,
+    NothingToMerge,
+    TaskWorktree,
+)
 from flows.tasks.reconcile import (
-    Compensation,
-    GitInventory,
-    LoggedRun,
     Repair,
-    WorktreeInfo,
     branch_prefix,
     integration_branch,
     integration_path,
-    shas_to_ask,
     task_branch,
     task_path,
 )
@@ -99,7 +76,7 @@ ROOT_FILES_ONLY = "/*\n!/*/\n"
 """Cone-mode patterns with no directory: only the files at the top level are checked out."""
 BATON_INITIALIZING = "baton: initializing"
 """Baton's own lock reason on a worktree registered but not yet checked out (:meth:`RunWorktrees._add_worktree`)."""
-_HALF_MADE = frozenset({INITIALIZING, BATON_INITIALIZING})
+HALF_MADE = frozenset({INITIALIZING, BATON_INITIALIZING})
 TRASH = "trash"
 """Under the run's directory: worktrees moved aside before their files are deleted."""
 T = TypeVar("T")
@@ -114,113 +91,13 @@ def _registry_lock(common_dir: Path) -> threading.Lock:
         return _REGISTRY_LOCKS.setdefault(key, threading.Lock())
 
 
-@dataclass(frozen=True)
-class Integration:
-    """The run's integration branch and worktree."""
-
-    branch: str
-    path: Path
-    base: str
-    created: bool
-    """False when an earlier call (before a crash) had already made it."""
-
-
-@dataclass(frozen=True)
-class TaskWorktree:
-    """A task's worktree and branch."""
-
-    task_id: str
-    branch: str
-    path: Path
-    base: str
-    """The integration head the branch was made from, or the kept branch's head when reused."""
-    reused: bool
-
-
-@dataclass(frozen=True)
-class Commit:
-    """A commit on a task branch, with what it changed."""
-
-    sha: str
-    message: str
-    files: list[str]
-    insertions: int
-    deletions: int
-
-
-@dataclass(frozen=True)
-class Merged:
-    """The task is in the integration branch."""
-
-    task_head: str
-    merge_commit: str
-    already: bool = False
-    """It was already there (merged before a crash, or re-asked): nothing was merged now."""
-    repaired: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class NothingToMerge:
-    """The task branch has no commit the integration branch lacks (the task changed nothing)."""
-
-    task_head: str
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """The merge stopped on conflicts; it was aborted, the integration head is unchanged, the branch kept."""
-
-    files: list[str]
-    integration_head: str
-    repaired: list[str] = field(default_factory=list)
-
-
-MergeOutcome = Merged | NothingToMerge | Conflict
-
-
-@dataclass(frozen=True)
-class Handback:
-    """A task branch brought onto the integration head for its implementor."""
-
-    onto: str
-    head: str
-    conflicts: list[str]
-    """Non-empty: these files hold conflict markers (a merge under way in the task worktree)."""
-
-
-@dataclass(frozen=True)
-class Cleanup:
-    """What :meth:`RunWorktrees.remove_task` did."""
-
-    worktree_removed: bool
-    branch_deleted: bool
-    branch_head: str
-    salvaged: str = ""
-
-
-@dataclass(frozen=True)
-class Landing:
-    """The result of landing the integration branch on a target branch."""
-
-    landed: bool
-    target: str
-    commit: str = ""
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Applied:
-    """One compensation carried out (or not, with why)."""
-
-    action: Compensation
-    ok: bool
-    detail: str = ""
-    head: str = ""
-    """For a deleted branch: the head it really had (a salvage commit may have moved it since the inventory)."""
-
-
 class RunWorktrees:
-    """Worktrees and branches of one task run, in the repository at ``repo``."""
+    """Worktrees and branches of one task run, in the repository at ``repo``.
+
+    Its crash repair (:mod:`actors.workspace.repair`) is built of the idempotent steps public here:
+    ``ensure_branch``, ``ensure_worktree``, ``remove_worktree``, ``remove_stray_dir``,
+    ``ready_integration``, and the registry reads under ``registry_call``.
+    """
 
     def __init__(self, repo: Path | str, run_id: str, run_dir: Path | str, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S, checkout_timeout_s: float = DEFAULT_CHECKOUT_TIMEOUT_S,
@@ -275,8 +152,8 @@ class RunWorktrees:
         """The integration branch at ``base`` and its worktree; reuses what an earlier call made."""
         sha = self.git.resolve_commit(base)
         branch = self.integration_branch
-        created = self._ensure_branch(branch, sha)
-        self._ensure_worktree(self.integration_path, branch, work_inside=False, sparse=self.sparse_integration)
+        created = self.ensure_branch(branch, sha)
+        self.ensure_worktree(self.integration_path, branch, work_inside=False, sparse=self.sparse_integration)
         return Integration(branch=branch, path=self.integration_path, base=sha, created=created)
 
     def add_task(self, task_id: str) -> TaskWorktree:
@@ -296,11 +173,12 @@ class RunWorktrees:
             except RefMoved:  # made meanwhile (a concurrent retry): continue it
                 base = self.git.branch_head(branch) or base
                 existing = base
-        self._ensure_worktree(self.task_path(task_id), branch, work_inside=True)
+        self.ensure_worktree(self.task_path(task_id), branch, work_inside=True)
         return TaskWorktree(task_id=task_id, branch=branch, path=self.task_path(task_id), base=base,
                             reused=existing is not None)
 
-    def _ensure_branch(self, branch: str, sha: str) -> bool:
+    def ensure_branch(self, branch: str, sha: str) -> bool:
+        """Create ``branch`` at ``sha`` unless it exists (compare-and-swap); whether this call made it."""
         if self.git.branch_head(branch) is not None:
             return False
         try:
@@ -309,7 +187,9 @@ class RunWorktrees:
             return False
         return True
 
-    def _ensure_worktree(self, path: Path, branch: str, *, work_inside: bool, sparse: bool = False) -> None:
+    def ensure_worktree(self, path: Path, branch: str, *, work_inside: bool, sparse: bool = False) -> None:
+        """A worktree of ``branch`` at ``path``: added, or found, or (half made by a crash) made again;
+        one an agent worked in (``work_inside``) is kept as it is."""
         if not path.exists():
             # The common case: nothing there yet. A registration left by a crash
             # (directory gone) makes git refuse; prune and go on below.
@@ -319,9 +199,9 @@ class RunWorktrees:
             except GitError as exc:
                 if "already registered" not in exc.stderr and "missing but" not in exc.stderr:
                     raise
-        entry = self._registered(path)
+        entry = self.registered(path)
         if entry is not None and not entry.prunable:
-            if entry.locked in _HALF_MADE or (not work_inside and entry.branch != branch):
+            if entry.locked in HALF_MADE or (not work_inside and entry.branch != branch):
                 self._drop_worktree(path, entry)  # a half-made checkout holds no work
             elif entry.branch != branch:
                 raise WorkspaceError(f"{path} is a worktree of {entry.branch or 'a detached HEAD'}, "
@@ -329,9 +209,9 @@ class RunWorktrees:
             else:
                 return
         elif entry is not None:
-            self._registry_call(self.git.worktree_prune)
+            self.registry_call(self.git.worktree_prune)
         if path.exists():
-            self._remove_stray(path)
+            self.remove_stray_dir(path)
         self._add_worktree(path, branch, sparse=sparse)
 
     def _add_worktree(self, path: Path, branch: str, *, sparse: bool = False) -> None:
@@ -351,7 +231,7 @@ class RunWorktrees:
         checkout for a worktree nobody works in.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._registry_call(lambda: self.git.write("worktree", "add", "--quiet", "--no-checkout", "--lock",
+        self.registry_call(lambda: self.git.write("worktree", "add", "--quiet", "--no-checkout", "--lock",
                                                    "--reason", BATON_INITIALIZING, str(path), branch))
         git = replace(self.at(path), options=SPARSE_OPTIONS if sparse else self._checkout_options)
         if sparse:
@@ -359,12 +239,12 @@ class RunWorktrees:
             info.mkdir(exist_ok=True)
             (info / "sparse-checkout").write_text(ROOT_FILES_ONLY)
         git.write("reset", "--hard", "--quiet", "HEAD", timeout_s=self.checkout_timeout_s)
-        self._registry_call(lambda: self.git.write("worktree", "unlock", str(path)))
+        self.registry_call(lambda: self.git.write("worktree", "unlock", str(path)))
 
     def _drop_worktree(self, path: Path, entry: WorktreeEntry | None) -> None:
         """Unregister and delete a worktree: moved aside, pruned (fast, serialised), then deleted (in parallel)."""
         if entry is not None and entry.locked is not None and path.exists():
-            self._registry_call(lambda: self.git.write("worktree", "unlock", str(path)))
+            self.registry_call(lambda: self.git.write("worktree", "unlock", str(path)))
         if path.exists():
             trash = self.run_dir / TRASH / f"{path.name}-{secrets.token_hex(4)}"
             trash.parent.mkdir(parents=True, exist_ok=True)
@@ -372,11 +252,11 @@ class RunWorktrees:
         else:
             trash = None
         if entry is not None:
-            self._registry_call(self.git.worktree_prune)
+            self.registry_call(self.git.worktree_prune)
         if trash is not None:
             shutil.rmtree(trash)
 
-    def _registry_call(self, call: Callable[[], T]) -> T:
+    def registry_call(self, call: Callable[[], T]) -> T:
         """Run a git call that reads or changes the worktree registry, one at a time per repository.
 
         Another process (a second baton, a person's git) is not covered by
@@ -392,17 +272,20 @@ class RunWorktrees:
             time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _worktrees(self) -> list[WorktreeEntry]:
-        return self._registry_call(self.git.worktrees)
+    def registered_worktrees(self) -> list[WorktreeEntry]:
+        """Every worktree the repository's registry lists (``git worktree list``)."""
+        return self.registry_call(self.git.worktrees)
 
-    def _registered(self, path: Path) -> WorktreeEntry | None:
+    def registered(self, path: Path) -> WorktreeEntry | None:
+        """The registry's entry for the worktree at ``path``, or None."""
         real = os.path.realpath(path)
-        for entry in self._worktrees():
+        for entry in self.registered_worktrees():
             if os.path.realpath(entry.path) == real:
                 return entry
         return None
 
-    def _remove_stray(self, path: Path) -> None:
+    def remove_stray_dir(self, path: Path) -> None:
+        """Delete a directory git does not know, refusing anything outside the run's directory."""
         real = os.path.realpath(path)
         if os.path.commonpath([real, str(self.run_dir)]) != str(self.run_dir) or real == str(self.run_dir):
             raise WorkspaceError(f"refusing to remove {path}: it is not inside the run's directory {self.run_dir}")
@@ -471,7 +354,7 @@ class RunWorktrees:
     def merge_commit(self, task_id: str, sha: str) -> MergeOutcome:
         """Merge the commit ``sha`` of task ``task_id`` (also how a lost merge is redone from the log's sha)."""
         with self._integration_lock:
-            repaired = self._ready_integration()
+            repaired = self.ready_integration()
             integ = self._integration_git
             current = integ.head()
             if integ.is_ancestor(sha, current):
@@ -493,15 +376,15 @@ class RunWorktrees:
                                out.stderr, hint="the merge failed without a conflict")
             return Conflict(files=files, integration_head=current, repaired=repaired)
 
-    def _ready_integration(self, *, check_files: bool = False) -> list[str]:
+    def ready_integration(self, *, check_files: bool = False) -> list[str]:
         """Make the integration worktree clean at its HEAD; what had to be repaired (for the log).
 
         Safe because that worktree never holds work of its own: everything
         in it comes from commits, so a half merge is undone, never finished.
         """
         path = self.integration_path
-        if not (path / ".git").is_file() or self._registered(path) is None:
-            self._ensure_worktree(path, self.integration_branch, work_inside=False, sparse=self.sparse_integration)
+        if not (path / ".git").is_file() or self.registered(path) is None:
+            self.ensure_worktree(path, self.integration_branch, work_inside=False, sparse=self.sparse_integration)
         integ = self._integration_git
         repaired = self._clear_stale_locks([integ.git_dir()], trees=[path])
         if integ.merge_in_progress():
@@ -515,6 +398,16 @@ class RunWorktrees:
             integ.write("clean", "-ffd", "--quiet")
             repaired.append(Repair.RESET_INTEGRATION.value)
         return repaired
+
+    def _clear_stale_locks(self, git_dirs: list[Path], trees: list[Path]) -> list[str]:
+        cleared: list[str] = []
+        for lock in locks.lock_files(git_dirs):
+            holders = locks.holders(lock, trees)
+            if holders:
+                raise LockBusy(str(lock), holders)
+            lock.unlink(missing_ok=True)
+            cleared.append(f"{Repair.REMOVE_STALE_LOCK.value} {lock}")
+        return cleared
 
     def update_task(self, task_id: str) -> Handback:
         """Bring the task branch onto the integration head for its implementor (after a conflict).
@@ -564,7 +457,7 @@ class RunWorktrees:
         after the checks, and only the read-only reviewer ran since), so the
         status walk of every file is skipped (~0.1 s CPU at 10,000 files).
         """
-        salvaged = self._remove_worktree(self.task_path(task_id), task_id if salvage else "")
+        salvaged = self.remove_worktree(self.task_path(task_id), task_id if salvage else "")
         branch = self.task_branch(task_id)
         head = self.git.branch_head(branch)
         deleted = False
@@ -572,20 +465,20 @@ class RunWorktrees:
             integ = self.git.branch_head(self.integration_branch)
             merged = integ is not None and self.git.is_ancestor(head, integ)
             if delete_branch or (delete_branch is None and merged):
-                self._registry_call(lambda: self.git.delete_branch(branch, head))
+                self.registry_call(lambda: self.git.delete_branch(branch, head))
                 deleted = True
         return Cleanup(worktree_removed=True, branch_deleted=deleted or head is None, branch_head=head or "",
                        salvaged=salvaged)
 
     def remove_integration(self) -> None:
         """Remove the integration worktree (the branch stays until landed or cleaned up)."""
-        self._remove_worktree(self.integration_path, "")
+        self.remove_worktree(self.integration_path, "")
 
-    def _remove_worktree(self, path: Path, task_id: str) -> str:
+    def remove_worktree(self, path: Path, task_id: str) -> str:
         """Remove a worktree, first committing what is uncommitted to its branch when ``task_id`` is given."""
-        entry = self._registered(path)
+        entry = self.registered(path)
         salvaged = ""
-        if task_id and entry is not None and not entry.prunable and path.exists() and entry.locked not in _HALF_MADE:
+        if task_id and entry is not None and not entry.prunable and path.exists() and entry.locked not in HALF_MADE:
             git = self.at(path)
             if git.rebase_in_progress():
                 git.write("rebase", "--abort")
@@ -599,7 +492,7 @@ class RunWorktrees:
         if entry is not None:
             self._drop_worktree(path, entry)
         if path.exists():
-            self._remove_stray(path)
+            self.remove_stray_dir(path)
         return salvaged
 
     # -- landing -------------------------------------------------------------------------------------
@@ -623,7 +516,7 @@ class RunWorktrees:
                 return Landing(False, target, reason=f"not a fast-forward: {target} has commits the integration "
                                                      f"branch lacks; {self.integration_branch} is kept at "
                                                      f"{new[:12]}")
-            for wt in self._worktrees():
+            for wt in self.registered_worktrees():
                 if wt.branch == target:
                     return Landing(False, target, reason=(
                         f"{target} is checked out in {wt.path}; baton does not change a checkout. Land it there "
@@ -634,129 +527,6 @@ class RunWorktrees:
                 return Landing(False, target, reason=f"{target} moved while landing; try again")
             return Landing(True, target, commit=new)
 
-    # -- reconciliation --------------------------------------------------------------------------------
-
-    def inventory(self, log: LoggedRun | None = None) -> GitInventory:
-        """What git says about this run (the I/O half of reconciliation)."""
-        run_dir = str(self.run_dir)
-        entries = [e for e in self._worktrees() if _inside(e.path, run_dir)]
-        branches = self.git.branch_heads(branch_prefix(self.run_id))
-        integ_head = branches.get(self.integration_branch)
-        ask = shas_to_ask(log, branches) if log is not None else set(branches.values())
-        existing = frozenset(s for s in ask if self.git.has_commit(s))
-        contained = frozenset(s for s in existing if integ_head and self.git.is_ancestor(s, integ_head))
-        merges = self.git.merges_by_parent(integ_head) if integ_head else {}
-        live = [e for e in entries if not e.prunable and Path(e.path).exists()]
-        merge_in_progress = dirty = False
-        rebases: list[str] = []
-        git_dirs: list[Path] = []
-        for e in live:
-            if e.locked in _HALF_MADE:
-                continue
-            git = self.at(Path(e.path))
-            git_dirs.append(git.git_dir())
-            if os.path.realpath(e.path) == str(self.integration_path):
-                merge_in_progress = git.merge_in_progress()
-                dirty = not merge_in_progress and bool(git.changed_paths())
-            elif git.rebase_in_progress():
-                rebases.append(e.path)
-        common = self.git.common_dir()
-        lock_paths = locks.lock_files(git_dirs, common / "refs" / "heads" / "baton" / self.run_id)
-        if (common / "packed-refs.lock").exists():
-            lock_paths.append(common / "packed-refs.lock")
-        trees = [Path(e.path) for e in live] + [self.git.cwd]
-        stale = tuple(str(p) for p in lock_paths if not locks.holders(p, trees))
-        temps = tuple(t for e in live for t in _temp_files(Path(e.path)))
-        registered = {os.path.realpath(e.path) for e in entries}
-        strays = tuple(str(p) for p in self._places() if str(p) not in registered)
-        return GitInventory(
-            run_id=self.run_id, run_dir=run_dir,
-            worktrees=tuple(WorktreeInfo(path=e.path, branch=e.branch, head=e.head,
-                                         prunable=e.prunable or not Path(e.path).exists()) for e in entries),
-            branches=branches, merges=merges, contained=contained, existing=existing,
-            merge_in_progress=merge_in_progress, integration_dirty=dirty, rebases=tuple(rebases),
-            stale_locks=stale, temp_files=temps, stray_dirs=strays)
-
-    def _places(self) -> list[Path]:
-        """Directories where a worktree of this run would be (the integration's and each task's)."""
-        out = [self.integration_path] if self.integration_path.is_dir() else []
-        for parent in (self.run_dir / "tasks", self.run_dir / TRASH):
-            if parent.is_dir():
-                out += sorted(p for p in parent.iterdir() if p.is_dir() and not p.is_symlink())
-        return [Path(os.path.realpath(p)) for p in out]
-
-    def carry_out(self, actions: list[Compensation]) -> list[Applied]:
-        """Carry out reconciliation's actions in order; one failing does not stop the others."""
-        done: list[Applied] = []
-        moved: dict[str, str] = {}  # branch -> head after a salvage commit made here
-        for action in actions:
-            try:
-                detail, head = self._carry_out(action, moved)
-                done.append(Applied(action, True, detail, head))
-            except (WorkspaceError, OSError) as exc:
-                done.append(Applied(action, False, str(exc)))
-        return done
-
-    def _carry_out(self, a: Compensation, moved: dict[str, str]) -> tuple[str, str]:
-        path = Path(a.target)
-        match a.repair:
-            case Repair.REMOVE_STALE_LOCK:
-                holders = locks.holders(path, [self.git.cwd, self.run_dir])
-                if holders:
-                    raise LockBusy(a.target, holders)
-                path.unlink(missing_ok=True)
-            case Repair.ABORT_MERGE | Repair.RESET_INTEGRATION:
-                return ", ".join(self._ready_integration(check_files=True)) or "already clean", ""
-            case Repair.ABORT_REBASE:
-                git = self.at(path)
-                if git.rebase_in_progress():
-                    git.write("rebase", "--abort")
-            case Repair.SWEEP_TEMP:
-                path.unlink(missing_ok=True)
-            case Repair.PRUNE_WORKTREES:
-                self._registry_call(self.git.worktree_prune)
-            case Repair.REMOVE_STRAY_DIR:
-                if path.exists() and self._registered(path) is None:
-                    self._remove_stray(path)
-            case Repair.RESTORE_BRANCH:
-                self._ensure_branch(a.target, a.head)
-            case Repair.RECREATE_INTEGRATION:
-                self._ensure_worktree(self.integration_path, self.integration_branch, work_inside=False,
-                                      sparse=self.sparse_integration)
-            case Repair.REMERGE:
-                outcome = self.merge_commit(a.step_id, a.head)
-                if isinstance(outcome, Conflict):
-                    raise WorkspaceError(f"re-merging {a.head[:12]} conflicts in {', '.join(outcome.files)}")
-                merged = outcome.merge_commit if isinstance(outcome, Merged) else ""
-                return (f"merged at {merged[:12]}" if merged else "nothing to merge"), merged
-            case Repair.REMOVE_WORKTREE:
-                entry = self._registered(path)
-                salvaged = self._remove_worktree(path, a.step_id or "salvage")
-                if salvaged and entry is not None and entry.branch:
-                    moved[entry.branch] = salvaged
-                return (f"salvaged uncommitted work as {salvaged[:12]}" if salvaged else ""), salvaged
-            case Repair.DELETE_BRANCH:
-                head = moved.get(a.target, a.head)
-                if self.git.branch_head(a.target) is not None:
-                    self._registry_call(lambda: self.git.delete_branch(a.target, head))
-                if head != a.head:
-                    return (f"deleted at the salvage commit {head[:12]} (not merged): restore with "
-                            f"`git branch {a.target} {head}`"), head
-                return "", head
-            case Repair.RECORD_MERGED | Repair.FAIL_LOST | Repair.LOST:
-                return "recorded in the log (no git action)", ""
-        return "", ""
-
-    def _clear_stale_locks(self, git_dirs: list[Path], trees: list[Path]) -> list[str]:
-        cleared: list[str] = []
-        for lock in locks.lock_files(git_dirs):
-            holders = locks.holders(lock, trees)
-            if holders:
-                raise LockBusy(str(lock), holders)
-            lock.unlink(missing_ok=True)
-            cleared.append(f"{Repair.REMOVE_STALE_LOCK.value} {lock}")
-        return cleared
-
     # -- the run's end ---------------------------------------------------------------------------------
 
     def close_integration(self) -> str:
@@ -766,7 +536,7 @@ class RunWorktrees:
         fails) first. Safe to repeat. Returns the integration branch's head (``""`` when it has none).
         """
         with self._integration_lock:
-            self._remove_worktree(self.integration_path, "")
+            self.remove_worktree(self.integration_path, "")
         return self.git.branch_head(self.integration_branch) or ""
 
 
@@ -802,20 +572,12 @@ def in_memory(path: Path, mounts: str | None = None) -> bool:
         if len(fields) < 3:
             continue
         point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])  # \040 is a space
-        if _inside(real, point) and len(point) >= len(best):
+        if is_inside(real, point) and len(point) >= len(best):
             best, kind = point, fields[2]
     return kind in MEMORY_FILE_SYSTEMS
 
 
-def _inside(path: str, root: str) -> bool:
+def is_inside(path: str, root: str) -> bool:
+    """Whether ``path`` (resolved) is ``root`` or under it (``root`` is already resolved)."""
     real = os.path.realpath(path)
     return real == root or real.startswith(root.rstrip("/") + "/")
-
-
-def _temp_files(root: Path) -> list[str]:
-    """Temp files of writes cut short under ``root`` (``.git`` and symlinked directories are not entered)."""
-    found: list[str] = []
-    for here, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d.casefold() != ".git" and not os.path.islink(os.path.join(here, d))]
-        found += [os.path.join(here, f) for f in files if is_temp_name(f)]
-    return sorted(found)

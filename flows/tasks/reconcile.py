@@ -38,7 +38,7 @@ task's are, and none is restored or failed as lost (nothing would use it). Every
 at, recorded in ``GitCompensated``, so nothing is lost that ``git branch
 NAME SHA`` cannot bring back.
 
-The I/O half (``actors/workspace/worktrees.py``) builds the
+The I/O half (``actors/workspace/repair.py``) builds the
 :class:`GitInventory` and carries out the actions; both this function and
 that one are idempotent, so running reconciliation twice changes nothing the
 second time (a property test checks the fixpoint).

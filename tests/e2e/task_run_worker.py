@@ -24,7 +24,8 @@ from actors.agents.chat_turn import ChatTurns
 from actors.config import EngineConfig
 from actors.engine import Engine
 from actors.task_attempt import TaskEnv
-from actors.workspace.worktrees import Merged, RunWorktrees
+from actors.workspace.worktree_results import Merged
+from actors.workspace.worktrees import RunWorktrees
 from eventstore import open_store
 from flows.catalog import FlowRegistry
 from flows.tasks import load_task_graph

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.workspace.worktrees import Conflict, Merged, RunWorktrees
+from actors.workspace.repair import carry_out, inventory
+from actors.workspace.worktree_results import Conflict, Merged
+from actors.workspace.worktrees import RunWorktrees
 from flows.events import Event
 from flows.tasks.events import (
     IntegrationCreated,
@@ -171,12 +173,12 @@ class Log:
     def repair(self) -> list[Repair]:
         """Reconcile and carry out; then a second pass must find nothing."""
         log = logged_run(self.m.run_id, str(self.m.run_dir), self.state)
-        actions = reconcile(log, self.m.inventory(log))
-        done = self.m.carry_out(actions)
+        actions = reconcile(log, inventory(self.m, log))
+        done = carry_out(self.m, actions)
         assert all(a.ok for a in done), done
         self.add(*compensation_events(self.state, actions))
         log = logged_run(self.m.run_id, str(self.m.run_dir), self.state)
-        again = reconcile(log, self.m.inventory(log))
+        again = reconcile(log, inventory(self.m, log))
         assert again == [], again
         return [a.repair for a in actions]
 

@@ -1,7 +1,7 @@
 """Reconciliation on real repositories: git tampered with the ways crashes and people do, then repaired.
 
 The log's side comes from the lifecycle fold (events appended through the
-guard), git's from ``RunWorktrees.inventory()``. After ``carry_out`` a
+guard), git's from ``repair.inventory()``. After ``carry_out`` a
 second reconciliation finds nothing, ``git worktree list`` and ``git branch``
 agree with the log, and no commit of a task is lost.
 """
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.workspace.worktrees import Merged, RunWorktrees
+from actors.workspace.repair import carry_out, inventory
+from actors.workspace.worktree_results import Merged
+from actors.workspace.worktrees import RunWorktrees
 from flows.events import Event
 from flows.tasks.events import (
     IntegrationCreated,
@@ -88,13 +90,13 @@ class Run:
     def reconcile(self, *, prune_kept: bool = False) -> list[str]:
         """Reconcile, carry out, append the compensating events, and check the fixpoint; the actions as lines."""
         log = logged_run(self.m.run_id, str(self.m.run_dir), self.state)
-        actions = reconcile(log, self.m.inventory(log), prune_kept=prune_kept)
-        self.applied = self.m.carry_out(actions)
+        actions = reconcile(log, inventory(self.m, log), prune_kept=prune_kept)
+        self.applied = carry_out(self.m, actions)
         assert all(a.ok for a in self.applied), [(a.action.repair, a.detail) for a in self.applied if not a.ok]
         heads = {a.action.target: a.head for a in self.applied if a.action.repair is Repair.DELETE_BRANCH}
         self.add(*compensation_events(self.state, [a.action for a in self.applied], heads=heads))
         log = logged_run(self.m.run_id, str(self.m.run_dir), self.state)
-        assert reconcile(log, self.m.inventory(log), prune_kept=prune_kept) == []
+        assert reconcile(log, inventory(self.m, log), prune_kept=prune_kept) == []
         return describe(actions)
 
 
@@ -191,11 +193,11 @@ def test_a_stale_lock_is_removed_but_a_live_one_is_left_alone(repo, tmp_path):
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == b"open"
         log = logged_run("Q6", str(run.m.run_dir), run.state)
-        inventory = run.m.inventory(log)
-        assert inventory.stale_locks == (str(admin / "index.lock"),)
-        actions = reconcile(log, inventory)
+        found = inventory(run.m, log)
+        assert found.stale_locks == (str(admin / "index.lock"),)
+        actions = reconcile(log, found)
         assert [a.repair for a in actions] == [Repair.REMOVE_STALE_LOCK]
-        run.m.carry_out(actions)
+        carry_out(run.m, actions)
         assert not (admin / "index.lock").exists() and held.exists()
     finally:
         holder.kill()

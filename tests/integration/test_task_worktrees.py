@@ -17,7 +17,8 @@ import pytest
 
 from actors.workspace.errors import CommitRefused, RefMoved
 from actors.workspace.task_tools import TaskToolbox
-from actors.workspace.worktrees import Conflict, Merged, NothingToMerge, RunWorktrees, in_memory
+from actors.workspace.worktree_results import Conflict, Merged, NothingToMerge
+from actors.workspace.worktrees import RunWorktrees, in_memory
 from flows.events import Event
 from flows.tasks.events import (
     IntegrationCreated,

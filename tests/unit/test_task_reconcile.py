@@ -1,7 +1,7 @@
 """Reconciliation as a pure function, over random log and git states.
 
 A small model of git (``carry_out``) applies the actions the way
-``RunWorktrees.carry_out`` does, and the log's side the way the
+``actors.workspace.repair.carry_out`` does, and the log's side the way the
 integration's compensating events will. For every random pair:
 
 - nothing a live task uses is removed (its worktree, its branch, the
