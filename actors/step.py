@@ -41,6 +41,7 @@ from actors.context import EngineContext
 from actors.functions import resolve_function
 from actors.messages import ItemSlotWanted, MapItemResult, StepResult
 from actors.runlog import follow
+from actors.step_threads import StepThreads
 from actors.tool_record import ToolRecorder
 from actors.workspace.errors import WorkspaceError
 from actors.workspace.tools import TOOL_SCHEMA_HASH, Toolbox
@@ -296,6 +297,8 @@ class SubflowExecutor:
         except BatonError as exc:  # an unknown flow, a band it lacks, an input no event can hold
             return f"subflow {state.spec(event.step_id).flow!r}: {exc}"
         store, parent, step_id, attempt = ctx.store, state.run_id, event.step_id, event.attempt
+        # The step waits for its child, whose steps need threads of the same pool: it stops counting.
+        waiting = ctx.steps.blocking if isinstance(ctx.steps, StepThreads) else contextlib.nullcontext
 
         def ended(s: RunState) -> bool:
             st = s.steps.get(step_id)
@@ -303,10 +306,12 @@ class SubflowExecutor:
 
         def run(token: CancelToken, delta: Delta) -> Answer:
             runs.launch_child(launch)
-            child = follow(store, child_id, lambda s: s.terminal or token.cancelled)
+            with waiting():
+                child = follow(store, child_id, lambda s: s.terminal or token.cancelled)
             if not child.terminal:  # the attempt was stopped: cancel the child if the parent's log ends it
                 try:
-                    follow(store, parent, ended, timeout=self.SETTLE_S)
+                    with waiting():
+                        follow(store, parent, ended, timeout=self.SETTLE_S)
                 except Exception:  # noqa: BLE001 - not ended there (the process is stopping), or the store went
                     raise Cancelled("the subflow's step was stopped; its child goes on") from None
                 with contextlib.suppress(BatonError):  # it ended meanwhile

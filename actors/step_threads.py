@@ -11,11 +11,12 @@ as failed (timeout) or cancelled, or is recovered by the next start.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
 
@@ -43,6 +44,7 @@ class StepThreads(Executor):
         self._idle = 0
         self._queued = 0
         self._in_then = 0  # of the idle: threads inside a ``then`` (counted idle, not waiting for work)
+        self._blocked = 0  # threads inside ``blocking``: not counted toward max_threads
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._shut = False
@@ -104,9 +106,33 @@ class StepThreads(Executor):
                 raise RuntimeError("cannot start a step after the engine stopped")
             self._work.put(item)
             self._queued += 1
-            if self._queued > waiting and len(self._threads) < self._max:
+            if self._queued > waiting and len(self._threads) - self._blocked < self._max:
                 self._start_thread()
         return True
+
+    @contextlib.contextmanager
+    def blocking(self) -> Iterator[None]:
+        """While this pool's thread calling it waits on something outside the pool (a subflow step on its
+        child run), that thread does not count toward ``max_threads``, and work already queued gets a
+        thread at once (as Java's ``ForkJoinPool.managedBlock`` or Tokio's ``block_in_place``).
+
+        Without it, ``max_threads`` subflow steps waiting for their children filled the pool, and the
+        children's own steps, queued behind them, never ran: every one of those runs waited forever.
+        Called from a thread of another pool, it changes nothing.
+        """
+        with self._lock:
+            mine = threading.current_thread() in self._threads
+            if mine:
+                self._blocked += 1
+                if not self._shut and self._queued > self._idle - self._in_then \
+                        and len(self._threads) - self._blocked < self._max:
+                    self._start_thread()
+        try:
+            yield
+        finally:
+            if mine:
+                with self._lock:
+                    self._blocked -= 1
 
     def prestart(self) -> None:
         """Start one thread now, idle, if none is: the first attempt then starts no thread.

@@ -225,3 +225,54 @@ def test_work_queued_while_the_only_thread_is_inside_its_last_act_gets_a_thread_
     finally:
         release.set()
         pool.shutdown()
+
+
+def test_a_thread_blocking_on_work_queued_behind_it_frees_its_place_and_that_work_runs():
+    """A pool full of work that waits on more work of the same pool (a subflow step on its child's
+    steps) waits forever, unless the waiting work says it blocks: then the work behind it gets a
+    thread, and the cap holds again once it stops blocking."""
+    pool = StepThreads(1)
+    child_ran = threading.Event()
+
+    def parent(blocks: bool) -> bool:
+        pool.submit(child_ran.set)  # queued behind this work, on a pool at its cap
+        if not blocks:
+            return child_ran.wait(0.3)
+        with pool.blocking():
+            return child_ran.wait(5)
+
+    assert pool.submit(parent, False).result(5) is False  # without it: the child never got a thread
+    assert child_ran.wait(5)  # (it runs once the parent's thread is free)
+    child_ran.clear()
+    assert pool.submit(parent, True).result(5) is True
+    gate = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        gate.wait(5)
+
+    held = [pool.submit(hold) for _ in range(2)]  # no thread blocks now: one at a time again
+    assert started.acquire(timeout=5) and not started.acquire(timeout=0.2)
+    gate.set()
+    for f in held:
+        f.result(5)
+    pool.shutdown()
+
+
+def test_blocking_outside_the_pool_changes_nothing():
+    pool = StepThreads(1)
+    gate = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        gate.wait(5)
+
+    with pool.blocking():  # this thread is not the pool's: the cap stays one
+        held = [pool.submit(hold) for _ in range(2)]
+        assert started.acquire(timeout=5) and not started.acquire(timeout=0.2)
+    gate.set()
+    for f in held:
+        f.result(5)
+    pool.shutdown()

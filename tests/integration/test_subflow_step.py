@@ -136,3 +136,14 @@ def test_a_restart_follows_the_child_instead_of_launching_another(store):
     launched = [r for r in store.read_all(after=0) if r.type == "RunLaunched"]
     assert len(launched) == 2  # the parent and one child
     assert [r.type for r in store.read_stream(stream_of(run_id))].count("RunRecovered") == 1
+
+
+def test_more_subflow_steps_waiting_than_step_threads_all_finish(store):
+    """Each waiting subflow step holds a step thread while its child's steps need one too: with more
+    parents than threads (no run limit), the waiting steps stop counting and every child gets a thread."""
+    with _engine(store, max_active_runs=0, step_threads=2) as engine:
+        ids = [engine.launch("parent", f"why slow {n}?", inputs={"hold": "", "fail": ""}).run_id for n in range(4)]
+        parents = [engine.wait(run_id, timeout=30) for run_id in ids]
+        children = [engine.state(p.steps["deep"].child_run_id) for p in parents]
+    assert [p.status for p in parents] == ["completed"] * 4
+    assert [c.status for c in children] == ["completed"] * 4
