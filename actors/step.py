@@ -185,9 +185,12 @@ class CodeExecutor:
         if fn is None:
             return f"code step function {ref!r} cannot be found: {problem}"
         step_ctx = StepContext.of(state, event.step_id, event.attempt)
+        pool = ctx.steps
 
         def run(token: CancelToken, delta: Delta) -> Answer:
-            output, fields = code_output(fn(step_ctx))
+            # A function cannot be interrupted: once its attempt is given up, its thread stops counting.
+            with pool.uncounted_once(token.on_cancel) if isinstance(pool, StepThreads) else contextlib.nullcontext():
+                output, fields = code_output(fn(step_ctx))
             return Answer(output, fields)
 
         return Call(run, "the code step returned")

@@ -120,19 +120,56 @@ class StepThreads(Executor):
         children's own steps, queued behind them, never ran: every one of those runs waited forever.
         Called from a thread of another pool, it changes nothing.
         """
+        if threading.current_thread() not in self._threads:
+            yield
+            return
         with self._lock:
-            mine = threading.current_thread() in self._threads
-            if mine:
-                self._blocked += 1
-                if not self._shut and self._queued > self._idle - self._in_then \
-                        and len(self._threads) - self._blocked < self._max:
-                    self._start_thread()
+            self._uncount()
         try:
             yield
         finally:
-            if mine:
-                with self._lock:
+            with self._lock:
+                self._blocked -= 1
+
+    @contextlib.contextmanager
+    def uncounted_once(self, on_cancel: Callable[[Callable[[], None]], Callable[[], None]]) -> Iterator[None]:
+        """What this pool's thread runs inside it stops counting toward ``max_threads`` once ``on_cancel``
+        fires (a ``CancelToken.on_cancel``: its callback runs when the token is cancelled; it returns what
+        unregisters it), until it returns.
+
+        For a code step's function, which cannot be interrupted: once its attempt timed out or was
+        cancelled, it is recorded as ended, and the work queued behind it gets a thread even if the
+        function never returns. Without it, ``max_threads`` functions hung past their timeouts (a call
+        to a server that went away, with no timeout of its own) stopped every step of every run until
+        the process restarted. Called from a thread of another pool, it changes nothing.
+        """
+        if threading.current_thread() not in self._threads:
+            yield
+            return
+        given_up = [False, False]  # [uncounted, returned], under _lock
+
+        def give_up() -> None:
+            with self._lock:
+                if not given_up[0] and not given_up[1]:
+                    given_up[0] = True
+                    self._uncount()
+
+        unregister = on_cancel(give_up)
+        try:
+            yield
+        finally:
+            unregister()
+            with self._lock:
+                given_up[1] = True
+                if given_up[0]:
                     self._blocked -= 1
+
+    def _uncount(self) -> None:
+        """One more thread does not count toward ``max_threads``; start one for queued work that no thread
+        waits for, when that makes room. ``_lock`` held."""
+        self._blocked += 1
+        if not self._shut and self._queued > self._idle - self._in_then and len(self._threads) - self._blocked < self._max:
+            self._start_thread()
 
     def prestart(self) -> None:
         """Start one thread now, idle, if none is: the first attempt then starts no thread.

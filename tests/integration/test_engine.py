@@ -46,6 +46,12 @@ def wait_for_release(ctx):
     return "released"
 
 
+def hang(ctx):
+    """Far past its step's timeout: until RELEASE (a call to a server gone away, without a timeout)."""
+    RELEASE.wait(60)
+    return "too late"
+
+
 def sleepy(ctx):
     time.sleep(0.5)
     return "late"
@@ -87,6 +93,7 @@ GATED = Flow(
 RETRYING = Flow("retrying", steps=[code("flaky", fn=flaky, retries=3, retry_delay_s=0.01)])
 BLOCKING = Flow("blocking", steps=[code("hold", fn=wait_for_release), code("after", fn=fold_angles, deps=["hold"])])
 TIMING_OUT = Flow("timing-out", steps=[code("slow", fn=sleepy, timeout_s=0.05)])
+HUNG = Flow("hung", steps=[code("hang", fn=hang, timeout_s=0.1)])
 FAILING = Flow(
     "failing",
     steps=[
@@ -97,7 +104,7 @@ FAILING = Flow(
 )
 NOTING = Flow("noting", steps=[code("note", fn=note_thread)])
 SKIPPING = Flow("skipping", steps=[code("only", fn=fold_angles, when="$input.question == 'go'")])
-REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, FAILING, NOTING, SKIPPING])
+REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, HUNG, FAILING, NOTING, SKIPPING])
 
 
 @pytest.fixture
@@ -224,6 +231,20 @@ class TestEngine:
     def test_timeout_fails_the_attempt(self, engine):
         state = engine.wait(engine.launch("timing-out", "go").run_id)
         assert state.status == "failed" and state.steps["slow"].error.startswith("timeout")
+
+    def test_steps_still_run_while_a_timed_out_function_never_returns(self, store):
+        """A code step's function cannot be interrupted: its timed-out attempt is recorded as failed, and
+        the thread stuck in it stops counting toward the step threads' cap, so other runs' steps run."""
+        RELEASE.clear()
+        try:
+            with Engine(store, REGISTRY, EngineConfig(max_active_runs=0, step_threads=1)).start() as engine:
+                hung = engine.wait(engine.launch("hung", "go").run_id)
+                after = [engine.wait(engine.launch("noting", f"go {n}").run_id, timeout=5) for n in range(2)]
+                assert not RELEASE.is_set()  # the function is still inside
+        finally:
+            RELEASE.set()
+        assert hung.status == "failed" and hung.steps["hang"].error.startswith("timeout")
+        assert [s.status for s in after] == ["completed", "completed"]
 
     def test_failure_skips_downstream_and_all_done_cleanup_runs(self, engine):
         state = engine.wait(engine.launch("failing", "go").run_id)

@@ -276,3 +276,75 @@ def test_blocking_outside_the_pool_changes_nothing():
     for f in held:
         f.result(5)
     pool.shutdown()
+
+
+def test_work_given_up_stops_counting_until_it_returns():
+    """A code step's function cannot be interrupted: once its token is cancelled (a timeout), the thread
+    stuck in it stops counting and the work queued behind it runs; once it returns, the cap holds again."""
+    from actors.agents import CancelToken
+
+    pool = StepThreads(1)
+    token, stuck, inside = CancelToken(), threading.Event(), threading.Event()
+
+    def hung() -> str:
+        with pool.uncounted_once(token.on_cancel):
+            inside.set()
+            stuck.wait(5)
+        return "returned"
+
+    first = pool.submit(hung)
+    assert inside.wait(5)
+    behind = pool.submit(lambda: "ran")
+    assert not behind.done() and not _done_within(behind, 0.2)  # at the cap: it waits
+    token.cancel()
+    assert behind.result(5) == "ran" and not first.done()  # given up: the queued work got a thread
+    stuck.set()
+    assert first.result(5) == "returned"
+    gate = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        gate.wait(5)
+
+    held = [pool.submit(hold) for _ in range(2)]  # counted again: one at a time
+    assert started.acquire(timeout=5) and not started.acquire(timeout=0.2)
+    gate.set()
+    for f in held:
+        f.result(5)
+    pool.shutdown()
+
+
+def test_work_that_returns_before_its_token_is_cancelled_stays_counted():
+    from actors.agents import CancelToken
+
+    pool = StepThreads(1)
+    token = CancelToken()
+
+    def quick() -> str:
+        with pool.uncounted_once(token.on_cancel):
+            return "done"
+
+    assert pool.submit(quick).result(5) == "done"
+    token.cancel()
+    gate = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        gate.wait(5)
+
+    held = [pool.submit(hold) for _ in range(2)]
+    assert started.acquire(timeout=5) and not started.acquire(timeout=0.2)
+    gate.set()
+    for f in held:
+        f.result(5)
+    pool.shutdown()
+
+
+def _done_within(future: Future, seconds: float) -> bool:
+    try:
+        future.result(seconds)
+    except TimeoutError:
+        return False
+    return True
