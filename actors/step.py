@@ -25,7 +25,6 @@ from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
     Future,
-    ThreadPoolExecutor,
     wait,
 )
 from typing import Any, Protocol
@@ -254,8 +253,9 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
 
     Raises Cancelled once ``token`` is cancelled (items under way are not waited for).
     """
-    pool = ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(todo) or 1)),
-                              thread_name_prefix=f"baton-map-{step_id}")
+    # Daemon threads (not a ThreadPoolExecutor, whose workers the interpreter joins at exit): an item's
+    # function still running after the map was cancelled or timed out must not hold the process open.
+    pool = StepThreads(max(1, min(max_parallel, len(todo) or 1)), f"baton-map-{step_id}")
     waiting = list(reversed(todo))
     running: dict[Future[tuple[str, str]], tuple[int, float]] = {}
     try:

@@ -181,3 +181,47 @@ def test_a_restart_mid_map_runs_only_the_items_without_a_result(store):
     assert state.status == "completed"
     assert state.steps["verify"].fields["results"] == ["0:A", "1:WAIT", "2:B"]
     assert CALLS["a"] == 1 and CALLS["b"] == 1  # kept from before the restart
+
+
+HUNG_ITEM_SCRIPT = '''
+import time
+from actors.config import EngineConfig
+from actors.engine import Engine
+from eventstore import open_store
+from flows import Flow, code, map
+from flows.catalog import FlowRegistry
+
+def findings(ctx):
+    return {"items": ["a", "b"]}
+
+def hang(ctx):
+    time.sleep(60)  # a call that never answers
+    return "too late"
+
+FLOW = Flow("hung-map", steps=[code("findings", fn=findings),
+                               map("each", over="$findings.output.items", step=code("x", fn=hang))])
+store = open_store(URL)
+engine = Engine(store, FlowRegistry([FLOW]), EngineConfig()).start()
+run_id = engine.launch("hung-map", "go").run_id
+engine.wait(run_id, lambda s: s.steps["each"].status == "running")
+engine.cancel(run_id, reason="enough", by="ann")
+print(engine.wait(run_id).status, flush=True)
+engine.stop()
+store.close()
+'''
+
+
+def test_a_process_exits_without_waiting_for_a_cancelled_maps_item_still_inside_its_function(tmp_path):
+    """Like a code step's, a map item's function cannot be interrupted: its thread is a daemon, so
+    `baton launch` or `baton serve` ends once the map is cancelled, not when the function returns."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "hung_map.py"
+    script.write_text(f"URL = {f'sqlite:///{tmp_path}/hung.db'!r}\n" + HUNG_ITEM_SCRIPT)
+    repo = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, str(script)], cwd=repo, env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "cancelled"
