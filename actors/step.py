@@ -273,7 +273,7 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
                     output, prompt = future.result()
                 except Cancelled:
                     raise
-                except Exception as exc:  # noqa: BLE001 - one item failing is that item failing, recorded as such
+                except BaseException as exc:  # noqa: BLE001 - one item failing (sys.exit() too) is that item failing
                     report(MapItemResult(step_id, attempt, index, error=f"{type(exc).__name__}: {exc}", failed=True,
                                          duration_s=took))
                 else:
@@ -462,7 +462,8 @@ class StepActor:
         except AgentError as exc:
             return StepResult(**base, failed=True, error=str(exc), usage=dict(exc.usage),
                               duration_s=time.monotonic() - t0)
-        except Exception as exc:  # a code step raising is that step failing, recorded as such
+        except BaseException as exc:  # noqa: BLE001 - a code step raising is that step failing, recorded as such
+            # (SystemExit too: a function calling sys.exit() on a step thread left its attempt running for ever)
             error, frames = f"{type(exc).__name__}: {exc}", last_frames(exc)
             # Not exc_info: the traceback's text could carry a secret; the frames say where it broke.
             log.info("step %s of run %s raised %s at %s", a.step_id, self.run_id, self.redact(error),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -52,6 +53,10 @@ def hang(ctx):
     return "too late"
 
 
+def exits(ctx):
+    sys.exit(3)
+
+
 def sleepy(ctx):
     time.sleep(0.5)
     return "late"
@@ -94,6 +99,7 @@ RETRYING = Flow("retrying", steps=[code("flaky", fn=flaky, retries=3, retry_dela
 BLOCKING = Flow("blocking", steps=[code("hold", fn=wait_for_release), code("after", fn=fold_angles, deps=["hold"])])
 TIMING_OUT = Flow("timing-out", steps=[code("slow", fn=sleepy, timeout_s=0.05)])
 HUNG = Flow("hung", steps=[code("hang", fn=hang, timeout_s=0.1)])
+EXITING = Flow("exiting", steps=[code("bye", fn=exits), code("after", fn=fold_angles, deps=["bye"])])
 FAILING = Flow(
     "failing",
     steps=[
@@ -104,7 +110,7 @@ FAILING = Flow(
 )
 NOTING = Flow("noting", steps=[code("note", fn=note_thread)])
 SKIPPING = Flow("skipping", steps=[code("only", fn=fold_angles, when="$input.question == 'go'")])
-REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, HUNG, FAILING, NOTING, SKIPPING])
+REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, HUNG, EXITING, FAILING, NOTING, SKIPPING])
 
 
 @pytest.fixture
@@ -245,6 +251,11 @@ class TestEngine:
             RELEASE.set()
         assert hung.status == "failed" and hung.steps["hang"].error.startswith("timeout")
         assert [s.status for s in after] == ["completed", "completed"]
+
+    def test_a_function_calling_sys_exit_fails_its_step_and_the_run_goes_on(self, engine):
+        state = engine.wait(engine.launch("exiting", "go").run_id, timeout=10)
+        assert state.status == "failed" and state.steps["bye"].error == "SystemExit: 3"
+        assert state.steps["after"].skip_reason == "upstream_failed"
 
     def test_failure_skips_downstream_and_all_done_cleanup_runs(self, engine):
         state = engine.wait(engine.launch("failing", "go").run_id)

@@ -36,6 +36,8 @@ def check(ctx):
     try:
         if item == "bad":
             raise ValueError("a bad finding")
+        if item == "exit":
+            raise SystemExit("an item that calls sys.exit()")
         if item == "wait" and not GATE.wait(10):
             raise RuntimeError("never released")
         time.sleep(0.02)
@@ -159,6 +161,14 @@ def test_a_failed_item_fails_the_map_and_the_trigger_rule_sees_one_step(store):
     assert "1 of 3 items failed (indexes [1]); item 1: ValueError: a bad finding" in state.steps["verify"].error
     assert state.steps["summary"].status == "failed"  # all_done ran it; it found no results to read
     assert [i["index"] for i in _records(store, state.run_id, "MapItemFailed")] == [1]
+
+
+def test_an_item_calling_sys_exit_is_that_item_failing(store):
+    with _engine(store) as engine:
+        state = engine.wait(engine.launch("code-map", "go", inputs={"items": ["ok", "exit"]}).run_id, timeout=10)
+    assert state.steps["verify"].status == "failed"
+    assert "item 1: SystemExit: an item that calls sys.exit()" in state.steps["verify"].error
+    assert [i["index"] for i in _records(store, state.run_id, "MapItemCompleted")] == [0]
 
 
 def test_cancel_mid_map_ends_the_run(store):
