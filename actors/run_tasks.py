@@ -48,7 +48,7 @@ from flows.redact import redactor
 from flows.tasks import run as task_run
 from flows.tasks.lifecycle import TaskTransitionError, answer_events
 from flows.tasks.lifecycle import evolve as task_evolve
-from flows.text import check_text
+from flows.text import check_text, encodable_fields
 
 if TYPE_CHECKING:
     from actors.run import RunActor
@@ -81,7 +81,8 @@ def start_task(actor: RunActor, event: TaskStarted, *, finish_merged: bool = Fal
 
     def append(events: list[Event]) -> None:
         reply: Future[Any] = Future()
-        run_ref.tell(m.TaskEvents(step_id, number, list(events), reply))
+        # (a model's review, a command's output: as the store can encode them, flows.text.encodable)
+        run_ref.tell(m.TaskEvents(step_id, number, [encodable_fields(e) for e in events], reply))
         reply.result(timeout=max(ctx.config.ask_timeout_s, 30.0))
 
     task = TaskAttempt(run_id=actor.run_id, spec=state.spec(step_id), attempt=number, context=event.context,

@@ -52,6 +52,7 @@ from flows.kinds import StepKind
 from flows.redact import Redactor
 from flows.state import RunState
 from flows.status import StepStatus
+from flows.text import encodable, encodable_value
 
 log = logging.getLogger(__name__)
 
@@ -274,10 +275,11 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
                 except Cancelled:
                     raise
                 except BaseException as exc:  # noqa: BLE001 - one item failing (sys.exit() too) is that item failing
-                    report(MapItemResult(step_id, attempt, index, error=f"{type(exc).__name__}: {exc}", failed=True,
-                                         duration_s=took))
+                    report(MapItemResult(step_id, attempt, index, error=encodable(f"{type(exc).__name__}: {exc}"),
+                                         failed=True, duration_s=took))
                 else:
-                    report(MapItemResult(step_id, attempt, index, output=output, prompt=prompt, duration_s=took))
+                    report(MapItemResult(step_id, attempt, index, output=encodable(output), prompt=encodable(prompt),
+                                         duration_s=took))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -432,7 +434,7 @@ class StepActor:
         self._tell(self._work())
 
     def _work(self) -> StepResult:
-        result = self._run()
+        result = _encodable(self._run())
         if self.attempt.release is not None:
             self.attempt.release()  # the slot is free now, not once the RunActor gets to the result
         return result
@@ -494,6 +496,16 @@ class StepActor:
         if self.bus is not None and text:
             self.bus.publish({"type": "step_delta", "run_id": self.run_id, "step_id": self.attempt.step_id,
                               "attempt": self.attempt.attempt, "text": text})
+
+
+def _encodable(result: StepResult) -> StepResult:
+    """``result`` with its text as the store can encode it (``flows.text.encodable``): a model's output
+    holding a surrogate pair its stream split, a function's holding bytes that were not UTF-8."""
+    output, error = encodable(result.output), encodable(result.error)
+    if output is result.output and error is result.error and not result.frames:
+        return result  # (an agent's fields come from its output, a code step's output is their JSON)
+    return msgspec.structs.replace(result, output=output, error=error, fields=encodable_value(result.fields),
+                                   frames=tuple(map(encodable, result.frames)))
 
 
 def last_frames(exc: BaseException, limit: int = FRAMES_KEPT) -> tuple[str, ...]:

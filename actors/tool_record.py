@@ -27,6 +27,7 @@ from actors.agents.toolloop import CallRecord, LoopObserver
 from actors.clock import Clock
 from actors.workspace import results
 from flows.events import Event, ToolCalled, ToolResult
+from flows.text import encodable
 
 RECORD_TIMEOUT_S = 30.0
 """How long a step waits for its RunActor to append a turn's calls before it fails."""
@@ -54,15 +55,15 @@ class ToolRecorder(LoopObserver):
         self.run_ref = run_ref
 
     def tool_called(self, call: CallRecord) -> None:
-        """Keep the call for the next append."""
-        self.pending.append(ToolCalled(step_id=self.step_id, attempt=self.attempt, call_id=call.call_id,
-                                       tool=call.tool, arguments=call.arguments, turn=call.turn, seq=call.seq,
-                                       at=self.clock.now()))
+        """Keep the call for the next append (its text as the store can encode it: ``flows.text.encodable``)."""
+        self.pending.append(ToolCalled(step_id=self.step_id, attempt=self.attempt, call_id=encodable(call.call_id),
+                                       tool=encodable(call.tool), arguments=encodable(call.arguments),
+                                       turn=call.turn, seq=call.seq, at=self.clock.now()))
 
     def tool_result(self, call: CallRecord, result: results.ToolResult) -> None:
-        """Keep the result for the next append."""
-        self.pending.append(ToolResult(step_id=self.step_id, attempt=self.attempt, call_id=call.call_id,
-                                       tool=call.tool, ok=result.ok, outcome=result.outcome.value,
+        """Keep the result for the next append (its text is already encodable: ``results.make_result``)."""
+        self.pending.append(ToolResult(step_id=self.step_id, attempt=self.attempt, call_id=encodable(call.call_id),
+                                       tool=encodable(call.tool), ok=result.ok, outcome=result.outcome.value,
                                        result=result.text, sha256=result.sha256, bytes=result.bytes,
                                        truncated=result.truncated, error=result.error, at=self.clock.now()))
 

@@ -292,7 +292,7 @@ def code_output(value: Any) -> tuple[str, dict[str, Any] | None]:
     if isinstance(value, str):
         return value, None
     if isinstance(value, Mapping):
-        fields = msgspec.to_builtins(dict(value))
+        fields = msgspec.to_builtins(dict(value), str_keys=True)  # {1: "one"} -> {"1": "one"}, as in its JSON
         return msgspec.json.encode(fields).decode(), fields
     return str(value), None
 

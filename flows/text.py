@@ -28,15 +28,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 from flows.errors import BatonError
+
+S = TypeVar("S", bound=msgspec.Struct)
 
 REPLACEMENT = "\ufffd"
 """What ``storable`` puts in place of each character the read side cannot hold."""
 
 # Surrogates are always lone in a Python str: a pair decodes to one code point.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class UnstorableText(BatonError, ValueError):
@@ -93,6 +98,45 @@ def check_value(field: str, value: Any) -> None:
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             check_value(f"{field}[{index}]", item)
+
+
+def encodable(text: str) -> str:
+    """``text`` as UTF-8 can carry it, for what a step, a model or a tool produced (not a command: those
+    are refused, ``check_text``): a surrogate pair split in two (a model's stream whose chunks were
+    decoded apart) joined into its character, and each lone surrogate (bytes that were not UTF-8, as
+    ``surrogateescape`` keeps them) U+FFFD, as a UTF-8 decoder replaces bytes it cannot read. NUL stays:
+    the log holds it, and its readers escape it (``storable``). The same text when it has none.
+
+    Without it such text reached the store's JSON encoder, which cannot write it: the append failed,
+    and the run was driven again, ran the same step again, and failed the same way, for ever.
+    """
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def encodable_value(value: Any) -> Any:
+    """``encodable`` applied to every string of a JSON-like value (keys too); other values as they are."""
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, dict):
+        return {encodable(k) if isinstance(k, str) else k: encodable_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(encodable_value(v) for v in value)
+    return value
+
+
+def encodable_fields(struct: S) -> S:
+    """A frozen ``msgspec.Struct`` (an event) with ``encodable_value`` applied to its fields; itself when
+    none changes."""
+    changed = {}
+    for name in struct.__struct_fields__:
+        value = getattr(struct, name)
+        if isinstance(value, (str, dict, list, tuple)):
+            new = encodable_value(value)
+            if new != value:
+                changed[name] = new
+    return msgspec.structs.replace(struct, **changed) if changed else struct
 
 
 def storable(text: str) -> str:

@@ -13,6 +13,8 @@ import hashlib
 from dataclasses import dataclass
 from enum import Enum
 
+from flows.text import encodable
+
 
 class Outcome(str, Enum):
     """How a call ended; the anomaly watch counts the last three apart."""
@@ -49,8 +51,14 @@ class ToolResult:
 
 def make_result(text: str, outcome: Outcome = Outcome.OK, error: str = "",
                 truncated: bool = False) -> ToolResult:
-    """A :class:`ToolResult` whose size and digest are those of ``text`` as UTF-8."""
-    raw = text.encode("utf-8", errors="surrogateescape")
+    """A :class:`ToolResult` whose size and digest are those of ``text`` as UTF-8.
+
+    A file name that is not UTF-8 (kept by ``surrogateescape`` to open the file) is shown with U+FFFD
+    (``flows.text.encodable``): the model is sent, and the log holds, text UTF-8 can carry, and the
+    digest is that text's.
+    """
+    text, error = encodable(text), encodable(error)
+    raw = text.encode("utf-8")
     return ToolResult(text=text, outcome=outcome, error=error, truncated=truncated,
                       bytes=len(raw), sha256=hashlib.sha256(raw).hexdigest())
 

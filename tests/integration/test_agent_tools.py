@@ -272,3 +272,26 @@ def test_the_tokens_of_an_attempt_that_hit_its_limit_are_recorded_with_its_failu
     assert usage["prompt_tokens"] == 100 + 200 and [t["turn"] for t in usage["turns"]] == [1, 2]
     row = next(line for line in state.report.splitlines() if line.startswith("| explore |"))
     assert "| 1 | 300 + 23 |" in row
+
+
+def test_text_utf8_cannot_carry_is_recorded_as_its_characters_not_left_to_fail_the_append(llm, setup):
+    """A file name that is not UTF-8 (as git lists it) and an answer whose surrogate pair the server split
+    across two chunks (each decoded apart): the pair is joined into its character, the lone byte shown as
+    U+FFFD, and the step completes. Before, the store could not encode either: the append failed, and the
+    run was driven again, asked the model again, and failed the same way, for ever."""
+    import os
+
+    from tests.integration.workspace_repo import git
+
+    engine, store, spy, repo = setup
+    os.close(os.open(os.fsencode(repo.root) + b"/caf\xe9.txt", os.O_CREAT | os.O_WRONLY))
+    git(repo.root, "add", "-A")
+    git(repo.root, "commit", "-q", "-m", "a latin-1 file name")
+    text = "Done \ud83d\ude00 here"  # two code points; in two pieces, one in each chunk
+    llm.script("m-bytes", [ToolTurn([Call("list_files", {"path": "."})]), TextTurn(text, pieces=2)])
+    run_id = launch(engine, spy, "explore", "m-bytes")
+    state = engine.wait(run_id, timeout=20)
+    assert state.status == "completed", state.steps["explore"].error
+    listed = of(store, run_id, "ToolResult")[0]
+    assert listed["ok"] and "caf\ufffd.txt" in listed["result"]
+    assert of(store, run_id, "StepCompleted")[0]["output"].startswith("Done \U0001F600 here")

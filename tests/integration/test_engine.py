@@ -57,6 +57,14 @@ def exits(ctx):
     sys.exit(3)
 
 
+def odd_text(ctx):
+    return "caf\udce9 \ud83d\ude00"  # a byte that was not UTF-8 (surrogateescape), a pair split in two
+
+
+def int_keys(ctx):
+    return {1: "one", "two": 2}
+
+
 def sleepy(ctx):
     time.sleep(0.5)
     return "late"
@@ -100,6 +108,7 @@ BLOCKING = Flow("blocking", steps=[code("hold", fn=wait_for_release), code("afte
 TIMING_OUT = Flow("timing-out", steps=[code("slow", fn=sleepy, timeout_s=0.05)])
 HUNG = Flow("hung", steps=[code("hang", fn=hang, timeout_s=0.1)])
 EXITING = Flow("exiting", steps=[code("bye", fn=exits), code("after", fn=fold_angles, deps=["bye"])])
+ODD = Flow("odd", steps=[code("text", fn=odd_text), code("keys", fn=int_keys)])
 FAILING = Flow(
     "failing",
     steps=[
@@ -110,7 +119,7 @@ FAILING = Flow(
 )
 NOTING = Flow("noting", steps=[code("note", fn=note_thread)])
 SKIPPING = Flow("skipping", steps=[code("only", fn=fold_angles, when="$input.question == 'go'")])
-REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, HUNG, EXITING, FAILING, NOTING, SKIPPING])
+REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, HUNG, EXITING, ODD, FAILING, NOTING, SKIPPING])
 
 
 @pytest.fixture
@@ -256,6 +265,15 @@ class TestEngine:
         state = engine.wait(engine.launch("exiting", "go").run_id, timeout=10)
         assert state.status == "failed" and state.steps["bye"].error == "SystemExit: 3"
         assert state.steps["after"].skip_reason == "upstream_failed"
+
+    def test_outputs_utf8_or_json_cannot_carry_as_they_are_are_recorded_not_retried_for_ever(self, engine, store):
+        """Text with a lone surrogate and a dict with a key that is not a string made the append fail: the
+        run was driven again, ran the step again, and failed the same way, for ever."""
+        state = engine.wait(engine.launch("odd", "go").run_id, timeout=10)
+        assert state.status == "completed"
+        assert state.steps["text"].output == "caf\ufffd \U0001F600"
+        assert state.steps["keys"].fields == {"1": "one", "two": 2}
+        assert store.verify() == []
 
     def test_failure_skips_downstream_and_all_done_cleanup_runs(self, engine):
         state = engine.wait(engine.launch("failing", "go").run_id)

@@ -19,7 +19,17 @@ from flows.decide import cancel, resume
 from flows.events import RunLaunched, RunStarted, StepPaused
 from flows.launch import LaunchParams, prepare
 from flows.state import RunState, evolve
-from flows.text import REPLACEMENT, UnstorableText, check_value, find_unstorable, storable, storable_value
+from flows.text import (
+    REPLACEMENT,
+    UnstorableText,
+    check_value,
+    encodable,
+    encodable_fields,
+    encodable_value,
+    find_unstorable,
+    storable,
+    storable_value,
+)
 
 FLOW = Flow("door", [agent("a", persona="investigator", prompt="Look: $input.question"),
                      approval("gate", deps=["a"], prompt="Ship?")])
@@ -107,3 +117,31 @@ def test_storable_text_is_always_utf8_without_nul_and_unchanged_when_it_could_be
     out.encode("utf-8")  # would raise on a surrogate
     assert len(out) == len(text)
     assert (out == text) == (find_unstorable(text) is None)
+
+
+def test_what_a_step_produced_is_made_encodable_pairs_joined_lone_surrogates_replaced_nul_kept() -> None:
+    """A model's surrogate pair split across two chunks is its character again; a byte that was not UTF-8
+    (a lone surrogate, as surrogateescape keeps it) is one U+FFFD; NUL stays (the log holds it)."""
+    assert encodable("Done \ud83d\ude00 here") == "Done \U0001F600 here"
+    assert encodable("caf\udce9.txt") == f"caf{REPLACEMENT}.txt"
+    assert encodable("\ude00\ud83d") == REPLACEMENT * 2  # (a pair in the wrong order is two lone ones)
+    text = "a\x00b \U0001F600"
+    assert encodable(text) is text
+    assert encodable_value({"k\udc80": ("\ud83d\ude00", 1, None), "n": [{"x": "\udc80"}]}) == {
+        f"k{REPLACEMENT}": ("\U0001F600", 1, None), "n": [{"x": REPLACEMENT}]}
+    event = RunStarted(run_id="r1", reason="ok \udc80", at=1.0)
+    assert encodable_fields(event).reason == f"ok {REPLACEMENT}" and encodable_fields(event).at == 1.0
+    clean = RunStarted(run_id="r1", reason="ok", at=1.0)
+    assert encodable_fields(clean) is clean
+
+
+@given(st.text(alphabet=st.characters(codec=None, categories=None)))
+def test_encodable_text_always_encodes_and_is_unchanged_when_it_did(text: str) -> None:
+    out = encodable(text)
+    out.encode("utf-8")  # would raise on a surrogate
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        assert out != text
+    else:
+        assert out is text
