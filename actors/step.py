@@ -275,7 +275,7 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
                 except Cancelled:
                     raise
                 except BaseException as exc:  # noqa: BLE001 - one item failing (sys.exit() too) is that item failing
-                    report(MapItemResult(step_id, attempt, index, error=encodable(f"{type(exc).__name__}: {exc}"),
+                    report(MapItemResult(step_id, attempt, index, error=encodable(failure_text(exc)),
                                          failed=True, duration_s=took))
                 else:
                     report(MapItemResult(step_id, attempt, index, output=encodable(output), prompt=encodable(prompt),
@@ -434,7 +434,13 @@ class StepActor:
         self._tell(self._work())
 
     def _work(self) -> StepResult:
-        result = _encodable(self._run())
+        try:
+            result = _encodable(self._run())
+        except Exception as exc:  # baton's own work around the step failed: the attempt fails, rather than
+            # never reporting (its thread would log it, and the run would wait for the attempt for ever)
+            log.exception("step %s of run %s: its outcome could not be made", self.attempt.step_id, self.run_id)
+            result = StepResult(self.attempt.step_id, self.attempt.attempt, failed=True,
+                                error=encodable(f"baton could not record this attempt's outcome: {failure_text(exc)}"))
         if self.attempt.release is not None:
             self.attempt.release()  # the slot is free now, not once the RunActor gets to the result
         return result
@@ -466,7 +472,7 @@ class StepActor:
                               duration_s=time.monotonic() - t0)
         except BaseException as exc:  # noqa: BLE001 - a code step raising is that step failing, recorded as such
             # (SystemExit too: a function calling sys.exit() on a step thread left its attempt running for ever)
-            error, frames = f"{type(exc).__name__}: {exc}", last_frames(exc)
+            error, frames = failure_text(exc), last_frames(exc)
             # Not exc_info: the traceback's text could carry a secret; the frames say where it broke.
             log.info("step %s of run %s raised %s at %s", a.step_id, self.run_id, self.redact(error),
                      " < ".join(self.redact.all(reversed(frames))) or "?")
@@ -506,6 +512,17 @@ def _encodable(result: StepResult) -> StepResult:
         return result  # (an agent's fields come from its output, a code step's output is their JSON)
     return msgspec.structs.replace(result, output=output, error=error, fields=encodable_value(result.fields),
                                    frames=tuple(map(encodable, result.frames)))
+
+
+def failure_text(exc: BaseException) -> str:
+    """``"ValueError: broken on purpose"``: how a step's exception is recorded. An exception whose message
+    cannot be read (its ``__str__`` raised) says so, rather than raising out of the step's thread, which
+    left the attempt running for ever."""
+    try:
+        message = str(exc)
+    except Exception as inner:  # noqa: BLE001 - whatever it raised, the step has failed all the same
+        message = f"(its message could not be read: {type(inner).__name__})"
+    return f"{type(exc).__name__}: {message}"
 
 
 def last_frames(exc: BaseException, limit: int = FRAMES_KEPT) -> tuple[str, ...]:

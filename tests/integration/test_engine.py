@@ -65,6 +65,15 @@ def int_keys(ctx):
     return {1: "one", "two": 2}
 
 
+class Unreadable(Exception):
+    def __str__(self):
+        raise RuntimeError("no message")
+
+
+def raises_unreadable(ctx):
+    raise Unreadable()
+
+
 def sleepy(ctx):
     time.sleep(0.5)
     return "late"
@@ -109,6 +118,7 @@ TIMING_OUT = Flow("timing-out", steps=[code("slow", fn=sleepy, timeout_s=0.05)])
 HUNG = Flow("hung", steps=[code("hang", fn=hang, timeout_s=0.1)])
 EXITING = Flow("exiting", steps=[code("bye", fn=exits), code("after", fn=fold_angles, deps=["bye"])])
 ODD = Flow("odd", steps=[code("text", fn=odd_text), code("keys", fn=int_keys)])
+UNREADABLE = Flow("unreadable", steps=[code("s", fn=raises_unreadable)])
 FAILING = Flow(
     "failing",
     steps=[
@@ -119,7 +129,7 @@ FAILING = Flow(
 )
 NOTING = Flow("noting", steps=[code("note", fn=note_thread)])
 SKIPPING = Flow("skipping", steps=[code("only", fn=fold_angles, when="$input.question == 'go'")])
-REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, HUNG, EXITING, ODD, FAILING, NOTING, SKIPPING])
+REGISTRY = FlowRegistry([PARALLEL, GATED, RETRYING, BLOCKING, TIMING_OUT, HUNG, EXITING, ODD, UNREADABLE, FAILING, NOTING, SKIPPING])
 
 
 @pytest.fixture
@@ -274,6 +284,20 @@ class TestEngine:
         assert state.steps["text"].output == "caf\ufffd \U0001F600"
         assert state.steps["keys"].fields == {"1": "one", "two": 2}
         assert store.verify() == []
+
+    def test_an_exception_whose_message_cannot_be_read_fails_its_step(self, engine):
+        state = engine.wait(engine.launch("unreadable", "go").run_id, timeout=10)
+        assert state.status == "failed"
+        assert state.steps["s"].error == "Unreadable: (its message could not be read: RuntimeError)"
+
+    def test_a_fault_in_baton_around_a_step_fails_that_attempt_instead_of_losing_it(self, engine, monkeypatch):
+        def broken(result):
+            raise RuntimeError("injected")
+
+        monkeypatch.setattr("actors.step._encodable", broken)
+        state = engine.wait(engine.launch("noting", "go").run_id, timeout=10)
+        assert state.status == "failed"
+        assert state.steps["note"].error == "baton could not record this attempt's outcome: RuntimeError: injected"
 
     def test_failure_skips_downstream_and_all_done_cleanup_runs(self, engine):
         state = engine.wait(engine.launch("failing", "go").run_id)
