@@ -131,11 +131,10 @@ class StepThreads(Executor):
             with self._lock:
                 self._blocked -= 1
 
-    @contextlib.contextmanager
-    def uncounted_once(self, on_cancel: Callable[[Callable[[], None]], Callable[[], None]]) -> Iterator[None]:
-        """What this pool's thread runs inside it stops counting toward ``max_threads`` once ``on_cancel``
-        fires (a ``CancelToken.on_cancel``: its callback runs when the token is cancelled; it returns what
-        unregisters it), until it returns.
+    def uncounted_once(self, on_cancel: Callable[[Callable[[], None]], Callable[[], None]]) -> _UncountedOnce:
+        """A context: what this pool's thread runs inside it stops counting toward ``max_threads`` once
+        ``on_cancel`` fires (a ``CancelToken.on_cancel``: its callback runs when the token is cancelled; it
+        returns what unregisters it), until it returns.
 
         For a code step's function, which cannot be interrupted: once its attempt timed out or was
         cancelled, it is recorded as ended, and the work queued behind it gets a thread even if the
@@ -143,26 +142,7 @@ class StepThreads(Executor):
         to a server that went away, with no timeout of its own) stopped every step of every run until
         the process restarted. Called from a thread of another pool, it changes nothing.
         """
-        if threading.current_thread() not in self._threads:
-            yield
-            return
-        given_up = [False, False]  # [uncounted, returned], under _lock
-
-        def give_up() -> None:
-            with self._lock:
-                if not given_up[0] and not given_up[1]:
-                    given_up[0] = True
-                    self._uncount()
-
-        unregister = on_cancel(give_up)
-        try:
-            yield
-        finally:
-            unregister()
-            with self._lock:
-                given_up[1] = True
-                if given_up[0]:
-                    self._blocked -= 1
+        return _UncountedOnce(self, on_cancel)
 
     def _uncount(self) -> None:
         """One more thread does not count toward ``max_threads``; start one for queued work that no thread
@@ -281,3 +261,38 @@ class StepThreads(Executor):
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
+
+
+class _UncountedOnce:
+    """``StepThreads.uncounted_once``'s context (a class rather than a generator: it wraps every code
+    step). Giving up and returning are each taken under the pool's lock, so a cancel racing the
+    function's return cannot leave the pool's count off."""
+
+    __slots__ = ("_pool", "_on_cancel", "_unregister", "_uncounted", "_returned")
+
+    def __init__(self, pool: StepThreads, on_cancel: Callable[[Callable[[], None]], Callable[[], None]]) -> None:
+        self._pool = pool
+        self._on_cancel = on_cancel
+        self._unregister: Callable[[], None] | None = None
+        self._uncounted = self._returned = False
+
+    def __enter__(self) -> None:
+        if threading.current_thread() in self._pool._threads:
+            self._unregister = self._on_cancel(self._give_up)
+
+    def _give_up(self) -> None:
+        pool = self._pool
+        with pool._lock:
+            if not self._uncounted and not self._returned:
+                self._uncounted = True
+                pool._uncount()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._unregister is None:
+            return
+        self._unregister()
+        pool = self._pool
+        with pool._lock:
+            self._returned = True
+            if self._uncounted:
+                pool._blocked -= 1
