@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -67,6 +68,16 @@ def check_flow(flow: Flow, personas: set[str]) -> None:
                 fail(step.id, f"on_reject names {target!r}, which does not depend on this approval")
 
 
+def _whole(value: object) -> bool:
+    """A whole number >= 0 (not a bool, not 1.5)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _seconds(value: object) -> bool:
+    """A finite number of seconds >= 0 (not a bool, not inf or NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
 def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail: Fail) -> None:
     if step.trigger_rule not in RULES:
         fail(step.id, f"unknown trigger rule {step.trigger_rule!r}; rules are {', '.join(sorted(RULES))}")
@@ -79,13 +90,18 @@ def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail: Fa
         fail(step.id, "a dep is listed twice")
     if not step.bands or not set(step.bands) <= set(BANDS):
         fail(step.id, f"bands must be a non-empty subset of {', '.join(BANDS)} (got {list(step.bands)})")
-    if step.retries < 0 or step.retry_delay_s < 0 or step.timeout_s < 0:
-        fail(step.id, "retries, retry_delay_s and timeout_s cannot be negative")
+    # What the snapshot records must read back as it was: 1.5 retries, or an infinite or NaN number of
+    # seconds (JSON null), made a RunLaunched its own run could no longer decode.
+    if not _whole(step.retries):
+        fail(step.id, f"retries must be a whole number >= 0, got {step.retries!r}")
+    for name in ("retry_delay_s", "timeout_s"):
+        if not _seconds(getattr(step, name)):
+            fail(step.id, f"{name} must be a finite number of seconds >= 0, got {getattr(step, name)!r}")
     if step.on_anomaly and step.on_anomaly not in ANOMALY_POLICIES:
         fail(step.id, f"unknown anomaly policy {step.on_anomaly!r}; policies are {', '.join(ANOMALY_POLICIES)}")
     for name in ("max_turns", "max_tool_calls"):
         value = getattr(step, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not _whole(value):
             fail(step.id, f"{name} must be a whole number >= 0 (0: the default), got {value!r}")
     temperature = step.temperature
     if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
@@ -123,8 +139,8 @@ def _check_map(step: Step, personas: set[str], fail: Fail) -> None:
     over = template.refs(step.over)
     if len(over) != 1 or over[0].text != step.over.strip():
         fail(step.id, f"over must be one $ref to a list (e.g. $findings.output.items), not {step.over!r}")
-    if step.max_parallel < 1:
-        fail(step.id, "max_parallel must be at least 1")
+    if not _whole(step.max_parallel) or step.max_parallel < 1:
+        fail(step.id, f"max_parallel must be a whole number, at least 1 (got {step.max_parallel!r})")
     if step.item_kind not in (StepKind.AGENT.value, StepKind.CODE.value):
         fail(step.id, f"a map step runs an agent or a code step per item, not {step.item_kind or 'nothing'}")
     inner = kind_rules(step.item_kind)

@@ -35,7 +35,9 @@ def test_definitions_are_checked() -> None:
     assert "over must be one $ref" in _refused(code("l", fn=listed), map("m", over="items", step=inner, deps=["l"]))
     assert "not an ancestor" in _refused(code("l", fn=listed), map("m", over="$l.output.items", step=inner, deps=[]))
     assert _refused(code("l", fn=listed), map("m", over="$l.output.items", step=inner, max_parallel=0)) == (
-        "max_parallel must be at least 1")
+        "max_parallel must be a whole number, at least 1 (got 0)")
+    assert _refused(code("l", fn=listed), map("m", over="$l.output.items", step=inner, max_parallel=2.5)) == (
+        "max_parallel must be a whole number, at least 1 (got 2.5)")
     assert "unknown persona" in _refused(
         code("l", fn=listed), map("m", over="$l.output.items", step=agent("x", persona="nobody", prompt="p")))
     assert _refused(subflow("s", flow="")) == "a subflow step needs the name of the flow it launches"

@@ -200,7 +200,26 @@ def test_a_bad_band_is_refused(bands: list[str]) -> None:
 
 
 def test_negative_retries_are_refused() -> None:
-    assert_names(refused([code("a", fn=tally, retries=-1)]), "a", "cannot be negative")
+    assert_names(refused([code("a", fn=tally, retries=-1)]), "a", "retries must be a whole number >= 0, got -1")
+
+
+@pytest.mark.parametrize("options,says", [
+    ({"retries": 1.5}, "retries must be a whole number >= 0, got 1.5"),
+    ({"retries": True}, "retries must be a whole number >= 0, got True"),
+    ({"retries": "2"}, "retries must be a whole number >= 0, got '2'"),
+    ({"timeout_s": float("inf")}, "timeout_s must be a finite number of seconds >= 0, got inf"),
+    ({"retry_delay_s": float("nan")}, "retry_delay_s must be a finite number of seconds >= 0, got nan"),
+    ({"retry_delay_s": None}, "retry_delay_s must be a finite number of seconds >= 0, got None"),
+])
+def test_numbers_the_log_could_not_read_back_are_refused_by_name(options: dict[str, object], says: str) -> None:
+    """The snapshot records them as JSON: 1.5 retries, or inf / NaN seconds (JSON null), made a RunLaunched
+    its own run could no longer decode after the process that launched it was gone."""
+    assert_names(refused([code("a", fn=tally, **options)]), "a", says)
+
+
+def test_an_infinite_approval_deadline_is_refused() -> None:
+    err = refused([approval("gate", prompt="ok?", timeout_s=float("inf"), on_timeout="reject")])
+    assert_names(err, "gate", "timeout_s must be a finite number of seconds >= 0, got inf")
 
 
 def test_on_reject_naming_a_non_descendant_is_refused() -> None:
