@@ -44,7 +44,7 @@ class StepThreads(Executor):
         self._idle = 0
         self._queued = 0
         self._in_then = 0  # of the idle: threads inside a ``then`` (counted idle, not waiting for work)
-        self._blocked = 0  # threads inside ``blocking``: not counted toward max_threads
+        self._blocked = 0  # threads inside ``blocking``, or given up inside ``uncounted_once``: not counted
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._shut = False
