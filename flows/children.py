@@ -20,9 +20,14 @@ from msgspec.structs import replace
 from flows import template
 from flows.catalog import FlowRegistry
 from flows.events import RunLaunched
-from flows.launch import DEFAULT_BAND, LaunchParams, prepare
+from flows.launch import DEFAULT_BAND, LaunchError, LaunchParams, prepare
 from flows.state import RunState
 from flows.status import RunStatus
+
+MAX_DEPTH = 10
+"""Subflows nest at most this deep: a flow whose subflow steps lead back to itself (directly or through
+others) is stopped there, as LangGraph's recursion limit stops a graph, instead of launching runs
+without end (750 nested runs in 4 s, each holding a thread)."""
 
 
 def child_run_id(run_id: str, step_id: str, failures: int) -> str:
@@ -36,6 +41,11 @@ def child_launch(state: RunState, step_id: str, child_id: str, registry: FlowReg
     launched = state.launched
     assert launched is not None
     spec = state.spec(step_id)
+    depth = launched.depth + 1
+    if depth > MAX_DEPTH:
+        raise LaunchError("flow", f"subflows nest at most {MAX_DEPTH} deep, and this run is a subflow {launched.depth} "
+                                  f"levels down: {spec.flow!r} is not launched again (does a subflow lead back to its "
+                                  "own flow?)")
     inputs: dict[str, Any] = {}
     for name, text in spec.inputs.items():
         inputs[name], _ = template.render(text, inputs=launched.input, outputs=state.outputs(), fields=state.fields())
@@ -47,7 +57,7 @@ def child_launch(state: RunState, step_id: str, child_id: str, registry: FlowReg
     # The child reads the commit its parent pinned, not whatever the project holds now.
     event = prepare(registry, params, run_id=child_id, now=now, backend=launched.backend,
                     workspace=launched.workspace)
-    return replace(event, parent_run_id=state.run_id, parent_step=step_id)
+    return replace(event, parent_run_id=state.run_id, parent_step=step_id, depth=depth)
 
 
 def outcome(child: RunState) -> tuple[str, dict[str, Any], str]:

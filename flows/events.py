@@ -54,6 +54,7 @@ class RunLaunched(Event, frozen=True):
     fast: bool = False  # every agent step was asked for a concise answer (seed 002's fast mode)
     parent_run_id: str = ""  # a child run, launched by a subflow step of this run
     parent_step: str = ""  # ... that step
+    depth: int = 0  # a child run: how many subflow steps, one inside another, launched it (0: launched by a person)
     workspace: Workspace | None = None  # the project's root, HEAD commit, branch and dirty flag (DESIGN §11)
 
 

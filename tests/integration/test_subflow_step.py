@@ -44,7 +44,9 @@ PARENT = Flow("parent", steps=[
 ])
 UNKNOWN = Flow("unknown-child", steps=[subflow("deep", flow="no-such-flow")])
 TIMED = Flow("timed-parent", steps=[subflow("deep", flow="dig", timeout_s=0.3, inputs={"hold": "yes"})])
-REGISTRY = FlowRegistry([CHILD, PARENT, UNKNOWN, TIMED])
+LOOP_A = Flow("loop-a", steps=[subflow("deeper", flow="loop-b")])  # each launches the other
+LOOP_B = Flow("loop-b", steps=[subflow("deeper", flow="loop-a")])
+REGISTRY = FlowRegistry([CHILD, PARENT, UNKNOWN, TIMED, LOOP_A, LOOP_B])
 
 
 @pytest.fixture(autouse=True)
@@ -147,3 +149,17 @@ def test_more_subflow_steps_waiting_than_step_threads_all_finish(store):
         children = [engine.state(p.steps["deep"].child_run_id) for p in parents]
     assert [p.status for p in parents] == ["completed"] * 4
     assert [c.status for c in children] == ["completed"] * 4
+
+
+def test_subflows_leading_back_to_their_own_flow_stop_at_the_depth_limit(store):
+    """Without a limit each run launched the next without end (750 nested runs in 4 s)."""
+    from flows.children import MAX_DEPTH
+
+    with _engine(store) as engine:
+        root = engine.wait(engine.launch("loop-a", "how deep?").run_id, timeout=30)
+    launched = [r.data for r in store.read_all(after=0) if r.type == "RunLaunched"]
+    assert root.status == "failed"
+    assert [d["depth"] for d in launched] == list(range(MAX_DEPTH + 1))  # the root, then one child per level
+    deepest = [r.data for r in store.read_stream(stream_of(launched[-1]["run_id"])) if r.type == "StepFailed"]
+    assert f"subflows nest at most {MAX_DEPTH} deep" in deepest[0]["error"]
+    assert "child run" in root.steps["deeper"].error and "failed" in root.steps["deeper"].error
