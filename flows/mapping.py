@@ -28,6 +28,10 @@ from flows.model import StepSpec
 from flows.state import RunState
 from flows.status import StepStatus
 
+MAX_ITEMS = 1024
+"""The longest list a map step goes over (Airflow's ``max_map_length``): a model that lists 100,000
+"findings" fails the map, naming the count, rather than starting 100,000 model calls."""
+
 
 def items_of(state: RunState, spec: StepSpec) -> tuple[list[Any] | None, str]:
     """The list ``spec.over`` names, or None and why it is not one."""
@@ -43,6 +47,8 @@ def items_of(state: RunState, spec: StepSpec) -> tuple[list[Any] | None, str]:
             return None, f"over {spec.over}: the text there is not a JSON list"
     if not isinstance(value, list):
         return None, f"over {spec.over}: a {type(value).__name__}, not a list"
+    if len(value) > MAX_ITEMS:
+        return None, f"over {spec.over}: {len(value):,} items, more than a map goes over ({MAX_ITEMS:,})"
     return value, ""
 
 

@@ -163,6 +163,18 @@ def test_a_failed_item_fails_the_map_and_the_trigger_rule_sees_one_step(store):
     assert [i["index"] for i in _records(store, state.run_id, "MapItemFailed")] == [1]
 
 
+def test_a_list_longer_than_a_map_goes_over_fails_the_map_naming_its_length(store):
+    from flows.mapping import MAX_ITEMS
+
+    with _engine(store) as engine:
+        items = [f"f{n}" for n in range(MAX_ITEMS + 1)]
+        state = engine.wait(engine.launch("code-map", "go", inputs={"items": items}).run_id, timeout=10)
+    assert state.steps["verify"].status == "failed"
+    assert state.steps["verify"].error == (
+        f"over $findings.output.items: {MAX_ITEMS + 1:,} items, more than a map goes over ({MAX_ITEMS:,})")
+    assert CALLS == {}  # not one item started
+
+
 def test_an_item_calling_sys_exit_is_that_item_failing(store):
     with _engine(store) as engine:
         state = engine.wait(engine.launch("code-map", "go", inputs={"items": ["ok", "exit"]}).run_id, timeout=10)
