@@ -19,8 +19,9 @@ from msgspec.structs import replace
 
 from flows import template
 from flows.catalog import FlowRegistry
+from flows.errors import BatonError
 from flows.events import RunLaunched
-from flows.launch import DEFAULT_BAND, LaunchError, LaunchParams, prepare
+from flows.launch import DEFAULT_BAND, LaunchParams, prepare
 from flows.state import RunState
 from flows.status import RunStatus
 
@@ -30,6 +31,14 @@ others) is stopped there, as LangGraph's recursion limit stops a graph, instead 
 without end (750 nested runs in 4 s, each holding a thread)."""
 
 
+class NestedTooDeep(BatonError):
+    """A subflow step of a run already ``MAX_DEPTH`` subflows down: its child is not launched."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(f"subflows nest at most {MAX_DEPTH} deep, and this run is a subflow {depth} levels down "
+                         "(does a subflow lead back to its own flow?)")
+
+
 def child_run_id(run_id: str, step_id: str, failures: int) -> str:
     """The child run a subflow step's next attempt launches (or follows)."""
     return f"{run_id}-{step_id}-{failures + 1}"
@@ -37,15 +46,14 @@ def child_run_id(run_id: str, step_id: str, failures: int) -> str:
 
 def child_launch(state: RunState, step_id: str, child_id: str, registry: FlowRegistry, now: float) -> RunLaunched:
     """The child's RunLaunched: its inputs rendered from the parent's state, the parent's band where the child
-    flow has it (else small), model, backend, project and workspace pin. Raises UnknownFlow, LaunchError, UnstorableText."""
+    flow has it (else small), model, backend, project and workspace pin. Raises UnknownFlow, LaunchError, UnstorableText,
+    NestedTooDeep."""
     launched = state.launched
     assert launched is not None
     spec = state.spec(step_id)
     depth = launched.depth + 1
     if depth > MAX_DEPTH:
-        raise LaunchError("flow", f"subflows nest at most {MAX_DEPTH} deep, and this run is a subflow {launched.depth} "
-                                  f"levels down: {spec.flow!r} is not launched again (does a subflow lead back to its "
-                                  "own flow?)")
+        raise NestedTooDeep(launched.depth)
     inputs: dict[str, Any] = {}
     for name, text in spec.inputs.items():
         inputs[name], _ = template.render(text, inputs=launched.input, outputs=state.outputs(), fields=state.fields())
