@@ -43,9 +43,11 @@ log = logging.getLogger("baton.api")
 # Handles kept for the engine whatever the clients do: the store's pool (10 + 20 overflow), the
 # writer's and LISTEN connections, model calls, CLI agents' pipes, log files, the listening socket,
 # and a burst of connections accepted before they can be counted (the listen backlog, ACCEPT_BURST),
-# plus the connections the guard closed whose sockets are not gone yet. 320 let a server at 1,024 files
-# reach 957 under 1,100 half-sent clients on a loaded machine (tests/api/test_api_connections.py).
-FD_RESERVE = 400
+# plus the connections the guard closed whose sockets are not gone yet (up to a burst each: a burst of
+# new ones evicts as many stalled ones, closed on the loop's next turn). Under 1,100 half-sent clients
+# (tests/api/test_api_connections.py) a server at 1,024 files reached 957 with 320 kept, and 930 with
+# 400: held connections + 2 bursts (256) + the engine's ~100 must stay 100 under the limit.
+FD_RESERVE = 480
 ACCEPT_BURST = 128  # the listen backlog: asyncio accepts at most this many connections per loop turn
 
 _REFUSAL = (b'{"type":"https://baton.dev/problems/too-many-connections","title":"Too many connections",'
