@@ -218,6 +218,7 @@ class MapExecutor:
             except Exception as exc:  # noqa: BLE001 - fail closed: never call a model without its persona
                 return f"persona {spec.persona!r}: {exc}"
         todo = mapping.to_run(state, event.step_id)
+        limit = ctx.config.max_output_bytes
         backend, model = ctx.backend, state.launched.model if state.launched else ""
         # Agent items take the scheduler's agent slots like agent steps (shared fairly across runs).
         slots = ItemSlots() if fn is None and ctx.config.agent_slots else None
@@ -237,7 +238,10 @@ class MapExecutor:
                     report(ItemSlotWanted(event.step_id, event.attempt, index))
                     if not slots.wait(index, token):
                         raise Cancelled("the map was cancelled")
-                return one(index, token, delta)
+                output, prompt = one(index, token, delta)
+                if problem := too_big(output, "the item returned", limit):
+                    raise OutputTooLarge(problem)  # that item fails: 1,024 items of a megabyte each were a GB
+                return output, prompt
 
             run_items(todo, max(1, spec.max_parallel), token, delta, report, item, event.step_id, event.attempt)
             return Answer("")
@@ -461,8 +465,8 @@ class StepActor:
                 answer = self.call.reporting(a.token, self._delta, self._report)
             else:
                 answer = self.call.run(a.token, self._delta)
-            if too_big := self._too_big(answer.output, self.call.what):
-                return StepResult(**base, failed=True, error=too_big, duration_s=time.monotonic() - t0)
+            if problem := too_big(answer.output, self.call.what, self.max_output_bytes):
+                return StepResult(**base, failed=True, error=problem, duration_s=time.monotonic() - t0)
             return StepResult(**base, output=answer.output, fields=answer.fields, usage=dict(answer.usage),
                               model=answer.model, duration_s=time.monotonic() - t0)
         except Cancelled as exc:
@@ -478,17 +482,6 @@ class StepActor:
                      " < ".join(self.redact.all(reversed(frames))) or "?")
             return StepResult(**base, failed=True, error=error, frames=frames, duration_s=time.monotonic() - t0)
 
-    def _too_big(self, output: str, what: str) -> str:
-        """Why ``output`` cannot be recorded (over ``max_output_bytes``), or ""."""
-        if not self.max_output_bytes or len(output) * 4 <= self.max_output_bytes:
-            return ""  # cheap: no text of n characters is more than 4n bytes of UTF-8
-        size = len(output.encode("utf-8", "surrogatepass"))
-        if size <= self.max_output_bytes:
-            return ""
-        return (f"output too large: {what} {_size(size)}, over the limit of {_size(self.max_output_bytes)} "
-                "(BATON_MAX_OUTPUT_BYTES / --max-output-bytes); return less (a summary, or where the "
-                "whole result was written), or raise the limit")
-
     def _report(self, message: Any) -> None:
         """Tell the RunActor how the attempt is getting on (a map's item ended)."""
         try:
@@ -502,6 +495,22 @@ class StepActor:
         if self.bus is not None and text:
             self.bus.publish({"type": "step_delta", "run_id": self.run_id, "step_id": self.attempt.step_id,
                               "attempt": self.attempt.attempt, "text": text})
+
+
+class OutputTooLarge(Exception):
+    """A map item's output is over ``max_output_bytes``: that item fails, naming the sizes."""
+
+
+def too_big(output: str, what: str, limit: int) -> str:
+    """Why ``output`` cannot be recorded (over ``limit`` bytes, ``max_output_bytes``; 0: no limit), or ""."""
+    if not limit or len(output) * 4 <= limit:
+        return ""  # cheap: no text of n characters is more than 4n bytes of UTF-8
+    size = len(output.encode("utf-8", "surrogatepass"))
+    if size <= limit:
+        return ""
+    return (f"output too large: {what} {_size(size)}, over the limit of {_size(limit)} "
+            "(BATON_MAX_OUTPUT_BYTES / --max-output-bytes); return less (a summary, or where the "
+            "whole result was written), or raise the limit")
 
 
 def _encodable(result: StepResult) -> StepResult:

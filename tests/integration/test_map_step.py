@@ -38,6 +38,8 @@ def check(ctx):
             raise ValueError("a bad finding")
         if item == "exit":
             raise SystemExit("an item that calls sys.exit()")
+        if item == "big":
+            return "x" * 3000
         if item == "wait" and not GATE.wait(10):
             raise RuntimeError("never released")
         time.sleep(0.02)
@@ -173,6 +175,18 @@ def test_a_list_longer_than_a_map_goes_over_fails_the_map_naming_its_length(stor
     assert state.steps["verify"].error == (
         f"over $findings.output.items: {MAX_ITEMS + 1:,} items, more than a map goes over ({MAX_ITEMS:,})")
     assert CALLS == {}  # not one item started
+
+
+def test_an_item_whose_output_is_over_the_limit_is_that_item_failing(store):
+    """A step's output over BATON_MAX_OUTPUT_BYTES fails it; a map's items were not checked, so 1,024
+    items of a megabyte each made a map's results a gigabyte."""
+    engine = Engine(store, REGISTRY, EngineConfig(agent_slots=2, max_active_runs=4, max_output_bytes=1000)).start()
+    with engine:
+        state = engine.wait(engine.launch("code-map", "go", inputs={"items": ["ok", "big"]}).run_id, timeout=10)
+    assert state.steps["verify"].status == "failed"
+    assert "item 1: OutputTooLarge: output too large: the item returned 2.9 KB, over the limit of" in (
+        state.steps["verify"].error)
+    assert [i["index"] for i in _records(store, state.run_id, "MapItemCompleted")] == [0]
 
 
 def test_an_item_calling_sys_exit_is_that_item_failing(store):
