@@ -106,3 +106,8 @@ class EngineUnavailable(ActorsError, RuntimeError):
 
 class TaskCommandRefused(ActorsError, ValueError):
     """A person's word on a task that does not apply now (the message says why); nothing was appended."""
+
+
+class OutputTooLarge(ActorsError, ValueError):
+    """A map item's output is over ``max_output_bytes`` (``BATON_MAX_OUTPUT_BYTES``): that item fails,
+    naming both sizes."""

@@ -37,6 +37,7 @@ from actors.agents.toolloop import LoopLimits, ToolBackend
 from actors.bus import FrameBus
 from actors.clock import Clock
 from actors.context import EngineContext
+from actors.errors import OutputTooLarge
 from actors.functions import resolve_function
 from actors.messages import ItemSlotWanted, MapItemResult, StepResult
 from actors.runlog import follow
@@ -495,10 +496,6 @@ class StepActor:
         if self.bus is not None and text:
             self.bus.publish({"type": "step_delta", "run_id": self.run_id, "step_id": self.attempt.step_id,
                               "attempt": self.attempt.attempt, "text": text})
-
-
-class OutputTooLarge(Exception):
-    """A map item's output is over ``max_output_bytes``: that item fails, naming the sizes."""
 
 
 def too_big(output: str, what: str, limit: int) -> str:
