@@ -53,7 +53,7 @@ from flows.kinds import StepKind
 from flows.redact import Redactor
 from flows.state import RunState
 from flows.status import StepStatus
-from flows.text import encodable, encodable_value
+from flows.text import encodable, encodable_fields
 
 log = logging.getLogger(__name__)
 
@@ -513,11 +513,9 @@ def too_big(output: str, what: str, limit: int) -> str:
 def _encodable(result: StepResult) -> StepResult:
     """``result`` with its text as the store can encode it (``flows.text.encodable``): a model's output
     holding a surrogate pair its stream split, a function's holding bytes that were not UTF-8."""
-    output, error = encodable(result.output), encodable(result.error)
-    if output is result.output and error is result.error and not result.frames:
+    if encodable(result.output) is result.output and encodable(result.error) is result.error and not result.frames:
         return result  # (an agent's fields come from its output, a code step's output is their JSON)
-    return msgspec.structs.replace(result, output=output, error=error, fields=encodable_value(result.fields),
-                                   frames=tuple(map(encodable, result.frames)))
+    return encodable_fields(result)
 
 
 def failure_text(exc: BaseException) -> str:

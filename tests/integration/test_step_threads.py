@@ -245,36 +245,14 @@ def test_a_thread_blocking_on_work_queued_behind_it_frees_its_place_and_that_wor
     assert child_ran.wait(5)  # (it runs once the parent's thread is free)
     child_ran.clear()
     assert pool.submit(parent, True).result(5) is True
-    gate = threading.Event()
-    started = threading.Semaphore(0)
-
-    def hold() -> None:
-        started.release()
-        gate.wait(5)
-
-    held = [pool.submit(hold) for _ in range(2)]  # no thread blocks now: one at a time again
-    assert started.acquire(timeout=5) and not started.acquire(timeout=0.2)
-    gate.set()
-    for f in held:
-        f.result(5)
+    _assert_one_at_a_time(pool)  # no thread blocks now
     pool.shutdown()
 
 
 def test_blocking_outside_the_pool_changes_nothing():
     pool = StepThreads(1)
-    gate = threading.Event()
-    started = threading.Semaphore(0)
-
-    def hold() -> None:
-        started.release()
-        gate.wait(5)
-
     with pool.blocking():  # this thread is not the pool's: the cap stays one
-        held = [pool.submit(hold) for _ in range(2)]
-        assert started.acquire(timeout=5) and not started.acquire(timeout=0.2)
-    gate.set()
-    for f in held:
-        f.result(5)
+        _assert_one_at_a_time(pool)
     pool.shutdown()
 
 
@@ -300,18 +278,7 @@ def test_work_given_up_stops_counting_until_it_returns():
     assert behind.result(5) == "ran" and not first.done()  # given up: the queued work got a thread
     stuck.set()
     assert first.result(5) == "returned"
-    gate = threading.Event()
-    started = threading.Semaphore(0)
-
-    def hold() -> None:
-        started.release()
-        gate.wait(5)
-
-    held = [pool.submit(hold) for _ in range(2)]  # counted again: one at a time
-    assert started.acquire(timeout=5) and not started.acquire(timeout=0.2)
-    gate.set()
-    for f in held:
-        f.result(5)
+    _assert_one_at_a_time(pool)  # counted again
     pool.shutdown()
 
 
@@ -327,18 +294,7 @@ def test_work_that_returns_before_its_token_is_cancelled_stays_counted():
 
     assert pool.submit(quick).result(5) == "done"
     token.cancel()
-    gate = threading.Event()
-    started = threading.Semaphore(0)
-
-    def hold() -> None:
-        started.release()
-        gate.wait(5)
-
-    held = [pool.submit(hold) for _ in range(2)]
-    assert started.acquire(timeout=5) and not started.acquire(timeout=0.2)
-    gate.set()
-    for f in held:
-        f.result(5)
+    _assert_one_at_a_time(pool)
     pool.shutdown()
 
 
@@ -348,3 +304,20 @@ def _done_within(future: Future, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def _assert_one_at_a_time(pool: StepThreads) -> None:
+    """Two pieces of work submitted now run one after the other: a pool of one still counts one."""
+    gate, started = threading.Event(), threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        gate.wait(5)
+
+    held = [pool.submit(hold) for _ in range(2)]
+    try:
+        assert started.acquire(timeout=5) and not started.acquire(timeout=0.2)
+    finally:
+        gate.set()
+        for f in held:
+            f.result(5)
