@@ -306,19 +306,24 @@ def _when(ts: float | None) -> str:
 RUN_COLUMNS = ("run", "flow", "band", "status", "steps", "launched", "project", "question")
 _KEPT_FIRST = ("run", "status", "flow", "steps", "question", "launched", "band", "project")  # what a narrow table keeps
 _QUESTION_MIN = 16
+# A child run's id nests its parent's (``<parent>-<step>-<n>``, up to 10 subflows deep: 116 characters
+# with a step named "deeper"). Past this width it folds onto more lines, whole, rather than take the
+# room of every other column of every run.
+_RUN_FOLD = 40
 
 
 def runs_table(rows: list[dict[str, Any]], width: int = 120) -> Table:
     """The runs list, newest first, as the read model has it, on one line a run, ``width`` columns wide.
 
     Run ids (and flow names) are never cut: a person copies them into the
-    next command. The question takes the room left and is cut with an
+    next command (a child run's id longer than ``_RUN_FOLD`` folds onto more lines). The question takes the room left and is cut with an
     ellipsis (``baton show RUN`` has it whole); a terminal too narrow for
     every column drops the least useful ones first (project, band, launch
     time), so nothing else is cut.
     """
     cells = [_run_cells(r) for r in rows]
     natural = {name: max([len(name), *(len(c[name].plain) for c in cells)]) for name in RUN_COLUMNS}
+    natural["run"] = min(natural["run"], _RUN_FOLD)
     kept: list[str] = []
     for name in _KEPT_FIRST:
         trial = [*kept, name]
@@ -332,6 +337,8 @@ def runs_table(rows: list[dict[str, Any]], width: int = 120) -> Table:
     for name in shown:
         if name == "question":
             table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(room, _QUESTION_MIN))
+        elif name == "run":
+            table.add_column(name, overflow="fold", min_width=natural[name], max_width=natural[name])
         else:
             table.add_column(name, no_wrap=True, min_width=natural[name])
     for c in cells:

@@ -25,6 +25,22 @@ def test_runs_never_cuts_a_run_id(shared):
     assert shared.paused in printed and shared.completed in printed
 
 
+def test_a_long_child_run_id_folds_instead_of_pushing_every_status_out():
+    """Before: one run 10 subflows deep (a 116-character id) left the table only its run column."""
+    base = {"flow": "loop-a", "band": "small", "steps_done": 1, "steps_total": 1, "launched_at": 1.8e9,
+            "project_id": "", "question": "how deep", "queue_reason": ""}
+    deep = "01M994K196QQVHN3MN5P7M7JAV" + "-deeper-1" * 10
+    rows = [{**base, "run_id": deep, "status": "failed"}, {**base, "run_id": "01M994K196QQVHN3MN5P7M7JAW",
+                                                           "status": "completed"}]
+    out = io.StringIO()
+    Console(file=out, width=120, force_terminal=True, color_system=None).print(progress.runs_table(rows, 120))
+    text = out.getvalue()
+    assert "status" in text and "failed" in text and "completed" in text and "how deep" in text
+    assert "01M994K196QQVHN3MN5P7M7JAW" in text  # an ordinary id stays on one line
+    folded = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.count("│") > 2)
+    assert deep in folded  # the long one is whole, over several lines
+
+
 def test_every_command_taking_a_run_accepts_a_unique_prefix(shared):
     prefix = shared.completed[:18]
     assert f"run {shared.completed}" in shared.ok("show", prefix).out
