@@ -13,7 +13,6 @@ so the RunActor never waits on a step.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import sys
@@ -46,6 +45,7 @@ from actors.tool_record import ToolRecorder
 from actors.workspace.errors import WorkspaceError
 from actors.workspace.tools import TOOL_SCHEMA_HASH, Toolbox
 from flows import StepContext, children, mapping
+from flows.context import detached
 from flows.decide import code_output
 from flows.errors import BatonError
 from flows.events import StepStarted
@@ -207,7 +207,6 @@ class MapExecutor:
 
     def prepare(self, ctx: EngineContext, state: RunState, event: StepStarted) -> Call | str:
         spec = state.spec(event.step_id)
-        base = StepContext.of(state, event.step_id, event.attempt)
         fn: Callable[..., Any] | None = None
         if spec.item_kind == StepKind.CODE:
             fn, problem = resolve_function(spec.fn, ctx.registry, state.snapshot.name, event.step_id)
@@ -226,8 +225,9 @@ class MapExecutor:
 
         def one(index: int, token: CancelToken, delta: Delta) -> tuple[str, str]:
             if fn is not None:
-                item_ctx = dataclasses.replace(base, input=mapping.item_input(state, event.step_id, index))
-                return code_output(fn(item_ctx))[0], ""
+                # its own input (the item is the state's: an item edited in place changes nothing)
+                item_input = detached(mapping.item_input(state, event.step_id, index))
+                return code_output(fn(StepContext.of(state, event.step_id, event.attempt, item_input)))[0], ""
             prompt = mapping.item_prompt(state, event.step_id, index)
             request = AgentRequest(state.run_id, f"{event.step_id}[{index}]", event.attempt, spec.persona, system,
                                    prompt, model)

@@ -9,7 +9,7 @@ import pytest
 from actors.config import EngineConfig
 from actors.engine import Engine
 from eventstore import open_store
-from flows import Flow, agent, code
+from flows import Flow, agent, code, map
 from flows.catalog import FlowRegistry
 from flows.events import stream_of
 from tests.integration.scripted import ScriptedBackend
@@ -105,3 +105,59 @@ def test_a_failing_code_step_records_the_last_frames_of_its_traceback(store):
         f"tests/integration/test_step_outputs.py:{_lookup.__code__.co_firstlineno + 1} in _lookup",
     ]
     assert "  - at `tests/integration/test_step_outputs.py:" in state.report
+
+
+# -- a function that changes what it was given changes nothing the run holds -----------------------
+
+
+def classify(ctx: Any) -> dict[str, Any]:
+    return {"severity": "high", "tags": ["a", "b"], "findings": [{"file": "x.py"}, {"file": "y.py"}]}
+
+
+def meddle(ctx: Any) -> str:
+    """A careless function: it edits the run's input and an earlier step's fields in place."""
+    ctx.input["question"] = "edited"
+    ctx.input["options"]["depth"] = 99
+    ctx.fields["classify"]["severity"] = "low"
+    ctx.fields["classify"]["tags"].append("z")
+    return "meddled"
+
+
+def look(ctx: Any) -> dict[str, Any]:
+    return {"question": ctx.input["question"], "depth": ctx.input["options"]["depth"],
+            "severity": ctx.fields["classify"]["severity"], "tags": ctx.fields["classify"]["tags"]}
+
+
+def meddle_item(ctx: Any) -> str:
+    finding = ctx.input["item"]
+    finding["file"] = "edited.py"  # an item is a dict of the run's state: edited in place
+    ctx.input["options"]["depth"] = 7
+    return finding["file"]
+
+
+MEDDLING = FlowRegistry([Flow("meddling", steps=[
+    code("classify", fn=classify),
+    code("meddle", fn=meddle, deps=["classify"]),
+    map("each", over="$classify.output.findings", step=code("item", fn=meddle_item), deps=["meddle"],
+        max_parallel=1),
+    code("look", fn=look, deps=["each"]),
+    agent("judge", persona="reviewer", deps=["look"], when="$classify.output.severity == 'high'",
+          prompt="Judge $input.question at $classify.output.severity"),
+])])
+
+
+def test_a_function_that_edits_its_context_in_place_changes_nothing_the_run_holds(store):
+    """``ctx.input`` and ``ctx.fields`` are the function's own copies: the next steps, the conditions,
+    the prompts and the run's state see what the log holds, as they would after a restart."""
+    backend = ScriptedBackend()
+    with Engine(store, MEDDLING, EngineConfig(), backend=backend).start() as e:
+        run_id = e.launch("meddling", "Why?", inputs={"options": {"depth": 1}}).run_id
+        state = e.wait(run_id)
+    assert state.status == "completed", state.steps
+    assert state.launched is not None and state.launched.input["question"] == "Why?"
+    assert state.launched.input["options"] == {"depth": 1}
+    assert state.steps["classify"].fields["severity"] == "high"
+    assert state.steps["each"].items == [{"file": "x.py"}, {"file": "y.py"}]
+    assert state.steps["look"].fields == {"question": "Why?", "depth": 1, "severity": "high", "tags": ["a", "b"]}
+    assert state.steps["judge"].status == "completed"  # its condition saw "high"
+    assert backend.calls[0].prompt == "Judge Why? at high"
