@@ -13,6 +13,7 @@ so the RunActor never waits on a step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -244,7 +245,8 @@ class MapExecutor:
                     raise OutputTooLarge(problem)  # that item fails: 1,024 items of a megabyte each were a GB
                 return output, prompt
 
-            run_items(todo, max(1, spec.max_parallel), token, delta, report, item, event.step_id, event.attempt)
+            run_items(todo, max(1, spec.max_parallel), token, delta, report, item, event.step_id, event.attempt,
+                      spec.item_timeout_s)
             return Answer("")
 
         def unused(token: CancelToken, delta: Delta) -> Answer:
@@ -254,8 +256,14 @@ class MapExecutor:
 
 
 def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Delta, report: Report,
-              one: Callable[[int, CancelToken, Delta], tuple[str, str]], step_id: str, attempt: int) -> None:
+              one: Callable[[int, CancelToken, Delta], tuple[str, str]], step_id: str, attempt: int,
+              timeout_s: float = 0.0) -> None:
     """Run ``one(index)`` for each of ``todo``, at most ``max_parallel`` at once, telling each end as it comes.
+
+    Each item has a token of its own, cancelled with the map's ``token`` or once the item has run
+    ``timeout_s`` (0: no limit): that item then fails with "timeout after N s", and the others go on.
+    An item's function cannot be interrupted; once given up, its thread stops counting toward
+    ``max_parallel`` (``StepThreads.uncounted_once``), so the items behind it still start.
 
     Raises Cancelled once ``token`` is cancelled (items under way are not waited for).
     """
@@ -263,30 +271,59 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
     # function still running after the map was cancelled or timed out must not hold the process open.
     pool = StepThreads(max(1, min(max_parallel, len(todo) or 1)), f"baton-map-{step_id}")
     waiting = list(reversed(todo))
-    running: dict[Future[tuple[str, str]], tuple[int, float]] = {}
+    running: dict[Future[tuple[str, str]], _Item] = {}
+
+    def run(index: int, own: CancelToken) -> tuple[str, str]:
+        with pool.uncounted_once(own.on_cancel):
+            return one(index, own, delta)
+
     try:
         while waiting or running:
             if token.cancelled:
                 raise Cancelled("the map was cancelled")
             while waiting and len(running) < max_parallel:
-                index = waiting.pop()
-                running[pool.submit(one, index, token, delta)] = (index, time.monotonic())
-            done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                index, own = waiting.pop(), CancelToken()
+                running[pool.submit(run, index, own)] = _Item(index, time.monotonic(), own, token.on_cancel(own.cancel))
+            patience = 0.5
+            if timeout_s:
+                first_due = min(item.started for item in running.values()) + timeout_s
+                patience = max(0.0, min(patience, first_due - time.monotonic()))
+            done, _ = wait(running, timeout=patience, return_when=FIRST_COMPLETED)
             for future in done:
-                index, t0 = running.pop(future)
-                took = time.monotonic() - t0
+                item = running.pop(future)
+                item.unlink()
+                took = time.monotonic() - item.started
                 try:
                     output, prompt = future.result()
                 except Cancelled:
                     raise
                 except BaseException as exc:  # noqa: BLE001 - one item failing (sys.exit() too) is that item failing
-                    report(MapItemResult(step_id, attempt, index, error=encodable(failure_text(exc)),
+                    report(MapItemResult(step_id, attempt, item.index, error=encodable(failure_text(exc)),
                                          failed=True, duration_s=took))
                 else:
-                    report(MapItemResult(step_id, attempt, index, output=encodable(output), prompt=encodable(prompt),
-                                         duration_s=took))
+                    report(MapItemResult(step_id, attempt, item.index, output=encodable(output),
+                                         prompt=encodable(prompt), duration_s=took))
+            if timeout_s:
+                now = time.monotonic()
+                for future in [f for f, item in running.items() if now - item.started >= timeout_s]:
+                    item = running.pop(future)  # its late answer, if any, is nobody's
+                    item.unlink()
+                    item.token.cancel()
+                    report(MapItemResult(step_id, attempt, item.index, error=f"timeout after {timeout_s:g} s",
+                                         failed=True, duration_s=now - item.started))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Item:
+    """A map item under way: its index, when it started, its own token, and what unlinks that token from
+    the map's."""
+
+    index: int
+    started: float
+    token: CancelToken
+    unlink: Callable[[], None]
 
 
 class SubflowExecutor:

@@ -70,6 +70,7 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     over: str = ""  # a map step: the $ref of the list it runs its inner step over
     item_kind: str = ""  # a map step: the kind of its inner step (agent or code), whose persona/prompt/fn it holds
     max_parallel: int = 0  # a map step: items at most under way at once
+    item_timeout_s: float = 0.0  # a map step: each item's time limit (its inner step's timeout_s; 0 = none)
     flow: str = ""  # a subflow step: the flow of the child run it launches
     inputs: dict[str, str] = {}  # a subflow step: the child's inputs, each a template ($refs resolved)
     # An agent step that reads the run's workspace with the read-only tools when it has one (DESIGN §11);
@@ -132,12 +133,14 @@ class Step:
     over: str = ""
     item_kind: str = ""
     max_parallel: int = 0
+    item_timeout_s: float = 0.0
     flow: str = ""
     inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     tools: bool = False
     max_turns: int = 0
     max_tool_calls: int = 0
     temperature: float | None = None
+    inner: Step | None = dataclasses.field(default=None, repr=False, compare=False)  # a map's, to check it
 
     def spec(self) -> StepSpec:
         """The serialisable form of this step (the function by reference)."""
@@ -161,6 +164,7 @@ class Step:
             over=self.over,
             item_kind=self.item_kind,
             max_parallel=self.max_parallel,
+            item_timeout_s=self.item_timeout_s,
             flow=self.flow,
             inputs=dict(self.inputs),
             tools=self.tools,
@@ -314,6 +318,10 @@ def map(
     Each item's prompt (or code ``ctx.input``) sees ``$input.item`` and ``$input.index``. An empty
     list completes at once; an item that fails fails the map, and a retry runs only the items
     without a result. The map is one step to the graph: trigger rules see it whole.
+
+    The inner step's ``timeout_s`` is each item's time limit: an item past it fails with
+    "timeout after N s" and the others go on. Items are not retried one by one (the map's own
+    ``retries`` are), so an inner step with ``retries`` is refused, as is an agent with ``tools``.
     """
     if deps is None:
         deps = sorted({r.step for r in _refs(over) if not r.is_input})
@@ -325,6 +333,8 @@ def map(
         over=over,
         item_kind=step.kind.value,
         max_parallel=max_parallel,
+        item_timeout_s=step.timeout_s,
+        inner=step,
         **_common(step_id, deps, trigger_rule, when, retries, retry_delay_s, None, bands, label, None),
     )
 

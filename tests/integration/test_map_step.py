@@ -63,7 +63,11 @@ AGENT_MAP = Flow("agent-map", steps=[
     map("verify", over="$findings.output.items",
         step=agent("v", persona="reviewer", prompt="Verify finding $input.index: $input.item"), max_parallel=3),
 ])
-REGISTRY = FlowRegistry([CODE_MAP, AGENT_MAP])
+TIMED_MAP = Flow("timed-map", steps=[
+    code("findings", fn=findings),
+    map("verify", over="$findings.output.items", step=code("check", fn=check, timeout_s=0.5), max_parallel=1),
+])
+REGISTRY = FlowRegistry([CODE_MAP, AGENT_MAP, TIMED_MAP])
 
 
 @pytest.fixture(autouse=True)
@@ -163,6 +167,22 @@ def test_a_failed_item_fails_the_map_and_the_trigger_rule_sees_one_step(store):
     assert "1 of 3 items failed (indexes [1]); item 1: ValueError: a bad finding" in state.steps["verify"].error
     assert state.steps["summary"].status == "failed"  # all_done ran it; it found no results to read
     assert [i["index"] for i in _records(store, state.run_id, "MapItemFailed")] == [1]
+
+
+def test_an_item_past_its_inner_steps_timeout_fails_alone_and_the_items_behind_it_still_run(store):
+    """The inner step's timeout_s is each item's limit, as each mapped task instance has its own in
+    Airflow. The hung item's function cannot be interrupted: its thread stops counting, so with
+    max_parallel=1 the item after it still starts."""
+    with _engine(store) as engine:
+        run_id = engine.launch("timed-map", "go", inputs={"items": ["alpha", "wait", "beta"]}).run_id
+        state = engine.wait(run_id, timeout=5)  # the hung item waits 10 s for GATE
+    verify = state.steps["verify"]
+    assert verify.status == "failed"
+    assert verify.error == "1 of 3 items failed (indexes [1]); item 1: timeout after 0.5 s"
+    assert CALLS == {"alpha": 1, "wait": 1, "beta": 1}
+    assert [i["index"] for i in _records(store, run_id, "MapItemCompleted")] == [0, 2]
+    (failed,) = _records(store, run_id, "MapItemFailed")
+    assert failed["index"] == 1 and 0.5 <= failed["duration_s"] < 2
 
 
 def test_a_list_longer_than_a_map_goes_over_fails_the_map_naming_its_length(store):

@@ -40,6 +40,15 @@ def test_definitions_are_checked() -> None:
         "max_parallel must be a whole number, at least 1 (got 2.5)")
     assert "unknown persona" in _refused(
         code("l", fn=listed), map("m", over="$l.output.items", step=agent("x", persona="nobody", prompt="p")))
+    over = "$l.output.items"
+    assert _refused(code("l", fn=listed), map("m", over=over, step=code("x", fn=listed, retries=2))) == (
+        "its inner step 'x' has retries=2, but items are not retried one by one: set retries on the map "
+        "(a retry runs again the items without a result)")
+    assert _refused(code("l", fn=listed), map("m", over=over, step=agent("x", persona="reviewer", prompt="p",
+                                                                         tools=True))) == (
+        "its inner step 'x' has tools=True, but a map's agent items do not use the workspace tools")
+    assert _refused(code("l", fn=listed), map("m", over=over, step=code("x", fn=listed, timeout_s=float("inf")))) == (
+        "its inner step's timeout_s must be a finite number of seconds >= 0, got inf")
     assert _refused(subflow("s", flow="")) == "a subflow step needs the name of the flow it launches"
     assert "not an ancestor" in _refused(subflow("s", flow="f", inputs={"question": "$zz.output"}, deps=[]))
     deps = subflow("s", flow="f", inputs={"question": "$a.output and $input.question"}).deps
@@ -147,3 +156,12 @@ def test_the_new_events_frames_are_replayed_on_a_resume() -> None:
     for event in (RunForked(parent_run_id="p", from_step="s"), MapItemCompleted(step_id="m", attempt=1, index=0),
                   MapItemFailed(step_id="m", attempt=1, index=0, error="x")):
         assert frames_of(base, event) and type(event).__name__ in FRAMED_TYPES
+
+
+def test_the_inner_steps_timeout_is_pinned_as_each_items_and_leaves_other_snapshots_as_they_were() -> None:
+    import msgspec
+
+    timed = Flow("timed", [code("l", fn=listed), map("m", over="$l.output.items", step=code("x", fn=listed,
+                                                                                             timeout_s=30))])
+    assert timed.snapshot().step("m").item_timeout_s == 30.0 and timed.snapshot().step("m").timeout_s == 0.0
+    assert b"item_timeout_s" not in msgspec.json.encode(FLOW.snapshot())  # no limit: encoded as before
