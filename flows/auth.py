@@ -102,6 +102,7 @@ ROUTE_ROLES: Mapping[str, Role | None] = {
     # Projects (DESIGN §11): registering grants models read access to a path of the server's disk.
     "list_projects": Role.VIEWER,
     "add_project": Role.ADMIN,
+    "remove_project": Role.ADMIN,
 }
 """Which role each HTTP route (by its name) needs; None: none. A route missing here is refused to all
 (the app checks at start that every route it serves has an entry)."""

@@ -96,34 +96,37 @@ class ProjectBook:
         root = repository_root(path, timeout_s=self._git_timeout_s)
         return self._decide_and_append(
             lambda reg: register(reg, project_id, root, allow=allow, by=by, now=self._now()),
-            lambda reg: reg.get(project_id))
+            lambda reg, _: reg.get(project_id))
 
-    def remove(self, project_id: str, *, by: str = "", reason: str = "") -> None:
-        """Unregister ``project_id``; raises :class:`~flows.projects.UnknownProject`."""
-        self._decide_and_append(lambda reg: remove(reg, project_id, by=by, reason=reason, now=self._now()),
-                                lambda reg: None)
+    def remove(self, project_id: str, *, by: str = "", reason: str = "") -> int:
+        """Unregister ``project_id``; the position of its ProjectRemoved. Raises
+        :class:`~flows.projects.UnknownProject` (nothing appended). Runs pinned to it keep their pin."""
+        return self._decide_and_append(
+            lambda reg: remove(reg, project_id, by=by, reason=reason, now=self._now()),
+            lambda reg, position: position)
 
     def pin(self, project_id: str) -> Workspace:
         """The workspace a run of ``project_id`` launched now is pinned to."""
         return pin(self.get(project_id), timeout_s=self._git_timeout_s)
 
     def _decide_and_append(self, decide: Callable[[ProjectRegistry], list[Event]],
-                           after: Callable[[ProjectRegistry], T]) -> T:
-        """Load, decide, append with the expected version; on a conflict, again."""
+                           after: Callable[[ProjectRegistry, int], T]) -> T:
+        """Load, decide, append with the expected version; on a conflict, again. ``after`` gets the
+        registry then and the position of the last event appended (0: none was)."""
         conflict: ConcurrencyError | None = None
         for _ in range(_RETRIES):
             registry = self.registry()
             events = decide(registry)
             if not events:
-                return after(registry)
+                return after(registry, 0)
             new = new_events(events, {}, PROJECT_CODEC)
             try:
-                self._store.append(PROJECTS_STREAM, new, expected_version=registry.version)
+                recorded = self._store.append(PROJECTS_STREAM, new, expected_version=registry.version)
             except ConcurrencyError as exc:
                 conflict = exc  # someone else appended: decide again on what they wrote
                 continue
             for event in events:
                 registry = evolve(registry, event)
-            return after(registry)
+            return after(registry, recorded[-1].position)
         assert conflict is not None
         raise conflict

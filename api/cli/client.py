@@ -105,6 +105,11 @@ class Client:
         """GET /api/projects: the registered projects."""
         return self._call("GET", "/api/projects")
 
+    def remove_project(self, project_id: str, reason: str = "") -> int:
+        """DELETE /api/projects/{project_id}: the position of ProjectRemoved."""
+        params = {"reason": reason} if reason else None
+        return int(self._call("DELETE", f"/api/projects/{quote(project_id, safe='')}", params=params)["position"])
+
     def tokens(self) -> list[dict[str, Any]]:
         """GET /api/tokens: the valid tokens (name, role, issued_by, issued_at)."""
         return self._call("GET", "/api/tokens")

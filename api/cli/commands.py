@@ -220,6 +220,15 @@ def cmd_projects_add(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_projects_remove(args: argparse.Namespace, settings: Settings) -> int:
+    """Unregister a project: no launch can name it from now on; runs pinned to it keep their pin."""
+    with target(args, settings) as where:
+        position = where.remove_project(args.name, by=where.actor(""), reason=args.reason)
+    print(printable_line(f"project {args.name!r} removed (position {position}); runs launched with it keep "
+                         "their pinned commit"))
+    return EXIT_OK
+
+
 def cmd_projects_list(args: argparse.Namespace, settings: Settings) -> int:
     """The registered projects: id, root, who registered each and when."""
     with target(args, settings) as where:

@@ -102,6 +102,9 @@ class Local:
     def projects(self) -> list[dict[str, Any]]:
         return [_project_row(p) for p in self._projects().projects()]
 
+    def remove_project(self, project_id: str, *, by: str, reason: str) -> int:
+        return self._projects().remove(project_id, by=by, reason=reason)
+
     def decide(self, run_id: str, step_id: str, decision: str, *, by: str, comment: str) -> int:
         engine = self.start().engine
         assert engine is not None

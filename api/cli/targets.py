@@ -85,6 +85,9 @@ class Target(Protocol):
     def projects(self) -> list[dict[str, Any]]:
         """The registered projects: project_id, root, registered_by, registered_at."""
 
+    def remove_project(self, project_id: str, *, by: str, reason: str) -> int:
+        """Unregister ``project_id`` as ``by``; the position of ProjectRemoved."""
+
     def follow(self, run_id: str, view: ProgressView | None) -> RunState:
         """Wait while the run moves, until it ends or waits for a person; its state then."""
 
@@ -239,6 +242,9 @@ class Remote:
 
     def projects(self) -> list[dict[str, Any]]:
         return self.client.projects()
+
+    def remove_project(self, project_id: str, *, by: str, reason: str) -> int:
+        return self.client.remove_project(project_id, reason)
 
     def follow(self, run_id: str, view: ProgressView | None) -> RunState:
         """Fold the run's events from the server, then fold on at each durable frame of its stream.

@@ -340,6 +340,15 @@ def paths() -> dict[str, Any]:
                                                    "level of a git work tree (`not-a-repository`), or a body of "
                                                    "the wrong shape; `field` names it.")}},
         },
+        "/api/projects/{project_id}": {"delete": {
+            "summary": "Remove a project (admin): no launch can name it from now on; runs pinned to it keep their pin",
+            "operationId": "remove_project",
+            "parameters": [_path("project_id"), _query("reason", "Why (recorded in ProjectRemoved; at most 1,000 "
+                                                                 "characters).")],
+            "responses": {"200": _json(_ref("ProjectRemovedAnswer"), "Removed; `position` is its ProjectRemoved."),
+                          "404": _problem("No project of that id is registered (`unknown-project`)."),
+                          "422": _problem("A `reason` that is too long or holds NUL; `field` is `reason`.")},
+        }},
         "/api/health": {"get": {"summary": "Liveness and store reachability", "operationId": "health",
                                 "responses": {"200": _json(_ref("Health"), "Up; `head` is the store's position. "
                                                            "`status` is `degraded` while the read side has "

@@ -247,6 +247,13 @@ class ProjectView(msgspec.Struct, kw_only=True):
     registered_at: float = 0.0
 
 
+class ProjectRemovedAnswer(msgspec.Struct, kw_only=True):
+    """DELETE /api/projects/{project_id}: ``position`` is the ProjectRemoved event."""
+
+    project_id: str
+    position: int
+
+
 class TokenRevokedAnswer(msgspec.Struct, kw_only=True):
     """DELETE /api/tokens/{name}: ``position`` is the TokenRevoked event."""
 
@@ -418,7 +425,8 @@ REQUESTS: tuple[type, ...] = (LaunchRequest, CancelRequest, DecisionRequest, Log
                               ProjectRequest, ForkRequest, RetryRequest)
 RESPONSES: tuple[type, ...] = (Launched, CommandAccepted, Problem, RunPage, RunDetail, RecordedEventView,
                                EngineHealth, ProjectorHealth, StoreHealth, Health, ProjectionProblem, Frame,
-                               SessionInfo, TokenView, TokenCreated, TokenRevokedAnswer, ProjectView, Forked, RunChild)
+                               SessionInfo, TokenView, TokenCreated, TokenRevokedAnswer, ProjectView, ProjectRemovedAnswer,
+                               Forked, RunChild)
 
 
 # -- decoding ------------------------------------------------------------------------------

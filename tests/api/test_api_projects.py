@@ -104,3 +104,34 @@ def test_a_launch_pins_the_commit_of_that_moment(client, runtime, tokens, tmp_pa
                     headers=bearer(tokens["operator"]))
     pinned = runtime.store.read_stream(stream_of(r.json()["run_id"]))[0].data["workspace"]
     assert (pinned["commit"], pinned["branch"], pinned["dirty"]) == (new_head, "topic", False)
+
+
+def test_an_admin_removes_a_project_a_launch_naming_it_is_refused_and_a_pinned_run_keeps_its_pin(
+        client, runtime, tokens, tmp_path):
+    repo = make_repo(tmp_path)
+    admin, operator = bearer(tokens["admin"]), bearer(tokens["operator"])
+    client.post("/api/projects", json={"project_id": "leaving", "path": str(repo.root)}, headers=admin)
+    pinned = client.post("/api/runs", json={"flow": "api-gate", "question": "Ship it?", "project_id": "leaving"},
+                         headers=operator).json()["run_id"]
+    refused = client.delete("/api/projects/leaving", headers=operator)
+    assert refused.status_code == 403 and refused.json()["role"] == "admin"
+    r = client.delete("/api/projects/leaving", params={"reason": "archived"}, headers=admin)
+    assert r.status_code == 200, r.text
+    (removed,) = [e for e in runtime.store.read_stream(PROJECTS_STREAM) if e.type == "ProjectRemoved"
+                  and e.data["project_id"] == "leaving"]
+    assert r.json() == {"project_id": "leaving", "position": removed.position}
+    assert removed.data["by"] == "prj-admin" and removed.data["reason"] == "archived"
+    assert "leaving" not in [p["project_id"] for p in client.get("/api/projects", headers=admin).json()]
+    launch = client.post("/api/runs", json={"flow": "api-gate", "question": "Again?", "project_id": "leaving"},
+                         headers=operator)
+    assert launch.status_code == 422 and launch.json()["field"] == "project_id"
+    launched = runtime.store.read_stream(stream_of(pinned))[0].data
+    assert launched["workspace"]["root"] == str(repo.root.resolve())  # the run launched before keeps its pin
+    assert client.get(f"/api/runs/{pinned}", headers=operator).json()["run"]["project_id"] == "leaving"
+    before = runtime.store.read_stream(PROJECTS_STREAM)
+    gone = client.delete("/api/projects/leaving", headers=admin)
+    assert gone.status_code == 404 and gone.json()["type"].endswith("/unknown-project")
+    assert client.delete("/api/projects/Not%20an%20id", headers=admin).status_code == 404
+    long = client.delete("/api/projects/demo", params={"reason": "x" * 1001}, headers=admin)
+    assert long.status_code == 422 and long.json()["field"] == "reason"
+    assert runtime.store.read_stream(PROJECTS_STREAM) == before  # refusals append nothing

@@ -28,3 +28,17 @@ def test_a_launch_naming_an_unknown_project_is_refused_naming_it(baton, tmp_path
     baton("projects", "add", "demo", str(repo.root))
     refused = baton("launch", "review-and-approve", "-q", "Review it", "--project", "nosuch")
     assert refused.code == 2 and "unknown project 'nosuch' (registered projects: demo)" in refused.err
+
+
+@pytest.mark.slow  # five `baton` processes
+def test_projects_remove_unregisters_it_and_a_launch_naming_it_is_refused_after(baton, tmp_path):
+    repo = make_repo(tmp_path)
+    baton("projects", "add", "demo", str(repo.root))
+    removed = baton("projects", "remove", "demo", "--reason", "moved to another host")
+    assert removed.code == 0, removed.err
+    assert "project 'demo' removed (position " in removed.out
+    assert "no projects" in baton("projects").out
+    refused = baton("launch", "review-and-approve", "-q", "Review it", "--project", "demo")
+    assert refused.code == 2 and "unknown project 'demo' (registered projects: none)" in refused.err
+    again = baton("projects", "remove", "demo")
+    assert again.code == 2 and "unknown project 'demo'" in again.err
