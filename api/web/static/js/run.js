@@ -15,9 +15,23 @@ import { feed } from './feed.js';
 import { render as markdown } from './markdown.js';
 import { perf } from './perf.js';
 import { mountTaskBoard } from './taskboard.js';
-import { activeStep, apply, fromSnapshot, markJoined, markMissed, STEP_CONTROLS, stepTokens, tokens } from './runmodel.js';
+import {
+  activeStep, apply, fromSnapshot, itemCounts, itemsFromEvents, markJoined, markMissed, STEP_CONTROLS, stepTokens, tokens,
+} from './runmodel.js';
 
 const NARROW = '(max-width: 720px)';
+const PARENT_LINKS = { subflow: 'Child of', fork: 'Forked from', retry: 'Retry of' };
+const CLIP = 160; // characters of a map item or its result shown inline
+
+function clip(text) {
+  const s = String(text);
+  return s.length > CLIP ? `${s.slice(0, CLIP)}…` : s;
+}
+
+// A link to another run: a plain run id shortened as elsewhere, a child's (PARENT-STEP-N) whole.
+function runLink(id, cls) {
+  return h('a', { class: cls, href: `#/runs/${encodeURIComponent(id)}`, title: id, text: id.length > 26 ? id : shortId(id) });
+}
 
 export function mountRun(main, { runId }) {
   let alive = true;
@@ -30,6 +44,7 @@ export function mountRun(main, { runId }) {
   let usageTimer = 0;
   let live = null; // {step_id, node: Text} the text node deltas of the expanded step go to
   let auditLog = null; // a promise of the run's events by position: tool results the snapshot does not carry
+  const loadingItems = new Set(); // map steps whose items are read (or being read) from the run's events
   const narrow = window.matchMedia(NARROW);
 
   const heading = h('h1', { tabindex: '-1' }, 'Run ', h('span', { class: 'id', text: shortId(runId) }));
@@ -105,8 +120,9 @@ export function mountRun(main, { runId }) {
     ];
     if (calls) items.splice(3, 0, ['Tool calls', h('span', { id: 'tool-calls', text: String(calls) })]);
     if (run.project_id) items.push(['Project', run.project_id]);
+    if (run.parent_run_id) items.push([PARENT_LINKS[run.parent_link] || 'From run', runLink(run.parent_run_id, 'parent-run'), run.forked_from ? ` (step ${run.forked_from})` : '']);
     if (run.anomalies) items.push(['Anomalies', h('span', { class: 'warn' }, h('span', { 'aria-hidden': 'true', text: '⚠ ' }), String(run.anomalies))]);
-    replace(stats, items.map(([k, v]) => h('div', {}, h('dt', { text: k }), h('dd', {}, v))));
+    replace(stats, items.map(([k, ...v]) => h('div', {}, h('dt', { text: k }), h('dd', {}, ...v))));
     const ended = TERMINAL.has(run.status);
     cancelBtn.hidden = ended;
     if (ended) confirm.hidden = true;
@@ -283,6 +299,30 @@ export function mountRun(main, { runId }) {
     });
   }
 
+  // A map step's items: how many ended, and each item with its status and result. Read once from the
+  // run's events when first shown (a page opened mid-map, or after it), then kept by map_item frames.
+  function mapBox(step) {
+    if (step.items === null && step.status !== 'pending' && step.status !== 'skipped') loadItems(step);
+    const c = itemCounts(step);
+    const summary = !c.total ? (step.status === 'pending' ? 'Its items are known once it starts.' : 'No items.')
+      : `${c.completed} of ${c.total} item${c.total === 1 ? '' : 's'} done${c.failed ? `, ${c.failed} failed` : ''}${c.running ? `, ${c.running} under way` : ''}`;
+    const rows = (step.items || []).map((it, i) => (it ? h('li', { class: 'map-item', dataset: { index: String(i), status: it.status } },
+      h('span', { class: 'item-index', text: `#${i}` }), ' ', statusBadge(it.status || 'pending', { short: true }), ' ',
+      h('span', { class: 'item', text: clip(typeof it.item === 'string' ? it.item : JSON.stringify(it.item ?? null)) }),
+      it.error ? h('span', { class: 'error', text: ` — ${clip(it.error)}` }) : it.output ? h('span', { class: 'item-output', text: ` → ${clip(it.output)}` }) : '') : null));
+    return h('div', { class: 'map-items', role: 'group', 'aria-label': 'Map items' }, h('p', { class: 'facts', text: summary }), rows.length ? h('ol', {}, rows) : null);
+  }
+
+  function loadItems(step) {
+    if (loadingItems.has(step.step_id)) return;
+    loadingItems.add(step.step_id);
+    get(`/api/runs/${encodeURIComponent(runId)}/events?format=json`).then((events) => {
+      if (!alive) return;
+      itemsFromEvents(step, events.map((e) => ({ ...e, data: typeof e.data === 'string' ? JSON.parse(e.data) : e.data })));
+      if (selected === step.step_id) drawDetail();
+    }).catch(() => loadingItems.delete(step.step_id)); // shown again: read again
+  }
+
   function streamNodes(step) {
     const nodes = [];
     live = null;
@@ -390,6 +430,11 @@ export function mountRun(main, { runId }) {
     } else if (step.status === 'paused') parts.push(approvalBox(step));
     const task = taskBox(step);
     if (task) parts.push(task);
+    if (step.child_run_id) {
+      parts.push(h('p', { class: 'child-line' }, 'Child run ', runLink(step.child_run_id, 'child-run'),
+        step.child_status ? ` (${step.child_status})` : ''));
+    }
+    if (step.kind === 'map') parts.push(mapBox(step));
     if (step.status === 'running') {
       parts.push(h('div', { class: 'stream-box', 'aria-label': 'Live output' }, streamNodes(step)));
     } else {

@@ -34,6 +34,10 @@ function newStep(spec) {
     decided_by: spec.decided_by || '',
     comment: spec.comment || '',
     kept_from: spec.kept_from || '', // a fork's step: its outcome is the parent run's, not run again
+    child_run_id: spec.child_run_id || '', // a subflow step: the run it launched
+    child_status: spec.child_status || '',
+    item_count: spec.items || 0, // a map step: how many items its attempt goes over (0: unknown yet)
+    items: null, // a map step: index -> {item, status, output, error}, once read or framed (null: not yet)
     approval: spec.status === 'paused' ? { prompt: spec.prompt || '' } : null,
     text: '', // the live text of the running attempt
     segments: [], // that text and its tool calls, in order: {text} | {call_id}
@@ -65,6 +69,10 @@ export function fromSnapshot(detail) {
     const step = newStep(s);
     snapshotTools(step, s.tool_calls);
     steps.set(s.step_id, step);
+  }
+  for (const child of detail.children || []) { // a subflow step's run (a fork or a retry names no step here)
+    const step = child.parent_link === 'subflow' ? steps.get(child.forked_from) : null;
+    if (step) Object.assign(step, { child_run_id: child.run_id, child_status: child.status });
   }
   return {
     run,
@@ -114,6 +122,13 @@ export function apply(model, frame) {
     }
     case 'flow_run_step_updated':
       return frame.step_id == null ? applyRun(model, frame) : applyStep(model, frame);
+    case 'map_item': {
+      const step = model.steps.get(frame.step_id);
+      if (!step || frame.index === undefined) return null;
+      if (frame.attempt && step.attempt && frame.attempt !== step.attempt) return null; // an older attempt's
+      setItem(step, frame.index, { item: frame.item, status: frame.status, output: frame.output || '', error: frame.error || '' });
+      return { what: 'step', step_id: step.step_id };
+    }
     case 'approval_requested': {
       const step = model.steps.get(frame.step_id);
       if (!step) return null;
@@ -194,10 +209,13 @@ function applyStep(model, frame) {
       step.segments = [];
       step.missed = false;
       step.tools = new Map();
+      if (step.items) step.items = step.items.map((it) => (it && it.status === 'failed' ? { ...it, status: 'pending', error: '' } : it));
     }
     Object.assign(step, { attempt: attempt || step.attempt, started_at: frame.at, ended_at: null, error: '' });
     if (frame.agent) step.agent = frame.agent;
     if (frame.model) step.model = frame.model;
+    if (frame.items) step.item_count = frame.items;
+    if (frame.child_run_id) Object.assign(step, { child_run_id: frame.child_run_id, child_status: 'running' });
   }
   step.status = frame.status;
   if (frame.status === 'completed' && frame.output !== undefined) step.output = frame.output;
@@ -234,6 +252,51 @@ function underWayStatus(model) {
     if (s.status === 'paused') paused = true;
   }
   return paused ? 'paused' : 'running';
+}
+
+function setItem(step, index, value) {
+  if (!step.items) step.items = [];
+  step.items[index] = { ...(step.items[index] || {}), ...value };
+  if (step.items.length > step.item_count) step.item_count = step.items.length;
+}
+
+/**
+ * A map step's items from its run's recorded events (GET /api/runs/{id}/events): the list its last
+ * StepStarted went over, and each item's end (an item ended in an earlier attempt keeps its result).
+ * Frames that arrived meanwhile are kept: they are newer than what the read saw, or the same.
+ */
+export function itemsFromEvents(step, events) {
+  const framed = step.items || [];
+  step.items = [];
+  let attempt = 0;
+  for (const e of events) {
+    const d = e.data || {};
+    if (d.step_id !== step.step_id) continue;
+    if (e.type === 'StepStarted' && Array.isArray(d.items)) {
+      attempt = d.attempt || attempt;
+      step.item_count = d.items.length;
+      d.items.forEach((item, i) => setItem(step, i, { item, status: step.items[i]?.status === 'completed' ? 'completed' : 'pending' }));
+    } else if (e.type === 'MapItemCompleted' || e.type === 'MapItemFailed') {
+      const failed = e.type === 'MapItemFailed';
+      if (failed && d.attempt !== attempt) continue; // a failure of an earlier attempt: that item runs again
+      setItem(step, d.index, { item: d.item, status: failed ? 'failed' : 'completed', output: d.output || '', error: d.error || '' });
+    }
+  }
+  framed.forEach((value, i) => { if (value) setItem(step, i, value); });
+}
+
+/** A map step's counts: {total, completed, failed, running}; items not ended are running while the step is. */
+export function itemCounts(step) {
+  const items = step.items || [];
+  const total = Math.max(step.item_count || 0, items.length);
+  let completed = 0;
+  let failed = 0;
+  for (const it of items) {
+    if (!it) continue;
+    if (it.status === 'completed') completed += 1;
+    else if (it.status === 'failed') failed += 1;
+  }
+  return { total, completed, failed, running: step.status === 'running' ? total - completed - failed : 0 };
 }
 
 /** The step a person most wants to watch: one waiting for them, else the running one started last. */

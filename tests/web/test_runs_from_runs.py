@@ -1,0 +1,67 @@
+"""The console's run pane for runs from runs (DESIGN §15): a map's items, a subflow's child run and the way back.
+
+A real ``baton serve`` with the map and subflow flows of the API tests, and a real headless Chromium
+(conftest). Each test waits on DOM conditions with timeouts, never on sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.api.server import ApiServer
+from tests.web.support import ended, launch_api, shoot, wait_frame
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """As conftest's, with the flows of runs from runs (api-map, api-parent) beside the API tests' own."""
+    db = tmp_path_factory.mktemp("web-runs-from-runs") / "baton.db"
+    with ApiServer(f"sqlite:///{db}", BATON_OFFLINE_DELAY_S="0.2",
+                   BATON_FLOWS="tests.api.api_flows,tests.api.api_runs_flows") as running:
+        yield running
+
+
+def test_a_maps_items_show_with_their_results_live_and_when_reopened(page, server):
+    run_id = launch_api(server, "api-map", question="Two things")
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    page.locator(".roster button.step[data-step-id='review']").click()
+    detail = page.locator("#step-detail")
+    items = detail.locator(".map-items li.map-item")
+    expect(detail.locator(".map-items .facts")).to_have_text("2 of 2 items done", timeout=20_000)
+    expect(items).to_have_count(2)
+    expect(items.nth(0)).to_have_attribute("data-status", "completed")
+    expect(items.nth(0)).to_contain_text("#0")
+    expect(items.nth(0)).to_contain_text("one")
+    expect(items.nth(1)).to_contain_text("two")
+    expect(items.nth(1).locator(".item-output")).to_contain_text("→ ")
+    shoot(page, "run-map-items")
+    page.reload()  # no frame of the map's items comes again: they are read from the run's events
+    page.locator(".roster button.step[data-step-id='review']").click()
+    expect(detail.locator(".map-items .facts")).to_have_text("2 of 2 items done")
+    expect(detail.locator(".map-items li.map-item[data-status='completed']")).to_have_count(2)
+
+
+def test_a_subflow_step_links_its_child_run_and_the_child_links_back(page, server):
+    parent = launch_api(server, "api-parent", question="Nest it")
+    done = wait_frame(server, parent, ended, "the parent's end")
+    assert done["run"]["status"] == "completed"
+    child = next(c["run_id"] for c in done["children"] if c["parent_link"] == "subflow")
+    page.goto(f"{server.url}/#/runs/{parent}")
+    page.locator(".roster button.step[data-step-id='child']").click()
+    link = page.locator("#step-detail a.child-run")
+    expect(link).to_have_attribute("title", child)
+    expect(link).to_have_text(child)  # a child's id is shown whole: its tail alone says nothing
+    expect(page.locator("#step-detail .child-line")).to_contain_text("(completed)")
+    link.click()
+    expect(page).to_have_url(f"{server.url}/#/runs/{child}")
+    back = page.locator("a.parent-run")
+    expect(back).to_have_attribute("title", parent)
+    expect(page.locator(".stats")).to_contain_text("Child of")
+    expect(page.locator(".stats")).to_contain_text("(step child)")
+    page.locator(".roster button.step[data-step-id='review']").click()
+    expect(page.locator("#step-detail .map-items .facts")).to_have_text("2 of 2 items done")
+    back.click()
+    expect(page).to_have_url(f"{server.url}/#/runs/{parent}")
