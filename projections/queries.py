@@ -149,6 +149,20 @@ _RUN = (
 )
 
 
+_STEP_ANOMALIES = (sa.select(anomalies.c.position, anomalies.c.step_id, anomalies.c.attempt, anomalies.c.kind,
+                             anomalies.c.severity, anomalies.c.detail, anomalies.c.action, anomalies.c.at)
+                   .order_by(anomalies.c.position))
+
+
+def _step_anomalies(conn: sa.Connection, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    """A run's anomalies by step, oldest first (what the ``anomaly`` frames carried)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute(_STEP_ANOMALIES.where(anomalies.c.run_id == run_id)).mappings():
+        found = dict(row)
+        out.setdefault(found.pop("step_id"), []).append(found)
+    return out
+
+
 def _problems(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:
     query = (sa.select(projection_errors).where(projection_errors.c.run_id == run_id)
              .order_by(projection_errors.c.position))
@@ -240,10 +254,12 @@ class ReadModel:
             problems = _problems(conn, run_id)
             children = [dict(r) for r in conn.execute(_CHILDREN.where(flow_runs.c.parent_run_id == run_id)).mappings()]
             calls = tool_calls(conn, run_id)
+            seen = _step_anomalies(conn, run_id) if run["anomalies"] else {}
         specs = _specs(events.get(launched))
         step_list = [_step_dict(s, specs.get(s[_STEP_ID]), events) for s in steps]
         for step in step_list:
             step["tool_calls"] = calls.get(step["step_id"], [])
+            step["anomaly_records"] = seen.get(step["step_id"], [])  # beside "anomalies", their count
         out = _run_dict(run)
         out["usage"] = run_usage(step_list)
         markdown = getattr(events.get(ended), "report", "")

@@ -296,12 +296,26 @@ class ToolCallView(msgspec.Struct, kw_only=True):
     """Which agent of the step made the call: "" its own (a task's implementor), "reviewer" a task's reviewer."""
 
 
+class AnomalyView(msgspec.Struct, kw_only=True):
+    """An anomaly the watch recorded on a step (AnomalyDetected at ``position``; the ``anomaly`` frame's fields)."""
+
+    position: int
+    attempt: int
+    kind: str
+    severity: str
+    detail: str
+    action: str
+    at: float
+
+
 class StepSummary(msgspec.Struct, kw_only=True):
     """A step of a run as the read model keeps it (more fields may be present).
 
     ``usage`` has the token counts (summed over the model turns of a tool loop,
     with ``turns``: each turn's usage, and the loop's ``tool_calls``,
-    ``tool_errors`` and ``malformed_calls``); ``tool_calls`` lists the calls.
+    ``tool_errors`` and ``malformed_calls``); ``tool_calls`` lists the calls;
+    ``anomalies`` counts what the anomaly watch recorded on it, and ``anomaly_records`` lists it,
+    oldest first.
     """
 
     step_id: str
@@ -310,6 +324,8 @@ class StepSummary(msgspec.Struct, kw_only=True):
     agent: str
     usage: dict[str, Any] = {}
     tool_calls: list[ToolCallView] = []
+    anomalies: int = 0
+    anomaly_records: list[AnomalyView] = []
 
 
 class RunPage(msgspec.Struct, kw_only=True):

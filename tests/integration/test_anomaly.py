@@ -132,3 +132,29 @@ def test_malformed_frontmatter_that_a_later_step_needs(store, clock, policy):
             assert state.steps["classify"].status == "cancelled" and state.status == "failed"
     finally:
         engine.stop()
+
+
+def test_a_runs_detail_lists_each_steps_anomalies_as_their_frames_carried_them(store, clock):
+    """GET /api/runs/{id} (ReadModel.get_run) lists a step's anomalies: a page opened after the
+    anomaly frames went out shows them on the step, not only as the run's count."""
+    from projections import Projector, ReadModel
+
+    backend = ScriptedBackend()
+    backend.answer("classify", BROKEN, GOOD)
+    engine = start(store, clock, backend)
+    try:
+        run_id = engine.launch("watched-notify", "q").run_id
+        engine.wait(run_id)
+    finally:
+        engine.stop()
+    (recorded,) = [r for r in store.read_stream(stream_of(run_id)) if r.type == "AnomalyDetected"]
+    with Projector(store) as projector:
+        assert projector.wait_for(store.head(), 10), projector.last_error
+        detail = ReadModel(store.database, projector).get_run(run_id)
+    assert detail is not None and detail["run"]["anomalies"] == 1
+    steps = {s["step_id"]: s for s in detail["steps"]}
+    assert steps["classify"]["anomalies"] == 1  # the count, beside the records
+    (seen,) = steps["classify"]["anomaly_records"]
+    assert seen == {"position": recorded.position, "attempt": 1, "kind": "malformed", "severity": "high",
+                    "detail": recorded.data["detail"], "action": "notify", "at": recorded.data["at"]}
+    assert steps["act"]["anomaly_records"] == []

@@ -1,4 +1,5 @@
-"""The console's run pane for runs from runs (DESIGN §15): a map's items, a subflow's child run and the way back.
+"""The console's run pane for runs from runs (DESIGN §15): a map's items, a subflow's child run and the way back;
+and a reopened run's anomalies, listed on their step.
 
 A real ``baton serve`` with the map and subflow flows of the API tests, and a real headless Chromium
 (conftest). Each test waits on DOM conditions with timeouts, never on sleeps.
@@ -17,10 +18,11 @@ from tests.web.support import ended, launch_api, shoot, wait_frame
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """As conftest's, with the flows of runs from runs (api-map, api-parent) beside the API tests' own."""
+    """As conftest's, with the flows of runs from runs (api-map, api-parent) and a step that keeps failing
+    (web-flaky) beside the API tests' own."""
     db = tmp_path_factory.mktemp("web-runs-from-runs") / "baton.db"
     with ApiServer(f"sqlite:///{db}", BATON_OFFLINE_DELAY_S="0.2",
-                   BATON_FLOWS="tests.api.api_flows,tests.api.api_runs_flows") as running:
+                   BATON_FLOWS="tests.api.api_flows,tests.api.api_runs_flows,tests.web.flaky_flows") as running:
         yield running
 
 
@@ -65,3 +67,15 @@ def test_a_subflow_step_links_its_child_run_and_the_child_links_back(page, serve
     expect(page.locator("#step-detail .map-items .facts")).to_have_text("2 of 2 items done")
     back.click()
     expect(page).to_have_url(f"{server.url}/#/runs/{parent}")
+
+
+def test_a_reopened_runs_step_lists_the_anomalies_recorded_on_it(page, server):
+    """The anomaly frames went out before the page opened: the step still lists them (GET /api/runs/{id})."""
+    run_id = launch_api(server, "web-flaky", question="Flaky")
+    done = wait_frame(server, run_id, ended, "the run's end")
+    assert done["run"]["status"] == "failed" and done["run"]["anomalies"] == 1
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    page.locator(".roster button.step[data-step-id='flaky']").click()
+    found = page.locator("#step-detail p.anomaly")
+    expect(found).to_have_count(1)
+    expect(found).to_contain_text("errors (medium)")

@@ -68,6 +68,7 @@ export function fromSnapshot(detail) {
   for (const s of detail.steps || []) {
     const step = newStep(s);
     snapshotTools(step, s.tool_calls);
+    for (const a of s.anomaly_records || []) step.anomalies.set(a.position, { ...a, id: a.position }); // as its frame's id
     steps.set(s.step_id, step);
   }
   for (const child of detail.children || []) { // a subflow step's run (a fork or a retry names no step here)
