@@ -456,6 +456,36 @@ def test_frames_seen_twice_change_nothing_unknown_ones_are_harmless_tools_show_i
     expect(page.locator(".roster button.step[data-step-id=publish]")).to_be_focused()
 
 
+def test_a_reviewers_call_with_the_implementors_call_id_is_its_own_call_and_says_who_made_it(page, server):
+    """A task's implementor and reviewer are two conversations, each numbering its calls: both have a
+    "call_1". The frames carry ``role``; the step shows two calls, the reviewer's named."""
+    run_id = launch_api(server, "api-gate", question="Two agents")
+    wait_frame(server, run_id, paused, "the gate")
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+    n = run_of(server, run_id)["run"]["last_position"] + 10_000
+
+    def send(frame):
+        page.evaluate("f => window.batonConsole.feed._receive({type: f.type, data: JSON.stringify(f)})",
+                      {"run_id": run_id, "step_id": "publish", "attempt": 1, **frame})
+
+    send({"type": "flow_run_step_updated", "id": n + 1, "status": "running"})
+    page.locator(".roster button.step[data-step-id=publish]").click()
+    send({"type": "tool_call", "id": n + 2, "call_id": "call_1", "tool": "write_file", "arguments": {"path": "a"},
+          "role": ""})
+    send({"type": "tool_call", "id": n + 3, "call_id": "call_1", "tool": "read_file", "arguments": {"path": "a"},
+          "role": "reviewer"})
+    send({"type": "tool_result", "id": n + 4, "call_id": "call_1", "tool": "read_file", "ok": True, "result": "A",
+          "role": "reviewer"})
+    calls = page.locator("#step-detail .stream-box .tool")
+    expect(calls).to_have_count(2)
+    expect(calls.nth(0)).to_have_attribute("data-state", "running")  # the implementor's: no result yet
+    expect(calls.nth(0)).not_to_contain_text("reviewer")
+    expect(calls.nth(1)).to_have_attribute("data-role", "reviewer")
+    expect(calls.nth(1)).to_contain_text("read_file (reviewer)")
+    expect(calls.nth(1).locator(".tool-result")).to_have_text("A")
+
+
 # -- login ----------------------------------------------------------------------------------------
 
 

@@ -275,8 +275,9 @@ export function mountRun(main, { runId }) {
           .catch((err) => { body.textContent = describeError(err); delete body.dataset.loaded; });
       });
     }
-    return h('div', { class: 'tool', role: 'group', 'aria-label': `Tool call ${call.tool || ''}: ${word}`, dataset: { callId: call.call_id, state: state[1] } },
+    return h('div', { class: 'tool', role: 'group', 'aria-label': `Tool call ${call.tool || ''}${call.role ? ` by the ${call.role}` : ''}: ${word}`, dataset: { callId: call.call_id, role: call.role || '', state: state[1] } },
       h('div', { class: 'tool-head' }, h('span', { 'aria-hidden': 'true', text: '⚙ ' }), h('code', { text: call.tool || 'tool' }),
+        call.role ? h('span', { class: 'tool-role', text: ` (${call.role})` }) : null,
         h('span', { class: 'tool-state' }, h('span', { 'aria-hidden': 'true', text: ` ${state[0]} ` }), word),
         size ? h('span', { class: 'tool-size', text: ` · ${size}` }) : null),
       h('pre', { class: 'tool-args', text: args }),

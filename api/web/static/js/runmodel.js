@@ -42,9 +42,15 @@ function newStep(spec) {
     text: '', // the live text of the running attempt
     segments: [], // that text and its tool calls, in order: {text} | {call_id}
     missed: false, // the stream dropped while this attempt ran: some live text is missing
-    tools: new Map(), // call_id -> {tool, arguments, ok, outcome, result, result_cut, error, bytes, result_position}
+    tools: new Map(), // toolKey(role, call_id) -> {tool, arguments, role, ok, outcome, result, result_cut, error, bytes, result_position}
     anomalies: new Map(), // frame id -> anomaly frame
   };
+}
+
+// A call's key among its step's: a task's implementor and reviewer are two model conversations,
+// each numbering its own calls (both may have a "call_1").
+export function toolKey(role, callId) {
+  return role ? `${role}:${callId}` : callId;
 }
 
 // The calls of the step's current attempt, as GET /api/runs/{id} lists them (no result text there:
@@ -52,12 +58,13 @@ function newStep(spec) {
 function snapshotTools(step, calls) {
   for (const c of calls || []) {
     if (step.attempt && c.attempt && c.attempt !== step.attempt) continue;
-    step.tools.set(c.call_id, {
-      call_id: c.call_id, tool: c.tool, arguments: c.arguments, done: c.ok !== null && c.ok !== undefined,
+    const key = toolKey(c.role, c.call_id);
+    step.tools.set(key, {
+      call_id: c.call_id, role: c.role || '', tool: c.tool, arguments: c.arguments, done: c.ok !== null && c.ok !== undefined,
       ok: c.ok, outcome: c.outcome || '', error: c.error || '', bytes: c.bytes || 0, truncated: !!c.truncated,
       result_position: c.result_position || 0,
     });
-    step.segments.push({ call_id: c.call_id });
+    step.segments.push({ call_id: key });
   }
 }
 
@@ -159,10 +166,11 @@ export function apply(model, frame) {
       const step = model.steps.get(frame.step_id);
       if (!step || !frame.call_id) return null;
       if (frame.attempt && step.attempt && frame.attempt !== step.attempt) return null; // an older attempt's
-      let call = step.tools.get(frame.call_id);
+      const key = toolKey(frame.role, frame.call_id);
+      let call = step.tools.get(key);
       if (!call) {
-        call = { call_id: frame.call_id, tool: frame.tool, arguments: frame.arguments };
-        step.segments.push({ call_id: frame.call_id });
+        call = { call_id: frame.call_id, role: frame.role || '', tool: frame.tool, arguments: frame.arguments };
+        step.segments.push({ call_id: key });
       }
       if (frame.type === 'tool_call') Object.assign(call, { tool: frame.tool, arguments: frame.arguments });
       else {
@@ -172,8 +180,8 @@ export function apply(model, frame) {
         });
         if (frame.id !== undefined && frame.id !== null) call.result_position = Number(frame.id);
       }
-      step.tools.set(frame.call_id, call);
-      return { what: 'tool', step_id: step.step_id, call_id: frame.call_id };
+      step.tools.set(key, call);
+      return { what: 'tool', step_id: step.step_id, call_id: key };
     }
     default:
       return null; // a frame type this console does not know: harmless
