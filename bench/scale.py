@@ -54,9 +54,15 @@ Queue figures (stores of N runs parked at an approval, no other runs):
   per change), and with none (completion polled).
 
 Baselines in the same run: the driver's raw scan for the resume, ``baton
-flows`` (the process start-up alone) for the CLI figures; otherwise these
-are baton's own growth curves, each read against the same figure at the
-other sizes (and the targets of the issue they were written for).
+flows`` (the process start-up alone) for the CLI figures; for each approvals
+drain, measured just before it on the same server and store, the HTTP floor
+(the same 8 sockets POSTing a body the server refuses before the engine:
+its requests/s) and the database's own commit rate (8 connections on
+PostgreSQL, one on SQLite with baton's pragmas, each committing a one-row
+INSERT): the drain is printed as a ratio to each, which moves less than
+runs/s with this machine's phases. Otherwise these are baton's own growth
+curves, each read against the same figure at the other sizes (and the
+targets of the issue they were written for).
 """
 
 from __future__ import annotations
@@ -760,6 +766,68 @@ def measure_plan(stores: Stores, parked: int) -> dict[str, Any]:
             "recovery_ms": round(server.phases["recovery"] * 1000)}
 
 
+FLOOR_POSTS = 2000  # the HTTP floor's requests, over the drain's sockets
+FLOOR_COMMITS = 1000  # the database floor's commits, over its connections
+
+
+def http_floor(server: Server, threads: int) -> dict[str, float]:
+    """``threads`` keep-alive sockets POSTing an approval whose body the server refuses (422) before the
+    engine: what its HTTP layer alone answers per second, and its CPU per request."""
+    each = FLOOR_POSTS // threads
+
+    def worker() -> None:
+        poster = Poster(server.base)
+        try:
+            for _ in range(each):
+                status, _ = poster.post("/api/runs/x/steps/gate/approve", b'{"comment":1}')
+                assert status == 422, status
+        finally:
+            poster.close()
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    c0, t0 = server.cpu(), time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall, cpu = time.perf_counter() - t0, server.cpu() - c0
+    return {"http_floor_rps": round(each * threads / wall), "http_floor_cpu_ms": round(cpu / (each * threads) * 1000, 3)}
+
+
+def db_floor(url: str, backend: str, threads: int) -> float:
+    """The database's own commits/s on the drain's store: one-row INSERTs, each its own transaction, from
+    ``threads`` connections on PostgreSQL and one on SQLite (a single writer), with baton's pragmas."""
+    if backend == "sqlite":
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (id TEXT PRIMARY KEY, body TEXT)")
+        t0 = time.perf_counter()
+        for _ in range(FLOOR_COMMITS):
+            conn.execute("INSERT INTO bench_floor VALUES (?, ?)", (uuid.uuid4().hex, "x" * 200))
+        wall = time.perf_counter() - t0
+        conn.close()
+        return FLOOR_COMMITS / wall
+    import psycopg
+
+    with psycopg.connect(pg_conninfo(url), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_floor (id text PRIMARY KEY, body text)")
+    each = FLOOR_COMMITS // threads
+
+    def worker() -> None:
+        with psycopg.connect(pg_conninfo(url), autocommit=True) as conn:
+            for _ in range(each):
+                conn.execute("INSERT INTO bench_floor VALUES (%s, %s)", (uuid.uuid4().hex, "x" * 200), prepare=True)
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return each * threads / (time.perf_counter() - t0)
+
+
 def measure_approvals(stores: Stores, parked: int, count: int, threads: int = 8, *,
                       watched: bool = True) -> dict[str, Any]:
     """Approve ``count`` parked runs over HTTP; runs/s until the last one completed.
@@ -782,6 +850,8 @@ def measure_approvals(stores: Stores, parked: int, count: int, threads: int = 8,
                     if not cursor:
                         break
             todo = paused[:count]
+            floors = http_floor(server, threads)
+            db_commits = db_floor(url, stores.backend, threads)
             stream = Stream(server.base) if watched else None
             time.sleep(0.2)
             wanted = set(todo)
@@ -839,9 +909,13 @@ def measure_approvals(stores: Stores, parked: int, count: int, threads: int = 8,
             server.stop()
     if failures:
         raise RuntimeError(f"{len(failures)} approvals failed: {failures[:3]}")
+    rate = len(todo) / wall
     return {"figure": "approvals_drain", "stream_client": watched, "unit": "runs/s", "runs": len(todo),
             "client_threads": threads,
-            "runs_per_s": round(len(todo) / wall, 1), "posts_done_s": round(posted - t0, 2),
+            "runs_per_s": round(rate, 1), "posts_done_s": round(posted - t0, 2),
+            **floors, "db_commits_per_s": round(db_commits),
+            "ratio_to_http_floor": round(rate / floors["http_floor_rps"], 3),
+            "ratio_to_db_commits": round(rate / db_commits, 3),
             "server_cpu_ms_per_run": round(cpu / len(todo) * 1000, 2),
             "client_cpu_ms_per_run": round(own / len(todo) * 1000, 2), "parked": parked}
 
