@@ -235,11 +235,12 @@ class MapExecutor:
             return backend.run(request, delta, token).output, prompt
 
         def reporting(token: CancelToken, delta: Delta, report: Report) -> Answer:
-            def item(index: int, token: CancelToken, delta: Delta) -> tuple[str, str]:
+            def item(index: int, token: CancelToken, delta: Delta, begin: Callable[[], None]) -> tuple[str, str]:
                 if slots is not None:
                     report(ItemSlotWanted(event.step_id, event.attempt, index))
                     if not slots.wait(index, token):
                         raise Cancelled("the map was cancelled")
+                begin()  # its time limit runs from here: a wait for an agent slot is not the item's time
                 output, prompt = one(index, token, delta)
                 if problem := too_big(output, "the item returned", limit):
                     raise OutputTooLarge(problem)  # that item fails: 1,024 items of a megabyte each were a GB
@@ -256,12 +257,14 @@ class MapExecutor:
 
 
 def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Delta, report: Report,
-              one: Callable[[int, CancelToken, Delta], tuple[str, str]], step_id: str, attempt: int,
-              timeout_s: float = 0.0) -> None:
-    """Run ``one(index)`` for each of ``todo``, at most ``max_parallel`` at once, telling each end as it comes.
+              one: Callable[[int, CancelToken, Delta, Callable[[], None]], tuple[str, str]], step_id: str,
+              attempt: int, timeout_s: float = 0.0) -> None:
+    """Run ``one(index, token, delta, begin)`` for each of ``todo``, at most ``max_parallel`` at once, telling
+    each end as it comes.
 
     Each item has a token of its own, cancelled with the map's ``token`` or once the item has run
-    ``timeout_s`` (0: no limit): that item then fails with "timeout after N s", and the others go on.
+    ``timeout_s`` (0: no limit) since it called ``begin()`` (after any wait for an agent slot): that item
+    then fails with "timeout after N s", and the others go on.
     An item's function cannot be interrupted; once given up, its thread stops counting toward
     ``max_parallel`` (``StepThreads.uncounted_once``), so the items behind it still start.
 
@@ -273,26 +276,27 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
     waiting = list(reversed(todo))
     running: dict[Future[tuple[str, str]], _Item] = {}
 
-    def run(index: int, own: CancelToken) -> tuple[str, str]:
-        with pool.uncounted_once(own.on_cancel):
-            return one(index, own, delta)
+    def run(item: _Item) -> tuple[str, str]:
+        with pool.uncounted_once(item.token.on_cancel):
+            return one(item.index, item.token, delta, item.begin)
 
     try:
         while waiting or running:
             if token.cancelled:
                 raise Cancelled("the map was cancelled")
             while waiting and len(running) < max_parallel:
-                index, own = waiting.pop(), CancelToken()
-                running[pool.submit(run, index, own)] = _Item(index, time.monotonic(), own, token.on_cancel(own.cancel))
+                own = CancelToken()
+                item = _Item(waiting.pop(), time.monotonic(), own, token.on_cancel(own.cancel))
+                running[pool.submit(run, item)] = item
             patience = 0.5
-            if timeout_s:
-                first_due = min(item.started for item in running.values()) + timeout_s
-                patience = max(0.0, min(patience, first_due - time.monotonic()))
+            dues = [item.began + timeout_s for item in running.values() if item.began] if timeout_s else []
+            if dues:
+                patience = max(0.0, min(patience, min(dues) - time.monotonic()))
             done, _ = wait(running, timeout=patience, return_when=FIRST_COMPLETED)
             for future in done:
                 item = running.pop(future)
                 item.unlink()
-                took = time.monotonic() - item.started
+                took = time.monotonic() - (item.began or item.submitted)
                 try:
                     output, prompt = future.result()
                 except Cancelled:
@@ -305,25 +309,29 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
                                          prompt=encodable(prompt), duration_s=took))
             if timeout_s:
                 now = time.monotonic()
-                for future in [f for f, item in running.items() if now - item.started >= timeout_s]:
+                for future in [f for f, item in running.items() if item.began and now - item.began >= timeout_s]:
                     item = running.pop(future)  # its late answer, if any, is nobody's
                     item.unlink()
                     item.token.cancel()
                     report(MapItemResult(step_id, attempt, item.index, error=f"timeout after {timeout_s:g} s",
-                                         failed=True, duration_s=now - item.started))
+                                         failed=True, duration_s=now - item.began))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class _Item:
-    """A map item under way: its index, when it started, its own token, and what unlinks that token from
-    the map's."""
+    """A map item under way: its index, when it was handed to a thread, its own token, what unlinks that
+    token from the map's, and when its call began (0: not yet; set from the item's thread)."""
 
     index: int
-    started: float
+    submitted: float
     token: CancelToken
     unlink: Callable[[], None]
+    began: float = 0.0
+
+    def begin(self) -> None:
+        self.began = time.monotonic()
 
 
 class SubflowExecutor:

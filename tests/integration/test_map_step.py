@@ -67,7 +67,12 @@ TIMED_MAP = Flow("timed-map", steps=[
     code("findings", fn=findings),
     map("verify", over="$findings.output.items", step=code("check", fn=check, timeout_s=0.5), max_parallel=1),
 ])
-REGISTRY = FlowRegistry([CODE_MAP, AGENT_MAP, TIMED_MAP])
+TIMED_AGENT_MAP = Flow("timed-agent-map", steps=[
+    code("findings", fn=findings),
+    map("verify", over="$findings.output.items", max_parallel=3,
+        step=agent("v", persona="reviewer", prompt="Verify $input.item", timeout_s=1.0)),
+])
+REGISTRY = FlowRegistry([CODE_MAP, AGENT_MAP, TIMED_MAP, TIMED_AGENT_MAP])
 
 
 @pytest.fixture(autouse=True)
@@ -122,9 +127,10 @@ def test_an_agent_map_records_each_items_prompt(store):
 class CountingBackend(OfflineBackend):
     """The offline backend, a little slow, counting how many calls run at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.05) -> None:
         super().__init__()
         self.now = self.peak = 0
+        self.delay_s = delay_s
         self.lock = threading.Lock()
 
     def run(self, request, delta, token):
@@ -132,7 +138,7 @@ class CountingBackend(OfflineBackend):
             self.now += 1
             self.peak = max(self.peak, self.now)
         try:
-            time.sleep(0.05)
+            time.sleep(self.delay_s)
             return super().run(request, delta, token)
         finally:
             with self.lock:
@@ -150,6 +156,16 @@ def test_agent_items_take_the_agent_slots(store):
     assert state.status == "completed" and len(state.steps["verify"].fields["results"]) == 4
     assert backend.peak == 1
     assert all(p["slots_held"] == 0 for p in plan["in_progress"])  # every slot given back
+
+
+def test_an_items_time_limit_runs_from_its_call_not_from_its_wait_for_an_agent_slot(store):
+    """One agent slot, three items of 0.4 s at once, 1 s each: the third waits 0.8 s for the slot and
+    must not time out for it (Airflow's execution_timeout starts when the task runs, not when queued)."""
+    backend = CountingBackend(delay_s=0.4)
+    with Engine(store, REGISTRY, EngineConfig(agent_slots=1, max_active_runs=4), backend=backend).start() as engine:
+        state = engine.wait(engine.launch("timed-agent-map", "go", inputs={"items": ["x", "y", "z"]}).run_id)
+    assert state.steps["verify"].status == "completed", state.steps["verify"].error
+    assert backend.peak == 1 and len(state.steps["verify"].fields["results"]) == 3
 
 
 def test_an_empty_list_completes_at_once(store):
