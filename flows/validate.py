@@ -127,6 +127,8 @@ def _check_step(step: Step, by_id: dict[str, Step], personas: set[str], fail: Fa
         fail(step.id, kind.missing_prompt)
     if kind.runs_function and not callable(step.fn):
         fail(step.id, f"{kind.noun} needs a callable fn")
+    if kind.runs_function:
+        _check_named(step, fail)
     if step.when:
         try:
             conditions.parse(step.when)
@@ -150,6 +152,8 @@ def _check_map(step: Step, personas: set[str], fail: Fail) -> None:
         fail(step.id, inner.missing_prompt)
     if inner.runs_function and not callable(step.fn):
         fail(step.id, f"{inner.noun} needs a callable fn")
+    if inner.runs_function:
+        _check_named(step, fail)
     if not _seconds(step.item_timeout_s):
         fail(step.id, f"its inner step's timeout_s must be a finite number of seconds >= 0, got {step.item_timeout_s!r}")
     written = step.inner
@@ -159,6 +163,16 @@ def _check_map(step: Step, personas: set[str], fail: Fail) -> None:
     if written is not None and written.tools:
         fail(step.id, f"its inner step {written.id!r} has tools=True, but a map's agent items do not use the "
                       "workspace tools")
+
+
+def _check_named(step: Step, fail: Fail) -> None:
+    """A code step's fn has a name baton finds again after a restart: the snapshot pins it as
+    ``module:qualname`` and a later process looks that up among the registered flows' steps. A
+    ``functools.partial`` or a callable object has no qualname: its pin would be its repr, memory address
+    and all, found by no later process, so every run of it stopped at that step after a restart."""
+    if getattr(step.fn, "__qualname__", None) is None or getattr(step.fn, "__module__", None) is None:
+        fail(step.id, f"fn {step.fn!r} has no module and qualified name baton can find again after a restart "
+                      "(a functools.partial or a callable object): give a function (def or lambda) that calls it")
 
 
 def _topological(steps: Iterable[Step], fail: Fail) -> list[str]:
