@@ -1,6 +1,9 @@
-"""A flow whose code step fails every attempt, so the anomaly watch records on it (BATON_FLOWS=tests.web.flaky_flows)."""
+"""Flows of the console's run-pane tests (BATON_FLOWS=tests.web.flaky_flows): a code step that fails every
+attempt, so the anomaly watch records on it; a map whose last item ends late."""
 
-from flows import Flow, code
+import time
+
+from flows import Flow, code, map
 
 
 def always_fails(ctx):
@@ -12,4 +15,22 @@ web_flaky = Flow(
     category="Analysis",
     description="A code step that fails every attempt: past five, the anomaly watch speaks.",
     steps=[code("flaky", fn=always_fails, retries=5, retry_delay_s=0)],
+)
+
+
+def three(ctx):
+    return {"items": ["a", "b", "slow"]}
+
+
+def settle(ctx):
+    if ctx.input["item"] == "slow":
+        time.sleep(2)  # ends after the page opened: its frame comes before the person opens the map
+    return ctx.input["item"].upper()
+
+
+web_slow_map = Flow(
+    "web-slow-map",
+    category="Analysis",
+    description="A map whose last item ends two seconds after the others.",
+    steps=[code("list", fn=three), map("each", over="$list.output.items", step=code("i", fn=settle))],
 )

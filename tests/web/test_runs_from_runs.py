@@ -46,6 +46,21 @@ def test_a_maps_items_show_with_their_results_live_and_when_reopened(page, serve
     expect(detail.locator(".map-items li.map-item[data-status='completed']")).to_have_count(2)
 
 
+def test_a_map_opened_after_an_items_frame_still_lists_every_item(page, server):
+    """The page opened while the map ran, on another step: only the last item's frame reached it. Opening
+    the map then reads the items from the run's events, not from that one frame."""
+    run_id = launch_api(server, "web-slow-map", question="Slow")
+    wait_frame(server, run_id, lambda f: f.get("type") == "map_item" and f.get("index") == 1, "items a and b")
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    page.locator(".roster button.step[data-step-id='list']").click()  # the person looks elsewhere
+    expect(page.locator(".roster button.step[data-step-id='each'] .word")).to_have_text("completed", timeout=20_000)
+    page.locator(".roster button.step[data-step-id='each']").click()
+    detail = page.locator("#step-detail")
+    expect(detail.locator(".map-items .facts")).to_have_text("3 of 3 items done")
+    expect(detail.locator(".map-items li.map-item")).to_have_count(3)
+    expect(detail.locator(".map-items li.map-item").nth(0)).to_contain_text("→ A")
+
+
 def test_a_subflow_step_links_its_child_run_and_the_child_links_back(page, server):
     parent = launch_api(server, "api-parent", question="Nest it")
     done = wait_frame(server, parent, ended, "the parent's end")
@@ -79,3 +94,16 @@ def test_a_reopened_runs_step_lists_the_anomalies_recorded_on_it(page, server):
     found = page.locator("#step-detail p.anomaly")
     expect(found).to_have_count(1)
     expect(found).to_contain_text("errors (medium)")
+
+
+def test_the_feed_listens_for_every_frame_type_the_run_pane_folds():
+    """An SSE frame type the feed does not listen for never reaches the page: the run pane handled
+    ``map_item`` and ``run_forked`` for a while and never saw one live."""
+    import re
+
+    from api.web.routes import STATIC
+
+    feed = (STATIC / "js" / "feed.js").read_text()
+    listened = set(re.findall(r"'([a-z_]+)'", feed[feed.index("FRAME_TYPES = ["):feed.index("];")]))
+    folded = set(re.findall(r"case '([a-z_]+)'", (STATIC / "js" / "runmodel.js").read_text()))
+    assert folded and folded <= listened, sorted(folded - listened)

@@ -15,7 +15,7 @@ import { get } from './api.js';
 
 export const FRAME_TYPES = [
   'flow_run_started', 'flow_run_step_updated', 'approval_requested', 'step_delta', 'anomaly',
-  'plan_updated', 'plan_delta', 'tool_call', 'tool_result', 'task_updated', 'message',
+  'plan_updated', 'plan_delta', 'tool_call', 'tool_result', 'task_updated', 'message', 'map_item', 'run_forked',
 ];
 const RING = 5000;
 const MAX_BACKOFF_MS = 5000;

@@ -301,9 +301,9 @@ export function mountRun(main, { runId }) {
   }
 
   // A map step's items: how many ended, and each item with its status and result. Read once from the
-  // run's events when first shown (a page opened mid-map, or after it), then kept by map_item frames.
+  // run's events when first shown (the frames name only the items that end), then kept by map_item frames.
   function mapBox(step) {
-    if (step.items === null && step.status !== 'pending' && step.status !== 'skipped') loadItems(step);
+    if (!step.items_read && step.status !== 'pending' && step.status !== 'skipped') loadItems(step);
     const c = itemCounts(step);
     const summary = !c.total ? (step.status === 'pending' ? 'Its items are known once it starts.' : 'No items.')
       : `${c.completed} of ${c.total} item${c.total === 1 ? '' : 's'} done${c.failed ? `, ${c.failed} failed` : ''}${c.running ? `, ${c.running} under way` : ''}`;

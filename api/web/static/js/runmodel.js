@@ -37,7 +37,8 @@ function newStep(spec) {
     child_run_id: spec.child_run_id || '', // a subflow step: the run it launched
     child_status: spec.child_status || '',
     item_count: spec.items || 0, // a map step: how many items its attempt goes over (0: unknown yet)
-    items: null, // a map step: index -> {item, status, output, error}, once read or framed (null: not yet)
+    items: null, // a map step: index -> {item, status, output, error}, once read or framed (null: neither yet)
+    items_read: false, // a map step: its items were read from the run's events (the frames alone name no pending item)
     approval: spec.status === 'paused' ? { prompt: spec.prompt || '' } : null,
     text: '', // the live text of the running attempt
     segments: [], // that text and its tool calls, in order: {text} | {call_id}
@@ -292,6 +293,7 @@ export function itemsFromEvents(step, events) {
     }
   }
   framed.forEach((value, i) => { if (value) setItem(step, i, value); });
+  step.items_read = true;
 }
 
 /** A map step's counts: {total, completed, failed, running}; items not ended are running while the step is. */
