@@ -110,11 +110,13 @@ class ItemSlots:
         self._event(index).set()
 
     def wait(self, index: int, token: CancelToken) -> bool:
-        """Block until item ``index`` holds a slot (True) or the attempt is cancelled (False)."""
+        """Block until item ``index`` holds a slot (True) or the attempt is cancelled (False). A grant is
+        spent by the wait that took it: the item's next try (its retries) waits for a slot of its own."""
         granted = self._event(index)
         unregister = token.on_cancel(granted.set)
         granted.wait()
         unregister()
+        granted.clear()
         return not token.cancelled
 
 
@@ -247,7 +249,7 @@ class MapExecutor:
                 return output, prompt
 
             run_items(todo, max(1, spec.max_parallel), token, delta, report, item, event.step_id, event.attempt,
-                      spec.item_timeout_s)
+                      spec.item_timeout_s, spec.item_retries, spec.item_retry_delay_s)
             return Answer("")
 
         def unused(token: CancelToken, delta: Delta) -> Answer:
@@ -258,13 +260,15 @@ class MapExecutor:
 
 def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Delta, report: Report,
               one: Callable[[int, CancelToken, Delta, Callable[[], None]], tuple[str, str]], step_id: str,
-              attempt: int, timeout_s: float = 0.0) -> None:
+              attempt: int, timeout_s: float = 0.0, retries: int = 0, retry_delay_s: float = 0.0) -> None:
     """Run ``one(index, token, delta, begin)`` for each of ``todo``, at most ``max_parallel`` at once, telling
     each end as it comes.
 
     Each item has a token of its own, cancelled with the map's ``token`` or once the item has run
     ``timeout_s`` (0: no limit) since it called ``begin()`` (after any wait for an agent slot): that item
-    then fails with "timeout after N s", and the others go on.
+    then fails with "timeout after N s", and the others go on. A failed item is tried again up to
+    ``retries`` times, ``retry_delay_s`` after its failure; each failed try is told (its error says
+    which try it was and that another follows), and only its last decides.
     An item's function cannot be interrupted; once given up, its thread stops counting toward
     ``max_parallel`` (``StepThreads.uncounted_once``), so the items behind it still start.
 
@@ -275,23 +279,42 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
     pool = StepThreads(max(1, min(max_parallel, len(todo) or 1)), f"baton-map-{step_id}")
     waiting = list(reversed(todo))
     running: dict[Future[tuple[str, str]], _Item] = {}
+    failures: dict[int, int] = {}  # tries of each item that failed so far
+    later: list[tuple[float, int]] = []  # (when, index): failed items to try again
+
+    def failed(item: _Item, error: str, took: float) -> None:
+        n = failures[item.index] = failures.get(item.index, 0) + 1
+        if n <= retries:
+            later.append((time.monotonic() + retry_delay_s, item.index))
+            error = f"{error} (try {n} of {retries + 1}; tried again in {retry_delay_s:g} s)"
+        elif retries:
+            error = f"{error} (try {n} of {retries + 1})"
+        report(MapItemResult(step_id, attempt, item.index, error=error, failed=True, duration_s=took))
 
     def run(item: _Item) -> tuple[str, str]:
         with pool.uncounted_once(item.token.on_cancel):
             return one(item.index, item.token, delta, item.begin)
 
     try:
-        while waiting or running:
+        while waiting or running or later:
             if token.cancelled:
                 raise Cancelled("the map was cancelled")
+            if later:
+                now = time.monotonic()
+                waiting.extend(index for due, index in later if due <= now)
+                later[:] = [(due, index) for due, index in later if due > now]
             while waiting and len(running) < max_parallel:
                 own = CancelToken()
                 item = _Item(waiting.pop(), time.monotonic(), own, token.on_cancel(own.cancel))
                 running[pool.submit(run, item)] = item
             patience = 0.5
             dues = [item.began + timeout_s for item in running.values() if item.began] if timeout_s else []
+            dues += [due for due, _ in later]
             if dues:
                 patience = max(0.0, min(patience, min(dues) - time.monotonic()))
+            if not running:  # only items waiting for their next try: wait for the first one's time
+                token.wait(patience)
+                continue
             done, _ = wait(running, timeout=patience, return_when=FIRST_COMPLETED)
             for future in done:
                 item = running.pop(future)
@@ -302,8 +325,7 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
                 except Cancelled:
                     raise
                 except BaseException as exc:  # noqa: BLE001 - one item failing (sys.exit() too) is that item failing
-                    report(MapItemResult(step_id, attempt, item.index, error=encodable(failure_text(exc)),
-                                         failed=True, duration_s=took))
+                    failed(item, encodable(failure_text(exc)), took)
                 else:
                     report(MapItemResult(step_id, attempt, item.index, output=encodable(output),
                                          prompt=encodable(prompt), duration_s=took))
@@ -313,8 +335,7 @@ def run_items(todo: list[int], max_parallel: int, token: CancelToken, delta: Del
                     item = running.pop(future)  # its late answer, if any, is nobody's
                     item.unlink()
                     item.token.cancel()
-                    report(MapItemResult(step_id, attempt, item.index, error=f"timeout after {timeout_s:g} s",
-                                         failed=True, duration_s=now - item.began))
+                    failed(item, f"timeout after {timeout_s:g} s", now - item.began)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 

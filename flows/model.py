@@ -71,6 +71,8 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     item_kind: str = ""  # a map step: the kind of its inner step (agent or code), whose persona/prompt/fn it holds
     max_parallel: int = 0  # a map step: items at most under way at once
     item_timeout_s: float = 0.0  # a map step: each item's time limit (its inner step's timeout_s; 0 = none)
+    item_retries: int = 0  # a map step: tries of a failed item after its first (its inner step's retries)
+    item_retry_delay_s: float = 1.0  # a map step: the pause before an item is tried again
     flow: str = ""  # a subflow step: the flow of the child run it launches
     inputs: dict[str, str] = {}  # a subflow step: the child's inputs, each a template ($refs resolved)
     # An agent step that reads the run's workspace with the read-only tools when it has one (DESIGN §11);
@@ -134,6 +136,8 @@ class Step:
     item_kind: str = ""
     max_parallel: int = 0
     item_timeout_s: float = 0.0
+    item_retries: int = 0
+    item_retry_delay_s: float = 1.0
     flow: str = ""
     inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     tools: bool = False
@@ -165,6 +169,8 @@ class Step:
             item_kind=self.item_kind,
             max_parallel=self.max_parallel,
             item_timeout_s=self.item_timeout_s,
+            item_retries=self.item_retries,
+            item_retry_delay_s=self.item_retry_delay_s,
             flow=self.flow,
             inputs=dict(self.inputs),
             tools=self.tools,
@@ -320,8 +326,10 @@ def map(
     without a result. The map is one step to the graph: trigger rules see it whole.
 
     The inner step's ``timeout_s`` is each item's time limit: an item past it fails with
-    "timeout after N s" and the others go on. Items are not retried one by one (the map's own
-    ``retries`` are), so an inner step with ``retries`` is refused, as is an agent with ``tools``.
+    "timeout after N s" and the others go on. Its ``retries`` are each item's: a failed item is tried
+    again after ``retry_delay_s``, every try recorded, as a mapped task instance is retried in Airflow.
+    The map's own ``retries`` run again, in a new attempt, the items left without a result. An inner
+    agent with ``tools`` is refused (a map's agent items make one model call each).
     """
     if deps is None:
         deps = sorted({r.step for r in _refs(over) if not r.is_input})
@@ -334,6 +342,8 @@ def map(
         item_kind=step.kind.value,
         max_parallel=max_parallel,
         item_timeout_s=step.timeout_s,
+        item_retries=step.retries,
+        item_retry_delay_s=step.retry_delay_s,
         inner=step,
         **_common(step_id, deps, trigger_rule, when, retries, retry_delay_s, None, bands, label, None),
     )

@@ -88,7 +88,8 @@ class StepState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     due_at: float = 0.0  # a paused approval's timer falls due then (0: none)
     items: list[Any] = []  # a map step: what it goes over
     item_outputs: dict[int, str] = {}  # a map step: the result of each item done, by index (kept across attempts)
-    item_errors: dict[int, str] = {}  # a map step: why items failed, in the current attempt
+    item_errors: dict[int, str] = {}  # a map step: why items failed, in the current attempt (a later try that
+    # completed takes its item out)
     child_run_id: str = ""  # a subflow step: its child run
 
     @property
@@ -411,7 +412,10 @@ def _anomaly(state: RunState, event: AnomalyDetected, position: int) -> RunState
 
 def _map_item_completed(state: RunState, event: MapItemCompleted, position: int) -> RunState:
     prev = state.steps[event.step_id]
-    step = replace(prev, item_outputs={**prev.item_outputs, event.index: event.output})
+    errors = prev.item_errors  # a try of this attempt that failed before (the item's retries): done with now
+    if event.index in errors:
+        errors = {k: v for k, v in errors.items() if k != event.index}
+    step = replace(prev, item_outputs={**prev.item_outputs, event.index: event.output}, item_errors=errors)
     return _with_step(state, position, event.step_id, step, decides=False)
 
 

@@ -156,10 +156,12 @@ def _check_map(step: Step, personas: set[str], fail: Fail) -> None:
         _check_named(step, fail)
     if not _seconds(step.item_timeout_s):
         fail(step.id, f"its inner step's timeout_s must be a finite number of seconds >= 0, got {step.item_timeout_s!r}")
+    if not _whole(step.item_retries):
+        fail(step.id, f"its inner step's retries must be a whole number >= 0, got {step.item_retries!r}")
+    if not _seconds(step.item_retry_delay_s):
+        fail(step.id, f"its inner step's retry_delay_s must be a finite number of seconds >= 0, "
+                      f"got {step.item_retry_delay_s!r}")
     written = step.inner
-    if written is not None and written.retries:  # said plainly rather than left unused
-        fail(step.id, f"its inner step {written.id!r} has retries={written.retries!r}, but items are not retried "
-                      "one by one: set retries on the map (a retry runs again the items without a result)")
     if written is not None and written.tools:
         fail(step.id, f"its inner step {written.id!r} has tools=True, but a map's agent items do not use the "
                       "workspace tools")

@@ -72,7 +72,30 @@ TIMED_AGENT_MAP = Flow("timed-agent-map", steps=[
     map("verify", over="$findings.output.items", max_parallel=3,
         step=agent("v", persona="reviewer", prompt="Verify $input.item", timeout_s=1.0)),
 ])
-REGISTRY = FlowRegistry([CODE_MAP, AGENT_MAP, TIMED_MAP, TIMED_AGENT_MAP])
+def flaky(ctx):
+    """One item: fails the first ``fails`` tries of "flaky-N" (N = fails), then answers."""
+    item = ctx.input["item"]
+    with LOCK:
+        CALLS[item] = CALLS.get(item, 0) + 1
+        n = CALLS[item]
+    if item.startswith("flaky-") and n <= int(item.split("-")[1]):
+        raise ConnectionError(f"try {n} of {item} lost its server")
+    return f"{item} ok"
+
+
+RETRIED_MAP = Flow("retried-map", steps=[
+    code("findings", fn=findings),
+    map("verify", over="$findings.output.items", max_parallel=2,
+        step=code("check", fn=flaky, retries=2, retry_delay_s=0.05)),
+])
+
+
+RETRIED_AGENT_MAP = Flow("retried-agent-map", steps=[
+    code("findings", fn=findings),
+    map("verify", over="$findings.output.items", max_parallel=3,
+        step=agent("v", persona="reviewer", prompt="Verify $input.item", retries=1, retry_delay_s=0)),
+])
+REGISTRY = FlowRegistry([CODE_MAP, AGENT_MAP, TIMED_MAP, TIMED_AGENT_MAP, RETRIED_MAP, RETRIED_AGENT_MAP])
 
 
 @pytest.fixture(autouse=True)
@@ -145,6 +168,23 @@ class CountingBackend(OfflineBackend):
                 self.now -= 1
 
 
+class FlakyBackend(CountingBackend):
+    """CountingBackend whose first call for each item fails."""
+
+    def __init__(self) -> None:
+        super().__init__(delay_s=0.05)
+        self.seen: set[str] = set()
+
+    def run(self, request, delta, token):
+        with self.lock:
+            first = request.prompt not in self.seen
+            self.seen.add(request.prompt)
+        if first:
+            from actors.agents import AgentError
+            raise AgentError("the model server answered 503")
+        return super().run(request, delta, token)
+
+
 def test_agent_items_take_the_agent_slots(store):
     """agent_slots 1: a map of agents with max_parallel 3 still calls the model once at a time, and every
     slot is given back when the items end."""
@@ -166,6 +206,43 @@ def test_an_items_time_limit_runs_from_its_call_not_from_its_wait_for_an_agent_s
         state = engine.wait(engine.launch("timed-agent-map", "go", inputs={"items": ["x", "y", "z"]}).run_id)
     assert state.steps["verify"].status == "completed", state.steps["verify"].error
     assert backend.peak == 1 and len(state.steps["verify"].fields["results"]) == 3
+
+
+def test_a_failed_item_is_tried_again_alone_and_each_try_is_recorded(store):
+    """The inner step's retries are each item's, as a mapped task instance is retried in Airflow: the
+    other items are not run again, every failed try is in the log, and only the last try decides."""
+    with _engine(store) as engine:
+        run_id = engine.launch("retried-map", "go", inputs={"items": ["a", "flaky-2", "b", "flaky-3"]}).run_id
+        state = engine.wait(run_id, timeout=10)
+    verify = state.steps["verify"]
+    assert verify.status == "failed" and verify.attempt == 1
+    assert verify.error == ("1 of 4 items failed (indexes [3]); item 3: ConnectionError: try 3 of flaky-3 lost its "
+                            "server (try 3 of 3)")
+    assert CALLS == {"a": 1, "flaky-2": 3, "b": 1, "flaky-3": 3}
+    tries = [(f["index"], f["error"]) for f in _records(store, run_id, "MapItemFailed")]
+    assert sorted(tries) == [
+        (1, "ConnectionError: try 1 of flaky-2 lost its server (try 1 of 3; tried again in 0.05 s)"),
+        (1, "ConnectionError: try 2 of flaky-2 lost its server (try 2 of 3; tried again in 0.05 s)"),
+        (3, "ConnectionError: try 1 of flaky-3 lost its server (try 1 of 3; tried again in 0.05 s)"),
+        (3, "ConnectionError: try 2 of flaky-3 lost its server (try 2 of 3; tried again in 0.05 s)"),
+        (3, "ConnectionError: try 3 of flaky-3 lost its server (try 3 of 3)")]
+    done = {i["index"]: i["output"] for i in _records(store, run_id, "MapItemCompleted")}
+    assert done == {0: "a ok", 1: "flaky-2 ok", 2: "b ok"}
+    assert verify.item_errors == {3: "ConnectionError: try 3 of flaky-3 lost its server (try 3 of 3)"}
+
+
+def test_an_agent_items_retry_waits_for_an_agent_slot_of_its_own(store):
+    """One slot: an item's retry asks for the slot again (its first grant is spent), so the model is
+    still called once at a time, and every slot is given back."""
+    backend = FlakyBackend()
+    with Engine(store, REGISTRY, EngineConfig(agent_slots=1, max_active_runs=4), backend=backend).start() as engine:
+        state = engine.wait(engine.launch("retried-agent-map", "go", inputs={"items": ["x", "y", "z"]}).run_id,
+                            timeout=10)
+        plan = engine.plan()
+    assert state.steps["verify"].status == "completed", state.steps["verify"].error
+    assert len(state.steps["verify"].fields["results"]) == 3 and backend.peak == 1
+    assert len(_records(store, state.run_id, "MapItemFailed")) == 3  # each item's first try
+    assert all(p["slots_held"] == 0 for p in plan["in_progress"])
 
 
 def test_an_empty_list_completes_at_once(store):

@@ -41,9 +41,11 @@ def test_definitions_are_checked() -> None:
     assert "unknown persona" in _refused(
         code("l", fn=listed), map("m", over="$l.output.items", step=agent("x", persona="nobody", prompt="p")))
     over = "$l.output.items"
-    assert _refused(code("l", fn=listed), map("m", over=over, step=code("x", fn=listed, retries=2))) == (
-        "its inner step 'x' has retries=2, but items are not retried one by one: set retries on the map "
-        "(a retry runs again the items without a result)")
+    assert _refused(code("l", fn=listed), map("m", over=over, step=code("x", fn=listed, retries=1.5))) == (
+        "its inner step's retries must be a whole number >= 0, got 1.5")
+    assert _refused(code("l", fn=listed), map("m", over=over, step=code("x", fn=listed, retries=1,
+                                                                         retry_delay_s=float("nan")))) == (
+        "its inner step's retry_delay_s must be a finite number of seconds >= 0, got nan")
     assert _refused(code("l", fn=listed), map("m", over=over, step=agent("x", persona="reviewer", prompt="p",
                                                                          tools=True))) == (
         "its inner step 'x' has tools=True, but a map's agent items do not use the workspace tools")
@@ -158,10 +160,24 @@ def test_the_new_events_frames_are_replayed_on_a_resume() -> None:
         assert frames_of(base, event) and type(event).__name__ in FRAMED_TYPES
 
 
-def test_the_inner_steps_timeout_is_pinned_as_each_items_and_leaves_other_snapshots_as_they_were() -> None:
+def test_the_inner_steps_timeout_and_retries_are_pinned_as_each_items_and_leave_other_snapshots_as_they_were():
     import msgspec
 
-    timed = Flow("timed", [code("l", fn=listed), map("m", over="$l.output.items", step=code("x", fn=listed,
-                                                                                             timeout_s=30))])
-    assert timed.snapshot().step("m").item_timeout_s == 30.0 and timed.snapshot().step("m").timeout_s == 0.0
-    assert b"item_timeout_s" not in msgspec.json.encode(FLOW.snapshot())  # no limit: encoded as before
+    timed = Flow("timed", [code("l", fn=listed), map("m", over="$l.output.items", retries=1, step=code(
+        "x", fn=listed, timeout_s=30, retries=2, retry_delay_s=0.5))])
+    spec = timed.snapshot().step("m")
+    assert (spec.item_timeout_s, spec.item_retries, spec.item_retry_delay_s) == (30.0, 2, 0.5)
+    assert (spec.timeout_s, spec.retries) == (0.0, 1)  # the map's own
+    assert not {b"item_timeout_s", b"item_retries", b"item_retry_delay_s"} & set(
+        msgspec.json.encode(FLOW.snapshot()).replace(b'"', b" ").split())  # none set: encoded as before
+
+
+def test_an_items_later_try_that_completes_takes_it_out_of_the_failures() -> None:
+    state, decision = _started(FLOW, ["a", "b"])
+    state = fold(decision.events, state)
+    for events in (item_ended(state, "m", 1, 0, 3.0, error="boom (try 1 of 2; tried again in 0 s)", failed=True),
+                   item_ended(state, "m", 1, 1, 3.0, output="rb")):
+        state = fold(events, state)
+    assert state.steps["m"].item_errors == {0: "boom (try 1 of 2; tried again in 0 s)"}
+    state = fold(item_ended(state, "m", 1, 0, 4.0, output="ra"), state)
+    assert state.steps["m"].item_errors == {} and gather(state, "m") == ('{"results": ["ra", "rb"]}', "")
