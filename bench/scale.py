@@ -46,7 +46,8 @@ Queue figures (stores of N runs parked at an approval, no other runs):
   latency and launch -> completed (median, best, p95), and per launch the
   server's CPU and the bytes the client received (``plan_delta`` frames
   apart), totals over the 20 divided by 20, at N = 100, 1,000, 10,000;
-- ``approvals``: 500 of 1,000 parked runs approved over HTTP by 8 client
+- ``approvals`` (``--rounds`` drains of each kind, alternating, then their best and
+  median): 500 of 1,000 parked runs approved over HTTP by 8 client
   threads, each on a keep-alive socket of its own (``Poster``: the load
   generator's own CPU is printed per run beside the server's); runs/s from
   the first POST to the last run completed: with one SSE client connected
@@ -983,10 +984,21 @@ def main() -> None:
                   **growth(plan_points),
                   "flat_ratio": round(max(p[1] for p in plan_points) / min(p[1] for p in plan_points), 2),
                   "target_flat_ratio": 1.5})
-        if "approvals" in parts:
-            for watched in (True, False):
-                emit({"backend": backend, **measure_approvals(stores, 1000, APPROVALS, watched=watched),
-                      "target_runs_per_s": 400, "loadavg_1m": round(os.getloadavg()[0], 2)})
+        if "approvals" in parts:  # --rounds drains of each kind, alternating: a drain moves ±30% by itself
+            drains: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+            for _ in range(args.rounds):
+                for watched in (True, False):
+                    line = measure_approvals(stores, 1000, APPROVALS, watched=watched)
+                    drains[watched].append(line)
+                    emit({"backend": backend, **line, "target_runs_per_s": 400,
+                          "loadavg_1m": round(os.getloadavg()[0], 2)})
+            for watched, lines in drains.items():
+                emit({"backend": backend, "figure": "approvals_drain_rounds", "stream_client": watched,
+                      "rounds": len(lines), **{f"{key}_best_median": [max(v), round(statistics.median(v), 3)]
+                                               for key in ("runs_per_s", "ratio_to_http_floor")
+                                               for v in [[line[key] for line in lines]]},
+                      "server_cpu_ms_per_run_median": round(statistics.median(line["server_cpu_ms_per_run"] for line in lines), 2),
+                      "target_runs_per_s": 400})
         templates = stores._templates  # recorded once for both backends
 
 
