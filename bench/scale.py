@@ -52,7 +52,7 @@ Queue figures (stores of N runs parked at an approval, no other runs):
   generator's own CPU is printed per run beside the server's); runs/s from
   the first POST to the last run completed: with one SSE client connected
   (completion seen by its frames; the engine then also builds a plan frame
-  per change), and with none (completion polled).
+  per change), and with none (completion counted in the store by the bench).
 
 Baselines in the same run: the driver's raw scan for the resume, ``baton
 flows`` (the process start-up alone) for the CLI figures; for each approvals
@@ -829,13 +829,37 @@ def db_floor(url: str, backend: str, threads: int) -> float:
     return each * threads / (time.perf_counter() - t0)
 
 
+class Endings:
+    """The runs completed since it was made, counted in the store by the bench itself (a RunCompleted after
+    the head it saw): how a drain without a stream client learns it is done without asking the server
+    (its answers to 500-run pages, polled, took the server's CPU at the drain's end)."""
+
+    _COUNT = "SELECT count(*) FROM events WHERE position > {} AND type = 'RunCompleted'"
+
+    def __init__(self, url: str, backend: str) -> None:
+        if backend == "sqlite":
+            self.conn: Any = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(pg_conninfo(url), autocommit=True)
+        self.head = int(self.conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0])
+
+    def count(self) -> int:
+        return int(self.conn.execute(self._COUNT.format(self.head)).fetchone()[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def measure_approvals(stores: Stores, parked: int, count: int, threads: int = 8, *,
                       watched: bool = True) -> dict[str, Any]:
     """Approve ``count`` parked runs over HTTP; runs/s until the last one completed.
 
     ``watched``: one SSE client is connected (as a web console would be), and
     tells when each run completed; otherwise nobody streams (the engine then
-    builds no plan frames) and completion is polled with GET /api/runs.
+    builds no plan frames) and the bench counts the RunCompleted events in the
+    store itself (``Endings``), asking the server nothing.
     """
     with stores.copy("parked", parked) as url:
         server = Server(url)
@@ -854,6 +878,7 @@ def measure_approvals(stores: Stores, parked: int, count: int, threads: int = 8,
             floors = http_floor(server, threads)
             db_commits = db_floor(url, stores.backend, threads)
             stream = Stream(server.base) if watched else None
+            ended = None if watched else Endings(url, stores.backend)
             time.sleep(0.2)
             wanted = set(todo)
             c0, own0 = server.cpu(), time.process_time()
@@ -893,15 +918,13 @@ def measure_approvals(stores: Stores, parked: int, count: int, threads: int = 8,
                     done.add(stream.frames[index][2])
                 stream.close()
             else:
-                with httpx.Client(base_url=server.base, timeout=120) as c:
-                    deadline = time.monotonic() + 300
-                    while True:
-                        page = c.get("/api/runs", params={"status": "completed", "limit": count}).json()
-                        if len({r["run_id"] for r in page["runs"]} & wanted) >= len(wanted):
-                            break
-                        if time.monotonic() > deadline:
-                            raise TimeoutError("the approved runs did not all complete")
-                        time.sleep(0.02)
+                assert ended is not None
+                deadline = time.monotonic() + 300
+                while ended.count() < len(wanted):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the approved runs did not all complete")
+                    time.sleep(0.005)
+                ended.close()
                 at = time.perf_counter()
             wall = at - t0
             cpu, own = server.cpu() - c0, time.process_time() - own0
