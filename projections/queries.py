@@ -21,12 +21,16 @@ import sqlalchemy as sa
 
 from flows.events import (
     Event,
+    MapItemCompleted,
+    MapItemFailed,
     RunLaunched,
     StepResumed,
+    StepStarted,
     ToolCalled,
     ToolResult,
     stream_of,
 )
+from flows.kinds import StepKind
 from flows.model import StepSpec
 from flows.status import RUN_TERMINAL, RunStatus
 from projections.batch import driver_of
@@ -255,11 +259,15 @@ class ReadModel:
             children = [dict(r) for r in conn.execute(_CHILDREN.where(flow_runs.c.parent_run_id == run_id)).mappings()]
             calls = tool_calls(conn, run_id)
             seen = _step_anomalies(conn, run_id) if run["anomalies"] else {}
-        specs = _specs(events.get(launched))
+            specs = _specs(events.get(launched))
+            maps = {sid for sid, spec in specs.items() if spec.kind == StepKind.MAP}
+            items = map_items(conn, run_id, maps) if maps else {}
         step_list = [_step_dict(s, specs.get(s[_STEP_ID]), events) for s in steps]
         for step in step_list:
             step["tool_calls"] = calls.get(step["step_id"], [])
             step["anomaly_records"] = seen.get(step["step_id"], [])  # beside "anomalies", their count
+            if step["step_id"] in maps:
+                step["items"] = items.get(step["step_id"], [])
         out = _run_dict(run)
         out["usage"] = run_usage(step_list)
         markdown = getattr(events.get(ended), "report", "")
@@ -410,6 +418,47 @@ def tool_calls(conn: sa.Connection, run_id: str) -> dict[str, list[dict[str, Any
                 found.update(ok=event.ok, outcome=event.outcome, error=event.error, bytes=event.bytes,
                              truncated=event.truncated, sha256=event.sha256, result_position=position)
     return calls
+
+
+_MAP_EVENTS = ("SELECT position, type, data, {0} FROM events WHERE stream_id = :stream "
+               "AND type IN ('StepStarted', 'MapItemCompleted', 'MapItemFailed') ORDER BY version")
+ITEM_OUTPUT_CHARS = 2000  # of an item's result in a run's detail; the MapItemCompleted at ``position`` has it whole
+
+
+def map_items(conn: sa.Connection, run_id: str, steps: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """The items of a run's map ``steps`` as the fold knows them, each ``{index, item, status, output,
+    output_cut, error, attempt, position}``: ``pending`` until its try ends, ``completed`` (in any
+    attempt: a result is kept), or ``failed`` (in the current attempt only: a new one runs it again, and
+    a later try of the same attempt that completed replaces it). Read from the run's own events."""
+    query = sa.text(_MAP_EVENTS.format(schema_version_column(conn.dialect.name)))
+    events = decode_events(conn.execute(query, {"stream": stream_of(run_id)}))
+    out: dict[str, list[dict[str, Any]]] = {}
+    current: dict[str, int] = {}
+    for position in sorted(events):
+        event = events[position]
+        if event.step_id not in steps:  # type: ignore[attr-defined]  # each of the three has a step_id
+            continue
+        if isinstance(event, StepStarted):
+            current[event.step_id] = event.attempt
+            kept = out.get(event.step_id, [])
+            out[event.step_id] = [
+                kept[i] if i < len(kept) and kept[i]["status"] == "completed" else
+                {"index": i, "item": item, "status": "pending", "output": "", "output_cut": False, "error": "",
+                 "attempt": event.attempt, "position": position}
+                for i, item in enumerate(event.items)]
+        elif isinstance(event, (MapItemCompleted, MapItemFailed)):
+            items = out.get(event.step_id, [])
+            if not 0 <= event.index < len(items):
+                continue
+            if isinstance(event, MapItemFailed):
+                if event.attempt == current.get(event.step_id):
+                    items[event.index].update(status="failed", error=event.error, attempt=event.attempt,
+                                              position=position)
+            else:
+                items[event.index].update(status="completed", output=event.output[:ITEM_OUTPUT_CHARS],
+                                          output_cut=len(event.output) > ITEM_OUTPUT_CHARS, error="",
+                                          attempt=event.attempt, position=position)
+    return out
 
 
 def run_usage(steps: list[dict[str, Any]]) -> dict[str, int]:

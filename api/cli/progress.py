@@ -12,6 +12,7 @@ so logs and CI output stay readable.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -394,6 +395,7 @@ def print_run(console: Console, found: dict[str, Any], command: Callable[[str], 
                       str(s["attempt"] or ""), f"{s['duration_s']:.1f}s" if s["duration_s"] else "",
                       cell(note[:120]))
     console.print(table)
+    print_map_items(console, steps)
     print_tool_calls(console, steps)
     for s in steps:
         if s["status"] == StepStatus.PAUSED:
@@ -431,6 +433,29 @@ def result_text(ok: bool | None, outcome: str, error: str, size: int, truncated:
     if ok:
         return f"ok {size:,} B" + (" cut" if truncated else "")
     return f"{outcome} {error}".strip()
+
+
+def print_map_items(console: Console, steps: list[dict[str, Any]]) -> None:
+    """Each map step's items: how many ended how, then the ones that failed (or are still to end) by index."""
+    for s in steps:
+        items = s.get("items")
+        if not items:
+            continue
+        done = sum(1 for it in items if it["status"] == "completed")
+        failed = [it for it in items if it["status"] == "failed"]
+        left = [it for it in items if it["status"] == "pending"]
+        say(console, f"items of '{s['step_id']}': {done} of {len(items)} done" + (f", {len(failed)} failed" if failed else "")
+            + (f", {len(left)} not ended" if left else ""))
+        for it in failed[:20]:
+            say(console, f"  #{it['index']} {short_value(it['item'])}: {it['error'][:200]}")
+        if len(failed) > 20:
+            say(console, f"  ... {len(failed) - 20} more failed (baton show --json lists every item)")
+
+
+def short_value(value: Any, limit: int = 60) -> str:
+    """An item as one short line: its text, or its JSON."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def print_tool_calls(console: Console, steps: list[dict[str, Any]]) -> None:

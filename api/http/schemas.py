@@ -308,6 +308,21 @@ class AnomalyView(msgspec.Struct, kw_only=True):
     at: float
 
 
+class MapItemView(msgspec.Struct, kw_only=True):
+    """An item of a map step (GET /api/runs/{id}): ``pending`` until its try ends, ``completed`` (its
+    result kept across attempts; ``output`` its first 2,000 characters, ``output_cut`` when longer), or
+    ``failed`` in the current attempt (``error``). ``position`` is the event that says so."""
+
+    index: int
+    item: Any
+    status: str
+    output: str = ""
+    output_cut: bool = False
+    error: str = ""
+    attempt: int
+    position: int
+
+
 class StepSummary(msgspec.Struct, kw_only=True):
     """A step of a run as the read model keeps it (more fields may be present).
 
@@ -315,7 +330,7 @@ class StepSummary(msgspec.Struct, kw_only=True):
     with ``turns``: each turn's usage, and the loop's ``tool_calls``,
     ``tool_errors`` and ``malformed_calls``); ``tool_calls`` lists the calls;
     ``anomalies`` counts what the anomaly watch recorded on it, and ``anomaly_records`` lists it,
-    oldest first.
+    oldest first; a map step has its ``items``.
     """
 
     step_id: str
@@ -326,6 +341,7 @@ class StepSummary(msgspec.Struct, kw_only=True):
     tool_calls: list[ToolCallView] = []
     anomalies: int = 0
     anomaly_records: list[AnomalyView] = []
+    items: list[MapItemView] | None = None
 
 
 class RunPage(msgspec.Struct, kw_only=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from api.cli.progress import frame_line, print_tool_calls
+from api.cli.progress import frame_line, print_map_items, print_tool_calls
 
 
 def test_tail_lines_of_tool_frames():
@@ -34,4 +34,16 @@ def test_show_lists_each_steps_calls_with_its_tokens():
         "tool calls of 'explore': 2, 300 prompt + 23 completion tokens in 3 turns",
         '  #1 t1 search {"pattern": "retries"}  -> ok 88 B',
         "  #2 t2 nope {}  -> malformed unknown-tool",
+    ]
+
+
+def test_show_counts_a_maps_items_and_lists_the_failed_ones():
+    console = Console(record=True, width=200)
+    items = [{"index": 0, "item": "a", "status": "completed", "output": "ok", "error": ""},
+             {"index": 1, "item": {"file": "x.py"}, "status": "failed", "output": "", "error": "timeout after 1 s"},
+             {"index": 2, "item": "c", "status": "pending", "output": "", "error": ""}]
+    print_map_items(console, [{"step_id": "list"}, {"step_id": "each", "items": items}])
+    assert console.export_text().splitlines() == [
+        "items of 'each': 1 of 3 done, 1 failed, 1 not ended",
+        '  #1 {"file": "x.py"}: timeout after 1 s',
     ]

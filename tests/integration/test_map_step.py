@@ -230,6 +230,20 @@ def test_a_failed_item_is_tried_again_alone_and_each_try_is_recorded(store):
     assert done == {0: "a ok", 1: "flaky-2 ok", 2: "b ok"}
     assert verify.item_errors == {3: "ConnectionError: try 3 of flaky-3 lost its server (try 3 of 3)"}
 
+    # GET /api/runs/{id} (and baton show) list the items as the fold knows them: the last try decides
+    from projections import Projector, ReadModel
+
+    with Projector(store) as projector:
+        assert projector.wait_for(store.head(), 10), projector.last_error
+        detail = ReadModel(store.database, projector).get_run(run_id)
+    assert detail is not None
+    items = {s["step_id"]: s.get("items") for s in detail["steps"]}
+    assert items["findings"] is None  # only a map step has items
+    assert [(i["index"], i["item"], i["status"], i["output"], i["error"]) for i in items["verify"]] == [
+        (0, "a", "completed", "a ok", ""), (1, "flaky-2", "completed", "flaky-2 ok", ""),
+        (2, "b", "completed", "b ok", ""),
+        (3, "flaky-3", "failed", "", "ConnectionError: try 3 of flaky-3 lost its server (try 3 of 3)")]
+
 
 def test_an_agent_items_retry_waits_for_an_agent_slot_of_its_own(store):
     """One slot: an item's retry asks for the slot again (its first grant is spent), so the model is

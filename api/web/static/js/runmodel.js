@@ -77,6 +77,11 @@ export function fromSnapshot(detail) {
     const step = newStep(s);
     snapshotTools(step, s.tool_calls);
     for (const a of s.anomaly_records || []) step.anomalies.set(a.position, { ...a, id: a.position }); // as its frame's id
+    if (Array.isArray(s.items) && s.status !== 'pending') { // a map's items as the snapshot saw them
+      step.items = s.items.map((it) => ({ item: it.item, status: it.status, output: it.output || '', error: it.error || '' }));
+      step.item_count = step.items.length;
+      step.items_read = true;
+    }
     steps.set(s.step_id, step);
   }
   for (const child of detail.children || []) { // a subflow step's run (a fork or a retry names no step here)
