@@ -34,3 +34,22 @@ web_slow_map = Flow(
     description="A map whose last item ends two seconds after the others.",
     steps=[code("list", fn=three), map("each", over="$list.output.items", step=code("i", fn=settle))],
 )
+
+
+def many(ctx):
+    return {"items": [f"n{i}" for i in range(300)]}
+
+
+def all_but_250(ctx):
+    if ctx.input["index"] == 250:
+        raise ValueError("item 250 is bad")
+    return "ok"
+
+
+web_wide_map = Flow(
+    "web-wide-map",
+    category="Analysis",
+    description="A map over 300 items, one of which fails.",
+    steps=[code("list", fn=many), map("each", over="$list.output.items", step=code("i", fn=all_but_250),
+                                      max_parallel=8)],
+)

@@ -61,6 +61,22 @@ def test_a_map_opened_after_an_items_frame_still_lists_every_item(page, server):
     expect(detail.locator(".map-items li.map-item").nth(0)).to_contain_text("→ A")
 
 
+def test_a_wide_maps_detail_lists_its_first_items_and_every_failed_one(page, server):
+    """300 items: the first 200 and the failed #250 are listed, the rest counted (a page redraws the
+    detail at each item's frame: 1,024 rows each time would freeze it)."""
+    run_id = launch_api(server, "web-wide-map", question="Wide")
+    wait_frame(server, run_id, ended, "the run's end")
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    page.locator(".roster button.step[data-step-id='each']").click()
+    detail = page.locator("#step-detail")
+    expect(detail.locator(".map-items .facts")).to_have_text("299 of 300 items done, 1 failed")
+    expect(detail.locator(".map-items li.map-item")).to_have_count(201)
+    expect(detail.locator(".map-items li.map-item").last).to_contain_text("#250")
+    expect(detail.locator(".map-items li.map-item").last).to_contain_text("item 250 is bad")
+    expect(detail.locator(".map-items p.hint")).to_have_text(
+        "99 more items not shown here (Log, or baton show --json, has them all).")
+
+
 def test_a_subflow_step_links_its_child_run_and_the_child_links_back(page, server):
     parent = launch_api(server, "api-parent", question="Nest it")
     done = wait_frame(server, parent, ended, "the parent's end")

@@ -22,6 +22,7 @@ import {
 const NARROW = '(max-width: 720px)';
 const PARENT_LINKS = { subflow: 'Child of', fork: 'Forked from', retry: 'Retry of' };
 const CLIP = 160; // characters of a map item or its result shown inline
+const ITEMS_SHOWN = 200; // a map's items listed in its detail (and its failed ones after them, as many again)
 
 function clip(text) {
   const s = String(text);
@@ -307,11 +308,16 @@ export function mountRun(main, { runId }) {
     const c = itemCounts(step);
     const summary = !c.total ? (step.status === 'pending' ? 'Its items are known once it starts.' : 'No items.')
       : `${c.completed} of ${c.total} item${c.total === 1 ? '' : 's'} done${c.failed ? `, ${c.failed} failed` : ''}${c.running ? `, ${c.running} under way` : ''}`;
-    const rows = (step.items || []).map((it, i) => (it ? h('li', { class: 'map-item', dataset: { index: String(i), status: it.status } },
+    // A wide map (1,024 items) redrawn at each item's frame: the first ITEMS_SHOWN, and the failed ones after them.
+    const all = step.items || [];
+    const shown = all.map((it, i) => [it, i]).filter(([it, i]) => it && (i < ITEMS_SHOWN || it.status === 'failed')).slice(0, 2 * ITEMS_SHOWN);
+    const hidden = all.filter(Boolean).length - shown.length;
+    const rows = shown.map(([it, i]) => (it ? h('li', { class: 'map-item', dataset: { index: String(i), status: it.status } },
       h('span', { class: 'item-index', text: `#${i}` }), ' ', statusBadge(it.status || 'pending', { short: true }), ' ',
       h('span', { class: 'item', text: clip(typeof it.item === 'string' ? it.item : JSON.stringify(it.item ?? null)) }),
       it.error ? h('span', { class: 'error', text: ` — ${clip(it.error)}` }) : it.output ? h('span', { class: 'item-output', text: ` → ${clip(it.output)}` }) : '') : null));
-    return h('div', { class: 'map-items', role: 'group', 'aria-label': 'Map items' }, h('p', { class: 'facts', text: summary }), rows.length ? h('ol', {}, rows) : null);
+    return h('div', { class: 'map-items', role: 'group', 'aria-label': 'Map items' }, h('p', { class: 'facts', text: summary }), rows.length ? h('ol', {}, rows) : null,
+      hidden > 0 ? h('p', { class: 'hint', text: `${hidden.toLocaleString()} more item${hidden === 1 ? '' : 's'} not shown here (Log, or baton show --json, has them all).` }) : null);
   }
 
   function loadItems(step) {
