@@ -3,7 +3,7 @@ attempt, so the anomaly watch records on it; a map whose last item ends late."""
 
 import time
 
-from flows import Flow, code, map
+from flows import Flow, approval, code, map
 
 
 def always_fails(ctx):
@@ -52,4 +52,13 @@ web_wide_map = Flow(
     description="A map over 300 items, one of which fails.",
     steps=[code("list", fn=many), map("each", over="$list.output.items", step=code("i", fn=all_but_250),
                                       max_parallel=8)],
+)
+
+
+web_gated_map = Flow(
+    "web-gated-map",
+    category="Analysis",
+    description="A person's approval, then a map over the launch's items, whose last ends late.",
+    steps=[approval("gate", prompt="Go over the items?"),
+           map("each", over="$input.items", step=code("i", fn=settle), deps=["gate"])],
 )

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
 from tests.api.server import ApiServer
-from tests.web.support import ended, launch_api, shoot, wait_frame
+from tests.web.support import ended, launch_api, paused, shoot, wait_frame
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,24 @@ def test_a_map_opened_after_an_items_frame_still_lists_every_item(page, server):
     expect(detail.locator(".map-items .facts")).to_have_text("3 of 3 items done")
     expect(detail.locator(".map-items li.map-item")).to_have_count(3)
     expect(detail.locator(".map-items li.map-item").nth(0)).to_contain_text("→ A")
+
+
+def test_a_map_that_starts_after_the_page_opened_lists_its_items_before_they_end(page, server):
+    """The snapshot had the map pending: when it starts, the page reads its items from the run's detail, so
+    the one still under way is named, and its frame then completes it."""
+    run_id = launch_api(server, "web-gated-map", question="Gated", inputs={"items": ["a", "b", "slow"]})
+    wait_frame(server, run_id, paused, "the gate")
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+    r = httpx.post(f"{server.url}/api/runs/{run_id}/steps/gate/approve", json={}, auth=server.auth)
+    assert r.status_code == 200, r.text
+    # the page follows the active step: the map, once it runs (a click would fold it up again)
+    expect(page.locator("#step-detail")).to_have_attribute("data-step-id", "each")
+    items = page.locator("#step-detail .map-items li.map-item")
+    expect(items).to_have_count(3)
+    expect(items.nth(2)).to_contain_text("slow")
+    expect(items.nth(2)).to_have_attribute("data-status", "pending")  # no frame says that: the detail does
+    expect(page.locator("#step-detail .map-items .facts")).to_have_text("3 of 3 items done", timeout=20_000)
 
 
 def test_a_wide_maps_detail_lists_its_first_items_and_every_failed_one(page, server):

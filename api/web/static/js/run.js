@@ -16,7 +16,7 @@ import { render as markdown } from './markdown.js';
 import { perf } from './perf.js';
 import { mountTaskBoard } from './taskboard.js';
 import {
-  activeStep, apply, fromSnapshot, itemCounts, itemsFromEvents, markJoined, markMissed, STEP_CONTROLS, stepTokens, tokens,
+  activeStep, apply, fromSnapshot, itemCounts, markJoined, markMissed, STEP_CONTROLS, stepTokens, takeItems, tokens,
 } from './runmodel.js';
 
 const NARROW = '(max-width: 720px)';
@@ -301,8 +301,9 @@ export function mountRun(main, { runId }) {
     });
   }
 
-  // A map step's items: how many ended, and each item with its status and result. Read once from the
-  // run's events when first shown (the frames name only the items that end), then kept by map_item frames.
+  // A map step's items: how many ended, and each item with its status and result. From the run's detail
+  // (the snapshot's, or read again for a map that started after it: the frames name only the items that
+  // end), then kept by map_item frames.
   function mapBox(step) {
     if (!step.items_read && step.status !== 'pending' && step.status !== 'skipped') loadItems(step);
     const c = itemCounts(step);
@@ -323,9 +324,10 @@ export function mountRun(main, { runId }) {
   function loadItems(step) {
     if (loadingItems.has(step.step_id)) return;
     loadingItems.add(step.step_id);
-    get(`/api/runs/${encodeURIComponent(runId)}/events?format=json`).then((events) => {
+    get(`/api/runs/${encodeURIComponent(runId)}`).then((fresh) => {
       if (!alive) return;
-      itemsFromEvents(step, events.map((e) => ({ ...e, data: typeof e.data === 'string' ? JSON.parse(e.data) : e.data })));
+      const found = (fresh.steps || []).find((s) => s.step_id === step.step_id);
+      if (found && Array.isArray(found.items)) takeItems(step, found.items);
       if (selected === step.step_id) drawDetail();
     }).catch(() => loadingItems.delete(step.step_id)); // shown again: read again
   }

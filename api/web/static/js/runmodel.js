@@ -38,7 +38,7 @@ function newStep(spec) {
     child_status: spec.child_status || '',
     item_count: spec.items || 0, // a map step: how many items its attempt goes over (0: unknown yet)
     items: null, // a map step: index -> {item, status, output, error}, once read or framed (null: neither yet)
-    items_read: false, // a map step: its items were read from the run's events (the frames alone name no pending item)
+    items_read: false, // a map step: its items were read from the run's detail (the frames alone name no pending item)
     approval: spec.status === 'paused' ? { prompt: spec.prompt || '' } : null,
     text: '', // the live text of the running attempt
     segments: [], // that text and its tool calls, in order: {text} | {call_id}
@@ -77,11 +77,7 @@ export function fromSnapshot(detail) {
     const step = newStep(s);
     snapshotTools(step, s.tool_calls);
     for (const a of s.anomaly_records || []) step.anomalies.set(a.position, { ...a, id: a.position }); // as its frame's id
-    if (Array.isArray(s.items) && s.status !== 'pending') { // a map's items as the snapshot saw them
-      step.items = s.items.map((it) => ({ item: it.item, status: it.status, output: it.output || '', error: it.error || '' }));
-      step.item_count = step.items.length;
-      step.items_read = true;
-    }
+    if (Array.isArray(s.items) && s.status !== 'pending') takeItems(step, s.items); // as the snapshot saw them
     steps.set(s.step_id, step);
   }
   for (const child of detail.children || []) { // a subflow step's run (a fork or a retry names no step here)
@@ -276,27 +272,13 @@ function setItem(step, index, value) {
 }
 
 /**
- * A map step's items from its run's recorded events (GET /api/runs/{id}/events): the list its last
- * StepStarted went over, and each item's end (an item ended in an earlier attempt keeps its result).
- * Frames that arrived meanwhile are kept: they are newer than what the read saw, or the same.
+ * A map step's items as GET /api/runs/{id} gives them (the server folds them from the run's events). The
+ * frames that arrived meanwhile are kept: they are newer than that read, or the same.
  */
-export function itemsFromEvents(step, events) {
+export function takeItems(step, items) {
   const framed = step.items || [];
-  step.items = [];
-  let attempt = 0;
-  for (const e of events) {
-    const d = e.data || {};
-    if (d.step_id !== step.step_id) continue;
-    if (e.type === 'StepStarted' && Array.isArray(d.items)) {
-      attempt = d.attempt || attempt;
-      step.item_count = d.items.length;
-      d.items.forEach((item, i) => setItem(step, i, { item, status: step.items[i]?.status === 'completed' ? 'completed' : 'pending' }));
-    } else if (e.type === 'MapItemCompleted' || e.type === 'MapItemFailed') {
-      const failed = e.type === 'MapItemFailed';
-      if (failed && d.attempt !== attempt) continue; // a failure of an earlier attempt: that item runs again
-      setItem(step, d.index, { item: d.item, status: failed ? 'failed' : 'completed', output: d.output || '', error: d.error || '' });
-    }
-  }
+  step.items = items.map((it) => ({ item: it.item, status: it.status, output: it.output || '', error: it.error || '' }));
+  step.item_count = step.items.length;
   framed.forEach((value, i) => { if (value) setItem(step, i, value); });
   step.items_read = true;
 }
