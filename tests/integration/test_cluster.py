@@ -78,9 +78,22 @@ def drivers(store: SqlStore, run_id: str) -> set[str]:
     return {r.metadata["node"] for r in store.read_stream(stream_of(run_id)) if r.type == "RunStarted"}
 
 
+def members(store: SqlStore) -> set[str]:
+    """The nodes that have joined the cluster (alive members), as ``baton nodes`` lists them."""
+    from actors.cluster import nodes_of
+
+    return {n["node"] for n in nodes_of(store) if n["member"] and n["alive"]}
+
+
 def test_runs_launched_on_one_node_are_admitted_once_and_spread_over_every_node(pg_store):
     engines = cluster(pg_store)
     try:
+        # A node's start returns before it has joined the cluster (on a loaded machine, after 12 quick
+        # runs were spread): they are spread over the nodes that have joined.
+        deadline = time.monotonic() + 10
+        while members(pg_store) != set(NODES):
+            assert time.monotonic() < deadline, f"not every node joined within 10 s: {members(pg_store)}"
+            time.sleep(0.05)
         run_ids = [engines[0].launch("quick", f"q{i}").run_id for i in range(12)]
         for run_id in run_ids:
             assert engines[0].wait(run_id, {"completed"}, timeout=20).status == "completed"
