@@ -3,7 +3,7 @@ attempt, so the anomaly watch records on it; a map whose last item ends late."""
 
 import time
 
-from flows import Flow, approval, code, map
+from flows import Flow, approval, code, map, subflow
 
 
 def always_fails(ctx):
@@ -61,4 +61,13 @@ web_gated_map = Flow(
     description="A person's approval, then a map over the launch's items, whose last ends late.",
     steps=[approval("gate", prompt="Go over the items?"),
            map("each", over="$input.items", step=code("i", fn=settle), deps=["gate"])],
+)
+
+
+web_gated_parent = Flow(
+    "web-gated-parent",
+    category="Analysis",
+    description="A person's approval, then a subflow running api-map as a child run.",
+    steps=[approval("gate", prompt="Start the child?"),
+           subflow("child", flow="api-map", inputs={"question": "Nested: $input.question"}, deps=["gate"])],
 )

@@ -96,6 +96,18 @@ def test_a_wide_maps_detail_lists_its_first_items_and_every_failed_one(page, ser
         "99 more items not shown here (Log, or baton show --json, has them all).")
 
 
+def test_a_subflow_step_says_its_child_completed_when_it_did_while_the_page_watched(page, server):
+    """The child's status comes from the step's frames: running when it starts, completed with it."""
+    parent = launch_api(server, "web-gated-parent", question="Watch it nest")
+    wait_frame(server, parent, paused, "the gate")
+    page.goto(f"{server.url}/#/runs/{parent}")
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+    r = httpx.post(f"{server.url}/api/runs/{parent}/steps/gate/approve", json={}, auth=server.auth)
+    assert r.status_code == 200, r.text
+    expect(page.locator("#step-detail")).to_have_attribute("data-step-id", "child")  # it follows the step
+    expect(page.locator("#step-detail .child-line")).to_contain_text("(completed)", timeout=20_000)
+
+
 def test_a_subflow_step_links_its_child_run_and_the_child_links_back(page, server):
     parent = launch_api(server, "api-parent", question="Nest it")
     done = wait_frame(server, parent, ended, "the parent's end")

@@ -45,7 +45,7 @@ export function mountRun(main, { runId }) {
   let usageTimer = 0;
   let live = null; // {step_id, node: Text} the text node deltas of the expanded step go to
   let auditLog = null; // a promise of the run's events by position: tool results the snapshot does not carry
-  const loadingItems = new Set(); // map steps whose items are read (or being read) from the run's events
+  const loadingItems = new Set(); // map steps whose items are read (or being read) from the run's detail
   const narrow = window.matchMedia(NARROW);
 
   const heading = h('h1', { tabindex: '-1' }, 'Run ', h('span', { class: 'id', text: shortId(runId) }));

@@ -229,6 +229,9 @@ function applyStep(model, frame) {
     if (frame.child_run_id) Object.assign(step, { child_run_id: frame.child_run_id, child_status: 'running' });
   }
   step.status = frame.status;
+  // a subflow step ends with its child: "completed" is the child's status too; any other end, the page
+  // does not know which (failed, cancelled or rejected), so it says none rather than "running"
+  if (step.child_run_id && TERMINAL.has(frame.status)) step.child_status = frame.status === 'completed' ? 'completed' : '';
   if (frame.status === 'completed' && frame.output !== undefined) step.output = frame.output;
   if (frame.duration_s !== undefined) step.duration_s = frame.duration_s;
   if (frame.error) step.error = frame.error;
