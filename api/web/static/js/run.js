@@ -313,10 +313,10 @@ export function mountRun(main, { runId }) {
     const all = step.items || [];
     const shown = all.map((it, i) => [it, i]).filter(([it, i]) => it && (i < ITEMS_SHOWN || it.status === 'failed')).slice(0, 2 * ITEMS_SHOWN);
     const hidden = all.filter(Boolean).length - shown.length;
-    const rows = shown.map(([it, i]) => (it ? h('li', { class: 'map-item', dataset: { index: String(i), status: it.status } },
+    const rows = shown.map(([it, i]) => h('li', { class: 'map-item', dataset: { index: String(i), status: it.status } },
       h('span', { class: 'item-index', text: `#${i}` }), ' ', statusBadge(it.status || 'pending', { short: true }), ' ',
       h('span', { class: 'item', text: clip(typeof it.item === 'string' ? it.item : JSON.stringify(it.item ?? null)) }),
-      it.error ? h('span', { class: 'error', text: ` — ${clip(it.error)}` }) : it.output ? h('span', { class: 'item-output', text: ` → ${clip(it.output)}` }) : '') : null));
+      it.error ? h('span', { class: 'error', text: ` — ${clip(it.error)}` }) : it.output ? h('span', { class: 'item-output', text: ` → ${clip(it.output)}` }) : ''));
     return h('div', { class: 'map-items', role: 'group', 'aria-label': 'Map items' }, h('p', { class: 'facts', text: summary }), rows.length ? h('ol', {}, rows) : null,
       hidden > 0 ? h('p', { class: 'hint', text: `${hidden.toLocaleString()} more item${hidden === 1 ? '' : 's'} not shown here (Log, or baton show --json, has them all).` }) : null);
   }
