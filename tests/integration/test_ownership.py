@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from actors.config import EngineConfig
 from actors.engine import Engine
-from eventstore.leases import Leases
+from eventstore.leases import Leases, dead_on_this_host
 from flows import Flow, agent, approval
 from flows.catalog import FlowRegistry
 from flows.commands import inbox_of
@@ -100,6 +101,35 @@ def test_a_lease_of_a_killed_process_not_yet_reaped_is_taken_at_once(store):
         assert leases.acquire("run-z", "elsewhere:1") is None  # not waiting out the hour
     finally:
         child.wait()
+
+
+def test_a_killed_process_is_gone_only_once_its_sockets_are_closed():
+    """Killed, the thread a pid names is a zombie at once, while another thread still tears the process
+    down and its sockets stay open for tens of ms. Taken for gone then, a node's model slots went to
+    another node while its call was still open at the model server: one call more than the slots."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    code = (f"import socket, threading, time\n"
+            f"s = socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}))\n"
+            "memory = bytearray(b'x') * 300_000_000  # written to: a teardown that takes a while\n"
+            "threading.Thread(target=lambda: [None for _ in iter(int, 1)], daemon=True).start()\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        conn, _ = listener.accept()
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        owner = f"{socket.gethostname()}:{child.pid}"
+        assert not dead_on_this_host(owner)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while not dead_on_this_host(owner):
+            assert time.monotonic() < deadline, "the killed child was never taken for gone"
+        closed = select.select([conn], [], [], 0)[0] and conn.recv(1) == b""
+        assert closed, "taken for gone while its socket was still open"
+    finally:
+        child.kill()
+        child.wait()
+        listener.close()
 
 
 def test_the_api_hands_a_command_for_a_run_driven_elsewhere_to_its_driver(store):
