@@ -111,7 +111,10 @@ def test_a_killed_process_is_gone_only_once_its_sockets_are_closed():
     code = (f"import socket, threading, time\n"
             f"s = socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}))\n"
             "memory = bytearray(b'x') * 300_000_000  # written to: a teardown that takes a while\n"
-            "threading.Thread(target=lambda: [None for _ in iter(int, 1)], daemon=True).start()\n"
+            "def spin():\n"
+            "    while True:  # bytecode: it lets the main thread have the GIL\n"
+            "        pass\n"
+            "threading.Thread(target=spin, daemon=True).start()\n"
             "print('ready', flush=True)\n"
             "time.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
