@@ -114,7 +114,8 @@ def test_a_killed_process_is_gone_only_once_its_sockets_are_closed():
             "def spin():\n"
             "    while True:  # bytecode: it lets the main thread have the GIL\n"
             "        pass\n"
-            "threading.Thread(target=spin, daemon=True).start()\n"
+            "for _ in range(3):\n"
+            "    threading.Thread(target=spin, daemon=True).start()\n"
             "print('ready', flush=True)\n"
             "time.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
