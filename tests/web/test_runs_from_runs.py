@@ -47,13 +47,15 @@ def test_a_maps_items_show_with_their_results_live_and_when_reopened(page, serve
     expect(detail.locator(".map-items li.map-item[data-status='completed']")).to_have_count(2)
 
 
-def test_a_map_opened_after_an_items_frame_still_lists_every_item(page, server):
+def test_a_map_opened_after_an_items_frame_still_lists_every_item(page, server, tmp_path):
     """The page opened while the map ran, on another step: only the last item's frame reached it. Opening
     the map then reads the items from the run's events, not from that one frame."""
-    run_id = launch_api(server, "web-slow-map", question="Slow")
+    release = tmp_path / "release"
+    run_id = launch_api(server, "web-slow-map", question=str(release))
     wait_frame(server, run_id, lambda f: f.get("type") == "map_item" and f.get("index") == 1, "items a and b")
     page.goto(f"{server.url}/#/runs/{run_id}")
     page.locator(".roster button.step[data-step-id='list']").click()  # the person looks elsewhere
+    release.touch()  # the last item ends now
     expect(page.locator(".roster button.step[data-step-id='each'] .word")).to_have_text("completed", timeout=20_000)
     page.locator(".roster button.step[data-step-id='each']").click()
     detail = page.locator("#step-detail")
@@ -62,10 +64,11 @@ def test_a_map_opened_after_an_items_frame_still_lists_every_item(page, server):
     expect(detail.locator(".map-items li.map-item").nth(0)).to_contain_text("→ A")
 
 
-def test_a_map_that_starts_after_the_page_opened_lists_its_items_before_they_end(page, server):
+def test_a_map_that_starts_after_the_page_opened_lists_its_items_before_they_end(page, server, tmp_path):
     """The snapshot had the map pending: when it starts, the page reads its items from the run's detail, so
     the one still under way is named, and its frame then completes it."""
-    run_id = launch_api(server, "web-gated-map", question="Gated", inputs={"items": ["a", "b", "slow"]})
+    release = tmp_path / "release"
+    run_id = launch_api(server, "web-gated-map", question="Gated", inputs={"items": ["a", "b", {"slow": str(release)}]})
     wait_frame(server, run_id, paused, "the gate")
     page.goto(f"{server.url}/#/runs/{run_id}")
     expect(page.get_by_role("button", name="Approve")).to_be_visible()
@@ -77,6 +80,7 @@ def test_a_map_that_starts_after_the_page_opened_lists_its_items_before_they_end
     expect(items).to_have_count(3)
     expect(items.nth(2)).to_contain_text("slow")
     expect(items.nth(2)).to_have_attribute("data-status", "pending")  # no frame says that: the detail does
+    release.touch()  # the last item ends now
     expect(page.locator("#step-detail .map-items .facts")).to_have_text("3 of 3 items done", timeout=20_000)
 
 
